@@ -1,0 +1,86 @@
+//! Commands: the [`Command`] trait that `#[derive(Command)]` implements, and the [`Route`]
+//! trait that `#[aggregate]` implements for every command it handles.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::aggregate::Aggregate;
+
+/// A request to change one aggregate. The field marked `#[aggregate_id]` names the target.
+///
+/// Implemented by `#[derive(Command)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an evoq command",
+    label = "not a `Command`",
+    note = "add `#[derive(Command)]` to the definition of `{Self}` and mark the field that names the target aggregate with `#[aggregate_id]`"
+)]
+pub trait Command: Send + 'static {
+    /// The command's name, used in errors, telemetry and metadata.
+    const NAME: &'static str;
+
+    /// The id of the aggregate this command targets.
+    fn aggregate_id(&self) -> String;
+}
+
+/// The compile-time route of a command: the one aggregate that handles it.
+///
+/// `#[aggregate]` implements it for the command of every `#[handles]` method, so a command
+/// without a handler does not implement it (dispatching it is a compile error), and a command
+/// handled by two aggregates has two conflicting implementations (also a compile error).
+#[diagnostic::on_unimplemented(
+    message = "no aggregate handles the command `{Self}`",
+    label = "`{Self}` has no route to an aggregate",
+    note = "add `#[handles] fn name(&self, command: &{Self}) -> Result<SomeEvent, SomeError>` to the `#[aggregate]` block of the aggregate that owns `{Self}`"
+)]
+pub trait Route: Command + Sized {
+    /// The aggregate that handles this command.
+    type Aggregate: Aggregate;
+
+    /// Runs the command against the current state: the events to append, or a rejection.
+    fn handle(
+        state: &Self::Aggregate,
+        command: &Self,
+    ) -> Result<Vec<<Self::Aggregate as Aggregate>::Event>, Rejection>;
+}
+
+/// A domain error returned by a command handler: the command was refused, nothing changed.
+pub struct Rejection(Box<dyn StdError + Send + Sync + 'static>);
+
+impl Rejection {
+    /// Wraps the handler's own error.
+    pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
+        Rejection(Box::new(error))
+    }
+
+    /// The handler's error, if it is of type `E`.
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+
+    /// The boxed error.
+    pub fn into_inner(self) -> Box<dyn StdError + Send + Sync + 'static> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The error type a command handler may return: any `std::error::Error + Send + Sync + 'static`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of a command handler",
+    label = "this error type does not implement `std::error::Error + Send + Sync + 'static`",
+    note = "derive `thiserror::Error` (or implement `std::error::Error` and `Display`) for `{Self}`"
+)]
+pub trait DomainError: StdError + Send + Sync + 'static {}
+
+impl<E: StdError + Send + Sync + 'static> DomainError for E {}

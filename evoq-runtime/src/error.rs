@@ -1,0 +1,158 @@
+//! The error type of dispatch and of the runtime.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use crate::store::StoreError;
+
+/// An error of the evoq runtime: every failure a dispatch or a start can return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command handler refused the command (a domain error): nothing was appended.
+    #[error("command `{command}` was rejected by aggregate `{aggregate}` `{id}`: {source}")]
+    Rejected {
+        /// The aggregate type.
+        aggregate: &'static str,
+        /// The aggregate id.
+        id: String,
+        /// The command type.
+        command: &'static str,
+        /// The handler's own error; see [`Error::rejection`].
+        source: Box<dyn StdError + Send + Sync + 'static>,
+    },
+
+    /// The stream was not at the expected version: either the dispatch asked for an
+    /// `expected_version` that did not hold, or concurrent writers kept winning until the retry
+    /// limit was reached. Nothing was appended.
+    #[error(
+        "version conflict on stream `{stream}` for command `{command}`: expected version {expected}, the stream is at {actual} (after {attempts} attempt(s)); nothing was appended, retry the command or raise the retry limit"
+    )]
+    Conflict {
+        /// The stream.
+        stream: String,
+        /// The command type.
+        command: &'static str,
+        /// The version the append expected.
+        expected: u64,
+        /// The version the stream was at.
+        actual: u64,
+        /// How many times the command was run.
+        attempts: u32,
+    },
+
+    /// A command handler or an `#[apply]` method panicked. The instance was dropped; the next
+    /// command rebuilds it from the store.
+    #[error(
+        "aggregate `{aggregate}` `{id}` panicked while handling command `{command}`: {message}; the instance was dropped and will be rebuilt from the store on the next command{}",
+        if *.events_stored { " (its events WERE stored)" } else { " (nothing was appended)" }
+    )]
+    Panicked {
+        /// The aggregate type.
+        aggregate: &'static str,
+        /// The aggregate id.
+        id: String,
+        /// The command type.
+        command: &'static str,
+        /// The panic message.
+        message: String,
+        /// Whether the command's events had been stored before the panic (in `#[apply]`).
+        events_stored: bool,
+    },
+
+    /// A stored event could not be decoded into the aggregate's events.
+    #[error(
+        "cannot decode event at version {version} of stream `{stream}` (type `{event_type}`, schema version {schema_version}): {reason}; the stored data was not changed: fix the event type or add an upcaster"
+    )]
+    Decode {
+        /// The stream.
+        stream: String,
+        /// The event's version in the stream.
+        version: u64,
+        /// The stored event type.
+        event_type: String,
+        /// The stored schema version.
+        schema_version: u32,
+        /// Why it does not decode.
+        reason: String,
+    },
+
+    /// A stream holds an event type the aggregate does not apply.
+    #[error(
+        "unknown event type `{event_type}` at version {version} of stream `{stream}`: aggregate `{aggregate}` has no `#[apply]` method for it; add one, or an upcaster that renames it"
+    )]
+    UnknownEventType {
+        /// The aggregate type.
+        aggregate: &'static str,
+        /// The stream.
+        stream: String,
+        /// The event's version in the stream.
+        version: u64,
+        /// The stored event type.
+        event_type: String,
+    },
+
+    /// An event could not be serialized; nothing was appended.
+    #[error("cannot serialize event `{event_type}` of command `{command}`: {reason}; nothing was appended")]
+    Encode {
+        /// The command type.
+        command: &'static str,
+        /// The event type.
+        event_type: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// The dispatch did not finish in time. The command may still complete.
+    #[error(
+        "command `{command}` to `{stream}` timed out after {after:?}; it may still complete: read the stream to know, or dispatch again with an idempotency key"
+    )]
+    Timeout {
+        /// The command type.
+        command: &'static str,
+        /// The target stream.
+        stream: String,
+        /// The deadline.
+        after: Duration,
+    },
+
+    /// The runtime was stopped; it accepts no more commands.
+    #[error("the evoq runtime is stopped and cannot accept command `{command}`; start a new one")]
+    Stopped {
+        /// The command type.
+        command: &'static str,
+    },
+
+    /// A configuration value is invalid.
+    #[error("invalid configuration `{key}`: {reason}")]
+    Config {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong and what to set instead.
+        reason: String,
+    },
+
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    /// The command handler's own error, when this is a rejection with an error of type `E`.
+    pub fn rejection<E: StdError + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Rejected { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// Whether the command was refused by its handler (a domain error).
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, Error::Rejected { .. })
+    }
+
+    /// Whether this is a version conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+}

@@ -1,0 +1,35 @@
+use crate::store::ExpectedVersion;
+
+/// An error of the event store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the version the append expected; nothing was appended.
+    #[error(
+        "wrong expected version for stream `{stream}`: the append expected {expected}, but the stream is at version {actual}; nothing was appended"
+    )]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: String,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's actual version.
+        actual: u64,
+    },
+    /// Stored data is corrupt or does not satisfy the store's invariants; never retried.
+    #[error("integrity error in the event store at {location}: {reason}")]
+    Integrity {
+        /// Where (stream and version, table, ...).
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend failed (I/O, connection, ...); the operation may be retried.
+    #[error("event store backend `{backend}` failed: {message}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
+}

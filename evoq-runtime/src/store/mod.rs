@@ -1,0 +1,182 @@
+//! The event store: one async trait, [`EventStore`], that every backend implements, and the
+//! backends themselves.
+//!
+//! The contract, for every backend:
+//! - stream versions start at 1 (an empty stream is at version 0); an append with an
+//!   [`ExpectedVersion`] that does not hold appends nothing and returns
+//!   [`StoreError::WrongExpectedVersion`]; concurrent appends to one stream never fork it;
+//! - global positions start at 1 and increase strictly in commit order; a reader that has seen
+//!   position `p` never later finds a newly committed event below `p`;
+//! - [`EventStore::read_all`] reports how far it scanned, so a filtered reader can advance past
+//!   events it is not interested in;
+//! - [`EventStore::head`] gives a watch on the highest committed position, which
+//!   [`Subscription`] uses to go from catch-up to live with no gap and no duplicate.
+
+mod error;
+pub mod memory;
+mod subscription;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+pub use self::error::StoreError;
+pub use self::subscription::Subscription;
+use crate::envelope::{NewEvent, RecordedEvent};
+
+/// What an append expects of the stream it writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version.
+    Any,
+    /// The stream must be empty (version 0).
+    NoStream,
+    /// The stream must be exactly at this version (0 = empty).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` satisfies this expectation.
+    pub fn holds_for(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(v) => actual == v,
+        }
+    }
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream (version 0)"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// The result of a successful append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The stream's version after the append (the version of its last event).
+    pub version: u64,
+    /// The global position of the first appended event (0 when nothing was appended).
+    pub first_position: u64,
+    /// The global position of the last appended event (0 when nothing was appended).
+    pub last_position: u64,
+}
+
+/// Which way to read a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first, from the given version upwards.
+    Forward,
+    /// Newest first, from the given version downwards.
+    Backward,
+}
+
+/// Which event types a read of the global order returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventFilter {
+    /// Every event.
+    All,
+    /// Only events whose type is one of these names.
+    Types(Arc<[String]>),
+}
+
+impl EventFilter {
+    /// A filter on these event type names.
+    pub fn types<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        EventFilter::Types(names.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether an event of type `event_type` passes.
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            EventFilter::All => true,
+            EventFilter::Types(names) => names.iter().any(|n| n == event_type),
+        }
+    }
+}
+
+/// One page of the global order.
+#[derive(Clone, Debug, Default)]
+pub struct AllPage {
+    /// The matching events, in position order.
+    pub events: Vec<Arc<RecordedEvent>>,
+    /// The position the read scanned through: every matching event with a position in
+    /// `(after, scanned_through]` is in `events`. A reader continues after it.
+    pub scanned_through: u64,
+}
+
+/// A saved state of one aggregate instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The aggregate's stream.
+    pub stream_id: String,
+    /// The stream version the state includes (the snapshot's last event).
+    pub version: u64,
+    /// The serialized state.
+    pub data: Vec<u8>,
+    /// When it was taken.
+    pub taken_at: SystemTime,
+}
+
+/// The event store contract. See the [module docs](self) for the guarantees.
+///
+/// Backends implement it with [`async_trait`](https://docs.rs/async-trait), re-exported by the
+/// facade, so that the runtime can hold any backend as `Arc<dyn EventStore>`.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if `expected` holds, atomically: all or nothing.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError>;
+
+    /// Reads at most `max_count` events of `stream` starting at version `from` (inclusive) in
+    /// `direction`. Backward from `u64::MAX` reads from the newest event.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
+
+    /// The current version of `stream` (0 when it does not exist).
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
+
+    /// Reads at most `max_count` events matching `filter` with a position above `after`.
+    async fn read_all(
+        &self,
+        after: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<AllPage, StoreError>;
+
+    /// A watch on the highest committed global position (0 for an empty store). It changes
+    /// after every commit; [`Subscription`] waits on it to go live.
+    fn head(&self) -> watch::Receiver<u64>;
+
+    /// Stores `snapshot` as the latest snapshot of its stream (replacing any older one).
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// The latest snapshot of `stream`, if any.
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Saves the position a named subscriber (handler, projection, saga) has processed.
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError>;
+
+    /// The saved position of a named subscriber, if it ever saved one.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError>;
+}

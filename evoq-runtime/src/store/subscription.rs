@@ -1,0 +1,101 @@
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::envelope::RecordedEvent;
+use crate::store::{EventFilter, EventStore, StoreError};
+
+/// Events of the chosen types, in global order, from a position on: first the stored ones
+/// (catch-up), then new ones as they are committed (live).
+///
+/// It reads the global order in pages and, once at the head, waits on the store's
+/// [`head`](EventStore::head) watch. Both phases read by position from the last position
+/// scanned, so nothing is skipped or delivered twice between them.
+pub struct Subscription {
+    store: Arc<dyn EventStore>,
+    filter: EventFilter,
+    scanned_through: u64,
+    buffer: VecDeque<Arc<RecordedEvent>>,
+    head: watch::Receiver<u64>,
+    page_size: usize,
+}
+
+impl Subscription {
+    /// Default number of events read per page.
+    pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+
+    /// A subscription to events matching `filter` with a position above `after`
+    /// (`after = 0`: from the first event).
+    pub fn new(store: Arc<dyn EventStore>, filter: EventFilter, after: u64) -> Self {
+        let head = store.head();
+        Subscription {
+            store,
+            filter,
+            scanned_through: after,
+            buffer: VecDeque::new(),
+            head,
+            page_size: Self::DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    /// Sets the number of events read per page (at least 1).
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// The next matching event, waiting for one to be committed if need be.
+    pub async fn next(&mut self) -> Result<Arc<RecordedEvent>, StoreError> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Ok(event);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Every matching event already buffered or committed (at least one), waiting for one if
+    /// none is there yet. Faster than [`next`](Self::next) for batch consumers.
+    pub async fn next_batch(&mut self) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        while self.buffer.is_empty() {
+            self.fill().await?;
+        }
+        Ok(self.buffer.drain(..).collect())
+    }
+
+    /// The position the subscription has scanned through. Once every buffered event has been
+    /// taken, a subscriber may checkpoint here even if no event matched.
+    pub fn scanned_through(&self) -> u64 {
+        self.scanned_through
+    }
+
+    /// Whether events are buffered, ready to be taken without waiting.
+    pub fn has_buffered(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+
+    async fn fill(&mut self) -> Result<(), StoreError> {
+        // Mark the current head as seen BEFORE reading, so a commit that lands after the read
+        // wakes `changed()` below.
+        let head = *self.head.borrow_and_update();
+        if self.scanned_through < head {
+            let page = self
+                .store
+                .read_all(self.scanned_through, self.page_size, &self.filter)
+                .await?;
+            if page.scanned_through > self.scanned_through {
+                self.scanned_through = page.scanned_through;
+            }
+            self.buffer.extend(page.events);
+            return Ok(());
+        }
+        if self.head.changed().await.is_err() {
+            return Err(StoreError::Backend {
+                backend: "subscription",
+                message: "the event store was shut down while a subscription was waiting".into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Compile-time guarantees of evoq, checked with trybuild (see tests/ui.rs).
