@@ -3,16 +3,26 @@
 //! Users depend on the facade crate `evoq`, which re-exports this crate and the macros; see its
 //! documentation. This crate never depends on the macro crate.
 
+#![warn(clippy::unwrap_used)]
+
+mod actor;
 pub mod aggregate;
+mod app;
+pub mod dispatch;
 pub mod command;
 pub mod envelope;
 pub mod error;
 pub mod event;
+mod partition;
 pub mod store;
+pub mod testing;
 
 pub use crate::aggregate::Aggregate;
 pub use crate::command::{Command, DomainError, Rejection, Route};
-pub use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 pub use crate::error::Error;
 pub use crate::event::{AppliedBy, Event, EventSet};
 pub use crate::store::{EventStore, ExpectedVersion, StoreError};
+pub use crate::app::{CommandBuilder, Config, Evoq, EvoqBuilder};
+pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
+pub use crate::testing::AggregateTest;

@@ -1,1 +1,753 @@
-//! The in-memory event store (placeholder: being written).
+//! The in-memory event store: the embedded default, for tests, examples and the benchmark.
+//!
+//! Everything lives in the process and is lost when the last handle is dropped. It keeps the
+//! whole [`EventStore`] contract (see the [module docs](crate::store)), which the shared
+//! conformance suite checks, and it is built for throughput: an append builds its records
+//! first and then takes one short write lock (a version check, a few pointer pushes, no await),
+//! reads take a read lock, and long scans of the global order release the lock between chunks
+//! so appenders are never held up for long. An append costs O(1) amortized whatever the size
+//! of the store; `read_stream` and `read_all` index straight to their first event.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::{
+    AllPage, Appended, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot, StoreError,
+};
+
+/// Number of events per chunk of the global log. Chunks never reallocate, so an append never
+/// copies the log, however long it is.
+const LOG_CHUNK: usize = 4_096;
+
+/// Positions `read_all` scans under one hold of the read lock before it
+/// releases the lock and takes it again, so a long filtered scan never blocks appenders for
+/// more than a few microseconds at a time.
+const SCAN_CHUNK: u64 = 4_096;
+
+/// An event store that keeps everything in memory.
+///
+/// `InMemoryStore` is a handle: [`Clone`] is cheap and every clone shares the same events,
+/// snapshots and checkpoints. Keep one clone for inspection (e.g.
+/// [`event_count`](Self::event_count)) and give another to the runtime, or wrap it in an
+/// `Arc<dyn EventStore>`.
+///
+/// Beyond the [`EventStore`] contract:
+/// - global positions are dense from 1, and an append's events take consecutive positions;
+/// - an append with no events checks the expected version, appends nothing, leaves the head
+///   alone, and returns the stream's current version with positions 0;
+/// - [`read_all`](EventStore::read_all) returns, when its page is not full, the head at the
+///   time of the read as `scanned_through` (or `after`, if that is higher);
+/// - the latest [`save_snapshot`](EventStore::save_snapshot) of a stream replaces the one
+///   before it, whatever their versions.
+///
+/// ```
+/// use std::sync::Arc;
+/// use evoq_runtime::store::memory::InMemoryStore;
+/// use evoq_runtime::store::EventStore;
+///
+/// let store = InMemoryStore::new();
+/// let shared: Arc<dyn EventStore> = Arc::new(store.clone());
+/// assert_eq!(store.event_count(), 0);
+/// assert_eq!(*shared.head().borrow(), 0);
+/// ```
+#[derive(Clone, Default)]
+pub struct InMemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Events: the global log and the streams. Never held across an await.
+    state: RwLock<State>,
+    /// The highest committed position; updated after the commit, so never ahead of the log.
+    head: watch::Sender<u64>,
+    snapshots: Mutex<HashMap<String, Snapshot>>,
+    checkpoints: Mutex<HashMap<String, u64>>,
+    /// Appends rejected for a wrong expected version.
+    conflicts: AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            state: RwLock::default(),
+            head: watch::Sender::new(0),
+            snapshots: Mutex::default(),
+            checkpoints: Mutex::default(),
+            conflicts: AtomicU64::new(0),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Every event in position order: position `p` is at index `p - 1`.
+    log: Log,
+    /// Each stream's events in version order: version `v` is at index `v - 1`.
+    streams: HashMap<String, Vec<Arc<RecordedEvent>>>,
+}
+
+impl State {
+    fn stream_version(&self, stream: &str) -> u64 {
+        self.streams.get(stream).map_or(0, |s| s.len() as u64)
+    }
+}
+
+/// The global log, in fixed-size chunks.
+#[derive(Default)]
+struct Log {
+    chunks: Vec<Vec<Arc<RecordedEvent>>>,
+    len: usize,
+}
+
+impl Log {
+    fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    fn push(&mut self, event: Arc<RecordedEvent>) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < LOG_CHUNK => chunk.push(event),
+            _ => {
+                let mut chunk = Vec::with_capacity(LOG_CHUNK);
+                chunk.push(event);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The events from index `start` on, in order.
+    fn iter_from(&self, start: usize) -> impl Iterator<Item = &Arc<RecordedEvent>> {
+        self.chunks
+            .get(start / LOG_CHUNK..)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .skip(start % LOG_CHUNK)
+    }
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many events the store holds (equal to the head position: positions are dense).
+    pub fn event_count(&self) -> u64 {
+        self.read_state().log.len()
+    }
+
+    /// How many streams hold at least one event.
+    pub fn stream_count(&self) -> usize {
+        self.read_state().streams.len()
+    }
+
+    /// The ids of every stream holding at least one event, sorted.
+    pub fn stream_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.read_state().streams.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Every stored event, in global order. Meant for tests; it copies the whole log of
+    /// pointers, so prefer [`read_all`](EventStore::read_all) on large stores.
+    pub fn events(&self) -> Vec<Arc<RecordedEvent>> {
+        self.read_state().log.iter_from(0).cloned().collect()
+    }
+
+    /// How many appends were rejected with [`StoreError::WrongExpectedVersion`] since the store
+    /// was created: lets a test see that a writer really hit (and retried) a conflict.
+    pub fn conflict_count(&self) -> u64 {
+        self.shared.conflicts.load(Ordering::Relaxed)
+    }
+
+    // The locks are only poisoned by a panic while held, and every critical section checks
+    // before it mutates, so the data behind a poisoned lock is still consistent.
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snapshots(&self) -> MutexGuard<'_, HashMap<String, Snapshot>> {
+        self.shared
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn checkpoints(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.shared
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn conflict(&self, stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
+        self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
+        StoreError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual,
+        }
+    }
+}
+
+impl std::fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.read_state();
+        f.debug_struct("InMemoryStore")
+            .field("events", &state.log.len())
+            .field("streams", &state.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryStore {
+    /// Appends under one short write lock. An empty `events` checks `expected`, appends
+    /// nothing and returns the current version with positions 0.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            let actual = self.read_state().stream_version(stream);
+            if !expected.holds_for(actual) {
+                return Err(self.conflict(stream, expected, actual));
+            }
+            return Ok(Appended {
+                version: actual,
+                first_position: 0,
+                last_position: 0,
+            });
+        }
+
+        // Build the records outside the lock; only their version and position are set inside.
+        let recorded_at = SystemTime::now();
+        let mut records: Vec<Arc<RecordedEvent>> = events
+            .into_iter()
+            .map(|e| Arc::new(RecordedEvent::from_new(e, stream, 0, 0, recorded_at)))
+            .collect();
+        let count = records.len() as u64;
+
+        let appended = {
+            let mut guard = self.write_state();
+            let State { log, streams } = &mut *guard;
+            let existing = streams.get_mut(stream);
+            let actual = existing.as_ref().map_or(0, |s| s.len() as u64);
+            if !expected.holds_for(actual) {
+                drop(guard);
+                return Err(self.conflict(stream, expected, actual));
+            }
+            let first_position = log.len() + 1;
+            for (i, record) in (0u64..).zip(records.iter_mut()) {
+                // Each record is uniquely owned here, so this never clones.
+                let record = Arc::make_mut(record);
+                record.stream_version = actual + 1 + i;
+                record.global_position = first_position + i;
+            }
+            for record in &records {
+                log.push(Arc::clone(record));
+            }
+            match existing {
+                Some(existing) => existing.extend(records),
+                None => {
+                    streams.insert(stream.to_owned(), records);
+                }
+            }
+            Appended {
+                version: actual + count,
+                first_position,
+                last_position: first_position + count - 1,
+            }
+        };
+
+        // After the commit, and monotonic even when two appenders publish out of order.
+        let last = appended.last_position;
+        self.shared.head.send_if_modified(|head| {
+            let newer = last > *head;
+            if newer {
+                *head = last;
+            }
+            newer
+        });
+        Ok(appended)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        let state = self.read_state();
+        let Some(events) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let len = events.len();
+        let page = match direction {
+            Direction::Forward => {
+                // Version `from` is at index `from - 1`; version 0 reads from the first event.
+                let start = usize::try_from(from.max(1) - 1).unwrap_or(usize::MAX);
+                if start >= len {
+                    return Ok(Vec::new());
+                }
+                let end = start + max_count.min(len - start);
+                events[start..end].to_vec()
+            }
+            Direction::Backward => {
+                let end = usize::try_from(from).unwrap_or(usize::MAX).min(len);
+                let start = end.saturating_sub(max_count);
+                events[start..end].iter().rev().cloned().collect()
+            }
+        };
+        Ok(page)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        Ok(self.read_state().stream_version(stream))
+    }
+
+    /// Scans from `after` up to the head at the time of the call, in chunks, releasing the
+    /// read lock between chunks. `max_count == 0` scans nothing (`scanned_through == after`).
+    async fn read_all(
+        &self,
+        after: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<AllPage, StoreError> {
+        let mut events = Vec::new();
+        if max_count == 0 {
+            return Ok(AllPage {
+                events,
+                scanned_through: after,
+            });
+        }
+        // `scanned` is the last position scanned; the log index of position `scanned + 1`
+        // is `scanned`.
+        let mut scanned = after;
+        let mut target = None;
+        loop {
+            let state = self.read_state();
+            let target = *target.get_or_insert(state.log.len());
+            if scanned >= target {
+                break;
+            }
+            let chunk_end = target.min(scanned + SCAN_CHUNK);
+            let start = usize::try_from(scanned).unwrap_or(usize::MAX);
+            let take = usize::try_from(chunk_end - scanned).unwrap_or(usize::MAX);
+            for event in state.log.iter_from(start).take(take) {
+                if filter.matches(&event.event_type) {
+                    events.push(Arc::clone(event));
+                    if events.len() == max_count {
+                        return Ok(AllPage {
+                            scanned_through: event.global_position,
+                            events,
+                        });
+                    }
+                }
+            }
+            scanned = chunk_end;
+        }
+        Ok(AllPage {
+            events,
+            scanned_through: scanned,
+        })
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.shared.head.subscribe()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut snapshots = self.snapshots();
+        match snapshots.get_mut(&snapshot.stream_id) {
+            Some(slot) => *slot = snapshot,
+            None => {
+                snapshots.insert(snapshot.stream_id.clone(), snapshot);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.snapshots().get(stream).cloned())
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        let mut checkpoints = self.checkpoints();
+        match checkpoints.get_mut(name) {
+            Some(slot) => *slot = position,
+            None => {
+                checkpoints.insert(name.to_owned(), position);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.checkpoints().get(name).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::panic::AssertUnwindSafe;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::envelope::{Metadata, stream_id};
+    use crate::store::conformance;
+
+    mod conformance_suite {
+        crate::store_conformance_tests!(|| async {
+            std::sync::Arc::new(crate::store::memory::InMemoryStore::new())
+        });
+    }
+
+    fn event(event_type: &'static str) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: Cow::Borrowed(event_type),
+            schema_version: 1,
+            data: b"{}".to_vec(),
+            metadata: Metadata::default(),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn clones_share_one_store_and_introspection_counts_it() {
+        runtime().block_on(async {
+            let store = InMemoryStore::new();
+            let handle = store.clone();
+            let a = stream_id("Account", "1");
+            let b = stream_id("Order", "1");
+            store
+                .append(&b, ExpectedVersion::NoStream, vec![event("X"), event("Y")])
+                .await
+                .expect("append");
+            handle
+                .append(&a, ExpectedVersion::Any, vec![event("Z")])
+                .await
+                .expect("append");
+            let conflict = store
+                .append(&a, ExpectedVersion::NoStream, vec![event("Z")])
+                .await;
+            assert!(conflict.is_err());
+            assert_eq!(handle.event_count(), 3);
+            assert_eq!(handle.stream_count(), 2);
+            assert_eq!(handle.stream_ids(), [a.clone(), b.clone()]);
+            assert_eq!(handle.conflict_count(), 1);
+            let events = handle.events();
+            assert_eq!(
+                events
+                    .iter()
+                    .map(|e| (e.stream_id.as_str(), e.global_position))
+                    .collect::<Vec<_>>(),
+                [(b.as_str(), 1), (b.as_str(), 2), (a.as_str(), 3)]
+            );
+            assert_eq!(*handle.head().borrow(), 3);
+            assert_eq!(
+                format!("{store:?}"),
+                "InMemoryStore { events: 3, streams: 2, .. }"
+            );
+        });
+    }
+
+    #[test]
+    fn read_all_is_exact_across_log_and_scan_chunk_boundaries() {
+        runtime().block_on(async {
+            let store = InMemoryStore::new();
+            let types = ["A", "B", "C"];
+            let mut n = 0usize;
+            while n < 3 * LOG_CHUNK + 11 {
+                let events = (0..7).map(|i| event(types[(n + i) % 3])).collect();
+                let stream = stream_id("Chunked", &(n % 5).to_string());
+                store
+                    .append(&stream, ExpectedVersion::Any, events)
+                    .await
+                    .expect("append");
+                n += 7;
+            }
+            let log = store.events();
+            let head = log.len() as u64;
+            assert_eq!(head, store.event_count());
+            for (i, event) in log.iter().enumerate() {
+                assert_eq!(event.global_position, i as u64 + 1);
+            }
+            let chunk = LOG_CHUNK as u64;
+            let filters = [
+                EventFilter::All,
+                EventFilter::types(["B"]),
+                EventFilter::types(["Absent"]),
+            ];
+            for filter in &filters {
+                for after in [0, 1, chunk - 1, chunk, chunk + 1, 2 * chunk, head - 3, head] {
+                    for max_count in [1, 5, 4_097, usize::MAX] {
+                        let page = store
+                            .read_all(after, max_count, filter)
+                            .await
+                            .expect("read_all");
+                        let expected: Vec<u64> = log
+                            .iter()
+                            .filter(|e| e.global_position > after)
+                            .filter(|e| filter.matches(&e.event_type))
+                            .take(max_count)
+                            .map(|e| e.global_position)
+                            .collect();
+                        let got: Vec<u64> = page.events.iter().map(|e| e.global_position).collect();
+                        assert_eq!(got, expected, "after {after}, max {max_count}, {filter:?}");
+                        let through = if got.len() == max_count {
+                            got.last().copied().unwrap_or(after)
+                        } else {
+                            head
+                        };
+                        assert_eq!(page.scanned_through, through);
+                    }
+                }
+            }
+            let beyond = store
+                .read_all(head + 10, 10, &EventFilter::All)
+                .await
+                .expect("read_all");
+            assert!(beyond.events.is_empty());
+            assert_eq!(
+                beyond.scanned_through,
+                head + 10,
+                "a read from beyond the head never moves the reader back"
+            );
+        });
+    }
+
+    #[test]
+    fn poisoned_locks_do_not_break_the_store() {
+        let store = InMemoryStore::new();
+        let poisoner = store.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.write_state();
+            panic!("poison the lock");
+        })
+        .join();
+        runtime().block_on(async {
+            store
+                .append("S-1", ExpectedVersion::NoStream, vec![event("E")])
+                .await
+                .expect("append after a poisoned lock");
+            assert_eq!(store.event_count(), 1);
+        });
+    }
+
+    /// A deliberately broken store, to show that the conformance suite catches each bug.
+    struct Broken {
+        inner: InMemoryStore,
+        bug: Bug,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Bug {
+        IgnoresExpectedVersion,
+        ScansThroughHeadOnFullPages,
+        BackwardIgnoresFrom,
+        ReencodesData,
+        KeepsFirstSnapshot,
+        HeadAheadOfReads,
+    }
+
+    #[async_trait]
+    impl EventStore for Broken {
+        async fn append(
+            &self,
+            stream: &str,
+            expected: ExpectedVersion,
+            mut events: Vec<NewEvent>,
+        ) -> Result<Appended, StoreError> {
+            let expected = match self.bug {
+                Bug::IgnoresExpectedVersion => ExpectedVersion::Any,
+                _ => expected,
+            };
+            if let Bug::ReencodesData = self.bug {
+                for e in &mut events {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&e.data) {
+                        e.data = serde_json::to_vec(&v).expect("json");
+                    }
+                }
+            }
+            self.inner.append(stream, expected, events).await
+        }
+
+        async fn read_stream(
+            &self,
+            stream: &str,
+            from: u64,
+            direction: Direction,
+            max_count: usize,
+        ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+            let from = match (self.bug, direction) {
+                (Bug::BackwardIgnoresFrom, Direction::Backward) => u64::MAX,
+                _ => from,
+            };
+            self.inner
+                .read_stream(stream, from, direction, max_count)
+                .await
+        }
+
+        async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+            self.inner.stream_version(stream).await
+        }
+
+        async fn read_all(
+            &self,
+            after: u64,
+            max_count: usize,
+            filter: &EventFilter,
+        ) -> Result<AllPage, StoreError> {
+            let mut page = self.inner.read_all(after, max_count, filter).await?;
+            if let Bug::ScansThroughHeadOnFullPages = self.bug {
+                page.scanned_through = page.scanned_through.max(self.inner.event_count());
+            }
+            Ok(page)
+        }
+
+        fn head(&self) -> watch::Receiver<u64> {
+            match self.bug {
+                Bug::HeadAheadOfReads => {
+                    // Publishes one position past the real head.
+                    let (tx, rx) = watch::channel(self.inner.event_count() + 1);
+                    let mut real = self.inner.head();
+                    tokio::spawn(async move {
+                        while real.changed().await.is_ok() {
+                            let h = *real.borrow_and_update();
+                            if tx.send(h + 1).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    rx
+                }
+                _ => self.inner.head(),
+            }
+        }
+
+        async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+            if let Bug::KeepsFirstSnapshot = self.bug
+                && self
+                    .inner
+                    .load_snapshot(&snapshot.stream_id)
+                    .await?
+                    .is_some()
+            {
+                return Ok(());
+            }
+            self.inner.save_snapshot(snapshot).await
+        }
+
+        async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+            self.inner.load_snapshot(stream).await
+        }
+
+        async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+            self.inner.save_checkpoint(name, position).await
+        }
+
+        async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+            self.inner.load_checkpoint(name).await
+        }
+    }
+
+    /// Runs `property` against a store with `bug` and checks that it fails.
+    fn catches<P, F>(bug: Bug, name: &str, property: P)
+    where
+        P: FnOnce(Arc<dyn EventStore>) -> F,
+        F: std::future::Future<Output = ()>,
+    {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            conformance::run(
+                name,
+                || async move {
+                    Arc::new(Broken {
+                        inner: InMemoryStore::new(),
+                        bug,
+                    })
+                },
+                property,
+            );
+        }));
+        assert!(
+            outcome.is_err(),
+            "the conformance property `{name}` passed a store with bug {bug:?}"
+        );
+    }
+
+    #[test]
+    fn the_conformance_suite_catches_broken_stores() {
+        use Bug::*;
+        catches(
+            IgnoresExpectedVersion,
+            "expected_version_exact_holds_only_at_that_version",
+            conformance::expected_version_exact_holds_only_at_that_version,
+        );
+        catches(
+            IgnoresExpectedVersion,
+            "concurrent_exact_appends_have_exactly_one_winner_per_version",
+            conformance::concurrent_exact_appends_have_exactly_one_winner_per_version,
+        );
+        catches(
+            ScansThroughHeadOnFullPages,
+            "read_all_filters_by_type_and_keeps_global_order",
+            conformance::read_all_filters_by_type_and_keeps_global_order,
+        );
+        catches(
+            ScansThroughHeadOnFullPages,
+            "subscription_delivers_catch_up_then_live_without_gap_or_duplicate",
+            conformance::subscription_delivers_catch_up_then_live_without_gap_or_duplicate,
+        );
+        catches(
+            BackwardIgnoresFrom,
+            "read_stream_pages_backward",
+            conformance::read_stream_pages_backward,
+        );
+        catches(
+            ReencodesData,
+            "event_data_and_metadata_round_trip_byte_exact",
+            conformance::event_data_and_metadata_round_trip_byte_exact,
+        );
+        catches(
+            KeepsFirstSnapshot,
+            "snapshots_save_load_and_replace",
+            conformance::snapshots_save_load_and_replace,
+        );
+        catches(
+            HeadAheadOfReads,
+            "head_watch_follows_commits_and_is_never_ahead_of_reads",
+            conformance::head_watch_follows_commits_and_is_never_ahead_of_reads,
+        );
+    }
+}

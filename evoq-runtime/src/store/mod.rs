@@ -6,12 +6,18 @@
 //!   [`ExpectedVersion`] that does not hold appends nothing and returns
 //!   [`StoreError::WrongExpectedVersion`]; concurrent appends to one stream never fork it;
 //! - global positions start at 1 and increase strictly in commit order; a reader that has seen
-//!   position `p` never later finds a newly committed event below `p`;
+//!   position `p` never later finds a newly committed event below `p`; the events of one append
+//!   take consecutive versions and consecutive positions, and no reader sees part of an append;
 //! - [`EventStore::read_all`] reports how far it scanned, so a filtered reader can advance past
 //!   events it is not interested in;
 //! - [`EventStore::head`] gives a watch on the highest committed position, which
 //!   [`Subscription`] uses to go from catch-up to live with no gap and no duplicate.
+//!
+//! The conformance suite (`store::conformance`, run by the `store_conformance_tests!` macro)
+//! checks every one of these guarantees; every backend runs it.
 
+#[doc(hidden)]
+pub mod conformance;
 mod error;
 pub mod memory;
 mod subscription;
@@ -136,6 +142,12 @@ pub struct Snapshot {
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `stream` if `expected` holds, atomically: all or nothing.
+    ///
+    /// The events take consecutive versions and consecutive global positions. When `expected`
+    /// does not hold, nothing is appended and the error is
+    /// [`StoreError::WrongExpectedVersion`] with the stream's actual version. An empty `events`
+    /// checks `expected`, appends nothing (the stream is not created, the head does not move)
+    /// and returns the stream's current version with positions 0.
     async fn append(
         &self,
         stream: &str,
@@ -145,6 +157,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Reads at most `max_count` events of `stream` starting at version `from` (inclusive) in
     /// `direction`. Backward from `u64::MAX` reads from the newest event.
+    ///
+    /// Forward from 0 reads from the first event; forward from past the end, backward from 0,
+    /// `max_count == 0` and a stream that does not exist give no events. Backward from past the
+    /// end reads from the newest event. Any `max_count` is valid, `usize::MAX` included.
     async fn read_stream(
         &self,
         stream: &str,
@@ -157,6 +173,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
 
     /// Reads at most `max_count` events matching `filter` with a position above `after`.
+    ///
+    /// [`AllPage::scanned_through`] is never below `after` and advances whenever `after` is
+    /// below the head and `max_count > 0` (so a reader always makes progress): it is the last
+    /// returned event's position when the page is full, else the head at the time of the read.
+    /// `max_count == 0` scans nothing. Any `max_count` is valid, `usize::MAX` included.
     async fn read_all(
         &self,
         after: u64,
@@ -165,7 +186,8 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<AllPage, StoreError>;
 
     /// A watch on the highest committed global position (0 for an empty store). It changes
-    /// after every commit; [`Subscription`] waits on it to go live.
+    /// after every commit; [`Subscription`] waits on it to go live. It is never ahead of the
+    /// reads: once it shows `p`, [`read_all`](Self::read_all) returns the event at `p`.
     fn head(&self) -> watch::Receiver<u64>;
 
     /// Stores `snapshot` as the latest snapshot of its stream (replacing any older one).

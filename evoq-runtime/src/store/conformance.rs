@@ -1,0 +1,2130 @@
+//! The conformance suite of the [`EventStore`] contract: one async function per property, each
+//! taking a fresh store and panicking with a message that names the violated guarantee.
+//!
+//! Every backend runs the whole suite with one line, in a module of its own (the macro defines
+//! one `#[test]` function per property, named after the property):
+//!
+//! ```
+//! mod in_memory_store_conformance {
+//!     evoq_runtime::store_conformance_tests!(|| async {
+//!         std::sync::Arc::new(evoq_runtime::store::memory::InMemoryStore::new())
+//!     });
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! The factory is called once per property, with a tokio runtime running, and must return a
+//! future of a **fresh, empty** store: an `Arc<S>` for any `S: EventStore`, an
+//! `Arc<dyn EventStore>`, or a `(store, guard)` pair whose guard (a temporary directory, a
+//! database schema to drop, ...) lives until the property ends. See [`ConformanceStore`].
+//!
+//! Each property runs on its own multi-thread runtime with 2 workers and fails if it takes
+//! longer than [`PROPERTY_TIMEOUT`] (a read or subscription waiting for an event that never
+//! comes). Properties assume they have the store to themselves, from empty: their stream names
+//! may repeat across properties, and [`versions_and_positions_start_at_one`] checks that the
+//! first position is 1.
+//!
+//! Each property is also a public function, so a backend can run one alone (with [`run`]) or
+//! call it from a test of its own.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Barrier;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
+use crate::store::{
+    AllPage, Appended, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot, StoreError,
+    Subscription,
+};
+
+/// How long one property may run before it fails as hung.
+pub const PROPERTY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a subscription may wait for an event the property knows is coming.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a conformance factory's future may produce: something that hands out the store under
+/// test and is kept alive until the property ends.
+pub trait ConformanceStore {
+    /// The store under test.
+    fn store(&self) -> Arc<dyn EventStore>;
+}
+
+impl<S: EventStore> ConformanceStore for Arc<S> {
+    fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(self) as Arc<dyn EventStore>
+    }
+}
+
+impl ConformanceStore for Arc<dyn EventStore> {
+    fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(self)
+    }
+}
+
+/// A store with a guard (a temporary directory, a connection that drops a schema, ...) that
+/// must outlive the property.
+impl<S: ConformanceStore, G> ConformanceStore for (S, G) {
+    fn store(&self) -> Arc<dyn EventStore> {
+        self.0.store()
+    }
+}
+
+/// Runs one property against a store made by `factory`, on a fresh multi-thread runtime with
+/// 2 workers, failing if it takes longer than [`PROPERTY_TIMEOUT`]. Used by
+/// [`store_conformance_tests!`](crate::store_conformance_tests); callable directly to run a
+/// single property.
+pub fn run<F, Fut, S, P, PFut>(property: &str, factory: F, body: P)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = S>,
+    S: ConformanceStore,
+    P: FnOnce(Arc<dyn EventStore>) -> PFut,
+    PFut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("store conformance `{property}`: cannot start tokio: {e}"));
+    runtime.block_on(async {
+        let made = factory().await;
+        let store = made.store();
+        if tokio::time::timeout(PROPERTY_TIMEOUT, body(store))
+            .await
+            .is_err()
+        {
+            panic!(
+                "store conformance `{property}` did not finish within {PROPERTY_TIMEOUT:?}: a read, \
+                 append or subscription is waiting for something that never happens"
+            );
+        }
+        drop(made);
+    });
+}
+
+/// Defines one `#[test]` per property of the [`EventStore`] contract, each running against a
+/// fresh store from `$factory` (a closure returning a future of a [`ConformanceStore`]). Invoke
+/// it inside a module of its own; see the [`conformance`](crate::store::conformance) module.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__store_conformance_tests! {
+            $factory;
+            versions_and_positions_start_at_one,
+            expected_version_any_always_holds,
+            expected_version_no_stream_holds_only_for_an_empty_stream,
+            expected_version_exact_holds_only_at_that_version,
+            empty_append_checks_expected_version_and_appends_nothing,
+            appends_are_atomic_and_take_consecutive_positions,
+            concurrent_exact_appends_have_exactly_one_winner_per_version,
+            concurrent_appenders_never_fork_a_stream,
+            concurrent_appends_to_many_streams_get_dense_increasing_positions,
+            read_all_during_concurrent_appends_misses_nothing,
+            read_stream_pages_forward,
+            read_stream_pages_backward,
+            reading_an_unknown_stream_gives_nothing,
+            read_all_filters_by_type_and_keeps_global_order,
+            read_all_scanned_through_lets_a_reader_skip_non_matching_events,
+            head_watch_follows_commits_and_is_never_ahead_of_reads,
+            subscription_delivers_catch_up_then_live_without_gap_or_duplicate,
+            subscription_starts_after_the_given_position,
+            snapshots_save_load_and_replace,
+            snapshots_are_isolated_per_stream,
+            checkpoints_save_load_and_overwrite,
+            event_data_and_metadata_round_trip_byte_exact,
+            recorded_at_is_set_at_commit,
+            same_id_under_different_aggregates_stays_separate,
+        }
+    };
+}
+
+/// Implementation detail of [`store_conformance_tests!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_tests {
+    ($factory:expr; $($property:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $property() {
+                $crate::store::conformance::run(
+                    ::core::stringify!($property),
+                    $factory,
+                    $crate::store::conformance::$property,
+                );
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A new event of `event_type` with `data`, default metadata and schema version 1.
+fn new_event(event_type: &str, data: Vec<u8>) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: Cow::Owned(event_type.to_owned()),
+        schema_version: 1,
+        data,
+        metadata: Metadata::default(),
+    }
+}
+
+/// A new event of `event_type` whose data is `{"n":n}`.
+fn numbered(event_type: &str, n: u64) -> NewEvent {
+    new_event(event_type, format!("{{\"n\":{n}}}").into_bytes())
+}
+
+/// `count` events of `event_type`, numbered from `from`.
+fn batch(event_type: &str, from: u64, count: u64) -> Vec<NewEvent> {
+    (from..from + count)
+        .map(|n| numbered(event_type, n))
+        .collect()
+}
+
+fn ids(events: &[NewEvent]) -> Vec<Uuid> {
+    events.iter().map(|e| e.event_id).collect()
+}
+
+fn recorded_ids(events: &[Arc<RecordedEvent>]) -> Vec<Uuid> {
+    events.iter().map(|e| e.event_id).collect()
+}
+
+fn positions(events: &[Arc<RecordedEvent>]) -> Vec<u64> {
+    events.iter().map(|e| e.global_position).collect()
+}
+
+fn versions(events: &[Arc<RecordedEvent>]) -> Vec<u64> {
+    events.iter().map(|e| e.stream_version).collect()
+}
+
+/// The value of a store call, or a panic naming the call.
+#[track_caller]
+fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
+
+/// The current value of the store's head watch.
+fn head_of(store: &dyn EventStore) -> u64 {
+    *store.head().borrow()
+}
+
+/// The outcome of a spawned task, re-raising its panic.
+async fn join<T>(handle: JoinHandle<T>) -> T {
+    match handle.await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(e) => panic!("a conformance task was cancelled: {e}"),
+        },
+    }
+}
+
+/// Every event of `stream`, read forward in pages of 100.
+async fn whole_stream(store: &dyn EventStore, stream: &str) -> Vec<Arc<RecordedEvent>> {
+    let mut out: Vec<Arc<RecordedEvent>> = Vec::new();
+    loop {
+        let from = out.len() as u64 + 1;
+        let page = ok(
+            store
+                .read_stream(stream, from, Direction::Forward, 100)
+                .await,
+            &format!("read_stream(`{stream}`, from {from}, Forward, 100)"),
+        );
+        let done = page.len() < 100;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Every event matching `filter` with a position above `after`, up to the head at the call,
+/// read in pages of 1,000; fails if a read makes no progress.
+async fn read_all_events(
+    store: &dyn EventStore,
+    after: u64,
+    filter: &EventFilter,
+) -> Vec<Arc<RecordedEvent>> {
+    let target = head_of(store);
+    let mut out = Vec::new();
+    let mut cursor = after;
+    while cursor < target {
+        let page = ok(
+            store.read_all(cursor, 1_000, filter).await,
+            &format!("read_all(after {cursor}, 1000, {filter:?})"),
+        );
+        assert!(
+            page.scanned_through > cursor,
+            "read_all(after {cursor}, 1000, {filter:?}) made no progress although the head is \
+             {target}: scanned_through = {}; a reader would loop forever",
+            page.scanned_through
+        );
+        out.extend(page.events);
+        cursor = page.scanned_through;
+    }
+    out
+}
+
+/// Checks that `stream` holds versions 1..=n with strictly increasing positions, and
+/// returns it.
+async fn assert_stream_well_formed(
+    store: &dyn EventStore,
+    stream: &str,
+) -> Vec<Arc<RecordedEvent>> {
+    let events = whole_stream(store, stream).await;
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(
+            event.stream_version,
+            i as u64 + 1,
+            "stream `{stream}`: the event at index {i} has version {}; versions must be \
+             contiguous from 1 (the stream was forked or has a gap)",
+            event.stream_version
+        );
+        assert_eq!(
+            event.stream_id, stream,
+            "read_stream(`{stream}`) returned an event of stream `{}`",
+            event.stream_id
+        );
+        if i > 0 {
+            assert!(
+                event.global_position > events[i - 1].global_position,
+                "stream `{stream}`: version {} has position {}, not above version {}'s {}; \
+                 positions must increase with versions",
+                event.stream_version,
+                event.global_position,
+                events[i - 1].stream_version,
+                events[i - 1].global_position
+            );
+        }
+    }
+    let version = ok(
+        store.stream_version(stream).await,
+        &format!("stream_version(`{stream}`)"),
+    );
+    assert_eq!(
+        version,
+        events.len() as u64,
+        "stream_version(`{stream}`) is {version} but the stream holds {} events",
+        events.len()
+    );
+    events
+}
+
+/// What an append that fails must leave unchanged.
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    head: u64,
+    total: usize,
+    streams: Vec<(String, u64, Vec<Uuid>)>,
+}
+
+async fn observe(store: &dyn EventStore, streams: &[&str]) -> Observed {
+    let mut observed = Observed {
+        head: head_of(store),
+        total: read_all_events(store, 0, &EventFilter::All).await.len(),
+        streams: Vec::new(),
+    };
+    for &stream in streams {
+        let version = ok(
+            store.stream_version(stream).await,
+            &format!("stream_version(`{stream}`)"),
+        );
+        let ids = recorded_ids(&whole_stream(store, stream).await);
+        observed.streams.push((stream.to_owned(), version, ids));
+    }
+    observed
+}
+
+#[track_caller]
+fn assert_wrong_version(
+    result: Result<Appended, StoreError>,
+    stream: &str,
+    expected: ExpectedVersion,
+    actual: u64,
+) {
+    match result {
+        Err(StoreError::WrongExpectedVersion {
+            stream: s,
+            expected: e,
+            actual: a,
+        }) => {
+            assert_eq!(
+                (s.as_str(), e, a),
+                (stream, expected, actual),
+                "the WrongExpectedVersion error must carry the stream, the expectation and the \
+                 stream's actual version"
+            );
+        }
+        other => panic!(
+            "append to `{stream}` expecting {expected} when the stream is at version {actual} \
+             must fail with WrongExpectedVersion, got {other:?}"
+        ),
+    }
+}
+
+/// Checks one `read_all` page against the whole log of a quiet store.
+fn check_page(
+    log: &[Arc<RecordedEvent>],
+    head: u64,
+    after: u64,
+    max_count: usize,
+    filter: &EventFilter,
+    page: &AllPage,
+) {
+    let call = format!("read_all(after {after}, max {max_count}, {filter:?}) with head {head}");
+    let st = page.scanned_through;
+    assert!(
+        st >= after,
+        "{call}: scanned_through {st} is below `after`; a reader would move backwards"
+    );
+    assert!(
+        st <= head.max(after),
+        "{call}: scanned_through {st} is beyond the head"
+    );
+    assert!(
+        page.events.len() <= max_count,
+        "{call}: returned {} events, more than max_count",
+        page.events.len()
+    );
+    let expected: Vec<(u64, Uuid)> = log
+        .iter()
+        .filter(|e| e.global_position > after && e.global_position <= st)
+        .filter(|e| filter.matches(&e.event_type))
+        .map(|e| (e.global_position, e.event_id))
+        .collect();
+    let got: Vec<(u64, Uuid)> = page
+        .events
+        .iter()
+        .map(|e| (e.global_position, e.event_id))
+        .collect();
+    assert!(
+        got == expected,
+        "{call}: the page (positions {:?}, scanned_through {st}) must hold exactly the matching \
+         events in (after, scanned_through], in position order: positions {:?}",
+        positions(&page.events),
+        expected.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    if after < head && max_count > 0 {
+        assert!(
+            st > after,
+            "{call}: scanned_through {st} did not advance; a reader would loop forever"
+        );
+    }
+    if page.events.len() < max_count {
+        assert!(
+            st >= head,
+            "{call}: the page is not full, so on a quiet store it must have scanned through the \
+             head, but scanned_through is {st}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh store is empty at head 0; stream versions start at 1 and global positions start at
+/// 1, across streams, in commit order.
+pub async fn versions_and_positions_start_at_one(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    assert_eq!(
+        head_of(store),
+        0,
+        "a fresh store must be at head 0 (the conformance factory must return a fresh, empty \
+         store)"
+    );
+    let a = stream_id("Account", "1");
+    let b = stream_id("Account", "2");
+    assert_eq!(ok(store.stream_version(&a).await, "stream_version"), 0);
+    let page = ok(
+        store.read_all(0, 10, &EventFilter::All).await,
+        "read_all on an empty store",
+    );
+    assert!(page.events.is_empty(), "an empty store returned events");
+    assert_eq!(
+        page.scanned_through, 0,
+        "read_all on an empty store must scan through 0"
+    );
+
+    let first = ok(
+        store
+            .append(&a, ExpectedVersion::NoStream, batch("Opened", 0, 3))
+            .await,
+        "first append",
+    );
+    assert_eq!(
+        first,
+        Appended {
+            version: 3,
+            first_position: 1,
+            last_position: 3
+        },
+        "the first append of 3 events to an empty store must give versions 1..=3 and positions \
+         1..=3"
+    );
+    let events = assert_stream_well_formed(store, &a).await;
+    assert_eq!(versions(&events), [1, 2, 3]);
+    assert_eq!(positions(&events), [1, 2, 3]);
+
+    let second = ok(
+        store
+            .append(&b, ExpectedVersion::Any, batch("Opened", 3, 2))
+            .await,
+        "append to a second stream",
+    );
+    assert_eq!(
+        second,
+        Appended {
+            version: 2,
+            first_position: 4,
+            last_position: 5
+        },
+        "a second stream starts at version 1 and continues the global positions"
+    );
+    let third = ok(
+        store
+            .append(&a, ExpectedVersion::Exact(3), batch("Deposited", 5, 1))
+            .await,
+        "append to the first stream again",
+    );
+    assert_eq!(
+        third,
+        Appended {
+            version: 4,
+            first_position: 6,
+            last_position: 6
+        }
+    );
+    let all = read_all_events(store, 0, &EventFilter::All).await;
+    assert_eq!(positions(&all), [1, 2, 3, 4, 5, 6]);
+    let streams: Vec<(&str, u64)> = all
+        .iter()
+        .map(|e| (e.stream_id.as_str(), e.stream_version))
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            (a.as_str(), 1),
+            (a.as_str(), 2),
+            (a.as_str(), 3),
+            (b.as_str(), 1),
+            (b.as_str(), 2),
+            (a.as_str(), 4)
+        ],
+        "the global order must be the commit order"
+    );
+    assert_eq!(head_of(store), 6, "the head must be the last position");
+}
+
+/// `ExpectedVersion::Any` appends whatever the stream's version.
+pub async fn expected_version_any_always_holds(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Any", "1");
+    let first = ok(
+        store
+            .append(&s, ExpectedVersion::Any, batch("E", 0, 1))
+            .await,
+        "Any on an empty stream",
+    );
+    assert_eq!(first.version, 1);
+    let second = ok(
+        store
+            .append(&s, ExpectedVersion::Any, batch("E", 1, 2))
+            .await,
+        "Any on a stream at version 1",
+    );
+    assert_eq!(second.version, 3);
+    assert_eq!(
+        second.first_position,
+        first.last_position + 1,
+        "consecutive appends by one writer must take consecutive positions on a quiet store"
+    );
+    assert_eq!(
+        versions(&assert_stream_well_formed(store, &s).await),
+        [1, 2, 3]
+    );
+}
+
+/// `ExpectedVersion::NoStream` holds only for an empty stream (as does `Exact(0)`); a failed
+/// append appends nothing anywhere and its error carries the stream, the expectation and the
+/// actual version.
+pub async fn expected_version_no_stream_holds_only_for_an_empty_stream(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("NoStream", "1");
+    let other = stream_id("NoStream", "2");
+    ok(
+        store
+            .append(&other, ExpectedVersion::Any, batch("E", 0, 2))
+            .await,
+        "append to another stream",
+    );
+    let created = ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 0, 2))
+            .await,
+        "NoStream on an empty stream (another stream being non-empty)",
+    );
+    assert_eq!(created.version, 2);
+
+    let before = observe(store, &[&s, &other]).await;
+    let result = store
+        .append(&s, ExpectedVersion::NoStream, batch("E", 2, 3))
+        .await;
+    assert_wrong_version(result, &s, ExpectedVersion::NoStream, 2);
+    assert_eq!(
+        observe(store, &[&s, &other]).await,
+        before,
+        "a failed NoStream append must append nothing"
+    );
+
+    let z = stream_id("NoStream", "3");
+    let zero = ok(
+        store
+            .append(&z, ExpectedVersion::Exact(0), batch("E", 0, 1))
+            .await,
+        "Exact(0) on an empty stream",
+    );
+    assert_eq!(zero.version, 1);
+    let before = observe(store, &[&s, &other, &z]).await;
+    let result = store
+        .append(&z, ExpectedVersion::NoStream, batch("E", 1, 1))
+        .await;
+    assert_wrong_version(result, &z, ExpectedVersion::NoStream, 1);
+    assert_eq!(observe(store, &[&s, &other, &z]).await, before);
+}
+
+/// `ExpectedVersion::Exact(v)` holds only when the stream is at `v`: a stale or future version
+/// fails with the actual version and appends nothing; a failed append never creates a stream.
+pub async fn expected_version_exact_holds_only_at_that_version(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Exact", "1");
+    let fresh = stream_id("Exact", "never");
+    ok(
+        store
+            .append(&s, ExpectedVersion::Exact(0), batch("E", 0, 2))
+            .await,
+        "Exact(0) on an empty stream",
+    );
+    ok(
+        store
+            .append(&s, ExpectedVersion::Exact(2), batch("E", 2, 1))
+            .await,
+        "Exact(2) on a stream at 2",
+    );
+    for wrong in [0, 1, 2, 4, 100, u64::MAX] {
+        let before = observe(store, &[&s]).await;
+        let result = store
+            .append(&s, ExpectedVersion::Exact(wrong), batch("E", 3, 2))
+            .await;
+        assert_wrong_version(result, &s, ExpectedVersion::Exact(wrong), 3);
+        assert_eq!(
+            observe(store, &[&s]).await,
+            before,
+            "a failed Exact({wrong}) append must append nothing"
+        );
+    }
+    let before = observe(store, &[&s, &fresh]).await;
+    let result = store
+        .append(&fresh, ExpectedVersion::Exact(1), batch("E", 0, 1))
+        .await;
+    assert_wrong_version(result, &fresh, ExpectedVersion::Exact(1), 0);
+    assert_eq!(
+        observe(store, &[&s, &fresh]).await,
+        before,
+        "a failed append to a missing stream must not create it"
+    );
+    let last = ok(
+        store
+            .append(&s, ExpectedVersion::Exact(3), batch("E", 3, 1))
+            .await,
+        "Exact(3) after the failures",
+    );
+    assert_eq!(last.version, 4);
+    assert_stream_well_formed(store, &s).await;
+}
+
+/// An append of no events checks the expected version, appends nothing, does not create the
+/// stream or move the head, and returns the current version with positions 0.
+pub async fn empty_append_checks_expected_version_and_appends_nothing(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Empty", "1");
+    let nothing = |version| Appended {
+        version,
+        first_position: 0,
+        last_position: 0,
+    };
+    for expected in [
+        ExpectedVersion::Any,
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(0),
+    ] {
+        let before = observe(store, &[&s]).await;
+        let appended = ok(
+            store.append(&s, expected, Vec::new()).await,
+            &format!("empty append expecting {expected} to an empty stream"),
+        );
+        assert_eq!(appended, nothing(0));
+        assert_eq!(
+            observe(store, &[&s]).await,
+            before,
+            "an empty append must change nothing"
+        );
+    }
+    let result = store
+        .append(&s, ExpectedVersion::Exact(1), Vec::new())
+        .await;
+    assert_wrong_version(result, &s, ExpectedVersion::Exact(1), 0);
+
+    ok(
+        store
+            .append(&s, ExpectedVersion::Any, batch("E", 0, 2))
+            .await,
+        "append of 2 events",
+    );
+    let before = observe(store, &[&s]).await;
+    for expected in [ExpectedVersion::Any, ExpectedVersion::Exact(2)] {
+        let appended = ok(
+            store.append(&s, expected, Vec::new()).await,
+            &format!("empty append expecting {expected} to a stream at 2"),
+        );
+        assert_eq!(appended, nothing(2));
+    }
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(0),
+        ExpectedVersion::Exact(1),
+        ExpectedVersion::Exact(3),
+    ] {
+        let result = store.append(&s, expected, Vec::new()).await;
+        assert_wrong_version(result, &s, expected, 2);
+    }
+    assert_eq!(
+        observe(store, &[&s]).await,
+        before,
+        "an empty append must change nothing"
+    );
+}
+
+/// An append is all or nothing: its events take consecutive versions and consecutive global
+/// positions, and a concurrent reader never sees part of one (neither in the stream nor in the
+/// global order).
+pub async fn appends_are_atomic_and_take_consecutive_positions(store: Arc<dyn EventStore>) {
+    const BATCHES: u64 = 150;
+    let a = stream_id("Atomic", "five");
+    let b = stream_id("Atomic", "three");
+    let h0 = head_of(&*store);
+    let mut writers = Vec::new();
+    for (stream, size) in [(a.clone(), 5u64), (b.clone(), 3u64)] {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for k in 0..BATCHES {
+                let events = batch("Atomic", k * size, size);
+                let event_ids = ids(&events);
+                let appended = ok(
+                    store.append(&stream, ExpectedVersion::Any, events).await,
+                    &format!("append of {size} events to `{stream}`"),
+                );
+                assert_eq!(
+                    appended.last_position - appended.first_position + 1,
+                    size,
+                    "an append of {size} events to `{stream}` took positions {}..={}; they \
+                     must be consecutive",
+                    appended.first_position,
+                    appended.last_position
+                );
+                assert_eq!(appended.version, (k + 1) * size);
+                out.push((event_ids, appended));
+                tokio::task::yield_now().await;
+            }
+            out
+        }));
+    }
+    let reader = {
+        let store = Arc::clone(&store);
+        let (a, b) = (a.clone(), b.clone());
+        tokio::spawn(async move {
+            let mut cursor = h0;
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            while cursor < h0 + BATCHES * 8 {
+                for (stream, size) in [(&a, 5u64), (&b, 3u64)] {
+                    let version = ok(store.stream_version(stream).await, "stream_version");
+                    assert_eq!(
+                        version % size,
+                        0,
+                        "stream `{stream}` was seen at version {version}, inside an append of \
+                         {size} events"
+                    );
+                    let newest = ok(
+                        store
+                            .read_stream(stream, u64::MAX, Direction::Backward, 1)
+                            .await,
+                        "read_stream backward",
+                    );
+                    if let Some(event) = newest.first() {
+                        assert_eq!(
+                            event.stream_version % size,
+                            0,
+                            "the newest visible event of `{stream}` is version {}, inside an \
+                             append of {size} events",
+                            event.stream_version
+                        );
+                    }
+                }
+                let page = ok(
+                    store.read_all(cursor, usize::MAX, &EventFilter::All).await,
+                    "read_all",
+                );
+                for event in &page.events {
+                    *counts.entry(event.stream_id.clone()).or_default() += 1;
+                }
+                for (stream, size) in [(&a, 5u64), (&b, 3u64)] {
+                    let seen = counts.get(stream.as_str()).copied().unwrap_or(0);
+                    assert_eq!(
+                        seen % size,
+                        0,
+                        "read_all up to {} showed {seen} events of `{stream}`, part of an \
+                         append of {size}",
+                        page.scanned_through
+                    );
+                }
+                cursor = cursor.max(page.scanned_through);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut appended = Vec::new();
+    for writer in writers {
+        appended.extend(join(writer).await);
+    }
+    join(reader).await;
+    let all = read_all_events(&*store, h0, &EventFilter::All).await;
+    let by_id: HashMap<Uuid, &Arc<RecordedEvent>> = all.iter().map(|e| (e.event_id, e)).collect();
+    for (event_ids, result) in &appended {
+        for (i, id) in (0u64..).zip(event_ids) {
+            let event = by_id
+                .get(id)
+                .unwrap_or_else(|| panic!("an appended event ({id}) is missing from read_all"));
+            assert_eq!(
+                (event.global_position, event.stream_version),
+                (
+                    result.first_position + i,
+                    result.version - event_ids.len() as u64 + 1 + i
+                ),
+                "an event's stored position and version must be those its append reported"
+            );
+        }
+    }
+    assert_stream_well_formed(&*store, &a).await;
+    assert_stream_well_formed(&*store, &b).await;
+}
+
+/// Many tasks append with `Exact(v)` (or `NoStream` for v = 0) to one stream at the same time:
+/// for each version exactly one wins, every loser gets `WrongExpectedVersion` with the new
+/// version, and the stream holds exactly the winners, in order.
+pub async fn concurrent_exact_appends_have_exactly_one_winner_per_version(
+    store: Arc<dyn EventStore>,
+) {
+    const TASKS: usize = 8;
+    const ROUNDS: u64 = 40;
+    let s = stream_id("Race", "1");
+    let mut winners = Vec::new();
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let mut racers = Vec::new();
+        for task in 0..TASKS {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            let s = s.clone();
+            racers.push(tokio::spawn(async move {
+                let expected = if round == 0 && task % 2 == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(round)
+                };
+                let event = numbered("Raced", round * 100 + task as u64);
+                let id = event.event_id;
+                barrier.wait().await;
+                (id, expected, store.append(&s, expected, vec![event]).await)
+            }));
+        }
+        let mut won = Vec::new();
+        for racer in racers {
+            let (id, expected, result) = join(racer).await;
+            match result {
+                Ok(appended) => {
+                    assert_eq!(
+                        appended.version,
+                        round + 1,
+                        "an append expecting version {round} of `{s}` succeeded with version {}: \
+                         the expectation was not enforced",
+                        appended.version
+                    );
+                    won.push(id);
+                }
+                Err(StoreError::WrongExpectedVersion {
+                    stream,
+                    expected: e,
+                    actual,
+                }) => {
+                    assert_eq!(
+                        (stream.as_str(), e, actual),
+                        (s.as_str(), expected, round + 1),
+                        "a loser of the race for version {} must see the stream at the winner's \
+                         version",
+                        round + 1
+                    );
+                }
+                Err(e) => panic!("an append racing for version {} failed: {e}", round + 1),
+            }
+        }
+        assert_eq!(
+            won.len(),
+            1,
+            "{TASKS} concurrent appends expecting version {round} of `{s}`: {} succeeded, \
+             exactly one must",
+            won.len()
+        );
+        winners.extend(won);
+    }
+    let events = assert_stream_well_formed(&*store, &s).await;
+    assert_eq!(
+        recorded_ids(&events),
+        winners,
+        "the stream must hold exactly the winning events, in the order they won"
+    );
+}
+
+/// Many tasks append batches to one stream with read-version-then-`Exact` and retry on
+/// conflict: every successful batch lands whole at the versions it was told, no failed
+/// attempt leaves a trace, and the versions stay contiguous (no fork).
+pub async fn concurrent_appenders_never_fork_a_stream(store: Arc<dyn EventStore>) {
+    const TASKS: u64 = 8;
+    const APPENDS: u64 = 15;
+    let s = stream_id("Contended", "1");
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            let mut lost = Vec::new();
+            for k in 0..APPENDS {
+                let size = (task + k) % 3 + 1;
+                loop {
+                    let version = ok(store.stream_version(&s).await, "stream_version");
+                    let events = batch("Contended", (task * APPENDS + k) * 10, size);
+                    let event_ids = ids(&events);
+                    match store
+                        .append(&s, ExpectedVersion::Exact(version), events)
+                        .await
+                    {
+                        Ok(appended) => {
+                            assert_eq!(
+                                appended.version,
+                                version + size,
+                                "an append of {size} events expecting version {version} \
+                                 reported version {}",
+                                appended.version
+                            );
+                            won.push((event_ids, appended));
+                            break;
+                        }
+                        Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                            assert!(
+                                actual > version,
+                                "`{s}` was at {version}, then an append expecting it reported \
+                                 the stream at {actual}: a stream never goes back"
+                            );
+                            lost.extend(event_ids);
+                            tokio::task::yield_now().await;
+                        }
+                        Err(e) => panic!("append to `{s}` failed: {e}"),
+                    }
+                }
+            }
+            (won, lost)
+        }));
+    }
+    let mut won = Vec::new();
+    let mut lost = HashSet::new();
+    for task in tasks {
+        let (w, l) = join(task).await;
+        won.extend(w);
+        lost.extend(l);
+    }
+    let events = assert_stream_well_formed(&*store, &s).await;
+    let total: u64 = won.iter().map(|(ids, _)| ids.len() as u64).sum();
+    assert_eq!(
+        events.len() as u64,
+        total,
+        "`{s}` holds {} events but the successful appends wrote {total}",
+        events.len()
+    );
+    for (event_ids, appended) in &won {
+        let first_version = appended.version - event_ids.len() as u64;
+        let stored: Vec<Uuid> = events[first_version as usize..appended.version as usize]
+            .iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(
+            &stored,
+            event_ids,
+            "a successful append must occupy exactly versions {}..={} of `{s}`",
+            first_version + 1,
+            appended.version
+        );
+    }
+    for event in &events {
+        assert!(
+            !lost.contains(&event.event_id),
+            "an event of a failed append (version {} of `{s}`) was stored",
+            event.stream_version
+        );
+    }
+}
+
+/// Many tasks append to many streams at once: the global positions the appends report and
+/// store are unique, dense and increasing in each writer's commit order, and the global order
+/// holds exactly the appended events.
+pub async fn concurrent_appends_to_many_streams_get_dense_increasing_positions(
+    store: Arc<dyn EventStore>,
+) {
+    const TASKS: u64 = 8;
+    const APPENDS: u64 = 60;
+    let h0 = head_of(&*store);
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut previous = 0;
+            for k in 0..APPENDS {
+                let stream = stream_id("Dense", &format!("{task}-{}", k % 4));
+                let size = k % 3 + 1;
+                let events = batch("Dense", k * 10, size);
+                let event_ids = ids(&events);
+                let appended = ok(
+                    store.append(&stream, ExpectedVersion::Any, events).await,
+                    &format!("append to `{stream}`"),
+                );
+                assert_eq!(
+                    appended.last_position - appended.first_position + 1,
+                    size,
+                    "an append of {size} events must take {size} consecutive positions"
+                );
+                assert!(
+                    appended.first_position > previous,
+                    "a writer's append got position {} after its previous append got {previous}: \
+                     positions must follow commit order",
+                    appended.first_position
+                );
+                previous = appended.last_position;
+                out.push((stream, event_ids, appended));
+            }
+            out
+        }));
+    }
+    let mut appends = Vec::new();
+    for task in tasks {
+        appends.extend(join(task).await);
+    }
+    let total: u64 = appends.iter().map(|(_, ids, _)| ids.len() as u64).sum();
+    appends.sort_by_key(|(_, _, appended)| appended.first_position);
+    let mut next = h0 + 1;
+    for (stream, _, appended) in &appends {
+        assert_eq!(
+            appended.first_position, next,
+            "an append to `{stream}` got positions {}..={} where {next} was next: positions \
+             must be unique and dense",
+            appended.first_position, appended.last_position
+        );
+        next = appended.last_position + 1;
+    }
+    assert_eq!(
+        head_of(&*store),
+        h0 + total,
+        "after {total} appended events the head must be {}",
+        h0 + total
+    );
+    let all = read_all_events(&*store, h0, &EventFilter::All).await;
+    assert_eq!(
+        positions(&all),
+        (h0 + 1..=h0 + total).collect::<Vec<_>>(),
+        "read_all must return positions {}..={} with no gap or duplicate",
+        h0 + 1,
+        h0 + total
+    );
+    for (stream, event_ids, appended) in &appends {
+        for (i, id) in (0u64..).zip(event_ids) {
+            let event = &all[(appended.first_position + i - h0 - 1) as usize];
+            assert_eq!(
+                (&event.event_id, event.stream_id.as_str()),
+                (id, stream.as_str()),
+                "position {} must hold the event its append reported",
+                appended.first_position + i
+            );
+        }
+    }
+    for task in 0..TASKS {
+        for k in 0..4 {
+            assert_stream_well_formed(&*store, &stream_id("Dense", &format!("{task}-{k}"))).await;
+        }
+    }
+}
+
+/// Readers paging through the global order while many tasks append (unfiltered with pages of
+/// 7, filtered with pages of 5) see every event exactly once, in position order: a reader that
+/// has seen position `p` never misses an event committed below `p`.
+pub async fn read_all_during_concurrent_appends_misses_nothing(store: Arc<dyn EventStore>) {
+    const TASKS: u64 = 4;
+    const APPENDS: u64 = 150;
+    let h0 = head_of(&*store);
+    let types = ["Seen", "Other"];
+    let total: u64 = TASKS * (0..APPENDS).map(|k| k % 2 + 1).sum::<u64>();
+    let barrier = Arc::new(Barrier::new(TASKS as usize + 2));
+    let mut writers = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        writers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            for k in 0..APPENDS {
+                let stream = stream_id("Concurrent", &task.to_string());
+                let events = (0..k % 2 + 1)
+                    .map(|i| numbered(types[((k + i) % 2) as usize], k))
+                    .collect();
+                ok(
+                    store.append(&stream, ExpectedVersion::Any, events).await,
+                    "append",
+                );
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let reader = |filter: EventFilter, page_size: usize| {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let mut seen: Vec<Arc<RecordedEvent>> = Vec::new();
+            let mut cursor = h0;
+            loop {
+                let page = ok(
+                    store.read_all(cursor, page_size, &filter).await,
+                    "read_all during appends",
+                );
+                assert!(
+                    page.scanned_through >= cursor,
+                    "read_all(after {cursor}) scanned through {}: a reader must never move back",
+                    page.scanned_through
+                );
+                for event in &page.events {
+                    if let Some(last) = seen.last() {
+                        assert!(
+                            event.global_position > last.global_position,
+                            "a concurrent reader got position {} after {}: read_all must never \
+                             repeat or go back",
+                            event.global_position,
+                            last.global_position
+                        );
+                    }
+                }
+                seen.extend(page.events);
+                cursor = page.scanned_through;
+                if cursor >= h0 + total {
+                    return (filter, seen);
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let readers = [
+        reader(EventFilter::All, 7),
+        reader(EventFilter::types(["Seen"]), 5),
+    ];
+    for writer in writers {
+        join(writer).await;
+    }
+    for reader in readers {
+        let (filter, seen) = join(reader).await;
+        let expected = read_all_events(&*store, h0, &filter).await;
+        assert_eq!(
+            positions(&seen),
+            positions(&expected),
+            "a reader paging with {filter:?} during concurrent appends must see exactly the \
+             events a later full read returns"
+        );
+    }
+}
+
+/// `read_stream` forward: from a version, inclusive, in pages of 1, 7, the stream's length and
+/// more (even `usize::MAX`); from the middle; from 0 (= from the first event); past the end
+/// (nothing); with `max_count` 0 (nothing).
+pub async fn read_stream_pages_forward(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Paged", "1");
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 0, 13))
+            .await,
+        "append",
+    );
+    ok(
+        store
+            .append(&s, ExpectedVersion::Exact(13), batch("E", 13, 7))
+            .await,
+        "append",
+    );
+    let read = |from: u64, max: usize| {
+        let s = s.clone();
+        async move {
+            let page = ok(
+                store.read_stream(&s, from, Direction::Forward, max).await,
+                &format!("read_stream(from {from}, Forward, max {max})"),
+            );
+            versions(&page)
+        }
+    };
+    for size in [1usize, 7, 20, 21, 1_000, usize::MAX] {
+        let mut all = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = read(from, size).await;
+            let expected: Vec<u64> = (from..=20).take(size).collect();
+            assert_eq!(
+                page, expected,
+                "forward from version {from} with pages of {size} over 20 events"
+            );
+            all.extend(page.iter().copied());
+            match page.last() {
+                Some(&newest) if page.len() == size => from = newest + 1,
+                _ => break,
+            }
+        }
+        assert_eq!(all, (1..=20).collect::<Vec<_>>(), "pages of {size}");
+    }
+    assert_eq!(read(8, 5).await, [8, 9, 10, 11, 12], "from the middle");
+    assert_eq!(
+        read(0, 3).await,
+        [1, 2, 3],
+        "from version 0 reads from the first"
+    );
+    assert_eq!(read(20, 10).await, [20], "from the last version");
+    assert!(read(21, 10).await.is_empty(), "from past the end");
+    assert!(read(u64::MAX, 10).await.is_empty(), "from u64::MAX forward");
+    assert!(read(1, 0).await.is_empty(), "max_count 0");
+    let events = assert_stream_well_formed(store, &s).await;
+    assert_eq!(events.len(), 20);
+}
+
+/// `read_stream` backward: from a version, inclusive, newest first, in pages of 1, 7, the
+/// stream's length and more; from `u64::MAX` or past the end (= from the newest); from the
+/// middle; from 0 (nothing); with `max_count` 0 (nothing).
+pub async fn read_stream_pages_backward(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Paged", "2");
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 0, 20))
+            .await,
+        "append",
+    );
+    let read = |from: u64, max: usize| {
+        let s = s.clone();
+        async move {
+            let page = ok(
+                store.read_stream(&s, from, Direction::Backward, max).await,
+                &format!("read_stream(from {from}, Backward, max {max})"),
+            );
+            versions(&page)
+        }
+    };
+    for size in [1usize, 7, 20, 21, 1_000, usize::MAX] {
+        let mut all = Vec::new();
+        let mut from = u64::MAX;
+        loop {
+            let page = read(from, size).await;
+            let top = from.min(20);
+            let expected: Vec<u64> = (1..=top).rev().take(size).collect();
+            assert_eq!(
+                page, expected,
+                "backward from {from} with pages of {size} over 20 events"
+            );
+            all.extend(page.iter().copied());
+            match page.last() {
+                Some(&oldest) if page.len() == size && oldest > 1 => from = oldest - 1,
+                _ => break,
+            }
+        }
+        assert_eq!(all, (1..=20).rev().collect::<Vec<_>>(), "pages of {size}");
+    }
+    assert_eq!(read(8, 5).await, [8, 7, 6, 5, 4], "from the middle");
+    assert_eq!(read(3, 7).await, [3, 2, 1], "to the first event");
+    assert_eq!(
+        read(25, 2).await,
+        [20, 19],
+        "from past the end = from the newest"
+    );
+    assert_eq!(read(20, 1).await, [20], "from the newest version");
+    assert!(read(0, 10).await.is_empty(), "backward from version 0");
+    assert!(read(u64::MAX, 0).await.is_empty(), "max_count 0");
+}
+
+/// A stream that was never written is at version 0, reads empty both ways and has no
+/// snapshot.
+pub async fn reading_an_unknown_stream_gives_nothing(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    ok(
+        store
+            .append(
+                &stream_id("Known", "1"),
+                ExpectedVersion::Any,
+                batch("E", 0, 3),
+            )
+            .await,
+        "append to another stream",
+    );
+    let s = stream_id("Unknown", "1");
+    assert_eq!(ok(store.stream_version(&s).await, "stream_version"), 0);
+    for (from, direction) in [
+        (0, Direction::Forward),
+        (1, Direction::Forward),
+        (u64::MAX, Direction::Backward),
+        (1, Direction::Backward),
+    ] {
+        let page = ok(
+            store.read_stream(&s, from, direction, 100).await,
+            "read_stream of an unknown stream",
+        );
+        assert!(
+            page.is_empty(),
+            "reading an unknown stream {direction:?} from {from} returned events"
+        );
+    }
+    assert!(
+        ok(store.load_snapshot(&s).await, "load_snapshot").is_none(),
+        "an unknown stream has no snapshot"
+    );
+}
+
+/// `read_all` with a type filter across streams returns exactly the matching events in global
+/// order, for every start, page size and filter (including no type at all and `usize::MAX`);
+/// a page holds every matching event in `(after, scanned_through]`; a page that is not full has
+/// scanned through the head; and paging with any size yields the same sequence.
+pub async fn read_all_filters_by_type_and_keeps_global_order(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let types = ["TypeA", "TypeB", "TypeC"];
+    let h0 = head_of(store);
+    for k in 0..30u64 {
+        let stream = stream_id("Filtered", &(k % 3).to_string());
+        let events = (0..k % 3 + 1)
+            .map(|i| numbered(types[((k * 7 + i) % 3) as usize], k))
+            .collect();
+        ok(
+            store.append(&stream, ExpectedVersion::Any, events).await,
+            "append",
+        );
+    }
+    let head = head_of(store);
+    let log = read_all_events(store, 0, &EventFilter::All).await;
+    assert_eq!(log.len() as u64, head, "read_all must return every event");
+    let filters = [
+        EventFilter::All,
+        EventFilter::types(["TypeA"]),
+        EventFilter::types(["TypeA", "TypeC"]),
+        EventFilter::types(["NoSuchType"]),
+        EventFilter::types(Vec::<String>::new()),
+    ];
+    let mid = h0 + (head - h0) / 2;
+    for filter in &filters {
+        for after in [0, h0, h0 + 1, mid, head - 1, head, head + 5] {
+            for max_count in [0usize, 1, 3, 7, 1_000, usize::MAX] {
+                let page = ok(
+                    store.read_all(after, max_count, filter).await,
+                    &format!("read_all(after {after}, max {max_count}, {filter:?})"),
+                );
+                check_page(&log, head, after, max_count, filter, &page);
+            }
+        }
+        let expected: Vec<Uuid> = log
+            .iter()
+            .filter(|e| e.global_position > h0 && filter.matches(&e.event_type))
+            .map(|e| e.event_id)
+            .collect();
+        for size in [1usize, 3, 7, usize::MAX] {
+            let mut cursor = h0;
+            let mut got = Vec::new();
+            while cursor < head {
+                let page = ok(store.read_all(cursor, size, filter).await, "read_all");
+                assert!(page.scanned_through > cursor, "read_all made no progress");
+                got.extend(page.events.iter().map(|e| e.event_id));
+                cursor = page.scanned_through;
+            }
+            assert_eq!(
+                got, expected,
+                "paging read_all with {filter:?} in pages of {size} must return the matching \
+                 events in global order"
+            );
+        }
+    }
+}
+
+/// A filtered reader advances past events it does not want: `scanned_through` moves to the
+/// head even when nothing (or little) matches, so it never rescans them and never waits on
+/// them.
+pub async fn read_all_scanned_through_lets_a_reader_skip_non_matching_events(
+    store: Arc<dyn EventStore>,
+) {
+    let store = &*store;
+    let s = stream_id("Noise", "1");
+    let h0 = head_of(store);
+    ok(
+        store
+            .append(&s, ExpectedVersion::Any, batch("Noise", 0, 50))
+            .await,
+        "append",
+    );
+    let signal = ok(
+        store
+            .append(&s, ExpectedVersion::Any, batch("Signal", 50, 1))
+            .await,
+        "append",
+    );
+    ok(
+        store
+            .append(&s, ExpectedVersion::Any, batch("Noise", 51, 50))
+            .await,
+        "append",
+    );
+    let head = head_of(store);
+    let filter = EventFilter::types(["Signal"]);
+
+    let page = ok(store.read_all(h0, 1, &filter).await, "read_all");
+    assert_eq!(
+        positions(&page.events),
+        [signal.first_position],
+        "the one matching event"
+    );
+    assert_eq!(
+        page.scanned_through, signal.first_position,
+        "a full page scans through its last event"
+    );
+    let page = ok(
+        store.read_all(page.scanned_through, 1, &filter).await,
+        "read_all",
+    );
+    assert!(page.events.is_empty());
+    assert_eq!(
+        page.scanned_through, head,
+        "with nothing more matching, the reader must be moved to the head"
+    );
+
+    let nothing = EventFilter::types(["Absent"]);
+    let mut cursor = h0;
+    let mut calls = 0;
+    while cursor < head {
+        let page = ok(store.read_all(cursor, 10, &nothing).await, "read_all");
+        assert!(page.events.is_empty());
+        assert!(
+            page.scanned_through > cursor,
+            "a reader of a type with no events must advance, but read_all(after {cursor}) \
+             scanned through {}",
+            page.scanned_through
+        );
+        cursor = page.scanned_through;
+        calls += 1;
+    }
+    assert_eq!(
+        (cursor, calls),
+        (head, 1),
+        "on a quiet store one read must carry a reader of an absent type to the head"
+    );
+}
+
+/// The head watch starts at the last position, changes after every commit (and not on a failed
+/// append), and is never ahead of what `read_all` returns: whenever it shows `h`, the event at
+/// `h` can be read.
+pub async fn head_watch_follows_commits_and_is_never_ahead_of_reads(store: Arc<dyn EventStore>) {
+    let s = stream_id("Head", "1");
+    let mut rx = store.head();
+    let h0 = *rx.borrow_and_update();
+    let appended = ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 0, 2))
+            .await,
+        "append",
+    );
+    if tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .is_err()
+    {
+        panic!("the head watch did not change within 5 s of a commit");
+    }
+    assert_eq!(
+        *rx.borrow_and_update(),
+        appended.last_position,
+        "after a commit the head must be its last position"
+    );
+    assert_eq!(
+        *store.head().borrow(),
+        appended.last_position,
+        "a new head receiver must start at the head"
+    );
+    assert_eq!(appended.last_position, h0 + 2);
+
+    let failed = store
+        .append(&s, ExpectedVersion::NoStream, batch("E", 2, 1))
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        *store.head().borrow(),
+        appended.last_position,
+        "a failed append must not move the head"
+    );
+
+    const APPENDS: u64 = 300;
+    let start = appended.last_position;
+    let target = start + APPENDS * 2;
+    let watcher = {
+        let store = Arc::clone(&store);
+        // Taken before the appends start, so the watcher sees them however late it runs.
+        let mut rx = store.head();
+        let mut last = *rx.borrow_and_update();
+        tokio::spawn(async move {
+            let mut observed = 0u64;
+            while last < target {
+                if tokio::time::timeout(DELIVERY_TIMEOUT, rx.changed())
+                    .await
+                    .is_err()
+                {
+                    panic!("the head watch stopped at {last} while appends were committed");
+                }
+                let h = *rx.borrow_and_update();
+                assert!(h >= last, "the head went back from {last} to {h}");
+                if h > last {
+                    let page = ok(
+                        store.read_all(h - 1, 1, &EventFilter::All).await,
+                        "read_all at the head",
+                    );
+                    assert_eq!(
+                        positions(&page.events),
+                        [h],
+                        "the head watch showed {h} but read_all could not return the event at \
+                         {h}: the head must never be ahead of reads"
+                    );
+                    observed += 1;
+                }
+                last = h;
+            }
+            observed
+        })
+    };
+    let other = stream_id("Head", "2");
+    for k in 0..APPENDS {
+        let stream = if k % 2 == 0 { &s } else { &other };
+        ok(
+            store
+                .append(stream, ExpectedVersion::Any, batch("E", k, 2))
+                .await,
+            "append",
+        );
+        if k % 16 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let observed = join(watcher).await;
+    assert!(observed > 0, "the watcher saw no head change");
+    assert_eq!(*store.head().borrow(), target);
+}
+
+/// A [`Subscription`] filtered on 2 of 3 types delivers catch-up then live with no gap and no
+/// duplicate while other tasks append during the catch-up: 2,000 stored events, 2,000
+/// appended concurrently; both `next` (small pages) and `next_batch` (default pages) deliver
+/// exactly the matching events in global order, and nothing more.
+pub async fn subscription_delivers_catch_up_then_live_without_gap_or_duplicate(
+    store: Arc<dyn EventStore>,
+) {
+    const PRE: u64 = 2_000;
+    const LIVE_TASKS: u64 = 4;
+    const LIVE_PER_TASK: u64 = 500;
+    fn kind(n: u64) -> &'static str {
+        ["SubA", "SubB", "SubC"][(n % 3) as usize]
+    }
+    let filter = EventFilter::types(["SubA", "SubB"]);
+    let h0 = head_of(&*store);
+
+    // The (position, id) of every matching event, from what the appends report.
+    fn matching(events: &[NewEvent], appended: Appended) -> Vec<(u64, Uuid)> {
+        (appended.first_position..)
+            .zip(events)
+            .filter(|(_, e)| e.event_type != "SubC")
+            .map(|(p, e)| (p, e.event_id))
+            .collect()
+    }
+    let mut expected = Vec::new();
+    let mut n = 0;
+    while n < PRE {
+        let size = (1 + n % 4).min(PRE - n);
+        let events: Vec<NewEvent> = (n..n + size).map(|i| numbered(kind(i), i)).collect();
+        let stream = stream_id("SubPre", &(n % 10).to_string());
+        let appended = ok(
+            store
+                .append(&stream, ExpectedVersion::Any, events.clone())
+                .await,
+            "append",
+        );
+        expected.extend(matching(&events, appended));
+        n += size;
+    }
+    let count = |n: u64| (0..n).filter(|i| i % 3 != 2).count();
+    let expected_count = count(PRE) + LIVE_TASKS as usize * count(LIVE_PER_TASK);
+
+    let barrier = Arc::new(Barrier::new(LIVE_TASKS as usize + 2));
+    let mut writers = Vec::new();
+    for task in 0..LIVE_TASKS {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        writers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let stream = stream_id("SubLive", &task.to_string());
+            let mut out = Vec::new();
+            let mut j = 0;
+            while j < LIVE_PER_TASK {
+                let size = (1 + (j + task) % 3).min(LIVE_PER_TASK - j);
+                let events: Vec<NewEvent> = (j..j + size).map(|i| numbered(kind(i), i)).collect();
+                let appended = ok(
+                    store
+                        .append(&stream, ExpectedVersion::Any, events.clone())
+                        .await,
+                    "live append",
+                );
+                out.extend(matching(&events, appended));
+                j += size;
+                tokio::task::yield_now().await;
+            }
+            out
+        }));
+    }
+    // The head once every writer is done (u64::MAX until then): a subscriber that has scanned
+    // through it without delivering every event skipped some.
+    let final_head = Arc::new(AtomicU64::new(u64::MAX));
+    let consume = |mut sub: Subscription, how: &'static str, batched: bool| {
+        let barrier = Arc::clone(&barrier);
+        let final_head = Arc::clone(&final_head);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let started = Instant::now();
+            let mut got = Vec::with_capacity(expected_count);
+            while got.len() < expected_count {
+                let next = async {
+                    if batched {
+                        ok(sub.next_batch().await, "Subscription::next_batch")
+                    } else {
+                        vec![ok(sub.next().await, "Subscription::next")]
+                    }
+                };
+                match tokio::time::timeout(Duration::from_millis(100), next).await {
+                    Ok(events) => got.extend(events),
+                    Err(_) => {
+                        assert!(
+                            sub.has_buffered()
+                                || sub.scanned_through() < final_head.load(Ordering::SeqCst),
+                            "the subscription ({how}) scanned through the head ({}) but delivered \
+                             only {} of {expected_count} events: it skipped some",
+                            sub.scanned_through(),
+                            got.len()
+                        );
+                        assert!(
+                            started.elapsed() < DELIVERY_TIMEOUT,
+                            "the subscription ({how}) stalled after {} of {expected_count} events",
+                            got.len()
+                        );
+                    }
+                }
+            }
+            (got, sub)
+        })
+    };
+    let by_next = consume(
+        Subscription::new(Arc::clone(&store), filter.clone(), h0).with_page_size(64),
+        "next, pages of 64",
+        false,
+    );
+    let by_batch = consume(
+        Subscription::new(Arc::clone(&store), filter.clone(), h0),
+        "next_batch",
+        true,
+    );
+    for writer in writers {
+        expected.extend(join(writer).await);
+    }
+    final_head.store(head_of(&*store), Ordering::SeqCst);
+    expected.sort_unstable();
+    assert_eq!(expected.len(), expected_count);
+    for (how, task) in [("next, pages of 64", by_next), ("next_batch", by_batch)] {
+        let (got, mut sub) = join(task).await;
+        if let Some(i) =
+            (0..expected.len()).find(|&i| (got[i].global_position, got[i].event_id) != expected[i])
+        {
+            panic!(
+                "the subscription ({how}) delivered position {} as its event #{i}, where \
+                 position {} was due: a gap or a duplicate between catch-up and live",
+                got[i].global_position, expected[i].0
+            );
+        }
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "the subscription ({how}) delivered too many"
+        );
+        for event in &got {
+            assert!(
+                filter.matches(&event.event_type),
+                "the subscription delivered a {}",
+                event.event_type
+            );
+        }
+        assert!(
+            !sub.has_buffered(),
+            "the subscription ({how}) holds events beyond those appended"
+        );
+        if let Ok(extra) = tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
+            panic!("the subscription ({how}) delivered an extra event: {extra:?}");
+        }
+    }
+}
+
+/// A [`Subscription`] from position `p` delivers only events after `p`, then new ones live;
+/// from the head it delivers only new events.
+pub async fn subscription_starts_after_the_given_position(store: Arc<dyn EventStore>) {
+    let s = stream_id("SubFrom", "1");
+    let first = ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 0, 10))
+            .await,
+        "append",
+    );
+    let after = first.first_position + 3;
+    let mut from_middle = Subscription::new(Arc::clone(&store), EventFilter::All, after);
+    let mut from_head =
+        Subscription::new(Arc::clone(&store), EventFilter::All, first.last_position);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let event = tokio::time::timeout(DELIVERY_TIMEOUT, from_middle.next())
+            .await
+            .unwrap_or_else(|_| panic!("the subscription stalled in catch-up"));
+        got.push(ok(event, "Subscription::next").global_position);
+    }
+    assert_eq!(
+        got,
+        (after + 1..=first.last_position).collect::<Vec<_>>(),
+        "a subscription after position {after} must start at {}",
+        after + 1
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), from_head.next())
+            .await
+            .is_err(),
+        "a subscription from the head must deliver nothing until a new commit"
+    );
+    let live = ok(
+        store
+            .append(&s, ExpectedVersion::Exact(10), batch("E", 10, 1))
+            .await,
+        "append",
+    );
+    for (name, sub) in [("middle", &mut from_middle), ("head", &mut from_head)] {
+        let event = tokio::time::timeout(DELIVERY_TIMEOUT, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("the subscription from the {name} missed a live event"));
+        assert_eq!(
+            ok(event, "Subscription::next").global_position,
+            live.first_position,
+            "the subscription from the {name} must deliver the live event next"
+        );
+    }
+}
+
+fn assert_snapshot_eq(got: Option<Snapshot>, want: &Snapshot, context: &str) {
+    let got = got.unwrap_or_else(|| panic!("{context}: no snapshot of `{}`", want.stream_id));
+    assert!(
+        (&got.stream_id, got.version, &got.data) == (&want.stream_id, want.version, &want.data),
+        "{context}: loaded the snapshot of `{}` at version {} ({} bytes), but the one saved is of \
+         `{}` at version {} ({} bytes); it must come back byte for byte",
+        got.stream_id,
+        got.version,
+        got.data.len(),
+        want.stream_id,
+        want.version,
+        want.data.len()
+    );
+    let drift = match got.taken_at.duration_since(want.taken_at) {
+        Ok(later) => later,
+        Err(earlier) => earlier.duration(),
+    };
+    assert!(
+        drift <= Duration::from_millis(1),
+        "{context}: taken_at came back {drift:?} away from the saved time"
+    );
+}
+
+/// A saved snapshot loads back byte-exact (any bytes, also empty); a later save replaces it;
+/// an unknown stream has none.
+pub async fn snapshots_save_load_and_replace(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Snap", "1");
+    assert!(ok(store.load_snapshot(&s).await, "load_snapshot").is_none());
+    let first = Snapshot {
+        stream_id: s.clone(),
+        version: 10,
+        data: (0..=255u8).chain((0..=255u8).rev()).collect(),
+        taken_at: SystemTime::now(),
+    };
+    ok(store.save_snapshot(first.clone()).await, "save_snapshot");
+    assert_snapshot_eq(
+        ok(store.load_snapshot(&s).await, "load_snapshot"),
+        &first,
+        "after one save",
+    );
+    let second = Snapshot {
+        stream_id: s.clone(),
+        version: 20,
+        data: br#"{"balance": 20, "open": true}"#.to_vec(),
+        taken_at: SystemTime::now(),
+    };
+    ok(store.save_snapshot(second.clone()).await, "save_snapshot");
+    assert_snapshot_eq(
+        ok(store.load_snapshot(&s).await, "load_snapshot"),
+        &second,
+        "a later snapshot must replace the older one",
+    );
+    let empty = Snapshot {
+        stream_id: s.clone(),
+        version: 30,
+        data: Vec::new(),
+        taken_at: SystemTime::now(),
+    };
+    ok(store.save_snapshot(empty.clone()).await, "save_snapshot");
+    assert_snapshot_eq(
+        ok(store.load_snapshot(&s).await, "load_snapshot"),
+        &empty,
+        "an empty snapshot",
+    );
+}
+
+/// Snapshots of different streams (including the same id under two aggregates) are
+/// independent, and saving one touches no event.
+pub async fn snapshots_are_isolated_per_stream(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let h0 = head_of(store);
+    let streams = [
+        stream_id("Account", "7"),
+        stream_id("Order", "7"),
+        stream_id("Account", "70"),
+    ];
+    let snapshots: Vec<Snapshot> = (0u64..)
+        .zip(&streams)
+        .map(|(i, s)| Snapshot {
+            stream_id: s.clone(),
+            version: i + 1,
+            data: format!("state of {s}").into_bytes(),
+            taken_at: SystemTime::now(),
+        })
+        .collect();
+    for snapshot in &snapshots {
+        ok(store.save_snapshot(snapshot.clone()).await, "save_snapshot");
+    }
+    for snapshot in &snapshots {
+        assert_snapshot_eq(
+            ok(
+                store.load_snapshot(&snapshot.stream_id).await,
+                "load_snapshot",
+            ),
+            snapshot,
+            "each stream keeps its own snapshot",
+        );
+    }
+    assert!(
+        ok(
+            store.load_snapshot(&stream_id("Account", "77")).await,
+            "load_snapshot"
+        )
+        .is_none(),
+        "a stream without a snapshot must have none"
+    );
+    assert_eq!(head_of(store), h0, "saving snapshots must append no event");
+    for s in &streams {
+        assert_eq!(
+            ok(store.stream_version(s).await, "stream_version"),
+            0,
+            "saving a snapshot must not create a stream"
+        );
+    }
+}
+
+/// A checkpoint saved under a name loads back; saving again overwrites it (even with a lower
+/// position, as a rebuild does); names are independent; an unknown name has none.
+pub async fn checkpoints_save_load_and_overwrite(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let load = |name: &'static str| async move {
+        ok(
+            store.load_checkpoint(name).await,
+            &format!("load_checkpoint(`{name}`)"),
+        )
+    };
+    assert_eq!(
+        load("notifier").await,
+        None,
+        "an unknown name has no checkpoint"
+    );
+    ok(
+        store.save_checkpoint("notifier", 5).await,
+        "save_checkpoint",
+    );
+    assert_eq!(load("notifier").await, Some(5));
+    assert_eq!(load("other").await, None, "names are independent");
+    ok(
+        store.save_checkpoint("notifier", 42).await,
+        "save_checkpoint",
+    );
+    assert_eq!(load("notifier").await, Some(42), "a save overwrites");
+    ok(
+        store.save_checkpoint("notifier", 3).await,
+        "save_checkpoint",
+    );
+    assert_eq!(
+        load("notifier").await,
+        Some(3),
+        "a lower position overwrites too (rebuilds reset checkpoints)"
+    );
+    ok(
+        store.save_checkpoint("notifier", 0).await,
+        "save_checkpoint",
+    );
+    assert_eq!(
+        load("notifier").await,
+        Some(0),
+        "0 is a saved checkpoint, not none"
+    );
+    ok(
+        store
+            .save_checkpoint("projection/ü-名前 'x\"", 1 << 40)
+            .await,
+        "save_checkpoint with an unusual name",
+    );
+    assert_eq!(load("projection/ü-名前 'x\"").await, Some(1 << 40));
+    assert_eq!(load("notifier").await, Some(0));
+    assert_eq!(load("").await, None);
+}
+
+/// Event ids, types, schema versions, data and metadata come back exactly as appended, through
+/// both `read_stream` and `read_all`: data is never re-encoded (whitespace, key order, number
+/// spelling and escapes kept), including a 1 MiB payload.
+pub async fn event_data_and_metadata_round_trip_byte_exact(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("RoundTrip", "1");
+    let h0 = head_of(store);
+    let mut user = BTreeMap::new();
+    user.insert("tenant".to_owned(), "acme".to_owned());
+    user.insert("empty".to_owned(), String::new());
+    user.insert(
+        "ünïcode key".to_owned(),
+        "värde \"quoted\" \\ 名前".to_owned(),
+    );
+    let full = Metadata {
+        command_id: Some(Uuid::now_v7()),
+        causation_id: Some(Uuid::now_v7()),
+        correlation_id: Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
+        user,
+    };
+    let big = {
+        let mut data = b"{\"blob\":\"".to_vec();
+        data.extend((0..1 << 20).map(|i: u32| b'a' + (i % 26) as u8));
+        data.extend(b"\"}");
+        data
+    };
+    let mut events = vec![
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: Cow::Borrowed("Money.Deposited-v2_x"),
+            schema_version: 7,
+            data: br#"{ "z":1,  "a" : [1.0, 1e2, -0.0, 12345678901234567890123456789], "s":"\u00e9\n\t", "dup":1, "dup":2 }"#.to_vec(),
+            metadata: full.clone(),
+        },
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: Cow::Owned("Ünïcödé".to_owned()),
+            schema_version: u32::MAX,
+            data: "{\"name\":\"名前 ✓\"}".as_bytes().to_vec(),
+            metadata: Metadata::default(),
+        },
+        new_event("Big", big),
+        new_event("Empty", b"{}".to_vec()),
+    ];
+    events[3].metadata.correlation_id = Some(Uuid::nil());
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, events.clone())
+            .await,
+        "append",
+    );
+    let by_stream = whole_stream(store, &s).await;
+    let by_all = read_all_events(store, h0, &EventFilter::All).await;
+    for (path, read) in [("read_stream", &by_stream), ("read_all", &by_all)] {
+        assert_eq!(read.len(), events.len(), "{path} must return every event");
+        for (sent, got) in events.iter().zip(read.iter()) {
+            assert_eq!(
+                (
+                    got.event_id,
+                    &got.event_type,
+                    got.schema_version,
+                    &got.metadata
+                ),
+                (
+                    sent.event_id,
+                    &sent.event_type,
+                    sent.schema_version,
+                    &sent.metadata
+                ),
+                "{path}: id, type, schema version and metadata must round-trip"
+            );
+            assert!(
+                got.data == sent.data,
+                "{path}: the data of a `{}` event ({} bytes) came back different ({} bytes); \
+                 stored data must be kept byte for byte",
+                sent.event_type,
+                sent.data.len(),
+                got.data.len()
+            );
+            assert_eq!(got.stream_id, s);
+        }
+    }
+    for (a, b) in by_stream.iter().zip(by_all.iter()) {
+        assert_eq!(
+            **a, **b,
+            "read_stream and read_all must return the same recorded event"
+        );
+    }
+}
+
+/// Every event gets a `recorded_at` near the time of its commit (within a minute, allowing a
+/// server clock), the same through every read path.
+pub async fn recorded_at_is_set_at_commit(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Clock", "1");
+    let h0 = head_of(store);
+    let before = SystemTime::now();
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 0, 3))
+            .await,
+        "append",
+    );
+    let after = SystemTime::now();
+    let slack = Duration::from_secs(60);
+    let events = whole_stream(store, &s).await;
+    assert_eq!(events.len(), 3);
+    for event in &events {
+        assert!(
+            event.recorded_at > UNIX_EPOCH + Duration::from_secs(1_000_000_000),
+            "recorded_at of version {} is not set: {:?}",
+            event.stream_version,
+            event.recorded_at
+        );
+        assert!(
+            event.recorded_at + slack >= before && event.recorded_at <= after + slack,
+            "recorded_at of version {} is {:?}, not the commit time (between {before:?} and \
+             {after:?})",
+            event.stream_version,
+            event.recorded_at
+        );
+    }
+    let all = read_all_events(store, h0, &EventFilter::All).await;
+    for (a, b) in events.iter().zip(all.iter()) {
+        assert_eq!(
+            a.recorded_at, b.recorded_at,
+            "recorded_at must be stored, not recomputed per read"
+        );
+    }
+}
+
+/// Streams are keyed by their exact id: the same aggregate id under two aggregate types, ids
+/// that are prefixes of one another, differ in case only, or hold SQL wildcard characters all
+/// stay separate (versions, expected versions, reads).
+pub async fn same_id_under_different_aggregates_stays_separate(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let streams = [
+        stream_id("Account", "42"),
+        stream_id("Order", "42"),
+        stream_id("Account", "4"),
+        stream_id("Account", "420"),
+        stream_id("account", "42"),
+        stream_id("Account", "4_"),
+        stream_id("Account", "4%"),
+    ];
+    for (i, s) in (1u64..).zip(&streams) {
+        let appended = ok(
+            store
+                .append(s, ExpectedVersion::NoStream, batch(&format!("E{i}"), 0, i))
+                .await,
+            &format!("NoStream append to `{s}`"),
+        );
+        assert_eq!(
+            appended.version, i,
+            "`{s}` must be a new stream, untouched by streams with similar ids"
+        );
+    }
+    for (i, s) in (1u64..).zip(&streams) {
+        let events = assert_stream_well_formed(store, s).await;
+        assert_eq!(
+            events.len() as u64,
+            i,
+            "`{s}` must hold only its own {i} events"
+        );
+        let expected_type = format!("E{i}");
+        assert!(
+            events.iter().all(|e| e.event_type == expected_type),
+            "`{s}` returned events of another stream"
+        );
+        let backward = ok(
+            store
+                .read_stream(s, u64::MAX, Direction::Backward, 100)
+                .await,
+            "read_stream backward",
+        );
+        assert_eq!(backward.len() as u64, i, "backward read of `{s}`");
+    }
+    let result = store
+        .append(&streams[1], ExpectedVersion::Exact(1), batch("E2", 2, 1))
+        .await;
+    assert_wrong_version(result, &streams[1], ExpectedVersion::Exact(1), 2);
+    let ok_append = ok(
+        store
+            .append(&streams[0], ExpectedVersion::Exact(1), batch("E1", 1, 1))
+            .await,
+        "append",
+    );
+    assert_eq!(ok_append.version, 2);
+    assert_eq!(
+        ok(store.stream_version(&streams[1]).await, "stream_version"),
+        2,
+        "appending to `{}` must not move `{}`",
+        streams[0],
+        streams[1]
+    );
+}
