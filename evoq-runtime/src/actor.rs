@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::command::Rejection;
-use crate::dispatch::{CommandContext, Dispatched, DispatchOptions};
+use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
 use crate::envelope::NewEvent;
 use crate::error::Error;
 use crate::event::EventSet;
@@ -134,7 +134,7 @@ impl<A: Aggregate> Actor<A> {
                         source: rejection.into_inner(),
                     });
                 }
-                Err(panic) => return Err(self.panicked(command, &panic, false)),
+                Err(panic) => return Err(self.panicked(command, &*panic, false)),
             };
             if events.is_empty() {
                 return Ok(Dispatched {
@@ -160,7 +160,7 @@ impl<A: Aggregate> Actor<A> {
                         }
                     }));
                     if let Err(panic) = applied {
-                        return Err(self.panicked(command, &panic, true));
+                        return Err(self.panicked(command, &*panic, true));
                     }
                     instance.version = appended.version;
                     return Ok(Dispatched {
@@ -224,7 +224,12 @@ impl<A: Aggregate> Actor<A> {
         loop {
             let page = self
                 .store
-                .read_stream(&self.stream, instance.version + 1, Direction::Forward, REPLAY_PAGE)
+                .read_stream(
+                    &self.stream,
+                    instance.version + 1,
+                    Direction::Forward,
+                    REPLAY_PAGE,
+                )
                 .await?;
             let full = page.len() == REPLAY_PAGE;
             for recorded in page {
@@ -269,7 +274,7 @@ impl<A: Aggregate> Actor<A> {
                             "`#[apply]` panicked replaying version {} ({}): {}",
                             recorded.stream_version,
                             recorded.event_type,
-                            panic_message(&panic)
+                            panic_message(&*panic)
                         ),
                         events_stored: false,
                     });

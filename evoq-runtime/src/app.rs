@@ -112,9 +112,7 @@ impl EvoqBuilder {
     /// Validates the configuration and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(InMemoryStore::new()));
+        let store = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
         tracing::debug!(
             name: "evoq.runtime.start",
             partitions = self.config.partitions,
@@ -236,7 +234,9 @@ impl Evoq {
                     return Err(Error::Stopped { command: C::NAME });
                 }
             }
-            outcome.await.map_err(|_| Error::Stopped { command: C::NAME })?
+            outcome
+                .await
+                .map_err(|_| Error::Stopped { command: C::NAME })?
         };
         match tokio::time::timeout(timeout, deliver).await {
             Ok(result) => result,
@@ -333,7 +333,10 @@ impl<C: Route> CommandBuilder<'_, C> {
             span.record("aggregate_id", command.aggregate_id());
         }
         let started = Instant::now();
-        let result = app.run(command, context, options).instrument(span.clone()).await;
+        let result = app
+            .run(command, context, options)
+            .instrument(span.clone())
+            .await;
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.dispatch",

@@ -93,7 +93,9 @@ pub enum Error {
     },
 
     /// An event could not be serialized; nothing was appended.
-    #[error("cannot serialize event `{event_type}` of command `{command}`: {reason}; nothing was appended")]
+    #[error(
+        "cannot serialize event `{event_type}` of command `{command}`: {reason}; nothing was appended"
+    )]
     Encode {
         /// The command type.
         command: &'static str,

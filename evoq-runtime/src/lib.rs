@@ -8,8 +8,8 @@
 mod actor;
 pub mod aggregate;
 mod app;
-pub mod dispatch;
 pub mod command;
+pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -18,11 +18,11 @@ pub mod store;
 pub mod testing;
 
 pub use crate::aggregate::Aggregate;
+pub use crate::app::{CommandBuilder, Config, Evoq, EvoqBuilder};
 pub use crate::command::{Command, DomainError, Rejection, Route};
+pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 pub use crate::error::Error;
 pub use crate::event::{AppliedBy, Event, EventSet};
 pub use crate::store::{EventStore, ExpectedVersion, StoreError};
-pub use crate::app::{CommandBuilder, Config, Evoq, EvoqBuilder};
-pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
 pub use crate::testing::AggregateTest;

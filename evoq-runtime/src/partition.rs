@@ -70,11 +70,7 @@ impl Partitions {
     /// How many instances of `A` are live.
     pub(crate) fn live<A: Aggregate>(&self) -> usize {
         (0..self.registries.len())
-            .map(|p| {
-                self.lock(p)
-                    .get(&TypeId::of::<A>())
-                    .map_or(0, HashMap::len)
-            })
+            .map(|p| self.lock(p).get(&TypeId::of::<A>()).map_or(0, HashMap::len))
             .sum()
     }
 

@@ -1,0 +1,18 @@
+//! Guides: one page per concept, with examples that compile and run as doc tests.
+//!
+//! - [`aggregates`]: events, commands, the `#[aggregate]` block, what the runtime guarantees.
+//! - [`dispatch`]: dispatching commands, ids and metadata, options, errors.
+//! - [`testing`]: given / when / then tests of one aggregate.
+//! - [`stores`]: the event store contract and the in-memory store.
+
+#[doc = include_str!("aggregates.md")]
+pub mod aggregates {}
+
+#[doc = include_str!("dispatch.md")]
+pub mod dispatch {}
+
+#[doc = include_str!("testing.md")]
+pub mod testing {}
+
+#[doc = include_str!("stores.md")]
+pub mod stores {}

@@ -1,0 +1,126 @@
+//! An event store wrapper that injects faults into the in-memory store, and counts reads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use evoq::store::memory::InMemoryStore;
+use evoq::store::{AllPage, Appended, Direction, EventFilter, Snapshot};
+use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use tokio::sync::watch;
+
+/// Wraps an [`InMemoryStore`]; every knob is off by default.
+#[derive(Default)]
+pub struct FaultyStore {
+    pub inner: InMemoryStore,
+    /// `read_stream` fails with a backend error.
+    pub fail_reads: AtomicBool,
+    /// Each append first sleeps this many milliseconds.
+    pub append_delay_ms: AtomicU64,
+    /// The next N appends are preceded by a foreign append to the same stream (a writer
+    /// "behind the actor's back"), so they hit a version conflict.
+    pub interfere: AtomicU32,
+    /// How many times `read_stream` was called.
+    pub stream_reads: AtomicUsize,
+    /// How many appends reached the inner store (including interfering ones).
+    pub appends: AtomicUsize,
+}
+
+impl FaultyStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+}
+
+/// A deposit of `amount` as raw store input, as a foreign writer would append it.
+pub fn raw_deposit(account: &str, amount: u64) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "MoneyDeposited".into(),
+        schema_version: 1,
+        data: serde_json::to_vec(&serde_json::json!({ "account": account, "amount": amount }))
+            .expect("json"),
+        metadata: Default::default(),
+    }
+}
+
+#[async_trait]
+impl EventStore for FaultyStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let delay = self.append_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let interfere = self
+            .interfere
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if interfere {
+            let account = stream.split_once('-').map_or(stream, |(_, id)| id);
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            self.inner
+                .append(stream, ExpectedVersion::Any, vec![raw_deposit(account, 1)])
+                .await?;
+        }
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        self.stream_reads.fetch_add(1, Ordering::SeqCst);
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: format!("injected read failure on `{stream}`"),
+            });
+        }
+        self.inner
+            .read_stream(stream, from, direction, max_count)
+            .await
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<AllPage, StoreError> {
+        self.inner.read_all(after, max_count, filter).await
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.inner.head()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(name, position).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+}
