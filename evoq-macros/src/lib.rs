@@ -1,1 +1,125 @@
-//! Procedural macros of evoq (being written).
+//! Procedural macros of evoq, a CQRS / event-sourcing framework.
+//!
+//! Use them through the facade crate (`use evoq::prelude::*;`), which also holds the runtime
+//! items the generated code names (through `::evoq::__private`, which is not public API).
+//!
+//! Every macro parses its input into a small model (`model.rs`), validates it (`check.rs`,
+//! collecting every independent mistake in a `Ctxt`), and generates code from
+//! the model. On an error it emits the `compile_error!`s, the user's item unchanged and stub
+//! impls (`fallback.rs`), so there is one error per mistake and no cascade.
+
+mod aggregate;
+mod attr;
+mod check;
+mod command;
+mod ctxt;
+mod event;
+mod fallback;
+mod model;
+mod paths;
+mod symbol;
+
+#[cfg(test)]
+mod tests;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Derives `evoq::Event`: a stable wire name and a schema version for an event type.
+///
+/// ```ignore
+/// #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+/// #[event(name = "MoneyDeposited", version = 2)] // both optional: the type name, 1
+/// pub struct MoneyDeposited { pub account: String, pub amount: u64 }
+/// ```
+///
+/// The type must not be generic (its wire name names one concrete type), and must implement
+/// `Serialize`, `Deserialize`, `Clone` and `Debug` (derive them).
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    event::expand(&input).into()
+}
+
+/// Derives `evoq::Command`: a command's name and the id of the aggregate it targets.
+///
+/// ```ignore
+/// #[derive(Command, Debug, Clone)]
+/// #[command(name = "Deposit")] // optional: the type name
+/// pub struct Deposit { #[aggregate_id] pub account: String, pub amount: u64 }
+/// ```
+///
+/// A command is a struct with exactly one field marked `#[aggregate_id]`, whose type
+/// implements `Display` (`String`, integers, `Uuid`, ...).
+#[proc_macro_derive(Command, attributes(command, aggregate_id))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    command::expand(&input).into()
+}
+
+/// Makes the state type of an `impl` block an aggregate.
+///
+/// ```ignore
+/// #[aggregate(name = "BankAccount", snapshot_every = 100, event_enum = BankAccountEvent)]
+/// impl BankAccount {
+///     #[handles]
+///     fn deposit(&self, cmd: &Deposit) -> Result<MoneyDeposited, BankError> { /* ... */ }
+///     #[apply]
+///     fn deposited(&mut self, e: &MoneyDeposited) { self.balance += e.amount; }
+/// }
+/// ```
+///
+/// Every argument is optional: `name` defaults to the state type's name, `snapshot_every` to
+/// 100 and `event_enum` to `<State>Event`.
+///
+/// - `#[handles]` (or `#[handles(Command)]`) methods take `&self` and `&Command` and return
+///   `Result<Events, Error>`, where `Events` is `()`, an event `E`, `Option<E>`, `Vec<E>`, a
+///   tuple `(E1, E2, ...)`, or the generated event enum, and `Error` implements
+///   `std::error::Error`. Each gives the command its compile-time route to this aggregate.
+/// - `#[apply]` methods take `&mut self` and `&Event` and return nothing. Each gives the
+///   generated event enum one variant, named after the event type.
+///
+/// Generated: `pub enum <State>Event` (`Clone`, `Debug`, `From` each event), its `EventSet`
+/// impl, `Aggregate for State`, and `Route for Command` for every handled command. Every event
+/// a handler can return must be applied; no two applied events may share a wire name.
+#[proc_macro_attribute]
+pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
+    aggregate::expand(args.into(), input.into()).into()
+}
+
+/// Marks a command handler in an `#[aggregate]` block. Used anywhere else, it is an error.
+#[proc_macro_attribute]
+pub fn handles(_args: TokenStream, input: TokenStream) -> TokenStream {
+    misplaced_helper(symbol::HANDLES, "a command handler", input.into()).into()
+}
+
+/// Marks an event applier in an `#[aggregate]` block. Used anywhere else, it is an error.
+#[proc_macro_attribute]
+pub fn apply(_args: TokenStream, input: TokenStream) -> TokenStream {
+    misplaced_helper(symbol::APPLY, "an event applier", input.into()).into()
+}
+
+/// A helper attribute that is not inside the block that gives it meaning: one sentence on the
+/// attribute, and the item unchanged.
+fn misplaced_helper(
+    name: symbol::Symbol,
+    role: &str,
+    input: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let message = format!(
+        "`#[{name}]` marks {role} of an `#[aggregate]` block and means nothing on its own: put `#[aggregate]` on the `impl` block that holds this method"
+    );
+    // The attribute's location with the hygiene of the user's item: the error reads as the
+    // user's, without a "this error originates in the attribute macro" note.
+    let span = input
+        .clone()
+        .into_iter()
+        .next()
+        .map_or_else(proc_macro2::Span::call_site, |first| {
+            proc_macro2::Span::call_site().resolved_at(first.span())
+        });
+    let mut tokens = syn::Error::new(span, message).to_compile_error();
+    tokens.extend(quote::quote!(#[allow(dead_code)]));
+    tokens.extend(input);
+    tokens
+}

@@ -1,5 +1,7 @@
 //! The runtime handle, [`Evoq`], and its builder.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +18,10 @@ use crate::error::Error;
 use crate::partition::Partitions;
 use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
+
+/// The future of [`Evoq::dispatch`].
+pub type DispatchFuture<'a, A> =
+    Pin<Box<dyn Future<Output = Result<Dispatched<A>, Error>> + Send + 'a>>;
 
 /// Runtime settings, with the defaults of the specification.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,8 +160,11 @@ impl Evoq {
 
     /// Dispatches `command` to the one aggregate that handles it, with fresh ids and the
     /// default options. See [`Evoq::command`] for ids, metadata and options.
-    pub async fn dispatch<C: Route>(&self, command: C) -> Result<Dispatched<C::Aggregate>, Error> {
-        self.command(command).dispatch().await
+    ///
+    /// The future is boxed so that a command without a route gives one compile error at the
+    /// call, not one per use of the future.
+    pub fn dispatch<C: Route>(&self, command: C) -> DispatchFuture<'_, C::Aggregate> {
+        self.command(command).dispatch()
     }
 
     /// Prepares a dispatch of `command` with metadata and options.
@@ -260,14 +269,14 @@ impl std::fmt::Debug for Evoq {
 
 /// A dispatch being prepared: set ids, metadata and options, then `.dispatch().await`.
 #[must_use = "a command does nothing until `.dispatch().await`"]
-pub struct CommandBuilder<'a, C: Route> {
+pub struct CommandBuilder<'a, C> {
     app: &'a Evoq,
     command: C,
     context: CommandContext,
     options: DispatchOptions,
 }
 
-impl<C: Route> CommandBuilder<'_, C> {
+impl<'a, C> CommandBuilder<'a, C> {
     /// Sets the command id (default: a fresh UUID v7).
     pub fn command_id(mut self, id: Uuid) -> Self {
         if self.context.correlation_id == self.context.command_id {
@@ -315,7 +324,17 @@ impl<C: Route> CommandBuilder<'_, C> {
     }
 
     /// Dispatches the command.
-    pub async fn dispatch(self) -> Result<Dispatched<C::Aggregate>, Error> {
+    pub fn dispatch(self) -> DispatchFuture<'a, C::Aggregate>
+    where
+        C: Route,
+    {
+        Box::pin(self.run())
+    }
+
+    async fn run(self) -> Result<Dispatched<C::Aggregate>, Error>
+    where
+        C: Route,
+    {
         let CommandBuilder {
             app,
             command,

@@ -18,7 +18,7 @@ pub mod store;
 pub mod testing;
 
 pub use crate::aggregate::Aggregate;
-pub use crate::app::{CommandBuilder, Config, Evoq, EvoqBuilder};
+pub use crate::app::{CommandBuilder, Config, DispatchFuture, Evoq, EvoqBuilder};
 pub use crate::command::{Command, DomainError, Rejection, Route};
 pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};

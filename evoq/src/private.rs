@@ -9,21 +9,6 @@ pub use evoq_runtime::{
     Aggregate, AppliedBy, Command, DomainError, Event, EventSet, Rejection, Route,
 };
 
-/// Proves `T` is an [`Event`]; the macros call it spanned at the user's type.
-pub const fn assert_event<T: Event>() {}
-
-/// Proves `T` is a [`Command`]; the macros call it spanned at the user's type.
-pub const fn assert_command<T: Command>() {}
-
-/// Proves `E` may be a command handler's error; spanned at the user's error type.
-pub const fn assert_domain_error<E: DomainError>() {}
-
-/// Proves the aggregate `A` applies the event `T`; spanned at the handler's return type.
-pub const fn assert_applied_by<T: AppliedBy<A>, A>() {}
-
-/// Proves an `#[aggregate_id]` field can be turned into an id string.
-pub const fn assert_aggregate_id<T: core::fmt::Display + ?Sized>() {}
-
 /// Compares two strings in a const context (duplicate event name checks).
 pub const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -39,3 +24,152 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
     }
     true
 }
+
+// ----- used by the code `#[derive(Command)]` and `#[aggregate]` generate -----
+//
+// Each check below is a trait with a `#[diagnostic::do_not_recommend]` blanket impl, used as
+// `<UserType as Check>::ITEM` with the path spanned at the user's type: a failure is one error,
+// on the user's token, in the check's own words, with no note pointing into this file.
+
+use std::fmt;
+
+/// Turns an `#[aggregate_id]` field into the aggregate id; spanned at the field's type.
+#[diagnostic::on_unimplemented(
+    message = "the `#[aggregate_id]` field has type `{Self}`, which cannot be turned into an aggregate id",
+    label = "`{Self}` does not implement `std::fmt::Display`",
+    note = "an aggregate id is a string: use `String`, an integer, a `Uuid`, or a type that implements `std::fmt::Display`"
+)]
+pub trait AggregateId {
+    /// The id string.
+    fn to_aggregate_id(&self) -> String;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: fmt::Display + ?Sized> AggregateId for T {
+    fn to_aggregate_id(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// What the generated event enum needs of one applied event type.
+///
+/// The enum's `Clone`, `Debug` and `EventSet` impls go through these function pointers, so the
+/// only place that requires `E: Event` is one `<E as IsEvent>::VTABLE`, spanned at the user's
+/// `#[apply]` parameter type: a type that is not an `Event` gives one error, not one per
+/// generated method.
+pub struct EventVTable<E> {
+    /// `E::NAME`.
+    pub name: &'static str,
+    /// `E::VERSION`.
+    pub version: u32,
+    /// Serializes the event (JSON).
+    pub encode: fn(&E) -> Result<Vec<u8>, serde_json::Error>,
+    /// Deserializes the event (JSON).
+    pub decode: fn(&[u8]) -> Result<E, serde_json::Error>,
+    /// `Clone::clone`.
+    pub clone: fn(&E) -> E,
+    /// `Debug::fmt`.
+    pub debug: fn(&E, &mut fmt::Formatter<'_>) -> fmt::Result,
+}
+
+/// An `#[apply]` parameter type is an [`Event`]; spanned at that type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an evoq event",
+    label = "not an `Event`",
+    note = "add `#[derive(Event, Serialize, Deserialize, Clone, Debug)]` to the definition of `{Self}`"
+)]
+pub trait IsEvent: Sized {
+    /// The operations of the event type.
+    const VTABLE: EventVTable<Self>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: Event> IsEvent for E {
+    const VTABLE: EventVTable<Self> = {
+        fn encode<E: Event>(event: &E) -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec(event)
+        }
+        fn decode<E: Event>(data: &[u8]) -> Result<E, serde_json::Error> {
+            serde_json::from_slice(data)
+        }
+        EventVTable {
+            name: E::NAME,
+            version: E::VERSION,
+            encode: encode::<E>,
+            decode: decode::<E>,
+            clone: <E as Clone>::clone,
+            debug: <E as fmt::Debug>::fmt,
+        }
+    };
+}
+
+/// Formats one variant of a generated event enum as `Variant(event)`.
+pub fn debug_variant<E>(
+    formatter: &mut fmt::Formatter<'_>,
+    variant: &str,
+    event: &E,
+    debug: fn(&E, &mut fmt::Formatter<'_>) -> fmt::Result,
+) -> fmt::Result {
+    struct Via<'e, E>(&'e E, fn(&E, &mut fmt::Formatter<'_>) -> fmt::Result);
+    impl<E> fmt::Debug for Via<'_, E> {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            (self.1)(self.0, formatter)
+        }
+    }
+    formatter
+        .debug_tuple(variant)
+        .field(&Via(event, debug))
+        .finish()
+}
+
+/// Converts an event a command handler of the aggregate `A` returns into `A`'s event enum `S`;
+/// spanned at the handler's return type, so an event that is not applied gives one error (the
+/// sentence of [`AppliedBy`]).
+#[diagnostic::on_unimplemented(
+    message = "event `{Self}` is returned by a command handler of `{A}`, but `{A}` never applies it",
+    label = "returned here, but there is no `#[apply]` method for `{Self}`",
+    note = "add `#[apply] fn on_event(&mut self, event: &{Self}) {{ ... }}` to the `#[aggregate]` block of `{A}`"
+)]
+pub trait IntoEvent<A, S> {
+    /// The event as a variant of the enum.
+    fn into_event(self) -> S;
+}
+
+#[diagnostic::do_not_recommend]
+impl<A, S: From<E>, E: AppliedBy<A>> IntoEvent<A, S> for E {
+    fn into_event(self) -> S {
+        S::from(self)
+    }
+}
+
+/// A command handler's error type is a [`DomainError`]; spanned at that type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of a command handler",
+    label = "this error type does not implement `std::error::Error + Send + Sync + 'static`",
+    note = "derive `thiserror::Error` (or implement `std::error::Error` and `Display`) for `{Self}`"
+)]
+pub trait HandlerError {
+    /// The error as a rejection.
+    fn into_rejection(self) -> Rejection;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: DomainError> HandlerError for E {
+    fn into_rejection(self) -> Rejection {
+        Rejection::new(self)
+    }
+}
+
+/// `Self` and `T` are the same type: the type named in `#[handles(T)]` / `#[apply(T)]` is the
+/// one the method takes. Used as `<Named as SameType<Taken>>::OK`, spanned at the named type.
+#[diagnostic::on_unimplemented(
+    message = "the attribute names `{Self}`, but the method takes `{T}`",
+    label = "this is not `{T}`",
+    note = "write `{T}` in the attribute, or leave the attribute bare (`#[handles]`, `#[apply]`) to take the type from the signature"
+)]
+pub trait SameType<T: ?Sized> {
+    /// Names the proof in a const.
+    const OK: () = ();
+}
+
+impl<T: ?Sized> SameType<T> for T {}

@@ -1,0 +1,481 @@
+//! Typed parsing of macro arguments: unknown and duplicate keys are errors spanned on the key,
+//! and every message lists the valid keys.
+
+use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::meta::ParseNestedMeta;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::{Attribute, Expr, ExprLit, Ident, Lit, LitInt, LitStr, Meta, Token, Type};
+
+use crate::ctxt::Ctxt;
+use crate::symbol::{self, Symbol};
+
+/// A valid key of an attribute, with the way to write it (for error messages).
+pub(crate) struct Key {
+    pub(crate) symbol: Symbol,
+    pub(crate) example: &'static str,
+}
+
+const NAME_KEY: Key = Key {
+    symbol: symbol::NAME,
+    example: "name = \"...\"",
+};
+const VERSION_KEY: Key = Key {
+    symbol: symbol::VERSION,
+    example: "version = N",
+};
+const SNAPSHOT_EVERY_KEY: Key = Key {
+    symbol: symbol::SNAPSHOT_EVERY,
+    example: "snapshot_every = N",
+};
+const EVENT_ENUM_KEY: Key = Key {
+    symbol: symbol::EVENT_ENUM,
+    example: "event_enum = Name",
+};
+
+/// The keys of `#[event(...)]`.
+pub(crate) const EVENT_KEYS: &[Key] = &[NAME_KEY, VERSION_KEY];
+
+/// The keys of `#[command(...)]`.
+pub(crate) const COMMAND_KEYS: &[Key] = &[NAME_KEY];
+
+/// The keys of `#[aggregate(...)]`.
+pub(crate) const AGGREGATE_KEYS: &[Key] = &[NAME_KEY, SNAPSHOT_EVERY_KEY, EVENT_ENUM_KEY];
+
+/// `` `a`, `b` and `c` ``.
+fn list(keys: &[Key]) -> String {
+    let quoted: Vec<String> = keys
+        .iter()
+        .map(|key| format!("`{}`", key.example))
+        .collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn valid_keys_sentence(keys: &[Key]) -> String {
+    match keys {
+        [] => "it takes no arguments".to_owned(),
+        [_] => format!("the only valid argument is {}", list(keys)),
+        _ => format!("the valid arguments are {}", list(keys)),
+    }
+}
+
+/// One argument of an attribute: remembers the first value and reports a second one.
+pub(crate) struct Attr<'c, T> {
+    cx: &'c Ctxt,
+    attr: Symbol,
+    key: Symbol,
+    value: Option<T>,
+}
+
+impl<'c, T> Attr<'c, T> {
+    pub(crate) fn none(cx: &'c Ctxt, attr: Symbol, key: Symbol) -> Self {
+        Attr {
+            cx,
+            attr,
+            key,
+            value: None,
+        }
+    }
+
+    /// Sets the value; a second one is an error spanned on `key_tokens`.
+    pub(crate) fn set<A: ToTokens>(&mut self, key_tokens: A, value: T) {
+        if self.value.is_some() {
+            self.cx.error_spanned_by(
+                key_tokens,
+                format!(
+                    "duplicate argument `{}` in `#[{}(...)]`: it is already given above; keep one",
+                    self.key, self.attr
+                ),
+            );
+        } else {
+            self.value = Some(value);
+        }
+    }
+
+    pub(crate) fn get(self) -> Option<T> {
+        self.value
+    }
+}
+
+/// Consumes the rest of one argument (up to the next comma), so parsing can go on after an error.
+fn skip_argument(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    while !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+        meta.input.parse::<TokenTree>()?;
+    }
+    Ok(())
+}
+
+/// Reports an unknown key and skips its value.
+fn unknown_key(
+    cx: &Ctxt,
+    attr: Symbol,
+    keys: &[Key],
+    meta: &ParseNestedMeta<'_>,
+) -> syn::Result<()> {
+    let key = meta.path.to_token_stream().to_string().replace(' ', "");
+    let hint = keys
+        .iter()
+        .find(|valid| {
+            let valid = valid.symbol.0;
+            edit_distance(&key, valid) <= 2 || (key.len() >= 4 && valid.starts_with(&key))
+        })
+        .map(|valid| format!("did you mean `{}`? ", valid.symbol))
+        .unwrap_or_default();
+    cx.error_spanned_by(
+        &meta.path,
+        format!(
+            "unknown argument `{key}` in `#[{attr}(...)]`: {hint}{}",
+            valid_keys_sentence(keys)
+        ),
+    );
+    skip_argument(meta)
+}
+
+/// The Levenshtein distance between two short strings (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Parses the value of `key = value`; reports `what to write` when the `=` is missing.
+fn value_expr(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Expr>> {
+    if !meta.input.peek(Token![=]) {
+        cx.error_spanned_by(
+            &meta.path,
+            format!("`{}` needs a value: write `{}`", key.symbol, key.example),
+        );
+        skip_argument(meta)?;
+        return Ok(None);
+    }
+    Ok(Some(meta.value()?.parse::<Expr>()?))
+}
+
+/// A non-empty string literal: `name = "..."`.
+fn parse_name(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<LitStr>> {
+    let Some(expr) = value_expr(cx, key, meta)? else {
+        return Ok(None);
+    };
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => {
+            if lit.value().trim().is_empty() {
+                cx.error_spanned_by(
+                    &lit,
+                    format!(
+                        "`{}` cannot be empty: write a stable name, like `{} = \"AccountOpened\"`",
+                        key.symbol, key.symbol
+                    ),
+                );
+                Ok(None)
+            } else {
+                Ok(Some(lit))
+            }
+        }
+        other => {
+            cx.error_spanned_by(
+                other,
+                format!("expected a string literal: `{} = \"...\"`", key.symbol),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// A positive integer literal: `version = 2`.
+fn parse_positive<N>(
+    cx: &Ctxt,
+    key: &Key,
+    meta: &ParseNestedMeta<'_>,
+    zero_hint: &str,
+) -> syn::Result<Option<(LitInt, N)>>
+where
+    N: std::str::FromStr + PartialEq + From<u8>,
+    N::Err: std::fmt::Display,
+{
+    let Some(expr) = value_expr(cx, key, meta)? else {
+        return Ok(None);
+    };
+    let Expr::Lit(ExprLit {
+        lit: Lit::Int(lit), ..
+    }) = expr
+    else {
+        cx.error_spanned_by(
+            expr,
+            format!(
+                "expected a number without quotes, like `{}`",
+                key.example.replace('N', "2")
+            ),
+        );
+        return Ok(None);
+    };
+    match lit.base10_parse::<N>() {
+        Ok(value) if value == N::from(0) => {
+            cx.error_spanned_by(&lit, format!("`{}` cannot be 0: {zero_hint}", key.symbol));
+            Ok(None)
+        }
+        Ok(value) => Ok(Some((lit, value))),
+        Err(error) => {
+            cx.error_spanned_by(&lit, format!("invalid `{}`: {error}", key.symbol));
+            Ok(None)
+        }
+    }
+}
+
+/// An identifier: `event_enum = Name`.
+fn parse_ident(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Ident>> {
+    let Some(expr) = value_expr(cx, key, meta)? else {
+        return Ok(None);
+    };
+    if let Expr::Path(path) = &expr
+        && path.qself.is_none()
+        && path.attrs.is_empty()
+        && let Some(ident) = path.path.get_ident()
+    {
+        return Ok(Some(ident.clone()));
+    }
+    cx.error_spanned_by(
+        expr,
+        format!(
+            "expected a plain identifier for the name of the generated enum: `{} = BankAccountEvent`",
+            key.symbol
+        ),
+    );
+    Ok(None)
+}
+
+/// Runs `parse` over the arguments of a `#[name(...)]` attribute; a bare `#[name]` is fine,
+/// `#[name = ...]` is an error.
+fn parse_list_attr(
+    cx: &Ctxt,
+    attr: &Attribute,
+    name: Symbol,
+    keys: &[Key],
+    parse: impl FnMut(ParseNestedMeta<'_>) -> syn::Result<()>,
+) {
+    match &attr.meta {
+        Meta::Path(_) => {}
+        Meta::NameValue(nv) => cx.error_spanned_by(
+            &nv.value,
+            format!("expected `#[{name}({})]`", list(keys).replace('`', "")),
+        ),
+        Meta::List(_) => {
+            if let Err(error) = attr.parse_nested_meta(parse) {
+                cx.syn_error(error);
+            }
+        }
+    }
+}
+
+/// The arguments of every `#[event(...)]` attribute of a type.
+pub(crate) struct EventArgs {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) version: Option<(LitInt, u32)>,
+}
+
+impl EventArgs {
+    pub(crate) fn from_attrs(cx: &Ctxt, attrs: &[Attribute]) -> Self {
+        let mut name = Attr::none(cx, symbol::EVENT, symbol::NAME);
+        let mut version = Attr::none(cx, symbol::EVENT, symbol::VERSION);
+        for attr in attrs.iter().filter(|attr| attr.path() == symbol::EVENT) {
+            parse_list_attr(cx, attr, symbol::EVENT, EVENT_KEYS, |meta| {
+                if meta.path == symbol::NAME {
+                    if let Some(value) = parse_name(cx, &NAME_KEY, &meta)? {
+                        name.set(&meta.path, value);
+                    }
+                } else if meta.path == symbol::VERSION {
+                    let hint = "schema versions start at 1 (the default); write `version = 1` or leave it out";
+                    if let Some(value) = parse_positive::<u32>(cx, &VERSION_KEY, &meta, hint)? {
+                        version.set(&meta.path, value);
+                    }
+                } else {
+                    unknown_key(cx, symbol::EVENT, EVENT_KEYS, &meta)?;
+                }
+                Ok(())
+            });
+        }
+        EventArgs {
+            name: name.get(),
+            version: version.get(),
+        }
+    }
+}
+
+/// The arguments of every `#[command(...)]` attribute of a type.
+pub(crate) struct CommandArgs {
+    pub(crate) name: Option<LitStr>,
+}
+
+impl CommandArgs {
+    pub(crate) fn from_attrs(cx: &Ctxt, attrs: &[Attribute]) -> Self {
+        let mut name = Attr::none(cx, symbol::COMMAND, symbol::NAME);
+        for attr in attrs.iter().filter(|attr| attr.path() == symbol::COMMAND) {
+            parse_list_attr(cx, attr, symbol::COMMAND, COMMAND_KEYS, |meta| {
+                if meta.path == symbol::NAME {
+                    if let Some(value) = parse_name(cx, &NAME_KEY, &meta)? {
+                        name.set(&meta.path, value);
+                    }
+                } else {
+                    unknown_key(cx, symbol::COMMAND, COMMAND_KEYS, &meta)?;
+                }
+                Ok(())
+            });
+        }
+        CommandArgs { name: name.get() }
+    }
+}
+
+/// The arguments of `#[aggregate(...)]`.
+pub(crate) struct AggregateArgs {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) snapshot_every: Option<(LitInt, u64)>,
+    pub(crate) event_enum: Option<Ident>,
+}
+
+impl AggregateArgs {
+    pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Self {
+        let mut name = Attr::none(cx, symbol::AGGREGATE, symbol::NAME);
+        let mut snapshot_every = Attr::none(cx, symbol::AGGREGATE, symbol::SNAPSHOT_EVERY);
+        let mut event_enum = Attr::none(cx, symbol::AGGREGATE, symbol::EVENT_ENUM);
+        let parser = syn::meta::parser(|meta| {
+            if meta.path == symbol::NAME {
+                if let Some(value) = parse_name(cx, &NAME_KEY, &meta)? {
+                    name.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::SNAPSHOT_EVERY {
+                let hint = "write a number of events, like `snapshot_every = 100` (the default)";
+                if let Some(value) = parse_positive::<u64>(cx, &SNAPSHOT_EVERY_KEY, &meta, hint)? {
+                    snapshot_every.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::EVENT_ENUM {
+                if let Some(value) = parse_ident(cx, &EVENT_ENUM_KEY, &meta)? {
+                    event_enum.set(&meta.path, value);
+                }
+            } else {
+                unknown_key(cx, symbol::AGGREGATE, AGGREGATE_KEYS, &meta)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = parser.parse2(args) {
+            cx.syn_error(error);
+        }
+        AggregateArgs {
+            name: name.get(),
+            snapshot_every: snapshot_every.get(),
+            event_enum: event_enum.get(),
+        }
+    }
+}
+
+/// The arguments of a helper attribute on a method (`#[handles]`, `#[apply]`, and later the
+/// helpers of `#[event_handler]`, `#[saga]` and `#[projection]`): nothing, or the message type
+/// the method takes (`#[handles(Deposit)]`), which is then checked against the signature.
+pub(crate) struct HelperArgs {
+    /// The message type named in the attribute, if any.
+    pub(crate) message: Option<Type>,
+}
+
+/// What a helper attribute's argument list may hold.
+enum HelperArg {
+    /// `key = value` or `key(...)`: no helper takes named arguments yet.
+    Named(syn::Path),
+    Type(Type),
+}
+
+impl Parse for HelperArg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let fork = input.fork();
+        if fork.parse::<syn::Path>().is_ok()
+            && (fork.peek(Token![=]) || fork.peek(syn::token::Paren))
+        {
+            let path: syn::Path = input.parse()?;
+            while !input.is_empty() && !input.peek(Token![,]) {
+                input.parse::<TokenTree>()?;
+            }
+            return Ok(HelperArg::Named(path));
+        }
+        input.parse().map(HelperArg::Type)
+    }
+}
+
+impl HelperArgs {
+    /// Parses `#[attr]` or `#[attr(MessageType)]`; `noun` names the message in messages
+    /// ("command", "event").
+    pub(crate) fn from_attr(cx: &Ctxt, attr: &Attribute, name: Symbol, noun: &str) -> Self {
+        let hint = format!(
+            "write `#[{name}]` to take the {noun} type from the signature, or `#[{name}(SomeType)]` to name it"
+        );
+        let tokens = match &attr.meta {
+            Meta::Path(_) => return HelperArgs { message: None },
+            Meta::NameValue(nv) => {
+                cx.error_spanned_by(&nv.value, format!("`#[{name} = ...]` is not valid: {hint}"));
+                return HelperArgs { message: None };
+            }
+            Meta::List(list) => list.tokens.clone(),
+        };
+        let parsed =
+            syn::punctuated::Punctuated::<HelperArg, Token![,]>::parse_terminated.parse2(tokens);
+        let args = match parsed {
+            Ok(args) => args,
+            Err(error) => {
+                cx.error_at(error.span(), format!("expected a type: {hint}"));
+                return HelperArgs { message: None };
+            }
+        };
+        let mut message = None;
+        for arg in args {
+            match arg {
+                HelperArg::Named(path) => {
+                    let key = path.to_token_stream().to_string().replace(' ', "");
+                    cx.error_spanned_by(
+                        &path,
+                        format!("unknown argument `{key}` in `#[{name}(...)]`: it takes no named arguments; {hint}"),
+                    );
+                }
+                HelperArg::Type(ty) => {
+                    if message.is_some() {
+                        cx.error_spanned_by(
+                            &ty,
+                            format!("duplicate argument in `#[{name}(...)]`: it names one {noun} type; {hint}"),
+                        );
+                    } else {
+                        message = Some(ty);
+                    }
+                }
+            }
+        }
+        HelperArgs { message }
+    }
+}
+
+/// Whether `attr` is the helper attribute `name` (`#[name]`, `#[evoq::name]`, `#[::evoq::name]`).
+pub(crate) fn is_helper(attr: &Attribute, name: Symbol) -> bool {
+    let path = attr.path();
+    match path.segments.len() {
+        1 => path.leading_colon.is_none() && path.segments[0].ident == name,
+        2 => path.segments[0].ident == symbol::EVOQ && path.segments[1].ident == name,
+        _ => false,
+    }
+}
+
+/// The `#[cfg(...)]` attributes of an item, to copy onto what is generated for it.
+pub(crate) fn cfgs(attrs: &[Attribute]) -> Vec<Attribute> {
+    attrs
+        .iter()
+        .filter(|attr| attr.path() == symbol::CFG)
+        .cloned()
+        .collect()
+}

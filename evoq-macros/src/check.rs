@@ -1,0 +1,76 @@
+//! Rules across the items of one block, checked on the model before anything is generated.
+//!
+//! The macros see tokens, not types: these rules compare types as written. Whatever they cannot
+//! see (two spellings of one type) the generated code leaves to the type system, which rejects
+//! it with an error on the same user tokens (conflicting `Route` or `From` impls).
+
+use crate::ctxt::Ctxt;
+use crate::model::{AggregateDef, HandlerFn, same_tokens, show};
+
+/// Whether two methods exist under the same `#[cfg]`s (only then can they collide).
+fn same_cfgs(a: &HandlerFn, b: &HandlerFn) -> bool {
+    a.cfgs.len() == b.cfgs.len() && a.cfgs.iter().zip(&b.cfgs).all(|(a, b)| same_tokens(a, b))
+}
+
+/// Commands handled twice, events applied twice, variant names that collide.
+pub(crate) fn aggregate(cx: &Ctxt, def: &AggregateDef) {
+    for (index, handler) in def.handlers.iter().enumerate() {
+        if let Some(first) = def.handlers[..index].iter().find(|first| {
+            same_cfgs(first, handler) && same_tokens(&first.message, &handler.message)
+        }) {
+            cx.error_spanned_by(
+                &handler.message,
+                format!(
+                    "the command `{}` is handled twice in this block, by `{}` and by `{}`: a command has exactly one handler; merge them into one method",
+                    show(&handler.message),
+                    first.ident,
+                    handler.ident
+                ),
+            );
+        }
+    }
+
+    for (index, apply) in def.applies.iter().enumerate() {
+        if apply.variant == def.event_enum {
+            cx.error_spanned_by(
+                apply.event(),
+                format!(
+                    "`#[apply]` takes one event type, not the generated enum `{}`: write one `#[apply]` method per event type",
+                    def.event_enum
+                ),
+            );
+            continue;
+        }
+        let earlier = def.applies[..index]
+            .iter()
+            .filter(|first| same_cfgs(&first.method, &apply.method));
+        for first in earlier {
+            if same_tokens(first.event(), apply.event()) {
+                cx.error_spanned_by(
+                    apply.event(),
+                    format!(
+                        "the event `{}` is applied twice in this block, by `{}` and by `{}`: an event has exactly one `#[apply]` method; merge them into one",
+                        show(apply.event()),
+                        first.method.ident,
+                        apply.method.ident
+                    ),
+                );
+                break;
+            }
+            if first.variant == apply.variant {
+                cx.error_spanned_by(
+                    apply.event(),
+                    format!(
+                        "the events `{}` and `{}` would both be the variant `{}::{}`: import one of them under another name (`use path::{} as OtherName;`) and apply it by that name",
+                        show(first.event()),
+                        show(apply.event()),
+                        def.event_enum,
+                        apply.variant,
+                        apply.variant
+                    ),
+                );
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Every attribute and argument name the macros recognise, as a constant.
+
+use std::fmt::{self, Display};
+
+use syn::{Ident, Path};
+
+/// A name the macros look for in user code.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Symbol(pub(crate) &'static str);
+
+// Attributes.
+pub(crate) const EVENT: Symbol = Symbol("event");
+pub(crate) const COMMAND: Symbol = Symbol("command");
+pub(crate) const AGGREGATE: Symbol = Symbol("aggregate");
+pub(crate) const AGGREGATE_ID: Symbol = Symbol("aggregate_id");
+pub(crate) const HANDLES: Symbol = Symbol("handles");
+pub(crate) const APPLY: Symbol = Symbol("apply");
+pub(crate) const CFG: Symbol = Symbol("cfg");
+
+/// The crate whose path may prefix a helper attribute (`#[evoq::handles]`).
+pub(crate) const EVOQ: Symbol = Symbol("evoq");
+
+// Arguments.
+pub(crate) const NAME: Symbol = Symbol("name");
+pub(crate) const VERSION: Symbol = Symbol("version");
+pub(crate) const SNAPSHOT_EVERY: Symbol = Symbol("snapshot_every");
+pub(crate) const EVENT_ENUM: Symbol = Symbol("event_enum");
+
+impl PartialEq<Symbol> for Ident {
+    fn eq(&self, word: &Symbol) -> bool {
+        self == word.0
+    }
+}
+
+impl PartialEq<Symbol> for &Ident {
+    fn eq(&self, word: &Symbol) -> bool {
+        *self == word.0
+    }
+}
+
+impl PartialEq<Symbol> for Path {
+    fn eq(&self, word: &Symbol) -> bool {
+        self.is_ident(word.0)
+    }
+}
+
+impl PartialEq<Symbol> for &Path {
+    fn eq(&self, word: &Symbol) -> bool {
+        self.is_ident(word.0)
+    }
+}
+
+impl Display for Symbol {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.0)
+    }
+}

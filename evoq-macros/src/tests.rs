@@ -1,0 +1,358 @@
+//! Unit tests of parsing and expansion, on `proc_macro2` tokens.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{DeriveInput, parse_quote};
+
+use crate::attr::HelperArgs;
+use crate::ctxt::Ctxt;
+use crate::model::{AggregateDef, Output, show};
+use crate::symbol;
+
+/// The messages of the `compile_error!`s in `tokens`.
+fn errors(tokens: &TokenStream) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut iter = tokens.clone().into_iter().peekable();
+    while let Some(tree) = iter.next() {
+        if let proc_macro2::TokenTree::Ident(ident) = &tree
+            && ident == "compile_error"
+        {
+            iter.next(); // `!`
+            if let Some(proc_macro2::TokenTree::Group(group)) = iter.next() {
+                let literal: syn::LitStr = syn::parse2(group.stream()).expect("a string literal");
+                found.push(literal.value());
+            }
+        } else if let proc_macro2::TokenTree::Group(group) = &tree {
+            found.extend(errors(&group.stream()));
+        }
+    }
+    found
+}
+
+/// The expansion parses as Rust items.
+fn parses(tokens: &TokenStream) -> syn::File {
+    syn::parse2(tokens.clone()).expect("the expansion is valid Rust")
+}
+
+fn squeeze(tokens: &TokenStream) -> String {
+    tokens.to_string().replace(' ', "")
+}
+
+#[test]
+fn event_defaults_to_the_type_name_and_version_1() {
+    let input: DeriveInput = parse_quote!(
+        struct AccountOpened;
+    );
+    let out = crate::event::expand(&input);
+    assert!(errors(&out).is_empty());
+    parses(&out);
+    let text = squeeze(&out);
+    assert!(text.contains("=\"AccountOpened\";"), "{text}");
+    assert!(
+        text.contains("constVERSION:::evoq::__private::core::primitive::u32=1u32;"),
+        "{text}"
+    );
+}
+
+#[test]
+fn event_arguments_set_name_and_version() {
+    let input: DeriveInput = parse_quote!(
+        #[event(name = "bank.Opened")]
+        #[event(version = 3)]
+        struct AccountOpened;
+    );
+    let text = squeeze(&crate::event::expand(&input));
+    assert!(text.contains("=\"bank.Opened\";"), "{text}");
+    assert!(text.contains("=3u32;"), "{text}");
+}
+
+#[test]
+fn event_reports_every_mistake_and_still_implements_the_trait() {
+    let input: DeriveInput = parse_quote!(
+        #[event(nme = "x", version = 0, name = "a", name = "b")]
+        struct Opened<T>(T);
+    );
+    let out = crate::event::expand(&input);
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("unknown argument `nme`")
+            && errors[0].contains("did you mean `name`?")
+    );
+    assert!(errors[1].starts_with("`version` cannot be 0"));
+    assert!(errors[2].starts_with("duplicate argument `name`"));
+    assert!(errors[3].starts_with("an event cannot be generic"));
+}
+
+#[test]
+fn event_stub_on_error() {
+    let input: DeriveInput = parse_quote!(
+        #[event(version = "2")]
+        struct Opened;
+    );
+    let out = crate::event::expand(&input);
+    assert_eq!(
+        errors(&out),
+        ["expected a number without quotes, like `version = 2`"]
+    );
+    assert!(squeeze(&out).contains("impl::evoq::__private::EventforOpened"));
+}
+
+#[test]
+fn command_reads_the_aggregate_id_field() {
+    let input: DeriveInput = parse_quote!(
+        struct Deposit {
+            amount: u64,
+            #[aggregate_id]
+            account: String,
+        }
+    );
+    let out = crate::command::expand(&input);
+    assert!(errors(&out).is_empty());
+    parses(&out);
+    let text = squeeze(&out);
+    assert!(
+        text.contains("<Stringas::evoq::__private::AggregateId>::to_aggregate_id(&self.account)"),
+        "{text}"
+    );
+    assert!(text.contains("=\"Deposit\";"), "{text}");
+}
+
+#[test]
+fn command_tuple_field() {
+    let input: DeriveInput = parse_quote!(
+        #[command(name = "bank.Withdraw")]
+        struct Withdraw(u64, #[aggregate_id] String);
+    );
+    let text = squeeze(&crate::command::expand(&input));
+    assert!(text.contains("(&self.1)"), "{text}");
+    assert!(text.contains("=\"bank.Withdraw\";"), "{text}");
+}
+
+#[test]
+fn command_errors() {
+    let missing: DeriveInput = parse_quote!(
+        struct Deposit {
+            account: String,
+        }
+    );
+    assert_eq!(
+        errors(&crate::command::expand(&missing)),
+        [
+            "the command `Deposit` has no field marked `#[aggregate_id]`: mark the field that names the target aggregate, like `#[aggregate_id] account: String`"
+        ]
+    );
+    let twice: DeriveInput = parse_quote!(
+        struct Transfer {
+            #[aggregate_id]
+            from: String,
+            #[aggregate_id(x)]
+            to: String,
+        }
+    );
+    let errors_twice = errors(&crate::command::expand(&twice));
+    assert_eq!(errors_twice.len(), 2, "{errors_twice:#?}");
+    assert!(errors_twice[0].starts_with("`#[aggregate_id]` takes no arguments"));
+    assert!(errors_twice[1].starts_with("duplicate `#[aggregate_id]`"));
+    let an_enum: DeriveInput = parse_quote!(
+        enum Commands {
+            A,
+        }
+    );
+    assert!(
+        errors(&crate::command::expand(&an_enum))[0]
+            .starts_with("a command must be a struct, not an enum")
+    );
+}
+
+#[test]
+fn output_shapes() {
+    let classify = |ty: syn::Type| match Output::classify(&ty) {
+        Output::Unit => "unit".to_owned(),
+        Output::Single(ty) => format!("single {}", show(ty)),
+        Output::Option(ty) => format!("option {}", show(ty)),
+        Output::Vec(ty) => format!("vec {}", show(ty)),
+        Output::Tuple(types) => format!("tuple {}", types.len()),
+    };
+    assert_eq!(classify(parse_quote!(())), "unit");
+    assert_eq!(classify(parse_quote!(Opened)), "single Opened");
+    assert_eq!(classify(parse_quote!(Option<Opened>)), "option Opened");
+    assert_eq!(
+        classify(parse_quote!(::std::vec::Vec<a::Opened>)),
+        "vec a::Opened"
+    );
+    assert_eq!(classify(parse_quote!((A, B, C))), "tuple 3");
+    assert_eq!(classify(parse_quote!((A,))), "tuple 1");
+}
+
+#[test]
+fn helper_arguments() {
+    let cx = Ctxt::new();
+    let bare: syn::Attribute = parse_quote!(#[handles]);
+    assert!(
+        HelperArgs::from_attr(&cx, &bare, symbol::HANDLES, "command")
+            .message
+            .is_none()
+    );
+    let named: syn::Attribute = parse_quote!(#[handles(crate::Deposit)]);
+    let message = HelperArgs::from_attr(&cx, &named, symbol::HANDLES, "command").message;
+    assert_eq!(message.map(show).as_deref(), Some("crate::Deposit"));
+    assert!(cx.check().is_ok());
+
+    let cx = Ctxt::new();
+    let bad: syn::Attribute = parse_quote!(#[handles(Deposit, Withdraw, retries = 3)]);
+    HelperArgs::from_attr(&cx, &bad, symbol::HANDLES, "command");
+    let error = cx.check().expect_err("two mistakes");
+    assert_eq!(error.into_iter().count(), 2);
+}
+
+fn aggregate(args: TokenStream, block: TokenStream) -> TokenStream {
+    crate::aggregate::expand(args, block)
+}
+
+#[test]
+fn aggregate_generates_the_enum_the_impls_and_the_routes() {
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl BankAccount {
+                #[handles]
+                fn deposit(&self, cmd: &Deposit) -> Result<(MoneyDeposited, FeeCharged), BankError> { todo!() }
+                #[apply]
+                fn deposited(&mut self, e: &events::MoneyDeposited) {}
+                #[evoq::apply]
+                fn charged(&mut self, e: &FeeCharged) {}
+                fn helper(&self) {}
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    let file = parses(&out);
+    let text = squeeze(&out);
+    assert!(text.contains("pubenumBankAccountEvent{"), "{text}");
+    assert!(
+        text.contains("MoneyDeposited(events::MoneyDeposited),"),
+        "{text}"
+    );
+    assert!(
+        text.contains("impl::evoq::__private::AggregateforBankAccount"),
+        "{text}"
+    );
+    assert!(
+        text.contains("impl::evoq::__private::RouteforDeposit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("constNAME:&'static::evoq::__private::core::primitive::str=\"BankAccount\";"),
+        "{text}"
+    );
+    assert!(
+        text.contains("constSNAPSHOT_EVERY:::evoq::__private::core::primitive::u64=100u64;"),
+        "{text}"
+    );
+    // The helper attributes are gone; the other method is kept.
+    let Some(syn::Item::Impl(block)) = file.items.first() else {
+        panic!("the impl block comes first");
+    };
+    assert_eq!(block.items.len(), 4);
+    for item in &block.items {
+        let syn::ImplItem::Fn(method) = item else {
+            panic!("only methods");
+        };
+        assert!(method.attrs.is_empty(), "{}", method.sig.ident);
+    }
+}
+
+#[test]
+fn aggregate_arguments() {
+    let out = aggregate(
+        quote!(name = "bank", snapshot_every = 7, event_enum = Events),
+        quote!(impl BankAccount {}),
+    );
+    let text = squeeze(&out);
+    assert!(text.contains("pubenumEvents{}"), "{text}");
+    assert!(text.contains("=\"bank\";"), "{text}");
+    assert!(text.contains("=7u64;"), "{text}");
+
+    let out = aggregate(
+        quote!(snapshot = 7, name = "a", name = "b"),
+        quote!(impl BankAccount {}),
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].contains("did you mean `snapshot_every`?"));
+    assert!(errors[1].starts_with("duplicate argument `name`"));
+    // The fallback still declares the enum and the impls.
+    assert!(squeeze(&out).contains("pubenumBankAccountEvent{}"));
+}
+
+#[test]
+fn aggregate_block_rules() {
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl BankAccount {
+                #[handles]
+                fn a(&self, cmd: &Deposit) -> Result<(), E> { todo!() }
+                #[handles]
+                fn b(&self, cmd: &Deposit) -> Result<(), E> { todo!() }
+                #[apply]
+                fn c(&mut self, e: &a::Opened) {}
+                #[apply]
+                fn d(&mut self, e: &b::Opened) {}
+                #[apply]
+                fn e(&mut self, e: &a::Opened) {}
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].starts_with("the command `Deposit` is handled twice"));
+    assert!(
+        errors[1].starts_with("the events `a::Opened` and `b::Opened` would both be the variant")
+    );
+    assert!(errors[2].starts_with("the event `a::Opened` is applied twice"));
+    // One stub route and one variant per name: no conflicting impls after the errors.
+    let text = squeeze(&out);
+    assert_eq!(
+        text.matches("impl::evoq::__private::RouteforDeposit")
+            .count(),
+        1
+    );
+    assert_eq!(text.matches("Opened(a::Opened),").count(), 1);
+}
+
+#[test]
+fn aggregate_on_something_else() {
+    let out = aggregate(
+        quote!(),
+        quote!(
+            struct BankAccount;
+        ),
+    );
+    assert!(errors(&out)[0].starts_with("`#[aggregate]` goes on the impl block"));
+    let out = aggregate(
+        quote!(),
+        quote!(
+            impl<T> Wrapper<T> {}
+        ),
+    );
+    assert!(errors(&out)[0].starts_with("an aggregate cannot be generic"));
+}
+
+#[test]
+fn parse_model_keeps_cfg() {
+    let cx = Ctxt::new();
+    let mut item: syn::ItemImpl = parse_quote! {
+        impl State {
+            #[cfg(feature = "x")]
+            #[handles]
+            fn a(&self, cmd: &Cmd) -> Result<Opened, E> { todo!() }
+        }
+    };
+    let def = AggregateDef::from_ast(&cx, quote!(), &mut item).expect("a model");
+    assert!(cx.check().is_ok());
+    assert_eq!(def.handlers.len(), 1);
+    assert_eq!(def.handlers[0].cfgs.len(), 1);
+    assert_eq!(def.event_enum, "StateEvent");
+}

@@ -1,0 +1,168 @@
+//! Every macro used in a module without the implicit prelude: the generated code names
+//! everything by absolute path, so it compiles with nothing in scope but what the user wrote.
+
+mod no_prelude {
+    #![no_implicit_prelude]
+
+    use ::evoq::{Command, Event, aggregate};
+    use ::serde::{Deserialize, Serialize};
+
+    #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
+    pub(crate) struct Opened {
+        pub(crate) id: ::std::string::String,
+    }
+
+    #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
+    #[event(name = "hygiene.Renamed", version = 2)]
+    pub(crate) struct Renamed {
+        pub(crate) name: ::std::string::String,
+    }
+
+    #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
+    pub(crate) struct Touched;
+
+    #[derive(Command)]
+    pub(crate) struct Open {
+        #[aggregate_id]
+        pub(crate) id: ::std::string::String,
+    }
+
+    #[derive(Command)]
+    #[command(name = "hygiene.Rename")]
+    pub(crate) struct Rename(
+        #[aggregate_id] pub(crate) u64,
+        pub(crate) ::std::string::String,
+    );
+
+    #[derive(Command)]
+    pub(crate) struct Touch {
+        #[aggregate_id]
+        pub(crate) id: u64,
+        pub(crate) times: usize,
+    }
+
+    #[derive(Command)]
+    pub(crate) struct Inspect {
+        #[aggregate_id]
+        pub(crate) id: u64,
+    }
+
+    #[derive(Command)]
+    pub(crate) struct Reset {
+        #[aggregate_id]
+        pub(crate) id: u64,
+    }
+
+    #[derive(::core::fmt::Debug)]
+    pub(crate) struct Refused;
+
+    impl ::core::fmt::Display for Refused {
+        fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+            f.write_str("refused")
+        }
+    }
+
+    impl ::std::error::Error for Refused {}
+
+    #[derive(::core::default::Default)]
+    pub(crate) struct Thing {
+        pub(crate) name: ::std::string::String,
+        pub(crate) touched: usize,
+    }
+
+    #[aggregate(name = "hygiene.Thing", snapshot_every = 5)]
+    impl Thing {
+        #[handles]
+        fn open(&self, cmd: &Open) -> ::core::result::Result<Opened, Refused> {
+            ::core::result::Result::Ok(Opened {
+                id: ::core::clone::Clone::clone(&cmd.id),
+            })
+        }
+
+        #[handles(Rename)]
+        fn rename(
+            &self,
+            cmd: &Rename,
+        ) -> ::core::result::Result<::core::option::Option<Renamed>, Refused> {
+            ::core::result::Result::Ok(::core::option::Option::Some(Renamed {
+                name: ::core::clone::Clone::clone(&cmd.1),
+            }))
+        }
+
+        #[handles]
+        fn touch(&self, cmd: &Touch) -> ::core::result::Result<::std::vec::Vec<Touched>, Refused> {
+            let mut events = ::std::vec::Vec::new();
+            for _ in 0..cmd.times {
+                events.push(Touched);
+            }
+            ::core::result::Result::Ok(events)
+        }
+
+        #[handles]
+        fn inspect(&self, _: &Inspect) -> ::core::result::Result<(), Refused> {
+            ::core::result::Result::Err(Refused)
+        }
+
+        #[handles]
+        fn reset(&self, _: &Reset) -> ::core::result::Result<(Touched, ThingEvent), Refused> {
+            ::core::result::Result::Ok((Touched, ThingEvent::Touched(Touched)))
+        }
+
+        #[apply]
+        fn opened(&mut self, event: &Opened) {
+            self.name = ::core::clone::Clone::clone(&event.id);
+        }
+
+        #[apply(Renamed)]
+        fn renamed(&mut self, event: &Renamed) {
+            self.name = ::core::clone::Clone::clone(&event.name);
+        }
+
+        #[apply]
+        fn touched(&mut self, _: &Touched) {
+            self.touched += 1;
+        }
+    }
+}
+
+use evoq::{Aggregate, Command, EventSet, Route};
+use no_prelude::*;
+
+fn run<C: Route>(state: &mut C::Aggregate, command: C) -> Vec<<C::Aggregate as Aggregate>::Event> {
+    let events = C::handle(state, &command).expect("accepted");
+    for event in &events {
+        state.apply(event);
+    }
+    events
+}
+
+#[test]
+fn macros_expand_without_the_prelude() {
+    assert_eq!(Thing::NAME, "hygiene.Thing");
+    assert_eq!(Thing::SNAPSHOT_EVERY, 5);
+    assert_eq!(
+        ThingEvent::EVENT_TYPES,
+        ["Opened", "hygiene.Renamed", "Touched"]
+    );
+    assert_eq!(<Rename as Command>::NAME, "hygiene.Rename");
+    assert_eq!(Rename(7, "x".into()).aggregate_id(), "7");
+
+    let mut thing = Thing::default();
+    run(&mut thing, Open { id: "t-1".into() });
+    assert_eq!(thing.name, "t-1");
+    let renamed = run(&mut thing, Rename(7, "t-2".into()));
+    assert_eq!(renamed[0].schema_version(), 2);
+    assert_eq!(thing.name, "t-2");
+    assert_eq!(run(&mut thing, Touch { id: 7, times: 3 }).len(), 3);
+    assert_eq!(run(&mut thing, Reset { id: 7 }).len(), 2);
+    assert_eq!(thing.touched, 5);
+    let refused = Inspect::handle(&thing, &Inspect { id: 7 }).unwrap_err();
+    assert!(refused.downcast_ref::<Refused>().is_some());
+
+    let data = renamed[0].encode().expect("encodes");
+    let back = ThingEvent::decode("hygiene.Renamed", &data).expect("decodes");
+    assert_eq!(
+        format!("{back:?}"),
+        "Some(Renamed(Renamed { name: \"t-2\" }))"
+    );
+}

@@ -1,0 +1,7 @@
+use evoq::prelude::*;
+
+#[aggregate]
+#[derive(Default)]
+struct BankAccount;
+
+fn main() {}

@@ -1,0 +1,9 @@
+use evoq::prelude::*;
+
+#[derive(Default)]
+struct BankAccount;
+
+#[aggregate(snapshot = 10)]
+impl BankAccount {}
+
+fn main() {}

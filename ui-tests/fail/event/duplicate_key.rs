@@ -1,0 +1,11 @@
+use evoq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(version = 2)]
+#[event(name = "MoneyDeposited", version = 3)]
+struct MoneyDeposited {
+    amount: u64,
+}
+
+fn main() {}

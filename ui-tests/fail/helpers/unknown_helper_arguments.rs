@@ -1,0 +1,31 @@
+use evoq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct MoneyDeposited;
+
+#[derive(Command)]
+struct Deposit {
+    #[aggregate_id]
+    account: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("closed")]
+struct Closed;
+
+#[derive(Default)]
+struct BankAccount;
+
+#[aggregate]
+impl BankAccount {
+    #[handles(Deposit, retries = 3)]
+    fn deposit(&self, _: &Deposit) -> Result<MoneyDeposited, Closed> {
+        Ok(MoneyDeposited)
+    }
+
+    #[apply(MoneyDeposited, MoneyDeposited)]
+    fn deposited(&mut self, _: &MoneyDeposited) {}
+}
+
+fn main() {}

@@ -1,0 +1,18 @@
+//! The pass cases compiled as modules of this test crate: the expansion must be clean under the
+//! workspace lints and `cargo clippy --all-targets -- -D warnings`, and must run.
+
+#[path = "../pass/bank_account.rs"]
+mod bank_account;
+
+#[path = "../pass/shadowed_primitives.rs"]
+mod shadowed_primitives;
+
+#[test]
+fn bank_account_behaves() {
+    bank_account::main();
+}
+
+#[test]
+fn shadowed_primitives_behave() {
+    shadowed_primitives::main();
+}
