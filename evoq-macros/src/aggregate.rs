@@ -87,7 +87,7 @@ fn generate(def: &AggregateDef) -> TokenStream {
     let state = &def.self_ty;
     let event_enum = &def.event_enum;
     let name = &def.name;
-    let snapshot_every = def.snapshot_every;
+    let lifecycle = lifecycle(def);
     let state_shown = show(state);
 
     let enum_doc = format!(
@@ -268,8 +268,9 @@ fn generate(def: &AggregateDef) -> TokenStream {
             #[automatically_derived]
             impl #p::Aggregate for #state {
                 const NAME: &'static #p::core::primitive::str = #name;
-                const SNAPSHOT_EVERY: #p::core::primitive::u64 = #snapshot_every;
                 type Event = #event_enum;
+
+                #lifecycle
 
                 fn apply(&mut self, event: &#event_enum) {
                     match *event {
@@ -280,6 +281,71 @@ fn generate(def: &AggregateDef) -> TokenStream {
 
             #(#routes)*
         };
+    }
+}
+
+/// The lifecycle items of the `Aggregate` impl: the `#[aggregate(...)]` overrides, the
+/// lifespan, and the state codec for snapshots and hibernation (serde when the state type
+/// implements `Serialize` and `Deserialize`, chosen by autoref on the concrete type).
+fn lifecycle(def: &AggregateDef) -> TokenStream {
+    let p = paths::private_call_site();
+    let state = &def.self_ty;
+    let duration = |millis: u64| quote!(#p::core::time::Duration::from_millis(#millis));
+    let snapshot_every = def.snapshot_every.map(|every| {
+        quote! {
+            const SNAPSHOT_EVERY: #p::core::option::Option<#p::core::primitive::u64> =
+                #p::core::option::Option::Some(#every);
+        }
+    });
+    let idle_timeout = def.idle_timeout.map(|millis| {
+        let value = duration(millis);
+        quote! {
+            const IDLE_TIMEOUT: #p::core::option::Option<#p::core::time::Duration> =
+                #p::core::option::Option::Some(#value);
+        }
+    });
+    let hibernate_after = def.hibernate_after.map(|after| {
+        let inner = match after {
+            Some(millis) => {
+                let value = duration(millis);
+                quote!(#p::core::option::Option::Some(#value))
+            }
+            None => quote!(#p::core::option::Option::None),
+        };
+        quote! {
+            const HIBERNATE_AFTER: #p::core::option::Option<#p::core::option::Option<#p::core::time::Duration>> =
+                #p::core::option::Option::Some(#inner);
+        }
+    });
+    let lifespan = def.lifespan.as_ref().map(|ty| {
+        let p_at = paths::private(ty.span());
+        quote! {
+            fn lifespan() -> #p::std::boxed::Box<dyn #p::Lifespan<Self>> {
+                <#ty as #p_at::LifespanOf<#state>>::make()
+            }
+        }
+    });
+    quote! {
+        #snapshot_every
+        #idle_timeout
+        #hibernate_after
+        #lifespan
+
+        fn encode_state(
+            &self,
+        ) -> #p::core::option::Option<#p::core::result::Result<#p::std::vec::Vec<#p::core::primitive::u8>, #p::serde_json::Error>> {
+            #[allow(unused_imports)]
+            use #p::state_codec::{NotSerde as _, ViaSerde as _};
+            (&#p::state_codec::Probe::<Self>::new()).encode(self)
+        }
+
+        fn decode_state(
+            data: &[#p::core::primitive::u8],
+        ) -> #p::core::option::Option<#p::core::result::Result<Self, #p::serde_json::Error>> {
+            #[allow(unused_imports)]
+            use #p::state_codec::{NotSerde as _, ViaSerde as _};
+            (&#p::state_codec::Probe::<Self>::new()).decode(data)
+        }
     }
 }
 

@@ -33,6 +33,19 @@ const EVENT_ENUM_KEY: Key = Key {
     example: "event_enum = Name",
 };
 
+const IDLE_TIMEOUT_KEY: Key = Key {
+    symbol: symbol::IDLE_TIMEOUT,
+    example: "idle_timeout = \"30m\"",
+};
+const HIBERNATE_AFTER_KEY: Key = Key {
+    symbol: symbol::HIBERNATE_AFTER,
+    example: "hibernate_after = \"1m\"",
+};
+const LIFESPAN_KEY: Key = Key {
+    symbol: symbol::LIFESPAN,
+    example: "lifespan = MyLifespan",
+};
+
 /// The keys of `#[event(...)]`.
 pub(crate) const EVENT_KEYS: &[Key] = &[NAME_KEY, VERSION_KEY];
 
@@ -40,7 +53,14 @@ pub(crate) const EVENT_KEYS: &[Key] = &[NAME_KEY, VERSION_KEY];
 pub(crate) const COMMAND_KEYS: &[Key] = &[NAME_KEY];
 
 /// The keys of `#[aggregate(...)]`.
-pub(crate) const AGGREGATE_KEYS: &[Key] = &[NAME_KEY, SNAPSHOT_EVERY_KEY, EVENT_ENUM_KEY];
+pub(crate) const AGGREGATE_KEYS: &[Key] = &[
+    NAME_KEY,
+    SNAPSHOT_EVERY_KEY,
+    IDLE_TIMEOUT_KEY,
+    HIBERNATE_AFTER_KEY,
+    LIFESPAN_KEY,
+    EVENT_ENUM_KEY,
+];
 
 /// `` `a`, `b` and `c` ``.
 fn list(keys: &[Key]) -> String {
@@ -235,6 +255,78 @@ where
     }
 }
 
+/// A duration string: `idle_timeout = "30m"` (units ms, s, m, h); with `never_ok`, also
+/// `"never"` (the inner `None`). The outer `None` means an error was reported.
+fn parse_duration(
+    cx: &Ctxt,
+    key: &Key,
+    meta: &ParseNestedMeta<'_>,
+    never_ok: bool,
+) -> syn::Result<Option<Option<u64>>> {
+    let Some(expr) = value_expr(cx, key, meta)? else {
+        return Ok(None);
+    };
+    let never = if never_ok { ", or \"never\"" } else { "" };
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = &expr
+    else {
+        cx.error_spanned_by(
+            &expr,
+            format!(
+                "expected a duration string, like `{}` (units ms, s, m, h{never})",
+                key.example
+            ),
+        );
+        return Ok(None);
+    };
+    let text = lit.value();
+    let text = text.trim();
+    if never_ok && text == "never" {
+        return Ok(Some(None));
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let factor: Option<u64> = match unit.trim() {
+        "ms" => Some(1),
+        "s" => Some(1_000),
+        "m" | "min" => Some(60_000),
+        "h" => Some(3_600_000),
+        _ => None,
+    };
+    match (number.parse::<u64>(), factor) {
+        (Ok(0), Some(_)) => {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "`{}` cannot be zero: write a duration like `{}`{never}",
+                    key.symbol, key.example
+                ),
+            );
+            Ok(None)
+        }
+        (Ok(value), Some(factor)) => match value.checked_mul(factor) {
+            Some(millis) => Ok(Some(Some(millis))),
+            None => {
+                cx.error_spanned_by(lit, format!("`{}` is too long", key.symbol));
+                Ok(None)
+            }
+        },
+        _ => {
+            cx.error_spanned_by(
+                lit,
+                format!(
+                    "`{text}` is not a duration: write a whole number and a unit, like `{}` (units ms, s, m, h{never})",
+                    key.example
+                ),
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// An identifier: `event_enum = Name`.
 fn parse_ident(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Ident>> {
     let Some(expr) = value_expr(cx, key, meta)? else {
@@ -342,6 +434,11 @@ impl CommandArgs {
 pub(crate) struct AggregateArgs {
     pub(crate) name: Option<LitStr>,
     pub(crate) snapshot_every: Option<(LitInt, u64)>,
+    /// Milliseconds.
+    pub(crate) idle_timeout: Option<u64>,
+    /// Milliseconds; `None` inside for `"never"`.
+    pub(crate) hibernate_after: Option<Option<u64>>,
+    pub(crate) lifespan: Option<Type>,
     pub(crate) event_enum: Option<Ident>,
 }
 
@@ -350,6 +447,9 @@ impl AggregateArgs {
         let mut name = Attr::none(cx, symbol::AGGREGATE, symbol::NAME);
         let mut snapshot_every = Attr::none(cx, symbol::AGGREGATE, symbol::SNAPSHOT_EVERY);
         let mut event_enum = Attr::none(cx, symbol::AGGREGATE, symbol::EVENT_ENUM);
+        let mut idle_timeout = Attr::none(cx, symbol::AGGREGATE, symbol::IDLE_TIMEOUT);
+        let mut hibernate_after = Attr::none(cx, symbol::AGGREGATE, symbol::HIBERNATE_AFTER);
+        let mut lifespan = Attr::none(cx, symbol::AGGREGATE, symbol::LIFESPAN);
         let parser = syn::meta::parser(|meta| {
             if meta.path == symbol::NAME {
                 if let Some(value) = parse_name(cx, &NAME_KEY, &meta)? {
@@ -364,6 +464,24 @@ impl AggregateArgs {
                 if let Some(value) = parse_ident(cx, &EVENT_ENUM_KEY, &meta)? {
                     event_enum.set(&meta.path, value);
                 }
+            } else if meta.path == symbol::IDLE_TIMEOUT {
+                if let Some(Some(value)) = parse_duration(cx, &IDLE_TIMEOUT_KEY, &meta, false)? {
+                    idle_timeout.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::HIBERNATE_AFTER {
+                if let Some(value) = parse_duration(cx, &HIBERNATE_AFTER_KEY, &meta, true)? {
+                    hibernate_after.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::LIFESPAN {
+                if let Some(expr) = value_expr(cx, &LIFESPAN_KEY, &meta)? {
+                    match syn::parse2::<Type>(expr.to_token_stream()) {
+                        Ok(ty) => lifespan.set(&meta.path, ty),
+                        Err(_) => cx.error_spanned_by(
+                            &expr,
+                            "expected a type that implements `evoq::Lifespan<Self>` and `Default`: `lifespan = MyLifespan`",
+                        ),
+                    }
+                }
             } else {
                 unknown_key(cx, symbol::AGGREGATE, AGGREGATE_KEYS, &meta)?;
             }
@@ -375,6 +493,9 @@ impl AggregateArgs {
         AggregateArgs {
             name: name.get(),
             snapshot_every: snapshot_every.get(),
+            idle_timeout: idle_timeout.get(),
+            hibernate_after: hibernate_after.get(),
+            lifespan: lifespan.get(),
             event_enum: event_enum.get(),
         }
     }

@@ -50,7 +50,6 @@ pub(crate) fn aggregate(item: &ItemImpl, def: Option<&AggregateDef>) -> TokenStr
     let state = &def.self_ty;
     let event_enum = &def.event_enum;
     let name = &def.name;
-    let snapshot_every = def.snapshot_every;
     let mut seen = Vec::new();
     let variants = def.applies.iter().filter(|apply| {
         let variant = apply.variant.to_string();
@@ -137,7 +136,6 @@ pub(crate) fn aggregate(item: &ItemImpl, def: Option<&AggregateDef>) -> TokenStr
             #[automatically_derived]
             impl #p::Aggregate for #state {
                 const NAME: &'static #p::core::primitive::str = #name;
-                const SNAPSHOT_EVERY: #p::core::primitive::u64 = #snapshot_every;
                 type Event = #event_enum;
 
                 fn apply(&mut self, _: &#event_enum) {}

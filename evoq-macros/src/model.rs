@@ -413,8 +413,14 @@ pub(crate) struct AggregateDef {
     pub(crate) self_ty: Type,
     /// `Aggregate::NAME`.
     pub(crate) name: LitStr,
-    /// `Aggregate::SNAPSHOT_EVERY`.
-    pub(crate) snapshot_every: u64,
+    /// `Aggregate::SNAPSHOT_EVERY` (`None`: the app default).
+    pub(crate) snapshot_every: Option<u64>,
+    /// `Aggregate::IDLE_TIMEOUT` in milliseconds.
+    pub(crate) idle_timeout: Option<u64>,
+    /// `Aggregate::HIBERNATE_AFTER` in milliseconds (`Some(None)`: never).
+    pub(crate) hibernate_after: Option<Option<u64>>,
+    /// `Aggregate::lifespan()`.
+    pub(crate) lifespan: Option<Type>,
     /// The generated event enum.
     pub(crate) event_enum: Ident,
     /// The `#[handles]` methods.
@@ -553,7 +559,10 @@ impl AggregateDef {
         Some(AggregateDef {
             self_ty,
             name,
-            snapshot_every: args.snapshot_every.map_or(100, |(_, every)| every),
+            snapshot_every: args.snapshot_every.map(|(_, every)| every),
+            idle_timeout: args.idle_timeout,
+            hibernate_after: args.hibernate_after,
+            lifespan: args.lifespan,
             event_enum,
             handlers,
             applies,

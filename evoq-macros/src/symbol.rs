@@ -25,6 +25,9 @@ pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const VERSION: Symbol = Symbol("version");
 pub(crate) const SNAPSHOT_EVERY: Symbol = Symbol("snapshot_every");
 pub(crate) const EVENT_ENUM: Symbol = Symbol("event_enum");
+pub(crate) const IDLE_TIMEOUT: Symbol = Symbol("idle_timeout");
+pub(crate) const HIBERNATE_AFTER: Symbol = Symbol("hibernate_after");
+pub(crate) const LIFESPAN: Symbol = Symbol("lifespan");
 
 impl PartialEq<Symbol> for Ident {
     fn eq(&self, word: &Symbol) -> bool {

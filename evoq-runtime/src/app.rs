@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::actor::Job;
+use crate::aggregate::Aggregate;
 use crate::command::Route;
+use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
 use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
 use crate::envelope::stream_id;
 use crate::error::Error;
-use crate::partition::Partitions;
+use crate::memory_monitor::{MemoryMonitor, MemoryProbe, SystemMemory};
+use crate::partition::{AggregateStats, Env, Partitions};
 use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
 
@@ -23,60 +25,12 @@ use crate::store::memory::InMemoryStore;
 pub type DispatchFuture<'a, A> =
     Pin<Box<dyn Future<Output = Result<Dispatched<A>, Error>> + Send + 'a>>;
 
-/// Runtime settings, with the defaults of the specification.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Number of partition registries (default 4, at least 1).
-    pub partitions: usize,
-    /// Default time a dispatch may take (default 5 s).
-    pub dispatch_timeout: Duration,
-    /// Default number of re-runs after a version conflict (default 10).
-    pub conflict_retries: u32,
-    /// Capacity of each aggregate's mailbox (default 1,024, at least 1).
-    pub mailbox_capacity: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            partitions: 4,
-            dispatch_timeout: Duration::from_secs(5),
-            conflict_retries: 10,
-            mailbox_capacity: 1_024,
-        }
-    }
-}
-
-impl Config {
-    /// Checks every value; the error names the key and says what to set.
-    pub fn validate(&self) -> Result<(), Error> {
-        if self.partitions == 0 {
-            return Err(Error::Config {
-                key: "partitions",
-                reason: "must be at least 1 (the default is 4)".into(),
-            });
-        }
-        if self.dispatch_timeout.is_zero() {
-            return Err(Error::Config {
-                key: "dispatch_timeout",
-                reason: "must be longer than zero (the default is 5 s)".into(),
-            });
-        }
-        if self.mailbox_capacity == 0 {
-            return Err(Error::Config {
-                key: "mailbox_capacity",
-                reason: "must be at least 1 (the default is 1024)".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Builds an [`Evoq`] runtime: `Evoq::builder() ... .start().await`.
 #[must_use = "a builder does nothing until `.start().await`"]
 pub struct EvoqBuilder {
     store: Option<Arc<dyn EventStore>>,
     config: Config,
+    memory_probe: Option<Arc<dyn MemoryProbe>>,
 }
 
 impl EvoqBuilder {
@@ -115,30 +69,94 @@ impl EvoqBuilder {
         self
     }
 
+    /// Reads the configuration from a TOML file (see [`Config`]); invalid values fail
+    /// [`start`](Self::start) with an error naming the key.
+    pub fn config_file(self, path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        Ok(self.config(Config::from_toml_file(path)?))
+    }
+
+    /// Lifecycle defaults of every aggregate type (`#[aggregate(...)]` arguments win).
+    pub fn aggregate_defaults(mut self, defaults: AggregateDefaults) -> Self {
+        self.config.aggregate_defaults = defaults;
+        self
+    }
+
+    /// Settings of the memory monitor.
+    pub fn memory_monitor(mut self, settings: MemoryMonitorConfig) -> Self {
+        self.config.memory_monitor = settings;
+        self
+    }
+
+    /// Where the memory monitor reads memory use (default: the system, with `sysinfo`).
+    pub fn memory_probe(mut self, probe: impl MemoryProbe) -> Self {
+        self.memory_probe = Some(Arc::new(probe));
+        self
+    }
+
     /// Validates the configuration and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
         let store = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
+        let probe = self
+            .memory_probe
+            .unwrap_or_else(|| Arc::new(SystemMemory::new()));
+        let monitor = Arc::new(MemoryMonitor::new(
+            probe,
+            self.config.memory_monitor.clone(),
+        ));
+        MemoryMonitor::spawn_checks(&monitor);
         tracing::debug!(
             name: "evoq.runtime.start",
             partitions = self.config.partitions,
         );
-        Ok(Evoq {
-            inner: Arc::new(Inner {
-                partitions: Partitions::new(self.config.partitions, self.config.mailbox_capacity),
-                store,
-                config: self.config,
-                stopped: AtomicBool::new(false),
-            }),
-        })
+        let env = Arc::new(Env {
+            store,
+            monitor,
+            config: self.config,
+        });
+        let inner = Arc::new(Inner {
+            partitions: Partitions::new(Arc::clone(&env)),
+            env,
+            stopped: AtomicBool::new(false),
+        });
+        spawn_sweeper(&inner);
+        Ok(Evoq { inner })
     }
 }
 
 struct Inner {
-    store: Arc<dyn EventStore>,
+    env: Arc<Env>,
     partitions: Partitions,
-    config: Config,
     stopped: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The actors hold their registries, the registries hold the actors' mailboxes: break
+        // the cycle so every actor ends once the last handle is gone.
+        self.partitions.clear();
+    }
+}
+
+/// Passivates expired hibernated instances every `hibernation_sweep_interval`, until the
+/// runtime is dropped.
+fn spawn_sweeper(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let interval = inner.env.config.hibernation_sweep_interval;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            if inner.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            inner.partitions.sweep().await;
+        }
+    });
 }
 
 /// A running evoq application: dispatch commands to aggregates.
@@ -155,6 +173,7 @@ impl Evoq {
         EvoqBuilder {
             store: None,
             config: Config::default(),
+            memory_probe: None,
         }
     }
 
@@ -174,31 +193,60 @@ impl Evoq {
             command,
             context: CommandContext::new(),
             options: DispatchOptions {
-                timeout: self.inner.config.dispatch_timeout,
+                timeout: self.inner.env.config.dispatch_timeout,
                 expected_version: None,
-                retry_limit: self.inner.config.conflict_retries,
+                retry_limit: self.inner.env.config.conflict_retries,
             },
         }
     }
 
     /// The event store this runtime writes to.
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.inner.store
+        &self.inner.env.store
     }
 
     /// The runtime's configuration.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.inner.env.config
     }
 
-    /// How many instances of aggregate `A` are live.
-    pub fn live_aggregates<A: crate::Aggregate>(&self) -> usize {
-        self.inner.partitions.live::<A>()
+    /// The memory monitor (its level, and `check_now`).
+    pub fn memory_monitor(&self) -> &MemoryMonitor {
+        &self.inner.env.monitor
+    }
+
+    /// How many instances of aggregate `A` are live (with a running actor).
+    pub fn live_aggregates<A: Aggregate>(&self) -> usize {
+        self.aggregate_stats::<A>().live as usize
+    }
+
+    /// The counters of aggregate type `A`: live, hibernated, passivated, ...
+    pub fn aggregate_stats<A: Aggregate>(&self) -> AggregateStats {
+        self.inner
+            .partitions
+            .stats()
+            .into_iter()
+            .find(|stats| stats.aggregate == A::NAME)
+            .unwrap_or(AggregateStats {
+                aggregate: A::NAME,
+                ..AggregateStats::default()
+            })
+    }
+
+    /// The counters of every aggregate type used so far, sorted by name.
+    pub fn all_aggregate_stats(&self) -> Vec<AggregateStats> {
+        self.inner.partitions.stats()
     }
 
     /// The partition that holds aggregate `id` of `A` (stable across runs).
-    pub fn partition_of<A: crate::Aggregate>(&self, id: &str) -> usize {
-        self.inner.partitions.partition_of(A::NAME, id)
+    pub fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
+        self.inner.partitions.partition_of::<A>(id)
+    }
+
+    /// Passivates the hibernated instances whose idle timeout has passed now, instead of
+    /// waiting for the next periodic sweep.
+    pub async fn sweep_hibernated(&self) {
+        self.inner.partitions.sweep().await;
     }
 
     /// Stops the runtime: new dispatches fail with [`Error::Stopped`]; commands already
@@ -206,7 +254,7 @@ impl Evoq {
     pub async fn stop(&self) {
         self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.partitions.clear();
-        tracing::debug!(name: "evoq.runtime.stop", partitions = self.inner.partitions.count());
+        tracing::debug!(name: "evoq.runtime.stop", stage = "stop");
     }
 
     async fn run<C: Route>(
@@ -220,23 +268,13 @@ impl Evoq {
         }
         let id = command.aggregate_id();
         let timeout = options.timeout;
-        let (reply, outcome) = oneshot::channel();
-        let mut job = Job {
-            decide: Box::new(move |state| C::handle(state, &command)),
-            command: C::NAME,
-            context,
-            options,
-            reply,
-        };
+        let (mut job, outcome) = Job::new(command, context, options);
+        let registry = self.inner.partitions.registry::<C::Aggregate>();
         let deliver = async {
             loop {
-                let mailbox = self
-                    .inner
-                    .partitions
-                    .mailbox::<C::Aggregate>(&id, &self.inner.store);
-                match mailbox.send(job).await {
+                match registry.mailbox(&id).send(job).await {
                     Ok(()) => break,
-                    // The instance ended between lookup and send: start a new one.
+                    // The instance left memory between lookup and send: look it up again.
                     Err(returned) => job = returned.0,
                 }
                 if self.inner.stopped.load(Ordering::SeqCst) {
@@ -261,7 +299,7 @@ impl Evoq {
 impl std::fmt::Debug for Evoq {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evoq")
-            .field("config", &self.inner.config)
+            .field("config", &self.inner.env.config)
             .field("stopped", &self.inner.stopped.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

@@ -128,8 +128,8 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration `{key}`: {reason}")]
     Config {
-        /// The configuration key.
-        key: &'static str,
+        /// The configuration key (a dotted path for nested keys).
+        key: String,
         /// What is wrong and what to set instead.
         reason: String,
     },

@@ -1,91 +1,373 @@
-//! Partitioned aggregate registries: which actor holds which live aggregate.
+//! Partitioned aggregate registries: which actor holds which live aggregate, and which
+//! aggregates are hibernated.
 //!
-//! There are N partitions (configurable). An aggregate lives in the partition given by a stable
-//! hash of (aggregate type name, id). Each partition is a registry guarded by its own lock, so
-//! looking up or starting an instance contends only with the same partition, and a first
-//! dispatch that races others for the same new id finds or starts exactly one instance.
+//! Each aggregate type has its own [`Registry`] of N partitions (configurable); an aggregate
+//! lives in the partition given by a stable hash of (aggregate type name, id). Each partition is
+//! a map guarded by its own lock, so looking up, starting, thawing or retiring an instance
+//! contends only with the same partition, and first dispatches that race for a new id find or
+//! start exactly one instance.
+//!
+//! An actor leaves its slot only under the partition lock, after closing its mailbox: a command
+//! that was already queued is not lost (the actor keeps running with it), and a sender that
+//! raced the close gets its command back and looks the slot up again.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
 use crate::actor::{Actor, Job};
 use crate::aggregate::Aggregate;
+use crate::config::Config;
 use crate::envelope::stream_id;
-use crate::store::EventStore;
+use crate::lifespan::Lifespan;
+use crate::memory_monitor::MemoryMonitor;
+use crate::store::{EventStore, Snapshot};
 
-/// The live instances of one aggregate type in one partition: id -> the actor's mailbox
-/// (a `mpsc::Sender<Job<A>>`, type-erased so one registry holds every aggregate type).
-type Instances = HashMap<String, Box<dyn Any + Send + Sync>>;
-
-/// The registries of every partition.
-pub(crate) struct Partitions {
-    registries: Box<[Mutex<HashMap<TypeId, Instances>>]>,
-    mailbox_capacity: usize,
+/// What every registry shares: the store, the memory monitor and the configuration.
+pub(crate) struct Env {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) monitor: Arc<MemoryMonitor>,
+    pub(crate) config: Config,
 }
 
-impl Partitions {
-    pub(crate) fn new(count: usize, mailbox_capacity: usize) -> Self {
-        Partitions {
-            registries: (0..count.max(1)).map(|_| Mutex::default()).collect(),
-            mailbox_capacity: mailbox_capacity.max(1),
+/// The counters of one aggregate type, readable from the runtime.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AggregateStats {
+    /// The aggregate type's name.
+    pub aggregate: &'static str,
+    /// Instances with a running actor.
+    pub live: u64,
+    /// Instances kept only as serialized state.
+    pub hibernated: u64,
+    /// Instances that left memory (passivated or stopped) so far.
+    pub passivations: u64,
+    /// Instances rebuilt from the store so far.
+    pub activations: u64,
+    /// Instances thawed from hibernation so far.
+    pub thaws: u64,
+    /// Snapshots saved so far.
+    pub snapshots_saved: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    live: AtomicU64,
+    hibernated: AtomicU64,
+    passivations: AtomicU64,
+    pub(crate) activations: AtomicU64,
+    thaws: AtomicU64,
+    pub(crate) snapshots_saved: AtomicU64,
+}
+
+/// The serialized state of a hibernated instance.
+pub(crate) struct Frozen {
+    pub(crate) state: Box<[u8]>,
+    pub(crate) version: u64,
+    /// When the sweeper passivates it (`None`: it stays until a command thaws it).
+    pub(crate) passivate_at: Option<Instant>,
+}
+
+/// One partition: id -> slot.
+type Slots<A> = Mutex<HashMap<String, Slot<A>>>;
+
+enum Slot<A: Aggregate> {
+    Live(mpsc::Sender<Box<Job<A>>>),
+    Hibernated(Frozen),
+}
+
+/// How an actor leaves its slot.
+pub(crate) enum Leave {
+    /// Out of memory (passivated or stopped).
+    Remove,
+    /// Into a hibernated slot.
+    Hibernate(Frozen),
+}
+
+/// What became of an actor's attempt to leave.
+#[expect(
+    clippy::vec_box,
+    reason = "jobs travel boxed through mailboxes; they stay boxed when drained"
+)]
+pub(crate) enum Left<A: Aggregate> {
+    /// It left; the actor ends.
+    Gone,
+    /// Commands were queued: the actor stays with a new mailbox and these commands first.
+    Stay(mpsc::Receiver<Box<Job<A>>>, Vec<Box<Job<A>>>),
+}
+
+/// The lifecycle settings of one aggregate type, resolved against the app's defaults.
+pub(crate) struct Kind<A: Aggregate> {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) hibernate_after: Option<Duration>,
+    pub(crate) snapshot_every: u64,
+    pub(crate) lifespan: Box<dyn Lifespan<A>>,
+}
+
+/// The instances of aggregate type `A`, in partitions.
+pub(crate) struct Registry<A: Aggregate> {
+    partitions: Box<[Slots<A>]>,
+    pub(crate) kind: Kind<A>,
+    pub(crate) counters: Counters,
+    pub(crate) env: Arc<Env>,
+}
+
+impl<A: Aggregate> Registry<A> {
+    fn new(env: Arc<Env>) -> Self {
+        let defaults = &env.config.aggregate_defaults;
+        Registry {
+            partitions: (0..env.config.partitions.max(1))
+                .map(|_| Mutex::default())
+                .collect(),
+            kind: Kind {
+                idle_timeout: A::IDLE_TIMEOUT.unwrap_or(defaults.idle_timeout),
+                hibernate_after: A::HIBERNATE_AFTER.unwrap_or(defaults.hibernate_after),
+                snapshot_every: A::SNAPSHOT_EVERY.unwrap_or(defaults.snapshot_every),
+                lifespan: A::lifespan(),
+            },
+            counters: Counters::default(),
+            env,
         }
     }
 
-    /// The number of partitions.
-    pub(crate) fn count(&self) -> usize {
-        self.registries.len()
+    fn partition_of(&self, id: &str) -> usize {
+        (stable_hash(A::NAME, id) % self.partitions.len() as u64) as usize
     }
 
-    /// The partition of aggregate `id` of the type named `aggregate`.
-    pub(crate) fn partition_of(&self, aggregate: &str, id: &str) -> usize {
-        (stable_hash(aggregate, id) % self.registries.len() as u64) as usize
+    fn lock(&self, partition: usize) -> MutexGuard<'_, HashMap<String, Slot<A>>> {
+        // A slot map holds no invariant that a panic could break halfway: keep using it.
+        self.partitions[partition]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The mailbox of the live instance of `A` with this id, starting the instance (an actor
-    /// task on the current tokio runtime) when there is none.
-    pub(crate) fn mailbox<A: Aggregate>(
-        &self,
-        id: &str,
-        store: &Arc<dyn EventStore>,
-    ) -> mpsc::Sender<Job<A>> {
-        let mut registry = self.lock(self.partition_of(A::NAME, id));
-        let instances = registry.entry(TypeId::of::<A>()).or_default();
-        if let Some(sender) = instances
-            .get(id)
-            .and_then(|slot| slot.downcast_ref::<mpsc::Sender<Job<A>>>())
-            .filter(|sender| !sender.is_closed())
-        {
-            return sender.clone();
-        }
-        let (sender, receiver) = mpsc::channel(self.mailbox_capacity);
-        let actor = Actor::<A>::new(id.to_owned(), stream_id(A::NAME, id), Arc::clone(store));
+    /// The mailbox of the live instance with this id: the running one, a thawed hibernated
+    /// one, or a new one.
+    pub(crate) fn mailbox(self: &Arc<Self>, id: &str) -> mpsc::Sender<Box<Job<A>>> {
+        let mut slots = self.lock(self.partition_of(id));
+        let thawed = match slots.get_mut(id) {
+            Some(Slot::Live(sender)) if !sender.is_closed() => return sender.clone(),
+            Some(Slot::Hibernated(_)) => match slots.remove(id) {
+                Some(Slot::Hibernated(frozen)) => {
+                    self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
+                    self.counters.thaws.fetch_add(1, Ordering::Relaxed);
+                    Some(frozen)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let (sender, receiver) = mpsc::channel(self.env.config.mailbox_capacity.max(1));
+        let actor = Actor::new(id.to_owned(), Arc::clone(self), thawed);
         tokio::spawn(actor.run(receiver));
-        instances.insert(id.to_owned(), Box::new(sender.clone()));
+        if !matches!(
+            slots.insert(id.to_owned(), Slot::Live(sender.clone())),
+            Some(Slot::Live(_))
+        ) {
+            self.counters.live.fetch_add(1, Ordering::Relaxed);
+        }
         sender
     }
 
-    /// How many instances of `A` are live.
-    pub(crate) fn live<A: Aggregate>(&self) -> usize {
-        (0..self.registries.len())
-            .map(|p| self.lock(p).get(&TypeId::of::<A>()).map_or(0, HashMap::len))
-            .sum()
+    /// Takes the actor of `id` out of its slot, unless commands are already queued for it.
+    pub(crate) fn leave(
+        &self,
+        id: &str,
+        mut mailbox: mpsc::Receiver<Box<Job<A>>>,
+        how: Leave,
+    ) -> Left<A> {
+        let mut slots = self.lock(self.partition_of(id));
+        mailbox.close();
+        let mut queued = Vec::new();
+        while let Ok(job) = mailbox.try_recv() {
+            queued.push(job);
+        }
+        // Our slot holds the sender of the mailbox just closed; any other live sender would be
+        // open (a newer instance after a runtime restart of the slot).
+        let ours = matches!(slots.get(id), Some(Slot::Live(sender)) if sender.is_closed());
+        if !queued.is_empty() {
+            let (sender, receiver) = mpsc::channel(self.env.config.mailbox_capacity.max(1));
+            if ours {
+                slots.insert(id.to_owned(), Slot::Live(sender));
+            }
+            return Left::Stay(receiver, queued);
+        }
+        if ours {
+            self.counters.live.fetch_sub(1, Ordering::Relaxed);
+            match how {
+                Leave::Remove => {
+                    slots.remove(id);
+                    self.counters.passivations.fetch_add(1, Ordering::Relaxed);
+                }
+                Leave::Hibernate(frozen) => {
+                    slots.insert(id.to_owned(), Slot::Hibernated(frozen));
+                    self.counters.hibernated.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Left::Gone
     }
+}
 
-    /// Drops every mailbox: each actor finishes the commands it already has, then ends.
-    pub(crate) fn clear(&self) {
-        for partition in 0..self.registries.len() {
-            self.lock(partition).clear();
+/// What the runtime needs of a registry without knowing its aggregate type.
+trait AnyRegistry: Send + Sync {
+    fn stats(&self) -> AggregateStats;
+    fn clear(&self);
+    fn sweep(&self, now: Instant) -> Vec<Snapshot>;
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<A: Aggregate> AnyRegistry for Registry<A> {
+    fn stats(&self) -> AggregateStats {
+        let c = &self.counters;
+        AggregateStats {
+            aggregate: A::NAME,
+            live: c.live.load(Ordering::Relaxed),
+            hibernated: c.hibernated.load(Ordering::Relaxed),
+            passivations: c.passivations.load(Ordering::Relaxed),
+            activations: c.activations.load(Ordering::Relaxed),
+            thaws: c.thaws.load(Ordering::Relaxed),
+            snapshots_saved: c.snapshots_saved.load(Ordering::Relaxed),
         }
     }
 
-    fn lock(&self, partition: usize) -> MutexGuard<'_, HashMap<TypeId, Instances>> {
-        // A registry holds no invariant a panic could break halfway: keep using it.
-        self.registries[partition]
-            .lock()
+    fn clear(&self) {
+        for partition in 0..self.partitions.len() {
+            self.lock(partition).clear();
+        }
+        self.counters.live.store(0, Ordering::Relaxed);
+        self.counters.hibernated.store(0, Ordering::Relaxed);
+    }
+
+    /// Passivates the hibernated instances whose time has come: their state becomes a snapshot.
+    fn sweep(&self, now: Instant) -> Vec<Snapshot> {
+        let mut snapshots = Vec::new();
+        for partition in 0..self.partitions.len() {
+            let mut slots = self.lock(partition);
+            slots.retain(|id, slot| match slot {
+                Slot::Hibernated(frozen) if frozen.passivate_at.is_some_and(|at| at <= now) => {
+                    snapshots.push(Snapshot {
+                        stream_id: stream_id(A::NAME, id),
+                        version: frozen.version,
+                        data: std::mem::take(&mut frozen.state).into_vec(),
+                        taken_at: SystemTime::now(),
+                    });
+                    false
+                }
+                _ => true,
+            });
+        }
+        let swept = snapshots.len() as u64;
+        self.counters.hibernated.fetch_sub(swept, Ordering::Relaxed);
+        self.counters
+            .passivations
+            .fetch_add(swept, Ordering::Relaxed);
+        snapshots
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// The registries of every aggregate type.
+pub(crate) struct Partitions {
+    env: Arc<Env>,
+    by_type: RwLock<HashMap<TypeId, Arc<dyn AnyRegistry>>>,
+}
+
+impl Partitions {
+    pub(crate) fn new(env: Arc<Env>) -> Self {
+        Partitions {
+            env,
+            by_type: RwLock::default(),
+        }
+    }
+
+    /// The registry of `A`, created on first use.
+    pub(crate) fn registry<A: Aggregate>(&self) -> Arc<Registry<A>> {
+        let key = TypeId::of::<A>();
+        let found = self
+            .by_type
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let registry = match found {
+            Some(registry) => registry,
+            None => Arc::clone(
+                self.by_type
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Registry::<A>::new(Arc::clone(&self.env)))),
+            ),
+        };
+        match registry.as_any().downcast::<Registry<A>>() {
+            Ok(registry) => registry,
+            Err(_) => unreachable!("the registry of a TypeId is of that type"),
+        }
+    }
+
+    /// The partition that holds aggregate `id` of `A`.
+    pub(crate) fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
+        (stable_hash(A::NAME, id) % self.env.config.partitions.max(1) as u64) as usize
+    }
+
+    /// The counters of every aggregate type used so far, by name.
+    pub(crate) fn stats(&self) -> Vec<AggregateStats> {
+        let mut stats: Vec<AggregateStats> = self
+            .registries()
+            .iter()
+            .map(|registry| registry.stats())
+            .collect();
+        stats.sort_by_key(|s| s.aggregate);
+        stats
+    }
+
+    /// Drops every mailbox and hibernated state: each actor finishes the commands it already
+    /// has, then ends.
+    pub(crate) fn clear(&self) {
+        for registry in self.registries() {
+            registry.clear();
+        }
+    }
+
+    /// Passivates expired hibernated instances of every type, saving their state as snapshots.
+    pub(crate) async fn sweep(&self) {
+        let now = Instant::now();
+        for registry in self.registries() {
+            for snapshot in registry.sweep(now) {
+                let stream = snapshot.stream_id.clone();
+                match self.env.store.save_snapshot(snapshot).await {
+                    Ok(()) => tracing::debug!(
+                        name: "evoq.aggregate.passivate",
+                        stage = "stop",
+                        stream = %stream,
+                        from = "hibernation",
+                    ),
+                    Err(error) => tracing::warn!(
+                        name: "evoq.aggregate.snapshot_save",
+                        stage = "exception",
+                        stream = %stream,
+                        error = %error,
+                    ),
+                }
+            }
+        }
+    }
+
+    fn registries(&self) -> Vec<Arc<dyn AnyRegistry>> {
+        self.by_type
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -107,14 +389,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partition_is_stable_and_depends_on_type_and_id() {
-        let partitions = Partitions::new(4, 8);
-        let a = partitions.partition_of("BankAccount", "acc-1");
-        assert_eq!(a, partitions.partition_of("BankAccount", "acc-1"));
-        let spread: std::collections::HashSet<usize> = (0..100)
-            .map(|i| partitions.partition_of("BankAccount", &format!("acc-{i}")))
+    fn the_hash_is_stable_and_separates_type_from_id() {
+        // FNV-1a is fixed: this value must never change, or aggregates would move partitions.
+        assert_eq!(stable_hash("BankAccount", "acc-1"), 0x47ce_e18f_100a_88c2);
+        assert_ne!(stable_hash("A", "bc"), stable_hash("Ab", "c"));
+        let spread: std::collections::HashSet<u64> = (0..100)
+            .map(|i| stable_hash("BankAccount", &format!("acc-{i}")) % 4)
             .collect();
         assert_eq!(spread.len(), 4, "100 ids should cover all 4 partitions");
-        assert_ne!(stable_hash("A", "bc"), stable_hash("Ab", "c"));
     }
 }

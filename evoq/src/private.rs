@@ -173,3 +173,83 @@ pub trait SameType<T: ?Sized> {
 }
 
 impl<T: ?Sized> SameType<T> for T {}
+
+/// Makes the lifespan named in `#[aggregate(lifespan = L)]`; spanned at `L`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the lifespan of the aggregate `{A}`",
+    label = "`{Self}` must implement `evoq::Lifespan<{A}>` and `Default`",
+    note = "write `#[derive(Default)] struct MyLifespan;` and `impl evoq::Lifespan<{A}> for MyLifespan {{}}`, overriding the hooks you need"
+)]
+pub trait LifespanOf<A: Aggregate> {
+    /// A new lifespan.
+    fn make() -> Box<dyn evoq_runtime::Lifespan<A>>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<A: Aggregate, L: evoq_runtime::Lifespan<A> + Default> LifespanOf<A> for L {
+    fn make() -> Box<dyn evoq_runtime::Lifespan<A>> {
+        Box::new(L::default())
+    }
+}
+
+pub use evoq_runtime::Lifespan;
+
+/// The state codec of snapshots and hibernation, chosen on the concrete state type by autoref:
+/// [`ViaSerde`](state_codec::ViaSerde) when the state implements `Serialize` and `Deserialize`,
+/// [`NotSerde`](state_codec::NotSerde) (no snapshots, no hibernation) otherwise.
+pub mod state_codec {
+    use std::marker::PhantomData;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    /// The probe the generated code calls `encode` / `decode` on.
+    pub struct Probe<T>(PhantomData<fn() -> T>);
+
+    impl<T> Probe<T> {
+        /// A probe for `T`.
+        pub const fn new() -> Self {
+            Probe(PhantomData)
+        }
+    }
+
+    impl<T> Default for Probe<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// Chosen when the state is serializable.
+    pub trait ViaSerde<T> {
+        /// The state as JSON.
+        fn encode(&self, state: &T) -> Option<Result<Vec<u8>, serde_json::Error>>;
+        /// The state from JSON.
+        fn decode(&self, data: &[u8]) -> Option<Result<T, serde_json::Error>>;
+    }
+
+    impl<T: Serialize + DeserializeOwned> ViaSerde<T> for Probe<T> {
+        fn encode(&self, state: &T) -> Option<Result<Vec<u8>, serde_json::Error>> {
+            Some(serde_json::to_vec(state))
+        }
+
+        fn decode(&self, data: &[u8]) -> Option<Result<T, serde_json::Error>> {
+            Some(serde_json::from_slice(data))
+        }
+    }
+
+    /// Chosen when the state is not serializable: no codec.
+    pub trait NotSerde<T> {
+        /// No encoding.
+        fn encode(&self, state: &T) -> Option<Result<Vec<u8>, serde_json::Error>> {
+            let _ = state;
+            None
+        }
+        /// No decoding.
+        fn decode(&self, data: &[u8]) -> Option<Result<T, serde_json::Error>> {
+            let _ = data;
+            None
+        }
+    }
+
+    impl<T> NotSerde<T> for &Probe<T> {}
+}

@@ -139,7 +139,7 @@ fn run<C: Route>(state: &mut C::Aggregate, command: C) -> Vec<<C::Aggregate as A
 #[test]
 fn macros_expand_without_the_prelude() {
     assert_eq!(Thing::NAME, "hygiene.Thing");
-    assert_eq!(Thing::SNAPSHOT_EVERY, 5);
+    assert_eq!(Thing::SNAPSHOT_EVERY, ::std::option::Option::Some(5));
     assert_eq!(
         ThingEvent::EVENT_TYPES,
         ["Opened", "hygiene.Renamed", "Touched"]

@@ -293,7 +293,7 @@ fn run<C: Route>(state: &mut C::Aggregate, command: C) -> Vec<<C::Aggregate as A
 
 pub(crate) fn main() {
     assert_eq!(BankAccount::NAME, "BankAccount");
-    assert_eq!(BankAccount::SNAPSHOT_EVERY, 10);
+    assert_eq!(BankAccount::SNAPSHOT_EVERY, Some(10));
     assert_eq!(
         BankAccountEvent::EVENT_TYPES,
         [
@@ -306,7 +306,7 @@ pub(crate) fn main() {
         ]
     );
     assert_eq!(Audit::NAME, "audit");
-    assert_eq!(Audit::SNAPSHOT_EVERY, 1);
+    assert_eq!(Audit::SNAPSHOT_EVERY, Some(1));
     assert_eq!(AuditEvents::EVENT_TYPES, ["AccountOpened"]);
     assert_eq!(<OpenAccount as Command>::NAME, "OpenAccount");
     assert_eq!(Withdraw("acc-1".into(), 3).aggregate_id(), "acc-1");
