@@ -81,6 +81,12 @@ impl EvoqBuilder {
         self
     }
 
+    /// How often hibernated instances are checked for passivation (default 1 s).
+    pub fn hibernation_sweep_interval(mut self, interval: std::time::Duration) -> Self {
+        self.config.hibernation_sweep_interval = interval;
+        self
+    }
+
     /// Settings of the memory monitor.
     pub fn memory_monitor(mut self, settings: MemoryMonitorConfig) -> Self {
         self.config.memory_monitor = settings;
@@ -121,6 +127,15 @@ impl EvoqBuilder {
         });
         spawn_sweeper(&inner);
         Ok(Evoq { inner })
+    }
+}
+
+impl std::fmt::Debug for EvoqBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvoqBuilder")
+            .field("config", &self.config)
+            .field("store", &self.store.as_ref().map(|_| "given"))
+            .finish_non_exhaustive()
     }
 }
 

@@ -25,6 +25,14 @@ pub struct FaultyStore {
     pub stream_reads: AtomicUsize,
     /// How many appends reached the inner store (including interfering ones).
     pub appends: AtomicUsize,
+    /// How many events `read_stream` returned in all.
+    pub events_read: AtomicUsize,
+    /// The `from` version of the last `read_stream`.
+    pub last_read_from: AtomicU64,
+    /// How many snapshots were saved.
+    pub snapshot_saves: AtomicUsize,
+    /// How many times a snapshot was loaded.
+    pub snapshot_loads: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -86,9 +94,13 @@ impl EventStore for FaultyStore {
                 message: format!("injected read failure on `{stream}`"),
             });
         }
-        self.inner
+        self.last_read_from.store(from, Ordering::SeqCst);
+        let events = self
+            .inner
             .read_stream(stream, from, direction, max_count)
-            .await
+            .await?;
+        self.events_read.fetch_add(events.len(), Ordering::SeqCst);
+        Ok(events)
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
@@ -109,10 +121,12 @@ impl EventStore for FaultyStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.snapshot_saves.fetch_add(1, Ordering::SeqCst);
         self.inner.save_snapshot(snapshot).await
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.snapshot_loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_snapshot(stream).await
     }
 
