@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -20,6 +20,7 @@ use crate::envelope::{NewEvent, stream_id};
 use crate::error::Error;
 use crate::event::EventSet;
 use crate::lifespan::{Idle, OnTimeout};
+use crate::mailbox::Receiver;
 use crate::partition::{Frozen, Leave, Left, Registry};
 use crate::store::{Direction, ExpectedVersion, Snapshot, StoreError};
 
@@ -87,7 +88,7 @@ enum Stage {
 /// An actor that stays after its idle timer fired: its mailbox, commands to run first, and its
 /// next timer.
 type Stay<A> = (
-    mpsc::Receiver<Box<Job<A>>>,
+    Receiver<Box<Job<A>>>,
     Vec<Box<Job<A>>>,
     Option<(Instant, Stage)>,
 );
@@ -100,7 +101,7 @@ enum Wake<J> {
 
 /// The actor of aggregate `A` with id `id`.
 pub(crate) struct Actor<A: Aggregate> {
-    id: String,
+    /// `"<aggregate name>-<id>"`; the id is the part after the prefix.
     stream: String,
     registry: Arc<Registry<A>>,
     /// `None` until activated, and again after a panic or an unknown append outcome: the next
@@ -116,7 +117,6 @@ impl<A: Aggregate> Actor<A> {
     pub(crate) fn new(id: String, registry: Arc<Registry<A>>, thaw: Option<Frozen>) -> Self {
         Actor {
             stream: stream_id(A::NAME, &id),
-            id,
             registry,
             instance: None,
             thaw,
@@ -124,8 +124,13 @@ impl<A: Aggregate> Actor<A> {
         }
     }
 
+    /// The aggregate id.
+    fn id(&self) -> &str {
+        &self.stream[A::NAME.len() + 1..]
+    }
+
     /// Runs commands until the instance leaves memory or the runtime stops.
-    pub(crate) async fn run(mut self, mut mailbox: mpsc::Receiver<Box<Job<A>>>) {
+    pub(crate) async fn run(mut self, mut mailbox: Receiver<Box<Job<A>>>) {
         let mut pending: VecDeque<Box<Job<A>>> = VecDeque::new();
         let mut timer: Option<(Instant, Stage)> = None;
         let sleep = tokio::time::sleep(std::time::Duration::ZERO);
@@ -181,7 +186,7 @@ impl<A: Aggregate> Actor<A> {
         let span = tracing::debug_span!(
             "evoq.aggregate.execute",
             aggregate = A::NAME,
-            aggregate_id = %self.id,
+            aggregate_id = %self.id(),
             command = name,
             command_id = %context.command_id,
         );
@@ -245,7 +250,7 @@ impl<A: Aggregate> Actor<A> {
                 Ok(Err(rejection)) => {
                     return Err(Error::Rejected {
                         aggregate: A::NAME,
-                        id: self.id.clone(),
+                        id: self.id().to_owned(),
                         command: name,
                         source: rejection.into_inner(),
                     });
@@ -330,7 +335,7 @@ impl<A: Aggregate> Actor<A> {
                 name: "evoq.aggregate.activate",
                 stage = "stop",
                 aggregate = A::NAME,
-                aggregate_id = %self.id,
+                aggregate_id = %self.id(),
                 version = instance.version,
                 duration_us = started.elapsed().as_micros() as u64,
             );
@@ -343,7 +348,7 @@ impl<A: Aggregate> Actor<A> {
     }
 
     fn thawed(&self, frozen: Frozen) -> Option<Instance<A>> {
-        match A::decode_state(&frozen.state) {
+        match A::decode_state(frozen.state.as_bytes()) {
             Some(Ok(state)) => Some(Instance {
                 state,
                 version: frozen.version,
@@ -353,7 +358,7 @@ impl<A: Aggregate> Actor<A> {
                     name: "evoq.aggregate.thaw",
                     stage = "exception",
                     aggregate = A::NAME,
-                    aggregate_id = %self.id,
+                    aggregate_id = %self.id(),
                     error = %other.and_then(Result::err).map_or_else(|| "not serializable".to_owned(), |e| e.to_string()),
                     "the hibernated state does not decode; rebuilding from the store",
                 );
@@ -419,7 +424,7 @@ impl<A: Aggregate> Actor<A> {
                 if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
                     return Err(Error::Panicked {
                         aggregate: A::NAME,
-                        id: self.id.clone(),
+                        id: self.id().to_owned(),
                         command,
                         message: format!(
                             "`#[apply]` panicked replaying version {} ({}): {}",
@@ -450,7 +455,7 @@ impl<A: Aggregate> Actor<A> {
                     name: "evoq.aggregate.snapshot_load",
                     stage = "stop",
                     aggregate = A::NAME,
-                    aggregate_id = %self.id,
+                    aggregate_id = %self.id(),
                     version = snapshot.version,
                 );
                 self.snapshot_version = snapshot.version;
@@ -464,7 +469,7 @@ impl<A: Aggregate> Actor<A> {
                     name: "evoq.aggregate.snapshot_load",
                     stage = "exception",
                     aggregate = A::NAME,
-                    aggregate_id = %self.id,
+                    aggregate_id = %self.id(),
                     version = snapshot.version,
                     error = %error,
                     "the snapshot no longer decodes; replaying the whole stream",
@@ -498,7 +503,7 @@ impl<A: Aggregate> Actor<A> {
                     name: "evoq.aggregate.snapshot_save",
                     stage = "exception",
                     aggregate = A::NAME,
-                    aggregate_id = %self.id,
+                    aggregate_id = %self.id(),
                     error = %error,
                 );
                 return;
@@ -521,7 +526,7 @@ impl<A: Aggregate> Actor<A> {
                     name: "evoq.aggregate.snapshot_save",
                     stage = "stop",
                     aggregate = A::NAME,
-                    aggregate_id = %self.id,
+                    aggregate_id = %self.id(),
                     version,
                 );
             }
@@ -529,7 +534,7 @@ impl<A: Aggregate> Actor<A> {
                 name: "evoq.aggregate.snapshot_save",
                 stage = "exception",
                 aggregate = A::NAME,
-                aggregate_id = %self.id,
+                aggregate_id = %self.id(),
                 version,
                 error = %error,
             ),
@@ -586,11 +591,7 @@ impl<A: Aggregate> Actor<A> {
     }
 
     /// The idle timer fired: hibernate, passivate, stop or stay. `None` when the actor left.
-    async fn on_idle(
-        &mut self,
-        stage: Stage,
-        mailbox: mpsc::Receiver<Box<Job<A>>>,
-    ) -> Option<Stay<A>> {
+    async fn on_idle(&mut self, stage: Stage, mailbox: Receiver<Box<Job<A>>>) -> Option<Stay<A>> {
         let action = match stage {
             Stage::Hibernate { passivate_at } => match self.freeze(passivate_at) {
                 Some(frozen) => return self.leave(mailbox, Leave::Hibernate(frozen), "hibernate"),
@@ -638,17 +639,13 @@ impl<A: Aggregate> Actor<A> {
     fn freeze(&self, passivate_at: Option<Instant>) -> Option<Frozen> {
         let instance = self.instance.as_ref()?;
         match instance.state.encode_state()? {
-            Ok(state) => Some(Frozen {
-                state: state.into_boxed_slice(),
-                version: instance.version,
-                passivate_at,
-            }),
+            Ok(state) => Some(self.registry.frozen(&state, instance.version, passivate_at)),
             Err(error) => {
                 tracing::warn!(
                     name: "evoq.aggregate.hibernate",
                     stage = "exception",
                     aggregate = A::NAME,
-                    aggregate_id = %self.id,
+                    aggregate_id = %self.id(),
                     error = %error,
                 );
                 None
@@ -658,18 +655,18 @@ impl<A: Aggregate> Actor<A> {
 
     fn leave(
         &mut self,
-        mailbox: mpsc::Receiver<Box<Job<A>>>,
+        mailbox: Receiver<Box<Job<A>>>,
         how: Leave,
         action: &'static str,
     ) -> Option<Stay<A>> {
-        match self.registry.leave(&self.id, mailbox, how) {
+        match self.registry.leave(self.id(), mailbox, how) {
             Left::Gone => {
                 tracing::debug!(
                     name: "evoq.aggregate.lifecycle",
                     stage = "stop",
                     action,
                     aggregate = A::NAME,
-                    aggregate_id = %self.id,
+                    aggregate_id = %self.id(),
                     version = self.instance.as_ref().map_or(0, |i| i.version),
                 );
                 None
@@ -701,14 +698,14 @@ impl<A: Aggregate> Actor<A> {
             name: "evoq.aggregate.execute",
             stage = "exception",
             aggregate = A::NAME,
-            aggregate_id = %self.id,
+            aggregate_id = %self.id(),
             command,
             panic = %message,
             events_stored,
         );
         Error::Panicked {
             aggregate: A::NAME,
-            id: self.id.clone(),
+            id: self.id().to_owned(),
             command,
             message,
             events_stored,

@@ -287,10 +287,10 @@ impl Evoq {
         let registry = self.inner.partitions.registry::<C::Aggregate>();
         let deliver = async {
             loop {
-                match registry.mailbox(&id).send(job).await {
+                match registry.mailbox(&id).send(job) {
                     Ok(()) => break,
                     // The instance left memory between lookup and send: look it up again.
-                    Err(returned) => job = returned.0,
+                    Err(returned) => job = returned,
                 }
                 if self.inner.stopped.load(Ordering::SeqCst) {
                     return Err(Error::Stopped { command: C::NAME });

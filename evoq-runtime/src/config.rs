@@ -44,8 +44,6 @@ pub struct Config {
     pub dispatch_timeout: Duration,
     /// Default number of re-runs after a version conflict (default 10).
     pub conflict_retries: u32,
-    /// Capacity of each aggregate's mailbox (default 1,024, at least 1).
-    pub mailbox_capacity: usize,
     /// Lifecycle defaults of every aggregate type (overridden by `#[aggregate(...)]`).
     pub aggregate_defaults: AggregateDefaults,
     /// How often hibernated instances are checked for passivation (default 1 s).
@@ -62,7 +60,6 @@ impl Default for Config {
             partitions: 4,
             dispatch_timeout: Duration::from_secs(5),
             conflict_retries: 10,
-            mailbox_capacity: 1_024,
             aggregate_defaults: AggregateDefaults::default(),
             hibernation_sweep_interval: Duration::from_secs(1),
             memory_monitor: MemoryMonitorConfig::default(),
@@ -171,12 +168,6 @@ impl Config {
             return invalid(
                 "dispatch_timeout",
                 "must be longer than zero (the default is 5 s)",
-            );
-        }
-        if self.mailbox_capacity == 0 {
-            return invalid(
-                "mailbox_capacity",
-                "must be at least 1 (the default is 1024)",
             );
         }
         let aggregates = &self.aggregate_defaults;

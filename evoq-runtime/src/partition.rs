@@ -13,17 +13,20 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use hashbrown::HashTable;
 
 use crate::actor::{Actor, Job};
 use crate::aggregate::Aggregate;
+use crate::compact::CompactBytes;
 use crate::config::Config;
 use crate::envelope::stream_id;
 use crate::lifespan::Lifespan;
+use crate::mailbox::{self, Receiver, Sender};
 use crate::memory_monitor::MemoryMonitor;
 use crate::store::{EventStore, Snapshot};
 
@@ -64,19 +67,30 @@ pub(crate) struct Counters {
     pub(crate) snapshots_saved: AtomicU64,
 }
 
-/// The serialized state of a hibernated instance.
+/// The serialized state of a hibernated instance: 40 bytes, plus the state when it is longer
+/// than [`CompactBytes::INLINE`].
 pub(crate) struct Frozen {
-    pub(crate) state: Box<[u8]>,
+    pub(crate) state: CompactBytes,
     pub(crate) version: u64,
-    /// When the sweeper passivates it (`None`: it stays until a command thaws it).
-    pub(crate) passivate_at: Option<Instant>,
+    /// When the sweeper passivates it, in milliseconds since the registry's epoch
+    /// ([`NEVER`](Frozen::NEVER): it stays until a command thaws it).
+    passivate_at: u32,
 }
 
-/// One partition: id -> slot.
-type Slots<A> = Mutex<HashMap<String, Slot<A>>>;
+impl Frozen {
+    const NEVER: u32 = u32::MAX;
+}
+
+/// Each partition is split into this many shards, each with its own lock and table. Small tables
+/// grow in small steps, and the memory a table frees when it grows is reused by the others
+/// (one big table would leave its old, half-size copy resident after every doubling).
+const SHARDS_PER_PARTITION: usize = 64;
+
+/// One shard of a partition: (id, slot) entries, found by a keyed hash of the id.
+type Slots<A> = Mutex<HashTable<(CompactBytes, Slot<A>)>>;
 
 enum Slot<A: Aggregate> {
-    Live(mpsc::Sender<Box<Job<A>>>),
+    Live(Sender<Box<Job<A>>>),
     Hibernated(Frozen),
 }
 
@@ -97,7 +111,7 @@ pub(crate) enum Left<A: Aggregate> {
     /// It left; the actor ends.
     Gone,
     /// Commands were queued: the actor stays with a new mailbox and these commands first.
-    Stay(mpsc::Receiver<Box<Job<A>>>, Vec<Box<Job<A>>>),
+    Stay(Receiver<Box<Job<A>>>, Vec<Box<Job<A>>>),
 }
 
 /// The lifecycle settings of one aggregate type, resolved against the app's defaults.
@@ -114,13 +128,15 @@ pub(crate) struct Registry<A: Aggregate> {
     pub(crate) kind: Kind<A>,
     pub(crate) counters: Counters,
     pub(crate) env: Arc<Env>,
+    hasher: RandomState,
+    epoch: Instant,
 }
 
 impl<A: Aggregate> Registry<A> {
     fn new(env: Arc<Env>) -> Self {
         let defaults = &env.config.aggregate_defaults;
         Registry {
-            partitions: (0..env.config.partitions.max(1))
+            partitions: (0..env.config.partitions.max(1) * SHARDS_PER_PARTITION)
                 .map(|_| Mutex::default())
                 .collect(),
             kind: Kind {
@@ -131,45 +147,81 @@ impl<A: Aggregate> Registry<A> {
             },
             counters: Counters::default(),
             env,
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
         }
     }
 
-    fn partition_of(&self, id: &str) -> usize {
-        (stable_hash(A::NAME, id) % self.partitions.len() as u64) as usize
+    /// The hibernated form of a state; passivated by the sweeper at `passivate_at` (if any).
+    pub(crate) fn frozen(
+        &self,
+        state: &[u8],
+        version: u64,
+        passivate_at: Option<Instant>,
+    ) -> Frozen {
+        let passivate_at = passivate_at.map_or(Frozen::NEVER, |at| {
+            let millis = at.saturating_duration_since(self.epoch).as_millis();
+            u32::try_from(millis).unwrap_or(Frozen::NEVER - 1)
+        });
+        Frozen {
+            state: CompactBytes::new(state),
+            version,
+            passivate_at,
+        }
     }
 
-    fn lock(&self, partition: usize) -> MutexGuard<'_, HashMap<String, Slot<A>>> {
+    fn hash(&self, id: &[u8]) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The shard of `id` (within its partition, chosen by the keyed hash) and that hash.
+    fn shard_of(&self, id: &str) -> (usize, u64) {
+        let partitions = (self.partitions.len() / SHARDS_PER_PARTITION) as u64;
+        let partition = (stable_hash(A::NAME, id) % partitions) as usize;
+        let hash = self.hash(id.as_bytes());
+        let shard = (hash >> 58) as usize % SHARDS_PER_PARTITION;
+        (partition * SHARDS_PER_PARTITION + shard, hash)
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, HashTable<(CompactBytes, Slot<A>)>> {
         // A slot map holds no invariant that a panic could break halfway: keep using it.
-        self.partitions[partition]
+        self.partitions[shard]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The mailbox of the live instance with this id: the running one, a thawed hibernated
     /// one, or a new one.
-    pub(crate) fn mailbox(self: &Arc<Self>, id: &str) -> mpsc::Sender<Box<Job<A>>> {
-        let mut slots = self.lock(self.partition_of(id));
-        let thawed = match slots.get_mut(id) {
-            Some(Slot::Live(sender)) if !sender.is_closed() => return sender.clone(),
-            Some(Slot::Hibernated(_)) => match slots.remove(id) {
-                Some(Slot::Hibernated(frozen)) => {
-                    self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
-                    self.counters.thaws.fetch_add(1, Ordering::Relaxed);
-                    Some(frozen)
-                }
-                _ => None,
-            },
-            _ => None,
+    pub(crate) fn mailbox(self: &Arc<Self>, id: &str) -> Sender<Box<Job<A>>> {
+        let (shard, hash) = self.shard_of(id);
+        let mut slots = self.lock(shard);
+        let entry = slots.find_mut(hash, |(key, _)| key.as_bytes() == id.as_bytes());
+        let (sender, receiver) = match entry {
+            Some((_, Slot::Live(sender))) if !sender.is_closed() => return sender.clone(),
+            Some((_, slot)) => {
+                let (sender, receiver) = mailbox::mailbox();
+                let thawed = match std::mem::replace(slot, Slot::Live(sender.clone())) {
+                    Slot::Hibernated(frozen) => {
+                        self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
+                        self.counters.thaws.fetch_add(1, Ordering::Relaxed);
+                        self.counters.live.fetch_add(1, Ordering::Relaxed);
+                        Some(frozen)
+                    }
+                    // A closed mailbox whose actor is ending: this one replaces it.
+                    Slot::Live(_) => None,
+                };
+                tokio::spawn(Actor::new(id.to_owned(), Arc::clone(self), thawed).run(receiver));
+                return sender;
+            }
+            None => mailbox::mailbox(),
         };
-        let (sender, receiver) = mpsc::channel(self.env.config.mailbox_capacity.max(1));
-        let actor = Actor::new(id.to_owned(), Arc::clone(self), thawed);
-        tokio::spawn(actor.run(receiver));
-        if !matches!(
-            slots.insert(id.to_owned(), Slot::Live(sender.clone())),
-            Some(Slot::Live(_))
-        ) {
-            self.counters.live.fetch_add(1, Ordering::Relaxed);
-        }
+        slots.insert_unique(
+            hash,
+            (CompactBytes::new(id.as_bytes()), Slot::Live(sender.clone())),
+            |(key, _)| self.hash(key.as_bytes()),
+        );
+        self.counters.live.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(Actor::new(id.to_owned(), Arc::clone(self), None).run(receiver));
         sender
     }
 
@@ -177,36 +229,42 @@ impl<A: Aggregate> Registry<A> {
     pub(crate) fn leave(
         &self,
         id: &str,
-        mut mailbox: mpsc::Receiver<Box<Job<A>>>,
+        mut mailbox: Receiver<Box<Job<A>>>,
         how: Leave,
     ) -> Left<A> {
-        let mut slots = self.lock(self.partition_of(id));
+        let (shard, hash) = self.shard_of(id);
+        let mut slots = self.lock(shard);
         mailbox.close();
         let mut queued = Vec::new();
-        while let Ok(job) = mailbox.try_recv() {
+        while let Some(job) = mailbox.try_recv() {
             queued.push(job);
         }
-        // Our slot holds the sender of the mailbox just closed; any other live sender would be
-        // open (a newer instance after a runtime restart of the slot).
-        let ours = matches!(slots.get(id), Some(Slot::Live(sender)) if sender.is_closed());
+        // Our slot holds the sender of the mailbox just closed; another live sender would be
+        // open (a newer instance that replaced this one).
+        let Ok(ours) = slots.find_entry(hash, |(key, slot)| {
+            key.as_bytes() == id.as_bytes()
+                && matches!(slot, Slot::Live(sender) if sender.is_closed())
+        }) else {
+            return if queued.is_empty() {
+                Left::Gone
+            } else {
+                Left::Stay(mailbox::mailbox().1, queued)
+            };
+        };
         if !queued.is_empty() {
-            let (sender, receiver) = mpsc::channel(self.env.config.mailbox_capacity.max(1));
-            if ours {
-                slots.insert(id.to_owned(), Slot::Live(sender));
-            }
+            let (sender, receiver) = mailbox::mailbox();
+            ours.into_mut().1 = Slot::Live(sender);
             return Left::Stay(receiver, queued);
         }
-        if ours {
-            self.counters.live.fetch_sub(1, Ordering::Relaxed);
-            match how {
-                Leave::Remove => {
-                    slots.remove(id);
-                    self.counters.passivations.fetch_add(1, Ordering::Relaxed);
-                }
-                Leave::Hibernate(frozen) => {
-                    slots.insert(id.to_owned(), Slot::Hibernated(frozen));
-                    self.counters.hibernated.fetch_add(1, Ordering::Relaxed);
-                }
+        self.counters.live.fetch_sub(1, Ordering::Relaxed);
+        match how {
+            Leave::Remove => {
+                ours.remove();
+                self.counters.passivations.fetch_add(1, Ordering::Relaxed);
+            }
+            Leave::Hibernate(frozen) => {
+                ours.into_mut().1 = Slot::Hibernated(frozen);
+                self.counters.hibernated.fetch_add(1, Ordering::Relaxed);
             }
         }
         Left::Gone
@@ -236,8 +294,8 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
     }
 
     fn clear(&self) {
-        for partition in 0..self.partitions.len() {
-            self.lock(partition).clear();
+        for shard in 0..self.partitions.len() {
+            self.lock(shard).clear();
         }
         self.counters.live.store(0, Ordering::Relaxed);
         self.counters.hibernated.store(0, Ordering::Relaxed);
@@ -245,15 +303,18 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
 
     /// Passivates the hibernated instances whose time has come: their state becomes a snapshot.
     fn sweep(&self, now: Instant) -> Vec<Snapshot> {
+        let now = u32::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(Frozen::NEVER - 1);
         let mut snapshots = Vec::new();
-        for partition in 0..self.partitions.len() {
-            let mut slots = self.lock(partition);
-            slots.retain(|id, slot| match slot {
-                Slot::Hibernated(frozen) if frozen.passivate_at.is_some_and(|at| at <= now) => {
+        for shard in 0..self.partitions.len() {
+            let mut slots = self.lock(shard);
+            slots.retain(|(key, slot)| match slot {
+                Slot::Hibernated(frozen) if frozen.passivate_at <= now => {
+                    let id = String::from_utf8_lossy(key.as_bytes());
                     snapshots.push(Snapshot {
-                        stream_id: stream_id(A::NAME, id),
+                        stream_id: stream_id(A::NAME, &id),
                         version: frozen.version,
-                        data: std::mem::take(&mut frozen.state).into_vec(),
+                        data: frozen.state.as_bytes().to_vec(),
                         taken_at: SystemTime::now(),
                     });
                     false

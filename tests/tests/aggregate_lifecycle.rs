@@ -1,6 +1,11 @@
 //! The aggregate lifecycle (SEMANTICS.md section 1): idle TTL, passivation with snapshots,
 //! hibernation, `snapshot_every`, lifespan hooks, the memory monitor and the configuration.
 
+#![allow(
+    dead_code,
+    reason = "each counter declares a failing command that only some tests dispatch"
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,30 +19,30 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 #[error("refused")]
-pub struct Refused;
+struct Refused;
 
 /// A counter aggregate with its own commands, event and `#[aggregate(...)]` arguments.
 macro_rules! counter {
     ($state:ident, $ping:ident, $fail:ident, $event:ident, [$($args:tt)*]) => {
         #[derive(Default, Debug, Serialize, Deserialize)]
-        pub struct $state {
+        struct $state {
             count: u64,
         }
 
         #[derive(Command, Debug)]
-        pub struct $ping {
+        struct $ping {
             #[aggregate_id]
             id: String,
         }
 
         #[derive(Command, Debug)]
-        pub struct $fail {
+        struct $fail {
             #[aggregate_id]
             id: String,
         }
 
         #[derive(Event, Serialize, Deserialize, Clone, Debug)]
-        pub struct $event {
+        struct $event {
             count: u64,
         }
 
@@ -61,18 +66,74 @@ macro_rules! counter {
     };
 }
 
-counter!(Passivating, PingP, FailP, PingedP, [idle_timeout = "150ms", hibernate_after = "never"]);
-counter!(Hibernating, PingH, FailH, PingedH, [idle_timeout = "1h", hibernate_after = "80ms"]);
-counter!(Expiring, PingE, FailE, PingedE, [idle_timeout = "250ms", hibernate_after = "50ms"]);
-counter!(EveryThree, Ping3, Fail3, Pinged3, [snapshot_every = 3, hibernate_after = "never"]);
-counter!(OneSecond, Ping1, Fail1, Pinged1, [idle_timeout = "1s", hibernate_after = "never"]);
-counter!(Flaky, PingF, FailF, PingedF, [idle_timeout = "1h", hibernate_after = "never", lifespan = ShortAfterError]);
-counter!(Stopping, PingS, FailS, PingedS, [idle_timeout = "100ms", hibernate_after = "never", lifespan = StopOnTimeout]);
-counter!(Racing, PingR, FailR, PingedR, [idle_timeout = "1ms", hibernate_after = "never"]);
+counter!(
+    Passivating,
+    PingP,
+    FailP,
+    PingedP,
+    [idle_timeout = "150ms", hibernate_after = "never"]
+);
+counter!(
+    Hibernating,
+    PingH,
+    FailH,
+    PingedH,
+    [idle_timeout = "1h", hibernate_after = "80ms"]
+);
+counter!(
+    Expiring,
+    PingE,
+    FailE,
+    PingedE,
+    [idle_timeout = "250ms", hibernate_after = "50ms"]
+);
+counter!(
+    EveryThree,
+    Ping3,
+    Fail3,
+    Pinged3,
+    [snapshot_every = 3, hibernate_after = "never"]
+);
+counter!(
+    OneSecond,
+    Ping1,
+    Fail1,
+    Pinged1,
+    [idle_timeout = "1s", hibernate_after = "never"]
+);
+counter!(
+    Flaky,
+    PingF,
+    FailF,
+    PingedF,
+    [
+        idle_timeout = "1h",
+        hibernate_after = "never",
+        lifespan = ShortAfterError
+    ]
+);
+counter!(
+    Stopping,
+    PingS,
+    FailS,
+    PingedS,
+    [
+        idle_timeout = "100ms",
+        hibernate_after = "never",
+        lifespan = StopOnTimeout
+    ]
+);
+counter!(
+    Racing,
+    PingR,
+    FailR,
+    PingedR,
+    [idle_timeout = "1ms", hibernate_after = "never"]
+);
 
 /// 150 ms after an error, the configured timeout otherwise.
 #[derive(Default)]
-pub struct ShortAfterError;
+struct ShortAfterError;
 
 impl Lifespan<Flaky> for ShortAfterError {
     fn after_error(&self, _: &evoq::Error) -> Idle {
@@ -82,7 +143,7 @@ impl Lifespan<Flaky> for ShortAfterError {
 
 /// Leaves memory without a snapshot.
 #[derive(Default)]
-pub struct StopOnTimeout;
+struct StopOnTimeout;
 
 impl Lifespan<Stopping> for StopOnTimeout {
     fn on_timeout(&self, _: &Stopping) -> OnTimeout {
@@ -125,7 +186,10 @@ async fn app_on(store: Arc<FaultyStore>, probe: DrivenProbe) -> Evoq {
 async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !condition() {
-        assert!(started.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     started.elapsed()
@@ -165,9 +229,20 @@ async fn an_idle_aggregate_passivates_saves_a_snapshot_and_reactivates_from_it()
     let done = app.dispatch(PingP { id: id("p") }).await.unwrap();
     // Identical state: the snapshot (count 5) plus the one later event (count 6).
     assert_eq!(done.version, 7);
-    assert!(matches!(done.events[..], [PassivatingEvent::PingedP(PingedP { count: 7 })]));
-    assert_eq!(store.last_read_from.load(Ordering::SeqCst), 6, "reads start after the snapshot");
-    assert_eq!(store.events_read.load(Ordering::SeqCst), 1, "only the event after the snapshot");
+    assert!(matches!(
+        done.events[..],
+        [PassivatingEvent::PingedP(PingedP { count: 7 })]
+    ));
+    assert_eq!(
+        store.last_read_from.load(Ordering::SeqCst),
+        6,
+        "reads start after the snapshot"
+    );
+    assert_eq!(
+        store.events_read.load(Ordering::SeqCst),
+        1,
+        "only the event after the snapshot"
+    );
     assert_eq!(app.aggregate_stats::<Passivating>().activations, 2);
 }
 
@@ -187,9 +262,20 @@ async fn a_hibernated_aggregate_thaws_without_any_store_read() {
     let loads = store.snapshot_loads.load(Ordering::SeqCst);
     let done = app.dispatch(PingH { id: id("h") }).await.unwrap();
     assert_eq!(done.version, 3);
-    assert!(matches!(done.events[..], [HibernatingEvent::PingedH(PingedH { count: 3 })]));
-    assert_eq!(store.stream_reads.load(Ordering::SeqCst), reads, "no stream read");
-    assert_eq!(store.snapshot_loads.load(Ordering::SeqCst), loads, "no snapshot read");
+    assert!(matches!(
+        done.events[..],
+        [HibernatingEvent::PingedH(PingedH { count: 3 })]
+    ));
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        reads,
+        "no stream read"
+    );
+    assert_eq!(
+        store.snapshot_loads.load(Ordering::SeqCst),
+        loads,
+        "no snapshot read"
+    );
     let stats = app.aggregate_stats::<Hibernating>();
     assert_eq!((stats.live, stats.hibernated, stats.thaws), (1, 0, 1));
 }
@@ -210,7 +296,10 @@ async fn an_expired_hibernated_aggregate_is_passivated_with_a_snapshot() {
     assert_eq!(app.aggregate_stats::<Expiring>().hibernated, 0);
     let snapshot = store.load_snapshot("Expiring-e").await.unwrap().unwrap();
     assert_eq!(snapshot.version, 1);
-    assert_eq!(app.dispatch(PingE { id: id("e") }).await.unwrap().version, 2);
+    assert_eq!(
+        app.dispatch(PingE { id: id("e") }).await.unwrap().version,
+        2
+    );
 }
 
 #[tokio::test]
@@ -285,7 +374,11 @@ async fn after_an_error_the_next_idle_timeout_is_the_after_error_value() {
     assert!(took < Duration::from_millis(600), "took {took:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stats = app.aggregate_stats::<Flaky>();
-    assert_eq!((stats.live, stats.passivations), (1, 1), "the successful one stays");
+    assert_eq!(
+        (stats.live, stats.passivations),
+        (1, 1),
+        "the successful one stays"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +391,10 @@ async fn on_timeout_stop_leaves_memory_without_a_snapshot() {
     })
     .await;
     assert!(store.load_snapshot("Stopping-x").await.unwrap().is_none());
-    assert_eq!(app.dispatch(PingS { id: id("x") }).await.unwrap().version, 2);
+    assert_eq!(
+        app.dispatch(PingS { id: id("x") }).await.unwrap().version,
+        2
+    );
 }
 
 #[tokio::test]
@@ -321,8 +417,15 @@ async fn a_snapshot_that_no_longer_decodes_falls_back_to_a_full_replay() {
     let app = app_on(store.clone(), DrivenProbe::default()).await;
     store.events_read.store(0, Ordering::SeqCst);
     let done = app.dispatch(Ping3 { id: id("d") }).await.unwrap();
-    assert!(matches!(done.events[..], [EveryThreeEvent::Pinged3(Pinged3 { count: 5 })]));
-    assert_eq!(store.events_read.load(Ordering::SeqCst), 4, "the whole stream was replayed");
+    assert!(matches!(
+        done.events[..],
+        [EveryThreeEvent::Pinged3(Pinged3 { count: 5 })]
+    ));
+    assert_eq!(
+        store.events_read.load(Ordering::SeqCst),
+        4,
+        "the whole stream was replayed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,15 +449,27 @@ async fn commands_racing_an_instance_that_leaves_memory_are_never_lost_nor_forke
         task.await.unwrap();
     }
     let versions: Vec<u64> = store
-        .read_stream("Racing-race", 1, evoq::store::Direction::Forward, usize::MAX)
+        .read_stream(
+            "Racing-race",
+            1,
+            evoq::store::Direction::Forward,
+            usize::MAX,
+        )
         .await
         .unwrap()
         .iter()
         .map(|e| e.stream_version)
         .collect();
     assert_eq!(versions, (1..=200).collect::<Vec<u64>>());
-    assert_eq!(store.inner.conflict_count(), 0, "never two instances at once");
-    assert!(app.aggregate_stats::<Racing>().passivations > 0, "the race was exercised");
+    assert_eq!(
+        store.inner.conflict_count(),
+        0,
+        "never two instances at once"
+    );
+    assert!(
+        app.aggregate_stats::<Racing>().passivations > 0,
+        "the race was exercised"
+    );
 }
 
 #[tokio::test]
@@ -387,7 +502,12 @@ async fn a_bad_toml_value_fails_start_with_an_error_naming_the_key() {
     assert!(error.to_string().contains("whenever"), "{error}");
 
     std::fs::write(&file, "[aggregate_defaults]\nidle_timeout = \"10m\"\n").unwrap();
-    let app = Evoq::builder().config_file(&file).unwrap().start().await.unwrap();
+    let app = Evoq::builder()
+        .config_file(&file)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     assert_eq!(
         app.config().aggregate_defaults,
         AggregateDefaults {

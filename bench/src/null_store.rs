@@ -1,0 +1,120 @@
+//! A store that keeps nothing: every append succeeds, every stream reads empty. It isolates the
+//! runtime's own memory and time from the store's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use evoq::store::{AllPage, Appended, Direction, EventFilter, Snapshot};
+use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use tokio::sync::watch;
+
+/// Accepts every append (the expected version is taken as the truth) and stores nothing but
+/// checkpoints.
+pub struct NullStore {
+    position: AtomicU64,
+    head: watch::Sender<u64>,
+    checkpoints: Mutex<HashMap<String, u64>>,
+}
+
+impl NullStore {
+    /// An empty null store.
+    pub fn new() -> Self {
+        NullStore {
+            position: AtomicU64::new(0),
+            head: watch::channel(0).0,
+            checkpoints: Mutex::default(),
+        }
+    }
+}
+
+impl Default for NullStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl EventStore for NullStore {
+    async fn append(
+        &self,
+        _stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let count = events.len() as u64;
+        let base = match expected {
+            ExpectedVersion::Exact(version) => version,
+            _ => 0,
+        };
+        let last = self.position.fetch_add(count, Ordering::Relaxed) + count;
+        Ok(Appended {
+            version: base + count,
+            first_position: last + 1 - count,
+            last_position: last,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        _stream: &str,
+        _from: u64,
+        _direction: Direction,
+        _max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn stream_version(&self, _stream: &str) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        _max_count: usize,
+        _filter: &EventFilter,
+    ) -> Result<AllPage, StoreError> {
+        Ok(AllPage {
+            events: Vec::new(),
+            scanned_through: after,
+        })
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    async fn save_snapshot(&self, _snapshot: Snapshot) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, _stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        Ok(None)
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.checkpoints
+            .lock()
+            .map_err(|_| StoreError::Backend {
+                backend: "null",
+                message: "poisoned".into(),
+            })?
+            .insert(name.to_owned(), position);
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .checkpoints
+            .lock()
+            .map_err(|_| StoreError::Backend {
+                backend: "null",
+                message: "poisoned".into(),
+            })?
+            .get(name)
+            .copied())
+    }
+}
