@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::actor::Job;
 use crate::command::Route;
-use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
-use crate::envelope::stream_id;
+use crate::dispatch::idempotency::Idempotency;
+use crate::dispatch::pipeline::{self, Request};
+use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware};
 use crate::error::Error;
 use crate::partition::Partitions;
 use crate::store::EventStore;
@@ -34,6 +34,16 @@ pub struct Config {
     pub conflict_retries: u32,
     /// Capacity of each aggregate's mailbox (default 1,024, at least 1).
     pub mailbox_capacity: usize,
+    /// How long a successful dispatch's result answers duplicates of its idempotency key or
+    /// command id (default 1 h).
+    pub idempotency_ttl: Duration,
+    /// How many results the idempotency cache keeps at most; the oldest go first (default
+    /// 100,000, at least 1).
+    pub idempotency_capacity: usize,
+    /// How many of a stream's newest events are searched for a caller-supplied command id that
+    /// the cache does not know, so a command re-sent after a restart is not appended twice
+    /// (default 100; 0 turns the search off).
+    pub idempotency_lookback: usize,
 }
 
 impl Default for Config {
@@ -43,6 +53,9 @@ impl Default for Config {
             dispatch_timeout: Duration::from_secs(5),
             conflict_retries: 10,
             mailbox_capacity: 1_024,
+            idempotency_ttl: Duration::from_secs(3_600),
+            idempotency_capacity: 100_000,
+            idempotency_lookback: 100,
         }
     }
 }
@@ -68,6 +81,18 @@ impl Config {
                 reason: "must be at least 1 (the default is 1024)".into(),
             });
         }
+        if self.idempotency_ttl.is_zero() {
+            return Err(Error::Config {
+                key: "idempotency_ttl",
+                reason: "must be longer than zero (the default is 1 h)".into(),
+            });
+        }
+        if self.idempotency_capacity == 0 {
+            return Err(Error::Config {
+                key: "idempotency_capacity",
+                reason: "must be at least 1 (the default is 100000)".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -77,6 +102,7 @@ impl Config {
 pub struct EvoqBuilder {
     store: Option<Arc<dyn EventStore>>,
     config: Config,
+    middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl EvoqBuilder {
@@ -115,6 +141,25 @@ impl EvoqBuilder {
         self
     }
 
+    /// Runs `middleware` around every dispatch, after the middleware registered before it and
+    /// before each dispatch's own. See [`Middleware`].
+    pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// How long a result answers duplicates of its idempotency key or command id.
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.config.idempotency_ttl = ttl;
+        self
+    }
+
+    /// How many results the idempotency cache keeps at most.
+    pub fn idempotency_capacity(mut self, capacity: usize) -> Self {
+        self.config.idempotency_capacity = capacity;
+        self
+    }
+
     /// Validates the configuration and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
@@ -127,6 +172,11 @@ impl EvoqBuilder {
             inner: Arc::new(Inner {
                 partitions: Partitions::new(self.config.partitions, self.config.mailbox_capacity),
                 store,
+                idempotency: Arc::new(Idempotency::new(
+                    self.config.idempotency_ttl,
+                    self.config.idempotency_capacity,
+                )),
+                middleware: self.middleware.into(),
                 config: self.config,
                 stopped: AtomicBool::new(false),
             }),
@@ -137,6 +187,8 @@ impl EvoqBuilder {
 struct Inner {
     store: Arc<dyn EventStore>,
     partitions: Partitions,
+    idempotency: Arc<Idempotency>,
+    middleware: Box<[Arc<dyn Middleware>]>,
     config: Config,
     stopped: AtomicBool,
 }
@@ -155,6 +207,7 @@ impl Evoq {
         EvoqBuilder {
             store: None,
             config: Config::default(),
+            middleware: Vec::new(),
         }
     }
 
@@ -178,6 +231,8 @@ impl Evoq {
                 expected_version: None,
                 retry_limit: self.inner.config.conflict_retries,
             },
+            middleware: Vec::new(),
+            command_id_supplied: false,
         }
     }
 
@@ -189,6 +244,11 @@ impl Evoq {
     /// The runtime's configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// How many dispatch results the idempotency cache remembers now.
+    pub fn idempotency_entries(&self) -> usize {
+        self.inner.idempotency.len()
     }
 
     /// How many instances of aggregate `A` are live.
@@ -209,51 +269,36 @@ impl Evoq {
         tracing::debug!(name: "evoq.runtime.stop", partitions = self.inner.partitions.count());
     }
 
-    async fn run<C: Route>(
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn idempotency(&self) -> &Arc<Idempotency> {
+        &self.inner.idempotency
+    }
+
+    pub(crate) fn global_middleware(&self) -> &[Arc<dyn Middleware>] {
+        &self.inner.middleware
+    }
+
+    /// Delivers `job` to the live instance of aggregate `id`, starting one if need be.
+    pub(crate) async fn submit<A: crate::Aggregate>(
         &self,
-        command: C,
-        context: CommandContext,
-        options: DispatchOptions,
-    ) -> Result<Dispatched<C::Aggregate>, Error> {
-        if self.inner.stopped.load(Ordering::SeqCst) {
-            return Err(Error::Stopped { command: C::NAME });
-        }
-        let id = command.aggregate_id();
-        let timeout = options.timeout;
-        let (reply, outcome) = oneshot::channel();
-        let mut job = Job {
-            decide: Box::new(move |state| C::handle(state, &command)),
-            command: C::NAME,
-            context,
-            options,
-            reply,
-        };
-        let deliver = async {
-            loop {
-                let mailbox = self
-                    .inner
-                    .partitions
-                    .mailbox::<C::Aggregate>(&id, &self.inner.store);
-                match mailbox.send(job).await {
-                    Ok(()) => break,
-                    // The instance ended between lookup and send: start a new one.
-                    Err(returned) => job = returned.0,
-                }
-                if self.inner.stopped.load(Ordering::SeqCst) {
-                    return Err(Error::Stopped { command: C::NAME });
-                }
+        id: &str,
+        mut job: Job<A>,
+    ) -> Result<(), Error> {
+        loop {
+            let mailbox = self.inner.partitions.mailbox::<A>(id, &self.inner.store);
+            match mailbox.send(job).await {
+                Ok(()) => return Ok(()),
+                // The instance ended between lookup and send: start a new one.
+                Err(returned) => job = returned.0,
             }
-            outcome
-                .await
-                .map_err(|_| Error::Stopped { command: C::NAME })?
-        };
-        match tokio::time::timeout(timeout, deliver).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                command: C::NAME,
-                stream: stream_id(<C::Aggregate as crate::Aggregate>::NAME, &id),
-                after: timeout,
-            }),
+            if self.is_stopped() {
+                return Err(Error::Stopped {
+                    command: job.command,
+                });
+            }
         }
     }
 }
@@ -274,11 +319,17 @@ pub struct CommandBuilder<'a, C> {
     command: C,
     context: CommandContext,
     options: DispatchOptions,
+    middleware: Vec<Arc<dyn Middleware>>,
+    command_id_supplied: bool,
 }
 
 impl<'a, C> CommandBuilder<'a, C> {
-    /// Sets the command id (default: a fresh UUID v7).
+    /// Sets the command id (default: a fresh UUID v7). A caller-supplied command id
+    /// deduplicates the dispatch when no idempotency key is set: a second dispatch with this id
+    /// returns the first one's result, even after a restart when its events are recent in the
+    /// stream (see [`idempotency`](crate::dispatch::idempotency)).
     pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id_supplied = true;
         if self.context.correlation_id == self.context.command_id {
             self.context.correlation_id = id;
         }
@@ -304,6 +355,21 @@ impl<'a, C> CommandBuilder<'a, C> {
         self
     }
 
+    /// Deduplicates the dispatch by `key`: while the first successful result with this key is
+    /// remembered, a dispatch with the same key returns that result and runs nothing (see
+    /// [`idempotency`](crate::dispatch::idempotency)).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.context.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Runs `middleware` around this dispatch, after the runtime's middleware and the ones added
+    /// before it.
+    pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
     /// The stream must be at `version` (0 = new); otherwise the dispatch fails with
     /// [`Error::Conflict`] and nothing is appended.
     pub fn expected_version(mut self, version: u64) -> Self {
@@ -311,7 +377,8 @@ impl<'a, C> CommandBuilder<'a, C> {
         self
     }
 
-    /// How long to wait for the command (default: the runtime's `dispatch_timeout`).
+    /// How long to wait for the command, middleware and idempotency waits included (default:
+    /// the runtime's `dispatch_timeout`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = timeout;
         self
@@ -340,6 +407,8 @@ impl<'a, C> CommandBuilder<'a, C> {
             command,
             context,
             options,
+            middleware,
+            command_id_supplied,
         } = self;
         let span = tracing::debug_span!(
             "evoq.dispatch",
@@ -351,11 +420,16 @@ impl<'a, C> CommandBuilder<'a, C> {
         if !span.is_disabled() {
             span.record("aggregate_id", command.aggregate_id());
         }
+        span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
         let started = Instant::now();
-        let result = app
-            .run(command, context, options)
-            .instrument(span.clone())
-            .await;
+        let request = Request {
+            command,
+            context,
+            options,
+            middleware,
+            command_id_supplied,
+        };
+        let result = pipeline::run(app, request).instrument(span.clone()).await;
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.dispatch",
