@@ -47,11 +47,12 @@ use crate::error::Error;
 /// hook has a no-op default, so implement only the ones you need.
 ///
 /// ```
+/// # use evoq_runtime as evoq;
 /// use evoq::dispatch::{Middleware, Pipeline};
 ///
 /// struct RequireUser;
 ///
-/// #[evoq::async_trait]
+/// #[async_trait::async_trait] // `#[evoq::async_trait]` through the facade
 /// impl Middleware for RequireUser {
 ///     async fn before_dispatch(&self, pipeline: &mut Pipeline<'_>) {
 ///         if !pipeline.context().metadata.contains_key("user") {
