@@ -47,6 +47,8 @@
 //! When a keyed dispatch times out after its job reached the aggregate, the slot is not released:
 //! the job keeps running (a keyed command is safe to complete after its caller left), and a retry
 //! with the same key waits for it and gets its result instead of running the command a second time.
+//! (A caller that drops the dispatch future itself, instead of letting the timeout fire, releases
+//! the key at once: prefer the dispatch's `timeout` to an outer cancellation for keyed commands.)
 //!
 //! # Across restarts
 //!

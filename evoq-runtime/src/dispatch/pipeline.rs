@@ -195,20 +195,23 @@ async fn execute<A: Aggregate>(
         options,
         reply,
     };
-    match timeout_at(deadline, app.submit(id, job)).await {
-        Err(_) => return None,
-        Ok(Err(error)) => return Some(Err(error)),
-        Ok(Ok(())) => {}
-    }
-    match timeout_at(deadline, &mut outcome).await {
-        Ok(Ok(result)) => {
+    let run = async {
+        app.submit(id, job).await?;
+        (&mut outcome)
+            .await
+            .unwrap_or_else(|_| Err(Error::Stopped { command }))
+    };
+    let timed = timeout_at(deadline, run).await;
+    match timed {
+        Ok(result) => {
             if let (Ok(done), Some(lease)) = (&result, lease) {
                 lease.complete(done.clone());
             }
             Some(result)
         }
-        Ok(Err(_)) => Some(Err(Error::Stopped { command })),
         Err(_) => {
+            // If the job never reached the mailbox its reply sender is gone, the task ends at
+            // once and the lease is released; otherwise it waits for the actor's reply.
             if let Some(lease) = lease {
                 tokio::spawn(async move {
                     if let Ok(Ok(done)) = outcome.await {
