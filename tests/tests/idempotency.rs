@@ -120,7 +120,7 @@ async fn a_failed_dispatch_is_not_cached_and_a_retry_with_the_same_key_runs_agai
 #[tokio::test]
 async fn after_the_ttl_a_dispatch_with_the_same_key_runs_again() {
     let app = Evoq::builder()
-        .idempotency_ttl(Duration::from_millis(100))
+        .idempotency_ttl(Duration::from_millis(300))
         .start()
         .await
         .unwrap();
@@ -139,7 +139,7 @@ async fn after_the_ttl_a_dispatch_with_the_same_key_runs_again() {
         .await
         .unwrap();
     assert_same(&first, &inside);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let after = app
         .command(deposit("a", 1))
         .idempotency_key(key)
