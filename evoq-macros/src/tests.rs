@@ -246,10 +246,9 @@ fn aggregate_generates_the_enum_the_impls_and_the_routes() {
         text.contains("constNAME:&'static::evoq::__private::core::primitive::str=\"BankAccount\";"),
         "{text}"
     );
-    assert!(
-        text.contains("constSNAPSHOT_EVERY:::evoq::__private::core::primitive::u64=100u64;"),
-        "{text}"
-    );
+    // No `#[aggregate(...)]` lifecycle argument: the app defaults apply.
+    assert!(!text.contains("SNAPSHOT_EVERY"), "{text}");
+    assert!(!text.contains("IDLE_TIMEOUT"), "{text}");
     // The helper attributes are gone; the other method is kept.
     let Some(syn::Item::Impl(block)) = file.items.first() else {
         panic!("the impl block comes first");
@@ -266,13 +265,30 @@ fn aggregate_generates_the_enum_the_impls_and_the_routes() {
 #[test]
 fn aggregate_arguments() {
     let out = aggregate(
-        quote!(name = "bank", snapshot_every = 7, event_enum = Events),
+        quote!(
+            name = "bank",
+            snapshot_every = 7,
+            event_enum = Events,
+            idle_timeout = "2m",
+            hibernate_after = "never",
+            lifespan = Short
+        ),
         quote!(impl BankAccount {}),
     );
     let text = squeeze(&out);
     assert!(text.contains("pubenumEvents{}"), "{text}");
     assert!(text.contains("=\"bank\";"), "{text}");
-    assert!(text.contains("=7u64;"), "{text}");
+    assert!(text.contains("::Some(7u64);"), "{text}");
+    assert!(text.contains("Duration::from_millis(120000u64)"), "{text}");
+    assert!(text.contains("constHIBERNATE_AFTER"), "{text}");
+    assert!(
+        text.contains("::Some(::evoq::__private::core::option::Option::None);"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<Shortas::evoq::__private::LifespanOf<BankAccount>>::make()"),
+        "{text}"
+    );
 
     let out = aggregate(
         quote!(snapshot = 7, name = "a", name = "b"),

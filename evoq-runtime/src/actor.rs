@@ -32,8 +32,11 @@ type Decide<A> = fn(&A, &dyn Any) -> Result<Vec<<A as Aggregate>::Event>, Reject
 
 /// One command on its way to an aggregate actor.
 pub(crate) struct Job<A: Aggregate> {
+    /// The command, or an `Arc` of it when middleware share it.
     command: Box<dyn Any + Send>,
     decide: Decide<A>,
+    /// The command itself, seen through `command` (for the lifespan's `after_command`).
+    peek: fn(&dyn Any) -> &dyn Any,
     name: &'static str,
     context: CommandContext,
     options: DispatchOptions,
@@ -50,7 +53,8 @@ impl<A: Aggregate> Job<A> {
         let (reply, outcome) = oneshot::channel();
         let job = Box::new(Job {
             command: Box::new(command),
-            decide: decide::<C>,
+            decide: decide::<C, C>,
+            peek: peek::<C, C>,
             name: C::NAME,
             context,
             options,
@@ -58,15 +62,63 @@ impl<A: Aggregate> Job<A> {
         });
         (job, outcome)
     }
+
+    /// A job for a command shared with the dispatch's middleware.
+    pub(crate) fn shared<C: Route<Aggregate = A> + Sync>(
+        command: Arc<C>,
+        context: CommandContext,
+        options: DispatchOptions,
+    ) -> (Box<Self>, oneshot::Receiver<Result<Dispatched<A>, Error>>) {
+        let (reply, outcome) = oneshot::channel();
+        let job = Box::new(Job {
+            command: Box::new(command),
+            decide: decide::<C, Arc<C>>,
+            peek: peek::<C, Arc<C>>,
+            name: C::NAME,
+            context,
+            options,
+            reply,
+        });
+        (job, outcome)
+    }
+
+    /// The command's name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
-fn decide<C: Route>(
+/// How a job holds its command: by value, or shared.
+trait Holds<C>: Any {
+    fn command(&self) -> &C;
+}
+
+impl<C: 'static> Holds<C> for C {
+    fn command(&self) -> &C {
+        self
+    }
+}
+
+impl<C: 'static> Holds<C> for Arc<C> {
+    fn command(&self) -> &C {
+        self
+    }
+}
+
+fn decide<C: Route, H: Holds<C>>(
     state: &C::Aggregate,
     command: &dyn Any,
 ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
-    match command.downcast_ref::<C>() {
-        Some(command) => C::handle(state, command),
+    match command.downcast_ref::<H>() {
+        Some(held) => C::handle(state, held.command()),
         None => unreachable!("a job's decide fn is built for its own command type"),
+    }
+}
+
+fn peek<C: 'static, H: Holds<C>>(command: &dyn Any) -> &dyn Any {
+    match command.downcast_ref::<H>() {
+        Some(held) => held.command(),
+        None => command,
     }
 }
 
@@ -174,6 +226,7 @@ impl<A: Aggregate> Actor<A> {
         let Job {
             mut command,
             decide,
+            peek,
             name,
             context,
             options,
@@ -211,7 +264,7 @@ impl<A: Aggregate> Actor<A> {
                 duration_us = started.elapsed().as_micros() as u64,
             ),
         });
-        let idle = self.next_idle(&result, &*command);
+        let idle = self.next_idle(&result, peek(&*command));
         let snapshot_due = match (&result, version_before) {
             (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
             (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),

@@ -13,8 +13,9 @@ use crate::actor::Job;
 use crate::aggregate::Aggregate;
 use crate::command::Route;
 use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
-use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
-use crate::envelope::stream_id;
+use crate::dispatch::idempotency::Idempotency;
+use crate::dispatch::pipeline::{self, Request};
+use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware};
 use crate::error::Error;
 use crate::memory_monitor::{MemoryMonitor, MemoryProbe, SystemMemory};
 use crate::partition::{AggregateStats, Env, Partitions};
@@ -31,6 +32,7 @@ pub struct EvoqBuilder {
     store: Option<Arc<dyn EventStore>>,
     config: Config,
     memory_probe: Option<Arc<dyn MemoryProbe>>,
+    middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl EvoqBuilder {
@@ -99,6 +101,25 @@ impl EvoqBuilder {
         self
     }
 
+    /// Runs `middleware` around every dispatch, after the middleware registered before it and
+    /// before each dispatch's own. See [`Middleware`].
+    pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// How long a result answers duplicates of its idempotency key or command id.
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.config.idempotency_ttl = ttl;
+        self
+    }
+
+    /// How many results the idempotency cache keeps at most.
+    pub fn idempotency_capacity(mut self, capacity: usize) -> Self {
+        self.config.idempotency_capacity = capacity;
+        self
+    }
+
     /// Validates the configuration and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
@@ -122,6 +143,11 @@ impl EvoqBuilder {
         });
         let inner = Arc::new(Inner {
             partitions: Partitions::new(Arc::clone(&env)),
+            idempotency: Arc::new(Idempotency::new(
+                env.config.idempotency_ttl,
+                env.config.idempotency_capacity,
+            )),
+            middleware: self.middleware.into(),
             env,
             stopped: AtomicBool::new(false),
         });
@@ -135,6 +161,7 @@ impl std::fmt::Debug for EvoqBuilder {
         f.debug_struct("EvoqBuilder")
             .field("config", &self.config)
             .field("store", &self.store.as_ref().map(|_| "given"))
+            .field("middleware", &self.middleware.len())
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +169,8 @@ impl std::fmt::Debug for EvoqBuilder {
 struct Inner {
     env: Arc<Env>,
     partitions: Partitions,
+    idempotency: Arc<Idempotency>,
+    middleware: Box<[Arc<dyn Middleware>]>,
     stopped: AtomicBool,
 }
 
@@ -189,6 +218,7 @@ impl Evoq {
             store: None,
             config: Config::default(),
             memory_probe: None,
+            middleware: Vec::new(),
         }
     }
 
@@ -212,6 +242,8 @@ impl Evoq {
                 expected_version: None,
                 retry_limit: self.inner.env.config.conflict_retries,
             },
+            middleware: Vec::new(),
+            command_id_supplied: false,
         }
     }
 
@@ -253,6 +285,11 @@ impl Evoq {
         self.inner.partitions.stats()
     }
 
+    /// How many dispatch results the idempotency cache remembers now.
+    pub fn idempotency_entries(&self) -> usize {
+        self.inner.idempotency.len()
+    }
+
     /// The partition that holds aggregate `id` of `A` (stable across runs).
     pub fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
         self.inner.partitions.partition_of::<A>(id)
@@ -272,41 +309,36 @@ impl Evoq {
         tracing::debug!(name: "evoq.runtime.stop", stage = "stop");
     }
 
-    async fn run<C: Route>(
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn idempotency(&self) -> &Arc<Idempotency> {
+        &self.inner.idempotency
+    }
+
+    pub(crate) fn global_middleware(&self) -> &[Arc<dyn Middleware>] {
+        &self.inner.middleware
+    }
+
+    /// Delivers `job` to the live instance of aggregate `id`, starting one if need be.
+    pub(crate) async fn submit<A: crate::Aggregate>(
         &self,
-        command: C,
-        context: CommandContext,
-        options: DispatchOptions,
-    ) -> Result<Dispatched<C::Aggregate>, Error> {
-        if self.inner.stopped.load(Ordering::SeqCst) {
-            return Err(Error::Stopped { command: C::NAME });
-        }
-        let id = command.aggregate_id();
-        let timeout = options.timeout;
-        let (mut job, outcome) = Job::new(command, context, options);
-        let registry = self.inner.partitions.registry::<C::Aggregate>();
-        let deliver = async {
-            loop {
-                match registry.mailbox(&id).send(job) {
-                    Ok(()) => break,
-                    // The instance left memory between lookup and send: look it up again.
-                    Err(returned) => job = returned,
-                }
-                if self.inner.stopped.load(Ordering::SeqCst) {
-                    return Err(Error::Stopped { command: C::NAME });
-                }
+        id: &str,
+        mut job: Box<Job<A>>,
+    ) -> Result<(), Error> {
+        let registry = self.inner.partitions.registry::<A>();
+        loop {
+            match registry.mailbox(id).send(job) {
+                Ok(()) => return Ok(()),
+                // The instance left memory between lookup and send: look it up again.
+                Err(returned) => job = returned,
             }
-            outcome
-                .await
-                .map_err(|_| Error::Stopped { command: C::NAME })?
-        };
-        match tokio::time::timeout(timeout, deliver).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                command: C::NAME,
-                stream: stream_id(<C::Aggregate as crate::Aggregate>::NAME, &id),
-                after: timeout,
-            }),
+            if self.is_stopped() {
+                return Err(Error::Stopped {
+                    command: job.name(),
+                });
+            }
         }
     }
 }
@@ -327,11 +359,17 @@ pub struct CommandBuilder<'a, C> {
     command: C,
     context: CommandContext,
     options: DispatchOptions,
+    middleware: Vec<Arc<dyn Middleware>>,
+    command_id_supplied: bool,
 }
 
 impl<'a, C> CommandBuilder<'a, C> {
-    /// Sets the command id (default: a fresh UUID v7).
+    /// Sets the command id (default: a fresh UUID v7). A caller-supplied command id
+    /// deduplicates the dispatch when no idempotency key is set: a second dispatch with this id
+    /// returns the first one's result, even after a restart when its events are recent in the
+    /// stream (see [`idempotency`](crate::dispatch::idempotency)).
     pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id_supplied = true;
         if self.context.correlation_id == self.context.command_id {
             self.context.correlation_id = id;
         }
@@ -357,6 +395,21 @@ impl<'a, C> CommandBuilder<'a, C> {
         self
     }
 
+    /// Deduplicates the dispatch by `key`: while the first successful result with this key is
+    /// remembered, a dispatch with the same key returns that result and runs nothing (see
+    /// [`idempotency`](crate::dispatch::idempotency)).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.context.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Runs `middleware` around this dispatch, after the runtime's middleware and the ones added
+    /// before it.
+    pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
     /// The stream must be at `version` (0 = new); otherwise the dispatch fails with
     /// [`Error::Conflict`] and nothing is appended.
     pub fn expected_version(mut self, version: u64) -> Self {
@@ -364,7 +417,8 @@ impl<'a, C> CommandBuilder<'a, C> {
         self
     }
 
-    /// How long to wait for the command (default: the runtime's `dispatch_timeout`).
+    /// How long to wait for the command, middleware and idempotency waits included (default:
+    /// the runtime's `dispatch_timeout`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = timeout;
         self
@@ -393,6 +447,8 @@ impl<'a, C> CommandBuilder<'a, C> {
             command,
             context,
             options,
+            middleware,
+            command_id_supplied,
         } = self;
         let span = tracing::debug_span!(
             "evoq.dispatch",
@@ -404,11 +460,16 @@ impl<'a, C> CommandBuilder<'a, C> {
         if !span.is_disabled() {
             span.record("aggregate_id", command.aggregate_id());
         }
+        span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
         let started = Instant::now();
-        let result = app
-            .run(command, context, options)
-            .instrument(span.clone())
-            .await;
+        let request = Request {
+            command,
+            context,
+            options,
+            middleware,
+            command_id_supplied,
+        };
+        let result = pipeline::run(app, request).instrument(span.clone()).await;
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.dispatch",

@@ -8,13 +8,16 @@ use crate::aggregate::Aggregate;
 
 /// A request to change one aggregate. The field marked `#[aggregate_id]` names the target.
 ///
+/// A command is plain data shared across threads (`Send + Sync`): middleware sees it by
+/// reference before and after the aggregate runs it.
+///
 /// Implemented by `#[derive(Command)]`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an evoq command",
     label = "not a `Command`",
     note = "add `#[derive(Command)]` to the definition of `{Self}` and mark the field that names the target aggregate with `#[aggregate_id]`"
 )]
-pub trait Command: Send + 'static {
+pub trait Command: Send + Sync + 'static {
     /// The command's name, used in errors, telemetry and metadata.
     const NAME: &'static str;
 

@@ -6,6 +6,9 @@
 //! partitions = 4                 # aggregate_partitions
 //! dispatch_timeout = "5s"
 //! conflict_retries = 10
+//! idempotency_ttl = "1h"
+//! idempotency_capacity = 100000
+//! idempotency_lookback = 100
 //!
 //! [aggregate_defaults]
 //! idle_timeout = "30m"
@@ -44,6 +47,17 @@ pub struct Config {
     pub dispatch_timeout: Duration,
     /// Default number of re-runs after a version conflict (default 10).
     pub conflict_retries: u32,
+    /// How long a successful dispatch's result answers duplicates of its idempotency key or
+    /// command id (default 1 h).
+    #[serde(deserialize_with = "duration")]
+    pub idempotency_ttl: Duration,
+    /// How many results the idempotency cache keeps at most; the oldest go first (default
+    /// 100,000, at least 1).
+    pub idempotency_capacity: usize,
+    /// How many of a stream's newest events are searched for a caller-supplied command id that
+    /// the cache does not know, so a command re-sent after a restart is not appended twice
+    /// (default 100; 0 turns the search off).
+    pub idempotency_lookback: usize,
     /// Lifecycle defaults of every aggregate type (overridden by `#[aggregate(...)]`).
     pub aggregate_defaults: AggregateDefaults,
     /// How often hibernated instances are checked for passivation (default 1 s).
@@ -60,6 +74,9 @@ impl Default for Config {
             partitions: 4,
             dispatch_timeout: Duration::from_secs(5),
             conflict_retries: 10,
+            idempotency_ttl: Duration::from_secs(3_600),
+            idempotency_capacity: 100_000,
+            idempotency_lookback: 100,
             aggregate_defaults: AggregateDefaults::default(),
             hibernation_sweep_interval: Duration::from_secs(1),
             memory_monitor: MemoryMonitorConfig::default(),
@@ -168,6 +185,18 @@ impl Config {
             return invalid(
                 "dispatch_timeout",
                 "must be longer than zero (the default is 5 s)",
+            );
+        }
+        if self.idempotency_ttl.is_zero() {
+            return invalid(
+                "idempotency_ttl",
+                "must be longer than zero (the default is 1 h)",
+            );
+        }
+        if self.idempotency_capacity == 0 {
+            return invalid(
+                "idempotency_capacity",
+                "must be at least 1 (the default is 100000)",
             );
         }
         let aggregates = &self.aggregate_defaults;

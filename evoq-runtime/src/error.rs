@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use crate::dispatch::Stage;
 use crate::store::StoreError;
 
 /// An error of the evoq runtime: every failure a dispatch or a start can return.
@@ -134,6 +135,52 @@ pub enum Error {
         reason: String,
     },
 
+    /// A middleware halted the command in `before_dispatch`: the aggregate was not touched and
+    /// nothing was appended.
+    #[error("middleware `{middleware}` halted command `{command}` before dispatch: {reason}")]
+    Halted {
+        /// The name of the middleware that halted ([`Middleware::name`](crate::dispatch::Middleware::name)).
+        middleware: String,
+        /// The command type.
+        command: &'static str,
+        /// Why, in the middleware's words.
+        reason: String,
+    },
+
+    /// A middleware panicked. The panic was caught; the runtime keeps running.
+    #[error(
+        "middleware `{middleware}` panicked in `{stage}` of command `{command}`: {message}{}",
+        if matches!(.stage, Stage::AfterDispatch) { " (the command's events WERE stored)" } else { "" }
+    )]
+    MiddlewarePanicked {
+        /// The name of the middleware.
+        middleware: String,
+        /// The stage it panicked in.
+        stage: Stage,
+        /// The command type.
+        command: &'static str,
+        /// The panic message.
+        message: String,
+    },
+
+    /// An idempotency key (or a caller-supplied command id) was reused for a different command:
+    /// the first result cannot answer it. Nothing was run.
+    #[error(
+        "idempotency key `{key}` was first used for command `{first_command}` to aggregate `{first_aggregate_id}` and cannot be reused for command `{command}` to aggregate `{aggregate_id}`; use one key per request"
+    )]
+    IdempotencyKeyReused {
+        /// The key (the idempotency key, or the command id).
+        key: String,
+        /// The command type the key was first used for.
+        first_command: &'static str,
+        /// The aggregate id the key was first used for.
+        first_aggregate_id: String,
+        /// The command type of this dispatch.
+        command: &'static str,
+        /// The aggregate id of this dispatch.
+        aggregate_id: String,
+    },
+
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -156,5 +203,15 @@ impl Error {
     /// Whether this is a version conflict.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+
+    /// Whether the dispatch did not finish in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// Whether a middleware halted the command before dispatch.
+    pub fn is_halted(&self) -> bool {
+        matches!(self, Error::Halted { .. })
     }
 }

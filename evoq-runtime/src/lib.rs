@@ -26,7 +26,7 @@ pub use crate::aggregate::Aggregate;
 pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder};
 pub use crate::command::{Command, DomainError, Rejection, Route};
 pub use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
-pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
+pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware, Pipeline};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 pub use crate::error::Error;
 pub use crate::event::{AppliedBy, Event, EventSet};

@@ -3,5 +3,5 @@
 pub use evoq_macros::{Command, Event, aggregate, apply, handles};
 pub use evoq_runtime::{
     Aggregate, AggregateTest, Command, Dispatched, Error, Event, EventSet, EventStore, Evoq,
-    Metadata,
+    Metadata, Middleware, Pipeline,
 };

@@ -1,4 +1,11 @@
-//! Dispatch: the options and ids every command carries, and what a dispatch returns.
+//! Dispatch: the options and ids every command carries, what a dispatch returns, and the
+//! pipeline every dispatch goes through: [`idempotency`] and [`middleware`].
+
+pub mod idempotency;
+pub mod middleware;
+pub(crate) mod pipeline;
+
+pub use self::middleware::{Assigns, Middleware, Pipeline, Stage};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +16,8 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::envelope::Metadata;
 
-/// The ids and user entries a command carries into the metadata of every event it produces.
+/// The ids, idempotency key and user entries of a command; the ids and entries go into the
+/// metadata of every event it produces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandContext {
     /// The command's id (a fresh UUID v7 unless the caller sets one).
@@ -18,6 +26,9 @@ pub struct CommandContext {
     pub correlation_id: Uuid,
     /// What caused the command (an event id, another command id), if known.
     pub causation_id: Option<Uuid>,
+    /// The key that deduplicates the command (default: none, then a caller-supplied command id
+    /// is the key). See [`idempotency`].
+    pub idempotency_key: Option<String>,
     /// The caller's own entries, copied into every event's metadata.
     pub metadata: BTreeMap<String, String>,
 }
@@ -30,6 +41,7 @@ impl CommandContext {
             command_id,
             correlation_id: command_id,
             causation_id: None,
+            idempotency_key: None,
             metadata: BTreeMap::new(),
         }
     }

@@ -1,0 +1,230 @@
+//! The path of one dispatch, under one deadline (the dispatch's timeout):
+//!
+//! 1. a stopped runtime refuses the command;
+//! 2. idempotency ([`idempotency`](super::idempotency)): a remembered success, or one found in
+//!    the stream for a caller-supplied command id, is returned at once; a running duplicate is
+//!    waited for;
+//! 3. `before_dispatch` of every middleware (the runtime's, then the dispatch's); a halt returns;
+//! 4. the job goes to the aggregate's actor, which runs it (expected version, conflict retries,
+//!    metadata) and appends; a success is remembered for its key;
+//! 5. `after_dispatch` or `after_failure` of every middleware, with the framework's assigns.
+//!
+//! With no middleware and no key, steps 2, 3 and 5 cost nothing: no allocation, no lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout_at};
+
+use crate::actor::Job;
+use crate::aggregate::Aggregate;
+use crate::app::Evoq;
+use crate::command::Route;
+use crate::dispatch::idempotency::{Acquired, Key, Lease, stored_result};
+use crate::dispatch::middleware::{Chain, Middleware, Pipeline};
+use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
+use crate::envelope::stream_id;
+use crate::error::Error;
+use crate::event::EventSet;
+
+/// Everything a dispatch carries into the pipeline.
+pub(crate) struct Request<C> {
+    pub(crate) command: C,
+    pub(crate) context: CommandContext,
+    pub(crate) options: DispatchOptions,
+    /// The dispatch's own middleware, run after the runtime's.
+    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+    /// Whether the caller set the command id (a generated one is never a duplicate).
+    pub(crate) command_id_supplied: bool,
+}
+
+/// Runs one dispatch through the pipeline. See the [module docs](self).
+pub(crate) async fn run<C: Route>(
+    app: &Evoq,
+    request: Request<C>,
+) -> Result<Dispatched<C::Aggregate>, Error> {
+    let Request {
+        command,
+        context,
+        options,
+        middleware,
+        command_id_supplied,
+    } = request;
+    if app.is_stopped() {
+        return Err(Error::Stopped { command: C::NAME });
+    }
+    let deadline = deadline_after(options.timeout);
+    let id = command.aggregate_id();
+    let after = options.timeout;
+    let timed_out = || Error::Timeout {
+        command: C::NAME,
+        stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
+        after,
+    };
+
+    // Idempotency: the key, else a caller-supplied command id; a generated id cannot repeat.
+    let key = match &context.idempotency_key {
+        Some(key) => Some(Key::Idempotency(Arc::from(key.as_str()))),
+        None if command_id_supplied => Some(Key::CommandId(context.command_id)),
+        None => None,
+    };
+    let lease = match key {
+        None => None,
+        Some(key) => match timeout_at(deadline, app.idempotency().acquire::<C>(key, &id)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(Acquired::Hit(done))) => return Ok(done),
+            Ok(Ok(Acquired::Lead(lease))) => Some(lease),
+        },
+    };
+    if let Some(leader) = &lease {
+        if command_id_supplied {
+            let stream = stream_id(<C::Aggregate as Aggregate>::NAME, &id);
+            let lookup = stored_result::<C::Aggregate>(
+                &**app.store(),
+                &stream,
+                context.command_id,
+                app.config().idempotency_lookback,
+            );
+            let found = match timeout_at(deadline, lookup).await {
+                Err(_) => return Err(timed_out()),
+                Ok(result) => result?,
+            };
+            if let Some(done) = found {
+                tracing::debug!(
+                    name: "evoq.idempotency.hit",
+                    key = %leader.key(),
+                    command = C::NAME,
+                    source = "store",
+                    version = done.version,
+                );
+                if let Some(lease) = lease {
+                    lease.complete(done.clone());
+                }
+                return Ok(done);
+            }
+        }
+        tracing::debug!(name: "evoq.idempotency.miss", key = %leader.key(), command = C::NAME);
+    }
+
+    let chain = Chain {
+        global: app.global_middleware(),
+        local: &middleware,
+    };
+    if chain.is_empty() {
+        let (job, outcome) = Job::new(command, context, options);
+        return execute(app, &id, C::NAME, job, outcome, deadline, lease)
+            .await
+            .unwrap_or_else(|| Err(timed_out()));
+    }
+
+    // The middleware see the command before and after the aggregate: share it with the job.
+    let command = Arc::new(command);
+    let mut pipeline = Pipeline::new(
+        &*command,
+        C::NAME,
+        <C::Aggregate as Aggregate>::NAME,
+        &id,
+        context,
+    );
+    if timeout_at(deadline, pipeline.run_stage(chain))
+        .await
+        .is_err()
+    {
+        return Err(timed_out());
+    }
+    if let Some(halt) = pipeline.take_halt() {
+        return Err(halt);
+    }
+    let (job, reply) = Job::shared(Arc::clone(&command), pipeline.context_for_job(), options);
+    let Some(outcome) = execute(app, &id, C::NAME, job, reply, deadline, lease).await else {
+        return Err(timed_out());
+    };
+    let done = match outcome {
+        Ok(done) => {
+            pipeline.enter_after(Ok(()));
+            assign_success(&mut pipeline, &done);
+            Some(done)
+        }
+        Err(error) => {
+            pipeline.enter_after(Err(error));
+            None
+        }
+    };
+    if timeout_at(deadline, pipeline.run_stage(chain))
+        .await
+        .is_err()
+    {
+        return Err(timed_out());
+    }
+    match (pipeline.into_response(), done) {
+        (Err(error), _) => Err(error),
+        (Ok(()), Some(done)) => Ok(done),
+        (Ok(()), None) => unreachable!("after_failure cannot turn a failure into a success"),
+    }
+}
+
+/// Sends the job to the aggregate and waits for its reply; `None` when the deadline passed.
+///
+/// A success completes the lease (the key remembers it). When the deadline passes after the job
+/// was sent, a keyed job keeps its lease in a task that waits for the reply, so a retry with the
+/// same key gets this job's result instead of running the command again.
+async fn execute<A: Aggregate>(
+    app: &Evoq,
+    id: &str,
+    command: &'static str,
+    job: Box<Job<A>>,
+    mut outcome: oneshot::Receiver<Result<Dispatched<A>, Error>>,
+    deadline: Instant,
+    lease: Option<Lease>,
+) -> Option<Result<Dispatched<A>, Error>> {
+    let run = async {
+        app.submit(id, job).await?;
+        (&mut outcome)
+            .await
+            .unwrap_or_else(|_| Err(Error::Stopped { command }))
+    };
+    let timed = timeout_at(deadline, run).await;
+    match timed {
+        Ok(result) => {
+            if let (Ok(done), Some(lease)) = (&result, lease) {
+                lease.complete(done.clone());
+            }
+            Some(result)
+        }
+        Err(_) => {
+            // If the job never reached the mailbox its reply sender is gone, the task ends at
+            // once and the lease is released; otherwise it waits for the actor's reply.
+            if let Some(lease) = lease {
+                tokio::spawn(async move {
+                    if let Ok(Ok(done)) = outcome.await {
+                        lease.complete(done);
+                    }
+                });
+            }
+            None
+        }
+    }
+}
+
+/// The framework's assigns after a success: `events`, `version`, `position`.
+fn assign_success<A: Aggregate>(pipeline: &mut Pipeline<'_>, done: &Dispatched<A>) {
+    let events = done
+        .events
+        .iter()
+        .map(|event| serde_json::json!({ "type": event.event_type(), "data": event.to_json() }))
+        .collect::<Vec<_>>();
+    pipeline.assign("events", events);
+    pipeline.assign("version", done.version);
+    if let Some(position) = done.position {
+        pipeline.assign("position", position);
+    }
+}
+
+/// `timeout` from now, or a far future for durations too long to add.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
