@@ -183,6 +183,13 @@ impl<A: Aggregate> Actor<A> {
 
     /// Runs commands until the instance leaves memory or the runtime stops.
     pub(crate) async fn run(mut self, mut mailbox: Receiver<Box<Job<A>>>) {
+        tracing::debug!(
+            name: "evoq.aggregate.init",
+            stage = "start",
+            aggregate = A::NAME,
+            aggregate_id = %self.id(),
+            thawed = self.thaw.is_some(),
+        );
         let mut pending: VecDeque<Box<Job<A>>> = VecDeque::new();
         let mut timer: Option<(Instant, Stage)> = None;
         let sleep = tokio::time::sleep(std::time::Duration::ZERO);
@@ -714,14 +721,31 @@ impl<A: Aggregate> Actor<A> {
     ) -> Option<Stay<A>> {
         match self.registry.leave(self.id(), mailbox, how) {
             Left::Gone => {
-                tracing::debug!(
-                    name: "evoq.aggregate.lifecycle",
-                    stage = "stop",
-                    action,
-                    aggregate = A::NAME,
-                    aggregate_id = %self.id(),
-                    version = self.instance.as_ref().map_or(0, |i| i.version),
-                );
+                let version = self.instance.as_ref().map_or(0, |i| i.version);
+                let id = self.id();
+                match action {
+                    "hibernate" => tracing::debug!(
+                        name: "evoq.aggregate.hibernate",
+                        stage = "stop",
+                        aggregate = A::NAME,
+                        aggregate_id = %id,
+                        version,
+                    ),
+                    "stop" => tracing::debug!(
+                        name: "evoq.aggregate.stop",
+                        stage = "stop",
+                        aggregate = A::NAME,
+                        aggregate_id = %id,
+                        version,
+                    ),
+                    _ => tracing::debug!(
+                        name: "evoq.aggregate.passivate",
+                        stage = "stop",
+                        aggregate = A::NAME,
+                        aggregate_id = %id,
+                        version,
+                    ),
+                }
                 None
             }
             Left::Stay(mailbox, queued) => Some((mailbox, queued, None)),

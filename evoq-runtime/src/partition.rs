@@ -460,3 +460,45 @@ mod tests {
         assert_eq!(spread.len(), 4, "100 ids should cover all 4 partitions");
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Tiny;
+
+    #[derive(Clone, Debug)]
+    enum NoEvents {}
+
+    impl crate::event::EventSet for NoEvents {
+        const EVENT_TYPES: &'static [&'static str] = &[];
+        fn event_type(&self) -> &'static str {
+            match *self {}
+        }
+        fn schema_version(&self) -> u32 {
+            match *self {}
+        }
+        fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+            match *self {}
+        }
+        fn decode(_: &str, _: &[u8]) -> Result<Option<Self>, serde_json::Error> {
+            Ok(None)
+        }
+    }
+
+    impl Aggregate for Tiny {
+        const NAME: &'static str = "Tiny";
+        type Event = NoEvents;
+        fn apply(&mut self, event: &NoEvents) {
+            match *event {}
+        }
+    }
+
+    #[test]
+    fn a_registry_entry_is_at_most_64_bytes_so_hibernated_aggregates_stay_small() {
+        // The hibernated footprint is this entry over the table's load factor.
+        assert_eq!(std::mem::size_of::<Frozen>(), 40);
+        assert!(std::mem::size_of::<(CompactBytes, Slot<Tiny>)>() <= 64);
+    }
+}

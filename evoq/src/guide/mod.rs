@@ -1,6 +1,8 @@
 //! Guides: one page per concept, with examples that compile and run as doc tests.
 //!
 //! - [`aggregates`]: events, commands, the `#[aggregate]` block, what the runtime guarantees.
+//! - [`lifecycle`]: idle TTL, hibernation, passivation, snapshots, lifespans, memory pressure,
+//!   configuration.
 //! - [`dispatch`]: dispatching commands, ids and metadata, options, errors.
 //! - [`pipeline`]: idempotency (keys, command ids, restarts) and middleware.
 //! - [`testing`]: given / when / then tests of one aggregate.
@@ -8,6 +10,9 @@
 
 #[doc = include_str!("aggregates.md")]
 pub mod aggregates {}
+
+#[doc = include_str!("lifecycle.md")]
+pub mod lifecycle {}
 
 #[doc = include_str!("dispatch.md")]
 pub mod dispatch {}
