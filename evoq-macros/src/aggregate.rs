@@ -50,7 +50,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
 }
 
 /// The tokens that name an item (`struct BankAccount`), for an error on it.
-fn item_name(item: &Item) -> TokenStream {
+pub(crate) fn item_name(item: &Item) -> TokenStream {
     match item {
         Item::Struct(item) => {
             let (keyword, ident) = (&item.struct_token, &item.ident);
@@ -77,7 +77,7 @@ fn item_name(item: &Item) -> TokenStream {
 }
 
 /// The name of the hidden const holding an applied event's operations.
-fn vtable(index: usize) -> syn::Ident {
+pub(crate) fn vtable(index: usize) -> syn::Ident {
     format_ident!("__EVOQ_EVENT_{}", index)
 }
 
@@ -410,7 +410,7 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
 }
 
 /// The span of the last token of `tokens` (on stable, `Spanned::span` gives the first one).
-fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
+pub(crate) fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
     tokens
         .to_token_stream()
         .into_iter()
@@ -419,7 +419,7 @@ fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
 }
 
 /// `<Named as SameType<Taken>>::OK`, spanned at the type named in `#[handles(Named)]`.
-fn explicit_check(method: &HandlerFn) -> Option<TokenStream> {
+pub(crate) fn explicit_check(method: &HandlerFn) -> Option<TokenStream> {
     let named = method.explicit.as_ref()?;
     let taken = &method.message;
     let cfgs = &method.cfgs;

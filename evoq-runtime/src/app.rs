@@ -15,9 +15,11 @@ use crate::command::Route;
 use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
 use crate::envelope::stream_id;
 use crate::error::Error;
+use crate::handler::EventHandler;
 use crate::partition::Partitions;
 use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
+use crate::subscription::{Consistency, HandlerConfig, HandlerOptions, Registration, Registry};
 
 /// The future of [`Evoq::dispatch`].
 pub type DispatchFuture<'a, A> =
@@ -34,6 +36,8 @@ pub struct Config {
     pub conflict_retries: u32,
     /// Capacity of each aggregate's mailbox (default 1,024, at least 1).
     pub mailbox_capacity: usize,
+    /// Defaults of every event handler: retries, error policy, checkpoints.
+    pub handlers: HandlerConfig,
 }
 
 impl Default for Config {
@@ -43,6 +47,7 @@ impl Default for Config {
             dispatch_timeout: Duration::from_secs(5),
             conflict_retries: 10,
             mailbox_capacity: 1_024,
+            handlers: HandlerConfig::default(),
         }
     }
 }
@@ -68,6 +73,9 @@ impl Config {
                 reason: "must be at least 1 (the default is 1024)".into(),
             });
         }
+        self.handlers
+            .check()
+            .map_err(|(key, reason)| Error::Config { key, reason })?;
         Ok(())
     }
 }
@@ -77,6 +85,7 @@ impl Config {
 pub struct EvoqBuilder {
     store: Option<Arc<dyn EventStore>>,
     config: Config,
+    handlers: Vec<Registration>,
 }
 
 impl EvoqBuilder {
@@ -115,10 +124,30 @@ impl EvoqBuilder {
         self
     }
 
-    /// Validates the configuration and starts the runtime.
+    /// Runs an event handler (`#[event_handler]`) in its own task, with the options of its
+    /// attribute and the runtime's [`HandlerConfig`].
+    pub fn handler<H: EventHandler>(self, handler: H) -> Self {
+        self.handler_with(handler, HandlerOptions::new())
+    }
+
+    /// Runs an event handler with `options`, which take precedence over its attribute's.
+    pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
+        self.handlers.push(Registration::new(handler, options));
+        self
+    }
+
+    /// The defaults of every event handler (retries, error policy, checkpoints).
+    pub fn handler_defaults(mut self, defaults: HandlerConfig) -> Self {
+        self.config.handlers = defaults;
+        self
+    }
+
+    /// Validates the configuration, loads the handlers' checkpoints and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
         let store = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
+        let handlers =
+            Registry::start(self.handlers, Arc::clone(&store), &self.config.handlers).await?;
         tracing::debug!(
             name: "evoq.runtime.start",
             partitions = self.config.partitions,
@@ -127,6 +156,7 @@ impl EvoqBuilder {
             inner: Arc::new(Inner {
                 partitions: Partitions::new(self.config.partitions, self.config.mailbox_capacity),
                 store,
+                handlers,
                 config: self.config,
                 stopped: AtomicBool::new(false),
             }),
@@ -136,6 +166,7 @@ impl EvoqBuilder {
 
 struct Inner {
     store: Arc<dyn EventStore>,
+    handlers: Registry,
     partitions: Partitions,
     config: Config,
     stopped: AtomicBool,
@@ -155,6 +186,7 @@ impl Evoq {
         EvoqBuilder {
             store: None,
             config: Config::default(),
+            handlers: Vec::new(),
         }
     }
 
@@ -178,6 +210,7 @@ impl Evoq {
                 expected_version: None,
                 retry_limit: self.inner.config.conflict_retries,
             },
+            consistency: Consistency::Eventual,
         }
     }
 
@@ -191,6 +224,11 @@ impl Evoq {
         &self.inner.config
     }
 
+    /// The runtime's event handlers.
+    pub(crate) fn handlers(&self) -> &Registry {
+        &self.inner.handlers
+    }
+
     /// How many instances of aggregate `A` are live.
     pub fn live_aggregates<A: crate::Aggregate>(&self) -> usize {
         self.inner.partitions.live::<A>()
@@ -202,10 +240,11 @@ impl Evoq {
     }
 
     /// Stops the runtime: new dispatches fail with [`Error::Stopped`]; commands already
-    /// accepted complete.
+    /// accepted complete; event handlers stop after saving their checkpoints.
     pub async fn stop(&self) {
         self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.partitions.clear();
+        self.inner.handlers.stop().await;
         tracing::debug!(name: "evoq.runtime.stop", partitions = self.inner.partitions.count());
     }
 
@@ -274,6 +313,7 @@ pub struct CommandBuilder<'a, C> {
     command: C,
     context: CommandContext,
     options: DispatchOptions,
+    consistency: Consistency,
 }
 
 impl<'a, C> CommandBuilder<'a, C> {
@@ -323,6 +363,13 @@ impl<'a, C> CommandBuilder<'a, C> {
         self
     }
 
+    /// Which event handlers to wait for before returning (default: none, [`Consistency::Eventual`]).
+    /// The wait shares the dispatch's deadline ([`timeout`](Self::timeout)).
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
     /// Dispatches the command.
     pub fn dispatch(self) -> DispatchFuture<'a, C::Aggregate>
     where
@@ -340,6 +387,7 @@ impl<'a, C> CommandBuilder<'a, C> {
             command,
             context,
             options,
+            consistency,
         } = self;
         let span = tracing::debug_span!(
             "evoq.dispatch",
@@ -352,10 +400,15 @@ impl<'a, C> CommandBuilder<'a, C> {
             span.record("aggregate_id", command.aggregate_id());
         }
         let started = Instant::now();
-        let result = app
-            .run(command, context, options)
-            .instrument(span.clone())
-            .await;
+        let deadline = tokio::time::Instant::now() + options.timeout;
+        let timeout = options.timeout;
+        let result = async {
+            let required = app.inner.handlers.required(&consistency)?;
+            let done = app.run(command, context, options).await?;
+            crate::subscription::settle::<C>(&required, done, deadline, timeout).await
+        }
+        .instrument(span.clone())
+        .await;
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.dispatch",

@@ -13,8 +13,10 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod handler;
 mod partition;
 pub mod store;
+pub mod subscription;
 pub mod testing;
 
 pub use crate::aggregate::Aggregate;
@@ -24,5 +26,10 @@ pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 pub use crate::error::Error;
 pub use crate::event::{AppliedBy, Event, EventSet};
-pub use crate::store::{EventStore, ExpectedVersion, StoreError};
+pub use crate::handler::{EventHandler, EventMeta, HandlerFailure};
+pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
+pub use crate::subscription::{
+    Consistency, DeadLetterQueue, HandlerConfig, HandlerOptions, HandlerStats, OnError,
+    RetryStrategy, StartFrom,
+};
 pub use crate::testing::AggregateTest;

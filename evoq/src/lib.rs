@@ -50,7 +50,7 @@
 //! The [`guide`] has one page per concept. Users depend on this crate alone: it re-exports the
 //! runtime (`evoq-runtime`) and the macros (`evoq-macros`).
 
-pub use evoq_macros::{Command, Event, aggregate, apply, handles};
+pub use evoq_macros::{Command, Event, aggregate, apply, event_handler, handles};
 pub use evoq_runtime::*;
 
 #[doc(no_inline)]

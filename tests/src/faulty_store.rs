@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use evoq::store::memory::InMemoryStore;
-use evoq::store::{AllPage, Appended, Direction, EventFilter, Snapshot};
+use evoq::store::{AllPage, Appended, DeadLetter, Direction, EventFilter, Snapshot};
 use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use tokio::sync::watch;
 
@@ -122,5 +122,34 @@ impl EventStore for FaultyStore {
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
         self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        self.inner.save_dead_letter(entry).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.list_dead_letters(handler, after, limit).await
+    }
+
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        self.inner.load_dead_letter(handler, event_id).await
+    }
+
+    async fn delete_dead_letter(
+        &self,
+        handler: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete_dead_letter(handler, event_id).await
     }
 }
