@@ -426,6 +426,8 @@ pub(crate) enum Retry {
 /// The arguments of `#[event_handler(...)]`.
 pub(crate) struct EventHandlerArgs {
     pub(crate) name: Option<LitStr>,
+    /// Whether `name` was written (even with a bad value).
+    pub(crate) name_given: bool,
     pub(crate) strong: bool,
     pub(crate) retry: Option<Retry>,
     pub(crate) max_attempts: Option<u32>,
@@ -440,8 +442,10 @@ impl EventHandlerArgs {
         let mut retry = Attr::none(cx, attr, symbol::RETRY);
         let mut max_attempts = Attr::none(cx, attr, symbol::MAX_ATTEMPTS);
         let mut on_error = Attr::none(cx, attr, symbol::ON_ERROR);
+        let mut name_given = false;
         let parser = syn::meta::parser(|meta| {
             if meta.path == symbol::NAME {
+                name_given = true;
                 if let Some(value) = parse_name(cx, &NAME_KEY, &meta)? {
                     name.set(&meta.path, value);
                 }
@@ -479,6 +483,7 @@ impl EventHandlerArgs {
         }
         EventHandlerArgs {
             name: name.get(),
+            name_given,
             strong: strong.get().is_some(),
             retry: retry.get(),
             max_attempts: max_attempts.get(),

@@ -77,7 +77,7 @@ pub(crate) fn aggregate(cx: &Ctxt, def: &AggregateDef) {
 
 /// A name, at least one `#[handles]` method, and one method per event type.
 pub(crate) fn event_handler(cx: &Ctxt, def: &EventHandlerDef) {
-    if def.name.is_none() {
+    if def.name.is_none() && !def.args.name_given {
         cx.error_at(
             proc_macro2::Span::call_site(),
             format!(

@@ -150,14 +150,15 @@ fn arm(def: &EventHandlerDef, index: usize, method: &HandlerFn) -> TokenStream {
     // The location of the method's name with the hygiene of the call site, so the locals
     // below resolve as the rest of the expansion does.
     let span = proc_macro2::Span::call_site().located_at(ident.span());
+    let p_at = paths::private(span);
     let boxed = quote_spanned! {span=>
         let future = async move {
             match <#handler>::#ident(self, &event, #meta).await {
-                #p::core::result::Result::Ok(()) => #p::core::result::Result::Ok(()),
-                #p::core::result::Result::Err(error) => #p::core::result::Result::Err(#into_failure(error)),
+                #p_at::core::result::Result::Ok(()) => #p_at::core::result::Result::Ok(()),
+                #p_at::core::result::Result::Err(error) => #p_at::core::result::Result::Err(#into_failure(error)),
             }
         };
-        return #p::std::boxed::Box::pin(future);
+        return #p_at::std::boxed::Box::pin(future);
     };
     quote! {
         #(#cfgs)*

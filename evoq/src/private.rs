@@ -226,8 +226,21 @@ pub trait IsEventMeta {
     fn from_meta(meta: &EventMeta) -> &Self;
 }
 
-impl IsEventMeta for EventMeta {
+#[diagnostic::do_not_recommend]
+impl<T: Same<EventMeta>> IsEventMeta for T {
     fn from_meta(meta: &EventMeta) -> &Self {
-        meta
+        T::same(meta)
+    }
+}
+
+/// `Self` is `T` (the blanket impl keeps [`IsEventMeta`]'s error free of impl listings).
+pub trait Same<T> {
+    /// The same reference.
+    fn same(value: &T) -> &Self;
+}
+
+impl<T> Same<T> for T {
+    fn same(value: &T) -> &Self {
+        value
     }
 }

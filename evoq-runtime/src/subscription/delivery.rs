@@ -145,6 +145,12 @@ impl Task {
             };
             for record in events {
                 let position = record.global_position;
+                // The page holds every matching event of the range it scanned: nothing the
+                // handler takes lies between the last one and this one.
+                if position.saturating_sub(1) > processed {
+                    processed = position - 1;
+                    self.publish(processed);
+                }
                 let event = EventMeta::new(record);
                 match self.deliver(&mut consumer, &event).await {
                     Outcome::Next => {}
@@ -222,11 +228,16 @@ impl Task {
         }
     }
 
-    /// The last checkpoint, as the task ends.
+    /// The last checkpoint, as the task ends; waiters on the handler learn that it stopped.
     async fn finish(&mut self, processed: u64) {
         if self.saved != Some(processed) {
             self.save(processed).await;
         }
+        self.state.progress.send_modify(|progress| {
+            if progress.stopped.is_none() {
+                progress.stopped = Some(Arc::from("the runtime stopped"));
+            }
+        });
         tracing::debug!(
             name: "evoq.handler.shutdown",
             handler = &*self.state.name,
