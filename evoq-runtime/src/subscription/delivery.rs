@@ -43,8 +43,9 @@ pub(crate) struct Task {
     checkpoint_every: u64,
     page_size: usize,
     start_after: u64,
-    /// The last checkpoint saved (or loaded), when it is the handler's own position.
-    saved: Option<u64>,
+    /// The position last saved, or the start position: nothing up to it needs saving (a
+    /// runtime that stops before its handler moved leaves the stored checkpoint alone).
+    saved: u64,
     requests: mpsc::Receiver<Control>,
     shutdown: watch::Receiver<bool>,
 }
@@ -66,17 +67,12 @@ enum Next {
 }
 
 impl Task {
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "built in one place, by the registry"
-    )]
     pub(crate) fn new(
         state: Arc<HandlerState>,
         store: Arc<dyn EventStore>,
         options: Resolved,
         defaults: &HandlerConfig,
         start_after: u64,
-        saved: Option<u64>,
         requests: mpsc::Receiver<Control>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -87,7 +83,7 @@ impl Task {
             checkpoint_every: defaults.checkpoint_every,
             page_size: defaults.page_size,
             start_after,
-            saved: saved.filter(|&saved| saved == start_after),
+            saved: start_after,
             requests,
             shutdown,
         }
@@ -168,7 +164,7 @@ impl Task {
                 }
                 processed = position;
                 self.publish(processed);
-                let since = processed.saturating_sub(self.saved.unwrap_or(self.start_after));
+                let since = processed.saturating_sub(self.saved);
                 if since >= self.checkpoint_every {
                     self.save(processed).await;
                 }
@@ -181,7 +177,7 @@ impl Task {
                 processed = through;
                 self.publish(processed);
             }
-            if processed >= *head.borrow() && self.saved != Some(processed) {
+            if processed >= *head.borrow() && self.saved != processed {
                 self.save(processed).await;
             }
         }
@@ -217,7 +213,7 @@ impl Task {
     /// Saves the checkpoint; a failure is logged and the next save tries again.
     async fn save(&mut self, position: u64) {
         match self.store.save_checkpoint(&self.state.name, position).await {
-            Ok(()) => self.saved = Some(position),
+            Ok(()) => self.saved = position,
             Err(error) => tracing::warn!(
                 name: "evoq.handler.checkpoint",
                 stage = "exception",
@@ -230,7 +226,7 @@ impl Task {
 
     /// The last checkpoint, as the task ends; waiters on the handler learn that it stopped.
     async fn finish(&mut self, processed: u64) {
-        if self.saved != Some(processed) {
+        if self.saved != processed {
             self.save(processed).await;
         }
         self.state.progress.send_modify(|progress| {

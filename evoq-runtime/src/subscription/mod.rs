@@ -206,7 +206,6 @@ impl Registry {
                 options,
                 defaults,
                 start_after,
-                saved,
                 requests,
                 shutdown.subscribe(),
             );

@@ -2,6 +2,7 @@
 //!
 //! - [`aggregates`]: events, commands, the `#[aggregate]` block, what the runtime guarantees.
 //! - [`dispatch`]: dispatching commands, ids and metadata, options, errors.
+//! - [`handlers`]: event handlers, delivery, retries, dead letters, strong consistency.
 //! - [`testing`]: given / when / then tests of one aggregate.
 //! - [`stores`]: the event store contract and the in-memory store.
 
@@ -10,6 +11,9 @@ pub mod aggregates {}
 
 #[doc = include_str!("dispatch.md")]
 pub mod dispatch {}
+
+#[doc = include_str!("handlers.md")]
+pub mod handlers {}
 
 #[doc = include_str!("testing.md")]
 pub mod testing {}
