@@ -292,3 +292,60 @@ async fn wait_for_fails_when_the_runtime_stops() {
         "{error}"
     );
 }
+
+/// Blocks on the `Alpha` numbered 2 until released.
+#[derive(Default)]
+struct BlockOnSecond {
+    release: Arc<AtomicBool>,
+}
+
+#[event_handler(name = "block_on_second")]
+impl BlockOnSecond {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, _: &EventMeta) -> Result<(), Failed> {
+        while e.n == 2 && !self.release.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_is_woken_once_its_event_is_handled_even_while_the_handler_is_busy_with_the_next()
+{
+    let store: Arc<dyn EventStore> = Arc::new(evoq::store::memory::InMemoryStore::new());
+    // Both events come to the handler in one batch.
+    store
+        .append(
+            &ledger_stream("b"),
+            evoq::ExpectedVersion::Any,
+            vec![raw(Kind::A, "b", 1), raw(Kind::A, "b", 2)],
+        )
+        .await
+        .unwrap();
+    let handler = BlockOnSecond::default();
+    let release = Arc::clone(&handler.release);
+    let app = Evoq::builder()
+        .shared_store(Arc::clone(&store))
+        .handler(handler)
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), app.wait_for("block_on_second", 1))
+        .await
+        .expect("woken while the handler waits on the second event")
+        .unwrap();
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(50),
+            app.wait_for("block_on_second", 2)
+        )
+        .await
+        .is_err()
+    );
+    release.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), app.wait_for("block_on_second", 2))
+        .await
+        .unwrap()
+        .unwrap();
+}

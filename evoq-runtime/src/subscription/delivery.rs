@@ -1,8 +1,8 @@
 //! One handler's task: subscription, delivery with retries, dead letters, checkpoints.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -48,6 +48,8 @@ pub(crate) struct Task {
     saved: u64,
     requests: mpsc::Receiver<Control>,
     shutdown: watch::Receiver<bool>,
+    /// The published position moved without waking the waiters yet.
+    unannounced: bool,
 }
 
 /// What became of one event.
@@ -86,6 +88,7 @@ impl Task {
             saved: start_after,
             requests,
             shutdown,
+            unannounced: false,
         }
     }
 
@@ -177,6 +180,7 @@ impl Task {
                 processed = through;
                 self.publish(processed);
             }
+            self.announce();
             if processed >= *head.borrow() && self.saved != processed {
                 self.save(processed).await;
             }
@@ -191,6 +195,7 @@ impl Task {
 
     /// Sleeps `delay` unless the runtime stops first; `false` when it does.
     async fn sleep(&mut self, delay: Duration) -> bool {
+        self.announce();
         if delay.is_zero() {
             return !self.stopping();
         }
@@ -200,18 +205,34 @@ impl Task {
         }
     }
 
-    fn publish(&self, position: u64) {
+    /// Publishes the handler's position, quietly: the value is updated (a new waiter sees it)
+    /// but the waiters are woken by [`announce`](Self::announce), which the task calls before
+    /// anything that may wait (a handler that does not complete at once, a retry delay, a
+    /// store call, the wait for new events). Waking costs a few locks; this way a burst of
+    /// events handled without waiting costs one wake-up, and no waiter sleeps while the
+    /// handler does.
+    fn publish(&mut self, position: u64) {
+        let mut moved = false;
         self.state.progress.send_if_modified(|progress| {
-            let moved = progress.position < position;
+            moved = progress.position < position;
             if moved {
                 progress.position = position;
             }
-            moved
+            false
         });
+        self.unannounced |= moved;
+    }
+
+    /// Wakes the waiters if the position moved quietly since the last wake-up.
+    fn announce(&mut self) {
+        if std::mem::take(&mut self.unannounced) {
+            self.state.progress.send_modify(|_| {});
+        }
     }
 
     /// Saves the checkpoint; a failure is logged and the next save tries again.
     async fn save(&mut self, position: u64) {
+        self.announce();
         match self.store.save_checkpoint(&self.state.name, position).await {
             Ok(()) => self.saved = position,
             Err(error) => tracing::warn!(
@@ -247,11 +268,19 @@ impl Task {
         let mut attempt: u32 = 0;
         loop {
             attempt = attempt.saturating_add(1);
-            // The delivery first: a handler that completes at once never polls the shutdown.
-            let result = tokio::select! {
-                biased;
-                result = attempt_once(&self.state.name, consumer, event, attempt) => result,
-                _ = self.shutdown.changed() => return Outcome::Shutdown,
+            let name = Arc::clone(&self.state.name);
+            let mut delivery = pin!(attempt_once(&name, consumer, event, attempt));
+            // Most handlers complete at once: they never poll the shutdown nor wake waiters.
+            let result = match poll_fn(|cx| Poll::Ready(delivery.as_mut().poll(cx))).await {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    self.announce();
+                    tokio::select! {
+                        biased;
+                        result = &mut delivery => result,
+                        _ = self.shutdown.changed() => return Outcome::Shutdown,
+                    }
+                }
             };
             let failure = match result {
                 Ok(()) => {
@@ -335,6 +364,7 @@ impl Task {
         first_failed_at: SystemTime,
         last_failed_at: SystemTime,
     ) -> bool {
+        self.announce();
         let mut failures = 0u32;
         loop {
             match self

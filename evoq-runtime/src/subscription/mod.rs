@@ -16,7 +16,11 @@
 //! types at or below it was handled (or dead-lettered or skipped), and it moves past events of
 //! other types as the subscription scans them. It is published in a `tokio::sync::watch`
 //! (level-triggered: waiters look at its value, they never match acknowledgements), which is
-//! what [`Evoq::wait_for`](crate::Evoq::wait_for) and strong consistency wait on.
+//! what [`Evoq::wait_for`](crate::Evoq::wait_for) and strong consistency wait on. The value is
+//! updated after every event; waiters are woken before anything that makes the task wait (a
+//! handler that does not complete at once, a retry delay, a store call, the wait for new
+//! events), so a burst of events handled without waiting costs one wake-up and no waiter
+//! sleeps while its event is done.
 //!
 //! The *checkpoint* is the position saved in the store, from which a restarted runtime resumes
 //! (by default; see [`StartFrom`]). It is saved in batches: at least every
