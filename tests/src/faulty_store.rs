@@ -16,6 +16,12 @@ pub struct FaultyStore {
     pub inner: InMemoryStore,
     /// `read_stream` fails with a backend error.
     pub fail_reads: AtomicBool,
+    /// `read_all` (what subscriptions read) fails with a backend error.
+    pub fail_read_all: AtomicBool,
+    /// `save_checkpoint` fails with a backend error.
+    pub fail_checkpoints: AtomicBool,
+    /// How many times `read_all` was called.
+    pub all_reads: AtomicUsize,
     /// Each append first sleeps this many milliseconds.
     pub append_delay_ms: AtomicU64,
     /// The next N appends are preceded by a foreign append to the same stream (a writer
@@ -101,6 +107,13 @@ impl EventStore for FaultyStore {
         max_count: usize,
         filter: &EventFilter,
     ) -> Result<AllPage, StoreError> {
+        self.all_reads.fetch_add(1, Ordering::SeqCst);
+        if self.fail_read_all.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: format!("injected read_all failure after {after}"),
+            });
+        }
         self.inner.read_all(after, max_count, filter).await
     }
 
@@ -117,6 +130,12 @@ impl EventStore for FaultyStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        if self.fail_checkpoints.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: format!("injected checkpoint failure for `{name}`"),
+            });
+        }
         self.inner.save_checkpoint(name, position).await
     }
 

@@ -686,3 +686,62 @@ async fn stats_count_handled_events_and_lag() {
     assert!(!stats.strong);
     assert_eq!(stats.stopped, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failures_delay_a_handler_but_lose_nothing() {
+    use evoq_tests::faulty_store::FaultyStore;
+    let faulty = FaultyStore::new();
+    let store: Arc<dyn EventStore> = faulty.clone();
+    let only = AlphaOnly::default();
+    let log = only.log.clone();
+    let app = Evoq::builder()
+        .shared_store(Arc::clone(&store))
+        .handler(only)
+        .start()
+        .await
+        .unwrap();
+    let first = app
+        .dispatch(Emit::new("f", &[Kind::A], 0))
+        .await
+        .unwrap()
+        .position
+        .unwrap();
+    wait(&app, "alpha_only", first).await;
+
+    // Reads and checkpoint saves fail for a while; events keep coming.
+    faulty.fail_read_all.store(true, Ordering::SeqCst);
+    faulty.fail_checkpoints.store(true, Ordering::SeqCst);
+    let reads_before = faulty.all_reads.load(Ordering::SeqCst);
+    let mut last = 0;
+    for n in 1..=20 {
+        last = app
+            .dispatch(Emit::new("f", &[Kind::A, Kind::B], n * 2))
+            .await
+            .unwrap()
+            .position
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        faulty.all_reads.load(Ordering::SeqCst) > reads_before,
+        "the handler kept trying"
+    );
+    assert_eq!(log.len(), 1, "nothing delivered while the store fails");
+    faulty.fail_read_all.store(false, Ordering::SeqCst);
+    wait(&app, "alpha_only", last).await;
+    assert_eq!(log.len(), 21, "every event, once");
+    let unique: HashSet<u64> = log.positions().into_iter().collect();
+    assert_eq!(unique.len(), 21);
+
+    // The checkpoint is saved once the store takes it again.
+    assert_eq!(
+        store.load_checkpoint("alpha_only").await.unwrap(),
+        Some(first)
+    );
+    faulty.fail_checkpoints.store(false, Ordering::SeqCst);
+    app.stop().await;
+    assert_eq!(
+        store.load_checkpoint("alpha_only").await.unwrap(),
+        Some(last)
+    );
+}
