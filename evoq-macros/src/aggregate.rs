@@ -330,21 +330,34 @@ fn partial_eq(def: &AggregateDef) -> Option<TokenStream> {
 /// One const assertion per pair of applied events: their wire names differ. Spanned at the
 /// second event's type.
 fn unique_name_checks(def: &AggregateDef) -> Vec<TokenStream> {
+    let methods: Vec<&HandlerFn> = def.applies.iter().map(|apply| &apply.method).collect();
+    wire_name_checks(&methods, &|first, second| {
+        format!(
+            "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: give one of them another name with `#[event(name = \"...\")]`",
+            show(first),
+            show(second),
+            show(&def.self_ty)
+        )
+    })
+}
+
+/// One const assertion per pair of `methods`: the wire names of their message types (read
+/// from the vtable consts `vtable(index)`) differ; `message` says what the clash means.
+/// Spanned at the second type. Shared by every block whose methods take events.
+pub(crate) fn wire_name_checks(
+    methods: &[&HandlerFn],
+    message: &dyn Fn(&Type, &Type) -> String,
+) -> Vec<TokenStream> {
     let mut checks = Vec::new();
-    for (second_index, second) in def.applies.iter().enumerate() {
-        for (first_index, first) in def.applies[..second_index].iter().enumerate() {
-            let span = second.event().span();
+    for (second_index, second) in methods.iter().enumerate() {
+        for (first_index, first) in methods[..second_index].iter().enumerate() {
+            let span = second.message.span();
             let p_at = paths::private(span);
             let (a, b) = (vtable(first_index), vtable(second_index));
-            let message = format!(
-                "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: give one of them another name with `#[event(name = \"...\")]`",
-                show(first.event()),
-                show(second.event()),
-                show(&def.self_ty)
-            )
-            .replace('{', "{{")
-            .replace('}', "}}");
-            let cfgs = first.method.cfgs.iter().chain(&second.method.cfgs);
+            let message = message(&first.message, &second.message)
+                .replace('{', "{{")
+                .replace('}', "}}");
+            let cfgs = first.cfgs.iter().chain(&second.cfgs);
             checks.push(quote_spanned! {span=>
                 #(#cfgs)*
                 const _: () = #p_at::core::assert!(!#p_at::str_eq(#a.name, #b.name), #message);

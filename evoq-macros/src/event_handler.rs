@@ -6,7 +6,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Item, LitStr};
 
-use crate::aggregate::{explicit_check, item_name, vtable};
+use crate::aggregate::{explicit_check, item_name, vtable, wire_name_checks};
 use crate::attr::{EventHandlerArgs, OnError, Retry};
 use crate::ctxt::Ctxt;
 use crate::model::{EventHandlerDef, HandlerFn, show};
@@ -213,28 +213,15 @@ fn options(args: &EventHandlerArgs) -> TokenStream {
 }
 
 /// One const assertion per pair of handled events: their wire names differ (a handler could
-/// not tell their stored events apart). Spanned at the second event's type.
+/// not tell their stored events apart).
 fn unique_name_checks(def: &EventHandlerDef) -> Vec<TokenStream> {
-    let mut checks = Vec::new();
-    for (second_index, second) in def.handlers.iter().enumerate() {
-        for (first_index, first) in def.handlers[..second_index].iter().enumerate() {
-            let span = second.message.span();
-            let p_at = paths::private(span);
-            let (a, b) = (vtable(first_index), vtable(second_index));
-            let message = format!(
-                "the events `{}` and `{}` handled by `{}` have the same wire name, so the handler could not tell their stored events apart: handle them in one method, or give one of them another name with `#[event(name = \"...\")]`",
-                show(&first.message),
-                show(&second.message),
-                show(&def.self_ty)
-            )
-            .replace('{', "{{")
-            .replace('}', "}}");
-            let cfgs = first.cfgs.iter().chain(&second.cfgs);
-            checks.push(quote_spanned! {span=>
-                #(#cfgs)*
-                const _: () = #p_at::core::assert!(!#p_at::str_eq(#a.name, #b.name), #message);
-            });
-        }
-    }
-    checks
+    let methods: Vec<&HandlerFn> = def.handlers.iter().collect();
+    wire_name_checks(&methods, &|first, second| {
+        format!(
+            "the events `{}` and `{}` handled by `{}` have the same wire name, so the handler could not tell their stored events apart: handle them in one method, or give one of them another name with `#[event(name = \"...\")]`",
+            show(first),
+            show(second),
+            show(&def.self_ty)
+        )
+    })
 }

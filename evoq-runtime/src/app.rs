@@ -351,7 +351,8 @@ impl<'a, C> CommandBuilder<'a, C> {
         self
     }
 
-    /// How long to wait for the command (default: the runtime's `dispatch_timeout`).
+    /// How long to wait for the command, its consistency wait included (default: the
+    /// runtime's `dispatch_timeout`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = timeout;
         self

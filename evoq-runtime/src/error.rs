@@ -144,7 +144,7 @@ pub enum Error {
     /// required had not processed them when the dispatch's deadline ran out (or one of them
     /// had stopped). Do not dispatch the command again.
     #[error(
-        "command `{command}` succeeded and its events WERE stored (through global position {position}), but {pending} had not processed them within the dispatch timeout of {after:?}; do not dispatch it again: wait with `Evoq::wait_for` or read the store"
+        "command `{command}` succeeded and its events WERE stored (through global position {position}), but the consistency wait ended before {pending} processed them (dispatch timeout {after:?}); do not dispatch it again: wait with `Evoq::wait_for` or read the store"
     )]
     ConsistencyTimeout {
         /// The command type.

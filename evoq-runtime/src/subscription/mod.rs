@@ -56,7 +56,7 @@ pub use self::consistency::Consistency;
 pub use self::policy::{HandlerConfig, HandlerOptions, OnError, RetryStrategy, StartFrom};
 
 pub(crate) use self::consistency::settle;
-use self::delivery::Task;
+use self::delivery::{Consumer, Task};
 use crate::error::Error;
 use crate::handler::EventHandler;
 use crate::store::EventStore;
@@ -71,13 +71,26 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// An event handler, with the builder's `options`.
     pub(crate) fn new<H: EventHandler>(handler: H, options: HandlerOptions) -> Self {
+        Registration::consumer(H::NAME, H::EVENT_TYPES, H::OPTIONS, options, handler)
+    }
+
+    /// Any consumer of events (an event handler; a process manager or a projection later):
+    /// its name and event types, the options of its attribute and of the builder.
+    pub(crate) fn consumer<C: Consumer>(
+        default_name: &'static str,
+        event_types: &'static [&'static str],
+        attribute: HandlerOptions,
+        options: HandlerOptions,
+        consumer: C,
+    ) -> Self {
         Registration {
-            default_name: H::NAME,
-            event_types: H::EVENT_TYPES,
-            attribute: H::OPTIONS,
+            default_name,
+            event_types,
+            attribute,
             options,
-            spawn: Box::new(move |task: Task| tokio::spawn(task.run(handler))),
+            spawn: Box::new(move |task: Task| tokio::spawn(task.run(consumer))),
         }
     }
 }
