@@ -50,7 +50,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
 }
 
 /// The tokens that name an item (`struct BankAccount`), for an error on it.
-fn item_name(item: &Item) -> TokenStream {
+pub(crate) fn item_name(item: &Item) -> TokenStream {
     match item {
         Item::Struct(item) => {
             let (keyword, ident) = (&item.struct_token, &item.ident);
@@ -77,7 +77,7 @@ fn item_name(item: &Item) -> TokenStream {
 }
 
 /// The name of the hidden const holding an applied event's operations.
-fn vtable(index: usize) -> syn::Ident {
+pub(crate) fn vtable(index: usize) -> syn::Ident {
     format_ident!("__EVOQ_EVENT_{}", index)
 }
 
@@ -396,21 +396,34 @@ fn partial_eq(def: &AggregateDef) -> Option<TokenStream> {
 /// One const assertion per pair of applied events: their wire names differ. Spanned at the
 /// second event's type.
 fn unique_name_checks(def: &AggregateDef) -> Vec<TokenStream> {
+    let methods: Vec<&HandlerFn> = def.applies.iter().map(|apply| &apply.method).collect();
+    wire_name_checks(&methods, &|first, second| {
+        format!(
+            "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: give one of them another name with `#[event(name = \"...\")]`",
+            show(first),
+            show(second),
+            show(&def.self_ty)
+        )
+    })
+}
+
+/// One const assertion per pair of `methods`: the wire names of their message types (read
+/// from the vtable consts `vtable(index)`) differ; `message` says what the clash means.
+/// Spanned at the second type. Shared by every block whose methods take events.
+pub(crate) fn wire_name_checks(
+    methods: &[&HandlerFn],
+    message: &dyn Fn(&Type, &Type) -> String,
+) -> Vec<TokenStream> {
     let mut checks = Vec::new();
-    for (second_index, second) in def.applies.iter().enumerate() {
-        for (first_index, first) in def.applies[..second_index].iter().enumerate() {
-            let span = second.event().span();
+    for (second_index, second) in methods.iter().enumerate() {
+        for (first_index, first) in methods[..second_index].iter().enumerate() {
+            let span = second.message.span();
             let p_at = paths::private(span);
             let (a, b) = (vtable(first_index), vtable(second_index));
-            let message = format!(
-                "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: give one of them another name with `#[event(name = \"...\")]`",
-                show(first.event()),
-                show(second.event()),
-                show(&def.self_ty)
-            )
-            .replace('{', "{{")
-            .replace('}', "}}");
-            let cfgs = first.method.cfgs.iter().chain(&second.method.cfgs);
+            let message = message(&first.message, &second.message)
+                .replace('{', "{{")
+                .replace('}', "}}");
+            let cfgs = first.cfgs.iter().chain(&second.cfgs);
             checks.push(quote_spanned! {span=>
                 #(#cfgs)*
                 const _: () = #p_at::core::assert!(!#p_at::str_eq(#a.name, #b.name), #message);
@@ -476,7 +489,7 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
 }
 
 /// The span of the last token of `tokens` (on stable, `Spanned::span` gives the first one).
-fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
+pub(crate) fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
     tokens
         .to_token_stream()
         .into_iter()
@@ -485,7 +498,7 @@ fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
 }
 
 /// `<Named as SameType<Taken>>::OK`, spanned at the type named in `#[handles(Named)]`.
-fn explicit_check(method: &HandlerFn) -> Option<TokenStream> {
+pub(crate) fn explicit_check(method: &HandlerFn) -> Option<TokenStream> {
     let named = method.explicit.as_ref()?;
     let taken = &method.message;
     let cfgs = &method.cfgs;

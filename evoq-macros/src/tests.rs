@@ -372,3 +372,114 @@ fn parse_model_keeps_cfg() {
     assert_eq!(def.handlers[0].cfgs.len(), 1);
     assert_eq!(def.event_enum, "StateEvent");
 }
+
+fn event_handler(args: TokenStream, block: TokenStream) -> TokenStream {
+    crate::event_handler::expand(args, block)
+}
+
+#[test]
+fn event_handler_generates_the_subscription_list_and_the_dispatch() {
+    let out = event_handler(
+        quote!(
+            name = "notifier",
+            strong,
+            retry = exponential("100ms", "1m"),
+            max_attempts = 3,
+            on_error = stop
+        ),
+        quote! {
+            impl Notifier {
+                #[handles]
+                async fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), E> { todo!() }
+                #[evoq::handles(events::Closed)]
+                async fn closed(&mut self, e: &events::Closed, meta: &EventMeta) -> Result<(), E> { todo!() }
+                fn helper(&self) {}
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    let file = parses(&out);
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::EventHandlerforNotifier"),
+        "{text}"
+    );
+    assert!(
+        text.contains("constNAME:&'static::evoq::__private::core::primitive::str=\"notifier\";"),
+        "{text}"
+    );
+    assert!(
+        text.contains("=&[__EVOQ_EVENT_0.name,__EVOQ_EVENT_1.name,];"),
+        "{text}"
+    );
+    assert!(
+        text.contains(".retry(::evoq::__private::RetryStrategy::exponential(::evoq::__private::core::time::Duration::from_millis(100u64),::evoq::__private::core::time::Duration::from_millis(60000u64)))"),
+        "{text}"
+    );
+    assert!(text.contains(".max_attempts(3u32)"), "{text}");
+    assert!(
+        text.contains(".on_error(::evoq::__private::OnError::Stop)"),
+        "{text}"
+    );
+    assert!(text.contains(".strong(true)"), "{text}");
+    assert!(text.contains("<Notifier>::opened(self,&event,"), "{text}");
+    let Some(syn::Item::Impl(block)) = file.items.first() else {
+        panic!("the impl block comes first");
+    };
+    assert_eq!(block.items.len(), 3);
+    for item in &block.items {
+        let syn::ImplItem::Fn(method) = item else {
+            panic!("only methods");
+        };
+        assert!(method.attrs.is_empty(), "{}", method.sig.ident);
+    }
+}
+
+#[test]
+fn event_handler_reports_every_mistake_and_still_implements_the_trait() {
+    let out = event_handler(
+        quote!(retries = 2, on_error = ignore),
+        quote! {
+            impl Notifier {
+                #[handles]
+                fn opened(&self, e: &AccountOpened) -> Result<u8, E> { todo!() }
+                #[handles]
+                async fn again(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), E> { todo!() }
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 8, "{errors:#?}");
+    assert!(errors[0].starts_with("unknown argument `retries`"));
+    assert!(errors[1].starts_with("expected `dead_letter`"));
+    assert!(errors[2].starts_with("a `#[handles]` method is `async`"));
+    assert!(errors[3].starts_with("a `#[handles]` method takes `&mut self`, not `&self`"));
+    assert!(errors[4].contains("add the `&EventMeta` parameter"));
+    assert!(errors[5].starts_with("a `#[handles]` method returns `Result<(), Error>`"));
+    assert!(errors[6].starts_with(
+        "`#[event_handler]` needs a name: write `#[event_handler(name = \"notifier\")]`"
+    ));
+    assert!(errors[7].starts_with("the event `AccountOpened` is handled twice"));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::EventHandlerforNotifier"),
+        "{text}"
+    );
+    assert!(
+        text.contains("=\"Notifier\";"),
+        "the stub is named after the type: {text}"
+    );
+}
+
+#[test]
+fn event_handler_on_something_else() {
+    let out = event_handler(
+        quote!(name = "n"),
+        quote!(
+            struct Notifier;
+        ),
+    );
+    assert!(errors(&out)[0].starts_with("`#[event_handler]` goes on the impl block"));
+    let out = event_handler(quote!(name = "n"), quote!(impl Trait for Notifier {}));
+    assert!(errors(&out)[0].starts_with("`#[event_handler]` goes on the inherent impl block"));
+}

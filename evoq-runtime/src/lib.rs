@@ -15,11 +15,13 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod handler;
 pub mod lifespan;
 mod mailbox;
 pub mod memory_monitor;
 mod partition;
 pub mod store;
+pub mod subscription;
 pub mod testing;
 
 pub use crate::aggregate::Aggregate;
@@ -30,8 +32,13 @@ pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middlewar
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 pub use crate::error::Error;
 pub use crate::event::{AppliedBy, Event, EventSet};
+pub use crate::handler::{EventHandler, EventMeta, HandlerFailure};
 pub use crate::lifespan::{DefaultLifespan, Idle, Lifespan, OnTimeout};
 pub use crate::memory_monitor::{MemoryMonitor, MemoryProbe, PressureLevel, SystemMemory};
 pub use crate::partition::AggregateStats;
-pub use crate::store::{EventStore, ExpectedVersion, StoreError};
+pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
+pub use crate::subscription::{
+    Consistency, DeadLetterQueue, HandlerConfig, HandlerOptions, HandlerStats, OnError,
+    RetryStrategy, StartFrom,
+};
 pub use crate::testing::AggregateTest;

@@ -47,10 +47,14 @@
 //! handled by two aggregates, a handler returning an event its aggregate never applies, a
 //! command without an `#[aggregate_id]`, a bad handler signature.
 //!
+//! Event handlers (`#[event_handler]`) subscribe to event types taken from their signatures and
+//! run in a task each, with retries, dead letters, checkpoints and strong consistency: see
+//! [`guide::handlers`].
+//!
 //! The [`guide`] has one page per concept. Users depend on this crate alone: it re-exports the
 //! runtime (`evoq-runtime`) and the macros (`evoq-macros`).
 
-pub use evoq_macros::{Command, Event, aggregate, apply, handles};
+pub use evoq_macros::{Command, Event, aggregate, apply, event_handler, handles};
 pub use evoq_runtime::*;
 
 #[doc(no_inline)]

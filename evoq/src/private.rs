@@ -5,8 +5,10 @@ pub use ::serde;
 pub use ::serde_json;
 pub use ::std;
 
+pub use evoq_runtime::handler::HandlerFuture;
 pub use evoq_runtime::{
-    Aggregate, AppliedBy, Command, DomainError, Event, EventSet, Rejection, Route,
+    Aggregate, AppliedBy, Command, DomainError, Event, EventHandler, EventMeta, EventSet,
+    HandlerFailure, HandlerOptions, OnError, Rejection, RetryStrategy, Route,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).
@@ -252,4 +254,73 @@ pub mod state_codec {
     }
 
     impl<T> NotSerde<T> for &Probe<T> {}
+}
+
+// ----- used by the code `#[event_handler]` generates -----
+
+/// Decodes the stored data of `event` with `decode` (an event type's `EventVTable::decode`);
+/// data that does not decode is a [`HandlerFailure`], never a panic.
+pub fn decode_event<E>(
+    event: &EventMeta,
+    decode: fn(&[u8]) -> Result<E, serde_json::Error>,
+) -> Result<E, HandlerFailure> {
+    decode(&event.record().data).map_err(|error| HandlerFailure::decode(event, &error))
+}
+
+/// A delivery that failed before the handler ran.
+pub fn failed_event<'a>(failure: HandlerFailure) -> HandlerFuture<'a> {
+    Box::pin(std::future::ready(Err(failure)))
+}
+
+/// A delivery of an event type the handler has no method for.
+pub fn unhandled_event(event: &EventMeta) -> HandlerFuture<'_> {
+    failed_event(HandlerFailure::unhandled(event))
+}
+
+/// An event handler method's error type is an error; spanned at that type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of an event handler",
+    label = "this error type does not implement `std::error::Error + Send + Sync + 'static`",
+    note = "derive `thiserror::Error` (or implement `std::error::Error` and `Display`) for `{Self}`"
+)]
+pub trait EventHandlerError {
+    /// The error as a failed delivery.
+    fn into_failure(self) -> HandlerFailure;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: std::error::Error + Send + Sync + 'static> EventHandlerError for E {
+    fn into_failure(self) -> HandlerFailure {
+        HandlerFailure::new(self)
+    }
+}
+
+/// The last parameter of an event handler method is `&EventMeta`; spanned at its type.
+#[diagnostic::on_unimplemented(
+    message = "the last parameter of an event handler method is `&EventMeta`, not `&{Self}`",
+    label = "expected `EventMeta`",
+    note = "write `meta: &EventMeta` (`EventMeta` is in `evoq::prelude`)"
+)]
+pub trait IsEventMeta {
+    /// `meta` as the parameter's type.
+    fn from_meta(meta: &EventMeta) -> &Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Same<EventMeta>> IsEventMeta for T {
+    fn from_meta(meta: &EventMeta) -> &Self {
+        T::same(meta)
+    }
+}
+
+/// `Self` is `T` (the blanket impl keeps [`IsEventMeta`]'s error free of impl listings).
+pub trait Same<T> {
+    /// The same reference.
+    fn same(value: &T) -> &Self;
+}
+
+impl<T> Same<T> for T {
+    fn same(value: &T) -> &Self {
+        value
+    }
 }

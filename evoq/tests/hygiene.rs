@@ -4,7 +4,7 @@
 mod no_prelude {
     #![no_implicit_prelude]
 
-    use ::evoq::{Command, Event, aggregate};
+    use ::evoq::{Command, Event, EventMeta, aggregate, event_handler};
     use ::serde::{Deserialize, Serialize};
 
     #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
@@ -123,9 +123,41 @@ mod no_prelude {
             self.touched += 1;
         }
     }
+
+    #[derive(::core::default::Default)]
+    pub(crate) struct Watcher {
+        pub(crate) seen: ::std::vec::Vec<::std::string::String>,
+    }
+
+    #[event_handler(name = "hygiene.watcher", strong, retry = fixed("10ms"), max_attempts = 2, on_error = stop)]
+    impl Watcher {
+        #[handles]
+        async fn opened(
+            &mut self,
+            event: &Opened,
+            meta: &EventMeta,
+        ) -> ::core::result::Result<(), Refused> {
+            self.seen
+                .push(::std::format!("{} {}", event.id, meta.global_position()));
+            ::core::result::Result::Ok(())
+        }
+
+        #[evoq::handles(Renamed)]
+        async fn renamed(
+            &mut self,
+            event: &Renamed,
+            _: &EventMeta,
+        ) -> ::core::result::Result<(), Refused> {
+            if event.name.is_empty() {
+                return ::core::result::Result::Err(Refused);
+            }
+            self.seen.push(::core::clone::Clone::clone(&event.name));
+            ::core::result::Result::Ok(())
+        }
+    }
 }
 
-use evoq::{Aggregate, Command, EventSet, Route};
+use evoq::{Aggregate, Command, EventHandler, EventSet, Route};
 use no_prelude::*;
 
 fn run<C: Route>(state: &mut C::Aggregate, command: C) -> Vec<<C::Aggregate as Aggregate>::Event> {
@@ -165,4 +197,34 @@ fn macros_expand_without_the_prelude() {
         format!("{back:?}"),
         "Some(Renamed(Renamed { name: \"t-2\" }))"
     );
+}
+
+#[test]
+fn event_handlers_expand_without_the_prelude() {
+    assert_eq!(Watcher::NAME, "hygiene.watcher");
+    assert_eq!(Watcher::EVENT_TYPES, ["Opened", "hygiene.Renamed"]);
+    assert_eq!(Watcher::OPTIONS.max_attempts, Some(2));
+    assert_eq!(Watcher::OPTIONS.strong, Some(true));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut watcher = Watcher::default();
+        let opened = ThingEvent::Opened(Opened { id: "w".into() });
+        let record = std::sync::Arc::new(evoq::RecordedEvent {
+            event_id: evoq::Uuid::now_v7(),
+            stream_id: "Thing-w".into(),
+            stream_version: 1,
+            global_position: 7,
+            event_type: opened.event_type().into(),
+            schema_version: 1,
+            data: opened.encode().expect("encodes"),
+            metadata: Default::default(),
+            recorded_at: std::time::SystemTime::now(),
+        });
+        let meta = evoq::EventMeta::new(record);
+        watcher.handle(&meta).await.expect("handled");
+        assert_eq!(watcher.seen, ["w 7"]);
+    });
 }

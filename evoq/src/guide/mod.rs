@@ -5,6 +5,7 @@
 //!   configuration.
 //! - [`dispatch`]: dispatching commands, ids and metadata, options, errors.
 //! - [`pipeline`]: idempotency (keys, command ids, restarts) and middleware.
+//! - [`handlers`]: event handlers, delivery, retries, dead letters, strong consistency.
 //! - [`testing`]: given / when / then tests of one aggregate.
 //! - [`stores`]: the event store contract and the in-memory store.
 
@@ -19,6 +20,8 @@ pub mod dispatch {}
 
 #[doc = include_str!("pipeline.md")]
 pub mod pipeline {}
+#[doc = include_str!("handlers.md")]
+pub mod handlers {}
 
 #[doc = include_str!("testing.md")]
 pub mod testing {}
