@@ -54,7 +54,9 @@
 //! The [`guide`] has one page per concept. Users depend on this crate alone: it re-exports the
 //! runtime (`evoq-runtime`) and the macros (`evoq-macros`).
 
-pub use evoq_macros::{Command, Event, aggregate, apply, event_handler, handles};
+pub use evoq_macros::{
+    Command, Event, aggregate, apply, event_handler, handles, projection, upcaster,
+};
 pub use evoq_runtime::*;
 
 #[doc(no_inline)]
