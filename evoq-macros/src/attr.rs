@@ -580,6 +580,8 @@ pub(crate) struct EventHandlerArgs {
     pub(crate) on_error: Option<OnError>,
     /// `read_model = field` (projections only).
     pub(crate) read_model: Option<Ident>,
+    /// Whether `read_model` was written (even with a bad value).
+    pub(crate) read_model_given: bool,
 }
 
 impl EventHandlerArgs {
@@ -587,6 +589,7 @@ impl EventHandlerArgs {
     pub(crate) fn parse(cx: &Ctxt, args: TokenStream, attr: Symbol, keys: &[Key]) -> Self {
         let mut read_model = Attr::none(cx, attr, symbol::READ_MODEL);
         let takes_read_model = keys.iter().any(|key| key.symbol == symbol::READ_MODEL);
+        let mut read_model_given = false;
         let mut name = Attr::none(cx, attr, symbol::NAME);
         let mut strong = Attr::none(cx, attr, symbol::STRONG);
         let mut retry = Attr::none(cx, attr, symbol::RETRY);
@@ -624,6 +627,7 @@ impl EventHandlerArgs {
                     retry.set(&meta.path, value);
                 }
             } else if takes_read_model && meta.path == symbol::READ_MODEL {
+                read_model_given = true;
                 if let Some(expr) = value_expr(cx, &READ_MODEL_KEY, &meta)? {
                     match &expr {
                         Expr::Path(path) if path.qself.is_none() && path.path.get_ident().is_some() => {
@@ -647,6 +651,7 @@ impl EventHandlerArgs {
         }
         EventHandlerArgs {
             read_model: read_model.get(),
+            read_model_given,
             name: name.get(),
             name_given,
             strong: strong.get().is_some(),
@@ -933,8 +938,10 @@ impl UpcasterArgs {
                 };
             }
         };
+        let mut from_given = false;
         let parser = syn::meta::parser(|meta| {
             if meta.path == symbol::FROM {
+                from_given = true;
                 let hint = "versions start at 1: `from = 1` reads the data stored at version 1";
                 if let Some(value) = parse_positive::<u32>(cx, &FROM_KEY, &meta, hint)? {
                     from.set(&meta.path, value);
@@ -952,7 +959,7 @@ impl UpcasterArgs {
             cx.syn_error(error);
         }
         let from = from.get();
-        if from.is_none() {
+        if !from_given {
             cx.error_spanned_by(
                 &event,
                 "`#[upcaster]` needs the version it reads: `#[upcaster(Event, from = 1)]` turns data stored at version 1 into version 2",

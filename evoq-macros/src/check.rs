@@ -88,7 +88,7 @@ pub(crate) fn event_handler(cx: &Ctxt, def: &EventHandlerDef, attr: Symbol) {
             ),
         );
     }
-    if attr == symbol::PROJECTION && def.args.read_model.is_none() {
+    if attr == symbol::PROJECTION && !def.args.read_model_given {
         cx.error_at(
             proc_macro2::Span::call_site(),
             "`#[projection]` needs its read model: write `read_model = field`, naming the field that holds it (an `InMemoryReadModel`, say); a rebuild clears it",

@@ -51,6 +51,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         Err(errors) => {
             let mut tokens = errors.to_compile_error();
             tokens.extend(quote!(#[allow(dead_code)] #item));
+            tokens.extend(stub(&args));
             tokens
         }
     }
@@ -88,6 +89,27 @@ fn check_signature(cx: &Ctxt, item: &ItemFn) {
                 "an upcaster takes exactly one parameter, the stored data as JSON: write `{SIGNATURE}`"
             ),
         );
+    }
+}
+
+/// The step with a stub function, so that the event's chain adds no error.
+fn stub(args: &UpcasterArgs) -> TokenStream {
+    let p = paths::private_call_site();
+    let (Some(event), Some((_, from))) = (&args.event, &args.from) else {
+        return TokenStream::new();
+    };
+    let from = proc_macro2::Literal::u32_unsuffixed(*from);
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #p::UpcastStep<#from> for #event {
+                const STEP: #p::Upcaster = #p::Upcaster {
+                    from: #from,
+                    renamed_from: #p::core::option::Option::None,
+                    upcast: #p::upcast_stub,
+                };
+            }
+        };
     }
 }
 

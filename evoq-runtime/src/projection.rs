@@ -68,6 +68,11 @@ pub trait Projection: EventHandler {
 /// event and the checkpoint in one transaction: it returns `true` from
 /// [`commit`](Self::commit) (the runtime then saves no checkpoint of its own) and gives the
 /// checkpoint back from [`checkpoint`](Self::checkpoint) when the runtime starts.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a read model",
+    label = "not a `ReadModel`",
+    note = "name a field that holds an `InMemoryReadModel` (or another type implementing `evoq::ReadModel`) in `read_model = ...`"
+)]
 #[async_trait]
 pub trait ReadModel: Send + Sync + 'static {
     /// Removes every entry (the start of a rebuild).

@@ -351,3 +351,8 @@ pub trait UpcastStep<const FROM: u32> {
     /// The step.
     const STEP: Upcaster;
 }
+
+/// The function of a step whose `#[upcaster]` had an error (never called: the build failed).
+pub fn upcast_stub(_: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
+    unreachable!("an upcaster with a compile error")
+}
