@@ -170,16 +170,18 @@ pub fn upcaster(args: TokenStream, input: TokenStream) -> TokenStream {
 }
 
 /// Marks a command handler in an `#[aggregate]` block, or an event handler method in an
-/// `#[event_handler]` block. Used anywhere else, it is an error.
+/// `#[event_handler]` or `#[projection]` block. Used anywhere else, it is an error.
 #[proc_macro_attribute]
 pub fn handles(_args: TokenStream, input: TokenStream) -> TokenStream {
     let message = format!(
-        "`#[{}]` marks a command handler of an `#[{}]` block or an event handler method of an `#[{}]` block and means nothing on its own: put `#[{}]` or `#[{}(name = \"...\")]` on the `impl` block that holds this method",
+        "`#[{}]` marks a command handler of an `#[{}]` block or an event handler method of an `#[{}]` or `#[{}]` block and means nothing on its own: put `#[{}]`, `#[{}(name = \"...\")]` or `#[{}(name = \"...\", read_model = field)]` on the `impl` block that holds this method",
         symbol::HANDLES,
         symbol::AGGREGATE,
         symbol::EVENT_HANDLER,
+        symbol::PROJECTION,
         symbol::AGGREGATE,
         symbol::EVENT_HANDLER,
+        symbol::PROJECTION,
     );
     misplaced_helper(&message, input.into()).into()
 }

@@ -43,8 +43,9 @@ pub trait EventSet: Clone + Debug + Send + Sync + Sized + 'static {
     /// Serializes the event's data (JSON).
     fn encode(&self) -> Result<Vec<u8>, serde_json::Error>;
 
-    /// Decodes stored data of the event named `event_type`; `Ok(None)` when no member has
-    /// that name.
+    /// Decodes data of the event named `event_type` written at the member's current schema
+    /// version; `Ok(None)` when no member has that name. Stored events are read with
+    /// [`decode_stored`](Self::decode_stored), which upcasts.
     fn decode(event_type: &str, data: &[u8]) -> Result<Option<Self>, serde_json::Error>;
 
     /// Decodes data stored under `event_type` at `schema_version`: through the member's

@@ -282,6 +282,7 @@ impl StdError for HandlerFailure {
         match &self.kind {
             // Display already forwards to the handler's error: continue the chain below it.
             FailureKind::Error(error) => error.source(),
+            FailureKind::Upcast { error, .. } => Some(error),
             _ => None,
         }
     }

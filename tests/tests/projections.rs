@@ -376,3 +376,101 @@ async fn the_in_memory_read_model_gets_puts_deletes_lists_by_prefix_and_clears()
     ReadModel::clear(&model).await.unwrap();
     assert!(model.is_empty());
 }
+
+/// A read model that keeps the checkpoint itself, as a SQL backend committing both in one
+/// transaction would.
+#[derive(Clone, Default)]
+struct KeepsCheckpoint {
+    entries: InMemoryReadModel,
+    checkpoint: Arc<std::sync::Mutex<Option<u64>>>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[evoq::async_trait]
+impl ReadModel for KeepsCheckpoint {
+    async fn clear(&self) -> Result<(), evoq::ReadModelError> {
+        self.entries.clear();
+        Ok(())
+    }
+
+    async fn commit(&self, _: &str, position: u64) -> Result<bool, evoq::ReadModelError> {
+        *self.checkpoint.lock().unwrap() = Some(position);
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
+    }
+
+    async fn checkpoint(&self, _: &str) -> Result<Option<u64>, evoq::ReadModelError> {
+        Ok(*self.checkpoint.lock().unwrap())
+    }
+}
+
+struct Counted {
+    model: KeepsCheckpoint,
+    log: Log,
+}
+
+#[projection(name = "counted", read_model = model)]
+impl Counted {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), ProjectionError> {
+        self.log.push(Seen::of(meta, e.n));
+        self.model.entries.put(meta.event_id().to_string(), &e.n)?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_read_model_that_commits_the_checkpoint_keeps_it_and_resumes_from_it() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = KeepsCheckpoint::default();
+    let log = Log::default();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(Counted {
+            model: model.clone(),
+            log: log.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(Emit::new("k", &[Kind::A, Kind::B, Kind::A], 1))
+        .await
+        .unwrap();
+    wait(&app, "counted", 3).await;
+    app.stop().await;
+    assert_eq!(*model.checkpoint.lock().unwrap(), Some(3));
+    assert_eq!(
+        store.load_checkpoint("counted").await.unwrap(),
+        None,
+        "the read model kept it: nothing in the event store"
+    );
+    assert_eq!(log.positions(), [1, 3]);
+
+    store
+        .append(
+            &ledger_stream("k"),
+            ExpectedVersion::Exact(3),
+            vec![raw(Kind::A, "k", 4)],
+        )
+        .await
+        .unwrap();
+    let log = Log::default();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(Counted {
+            model: model.clone(),
+            log: log.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "counted", 4).await;
+    assert_eq!(
+        log.positions(),
+        [4],
+        "resumed after the read model's checkpoint"
+    );
+    assert_eq!(model.entries.len(), 3);
+    app.stop().await;
+}

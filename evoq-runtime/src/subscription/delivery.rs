@@ -233,10 +233,17 @@ impl Task {
                     }
                 }
                 processed = position;
-                self.publish(processed);
-                let since = processed.saturating_sub(self.saved);
-                if since >= self.checkpoint_every {
+                if C::CHECKPOINT_EVERY_EVENT {
+                    // The read model and the checkpoint advance together, and a waiter on the
+                    // position finds both there.
                     self.save(&mut consumer, processed).await;
+                    self.publish(processed);
+                } else {
+                    self.publish(processed);
+                    let since = processed.saturating_sub(self.saved);
+                    if since >= self.checkpoint_every {
+                        self.save(&mut consumer, processed).await;
+                    }
                 }
                 // Share the thread during a long catch-up of handlers that never wait.
                 tokio::task::consume_budget().await;
@@ -245,12 +252,18 @@ impl Task {
             let through = subscription.scanned_through();
             if through > processed {
                 processed = through;
-                self.publish(processed);
+                if !C::CHECKPOINT_EVERY_EVENT {
+                    self.publish(processed);
+                }
             }
             self.announce();
             if self.saved != processed && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
             {
                 self.save(&mut consumer, processed).await;
+            }
+            if C::CHECKPOINT_EVERY_EVENT {
+                self.publish(processed);
+                self.announce();
             }
         }
         self.finish(&mut consumer, processed).await;
