@@ -12,8 +12,9 @@
 //!   is, an increment is not unless it checks [`EventMeta::event_id`](crate::EventMeta));
 //! - [`Evoq::rebuild`](crate::Evoq::rebuild) clears the read model, resets the checkpoint and
 //!   replays every event of its types from the first one, with no cap, then continues live;
-//! - telemetry: `evoq.projection.event` (start / stop at DEBUG, exception at WARN) and
-//!   `evoq.projection.checkpoint` (DEBUG), besides the handler's own.
+//! - telemetry: `evoq.projection.event` (start / stop, DEBUG), `evoq.projection.exception`
+//!   (a failed attempt, WARN), `evoq.projection.checkpoint` (DEBUG) and
+//!   `evoq.projection.rebuild` (INFO), besides the handler's own.
 //!
 //! A fresh projection starts before position 1, so it sees the first event; after a restart
 //! it starts after its checkpoint. The checkpoint also moves past events of other types. A
@@ -50,6 +51,10 @@ use crate::handler::{EventHandler, EventMeta, HandlerFuture};
 ///     }
 /// }
 /// ```
+///
+/// Register it with [`EvoqBuilder::projection`](crate::EvoqBuilder::projection). (A projection
+/// is also an `EventHandler`: given to `handler` instead, it runs as a plain handler, with
+/// batched checkpoints and no rebuild.)
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an evoq projection",
     label = "not a `Projection`",
