@@ -165,6 +165,23 @@ fn generate(def: &AggregateDef) -> TokenStream {
         }
     });
 
+    let stored_decoders = def.applies.iter().enumerate().map(|(index, apply)| {
+        let cfgs = &apply.method.cfgs;
+        let variant = &apply.variant;
+        let vt = vtable(index);
+        quote! {
+            #(#cfgs)*
+            if (#vt.stored_as)(event_type) {
+                return match (#vt.decode_stored)(schema_version, data) {
+                    #p::core::result::Result::Ok(event) => {
+                        #p::core::result::Result::Ok(#p::core::option::Option::Some(#event_enum::#variant(event)))
+                    }
+                    #p::core::result::Result::Err(error) => #p::core::result::Result::Err(error),
+                };
+            }
+        }
+    });
+
     let per_event = def.applies.iter().map(|apply| {
         let cfgs = &apply.method.cfgs;
         let variant = &apply.variant;
@@ -256,6 +273,16 @@ fn generate(def: &AggregateDef) -> TokenStream {
                 ) -> #p::core::result::Result<#p::core::option::Option<Self>, #p::serde_json::Error> {
                     #(#decoders)*
                     let _ = (event_type, data);
+                    #p::core::result::Result::Ok(#p::core::option::Option::None)
+                }
+
+                fn decode_stored(
+                    event_type: &#p::core::primitive::str,
+                    schema_version: #p::core::primitive::u32,
+                    data: &[#p::core::primitive::u8],
+                ) -> #p::core::result::Result<#p::core::option::Option<Self>, #p::DecodeError> {
+                    #(#stored_decoders)*
+                    let _ = (event_type, schema_version, data);
                     #p::core::result::Result::Ok(#p::core::option::Option::None)
                 }
             }

@@ -62,6 +62,32 @@ const RETRY_KEY: Key = Key {
     example: "retry = exponential_jitter(\"100ms\", \"10s\")",
 };
 
+const READ_MODEL_KEY: Key = Key {
+    symbol: symbol::READ_MODEL,
+    example: "read_model = field",
+};
+const FROM_KEY: Key = Key {
+    symbol: symbol::FROM,
+    example: "from = N",
+};
+const RENAMED_FROM_KEY: Key = Key {
+    symbol: symbol::RENAMED_FROM,
+    example: "renamed_from = \"OldName\"",
+};
+
+/// The keys of `#[projection(...)]`.
+pub(crate) const PROJECTION_KEYS: &[Key] = &[
+    NAME_KEY,
+    READ_MODEL_KEY,
+    STRONG_KEY,
+    RETRY_KEY,
+    MAX_ATTEMPTS_KEY,
+    ON_ERROR_KEY,
+];
+
+/// The keys of `#[upcaster(Event, ...)]`.
+pub(crate) const UPCASTER_KEYS: &[Key] = &[FROM_KEY, RENAMED_FROM_KEY];
+
 /// The keys of `#[event(...)]`.
 pub(crate) const EVENT_KEYS: &[Key] = &[NAME_KEY, VERSION_KEY];
 
@@ -552,11 +578,18 @@ pub(crate) struct EventHandlerArgs {
     pub(crate) retry: Option<Retry>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) on_error: Option<OnError>,
+    /// `read_model = field` (projections only).
+    pub(crate) read_model: Option<Ident>,
+    /// Whether `read_model` was written (even with a bad value).
+    pub(crate) read_model_given: bool,
 }
 
 impl EventHandlerArgs {
-    pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Self {
-        let attr = symbol::EVENT_HANDLER;
+    /// The arguments of `#[event_handler(...)]` (`attr`, `keys`) or `#[projection(...)]`.
+    pub(crate) fn parse(cx: &Ctxt, args: TokenStream, attr: Symbol, keys: &[Key]) -> Self {
+        let mut read_model = Attr::none(cx, attr, symbol::READ_MODEL);
+        let takes_read_model = keys.iter().any(|key| key.symbol == symbol::READ_MODEL);
+        let mut read_model_given = false;
         let mut name = Attr::none(cx, attr, symbol::NAME);
         let mut strong = Attr::none(cx, attr, symbol::STRONG);
         let mut retry = Attr::none(cx, attr, symbol::RETRY);
@@ -593,8 +626,23 @@ impl EventHandlerArgs {
                 if let Some(value) = parse_retry(cx, &meta)? {
                     retry.set(&meta.path, value);
                 }
+            } else if takes_read_model && meta.path == symbol::READ_MODEL {
+                read_model_given = true;
+                if let Some(expr) = value_expr(cx, &READ_MODEL_KEY, &meta)? {
+                    match &expr {
+                        Expr::Path(path) if path.qself.is_none() && path.path.get_ident().is_some() => {
+                            if let Some(ident) = path.path.get_ident() {
+                                read_model.set(&meta.path, ident.clone());
+                            }
+                        }
+                        other => cx.error_spanned_by(
+                            other,
+                            "expected the name of the field that holds the read model: `read_model = summaries`",
+                        ),
+                    }
+                }
             } else {
-                unknown_key(cx, attr, EVENT_HANDLER_KEYS, &meta)?;
+                unknown_key(cx, attr, keys, &meta)?;
             }
             Ok(())
         });
@@ -602,6 +650,8 @@ impl EventHandlerArgs {
             cx.syn_error(error);
         }
         EventHandlerArgs {
+            read_model: read_model.get(),
+            read_model_given,
             name: name.get(),
             name_given,
             strong: strong.get().is_some(),
@@ -852,4 +902,73 @@ pub(crate) fn cfgs(attrs: &[Attribute]) -> Vec<Attribute> {
         .filter(|attr| attr.path() == symbol::CFG)
         .cloned()
         .collect()
+}
+
+/// The arguments of `#[upcaster(Event, from = N, renamed_from = "Old")]`.
+pub(crate) struct UpcasterArgs {
+    pub(crate) event: Option<Type>,
+    pub(crate) from: Option<(LitInt, u32)>,
+    pub(crate) renamed_from: Option<LitStr>,
+}
+
+impl UpcasterArgs {
+    pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Self {
+        let attr = symbol::UPCASTER;
+        let mut from = Attr::none(cx, attr, symbol::FROM);
+        let mut renamed_from = Attr::none(cx, attr, symbol::RENAMED_FROM);
+        let event = (|input: ParseStream<'_>| -> syn::Result<(Type, TokenStream)> {
+            let event: Type = input.parse()?;
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+            Ok((event, input.parse()?))
+        })
+        .parse2(args);
+        let (event, rest) = match event {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                cx.error_at(
+                    proc_macro2::Span::call_site(),
+                    "`#[upcaster]` names the event type first: `#[upcaster(MoneyDeposited, from = 1)]`",
+                );
+                return UpcasterArgs {
+                    event: None,
+                    from: None,
+                    renamed_from: None,
+                };
+            }
+        };
+        let mut from_given = false;
+        let parser = syn::meta::parser(|meta| {
+            if meta.path == symbol::FROM {
+                from_given = true;
+                let hint = "versions start at 1: `from = 1` reads the data stored at version 1";
+                if let Some(value) = parse_positive::<u32>(cx, &FROM_KEY, &meta, hint)? {
+                    from.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::RENAMED_FROM {
+                if let Some(value) = parse_name(cx, &RENAMED_FROM_KEY, &meta)? {
+                    renamed_from.set(&meta.path, value);
+                }
+            } else {
+                unknown_key(cx, attr, UPCASTER_KEYS, &meta)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = parser.parse2(rest) {
+            cx.syn_error(error);
+        }
+        let from = from.get();
+        if !from_given {
+            cx.error_spanned_by(
+                &event,
+                "`#[upcaster]` needs the version it reads: `#[upcaster(Event, from = 1)]` turns data stored at version 1 into version 2",
+            );
+        }
+        UpcasterArgs {
+            event: Some(event),
+            from,
+            renamed_from: renamed_from.get(),
+        }
+    }
 }

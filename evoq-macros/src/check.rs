@@ -6,6 +6,7 @@
 
 use crate::ctxt::Ctxt;
 use crate::model::{AggregateDef, EventHandlerDef, HandlerFn, same_tokens, show};
+use crate::symbol::{self, Symbol};
 
 /// Whether two methods exist under the same `#[cfg]`s (only then can they collide).
 fn same_cfgs(a: &HandlerFn, b: &HandlerFn) -> bool {
@@ -76,20 +77,30 @@ pub(crate) fn aggregate(cx: &Ctxt, def: &AggregateDef) {
 }
 
 /// A name, at least one `#[handles]` method, and one method per event type.
-pub(crate) fn event_handler(cx: &Ctxt, def: &EventHandlerDef) {
+pub(crate) fn event_handler(cx: &Ctxt, def: &EventHandlerDef, attr: Symbol) {
     if def.name.is_none() && !def.args.name_given {
         cx.error_at(
             proc_macro2::Span::call_site(),
             format!(
-                "`#[event_handler]` needs a name: write `#[event_handler(name = \"{}\")]`; the name keys the handler's checkpoint and dead letters in the store, so keep it stable",
-                suggested_name(&def.self_ty)
+                "`#[{attr}]` needs a name: write `#[{attr}(name = \"{}\")]`; the name keys the {}'s checkpoint and dead letters in the store, so keep it stable",
+                suggested_name(&def.self_ty),
+                if attr == symbol::PROJECTION { "projection" } else { "handler" },
             ),
+        );
+    }
+    if attr == symbol::PROJECTION && !def.args.read_model_given {
+        cx.error_at(
+            proc_macro2::Span::call_site(),
+            "`#[projection]` needs its read model: write `read_model = field`, naming the field that holds it (an `InMemoryReadModel`, say); a rebuild clears it",
         );
     }
     if def.handlers.is_empty() {
         cx.error_spanned_by(
             &def.self_ty,
-            "an `#[event_handler]` block needs at least one `#[handles]` method, like `#[handles] async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>`",
+            format!(
+                "{} `#[{attr}]` block needs at least one `#[handles]` method, like `#[handles] async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>`",
+                if attr == symbol::PROJECTION { "a" } else { "an" }
+            ),
         );
     }
     for (index, handler) in def.handlers.iter().enumerate() {

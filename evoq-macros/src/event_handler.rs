@@ -9,19 +9,26 @@ use syn::{Item, LitStr};
 use crate::aggregate::{explicit_check, item_name, vtable, wire_name_checks};
 use crate::attr::{EventHandlerArgs, OnError, Retry};
 use crate::ctxt::Ctxt;
-use crate::model::{EventHandlerDef, HandlerFn, show};
-use crate::{check, fallback, paths};
+use crate::model::{EVENT_HANDLER_FLAVOR, EventHandlerDef, Flavor, HandlerFn, show};
+use crate::{check, fallback, paths, symbol};
 
 /// Expands `#[event_handler(args)]` on `input`.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand_flavor(&EVENT_HANDLER_FLAVOR, args, input)
+}
+
+/// Expands `#[event_handler(args)]` or `#[projection(args)]` (the `flavor`) on `input`: a
+/// projection is an event handler with a read model.
+pub(crate) fn expand_flavor(flavor: &Flavor, args: TokenStream, input: TokenStream) -> TokenStream {
     let mut item = match syn::parse2::<Item>(input.clone()) {
         Ok(Item::Impl(item)) => item,
         Ok(other) => {
-            let mut tokens = syn::Error::new_spanned(
-                item_name(&other),
-                "`#[event_handler]` goes on the impl block of the handler type: `#[event_handler(name = \"notifier\")] impl Notifier { ... }`, with `#[handles]` async methods",
-            )
-            .to_compile_error();
+            let message = if flavor.attr == symbol::PROJECTION {
+                "`#[projection]` goes on the impl block of the projection type: `#[projection(name = \"account_summary\", read_model = summaries)] impl AccountSummary { ... }`, with `#[handles]` async methods"
+            } else {
+                "`#[event_handler]` goes on the impl block of the handler type: `#[event_handler(name = \"notifier\")] impl Notifier { ... }`, with `#[handles]` async methods"
+            };
+            let mut tokens = syn::Error::new_spanned(item_name(&other), message).to_compile_error();
             tokens.extend(input);
             return tokens;
         }
@@ -32,13 +39,16 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     let cx = Ctxt::new();
-    let def = EventHandlerDef::from_ast(&cx, args, &mut item);
+    let def = EventHandlerDef::from_ast(&cx, flavor, args, &mut item);
     if let Some(def) = &def {
-        check::event_handler(&cx, def);
+        check::event_handler(&cx, def, flavor.attr);
     }
     match (cx.check(), def) {
         (Ok(()), Some(def)) => {
-            let generated = generate(&def);
+            let mut generated = generate(&def);
+            if flavor.attr == symbol::PROJECTION {
+                generated.extend(crate::projection::generate(&def));
+            }
             quote!(#item #generated)
         }
         (checked, def) => {
@@ -47,6 +57,9 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
                 .map(|errors| errors.to_compile_error())
                 .unwrap_or_default();
             tokens.extend(fallback::event_handler(&item, def.as_ref()));
+            if flavor.attr == symbol::PROJECTION {
+                tokens.extend(fallback::projection(def.as_ref()));
+            }
             tokens
         }
     }
@@ -82,6 +95,11 @@ fn generate(def: &EventHandlerDef) -> TokenStream {
         let vt = vtable(index);
         quote!(#(#cfgs)* #vt.name,)
     });
+    let upcasters = def.handlers.iter().enumerate().map(|(index, method)| {
+        let cfgs = &method.cfgs;
+        let vt = vtable(index);
+        quote!(#(#cfgs)* #vt.upcasters,)
+    });
     let arms = def
         .handlers
         .iter()
@@ -101,6 +119,7 @@ fn generate(def: &EventHandlerDef) -> TokenStream {
                 const NAME: &'static #p::core::primitive::str = #name;
                 const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[#(#names)*];
                 const OPTIONS: #p::HandlerOptions = #options;
+                const UPCASTERS: &'static [&'static [#p::Upcaster]] = &[#(#upcasters)*];
 
                 fn handle<'__evoq>(
                     &'__evoq mut self,
@@ -162,8 +181,8 @@ fn arm(def: &EventHandlerDef, index: usize, method: &HandlerFn) -> TokenStream {
     };
     quote! {
         #(#cfgs)*
-        if event_type == #vt.name {
-            let event = match #p::decode_event(meta, #vt.decode) {
+        if (#vt.stored_as)(event_type) {
+            let event = match #p::decode_event(meta, #vt.decode_stored) {
                 #p::core::result::Result::Ok(event) => event,
                 #p::core::result::Result::Err(failure) => return #p::failed_event(failure),
             };

@@ -15,7 +15,7 @@ pub(crate) fn event(input: &DeriveInput) -> TokenStream {
     if !input.generics.params.is_empty() {
         return TokenStream::new();
     }
-    crate::event::event_impl(&input.ident, &type_name(&input.ident), 1)
+    crate::event::event_impl(&input.ident, &type_name(&input.ident), 1, None)
 }
 
 /// A stub `Command` impl.
@@ -182,4 +182,23 @@ pub(crate) fn event_handler(item: &ItemImpl, def: Option<&EventHandlerDef>) -> T
         };
     });
     tokens
+}
+
+/// A stub `Projection` impl, so that registering the projection adds no error.
+pub(crate) fn projection(def: Option<&EventHandlerDef>) -> TokenStream {
+    let p = paths::private_call_site();
+    let Some(def) = def else {
+        return TokenStream::new();
+    };
+    let projection = &def.self_ty;
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #p::Projection for #projection {
+                fn read_model(&self) -> &dyn #p::ReadModel {
+                    #p::core::unreachable!()
+                }
+            }
+        };
+    }
 }

@@ -18,7 +18,9 @@ mod event_handler;
 mod fallback;
 mod model;
 mod paths;
+mod projection;
 mod symbol;
+mod upcaster;
 
 #[cfg(test)]
 mod tests;
@@ -120,17 +122,66 @@ pub fn event_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     event_handler::expand(args.into(), input.into()).into()
 }
 
+/// Makes the type of an `impl` block a projection: an event handler whose `#[handles]` methods
+/// update a read model, with a checkpoint saved after every event, and that can be rebuilt.
+///
+/// ```ignore
+/// #[projection(name = "account_summary", read_model = summaries)]
+/// impl AccountSummary {
+///     #[handles]
+///     async fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), ProjectionError> {
+///         self.summaries.put(&e.account, &Summary { balance: e.initial_balance })?;
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// - `name = "..."` (required): keys the projection's checkpoint and dead letters.
+/// - `read_model = field` (required): the field holding the read model (any `ReadModel`, such
+///   as an `InMemoryReadModel`); `Evoq::rebuild` clears it.
+/// - `strong`, `retry`, `max_attempts`, `on_error`: as for `#[event_handler]`.
+///
+/// The methods are those of `#[event_handler]`. Generated: `EventHandler` (as
+/// `#[event_handler]`) and `Projection`.
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
+    event_handler::expand_flavor(&model::PROJECTION_FLAVOR, args.into(), input.into()).into()
+}
+
+/// Marks a free function as the upcaster of an event type from one schema version to the next.
+///
+/// ```ignore
+/// #[upcaster(MoneyDeposited, from = 1)]
+/// fn deposited_v1_to_v2(mut data: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
+///     data["currency"] = "EUR".into();
+///     Ok(data)
+/// }
+/// ```
+///
+/// `from = N` reads the data stored at version `N` and returns version `N + 1`;
+/// `renamed_from = "OldName"` also reads the events stored under the event's old wire name.
+/// The function is kept as written (call it in a unit test). Generated: the step as an impl of
+/// a hidden trait for the event type, which `#[derive(Event)]` lists in `Event::UPCASTERS`: an
+/// event at version 3 needs upcasters from 1 and 2, two upcasters from one version conflict,
+/// and `from` must be below the event's version, all checked at compile time.
+#[proc_macro_attribute]
+pub fn upcaster(args: TokenStream, input: TokenStream) -> TokenStream {
+    upcaster::expand(args.into(), input.into()).into()
+}
+
 /// Marks a command handler in an `#[aggregate]` block, or an event handler method in an
-/// `#[event_handler]` block. Used anywhere else, it is an error.
+/// `#[event_handler]` or `#[projection]` block. Used anywhere else, it is an error.
 #[proc_macro_attribute]
 pub fn handles(_args: TokenStream, input: TokenStream) -> TokenStream {
     let message = format!(
-        "`#[{}]` marks a command handler of an `#[{}]` block or an event handler method of an `#[{}]` block and means nothing on its own: put `#[{}]` or `#[{}(name = \"...\")]` on the `impl` block that holds this method",
+        "`#[{}]` marks a command handler of an `#[{}]` block or an event handler method of an `#[{}]` or `#[{}]` block and means nothing on its own: put `#[{}]`, `#[{}(name = \"...\")]` or `#[{}(name = \"...\", read_model = field)]` on the `impl` block that holds this method",
         symbol::HANDLES,
         symbol::AGGREGATE,
         symbol::EVENT_HANDLER,
+        symbol::PROJECTION,
         symbol::AGGREGATE,
         symbol::EVENT_HANDLER,
+        symbol::PROJECTION,
     );
     misplaced_helper(&message, input.into()).into()
 }

@@ -816,7 +816,56 @@ pub(crate) const EVENT_HANDLER_HANDLES: HandlerSpec = HandlerSpec {
     example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>",
 };
 
-/// An `#[event_handler]` block.
+/// `#[handles]` in a `#[projection]` block.
+pub(crate) const PROJECTION_HANDLES: HandlerSpec = HandlerSpec {
+    attr: symbol::HANDLES,
+    container: symbol::PROJECTION,
+    noun: "event",
+    receiver: Receiver::Mut,
+    receiver_reason: "the projection gets one event at a time and updates its read model",
+    asyncness: Asyncness::Required,
+    async_reason: "a projection writes to its read model, which may be a database",
+    returns: Returns::UnitResult,
+    context: Some("EventMeta"),
+    example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), ProjectionError>",
+};
+
+const PROJECTION_CONTAINER: Container = Container {
+    attr: symbol::PROJECTION,
+    noun: "a projection",
+    subject: "projection type",
+    fixed: "its name and event types are fixed",
+    example: "`#[projection(name = \"account_summary\", read_model = summaries)] impl AccountSummary { ... }`",
+};
+
+/// What differs between an `#[event_handler]` and a `#[projection]` block: both are parsed
+/// into an [`EventHandlerDef`] and generate an `EventHandler` impl.
+pub(crate) struct Flavor {
+    /// The container attribute.
+    pub(crate) attr: Symbol,
+    /// Its valid arguments.
+    pub(crate) keys: &'static [attr::Key],
+    handles: &'static HandlerSpec,
+    container: &'static Container,
+}
+
+/// `#[event_handler]`.
+pub(crate) const EVENT_HANDLER_FLAVOR: Flavor = Flavor {
+    attr: symbol::EVENT_HANDLER,
+    keys: attr::EVENT_HANDLER_KEYS,
+    handles: &EVENT_HANDLER_HANDLES,
+    container: &EVENT_HANDLER_CONTAINER,
+};
+
+/// `#[projection]`.
+pub(crate) const PROJECTION_FLAVOR: Flavor = Flavor {
+    attr: symbol::PROJECTION,
+    keys: attr::PROJECTION_KEYS,
+    handles: &PROJECTION_HANDLES,
+    container: &PROJECTION_CONTAINER,
+};
+
+/// An `#[event_handler]` block (or a `#[projection]` block).
 pub(crate) struct EventHandlerDef {
     /// The handler type (`impl Notifier { ... }`).
     pub(crate) self_ty: Type,
@@ -833,21 +882,22 @@ impl EventHandlerDef {
     /// attributes from `item`. `None` when the block's header is unusable.
     pub(crate) fn from_ast(
         cx: &Ctxt,
+        flavor: &Flavor,
         args: proc_macro2::TokenStream,
         item: &mut ItemImpl,
     ) -> Option<EventHandlerDef> {
-        let mut args = EventHandlerArgs::parse(cx, args);
+        let mut args = EventHandlerArgs::parse(cx, args, flavor.attr, flavor.keys);
         let name = args.name.take();
         let handlers = parse_helpers(
             cx,
             item,
-            &[&EVENT_HANDLER_HANDLES],
+            &[flavor.handles],
             "a method handles one event type",
         )
         .into_iter()
         .map(|(_, handler)| handler)
         .collect();
-        let self_ty = header(cx, item, &EVENT_HANDLER_CONTAINER)?;
+        let self_ty = header(cx, item, flavor.container)?;
         Some(EventHandlerDef {
             self_ty,
             name,

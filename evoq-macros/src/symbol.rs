@@ -17,6 +17,8 @@ pub(crate) const HANDLES: Symbol = Symbol("handles");
 pub(crate) const APPLY: Symbol = Symbol("apply");
 pub(crate) const CFG: Symbol = Symbol("cfg");
 pub(crate) const EVENT_HANDLER: Symbol = Symbol("event_handler");
+pub(crate) const PROJECTION: Symbol = Symbol("projection");
+pub(crate) const UPCASTER: Symbol = Symbol("upcaster");
 
 /// The crate whose path may prefix a helper attribute (`#[evoq::handles]`).
 pub(crate) const EVOQ: Symbol = Symbol("evoq");
@@ -33,6 +35,9 @@ pub(crate) const STRONG: Symbol = Symbol("strong");
 pub(crate) const MAX_ATTEMPTS: Symbol = Symbol("max_attempts");
 pub(crate) const ON_ERROR: Symbol = Symbol("on_error");
 pub(crate) const RETRY: Symbol = Symbol("retry");
+pub(crate) const READ_MODEL: Symbol = Symbol("read_model");
+pub(crate) const FROM: Symbol = Symbol("from");
+pub(crate) const RENAMED_FROM: Symbol = Symbol("renamed_from");
 
 // Values of `on_error = ...`.
 pub(crate) const DEAD_LETTER: Symbol = Symbol("dead_letter");

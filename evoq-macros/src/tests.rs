@@ -483,3 +483,133 @@ fn event_handler_on_something_else() {
     let out = event_handler(quote!(name = "n"), quote!(impl Trait for Notifier {}));
     assert!(errors(&out)[0].starts_with("`#[event_handler]` goes on the inherent impl block"));
 }
+
+#[test]
+fn event_lists_its_upcaster_chain() {
+    let input: DeriveInput = parse_quote!(
+        #[event(version = 3)]
+        struct MoneyDeposited;
+    );
+    let text = squeeze(&crate::event::expand(&input));
+    assert!(
+        text.contains("constUPCASTERS:&'static[::evoq::__private::Upcaster]=&[<MoneyDepositedas::evoq::__private::UpcastStep<1>>::STEP,<MoneyDepositedas::evoq::__private::UpcastStep<2>>::STEP,];"),
+        "{text}"
+    );
+    let plain: DeriveInput = parse_quote!(
+        struct AccountOpened;
+    );
+    let text = squeeze(&crate::event::expand(&plain));
+    assert!(
+        text.contains("constUPCASTERS:&'static[::evoq::__private::Upcaster]=&[];"),
+        "{text}"
+    );
+}
+
+#[test]
+fn upcaster_generates_one_step_and_keeps_the_function() {
+    let out = crate::upcaster::expand(
+        quote!(MoneyDeposited, from = 2, renamed_from = "FundsAdded"),
+        quote! {
+            fn v2_to_v3(data: Value) -> Result<Value, UpcastError> { Ok(data) }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    let file = parses(&out);
+    assert!(matches!(file.items.first(), Some(syn::Item::Fn(_))));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::UpcastStep<2>forMoneyDeposited"),
+        "{text}"
+    );
+    assert!(text.contains("from:2,"), "{text}");
+    assert!(
+        text.contains("renamed_from:::evoq::__private::core::option::Option::Some(\"FundsAdded\")"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2<<MoneyDepositedas::evoq::__private::IsEvent>::VTABLE.version"),
+        "{text}"
+    );
+}
+
+#[test]
+fn upcaster_reports_every_mistake_and_still_implements_the_step() {
+    let out = crate::upcaster::expand(
+        quote!(MoneyDeposited, from = 1, since = 3),
+        quote! {
+            async fn v1(&self, data: Value) -> Result<Value, UpcastError> { Ok(data) }
+        },
+    );
+    let found = errors(&out);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].starts_with("unknown argument `since`"));
+    assert!(found[1].starts_with("an upcaster is not async"));
+    assert!(found[2].starts_with("an upcaster is a free function, not a method"));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("upcast:::evoq::__private::upcast_stub"),
+        "{text}"
+    );
+    let out = crate::upcaster::expand(
+        quote!(),
+        quote!(
+            fn f(data: Value) {}
+        ),
+    );
+    assert!(errors(&out)[0].starts_with("`#[upcaster]` names the event type first"));
+}
+
+#[test]
+fn projection_is_an_event_handler_with_a_read_model() {
+    let out = crate::event_handler::expand_flavor(
+        &crate::model::PROJECTION_FLAVOR,
+        quote!(name = "summary", read_model = summaries, max_attempts = 2),
+        quote! {
+            impl Summary {
+                #[handles]
+                async fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), ProjectionError> { todo!() }
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    parses(&out);
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::EventHandlerforSummary"),
+        "{text}"
+    );
+    assert!(
+        text.contains("impl::evoq::__private::ProjectionforSummary"),
+        "{text}"
+    );
+    assert!(
+        text.contains("&self.summariesas&dyn::evoq::__private::ReadModel"),
+        "{text}"
+    );
+    assert!(text.contains("constUPCASTERS:&'static[&'static[::evoq::__private::Upcaster]]=&[__EVOQ_EVENT_0.upcasters,];"), "{text}");
+
+    let out = crate::event_handler::expand_flavor(
+        &crate::model::PROJECTION_FLAVOR,
+        quote!(),
+        quote! {
+            impl Summary {
+                #[handles]
+                fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), ProjectionError> { todo!() }
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("is `async`"), "{}", errors[0]);
+    assert!(errors[1].starts_with("`#[projection]` needs a name: write `#[projection(name = \"summary\")]`; the name keys the projection's"), "{}", errors[1]);
+    assert!(
+        errors[2].starts_with("`#[projection]` needs its read model"),
+        "{}",
+        errors[2]
+    );
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::ProjectionforSummary"),
+        "the stub: {text}"
+    );
+}

@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::handler::EventHandler;
 use crate::memory_monitor::{MemoryMonitor, MemoryProbe, SystemMemory};
 use crate::partition::{AggregateStats, Env, Partitions};
+use crate::projection::Projection;
 use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
 use crate::subscription::{Consistency, HandlerConfig, HandlerOptions, Registration, Registry};
@@ -132,6 +133,24 @@ impl EvoqBuilder {
     /// Runs an event handler with `options`, which take precedence over its attribute's.
     pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
         self.handlers.push(Registration::new(handler, options));
+        self
+    }
+
+    /// Runs a projection (`#[projection]`) in its own task, like an event handler, with its
+    /// checkpoint saved after every event. Its name shares the namespace of the handlers:
+    /// [`Evoq::wait_for`] and [`Evoq::rebuild`] take it.
+    pub fn projection<P: Projection>(self, projection: P) -> Self {
+        self.projection_with(projection, HandlerOptions::new())
+    }
+
+    /// Runs a projection with `options`, which take precedence over its attribute's.
+    pub fn projection_with<P: Projection>(
+        mut self,
+        projection: P,
+        options: HandlerOptions,
+    ) -> Self {
+        self.handlers
+            .push(Registration::projection(projection, options));
         self
     }
 

@@ -80,6 +80,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// A stored event could not be brought to the current schema version of its type: a
+    /// missing upcaster step, data stored by newer code, or an upcaster's error. Nothing
+    /// stored was changed.
+    #[error("cannot read event at version {version} of stream `{stream}`: {source}")]
+    Upcast {
+        /// The stream.
+        stream: String,
+        /// The event's version in the stream.
+        version: u64,
+        /// What went wrong, naming the event type, the stored version and the missing step.
+        source: crate::upcast::UpcastError,
+    },
+
+    /// A projection could not be rebuilt (or the name is not a projection's).
+    #[error("cannot rebuild projection `{projection}`: {reason}")]
+    Rebuild {
+        /// The projection's name.
+        projection: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A stream holds an event type the aggregate does not apply.
     #[error(
         "unknown event type `{event_type}` at version {version} of stream `{stream}`: aggregate `{aggregate}` has no `#[apply]` method for it; add one, or an upcaster that renames it"
@@ -255,6 +277,19 @@ impl Error {
     pub fn rejection<E: StdError + 'static>(&self) -> Option<&E> {
         match self {
             Error::Rejected { source, .. } => source.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// Whether a stored event could not be brought to the current version of its type.
+    pub fn is_upcast(&self) -> bool {
+        matches!(self, Error::Upcast { .. })
+    }
+
+    /// The upcasting failure, when a stored event could not be brought to its current version.
+    pub fn upcast_error(&self) -> Option<&crate::upcast::UpcastError> {
+        match self {
+            Error::Upcast { source, .. } => Some(source),
             _ => None,
         }
     }

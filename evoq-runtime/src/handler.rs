@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Metadata, RecordedEvent};
 use crate::subscription::HandlerOptions;
+use crate::upcast::{DecodeError, UpcastError, Upcaster};
 
 /// The future of one delivery: what [`EventHandler::handle`] returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerFailure>> + Send + 'a>>;
@@ -49,6 +50,9 @@ pub trait EventHandler: Send + 'static {
     /// The options given in the attribute (`retry`, `max_attempts`, `on_error`, `strong`);
     /// options given to the builder take precedence, the runtime's defaults fill the rest.
     const OPTIONS: HandlerOptions = HandlerOptions::new();
+    /// The upcasters of each type of [`EVENT_TYPES`](Self::EVENT_TYPES), in the same order:
+    /// the names a type was renamed from join the subscription.
+    const UPCASTERS: &'static [&'static [Upcaster]] = &[];
 
     /// Handles one event: decodes it as the type its method takes and runs the method. An
     /// event that does not decode is a failure, never a panic.
@@ -148,6 +152,10 @@ enum FailureKind {
     Unhandled {
         event_type: String,
     },
+    Upcast {
+        position: u64,
+        error: UpcastError,
+    },
     Panicked(String),
 }
 
@@ -168,6 +176,24 @@ impl HandlerFailure {
                 position: event.global_position(),
                 reason: error.to_string(),
             },
+        }
+    }
+
+    /// The stored data of `event` could not be brought to the current version of its type.
+    pub fn upcast(event: &EventMeta, error: UpcastError) -> Self {
+        HandlerFailure {
+            kind: FailureKind::Upcast {
+                position: event.global_position(),
+                error,
+            },
+        }
+    }
+
+    /// The stored data of `event` did not decode, or could not be upcast.
+    pub fn from_decode(event: &EventMeta, error: DecodeError) -> Self {
+        match error {
+            DecodeError::Upcast(error) => HandlerFailure::upcast(event, error),
+            DecodeError::Data(error) => HandlerFailure::decode(event, &error),
         }
     }
 
@@ -200,6 +226,14 @@ impl HandlerFailure {
         matches!(self.kind, FailureKind::Decode { .. })
     }
 
+    /// The upcasting failure, when the event could not be brought to its current version.
+    pub fn upcast_error(&self) -> Option<&UpcastError> {
+        match &self.kind {
+            FailureKind::Upcast { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
     /// Whether the handler panicked.
     pub fn is_panic(&self) -> bool {
         matches!(self.kind, FailureKind::Panicked(_))
@@ -224,6 +258,9 @@ impl fmt::Display for HandlerFailure {
                 "the handler has no `#[handles]` method for event type `{event_type}`"
             ),
             FailureKind::Panicked(message) => write!(f, "the handler panicked: {message}"),
+            FailureKind::Upcast { position, error } => {
+                write!(f, "event at position {position}: {error}")
+            }
         }
     }
 }
@@ -245,6 +282,7 @@ impl StdError for HandlerFailure {
         match &self.kind {
             // Display already forwards to the handler's error: continue the chain below it.
             FailureKind::Error(error) => error.source(),
+            FailureKind::Upcast { error, .. } => Some(error),
             _ => None,
         }
     }

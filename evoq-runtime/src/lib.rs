@@ -20,9 +20,11 @@ pub mod lifespan;
 mod mailbox;
 pub mod memory_monitor;
 mod partition;
+pub mod projection;
 pub mod store;
 pub mod subscription;
 pub mod testing;
+pub mod upcast;
 
 pub use crate::aggregate::Aggregate;
 pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder};
@@ -36,9 +38,13 @@ pub use crate::handler::{EventHandler, EventMeta, HandlerFailure};
 pub use crate::lifespan::{DefaultLifespan, Idle, Lifespan, OnTimeout};
 pub use crate::memory_monitor::{MemoryMonitor, MemoryProbe, PressureLevel, SystemMemory};
 pub use crate::partition::AggregateStats;
+pub use crate::projection::{
+    InMemoryReadModel, Projection, ProjectionError, ReadModel, ReadModelError,
+};
 pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
 pub use crate::subscription::{
     Consistency, DeadLetterQueue, HandlerConfig, HandlerOptions, HandlerStats, OnError,
     RetryStrategy, StartFrom,
 };
 pub use crate::testing::AggregateTest;
+pub use crate::upcast::{DecodeError, UpcastError, Upcaster};

@@ -4,7 +4,10 @@
 mod no_prelude {
     #![no_implicit_prelude]
 
-    use ::evoq::{Command, Event, EventMeta, aggregate, event_handler};
+    use ::evoq::{
+        Command, Event, EventMeta, InMemoryReadModel, ProjectionError, UpcastError, aggregate,
+        event_handler, projection, upcaster,
+    };
     use ::serde::{Deserialize, Serialize};
 
     #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
@@ -18,8 +21,32 @@ mod no_prelude {
         pub(crate) name: ::std::string::String,
     }
 
+    #[upcaster(Renamed, from = 1, renamed_from = "hygiene.Named")]
+    fn renamed_v1(
+        data: ::serde_json::Value,
+    ) -> ::core::result::Result<::serde_json::Value, UpcastError> {
+        ::core::result::Result::Ok(data)
+    }
+
     #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
     pub(crate) struct Touched;
+
+    pub(crate) struct Names {
+        pub(crate) model: InMemoryReadModel,
+    }
+
+    #[projection(name = "hygiene.names", read_model = model)]
+    impl Names {
+        #[handles]
+        async fn renamed(
+            &mut self,
+            event: &Renamed,
+            meta: &EventMeta,
+        ) -> ::core::result::Result<(), ProjectionError> {
+            self.model.put(meta.stream_id(), &event.name)?;
+            ::core::result::Result::Ok(())
+        }
+    }
 
     #[derive(Command)]
     pub(crate) struct Open {
@@ -192,6 +219,8 @@ fn macros_expand_without_the_prelude() {
     assert!(refused.downcast_ref::<Refused>().is_some());
 
     let data = renamed[0].encode().expect("encodes");
+    let old = ThingEvent::decode_stored("hygiene.Named", 1, &data).expect("upcasts");
+    ::std::assert!(old.is_some());
     let back = ThingEvent::decode("hygiene.Renamed", &data).expect("decodes");
     assert_eq!(
         format!("{back:?}"),
@@ -226,5 +255,53 @@ fn event_handlers_expand_without_the_prelude() {
         let meta = evoq::EventMeta::new(record);
         watcher.handle(&meta).await.expect("handled");
         assert_eq!(watcher.seen, ["w 7"]);
+    });
+}
+
+#[test]
+fn projections_and_upcasters_expand_without_the_prelude() {
+    use evoq::Projection;
+    assert_eq!(<Names as EventHandler>::NAME, "hygiene.names");
+    assert_eq!(<Renamed as evoq::Event>::UPCASTERS.len(), 1);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let model = evoq::InMemoryReadModel::new();
+        let names = Names {
+            model: model.clone(),
+        };
+        assert_eq!(names.read_model().clear().await.ok(), Some(()));
+        let app = evoq::Evoq::builder()
+            .projection(names)
+            .start()
+            .await
+            .expect("starts");
+        // Stored at version 1 under the name the event had before.
+        let appended = app
+            .store()
+            .append(
+                "Thing-1",
+                evoq::ExpectedVersion::NoStream,
+                vec![evoq::NewEvent {
+                    event_id: evoq::Uuid::now_v7(),
+                    event_type: "hygiene.Named".into(),
+                    schema_version: 1,
+                    data: br#"{"name":"old"}"#.to_vec(),
+                    metadata: Default::default(),
+                }],
+            )
+            .await
+            .expect("appends");
+        app.wait_for("hygiene.names", appended.last_position)
+            .await
+            .expect("projected");
+        assert_eq!(
+            model.get::<String>("Thing-1").expect("reads").as_deref(),
+            Some("old")
+        );
+        app.stop().await;
     });
 }

@@ -707,6 +707,14 @@ async fn store_failures_delay_a_handler_but_lose_nothing() {
         .position
         .unwrap();
     wait(&app, "alpha_only", first).await;
+    // Waiters are woken before the checkpoint's store call: let it land first.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while store.load_checkpoint("alpha_only").await.unwrap() != Some(first) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the checkpoint is saved");
 
     // Reads and checkpoint saves fail for a while; events keep coming.
     faulty.fail_read_all.store(true, Ordering::SeqCst);

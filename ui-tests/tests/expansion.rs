@@ -10,6 +10,9 @@ mod shadowed_primitives;
 #[path = "../pass/event_handler.rs"]
 mod event_handler;
 
+#[path = "../pass/projection.rs"]
+mod projection;
+
 #[test]
 fn bank_account_behaves() {
     bank_account::main();
@@ -23,4 +26,9 @@ fn shadowed_primitives_behave() {
 #[test]
 fn event_handler_behaves() {
     event_handler::main();
+}
+
+#[test]
+fn projection_behaves() {
+    projection::main();
 }

@@ -31,6 +31,44 @@ impl Evoq {
         wait_one(state, position).await
     }
 
+    /// Rebuilds the projection named `projection`: clears its read model, resets its
+    /// checkpoint, replays every event of its types from the first one (no cap, upcast as on
+    /// every read), then goes on live. Returns once the replay has reached the store's head as
+    /// of the call (the position returned), so the read model is complete up to it.
+    ///
+    /// The reset happens between two events (the projection sees one event at a time). Its
+    /// dead letters are kept. Fails for a name this runtime does not run, for an event
+    /// handler, and when the read model cannot be cleared or the checkpoint reset.
+    pub async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
+        let registry = self.handlers();
+        let state = registry
+            .get(projection)
+            .ok_or_else(|| Error::UnknownHandler {
+                handler: projection.to_owned(),
+                known: registry.names(),
+            })?;
+        let head = *registry.store().head().borrow();
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || Error::HandlerStopped {
+            handler: projection.to_owned(),
+            reason: state
+                .progress
+                .borrow()
+                .stopped
+                .as_deref()
+                .unwrap_or("the runtime stopped")
+                .to_owned(),
+        };
+        state
+            .control
+            .send(Control::Rebuild { reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())??;
+        wait_one(state, head).await?;
+        Ok(head)
+    }
+
     /// The dead letters of the handler named `handler`: list, get, retry, discard.
     ///
     /// Listing, getting and discarding work for any name (the entries are in the store);

@@ -11,27 +11,72 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::policy::{OnError, Resolved, RetryStrategy};
+use super::policy::{OnError, Resolved, RetryStrategy, StartFrom};
 use super::{Control, Counters, HandlerConfig, HandlerState};
 use crate::actor::panic_message;
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::handler::{EventHandler, EventMeta, HandlerFailure, HandlerFuture};
+use crate::projection::{HookFuture, Projected, Projection};
 use crate::store::{DeadLetter, EventFilter, EventStore, StoreError, Subscription};
 
 /// How the task backs off when the store fails (reads, dead-letter saves).
 const STORE_RETRY: RetryStrategy =
     RetryStrategy::exponential(Duration::from_millis(50), Duration::from_secs(5));
 
-/// What the engine delivers events to: event handlers now; process managers and projections
-/// implement it for their own kinds of subscriber.
+/// What the engine delivers events to: event handlers and projections (process managers
+/// implement it for their own kind of subscriber).
 pub(crate) trait Consumer: Send + 'static {
+    /// Whether the checkpoint is saved after every event (projections: the read model and the
+    /// checkpoint advance together), not in batches.
+    const CHECKPOINT_EVERY_EVENT: bool = false;
+
     fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a>;
+
+    /// Commits the consumer's own state with the checkpoint `position`; `true` when it kept
+    /// the checkpoint itself (no save in the event store then).
+    fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
+        let _ = (name, position);
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
+    /// The checkpoint the consumer keeps itself, if it does.
+    fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
+        let _ = name;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Clears the consumer's state before a rebuild.
+    fn reset(&mut self) -> HookFuture<'_, ()> {
+        Box::pin(std::future::ready(Err(
+            "it is an event handler, not a projection: only projections can be rebuilt".to_owned(),
+        )))
+    }
 }
 
 impl<H: EventHandler> Consumer for H {
     fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
         self.handle(event)
+    }
+}
+
+impl<P: Projection> Consumer for Projected<P> {
+    const CHECKPOINT_EVERY_EVENT: bool = true;
+
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+        Projected::consume(self, event)
+    }
+
+    fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
+        Projected::commit(self, name, position)
+    }
+
+    fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
+        Projected::checkpoint(self, name)
+    }
+
+    fn reset(&mut self) -> HookFuture<'_, ()> {
+        Projected::reset(self)
     }
 }
 
@@ -94,9 +139,20 @@ impl Task {
 
     /// Delivers events to `consumer` until the runtime stops (or the handler does).
     pub(crate) async fn run<C: Consumer>(mut self, mut consumer: C) {
-        let filter = EventFilter::types(self.state.event_types.iter().copied());
-        let mut subscription = Subscription::new(Arc::clone(&self.store), filter, self.start_after)
-            .with_page_size(self.page_size);
+        if C::CHECKPOINT_EVERY_EVENT {
+            self.checkpoint_every = 1;
+            self.kept_checkpoint(&mut consumer).await;
+        }
+        let filter = EventFilter::types(
+            self.state
+                .event_types
+                .iter()
+                .copied()
+                .chain(self.state.renamed_from.iter().copied()),
+        );
+        let mut subscription =
+            Subscription::new(Arc::clone(&self.store), filter.clone(), self.start_after)
+                .with_page_size(self.page_size);
         let head = self.store.head();
         let mut processed = self.start_after;
         let mut read_failures = 0u32;
@@ -119,6 +175,17 @@ impl Task {
                 Next::Shutdown => break,
                 Next::Control(Control::Redeliver { event_id, reply }) => {
                     let result = self.redeliver(&mut consumer, event_id).await;
+                    let _ = reply.send(result);
+                    continue;
+                }
+                Next::Control(Control::Rebuild { reply }) => {
+                    let result = self.rebuild(&mut consumer).await;
+                    if result.is_ok() {
+                        subscription =
+                            Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
+                                .with_page_size(self.page_size);
+                        processed = 0;
+                    }
                     let _ = reply.send(result);
                     continue;
                 }
@@ -154,22 +221,29 @@ impl Task {
                 match self.deliver(&mut consumer, &event).await {
                     Outcome::Next => {}
                     Outcome::Shutdown => {
-                        self.finish(processed).await;
+                        self.finish(&mut consumer, processed).await;
                         return;
                     }
                     Outcome::Stop(reason) => {
                         self.state.progress.send_modify(|progress| {
                             progress.stopped = Some(Arc::from(reason.as_str()));
                         });
-                        self.finish(processed).await;
+                        self.finish(&mut consumer, processed).await;
                         return;
                     }
                 }
                 processed = position;
-                self.publish(processed);
-                let since = processed.saturating_sub(self.saved);
-                if since >= self.checkpoint_every {
-                    self.save(processed).await;
+                if C::CHECKPOINT_EVERY_EVENT {
+                    // The read model and the checkpoint advance together, and a waiter on the
+                    // position finds both there.
+                    self.save(&mut consumer, processed).await;
+                    self.publish(processed);
+                } else {
+                    self.publish(processed);
+                    let since = processed.saturating_sub(self.saved);
+                    if since >= self.checkpoint_every {
+                        self.save(&mut consumer, processed).await;
+                    }
                 }
                 // Share the thread during a long catch-up of handlers that never wait.
                 tokio::task::consume_budget().await;
@@ -178,14 +252,77 @@ impl Task {
             let through = subscription.scanned_through();
             if through > processed {
                 processed = through;
-                self.publish(processed);
+                if !C::CHECKPOINT_EVERY_EVENT {
+                    self.publish(processed);
+                }
             }
             self.announce();
-            if processed >= *head.borrow() && self.saved != processed {
-                self.save(processed).await;
+            if self.saved != processed && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
+            {
+                self.save(&mut consumer, processed).await;
+            }
+            if C::CHECKPOINT_EVERY_EVENT {
+                self.publish(processed);
+                self.announce();
             }
         }
-        self.finish(processed).await;
+        self.finish(&mut consumer, processed).await;
+    }
+
+    /// A consumer that keeps its checkpoint (a read model committing it with its changes)
+    /// starts after it, unless told to start elsewhere.
+    async fn kept_checkpoint<C: Consumer>(&mut self, consumer: &mut C) {
+        if self.options.start_from != StartFrom::Checkpoint {
+            return;
+        }
+        match consumer.checkpoint(&self.state.name).await {
+            Ok(Some(position)) => {
+                self.start_after = position;
+                self.saved = position;
+                self.state.progress.send_modify(|progress| {
+                    progress.position = position;
+                });
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                name: "evoq.projection.checkpoint",
+                stage = "exception",
+                projection = &*self.state.name,
+                error = %error,
+                "the read model's checkpoint could not be read; starting from the event store's",
+            ),
+        }
+    }
+
+    /// Clears the consumer's state and resets its checkpoint and position to 0; the caller
+    /// then reads from the first event again.
+    async fn rebuild<C: Consumer>(&mut self, consumer: &mut C) -> Result<(), Error> {
+        let name = Arc::clone(&self.state.name);
+        let rebuild_error = |reason: String| Error::Rebuild {
+            projection: name.to_string(),
+            reason,
+        };
+        consumer.reset().await.map_err(rebuild_error)?;
+        match consumer.commit(&name, 0).await {
+            Ok(true) => {}
+            Ok(false) => self
+                .store
+                .save_checkpoint(&name, 0)
+                .await
+                .map_err(|error| rebuild_error(error.to_string()))?,
+            Err(reason) => return Err(rebuild_error(reason)),
+        }
+        self.saved = 0;
+        self.unannounced = false;
+        self.state
+            .progress
+            .send_modify(|progress| progress.position = 0);
+        tracing::info!(
+            name: "evoq.projection.rebuild",
+            stage = "start",
+            projection = &*name,
+        );
+        Ok(())
     }
 
     /// Whether the runtime is stopping (asked to, or dropped).
@@ -230,9 +367,27 @@ impl Task {
         }
     }
 
-    /// Saves the checkpoint; a failure is logged and the next save tries again.
-    async fn save(&mut self, position: u64) {
+    /// Saves the checkpoint (with the consumer's state when it keeps it); a failure is logged
+    /// and the next save tries again.
+    async fn save<C: Consumer>(&mut self, consumer: &mut C, position: u64) {
         self.announce();
+        match consumer.commit(&self.state.name, position).await {
+            Ok(true) => {
+                self.saved = position;
+                return;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(
+                    name: "evoq.projection.checkpoint",
+                    stage = "exception",
+                    projection = &*self.state.name,
+                    position,
+                    error = %error,
+                );
+                return;
+            }
+        }
         match self.store.save_checkpoint(&self.state.name, position).await {
             Ok(()) => self.saved = position,
             Err(error) => tracing::warn!(
@@ -246,9 +401,9 @@ impl Task {
     }
 
     /// The last checkpoint, as the task ends; waiters on the handler learn that it stopped.
-    async fn finish(&mut self, processed: u64) {
+    async fn finish<C: Consumer>(&mut self, consumer: &mut C, processed: u64) {
         if self.saved != processed {
-            self.save(processed).await;
+            self.save(consumer, processed).await;
         }
         self.state.progress.send_modify(|progress| {
             if progress.stopped.is_none() {

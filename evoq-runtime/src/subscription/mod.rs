@@ -59,12 +59,15 @@ pub(crate) use self::consistency::settle;
 use self::delivery::{Consumer, Task};
 use crate::error::Error;
 use crate::handler::EventHandler;
+use crate::projection::{Projected, Projection};
 use crate::store::EventStore;
 
 /// A handler given to the builder, not started yet.
 pub(crate) struct Registration {
     default_name: &'static str,
     event_types: &'static [&'static str],
+    /// The wire names its event types were renamed from (upcasters), read too.
+    renamed_from: Vec<&'static str>,
     attribute: HandlerOptions,
     options: HandlerOptions,
     spawn: Box<dyn FnOnce(Task) -> JoinHandle<()> + Send>,
@@ -73,7 +76,28 @@ pub(crate) struct Registration {
 impl Registration {
     /// An event handler, with the builder's `options`.
     pub(crate) fn new<H: EventHandler>(handler: H, options: HandlerOptions) -> Self {
-        Registration::consumer(H::NAME, H::EVENT_TYPES, H::OPTIONS, options, handler)
+        Registration::consumer(H::NAME, H::EVENT_TYPES, H::OPTIONS, options, handler).renamed::<H>()
+    }
+
+    /// A projection, with the builder's `options`.
+    pub(crate) fn projection<P: Projection>(projection: P, options: HandlerOptions) -> Self {
+        Registration::consumer(
+            P::NAME,
+            P::EVENT_TYPES,
+            P::OPTIONS,
+            options,
+            Projected(projection),
+        )
+        .renamed::<P>()
+    }
+
+    /// Reads the events stored under the names `H`'s event types were renamed from.
+    fn renamed<H: EventHandler>(mut self) -> Self {
+        self.renamed_from = H::UPCASTERS
+            .iter()
+            .flat_map(|upcasters| crate::upcast::renamed_from(upcasters))
+            .collect();
+        self
     }
 
     /// Any consumer of events (an event handler; a process manager or a projection later):
@@ -88,6 +112,7 @@ impl Registration {
         Registration {
             default_name,
             event_types,
+            renamed_from: Vec::new(),
             attribute,
             options,
             spawn: Box::new(move |task: Task| tokio::spawn(task.run(consumer))),
@@ -111,6 +136,10 @@ pub(crate) enum Control {
         event_id: Uuid,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// Clear the projection's read model, reset its checkpoint and replay from the start.
+    Rebuild {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 #[derive(Default)]
@@ -131,6 +160,7 @@ impl Counters {
 pub(crate) struct HandlerState {
     pub(crate) name: Arc<str>,
     pub(crate) event_types: &'static [&'static str],
+    pub(crate) renamed_from: Vec<&'static str>,
     pub(crate) strong: bool,
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) control: mpsc::Sender<Control>,
@@ -212,6 +242,7 @@ impl Registry {
             let state = Arc::new(HandlerState {
                 name: Arc::clone(&options.name),
                 event_types: registration.event_types,
+                renamed_from: registration.renamed_from,
                 strong: options.strong,
                 progress,
                 control,
