@@ -6,27 +6,19 @@ use syn::spanned::Spanned;
 use syn::{Item, Type};
 
 use crate::ctxt::Ctxt;
+use crate::item::parse_item;
 use crate::model::{AggregateDef, ApplyFn, HandlerFn, Output, show};
 use crate::{check, fallback, paths};
 
 /// Expands `#[aggregate(args)]` on `input`.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut item = match syn::parse2::<Item>(input.clone()) {
-        Ok(Item::Impl(item)) => item,
-        Ok(other) => {
-            let mut tokens = syn::Error::new_spanned(
-                item_name(&other),
-                "`#[aggregate]` goes on the impl block of the state type: `#[aggregate] impl BankAccount { ... }`, with `#[handles]` and `#[apply]` methods",
-            )
-            .to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
-        Err(error) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
+    let wrong_place = "`#[aggregate]` goes on the impl block of the state type: `#[aggregate] impl BankAccount { ... }`, with `#[handles]` and `#[apply]` methods";
+    let mut item = match parse_item(&input, wrong_place, |item| match item {
+        Item::Impl(item) => Ok(item),
+        other => Err(Box::new(other)),
+    }) {
+        Ok(item) => item,
+        Err(tokens) => return tokens,
     };
     let cx = Ctxt::new();
     let def = AggregateDef::from_ast(&cx, args, &mut item);
@@ -46,33 +38,6 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
             tokens.extend(fallback::aggregate(&item, def.as_ref()));
             tokens
         }
-    }
-}
-
-/// The tokens that name an item (`struct BankAccount`), for an error on it.
-pub(crate) fn item_name(item: &Item) -> TokenStream {
-    match item {
-        Item::Struct(item) => {
-            let (keyword, ident) = (&item.struct_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Enum(item) => {
-            let (keyword, ident) = (&item.enum_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Fn(item) => {
-            let (keyword, ident) = (&item.sig.fn_token, &item.sig.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Trait(item) => {
-            let (keyword, ident) = (&item.trait_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Mod(item) => {
-            let (keyword, ident) = (&item.mod_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        other => other.to_token_stream().into_iter().take(1).collect(),
     }
 }
 

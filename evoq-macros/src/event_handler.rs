@@ -6,9 +6,10 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Item, LitStr};
 
-use crate::aggregate::{explicit_check, item_name, vtable, wire_name_checks};
+use crate::aggregate::{explicit_check, vtable, wire_name_checks};
 use crate::attr::{EventHandlerArgs, OnError, Retry};
 use crate::ctxt::Ctxt;
+use crate::item::parse_item;
 use crate::model::{EVENT_HANDLER_FLAVOR, EventHandlerDef, Flavor, HandlerFn, show};
 use crate::{check, fallback, paths, symbol};
 
@@ -20,23 +21,17 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
 /// Expands `#[event_handler(args)]` or `#[projection(args)]` (the `flavor`) on `input`: a
 /// projection is an event handler with a read model.
 pub(crate) fn expand_flavor(flavor: &Flavor, args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut item = match syn::parse2::<Item>(input.clone()) {
-        Ok(Item::Impl(item)) => item,
-        Ok(other) => {
-            let message = if flavor.attr == symbol::PROJECTION {
-                "`#[projection]` goes on the impl block of the projection type: `#[projection(name = \"account_summary\", read_model = summaries)] impl AccountSummary { ... }`, with `#[handles]` async methods"
-            } else {
-                "`#[event_handler]` goes on the impl block of the handler type: `#[event_handler(name = \"notifier\")] impl Notifier { ... }`, with `#[handles]` async methods"
-            };
-            let mut tokens = syn::Error::new_spanned(item_name(&other), message).to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
-        Err(error) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
+    let wrong_place = if flavor.attr == symbol::PROJECTION {
+        "`#[projection]` goes on the impl block of the projection type: `#[projection(name = \"account_summary\", read_model = summaries)] impl AccountSummary { ... }`, with `#[handles]` async methods"
+    } else {
+        "`#[event_handler]` goes on the impl block of the handler type: `#[event_handler(name = \"notifier\")] impl Notifier { ... }`, with `#[handles]` async methods"
+    };
+    let mut item = match parse_item(&input, wrong_place, |item| match item {
+        Item::Impl(item) => Ok(item),
+        other => Err(Box::new(other)),
+    }) {
+        Ok(item) => item,
+        Err(tokens) => return tokens,
     };
     let cx = Ctxt::new();
     let def = EventHandlerDef::from_ast(&cx, flavor, args, &mut item);

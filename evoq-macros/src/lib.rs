@@ -16,6 +16,7 @@ mod ctxt;
 mod event;
 mod event_handler;
 mod fallback;
+mod item;
 mod model;
 mod paths;
 mod projection;

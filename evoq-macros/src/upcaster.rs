@@ -11,9 +11,9 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, Item, ItemFn};
 
-use crate::aggregate::item_name;
 use crate::attr::UpcasterArgs;
 use crate::ctxt::Ctxt;
+use crate::item::parse_item;
 use crate::paths;
 
 const SIGNATURE: &str =
@@ -21,24 +21,15 @@ const SIGNATURE: &str =
 
 /// Expands `#[upcaster(args)]` on `input`.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
-    let item = match syn::parse2::<Item>(input.clone()) {
-        Ok(Item::Fn(item)) => item,
-        Ok(other) => {
-            let mut tokens = syn::Error::new_spanned(
-                item_name(&other),
-                format!(
-                    "`#[upcaster]` goes on a free function: `#[upcaster(MoneyDeposited, from = 1)] {SIGNATURE}`"
-                ),
-            )
-            .to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
-        Err(error) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
+    let wrong_place = format!(
+        "`#[upcaster]` goes on a free function: `#[upcaster(MoneyDeposited, from = 1)] {SIGNATURE}`"
+    );
+    let item = match parse_item(&input, wrong_place, |item| match item {
+        Item::Fn(item) => Ok(item),
+        other => Err(Box::new(other)),
+    }) {
+        Ok(item) => item,
+        Err(tokens) => return tokens,
     };
     let cx = Ctxt::new();
     let args = UpcasterArgs::parse(&cx, args);
