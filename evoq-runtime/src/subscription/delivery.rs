@@ -17,11 +17,14 @@ use crate::actor::panic_message;
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::handler::{EventHandler, EventMeta, HandlerFailure, HandlerFuture};
-use crate::store::{DeadLetter, EventFilter, EventStore, StoreError, Subscription};
+use crate::store::{DeadLetter, EventFilter, EventStore, Lease, StoreError, Subscription};
 
 /// How the task backs off when the store fails (reads, dead-letter saves).
 const STORE_RETRY: RetryStrategy =
     RetryStrategy::exponential(Duration::from_millis(50), Duration::from_secs(5));
+
+/// How often a handler whose lease another node holds asks for it again.
+const LEASE_POLL: Duration = Duration::from_millis(200);
 
 /// What the engine delivers events to: event handlers now; process managers and projections
 /// implement it for their own kinds of subscriber.
@@ -92,8 +95,95 @@ impl Task {
         }
     }
 
-    /// Delivers events to `consumer` until the runtime stops (or the handler does).
+    /// Delivers events to `consumer` until the runtime stops (or the handler does), holding the
+    /// store's [`Lease`] on the handler's name while it delivers: on a store shared by several
+    /// nodes it waits (polling every [`LEASE_POLL`]) until no other node runs the handler, then
+    /// resumes from the checkpoint that node saved.
     pub(crate) async fn run<C: Consumer>(mut self, mut consumer: C) {
+        loop {
+            let Some(lease) = self.acquire().await else {
+                let start = self.start_after;
+                self.finish(start).await;
+                return;
+            };
+            if !self.serve(&mut consumer, &lease).await {
+                return;
+            }
+            tracing::warn!(
+                name: "evoq.handler.lease",
+                stage = "lost",
+                handler = &*self.state.name,
+            );
+        }
+    }
+
+    /// Waits for the lease on the handler's name; `None` if the runtime stops first. With a
+    /// shared lease, starts after the checkpoint if another node moved it further.
+    async fn acquire(&mut self) -> Option<Lease> {
+        let mut failures = 0u32;
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            let delay = match self.store.try_lease(&self.state.name).await {
+                Ok(Some(lease)) => {
+                    if lease.is_shared() {
+                        match self.store.load_checkpoint(&self.state.name).await {
+                            Ok(saved) => {
+                                if let Some(saved) = saved.filter(|s| *s > self.start_after) {
+                                    self.start_after = saved;
+                                    self.saved = saved;
+                                    self.publish(saved);
+                                    self.announce();
+                                }
+                            }
+                            Err(error) => {
+                                drop(lease);
+                                failures = failures.saturating_add(1);
+                                tracing::warn!(
+                                    name: "evoq.handler.checkpoint",
+                                    stage = "exception",
+                                    handler = &*self.state.name,
+                                    error = %error,
+                                );
+                                if !self.sleep(STORE_RETRY.delay(failures)).await {
+                                    return None;
+                                }
+                                continue;
+                            }
+                        }
+                        tracing::info!(
+                            name: "evoq.handler.lease",
+                            stage = "acquired",
+                            handler = &*self.state.name,
+                            position = self.start_after,
+                        );
+                    }
+                    return Some(lease);
+                }
+                Ok(None) => LEASE_POLL,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = STORE_RETRY.delay(failures);
+                    tracing::warn!(
+                        name: "evoq.handler.lease",
+                        stage = "exception",
+                        handler = &*self.state.name,
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                    );
+                    delay
+                }
+            };
+            if !self.sleep(delay).await {
+                return None;
+            }
+        }
+    }
+
+    /// Delivers while `lease` holds; `true` when the lease was lost (ask again), `false` when
+    /// the task is done.
+    async fn serve<C: Consumer>(&mut self, consumer: &mut C, lease: &Lease) -> bool {
         let filter = EventFilter::types(self.state.event_types.iter().copied());
         let mut subscription = Subscription::new(Arc::clone(&self.store), filter, self.start_after)
             .with_page_size(self.page_size);
@@ -109,6 +199,9 @@ impl Task {
             if self.stopping() {
                 break;
             }
+            if lease.is_lost() {
+                return true;
+            }
             let next = tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => Next::Shutdown,
@@ -118,7 +211,7 @@ impl Task {
             let events = match next {
                 Next::Shutdown => break,
                 Next::Control(Control::Redeliver { event_id, reply }) => {
-                    let result = self.redeliver(&mut consumer, event_id).await;
+                    let result = self.redeliver(consumer, event_id).await;
                     let _ = reply.send(result);
                     continue;
                 }
@@ -151,18 +244,18 @@ impl Task {
                     self.publish(processed);
                 }
                 let event = EventMeta::new(record);
-                match self.deliver(&mut consumer, &event).await {
+                match self.deliver(consumer, &event).await {
                     Outcome::Next => {}
                     Outcome::Shutdown => {
                         self.finish(processed).await;
-                        return;
+                        return false;
                     }
                     Outcome::Stop(reason) => {
                         self.state.progress.send_modify(|progress| {
                             progress.stopped = Some(Arc::from(reason.as_str()));
                         });
                         self.finish(processed).await;
-                        return;
+                        return false;
                     }
                 }
                 processed = position;
@@ -186,6 +279,7 @@ impl Task {
             }
         }
         self.finish(processed).await;
+        false
     }
 
     /// Whether the runtime is stopping (asked to, or dropped).
