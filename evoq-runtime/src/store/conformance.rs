@@ -16,7 +16,9 @@
 //! The factory is called once per property, with a tokio runtime running, and must return a
 //! future of a **fresh, empty** store: an `Arc<S>` for any `S: EventStore`, an
 //! `Arc<dyn EventStore>`, or a `(store, guard)` pair whose guard (a temporary directory, a
-//! database schema to drop, ...) lives until the property ends. See [`ConformanceStore`].
+//! database schema to drop, ...) lives until the property ends; `None` (of an `Option` of any
+//! of these) skips the property, for a backend whose server does not answer. See
+//! [`ConformanceStore`].
 //!
 //! Each property runs on its own multi-thread runtime with 2 workers and fails if it takes
 //! longer than [`PROPERTY_TIMEOUT`] (a read or subscription waiting for an event that never
@@ -53,27 +55,35 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a conformance factory's future may produce: something that hands out the store under
 /// test and is kept alive until the property ends.
 pub trait ConformanceStore {
-    /// The store under test.
-    fn store(&self) -> Arc<dyn EventStore>;
+    /// The store under test; `None` skips the property (a backend whose server is not there:
+    /// the factory says why).
+    fn store(&self) -> Option<Arc<dyn EventStore>>;
 }
 
 impl<S: EventStore> ConformanceStore for Arc<S> {
-    fn store(&self) -> Arc<dyn EventStore> {
-        Arc::clone(self) as Arc<dyn EventStore>
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
+        Some(Arc::clone(self) as Arc<dyn EventStore>)
     }
 }
 
 impl ConformanceStore for Arc<dyn EventStore> {
-    fn store(&self) -> Arc<dyn EventStore> {
-        Arc::clone(self)
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
+        Some(Arc::clone(self))
     }
 }
 
 /// A store with a guard (a temporary directory, a connection that drops a schema, ...) that
 /// must outlive the property.
 impl<S: ConformanceStore, G> ConformanceStore for (S, G) {
-    fn store(&self) -> Arc<dyn EventStore> {
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
         self.0.store()
+    }
+}
+
+/// No store: the property is skipped (the factory printed why).
+impl<S: ConformanceStore> ConformanceStore for Option<S> {
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
+        self.as_ref().and_then(ConformanceStore::store)
     }
 }
 
@@ -96,7 +106,9 @@ where
         .unwrap_or_else(|e| panic!("store conformance `{property}`: cannot start tokio: {e}"));
     runtime.block_on(async {
         let made = factory().await;
-        let store = made.store();
+        let Some(store) = made.store() else {
+            return;
+        };
         if tokio::time::timeout(PROPERTY_TIMEOUT, body(store))
             .await
             .is_err()

@@ -99,7 +99,7 @@ impl Default for PostgresOptions {
 }
 
 impl PostgresOptions {
-    /// The schema the tables live in (default `evoq`; letters, digits and `_` only, at most 48
+    /// The schema the tables live in (default `evoq`; letters, digits and `_` only, at most 63
     /// characters). It is created if need be.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
@@ -297,7 +297,7 @@ impl PostgresStore {
         }
         let schema_name = &options.schema;
         if schema_name.is_empty()
-            || schema_name.len() > 48
+            || schema_name.len() > 63
             || !schema_name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -305,7 +305,7 @@ impl PostgresStore {
             return Err(StoreError::Backend {
                 backend: BACKEND,
                 message: format!(
-                    "the schema name `{schema_name}` is not valid: use 1 to 48 letters, digits or `_`"
+                    "the schema name `{schema_name}` is not valid: use 1 to 63 letters, digits or `_`"
                 ),
             });
         }
