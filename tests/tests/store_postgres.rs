@@ -330,27 +330,23 @@ async fn two_nodes_share_accounts_run_each_handler_once_and_take_over() {
     )
     .await;
     let takeover = stopped_at.elapsed();
-    let seen = seen.lock().unwrap();
-    for (id, nodes) in seen.iter() {
-        assert_eq!(
-            nodes.len(),
-            1,
-            "event {id} was handled {} times after the takeover: {nodes:?}",
-            nodes.len()
-        );
-    }
-    let after: Vec<usize> = seen
-        .values()
-        .filter(|n| n[0] != owner)
-        .map(|n| n[0])
-        .collect();
+    let after = {
+        let seen = seen.lock().unwrap();
+        for (id, nodes) in seen.iter() {
+            assert_eq!(
+                nodes.len(),
+                1,
+                "event {id} was handled {} times after the takeover: {nodes:?}",
+                nodes.len()
+            );
+        }
+        seen.values().filter(|n| n[0] != owner).count()
+    };
     assert_eq!(
-        after.len(),
-        10,
+        after, 10,
         "the surviving node handled exactly the new deposits"
     );
     println!("takeover within {takeover:?}");
-    drop(seen);
     survivor.stop().await;
 }
 
