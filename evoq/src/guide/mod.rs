@@ -7,7 +7,7 @@
 //! - [`pipeline`]: idempotency (keys, command ids, restarts) and middleware.
 //! - [`handlers`]: event handlers, delivery, retries, dead letters, strong consistency.
 //! - [`testing`]: given / when / then tests of one aggregate.
-//! - [`stores`]: the event store contract and the in-memory store.
+//! - [`stores`]: the event store contract, and choosing a store: in-memory, SQLite, PostgreSQL.
 
 #[doc = include_str!("aggregates.md")]
 pub mod aggregates {}
