@@ -3,7 +3,8 @@
 //! from a task of their own, all at once, through `Evoq::dispatch`. Every command is
 //! acknowledged only once its event is committed.
 //!
-//! - `sqlite`: a temporary file, default durability (`synchronous=FULL`, survives power loss);
+//! - `sqlite`: a temporary file, default durability (`synchronous=FULL`, survives power loss;
+//!   `EVOQ_BENCH_SQLITE_DURABILITY=normal` for `synchronous=NORMAL`);
 //! - `postgres`: `EVOQ_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`), in a
 //!   fresh schema dropped at the end.
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use evoq::prelude::*;
 use evoq::store::postgres::{PostgresOptions, PostgresStore};
-use evoq::store::sqlite::SqliteStore;
+use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use evoq::{EventStore, StoreError};
 use evoq_bench::bank::{Deposit, OpenAccount, account_id};
 
@@ -64,10 +65,20 @@ async fn sqlite(aggregates: usize, commands: usize) -> Result<(), StoreError> {
         backend: "bench",
         message: e.to_string(),
     })?;
-    let store = SqliteStore::open(dir.join("events.db")).await?;
+    let normal = std::env::var("EVOQ_BENCH_SQLITE_DURABILITY").as_deref() == Ok("normal");
+    let (durability, label) = if normal {
+        (Durability::Normal, "synchronous=NORMAL")
+    } else {
+        (Durability::Full, "synchronous=FULL")
+    };
+    let store = SqliteStore::open_with(
+        dir.join("events.db"),
+        SqliteOptions::default().durability(durability),
+    )
+    .await?;
     let (rate, elapsed) = run(Arc::new(store), aggregates, commands).await;
     println!(
-        "sqlite   (synchronous=FULL): {aggregates} aggregates x {commands} commands in {elapsed:.2?}: {rate:>9.0} commands/s"
+        "sqlite   ({label}): {aggregates} aggregates x {commands} commands in {elapsed:.2?}: {rate:>9.0} commands/s"
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -85,7 +96,7 @@ async fn postgres(aggregates: usize, commands: usize) -> Result<(), StoreError> 
     );
     // Drop the schema with `psql` (the benchmark has no SQL client of its own).
     if let Ok(status) = std::process::Command::new("psql")
-        .args([&url, "-qc", &format!("DROP SCHEMA \"{schema}\" CASCADE")])
+        .args([&url, "-qc", &format!("SET client_min_messages = warning; DROP SCHEMA \"{schema}\" CASCADE")])
         .status()
         && !status.success()
     {
