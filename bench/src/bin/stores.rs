@@ -96,7 +96,11 @@ async fn postgres(aggregates: usize, commands: usize) -> Result<(), StoreError> 
     );
     // Drop the schema with `psql` (the benchmark has no SQL client of its own).
     if let Ok(status) = std::process::Command::new("psql")
-        .args([&url, "-qc", &format!("SET client_min_messages = warning; DROP SCHEMA \"{schema}\" CASCADE")])
+        .args([
+            &url,
+            "-qc",
+            &format!("SET client_min_messages = warning; DROP SCHEMA \"{schema}\" CASCADE"),
+        ])
         .status()
         && !status.success()
     {

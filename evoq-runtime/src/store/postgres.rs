@@ -463,6 +463,52 @@ CREATE TABLE {s}.saga_state (
     state    BYTEA NOT NULL,
     PRIMARY KEY (saga, instance)
 );
+CREATE FUNCTION {s}.evoq_append(
+    p_streams TEXT[], p_expected BIGINT[], p_counts INT[],
+    e_ids UUID[], e_types TEXT[], e_schema_versions BIGINT[], e_data BYTEA[], e_metadata BYTEA[],
+    p_recorded_at BIGINT, p_channel TEXT)
+RETURNS TABLE (job INT, actual BIGINT, first_position BIGINT, ok BOOLEAN)
+LANGUAGE plpgsql AS $body$
+DECLARE
+    v_head BIGINT;
+    v_next BIGINT;
+    v_event INT := 1;
+    v_count INT;
+    v_current BIGINT;
+BEGIN
+    -- The lock that orders every append of the cluster, held until the commit.
+    SELECT h.position INTO v_head FROM {s}.evoq_head h WHERE h.id = 1 FOR UPDATE;
+    v_next := v_head + 1;
+    FOR i IN 1 .. COALESCE(array_length(p_streams, 1), 0) LOOP
+        v_count := p_counts[i];
+        SELECT COALESCE(MAX(e.version), 0) INTO v_current FROM {s}.events e WHERE e.stream_id = p_streams[i];
+        job := i;
+        actual := v_current;
+        IF p_expected[i] >= 0 AND p_expected[i] <> v_current THEN
+            first_position := 0;
+            ok := FALSE;
+        ELSE
+            IF v_count > 0 THEN
+                INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at)
+                SELECT v_next + k - 1, p_streams[i], v_current + k, e_ids[v_event + k - 1], e_types[v_event + k - 1],
+                       e_schema_versions[v_event + k - 1], e_data[v_event + k - 1], e_metadata[v_event + k - 1], p_recorded_at
+                FROM generate_series(1, v_count) AS k;
+                first_position := v_next;
+            ELSE
+                first_position := 0;
+            END IF;
+            ok := TRUE;
+            v_next := v_next + v_count;
+        END IF;
+        v_event := v_event + v_count;
+        RETURN NEXT;
+    END LOOP;
+    IF v_next > v_head + 1 THEN
+        UPDATE {s}.evoq_head SET position = v_next - 1 WHERE id = 1;
+        PERFORM pg_notify(p_channel, (v_next - 1)::TEXT);
+    END IF;
+END
+$body$;
 "
     );
     retrying!(inner, "migrating the schema", |client| async {
@@ -700,163 +746,127 @@ impl Writer {
         }
     }
 
+    /// One round trip: `evoq_append` runs the whole batch as one statement, so one transaction
+    /// (autocommit) that locks the head row, checks each append's expected version, inserts,
+    /// moves the head and notifies.
     async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
         let s = &self.schema;
         let location = &self.location;
         let client = self.pool.get().await.map_err(|e| {
             Failure::Transient(format!("appending on {location}: no connection: {e}"))
         })?;
-        let fail = |e| Failure::sql("appending", location, e);
-        client.batch_execute("BEGIN").await.map_err(fail)?;
-        let planned: Result<(Planned, bool), Failure> = async {
-            // The lock that orders every append of the cluster: held until the commit.
-            let lock = client
-                .prepare_cached(&format!(
-                    "UPDATE {s}.evoq_head SET position = position WHERE id = 1 RETURNING position"
-                ))
-                .await
-                .map_err(fail)?;
-            let head: i64 = client.query_one(&lock, &[]).await.map_err(fail)?.get(0);
-            let head = from_db(head, || "evoq_head".to_owned(), "the head")?;
-            let mut streams: Vec<&str> = batch.iter().map(|j| j.stream.as_str()).collect();
-            streams.sort_unstable();
-            streams.dedup();
-            let versions_sql = client
-                .prepare_cached(&format!(
-                    "SELECT stream_id, MAX(version) FROM {s}.events WHERE stream_id = ANY($1) GROUP BY stream_id"
-                ))
-                .await
-                .map_err(fail)?;
-            let mut versions = std::collections::HashMap::with_capacity(streams.len());
-            for row in client.query(&versions_sql, &[&streams]).await.map_err(fail)? {
-                let stream: String = row.get(0);
-                let v: i64 = row.get(1);
-                let v = from_db(v, || format!("stream `{stream}`"), "the version")?;
-                versions.insert(stream, v);
-            }
-            let recorded_at = time_to_nanos(SystemTime::now());
-            let mut next = head + 1;
-            let mut results = Vec::with_capacity(batch.len());
-            let mut positions = Vec::new();
-            let mut stream_ids = Vec::new();
-            let mut stream_versions = Vec::new();
-            let mut event_ids = Vec::new();
-            let mut types = Vec::new();
-            let mut schema_versions = Vec::new();
-            let mut datas: Vec<&[u8]> = Vec::new();
-            let mut metadatas = Vec::new();
-            for job in batch {
-                let actual = versions.get(job.stream.as_str()).copied().unwrap_or(0);
-                if !job.expected.holds_for(actual) {
-                    results.push(Err(StoreError::WrongExpectedVersion {
-                        stream: job.stream.clone(),
-                        expected: job.expected,
-                        actual,
-                    }));
-                    continue;
-                }
-                if job.events.is_empty() {
-                    results.push(Ok(Appended {
-                        version: actual,
-                        first_position: 0,
-                        last_position: 0,
-                    }));
-                    continue;
-                }
-                let first = next;
-                for (i, event) in (1u64..).zip(&job.events) {
-                    positions.push(to_db(next));
-                    stream_ids.push(job.stream.as_str());
-                    stream_versions.push(to_db(actual + i));
-                    event_ids.push(event.event_id);
-                    types.push(event.event_type.as_ref());
-                    schema_versions.push(i64::from(event.schema_version));
-                    datas.push(&event.data);
-                    metadatas.push(encode_metadata(&event.metadata));
-                    next += 1;
-                }
-                let count = job.events.len() as u64;
-                versions.insert(job.stream.clone(), actual + count);
-                results.push(Ok(Appended {
-                    version: actual + count,
-                    first_position: first,
-                    last_position: next - 1,
-                }));
-            }
-            if positions.is_empty() {
-                return Ok((
-                    Planned {
-                        results,
-                        last_position: 0,
-                    },
-                    false,
-                ));
-            }
-            let insert = client
-                .prepare_cached(&format!(
-                    "INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at) \
-                     SELECT p, s, v, i, t, sv, d, m, $9 FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::UUID[], $5::TEXT[], $6::BIGINT[], $7::BYTEA[], $8::BYTEA[]) AS u(p, s, v, i, t, sv, d, m)"
-                ))
-                .await
-                .map_err(fail)?;
-            client
-                .execute(
-                    &insert,
-                    &[
-                        &positions,
-                        &stream_ids,
-                        &stream_versions,
-                        &event_ids,
-                        &types,
-                        &schema_versions,
-                        &datas,
-                        &metadatas,
-                        &recorded_at,
-                    ],
-                )
-                .await
-                .map_err(fail)?;
-            let last = next - 1;
-            let publish = client
-                .prepare_cached(&format!(
-                    "WITH h AS (UPDATE {s}.evoq_head SET position = $1 WHERE id = 1) SELECT pg_notify($2, $3)"
-                ))
-                .await
-                .map_err(fail)?;
-            client
-                .execute(&publish, &[&to_db(last), &self.channel, &last.to_string()])
-                .await
-                .map_err(fail)?;
-            Ok((
-                Planned {
-                    results,
-                    last_position: last,
-                },
-                true,
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT job, actual, first_position, ok FROM {s}.evoq_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ))
+            .await
+            .map_err(|e| Failure::sql("appending", location, e))?;
+        let mut streams = Vec::with_capacity(batch.len());
+        let mut expected = Vec::with_capacity(batch.len());
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut event_ids = Vec::new();
+        let mut types = Vec::new();
+        let mut schema_versions = Vec::new();
+        let mut datas: Vec<&[u8]> = Vec::new();
+        let mut metadatas = Vec::new();
+        for job in batch {
+            streams.push(job.stream.as_str());
+            expected.push(match job.expected {
+                ExpectedVersion::Any => -1,
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => to_db(v),
+            });
+            counts.push(i32::try_from(job.events.len()).unwrap_or(i32::MAX));
+            for event in &job.events {
+                event_ids.push(event.event_id);
+                types.push(event.event_type.as_ref());
+                schema_versions.push(i64::from(event.schema_version));
+                datas.push(&event.data);
+                metadatas.push(encode_metadata(&event.metadata));
+            }
         }
-        .await;
-        match planned {
-            Ok((planned, wrote)) => {
-                if let Err(error) = client.batch_execute("COMMIT").await {
-                    if !wrote {
-                        return Err(fail(error));
-                    }
-                    // The commit may or may not have happened: never retried.
-                    return Err(Failure::Fatal(StoreError::Backend {
+        let recorded_at = time_to_nanos(SystemTime::now());
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &streams,
+                    &expected,
+                    &counts,
+                    &event_ids,
+                    &types,
+                    &schema_versions,
+                    &datas,
+                    &metadatas,
+                    &recorded_at,
+                    &self.channel,
+                ],
+            )
+            .await
+            .map_err(|error| {
+                if error.code().is_some() {
+                    // The server answered with an error: the statement's transaction rolled
+                    // back, nothing was written.
+                    Failure::sql("appending", location, error)
+                } else {
+                    // The connection broke while the statement ran: it may have committed.
+                    Failure::Fatal(StoreError::Backend {
                         backend: BACKEND,
                         message: format!(
-                            "the commit of an append on {location} failed and its outcome is unknown (read the stream to see whether it was written): {error}"
+                            "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {error}"
                         ),
-                    }));
+                    })
                 }
-                Ok(planned)
-            }
-            Err(error) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                Err(error)
-            }
+            })?;
+        let mut results: Vec<Option<Result<Appended, StoreError>>> =
+            (0..batch.len()).map(|_| None).collect();
+        let mut last_position = 0;
+        for row in rows {
+            let job: i32 = row.get(0);
+            let actual: i64 = row.get(1);
+            let first: i64 = row.get(2);
+            let ok: bool = row.get(3);
+            let Some(index) = usize::try_from(job).ok().and_then(|j| j.checked_sub(1)) else {
+                continue;
+            };
+            let Some((slot, job)) = results.get_mut(index).zip(batch.get(index)) else {
+                continue;
+            };
+            let actual = from_db(actual, || format!("stream `{}`", job.stream), "the version")?;
+            *slot = Some(if ok {
+                let count = job.events.len() as u64;
+                let first = from_db(first, || "evoq_head".to_owned(), "the position")?;
+                let last = if count == 0 { 0 } else { first + count - 1 };
+                last_position = last_position.max(last);
+                Ok(Appended {
+                    version: actual + count,
+                    first_position: first,
+                    last_position: last,
+                })
+            } else {
+                Err(StoreError::WrongExpectedVersion {
+                    stream: job.stream.clone(),
+                    expected: job.expected,
+                    actual,
+                })
+            });
         }
+        let results = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(StoreError::Integrity {
+                        location: format!("{location}: evoq_append"),
+                        reason: "the append function returned no result for an append of the batch"
+                            .into(),
+                    })
+                })
+            })
+            .collect();
+        Ok(Planned {
+            results,
+            last_position,
+        })
     }
 }
 
