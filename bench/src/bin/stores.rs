@@ -8,7 +8,9 @@
 //! - `postgres`: `EVOQ_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`), in a
 //!   fresh schema dropped at the end.
 //!
-//! `cargo run --release -p evoq-bench --bin stores [sqlite|postgres|all] [aggregates] [commands]`
+//! - `memory`: the in-memory store, as the runtime's ceiling on the same machine.
+//!
+//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|all] [aggregates] [commands]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,6 +119,13 @@ async fn main() {
     let commands = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("{cores} cores; each command acknowledged after its commit");
+    if matches!(which.as_str(), "memory" | "all") {
+        let store = evoq::store::memory::InMemoryStore::new();
+        let (rate, elapsed) = run(Arc::new(store), aggregates, commands).await;
+        println!(
+            "memory   (baseline, nothing durable): {aggregates} aggregates x {commands} commands in {elapsed:.2?}: {rate:>9.0} commands/s"
+        );
+    }
     if matches!(which.as_str(), "sqlite" | "all")
         && let Err(error) = sqlite(aggregates, commands).await
     {
