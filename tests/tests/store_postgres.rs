@@ -306,6 +306,19 @@ async fn two_nodes_share_accounts_run_each_handler_once_and_take_over() {
         *owners.iter().next().expect("an owner")
     };
 
+    // The node that waits for the lease follows the owner's checkpoint: `wait_for` (and so
+    // strong consistency) works from either node.
+    let head = store.read_head().await.expect("head");
+    for n in 0..2 {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            nodes[n].wait_for("deposit_counter", head),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("node {n} did not see the handler reach {head}"))
+        .expect("wait_for");
+    }
+
     // The owner stops: the other node takes over from its checkpoint.
     let nodes = Arc::try_unwrap(nodes).unwrap_or_else(|_| panic!("nodes still shared"));
     let [a, b] = nodes;

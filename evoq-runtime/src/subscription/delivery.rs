@@ -117,8 +117,9 @@ impl Task {
         }
     }
 
-    /// Waits for the lease on the handler's name; `None` if the runtime stops first. With a
-    /// shared lease, starts after the checkpoint if another node moved it further.
+    /// Waits for the lease on the handler's name; `None` if the runtime stops first. While
+    /// another node holds it, the published position follows the checkpoint that node saves.
+    /// With a shared lease, starts after the checkpoint if another node moved it further.
     async fn acquire(&mut self) -> Option<Lease> {
         let mut failures = 0u32;
         loop {
@@ -161,7 +162,15 @@ impl Task {
                     }
                     return Some(lease);
                 }
-                Ok(None) => LEASE_POLL,
+                Ok(None) => {
+                    // Another node runs the handler: follow its checkpoint, so waits on this
+                    // node (strong consistency, `wait_for`) see the handler's progress.
+                    if let Ok(Some(saved)) = self.store.load_checkpoint(&self.state.name).await {
+                        self.publish(saved);
+                        self.announce();
+                    }
+                    LEASE_POLL
+                }
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let delay = STORE_RETRY.delay(failures);
