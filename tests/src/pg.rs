@@ -45,7 +45,12 @@ impl PgSchema {
                 if std::env::var("EVOQ_REQUIRE_PG").as_deref() == Ok("1") {
                     panic!("{message}; EVOQ_REQUIRE_PG=1 makes this a failure");
                 }
-                eprintln!("SKIPPED: {message}; set EVOQ_TEST_PG_URL to run this test");
+                // Straight to stderr, past the test harness's capture, so the skip is seen.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED ({label}): {message}; set EVOQ_TEST_PG_URL to run this test"
+                );
                 None
             }
         }
