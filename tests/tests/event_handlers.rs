@@ -707,6 +707,13 @@ async fn store_failures_delay_a_handler_but_lose_nothing() {
         .position
         .unwrap();
     wait(&app, "alpha_only", first).await;
+    // The position is published before the checkpoint is saved: let the save land first.
+    for _ in 0..500 {
+        if store.load_checkpoint("alpha_only").await.unwrap() == Some(first) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 
     // Reads and checkpoint saves fail for a while; events keep coming.
     faulty.fail_read_all.store(true, Ordering::SeqCst);
