@@ -810,12 +810,14 @@ fn duration_millis(expr: &Expr) -> Result<u64, String> {
 pub(crate) struct HelperArgs {
     /// The message type named in the attribute, if any.
     pub(crate) message: Option<Type>,
+    /// `by = field` (the saga helpers): the event field that correlates the event.
+    pub(crate) by: Option<Ident>,
 }
 
 /// What a helper attribute's argument list may hold.
 enum HelperArg {
-    /// `key = value` or `key(...)`: no helper takes named arguments yet.
-    Named(syn::Path),
+    /// `key = value` or `key(...)`: only the saga helpers take one (`by = field`).
+    Named(syn::Path, TokenStream),
     Type(Type),
 }
 
@@ -826,10 +828,14 @@ impl Parse for HelperArg {
             && (fork.peek(Token![=]) || fork.peek(syn::token::Paren))
         {
             let path: syn::Path = input.parse()?;
-            while !input.is_empty() && !input.peek(Token![,]) {
-                input.parse::<TokenTree>()?;
+            let mut value = TokenStream::new();
+            if input.peek(Token![=]) {
+                input.parse::<Token![=]>()?;
             }
-            return Ok(HelperArg::Named(path));
+            while !input.is_empty() && !input.peek(Token![,]) {
+                value.extend([input.parse::<TokenTree>()?]);
+            }
+            return Ok(HelperArg::Named(path, value));
         }
         input.parse().map(HelperArg::Type)
     }
@@ -838,15 +844,54 @@ impl Parse for HelperArg {
 impl HelperArgs {
     /// Parses `#[attr]` or `#[attr(MessageType)]`; `noun` names the message in messages
     /// ("command", "event").
+    #[cfg(test)]
     pub(crate) fn from_attr(cx: &Ctxt, attr: &Attribute, name: Symbol, noun: &str) -> Self {
-        let hint = format!(
-            "write `#[{name}]` to take the {noun} type from the signature, or `#[{name}(SomeType)]` to name it"
-        );
+        Self::parse_helper(cx, attr, name, noun, false)
+    }
+
+    /// Parses a helper's arguments; `correlated`: it takes `by = field` (the saga helpers),
+    /// and requires it.
+    pub(crate) fn parse_helper(
+        cx: &Ctxt,
+        attr: &Attribute,
+        name: Symbol,
+        noun: &str,
+        correlated: bool,
+    ) -> Self {
+        let mut parsed = Self::parse_args(cx, attr, name, noun, correlated);
+        if correlated && parsed.by.is_none() {
+            cx.error_spanned_by(
+                attr,
+                format!("`#[{name}]` needs the event field that names the saga instance: write `#[{name}(by = field)]`"),
+            );
+            parsed.by = None;
+        }
+        parsed
+    }
+
+    fn parse_args(cx: &Ctxt, attr: &Attribute, name: Symbol, noun: &str, correlated: bool) -> Self {
+        let hint = if correlated {
+            format!(
+                "write `#[{name}(by = field)]`, naming the event field that correlates it to a saga instance"
+            )
+        } else {
+            format!(
+                "write `#[{name}]` to take the {noun} type from the signature, or `#[{name}(SomeType)]` to name it"
+            )
+        };
         let tokens = match &attr.meta {
-            Meta::Path(_) => return HelperArgs { message: None },
+            Meta::Path(_) => {
+                return HelperArgs {
+                    message: None,
+                    by: None,
+                };
+            }
             Meta::NameValue(nv) => {
                 cx.error_spanned_by(&nv.value, format!("`#[{name} = ...]` is not valid: {hint}"));
-                return HelperArgs { message: None };
+                return HelperArgs {
+                    message: None,
+                    by: None,
+                };
             }
             Meta::List(list) => list.tokens.clone(),
         };
@@ -856,13 +901,36 @@ impl HelperArgs {
             Ok(args) => args,
             Err(error) => {
                 cx.error_at(error.span(), format!("expected a type: {hint}"));
-                return HelperArgs { message: None };
+                return HelperArgs {
+                    message: None,
+                    by: None,
+                };
             }
         };
         let mut message = None;
+        let mut by: Option<Ident> = None;
         for arg in args {
             match arg {
-                HelperArg::Named(path) => {
+                HelperArg::Named(path, value) if correlated && path == symbol::BY => {
+                    match syn::parse2::<Ident>(value.clone()) {
+                        Ok(field) if by.is_none() => by = Some(field),
+                        Ok(field) => cx.error_spanned_by(
+                            &field,
+                            format!("duplicate `by` in `#[{name}(...)]`: write it once"),
+                        ),
+                        Err(_) => cx.error_spanned_by(
+                            if value.is_empty() {
+                                path.to_token_stream()
+                            } else {
+                                value
+                            },
+                            format!(
+                                "`by` names a field of the event: write `#[{name}(by = field)]`"
+                            ),
+                        ),
+                    }
+                }
+                HelperArg::Named(path, _) => {
                     let key = path.to_token_stream().to_string().replace(' ', "");
                     cx.error_spanned_by(
                         &path,
@@ -881,7 +949,7 @@ impl HelperArgs {
                 }
             }
         }
-        HelperArgs { message }
+        HelperArgs { message, by }
     }
 }
 

@@ -9,7 +9,7 @@ use crate::model::{AggregateDef, EventHandlerDef, HandlerFn, same_tokens, show};
 use crate::symbol::{self, Symbol};
 
 /// Whether two methods exist under the same `#[cfg]`s (only then can they collide).
-fn same_cfgs(a: &HandlerFn, b: &HandlerFn) -> bool {
+pub(crate) fn same_cfgs(a: &HandlerFn, b: &HandlerFn) -> bool {
     a.cfgs.len() == b.cfgs.len() && a.cfgs.iter().zip(&b.cfgs).all(|(a, b)| same_tokens(a, b))
 }
 
@@ -121,7 +121,7 @@ pub(crate) fn event_handler(cx: &Ctxt, def: &EventHandlerDef, attr: Symbol) {
 }
 
 /// `Notifier` -> `notifier`, `AccountSummary` -> `account_summary`.
-fn suggested_name(ty: &syn::Type) -> String {
+pub(crate) fn suggested_name(ty: &syn::Type) -> String {
     let shown = show(ty);
     let last = shown.rsplit("::").next().unwrap_or(&shown);
     let mut name = String::new();

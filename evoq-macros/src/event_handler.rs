@@ -187,7 +187,7 @@ fn arm(def: &EventHandlerDef, index: usize, method: &HandlerFn) -> TokenStream {
 }
 
 /// `HandlerOptions::new()` with the attribute's options.
-fn options(args: &EventHandlerArgs) -> TokenStream {
+pub(crate) fn options(args: &EventHandlerArgs) -> TokenStream {
     let p = paths::private_call_site();
     let mut options = quote!(#p::HandlerOptions::new());
     let millis = |ms: u64| quote!(#p::core::time::Duration::from_millis(#ms));

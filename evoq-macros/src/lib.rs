@@ -20,6 +20,7 @@ mod item;
 mod model;
 mod paths;
 mod projection;
+mod saga;
 mod symbol;
 mod upcaster;
 
@@ -168,6 +169,47 @@ pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn upcaster(args: TokenStream, input: TokenStream) -> TokenStream {
     upcaster::expand(args.into(), input.into()).into()
+}
+
+/// Makes a process manager (saga) of the impl block of its state type:
+/// `#[saga(name = "order_fulfillment")] impl OrderFulfillment { ... }` with
+/// `#[starts(by = field)]`, `#[continues(by = field)]`, `#[stops(by = field)]` methods taking one
+/// event and returning `Commands`, and at most one `#[compensates]` method taking a
+/// `&FailedCommand`. See `evoq::guide::sagas`.
+#[proc_macro_attribute]
+pub fn saga(args: TokenStream, input: TokenStream) -> TokenStream {
+    saga::expand(args.into(), input.into()).into()
+}
+
+/// Marks the method of a `#[saga]` block that an event *starts* an instance with.
+#[proc_macro_attribute]
+pub fn starts(_args: TokenStream, input: TokenStream) -> TokenStream {
+    saga_helper(symbol::STARTS, input)
+}
+
+/// Marks the method of a `#[saga]` block that an event *continues* an instance with.
+#[proc_macro_attribute]
+pub fn continues(_args: TokenStream, input: TokenStream) -> TokenStream {
+    saga_helper(symbol::CONTINUES, input)
+}
+
+/// Marks the method of a `#[saga]` block that an event *stops* an instance with.
+#[proc_macro_attribute]
+pub fn stops(_args: TokenStream, input: TokenStream) -> TokenStream {
+    saga_helper(symbol::STOPS, input)
+}
+
+/// Marks the method of a `#[saga]` block that compensates a failed command.
+#[proc_macro_attribute]
+pub fn compensates(_args: TokenStream, input: TokenStream) -> TokenStream {
+    saga_helper(symbol::COMPENSATES, input)
+}
+
+fn saga_helper(name: symbol::Symbol, input: TokenStream) -> TokenStream {
+    let message = format!(
+        "`#[{name}]` marks a method of a `#[saga]` block and means nothing on its own: put `#[saga(name = \"...\")]` on the `impl` block that holds this method"
+    );
+    misplaced_helper(&message, input.into()).into()
 }
 
 /// Marks a command handler in an `#[aggregate]` block, or an event handler method in an

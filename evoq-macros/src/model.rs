@@ -53,6 +53,8 @@ pub(crate) enum Returns {
     UnitResult,
     /// Nothing (`()`).
     Nothing,
+    /// A value the generated code checks (saga methods: `Commands`).
+    Value,
 }
 
 /// How a method with one helper attribute must look.
@@ -74,6 +76,8 @@ pub(crate) struct HandlerSpec {
     pub(crate) context: Option<&'static str>,
     /// A correct signature, shown in messages.
     pub(crate) example: &'static str,
+    /// Whether the attribute names the correlation field (`by = field`, the saga helpers).
+    pub(crate) correlated: bool,
 }
 
 impl HandlerSpec {
@@ -105,6 +109,8 @@ pub(crate) struct HandlerFn {
     /// The type of the context parameter, behind the reference (`EventMeta`), when the spec
     /// has one.
     pub(crate) context: Option<Type>,
+    /// The correlation field (`by = field`), for a spec that takes one.
+    pub(crate) by: Option<Ident>,
 }
 
 /// `Result<Ok, Err>` as written in a handler's signature.
@@ -204,7 +210,7 @@ pub(crate) fn parse_method(
     item: &ImplItemFn,
     attr: &Attribute,
 ) -> Option<HandlerFn> {
-    let args = HelperArgs::from_attr(cx, attr, spec.attr, spec.noun);
+    let args = HelperArgs::parse_helper(cx, attr, spec.attr, spec.noun, spec.correlated);
     let sig = &item.sig;
     let name = spec.attr;
     let example = spec.example;
@@ -360,6 +366,14 @@ pub(crate) fn parse_method(
             None
         }
         (Returns::UnitResult, ReturnType::Type(_, ty)) => unit_result_type(cx, spec, ty),
+        (Returns::Value, ReturnType::Default) => {
+            cx.error_at(
+                parens,
+                format!("{method} returns the commands to dispatch: add `-> Commands`; write `{example}`"),
+            );
+            None
+        }
+        (Returns::Value, ReturnType::Type(..)) => None,
         (Returns::Nothing, ReturnType::Default) => None,
         (Returns::Nothing, ReturnType::Type(_, ty)) => {
             if !matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty()) {
@@ -385,6 +399,7 @@ pub(crate) fn parse_method(
         explicit,
         output,
         context,
+        by: args.by,
     })
 }
 
@@ -572,6 +587,7 @@ pub(crate) const AGGREGATE_HANDLES: HandlerSpec = HandlerSpec {
     returns: Returns::Result,
     context: None,
     example: "fn name(&self, command: &SomeCommand) -> Result<SomeEvent, SomeError>",
+    correlated: false,
 };
 
 /// `#[apply]` in an `#[aggregate]` block.
@@ -586,6 +602,7 @@ pub(crate) const AGGREGATE_APPLY: HandlerSpec = HandlerSpec {
     returns: Returns::Nothing,
     context: None,
     example: "fn name(&mut self, event: &SomeEvent)",
+    correlated: false,
 };
 
 /// The helper attributes an `#[aggregate]` block knows.
@@ -654,7 +671,7 @@ impl AggregateDef {
 /// helper attributes stripped from the block. A helper on something else than a method, a
 /// method with two helpers (`both` says why not) and every mistake `parse_method` finds are
 /// recorded in `cx`.
-fn parse_helpers(
+pub(crate) fn parse_helpers(
     cx: &Ctxt,
     item: &mut ItemImpl,
     helpers: &[&'static HandlerSpec],
@@ -726,15 +743,15 @@ fn take_helpers(
 }
 
 /// How a container attribute's block is described in messages.
-struct Container {
-    attr: Symbol,
+pub(crate) struct Container {
+    pub(crate) attr: Symbol,
     /// "an aggregate"
-    noun: &'static str,
+    pub(crate) noun: &'static str,
     /// "state type"
-    subject: &'static str,
+    pub(crate) subject: &'static str,
     /// "its name and events are fixed"
-    fixed: &'static str,
-    example: &'static str,
+    pub(crate) fixed: &'static str,
+    pub(crate) example: &'static str,
 }
 
 const AGGREGATE_CONTAINER: Container = Container {
@@ -754,7 +771,7 @@ const EVENT_HANDLER_CONTAINER: Container = Container {
 };
 
 /// The self type of an inherent, non-generic impl block.
-fn header(cx: &Ctxt, item: &ItemImpl, container: &Container) -> Option<Type> {
+pub(crate) fn header(cx: &Ctxt, item: &ItemImpl, container: &Container) -> Option<Type> {
     let Container {
         attr,
         noun,
@@ -814,6 +831,7 @@ pub(crate) const EVENT_HANDLER_HANDLES: HandlerSpec = HandlerSpec {
     returns: Returns::UnitResult,
     context: Some("EventMeta"),
     example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>",
+    correlated: false,
 };
 
 /// `#[handles]` in a `#[projection]` block.
@@ -828,6 +846,7 @@ pub(crate) const PROJECTION_HANDLES: HandlerSpec = HandlerSpec {
     returns: Returns::UnitResult,
     context: Some("EventMeta"),
     example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), ProjectionError>",
+    correlated: false,
 };
 
 const PROJECTION_CONTAINER: Container = Container {

@@ -19,6 +19,11 @@ pub(crate) const CFG: Symbol = Symbol("cfg");
 pub(crate) const EVENT_HANDLER: Symbol = Symbol("event_handler");
 pub(crate) const PROJECTION: Symbol = Symbol("projection");
 pub(crate) const UPCASTER: Symbol = Symbol("upcaster");
+pub(crate) const SAGA: Symbol = Symbol("saga");
+pub(crate) const STARTS: Symbol = Symbol("starts");
+pub(crate) const CONTINUES: Symbol = Symbol("continues");
+pub(crate) const STOPS: Symbol = Symbol("stops");
+pub(crate) const COMPENSATES: Symbol = Symbol("compensates");
 
 /// The crate whose path may prefix a helper attribute (`#[evoq::handles]`).
 pub(crate) const EVOQ: Symbol = Symbol("evoq");
@@ -38,6 +43,7 @@ pub(crate) const RETRY: Symbol = Symbol("retry");
 pub(crate) const READ_MODEL: Symbol = Symbol("read_model");
 pub(crate) const FROM: Symbol = Symbol("from");
 pub(crate) const RENAMED_FROM: Symbol = Symbol("renamed_from");
+pub(crate) const BY: Symbol = Symbol("by");
 
 // Values of `on_error = ...`.
 pub(crate) const DEAD_LETTER: Symbol = Symbol("dead_letter");

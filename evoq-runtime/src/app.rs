@@ -37,6 +37,8 @@ pub struct EvoqBuilder {
     memory_probe: Option<Arc<dyn MemoryProbe>>,
     middleware: Vec<Arc<dyn Middleware>>,
     handlers: Vec<Registration>,
+    /// The sagas' handles on the runtime, filled in once it has started.
+    runtime_slots: Vec<crate::saga::RuntimeSlot>,
 }
 
 impl EvoqBuilder {
@@ -154,6 +156,21 @@ impl EvoqBuilder {
         self
     }
 
+    /// Registers the saga `S` (see [`crate::saga`]): it runs on the subscription engine and
+    /// dispatches its commands through this runtime.
+    pub fn saga<S: crate::saga::Saga>(self) -> Self {
+        self.saga_with::<S>(HandlerOptions::new())
+    }
+
+    /// Registers the saga `S` with `options` (they take precedence over its attribute's).
+    pub fn saga_with<S: crate::saga::Saga>(mut self, options: HandlerOptions) -> Self {
+        let (slot, runtime) = crate::saga::runtime_slot();
+        self.runtime_slots.push(slot);
+        self.handlers
+            .push(Registration::saga::<S>(runtime, options));
+        self
+    }
+
     /// The defaults of every event handler (retries, error policy, checkpoints).
     pub fn handler_defaults(mut self, defaults: HandlerConfig) -> Self {
         self.config.handlers = defaults;
@@ -195,6 +212,9 @@ impl EvoqBuilder {
             stopped: AtomicBool::new(false),
         });
         spawn_sweeper(&inner);
+        for slot in self.runtime_slots {
+            slot.send_replace(Some(WeakEvoq(Arc::downgrade(&inner))));
+        }
         Ok(Evoq { inner })
     }
 }
@@ -264,6 +284,7 @@ impl Evoq {
             memory_probe: None,
             middleware: Vec::new(),
             handlers: Vec::new(),
+            runtime_slots: Vec::new(),
         }
     }
 
@@ -392,6 +413,16 @@ impl Evoq {
                 });
             }
         }
+    }
+}
+
+/// A handle on the runtime that does not keep it alive (the sagas' tasks hold one).
+#[derive(Clone)]
+pub(crate) struct WeakEvoq(std::sync::Weak<Inner>);
+
+impl WeakEvoq {
+    pub(crate) fn upgrade(&self) -> Option<Evoq> {
+        self.0.upgrade().map(|inner| Evoq { inner })
     }
 }
 

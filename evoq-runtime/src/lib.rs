@@ -21,6 +21,7 @@ mod mailbox;
 pub mod memory_monitor;
 mod partition;
 pub mod projection;
+pub mod saga;
 pub mod store;
 pub mod subscription;
 pub mod testing;
@@ -41,6 +42,7 @@ pub use crate::partition::AggregateStats;
 pub use crate::projection::{
     InMemoryReadModel, Projection, ProjectionError, ReadModel, ReadModelError,
 };
+pub use crate::saga::{Commands, CorrelationKey, ExecutedCommand, FailedCommand, Saga};
 pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
 pub use crate::subscription::{
     Consistency, DeadLetterQueue, HandlerConfig, HandlerOptions, HandlerStats, OnError,

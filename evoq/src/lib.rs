@@ -60,7 +60,8 @@
 //! runtime (`evoq-runtime`) and the macros (`evoq-macros`).
 
 pub use evoq_macros::{
-    Command, Event, aggregate, apply, event_handler, handles, projection, upcaster,
+    Command, Event, aggregate, apply, compensates, continues, event_handler, handles, projection,
+    saga, starts, stops, upcaster,
 };
 pub use evoq_runtime::*;
 

@@ -1,10 +1,12 @@
 //! `use evoq::prelude::*;` brings the macros and the types most programs use.
 
 pub use evoq_macros::{
-    Command, Event, aggregate, apply, event_handler, handles, projection, upcaster,
+    Command, Event, aggregate, apply, compensates, continues, event_handler, handles, projection,
+    saga, starts, stops, upcaster,
 };
+pub use evoq_runtime::commands;
 pub use evoq_runtime::{
-    Aggregate, AggregateTest, Command, Consistency, Dispatched, Error, Event, EventHandler,
-    EventMeta, EventSet, EventStore, Evoq, InMemoryReadModel, Metadata, Middleware, Pipeline,
-    Projection, ProjectionError, ReadModel, UpcastError,
+    Aggregate, AggregateTest, Command, Commands, Consistency, Dispatched, Error, Event,
+    EventHandler, EventMeta, EventSet, EventStore, Evoq, FailedCommand, InMemoryReadModel,
+    Metadata, Middleware, Pipeline, Projection, ProjectionError, ReadModel, Saga, UpcastError,
 };

@@ -7,6 +7,9 @@ pub use ::std;
 
 pub use evoq_runtime::handler::HandlerFuture;
 pub use evoq_runtime::projection::{Projection, ReadModel};
+pub use evoq_runtime::saga::{
+    Commands, CorrelationKey, FailedCommand, Saga, Step as SagaStep, StepKind as SagaStepKind,
+};
 pub use evoq_runtime::upcast::{DecodeError, UpcastError, UpcastFn, Upcaster};
 pub use evoq_runtime::{
     Aggregate, AppliedBy, Command, DomainError, Event, EventHandler, EventMeta, EventSet,

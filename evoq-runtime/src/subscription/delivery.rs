@@ -83,6 +83,15 @@ impl<P: Projection> Consumer for Projected<P> {
     }
 }
 
+impl<S: crate::saga::Saga> Consumer for crate::saga::SagaConsumer<S> {
+    /// A saga's checkpoint advances with its instance states, after every event.
+    const CHECKPOINT_EVERY_EVENT: bool = true;
+
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+        crate::saga::SagaConsumer::consume(self, event)
+    }
+}
+
 /// The state of one handler's task.
 pub(crate) struct Task {
     state: Arc<HandlerState>,

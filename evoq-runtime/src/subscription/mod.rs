@@ -91,6 +91,25 @@ impl Registration {
         .renamed::<P>()
     }
 
+    /// A saga, with the builder's `options`; it gets the runtime through `runtime`.
+    pub(crate) fn saga<S: crate::saga::Saga>(
+        runtime: watch::Receiver<Option<crate::app::WeakEvoq>>,
+        options: HandlerOptions,
+    ) -> Self {
+        let mut registration = Registration::consumer(
+            S::NAME,
+            S::EVENT_TYPES,
+            S::OPTIONS,
+            options,
+            crate::saga::SagaConsumer::<S>::new(runtime),
+        );
+        registration.renamed_from = S::UPCASTERS
+            .iter()
+            .flat_map(|upcasters| crate::upcast::renamed_from(upcasters))
+            .collect();
+        registration
+    }
+
     /// Reads the events stored under the names `H`'s event types were renamed from.
     fn renamed<H: EventHandler>(mut self) -> Self {
         self.renamed_from = H::UPCASTERS

@@ -1,0 +1,302 @@
+//! `#[saga]`: `Saga` for the block's type. The methods are parsed with the same machinery as
+//! `#[event_handler]` (`parse_helpers` with a `HandlerSpec` per helper); the subscription list
+//! comes from the signatures, the correlation field is read from the event at the user's `by`
+//! token (a missing field is one error there), and `Commands::push` requires `Route` of every
+//! emitted command (compile-time guarantee 4).
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Item, ItemImpl, LitStr};
+
+use crate::aggregate::{explicit_check, vtable, wire_name_checks};
+use crate::attr::{self, EventHandlerArgs};
+use crate::check::{same_cfgs, suggested_name};
+use crate::ctxt::Ctxt;
+use crate::item::parse_item;
+use crate::model::{
+    Asyncness, Container, HandlerFn, HandlerSpec, Receiver, Returns, header, parse_helpers,
+    same_tokens, show,
+};
+use crate::{paths, symbol};
+
+const fn step(attr: symbol::Symbol) -> HandlerSpec {
+    HandlerSpec {
+        attr,
+        container: symbol::SAGA,
+        noun: "event",
+        receiver: Receiver::Mut,
+        receiver_reason: "the saga updates its instance's state",
+        asyncness: Asyncness::Forbidden,
+        async_reason: "a saga method decides which commands to send and the runtime dispatches them",
+        returns: Returns::Value,
+        context: None,
+        example: "fn name(&mut self, event: &SomeEvent) -> Commands",
+        correlated: true,
+    }
+}
+
+const STARTS: HandlerSpec = step(symbol::STARTS);
+const CONTINUES: HandlerSpec = step(symbol::CONTINUES);
+const STOPS: HandlerSpec = step(symbol::STOPS);
+const COMPENSATES: HandlerSpec = HandlerSpec {
+    attr: symbol::COMPENSATES,
+    container: symbol::SAGA,
+    noun: "failed command",
+    receiver: Receiver::Mut,
+    receiver_reason: "the saga updates its instance's state",
+    asyncness: Asyncness::Forbidden,
+    async_reason: "a saga method decides which commands to send and the runtime dispatches them",
+    returns: Returns::Value,
+    context: None,
+    example: "fn name(&mut self, failed: &FailedCommand) -> Commands",
+    correlated: false,
+};
+
+const HELPERS: [&HandlerSpec; 4] = [&STARTS, &CONTINUES, &STOPS, &COMPENSATES];
+
+const SAGA_CONTAINER: Container = Container {
+    attr: symbol::SAGA,
+    noun: "a saga",
+    subject: "saga state type",
+    fixed: "its name and event types are fixed",
+    example: "`#[saga(name = \"order_fulfillment\")] impl OrderFulfillment { ... }`",
+};
+
+/// A `#[saga]` block.
+struct SagaDef {
+    self_ty: syn::Type,
+    name: Option<LitStr>,
+    args: EventHandlerArgs,
+    /// The event methods, with `StepKind` variant names.
+    steps: Vec<(&'static str, HandlerFn)>,
+    compensates: Option<HandlerFn>,
+}
+
+/// Expands `#[saga(args)]` on `input`.
+pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
+    let wrong_place = "`#[saga]` goes on the impl block of the saga's state type: `#[saga(name = \"order_fulfillment\")] impl OrderFulfillment { ... }`, with `#[starts(by = field)]`, `#[continues(by = field)]` and `#[stops(by = field)]` methods";
+    let mut item = match parse_item(&input, wrong_place, |item| match item {
+        Item::Impl(item) => Ok(item),
+        other => Err(Box::new(other)),
+    }) {
+        Ok(item) => item,
+        Err(tokens) => return tokens,
+    };
+    let cx = Ctxt::new();
+    let def = from_ast(&cx, args, &mut item);
+    if let Some(def) = &def {
+        check(&cx, def);
+    }
+    match (cx.check(), def) {
+        (Ok(()), Some(def)) => {
+            let generated = generate(&def);
+            quote!(#item #generated)
+        }
+        (checked, _) => {
+            let mut tokens = checked
+                .err()
+                .map(|errors| errors.to_compile_error())
+                .unwrap_or_default();
+            tokens.extend(quote!(#[allow(dead_code)] #item));
+            tokens
+        }
+    }
+}
+
+fn from_ast(cx: &Ctxt, args: TokenStream, item: &mut ItemImpl) -> Option<SagaDef> {
+    let mut args = EventHandlerArgs::parse(cx, args, symbol::SAGA, attr::EVENT_HANDLER_KEYS);
+    let name = args.name.take();
+    let mut steps = Vec::new();
+    let mut compensates: Option<HandlerFn> = None;
+    for (spec, method) in parse_helpers(
+        cx,
+        item,
+        &HELPERS,
+        "a method takes one event (or the failed command)",
+    ) {
+        let kind = if spec.attr == symbol::STARTS {
+            "Starts"
+        } else if spec.attr == symbol::CONTINUES {
+            "Continues"
+        } else if spec.attr == symbol::STOPS {
+            "Stops"
+        } else {
+            if let Some(first) = &compensates {
+                cx.error_spanned_by(
+                    &method.ident,
+                    format!(
+                        "a saga has one `#[compensates]` method, and `{}` is one already: merge them (the `FailedCommand` says which command failed)",
+                        first.ident
+                    ),
+                );
+            } else {
+                compensates = Some(method);
+            }
+            continue;
+        };
+        steps.push((kind, method));
+    }
+    let self_ty = header(cx, item, &SAGA_CONTAINER)?;
+    Some(SagaDef {
+        self_ty,
+        name,
+        args,
+        steps,
+        compensates,
+    })
+}
+
+fn check(cx: &Ctxt, def: &SagaDef) {
+    if def.name.is_none() && !def.args.name_given {
+        cx.error_at(
+            proc_macro2::Span::call_site(),
+            format!(
+                "`#[saga]` needs a name: write `#[saga(name = \"{}\")]`; the name keys the saga's checkpoint and instance states in the store, so keep it stable",
+                suggested_name(&def.self_ty),
+            ),
+        );
+    }
+    if def.steps.is_empty() {
+        cx.error_spanned_by(
+            &def.self_ty,
+            "a `#[saga]` block needs at least one `#[starts(by = field)]` method, like `#[starts(by = order_id)] fn placed(&mut self, event: &OrderPlaced) -> Commands`",
+        );
+    }
+    for (index, (_, method)) in def.steps.iter().enumerate() {
+        if let Some((_, first)) = def.steps[..index].iter().find(|(_, first)| {
+            same_cfgs(first, method) && same_tokens(&first.message, &method.message)
+        }) {
+            cx.error_spanned_by(
+                &method.message,
+                format!(
+                    "the event `{}` is taken twice in this saga, by `{}` and by `{}`: a saga has one method per event type; merge them into one",
+                    show(&method.message),
+                    first.ident,
+                    method.ident
+                ),
+            );
+        }
+    }
+}
+
+fn generate(def: &SagaDef) -> TokenStream {
+    let p = paths::private_call_site();
+    let saga = &def.self_ty;
+    let name = def
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new("", proc_macro2::Span::call_site()));
+    let options = crate::event_handler::options(&def.args);
+
+    let vtables = def.steps.iter().enumerate().map(|(index, (_, method))| {
+        let cfgs = &method.cfgs;
+        let ty = &method.message;
+        let vt = vtable(index);
+        let span = ty.span();
+        let p_at = paths::private(span);
+        // Spanned at the user's type: the one place that requires `ty: Event`.
+        let value = quote_spanned!(span=> <#ty as #p_at::IsEvent>::VTABLE);
+        quote! {
+            #(#cfgs)*
+            const #vt: #p::EventVTable<#ty> = #value;
+        }
+    });
+    let methods: Vec<&HandlerFn> = def.steps.iter().map(|(_, method)| method).collect();
+    let unique_names = wire_name_checks(&methods, &|first, second| {
+        format!(
+            "the events `{}` and `{}` taken by the saga `{}` have the same wire name, so it could not tell their stored events apart: give one of them another name with `#[event(name = \"...\")]`",
+            show(first),
+            show(second),
+            show(&def.self_ty)
+        )
+    });
+    let explicit = def
+        .steps
+        .iter()
+        .map(|(_, method)| method)
+        .chain(&def.compensates)
+        .map(explicit_check);
+    let names = def.steps.iter().enumerate().map(|(index, (_, method))| {
+        let cfgs = &method.cfgs;
+        let vt = vtable(index);
+        quote!(#(#cfgs)* #vt.name,)
+    });
+    let upcasters = def.steps.iter().enumerate().map(|(index, (_, method))| {
+        let cfgs = &method.cfgs;
+        let vt = vtable(index);
+        quote!(#(#cfgs)* #vt.upcasters,)
+    });
+    let arms = def.steps.iter().enumerate().map(|(index, (kind, method))| {
+        let cfgs = &method.cfgs;
+        let vt = vtable(index);
+        let ident = &method.ident;
+        let kind = syn::Ident::new(kind, proc_macro2::Span::call_site());
+        let key = match &method.by {
+            Some(field) => {
+                // The field access at the user's `by` token (with the call site's hygiene):
+                // a field the event lacks is one error there.
+                let span = proc_macro2::Span::call_site().located_at(field.span());
+                let p_at = paths::private(span);
+                quote_spanned!(span=> #p_at::CorrelationKey::correlation_key(&event.#field))
+            }
+            None => quote!(#p::core::option::Option::None),
+        };
+        let span = proc_macro2::Span::call_site().located_at(ident.span());
+        let call = quote_spanned!(span=> <#saga>::#ident(saga, &event));
+        quote! {
+            #(#cfgs)*
+            if (#vt.stored_as)(event_type) {
+                let event = #p::decode_event(meta, #vt.decode_stored)?;
+                let key = #key;
+                return #p::core::result::Result::Ok(#p::SagaStep::new(
+                    #p::SagaStepKind::#kind,
+                    key,
+                    #p::std::boxed::Box::new(move |saga: &mut #saga| -> #p::Commands { #call }),
+                ));
+            }
+        }
+    });
+    let compensate = def.compensates.as_ref().map(|method| {
+        let ident = &method.ident;
+        let span = proc_macro2::Span::call_site().located_at(ident.span());
+        let call = quote_spanned!(span=> <#saga>::#ident(self, failed));
+        quote! {
+            fn compensate(&mut self, failed: &#p::FailedCommand) -> #p::Commands {
+                #call
+            }
+        }
+    });
+
+    quote! {
+        const _: () = {
+            #(#vtables)*
+
+            #(#unique_names)*
+
+            #(#explicit)*
+
+            #[automatically_derived]
+            impl #p::Saga for #saga {
+                const NAME: &'static #p::core::primitive::str = #name;
+                const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[#(#names)*];
+                const OPTIONS: #p::HandlerOptions = #options;
+                const UPCASTERS: &'static [&'static [#p::Upcaster]] = &[#(#upcasters)*];
+
+                fn route(
+                    meta: &#p::EventMeta,
+                ) -> #p::core::result::Result<
+                    #p::core::option::Option<#p::SagaStep<Self>>,
+                    #p::HandlerFailure,
+                > {
+                    let event_type = #p::EventMeta::event_type(meta);
+                    #(#arms)*
+                    let _ = event_type;
+                    #p::core::result::Result::Ok(#p::core::option::Option::None)
+                }
+
+                #compensate
+            }
+        };
+    }
+}

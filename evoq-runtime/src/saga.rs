@@ -1,0 +1,620 @@
+//! Process managers (sagas): long-running coordinators that react to events with commands.
+//!
+//! A saga is a state struct (`Default + Serialize + Deserialize`) whose `#[saga(name = "...")]`
+//! impl block has methods marked `#[starts(by = field)]`, `#[continues(by = field)]` and
+//! `#[stops(by = field)]`, each taking one event and returning the [`Commands`] to dispatch,
+//! and optionally one `#[compensates]` method taking a [`FailedCommand`].
+//!
+//! It runs on the subscription engine like an event handler (one task, global order, retries,
+//! dead letters, leases on a shared store, upcasting). For each event of its types:
+//!
+//! 1. the `by` field of the event gives the *instance* (its correlation value); an empty value
+//!    (`""`, `None`) correlates to nothing and the event is ignored;
+//! 2. the instance's state is loaded from the store's saga state slots: a start on an existing
+//!    instance routes to it, a continue on a missing instance starts one, a stop on a missing
+//!    instance is ignored;
+//! 3. the method runs; the state, with the position of the event (the instance's checkpoint),
+//!    is saved (a stop removes it);
+//! 4. the commands are dispatched, every one even if an earlier one fails, with the event as
+//!    causation, the event's correlation id, and a deterministic command id made from the
+//!    saga, the event id and the command's index: a re-delivered event (after a crash, a
+//!    restart, a reset checkpoint) produces the same ids, and the pipeline's idempotency on
+//!    caller-supplied command ids returns the first result instead of running them again;
+//! 5. a command that fails (after its conflict retries) goes to the `#[compensates]` method as
+//!    a [`FailedCommand`], which lists the commands the instance executed so far, newest
+//!    first; the compensating commands it returns are dispatched the same way (ids from the
+//!    failed command's id), in the order returned.
+//!
+//! Telemetry: `evoq.process_manager.start` (an instance is created), `stop` (removed),
+//! `command` (a dispatch and its outcome) and `compensate`, at DEBUG (a failed command at WARN).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::app::{Evoq, WeakEvoq};
+use crate::command::Route;
+use crate::error::Error;
+use crate::handler::{EventMeta, HandlerFailure, HandlerFuture};
+use crate::subscription::HandlerOptions;
+use crate::upcast::Upcaster;
+
+/// A process manager: implemented by `#[saga(name = "...")]` on the impl block of its state.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an evoq saga",
+    label = "not a `Saga`",
+    note = "put `#[saga(name = \"...\")]` on an `impl {Self}` block with `#[starts(by = field)]`, `#[continues(by = field)]` and `#[stops(by = field)]` methods"
+)]
+pub trait Saga: Default + Serialize + DeserializeOwned + Send + 'static {
+    /// The saga's stable name: it keys its checkpoint, dead letters and instance states.
+    const NAME: &'static str;
+    /// The wire names of the event types its methods take.
+    const EVENT_TYPES: &'static [&'static str];
+    /// The options given in the attribute.
+    const OPTIONS: HandlerOptions = HandlerOptions::new();
+    /// The upcasters of each type of [`EVENT_TYPES`](Self::EVENT_TYPES), in the same order.
+    const UPCASTERS: &'static [&'static [Upcaster]] = &[];
+
+    /// Decodes the event and says which method takes it, for which instance: `Ok(None)` for
+    /// an event that correlates to nothing.
+    fn route(event: &EventMeta) -> Result<Option<Step<Self>>, HandlerFailure>;
+
+    /// The compensating commands for a failed command (none by default).
+    fn compensate(&mut self, failed: &FailedCommand) -> Commands {
+        let _ = failed;
+        Commands::none()
+    }
+}
+
+/// What a saga method does to its instance.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// `#[starts]`: creates the instance, or routes to the existing one.
+    Starts,
+    /// `#[continues]`: routes to the instance, or creates it.
+    Continues,
+    /// `#[stops]`: runs on the instance and removes it; ignored when there is none.
+    Stops,
+}
+
+type StepFn<S> = Box<dyn FnOnce(&mut S) -> Commands + Send>;
+
+/// One routed event: the instance it correlates to and the method call (generated code).
+pub struct Step<S> {
+    kind: StepKind,
+    instance: String,
+    run: StepFn<S>,
+}
+
+impl<S> Step<S> {
+    /// A step for the instance `instance` (`None` or empty: the event correlates to nothing).
+    pub fn new(kind: StepKind, instance: Option<String>, run: StepFn<S>) -> Option<Self> {
+        let instance = instance.filter(|key| !key.is_empty())?;
+        Some(Step {
+            kind,
+            instance,
+            run,
+        })
+    }
+}
+
+/// The value of a `by` field, as an instance id.
+#[diagnostic::on_unimplemented(
+    message = "the correlation field has type `{Self}`, which cannot identify a saga instance",
+    label = "`{Self}` does not implement `std::fmt::Display`",
+    note = "a correlation value is a string: use `String`, an integer, a `Uuid`, an `Option` of one, or a type that implements `std::fmt::Display`"
+)]
+pub trait CorrelationKey {
+    /// The instance id; `None` when the value correlates to nothing.
+    fn correlation_key(&self) -> Option<String>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: fmt::Display + ?Sized> CorrelationKey for T {
+    fn correlation_key(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+/// A command a saga instance dispatched successfully.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutedCommand {
+    /// The command's name (`Command::NAME`).
+    pub name: String,
+    /// Its command id.
+    pub command_id: Uuid,
+    /// The aggregate it went to.
+    pub aggregate_id: String,
+}
+
+/// A command of a saga that failed, as its `#[compensates]` method sees it.
+#[derive(Clone, Debug)]
+pub struct FailedCommand {
+    command: &'static str,
+    command_id: Uuid,
+    aggregate_id: String,
+    error: String,
+    instance: String,
+    correlation_id: Uuid,
+    executed: Vec<ExecutedCommand>,
+}
+
+impl FailedCommand {
+    /// The failed command's name (`Command::NAME`).
+    pub fn command(&self) -> &'static str {
+        self.command
+    }
+
+    /// Whether the failed command is a `C`.
+    pub fn is<C: crate::Command>(&self) -> bool {
+        self.command == C::NAME
+    }
+
+    /// Its command id.
+    pub fn command_id(&self) -> Uuid {
+        self.command_id
+    }
+
+    /// The aggregate it went to.
+    pub fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+
+    /// Why it failed.
+    pub fn error(&self) -> &str {
+        &self.error
+    }
+
+    /// The saga instance (the correlation value).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The correlation id of the event that led to it.
+    pub fn correlation_id(&self) -> Uuid {
+        self.correlation_id
+    }
+
+    /// The commands this instance executed successfully before, newest first: compensate
+    /// them in this order.
+    pub fn executed(&self) -> &[ExecutedCommand] {
+        &self.executed
+    }
+}
+
+/// The ids a saga gives one dispatch.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct DispatchIds {
+    command_id: Uuid,
+    causation_id: Uuid,
+    correlation_id: Uuid,
+}
+
+type DispatchResult<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// A command that can dispatch itself (type erased).
+trait Dispatchable: Send + 'static {
+    fn name(&self) -> &'static str;
+    fn aggregate_id(&self) -> String;
+    fn dispatch<'a>(self: Box<Self>, app: &'a Evoq, ids: DispatchIds) -> DispatchResult<'a>;
+}
+
+struct Erased<C>(C);
+
+impl<C: Route> Dispatchable for Erased<C> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn aggregate_id(&self) -> String {
+        self.0.aggregate_id()
+    }
+
+    fn dispatch<'a>(self: Box<Self>, app: &'a Evoq, ids: DispatchIds) -> DispatchResult<'a> {
+        Box::pin(async move {
+            app.command(self.0)
+                .command_id(ids.command_id)
+                .causation_id(ids.causation_id)
+                .correlation_id(ids.correlation_id)
+                .dispatch()
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+/// The commands a saga method returns, dispatched in order: `commands![a, b]`, or
+/// `Commands::none().push(a).push(b)`. Every command must be routable (`Route`): an
+/// unroutable command does not compile.
+#[derive(Default)]
+#[must_use = "a saga dispatches the commands its method returns"]
+pub struct Commands {
+    items: Vec<Box<dyn Dispatchable>>,
+}
+
+impl Commands {
+    /// No command.
+    pub fn none() -> Self {
+        Commands::default()
+    }
+
+    /// These commands and `command`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn push<C: Route>(mut self, command: C) -> Self {
+        self.add(command);
+        self
+    }
+
+    /// Adds `command`.
+    pub fn add<C: Route>(&mut self, command: C) {
+        self.items.push(Box::new(Erased(command)));
+    }
+
+    /// How many commands.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The commands' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.items.iter().map(|item| item.name()).collect()
+    }
+}
+
+impl fmt::Debug for Commands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// Builds [`Commands`]: `commands![ChargePayment { .. }, ReserveStock { .. }]`.
+#[macro_export]
+macro_rules! commands {
+    () => { $crate::saga::Commands::none() };
+    ($($command:expr),+ $(,)?) => {
+        $crate::saga::Commands::none() $(.push($command))+
+    };
+}
+
+/// A deterministic id: the same inputs give the same UUID (version 8, FNV-1a 128).
+pub(crate) fn derived_id(namespace: &str, base: Uuid, index: usize) -> Uuid {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut hash = OFFSET;
+    let index = (index as u64).to_be_bytes();
+    let bytes = namespace
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(base.as_bytes())
+        .chain(&index);
+    for byte in bytes {
+        hash ^= u128::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    uuid::Builder::from_u128(hash)
+        .with_variant(uuid::Variant::RFC4122)
+        .with_version(uuid::Version::Custom)
+        .into_uuid()
+}
+
+/// What the store keeps of one instance.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct Instance<S: Saga> {
+    state: S,
+    /// The commands dispatched successfully since the last compensation, oldest first.
+    #[serde(default)]
+    executed: Vec<ExecutedCommand>,
+    /// The last event the instance handled: its position and the state before it, so that a
+    /// re-delivery runs the method on the same state again (and dispatches the same ids).
+    #[serde(default)]
+    last: Option<LastEvent>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LastEvent {
+    position: u64,
+    before: serde_json::Value,
+}
+
+/// The runtime handle, set once the runtime has started.
+pub(crate) type RuntimeSlot = watch::Sender<Option<WeakEvoq>>;
+
+/// A saga as the subscription engine sees it.
+pub(crate) struct SagaConsumer<S> {
+    runtime: watch::Receiver<Option<WeakEvoq>>,
+    _saga: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: Saga> SagaConsumer<S> {
+    pub(crate) fn new(runtime: watch::Receiver<Option<WeakEvoq>>) -> Self {
+        SagaConsumer {
+            runtime,
+            _saga: std::marker::PhantomData,
+        }
+    }
+
+    pub(crate) fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let weak = match self.runtime.wait_for(Option::is_some).await {
+                Ok(weak) => weak.clone(),
+                Err(_) => None,
+            };
+            let Some(app) = weak.and_then(|weak| weak.upgrade()) else {
+                return Err(failure(event, "the runtime is gone"));
+            };
+            handle::<S>(&app, event).await
+        })
+    }
+}
+
+fn failure(event: &EventMeta, reason: impl fmt::Display) -> HandlerFailure {
+    HandlerFailure::new(SagaError(format!(
+        "saga could not handle event {} ({}): {reason}",
+        event.event_id(),
+        event.event_type()
+    )))
+}
+
+#[derive(Debug)]
+struct SagaError(String);
+
+impl fmt::Display for SagaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SagaError {}
+
+async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFailure> {
+    let Some(step) = S::route(event)? else {
+        return Ok(());
+    };
+    let store = app.store();
+    let saga = S::NAME;
+    let key = step.instance;
+    let loaded = store
+        .load_saga_state(saga, &key)
+        .await
+        .map_err(|error| failure(event, error))?;
+    let mut instance: Instance<S> = match loaded {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
+            failure(
+                event,
+                format!("the state of instance `{key}` does not decode: {error}"),
+            )
+        })?,
+        None if step.kind == StepKind::Stops => {
+            tracing::debug!(
+                name: "evoq.process_manager.stop",
+                stage = "ignored",
+                saga,
+                instance = %key,
+                event_type = event.event_type(),
+            );
+            return Ok(());
+        }
+        None => {
+            tracing::debug!(
+                name: "evoq.process_manager.start",
+                saga,
+                instance = %key,
+                event_type = event.event_type(),
+            );
+            Instance {
+                state: S::default(),
+                executed: Vec::new(),
+                last: None,
+            }
+        }
+    };
+
+    let position = event.global_position();
+    if let Some(last) = &instance.last {
+        if position < last.position {
+            // Handled before a later event of this instance: nothing to do again.
+            return Ok(());
+        }
+        if position == last.position {
+            instance.state = serde_json::from_value(last.before.clone()).map_err(|error| {
+                failure(
+                    event,
+                    format!("the state of instance `{key}` does not decode: {error}"),
+                )
+            })?;
+        }
+    }
+    let before = serde_json::to_value(&instance.state)
+        .map_err(|error| failure(event, format!("the state does not serialize: {error}")))?;
+    let commands = (step.run)(&mut instance.state);
+    instance.last = Some(LastEvent { position, before });
+    let stops = step.kind == StepKind::Stops;
+    if stops {
+        store
+            .delete_saga_state(saga, &key)
+            .await
+            .map_err(|error| failure(event, error))?;
+        tracing::debug!(name: "evoq.process_manager.stop", stage = "stop", saga, instance = %key);
+    } else {
+        let bytes = encode(&instance, event)?;
+        save(app, saga, &key, bytes, event).await?;
+    }
+
+    // An event stored without a correlation id starts a correlation of its own.
+    let correlation_id = event
+        .metadata()
+        .correlation_id
+        .unwrap_or_else(|| event.event_id());
+    let base = format!("{saga}/{key}");
+    let results = dispatch_all(app, saga, &key, commands, |index| DispatchIds {
+        command_id: derived_id(&base, event.event_id(), index),
+        causation_id: event.event_id(),
+        correlation_id,
+    })
+    .await;
+
+    let mut changed = false;
+    for result in results {
+        match result {
+            Outcome::Done(executed) => {
+                if !instance
+                    .executed
+                    .iter()
+                    .any(|done| done.command_id == executed.command_id)
+                {
+                    instance.executed.push(executed);
+                    changed = true;
+                }
+            }
+            Outcome::Failed {
+                command,
+                command_id,
+                aggregate_id,
+                error,
+            } => {
+                let failed = FailedCommand {
+                    command,
+                    command_id,
+                    aggregate_id,
+                    error,
+                    instance: key.clone(),
+                    correlation_id,
+                    executed: instance.executed.iter().rev().cloned().collect(),
+                };
+                let compensation = instance.state.compensate(&failed);
+                tracing::debug!(
+                    name: "evoq.process_manager.compensate",
+                    saga,
+                    instance = %key,
+                    failed = command,
+                    commands = compensation.len(),
+                );
+                instance.executed.clear();
+                changed = true;
+                let cause = event.event_id();
+                let compensation_base = format!("{base}/compensate");
+                dispatch_all(app, saga, &key, compensation, |index| DispatchIds {
+                    command_id: derived_id(&compensation_base, command_id, index),
+                    causation_id: cause,
+                    correlation_id,
+                })
+                .await;
+            }
+        }
+    }
+    if changed && !stops {
+        let bytes = encode(&instance, event)?;
+        save(app, saga, &key, bytes, event).await?;
+    }
+    Ok(())
+}
+
+async fn save(
+    app: &Evoq,
+    saga: &str,
+    key: &str,
+    bytes: Vec<u8>,
+    event: &EventMeta,
+) -> Result<(), HandlerFailure> {
+    app.store()
+        .save_saga_state(saga, key, bytes)
+        .await
+        .map_err(|error| failure(event, error))
+}
+
+fn encode<S: Saga>(instance: &Instance<S>, event: &EventMeta) -> Result<Vec<u8>, HandlerFailure> {
+    serde_json::to_vec(instance)
+        .map_err(|error| failure(event, format!("the state does not serialize: {error}")))
+}
+
+enum Outcome {
+    Done(ExecutedCommand),
+    Failed {
+        command: &'static str,
+        command_id: Uuid,
+        aggregate_id: String,
+        error: String,
+    },
+}
+
+/// Dispatches every command, in order, even after a failure; the outcomes in the same order.
+async fn dispatch_all(
+    app: &Evoq,
+    saga: &'static str,
+    instance: &str,
+    commands: Commands,
+    ids: impl Fn(usize) -> DispatchIds,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for (index, command) in commands.items.into_iter().enumerate() {
+        let ids = ids(index);
+        let name = command.name();
+        let aggregate_id = command.aggregate_id();
+        match command.dispatch(app, ids).await {
+            Ok(()) => {
+                tracing::debug!(
+                    name: "evoq.process_manager.command",
+                    stage = "stop",
+                    saga,
+                    instance,
+                    command = name,
+                    command_id = %ids.command_id,
+                );
+                outcomes.push(Outcome::Done(ExecutedCommand {
+                    name: name.to_owned(),
+                    command_id: ids.command_id,
+                    aggregate_id,
+                }));
+            }
+            Err(error) => {
+                tracing::warn!(
+                    name: "evoq.process_manager.command",
+                    stage = "exception",
+                    saga,
+                    instance,
+                    command = name,
+                    command_id = %ids.command_id,
+                    error = %error,
+                );
+                outcomes.push(Outcome::Failed {
+                    command: name,
+                    command_id: ids.command_id,
+                    aggregate_id,
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+    outcomes
+}
+
+/// Shares the runtime handle with the saga tasks once it exists.
+pub(crate) fn runtime_slot() -> (RuntimeSlot, watch::Receiver<Option<WeakEvoq>>) {
+    watch::channel(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_deterministic_and_distinct() {
+        let base = Uuid::from_u128(7);
+        assert_eq!(derived_id("s/o1", base, 0), derived_id("s/o1", base, 0));
+        assert_ne!(derived_id("s/o1", base, 0), derived_id("s/o1", base, 1));
+        assert_ne!(derived_id("s/o1", base, 0), derived_id("s/o2", base, 0));
+        assert_eq!(derived_id("s/o1", base, 0).get_version_num(), 8);
+    }
+}

@@ -1,0 +1,551 @@
+//! Process managers (sagas): instance lifecycle, persistence, re-delivery safety through
+//! deterministic command ids, compensation (SEMANTICS.md section 6).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use evoq::RecordedEvent;
+use evoq::prelude::*;
+use evoq::store::Direction;
+use evoq::store::memory::InMemoryStore;
+use serde::{Deserialize, Serialize};
+
+// ----- the domain: orders, payments, stock, shipping, notes -----
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct OrderPlaced {
+    order_id: String,
+    auto_ship: bool,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct PaymentCharged {
+    order_id: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct PaymentRefunded {
+    order_id: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct StockReserved {
+    order_id: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct StockReleased {
+    order_id: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct OrderShipped {
+    order_id: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct NoteAdded {
+    note: String,
+    order_id: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct PlaceOrder {
+    #[aggregate_id]
+    order_id: String,
+    auto_ship: bool,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ChargePayment {
+    #[aggregate_id]
+    order_id: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct RefundPayment {
+    #[aggregate_id]
+    order_id: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ReserveStock {
+    #[aggregate_id]
+    order_id: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ReleaseStock {
+    #[aggregate_id]
+    order_id: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ShipOrder {
+    #[aggregate_id]
+    order_id: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct AddNote {
+    #[aggregate_id]
+    note: String,
+    order_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Order;
+
+#[aggregate]
+impl Order {
+    #[handles]
+    fn place(&self, c: &PlaceOrder) -> Result<OrderPlaced, Refused> {
+        Ok(OrderPlaced {
+            order_id: c.order_id.clone(),
+            auto_ship: c.auto_ship,
+        })
+    }
+
+    #[apply]
+    fn placed(&mut self, _e: &OrderPlaced) {}
+}
+
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Payment;
+
+#[aggregate]
+impl Payment {
+    #[handles]
+    fn charge(&self, c: &ChargePayment) -> Result<PaymentCharged, Refused> {
+        Ok(PaymentCharged {
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[handles]
+    fn refund(&self, c: &RefundPayment) -> Result<PaymentRefunded, Refused> {
+        Ok(PaymentRefunded {
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[apply]
+    fn charged(&mut self, _e: &PaymentCharged) {}
+
+    #[apply]
+    fn refunded(&mut self, _e: &PaymentRefunded) {}
+}
+
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Stock;
+
+#[aggregate]
+impl Stock {
+    #[handles]
+    fn reserve(&self, c: &ReserveStock) -> Result<StockReserved, Refused> {
+        Ok(StockReserved {
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[handles]
+    fn release(&self, c: &ReleaseStock) -> Result<StockReleased, Refused> {
+        Ok(StockReleased {
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[apply]
+    fn reserved(&mut self, _e: &StockReserved) {}
+
+    #[apply]
+    fn released(&mut self, _e: &StockReleased) {}
+}
+
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Shipping;
+
+#[aggregate]
+impl Shipping {
+    /// Orders whose id starts with `fail` cannot be shipped.
+    #[handles]
+    fn ship(&self, c: &ShipOrder) -> Result<OrderShipped, Refused> {
+        if c.order_id.starts_with("fail") {
+            return Err(Refused(format!("no carrier for order {}", c.order_id)));
+        }
+        Ok(OrderShipped {
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[apply]
+    fn shipped(&mut self, _e: &OrderShipped) {}
+}
+
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Note;
+
+#[aggregate]
+impl Note {
+    #[handles]
+    fn add(&self, c: &AddNote) -> Result<NoteAdded, Refused> {
+        Ok(NoteAdded {
+            note: c.note.clone(),
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[apply]
+    fn added(&mut self, _e: &NoteAdded) {}
+}
+
+// ----- the saga -----
+
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Fulfillment {
+    order_id: String,
+    placed: bool,
+    paid: bool,
+    notes: u32,
+    compensated: Vec<String>,
+}
+
+#[saga(name = "fulfillment")]
+impl Fulfillment {
+    #[starts(by = order_id)]
+    fn placed(&mut self, e: &OrderPlaced) -> Commands {
+        self.order_id = e.order_id.clone();
+        self.placed = true;
+        commands![ChargePayment {
+            order_id: e.order_id.clone()
+        }]
+    }
+
+    /// Reserves the stock and, for an order placed with `auto_ship`, ships it at once: two
+    /// commands from one event (the shipment fails for `fail...` orders).
+    #[continues(by = order_id)]
+    fn paid(&mut self, e: &PaymentCharged) -> Commands {
+        self.paid = true;
+        let reserve = ReserveStock {
+            order_id: e.order_id.clone(),
+        };
+        if self.placed_with_auto_ship() {
+            commands![
+                reserve,
+                ShipOrder {
+                    order_id: e.order_id.clone()
+                }
+            ]
+        } else {
+            Commands::none().push(reserve)
+        }
+    }
+
+    #[continues(by = order_id)]
+    fn noted(&mut self, _e: &NoteAdded) -> Commands {
+        self.notes += 1;
+        Commands::none()
+    }
+
+    #[stops(by = order_id)]
+    fn shipped(&mut self, _e: &OrderShipped) -> Commands {
+        Commands::none()
+    }
+
+    /// Undoes every executed step, newest first.
+    #[compensates]
+    fn failed(&mut self, failed: &FailedCommand) -> Commands {
+        let mut undo = Commands::none();
+        for step in failed.executed() {
+            self.compensated.push(step.name.clone());
+            if step.name == "ReserveStock" {
+                undo.add(ReleaseStock {
+                    order_id: step.aggregate_id.clone(),
+                });
+            } else if step.name == "ChargePayment" {
+                undo.add(RefundPayment {
+                    order_id: step.aggregate_id.clone(),
+                });
+            }
+        }
+        undo
+    }
+}
+
+impl Fulfillment {
+    fn placed_with_auto_ship(&self) -> bool {
+        self.order_id.starts_with("auto") || self.order_id.starts_with("fail")
+    }
+}
+
+// ----- helpers -----
+
+async fn start(store: &Arc<InMemoryStore>) -> Evoq {
+    Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<Fulfillment>()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits until the saga has handled every stored event and the store stops growing.
+async fn settle(app: &Evoq) {
+    loop {
+        let head = *app.store().head().borrow();
+        tokio::time::timeout(Duration::from_secs(10), app.wait_for("fulfillment", head))
+            .await
+            .expect("the saga got there in time")
+            .expect("the saga runs");
+        if *app.store().head().borrow() == head {
+            return;
+        }
+    }
+}
+
+async fn stream(store: &InMemoryStore, aggregate: &str, id: &str) -> Vec<Arc<RecordedEvent>> {
+    store
+        .read_stream(
+            &evoq::stream_id(aggregate, id),
+            1,
+            Direction::Forward,
+            usize::MAX,
+        )
+        .await
+        .unwrap()
+}
+
+async fn instance(store: &InMemoryStore, id: &str) -> Option<serde_json::Value> {
+    store
+        .load_saga_state("fulfillment", id)
+        .await
+        .unwrap()
+        .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["state"].clone())
+}
+
+async fn place(app: &Evoq, order_id: &str) {
+    app.dispatch(PlaceOrder {
+        order_id: order_id.to_owned(),
+        auto_ship: false,
+    })
+    .await
+    .unwrap();
+}
+
+// ----- the tests -----
+
+#[tokio::test]
+async fn order_placed_creates_the_instance_and_dispatches_charge_payment_once() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "o1").await;
+    settle(&app).await;
+
+    let charges = stream(&store, "Payment", "o1").await;
+    assert_eq!(charges.len(), 1, "ChargePayment ran once");
+    let placed = &stream(&store, "Order", "o1").await[0];
+    // The command went out with the event's correlation id.
+    assert_eq!(
+        charges[0].metadata.correlation_id,
+        placed.metadata.correlation_id
+    );
+    let state = instance(&store, "o1").await.expect("instance o1 exists");
+    assert_eq!(state["order_id"], "o1");
+    assert_eq!(state["placed"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn payment_charged_reaches_the_same_instance_and_order_shipped_stops_it() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "o1").await;
+    settle(&app).await;
+    // OrderPlaced started it, PaymentCharged (from its ChargePayment) continued it.
+    let state = instance(&store, "o1").await.unwrap();
+    assert_eq!(state["placed"], true);
+    assert_eq!(state["paid"], true);
+    assert_eq!(stream(&store, "Stock", "o1").await.len(), 1);
+    assert_eq!(
+        store
+            .list_saga_instances("fulfillment", None, usize::MAX)
+            .await
+            .unwrap(),
+        ["o1"]
+    );
+
+    app.dispatch(ShipOrder {
+        order_id: "o1".into(),
+    })
+    .await
+    .unwrap();
+    settle(&app).await;
+    assert!(
+        instance(&store, "o1").await.is_none(),
+        "stopped and removed"
+    );
+    assert!(
+        store
+            .list_saga_instances("fulfillment", None, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn continue_on_a_missing_instance_starts_it() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    app.dispatch(AddNote {
+        note: "n1".into(),
+        order_id: "o7".into(),
+    })
+    .await
+    .unwrap();
+    settle(&app).await;
+    let state = instance(&store, "o7")
+        .await
+        .expect("the continue started o7");
+    assert_eq!(state["notes"], 1);
+    assert_eq!(state["placed"], false);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stop_on_a_missing_instance_is_ignored() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    app.dispatch(ShipOrder {
+        order_id: "o9".into(),
+    })
+    .await
+    .unwrap();
+    settle(&app).await;
+    assert!(instance(&store, "o9").await.is_none());
+    assert_eq!(store.load_checkpoint("fulfillment").await.unwrap(), Some(1));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_uncorrelated_event_creates_nothing() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    app.dispatch(AddNote {
+        note: "n2".into(),
+        order_id: String::new(),
+    })
+    .await
+    .unwrap();
+    settle(&app).await;
+    assert!(
+        store
+            .list_saga_instances("fulfillment", None, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_that_redelivers_the_events_does_not_dispatch_their_commands_again() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "o2").await;
+    settle(&app).await;
+    app.stop().await;
+    drop(app);
+
+    // Force the re-delivery of every event: the checkpoint back to the start.
+    store.save_checkpoint("fulfillment", 0).await.unwrap();
+    let app = start(&store).await;
+    settle(&app).await;
+    assert_eq!(stream(&store, "Payment", "o2").await.len(), 1);
+    assert_eq!(stream(&store, "Stock", "o2").await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_with_the_instance_state_lost_still_runs_each_command_once() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "o3").await;
+    settle(&app).await;
+    app.stop().await;
+    drop(app);
+
+    // The saga runs every method again from scratch: the deterministic command ids and the
+    // pipeline's idempotency are all that keep the commands from running twice.
+    store.save_checkpoint("fulfillment", 0).await.unwrap();
+    assert!(store.delete_saga_state("fulfillment", "o3").await.unwrap());
+    let app = start(&store).await;
+    settle(&app).await;
+    assert_eq!(stream(&store, "Payment", "o3").await.len(), 1);
+    assert_eq!(stream(&store, "Stock", "o3").await.len(), 1);
+    assert_eq!(instance(&store, "o3").await.unwrap()["paid"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_command_triggers_the_compensating_commands_exactly_once() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "fail-1").await;
+    settle(&app).await;
+    let payments = stream(&store, "Payment", "fail-1").await;
+    assert_eq!(payments.len(), 2);
+    assert_eq!(payments[1].event_type, "PaymentRefunded");
+    assert_eq!(stream(&store, "Shipping", "fail-1").await.len(), 0);
+    let stock = stream(&store, "Stock", "fail-1").await;
+    assert_eq!(
+        stock.len(),
+        2,
+        "reserved (before the failed shipment), released"
+    );
+    app.stop().await;
+    drop(app);
+
+    // Re-delivered, the failure compensates with the same ids: nothing runs twice.
+    store.save_checkpoint("fulfillment", 0).await.unwrap();
+    let app = start(&store).await;
+    settle(&app).await;
+    assert_eq!(stream(&store, "Payment", "fail-1").await.len(), 2);
+    assert_eq!(stream(&store, "Stock", "fail-1").await.len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_two_step_chain_compensates_newest_first() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "fail-2").await;
+    settle(&app).await;
+    let state = instance(&store, "fail-2").await.unwrap();
+    assert_eq!(
+        state["compensated"],
+        serde_json::json!(["ReserveStock", "ChargePayment"])
+    );
+    let released = &stream(&store, "Stock", "fail-2").await[1];
+    let refunded = &stream(&store, "Payment", "fail-2").await[1];
+    assert_eq!(released.event_type, "StockReleased");
+    assert_eq!(refunded.event_type, "PaymentRefunded");
+    assert!(released.global_position < refunded.global_position);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_placed_with_auto_ship_runs_to_the_end_and_is_removed() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "auto-1").await;
+    settle(&app).await;
+    assert_eq!(stream(&store, "Shipping", "auto-1").await.len(), 1);
+    assert!(instance(&store, "auto-1").await.is_none());
+    app.stop().await;
+}
