@@ -5,8 +5,8 @@ mod no_prelude {
     #![no_implicit_prelude]
 
     use ::evoq::{
-        Command, Event, EventMeta, InMemoryReadModel, ProjectionError, UpcastError, aggregate,
-        event_handler, projection, upcaster,
+        Command, Commands, Event, EventMeta, FailedCommand, InMemoryReadModel, ProjectionError,
+        UpcastError, aggregate, commands, event_handler, projection, saga, upcaster,
     };
     use ::serde::{Deserialize, Serialize};
 
@@ -182,6 +182,33 @@ mod no_prelude {
             ::core::result::Result::Ok(())
         }
     }
+
+    #[derive(::core::default::Default, Serialize, Deserialize)]
+    pub(crate) struct Tracker {
+        pub(crate) steps: u32,
+    }
+
+    #[saga(name = "hygiene.tracker")]
+    impl Tracker {
+        #[starts(by = id)]
+        pub(crate) fn opened(&mut self, event: &Opened) -> Commands {
+            self.steps += 1;
+            commands![
+                Touch { id: 1, times: 1 },
+                Rename(1, ::core::clone::Clone::clone(&event.id))
+            ]
+        }
+
+        #[stops(by = name)]
+        fn renamed(&mut self, _: &Renamed) -> Commands {
+            Commands::none().push(Inspect { id: 1 })
+        }
+
+        #[compensates]
+        fn failed(&mut self, _: &FailedCommand) -> Commands {
+            commands![]
+        }
+    }
 }
 
 use evoq::{Aggregate, Command, EventHandler, EventSet, Route};
@@ -304,4 +331,18 @@ fn projections_and_upcasters_expand_without_the_prelude() {
         );
         app.stop().await;
     });
+}
+
+#[test]
+fn sagas_expand_without_the_prelude() {
+    use evoq::Saga;
+    assert_eq!(<Tracker as Saga>::NAME, "hygiene.tracker");
+    assert_eq!(
+        <Tracker as Saga>::EVENT_TYPES,
+        ["Opened", "hygiene.Renamed"]
+    );
+    let mut tracker = Tracker::default();
+    let commands = tracker.opened(&Opened { id: "a".into() });
+    assert_eq!(commands.names(), ["Touch", "hygiene.Rename"]);
+    assert_eq!(tracker.steps, 1);
 }
