@@ -7,6 +7,7 @@
 //! - [`pipeline`]: idempotency (keys, command ids, restarts) and middleware.
 //! - [`handlers`]: event handlers, delivery, retries, dead letters, strong consistency.
 //! - [`projections`]: read models, checkpoints, rebuilds, reading your own writes.
+//! - [`sagas`]: process managers: instances, commands, re-delivery safety, compensation.
 //! - [`upcasting`]: schema evolution: upcasters, chains, renames, what the compiler checks.
 //! - [`testing`]: given / when / then tests of one aggregate.
 //! - [`stores`]: the event store contract, and choosing a store: in-memory, SQLite, PostgreSQL.
@@ -27,6 +28,9 @@ pub mod handlers {}
 
 #[doc = include_str!("projections.md")]
 pub mod projections {}
+
+#[doc = include_str!("sagas.md")]
+pub mod sagas {}
 
 #[doc = include_str!("upcasting.md")]
 pub mod upcasting {}
