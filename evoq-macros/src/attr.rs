@@ -934,7 +934,11 @@ impl HelperArgs {
                     let key = path.to_token_stream().to_string().replace(' ', "");
                     cx.error_spanned_by(
                         &path,
-                        format!("unknown argument `{key}` in `#[{name}(...)]`: it takes no named arguments; {hint}"),
+                        if correlated {
+                            format!("unknown argument `{key}` in `#[{name}(...)]`: it takes `by = field` only; {hint}")
+                        } else {
+                            format!("unknown argument `{key}` in `#[{name}(...)]`: it takes no named arguments; {hint}")
+                        },
                     );
                 }
                 HelperArg::Type(ty) => {

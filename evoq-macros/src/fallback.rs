@@ -202,3 +202,29 @@ pub(crate) fn projection(def: Option<&EventHandlerDef>) -> TokenStream {
         };
     }
 }
+
+/// `impl Saga` that is never called, so that registering the saga adds no error of its own.
+pub(crate) fn saga(self_ty: &syn::Type, name: Option<&LitStr>) -> TokenStream {
+    let p = paths::private_call_site();
+    let name = name
+        .cloned()
+        .unwrap_or_else(|| LitStr::new("", proc_macro2::Span::call_site()));
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #p::Saga for #self_ty {
+                const NAME: &'static #p::core::primitive::str = #name;
+                const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[];
+
+                fn route(
+                    _: &#p::EventMeta,
+                ) -> #p::core::result::Result<
+                    #p::core::option::Option<#p::SagaStep<Self>>,
+                    #p::HandlerFailure,
+                > {
+                    #p::core::unreachable!()
+                }
+            }
+        };
+    }
+}

@@ -93,12 +93,15 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
             let generated = generate(&def);
             quote!(#item #generated)
         }
-        (checked, _) => {
+        (checked, def) => {
             let mut tokens = checked
                 .err()
                 .map(|errors| errors.to_compile_error())
                 .unwrap_or_default();
             tokens.extend(quote!(#[allow(dead_code)] #item));
+            if let Some(def) = def {
+                tokens.extend(crate::fallback::saga(&def.self_ty, def.name.as_ref()));
+            }
             tokens
         }
     }

@@ -244,7 +244,6 @@ impl Commands {
     }
 
     /// These commands and `command`.
-    #[allow(clippy::should_implement_trait)]
     pub fn push<C: Route>(mut self, command: C) -> Self {
         self.add(command);
         self
@@ -326,6 +325,9 @@ struct Instance<S: Saga> {
 struct LastEvent {
     position: u64,
     before: serde_json::Value,
+    /// The executed commands before it.
+    #[serde(default)]
+    executed: Vec<ExecutedCommand>,
 }
 
 /// The runtime handle, set once the runtime has started.
@@ -434,12 +436,17 @@ async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFai
                     format!("the state of instance `{key}` does not decode: {error}"),
                 )
             })?;
+            instance.executed = last.executed.clone();
         }
     }
     let before = serde_json::to_value(&instance.state)
         .map_err(|error| failure(event, format!("the state does not serialize: {error}")))?;
     let commands = (step.run)(&mut instance.state);
-    instance.last = Some(LastEvent { position, before });
+    instance.last = Some(LastEvent {
+        position,
+        before,
+        executed: instance.executed.clone(),
+    });
     let stops = step.kind == StepKind::Stops;
     if stops {
         store
@@ -463,7 +470,8 @@ async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFai
         causation_id: event.event_id(),
         correlation_id,
     })
-    .await;
+    .await
+    .map_err(|error| failure(event, error))?;
 
     let mut changed = false;
     for result in results {
@@ -510,7 +518,8 @@ async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFai
                     causation_id: cause,
                     correlation_id,
                 })
-                .await;
+                .await
+                .map_err(|error| failure(event, error))?;
             }
         }
     }
@@ -550,13 +559,15 @@ enum Outcome {
 }
 
 /// Dispatches every command, in order, even after a failure; the outcomes in the same order.
+/// A runtime that is stopping ends it: the event is delivered again after a restart (with the
+/// same ids), and nothing is compensated for a shutdown.
 async fn dispatch_all(
     app: &Evoq,
     saga: &'static str,
     instance: &str,
     commands: Commands,
     ids: impl Fn(usize) -> DispatchIds,
-) -> Vec<Outcome> {
+) -> Result<Vec<Outcome>, Error> {
     let mut outcomes = Vec::with_capacity(commands.len());
     for (index, command) in commands.items.into_iter().enumerate() {
         let ids = ids(index);
@@ -578,6 +589,7 @@ async fn dispatch_all(
                     aggregate_id,
                 }));
             }
+            Err(error @ Error::Stopped { .. }) => return Err(error),
             Err(error) => {
                 tracing::warn!(
                     name: "evoq.process_manager.command",
@@ -597,7 +609,7 @@ async fn dispatch_all(
             }
         }
     }
-    outcomes
+    Ok(outcomes)
 }
 
 /// Shares the runtime handle with the saga tasks once it exists.

@@ -517,6 +517,11 @@ async fn a_failing_command_triggers_the_compensating_commands_exactly_once() {
     settle(&app).await;
     assert_eq!(stream(&store, "Payment", "fail-1").await.len(), 2);
     assert_eq!(stream(&store, "Stock", "fail-1").await.len(), 2);
+    // The method ran again on the state it had before the event, with the same input.
+    assert_eq!(
+        instance(&store, "fail-1").await.unwrap()["compensated"],
+        serde_json::json!(["ReserveStock", "ChargePayment"])
+    );
     app.stop().await;
 }
 
