@@ -554,3 +554,60 @@ async fn an_order_placed_with_auto_ship_runs_to_the_end_and_is_removed() {
     assert!(instance(&store, "auto-1").await.is_none());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn instances_survive_a_restart_on_sqlite() {
+    use evoq::store::sqlite::SqliteStore;
+    let dir = evoq_tests::temp::TempDir::new("sagas");
+    let path = dir.file("events.db");
+    let count = |store: Arc<dyn EventStore>, aggregate: &'static str| async move {
+        store
+            .read_stream(
+                &evoq::stream_id(aggregate, "o5"),
+                1,
+                Direction::Forward,
+                usize::MAX,
+            )
+            .await
+            .unwrap()
+            .len()
+    };
+    {
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let app = Evoq::builder()
+            .shared_store(store.clone())
+            .saga::<Fulfillment>()
+            .start()
+            .await
+            .unwrap();
+        place(&app, "o5").await;
+        settle(&app).await;
+        app.stop().await;
+    }
+    let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let saved = store.load_saga_state("fulfillment", "o5").await.unwrap();
+    assert!(saved.is_some(), "the instance survived the restart");
+    store.save_checkpoint("fulfillment", 0).await.unwrap();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<Fulfillment>()
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(ShipOrder {
+        order_id: "o5".into(),
+    })
+    .await
+    .unwrap();
+    settle(&app).await;
+    assert_eq!(count(store.clone(), "Payment").await, 1);
+    assert_eq!(count(store.clone(), "Stock").await, 1);
+    assert!(
+        store
+            .load_saga_state("fulfillment", "o5")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    app.stop().await;
+}
