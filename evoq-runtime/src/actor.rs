@@ -30,18 +30,23 @@ pub(crate) const REPLAY_PAGE: usize = 1_000;
 /// The decision half of a command: runs the routed handler against a state.
 type Decide<A> = fn(&A, &dyn Any) -> Result<Vec<<A as Aggregate>::Event>, Rejection>;
 
-/// One command on its way to an aggregate actor.
-pub(crate) struct Job<A: Aggregate> {
-    /// The command, or an `Arc` of it when middleware share it.
-    command: Box<dyn Any + Send>,
+/// One command on its way to an aggregate actor: one allocation, the command inline at the end
+/// (a `Box<Job<A, C>>` of the concrete command type coerces to `Box<Job<A>>`).
+pub(crate) struct Job<A: Aggregate, C: ?Sized = dyn Any + Send> {
     decide: Decide<A>,
     /// The command itself, seen through `command` (for the lifespan's `after_command`).
     peek: fn(&dyn Any) -> &dyn Any,
     name: &'static str,
     context: CommandContext,
     options: DispatchOptions,
-    reply: oneshot::Sender<Result<Dispatched<A>, Error>>,
+    /// Taken when the job runs.
+    reply: Option<oneshot::Sender<Result<Dispatched<A>, Error>>>,
+    /// The command, or an `Arc` of it when middleware share it.
+    command: C,
 }
+
+/// The receiver of a job's outcome.
+pub(crate) type Outcome<A> = oneshot::Receiver<Result<Dispatched<A>, Error>>;
 
 impl<A: Aggregate> Job<A> {
     /// A job for `command`, and the receiver of its outcome.
@@ -49,16 +54,16 @@ impl<A: Aggregate> Job<A> {
         command: C,
         context: CommandContext,
         options: DispatchOptions,
-    ) -> (Box<Self>, oneshot::Receiver<Result<Dispatched<A>, Error>>) {
+    ) -> (Box<Self>, Outcome<A>) {
         let (reply, outcome) = oneshot::channel();
-        let job = Box::new(Job {
-            command: Box::new(command),
+        let job: Box<Job<A, C>> = Box::new(Job {
             decide: decide::<C, C>,
             peek: peek::<C, C>,
             name: C::NAME,
             context,
             options,
-            reply,
+            reply: Some(reply),
+            command,
         });
         (job, outcome)
     }
@@ -68,23 +73,18 @@ impl<A: Aggregate> Job<A> {
         command: Arc<C>,
         context: CommandContext,
         options: DispatchOptions,
-    ) -> (Box<Self>, oneshot::Receiver<Result<Dispatched<A>, Error>>) {
+    ) -> (Box<Self>, Outcome<A>) {
         let (reply, outcome) = oneshot::channel();
-        let job = Box::new(Job {
-            command: Box::new(command),
+        let job: Box<Job<A, Arc<C>>> = Box::new(Job {
             decide: decide::<C, Arc<C>>,
             peek: peek::<C, Arc<C>>,
             name: C::NAME,
             context,
             options,
-            reply,
+            reply: Some(reply),
+            command,
         });
         (job, outcome)
-    }
-
-    /// The command's name.
-    pub(crate) fn name(&self) -> &'static str {
-        self.name
     }
 }
 
@@ -194,16 +194,31 @@ impl<A: Aggregate> Actor<A> {
         let mut timer: Option<(Instant, Stage)> = None;
         let sleep = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(sleep);
+        // The deadline `sleep` is registered for, if any. Every command pushes the idle deadline
+        // later; re-registering the timer each time would cost a timer-wheel update per
+        // command, so the timer is moved only when the deadline comes earlier, and a timer that
+        // fires before the current deadline just sleeps on.
+        let mut armed: Option<Instant> = None;
         loop {
             let job = if let Some(job) = pending.pop_front() {
                 job
             } else if let Some((deadline, stage)) = timer {
-                sleep.as_mut().reset(deadline.into());
+                if armed.is_none_or(|at| deadline < at) {
+                    sleep.as_mut().reset(deadline.into());
+                    armed = Some(deadline);
+                }
                 let woke = tokio::select! {
                     biased;
                     job = mailbox.recv() => Wake::Job(job),
                     () = &mut sleep => Wake::Timer,
                 };
+                if let Wake::Timer = woke {
+                    // A fired sleep stays ready until it is reset.
+                    armed = None;
+                    if Instant::now() < deadline {
+                        continue;
+                    }
+                }
                 match woke {
                     Wake::Job(Some(job)) => job,
                     Wake::Job(None) => return,
@@ -229,31 +244,26 @@ impl<A: Aggregate> Actor<A> {
     }
 
     /// Runs one command, replies, and returns what the lifespan says about the next timeout.
-    async fn handle(&mut self, job: Box<Job<A>>) -> Idle {
-        let Job {
-            mut command,
-            decide,
-            peek,
-            name,
-            context,
-            options,
-            reply,
-        } = *job;
-        if reply.is_closed() {
+    async fn handle(&mut self, mut job: Box<Job<A>>) -> Idle {
+        let job = &mut *job;
+        let reply = match job.reply.take() {
             // The caller gave up (timeout) before the command started: do not run it.
-            return Idle::Configured;
-        }
+            Some(reply) if !reply.is_closed() => reply,
+            _ => return Idle::Configured,
+        };
+        let (decide, peek, name) = (job.decide, job.peek, job.name);
         let span = tracing::debug_span!(
             "evoq.aggregate.execute",
             aggregate = A::NAME,
             aggregate_id = %self.id(),
             command = name,
-            command_id = %context.command_id,
+            command_id = %job.context.command_id,
         );
-        let started = Instant::now();
+        // Timed only when the events that carry the duration are on.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let version_before = self.instance.as_ref().map(|i| i.version);
         let result = self
-            .execute(&mut *command, decide, name, &context, &options)
+            .execute(&mut job.command, decide, name, &job.context, &job.options)
             .instrument(span.clone())
             .await;
         span.in_scope(|| match &result {
@@ -262,16 +272,16 @@ impl<A: Aggregate> Actor<A> {
                 stage = "stop",
                 version = done.version,
                 events = done.events.len(),
-                duration_us = started.elapsed().as_micros() as u64,
+                duration_us = micros_since(started),
             ),
             Err(error) => tracing::debug!(
                 name: "evoq.aggregate.execute",
                 stage = "exception",
                 error = %error,
-                duration_us = started.elapsed().as_micros() as u64,
+                duration_us = micros_since(started),
             ),
         });
-        let idle = self.next_idle(&result, peek(&*command));
+        let idle = self.next_idle(&result, peek(&job.command));
         let snapshot_due = match (&result, version_before) {
             (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
             (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),
@@ -814,6 +824,11 @@ fn encode<E: EventSet>(
             })
         })
         .collect()
+}
+
+/// Microseconds since `started` (0 when it was not taken).
+pub(crate) fn micros_since(started: Option<Instant>) -> u64 {
+    started.map_or(0, |started| started.elapsed().as_micros() as u64)
 }
 
 /// The text of a caught panic.
