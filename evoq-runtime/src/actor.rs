@@ -7,11 +7,10 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::command::{Rejection, Route};
@@ -262,10 +261,12 @@ impl<A: Aggregate> Actor<A> {
         // Timed only when the events that carry the duration are on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let version_before = self.instance.as_ref().map(|i| i.version);
-        let result = self
-            .execute(&mut job.command, decide, name, &job.context, &job.options)
-            .instrument(span.clone())
-            .await;
+        let execute = self.execute(&mut job.command, decide, name, &job.context, &job.options);
+        let result = if span.is_disabled() {
+            execute.await
+        } else {
+            execute.instrument(span.clone()).await
+        };
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.aggregate.execute",
@@ -646,8 +647,16 @@ impl<A: Aggregate> Actor<A> {
             Idle::After(timeout) => timeout,
         };
         let factor = self.registry.env.monitor.ttl_factor();
-        let timeout = timeout.mul_f64(factor);
-        if let Some(hibernate_after) = kind.hibernate_after.map(|after| after.mul_f64(factor))
+        // The factor is 1 unless memory is under pressure: skip the float round trips then.
+        let scale = |duration: Duration| {
+            if factor == 1.0 {
+                duration
+            } else {
+                duration.mul_f64(factor)
+            }
+        };
+        let timeout = scale(timeout);
+        if let Some(hibernate_after) = kind.hibernate_after.map(scale)
             && hibernate_after < timeout
         {
             return Some((
@@ -816,7 +825,7 @@ fn encode<E: EventSet>(
                 reason: error.to_string(),
             })?;
             Ok(NewEvent {
-                event_id: Uuid::now_v7(),
+                event_id: crate::ids::new_v7(),
                 event_type: event.event_type().into(),
                 schema_version: event.schema_version(),
                 data,

@@ -323,7 +323,9 @@ impl Evoq {
 
     /// Delivers `job` to the live instance of aggregate `id`, starting one if need be.
     pub(crate) fn submit<A: crate::Aggregate>(&self, id: &str, job: Box<Job<A>>) {
-        self.inner.partitions.registry::<A>().send(id, job);
+        self.inner
+            .partitions
+            .with_registry::<A, _>(|registry| registry.send(id, job));
     }
 }
 
@@ -454,7 +456,11 @@ impl<'a, C> CommandBuilder<'a, C> {
             middleware,
             command_id_supplied,
         };
-        let result = pipeline::run(app, request).instrument(span.clone()).await;
+        let result = if span.is_disabled() {
+            pipeline::run(app, request).await
+        } else {
+            pipeline::run(app, request).instrument(span.clone()).await
+        };
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.dispatch",

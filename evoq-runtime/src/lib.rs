@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+mod ids;
 pub mod lifespan;
 mod mailbox;
 pub mod memory_monitor;

@@ -13,7 +13,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -294,7 +294,6 @@ trait AnyRegistry: Send + Sync {
     fn stats(&self) -> AggregateStats;
     fn clear(&self);
     fn sweep(&self, now: Instant) -> Vec<Snapshot>;
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<A: Aggregate> AnyRegistry for Registry<A> {
@@ -347,16 +346,40 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
             .fetch_add(swept, Ordering::Relaxed);
         snapshots
     }
-
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
 }
 
 /// The registries of every aggregate type.
 pub(crate) struct Partitions {
     env: Arc<Env>,
-    by_type: RwLock<HashMap<TypeId, Arc<dyn AnyRegistry>>>,
+    by_type: RwLock<HashMap<TypeId, Entry, BuildHasherDefault<TypeIdHasher>>>,
+}
+
+/// One aggregate type's registry, seen untyped and typed.
+struct Entry {
+    untyped: Arc<dyn AnyRegistry>,
+    /// An `Arc<Registry<A>>`.
+    typed: Box<dyn Any + Send + Sync>,
+}
+
+/// Hashes a `TypeId`, which is already a hash: it keeps the 64 bits it is given.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `TypeId` today; kept correct for any other way it may hash.
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
 }
 
 impl Partitions {
@@ -367,28 +390,31 @@ impl Partitions {
         }
     }
 
-    /// The registry of `A`, created on first use.
-    pub(crate) fn registry<A: Aggregate>(&self) -> Arc<Registry<A>> {
+    /// Runs `f` with the registry of `A`, created on first use. The common case (the registry
+    /// exists) takes the read lock only, and no reference count.
+    pub(crate) fn with_registry<A: Aggregate, R>(&self, f: impl FnOnce(&Arc<Registry<A>>) -> R) -> R {
         let key = TypeId::of::<A>();
-        let found = self
-            .by_type
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        let registry = match found {
+        {
+            let by_type = self.by_type.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = by_type.get(&key) {
+                return f(Self::typed(entry));
+            }
+        }
+        let mut by_type = self.by_type.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = by_type.entry(key).or_insert_with(|| {
+            let registry = Arc::new(Registry::<A>::new(Arc::clone(&self.env)));
+            Entry {
+                untyped: Arc::clone(&registry) as Arc<dyn AnyRegistry>,
+                typed: Box::new(registry),
+            }
+        });
+        f(Self::typed(entry))
+    }
+
+    fn typed<A: Aggregate>(entry: &Entry) -> &Arc<Registry<A>> {
+        match entry.typed.downcast_ref::<Arc<Registry<A>>>() {
             Some(registry) => registry,
-            None => Arc::clone(
-                self.by_type
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(Registry::<A>::new(Arc::clone(&self.env)))),
-            ),
-        };
-        match registry.as_any().downcast::<Registry<A>>() {
-            Ok(registry) => registry,
-            Err(_) => unreachable!("the registry of a TypeId is of that type"),
+            None => unreachable!("the registry of a TypeId is of that type"),
         }
     }
 
@@ -445,7 +471,7 @@ impl Partitions {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .cloned()
+            .map(|entry| Arc::clone(&entry.untyped))
             .collect()
     }
 }
