@@ -819,11 +819,14 @@ fn encode<E: EventSet>(
     events
         .iter()
         .map(|event| {
-            let data = event.encode().map_err(|error| Error::Encode {
+            let mut data = event.encode().map_err(|error| Error::Encode {
                 command,
                 event_type: event.event_type(),
                 reason: error.to_string(),
             })?;
+            // A store may keep the data for good: no spare capacity (a no-op for the derived
+            // events, which encode to exact vectors).
+            data.shrink_to_fit();
             Ok(NewEvent {
                 event_id: crate::ids::new_v7(),
                 event_type: event.event_type().into(),
