@@ -22,7 +22,10 @@ struct Recorded {
     stream: Arc<str>,
     event_type: &'static str,
     /// Kept as the store's copy of the event; the counter only needs its type and stream.
-    #[expect(dead_code, reason = "stored like a real store keeps it, never read back here")]
+    #[expect(
+        dead_code,
+        reason = "stored like a real store keeps it, never read back here"
+    )]
     data: Vec<u8>,
     position: u64,
 }

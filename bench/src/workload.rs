@@ -50,7 +50,7 @@ pub fn command(k: usize) -> BankCommand {
         }
     } else if k % 20 == 19 {
         BankCommand::Withdraw { amount: TOO_MUCH }
-    } else if k % 3 == 0 {
+    } else if k.is_multiple_of(3) {
         BankCommand::Withdraw { amount: WITHDRAWAL }
     } else {
         BankCommand::Deposit { amount: DEPOSIT }
@@ -334,7 +334,8 @@ pub async fn run<P: Peer>(peer: Arc<P>, settings: &Settings) -> Report {
     let secs = started.elapsed().as_secs_f64();
     let deposits = peer.deposits_projected();
 
-    let mut latencies: Vec<u32> = Vec::with_capacity(all.iter().map(|s| s.latencies_ns.len()).sum());
+    let mut latencies: Vec<u32> =
+        Vec::with_capacity(all.iter().map(|s| s.latencies_ns.len()).sum());
     let mut sums = [0u64; 10];
     let mut counts = [0u64; 10];
     for stats in &all {
@@ -455,7 +456,10 @@ impl Args {
         }
         let mut code = 0;
         for _ in 0..self.runs {
-            match std::process::Command::new(&program).args(&child_args).status() {
+            match std::process::Command::new(&program)
+                .args(&child_args)
+                .status()
+            {
                 Ok(status) if status.success() => {}
                 Ok(_) => code = 1,
                 Err(error) => {

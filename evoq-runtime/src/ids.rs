@@ -86,7 +86,10 @@ mod tests {
             assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
             let (seconds, nanos) = id.get_timestamp().expect("a v7 timestamp").to_unix();
             let millis = seconds * 1_000 + u64::from(nanos) / 1_000_000;
-            assert!(millis >= before && millis <= after + 1, "{millis} in {before}..={after}");
+            assert!(
+                millis >= before && millis <= after + 1,
+                "{millis} in {before}..={after}"
+            );
         }
     }
 

@@ -103,10 +103,6 @@ pub(crate) enum Leave {
 }
 
 /// What became of an actor's attempt to leave.
-#[expect(
-    clippy::vec_box,
-    reason = "jobs travel boxed through mailboxes; they stay boxed when drained"
-)]
 pub(crate) enum Left<A: Aggregate> {
     /// It left; the actor ends.
     Gone,
@@ -392,7 +388,10 @@ impl Partitions {
 
     /// Runs `f` with the registry of `A`, created on first use. The common case (the registry
     /// exists) takes the read lock only, and no reference count.
-    pub(crate) fn with_registry<A: Aggregate, R>(&self, f: impl FnOnce(&Arc<Registry<A>>) -> R) -> R {
+    pub(crate) fn with_registry<A: Aggregate, R>(
+        &self,
+        f: impl FnOnce(&Arc<Registry<A>>) -> R,
+    ) -> R {
         let key = TypeId::of::<A>();
         {
             let by_type = self.by_type.read().unwrap_or_else(PoisonError::into_inner);
@@ -487,16 +486,16 @@ const FNV_PRIME: u64 = 0x0100_0000_01b3;
 /// [`stable_hash`]'s state after the type name and the separator.
 fn stable_hash_prefix(aggregate: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    aggregate
-        .bytes()
-        .chain([0xff])
-        .fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME))
+    aggregate.bytes().chain([0xff]).fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 /// [`stable_hash`] from the state after the type name.
 fn stable_hash_continue(prefix: u64, id: &str) -> u64 {
-    id.bytes()
-        .fold(prefix, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME))
+    id.bytes().fold(prefix, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 #[cfg(test)]
