@@ -1,5 +1,5 @@
 //! evoq as a [`Peer`] of the workload: the bank account of [`bank`](crate::bank) on a runtime
-//! with the default configuration, and the deposit counter of [`read_side`](crate::read_side).
+//! with the default configuration, and the deposit counter of [`read_side`].
 
 use evoq::{Dispatched, Evoq};
 

@@ -193,18 +193,18 @@ impl<A: Aggregate> Actor<A> {
         let mut timer: Option<(Instant, Stage)> = None;
         let sleep = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(sleep);
-        // The deadline `sleep` is registered for, if any. Every command pushes the idle deadline
-        // later; re-registering the timer each time would cost a timer-wheel update per
+        // Whether `sleep` is registered (at `sleep.deadline()`). Every command pushes the idle
+        // deadline later; re-registering the timer each time would cost a timer-wheel update per
         // command, so the timer is moved only when the deadline comes earlier, and a timer that
         // fires before the current deadline just sleeps on.
-        let mut armed: Option<Instant> = None;
+        let mut armed = false;
         loop {
             let job = if let Some(job) = pending.pop_front() {
                 job
             } else if let Some((deadline, stage)) = timer {
-                if armed.is_none_or(|at| deadline < at) {
+                if !armed || deadline < sleep.deadline().into_std() {
                     sleep.as_mut().reset(deadline.into());
-                    armed = Some(deadline);
+                    armed = true;
                 }
                 let woke = tokio::select! {
                     biased;
@@ -213,7 +213,7 @@ impl<A: Aggregate> Actor<A> {
                 };
                 if let Wake::Timer = woke {
                     // A fired sleep stays ready until it is reset.
-                    armed = None;
+                    armed = false;
                     if Instant::now() < deadline {
                         continue;
                     }
