@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use evoq::store::{AllPage, Appended, Direction, EventFilter, Snapshot};
-use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use evoq::{DeadLetter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, Uuid};
 use tokio::sync::watch;
 
 /// Accepts every append (the expected version is taken as the truth) and stores nothing but
@@ -93,6 +93,41 @@ impl EventStore for NullStore {
 
     async fn load_snapshot(&self, _stream: &str) -> Result<Option<Snapshot>, StoreError> {
         Ok(None)
+    }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        Err(StoreError::Backend {
+            backend: "null",
+            message: format!(
+                "the null store keeps no dead letters (handler `{}`); benchmarks must not fail",
+                entry.handler
+            ),
+        })
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _handler: &str,
+        _after: u64,
+        _limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn load_dead_letter(
+        &self,
+        _handler: &str,
+        _event_id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        Ok(None)
+    }
+
+    async fn delete_dead_letter(
+        &self,
+        _handler: &str,
+        _event_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {

@@ -6,27 +6,19 @@ use syn::spanned::Spanned;
 use syn::{Item, Type};
 
 use crate::ctxt::Ctxt;
+use crate::item::parse_item;
 use crate::model::{AggregateDef, ApplyFn, HandlerFn, Output, show};
 use crate::{check, fallback, paths};
 
 /// Expands `#[aggregate(args)]` on `input`.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut item = match syn::parse2::<Item>(input.clone()) {
-        Ok(Item::Impl(item)) => item,
-        Ok(other) => {
-            let mut tokens = syn::Error::new_spanned(
-                item_name(&other),
-                "`#[aggregate]` goes on the impl block of the state type: `#[aggregate] impl BankAccount { ... }`, with `#[handles]` and `#[apply]` methods",
-            )
-            .to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
-        Err(error) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(input);
-            return tokens;
-        }
+    let wrong_place = "`#[aggregate]` goes on the impl block of the state type: `#[aggregate] impl BankAccount { ... }`, with `#[handles]` and `#[apply]` methods";
+    let mut item = match parse_item(&input, wrong_place, |item| match item {
+        Item::Impl(item) => Ok(item),
+        other => Err(Box::new(other)),
+    }) {
+        Ok(item) => item,
+        Err(tokens) => return tokens,
     };
     let cx = Ctxt::new();
     let def = AggregateDef::from_ast(&cx, args, &mut item);
@@ -49,35 +41,8 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 }
 
-/// The tokens that name an item (`struct BankAccount`), for an error on it.
-fn item_name(item: &Item) -> TokenStream {
-    match item {
-        Item::Struct(item) => {
-            let (keyword, ident) = (&item.struct_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Enum(item) => {
-            let (keyword, ident) = (&item.enum_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Fn(item) => {
-            let (keyword, ident) = (&item.sig.fn_token, &item.sig.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Trait(item) => {
-            let (keyword, ident) = (&item.trait_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        Item::Mod(item) => {
-            let (keyword, ident) = (&item.mod_token, &item.ident);
-            quote!(#keyword #ident)
-        }
-        other => other.to_token_stream().into_iter().take(1).collect(),
-    }
-}
-
 /// The name of the hidden const holding an applied event's operations.
-fn vtable(index: usize) -> syn::Ident {
+pub(crate) fn vtable(index: usize) -> syn::Ident {
     format_ident!("__EVOQ_EVENT_{}", index)
 }
 
@@ -156,6 +121,23 @@ fn generate(def: &AggregateDef) -> TokenStream {
             #(#cfgs)*
             if event_type == #vt.name {
                 return match (#vt.decode)(data) {
+                    #p::core::result::Result::Ok(event) => {
+                        #p::core::result::Result::Ok(#p::core::option::Option::Some(#event_enum::#variant(event)))
+                    }
+                    #p::core::result::Result::Err(error) => #p::core::result::Result::Err(error),
+                };
+            }
+        }
+    });
+
+    let stored_decoders = def.applies.iter().enumerate().map(|(index, apply)| {
+        let cfgs = &apply.method.cfgs;
+        let variant = &apply.variant;
+        let vt = vtable(index);
+        quote! {
+            #(#cfgs)*
+            if (#vt.stored_as)(event_type) {
+                return match (#vt.decode_stored)(schema_version, data) {
                     #p::core::result::Result::Ok(event) => {
                         #p::core::result::Result::Ok(#p::core::option::Option::Some(#event_enum::#variant(event)))
                     }
@@ -256,6 +238,16 @@ fn generate(def: &AggregateDef) -> TokenStream {
                 ) -> #p::core::result::Result<#p::core::option::Option<Self>, #p::serde_json::Error> {
                     #(#decoders)*
                     let _ = (event_type, data);
+                    #p::core::result::Result::Ok(#p::core::option::Option::None)
+                }
+
+                fn decode_stored(
+                    event_type: &#p::core::primitive::str,
+                    schema_version: #p::core::primitive::u32,
+                    data: &[#p::core::primitive::u8],
+                ) -> #p::core::result::Result<#p::core::option::Option<Self>, #p::DecodeError> {
+                    #(#stored_decoders)*
+                    let _ = (event_type, schema_version, data);
                     #p::core::result::Result::Ok(#p::core::option::Option::None)
                 }
             }
@@ -396,21 +388,34 @@ fn partial_eq(def: &AggregateDef) -> Option<TokenStream> {
 /// One const assertion per pair of applied events: their wire names differ. Spanned at the
 /// second event's type.
 fn unique_name_checks(def: &AggregateDef) -> Vec<TokenStream> {
+    let methods: Vec<&HandlerFn> = def.applies.iter().map(|apply| &apply.method).collect();
+    wire_name_checks(&methods, &|first, second| {
+        format!(
+            "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: give one of them another name with `#[event(name = \"...\")]`",
+            show(first),
+            show(second),
+            show(&def.self_ty)
+        )
+    })
+}
+
+/// One const assertion per pair of `methods`: the wire names of their message types (read
+/// from the vtable consts `vtable(index)`) differ; `message` says what the clash means.
+/// Spanned at the second type. Shared by every block whose methods take events.
+pub(crate) fn wire_name_checks(
+    methods: &[&HandlerFn],
+    message: &dyn Fn(&Type, &Type) -> String,
+) -> Vec<TokenStream> {
     let mut checks = Vec::new();
-    for (second_index, second) in def.applies.iter().enumerate() {
-        for (first_index, first) in def.applies[..second_index].iter().enumerate() {
-            let span = second.event().span();
+    for (second_index, second) in methods.iter().enumerate() {
+        for (first_index, first) in methods[..second_index].iter().enumerate() {
+            let span = second.message.span();
             let p_at = paths::private(span);
             let (a, b) = (vtable(first_index), vtable(second_index));
-            let message = format!(
-                "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: give one of them another name with `#[event(name = \"...\")]`",
-                show(first.event()),
-                show(second.event()),
-                show(&def.self_ty)
-            )
-            .replace('{', "{{")
-            .replace('}', "}}");
-            let cfgs = first.method.cfgs.iter().chain(&second.method.cfgs);
+            let message = message(&first.message, &second.message)
+                .replace('{', "{{")
+                .replace('}', "}}");
+            let cfgs = first.cfgs.iter().chain(&second.cfgs);
             checks.push(quote_spanned! {span=>
                 #(#cfgs)*
                 const _: () = #p_at::core::assert!(!#p_at::str_eq(#a.name, #b.name), #message);
@@ -476,7 +481,7 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
 }
 
 /// The span of the last token of `tokens` (on stable, `Spanned::span` gives the first one).
-fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
+pub(crate) fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
     tokens
         .to_token_stream()
         .into_iter()
@@ -485,7 +490,7 @@ fn last_token_span<A: ToTokens>(tokens: &A) -> Span {
 }
 
 /// `<Named as SameType<Taken>>::OK`, spanned at the type named in `#[handles(Named)]`.
-fn explicit_check(method: &HandlerFn) -> Option<TokenStream> {
+pub(crate) fn explicit_check(method: &HandlerFn) -> Option<TokenStream> {
     let named = method.explicit.as_ref()?;
     let taken = &method.message;
     let cfgs = &method.cfgs;

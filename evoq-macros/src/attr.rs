@@ -45,6 +45,48 @@ const LIFESPAN_KEY: Key = Key {
     symbol: symbol::LIFESPAN,
     example: "lifespan = MyLifespan",
 };
+const STRONG_KEY: Key = Key {
+    symbol: symbol::STRONG,
+    example: "strong",
+};
+const MAX_ATTEMPTS_KEY: Key = Key {
+    symbol: symbol::MAX_ATTEMPTS,
+    example: "max_attempts = N",
+};
+const ON_ERROR_KEY: Key = Key {
+    symbol: symbol::ON_ERROR,
+    example: "on_error = dead_letter | skip | stop",
+};
+const RETRY_KEY: Key = Key {
+    symbol: symbol::RETRY,
+    example: "retry = exponential_jitter(\"100ms\", \"10s\")",
+};
+
+const READ_MODEL_KEY: Key = Key {
+    symbol: symbol::READ_MODEL,
+    example: "read_model = field",
+};
+const FROM_KEY: Key = Key {
+    symbol: symbol::FROM,
+    example: "from = N",
+};
+const RENAMED_FROM_KEY: Key = Key {
+    symbol: symbol::RENAMED_FROM,
+    example: "renamed_from = \"OldName\"",
+};
+
+/// The keys of `#[projection(...)]`.
+pub(crate) const PROJECTION_KEYS: &[Key] = &[
+    NAME_KEY,
+    READ_MODEL_KEY,
+    STRONG_KEY,
+    RETRY_KEY,
+    MAX_ATTEMPTS_KEY,
+    ON_ERROR_KEY,
+];
+
+/// The keys of `#[upcaster(Event, ...)]`.
+pub(crate) const UPCASTER_KEYS: &[Key] = &[FROM_KEY, RENAMED_FROM_KEY];
 
 /// The keys of `#[event(...)]`.
 pub(crate) const EVENT_KEYS: &[Key] = &[NAME_KEY, VERSION_KEY];
@@ -60,6 +102,15 @@ pub(crate) const AGGREGATE_KEYS: &[Key] = &[
     HIBERNATE_AFTER_KEY,
     LIFESPAN_KEY,
     EVENT_ENUM_KEY,
+];
+
+/// The keys of `#[event_handler(...)]`.
+pub(crate) const EVENT_HANDLER_KEYS: &[Key] = &[
+    NAME_KEY,
+    STRONG_KEY,
+    RETRY_KEY,
+    MAX_ATTEMPTS_KEY,
+    ON_ERROR_KEY,
 ];
 
 /// `` `a`, `b` and `c` ``.
@@ -501,6 +552,258 @@ impl AggregateArgs {
     }
 }
 
+/// `on_error = ...` of `#[event_handler]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnError {
+    DeadLetter,
+    Skip,
+    Stop,
+}
+
+/// `retry = ...` of `#[event_handler]`, durations in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    Immediate,
+    Fixed(u64),
+    Exponential { base: u64, max: u64 },
+    ExponentialJitter { base: u64, max: u64 },
+}
+
+/// The arguments of `#[event_handler(...)]`.
+pub(crate) struct EventHandlerArgs {
+    pub(crate) name: Option<LitStr>,
+    /// Whether `name` was written (even with a bad value).
+    pub(crate) name_given: bool,
+    pub(crate) strong: bool,
+    pub(crate) retry: Option<Retry>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) on_error: Option<OnError>,
+    /// `read_model = field` (projections only).
+    pub(crate) read_model: Option<Ident>,
+    /// Whether `read_model` was written (even with a bad value).
+    pub(crate) read_model_given: bool,
+}
+
+impl EventHandlerArgs {
+    /// The arguments of `#[event_handler(...)]` (`attr`, `keys`) or `#[projection(...)]`.
+    pub(crate) fn parse(cx: &Ctxt, args: TokenStream, attr: Symbol, keys: &[Key]) -> Self {
+        let mut read_model = Attr::none(cx, attr, symbol::READ_MODEL);
+        let takes_read_model = keys.iter().any(|key| key.symbol == symbol::READ_MODEL);
+        let mut read_model_given = false;
+        let mut name = Attr::none(cx, attr, symbol::NAME);
+        let mut strong = Attr::none(cx, attr, symbol::STRONG);
+        let mut retry = Attr::none(cx, attr, symbol::RETRY);
+        let mut max_attempts = Attr::none(cx, attr, symbol::MAX_ATTEMPTS);
+        let mut on_error = Attr::none(cx, attr, symbol::ON_ERROR);
+        let mut name_given = false;
+        let parser = syn::meta::parser(|meta| {
+            if meta.path == symbol::NAME {
+                name_given = true;
+                if let Some(value) = parse_name(cx, &NAME_KEY, &meta)? {
+                    name.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::STRONG {
+                if meta.input.is_empty() || meta.input.peek(Token![,]) {
+                    strong.set(&meta.path, ());
+                } else {
+                    cx.error_spanned_by(
+                        &meta.path,
+                        "`strong` takes no value: write `strong` to make `Consistency::Strong` dispatches wait for this handler, or leave it out",
+                    );
+                    skip_argument(&meta)?;
+                }
+            } else if meta.path == symbol::MAX_ATTEMPTS {
+                let hint = "it counts every delivery, the first included: write `max_attempts = 1` for no retry (the default is 6)";
+                if let Some((_, value)) = parse_positive::<u32>(cx, &MAX_ATTEMPTS_KEY, &meta, hint)?
+                {
+                    max_attempts.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::ON_ERROR {
+                if let Some(value) = parse_on_error(cx, &meta)? {
+                    on_error.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::RETRY {
+                if let Some(value) = parse_retry(cx, &meta)? {
+                    retry.set(&meta.path, value);
+                }
+            } else if takes_read_model && meta.path == symbol::READ_MODEL {
+                read_model_given = true;
+                if let Some(expr) = value_expr(cx, &READ_MODEL_KEY, &meta)? {
+                    match &expr {
+                        Expr::Path(path) if path.qself.is_none() && path.path.get_ident().is_some() => {
+                            if let Some(ident) = path.path.get_ident() {
+                                read_model.set(&meta.path, ident.clone());
+                            }
+                        }
+                        other => cx.error_spanned_by(
+                            other,
+                            "expected the name of the field that holds the read model: `read_model = summaries`",
+                        ),
+                    }
+                }
+            } else {
+                unknown_key(cx, attr, keys, &meta)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = parser.parse2(args) {
+            cx.syn_error(error);
+        }
+        EventHandlerArgs {
+            read_model: read_model.get(),
+            read_model_given,
+            name: name.get(),
+            name_given,
+            strong: strong.get().is_some(),
+            retry: retry.get(),
+            max_attempts: max_attempts.get(),
+            on_error: on_error.get(),
+        }
+    }
+}
+
+/// `on_error = dead_letter | skip | stop`.
+fn parse_on_error(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<OnError>> {
+    let Some(expr) = value_expr(cx, &ON_ERROR_KEY, meta)? else {
+        return Ok(None);
+    };
+    let value = match &expr {
+        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+            let path = &path.path;
+            if path == symbol::DEAD_LETTER {
+                Some(OnError::DeadLetter)
+            } else if path == symbol::SKIP {
+                Some(OnError::Skip)
+            } else if path == symbol::STOP {
+                Some(OnError::Stop)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    if value.is_none() {
+        cx.error_spanned_by(
+            &expr,
+            "expected `dead_letter` (store the event and go on, the default), `skip` (go on without a dead letter) or `stop` (stop the handler before the event)",
+        );
+    }
+    Ok(value)
+}
+
+/// `retry = immediate | fixed("1s") | exponential("100ms", "10s") | exponential_jitter(...)`.
+fn parse_retry(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Retry>> {
+    const HINT: &str = "expected `immediate`, `fixed(\"1s\")`, `exponential(\"100ms\", \"10s\")` or `exponential_jitter(\"100ms\", \"10s\")` (a base delay and a maximum; units `ms`, `s`, `m`, `h`)";
+    let Some(expr) = value_expr(cx, &RETRY_KEY, meta)? else {
+        return Ok(None);
+    };
+    let (func, args): (&syn::Path, Vec<&Expr>) = match &expr {
+        Expr::Path(path) if path.qself.is_none() => (&path.path, Vec::new()),
+        Expr::Call(call) => match &*call.func {
+            Expr::Path(path) if path.qself.is_none() => (&path.path, call.args.iter().collect()),
+            _ => {
+                cx.error_spanned_by(&expr, HINT);
+                return Ok(None);
+            }
+        },
+        _ => {
+            cx.error_spanned_by(&expr, HINT);
+            return Ok(None);
+        }
+    };
+    let arity = if func == symbol::IMMEDIATE {
+        0
+    } else if func == symbol::FIXED {
+        1
+    } else if func == symbol::EXPONENTIAL || func == symbol::EXPONENTIAL_JITTER {
+        2
+    } else {
+        cx.error_spanned_by(func, HINT);
+        return Ok(None);
+    };
+    if args.len() != arity || (arity == 0 && matches!(expr, Expr::Call(_))) {
+        let shape = match arity {
+            0 => "`immediate` takes no delay: write `retry = immediate`",
+            1 => "`fixed` takes one delay: write `retry = fixed(\"1s\")`",
+            _ => {
+                "it takes a base delay and a maximum: write `retry = exponential(\"100ms\", \"10s\")`"
+            }
+        };
+        cx.error_spanned_by(&expr, shape);
+        return Ok(None);
+    }
+    let mut millis = Vec::with_capacity(args.len());
+    for arg in &args {
+        match duration_millis(arg) {
+            Ok(ms) => millis.push(ms),
+            Err(message) => {
+                cx.error_spanned_by(arg, message);
+                return Ok(None);
+            }
+        }
+    }
+    Ok(match millis.as_slice() {
+        [] => Some(Retry::Immediate),
+        [delay] => Some(Retry::Fixed(*delay)),
+        [base, max] => {
+            if *base == 0 {
+                cx.error_spanned_by(
+                    args[0],
+                    "an exponential retry needs a base delay above zero; write `retry = immediate` to retry at once",
+                );
+                None
+            } else if max < base {
+                cx.error_spanned_by(
+                    args[1],
+                    "the maximum delay of an exponential retry cannot be below its base delay",
+                );
+                None
+            } else if func == symbol::EXPONENTIAL {
+                Some(Retry::Exponential {
+                    base: *base,
+                    max: *max,
+                })
+            } else {
+                Some(Retry::ExponentialJitter {
+                    base: *base,
+                    max: *max,
+                })
+            }
+        }
+        _ => None,
+    })
+}
+
+/// A duration literal such as `"100ms"`, `"2s"`, `"5m"` or `"1h"`, in milliseconds.
+fn duration_millis(expr: &Expr) -> Result<u64, String> {
+    const FORMAT: &str =
+        "expected a duration as a string with a unit: `\"100ms\"`, `\"2s\"`, `\"5m\"` or `\"1h\"`";
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = expr
+    else {
+        return Err(FORMAT.to_owned());
+    };
+    let text = lit.value();
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let factor: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(FORMAT.to_owned()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| FORMAT.to_owned())
+}
+
 /// The arguments of a helper attribute on a method (`#[handles]`, `#[apply]`, and later the
 /// helpers of `#[event_handler]`, `#[saga]` and `#[projection]`): nothing, or the message type
 /// the method takes (`#[handles(Deposit)]`), which is then checked against the signature.
@@ -599,4 +902,73 @@ pub(crate) fn cfgs(attrs: &[Attribute]) -> Vec<Attribute> {
         .filter(|attr| attr.path() == symbol::CFG)
         .cloned()
         .collect()
+}
+
+/// The arguments of `#[upcaster(Event, from = N, renamed_from = "Old")]`.
+pub(crate) struct UpcasterArgs {
+    pub(crate) event: Option<Type>,
+    pub(crate) from: Option<(LitInt, u32)>,
+    pub(crate) renamed_from: Option<LitStr>,
+}
+
+impl UpcasterArgs {
+    pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Self {
+        let attr = symbol::UPCASTER;
+        let mut from = Attr::none(cx, attr, symbol::FROM);
+        let mut renamed_from = Attr::none(cx, attr, symbol::RENAMED_FROM);
+        let event = (|input: ParseStream<'_>| -> syn::Result<(Type, TokenStream)> {
+            let event: Type = input.parse()?;
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+            Ok((event, input.parse()?))
+        })
+        .parse2(args);
+        let (event, rest) = match event {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                cx.error_at(
+                    proc_macro2::Span::call_site(),
+                    "`#[upcaster]` names the event type first: `#[upcaster(MoneyDeposited, from = 1)]`",
+                );
+                return UpcasterArgs {
+                    event: None,
+                    from: None,
+                    renamed_from: None,
+                };
+            }
+        };
+        let mut from_given = false;
+        let parser = syn::meta::parser(|meta| {
+            if meta.path == symbol::FROM {
+                from_given = true;
+                let hint = "versions start at 1: `from = 1` reads the data stored at version 1";
+                if let Some(value) = parse_positive::<u32>(cx, &FROM_KEY, &meta, hint)? {
+                    from.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::RENAMED_FROM {
+                if let Some(value) = parse_name(cx, &RENAMED_FROM_KEY, &meta)? {
+                    renamed_from.set(&meta.path, value);
+                }
+            } else {
+                unknown_key(cx, attr, UPCASTER_KEYS, &meta)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = parser.parse2(rest) {
+            cx.syn_error(error);
+        }
+        let from = from.get();
+        if !from_given {
+            cx.error_spanned_by(
+                &event,
+                "`#[upcaster]` needs the version it reads: `#[upcaster(Event, from = 1)]` turns data stored at version 1 into version 2",
+            );
+        }
+        UpcasterArgs {
+            event: Some(event),
+            from,
+            renamed_from: renamed_from.get(),
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! it with an error on the same user tokens (conflicting `Route` or `From` impls).
 
 use crate::ctxt::Ctxt;
-use crate::model::{AggregateDef, HandlerFn, same_tokens, show};
+use crate::model::{AggregateDef, EventHandlerDef, HandlerFn, same_tokens, show};
+use crate::symbol::{self, Symbol};
 
 /// Whether two methods exist under the same `#[cfg]`s (only then can they collide).
 fn same_cfgs(a: &HandlerFn, b: &HandlerFn) -> bool {
@@ -73,4 +74,66 @@ pub(crate) fn aggregate(cx: &Ctxt, def: &AggregateDef) {
             }
         }
     }
+}
+
+/// A name, at least one `#[handles]` method, and one method per event type.
+pub(crate) fn event_handler(cx: &Ctxt, def: &EventHandlerDef, attr: Symbol) {
+    if def.name.is_none() && !def.args.name_given {
+        cx.error_at(
+            proc_macro2::Span::call_site(),
+            format!(
+                "`#[{attr}]` needs a name: write `#[{attr}(name = \"{}\")]`; the name keys the {}'s checkpoint and dead letters in the store, so keep it stable",
+                suggested_name(&def.self_ty),
+                if attr == symbol::PROJECTION { "projection" } else { "handler" },
+            ),
+        );
+    }
+    if attr == symbol::PROJECTION && !def.args.read_model_given {
+        cx.error_at(
+            proc_macro2::Span::call_site(),
+            "`#[projection]` needs its read model: write `read_model = field`, naming the field that holds it (an `InMemoryReadModel`, say); a rebuild clears it",
+        );
+    }
+    if def.handlers.is_empty() {
+        cx.error_spanned_by(
+            &def.self_ty,
+            format!(
+                "{} `#[{attr}]` block needs at least one `#[handles]` method, like `#[handles] async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>`",
+                if attr == symbol::PROJECTION { "a" } else { "an" }
+            ),
+        );
+    }
+    for (index, handler) in def.handlers.iter().enumerate() {
+        if let Some(first) = def.handlers[..index].iter().find(|first| {
+            same_cfgs(first, handler) && same_tokens(&first.message, &handler.message)
+        }) {
+            cx.error_spanned_by(
+                &handler.message,
+                format!(
+                    "the event `{}` is handled twice in this block, by `{}` and by `{}`: an event handler has one method per event type; merge them into one",
+                    show(&handler.message),
+                    first.ident,
+                    handler.ident
+                ),
+            );
+        }
+    }
+}
+
+/// `Notifier` -> `notifier`, `AccountSummary` -> `account_summary`.
+fn suggested_name(ty: &syn::Type) -> String {
+    let shown = show(ty);
+    let last = shown.rsplit("::").next().unwrap_or(&shown);
+    let mut name = String::new();
+    for (index, c) in last.chars().enumerate() {
+        if c.is_uppercase() {
+            if index > 0 {
+                name.push('_');
+            }
+            name.extend(c.to_lowercase());
+        } else {
+            name.push(c);
+        }
+    }
+    name
 }

@@ -1,7 +1,7 @@
 //! `#[derive(Event)]`.
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
 use syn::{DeriveInput, Ident, LitStr};
 
 use crate::attr::EventArgs;
@@ -26,19 +26,41 @@ pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
 
     let ident = &input.ident;
     let name = args.name.unwrap_or_else(|| fallback::type_name(ident));
-    let version = args.version.map_or(1, |(_, version)| version);
-    event_impl(ident, &name, version)
+    let (span, version) = args
+        .version
+        .map_or((Span::call_site(), 1), |(lit, version)| {
+            (lit.span(), version)
+        });
+    // The chain: one upcaster per older version, each an impl that `#[upcaster]` generates;
+    // a missing one is an unsatisfied bound spanned at the version.
+    let p = paths::private(span);
+    let mut event = ident.clone();
+    event.set_span(span);
+    let steps = (1..version).map(|from| {
+        let from = proc_macro2::Literal::u32_unsuffixed(from);
+        quote_spanned!(span=> <#event as #p::UpcastStep<#from>>::STEP,)
+    });
+    let upcasters = quote!(&[#(#steps)*]);
+    event_impl(ident, &name, version, Some(upcasters))
 }
 
-/// The `Event` impl of `ident`, used by the derive and by its fallback.
-pub(crate) fn event_impl(ident: &Ident, name: &LitStr, version: u32) -> TokenStream {
+/// The `Event` impl of `ident`, used by the derive and by its fallback (no upcasters).
+pub(crate) fn event_impl(
+    ident: &Ident,
+    name: &LitStr,
+    version: u32,
+    upcasters: Option<TokenStream>,
+) -> TokenStream {
     let p = paths::private_call_site();
+    let upcasters =
+        upcasters.map(|upcasters| quote!(const UPCASTERS: &'static [#p::Upcaster] = #upcasters;));
     quote! {
         const _: () = {
             #[automatically_derived]
             impl #p::Event for #ident {
                 const NAME: &'static #p::core::primitive::str = #name;
                 const VERSION: #p::core::primitive::u32 = #version;
+                #upcasters
             }
         };
     }

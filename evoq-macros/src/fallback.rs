@@ -7,7 +7,7 @@ use quote::quote;
 use syn::ext::IdentExt;
 use syn::{DeriveInput, Ident, ItemImpl, LitStr};
 
-use crate::model::{AggregateDef, show};
+use crate::model::{AggregateDef, EventHandlerDef, show, variant_ident};
 use crate::paths;
 
 /// A stub `Event` impl (none for a generic type: there is no sensible one).
@@ -15,7 +15,7 @@ pub(crate) fn event(input: &DeriveInput) -> TokenStream {
     if !input.generics.params.is_empty() {
         return TokenStream::new();
     }
-    crate::event::event_impl(&input.ident, &type_name(&input.ident), 1)
+    crate::event::event_impl(&input.ident, &type_name(&input.ident), 1, None)
 }
 
 /// A stub `Command` impl.
@@ -145,4 +145,60 @@ pub(crate) fn aggregate(item: &ItemImpl, def: Option<&AggregateDef>) -> TokenStr
         };
     });
     tokens
+}
+
+/// The impl block (helper attributes already stripped) and, when the block's own header was
+/// usable, a stub `EventHandler` impl (so that registering the handler adds no error).
+pub(crate) fn event_handler(item: &ItemImpl, def: Option<&EventHandlerDef>) -> TokenStream {
+    let p = paths::private_call_site();
+    let mut tokens = quote! {
+        #[allow(dead_code)]
+        #item
+    };
+    let Some(def) = def else {
+        return tokens;
+    };
+    let handler = &def.self_ty;
+    let name = def.name.clone().unwrap_or_else(|| {
+        variant_ident(handler).map_or_else(
+            || LitStr::new("", proc_macro2::Span::call_site()),
+            |ident| type_name(&ident),
+        )
+    });
+    tokens.extend(quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #p::EventHandler for #handler {
+                const NAME: &'static #p::core::primitive::str = #name;
+                const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[];
+
+                fn handle<'__evoq>(
+                    &'__evoq mut self,
+                    _: &'__evoq #p::EventMeta,
+                ) -> #p::HandlerFuture<'__evoq> {
+                    #p::core::unreachable!()
+                }
+            }
+        };
+    });
+    tokens
+}
+
+/// A stub `Projection` impl, so that registering the projection adds no error.
+pub(crate) fn projection(def: Option<&EventHandlerDef>) -> TokenStream {
+    let p = paths::private_call_site();
+    let Some(def) = def else {
+        return TokenStream::new();
+    };
+    let projection = &def.self_ty;
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #p::Projection for #projection {
+                fn read_model(&self) -> &dyn #p::ReadModel {
+                    #p::core::unreachable!()
+                }
+            }
+        };
+    }
 }

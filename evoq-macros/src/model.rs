@@ -2,8 +2,9 @@
 //! error, and every generated trait-bound check, can point at the user's tokens.
 //!
 //! [`HandlerSpec`] and [`parse_method`] describe and parse one helper-attributed method in a
-//! container-neutral way: `#[aggregate]` uses them for `#[handles]` and `#[apply]`, and
-//! `#[event_handler]`, `#[saga]` and `#[projection]` can reuse them with their own specs.
+//! container-neutral way: `#[aggregate]` uses them for `#[handles]` and `#[apply]`,
+//! `#[event_handler]` for its async `#[handles]`, and `#[saga]` and `#[projection]` can reuse
+//! them with their own specs.
 
 use quote::{ToTokens, format_ident};
 use syn::ext::IdentExt;
@@ -12,7 +13,7 @@ use syn::{
     PathArguments, ReturnType, Type,
 };
 
-use crate::attr::{self, AggregateArgs, HelperArgs};
+use crate::attr::{self, AggregateArgs, EventHandlerArgs, HelperArgs};
 use crate::ctxt::Ctxt;
 use crate::symbol::{self, Symbol};
 
@@ -39,6 +40,8 @@ impl Receiver {
 pub(crate) enum Asyncness {
     /// A synchronous `fn`.
     Forbidden,
+    /// An `async fn`.
+    Required,
 }
 
 /// What a helper method returns.
@@ -46,6 +49,8 @@ pub(crate) enum Asyncness {
 pub(crate) enum Returns {
     /// `Result<Output, Error>`.
     Result,
+    /// `Result<(), Error>`.
+    UnitResult,
     /// Nothing (`()`).
     Nothing,
 }
@@ -65,6 +70,8 @@ pub(crate) struct HandlerSpec {
     /// Why it must (not) be async.
     pub(crate) async_reason: &'static str,
     pub(crate) returns: Returns,
+    /// The type of a second parameter taken by reference after the message (`EventMeta`).
+    pub(crate) context: Option<&'static str>,
     /// A correct signature, shown in messages.
     pub(crate) example: &'static str,
 }
@@ -93,8 +100,11 @@ pub(crate) struct HandlerFn {
     /// The type named in the attribute (`#[handles(Deposit)]`), when it is not token-equal to
     /// `message`: the generated code checks that the two are the same type.
     pub(crate) explicit: Option<Type>,
-    /// What it returns, for `Returns::Result`.
+    /// What it returns, for `Returns::Result` and `Returns::UnitResult`.
     pub(crate) output: Option<ResultType>,
+    /// The type of the context parameter, behind the reference (`EventMeta`), when the spec
+    /// has one.
+    pub(crate) context: Option<Type>,
 }
 
 /// `Result<Ok, Err>` as written in a handler's signature.
@@ -200,16 +210,22 @@ pub(crate) fn parse_method(
     let example = spec.example;
     let method = spec.method();
 
-    if spec.asyncness == Asyncness::Forbidden
-        && let Some(token) = &sig.asyncness
-    {
-        cx.error_spanned_by(
+    match (spec.asyncness, &sig.asyncness) {
+        (Asyncness::Forbidden, Some(token)) => cx.error_spanned_by(
             token,
             format!(
                 "{method} cannot be `async`: {}; write `{example}`",
                 spec.async_reason
             ),
-        );
+        ),
+        (Asyncness::Required, None) => cx.error_spanned_by(
+            sig.fn_token,
+            format!(
+                "{method} is `async`: {}; write `{example}`",
+                spec.async_reason
+            ),
+        ),
+        _ => {}
     }
     if !sig.generics.params.is_empty() {
         cx.error_spanned_by(
@@ -278,6 +294,11 @@ pub(crate) fn parse_method(
         }
     }
 
+    let takes = match spec.context {
+        None => format!("one {}", spec.noun),
+        Some(context) => format!("one {} and its `&{context}`", spec.noun),
+    };
+    let mut context = None;
     let message = match typed.as_slice() {
         [] => {
             cx.error_at(
@@ -289,13 +310,28 @@ pub(crate) fn parse_method(
             );
             None
         }
-        [message, extra @ ..] => {
+        [message, rest @ ..] => {
+            let extra = match (spec.context, rest) {
+                (None, extra) => extra,
+                (Some(expected), []) => {
+                    cx.error_at(
+                        parens,
+                        format!(
+                            "{method} takes {takes} after `{receiver}`: add the `&{expected}` parameter; write `{example}`"
+                        ),
+                    );
+                    &[]
+                }
+                (Some(_), [second, extra @ ..]) => {
+                    context = context_type(cx, spec, &second.ty);
+                    extra
+                }
+            };
             if !extra.is_empty() {
                 cx.error_spanned_by(
                     quote::quote!(#(#extra),*),
                     format!(
-                        "{method} takes one {} after `{receiver}`: remove this parameter; write `{example}`",
-                        spec.noun
+                        "{method} takes {takes} after `{receiver}`: remove this parameter; write `{example}`"
                     ),
                 );
             }
@@ -314,6 +350,16 @@ pub(crate) fn parse_method(
             None
         }
         (Returns::Result, ReturnType::Type(_, ty)) => result_type(cx, spec, ty),
+        (Returns::UnitResult, ReturnType::Default) => {
+            cx.error_at(
+                parens,
+                format!(
+                    "{method} returns `Result<(), Error>`: add the return type; write `{example}`"
+                ),
+            );
+            None
+        }
+        (Returns::UnitResult, ReturnType::Type(_, ty)) => unit_result_type(cx, spec, ty),
         (Returns::Nothing, ReturnType::Default) => None,
         (Returns::Nothing, ReturnType::Type(_, ty)) => {
             if !matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty()) {
@@ -338,7 +384,67 @@ pub(crate) fn parse_method(
         message,
         explicit,
         output,
+        context,
     })
+}
+
+/// The `T` of the `&T` context parameter (checked against the spec's type by the generated
+/// code, which alone can resolve the name).
+fn context_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<Type> {
+    let expected = spec.context.unwrap_or_default();
+    match ty {
+        Type::Reference(reference) if reference.mutability.is_none() => {
+            Some((*reference.elem).clone())
+        }
+        Type::Paren(paren) => context_type(cx, spec, &paren.elem),
+        _ => {
+            cx.error_spanned_by(
+                ty,
+                format!(
+                    "{} takes the `{expected}` by shared reference: write `&{expected}`; write `{}`",
+                    spec.method(),
+                    spec.example
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `Result<(), Err>`.
+fn unit_result_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<ResultType> {
+    if let Some(args) = generic_args(ty, "Result")
+        && let [ok, err] = args.as_slice()
+    {
+        let ok = Output::classify(ok);
+        if let Output::Unit = ok {
+            return Some(ResultType {
+                ok,
+                err: (*err).clone(),
+            });
+        }
+        cx.error_spanned_by(
+            args[0],
+            format!(
+                "{} returns `Result<(), Error>`: it reacts to the {} and returns nothing on success, not `{}`; write `{}`",
+                spec.method(),
+                spec.noun,
+                show(args[0]),
+                spec.example
+            ),
+        );
+        return None;
+    }
+    cx.error_spanned_by(
+        ty,
+        format!(
+            "{} returns `Result<(), Error>` with both types written out (the error: any `std::error::Error + Send + Sync + 'static`), not `{}`; write `{}`",
+            spec.method(),
+            show(ty),
+            spec.example
+        ),
+    );
+    None
 }
 
 /// The `T` of a `&T` parameter.
@@ -464,6 +570,7 @@ pub(crate) const AGGREGATE_HANDLES: HandlerSpec = HandlerSpec {
     asyncness: Asyncness::Forbidden,
     async_reason: "an aggregate decides from its own state alone; do I/O before dispatching the command, or in an event handler",
     returns: Returns::Result,
+    context: None,
     example: "fn name(&self, command: &SomeCommand) -> Result<SomeEvent, SomeError>",
 };
 
@@ -477,6 +584,7 @@ pub(crate) const AGGREGATE_APPLY: HandlerSpec = HandlerSpec {
     asyncness: Asyncness::Forbidden,
     async_reason: "applying an event only changes the state in memory",
     returns: Returns::Nothing,
+    context: None,
     example: "fn name(&mut self, event: &SomeEvent)",
 };
 
@@ -495,41 +603,13 @@ impl AggregateDef {
         let args = AggregateArgs::parse(cx, args);
         let mut handlers = Vec::new();
         let mut applies = Vec::new();
-        for impl_item in &mut item.items {
-            let helpers = take_helpers(impl_item);
-            let ImplItem::Fn(method) = impl_item else {
-                for (spec, attr) in &helpers {
-                    cx.error_spanned_by(
-                        attr,
-                        format!(
-                            "`#[{}]` goes on a method of the `#[{}]` block, like `{}`",
-                            spec.attr, spec.container, spec.example
-                        ),
-                    );
-                }
-                continue;
-            };
-            let mut helpers = helpers.into_iter();
-            let Some((spec, attr)) = helpers.next() else {
-                continue;
-            };
-            for (other, again) in helpers {
-                let message = if other.attr == spec.attr {
-                    format!(
-                        "duplicate `#[{}]` on `{}`: write it once",
-                        other.attr, method.sig.ident
-                    )
-                } else {
-                    format!(
-                        "`{}` is already marked `#[{}]`: a method either handles a command or applies an event, not both; move this to a method of its own",
-                        method.sig.ident, spec.attr
-                    )
-                };
-                cx.error_spanned_by(again, message);
-            }
-            let Some(parsed) = parse_method(cx, spec, method, &attr) else {
-                continue;
-            };
+        let methods = parse_helpers(
+            cx,
+            item,
+            &AGGREGATE_HELPERS,
+            "a method either handles a command or applies an event, not both",
+        );
+        for (spec, parsed) in methods {
             if spec.attr == symbol::HANDLES {
                 handlers.push(parsed);
             } else if let Some(variant) = variant_ident(&parsed.message) {
@@ -548,7 +628,7 @@ impl AggregateDef {
             }
         }
 
-        let self_ty = header(cx, item)?;
+        let self_ty = header(cx, item, &AGGREGATE_CONTAINER)?;
         let state = variant_ident(&self_ty)?;
         let event_enum = args
             .event_enum
@@ -570,8 +650,61 @@ impl AggregateDef {
     }
 }
 
+/// Every method of `item` marked with one of `helpers`, parsed against its spec, with the
+/// helper attributes stripped from the block. A helper on something else than a method, a
+/// method with two helpers (`both` says why not) and every mistake `parse_method` finds are
+/// recorded in `cx`.
+fn parse_helpers(
+    cx: &Ctxt,
+    item: &mut ItemImpl,
+    helpers: &[&'static HandlerSpec],
+    both: &str,
+) -> Vec<(&'static HandlerSpec, HandlerFn)> {
+    let mut methods = Vec::new();
+    for impl_item in &mut item.items {
+        let found = take_helpers(impl_item, helpers);
+        let ImplItem::Fn(method) = impl_item else {
+            for (spec, attr) in &found {
+                cx.error_spanned_by(
+                    attr,
+                    format!(
+                        "`#[{}]` goes on a method of the `#[{}]` block, like `{}`",
+                        spec.attr, spec.container, spec.example
+                    ),
+                );
+            }
+            continue;
+        };
+        let mut found = found.into_iter();
+        let Some((spec, attr)) = found.next() else {
+            continue;
+        };
+        for (other, again) in found {
+            let message = if other.attr == spec.attr {
+                format!(
+                    "duplicate `#[{}]` on `{}`: write it once",
+                    other.attr, method.sig.ident
+                )
+            } else {
+                format!(
+                    "`{}` is already marked `#[{}]`: {both}; move this to a method of its own",
+                    method.sig.ident, spec.attr
+                )
+            };
+            cx.error_spanned_by(again, message);
+        }
+        if let Some(parsed) = parse_method(cx, spec, method, &attr) {
+            methods.push((spec, parsed));
+        }
+    }
+    methods
+}
+
 /// Removes the helper attributes from an item of the block; returns them with their spec.
-fn take_helpers(item: &mut ImplItem) -> Vec<(&'static HandlerSpec, Attribute)> {
+fn take_helpers(
+    item: &mut ImplItem,
+    specs: &[&'static HandlerSpec],
+) -> Vec<(&'static HandlerSpec, Attribute)> {
     let attrs = match item {
         ImplItem::Fn(item) => &mut item.attrs,
         ImplItem::Const(item) => &mut item.attrs,
@@ -580,29 +713,60 @@ fn take_helpers(item: &mut ImplItem) -> Vec<(&'static HandlerSpec, Attribute)> {
         _ => return Vec::new(),
     };
     let mut helpers = Vec::new();
-    attrs.retain(|attr| {
-        match AGGREGATE_HELPERS
-            .iter()
-            .find(|spec| attr::is_helper(attr, spec.attr))
-        {
+    attrs.retain(
+        |attr| match specs.iter().find(|spec| attr::is_helper(attr, spec.attr)) {
             Some(spec) => {
                 helpers.push((*spec, attr.clone()));
                 false
             }
             None => true,
-        }
-    });
+        },
+    );
     helpers
 }
 
-/// The state type of an inherent, non-generic impl block.
-fn header(cx: &Ctxt, item: &ItemImpl) -> Option<Type> {
-    let example = "`#[aggregate] impl BankAccount { ... }`";
+/// How a container attribute's block is described in messages.
+struct Container {
+    attr: Symbol,
+    /// "an aggregate"
+    noun: &'static str,
+    /// "state type"
+    subject: &'static str,
+    /// "its name and events are fixed"
+    fixed: &'static str,
+    example: &'static str,
+}
+
+const AGGREGATE_CONTAINER: Container = Container {
+    attr: symbol::AGGREGATE,
+    noun: "an aggregate",
+    subject: "state type",
+    fixed: "its name and events are fixed",
+    example: "`#[aggregate] impl BankAccount { ... }`",
+};
+
+const EVENT_HANDLER_CONTAINER: Container = Container {
+    attr: symbol::EVENT_HANDLER,
+    noun: "an event handler",
+    subject: "handler type",
+    fixed: "its name and event types are fixed",
+    example: "`#[event_handler(name = \"notifier\")] impl Notifier { ... }`",
+};
+
+/// The self type of an inherent, non-generic impl block.
+fn header(cx: &Ctxt, item: &ItemImpl, container: &Container) -> Option<Type> {
+    let Container {
+        attr,
+        noun,
+        subject,
+        fixed,
+        example,
+    } = container;
     if let Some((_, path, _)) = &item.trait_ {
         cx.error_spanned_by(
             path,
             format!(
-                "`#[aggregate]` goes on the inherent impl block of the state type, not on a trait impl: write {example}"
+                "`#[{attr}]` goes on the inherent impl block of the {subject}, not on a trait impl: write {example}"
             ),
         );
         return None;
@@ -610,7 +774,7 @@ fn header(cx: &Ctxt, item: &ItemImpl) -> Option<Type> {
     if !item.generics.params.is_empty() {
         cx.error_spanned_by(
             &item.generics,
-            format!("an aggregate cannot be generic: its name and events are fixed; remove the generic parameters and write {example}"),
+            format!("{noun} cannot be generic: {fixed}; remove the generic parameters and write {example}"),
         );
         return None;
     }
@@ -622,7 +786,7 @@ fn header(cx: &Ctxt, item: &ItemImpl) -> Option<Type> {
         if !last.arguments.is_none() {
             cx.error_spanned_by(
                 &last.arguments,
-                format!("an aggregate cannot be generic: its name and events are fixed; use a state type without generic arguments and write {example}"),
+                format!("{noun} cannot be generic: {fixed}; use a {subject} without generic arguments and write {example}"),
             );
             return None;
         }
@@ -631,9 +795,114 @@ fn header(cx: &Ctxt, item: &ItemImpl) -> Option<Type> {
     cx.error_spanned_by(
         ty,
         format!(
-            "`#[aggregate]` needs a named state type (a struct), not `{}`: write {example}",
+            "`#[{attr}]` needs a named {subject} (a struct), not `{}`: write {example}",
             show(ty)
         ),
     );
     None
+}
+
+/// `#[handles]` in an `#[event_handler]` block.
+pub(crate) const EVENT_HANDLER_HANDLES: HandlerSpec = HandlerSpec {
+    attr: symbol::HANDLES,
+    container: symbol::EVENT_HANDLER,
+    noun: "event",
+    receiver: Receiver::Mut,
+    receiver_reason: "the handler gets one event at a time and may keep state between them",
+    asyncness: Asyncness::Required,
+    async_reason: "an event handler reacts to events with I/O (send an email, call a service, update another store)",
+    returns: Returns::UnitResult,
+    context: Some("EventMeta"),
+    example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>",
+};
+
+/// `#[handles]` in a `#[projection]` block.
+pub(crate) const PROJECTION_HANDLES: HandlerSpec = HandlerSpec {
+    attr: symbol::HANDLES,
+    container: symbol::PROJECTION,
+    noun: "event",
+    receiver: Receiver::Mut,
+    receiver_reason: "the projection gets one event at a time and updates its read model",
+    asyncness: Asyncness::Required,
+    async_reason: "a projection writes to its read model, which may be a database",
+    returns: Returns::UnitResult,
+    context: Some("EventMeta"),
+    example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), ProjectionError>",
+};
+
+const PROJECTION_CONTAINER: Container = Container {
+    attr: symbol::PROJECTION,
+    noun: "a projection",
+    subject: "projection type",
+    fixed: "its name and event types are fixed",
+    example: "`#[projection(name = \"account_summary\", read_model = summaries)] impl AccountSummary { ... }`",
+};
+
+/// What differs between an `#[event_handler]` and a `#[projection]` block: both are parsed
+/// into an [`EventHandlerDef`] and generate an `EventHandler` impl.
+pub(crate) struct Flavor {
+    /// The container attribute.
+    pub(crate) attr: Symbol,
+    /// Its valid arguments.
+    pub(crate) keys: &'static [attr::Key],
+    handles: &'static HandlerSpec,
+    container: &'static Container,
+}
+
+/// `#[event_handler]`.
+pub(crate) const EVENT_HANDLER_FLAVOR: Flavor = Flavor {
+    attr: symbol::EVENT_HANDLER,
+    keys: attr::EVENT_HANDLER_KEYS,
+    handles: &EVENT_HANDLER_HANDLES,
+    container: &EVENT_HANDLER_CONTAINER,
+};
+
+/// `#[projection]`.
+pub(crate) const PROJECTION_FLAVOR: Flavor = Flavor {
+    attr: symbol::PROJECTION,
+    keys: attr::PROJECTION_KEYS,
+    handles: &PROJECTION_HANDLES,
+    container: &PROJECTION_CONTAINER,
+};
+
+/// An `#[event_handler]` block (or a `#[projection]` block).
+pub(crate) struct EventHandlerDef {
+    /// The handler type (`impl Notifier { ... }`).
+    pub(crate) self_ty: Type,
+    /// `EventHandler::NAME`; `None` when the attribute lacks it (an error).
+    pub(crate) name: Option<LitStr>,
+    /// The other attribute arguments.
+    pub(crate) args: EventHandlerArgs,
+    /// The `#[handles]` methods.
+    pub(crate) handlers: Vec<HandlerFn>,
+}
+
+impl EventHandlerDef {
+    /// Parses the `#[event_handler(...)]` arguments and the block, and strips the helper
+    /// attributes from `item`. `None` when the block's header is unusable.
+    pub(crate) fn from_ast(
+        cx: &Ctxt,
+        flavor: &Flavor,
+        args: proc_macro2::TokenStream,
+        item: &mut ItemImpl,
+    ) -> Option<EventHandlerDef> {
+        let mut args = EventHandlerArgs::parse(cx, args, flavor.attr, flavor.keys);
+        let name = args.name.take();
+        let handlers = parse_helpers(
+            cx,
+            item,
+            &[flavor.handles],
+            "a method handles one event type",
+        )
+        .into_iter()
+        .map(|(_, handler)| handler)
+        .collect();
+        let self_ty = header(cx, item, flavor.container)?;
+        Some(EventHandlerDef {
+            self_ty,
+            name,
+            args,
+            handlers,
+        })
+    }
 }

@@ -16,6 +16,9 @@ pub(crate) const AGGREGATE_ID: Symbol = Symbol("aggregate_id");
 pub(crate) const HANDLES: Symbol = Symbol("handles");
 pub(crate) const APPLY: Symbol = Symbol("apply");
 pub(crate) const CFG: Symbol = Symbol("cfg");
+pub(crate) const EVENT_HANDLER: Symbol = Symbol("event_handler");
+pub(crate) const PROJECTION: Symbol = Symbol("projection");
+pub(crate) const UPCASTER: Symbol = Symbol("upcaster");
 
 /// The crate whose path may prefix a helper attribute (`#[evoq::handles]`).
 pub(crate) const EVOQ: Symbol = Symbol("evoq");
@@ -28,6 +31,24 @@ pub(crate) const EVENT_ENUM: Symbol = Symbol("event_enum");
 pub(crate) const IDLE_TIMEOUT: Symbol = Symbol("idle_timeout");
 pub(crate) const HIBERNATE_AFTER: Symbol = Symbol("hibernate_after");
 pub(crate) const LIFESPAN: Symbol = Symbol("lifespan");
+pub(crate) const STRONG: Symbol = Symbol("strong");
+pub(crate) const MAX_ATTEMPTS: Symbol = Symbol("max_attempts");
+pub(crate) const ON_ERROR: Symbol = Symbol("on_error");
+pub(crate) const RETRY: Symbol = Symbol("retry");
+pub(crate) const READ_MODEL: Symbol = Symbol("read_model");
+pub(crate) const FROM: Symbol = Symbol("from");
+pub(crate) const RENAMED_FROM: Symbol = Symbol("renamed_from");
+
+// Values of `on_error = ...`.
+pub(crate) const DEAD_LETTER: Symbol = Symbol("dead_letter");
+pub(crate) const SKIP: Symbol = Symbol("skip");
+pub(crate) const STOP: Symbol = Symbol("stop");
+
+// Values of `retry = ...`.
+pub(crate) const IMMEDIATE: Symbol = Symbol("immediate");
+pub(crate) const FIXED: Symbol = Symbol("fixed");
+pub(crate) const EXPONENTIAL: Symbol = Symbol("exponential");
+pub(crate) const EXPONENTIAL_JITTER: Symbol = Symbol("exponential_jitter");
 
 impl PartialEq<Symbol> for Ident {
     fn eq(&self, word: &Symbol) -> bool {

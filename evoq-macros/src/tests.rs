@@ -372,3 +372,244 @@ fn parse_model_keeps_cfg() {
     assert_eq!(def.handlers[0].cfgs.len(), 1);
     assert_eq!(def.event_enum, "StateEvent");
 }
+
+fn event_handler(args: TokenStream, block: TokenStream) -> TokenStream {
+    crate::event_handler::expand(args, block)
+}
+
+#[test]
+fn event_handler_generates_the_subscription_list_and_the_dispatch() {
+    let out = event_handler(
+        quote!(
+            name = "notifier",
+            strong,
+            retry = exponential("100ms", "1m"),
+            max_attempts = 3,
+            on_error = stop
+        ),
+        quote! {
+            impl Notifier {
+                #[handles]
+                async fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), E> { todo!() }
+                #[evoq::handles(events::Closed)]
+                async fn closed(&mut self, e: &events::Closed, meta: &EventMeta) -> Result<(), E> { todo!() }
+                fn helper(&self) {}
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    let file = parses(&out);
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::EventHandlerforNotifier"),
+        "{text}"
+    );
+    assert!(
+        text.contains("constNAME:&'static::evoq::__private::core::primitive::str=\"notifier\";"),
+        "{text}"
+    );
+    assert!(
+        text.contains("=&[__EVOQ_EVENT_0.name,__EVOQ_EVENT_1.name,];"),
+        "{text}"
+    );
+    assert!(
+        text.contains(".retry(::evoq::__private::RetryStrategy::exponential(::evoq::__private::core::time::Duration::from_millis(100u64),::evoq::__private::core::time::Duration::from_millis(60000u64)))"),
+        "{text}"
+    );
+    assert!(text.contains(".max_attempts(3u32)"), "{text}");
+    assert!(
+        text.contains(".on_error(::evoq::__private::OnError::Stop)"),
+        "{text}"
+    );
+    assert!(text.contains(".strong(true)"), "{text}");
+    assert!(text.contains("<Notifier>::opened(self,&event,"), "{text}");
+    let Some(syn::Item::Impl(block)) = file.items.first() else {
+        panic!("the impl block comes first");
+    };
+    assert_eq!(block.items.len(), 3);
+    for item in &block.items {
+        let syn::ImplItem::Fn(method) = item else {
+            panic!("only methods");
+        };
+        assert!(method.attrs.is_empty(), "{}", method.sig.ident);
+    }
+}
+
+#[test]
+fn event_handler_reports_every_mistake_and_still_implements_the_trait() {
+    let out = event_handler(
+        quote!(retries = 2, on_error = ignore),
+        quote! {
+            impl Notifier {
+                #[handles]
+                fn opened(&self, e: &AccountOpened) -> Result<u8, E> { todo!() }
+                #[handles]
+                async fn again(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), E> { todo!() }
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 8, "{errors:#?}");
+    assert!(errors[0].starts_with("unknown argument `retries`"));
+    assert!(errors[1].starts_with("expected `dead_letter`"));
+    assert!(errors[2].starts_with("a `#[handles]` method is `async`"));
+    assert!(errors[3].starts_with("a `#[handles]` method takes `&mut self`, not `&self`"));
+    assert!(errors[4].contains("add the `&EventMeta` parameter"));
+    assert!(errors[5].starts_with("a `#[handles]` method returns `Result<(), Error>`"));
+    assert!(errors[6].starts_with(
+        "`#[event_handler]` needs a name: write `#[event_handler(name = \"notifier\")]`"
+    ));
+    assert!(errors[7].starts_with("the event `AccountOpened` is handled twice"));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::EventHandlerforNotifier"),
+        "{text}"
+    );
+    assert!(
+        text.contains("=\"Notifier\";"),
+        "the stub is named after the type: {text}"
+    );
+}
+
+#[test]
+fn event_handler_on_something_else() {
+    let out = event_handler(
+        quote!(name = "n"),
+        quote!(
+            struct Notifier;
+        ),
+    );
+    assert!(errors(&out)[0].starts_with("`#[event_handler]` goes on the impl block"));
+    let out = event_handler(quote!(name = "n"), quote!(impl Trait for Notifier {}));
+    assert!(errors(&out)[0].starts_with("`#[event_handler]` goes on the inherent impl block"));
+}
+
+#[test]
+fn event_lists_its_upcaster_chain() {
+    let input: DeriveInput = parse_quote!(
+        #[event(version = 3)]
+        struct MoneyDeposited;
+    );
+    let text = squeeze(&crate::event::expand(&input));
+    assert!(
+        text.contains("constUPCASTERS:&'static[::evoq::__private::Upcaster]=&[<MoneyDepositedas::evoq::__private::UpcastStep<1>>::STEP,<MoneyDepositedas::evoq::__private::UpcastStep<2>>::STEP,];"),
+        "{text}"
+    );
+    let plain: DeriveInput = parse_quote!(
+        struct AccountOpened;
+    );
+    let text = squeeze(&crate::event::expand(&plain));
+    assert!(
+        text.contains("constUPCASTERS:&'static[::evoq::__private::Upcaster]=&[];"),
+        "{text}"
+    );
+}
+
+#[test]
+fn upcaster_generates_one_step_and_keeps_the_function() {
+    let out = crate::upcaster::expand(
+        quote!(MoneyDeposited, from = 2, renamed_from = "FundsAdded"),
+        quote! {
+            fn v2_to_v3(data: Value) -> Result<Value, UpcastError> { Ok(data) }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    let file = parses(&out);
+    assert!(matches!(file.items.first(), Some(syn::Item::Fn(_))));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::UpcastStep<2>forMoneyDeposited"),
+        "{text}"
+    );
+    assert!(text.contains("from:2,"), "{text}");
+    assert!(
+        text.contains("renamed_from:::evoq::__private::core::option::Option::Some(\"FundsAdded\")"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2<<MoneyDepositedas::evoq::__private::IsEvent>::VTABLE.version"),
+        "{text}"
+    );
+}
+
+#[test]
+fn upcaster_reports_every_mistake_and_still_implements_the_step() {
+    let out = crate::upcaster::expand(
+        quote!(MoneyDeposited, from = 1, since = 3),
+        quote! {
+            async fn v1(&self, data: Value) -> Result<Value, UpcastError> { Ok(data) }
+        },
+    );
+    let found = errors(&out);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].starts_with("unknown argument `since`"));
+    assert!(found[1].starts_with("an upcaster is not async"));
+    assert!(found[2].starts_with("an upcaster is a free function, not a method"));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("upcast:::evoq::__private::upcast_stub"),
+        "{text}"
+    );
+    let out = crate::upcaster::expand(
+        quote!(),
+        quote!(
+            fn f(data: Value) {}
+        ),
+    );
+    assert!(errors(&out)[0].starts_with("`#[upcaster]` names the event type first"));
+}
+
+#[test]
+fn projection_is_an_event_handler_with_a_read_model() {
+    let out = crate::event_handler::expand_flavor(
+        &crate::model::PROJECTION_FLAVOR,
+        quote!(name = "summary", read_model = summaries, max_attempts = 2),
+        quote! {
+            impl Summary {
+                #[handles]
+                async fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), ProjectionError> { todo!() }
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    parses(&out);
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::EventHandlerforSummary"),
+        "{text}"
+    );
+    assert!(
+        text.contains("impl::evoq::__private::ProjectionforSummary"),
+        "{text}"
+    );
+    assert!(
+        text.contains("&self.summariesas&dyn::evoq::__private::ReadModel"),
+        "{text}"
+    );
+    assert!(text.contains("constUPCASTERS:&'static[&'static[::evoq::__private::Upcaster]]=&[__EVOQ_EVENT_0.upcasters,];"), "{text}");
+
+    let out = crate::event_handler::expand_flavor(
+        &crate::model::PROJECTION_FLAVOR,
+        quote!(),
+        quote! {
+            impl Summary {
+                #[handles]
+                fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), ProjectionError> { todo!() }
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("is `async`"), "{}", errors[0]);
+    assert!(errors[1].starts_with("`#[projection]` needs a name: write `#[projection(name = \"summary\")]`; the name keys the projection's"), "{}", errors[1]);
+    assert!(
+        errors[2].starts_with("`#[projection]` needs its read model"),
+        "{}",
+        errors[2]
+    );
+    let text = squeeze(&out);
+    assert!(
+        text.contains("impl::evoq::__private::ProjectionforSummary"),
+        "the stub: {text}"
+    );
+}

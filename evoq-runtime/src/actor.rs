@@ -471,26 +471,8 @@ impl<A: Aggregate> Actor<A> {
                     }
                     .into());
                 }
-                let event = match A::Event::decode(&recorded.event_type, &recorded.data) {
-                    Ok(Some(event)) => event,
-                    Ok(None) => {
-                        return Err(Error::UnknownEventType {
-                            aggregate: A::NAME,
-                            stream: self.stream.clone(),
-                            version: recorded.stream_version,
-                            event_type: recorded.event_type.to_string(),
-                        });
-                    }
-                    Err(error) => {
-                        return Err(Error::Decode {
-                            stream: self.stream.clone(),
-                            version: recorded.stream_version,
-                            event_type: recorded.event_type.to_string(),
-                            schema_version: recorded.schema_version,
-                            reason: error.to_string(),
-                        });
-                    }
-                };
+                // Through the event's upcasters, as every read path.
+                let event = crate::dispatch::idempotency::decode::<A>(&recorded)?;
                 let state = &mut instance.state;
                 if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
                     return Err(Error::Panicked {

@@ -17,10 +17,13 @@ use crate::dispatch::idempotency::Idempotency;
 use crate::dispatch::pipeline::{self, Request};
 use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware};
 use crate::error::Error;
+use crate::handler::EventHandler;
 use crate::memory_monitor::{MemoryMonitor, MemoryProbe, SystemMemory};
 use crate::partition::{AggregateStats, Env, Partitions};
+use crate::projection::Projection;
 use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
+use crate::subscription::{Consistency, HandlerConfig, HandlerOptions, Registration, Registry};
 
 /// The future of [`Evoq::dispatch`].
 pub type DispatchFuture<'a, A> =
@@ -33,6 +36,7 @@ pub struct EvoqBuilder {
     config: Config,
     memory_probe: Option<Arc<dyn MemoryProbe>>,
     middleware: Vec<Arc<dyn Middleware>>,
+    handlers: Vec<Registration>,
 }
 
 impl EvoqBuilder {
@@ -120,7 +124,43 @@ impl EvoqBuilder {
         self
     }
 
-    /// Validates the configuration and starts the runtime.
+    /// Runs an event handler (`#[event_handler]`) in its own task, with the options of its
+    /// attribute and the runtime's [`HandlerConfig`].
+    pub fn handler<H: EventHandler>(self, handler: H) -> Self {
+        self.handler_with(handler, HandlerOptions::new())
+    }
+
+    /// Runs an event handler with `options`, which take precedence over its attribute's.
+    pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
+        self.handlers.push(Registration::new(handler, options));
+        self
+    }
+
+    /// Runs a projection (`#[projection]`) in its own task, like an event handler, with its
+    /// checkpoint saved after every event. Its name shares the namespace of the handlers:
+    /// [`Evoq::wait_for`] and [`Evoq::rebuild`] take it.
+    pub fn projection<P: Projection>(self, projection: P) -> Self {
+        self.projection_with(projection, HandlerOptions::new())
+    }
+
+    /// Runs a projection with `options`, which take precedence over its attribute's.
+    pub fn projection_with<P: Projection>(
+        mut self,
+        projection: P,
+        options: HandlerOptions,
+    ) -> Self {
+        self.handlers
+            .push(Registration::projection(projection, options));
+        self
+    }
+
+    /// The defaults of every event handler (retries, error policy, checkpoints).
+    pub fn handler_defaults(mut self, defaults: HandlerConfig) -> Self {
+        self.config.handlers = defaults;
+        self
+    }
+
+    /// Validates the configuration, loads the handlers' checkpoints and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
         let store = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
@@ -132,6 +172,8 @@ impl EvoqBuilder {
             self.config.memory_monitor.clone(),
         ));
         MemoryMonitor::spawn_checks(&monitor);
+        let handlers =
+            Registry::start(self.handlers, Arc::clone(&store), &self.config.handlers).await?;
         tracing::debug!(
             name: "evoq.runtime.start",
             partitions = self.config.partitions,
@@ -148,6 +190,7 @@ impl EvoqBuilder {
                 env.config.idempotency_capacity,
             )),
             middleware: self.middleware.into(),
+            handlers,
             env,
             stopped: AtomicBool::new(false),
         });
@@ -168,6 +211,7 @@ impl std::fmt::Debug for EvoqBuilder {
 
 struct Inner {
     env: Arc<Env>,
+    handlers: Registry,
     partitions: Partitions,
     idempotency: Arc<Idempotency>,
     middleware: Box<[Arc<dyn Middleware>]>,
@@ -219,6 +263,7 @@ impl Evoq {
             config: Config::default(),
             memory_probe: None,
             middleware: Vec::new(),
+            handlers: Vec::new(),
         }
     }
 
@@ -244,6 +289,7 @@ impl Evoq {
             },
             middleware: Vec::new(),
             command_id_supplied: false,
+            consistency: Consistency::Eventual,
         }
     }
 
@@ -290,6 +336,11 @@ impl Evoq {
         self.inner.idempotency.len()
     }
 
+    /// The runtime's event handlers.
+    pub(crate) fn handlers(&self) -> &Registry {
+        &self.inner.handlers
+    }
+
     /// The partition that holds aggregate `id` of `A` (stable across runs).
     pub fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
         self.inner.partitions.partition_of::<A>(id)
@@ -302,10 +353,11 @@ impl Evoq {
     }
 
     /// Stops the runtime: new dispatches fail with [`Error::Stopped`]; commands already
-    /// accepted complete.
+    /// accepted complete; event handlers stop after saving their checkpoints.
     pub async fn stop(&self) {
         self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.partitions.clear();
+        self.inner.handlers.stop().await;
         tracing::debug!(name: "evoq.runtime.stop", stage = "stop");
     }
 
@@ -347,6 +399,7 @@ pub struct CommandBuilder<'a, C> {
     options: DispatchOptions,
     middleware: Vec<Arc<dyn Middleware>>,
     command_id_supplied: bool,
+    consistency: Consistency,
 }
 
 impl<'a, C> CommandBuilder<'a, C> {
@@ -403,8 +456,8 @@ impl<'a, C> CommandBuilder<'a, C> {
         self
     }
 
-    /// How long to wait for the command, middleware and idempotency waits included (default:
-    /// the runtime's `dispatch_timeout`).
+    /// How long to wait for the command, middleware, idempotency and consistency waits included
+    /// (default: the runtime's `dispatch_timeout`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = timeout;
         self
@@ -413,6 +466,13 @@ impl<'a, C> CommandBuilder<'a, C> {
     /// How many times to re-run the command after a version conflict.
     pub fn retry_limit(mut self, retries: u32) -> Self {
         self.options.retry_limit = retries;
+        self
+    }
+
+    /// Which event handlers to wait for before returning (default: none, [`Consistency::Eventual`]).
+    /// The wait shares the dispatch's deadline ([`timeout`](Self::timeout)).
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
         self
     }
 
@@ -435,6 +495,7 @@ impl<'a, C> CommandBuilder<'a, C> {
             options,
             middleware,
             command_id_supplied,
+            consistency,
         } = self;
         let span = tracing::debug_span!(
             "evoq.dispatch",
@@ -449,17 +510,24 @@ impl<'a, C> CommandBuilder<'a, C> {
         span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
         // Timed only when the events that carry the duration are on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let request = Request {
-            command,
-            context,
-            options,
-            middleware,
-            command_id_supplied,
+        let deadline = tokio::time::Instant::now() + options.timeout;
+        let timeout = options.timeout;
+        let dispatch = async {
+            let required = app.inner.handlers.required(&consistency)?;
+            let request = Request {
+                command,
+                context,
+                options,
+                middleware,
+                command_id_supplied,
+            };
+            let done = pipeline::run(app, request).await?;
+            crate::subscription::settle::<C>(&required, done, deadline, timeout).await
         };
         let result = if span.is_disabled() {
-            pipeline::run(app, request).await
+            dispatch.await
         } else {
-            pipeline::run(app, request).instrument(span.clone()).await
+            dispatch.instrument(span.clone()).await
         };
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(

@@ -20,6 +20,16 @@
 //! check_interval = "10s"
 //! elevated_threshold = 0.70
 //! critical_threshold = 0.85
+//!
+//! [handlers]                     # handler_defaults
+//! retry = "exponential_jitter"   # immediate | fixed | exponential | exponential_jitter
+//! retry_base = "100ms"           # the fixed delay, or the exponential base
+//! retry_max = "10s"
+//! max_attempts = 6
+//! on_error = "dead_letter"       # dead_letter | skip | stop
+//! start_from = "checkpoint"      # checkpoint | origin | current
+//! checkpoint_every = 100
+//! page_size = 1000
 //! ```
 //!
 //! Durations are strings with a unit (`"250ms"`, `"10s"`, `"30m"`, `"1h"`) or integers of
@@ -33,6 +43,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::Error;
+use crate::subscription::{HandlerConfig, OnError, RetryStrategy, StartFrom};
 
 /// Runtime settings, with the defaults of the specification.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -65,6 +76,8 @@ pub struct Config {
     pub hibernation_sweep_interval: Duration,
     /// The memory monitor.
     pub memory_monitor: MemoryMonitorConfig,
+    /// Defaults of every event handler: retries, error policy, start, checkpoints.
+    pub handlers: HandlerConfig,
 }
 
 impl Default for Config {
@@ -80,6 +93,7 @@ impl Default for Config {
             aggregate_defaults: AggregateDefaults::default(),
             hibernation_sweep_interval: Duration::from_secs(1),
             memory_monitor: MemoryMonitorConfig::default(),
+            handlers: HandlerConfig::default(),
         }
     }
 }
@@ -251,6 +265,9 @@ impl Config {
                 );
             }
         }
+        if let Err((key, reason)) = self.handlers.check() {
+            return invalid(key, reason);
+        }
         if memory.critical_threshold <= memory.elevated_threshold {
             return invalid(
                 "memory_monitor.critical_threshold",
@@ -288,6 +305,85 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     millis
         .map(Duration::from_millis)
         .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
+/// The TOML form of [`HandlerConfig`].
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HandlersToml {
+    retry: String,
+    #[serde(deserialize_with = "duration")]
+    retry_base: Duration,
+    #[serde(deserialize_with = "duration")]
+    retry_max: Duration,
+    max_attempts: u32,
+    on_error: String,
+    start_from: String,
+    checkpoint_every: u64,
+    page_size: usize,
+}
+
+impl Default for HandlersToml {
+    fn default() -> Self {
+        let defaults = HandlerConfig::default();
+        HandlersToml {
+            retry: "exponential_jitter".to_owned(),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            max_attempts: defaults.max_attempts,
+            on_error: "dead_letter".to_owned(),
+            start_from: "checkpoint".to_owned(),
+            checkpoint_every: defaults.checkpoint_every,
+            page_size: defaults.page_size,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HandlerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let toml = HandlersToml::deserialize(deserializer)?;
+        let (base, max) = (toml.retry_base, toml.retry_max);
+        let retry = match toml.retry.as_str() {
+            "immediate" => RetryStrategy::Immediate,
+            "fixed" => RetryStrategy::Fixed(base),
+            "exponential" => RetryStrategy::exponential(base, max),
+            "exponential_jitter" => RetryStrategy::exponential_jitter(base, max),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown retry `{other}`: use immediate, fixed, exponential or exponential_jitter"
+                )));
+            }
+        };
+        let on_error = match toml.on_error.as_str() {
+            "dead_letter" => OnError::DeadLetter,
+            "skip" => OnError::Skip,
+            "stop" => OnError::Stop,
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown on_error `{other}`: use dead_letter, skip or stop"
+                )));
+            }
+        };
+        let start_from = match toml.start_from.as_str() {
+            "checkpoint" => StartFrom::Checkpoint,
+            "origin" => StartFrom::Origin,
+            "current" => StartFrom::Current,
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown start_from `{other}`: use checkpoint, origin or current"
+                )));
+            }
+        };
+        Ok(HandlerConfig {
+            retry,
+            max_attempts: toml.max_attempts,
+            on_error,
+            start_from,
+            checkpoint_every: toml.checkpoint_every,
+            page_size: toml.page_size,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -383,6 +479,32 @@ mod tests {
         let error =
             Config::from_toml_str("[memory_monitor]\ncheck_intervall = \"1s\"").unwrap_err();
         assert!(error.to_string().contains("check_intervall"), "{error}");
+    }
+
+    #[test]
+    fn handler_defaults_read_from_toml() {
+        let config = Config::from_toml_str(
+            "[handlers]\nretry = \"fixed\"\nretry_base = \"1s\"\nmax_attempts = 2\non_error = \"skip\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.handlers.retry,
+            RetryStrategy::Fixed(Duration::from_secs(1))
+        );
+        assert_eq!(config.handlers.max_attempts, 2);
+        assert_eq!(config.handlers.on_error, OnError::Skip);
+        assert_eq!(
+            Config::from_toml_str("[handlers]").unwrap(),
+            Config::default()
+        );
+        let error = Config::from_toml_str("[handlers]\non_error = \"explode\"").unwrap_err();
+        assert!(error.to_string().contains("explode"), "{error}");
+        assert_eq!(key_of(error), "handlers");
+        let config = Config::from_toml_str("[handlers]\nmax_attempts = 0").unwrap();
+        assert_eq!(
+            key_of(config.validate().unwrap_err()),
+            "handlers.max_attempts"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use crate::dispatch::Stage;
+use uuid::Uuid;
+
 use crate::store::StoreError;
 
 /// An error of the evoq runtime: every failure a dispatch or a start can return.
@@ -75,6 +77,28 @@ pub enum Error {
         /// The stored schema version.
         schema_version: u32,
         /// Why it does not decode.
+        reason: String,
+    },
+
+    /// A stored event could not be brought to the current schema version of its type: a
+    /// missing upcaster step, data stored by newer code, or an upcaster's error. Nothing
+    /// stored was changed.
+    #[error("cannot read event at version {version} of stream `{stream}`: {source}")]
+    Upcast {
+        /// The stream.
+        stream: String,
+        /// The event's version in the stream.
+        version: u64,
+        /// What went wrong, naming the event type, the stored version and the missing step.
+        source: crate::upcast::UpcastError,
+    },
+
+    /// A projection could not be rebuilt (or the name is not a projection's).
+    #[error("cannot rebuild projection `{projection}`: {reason}")]
+    Rebuild {
+        /// The projection's name.
+        projection: String,
+        /// Why.
         reason: String,
     },
 
@@ -184,6 +208,68 @@ pub enum Error {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+
+    /// The command succeeded and its events WERE stored, but the handlers its consistency
+    /// required had not processed them when the dispatch's deadline ran out (or one of them
+    /// had stopped). Do not dispatch the command again.
+    #[error(
+        "command `{command}` succeeded and its events WERE stored (through global position {position}), but the consistency wait ended before {pending} processed them (dispatch timeout {after:?}); do not dispatch it again: wait with `Evoq::wait_for` or read the store"
+    )]
+    ConsistencyTimeout {
+        /// The command type.
+        command: &'static str,
+        /// The global position of the command's last event.
+        position: u64,
+        /// The dispatch's timeout.
+        after: Duration,
+        /// The handlers that had not reached the position, and where they were.
+        pending: String,
+    },
+
+    /// No event handler of this runtime has this name.
+    #[error(
+        "no event handler named `{handler}` runs in this runtime (handlers: {known}); register it with `Evoq::builder().handler(...)`"
+    )]
+    UnknownHandler {
+        /// The name asked for.
+        handler: String,
+        /// The names of the runtime's handlers.
+        known: String,
+    },
+
+    /// The event handler has stopped: its error policy stopped it, or the runtime stopped.
+    #[error(
+        "event handler `{handler}` has stopped: {reason}; restart the runtime to resume it from its checkpoint"
+    )]
+    HandlerStopped {
+        /// The handler.
+        handler: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The handler has no dead letter for this event.
+    #[error("event handler `{handler}` has no dead letter for event {event_id}")]
+    DeadLetterNotFound {
+        /// The handler.
+        handler: String,
+        /// The event id asked for.
+        event_id: Uuid,
+    },
+
+    /// A dead letter was delivered again and the handler failed again: the entry is kept, with
+    /// one more attempt and this error.
+    #[error(
+        "event handler `{handler}` failed again on dead-lettered event {event_id}: {error}; the dead letter is kept"
+    )]
+    DeadLetterRetryFailed {
+        /// The handler.
+        handler: String,
+        /// The event.
+        event_id: Uuid,
+        /// The handler's error.
+        error: String,
+    },
 }
 
 impl Error {
@@ -195,9 +281,27 @@ impl Error {
         }
     }
 
+    /// Whether a stored event could not be brought to the current version of its type.
+    pub fn is_upcast(&self) -> bool {
+        matches!(self, Error::Upcast { .. })
+    }
+
+    /// The upcasting failure, when a stored event could not be brought to its current version.
+    pub fn upcast_error(&self) -> Option<&crate::upcast::UpcastError> {
+        match self {
+            Error::Upcast { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
     /// Whether the command was refused by its handler (a domain error).
     pub fn is_rejection(&self) -> bool {
         matches!(self, Error::Rejected { .. })
+    }
+
+    /// Whether the command's events were stored but the consistency wait did not complete.
+    pub fn is_consistency_timeout(&self) -> bool {
+        matches!(self, Error::ConsistencyTimeout { .. })
     }
 
     /// Whether this is a version conflict.

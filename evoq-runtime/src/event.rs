@@ -6,6 +6,8 @@ use std::fmt::Debug;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::upcast::{DecodeError, Upcaster};
+
 /// A domain event: something that happened, stored for ever under a stable wire name.
 ///
 /// Implemented by `#[derive(Event)]`; the wire name defaults to the type name and the schema
@@ -20,6 +22,10 @@ pub trait Event: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 's
     const NAME: &'static str;
     /// The schema version new events of this type are written with (from 1).
     const VERSION: u32;
+    /// The upcasters from every older version, in any order: `#[derive(Event)]` lists the
+    /// `#[upcaster(Self, from = n)]` functions for `n` in `1..VERSION` (a missing one does not
+    /// compile). See [`upcast`](crate::upcast).
+    const UPCASTERS: &'static [Upcaster] = &[];
 }
 
 /// The closed set of events of one aggregate: the enum `#[aggregate]` generates, with one
@@ -37,9 +43,26 @@ pub trait EventSet: Clone + Debug + Send + Sync + Sized + 'static {
     /// Serializes the event's data (JSON).
     fn encode(&self) -> Result<Vec<u8>, serde_json::Error>;
 
-    /// Decodes stored data of the event named `event_type`; `Ok(None)` when no member has
-    /// that name.
+    /// Decodes data of the event named `event_type` written at the member's current schema
+    /// version; `Ok(None)` when no member has that name. Stored events are read with
+    /// [`decode_stored`](Self::decode_stored), which upcasts.
     fn decode(event_type: &str, data: &[u8]) -> Result<Option<Self>, serde_json::Error>;
+
+    /// Decodes data stored under `event_type` at `schema_version`: through the member's
+    /// upcasters when the version is older, and under a name the member was renamed from.
+    /// `Ok(None)` when no member was ever stored under that name. Every read path of the
+    /// runtime (replay, idempotency lookup) decodes with it.
+    ///
+    /// `#[aggregate]` implements it; the default (for hand-written sets) decodes by
+    /// [`decode`](Self::decode) without upcasting.
+    fn decode_stored(
+        event_type: &str,
+        schema_version: u32,
+        data: &[u8],
+    ) -> Result<Option<Self>, DecodeError> {
+        let _ = schema_version;
+        Ok(Self::decode(event_type, data)?)
+    }
 
     /// The data as a JSON value, for comparisons in tests and for diagnostics.
     fn to_json(&self) -> serde_json::Value {

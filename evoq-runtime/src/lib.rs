@@ -15,13 +15,17 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod handler;
 mod ids;
 pub mod lifespan;
 mod mailbox;
 pub mod memory_monitor;
 mod partition;
+pub mod projection;
 pub mod store;
+pub mod subscription;
 pub mod testing;
+pub mod upcast;
 
 pub use crate::aggregate::Aggregate;
 pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder};
@@ -31,8 +35,17 @@ pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middlewar
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 pub use crate::error::Error;
 pub use crate::event::{AppliedBy, Event, EventSet};
+pub use crate::handler::{EventHandler, EventMeta, HandlerFailure};
 pub use crate::lifespan::{DefaultLifespan, Idle, Lifespan, OnTimeout};
 pub use crate::memory_monitor::{MemoryMonitor, MemoryProbe, PressureLevel, SystemMemory};
 pub use crate::partition::AggregateStats;
-pub use crate::store::{EventStore, ExpectedVersion, StoreError};
+pub use crate::projection::{
+    InMemoryReadModel, Projection, ProjectionError, ReadModel, ReadModelError,
+};
+pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
+pub use crate::subscription::{
+    Consistency, DeadLetterQueue, HandlerConfig, HandlerOptions, HandlerStats, OnError,
+    RetryStrategy, StartFrom,
+};
 pub use crate::testing::AggregateTest;
+pub use crate::upcast::{DecodeError, UpcastError, Upcaster};

@@ -47,10 +47,21 @@
 //! handled by two aggregates, a handler returning an event its aggregate never applies, a
 //! command without an `#[aggregate_id]`, a bad handler signature.
 //!
+//! Event handlers (`#[event_handler]`) subscribe to event types taken from their signatures and
+//! run in a task each, with retries, dead letters, checkpoints and strong consistency: see
+//! [`guide::handlers`].
+//!
+//! Projections (`#[projection]`) maintain read models with a checkpoint saved after every event,
+//! can be rebuilt, and let a caller read its own writes: see [`guide::projections`]. Upcasters
+//! (`#[upcaster]`) bring events stored at an old schema version to the current one on every read
+//! path, with the chain checked at compile time: see [`guide::upcasting`].
+//!
 //! The [`guide`] has one page per concept. Users depend on this crate alone: it re-exports the
 //! runtime (`evoq-runtime`) and the macros (`evoq-macros`).
 
-pub use evoq_macros::{Command, Event, aggregate, apply, handles};
+pub use evoq_macros::{
+    Command, Event, aggregate, apply, event_handler, handles, projection, upcaster,
+};
 pub use evoq_runtime::*;
 
 #[doc(no_inline)]

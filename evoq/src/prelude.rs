@@ -1,7 +1,10 @@
 //! `use evoq::prelude::*;` brings the macros and the types most programs use.
 
-pub use evoq_macros::{Command, Event, aggregate, apply, handles};
+pub use evoq_macros::{
+    Command, Event, aggregate, apply, event_handler, handles, projection, upcaster,
+};
 pub use evoq_runtime::{
-    Aggregate, AggregateTest, Command, Dispatched, Error, Event, EventSet, EventStore, Evoq,
-    Metadata, Middleware, Pipeline,
+    Aggregate, AggregateTest, Command, Consistency, Dispatched, Error, Event, EventHandler,
+    EventMeta, EventSet, EventStore, Evoq, InMemoryReadModel, Metadata, Middleware, Pipeline,
+    Projection, ProjectionError, ReadModel, UpcastError,
 };

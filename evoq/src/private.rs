@@ -5,8 +5,12 @@ pub use ::serde;
 pub use ::serde_json;
 pub use ::std;
 
+pub use evoq_runtime::handler::HandlerFuture;
+pub use evoq_runtime::projection::{Projection, ReadModel};
+pub use evoq_runtime::upcast::{DecodeError, UpcastError, UpcastFn, Upcaster};
 pub use evoq_runtime::{
-    Aggregate, AppliedBy, Command, DomainError, Event, EventSet, Rejection, Route,
+    Aggregate, AppliedBy, Command, DomainError, Event, EventHandler, EventMeta, EventSet,
+    HandlerFailure, HandlerOptions, OnError, Rejection, RetryStrategy, Route,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).
@@ -64,8 +68,14 @@ pub struct EventVTable<E> {
     pub version: u32,
     /// Serializes the event (JSON).
     pub encode: fn(&E) -> Result<Vec<u8>, serde_json::Error>,
-    /// Deserializes the event (JSON).
+    /// Deserializes the event (JSON) at the current version.
     pub decode: fn(&[u8]) -> Result<E, serde_json::Error>,
+    /// Deserializes data stored at a schema version, through the upcasters.
+    pub decode_stored: fn(u32, &[u8]) -> Result<E, DecodeError>,
+    /// Whether an event stored under a name is one of these (its name or an old name).
+    pub stored_as: fn(&str) -> bool,
+    /// `E::UPCASTERS`.
+    pub upcasters: &'static [Upcaster],
     /// `Clone::clone`.
     pub clone: fn(&E) -> E,
     /// `Debug::fmt`.
@@ -119,6 +129,9 @@ impl<E: Event> IsEvent for E {
             version: E::VERSION,
             encode: encode::<E>,
             decode: decode::<E>,
+            decode_stored: evoq_runtime::upcast::decode::<E>,
+            stored_as: evoq_runtime::upcast::stored_as::<E>,
+            upcasters: E::UPCASTERS,
             clone: <E as Clone>::clone,
             debug: <E as fmt::Debug>::fmt,
         }
@@ -274,6 +287,96 @@ pub mod state_codec {
     }
 
     impl<T> NotSerde<T> for &Probe<T> {}
+}
+
+// ----- used by the code `#[event_handler]` generates -----
+
+/// Decodes the stored data of `event` with `decode` (an event type's
+/// `EventVTable::decode_stored`, which upcasts); data that does not decode is a
+/// [`HandlerFailure`], never a panic.
+pub fn decode_event<E>(
+    event: &EventMeta,
+    decode: fn(u32, &[u8]) -> Result<E, DecodeError>,
+) -> Result<E, HandlerFailure> {
+    decode(event.schema_version(), &event.record().data)
+        .map_err(|error| HandlerFailure::from_decode(event, error))
+}
+
+/// A delivery that failed before the handler ran.
+pub fn failed_event<'a>(failure: HandlerFailure) -> HandlerFuture<'a> {
+    Box::pin(std::future::ready(Err(failure)))
+}
+
+/// A delivery of an event type the handler has no method for.
+pub fn unhandled_event(event: &EventMeta) -> HandlerFuture<'_> {
+    failed_event(HandlerFailure::unhandled(event))
+}
+
+/// An event handler method's error type is an error; spanned at that type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of an event handler",
+    label = "this error type does not implement `std::error::Error + Send + Sync + 'static`",
+    note = "derive `thiserror::Error` (or implement `std::error::Error` and `Display`) for `{Self}`"
+)]
+pub trait EventHandlerError {
+    /// The error as a failed delivery.
+    fn into_failure(self) -> HandlerFailure;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: std::error::Error + Send + Sync + 'static> EventHandlerError for E {
+    fn into_failure(self) -> HandlerFailure {
+        HandlerFailure::new(self)
+    }
+}
+
+/// The last parameter of an event handler method is `&EventMeta`; spanned at its type.
+#[diagnostic::on_unimplemented(
+    message = "the last parameter of an event handler method is `&EventMeta`, not `&{Self}`",
+    label = "expected `EventMeta`",
+    note = "write `meta: &EventMeta` (`EventMeta` is in `evoq::prelude`)"
+)]
+pub trait IsEventMeta {
+    /// `meta` as the parameter's type.
+    fn from_meta(meta: &EventMeta) -> &Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Same<EventMeta>> IsEventMeta for T {
+    fn from_meta(meta: &EventMeta) -> &Self {
+        T::same(meta)
+    }
+}
+
+/// `Self` is `T` (the blanket impl keeps [`IsEventMeta`]'s error free of impl listings).
+pub trait Same<T> {
+    /// The same reference.
+    fn same(value: &T) -> &Self;
+}
+
+impl<T> Same<T> for T {
+    fn same(value: &T) -> &Self {
+        value
+    }
+}
+
+// ----- used by the code `#[upcaster]` and `#[derive(Event)]` generate -----
+
+/// One step of an event type's upcaster chain: `#[upcaster(E, from = FROM)]` implements it for
+/// `E`, and `#[derive(Event)]` lists the steps from every older version in `Event::UPCASTERS`.
+#[diagnostic::on_unimplemented(
+    message = "the event `{Self}` has a newer schema version than this upcaster chain reaches: an upcaster is missing",
+    label = "no `#[upcaster({Self}, from = {FROM})]` function for this step",
+    note = "an event at version N needs one upcaster from each older version: write `#[upcaster({Self}, from = {FROM})] fn ...(data: serde_json::Value) -> Result<serde_json::Value, UpcastError>` (it may return the data unchanged)"
+)]
+pub trait UpcastStep<const FROM: u32> {
+    /// The step.
+    const STEP: Upcaster;
+}
+
+/// The function of a step whose `#[upcaster]` had an error (never called: the build failed).
+pub fn upcast_stub(_: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
+    unreachable!("an upcaster with a compile error")
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 mod no_prelude {
     #![no_implicit_prelude]
 
-    use ::evoq::{Command, Event, aggregate};
+    use ::evoq::{
+        Command, Event, EventMeta, InMemoryReadModel, ProjectionError, UpcastError, aggregate,
+        event_handler, projection, upcaster,
+    };
     use ::serde::{Deserialize, Serialize};
 
     #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
@@ -18,8 +21,32 @@ mod no_prelude {
         pub(crate) name: ::std::string::String,
     }
 
+    #[upcaster(Renamed, from = 1, renamed_from = "hygiene.Named")]
+    fn renamed_v1(
+        data: ::serde_json::Value,
+    ) -> ::core::result::Result<::serde_json::Value, UpcastError> {
+        ::core::result::Result::Ok(data)
+    }
+
     #[derive(Event, Serialize, Deserialize, ::core::clone::Clone, ::core::fmt::Debug)]
     pub(crate) struct Touched;
+
+    pub(crate) struct Names {
+        pub(crate) model: InMemoryReadModel,
+    }
+
+    #[projection(name = "hygiene.names", read_model = model)]
+    impl Names {
+        #[handles]
+        async fn renamed(
+            &mut self,
+            event: &Renamed,
+            meta: &EventMeta,
+        ) -> ::core::result::Result<(), ProjectionError> {
+            self.model.put(meta.stream_id(), &event.name)?;
+            ::core::result::Result::Ok(())
+        }
+    }
 
     #[derive(Command)]
     pub(crate) struct Open {
@@ -123,9 +150,41 @@ mod no_prelude {
             self.touched += 1;
         }
     }
+
+    #[derive(::core::default::Default)]
+    pub(crate) struct Watcher {
+        pub(crate) seen: ::std::vec::Vec<::std::string::String>,
+    }
+
+    #[event_handler(name = "hygiene.watcher", strong, retry = fixed("10ms"), max_attempts = 2, on_error = stop)]
+    impl Watcher {
+        #[handles]
+        async fn opened(
+            &mut self,
+            event: &Opened,
+            meta: &EventMeta,
+        ) -> ::core::result::Result<(), Refused> {
+            self.seen
+                .push(::std::format!("{} {}", event.id, meta.global_position()));
+            ::core::result::Result::Ok(())
+        }
+
+        #[evoq::handles(Renamed)]
+        async fn renamed(
+            &mut self,
+            event: &Renamed,
+            _: &EventMeta,
+        ) -> ::core::result::Result<(), Refused> {
+            if event.name.is_empty() {
+                return ::core::result::Result::Err(Refused);
+            }
+            self.seen.push(::core::clone::Clone::clone(&event.name));
+            ::core::result::Result::Ok(())
+        }
+    }
 }
 
-use evoq::{Aggregate, Command, EventSet, Route};
+use evoq::{Aggregate, Command, EventHandler, EventSet, Route};
 use no_prelude::*;
 
 fn run<C: Route>(state: &mut C::Aggregate, command: C) -> Vec<<C::Aggregate as Aggregate>::Event> {
@@ -160,9 +219,89 @@ fn macros_expand_without_the_prelude() {
     assert!(refused.downcast_ref::<Refused>().is_some());
 
     let data = renamed[0].encode().expect("encodes");
+    let old = ThingEvent::decode_stored("hygiene.Named", 1, &data).expect("upcasts");
+    ::std::assert!(old.is_some());
     let back = ThingEvent::decode("hygiene.Renamed", &data).expect("decodes");
     assert_eq!(
         format!("{back:?}"),
         "Some(Renamed(Renamed { name: \"t-2\" }))"
     );
+}
+
+#[test]
+fn event_handlers_expand_without_the_prelude() {
+    assert_eq!(Watcher::NAME, "hygiene.watcher");
+    assert_eq!(Watcher::EVENT_TYPES, ["Opened", "hygiene.Renamed"]);
+    assert_eq!(Watcher::OPTIONS.max_attempts, Some(2));
+    assert_eq!(Watcher::OPTIONS.strong, Some(true));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut watcher = Watcher::default();
+        let opened = ThingEvent::Opened(Opened { id: "w".into() });
+        let record = std::sync::Arc::new(evoq::RecordedEvent {
+            event_id: evoq::Uuid::now_v7(),
+            stream_id: "Thing-w".into(),
+            stream_version: 1,
+            global_position: 7,
+            event_type: opened.event_type().into(),
+            schema_version: 1,
+            data: opened.encode().expect("encodes"),
+            metadata: Default::default(),
+            recorded_at: std::time::SystemTime::now(),
+        });
+        let meta = evoq::EventMeta::new(record);
+        watcher.handle(&meta).await.expect("handled");
+        assert_eq!(watcher.seen, ["w 7"]);
+    });
+}
+
+#[test]
+fn projections_and_upcasters_expand_without_the_prelude() {
+    use evoq::Projection;
+    assert_eq!(<Names as EventHandler>::NAME, "hygiene.names");
+    assert_eq!(<Renamed as evoq::Event>::UPCASTERS.len(), 1);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let model = evoq::InMemoryReadModel::new();
+        let names = Names {
+            model: model.clone(),
+        };
+        assert_eq!(names.read_model().clear().await.ok(), Some(()));
+        let app = evoq::Evoq::builder()
+            .projection(names)
+            .start()
+            .await
+            .expect("starts");
+        // Stored at version 1 under the name the event had before.
+        let appended = app
+            .store()
+            .append(
+                "Thing-1",
+                evoq::ExpectedVersion::NoStream,
+                vec![evoq::NewEvent {
+                    event_id: evoq::Uuid::now_v7(),
+                    event_type: "hygiene.Named".into(),
+                    schema_version: 1,
+                    data: br#"{"name":"old"}"#.to_vec(),
+                    metadata: Default::default(),
+                }],
+            )
+            .await
+            .expect("appends");
+        app.wait_for("hygiene.names", appended.last_position)
+            .await
+            .expect("projected");
+        assert_eq!(
+            model.get::<String>("Thing-1").expect("reads").as_deref(),
+            Some("old")
+        );
+        app.stop().await;
+    });
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use evoq::store::memory::InMemoryStore;
-use evoq::store::{AllPage, Appended, Direction, EventFilter, Snapshot};
+use evoq::store::{AllPage, Appended, DeadLetter, Direction, EventFilter, Snapshot};
 use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use tokio::sync::watch;
 
@@ -16,6 +16,12 @@ pub struct FaultyStore {
     pub inner: InMemoryStore,
     /// `read_stream` fails with a backend error.
     pub fail_reads: AtomicBool,
+    /// `read_all` (what subscriptions read) fails with a backend error.
+    pub fail_read_all: AtomicBool,
+    /// `save_checkpoint` fails with a backend error.
+    pub fail_checkpoints: AtomicBool,
+    /// How many times `read_all` was called.
+    pub all_reads: AtomicUsize,
     /// Each append first sleeps this many milliseconds.
     pub append_delay_ms: AtomicU64,
     /// The next N appends are preceded by a foreign append to the same stream (a writer
@@ -113,6 +119,13 @@ impl EventStore for FaultyStore {
         max_count: usize,
         filter: &EventFilter,
     ) -> Result<AllPage, StoreError> {
+        self.all_reads.fetch_add(1, Ordering::SeqCst);
+        if self.fail_read_all.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: format!("injected read_all failure after {after}"),
+            });
+        }
         self.inner.read_all(after, max_count, filter).await
     }
 
@@ -131,10 +144,45 @@ impl EventStore for FaultyStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        if self.fail_checkpoints.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: format!("injected checkpoint failure for `{name}`"),
+            });
+        }
         self.inner.save_checkpoint(name, position).await
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
         self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        self.inner.save_dead_letter(entry).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.list_dead_letters(handler, after, limit).await
+    }
+
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        self.inner.load_dead_letter(handler, event_id).await
+    }
+
+    async fn delete_dead_letter(
+        &self,
+        handler: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete_dead_letter(handler, event_id).await
     }
 }

@@ -1,7 +1,9 @@
 //! Shared fixtures of the integration tests: the bank-account domain, a second aggregate type
-//! that shares ids with it, and store wrappers that inject faults.
+//! that shares ids with it, a ledger that emits any mix of three event types (for event
+//! handlers), and store wrappers that inject faults.
 
 #![allow(missing_docs, unreachable_pub)]
 
 pub mod bank;
 pub mod faulty_store;
+pub mod ledger;

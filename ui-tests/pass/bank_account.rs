@@ -63,6 +63,24 @@ mod bank {
         amount: u64,
     }
 
+    // The upcaster chains of the events above version 1 (with the prelude names shadowed).
+    type Upcast = core::result::Result<serde_json::Value, UpcastError>;
+
+    #[upcaster(MoneyDeposited, from = 1)]
+    fn deposited_v1(data: serde_json::Value) -> Upcast {
+        core::result::Result::Ok(data)
+    }
+
+    #[upcaster(InterestAdded, from = 1, renamed_from = "InterestPaid")]
+    fn interest_v1(data: serde_json::Value) -> Upcast {
+        core::result::Result::Ok(data)
+    }
+
+    #[upcaster(InterestAdded, from = 2)]
+    fn interest_v2(data: serde_json::Value) -> Upcast {
+        core::result::Result::Ok(data)
+    }
+
     #[derive(Command, Debug)]
     #[command(name = "OpenAccount")]
     pub(crate) struct OpenAccount {
@@ -399,6 +417,9 @@ pub(crate) fn main() {
             .is_none()
     );
     assert!(BankAccountEvent::decode("InterestAdded", b"nonsense").is_err());
+    // Stored at version 1 under the old name: upcast and renamed.
+    let old = BankAccountEvent::decode_stored("InterestPaid", 1, &data).expect("upcasts");
+    assert_eq!(old.map(|event| event.to_json()), Some(event.to_json()));
     assert_eq!(
         format!("{:?}", closed_event().clone()),
         "AccountClosed(AccountClosed)"

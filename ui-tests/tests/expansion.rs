@@ -7,6 +7,12 @@ mod bank_account;
 #[path = "../pass/shadowed_primitives.rs"]
 mod shadowed_primitives;
 
+#[path = "../pass/event_handler.rs"]
+mod event_handler;
+
+#[path = "../pass/projection.rs"]
+mod projection;
+
 #[test]
 fn bank_account_behaves() {
     bank_account::main();
@@ -15,4 +21,14 @@ fn bank_account_behaves() {
 #[test]
 fn shadowed_primitives_behave() {
     shadowed_primitives::main();
+}
+
+#[test]
+fn event_handler_behaves() {
+    event_handler::main();
+}
+
+#[test]
+fn projection_behaves() {
+    projection::main();
 }

@@ -86,6 +86,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::event::EventSet;
 use crate::store::{Direction, EventStore};
+use crate::upcast::DecodeError;
 
 /// One shard per this many entries of capacity (at most [`MAX_SHARDS`]).
 const ENTRIES_PER_SHARD: usize = 4_096;
@@ -411,9 +412,14 @@ pub(crate) async fn stored_result<A: Aggregate>(
     }))
 }
 
-/// Decodes one stored event of aggregate `A`.
-fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, Error> {
-    match A::Event::decode(&recorded.event_type, &recorded.data) {
+/// Decodes one stored event of aggregate `A`, through its upcasters (the replay decodes with it
+/// too).
+pub(crate) fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, Error> {
+    match A::Event::decode_stored(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    ) {
         Ok(Some(event)) => Ok(event),
         Ok(None) => Err(Error::UnknownEventType {
             aggregate: A::NAME,
@@ -421,7 +427,12 @@ fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, Error> {
             version: recorded.stream_version,
             event_type: recorded.event_type.to_string(),
         }),
-        Err(error) => Err(Error::Decode {
+        Err(DecodeError::Upcast(source)) => Err(Error::Upcast {
+            stream: recorded.stream_id.clone(),
+            version: recorded.stream_version,
+            source,
+        }),
+        Err(DecodeError::Data(error)) => Err(Error::Decode {
             stream: recorded.stream_id.clone(),
             version: recorded.stream_version,
             event_type: recorded.event_type.to_string(),

@@ -40,8 +40,8 @@ use uuid::Uuid;
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 use crate::store::{
-    AllPage, Appended, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot, StoreError,
-    Subscription,
+    AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot,
+    StoreError, Subscription,
 };
 
 /// How long one property may run before it fails as hung.
@@ -140,6 +140,7 @@ macro_rules! store_conformance_tests {
             snapshots_save_load_and_replace,
             snapshots_are_isolated_per_stream,
             checkpoints_save_load_and_overwrite,
+            dead_letters_save_load_list_and_delete,
             event_data_and_metadata_round_trip_byte_exact,
             recorded_at_is_set_at_commit,
             same_id_under_different_aggregates_stays_separate,
@@ -1930,6 +1931,177 @@ pub async fn checkpoints_save_load_and_overwrite(store: Arc<dyn EventStore>) {
     assert_eq!(load("projection/ü-名前 'x\"").await, Some(1 << 40));
     assert_eq!(load("notifier").await, Some(0));
     assert_eq!(load("").await, None);
+}
+
+/// Dead letters: a saved entry loads back with its event byte-exact; a second save for the same
+/// (handler, event) replaces the first; a handler's entries list oldest first (by their event's
+/// global position, whatever the order of the saves), page by position, and are independent of
+/// other handlers'; a delete says whether there was an entry; none of it appends an event.
+pub async fn dead_letters_save_load_list_and_delete(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Dead", "1");
+    let mut events = batch("Failing", 0, 5);
+    events[1].metadata.correlation_id = Some(Uuid::now_v7());
+    events[1].data = br#"{ "kept" : "byte for byte" }"#.to_vec();
+    ok(
+        store.append(&s, ExpectedVersion::NoStream, events).await,
+        "append",
+    );
+    let stored = whole_stream(store, &s).await;
+    let h0 = head_of(store);
+    let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
+    let letter = |handler: &str, index: usize, attempts: u32| DeadLetter {
+        handler: handler.to_owned(),
+        event: Arc::clone(&stored[index]),
+        error: format!("failure {attempts} of `{handler}` on event {index}: ünïcode \"quoted\""),
+        attempts,
+        first_failed_at: at(index as u64),
+        last_failed_at: at(index as u64 + 60),
+    };
+    let list = |handler: &'static str, after: u64, limit: usize| async move {
+        ok(
+            store.list_dead_letters(handler, after, limit).await,
+            &format!("list_dead_letters(`{handler}`, after {after}, limit {limit})"),
+        )
+    };
+    let listed = |entries: &[DeadLetter]| -> Vec<u64> {
+        entries.iter().map(|e| e.event.global_position).collect()
+    };
+    let pos = |index: usize| stored[index].global_position;
+
+    assert!(
+        list("notifier", 0, 10).await.is_empty(),
+        "no dead letters yet"
+    );
+    assert!(
+        ok(
+            store.load_dead_letter("notifier", stored[0].event_id).await,
+            "load_dead_letter"
+        )
+        .is_none()
+    );
+    assert!(
+        !ok(
+            store
+                .delete_dead_letter("notifier", stored[0].event_id)
+                .await,
+            "delete_dead_letter"
+        ),
+        "deleting a missing entry must say there was none"
+    );
+
+    for (handler, index) in [
+        ("notifier", 3),
+        ("notifier", 1),
+        ("notifier", 4),
+        ("audit", 1),
+    ] {
+        ok(
+            store.save_dead_letter(letter(handler, index, 6)).await,
+            "save_dead_letter",
+        );
+    }
+    assert_eq!(
+        listed(&list("notifier", 0, 10).await),
+        [pos(1), pos(3), pos(4)],
+        "a handler's dead letters list oldest first (by global position), whatever the order of \
+         the saves"
+    );
+    assert_eq!(listed(&list("notifier", 0, usize::MAX).await).len(), 3);
+    assert_eq!(listed(&list("notifier", 0, 2).await), [pos(1), pos(3)]);
+    assert_eq!(
+        listed(&list("notifier", pos(1), 1).await),
+        [pos(3)],
+        "a page starts after the given position"
+    );
+    assert_eq!(listed(&list("notifier", pos(3), 10).await), [pos(4)]);
+    assert!(list("notifier", pos(4), 10).await.is_empty());
+    assert!(list("notifier", u64::MAX, 10).await.is_empty());
+    assert!(
+        list("notifier", 0, 0).await.is_empty(),
+        "limit 0 lists nothing"
+    );
+    assert_eq!(
+        listed(&list("audit", 0, 10).await),
+        [pos(1)],
+        "handlers are independent"
+    );
+
+    let loaded = ok(
+        store.load_dead_letter("notifier", stored[1].event_id).await,
+        "load_dead_letter",
+    )
+    .expect("the saved dead letter loads back");
+    let want = letter("notifier", 1, 6);
+    assert_eq!(
+        (&loaded.handler, &loaded.error, loaded.attempts),
+        (&want.handler, &want.error, want.attempts),
+        "handler, error text and attempt count must round-trip"
+    );
+    assert!(
+        *loaded.event == *stored[1],
+        "the dead letter must keep the event exactly as stored (id, positions, type, data, \
+         metadata, recorded_at)"
+    );
+    for (got, saved, what) in [
+        (
+            loaded.first_failed_at,
+            want.first_failed_at,
+            "first_failed_at",
+        ),
+        (loaded.last_failed_at, want.last_failed_at, "last_failed_at"),
+    ] {
+        let drift = match got.duration_since(saved) {
+            Ok(later) => later,
+            Err(earlier) => earlier.duration(),
+        };
+        assert!(
+            drift <= Duration::from_millis(1),
+            "{what} came back {drift:?} away from the saved time"
+        );
+    }
+
+    ok(
+        store.save_dead_letter(letter("notifier", 3, 7)).await,
+        "save_dead_letter again",
+    );
+    let entries = list("notifier", 0, 10).await;
+    assert_eq!(
+        listed(&entries),
+        [pos(1), pos(3), pos(4)],
+        "saving the same (handler, event) again must replace the entry, not add one"
+    );
+    assert_eq!(
+        entries[1].attempts, 7,
+        "the second save of a (handler, event) must replace the first"
+    );
+
+    assert!(ok(
+        store
+            .delete_dead_letter("notifier", stored[3].event_id)
+            .await,
+        "delete_dead_letter"
+    ));
+    assert!(
+        !ok(
+            store
+                .delete_dead_letter("notifier", stored[3].event_id)
+                .await,
+            "delete_dead_letter again"
+        ),
+        "a second delete finds nothing"
+    );
+    assert_eq!(listed(&list("notifier", 0, 10).await), [pos(1), pos(4)]);
+    assert_eq!(
+        listed(&list("audit", 0, 10).await),
+        [pos(1)],
+        "deleting one handler's entry must leave another handler's entry for the same event"
+    );
+    assert_eq!(
+        head_of(store),
+        h0,
+        "dead letters must not append events or move the head"
+    );
 }
 
 /// Event ids, types, schema versions, data and metadata come back exactly as appended, through

@@ -8,17 +8,19 @@
 //! so appenders are never held up for long. An append costs O(1) amortized whatever the size
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
-    AllPage, Appended, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot, StoreError,
+    AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot,
+    StoreError,
 };
 
 /// Number of events per chunk of the global log. Chunks never reallocate, so an append never
@@ -68,6 +70,7 @@ struct Shared {
     head: watch::Sender<u64>,
     snapshots: Mutex<HashMap<String, Snapshot>>,
     checkpoints: Mutex<HashMap<String, u64>>,
+    dead_letters: Mutex<HashMap<String, DeadLetters>>,
     /// Appends rejected for a wrong expected version.
     conflicts: AtomicU64,
 }
@@ -79,9 +82,17 @@ impl Default for Shared {
             head: watch::Sender::new(0),
             snapshots: Mutex::default(),
             checkpoints: Mutex::default(),
+            dead_letters: Mutex::default(),
             conflicts: AtomicU64::new(0),
         }
     }
+}
+
+/// The dead letters of one handler: in position order, and by event id.
+#[derive(Default)]
+struct DeadLetters {
+    by_position: BTreeMap<(u64, Uuid), DeadLetter>,
+    positions: HashMap<Uuid, u64>,
 }
 
 #[derive(Default)]
@@ -194,6 +205,13 @@ impl InMemoryStore {
     fn checkpoints(&self) -> MutexGuard<'_, HashMap<String, u64>> {
         self.shared
             .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn dead_letters(&self) -> MutexGuard<'_, HashMap<String, DeadLetters>> {
+        self.shared
+            .dead_letters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -407,6 +425,67 @@ impl EventStore for InMemoryStore {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.checkpoints().get(name).copied())
     }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        let mut all = self.dead_letters();
+        let letters = all.entry(entry.handler.clone()).or_default();
+        let id = entry.event.event_id;
+        if let Some(old) = letters.positions.insert(id, entry.event.global_position) {
+            letters.by_position.remove(&(old, id));
+        }
+        letters
+            .by_position
+            .insert((entry.event.global_position, id), entry);
+        Ok(())
+    }
+
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let all = self.dead_letters();
+        let Some(letters) = all.get(handler) else {
+            return Ok(Vec::new());
+        };
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        Ok(letters
+            .by_position
+            .range((from, Uuid::nil())..)
+            .take(limit)
+            .map(|(_, entry)| entry.clone())
+            .collect())
+    }
+
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let all = self.dead_letters();
+        Ok(all.get(handler).and_then(|letters| {
+            let position = letters.positions.get(&event_id)?;
+            letters.by_position.get(&(*position, event_id)).cloned()
+        }))
+    }
+
+    async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        let mut all = self.dead_letters();
+        let Some(letters) = all.get_mut(handler) else {
+            return Ok(false);
+        };
+        let Some(position) = letters.positions.remove(&event_id) else {
+            return Ok(false);
+        };
+        letters.by_position.remove(&(position, event_id));
+        if letters.positions.is_empty() {
+            all.remove(handler);
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -579,6 +658,8 @@ mod tests {
         ReencodesData,
         KeepsFirstSnapshot,
         HeadAheadOfReads,
+        DeadLettersNeverReplaced,
+        DeadLettersNewestFirst,
     }
 
     #[async_trait]
@@ -680,6 +761,48 @@ mod tests {
         async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
             self.inner.load_checkpoint(name).await
         }
+
+        async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+            if let Bug::DeadLettersNeverReplaced = self.bug
+                && self
+                    .inner
+                    .load_dead_letter(&entry.handler, entry.event.event_id)
+                    .await?
+                    .is_some()
+            {
+                return Ok(());
+            }
+            self.inner.save_dead_letter(entry).await
+        }
+
+        async fn list_dead_letters(
+            &self,
+            handler: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<DeadLetter>, StoreError> {
+            let mut page = self.inner.list_dead_letters(handler, after, limit).await?;
+            if let Bug::DeadLettersNewestFirst = self.bug {
+                page.reverse();
+            }
+            Ok(page)
+        }
+
+        async fn load_dead_letter(
+            &self,
+            handler: &str,
+            event_id: Uuid,
+        ) -> Result<Option<DeadLetter>, StoreError> {
+            self.inner.load_dead_letter(handler, event_id).await
+        }
+
+        async fn delete_dead_letter(
+            &self,
+            handler: &str,
+            event_id: Uuid,
+        ) -> Result<bool, StoreError> {
+            self.inner.delete_dead_letter(handler, event_id).await
+        }
     }
 
     /// Runs `property` against a store with `bug` and checks that it fails.
@@ -748,6 +871,16 @@ mod tests {
             HeadAheadOfReads,
             "head_watch_follows_commits_and_is_never_ahead_of_reads",
             conformance::head_watch_follows_commits_and_is_never_ahead_of_reads,
+        );
+        catches(
+            DeadLettersNeverReplaced,
+            "dead_letters_save_load_list_and_delete",
+            conformance::dead_letters_save_load_list_and_delete,
+        );
+        catches(
+            DeadLettersNewestFirst,
+            "dead_letters_save_load_list_and_delete",
+            conformance::dead_letters_save_load_list_and_delete,
         );
     }
 }

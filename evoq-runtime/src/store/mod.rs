@@ -11,13 +11,15 @@
 //! - [`EventStore::read_all`] reports how far it scanned, so a filtered reader can advance past
 //!   events it is not interested in;
 //! - [`EventStore::head`] gives a watch on the highest committed position, which
-//!   [`Subscription`] uses to go from catch-up to live with no gap and no duplicate.
+//!   [`Subscription`] uses to go from catch-up to live with no gap and no duplicate;
+//! - checkpoints and [dead letters](DeadLetter) of named subscribers are kept beside the events.
 //!
 //! The conformance suite (`store::conformance`, run by the `store_conformance_tests!` macro)
 //! checks every one of these guarantees; every backend runs it.
 
 #[doc(hidden)]
 pub mod conformance;
+mod dead_letter;
 mod error;
 pub mod memory;
 mod subscription;
@@ -27,7 +29,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
+use uuid::Uuid;
 
+pub use self::dead_letter::DeadLetter;
 pub use self::error::StoreError;
 pub use self::subscription::Subscription;
 use crate::envelope::{NewEvent, RecordedEvent};
@@ -201,4 +205,28 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The saved position of a named subscriber, if it ever saved one.
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Saves a dead letter, replacing the entry of the same handler for the same event
+    /// (`entry.event.event_id`), if any. Appends no event.
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError>;
+
+    /// At most `limit` dead letters of `handler` whose event's global position is above
+    /// `after`, oldest first (in global position order). Page with the position of the last
+    /// entry of a page. Any `limit` is valid, `usize::MAX` included.
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// The dead letter of `handler` for the event `event_id`, if any.
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Removes the dead letter of `handler` for the event `event_id`; whether there was one.
+    async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError>;
 }

@@ -64,6 +64,18 @@ impl Subscription {
         Ok(self.buffer.drain(..).collect())
     }
 
+    /// Every buffered event, or, when none is buffered, the events of the next scan, which may
+    /// be none: unlike [`next_batch`](Self::next_batch) it returns whenever the subscription
+    /// has scanned further (or has seen a new head to scan to), so a subscriber can advance its
+    /// position past events it does not take (see [`scanned_through`](Self::scanned_through)).
+    /// Cancel-safe: dropping the future loses no event.
+    pub async fn next_progress(&mut self) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        if self.buffer.is_empty() {
+            self.fill().await?;
+        }
+        Ok(self.buffer.drain(..).collect())
+    }
+
     /// The position the subscription has scanned through. Once every buffered event has been
     /// taken, a subscriber may checkpoint here even if no event matched.
     pub fn scanned_through(&self) -> u64 {

@@ -5,6 +5,9 @@
 //!   configuration.
 //! - [`dispatch`]: dispatching commands, ids and metadata, options, errors.
 //! - [`pipeline`]: idempotency (keys, command ids, restarts) and middleware.
+//! - [`handlers`]: event handlers, delivery, retries, dead letters, strong consistency.
+//! - [`projections`]: read models, checkpoints, rebuilds, reading your own writes.
+//! - [`upcasting`]: schema evolution: upcasters, chains, renames, what the compiler checks.
 //! - [`testing`]: given / when / then tests of one aggregate.
 //! - [`stores`]: the event store contract and the in-memory store.
 
@@ -19,6 +22,14 @@ pub mod dispatch {}
 
 #[doc = include_str!("pipeline.md")]
 pub mod pipeline {}
+#[doc = include_str!("handlers.md")]
+pub mod handlers {}
+
+#[doc = include_str!("projections.md")]
+pub mod projections {}
+
+#[doc = include_str!("upcasting.md")]
+pub mod upcasting {}
 
 #[doc = include_str!("testing.md")]
 pub mod testing {}

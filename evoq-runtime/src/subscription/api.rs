@@ -1,0 +1,225 @@
+//! What the runtime handle offers about event handlers: waiting on a position, the dead-letter
+//! store, counters.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::consistency::wait_one;
+use super::{Control, HandlerState, Registry};
+use crate::app::Evoq;
+use crate::error::Error;
+use crate::store::DeadLetter;
+
+impl Evoq {
+    /// Waits until the handler named `handler` has processed every one of its events up to the
+    /// global `position` (a [`Dispatched::position`](crate::Dispatched::position), say): a
+    /// caller can read its own writes from what the handler maintains.
+    ///
+    /// The handler's position also moves past events of types it does not take, so any
+    /// position of the store can be waited on. There is no deadline: wrap the call in
+    /// `tokio::time::timeout`. Fails at once for a handler this runtime does not run, and
+    /// when the handler stops (its `OnError::Stop` policy, or the runtime stopping) before it
+    /// gets there.
+    pub async fn wait_for(&self, handler: &str, position: u64) -> Result<(), Error> {
+        let registry = self.handlers();
+        let state = registry.get(handler).ok_or_else(|| Error::UnknownHandler {
+            handler: handler.to_owned(),
+            known: registry.names(),
+        })?;
+        wait_one(state, position).await
+    }
+
+    /// Rebuilds the projection named `projection`: clears its read model, resets its
+    /// checkpoint, replays every event of its types from the first one (no cap, upcast as on
+    /// every read), then goes on live. Returns once the replay has reached the store's head as
+    /// of the call (the position returned), so the read model is complete up to it.
+    ///
+    /// The reset happens between two events (the projection sees one event at a time). Its
+    /// dead letters are kept. Fails for a name this runtime does not run, for an event
+    /// handler, and when the read model cannot be cleared or the checkpoint reset.
+    pub async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
+        let registry = self.handlers();
+        let state = registry
+            .get(projection)
+            .ok_or_else(|| Error::UnknownHandler {
+                handler: projection.to_owned(),
+                known: registry.names(),
+            })?;
+        let head = *registry.store().head().borrow();
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || Error::HandlerStopped {
+            handler: projection.to_owned(),
+            reason: state
+                .progress
+                .borrow()
+                .stopped
+                .as_deref()
+                .unwrap_or("the runtime stopped")
+                .to_owned(),
+        };
+        state
+            .control
+            .send(Control::Rebuild { reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())??;
+        wait_one(state, head).await?;
+        Ok(head)
+    }
+
+    /// The dead letters of the handler named `handler`: list, get, retry, discard.
+    ///
+    /// Listing, getting and discarding work for any name (the entries are in the store);
+    /// retrying needs the handler to run in this runtime.
+    pub fn dead_letters(&self, handler: &str) -> DeadLetterQueue<'_> {
+        DeadLetterQueue {
+            registry: self.handlers(),
+            handler: handler.to_owned(),
+        }
+    }
+
+    /// The counters of every event handler of this runtime, in registration order.
+    pub fn handler_stats(&self) -> Vec<HandlerStats> {
+        let registry = self.handlers();
+        let head = *registry.store().head().borrow();
+        registry
+            .all()
+            .iter()
+            .map(|handler| HandlerStats::of(handler, head))
+            .collect()
+    }
+}
+
+/// Counters and gauges of one event handler, read from a running runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandlerStats {
+    /// The handler's name.
+    pub name: String,
+    /// The event types it takes.
+    pub event_types: &'static [&'static str],
+    /// Whether `Consistency::Strong` waits for it.
+    pub strong: bool,
+    /// The global position it has processed through.
+    pub position: u64,
+    /// How far it is behind the store's head, in positions.
+    pub lag: u64,
+    /// Events handled with success (first delivery, a retry or a dead-letter re-delivery).
+    pub handled: u64,
+    /// Retries after a failed delivery.
+    pub retries: u64,
+    /// Events sent to the dead-letter store.
+    pub dead_letters: u64,
+    /// Events skipped after their last attempt failed (`OnError::Skip`).
+    pub skipped: u64,
+    /// Why it stopped, if it did (`OnError::Stop`).
+    pub stopped: Option<String>,
+}
+
+impl HandlerStats {
+    fn of(handler: &HandlerState, head: u64) -> Self {
+        let progress = handler.progress.borrow().clone();
+        let counters = &handler.counters;
+        HandlerStats {
+            name: handler.name.to_string(),
+            event_types: handler.event_types,
+            strong: handler.strong,
+            position: progress.position,
+            lag: head.saturating_sub(progress.position),
+            handled: counters.handled.load(Ordering::Relaxed),
+            retries: counters.retries.load(Ordering::Relaxed),
+            dead_letters: counters.dead_letters.load(Ordering::Relaxed),
+            skipped: counters.skipped.load(Ordering::Relaxed),
+            stopped: progress.stopped.as_deref().map(str::to_owned),
+        }
+    }
+}
+
+/// The dead letters of one handler: [`Evoq::dead_letters`].
+///
+/// Entries are keyed by the event's id and list oldest first (in global position order).
+#[derive(Debug)]
+pub struct DeadLetterQueue<'a> {
+    registry: &'a Registry,
+    handler: String,
+}
+
+impl DeadLetterQueue<'_> {
+    /// The handler's name.
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    /// At most `limit` entries whose event's position is above `after`, oldest first. Start
+    /// with `after = 0`; continue after the position of the last entry of a page
+    /// (`entry.event.global_position`).
+    pub async fn list(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, Error> {
+        Ok(self
+            .registry
+            .store()
+            .list_dead_letters(&self.handler, after, limit)
+            .await?)
+    }
+
+    /// The entry of the event `event_id`, if any.
+    pub async fn get(&self, event_id: Uuid) -> Result<Option<DeadLetter>, Error> {
+        Ok(self
+            .registry
+            .store()
+            .load_dead_letter(&self.handler, event_id)
+            .await?)
+    }
+
+    /// Delivers the event to the handler again, now, once: on success the entry is removed;
+    /// on failure it is kept with one more attempt, the new error and failure time, and the
+    /// error is [`Error::DeadLetterRetryFailed`].
+    ///
+    /// The re-delivery runs in the handler's task, between two events (the handler sees one
+    /// event at a time), so it waits while the handler is busy with an event.
+    pub async fn retry(&self, event_id: Uuid) -> Result<(), Error> {
+        let handler = self
+            .registry
+            .get(&self.handler)
+            .ok_or_else(|| Error::UnknownHandler {
+                handler: self.handler.clone(),
+                known: self.registry.names(),
+            })?;
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || Error::HandlerStopped {
+            handler: self.handler.clone(),
+            reason: handler
+                .progress
+                .borrow()
+                .stopped
+                .as_deref()
+                .unwrap_or("the runtime stopped")
+                .to_owned(),
+        };
+        handler
+            .control
+            .send(Control::Redeliver { event_id, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    /// Removes the entry of the event `event_id` without delivering it; whether there was one.
+    pub async fn discard(&self, event_id: Uuid) -> Result<bool, Error> {
+        let removed = self
+            .registry
+            .store()
+            .delete_dead_letter(&self.handler, event_id)
+            .await?;
+        if removed {
+            tracing::info!(
+                name: "evoq.handler.dead_letter",
+                stage = "discarded",
+                handler = %self.handler,
+                event_id = %event_id,
+            );
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,698 @@
+//! One handler's task: subscription, delivery with retries, dead letters, checkpoints.
+
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::policy::{OnError, Resolved, RetryStrategy, StartFrom};
+use super::{Control, Counters, HandlerConfig, HandlerState};
+use crate::actor::panic_message;
+use crate::envelope::RecordedEvent;
+use crate::error::Error;
+use crate::handler::{EventHandler, EventMeta, HandlerFailure, HandlerFuture};
+use crate::projection::{HookFuture, Projected, Projection};
+use crate::store::{DeadLetter, EventFilter, EventStore, StoreError, Subscription};
+
+/// How the task backs off when the store fails (reads, dead-letter saves).
+const STORE_RETRY: RetryStrategy =
+    RetryStrategy::exponential(Duration::from_millis(50), Duration::from_secs(5));
+
+/// What the engine delivers events to: event handlers and projections (process managers
+/// implement it for their own kind of subscriber).
+pub(crate) trait Consumer: Send + 'static {
+    /// Whether the checkpoint is saved after every event (projections: the read model and the
+    /// checkpoint advance together), not in batches.
+    const CHECKPOINT_EVERY_EVENT: bool = false;
+
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a>;
+
+    /// Commits the consumer's own state with the checkpoint `position`; `true` when it kept
+    /// the checkpoint itself (no save in the event store then).
+    fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
+        let _ = (name, position);
+        Box::pin(std::future::ready(Ok(false)))
+    }
+
+    /// The checkpoint the consumer keeps itself, if it does.
+    fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
+        let _ = name;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Clears the consumer's state before a rebuild.
+    fn reset(&mut self) -> HookFuture<'_, ()> {
+        Box::pin(std::future::ready(Err(
+            "it is an event handler, not a projection: only projections can be rebuilt".to_owned(),
+        )))
+    }
+}
+
+impl<H: EventHandler> Consumer for H {
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+        self.handle(event)
+    }
+}
+
+impl<P: Projection> Consumer for Projected<P> {
+    const CHECKPOINT_EVERY_EVENT: bool = true;
+
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+        Projected::consume(self, event)
+    }
+
+    fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
+        Projected::commit(self, name, position)
+    }
+
+    fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
+        Projected::checkpoint(self, name)
+    }
+
+    fn reset(&mut self) -> HookFuture<'_, ()> {
+        Projected::reset(self)
+    }
+}
+
+/// The state of one handler's task.
+pub(crate) struct Task {
+    state: Arc<HandlerState>,
+    store: Arc<dyn EventStore>,
+    options: Resolved,
+    checkpoint_every: u64,
+    page_size: usize,
+    start_after: u64,
+    /// The position last saved, or the start position: nothing up to it needs saving (a
+    /// runtime that stops before its handler moved leaves the stored checkpoint alone).
+    saved: u64,
+    requests: mpsc::Receiver<Control>,
+    shutdown: watch::Receiver<bool>,
+    /// The published position moved without waking the waiters yet.
+    unannounced: bool,
+}
+
+/// What became of one event.
+enum Outcome {
+    /// Handled, dead-lettered or skipped: go on.
+    Next,
+    /// The runtime is stopping.
+    Shutdown,
+    /// `OnError::Stop`: the handler stops before this event.
+    Stop(String),
+}
+
+enum Next {
+    Shutdown,
+    Control(Control),
+    Events(Result<Vec<Arc<RecordedEvent>>, StoreError>),
+}
+
+impl Task {
+    pub(crate) fn new(
+        state: Arc<HandlerState>,
+        store: Arc<dyn EventStore>,
+        options: Resolved,
+        defaults: &HandlerConfig,
+        start_after: u64,
+        requests: mpsc::Receiver<Control>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Task {
+            state,
+            store,
+            options,
+            checkpoint_every: defaults.checkpoint_every,
+            page_size: defaults.page_size,
+            start_after,
+            saved: start_after,
+            requests,
+            shutdown,
+            unannounced: false,
+        }
+    }
+
+    /// Delivers events to `consumer` until the runtime stops (or the handler does).
+    pub(crate) async fn run<C: Consumer>(mut self, mut consumer: C) {
+        if C::CHECKPOINT_EVERY_EVENT {
+            self.checkpoint_every = 1;
+            self.kept_checkpoint(&mut consumer).await;
+        }
+        let filter = EventFilter::types(
+            self.state
+                .event_types
+                .iter()
+                .copied()
+                .chain(self.state.renamed_from.iter().copied()),
+        );
+        let mut subscription =
+            Subscription::new(Arc::clone(&self.store), filter.clone(), self.start_after)
+                .with_page_size(self.page_size);
+        let head = self.store.head();
+        let mut processed = self.start_after;
+        let mut read_failures = 0u32;
+        tracing::debug!(
+            name: "evoq.handler.start",
+            handler = &*self.state.name,
+            position = processed,
+        );
+        loop {
+            if self.stopping() {
+                break;
+            }
+            let next = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => Next::Shutdown,
+                Some(control) = self.requests.recv() => Next::Control(control),
+                events = subscription.next_progress() => Next::Events(events),
+            };
+            let events = match next {
+                Next::Shutdown => break,
+                Next::Control(Control::Redeliver { event_id, reply }) => {
+                    let result = self.redeliver(&mut consumer, event_id).await;
+                    let _ = reply.send(result);
+                    continue;
+                }
+                Next::Control(Control::Rebuild { reply }) => {
+                    let result = self.rebuild(&mut consumer).await;
+                    if result.is_ok() {
+                        subscription =
+                            Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
+                                .with_page_size(self.page_size);
+                        processed = 0;
+                    }
+                    let _ = reply.send(result);
+                    continue;
+                }
+                Next::Events(Ok(events)) => {
+                    read_failures = 0;
+                    events
+                }
+                Next::Events(Err(error)) => {
+                    read_failures = read_failures.saturating_add(1);
+                    let delay = STORE_RETRY.delay(read_failures);
+                    tracing::warn!(
+                        name: "evoq.handler.subscription",
+                        stage = "exception",
+                        handler = &*self.state.name,
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                    );
+                    if !self.sleep(delay).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            for record in events {
+                let position = record.global_position;
+                // The page holds every matching event of the range it scanned: nothing the
+                // handler takes lies between the last one and this one.
+                if position.saturating_sub(1) > processed {
+                    processed = position - 1;
+                    self.publish(processed);
+                }
+                let event = EventMeta::new(record);
+                match self.deliver(&mut consumer, &event).await {
+                    Outcome::Next => {}
+                    Outcome::Shutdown => {
+                        self.finish(&mut consumer, processed).await;
+                        return;
+                    }
+                    Outcome::Stop(reason) => {
+                        self.state.progress.send_modify(|progress| {
+                            progress.stopped = Some(Arc::from(reason.as_str()));
+                        });
+                        self.finish(&mut consumer, processed).await;
+                        return;
+                    }
+                }
+                processed = position;
+                if C::CHECKPOINT_EVERY_EVENT {
+                    // The read model and the checkpoint advance together, and a waiter on the
+                    // position finds both there.
+                    self.save(&mut consumer, processed).await;
+                    self.publish(processed);
+                } else {
+                    self.publish(processed);
+                    let since = processed.saturating_sub(self.saved);
+                    if since >= self.checkpoint_every {
+                        self.save(&mut consumer, processed).await;
+                    }
+                }
+                // Share the thread during a long catch-up of handlers that never wait.
+                tokio::task::consume_budget().await;
+            }
+            // Every matching event up to the scanned position has been processed.
+            let through = subscription.scanned_through();
+            if through > processed {
+                processed = through;
+                if !C::CHECKPOINT_EVERY_EVENT {
+                    self.publish(processed);
+                }
+            }
+            self.announce();
+            if self.saved != processed && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
+            {
+                self.save(&mut consumer, processed).await;
+            }
+            if C::CHECKPOINT_EVERY_EVENT {
+                self.publish(processed);
+                self.announce();
+            }
+        }
+        self.finish(&mut consumer, processed).await;
+    }
+
+    /// A consumer that keeps its checkpoint (a read model committing it with its changes)
+    /// starts after it, unless told to start elsewhere.
+    async fn kept_checkpoint<C: Consumer>(&mut self, consumer: &mut C) {
+        if self.options.start_from != StartFrom::Checkpoint {
+            return;
+        }
+        match consumer.checkpoint(&self.state.name).await {
+            Ok(Some(position)) => {
+                self.start_after = position;
+                self.saved = position;
+                self.state.progress.send_modify(|progress| {
+                    progress.position = position;
+                });
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                name: "evoq.projection.checkpoint",
+                stage = "exception",
+                projection = &*self.state.name,
+                error = %error,
+                "the read model's checkpoint could not be read; starting from the event store's",
+            ),
+        }
+    }
+
+    /// Clears the consumer's state and resets its checkpoint and position to 0; the caller
+    /// then reads from the first event again.
+    async fn rebuild<C: Consumer>(&mut self, consumer: &mut C) -> Result<(), Error> {
+        let name = Arc::clone(&self.state.name);
+        let rebuild_error = |reason: String| Error::Rebuild {
+            projection: name.to_string(),
+            reason,
+        };
+        consumer.reset().await.map_err(rebuild_error)?;
+        match consumer.commit(&name, 0).await {
+            Ok(true) => {}
+            Ok(false) => self
+                .store
+                .save_checkpoint(&name, 0)
+                .await
+                .map_err(|error| rebuild_error(error.to_string()))?,
+            Err(reason) => return Err(rebuild_error(reason)),
+        }
+        self.saved = 0;
+        self.unannounced = false;
+        self.state
+            .progress
+            .send_modify(|progress| progress.position = 0);
+        tracing::info!(
+            name: "evoq.projection.rebuild",
+            stage = "start",
+            projection = &*name,
+        );
+        Ok(())
+    }
+
+    /// Whether the runtime is stopping (asked to, or dropped).
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow() || self.shutdown.has_changed().is_err()
+    }
+
+    /// Sleeps `delay` unless the runtime stops first; `false` when it does.
+    async fn sleep(&mut self, delay: Duration) -> bool {
+        self.announce();
+        if delay.is_zero() {
+            return !self.stopping();
+        }
+        tokio::select! {
+            _ = self.shutdown.changed() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Publishes the handler's position, quietly: the value is updated (a new waiter sees it)
+    /// but the waiters are woken by [`announce`](Self::announce), which the task calls before
+    /// anything that may wait (a handler that does not complete at once, a retry delay, a
+    /// store call, the wait for new events). Waking costs a few locks; this way a burst of
+    /// events handled without waiting costs one wake-up, and no waiter sleeps while the
+    /// handler does.
+    fn publish(&mut self, position: u64) {
+        let mut moved = false;
+        self.state.progress.send_if_modified(|progress| {
+            moved = progress.position < position;
+            if moved {
+                progress.position = position;
+            }
+            false
+        });
+        self.unannounced |= moved;
+    }
+
+    /// Wakes the waiters if the position moved quietly since the last wake-up.
+    fn announce(&mut self) {
+        if std::mem::take(&mut self.unannounced) {
+            self.state.progress.send_modify(|_| {});
+        }
+    }
+
+    /// Saves the checkpoint (with the consumer's state when it keeps it); a failure is logged
+    /// and the next save tries again.
+    async fn save<C: Consumer>(&mut self, consumer: &mut C, position: u64) {
+        self.announce();
+        match consumer.commit(&self.state.name, position).await {
+            Ok(true) => {
+                self.saved = position;
+                return;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(
+                    name: "evoq.projection.checkpoint",
+                    stage = "exception",
+                    projection = &*self.state.name,
+                    position,
+                    error = %error,
+                );
+                return;
+            }
+        }
+        match self.store.save_checkpoint(&self.state.name, position).await {
+            Ok(()) => self.saved = position,
+            Err(error) => tracing::warn!(
+                name: "evoq.handler.checkpoint",
+                stage = "exception",
+                handler = &*self.state.name,
+                position,
+                error = %error,
+            ),
+        }
+    }
+
+    /// The last checkpoint, as the task ends; waiters on the handler learn that it stopped.
+    async fn finish<C: Consumer>(&mut self, consumer: &mut C, processed: u64) {
+        if self.saved != processed {
+            self.save(consumer, processed).await;
+        }
+        self.state.progress.send_modify(|progress| {
+            if progress.stopped.is_none() {
+                progress.stopped = Some(Arc::from("the runtime stopped"));
+            }
+        });
+        tracing::debug!(
+            name: "evoq.handler.shutdown",
+            handler = &*self.state.name,
+            position = processed,
+        );
+    }
+
+    /// Delivers one event with the handler's retries and error policy.
+    async fn deliver<C: Consumer>(&mut self, consumer: &mut C, event: &EventMeta) -> Outcome {
+        let mut first_failed_at = None;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let name = Arc::clone(&self.state.name);
+            let mut delivery = pin!(attempt_once(&name, consumer, event, attempt));
+            // Most handlers complete at once: they never poll the shutdown nor wake waiters.
+            let result = match poll_fn(|cx| Poll::Ready(delivery.as_mut().poll(cx))).await {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    self.announce();
+                    tokio::select! {
+                        biased;
+                        result = &mut delivery => result,
+                        _ = self.shutdown.changed() => return Outcome::Shutdown,
+                    }
+                }
+            };
+            let failure = match result {
+                Ok(()) => {
+                    Counters::add(&self.state.counters.handled);
+                    return Outcome::Next;
+                }
+                Err(failure) => failure,
+            };
+            let failed_at = SystemTime::now();
+            let first_failed_at = *first_failed_at.get_or_insert(failed_at);
+            if attempt < self.options.max_attempts {
+                let delay = self.options.retry.delay(attempt);
+                Counters::add(&self.state.counters.retries);
+                tracing::info!(
+                    name: "evoq.handler.retry",
+                    handler = &*self.state.name,
+                    event_type = event.event_type(),
+                    position = event.global_position(),
+                    event_id = %event.event_id(),
+                    attempt,
+                    max_attempts = self.options.max_attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %failure,
+                );
+                if !self.sleep(delay).await {
+                    return Outcome::Shutdown;
+                }
+                continue;
+            }
+            return match self.options.on_error {
+                OnError::DeadLetter => {
+                    let stored = self
+                        .dead_letter(event, &failure, attempt, first_failed_at, failed_at)
+                        .await;
+                    if stored {
+                        Outcome::Next
+                    } else {
+                        Outcome::Shutdown
+                    }
+                }
+                OnError::Skip => {
+                    Counters::add(&self.state.counters.skipped);
+                    tracing::warn!(
+                        name: "evoq.handler.skip",
+                        handler = &*self.state.name,
+                        event_type = event.event_type(),
+                        position = event.global_position(),
+                        event_id = %event.event_id(),
+                        attempts = attempt,
+                        error = %failure,
+                    );
+                    Outcome::Next
+                }
+                OnError::Stop => {
+                    tracing::error!(
+                        name: "evoq.handler.stop",
+                        handler = &*self.state.name,
+                        event_type = event.event_type(),
+                        position = event.global_position(),
+                        event_id = %event.event_id(),
+                        attempts = attempt,
+                        error = %failure,
+                    );
+                    Outcome::Stop(format!(
+                        "event `{}` at position {} failed {attempt} time(s): {failure}",
+                        event.event_type(),
+                        event.global_position()
+                    ))
+                }
+            };
+        }
+    }
+
+    /// Stores the event as a dead letter (merged with an entry left by an earlier run), trying
+    /// until the store accepts it: an event is never dropped. `false` if the runtime stopped.
+    async fn dead_letter(
+        &mut self,
+        event: &EventMeta,
+        failure: &HandlerFailure,
+        attempts: u32,
+        first_failed_at: SystemTime,
+        last_failed_at: SystemTime,
+    ) -> bool {
+        self.announce();
+        let mut failures = 0u32;
+        loop {
+            match self
+                .store_dead_letter(event, failure, attempts, first_failed_at, last_failed_at)
+                .await
+            {
+                Ok(entry) => {
+                    Counters::add(&self.state.counters.dead_letters);
+                    tracing::warn!(
+                        name: "evoq.handler.dead_letter",
+                        handler = &*self.state.name,
+                        event_type = event.event_type(),
+                        position = event.global_position(),
+                        event_id = %event.event_id(),
+                        attempts = entry.attempts,
+                        error = %failure,
+                    );
+                    return true;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = STORE_RETRY.delay(failures);
+                    tracing::warn!(
+                        name: "evoq.handler.dead_letter",
+                        stage = "exception",
+                        handler = &*self.state.name,
+                        position = event.global_position(),
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                    );
+                    if !self.sleep(delay).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store_dead_letter(
+        &self,
+        event: &EventMeta,
+        failure: &HandlerFailure,
+        attempts: u32,
+        first_failed_at: SystemTime,
+        last_failed_at: SystemTime,
+    ) -> Result<DeadLetter, StoreError> {
+        let name = &*self.state.name;
+        let earlier = self.store.load_dead_letter(name, event.event_id()).await?;
+        let entry = DeadLetter {
+            handler: name.to_owned(),
+            event: Arc::clone(event.record()),
+            error: failure.to_string(),
+            attempts: earlier
+                .as_ref()
+                .map_or(attempts, |e| e.attempts.saturating_add(attempts)),
+            first_failed_at: earlier
+                .as_ref()
+                .map_or(first_failed_at, |e| e.first_failed_at.min(first_failed_at)),
+            last_failed_at,
+        };
+        self.store.save_dead_letter(entry.clone()).await?;
+        Ok(entry)
+    }
+
+    /// Delivers a dead letter once more: removed on success, updated on failure.
+    async fn redeliver<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        event_id: Uuid,
+    ) -> Result<(), Error> {
+        let name = Arc::clone(&self.state.name);
+        let Some(mut entry) = self.store.load_dead_letter(&name, event_id).await? else {
+            return Err(Error::DeadLetterNotFound {
+                handler: name.to_string(),
+                event_id,
+            });
+        };
+        let event = EventMeta::new(Arc::clone(&entry.event));
+        let attempt = entry.attempts.saturating_add(1);
+        let result = tokio::select! {
+            biased;
+            result = attempt_once(&name, consumer, &event, attempt) => result,
+            _ = self.shutdown.changed() => {
+                return Err(Error::HandlerStopped {
+                    handler: name.to_string(),
+                    reason: "the runtime is stopping".into(),
+                });
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.store.delete_dead_letter(&name, event_id).await?;
+                Counters::add(&self.state.counters.handled);
+                tracing::info!(
+                    name: "evoq.handler.dead_letter",
+                    stage = "redelivered",
+                    handler = &*name,
+                    event_type = event.event_type(),
+                    position = event.global_position(),
+                    event_id = %event_id,
+                    attempts = attempt,
+                );
+                Ok(())
+            }
+            Err(failure) => {
+                entry.attempts = attempt;
+                entry.error = failure.to_string();
+                entry.last_failed_at = SystemTime::now();
+                self.store.save_dead_letter(entry).await?;
+                Err(Error::DeadLetterRetryFailed {
+                    handler: name.to_string(),
+                    event_id,
+                    error: failure.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// One call of the handler, in the `evoq.handler.event` span, a panic turned into a failure.
+async fn attempt_once<C: Consumer>(
+    handler: &str,
+    consumer: &mut C,
+    event: &EventMeta,
+    attempt: u32,
+) -> Result<(), HandlerFailure> {
+    let span = tracing::debug_span!(
+        "evoq.handler.event",
+        handler,
+        event_type = event.event_type(),
+        position = event.global_position(),
+        event_id = %event.event_id(),
+        attempt,
+    );
+    let consumer = AssertUnwindSafe(consumer);
+    let event_ref = AssertUnwindSafe(event);
+    let future = match catch_unwind(move || {
+        let (AssertUnwindSafe(consumer), AssertUnwindSafe(event)) = (consumer, event_ref);
+        consumer.consume(event)
+    }) {
+        Ok(future) => CatchUnwind(future),
+        Err(panic) => return Err(HandlerFailure::panicked(panic_message(&*panic))),
+    };
+    if span.is_disabled() {
+        return future.await;
+    }
+    let started = Instant::now();
+    span.in_scope(|| tracing::debug!(name: "evoq.handler.event", stage = "start"));
+    let result = future.instrument(span.clone()).await;
+    let duration_us = started.elapsed().as_micros() as u64;
+    span.in_scope(|| match &result {
+        Ok(()) => tracing::debug!(name: "evoq.handler.event", stage = "stop", duration_us),
+        Err(failure) => tracing::debug!(
+            name: "evoq.handler.event",
+            stage = "exception",
+            error = %failure,
+            duration_us,
+        ),
+    });
+    result
+}
+
+/// A handler future whose panic becomes a [`HandlerFailure`].
+struct CatchUnwind<'a>(HandlerFuture<'a>);
+
+impl Future for CatchUnwind<'_> {
+    type Output = Result<(), HandlerFailure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => Poll::Ready(Err(HandlerFailure::panicked(panic_message(&*panic)))),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Projections and read models: checkpoints that advance with the read model, restarts,
+//! errors, rebuilds, reading one's own writes (SEMANTICS.md section 7).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use evoq::prelude::*;
+use evoq::store::memory::InMemoryStore;
+use evoq::{ExpectedVersion, HandlerConfig, HandlerOptions, OnError, RetryStrategy};
+use evoq_tests::bank::{Deposit, MoneyDeposited, OpenAccount};
+use evoq_tests::ledger::*;
+use serde::{Deserialize, Serialize};
+
+/// What the ledger projection keeps per aggregate id.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Tally {
+    alphas: u64,
+    gammas: u64,
+    sum: u64,
+    last_position: u64,
+}
+
+/// Projects `Alpha` and `Gamma` (never `Beta`) into one tally per id; fails on `fail_on`.
+struct Tallies {
+    model: InMemoryReadModel,
+    log: Log,
+    fail_on: Option<u64>,
+}
+
+impl Tallies {
+    fn new(model: &InMemoryReadModel) -> Self {
+        Tallies {
+            model: model.clone(),
+            log: Log::default(),
+            fail_on: None,
+        }
+    }
+
+    fn record(&mut self, id: &str, n: u64, meta: &EventMeta) -> Result<Tally, ProjectionError> {
+        if self.fail_on == Some(n) {
+            return Err(ProjectionError::new(format!("cannot project event {n}")));
+        }
+        self.log.push(Seen::of(meta, n));
+        let mut tally: Tally = self.model.get(id)?.unwrap_or_default();
+        tally.sum += n;
+        tally.last_position = meta.global_position();
+        Ok(tally)
+    }
+}
+
+#[projection(name = "tallies", read_model = model)]
+impl Tallies {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), ProjectionError> {
+        let mut tally = self.record(&e.id, e.n, meta)?;
+        tally.alphas += 1;
+        self.model.put(&e.id, &tally)?;
+        Ok(())
+    }
+
+    #[handles]
+    async fn gamma(&mut self, e: &Gamma, meta: &EventMeta) -> Result<(), ProjectionError> {
+        let mut tally = self.record(&e.id, e.n, meta)?;
+        tally.gammas += 1;
+        self.model.put(&e.id, &tally)?;
+        Ok(())
+    }
+}
+
+async fn wait(app: &Evoq, name: &str, position: u64) {
+    tokio::time::timeout(Duration::from_secs(10), app.wait_for(name, position))
+        .await
+        .expect("the projection got there in time")
+        .expect("the projection runs");
+}
+
+fn fast_failures() -> HandlerConfig {
+    HandlerConfig {
+        retry: RetryStrategy::immediate(),
+        max_attempts: 2,
+        ..HandlerConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_projection_sees_the_first_event_at_position_1() {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .append(
+            &ledger_stream("a"),
+            ExpectedVersion::NoStream,
+            vec![raw(Kind::A, "a", 1), raw(Kind::B, "a", 2)],
+        )
+        .await
+        .unwrap();
+    let model = InMemoryReadModel::new();
+    let tallies = Tallies::new(&model);
+    let log = tallies.log.clone();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(tallies)
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "tallies", 2).await;
+    assert_eq!(log.positions(), [1]);
+    assert_eq!(model.get::<Tally>("a").unwrap().unwrap().last_position, 1);
+    // The skipped `Beta` still moved the checkpoint.
+    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(2));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_restart_with_a_saved_checkpoint_only_later_events_are_projected() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = InMemoryReadModel::new();
+    let first = Tallies::new(&model);
+    let first_log = first.log.clone();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(first)
+        .start()
+        .await
+        .unwrap();
+    let done = app
+        .dispatch(Emit::new("x", &[Kind::A, Kind::C, Kind::A], 1))
+        .await
+        .unwrap();
+    wait(&app, "tallies", done.position.unwrap()).await;
+    app.stop().await;
+    assert_eq!(first_log.positions(), [1, 2, 3]);
+    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(3));
+
+    store
+        .append(
+            &ledger_stream("x"),
+            ExpectedVersion::Exact(3),
+            vec![raw(Kind::C, "x", 4), raw(Kind::A, "x", 5)],
+        )
+        .await
+        .unwrap();
+    let second = Tallies::new(&model);
+    let second_log = second.log.clone();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(second)
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "tallies", 5).await;
+    assert_eq!(second_log.positions(), [4, 5], "only the later events");
+    let tally: Tally = model.get("x").unwrap().unwrap();
+    assert_eq!((tally.alphas, tally.gammas, tally.sum), (3, 2, 15));
+    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(5));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_error_leaves_the_checkpoint_on_the_last_good_event() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = InMemoryReadModel::new();
+    let mut tallies = Tallies::new(&model);
+    tallies.fail_on = Some(3);
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler_defaults(fast_failures())
+        .projection_with(tallies, HandlerOptions::new().on_error(OnError::Stop))
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(Emit::new("e", &[Kind::A, Kind::C, Kind::A, Kind::A], 1))
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.wait_for("tallies", 4))
+        .await
+        .expect("in time");
+    assert!(stopped.is_err(), "the projection stopped before event 3");
+    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(2));
+    assert_eq!(model.get::<Tally>("e").unwrap().unwrap().last_position, 2);
+    let stats = app.handler_stats();
+    assert_eq!(stats[0].position, 2);
+    assert_eq!(stats[0].retries, 1);
+    app.stop().await;
+    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn the_checkpoint_passes_a_failed_event_once_it_is_dead_lettered() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = InMemoryReadModel::new();
+    let mut tallies = Tallies::new(&model);
+    tallies.fail_on = Some(2);
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler_defaults(fast_failures())
+        .projection(tallies)
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(Emit::new("d", &[Kind::A, Kind::A, Kind::A], 1))
+        .await
+        .unwrap();
+    wait(&app, "tallies", 3).await;
+    let dead = app.dead_letters("tallies").list(0, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.global_position, 2);
+    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(3));
+    assert_eq!(model.get::<Tally>("d").unwrap().unwrap().alphas, 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_over_5000_mixed_events_ends_equal_to_the_live_read_model() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = InMemoryReadModel::new();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(Tallies::new(&model))
+        .start()
+        .await
+        .unwrap();
+    let kinds = [Kind::A, Kind::B, Kind::C, Kind::A, Kind::C];
+    let mut n = 0;
+    for batch in 0..100 {
+        let id = format!("id-{}", batch % 7);
+        let events: Vec<_> = (0..50)
+            .map(|i| {
+                n += 1;
+                raw(kinds[(batch + i) % kinds.len()], &id, n)
+            })
+            .collect();
+        store
+            .append(&ledger_stream(&id), ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let head = *store.head().borrow();
+    assert_eq!(head, 5_000);
+    wait(&app, "tallies", head).await;
+    let live = model.to_map();
+    assert_eq!(live.len(), 7);
+
+    let reached = app.rebuild("tallies").await.unwrap();
+    assert_eq!(reached, 5_000);
+    assert_eq!(
+        model.to_map(),
+        live,
+        "the rebuilt read model equals the live one"
+    );
+    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(5_000));
+
+    // And it goes on live.
+    let done = app
+        .dispatch(Emit::new("after", &[Kind::C], 9))
+        .await
+        .unwrap();
+    wait(&app, "tallies", done.position.unwrap()).await;
+    assert_eq!(model.get::<Tally>("after").unwrap().unwrap().gammas, 1);
+    assert_eq!(
+        store.load_checkpoint("tallies").await.unwrap(),
+        done.position
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_projections_can_be_rebuilt() {
+    #[derive(Default)]
+    struct Plain;
+
+    #[event_handler(name = "plain")]
+    impl Plain {
+        #[handles]
+        async fn alpha(&mut self, _: &Alpha, _: &EventMeta) -> Result<(), Failed> {
+            Ok(())
+        }
+    }
+
+    let app = Evoq::builder().handler(Plain).start().await.unwrap();
+    let error = app.rebuild("plain").await.unwrap_err();
+    assert!(error.to_string().contains("not a projection"), "{error}");
+    let unknown = app.rebuild("nope").await.unwrap_err();
+    assert!(unknown.to_string().contains("nope"), "{unknown}");
+    app.stop().await;
+}
+
+/// The balance of every account, from the bank's events.
+struct Balances {
+    model: InMemoryReadModel,
+}
+
+#[projection(name = "balances", read_model = model)]
+impl Balances {
+    #[handles]
+    async fn opened(
+        &mut self,
+        e: &evoq_tests::bank::AccountOpened,
+        _: &EventMeta,
+    ) -> Result<(), ProjectionError> {
+        self.model.put(&e.account, &e.initial_balance)?;
+        Ok(())
+    }
+
+    #[handles]
+    async fn deposited(
+        &mut self,
+        e: &MoneyDeposited,
+        _: &EventMeta,
+    ) -> Result<(), ProjectionError> {
+        let balance: u64 = self.model.get(&e.account)?.unwrap_or_default();
+        self.model.put(&e.account, &(balance + e.amount))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn dispatch_then_wait_for_the_projection_then_a_read_sees_the_write() {
+    let model = InMemoryReadModel::new();
+    let app = Evoq::builder()
+        .projection(Balances {
+            model: model.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(OpenAccount {
+        account: "acc-1".into(),
+        initial_balance: 10,
+    })
+    .await
+    .unwrap();
+    for _ in 0..20 {
+        let done = app
+            .dispatch(Deposit {
+                account: "acc-1".into(),
+                amount: 5,
+            })
+            .await
+            .unwrap();
+        app.wait_for("balances", done.position.unwrap())
+            .await
+            .unwrap();
+        let expected = 10 + 5 * (done.version - 1);
+        assert_eq!(model.get::<u64>("acc-1").unwrap(), Some(expected));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_in_memory_read_model_gets_puts_deletes_lists_by_prefix_and_clears() {
+    let model = InMemoryReadModel::new();
+    model.put("user/2", &Tally::default()).unwrap();
+    model
+        .put(
+            "user/1",
+            &Tally {
+                sum: 3,
+                ..Tally::default()
+            },
+        )
+        .unwrap();
+    model.put("order/1", &"x").unwrap();
+    let users: Vec<(String, Tally)> = model.list("user/").unwrap();
+    assert_eq!(
+        users.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["user/1", "user/2"]
+    );
+    assert_eq!(users[0].1.sum, 3);
+    assert!(
+        model.get::<u64>("order/1").is_err(),
+        "a typed read of another type fails"
+    );
+    assert!(model.delete("user/1"));
+    assert!(!model.delete("user/1"));
+    assert_eq!(model.len(), 2);
+    ReadModel::clear(&model).await.unwrap();
+    assert!(model.is_empty());
+}
+
+/// A read model that keeps the checkpoint itself, as a SQL backend committing both in one
+/// transaction would.
+#[derive(Clone, Default)]
+struct KeepsCheckpoint {
+    entries: InMemoryReadModel,
+    checkpoint: Arc<std::sync::Mutex<Option<u64>>>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[evoq::async_trait]
+impl ReadModel for KeepsCheckpoint {
+    async fn clear(&self) -> Result<(), evoq::ReadModelError> {
+        self.entries.clear();
+        Ok(())
+    }
+
+    async fn commit(&self, _: &str, position: u64) -> Result<bool, evoq::ReadModelError> {
+        *self.checkpoint.lock().unwrap() = Some(position);
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
+    }
+
+    async fn checkpoint(&self, _: &str) -> Result<Option<u64>, evoq::ReadModelError> {
+        Ok(*self.checkpoint.lock().unwrap())
+    }
+}
+
+struct Counted {
+    model: KeepsCheckpoint,
+    log: Log,
+}
+
+#[projection(name = "counted", read_model = model)]
+impl Counted {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), ProjectionError> {
+        self.log.push(Seen::of(meta, e.n));
+        self.model.entries.put(meta.event_id().to_string(), &e.n)?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_read_model_that_commits_the_checkpoint_keeps_it_and_resumes_from_it() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = KeepsCheckpoint::default();
+    let log = Log::default();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(Counted {
+            model: model.clone(),
+            log: log.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(Emit::new("k", &[Kind::A, Kind::B, Kind::A], 1))
+        .await
+        .unwrap();
+    wait(&app, "counted", 3).await;
+    app.stop().await;
+    assert_eq!(*model.checkpoint.lock().unwrap(), Some(3));
+    assert_eq!(
+        store.load_checkpoint("counted").await.unwrap(),
+        None,
+        "the read model kept it: nothing in the event store"
+    );
+    assert_eq!(log.positions(), [1, 3]);
+
+    store
+        .append(
+            &ledger_stream("k"),
+            ExpectedVersion::Exact(3),
+            vec![raw(Kind::A, "k", 4)],
+        )
+        .await
+        .unwrap();
+    let log = Log::default();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(Counted {
+            model: model.clone(),
+            log: log.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "counted", 4).await;
+    assert_eq!(
+        log.positions(),
+        [4],
+        "resumed after the read model's checkpoint"
+    );
+    assert_eq!(model.entries.len(), 3);
+    app.stop().await;
+}

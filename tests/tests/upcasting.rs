@@ -1,0 +1,421 @@
+//! Upcasters: events stored at an old schema version (or under an old name) are read at the
+//! current version on every read path; stored data is never rewritten; a missing step is a
+//! typed error (SEMANTICS.md section 8).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use evoq::prelude::*;
+use evoq::store::Direction;
+use evoq::store::memory::InMemoryStore;
+use evoq::{ExpectedVersion, HandlerConfig, NewEvent, RetryStrategy, upcast};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+// ----- the event, at version 3 -----
+//
+// v1: { "wallet", "amount" }                         (stored as "FundsAdded")
+// v2: { "wallet", "amount", "currency" }             (renamed to "Deposited")
+// v3: { "wallet", "cents", "currency" }              (amount in cents)
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(name = "Deposited", version = 3)]
+struct Deposited {
+    wallet: String,
+    cents: u64,
+    currency: String,
+}
+
+#[upcaster(Deposited, from = 1, renamed_from = "FundsAdded")]
+fn deposited_v1_to_v2(mut data: Value) -> Result<Value, UpcastError> {
+    data["currency"] = json!("EUR");
+    Ok(data)
+}
+
+#[upcaster(Deposited, from = 2)]
+fn deposited_v2_to_v3(mut data: Value) -> Result<Value, UpcastError> {
+    let amount = data["amount"]
+        .as_u64()
+        .ok_or_else(|| UpcastError::missing_field("amount"))?;
+    data["cents"] = json!(amount * 100);
+    data.as_object_mut().map(|object| object.remove("amount"));
+    Ok(data)
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Reported {
+    wallet: String,
+    cents: u64,
+    currencies: Vec<String>,
+}
+
+#[derive(Command, Debug, Clone)]
+struct Report {
+    #[aggregate_id]
+    wallet: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+#[derive(Default)]
+struct Wallet {
+    cents: u64,
+    currencies: Vec<String>,
+}
+
+#[aggregate]
+impl Wallet {
+    #[handles]
+    fn report(&self, cmd: &Report) -> Result<Reported, Never> {
+        Ok(Reported {
+            wallet: cmd.wallet.clone(),
+            cents: self.cents,
+            currencies: self.currencies.clone(),
+        })
+    }
+
+    #[apply]
+    fn deposited(&mut self, e: &Deposited) {
+        self.cents += e.cents;
+        self.currencies.push(e.currency.clone());
+    }
+
+    #[apply]
+    fn reported(&mut self, _: &Reported) {}
+}
+
+/// Events as an old version of the code stored them.
+fn v1(wallet: &str, amount: u64) -> NewEvent {
+    stored(
+        "FundsAdded",
+        1,
+        json!({ "wallet": wallet, "amount": amount }),
+    )
+}
+
+fn v2(wallet: &str, amount: u64) -> NewEvent {
+    stored(
+        "Deposited",
+        2,
+        json!({ "wallet": wallet, "amount": amount, "currency": "USD" }),
+    )
+}
+
+fn stored(event_type: &'static str, version: u32, data: Value) -> NewEvent {
+    NewEvent {
+        event_id: evoq::Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: version,
+        data: serde_json::to_vec(&data).unwrap(),
+        metadata: Default::default(),
+    }
+}
+
+fn wallet_stream(id: &str) -> String {
+    evoq::stream_id("Wallet", id)
+}
+
+/// A handler and a projection that record what they decode.
+#[derive(Default)]
+struct Seen {
+    events: Arc<std::sync::Mutex<Vec<Deposited>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failed(String);
+
+#[event_handler(name = "seen")]
+impl Seen {
+    #[handles]
+    async fn deposited(&mut self, e: &Deposited, _: &EventMeta) -> Result<(), Failed> {
+        self.events.lock().unwrap().push(e.clone());
+        Ok(())
+    }
+}
+
+struct Totals {
+    model: InMemoryReadModel,
+}
+
+#[projection(name = "totals", read_model = model)]
+impl Totals {
+    #[handles]
+    async fn deposited(&mut self, e: &Deposited, meta: &EventMeta) -> Result<(), ProjectionError> {
+        self.model.put(meta.event_id().to_string(), e)?;
+        Ok(())
+    }
+}
+
+async fn wait(app: &Evoq, name: &str, position: u64) {
+    tokio::time::timeout(Duration::from_secs(10), app.wait_for(name, position))
+        .await
+        .expect("in time")
+        .expect("running");
+}
+
+#[tokio::test]
+async fn events_stored_at_v1_are_seen_as_v3_by_replay_handlers_projections_and_rebuilds() {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .append(
+            &wallet_stream("w1"),
+            ExpectedVersion::NoStream,
+            vec![v1("w1", 3), v2("w1", 4)],
+        )
+        .await
+        .unwrap();
+    let before = store
+        .read_stream(&wallet_stream("w1"), 0, Direction::Forward, 10)
+        .await
+        .unwrap();
+
+    let seen = Seen::default();
+    let handled = seen.events.clone();
+    let model = InMemoryReadModel::new();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler(seen)
+        .projection(Totals {
+            model: model.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+
+    // The aggregate replay.
+    let done = app
+        .dispatch(Report {
+            wallet: "w1".into(),
+        })
+        .await
+        .unwrap();
+    let WalletEvent::Reported(report) = &done.events[0] else {
+        panic!("a report");
+    };
+    assert_eq!(report.cents, 700);
+    assert_eq!(report.currencies, ["EUR", "USD"]);
+
+    // A handler.
+    wait(&app, "seen", 2).await;
+    let expected = vec![
+        Deposited {
+            wallet: "w1".into(),
+            cents: 300,
+            currency: "EUR".into(),
+        },
+        Deposited {
+            wallet: "w1".into(),
+            cents: 400,
+            currency: "USD".into(),
+        },
+    ];
+    assert_eq!(*handled.lock().unwrap(), expected);
+
+    // A projection, and its rebuild.
+    wait(&app, "totals", 2).await;
+    let projected = |model: &InMemoryReadModel| {
+        let mut all: Vec<Deposited> = model
+            .list::<Deposited>("")
+            .unwrap()
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect();
+        all.sort_by_key(|event| event.cents);
+        all
+    };
+    assert_eq!(projected(&model), expected);
+    app.rebuild("totals").await.unwrap();
+    assert_eq!(projected(&model), expected);
+
+    // The stored bytes are unchanged.
+    let after = store
+        .read_stream(&wallet_stream("w1"), 0, Direction::Forward, 2)
+        .await
+        .unwrap();
+    assert_eq!(after, before[..2]);
+    assert_eq!(after[0].event_type, "FundsAdded");
+    assert_eq!(after[0].schema_version, 1);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&after[0].data).unwrap(),
+        json!({ "wallet": "w1", "amount": 3 })
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resent_command_id_returns_its_stored_events_upcast() {
+    let store = Arc::new(InMemoryStore::new());
+    let command_id = evoq::Uuid::now_v7();
+    // A command of an old version of the code stored this event at version 1.
+    let mut event = v1("w2", 5);
+    event.metadata.command_id = Some(command_id);
+    store
+        .append(&wallet_stream("w2"), ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let done = app
+        .command(Report {
+            wallet: "w2".into(),
+        })
+        .command_id(command_id)
+        .dispatch()
+        .await
+        .unwrap();
+    assert_eq!(done.version, 1, "nothing appended again");
+    assert_eq!(store.stream_version(&wallet_stream("w2")).await.unwrap(), 1);
+    let WalletEvent::Deposited(deposited) = &done.events[0] else {
+        panic!("the stored event");
+    };
+    assert_eq!(deposited.cents, 500, "read at version 3");
+    app.stop().await;
+}
+
+#[test]
+fn the_chain_runs_every_step_to_the_current_version() {
+    let data = serde_json::to_vec(&json!({ "wallet": "w", "amount": 2 })).unwrap();
+    let event: Deposited = upcast::decode(1, &data).unwrap();
+    assert_eq!(event.cents, 200);
+    assert_eq!(event.currency, "EUR");
+    assert!(upcast::stored_as::<Deposited>("FundsAdded"));
+    assert!(upcast::stored_as::<Deposited>("Deposited"));
+    assert!(!upcast::stored_as::<Deposited>("Other"));
+    assert_eq!(<Deposited as Event>::UPCASTERS.len(), 2);
+}
+
+/// An event implemented by hand, whose chain lacks the step from version 2.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Gappy {
+    n: u64,
+}
+
+fn identity(data: Value) -> Result<Value, UpcastError> {
+    Ok(data)
+}
+
+impl Event for Gappy {
+    const NAME: &'static str = "Gappy";
+    const VERSION: u32 = 3;
+    const UPCASTERS: &'static [evoq::Upcaster] = &[evoq::Upcaster {
+        from: 1,
+        renamed_from: None,
+        upcast: identity,
+    }];
+}
+
+#[test]
+fn a_missing_step_is_a_typed_error_naming_the_event_the_stored_version_and_the_step() {
+    let data = br#"{"n":1}"#;
+    let error = match upcast::decode::<Gappy>(1, data) {
+        Err(evoq::DecodeError::Upcast(error)) => error,
+        other => panic!("expected an upcast error, got {other:?}"),
+    };
+    assert!(error.is_missing_step());
+    assert_eq!(error.event(), Some("Gappy"));
+    assert_eq!(error.stored_version(), Some(1));
+    assert_eq!(error.missing_from(), Some(2));
+    let message = error.to_string();
+    assert!(
+        message.contains("`Gappy` stored at schema version 1"),
+        "{message}"
+    );
+    assert!(
+        message.contains("no upcaster from version 2 to 3"),
+        "{message}"
+    );
+
+    let newer = upcast::upcast::<Gappy>(4, data).unwrap_err();
+    assert!(newer.is_newer_than_code(), "{newer}");
+}
+
+#[tokio::test]
+async fn a_missing_step_fails_the_replay_with_a_typed_error_and_changes_nothing() {
+    let store = Arc::new(InMemoryStore::new());
+    // Version 0 has no upcaster (versions start at 1).
+    store
+        .append(
+            &wallet_stream("w3"),
+            ExpectedVersion::NoStream,
+            vec![stored(
+                "Deposited",
+                0,
+                json!({ "wallet": "w3", "amount": 1 }),
+            )],
+        )
+        .await
+        .unwrap();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let error = app
+        .dispatch(Report {
+            wallet: "w3".into(),
+        })
+        .await
+        .unwrap_err();
+    let upcast = error.upcast_error().expect("an upcast error");
+    assert!(upcast.is_missing_step());
+    assert_eq!(upcast.missing_from(), Some(0));
+    assert!(error.to_string().contains("Deposited"), "{error}");
+    assert_eq!(store.stream_version(&wallet_stream("w3")).await.unwrap(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upcaster_error_on_the_handler_path_follows_the_error_policy() {
+    let store = Arc::new(InMemoryStore::new());
+    // Version 2 without the `amount` the step to version 3 needs.
+    store
+        .append(
+            &wallet_stream("w4"),
+            ExpectedVersion::NoStream,
+            vec![
+                stored("Deposited", 2, json!({ "wallet": "w4", "currency": "USD" })),
+                v1("w4", 1),
+            ],
+        )
+        .await
+        .unwrap();
+    let seen = Seen::default();
+    let handled = seen.events.clone();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler_defaults(HandlerConfig {
+            retry: RetryStrategy::immediate(),
+            max_attempts: 1,
+            ..HandlerConfig::default()
+        })
+        .handler(seen)
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "seen", 2).await;
+    let dead = app.dead_letters("seen").list(0, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .error
+            .contains("the stored data has no field `amount`"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(
+        dead[0].event.schema_version, 2,
+        "the stored event, unchanged"
+    );
+    assert_eq!(
+        handled.lock().unwrap().len(),
+        1,
+        "the next event went through"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,27 @@
+use evoq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct AccountOpened;
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed")]
+struct Failed;
+
+#[derive(Default)]
+struct Notifier;
+
+#[event_handler(name = "notifier")]
+impl Notifier {
+    #[handles]
+    async fn email(&mut self, _: &AccountOpened, _: &EventMeta) -> Result<(), Failed> {
+        Ok(())
+    }
+
+    #[handles]
+    async fn sms(&mut self, _: &AccountOpened, _: &EventMeta) -> Result<(), Failed> {
+        Ok(())
+    }
+}
+
+fn main() {}
