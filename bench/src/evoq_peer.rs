@@ -14,10 +14,10 @@ pub struct EvoqPeer {
 }
 
 impl EvoqPeer {
-    /// Starts the runtime with `store` (only `memory` exists so far) and the read side.
+    /// Starts the runtime (in-memory store, default configuration) with the read side.
     pub async fn start() -> Result<Self, evoq::Error> {
-        let app = Evoq::builder().start().await?;
-        let read_side = read_side::start(&app);
+        let (builder, read_side) = read_side::start(Evoq::builder());
+        let app = builder.start().await?;
         Ok(EvoqPeer { app, read_side })
     }
 
@@ -67,7 +67,9 @@ impl Peer for EvoqPeer {
     }
 
     async fn caught_up(&self, position: u64, _events: u64) {
-        self.read_side.wait_for(position).await;
+        if let Err(error) = self.read_side.wait_for(&self.app, position).await {
+            eprintln!("the deposit counter did not catch up: {error}");
+        }
     }
 
     fn deposits_projected(&self) -> u64 {
