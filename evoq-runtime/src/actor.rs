@@ -29,9 +29,14 @@ pub(crate) const REPLAY_PAGE: usize = 1_000;
 /// The decision half of a command: runs the routed handler against a state.
 type Decide<A> = fn(&A, &dyn Any) -> Result<Vec<<A as Aggregate>::Event>, Rejection>;
 
-/// One command on its way to an aggregate actor: one allocation, the command inline at the end
-/// (a `Box<Job<A, C>>` of the concrete command type coerces to `Box<Job<A>>`).
-pub(crate) struct Job<A: Aggregate, C: ?Sized = dyn Any + Send> {
+/// One command on its way to an aggregate actor.
+///
+/// The job travels as a thin `Box<Job<A>>`: a fat pointer (the command inline as an unsized
+/// tail) saves one allocation per command but makes every idle actor bigger (its mailbox and
+/// its task's future hold job pointers), which costs more than it saves.
+pub(crate) struct Job<A: Aggregate> {
+    /// The command, or an `Arc` of it when middleware share it.
+    command: Box<dyn Any + Send>,
     decide: Decide<A>,
     /// The command itself, seen through `command` (for the lifespan's `after_command`).
     peek: fn(&dyn Any) -> &dyn Any,
@@ -40,8 +45,6 @@ pub(crate) struct Job<A: Aggregate, C: ?Sized = dyn Any + Send> {
     options: DispatchOptions,
     /// Taken when the job runs.
     reply: Option<oneshot::Sender<Result<Dispatched<A>, Error>>>,
-    /// The command, or an `Arc` of it when middleware share it.
-    command: C,
 }
 
 /// The receiver of a job's outcome.
@@ -55,14 +58,14 @@ impl<A: Aggregate> Job<A> {
         options: DispatchOptions,
     ) -> (Box<Self>, Outcome<A>) {
         let (reply, outcome) = oneshot::channel();
-        let job: Box<Job<A, C>> = Box::new(Job {
+        let job = Box::new(Job {
+            command: Box::new(command),
             decide: decide::<C, C>,
             peek: peek::<C, C>,
             name: C::NAME,
             context,
             options,
             reply: Some(reply),
-            command,
         });
         (job, outcome)
     }
@@ -74,14 +77,14 @@ impl<A: Aggregate> Job<A> {
         options: DispatchOptions,
     ) -> (Box<Self>, Outcome<A>) {
         let (reply, outcome) = oneshot::channel();
-        let job: Box<Job<A, Arc<C>>> = Box::new(Job {
+        let job = Box::new(Job {
+            command: Box::new(command),
             decide: decide::<C, Arc<C>>,
             peek: peek::<C, Arc<C>>,
             name: C::NAME,
             context,
             options,
             reply: Some(reply),
-            command,
         });
         (job, outcome)
     }
@@ -193,31 +196,20 @@ impl<A: Aggregate> Actor<A> {
         let mut timer: Option<(Instant, Stage)> = None;
         let sleep = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(sleep);
-        // Whether `sleep` is registered (at `sleep.deadline()`). Every command pushes the idle
-        // deadline later; re-registering the timer each time would cost a timer-wheel update per
-        // command, so the timer is moved only when the deadline comes earlier, and a timer that
-        // fires before the current deadline just sleeps on.
-        let mut armed = false;
         loop {
             let job = if let Some(job) = pending.pop_front() {
                 job
             } else if let Some((deadline, stage)) = timer {
-                if !armed || deadline < sleep.deadline().into_std() {
-                    sleep.as_mut().reset(deadline.into());
-                    armed = true;
-                }
+                // Re-registered after every command. Moving it only when the deadline comes
+                // earlier would save a timer-wheel update per command, but needs the deadline
+                // kept across this wait: 32 more bytes of future, which pushed each live
+                // aggregate's task into the next 128-byte size of tokio's task cells.
+                sleep.as_mut().reset(deadline.into());
                 let woke = tokio::select! {
                     biased;
                     job = mailbox.recv() => Wake::Job(job),
                     () = &mut sleep => Wake::Timer,
                 };
-                if let Wake::Timer = woke {
-                    // A fired sleep stays ready until it is reset.
-                    armed = false;
-                    if Instant::now() < deadline {
-                        continue;
-                    }
-                }
                 match woke {
                     Wake::Job(Some(job)) => job,
                     Wake::Job(None) => return,
@@ -261,7 +253,7 @@ impl<A: Aggregate> Actor<A> {
         // Timed only when the events that carry the duration are on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let version_before = self.instance.as_ref().map(|i| i.version);
-        let execute = self.execute(&mut job.command, decide, name, &job.context, &job.options);
+        let execute = self.execute(&mut *job.command, decide, name, &job.context, &job.options);
         let result = if span.is_disabled() {
             execute.await
         } else {
@@ -282,7 +274,7 @@ impl<A: Aggregate> Actor<A> {
                 duration_us = micros_since(started),
             ),
         });
-        let idle = self.next_idle(&result, peek(&job.command));
+        let idle = self.next_idle(&result, peek(&*job.command));
         let snapshot_due = match (&result, version_before) {
             (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
             (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),

@@ -103,6 +103,10 @@ pub(crate) enum Leave {
 }
 
 /// What became of an actor's attempt to leave.
+#[expect(
+    clippy::vec_box,
+    reason = "jobs travel boxed through mailboxes; they stay boxed when drained"
+)]
 pub(crate) enum Left<A: Aggregate> {
     /// It left; the actor ends.
     Gone,
