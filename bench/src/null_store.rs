@@ -152,4 +152,34 @@ impl EventStore for NullStore {
             .get(name)
             .copied())
     }
+
+    async fn save_saga_state(
+        &self,
+        _saga: &str,
+        _instance: &str,
+        _state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn load_saga_state(
+        &self,
+        _saga: &str,
+        _instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn delete_saga_state(&self, _saga: &str, _instance: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn list_saga_instances(
+        &self,
+        _saga: &str,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }

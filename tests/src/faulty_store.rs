@@ -185,4 +185,34 @@ impl EventStore for FaultyStore {
     ) -> Result<bool, StoreError> {
         self.inner.delete_dead_letter(handler, event_id).await
     }
+
+    async fn save_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_saga_state(saga, instance, state).await
+    }
+
+    async fn load_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.load_saga_state(saga, instance).await
+    }
+
+    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+        self.inner.delete_saga_state(saga, instance).await
+    }
+
+    async fn list_saga_instances(
+        &self,
+        saga: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.list_saga_instances(saga, after, limit).await
+    }
 }

@@ -7,3 +7,5 @@
 pub mod bank;
 pub mod faulty_store;
 pub mod ledger;
+pub mod pg;
+pub mod temp;

@@ -16,7 +16,9 @@
 //! The factory is called once per property, with a tokio runtime running, and must return a
 //! future of a **fresh, empty** store: an `Arc<S>` for any `S: EventStore`, an
 //! `Arc<dyn EventStore>`, or a `(store, guard)` pair whose guard (a temporary directory, a
-//! database schema to drop, ...) lives until the property ends. See [`ConformanceStore`].
+//! database schema to drop, ...) lives until the property ends; `None` (of an `Option` of any
+//! of these) skips the property, for a backend whose server does not answer. See
+//! [`ConformanceStore`].
 //!
 //! Each property runs on its own multi-thread runtime with 2 workers and fails if it takes
 //! longer than [`PROPERTY_TIMEOUT`] (a read or subscription waiting for an event that never
@@ -53,27 +55,35 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a conformance factory's future may produce: something that hands out the store under
 /// test and is kept alive until the property ends.
 pub trait ConformanceStore {
-    /// The store under test.
-    fn store(&self) -> Arc<dyn EventStore>;
+    /// The store under test; `None` skips the property (a backend whose server is not there:
+    /// the factory says why).
+    fn store(&self) -> Option<Arc<dyn EventStore>>;
 }
 
 impl<S: EventStore> ConformanceStore for Arc<S> {
-    fn store(&self) -> Arc<dyn EventStore> {
-        Arc::clone(self) as Arc<dyn EventStore>
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
+        Some(Arc::clone(self) as Arc<dyn EventStore>)
     }
 }
 
 impl ConformanceStore for Arc<dyn EventStore> {
-    fn store(&self) -> Arc<dyn EventStore> {
-        Arc::clone(self)
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
+        Some(Arc::clone(self))
     }
 }
 
 /// A store with a guard (a temporary directory, a connection that drops a schema, ...) that
 /// must outlive the property.
 impl<S: ConformanceStore, G> ConformanceStore for (S, G) {
-    fn store(&self) -> Arc<dyn EventStore> {
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
         self.0.store()
+    }
+}
+
+/// No store: the property is skipped (the factory printed why).
+impl<S: ConformanceStore> ConformanceStore for Option<S> {
+    fn store(&self) -> Option<Arc<dyn EventStore>> {
+        self.as_ref().and_then(ConformanceStore::store)
     }
 }
 
@@ -96,7 +106,9 @@ where
         .unwrap_or_else(|e| panic!("store conformance `{property}`: cannot start tokio: {e}"));
     runtime.block_on(async {
         let made = factory().await;
-        let store = made.store();
+        let Some(store) = made.store() else {
+            return;
+        };
         if tokio::time::timeout(PROPERTY_TIMEOUT, body(store))
             .await
             .is_err()
@@ -144,6 +156,9 @@ macro_rules! store_conformance_tests {
             event_data_and_metadata_round_trip_byte_exact,
             recorded_at_is_set_at_commit,
             same_id_under_different_aggregates_stays_separate,
+            saga_state_save_load_list_and_delete,
+            command_id_lookup_finds_a_command_by_a_bounded_backward_read,
+            a_lease_is_granted_and_freed,
         }
     };
 }
@@ -2299,4 +2314,223 @@ pub async fn same_id_under_different_aggregates_stays_separate(store: Arc<dyn Ev
         streams[0],
         streams[1]
     );
+}
+
+/// Saga state: a saved state loads back byte for byte; a save replaces the instance's state;
+/// sagas and instances are independent; instances list sorted by id and page after an id; a
+/// delete says whether there was a state; none of it appends an event.
+pub async fn saga_state_save_load_list_and_delete(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let h0 = head_of(store);
+    let load = |saga: &'static str, instance: &'static str| async move {
+        ok(
+            store.load_saga_state(saga, instance).await,
+            &format!("load_saga_state(`{saga}`, `{instance}`)"),
+        )
+    };
+    let list = |saga: &'static str, after: Option<&'static str>, limit: usize| async move {
+        ok(
+            store.list_saga_instances(saga, after, limit).await,
+            &format!("list_saga_instances(`{saga}`, after {after:?}, limit {limit})"),
+        )
+    };
+    assert_eq!(load("Shipping", "order-1").await, None, "no state yet");
+    assert!(list("Shipping", None, 10).await.is_empty());
+    assert!(
+        !ok(
+            store.delete_saga_state("Shipping", "order-1").await,
+            "delete_saga_state"
+        ),
+        "deleting a missing state must say there was none"
+    );
+    let binary: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
+    for (instance, state) in [
+        ("order-3", b"{\"step\":3}".to_vec()),
+        ("order-1", b"{ \"step\" : 1 }".to_vec()),
+        ("order-2", binary.clone()),
+        ("order-10", Vec::new()),
+    ] {
+        ok(
+            store.save_saga_state("Shipping", instance, state).await,
+            "save_saga_state",
+        );
+    }
+    ok(
+        store
+            .save_saga_state("Billing", "order-1", b"billing".to_vec())
+            .await,
+        "save_saga_state",
+    );
+    assert_eq!(
+        load("Shipping", "order-1").await.as_deref(),
+        Some(&b"{ \"step\" : 1 }"[..]),
+        "a saga state must load back byte for byte"
+    );
+    assert_eq!(load("Shipping", "order-2").await, Some(binary));
+    assert_eq!(
+        load("Shipping", "order-10").await,
+        Some(Vec::new()),
+        "an empty state is a saved state, not none"
+    );
+    assert_eq!(
+        load("Billing", "order-1").await.as_deref(),
+        Some(&b"billing"[..]),
+        "sagas are independent"
+    );
+    assert_eq!(
+        list("Shipping", None, 10).await,
+        ["order-1", "order-10", "order-2", "order-3"],
+        "instances list sorted by id (byte order)"
+    );
+    assert_eq!(list("Shipping", None, usize::MAX).await.len(), 4);
+    assert_eq!(list("Shipping", None, 2).await, ["order-1", "order-10"]);
+    assert_eq!(
+        list("Shipping", Some("order-10"), 10).await,
+        ["order-2", "order-3"],
+        "a page starts after the given id"
+    );
+    assert!(list("Shipping", Some("order-3"), 10).await.is_empty());
+    assert!(list("Shipping", None, 0).await.is_empty());
+    assert_eq!(list("Billing", None, 10).await, ["order-1"]);
+
+    ok(
+        store
+            .save_saga_state("Shipping", "order-1", b"{\"step\":2}".to_vec())
+            .await,
+        "save_saga_state again",
+    );
+    assert_eq!(
+        load("Shipping", "order-1").await.as_deref(),
+        Some(&b"{\"step\":2}"[..]),
+        "a save must replace the instance's state"
+    );
+    assert_eq!(
+        list("Shipping", None, 10).await.len(),
+        4,
+        "a replace adds no instance"
+    );
+    assert!(ok(
+        store.delete_saga_state("Shipping", "order-1").await,
+        "delete_saga_state"
+    ));
+    assert_eq!(load("Shipping", "order-1").await, None);
+    assert!(
+        !ok(
+            store.delete_saga_state("Shipping", "order-1").await,
+            "delete_saga_state again"
+        ),
+        "a second delete finds nothing"
+    );
+    assert_eq!(
+        load("Billing", "order-1").await.as_deref(),
+        Some(&b"billing"[..]),
+        "deleting one saga's instance must leave another saga's instance of the same id"
+    );
+    assert_eq!(
+        head_of(store),
+        h0,
+        "saga state must not append events or move the head"
+    );
+}
+
+/// The command-id lookup of idempotency across restarts: the runtime reads a stream backward,
+/// at most a bounded number of events, looking for the events whose metadata carries a command
+/// id. A bounded backward read returns the newest events first with their command ids intact,
+/// so a recent command is found with its version and global position, and one older than the
+/// window is not.
+pub async fn command_id_lookup_finds_a_command_by_a_bounded_backward_read(
+    store: Arc<dyn EventStore>,
+) {
+    let store = &*store;
+    let s = stream_id("Idempotent", "1");
+    let mut commands = Vec::new();
+    for i in 0..20u64 {
+        let command_id = Uuid::now_v7();
+        let mut events = batch("Done", i * 2, 2);
+        for event in &mut events {
+            event.metadata.command_id = Some(command_id);
+            event.metadata.causation_id = Some(command_id);
+        }
+        let appended = ok(
+            store
+                .append(&s, ExpectedVersion::Exact(i * 2), events)
+                .await,
+            "append",
+        );
+        commands.push((command_id, appended));
+    }
+    let lookback = 10usize;
+    let window = ok(
+        store
+            .read_stream(&s, u64::MAX, Direction::Backward, lookback)
+            .await,
+        "read_stream backward (the command-id lookup)",
+    );
+    assert_eq!(
+        window.len(),
+        lookback,
+        "the lookup reads exactly its window"
+    );
+    let find = |command_id: Uuid| -> Vec<&Arc<RecordedEvent>> {
+        window
+            .iter()
+            .filter(|e| e.metadata.command_id == Some(command_id))
+            .collect()
+    };
+    let (recent, appended) = commands[19];
+    let found = find(recent);
+    assert_eq!(
+        found.len(),
+        2,
+        "the lookup must find both events of the most recent command"
+    );
+    assert_eq!(
+        (found[0].stream_version, found[0].global_position),
+        (appended.version, appended.last_position),
+        "the newest event of the command comes first, with the version and position of the append"
+    );
+    assert_eq!(
+        find(commands[15].0).len(),
+        2,
+        "a command inside the window is found"
+    );
+    assert!(
+        find(commands[3].0).is_empty(),
+        "a command older than the window is not found by a bounded read"
+    );
+    let all = whole_stream(store, &s).await;
+    for (command_id, appended) in &commands {
+        let events: Vec<_> = all
+            .iter()
+            .filter(|e| e.metadata.command_id == Some(*command_id))
+            .map(|e| e.stream_version)
+            .collect();
+        assert_eq!(
+            events,
+            [appended.version - 1, appended.version],
+            "command ids must round-trip in the metadata of every event"
+        );
+    }
+}
+
+/// [`EventStore::try_lease`]: a lease is granted to a free name; dropping it frees the name, so
+/// it is granted again; a fresh lease is not lost.
+pub async fn a_lease_is_granted_and_freed(store: Arc<dyn EventStore>) {
+    let lease = ok(store.try_lease("conformance-lease").await, "try_lease")
+        .expect("a lease on a free name must be granted");
+    assert!(!lease.is_lost(), "a fresh lease is not lost");
+    let other = ok(store.try_lease("conformance-other").await, "try_lease");
+    assert!(other.is_some(), "leases of different names are independent");
+    drop(lease);
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    loop {
+        if ok(store.try_lease("conformance-lease").await, "try_lease").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a dropped lease must be freed so it is granted again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -32,4 +32,18 @@ pub enum StoreError {
         /// What failed.
         message: String,
     },
+    /// The database holds a schema written by a newer version of evoq; nothing was changed.
+    #[error(
+        "the {backend} event store at {location} has schema version {found}, newer than the {supported} this version of evoq knows: upgrade evoq, or open another database"
+    )]
+    SchemaTooNew {
+        /// Which backend.
+        backend: &'static str,
+        /// Which database (file path, or schema name; never a password).
+        location: String,
+        /// The version found in the database.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
 }

@@ -71,6 +71,8 @@ struct Shared {
     snapshots: Mutex<HashMap<String, Snapshot>>,
     checkpoints: Mutex<HashMap<String, u64>>,
     dead_letters: Mutex<HashMap<String, DeadLetters>>,
+    /// Saga name -> instance id -> state.
+    sagas: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
     /// Appends rejected for a wrong expected version.
     conflicts: AtomicU64,
 }
@@ -83,6 +85,7 @@ impl Default for Shared {
             snapshots: Mutex::default(),
             checkpoints: Mutex::default(),
             dead_letters: Mutex::default(),
+            sagas: Mutex::default(),
             conflicts: AtomicU64::new(0),
         }
     }
@@ -212,6 +215,13 @@ impl InMemoryStore {
     fn dead_letters(&self) -> MutexGuard<'_, HashMap<String, DeadLetters>> {
         self.shared
             .dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sagas(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, Vec<u8>>>> {
+        self.shared
+            .sagas
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -486,6 +496,64 @@ impl EventStore for InMemoryStore {
         }
         Ok(true)
     }
+
+    async fn save_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.sagas()
+            .entry(saga.to_owned())
+            .or_default()
+            .insert(instance.to_owned(), state);
+        Ok(())
+    }
+
+    async fn load_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .sagas()
+            .get(saga)
+            .and_then(|instances| instances.get(instance).cloned()))
+    }
+
+    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+        let mut sagas = self.sagas();
+        let Some(instances) = sagas.get_mut(saga) else {
+            return Ok(false);
+        };
+        let removed = instances.remove(instance).is_some();
+        if instances.is_empty() {
+            sagas.remove(saga);
+        }
+        Ok(removed)
+    }
+
+    async fn list_saga_instances(
+        &self,
+        saga: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        use std::ops::Bound;
+        let sagas = self.sagas();
+        let Some(instances) = sagas.get(saga) else {
+            return Ok(Vec::new());
+        };
+        let start = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        Ok(instances
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -660,6 +728,7 @@ mod tests {
         HeadAheadOfReads,
         DeadLettersNeverReplaced,
         DeadLettersNewestFirst,
+        SagaInstancesUnsorted,
     }
 
     #[async_trait]
@@ -803,6 +872,40 @@ mod tests {
         ) -> Result<bool, StoreError> {
             self.inner.delete_dead_letter(handler, event_id).await
         }
+
+        async fn save_saga_state(
+            &self,
+            saga: &str,
+            instance: &str,
+            state: Vec<u8>,
+        ) -> Result<(), StoreError> {
+            self.inner.save_saga_state(saga, instance, state).await
+        }
+
+        async fn load_saga_state(
+            &self,
+            saga: &str,
+            instance: &str,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.load_saga_state(saga, instance).await
+        }
+
+        async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+            self.inner.delete_saga_state(saga, instance).await
+        }
+
+        async fn list_saga_instances(
+            &self,
+            saga: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<String>, StoreError> {
+            let mut page = self.inner.list_saga_instances(saga, after, limit).await?;
+            if let Bug::SagaInstancesUnsorted = self.bug {
+                page.reverse();
+            }
+            Ok(page)
+        }
     }
 
     /// Runs `property` against a store with `bug` and checks that it fails.
@@ -881,6 +984,11 @@ mod tests {
             DeadLettersNewestFirst,
             "dead_letters_save_load_list_and_delete",
             conformance::dead_letters_save_load_list_and_delete,
+        );
+        catches(
+            SagaInstancesUnsorted,
+            "saga_state_save_load_list_and_delete",
+            conformance::saga_state_save_load_list_and_delete,
         );
     }
 }

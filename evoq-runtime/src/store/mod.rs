@@ -12,16 +12,29 @@
 //!   events it is not interested in;
 //! - [`EventStore::head`] gives a watch on the highest committed position, which
 //!   [`Subscription`] uses to go from catch-up to live with no gap and no duplicate;
-//! - checkpoints and [dead letters](DeadLetter) of named subscribers are kept beside the events.
+//! - checkpoints and [dead letters](DeadLetter) of named subscribers, and the per-instance state
+//!   of process managers (sagas), are kept beside the events;
+//! - [`EventStore::try_lease`] grants a named subscriber to one node at a time (single-node
+//!   stores grant every lease).
+//!
+//! Backends: [`memory`] (always there), `sqlite` (feature `sqlite`) and `postgres` (feature
+//! `postgres`).
 //!
 //! The conformance suite (`store::conformance`, run by the `store_conformance_tests!` macro)
 //! checks every one of these guarantees; every backend runs it.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod codec;
 #[doc(hidden)]
 pub mod conformance;
 mod dead_letter;
 mod error;
+mod lease;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod subscription;
 
 use std::sync::Arc;
@@ -33,6 +46,7 @@ use uuid::Uuid;
 
 pub use self::dead_letter::DeadLetter;
 pub use self::error::StoreError;
+pub use self::lease::Lease;
 pub use self::subscription::Subscription;
 use crate::envelope::{NewEvent, RecordedEvent};
 
@@ -229,4 +243,46 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Removes the dead letter of `handler` for the event `event_id`; whether there was one.
     async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError>;
+
+    /// Saves the state of instance `instance` of the process manager (saga) `saga`, replacing
+    /// the instance's earlier state. The state is opaque bytes (the saga's serialized state);
+    /// sagas and instances are independent of one another. Appends no event.
+    async fn save_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// The saved state of instance `instance` of saga `saga`, byte for byte, if any.
+    async fn load_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes the state of instance `instance` of saga `saga` (the instance stopped); whether
+    /// there was one.
+    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError>;
+
+    /// At most `limit` instance ids of saga `saga` that have a saved state, sorted by id (byte
+    /// order), starting after `after` (`None`: from the first). Page with the last id of a page.
+    /// Any `limit` is valid, `usize::MAX` included.
+    async fn list_saga_instances(
+        &self,
+        saga: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Asks for the right to run the named subscriber `name` (a handler, projection or saga) on
+    /// this node: `Ok(None)` while another node holds it. The subscription engine asks before it
+    /// delivers anything, polls while refused, and holds the [`Lease`] while it delivers.
+    ///
+    /// The default grants every lease at once ([`Lease::local`]): right for a store used by one
+    /// process. A store shared by several nodes (PostgreSQL) overrides it.
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let _ = name;
+        Ok(Some(Lease::local()))
+    }
 }

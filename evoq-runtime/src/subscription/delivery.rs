@@ -18,11 +18,14 @@ use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::handler::{EventHandler, EventMeta, HandlerFailure, HandlerFuture};
 use crate::projection::{HookFuture, Projected, Projection};
-use crate::store::{DeadLetter, EventFilter, EventStore, StoreError, Subscription};
+use crate::store::{DeadLetter, EventFilter, EventStore, Lease, StoreError, Subscription};
 
 /// How the task backs off when the store fails (reads, dead-letter saves).
 const STORE_RETRY: RetryStrategy =
     RetryStrategy::exponential(Duration::from_millis(50), Duration::from_secs(5));
+
+/// How often a handler whose lease another node holds asks for it again.
+const LEASE_POLL: Duration = Duration::from_millis(200);
 
 /// What the engine delivers events to: event handlers and projections (process managers
 /// implement it for their own kind of subscriber).
@@ -137,12 +140,108 @@ impl Task {
         }
     }
 
-    /// Delivers events to `consumer` until the runtime stops (or the handler does).
+    /// Delivers events to `consumer` until the runtime stops (or the handler does), holding the
+    /// store's [`Lease`] on the handler's name while it delivers: on a store shared by several
+    /// nodes it waits (polling every [`LEASE_POLL`]) until no other node runs the handler, then
+    /// resumes from the checkpoint that node saved.
     pub(crate) async fn run<C: Consumer>(mut self, mut consumer: C) {
         if C::CHECKPOINT_EVERY_EVENT {
             self.checkpoint_every = 1;
             self.kept_checkpoint(&mut consumer).await;
         }
+        loop {
+            let Some(lease) = self.acquire().await else {
+                let start = self.start_after;
+                self.finish(&mut consumer, start).await;
+                return;
+            };
+            if !self.serve(&mut consumer, &lease).await {
+                return;
+            }
+            tracing::warn!(
+                name: "evoq.handler.lease",
+                stage = "lost",
+                handler = &*self.state.name,
+            );
+        }
+    }
+
+    /// Waits for the lease on the handler's name; `None` if the runtime stops first. While
+    /// another node holds it, the published position follows the checkpoint that node saves.
+    /// With a shared lease, starts after the checkpoint if another node moved it further.
+    async fn acquire(&mut self) -> Option<Lease> {
+        let mut failures = 0u32;
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            let delay = match self.store.try_lease(&self.state.name).await {
+                Ok(Some(lease)) => {
+                    if lease.is_shared() {
+                        match self.store.load_checkpoint(&self.state.name).await {
+                            Ok(saved) => {
+                                if let Some(saved) = saved.filter(|s| *s > self.start_after) {
+                                    self.start_after = saved;
+                                    self.saved = saved;
+                                    self.publish(saved);
+                                    self.announce();
+                                }
+                            }
+                            Err(error) => {
+                                drop(lease);
+                                failures = failures.saturating_add(1);
+                                tracing::warn!(
+                                    name: "evoq.handler.checkpoint",
+                                    stage = "exception",
+                                    handler = &*self.state.name,
+                                    error = %error,
+                                );
+                                if !self.sleep(STORE_RETRY.delay(failures)).await {
+                                    return None;
+                                }
+                                continue;
+                            }
+                        }
+                        tracing::info!(
+                            name: "evoq.handler.lease",
+                            stage = "acquired",
+                            handler = &*self.state.name,
+                            position = self.start_after,
+                        );
+                    }
+                    return Some(lease);
+                }
+                Ok(None) => {
+                    // Another node runs the handler: follow its checkpoint, so waits on this
+                    // node (strong consistency, `wait_for`) see the handler's progress.
+                    if let Ok(Some(saved)) = self.store.load_checkpoint(&self.state.name).await {
+                        self.publish(saved);
+                        self.announce();
+                    }
+                    LEASE_POLL
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = STORE_RETRY.delay(failures);
+                    tracing::warn!(
+                        name: "evoq.handler.lease",
+                        stage = "exception",
+                        handler = &*self.state.name,
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                    );
+                    delay
+                }
+            };
+            if !self.sleep(delay).await {
+                return None;
+            }
+        }
+    }
+
+    /// Delivers while `lease` holds; `true` when the lease was lost (ask again), `false` when
+    /// the task is done.
+    async fn serve<C: Consumer>(&mut self, consumer: &mut C, lease: &Lease) -> bool {
         let filter = EventFilter::types(
             self.state
                 .event_types
@@ -165,6 +264,9 @@ impl Task {
             if self.stopping() {
                 break;
             }
+            if lease.is_lost() {
+                return true;
+            }
             let next = tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => Next::Shutdown,
@@ -174,12 +276,12 @@ impl Task {
             let events = match next {
                 Next::Shutdown => break,
                 Next::Control(Control::Redeliver { event_id, reply }) => {
-                    let result = self.redeliver(&mut consumer, event_id).await;
+                    let result = self.redeliver(consumer, event_id).await;
                     let _ = reply.send(result);
                     continue;
                 }
                 Next::Control(Control::Rebuild { reply }) => {
-                    let result = self.rebuild(&mut consumer).await;
+                    let result = self.rebuild(consumer).await;
                     if result.is_ok() {
                         subscription =
                             Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
@@ -218,31 +320,31 @@ impl Task {
                     self.publish(processed);
                 }
                 let event = EventMeta::new(record);
-                match self.deliver(&mut consumer, &event).await {
+                match self.deliver(consumer, &event).await {
                     Outcome::Next => {}
                     Outcome::Shutdown => {
-                        self.finish(&mut consumer, processed).await;
-                        return;
+                        self.finish(consumer, processed).await;
+                        return false;
                     }
                     Outcome::Stop(reason) => {
                         self.state.progress.send_modify(|progress| {
                             progress.stopped = Some(Arc::from(reason.as_str()));
                         });
-                        self.finish(&mut consumer, processed).await;
-                        return;
+                        self.finish(consumer, processed).await;
+                        return false;
                     }
                 }
                 processed = position;
                 if C::CHECKPOINT_EVERY_EVENT {
                     // The read model and the checkpoint advance together, and a waiter on the
                     // position finds both there.
-                    self.save(&mut consumer, processed).await;
+                    self.save(consumer, processed).await;
                     self.publish(processed);
                 } else {
                     self.publish(processed);
                     let since = processed.saturating_sub(self.saved);
                     if since >= self.checkpoint_every {
-                        self.save(&mut consumer, processed).await;
+                        self.save(consumer, processed).await;
                     }
                 }
                 // Share the thread during a long catch-up of handlers that never wait.
@@ -259,14 +361,15 @@ impl Task {
             self.announce();
             if self.saved != processed && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
             {
-                self.save(&mut consumer, processed).await;
+                self.save(consumer, processed).await;
             }
             if C::CHECKPOINT_EVERY_EVENT {
                 self.publish(processed);
                 self.announce();
             }
         }
-        self.finish(&mut consumer, processed).await;
+        self.finish(consumer, processed).await;
+        false
     }
 
     /// A consumer that keeps its checkpoint (a read model committing it with its changes)

@@ -9,7 +9,7 @@
 //! - [`projections`]: read models, checkpoints, rebuilds, reading your own writes.
 //! - [`upcasting`]: schema evolution: upcasters, chains, renames, what the compiler checks.
 //! - [`testing`]: given / when / then tests of one aggregate.
-//! - [`stores`]: the event store contract and the in-memory store.
+//! - [`stores`]: the event store contract, and choosing a store: in-memory, SQLite, PostgreSQL.
 
 #[doc = include_str!("aggregates.md")]
 pub mod aggregates {}

@@ -1,0 +1,1357 @@
+//! The PostgreSQL event store (feature `postgres`): one database shared by several application
+//! nodes.
+//!
+//! # How it works
+//!
+//! - **Connection string** `postgres://user:password@host:port/database` (any form
+//!   [tokio-postgres](https://docs.rs/tokio-postgres) accepts), plus [`PostgresOptions`]: the
+//!   schema the tables live in (default `evoq`), the pool size. The password never appears in
+//!   an error or a log line.
+//! - **Versioned schema**, created or migrated on start under an advisory lock (so nodes that
+//!   start together do not race), in table `evoq_schema`; a schema written by a newer evoq is
+//!   refused with [`StoreError::SchemaTooNew`].
+//! - **Gap-free global order.** Every append transaction locks the single row of `evoq_head`
+//!   (`UPDATE ... RETURNING`), takes the next positions from it and commits while holding the
+//!   lock. So positions are given out in commit order: when a reader sees position `p`, every
+//!   position below it is committed and visible, and a transaction that got a lower position can
+//!   never become visible after a higher one (the problem of `SEQUENCE`/`IDENTITY` columns,
+//!   which readers skip past). The trade-off: appends are serialized across the whole cluster,
+//!   one transaction at a time. To keep throughput up, each node groups the appends waiting for
+//!   the lock into one transaction (group commit, up to [`PostgresOptions::max_batch`]), so the
+//!   lock is taken once per batch rather than once per append.
+//! - **Head watch.** A node moves its head after its own commits; the commit also runs
+//!   `pg_notify`, and a listener connection (LISTEN) moves the head of every other node. A
+//!   periodic poll of `evoq_head` ([`PostgresOptions::poll_interval`], default 1 s) covers a
+//!   lost notification or a broken listener (which reconnects with backoff).
+//! - **Leases** ([`EventStore::try_lease`]): a session-level advisory lock per subscriber name,
+//!   on a connection of its own held by the [`Lease`]. So each handler (and projection, saga)
+//!   runs on one node at a time; when the node stops (the lease is dropped) or dies (its
+//!   connection closes), the lock is freed and another node's handler, which asks every 200 ms,
+//!   takes over from the checkpoint the first node saved.
+//! - **Transient errors** (a broken connection, a server restarting, a serialization failure)
+//!   are retried with exponential backoff up to [`PostgresOptions::retries`] times. An append
+//!   whose `COMMIT` itself broke is not retried (it may have committed): it fails with an error
+//!   that says its outcome is unknown.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), evoq_runtime::StoreError> {
+//! use evoq_runtime::store::postgres::{PostgresOptions, PostgresStore};
+//!
+//! let store = PostgresStore::connect_with(
+//!     "postgres://app:secret@db.example:5432/events",
+//!     PostgresOptions::default().schema("billing").pool_size(32),
+//! )
+//! .await?;
+//! # let _ = store;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+use uuid::Uuid;
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::codec::{
+    decode_metadata, encode_metadata, from_db, nanos_to_time, redact_url, time_to_nanos, to_db,
+};
+use crate::store::{
+    AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Lease,
+    Snapshot, StoreError,
+};
+
+const BACKEND: &str = "postgres";
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The columns of an event, in the order [`decode_event`] reads them.
+const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
+
+/// Options of [`PostgresStore::connect_with`].
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    schema: String,
+    pool_size: usize,
+    max_batch: usize,
+    poll_interval: Duration,
+    retries: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "evoq".to_owned(),
+            pool_size: 16,
+            max_batch: 512,
+            poll_interval: Duration::from_secs(1),
+            retries: 5,
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The schema the tables live in (default `evoq`; letters, digits and `_` only, at most 63
+    /// characters). It is created if need be.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The most pooled connections (default 16, at least 2). Leases and the listener use
+    /// connections of their own.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(2);
+        self
+    }
+
+    /// The most appends committed in one transaction (default 512, at least 1).
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// How often the head is polled besides LISTEN/NOTIFY (default 1 s).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How many times an operation that failed with a transient error is retried (default 5).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+}
+
+/// The event store on PostgreSQL. See the [module docs](self).
+///
+/// A handle: [`Clone`] is cheap and clones share the pool, the writer and the listener, which
+/// stop when the last handle is dropped. Each node opens its own store on the same database and
+/// schema.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    /// The quoted schema, ready for SQL.
+    schema: String,
+    /// The URL without its password, for messages.
+    location: String,
+    head: watch::Sender<u64>,
+    writer: mpsc::UnboundedSender<AppendJob>,
+    options: PostgresOptions,
+    background: Vec<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("location", &self.inner.location)
+            .field("schema", &self.inner.options.schema)
+            .field("head", &*self.inner.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `error` may go away on a retry.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        None => error.source_io().is_some(),
+        Some(code) => {
+            code == &SqlState::T_R_SERIALIZATION_FAILURE
+                || code == &SqlState::T_R_DEADLOCK_DETECTED
+                || code == &SqlState::ADMIN_SHUTDOWN
+                || code == &SqlState::CRASH_SHUTDOWN
+                || code == &SqlState::CANNOT_CONNECT_NOW
+                || code == &SqlState::TOO_MANY_CONNECTIONS
+                || code.code().starts_with("08")
+        }
+    }
+}
+
+trait SourceIo {
+    fn source_io(&self) -> Option<&std::io::Error>;
+}
+
+impl SourceIo for tokio_postgres::Error {
+    fn source_io(&self) -> Option<&std::io::Error> {
+        std::error::Error::source(self).and_then(|s| s.downcast_ref::<std::io::Error>())
+    }
+}
+
+/// Backoff before retry `attempt` (1-based): 50 ms doubling, at most 2 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)))
+        .min(Duration::from_secs(2))
+}
+
+enum Failure {
+    Transient(String),
+    Fatal(StoreError),
+}
+
+impl Failure {
+    fn sql(what: &str, location: &str, error: tokio_postgres::Error) -> Failure {
+        let message = format!("{what} on {location}: {error}");
+        if is_transient(&error) {
+            Failure::Transient(message)
+        } else {
+            Failure::Fatal(StoreError::Backend {
+                backend: BACKEND,
+                message,
+            })
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Fatal(error)
+    }
+}
+
+/// Runs `$body` (an async block using `$client`, a pooled connection, and returning
+/// `Result<T, Failure>`) and retries it on transient failures with backoff.
+macro_rules! retrying {
+    ($inner:expr, $what:expr, |$client:ident| $body:expr) => {{
+        let inner: &Inner = $inner;
+        let mut attempt = 0u32;
+        loop {
+            let result: Result<_, Failure> = async {
+                let $client = inner.pool.get().await.map_err(|e| {
+                    Failure::Transient(format!(
+                        "{} on {}: no connection: {e}",
+                        $what, inner.location
+                    ))
+                })?;
+                $body.await
+            }
+            .await;
+            match result {
+                Ok(value) => break Ok(value),
+                Err(Failure::Fatal(error)) => break Err(error),
+                Err(Failure::Transient(message)) => {
+                    attempt += 1;
+                    if attempt > inner.options.retries {
+                        break Err(StoreError::Backend {
+                            backend: BACKEND,
+                            message: format!("{message} (after {} retries)", attempt - 1),
+                        });
+                    }
+                    tracing::warn!(
+                        name: "evoq.store.retry",
+                        backend = BACKEND,
+                        attempt,
+                        error = %message,
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }};
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` with the default options (schema `evoq`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to the database at `url` with `options`: creates or migrates the schema, reads
+    /// the head, starts the group-commit writer, the listener and the head poll.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let location = redact_url(url);
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Backend {
+                backend: BACKEND,
+                message: format!("the connection string {location} is invalid: {e}"),
+            })?;
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        config.connect_timeout(Duration::from_secs(10));
+        if config.get_application_name().is_none() {
+            config.application_name("evoq");
+        }
+        let schema_name = &options.schema;
+        if schema_name.is_empty()
+            || schema_name.len() > 63
+            || !schema_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "the schema name `{schema_name}` is not valid: use 1 to 63 letters, digits or `_`"
+                ),
+            });
+        }
+        let schema = format!("\"{schema_name}\"");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .build()
+            .map_err(|e| StoreError::Backend {
+                backend: BACKEND,
+                message: format!("cannot build the connection pool for {location}: {e}"),
+            })?;
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (head_tx, _) = watch::channel(0);
+        let mut inner = Inner {
+            pool,
+            config,
+            schema,
+            location,
+            head: head_tx,
+            writer: writer_tx,
+            options,
+            background: Vec::new(),
+        };
+        let head = migrate(&inner).await?;
+        inner.head.send_replace(head);
+
+        let channel = channel_name(&inner.options.schema);
+        let writer = Writer {
+            pool: inner.pool.clone(),
+            schema: inner.schema.clone(),
+            location: inner.location.clone(),
+            channel: channel.clone(),
+            head: inner.head.clone(),
+            max_batch: inner.options.max_batch,
+            retries: inner.options.retries,
+        };
+        inner
+            .background
+            .push(tokio::spawn(writer.run(writer_rx)).abort_handle());
+        inner.background.push(
+            tokio::spawn(listen(
+                inner.config.clone(),
+                channel,
+                inner.head.clone(),
+                inner.location.clone(),
+            ))
+            .abort_handle(),
+        );
+        inner.background.push(
+            tokio::spawn(poll_head(
+                inner.pool.clone(),
+                inner.schema.clone(),
+                inner.head.clone(),
+                inner.options.poll_interval,
+            ))
+            .abort_handle(),
+        );
+        Ok(PostgresStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The schema the tables live in.
+    pub fn schema(&self) -> &str {
+        &self.inner.options.schema
+    }
+
+    /// The database's head position, read now (the [`head`](EventStore::head) watch follows it
+    /// through notifications and polls).
+    pub async fn read_head(&self) -> Result<u64, StoreError> {
+        let inner = &*self.inner;
+        let sql = format!(
+            "SELECT position FROM {}.evoq_head WHERE id = 1",
+            inner.schema
+        );
+        retrying!(inner, "reading the head", |client| async {
+            let row = client
+                .query_one(&sql, &[])
+                .await
+                .map_err(|e| Failure::sql("reading the head", &inner.location, e))?;
+            Ok(from_db(row.get(0), || "evoq_head".to_owned(), "the head")?)
+        })
+    }
+}
+
+/// The NOTIFY channel of a schema: short whatever the schema's length.
+fn channel_name(schema: &str) -> String {
+    format!("evoq_head_{:016x}", fnv1a(schema.as_bytes()))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Creates or migrates the schema; returns the head.
+async fn migrate(inner: &Inner) -> Result<u64, StoreError> {
+    let s = &inner.schema;
+    let lock_key = fnv1a(format!("evoq-migrate:{}", inner.options.schema).as_bytes()) as i64;
+    let v1 = format!(
+        "
+CREATE TABLE {s}.events (
+    position       BIGINT PRIMARY KEY,
+    stream_id      TEXT   NOT NULL,
+    version        BIGINT NOT NULL,
+    event_id       UUID   NOT NULL,
+    event_type     TEXT   NOT NULL,
+    schema_version BIGINT NOT NULL,
+    data           BYTEA  NOT NULL,
+    metadata       BYTEA  NOT NULL,
+    recorded_at    BIGINT NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE {s}.evoq_head (id INT PRIMARY KEY, position BIGINT NOT NULL);
+INSERT INTO {s}.evoq_head (id, position) VALUES (1, 0);
+CREATE TABLE {s}.snapshots (
+    stream_id TEXT PRIMARY KEY,
+    version   BIGINT NOT NULL,
+    data      BYTEA  NOT NULL,
+    taken_at  BIGINT NOT NULL
+);
+CREATE TABLE {s}.checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL);
+CREATE TABLE {s}.dead_letters (
+    handler         TEXT   NOT NULL,
+    event_id        UUID   NOT NULL,
+    position        BIGINT NOT NULL,
+    stream_id       TEXT   NOT NULL,
+    version         BIGINT NOT NULL,
+    event_type      TEXT   NOT NULL,
+    schema_version  BIGINT NOT NULL,
+    data            BYTEA  NOT NULL,
+    metadata        BYTEA  NOT NULL,
+    recorded_at     BIGINT NOT NULL,
+    error           TEXT   NOT NULL,
+    attempts        BIGINT NOT NULL,
+    first_failed_at BIGINT NOT NULL,
+    last_failed_at  BIGINT NOT NULL,
+    PRIMARY KEY (handler, event_id)
+);
+CREATE INDEX ON {s}.dead_letters (handler, position, event_id);
+CREATE TABLE {s}.saga_state (
+    saga     TEXT  NOT NULL,
+    instance TEXT  COLLATE \"C\" NOT NULL,
+    state    BYTEA NOT NULL,
+    PRIMARY KEY (saga, instance)
+);
+CREATE FUNCTION {s}.evoq_append(
+    p_streams TEXT[], p_expected BIGINT[], p_counts INT[],
+    e_ids UUID[], e_types TEXT[], e_schema_versions BIGINT[], e_data BYTEA[], e_metadata BYTEA[],
+    p_recorded_at BIGINT, p_channel TEXT)
+RETURNS TABLE (job INT, actual BIGINT, first_position BIGINT, ok BOOLEAN)
+LANGUAGE plpgsql AS $body$
+DECLARE
+    v_head BIGINT;
+    v_next BIGINT;
+    v_event INT := 1;
+    v_count INT;
+    v_current BIGINT;
+BEGIN
+    -- The lock that orders every append of the cluster, held until the commit.
+    SELECT h.position INTO v_head FROM {s}.evoq_head h WHERE h.id = 1 FOR UPDATE;
+    v_next := v_head + 1;
+    FOR i IN 1 .. COALESCE(array_length(p_streams, 1), 0) LOOP
+        v_count := p_counts[i];
+        SELECT COALESCE(MAX(e.version), 0) INTO v_current FROM {s}.events e WHERE e.stream_id = p_streams[i];
+        job := i;
+        actual := v_current;
+        IF p_expected[i] >= 0 AND p_expected[i] <> v_current THEN
+            first_position := 0;
+            ok := FALSE;
+        ELSE
+            IF v_count > 0 THEN
+                INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at)
+                SELECT v_next + k - 1, p_streams[i], v_current + k, e_ids[v_event + k - 1], e_types[v_event + k - 1],
+                       e_schema_versions[v_event + k - 1], e_data[v_event + k - 1], e_metadata[v_event + k - 1], p_recorded_at
+                FROM generate_series(1, v_count) AS k;
+                first_position := v_next;
+            ELSE
+                first_position := 0;
+            END IF;
+            ok := TRUE;
+            v_next := v_next + v_count;
+        END IF;
+        v_event := v_event + v_count;
+        RETURN NEXT;
+    END LOOP;
+    IF v_next > v_head + 1 THEN
+        UPDATE {s}.evoq_head SET position = v_next - 1 WHERE id = 1;
+        PERFORM pg_notify(p_channel, (v_next - 1)::TEXT);
+    END IF;
+END
+$body$;
+"
+    );
+    retrying!(inner, "migrating the schema", |client| async {
+        let fail = |e| Failure::sql("migrating the schema", &inner.location, e);
+        client.batch_execute("BEGIN").await.map_err(fail)?;
+        let result: Result<u64, Failure> = async {
+            client
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key])
+                .await
+                .map_err(fail)?;
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.evoq_schema (version BIGINT NOT NULL);"
+                ))
+                .await
+                .map_err(fail)?;
+            let found: Option<i64> = client
+                .query_one(&format!("SELECT MAX(version) FROM {s}.evoq_schema"), &[])
+                .await
+                .map_err(fail)?
+                .get(0);
+            let found = found.unwrap_or(0);
+            if found > SCHEMA_VERSION {
+                return Err(Failure::Fatal(StoreError::SchemaTooNew {
+                    backend: BACKEND,
+                    location: format!("{} (schema `{}`)", inner.location, inner.options.schema),
+                    found,
+                    supported: SCHEMA_VERSION,
+                }));
+            }
+            if found < 1 {
+                client.batch_execute(&v1).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 2 { ... }`.
+            if found < SCHEMA_VERSION {
+                client
+                    .batch_execute(&format!(
+                        "DELETE FROM {s}.evoq_schema; INSERT INTO {s}.evoq_schema (version) VALUES ({SCHEMA_VERSION});"
+                    ))
+                    .await
+                    .map_err(fail)?;
+            }
+            let head: i64 = client
+                .query_one(&format!("SELECT position FROM {s}.evoq_head WHERE id = 1"), &[])
+                .await
+                .map_err(fail)?
+                .get(0);
+            Ok(from_db(head, || "evoq_head".to_owned(), "the head")?)
+        }
+        .await;
+        match result {
+            Ok(head) => {
+                client.batch_execute("COMMIT").await.map_err(fail)?;
+                Ok(head)
+            }
+            Err(error) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(error)
+            }
+        }
+    })
+}
+
+/// Moves `head` to `position` if that is higher.
+fn advance(head: &watch::Sender<u64>, position: u64) {
+    head.send_if_modified(|h| {
+        let moved = position > *h;
+        if moved {
+            *h = position;
+        }
+        moved
+    });
+}
+
+/// Listens for the commits of every node and moves the head; reconnects with backoff.
+async fn listen(
+    config: tokio_postgres::Config,
+    channel: String,
+    head: watch::Sender<u64>,
+    location: String,
+) {
+    let mut failures = 0u32;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    use futures_util::StreamExt;
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_owned()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {channel}"))
+                    .await
+                    .is_ok()
+                {
+                    failures = 0;
+                    while let Some(payload) = rx.recv().await {
+                        if let Ok(position) = payload.parse::<u64>() {
+                            advance(&head, position);
+                        }
+                    }
+                }
+                driver.abort();
+                drop(client);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    name: "evoq.store.listen",
+                    stage = "exception",
+                    backend = BACKEND,
+                    location = %location,
+                    error = %error,
+                );
+            }
+        }
+        failures = failures.saturating_add(1);
+        tokio::time::sleep(backoff(failures)).await;
+    }
+}
+
+/// Polls the head: the fallback when a notification is lost.
+async fn poll_head(pool: Pool, schema: String, head: watch::Sender<u64>, every: Duration) {
+    let sql = format!("SELECT position FROM {schema}.evoq_head WHERE id = 1");
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Ok(client) = pool.get().await
+            && let Ok(row) = client.query_one(&sql, &[]).await
+            && let Ok(position) = u64::try_from(row.get::<_, i64>(0))
+        {
+            advance(&head, position);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The group-commit writer
+// ---------------------------------------------------------------------------------------------
+
+struct AppendJob {
+    stream: String,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+struct Writer {
+    pool: Pool,
+    schema: String,
+    location: String,
+    channel: String,
+    head: watch::Sender<u64>,
+    max_batch: usize,
+    retries: u32,
+}
+
+/// A batch's outcome before the commit.
+struct Planned {
+    results: Vec<Result<Appended, StoreError>>,
+    last_position: u64,
+}
+
+impl Writer {
+    async fn run(self, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            if jobs.recv_many(&mut batch, self.max_batch).await == 0 {
+                return;
+            }
+            let results = self.commit(&batch).await;
+            match results {
+                Ok(results) => {
+                    for (job, result) in batch.drain(..).zip(results) {
+                        let _ = job.reply.send(result);
+                    }
+                }
+                Err(error) => {
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(StoreError::Backend {
+                            backend: BACKEND,
+                            message: error.to_string(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits `batch` in one transaction, retrying transient failures that happen before the
+    /// commit.
+    async fn commit(
+        &self,
+        batch: &[AppendJob],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_commit(batch).await {
+                Ok(planned) => {
+                    if planned.last_position > 0 {
+                        advance(&self.head, planned.last_position);
+                    }
+                    return Ok(planned.results);
+                }
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Transient(message)) => {
+                    attempt += 1;
+                    if attempt > self.retries {
+                        return Err(StoreError::Backend {
+                            backend: BACKEND,
+                            message: format!("{message} (after {} retries)", attempt - 1),
+                        });
+                    }
+                    tracing::warn!(
+                        name: "evoq.store.retry",
+                        backend = BACKEND,
+                        attempt,
+                        error = %message,
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// One round trip: `evoq_append` runs the whole batch as one statement, so one transaction
+    /// (autocommit) that locks the head row, checks each append's expected version, inserts,
+    /// moves the head and notifies.
+    async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
+        let s = &self.schema;
+        let location = &self.location;
+        let client = self.pool.get().await.map_err(|e| {
+            Failure::Transient(format!("appending on {location}: no connection: {e}"))
+        })?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT job, actual, first_position, ok FROM {s}.evoq_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .await
+            .map_err(|e| Failure::sql("appending", location, e))?;
+        let mut streams = Vec::with_capacity(batch.len());
+        let mut expected = Vec::with_capacity(batch.len());
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut event_ids = Vec::new();
+        let mut types = Vec::new();
+        let mut schema_versions = Vec::new();
+        let mut datas: Vec<&[u8]> = Vec::new();
+        let mut metadatas = Vec::new();
+        for job in batch {
+            streams.push(job.stream.as_str());
+            expected.push(match job.expected {
+                ExpectedVersion::Any => -1,
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => to_db(v),
+            });
+            counts.push(i32::try_from(job.events.len()).unwrap_or(i32::MAX));
+            for event in &job.events {
+                event_ids.push(event.event_id);
+                types.push(event.event_type.as_ref());
+                schema_versions.push(i64::from(event.schema_version));
+                datas.push(&event.data);
+                metadatas.push(encode_metadata(&event.metadata));
+            }
+        }
+        let recorded_at = time_to_nanos(SystemTime::now());
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &streams,
+                    &expected,
+                    &counts,
+                    &event_ids,
+                    &types,
+                    &schema_versions,
+                    &datas,
+                    &metadatas,
+                    &recorded_at,
+                    &self.channel,
+                ],
+            )
+            .await
+            .map_err(|error| {
+                if error.code().is_some() {
+                    // The server answered with an error: the statement's transaction rolled
+                    // back, nothing was written.
+                    Failure::sql("appending", location, error)
+                } else {
+                    // The connection broke while the statement ran: it may have committed.
+                    Failure::Fatal(StoreError::Backend {
+                        backend: BACKEND,
+                        message: format!(
+                            "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {error}"
+                        ),
+                    })
+                }
+            })?;
+        let mut results: Vec<Option<Result<Appended, StoreError>>> =
+            (0..batch.len()).map(|_| None).collect();
+        let mut last_position = 0;
+        for row in rows {
+            let job: i32 = row.get(0);
+            let actual: i64 = row.get(1);
+            let first: i64 = row.get(2);
+            let ok: bool = row.get(3);
+            let Some(index) = usize::try_from(job).ok().and_then(|j| j.checked_sub(1)) else {
+                continue;
+            };
+            let Some((slot, job)) = results.get_mut(index).zip(batch.get(index)) else {
+                continue;
+            };
+            let actual = from_db(actual, || format!("stream `{}`", job.stream), "the version")?;
+            *slot = Some(if ok {
+                let count = job.events.len() as u64;
+                let first = from_db(first, || "evoq_head".to_owned(), "the position")?;
+                let last = if count == 0 { 0 } else { first + count - 1 };
+                last_position = last_position.max(last);
+                Ok(Appended {
+                    version: actual + count,
+                    first_position: first,
+                    last_position: last,
+                })
+            } else {
+                Err(StoreError::WrongExpectedVersion {
+                    stream: job.stream.clone(),
+                    expected: job.expected,
+                    actual,
+                })
+            });
+        }
+        let results = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(StoreError::Integrity {
+                        location: format!("{location}: evoq_append"),
+                        reason: "the append function returned no result for an append of the batch"
+                            .into(),
+                    })
+                })
+            })
+            .collect();
+        Ok(Planned {
+            results,
+            last_position,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads and the other writes
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes an event row (columns [`EVENT_COLUMNS`]); an undecodable row is an integrity error
+/// naming its stream and version.
+fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.try_get(0).unwrap_or(-1);
+    let stream_id: String = row.try_get(1).unwrap_or_else(|_| "?".to_owned());
+    let version: i64 = row.try_get(2).unwrap_or(-1);
+    let location = || format!("stream `{stream_id}` version {version} (position {position})");
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: location(),
+        reason: format!("the event's {what} does not decode ({e}); repair or remove the row"),
+    };
+    let event_id: Uuid = row.try_get(3).map_err(|e| corrupt("id", &e))?;
+    let event_type: String = row.try_get(4).map_err(|e| corrupt("type", &e))?;
+    let schema_version: i64 = row.try_get(5).map_err(|e| corrupt("schema version", &e))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|e| corrupt("schema version", &e))?;
+    let data: Vec<u8> = row.try_get(6).map_err(|e| corrupt("data", &e))?;
+    let metadata: &[u8] = row.try_get(7).map_err(|e| corrupt("metadata", &e))?;
+    let metadata = decode_metadata(metadata, location)?;
+    let recorded_at: i64 = row.try_get(8).map_err(|e| corrupt("commit time", &e))?;
+    Ok(RecordedEvent {
+        event_id,
+        stream_version: from_db(version, location, "the version")?,
+        global_position: from_db(position, location, "the position")?,
+        stream_id,
+        event_type: event_type.into(),
+        schema_version,
+        data,
+        metadata,
+        recorded_at: nanos_to_time(recorded_at),
+    })
+}
+
+fn decode_events(rows: &[Row]) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+    rows.iter().map(|r| decode_event(r).map(Arc::new)).collect()
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+const DEAD_LETTER_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, handler, error, attempts, first_failed_at, last_failed_at";
+
+fn decode_dead_letter(row: &Row) -> Result<DeadLetter, StoreError> {
+    let event = decode_event(row)?;
+    let attempts: i64 = row.get(11);
+    Ok(DeadLetter {
+        handler: row.get(9),
+        error: row.get(10),
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        first_failed_at: nanos_to_time(row.get(12)),
+        last_failed_at: nanos_to_time(row.get(13)),
+        event: Arc::new(event),
+    })
+}
+
+/// Runs one statement with retries; `$what` names it in errors.
+macro_rules! execute {
+    ($self:expr, $what:expr, $sql:expr, $params:expr) => {{
+        let inner = &*$self.inner;
+        let sql = $sql;
+        retrying!(inner, $what, |client| async {
+            let stmt = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(|e| Failure::sql($what, &inner.location, e))?;
+            client
+                .execute(&stmt, $params)
+                .await
+                .map_err(|e| Failure::sql($what, &inner.location, e))
+        })
+    }};
+}
+
+/// Runs one query with retries.
+macro_rules! query {
+    ($self:expr, $what:expr, $sql:expr, $params:expr) => {{
+        let inner = &*$self.inner;
+        let sql = $sql;
+        retrying!(inner, $what, |client| async {
+            let stmt = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(|e| Failure::sql($what, &inner.location, e))?;
+            client
+                .query(&stmt, $params)
+                .await
+                .map_err(|e| Failure::sql($what, &inner.location, e))
+        })
+    }};
+}
+
+/// The advisory lock key of a subscriber name in a schema.
+fn lease_key(schema: &str, name: &str) -> i64 {
+    fnv1a(format!("evoq-lease:{schema}:{name}").as_bytes()) as i64
+}
+
+/// What a lease holds: the connection that holds the advisory lock. Dropping it closes the
+/// connection, which frees the lock.
+struct LeaseGuard {
+    _client: tokio_postgres::Client,
+    driver: AbortHandle,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = AppendJob {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        };
+        let stopped = || StoreError::Backend {
+            backend: BACKEND,
+            message: format!("the writer of {} stopped", self.inner.location),
+        };
+        self.inner.writer.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let s = &self.inner.schema;
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version ASC LIMIT $3"
+            ),
+            Direction::Backward => format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream_id = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+            ),
+        };
+        let rows = query!(
+            self,
+            "reading a stream",
+            sql,
+            &[&stream, &to_db(from), &limit(max_count)]
+        )?;
+        decode_events(&rows)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        let sql = format!(
+            "SELECT COALESCE(MAX(version), 0) FROM {}.events WHERE stream_id = $1",
+            self.inner.schema
+        );
+        let rows = query!(self, "reading a stream version", sql, &[&stream])?;
+        let v: i64 = rows.first().map_or(0, |r| r.get(0));
+        from_db(v, || format!("stream `{stream}`"), "the version")
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<AllPage, StoreError> {
+        // Every position up to a head this node has seen is committed and visible: positions
+        // are given out in commit order (see the module docs).
+        let head = *self.inner.head.borrow();
+        if max_count == 0 || after >= head {
+            return Ok(AllPage {
+                events: Vec::new(),
+                scanned_through: after,
+            });
+        }
+        let s = &self.inner.schema;
+        let rows = match filter {
+            EventFilter::All => {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
+                );
+                query!(
+                    self,
+                    "reading the global order",
+                    sql,
+                    &[&to_db(after), &to_db(head), &limit(max_count)]
+                )?
+            }
+            EventFilter::Types(types) => {
+                let types: Vec<&str> = types.iter().map(String::as_str).collect();
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE position > $1 AND position <= $2 AND event_type = ANY($4) ORDER BY position LIMIT $3"
+                );
+                query!(
+                    self,
+                    "reading the global order",
+                    sql,
+                    &[&to_db(after), &to_db(head), &limit(max_count), &types]
+                )?
+            }
+        };
+        let events = decode_events(&rows)?;
+        let scanned_through = if events.len() == max_count {
+            events.last().map_or(head, |e| e.global_position)
+        } else {
+            head
+        };
+        Ok(AllPage {
+            events,
+            scanned_through,
+        })
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {}.snapshots (stream_id, version, data, taken_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, data = EXCLUDED.data, taken_at = EXCLUDED.taken_at",
+            self.inner.schema
+        );
+        execute!(
+            self,
+            "saving a snapshot",
+            sql,
+            &[
+                &snapshot.stream_id,
+                &to_db(snapshot.version),
+                &snapshot.data,
+                &time_to_nanos(snapshot.taken_at)
+            ]
+        )?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        let sql = format!(
+            "SELECT version, data, taken_at FROM {}.snapshots WHERE stream_id = $1",
+            self.inner.schema
+        );
+        let rows = query!(self, "loading a snapshot", sql, &[&stream])?;
+        rows.first()
+            .map(|row| {
+                Ok(Snapshot {
+                    stream_id: stream.to_owned(),
+                    version: from_db(
+                        row.get(0),
+                        || format!("snapshot of `{stream}`"),
+                        "the version",
+                    )?,
+                    data: row.get(1),
+                    taken_at: nanos_to_time(row.get(2)),
+                })
+            })
+            .transpose()
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {}.checkpoints (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
+            self.inner.schema
+        );
+        execute!(self, "saving a checkpoint", sql, &[&name, &to_db(position)])?;
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let sql = format!(
+            "SELECT position FROM {}.checkpoints WHERE name = $1",
+            self.inner.schema
+        );
+        let rows = query!(self, "loading a checkpoint", sql, &[&name])?;
+        rows.first()
+            .map(|row| {
+                from_db(
+                    row.get(0),
+                    || format!("checkpoint `{name}`"),
+                    "the position",
+                )
+            })
+            .transpose()
+    }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {}.dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (handler, event_id) DO UPDATE SET position = EXCLUDED.position, stream_id = EXCLUDED.stream_id, version = EXCLUDED.version, event_type = EXCLUDED.event_type, schema_version = EXCLUDED.schema_version, data = EXCLUDED.data, metadata = EXCLUDED.metadata, recorded_at = EXCLUDED.recorded_at, error = EXCLUDED.error, attempts = EXCLUDED.attempts, first_failed_at = EXCLUDED.first_failed_at, last_failed_at = EXCLUDED.last_failed_at",
+            self.inner.schema
+        );
+        let e = &entry.event;
+        let metadata = encode_metadata(&e.metadata);
+        execute!(
+            self,
+            "saving a dead letter",
+            sql,
+            &[
+                &entry.handler,
+                &e.event_id,
+                &to_db(e.global_position),
+                &e.stream_id,
+                &to_db(e.stream_version),
+                &e.event_type.as_ref(),
+                &i64::from(e.schema_version),
+                &e.data,
+                &metadata,
+                &time_to_nanos(e.recorded_at),
+                &entry.error,
+                &i64::from(entry.attempts),
+                &time_to_nanos(entry.first_failed_at),
+                &time_to_nanos(entry.last_failed_at)
+            ]
+        )?;
+        Ok(())
+    }
+
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        if max == 0 || after >= i64::MAX as u64 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM {}.dead_letters WHERE handler = $1 AND position > $2 ORDER BY position, event_id LIMIT $3",
+            self.inner.schema
+        );
+        let rows = query!(
+            self,
+            "listing dead letters",
+            sql,
+            &[&handler, &to_db(after), &limit(max)]
+        )?;
+        rows.iter().map(decode_dead_letter).collect()
+    }
+
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let sql = format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM {}.dead_letters WHERE handler = $1 AND event_id = $2",
+            self.inner.schema
+        );
+        let rows = query!(self, "loading a dead letter", sql, &[&handler, &event_id])?;
+        rows.first().map(decode_dead_letter).transpose()
+    }
+
+    async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        let sql = format!(
+            "DELETE FROM {}.dead_letters WHERE handler = $1 AND event_id = $2",
+            self.inner.schema
+        );
+        Ok(execute!(self, "deleting a dead letter", sql, &[&handler, &event_id])? > 0)
+    }
+
+    async fn save_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {}.saga_state (saga, instance, state) VALUES ($1, $2, $3) \
+             ON CONFLICT (saga, instance) DO UPDATE SET state = EXCLUDED.state",
+            self.inner.schema
+        );
+        execute!(
+            self,
+            "saving a saga state",
+            sql,
+            &[&saga, &instance, &state]
+        )?;
+        Ok(())
+    }
+
+    async fn load_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = format!(
+            "SELECT state FROM {}.saga_state WHERE saga = $1 AND instance = $2",
+            self.inner.schema
+        );
+        let rows = query!(self, "loading a saga state", sql, &[&saga, &instance])?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+        let sql = format!(
+            "DELETE FROM {}.saga_state WHERE saga = $1 AND instance = $2",
+            self.inner.schema
+        );
+        Ok(execute!(self, "deleting a saga state", sql, &[&saga, &instance])? > 0)
+    }
+
+    async fn list_saga_instances(
+        &self,
+        saga: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT instance FROM {}.saga_state WHERE saga = $1 AND ($2::TEXT IS NULL OR instance > $2) ORDER BY instance LIMIT $3",
+            self.inner.schema
+        );
+        let rows = query!(
+            self,
+            "listing saga instances",
+            sql,
+            &[&saga, &after, &limit(max)]
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// A session advisory lock on a connection of the lease's own: granted when no other node
+    /// holds the name, freed when the lease is dropped or its connection dies.
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let inner = &*self.inner;
+        let key = lease_key(&inner.options.schema, name);
+        let (client, connection) =
+            inner
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| StoreError::Backend {
+                    backend: BACKEND,
+                    message: format!(
+                        "cannot connect to {} for the lease of `{name}`: {e}",
+                        inner.location
+                    ),
+                })?;
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+            let _ = lost_tx.send(true);
+        })
+        .abort_handle();
+        let guard = LeaseGuard {
+            _client: client,
+            driver,
+        };
+        let granted: bool = guard
+            ._client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(|e| StoreError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "cannot ask for the lease of `{name}` on {}: {e}",
+                    inner.location
+                ),
+            })?
+            .get(0);
+        if !granted {
+            return Ok(None);
+        }
+        Ok(Some(Lease::shared(Box::new(guard), lost_rx)))
+    }
+}

@@ -1,0 +1,1222 @@
+//! The SQLite event store (feature `sqlite`): the durable embedded store, one database file on
+//! local disk, inspectable with `sqlite3`.
+//!
+//! # How it works
+//!
+//! - **One file, WAL mode.** Readers never block the writer and the writer never blocks
+//!   readers. The schema is versioned (table `evoq_schema`): it is created on the first open and
+//!   migrated on later opens; a file written by a newer evoq is refused with
+//!   [`StoreError::SchemaTooNew`] and left untouched.
+//! - **Group commit.** Every write (appends, snapshots, checkpoints, dead letters, saga state)
+//!   goes to one writer thread that owns the only writing connection. It takes every write that
+//!   is waiting (up to [`SqliteOptions::max_batch`]) and commits them in **one** transaction, so
+//!   concurrent appends to many aggregates share one `fsync`. Each append is acknowledged (its
+//!   future completes) only after that transaction has committed; if the batch fails, each of
+//!   its writes is tried again alone, so one bad write fails no other.
+//! - **Durability** ([`Durability`]): by default `synchronous=FULL`: an acknowledged append
+//!   survives a process crash *and* a power loss or OS crash. [`Durability::Normal`] keeps
+//!   every acknowledged append through a process crash but may lose the last ones on a power
+//!   loss, for more throughput.
+//! - **Off the async runtime.** The writer is a thread of its own; reads run on a small pool of
+//!   reader connections through `tokio::task::spawn_blocking`.
+//! - **Positions** are dense from 1, in commit order; an append's events take consecutive
+//!   positions and versions. The head watch moves after the commit.
+//!
+//! One process opens a file at a time: the writer keeps the streams' versions in memory, so two
+//! processes writing to one file would conflict. Use PostgreSQL for several nodes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), evoq_runtime::StoreError> {
+//! use evoq_runtime::store::sqlite::{SqliteOptions, SqliteStore};
+//!
+//! let store = SqliteStore::open("events.db").await?;
+//! let faster = SqliteStore::open_with(
+//!     "other.db",
+//!     SqliteOptions::default().durability(evoq_runtime::store::sqlite::Durability::Normal),
+//! )
+//! .await?;
+//! # let _ = (store, faster);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::codec::{
+    decode_metadata, encode_metadata, from_db, nanos_to_time, time_to_nanos, to_db,
+};
+use crate::store::{
+    AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot,
+    StoreError,
+};
+
+const BACKEND: &str = "sqlite";
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The schema, version 1.
+const SCHEMA_V1: &str = "
+CREATE TABLE events (
+    position       INTEGER PRIMARY KEY,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       BLOB    NOT NULL,
+    event_type     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           BLOB    NOT NULL,
+    metadata       BLOB    NOT NULL,
+    recorded_at    INTEGER NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE snapshots (
+    stream_id TEXT PRIMARY KEY,
+    version   INTEGER NOT NULL,
+    data      BLOB    NOT NULL,
+    taken_at  INTEGER NOT NULL
+);
+CREATE TABLE checkpoints (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE dead_letters (
+    handler         TEXT    NOT NULL,
+    event_id        BLOB    NOT NULL,
+    position        INTEGER NOT NULL,
+    stream_id       TEXT    NOT NULL,
+    version         INTEGER NOT NULL,
+    event_type      TEXT    NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    data            BLOB    NOT NULL,
+    metadata        BLOB    NOT NULL,
+    recorded_at     INTEGER NOT NULL,
+    error           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL,
+    last_failed_at  INTEGER NOT NULL,
+    PRIMARY KEY (handler, event_id)
+);
+CREATE INDEX dead_letters_by_position ON dead_letters (handler, position);
+CREATE TABLE saga_state (
+    saga     TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    state    BLOB NOT NULL,
+    PRIMARY KEY (saga, instance)
+);
+";
+
+/// The columns of an event, in the order [`decode_event`] reads them.
+const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
+
+/// How far an acknowledged write is guaranteed to survive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous=FULL` (the default): every acknowledged write survives a process crash, an
+    /// OS crash and a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: every acknowledged write survives a process crash; the last ones
+    /// may be lost on an OS crash or a power loss (the database stays consistent).
+    Normal,
+}
+
+/// Options of [`SqliteStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    durability: Durability,
+    max_batch: usize,
+    readers: usize,
+    busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Full,
+            max_batch: 512,
+            readers: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// How far an acknowledged write survives (default [`Durability::Full`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The most writes committed in one transaction (default 512, at least 1).
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// How many idle reader connections are kept (default 4, at least 1).
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// How long a connection waits for a lock held by another connection (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+}
+
+/// The durable embedded event store: one SQLite file. See the [module docs](self).
+///
+/// A handle: [`Clone`] is cheap and clones share the file, the writer and the readers. The
+/// writer thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<std_mpsc::Sender<Job>>,
+    readers: Mutex<Vec<Connection>>,
+    options: SqliteOptions,
+    head: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("head", &*self.inner.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(what: &str, path: &Path, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        backend: BACKEND,
+        message: format!("{what} on `{}`: {error}", path.display()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the store in the file at `path`, durable against power loss.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (creating if need be) the store in the file at `path` with `options`: creates or
+    /// migrates the schema, then starts the writer thread.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let opened = {
+            let path = path.clone();
+            let options = options.clone();
+            tokio::task::spawn_blocking(move || open_writer(&path, &options))
+                .await
+                .map_err(|e| backend("opening the store", Path::new("?"), e))??
+        };
+        let (conn, head) = opened;
+        let (tx, rx) = std_mpsc::channel();
+        let (head_tx, _) = watch::channel(head);
+        let inner = Arc::new(Inner {
+            path: path.clone(),
+            writer: Mutex::new(tx),
+            readers: Mutex::new(Vec::new()),
+            options: options.clone(),
+            head: head_tx,
+        });
+        let writer = Writer {
+            conn,
+            path: path.clone(),
+            next_position: head + 1,
+            versions: HashMap::new(),
+            max_batch: options.max_batch,
+            head: inner.head.clone(),
+        };
+        std::thread::Builder::new()
+            .name("evoq-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| backend("starting the writer thread", &path, e))?;
+        Ok(SqliteStore { inner })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Sends `op` to the writer and waits for its commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(make(reply));
+        if sent.is_err() {
+            return Err(backend(
+                "writing",
+                &self.inner.path,
+                "the writer thread stopped",
+            ));
+        }
+        answer.await.map_err(|_| {
+            backend(
+                "writing",
+                &self.inner.path,
+                "the writer thread stopped before it answered",
+            )
+        })?
+    }
+
+    /// Runs `f` on a reader connection, off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let idle = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_reader(&inner.path, &inner.options)?,
+            };
+            let result = f(&conn);
+            let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if readers.len() < inner.options.readers {
+                readers.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| backend("reading", &self.inner.path, e))?
+    }
+}
+
+fn configure(conn: &Connection, path: &Path, options: &SqliteOptions) -> Result<(), StoreError> {
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| backend("setting the busy timeout", path, e))?;
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(|e| backend("configuring the connection", path, e))
+}
+
+fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| backend("opening a reader", path, e))?;
+    configure(&conn, path, options)?;
+    Ok(conn)
+}
+
+/// Opens the writing connection, sets WAL, creates or migrates the schema; returns it with the
+/// head position.
+fn open_writer(path: &Path, options: &SqliteOptions) -> Result<(Connection, u64), StoreError> {
+    let conn = Connection::open(path).map_err(|e| backend("opening the database", path, e))?;
+    configure(&conn, path, options)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|e| backend("switching to WAL mode", path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(backend(
+            "switching to WAL mode",
+            path,
+            format!("the database stays in `{mode}` mode"),
+        ));
+    }
+    migrate(&conn, path)?;
+    let head: i64 = conn
+        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |row| {
+            row.get(0)
+        })
+        .map_err(|e| backend("reading the head", path, e))?;
+    let head = from_db(head, || path.display().to_string(), "the head position")?;
+    Ok((conn, head))
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let fail = |e: rusqlite::Error| backend("migrating the schema", path, e);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+    let result = (|| {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS evoq_schema (version INTEGER NOT NULL)")
+            .map_err(fail)?;
+        let found: Option<i64> = conn
+            .query_row("SELECT MAX(version) FROM evoq_schema", [], |row| row.get(0))
+            .map_err(fail)?;
+        let found = found.unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                backend: BACKEND,
+                location: format!("`{}`", path.display()),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < 1 {
+            conn.execute_batch(SCHEMA_V1).map_err(fail)?;
+        }
+        // Later versions migrate here, one step at a time: `if found < 2 { ... }`.
+        if found < SCHEMA_VERSION {
+            conn.execute("DELETE FROM evoq_schema", []).map_err(fail)?;
+            conn.execute(
+                "INSERT INTO evoq_schema (version) VALUES (?1)",
+                [SCHEMA_VERSION],
+            )
+            .map_err(fail)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(fail),
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer
+// ---------------------------------------------------------------------------------------------
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One write, sent to the writer thread.
+enum Job {
+    Append {
+        stream: String,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        reply: Reply<Appended>,
+    },
+    Snapshot(Snapshot, Reply<()>),
+    Checkpoint(String, u64, Reply<()>),
+    SaveDeadLetter(Box<DeadLetter>, Reply<()>),
+    DeleteDeadLetter(String, Uuid, Reply<bool>),
+    SaveSaga(String, String, Vec<u8>, Reply<()>),
+    DeleteSaga(String, String, Reply<bool>),
+}
+
+/// The result of one job inside a batch, sent once the batch commits.
+enum Done {
+    Appended(Reply<Appended>, Result<Appended, StoreError>),
+    Unit(Reply<()>, Result<(), StoreError>),
+    Bool(Reply<bool>, Result<bool, StoreError>),
+}
+
+impl Done {
+    fn send(self) {
+        match self {
+            Done::Appended(reply, result) => drop(reply.send(result)),
+            Done::Unit(reply, result) => drop(reply.send(result)),
+            Done::Bool(reply, result) => drop(reply.send(result)),
+        }
+    }
+
+    /// Replaces a success by `error` (the batch did not commit).
+    fn fail(self, error: &StoreError) -> Self {
+        let again = || StoreError::Backend {
+            backend: BACKEND,
+            message: error.to_string(),
+        };
+        match self {
+            Done::Appended(reply, _) => Done::Appended(reply, Err(again())),
+            Done::Unit(reply, _) => Done::Unit(reply, Err(again())),
+            Done::Bool(reply, _) => Done::Bool(reply, Err(again())),
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    next_position: u64,
+    /// Known stream versions (committed).
+    versions: HashMap<String, u64>,
+    max_batch: usize,
+    head: watch::Sender<u64>,
+}
+
+/// What a batch changed, applied to the writer once it commits.
+#[derive(Default)]
+struct Pending {
+    versions: HashMap<String, u64>,
+    next_position: u64,
+}
+
+impl Writer {
+    fn run(mut self, jobs: std_mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Ok(first) = jobs.recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            // If a group fails, its writes that did not run are given back and tried alone, so
+            // one bad write fails no other.
+            if let Err(jobs_back) = self.commit_group(std::mem::take(&mut batch)) {
+                for job in jobs_back {
+                    let _ = self.commit_group(vec![job]);
+                }
+            }
+        }
+    }
+
+    /// One transaction for `jobs`. On a failed transaction with more than one job, gives the
+    /// jobs back (unanswered) to be retried one by one; a lone job is answered with the error.
+    fn commit_group(&mut self, jobs: Vec<Job>) -> Result<(), Vec<Job>> {
+        let single = jobs.len() == 1;
+        let mut pending = Pending {
+            versions: HashMap::new(),
+            next_position: self.next_position,
+        };
+        if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let error = backend("starting a transaction", &self.path, error);
+            return self.give_back(jobs, single, &error);
+        }
+        let recorded_at = SystemTime::now();
+        let mut done = Vec::with_capacity(jobs.len());
+        let mut kept = Vec::new();
+        let mut failed = None;
+        for job in jobs {
+            if failed.is_some() {
+                kept.push(job);
+                continue;
+            }
+            match self.apply(job, &mut pending, recorded_at) {
+                Ok(result) => done.push(result),
+                Err((job, error)) => {
+                    kept.push(job);
+                    failed = Some(error);
+                }
+            }
+        }
+        let commit = match failed {
+            Some(error) => Err(error),
+            None => self
+                .conn
+                .execute_batch("COMMIT")
+                .map_err(|e| backend("committing", &self.path, e)),
+        };
+        match commit {
+            Ok(()) => {
+                self.next_position = pending.next_position;
+                self.versions.extend(pending.versions);
+                let head = self.next_position - 1;
+                self.head.send_if_modified(|h| {
+                    let moved = head > *h;
+                    if moved {
+                        *h = head;
+                    }
+                    moved
+                });
+                for result in done {
+                    result.send();
+                }
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                if single || (done.is_empty() && kept.len() == 1) {
+                    for result in done {
+                        result.fail(&error).send();
+                    }
+                    for job in kept {
+                        answer_error(job, &error);
+                    }
+                    return Ok(());
+                }
+                // The jobs already applied were rolled back: they are retried alone too. Their
+                // replies are dropped here and rebuilt, so rebuild the jobs instead.
+                Err(done
+                    .into_iter()
+                    .filter_map(Done::into_job)
+                    .chain(kept)
+                    .collect())
+            }
+        }
+    }
+
+    fn give_back(&self, jobs: Vec<Job>, single: bool, error: &StoreError) -> Result<(), Vec<Job>> {
+        if single {
+            for job in jobs {
+                answer_error(job, error);
+            }
+            Ok(())
+        } else {
+            Err(jobs)
+        }
+    }
+
+    // The error gives the job back by value, on a path taken only when SQLite fails.
+    #[allow(clippy::result_large_err)]
+    /// Applies one job inside the open transaction. A wrong expected version is an answer, not
+    /// a failure; an SQL error gives the job back with the error.
+    fn apply(
+        &mut self,
+        job: Job,
+        pending: &mut Pending,
+        recorded_at: SystemTime,
+    ) -> Result<Done, (Job, StoreError)> {
+        match job {
+            Job::Append {
+                stream,
+                expected,
+                events,
+                reply,
+            } => {
+                let actual = match self.version_of(&stream, pending) {
+                    Ok(v) => v,
+                    Err(error) => {
+                        return Err((
+                            Job::Append {
+                                stream,
+                                expected,
+                                events,
+                                reply,
+                            },
+                            error,
+                        ));
+                    }
+                };
+                if !expected.holds_for(actual) {
+                    let error = StoreError::WrongExpectedVersion {
+                        stream,
+                        expected,
+                        actual,
+                    };
+                    return Ok(Done::Appended(reply, Err(error)));
+                }
+                if events.is_empty() {
+                    return Ok(Done::Appended(
+                        reply,
+                        Ok(Appended {
+                            version: actual,
+                            first_position: 0,
+                            last_position: 0,
+                        }),
+                    ));
+                }
+                let first = pending.next_position;
+                if let Err(error) = self.insert(&stream, actual, first, &events, recorded_at) {
+                    return Err((
+                        Job::Append {
+                            stream,
+                            expected,
+                            events,
+                            reply,
+                        },
+                        error,
+                    ));
+                }
+                let count = events.len() as u64;
+                pending.next_position = first + count;
+                pending.versions.insert(stream, actual + count);
+                Ok(Done::Appended(
+                    reply,
+                    Ok(Appended {
+                        version: actual + count,
+                        first_position: first,
+                        last_position: first + count - 1,
+                    }),
+                ))
+            }
+            other => self.apply_other(other),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn apply_other(&mut self, job: Job) -> Result<Done, (Job, StoreError)> {
+        let conn = &self.conn;
+        let path = &self.path;
+        macro_rules! run {
+            ($what:expr, $sql:expr, $params:expr) => {
+                conn.prepare_cached($sql)
+                    .and_then(|mut stmt| stmt.execute($params))
+                    .map_err(|e| backend($what, path, e))
+            };
+        }
+        match job {
+            Job::Snapshot(snapshot, reply) => {
+                match run!(
+                    "saving a snapshot",
+                    "INSERT OR REPLACE INTO snapshots (stream_id, version, data, taken_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        snapshot.stream_id,
+                        to_db(snapshot.version),
+                        snapshot.data,
+                        time_to_nanos(snapshot.taken_at)
+                    ]
+                ) {
+                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
+                    Err(e) => Err((Job::Snapshot(snapshot, reply), e)),
+                }
+            }
+            Job::Checkpoint(name, position, reply) => {
+                match run!(
+                    "saving a checkpoint",
+                    "INSERT OR REPLACE INTO checkpoints (name, position) VALUES (?1, ?2)",
+                    params![name, to_db(position)]
+                ) {
+                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
+                    Err(e) => Err((Job::Checkpoint(name, position, reply), e)),
+                }
+            }
+            Job::SaveDeadLetter(entry, reply) => {
+                let e = &entry.event;
+                match run!(
+                    "saving a dead letter",
+                    "INSERT OR REPLACE INTO dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    params![
+                        entry.handler,
+                        e.event_id.as_bytes().as_slice(),
+                        to_db(e.global_position),
+                        e.stream_id,
+                        to_db(e.stream_version),
+                        e.event_type.as_ref(),
+                        i64::from(e.schema_version),
+                        e.data,
+                        encode_metadata(&e.metadata),
+                        time_to_nanos(e.recorded_at),
+                        entry.error,
+                        i64::from(entry.attempts),
+                        time_to_nanos(entry.first_failed_at),
+                        time_to_nanos(entry.last_failed_at)
+                    ]
+                ) {
+                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
+                    Err(err) => Err((Job::SaveDeadLetter(entry, reply), err)),
+                }
+            }
+            Job::DeleteDeadLetter(handler, event_id, reply) => {
+                match run!(
+                    "deleting a dead letter",
+                    "DELETE FROM dead_letters WHERE handler = ?1 AND event_id = ?2",
+                    params![handler, event_id.as_bytes().as_slice()]
+                ) {
+                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
+                    Err(e) => Err((Job::DeleteDeadLetter(handler, event_id, reply), e)),
+                }
+            }
+            Job::SaveSaga(saga, instance, state, reply) => {
+                match run!(
+                    "saving a saga state",
+                    "INSERT OR REPLACE INTO saga_state (saga, instance, state) VALUES (?1, ?2, ?3)",
+                    params![saga, instance, state]
+                ) {
+                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
+                    Err(e) => Err((Job::SaveSaga(saga, instance, state, reply), e)),
+                }
+            }
+            Job::DeleteSaga(saga, instance, reply) => {
+                match run!(
+                    "deleting a saga state",
+                    "DELETE FROM saga_state WHERE saga = ?1 AND instance = ?2",
+                    params![saga, instance]
+                ) {
+                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
+                    Err(e) => Err((Job::DeleteSaga(saga, instance, reply), e)),
+                }
+            }
+            Job::Append { .. } => unreachable!("appends are applied by `apply`"),
+        }
+    }
+
+    /// The version of `stream`, as this batch left it, else as committed (read once, then
+    /// kept: this writer is the only one).
+    fn version_of(&mut self, stream: &str, pending: &Pending) -> Result<u64, StoreError> {
+        if let Some(v) = pending.versions.get(stream) {
+            return Ok(*v);
+        }
+        if let Some(v) = self.versions.get(stream) {
+            return Ok(*v);
+        }
+        let version: i64 = self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([stream], |row| row.get(0)))
+            .map_err(|e| backend("reading a stream version", &self.path, e))?;
+        let version = from_db(version, || format!("stream `{stream}`"), "the version")?;
+        self.versions.insert(stream.to_owned(), version);
+        Ok(version)
+    }
+
+    fn insert(
+        &self,
+        stream: &str,
+        actual: u64,
+        first: u64,
+        events: &[NewEvent],
+        recorded_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(|e| backend("appending", &self.path, e))?;
+        let at = time_to_nanos(recorded_at);
+        for (i, event) in (0u64..).zip(events) {
+            stmt.execute(params![
+                to_db(first + i),
+                stream,
+                to_db(actual + 1 + i),
+                event.event_id.as_bytes().as_slice(),
+                event.event_type.as_ref(),
+                i64::from(event.schema_version),
+                event.data,
+                encode_metadata(&event.metadata),
+                at
+            ])
+            .map_err(|e| backend(&format!("appending to stream `{stream}`"), &self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Done {
+    /// A job that was applied but rolled back cannot be rebuilt (its input moved into the
+    /// transaction): it is answered with a retryable error instead.
+    fn into_job(self) -> Option<Job> {
+        self.fail(&StoreError::Backend {
+            backend: BACKEND,
+            message: "the transaction of this write was rolled back (another write of the same group failed); nothing was written: retry".into(),
+        })
+        .send();
+        None
+    }
+}
+
+fn answer_error(job: Job, error: &StoreError) {
+    let again = || StoreError::Backend {
+        backend: BACKEND,
+        message: error.to_string(),
+    };
+    match job {
+        Job::Append { reply, .. } => drop(reply.send(Err(again()))),
+        Job::Snapshot(_, reply)
+        | Job::Checkpoint(_, _, reply)
+        | Job::SaveDeadLetter(_, reply)
+        | Job::SaveSaga(_, _, _, reply) => drop(reply.send(Err(again()))),
+        Job::DeleteDeadLetter(_, _, reply) | Job::DeleteSaga(_, _, reply) => {
+            drop(reply.send(Err(again())))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes an event row (columns [`EVENT_COLUMNS`]); an undecodable row is an integrity error
+/// naming its stream and version.
+fn decode_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.get(0).unwrap_or(-1);
+    let stream_id: String = row.get(1).unwrap_or_else(|_| "?".to_owned());
+    let version: i64 = row.get(2).unwrap_or(-1);
+    let location = || format!("stream `{stream_id}` version {version} (position {position})");
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: location(),
+        reason: format!("the event's {what} does not decode ({e}); repair or remove the row"),
+    };
+    let event_id: Vec<u8> = row.get(3).map_err(|e| corrupt("id", &e))?;
+    let event_id = Uuid::from_slice(&event_id).map_err(|e| corrupt("id", &e))?;
+    let event_type: String = row.get(4).map_err(|e| corrupt("type", &e))?;
+    let schema_version: i64 = row.get(5).map_err(|e| corrupt("schema version", &e))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|e| corrupt("schema version", &e))?;
+    let data: Vec<u8> = row.get(6).map_err(|e| corrupt("data", &e))?;
+    let metadata: Vec<u8> = row.get(7).map_err(|e| corrupt("metadata", &e))?;
+    let metadata = decode_metadata(&metadata, location)?;
+    let recorded_at: i64 = row.get(8).map_err(|e| corrupt("commit time", &e))?;
+    Ok(RecordedEvent {
+        event_id,
+        stream_version: from_db(version, location, "the version")?,
+        global_position: from_db(position, location, "the position")?,
+        stream_id,
+        event_type: event_type.into(),
+        schema_version,
+        data,
+        metadata,
+        recorded_at: nanos_to_time(recorded_at),
+    })
+}
+
+fn query_events(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(|e| backend("reading events", path, e))?;
+    let mut rows = stmt
+        .query(params)
+        .map_err(|e| backend("reading events", path, e))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| backend("reading events", path, e))?
+    {
+        events.push(Arc::new(decode_event(row)?));
+    }
+    Ok(events)
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let stream = stream.to_owned();
+        self.write(move |reply| Job::Append {
+            stream,
+            expected,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        if max_count == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = stream.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            let sql = match direction {
+                Direction::Forward => format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
+                ),
+                Direction::Backward => format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
+                ),
+            };
+            query_events(conn, &path, &sql, params![stream, to_db(from), limit(max_count)])
+        })
+        .await
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        let stream = stream.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            let v: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
+                .and_then(|mut stmt| stmt.query_row([&stream], |row| row.get(0)))
+                .map_err(|e| backend("reading a stream version", &path, e))?;
+            from_db(v, || format!("stream `{stream}`"), "the version")
+        })
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<AllPage, StoreError> {
+        // Every position up to the published head is committed.
+        let head = *self.inner.head.borrow();
+        if max_count == 0 || after >= head {
+            return Ok(AllPage {
+                events: Vec::new(),
+                scanned_through: after,
+            });
+        }
+        let path = self.inner.path.clone();
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let events = match &filter {
+                EventFilter::All => query_events(
+                    conn,
+                    &path,
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+                    ),
+                    params![to_db(after), to_db(head), limit(max_count)],
+                )?,
+                EventFilter::Types(types) => {
+                    if types.is_empty() {
+                        Vec::new()
+                    } else {
+                        let marks = vec!["?"; types.len()].join(", ");
+                        let sql = format!(
+                            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? AND position <= ? AND event_type IN ({marks}) ORDER BY position LIMIT ?"
+                        );
+                        let mut values: Vec<rusqlite::types::Value> =
+                            Vec::with_capacity(types.len() + 3);
+                        values.push(to_db(after).into());
+                        values.push(to_db(head).into());
+                        values.extend(types.iter().map(|t| t.clone().into()));
+                        values.push(limit(max_count).into());
+                        query_events(conn, &path, &sql, params_from_iter(values))?
+                    }
+                }
+            };
+            let scanned_through = if events.len() == max_count {
+                events.last().map_or(head, |e| e.global_position)
+            } else {
+                head
+            };
+            Ok(AllPage {
+                events,
+                scanned_through,
+            })
+        })
+        .await
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.write(move |reply| Job::Snapshot(snapshot, reply))
+            .await
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        let stream = stream.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT version, data, taken_at FROM snapshots WHERE stream_id = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row([&stream], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, Vec<u8>>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(|e| backend("loading a snapshot", &path, e))?;
+            row.map(|(version, data, taken_at)| {
+                Ok(Snapshot {
+                    version: from_db(version, || format!("snapshot of `{stream}`"), "the version")?,
+                    stream_id: stream.clone(),
+                    data,
+                    taken_at: nanos_to_time(taken_at),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(move |reply| Job::Checkpoint(name, position, reply))
+            .await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let name = name.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            let position: Option<i64> = conn
+                .prepare_cached("SELECT position FROM checkpoints WHERE name = ?1")
+                .and_then(|mut stmt| stmt.query_row([&name], |row| row.get(0)).optional())
+                .map_err(|e| backend("loading a checkpoint", &path, e))?;
+            position
+                .map(|p| from_db(p, || format!("checkpoint `{name}`"), "the position"))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        self.write(move |reply| Job::SaveDeadLetter(Box::new(entry), reply))
+            .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        if max == 0 || after >= i64::MAX as u64 {
+            return Ok(Vec::new());
+        }
+        let handler = handler.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            query_dead_letters(
+                conn,
+                &path,
+                "WHERE handler = ?1 AND position > ?2 ORDER BY position, event_id LIMIT ?3",
+                params![handler, to_db(after), limit(max)],
+            )
+        })
+        .await
+    }
+
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let handler = handler.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            Ok(query_dead_letters(
+                conn,
+                &path,
+                "WHERE handler = ?1 AND event_id = ?2",
+                params![handler, event_id.as_bytes().as_slice()],
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        let handler = handler.to_owned();
+        self.write(move |reply| Job::DeleteDeadLetter(handler, event_id, reply))
+            .await
+    }
+
+    async fn save_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (saga, instance) = (saga.to_owned(), instance.to_owned());
+        self.write(move |reply| Job::SaveSaga(saga, instance, state, reply))
+            .await
+    }
+
+    async fn load_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (saga, instance) = (saga.to_owned(), instance.to_owned());
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT state FROM saga_state WHERE saga = ?1 AND instance = ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![saga, instance], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(|e| backend("loading a saga state", &path, e))
+        })
+        .await
+    }
+
+    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+        let (saga, instance) = (saga.to_owned(), instance.to_owned());
+        self.write(move |reply| Job::DeleteSaga(saga, instance, reply))
+            .await
+    }
+
+    async fn list_saga_instances(
+        &self,
+        saga: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let saga = saga.to_owned();
+        let after = after.map(str::to_owned);
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("listing saga instances", &path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT instance FROM saga_state WHERE saga = ?1 AND (?2 IS NULL OR instance > ?2) ORDER BY instance LIMIT ?3",
+                )
+                .map_err(fail)?;
+            let rows = stmt
+                .query_map(params![saga, after, limit(max)], |row| row.get(0))
+                .map_err(fail)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(fail)
+        })
+        .await
+    }
+}
+
+fn query_dead_letters(
+    conn: &Connection,
+    path: &Path,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let sql = format!(
+        "SELECT position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, handler, error, attempts, first_failed_at, last_failed_at FROM dead_letters {condition}"
+    );
+    let fail = |e: rusqlite::Error| backend("reading dead letters", path, e);
+    let mut stmt = conn.prepare_cached(&sql).map_err(fail)?;
+    let mut rows = stmt.query(params).map_err(fail)?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().map_err(fail)? {
+        let event = decode_event(row)?;
+        let attempts: i64 = row.get(11).map_err(fail)?;
+        entries.push(DeadLetter {
+            handler: row.get(9).map_err(fail)?,
+            error: row.get(10).map_err(fail)?,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            first_failed_at: nanos_to_time(row.get(12).map_err(fail)?),
+            last_failed_at: nanos_to_time(row.get(13).map_err(fail)?),
+            event: Arc::new(event),
+        });
+    }
+    Ok(entries)
+}

@@ -1,0 +1,456 @@
+//! The PostgreSQL store: the conformance suite, gap safety under concurrent (and slow)
+//! appenders, two nodes sharing one database (handlers run once across the nodes and move to
+//! the surviving node), corrupt rows and a schema from a newer evoq.
+//!
+//! Each test uses a schema of its own, dropped at the end; without a server the tests skip
+//! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use evoq::prelude::*;
+use evoq::store::postgres::{PostgresOptions, PostgresStore};
+use evoq::store::{Direction, EventFilter, Subscription};
+use evoq::{EventStore, ExpectedVersion, HandlerConfig, NewEvent, StoreError};
+use evoq_tests::bank::*;
+use evoq_tests::ledger::Failed;
+use evoq_tests::pg::PgSchema;
+use tokio_postgres::NoTls;
+
+mod postgres_store_conformance {
+    evoq::store_conformance_tests!(|| async {
+        let schema = evoq_tests::pg::PgSchema::new("conf").await?;
+        let store = evoq::store::postgres::PostgresStore::connect_with(
+            &schema.url,
+            evoq::store::postgres::PostgresOptions::default()
+                .schema(schema.schema.clone())
+                .pool_size(6)
+                .poll_interval(std::time::Duration::from_millis(200)),
+        )
+        .await
+        .expect("connect to PostgreSQL");
+        Some((std::sync::Arc::new(store), schema))
+    });
+}
+
+async fn connect(schema: &PgSchema) -> PostgresStore {
+    PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .pool_size(8)
+            .poll_interval(Duration::from_millis(200)),
+    )
+    .await
+    .expect("connect to PostgreSQL")
+}
+
+async fn raw(schema: &PgSchema) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&schema.url, NoTls)
+        .await
+        .expect("raw connection");
+    tokio::spawn(connection);
+    client
+}
+
+fn event(event_type: &str, n: u64) -> NewEvent {
+    NewEvent {
+        event_id: evoq::Uuid::now_v7(),
+        event_type: event_type.to_owned().into(),
+        schema_version: 1,
+        data: format!("{{\"n\":{n}}}").into_bytes(),
+        metadata: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_every_event_once_in_order_despite_slow_lower_positions() {
+    let Some(schema) = PgSchema::new("gaps").await else {
+        return;
+    };
+    // Three nodes append, a fourth subscribes (woken by LISTEN/NOTIFY or the poll).
+    let appenders = [
+        connect(&schema).await,
+        connect(&schema).await,
+        connect(&schema).await,
+    ];
+    let reader = connect(&schema).await;
+    // Make some append transactions slow AFTER they got their positions: a trigger sleeps on
+    // every `Slow` row, inside the transaction that holds the positions.
+    let admin = raw(&schema).await;
+    let s = &schema.schema;
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{s}\".slow() RETURNS trigger AS $$ BEGIN IF NEW.event_type = 'Slow' THEN PERFORM pg_sleep(0.03); END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER slow BEFORE INSERT ON \"{s}\".events FOR EACH ROW EXECUTE FUNCTION \"{s}\".slow();"
+        ))
+        .await
+        .expect("install the slow trigger");
+
+    let tasks_per_node = 8u64;
+    let appends_per_task = 25u64;
+    let total = appenders.len() as u64 * tasks_per_node * appends_per_task;
+    let mut subscription = Subscription::new(Arc::new(reader), EventFilter::All, 0);
+    let subscriber = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while (seen.len() as u64) < total {
+            let batch = tokio::time::timeout(Duration::from_secs(30), subscription.next_batch())
+                .await
+                .expect("the subscriber waited 30 s for an event")
+                .expect("subscription");
+            seen.extend(batch);
+        }
+        seen
+    });
+    let mut tasks = Vec::new();
+    let mut sent = HashSet::new();
+    for (node, store) in appenders.iter().enumerate() {
+        for t in 0..tasks_per_node {
+            let store = store.clone();
+            let stream = format!("Gap-{node}-{t}");
+            let events: Vec<NewEvent> = (0..appends_per_task)
+                .map(|i| event(if i % 5 == 0 { "Slow" } else { "Fast" }, i))
+                .collect();
+            sent.extend(events.iter().map(|e| e.event_id));
+            tasks.push(tokio::spawn(async move {
+                for (i, e) in (0u64..).zip(events) {
+                    store
+                        .append(&stream, ExpectedVersion::Exact(i), vec![e])
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("appender");
+    }
+    let seen = subscriber.await.expect("subscriber");
+    let positions: Vec<u64> = seen.iter().map(|e| e.global_position).collect();
+    let expected: Vec<u64> = (1..=total).collect();
+    assert_eq!(
+        positions, expected,
+        "the subscriber must see every position once, in order"
+    );
+    let ids: HashSet<_> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        ids, sent,
+        "the subscriber must see exactly the appended events"
+    );
+    assert!(
+        seen.iter().any(|e| e.event_type == "Slow"),
+        "slow transactions took part"
+    );
+}
+
+/// Counts, per event id, how often each node's handler took it.
+#[derive(Clone)]
+struct Counter {
+    node: usize,
+    seen: Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>>,
+}
+
+#[event_handler(name = "deposit_counter")]
+impl Counter {
+    #[handles]
+    async fn deposited(&mut self, _e: &MoneyDeposited, meta: &EventMeta) -> Result<(), Failed> {
+        self.seen
+            .lock()
+            .unwrap()
+            .entry(meta.event_id())
+            .or_default()
+            .push(self.node);
+        Ok(())
+    }
+}
+
+async fn node(
+    schema: &PgSchema,
+    n: usize,
+    seen: &Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>>,
+) -> Evoq {
+    Evoq::builder()
+        .store(connect(schema).await)
+        .conflict_retries(1_000)
+        .handler_defaults(HandlerConfig {
+            checkpoint_every: 10,
+            ..HandlerConfig::default()
+        })
+        .handler(Counter {
+            node: n,
+            seen: Arc::clone(seen),
+        })
+        .start()
+        .await
+        .expect("start a node")
+}
+
+/// Waits until every deposit in the store was handled, or panics after `limit`.
+async fn wait_handled(
+    seen: &Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>>,
+    deposits: usize,
+    limit: Duration,
+    what: &str,
+) {
+    let started = Instant::now();
+    loop {
+        let handled = seen.lock().unwrap().len();
+        if handled >= deposits {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: only {handled} of {deposits} deposits were handled within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_accounts_run_each_handler_once_and_take_over() {
+    let Some(schema) = PgSchema::new("nodes").await else {
+        return;
+    };
+    let seen: Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>> = Arc::default();
+    let nodes = [node(&schema, 0, &seen).await, node(&schema, 1, &seen).await];
+    let accounts: Vec<String> = (0..100).map(|i| format!("acc-{i}")).collect();
+    for (i, account) in accounts.iter().enumerate() {
+        nodes[i % 2]
+            .dispatch(OpenAccount {
+                account: account.clone(),
+                initial_balance: 0,
+            })
+            .await
+            .expect("open");
+    }
+    // Both nodes deposit into every account at the same time.
+    let rounds = 6u64;
+    let mut model: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tasks = Vec::new();
+    let nodes = Arc::new(nodes);
+    for n in 0..2usize {
+        for (a, account) in accounts.iter().enumerate() {
+            let nodes = Arc::clone(&nodes);
+            let account = account.clone();
+            let amounts: Vec<u64> = (0..rounds)
+                .map(|r| 1 + (a as u64 + r + n as u64) % 7)
+                .collect();
+            *model.entry(account.clone()).or_default() += amounts.iter().sum::<u64>();
+            tasks.push(tokio::spawn(async move {
+                for amount in amounts {
+                    nodes[n]
+                        .dispatch(Deposit {
+                            account: account.clone(),
+                            amount,
+                        })
+                        .await
+                        .expect("deposit");
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("dispatcher");
+    }
+    let store = connect(&schema).await;
+    for (account, want) in &model {
+        let stream = format!("BankAccount-{account}");
+        let events = store
+            .read_stream(&stream, 0, Direction::Forward, usize::MAX)
+            .await
+            .expect("read");
+        let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+        let contiguous: Vec<u64> = (1..=events.len() as u64).collect();
+        assert_eq!(
+            versions, contiguous,
+            "`{stream}` versions must be contiguous"
+        );
+        let balance: u64 = events
+            .iter()
+            .filter(|e| e.event_type == "MoneyDeposited")
+            .map(|e| {
+                serde_json::from_slice::<MoneyDeposited>(&e.data)
+                    .expect("deposit")
+                    .amount
+            })
+            .sum();
+        assert_eq!(
+            balance, *want,
+            "`{account}`: the balance must equal the sequential model"
+        );
+        assert_eq!(
+            events.len() as u64,
+            1 + 2 * rounds,
+            "`{stream}`: every command appended once"
+        );
+    }
+    let deposits = 2 * rounds as usize * accounts.len();
+    wait_handled(&seen, deposits, Duration::from_secs(30), "both nodes").await;
+    let owner = {
+        let seen = seen.lock().unwrap();
+        for (id, nodes) in seen.iter() {
+            assert_eq!(
+                nodes.len(),
+                1,
+                "event {id} was handled {} times: {nodes:?}",
+                nodes.len()
+            );
+        }
+        let owners: HashSet<usize> = seen.values().map(|n| n[0]).collect();
+        assert_eq!(
+            owners.len(),
+            1,
+            "one node at a time runs the handler: {owners:?}"
+        );
+        *owners.iter().next().expect("an owner")
+    };
+
+    // The node that waits for the lease follows the owner's checkpoint: `wait_for` (and so
+    // strong consistency) works from either node.
+    let head = store.read_head().await.expect("head");
+    for n in 0..2 {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            nodes[n].wait_for("deposit_counter", head),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("node {n} did not see the handler reach {head}"))
+        .expect("wait_for");
+    }
+
+    // The owner stops: the other node takes over from its checkpoint.
+    let nodes = Arc::try_unwrap(nodes).unwrap_or_else(|_| panic!("nodes still shared"));
+    let [a, b] = nodes;
+    let (stopping, survivor) = if owner == 0 { (a, b) } else { (b, a) };
+    stopping.stop().await;
+    drop(stopping);
+    let stopped_at = Instant::now();
+    for account in accounts.iter().take(10) {
+        survivor
+            .dispatch(Deposit {
+                account: account.clone(),
+                amount: 1,
+            })
+            .await
+            .expect("deposit after the stop");
+    }
+    wait_handled(
+        &seen,
+        deposits + 10,
+        Duration::from_secs(10),
+        "after the owner stopped",
+    )
+    .await;
+    let takeover = stopped_at.elapsed();
+    let after = {
+        let seen = seen.lock().unwrap();
+        for (id, nodes) in seen.iter() {
+            assert_eq!(
+                nodes.len(),
+                1,
+                "event {id} was handled {} times after the takeover: {nodes:?}",
+                nodes.len()
+            );
+        }
+        seen.values().filter(|n| n[0] != owner).count()
+    };
+    assert_eq!(
+        after, 10,
+        "the surviving node handled exactly the new deposits"
+    );
+    println!("takeover within {takeover:?}");
+    survivor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_is_a_typed_error_naming_stream_and_version() {
+    let Some(schema) = PgSchema::new("corrupt").await else {
+        return;
+    };
+    let store = connect(&schema).await;
+    for s in ["Good-1", "Bad-1"] {
+        store
+            .append(
+                s,
+                ExpectedVersion::NoStream,
+                (1..=3).map(|n| event("E", n)).collect(),
+            )
+            .await
+            .expect("append");
+    }
+    raw(&schema)
+        .await
+        .batch_execute(&format!(
+            "UPDATE \"{}\".events SET metadata = '\\x7b6e6f74'::bytea WHERE stream_id = 'Bad-1' AND version = 2",
+            schema.schema
+        ))
+        .await
+        .expect("corrupt a row");
+    let error = store
+        .read_stream("Bad-1", 0, Direction::Forward, 10)
+        .await
+        .expect_err("a corrupt row must not decode");
+    match &error {
+        StoreError::Integrity { location, reason } => {
+            assert!(
+                location.contains("`Bad-1`") && location.contains("version 2"),
+                "{location}"
+            );
+            assert!(reason.contains("metadata"), "{reason}");
+        }
+        other => panic!("expected an integrity error, got {other:?}"),
+    }
+    let good = store
+        .read_stream("Good-1", 0, Direction::Forward, 10)
+        .await
+        .expect("another stream is not affected");
+    assert_eq!(good.len(), 3);
+    store
+        .append("Good-1", ExpectedVersion::Exact(3), vec![event("E", 4)])
+        .await
+        .expect("appends go on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() {
+    let Some(schema) = PgSchema::new("newer").await else {
+        return;
+    };
+    drop(connect(&schema).await);
+    raw(&schema)
+        .await
+        .batch_execute(&format!(
+            "UPDATE \"{}\".evoq_schema SET version = 42",
+            schema.schema
+        ))
+        .await
+        .expect("bump");
+    let error = PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default().schema(schema.schema.clone()),
+    )
+    .await
+    .expect_err("a newer schema must be refused");
+    assert!(
+        matches!(
+            error,
+            StoreError::SchemaTooNew {
+                found: 42,
+                supported: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+
+    let error = PostgresStore::connect_with(
+        "postgres://app:hunter2@127.0.0.1:1/nothing",
+        PostgresOptions::default().retries(0),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    let text = error.to_string();
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    assert!(text.contains("app:***@127.0.0.1:1"), "{text}");
+}

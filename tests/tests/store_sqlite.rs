@@ -1,0 +1,365 @@
+//! The SQLite store: the conformance suite, durability across reopen, crash safety under
+//! SIGKILL, corrupt rows, and a schema from a newer evoq.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evoq::store::Direction;
+use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
+use evoq::{EventStore, ExpectedVersion, NewEvent, StoreError};
+use evoq_tests::temp::TempDir;
+
+mod sqlite_store_conformance {
+    evoq::store_conformance_tests!(|| async {
+        let dir = evoq_tests::temp::TempDir::new("sqlite-conformance");
+        let store = evoq::store::sqlite::SqliteStore::open(dir.file("events.db"))
+            .await
+            .expect("open the SQLite store");
+        (std::sync::Arc::new(store), dir)
+    });
+}
+
+fn event(stream: &str, n: u64) -> NewEvent {
+    NewEvent {
+        event_id: evoq::Uuid::now_v7(),
+        event_type: "Counted".into(),
+        schema_version: 1,
+        data: format!("{{\"stream\":\"{stream}\",\"n\":{n}}}").into_bytes(),
+        metadata: Default::default(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
+#[test]
+fn events_checkpoints_and_saga_state_survive_a_reopen() {
+    let dir = TempDir::new("sqlite-reopen");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .append(
+                "A-1",
+                ExpectedVersion::NoStream,
+                vec![event("A-1", 1), event("A-1", 2)],
+            )
+            .await
+            .expect("append");
+        store.save_checkpoint("h", 2).await.expect("checkpoint");
+        store
+            .save_saga_state("S", "i", b"state".to_vec())
+            .await
+            .expect("saga");
+        drop(store);
+        let store = SqliteStore::open_with(
+            &path,
+            SqliteOptions::default().durability(Durability::Normal),
+        )
+        .await
+        .expect("reopen");
+        assert_eq!(*store.head().borrow(), 2, "the head is restored on open");
+        assert_eq!(store.stream_version("A-1").await.expect("version"), 2);
+        assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(2));
+        assert_eq!(
+            store
+                .load_saga_state("S", "i")
+                .await
+                .expect("load")
+                .as_deref(),
+            Some(&b"state"[..])
+        );
+        let appended = store
+            .append("A-1", ExpectedVersion::Exact(2), vec![event("A-1", 3)])
+            .await
+            .expect("append after reopen");
+        assert_eq!((appended.version, appended.last_position), (3, 3));
+    });
+}
+
+#[test]
+fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
+    let dir = TempDir::new("sqlite-schema");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        drop(SqliteStore::open(&path).await.expect("open"));
+    });
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute("UPDATE evoq_schema SET version = 99", [])
+        .expect("bump the schema version");
+    drop(conn);
+    runtime().block_on(async {
+        let error = SqliteStore::open(&path)
+            .await
+            .expect_err("a newer schema must be refused");
+        assert!(
+            matches!(
+                error,
+                StoreError::SchemaTooNew {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("events.db") && text.contains("upgrade evoq"),
+            "{text}"
+        );
+    });
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let version: i64 = conn
+        .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
+        .expect("read");
+    assert_eq!(version, 99, "a refused database is not changed");
+}
+
+#[test]
+fn a_corrupt_row_is_a_typed_error_naming_stream_and_version_and_affects_nothing_else() {
+    let dir = TempDir::new("sqlite-corrupt");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        for s in ["Good-1", "Bad-1"] {
+            store
+                .append(
+                    s,
+                    ExpectedVersion::NoStream,
+                    (1..=3).map(|n| event(s, n)).collect(),
+                )
+                .await
+                .expect("append");
+        }
+        drop(store);
+    });
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute(
+        "UPDATE events SET metadata = X'7B6E6F74206A736F6E' WHERE stream_id = 'Bad-1' AND version = 2",
+        [],
+    )
+    .expect("corrupt the metadata of Bad-1 version 2");
+    conn.execute(
+        "UPDATE events SET event_id = X'00' WHERE stream_id = 'Bad-1' AND version = 3",
+        [],
+    )
+    .expect("corrupt the id of Bad-1 version 3");
+    drop(conn);
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        for (version, what) in [(2, "metadata"), (3, "id")] {
+            let error = store
+                .read_stream("Bad-1", version, Direction::Forward, 1)
+                .await
+                .expect_err("a corrupt row must not decode");
+            match &error {
+                StoreError::Integrity { location, reason } => {
+                    assert!(
+                        location.contains("`Bad-1`")
+                            && location.contains(&format!("version {version}")),
+                        "the error must name stream and version: {location}"
+                    );
+                    assert!(reason.contains(what), "{reason}");
+                }
+                other => panic!("expected an integrity error, got {other:?}"),
+            }
+        }
+        let first = store
+            .read_stream("Bad-1", 1, Direction::Forward, 1)
+            .await
+            .expect("the intact row of the same stream reads");
+        assert_eq!(first.len(), 1);
+        let good = store
+            .read_stream("Good-1", 0, Direction::Forward, 10)
+            .await
+            .expect("another stream is not affected");
+        assert_eq!(good.len(), 3);
+        store
+            .append(
+                "Good-1",
+                ExpectedVersion::Exact(3),
+                vec![event("Good-1", 4)],
+            )
+            .await
+            .expect("appends go on");
+        store
+            .append("Bad-1", ExpectedVersion::Exact(3), vec![event("Bad-1", 4)])
+            .await
+            .expect("appends to the damaged stream go on too");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash safety
+// ---------------------------------------------------------------------------------------------
+
+const CHILD_ENV: &str = "EVOQ_SQLITE_CRASH_CHILD";
+const STREAMS: usize = 24;
+
+/// The child side: appends continuously from many concurrent aggregates and prints an `ack`
+/// line after each append returns. Does nothing unless started by the crash test.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    runtime().block_on(async move {
+        let store = Arc::new(SqliteStore::open(&path).await.expect("child: open"));
+        let mut tasks = Vec::new();
+        for s in 0..STREAMS {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let stream = format!("Crash-{s}");
+                let mut version = store.stream_version(&stream).await.expect("child: version");
+                loop {
+                    let count = 1 + (version % 3);
+                    let events = (1..=count).map(|i| event(&stream, version + i)).collect();
+                    let appended = store
+                        .append(&stream, ExpectedVersion::Exact(version), events)
+                        .await
+                        .expect("child: append");
+                    version = appended.version;
+                    let line = format!(
+                        "ack {stream} {} {} {}\n",
+                        appended.version, appended.first_position, appended.last_position
+                    );
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(line.as_bytes()).expect("child: stdout");
+                    out.flush().expect("child: flush");
+                }
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+}
+
+/// A tiny xorshift, seeded from the clock: random kill moments without a dependency.
+fn random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn acknowledged_appends_survive_sigkill_at_random_moments() {
+    let dir = TempDir::new("sqlite-crash");
+    let path = dir.file("events.db");
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    println!("crash test seed {seed}");
+    let started = Instant::now();
+    // stream -> highest acknowledged version
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut total_acks = 0usize;
+    let kills = 22;
+    for round in 0..kills {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                // Only complete lines count: the kill may cut the last one.
+                if line.ends_with('\n') && line.starts_with("ack ") {
+                    acks.push(line.trim_end().to_owned());
+                }
+                line.clear();
+            }
+            acks
+        });
+        // Wait for the child to be appending, then kill it at a random moment.
+        std::thread::sleep(Duration::from_millis(60 + random(&mut seed) % 240));
+        child.kill().expect("SIGKILL the child");
+        let _ = child.wait();
+        let acks = reader.join().expect("reader");
+        for ack in &acks {
+            let parts: Vec<&str> = ack.split(' ').collect();
+            let version: u64 = parts[2].parse().expect("version");
+            let slot = acked.entry(parts[1].to_owned()).or_default();
+            *slot = (*slot).max(version);
+        }
+        total_acks += acks.len();
+        verify(&path, &acked, round);
+    }
+    assert!(total_acks > 0, "the child never acknowledged an append");
+    println!(
+        "{kills} kills, {total_acks} acknowledged appends, {:?}",
+        started.elapsed()
+    );
+}
+
+/// Reopens the file and checks every acknowledged event, contiguous versions and positions, and
+/// that every visible event is whole.
+fn verify(path: &std::path::Path, acked: &HashMap<String, u64>, round: usize) {
+    runtime().block_on(async {
+        let store = SqliteStore::open(path)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
+        let head = *store.head().borrow();
+        let mut per_stream: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut after = 0;
+        let mut expected_position = 1;
+        loop {
+            let page = store
+                .read_all(after, 10_000, &evoq::store::EventFilter::All)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: read_all: {e}"));
+            for e in &page.events {
+                assert_eq!(
+                    e.global_position, expected_position,
+                    "round {round}: positions must be contiguous"
+                );
+                expected_position += 1;
+                let want = format!("{{\"stream\":\"{}\",\"n\":{}}}", e.stream_id, e.stream_version);
+                assert_eq!(
+                    e.data,
+                    want.as_bytes(),
+                    "round {round}: a partial or foreign event is visible at {}",
+                    e.global_position
+                );
+                per_stream
+                    .entry(e.stream_id.clone())
+                    .or_default()
+                    .push(e.stream_version);
+            }
+            if page.scanned_through >= head {
+                break;
+            }
+            after = page.scanned_through;
+        }
+        assert_eq!(expected_position - 1, head, "round {round}: the head is the last event");
+        for (stream, versions) in &per_stream {
+            let contiguous: Vec<u64> = (1..=versions.len() as u64).collect();
+            assert_eq!(versions, &contiguous, "round {round}: `{stream}` versions must be contiguous");
+        }
+        for (stream, version) in acked {
+            let have = per_stream.get(stream).map_or(0, |v| v.len() as u64);
+            assert!(
+                have >= *version,
+                "round {round}: `{stream}` was acknowledged at version {version} but holds {have} events after SIGKILL"
+            );
+        }
+    });
+}
