@@ -117,5 +117,5 @@ impl BankAccount {
 
 /// The workload's account id: `acct-00000042`.
 pub fn account_id(index: usize) -> String {
-    format!("acct-{index:08}")
+    crate::workload::account_id(index)
 }

@@ -1,7 +1,12 @@
 //! Shared parts of the benchmarks: the bank-account domain of the workload
-//! (`../shared/bench/WORKLOAD.md`), a store that keeps nothing (to measure the runtime alone),
-//! and process measurements.
+//! (`../shared/bench/WORKLOAD.md`) and its driver, the peers it compares (evoq and the floor;
+//! cqrs-es lives in its own package, `bench/cqrs-es`), a store that keeps nothing (to measure
+//! the runtime alone), and process measurements.
 
 pub mod bank;
+pub mod evoq_peer;
+pub mod floor;
 pub mod measure;
 pub mod null_store;
+pub mod read_side;
+pub mod workload;

@@ -7,11 +7,10 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::command::{Rejection, Route};
@@ -31,6 +30,10 @@ pub(crate) const REPLAY_PAGE: usize = 1_000;
 type Decide<A> = fn(&A, &dyn Any) -> Result<Vec<<A as Aggregate>::Event>, Rejection>;
 
 /// One command on its way to an aggregate actor.
+///
+/// The job travels as a thin `Box<Job<A>>`: a fat pointer (the command inline as an unsized
+/// tail) saves one allocation per command but makes every idle actor bigger (its mailbox and
+/// its task's future hold job pointers), which costs more than it saves.
 pub(crate) struct Job<A: Aggregate> {
     /// The command, or an `Arc` of it when middleware share it.
     command: Box<dyn Any + Send>,
@@ -40,8 +43,12 @@ pub(crate) struct Job<A: Aggregate> {
     name: &'static str,
     context: CommandContext,
     options: DispatchOptions,
-    reply: oneshot::Sender<Result<Dispatched<A>, Error>>,
+    /// Taken when the job runs.
+    reply: Option<oneshot::Sender<Result<Dispatched<A>, Error>>>,
 }
+
+/// The receiver of a job's outcome.
+pub(crate) type Outcome<A> = oneshot::Receiver<Result<Dispatched<A>, Error>>;
 
 impl<A: Aggregate> Job<A> {
     /// A job for `command`, and the receiver of its outcome.
@@ -49,7 +56,7 @@ impl<A: Aggregate> Job<A> {
         command: C,
         context: CommandContext,
         options: DispatchOptions,
-    ) -> (Box<Self>, oneshot::Receiver<Result<Dispatched<A>, Error>>) {
+    ) -> (Box<Self>, Outcome<A>) {
         let (reply, outcome) = oneshot::channel();
         let job = Box::new(Job {
             command: Box::new(command),
@@ -58,7 +65,7 @@ impl<A: Aggregate> Job<A> {
             name: C::NAME,
             context,
             options,
-            reply,
+            reply: Some(reply),
         });
         (job, outcome)
     }
@@ -68,7 +75,7 @@ impl<A: Aggregate> Job<A> {
         command: Arc<C>,
         context: CommandContext,
         options: DispatchOptions,
-    ) -> (Box<Self>, oneshot::Receiver<Result<Dispatched<A>, Error>>) {
+    ) -> (Box<Self>, Outcome<A>) {
         let (reply, outcome) = oneshot::channel();
         let job = Box::new(Job {
             command: Box::new(command),
@@ -77,14 +84,9 @@ impl<A: Aggregate> Job<A> {
             name: C::NAME,
             context,
             options,
-            reply,
+            reply: Some(reply),
         });
         (job, outcome)
-    }
-
-    /// The command's name.
-    pub(crate) fn name(&self) -> &'static str {
-        self.name
     }
 }
 
@@ -198,6 +200,10 @@ impl<A: Aggregate> Actor<A> {
             let job = if let Some(job) = pending.pop_front() {
                 job
             } else if let Some((deadline, stage)) = timer {
+                // Re-registered after every command. Moving it only when the deadline comes
+                // earlier would save a timer-wheel update per command, but needs the deadline
+                // kept across this wait: 32 more bytes of future, which pushed each live
+                // aggregate's task into the next 128-byte size of tokio's task cells.
                 sleep.as_mut().reset(deadline.into());
                 let woke = tokio::select! {
                     biased;
@@ -229,49 +235,46 @@ impl<A: Aggregate> Actor<A> {
     }
 
     /// Runs one command, replies, and returns what the lifespan says about the next timeout.
-    async fn handle(&mut self, job: Box<Job<A>>) -> Idle {
-        let Job {
-            mut command,
-            decide,
-            peek,
-            name,
-            context,
-            options,
-            reply,
-        } = *job;
-        if reply.is_closed() {
+    async fn handle(&mut self, mut job: Box<Job<A>>) -> Idle {
+        let job = &mut *job;
+        let reply = match job.reply.take() {
             // The caller gave up (timeout) before the command started: do not run it.
-            return Idle::Configured;
-        }
+            Some(reply) if !reply.is_closed() => reply,
+            _ => return Idle::Configured,
+        };
+        let (decide, peek, name) = (job.decide, job.peek, job.name);
         let span = tracing::debug_span!(
             "evoq.aggregate.execute",
             aggregate = A::NAME,
             aggregate_id = %self.id(),
             command = name,
-            command_id = %context.command_id,
+            command_id = %job.context.command_id,
         );
-        let started = Instant::now();
+        // Timed only when the events that carry the duration are on.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let version_before = self.instance.as_ref().map(|i| i.version);
-        let result = self
-            .execute(&mut *command, decide, name, &context, &options)
-            .instrument(span.clone())
-            .await;
+        let execute = self.execute(&mut *job.command, decide, name, &job.context, &job.options);
+        let result = if span.is_disabled() {
+            execute.await
+        } else {
+            execute.instrument(span.clone()).await
+        };
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.aggregate.execute",
                 stage = "stop",
                 version = done.version,
                 events = done.events.len(),
-                duration_us = started.elapsed().as_micros() as u64,
+                duration_us = micros_since(started),
             ),
             Err(error) => tracing::debug!(
                 name: "evoq.aggregate.execute",
                 stage = "exception",
                 error = %error,
-                duration_us = started.elapsed().as_micros() as u64,
+                duration_us = micros_since(started),
             ),
         });
-        let idle = self.next_idle(&result, peek(&*command));
+        let idle = self.next_idle(&result, peek(&*job.command));
         let snapshot_due = match (&result, version_before) {
             (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
             (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),
@@ -618,8 +621,16 @@ impl<A: Aggregate> Actor<A> {
             Idle::After(timeout) => timeout,
         };
         let factor = self.registry.env.monitor.ttl_factor();
-        let timeout = timeout.mul_f64(factor);
-        if let Some(hibernate_after) = kind.hibernate_after.map(|after| after.mul_f64(factor))
+        // The factor is 1 unless memory is under pressure: skip the float round trips then.
+        let scale = |duration: Duration| {
+            if factor == 1.0 {
+                duration
+            } else {
+                duration.mul_f64(factor)
+            }
+        };
+        let timeout = scale(timeout);
+        if let Some(hibernate_after) = kind.hibernate_after.map(scale)
             && hibernate_after < timeout
         {
             return Some((
@@ -782,13 +793,16 @@ fn encode<E: EventSet>(
     events
         .iter()
         .map(|event| {
-            let data = event.encode().map_err(|error| Error::Encode {
+            let mut data = event.encode().map_err(|error| Error::Encode {
                 command,
                 event_type: event.event_type(),
                 reason: error.to_string(),
             })?;
+            // A store may keep the data for good: no spare capacity (a no-op for the derived
+            // events, which encode to exact vectors).
+            data.shrink_to_fit();
             Ok(NewEvent {
-                event_id: Uuid::now_v7(),
+                event_id: crate::ids::new_v7(),
                 event_type: event.event_type().into(),
                 schema_version: event.schema_version(),
                 data,
@@ -796,6 +810,11 @@ fn encode<E: EventSet>(
             })
         })
         .collect()
+}
+
+/// Microseconds since `started` (0 when it was not taken).
+pub(crate) fn micros_since(started: Option<Instant>) -> u64 {
+    started.map_or(0, |started| started.elapsed().as_micros() as u64)
 }
 
 /// The text of a caught panic.

@@ -395,24 +395,10 @@ impl Evoq {
     }
 
     /// Delivers `job` to the live instance of aggregate `id`, starting one if need be.
-    pub(crate) async fn submit<A: crate::Aggregate>(
-        &self,
-        id: &str,
-        mut job: Box<Job<A>>,
-    ) -> Result<(), Error> {
-        let registry = self.inner.partitions.registry::<A>();
-        loop {
-            match registry.mailbox(id).send(job) {
-                Ok(()) => return Ok(()),
-                // The instance left memory between lookup and send: look it up again.
-                Err(returned) => job = returned,
-            }
-            if self.is_stopped() {
-                return Err(Error::Stopped {
-                    command: job.name(),
-                });
-            }
-        }
+    pub(crate) fn submit<A: crate::Aggregate>(&self, id: &str, job: Box<Job<A>>) {
+        self.inner
+            .partitions
+            .with_registry::<A, _>(|registry| registry.send(id, job));
     }
 }
 
@@ -553,10 +539,11 @@ impl<'a, C> CommandBuilder<'a, C> {
             span.record("aggregate_id", command.aggregate_id());
         }
         span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
-        let started = Instant::now();
+        // Timed only when the events that carry the duration are on.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let deadline = tokio::time::Instant::now() + options.timeout;
         let timeout = options.timeout;
-        let result = async {
+        let dispatch = async {
             let required = app.inner.handlers.required(&consistency)?;
             let request = Request {
                 command,
@@ -567,21 +554,24 @@ impl<'a, C> CommandBuilder<'a, C> {
             };
             let done = pipeline::run(app, request).await?;
             crate::subscription::settle::<C>(&required, done, deadline, timeout).await
-        }
-        .instrument(span.clone())
-        .await;
+        };
+        let result = if span.is_disabled() {
+            dispatch.await
+        } else {
+            dispatch.instrument(span.clone()).await
+        };
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.dispatch",
                 stage = "stop",
                 version = done.version,
-                duration_us = started.elapsed().as_micros() as u64,
+                duration_us = crate::actor::micros_since(started),
             ),
             Err(error) => tracing::debug!(
                 name: "evoq.dispatch",
                 stage = "exception",
                 error = %error,
-                duration_us = started.elapsed().as_micros() as u64,
+                duration_us = crate::actor::micros_since(started),
             ),
         });
         result

@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod handler;
+mod ids;
 pub mod lifespan;
 mod mailbox;
 pub mod memory_monitor;

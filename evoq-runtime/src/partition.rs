@@ -13,7 +13,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -129,6 +129,8 @@ pub(crate) struct Registry<A: Aggregate> {
     pub(crate) counters: Counters,
     pub(crate) env: Arc<Env>,
     hasher: RandomState,
+    /// [`stable_hash`] state after the type name: the partition hash continues from it.
+    name_hash: u64,
     epoch: Instant,
 }
 
@@ -148,6 +150,7 @@ impl<A: Aggregate> Registry<A> {
             counters: Counters::default(),
             env,
             hasher: RandomState::new(),
+            name_hash: stable_hash_prefix(A::NAME),
             epoch: Instant::now(),
         }
     }
@@ -177,7 +180,7 @@ impl<A: Aggregate> Registry<A> {
     /// The shard of `id` (within its partition, chosen by the keyed hash) and that hash.
     fn shard_of(&self, id: &str) -> (usize, u64) {
         let partitions = (self.partitions.len() / SHARDS_PER_PARTITION) as u64;
-        let partition = (stable_hash(A::NAME, id) % partitions) as usize;
+        let partition = (stable_hash_continue(self.name_hash, id) % partitions) as usize;
         let hash = self.hash(id.as_bytes());
         let shard = (hash >> 58) as usize % SHARDS_PER_PARTITION;
         (partition * SHARDS_PER_PARTITION + shard, hash)
@@ -190,15 +193,23 @@ impl<A: Aggregate> Registry<A> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The mailbox of the live instance with this id: the running one, a thawed hibernated
-    /// one, or a new one.
-    pub(crate) fn mailbox(self: &Arc<Self>, id: &str) -> Sender<Box<Job<A>>> {
+    /// Queues `job` for the live instance with this id: the running one, a thawed hibernated
+    /// one, or a new one. Lookup and send happen under the shard's lock, so the instance cannot
+    /// leave in between (an actor leaves under that lock).
+    pub(crate) fn send(self: &Arc<Self>, id: &str, job: Box<Job<A>>) {
         let (shard, hash) = self.shard_of(id);
         let mut slots = self.lock(shard);
         let entry = slots.find_mut(hash, |(key, _)| key.as_bytes() == id.as_bytes());
         let (sender, receiver) = match entry {
-            Some((_, Slot::Live(sender))) if !sender.is_closed() => return sender.clone(),
             Some((_, slot)) => {
+                let job = match slot {
+                    Slot::Live(sender) => match sender.send(job) {
+                        Ok(()) => return,
+                        // A closed mailbox whose actor is ending: a new one replaces it.
+                        Err(job) => job,
+                    },
+                    Slot::Hibernated(_) => job,
+                };
                 let (sender, receiver) = mailbox::mailbox();
                 let thawed = match std::mem::replace(slot, Slot::Live(sender.clone())) {
                     Slot::Hibernated(frozen) => {
@@ -207,22 +218,22 @@ impl<A: Aggregate> Registry<A> {
                         self.counters.live.fetch_add(1, Ordering::Relaxed);
                         Some(frozen)
                     }
-                    // A closed mailbox whose actor is ending: this one replaces it.
                     Slot::Live(_) => None,
                 };
+                deliver(&sender, job);
                 tokio::spawn(Actor::new(id.to_owned(), Arc::clone(self), thawed).run(receiver));
-                return sender;
+                return;
             }
             None => mailbox::mailbox(),
         };
+        deliver(&sender, job);
         slots.insert_unique(
             hash,
-            (CompactBytes::new(id.as_bytes()), Slot::Live(sender.clone())),
+            (CompactBytes::new(id.as_bytes()), Slot::Live(sender)),
             |(key, _)| self.hash(key.as_bytes()),
         );
         self.counters.live.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(Actor::new(id.to_owned(), Arc::clone(self), None).run(receiver));
-        sender
     }
 
     /// Takes the actor of `id` out of its slot, unless commands are already queued for it.
@@ -271,12 +282,18 @@ impl<A: Aggregate> Registry<A> {
     }
 }
 
+/// Queues a job in a mailbox just created (open, since its receiver is not running yet).
+fn deliver<A: Aggregate>(sender: &Sender<Box<Job<A>>>, job: Box<Job<A>>) {
+    if sender.send(job).is_err() {
+        unreachable!("a new mailbox is open")
+    }
+}
+
 /// What the runtime needs of a registry without knowing its aggregate type.
 trait AnyRegistry: Send + Sync {
     fn stats(&self) -> AggregateStats;
     fn clear(&self);
     fn sweep(&self, now: Instant) -> Vec<Snapshot>;
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<A: Aggregate> AnyRegistry for Registry<A> {
@@ -329,16 +346,40 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
             .fetch_add(swept, Ordering::Relaxed);
         snapshots
     }
-
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
 }
 
 /// The registries of every aggregate type.
 pub(crate) struct Partitions {
     env: Arc<Env>,
-    by_type: RwLock<HashMap<TypeId, Arc<dyn AnyRegistry>>>,
+    by_type: RwLock<HashMap<TypeId, Entry, BuildHasherDefault<TypeIdHasher>>>,
+}
+
+/// One aggregate type's registry, seen untyped and typed.
+struct Entry {
+    untyped: Arc<dyn AnyRegistry>,
+    /// An `Arc<Registry<A>>`.
+    typed: Box<dyn Any + Send + Sync>,
+}
+
+/// Hashes a `TypeId`, which is already a hash: it keeps the 64 bits it is given.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `TypeId` today; kept correct for any other way it may hash.
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
 }
 
 impl Partitions {
@@ -349,28 +390,34 @@ impl Partitions {
         }
     }
 
-    /// The registry of `A`, created on first use.
-    pub(crate) fn registry<A: Aggregate>(&self) -> Arc<Registry<A>> {
+    /// Runs `f` with the registry of `A`, created on first use. The common case (the registry
+    /// exists) takes the read lock only, and no reference count.
+    pub(crate) fn with_registry<A: Aggregate, R>(
+        &self,
+        f: impl FnOnce(&Arc<Registry<A>>) -> R,
+    ) -> R {
         let key = TypeId::of::<A>();
-        let found = self
-            .by_type
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        let registry = match found {
+        {
+            let by_type = self.by_type.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = by_type.get(&key) {
+                return f(Self::typed(entry));
+            }
+        }
+        let mut by_type = self.by_type.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = by_type.entry(key).or_insert_with(|| {
+            let registry = Arc::new(Registry::<A>::new(Arc::clone(&self.env)));
+            Entry {
+                untyped: Arc::clone(&registry) as Arc<dyn AnyRegistry>,
+                typed: Box::new(registry),
+            }
+        });
+        f(Self::typed(entry))
+    }
+
+    fn typed<A: Aggregate>(entry: &Entry) -> &Arc<Registry<A>> {
+        match entry.typed.downcast_ref::<Arc<Registry<A>>>() {
             Some(registry) => registry,
-            None => Arc::clone(
-                self.by_type
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(Registry::<A>::new(Arc::clone(&self.env)))),
-            ),
-        };
-        match registry.as_any().downcast::<Registry<A>>() {
-            Ok(registry) => registry,
-            Err(_) => unreachable!("the registry of a TypeId is of that type"),
+            None => unreachable!("the registry of a TypeId is of that type"),
         }
     }
 
@@ -427,7 +474,7 @@ impl Partitions {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .cloned()
+            .map(|entry| Arc::clone(&entry.untyped))
             .collect()
     }
 }
@@ -435,14 +482,24 @@ impl Partitions {
 /// FNV-1a over the type name, a separator and the id: the same partition on every run and
 /// every machine.
 fn stable_hash(aggregate: &str, id: &str) -> u64 {
+    stable_hash_continue(stable_hash_prefix(aggregate), id)
+}
+
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// [`stable_hash`]'s state after the type name and the separator.
+fn stable_hash_prefix(aggregate: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let mut hash = OFFSET;
-    for byte in aggregate.bytes().chain([0xff]).chain(id.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    hash
+    aggregate.bytes().chain([0xff]).fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    })
+}
+
+/// [`stable_hash`] from the state after the type name.
+fn stable_hash_continue(prefix: u64, id: &str) -> u64 {
+    id.bytes().fold(prefix, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 #[cfg(test)]

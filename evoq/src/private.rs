@@ -85,6 +85,28 @@ pub struct EventVTable<E> {
     pub debug: fn(&E, &mut fmt::Formatter<'_>) -> fmt::Result,
 }
 
+/// `value` as JSON in a vector of exactly its length (stores keep event data for good, and
+/// `serde_json::to_vec` starts every vector at 128 bytes): written into a per-thread scratch
+/// buffer, then copied once.
+fn encode_exact<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            let written = serde_json::to_writer(&mut *scratch, value);
+            let exact = written.map(|()| scratch.as_slice().to_vec());
+            if scratch.capacity() > 64 * 1024 {
+                *scratch = Vec::new();
+            }
+            exact
+        }
+        // A `Serialize` impl that encodes an event itself: no scratch for the inner one.
+        Err(_) => serde_json::to_vec(value),
+    })
+}
+
 /// An `#[apply]` parameter type is an [`Event`]; spanned at that type.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an evoq event",
@@ -100,7 +122,7 @@ pub trait IsEvent: Sized {
 impl<E: Event> IsEvent for E {
     const VTABLE: EventVTable<Self> = {
         fn encode<E: Event>(event: &E) -> Result<Vec<u8>, serde_json::Error> {
-            serde_json::to_vec(event)
+            encode_exact(event)
         }
         fn decode<E: Event>(data: &[u8]) -> Result<E, serde_json::Error> {
             serde_json::from_slice(data)
@@ -245,7 +267,7 @@ pub mod state_codec {
 
     impl<T: Serialize + DeserializeOwned> ViaSerde<T> for Probe<T> {
         fn encode(&self, state: &T) -> Option<Result<Vec<u8>, serde_json::Error>> {
-            Some(serde_json::to_vec(state))
+            Some(super::encode_exact(state))
         }
 
         fn decode(&self, data: &[u8]) -> Option<Result<T, serde_json::Error>> {
@@ -358,4 +380,25 @@ pub trait UpcastStep<const FROM: u32> {
 /// The function of a step whose `#[upcaster]` had an error (never called: the build failed).
 pub fn upcast_stub(_: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
     unreachable!("an upcaster with a compile error")
+}
+
+#[cfg(test)]
+mod encode_tests {
+    #[test]
+    fn encoded_values_have_no_spare_capacity_and_match_serde_json() {
+        #[derive(serde::Serialize)]
+        struct Deposited {
+            amount: i64,
+            note: String,
+        }
+        for note in ["", "x", &"long ".repeat(40_000)] {
+            let value = Deposited {
+                amount: 100,
+                note: note.to_owned(),
+            };
+            let exact = super::encode_exact(&value).expect("encodes");
+            assert_eq!(exact, serde_json::to_vec(&value).expect("encodes"));
+            assert_eq!(exact.capacity(), exact.len());
+        }
+    }
 }

@@ -518,3 +518,29 @@ async fn a_bad_toml_value_fails_start_with_an_error_naming_the_key() {
     assert_eq!(app.config().partitions, Config::default().partitions);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn every_command_pushes_the_idle_timeout_back_and_the_timer_still_fires_after_the_last() {
+    let store = FaultyStore::new();
+    let app = app_on(store.clone(), DrivenProbe::default()).await;
+    // Idle timeout 150 ms: a command every 20 ms for 400 ms keeps the instance live, although
+    // the timer armed after the first command comes due long before the last one.
+    let started = Instant::now();
+    let mut last = started;
+    while started.elapsed() < Duration::from_millis(400) {
+        app.dispatch(PingP { id: id("kept") }).await.unwrap();
+        last = Instant::now();
+        let stats = app.aggregate_stats::<Passivating>();
+        assert_eq!((stats.live, stats.passivations), (1, 0), "still live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(Duration::from_secs(2), || {
+        app.aggregate_stats::<Passivating>().passivations == 1
+    })
+    .await;
+    assert!(
+        last.elapsed() >= Duration::from_millis(150),
+        "passivated {:?} after the last command, before its idle timeout",
+        last.elapsed()
+    );
+}

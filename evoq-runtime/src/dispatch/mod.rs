@@ -36,7 +36,7 @@ pub struct CommandContext {
 impl CommandContext {
     /// A context with fresh ids and no user entries.
     pub fn new() -> Self {
-        let command_id = Uuid::now_v7();
+        let command_id = crate::ids::new_v7();
         CommandContext {
             command_id,
             correlation_id: command_id,

@@ -14,10 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
-use crate::actor::Job;
+use crate::actor::{Job, Outcome};
 use crate::aggregate::Aggregate;
 use crate::app::Evoq;
 use crate::command::Route;
@@ -55,6 +54,46 @@ pub(crate) async fn run<C: Route>(
         return Err(Error::Stopped { command: C::NAME });
     }
     let deadline = deadline_after(options.timeout);
+    if context.idempotency_key.is_none()
+        && !command_id_supplied
+        && middleware.is_empty()
+        && app.global_middleware().is_empty()
+    {
+        // The bare actor round trip: its future stays small (the one below is boxed).
+        let id = command.aggregate_id();
+        let timeout = options.timeout;
+        let (job, outcome) = Job::new(command, context, options);
+        return match execute(app, &id, C::NAME, job, outcome, deadline, None).await {
+            Some(result) => result,
+            None => Err(Error::Timeout {
+                command: C::NAME,
+                stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
+                after: timeout,
+            }),
+        };
+    }
+    Box::pin(run_keyed_or_wrapped(
+        app,
+        command,
+        context,
+        options,
+        middleware,
+        command_id_supplied,
+        deadline,
+    ))
+    .await
+}
+
+/// A dispatch with an idempotency key, a caller-supplied command id or middleware.
+async fn run_keyed_or_wrapped<C: Route>(
+    app: &Evoq,
+    command: C,
+    context: CommandContext,
+    options: DispatchOptions,
+    middleware: Vec<Arc<dyn Middleware>>,
+    command_id_supplied: bool,
+    deadline: Instant,
+) -> Result<Dispatched<C::Aggregate>, Error> {
     let id = command.aggregate_id();
     let after = options.timeout;
     let timed_out = || Error::Timeout {
@@ -175,12 +214,12 @@ async fn execute<A: Aggregate>(
     id: &str,
     command: &'static str,
     job: Box<Job<A>>,
-    mut outcome: oneshot::Receiver<Result<Dispatched<A>, Error>>,
+    mut outcome: Outcome<A>,
     deadline: Instant,
     lease: Option<Lease>,
 ) -> Option<Result<Dispatched<A>, Error>> {
     let run = async {
-        app.submit(id, job).await?;
+        app.submit(id, job);
         (&mut outcome)
             .await
             .unwrap_or_else(|_| Err(Error::Stopped { command }))
