@@ -2,121 +2,12 @@
 //!
 //! Run it with `cargo run --example bank_account`.
 
+/// The bank-account domain: events, commands, `BankError` and the `BankAccount` aggregate.
+#[path = "bank/domain.rs"]
+mod domain;
+
+use domain::*;
 use evoq::prelude::*;
-use serde::{Deserialize, Serialize};
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
-struct AccountOpened {
-    account: String,
-    initial_balance: u64,
-}
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
-struct MoneyDeposited {
-    account: String,
-    amount: u64,
-}
-
-#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
-struct MoneyWithdrawn {
-    account: String,
-    amount: u64,
-}
-
-#[derive(Command, Debug, Clone)]
-struct OpenAccount {
-    #[aggregate_id]
-    account: String,
-    initial_balance: u64,
-}
-
-#[derive(Command, Debug, Clone)]
-struct Deposit {
-    #[aggregate_id]
-    account: String,
-    amount: u64,
-}
-
-#[derive(Command, Debug, Clone)]
-struct Withdraw {
-    #[aggregate_id]
-    account: String,
-    amount: u64,
-}
-
-#[derive(Debug, PartialEq, thiserror::Error)]
-enum BankError {
-    #[error("account `{0}` is already open")]
-    AlreadyOpen(String),
-    #[error("account `{0}` is not open")]
-    NotOpen(String),
-    #[error("insufficient funds: balance {balance}, requested {requested}")]
-    InsufficientFunds { balance: u64, requested: u64 },
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct BankAccount {
-    open: bool,
-    balance: u64,
-}
-
-#[aggregate(snapshot_every = 100)]
-impl BankAccount {
-    #[handles]
-    fn open(&self, cmd: &OpenAccount) -> Result<AccountOpened, BankError> {
-        if self.open {
-            return Err(BankError::AlreadyOpen(cmd.account.clone()));
-        }
-        Ok(AccountOpened {
-            account: cmd.account.clone(),
-            initial_balance: cmd.initial_balance,
-        })
-    }
-
-    #[handles]
-    fn deposit(&self, cmd: &Deposit) -> Result<MoneyDeposited, BankError> {
-        if !self.open {
-            return Err(BankError::NotOpen(cmd.account.clone()));
-        }
-        Ok(MoneyDeposited {
-            account: cmd.account.clone(),
-            amount: cmd.amount,
-        })
-    }
-
-    #[handles]
-    fn withdraw(&self, cmd: &Withdraw) -> Result<MoneyWithdrawn, BankError> {
-        if !self.open {
-            return Err(BankError::NotOpen(cmd.account.clone()));
-        }
-        if cmd.amount > self.balance {
-            return Err(BankError::InsufficientFunds {
-                balance: self.balance,
-                requested: cmd.amount,
-            });
-        }
-        Ok(MoneyWithdrawn {
-            account: cmd.account.clone(),
-            amount: cmd.amount,
-        })
-    }
-
-    #[apply]
-    fn opened(&mut self, event: &AccountOpened) {
-        self.open = true;
-        self.balance = event.initial_balance;
-    }
-
-    #[apply]
-    fn deposited(&mut self, event: &MoneyDeposited) {
-        self.balance += event.amount;
-    }
-
-    #[apply]
-    fn withdrawn(&mut self, event: &MoneyWithdrawn) {
-        self.balance -= event.amount;
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), evoq::Error> {
