@@ -179,11 +179,16 @@ impl<A: Aggregate> Registry<A> {
 
     /// The shard of `id` (within its partition, chosen by the keyed hash) and that hash.
     fn shard_of(&self, id: &str) -> (usize, u64) {
-        let partitions = (self.partitions.len() / SHARDS_PER_PARTITION) as u64;
-        let partition = (stable_hash_continue(self.name_hash, id) % partitions) as usize;
+        let partition = self.partition_of(id);
         let hash = self.hash(id.as_bytes());
         let shard = (hash >> 58) as usize % SHARDS_PER_PARTITION;
         (partition * SHARDS_PER_PARTITION + shard, hash)
+    }
+
+    /// The partition of `id`: a stable hash of (type name, id), the same on every run.
+    pub(crate) fn partition_of(&self, id: &str) -> usize {
+        let partitions = (self.partitions.len() / SHARDS_PER_PARTITION) as u64;
+        (stable_hash_continue(self.name_hash, id) % partitions) as usize
     }
 
     fn lock(&self, shard: usize) -> MutexGuard<'_, HashTable<(CompactBytes, Slot<A>)>> {
@@ -423,7 +428,7 @@ impl Partitions {
 
     /// The partition that holds aggregate `id` of `A`.
     pub(crate) fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
-        (stable_hash(A::NAME, id) % self.env.config.partitions.max(1) as u64) as usize
+        self.with_registry::<A, _>(|registry| registry.partition_of(id))
     }
 
     /// The counters of every aggregate type used so far, by name.
@@ -481,6 +486,7 @@ impl Partitions {
 
 /// FNV-1a over the type name, a separator and the id: the same partition on every run and
 /// every machine.
+#[cfg(test)]
 fn stable_hash(aggregate: &str, id: &str) -> u64 {
     stable_hash_continue(stable_hash_prefix(aggregate), id)
 }
