@@ -1,127 +1,112 @@
 //! The actor of one live aggregate instance: it owns the state, runs the commands routed to it
 //! one at a time in arrival order, appends their events, takes snapshots, and leaves memory
 //! (passivates, stops or hibernates) when its lifespan says so.
+//!
+//! An actor has no task of its own. Its state sits in a [`Cell`] behind a fair (first in, first
+//! out) async lock, and whoever holds the lock runs the actor's next step: the dispatching task
+//! runs its own command, in place, without a hop to another task and back; the registry's idle
+//! timer ([`crate::idle`]) runs the timeout. So commands to one instance still run one at a
+//! time in arrival order, different instances in parallel, and a live idle instance costs a
+//! cell and a timer entry instead of a task and a mailbox.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::aggregate::Aggregate;
 use crate::command::{Rejection, Route};
 use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
-use crate::envelope::{NewEvent, stream_id};
+use crate::envelope::NewEvent;
 use crate::error::Error;
 use crate::event::EventSet;
+use crate::idle::NEVER;
 use crate::lifespan::{Idle, OnTimeout};
-use crate::mailbox::Receiver;
-use crate::partition::{Frozen, Leave, Left, Registry};
+use crate::partition::{Frozen, Leave, Registry};
 use crate::store::{Direction, ExpectedVersion, Snapshot, StoreError};
 
 /// How many events activation reads per page (there is no cap on the stream's length).
 pub(crate) const REPLAY_PAGE: usize = 1_000;
 
-/// The decision half of a command: runs the routed handler against a state.
-type Decide<A> = fn(&A, &dyn Any) -> Result<Vec<<A as Aggregate>::Event>, Rejection>;
-
-/// One command on its way to an aggregate actor.
+/// A command as its actor runs it: by value, or shared with the dispatch's middleware.
 ///
-/// The job travels as a thin `Box<Job<A>>`: a fat pointer (the command inline as an unsized
-/// tail) saves one allocation per command but makes every idle actor bigger (its mailbox and
-/// its task's future hold job pointers), which costs more than it saves.
-pub(crate) struct Job<A: Aggregate> {
-    /// The command, or an `Arc` of it when middleware share it.
-    command: Box<dyn Any + Send>,
-    decide: Decide<A>,
-    /// The command itself, seen through `command` (for the lifespan's `after_command`).
-    peek: fn(&dyn Any) -> &dyn Any,
-    name: &'static str,
-    context: CommandContext,
-    options: DispatchOptions,
-    /// Taken when the job runs.
-    reply: Option<oneshot::Sender<Result<Dispatched<A>, Error>>>,
+/// The actor borrows it mutably (`&mut T` is `Send` when `T` is): a command need not be `Sync`.
+pub(crate) trait Decide<A: Aggregate>: Send {
+    /// The command's name.
+    fn name(&self) -> &'static str;
+    /// Runs the routed `#[handles]` function against a state.
+    fn decide(&self, state: &A) -> Result<Vec<A::Event>, Rejection>;
+    /// The command itself (for the lifespan's `after_command`).
+    fn command(&self) -> &dyn Any;
 }
 
-/// The receiver of a job's outcome.
-pub(crate) type Outcome<A> = oneshot::Receiver<Result<Dispatched<A>, Error>>;
-
-impl<A: Aggregate> Job<A> {
-    /// A job for `command`, and the receiver of its outcome.
-    pub(crate) fn new<C: Route<Aggregate = A>>(
-        command: C,
-        context: CommandContext,
-        options: DispatchOptions,
-    ) -> (Box<Self>, Outcome<A>) {
-        let (reply, outcome) = oneshot::channel();
-        let job = Box::new(Job {
-            command: Box::new(command),
-            decide: decide::<C, C>,
-            peek: peek::<C, C>,
-            name: C::NAME,
-            context,
-            options,
-            reply: Some(reply),
-        });
-        (job, outcome)
+impl<C: Route> Decide<C::Aggregate> for C {
+    fn name(&self) -> &'static str {
+        C::NAME
     }
 
-    /// A job for a command shared with the dispatch's middleware.
-    pub(crate) fn shared<C: Route<Aggregate = A> + Sync>(
-        command: Arc<C>,
-        context: CommandContext,
-        options: DispatchOptions,
-    ) -> (Box<Self>, Outcome<A>) {
-        let (reply, outcome) = oneshot::channel();
-        let job = Box::new(Job {
-            command: Box::new(command),
-            decide: decide::<C, Arc<C>>,
-            peek: peek::<C, Arc<C>>,
-            name: C::NAME,
-            context,
-            options,
-            reply: Some(reply),
-        });
-        (job, outcome)
+    fn decide(
+        &self,
+        state: &C::Aggregate,
+    ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
+        C::handle(state, self)
     }
-}
 
-/// How a job holds its command: by value, or shared.
-trait Holds<C>: Any {
-    fn command(&self) -> &C;
-}
-
-impl<C: 'static> Holds<C> for C {
-    fn command(&self) -> &C {
+    fn command(&self) -> &dyn Any {
         self
     }
 }
 
-impl<C: 'static> Holds<C> for Arc<C> {
-    fn command(&self) -> &C {
-        self
+impl<C: Route + Sync> Decide<C::Aggregate> for Arc<C> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn decide(
+        &self,
+        state: &C::Aggregate,
+    ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
+        C::handle(state, self)
+    }
+
+    fn command(&self) -> &dyn Any {
+        &**self
     }
 }
 
-fn decide<C: Route, H: Holds<C>>(
-    state: &C::Aggregate,
-    command: &dyn Any,
-) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
-    match command.downcast_ref::<H>() {
-        Some(held) => C::handle(state, held.command()),
-        None => unreachable!("a job's decide fn is built for its own command type"),
-    }
+/// A live instance's place in its registry: the actor's state behind its lock, and what the
+/// registry and the idle timer need to know without taking the lock.
+pub(crate) struct Cell<A: Aggregate> {
+    /// `"<aggregate name>-<id>"`; the id is the part after the prefix.
+    pub(crate) stream: Box<str>,
+    /// The actor's state. Tokio's mutex is fair: commands run in the order they asked for it.
+    core: tokio::sync::Mutex<Core<A>>,
+    /// Dispatches (and idle timeouts) that took this cell from the registry and have not
+    /// finished with it. Incremented only under the registry shard's lock, so an actor that
+    /// leaves (under the same lock) knows whether commands are waiting for it.
+    pub(crate) users: AtomicU32,
+    /// When the idle timer should fire, in milliseconds since the registry's epoch
+    /// ([`NEVER`]: no timeout). Written by the lock holder after each command.
+    pub(crate) deadline: AtomicU64,
+    /// The deadline of this cell's entry in the idle-timer queue ([`NEVER`]: no entry).
+    /// Written only under the queue's lock.
+    pub(crate) scheduled: AtomicU64,
 }
 
-fn peek<C: 'static, H: Holds<C>>(command: &dyn Any) -> &dyn Any {
-    match command.downcast_ref::<H>() {
-        Some(held) => held.command(),
-        None => command,
-    }
+/// The state the lock guards.
+struct Core<A> {
+    /// `None` until activated, and again after a panic or an unknown append outcome: the next
+    /// command rebuilds the instance from the store.
+    instance: Option<Instance<A>>,
+    /// The hibernated state this actor was started from, decoded on the first command.
+    thaw: Option<Frozen>,
+    /// The version of the last snapshot this actor saved or loaded.
+    snapshot_version: u64,
+    /// What the idle timer does when it fires.
+    stage: Stage,
 }
 
 /// A state at a known stream version.
@@ -139,121 +124,138 @@ enum Stage {
     Timeout,
 }
 
-/// An actor that stays after its idle timer fired: its mailbox, commands to run first, and its
-/// next timer.
-type Stay<A> = (
-    Receiver<Box<Job<A>>>,
-    Vec<Box<Job<A>>>,
-    Option<(Instant, Stage)>,
-);
-
-/// What woke an idle actor.
-enum Wake<J> {
-    Job(Option<J>),
-    Timer,
-}
-
-/// The actor of aggregate `A` with id `id`.
-pub(crate) struct Actor<A: Aggregate> {
-    /// `"<aggregate name>-<id>"`; the id is the part after the prefix.
-    stream: String,
-    registry: Arc<Registry<A>>,
-    /// `None` until activated, and again after a panic or an unknown append outcome: the next
-    /// command rebuilds the instance from the store.
-    instance: Option<Instance<A>>,
-    /// The hibernated state this actor was started from, decoded on the first command.
-    thaw: Option<Frozen>,
-    /// The version of the last snapshot this actor saved or loaded.
-    snapshot_version: u64,
-}
-
-impl<A: Aggregate> Actor<A> {
-    pub(crate) fn new(id: String, registry: Arc<Registry<A>>, thaw: Option<Frozen>) -> Self {
-        Actor {
-            stream: stream_id(A::NAME, &id),
-            registry,
-            instance: None,
-            thaw,
-            snapshot_version: 0,
+impl<A: Aggregate> Cell<A> {
+    /// A cell for `stream`, taken by its first user, started from a hibernated state or empty.
+    pub(crate) fn new(stream: Box<str>, thaw: Option<Frozen>) -> Self {
+        Cell {
+            stream,
+            core: tokio::sync::Mutex::new(Core {
+                instance: None,
+                thaw,
+                snapshot_version: 0,
+                stage: Stage::Timeout,
+            }),
+            users: AtomicU32::new(1),
+            deadline: AtomicU64::new(NEVER),
+            scheduled: AtomicU64::new(NEVER),
         }
     }
 
     /// The aggregate id.
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.stream[A::NAME.len() + 1..]
     }
+}
 
-    /// Runs commands until the instance leaves memory or the runtime stops.
-    pub(crate) async fn run(mut self, mut mailbox: Receiver<Box<Job<A>>>) {
-        tracing::debug!(
-            name: "evoq.aggregate.init",
-            stage = "start",
-            aggregate = A::NAME,
-            aggregate_id = %self.id(),
-            thawed = self.thaw.is_some(),
-        );
-        let mut pending: VecDeque<Box<Job<A>>> = VecDeque::new();
-        let mut timer: Option<(Instant, Stage)> = None;
-        let sleep = tokio::time::sleep(std::time::Duration::ZERO);
-        tokio::pin!(sleep);
-        loop {
-            let job = if let Some(job) = pending.pop_front() {
-                job
-            } else if let Some((deadline, stage)) = timer {
-                // Re-registered after every command. Moving it only when the deadline comes
-                // earlier would save a timer-wheel update per command, but needs the deadline
-                // kept across this wait: 32 more bytes of future, which pushed each live
-                // aggregate's task into the next 128-byte size of tokio's task cells.
-                sleep.as_mut().reset(deadline.into());
-                let woke = tokio::select! {
-                    biased;
-                    job = mailbox.recv() => Wake::Job(job),
-                    () = &mut sleep => Wake::Timer,
-                };
-                match woke {
-                    Wake::Job(Some(job)) => job,
-                    Wake::Job(None) => return,
-                    Wake::Timer => match Box::pin(self.on_idle(stage, mailbox)).await {
-                        None => return,
-                        Some((receiver, queued, next)) => {
-                            mailbox = receiver;
-                            pending.extend(queued);
-                            timer = next;
-                            continue;
-                        }
-                    },
-                }
-            } else {
-                match mailbox.recv().await {
-                    Some(job) => job,
-                    None => return,
-                }
-            };
-            let idle = Box::pin(self.handle(job)).await;
-            timer = self.arm(idle);
+/// Gives a taken cell back to the registry when the user is done or gives up (the future that
+/// held it was dropped).
+struct Taken<'a, A: Aggregate> {
+    cell: &'a Cell<A>,
+    held: bool,
+}
+
+impl<A: Aggregate> Taken<'_, A> {
+    fn give_back(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.cell.users.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
 
-    /// Runs one command, replies, and returns what the lifespan says about the next timeout.
-    async fn handle(&mut self, mut job: Box<Job<A>>) -> Idle {
-        let job = &mut *job;
-        let reply = match job.reply.take() {
-            // The caller gave up (timeout) before the command started: do not run it.
-            Some(reply) if !reply.is_closed() => reply,
-            _ => return Idle::Configured,
-        };
-        let (decide, peek, name) = (job.decide, job.peek, job.name);
+impl<A: Aggregate> Drop for Taken<'_, A> {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+/// Runs one command on the instance in `cell` (taken for this dispatch from `registry`), in
+/// the caller's task. `None` when `wanted` says, once the command's turn has come, that its
+/// caller no longer waits for it: it does not run then.
+pub(crate) async fn run<A: Aggregate>(
+    registry: &Arc<Registry<A>>,
+    cell: &Arc<Cell<A>>,
+    command: &mut dyn Decide<A>,
+    context: &CommandContext,
+    options: &DispatchOptions,
+    wanted: impl Fn() -> bool,
+) -> Option<Result<Dispatched<A>, Error>> {
+    let mut taken = Taken { cell, held: true };
+    let mut core = cell.core.lock().await;
+    if !wanted() {
+        return None;
+    }
+    let mut actor = Actor {
+        registry,
+        cell,
+        core: &mut core,
+    };
+    let (result, idle) = actor.handle(command, context, options).await;
+    actor.arm(idle);
+    // Given back before the lock is released: whoever takes the lock next and counts the
+    // users (an idle timeout about to leave) sees only those still waiting.
+    taken.give_back();
+    drop(core);
+    Some(result)
+}
+
+/// The idle timer of `cell` fired: hibernate, passivate, stop or stay, as its stage and the
+/// lifespan say. The cell was taken for this timeout from `registry`.
+pub(crate) async fn time_out<A: Aggregate>(registry: Arc<Registry<A>>, cell: Arc<Cell<A>>) {
+    let mut taken = Taken {
+        cell: &cell,
+        held: true,
+    };
+    let mut core = cell.core.lock().await;
+    // A command that ran while this timeout waited for the lock moved the deadline.
+    if cell.deadline.load(Ordering::Acquire) > registry.now_millis() {
+        return;
+    }
+    let mut actor = Actor {
+        registry: &registry,
+        cell: &cell,
+        core: &mut core,
+    };
+    actor.on_idle().await;
+    taken.give_back();
+    drop(core);
+}
+
+/// The actor's state borrowed from its locked cell, with the registry it lives in.
+struct Actor<'a, A: Aggregate> {
+    registry: &'a Arc<Registry<A>>,
+    cell: &'a Arc<Cell<A>>,
+    core: &'a mut Core<A>,
+}
+
+impl<A: Aggregate> Actor<'_, A> {
+    /// The aggregate id.
+    fn id(&self) -> &str {
+        self.cell.id()
+    }
+
+    fn stream(&self) -> &str {
+        &self.cell.stream
+    }
+
+    /// Runs one command and returns its outcome and what the lifespan says about the next
+    /// timeout.
+    async fn handle(
+        &mut self,
+        command: &mut dyn Decide<A>,
+        context: &CommandContext,
+        options: &DispatchOptions,
+    ) -> (Result<Dispatched<A>, Error>, Idle) {
         let span = tracing::debug_span!(
             "evoq.aggregate.execute",
             aggregate = A::NAME,
             aggregate_id = %self.id(),
-            command = name,
-            command_id = %job.context.command_id,
+            command = command.name(),
+            command_id = %context.command_id,
         );
         // Timed only when the events that carry the duration are on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let version_before = self.instance.as_ref().map(|i| i.version);
-        let execute = self.execute(&mut *job.command, decide, name, &job.context, &job.options);
+        let version_before = self.core.instance.as_ref().map(|i| i.version);
+        let execute = self.execute(&mut *command, context, options);
         let result = if span.is_disabled() {
             execute.await
         } else {
@@ -274,32 +276,34 @@ impl<A: Aggregate> Actor<A> {
                 duration_us = micros_since(started),
             ),
         });
-        let idle = self.next_idle(&result, peek(&*job.command));
+        let idle = self.next_idle(&result, command.command());
         let snapshot_due = match (&result, version_before) {
             (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
             (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),
             (Err(_), _) => false,
         };
-        // The caller may have timed out meanwhile; the outcome is in the store either way.
-        let _ = reply.send(result);
         if snapshot_due {
-            self.save_snapshot().await;
+            Box::pin(self.save_snapshot()).await;
         }
-        idle
+        (result, idle)
     }
 
     async fn execute(
         &mut self,
-        command: &mut (dyn Any + Send),
-        decide: Decide<A>,
-        name: &'static str,
+        command: &mut dyn Decide<A>,
         context: &CommandContext,
         options: &DispatchOptions,
     ) -> Result<Dispatched<A>, Error> {
+        let name = command.name();
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
-            let instance = self.activated(name).await?;
+            if self.core.instance.is_none() {
+                Box::pin(self.activate(name)).await?;
+            }
+            let Some(instance) = self.core.instance.as_ref() else {
+                unreachable!("activated above")
+            };
             if let Some(expected) = options.expected_version
                 && instance.version != expected
             {
@@ -307,8 +311,7 @@ impl<A: Aggregate> Actor<A> {
                 return Err(self.conflict(name, expected, actual, attempts));
             }
             let version = instance.version;
-            let events = match catch_unwind(AssertUnwindSafe(|| decide(&instance.state, &*command)))
-            {
+            let events = match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state))) {
                 Ok(Ok(events)) => events,
                 Ok(Err(rejection)) => {
                     return Err(Error::Rejected {
@@ -329,17 +332,23 @@ impl<A: Aggregate> Actor<A> {
                 });
             }
             let new_events = encode(&events, name, context)?;
+            // Out of the cell while the append runs: if this future is dropped before the
+            // outcome is known (the caller went away), the next command rebuilds from the store.
+            let Some(mut instance) = self.core.instance.take() else {
+                unreachable!("activated above")
+            };
             match self
                 .registry
                 .env
                 .store
-                .append(&self.stream, ExpectedVersion::Exact(version), new_events)
+                .append(
+                    &self.cell.stream,
+                    ExpectedVersion::Exact(version),
+                    new_events,
+                )
                 .await
             {
                 Ok(appended) => {
-                    let Some(instance) = self.instance.as_mut() else {
-                        unreachable!("the instance is only dropped by this task")
-                    };
                     let applied = catch_unwind(AssertUnwindSafe(|| {
                         for event in &events {
                             instance.state.apply(event);
@@ -349,6 +358,7 @@ impl<A: Aggregate> Actor<A> {
                         return Err(self.panicked(name, &*panic, true));
                     }
                     instance.version = appended.version;
+                    self.core.instance = Some(instance);
                     return Ok(Dispatched {
                         version: appended.version,
                         events,
@@ -357,57 +367,50 @@ impl<A: Aggregate> Actor<A> {
                     });
                 }
                 Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                    // Someone wrote behind this instance's back: rebuild, then re-run the
-                    // command against the fresh state (unless the caller pinned a version).
-                    self.instance = None;
+                    // Someone wrote behind this instance's back: rebuild (the instance stays
+                    // out), then re-run the command against the fresh state (unless the
+                    // caller pinned a version).
                     if options.expected_version.is_some() || attempts > options.retry_limit {
                         return Err(self.conflict(name, version, actual, attempts));
                     }
                     tracing::debug!(
                         name: "evoq.aggregate.conflict",
-                        stream = %self.stream,
+                        stream = %self.stream(),
                         expected = version,
                         actual,
                         attempt = attempts,
                     );
                 }
-                Err(error) => {
-                    // The append's outcome is unknown to us: rebuild before the next command.
-                    self.instance = None;
-                    return Err(error.into());
-                }
+                // The append's outcome is unknown to us: rebuild before the next command.
+                Err(error) => return Err(error.into()),
             }
         }
     }
 
-    /// The live instance: thawed from hibernation, or rebuilt from the store, if need be.
-    async fn activated(&mut self, command: &'static str) -> Result<&mut Instance<A>, Error> {
-        if self.instance.is_none()
-            && let Some(frozen) = self.thaw.take()
-        {
-            self.instance = self.thawed(frozen);
+    /// Makes the instance live: thawed from hibernation, or rebuilt from the store.
+    async fn activate(&mut self, command: &'static str) -> Result<(), Error> {
+        if let Some(frozen) = self.core.thaw.take() {
+            self.core.instance = self.thawed(frozen);
+            if self.core.instance.is_some() {
+                return Ok(());
+            }
         }
-        if self.instance.is_none() {
-            let started = Instant::now();
-            let instance = self.rebuild(command).await?;
-            self.registry
-                .counters
-                .activations
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                name: "evoq.aggregate.activate",
-                stage = "stop",
-                aggregate = A::NAME,
-                aggregate_id = %self.id(),
-                version = instance.version,
-                duration_us = started.elapsed().as_micros() as u64,
-            );
-            self.instance = Some(instance);
-        }
-        match self.instance.as_mut() {
-            Some(instance) => Ok(instance),
-            None => unreachable!("set above"),
-        }
+        let started = Instant::now();
+        let instance = self.rebuild(command).await?;
+        self.registry
+            .counters
+            .activations
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            name: "evoq.aggregate.activate",
+            stage = "stop",
+            aggregate = A::NAME,
+            aggregate_id = %self.id(),
+            version = instance.version,
+            duration_us = started.elapsed().as_micros() as u64,
+        );
+        self.core.instance = Some(instance);
+        Ok(())
     }
 
     fn thawed(&self, frozen: Frozen) -> Option<Instance<A>> {
@@ -444,7 +447,7 @@ impl<A: Aggregate> Actor<A> {
         loop {
             let page = store
                 .read_stream(
-                    &self.stream,
+                    self.stream(),
                     instance.version + 1,
                     Direction::Forward,
                     REPLAY_PAGE,
@@ -454,7 +457,7 @@ impl<A: Aggregate> Actor<A> {
             for recorded in page {
                 if recorded.stream_version != instance.version + 1 {
                     return Err(StoreError::Integrity {
-                        location: format!("stream `{}`", self.stream),
+                        location: format!("stream `{}`", self.stream()),
                         reason: format!(
                             "expected version {} next, the store returned version {}",
                             instance.version + 1,
@@ -491,7 +494,7 @@ impl<A: Aggregate> Actor<A> {
     /// The latest snapshot as an instance, when there is one and it decodes. A snapshot that
     /// no longer decodes (the state type changed) is ignored with a warning.
     async fn load_snapshot(&mut self) -> Result<Option<Instance<A>>, Error> {
-        let Some(snapshot) = self.registry.env.store.load_snapshot(&self.stream).await? else {
+        let Some(snapshot) = self.registry.env.store.load_snapshot(self.stream()).await? else {
             return Ok(None);
         };
         match A::decode_state(&snapshot.data) {
@@ -503,7 +506,7 @@ impl<A: Aggregate> Actor<A> {
                     aggregate_id = %self.id(),
                     version = snapshot.version,
                 );
-                self.snapshot_version = snapshot.version;
+                self.core.snapshot_version = snapshot.version;
                 Ok(Some(Instance {
                     state,
                     version: snapshot.version,
@@ -533,10 +536,10 @@ impl<A: Aggregate> Actor<A> {
     /// Saves the current state as a snapshot, unless it is not serializable or already saved.
     /// A failure is logged: it never fails a command whose events are stored.
     async fn save_snapshot(&mut self) {
-        let Some(instance) = self.instance.as_ref() else {
+        let Some(instance) = self.core.instance.as_ref() else {
             return;
         };
-        if instance.version == 0 || instance.version == self.snapshot_version {
+        if instance.version == 0 || instance.version == self.core.snapshot_version {
             return;
         }
         let version = instance.version;
@@ -555,14 +558,14 @@ impl<A: Aggregate> Actor<A> {
             }
         };
         let snapshot = Snapshot {
-            stream_id: self.stream.clone(),
+            stream_id: self.stream().to_owned(),
             version,
             data,
             taken_at: SystemTime::now(),
         };
         match self.registry.env.store.save_snapshot(snapshot).await {
             Ok(()) => {
-                self.snapshot_version = version;
+                self.core.snapshot_version = version;
                 self.registry
                     .counters
                     .snapshots_saved
@@ -610,13 +613,15 @@ impl<A: Aggregate> Actor<A> {
         })
     }
 
-    /// The next timer for `idle`, scaled by the memory monitor's current factor.
-    fn arm(&self, idle: Idle) -> Option<(Instant, Stage)> {
+    /// Sets the next idle timer for `idle`, scaled by the memory monitor's current factor.
+    fn arm(&mut self, idle: Idle) {
         let now = Instant::now();
         let kind = &self.registry.kind;
         let timeout = match idle {
-            Idle::Infinity => return None,
-            Idle::Hibernate => return Some((now, Stage::Hibernate { passivate_at: None })),
+            Idle::Infinity => return self.set_timer(None),
+            Idle::Hibernate => {
+                return self.set_timer(Some((now, Stage::Hibernate { passivate_at: None })));
+            }
             Idle::Configured => kind.idle_timeout,
             Idle::After(timeout) => timeout,
         };
@@ -633,28 +638,40 @@ impl<A: Aggregate> Actor<A> {
         if let Some(hibernate_after) = kind.hibernate_after.map(scale)
             && hibernate_after < timeout
         {
-            return Some((
+            return self.set_timer(Some((
                 now + hibernate_after,
                 Stage::Hibernate {
                     passivate_at: Some(now + timeout),
                 },
-            ));
+            )));
         }
-        Some((now + timeout, Stage::Timeout))
+        self.set_timer(Some((now + timeout, Stage::Timeout)));
     }
 
-    /// The idle timer fired: hibernate, passivate, stop or stay. `None` when the actor left.
-    async fn on_idle(&mut self, stage: Stage, mailbox: Receiver<Box<Job<A>>>) -> Option<Stay<A>> {
-        let action = match stage {
+    fn set_timer(&mut self, timer: Option<(Instant, Stage)>) {
+        match timer {
+            None => self.cell.deadline.store(NEVER, Ordering::Release),
+            Some((at, stage)) => {
+                self.core.stage = stage;
+                let deadline = self.registry.millis_at(at);
+                self.cell.deadline.store(deadline, Ordering::Release);
+                self.registry.schedule(self.cell, deadline);
+            }
+        }
+    }
+
+    /// The idle timer fired: hibernate, passivate, stop or stay.
+    async fn on_idle(&mut self) {
+        let action = match self.core.stage {
             Stage::Hibernate { passivate_at } => match self.freeze(passivate_at) {
-                Some(frozen) => return self.leave(mailbox, Leave::Hibernate(frozen), "hibernate"),
+                Some(frozen) => return self.leave(Leave::Hibernate(frozen), "hibernate"),
                 // Not serializable (or never activated): time out as usual instead.
                 None => match passivate_at {
-                    Some(at) => return Some((mailbox, Vec::new(), Some((at, Stage::Timeout)))),
+                    Some(at) => return self.set_timer(Some((at, Stage::Timeout))),
                     None => OnTimeout::Passivate,
                 },
             },
-            Stage::Timeout => match &self.instance {
+            Stage::Timeout => match &self.core.instance {
                 Some(instance) => {
                     let lifespan = &*self.registry.kind.lifespan;
                     let state = &instance.state;
@@ -667,30 +684,30 @@ impl<A: Aggregate> Actor<A> {
         match action {
             OnTimeout::Passivate => {
                 self.save_snapshot().await;
-                self.leave(mailbox, Leave::Remove, "passivate")
+                self.leave(Leave::Remove, "passivate");
             }
-            OnTimeout::Stop => self.leave(mailbox, Leave::Remove, "stop"),
+            OnTimeout::Stop => self.leave(Leave::Remove, "stop"),
             OnTimeout::Hibernate { snapshot } => {
                 if snapshot {
                     self.save_snapshot().await;
                 }
                 match self.freeze(None) {
-                    Some(frozen) => self.leave(mailbox, Leave::Hibernate(frozen), "hibernate"),
-                    None => self.leave(mailbox, Leave::Remove, "passivate"),
+                    Some(frozen) => self.leave(Leave::Hibernate(frozen), "hibernate"),
+                    None => self.leave(Leave::Remove, "passivate"),
                 }
             }
             OnTimeout::Keep { snapshot } => {
                 if snapshot {
                     self.save_snapshot().await;
                 }
-                Some((mailbox, Vec::new(), self.arm(Idle::Configured)))
+                self.arm(Idle::Configured);
             }
         }
     }
 
     /// The instance's serialized state, for a hibernated slot.
     fn freeze(&self, passivate_at: Option<Instant>) -> Option<Frozen> {
-        let instance = self.instance.as_ref()?;
+        let instance = self.core.instance.as_ref()?;
         match instance.state.encode_state()? {
             Ok(state) => Some(self.registry.frozen(&state, instance.version, passivate_at)),
             Err(error) => {
@@ -706,48 +723,44 @@ impl<A: Aggregate> Actor<A> {
         }
     }
 
-    fn leave(
-        &mut self,
-        mailbox: Receiver<Box<Job<A>>>,
-        how: Leave,
-        action: &'static str,
-    ) -> Option<Stay<A>> {
-        match self.registry.leave(self.id(), mailbox, how) {
-            Left::Gone => {
-                let version = self.instance.as_ref().map_or(0, |i| i.version);
-                let id = self.id();
-                match action {
-                    "hibernate" => tracing::debug!(
-                        name: "evoq.aggregate.hibernate",
-                        stage = "stop",
-                        aggregate = A::NAME,
-                        aggregate_id = %id,
-                        version,
-                    ),
-                    "stop" => tracing::debug!(
-                        name: "evoq.aggregate.stop",
-                        stage = "stop",
-                        aggregate = A::NAME,
-                        aggregate_id = %id,
-                        version,
-                    ),
-                    _ => tracing::debug!(
-                        name: "evoq.aggregate.passivate",
-                        stage = "stop",
-                        aggregate = A::NAME,
-                        aggregate_id = %id,
-                        version,
-                    ),
-                }
-                None
-            }
-            Left::Stay(mailbox, queued) => Some((mailbox, queued, None)),
+    /// Leaves the registry, unless commands wait for this instance: it stays for them then,
+    /// with a fresh idle timeout in case they all give up.
+    fn leave(&mut self, how: Leave, action: &'static str) {
+        if !self.registry.leave(self.cell, how) {
+            self.arm(Idle::Configured);
+            return;
+        }
+        let version = self.core.instance.as_ref().map_or(0, |i| i.version);
+        self.core.instance = None;
+        let id = self.id();
+        match action {
+            "hibernate" => tracing::debug!(
+                name: "evoq.aggregate.hibernate",
+                stage = "stop",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                version,
+            ),
+            "stop" => tracing::debug!(
+                name: "evoq.aggregate.stop",
+                stage = "stop",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                version,
+            ),
+            _ => tracing::debug!(
+                name: "evoq.aggregate.passivate",
+                stage = "stop",
+                aggregate = A::NAME,
+                aggregate_id = %id,
+                version,
+            ),
         }
     }
 
     fn conflict(&self, command: &'static str, expected: u64, actual: u64, attempts: u32) -> Error {
         Error::Conflict {
-            stream: self.stream.clone(),
+            stream: self.stream().to_owned(),
             command,
             expected,
             actual,
@@ -762,7 +775,7 @@ impl<A: Aggregate> Actor<A> {
         panic: &(dyn Any + Send),
         events_stored: bool,
     ) -> Error {
-        self.instance = None;
+        self.core.instance = None;
         let message = panic_message(panic);
         tracing::error!(
             name: "evoq.aggregate.execute",

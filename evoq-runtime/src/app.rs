@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::actor::Job;
+use crate::actor::Decide;
 use crate::aggregate::Aggregate;
 use crate::command::Route;
 use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
@@ -240,8 +240,8 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The actors hold their registries, the registries hold the actors' mailboxes: break
-        // the cycle so every actor ends once the last handle is gone.
+        // The registries' idle-timer tasks hold their registries: end them, and drop every
+        // instance, once the last handle is gone.
         self.partitions.clear();
     }
 }
@@ -394,11 +394,22 @@ impl Evoq {
         &self.inner.middleware
     }
 
-    /// Delivers `job` to the live instance of aggregate `id`, starting one if need be.
-    pub(crate) fn submit<A: crate::Aggregate>(&self, id: &str, job: Box<Job<A>>) {
-        self.inner
+    /// Runs `command` on the live instance of aggregate `id` (thawed or started if need be),
+    /// in the caller's task; `None` when `wanted` says, once its turn has come, that nobody
+    /// waits for it any more (it does not run then).
+    pub(crate) async fn run_command<A: crate::Aggregate>(
+        &self,
+        id: &str,
+        command: &mut dyn Decide<A>,
+        context: &crate::dispatch::CommandContext,
+        options: &crate::dispatch::DispatchOptions,
+        wanted: impl Fn() -> bool,
+    ) -> Option<Result<crate::dispatch::Dispatched<A>, Error>> {
+        let (registry, cell) = self
+            .inner
             .partitions
-            .with_registry::<A, _>(|registry| registry.send(id, job));
+            .with_registry::<A, _>(|registry| (Arc::clone(registry), registry.take(id)));
+        crate::actor::run(&registry, &cell, command, context, options, wanted).await
     }
 }
 

@@ -7,9 +7,10 @@
 //! contends only with the same partition, and first dispatches that race for a new id find or
 //! start exactly one instance.
 //!
-//! An actor leaves its slot only under the partition lock, after closing its mailbox: a command
-//! that was already queued is not lost (the actor keeps running with it), and a sender that
-//! raced the close gets its command back and looks the slot up again.
+//! A dispatch takes the live instance's cell under the shard's lock (counting itself as a user
+//! of it); an instance leaves its slot only under the same lock, and only when no other user
+//! holds its cell: a command that already found the instance is never lost, and one that comes
+//! after finds the hibernated state, or nothing, and starts a new instance.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -20,13 +21,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hashbrown::HashTable;
 
-use crate::actor::{Actor, Job};
+use crate::actor::Cell;
 use crate::aggregate::Aggregate;
 use crate::compact::CompactBytes;
 use crate::config::Config;
 use crate::envelope::stream_id;
+use crate::idle::IdleTimers;
 use crate::lifespan::Lifespan;
-use crate::mailbox::{self, Receiver, Sender};
 use crate::memory_monitor::MemoryMonitor;
 use crate::store::{EventStore, Snapshot};
 
@@ -90,7 +91,7 @@ const SHARDS_PER_PARTITION: usize = 64;
 type Slots<A> = Mutex<HashTable<(CompactBytes, Slot<A>)>>;
 
 enum Slot<A: Aggregate> {
-    Live(Sender<Box<Job<A>>>),
+    Live(Arc<Cell<A>>),
     Hibernated(Frozen),
 }
 
@@ -100,18 +101,6 @@ pub(crate) enum Leave {
     Remove,
     /// Into a hibernated slot.
     Hibernate(Frozen),
-}
-
-/// What became of an actor's attempt to leave.
-#[expect(
-    clippy::vec_box,
-    reason = "jobs travel boxed through mailboxes; they stay boxed when drained"
-)]
-pub(crate) enum Left<A: Aggregate> {
-    /// It left; the actor ends.
-    Gone,
-    /// Commands were queued: the actor stays with a new mailbox and these commands first.
-    Stay(Receiver<Box<Job<A>>>, Vec<Box<Job<A>>>),
 }
 
 /// The lifecycle settings of one aggregate type, resolved against the app's defaults.
@@ -131,7 +120,10 @@ pub(crate) struct Registry<A: Aggregate> {
     hasher: RandomState,
     /// [`stable_hash`] state after the type name: the partition hash continues from it.
     name_hash: u64,
-    epoch: Instant,
+    /// The origin of the millisecond clocks of idle timers and hibernated states.
+    pub(crate) epoch: Instant,
+    /// The idle timers of the live instances.
+    pub(crate) timers: IdleTimers<A>,
 }
 
 impl<A: Aggregate> Registry<A> {
@@ -152,7 +144,23 @@ impl<A: Aggregate> Registry<A> {
             hasher: RandomState::new(),
             name_hash: stable_hash_prefix(A::NAME),
             epoch: Instant::now(),
+            timers: IdleTimers::default(),
         }
+    }
+
+    /// Milliseconds from the epoch to `at` (0 before the epoch).
+    pub(crate) fn millis_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Milliseconds since the epoch.
+    pub(crate) fn now_millis(&self) -> u64 {
+        self.millis_at(Instant::now())
+    }
+
+    /// Makes sure the idle timer of `cell` fires no later than `deadline`.
+    pub(crate) fn schedule(self: &Arc<Self>, cell: &Arc<Cell<A>>, deadline: u64) {
+        self.timers.schedule(self, cell, deadline);
     }
 
     /// The hibernated form of a state; passivated by the sweeper at `passivate_at` (if any).
@@ -198,99 +206,83 @@ impl<A: Aggregate> Registry<A> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `job` for the live instance with this id: the running one, a thawed hibernated
-    /// one, or a new one. Lookup and send happen under the shard's lock, so the instance cannot
-    /// leave in between (an actor leaves under that lock).
-    pub(crate) fn send(self: &Arc<Self>, id: &str, job: Box<Job<A>>) {
+    /// Takes the cell of the live instance with this id for one dispatch: the running one, a
+    /// thawed hibernated one, or a new one. The caller is counted as a user of the cell until
+    /// it gives it back ([`crate::actor::run`] does).
+    pub(crate) fn take(&self, id: &str) -> Arc<Cell<A>> {
         let (shard, hash) = self.shard_of(id);
         let mut slots = self.lock(shard);
-        let entry = slots.find_mut(hash, |(key, _)| key.as_bytes() == id.as_bytes());
-        let (sender, receiver) = match entry {
-            Some((_, slot)) => {
-                let job = match slot {
-                    Slot::Live(sender) => match sender.send(job) {
-                        Ok(()) => return,
-                        // A closed mailbox whose actor is ending: a new one replaces it.
-                        Err(job) => job,
-                    },
-                    Slot::Hibernated(_) => job,
+        let eq = |(key, _): &(CompactBytes, Slot<A>)| key.as_bytes() == id.as_bytes();
+        let (key, thawed) = match slots.find_entry(hash, eq) {
+            Ok(entry) => {
+                if let Slot::Live(cell) = &entry.get().1 {
+                    cell.users.fetch_add(1, Ordering::AcqRel);
+                    return Arc::clone(cell);
+                }
+                let ((key, slot), _) = entry.remove();
+                let Slot::Hibernated(frozen) = slot else {
+                    unreachable!("the live case returned above")
                 };
-                let (sender, receiver) = mailbox::mailbox();
-                let thawed = match std::mem::replace(slot, Slot::Live(sender.clone())) {
-                    Slot::Hibernated(frozen) => {
-                        self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
-                        self.counters.thaws.fetch_add(1, Ordering::Relaxed);
-                        self.counters.live.fetch_add(1, Ordering::Relaxed);
-                        Some(frozen)
-                    }
-                    Slot::Live(_) => None,
-                };
-                deliver(&sender, job);
-                tokio::spawn(Actor::new(id.to_owned(), Arc::clone(self), thawed).run(receiver));
-                return;
+                self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
+                self.counters.thaws.fetch_add(1, Ordering::Relaxed);
+                (key, Some(frozen))
             }
-            None => mailbox::mailbox(),
+            Err(_) => (CompactBytes::new(id.as_bytes()), None),
         };
-        deliver(&sender, job);
-        slots.insert_unique(
-            hash,
-            (CompactBytes::new(id.as_bytes()), Slot::Live(sender)),
-            |(key, _)| self.hash(key.as_bytes()),
-        );
+        let cell = Arc::new(Cell::new(stream_id(A::NAME, id).into_boxed_str(), thawed));
+        slots.insert_unique(hash, (key, Slot::Live(Arc::clone(&cell))), |(key, _)| {
+            self.hash(key.as_bytes())
+        });
         self.counters.live.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(Actor::new(id.to_owned(), Arc::clone(self), None).run(receiver));
+        cell
     }
 
-    /// Takes the actor of `id` out of its slot, unless commands are already queued for it.
-    pub(crate) fn leave(
-        &self,
-        id: &str,
-        mut mailbox: Receiver<Box<Job<A>>>,
-        how: Leave,
-    ) -> Left<A> {
+    /// Takes `cell` for its idle timeout: only while it is still the live instance of its id
+    /// and nobody else holds it (a command that holds it arms the timer again when done).
+    pub(crate) fn take_idle(&self, cell: &Arc<Cell<A>>) -> bool {
+        let id = cell.id();
         let (shard, hash) = self.shard_of(id);
-        let mut slots = self.lock(shard);
-        mailbox.close();
-        let mut queued = Vec::new();
-        while let Some(job) = mailbox.try_recv() {
-            queued.push(job);
+        let slots = self.lock(shard);
+        match slots.find(hash, |(key, _)| key.as_bytes() == id.as_bytes()) {
+            Some((_, Slot::Live(live))) if Arc::ptr_eq(live, cell) => cell
+                .users
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+            _ => false,
         }
-        // Our slot holds the sender of the mailbox just closed; another live sender would be
-        // open (a newer instance that replaced this one).
-        let Ok(ours) = slots.find_entry(hash, |(key, slot)| {
-            key.as_bytes() == id.as_bytes()
-                && matches!(slot, Slot::Live(sender) if sender.is_closed())
-        }) else {
-            return if queued.is_empty() {
-                Left::Gone
-            } else {
-                Left::Stay(mailbox::mailbox().1, queued)
-            };
-        };
-        if !queued.is_empty() {
-            let (sender, receiver) = mailbox::mailbox();
-            ours.into_mut().1 = Slot::Live(sender);
-            return Left::Stay(receiver, queued);
-        }
-        self.counters.live.fetch_sub(1, Ordering::Relaxed);
-        match how {
-            Leave::Remove => {
-                ours.remove();
-                self.counters.passivations.fetch_add(1, Ordering::Relaxed);
-            }
-            Leave::Hibernate(frozen) => {
-                ours.into_mut().1 = Slot::Hibernated(frozen);
-                self.counters.hibernated.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Left::Gone
     }
-}
 
-/// Queues a job in a mailbox just created (open, since its receiver is not running yet).
-fn deliver<A: Aggregate>(sender: &Sender<Box<Job<A>>>, job: Box<Job<A>>) {
-    if sender.send(job).is_err() {
-        unreachable!("a new mailbox is open")
+    /// Takes `cell` (held by the caller, and by nobody else) out of its slot: removed, or
+    /// replaced by its hibernated state. `false` when other users wait for it: it stays.
+    pub(crate) fn leave(&self, cell: &Arc<Cell<A>>, how: Leave) -> bool {
+        let id = cell.id();
+        let (shard, hash) = self.shard_of(id);
+        {
+            let mut slots = self.lock(shard);
+            let Ok(ours) = slots.find_entry(hash, |(key, slot)| {
+                key.as_bytes() == id.as_bytes()
+                    && matches!(slot, Slot::Live(live) if Arc::ptr_eq(live, cell))
+            }) else {
+                // Not in the registry any more (the runtime stopped).
+                return true;
+            };
+            if cell.users.load(Ordering::Acquire) > 1 {
+                return false;
+            }
+            self.counters.live.fetch_sub(1, Ordering::Relaxed);
+            match how {
+                Leave::Remove => {
+                    ours.remove();
+                    self.counters.passivations.fetch_add(1, Ordering::Relaxed);
+                }
+                Leave::Hibernate(frozen) => {
+                    ours.into_mut().1 = Slot::Hibernated(frozen);
+                    self.counters.hibernated.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.timers.unschedule(cell);
+        true
     }
 }
 
@@ -319,6 +311,7 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
         for shard in 0..self.partitions.len() {
             self.lock(shard).clear();
         }
+        self.timers.close();
         self.counters.live.store(0, Ordering::Relaxed);
         self.counters.hibernated.store(0, Ordering::Relaxed);
     }
@@ -442,8 +435,8 @@ impl Partitions {
         stats
     }
 
-    /// Drops every mailbox and hibernated state: each actor finishes the commands it already
-    /// has, then ends.
+    /// Drops every live and hibernated instance and stops the idle timers: the commands already
+    /// running complete.
     pub(crate) fn clear(&self) {
         for registry in self.registries() {
             registry.clear();

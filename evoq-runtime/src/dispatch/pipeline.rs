@@ -5,8 +5,9 @@
 //!    the stream for a caller-supplied command id, is returned at once; a running duplicate is
 //!    waited for;
 //! 3. `before_dispatch` of every middleware (the runtime's, then the dispatch's); a halt returns;
-//! 4. the job goes to the aggregate's actor, which runs it (expected version, conflict retries,
-//!    metadata) and appends; a success is remembered for its key;
+//! 4. the aggregate's actor runs the command (expected version, conflict retries, metadata) and
+//!    appends, in the caller's task; a keyed command runs in a task of its own, so that it
+//!    completes and its success is remembered for its key even when the caller stops waiting;
 //! 5. `after_dispatch` or `after_failure` of every middleware, with the framework's assigns.
 //!
 //! With no middleware and no key, steps 2, 3 and 5 cost nothing: no allocation, no lock.
@@ -14,9 +15,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
-use crate::actor::{Job, Outcome};
+use crate::actor::Decide;
 use crate::aggregate::Aggregate;
 use crate::app::Evoq;
 use crate::command::Route;
@@ -59,13 +61,15 @@ pub(crate) async fn run<C: Route>(
         && middleware.is_empty()
         && app.global_middleware().is_empty()
     {
-        // The bare actor round trip: its future stays small (the one below is boxed).
+        // The bare command: its future stays small (the one below is boxed).
         let id = command.aggregate_id();
         let timeout = options.timeout;
-        let (job, outcome) = Job::new(command, context, options);
-        return match execute(app, &id, C::NAME, job, outcome, deadline, None).await {
-            Some(result) => result,
-            None => Err(Error::Timeout {
+        let mut command = command;
+        let run = app.run_command(&id, &mut command, &context, &options, || true);
+        return match timeout_at(deadline, run).await {
+            Ok(Some(result)) => result,
+            Ok(None) => unreachable!("a bare dispatch is always wanted"),
+            Err(_) => Err(Error::Timeout {
                 command: C::NAME,
                 stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
                 after: timeout,
@@ -152,8 +156,7 @@ async fn run_keyed_or_wrapped<C: Route>(
         local: &middleware,
     };
     if chain.is_empty() {
-        let (job, outcome) = Job::new(command, context, options);
-        return execute(app, &id, C::NAME, job, outcome, deadline, lease)
+        return execute(app, &id, command, context, options, deadline, lease)
             .await
             .unwrap_or_else(|| Err(timed_out()));
     }
@@ -176,8 +179,18 @@ async fn run_keyed_or_wrapped<C: Route>(
     if let Some(halt) = pipeline.take_halt() {
         return Err(halt);
     }
-    let (job, reply) = Job::shared(Arc::clone(&command), pipeline.context_for_job(), options);
-    let Some(outcome) = execute(app, &id, C::NAME, job, reply, deadline, lease).await else {
+    let context = pipeline.context_for_job();
+    let Some(outcome) = execute(
+        app,
+        &id,
+        Arc::clone(&command),
+        context,
+        options,
+        deadline,
+        lease,
+    )
+    .await
+    else {
         return Err(timed_out());
     };
     let done = match outcome {
@@ -204,46 +217,44 @@ async fn run_keyed_or_wrapped<C: Route>(
     }
 }
 
-/// Sends the job to the aggregate and waits for its reply; `None` when the deadline passed.
+/// Runs the command on its aggregate before `deadline`; `None` when the deadline passed.
 ///
-/// A success completes the lease (the key remembers it). When the deadline passes after the job
-/// was sent, a keyed job keeps its lease in a task that waits for the reply, so a retry with the
-/// same key gets this job's result instead of running the command again.
-async fn execute<A: Aggregate>(
+/// An unkeyed command runs in the caller's task. A keyed one runs in a task of its own that
+/// completes the lease (the key remembers a success): when the deadline passes after the
+/// command started, it still completes, so a retry with the same key gets its result instead of
+/// running the command again; when the deadline passes before it started, it never runs and
+/// the lease is released.
+async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     app: &Evoq,
     id: &str,
-    command: &'static str,
-    job: Box<Job<A>>,
-    mut outcome: Outcome<A>,
+    mut command: D,
+    context: CommandContext,
+    options: DispatchOptions,
     deadline: Instant,
     lease: Option<Lease>,
 ) -> Option<Result<Dispatched<A>, Error>> {
-    let run = async {
-        app.submit(id, job);
-        (&mut outcome)
-            .await
-            .unwrap_or_else(|_| Err(Error::Stopped { command }))
+    let Some(lease) = lease else {
+        let run = app.run_command(id, &mut command, &context, &options, || true);
+        return timeout_at(deadline, run).await.ok().flatten();
     };
-    let timed = timeout_at(deadline, run).await;
-    match timed {
-        Ok(result) => {
-            if let (Ok(done), Some(lease)) = (&result, lease) {
+    let name = command.name();
+    let (reply, outcome) = oneshot::channel();
+    let (app, id) = (app.clone(), id.to_owned());
+    tokio::spawn(async move {
+        let wanted = || !reply.is_closed();
+        let ran = app
+            .run_command(&id, &mut command, &context, &options, wanted)
+            .await;
+        if let Some(result) = ran {
+            if let Ok(done) = &result {
                 lease.complete(done.clone());
             }
-            Some(result)
+            let _ = reply.send(result);
         }
-        Err(_) => {
-            // If the job never reached the mailbox its reply sender is gone, the task ends at
-            // once and the lease is released; otherwise it waits for the actor's reply.
-            if let Some(lease) = lease {
-                tokio::spawn(async move {
-                    if let Ok(Ok(done)) = outcome.await {
-                        lease.complete(done);
-                    }
-                });
-            }
-            None
-        }
+    });
+    match timeout_at(deadline, outcome).await {
+        Ok(result) => Some(result.unwrap_or(Err(Error::Stopped { command: name }))),
+        Err(_) => None,
     }
 }
 

@@ -1,0 +1,157 @@
+//! The idle timers of one aggregate type's live instances: one queue of deadlines per registry
+//! and one task that fires them, instead of a timer per instance.
+//!
+//! A command moves its instance's deadline in the instance's [`Cell`] (an atomic store). The
+//! queue is touched only when the new deadline comes earlier than the queued one: a deadline
+//! that moves later (every command of a busy instance pushes it back) is found when the queued
+//! entry fires, and queued again then. Each live instance has at most one entry, removed when
+//! it leaves.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::actor::{Cell, time_out};
+use crate::aggregate::Aggregate;
+use crate::partition::Registry;
+
+/// A deadline that never comes: no timer.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// Entries by (deadline in milliseconds since the registry's epoch, the cell's address).
+type Queue<A> = BTreeMap<(u64, usize), Arc<Cell<A>>>;
+
+/// The queue of one registry and the wake-up of its task.
+pub(crate) struct IdleTimers<A: Aggregate> {
+    queue: Mutex<Queue<A>>,
+    /// Wakes the task when an entry comes before the one it sleeps until.
+    wake: Notify,
+    /// Whether the task runs (it starts with the first timer).
+    started: AtomicBool,
+    /// Set when the runtime stops: the task ends.
+    closed: AtomicBool,
+}
+
+impl<A: Aggregate> Default for IdleTimers<A> {
+    fn default() -> Self {
+        IdleTimers {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            started: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+fn key<A: Aggregate>(deadline: u64, cell: &Arc<Cell<A>>) -> (u64, usize) {
+    (deadline, Arc::as_ptr(cell) as usize)
+}
+
+impl<A: Aggregate> IdleTimers<A> {
+    fn queue(&self) -> MutexGuard<'_, Queue<A>> {
+        // The map holds no invariant a panic could break halfway.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes sure `cell` has an entry no later than `deadline`.
+    pub(crate) fn schedule(&self, registry: &Arc<Registry<A>>, cell: &Arc<Cell<A>>, deadline: u64) {
+        // The common case: an entry at or before the deadline is queued already.
+        if deadline >= cell.scheduled.load(Ordering::Acquire) {
+            return;
+        }
+        let first = {
+            let mut queue = self.queue();
+            let queued = cell.scheduled.load(Ordering::Acquire);
+            if deadline >= queued {
+                return;
+            }
+            if queued != NEVER {
+                queue.remove(&key(queued, cell));
+            }
+            queue.insert(key(deadline, cell), Arc::clone(cell));
+            cell.scheduled.store(deadline, Ordering::Release);
+            queue.first_key_value().map(|((at, _), _)| *at) == Some(deadline)
+        };
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(fire(Arc::clone(registry)));
+        } else if first {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Removes the entry of `cell` (it left the registry).
+    pub(crate) fn unschedule(&self, cell: &Arc<Cell<A>>) {
+        let mut queue = self.queue();
+        let queued = cell.scheduled.swap(NEVER, Ordering::AcqRel);
+        if queued != NEVER {
+            queue.remove(&key(queued, cell));
+        }
+    }
+
+    /// Drops every entry and ends the task (the runtime stops).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        {
+            let mut queue = self.queue();
+            for cell in queue.values() {
+                cell.scheduled.store(NEVER, Ordering::Release);
+            }
+            queue.clear();
+        }
+        self.wake.notify_one();
+    }
+
+    /// Takes the entries due at `now` out of the queue.
+    fn take_due(&self, now: u64, due: &mut Vec<Arc<Cell<A>>>) {
+        let mut queue = self.queue();
+        while let Some(entry) = queue.first_entry() {
+            if entry.key().0 > now {
+                return;
+            }
+            let cell = entry.remove();
+            cell.scheduled.store(NEVER, Ordering::Release);
+            due.push(cell);
+        }
+    }
+}
+
+/// The task of one registry's timers: fires the due entries, then sleeps until the next one
+/// (or until an earlier one is queued). It ends when the runtime stops.
+async fn fire<A: Aggregate>(registry: Arc<Registry<A>>) {
+    let timers = &registry.timers;
+    let mut due = Vec::new();
+    while !timers.closed.load(Ordering::Acquire) {
+        let now = registry.now_millis();
+        timers.take_due(now, &mut due);
+        for cell in due.drain(..) {
+            let deadline = cell.deadline.load(Ordering::Acquire);
+            if deadline == NEVER {
+                // A command said "no timeout" since: the next command arms it again.
+            } else if deadline > now {
+                // Pushed back by commands since it was queued.
+                timers.schedule(&registry, &cell, deadline);
+            } else if registry.take_idle(&cell) {
+                tokio::spawn(time_out(Arc::clone(&registry), cell));
+            }
+            // Else a command holds it: it arms the timer again when it is done.
+        }
+        // Queued again above, or by commands meanwhile.
+        let next = timers.queue().first_key_value().map(|((at, _), _)| *at);
+        // `notify_one` keeps a permit when nobody waits: a wake-up between the look above and
+        // this wait is not lost.
+        let wake = timers.wake.notified();
+        match next {
+            Some(at) => {
+                let at = registry.epoch + Duration::from_millis(at);
+                tokio::select! {
+                    () = wake => {}
+                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}
