@@ -255,11 +255,11 @@ impl<A: Aggregate> Actor<'_, A> {
         // Timed only when the events that carry the duration are on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let version_before = self.core.instance.as_ref().map(|i| i.version);
-        let execute = self.execute(&mut *command, context, options);
         let result = if span.is_disabled() {
-            execute.await
+            self.execute(&mut *command, context, options).await
         } else {
-            execute.instrument(span.clone()).await
+            let execute = self.execute(&mut *command, context, options);
+            Box::pin(execute.instrument(span.clone())).await
         };
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(

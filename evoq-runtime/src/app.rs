@@ -13,6 +13,7 @@ use crate::actor::Decide;
 use crate::aggregate::Aggregate;
 use crate::command::Route;
 use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
+use crate::dispatch::deadline::deadline_after;
 use crate::dispatch::idempotency::Idempotency;
 use crate::dispatch::pipeline::{self, Request};
 use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware};
@@ -530,47 +531,45 @@ impl<'a, C> CommandBuilder<'a, C> {
     where
         C: Route,
     {
-        let CommandBuilder {
-            app,
-            command,
-            context,
-            options,
-            middleware,
-            command_id_supplied,
-            consistency,
-        } = self;
+        let deadline = deadline_after(self.options.timeout);
         let span = tracing::debug_span!(
             "evoq.dispatch",
             command = C::NAME,
             aggregate = <C::Aggregate as crate::Aggregate>::NAME,
             aggregate_id = tracing::field::Empty,
-            command_id = %context.command_id,
+            command_id = %self.context.command_id,
         );
+        if span.is_disabled() && matches!(self.consistency, Consistency::Eventual) {
+            // The common case, with nothing to observe or wait for: its future stays small.
+            let (app, request, _) = self.into_request();
+            return pipeline::run(app, request, deadline).await;
+        }
+        Box::pin(self.run_observed(span, deadline)).await
+    }
+
+    /// A dispatch with a span to record or handlers to wait for.
+    async fn run_observed(
+        self,
+        span: tracing::Span,
+        deadline: tokio::time::Instant,
+    ) -> Result<Dispatched<C::Aggregate>, Error>
+    where
+        C: Route,
+    {
         if !span.is_disabled() {
-            span.record("aggregate_id", command.aggregate_id());
+            span.record("aggregate_id", self.command.aggregate_id());
         }
         span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
         // Timed only when the events that carry the duration are on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let deadline = tokio::time::Instant::now() + options.timeout;
-        let timeout = options.timeout;
+        let timeout = self.options.timeout;
+        let (app, request, consistency) = self.into_request();
         let dispatch = async {
             let required = app.inner.handlers.required(&consistency)?;
-            let request = Request {
-                command,
-                context,
-                options,
-                middleware,
-                command_id_supplied,
-            };
-            let done = pipeline::run(app, request).await?;
+            let done = pipeline::run(app, request, deadline).await?;
             crate::subscription::settle::<C>(&required, done, deadline, timeout).await
         };
-        let result = if span.is_disabled() {
-            dispatch.await
-        } else {
-            dispatch.instrument(span.clone()).await
-        };
+        let result = dispatch.instrument(span.clone()).await;
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.dispatch",
@@ -586,5 +585,25 @@ impl<'a, C> CommandBuilder<'a, C> {
             ),
         });
         result
+    }
+
+    fn into_request(self) -> (&'a Evoq, Request<C>, Consistency) {
+        let CommandBuilder {
+            app,
+            command,
+            context,
+            options,
+            middleware,
+            command_id_supplied,
+            consistency,
+        } = self;
+        let request = Request {
+            command,
+            context,
+            options,
+            middleware,
+            command_id_supplied,
+        };
+        (app, request, consistency)
     }
 }

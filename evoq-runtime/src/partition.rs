@@ -14,11 +14,12 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use crate::actor::Cell;
@@ -141,7 +142,7 @@ impl<A: Aggregate> Registry<A> {
             },
             counters: Counters::default(),
             env,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             name_hash: stable_hash_prefix(A::NAME),
             epoch: Instant::now(),
             timers: IdleTimers::default(),

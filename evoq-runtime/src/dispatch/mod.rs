@@ -1,6 +1,7 @@
 //! Dispatch: the options and ids every command carries, what a dispatch returns, and the
 //! pipeline every dispatch goes through: [`idempotency`] and [`middleware`].
 
+pub(crate) mod deadline;
 pub mod idempotency;
 pub mod middleware;
 pub(crate) mod pipeline;

@@ -13,10 +13,11 @@
 //! With no middleware and no key, steps 2, 3 and 5 cost nothing: no allocation, no lock.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
+
+use super::deadline::within;
 
 use crate::actor::Decide;
 use crate::aggregate::Aggregate;
@@ -44,6 +45,7 @@ pub(crate) struct Request<C> {
 pub(crate) async fn run<C: Route>(
     app: &Evoq,
     request: Request<C>,
+    deadline: Instant,
 ) -> Result<Dispatched<C::Aggregate>, Error> {
     let Request {
         command,
@@ -55,7 +57,6 @@ pub(crate) async fn run<C: Route>(
     if app.is_stopped() {
         return Err(Error::Stopped { command: C::NAME });
     }
-    let deadline = deadline_after(options.timeout);
     if context.idempotency_key.is_none()
         && !command_id_supplied
         && middleware.is_empty()
@@ -63,16 +64,19 @@ pub(crate) async fn run<C: Route>(
     {
         // The bare command: its future stays small (the one below is boxed).
         let id = command.aggregate_id();
-        let timeout = options.timeout;
         let mut command = command;
-        let run = app.run_command(&id, &mut command, &context, &options, || true);
-        return match timeout_at(deadline, run).await {
-            Ok(Some(result)) => result,
-            Ok(None) => unreachable!("a bare dispatch is always wanted"),
-            Err(_) => Err(Error::Timeout {
+        return match within(
+            deadline,
+            app.run_command(&id, &mut command, &context, &options, || true),
+        )
+        .await
+        {
+            Some(Some(result)) => result,
+            Some(None) => unreachable!("a bare dispatch is always wanted"),
+            None => Err(Error::Timeout {
                 command: C::NAME,
                 stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
-                after: timeout,
+                after: options.timeout,
             }),
         };
     }
@@ -234,8 +238,12 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     lease: Option<Lease>,
 ) -> Option<Result<Dispatched<A>, Error>> {
     let Some(lease) = lease else {
-        let run = app.run_command(id, &mut command, &context, &options, || true);
-        return timeout_at(deadline, run).await.ok().flatten();
+        return within(
+            deadline,
+            app.run_command(id, &mut command, &context, &options, || true),
+        )
+        .await
+        .flatten();
     };
     let name = command.name();
     let (reply, outcome) = oneshot::channel();
@@ -270,11 +278,4 @@ fn assign_success<A: Aggregate>(pipeline: &mut Pipeline<'_>, done: &Dispatched<A
     if let Some(position) = done.position {
         pipeline.assign("position", position);
     }
-}
-
-/// `timeout` from now, or a far future for durations too long to add.
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
