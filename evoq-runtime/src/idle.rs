@@ -134,7 +134,11 @@ async fn fire<A: Aggregate>(registry: Arc<Registry<A>>) {
                 // Pushed back by commands since it was queued.
                 timers.schedule(&registry, &cell, deadline);
             } else if registry.take_idle(&cell) {
-                tokio::spawn(time_out(Arc::clone(&registry), cell));
+                // In this task, one after another: a task per timeout would cost more than
+                // the timeouts themselves (most hibernate or passivate in memory at once), and
+                // its memory would stay behind in the allocator when thousands time out
+                // together.
+                time_out(Arc::clone(&registry), cell).await;
             }
             // Else a command holds it: it arms the timer again when it is done.
         }
