@@ -105,8 +105,9 @@ pub(crate) struct Task {
     saved: u64,
     requests: mpsc::Receiver<Control>,
     shutdown: watch::Receiver<bool>,
-    /// The published position moved without waking the waiters yet.
-    unannounced: bool,
+    /// The position processed through but not published yet (0: none): published, and the
+    /// waiters woken, by [`announce`](Self::announce).
+    unannounced: u64,
 }
 
 /// What became of one event.
@@ -145,7 +146,7 @@ impl Task {
             saved: start_after,
             requests,
             shutdown,
-            unannounced: false,
+            unannounced: 0,
         }
     }
 
@@ -336,6 +337,8 @@ impl Task {
                         return false;
                     }
                     Outcome::Stop(reason) => {
+                        self.publish(processed);
+                        self.announce();
                         self.state.progress.send_modify(|progress| {
                             progress.stopped = Some(Arc::from(reason.as_str()));
                         });
@@ -356,8 +359,13 @@ impl Task {
                         self.save(consumer, processed).await;
                     }
                 }
-                // Share the thread during a long catch-up of handlers that never wait.
-                tokio::task::consume_budget().await;
+                // Share the thread during a long catch-up of handlers that never wait (and
+                // let the waiters know how far it got before it yields).
+                let mut budget = pin!(tokio::task::consume_budget());
+                if poll_once(budget.as_mut()).await.is_pending() {
+                    self.announce();
+                    budget.await;
+                }
             }
             // Every matching event up to the scanned position has been processed.
             let through = subscription.scanned_through();
@@ -425,7 +433,7 @@ impl Task {
             Err(reason) => return Err(rebuild_error(reason)),
         }
         self.saved = 0;
-        self.unannounced = false;
+        self.unannounced = 0;
         self.state
             .progress
             .send_modify(|progress| progress.position = 0);
@@ -454,28 +462,27 @@ impl Task {
         }
     }
 
-    /// Publishes the handler's position, quietly: the value is updated (a new waiter sees it)
-    /// but the waiters are woken by [`announce`](Self::announce), which the task calls before
-    /// anything that may wait (a handler that does not complete at once, a retry delay, a
-    /// store call, the wait for new events). Waking costs a few locks; this way a burst of
-    /// events handled without waiting costs one wake-up, and no waiter sleeps while the
-    /// handler does.
+    /// Records the handler's position, to be published by [`announce`](Self::announce), which
+    /// the task calls at the end of every page and before anything that may wait (a handler
+    /// that does not complete at once, a yield to the scheduler, a retry delay, a store call,
+    /// the wait for new events). Publishing takes the watch's lock and wakes the waiters; this
+    /// way a burst of events handled without waiting costs one of each, and no waiter sleeps
+    /// while the handler does.
     fn publish(&mut self, position: u64) {
-        let mut moved = false;
-        self.state.progress.send_if_modified(|progress| {
-            moved = progress.position < position;
-            if moved {
-                progress.position = position;
-            }
-            false
-        });
-        self.unannounced |= moved;
+        self.unannounced = self.unannounced.max(position);
     }
 
-    /// Wakes the waiters if the position moved quietly since the last wake-up.
+    /// Publishes the position recorded since the last call, if it moved, and wakes the waiters.
     fn announce(&mut self) {
-        if std::mem::take(&mut self.unannounced) {
-            self.state.progress.send_modify(|_| {});
+        let position = std::mem::take(&mut self.unannounced);
+        if position != 0 {
+            self.state.progress.send_if_modified(|progress| {
+                let moved = progress.position < position;
+                if moved {
+                    progress.position = position;
+                }
+                moved
+            });
         }
     }
 
@@ -514,6 +521,8 @@ impl Task {
 
     /// The last checkpoint, as the task ends; waiters on the handler learn that it stopped.
     async fn finish<C: Consumer>(&mut self, consumer: &mut C, processed: u64) {
+        self.publish(processed);
+        self.announce();
         if self.saved != processed {
             self.save(consumer, processed).await;
         }
@@ -535,18 +544,39 @@ impl Task {
         let mut attempt: u32 = 0;
         loop {
             attempt = attempt.saturating_add(1);
-            let name = Arc::clone(&self.state.name);
-            let mut delivery = pin!(attempt_once(&name, consumer, event, attempt));
-            // Most handlers complete at once: they never poll the shutdown nor wake waiters.
-            let result = match poll_fn(|cx| Poll::Ready(delivery.as_mut().poll(cx))).await {
-                Poll::Ready(result) => result,
-                Poll::Pending => {
-                    self.announce();
-                    tokio::select! {
-                        biased;
-                        result = &mut delivery => result,
-                        _ = self.shutdown.changed() => return Outcome::Shutdown,
+            let result = if tracing::level_enabled!(tracing::Level::DEBUG) {
+                // The `evoq.handler.event` span may be enabled: the full attempt.
+                let name = Arc::clone(&self.state.name);
+                let mut delivery = pin!(attempt_once(&name, consumer, event, attempt));
+                match poll_once(delivery.as_mut()).await {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => {
+                        self.announce();
+                        tokio::select! {
+                            biased;
+                            result = &mut delivery => result,
+                            _ = self.shutdown.changed() => return Outcome::Shutdown,
+                        }
                     }
+                }
+            } else {
+                // The span is disabled (`debug_span!` checks this level first): the same
+                // attempt without it, in this future's own state.
+                match start_attempt(consumer, event) {
+                    Err(failure) => Err(failure),
+                    Ok(mut delivery) => match poll_once(&mut delivery).await {
+                        Poll::Ready(result) => result,
+                        // Most handlers complete at once: they never poll the shutdown nor
+                        // wake waiters.
+                        Poll::Pending => {
+                            self.announce();
+                            tokio::select! {
+                                biased;
+                                result = &mut delivery => result,
+                                _ = self.shutdown.changed() => return Outcome::Shutdown,
+                            }
+                        }
+                    },
                 }
             };
             let failure = match result {
@@ -751,6 +781,28 @@ impl Task {
     }
 }
 
+/// Polls `future` once: its output, or `Pending` (the task's waker is registered).
+fn poll_once<F: Future + Unpin>(mut future: F) -> impl Future<Output = Poll<F::Output>> {
+    poll_fn(move |cx| Poll::Ready(Pin::new(&mut future).poll(cx)))
+}
+
+/// Calls the handler (not polled yet), a panic turned into a failure.
+fn start_attempt<'a, C: Consumer>(
+    consumer: &'a mut C,
+    event: &'a EventMeta,
+) -> Result<CatchUnwind<'a>, HandlerFailure> {
+    let consumer = AssertUnwindSafe(consumer);
+    let event = AssertUnwindSafe(event);
+    match catch_unwind(move || {
+        // The whole wrappers move in (a closure would capture only their fields).
+        let (AssertUnwindSafe(consumer), AssertUnwindSafe(event)) = (consumer, event);
+        consumer.consume(event)
+    }) {
+        Ok(future) => Ok(CatchUnwind(future)),
+        Err(panic) => Err(HandlerFailure::panicked(panic_message(&*panic))),
+    }
+}
+
 /// One call of the handler, in the `evoq.handler.event` span, a panic turned into a failure.
 async fn attempt_once<C: Consumer>(
     handler: &str,
@@ -766,15 +818,7 @@ async fn attempt_once<C: Consumer>(
         event_id = %event.event_id(),
         attempt,
     );
-    let consumer = AssertUnwindSafe(consumer);
-    let event_ref = AssertUnwindSafe(event);
-    let future = match catch_unwind(move || {
-        let (AssertUnwindSafe(consumer), AssertUnwindSafe(event)) = (consumer, event_ref);
-        consumer.consume(event)
-    }) {
-        Ok(future) => CatchUnwind(future),
-        Err(panic) => return Err(HandlerFailure::panicked(panic_message(&*panic))),
-    };
+    let future = start_attempt(consumer, event)?;
     if span.is_disabled() {
         return future.await;
     }
