@@ -572,3 +572,80 @@ async fn aggregates_spread_over_partitions_by_a_stable_hash() {
         assert_eq!(versions, (1..=21).collect::<Vec<u64>>());
     }
 }
+
+#[tokio::test]
+async fn a_caller_that_times_out_mid_append_leaves_an_instance_that_rebuilds_consistently() {
+    let faulty = FaultyStore::new();
+    let app = app_on(faulty.clone()).await;
+    app.dispatch(open("a", 10)).await.unwrap();
+    faulty.append_delay_ms.store(300, Ordering::SeqCst);
+    let error = app
+        .command(deposit("a", 1))
+        .timeout(Duration::from_millis(50))
+        .dispatch()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    faulty.append_delay_ms.store(0, Ordering::SeqCst);
+    let reads_before = faulty.stream_reads.load(Ordering::SeqCst);
+    // The instance gave up its state when its append's outcome became unknown: the next
+    // command rebuilds from the store and gets the next version, with no conflict.
+    let done = app.dispatch(deposit("a", 5)).await.unwrap();
+    assert_eq!(faulty.stream_reads.load(Ordering::SeqCst), reads_before + 1);
+    let store: Arc<dyn EventStore> = faulty.clone();
+    let events = stored(&store, "a").await;
+    assert_eq!(done.version, events.len() as u64);
+    assert_eq!(events.last().unwrap().event_type, "MoneyDeposited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_that_times_out_while_waiting_for_its_turn_never_runs() {
+    let faulty = FaultyStore::new();
+    let app = app_on(faulty.clone()).await;
+    app.dispatch(open("a", 10)).await.unwrap();
+    faulty.append_delay_ms.store(300, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { app.dispatch(deposit("a", 1)).await }
+    });
+    // Let the first command take the instance (it then waits in its slow append).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let error = app
+        .command(deposit("a", 100))
+        .timeout(Duration::from_millis(50))
+        .dispatch()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    assert_eq!(first.await.unwrap().unwrap().version, 2);
+    faulty.append_delay_ms.store(0, Ordering::SeqCst);
+    assert_eq!(app.dispatch(deposit("a", 7)).await.unwrap().version, 3);
+    let store: Arc<dyn EventStore> = faulty.clone();
+    let amounts: Vec<String> = stored(&store, "a")
+        .await
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+        .collect();
+    assert_eq!(amounts.len(), 3, "{amounts:?}");
+    assert!(
+        amounts.iter().all(|data| !data.contains("100")),
+        "{amounts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_aggregates_run_in_the_callers_tasks_not_in_a_task_each() {
+    let app = app_on(Arc::new(InMemoryStore::new())).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    app.dispatch(open("warm-up", 1)).await.unwrap();
+    let before = metrics.num_alive_tasks();
+    for i in 0..500 {
+        app.dispatch(open(&format!("acct-{i}"), 1)).await.unwrap();
+    }
+    assert_eq!(app.live_aggregates::<BankAccount>(), 501);
+    let after = metrics.num_alive_tasks();
+    assert!(
+        after <= before + 2,
+        "500 live aggregates should not add a task each: {before} tasks before, {after} after"
+    );
+}
