@@ -26,7 +26,7 @@ pub enum Idle {
     After(Duration),
     /// Never time out.
     Infinity,
-    /// Hibernate now: keep only the serialized state, drop the task.
+    /// Hibernate now: keep only the serialized state, drop the live instance.
     Hibernate,
 }
 
