@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -49,8 +50,11 @@ pub struct NewEvent {
 pub struct RecordedEvent {
     /// Unique id of the event.
     pub event_id: Uuid,
-    /// The stream it belongs to: `"<aggregate name>-<aggregate id>"`.
-    pub stream_id: String,
+    /// The stream it belongs to: `"<aggregate name>-<aggregate id>"`. Shared: the records of
+    /// one stream point at one copy of the id where the store can (the in-memory store always
+    /// does), so cloning it only counts a reference. Read it as a `&str` with
+    /// [`stream_id()`](Self::stream_id).
+    pub stream_id: Arc<str>,
     /// Its version within the stream, from 1.
     pub stream_version: u64,
     /// Its position in the global order of the store, from 1.
@@ -68,17 +72,23 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Builds the recorded form of `event` once the store has given it its place.
+    /// The stream it belongs to, as a string slice.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Builds the recorded form of `event` once the store has given it its place; the record
+    /// shares `stream_id`.
     pub fn from_new(
         event: NewEvent,
-        stream_id: &str,
+        stream_id: Arc<str>,
         stream_version: u64,
         global_position: u64,
         recorded_at: SystemTime,
     ) -> Self {
         RecordedEvent {
             event_id: event.event_id,
-            stream_id: stream_id.to_owned(),
+            stream_id,
             stream_version,
             global_position,
             event_type: event.event_type,
