@@ -2137,7 +2137,7 @@ pub async fn event_data_and_metadata_round_trip_byte_exact(store: Arc<dyn EventS
         command_id: Some(Uuid::now_v7()),
         causation_id: Some(Uuid::now_v7()),
         correlation_id: Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
-        user,
+        user: user.into(),
     };
     let big = {
         let mut data = b"{\"blob\":\"".to_vec();

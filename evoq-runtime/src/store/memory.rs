@@ -349,14 +349,18 @@ impl EventStore for InMemoryStore {
             }
         };
 
-        // After the commit, and monotonic even when two appenders publish out of order.
+        // After the commit, and monotonic even when two appenders publish out of order. Waking
+        // the receivers (eight locks in tokio's watch) is skipped when there is none: `head()`
+        // subscribes under the watch's lock, so a receiver is either counted here or created
+        // after this update, with the new value as seen.
         let last = appended.last_position;
-        self.shared.head.send_if_modified(|head| {
-            let newer = last > *head;
-            if newer {
-                *head = last;
+        let head = &self.shared.head;
+        head.send_if_modified(|published| {
+            if last <= *published {
+                return false;
             }
-            newer
+            *published = last;
+            head.receiver_count() > 0
         });
         Ok(appended)
     }
@@ -443,8 +447,15 @@ impl EventStore for InMemoryStore {
         })
     }
 
+    /// Subscribes under the watch's lock (see `append`).
     fn head(&self) -> watch::Receiver<u64> {
-        self.shared.head.subscribe()
+        let head = &self.shared.head;
+        let mut receiver = None;
+        head.send_if_modified(|_| {
+            receiver = Some(head.subscribe());
+            false
+        });
+        receiver.unwrap_or_else(|| head.subscribe())
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
@@ -667,6 +678,38 @@ mod tests {
                 format!("{store:?}"),
                 "InMemoryStore { events: 3, streams: 2, .. }"
             );
+        });
+    }
+
+    #[test]
+    fn head_wakes_nobody_without_receivers_yet_no_receiver_misses_a_commit() {
+        runtime().block_on(async {
+            let store = InMemoryStore::new();
+            // No receiver: the head moves without a wake-up.
+            store
+                .append("S-1", ExpectedVersion::Any, vec![event("E")])
+                .await
+                .expect("append");
+            let mut head = store.head();
+            assert_eq!(*head.borrow_and_update(), 1, "a new receiver sees the head");
+            let waiter = tokio::spawn(async move {
+                head.changed().await.expect("open");
+                let seen = *head.borrow_and_update();
+                (head, seen)
+            });
+            tokio::task::yield_now().await;
+            store
+                .append("S-1", ExpectedVersion::Any, vec![event("E")])
+                .await
+                .expect("append");
+            let (head, seen) = waiter.await.expect("waiter");
+            assert_eq!(seen, 2, "a waiting receiver is woken by the next commit");
+            drop(head);
+            store
+                .append("S-2", ExpectedVersion::Any, vec![event("E"), event("E")])
+                .await
+                .expect("append");
+            assert_eq!(*store.head().borrow(), 4);
         });
     }
 
