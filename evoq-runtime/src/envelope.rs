@@ -221,7 +221,11 @@ mod tests {
         let mut entries = UserEntries::default();
         assert_eq!(entries, UserEntries::from(BTreeMap::new()));
         entries.as_map_mut();
-        assert_eq!(entries, UserEntries::default(), "an empty map is no entries");
+        assert_eq!(
+            entries,
+            UserEntries::default(),
+            "an empty map is no entries"
+        );
         entries.insert("user".to_owned(), "alice".to_owned());
         assert_eq!(entries["user"], "alice");
         assert_eq!(format!("{entries:?}"), r#"{"user": "alice"}"#);
@@ -229,7 +233,10 @@ mod tests {
         assert_eq!(json, r#"{"user":"alice"}"#);
         let back: UserEntries = serde_json::from_str(&json).expect("decodes");
         assert_eq!(back, entries);
-        assert_eq!(back.into_map(), BTreeMap::from([("user".into(), "alice".into())]));
+        assert_eq!(
+            back.into_map(),
+            BTreeMap::from([("user".into(), "alice".into())])
+        );
         let metadata = Metadata::default();
         assert_eq!(serde_json::to_string(&metadata).expect("json"), "{}");
     }

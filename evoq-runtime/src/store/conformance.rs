@@ -311,7 +311,8 @@ async fn assert_stream_well_formed(
             event.stream_version
         );
         assert_eq!(
-            event.stream_id(), stream,
+            event.stream_id(),
+            stream,
             "read_stream(`{stream}`) returned an event of stream `{}`",
             event.stream_id
         );

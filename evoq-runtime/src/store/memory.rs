@@ -328,10 +328,7 @@ impl EventStore for InMemoryStore {
                 return Err(self.conflict(stream, expected, actual));
             }
             let first_position = log.len() + 1;
-            for ((version, position), event) in (actual + 1..)
-                .zip(first_position..)
-                .zip(events)
-            {
+            for ((version, position), event) in (actual + 1..).zip(first_position..).zip(events) {
                 let record = Arc::new(RecordedEvent::from_new(
                     event,
                     Arc::clone(&id),

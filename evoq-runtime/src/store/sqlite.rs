@@ -53,7 +53,8 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    decode_metadata, encode_metadata, from_db, nanos_to_time, shared_stream_id, time_to_nanos, to_db,
+    decode_metadata, encode_metadata, from_db, nanos_to_time, shared_stream_id, time_to_nanos,
+    to_db,
 };
 use crate::store::{
     AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot,
