@@ -45,7 +45,13 @@ pub struct Metadata {
 /// ```
 #[derive(Clone, Default, Deserialize)]
 #[serde(from = "BTreeMap<String, String>")]
-pub struct UserEntries(Option<Box<BTreeMap<String, String>>>);
+pub struct UserEntries(
+    #[expect(
+        clippy::box_collection,
+        reason = "one pointer in every event's metadata instead of a 24-byte map, nearly always empty"
+    )]
+    Option<Box<BTreeMap<String, String>>>,
+);
 
 /// What an empty [`UserEntries`] derefs to.
 static NO_ENTRIES: BTreeMap<String, String> = BTreeMap::new();
