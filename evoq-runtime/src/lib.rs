@@ -33,7 +33,7 @@ pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder};
 pub use crate::command::{Command, DomainError, Rejection, Route};
 pub use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
 pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware, Pipeline};
-pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
+pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, UserEntries, stream_id};
 pub use crate::error::Error;
 pub use crate::event::{AppliedBy, Event, EventSet};
 pub use crate::handler::{EventHandler, EventMeta, HandlerFailure};

@@ -145,7 +145,7 @@ async fn a_handler_for_a_and_c_sees_only_a_and_c_from_several_streams_in_global_
             (
                 e.event_type.to_string(),
                 e.global_position,
-                e.stream_id.clone(),
+                e.stream_id().to_owned(),
             )
         })
         .collect();

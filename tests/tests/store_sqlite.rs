@@ -340,7 +340,7 @@ fn verify(path: &std::path::Path, acked: &HashMap<String, u64>, round: usize) {
                     e.global_position
                 );
                 per_stream
-                    .entry(e.stream_id.clone())
+                    .entry(e.stream_id().to_owned())
                     .or_default()
                     .push(e.stream_version);
             }

@@ -54,7 +54,7 @@ impl CommandContext {
             command_id: Some(self.command_id),
             causation_id: Some(self.command_id),
             correlation_id: Some(self.correlation_id),
-            user: self.metadata.clone(),
+            user: self.metadata.clone().into(),
         }
     }
 }

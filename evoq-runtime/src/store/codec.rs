@@ -1,5 +1,6 @@
 //! What the durable backends share: how times, metadata and numbers are stored.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::envelope::Metadata;
@@ -31,6 +32,16 @@ pub(crate) fn from_db(
         location: location(),
         reason: format!("{what} is negative ({n})"),
     })
+}
+
+/// The stream id of a decoded row, shared with the row before it when both are of one stream
+/// (every row of a stream read, runs of one stream in the global order), so that their records
+/// point at one copy.
+pub(crate) fn shared_stream_id(id: &str, last: &mut Option<Arc<str>>) -> Arc<str> {
+    match last {
+        Some(last) if **last == *id => Arc::clone(last),
+        _ => Arc::clone(last.insert(Arc::from(id))),
+    }
 }
 
 /// Metadata as stored (JSON).

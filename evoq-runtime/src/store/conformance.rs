@@ -311,7 +311,8 @@ async fn assert_stream_well_formed(
             event.stream_version
         );
         assert_eq!(
-            event.stream_id, stream,
+            event.stream_id(),
+            stream,
             "read_stream(`{stream}`) returned an event of stream `{}`",
             event.stream_id
         );
@@ -529,7 +530,7 @@ pub async fn versions_and_positions_start_at_one(store: Arc<dyn EventStore>) {
     assert_eq!(positions(&all), [1, 2, 3, 4, 5, 6]);
     let streams: Vec<(&str, u64)> = all
         .iter()
-        .map(|e| (e.stream_id.as_str(), e.stream_version))
+        .map(|e| (e.stream_id(), e.stream_version))
         .collect();
     assert_eq!(
         streams,
@@ -806,7 +807,7 @@ pub async fn appends_are_atomic_and_take_consecutive_positions(store: Arc<dyn Ev
                     "read_all",
                 );
                 for event in &page.events {
-                    *counts.entry(event.stream_id.clone()).or_default() += 1;
+                    *counts.entry(event.stream_id().to_owned()).or_default() += 1;
                 }
                 for (stream, size) in [(&a, 5u64), (&b, 3u64)] {
                     let seen = counts.get(stream.as_str()).copied().unwrap_or(0);
@@ -1089,7 +1090,7 @@ pub async fn concurrent_appends_to_many_streams_get_dense_increasing_positions(
         for (i, id) in (0u64..).zip(event_ids) {
             let event = &all[(appended.first_position + i - h0 - 1) as usize];
             assert_eq!(
-                (&event.event_id, event.stream_id.as_str()),
+                (&event.event_id, event.stream_id()),
                 (id, stream.as_str()),
                 "position {} must hold the event its append reported",
                 appended.first_position + i
@@ -2137,7 +2138,7 @@ pub async fn event_data_and_metadata_round_trip_byte_exact(store: Arc<dyn EventS
         command_id: Some(Uuid::now_v7()),
         causation_id: Some(Uuid::now_v7()),
         correlation_id: Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
-        user,
+        user: user.into(),
     };
     let big = {
         let mut data = b"{\"blob\":\"".to_vec();
@@ -2198,7 +2199,7 @@ pub async fn event_data_and_metadata_round_trip_byte_exact(store: Arc<dyn EventS
                 sent.data.len(),
                 got.data.len()
             );
-            assert_eq!(got.stream_id, s);
+            assert_eq!(got.stream_id(), s);
         }
     }
     for (a, b) in by_stream.iter().zip(by_all.iter()) {

@@ -9,11 +9,13 @@
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use hashbrown::hash_map::EntryRef;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -102,13 +104,38 @@ struct DeadLetters {
 struct State {
     /// Every event in position order: position `p` is at index `p - 1`.
     log: Log,
-    /// Each stream's events in version order: version `v` is at index `v - 1`.
-    streams: HashMap<String, Vec<Arc<RecordedEvent>>>,
+    /// Each stream's events in version order: version `v` is at index `v - 1`. The key is the
+    /// one copy of the stream's id, which its records share.
+    streams: hashbrown::HashMap<Arc<str>, Vec<Arc<RecordedEvent>>, StreamHasher>,
 }
 
 impl State {
     fn stream_version(&self, stream: &str) -> u64 {
         self.streams.get(stream).map_or(0, |s| s.len() as u64)
+    }
+}
+
+/// The stream map's hasher: foldhash (a few instructions per id where SipHash takes a hundred),
+/// keyed per store from the operating system's randomness (through std's `RandomState`), so
+/// that stream ids chosen by a client cannot be made to collide.
+#[derive(Clone)]
+struct StreamHasher(foldhash::fast::SeedableRandomState);
+
+impl Default for StreamHasher {
+    fn default() -> Self {
+        let seed = std::hash::RandomState::new().hash_one(0u64);
+        StreamHasher(foldhash::fast::SeedableRandomState::with_seed(
+            seed,
+            foldhash::SharedSeed::global_random(),
+        ))
+    }
+}
+
+impl BuildHasher for StreamHasher {
+    type Hasher = foldhash::fast::FoldHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
     }
 }
 
@@ -165,7 +192,12 @@ impl InMemoryStore {
 
     /// The ids of every stream holding at least one event, sorted.
     pub fn stream_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.read_state().streams.keys().cloned().collect();
+        let mut ids: Vec<String> = self
+            .read_state()
+            .streams
+            .keys()
+            .map(|id| id.to_string())
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -268,38 +300,44 @@ impl EventStore for InMemoryStore {
             });
         }
 
-        // Build the records outside the lock; only their version and position are set inside.
         let recorded_at = SystemTime::now();
-        let mut records: Vec<Arc<RecordedEvent>> = events
-            .into_iter()
-            .map(|e| Arc::new(RecordedEvent::from_new(e, stream, 0, 0, recorded_at)))
-            .collect();
-        let count = records.len() as u64;
-
+        let count = events.len() as u64;
         let appended = {
             let mut guard = self.write_state();
             let State { log, streams } = &mut *guard;
-            let existing = streams.get_mut(stream);
-            let actual = existing.as_ref().map_or(0, |s| s.len() as u64);
+            // One hash of the id: the entry is the stream's, or where it goes.
+            let (id, records, actual) = match streams.entry_ref(stream) {
+                EntryRef::Occupied(entry) => {
+                    let id = Arc::clone(entry.key());
+                    let records = entry.into_mut();
+                    let actual = records.len() as u64;
+                    (id, records, actual)
+                }
+                EntryRef::Vacant(entry) => {
+                    if !expected.holds_for(0) {
+                        return Err(self.conflict(stream, expected, 0));
+                    }
+                    let id: Arc<str> = Arc::from(stream);
+                    let records =
+                        entry.insert_with_key(Arc::clone(&id), Vec::with_capacity(events.len()));
+                    (id, records, 0)
+                }
+            };
             if !expected.holds_for(actual) {
                 drop(guard);
                 return Err(self.conflict(stream, expected, actual));
             }
             let first_position = log.len() + 1;
-            for (i, record) in (0u64..).zip(records.iter_mut()) {
-                // Each record is uniquely owned here, so this never clones.
-                let record = Arc::make_mut(record);
-                record.stream_version = actual + 1 + i;
-                record.global_position = first_position + i;
-            }
-            for record in &records {
-                log.push(Arc::clone(record));
-            }
-            match existing {
-                Some(existing) => existing.extend(records),
-                None => {
-                    streams.insert(stream.to_owned(), records);
-                }
+            for ((version, position), event) in (actual + 1..).zip(first_position..).zip(events) {
+                let record = Arc::new(RecordedEvent::from_new(
+                    event,
+                    Arc::clone(&id),
+                    version,
+                    position,
+                    recorded_at,
+                ));
+                log.push(Arc::clone(&record));
+                records.push(record);
             }
             Appended {
                 version: actual + count,
@@ -308,14 +346,18 @@ impl EventStore for InMemoryStore {
             }
         };
 
-        // After the commit, and monotonic even when two appenders publish out of order.
+        // After the commit, and monotonic even when two appenders publish out of order. Waking
+        // the receivers (eight locks in tokio's watch) is skipped when there is none: `head()`
+        // subscribes under the watch's lock, so a receiver is either counted here or created
+        // after this update, with the new value as seen.
         let last = appended.last_position;
-        self.shared.head.send_if_modified(|head| {
-            let newer = last > *head;
-            if newer {
-                *head = last;
+        let head = &self.shared.head;
+        head.send_if_modified(|published| {
+            if last <= *published {
+                return false;
             }
-            newer
+            *published = last;
+            head.receiver_count() > 0
         });
         Ok(appended)
     }
@@ -402,8 +444,15 @@ impl EventStore for InMemoryStore {
         })
     }
 
+    /// Subscribes under the watch's lock (see `append`).
     fn head(&self) -> watch::Receiver<u64> {
-        self.shared.head.subscribe()
+        let head = &self.shared.head;
+        let mut receiver = None;
+        head.send_if_modified(|_| {
+            receiver = Some(head.subscribe());
+            false
+        });
+        receiver.unwrap_or_else(|| head.subscribe())
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
@@ -617,7 +666,7 @@ mod tests {
             assert_eq!(
                 events
                     .iter()
-                    .map(|e| (e.stream_id.as_str(), e.global_position))
+                    .map(|e| (e.stream_id(), e.global_position))
                     .collect::<Vec<_>>(),
                 [(b.as_str(), 1), (b.as_str(), 2), (a.as_str(), 3)]
             );
@@ -626,6 +675,38 @@ mod tests {
                 format!("{store:?}"),
                 "InMemoryStore { events: 3, streams: 2, .. }"
             );
+        });
+    }
+
+    #[test]
+    fn head_wakes_nobody_without_receivers_yet_no_receiver_misses_a_commit() {
+        runtime().block_on(async {
+            let store = InMemoryStore::new();
+            // No receiver: the head moves without a wake-up.
+            store
+                .append("S-1", ExpectedVersion::Any, vec![event("E")])
+                .await
+                .expect("append");
+            let mut head = store.head();
+            assert_eq!(*head.borrow_and_update(), 1, "a new receiver sees the head");
+            let waiter = tokio::spawn(async move {
+                head.changed().await.expect("open");
+                let seen = *head.borrow_and_update();
+                (head, seen)
+            });
+            tokio::task::yield_now().await;
+            store
+                .append("S-1", ExpectedVersion::Any, vec![event("E")])
+                .await
+                .expect("append");
+            let (head, seen) = waiter.await.expect("waiter");
+            assert_eq!(seen, 2, "a waiting receiver is woken by the next commit");
+            drop(head);
+            store
+                .append("S-2", ExpectedVersion::Any, vec![event("E"), event("E")])
+                .await
+                .expect("append");
+            assert_eq!(*store.head().borrow(), 4);
         });
     }
 

@@ -61,7 +61,8 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    decode_metadata, encode_metadata, from_db, nanos_to_time, redact_url, time_to_nanos, to_db,
+    decode_metadata, encode_metadata, from_db, nanos_to_time, redact_url, shared_stream_id,
+    time_to_nanos, to_db,
 };
 use crate::store::{
     AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Lease,
@@ -876,7 +877,8 @@ impl Writer {
 
 /// Decodes an event row (columns [`EVENT_COLUMNS`]); an undecodable row is an integrity error
 /// naming its stream and version.
-fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+/// Consecutive rows of one stream share its id through `last`.
+fn decode_event(row: &Row, last: &mut Option<Arc<str>>) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.try_get(0).unwrap_or(-1);
     let stream_id: String = row.try_get(1).unwrap_or_else(|_| "?".to_owned());
     let version: i64 = row.try_get(2).unwrap_or(-1);
@@ -898,7 +900,7 @@ fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         event_id,
         stream_version: from_db(version, location, "the version")?,
         global_position: from_db(position, location, "the position")?,
-        stream_id,
+        stream_id: shared_stream_id(&stream_id, last),
         event_type: event_type.into(),
         schema_version,
         data,
@@ -908,7 +910,10 @@ fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
 }
 
 fn decode_events(rows: &[Row]) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-    rows.iter().map(|r| decode_event(r).map(Arc::new)).collect()
+    let mut last = None;
+    rows.iter()
+        .map(|r| decode_event(r, &mut last).map(Arc::new))
+        .collect()
 }
 
 fn limit(n: usize) -> i64 {
@@ -918,7 +923,7 @@ fn limit(n: usize) -> i64 {
 const DEAD_LETTER_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, handler, error, attempts, first_failed_at, last_failed_at";
 
 fn decode_dead_letter(row: &Row) -> Result<DeadLetter, StoreError> {
-    let event = decode_event(row)?;
+    let event = decode_event(row, &mut None)?;
     let attempts: i64 = row.get(11);
     Ok(DeadLetter {
         handler: row.get(9),
@@ -1188,7 +1193,7 @@ impl EventStore for PostgresStore {
                 &entry.handler,
                 &e.event_id,
                 &to_db(e.global_position),
-                &e.stream_id,
+                &e.stream_id(),
                 &to_db(e.stream_version),
                 &e.event_type.as_ref(),
                 &i64::from(e.schema_version),

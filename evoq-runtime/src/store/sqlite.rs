@@ -53,7 +53,8 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    decode_metadata, encode_metadata, from_db, nanos_to_time, time_to_nanos, to_db,
+    decode_metadata, encode_metadata, from_db, nanos_to_time, shared_stream_id, time_to_nanos,
+    to_db,
 };
 use crate::store::{
     AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot,
@@ -705,7 +706,7 @@ impl Writer {
                         entry.handler,
                         e.event_id.as_bytes().as_slice(),
                         to_db(e.global_position),
-                        e.stream_id,
+                        e.stream_id(),
                         to_db(e.stream_version),
                         e.event_type.as_ref(),
                         i64::from(e.schema_version),
@@ -844,7 +845,11 @@ fn answer_error(job: Job, error: &StoreError) {
 
 /// Decodes an event row (columns [`EVENT_COLUMNS`]); an undecodable row is an integrity error
 /// naming its stream and version.
-fn decode_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
+/// Consecutive rows of one stream share its id through `last`.
+fn decode_event(
+    row: &rusqlite::Row<'_>,
+    last: &mut Option<Arc<str>>,
+) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.get(0).unwrap_or(-1);
     let stream_id: String = row.get(1).unwrap_or_else(|_| "?".to_owned());
     let version: i64 = row.get(2).unwrap_or(-1);
@@ -867,7 +872,7 @@ fn decode_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
         event_id,
         stream_version: from_db(version, location, "the version")?,
         global_position: from_db(position, location, "the position")?,
-        stream_id,
+        stream_id: shared_stream_id(&stream_id, last),
         event_type: event_type.into(),
         schema_version,
         data,
@@ -889,11 +894,12 @@ fn query_events(
         .query(params)
         .map_err(|e| backend("reading events", path, e))?;
     let mut events = Vec::new();
+    let mut last = None;
     while let Some(row) = rows
         .next()
         .map_err(|e| backend("reading events", path, e))?
     {
-        events.push(Arc::new(decode_event(row)?));
+        events.push(Arc::new(decode_event(row, &mut last)?));
     }
     Ok(events)
 }
@@ -1207,7 +1213,7 @@ fn query_dead_letters(
     let mut rows = stmt.query(params).map_err(fail)?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next().map_err(fail)? {
-        let event = decode_event(row)?;
+        let event = decode_event(row, &mut None)?;
         let attempts: i64 = row.get(11).map_err(fail)?;
         entries.push(DeadLetter {
             handler: row.get(9).map_err(fail)?,
