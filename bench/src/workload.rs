@@ -330,6 +330,9 @@ pub async fn run<P: Peer>(peer: Arc<P>, settings: &Settings) -> Report {
     }
     let events: u64 = all.iter().map(|s| s.events).sum();
     let max_position = all.iter().map(|s| s.max_position).max().unwrap_or(0);
+    if std::env::var_os("EVOQ_BENCH_SPLIT").is_some() {
+        eprintln!("commands done after {:?}", started.elapsed());
+    }
     peer.caught_up(max_position, events).await;
     let secs = started.elapsed().as_secs_f64();
     let deposits = peer.deposits_projected();
