@@ -101,8 +101,9 @@ struct Core<A> {
     /// `None` until activated, and again after a panic or an unknown append outcome: the next
     /// command rebuilds the instance from the store.
     instance: Option<Instance<A>>,
-    /// The hibernated state this actor was started from, decoded on the first command.
-    thaw: Option<Frozen>,
+    /// The hibernated state this actor was started from, decoded on the first command (boxed:
+    /// it is rare, and every live instance would carry its size).
+    thaw: Option<Box<Frozen>>,
     /// The version of the last snapshot this actor saved or loaded.
     snapshot_version: u64,
     /// What the idle timer does when it fires.
@@ -118,15 +119,16 @@ struct Instance<A> {
 /// What the idle timer does when it fires.
 #[derive(Clone, Copy, Debug)]
 enum Stage {
-    /// Hibernate; the hibernated state is passivated at `passivate_at` (if any).
-    Hibernate { passivate_at: Option<Instant> },
+    /// Hibernate; the hibernated state is passivated at `passivate_at` (milliseconds since the
+    /// registry's epoch; [`NEVER`]: it stays until a command thaws it).
+    Hibernate { passivate_at: u64 },
     /// Ask the lifespan's `on_timeout`.
     Timeout,
 }
 
 impl<A: Aggregate> Cell<A> {
     /// A cell for `stream`, taken by its first user, started from a hibernated state or empty.
-    pub(crate) fn new(stream: Box<str>, thaw: Option<Frozen>) -> Self {
+    pub(crate) fn new(stream: Box<str>, thaw: Option<Box<Frozen>>) -> Self {
         Cell {
             stream,
             core: tokio::sync::Mutex::new(Core {
@@ -390,7 +392,7 @@ impl<A: Aggregate> Actor<'_, A> {
     /// Makes the instance live: thawed from hibernation, or rebuilt from the store.
     async fn activate(&mut self, command: &'static str) -> Result<(), Error> {
         if let Some(frozen) = self.core.thaw.take() {
-            self.core.instance = self.thawed(frozen);
+            self.core.instance = self.thawed(*frozen);
             if self.core.instance.is_some() {
                 return Ok(());
             }
@@ -620,7 +622,12 @@ impl<A: Aggregate> Actor<'_, A> {
         let timeout = match idle {
             Idle::Infinity => return self.set_timer(None),
             Idle::Hibernate => {
-                return self.set_timer(Some((now, Stage::Hibernate { passivate_at: None })));
+                return self.set_timer(Some((
+                    now,
+                    Stage::Hibernate {
+                        passivate_at: NEVER,
+                    },
+                )));
             }
             Idle::Configured => kind.idle_timeout,
             Idle::After(timeout) => timeout,
@@ -641,7 +648,7 @@ impl<A: Aggregate> Actor<'_, A> {
             return self.set_timer(Some((
                 now + hibernate_after,
                 Stage::Hibernate {
-                    passivate_at: Some(now + timeout),
+                    passivate_at: self.registry.millis_at(now + timeout),
                 },
             )));
         }
@@ -651,13 +658,15 @@ impl<A: Aggregate> Actor<'_, A> {
     fn set_timer(&mut self, timer: Option<(Instant, Stage)>) {
         match timer {
             None => self.cell.deadline.store(NEVER, Ordering::Release),
-            Some((at, stage)) => {
-                self.core.stage = stage;
-                let deadline = self.registry.millis_at(at);
-                self.cell.deadline.store(deadline, Ordering::Release);
-                self.registry.schedule(self.cell, deadline);
-            }
+            Some((at, stage)) => self.set_deadline(self.registry.millis_at(at), stage),
         }
+    }
+
+    /// Sets the idle timer to fire at `deadline` (milliseconds since the registry's epoch).
+    fn set_deadline(&mut self, deadline: u64, stage: Stage) {
+        self.core.stage = stage;
+        self.cell.deadline.store(deadline, Ordering::Release);
+        self.registry.schedule(self.cell, deadline);
     }
 
     /// The idle timer fired: hibernate, passivate, stop or stay.
@@ -666,10 +675,8 @@ impl<A: Aggregate> Actor<'_, A> {
             Stage::Hibernate { passivate_at } => match self.freeze(passivate_at) {
                 Some(frozen) => return self.leave(Leave::Hibernate(frozen), "hibernate"),
                 // Not serializable (or never activated): time out as usual instead.
-                None => match passivate_at {
-                    Some(at) => return self.set_timer(Some((at, Stage::Timeout))),
-                    None => OnTimeout::Passivate,
-                },
+                None if passivate_at == NEVER => OnTimeout::Passivate,
+                None => return self.set_deadline(passivate_at, Stage::Timeout),
             },
             Stage::Timeout => match &self.core.instance {
                 Some(instance) => {
@@ -691,7 +698,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 if snapshot {
                     self.save_snapshot().await;
                 }
-                match self.freeze(None) {
+                match self.freeze(NEVER) {
                     Some(frozen) => self.leave(Leave::Hibernate(frozen), "hibernate"),
                     None => self.leave(Leave::Remove, "passivate"),
                 }
@@ -706,7 +713,7 @@ impl<A: Aggregate> Actor<'_, A> {
     }
 
     /// The instance's serialized state, for a hibernated slot.
-    fn freeze(&self, passivate_at: Option<Instant>) -> Option<Frozen> {
+    fn freeze(&self, passivate_at: u64) -> Option<Frozen> {
         let instance = self.core.instance.as_ref()?;
         match instance.state.encode_state()? {
             Ok(state) => Some(self.registry.frozen(&state, instance.version, passivate_at)),

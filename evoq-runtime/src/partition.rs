@@ -165,16 +165,13 @@ impl<A: Aggregate> Registry<A> {
     }
 
     /// The hibernated form of a state; passivated by the sweeper at `passivate_at` (if any).
-    pub(crate) fn frozen(
-        &self,
-        state: &[u8],
-        version: u64,
-        passivate_at: Option<Instant>,
-    ) -> Frozen {
-        let passivate_at = passivate_at.map_or(Frozen::NEVER, |at| {
-            let millis = at.saturating_duration_since(self.epoch).as_millis();
-            u32::try_from(millis).unwrap_or(Frozen::NEVER - 1)
-        });
+    /// `passivate_at` is in milliseconds since the epoch ([`crate::idle::NEVER`]: never).
+    pub(crate) fn frozen(&self, state: &[u8], version: u64, passivate_at: u64) -> Frozen {
+        let passivate_at = if passivate_at == crate::idle::NEVER {
+            Frozen::NEVER
+        } else {
+            u32::try_from(passivate_at).unwrap_or(Frozen::NEVER - 1)
+        };
         Frozen {
             state: CompactBytes::new(state),
             version,
@@ -226,7 +223,7 @@ impl<A: Aggregate> Registry<A> {
                 };
                 self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
                 self.counters.thaws.fetch_add(1, Ordering::Relaxed);
-                (key, Some(frozen))
+                (key, Some(Box::new(frozen)))
             }
             Err(_) => (CompactBytes::new(id.as_bytes()), None),
         };
@@ -557,5 +554,14 @@ mod size_tests {
         // The hibernated footprint is this entry over the table's load factor.
         assert_eq!(std::mem::size_of::<Frozen>(), 40);
         assert!(std::mem::size_of::<(CompactBytes, Slot<Tiny>)>() <= 64);
+    }
+
+    #[test]
+    fn a_live_cell_stays_small_so_live_aggregates_stay_small() {
+        // A live idle aggregate is this cell (in an `Arc`), its state, its stream id, a registry
+        // entry and an idle-timer entry.
+        let size = std::mem::size_of::<Cell<Tiny>>();
+        eprintln!("cell: {size} bytes");
+        assert!(size <= 128, "a cell is {size} bytes");
     }
 }
