@@ -104,9 +104,10 @@ struct DeadLetters {
 struct State {
     /// Every event in position order: position `p` is at index `p - 1`.
     log: Log,
-    /// Each stream's events in version order: version `v` is at index `v - 1`. The key is the
-    /// one copy of the stream's id, which its records share.
-    streams: hashbrown::HashMap<Arc<str>, Vec<Arc<RecordedEvent>>, StreamHasher>,
+    /// Each stream's events in version order, as indexes into the log (version `v` is at
+    /// index `v - 1`; 4 bytes each, where a pointer takes 8). The key is the one copy of the
+    /// stream's id, which its records share.
+    streams: hashbrown::HashMap<Arc<str>, Vec<u32>, StreamHasher>,
 }
 
 impl State {
@@ -149,6 +150,12 @@ struct Log {
 impl Log {
     fn len(&self) -> u64 {
         self.len as u64
+    }
+
+    /// The event at index `index`.
+    fn get(&self, index: u32) -> &Arc<RecordedEvent> {
+        let index = index as usize;
+        &self.chunks[index / LOG_CHUNK][index % LOG_CHUNK]
     }
 
     fn push(&mut self, event: Arc<RecordedEvent>) {
@@ -328,6 +335,15 @@ impl EventStore for InMemoryStore {
                 return Err(self.conflict(stream, expected, actual));
             }
             let first_position = log.len() + 1;
+            if log.len() + count > u64::from(u32::MAX) {
+                return Err(StoreError::Backend {
+                    backend: "memory",
+                    message: format!(
+                        "the in-memory store holds at most {} events; use a durable store (SQLite, PostgreSQL) for more",
+                        u32::MAX
+                    ),
+                });
+            }
             for ((version, position), event) in (actual + 1..).zip(first_position..).zip(events) {
                 let record = Arc::new(RecordedEvent::from_new(
                     event,
@@ -336,8 +352,9 @@ impl EventStore for InMemoryStore {
                     position,
                     recorded_at,
                 ));
-                log.push(Arc::clone(&record));
-                records.push(record);
+                // Below `u32::MAX`: checked above.
+                records.push((position - 1) as u32);
+                log.push(record);
             }
             Appended {
                 version: actual + count,
@@ -382,12 +399,19 @@ impl EventStore for InMemoryStore {
                     return Ok(Vec::new());
                 }
                 let end = start + max_count.min(len - start);
-                events[start..end].to_vec()
+                events[start..end]
+                    .iter()
+                    .map(|&index| Arc::clone(state.log.get(index)))
+                    .collect()
             }
             Direction::Backward => {
                 let end = usize::try_from(from).unwrap_or(usize::MAX).min(len);
                 let start = end.saturating_sub(max_count);
-                events[start..end].iter().rev().cloned().collect()
+                events[start..end]
+                    .iter()
+                    .rev()
+                    .map(|&index| Arc::clone(state.log.get(index)))
+                    .collect()
             }
         };
         Ok(page)
