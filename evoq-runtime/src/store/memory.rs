@@ -70,7 +70,8 @@ struct Shared {
     state: RwLock<State>,
     /// The highest committed position; updated after the commit, so never ahead of the log.
     head: watch::Sender<u64>,
-    snapshots: Mutex<HashMap<String, Snapshot>>,
+    /// By stream id (hashed like the streams: every activation looks its stream up here).
+    snapshots: Mutex<hashbrown::HashMap<String, Snapshot, StreamHasher>>,
     checkpoints: Mutex<HashMap<String, u64>>,
     dead_letters: Mutex<HashMap<String, DeadLetters>>,
     /// Saga name -> instance id -> state.
@@ -237,7 +238,7 @@ impl InMemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn snapshots(&self) -> MutexGuard<'_, HashMap<String, Snapshot>> {
+    fn snapshots(&self) -> MutexGuard<'_, hashbrown::HashMap<String, Snapshot, StreamHasher>> {
         self.shared
             .snapshots
             .lock()
