@@ -21,8 +21,10 @@ use crate::partition::Registry;
 /// A deadline that never comes: no timer.
 pub(crate) const NEVER: u64 = u64::MAX;
 
-/// Entries by (deadline in milliseconds since the registry's epoch, the cell's address).
-type Queue<A> = BTreeMap<(u64, usize), Arc<Cell<A>>>;
+/// The cells due at each deadline (in milliseconds since the registry's epoch). Instances
+/// created together share a millisecond: a bucket of pointers takes a few bytes per instance,
+/// where an entry of its own in the map would take about forty.
+type Queue<A> = BTreeMap<u64, Vec<Arc<Cell<A>>>>;
 
 /// The queue of one registry and the wake-up of its task.
 pub(crate) struct IdleTimers<A: Aggregate> {
@@ -46,8 +48,16 @@ impl<A: Aggregate> Default for IdleTimers<A> {
     }
 }
 
-fn key<A: Aggregate>(deadline: u64, cell: &Arc<Cell<A>>) -> (u64, usize) {
-    (deadline, Arc::as_ptr(cell) as usize)
+/// Takes `cell` out of the bucket of `deadline`.
+fn remove<A: Aggregate>(queue: &mut Queue<A>, deadline: u64, cell: &Arc<Cell<A>>) {
+    if let Some(bucket) = queue.get_mut(&deadline) {
+        if let Some(at) = bucket.iter().position(|queued| Arc::ptr_eq(queued, cell)) {
+            bucket.swap_remove(at);
+        }
+        if bucket.is_empty() {
+            queue.remove(&deadline);
+        }
+    }
 }
 
 impl<A: Aggregate> IdleTimers<A> {
@@ -69,11 +79,11 @@ impl<A: Aggregate> IdleTimers<A> {
                 return;
             }
             if queued != NEVER {
-                queue.remove(&key(queued, cell));
+                remove(&mut queue, queued, cell);
             }
-            queue.insert(key(deadline, cell), Arc::clone(cell));
+            queue.entry(deadline).or_default().push(Arc::clone(cell));
             cell.scheduled.store(deadline, Ordering::Release);
-            queue.first_key_value().map(|((at, _), _)| *at) == Some(deadline)
+            queue.first_key_value().map(|(at, _)| *at) == Some(deadline)
         };
         if !self.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(fire(Arc::clone(registry)));
@@ -87,7 +97,7 @@ impl<A: Aggregate> IdleTimers<A> {
         let mut queue = self.queue();
         let queued = cell.scheduled.swap(NEVER, Ordering::AcqRel);
         if queued != NEVER {
-            queue.remove(&key(queued, cell));
+            remove(&mut queue, queued, cell);
         }
     }
 
@@ -96,7 +106,7 @@ impl<A: Aggregate> IdleTimers<A> {
         self.closed.store(true, Ordering::Release);
         {
             let mut queue = self.queue();
-            for cell in queue.values() {
+            for cell in queue.values().flatten() {
                 cell.scheduled.store(NEVER, Ordering::Release);
             }
             queue.clear();
@@ -108,12 +118,13 @@ impl<A: Aggregate> IdleTimers<A> {
     fn take_due(&self, now: u64, due: &mut Vec<Arc<Cell<A>>>) {
         let mut queue = self.queue();
         while let Some(entry) = queue.first_entry() {
-            if entry.key().0 > now {
+            if *entry.key() > now {
                 return;
             }
-            let cell = entry.remove();
-            cell.scheduled.store(NEVER, Ordering::Release);
-            due.push(cell);
+            for cell in entry.remove() {
+                cell.scheduled.store(NEVER, Ordering::Release);
+                due.push(cell);
+            }
         }
     }
 }
@@ -143,7 +154,7 @@ async fn fire<A: Aggregate>(registry: Arc<Registry<A>>) {
             // Else a command holds it: it arms the timer again when it is done.
         }
         // Queued again above, or by commands meanwhile.
-        let next = timers.queue().first_key_value().map(|((at, _), _)| *at);
+        let next = timers.queue().first_key_value().map(|(at, _)| *at);
         // `notify_one` keeps a permit when nobody waits: a wake-up between the look above and
         // this wait is not lost.
         let wake = timers.wake.notified();
