@@ -10,9 +10,12 @@
 //! cell and a timer entry instead of a task and a mailbox.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::Instrument;
@@ -257,12 +260,35 @@ impl<A: Aggregate> Actor<'_, A> {
         // Timed only when the events that carry the duration are on.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let version_before = self.core.instance.as_ref().map(|i| i.version);
+        // User code (`#[handles]`, `#[apply]`) is caught where it runs; this catches the rest
+        // (an event store that panics), so no panic reaches the caller.
         let result = if span.is_disabled() {
-            self.execute(&mut *command, context, options).await
+            CatchPanic::new(self.execute(&mut *command, context, options)).await
         } else {
             let execute = self.execute(&mut *command, context, options);
-            Box::pin(execute.instrument(span.clone())).await
+            Box::pin(CatchPanic::new(execute.instrument(span.clone()))).await
         };
+        let result = result.unwrap_or_else(|panic| {
+            // The append's outcome is unknown: rebuild from the store on the next command.
+            self.core.instance = None;
+            let message = panic_message(&*panic);
+            tracing::error!(
+                name: "evoq.aggregate.execute",
+                stage = "exception",
+                aggregate = A::NAME,
+                aggregate_id = %self.id(),
+                panic = %message,
+            );
+            Err(StoreError::Backend {
+                backend: "event store",
+                message: format!(
+                    "the store panicked running `{}` on `{}` ({message}); the instance is rebuilt from the store on the next command",
+                    command.name(),
+                    self.stream(),
+                ),
+            }
+            .into())
+        });
         span.in_scope(|| match &result {
             Ok(done) => tracing::debug!(
                 name: "evoq.aggregate.execute",
@@ -830,6 +856,33 @@ fn encode<E: EventSet>(
             })
         })
         .collect()
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose panics become an `Err` with the panic's payload.
+    struct CatchPanic<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> CatchPanic<F> {
+    fn new(future: F) -> Self {
+        CatchPanic { future }
+    }
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.project().future;
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// Microseconds since `started` (0 when it was not taken).

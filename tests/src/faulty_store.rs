@@ -24,6 +24,8 @@ pub struct FaultyStore {
     pub all_reads: AtomicUsize,
     /// Each append first sleeps this many milliseconds.
     pub append_delay_ms: AtomicU64,
+    /// `append` panics (a buggy backend).
+    pub panic_appends: AtomicBool,
     /// The next N appends are preceded by a foreign append to the same stream (a writer
     /// "behind the actor's back"), so they hit a version conflict.
     pub interfere: AtomicU32,
@@ -67,6 +69,10 @@ impl EventStore for FaultyStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
+        assert!(
+            !self.panic_appends.load(Ordering::SeqCst),
+            "the faulty store panics in append"
+        );
         let delay = self.append_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;

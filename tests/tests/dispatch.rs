@@ -649,3 +649,20 @@ async fn live_aggregates_run_in_the_callers_tasks_not_in_a_task_each() {
         "500 live aggregates should not add a task each: {before} tasks before, {after} after"
     );
 }
+
+#[tokio::test]
+async fn a_store_that_panics_in_append_fails_the_dispatch_without_panicking_the_caller() {
+    let faulty = FaultyStore::new();
+    let app = app_on(faulty.clone()).await;
+    app.dispatch(open("a", 10)).await.unwrap();
+    faulty.panic_appends.store(true, Ordering::SeqCst);
+    let error = app.dispatch(deposit("a", 1)).await.unwrap_err();
+    assert!(
+        matches!(error, evoq::Error::Store(evoq::StoreError::Backend { .. })),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("panicked"), "{error}");
+    faulty.panic_appends.store(false, Ordering::SeqCst);
+    // The instance is rebuilt from the store: the next command gets the next stored version.
+    assert_eq!(app.dispatch(deposit("a", 2)).await.unwrap().version, 2);
+}
