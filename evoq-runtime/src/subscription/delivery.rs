@@ -473,6 +473,17 @@ impl Task {
     }
 
     /// Publishes the position recorded since the last call, if it moved, and wakes the waiters.
+    /// The rest of an attempt that did not complete at once: waiters learn the position
+    /// first; `None` when the runtime stops meanwhile.
+    async fn complete<F: Future + Unpin>(&mut self, delivery: F) -> Option<F::Output> {
+        self.announce();
+        tokio::select! {
+            biased;
+            result = delivery => Some(result),
+            _ = self.shutdown.changed() => None,
+        }
+    }
+
     fn announce(&mut self) {
         let position = std::mem::take(&mut self.unannounced);
         if position != 0 {
@@ -550,14 +561,10 @@ impl Task {
                 let mut delivery = pin!(attempt_once(&name, consumer, event, attempt));
                 match poll_once(delivery.as_mut()).await {
                     Poll::Ready(result) => result,
-                    Poll::Pending => {
-                        self.announce();
-                        tokio::select! {
-                            biased;
-                            result = &mut delivery => result,
-                            _ = self.shutdown.changed() => return Outcome::Shutdown,
-                        }
-                    }
+                    Poll::Pending => match self.complete(&mut delivery).await {
+                        Some(result) => result,
+                        None => return Outcome::Shutdown,
+                    },
                 }
             } else {
                 // The span is disabled (`debug_span!` checks this level first): the same
@@ -568,14 +575,10 @@ impl Task {
                         Poll::Ready(result) => result,
                         // Most handlers complete at once: they never poll the shutdown nor
                         // wake waiters.
-                        Poll::Pending => {
-                            self.announce();
-                            tokio::select! {
-                                biased;
-                                result = &mut delivery => result,
-                                _ = self.shutdown.changed() => return Outcome::Shutdown,
-                            }
-                        }
+                        Poll::Pending => match self.complete(&mut delivery).await {
+                            Some(result) => result,
+                            None => return Outcome::Shutdown,
+                        },
                     },
                 }
             };
