@@ -81,6 +81,16 @@ pub(crate) struct Frozen {
 
 impl Frozen {
     const NEVER: u32 = u32::MAX;
+
+    /// A time in milliseconds since the registry's epoch as kept here: 32 bits (49 days; a
+    /// later time is the last one that fits), [`NEVER`](Self::NEVER) for [`crate::idle::NEVER`].
+    fn millis(millis: u64) -> u32 {
+        if millis == crate::idle::NEVER {
+            Self::NEVER
+        } else {
+            u32::try_from(millis).unwrap_or(Self::NEVER - 1)
+        }
+    }
 }
 
 /// Each partition is split into this many shards, each with its own lock and table. Small tables
@@ -167,15 +177,10 @@ impl<A: Aggregate> Registry<A> {
     /// The hibernated form of a state; passivated by the sweeper at `passivate_at` (if any).
     /// `passivate_at` is in milliseconds since the epoch ([`crate::idle::NEVER`]: never).
     pub(crate) fn frozen(&self, state: &[u8], version: u64, passivate_at: u64) -> Frozen {
-        let passivate_at = if passivate_at == crate::idle::NEVER {
-            Frozen::NEVER
-        } else {
-            u32::try_from(passivate_at).unwrap_or(Frozen::NEVER - 1)
-        };
         Frozen {
             state: CompactBytes::new(state),
             version,
-            passivate_at,
+            passivate_at: Frozen::millis(passivate_at),
         }
     }
 
@@ -316,8 +321,7 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
 
     /// Passivates the hibernated instances whose time has come: their state becomes a snapshot.
     fn sweep(&self, now: Instant) -> Vec<Snapshot> {
-        let now = u32::try_from(now.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(Frozen::NEVER - 1);
+        let now = Frozen::millis(self.millis_at(now));
         let mut snapshots = Vec::new();
         for shard in 0..self.partitions.len() {
             let mut slots = self.lock(shard);

@@ -1,7 +1,8 @@
 //! A dispatch's deadline: like `tokio::time::timeout_at`, except that the timer is made (and
 //! registered with the runtime's timer wheel) only when the dispatch has to wait. A command
 //! that completes in its first poll (an uncontended aggregate on the in-memory store) costs no
-//! timer at all.
+//! timer at all. Every step of a dispatch runs under it: idempotency, middleware, the actor,
+//! and the wait for strongly consistent handlers.
 
 use std::future::Future;
 use std::pin::Pin;

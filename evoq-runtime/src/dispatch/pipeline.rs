@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use super::deadline::within;
 
@@ -118,11 +118,11 @@ async fn run_keyed_or_wrapped<C: Route>(
     };
     let lease = match key {
         None => None,
-        Some(key) => match timeout_at(deadline, app.idempotency().acquire::<C>(key, &id)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(error)) => return Err(error),
-            Ok(Ok(Acquired::Hit(done))) => return Ok(done),
-            Ok(Ok(Acquired::Lead(lease))) => Some(lease),
+        Some(key) => match within(deadline, app.idempotency().acquire::<C>(key, &id)).await {
+            None => return Err(timed_out()),
+            Some(Err(error)) => return Err(error),
+            Some(Ok(Acquired::Hit(done))) => return Ok(done),
+            Some(Ok(Acquired::Lead(lease))) => Some(lease),
         },
     };
     if let Some(leader) = &lease {
@@ -134,10 +134,10 @@ async fn run_keyed_or_wrapped<C: Route>(
                 context.command_id,
                 app.config().idempotency_lookback,
             );
-            let found = match timeout_at(deadline, lookup).await {
-                Err(_) => return Err(timed_out()),
-                Ok(result) => result?,
+            let Some(found) = within(deadline, lookup).await else {
+                return Err(timed_out());
             };
+            let found = found?;
             if let Some(done) = found {
                 tracing::debug!(
                     name: "evoq.idempotency.hit",
@@ -174,10 +174,7 @@ async fn run_keyed_or_wrapped<C: Route>(
         &id,
         context,
     );
-    if timeout_at(deadline, pipeline.run_stage(chain))
-        .await
-        .is_err()
-    {
+    if within(deadline, pipeline.run_stage(chain)).await.is_none() {
         return Err(timed_out());
     }
     if let Some(halt) = pipeline.take_halt() {
@@ -208,10 +205,7 @@ async fn run_keyed_or_wrapped<C: Route>(
             None
         }
     };
-    if timeout_at(deadline, pipeline.run_stage(chain))
-        .await
-        .is_err()
-    {
+    if within(deadline, pipeline.run_stage(chain)).await.is_none() {
         return Err(timed_out());
     }
     match (pipeline.into_response(), done) {
@@ -260,10 +254,9 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
             let _ = reply.send(result);
         }
     });
-    match timeout_at(deadline, outcome).await {
-        Ok(result) => Some(result.unwrap_or(Err(Error::Stopped { command: name }))),
-        Err(_) => None,
-    }
+    within(deadline, outcome)
+        .await
+        .map(|result| result.unwrap_or(Err(Error::Stopped { command: name })))
 }
 
 /// The framework's assigns after a success: `events`, `version`, `position`.

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::{HandlerState, Progress, Registry};
 use crate::command::Route;
 use crate::dispatch::Dispatched;
+use crate::dispatch::deadline::within;
 use crate::error::Error;
 use crate::event::EventSet;
 
@@ -101,12 +102,12 @@ pub(crate) async fn wait_all(
         .collect();
     for handler in &interested {
         let mut progress = handler.progress.subscribe();
-        let waited = tokio::time::timeout_at(
+        let waited = within(
             deadline,
             progress.wait_for(|p| p.position >= position || p.stopped.is_some()),
         )
         .await;
-        let reached = matches!(&waited, Ok(Ok(p)) if p.position >= position);
+        let reached = matches!(&waited, Some(Ok(p)) if p.position >= position);
         drop(waited);
         if !reached {
             return Err(pending(&interested, position));
