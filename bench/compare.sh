@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the workload's scenarios (../shared/bench/WORKLOAD.md) on evoq, the floor and cqrs-es in
+# Runs the workload's scenarios (bench/WORKLOAD.md) on evoq, the floor and cqrs-es in
 # one session, alternating the peers run by run, then prints the medians as a markdown table.
 #
 #   bash bench/compare.sh [RUNS] [OUT]     (default: 5 runs, bench-results.jsonl)

@@ -1,5 +1,5 @@
 //! Shared parts of the benchmarks: the bank-account domain of the workload
-//! (`../shared/bench/WORKLOAD.md`) and its driver, the peers it compares (evoq and the floor;
+//! (`bench/WORKLOAD.md`) and its driver, the peers it compares (evoq and the floor;
 //! cqrs-es lives in its own package, `bench/cqrs-es`), a store that keeps nothing (to measure
 //! the runtime alone), and process measurements.
 

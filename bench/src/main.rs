@@ -1,4 +1,4 @@
-//! The bank-account workload (`../shared/bench/WORKLOAD.md`) on evoq or on the floor:
+//! The bank-account workload (`bench/WORKLOAD.md`) on evoq or on the floor:
 //!
 //! ```sh
 //! cargo run --release -p evoq-bench -- --accounts 1000 --commands-per-account 100 \

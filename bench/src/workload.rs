@@ -1,4 +1,4 @@
-//! The driver of the bank-account workload (`../shared/bench/WORKLOAD.md`), shared word for word
+//! The driver of the bank-account workload (`bench/WORKLOAD.md`), shared word for word
 //! by every peer: evoq and the floor here, cqrs-es in `bench/cqrs-es` (which includes this file,
 //! so that it never depends on evoq).
 //!

@@ -1,4 +1,4 @@
-//! The aggregate lifecycle (SEMANTICS.md section 1): idle TTL, passivation with snapshots,
+//! The aggregate lifecycle (docs/semantics.md §1): idle TTL, passivation with snapshots,
 //! hibernation, `snapshot_every`, lifespan hooks, the memory monitor and the configuration.
 
 #![allow(

@@ -1,5 +1,5 @@
 //! Strong consistency and consistency tokens: a dispatch that waits for handlers, and
-//! `Evoq::wait_for` (SEMANTICS.md section 5).
+//! `Evoq::wait_for` (docs/semantics.md §5).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

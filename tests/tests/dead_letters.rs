@@ -1,5 +1,5 @@
 //! Handler errors: retries, the error policies (dead-letter, skip, stop) and the dead-letter
-//! store's list / get / retry / discard (SEMANTICS.md section 5).
+//! store's list / get / retry / discard (docs/semantics.md §5).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

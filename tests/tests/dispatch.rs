@@ -1,4 +1,4 @@
-//! Dispatch through the facade to aggregate actors (SEMANTICS.md sections 1 and 2).
+//! Dispatch through the facade to aggregate actors (docs/semantics.md §1 and §2).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,5 +1,5 @@
 //! Event handlers: subscriptions by event type, global order, catch-up then live, checkpoints
-//! and restarts (SEMANTICS.md section 5).
+//! and restarts (docs/semantics.md §5).
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Idempotency (SEMANTICS.md section 3): duplicates inside the window return the first
+//! Idempotency (docs/semantics.md §3): duplicates inside the window return the first
 //! successful result and run nothing; errors are not cached; concurrent duplicates run once;
 //! a re-sent command id is not appended twice across a restart.
 

@@ -1,4 +1,4 @@
-//! Middleware and dispatch options through the pipeline (SEMANTICS.md sections 2 and 4):
+//! Middleware and dispatch options through the pipeline (docs/semantics.md §2 and §4):
 //! order, halting, after_dispatch / after_failure, assigns, panics, timeouts, expected version.
 
 use std::sync::atomic::Ordering;

@@ -1,5 +1,5 @@
 //! Projections and read models: checkpoints that advance with the read model, restarts,
-//! errors, rebuilds, reading one's own writes (SEMANTICS.md section 7).
+//! errors, rebuilds, reading one's own writes (docs/semantics.md §7).
 
 use std::sync::Arc;
 use std::time::Duration;

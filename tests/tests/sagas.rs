@@ -1,5 +1,5 @@
 //! Process managers (sagas): instance lifecycle, persistence, re-delivery safety through
-//! deterministic command ids, compensation (SEMANTICS.md section 6).
+//! deterministic command ids, compensation (docs/semantics.md §6).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Upcasters: events stored at an old schema version (or under an old name) are read at the
 //! current version on every read path; stored data is never rewritten; a missing step is a
-//! typed error (SEMANTICS.md section 8).
+//! typed error (docs/semantics.md §8).
 
 use std::sync::Arc;
 use std::time::Duration;
