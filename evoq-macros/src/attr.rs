@@ -306,7 +306,7 @@ where
     }
 }
 
-/// A duration string: `idle_timeout = "30m"` (units ms, s, m, h); with `never_ok`, also
+/// A duration string: `idle_timeout = "30m"` ([`grammar_millis`]); with `never_ok`, also
 /// `"never"` (the inner `None`). The outer `None` means an error was reported.
 fn parse_duration(
     cx: &Ctxt,
@@ -336,19 +336,8 @@ fn parse_duration(
     if never_ok && text == "never" {
         return Ok(Some(None));
     }
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let factor: Option<u64> = match unit.trim() {
-        "ms" => Some(1),
-        "s" => Some(1_000),
-        "m" | "min" => Some(60_000),
-        "h" => Some(3_600_000),
-        _ => None,
-    };
-    match (number.parse::<u64>(), factor) {
-        (Ok(0), Some(_)) => {
+    match grammar_millis(text) {
+        Some(0) => {
             cx.error_spanned_by(
                 lit,
                 format!(
@@ -358,14 +347,8 @@ fn parse_duration(
             );
             Ok(None)
         }
-        (Ok(value), Some(factor)) => match value.checked_mul(factor) {
-            Some(millis) => Ok(Some(Some(millis))),
-            None => {
-                cx.error_spanned_by(lit, format!("`{}` is too long", key.symbol));
-                Ok(None)
-            }
-        },
-        _ => {
+        Some(millis) => Ok(Some(Some(millis))),
+        None => {
             cx.error_spanned_by(
                 lit,
                 format!(
@@ -774,6 +757,14 @@ fn parse_retry(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Retr
     })
 }
 
+/// Milliseconds of a duration string in the framework's one duration grammar, the one the
+/// runtime's configuration reads too (`humantime`: `"250ms"`, `"10s"`, `"30m"` or `"30min"`,
+/// `"1h 30m"`); `None` when the text is not a duration or is too long.
+fn grammar_millis(text: &str) -> Option<u64> {
+    let duration = humantime::parse_duration(text.trim()).ok()?;
+    u64::try_from(duration.as_millis()).ok()
+}
+
 /// A duration literal such as `"100ms"`, `"2s"`, `"5m"` or `"1h"`, in milliseconds.
 fn duration_millis(expr: &Expr) -> Result<u64, String> {
     const FORMAT: &str =
@@ -784,24 +775,7 @@ fn duration_millis(expr: &Expr) -> Result<u64, String> {
     else {
         return Err(FORMAT.to_owned());
     };
-    let text = lit.value();
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let factor: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(FORMAT.to_owned()),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(|| FORMAT.to_owned())
+    grammar_millis(&lit.value()).ok_or_else(|| FORMAT.to_owned())
 }
 
 /// The arguments of a helper attribute on a method (`#[handles]`, `#[apply]`, and later the
@@ -1042,5 +1016,20 @@ impl UpcasterArgs {
             from,
             renamed_from: renamed_from.get(),
         }
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::grammar_millis;
+
+    #[test]
+    fn attributes_read_the_durations_the_configuration_reads() {
+        assert_eq!(grammar_millis("250ms"), Some(250));
+        assert_eq!(grammar_millis("30m"), Some(1_800_000));
+        assert_eq!(grammar_millis("30min"), Some(1_800_000));
+        assert_eq!(grammar_millis(" 1h 30m "), Some(5_400_000));
+        assert_eq!(grammar_millis("30 fortnights"), None);
+        assert_eq!(grammar_millis("60"), None);
     }
 }

@@ -1,5 +1,7 @@
-//! The runtime's configuration: a typed struct with the defaults of the specification, which
-//! also deserializes from TOML with the keys of the Erlang evoq's `sys.config`.
+//! The runtime's configuration: a typed struct with the defaults of docs/semantics.md, which
+//! also deserializes from TOML with the keys of the Erlang evoq's `sys.config`. It composes the
+//! settings each part of the runtime owns (with their TOML forms and checks):
+//! [`AggregateDefaults`], [`MemoryMonitorConfig`] and [`HandlerConfig`].
 //!
 //! ```toml
 //! store = "memory"
@@ -40,12 +42,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+pub use crate::aggregate::lifespan::AggregateDefaults;
+pub use crate::delivery::policy::HandlerConfig;
+pub use crate::host::memory_monitor::MemoryMonitorConfig;
+pub use crate::util::duration::parse_duration;
 
 use crate::error::Error;
-use crate::subscription::{HandlerConfig, OnError, RetryStrategy, StartFrom};
 
-/// Runtime settings, with the defaults of the specification.
+/// Runtime settings, with their defaults.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -54,13 +60,13 @@ pub struct Config {
     /// Number of partition registries (default 4, at least 1).
     pub partitions: usize,
     /// Default time a dispatch may take (default 5 s).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
     pub dispatch_timeout: Duration,
     /// Default number of re-runs after a version conflict (default 10).
     pub conflict_retries: u32,
     /// How long a successful dispatch's result answers duplicates of its idempotency key or
     /// command id (default 1 h).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
     pub idempotency_ttl: Duration,
     /// How many results the idempotency cache keeps at most; the oldest go first (default
     /// 100,000, at least 1).
@@ -72,7 +78,7 @@ pub struct Config {
     /// Lifecycle defaults of every aggregate type (overridden by `#[aggregate(...)]`).
     pub aggregate_defaults: AggregateDefaults,
     /// How often hibernated instances are checked for passivation (default 1 s).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
     pub hibernation_sweep_interval: Duration,
     /// The memory monitor.
     pub memory_monitor: MemoryMonitorConfig,
@@ -94,57 +100,6 @@ impl Default for Config {
             hibernation_sweep_interval: Duration::from_secs(1),
             memory_monitor: MemoryMonitorConfig::default(),
             handlers: HandlerConfig::default(),
-        }
-    }
-}
-
-/// Lifecycle defaults of every aggregate type.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AggregateDefaults {
-    /// Idle time after which an instance times out (default 30 min).
-    #[serde(deserialize_with = "duration")]
-    pub idle_timeout: Duration,
-    /// Idle time after which an instance hibernates, before its idle timeout (default 1 min,
-    /// `"never"` or absent in TOML: never).
-    #[serde(deserialize_with = "optional_duration")]
-    pub hibernate_after: Option<Duration>,
-    /// Save a snapshot every this many events (default 100).
-    pub snapshot_every: u64,
-}
-
-impl Default for AggregateDefaults {
-    fn default() -> Self {
-        AggregateDefaults {
-            idle_timeout: Duration::from_secs(30 * 60),
-            hibernate_after: Some(Duration::from_secs(60)),
-            snapshot_every: 100,
-        }
-    }
-}
-
-/// Settings of the memory monitor.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MemoryMonitorConfig {
-    /// Whether the monitor runs (default true).
-    pub enabled: bool,
-    /// How often it reads memory use (default 10 s).
-    #[serde(deserialize_with = "duration")]
-    pub check_interval: Duration,
-    /// Used fraction from which the level is elevated (default 0.70).
-    pub elevated_threshold: f64,
-    /// Used fraction from which the level is critical (default 0.85).
-    pub critical_threshold: f64,
-}
-
-impl Default for MemoryMonitorConfig {
-    fn default() -> Self {
-        MemoryMonitorConfig {
-            enabled: true,
-            check_interval: Duration::from_secs(10),
-            elevated_threshold: 0.70,
-            critical_threshold: 0.85,
         }
     }
 }
@@ -213,208 +168,31 @@ impl Config {
                 "must be at least 1 (the default is 100000)",
             );
         }
-        let aggregates = &self.aggregate_defaults;
-        if aggregates.idle_timeout.is_zero() {
-            return invalid(
-                "aggregate_defaults.idle_timeout",
-                "must be longer than zero (the default is 30 min)",
-            );
-        }
-        if aggregates
-            .hibernate_after
-            .is_some_and(|after| after.is_zero())
-        {
-            return invalid(
-                "aggregate_defaults.hibernate_after",
-                "must be longer than zero, or \"never\" (the default is 1 min)",
-            );
-        }
-        if aggregates.snapshot_every == 0 {
-            return invalid(
-                "aggregate_defaults.snapshot_every",
-                "must be at least 1 (the default is 100)",
-            );
-        }
         if self.hibernation_sweep_interval.is_zero() {
             return invalid(
                 "hibernation_sweep_interval",
                 "must be longer than zero (the default is 1 s)",
             );
         }
-        let memory = &self.memory_monitor;
-        if memory.check_interval.is_zero() {
-            return invalid(
-                "memory_monitor.check_interval",
-                "must be longer than zero (the default is 10 s)",
-            );
-        }
-        for (key, value) in [
-            (
-                "memory_monitor.elevated_threshold",
-                memory.elevated_threshold,
-            ),
-            (
-                "memory_monitor.critical_threshold",
-                memory.critical_threshold,
-            ),
-        ] {
-            if !(value > 0.0 && value <= 1.0) {
-                return invalid(
-                    key,
-                    format!("must be a fraction above 0 and at most 1, got {value}"),
-                );
+        // Each section checks itself, naming its keys.
+        let sections = [
+            self.aggregate_defaults.check(),
+            self.memory_monitor.check(),
+            self.handlers.check(),
+        ];
+        for section in sections {
+            if let Err((key, reason)) = section {
+                return invalid(key, reason);
             }
-        }
-        if let Err((key, reason)) = self.handlers.check() {
-            return invalid(key, reason);
-        }
-        if memory.critical_threshold <= memory.elevated_threshold {
-            return invalid(
-                "memory_monitor.critical_threshold",
-                format!(
-                    "must be above memory_monitor.elevated_threshold ({}), got {}",
-                    memory.elevated_threshold, memory.critical_threshold
-                ),
-            );
         }
         Ok(())
-    }
-}
-
-/// Parses `"250ms"`, `"10s"`, `"30m"`, `"1h"` (whole numbers, optional space before the unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: write a whole number and a unit, like \"250ms\", \"10s\", \"30m\" or \"1h\""))?;
-    let millis = match unit.trim() {
-        "ms" => Some(value),
-        "s" => value.checked_mul(1_000),
-        "m" | "min" => value.checked_mul(60_000),
-        "h" => value.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "`{text}` has an unknown unit `{other}`: use ms, s, m or h"
-            ));
-        }
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long a duration"))
-}
-
-/// The TOML form of [`HandlerConfig`].
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct HandlersToml {
-    retry: String,
-    #[serde(deserialize_with = "duration")]
-    retry_base: Duration,
-    #[serde(deserialize_with = "duration")]
-    retry_max: Duration,
-    max_attempts: u32,
-    on_error: String,
-    start_from: String,
-    checkpoint_every: u64,
-    page_size: usize,
-}
-
-impl Default for HandlersToml {
-    fn default() -> Self {
-        let defaults = HandlerConfig::default();
-        HandlersToml {
-            retry: "exponential_jitter".to_owned(),
-            retry_base: Duration::from_millis(100),
-            retry_max: Duration::from_secs(10),
-            max_attempts: defaults.max_attempts,
-            on_error: "dead_letter".to_owned(),
-            start_from: "checkpoint".to_owned(),
-            checkpoint_every: defaults.checkpoint_every,
-            page_size: defaults.page_size,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HandlerConfig {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let toml = HandlersToml::deserialize(deserializer)?;
-        let (base, max) = (toml.retry_base, toml.retry_max);
-        let retry = match toml.retry.as_str() {
-            "immediate" => RetryStrategy::Immediate,
-            "fixed" => RetryStrategy::Fixed(base),
-            "exponential" => RetryStrategy::exponential(base, max),
-            "exponential_jitter" => RetryStrategy::exponential_jitter(base, max),
-            other => {
-                return Err(D::Error::custom(format!(
-                    "unknown retry `{other}`: use immediate, fixed, exponential or exponential_jitter"
-                )));
-            }
-        };
-        let on_error = match toml.on_error.as_str() {
-            "dead_letter" => OnError::DeadLetter,
-            "skip" => OnError::Skip,
-            "stop" => OnError::Stop,
-            other => {
-                return Err(D::Error::custom(format!(
-                    "unknown on_error `{other}`: use dead_letter, skip or stop"
-                )));
-            }
-        };
-        let start_from = match toml.start_from.as_str() {
-            "checkpoint" => StartFrom::Checkpoint,
-            "origin" => StartFrom::Origin,
-            "current" => StartFrom::Current,
-            other => {
-                return Err(D::Error::custom(format!(
-                    "unknown start_from `{other}`: use checkpoint, origin or current"
-                )));
-            }
-        };
-        Ok(HandlerConfig {
-            retry,
-            max_attempts: toml.max_attempts,
-            on_error,
-            start_from,
-            checkpoint_every: toml.checkpoint_every,
-            page_size: toml.page_size,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DurationValue {
-    Millis(u64),
-    Text(String),
-}
-
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    match DurationValue::deserialize(deserializer)? {
-        DurationValue::Millis(millis) => Ok(Duration::from_millis(millis)),
-        DurationValue::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
-    }
-}
-
-fn optional_duration<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
-    match DurationValue::deserialize(deserializer)? {
-        DurationValue::Text(text) if text.trim() == "never" => Ok(None),
-        DurationValue::Millis(millis) => Ok(Some(Duration::from_millis(millis))),
-        DurationValue::Text(text) => parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::policy::{OnError, RetryStrategy};
 
     #[test]
     fn durations_parse_with_units() {

@@ -1,11 +1,12 @@
 //! The error type of dispatch and of the runtime.
 
 use std::error::Error as StdError;
+use std::fmt;
 use std::time::Duration;
 
-use crate::dispatch::Stage;
 use uuid::Uuid;
 
+use crate::event::upcast::UpcastError;
 use crate::store::StoreError;
 
 /// An error of the evoq runtime: every failure a dispatch or a start can return.
@@ -90,7 +91,7 @@ pub enum Error {
         /// The event's version in the stream.
         version: u64,
         /// What went wrong, naming the event type, the stored version and the missing step.
-        source: crate::upcast::UpcastError,
+        source: UpcastError,
     },
 
     /// A projection could not be rebuilt (or the name is not a projection's).
@@ -163,7 +164,7 @@ pub enum Error {
     /// nothing was appended.
     #[error("middleware `{middleware}` halted command `{command}` before dispatch: {reason}")]
     Halted {
-        /// The name of the middleware that halted ([`Middleware::name`](crate::dispatch::Middleware::name)).
+        /// The name of the middleware that halted ([`Middleware::name`](crate::Middleware::name)).
         middleware: String,
         /// The command type.
         command: &'static str,
@@ -287,7 +288,7 @@ impl Error {
     }
 
     /// The upcasting failure, when a stored event could not be brought to its current version.
-    pub fn upcast_error(&self) -> Option<&crate::upcast::UpcastError> {
+    pub fn upcast_error(&self) -> Option<&UpcastError> {
         match self {
             Error::Upcast { source, .. } => Some(source),
             _ => None,
@@ -317,5 +318,33 @@ impl Error {
     /// Whether a middleware halted the command before dispatch.
     pub fn is_halted(&self) -> bool {
         matches!(self, Error::Halted { .. })
+    }
+}
+
+/// The stage of the pipeline a middleware hook runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// [`Middleware::before_dispatch`](crate::Middleware::before_dispatch).
+    BeforeDispatch,
+    /// [`Middleware::after_dispatch`](crate::Middleware::after_dispatch).
+    AfterDispatch,
+    /// [`Middleware::after_failure`](crate::Middleware::after_failure).
+    AfterFailure,
+}
+
+impl Stage {
+    /// The hook's name: `before_dispatch`, `after_dispatch` or `after_failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::BeforeDispatch => "before_dispatch",
+            Stage::AfterDispatch => "after_dispatch",
+            Stage::AfterFailure => "after_failure",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

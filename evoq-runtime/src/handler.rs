@@ -2,25 +2,16 @@
 //! (what a handler learns about an event besides its data) and [`HandlerFailure`] (why a
 //! delivery failed).
 //!
-//! The subscription engine ([`crate::subscription`]) runs each handler in a task of its own and
+//! The subscription engine runs each handler in a task of its own and
 //! owns delivery, checkpoints, retries and dead letters; a handler only says which event types
 //! it takes ([`EventHandler::EVENT_TYPES`]) and handles one event at a time.
 
-use std::error::Error as StdError;
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::SystemTime;
+pub use crate::delivery::consumer::{EventMeta, HandlerFailure, HandlerFuture};
 
-use uuid::Uuid;
-
-use crate::envelope::{Metadata, RecordedEvent};
-use crate::subscription::HandlerOptions;
-use crate::upcast::{DecodeError, UpcastError, Upcaster};
-
-/// The future of one delivery: what [`EventHandler::handle`] returns.
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerFailure>> + Send + 'a>>;
+use crate::delivery::consumer::Consumer;
+use crate::delivery::policy::HandlerOptions;
+use crate::delivery::subscribers::Registration;
+use crate::event::upcast::{Upcaster, renamed_from};
 
 /// A reactor to events: it subscribes to event types (never to streams) and gets, in global
 /// order and at least once, every stored event of those types.
@@ -59,231 +50,27 @@ pub trait EventHandler: Send + 'static {
     fn handle<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a>;
 }
 
-/// Everything about a stored event but its decoded data: ids, position, type, metadata, time.
-///
-/// Cheap to clone (it shares the stored record). [`event_id`](Self::event_id) is unique and
-/// stable: delivery is at least once, so use it to make effects idempotent.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EventMeta {
-    record: Arc<RecordedEvent>,
-}
-
-impl EventMeta {
-    /// The metadata of a stored event (also handy to call a handler method in a unit test).
-    pub fn new(record: Arc<RecordedEvent>) -> Self {
-        EventMeta { record }
-    }
-
-    /// The event's unique id.
-    pub fn event_id(&self) -> Uuid {
-        self.record.event_id
-    }
-
-    /// The stream it belongs to: `"<aggregate name>-<aggregate id>"`.
-    pub fn stream_id(&self) -> &str {
-        &self.record.stream_id
-    }
-
-    /// Its version within the stream, from 1.
-    pub fn stream_version(&self) -> u64 {
-        self.record.stream_version
-    }
-
-    /// Its position in the global order of the store, from 1.
-    pub fn global_position(&self) -> u64 {
-        self.record.global_position
-    }
-
-    /// Its wire name.
-    pub fn event_type(&self) -> &str {
-        &self.record.event_type
-    }
-
-    /// The schema version its data was written with.
-    pub fn schema_version(&self) -> u32 {
-        self.record.schema_version
-    }
-
-    /// The command id, causation id, correlation id and user entries it was stored with.
-    pub fn metadata(&self) -> &Metadata {
-        &self.record.metadata
-    }
-
-    /// When the store committed it.
-    pub fn recorded_at(&self) -> SystemTime {
-        self.record.recorded_at
-    }
-
-    /// The stored event itself, data included.
-    pub fn record(&self) -> &Arc<RecordedEvent> {
-        &self.record
+impl<H: EventHandler> Consumer for H {
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+        self.handle(event)
     }
 }
 
-impl fmt::Debug for EventMeta {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventMeta")
-            .field("event_id", &self.event_id())
-            .field("stream_id", &self.stream_id())
-            .field("stream_version", &self.stream_version())
-            .field("global_position", &self.global_position())
-            .field("event_type", &self.event_type())
-            .field("schema_version", &self.schema_version())
-            .field("metadata", self.metadata())
-            .field("recorded_at", &self.recorded_at())
-            .finish()
-    }
-}
-
-/// Why one delivery of an event to a handler failed. Whatever the reason, the handler's error
-/// policy decides what happens next (retry, then dead-letter, skip or stop).
-pub struct HandlerFailure {
-    kind: FailureKind,
-}
-
-enum FailureKind {
-    Error(Box<dyn StdError + Send + Sync + 'static>),
-    Decode {
-        event_type: String,
-        schema_version: u32,
-        position: u64,
-        reason: String,
-    },
-    Unhandled {
-        event_type: String,
-    },
-    Upcast {
-        position: u64,
-        error: UpcastError,
-    },
-    Panicked(String),
-}
-
-impl HandlerFailure {
-    /// The handler's own error.
-    pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
-        HandlerFailure {
-            kind: FailureKind::Error(Box::new(error)),
-        }
-    }
-
-    /// The stored data of `event` does not decode as the type the handler takes.
-    pub fn decode(event: &EventMeta, error: &serde_json::Error) -> Self {
-        HandlerFailure {
-            kind: FailureKind::Decode {
-                event_type: event.event_type().to_owned(),
-                schema_version: event.schema_version(),
-                position: event.global_position(),
-                reason: error.to_string(),
-            },
-        }
-    }
-
-    /// The stored data of `event` could not be brought to the current version of its type.
-    pub fn upcast(event: &EventMeta, error: UpcastError) -> Self {
-        HandlerFailure {
-            kind: FailureKind::Upcast {
-                position: event.global_position(),
-                error,
-            },
-        }
-    }
-
-    /// The stored data of `event` did not decode, or could not be upcast.
-    pub fn from_decode(event: &EventMeta, error: DecodeError) -> Self {
-        match error {
-            DecodeError::Upcast(error) => HandlerFailure::upcast(event, error),
-            DecodeError::Data(error) => HandlerFailure::decode(event, &error),
-        }
-    }
-
-    /// The handler has no method for the type of `event`.
-    pub fn unhandled(event: &EventMeta) -> Self {
-        HandlerFailure {
-            kind: FailureKind::Unhandled {
-                event_type: event.event_type().to_owned(),
-            },
-        }
-    }
-
-    /// The handler panicked with `message`.
-    pub fn panicked(message: String) -> Self {
-        HandlerFailure {
-            kind: FailureKind::Panicked(message),
-        }
-    }
-
-    /// The handler's own error, when it is of type `E`.
-    pub fn error<E: StdError + 'static>(&self) -> Option<&E> {
-        match &self.kind {
-            FailureKind::Error(error) => error.downcast_ref::<E>(),
-            _ => None,
-        }
-    }
-
-    /// Whether the event's stored data did not decode.
-    pub fn is_decode(&self) -> bool {
-        matches!(self.kind, FailureKind::Decode { .. })
-    }
-
-    /// The upcasting failure, when the event could not be brought to its current version.
-    pub fn upcast_error(&self) -> Option<&UpcastError> {
-        match &self.kind {
-            FailureKind::Upcast { error, .. } => Some(error),
-            _ => None,
-        }
-    }
-
-    /// Whether the handler panicked.
-    pub fn is_panic(&self) -> bool {
-        matches!(self.kind, FailureKind::Panicked(_))
-    }
-}
-
-impl fmt::Display for HandlerFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            FailureKind::Error(error) => fmt::Display::fmt(error, f),
-            FailureKind::Decode {
-                event_type,
-                schema_version,
-                position,
-                reason,
-            } => write!(
-                f,
-                "cannot decode event `{event_type}` (schema version {schema_version}) at position {position}: {reason}; the stored data was not changed: fix the event type or add an upcaster"
-            ),
-            FailureKind::Unhandled { event_type } => write!(
-                f,
-                "the handler has no `#[handles]` method for event type `{event_type}`"
-            ),
-            FailureKind::Panicked(message) => write!(f, "the handler panicked: {message}"),
-            FailureKind::Upcast { position, error } => {
-                write!(f, "event at position {position}: {error}")
-            }
-        }
-    }
-}
-
-impl fmt::Debug for HandlerFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            FailureKind::Error(error) => f.debug_tuple("HandlerFailure").field(error).finish(),
-            _ => f
-                .debug_tuple("HandlerFailure")
-                .field(&self.to_string())
-                .finish(),
-        }
-    }
-}
-
-impl StdError for HandlerFailure {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.kind {
-            // Display already forwards to the handler's error: continue the chain below it.
-            FailureKind::Error(error) => error.source(),
-            FailureKind::Upcast { error, .. } => Some(error),
-            _ => None,
-        }
-    }
+/// The engine's registration of the handler `H`, with the builder's `options`: its name, its
+/// event types and the names they were renamed from (read too).
+pub(crate) fn registration<H: EventHandler, C: Consumer>(
+    consumer: C,
+    options: HandlerOptions,
+) -> Registration {
+    Registration::new(
+        H::NAME,
+        H::EVENT_TYPES,
+        H::UPCASTERS
+            .iter()
+            .flat_map(|upcasters| renamed_from(upcasters))
+            .collect(),
+        H::OPTIONS,
+        options,
+        consumer,
+    )
 }

@@ -24,8 +24,6 @@
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -34,7 +32,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::handler::{EventHandler, EventMeta, HandlerFuture};
+use crate::delivery::consumer::{Consumer, EventMeta, HandlerFuture, HookFuture};
+use crate::delivery::policy::HandlerOptions;
+use crate::delivery::subscribers::Registration;
+use crate::handler::{self, EventHandler};
 
 /// A projection: an [`EventHandler`] that maintains a [`ReadModel`].
 ///
@@ -309,14 +310,14 @@ impl ReadModel for InMemoryReadModel {
     }
 }
 
-/// The future of a [`Consumer`](crate::subscription) hook.
-pub(crate) type HookFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
-
 /// A projection as the subscription engine sees it (the telemetry, the read model's hooks).
-pub(crate) struct Projected<P>(pub(crate) P);
+struct Projected<P>(P);
 
-impl<P: Projection> Projected<P> {
-    pub(crate) fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+impl<P: Projection> Consumer for Projected<P> {
+    /// The read model and the checkpoint advance together, after every event.
+    const CHECKPOINT_EVERY_EVENT: bool = true;
+
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
         let name = P::NAME;
         let delivery = self.0.handle(event);
         if !tracing::enabled!(tracing::Level::WARN) {
@@ -356,7 +357,7 @@ impl<P: Projection> Projected<P> {
         })
     }
 
-    pub(crate) fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
+    fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
         Box::pin(async move {
             let kept = self
                 .0
@@ -374,7 +375,7 @@ impl<P: Projection> Projected<P> {
         })
     }
 
-    pub(crate) fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
+    fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
         Box::pin(async move {
             self.0
                 .read_model()
@@ -384,7 +385,7 @@ impl<P: Projection> Projected<P> {
         })
     }
 
-    pub(crate) fn reset(&mut self) -> HookFuture<'_, ()> {
+    fn reset(&mut self) -> HookFuture<'_, ()> {
         Box::pin(async move {
             self.0
                 .read_model()
@@ -393,4 +394,9 @@ impl<P: Projection> Projected<P> {
                 .map_err(|error| error.to_string())
         })
     }
+}
+
+/// The engine's registration of the projection `projection`, with the builder's `options`.
+pub(crate) fn registration<P: Projection>(projection: P, options: HandlerOptions) -> Registration {
+    handler::registration::<P, _>(Projected(projection), options)
 }

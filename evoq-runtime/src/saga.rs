@@ -31,18 +31,21 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::app::{Evoq, WeakEvoq};
-use crate::command::Route;
+use crate::aggregate::command::{Command, Route};
+use crate::aggregate::context::CommandContext;
+use crate::delivery::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
+use crate::delivery::policy::HandlerOptions;
+use crate::delivery::subscribers::Registration;
+use crate::dispatch::dispatcher::{self, Dispatcher, Request};
 use crate::error::Error;
-use crate::handler::{EventMeta, HandlerFailure, HandlerFuture};
-use crate::subscription::HandlerOptions;
-use crate::upcast::Upcaster;
+use crate::event::upcast::{Upcaster, renamed_from};
+use crate::util::ids::derived_id;
 
 /// A process manager: implemented by `#[saga(name = "...")]` on the impl block of its state.
 #[diagnostic::on_unimplemented(
@@ -151,7 +154,7 @@ impl FailedCommand {
     }
 
     /// Whether the failed command is a `C`.
-    pub fn is<C: crate::Command>(&self) -> bool {
+    pub fn is<C: Command>(&self) -> bool {
         self.command == C::NAME
     }
 
@@ -201,7 +204,11 @@ type DispatchResult<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send 
 trait Dispatchable: Send + 'static {
     fn name(&self) -> &'static str;
     fn aggregate_id(&self) -> String;
-    fn dispatch<'a>(self: Box<Self>, app: &'a Evoq, ids: DispatchIds) -> DispatchResult<'a>;
+    fn dispatch<'a>(
+        self: Box<Self>,
+        dispatcher: &'a Arc<Dispatcher>,
+        ids: DispatchIds,
+    ) -> DispatchResult<'a>;
 }
 
 struct Erased<C>(C);
@@ -215,13 +222,21 @@ impl<C: Route> Dispatchable for Erased<C> {
         self.0.aggregate_id()
     }
 
-    fn dispatch<'a>(self: Box<Self>, app: &'a Evoq, ids: DispatchIds) -> DispatchResult<'a> {
+    fn dispatch<'a>(
+        self: Box<Self>,
+        dispatcher: &'a Arc<Dispatcher>,
+        ids: DispatchIds,
+    ) -> DispatchResult<'a> {
         Box::pin(async move {
-            app.command(self.0)
-                .command_id(ids.command_id)
-                .causation_id(ids.causation_id)
-                .correlation_id(ids.correlation_id)
-                .dispatch()
+            let context = CommandContext {
+                command_id: ids.command_id,
+                correlation_id: ids.correlation_id,
+                causation_id: Some(ids.causation_id),
+                ..CommandContext::new()
+            };
+            let request = Request::new(self.0, context, dispatcher.default_options())
+                .with_supplied_command_id();
+            dispatcher::dispatch_traced(dispatcher, request)
                 .await
                 .map(|_| ())
         })
@@ -285,28 +300,6 @@ macro_rules! commands {
     };
 }
 
-/// A deterministic id: the same inputs give the same UUID (version 8, FNV-1a 128).
-pub(crate) fn derived_id(namespace: &str, base: Uuid, index: usize) -> Uuid {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    let mut hash = OFFSET;
-    let index = (index as u64).to_be_bytes();
-    let bytes = namespace
-        .as_bytes()
-        .iter()
-        .chain(&[0u8])
-        .chain(base.as_bytes())
-        .chain(&index);
-    for byte in bytes {
-        hash ^= u128::from(*byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    uuid::Builder::from_u128(hash)
-        .with_variant(uuid::Variant::RFC4122)
-        .with_version(uuid::Version::Custom)
-        .into_uuid()
-}
-
 /// What the store keeps of one instance.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -330,35 +323,47 @@ struct LastEvent {
     executed: Vec<ExecutedCommand>,
 }
 
-/// The runtime handle, set once the runtime has started.
-pub(crate) type RuntimeSlot = watch::Sender<Option<WeakEvoq>>;
-
-/// A saga as the subscription engine sees it.
+/// A saga as the subscription engine sees it: it dispatches through a weak handle on the
+/// runtime's dispatcher (the runtime owns the dispatcher and the saga's task, not the reverse).
 pub(crate) struct SagaConsumer<S> {
-    runtime: watch::Receiver<Option<WeakEvoq>>,
+    dispatcher: Weak<Dispatcher>,
     _saga: std::marker::PhantomData<fn() -> S>,
 }
 
-impl<S: Saga> SagaConsumer<S> {
-    pub(crate) fn new(runtime: watch::Receiver<Option<WeakEvoq>>) -> Self {
-        SagaConsumer {
-            runtime,
-            _saga: std::marker::PhantomData,
-        }
-    }
+impl<S: Saga> Consumer for SagaConsumer<S> {
+    /// A saga's checkpoint advances with its instance states, after every event.
+    const CHECKPOINT_EVERY_EVENT: bool = true;
 
-    pub(crate) fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
+    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let weak = match self.runtime.wait_for(Option::is_some).await {
-                Ok(weak) => weak.clone(),
-                Err(_) => None,
-            };
-            let Some(app) = weak.and_then(|weak| weak.upgrade()) else {
+            let Some(dispatcher) = self.dispatcher.upgrade() else {
                 return Err(failure(event, "the runtime is gone"));
             };
-            handle::<S>(&app, event).await
+            handle::<S>(&dispatcher, event).await
         })
     }
+}
+
+/// The engine's registration of the saga `S`, with the builder's `options`; its commands go
+/// through `dispatcher`.
+pub(crate) fn registration<S: Saga>(
+    dispatcher: Weak<Dispatcher>,
+    options: HandlerOptions,
+) -> Registration {
+    Registration::new(
+        S::NAME,
+        S::EVENT_TYPES,
+        S::UPCASTERS
+            .iter()
+            .flat_map(|upcasters| renamed_from(upcasters))
+            .collect(),
+        S::OPTIONS,
+        options,
+        SagaConsumer::<S> {
+            dispatcher,
+            _saga: std::marker::PhantomData,
+        },
+    )
 }
 
 fn failure(event: &EventMeta, reason: impl fmt::Display) -> HandlerFailure {
@@ -380,11 +385,14 @@ impl fmt::Display for SagaError {
 
 impl std::error::Error for SagaError {}
 
-async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFailure> {
+async fn handle<S: Saga>(
+    dispatcher: &Arc<Dispatcher>,
+    event: &EventMeta,
+) -> Result<(), HandlerFailure> {
     let Some(step) = S::route(event)? else {
         return Ok(());
     };
-    let store = app.store();
+    let store = dispatcher.store();
     let saga = S::NAME;
     let key = step.instance;
     let loaded = store
@@ -456,7 +464,7 @@ async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFai
         tracing::debug!(name: "evoq.process_manager.stop", stage = "stop", saga, instance = %key);
     } else {
         let bytes = encode(&instance, event)?;
-        save(app, saga, &key, bytes, event).await?;
+        save(dispatcher, saga, &key, bytes, event).await?;
     }
 
     // An event stored without a correlation id starts a correlation of its own.
@@ -465,7 +473,7 @@ async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFai
         .correlation_id
         .unwrap_or_else(|| event.event_id());
     let base = format!("{saga}/{key}");
-    let results = dispatch_all(app, saga, &key, commands, |index| DispatchIds {
+    let results = dispatch_all(dispatcher, saga, &key, commands, |index| DispatchIds {
         command_id: derived_id(&base, event.event_id(), index),
         causation_id: event.event_id(),
         correlation_id,
@@ -513,7 +521,7 @@ async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFai
                 changed = true;
                 let cause = event.event_id();
                 let compensation_base = format!("{base}/compensate");
-                dispatch_all(app, saga, &key, compensation, |index| DispatchIds {
+                dispatch_all(dispatcher, saga, &key, compensation, |index| DispatchIds {
                     command_id: derived_id(&compensation_base, command_id, index),
                     causation_id: cause,
                     correlation_id,
@@ -525,19 +533,20 @@ async fn handle<S: Saga>(app: &Evoq, event: &EventMeta) -> Result<(), HandlerFai
     }
     if changed && !stops {
         let bytes = encode(&instance, event)?;
-        save(app, saga, &key, bytes, event).await?;
+        save(dispatcher, saga, &key, bytes, event).await?;
     }
     Ok(())
 }
 
 async fn save(
-    app: &Evoq,
+    dispatcher: &Dispatcher,
     saga: &str,
     key: &str,
     bytes: Vec<u8>,
     event: &EventMeta,
 ) -> Result<(), HandlerFailure> {
-    app.store()
+    dispatcher
+        .store()
         .save_saga_state(saga, key, bytes)
         .await
         .map_err(|error| failure(event, error))
@@ -562,7 +571,7 @@ enum Outcome {
 /// A runtime that is stopping ends it: the event is delivered again after a restart (with the
 /// same ids), and nothing is compensated for a shutdown.
 async fn dispatch_all(
-    app: &Evoq,
+    dispatcher: &Arc<Dispatcher>,
     saga: &'static str,
     instance: &str,
     commands: Commands,
@@ -573,7 +582,7 @@ async fn dispatch_all(
         let ids = ids(index);
         let name = command.name();
         let aggregate_id = command.aggregate_id();
-        match command.dispatch(app, ids).await {
+        match command.dispatch(dispatcher, ids).await {
             Ok(()) => {
                 tracing::debug!(
                     name: "evoq.process_manager.command",
@@ -610,23 +619,4 @@ async fn dispatch_all(
         }
     }
     Ok(outcomes)
-}
-
-/// Shares the runtime handle with the saga tasks once it exists.
-pub(crate) fn runtime_slot() -> (RuntimeSlot, watch::Receiver<Option<WeakEvoq>>) {
-    watch::channel(None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_ids_are_deterministic_and_distinct() {
-        let base = Uuid::from_u128(7);
-        assert_eq!(derived_id("s/o1", base, 0), derived_id("s/o1", base, 0));
-        assert_ne!(derived_id("s/o1", base, 0), derived_id("s/o1", base, 1));
-        assert_ne!(derived_id("s/o1", base, 0), derived_id("s/o2", base, 0));
-        assert_eq!(derived_id("s/o1", base, 0).get_version_num(), 8);
-    }
 }

@@ -1,5 +1,5 @@
 //! Idempotency: a duplicate command returns the first successful result and runs nothing
-//! (SEMANTICS.md section 3).
+//! (docs/semantics.md §3).
 //!
 //! # The key
 //!
@@ -80,13 +80,13 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::command::Route;
-use crate::dispatch::Dispatched;
+use crate::aggregate::command::Route;
+use crate::aggregate::context::Dispatched;
+use crate::aggregate::replay::decode;
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
-use crate::event::EventSet;
 use crate::store::{Direction, EventStore};
-use crate::upcast::DecodeError;
+use crate::util::hash::fnv1a_64;
 
 /// One shard per this many entries of capacity (at most [`MAX_SHARDS`]).
 const ENTRIES_PER_SHARD: usize = 4_096;
@@ -114,15 +114,11 @@ impl fmt::Display for Key {
 impl Key {
     /// FNV-1a over the key's bytes, to pick a shard.
     fn shard_hash(&self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0100_0000_01b3;
         let bytes: &[u8] = match self {
             Key::Idempotency(key) => key.as_bytes(),
             Key::CommandId(id) => id.as_bytes(),
         };
-        bytes.iter().fold(OFFSET, |hash, byte| {
-            (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
-        })
+        fnv1a_64(bytes.iter().copied())
     }
 }
 
@@ -184,8 +180,8 @@ pub(crate) struct Idempotency {
 pub(crate) enum Acquired<A: Aggregate> {
     /// A remembered success: return it, run nothing.
     Hit(Dispatched<A>),
-    /// This dispatch runs the command; the others wait for the lease to end.
-    Lead(Lease),
+    /// This dispatch runs the command; the others wait for the claim to end.
+    Lead(Claim),
 }
 
 impl Idempotency {
@@ -213,7 +209,7 @@ impl Idempotency {
             .sum()
     }
 
-    /// The remembered result of `key`, or the lease to run the command; waits while another
+    /// The remembered result of `key`, or the claim to run the command; waits while another
     /// dispatch of `key` runs.
     pub(crate) async fn acquire<C: Route>(
         self: &Arc<Self>,
@@ -250,7 +246,7 @@ impl Idempotency {
                                 done: receiver,
                             },
                         );
-                        return Ok(Acquired::Lead(Lease {
+                        return Ok(Acquired::Lead(Claim {
                             cache: Arc::clone(self),
                             shard: shard_index,
                             key,
@@ -269,7 +265,7 @@ impl Idempotency {
                 key = %key,
                 command = C::NAME,
             );
-            // The sender never sends: this returns when the running dispatch's lease ends.
+            // The sender never sends: this returns when the running dispatch's claim ends.
             let _ = done.changed().await;
         }
     }
@@ -303,10 +299,10 @@ fn answer<C: Route>(
     })
 }
 
-/// The right to run the command of one key. [`complete`](Lease::complete) remembers its
+/// The right to run the command of one key. [`complete`](Claim::complete) remembers its
 /// success; dropping it without completing releases the key (the next waiter runs). Either way
 /// the waiters wake when it ends.
-pub(crate) struct Lease {
+pub(crate) struct Claim {
     cache: Arc<Idempotency>,
     shard: usize,
     key: Key,
@@ -315,11 +311,11 @@ pub(crate) struct Lease {
     command_name: &'static str,
     aggregate_id: String,
     completed: bool,
-    /// Dropped with the lease: wakes the waiters.
+    /// Dropped with the claim: wakes the waiters.
     _running: watch::Sender<()>,
 }
 
-impl Lease {
+impl Claim {
     /// Remembers `done` as the key's result.
     pub(crate) fn complete<A: Aggregate>(mut self, done: Dispatched<A>) {
         let entry = Arc::new(Entry {
@@ -347,7 +343,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Claim {
     fn drop(&mut self) {
         if self.completed {
             return;
@@ -410,36 +406,6 @@ pub(crate) async fn stored_result<A: Aggregate>(
         position: Some(position),
         command_id,
     }))
-}
-
-/// Decodes one stored event of aggregate `A`, through its upcasters (the replay decodes with it
-/// too).
-pub(crate) fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, Error> {
-    match A::Event::decode_stored(
-        &recorded.event_type,
-        recorded.schema_version,
-        &recorded.data,
-    ) {
-        Ok(Some(event)) => Ok(event),
-        Ok(None) => Err(Error::UnknownEventType {
-            aggregate: A::NAME,
-            stream: recorded.stream_id().to_owned(),
-            version: recorded.stream_version,
-            event_type: recorded.event_type.to_string(),
-        }),
-        Err(DecodeError::Upcast(source)) => Err(Error::Upcast {
-            stream: recorded.stream_id().to_owned(),
-            version: recorded.stream_version,
-            source,
-        }),
-        Err(DecodeError::Data(error)) => Err(Error::Decode {
-            stream: recorded.stream_id().to_owned(),
-            version: recorded.stream_version,
-            event_type: recorded.event_type.to_string(),
-            schema_version: recorded.schema_version,
-            reason: error.to_string(),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Middleware: code that runs around every dispatch (SEMANTICS.md section 4).
+//! Middleware: code that runs around every dispatch (docs/semantics.md §4).
 //!
 //! A [`Middleware`] implements any of three hooks, each given the [`Pipeline`] of one dispatch:
 //!
@@ -28,18 +28,17 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::actor::panic_message;
-use crate::dispatch::CommandContext;
+pub use crate::error::Stage;
+
+use crate::aggregate::context::CommandContext;
 use crate::error::Error;
+use crate::util::panic::{CatchPanic, panic_message};
 
 /// Code that runs around every dispatch: see the [module docs](self).
 ///
@@ -81,34 +80,6 @@ pub trait Middleware: Send + Sync + 'static {
     /// Runs after a failed command, instead of `after_dispatch`; may replace the error.
     async fn after_failure(&self, pipeline: &mut Pipeline<'_>) {
         let _ = pipeline;
-    }
-}
-
-/// The stage of the pipeline a middleware hook runs in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// [`Middleware::before_dispatch`].
-    BeforeDispatch,
-    /// [`Middleware::after_dispatch`].
-    AfterDispatch,
-    /// [`Middleware::after_failure`].
-    AfterFailure,
-}
-
-impl Stage {
-    /// The hook's name: `before_dispatch`, `after_dispatch` or `after_failure`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::BeforeDispatch => "before_dispatch",
-            Stage::AfterDispatch => "after_dispatch",
-            Stage::AfterFailure => "after_failure",
-        }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -339,7 +310,7 @@ impl<'a> Pipeline<'a> {
                     Stage::AfterFailure => middleware.after_failure(pipeline),
                 }
             })) {
-                Ok(future) => CatchUnwind(future).await,
+                Ok(future) => CatchPanic::new(future).await,
                 Err(panic) => Err(panic),
             };
             if let Err(panic) = outcome {
@@ -413,22 +384,6 @@ fn stage_event(hook: Stage, stage: &'static str, middleware: &str, halted: bool)
         }
         Stage::AfterFailure => {
             tracing::debug!(name: "evoq.middleware.after_failure", stage, middleware, halted)
-        }
-    }
-}
-
-/// Polls a boxed future under `catch_unwind`: a panic becomes `Err(payload)`.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
         }
     }
 }

@@ -125,7 +125,6 @@ where
 /// Defines one `#[test]` per property of the [`EventStore`] contract, each running against a
 /// fresh store from `$factory` (a closure returning a future of a [`ConformanceStore`]). Invoke
 /// it inside a module of its own; see the [`conformance`](crate::store::conformance) module.
-#[doc(hidden)]
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($factory:expr $(,)?) => {

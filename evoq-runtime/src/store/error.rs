@@ -1,4 +1,4 @@
-use crate::store::ExpectedVersion;
+use super::expected_version::ExpectedVersion;
 
 /// An error of the event store.
 #[derive(Debug, thiserror::Error)]

@@ -21,14 +21,17 @@
 //! `postgres`).
 //!
 //! The conformance suite (`store::conformance`, run by the `store_conformance_tests!` macro)
-//! checks every one of these guarantees; every backend runs it.
+//! checks every one of these guarantees; every backend runs it. It is compiled only with the
+//! feature `conformance`, for the authors of a backend: an application's build never carries it.
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
-#[doc(hidden)]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod dead_letter;
 mod error;
+mod event_store;
+mod expected_version;
 mod lease;
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -37,252 +40,9 @@ pub mod postgres;
 pub mod sqlite;
 mod subscription;
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
-use async_trait::async_trait;
-use tokio::sync::watch;
-use uuid::Uuid;
-
 pub use self::dead_letter::DeadLetter;
 pub use self::error::StoreError;
+pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
+pub use self::expected_version::ExpectedVersion;
 pub use self::lease::Lease;
 pub use self::subscription::Subscription;
-use crate::envelope::{NewEvent, RecordedEvent};
-
-/// What an append expects of the stream it writes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ExpectedVersion {
-    /// Append whatever the stream's version.
-    Any,
-    /// The stream must be empty (version 0).
-    NoStream,
-    /// The stream must be exactly at this version (0 = empty).
-    Exact(u64),
-}
-
-impl ExpectedVersion {
-    /// Whether a stream at `actual` satisfies this expectation.
-    pub fn holds_for(self, actual: u64) -> bool {
-        match self {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => actual == 0,
-            ExpectedVersion::Exact(v) => actual == v,
-        }
-    }
-}
-
-impl std::fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExpectedVersion::Any => f.write_str("any version"),
-            ExpectedVersion::NoStream => f.write_str("no stream (version 0)"),
-            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
-        }
-    }
-}
-
-/// The result of a successful append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Appended {
-    /// The stream's version after the append (the version of its last event).
-    pub version: u64,
-    /// The global position of the first appended event (0 when nothing was appended).
-    pub first_position: u64,
-    /// The global position of the last appended event (0 when nothing was appended).
-    pub last_position: u64,
-}
-
-/// Which way to read a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Oldest first, from the given version upwards.
-    Forward,
-    /// Newest first, from the given version downwards.
-    Backward,
-}
-
-/// Which event types a read of the global order returns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EventFilter {
-    /// Every event.
-    All,
-    /// Only events whose type is one of these names.
-    Types(Arc<[String]>),
-}
-
-impl EventFilter {
-    /// A filter on these event type names.
-    pub fn types<I, S>(names: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        EventFilter::Types(names.into_iter().map(Into::into).collect())
-    }
-
-    /// Whether an event of type `event_type` passes.
-    pub fn matches(&self, event_type: &str) -> bool {
-        match self {
-            EventFilter::All => true,
-            EventFilter::Types(names) => names.iter().any(|n| n == event_type),
-        }
-    }
-}
-
-/// One page of the global order.
-#[derive(Clone, Debug, Default)]
-pub struct AllPage {
-    /// The matching events, in position order.
-    pub events: Vec<Arc<RecordedEvent>>,
-    /// The position the read scanned through: every matching event with a position in
-    /// `(after, scanned_through]` is in `events`. A reader continues after it.
-    pub scanned_through: u64,
-}
-
-/// A saved state of one aggregate instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Snapshot {
-    /// The aggregate's stream.
-    pub stream_id: String,
-    /// The stream version the state includes (the snapshot's last event).
-    pub version: u64,
-    /// The serialized state.
-    pub data: Vec<u8>,
-    /// When it was taken.
-    pub taken_at: SystemTime,
-}
-
-/// The event store contract. See the [module docs](self) for the guarantees.
-///
-/// Backends implement it with [`async_trait`](https://docs.rs/async-trait), re-exported by the
-/// facade, so that the runtime can hold any backend as `Arc<dyn EventStore>`.
-#[async_trait]
-pub trait EventStore: Send + Sync + 'static {
-    /// Appends `events` to `stream` if `expected` holds, atomically: all or nothing.
-    ///
-    /// The events take consecutive versions and consecutive global positions. When `expected`
-    /// does not hold, nothing is appended and the error is
-    /// [`StoreError::WrongExpectedVersion`] with the stream's actual version. An empty `events`
-    /// checks `expected`, appends nothing (the stream is not created, the head does not move)
-    /// and returns the stream's current version with positions 0.
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Appended, StoreError>;
-
-    /// Reads at most `max_count` events of `stream` starting at version `from` (inclusive) in
-    /// `direction`. Backward from `u64::MAX` reads from the newest event.
-    ///
-    /// Forward from 0 reads from the first event; forward from past the end, backward from 0,
-    /// `max_count == 0` and a stream that does not exist give no events. Backward from past the
-    /// end reads from the newest event. Any `max_count` is valid, `usize::MAX` included.
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from: u64,
-        direction: Direction,
-        max_count: usize,
-    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError>;
-
-    /// The current version of `stream` (0 when it does not exist).
-    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
-
-    /// Reads at most `max_count` events matching `filter` with a position above `after`.
-    ///
-    /// [`AllPage::scanned_through`] is never below `after` and advances whenever `after` is
-    /// below the head and `max_count > 0` (so a reader always makes progress): it is the last
-    /// returned event's position when the page is full, else the head at the time of the read.
-    /// `max_count == 0` scans nothing. Any `max_count` is valid, `usize::MAX` included.
-    async fn read_all(
-        &self,
-        after: u64,
-        max_count: usize,
-        filter: &EventFilter,
-    ) -> Result<AllPage, StoreError>;
-
-    /// A watch on the highest committed global position (0 for an empty store). It changes
-    /// after every commit; [`Subscription`] waits on it to go live. It is never ahead of the
-    /// reads: once it shows `p`, [`read_all`](Self::read_all) returns the event at `p`.
-    fn head(&self) -> watch::Receiver<u64>;
-
-    /// Stores `snapshot` as the latest snapshot of its stream (replacing any older one).
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
-
-    /// The latest snapshot of `stream`, if any.
-    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError>;
-
-    /// Saves the position a named subscriber (handler, projection, saga) has processed.
-    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError>;
-
-    /// The saved position of a named subscriber, if it ever saved one.
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError>;
-
-    /// Saves a dead letter, replacing the entry of the same handler for the same event
-    /// (`entry.event.event_id`), if any. Appends no event.
-    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError>;
-
-    /// At most `limit` dead letters of `handler` whose event's global position is above
-    /// `after`, oldest first (in global position order). Page with the position of the last
-    /// entry of a page. Any `limit` is valid, `usize::MAX` included.
-    async fn list_dead_letters(
-        &self,
-        handler: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError>;
-
-    /// The dead letter of `handler` for the event `event_id`, if any.
-    async fn load_dead_letter(
-        &self,
-        handler: &str,
-        event_id: Uuid,
-    ) -> Result<Option<DeadLetter>, StoreError>;
-
-    /// Removes the dead letter of `handler` for the event `event_id`; whether there was one.
-    async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError>;
-
-    /// Saves the state of instance `instance` of the process manager (saga) `saga`, replacing
-    /// the instance's earlier state. The state is opaque bytes (the saga's serialized state);
-    /// sagas and instances are independent of one another. Appends no event.
-    async fn save_saga_state(
-        &self,
-        saga: &str,
-        instance: &str,
-        state: Vec<u8>,
-    ) -> Result<(), StoreError>;
-
-    /// The saved state of instance `instance` of saga `saga`, byte for byte, if any.
-    async fn load_saga_state(
-        &self,
-        saga: &str,
-        instance: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Removes the state of instance `instance` of saga `saga` (the instance stopped); whether
-    /// there was one.
-    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError>;
-
-    /// At most `limit` instance ids of saga `saga` that have a saved state, sorted by id (byte
-    /// order), starting after `after` (`None`: from the first). Page with the last id of a page.
-    /// Any `limit` is valid, `usize::MAX` included.
-    async fn list_saga_instances(
-        &self,
-        saga: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
-
-    /// Asks for the right to run the named subscriber `name` (a handler, projection or saga) on
-    /// this node: `Ok(None)` while another node holds it. The subscription engine asks before it
-    /// delivers anything, polls while refused, and holds the [`Lease`] while it delivers.
-    ///
-    /// The default grants every lease at once ([`Lease::local`]): right for a store used by one
-    /// process. A store shared by several nodes (PostgreSQL) overrides it.
-    async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
-        let _ = name;
-        Ok(Some(Lease::local()))
-    }
-}

@@ -3,8 +3,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::error::StoreError;
+use super::event_store::{EventFilter, EventStore};
 use crate::envelope::RecordedEvent;
-use crate::store::{EventFilter, EventStore, StoreError};
 
 /// Events of the chosen types, in global order, from a position on: first the stored ones
 /// (catch-up), then new ones as they are committed (live).

@@ -7,6 +7,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer};
+
 /// How long to wait before the next attempt after a failed delivery.
 ///
 /// Every strategy is bounded by a number of attempts ([`HandlerOptions::max_attempts`],
@@ -496,5 +498,84 @@ mod tests {
                 .unwrap_err()
                 .contains("must not be below")
         );
+    }
+}
+
+/// The TOML form of [`HandlerConfig`].
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HandlersToml {
+    retry: String,
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
+    retry_base: Duration,
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
+    retry_max: Duration,
+    max_attempts: u32,
+    on_error: String,
+    start_from: String,
+    checkpoint_every: u64,
+    page_size: usize,
+}
+
+impl Default for HandlersToml {
+    fn default() -> Self {
+        let defaults = HandlerConfig::default();
+        HandlersToml {
+            retry: "exponential_jitter".to_owned(),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            max_attempts: defaults.max_attempts,
+            on_error: "dead_letter".to_owned(),
+            start_from: "checkpoint".to_owned(),
+            checkpoint_every: defaults.checkpoint_every,
+            page_size: defaults.page_size,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HandlerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let toml = HandlersToml::deserialize(deserializer)?;
+        let (base, max) = (toml.retry_base, toml.retry_max);
+        let retry = match toml.retry.as_str() {
+            "immediate" => RetryStrategy::Immediate,
+            "fixed" => RetryStrategy::Fixed(base),
+            "exponential" => RetryStrategy::exponential(base, max),
+            "exponential_jitter" => RetryStrategy::exponential_jitter(base, max),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown retry `{other}`: use immediate, fixed, exponential or exponential_jitter"
+                )));
+            }
+        };
+        let on_error = match toml.on_error.as_str() {
+            "dead_letter" => OnError::DeadLetter,
+            "skip" => OnError::Skip,
+            "stop" => OnError::Stop,
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown on_error `{other}`: use dead_letter, skip or stop"
+                )));
+            }
+        };
+        let start_from = match toml.start_from.as_str() {
+            "checkpoint" => StartFrom::Checkpoint,
+            "origin" => StartFrom::Origin,
+            "current" => StartFrom::Current,
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown start_from `{other}`: use checkpoint, origin or current"
+                )));
+            }
+        };
+        Ok(HandlerConfig {
+            retry,
+            max_attempts: toml.max_attempts,
+            on_error,
+            start_from,
+            checkpoint_every: toml.checkpoint_every,
+            page_size: toml.page_size,
+        })
     }
 }

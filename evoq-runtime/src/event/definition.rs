@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::upcast::{DecodeError, Upcaster};
+use super::upcaster::{DecodeError, Upcaster};
 
 /// A domain event: something that happened, stored for ever under a stable wire name.
 ///

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{HandlerState, Progress, Registry};
-use crate::command::Route;
-use crate::dispatch::Dispatched;
-use crate::dispatch::deadline::within;
+use super::state::{HandlerState, Progress};
+use crate::aggregate::command::Route;
+use crate::aggregate::context::Dispatched;
 use crate::error::Error;
 use crate::event::EventSet;
+use crate::util::time::within;
 
 /// Which event handlers a dispatch waits for before it returns.
 ///
@@ -42,49 +42,6 @@ impl Consistency {
         S: Into<String>,
     {
         Consistency::Handlers(names.into_iter().map(Into::into).collect())
-    }
-}
-
-impl Registry {
-    /// The handlers `consistency` requires; an unknown name is an error.
-    pub(crate) fn required(
-        &self,
-        consistency: &Consistency,
-    ) -> Result<Vec<Arc<HandlerState>>, Error> {
-        match consistency {
-            Consistency::Eventual => Ok(Vec::new()),
-            Consistency::Strong => Ok(self
-                .all()
-                .iter()
-                .filter(|handler| handler.strong)
-                .cloned()
-                .collect()),
-            Consistency::Handlers(names) => names
-                .iter()
-                .map(|name| {
-                    self.get(name)
-                        .cloned()
-                        .ok_or_else(|| Error::UnknownHandler {
-                            handler: name.clone(),
-                            known: self.names(),
-                        })
-                })
-                .collect(),
-        }
-    }
-
-    /// The names of the handlers, for messages.
-    pub(crate) fn names(&self) -> String {
-        let names: Vec<String> = self
-            .all()
-            .iter()
-            .map(|handler| format!("`{}`", handler.name))
-            .collect();
-        if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Command and event ids: UUID v7, generated without a lock or a system call.
+//! Command and event ids: UUID v7, generated without a lock or a system call, and the
+//! deterministic ids of commands that sagas emit ([`derived_id`]).
 //!
 //! `Uuid::now_v7` takes a process-wide lock and draws fresh random bits from the operating
 //! system (or a cryptographic generator) for every id, and a command needs two ids (its own and
@@ -63,8 +64,36 @@ pub(crate) fn new_v7() -> Uuid {
     })
 }
 
+/// A deterministic id: the same inputs give the same UUID (version 8, from a 128-bit FNV-1a of
+/// the namespace, a separator, the base id and the index). Sagas give the commands of one event
+/// these ids, so an event delivered again cannot dispatch its commands a second time.
+pub(crate) fn derived_id(namespace: &str, base: Uuid, index: usize) -> Uuid {
+    let index = (index as u64).to_be_bytes();
+    let bytes = namespace
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(base.as_bytes())
+        .chain(&index)
+        .copied();
+    uuid::Builder::from_u128(crate::util::hash::fnv1a_128(bytes))
+        .with_variant(uuid::Variant::RFC4122)
+        .with_version(uuid::Version::Custom)
+        .into_uuid()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn derived_ids_are_deterministic_and_distinct() {
+        let base = Uuid::from_u128(7);
+        assert_eq!(derived_id("s/o1", base, 0), derived_id("s/o1", base, 0));
+        assert_ne!(derived_id("s/o1", base, 0), derived_id("s/o1", base, 1));
+        assert_ne!(derived_id("s/o1", base, 0), derived_id("s/o2", base, 0));
+        assert_eq!(derived_id("s/o1", base, 0).get_version_num(), 8);
+    }
+
     use super::*;
 
     #[test]

@@ -5,178 +5,57 @@
 //! An actor has no task of its own. Its state sits in a [`Cell`] behind a fair (first in, first
 //! out) async lock, and whoever holds the lock runs the actor's next step: the dispatching task
 //! runs its own command, in place, without a hop to another task and back; the registry's idle
-//! timer ([`crate::idle`]) runs the timeout. So commands to one instance still run one at a
+//! timer ([`idle`](super::idle)) runs the timeout. So commands to one instance still run one at a
 //! time in arrival order, different instances in parallel, and a live idle instance costs a
 //! cell and a timer entry instead of a task and a mailbox.
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::Instrument;
 
+use super::cell::{Cell, Core, Frozen, Instance, NEVER, OnIdle, Taken};
+use super::idle::{Expiry, IdleTimers};
+use super::registry::{Leave, Partitions, Registry};
 use crate::aggregate::Aggregate;
-use crate::command::{Rejection, Route};
-use crate::dispatch::{CommandContext, DispatchOptions, Dispatched};
+use crate::aggregate::command::Decide;
+use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
+use crate::aggregate::lifespan::{Idle, OnTimeout};
+use crate::aggregate::replay;
 use crate::envelope::NewEvent;
 use crate::error::Error;
 use crate::event::EventSet;
-use crate::idle::NEVER;
-use crate::lifespan::{Idle, OnTimeout};
-use crate::partition::{Frozen, Leave, Registry};
 use crate::store::{Direction, ExpectedVersion, Snapshot, StoreError};
+use crate::util::panic::{CatchPanic, panic_message};
+use crate::util::time::micros_since;
 
 /// How many events activation reads per page (there is no cap on the stream's length).
 pub(crate) const REPLAY_PAGE: usize = 1_000;
 
-/// A command as its actor runs it: by value, or shared with the dispatch's middleware.
-///
-/// The actor borrows it mutably (`&mut T` is `Send` when `T` is): a command need not be `Sync`.
-pub(crate) trait Decide<A: Aggregate>: Send {
-    /// The command's name.
-    fn name(&self) -> &'static str;
-    /// Runs the routed `#[handles]` function against a state.
-    fn decide(&self, state: &A) -> Result<Vec<A::Event>, Rejection>;
-    /// The command itself (for the lifespan's `after_command`).
-    fn command(&self) -> &dyn Any;
-}
-
-impl<C: Route> Decide<C::Aggregate> for C {
-    fn name(&self) -> &'static str {
-        C::NAME
-    }
-
-    fn decide(
-        &self,
-        state: &C::Aggregate,
-    ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
-        C::handle(state, self)
-    }
-
-    fn command(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl<C: Route + Sync> Decide<C::Aggregate> for Arc<C> {
-    fn name(&self) -> &'static str {
-        C::NAME
-    }
-
-    fn decide(
-        &self,
-        state: &C::Aggregate,
-    ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
-        C::handle(state, self)
-    }
-
-    fn command(&self) -> &dyn Any {
-        &**self
-    }
-}
-
-/// A live instance's place in its registry: the actor's state behind its lock, and what the
-/// registry and the idle timer need to know without taking the lock.
-pub(crate) struct Cell<A: Aggregate> {
-    /// `"<aggregate name>-<id>"`; the id is the part after the prefix.
-    pub(crate) stream: Box<str>,
-    /// The actor's state. Tokio's mutex is fair: commands run in the order they asked for it.
-    core: tokio::sync::Mutex<Core<A>>,
-    /// Dispatches (and idle timeouts) that took this cell from the registry and have not
-    /// finished with it. Incremented only under the registry shard's lock, so an actor that
-    /// leaves (under the same lock) knows whether commands are waiting for it.
-    pub(crate) users: AtomicU32,
-    /// When the idle timer should fire, in milliseconds since the registry's epoch
-    /// ([`NEVER`]: no timeout). Written by the lock holder after each command.
-    pub(crate) deadline: AtomicU64,
-    /// The deadline of this cell's entry in the idle-timer queue ([`NEVER`]: no entry).
-    /// Written only under the queue's lock.
-    pub(crate) scheduled: AtomicU64,
-}
-
-/// The state the lock guards.
-struct Core<A> {
-    /// `None` until activated, and again after a panic or an unknown append outcome: the next
-    /// command rebuilds the instance from the store.
-    instance: Option<Instance<A>>,
-    /// The hibernated state this actor was started from, decoded on the first command (boxed:
-    /// it is rare, and every live instance would carry its size).
-    thaw: Option<Box<Frozen>>,
-    /// The version of the last snapshot this actor saved or loaded.
-    snapshot_version: u64,
-    /// What the idle timer does when it fires.
-    stage: Stage,
-}
-
-/// A state at a known stream version.
-struct Instance<A> {
-    state: A,
-    version: u64,
-}
-
-/// What the idle timer does when it fires.
-#[derive(Clone, Copy, Debug)]
-enum Stage {
-    /// Hibernate; the hibernated state is passivated at `passivate_at` (milliseconds since the
-    /// registry's epoch; [`NEVER`]: it stays until a command thaws it).
-    Hibernate { passivate_at: u64 },
-    /// Ask the lifespan's `on_timeout`.
-    Timeout,
-}
-
-impl<A: Aggregate> Cell<A> {
-    /// A cell for `stream`, taken by its first user, started from a hibernated state or empty.
-    pub(crate) fn new(stream: Box<str>, thaw: Option<Box<Frozen>>) -> Self {
-        Cell {
-            stream,
-            core: tokio::sync::Mutex::new(Core {
-                instance: None,
-                thaw,
-                snapshot_version: 0,
-                stage: Stage::Timeout,
-            }),
-            users: AtomicU32::new(1),
-            deadline: AtomicU64::new(NEVER),
-            scheduled: AtomicU64::new(NEVER),
-        }
-    }
-
-    /// The aggregate id.
-    pub(crate) fn id(&self) -> &str {
-        &self.stream[A::NAME.len() + 1..]
-    }
-}
-
-/// Gives a taken cell back to the registry when the user is done or gives up (the future that
-/// held it was dropped).
-struct Taken<'a, A: Aggregate> {
-    cell: &'a Cell<A>,
-    held: bool,
-}
-
-impl<A: Aggregate> Taken<'_, A> {
-    fn give_back(&mut self) {
-        if std::mem::take(&mut self.held) {
-            self.cell.users.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl<A: Aggregate> Drop for Taken<'_, A> {
-    fn drop(&mut self) {
-        self.give_back();
-    }
+/// Runs `command` on the live instance of aggregate `id` in `partitions` (thawed or started if
+/// need be), in the caller's task; `None` when `wanted` says, once its turn has come, that
+/// nobody waits for it any more (it does not run then).
+pub(crate) async fn run_in<A: Aggregate>(
+    partitions: &Partitions,
+    id: &str,
+    command: &mut dyn Decide<A>,
+    context: &CommandContext,
+    options: &DispatchOptions,
+    wanted: impl Fn() -> bool,
+) -> Option<Result<Dispatched<A>, Error>> {
+    let (registry, cell) =
+        partitions.with_registry::<A, _>(|registry| (Arc::clone(registry), registry.take(id)));
+    run(&registry, &cell, command, context, options, wanted).await
 }
 
 /// Runs one command on the instance in `cell` (taken for this dispatch from `registry`), in
 /// the caller's task. `None` when `wanted` says, once the command's turn has come, that its
 /// caller no longer waits for it: it does not run then.
-pub(crate) async fn run<A: Aggregate>(
+async fn run<A: Aggregate>(
     registry: &Arc<Registry<A>>,
     cell: &Arc<Cell<A>>,
     command: &mut dyn Decide<A>,
@@ -184,7 +63,7 @@ pub(crate) async fn run<A: Aggregate>(
     options: &DispatchOptions,
     wanted: impl Fn() -> bool,
 ) -> Option<Result<Dispatched<A>, Error>> {
-    let mut taken = Taken { cell, held: true };
+    let mut taken = Taken::new(cell);
     let mut core = cell.core.lock().await;
     if !wanted() {
         return None;
@@ -206,10 +85,7 @@ pub(crate) async fn run<A: Aggregate>(
 /// The idle timer of `cell` fired: hibernate, passivate, stop or stay, as its stage and the
 /// lifespan say. The cell was taken for this timeout from `registry`.
 pub(crate) async fn time_out<A: Aggregate>(registry: Arc<Registry<A>>, cell: Arc<Cell<A>>) {
-    let mut taken = Taken {
-        cell: &cell,
-        held: true,
-    };
+    let mut taken = Taken::new(&cell);
     let mut core = cell.core.lock().await;
     // A command that ran while this timeout waited for the lock moved the deadline.
     if cell.deadline.load(Ordering::Acquire) > registry.now_millis() {
@@ -495,7 +371,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     .into());
                 }
                 // Through the event's upcasters, as every read path.
-                let event = crate::dispatch::idempotency::decode::<A>(&recorded)?;
+                let event = replay::decode::<A>(&recorded)?;
                 let state = &mut instance.state;
                 if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
                     return Err(Error::Panicked {
@@ -650,7 +526,7 @@ impl<A: Aggregate> Actor<'_, A> {
             Idle::Hibernate => {
                 return self.set_timer(Some((
                     now,
-                    Stage::Hibernate {
+                    OnIdle::Hibernate {
                         passivate_at: NEVER,
                     },
                 )));
@@ -673,15 +549,15 @@ impl<A: Aggregate> Actor<'_, A> {
         {
             return self.set_timer(Some((
                 now + hibernate_after,
-                Stage::Hibernate {
+                OnIdle::Hibernate {
                     passivate_at: self.registry.millis_at(now + timeout),
                 },
             )));
         }
-        self.set_timer(Some((now + timeout, Stage::Timeout)));
+        self.set_timer(Some((now + timeout, OnIdle::Timeout)));
     }
 
-    fn set_timer(&mut self, timer: Option<(Instant, Stage)>) {
+    fn set_timer(&mut self, timer: Option<(Instant, OnIdle)>) {
         match timer {
             None => self.cell.deadline.store(NEVER, Ordering::Release),
             Some((at, stage)) => self.set_deadline(self.registry.millis_at(at), stage),
@@ -689,22 +565,24 @@ impl<A: Aggregate> Actor<'_, A> {
     }
 
     /// Sets the idle timer to fire at `deadline` (milliseconds since the registry's epoch).
-    fn set_deadline(&mut self, deadline: u64, stage: Stage) {
+    fn set_deadline(&mut self, deadline: u64, stage: OnIdle) {
         self.core.stage = stage;
         self.cell.deadline.store(deadline, Ordering::Release);
-        self.registry.schedule(self.cell, deadline);
+        self.registry
+            .timers
+            .schedule(self.registry, self.cell, deadline);
     }
 
     /// The idle timer fired: hibernate, passivate, stop or stay.
     async fn on_idle(&mut self) {
         let action = match self.core.stage {
-            Stage::Hibernate { passivate_at } => match self.freeze(passivate_at) {
+            OnIdle::Hibernate { passivate_at } => match self.freeze(passivate_at) {
                 Some(frozen) => return self.leave(Leave::Hibernate(frozen), "hibernate"),
                 // Not serializable (or never activated): time out as usual instead.
                 None if passivate_at == NEVER => OnTimeout::Passivate,
-                None => return self.set_deadline(passivate_at, Stage::Timeout),
+                None => return self.set_deadline(passivate_at, OnIdle::Timeout),
             },
-            Stage::Timeout => match &self.core.instance {
+            OnIdle::Timeout => match &self.core.instance {
                 Some(instance) => {
                     let lifespan = &*self.registry.kind.lifespan;
                     let state = &instance.state;
@@ -742,7 +620,7 @@ impl<A: Aggregate> Actor<'_, A> {
     fn freeze(&self, passivate_at: u64) -> Option<Frozen> {
         let instance = self.core.instance.as_ref()?;
         match instance.state.encode_state()? {
-            Ok(state) => Some(self.registry.frozen(&state, instance.version, passivate_at)),
+            Ok(state) => Some(Frozen::new(&state, instance.version, passivate_at)),
             Err(error) => {
                 tracing::warn!(
                     name: "evoq.aggregate.hibernate",
@@ -848,7 +726,7 @@ fn encode<E: EventSet>(
             // events, which encode to exact vectors).
             data.shrink_to_fit();
             Ok(NewEvent {
-                event_id: crate::ids::new_v7(),
+                event_id: crate::util::ids::new_v7(),
                 event_type: event.event_type().into(),
                 schema_version: event.schema_version(),
                 data,
@@ -858,45 +736,24 @@ fn encode<E: EventSet>(
         .collect()
 }
 
-pin_project_lite::pin_project! {
-    /// A future whose panics become an `Err` with the panic's payload.
-    struct CatchPanic<F> {
-        #[pin]
-        future: F,
+impl<A: Aggregate> Expiry<A> for Registry<A> {
+    fn timers(&self) -> &IdleTimers<A> {
+        &self.timers
     }
-}
 
-impl<F> CatchPanic<F> {
-    fn new(future: F) -> Self {
-        CatchPanic { future }
+    fn epoch(&self) -> Instant {
+        self.epoch
     }
-}
 
-impl<F: Future> Future for CatchPanic<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let future = self.project().future;
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
+    fn now_millis(&self) -> u64 {
+        Registry::now_millis(self)
     }
-}
 
-/// Microseconds since `started` (0 when it was not taken).
-pub(crate) fn micros_since(started: Option<Instant>) -> u64 {
-    started.map_or(0, |started| started.elapsed().as_micros() as u64)
-}
+    fn take_idle(&self, cell: &Arc<Cell<A>>) -> bool {
+        Registry::take_idle(self, cell)
+    }
 
-/// The text of a caught panic.
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic with a non-string payload".to_owned()
+    fn time_out(self: Arc<Self>, cell: Arc<Cell<A>>) -> impl Future<Output = ()> + Send {
+        time_out(self, cell)
     }
 }

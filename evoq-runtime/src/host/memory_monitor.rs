@@ -14,8 +14,68 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
-use crate::config::MemoryMonitorConfig;
+use serde::Deserialize;
+
+/// Settings of the memory monitor.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryMonitorConfig {
+    /// Whether the monitor runs (default true).
+    pub enabled: bool,
+    /// How often it reads memory use (default 10 s).
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
+    pub check_interval: Duration,
+    /// Used fraction from which the level is elevated (default 0.70).
+    pub elevated_threshold: f64,
+    /// Used fraction from which the level is critical (default 0.85).
+    pub critical_threshold: f64,
+}
+
+impl Default for MemoryMonitorConfig {
+    fn default() -> Self {
+        MemoryMonitorConfig {
+            enabled: true,
+            check_interval: Duration::from_secs(10),
+            elevated_threshold: 0.70,
+            critical_threshold: 0.85,
+        }
+    }
+}
+
+impl MemoryMonitorConfig {
+    /// Checks every value: the key (with its section) and what to set instead.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.check_interval.is_zero() {
+            return Err((
+                "memory_monitor.check_interval",
+                "must be longer than zero (the default is 10 s)".to_owned(),
+            ));
+        }
+        for (key, value) in [
+            ("memory_monitor.elevated_threshold", self.elevated_threshold),
+            ("memory_monitor.critical_threshold", self.critical_threshold),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err((
+                    key,
+                    format!("must be a fraction above 0 and at most 1, got {value}"),
+                ));
+            }
+        }
+        if self.critical_threshold <= self.elevated_threshold {
+            return Err((
+                "memory_monitor.critical_threshold",
+                format!(
+                    "must be above memory_monitor.elevated_threshold ({}), got {}",
+                    self.elevated_threshold, self.critical_threshold
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Where the monitor reads memory use from.
 pub trait MemoryProbe: Send + Sync + 'static {

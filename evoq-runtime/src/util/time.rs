@@ -1,3 +1,6 @@
+//! Time helpers: a deadline that costs no timer until it has to wait, and durations for
+//! telemetry.
+//!
 //! A dispatch's deadline: like `tokio::time::timeout_at`, except that the timer is made (and
 //! registered with the runtime's timer wheel) only when the dispatch has to wait. A command
 //! that completes in its first poll (an uncontended aggregate on the in-memory store) costs no
@@ -10,6 +13,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
+
+/// Microseconds since `started` (0 when it was not taken).
+pub(crate) fn micros_since(started: Option<std::time::Instant>) -> u64 {
+    started.map_or(0, |started| started.elapsed().as_micros() as u64)
+}
 
 /// `timeout` from now, or a far future for durations too long to add.
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {

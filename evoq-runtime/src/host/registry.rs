@@ -22,21 +22,24 @@ use std::time::{Duration, Instant, SystemTime};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-use crate::actor::Cell;
+use super::cell::{Cell, Frozen};
+use super::idle::IdleTimers;
+use super::memory_monitor::MemoryMonitor;
 use crate::aggregate::Aggregate;
-use crate::compact::CompactBytes;
-use crate::config::Config;
+use crate::aggregate::lifespan::{AggregateDefaults, Lifespan};
 use crate::envelope::stream_id;
-use crate::idle::IdleTimers;
-use crate::lifespan::Lifespan;
-use crate::memory_monitor::MemoryMonitor;
 use crate::store::{EventStore, Snapshot};
+use crate::util::compact::CompactBytes;
+use crate::util::hash::{fnv1a_64, fnv1a_64_continue};
 
-/// What every registry shares: the store, the memory monitor and the configuration.
+/// What every registry shares: the store, the memory monitor and the lifecycle settings.
 pub(crate) struct Env {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) monitor: Arc<MemoryMonitor>,
-    pub(crate) config: Config,
+    /// How many partitions each aggregate type's registry has (at least 1).
+    pub(crate) partitions: usize,
+    /// The lifecycle defaults of every aggregate type.
+    pub(crate) defaults: AggregateDefaults,
 }
 
 /// The counters of one aggregate type, readable from the runtime.
@@ -60,37 +63,13 @@ pub struct AggregateStats {
 }
 
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct InstanceCounters {
     live: AtomicU64,
     hibernated: AtomicU64,
     passivations: AtomicU64,
     pub(crate) activations: AtomicU64,
     thaws: AtomicU64,
     pub(crate) snapshots_saved: AtomicU64,
-}
-
-/// The serialized state of a hibernated instance: 40 bytes, plus the state when it is longer
-/// than [`CompactBytes::INLINE`].
-pub(crate) struct Frozen {
-    pub(crate) state: CompactBytes,
-    pub(crate) version: u64,
-    /// When the sweeper passivates it, in milliseconds since the registry's epoch
-    /// ([`NEVER`](Frozen::NEVER): it stays until a command thaws it).
-    passivate_at: u32,
-}
-
-impl Frozen {
-    const NEVER: u32 = u32::MAX;
-
-    /// A time in milliseconds since the registry's epoch as kept here: 32 bits (49 days; a
-    /// later time is the last one that fits), [`NEVER`](Self::NEVER) for [`crate::idle::NEVER`].
-    fn millis(millis: u64) -> u32 {
-        if millis == crate::idle::NEVER {
-            Self::NEVER
-        } else {
-            u32::try_from(millis).unwrap_or(Self::NEVER - 1)
-        }
-    }
 }
 
 /// Each partition is split into this many shards, each with its own lock and table. Small tables
@@ -126,7 +105,7 @@ pub(crate) struct Kind<A: Aggregate> {
 pub(crate) struct Registry<A: Aggregate> {
     partitions: Box<[Slots<A>]>,
     pub(crate) kind: Kind<A>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: InstanceCounters,
     pub(crate) env: Arc<Env>,
     hasher: RandomState,
     /// [`stable_hash`] state after the type name: the partition hash continues from it.
@@ -139,9 +118,9 @@ pub(crate) struct Registry<A: Aggregate> {
 
 impl<A: Aggregate> Registry<A> {
     fn new(env: Arc<Env>) -> Self {
-        let defaults = &env.config.aggregate_defaults;
+        let defaults = &env.defaults;
         Registry {
-            partitions: (0..env.config.partitions.max(1) * SHARDS_PER_PARTITION)
+            partitions: (0..env.partitions.max(1) * SHARDS_PER_PARTITION)
                 .map(|_| Mutex::default())
                 .collect(),
             kind: Kind {
@@ -150,7 +129,7 @@ impl<A: Aggregate> Registry<A> {
                 snapshot_every: A::SNAPSHOT_EVERY.unwrap_or(defaults.snapshot_every),
                 lifespan: A::lifespan(),
             },
-            counters: Counters::default(),
+            counters: InstanceCounters::default(),
             env,
             hasher: RandomState::default(),
             name_hash: stable_hash_prefix(A::NAME),
@@ -167,21 +146,6 @@ impl<A: Aggregate> Registry<A> {
     /// Milliseconds since the epoch.
     pub(crate) fn now_millis(&self) -> u64 {
         self.millis_at(Instant::now())
-    }
-
-    /// Makes sure the idle timer of `cell` fires no later than `deadline`.
-    pub(crate) fn schedule(self: &Arc<Self>, cell: &Arc<Cell<A>>, deadline: u64) {
-        self.timers.schedule(self, cell, deadline);
-    }
-
-    /// The hibernated form of a state; passivated by the sweeper at `passivate_at` (if any).
-    /// `passivate_at` is in milliseconds since the epoch ([`crate::idle::NEVER`]: never).
-    pub(crate) fn frozen(&self, state: &[u8], version: u64, passivate_at: u64) -> Frozen {
-        Frozen {
-            state: CompactBytes::new(state),
-            version,
-            passivate_at: Frozen::millis(passivate_at),
-        }
     }
 
     fn hash(&self, id: &[u8]) -> u64 {
@@ -372,9 +336,7 @@ impl Hasher for TypeIdHasher {
 
     fn write(&mut self, bytes: &[u8]) {
         // Not used by `TypeId` today; kept correct for any other way it may hash.
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
-        }
+        self.0 = fnv1a_64_continue(self.0, bytes.iter().copied());
     }
 
     fn write_u64(&mut self, value: u64) {
@@ -419,6 +381,11 @@ impl Partitions {
             Some(registry) => registry,
             None => unreachable!("the registry of a TypeId is of that type"),
         }
+    }
+
+    /// The memory monitor whose factor scales the idle timeouts.
+    pub(crate) fn monitor(&self) -> &MemoryMonitor {
+        &self.env.monitor
     }
 
     /// The partition that holds aggregate `id` of `A`.
@@ -486,21 +453,14 @@ fn stable_hash(aggregate: &str, id: &str) -> u64 {
     stable_hash_continue(stable_hash_prefix(aggregate), id)
 }
 
-const FNV_PRIME: u64 = 0x0100_0000_01b3;
-
 /// [`stable_hash`]'s state after the type name and the separator.
 fn stable_hash_prefix(aggregate: &str) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    aggregate.bytes().chain([0xff]).fold(OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
-    })
+    fnv1a_64(aggregate.bytes().chain([0xff]))
 }
 
 /// [`stable_hash`] from the state after the type name.
 fn stable_hash_continue(prefix: u64, id: &str) -> u64 {
-    id.bytes().fold(prefix, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
-    })
+    fnv1a_64_continue(prefix, id.bytes())
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Commands: the [`Command`] trait that `#[derive(Command)]` implements, and the [`Route`]
 //! trait that `#[aggregate]` implements for every command it handles.
 
+use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
-use crate::aggregate::Aggregate;
+use super::definition::Aggregate;
 
 /// A request to change one aggregate. The field marked `#[aggregate_id]` names the target.
 ///
@@ -87,3 +89,49 @@ impl fmt::Display for Rejection {
 pub trait DomainError: StdError + Send + Sync + 'static {}
 
 impl<E: StdError + Send + Sync + 'static> DomainError for E {}
+
+/// A command as its actor runs it: by value, or shared with the dispatch's middleware.
+///
+/// The actor borrows it mutably (`&mut T` is `Send` when `T` is): a command need not be `Sync`.
+pub(crate) trait Decide<A: Aggregate>: Send {
+    /// The command's name.
+    fn name(&self) -> &'static str;
+    /// Runs the routed `#[handles]` function against a state.
+    fn decide(&self, state: &A) -> Result<Vec<A::Event>, Rejection>;
+    /// The command itself (for the lifespan's `after_command`).
+    fn command(&self) -> &dyn Any;
+}
+
+impl<C: Route> Decide<C::Aggregate> for C {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn decide(
+        &self,
+        state: &C::Aggregate,
+    ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
+        C::handle(state, self)
+    }
+
+    fn command(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl<C: Route + Sync> Decide<C::Aggregate> for Arc<C> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn decide(
+        &self,
+        state: &C::Aggregate,
+    ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
+        C::handle(state, self)
+    }
+
+    fn command(&self) -> &dyn Any {
+        &**self
+    }
+}

@@ -11,8 +11,8 @@
 use std::error::Error as StdError;
 use std::fmt::{self, Debug};
 
-use crate::aggregate::Aggregate;
-use crate::command::{Rejection, Route};
+use super::command::{Rejection, Route};
+use super::definition::Aggregate;
 use crate::event::EventSet;
 
 /// An aggregate under test: a state built from given events.

@@ -1,4 +1,4 @@
-//! What the runtime handle offers about event handlers: waiting on a position, the dead-letter
+//! What the engine offers about its consumers: waiting on a position, the dead-letter
 //! store, counters.
 
 use std::sync::atomic::Ordering;
@@ -7,47 +7,28 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::consistency::wait_one;
-use super::{Control, HandlerState, Registry};
-use crate::app::Evoq;
+use super::state::{Control, HandlerState};
+use super::subscribers::Subscribers;
 use crate::error::Error;
 use crate::store::DeadLetter;
 
-impl Evoq {
-    /// Waits until the handler named `handler` has processed every one of its events up to the
-    /// global `position` (a [`Dispatched::position`](crate::Dispatched::position), say): a
-    /// caller can read its own writes from what the handler maintains.
-    ///
-    /// The handler's position also moves past events of types it does not take, so any
-    /// position of the store can be waited on. There is no deadline: wrap the call in
-    /// `tokio::time::timeout`. Fails at once for a handler this runtime does not run, and
-    /// when the handler stops (its `OnError::Stop` policy, or the runtime stopping) before it
-    /// gets there.
-    pub async fn wait_for(&self, handler: &str, position: u64) -> Result<(), Error> {
-        let registry = self.handlers();
-        let state = registry.get(handler).ok_or_else(|| Error::UnknownHandler {
+impl Subscribers {
+    /// See `Evoq::wait_for`.
+    pub(crate) async fn wait_for(&self, handler: &str, position: u64) -> Result<(), Error> {
+        let state = self.get(handler).ok_or_else(|| Error::UnknownHandler {
             handler: handler.to_owned(),
-            known: registry.names(),
+            known: self.names(),
         })?;
         wait_one(state, position).await
     }
 
-    /// Rebuilds the projection named `projection`: clears its read model, resets its
-    /// checkpoint, replays every event of its types from the first one (no cap, upcast as on
-    /// every read), then goes on live. Returns once the replay has reached the store's head as
-    /// of the call (the position returned), so the read model is complete up to it.
-    ///
-    /// The reset happens between two events (the projection sees one event at a time). Its
-    /// dead letters are kept. Fails for a name this runtime does not run, for an event
-    /// handler, and when the read model cannot be cleared or the checkpoint reset.
-    pub async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
-        let registry = self.handlers();
-        let state = registry
-            .get(projection)
-            .ok_or_else(|| Error::UnknownHandler {
-                handler: projection.to_owned(),
-                known: registry.names(),
-            })?;
-        let head = *registry.store().head().borrow();
+    /// See `Evoq::rebuild`.
+    pub(crate) async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
+        let state = self.get(projection).ok_or_else(|| Error::UnknownHandler {
+            handler: projection.to_owned(),
+            known: self.names(),
+        })?;
+        let head = *self.store().head().borrow();
         let (reply, outcome) = oneshot::channel();
         let stopped = || Error::HandlerStopped {
             handler: projection.to_owned(),
@@ -69,23 +50,18 @@ impl Evoq {
         Ok(head)
     }
 
-    /// The dead letters of the handler named `handler`: list, get, retry, discard.
-    ///
-    /// Listing, getting and discarding work for any name (the entries are in the store);
-    /// retrying needs the handler to run in this runtime.
-    pub fn dead_letters(&self, handler: &str) -> DeadLetterQueue<'_> {
+    /// See `Evoq::dead_letters`.
+    pub(crate) fn dead_letters(&self, handler: &str) -> DeadLetterQueue<'_> {
         DeadLetterQueue {
-            registry: self.handlers(),
+            registry: self,
             handler: handler.to_owned(),
         }
     }
 
-    /// The counters of every event handler of this runtime, in registration order.
-    pub fn handler_stats(&self) -> Vec<HandlerStats> {
-        let registry = self.handlers();
-        let head = *registry.store().head().borrow();
-        registry
-            .all()
+    /// See `Evoq::handler_stats`.
+    pub(crate) fn handler_stats(&self) -> Vec<HandlerStats> {
+        let head = *self.store().head().borrow();
+        self.all()
             .iter()
             .map(|handler| HandlerStats::of(handler, head))
             .collect()
@@ -137,12 +113,12 @@ impl HandlerStats {
     }
 }
 
-/// The dead letters of one handler: [`Evoq::dead_letters`].
+/// The dead letters of one handler: [`Evoq::dead_letters`](crate::Evoq::dead_letters).
 ///
 /// Entries are keyed by the event's id and list oldest first (in global position order).
 #[derive(Debug)]
 pub struct DeadLetterQueue<'a> {
-    registry: &'a Registry,
+    registry: &'a Subscribers,
     handler: String,
 }
 

@@ -11,14 +11,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::policy::{OnError, Resolved, RetryStrategy, StartFrom};
-use super::{Control, Counters, HandlerConfig, HandlerState};
-use crate::actor::panic_message;
+use super::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
+use super::policy::{HandlerConfig, OnError, Resolved, RetryStrategy, StartFrom};
+use super::state::{Control, DeliveryCounters, HandlerState};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
-use crate::handler::{EventHandler, EventMeta, HandlerFailure, HandlerFuture};
-use crate::projection::{HookFuture, Projected, Projection};
 use crate::store::{DeadLetter, EventFilter, EventStore, Lease, StoreError, Subscription};
+use crate::util::panic::{CatchPanic, panic_message};
 
 /// How the task backs off when the store fails (reads, dead-letter saves).
 const STORE_RETRY: RetryStrategy =
@@ -26,71 +25,6 @@ const STORE_RETRY: RetryStrategy =
 
 /// How often a handler whose lease another node holds asks for it again.
 const LEASE_POLL: Duration = Duration::from_millis(200);
-
-/// What the engine delivers events to: event handlers and projections (process managers
-/// implement it for their own kind of subscriber).
-pub(crate) trait Consumer: Send + 'static {
-    /// Whether the checkpoint is saved after every event (projections: the read model and the
-    /// checkpoint advance together), not in batches.
-    const CHECKPOINT_EVERY_EVENT: bool = false;
-
-    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a>;
-
-    /// Commits the consumer's own state with the checkpoint `position`; `true` when it kept
-    /// the checkpoint itself (no save in the event store then).
-    fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
-        let _ = (name, position);
-        Box::pin(std::future::ready(Ok(false)))
-    }
-
-    /// The checkpoint the consumer keeps itself, if it does.
-    fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
-        let _ = name;
-        Box::pin(std::future::ready(Ok(None)))
-    }
-
-    /// Clears the consumer's state before a rebuild.
-    fn reset(&mut self) -> HookFuture<'_, ()> {
-        Box::pin(std::future::ready(Err(
-            "it is an event handler, not a projection: only projections can be rebuilt".to_owned(),
-        )))
-    }
-}
-
-impl<H: EventHandler> Consumer for H {
-    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
-        self.handle(event)
-    }
-}
-
-impl<P: Projection> Consumer for Projected<P> {
-    const CHECKPOINT_EVERY_EVENT: bool = true;
-
-    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
-        Projected::consume(self, event)
-    }
-
-    fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
-        Projected::commit(self, name, position)
-    }
-
-    fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
-        Projected::checkpoint(self, name)
-    }
-
-    fn reset(&mut self) -> HookFuture<'_, ()> {
-        Projected::reset(self)
-    }
-}
-
-impl<S: crate::saga::Saga> Consumer for crate::saga::SagaConsumer<S> {
-    /// A saga's checkpoint advances with its instance states, after every event.
-    const CHECKPOINT_EVERY_EVENT: bool = true;
-
-    fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
-        crate::saga::SagaConsumer::consume(self, event)
-    }
-}
 
 /// The state of one handler's task.
 pub(crate) struct Task {
@@ -584,7 +518,7 @@ impl Task {
             };
             let failure = match result {
                 Ok(()) => {
-                    Counters::add(&self.state.counters.handled);
+                    DeliveryCounters::add(&self.state.counters.handled);
                     return Outcome::Next;
                 }
                 Err(failure) => failure,
@@ -593,7 +527,7 @@ impl Task {
             let first_failed_at = *first_failed_at.get_or_insert(failed_at);
             if attempt < self.options.max_attempts {
                 let delay = self.options.retry.delay(attempt);
-                Counters::add(&self.state.counters.retries);
+                DeliveryCounters::add(&self.state.counters.retries);
                 tracing::info!(
                     name: "evoq.handler.retry",
                     handler = &*self.state.name,
@@ -622,7 +556,7 @@ impl Task {
                     }
                 }
                 OnError::Skip => {
-                    Counters::add(&self.state.counters.skipped);
+                    DeliveryCounters::add(&self.state.counters.skipped);
                     tracing::warn!(
                         name: "evoq.handler.skip",
                         handler = &*self.state.name,
@@ -672,7 +606,7 @@ impl Task {
                 .await
             {
                 Ok(entry) => {
-                    Counters::add(&self.state.counters.dead_letters);
+                    DeliveryCounters::add(&self.state.counters.dead_letters);
                     tracing::warn!(
                         name: "evoq.handler.dead_letter",
                         handler = &*self.state.name,
@@ -757,7 +691,7 @@ impl Task {
         match result {
             Ok(()) => {
                 self.store.delete_dead_letter(&name, event_id).await?;
-                Counters::add(&self.state.counters.handled);
+                DeliveryCounters::add(&self.state.counters.handled);
                 tracing::info!(
                     name: "evoq.handler.dead_letter",
                     stage = "redelivered",
@@ -793,7 +727,7 @@ fn poll_once<F: Future + Unpin>(mut future: F) -> impl Future<Output = Poll<F::O
 fn start_attempt<'a, C: Consumer>(
     consumer: &'a mut C,
     event: &'a EventMeta,
-) -> Result<CatchUnwind<'a>, HandlerFailure> {
+) -> Result<Attempt<'a>, HandlerFailure> {
     let consumer = AssertUnwindSafe(consumer);
     let event = AssertUnwindSafe(event);
     match catch_unwind(move || {
@@ -801,7 +735,7 @@ fn start_attempt<'a, C: Consumer>(
         let (AssertUnwindSafe(consumer), AssertUnwindSafe(event)) = (consumer, event);
         consumer.consume(event)
     }) {
-        Ok(future) => Ok(CatchUnwind(future)),
+        Ok(future) => Ok(Attempt(CatchPanic::new(future))),
         Err(panic) => Err(HandlerFailure::panicked(panic_message(&*panic))),
     }
 }
@@ -841,17 +775,15 @@ async fn attempt_once<C: Consumer>(
     result
 }
 
-/// A handler future whose panic becomes a [`HandlerFailure`].
-struct CatchUnwind<'a>(HandlerFuture<'a>);
+/// A delivery under way: the handler's future, whose panic becomes a [`HandlerFailure`].
+struct Attempt<'a>(CatchPanic<HandlerFuture<'a>>);
 
-impl Future for CatchUnwind<'_> {
+impl Future for Attempt<'_> {
     type Output = Result<(), HandlerFailure>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let future = self.0.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(poll) => poll,
-            Err(panic) => Poll::Ready(Err(HandlerFailure::panicked(panic_message(&*panic)))),
-        }
+        Pin::new(&mut self.0).poll(cx).map(|outcome| {
+            outcome.unwrap_or_else(|panic| Err(HandlerFailure::panicked(panic_message(&*panic))))
+        })
     }
 }

@@ -1,26 +1,9 @@
-//! Schema evolution: upcasters turn the stored data of an old schema version of an event into
-//! the next version, so that the code only ever sees the current one.
-//!
-//! An upcaster is a free function from the stored JSON of version `n` to version `n + 1`,
-//! marked `#[upcaster(Event, from = n)]`. The chain of an event type is part of its
-//! [`Event`] impl ([`Event::UPCASTERS`]): `#[derive(Event)]` with `#[event(version = 3)]` lists
-//! the upcasters from versions 1 and 2, and a missing one does not compile. Nothing is
-//! registered at run time, so no upcaster can be forgotten.
-//!
-//! Every read path decodes through [`decode`]: the aggregate replay, the idempotency lookup of
-//! a re-sent command, event handlers, projections and their rebuilds (and process managers,
-//! which run on the same subscription engine). Stored data is never rewritten: upcasting
-//! happens on every read.
-//!
-//! An upcaster may also rename the event type: `#[upcaster(NewName, from = 1, renamed_from =
-//! "OldName")]` makes the events stored under `"OldName"` (at versions up to 1) events of
-//! `NewName`, read through the rest of `NewName`'s chain.
+//! What an upcaster is ([`Upcaster`]) and how reading old data can fail ([`UpcastError`],
+//! [`DecodeError`]). How the chain runs is in [`upcast`](super::upcast).
 
 use std::fmt;
 
 use serde_json::Value;
-
-use crate::event::Event;
 
 /// The signature of an upcaster: the stored data of version `n` to the data of version `n + 1`.
 pub type UpcastFn = fn(Value) -> Result<Value, UpcastError>;
@@ -157,7 +140,34 @@ impl UpcastError {
         }
     }
 
-    fn at(self, event: &'static str, stored_version: u32, from: u32) -> Self {
+    /// Data stored at `stored_version` by code newer than this (at `current_version`).
+    pub(crate) fn newer_than_code(
+        event: &'static str,
+        stored_version: u32,
+        current_version: u32,
+    ) -> Self {
+        UpcastError {
+            kind: Kind::NewerThanCode {
+                event,
+                stored_version,
+                current_version,
+            },
+        }
+    }
+
+    /// Data stored at `stored_version` that is not JSON, so no upcaster can read it.
+    pub(crate) fn not_json(event: &'static str, stored_version: u32, reason: String) -> Self {
+        UpcastError {
+            kind: Kind::NotJson {
+                event,
+                stored_version,
+                reason,
+            },
+        }
+    }
+
+    /// An upcaster's own error, placed: the event, the stored version and the failing step.
+    pub(crate) fn at(self, event: &'static str, stored_version: u32, from: u32) -> Self {
         match self.kind {
             Kind::Message(reason) => UpcastError {
                 kind: Kind::Failed {
@@ -226,60 +236,4 @@ pub enum DecodeError {
     /// It is at the current version but does not deserialize.
     #[error(transparent)]
     Data(#[from] serde_json::Error),
-}
-
-/// Whether an event stored under `event_type` is an `E`: its wire name, or a name it was
-/// renamed from.
-pub fn stored_as<E: Event>(event_type: &str) -> bool {
-    event_type == E::NAME
-        || E::UPCASTERS
-            .iter()
-            .any(|step| step.renamed_from == Some(event_type))
-}
-
-/// Decodes data of `E` stored at `schema_version`, through `E`'s upcasters when it is older
-/// than [`Event::VERSION`].
-pub fn decode<E: Event>(schema_version: u32, data: &[u8]) -> Result<E, DecodeError> {
-    if schema_version == E::VERSION {
-        return Ok(serde_json::from_slice(data)?);
-    }
-    let value = upcast::<E>(schema_version, data)?;
-    Ok(serde_json::from_value(value)?)
-}
-
-/// The data of `E` stored at `schema_version`, as JSON of the current version.
-pub fn upcast<E: Event>(schema_version: u32, data: &[u8]) -> Result<Value, UpcastError> {
-    if schema_version > E::VERSION {
-        return Err(UpcastError {
-            kind: Kind::NewerThanCode {
-                event: E::NAME,
-                stored_version: schema_version,
-                current_version: E::VERSION,
-            },
-        });
-    }
-    let mut value: Value = serde_json::from_slice(data).map_err(|error| UpcastError {
-        kind: Kind::NotJson {
-            event: E::NAME,
-            stored_version: schema_version,
-            reason: error.to_string(),
-        },
-    })?;
-    for from in schema_version..E::VERSION {
-        let Some(step) = E::UPCASTERS.iter().find(|step| step.from == from) else {
-            return Err(UpcastError::missing_step(
-                E::NAME,
-                schema_version,
-                from,
-                E::VERSION,
-            ));
-        };
-        value = (step.upcast)(value).map_err(|error| error.at(E::NAME, schema_version, from))?;
-    }
-    Ok(value)
-}
-
-/// The wire names events of `upcasters`' type were stored under before a rename.
-pub fn renamed_from(upcasters: &[Upcaster]) -> impl Iterator<Item = &'static str> + '_ {
-    upcasters.iter().filter_map(|step| step.renamed_from)
 }

@@ -8,18 +8,29 @@
 //! it leaves.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::actor::{Cell, time_out};
+use super::cell::{Cell, NEVER};
 use crate::aggregate::Aggregate;
-use crate::partition::Registry;
 
-/// A deadline that never comes: no timer.
-pub(crate) const NEVER: u64 = u64::MAX;
+/// What the timer task needs of the registry whose instances it times out.
+pub(crate) trait Expiry<A: Aggregate>: Send + Sync + Sized + 'static {
+    /// The registry's timers.
+    fn timers(&self) -> &IdleTimers<A>;
+    /// The origin of the registry's millisecond clock.
+    fn epoch(&self) -> Instant;
+    /// Milliseconds since the epoch.
+    fn now_millis(&self) -> u64;
+    /// Takes `cell` for its idle timeout: `false` when it left, or a command holds it.
+    fn take_idle(&self, cell: &Arc<Cell<A>>) -> bool;
+    /// Runs the idle timeout of `cell`, taken by [`take_idle`](Self::take_idle).
+    fn time_out(self: Arc<Self>, cell: Arc<Cell<A>>) -> impl Future<Output = ()> + Send;
+}
 
 /// The cells due at each deadline (in milliseconds since the registry's epoch). Instances
 /// created together share a millisecond: a bucket of pointers takes a few bytes per instance,
@@ -67,7 +78,12 @@ impl<A: Aggregate> IdleTimers<A> {
     }
 
     /// Makes sure `cell` has an entry no later than `deadline`.
-    pub(crate) fn schedule(&self, registry: &Arc<Registry<A>>, cell: &Arc<Cell<A>>, deadline: u64) {
+    pub(crate) fn schedule<R: Expiry<A>>(
+        &self,
+        registry: &Arc<R>,
+        cell: &Arc<Cell<A>>,
+        deadline: u64,
+    ) {
         // The common case: an entry at or before the deadline is queued already.
         if deadline >= cell.scheduled.load(Ordering::Acquire) {
             return;
@@ -131,8 +147,8 @@ impl<A: Aggregate> IdleTimers<A> {
 
 /// The task of one registry's timers: fires the due entries, then sleeps until the next one
 /// (or until an earlier one is queued). It ends when the runtime stops.
-async fn fire<A: Aggregate>(registry: Arc<Registry<A>>) {
-    let timers = &registry.timers;
+async fn fire<A: Aggregate, R: Expiry<A>>(registry: Arc<R>) {
+    let timers = registry.timers();
     let mut due = Vec::new();
     while !timers.closed.load(Ordering::Acquire) {
         let now = registry.now_millis();
@@ -149,7 +165,7 @@ async fn fire<A: Aggregate>(registry: Arc<Registry<A>>) {
                 // the timeouts themselves (most hibernate or passivate in memory at once), and
                 // its memory would stay behind in the allocator when thousands time out
                 // together.
-                time_out(Arc::clone(&registry), cell).await;
+                Arc::clone(&registry).time_out(cell).await;
             }
             // Else a command holds it: it arms the timer again when it is done.
         }
@@ -160,7 +176,7 @@ async fn fire<A: Aggregate>(registry: Arc<Registry<A>>) {
         let wake = timers.wake.notified();
         match next {
             Some(at) => {
-                let at = registry.epoch + Duration::from_millis(at);
+                let at = registry.epoch() + Duration::from_millis(at);
                 tokio::select! {
                     () = wake => {}
                     () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}

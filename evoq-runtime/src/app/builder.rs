@@ -1,0 +1,246 @@
+//! Building a runtime: [`EvoqBuilder`], from [`Evoq::builder`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::evoq::{Evoq, Inner};
+use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
+use crate::delivery::policy::{HandlerConfig, HandlerOptions};
+use crate::delivery::subscribers::{Registration, Subscribers};
+use crate::dispatch::Middleware;
+use crate::dispatch::dispatcher::{Dispatcher, Settings};
+use crate::dispatch::idempotency::Idempotency;
+use crate::error::Error;
+use crate::handler::{self, EventHandler};
+use crate::host::memory_monitor::{MemoryMonitor, MemoryProbe, SystemMemory};
+use crate::host::registry::Env;
+use crate::projection::{self, Projection};
+use crate::saga::{self, Saga};
+use crate::store::EventStore;
+use crate::store::memory::InMemoryStore;
+
+/// A consumer to start, given the runtime's dispatcher (sagas dispatch through it).
+type Consumer = Box<dyn FnOnce(std::sync::Weak<Dispatcher>) -> Registration + Send>;
+
+/// Builds an [`Evoq`] runtime: `Evoq::builder() ... .start().await`.
+#[must_use = "a builder does nothing until `.start().await`"]
+pub struct EvoqBuilder {
+    store: Option<Arc<dyn EventStore>>,
+    config: Config,
+    memory_probe: Option<Arc<dyn MemoryProbe>>,
+    middleware: Vec<Arc<dyn Middleware>>,
+    /// The event handlers, projections and sagas, in registration order.
+    consumers: Vec<Consumer>,
+}
+
+impl Evoq {
+    /// Starts configuring a runtime.
+    pub fn builder() -> EvoqBuilder {
+        EvoqBuilder {
+            store: None,
+            config: Config::default(),
+            memory_probe: None,
+            middleware: Vec::new(),
+            consumers: Vec::new(),
+        }
+    }
+}
+
+impl EvoqBuilder {
+    /// Uses `store` (the in-memory store when none is given).
+    pub fn store<S: EventStore>(self, store: S) -> Self {
+        self.shared_store(Arc::new(store))
+    }
+
+    /// Uses a store shared with other owners (another runtime, a test that inspects it).
+    pub fn shared_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Number of partition registries.
+    pub fn partitions(mut self, partitions: usize) -> Self {
+        self.config.partitions = partitions;
+        self
+    }
+
+    /// Default dispatch timeout.
+    pub fn dispatch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.dispatch_timeout = timeout;
+        self
+    }
+
+    /// Default number of re-runs after a version conflict.
+    pub fn conflict_retries(mut self, retries: u32) -> Self {
+        self.config.conflict_retries = retries;
+        self
+    }
+
+    /// Reads the configuration from a TOML file (see [`Config`]); invalid values fail
+    /// [`start`](Self::start) with an error naming the key.
+    pub fn config_file(self, path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        Ok(self.config(Config::from_toml_file(path)?))
+    }
+
+    /// Lifecycle defaults of every aggregate type (`#[aggregate(...)]` arguments win).
+    pub fn aggregate_defaults(mut self, defaults: AggregateDefaults) -> Self {
+        self.config.aggregate_defaults = defaults;
+        self
+    }
+
+    /// How often hibernated instances are checked for passivation (default 1 s).
+    pub fn hibernation_sweep_interval(mut self, interval: Duration) -> Self {
+        self.config.hibernation_sweep_interval = interval;
+        self
+    }
+
+    /// Settings of the memory monitor.
+    pub fn memory_monitor(mut self, settings: MemoryMonitorConfig) -> Self {
+        self.config.memory_monitor = settings;
+        self
+    }
+
+    /// Where the memory monitor reads memory use (default: the system, with `sysinfo`).
+    pub fn memory_probe(mut self, probe: impl MemoryProbe) -> Self {
+        self.memory_probe = Some(Arc::new(probe));
+        self
+    }
+
+    /// Runs `middleware` around every dispatch, after the middleware registered before it and
+    /// before each dispatch's own. See [`Middleware`].
+    pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// How long a result answers duplicates of its idempotency key or command id.
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.config.idempotency_ttl = ttl;
+        self
+    }
+
+    /// How many results the idempotency cache keeps at most.
+    pub fn idempotency_capacity(mut self, capacity: usize) -> Self {
+        self.config.idempotency_capacity = capacity;
+        self
+    }
+
+    /// Runs an event handler (`#[event_handler]`) in its own task, with the options of its
+    /// attribute and the runtime's [`HandlerConfig`].
+    pub fn handler<H: EventHandler>(self, handler: H) -> Self {
+        self.handler_with(handler, HandlerOptions::new())
+    }
+
+    /// Runs an event handler with `options`, which take precedence over its attribute's.
+    pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
+        let registration = handler::registration::<H, _>(handler, options);
+        self.consumers.push(Box::new(move |_| registration));
+        self
+    }
+
+    /// Runs a projection (`#[projection]`) in its own task, like an event handler, with its
+    /// checkpoint saved after every event. Its name shares the namespace of the handlers:
+    /// [`Evoq::wait_for`] and [`Evoq::rebuild`] take it.
+    pub fn projection<P: Projection>(self, projection: P) -> Self {
+        self.projection_with(projection, HandlerOptions::new())
+    }
+
+    /// Runs a projection with `options`, which take precedence over its attribute's.
+    pub fn projection_with<P: Projection>(
+        mut self,
+        projection: P,
+        options: HandlerOptions,
+    ) -> Self {
+        let registration = projection::registration(projection, options);
+        self.consumers.push(Box::new(move |_| registration));
+        self
+    }
+
+    /// Registers the saga `S` (see [`saga`](crate::saga)): it runs on the subscription engine
+    /// and dispatches its commands through this runtime.
+    pub fn saga<S: Saga>(self) -> Self {
+        self.saga_with::<S>(HandlerOptions::new())
+    }
+
+    /// Registers the saga `S` with `options` (they take precedence over its attribute's).
+    pub fn saga_with<S: Saga>(mut self, options: HandlerOptions) -> Self {
+        self.consumers.push(Box::new(move |dispatcher| {
+            saga::registration::<S>(dispatcher, options)
+        }));
+        self
+    }
+
+    /// The defaults of every event handler (retries, error policy, checkpoints).
+    pub fn handler_defaults(mut self, defaults: HandlerConfig) -> Self {
+        self.config.handlers = defaults;
+        self
+    }
+
+    /// Validates the configuration, loads the handlers' checkpoints and starts the runtime.
+    pub async fn start(self) -> Result<Evoq, Error> {
+        self.config.validate()?;
+        let store = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
+        let probe = self
+            .memory_probe
+            .unwrap_or_else(|| Arc::new(SystemMemory::new()));
+        let monitor = Arc::new(MemoryMonitor::new(
+            probe,
+            self.config.memory_monitor.clone(),
+        ));
+        MemoryMonitor::spawn_checks(&monitor);
+        let config = self.config;
+        let dispatcher = Dispatcher::start(
+            Env {
+                store: Arc::clone(&store),
+                monitor,
+                partitions: config.partitions,
+                defaults: config.aggregate_defaults.clone(),
+            },
+            Idempotency::new(config.idempotency_ttl, config.idempotency_capacity),
+            self.middleware,
+            Settings {
+                dispatch_timeout: config.dispatch_timeout,
+                conflict_retries: config.conflict_retries,
+                idempotency_lookback: config.idempotency_lookback,
+                hibernation_sweep_interval: config.hibernation_sweep_interval,
+            },
+        );
+        let registrations = self
+            .consumers
+            .into_iter()
+            .map(|consumer| consumer(Arc::downgrade(&dispatcher)))
+            .collect();
+        let subscribers = match Subscribers::start(registrations, store, &config.handlers).await {
+            Ok(subscribers) => subscribers,
+            Err(error) => {
+                dispatcher.stop();
+                return Err(error);
+            }
+        };
+        tracing::debug!(name: "evoq.runtime.start", partitions = config.partitions);
+        Ok(Evoq {
+            inner: Arc::new(Inner {
+                config,
+                dispatcher,
+                subscribers,
+            }),
+        })
+    }
+}
+
+impl std::fmt::Debug for EvoqBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvoqBuilder")
+            .field("config", &self.config)
+            .field("store", &self.store.as_ref().map(|_| "given"))
+            .field("middleware", &self.middleware.len())
+            .field("consumers", &self.consumers.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,340 @@
+//! The runtime handle, [`Evoq`], and dispatching through it: [`Evoq::dispatch`], and
+//! [`CommandBuilder`] for ids, metadata and options.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::aggregate::command::Route;
+use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
+use crate::config::Config;
+use crate::delivery::api::{DeadLetterQueue, HandlerStats};
+use crate::delivery::consistency::{Consistency, settle};
+use crate::delivery::subscribers::Subscribers;
+use crate::dispatch::Middleware;
+use crate::dispatch::dispatcher::Dispatcher;
+use crate::dispatch::dispatcher::{self, Request};
+use crate::error::Error;
+use crate::host::memory_monitor::MemoryMonitor;
+use crate::host::registry::AggregateStats;
+use crate::store::EventStore;
+use crate::util::time::deadline_after;
+
+/// What every clone of a runtime handle shares.
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) subscribers: Subscribers,
+}
+
+/// A running evoq application: dispatch commands to aggregates.
+///
+/// Cheap to clone; every clone is the same runtime.
+///
+/// ```
+/// use evoq_runtime::Evoq;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), evoq_runtime::Error> {
+/// let app = Evoq::builder().partitions(2).start().await?;
+/// assert_eq!(app.config().partitions, 2);
+/// app.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Evoq {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Evoq {
+    /// The event store this runtime writes to.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        self.inner.dispatcher.store()
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The memory monitor (its level, and `check_now`).
+    pub fn memory_monitor(&self) -> &MemoryMonitor {
+        self.inner.dispatcher.memory_monitor()
+    }
+
+    /// How many instances of aggregate `A` are live (with a running actor).
+    pub fn live_aggregates<A: Aggregate>(&self) -> usize {
+        self.aggregate_stats::<A>().live as usize
+    }
+
+    /// The counters of aggregate type `A`: live, hibernated, passivated, ...
+    pub fn aggregate_stats<A: Aggregate>(&self) -> AggregateStats {
+        self.all_aggregate_stats()
+            .into_iter()
+            .find(|stats| stats.aggregate == A::NAME)
+            .unwrap_or(AggregateStats {
+                aggregate: A::NAME,
+                ..AggregateStats::default()
+            })
+    }
+
+    /// The counters of every aggregate type used so far, sorted by name.
+    pub fn all_aggregate_stats(&self) -> Vec<AggregateStats> {
+        self.inner.dispatcher.aggregate_stats()
+    }
+
+    /// How many dispatch results the idempotency cache remembers now.
+    pub fn idempotency_entries(&self) -> usize {
+        self.inner.dispatcher.idempotency_entries()
+    }
+
+    /// The partition that holds aggregate `id` of `A` (stable across runs).
+    pub fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
+        self.inner.dispatcher.partition_of::<A>(id)
+    }
+
+    /// Passivates the hibernated instances whose idle timeout has passed now, instead of
+    /// waiting for the next periodic sweep.
+    pub async fn sweep_hibernated(&self) {
+        self.inner.dispatcher.sweep_hibernated().await;
+    }
+
+    /// Stops the runtime: new dispatches fail with [`Error::Stopped`]; commands already
+    /// accepted complete; event handlers stop after saving their checkpoints.
+    pub async fn stop(&self) {
+        self.inner.dispatcher.stop();
+        self.inner.subscribers.stop().await;
+        tracing::debug!(name: "evoq.runtime.stop", stage = "stop");
+    }
+
+    /// Waits until the handler named `handler` has processed every one of its events up to the
+    /// global `position` (a [`Dispatched::position`](crate::Dispatched::position), say): a
+    /// caller can read its own writes from what the handler maintains.
+    ///
+    /// The handler's position also moves past events of types it does not take, so any
+    /// position of the store can be waited on. There is no deadline: wrap the call in
+    /// `tokio::time::timeout`. Fails at once for a handler this runtime does not run, and
+    /// when the handler stops (its `OnError::Stop` policy, or the runtime stopping) before it
+    /// gets there.
+    pub async fn wait_for(&self, handler: &str, position: u64) -> Result<(), Error> {
+        self.inner.subscribers.wait_for(handler, position).await
+    }
+
+    /// Rebuilds the projection named `projection`: clears its read model, resets its
+    /// checkpoint, replays every event of its types from the first one (no cap, upcast as on
+    /// every read), then goes on live. Returns once the replay has reached the store's head as
+    /// of the call (the position returned), so the read model is complete up to it.
+    ///
+    /// The reset happens between two events (the projection sees one event at a time). Its
+    /// dead letters are kept. Fails for a name this runtime does not run, for an event
+    /// handler, and when the read model cannot be cleared or the checkpoint reset.
+    pub async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
+        self.inner.subscribers.rebuild(projection).await
+    }
+
+    /// The dead letters of the handler named `handler`: list, get, retry, discard.
+    ///
+    /// Listing, getting and discarding work for any name (the entries are in the store);
+    /// retrying needs the handler to run in this runtime.
+    pub fn dead_letters(&self, handler: &str) -> DeadLetterQueue<'_> {
+        self.inner.subscribers.dead_letters(handler)
+    }
+
+    /// The counters of every event handler of this runtime, in registration order.
+    pub fn handler_stats(&self) -> Vec<HandlerStats> {
+        self.inner.subscribers.handler_stats()
+    }
+}
+
+impl std::fmt::Debug for Evoq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evoq")
+            .field("config", &self.inner.config)
+            .field("stopped", &self.inner.dispatcher.is_stopped())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Evoq::dispatch`].
+pub type DispatchFuture<'a, A> =
+    Pin<Box<dyn Future<Output = Result<Dispatched<A>, Error>> + Send + 'a>>;
+
+impl Evoq {
+    /// Dispatches `command` to the one aggregate that handles it, with fresh ids and the
+    /// default options. See [`Evoq::command`] for ids, metadata and options.
+    ///
+    /// The future is boxed so that a command without a route gives one compile error at the
+    /// call, not one per use of the future.
+    pub fn dispatch<C: Route>(&self, command: C) -> DispatchFuture<'_, C::Aggregate> {
+        self.command(command).dispatch()
+    }
+
+    /// Prepares a dispatch of `command` with metadata and options.
+    pub fn command<C: Route>(&self, command: C) -> CommandBuilder<'_, C> {
+        CommandBuilder {
+            app: self,
+            command,
+            context: CommandContext::new(),
+            options: self.inner.dispatcher.default_options(),
+            middleware: Vec::new(),
+            command_id_supplied: false,
+            consistency: Consistency::Eventual,
+        }
+    }
+}
+
+/// A dispatch being prepared: set ids, metadata and options, then `.dispatch().await`.
+#[must_use = "a command does nothing until `.dispatch().await`"]
+pub struct CommandBuilder<'a, C> {
+    app: &'a Evoq,
+    command: C,
+    context: CommandContext,
+    options: DispatchOptions,
+    middleware: Vec<Arc<dyn Middleware>>,
+    command_id_supplied: bool,
+    consistency: Consistency,
+}
+
+impl<'a, C> CommandBuilder<'a, C> {
+    /// Sets the command id (default: a fresh UUID v7). A caller-supplied command id
+    /// deduplicates the dispatch when no idempotency key is set: a second dispatch with this id
+    /// returns the first one's result, even after a restart when its events are recent in the
+    /// stream (see [`idempotency`](crate::dispatch::idempotency)).
+    pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id_supplied = true;
+        if self.context.correlation_id == self.context.command_id {
+            self.context.correlation_id = id;
+        }
+        self.context.command_id = id;
+        self
+    }
+
+    /// Sets the correlation id (default: the command id).
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.context.correlation_id = id;
+        self
+    }
+
+    /// Sets what caused this command.
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.context.causation_id = Some(id);
+        self
+    }
+
+    /// Adds a user metadata entry, copied into every event the command produces.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.context.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Deduplicates the dispatch by `key`: while the first successful result with this key is
+    /// remembered, a dispatch with the same key returns that result and runs nothing (see
+    /// [`idempotency`](crate::dispatch::idempotency)).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.context.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Runs `middleware` around this dispatch, after the runtime's middleware and the ones added
+    /// before it.
+    pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// The stream must be at `version` (0 = new); otherwise the dispatch fails with
+    /// [`Error::Conflict`] and nothing is appended.
+    pub fn expected_version(mut self, version: u64) -> Self {
+        self.options.expected_version = Some(version);
+        self
+    }
+
+    /// How long to wait for the command, middleware, idempotency and consistency waits included
+    /// (default: the runtime's `dispatch_timeout`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// How many times to re-run the command after a version conflict.
+    pub fn retry_limit(mut self, retries: u32) -> Self {
+        self.options.retry_limit = retries;
+        self
+    }
+
+    /// Which event handlers to wait for before returning (default: none, [`Consistency::Eventual`]).
+    /// The wait shares the dispatch's deadline ([`timeout`](Self::timeout)).
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
+    /// Dispatches the command.
+    pub fn dispatch(self) -> DispatchFuture<'a, C::Aggregate>
+    where
+        C: Route,
+    {
+        Box::pin(self.run())
+    }
+
+    async fn run(self) -> Result<Dispatched<C::Aggregate>, Error>
+    where
+        C: Route,
+    {
+        let deadline = deadline_after(self.options.timeout);
+        let span = dispatcher::span::<C>(&self.context);
+        if span.is_disabled() && matches!(self.consistency, Consistency::Eventual) {
+            // The common case, with nothing to observe or wait for: its future stays small.
+            let (app, request, _) = self.into_request();
+            return dispatcher::dispatch(&app.inner.dispatcher, request, deadline).await;
+        }
+        Box::pin(self.run_observed(span, deadline)).await
+    }
+
+    /// A dispatch with a span to record or handlers to wait for.
+    async fn run_observed(
+        self,
+        span: tracing::Span,
+        deadline: tokio::time::Instant,
+    ) -> Result<Dispatched<C::Aggregate>, Error>
+    where
+        C: Route,
+    {
+        let id = if span.is_disabled() {
+            String::new()
+        } else {
+            self.command.aggregate_id()
+        };
+        let timeout = self.options.timeout;
+        let (app, request, consistency) = self.into_request();
+        let dispatch = async {
+            let required = app.inner.subscribers.required(&consistency)?;
+            let done = dispatcher::dispatch(&app.inner.dispatcher, request, deadline).await?;
+            settle::<C>(&required, done, deadline, timeout).await
+        };
+        dispatcher::observed(span, &id, dispatch).await
+    }
+
+    fn into_request(self) -> (&'a Evoq, Request<C>, Consistency) {
+        let CommandBuilder {
+            app,
+            command,
+            context,
+            options,
+            middleware,
+            command_id_supplied,
+            consistency,
+        } = self;
+        let mut request = Request::new(command, context, options);
+        request.middleware = middleware;
+        if command_id_supplied {
+            request = request.with_supplied_command_id();
+        }
+        (app, request, consistency)
+    }
+}

@@ -1,0 +1,64 @@
+//! What the runtime and a handler's task share: the handler's published progress, its control
+//! requests and its counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// What one handler's task publishes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress {
+    /// The position processed through.
+    pub(crate) position: u64,
+    /// Why the handler stopped, once it has (`OnError::Stop`).
+    pub(crate) stopped: Option<Arc<str>>,
+}
+
+/// A request to a handler's task.
+pub(crate) enum Control {
+    /// Deliver this dead letter again, once.
+    Redeliver {
+        event_id: Uuid,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Clear the projection's read model, reset its checkpoint and replay from the start.
+    Rebuild {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct DeliveryCounters {
+    pub(crate) handled: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+}
+
+impl DeliveryCounters {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the runtime and a handler's task share.
+pub(crate) struct HandlerState {
+    pub(crate) name: Arc<str>,
+    pub(crate) event_types: &'static [&'static str],
+    pub(crate) renamed_from: Vec<&'static str>,
+    pub(crate) strong: bool,
+    pub(crate) progress: watch::Sender<Progress>,
+    pub(crate) control: mpsc::Sender<Control>,
+    pub(crate) counters: DeliveryCounters,
+}
+
+impl HandlerState {
+    /// Whether the handler takes any of `event_types`.
+    pub(crate) fn takes_any(&self, event_types: &[&str]) -> bool {
+        self.event_types.iter().any(|t| event_types.contains(t))
+    }
+}

@@ -1,0 +1,214 @@
+//! The running consumers of one runtime: each one's task, its published progress and its
+//! control channel; the names consistency waits and the dead-letter queue look up.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::consistency::Consistency;
+use super::consumer::Consumer;
+use super::policy::{self, HandlerConfig, HandlerOptions, StartFrom};
+use super::state::{DeliveryCounters, HandlerState, Progress};
+use super::task::Task;
+use crate::error::Error;
+use crate::store::EventStore;
+
+/// A consumer given to the builder, not started yet.
+pub(crate) struct Registration {
+    default_name: &'static str,
+    event_types: &'static [&'static str],
+    /// The wire names its event types were renamed from (upcasters), read too.
+    renamed_from: Vec<&'static str>,
+    attribute: HandlerOptions,
+    options: HandlerOptions,
+    spawn: Box<dyn FnOnce(Task) -> JoinHandle<()> + Send>,
+}
+
+impl Registration {
+    /// Any consumer of events: its default name and event types, the names those types were
+    /// renamed from, and the options of its attribute and of the builder.
+    pub(crate) fn new<C: Consumer>(
+        default_name: &'static str,
+        event_types: &'static [&'static str],
+        renamed_from: Vec<&'static str>,
+        attribute: HandlerOptions,
+        options: HandlerOptions,
+        consumer: C,
+    ) -> Self {
+        Registration {
+            default_name,
+            event_types,
+            renamed_from,
+            attribute,
+            options,
+            spawn: Box::new(move |task: Task| tokio::spawn(task.run(consumer))),
+        }
+    }
+}
+
+/// The running handlers of one runtime.
+pub(crate) struct Subscribers {
+    handlers: Vec<Arc<HandlerState>>,
+    store: Arc<dyn EventStore>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribers")
+            .field("handlers", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscribers {
+    /// Resolves every handler's options, checks them, loads the checkpoints and starts one
+    /// task per handler.
+    pub(crate) async fn start(
+        registrations: Vec<Registration>,
+        store: Arc<dyn EventStore>,
+        defaults: &HandlerConfig,
+    ) -> Result<Subscribers, Error> {
+        let mut resolved = Vec::with_capacity(registrations.len());
+        for registration in &registrations {
+            let options = registration.options.resolve(
+                &registration.attribute,
+                registration.default_name,
+                defaults,
+            );
+            options.check().map_err(|reason| Error::Config {
+                key: "handler".to_owned(),
+                reason,
+            })?;
+            if let Some(twin) = resolved
+                .iter()
+                .find(|other: &&policy::Resolved| other.name == options.name)
+            {
+                return Err(Error::Config {
+                    key: "handler".to_owned(),
+                    reason: format!(
+                        "two event handlers are named `{}`: a name keys a handler's checkpoint and dead letters, so it must be unique; rename one with `HandlerOptions::new().name(\"...\")` or in its `#[event_handler(name = \"...\")]`",
+                        twin.name
+                    ),
+                });
+            }
+            resolved.push(options);
+        }
+
+        let (shutdown, _) = watch::channel(false);
+        let mut handlers = Vec::with_capacity(registrations.len());
+        let mut tasks = Vec::with_capacity(registrations.len());
+        for (registration, options) in registrations.into_iter().zip(resolved) {
+            let saved = store.load_checkpoint(&options.name).await?;
+            let start_after = match options.start_from {
+                StartFrom::Checkpoint => saved.unwrap_or(0),
+                StartFrom::Origin => 0,
+                StartFrom::Current => *store.head().borrow(),
+            };
+            let (progress, _) = watch::channel(Progress {
+                position: start_after,
+                stopped: None,
+            });
+            let (control, requests) = mpsc::channel(16);
+            let state = Arc::new(HandlerState {
+                name: Arc::clone(&options.name),
+                event_types: registration.event_types,
+                renamed_from: registration.renamed_from,
+                strong: options.strong,
+                progress,
+                control,
+                counters: DeliveryCounters::default(),
+            });
+            let task = Task::new(
+                Arc::clone(&state),
+                Arc::clone(&store),
+                options,
+                defaults,
+                start_after,
+                requests,
+                shutdown.subscribe(),
+            );
+            tasks.push((registration.spawn)(task));
+            handlers.push(state);
+        }
+        Ok(Subscribers {
+            handlers,
+            store,
+            shutdown,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The handler named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<HandlerState>> {
+        self.handlers.iter().find(|h| &*h.name == name)
+    }
+
+    /// Every handler, in registration order.
+    pub(crate) fn all(&self) -> &[Arc<HandlerState>] {
+        &self.handlers
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Stops every handler task and waits for them: each saves its checkpoint. An event being
+    /// handled is abandoned (its future dropped) and delivered again after a restart.
+    pub(crate) async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        for task in tasks {
+            if let Err(error) = task.await
+                && error.is_panic()
+            {
+                tracing::error!(name: "evoq.handler.shutdown", error = %error);
+            }
+        }
+    }
+}
+
+impl Subscribers {
+    /// The handlers `consistency` requires; an unknown name is an error.
+    pub(crate) fn required(
+        &self,
+        consistency: &Consistency,
+    ) -> Result<Vec<Arc<HandlerState>>, Error> {
+        match consistency {
+            Consistency::Eventual => Ok(Vec::new()),
+            Consistency::Strong => Ok(self
+                .all()
+                .iter()
+                .filter(|handler| handler.strong)
+                .cloned()
+                .collect()),
+            Consistency::Handlers(names) => names
+                .iter()
+                .map(|name| {
+                    self.get(name)
+                        .cloned()
+                        .ok_or_else(|| Error::UnknownHandler {
+                            handler: name.clone(),
+                            known: self.names(),
+                        })
+                })
+                .collect(),
+        }
+    }
+
+    /// The names of the handlers, for messages.
+    pub(crate) fn names(&self) -> String {
+        let names: Vec<String> = self
+            .all()
+            .iter()
+            .map(|handler| format!("`{}`", handler.name))
+            .collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The path of one dispatch, under one deadline (the dispatch's timeout):
+//!
+//! 1. a stopped runtime refuses the command;
+//! 2. idempotency ([`idempotency`](super::idempotency)): a remembered success, or one found in
+//!    the stream for a caller-supplied command id, is returned at once; a running duplicate is
+//!    waited for;
+//! 3. `before_dispatch` of every middleware (the runtime's, then the dispatch's); a halt returns;
+//! 4. the aggregate's actor runs the command (expected version, conflict retries, metadata) and
+//!    appends, in the caller's task; a keyed command runs in a task of its own, so that it
+//!    completes and its success is remembered for its key even when the caller stops waiting;
+//! 5. `after_dispatch` or `after_failure` of every middleware, with the framework's assigns.
+//!
+//! With no middleware and no key, steps 2, 3 and 5 cost nothing: no allocation, no lock.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::idempotency::{Acquired, Claim, Idempotency, Key, stored_result};
+use super::middleware::{Chain, Middleware, Pipeline};
+use crate::aggregate::Aggregate;
+use crate::aggregate::command::{Decide, Route};
+use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
+use crate::envelope::stream_id;
+use crate::error::Error;
+use crate::event::EventSet;
+use crate::host::actor;
+use crate::host::memory_monitor::MemoryMonitor;
+use crate::host::registry::{AggregateStats, Env, Partitions};
+use crate::store::EventStore;
+use crate::util::time::{deadline_after, micros_since, within};
+
+/// What the dispatcher is configured with (from the runtime's configuration).
+pub(crate) struct Settings {
+    /// The default time a dispatch may take.
+    pub(crate) dispatch_timeout: Duration,
+    /// The default number of re-runs after a version conflict.
+    pub(crate) conflict_retries: u32,
+    /// How many of a stream's newest events are searched for a re-sent command id.
+    pub(crate) idempotency_lookback: usize,
+    /// How often hibernated instances are checked for passivation.
+    pub(crate) hibernation_sweep_interval: Duration,
+}
+
+/// Runs commands: owns the live aggregates (their partitions), the idempotency cache and the
+/// runtime's middleware, and takes every dispatch through the path of the
+/// [module docs](self). The runtime handle holds it; sagas hold a weak reference.
+pub(crate) struct Dispatcher {
+    store: Arc<dyn EventStore>,
+    partitions: Partitions,
+    idempotency: Arc<Idempotency>,
+    middleware: Box<[Arc<dyn Middleware>]>,
+    settings: Settings,
+    stopped: AtomicBool,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `env`'s store, with its hibernation sweeper running.
+    pub(crate) fn start(
+        env: Env,
+        idempotency: Idempotency,
+        middleware: Vec<Arc<dyn Middleware>>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        let dispatcher = Arc::new(Dispatcher {
+            store: Arc::clone(&env.store),
+            partitions: Partitions::new(Arc::new(env)),
+            idempotency: Arc::new(idempotency),
+            middleware: middleware.into(),
+            settings,
+            stopped: AtomicBool::new(false),
+        });
+        spawn_sweeper(&dispatcher);
+        dispatcher
+    }
+
+    /// The options of a dispatch that sets none.
+    pub(crate) fn default_options(&self) -> DispatchOptions {
+        DispatchOptions {
+            timeout: self.settings.dispatch_timeout,
+            expected_version: None,
+            retry_limit: self.settings.conflict_retries,
+        }
+    }
+
+    /// The event store commands append to.
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// The memory monitor that scales idle timeouts.
+    pub(crate) fn memory_monitor(&self) -> &MemoryMonitor {
+        self.partitions.monitor()
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new dispatches and drops every live and hibernated instance: commands already
+    /// running complete.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.partitions.clear();
+    }
+
+    /// The counters of every aggregate type used so far, sorted by name.
+    pub(crate) fn aggregate_stats(&self) -> Vec<AggregateStats> {
+        self.partitions.stats()
+    }
+
+    /// The partition that holds aggregate `id` of `A`.
+    pub(crate) fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
+        self.partitions.partition_of::<A>(id)
+    }
+
+    /// Passivates the hibernated instances whose idle timeout has passed.
+    pub(crate) async fn sweep_hibernated(&self) {
+        self.partitions.sweep().await;
+    }
+
+    /// How many dispatch results the idempotency cache remembers.
+    pub(crate) fn idempotency_entries(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// Runs `command` on the live instance of aggregate `id`, in the caller's task; `None` when
+    /// `wanted` says, once its turn has come, that nobody waits for it any more.
+    async fn run_command<A: Aggregate>(
+        &self,
+        id: &str,
+        command: &mut dyn Decide<A>,
+        context: &CommandContext,
+        options: &DispatchOptions,
+        wanted: impl Fn() -> bool,
+    ) -> Option<Result<Dispatched<A>, Error>> {
+        actor::run_in(&self.partitions, id, command, context, options, wanted).await
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        // The registries' idle-timer tasks hold their registries: end them, and drop every
+        // instance, once the last handle is gone.
+        self.partitions.clear();
+    }
+}
+
+/// Passivates expired hibernated instances every `hibernation_sweep_interval`, until the
+/// dispatcher stops or is dropped.
+fn spawn_sweeper(dispatcher: &Arc<Dispatcher>) {
+    let weak = Arc::downgrade(dispatcher);
+    let interval = dispatcher.settings.hibernation_sweep_interval;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(dispatcher) = weak.upgrade() else {
+                return;
+            };
+            if dispatcher.is_stopped() {
+                return;
+            }
+            dispatcher.partitions.sweep().await;
+        }
+    });
+}
+
+/// Everything a dispatch carries into the pipeline.
+pub(crate) struct Request<C> {
+    pub(crate) command: C,
+    pub(crate) context: CommandContext,
+    pub(crate) options: DispatchOptions,
+    /// The dispatch's own middleware, run after the runtime's.
+    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+    /// Whether the caller set the command id (a generated one is never a duplicate).
+    pub(crate) command_id_supplied: bool,
+}
+
+impl<C> Request<C> {
+    /// A dispatch of `command` with `context` and `options`, no middleware of its own, and a
+    /// command id the runtime generated.
+    pub(crate) fn new(command: C, context: CommandContext, options: DispatchOptions) -> Self {
+        Request {
+            command,
+            context,
+            options,
+            middleware: Vec::new(),
+            command_id_supplied: false,
+        }
+    }
+
+    /// The caller chose the command id: a dispatch with the same id is a duplicate.
+    pub(crate) fn with_supplied_command_id(mut self) -> Self {
+        self.command_id_supplied = true;
+        self
+    }
+}
+
+/// The `evoq.dispatch` span of a dispatch (disabled unless DEBUG events are on).
+pub(crate) fn span<C: Route>(context: &CommandContext) -> tracing::Span {
+    tracing::debug_span!(
+        "evoq.dispatch",
+        command = C::NAME,
+        aggregate = <C::Aggregate as Aggregate>::NAME,
+        aggregate_id = tracing::field::Empty,
+        command_id = %context.command_id,
+        correlation_id = %context.correlation_id,
+    )
+}
+
+/// Runs `body` (a dispatch to aggregate `aggregate_id`, and whatever its caller waits for after
+/// it) in `span`, between the `evoq.dispatch` start and stop (or exception) events.
+pub(crate) async fn observed<A: Aggregate>(
+    span: tracing::Span,
+    aggregate_id: &str,
+    body: impl Future<Output = Result<Dispatched<A>, Error>>,
+) -> Result<Dispatched<A>, Error> {
+    if !span.is_disabled() {
+        span.record("aggregate_id", aggregate_id);
+    }
+    span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
+    // Timed only when the events that carry the duration are on.
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
+    let result = body.instrument(span.clone()).await;
+    span.in_scope(|| match &result {
+        Ok(done) => tracing::debug!(
+            name: "evoq.dispatch",
+            stage = "stop",
+            version = done.version,
+            duration_us = micros_since(started),
+        ),
+        Err(error) => tracing::debug!(
+            name: "evoq.dispatch",
+            stage = "exception",
+            error = %error,
+            duration_us = micros_since(started),
+        ),
+    });
+    result
+}
+
+/// Runs `request` under a deadline of its timeout, in its `evoq.dispatch` span when DEBUG
+/// events are on.
+pub(crate) async fn dispatch_traced<C: Route>(
+    dispatcher: &Arc<Dispatcher>,
+    request: Request<C>,
+) -> Result<Dispatched<C::Aggregate>, Error> {
+    let deadline = deadline_after(request.options.timeout);
+    let span = span::<C>(&request.context);
+    if span.is_disabled() {
+        return dispatch(dispatcher, request, deadline).await;
+    }
+    let id = request.command.aggregate_id();
+    Box::pin(observed(span, &id, dispatch(dispatcher, request, deadline))).await
+}
+
+/// Runs one dispatch through the path of the [module docs](self).
+pub(crate) async fn dispatch<C: Route>(
+    dispatcher: &Arc<Dispatcher>,
+    request: Request<C>,
+    deadline: Instant,
+) -> Result<Dispatched<C::Aggregate>, Error> {
+    let Request {
+        command,
+        context,
+        options,
+        middleware,
+        command_id_supplied,
+    } = request;
+    if dispatcher.is_stopped() {
+        return Err(Error::Stopped { command: C::NAME });
+    }
+    if context.idempotency_key.is_none()
+        && !command_id_supplied
+        && middleware.is_empty()
+        && dispatcher.middleware.is_empty()
+    {
+        // The bare command: its future stays small (the one below is boxed).
+        let id = command.aggregate_id();
+        let mut command = command;
+        return match within(
+            deadline,
+            dispatcher.run_command(&id, &mut command, &context, &options, || true),
+        )
+        .await
+        {
+            Some(Some(result)) => result,
+            Some(None) => unreachable!("a bare dispatch is always wanted"),
+            None => Err(Error::Timeout {
+                command: C::NAME,
+                stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
+                after: options.timeout,
+            }),
+        };
+    }
+    Box::pin(run_keyed_or_wrapped(
+        dispatcher,
+        command,
+        context,
+        options,
+        middleware,
+        command_id_supplied,
+        deadline,
+    ))
+    .await
+}
+
+/// A dispatch with an idempotency key, a caller-supplied command id or middleware.
+async fn run_keyed_or_wrapped<C: Route>(
+    dispatcher: &Arc<Dispatcher>,
+    command: C,
+    context: CommandContext,
+    options: DispatchOptions,
+    middleware: Vec<Arc<dyn Middleware>>,
+    command_id_supplied: bool,
+    deadline: Instant,
+) -> Result<Dispatched<C::Aggregate>, Error> {
+    let id = command.aggregate_id();
+    let after = options.timeout;
+    let timed_out = || Error::Timeout {
+        command: C::NAME,
+        stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
+        after,
+    };
+
+    // Idempotency: the key, else a caller-supplied command id; a generated id cannot repeat.
+    let key = match &context.idempotency_key {
+        Some(key) => Some(Key::Idempotency(Arc::from(key.as_str()))),
+        None if command_id_supplied => Some(Key::CommandId(context.command_id)),
+        None => None,
+    };
+    let claim = match key {
+        None => None,
+        Some(key) => match within(deadline, dispatcher.idempotency.acquire::<C>(key, &id)).await {
+            None => return Err(timed_out()),
+            Some(Err(error)) => return Err(error),
+            Some(Ok(Acquired::Hit(done))) => return Ok(done),
+            Some(Ok(Acquired::Lead(claim))) => Some(claim),
+        },
+    };
+    if let Some(leader) = &claim {
+        if command_id_supplied {
+            let stream = stream_id(<C::Aggregate as Aggregate>::NAME, &id);
+            let lookup = stored_result::<C::Aggregate>(
+                &*dispatcher.store,
+                &stream,
+                context.command_id,
+                dispatcher.settings.idempotency_lookback,
+            );
+            let Some(found) = within(deadline, lookup).await else {
+                return Err(timed_out());
+            };
+            let found = found?;
+            if let Some(done) = found {
+                tracing::debug!(
+                    name: "evoq.idempotency.hit",
+                    key = %leader.key(),
+                    command = C::NAME,
+                    source = "store",
+                    version = done.version,
+                );
+                if let Some(claim) = claim {
+                    claim.complete(done.clone());
+                }
+                return Ok(done);
+            }
+        }
+        tracing::debug!(name: "evoq.idempotency.miss", key = %leader.key(), command = C::NAME);
+    }
+
+    let chain = Chain {
+        global: &dispatcher.middleware[..],
+        local: &middleware,
+    };
+    if chain.is_empty() {
+        return execute(dispatcher, &id, command, context, options, deadline, claim)
+            .await
+            .unwrap_or_else(|| Err(timed_out()));
+    }
+
+    // The middleware see the command before and after the aggregate: share it with the job.
+    let command = Arc::new(command);
+    let mut pipeline = Pipeline::new(
+        &*command,
+        C::NAME,
+        <C::Aggregate as Aggregate>::NAME,
+        &id,
+        context,
+    );
+    if within(deadline, pipeline.run_stage(chain)).await.is_none() {
+        return Err(timed_out());
+    }
+    if let Some(halt) = pipeline.take_halt() {
+        return Err(halt);
+    }
+    let context = pipeline.context_for_job();
+    let Some(outcome) = execute(
+        dispatcher,
+        &id,
+        Arc::clone(&command),
+        context,
+        options,
+        deadline,
+        claim,
+    )
+    .await
+    else {
+        return Err(timed_out());
+    };
+    let done = match outcome {
+        Ok(done) => {
+            pipeline.enter_after(Ok(()));
+            assign_success(&mut pipeline, &done);
+            Some(done)
+        }
+        Err(error) => {
+            pipeline.enter_after(Err(error));
+            None
+        }
+    };
+    if within(deadline, pipeline.run_stage(chain)).await.is_none() {
+        return Err(timed_out());
+    }
+    match (pipeline.into_response(), done) {
+        (Err(error), _) => Err(error),
+        (Ok(()), Some(done)) => Ok(done),
+        (Ok(()), None) => unreachable!("after_failure cannot turn a failure into a success"),
+    }
+}
+
+/// Runs the command on its aggregate before `deadline`; `None` when the deadline passed.
+///
+/// An unkeyed command runs in the caller's task. A keyed one runs in a task of its own that
+/// completes the claim (the key remembers a success): when the deadline passes after the
+/// command started, it still completes, so a retry with the same key gets its result instead of
+/// running the command again; when the deadline passes before it started, it never runs and
+/// the claim is released.
+async fn execute<A: Aggregate, D: Decide<A> + 'static>(
+    dispatcher: &Arc<Dispatcher>,
+    id: &str,
+    mut command: D,
+    context: CommandContext,
+    options: DispatchOptions,
+    deadline: Instant,
+    claim: Option<Claim>,
+) -> Option<Result<Dispatched<A>, Error>> {
+    let Some(claim) = claim else {
+        return within(
+            deadline,
+            dispatcher.run_command(id, &mut command, &context, &options, || true),
+        )
+        .await
+        .flatten();
+    };
+    let name = command.name();
+    let (reply, outcome) = oneshot::channel();
+    let (dispatcher, id) = (Arc::clone(dispatcher), id.to_owned());
+    tokio::spawn(async move {
+        let wanted = || !reply.is_closed();
+        let ran = dispatcher
+            .run_command(&id, &mut command, &context, &options, wanted)
+            .await;
+        if let Some(result) = ran {
+            if let Ok(done) = &result {
+                claim.complete(done.clone());
+            }
+            let _ = reply.send(result);
+        }
+    });
+    within(deadline, outcome)
+        .await
+        .map(|result| result.unwrap_or(Err(Error::Stopped { command: name })))
+}
+
+/// The framework's assigns after a success: `events`, `version`, `position`.
+fn assign_success<A: Aggregate>(pipeline: &mut Pipeline<'_>, done: &Dispatched<A>) {
+    let events = done
+        .events
+        .iter()
+        .map(|event| serde_json::json!({ "type": event.event_type(), "data": event.to_json() }))
+        .collect::<Vec<_>>();
+    pipeline.assign("events", events);
+    pipeline.assign("version", done.version);
+    if let Some(position) = done.position {
+        pipeline.assign("position", position);
+    }
+}

@@ -1,0 +1,71 @@
+//! Schema evolution: upcasters turn the stored data of an old schema version of an event into
+//! the next version, so that the code only ever sees the current one.
+//!
+//! An upcaster is a free function from the stored JSON of version `n` to version `n + 1`,
+//! marked `#[upcaster(Event, from = n)]`. The chain of an event type is part of its
+//! [`Event`] impl ([`Event::UPCASTERS`]): `#[derive(Event)]` with `#[event(version = 3)]` lists
+//! the upcasters from versions 1 and 2, and a missing one does not compile. Nothing is
+//! registered at run time, so no upcaster can be forgotten.
+//!
+//! Every read path decodes through [`decode`]: the aggregate replay, the idempotency lookup of
+//! a re-sent command, event handlers, projections and their rebuilds (and process managers,
+//! which run on the same subscription engine). Stored data is never rewritten: upcasting
+//! happens on every read.
+//!
+//! An upcaster may also rename the event type: `#[upcaster(NewName, from = 1, renamed_from =
+//! "OldName")]` makes the events stored under `"OldName"` (at versions up to 1) events of
+//! `NewName`, read through the rest of `NewName`'s chain.
+
+use serde_json::Value;
+
+use super::definition::Event;
+pub use super::upcaster::{DecodeError, UpcastError, UpcastFn, Upcaster};
+
+/// Whether an event stored under `event_type` is an `E`: its wire name, or a name it was
+/// renamed from.
+pub fn stored_as<E: Event>(event_type: &str) -> bool {
+    event_type == E::NAME
+        || E::UPCASTERS
+            .iter()
+            .any(|step| step.renamed_from == Some(event_type))
+}
+
+/// Decodes data of `E` stored at `schema_version`, through `E`'s upcasters when it is older
+/// than [`Event::VERSION`].
+pub fn decode<E: Event>(schema_version: u32, data: &[u8]) -> Result<E, DecodeError> {
+    if schema_version == E::VERSION {
+        return Ok(serde_json::from_slice(data)?);
+    }
+    let value = upcast::<E>(schema_version, data)?;
+    Ok(serde_json::from_value(value)?)
+}
+
+/// The data of `E` stored at `schema_version`, as JSON of the current version.
+pub fn upcast<E: Event>(schema_version: u32, data: &[u8]) -> Result<Value, UpcastError> {
+    if schema_version > E::VERSION {
+        return Err(UpcastError::newer_than_code(
+            E::NAME,
+            schema_version,
+            E::VERSION,
+        ));
+    }
+    let mut value: Value = serde_json::from_slice(data)
+        .map_err(|error| UpcastError::not_json(E::NAME, schema_version, error.to_string()))?;
+    for from in schema_version..E::VERSION {
+        let Some(step) = E::UPCASTERS.iter().find(|step| step.from == from) else {
+            return Err(UpcastError::missing_step(
+                E::NAME,
+                schema_version,
+                from,
+                E::VERSION,
+            ));
+        };
+        value = (step.upcast)(value).map_err(|error| error.at(E::NAME, schema_version, from))?;
+    }
+    Ok(value)
+}
+
+/// The wire names events of `upcasters`' type were stored under before a rename.
+pub fn renamed_from(upcasters: &[Upcaster]) -> impl Iterator<Item = &'static str> + '_ {
+    upcasters.iter().filter_map(|step| step.renamed_from)
+}

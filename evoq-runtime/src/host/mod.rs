@@ -1,0 +1,15 @@
+//! The host of live aggregate instances: per aggregate type, a registry of partitions holding
+//! each instance's cell (or its hibernated state), the instance's actor that runs commands in
+//! the caller's task, the idle timers, and the memory monitor that scales them.
+//!
+//! Files, each importing only those above it: `cell` (an instance's state and lock), `idle`
+//! (the timer queue), `memory_monitor`, `registry` (partitions and slots), `actor` (running a
+//! command, timing out).
+
+pub(crate) mod actor;
+pub(crate) mod cell;
+pub(crate) mod idle;
+pub mod memory_monitor;
+pub(crate) mod registry;
+
+pub use self::registry::AggregateStats;

@@ -1,0 +1,464 @@
+//! The in-memory store's own tests: the conformance suite, and a deliberately broken store
+//! for each property to show that the suite catches it.
+
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::envelope::{Metadata, stream_id};
+use crate::store::conformance;
+
+mod conformance_suite {
+    crate::store_conformance_tests!(|| async {
+        std::sync::Arc::new(crate::store::memory::InMemoryStore::new())
+    });
+}
+
+fn event(event_type: &'static str) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: Cow::Borrowed(event_type),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: Metadata::default(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn clones_share_one_store_and_introspection_counts_it() {
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let handle = store.clone();
+        let a = stream_id("Account", "1");
+        let b = stream_id("Order", "1");
+        store
+            .append(&b, ExpectedVersion::NoStream, vec![event("X"), event("Y")])
+            .await
+            .expect("append");
+        handle
+            .append(&a, ExpectedVersion::Any, vec![event("Z")])
+            .await
+            .expect("append");
+        let conflict = store
+            .append(&a, ExpectedVersion::NoStream, vec![event("Z")])
+            .await;
+        assert!(conflict.is_err());
+        assert_eq!(handle.event_count(), 3);
+        assert_eq!(handle.stream_count(), 2);
+        assert_eq!(handle.stream_ids(), [a.clone(), b.clone()]);
+        assert_eq!(handle.conflict_count(), 1);
+        let events = handle.events();
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| (e.stream_id(), e.global_position))
+                .collect::<Vec<_>>(),
+            [(b.as_str(), 1), (b.as_str(), 2), (a.as_str(), 3)]
+        );
+        assert_eq!(*handle.head().borrow(), 3);
+        assert_eq!(
+            format!("{store:?}"),
+            "InMemoryStore { events: 3, streams: 2, .. }"
+        );
+    });
+}
+
+#[test]
+fn head_wakes_nobody_without_receivers_yet_no_receiver_misses_a_commit() {
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        // No receiver: the head moves without a wake-up.
+        store
+            .append("S-1", ExpectedVersion::Any, vec![event("E")])
+            .await
+            .expect("append");
+        let mut head = store.head();
+        assert_eq!(*head.borrow_and_update(), 1, "a new receiver sees the head");
+        let waiter = tokio::spawn(async move {
+            head.changed().await.expect("open");
+            let seen = *head.borrow_and_update();
+            (head, seen)
+        });
+        tokio::task::yield_now().await;
+        store
+            .append("S-1", ExpectedVersion::Any, vec![event("E")])
+            .await
+            .expect("append");
+        let (head, seen) = waiter.await.expect("waiter");
+        assert_eq!(seen, 2, "a waiting receiver is woken by the next commit");
+        drop(head);
+        store
+            .append("S-2", ExpectedVersion::Any, vec![event("E"), event("E")])
+            .await
+            .expect("append");
+        assert_eq!(*store.head().borrow(), 4);
+    });
+}
+
+#[test]
+fn read_all_is_exact_across_log_and_scan_chunk_boundaries() {
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let types = ["A", "B", "C"];
+        let mut n = 0usize;
+        while n < 3 * LOG_CHUNK + 11 {
+            let events = (0..7).map(|i| event(types[(n + i) % 3])).collect();
+            let stream = stream_id("Chunked", &(n % 5).to_string());
+            store
+                .append(&stream, ExpectedVersion::Any, events)
+                .await
+                .expect("append");
+            n += 7;
+        }
+        let log = store.events();
+        let head = log.len() as u64;
+        assert_eq!(head, store.event_count());
+        for (i, event) in log.iter().enumerate() {
+            assert_eq!(event.global_position, i as u64 + 1);
+        }
+        let chunk = LOG_CHUNK as u64;
+        let filters = [
+            EventFilter::All,
+            EventFilter::types(["B"]),
+            EventFilter::types(["Absent"]),
+        ];
+        for filter in &filters {
+            for after in [0, 1, chunk - 1, chunk, chunk + 1, 2 * chunk, head - 3, head] {
+                for max_count in [1, 5, 4_097, usize::MAX] {
+                    let page = store
+                        .read_all(after, max_count, filter)
+                        .await
+                        .expect("read_all");
+                    let expected: Vec<u64> = log
+                        .iter()
+                        .filter(|e| e.global_position > after)
+                        .filter(|e| filter.matches(&e.event_type))
+                        .take(max_count)
+                        .map(|e| e.global_position)
+                        .collect();
+                    let got: Vec<u64> = page.events.iter().map(|e| e.global_position).collect();
+                    assert_eq!(got, expected, "after {after}, max {max_count}, {filter:?}");
+                    let through = if got.len() == max_count {
+                        got.last().copied().unwrap_or(after)
+                    } else {
+                        head
+                    };
+                    assert_eq!(page.scanned_through, through);
+                }
+            }
+        }
+        let beyond = store
+            .read_all(head + 10, 10, &EventFilter::All)
+            .await
+            .expect("read_all");
+        assert!(beyond.events.is_empty());
+        assert_eq!(
+            beyond.scanned_through,
+            head + 10,
+            "a read from beyond the head never moves the reader back"
+        );
+    });
+}
+
+#[test]
+fn poisoned_locks_do_not_break_the_store() {
+    let store = InMemoryStore::new();
+    let poisoner = store.clone();
+    let _ = std::thread::spawn(move || {
+        let _guard = poisoner.write_state();
+        panic!("poison the lock");
+    })
+    .join();
+    runtime().block_on(async {
+        store
+            .append("S-1", ExpectedVersion::NoStream, vec![event("E")])
+            .await
+            .expect("append after a poisoned lock");
+        assert_eq!(store.event_count(), 1);
+    });
+}
+
+/// A deliberately broken store, to show that the conformance suite catches each bug.
+struct Broken {
+    inner: InMemoryStore,
+    bug: Bug,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Bug {
+    IgnoresExpectedVersion,
+    ScansThroughHeadOnFullPages,
+    BackwardIgnoresFrom,
+    ReencodesData,
+    KeepsFirstSnapshot,
+    HeadAheadOfReads,
+    DeadLettersNeverReplaced,
+    DeadLettersNewestFirst,
+    SagaInstancesUnsorted,
+}
+
+#[async_trait]
+impl EventStore for Broken {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        mut events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let expected = match self.bug {
+            Bug::IgnoresExpectedVersion => ExpectedVersion::Any,
+            _ => expected,
+        };
+        if let Bug::ReencodesData = self.bug {
+            for e in &mut events {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&e.data) {
+                    e.data = serde_json::to_vec(&v).expect("json");
+                }
+            }
+        }
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        let from = match (self.bug, direction) {
+            (Bug::BackwardIgnoresFrom, Direction::Backward) => u64::MAX,
+            _ => from,
+        };
+        self.inner
+            .read_stream(stream, from, direction, max_count)
+            .await
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<AllPage, StoreError> {
+        let mut page = self.inner.read_all(after, max_count, filter).await?;
+        if let Bug::ScansThroughHeadOnFullPages = self.bug {
+            page.scanned_through = page.scanned_through.max(self.inner.event_count());
+        }
+        Ok(page)
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        match self.bug {
+            Bug::HeadAheadOfReads => {
+                // Publishes one position past the real head.
+                let (tx, rx) = watch::channel(self.inner.event_count() + 1);
+                let mut real = self.inner.head();
+                tokio::spawn(async move {
+                    while real.changed().await.is_ok() {
+                        let h = *real.borrow_and_update();
+                        if tx.send(h + 1).is_err() {
+                            break;
+                        }
+                    }
+                });
+                rx
+            }
+            _ => self.inner.head(),
+        }
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        if let Bug::KeepsFirstSnapshot = self.bug
+            && self
+                .inner
+                .load_snapshot(&snapshot.stream_id)
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(name, position).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        if let Bug::DeadLettersNeverReplaced = self.bug
+            && self
+                .inner
+                .load_dead_letter(&entry.handler, entry.event.event_id)
+                .await?
+                .is_some()
+        {
+            return Ok(());
+        }
+        self.inner.save_dead_letter(entry).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut page = self.inner.list_dead_letters(handler, after, limit).await?;
+        if let Bug::DeadLettersNewestFirst = self.bug {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        self.inner.load_dead_letter(handler, event_id).await
+    }
+
+    async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_dead_letter(handler, event_id).await
+    }
+
+    async fn save_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_saga_state(saga, instance, state).await
+    }
+
+    async fn load_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.load_saga_state(saga, instance).await
+    }
+
+    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+        self.inner.delete_saga_state(saga, instance).await
+    }
+
+    async fn list_saga_instances(
+        &self,
+        saga: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut page = self.inner.list_saga_instances(saga, after, limit).await?;
+        if let Bug::SagaInstancesUnsorted = self.bug {
+            page.reverse();
+        }
+        Ok(page)
+    }
+}
+
+/// Runs `property` against a store with `bug` and checks that it fails.
+fn catches<P, F>(bug: Bug, name: &str, property: P)
+where
+    P: FnOnce(Arc<dyn EventStore>) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        conformance::run(
+            name,
+            || async move {
+                Arc::new(Broken {
+                    inner: InMemoryStore::new(),
+                    bug,
+                })
+            },
+            property,
+        );
+    }));
+    assert!(
+        outcome.is_err(),
+        "the conformance property `{name}` passed a store with bug {bug:?}"
+    );
+}
+
+#[test]
+fn the_conformance_suite_catches_broken_stores() {
+    use Bug::*;
+    catches(
+        IgnoresExpectedVersion,
+        "expected_version_exact_holds_only_at_that_version",
+        conformance::expected_version_exact_holds_only_at_that_version,
+    );
+    catches(
+        IgnoresExpectedVersion,
+        "concurrent_exact_appends_have_exactly_one_winner_per_version",
+        conformance::concurrent_exact_appends_have_exactly_one_winner_per_version,
+    );
+    catches(
+        ScansThroughHeadOnFullPages,
+        "read_all_filters_by_type_and_keeps_global_order",
+        conformance::read_all_filters_by_type_and_keeps_global_order,
+    );
+    catches(
+        ScansThroughHeadOnFullPages,
+        "subscription_delivers_catch_up_then_live_without_gap_or_duplicate",
+        conformance::subscription_delivers_catch_up_then_live_without_gap_or_duplicate,
+    );
+    catches(
+        BackwardIgnoresFrom,
+        "read_stream_pages_backward",
+        conformance::read_stream_pages_backward,
+    );
+    catches(
+        ReencodesData,
+        "event_data_and_metadata_round_trip_byte_exact",
+        conformance::event_data_and_metadata_round_trip_byte_exact,
+    );
+    catches(
+        KeepsFirstSnapshot,
+        "snapshots_save_load_and_replace",
+        conformance::snapshots_save_load_and_replace,
+    );
+    catches(
+        HeadAheadOfReads,
+        "head_watch_follows_commits_and_is_never_ahead_of_reads",
+        conformance::head_watch_follows_commits_and_is_never_ahead_of_reads,
+    );
+    catches(
+        DeadLettersNeverReplaced,
+        "dead_letters_save_load_list_and_delete",
+        conformance::dead_letters_save_load_list_and_delete,
+    );
+    catches(
+        DeadLettersNewestFirst,
+        "dead_letters_save_load_list_and_delete",
+        conformance::dead_letters_save_load_list_and_delete,
+    );
+    catches(
+        SagaInstancesUnsorted,
+        "saga_state_save_load_list_and_delete",
+        conformance::saga_state_save_load_list_and_delete,
+    );
+}
