@@ -64,7 +64,7 @@ impl RetryStrategy {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use evoq_runtime::subscription::RetryStrategy;
+    /// use evoq_runtime::RetryStrategy;
     ///
     /// let ms = Duration::from_millis;
     /// let strategy = RetryStrategy::exponential(ms(100), ms(1_000));
@@ -185,7 +185,7 @@ pub enum StartFrom {
 ///
 /// ```
 /// use std::time::Duration;
-/// use evoq_runtime::subscription::{HandlerOptions, OnError, RetryStrategy};
+/// use evoq_runtime::{HandlerOptions, OnError, RetryStrategy};
 ///
 /// let options = HandlerOptions::new()
 ///     .retry(RetryStrategy::fixed(Duration::from_secs(1)))
