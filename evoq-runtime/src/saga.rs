@@ -484,7 +484,7 @@ async fn handle<S: Saga>(
     let mut changed = false;
     for result in results {
         match result {
-            Outcome::Done(executed) => {
+            CommandOutcome::Done(executed) => {
                 if !instance
                     .executed
                     .iter()
@@ -494,7 +494,7 @@ async fn handle<S: Saga>(
                     changed = true;
                 }
             }
-            Outcome::Failed {
+            CommandOutcome::Failed {
                 command,
                 command_id,
                 aggregate_id,
@@ -557,7 +557,7 @@ fn encode<S: Saga>(instance: &Instance<S>, event: &EventMeta) -> Result<Vec<u8>,
         .map_err(|error| failure(event, format!("the state does not serialize: {error}")))
 }
 
-enum Outcome {
+enum CommandOutcome {
     Done(ExecutedCommand),
     Failed {
         command: &'static str,
@@ -576,7 +576,7 @@ async fn dispatch_all(
     instance: &str,
     commands: Commands,
     ids: impl Fn(usize) -> DispatchIds,
-) -> Result<Vec<Outcome>, Error> {
+) -> Result<Vec<CommandOutcome>, Error> {
     let mut outcomes = Vec::with_capacity(commands.len());
     for (index, command) in commands.items.into_iter().enumerate() {
         let ids = ids(index);
@@ -592,7 +592,7 @@ async fn dispatch_all(
                     command = name,
                     command_id = %ids.command_id,
                 );
-                outcomes.push(Outcome::Done(ExecutedCommand {
+                outcomes.push(CommandOutcome::Done(ExecutedCommand {
                     name: name.to_owned(),
                     command_id: ids.command_id,
                     aggregate_id,
@@ -609,7 +609,7 @@ async fn dispatch_all(
                     command_id = %ids.command_id,
                     error = %error,
                 );
-                outcomes.push(Outcome::Failed {
+                outcomes.push(CommandOutcome::Failed {
                     command: name,
                     command_id: ids.command_id,
                     aggregate_id,

@@ -20,7 +20,7 @@ use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
 
 /// A consumer to start, given the runtime's dispatcher (sagas dispatch through it).
-type Consumer = Box<dyn FnOnce(std::sync::Weak<Dispatcher>) -> Registration + Send>;
+type PendingConsumer = Box<dyn FnOnce(std::sync::Weak<Dispatcher>) -> Registration + Send>;
 
 /// Builds an [`Evoq`] runtime: `Evoq::builder() ... .start().await`.
 #[must_use = "a builder does nothing until `.start().await`"]
@@ -30,7 +30,7 @@ pub struct EvoqBuilder {
     memory_probe: Option<Arc<dyn MemoryProbe>>,
     middleware: Vec<Arc<dyn Middleware>>,
     /// The event handlers, projections and sagas, in registration order.
-    consumers: Vec<Consumer>,
+    consumers: Vec<PendingConsumer>,
 }
 
 impl Evoq {

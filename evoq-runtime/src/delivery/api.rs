@@ -15,37 +15,14 @@ use crate::store::DeadLetter;
 impl Subscribers {
     /// See `Evoq::wait_for`.
     pub(crate) async fn wait_for(&self, handler: &str, position: u64) -> Result<(), Error> {
-        let state = self.get(handler).ok_or_else(|| Error::UnknownHandler {
-            handler: handler.to_owned(),
-            known: self.names(),
-        })?;
-        wait_one(state, position).await
+        wait_one(self.named(handler)?, position).await
     }
 
     /// See `Evoq::rebuild`.
     pub(crate) async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
-        let state = self.get(projection).ok_or_else(|| Error::UnknownHandler {
-            handler: projection.to_owned(),
-            known: self.names(),
-        })?;
+        let state = self.named(projection)?;
         let head = *self.store().head().borrow();
-        let (reply, outcome) = oneshot::channel();
-        let stopped = || Error::HandlerStopped {
-            handler: projection.to_owned(),
-            reason: state
-                .progress
-                .borrow()
-                .stopped
-                .as_deref()
-                .unwrap_or("the runtime stopped")
-                .to_owned(),
-        };
-        state
-            .control
-            .send(Control::Rebuild { reply })
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())??;
+        request(state, |reply| Control::Rebuild { reply }).await?;
         wait_one(state, head).await?;
         Ok(head)
     }
@@ -66,6 +43,31 @@ impl Subscribers {
             .map(|handler| HandlerStats::of(handler, head))
             .collect()
     }
+}
+
+/// Sends `handler`'s task the request `make` builds around a reply channel, and waits for the
+/// reply; a task that has ended answers that the handler stopped, and why.
+async fn request(
+    handler: &HandlerState,
+    make: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Control,
+) -> Result<(), Error> {
+    let stopped = || Error::HandlerStopped {
+        handler: handler.name.to_string(),
+        reason: handler
+            .progress
+            .borrow()
+            .stopped
+            .as_deref()
+            .unwrap_or("the runtime stopped")
+            .to_owned(),
+    };
+    let (reply, outcome) = oneshot::channel();
+    handler
+        .control
+        .send(make(reply))
+        .await
+        .map_err(|_| stopped())?;
+    outcome.await.map_err(|_| stopped())?
 }
 
 /// Counters and gauges of one event handler, read from a running runtime.
@@ -155,30 +157,8 @@ impl DeadLetterQueue<'_> {
     /// The re-delivery runs in the handler's task, between two events (the handler sees one
     /// event at a time), so it waits while the handler is busy with an event.
     pub async fn retry(&self, event_id: Uuid) -> Result<(), Error> {
-        let handler = self
-            .registry
-            .get(&self.handler)
-            .ok_or_else(|| Error::UnknownHandler {
-                handler: self.handler.clone(),
-                known: self.registry.names(),
-            })?;
-        let (reply, outcome) = oneshot::channel();
-        let stopped = || Error::HandlerStopped {
-            handler: self.handler.clone(),
-            reason: handler
-                .progress
-                .borrow()
-                .stopped
-                .as_deref()
-                .unwrap_or("the runtime stopped")
-                .to_owned(),
-        };
-        handler
-            .control
-            .send(Control::Redeliver { event_id, reply })
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        let handler = self.registry.named(&self.handler)?;
+        request(handler, |reply| Control::Redeliver { event_id, reply }).await
     }
 
     /// Removes the entry of the event `event_id` without delivering it; whether there was one.

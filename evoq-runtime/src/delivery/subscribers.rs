@@ -141,6 +141,14 @@ impl Subscribers {
         })
     }
 
+    /// The consumer named `name`, or the error that lists those that run.
+    pub(crate) fn named(&self, name: &str) -> Result<&Arc<HandlerState>, Error> {
+        self.get(name).ok_or_else(|| Error::UnknownHandler {
+            handler: name.to_owned(),
+            known: self.names(),
+        })
+    }
+
     /// The handler named `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<HandlerState>> {
         self.handlers.iter().find(|h| &*h.name == name)
@@ -184,17 +192,9 @@ impl Subscribers {
                 .filter(|handler| handler.strong)
                 .cloned()
                 .collect()),
-            Consistency::Handlers(names) => names
-                .iter()
-                .map(|name| {
-                    self.get(name)
-                        .cloned()
-                        .ok_or_else(|| Error::UnknownHandler {
-                            handler: name.clone(),
-                            known: self.names(),
-                        })
-                })
-                .collect(),
+            Consistency::Handlers(names) => {
+                names.iter().map(|name| self.named(name).cloned()).collect()
+            }
         }
     }
 

@@ -45,7 +45,7 @@ pub(crate) struct Task {
 }
 
 /// What became of one event.
-enum Outcome {
+enum Delivered {
     /// Handled, dead-lettered or skipped: go on.
     Next,
     /// The runtime is stopping.
@@ -265,12 +265,12 @@ impl Task {
                 }
                 let event = EventMeta::new(record);
                 match self.deliver(consumer, &event).await {
-                    Outcome::Next => {}
-                    Outcome::Shutdown => {
+                    Delivered::Next => {}
+                    Delivered::Shutdown => {
                         self.finish(consumer, processed).await;
                         return false;
                     }
-                    Outcome::Stop(reason) => {
+                    Delivered::Stop(reason) => {
                         self.publish(processed);
                         self.announce();
                         self.state.progress.send_modify(|progress| {
@@ -484,7 +484,7 @@ impl Task {
     }
 
     /// Delivers one event with the handler's retries and error policy.
-    async fn deliver<C: Consumer>(&mut self, consumer: &mut C, event: &EventMeta) -> Outcome {
+    async fn deliver<C: Consumer>(&mut self, consumer: &mut C, event: &EventMeta) -> Delivered {
         let mut first_failed_at = None;
         let mut attempt: u32 = 0;
         loop {
@@ -497,7 +497,7 @@ impl Task {
                     Poll::Ready(result) => result,
                     Poll::Pending => match self.complete(&mut delivery).await {
                         Some(result) => result,
-                        None => return Outcome::Shutdown,
+                        None => return Delivered::Shutdown,
                     },
                 }
             } else {
@@ -511,7 +511,7 @@ impl Task {
                         // wake waiters.
                         Poll::Pending => match self.complete(&mut delivery).await {
                             Some(result) => result,
-                            None => return Outcome::Shutdown,
+                            None => return Delivered::Shutdown,
                         },
                     },
                 }
@@ -519,7 +519,7 @@ impl Task {
             let failure = match result {
                 Ok(()) => {
                     DeliveryCounters::add(&self.state.counters.handled);
-                    return Outcome::Next;
+                    return Delivered::Next;
                 }
                 Err(failure) => failure,
             };
@@ -540,7 +540,7 @@ impl Task {
                     error = %failure,
                 );
                 if !self.sleep(delay).await {
-                    return Outcome::Shutdown;
+                    return Delivered::Shutdown;
                 }
                 continue;
             }
@@ -550,9 +550,9 @@ impl Task {
                         .dead_letter(event, &failure, attempt, first_failed_at, failed_at)
                         .await;
                     if stored {
-                        Outcome::Next
+                        Delivered::Next
                     } else {
-                        Outcome::Shutdown
+                        Delivered::Shutdown
                     }
                 }
                 OnError::Skip => {
@@ -566,7 +566,7 @@ impl Task {
                         attempts = attempt,
                         error = %failure,
                     );
-                    Outcome::Next
+                    Delivered::Next
                 }
                 OnError::Stop => {
                     tracing::error!(
@@ -578,7 +578,7 @@ impl Task {
                         attempts = attempt,
                         error = %failure,
                     );
-                    Outcome::Stop(format!(
+                    Delivered::Stop(format!(
                         "event `{}` at position {} failed {attempt} time(s): {failure}",
                         event.event_type(),
                         event.global_position()
