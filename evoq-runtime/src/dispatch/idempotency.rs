@@ -17,11 +17,15 @@
 //! A result is remembered for [`Config::idempotency_ttl`](crate::Config::idempotency_ttl)
 //! (default 1 h) after the command completed, and at most
 //! [`Config::idempotency_capacity`](crate::Config::idempotency_capacity) results are kept
-//! (default 100,000). The cache is split into shards (one per 4,096 entries of capacity, at most
-//! 16), each behind its own lock that is never held across an `.await`; the capacity is split
-//! evenly over the shards, and a full shard evicts its oldest entry first. Expired entries are
-//! dropped whenever their shard is touched. [`Evoq::idempotency_entries`](crate::Evoq::idempotency_entries)
-//! tells how many results are remembered.
+//! (default 100,000). The cache is one concurrent map from key to slot (a [`DashMap`]: shards
+//! behind read-write locks, so dispatches of different keys rarely wait for each other) and one
+//! list of the remembered results, oldest first, behind a mutex that only remembering a result
+//! takes; no lock is held across an `.await`. Before a result is remembered, the expired ones
+//! are dropped, and the oldest ones while the cache is full, so it never holds more than the
+//! capacity. An expired result that a dispatch finds before then counts as absent: the dispatch
+//! runs, and its result replaces the expired one.
+//! [`Evoq::idempotency_entries`](crate::Evoq::idempotency_entries) tells how many results are
+//! remembered (expired ones not yet dropped included).
 //!
 //! # What is remembered
 //!
@@ -70,11 +74,14 @@
 //! command id and miss the cache (typically commands that sagas emit with deterministic ids).
 
 use std::any::{Any, TypeId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -86,12 +93,6 @@ use crate::aggregate::replay::decode;
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::store::{Direction, EventStore};
-use crate::util::hash::fnv1a_64;
-
-/// One shard per this many entries of capacity (at most [`MAX_SHARDS`]).
-const ENTRIES_PER_SHARD: usize = 4_096;
-/// The most shards the cache is split into.
-const MAX_SHARDS: usize = 16;
 
 /// What a dispatch is deduplicated by.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -111,17 +112,6 @@ impl fmt::Display for Key {
     }
 }
 
-impl Key {
-    /// FNV-1a over the key's bytes, to pick a shard.
-    fn shard_hash(&self) -> u64 {
-        let bytes: &[u8] = match self {
-            Key::Idempotency(key) => key.as_bytes(),
-            Key::CommandId(id) => id.as_bytes(),
-        };
-        fnv1a_64(bytes.iter().copied())
-    }
-}
-
 /// A remembered success.
 struct Entry {
     command: TypeId,
@@ -129,51 +119,40 @@ struct Entry {
     aggregate_id: String,
     /// A `Dispatched<A>` of the command's aggregate.
     result: Box<dyn Any + Send + Sync>,
+    /// When the command completed: the entry expires `ttl` later.
+    at: Instant,
 }
 
+/// The state of one key. Every slot has a generation of its own, so that a record of the order,
+/// or a claim, only ever touches the slot it was made for.
 enum Slot {
     /// A dispatch of this key is running; the receiver sees its sender dropped when it ends.
     InFlight {
         generation: u64,
         done: watch::Receiver<()>,
     },
-    /// The first success, remembered until `at + ttl`.
+    /// The first success, remembered until `entry.at + ttl`.
     Done { generation: u64, entry: Arc<Entry> },
 }
 
-#[derive(Default)]
-struct Shard {
-    slots: HashMap<Key, Slot>,
-    /// The completed entries, oldest first: (key, generation, completed at). May hold stale
-    /// records of keys since replaced; they are skipped when popped.
-    order: VecDeque<(Key, u64, Instant)>,
-    generation: u64,
-}
-
-impl Shard {
-    /// Drops expired entries, and the oldest ones beyond `capacity`.
-    fn evict(&mut self, now: Instant, ttl: Duration, capacity: usize) {
-        while let Some((_, _, at)) = self.order.front() {
-            let expired = now.saturating_duration_since(*at) >= ttl;
-            if !expired && self.order.len() <= capacity {
-                break;
-            }
-            let Some((key, generation, _)) = self.order.pop_front() else {
-                break;
-            };
-            if matches!(self.slots.get(&key), Some(Slot::Done { generation: g, .. }) if *g == generation)
-            {
-                self.slots.remove(&key);
-            }
-        }
-    }
-}
+/// A remembered success in the order: (key, generation of its `Done` slot, completed at).
+type Record = (Key, u64, Instant);
 
 /// The idempotency cache of one runtime. See the [module docs](self).
+///
+/// Lock order: `order`, then a shard of `slots`; never `order` while a shard's guard is held.
 pub(crate) struct Idempotency {
-    shards: Box<[Mutex<Shard>]>,
+    /// Each key's slot: a dispatch in flight, or its remembered success.
+    slots: DashMap<Key, Slot>,
+    /// The remembered successes, oldest first. May hold stale records of slots replaced since
+    /// (an expired success that a dispatch claimed again); they are skipped when popped. Every
+    /// `Done` slot has its record here, so there are never more `Done` slots than records.
+    order: Mutex<VecDeque<Record>>,
+    /// The last generation given to a slot.
+    generation: AtomicU64,
     ttl: Duration,
-    shard_capacity: usize,
+    /// The most successes kept (at least 1).
+    capacity: usize,
 }
 
 /// The outcome of [`Idempotency::acquire`].
@@ -184,29 +163,34 @@ pub(crate) enum Acquired<A: Aggregate> {
     Lead(Claim),
 }
 
+/// What a dispatch finds in the slot of its key.
+enum Found {
+    /// A remembered success, not expired.
+    Done(Arc<Entry>),
+    /// Another dispatch runs: wait until its sender is dropped.
+    InFlight(watch::Receiver<()>),
+    /// Nothing (or an expired success): this dispatch put its in-flight slot of this generation
+    /// there, and holds the sender that wakes the waiters.
+    Claimed(u64, watch::Sender<()>),
+}
+
 impl Idempotency {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
-        let capacity = capacity.max(1);
-        let shards = (capacity / ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
         Idempotency {
-            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            slots: DashMap::new(),
+            order: Mutex::default(),
+            generation: AtomicU64::new(0),
             ttl,
-            shard_capacity: capacity.div_ceil(shards),
+            capacity: capacity.max(1),
         }
     }
 
     /// How many successes are remembered (expired ones not yet dropped included).
     pub(crate) fn len(&self) -> usize {
-        (0..self.shards.len())
-            .map(|s| {
-                let shard = self.lock(s);
-                shard
-                    .slots
-                    .values()
-                    .filter(|slot| matches!(slot, Slot::Done { .. }))
-                    .count()
-            })
-            .sum()
+        self.slots
+            .iter()
+            .filter(|slot| matches!(slot.value(), Slot::Done { .. }))
+            .count()
     }
 
     /// The remembered result of `key`, or the claim to run the command; waits while another
@@ -216,48 +200,29 @@ impl Idempotency {
         key: Key,
         aggregate_id: &str,
     ) -> Result<Acquired<C::Aggregate>, Error> {
-        let shard_index = (key.shard_hash() % self.shards.len() as u64) as usize;
         loop {
-            let mut done = {
-                let now = Instant::now();
-                let mut shard = self.lock(shard_index);
-                shard.evict(now, self.ttl, self.shard_capacity);
-                match shard.slots.get(&key) {
-                    Some(Slot::Done { entry, .. }) => {
-                        let entry = Arc::clone(entry);
-                        drop(shard);
-                        tracing::debug!(
-                            name: "evoq.idempotency.hit",
-                            key = %key,
-                            command = C::NAME,
-                            source = "memory",
-                        );
-                        return answer::<C>(&entry, &key, aggregate_id).map(Acquired::Hit);
-                    }
-                    Some(Slot::InFlight { done, .. }) => done.clone(),
-                    None => {
-                        shard.generation += 1;
-                        let generation = shard.generation;
-                        let (sender, receiver) = watch::channel(());
-                        shard.slots.insert(
-                            key.clone(),
-                            Slot::InFlight {
-                                generation,
-                                done: receiver,
-                            },
-                        );
-                        return Ok(Acquired::Lead(Claim {
-                            cache: Arc::clone(self),
-                            shard: shard_index,
-                            key,
-                            generation,
-                            command: TypeId::of::<C>(),
-                            command_name: C::NAME,
-                            aggregate_id: aggregate_id.to_owned(),
-                            completed: false,
-                            _running: sender,
-                        }));
-                    }
+            let mut done = match self.find_or_claim(&key) {
+                Found::Done(entry) => {
+                    tracing::debug!(
+                        name: "evoq.idempotency.hit",
+                        key = %key,
+                        command = C::NAME,
+                        source = "memory",
+                    );
+                    return answer::<C>(&entry, &key, aggregate_id).map(Acquired::Hit);
+                }
+                Found::InFlight(done) => done,
+                Found::Claimed(generation, sender) => {
+                    return Ok(Acquired::Lead(Claim {
+                        cache: Arc::clone(self),
+                        key,
+                        generation,
+                        command: TypeId::of::<C>(),
+                        command_name: C::NAME,
+                        aggregate_id: aggregate_id.to_owned(),
+                        completed: false,
+                        _running: sender,
+                    }));
                 }
             };
             tracing::debug!(
@@ -270,11 +235,90 @@ impl Idempotency {
         }
     }
 
-    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
-        // A shard's invariants hold between statements: keep using it after a panic elsewhere.
-        self.shards[shard]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// What the slot of `key` holds; when nothing (or an expired success), an in-flight slot of
+    /// this caller's, put there under the same lock.
+    fn find_or_claim(&self, key: &Key) -> Found {
+        let now = Instant::now();
+        // The common cases under the shard's read lock: a remembered success, or one running.
+        if let Some(slot) = self.slots.get(key) {
+            match slot.value() {
+                Slot::Done { entry, .. } if !self.expired(entry.at, now) => {
+                    return Found::Done(Arc::clone(entry));
+                }
+                Slot::InFlight { done, .. } => return Found::InFlight(done.clone()),
+                Slot::Done { .. } => {}
+            }
+        }
+        // Nothing there, or an expired success: claim the key under the write lock, unless
+        // another dispatch did since.
+        let claim = |generation| {
+            let (sender, done) = watch::channel(());
+            (Slot::InFlight { generation, done }, sender)
+        };
+        match self.slots.entry(key.clone()) {
+            MapEntry::Occupied(mut occupied) => match occupied.get() {
+                Slot::Done { entry, .. } if !self.expired(entry.at, now) => {
+                    Found::Done(Arc::clone(entry))
+                }
+                Slot::InFlight { done, .. } => Found::InFlight(done.clone()),
+                Slot::Done { .. } => {
+                    // Expired: it counts as absent. Its record in the order is stale from now.
+                    let generation = self.next_generation();
+                    let (slot, sender) = claim(generation);
+                    occupied.insert(slot);
+                    Found::Claimed(generation, sender)
+                }
+            },
+            MapEntry::Vacant(vacant) => {
+                let generation = self.next_generation();
+                let (slot, sender) = claim(generation);
+                vacant.insert(slot);
+                Found::Claimed(generation, sender)
+            }
+        }
+    }
+
+    /// Remembers `entry` as the success of `key`, the newest, after dropping the expired
+    /// successes and the oldest ones beyond room for it.
+    fn remember(&self, key: Key, entry: Arc<Entry>) {
+        let at = entry.at;
+        let mut order = self.order();
+        self.evict(&mut order, at, self.capacity - 1);
+        let generation = self.next_generation();
+        self.slots
+            .insert(key.clone(), Slot::Done { generation, entry });
+        order.push_back((key, generation, at));
+    }
+
+    /// Drops the expired successes, and the oldest ones until at most `keep` records are left.
+    /// A stale record (its slot replaced since) is dropped alone: it never removes a newer slot.
+    fn evict(&self, order: &mut VecDeque<Record>, now: Instant, keep: usize) {
+        while let Some((_, _, at)) = order.front() {
+            if !self.expired(*at, now) && order.len() <= keep {
+                break;
+            }
+            let Some((key, generation, _)) = order.pop_front() else {
+                break;
+            };
+            self.slots.remove_if(
+                &key,
+                |_, slot| matches!(slot, Slot::Done { generation: g, .. } if *g == generation),
+            );
+        }
+    }
+
+    /// Whether a success completed `at` is past its window at `now`.
+    fn expired(&self, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) >= self.ttl
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn order(&self) -> MutexGuard<'_, VecDeque<Record>> {
+        // The order's invariants hold between statements: keep using it after a panic elsewhere.
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -304,7 +348,6 @@ fn answer<C: Route>(
 /// the waiters wake when it ends.
 pub(crate) struct Claim {
     cache: Arc<Idempotency>,
-    shard: usize,
     key: Key,
     generation: u64,
     command: TypeId,
@@ -323,17 +366,11 @@ impl Claim {
             command_name: self.command_name,
             aggregate_id: std::mem::take(&mut self.aggregate_id),
             result: Box::new(done),
+            at: Instant::now(),
         });
-        let now = Instant::now();
-        let cache = Arc::clone(&self.cache);
-        let mut shard = cache.lock(self.shard);
-        shard.generation += 1;
-        let generation = shard.generation;
-        shard
-            .slots
-            .insert(self.key.clone(), Slot::Done { generation, entry });
-        shard.order.push_back((self.key.clone(), generation, now));
-        shard.evict(now, cache.ttl, cache.shard_capacity);
+        // Replaces this claim's in-flight slot (nothing else removes or replaces it), before
+        // the claim's sender is dropped and wakes the waiters.
+        self.cache.remember(self.key.clone(), entry);
         self.completed = true;
     }
 
@@ -348,11 +385,11 @@ impl Drop for Claim {
         if self.completed {
             return;
         }
-        let mut shard = self.cache.lock(self.shard);
-        if matches!(shard.slots.get(&self.key), Some(Slot::InFlight { generation, .. }) if *generation == self.generation)
-        {
-            shard.slots.remove(&self.key);
-        }
+        let generation = self.generation;
+        self.cache.slots.remove_if(
+            &self.key,
+            |_, slot| matches!(slot, Slot::InFlight { generation: g, .. } if *g == generation),
+        );
     }
 }
 
@@ -411,54 +448,154 @@ pub(crate) async fn stored_result<A: Aggregate>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::command::{Command, Rejection};
 
-    #[test]
-    fn small_capacities_use_one_shard_and_large_ones_at_most_sixteen() {
-        assert_eq!(Idempotency::new(Duration::from_secs(1), 2).shards.len(), 1);
+    #[derive(Default)]
+    struct Counter;
+
+    #[derive(Clone, Debug)]
+    enum NoEvents {}
+
+    impl crate::event::EventSet for NoEvents {
+        const EVENT_TYPES: &'static [&'static str] = &[];
+        fn event_type(&self) -> &'static str {
+            match *self {}
+        }
+        fn schema_version(&self) -> u32 {
+            match *self {}
+        }
+        fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+            match *self {}
+        }
+        fn decode(_: &str, _: &[u8]) -> Result<Option<Self>, serde_json::Error> {
+            Ok(None)
+        }
+    }
+
+    impl Aggregate for Counter {
+        const NAME: &'static str = "Counter";
+        type Event = NoEvents;
+        fn apply(&mut self, event: &NoEvents) {
+            match *event {}
+        }
+    }
+
+    struct Touch;
+
+    impl Command for Touch {
+        const NAME: &'static str = "Touch";
+        fn aggregate_id(&self) -> String {
+            "c".to_owned()
+        }
+    }
+
+    impl Route for Touch {
+        type Aggregate = Counter;
+        fn handle(_: &Counter, _: &Touch) -> Result<Vec<NoEvents>, Rejection> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn key(name: &str) -> Key {
+        Key::Idempotency(Arc::from(name))
+    }
+
+    /// Runs a dispatch of `name` through the cache: the version it gets, remembered or new.
+    async fn dispatch(cache: &Arc<Idempotency>, name: &str, version: u64) -> u64 {
+        match cache.acquire::<Touch>(key(name), "c").await {
+            Ok(Acquired::Hit(done)) => done.version,
+            Ok(Acquired::Lead(claim)) => {
+                claim.complete(Dispatched::<Counter> {
+                    version,
+                    events: Vec::new(),
+                    position: None,
+                    command_id: Uuid::nil(),
+                });
+                version
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_capacity_bounds_the_remembered_results_and_the_ttl_expires_them() {
+        let zero = Idempotency::new(Duration::from_secs(1), 0);
+        assert_eq!(zero.capacity, 1, "a capacity of 0 keeps one result");
+
+        let ttl = Duration::from_secs(60);
+        let cache = Arc::new(Idempotency::new(ttl, 2));
+        assert_eq!(dispatch(&cache, "a", 1).await, 1);
+        assert_eq!(dispatch(&cache, "b", 2).await, 2);
+        assert_eq!(dispatch(&cache, "c", 3).await, 3); // evicts a, the oldest
+        assert_eq!(cache.len(), 2);
+        assert_eq!(dispatch(&cache, "b", 20).await, 2, "b is remembered");
+        assert_eq!(dispatch(&cache, "c", 30).await, 3, "c is remembered");
         assert_eq!(
-            Idempotency::new(Duration::from_secs(1), 0).shard_capacity,
-            1
+            dispatch(&cache, "a", 10).await,
+            10,
+            "a was evicted: it runs"
         );
-        let large = Idempotency::new(Duration::from_secs(1), 100_000);
-        assert_eq!(large.shards.len(), 16);
-        assert_eq!(large.shard_capacity, 6_250);
+        assert_eq!(cache.len(), 2, "and evicted b");
+        assert_eq!(cache.order().len(), 2);
+
+        // The clock is paused: c and a both completed at its start.
+        tokio::time::advance(ttl - Duration::from_millis(1)).await;
+        assert_eq!(dispatch(&cache, "c", 31).await, 3, "inside the window");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        // Found expired: absent, so it runs; its result replaces the expired one.
+        assert_eq!(dispatch(&cache, "c", 32).await, 32, "the window passed");
+        assert_eq!(
+            cache.order().len(),
+            1,
+            "remembering it dropped the expired records: c's stale one and a's"
+        );
+        assert_eq!(cache.len(), 1, "only the new c is left");
+        assert_eq!(dispatch(&cache, "c", 33).await, 32);
+        assert_eq!(dispatch(&cache, "a", 11).await, 11, "a expired");
+    }
+
+    fn done(cache: &Idempotency, name: &str, generation: u64, at: Instant) -> Record {
+        let entry = Arc::new(Entry {
+            command: TypeId::of::<()>(),
+            command_name: "Test",
+            aggregate_id: String::new(),
+            result: Box::new(()),
+            at,
+        });
+        cache
+            .slots
+            .insert(key(name), Slot::Done { generation, entry });
+        (key(name), generation, at)
     }
 
     #[test]
     fn eviction_drops_expired_and_oldest_entries_and_skips_stale_records() {
-        let mut shard = Shard::default();
+        let ttl = Duration::from_secs(60);
+        let cache = Idempotency::new(ttl, 1);
         let start = Instant::now();
-        for (generation, name) in [(1, "a"), (2, "b"), (3, "c")] {
-            let key = Key::Idempotency(Arc::from(name));
-            shard.slots.insert(
-                key.clone(),
-                Slot::Done {
-                    generation,
-                    entry: Arc::new(Entry {
-                        command: TypeId::of::<()>(),
-                        command_name: "Test",
-                        aggregate_id: String::new(),
-                        result: Box::new(()),
-                    }),
-                },
-            );
-            shard.order.push_back((key, generation, start));
-        }
+        let mut order: VecDeque<Record> = [(1, "a"), (2, "b"), (3, "c")]
+            .into_iter()
+            .map(|(generation, name)| done(&cache, name, generation, start))
+            .collect();
         // "a" was replaced since: its record is stale and must not remove the new slot.
-        shard.slots.insert(
-            Key::Idempotency(Arc::from("a")),
+        cache.slots.insert(
+            key("a"),
             Slot::InFlight {
                 generation: 9,
                 done: watch::channel(()).1,
             },
         );
-        shard.evict(start, Duration::from_secs(60), 1);
-        assert_eq!(shard.order.len(), 1);
-        assert!(shard.slots.contains_key(&Key::Idempotency(Arc::from("a"))));
-        assert!(!shard.slots.contains_key(&Key::Idempotency(Arc::from("b"))));
-        assert!(shard.slots.contains_key(&Key::Idempotency(Arc::from("c"))));
-        shard.evict(start + Duration::from_secs(60), Duration::from_secs(60), 1);
-        assert!(shard.order.is_empty());
-        assert!(!shard.slots.contains_key(&Key::Idempotency(Arc::from("c"))));
+        cache.evict(&mut order, start, cache.capacity);
+        assert_eq!(order.len(), 1);
+        assert!(
+            cache.slots.contains_key(&key("a")),
+            "a stale record skipped"
+        );
+        assert!(!cache.slots.contains_key(&key("b")), "the oldest evicted");
+        assert!(cache.slots.contains_key(&key("c")));
+        cache.evict(&mut order, start + ttl, cache.capacity);
+        assert!(order.is_empty());
+        assert!(!cache.slots.contains_key(&key("c")), "the expired evicted");
+        assert_eq!(cache.len(), 0);
     }
 }

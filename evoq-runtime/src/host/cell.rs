@@ -52,8 +52,9 @@ pub(crate) struct Cell<A: Aggregate> {
     /// The actor's state. Tokio's mutex is fair: commands run in the order they asked for it.
     pub(crate) core: tokio::sync::Mutex<Core<A>>,
     /// Dispatches (and idle timeouts) that took this cell from the registry and have not
-    /// finished with it. Incremented only under the registry shard's lock, so an actor that
-    /// leaves (under the same lock) knows whether commands are waiting for it.
+    /// finished with it. Incremented only under the registry shard's lock (read or write), so
+    /// an actor that leaves (under the shard's write lock, which excludes both) knows whether
+    /// commands are waiting for it.
     pub(crate) users: AtomicU32,
     /// When the idle timer should fire, in milliseconds since the registry's epoch
     /// ([`NEVER`]: no timeout). Written by the lock holder after each command.

@@ -3,24 +3,26 @@
 //!
 //! Each aggregate type has its own [`Registry`] of N partitions (configurable); an aggregate
 //! lives in the partition given by a stable hash of (aggregate type name, id). Each partition is
-//! a map guarded by its own lock, so looking up, starting, thawing or retiring an instance
-//! contends only with the same partition, and first dispatches that race for a new id find or
-//! start exactly one instance.
+//! a concurrent map (a [`DashMap`] of 64 shards, each behind its own read-write lock), so
+//! looking up, starting, thawing or retiring an instance contends only with the same shard, and
+//! first dispatches that race for a new id find or start exactly one instance.
 //!
-//! A dispatch takes the live instance's cell under the shard's lock (counting itself as a user
-//! of it); an instance leaves its slot only under the same lock, and only when no other user
-//! holds its cell: a command that already found the instance is never lost, and one that comes
-//! after finds the hibernated state, or nothing, and starts a new instance.
+//! A dispatch takes the live instance's cell under its shard's lock (the read lock when the
+//! instance is live, the write lock to start or thaw it), counting itself as a user of it; an
+//! instance leaves its slot only under the shard's write lock, which excludes every reader, and
+//! only when no other user holds its cell: a command that already found the instance is never
+//! lost, and one that comes after finds the hibernated state, or nothing, and starts a new
+//! instance.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
 
 use super::cell::{Cell, Frozen};
 use super::idle::IdleTimers;
@@ -77,8 +79,9 @@ pub(crate) struct InstanceCounters {
 /// (one big table would leave its old, half-size copy resident after every doubling).
 const SHARDS_PER_PARTITION: usize = 64;
 
-/// One shard of a partition: (id, slot) entries, found by a keyed hash of the id.
-type Slots<A> = Mutex<HashTable<(CompactBytes, Slot<A>)>>;
+/// One partition: id -> slot, found by a keyed hash of the id (which also picks the shard).
+/// Looked up by the id's bytes: `CompactBytes` hashes and compares as them.
+type Slots<A> = DashMap<CompactBytes, Slot<A>, RandomState>;
 
 enum Slot<A: Aggregate> {
     Live(Arc<Cell<A>>),
@@ -107,7 +110,6 @@ pub(crate) struct Registry<A: Aggregate> {
     pub(crate) kind: Kind<A>,
     pub(crate) counters: InstanceCounters,
     pub(crate) env: Arc<Env>,
-    hasher: RandomState,
     /// [`stable_hash`] state after the type name: the partition hash continues from it.
     name_hash: u64,
     /// The origin of the millisecond clocks of idle timers and hibernated states.
@@ -119,9 +121,10 @@ pub(crate) struct Registry<A: Aggregate> {
 impl<A: Aggregate> Registry<A> {
     fn new(env: Arc<Env>) -> Self {
         let defaults = &env.defaults;
+        let hasher = RandomState::default();
         Registry {
-            partitions: (0..env.partitions.max(1) * SHARDS_PER_PARTITION)
-                .map(|_| Mutex::default())
+            partitions: (0..env.partitions.max(1))
+                .map(|_| DashMap::with_hasher_and_shard_amount(hasher, SHARDS_PER_PARTITION))
                 .collect(),
             kind: Kind {
                 idle_timeout: A::IDLE_TIMEOUT.unwrap_or(defaults.idle_timeout),
@@ -131,7 +134,6 @@ impl<A: Aggregate> Registry<A> {
             },
             counters: InstanceCounters::default(),
             env,
-            hasher: RandomState::default(),
             name_hash: stable_hash_prefix(A::NAME),
             epoch: Instant::now(),
             timers: IdleTimers::default(),
@@ -148,58 +150,57 @@ impl<A: Aggregate> Registry<A> {
         self.millis_at(Instant::now())
     }
 
-    fn hash(&self, id: &[u8]) -> u64 {
-        self.hasher.hash_one(id)
-    }
-
-    /// The shard of `id` (within its partition, chosen by the keyed hash) and that hash.
-    fn shard_of(&self, id: &str) -> (usize, u64) {
-        let partition = self.partition_of(id);
-        let hash = self.hash(id.as_bytes());
-        let shard = (hash >> 58) as usize % SHARDS_PER_PARTITION;
-        (partition * SHARDS_PER_PARTITION + shard, hash)
-    }
-
     /// The partition of `id`: a stable hash of (type name, id), the same on every run.
     pub(crate) fn partition_of(&self, id: &str) -> usize {
-        let partitions = (self.partitions.len() / SHARDS_PER_PARTITION) as u64;
-        (stable_hash_continue(self.name_hash, id) % partitions) as usize
+        (stable_hash_continue(self.name_hash, id) % self.partitions.len() as u64) as usize
     }
 
-    fn lock(&self, shard: usize) -> MutexGuard<'_, HashTable<(CompactBytes, Slot<A>)>> {
-        // A slot map holds no invariant that a panic could break halfway: keep using it.
-        self.partitions[shard]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The partition that holds `id`.
+    fn slots(&self, id: &str) -> &Slots<A> {
+        &self.partitions[self.partition_of(id)]
     }
 
     /// Takes the cell of the live instance with this id for one dispatch: the running one, a
     /// thawed hibernated one, or a new one. The caller is counted as a user of the cell until
     /// it gives it back ([`crate::actor::run`] does).
     pub(crate) fn take(&self, id: &str) -> Arc<Cell<A>> {
-        let (shard, hash) = self.shard_of(id);
-        let mut slots = self.lock(shard);
-        let eq = |(key, _): &(CompactBytes, Slot<A>)| key.as_bytes() == id.as_bytes();
-        let (key, thawed) = match slots.find_entry(hash, eq) {
-            Ok(entry) => {
-                if let Slot::Live(cell) = &entry.get().1 {
+        let slots = self.slots(id);
+        // The common case, a live instance: under the shard's read lock, which `leave`'s write
+        // lock excludes, so the instance cannot leave between the lookup and the count.
+        if let Some(slot) = slots.get(id.as_bytes())
+            && let Slot::Live(cell) = slot.value()
+        {
+            cell.users.fetch_add(1, Ordering::AcqRel);
+            return Arc::clone(cell);
+        }
+        let stream = stream_id(A::NAME, id).into_boxed_str();
+        let cell = match slots.entry(CompactBytes::new(id.as_bytes())) {
+            MapEntry::Occupied(mut entry) => {
+                let slot = entry.get_mut();
+                if let Slot::Live(cell) = slot {
+                    // Started by another dispatch since the lookup above.
                     cell.users.fetch_add(1, Ordering::AcqRel);
                     return Arc::clone(cell);
                 }
-                let ((key, slot), _) = entry.remove();
-                let Slot::Hibernated(frozen) = slot else {
+                // The state moves out of the slot, which holds an empty one until the new cell
+                // takes its place a few lines below, under the same lock.
+                let Slot::Hibernated(frozen) =
+                    std::mem::replace(slot, Slot::Hibernated(Frozen::new(&[], 0, 0)))
+                else {
                     unreachable!("the live case returned above")
                 };
                 self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
                 self.counters.thaws.fetch_add(1, Ordering::Relaxed);
-                (key, Some(Box::new(frozen)))
+                let cell = Arc::new(Cell::new(stream, Some(Box::new(frozen))));
+                *slot = Slot::Live(Arc::clone(&cell));
+                cell
             }
-            Err(_) => (CompactBytes::new(id.as_bytes()), None),
+            MapEntry::Vacant(entry) => {
+                let cell = Arc::new(Cell::new(stream, None));
+                entry.insert(Slot::Live(Arc::clone(&cell)));
+                cell
+            }
         };
-        let cell = Arc::new(Cell::new(stream_id(A::NAME, id).into_boxed_str(), thawed));
-        slots.insert_unique(hash, (key, Slot::Live(Arc::clone(&cell))), |(key, _)| {
-            self.hash(key.as_bytes())
-        });
         self.counters.live.fetch_add(1, Ordering::Relaxed);
         cell
     }
@@ -208,10 +209,12 @@ impl<A: Aggregate> Registry<A> {
     /// and nobody else holds it (a command that holds it arms the timer again when done).
     pub(crate) fn take_idle(&self, cell: &Arc<Cell<A>>) -> bool {
         let id = cell.id();
-        let (shard, hash) = self.shard_of(id);
-        let slots = self.lock(shard);
-        match slots.find(hash, |(key, _)| key.as_bytes() == id.as_bytes()) {
-            Some((_, Slot::Live(live))) if Arc::ptr_eq(live, cell) => cell
+        let Some(slot) = self.slots(id).get(id.as_bytes()) else {
+            return false;
+        };
+        // Under the shard's read lock, like `take`.
+        match slot.value() {
+            Slot::Live(live) if Arc::ptr_eq(live, cell) => cell
                 .users
                 .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok(),
@@ -223,33 +226,42 @@ impl<A: Aggregate> Registry<A> {
     /// replaced by its hibernated state. `false` when other users wait for it: it stays.
     pub(crate) fn leave(&self, cell: &Arc<Cell<A>>, how: Leave) -> bool {
         let id = cell.id();
-        let (shard, hash) = self.shard_of(id);
-        {
-            let mut slots = self.lock(shard);
-            let Ok(ours) = slots.find_entry(hash, |(key, slot)| {
-                key.as_bytes() == id.as_bytes()
-                    && matches!(slot, Slot::Live(live) if Arc::ptr_eq(live, cell))
-            }) else {
-                // Not in the registry any more (the runtime stopped).
-                return true;
-            };
-            if cell.users.load(Ordering::Acquire) > 1 {
+        // `None`: the slot is not this cell's (the runtime stopped); `Some(false)`: other users
+        // hold the cell, it stays; `Some(true)`: it left.
+        let mut left = None;
+        // Under the shard's write lock: no `take` can count itself in meanwhile. (One lookup,
+        // and no key to build, unlike `entry`.)
+        self.slots(id).remove_if_mut(id.as_bytes(), |_, slot| {
+            if !matches!(slot, Slot::Live(live) if Arc::ptr_eq(live, cell)) {
                 return false;
             }
+            if cell.users.load(Ordering::Acquire) > 1 {
+                left = Some(false);
+                return false;
+            }
+            left = Some(true);
             self.counters.live.fetch_sub(1, Ordering::Relaxed);
             match how {
                 Leave::Remove => {
-                    ours.remove();
                     self.counters.passivations.fetch_add(1, Ordering::Relaxed);
+                    true
                 }
                 Leave::Hibernate(frozen) => {
-                    ours.into_mut().1 = Slot::Hibernated(frozen);
+                    *slot = Slot::Hibernated(frozen);
                     self.counters.hibernated.fetch_add(1, Ordering::Relaxed);
+                    false
                 }
             }
+        });
+        match left {
+            // Not in the registry any more (the runtime stopped).
+            None => true,
+            Some(false) => false,
+            Some(true) => {
+                self.timers.unschedule(cell);
+                true
+            }
         }
-        self.timers.unschedule(cell);
-        true
     }
 }
 
@@ -275,8 +287,8 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
     }
 
     fn clear(&self) {
-        for shard in 0..self.partitions.len() {
-            self.lock(shard).clear();
+        for slots in &self.partitions {
+            slots.clear();
         }
         self.timers.close();
         self.counters.live.store(0, Ordering::Relaxed);
@@ -287,9 +299,8 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
     fn sweep(&self, now: Instant) -> Vec<Snapshot> {
         let now = Frozen::millis(self.millis_at(now));
         let mut snapshots = Vec::new();
-        for shard in 0..self.partitions.len() {
-            let mut slots = self.lock(shard);
-            slots.retain(|(key, slot)| match slot {
+        for slots in &self.partitions {
+            slots.retain(|key, slot| match slot {
                 Slot::Hibernated(frozen) if frozen.passivate_at <= now => {
                     let id = String::from_utf8_lossy(key.as_bytes());
                     snapshots.push(Snapshot {
@@ -315,7 +326,7 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
 /// The registries of every aggregate type.
 pub(crate) struct Partitions {
     env: Arc<Env>,
-    by_type: RwLock<HashMap<TypeId, Entry, BuildHasherDefault<TypeIdHasher>>>,
+    by_type: DashMap<TypeId, Entry, BuildHasherDefault<TypeIdHasher>>,
 }
 
 /// One aggregate type's registry, seen untyped and typed.
@@ -348,32 +359,32 @@ impl Partitions {
     pub(crate) fn new(env: Arc<Env>) -> Self {
         Partitions {
             env,
-            by_type: RwLock::default(),
+            by_type: DashMap::default(),
         }
     }
 
     /// Runs `f` with the registry of `A`, created on first use. The common case (the registry
-    /// exists) takes the read lock only, and no reference count.
+    /// exists) takes one shard's read lock only, and no reference count.
     pub(crate) fn with_registry<A: Aggregate, R>(
         &self,
         f: impl FnOnce(&Arc<Registry<A>>) -> R,
     ) -> R {
         let key = TypeId::of::<A>();
-        {
-            let by_type = self.by_type.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = by_type.get(&key) {
-                return f(Self::typed(entry));
-            }
+        if let Some(entry) = self.by_type.get(&key) {
+            return f(Self::typed(entry.value()));
         }
-        let mut by_type = self.by_type.write().unwrap_or_else(PoisonError::into_inner);
-        let entry = by_type.entry(key).or_insert_with(|| {
-            let registry = Arc::new(Registry::<A>::new(Arc::clone(&self.env)));
-            Entry {
-                untyped: Arc::clone(&registry) as Arc<dyn AnyRegistry>,
-                typed: Box::new(registry),
-            }
-        });
-        f(Self::typed(entry))
+        let registry = {
+            let entry = self.by_type.entry(key).or_insert_with(|| {
+                let registry = Arc::new(Registry::<A>::new(Arc::clone(&self.env)));
+                Entry {
+                    untyped: Arc::clone(&registry) as Arc<dyn AnyRegistry>,
+                    typed: Box::new(registry),
+                }
+            });
+            Arc::clone(Self::typed::<A>(entry.value()))
+        };
+        // Once per type: `f` runs without the shard's write lock.
+        f(&registry)
     }
 
     fn typed<A: Aggregate>(entry: &Entry) -> &Arc<Registry<A>> {
@@ -438,10 +449,8 @@ impl Partitions {
 
     fn registries(&self) -> Vec<Arc<dyn AnyRegistry>> {
         self.by_type
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|entry| Arc::clone(&entry.untyped))
+            .iter()
+            .map(|entry| Arc::clone(&entry.value().untyped))
             .collect()
     }
 }
@@ -515,7 +524,8 @@ mod size_tests {
 
     #[test]
     fn a_registry_entry_is_at_most_64_bytes_so_hibernated_aggregates_stay_small() {
-        // The hibernated footprint is this entry over the table's load factor.
+        // The hibernated footprint is this entry over the table's load factor (a shard of the
+        // `DashMap` stores `(key, SharedValue<slot>)`, and `SharedValue` is transparent).
         assert_eq!(std::mem::size_of::<Frozen>(), 40);
         assert!(std::mem::size_of::<(CompactBytes, Slot<Tiny>)>() <= 64);
     }

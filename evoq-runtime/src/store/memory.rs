@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 use hashbrown::hash_map::EntryRef;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -71,8 +72,9 @@ struct Shared {
     /// The highest committed position; updated after the commit, so never ahead of the log.
     head: watch::Sender<u64>,
     /// By stream id (hashed like the streams: every activation looks its stream up here).
-    snapshots: Mutex<hashbrown::HashMap<String, Snapshot, StreamHasher>>,
-    checkpoints: Mutex<HashMap<String, u64>>,
+    snapshots: DashMap<String, Snapshot, StreamHasher>,
+    /// By consumer name.
+    checkpoints: DashMap<String, u64>,
     dead_letters: Mutex<HashMap<String, DeadLetters>>,
     /// Saga name -> instance id -> state.
     sagas: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
@@ -85,8 +87,8 @@ impl Default for Shared {
         Shared {
             state: RwLock::default(),
             head: watch::Sender::new(0),
-            snapshots: Mutex::default(),
-            checkpoints: Mutex::default(),
+            snapshots: DashMap::default(),
+            checkpoints: DashMap::default(),
             dead_letters: Mutex::default(),
             sagas: Mutex::default(),
             conflicts: AtomicU64::new(0),
@@ -235,20 +237,6 @@ impl InMemoryStore {
         self.shared
             .state
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn snapshots(&self) -> MutexGuard<'_, hashbrown::HashMap<String, Snapshot, StreamHasher>> {
-        self.shared
-            .snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn checkpoints(&self) -> MutexGuard<'_, HashMap<String, u64>> {
-        self.shared
-            .checkpoints
-            .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -481,33 +469,41 @@ impl EventStore for InMemoryStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let mut snapshots = self.snapshots();
-        match snapshots.get_mut(&snapshot.stream_id) {
-            Some(slot) => *slot = snapshot,
-            None => {
-                snapshots.insert(snapshot.stream_id.clone(), snapshot);
-            }
+        let snapshots = &self.shared.snapshots;
+        // The key is copied only for a stream's first snapshot.
+        if let Some(mut slot) = snapshots.get_mut(snapshot.stream_id.as_str()) {
+            *slot = snapshot;
+            return Ok(());
         }
+        snapshots.insert(snapshot.stream_id.clone(), snapshot);
         Ok(())
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.snapshots().get(stream).cloned())
+        Ok(self
+            .shared
+            .snapshots
+            .get(stream)
+            .map(|snapshot| snapshot.value().clone()))
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
-        let mut checkpoints = self.checkpoints();
-        match checkpoints.get_mut(name) {
-            Some(slot) => *slot = position,
-            None => {
-                checkpoints.insert(name.to_owned(), position);
-            }
+        let checkpoints = &self.shared.checkpoints;
+        // The key is copied only for a consumer's first checkpoint.
+        if let Some(mut slot) = checkpoints.get_mut(name) {
+            *slot = position;
+            return Ok(());
         }
+        checkpoints.insert(name.to_owned(), position);
         Ok(())
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self.checkpoints().get(name).copied())
+        Ok(self
+            .shared
+            .checkpoints
+            .get(name)
+            .map(|position| *position.value()))
     }
 
     async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
