@@ -337,7 +337,7 @@ fn parse_duration(
         return Ok(Some(None));
     }
     match grammar_millis(text) {
-        Some(0) => {
+        Ok(0) => {
             cx.error_spanned_by(
                 lit,
                 format!(
@@ -347,15 +347,15 @@ fn parse_duration(
             );
             Ok(None)
         }
-        Some(millis) => Ok(Some(Some(millis))),
-        None => {
-            cx.error_spanned_by(
-                lit,
+        Ok(millis) => Ok(Some(Some(millis))),
+        Err(bad) => {
+            let message = bad.message(text, || {
                 format!(
                     "`{text}` is not a duration: write a whole number and a unit, like `{}` (units ms, s, m, h{never})",
                     key.example
-                ),
-            );
+                )
+            });
+            cx.error_spanned_by(lit, message);
             Ok(None)
         }
     }
@@ -760,9 +760,39 @@ fn parse_retry(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Retr
 /// Milliseconds of a duration string in the framework's one duration grammar, the one the
 /// runtime's configuration reads too (`humantime`: `"250ms"`, `"10s"`, `"30m"` or `"30min"`,
 /// `"1h 30m"`); `None` when the text is not a duration or is too long.
-fn grammar_millis(text: &str) -> Option<u64> {
-    let duration = humantime::parse_duration(text.trim()).ok()?;
-    u64::try_from(duration.as_millis()).ok()
+fn grammar_millis(text: &str) -> Result<u64, BadDuration> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|error| match error {
+        humantime::DurationError::NumberOverflow => BadDuration::TooLong,
+        _ => BadDuration::NotADuration,
+    })?;
+    if !duration.is_zero() && duration.as_millis() == 0 {
+        return Err(BadDuration::BelowAMillisecond);
+    }
+    u64::try_from(duration.as_millis()).map_err(|_| BadDuration::TooLong)
+}
+
+/// Why a string is not a duration an attribute can take.
+#[derive(Debug, PartialEq, Eq)]
+enum BadDuration {
+    /// Not of the grammar.
+    NotADuration,
+    /// More milliseconds than fit in 64 bits.
+    TooLong,
+    /// Above zero but below a millisecond (attributes count whole milliseconds).
+    BelowAMillisecond,
+}
+
+impl BadDuration {
+    /// The sentence for `text`; `format` is the sentence for a text that is not a duration.
+    fn message(&self, text: &str, format: impl FnOnce() -> String) -> String {
+        match self {
+            BadDuration::NotADuration => format(),
+            BadDuration::TooLong => format!("`{text}` is too long a duration"),
+            BadDuration::BelowAMillisecond => format!(
+                "`{text}` is shorter than a millisecond: attributes count whole milliseconds, write at least \"1ms\""
+            ),
+        }
+    }
 }
 
 /// A duration literal such as `"100ms"`, `"2s"`, `"5m"` or `"1h"`, in milliseconds.
@@ -775,7 +805,8 @@ fn duration_millis(expr: &Expr) -> Result<u64, String> {
     else {
         return Err(FORMAT.to_owned());
     };
-    grammar_millis(&lit.value()).ok_or_else(|| FORMAT.to_owned())
+    let text = lit.value();
+    grammar_millis(&text).map_err(|bad| bad.message(&text, || FORMAT.to_owned()))
 }
 
 /// The arguments of a helper attribute on a method (`#[handles]`, `#[apply]`, and later the
@@ -1021,15 +1052,24 @@ impl UpcasterArgs {
 
 #[cfg(test)]
 mod duration_tests {
-    use super::grammar_millis;
+    use super::{BadDuration, grammar_millis};
 
     #[test]
     fn attributes_read_the_durations_the_configuration_reads() {
-        assert_eq!(grammar_millis("250ms"), Some(250));
-        assert_eq!(grammar_millis("30m"), Some(1_800_000));
-        assert_eq!(grammar_millis("30min"), Some(1_800_000));
-        assert_eq!(grammar_millis(" 1h 30m "), Some(5_400_000));
-        assert_eq!(grammar_millis("30 fortnights"), None);
-        assert_eq!(grammar_millis("60"), None);
+        assert_eq!(grammar_millis("250ms"), Ok(250));
+        assert_eq!(grammar_millis("30m"), Ok(1_800_000));
+        assert_eq!(grammar_millis("30min"), Ok(1_800_000));
+        assert_eq!(grammar_millis(" 1h 30m "), Ok(5_400_000));
+        assert_eq!(grammar_millis("0s"), Ok(0));
+        assert_eq!(
+            grammar_millis("30 fortnights"),
+            Err(BadDuration::NotADuration)
+        );
+        assert_eq!(grammar_millis("60"), Err(BadDuration::NotADuration));
+        assert_eq!(grammar_millis("500us"), Err(BadDuration::BelowAMillisecond));
+        assert_eq!(
+            grammar_millis("99999999999999999999999h"),
+            Err(BadDuration::TooLong)
+        );
     }
 }

@@ -168,19 +168,17 @@ impl Config {
                 "must be at least 1 (the default is 100000)",
             );
         }
+        // Each section checks itself, naming its keys; the order is the order of the keys.
+        if let Err((key, reason)) = self.aggregate_defaults.check() {
+            return invalid(key, reason);
+        }
         if self.hibernation_sweep_interval.is_zero() {
             return invalid(
                 "hibernation_sweep_interval",
                 "must be longer than zero (the default is 1 s)",
             );
         }
-        // Each section checks itself, naming its keys.
-        let sections = [
-            self.aggregate_defaults.check(),
-            self.memory_monitor.check(),
-            self.handlers.check(),
-        ];
-        for section in sections {
+        for section in [self.memory_monitor.check(), self.handlers.check()] {
             if let Err((key, reason)) = section {
                 return invalid(key, reason);
             }

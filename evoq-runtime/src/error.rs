@@ -10,6 +10,21 @@ use crate::event::upcast::UpcastError;
 use crate::store::StoreError;
 
 /// An error of the evoq runtime: every failure a dispatch or a start can return.
+///
+/// Each variant names what failed and says what to do; [`Error::rejection`] gives back a command
+/// handler's own error.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let error = evoq::Evoq::builder().partitions(0).start().await.unwrap_err();
+/// assert!(matches!(&error, evoq::Error::Config { key, .. } if key == "partitions"));
+/// assert_eq!(
+///     error.to_string(),
+///     "invalid configuration `partitions`: must be at least 1 (the default is 4)"
+/// );
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -246,6 +246,30 @@ impl<C: Route> Dispatchable for Erased<C> {
 /// The commands a saga method returns, dispatched in order: `commands![a, b]`, or
 /// `Commands::none().push(a).push(b)`. Every command must be routable (`Route`): an
 /// unroutable command does not compile.
+///
+/// ```
+/// # use evoq::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+/// # struct Deposited { amount: u64 }
+/// # #[derive(Command)]
+/// # struct Deposit { #[aggregate_id] account: String, amount: u64 }
+/// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+/// # #[derive(Default)] struct Account { balance: u64 }
+/// # #[aggregate]
+/// # impl Account {
+/// #     #[handles]
+/// #     fn deposit(&self, c: &Deposit) -> Result<Deposited, Never> { Ok(Deposited { amount: c.amount }) }
+/// #     #[apply]
+/// #     fn deposited(&mut self, e: &Deposited) { self.balance += e.amount; }
+/// # }
+/// let commands = commands![
+///     Deposit { account: "acc-1".into(), amount: 50 },
+///     Deposit { account: "acc-2".into(), amount: 50 },
+/// ];
+/// assert_eq!(commands.names(), ["Deposit", "Deposit"]);
+/// assert!(Commands::none().is_empty());
+/// ```
 #[derive(Default)]
 #[must_use = "a saga dispatches the commands its method returns"]
 pub struct Commands {

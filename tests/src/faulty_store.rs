@@ -39,6 +39,8 @@ pub struct FaultyStore {
     pub last_read_from: AtomicU64,
     /// How many snapshots were saved.
     pub snapshot_saves: AtomicUsize,
+    /// `load_checkpoint` of this name waits 300 ms, then fails with a backend error.
+    pub failing_checkpoint_load: std::sync::Mutex<Option<String>>,
     /// How many times a snapshot was loaded.
     pub snapshot_loads: AtomicUsize,
 }
@@ -160,6 +162,19 @@ impl EventStore for FaultyStore {
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let failing = self
+            .failing_checkpoint_load
+            .lock()
+            .expect("not poisoned")
+            .as_deref()
+            == Some(name);
+        if failing {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: format!("the checkpoint of `{name}` cannot be read"),
+            });
+        }
         self.inner.load_checkpoint(name).await
     }
 

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use evoq::RecordedEvent;
 use evoq::prelude::*;
 use evoq::store::Direction;
 use evoq::store::memory::InMemoryStore;
+use evoq::{HandlerOptions, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
 // ----- the domain: orders, payments, stock, shipping, notes -----
@@ -553,6 +553,37 @@ async fn an_order_placed_with_auto_ship_runs_to_the_end_and_is_removed() {
     assert_eq!(stream(&store, "Shipping", "auto-1").await.len(), 1);
     assert!(instance(&store, "auto-1").await.is_none());
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_after_a_saga_was_registered_dispatches_nothing() {
+    let store = evoq_tests::faulty_store::FaultyStore::new();
+    // An order placed by an earlier run: the saga would answer it with a charge.
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    place(&app, "o1").await;
+    app.stop().await;
+    let head = *store.head().borrow();
+
+    // A second consumer, registered after the saga, cannot read its checkpoint: the start fails.
+    *store.failing_checkpoint_load.lock().unwrap() = Some("late".to_owned());
+    let error = Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<Fulfillment>()
+        .saga_with::<Fulfillment>(HandlerOptions::new().name("late"))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, evoq::Error::Store(_)), "{error}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *store.head().borrow(),
+        head,
+        "a runtime that failed to start must not have run a saga's commands"
+    );
 }
 
 #[tokio::test]

@@ -23,6 +23,22 @@ use crate::store::memory::InMemoryStore;
 type PendingConsumer = Box<dyn FnOnce(std::sync::Weak<Dispatcher>) -> Registration + Send>;
 
 /// Builds an [`Evoq`] runtime: `Evoq::builder() ... .start().await`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), evoq::Error> {
+/// use std::time::Duration;
+///
+/// let app = evoq::Evoq::builder()
+///     .store(evoq::store::memory::InMemoryStore::new()) // the default
+///     .partitions(8)
+///     .dispatch_timeout(Duration::from_secs(2))
+///     .start()
+///     .await?;
+/// assert_eq!(app.config().partitions, 8);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "a builder does nothing until `.start().await`"]
 pub struct EvoqBuilder {
     store: Option<Arc<dyn EventStore>>,

@@ -189,6 +189,38 @@ impl Evoq {
 }
 
 /// A dispatch being prepared: set ids, metadata and options, then `.dispatch().await`.
+///
+/// ```
+/// # use evoq::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+/// # struct Deposited { amount: u64 }
+/// # #[derive(Command)]
+/// # struct Deposit { #[aggregate_id] account: String, amount: u64 }
+/// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+/// # #[derive(Default)] struct Account { balance: u64 }
+/// # #[aggregate]
+/// # impl Account {
+/// #     #[handles]
+/// #     fn deposit(&self, c: &Deposit) -> Result<Deposited, Never> { Ok(Deposited { amount: c.amount }) }
+/// #     #[apply]
+/// #     fn deposited(&mut self, e: &Deposited) { self.balance += e.amount; }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), evoq::Error> {
+/// let app = Evoq::builder().start().await?;
+/// let done = app
+///     .command(Deposit { account: "acc-1".into(), amount: 50 })
+///     .idempotency_key("request-42") // a retry with this key gets this result back
+///     .metadata("user", "alice") // copied into every event's metadata
+///     .expected_version(0) // the stream must be new
+///     .timeout(std::time::Duration::from_secs(2))
+///     .dispatch()
+///     .await?;
+/// assert_eq!(done.version, 1);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "a command does nothing until `.dispatch().await`"]
 pub struct CommandBuilder<'a, C> {
     app: &'a Evoq,

@@ -97,16 +97,25 @@ impl Subscribers {
             resolved.push(options);
         }
 
-        let (shutdown, _) = watch::channel(false);
-        let mut handlers = Vec::with_capacity(registrations.len());
-        let mut tasks = Vec::with_capacity(registrations.len());
-        for (registration, options) in registrations.into_iter().zip(resolved) {
+        // Every start position is known before any task runs: a start that fails (a checkpoint
+        // that cannot be read) has delivered nothing, so no saga has dispatched a command, and
+        // a consumer that starts from the current head does not count another's commands in it.
+        let mut starts = Vec::with_capacity(resolved.len());
+        for options in &resolved {
             let saved = store.load_checkpoint(&options.name).await?;
-            let start_after = match options.start_from {
+            starts.push(match options.start_from {
                 StartFrom::Checkpoint => saved.unwrap_or(0),
                 StartFrom::Origin => 0,
                 StartFrom::Current => *store.head().borrow(),
-            };
+            });
+        }
+
+        let (shutdown, _) = watch::channel(false);
+        let mut handlers = Vec::with_capacity(registrations.len());
+        let mut tasks = Vec::with_capacity(registrations.len());
+        for ((registration, options), start_after) in
+            registrations.into_iter().zip(resolved).zip(starts)
+        {
             let (progress, _) = watch::channel(Progress {
                 position: start_after,
                 stopped: None,

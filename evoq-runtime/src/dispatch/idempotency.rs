@@ -280,9 +280,11 @@ impl Idempotency {
 
     /// Remembers `entry` as the success of `key`, the newest, after dropping the expired
     /// successes and the oldest ones beyond room for it.
-    fn remember(&self, key: Key, entry: Arc<Entry>) {
-        let at = entry.at;
+    fn remember(&self, key: Key, entry: impl FnOnce(Instant) -> Entry) {
         let mut order = self.order();
+        // Stamped under the order's lock, so the order is oldest first.
+        let at = Instant::now();
+        let entry = Arc::new(entry(at));
         self.evict(&mut order, at, self.capacity - 1);
         let generation = self.next_generation();
         self.slots
@@ -361,16 +363,17 @@ pub(crate) struct Claim {
 impl Claim {
     /// Remembers `done` as the key's result.
     pub(crate) fn complete<A: Aggregate>(mut self, done: Dispatched<A>) {
-        let entry = Arc::new(Entry {
-            command: self.command,
-            command_name: self.command_name,
-            aggregate_id: std::mem::take(&mut self.aggregate_id),
-            result: Box::new(done),
-            at: Instant::now(),
-        });
+        let (command, command_name) = (self.command, self.command_name);
+        let aggregate_id = std::mem::take(&mut self.aggregate_id);
         // Replaces this claim's in-flight slot (nothing else removes or replaces it), before
         // the claim's sender is dropped and wakes the waiters.
-        self.cache.remember(self.key.clone(), entry);
+        self.cache.remember(self.key.clone(), |at| Entry {
+            command,
+            command_name,
+            aggregate_id,
+            result: Box::new(done),
+            at,
+        });
         self.completed = true;
     }
 

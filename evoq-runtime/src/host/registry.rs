@@ -174,7 +174,7 @@ impl<A: Aggregate> Registry<A> {
             return Arc::clone(cell);
         }
         let stream = stream_id(A::NAME, id).into_boxed_str();
-        let cell = match slots.entry(CompactBytes::new(id.as_bytes())) {
+        match slots.entry(CompactBytes::new(id.as_bytes())) {
             MapEntry::Occupied(mut entry) => {
                 let slot = entry.get_mut();
                 if let Slot::Live(cell) = slot {
@@ -193,16 +193,16 @@ impl<A: Aggregate> Registry<A> {
                 self.counters.thaws.fetch_add(1, Ordering::Relaxed);
                 let cell = Arc::new(Cell::new(stream, Some(Box::new(frozen))));
                 *slot = Slot::Live(Arc::clone(&cell));
+                self.counters.live.fetch_add(1, Ordering::Relaxed);
                 cell
             }
             MapEntry::Vacant(entry) => {
                 let cell = Arc::new(Cell::new(stream, None));
                 entry.insert(Slot::Live(Arc::clone(&cell)));
+                self.counters.live.fetch_add(1, Ordering::Relaxed);
                 cell
             }
-        };
-        self.counters.live.fetch_add(1, Ordering::Relaxed);
-        cell
+        }
     }
 
     /// Takes `cell` for its idle timeout: only while it is still the live instance of its id

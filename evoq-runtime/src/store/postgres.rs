@@ -135,6 +135,18 @@ impl PostgresOptions {
 
 /// The event store on PostgreSQL. See the [module docs](self).
 ///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), evoq::Error> {
+/// use evoq::store::postgres::{PostgresOptions, PostgresStore};
+///
+/// let options = PostgresOptions::default().schema("billing");
+/// let store = PostgresStore::connect_with("postgres://app@db/app", options).await?;
+/// let app = evoq::Evoq::builder().store(store).start().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// A handle: [`Clone`] is cheap and clones share the pool, the writer and the listener, which
 /// stop when the last handle is dropped. Each node opens its own store on the same database and
 /// schema.

@@ -180,6 +180,15 @@ impl SqliteOptions {
 
 /// The durable embedded event store: one SQLite file. See the [module docs](self).
 ///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), evoq::Error> {
+/// let store = evoq::store::sqlite::SqliteStore::open("app.db").await?;
+/// let app = evoq::Evoq::builder().store(store).start().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// A handle: [`Clone`] is cheap and clones share the file, the writer and the readers. The
 /// writer thread ends when the last handle is dropped.
 #[derive(Clone)]
