@@ -11,7 +11,7 @@ pub use crate::delivery::consumer::{EventMeta, HandlerFailure, HandlerFuture};
 use crate::delivery::consumer::Consumer;
 use crate::delivery::policy::HandlerOptions;
 use crate::delivery::subscribers::Registration;
-use crate::event::upcast::{Upcaster, renamed_from};
+use crate::event::upcast::Upcaster;
 
 /// A reactor to events: it subscribes to event types (never to streams) and gets, in global
 /// order and at least once, every stored event of those types.
@@ -65,10 +65,7 @@ pub(crate) fn registration<H: EventHandler, C: Consumer>(
     Registration::new(
         H::NAME,
         H::EVENT_TYPES,
-        H::UPCASTERS
-            .iter()
-            .flat_map(|upcasters| renamed_from(upcasters))
-            .collect(),
+        H::UPCASTERS,
         H::OPTIONS,
         options,
         consumer,

@@ -44,7 +44,7 @@ use crate::delivery::policy::HandlerOptions;
 use crate::delivery::subscribers::Registration;
 use crate::dispatch::dispatcher::{self, Dispatcher, Request};
 use crate::error::Error;
-use crate::event::upcast::{Upcaster, renamed_from};
+use crate::event::upcast::Upcaster;
 use crate::util::ids::derived_id;
 
 /// A process manager: implemented by `#[saga(name = "...")]` on the impl block of its state.
@@ -377,10 +377,7 @@ pub(crate) fn registration<S: Saga>(
     Registration::new(
         S::NAME,
         S::EVENT_TYPES,
-        S::UPCASTERS
-            .iter()
-            .flat_map(|upcasters| renamed_from(upcasters))
-            .collect(),
+        S::UPCASTERS,
         S::OPTIONS,
         options,
         SagaConsumer::<S> {

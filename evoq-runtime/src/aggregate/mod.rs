@@ -5,6 +5,8 @@
 pub mod command;
 pub(crate) mod context;
 pub(crate) mod definition;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod lifespan;
 pub(crate) mod replay;
 pub mod testing;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::Route;
-use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
+use crate::aggregate::context::{CommandContext, Dispatched};
 use crate::config::Config;
 use crate::delivery::api::{DeadLetterQueue, HandlerStats};
 use crate::delivery::consistency::{Consistency, settle};
@@ -178,11 +178,11 @@ impl Evoq {
     pub fn command<C: Route>(&self, command: C) -> CommandBuilder<'_, C> {
         CommandBuilder {
             app: self,
-            command,
-            context: CommandContext::new(),
-            options: self.inner.dispatcher.default_options(),
-            middleware: Vec::new(),
-            command_id_supplied: false,
+            request: Request::new(
+                command,
+                CommandContext::new(),
+                self.inner.dispatcher.default_options(),
+            ),
             consistency: Consistency::Eventual,
         }
     }
@@ -224,11 +224,7 @@ impl Evoq {
 #[must_use = "a command does nothing until `.dispatch().await`"]
 pub struct CommandBuilder<'a, C> {
     app: &'a Evoq,
-    command: C,
-    context: CommandContext,
-    options: DispatchOptions,
-    middleware: Vec<Arc<dyn Middleware>>,
-    command_id_supplied: bool,
+    request: Request<C>,
     consistency: Consistency,
 }
 
@@ -238,29 +234,33 @@ impl<'a, C> CommandBuilder<'a, C> {
     /// returns the first one's result, even after a restart when its events are recent in the
     /// stream (see [`idempotency`](crate::dispatch::idempotency)).
     pub fn command_id(mut self, id: Uuid) -> Self {
-        self.command_id_supplied = true;
-        if self.context.correlation_id == self.context.command_id {
-            self.context.correlation_id = id;
+        let context = &mut self.request.context;
+        if context.correlation_id == context.command_id {
+            context.correlation_id = id;
         }
-        self.context.command_id = id;
+        context.command_id = id;
+        self.request = self.request.with_supplied_command_id();
         self
     }
 
     /// Sets the correlation id (default: the command id).
     pub fn correlation_id(mut self, id: Uuid) -> Self {
-        self.context.correlation_id = id;
+        self.request.context.correlation_id = id;
         self
     }
 
     /// Sets what caused this command.
     pub fn causation_id(mut self, id: Uuid) -> Self {
-        self.context.causation_id = Some(id);
+        self.request.context.causation_id = Some(id);
         self
     }
 
     /// Adds a user metadata entry, copied into every event the command produces.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.context.metadata.insert(key.into(), value.into());
+        self.request
+            .context
+            .metadata
+            .insert(key.into(), value.into());
         self
     }
 
@@ -268,34 +268,34 @@ impl<'a, C> CommandBuilder<'a, C> {
     /// remembered, a dispatch with the same key returns that result and runs nothing (see
     /// [`idempotency`](crate::dispatch::idempotency)).
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.context.idempotency_key = Some(key.into());
+        self.request.context.idempotency_key = Some(key.into());
         self
     }
 
     /// Runs `middleware` around this dispatch, after the runtime's middleware and the ones added
     /// before it.
     pub fn middleware<M: Middleware>(mut self, middleware: M) -> Self {
-        self.middleware.push(Arc::new(middleware));
+        self.request.middleware.push(Arc::new(middleware));
         self
     }
 
     /// The stream must be at `version` (0 = new); otherwise the dispatch fails with
     /// [`Error::Conflict`] and nothing is appended.
     pub fn expected_version(mut self, version: u64) -> Self {
-        self.options.expected_version = Some(version);
+        self.request.options.expected_version = Some(version);
         self
     }
 
     /// How long to wait for the command, middleware, idempotency and consistency waits included
     /// (default: the runtime's `dispatch_timeout`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
+        self.request.options.timeout = timeout;
         self
     }
 
     /// How many times to re-run the command after a version conflict.
     pub fn retry_limit(mut self, retries: u32) -> Self {
-        self.options.retry_limit = retries;
+        self.request.options.retry_limit = retries;
         self
     }
 
@@ -318,55 +318,24 @@ impl<'a, C> CommandBuilder<'a, C> {
     where
         C: Route,
     {
-        let deadline = deadline_after(self.options.timeout);
-        let span = dispatcher::span::<C>(&self.context);
-        if span.is_disabled() && matches!(self.consistency, Consistency::Eventual) {
-            // The common case, with nothing to observe or wait for: its future stays small.
-            let (app, request, _) = self.into_request();
-            return dispatcher::dispatch(&app.inner.dispatcher, request, deadline).await;
+        let CommandBuilder {
+            app,
+            request,
+            consistency,
+        } = self;
+        if matches!(consistency, Consistency::Eventual) {
+            // Nothing to wait for: the dispatcher's own path, whose future stays small.
+            return dispatcher::dispatch_traced(&app.inner.dispatcher, request).await;
         }
-        Box::pin(self.run_observed(span, deadline)).await
-    }
-
-    /// A dispatch with a span to record or handlers to wait for.
-    async fn run_observed(
-        self,
-        span: tracing::Span,
-        deadline: tokio::time::Instant,
-    ) -> Result<Dispatched<C::Aggregate>, Error>
-    where
-        C: Route,
-    {
-        let id = if span.is_disabled() {
-            String::new()
-        } else {
-            self.command.aggregate_id()
-        };
-        let timeout = self.options.timeout;
-        let (app, request, consistency) = self.into_request();
+        // The wait for the handlers shares the dispatch's deadline and span.
+        let deadline = deadline_after(request.options.timeout);
+        let timeout = request.options.timeout;
+        let span = dispatcher::span(&request);
         let dispatch = async {
             let required = app.inner.subscribers.required(&consistency)?;
             let done = dispatcher::dispatch(&app.inner.dispatcher, request, deadline).await?;
             settle::<C>(&required, done, deadline, timeout).await
         };
-        dispatcher::observed(span, &id, dispatch).await
-    }
-
-    fn into_request(self) -> (&'a Evoq, Request<C>, Consistency) {
-        let CommandBuilder {
-            app,
-            command,
-            context,
-            options,
-            middleware,
-            command_id_supplied,
-            consistency,
-        } = self;
-        let mut request = Request::new(command, context, options);
-        request.middleware = middleware;
-        if command_id_supplied {
-            request = request.with_supplied_command_id();
-        }
-        (app, request, consistency)
+        Box::pin(dispatcher::observed(span, dispatch)).await
     }
 }

@@ -12,6 +12,7 @@ use super::policy::{self, HandlerConfig, HandlerOptions, StartFrom};
 use super::state::{DeliveryCounters, HandlerState, Progress};
 use super::task::Task;
 use crate::error::Error;
+use crate::event::upcast::{Upcaster, renamed_from};
 use crate::store::EventStore;
 
 /// A consumer given to the builder, not started yet.
@@ -26,12 +27,13 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Any consumer of events: its default name and event types, the names those types were
-    /// renamed from, and the options of its attribute and of the builder.
+    /// Any consumer of events: its default name, its event types and their upcasters (the
+    /// names the types were renamed from are read too), and the options of its attribute and of
+    /// the builder.
     pub(crate) fn new<C: Consumer>(
         default_name: &'static str,
         event_types: &'static [&'static str],
-        renamed_from: Vec<&'static str>,
+        upcasters: &'static [&'static [Upcaster]],
         attribute: HandlerOptions,
         options: HandlerOptions,
         consumer: C,
@@ -39,7 +41,10 @@ impl Registration {
         Registration {
             default_name,
             event_types,
-            renamed_from,
+            renamed_from: upcasters
+                .iter()
+                .flat_map(|steps| renamed_from(steps))
+                .collect(),
             attribute,
             options,
             spawn: Box::new(move |task: Task| tokio::spawn(task.run(consumer))),

@@ -51,7 +51,6 @@ pub(crate) struct Settings {
 /// runtime's middleware, and takes every dispatch through the path of the
 /// [module docs](self). The runtime handle holds it; sagas hold a weak reference.
 pub(crate) struct Dispatcher {
-    store: Arc<dyn EventStore>,
     partitions: Partitions,
     idempotency: Arc<Idempotency>,
     middleware: Box<[Arc<dyn Middleware>]>,
@@ -68,7 +67,6 @@ impl Dispatcher {
         settings: Settings,
     ) -> Arc<Self> {
         let dispatcher = Arc::new(Dispatcher {
-            store: Arc::clone(&env.store),
             partitions: Partitions::new(Arc::new(env)),
             idempotency: Arc::new(idempotency),
             middleware: middleware.into(),
@@ -90,7 +88,7 @@ impl Dispatcher {
 
     /// The event store commands append to.
     pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
+        self.partitions.store()
     }
 
     /// The memory monitor that scales idle timeouts.
@@ -181,7 +179,7 @@ pub(crate) struct Request<C> {
     /// The dispatch's own middleware, run after the runtime's.
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
     /// Whether the caller set the command id (a generated one is never a duplicate).
-    pub(crate) command_id_supplied: bool,
+    command_id_supplied: bool,
 }
 
 impl<C> Request<C> {
@@ -204,28 +202,29 @@ impl<C> Request<C> {
     }
 }
 
-/// The `evoq.dispatch` span of a dispatch (disabled unless DEBUG events are on).
-pub(crate) fn span<C: Route>(context: &CommandContext) -> tracing::Span {
-    tracing::debug_span!(
+/// The `evoq.dispatch` span of `request` (disabled unless DEBUG events are on; the aggregate id
+/// is computed only when it is not).
+pub(crate) fn span<C: Route>(request: &Request<C>) -> tracing::Span {
+    let span = tracing::debug_span!(
         "evoq.dispatch",
         command = C::NAME,
         aggregate = <C::Aggregate as Aggregate>::NAME,
         aggregate_id = tracing::field::Empty,
-        command_id = %context.command_id,
-        correlation_id = %context.correlation_id,
-    )
+        command_id = %request.context.command_id,
+        correlation_id = %request.context.correlation_id,
+    );
+    if !span.is_disabled() {
+        span.record("aggregate_id", request.command.aggregate_id());
+    }
+    span
 }
 
-/// Runs `body` (a dispatch to aggregate `aggregate_id`, and whatever its caller waits for after
-/// it) in `span`, between the `evoq.dispatch` start and stop (or exception) events.
+/// Runs `body` (a dispatch, and whatever its caller waits for after it) in `span`, between the
+/// `evoq.dispatch` start and stop (or exception) events.
 pub(crate) async fn observed<A: Aggregate>(
     span: tracing::Span,
-    aggregate_id: &str,
     body: impl Future<Output = Result<Dispatched<A>, Error>>,
 ) -> Result<Dispatched<A>, Error> {
-    if !span.is_disabled() {
-        span.record("aggregate_id", aggregate_id);
-    }
     span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
     // Timed only when the events that carry the duration are on.
     let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
@@ -254,12 +253,11 @@ pub(crate) async fn dispatch_traced<C: Route>(
     request: Request<C>,
 ) -> Result<Dispatched<C::Aggregate>, Error> {
     let deadline = deadline_after(request.options.timeout);
-    let span = span::<C>(&request.context);
+    let span = span(&request);
     if span.is_disabled() {
         return dispatch(dispatcher, request, deadline).await;
     }
-    let id = request.command.aggregate_id();
-    Box::pin(observed(span, &id, dispatch(dispatcher, request, deadline))).await
+    Box::pin(observed(span, dispatch(dispatcher, request, deadline))).await
 }
 
 /// Runs one dispatch through the path of the [module docs](self).
@@ -350,7 +348,7 @@ async fn run_keyed_or_wrapped<C: Route>(
         if command_id_supplied {
             let stream = stream_id(<C::Aggregate as Aggregate>::NAME, &id);
             let lookup = stored_result::<C::Aggregate>(
-                &*dispatcher.store,
+                &**dispatcher.store(),
                 &stream,
                 context.command_id,
                 dispatcher.settings.idempotency_lookback,

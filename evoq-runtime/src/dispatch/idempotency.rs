@@ -240,41 +240,32 @@ impl Idempotency {
     fn find_or_claim(&self, key: &Key) -> Found {
         let now = Instant::now();
         // The common cases under the shard's read lock: a remembered success, or one running.
-        if let Some(slot) = self.slots.get(key) {
-            match slot.value() {
-                Slot::Done { entry, .. } if !self.expired(entry.at, now) => {
-                    return Found::Done(Arc::clone(entry));
-                }
-                Slot::InFlight { done, .. } => return Found::InFlight(done.clone()),
-                Slot::Done { .. } => {}
-            }
+        if let Some(found) = self.slots.get(key).and_then(|slot| self.live(&slot, now)) {
+            return found;
         }
-        // Nothing there, or an expired success: claim the key under the write lock, unless
-        // another dispatch did since.
-        let claim = |generation| {
-            let (sender, done) = watch::channel(());
-            (Slot::InFlight { generation, done }, sender)
-        };
-        match self.slots.entry(key.clone()) {
-            MapEntry::Occupied(mut occupied) => match occupied.get() {
-                Slot::Done { entry, .. } if !self.expired(entry.at, now) => {
-                    Found::Done(Arc::clone(entry))
-                }
-                Slot::InFlight { done, .. } => Found::InFlight(done.clone()),
-                Slot::Done { .. } => {
-                    // Expired: it counts as absent. Its record in the order is stale from now.
-                    let generation = self.next_generation();
-                    let (slot, sender) = claim(generation);
-                    occupied.insert(slot);
-                    Found::Claimed(generation, sender)
-                }
-            },
-            MapEntry::Vacant(vacant) => {
-                let generation = self.next_generation();
-                let (slot, sender) = claim(generation);
-                vacant.insert(slot);
-                Found::Claimed(generation, sender)
+        // Nothing there, or an expired success (it counts as absent; its record in the order is
+        // stale from now): claim the key under the write lock, unless another dispatch did since.
+        let entry = self.slots.entry(key.clone());
+        if let MapEntry::Occupied(occupied) = &entry
+            && let Some(found) = self.live(occupied.get(), now)
+        {
+            return found;
+        }
+        let generation = self.next_generation();
+        let (sender, done) = watch::channel(());
+        entry.insert(Slot::InFlight { generation, done });
+        Found::Claimed(generation, sender)
+    }
+
+    /// What a slot answers at `now`: a success not expired, or a running dispatch; `None` for an
+    /// expired success.
+    fn live(&self, slot: &Slot, now: Instant) -> Option<Found> {
+        match slot {
+            Slot::Done { entry, .. } if !self.expired(entry.at, now) => {
+                Some(Found::Done(Arc::clone(entry)))
             }
+            Slot::InFlight { done, .. } => Some(Found::InFlight(done.clone())),
+            Slot::Done { .. } => None,
         }
     }
 
@@ -451,53 +442,7 @@ pub(crate) async fn stored_result<A: Aggregate>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::command::{Command, Rejection};
-
-    #[derive(Default)]
-    struct Counter;
-
-    #[derive(Clone, Debug)]
-    enum NoEvents {}
-
-    impl crate::event::EventSet for NoEvents {
-        const EVENT_TYPES: &'static [&'static str] = &[];
-        fn event_type(&self) -> &'static str {
-            match *self {}
-        }
-        fn schema_version(&self) -> u32 {
-            match *self {}
-        }
-        fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-            match *self {}
-        }
-        fn decode(_: &str, _: &[u8]) -> Result<Option<Self>, serde_json::Error> {
-            Ok(None)
-        }
-    }
-
-    impl Aggregate for Counter {
-        const NAME: &'static str = "Counter";
-        type Event = NoEvents;
-        fn apply(&mut self, event: &NoEvents) {
-            match *event {}
-        }
-    }
-
-    struct Touch;
-
-    impl Command for Touch {
-        const NAME: &'static str = "Touch";
-        fn aggregate_id(&self) -> String {
-            "c".to_owned()
-        }
-    }
-
-    impl Route for Touch {
-        type Aggregate = Counter;
-        fn handle(_: &Counter, _: &Touch) -> Result<Vec<NoEvents>, Rejection> {
-            Ok(Vec::new())
-        }
-    }
+    use crate::aggregate::fixture::{Tiny, Touch};
 
     fn key(name: &str) -> Key {
         Key::Idempotency(Arc::from(name))
@@ -508,7 +453,7 @@ mod tests {
         match cache.acquire::<Touch>(key(name), "c").await {
             Ok(Acquired::Hit(done)) => done.version,
             Ok(Acquired::Lead(claim)) => {
-                claim.complete(Dispatched::<Counter> {
+                claim.complete(Dispatched::<Tiny> {
                     version,
                     events: Vec::new(),
                     position: None,

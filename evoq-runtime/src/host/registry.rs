@@ -173,36 +173,33 @@ impl<A: Aggregate> Registry<A> {
             cell.users.fetch_add(1, Ordering::AcqRel);
             return Arc::clone(cell);
         }
-        let stream = stream_id(A::NAME, id).into_boxed_str();
-        match slots.entry(CompactBytes::new(id.as_bytes())) {
-            MapEntry::Occupied(mut entry) => {
-                let slot = entry.get_mut();
-                if let Slot::Live(cell) = slot {
+        let mut entry = slots.entry(CompactBytes::new(id.as_bytes()));
+        let thawed = match &mut entry {
+            MapEntry::Occupied(occupied) => match occupied.get_mut() {
+                Slot::Live(cell) => {
                     // Started by another dispatch since the lookup above.
                     cell.users.fetch_add(1, Ordering::AcqRel);
                     return Arc::clone(cell);
                 }
-                // The state moves out of the slot, which holds an empty one until the new cell
-                // takes its place a few lines below, under the same lock.
-                let Slot::Hibernated(frozen) =
-                    std::mem::replace(slot, Slot::Hibernated(Frozen::new(&[], 0, 0)))
-                else {
-                    unreachable!("the live case returned above")
-                };
-                self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
-                self.counters.thaws.fetch_add(1, Ordering::Relaxed);
-                let cell = Arc::new(Cell::new(stream, Some(Box::new(frozen))));
-                *slot = Slot::Live(Arc::clone(&cell));
-                self.counters.live.fetch_add(1, Ordering::Relaxed);
-                cell
-            }
-            MapEntry::Vacant(entry) => {
-                let cell = Arc::new(Cell::new(stream, None));
-                entry.insert(Slot::Live(Arc::clone(&cell)));
-                self.counters.live.fetch_add(1, Ordering::Relaxed);
-                cell
-            }
-        }
+                slot => {
+                    // The state moves out of the slot, which holds an empty one until the new
+                    // cell takes its place below, under the same lock.
+                    let Slot::Hibernated(frozen) =
+                        std::mem::replace(slot, Slot::Hibernated(Frozen::new(&[], 0, 0)))
+                    else {
+                        unreachable!("the live case returned above")
+                    };
+                    self.counters.hibernated.fetch_sub(1, Ordering::Relaxed);
+                    self.counters.thaws.fetch_add(1, Ordering::Relaxed);
+                    Some(Box::new(frozen))
+                }
+            },
+            MapEntry::Vacant(_) => None,
+        };
+        let cell = Arc::new(Cell::new(stream_id(A::NAME, id).into_boxed_str(), thawed));
+        entry.insert(Slot::Live(Arc::clone(&cell)));
+        self.counters.live.fetch_add(1, Ordering::Relaxed);
+        cell
     }
 
     /// Takes `cell` for its idle timeout: only while it is still the live instance of its id
@@ -399,6 +396,11 @@ impl Partitions {
         &self.env.monitor
     }
 
+    /// The event store the instances append to.
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.env.store
+    }
+
     /// The partition that holds aggregate `id` of `A`.
     pub(crate) fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
         self.with_registry::<A, _>(|registry| registry.partition_of(id))
@@ -492,35 +494,7 @@ mod tests {
 mod size_tests {
     use super::*;
 
-    #[derive(Default)]
-    struct Tiny;
-
-    #[derive(Clone, Debug)]
-    enum NoEvents {}
-
-    impl crate::event::EventSet for NoEvents {
-        const EVENT_TYPES: &'static [&'static str] = &[];
-        fn event_type(&self) -> &'static str {
-            match *self {}
-        }
-        fn schema_version(&self) -> u32 {
-            match *self {}
-        }
-        fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-            match *self {}
-        }
-        fn decode(_: &str, _: &[u8]) -> Result<Option<Self>, serde_json::Error> {
-            Ok(None)
-        }
-    }
-
-    impl Aggregate for Tiny {
-        const NAME: &'static str = "Tiny";
-        type Event = NoEvents;
-        fn apply(&mut self, event: &NoEvents) {
-            match *event {}
-        }
-    }
+    use crate::aggregate::fixture::Tiny;
 
     #[test]
     fn a_registry_entry_is_at_most_64_bytes_so_hibernated_aggregates_stay_small() {
