@@ -1,7 +1,8 @@
 //! The runtime's modules form layers whose imports point one way: this test reads every source
 //! file of `src/`, finds each path into the crate (`crate::...`, `super::...`, `self::...`, use
 //! trees included) and fails when one points up a layer, goes through the crate root, or closes
-//! a cycle between two files. ARCHITECTURE.md draws the same table.
+//! a cycle between two files. ARCHITECTURE.md draws the same table. It also fails when two types
+//! visible across modules share a name (one name per concept).
 //!
 //! Run it alone with `cargo test -p evoq-runtime --test layers`.
 
@@ -383,6 +384,58 @@ fn every_import_points_down_a_layer_and_no_files_import_each_other_in_a_cycle() 
             .map(|p| format!("  {p:?}"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// The types visible across modules (`pub`, `pub(crate)`), by name: where each is defined.
+fn shared_type_names(sources: &BTreeMap<Module, String>) -> BTreeMap<String, Vec<Module>> {
+    let mut names: BTreeMap<String, Vec<Module>> = BTreeMap::new();
+    for (module, text) in sources {
+        for line in strip_comments(text).lines() {
+            let line = line.trim_start();
+            let Some(rest) = line
+                .strip_prefix("pub(crate) ")
+                .or_else(|| line.strip_prefix("pub "))
+            else {
+                continue;
+            };
+            for kind in ["struct ", "enum ", "trait ", "type "] {
+                if let Some(name) = rest.strip_prefix(kind) {
+                    let len = name.find(|c: char| !is_ident(c)).unwrap_or(name.len());
+                    names
+                        .entry(name[..len].to_owned())
+                        .or_default()
+                        .push(module.clone());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn one_name_per_concept_no_two_shared_types_share_a_name() {
+    let twins: Vec<_> = shared_type_names(&sources())
+        .into_iter()
+        .filter(|(_, modules)| modules.len() > 1)
+        .collect();
+    assert!(
+        twins.is_empty(),
+        "types visible across modules share a name (give each concept one name): {twins:?}"
+    );
+}
+
+#[test]
+fn a_second_type_of_a_shared_name_is_found() {
+    let mut sources = sources();
+    sources
+        .get_mut("delivery::state")
+        .expect("delivery/state.rs exists")
+        .push_str("\npub(crate) struct Registry;\n");
+    let names = shared_type_names(&sources);
+    assert_eq!(
+        names["Registry"],
+        vec!["delivery::state".to_owned(), "host::registry".to_owned()]
     );
 }
 
