@@ -1,3 +1,4 @@
+use super::command_log::CommandRecord;
 use super::expected_version::ExpectedVersion;
 
 /// An error of the event store.
@@ -15,6 +16,20 @@ pub enum StoreError {
         expected: ExpectedVersion,
         /// The stream's actual version.
         actual: u64,
+    },
+    /// The command already ran: the command log holds `record`, of the same command id or
+    /// idempotency key; nothing was appended. See
+    /// [`EventStore::append_command`](super::EventStore::append_command).
+    #[error(
+        "command `{}` ({}) already ran on `{}`, recorded at version {}; nothing was appended",
+        record.command,
+        record.idempotency_key.as_ref().map_or_else(|| format!("command id {}", record.command_id), |key| format!("idempotency key `{key}`")),
+        record.stream_id,
+        record.version
+    )]
+    DuplicateCommand {
+        /// The entry of the first run.
+        record: Box<CommandRecord>,
     },
     /// Stored data is corrupt or does not satisfy the store's invariants; never retried.
     #[error("integrity error in the event store at {location}: {reason}")]

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::command_log::{CommandLookup, CommandRecord, NewCommand};
 use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::expected_version::ExpectedVersion;
@@ -103,6 +104,47 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError>;
+
+    /// Appends `events` to `stream` like [`append`](Self::append), and records `command` in the
+    /// command log in the same transaction: both are stored or neither.
+    ///
+    /// With [`NewCommand::deduplicate_since`] set, the log is checked first: when it holds an
+    /// entry of the command's [lookup](NewCommand::lookup) recorded at or after that time, nothing
+    /// is written and the error is [`StoreError::DuplicateCommand`] with that entry (whatever the
+    /// expected version); entries of the lookup recorded before it are removed. Then `expected`
+    /// is checked as by `append`. An empty `events` with the check set records the command (at
+    /// the stream's current version, positions 0) without appending; with no check it records
+    /// nothing.
+    ///
+    /// Two appends with one lookup never both succeed, on any number of nodes.
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> Result<Appended, StoreError>;
+
+    /// The command-log entry `lookup` finds among those recorded at or after `since` (the
+    /// newest, when several commands share an id), if any.
+    async fn find_command(
+        &self,
+        lookup: CommandLookup<'_>,
+        since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError>;
+
+    /// Removes at most `limit` command-log entries recorded before `before`, oldest first;
+    /// returns how many it removed. The runtime calls it in a loop of bounded batches, so no
+    /// call holds the store for long. Any `limit` is valid, `usize::MAX` included.
+    async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError>;
+
+    /// Whether several runtimes (nodes) may write this store at once. The runtime then
+    /// confirms a decision that appends nothing (a rejection, a success without events) against
+    /// the stream's version, since another node may have written it. `false` (the default) for
+    /// a store that one process owns.
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Reads at most `max_count` events of `stream` starting at version `from` (inclusive) in
     /// `direction`. Backward from `u64::MAX` reads from the newest event.

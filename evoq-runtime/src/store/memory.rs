@@ -8,7 +8,7 @@
 //! so appenders are never held up for long. An append costs O(1) amortized whatever the size
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
-    AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot,
-    StoreError,
+    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
+    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
 };
 
 /// Number of events per chunk of the global log. Chunks never reallocate, so an append never
@@ -111,11 +111,131 @@ struct State {
     /// index `v - 1`; 4 bytes each, where a pointer takes 8). The key is the one copy of the
     /// stream's id, which its records share.
     streams: hashbrown::HashMap<Arc<str>, Vec<u32>, StreamHasher>,
+    /// The command log, written under the same lock as the events.
+    commands: Commands,
 }
 
 impl State {
     fn stream_version(&self, stream: &str) -> u64 {
         self.streams.get(stream).map_or(0, |s| s.len() as u64)
+    }
+}
+
+/// The command log: entries in the order they were recorded (so oldest first), and an index
+/// by command id and by key into that order.
+#[derive(Default)]
+struct Commands {
+    /// `entries[i]` has sequence number `swept + i`; `None` once removed ahead of a sweep (an
+    /// expired entry replaced by a new run of its command).
+    entries: VecDeque<Option<Logged>>,
+    /// How many entries the sweeps popped off the front.
+    swept: u64,
+    by_id: HashMap<Uuid, u64>,
+    by_key: HashMap<String, u64>,
+}
+
+/// One entry of the command log.
+struct Logged {
+    command: NewCommand,
+    stream: Arc<str>,
+    version: u64,
+    count: u64,
+    first_position: u64,
+    recorded_at: SystemTime,
+}
+
+impl Logged {
+    fn record(&self) -> CommandRecord {
+        self.command.record(
+            &self.stream,
+            self.version,
+            self.count,
+            self.first_position,
+            self.recorded_at,
+        )
+    }
+}
+
+impl Commands {
+    fn get(&self, sequence: u64) -> Option<&Logged> {
+        let index = usize::try_from(sequence.checked_sub(self.swept)?).ok()?;
+        self.entries.get(index)?.as_ref()
+    }
+
+    /// The sequence number of the entry `lookup` finds, recorded at or after `since`.
+    fn find(&self, lookup: CommandLookup<'_>, since: SystemTime) -> Option<u64> {
+        let sequence = match lookup {
+            CommandLookup::Id(id) => *self.by_id.get(&id)?,
+            CommandLookup::Key(key) => *self.by_key.get(key)?,
+        };
+        let logged = self.get(sequence)?;
+        (logged.recorded_at >= since).then_some(sequence)
+    }
+
+    /// The entry a deduplicated append of `command` finds; an expired one is removed.
+    fn duplicate(&mut self, command: &NewCommand) -> Option<CommandRecord> {
+        let since = command.deduplicate_since?;
+        let lookup = command.lookup();
+        let sequence = match lookup {
+            CommandLookup::Id(id) => *self.by_id.get(&id)?,
+            CommandLookup::Key(key) => *self.by_key.get(key)?,
+        };
+        let logged = self.get(sequence)?;
+        if logged.recorded_at >= since {
+            return Some(logged.record());
+        }
+        self.remove(sequence);
+        None
+    }
+
+    fn push(&mut self, logged: Logged) {
+        let sequence = self.swept + self.entries.len() as u64;
+        self.by_id.insert(logged.command.command_id, sequence);
+        if let Some(key) = &logged.command.idempotency_key {
+            self.by_key.insert(key.clone(), sequence);
+        }
+        self.entries.push_back(Some(logged));
+    }
+
+    /// Removes entry `sequence` and its index entries (those that still point at it).
+    fn remove(&mut self, sequence: u64) {
+        let Some(index) = sequence
+            .checked_sub(self.swept)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        let Some(logged) = self.entries.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let command = &logged.command;
+        if self.by_id.get(&command.command_id) == Some(&sequence) {
+            self.by_id.remove(&command.command_id);
+        }
+        if let Some(key) = &command.idempotency_key
+            && self.by_key.get(key) == Some(&sequence)
+        {
+            self.by_key.remove(key);
+        }
+    }
+
+    /// Removes at most `limit` entries recorded before `before`, oldest first.
+    fn sweep(&mut self, before: SystemTime, limit: usize) -> usize {
+        let mut removed = 0;
+        while removed < limit {
+            match self.entries.front() {
+                Some(Some(logged)) if logged.recorded_at < before => {
+                    self.remove(self.swept);
+                    removed += 1;
+                }
+                // Removed earlier (already counted then): just drop the slot.
+                Some(None) => {}
+                _ => break,
+            }
+            self.entries.pop_front();
+            self.swept += 1;
+        }
+        removed
     }
 }
 
@@ -254,53 +374,55 @@ impl InMemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn conflict(&self, stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
-        self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
-        StoreError::WrongExpectedVersion {
-            stream: stream.to_owned(),
-            expected,
-            actual,
-        }
-    }
-}
-
-impl std::fmt::Debug for InMemoryStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.read_state();
-        f.debug_struct("InMemoryStore")
-            .field("events", &state.log.len())
-            .field("streams", &state.streams.len())
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl EventStore for InMemoryStore {
-    /// Appends under one short write lock. An empty `events` checks `expected`, appends
-    /// nothing and returns the current version with positions 0.
-    async fn append(
+    /// One append under one short write lock, with its command-log entry when `command` is
+    /// set. See [`EventStore::append_command`].
+    fn commit(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        command: Option<NewCommand>,
     ) -> Result<Appended, StoreError> {
-        if events.is_empty() {
-            let actual = self.read_state().stream_version(stream);
-            if !expected.holds_for(actual) {
-                return Err(self.conflict(stream, expected, actual));
-            }
-            return Ok(Appended {
-                version: actual,
-                first_position: 0,
-                last_position: 0,
-            });
-        }
-
         let recorded_at = SystemTime::now();
         let count = events.len() as u64;
         let appended = {
             let mut guard = self.write_state();
-            let State { log, streams } = &mut *guard;
+            let State {
+                log,
+                streams,
+                commands,
+            } = &mut *guard;
+            if let Some(record) = command.as_ref().and_then(|c| commands.duplicate(c)) {
+                return Err(StoreError::DuplicateCommand {
+                    record: Box::new(record),
+                });
+            }
+            if events.is_empty() {
+                let (id, actual) = match streams.get_key_value(stream) {
+                    Some((id, records)) => (Some(id), records.len() as u64),
+                    None => (None, 0),
+                };
+                if !expected.holds_for(actual) {
+                    drop(guard);
+                    return Err(self.conflict(stream, expected, actual));
+                }
+                if let Some(command) = command.filter(|c| c.deduplicate_since.is_some()) {
+                    let stream = id.map_or_else(|| Arc::from(stream), Arc::clone);
+                    commands.push(Logged {
+                        command,
+                        stream,
+                        version: actual,
+                        count: 0,
+                        first_position: 0,
+                        recorded_at,
+                    });
+                }
+                return Ok(Appended {
+                    version: actual,
+                    first_position: 0,
+                    last_position: 0,
+                });
+            }
             // One hash of the id: the entry is the stream's, or where it goes.
             let (id, records, actual) = match streams.entry_ref(stream) {
                 EntryRef::Occupied(entry) => {
@@ -311,6 +433,7 @@ impl EventStore for InMemoryStore {
                 }
                 EntryRef::Vacant(entry) => {
                     if !expected.holds_for(0) {
+                        drop(guard);
                         return Err(self.conflict(stream, expected, 0));
                     }
                     let id: Arc<str> = Arc::from(stream);
@@ -345,6 +468,16 @@ impl EventStore for InMemoryStore {
                 records.push((position - 1) as u32);
                 log.push(record);
             }
+            if let Some(command) = command {
+                commands.push(Logged {
+                    command,
+                    stream: id,
+                    version: actual + count,
+                    count,
+                    first_position,
+                    recorded_at,
+                });
+            }
             Appended {
                 version: actual + count,
                 first_position,
@@ -366,6 +499,66 @@ impl EventStore for InMemoryStore {
             head.receiver_count() > 0
         });
         Ok(appended)
+    }
+
+    fn conflict(&self, stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
+        self.shared.conflicts.fetch_add(1, Ordering::Relaxed);
+        StoreError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual,
+        }
+    }
+}
+
+impl std::fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.read_state();
+        f.debug_struct("InMemoryStore")
+            .field("events", &state.log.len())
+            .field("streams", &state.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryStore {
+    /// Appends under one short write lock. An empty `events` checks `expected`, appends
+    /// nothing and returns the current version with positions 0.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        self.commit(stream, expected, events, None)
+    }
+
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> Result<Appended, StoreError> {
+        self.commit(stream, expected, events, Some(command))
+    }
+
+    async fn find_command(
+        &self,
+        lookup: CommandLookup<'_>,
+        since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let state = self.read_state();
+        let commands = &state.commands;
+        Ok(commands
+            .find(lookup, since)
+            .and_then(|sequence| commands.get(sequence))
+            .map(Logged::record))
+    }
+
+    async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
+        Ok(self.write_state().commands.sweep(before, limit))
     }
 
     async fn read_stream(

@@ -12,6 +12,9 @@
 //!   events it is not interested in;
 //! - [`EventStore::head`] gives a watch on the highest committed position, which
 //!   [`Subscription`] uses to go from catch-up to live with no gap and no duplicate;
+//! - [`EventStore::append_command`] records a successful command in the [command
+//!   log](CommandRecord) in the same transaction as its events, and refuses a second run of one
+//!   command id or idempotency key ([`StoreError::DuplicateCommand`]), also across nodes;
 //! - checkpoints and [dead letters](DeadLetter) of named subscribers, and the per-instance state
 //!   of process managers (sagas), are kept beside the events;
 //! - [`EventStore::try_lease`] grants a named subscriber to one node at a time (single-node
@@ -26,6 +29,7 @@
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
+mod command_log;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod dead_letter;
@@ -40,6 +44,7 @@ pub mod postgres;
 pub mod sqlite;
 mod subscription;
 
+pub use self::command_log::{CommandLookup, CommandRecord, NewCommand};
 pub use self::dead_letter::DeadLetter;
 pub use self::error::StoreError;
 pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};

@@ -228,6 +228,30 @@ impl EventStore for Broken {
         self.inner.append(stream, expected, events).await
     }
 
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> Result<Appended, StoreError> {
+        self.inner
+            .append_command(stream, expected, events, command)
+            .await
+    }
+
+    async fn find_command(
+        &self,
+        lookup: CommandLookup<'_>,
+        since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        self.inner.find_command(lookup, since).await
+    }
+
+    async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
+        self.inner.sweep_commands(before, limit).await
+    }
+
     async fn read_stream(
         &self,
         stream: &str,
