@@ -5,14 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use evoq::store::{AllPage, Appended, Direction, EventFilter, Snapshot};
+use evoq::store::{
+    AllPage, Appended, CommandLookup, CommandRecord, Direction, EventFilter, NewCommand, Snapshot,
+};
 use evoq::{DeadLetter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, Uuid};
 use tokio::sync::watch;
 
 /// Accepts every append (the expected version is taken as the truth) and stores nothing but
-/// checkpoints.
+/// checkpoints: no events, no command log.
 pub struct NullStore {
     position: AtomicU64,
     head: watch::Sender<u64>,
@@ -55,6 +58,32 @@ impl EventStore for NullStore {
             first_position: last + 1 - count,
             last_position: last,
         })
+    }
+
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        _command: NewCommand,
+    ) -> Result<Appended, StoreError> {
+        self.append(stream, expected, events).await
+    }
+
+    async fn find_command(
+        &self,
+        _lookup: CommandLookup<'_>,
+        _since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        Ok(None)
+    }
+
+    async fn sweep_commands(
+        &self,
+        _before: SystemTime,
+        _limit: usize,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
     }
 
     async fn read_stream(

@@ -10,7 +10,8 @@
 //! conflict_retries = 10
 //! idempotency_ttl = "1h"
 //! idempotency_capacity = 100000
-//! idempotency_lookback = 100
+//! command_log_retention = "7d"
+//! command_log_sweep_interval = "1h"
 //!
 //! [aggregate_defaults]
 //! idle_timeout = "30m"
@@ -71,10 +72,15 @@ pub struct Config {
     /// How many results the idempotency cache keeps at most; the oldest go first (default
     /// 100,000, at least 1).
     pub idempotency_capacity: usize,
-    /// How many of a stream's newest events are searched for a caller-supplied command id that
-    /// the cache does not know, so a command re-sent after a restart is not appended twice
-    /// (default 100; 0 turns the search off).
-    pub idempotency_lookback: usize,
+    /// How long the store's command log answers a resent command id or idempotency key with
+    /// the first result (default 7 days). Older entries count as absent (the command runs
+    /// again) and are swept. The idempotency cache never answers for longer than this either.
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
+    pub command_log_retention: Duration,
+    /// How often the command log's expired entries are swept, in bounded batches (default
+    /// 1 h).
+    #[serde(deserialize_with = "crate::util::duration::deserialize")]
+    pub command_log_sweep_interval: Duration,
     /// Lifecycle defaults of every aggregate type (overridden by `#[aggregate(...)]`).
     pub aggregate_defaults: AggregateDefaults,
     /// How often hibernated instances are checked for passivation (default 1 s).
@@ -95,7 +101,8 @@ impl Default for Config {
             conflict_retries: 10,
             idempotency_ttl: Duration::from_secs(3_600),
             idempotency_capacity: 100_000,
-            idempotency_lookback: 100,
+            command_log_retention: Duration::from_secs(7 * 24 * 3_600),
+            command_log_sweep_interval: Duration::from_secs(3_600),
             aggregate_defaults: AggregateDefaults::default(),
             hibernation_sweep_interval: Duration::from_secs(1),
             memory_monitor: MemoryMonitorConfig::default(),
@@ -168,6 +175,18 @@ impl Config {
                 "must be at least 1 (the default is 100000)",
             );
         }
+        if self.command_log_retention.is_zero() {
+            return invalid(
+                "command_log_retention",
+                "must be longer than zero (the default is 7 days)",
+            );
+        }
+        if self.command_log_sweep_interval.is_zero() {
+            return invalid(
+                "command_log_sweep_interval",
+                "must be longer than zero (the default is 1 h)",
+            );
+        }
         // Each section checks itself, naming its keys; the order is the order of the keys.
         if let Err((key, reason)) = self.aggregate_defaults.check() {
             return invalid(key, reason);
@@ -214,6 +233,8 @@ mod tests {
             r#"
             partitions = 8
             dispatch_timeout = 2000
+            command_log_retention = "7d"
+            command_log_sweep_interval = "10m"
             [aggregate_defaults]
             idle_timeout = "5m"
             hibernate_after = "never"
@@ -227,6 +248,11 @@ mod tests {
         .unwrap();
         assert_eq!(config.partitions, 8);
         assert_eq!(config.dispatch_timeout, Duration::from_secs(2));
+        assert_eq!(
+            config.command_log_retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(config.command_log_sweep_interval, Duration::from_secs(600));
         assert_eq!(
             config.aggregate_defaults.idle_timeout,
             Duration::from_secs(300)
@@ -295,6 +321,11 @@ mod tests {
         );
         let config = Config::from_toml_str("partitions = 0").unwrap();
         assert_eq!(key_of(config.validate().unwrap_err()), "partitions");
+        let config = Config::from_toml_str("command_log_retention = 0").unwrap();
+        assert_eq!(
+            key_of(config.validate().unwrap_err()),
+            "command_log_retention"
+        );
         let config = Config::from_toml_str("store = \"cassandra\"").unwrap();
         assert_eq!(key_of(config.validate().unwrap_err()), "store");
     }

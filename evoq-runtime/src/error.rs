@@ -212,13 +212,29 @@ pub enum Error {
         /// The key (the idempotency key, or the command id).
         key: String,
         /// The command type the key was first used for.
-        first_command: &'static str,
+        first_command: String,
         /// The aggregate id the key was first used for.
         first_aggregate_id: String,
         /// The command type of this dispatch.
         command: &'static str,
         /// The aggregate id of this dispatch.
         aggregate_id: String,
+    },
+
+    /// The command's aggregate id cannot name an instance (it is empty): nothing was run, no
+    /// instance was started, nothing was appended.
+    #[error(
+        "command `{command}` cannot be dispatched: its aggregate id for aggregate `{aggregate}` {reason}; nothing was run"
+    )]
+    InvalidAggregateId {
+        /// The aggregate type.
+        aggregate: &'static str,
+        /// The command type.
+        command: &'static str,
+        /// The id as given.
+        id: String,
+        /// What is wrong with it and what to do.
+        reason: String,
     },
 
     /// The event store failed.
@@ -289,6 +305,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// Raises the `evoq.integrity` alarm, at ERROR, when this is an integrity error of the
+    /// store (corrupt or inconsistent stored data): `stage` says where it was met (`append`,
+    /// `rebuild`, `lookup`), `stream` which stream was concerned. Any other error passes
+    /// silently.
+    pub(crate) fn alarm(&self, stage: &'static str, stream: &str) {
+        if let Error::Store(StoreError::Integrity { location, reason }) = self {
+            tracing::error!(
+                name: "evoq.integrity",
+                stage,
+                stream,
+                location = %location,
+                reason = %reason,
+                "the event store holds inconsistent data; nothing was changed",
+            );
+        }
+    }
+
     /// The command handler's own error, when this is a rejection with an error of type `E`.
     pub fn rejection<E: StdError + 'static>(&self) -> Option<&E> {
         match self {

@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use evoq::store::memory::InMemoryStore;
-use evoq::store::{AllPage, Appended, DeadLetter, Direction, EventFilter, Snapshot};
+use evoq::store::{
+    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
+    NewCommand, Snapshot,
+};
 use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use tokio::sync::watch;
 
@@ -43,6 +46,10 @@ pub struct FaultyStore {
     pub failing_checkpoint_load: std::sync::Mutex<Option<String>>,
     /// How many times a snapshot was loaded.
     pub snapshot_loads: AtomicUsize,
+    /// `is_shared` says yes: the runtime treats the store as written by other nodes too.
+    pub shared: AtomicBool,
+    /// How many times the command log was searched.
+    pub command_lookups: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -63,14 +70,9 @@ pub fn raw_deposit(account: &str, amount: u64) -> NewEvent {
     }
 }
 
-#[async_trait]
-impl EventStore for FaultyStore {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Appended, StoreError> {
+impl FaultyStore {
+    /// The knobs every append goes through: a panic, a delay, a foreign writer.
+    async fn before_append(&self, stream: &str) -> Result<(), StoreError> {
         assert!(
             !self.panic_appends.load(Ordering::SeqCst),
             "the faulty store panics in append"
@@ -91,7 +93,50 @@ impl EventStore for FaultyStore {
                 .await?;
         }
         self.appends.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventStore for FaultyStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        self.before_append(stream).await?;
         self.inner.append(stream, expected, events).await
+    }
+
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> Result<Appended, StoreError> {
+        self.before_append(stream).await?;
+        self.inner
+            .append_command(stream, expected, events, command)
+            .await
+    }
+
+    async fn find_command(
+        &self,
+        lookup: CommandLookup<'_>,
+        since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        self.command_lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_command(lookup, since).await
+    }
+
+    async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
+        self.inner.sweep_commands(before, limit).await
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::SeqCst)
     }
 
     async fn read_stream(

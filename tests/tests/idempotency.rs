@@ -118,137 +118,50 @@ async fn a_failed_dispatch_is_not_cached_and_a_retry_with_the_same_key_runs_agai
 }
 
 #[tokio::test]
-async fn after_the_ttl_a_dispatch_with_the_same_key_runs_again() {
+async fn after_the_cache_ttl_the_command_log_answers_and_after_the_retention_the_command_runs_again()
+ {
+    let faulty = FaultyStore::new();
     let app = Evoq::builder()
+        .shared_store(faulty.clone())
         .idempotency_ttl(Duration::from_millis(300))
+        .command_log_retention(Duration::from_millis(900))
         .start()
         .await
         .unwrap();
     app.dispatch(open("a")).await.unwrap();
     let key = "req-ttl";
-    let first = app
-        .command(deposit("a", 1))
-        .idempotency_key(key)
-        .dispatch()
-        .await
-        .unwrap();
-    let inside = app
-        .command(deposit("a", 1))
-        .idempotency_key(key)
-        .dispatch()
-        .await
-        .unwrap();
+    let send = || app.command(deposit("a", 1)).idempotency_key(key).dispatch();
+    let first = send().await.unwrap();
+    let lookups = faulty.command_lookups.load(Ordering::SeqCst);
+    let inside = send().await.unwrap();
     assert_same(&first, &inside);
+    assert_eq!(
+        faulty.command_lookups.load(Ordering::SeqCst),
+        lookups,
+        "inside the cache's window the cache answers: no store lookup"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let after = app
-        .command(deposit("a", 1))
-        .idempotency_key(key)
-        .dispatch()
-        .await
-        .unwrap();
-    assert_eq!(after.version, 3, "the window passed: the command ran again");
+    let from_log = send().await.unwrap();
+    assert_same(&first, &from_log);
+    assert!(
+        faulty.command_lookups.load(Ordering::SeqCst) > lookups,
+        "past the cache's window the command log answered"
+    );
+    assert_eq!(stored(app.store(), "a").await, 2, "nothing ran again");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = send().await.unwrap();
+    assert_eq!(
+        after.version, 3,
+        "past the command log's retention the command runs again"
+    );
     assert_eq!(stored(app.store(), "a").await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_thousand_concurrent_dispatches_with_one_key_run_once_and_all_get_the_same_result() {
-    let app = Evoq::builder().start().await.unwrap();
-    app.dispatch(open("a")).await.unwrap();
-    let tasks: Vec<_> = (0..1_000)
-        .map(|_| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                app.command(deposit("a", 1))
-                    .idempotency_key("one-key")
-                    .dispatch()
-                    .await
-            })
-        })
-        .collect();
-    let mut results = Vec::with_capacity(1_000);
-    for task in tasks {
-        results.push(task.await.unwrap().expect("every duplicate succeeds"));
-    }
-    assert_eq!(results.len(), 1_000);
-    for result in &results[1..] {
-        assert_same(&results[0], result);
-    }
-    assert_eq!(results[0].version, 2);
-    assert_eq!(stored(app.store(), "a").await, 2, "one execution");
-    assert_eq!(app.idempotency_entries(), 1);
-}
-
-/// Halts its first call after a pause; lets every later one through.
-struct FailFirst {
-    calls: Arc<AtomicUsize>,
-}
-
-#[evoq::async_trait]
-impl Middleware for FailFirst {
-    async fn before_dispatch(&self, pipeline: &mut Pipeline<'_>) {
-        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            pipeline.halt("the first attempt fails");
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_the_first_of_concurrent_duplicates_fails_one_waiter_runs_next_and_the_rest_share_its_result()
- {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let app = Evoq::builder()
-        .middleware(FailFirst {
-            calls: Arc::clone(&calls),
-        })
-        .start()
-        .await
-        .unwrap();
-    // The open goes through the middleware too: it is the failing first call.
-    assert!(app.dispatch(open("a")).await.unwrap_err().is_halted());
-    app.dispatch(open("a")).await.unwrap();
-    calls.store(0, Ordering::SeqCst);
-
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                app.command(deposit("a", 1))
-                    .idempotency_key("k")
-                    .dispatch()
-                    .await
-            })
-        })
-        .collect();
-    let mut successes = Vec::new();
-    let mut failures = Vec::new();
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(done) => successes.push(done),
-            Err(error) => failures.push(error),
-        }
-    }
-    assert_eq!(
-        failures.len(),
-        1,
-        "only the first runner sees its own error"
-    );
-    assert!(failures[0].is_halted(), "{}", failures[0]);
-    assert_eq!(successes.len(), 9);
-    for done in &successes[1..] {
-        assert_same(&successes[0], done);
-    }
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        2,
-        "the failed runner, then exactly one waiter, ran the pipeline"
-    );
-    assert_eq!(stored(app.store(), "a").await, 2);
-}
-
 #[tokio::test]
-async fn the_size_cap_evicts_the_oldest_entry_first() {
+async fn the_size_cap_evicts_the_oldest_entry_first_and_the_command_log_still_answers_it() {
+    let faulty = FaultyStore::new();
     let app = Evoq::builder()
+        .shared_store(faulty.clone())
         .idempotency_capacity(2)
         .start()
         .await
@@ -265,19 +178,25 @@ async fn the_size_cap_evicts_the_oldest_entry_first() {
                 .version
         }
     };
+    let lookups = || faulty.command_lookups.load(Ordering::SeqCst);
     assert_eq!(send("k1").await, 2);
     assert_eq!(send("k2").await, 3);
     assert_eq!(send("k3").await, 4); // evicts k1, the oldest
     assert_eq!(app.idempotency_entries(), 2);
+    let before = lookups();
     assert_eq!(send("k3").await, 4, "k3 is remembered");
     assert_eq!(send("k2").await, 3, "k2 is remembered");
+    assert_eq!(lookups(), before, "the cache answered both");
     assert_eq!(
         send("k1").await,
-        5,
-        "k1 was evicted: it runs again (and evicts k2)"
+        2,
+        "k1 was evicted from the cache: the command log answers it (and it evicts k2)"
     );
-    assert_eq!(send("k2").await, 6, "k2 was then the oldest");
+    assert_eq!(lookups(), before + 1, "k1 was looked up in the store");
     assert_eq!(app.idempotency_entries(), 2);
+    assert_eq!(send("k2").await, 3, "k2 too comes back from the log");
+    assert_eq!(lookups(), before + 2);
+    assert_eq!(stored(app.store(), "a").await, 4, "nothing ran twice");
 }
 
 #[tokio::test]
@@ -306,7 +225,7 @@ async fn a_key_reused_for_another_command_type_is_a_typed_error_and_runs_nothing
             ..
         } => {
             assert_eq!(key, "shared");
-            assert_eq!(*first_command, "Deposit");
+            assert_eq!(first_command, "Deposit");
             assert_eq!(*command, "EarnPoints");
         }
         other => panic!("expected a reused-key error, got {other:?}"),
@@ -406,66 +325,6 @@ async fn a_resent_command_id_after_a_restart_appends_nothing_and_returns_the_ori
         0,
         "the aggregate was not even activated"
     );
-}
-
-#[tokio::test]
-async fn a_resent_command_whose_events_span_more_than_one_lookback_page_is_found_whole() {
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let config = Config {
-        idempotency_lookback: 2,
-        ..Config::default()
-    };
-    let app = app_with(Arc::clone(&store), config.clone()).await;
-    app.dispatch(open("a")).await.unwrap();
-    let id = Uuid::now_v7();
-    let many = || DepositMany {
-        account: "a".into(),
-        amount: 1,
-        times: 5,
-    };
-    let original = app.command(many()).command_id(id).dispatch().await.unwrap();
-    app.stop().await;
-
-    let restarted = app_with(Arc::clone(&store), config).await;
-    let resent = restarted
-        .command(many())
-        .command_id(id)
-        .dispatch()
-        .await
-        .unwrap();
-    assert_same(&original, &resent);
-    assert_eq!(resent.events.len(), 5);
-    assert_eq!(stored(&store, "a").await, 6);
-}
-
-#[tokio::test]
-async fn a_resent_command_id_older_than_the_lookback_window_is_not_found_and_runs_again() {
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
-    let config = Config {
-        idempotency_lookback: 2,
-        ..Config::default()
-    };
-    let app = app_with(Arc::clone(&store), config.clone()).await;
-    app.dispatch(open("a")).await.unwrap();
-    let id = Uuid::now_v7();
-    app.command(deposit("a", 1))
-        .command_id(id)
-        .dispatch()
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        app.dispatch(deposit("a", 1)).await.unwrap();
-    }
-    app.stop().await;
-
-    let restarted = app_with(Arc::clone(&store), config).await;
-    let resent = restarted
-        .command(deposit("a", 1))
-        .command_id(id)
-        .dispatch()
-        .await
-        .unwrap();
-    assert_eq!(resent.version, 5, "beyond the documented window: it ran");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ pub(crate) mod definition;
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod lifespan;
+pub(crate) mod recorded;
 pub(crate) mod replay;
 pub mod testing;
 

@@ -141,6 +141,19 @@ impl EvoqBuilder {
         self
     }
 
+    /// How long the store's command log answers a resent command id or idempotency key with
+    /// its first result (default 7 days).
+    pub fn command_log_retention(mut self, retention: Duration) -> Self {
+        self.config.command_log_retention = retention;
+        self
+    }
+
+    /// How often the command log's expired entries are swept (default 1 h).
+    pub fn command_log_sweep_interval(mut self, interval: Duration) -> Self {
+        self.config.command_log_sweep_interval = interval;
+        self
+    }
+
     /// How many results the idempotency cache keeps at most.
     pub fn idempotency_capacity(mut self, capacity: usize) -> Self {
         self.config.idempotency_capacity = capacity;
@@ -218,12 +231,17 @@ impl EvoqBuilder {
                 partitions: config.partitions,
                 defaults: config.aggregate_defaults.clone(),
             },
-            Idempotency::new(config.idempotency_ttl, config.idempotency_capacity),
+            // The cache is the fast path in front of the command log: never longer-lived.
+            Idempotency::new(
+                config.idempotency_ttl.min(config.command_log_retention),
+                config.idempotency_capacity,
+            ),
             self.middleware,
             Settings {
                 dispatch_timeout: config.dispatch_timeout,
                 conflict_retries: config.conflict_retries,
-                idempotency_lookback: config.idempotency_lookback,
+                command_log_retention: config.command_log_retention,
+                command_log_sweep_interval: config.command_log_sweep_interval,
                 hibernation_sweep_interval: config.hibernation_sweep_interval,
             },
         );

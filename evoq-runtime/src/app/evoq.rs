@@ -93,6 +93,15 @@ impl Evoq {
         self.inner.dispatcher.idempotency_entries()
     }
 
+    /// Removes from the store's command log every entry older than
+    /// [`Config::command_log_retention`](crate::Config::command_log_retention), in bounded
+    /// batches, and returns how many it removed. The runtime does this by itself every
+    /// [`Config::command_log_sweep_interval`](crate::Config::command_log_sweep_interval); call
+    /// it to sweep now. Expired entries answer no resend even before they are swept.
+    pub async fn sweep_command_log(&self) -> Result<usize, Error> {
+        self.inner.dispatcher.sweep_command_log().await
+    }
+
     /// The partition that holds aggregate `id` of `A` (stable across runs).
     pub fn partition_of<A: Aggregate>(&self, id: &str) -> usize {
         self.inner.dispatcher.partition_of::<A>(id)

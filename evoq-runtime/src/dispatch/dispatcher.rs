@@ -1,31 +1,37 @@
 //! The path of one dispatch, under one deadline (the dispatch's timeout):
 //!
 //! 1. a stopped runtime refuses the command;
-//! 2. idempotency ([`idempotency`](super::idempotency)): a remembered success, or one found in
-//!    the stream for a caller-supplied command id, is returned at once; a running duplicate is
-//!    waited for;
-//! 3. `before_dispatch` of every middleware (the runtime's, then the dispatch's); a halt returns;
-//! 4. the aggregate's actor runs the command (expected version, conflict retries, metadata) and
-//!    appends, in the caller's task; a keyed command runs in a task of its own, so that it
-//!    completes and its success is remembered for its key even when the caller stops waiting;
-//! 5. `after_dispatch` or `after_failure` of every middleware, with the framework's assigns.
+//! 2. a command whose aggregate id is empty is refused;
+//! 3. idempotency ([`idempotency`](super::idempotency)): a remembered success, or one found in
+//!    the store's command log for the key or caller-supplied command id, is returned at once; a
+//!    running duplicate is waited for;
+//! 4. `before_dispatch` of every middleware (the runtime's, then the dispatch's); a halt returns;
+//! 5. the aggregate's actor runs the command (expected version, conflict retries, metadata) and
+//!    appends its events with its command-log entry, in the caller's task; a keyed command runs
+//!    in a task of its own, so that it completes and its success is remembered for its key even
+//!    when the caller stops waiting;
+//! 6. `after_dispatch` or `after_failure` of every middleware, with the framework's assigns.
 //!
-//! With no middleware and no key, steps 2, 3 and 5 cost nothing: no allocation, no lock.
+//! With no middleware and no key, steps 3, 4 and 6 cost nothing: no allocation, no lock.
+//!
+//! The dispatcher also sweeps the command log's expired entries, every
+//! `command_log_sweep_interval`, in bounded batches.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::idempotency::{Acquired, Claim, Idempotency, Key, stored_result};
+use super::idempotency::{Acquired, Claim, Idempotency, Key};
 use super::middleware::{Chain, Middleware, Pipeline};
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::{Decide, Route};
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
+use crate::aggregate::recorded::first_result;
 use crate::envelope::stream_id;
 use crate::error::Error;
 use crate::event::EventSet;
@@ -41,8 +47,10 @@ pub(crate) struct Settings {
     pub(crate) dispatch_timeout: Duration,
     /// The default number of re-runs after a version conflict.
     pub(crate) conflict_retries: u32,
-    /// How many of a stream's newest events are searched for a re-sent command id.
-    pub(crate) idempotency_lookback: usize,
+    /// How long the command log answers a resent command.
+    pub(crate) command_log_retention: Duration,
+    /// How often the command log's expired entries are swept.
+    pub(crate) command_log_sweep_interval: Duration,
     /// How often hibernated instances are checked for passivation.
     pub(crate) hibernation_sweep_interval: Duration,
 }
@@ -74,7 +82,35 @@ impl Dispatcher {
             stopped: AtomicBool::new(false),
         });
         spawn_sweeper(&dispatcher);
+        spawn_command_log_sweeper(&dispatcher);
         dispatcher
+    }
+
+    /// The oldest commit time a command-log entry may have and still answer a resend.
+    fn retained_since(&self) -> SystemTime {
+        SystemTime::now()
+            .checked_sub(self.settings.command_log_retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Removes every command-log entry older than the retention, in batches of
+    /// [`SWEEP_BATCH`]; returns how many.
+    pub(crate) async fn sweep_command_log(&self) -> Result<usize, Error> {
+        let before = self.retained_since();
+        let mut removed = 0;
+        loop {
+            let swept = self.store().sweep_commands(before, SWEEP_BATCH).await?;
+            removed += swept;
+            if swept < SWEEP_BATCH {
+                break;
+            }
+            // Let the store serve others between batches.
+            tokio::task::yield_now().await;
+        }
+        if removed > 0 {
+            tracing::debug!(name: "evoq.command_log.sweep", removed);
+        }
+        Ok(removed)
     }
 
     /// The options of a dispatch that sets none.
@@ -136,9 +172,19 @@ impl Dispatcher {
         command: &mut dyn Decide<A>,
         context: &CommandContext,
         options: &DispatchOptions,
+        deduplicate_since: Option<SystemTime>,
         wanted: impl Fn() -> bool,
     ) -> Option<Result<Dispatched<A>, Error>> {
-        actor::run_in(&self.partitions, id, command, context, options, wanted).await
+        actor::run_in(
+            &self.partitions,
+            id,
+            command,
+            context,
+            options,
+            deduplicate_since,
+            wanted,
+        )
+        .await
     }
 }
 
@@ -148,6 +194,37 @@ impl Drop for Dispatcher {
         // instance, once the last handle is gone.
         self.partitions.clear();
     }
+}
+
+/// How many command-log entries one sweep removes at most, per call to the store.
+const SWEEP_BATCH: usize = 1_000;
+
+/// Sweeps the command log every `command_log_sweep_interval` (the first sweep one interval
+/// after the start), until the dispatcher stops or is dropped. A failed sweep is logged and
+/// tried again at the next tick.
+fn spawn_command_log_sweeper(dispatcher: &Arc<Dispatcher>) {
+    let weak = Arc::downgrade(dispatcher);
+    let interval = dispatcher.settings.command_log_sweep_interval;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(dispatcher) = weak.upgrade() else {
+                return;
+            };
+            if dispatcher.is_stopped() {
+                return;
+            }
+            if let Err(error) = dispatcher.sweep_command_log().await {
+                tracing::warn!(
+                    name: "evoq.command_log.sweep",
+                    stage = "exception",
+                    error = %error,
+                );
+            }
+        }
+    });
 }
 
 /// Passivates expired hibernated instances every `hibernation_sweep_interval`, until the
@@ -234,6 +311,7 @@ pub(crate) async fn observed<A: Aggregate>(
             name: "evoq.dispatch",
             stage = "stop",
             version = done.version,
+            events = done.events.len(),
             duration_us = micros_since(started),
         ),
         Err(error) => tracing::debug!(
@@ -276,17 +354,25 @@ pub(crate) async fn dispatch<C: Route>(
     if dispatcher.is_stopped() {
         return Err(Error::Stopped { command: C::NAME });
     }
+    let id = command.aggregate_id();
+    if id.is_empty() {
+        return Err(Error::InvalidAggregateId {
+            aggregate: <C::Aggregate as Aggregate>::NAME,
+            command: C::NAME,
+            id,
+            reason: "is empty: every instance needs a non-empty id (its stream is `<aggregate name>-<id>`); set the command's `#[aggregate_id]` field".to_owned(),
+        });
+    }
     if context.idempotency_key.is_none()
         && !command_id_supplied
         && middleware.is_empty()
         && dispatcher.middleware.is_empty()
     {
         // The bare command: its future stays small (the one below is boxed).
-        let id = command.aggregate_id();
         let mut command = command;
         return match within(
             deadline,
-            dispatcher.run_command(&id, &mut command, &context, &options, || true),
+            dispatcher.run_command(&id, &mut command, &context, &options, None, || true),
         )
         .await
         {
@@ -301,6 +387,7 @@ pub(crate) async fn dispatch<C: Route>(
     }
     Box::pin(run_keyed_or_wrapped(
         dispatcher,
+        id,
         command,
         context,
         options,
@@ -312,8 +399,10 @@ pub(crate) async fn dispatch<C: Route>(
 }
 
 /// A dispatch with an idempotency key, a caller-supplied command id or middleware.
+#[allow(clippy::too_many_arguments)]
 async fn run_keyed_or_wrapped<C: Route>(
     dispatcher: &Arc<Dispatcher>,
+    id: String,
     command: C,
     context: CommandContext,
     options: DispatchOptions,
@@ -321,7 +410,6 @@ async fn run_keyed_or_wrapped<C: Route>(
     command_id_supplied: bool,
     deadline: Instant,
 ) -> Result<Dispatched<C::Aggregate>, Error> {
-    let id = command.aggregate_id();
     let after = options.timeout;
     let timed_out = || Error::Timeout {
         command: C::NAME,
@@ -344,32 +432,33 @@ async fn run_keyed_or_wrapped<C: Route>(
             Some(Ok(Acquired::Lead(claim))) => Some(claim),
         },
     };
-    if let Some(leader) = &claim {
-        if command_id_supplied {
-            let stream = stream_id(<C::Aggregate as Aggregate>::NAME, &id);
-            let lookup = stored_result::<C::Aggregate>(
-                &**dispatcher.store(),
-                &stream,
-                context.command_id,
-                dispatcher.settings.idempotency_lookback,
-            );
-            let Some(found) = within(deadline, lookup).await else {
-                return Err(timed_out());
-            };
-            let found = found?;
-            if let Some(done) = found {
-                tracing::debug!(
-                    name: "evoq.idempotency.hit",
-                    key = %leader.key(),
-                    command = C::NAME,
-                    source = "store",
-                    version = done.version,
-                );
-                if let Some(claim) = claim {
-                    claim.complete(done.clone());
-                }
-                return Ok(done);
+    // A command that may be a resend: the command log answers for it, and records it.
+    let deduplicate_since = claim.as_ref().map(|_| dispatcher.retained_since());
+    if let (Some(leader), Some(since)) = (&claim, deduplicate_since) {
+        let store = &**dispatcher.store();
+        let lookup = async {
+            match store.find_command(leader.key().lookup(), since).await? {
+                Some(record) => first_result::<C::Aggregate>(store, &record, C::NAME, &id)
+                    .await
+                    .map(Some),
+                None => Ok(None),
             }
+        };
+        let Some(found) = within(deadline, lookup).await else {
+            return Err(timed_out());
+        };
+        if let Some(done) = found? {
+            tracing::debug!(
+                name: "evoq.idempotency.hit",
+                key = %leader.key(),
+                command = C::NAME,
+                source = "store",
+                version = done.version,
+            );
+            if let Some(claim) = claim {
+                claim.complete(done.clone());
+            }
+            return Ok(done);
         }
         tracing::debug!(name: "evoq.idempotency.miss", key = %leader.key(), command = C::NAME);
     }
@@ -379,9 +468,18 @@ async fn run_keyed_or_wrapped<C: Route>(
         local: &middleware,
     };
     if chain.is_empty() {
-        return execute(dispatcher, &id, command, context, options, deadline, claim)
-            .await
-            .unwrap_or_else(|| Err(timed_out()));
+        return execute(
+            dispatcher,
+            &id,
+            command,
+            context,
+            options,
+            deadline,
+            claim,
+            deduplicate_since,
+        )
+        .await
+        .unwrap_or_else(|| Err(timed_out()));
     }
 
     // The middleware see the command before and after the aggregate: share it with the job.
@@ -408,6 +506,7 @@ async fn run_keyed_or_wrapped<C: Route>(
         options,
         deadline,
         claim,
+        deduplicate_since,
     )
     .await
     else {
@@ -441,6 +540,7 @@ async fn run_keyed_or_wrapped<C: Route>(
 /// command started, it still completes, so a retry with the same key gets its result instead of
 /// running the command again; when the deadline passes before it started, it never runs and
 /// the claim is released.
+#[allow(clippy::too_many_arguments)]
 async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     dispatcher: &Arc<Dispatcher>,
     id: &str,
@@ -449,11 +549,12 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     options: DispatchOptions,
     deadline: Instant,
     claim: Option<Claim>,
+    deduplicate_since: Option<SystemTime>,
 ) -> Option<Result<Dispatched<A>, Error>> {
     let Some(claim) = claim else {
         return within(
             deadline,
-            dispatcher.run_command(id, &mut command, &context, &options, || true),
+            dispatcher.run_command(id, &mut command, &context, &options, None, || true),
         )
         .await
         .flatten();
@@ -461,10 +562,18 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     let name = command.name();
     let (reply, outcome) = oneshot::channel();
     let (dispatcher, id) = (Arc::clone(dispatcher), id.to_owned());
-    tokio::spawn(async move {
+    // In the dispatch's span, so the aggregate's span is its child.
+    let job = async move {
         let wanted = || !reply.is_closed();
         let ran = dispatcher
-            .run_command(&id, &mut command, &context, &options, wanted)
+            .run_command(
+                &id,
+                &mut command,
+                &context,
+                &options,
+                deduplicate_since,
+                wanted,
+            )
             .await;
         if let Some(result) = ran {
             if let Ok(done) = &result {
@@ -472,7 +581,8 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
             }
             let _ = reply.send(result);
         }
-    });
+    };
+    tokio::spawn(job.in_current_span());
     within(deadline, outcome)
         .await
         .map(|result| result.unwrap_or(Err(Error::Stopped { command: name })))

@@ -54,24 +54,31 @@
 //! (A caller that drops the dispatch future itself, instead of letting the timeout fire, releases
 //! the key at once: prefer the dispatch's `timeout` to an outer cancellation for keyed commands.)
 //!
-//! # Across restarts
+//! # Across restarts and nodes: the command log
 //!
-//! The cache lives in memory. When a dispatch with a caller-supplied command id misses it, the
-//! runtime reads the target stream backward, at most
-//! [`Config::idempotency_lookback`](crate::Config::idempotency_lookback) events (default 100; 0
-//! turns the lookup off), looking for events whose metadata carries that command id. If it finds
-//! them, the command already ran (before a restart, on another node, or long enough ago to have
-//! left the cache): the dispatch appends nothing and returns the stored result (the decoded
-//! events, the version and global position of the last one) and remembers it. A command that
-//! produced no events leaves nothing to find and runs again, as does one older than the lookback
-//! window. Idempotency keys are not stored with events, so this lookup is by command id only.
+//! The cache lives in memory; the store's command log does not. Every successful command is
+//! recorded in the store in the same transaction as its events (see
+//! [`EventStore::append_command`](crate::store::EventStore::append_command)): its id, its key,
+//! the command, the aggregate, the versions and positions of its events. A command that may be
+//! a resend (it has a key, or the caller chose its id) is recorded even when it appended
+//! nothing. When such a dispatch misses the cache, its leader looks the key (else the command
+//! id) up in the log before any middleware runs; an entry means the command already ran
+//! (before a restart, on another node, or too long ago for the cache): the dispatch appends
+//! nothing and returns the first result (the events read back from the stream through their
+//! upcasters, the version and position of the last one, the first run's command id), which it
+//! also remembers. However long the stream has grown since makes no difference.
 //!
-//! The lookup runs on the caller's side, after the cache and before any middleware, for two
-//! reasons: a command found in the store is a duplicate like any other (no middleware, no
-//! aggregate), and the aggregate actor stays a pure executor that needs no knowledge of keys. It
-//! is race-free within a runtime because the dispatch holds the key's in-flight slot while it
-//! looks. Its cost, one bounded backward read, is paid only by dispatches that supply their
-//! command id and miss the cache (typically commands that sagas emit with deterministic ids).
+//! Between that lookup and the append, another runtime sharing the store may run the same
+//! command: the append itself checks the log (in the store's transaction, before the expected
+//! version), so the second run appends nothing and returns the first result too. On such a
+//! store a rejection of a keyed command is also checked against the log before it is returned.
+//!
+//! An entry answers for [`Config::command_log_retention`](crate::Config::command_log_retention)
+//! (default 7 days): after that it counts as absent, the command runs again, and a sweep
+//! removes old entries in bounded batches every
+//! [`Config::command_log_sweep_interval`](crate::Config::command_log_sweep_interval) (or at once
+//! with [`Evoq::sweep_command_log`](crate::Evoq::sweep_command_log)). The cache never answers
+//! for longer than the retention either.
 
 use std::any::{Any, TypeId};
 use std::collections::VecDeque;
@@ -89,10 +96,8 @@ use uuid::Uuid;
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::Route;
 use crate::aggregate::context::Dispatched;
-use crate::aggregate::replay::decode;
-use crate::envelope::RecordedEvent;
 use crate::error::Error;
-use crate::store::{Direction, EventStore};
+use crate::store::CommandLookup;
 
 /// What a dispatch is deduplicated by.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -101,6 +106,16 @@ pub(crate) enum Key {
     Idempotency(Arc<str>),
     /// A caller-supplied command id.
     CommandId(Uuid),
+}
+
+impl Key {
+    /// How the command log finds the command of this key.
+    pub(crate) fn lookup(&self) -> CommandLookup<'_> {
+        match self {
+            Key::Idempotency(key) => CommandLookup::Key(key),
+            Key::CommandId(id) => CommandLookup::Id(*id),
+        }
+    }
 }
 
 impl fmt::Display for Key {
@@ -329,7 +344,7 @@ fn answer<C: Route>(
     }
     Err(Error::IdempotencyKeyReused {
         key: key.to_string(),
-        first_command: entry.command_name,
+        first_command: entry.command_name.to_owned(),
         first_aggregate_id: entry.aggregate_id.clone(),
         command: C::NAME,
         aggregate_id: aggregate_id.to_owned(),
@@ -385,58 +400,6 @@ impl Drop for Claim {
             |_, slot| matches!(slot, Slot::InFlight { generation: g, .. } if *g == generation),
         );
     }
-}
-
-/// The result a command with id `command_id` already stored in `stream`, if its events are among
-/// the stream's newest `lookback` events. See the [module docs](self#across-restarts).
-pub(crate) async fn stored_result<A: Aggregate>(
-    store: &dyn EventStore,
-    stream: &str,
-    command_id: Uuid,
-    lookback: usize,
-) -> Result<Option<Dispatched<A>>, Error> {
-    if lookback == 0 {
-        return Ok(None);
-    }
-    let mut page = store
-        .read_stream(stream, u64::MAX, Direction::Backward, lookback)
-        .await?;
-    let ours = |event: &RecordedEvent| event.metadata.command_id == Some(command_id);
-    let Some(newest) = page.iter().position(|event| ours(event)) else {
-        return Ok(None);
-    };
-    // One command's events are one append: contiguous. Collect them newest first, reading
-    // further back only while they continue past the page.
-    let mut found: Vec<Arc<RecordedEvent>> = Vec::new();
-    let mut start = newest;
-    loop {
-        let rest = &page[start..];
-        let matching = rest.iter().take_while(|event| ours(event)).count();
-        found.extend(rest[..matching].iter().cloned());
-        let oldest = found.last().map_or(0, |event| event.stream_version);
-        if matching < rest.len() || page.len() < lookback || oldest <= 1 {
-            break;
-        }
-        page = store
-            .read_stream(stream, oldest - 1, Direction::Backward, lookback)
-            .await?;
-        start = 0;
-    }
-    let Some(last) = found.first() else {
-        return Ok(None);
-    };
-    let (version, position) = (last.stream_version, last.global_position);
-    let events = found
-        .iter()
-        .rev()
-        .map(|recorded| decode::<A>(recorded))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(Dispatched {
-        version,
-        events,
-        position: Some(position),
-        command_id,
-    }))
 }
 
 #[cfg(test)]

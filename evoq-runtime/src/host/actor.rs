@@ -10,6 +10,7 @@
 //! cell and a timer entry instead of a task and a mailbox.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -25,11 +26,11 @@ use crate::aggregate::Aggregate;
 use crate::aggregate::command::Decide;
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::aggregate::lifespan::{Idle, OnTimeout};
-use crate::aggregate::replay;
+use crate::aggregate::{recorded, replay};
 use crate::envelope::NewEvent;
 use crate::error::Error;
 use crate::event::EventSet;
-use crate::store::{Direction, ExpectedVersion, Snapshot, StoreError};
+use crate::store::{CommandLookup, Direction, ExpectedVersion, NewCommand, Snapshot, StoreError};
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::micros_since;
 
@@ -39,17 +40,35 @@ pub(crate) const REPLAY_PAGE: usize = 1_000;
 /// Runs `command` on the live instance of aggregate `id` in `partitions` (thawed or started if
 /// need be), in the caller's task; `None` when `wanted` says, once its turn has come, that
 /// nobody waits for it any more (it does not run then).
+///
+/// `deduplicate_since` is the command's [`NewCommand::deduplicate_since`]: `Some` for a
+/// command that may be a resend (a key, or a command id the caller chose), whose append then
+/// checks the command log and which is recorded even when it appends nothing.
 pub(crate) async fn run_in<A: Aggregate>(
     partitions: &Partitions,
     id: &str,
     command: &mut dyn Decide<A>,
     context: &CommandContext,
     options: &DispatchOptions,
+    deduplicate_since: Option<SystemTime>,
     wanted: impl Fn() -> bool,
 ) -> Option<Result<Dispatched<A>, Error>> {
     let (registry, cell) =
         partitions.with_registry::<A, _>(|registry| (Arc::clone(registry), registry.take(id)));
-    run(&registry, &cell, command, context, options, wanted).await
+    let run = Run {
+        context,
+        options,
+        deduplicate_since,
+    };
+    self::run(&registry, &cell, command, &run, wanted).await
+}
+
+/// What one run of a command is given besides the command.
+struct Run<'a> {
+    context: &'a CommandContext,
+    options: &'a DispatchOptions,
+    /// See [`run_in`].
+    deduplicate_since: Option<SystemTime>,
 }
 
 /// Runs one command on the instance in `cell` (taken for this dispatch from `registry`), in
@@ -59,8 +78,7 @@ async fn run<A: Aggregate>(
     registry: &Arc<Registry<A>>,
     cell: &Arc<Cell<A>>,
     command: &mut dyn Decide<A>,
-    context: &CommandContext,
-    options: &DispatchOptions,
+    run: &Run<'_>,
     wanted: impl Fn() -> bool,
 ) -> Option<Result<Dispatched<A>, Error>> {
     let mut taken = Taken::new(cell);
@@ -73,7 +91,7 @@ async fn run<A: Aggregate>(
         cell,
         core: &mut core,
     };
-    let (result, idle) = actor.handle(command, context, options).await;
+    let (result, idle) = actor.handle(command, run).await;
     actor.arm(idle);
     // Given back before the lock is released: whoever takes the lock next and counts the
     // users (an idle timeout about to leave) sees only those still waiting.
@@ -123,9 +141,9 @@ impl<A: Aggregate> Actor<'_, A> {
     async fn handle(
         &mut self,
         command: &mut dyn Decide<A>,
-        context: &CommandContext,
-        options: &DispatchOptions,
+        run: &Run<'_>,
     ) -> (Result<Dispatched<A>, Error>, Idle) {
+        let context = run.context;
         let span = tracing::debug_span!(
             "evoq.aggregate.execute",
             aggregate = A::NAME,
@@ -139,9 +157,9 @@ impl<A: Aggregate> Actor<'_, A> {
         // User code (`#[handles]`, `#[apply]`) is caught where it runs; this catches the rest
         // (an event store that panics), so no panic reaches the caller.
         let result = if span.is_disabled() {
-            CatchPanic::new(self.execute(&mut *command, context, options)).await
+            CatchPanic::new(self.execute(&mut *command, run)).await
         } else {
-            let execute = self.execute(&mut *command, context, options);
+            let execute = self.execute(&mut *command, run);
             Box::pin(CatchPanic::new(execute.instrument(span.clone()))).await
         };
         let result = result.unwrap_or_else(|panic| {
@@ -192,32 +210,67 @@ impl<A: Aggregate> Actor<'_, A> {
         (result, idle)
     }
 
+    /// Runs the command against the instance's state and appends what it decides, re-running it
+    /// on a fresh state when the stream moved behind the instance's back.
+    ///
+    /// The instance's state may be older than the stream when another runtime (node) or a
+    /// direct append wrote it. An append of events catches that: its expected version fails,
+    /// and the command re-runs on the rebuilt state. A decision that appends nothing (a
+    /// rejection, a success without events) is confirmed instead, on a store shared by several
+    /// runtimes: the instance catches up with the stream and, when it moved, decides again; a
+    /// keyed command records its event-less success with an append that checks the version
+    /// too. An `expected_version` that the instance disagrees with is checked against the
+    /// stream the same way before it fails.
     async fn execute(
         &mut self,
         command: &mut dyn Decide<A>,
-        context: &CommandContext,
-        options: &DispatchOptions,
+        run: &Run<'_>,
     ) -> Result<Dispatched<A>, Error> {
         let name = command.name();
+        let (context, options) = (run.context, run.options);
+        let shared = self.registry.env.store.is_shared();
+        // Whether the state is known to include every commit made before the command was sent.
+        let mut fresh = !shared;
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
-            if self.core.instance.is_none() {
-                Box::pin(self.activate(name)).await?;
+            let mut activated = false;
+            if self.core.instance.is_none() && Box::pin(self.activate(name)).await? {
+                // Rebuilt from the store just now (not thawed from hibernation).
+                (fresh, activated) = (true, true);
+            }
+            if let Some(expected) = options.expected_version
+                && self.version() != expected
+            {
+                // The instance may be behind the stream (another runtime, a direct append),
+                // whatever the store: the stream decides.
+                if !activated {
+                    self.catch_up(name).await?;
+                    fresh = true;
+                }
+                if self.version() != expected {
+                    return Err(self.conflict(name, expected, self.version(), attempts));
+                }
             }
             let Some(instance) = self.core.instance.as_ref() else {
                 unreachable!("activated above")
             };
-            if let Some(expected) = options.expected_version
-                && instance.version != expected
-            {
-                let actual = instance.version;
-                return Err(self.conflict(name, expected, actual, attempts));
-            }
             let version = instance.version;
             let events = match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state))) {
                 Ok(Ok(events)) => events,
                 Ok(Err(rejection)) => {
+                    if !fresh {
+                        fresh = true;
+                        if self.catch_up(name).await? {
+                            continue;
+                        }
+                    }
+                    if shared && run.deduplicate_since.is_some() {
+                        // Another node may have run this very command since it was looked up.
+                        if let Some(done) = self.ran_before(name, run).await? {
+                            return Ok(done);
+                        }
+                    }
                     return Err(Error::Rejected {
                         aggregate: A::NAME,
                         id: self.id().to_owned(),
@@ -227,7 +280,13 @@ impl<A: Aggregate> Actor<'_, A> {
                 }
                 Err(panic) => return Err(self.panicked(name, &*panic, false)),
             };
-            if events.is_empty() {
+            if events.is_empty() && run.deduplicate_since.is_none() {
+                if !fresh {
+                    fresh = true;
+                    if self.catch_up(name).await? {
+                        continue;
+                    }
+                }
                 return Ok(Dispatched {
                     version,
                     events,
@@ -236,22 +295,29 @@ impl<A: Aggregate> Actor<'_, A> {
                 });
             }
             let new_events = encode(&events, name, context)?;
+            let logged = NewCommand {
+                command_id: context.command_id,
+                idempotency_key: context.idempotency_key.clone(),
+                command: Cow::Borrowed(name),
+                aggregate: Cow::Borrowed(A::NAME),
+                aggregate_id: self.id().to_owned(),
+                deduplicate_since: run.deduplicate_since,
+            };
             // Out of the cell while the append runs: if this future is dropped before the
             // outcome is known (the caller went away), the next command rebuilds from the store.
             let Some(mut instance) = self.core.instance.take() else {
                 unreachable!("activated above")
             };
-            match self
-                .registry
-                .env
-                .store
-                .append(
+            let store = Arc::clone(&self.registry.env.store);
+            let appended = store
+                .append_command(
                     &self.cell.stream,
                     ExpectedVersion::Exact(version),
                     new_events,
+                    logged,
                 )
-                .await
-            {
+                .await;
+            match appended {
                 Ok(appended) => {
                     let applied = catch_unwind(AssertUnwindSafe(|| {
                         for event in &events {
@@ -263,12 +329,19 @@ impl<A: Aggregate> Actor<'_, A> {
                     }
                     instance.version = appended.version;
                     self.core.instance = Some(instance);
+                    let position = (!events.is_empty()).then_some(appended.last_position);
                     return Ok(Dispatched {
                         version: appended.version,
                         events,
-                        position: Some(appended.last_position),
+                        position,
                         command_id: context.command_id,
                     });
+                }
+                Err(StoreError::DuplicateCommand { record }) => {
+                    // Another runtime ran it first; nothing of this run was stored, so the
+                    // instance is as good as before.
+                    self.core.instance = Some(instance);
+                    return recorded::first_result::<A>(&*store, &record, name, self.id()).await;
                 }
                 Err(StoreError::WrongExpectedVersion { actual, .. }) => {
                     // Someone wrote behind this instance's back: rebuild (the instance stays
@@ -286,17 +359,73 @@ impl<A: Aggregate> Actor<'_, A> {
                     );
                 }
                 // The append's outcome is unknown to us: rebuild before the next command.
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    let error = Error::from(error);
+                    error.alarm("append", self.stream());
+                    return Err(error);
+                }
             }
         }
     }
 
-    /// Makes the instance live: thawed from hibernation, or rebuilt from the store.
-    async fn activate(&mut self, command: &'static str) -> Result<(), Error> {
+    /// The live instance's version (0 before activation).
+    fn version(&self) -> u64 {
+        self.core.instance.as_ref().map_or(0, |i| i.version)
+    }
+
+    /// The first result of this command, when the command log shows that it already ran.
+    async fn ran_before(
+        &self,
+        name: &'static str,
+        run: &Run<'_>,
+    ) -> Result<Option<Dispatched<A>>, Error> {
+        let Some(since) = run.deduplicate_since else {
+            return Ok(None);
+        };
+        let context = run.context;
+        let lookup = match &context.idempotency_key {
+            Some(key) => CommandLookup::Key(key),
+            None => CommandLookup::Id(context.command_id),
+        };
+        let store = &*self.registry.env.store;
+        match store.find_command(lookup, since).await? {
+            Some(record) => recorded::first_result::<A>(store, &record, name, self.id())
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies the events the stream holds beyond the live instance's version; whether there
+    /// were any. The instance is out of the cell meanwhile: if this fails (or is dropped), the
+    /// next command rebuilds it from the store.
+    async fn catch_up(&mut self, command: &'static str) -> Result<bool, Error> {
+        let Some(mut instance) = self.core.instance.take() else {
+            return Ok(false);
+        };
+        let before = instance.version;
+        self.replay_onto(&mut instance, command).await?;
+        let moved = instance.version != before;
+        if moved {
+            tracing::debug!(
+                name: "evoq.aggregate.refresh",
+                aggregate = A::NAME,
+                aggregate_id = %self.id(),
+                from = before,
+                to = instance.version,
+            );
+        }
+        self.core.instance = Some(instance);
+        Ok(moved)
+    }
+
+    /// Makes the instance live: thawed from hibernation (`false`), or rebuilt from the store
+    /// (`true`).
+    async fn activate(&mut self, command: &'static str) -> Result<bool, Error> {
         if let Some(frozen) = self.core.thaw.take() {
             self.core.instance = self.thawed(*frozen);
             if self.core.instance.is_some() {
-                return Ok(());
+                return Ok(false);
             }
         }
         let started = Instant::now();
@@ -314,7 +443,7 @@ impl<A: Aggregate> Actor<'_, A> {
             duration_us = started.elapsed().as_micros() as u64,
         );
         self.core.instance = Some(instance);
-        Ok(())
+        Ok(true)
     }
 
     fn thawed(&self, frozen: Frozen) -> Option<Instance<A>> {
@@ -340,7 +469,6 @@ impl<A: Aggregate> Actor<'_, A> {
     /// The latest snapshot that decodes, then the events after it, page by page; or the whole
     /// stream when there is no usable snapshot.
     async fn rebuild(&mut self, command: &'static str) -> Result<Instance<A>, Error> {
-        let store = Arc::clone(&self.registry.env.store);
         let mut instance = match self.load_snapshot().await? {
             Some(instance) => instance,
             None => Instance {
@@ -348,6 +476,30 @@ impl<A: Aggregate> Actor<'_, A> {
                 version: 0,
             },
         };
+        self.replay_onto(&mut instance, command).await?;
+        Ok(instance)
+    }
+
+    /// Applies to `instance` the events of the stream after its version, page by page, through
+    /// their upcasters.
+    async fn replay_onto(
+        &self,
+        instance: &mut Instance<A>,
+        command: &'static str,
+    ) -> Result<(), Error> {
+        let result = self.replay_pages(instance, command).await;
+        if let Err(error) = &result {
+            error.alarm("rebuild", self.stream());
+        }
+        result
+    }
+
+    async fn replay_pages(
+        &self,
+        instance: &mut Instance<A>,
+        command: &'static str,
+    ) -> Result<(), Error> {
+        let store = &*self.registry.env.store;
         loop {
             let page = store
                 .read_stream(
@@ -390,7 +542,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 instance.version = recorded.stream_version;
             }
             if !full {
-                return Ok(instance);
+                return Ok(());
             }
         }
     }
