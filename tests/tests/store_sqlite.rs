@@ -1,14 +1,14 @@
 //! The SQLite store: the conformance suite, durability across reopen, crash safety under
-//! SIGKILL, corrupt rows, and a schema from a newer evoq.
+//! SIGKILL, corrupt rows, a schema from a newer evoq, and the migration of a version-1 file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use evoq::store::Direction;
 use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
+use evoq::store::{CommandLookup, Direction, NewCommand};
 use evoq::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use evoq_tests::temp::TempDir;
 
@@ -105,7 +105,7 @@ fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
                 error,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),
@@ -122,6 +122,173 @@ fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
         .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
         .expect("read");
     assert_eq!(version, 99, "a refused database is not changed");
+}
+
+/// The schema of the first SQLite files (version 1, without the command log), as they are on
+/// disk: a fixture that stays as it is whatever the current schema becomes.
+const SCHEMA_V1: &str = "
+CREATE TABLE evoq_schema (version INTEGER NOT NULL);
+INSERT INTO evoq_schema (version) VALUES (1);
+CREATE TABLE events (
+    position       INTEGER PRIMARY KEY,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       BLOB    NOT NULL,
+    event_type     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           BLOB    NOT NULL,
+    metadata       BLOB    NOT NULL,
+    recorded_at    INTEGER NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE snapshots (
+    stream_id TEXT PRIMARY KEY,
+    version   INTEGER NOT NULL,
+    data      BLOB    NOT NULL,
+    taken_at  INTEGER NOT NULL
+);
+CREATE TABLE checkpoints (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE dead_letters (
+    handler         TEXT    NOT NULL,
+    event_id        BLOB    NOT NULL,
+    position        INTEGER NOT NULL,
+    stream_id       TEXT    NOT NULL,
+    version         INTEGER NOT NULL,
+    event_type      TEXT    NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    data            BLOB    NOT NULL,
+    metadata        BLOB    NOT NULL,
+    recorded_at     INTEGER NOT NULL,
+    error           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL,
+    last_failed_at  INTEGER NOT NULL,
+    PRIMARY KEY (handler, event_id)
+);
+CREATE INDEX dead_letters_by_position ON dead_letters (handler, position);
+CREATE TABLE saga_state (
+    saga     TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    state    BLOB NOT NULL,
+    PRIMARY KEY (saga, instance)
+);
+";
+
+/// Writes a version-1 file at `path` holding `A-1` versions 1 and 2 and `B-1` version 1, at
+/// positions 1 to 3; returns their event ids in position order.
+fn write_version_1_file(path: &std::path::Path) -> Vec<evoq::Uuid> {
+    let conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.execute_batch(SCHEMA_V1)
+        .expect("create the version 1 schema");
+    let rows = [("A-1", 1), ("A-1", 2), ("B-1", 1)];
+    let mut ids = Vec::new();
+    for (position, (stream, version)) in (1i64..).zip(rows) {
+        let id = evoq::Uuid::now_v7();
+        conn.execute(
+            "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, 'Counted', 1, ?5, X'7B7D', 1700000000000000000)",
+            rusqlite::params![
+                position,
+                stream,
+                version,
+                id.as_bytes().as_slice(),
+                format!("{{\"stream\":\"{stream}\",\"n\":{version}}}").into_bytes()
+            ],
+        )
+        .expect("insert a version 1 event");
+        ids.push(id);
+    }
+    ids
+}
+
+/// A command of type `Deposit` on `Account` `a1` with idempotency key `key`, checked against
+/// every entry of the log.
+fn deposit(key: &str) -> NewCommand {
+    NewCommand {
+        command_id: evoq::Uuid::now_v7(),
+        idempotency_key: Some(key.to_owned()),
+        command: "Deposit".into(),
+        aggregate: "Account".into(),
+        aggregate_id: "a1".into(),
+        deduplicate_since: Some(UNIX_EPOCH),
+    }
+}
+
+#[test]
+fn a_version_1_file_is_migrated_in_place_keeps_its_events_and_records_commands() {
+    let dir = TempDir::new("sqlite-v1");
+    let path = dir.file("events.db");
+    let ids = write_version_1_file(&path);
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path)
+            .await
+            .expect("a version 1 file opens");
+        assert_eq!(*store.head().borrow(), 3, "the head is the old file's");
+        let page = store
+            .read_all(0, 10, &evoq::store::EventFilter::All)
+            .await
+            .expect("read_all");
+        let read: Vec<_> = page.events.iter().map(|e| e.event_id).collect();
+        assert_eq!(read, ids, "every event of the old file is kept, in order");
+        assert_eq!(
+            page.events[1].data,
+            br#"{"stream":"A-1","n":2}"#.to_vec(),
+            "the events keep their data"
+        );
+        assert_eq!(store.stream_version("A-1").await.expect("version"), 2);
+
+        let command = deposit("after-migration");
+        let appended = store
+            .append_command(
+                "A-1",
+                ExpectedVersion::Exact(2),
+                vec![event("A-1", 3)],
+                command.clone(),
+            )
+            .await
+            .expect("append_command on the migrated file");
+        assert_eq!(
+            (appended.version, appended.first_position),
+            (3, 4),
+            "appends go on after the old events"
+        );
+        let again = store
+            .append_command(
+                "A-1",
+                ExpectedVersion::Exact(3),
+                vec![event("A-1", 4)],
+                deposit("after-migration"),
+            )
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::DuplicateCommand { .. })),
+            "the migrated file checks the command log: {again:?}"
+        );
+    });
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let record = store
+            .find_command(CommandLookup::Key("after-migration"), UNIX_EPOCH)
+            .await
+            .expect("find_command")
+            .expect("the entry survives a reopen");
+        assert_eq!(
+            (record.version, record.first_position, record.last_position),
+            (3, 4, 4)
+        );
+        assert_eq!(*store.head().borrow(), 4);
+    });
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM evoq_schema")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("read the schema version");
+    assert_eq!(versions, [2], "the file is at schema version 2");
 }
 
 #[test]

@@ -7,18 +7,23 @@
 //!   readers. The schema is versioned (table `evoq_schema`): it is created on the first open and
 //!   migrated on later opens; a file written by a newer evoq is refused with
 //!   [`StoreError::SchemaTooNew`] and left untouched.
-//! - **Group commit.** Every write (appends, snapshots, checkpoints, dead letters, saga state)
-//!   goes to one writer thread that owns the only writing connection. It takes every write that
-//!   is waiting (up to [`SqliteOptions::max_batch`]) and commits them in **one** transaction, so
-//!   concurrent appends to many aggregates share one `fsync`. Each append is acknowledged (its
-//!   future completes) only after that transaction has committed; if the batch fails, each of
-//!   its writes is tried again alone, so one bad write fails no other.
+//! - **Group commit.** Every write (appends, snapshots, checkpoints, dead letters, saga state,
+//!   command-log sweeps) goes to one writer thread that owns the only writing connection. It
+//!   takes every write that is waiting (up to [`SqliteOptions::max_batch`]) and commits them in
+//!   **one** transaction, so concurrent appends to many aggregates share one `fsync`. Each
+//!   append is acknowledged (its future completes) only after that transaction has committed;
+//!   if the batch fails, each of its writes is tried again alone, so one bad write fails no
+//!   other.
 //! - **Durability** ([`Durability`]): by default `synchronous=FULL`: an acknowledged append
 //!   survives a process crash *and* a power loss or OS crash. [`Durability::Normal`] keeps
 //!   every acknowledged append through a process crash but may lose the last ones on a power
 //!   loss, for more throughput.
 //! - **Off the async runtime.** The writer is a thread of its own; reads run on a small pool of
 //!   reader connections through `tokio::task::spawn_blocking`.
+//! - **Command log.** The entry of an
+//!   [`append_command`](crate::store::EventStore::append_command) is written by the writer in
+//!   the transaction of its events, after the check for an earlier run, which sees every entry
+//!   written before it, those of the same batch included: one run of a command wins.
 //! - **Positions** are dense from 1, in commit order; an append's events take consecutive
 //!   positions and versions. The head watch moves after the commit.
 //!
@@ -57,14 +62,14 @@ use crate::store::codec::{
     to_db,
 };
 use crate::store::{
-    AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Snapshot,
-    StoreError,
+    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
+    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
 };
 
 const BACKEND: &str = "sqlite";
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The schema, version 1.
 const SCHEMA_V1: &str = "
@@ -115,6 +120,31 @@ CREATE TABLE saga_state (
     PRIMARY KEY (saga, instance)
 );
 ";
+
+/// The schema's step from version 1 to 2: the command log. `recorded_at` is in nanoseconds since
+/// the Unix epoch, like the events'; a command that appended nothing has positions 0.
+const SCHEMA_V2: &str = "
+CREATE TABLE commands (
+    command_id      BLOB    NOT NULL,
+    idempotency_key TEXT,
+    command         TEXT    NOT NULL,
+    aggregate       TEXT    NOT NULL,
+    aggregate_id    TEXT    NOT NULL,
+    stream_id       TEXT    NOT NULL,
+    version         INTEGER NOT NULL,
+    event_count     INTEGER NOT NULL,
+    first_position  INTEGER NOT NULL,
+    last_position   INTEGER NOT NULL,
+    recorded_at     INTEGER NOT NULL
+);
+CREATE INDEX commands_by_id ON commands (command_id);
+CREATE UNIQUE INDEX commands_by_key ON commands (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX commands_by_time ON commands (recorded_at);
+";
+
+/// The columns of a command-log entry, in the order [`decode_command`] reads them.
+const COMMAND_COLUMNS: &str = "rowid, command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at";
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
@@ -375,6 +405,8 @@ fn open_writer(path: &Path, options: &SqliteOptions) -> Result<(Connection, u64)
     Ok((conn, head))
 }
 
+/// Creates the schema in a new file, or brings an older file's schema up to [`SCHEMA_VERSION`]
+/// one step at a time, keeping its data, in one transaction; refuses a newer schema untouched.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let fail = |e: rusqlite::Error| backend("migrating the schema", path, e);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
@@ -396,7 +428,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         if found < 1 {
             conn.execute_batch(SCHEMA_V1).map_err(fail)?;
         }
-        // Later versions migrate here, one step at a time: `if found < 2 { ... }`.
+        if found < 2 {
+            conn.execute_batch(SCHEMA_V2).map_err(fail)?;
+        }
+        // Later versions migrate here, one step at a time: `if found < 3 { ... }`.
         if found < SCHEMA_VERSION {
             conn.execute("DELETE FROM evoq_schema", []).map_err(fail)?;
             conn.execute(
@@ -424,12 +459,17 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// One write, sent to the writer thread.
 enum Job {
+    /// An append, with the command to record in the same transaction, if any. The inputs stay
+    /// in the job until it commits, so that a job given back can be tried again alone.
     Append {
         stream: String,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        command: Option<NewCommand>,
         reply: Reply<Appended>,
     },
+    /// Removes at most this many command-log entries recorded before this time, oldest first.
+    SweepCommands(SystemTime, usize, Reply<usize>),
     Snapshot(Snapshot, Reply<()>),
     Checkpoint(String, u64, Reply<()>),
     SaveDeadLetter(Box<DeadLetter>, Reply<()>),
@@ -443,6 +483,8 @@ enum Done {
     Appended(Reply<Appended>, Result<Appended, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
+    /// How many rows a job removed (a sweep of the command log).
+    Count(Reply<usize>, Result<usize, StoreError>),
 }
 
 impl Done {
@@ -451,6 +493,7 @@ impl Done {
             Done::Appended(reply, result) => drop(reply.send(result)),
             Done::Unit(reply, result) => drop(reply.send(result)),
             Done::Bool(reply, result) => drop(reply.send(result)),
+            Done::Count(reply, result) => drop(reply.send(result)),
         }
     }
 
@@ -464,6 +507,7 @@ impl Done {
             Done::Appended(reply, _) => Done::Appended(reply, Err(again())),
             Done::Unit(reply, _) => Done::Unit(reply, Err(again())),
             Done::Bool(reply, _) => Done::Bool(reply, Err(again())),
+            Done::Count(reply, _) => Done::Count(reply, Err(again())),
         }
     }
 }
@@ -594,8 +638,8 @@ impl Writer {
 
     // The error gives the job back by value, on a path taken only when SQLite fails.
     #[allow(clippy::result_large_err)]
-    /// Applies one job inside the open transaction. A wrong expected version is an answer, not
-    /// a failure; an SQL error gives the job back with the error.
+    /// Applies one job inside the open transaction. A wrong expected version or a duplicate
+    /// command is an answer, not a failure; an SQL error gives the job back with the error.
     fn apply(
         &mut self,
         job: Job,
@@ -607,63 +651,30 @@ impl Writer {
                 stream,
                 expected,
                 events,
+                command,
                 reply,
             } => {
-                let actual = match self.version_of(&stream, pending) {
-                    Ok(v) => v,
-                    Err(error) => {
-                        return Err((
-                            Job::Append {
-                                stream,
-                                expected,
-                                events,
-                                reply,
-                            },
-                            error,
-                        ));
-                    }
-                };
-                if !expected.holds_for(actual) {
-                    let error = StoreError::WrongExpectedVersion {
-                        stream,
-                        expected,
-                        actual,
-                    };
-                    return Ok(Done::Appended(reply, Err(error)));
-                }
-                if events.is_empty() {
-                    return Ok(Done::Appended(
-                        reply,
-                        Ok(Appended {
-                            version: actual,
-                            first_position: 0,
-                            last_position: 0,
-                        }),
-                    ));
-                }
-                let first = pending.next_position;
-                if let Err(error) = self.insert(&stream, actual, first, &events, recorded_at) {
-                    return Err((
+                let applied = self.append(
+                    &stream,
+                    expected,
+                    &events,
+                    command.as_ref(),
+                    pending,
+                    recorded_at,
+                );
+                match applied {
+                    Ok(answer) => Ok(Done::Appended(reply, answer)),
+                    Err(error) => Err((
                         Job::Append {
                             stream,
                             expected,
                             events,
+                            command,
                             reply,
                         },
                         error,
-                    ));
+                    )),
                 }
-                let count = events.len() as u64;
-                pending.next_position = first + count;
-                pending.versions.insert(stream, actual + count);
-                Ok(Done::Appended(
-                    reply,
-                    Ok(Appended {
-                        version: actual + count,
-                        first_position: first,
-                        last_position: first + count - 1,
-                    }),
-                ))
             }
             other => self.apply_other(other),
         }
@@ -681,6 +692,16 @@ impl Writer {
             };
         }
         match job {
+            Job::SweepCommands(before, max, reply) => {
+                match run!(
+                    "sweeping the command log",
+                    "DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE recorded_at < ?1 ORDER BY recorded_at, rowid LIMIT ?2)",
+                    params![time_to_nanos(before), limit(max)]
+                ) {
+                    Ok(n) => Ok(Done::Count(reply, Ok(n))),
+                    Err(e) => Err((Job::SweepCommands(before, max, reply), e)),
+                }
+            }
             Job::Snapshot(snapshot, reply) => {
                 match run!(
                     "saving a snapshot",
@@ -766,6 +787,117 @@ impl Writer {
         }
     }
 
+    /// One append inside the open transaction, in the order of
+    /// [`EventStore::append_command`]: the command's check, the expected version, the events,
+    /// the command's entry. `Ok` holds the append's answer (a duplicate command and a wrong
+    /// expected version are answers); `Err` is an SQL failure, which rolls the batch back.
+    fn append(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        command: Option<&NewCommand>,
+        pending: &mut Pending,
+        recorded_at: SystemTime,
+    ) -> Result<Result<Appended, StoreError>, StoreError> {
+        if let Some(record) = self.duplicate(command)? {
+            let record = Box::new(record);
+            return Ok(Err(StoreError::DuplicateCommand { record }));
+        }
+        let actual = self.version_of(stream, pending)?;
+        if !expected.holds_for(actual) {
+            return Ok(Err(StoreError::WrongExpectedVersion {
+                stream: stream.to_owned(),
+                expected,
+                actual,
+            }));
+        }
+        let count = events.len() as u64;
+        let first = pending.next_position;
+        let appended = appended(actual, first, count);
+        if count > 0 {
+            self.insert(stream, actual, first, events, recorded_at)?;
+        }
+        // With no events, only a checked command is recorded (see `NewCommand`).
+        if let Some(command) = command.filter(|c| count > 0 || c.deduplicate_since.is_some()) {
+            self.record(command, stream, &appended, count, recorded_at)?;
+        }
+        if count > 0 {
+            pending.next_position = first + count;
+            pending.versions.insert(stream.to_owned(), appended.version);
+        }
+        Ok(Ok(appended))
+    }
+
+    /// The entry that makes `command` a duplicate when its check is set: the newest of its
+    /// lookup recorded at or after the check's time. When there is none, the lookup's entries
+    /// recorded before that time have expired and are removed.
+    fn duplicate(&self, command: Option<&NewCommand>) -> Result<Option<CommandRecord>, StoreError> {
+        let Some((command, since)) = command.and_then(|c| Some((c, c.deduplicate_since?))) else {
+            return Ok(None);
+        };
+        let lookup = command.lookup();
+        if let Some(record) = query_command(&self.conn, &self.path, lookup, since)? {
+            return Ok(Some(record));
+        }
+        let (column, value) = lookup_value(lookup);
+        self.conn
+            .prepare_cached(&format!(
+                "DELETE FROM commands WHERE {column} = ?1 AND recorded_at < ?2"
+            ))
+            .and_then(|mut stmt| stmt.execute(params![value, time_to_nanos(since)]))
+            .map_err(|e| {
+                backend(
+                    &format!("removing expired entries of {lookup}"),
+                    &self.path,
+                    e,
+                )
+            })?;
+        Ok(None)
+    }
+
+    /// Writes the command-log entry of `command`, which made `appended` (`count` events) on
+    /// `stream`. A checked command's key is free by now (its entries were found or removed);
+    /// an unchecked command with a key takes the key over from an earlier entry, as in the
+    /// in-memory store, rather than failing the whole batch.
+    fn record(
+        &self,
+        command: &NewCommand,
+        stream: &str,
+        appended: &Appended,
+        count: u64,
+        recorded_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO commands (command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    command.command_id.as_bytes().as_slice(),
+                    command.idempotency_key,
+                    command.command.as_ref(),
+                    command.aggregate.as_ref(),
+                    command.aggregate_id,
+                    stream,
+                    to_db(appended.version),
+                    to_db(count),
+                    to_db(appended.first_position),
+                    to_db(appended.last_position),
+                    time_to_nanos(recorded_at)
+                ])
+            })
+            .map_err(|e| {
+                let what = format!(
+                    "recording command `{}` ({}) on stream `{stream}`",
+                    command.command,
+                    command.lookup()
+                );
+                backend(&what, &self.path, e)
+            })?;
+        Ok(())
+    }
+
     /// The version of `stream`, as this batch left it, else as committed (read once, then
     /// kept: this writer is the only one).
     fn version_of(&mut self, stream: &str, pending: &Pending) -> Result<u64, StoreError> {
@@ -845,6 +977,7 @@ fn answer_error(job: Job, error: &StoreError) {
         Job::DeleteDeadLetter(_, _, reply) | Job::DeleteSaga(_, _, reply) => {
             drop(reply.send(Err(again())))
         }
+        Job::SweepCommands(_, _, reply) => drop(reply.send(Err(again()))),
     }
 }
 
@@ -913,8 +1046,111 @@ fn query_events(
     Ok(events)
 }
 
+/// A [`CommandLookup`] that owns its key, to send to a reader thread.
+enum OwnedLookup {
+    /// [`CommandLookup::Id`].
+    Id(Uuid),
+    /// [`CommandLookup::Key`], with its key copied.
+    Key(String),
+}
+
+impl OwnedLookup {
+    /// Copies `lookup`'s key.
+    fn new(lookup: CommandLookup<'_>) -> Self {
+        match lookup {
+            CommandLookup::Id(id) => OwnedLookup::Id(id),
+            CommandLookup::Key(key) => OwnedLookup::Key(key.to_owned()),
+        }
+    }
+
+    /// The lookup, borrowing the key.
+    fn get(&self) -> CommandLookup<'_> {
+        match self {
+            OwnedLookup::Id(id) => CommandLookup::Id(*id),
+            OwnedLookup::Key(key) => CommandLookup::Key(key),
+        }
+    }
+}
+
+/// The column of the command log that `lookup` matches, and the value it matches.
+fn lookup_value(lookup: CommandLookup<'_>) -> (&'static str, rusqlite::types::Value) {
+    match lookup {
+        CommandLookup::Id(id) => ("command_id", id.as_bytes().to_vec().into()),
+        CommandLookup::Key(key) => ("idempotency_key", key.to_owned().into()),
+    }
+}
+
+/// Decodes a command-log row (columns [`COMMAND_COLUMNS`]); an undecodable row is an
+/// integrity error naming the row.
+fn decode_command(row: &rusqlite::Row<'_>) -> Result<CommandRecord, StoreError> {
+    let rowid: i64 = row.get(0).unwrap_or(-1);
+    let location = || format!("table `commands` row {rowid}");
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: location(),
+        reason: format!("the command's {what} does not decode ({e}); repair or remove the row"),
+    };
+    let number = |index: usize, what: &str| -> Result<u64, StoreError> {
+        let n: i64 = row.get(index).map_err(|e| corrupt(what, &e))?;
+        from_db(n, location, what)
+    };
+    let text = |index: usize, what: &str| -> Result<String, StoreError> {
+        row.get(index).map_err(|e| corrupt(what, &e))
+    };
+    let command_id: Vec<u8> = row.get(1).map_err(|e| corrupt("id", &e))?;
+    Ok(CommandRecord {
+        command_id: Uuid::from_slice(&command_id).map_err(|e| corrupt("id", &e))?,
+        idempotency_key: row.get(2).map_err(|e| corrupt("idempotency key", &e))?,
+        command: text(3, "type")?,
+        aggregate: text(4, "aggregate type")?,
+        aggregate_id: text(5, "aggregate id")?,
+        stream_id: text(6, "stream id")?,
+        version: number(7, "version")?,
+        event_count: number(8, "event count")?,
+        first_position: number(9, "first position")?,
+        last_position: number(10, "last position")?,
+        recorded_at: nanos_to_time(row.get(11).map_err(|e| corrupt("commit time", &e))?),
+    })
+}
+
+/// The newest command-log entry `lookup` finds among those recorded at or after `since`.
+fn query_command(
+    conn: &Connection,
+    path: &Path,
+    lookup: CommandLookup<'_>,
+    since: SystemTime,
+) -> Result<Option<CommandRecord>, StoreError> {
+    let (column, value) = lookup_value(lookup);
+    let sql = format!(
+        "SELECT {COMMAND_COLUMNS} FROM commands WHERE {column} = ?1 AND recorded_at >= ?2 ORDER BY recorded_at DESC, rowid DESC LIMIT 1"
+    );
+    let fail = |e: rusqlite::Error| backend(&format!("looking up {lookup}"), path, e);
+    let mut stmt = conn.prepare_cached(&sql).map_err(fail)?;
+    let mut rows = stmt
+        .query(params![value, time_to_nanos(since)])
+        .map_err(fail)?;
+    rows.next().map_err(fail)?.map(decode_command).transpose()
+}
+
+/// A count as an SQL `LIMIT` (saturating at `i64::MAX`).
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The result of an append of `count` events from position `first` to a stream at version
+/// `actual` (positions 0 when it appended nothing).
+fn appended(actual: u64, first: u64, count: u64) -> Appended {
+    match count {
+        0 => Appended {
+            version: actual,
+            first_position: 0,
+            last_position: 0,
+        },
+        _ => Appended {
+            version: actual + count,
+            first_position: first,
+            last_position: first + count - 1,
+        },
+    }
 }
 
 #[async_trait]
@@ -930,9 +1166,44 @@ impl EventStore for SqliteStore {
             stream,
             expected,
             events,
+            command: None,
             reply,
         })
         .await
+    }
+
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> Result<Appended, StoreError> {
+        let stream = stream.to_owned();
+        self.write(move |reply| Job::Append {
+            stream,
+            expected,
+            events,
+            command: Some(command),
+            reply,
+        })
+        .await
+    }
+
+    async fn find_command(
+        &self,
+        lookup: CommandLookup<'_>,
+        since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let lookup = OwnedLookup::new(lookup);
+        let path = self.inner.path.clone();
+        self.read(move |conn| query_command(conn, &path, lookup.get(), since))
+            .await
+    }
+
+    async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
+        self.write(move |reply| Job::SweepCommands(before, limit, reply))
+            .await
     }
 
     async fn read_stream(
@@ -1234,4 +1505,157 @@ fn query_dead_letters(
         });
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    /// A temporary directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A writer on a fresh file in a temporary directory, driven by hand.
+    fn writer() -> (Writer, TempDir) {
+        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let path = dir.join("events.db");
+        let (conn, head) = open_writer(&path, &SqliteOptions::default()).expect("open");
+        let writer = Writer {
+            conn,
+            path,
+            next_position: head + 1,
+            versions: HashMap::new(),
+            max_batch: 16,
+            head: watch::Sender::new(head),
+        };
+        (writer, TempDir(dir))
+    }
+
+    /// An append of one event to `stream`, recording `command` if set, and its answer.
+    fn append(
+        stream: &str,
+        command: Option<NewCommand>,
+    ) -> (Job, oneshot::Receiver<Result<Appended, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let event = NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: Cow::Borrowed("Deposited"),
+            schema_version: 1,
+            data: b"{}".to_vec(),
+            metadata: Default::default(),
+        };
+        let job = Job::Append {
+            stream: stream.to_owned(),
+            expected: ExpectedVersion::Any,
+            events: vec![event],
+            command,
+            reply,
+        };
+        (job, answer)
+    }
+
+    /// A checked command with idempotency key `key`.
+    fn command(key: &str) -> NewCommand {
+        NewCommand {
+            command_id: Uuid::now_v7(),
+            idempotency_key: Some(key.to_owned()),
+            command: Cow::Borrowed("Deposit"),
+            aggregate: Cow::Borrowed("Account"),
+            aggregate_id: "a1".to_owned(),
+            deduplicate_since: Some(UNIX_EPOCH),
+        }
+    }
+
+    /// How many rows `table` holds.
+    fn count(writer: &Writer, table: &str) -> i64 {
+        writer
+            .conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .expect("count")
+    }
+
+    #[test]
+    fn a_second_run_of_a_command_in_the_same_batch_sees_the_first() {
+        let (mut writer, _dir) = writer();
+        let first = command("once");
+        let (one, one_answer) = append("Account-a", Some(first.clone()));
+        let (two, two_answer) = append("Account-b", Some(command("once")));
+        let (plain, plain_answer) = append("Account-c", None);
+        assert!(
+            writer.commit_group(vec![one, two, plain]).is_ok(),
+            "the batch commits"
+        );
+        let one_answer = one_answer.blocking_recv().expect("an answer");
+        assert_eq!(one_answer.expect("the first run wins").version, 1);
+        match two_answer.blocking_recv().expect("an answer") {
+            Err(StoreError::DuplicateCommand { record }) => {
+                assert_eq!(
+                    record.command_id, first.command_id,
+                    "it names the first run"
+                );
+                assert_eq!(record.stream_id, "Account-a");
+            }
+            other => panic!("the second run must be a duplicate, got {other:?}"),
+        }
+        let plain_answer = plain_answer.blocking_recv().expect("an answer");
+        assert_eq!(
+            plain_answer.expect("the batch goes on").first_position,
+            2,
+            "the duplicate took no position"
+        );
+        assert_eq!(
+            count(&writer, "events"),
+            2,
+            "the duplicate appended nothing"
+        );
+        assert_eq!(count(&writer, "commands"), 1, "one entry: the first run's");
+    }
+
+    #[test]
+    fn a_batch_that_rolls_back_records_no_command() {
+        let (mut writer, _dir) = writer();
+        // A foreign row where the batch's second append goes, so that its insert fails.
+        writer
+            .conn
+            .execute(
+                "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at) VALUES (2, 'Foreign', 1, X'00', 'T', 1, X'', X'7B7D', 0)",
+                [],
+            )
+            .expect("insert a foreign row");
+        let checked = command("rolled-back");
+        let (one, one_answer) = append("Account-a", Some(checked.clone()));
+        let (two, _two_answer) = append("Account-b", None);
+        let back = writer
+            .commit_group(vec![one, two])
+            .expect_err("the failed batch gives the failing job back");
+        assert!(
+            matches!(&back[..], [Job::Append { stream, .. }] if stream == "Account-b"),
+            "the failing job comes back whole, to be tried alone"
+        );
+        let one_answer = one_answer.blocking_recv().expect("an answer");
+        assert!(
+            matches!(one_answer, Err(StoreError::Backend { .. })),
+            "the rolled-back job is told to retry: {one_answer:?}"
+        );
+        assert_eq!(count(&writer, "commands"), 0, "the rollback took the entry");
+        let (again, answer) = append("Account-a", Some(checked));
+        assert!(writer.commit_group(vec![again]).is_ok());
+        let answer = answer.blocking_recv().expect("an answer");
+        assert_eq!(
+            answer.expect("the command runs again").version,
+            1,
+            "its first run left nothing"
+        );
+    }
 }
