@@ -1,17 +1,18 @@
 //! The PostgreSQL store: the conformance suite, gap safety under concurrent (and slow)
 //! appenders, two nodes sharing one database (handlers run once across the nodes and move to
-//! the surviving node), corrupt rows and a schema from a newer evoq.
+//! the surviving node; one command runs once across the nodes), corrupt rows, a schema from a
+//! newer evoq and the migration of a version 1 schema.
 //!
 //! Each test uses a schema of its own, dropped at the end; without a server the tests skip
 //! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evoq::prelude::*;
 use evoq::store::postgres::{PostgresOptions, PostgresStore};
-use evoq::store::{Direction, EventFilter, Subscription};
+use evoq::store::{CommandLookup, Direction, EventFilter, NewCommand, Subscription};
 use evoq::{EventStore, ExpectedVersion, HandlerConfig, NewEvent, StoreError};
 use evoq_tests::bank::*;
 use evoq_tests::ledger::Failed;
@@ -437,7 +438,7 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
             error,
             StoreError::SchemaTooNew {
                 found: 42,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -453,4 +454,204 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
     let text = error.to_string();
     assert!(!text.contains("hunter2"), "the password leaked: {text}");
     assert!(text.contains("app:***@127.0.0.1:1"), "{text}");
+}
+
+/// A command of type `Deposit` on account `account` with idempotency key `key`, checked against
+/// every entry of the log.
+fn deposit_command(account: &str, key: &str) -> NewCommand {
+    NewCommand {
+        command_id: evoq::Uuid::now_v7(),
+        idempotency_key: Some(key.to_owned()),
+        command: "Deposit".into(),
+        aggregate: "Account".into(),
+        aggregate_id: account.to_owned(),
+        deduplicate_since: Some(UNIX_EPOCH),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_migrates_to_version_2_and_keeps_its_events() {
+    let Some(schema) = PgSchema::new("migrate").await else {
+        return;
+    };
+    let s = &schema.schema;
+    let store = connect(&schema).await;
+    for stream in ["Account-a", "Account-b"] {
+        store
+            .append(
+                stream,
+                ExpectedVersion::NoStream,
+                (1..=3).map(|n| event("Deposited", n)).collect(),
+            )
+            .await
+            .expect("append");
+    }
+    let before = store
+        .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
+        .await
+        .expect("read");
+    drop(store);
+    // Back to version 1: a fresh schema runs the version 1 DDL, then version 2's, which only
+    // adds the command log and its append function; removing those leaves version 1 as that
+    // version of evoq wrote it.
+    let admin = raw(&schema).await;
+    admin
+        .batch_execute(&format!(
+            "DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
+             UPDATE \"{s}\".evoq_schema SET version = 1;"
+        ))
+        .await
+        .expect("turn the schema back into version 1");
+
+    let store = connect(&schema).await;
+    let version: i64 = admin
+        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
+        .await
+        .expect("schema version")
+        .get(0);
+    assert_eq!(version, 2, "the schema is migrated to version 2");
+    let after = store
+        .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
+        .await
+        .expect("read after the migration");
+    let ids = |events: &[Arc<evoq::RecordedEvent>]| -> Vec<(evoq::Uuid, u64, u64)> {
+        events
+            .iter()
+            .map(|e| (e.event_id, e.stream_version, e.global_position))
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before), "the migration keeps the events");
+    assert_eq!(store.read_head().await.expect("head"), 6, "and the head");
+
+    // The command log works on the migrated schema.
+    let command = deposit_command("a", "pay-a");
+    let appended = store
+        .append_command(
+            "Account-a",
+            ExpectedVersion::Exact(3),
+            vec![event("Deposited", 4)],
+            command.clone(),
+        )
+        .await
+        .expect("append_command on the migrated schema");
+    assert_eq!((appended.version, appended.first_position), (4, 7));
+    let found = store
+        .find_command(CommandLookup::Key("pay-a"), UNIX_EPOCH)
+        .await
+        .expect("find_command")
+        .expect("the command is recorded");
+    assert_eq!(found.command_id, command.command_id);
+
+    // A node still running version 1 (during a rolling upgrade) appends with the version 1
+    // function, which is kept: its positions follow on, and it records no command.
+    let old_node: i64 = admin
+        .query_one(
+            &format!(
+                "SELECT first_position FROM \"{s}\".evoq_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            &[
+                &vec!["Account-b"],
+                &vec![3i64],
+                &vec![1i32],
+                &vec![evoq::Uuid::now_v7()],
+                &vec!["Deposited"],
+                &vec![1i64],
+                &vec![b"{\"n\":4}".to_vec()],
+                &vec![b"{}".to_vec()],
+                &0i64,
+                &"evoq_test_old_node",
+            ],
+        )
+        .await
+        .expect("an append of a version 1 node")
+        .get(0);
+    assert_eq!(old_node, 8, "the version 1 function appends after the head");
+    let versions: Vec<u64> = store
+        .read_stream("Account-b", 0, Direction::Forward, usize::MAX)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(
+        store
+            .sweep_commands(SystemTime::now() + Duration::from_secs(3600), usize::MAX)
+            .await
+            .expect("sweep"),
+        1,
+        "only append_command recorded a command"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_running_one_command_at_once_have_exactly_one_winner() {
+    let Some(schema) = PgSchema::new("once").await else {
+        return;
+    };
+    const RUNS_PER_NODE: usize = 32;
+    let nodes = [connect(&schema).await, connect(&schema).await];
+    let barrier = Arc::new(tokio::sync::Barrier::new(nodes.len() * RUNS_PER_NODE));
+    let mut tasks = Vec::new();
+    for (n, store) in nodes.iter().enumerate() {
+        for i in 0..RUNS_PER_NODE {
+            let store = store.clone();
+            let barrier = Arc::clone(&barrier);
+            // Each run to a stream of its own: only the key can stop it.
+            let account = format!("n{n}-{i}");
+            tasks.push(tokio::spawn(async move {
+                let command = deposit_command(&account, "pay-once");
+                let stream = format!("Account-{account}");
+                barrier.wait().await;
+                let result = store
+                    .append_command(
+                        &stream,
+                        ExpectedVersion::NoStream,
+                        vec![event("Deposited", 1), event("Deposited", 2)],
+                        command.clone(),
+                    )
+                    .await;
+                (command.command_id, stream, result)
+            }));
+        }
+    }
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for task in tasks {
+        let (id, stream, result) = task.await.expect("run");
+        match result {
+            Ok(appended) => winners.push((id, stream, appended)),
+            Err(StoreError::DuplicateCommand { record }) => losers.push(record),
+            Err(other) => panic!("a run failed with {other}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one run of `pay-once` succeeds across the two nodes"
+    );
+    assert_eq!(losers.len(), nodes.len() * RUNS_PER_NODE - 1);
+    let (id, stream, appended) = &winners[0];
+    for record in &losers {
+        assert_eq!(
+            (&record.command_id, &record.stream_id),
+            (id, stream),
+            "every duplicate names the winner"
+        );
+        assert_eq!(record.idempotency_key.as_deref(), Some("pay-once"));
+    }
+    assert_eq!(
+        (appended.first_position, appended.last_position),
+        (1, 2),
+        "the winner's events are the only ones"
+    );
+    for store in &nodes {
+        assert_eq!(store.read_head().await.expect("head"), 2);
+        let found = store
+            .find_command(CommandLookup::Key("pay-once"), UNIX_EPOCH)
+            .await
+            .expect("find_command")
+            .expect("the winner is recorded");
+        assert_eq!(&found.command_id, id, "both nodes find the winner");
+    }
 }

@@ -23,6 +23,11 @@
 //!   `pg_notify`, and a listener connection (LISTEN) moves the head of every other node. A
 //!   periodic poll of `evoq_head` ([`PostgresOptions::poll_interval`], default 1 s) covers a
 //!   lost notification or a broken listener (which reconnects with backoff).
+//! - **Command log** ([`EventStore::append_command`]): table `commands`, written by the same
+//!   append transaction as the command's events. The deduplication check runs inside that
+//!   transaction after it took the `evoq_head` lock, so it is serialized with every other append
+//!   of the cluster: of two nodes running one command (one idempotency key) at once, exactly one
+//!   succeeds. Within a batch, each append sees the entries of the appends before it.
 //! - **Leases** ([`EventStore::try_lease`]): a session-level advisory lock per subscriber name,
 //!   on a connection of its own held by the [`Lease`]. So each handler (and projection, saga)
 //!   runs on one node at a time; when the node stops (the lease is dropped) or dies (its
@@ -56,6 +61,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
@@ -65,17 +71,32 @@ use crate::store::codec::{
     time_to_nanos, to_db,
 };
 use crate::store::{
-    AllPage, Appended, DeadLetter, Direction, EventFilter, EventStore, ExpectedVersion, Lease,
-    Snapshot, StoreError,
+    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
+    EventStore, ExpectedVersion, Lease, NewCommand, Snapshot, StoreError,
 };
 
 const BACKEND: &str = "postgres";
 
-/// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes: 1, the events; 2, the command log.
+const SCHEMA_VERSION: i64 = 2;
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
+
+/// The columns of a command-log entry, in the order [`decode_command`] reads them.
+const COMMAND_COLUMNS: [&str; 11] = [
+    "command_id",
+    "idempotency_key",
+    "command",
+    "aggregate",
+    "aggregate_id",
+    "stream_id",
+    "version",
+    "event_count",
+    "first_position",
+    "last_position",
+    "recorded_at",
+];
 
 /// Options of [`PostgresStore::connect_with`].
 #[derive(Clone, Debug)]
@@ -355,7 +376,7 @@ impl PostgresStore {
         let channel = channel_name(&inner.options.schema);
         let writer = Writer {
             pool: inner.pool.clone(),
-            schema: inner.schema.clone(),
+            statement: append_statement(&inner.schema),
             location: inner.location.clone(),
             channel: channel.clone(),
             head: inner.head.clone(),
@@ -524,6 +545,7 @@ END
 $body$;
 "
     );
+    let v2 = command_log_ddl(s);
     retrying!(inner, "migrating the schema", |client| async {
         let fail = |e| Failure::sql("migrating the schema", &inner.location, e);
         client.batch_execute("BEGIN").await.map_err(fail)?;
@@ -555,7 +577,10 @@ $body$;
             if found < 1 {
                 client.batch_execute(&v1).await.map_err(fail)?;
             }
-            // Later versions migrate here, one step at a time: `if found < 2 { ... }`.
+            if found < 2 {
+                client.batch_execute(&v2).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 3 { ... }`.
             if found < SCHEMA_VERSION {
                 client
                     .batch_execute(&format!(
@@ -583,6 +608,124 @@ $body$;
             }
         }
     })
+}
+
+/// Schema version 2, on top of version 1 (whose tables it leaves as they are): the command
+/// log and `evoq_append_commands`, the append function that writes it.
+///
+/// `evoq_append` stays: a node of version 1 still running during a rolling upgrade appends
+/// with it (recording no command), under the same head lock as everyone else.
+///
+/// The new function does what `evoq_append` does, plus, per append (job) in order, after the
+/// head lock: with the check set, the command's lookup (its key, else its id) finds a live
+/// entry (recorded at or after `c_since`: outcome `duplicate` with that entry, nothing
+/// written) or removes the expired ones; then the expected version (outcome `conflict`); then
+/// the events, and the command's entry (for an append without events only when checked).
+fn command_log_ddl(s: &str) -> String {
+    format!(
+        "
+CREATE TABLE {s}.commands (
+    command_id      UUID   NOT NULL,
+    idempotency_key TEXT,
+    command         TEXT   NOT NULL,
+    aggregate       TEXT   NOT NULL,
+    aggregate_id    TEXT   NOT NULL,
+    stream_id       TEXT   NOT NULL,
+    version         BIGINT NOT NULL,
+    event_count     BIGINT NOT NULL,
+    first_position  BIGINT NOT NULL,
+    last_position   BIGINT NOT NULL,
+    recorded_at     BIGINT NOT NULL
+);
+CREATE INDEX ON {s}.commands (command_id);
+CREATE UNIQUE INDEX ON {s}.commands (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX ON {s}.commands (recorded_at);
+CREATE FUNCTION {s}.evoq_append_commands(
+    p_streams TEXT[], p_expected BIGINT[], p_counts INT[],
+    e_ids UUID[], e_types TEXT[], e_schema_versions BIGINT[], e_data BYTEA[], e_metadata BYTEA[],
+    c_has BOOLEAN[], c_ids UUID[], c_keys TEXT[], c_commands TEXT[], c_aggregates TEXT[],
+    c_aggregate_ids TEXT[], c_check BOOLEAN[], c_since BIGINT[],
+    p_recorded_at BIGINT, p_channel TEXT)
+RETURNS TABLE (job INT, outcome TEXT, actual BIGINT, first_position BIGINT, duplicate {s}.commands)
+LANGUAGE plpgsql AS $body$
+DECLARE
+    v_head BIGINT;
+    v_next BIGINT;
+    v_event INT := 1;
+    v_count INT;
+    v_current BIGINT;
+    v_duplicate BOOLEAN;
+BEGIN
+    -- The lock that orders every append (and every command check) of the cluster, held until
+    -- the commit.
+    SELECT h.position INTO v_head FROM {s}.evoq_head h WHERE h.id = 1 FOR UPDATE;
+    v_next := v_head + 1;
+    FOR i IN 1 .. COALESCE(array_length(p_streams, 1), 0) LOOP
+        v_count := p_counts[i];
+        job := i;
+        actual := 0;
+        first_position := 0;
+        duplicate := NULL;
+        v_duplicate := FALSE;
+        IF c_has[i] AND c_check[i] THEN
+            IF c_keys[i] IS NULL THEN
+                SELECT c.* INTO duplicate FROM {s}.commands c
+                WHERE c.command_id = c_ids[i] AND c.recorded_at >= c_since[i]
+                ORDER BY c.recorded_at DESC LIMIT 1;
+                v_duplicate := FOUND;
+                IF NOT v_duplicate THEN
+                    DELETE FROM {s}.commands c WHERE c.command_id = c_ids[i];
+                END IF;
+            ELSE
+                SELECT c.* INTO duplicate FROM {s}.commands c
+                WHERE c.idempotency_key = c_keys[i] AND c.recorded_at >= c_since[i];
+                v_duplicate := FOUND;
+                IF NOT v_duplicate THEN
+                    DELETE FROM {s}.commands c WHERE c.idempotency_key = c_keys[i];
+                END IF;
+            END IF;
+        END IF;
+        IF v_duplicate THEN
+            outcome := 'duplicate';
+        ELSE
+            SELECT COALESCE(MAX(e.version), 0) INTO v_current FROM {s}.events e WHERE e.stream_id = p_streams[i];
+            actual := v_current;
+            IF p_expected[i] >= 0 AND p_expected[i] <> v_current THEN
+                outcome := 'conflict';
+            ELSE
+                IF v_count > 0 THEN
+                    INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at)
+                    SELECT v_next + k - 1, p_streams[i], v_current + k, e_ids[v_event + k - 1], e_types[v_event + k - 1],
+                           e_schema_versions[v_event + k - 1], e_data[v_event + k - 1], e_metadata[v_event + k - 1], p_recorded_at
+                    FROM generate_series(1, v_count) AS k;
+                    first_position := v_next;
+                END IF;
+                IF c_has[i] AND (v_count > 0 OR c_check[i]) THEN
+                    -- An unchecked command with a key replaces the key's entry.
+                    IF c_keys[i] IS NOT NULL AND NOT c_check[i] THEN
+                        DELETE FROM {s}.commands c WHERE c.idempotency_key = c_keys[i];
+                    END IF;
+                    INSERT INTO {s}.commands (command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at)
+                    VALUES (c_ids[i], c_keys[i], c_commands[i], c_aggregates[i], c_aggregate_ids[i], p_streams[i], v_current + v_count, v_count,
+                            CASE WHEN v_count > 0 THEN v_next ELSE 0 END,
+                            CASE WHEN v_count > 0 THEN v_next + v_count - 1 ELSE 0 END,
+                            p_recorded_at);
+                END IF;
+                outcome := 'appended';
+                v_next := v_next + v_count;
+            END IF;
+        END IF;
+        v_event := v_event + v_count;
+        RETURN NEXT;
+    END LOOP;
+    IF v_next > v_head + 1 THEN
+        UPDATE {s}.evoq_head SET position = v_next - 1 WHERE id = 1;
+        PERFORM pg_notify(p_channel, (v_next - 1)::TEXT);
+    END IF;
+END
+$body$;
+"
+    )
 }
 
 /// Moves `head` to `position` if that is higher.
@@ -674,16 +817,21 @@ async fn poll_head(pool: Pool, schema: String, head: watch::Sender<u64>, every: 
 // The group-commit writer
 // ---------------------------------------------------------------------------------------------
 
+/// One append waiting for the writer, with the command to record with it, if any.
 struct AppendJob {
     stream: String,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
+    command: Option<NewCommand>,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
+/// The group-commit writer: takes the appends waiting for it in batches of up to `max_batch`
+/// and commits each batch in one transaction.
 struct Writer {
     pool: Pool,
-    schema: String,
+    /// The call of `evoq_append_commands`, from [`append_statement`].
+    statement: String,
     location: String,
     channel: String,
     head: watch::Sender<u64>,
@@ -695,6 +843,123 @@ struct Writer {
 struct Planned {
     results: Vec<Result<Appended, StoreError>>,
     last_position: u64,
+}
+
+/// How many parameters `evoq_append_commands` takes.
+const APPEND_PARAMETERS: usize = 18;
+
+/// The call of the append function of schema `s`: its result rows with the duplicate entry
+/// spread into [`COMMAND_COLUMNS`] from column 4 on (see [`job_result`]).
+fn append_statement(s: &str) -> String {
+    let duplicate: Vec<String> = COMMAND_COLUMNS
+        .iter()
+        .map(|column| format!("(r.duplicate).{column}"))
+        .collect();
+    let parameters: Vec<String> = (1..=APPEND_PARAMETERS).map(|n| format!("${n}")).collect();
+    format!(
+        "SELECT r.job, r.outcome, r.actual, r.first_position, {} FROM {s}.evoq_append_commands({}) r",
+        duplicate.join(", "),
+        parameters.join(", ")
+    )
+}
+
+/// The arguments of `evoq_append_commands` for one batch: one entry per append (job) in the
+/// arrays of streams and commands, one per event in the arrays of events. A job without a
+/// command has `has_command` false and placeholders in the other command arrays.
+#[derive(Default)]
+struct BatchArrays<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    counts: Vec<i32>,
+    event_ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i64>,
+    datas: Vec<&'a [u8]>,
+    metadatas: Vec<Vec<u8>>,
+    has_command: Vec<bool>,
+    command_ids: Vec<Uuid>,
+    keys: Vec<Option<&'a str>>,
+    commands: Vec<&'a str>,
+    aggregates: Vec<&'a str>,
+    aggregate_ids: Vec<&'a str>,
+    checks: Vec<bool>,
+    since: Vec<i64>,
+}
+
+impl<'a> BatchArrays<'a> {
+    /// The arrays of `batch`, in its order.
+    fn new(batch: &'a [AppendJob]) -> Self {
+        let mut arrays = BatchArrays::default();
+        for job in batch {
+            arrays.push_job(job);
+        }
+        arrays
+    }
+
+    /// Adds `job`: its stream, expected version and events, and its command.
+    fn push_job(&mut self, job: &'a AppendJob) {
+        self.streams.push(&job.stream);
+        self.expected.push(match job.expected {
+            ExpectedVersion::Any => -1,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => to_db(v),
+        });
+        self.counts
+            .push(i32::try_from(job.events.len()).unwrap_or(i32::MAX));
+        for event in &job.events {
+            self.event_ids.push(event.event_id);
+            self.types.push(event.event_type.as_ref());
+            self.schema_versions.push(i64::from(event.schema_version));
+            self.datas.push(&event.data);
+            self.metadatas.push(encode_metadata(&event.metadata));
+        }
+        self.push_command(job.command.as_ref());
+    }
+
+    /// Adds the command of a job (placeholders when it has none); the check is set when the
+    /// command asks for one.
+    fn push_command(&mut self, command: Option<&'a NewCommand>) {
+        let since = command.and_then(|c| c.deduplicate_since);
+        self.has_command.push(command.is_some());
+        self.command_ids
+            .push(command.map_or(Uuid::nil(), |c| c.command_id));
+        self.keys
+            .push(command.and_then(|c| c.idempotency_key.as_deref()));
+        self.commands.push(command.map_or("", |c| &c.command));
+        self.aggregates.push(command.map_or("", |c| &c.aggregate));
+        self.aggregate_ids
+            .push(command.map_or("", |c| &c.aggregate_id));
+        self.checks.push(since.is_some());
+        self.since.push(since.map_or(0, time_to_nanos));
+    }
+
+    /// The parameters of [`append_statement`], in the function's order.
+    fn parameters<'p>(
+        &'p self,
+        recorded_at: &'p i64,
+        channel: &'p String,
+    ) -> [&'p (dyn ToSql + Sync); APPEND_PARAMETERS] {
+        [
+            &self.streams,
+            &self.expected,
+            &self.counts,
+            &self.event_ids,
+            &self.types,
+            &self.schema_versions,
+            &self.datas,
+            &self.metadatas,
+            &self.has_command,
+            &self.command_ids,
+            &self.keys,
+            &self.commands,
+            &self.aggregates,
+            &self.aggregate_ids,
+            &self.checks,
+            &self.since,
+            recorded_at,
+            channel,
+        ]
+    }
 }
 
 impl Writer {
@@ -759,62 +1024,22 @@ impl Writer {
         }
     }
 
-    /// One round trip: `evoq_append` runs the whole batch as one statement, so one transaction
-    /// (autocommit) that locks the head row, checks each append's expected version, inserts,
-    /// moves the head and notifies.
+    /// One round trip: `evoq_append_commands` runs the whole batch as one statement, so one
+    /// transaction (autocommit) that locks the head row, checks each append's command and
+    /// expected version, inserts, moves the head and notifies.
     async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
-        let s = &self.schema;
         let location = &self.location;
         let client = self.pool.get().await.map_err(|e| {
             Failure::Transient(format!("appending on {location}: no connection: {e}"))
         })?;
         let statement = client
-            .prepare_cached(&format!(
-                "SELECT job, actual, first_position, ok FROM {s}.evoq_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            ))
+            .prepare_cached(&self.statement)
             .await
             .map_err(|e| Failure::sql("appending", location, e))?;
-        let mut streams = Vec::with_capacity(batch.len());
-        let mut expected = Vec::with_capacity(batch.len());
-        let mut counts = Vec::with_capacity(batch.len());
-        let mut event_ids = Vec::new();
-        let mut types = Vec::new();
-        let mut schema_versions = Vec::new();
-        let mut datas: Vec<&[u8]> = Vec::new();
-        let mut metadatas = Vec::new();
-        for job in batch {
-            streams.push(job.stream.as_str());
-            expected.push(match job.expected {
-                ExpectedVersion::Any => -1,
-                ExpectedVersion::NoStream => 0,
-                ExpectedVersion::Exact(v) => to_db(v),
-            });
-            counts.push(i32::try_from(job.events.len()).unwrap_or(i32::MAX));
-            for event in &job.events {
-                event_ids.push(event.event_id);
-                types.push(event.event_type.as_ref());
-                schema_versions.push(i64::from(event.schema_version));
-                datas.push(&event.data);
-                metadatas.push(encode_metadata(&event.metadata));
-            }
-        }
+        let arrays = BatchArrays::new(batch);
         let recorded_at = time_to_nanos(SystemTime::now());
         let rows = client
-            .query(
-                &statement,
-                &[
-                    &streams,
-                    &expected,
-                    &counts,
-                    &event_ids,
-                    &types,
-                    &schema_versions,
-                    &datas,
-                    &metadatas,
-                    &recorded_at,
-                    &self.channel,
-                ],
-            )
+            .query(&statement, &arrays.parameters(&recorded_at, &self.channel))
             .await
             .map_err(|error| {
                 if error.code().is_some() {
@@ -831,55 +1056,82 @@ impl Writer {
                     })
                 }
             })?;
-        let mut results: Vec<Option<Result<Appended, StoreError>>> =
-            (0..batch.len()).map(|_| None).collect();
-        let mut last_position = 0;
-        for row in rows {
-            let job: i32 = row.get(0);
-            let actual: i64 = row.get(1);
-            let first: i64 = row.get(2);
-            let ok: bool = row.get(3);
-            let Some(index) = usize::try_from(job).ok().and_then(|j| j.checked_sub(1)) else {
-                continue;
-            };
-            let Some((slot, job)) = results.get_mut(index).zip(batch.get(index)) else {
-                continue;
-            };
-            let actual = from_db(actual, || format!("stream `{}`", job.stream), "the version")?;
-            *slot = Some(if ok {
-                let count = job.events.len() as u64;
-                let first = from_db(first, || "evoq_head".to_owned(), "the position")?;
-                let last = if count == 0 { 0 } else { first + count - 1 };
-                last_position = last_position.max(last);
-                Ok(Appended {
-                    version: actual + count,
-                    first_position: first,
-                    last_position: last,
-                })
-            } else {
-                Err(StoreError::WrongExpectedVersion {
-                    stream: job.stream.clone(),
-                    expected: job.expected,
-                    actual,
-                })
-            });
+        Ok(plan(&rows, batch, location))
+    }
+}
+
+/// Each job's result from the rows of `evoq_append_commands`; a job the rows do not answer
+/// fails with an integrity error.
+fn plan(rows: &[Row], batch: &[AppendJob], location: &str) -> Planned {
+    let mut results: Vec<Option<Result<Appended, StoreError>>> =
+        (0..batch.len()).map(|_| None).collect();
+    let mut last_position = 0;
+    for row in rows {
+        let Some(index) = row
+            .try_get::<_, i32>(0)
+            .ok()
+            .and_then(|job| usize::try_from(job).ok())
+            .and_then(|job| job.checked_sub(1))
+        else {
+            continue;
+        };
+        let Some((slot, job)) = results.get_mut(index).zip(batch.get(index)) else {
+            continue;
+        };
+        let result = job_result(row, job, location);
+        if let Ok(appended) = &result {
+            last_position = last_position.max(appended.last_position);
         }
-        let results = results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(StoreError::Integrity {
-                        location: format!("{location}: evoq_append"),
-                        reason: "the append function returned no result for an append of the batch"
-                            .into(),
-                    })
+        *slot = Some(result);
+    }
+    let results = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Integrity {
+                    location: format!("{location}: evoq_append_commands"),
+                    reason: "the append function returned no result for an append of the batch"
+                        .into(),
                 })
             })
-            .collect();
-        Ok(Planned {
-            results,
-            last_position,
         })
+        .collect();
+    Planned {
+        results,
+        last_position,
+    }
+}
+
+/// One job's result from its row of `evoq_append_commands` (columns of [`append_statement`]).
+fn job_result(row: &Row, job: &AppendJob, location: &str) -> Result<Appended, StoreError> {
+    let stream = || format!("stream `{}`", job.stream);
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: format!("{location}: evoq_append_commands"),
+        reason: format!("the append function's {what} does not decode ({e})"),
+    };
+    let outcome: &str = row.try_get(1).map_err(|e| corrupt("outcome", &e))?;
+    let actual: i64 = row.try_get(2).map_err(|e| corrupt("version", &e))?;
+    match outcome {
+        "appended" => {
+            let first: i64 = row.try_get(3).map_err(|e| corrupt("position", &e))?;
+            let version = from_db(actual, stream, "the version")?;
+            let first = from_db(first, || "evoq_head".to_owned(), "the position")?;
+            let count = job.events.len() as u64;
+            Ok(Appended {
+                version: version + count,
+                first_position: first,
+                last_position: if count == 0 { 0 } else { first + count - 1 },
+            })
+        }
+        "conflict" => Err(StoreError::WrongExpectedVersion {
+            stream: job.stream.clone(),
+            expected: job.expected,
+            actual: from_db(actual, stream, "the version")?,
+        }),
+        "duplicate" => Err(StoreError::DuplicateCommand {
+            record: Box::new(decode_command(row, 4)?),
+        }),
+        other => Err(corrupt("outcome", &format!("unknown outcome `{other}`"))),
     }
 }
 
@@ -947,6 +1199,45 @@ fn decode_dead_letter(row: &Row) -> Result<DeadLetter, StoreError> {
     })
 }
 
+/// Decodes a command-log entry from the columns [`COMMAND_COLUMNS`] of `row`, from column
+/// `at` on; an undecodable entry is an integrity error naming its command id.
+fn decode_command(row: &Row, at: usize) -> Result<CommandRecord, StoreError> {
+    let command_id = row.try_get::<_, Uuid>(at);
+    let location = || match &command_id {
+        Ok(id) => format!("the command log entry of command id {id}"),
+        Err(_) => "a command log entry".to_owned(),
+    };
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: location(),
+        reason: format!("the entry's {what} does not decode ({e}); repair or remove the row"),
+    };
+    let text = |offset: usize, what: &str| -> Result<String, StoreError> {
+        row.try_get(at + offset).map_err(|e| corrupt(what, &e))
+    };
+    let number = |offset: usize, what: &str| -> Result<u64, StoreError> {
+        let n: i64 = row.try_get(at + offset).map_err(|e| corrupt(what, &e))?;
+        from_db(n, location, what)
+    };
+    let recorded_at: i64 = row
+        .try_get(at + 10)
+        .map_err(|e| corrupt("commit time", &e))?;
+    Ok(CommandRecord {
+        command_id: *command_id.as_ref().map_err(|e| corrupt("command id", e))?,
+        idempotency_key: row
+            .try_get(at + 1)
+            .map_err(|e| corrupt("idempotency key", &e))?,
+        command: text(2, "command")?,
+        aggregate: text(3, "aggregate")?,
+        aggregate_id: text(4, "aggregate id")?,
+        stream_id: text(5, "stream id")?,
+        version: number(6, "the version")?,
+        event_count: number(7, "the event count")?,
+        first_position: number(8, "the first position")?,
+        last_position: number(9, "the last position")?,
+        recorded_at: nanos_to_time(recorded_at),
+    })
+}
+
 /// Runs one statement with retries; `$what` names it in errors.
 macro_rules! execute {
     ($self:expr, $what:expr, $sql:expr, $params:expr) => {{
@@ -1001,19 +1292,22 @@ impl Drop for LeaseGuard {
     }
 }
 
-#[async_trait]
-impl EventStore for PostgresStore {
-    async fn append(
+impl PostgresStore {
+    /// Hands an append (with the command to record, if any) to the group-commit writer and
+    /// waits for its result.
+    async fn submit(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        command: Option<NewCommand>,
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = AppendJob {
             stream: stream.to_owned(),
             expected,
             events,
+            command,
             reply,
         };
         let stopped = || StoreError::Backend {
@@ -1022,6 +1316,73 @@ impl EventStore for PostgresStore {
         };
         self.inner.writer.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        self.submit(stream, expected, events, None).await
+    }
+
+    /// The check and the entry are written by the append's transaction, after it took the
+    /// cluster-wide head lock (see the [module docs](self)).
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> Result<Appended, StoreError> {
+        self.submit(stream, expected, events, Some(command)).await
+    }
+
+    async fn find_command(
+        &self,
+        lookup: CommandLookup<'_>,
+        since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        let (column, value): (&str, &(dyn ToSql + Sync)) = match &lookup {
+            CommandLookup::Id(id) => ("command_id", id),
+            CommandLookup::Key(key) => ("idempotency_key", key),
+        };
+        let sql = format!(
+            "SELECT {} FROM {}.commands WHERE {column} = $1 AND recorded_at >= $2 ORDER BY recorded_at DESC LIMIT 1",
+            COMMAND_COLUMNS.join(", "),
+            self.inner.schema
+        );
+        let what = format!("finding {lookup} in the command log");
+        let rows = query!(self, &what, sql, &[value, &time_to_nanos(since)])?;
+        rows.first().map(|row| decode_command(row, 0)).transpose()
+    }
+
+    /// Deletes the oldest entries by their row ids, `max` at a time.
+    async fn sweep_commands(&self, before: SystemTime, max: usize) -> Result<usize, StoreError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let s = &self.inner.schema;
+        let sql = format!(
+            "DELETE FROM {s}.commands WHERE ctid IN \
+             (SELECT ctid FROM {s}.commands WHERE recorded_at < $1 ORDER BY recorded_at LIMIT $2)"
+        );
+        let removed = execute!(
+            self,
+            "sweeping the command log",
+            sql,
+            &[&time_to_nanos(before), &limit(max)]
+        )?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+    }
+
+    /// Several nodes share one schema.
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn read_stream(
