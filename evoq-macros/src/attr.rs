@@ -231,31 +231,27 @@ fn value_expr(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<O
         skip_argument(meta)?;
         return Ok(None);
     }
-    Ok(Some(meta.value()?.parse::<Expr>()?))
+    Ok(Some(ungroup(meta.value()?.parse::<Expr>()?)))
 }
 
-/// A non-empty string literal: `name = "..."`.
-fn parse_name(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<LitStr>> {
+/// The expression inside any invisible groups: a `$value:literal` (or `:expr`) fragment of a
+/// `macro_rules!` macro reaches the attribute wrapped in one, and is still the value written.
+fn ungroup(mut expr: Expr) -> Expr {
+    while let Expr::Group(group) = expr {
+        expr = *group.expr;
+    }
+    expr
+}
+
+/// A string literal: `name = "..."`.
+fn parse_lit_str(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<LitStr>> {
     let Some(expr) = value_expr(cx, key, meta)? else {
         return Ok(None);
     };
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
-        }) => {
-            if lit.value().trim().is_empty() {
-                cx.error_spanned_by(
-                    &lit,
-                    format!(
-                        "`{}` cannot be empty: write a stable name, like `{} = \"AccountOpened\"`",
-                        key.symbol, key.symbol
-                    ),
-                );
-                Ok(None)
-            } else {
-                Ok(Some(lit))
-            }
-        }
+        }) => Ok(Some(lit)),
         other => {
             cx.error_spanned_by(
                 other,
@@ -264,6 +260,61 @@ fn parse_name(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<O
             Ok(None)
         }
     }
+}
+
+/// A non-empty string literal: `name = "..."`.
+fn parse_name(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<LitStr>> {
+    let Some(lit) = parse_lit_str(cx, key, meta)? else {
+        return Ok(None);
+    };
+    if lit.value().trim().is_empty() {
+        cx.error_spanned_by(
+            &lit,
+            format!(
+                "`{}` cannot be empty: write a stable name, like `{} = \"AccountOpened\"`",
+                key.symbol, key.symbol
+            ),
+        );
+        return Ok(None);
+    }
+    Ok(Some(lit))
+}
+
+/// The name of `#[aggregate(name = "...")]`: a string literal that can begin a stream id.
+fn parse_aggregate_name(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<LitStr>> {
+    let Some(lit) = parse_lit_str(cx, &NAME_KEY, meta)? else {
+        return Ok(None);
+    };
+    match aggregate_name_problem(&lit.value()) {
+        Some(problem) => {
+            cx.error_spanned_by(&lit, problem);
+            Ok(None)
+        }
+        None => Ok(Some(lit)),
+    }
+}
+
+/// What is wrong with `name` as an aggregate name, if anything. A stream id is
+/// `<name>-<id>` and ids may contain `-`: the name must be non-empty and free of `-` for the
+/// first `-` to end it, so that two aggregates never share a stream.
+fn aggregate_name_problem(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some(
+            "the aggregate name cannot be empty: it begins every stream id of the aggregate (`<name>-<id>`); write a stable name without `-`, like `name = \"BankAccount\"`, or leave `name` out to use the type's name".to_owned(),
+        );
+    }
+    if !name.contains('-') {
+        return None;
+    }
+    let without: String = name.chars().filter(|&c| c != '-').collect();
+    let suggestion = if without.trim().is_empty() {
+        "BankAccount".to_owned()
+    } else {
+        without
+    };
+    Some(format!(
+        "the aggregate name `{name}` contains `-`, which separates the name from the id in stream ids (`<name>-<id>`): two aggregates could then share a stream; choose a name without `-` (e.g. `{suggestion}`)"
+    ))
 }
 
 /// A positive integer literal: `version = 2`.
@@ -486,7 +537,7 @@ impl AggregateArgs {
         let mut lifespan = Attr::none(cx, symbol::AGGREGATE, symbol::LIFESPAN);
         let parser = syn::meta::parser(|meta| {
             if meta.path == symbol::NAME {
-                if let Some(value) = parse_name(cx, &NAME_KEY, &meta)? {
+                if let Some(value) = parse_aggregate_name(cx, &meta)? {
                     name.set(&meta.path, value);
                 }
             } else if meta.path == symbol::SNAPSHOT_EVERY {

@@ -75,7 +75,9 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Every argument is optional: `name` defaults to the state type's name, `snapshot_every` to
-/// 100 and `event_enum` to `<State>Event`.
+/// 100 and `event_enum` to `<State>Event`. The name begins every stream id of the aggregate
+/// (`<name>-<id>`), so it may not be empty nor contain `-` (a compile error), and renaming the
+/// type changes it unless `name` keeps the old one.
 ///
 /// - `#[handles]` (or `#[handles(Command)]`) methods take `&self` and `&Command` and return
 ///   `Result<Events, Error>`, where `Events` is `()`, an event `E`, `Option<E>`, `Vec<E>`, a

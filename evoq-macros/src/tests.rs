@@ -302,6 +302,67 @@ fn aggregate_arguments() {
     assert!(squeeze(&out).contains("pubenumBankAccountEvent{}"));
 }
 
+/// `name = <value>` with the value in an invisible group, as a `$name:literal` of a
+/// `macro_rules!` macro delivers it.
+fn grouped_name(value: &str) -> TokenStream {
+    let literal = proc_macro2::Literal::string(value);
+    let group = proc_macro2::Group::new(proc_macro2::Delimiter::None, quote!(#literal));
+    quote!(name = #group)
+}
+
+#[test]
+fn aggregate_name_cannot_contain_the_stream_separator() {
+    let out = aggregate(quote!(name = "Counter-X"), quote!(impl Counter {}));
+    assert_eq!(
+        errors(&out),
+        [
+            "the aggregate name `Counter-X` contains `-`, which separates the name from the id in stream ids (`<name>-<id>`): two aggregates could then share a stream; choose a name without `-` (e.g. `CounterX`)"
+        ]
+    );
+    // The fallback still declares the enum and the impls.
+    assert!(squeeze(&out).contains("pubenumCounterEvent{}"));
+    let only_dashes = errors(&aggregate(quote!(name = "--"), quote!(impl Counter {})));
+    assert!(
+        only_dashes[0].ends_with("(e.g. `BankAccount`)"),
+        "{only_dashes:#?}"
+    );
+}
+
+#[test]
+fn aggregate_name_cannot_be_empty() {
+    for name in ["", "  "] {
+        let errors = errors(&aggregate(quote!(name = #name), quote!(impl Counter {})));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("the aggregate name cannot be empty"),
+            "{errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn aggregate_name_from_a_macro_rules_literal() {
+    let out = aggregate(grouped_name("CounterX"), quote!(impl Counter {}));
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    assert!(squeeze(&out).contains("=\"CounterX\";"));
+    let errors = errors(&aggregate(
+        grouped_name("Counter-X"),
+        quote!(impl Counter {}),
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with("the aggregate name `Counter-X` contains `-`"));
+}
+
+#[test]
+fn names_of_other_items_may_contain_dashes() {
+    let input: DeriveInput = parse_quote!(
+        #[event(name = "bank-opened")]
+        struct Opened;
+    );
+    let out = crate::event::expand(&input);
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+}
+
 #[test]
 fn aggregate_block_rules() {
     let out = aggregate(

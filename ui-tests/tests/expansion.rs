@@ -32,3 +32,11 @@ fn event_handler_behaves() {
 fn projection_behaves() {
     projection::main();
 }
+
+#[path = "../pass/aggregate_names.rs"]
+mod aggregate_names;
+
+#[test]
+fn aggregate_names_keep_their_own_streams() {
+    aggregate_names::main();
+}

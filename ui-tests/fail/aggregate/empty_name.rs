@@ -1,0 +1,9 @@
+use evoq::prelude::*;
+
+#[derive(Default)]
+struct Counter;
+
+#[aggregate(name = "")]
+impl Counter {}
+
+fn main() {}
