@@ -3,7 +3,7 @@
 //! a re-sent command id is not appended twice across a restart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use evoq::prelude::*;

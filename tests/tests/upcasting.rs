@@ -252,8 +252,22 @@ async fn a_resent_command_id_returns_its_stored_events_upcast() {
     // A command of an old version of the code stored this event at version 1.
     let mut event = v1("w2", 5);
     event.metadata.command_id = Some(command_id);
+    // With its command-log entry, as the runtime records every command.
+    let command = evoq::store::NewCommand {
+        command_id,
+        idempotency_key: None,
+        command: "Report".into(),
+        aggregate: "Wallet".into(),
+        aggregate_id: "w2".into(),
+        deduplicate_since: Some(std::time::UNIX_EPOCH),
+    };
     store
-        .append(&wallet_stream("w2"), ExpectedVersion::NoStream, vec![event])
+        .append_command(
+            &wallet_stream("w2"),
+            ExpectedVersion::NoStream,
+            vec![event],
+            command,
+        )
         .await
         .unwrap();
     let app = Evoq::builder()
