@@ -4,6 +4,7 @@
 
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod backends;
 pub mod bank;
 pub mod faulty_store;
 pub mod ledger;

@@ -1,0 +1,74 @@
+//! The three stores as places a test can restart on: a test body runs once per backend, and
+//! `open` gives it a new handle on the same data (the same in-memory store, a reopened SQLite
+//! file, a new connection pool on the same PostgreSQL schema), as a restarted process or a
+//! second node would have.
+
+use std::sync::Arc;
+
+use evoq::EventStore;
+use evoq::store::memory::InMemoryStore;
+use evoq::store::postgres::{PostgresOptions, PostgresStore};
+use evoq::store::sqlite::SqliteStore;
+
+use crate::pg::PgSchema;
+use crate::temp::TempDir;
+
+/// Which store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Every backend, in the order the tests run them.
+    pub const ALL: [Backend; 3] = [Backend::Memory, Backend::Sqlite, Backend::Postgres];
+}
+
+/// Where a test's data lives; removed when dropped.
+pub struct Place {
+    pub backend: Backend,
+    memory: InMemoryStore,
+    dir: Option<TempDir>,
+    pg: Option<PgSchema>,
+}
+
+impl Place {
+    /// A fresh, empty place on `backend`; `None` (after saying why) when PostgreSQL does not
+    /// answer and is not required.
+    pub async fn new(backend: Backend, label: &str) -> Option<Place> {
+        let mut place = Place {
+            backend,
+            memory: InMemoryStore::new(),
+            dir: None,
+            pg: None,
+        };
+        match backend {
+            Backend::Memory => {}
+            Backend::Sqlite => place.dir = Some(TempDir::new(label)),
+            Backend::Postgres => place.pg = Some(PgSchema::new(label).await?),
+        }
+        Some(place)
+    }
+
+    /// A new handle on the place's data.
+    pub async fn open(&self) -> Arc<dyn EventStore> {
+        match (self.backend, &self.dir, &self.pg) {
+            (Backend::Sqlite, Some(dir), _) => Arc::new(
+                SqliteStore::open(dir.file("events.db"))
+                    .await
+                    .expect("the SQLite file opens"),
+            ),
+            (Backend::Postgres, _, Some(pg)) => Arc::new(
+                PostgresStore::connect_with(
+                    &pg.url,
+                    PostgresOptions::default().schema(pg.schema.clone()),
+                )
+                .await
+                .expect("the PostgreSQL schema opens"),
+            ),
+            _ => Arc::new(self.memory.clone()),
+        }
+    }
+}
