@@ -1,13 +1,12 @@
 //! Retry strategies, error policies, start positions and the options of one handler.
 
 use std::borrow::Cow;
-use std::cell::Cell;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::util::backoff::{exponential, random_factor};
 
 /// How long to wait before the next attempt after a failed delivery.
 ///
@@ -115,43 +114,6 @@ impl RetryStrategy {
             RetryStrategy::Immediate | RetryStrategy::Fixed(_) => Ok(()),
         }
     }
-}
-
-/// `base * 2^(attempt - 1)`, at most `max`, without overflow.
-fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let shift = attempt.saturating_sub(1);
-    if shift >= 64 {
-        return max;
-    }
-    match base.as_nanos().checked_mul(1u128 << shift) {
-        Some(nanos) if nanos < max.as_nanos() => {
-            // Below `max`, so it fits a `Duration`.
-            let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
-            Duration::new(secs, (nanos % 1_000_000_000) as u32)
-        }
-        _ => max,
-    }
-}
-
-/// A random factor in `[0.5, 1.5)` (xorshift64*, one state per thread, seeded by the standard
-/// library's random hasher keys).
-fn random_factor() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut hasher = RandomState::new().build_hasher();
-            hasher.write_u64(0x9e37_79b9_7f4a_7c15);
-            hasher.finish() | 1
-        });
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        let bits = x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-        0.5 + bits as f64 / (1u64 << 53) as f64
-    })
 }
 
 /// What a handler does with an event once every attempt has failed.

@@ -31,11 +31,19 @@ use crate::envelope::NewEvent;
 use crate::error::Error;
 use crate::event::EventSet;
 use crate::store::{CommandLookup, Direction, ExpectedVersion, NewCommand, Snapshot, StoreError};
+use crate::util::backoff::jittered;
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::micros_since;
 
 /// How many events activation reads per page (there is no cap on the stream's length).
 pub(crate) const REPLAY_PAGE: usize = 1_000;
+
+/// The pause before the second re-run after version conflicts, doubled for each further one
+/// (with a random factor in `[0.5, 1.5)`); the first re-run goes at once.
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(2);
+
+/// The longest pause between re-runs after version conflicts.
+const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// Runs `command` on the live instance of aggregate `id` in `partitions` (thawed or started if
 /// need be), in the caller's task; `None` when `wanted` says, once its turn has come, that
@@ -231,9 +239,15 @@ impl<A: Aggregate> Actor<'_, A> {
         let shared = self.registry.env.store.is_shared();
         // Whether the state is known to include every commit made before the command was sent.
         let mut fresh = !shared;
+        // Whether the stream is known to be ahead of the instance (an append conflicted).
+        let mut behind = false;
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
+            if behind {
+                self.catch_up(name).await?;
+                fresh = true;
+            }
             let mut activated = false;
             if self.core.instance.is_none() && Box::pin(self.activate(name)).await? {
                 // Rebuilt from the store just now (not thawed from hibernation).
@@ -344,9 +358,10 @@ impl<A: Aggregate> Actor<'_, A> {
                     return recorded::first_result::<A>(&*store, &record, name, self.id()).await;
                 }
                 Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                    // Someone wrote behind this instance's back: rebuild (the instance stays
-                    // out), then re-run the command against the fresh state (unless the
-                    // caller pinned a version).
+                    // Someone wrote behind this instance's back. Nothing of this run was
+                    // stored, so the state is right for `version`: catch it up with the
+                    // stream, then re-run the command (unless the caller pinned a version).
+                    self.core.instance = Some(instance);
                     if options.expected_version.is_some() || attempts > options.retry_limit {
                         return Err(self.conflict(name, version, actual, attempts));
                     }
@@ -357,6 +372,17 @@ impl<A: Aggregate> Actor<'_, A> {
                         actual,
                         attempt = attempts,
                     );
+                    behind = true;
+                    if attempts > 1 {
+                        // Writers that keep colliding (several nodes on one hot stream) fall
+                        // out of step instead of retrying in lockstep.
+                        tokio::time::sleep(jittered(
+                            CONFLICT_BACKOFF,
+                            CONFLICT_BACKOFF_MAX,
+                            attempts - 1,
+                        ))
+                        .await;
+                    }
                 }
                 // The append's outcome is unknown to us: rebuild before the next command.
                 Err(error) => {

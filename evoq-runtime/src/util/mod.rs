@@ -1,6 +1,7 @@
-//! Helpers with no domain: catching panics, time and deadlines, compact byte strings, ids,
+//! Helpers with no domain: backoff, catching panics, time and deadlines, compact byte strings, ids,
 //! stable hashes and durations. Every other layer may use them; they use nothing of the crate.
 
+pub(crate) mod backoff;
 pub(crate) mod compact;
 pub(crate) mod duration;
 pub(crate) mod hash;
