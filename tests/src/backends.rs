@@ -52,6 +52,18 @@ impl Place {
         Some(place)
     }
 
+    /// Where another process finds the data: `sqlite:<path>` or `postgres:<schema>@<url>`
+    /// (`None` for the in-memory store, which no other process can reach).
+    pub fn address(&self) -> Option<String> {
+        match (self.backend, &self.dir, &self.pg) {
+            (Backend::Sqlite, Some(dir), _) => {
+                Some(format!("sqlite:{}", dir.file("events.db").display()))
+            }
+            (Backend::Postgres, _, Some(pg)) => Some(format!("postgres:{}@{}", pg.schema, pg.url)),
+            _ => None,
+        }
+    }
+
     /// A new handle on the place's data.
     pub async fn open(&self) -> Arc<dyn EventStore> {
         match (self.backend, &self.dir, &self.pg) {

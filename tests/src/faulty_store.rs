@@ -50,6 +50,18 @@ pub struct FaultyStore {
     pub shared: AtomicBool,
     /// How many times the command log was searched.
     pub command_lookups: AtomicUsize,
+    /// `read_stream` fails with an integrity error (corrupt stored data).
+    pub corrupt_reads: AtomicBool,
+    /// Appends fail with an integrity error (the store found its data inconsistent).
+    pub corrupt_appends: AtomicBool,
+}
+
+/// The integrity error the `corrupt_*` knobs inject.
+fn corrupt(stream: &str) -> StoreError {
+    StoreError::Integrity {
+        location: format!("stream `{stream}`"),
+        reason: "injected corruption".to_owned(),
+    }
 }
 
 impl FaultyStore {
@@ -93,6 +105,9 @@ impl FaultyStore {
                 .await?;
         }
         self.appends.fetch_add(1, Ordering::SeqCst);
+        if self.corrupt_appends.load(Ordering::SeqCst) {
+            return Err(corrupt(stream));
+        }
         Ok(())
     }
 }
@@ -152,6 +167,9 @@ impl EventStore for FaultyStore {
                 backend: "faulty",
                 message: format!("injected read failure on `{stream}`"),
             });
+        }
+        if self.corrupt_reads.load(Ordering::SeqCst) {
+            return Err(corrupt(stream));
         }
         self.last_read_from.store(from, Ordering::SeqCst);
         let events = self

@@ -1,0 +1,255 @@
+//! A command never runs twice across `kill -9` (docs/semantics.md §3.6): a child process sends
+//! keyed deposits and is killed at random moments, each new child resending the last keys the
+//! one before it sent (some of them in flight when it died); then every key is sent once more.
+//! Each key's deposit must be stored exactly once, on SQLite and on PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use evoq::prelude::*;
+use evoq::store::{Direction, EventStore};
+use evoq_tests::backends::{Backend, Place};
+use evoq_tests::bank::*;
+
+/// Where the child finds its store: `sqlite:<path>` or `postgres:<schema>@<url>`.
+const CHILD_STORE: &str = "EVOQ_CRASH_STORE";
+/// The first key the child sends.
+const CHILD_FROM: &str = "EVOQ_CRASH_FROM";
+/// Accounts the keys are spread over (one sending task each).
+const ACCOUNTS: u64 = 4;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
+/// The account key `i` deposits to, and its amount (unique per key).
+fn deposit_of(i: u64) -> Deposit {
+    Deposit {
+        account: format!("acct-{}", i % ACCOUNTS),
+        amount: i + 1,
+    }
+}
+
+async fn open_store(spec: &str) -> Arc<dyn EventStore> {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        Arc::new(
+            evoq::store::sqlite::SqliteStore::open(path)
+                .await
+                .expect("child: open SQLite"),
+        )
+    } else if let Some(rest) = spec.strip_prefix("postgres:") {
+        let (schema, url) = rest.split_once('@').expect("schema@url");
+        Arc::new(
+            evoq::store::postgres::PostgresStore::connect_with(
+                url,
+                evoq::store::postgres::PostgresOptions::default().schema(schema),
+            )
+            .await
+            .expect("child: connect PostgreSQL"),
+        )
+    } else {
+        panic!("unknown store {spec}")
+    }
+}
+
+/// Sends `keys` (each with its deposit) from one task per account; prints `send i` before and
+/// `ack i` after each.
+async fn send_keys(app: &Evoq, keys: impl Iterator<Item = u64>, print: bool) {
+    let mut per_account: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for i in keys {
+        per_account.entry(i % ACCOUNTS).or_default().push(i);
+    }
+    let tasks: Vec<_> = per_account
+        .into_values()
+        .map(|keys| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for i in keys {
+                    if print {
+                        say(&format!("send {i}"));
+                    }
+                    app.command(deposit_of(i))
+                        .idempotency_key(format!("k{i}"))
+                        .dispatch()
+                        .await
+                        .unwrap_or_else(|e| panic!("key {i}: {e}"));
+                    if print {
+                        say(&format!("ack {i}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a sending task");
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn start(store: Arc<dyn EventStore>) -> Evoq {
+    let app = Evoq::builder()
+        .shared_store(store)
+        .start()
+        .await
+        .expect("start");
+    for account in 0..ACCOUNTS {
+        app.command(OpenAccount {
+            account: format!("acct-{account}"),
+            initial_balance: 0,
+        })
+        .idempotency_key(format!("open-{account}"))
+        .dispatch()
+        .await
+        .expect("open");
+    }
+    app
+}
+
+/// The child: runs only when the parent starts it with the environment set.
+#[test]
+#[ignore = "run by the crash tests in a child process"]
+fn crash_child_sends_keyed_deposits() {
+    let (Ok(spec), Ok(from)) = (std::env::var(CHILD_STORE), std::env::var(CHILD_FROM)) else {
+        return;
+    };
+    let from: u64 = from.parse().expect("from");
+    runtime().block_on(async move {
+        let app = start(open_store(&spec).await).await;
+        send_keys(&app, from..from + 100_000, true).await;
+    });
+}
+
+/// A tiny xorshift, seeded from the clock: random kill moments without a dependency.
+fn random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn kill_children_then_resend_every_key(place: &Place) {
+    let spec = &place.address().expect("a place another process can reach");
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    println!("crash test seed {seed}");
+    let mut highest_sent: Option<u64> = None;
+    let mut acked = 0usize;
+    for round in 0..6 {
+        // Resend the last keys of the child before (some were in flight when it died).
+        let from = highest_sent.map_or(0, |h| h.saturating_sub(2 * ACCOUNTS));
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child_sends_keyed_deposits",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_STORE, spec)
+            .env(CHILD_FROM, from.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                // Only complete lines count: the kill may cut the last one.
+                if line.ends_with('\n') {
+                    lines.push(line.trim_end().to_owned());
+                }
+                line.clear();
+            }
+            lines
+        });
+        std::thread::sleep(Duration::from_millis(300 + random(&mut seed) % 700));
+        child.kill().expect("SIGKILL the child");
+        let _ = child.wait();
+        for line in reader.join().expect("reader") {
+            if let Some(i) = line.strip_prefix("send ") {
+                let i: u64 = i.parse().expect("key");
+                highest_sent = Some(highest_sent.map_or(i, |h| h.max(i)));
+            } else if line.starts_with("ack ") {
+                acked += 1;
+            }
+        }
+        println!("round {round}: keys sent up to {highest_sent:?}, {acked} acknowledged");
+    }
+    let highest = highest_sent.expect("the children sent keys");
+    assert!(acked > 0, "the children never completed a key");
+
+    runtime().block_on(async {
+        let app = start(place.open().await).await;
+        // Every key once more: the ones that ran return their first result, the others run.
+        send_keys(&app, 0..=highest, false).await;
+        let mut amounts: BTreeMap<u64, usize> = BTreeMap::new();
+        for account in 0..ACCOUNTS {
+            let events = app
+                .store()
+                .read_stream(
+                    &account_stream(&format!("acct-{account}")),
+                    1,
+                    Direction::Forward,
+                    usize::MAX,
+                )
+                .await
+                .expect("read");
+            let opened = events
+                .iter()
+                .filter(|e| &*e.event_type == "AccountOpened")
+                .count();
+            assert_eq!(opened, 1, "acct-{account} was opened exactly once");
+            for event in events.iter().filter(|e| &*e.event_type == "MoneyDeposited") {
+                let data: serde_json::Value = serde_json::from_slice(&event.data).expect("json");
+                *amounts
+                    .entry(data["amount"].as_u64().expect("amount"))
+                    .or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = amounts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "keys applied twice (amount, times): {twice:?}"
+        );
+        let missing: Vec<_> = (1..=highest + 1)
+            .filter(|a| !amounts.contains_key(a))
+            .collect();
+        assert!(missing.is_empty(), "keys never applied: {missing:?}");
+        assert_eq!(amounts.len() as u64, highest + 1);
+        app.stop().await;
+    });
+}
+
+#[test]
+fn keyed_commands_run_once_across_sigkill_on_sqlite() {
+    let place = runtime()
+        .block_on(Place::new(Backend::Sqlite, "cmdlog-crash"))
+        .expect("a temporary directory");
+    kill_children_then_resend_every_key(&place);
+}
+
+#[test]
+fn keyed_commands_run_once_across_sigkill_on_postgres() {
+    let Some(place) = runtime().block_on(Place::new(Backend::Postgres, "crash")) else {
+        return;
+    };
+    kill_children_then_resend_every_key(&place);
+}

@@ -1,0 +1,202 @@
+//! Telemetry of the command path (docs/semantics.md §9): the `evoq.dispatch` stop event counts
+//! the events, a keyed dispatch's aggregate span is a child of its dispatch span, and an
+//! integrity violation raises an alarm naming its stage.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use evoq::prelude::*;
+use evoq_tests::bank::*;
+use evoq_tests::faulty_store::FaultyStore;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+/// One captured event: its name, level and fields.
+#[derive(Clone, Debug)]
+struct Seen {
+    name: String,
+    level: Level,
+    fields: BTreeMap<String, String>,
+}
+
+/// One captured span: its name and its parent's.
+#[derive(Clone, Debug)]
+struct Opened {
+    name: String,
+    parent: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Capture {
+    events: Arc<Mutex<Vec<Seen>>>,
+    spans: Arc<Mutex<Vec<Opened>>>,
+}
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let parent = ctx
+            .span(id)
+            .and_then(|span| span.parent().map(|p| p.name().to_owned()));
+        self.spans.lock().unwrap().push(Opened {
+            name: attrs.metadata().name().to_owned(),
+            parent,
+        });
+    }
+
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        self.events.lock().unwrap().push(Seen {
+            name: event.metadata().name().to_owned(),
+            level: *event.metadata().level(),
+            fields,
+        });
+    }
+}
+
+impl Capture {
+    fn events(&self, name: &str) -> Vec<Seen> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name == name)
+            .cloned()
+            .collect()
+    }
+
+    fn spans(&self, name: &str) -> Vec<Opened> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name == name)
+            .cloned()
+            .collect()
+    }
+}
+
+fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(capture.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let guard = tracing::subscriber::set_default(subscriber);
+    (capture, guard)
+}
+
+#[tokio::test]
+async fn the_dispatch_stop_event_counts_the_events_appended() {
+    let (capture, _guard) = capture();
+    let app = Evoq::builder().start().await.unwrap();
+    app.dispatch(OpenAccount {
+        account: "a".into(),
+        initial_balance: 0,
+    })
+    .await
+    .unwrap();
+    app.dispatch(DepositMany {
+        account: "a".into(),
+        amount: 1,
+        times: 3,
+    })
+    .await
+    .unwrap();
+    let stops: Vec<_> = capture
+        .events("evoq.dispatch")
+        .into_iter()
+        .filter(|e| e.fields.get("stage").map(String::as_str) == Some("stop"))
+        .map(|e| e.fields.get("events").cloned())
+        .collect();
+    assert_eq!(
+        stops,
+        [Some("1".to_owned()), Some("3".to_owned())],
+        "each stop event carries the number of events"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_keyed_dispatchs_aggregate_span_is_a_child_of_its_dispatch_span() {
+    let (capture, _guard) = capture();
+    let app = Evoq::builder().start().await.unwrap();
+    app.command(OpenAccount {
+        account: "a".into(),
+        initial_balance: 0,
+    })
+    .idempotency_key("open-a")
+    .dispatch()
+    .await
+    .unwrap();
+    let executes = capture.spans("evoq.aggregate.execute");
+    assert_eq!(executes.len(), 1, "{executes:?}");
+    assert_eq!(
+        executes[0].parent.as_deref(),
+        Some("evoq.dispatch"),
+        "the keyed job runs in its dispatch's span"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_integrity_violation_raises_an_alarm_naming_its_stage() {
+    let (capture, _guard) = capture();
+    let store = FaultyStore::new();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let open = || {
+        app.dispatch(OpenAccount {
+            account: "a".into(),
+            initial_balance: 0,
+        })
+    };
+
+    store.corrupt_reads.store(true, Ordering::SeqCst);
+    let error = open().await.unwrap_err();
+    assert!(error.to_string().contains("integrity"), "{error}");
+    store.corrupt_reads.store(false, Ordering::SeqCst);
+
+    store.corrupt_appends.store(true, Ordering::SeqCst);
+    let error = open().await.unwrap_err();
+    assert!(error.to_string().contains("integrity"), "{error}");
+    store.corrupt_appends.store(false, Ordering::SeqCst);
+
+    let alarms = capture.events("evoq.integrity");
+    let stages: Vec<_> = alarms
+        .iter()
+        .map(|a| a.fields.get("stage").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(stages, ["rebuild", "append"], "{alarms:?}");
+    for alarm in &alarms {
+        assert!(
+            alarm.level <= Level::WARN,
+            "an alarm is WARN or above: {alarm:?}"
+        );
+        assert_eq!(
+            alarm.fields.get("stream").map(String::as_str),
+            Some("BankAccount-a")
+        );
+    }
+    // Once the store is sound again, the instance is rebuilt and the command runs.
+    open().await.unwrap();
+    app.stop().await;
+}
