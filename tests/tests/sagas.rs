@@ -493,6 +493,37 @@ async fn a_restart_with_the_instance_state_lost_still_runs_each_command_once() {
 }
 
 #[tokio::test]
+async fn a_redelivered_event_does_not_charge_twice_however_far_the_target_stream_grew() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "o4").await;
+    settle(&app).await;
+    // The payment stream grows by far more than any window of recent events since.
+    for _ in 0..150 {
+        app.dispatch(RefundPayment {
+            order_id: "o4".into(),
+        })
+        .await
+        .unwrap();
+    }
+    settle(&app).await;
+    app.stop().await;
+    drop(app);
+
+    store.save_checkpoint("fulfillment", 0).await.unwrap();
+    assert!(store.delete_saga_state("fulfillment", "o4").await.unwrap());
+    let app = start(&store).await;
+    settle(&app).await;
+    let charges = stream(&store, "Payment", "o4")
+        .await
+        .iter()
+        .filter(|e| &*e.event_type == "PaymentCharged")
+        .count();
+    assert_eq!(charges, 1, "the command log answered the re-sent charge");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_failing_command_triggers_the_compensating_commands_exactly_once() {
     let store = Arc::new(InMemoryStore::new());
     let app = start(&store).await;
