@@ -66,21 +66,31 @@ impl Place {
 
     /// A new handle on the place's data.
     pub async fn open(&self) -> Arc<dyn EventStore> {
-        match (self.backend, &self.dir, &self.pg) {
-            (Backend::Sqlite, Some(dir), _) => Arc::new(
-                SqliteStore::open(dir.file("events.db"))
-                    .await
-                    .expect("the SQLite file opens"),
-            ),
-            (Backend::Postgres, _, Some(pg)) => Arc::new(
-                PostgresStore::connect_with(
-                    &pg.url,
-                    PostgresOptions::default().schema(pg.schema.clone()),
-                )
+        match self.address() {
+            Some(address) => open_at(&address).await,
+            None => Arc::new(self.memory.clone()),
+        }
+    }
+}
+
+/// A new handle on the data at `address` (see [`Place::address`]), as another process opens it.
+pub async fn open_at(address: &str) -> Arc<dyn EventStore> {
+    if let Some(path) = address.strip_prefix("sqlite:") {
+        Arc::new(
+            SqliteStore::open(path)
+                .await
+                .expect("the SQLite file opens"),
+        )
+    } else if let Some((schema, url)) = address
+        .strip_prefix("postgres:")
+        .and_then(|rest| rest.split_once('@'))
+    {
+        Arc::new(
+            PostgresStore::connect_with(url, PostgresOptions::default().schema(schema))
                 .await
                 .expect("the PostgreSQL schema opens"),
-            ),
-            _ => Arc::new(self.memory.clone()),
-        }
+        )
+    } else {
+        panic!("not a store address: {address}")
     }
 }

@@ -235,3 +235,41 @@ impl LoyaltyCard {
 pub fn account_stream(id: &str) -> String {
     evoq::stream_id("BankAccount", id)
 }
+
+/// Opens account `id` with a zero balance.
+pub fn open(account: &str) -> OpenAccount {
+    OpenAccount {
+        account: account.into(),
+        initial_balance: 0,
+    }
+}
+
+/// Deposits `amount` to account `id`.
+pub fn deposit(account: &str, amount: u64) -> Deposit {
+    Deposit {
+        account: account.into(),
+        amount,
+    }
+}
+
+/// How many events the stream of account `id` holds.
+pub async fn stored(store: &std::sync::Arc<dyn evoq::EventStore>, account: &str) -> usize {
+    store
+        .read_stream(
+            &account_stream(account),
+            1,
+            evoq::store::Direction::Forward,
+            usize::MAX,
+        )
+        .await
+        .expect("the stream reads")
+        .len()
+}
+
+/// Two dispatch results are the same result: version, position, command id and events.
+pub fn assert_same(a: &Dispatched<BankAccount>, b: &Dispatched<BankAccount>) {
+    assert_eq!(a.version, b.version, "the same version");
+    assert_eq!(a.position, b.position, "the same position");
+    assert_eq!(a.command_id, b.command_id, "the same command id");
+    assert_eq!(a.events, b.events, "the same events");
+}

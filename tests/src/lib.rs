@@ -6,6 +6,7 @@
 
 pub mod backends;
 pub mod bank;
+pub mod crash;
 pub mod faulty_store;
 pub mod ledger;
 pub mod pg;

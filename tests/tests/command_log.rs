@@ -2,12 +2,11 @@
 //! and any stream length, on every backend; `expected_version` is checked against the stream;
 //! an empty aggregate id is refused; the log's retention and sweep.
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use evoq::Uuid;
 use evoq::prelude::*;
-use evoq::store::{CommandLookup, Direction, ExpectedVersion};
-use evoq::{EventStore, Uuid};
+use evoq::store::{CommandLookup, ExpectedVersion};
 use evoq_tests::backends::{Backend, Place};
 use evoq_tests::bank::*;
 use evoq_tests::faulty_store::raw_deposit;
@@ -69,36 +68,6 @@ async fn start(place: &Place) -> Evoq {
 async fn shut_down(app: Evoq) {
     app.stop().await;
     drop(app);
-}
-
-fn open(account: &str) -> OpenAccount {
-    OpenAccount {
-        account: account.into(),
-        initial_balance: 0,
-    }
-}
-
-fn deposit(account: &str, amount: u64) -> Deposit {
-    Deposit {
-        account: account.into(),
-        amount,
-    }
-}
-
-async fn stored(store: &Arc<dyn EventStore>, account: &str) -> usize {
-    store
-        .read_stream(&account_stream(account), 1, Direction::Forward, usize::MAX)
-        .await
-        .expect("the stream reads")
-        .len()
-}
-
-/// Two results are the same result: version, position, command id and events.
-fn assert_same(a: &Dispatched<BankAccount>, b: &Dispatched<BankAccount>) {
-    assert_eq!(a.version, b.version, "the same version");
-    assert_eq!(a.position, b.position, "the same position");
-    assert_eq!(a.command_id, b.command_id, "the same command id");
-    assert_eq!(a.events, b.events, "the same events");
 }
 
 async fn a_key_that_succeeded_returns_its_first_result_from_a_restarted_runtime(place: Place) {

@@ -4,15 +4,15 @@
 //! Each key's deposit must be stored exactly once, on SQLite and on PostgreSQL.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use evoq::prelude::*;
 use evoq::store::{Direction, EventStore};
-use evoq_tests::backends::{Backend, Place};
+use evoq_tests::backends::{Backend, Place, open_at};
 use evoq_tests::bank::*;
+use evoq_tests::crash::{KillClock, run_and_kill};
 
 /// Where the child finds its store: `sqlite:<path>` or `postgres:<schema>@<url>`.
 const CHILD_STORE: &str = "EVOQ_CRASH_STORE";
@@ -34,28 +34,6 @@ fn deposit_of(i: u64) -> Deposit {
     Deposit {
         account: format!("acct-{}", i % ACCOUNTS),
         amount: i + 1,
-    }
-}
-
-async fn open_store(spec: &str) -> Arc<dyn EventStore> {
-    if let Some(path) = spec.strip_prefix("sqlite:") {
-        Arc::new(
-            evoq::store::sqlite::SqliteStore::open(path)
-                .await
-                .expect("child: open SQLite"),
-        )
-    } else if let Some(rest) = spec.strip_prefix("postgres:") {
-        let (schema, url) = rest.split_once('@').expect("schema@url");
-        Arc::new(
-            evoq::store::postgres::PostgresStore::connect_with(
-                url,
-                evoq::store::postgres::PostgresOptions::default().schema(schema),
-            )
-            .await
-            .expect("child: connect PostgreSQL"),
-        )
-    } else {
-        panic!("unknown store {spec}")
     }
 }
 
@@ -126,64 +104,28 @@ fn crash_child_sends_keyed_deposits() {
     };
     let from: u64 = from.parse().expect("from");
     runtime().block_on(async move {
-        let app = start(open_store(&spec).await).await;
+        let app = start(open_at(&spec).await).await;
         send_keys(&app, from..from + 100_000, true).await;
     });
 }
 
-/// A tiny xorshift, seeded from the clock: random kill moments without a dependency.
-fn random(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 fn kill_children_then_resend_every_key(place: &Place) {
     let spec = &place.address().expect("a place another process can reach");
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    println!("crash test seed {seed}");
+    let mut clock = KillClock::new();
     let mut highest_sent: Option<u64> = None;
     let mut acked = 0usize;
     for round in 0..6 {
         // Resend the last keys of the child before (some were in flight when it died).
-        let from = highest_sent.map_or(0, |h| h.saturating_sub(2 * ACCOUNTS));
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_sends_keyed_deposits",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_STORE, spec)
-            .env(CHILD_FROM, from.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                // Only complete lines count: the kill may cut the last one.
-                if line.ends_with('\n') {
-                    lines.push(line.trim_end().to_owned());
-                }
-                line.clear();
-            }
-            lines
-        });
-        std::thread::sleep(Duration::from_millis(300 + random(&mut seed) % 700));
-        child.kill().expect("SIGKILL the child");
-        let _ = child.wait();
-        for line in reader.join().expect("reader") {
+        let from = highest_sent
+            .map_or(0, |h| h.saturating_sub(2 * ACCOUNTS))
+            .to_string();
+        let after = clock.between(Duration::from_millis(300), Duration::from_millis(700));
+        let lines = run_and_kill(
+            "crash_child_sends_keyed_deposits",
+            &[(CHILD_STORE, spec), (CHILD_FROM, &from)],
+            after,
+        );
+        for line in lines {
             if let Some(i) = line.strip_prefix("send ") {
                 let i: u64 = i.parse().expect("key");
                 highest_sent = Some(highest_sent.map_or(i, |h| h.max(i)));

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use evoq::prelude::*;
-use evoq::store::Direction;
 use evoq::store::memory::InMemoryStore;
 use evoq::{Config, EventStore, Uuid};
 use evoq_tests::bank::*;
@@ -20,36 +19,6 @@ async fn app_with(store: Arc<dyn EventStore>, config: Config) -> Evoq {
         .start()
         .await
         .expect("the runtime starts")
-}
-
-fn open(account: &str) -> OpenAccount {
-    OpenAccount {
-        account: account.into(),
-        initial_balance: 0,
-    }
-}
-
-fn deposit(account: &str, amount: u64) -> Deposit {
-    Deposit {
-        account: account.into(),
-        amount,
-    }
-}
-
-async fn stored(store: &Arc<dyn EventStore>, account: &str) -> usize {
-    store
-        .read_stream(&account_stream(account), 1, Direction::Forward, usize::MAX)
-        .await
-        .expect("the stream reads")
-        .len()
-}
-
-/// Two results are the same result: version, position, command id and events.
-fn assert_same(a: &Dispatched<BankAccount>, b: &Dispatched<BankAccount>) {
-    assert_eq!(a.version, b.version);
-    assert_eq!(a.position, b.position);
-    assert_eq!(a.command_id, b.command_id);
-    assert_eq!(format!("{:?}", a.events), format!("{:?}", b.events));
 }
 
 #[tokio::test]

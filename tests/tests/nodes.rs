@@ -39,25 +39,11 @@ async fn two_memory_nodes() -> (Evoq, Evoq) {
     (node(Arc::clone(&store)).await, node(store).await)
 }
 
-async fn stored(store: &Arc<dyn EventStore>, account: &str) -> Vec<Arc<evoq::RecordedEvent>> {
+async fn events_of(store: &Arc<dyn EventStore>, account: &str) -> Vec<Arc<evoq::RecordedEvent>> {
     store
         .read_stream(&account_stream(account), 1, Direction::Forward, usize::MAX)
         .await
         .expect("the stream reads")
-}
-
-fn deposit(account: &str, amount: u64) -> Deposit {
-    Deposit {
-        account: account.into(),
-        amount,
-    }
-}
-
-fn open(account: &str) -> OpenAccount {
-    OpenAccount {
-        account: account.into(),
-        initial_balance: 0,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +84,11 @@ async fn a_second_node_returns_the_first_result_while_the_first_still_runs() {
         .await
         .unwrap();
     assert_eq!(again_by_id.version, by_id.version);
-    assert_eq!(stored(a.store(), "x").await.len(), 3, "nothing ran twice");
+    assert_eq!(
+        events_of(a.store(), "x").await.len(),
+        3,
+        "nothing ran twice"
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -134,7 +124,7 @@ async fn a_thousand_concurrent_duplicates_across_two_nodes_execute_once() {
             "every duplicate returns the one execution's result"
         );
     }
-    let events = stored(a.store(), "x").await;
+    let events = events_of(a.store(), "x").await;
     assert_eq!(events.len(), 4, "one execution: one deposit of 100");
     a.stop().await;
     b.stop().await;
@@ -240,7 +230,7 @@ async fn no_rejection_rests_on_a_state_older_than_the_command(a: Evoq, b: Evoq) 
     }
     let mut rejections = 0;
     for account in &accounts {
-        let events = stored(a.store(), account).await;
+        let events = events_of(a.store(), account).await;
         let history = balances(&events);
         let withdrawn: u64 = withdrawals
             .iter()

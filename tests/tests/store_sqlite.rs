@@ -2,14 +2,14 @@
 //! SIGKILL, corrupt rows, a schema from a newer evoq, and the migration of a version-1 file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use evoq::store::{CommandLookup, Direction, NewCommand};
 use evoq::{EventStore, ExpectedVersion, NewEvent, StoreError};
+use evoq_tests::crash::{KillClock, run_and_kill};
 use evoq_tests::temp::TempDir;
 
 mod sqlite_store_conformance {
@@ -411,56 +411,22 @@ fn crash_child() {
     });
 }
 
-/// A tiny xorshift, seeded from the clock: random kill moments without a dependency.
-fn random(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 #[test]
 fn acknowledged_appends_survive_sigkill_at_random_moments() {
     let dir = TempDir::new("sqlite-crash");
     let path = dir.file("events.db");
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    println!("crash test seed {seed}");
+    let mut clock = KillClock::new();
     let started = Instant::now();
     // stream -> highest acknowledged version
     let mut acked: HashMap<String, u64> = HashMap::new();
     let mut total_acks = 0usize;
     let kills = 22;
+    let path_text = path.display().to_string();
     for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                // Only complete lines count: the kill may cut the last one.
-                if line.ends_with('\n') && line.starts_with("ack ") {
-                    acks.push(line.trim_end().to_owned());
-                }
-                line.clear();
-            }
-            acks
-        });
         // Wait for the child to be appending, then kill it at a random moment.
-        std::thread::sleep(Duration::from_millis(60 + random(&mut seed) % 240));
-        child.kill().expect("SIGKILL the child");
-        let _ = child.wait();
-        let acks = reader.join().expect("reader");
+        let after = clock.between(Duration::from_millis(60), Duration::from_millis(240));
+        let lines = run_and_kill("crash_child", &[(CHILD_ENV, &path_text)], after);
+        let acks: Vec<&String> = lines.iter().filter(|l| l.starts_with("ack ")).collect();
         for ack in &acks {
             let parts: Vec<&str> = ack.split(' ').collect();
             let version: u64 = parts[2].parse().expect("version");

@@ -18,6 +18,7 @@
 //! `command_log_sweep_interval`, in bounded batches.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -199,41 +200,51 @@ impl Drop for Dispatcher {
 /// How many command-log entries one sweep removes at most, per call to the store.
 const SWEEP_BATCH: usize = 1_000;
 
+/// Passivates expired hibernated instances every `hibernation_sweep_interval`, until the
+/// dispatcher stops or is dropped.
+fn spawn_sweeper(dispatcher: &Arc<Dispatcher>) {
+    let interval = dispatcher.settings.hibernation_sweep_interval;
+    spawn_every(dispatcher, interval, Instant::now(), |dispatcher| {
+        Box::pin(dispatcher.partitions.sweep())
+    });
+}
+
 /// Sweeps the command log every `command_log_sweep_interval` (the first sweep one interval
 /// after the start), until the dispatcher stops or is dropped. A failed sweep is logged and
 /// tried again at the next tick.
 fn spawn_command_log_sweeper(dispatcher: &Arc<Dispatcher>) {
-    let weak = Arc::downgrade(dispatcher);
     let interval = dispatcher.settings.command_log_sweep_interval;
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let Some(dispatcher) = weak.upgrade() else {
-                return;
-            };
-            if dispatcher.is_stopped() {
-                return;
-            }
-            if let Err(error) = dispatcher.sweep_command_log().await {
-                tracing::warn!(
-                    name: "evoq.command_log.sweep",
-                    stage = "exception",
-                    error = %error,
-                );
-            }
-        }
-    });
+    spawn_every(
+        dispatcher,
+        interval,
+        Instant::now() + interval,
+        |dispatcher| {
+            Box::pin(async move {
+                if let Err(error) = dispatcher.sweep_command_log().await {
+                    tracing::warn!(
+                        name: "evoq.command_log.sweep",
+                        stage = "exception",
+                        error = %error,
+                    );
+                }
+            })
+        },
+    );
 }
 
-/// Passivates expired hibernated instances every `hibernation_sweep_interval`, until the
-/// dispatcher stops or is dropped.
-fn spawn_sweeper(dispatcher: &Arc<Dispatcher>) {
+/// Runs `job` at `first`, then every `interval` (a late tick delays the next ones), until the
+/// dispatcher stops or is dropped; the task holds only a weak reference between ticks.
+fn spawn_every(
+    dispatcher: &Arc<Dispatcher>,
+    interval: Duration,
+    first: Instant,
+    job: impl for<'a> Fn(&'a Dispatcher) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>
+    + Send
+    + 'static,
+) {
     let weak = Arc::downgrade(dispatcher);
-    let interval = dispatcher.settings.hibernation_sweep_interval;
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
+        let mut ticks = tokio::time::interval_at(first, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
@@ -243,7 +254,7 @@ fn spawn_sweeper(dispatcher: &Arc<Dispatcher>) {
             if dispatcher.is_stopped() {
                 return;
             }
-            dispatcher.partitions.sweep().await;
+            job(&dispatcher).await;
         }
     });
 }
