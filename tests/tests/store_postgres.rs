@@ -464,7 +464,6 @@ fn deposit_command(account: &str, key: &str) -> NewCommand {
         idempotency_key: Some(key.to_owned()),
         command: "Deposit".into(),
         aggregate: "Account".into(),
-        aggregate_id: account.to_owned(),
         deduplicate_since: Some(UNIX_EPOCH),
     }
 }

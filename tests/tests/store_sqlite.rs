@@ -211,7 +211,6 @@ fn deposit(key: &str) -> NewCommand {
         idempotency_key: Some(key.to_owned()),
         command: "Deposit".into(),
         aggregate: "Account".into(),
-        aggregate_id: "a1".into(),
         deduplicate_since: Some(UNIX_EPOCH),
     }
 }

@@ -258,7 +258,6 @@ async fn a_resent_command_id_returns_its_stored_events_upcast() {
         idempotency_key: None,
         command: "Report".into(),
         aggregate: "Wallet".into(),
-        aggregate_id: "w2".into(),
         deduplicate_since: Some(std::time::UNIX_EPOCH),
     };
     store

@@ -237,6 +237,8 @@ impl<A: Aggregate> Actor<'_, A> {
         let name = command.name();
         let (context, options) = (run.context, run.options);
         let shared = self.registry.env.store.is_shared();
+        // The rare paths (catching up, looking the log up, backing off) are boxed, so that the
+        // future of every command stays small.
         // Whether the state is known to include every commit made before the command was sent.
         let mut fresh = !shared;
         // Whether the stream is known to be ahead of the instance (an append conflicted).
@@ -245,7 +247,7 @@ impl<A: Aggregate> Actor<'_, A> {
         loop {
             attempts += 1;
             if behind {
-                self.catch_up(name).await?;
+                Box::pin(self.catch_up(name)).await?;
                 fresh = true;
             }
             let mut activated = false;
@@ -259,7 +261,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 // The instance may be behind the stream (another runtime, a direct append),
                 // whatever the store: the stream decides.
                 if !activated {
-                    self.catch_up(name).await?;
+                    Box::pin(self.catch_up(name)).await?;
                     fresh = true;
                 }
                 if self.version() != expected {
@@ -275,13 +277,13 @@ impl<A: Aggregate> Actor<'_, A> {
                 Ok(Err(rejection)) => {
                     if !fresh {
                         fresh = true;
-                        if self.catch_up(name).await? {
+                        if Box::pin(self.catch_up(name)).await? {
                             continue;
                         }
                     }
                     if shared && run.deduplicate_since.is_some() {
                         // Another node may have run this very command since it was looked up.
-                        if let Some(done) = self.ran_before(name, run).await? {
+                        if let Some(done) = Box::pin(self.ran_before(name, run)).await? {
                             return Ok(done);
                         }
                     }
@@ -297,7 +299,7 @@ impl<A: Aggregate> Actor<'_, A> {
             if events.is_empty() && run.deduplicate_since.is_none() {
                 if !fresh {
                     fresh = true;
-                    if self.catch_up(name).await? {
+                    if Box::pin(self.catch_up(name)).await? {
                         continue;
                     }
                 }
@@ -314,7 +316,6 @@ impl<A: Aggregate> Actor<'_, A> {
                 idempotency_key: context.idempotency_key.clone(),
                 command: Cow::Borrowed(name),
                 aggregate: Cow::Borrowed(A::NAME),
-                aggregate_id: self.id().to_owned(),
                 deduplicate_since: run.deduplicate_since,
             };
             // Out of the cell while the append runs: if this future is dropped before the
@@ -355,7 +356,13 @@ impl<A: Aggregate> Actor<'_, A> {
                     // Another runtime ran it first; nothing of this run was stored, so the
                     // instance is as good as before.
                     self.core.instance = Some(instance);
-                    return recorded::first_result::<A>(&*store, &record, name, self.id()).await;
+                    return Box::pin(recorded::first_result::<A>(
+                        &*store,
+                        &record,
+                        name,
+                        self.id(),
+                    ))
+                    .await;
                 }
                 Err(StoreError::WrongExpectedVersion { actual, .. }) => {
                     // Someone wrote behind this instance's back. Nothing of this run was
@@ -376,11 +383,11 @@ impl<A: Aggregate> Actor<'_, A> {
                     if attempts > 1 {
                         // Writers that keep colliding (several nodes on one hot stream) fall
                         // out of step instead of retrying in lockstep.
-                        tokio::time::sleep(jittered(
+                        Box::pin(tokio::time::sleep(jittered(
                             CONFLICT_BACKOFF,
                             CONFLICT_BACKOFF_MAX,
                             attempts - 1,
-                        ))
+                        )))
                         .await;
                     }
                 }

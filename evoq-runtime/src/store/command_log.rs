@@ -43,10 +43,9 @@ pub struct NewCommand {
     pub idempotency_key: Option<String>,
     /// The command type's name.
     pub command: Cow<'static, str>,
-    /// The aggregate type's name.
+    /// The aggregate type's name. The aggregate id is the rest of the stream id (see
+    /// [`aggregate_id`](Self::aggregate_id)).
     pub aggregate: Cow<'static, str>,
-    /// The aggregate id.
-    pub aggregate_id: String,
     /// Whether the append first checks the log for an earlier run of this command, and from
     /// when on an entry counts.
     ///
@@ -69,6 +68,13 @@ impl NewCommand {
         }
     }
 
+    /// The aggregate id of this command appended to `stream`: what follows `<aggregate>-` in
+    /// the stream id (aggregate names never contain `-`), or the whole stream id when it does
+    /// not start so.
+    pub fn aggregate_id<'s>(&self, stream: &'s str) -> &'s str {
+        aggregate_id_in(&self.aggregate, stream)
+    }
+
     /// Whether `record` is an entry of this command's lookup.
     pub fn matches(&self, record: &CommandRecord) -> bool {
         record.matches(self.lookup())
@@ -89,16 +95,12 @@ impl NewCommand {
             idempotency_key: self.idempotency_key.clone(),
             command: self.command.clone().into_owned(),
             aggregate: self.aggregate.clone().into_owned(),
-            aggregate_id: self.aggregate_id.clone(),
+            aggregate_id: self.aggregate_id(stream_id).to_owned(),
             stream_id: stream_id.to_owned(),
             version,
             event_count: count,
             first_position: if count == 0 { 0 } else { first_position },
-            last_position: if count == 0 {
-                0
-            } else {
-                first_position + count - 1
-            },
+            last_position: last_position(first_position, count),
             recorded_at,
         }
     }
@@ -145,4 +147,19 @@ impl CommandRecord {
             CommandLookup::Key(key) => self.idempotency_key.as_deref() == Some(key),
         }
     }
+}
+
+/// The aggregate id in `stream`, a stream of aggregate type `aggregate`: what follows
+/// `<aggregate>-` (aggregate names never contain `-`), or the whole stream id when it does not
+/// start so.
+pub(crate) fn aggregate_id_in<'s>(aggregate: &str, stream: &'s str) -> &'s str {
+    stream
+        .strip_prefix(aggregate)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .unwrap_or(stream)
+}
+
+/// The position of the last of `count` events from `first` (0 when there are none).
+pub(crate) fn last_position(first: u64, count: u64) -> u64 {
+    if count == 0 { 0 } else { first + count - 1 }
 }

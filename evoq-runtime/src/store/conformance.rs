@@ -2438,15 +2438,14 @@ pub async fn saga_state_save_load_list_and_delete(store: Arc<dyn EventStore>) {
     );
 }
 
-/// A command of type `Deposit` on aggregate `Account` `id`, with `key`, checked against the log
-/// from the Unix epoch on (every entry counts).
-fn command(id: &str, key: Option<&str>) -> NewCommand {
+/// A command of type `Deposit` on aggregate `Account` (its id is the rest of the stream id it is
+/// appended to), with `key`, checked against the log from the Unix epoch on (every entry counts).
+fn command(_id: &str, key: Option<&str>) -> NewCommand {
     NewCommand {
         command_id: Uuid::now_v7(),
         idempotency_key: key.map(str::to_owned),
         command: Cow::Borrowed("Deposit"),
         aggregate: Cow::Borrowed("Account"),
-        aggregate_id: id.to_owned(),
         deduplicate_since: Some(UNIX_EPOCH),
     }
 }

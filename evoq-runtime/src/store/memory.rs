@@ -8,6 +8,7 @@
 //! so appenders are never held up for long. An append costs O(1) amortized whatever the size
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::command_log::{aggregate_id_in, last_position};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
     EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
@@ -130,13 +132,17 @@ struct Commands {
     entries: VecDeque<Option<Logged>>,
     /// How many entries the sweeps popped off the front.
     swept: u64,
-    by_id: HashMap<Uuid, u64>,
-    by_key: HashMap<String, u64>,
+    by_id: HashMap<Uuid, u64, StreamHasher>,
+    by_key: HashMap<Box<str>, u64, StreamHasher>,
 }
 
-/// One entry of the command log.
+/// One entry of the command log, compact: the aggregate id is the end of the stream id, the
+/// stream id is shared with the stream's events.
 struct Logged {
-    command: NewCommand,
+    command_id: Uuid,
+    key: Option<Box<str>>,
+    command: Cow<'static, str>,
+    aggregate: Cow<'static, str>,
     stream: Arc<str>,
     version: u64,
     count: u64,
@@ -145,14 +151,41 @@ struct Logged {
 }
 
 impl Logged {
+    /// The entry `command` leaves once appended to `stream`.
+    fn new(
+        command: NewCommand,
+        stream: Arc<str>,
+        appended: &Appended,
+        count: u64,
+        recorded_at: SystemTime,
+    ) -> Self {
+        Logged {
+            command_id: command.command_id,
+            key: command.idempotency_key.map(String::into_boxed_str),
+            command: command.command,
+            aggregate: command.aggregate,
+            stream,
+            version: appended.version,
+            count,
+            first_position: appended.first_position,
+            recorded_at,
+        }
+    }
+
     fn record(&self) -> CommandRecord {
-        self.command.record(
-            &self.stream,
-            self.version,
-            self.count,
-            self.first_position,
-            self.recorded_at,
-        )
+        CommandRecord {
+            command_id: self.command_id,
+            idempotency_key: self.key.as_deref().map(str::to_owned),
+            command: self.command.to_string(),
+            aggregate: self.aggregate.to_string(),
+            aggregate_id: aggregate_id_in(&self.aggregate, &self.stream).to_owned(),
+            stream_id: self.stream.to_string(),
+            version: self.version,
+            event_count: self.count,
+            first_position: self.first_position,
+            last_position: last_position(self.first_position, self.count),
+            recorded_at: self.recorded_at,
+        }
     }
 }
 
@@ -162,24 +195,24 @@ impl Commands {
         self.entries.get(index)?.as_ref()
     }
 
-    /// The sequence number of the entry `lookup` finds, recorded at or after `since`.
-    fn find(&self, lookup: CommandLookup<'_>, since: SystemTime) -> Option<u64> {
-        let sequence = match lookup {
-            CommandLookup::Id(id) => *self.by_id.get(&id)?,
-            CommandLookup::Key(key) => *self.by_key.get(key)?,
-        };
-        let logged = self.get(sequence)?;
-        (logged.recorded_at >= since).then_some(sequence)
+    /// The sequence number of the entry `lookup` finds, whatever its age.
+    fn sequence(&self, lookup: CommandLookup<'_>) -> Option<u64> {
+        match lookup {
+            CommandLookup::Id(id) => self.by_id.get(&id).copied(),
+            CommandLookup::Key(key) => self.by_key.get(key).copied(),
+        }
+    }
+
+    /// The entry `lookup` finds, recorded at or after `since`.
+    fn find(&self, lookup: CommandLookup<'_>, since: SystemTime) -> Option<&Logged> {
+        let logged = self.get(self.sequence(lookup)?)?;
+        (logged.recorded_at >= since).then_some(logged)
     }
 
     /// The entry a deduplicated append of `command` finds; an expired one is removed.
     fn duplicate(&mut self, command: &NewCommand) -> Option<CommandRecord> {
         let since = command.deduplicate_since?;
-        let lookup = command.lookup();
-        let sequence = match lookup {
-            CommandLookup::Id(id) => *self.by_id.get(&id)?,
-            CommandLookup::Key(key) => *self.by_key.get(key)?,
-        };
+        let sequence = self.sequence(command.lookup())?;
         let logged = self.get(sequence)?;
         if logged.recorded_at >= since {
             return Some(logged.record());
@@ -190,8 +223,8 @@ impl Commands {
 
     fn push(&mut self, logged: Logged) {
         let sequence = self.swept + self.entries.len() as u64;
-        self.by_id.insert(logged.command.command_id, sequence);
-        if let Some(key) = &logged.command.idempotency_key {
+        self.by_id.insert(logged.command_id, sequence);
+        if let Some(key) = &logged.key {
             self.by_key.insert(key.clone(), sequence);
         }
         self.entries.push_back(Some(logged));
@@ -208,11 +241,10 @@ impl Commands {
         let Some(logged) = self.entries.get_mut(index).and_then(Option::take) else {
             return;
         };
-        let command = &logged.command;
-        if self.by_id.get(&command.command_id) == Some(&sequence) {
-            self.by_id.remove(&command.command_id);
+        if self.by_id.get(&logged.command_id) == Some(&sequence) {
+            self.by_id.remove(&logged.command_id);
         }
-        if let Some(key) = &command.idempotency_key
+        if let Some(key) = &logged.key
             && self.by_key.get(key) == Some(&sequence)
         {
             self.by_key.remove(key);
@@ -406,22 +438,16 @@ impl InMemoryStore {
                     drop(guard);
                     return Err(self.conflict(stream, expected, actual));
                 }
-                if let Some(command) = command.filter(|c| c.deduplicate_since.is_some()) {
-                    let stream = id.map_or_else(|| Arc::from(stream), Arc::clone);
-                    commands.push(Logged {
-                        command,
-                        stream,
-                        version: actual,
-                        count: 0,
-                        first_position: 0,
-                        recorded_at,
-                    });
-                }
-                return Ok(Appended {
+                let appended = Appended {
                     version: actual,
                     first_position: 0,
                     last_position: 0,
-                });
+                };
+                if let Some(command) = command.filter(|c| c.deduplicate_since.is_some()) {
+                    let stream = id.map_or_else(|| Arc::from(stream), Arc::clone);
+                    commands.push(Logged::new(command, stream, &appended, 0, recorded_at));
+                }
+                return Ok(appended);
             }
             // One hash of the id: the entry is the stream's, or where it goes.
             let (id, records, actual) = match streams.entry_ref(stream) {
@@ -468,21 +494,15 @@ impl InMemoryStore {
                 records.push((position - 1) as u32);
                 log.push(record);
             }
-            if let Some(command) = command {
-                commands.push(Logged {
-                    command,
-                    stream: id,
-                    version: actual + count,
-                    count,
-                    first_position,
-                    recorded_at,
-                });
-            }
-            Appended {
+            let appended = Appended {
                 version: actual + count,
                 first_position,
                 last_position: first_position + count - 1,
+            };
+            if let Some(command) = command {
+                commands.push(Logged::new(command, id, &appended, count, recorded_at));
             }
+            appended
         };
 
         // After the commit, and monotonic even when two appenders publish out of order. Waking
@@ -549,11 +569,10 @@ impl EventStore for InMemoryStore {
         lookup: CommandLookup<'_>,
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let state = self.read_state();
-        let commands = &state.commands;
-        Ok(commands
+        Ok(self
+            .read_state()
+            .commands
             .find(lookup, since)
-            .and_then(|sequence| commands.get(sequence))
             .map(Logged::record))
     }
 

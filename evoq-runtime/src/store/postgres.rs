@@ -913,12 +913,12 @@ impl<'a> BatchArrays<'a> {
             self.datas.push(&event.data);
             self.metadatas.push(encode_metadata(&event.metadata));
         }
-        self.push_command(job.command.as_ref());
+        self.push_command(&job.stream, job.command.as_ref());
     }
 
     /// Adds the command of a job (placeholders when it has none); the check is set when the
     /// command asks for one.
-    fn push_command(&mut self, command: Option<&'a NewCommand>) {
+    fn push_command(&mut self, stream: &'a str, command: Option<&'a NewCommand>) {
         let since = command.and_then(|c| c.deduplicate_since);
         self.has_command.push(command.is_some());
         self.command_ids
@@ -928,7 +928,7 @@ impl<'a> BatchArrays<'a> {
         self.commands.push(command.map_or("", |c| &c.command));
         self.aggregates.push(command.map_or("", |c| &c.aggregate));
         self.aggregate_ids
-            .push(command.map_or("", |c| &c.aggregate_id));
+            .push(command.map_or("", |c| c.aggregate_id(stream)));
         self.checks.push(since.is_some());
         self.since.push(since.map_or(0, time_to_nanos));
     }

@@ -878,7 +878,7 @@ impl Writer {
                     command.idempotency_key,
                     command.command.as_ref(),
                     command.aggregate.as_ref(),
-                    command.aggregate_id,
+                    command.aggregate_id(stream),
                     stream,
                     to_db(appended.version),
                     to_db(count),
@@ -1570,7 +1570,6 @@ mod tests {
             idempotency_key: Some(key.to_owned()),
             command: Cow::Borrowed("Deposit"),
             aggregate: Cow::Borrowed("Account"),
-            aggregate_id: "a1".to_owned(),
             deduplicate_since: Some(UNIX_EPOCH),
         }
     }
