@@ -82,6 +82,12 @@ struct Shared {
     sagas: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
     /// Appends rejected for a wrong expected version.
     conflicts: AtomicU64,
+    /// The command log. A checked command's entry is checked and written while the events'
+    /// lock is held too (lock order: `state`, then `commands`), so that no duplicate slips in
+    /// between; an unchecked command's entry (a fresh id nobody can look up before its dispatch
+    /// returns) is written just after the events' lock is released, so that appends never wait
+    /// on the log's growth.
+    commands: Mutex<Commands>,
 }
 
 impl Default for Shared {
@@ -94,6 +100,7 @@ impl Default for Shared {
             dead_letters: Mutex::default(),
             sagas: Mutex::default(),
             conflicts: AtomicU64::new(0),
+            commands: Mutex::default(),
         }
     }
 }
@@ -113,8 +120,6 @@ struct State {
     /// index `v - 1`; 4 bytes each, where a pointer takes 8). The key is the one copy of the
     /// stream's id, which its records share.
     streams: hashbrown::HashMap<Arc<str>, Vec<u32>, StreamHasher>,
-    /// The command log, written under the same lock as the events.
-    commands: Commands,
 }
 
 impl State {
@@ -406,6 +411,13 @@ impl InMemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn commands(&self) -> MutexGuard<'_, Commands> {
+        self.shared
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// One append under one short write lock, with its command-log entry when `command` is
     /// set. See [`EventStore::append_command`].
     fn commit(
@@ -419,12 +431,15 @@ impl InMemoryStore {
         let count = events.len() as u64;
         let appended = {
             let mut guard = self.write_state();
-            let State {
-                log,
-                streams,
-                commands,
-            } = &mut *guard;
-            if let Some(record) = command.as_ref().and_then(|c| commands.duplicate(c)) {
+            let State { log, streams } = &mut *guard;
+            // A checked command holds the log from its check to its entry.
+            let mut checked = command
+                .as_ref()
+                .filter(|c| c.deduplicate_since.is_some())
+                .map(|_| self.commands());
+            if let (Some(commands), Some(command)) = (checked.as_mut(), command.as_ref())
+                && let Some(record) = commands.duplicate(command)
+            {
                 return Err(StoreError::DuplicateCommand {
                     record: Box::new(record),
                 });
@@ -443,7 +458,7 @@ impl InMemoryStore {
                     first_position: 0,
                     last_position: 0,
                 };
-                if let Some(command) = command.filter(|c| c.deduplicate_since.is_some()) {
+                if let (Some(commands), Some(command)) = (checked.as_mut(), command) {
                     let stream = id.map_or_else(|| Arc::from(stream), Arc::clone);
                     commands.push(Logged::new(command, stream, &appended, 0, recorded_at));
                 }
@@ -499,8 +514,16 @@ impl InMemoryStore {
                 first_position,
                 last_position: first_position + count - 1,
             };
-            if let Some(command) = command {
-                commands.push(Logged::new(command, id, &appended, count, recorded_at));
+            match (checked, command) {
+                (Some(mut commands), Some(command)) => {
+                    commands.push(Logged::new(command, id, &appended, count, recorded_at));
+                }
+                (None, Some(command)) => {
+                    drop(guard);
+                    self.commands()
+                        .push(Logged::new(command, id, &appended, count, recorded_at));
+                }
+                _ => {}
             }
             appended
         };
@@ -569,15 +592,11 @@ impl EventStore for InMemoryStore {
         lookup: CommandLookup<'_>,
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        Ok(self
-            .read_state()
-            .commands
-            .find(lookup, since)
-            .map(Logged::record))
+        Ok(self.commands().find(lookup, since).map(Logged::record))
     }
 
     async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
-        Ok(self.write_state().commands.sweep(before, limit))
+        Ok(self.commands().sweep(before, limit))
     }
 
     async fn read_stream(
