@@ -323,7 +323,10 @@ impl<A: Aggregate> Actor<'_, A> {
             let Some(mut instance) = self.core.instance.take() else {
                 unreachable!("activated above")
             };
-            let store = Arc::clone(&self.registry.env.store);
+            // Borrowed for the registry's lifetime, not this actor's: no reference count to
+            // touch on every command.
+            let registry = self.registry;
+            let store = &*registry.env.store;
             let appended = store
                 .append_command(
                     &self.cell.stream,

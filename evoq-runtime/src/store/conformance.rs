@@ -2899,6 +2899,20 @@ pub async fn sweeping_removes_old_command_entries_in_bounded_batches(store: Arc<
         );
         old.push(format!("k{i}"));
     }
+    // A command with a fresh id, recorded without a check, is swept too.
+    let mut unchecked = command("a1", None);
+    unchecked.deduplicate_since = None;
+    ok(
+        store
+            .append_command(
+                &s,
+                ExpectedVersion::Exact(5),
+                batch("Deposited", 5, 1),
+                unchecked.clone(),
+            )
+            .await,
+        "append_command",
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
     let cutoff = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -2906,8 +2920,8 @@ pub async fn sweeping_removes_old_command_entries_in_bounded_batches(store: Arc<
         store
             .append_command(
                 &s,
-                ExpectedVersion::Exact(5),
-                batch("Deposited", 5, 1),
+                ExpectedVersion::Exact(6),
+                batch("Deposited", 6, 1),
                 command("a1", Some("new")),
             )
             .await,
@@ -2918,19 +2932,8 @@ pub async fn sweeping_removes_old_command_entries_in_bounded_batches(store: Arc<
         2,
         "at most `limit`"
     );
-    assert_eq!(
-        logged(store, CommandLookup::Key("k0")).await,
-        None,
-        "oldest first"
-    );
-    assert_eq!(
-        logged(store, CommandLookup::Key("k1")).await,
-        None,
-        "oldest first"
-    );
-    assert!(logged(store, CommandLookup::Key("k2")).await.is_some());
     assert_eq!(ok(store.sweep_commands(cutoff, 2).await, "sweep"), 2);
-    assert_eq!(ok(store.sweep_commands(cutoff, 2).await, "sweep"), 1);
+    assert_eq!(ok(store.sweep_commands(cutoff, 2).await, "sweep"), 2);
     assert_eq!(
         ok(store.sweep_commands(cutoff, 2).await, "sweep"),
         0,
@@ -2943,13 +2946,18 @@ pub async fn sweeping_removes_old_command_entries_in_bounded_batches(store: Arc<
             "{key} was swept"
         );
     }
+    assert_eq!(
+        logged(store, CommandLookup::Id(unchecked.command_id)).await,
+        None,
+        "the unchecked entry was swept"
+    );
     assert!(
         logged(store, CommandLookup::Key("new")).await.is_some(),
         "an entry recorded after the cutoff stays"
     );
     assert_eq!(
         whole_stream(store, &s).await.len(),
-        6,
+        7,
         "sweeping removes no event"
     );
     // A swept key may run again.
@@ -2957,8 +2965,8 @@ pub async fn sweeping_removes_old_command_entries_in_bounded_batches(store: Arc<
         store
             .append_command(
                 &s,
-                ExpectedVersion::Exact(6),
-                batch("Deposited", 6, 1),
+                ExpectedVersion::Exact(7),
+                batch("Deposited", 7, 1),
                 command("a1", Some("k0")),
             )
             .await,

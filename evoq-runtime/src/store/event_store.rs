@@ -133,8 +133,8 @@ pub trait EventStore: Send + Sync + 'static {
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError>;
 
-    /// Removes at most `limit` command-log entries recorded before `before`, oldest first;
-    /// returns how many it removed. The runtime calls it in a loop of bounded batches, so no
+    /// Removes at most `limit` command-log entries recorded before `before`, the oldest first as
+    /// far as the backend keeps their order; returns how many it removed. The runtime calls it in a loop of bounded batches, so no
     /// call holds the store for long. Any `limit` is valid, `usize::MAX` included.
     async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError>;
 

@@ -8,8 +8,7 @@
 //! so appenders are never held up for long. An append costs O(1) amortized whatever the size
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -21,8 +20,8 @@ use hashbrown::hash_map::EntryRef;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use self::commands::{CommandLog, Logged};
 use crate::envelope::{NewEvent, RecordedEvent};
-use crate::store::command_log::{aggregate_id_in, last_position};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
     EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
@@ -87,7 +86,7 @@ struct Shared {
     /// between; an unchecked command's entry (a fresh id nobody can look up before its dispatch
     /// returns) is written just after the events' lock is released, so that appends never wait
     /// on the log's growth.
-    commands: Mutex<Commands>,
+    commands: CommandLog,
 }
 
 impl Default for Shared {
@@ -100,7 +99,7 @@ impl Default for Shared {
             dead_letters: Mutex::default(),
             sagas: Mutex::default(),
             conflicts: AtomicU64::new(0),
-            commands: Mutex::default(),
+            commands: CommandLog::default(),
         }
     }
 }
@@ -125,154 +124,6 @@ struct State {
 impl State {
     fn stream_version(&self, stream: &str) -> u64 {
         self.streams.get(stream).map_or(0, |s| s.len() as u64)
-    }
-}
-
-/// The command log: entries in the order they were recorded (so oldest first), and an index
-/// by command id and by key into that order.
-#[derive(Default)]
-struct Commands {
-    /// `entries[i]` has sequence number `swept + i`; `None` once removed ahead of a sweep (an
-    /// expired entry replaced by a new run of its command).
-    entries: VecDeque<Option<Logged>>,
-    /// How many entries the sweeps popped off the front.
-    swept: u64,
-    by_id: HashMap<Uuid, u64, StreamHasher>,
-    by_key: HashMap<Box<str>, u64, StreamHasher>,
-}
-
-/// One entry of the command log, compact: the aggregate id is the end of the stream id, the
-/// stream id is shared with the stream's events.
-struct Logged {
-    command_id: Uuid,
-    key: Option<Box<str>>,
-    command: Cow<'static, str>,
-    aggregate: Cow<'static, str>,
-    stream: Arc<str>,
-    version: u64,
-    count: u64,
-    first_position: u64,
-    recorded_at: SystemTime,
-}
-
-impl Logged {
-    /// The entry `command` leaves once appended to `stream`.
-    fn new(
-        command: NewCommand,
-        stream: Arc<str>,
-        appended: &Appended,
-        count: u64,
-        recorded_at: SystemTime,
-    ) -> Self {
-        Logged {
-            command_id: command.command_id,
-            key: command.idempotency_key.map(String::into_boxed_str),
-            command: command.command,
-            aggregate: command.aggregate,
-            stream,
-            version: appended.version,
-            count,
-            first_position: appended.first_position,
-            recorded_at,
-        }
-    }
-
-    fn record(&self) -> CommandRecord {
-        CommandRecord {
-            command_id: self.command_id,
-            idempotency_key: self.key.as_deref().map(str::to_owned),
-            command: self.command.to_string(),
-            aggregate: self.aggregate.to_string(),
-            aggregate_id: aggregate_id_in(&self.aggregate, &self.stream).to_owned(),
-            stream_id: self.stream.to_string(),
-            version: self.version,
-            event_count: self.count,
-            first_position: self.first_position,
-            last_position: last_position(self.first_position, self.count),
-            recorded_at: self.recorded_at,
-        }
-    }
-}
-
-impl Commands {
-    fn get(&self, sequence: u64) -> Option<&Logged> {
-        let index = usize::try_from(sequence.checked_sub(self.swept)?).ok()?;
-        self.entries.get(index)?.as_ref()
-    }
-
-    /// The sequence number of the entry `lookup` finds, whatever its age.
-    fn sequence(&self, lookup: CommandLookup<'_>) -> Option<u64> {
-        match lookup {
-            CommandLookup::Id(id) => self.by_id.get(&id).copied(),
-            CommandLookup::Key(key) => self.by_key.get(key).copied(),
-        }
-    }
-
-    /// The entry `lookup` finds, recorded at or after `since`.
-    fn find(&self, lookup: CommandLookup<'_>, since: SystemTime) -> Option<&Logged> {
-        let logged = self.get(self.sequence(lookup)?)?;
-        (logged.recorded_at >= since).then_some(logged)
-    }
-
-    /// The entry a deduplicated append of `command` finds; an expired one is removed.
-    fn duplicate(&mut self, command: &NewCommand) -> Option<CommandRecord> {
-        let since = command.deduplicate_since?;
-        let sequence = self.sequence(command.lookup())?;
-        let logged = self.get(sequence)?;
-        if logged.recorded_at >= since {
-            return Some(logged.record());
-        }
-        self.remove(sequence);
-        None
-    }
-
-    fn push(&mut self, logged: Logged) {
-        let sequence = self.swept + self.entries.len() as u64;
-        self.by_id.insert(logged.command_id, sequence);
-        if let Some(key) = &logged.key {
-            self.by_key.insert(key.clone(), sequence);
-        }
-        self.entries.push_back(Some(logged));
-    }
-
-    /// Removes entry `sequence` and its index entries (those that still point at it).
-    fn remove(&mut self, sequence: u64) {
-        let Some(index) = sequence
-            .checked_sub(self.swept)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
-            return;
-        };
-        let Some(logged) = self.entries.get_mut(index).and_then(Option::take) else {
-            return;
-        };
-        if self.by_id.get(&logged.command_id) == Some(&sequence) {
-            self.by_id.remove(&logged.command_id);
-        }
-        if let Some(key) = &logged.key
-            && self.by_key.get(key) == Some(&sequence)
-        {
-            self.by_key.remove(key);
-        }
-    }
-
-    /// Removes at most `limit` entries recorded before `before`, oldest first.
-    fn sweep(&mut self, before: SystemTime, limit: usize) -> usize {
-        let mut removed = 0;
-        while removed < limit {
-            match self.entries.front() {
-                Some(Some(logged)) if logged.recorded_at < before => {
-                    self.remove(self.swept);
-                    removed += 1;
-                }
-                // Removed earlier (already counted then): just drop the slot.
-                Some(None) => {}
-                _ => break,
-            }
-            self.entries.pop_front();
-            self.swept += 1;
-        }
-        removed
     }
 }
 
@@ -310,6 +161,12 @@ struct Log {
 impl Log {
     fn len(&self) -> u64 {
         self.len as u64
+    }
+
+    /// The event at global position `position`, if there is one.
+    fn at(&self, position: u64) -> Option<&Arc<RecordedEvent>> {
+        let index = usize::try_from(position.checked_sub(1)?).ok()?;
+        self.chunks.get(index / LOG_CHUNK)?.get(index % LOG_CHUNK)
     }
 
     /// The event at index `index`.
@@ -411,13 +268,6 @@ impl InMemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn commands(&self) -> MutexGuard<'_, Commands> {
-        self.shared
-            .commands
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// One append under one short write lock, with its command-log entry when `command` is
     /// set. See [`EventStore::append_command`].
     fn commit(
@@ -429,6 +279,11 @@ impl InMemoryStore {
     ) -> Result<Appended, StoreError> {
         let recorded_at = SystemTime::now();
         let count = events.len() as u64;
+        // Whether the command's last event names it (the sweep finds its entry through it).
+        let last_carries_id = match (&command, events.last()) {
+            (Some(command), Some(last)) => last.metadata.command_id == Some(command.command_id),
+            _ => false,
+        };
         let appended = {
             let mut guard = self.write_state();
             let State { log, streams } = &mut *guard;
@@ -436,9 +291,9 @@ impl InMemoryStore {
             let mut checked = command
                 .as_ref()
                 .filter(|c| c.deduplicate_since.is_some())
-                .map(|_| self.commands());
+                .map(|_| self.shared.commands.checked());
             if let (Some(commands), Some(command)) = (checked.as_mut(), command.as_ref())
-                && let Some(record) = commands.duplicate(command)
+                && let Some(record) = commands.duplicate(&self.shared.commands, command, log)
             {
                 return Err(StoreError::DuplicateCommand {
                     record: Box::new(record),
@@ -460,7 +315,10 @@ impl InMemoryStore {
                 };
                 if let (Some(commands), Some(command)) = (checked.as_mut(), command) {
                     let stream = id.map_or_else(|| Arc::from(stream), Arc::clone);
-                    commands.push(Logged::new(command, stream, &appended, 0, recorded_at));
+                    commands.push_checked(
+                        &self.shared.commands,
+                        Logged::new(command, stream, &appended, 0, recorded_at),
+                    );
                 }
                 return Ok(appended);
             }
@@ -516,12 +374,21 @@ impl InMemoryStore {
             };
             match (checked, command) {
                 (Some(mut commands), Some(command)) => {
-                    commands.push(Logged::new(command, id, &appended, count, recorded_at));
+                    commands.push_checked(
+                        &self.shared.commands,
+                        Logged::new(command, id, &appended, count, recorded_at),
+                    );
                 }
                 (None, Some(command)) => {
                     drop(guard);
-                    self.commands()
-                        .push(Logged::new(command, id, &appended, count, recorded_at));
+                    self.shared.commands.record_unchecked(
+                        command,
+                        id,
+                        &appended,
+                        count,
+                        recorded_at,
+                        last_carries_id,
+                    );
                 }
                 _ => {}
             }
@@ -592,11 +459,13 @@ impl EventStore for InMemoryStore {
         lookup: CommandLookup<'_>,
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        Ok(self.commands().find(lookup, since).map(Logged::record))
+        let state = self.read_state();
+        Ok(self.shared.commands.find(lookup, since, &state.log))
     }
 
     async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
-        Ok(self.commands().sweep(before, limit))
+        let state = self.read_state();
+        Ok(self.shared.commands.sweep(before, limit, &state.log))
     }
 
     async fn read_stream(
@@ -857,5 +726,6 @@ impl EventStore for InMemoryStore {
     }
 }
 
+mod commands;
 #[cfg(test)]
 mod tests;

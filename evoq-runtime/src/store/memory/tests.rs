@@ -486,3 +486,105 @@ fn the_conformance_suite_catches_broken_stores() {
         conformance::saga_state_save_load_list_and_delete,
     );
 }
+
+#[test]
+fn an_unchecked_command_kept_as_a_slot_is_found_whole_and_swept() {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use crate::store::{CommandLookup, NewCommand};
+
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let stream = stream_id("Account", "a-1");
+        let command_id = Uuid::now_v7();
+        // As the runtime writes them: the events name their command.
+        let events: Vec<NewEvent> = (0..3)
+            .map(|_| {
+                let mut e = event("Deposited");
+                e.metadata.command_id = Some(command_id);
+                e
+            })
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event("Opened")])
+            .await
+            .unwrap();
+        let command = NewCommand {
+            command_id,
+            idempotency_key: None,
+            command: Cow::Borrowed("Deposit"),
+            aggregate: Cow::Borrowed("Account"),
+            deduplicate_since: None,
+        };
+        let appended = store
+            .append_command(&stream, ExpectedVersion::Exact(1), events, command)
+            .await
+            .unwrap();
+        let record = store
+            .find_command(CommandLookup::Id(command_id), UNIX_EPOCH)
+            .await
+            .unwrap()
+            .expect("found by its id");
+        assert_eq!(
+            (
+                &*record.command,
+                &*record.aggregate,
+                &*record.aggregate_id,
+                &*record.stream_id
+            ),
+            ("Deposit", "Account", "a-1", stream.as_str())
+        );
+        assert_eq!(
+            (
+                record.version,
+                record.event_count,
+                record.first_position,
+                record.last_position
+            ),
+            (4, 3, appended.first_position, appended.last_position)
+        );
+        // A checked resend of it is a duplicate.
+        let mut again = NewCommand {
+            command_id,
+            idempotency_key: None,
+            command: Cow::Borrowed("Deposit"),
+            aggregate: Cow::Borrowed("Account"),
+            deduplicate_since: Some(UNIX_EPOCH),
+        };
+        let duplicate = store
+            .append_command(
+                &stream,
+                ExpectedVersion::Any,
+                vec![event("Deposited")],
+                again.clone(),
+            )
+            .await;
+        assert!(
+            matches!(duplicate, Err(StoreError::DuplicateCommand { .. })),
+            "{duplicate:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let swept = store
+            .sweep_commands(SystemTime::now(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(swept, 1, "the slot is swept through its last event");
+        assert_eq!(
+            store
+                .find_command(CommandLookup::Id(command_id), UNIX_EPOCH)
+                .await
+                .unwrap(),
+            None
+        );
+        again.deduplicate_since = Some(UNIX_EPOCH);
+        store
+            .append_command(
+                &stream,
+                ExpectedVersion::Exact(4),
+                vec![event("Deposited")],
+                again,
+            )
+            .await
+            .expect("swept: it runs again");
+    });
+}
