@@ -639,7 +639,6 @@ CREATE TABLE {s}.commands (
 );
 CREATE INDEX ON {s}.commands (command_id);
 CREATE UNIQUE INDEX ON {s}.commands (idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX ON {s}.commands (recorded_at);
 CREATE FUNCTION {s}.evoq_append_commands(
     p_streams TEXT[], p_expected BIGINT[], p_counts INT[],
     e_ids UUID[], e_types TEXT[], e_schema_versions BIGINT[], e_data BYTEA[], e_metadata BYTEA[],
@@ -1361,7 +1360,9 @@ impl EventStore for PostgresStore {
         rows.first().map(|row| decode_command(row, 0)).transpose()
     }
 
-    /// Deletes the oldest entries by their row ids, `max` at a time.
+    /// Deletes at most `max` entries recorded before `before`, in the table's physical order
+    /// (oldest first, as rows are appended). There is no index on the time: every append would
+    /// pay for it, where the sweep runs once an hour.
     async fn sweep_commands(&self, before: SystemTime, max: usize) -> Result<usize, StoreError> {
         if max == 0 {
             return Ok(0);
@@ -1369,7 +1370,7 @@ impl EventStore for PostgresStore {
         let s = &self.inner.schema;
         let sql = format!(
             "DELETE FROM {s}.commands WHERE ctid IN \
-             (SELECT ctid FROM {s}.commands WHERE recorded_at < $1 ORDER BY recorded_at LIMIT $2)"
+             (SELECT ctid FROM {s}.commands WHERE recorded_at < $1 LIMIT $2)"
         );
         let removed = execute!(
             self,
