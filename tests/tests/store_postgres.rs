@@ -456,9 +456,9 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
     assert!(text.contains("app:***@127.0.0.1:1"), "{text}");
 }
 
-/// A command of type `Deposit` on account `account` with idempotency key `key`, checked against
-/// every entry of the log.
-fn deposit_command(account: &str, key: &str) -> NewCommand {
+/// A command of type `Deposit` (its account is the stream it is appended to) with idempotency
+/// key `key`, checked against every entry of the log.
+fn deposit_command(key: &str) -> NewCommand {
     NewCommand {
         command_id: evoq::Uuid::now_v7(),
         idempotency_key: Some(key.to_owned()),
@@ -523,7 +523,7 @@ async fn a_version_1_schema_migrates_to_version_2_and_keeps_its_events() {
     assert_eq!(store.read_head().await.expect("head"), 6, "and the head");
 
     // The command log works on the migrated schema.
-    let command = deposit_command("a", "pay-a");
+    let command = deposit_command("pay-a");
     let appended = store
         .append_command(
             "Account-a",
@@ -599,7 +599,7 @@ async fn two_nodes_running_one_command_at_once_have_exactly_one_winner() {
             // Each run to a stream of its own: only the key can stop it.
             let account = format!("n{n}-{i}");
             tasks.push(tokio::spawn(async move {
-                let command = deposit_command(&account, "pay-once");
+                let command = deposit_command("pay-once");
                 let stream = format!("Account-{account}");
                 barrier.wait().await;
                 let result = store

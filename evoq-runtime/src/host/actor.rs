@@ -360,7 +360,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     // instance is as good as before.
                     self.core.instance = Some(instance);
                     return Box::pin(recorded::first_result::<A>(
-                        &*store,
+                        store,
                         &record,
                         name,
                         self.id(),
