@@ -359,13 +359,8 @@ impl<A: Aggregate> Actor<'_, A> {
                     // Another runtime ran it first; nothing of this run was stored, so the
                     // instance is as good as before.
                     self.core.instance = Some(instance);
-                    return Box::pin(recorded::first_result::<A>(
-                        store,
-                        &record,
-                        name,
-                        self.id(),
-                    ))
-                    .await;
+                    return Box::pin(recorded::first_result::<A>(store, &record, name, self.id()))
+                        .await;
                 }
                 Err(StoreError::WrongExpectedVersion { actual, .. }) => {
                     // Someone wrote behind this instance's back. Nothing of this run was
