@@ -9,7 +9,6 @@
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
@@ -21,15 +20,12 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use self::commands::{CommandLog, Logged};
+use self::log::{Log, StreamHasher};
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
     EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
 };
-
-/// Number of events per chunk of the global log. Chunks never reallocate, so an append never
-/// copies the log, however long it is.
-const LOG_CHUNK: usize = 4_096;
 
 /// Positions `read_all` scans under one hold of the read lock before it
 /// releases the lock and takes it again, so a long filtered scan never blocks appenders for
@@ -124,77 +120,6 @@ struct State {
 impl State {
     fn stream_version(&self, stream: &str) -> u64 {
         self.streams.get(stream).map_or(0, |s| s.len() as u64)
-    }
-}
-
-/// The stream map's hasher: foldhash (a few instructions per id where SipHash takes a hundred),
-/// keyed per store from the operating system's randomness (through std's `RandomState`), so
-/// that stream ids chosen by a client cannot be made to collide.
-#[derive(Clone)]
-struct StreamHasher(foldhash::fast::SeedableRandomState);
-
-impl Default for StreamHasher {
-    fn default() -> Self {
-        let seed = std::hash::RandomState::new().hash_one(0u64);
-        StreamHasher(foldhash::fast::SeedableRandomState::with_seed(
-            seed,
-            foldhash::SharedSeed::global_random(),
-        ))
-    }
-}
-
-impl BuildHasher for StreamHasher {
-    type Hasher = foldhash::fast::FoldHasher;
-
-    fn build_hasher(&self) -> Self::Hasher {
-        self.0.build_hasher()
-    }
-}
-
-/// The global log, in fixed-size chunks.
-#[derive(Default)]
-struct Log {
-    chunks: Vec<Vec<Arc<RecordedEvent>>>,
-    len: usize,
-}
-
-impl Log {
-    fn len(&self) -> u64 {
-        self.len as u64
-    }
-
-    /// The event at global position `position`, if there is one.
-    fn at(&self, position: u64) -> Option<&Arc<RecordedEvent>> {
-        let index = usize::try_from(position.checked_sub(1)?).ok()?;
-        self.chunks.get(index / LOG_CHUNK)?.get(index % LOG_CHUNK)
-    }
-
-    /// The event at index `index`.
-    fn get(&self, index: u32) -> &Arc<RecordedEvent> {
-        let index = index as usize;
-        &self.chunks[index / LOG_CHUNK][index % LOG_CHUNK]
-    }
-
-    fn push(&mut self, event: Arc<RecordedEvent>) {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < LOG_CHUNK => chunk.push(event),
-            _ => {
-                let mut chunk = Vec::with_capacity(LOG_CHUNK);
-                chunk.push(event);
-                self.chunks.push(chunk);
-            }
-        }
-        self.len += 1;
-    }
-
-    /// The events from index `start` on, in order.
-    fn iter_from(&self, start: usize) -> impl Iterator<Item = &Arc<RecordedEvent>> {
-        self.chunks
-            .get(start / LOG_CHUNK..)
-            .unwrap_or_default()
-            .iter()
-            .flatten()
-            .skip(start % LOG_CHUNK)
     }
 }
 
@@ -727,5 +652,6 @@ impl EventStore for InMemoryStore {
 }
 
 mod commands;
+mod log;
 #[cfg(test)]
 mod tests;

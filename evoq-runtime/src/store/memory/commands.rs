@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use super::{Log, StreamHasher};
+use super::log::{Log, StreamHasher};
 use crate::store::command_log::{aggregate_id_in, last_position};
 use crate::store::{Appended, CommandLookup, CommandRecord, NewCommand};
 

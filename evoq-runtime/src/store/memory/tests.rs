@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::*;
 use crate::envelope::{Metadata, stream_id};
 use crate::store::conformance;
+use crate::store::memory::log::LOG_CHUNK;
 
 mod conformance_suite {
     crate::store_conformance_tests!(|| async {

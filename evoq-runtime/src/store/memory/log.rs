@@ -1,0 +1,82 @@
+//! What the in-memory store's parts share: the global log of events, and the hasher of its
+//! maps.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use crate::envelope::RecordedEvent;
+
+/// Number of events per chunk of the global log. Chunks never reallocate, so an append never
+/// copies the log, however long it is.
+pub(super) const LOG_CHUNK: usize = 4_096;
+
+/// The stream map's hasher: foldhash (a few instructions per id where SipHash takes a hundred),
+/// keyed per store from the operating system's randomness (through std's `RandomState`), so
+/// that stream ids chosen by a client cannot be made to collide.
+#[derive(Clone)]
+pub(super) struct StreamHasher(foldhash::fast::SeedableRandomState);
+
+impl Default for StreamHasher {
+    fn default() -> Self {
+        let seed = std::hash::RandomState::new().hash_one(0u64);
+        StreamHasher(foldhash::fast::SeedableRandomState::with_seed(
+            seed,
+            foldhash::SharedSeed::global_random(),
+        ))
+    }
+}
+
+impl BuildHasher for StreamHasher {
+    type Hasher = foldhash::fast::FoldHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
+
+/// The global log, in fixed-size chunks.
+#[derive(Default)]
+pub(super) struct Log {
+    chunks: Vec<Vec<Arc<RecordedEvent>>>,
+    len: usize,
+}
+
+impl Log {
+    pub(super) fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    /// The event at global position `position`, if there is one.
+    pub(super) fn at(&self, position: u64) -> Option<&Arc<RecordedEvent>> {
+        let index = usize::try_from(position.checked_sub(1)?).ok()?;
+        self.chunks.get(index / LOG_CHUNK)?.get(index % LOG_CHUNK)
+    }
+
+    /// The event at index `index`.
+    pub(super) fn get(&self, index: u32) -> &Arc<RecordedEvent> {
+        let index = index as usize;
+        &self.chunks[index / LOG_CHUNK][index % LOG_CHUNK]
+    }
+
+    pub(super) fn push(&mut self, event: Arc<RecordedEvent>) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < LOG_CHUNK => chunk.push(event),
+            _ => {
+                let mut chunk = Vec::with_capacity(LOG_CHUNK);
+                chunk.push(event);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The events from index `start` on, in order.
+    pub(super) fn iter_from(&self, start: usize) -> impl Iterator<Item = &Arc<RecordedEvent>> {
+        self.chunks
+            .get(start / LOG_CHUNK..)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .skip(start % LOG_CHUNK)
+    }
+}
