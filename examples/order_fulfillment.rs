@@ -188,6 +188,8 @@ impl OrderFulfillment {
                     amount: self.amount,
                 });
             }
+            // Undone (or nothing to undo): a later failure need not see it again.
+            undo.mark_undone(step);
         }
         undo
     }

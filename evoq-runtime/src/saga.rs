@@ -21,9 +21,13 @@
 //!    restart, a reset checkpoint) produces the same ids, and the pipeline's idempotency on
 //!    caller-supplied command ids returns the first result instead of running them again;
 //! 5. a command that fails (after its conflict retries) goes to the `#[compensates]` method as
-//!    a [`FailedCommand`], which lists the commands the instance executed so far, newest
-//!    first; the compensating commands it returns are dispatched the same way (ids from the
-//!    failed command's id), in the order returned.
+//!    a [`FailedCommand`], once every command of its batch has been dispatched; its
+//!    [`executed()`](FailedCommand::executed) lists every command of the instance that
+//!    succeeded (those of the same batch included, before and after the failed one), newest
+//!    first, less those an earlier compensation marked undone
+//!    ([`Commands::mark_undone`]); the compensating commands it returns are dispatched the same
+//!    way (ids from the failed command's id), in the order returned, and the steps they mark
+//!    undone leave the list.
 //!
 //! Telemetry: `evoq.process_manager.start` (an instance is created), `stop` (removed),
 //! `command` (a dispatch and its outcome) and `compensate`, at DEBUG (a failed command at WARN).
@@ -183,8 +187,11 @@ impl FailedCommand {
         self.correlation_id
     }
 
-    /// The commands this instance executed successfully before, newest first: compensate
-    /// them in this order.
+    /// Every command this instance executed successfully and no compensation marked undone
+    /// ([`Commands::mark_undone`]), newest first (in dispatch order): compensate them in this
+    /// order. The commands of the failed command's own batch are all in it, those dispatched
+    /// after the failed one included: a batch is dispatched whole before its failures are
+    /// compensated.
     pub fn executed(&self) -> &[ExecutedCommand] {
         &self.executed
     }
@@ -247,6 +254,12 @@ impl<C: Route> Dispatchable for Erased<C> {
 /// `Commands::none().push(a).push(b)`. Every command must be routable (`Route`): an
 /// unroutable command does not compile.
 ///
+/// A `#[compensates]` method also says here which steps of
+/// [`FailedCommand::executed`] it undid, with [`undoes`](Self::undoes) or
+/// [`mark_undone`](Self::mark_undone): those leave the instance's history, and a later
+/// failure no longer sees them. A step not marked stays, whatever commands are returned; an
+/// empty compensation thus keeps the whole history for a later failure to undo.
+///
 /// ```
 /// # use evoq::prelude::*;
 /// # use serde::{Deserialize, Serialize};
@@ -274,6 +287,8 @@ impl<C: Route> Dispatchable for Erased<C> {
 #[must_use = "a saga dispatches the commands its method returns"]
 pub struct Commands {
     items: Vec<Box<dyn Dispatchable>>,
+    /// The command ids of the executed steps these commands undo (a compensation).
+    undone: Vec<Uuid>,
 }
 
 impl Commands {
@@ -307,6 +322,26 @@ impl Commands {
     pub fn names(&self) -> Vec<&'static str> {
         self.items.iter().map(|item| item.name()).collect()
     }
+
+    /// These commands, with `step` (one of [`FailedCommand::executed`]) marked undone.
+    pub fn undoes(mut self, step: &ExecutedCommand) -> Self {
+        self.mark_undone(step);
+        self
+    }
+
+    /// Marks `step` (one of [`FailedCommand::executed`]) undone by this compensation: it
+    /// leaves the instance's history once the compensation is dispatched. Only a
+    /// `#[compensates]` method's marks count; marking a step twice is marking it once.
+    pub fn mark_undone(&mut self, step: &ExecutedCommand) {
+        if !self.undone.contains(&step.command_id) {
+            self.undone.push(step.command_id);
+        }
+    }
+
+    /// The command ids of the steps marked undone, in the order marked.
+    pub fn undone(&self) -> &[Uuid] {
+        &self.undone
+    }
 }
 
 impl fmt::Debug for Commands {
@@ -329,7 +364,8 @@ macro_rules! commands {
 #[serde(bound = "")]
 struct Instance<S: Saga> {
     state: S,
-    /// The commands dispatched successfully since the last compensation, oldest first.
+    /// The commands dispatched successfully and not marked undone by a compensation, oldest
+    /// first.
     #[serde(default)]
     executed: Vec<ExecutedCommand>,
     /// The last event the instance handled: its position and the state before it, so that a
@@ -502,55 +538,41 @@ async fn handle<S: Saga>(
     .await
     .map_err(|error| failure(event, error))?;
 
-    let mut changed = false;
-    for result in results {
-        match result {
-            CommandOutcome::Done(executed) => {
-                if !instance
-                    .executed
-                    .iter()
-                    .any(|done| done.command_id == executed.command_id)
-                {
-                    instance.executed.push(executed);
-                    changed = true;
-                }
-            }
-            CommandOutcome::Failed {
-                command,
-                command_id,
-                aggregate_id,
-                error,
-            } => {
-                let failed = FailedCommand {
-                    command,
-                    command_id,
-                    aggregate_id,
-                    error,
-                    instance: key.clone(),
-                    correlation_id,
-                    executed: instance.executed.iter().rev().cloned().collect(),
-                };
-                let compensation = instance.state.compensate(&failed);
-                tracing::debug!(
-                    name: "evoq.process_manager.compensate",
-                    saga,
-                    instance = %key,
-                    failed = command,
-                    commands = compensation.len(),
-                );
-                instance.executed.clear();
-                changed = true;
-                let cause = event.event_id();
-                let compensation_base = format!("{base}/compensate");
-                dispatch_all(dispatcher, saga, &key, compensation, |index| DispatchIds {
-                    command_id: derived_id(&compensation_base, command_id, index),
-                    causation_id: cause,
-                    correlation_id,
-                })
-                .await
-                .map_err(|error| failure(event, error))?;
-            }
-        }
+    let (done, failures) = split_outcomes(results);
+    let mut changed = record_executed(&mut instance.executed, done);
+    for failed in failures {
+        changed = true;
+        let failed = FailedCommand {
+            command: failed.command,
+            command_id: failed.command_id,
+            aggregate_id: failed.aggregate_id,
+            error: failed.error,
+            instance: key.clone(),
+            correlation_id,
+            executed: instance.executed.iter().rev().cloned().collect(),
+        };
+        let compensation = instance.state.compensate(&failed);
+        tracing::debug!(
+            name: "evoq.process_manager.compensate",
+            saga,
+            instance = %key,
+            failed = failed.command,
+            commands = compensation.len(),
+            undone = compensation.undone.len(),
+        );
+        instance
+            .executed
+            .retain(|step| !compensation.undone.contains(&step.command_id));
+        let cause = event.event_id();
+        let compensation_base = format!("{base}/compensate");
+        let failed_id = failed.command_id;
+        dispatch_all(dispatcher, saga, &key, compensation, |index| DispatchIds {
+            command_id: derived_id(&compensation_base, failed_id, index),
+            causation_id: cause,
+            correlation_id,
+        })
+        .await
+        .map_err(|error| failure(event, error))?;
     }
     if changed && !stops {
         let bytes = encode(&instance, event)?;
@@ -578,14 +600,47 @@ fn encode<S: Saga>(instance: &Instance<S>, event: &EventMeta) -> Result<Vec<u8>,
         .map_err(|error| failure(event, format!("the state does not serialize: {error}")))
 }
 
+/// The outcome of one dispatched command.
 enum CommandOutcome {
     Done(ExecutedCommand),
-    Failed {
-        command: &'static str,
-        command_id: Uuid,
-        aggregate_id: String,
-        error: String,
-    },
+    Failed(Failure),
+}
+
+/// A command that failed, before it is handed to the compensation.
+struct Failure {
+    command: &'static str,
+    command_id: Uuid,
+    aggregate_id: String,
+    error: String,
+}
+
+/// The successes and the failures of a batch, each in dispatch order.
+fn split_outcomes(outcomes: Vec<CommandOutcome>) -> (Vec<ExecutedCommand>, Vec<Failure>) {
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            CommandOutcome::Done(executed) => done.push(executed),
+            CommandOutcome::Failed(failed) => failures.push(failed),
+        }
+    }
+    (done, failures)
+}
+
+/// Appends the successes to the instance's history (oldest first), skipping those it already
+/// holds; whether it changed.
+fn record_executed(history: &mut Vec<ExecutedCommand>, done: Vec<ExecutedCommand>) -> bool {
+    let mut changed = false;
+    for executed in done {
+        if !history
+            .iter()
+            .any(|step| step.command_id == executed.command_id)
+        {
+            history.push(executed);
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Dispatches every command, in order, even after a failure; the outcomes in the same order.
@@ -630,12 +685,12 @@ async fn dispatch_all(
                     command_id = %ids.command_id,
                     error = %error,
                 );
-                outcomes.push(CommandOutcome::Failed {
+                outcomes.push(CommandOutcome::Failed(Failure {
                     command: name,
                     command_id: ids.command_id,
                     aggregate_id,
                     error: error.to_string(),
-                });
+                }));
             }
         }
     }
