@@ -110,9 +110,11 @@ impl<S> Step<S> {
     }
 }
 
-/// The value of a `by` field, as an instance id.
+/// The value of a `by` field, as an instance id. A field of type `Option<T>` correlates
+/// through its value, a `T` that implements this trait; `None` correlates to nothing (see
+/// [`Correlate`]).
 #[diagnostic::on_unimplemented(
-    message = "the correlation field has type `{Self}`, which cannot identify a saga instance",
+    message = "the correlation field (or the value in its `Option`) has type `{Self}`, which cannot identify a saga instance",
     label = "`{Self}` does not implement `std::fmt::Display`",
     note = "a correlation value is a string: use `String`, an integer, a `Uuid`, an `Option` of one, or a type that implements `std::fmt::Display`"
 )]
@@ -125,6 +127,64 @@ pub trait CorrelationKey {
 impl<T: fmt::Display + ?Sized> CorrelationKey for T {
     fn correlation_key(&self) -> Option<String> {
         Some(self.to_string())
+    }
+}
+
+/// Generated code: a `by` field's value, wrapped to pick how it correlates. Method resolution
+/// picks [`OptionCorrelation`] for an `Option<T>` (the impl on the value) before
+/// [`KeyCorrelation`] for any other type (the impl on a reference, one autoref away), so an
+/// `Option` needs no `Display` of its own; the tag returned then requires `CorrelationKey` of
+/// the key, which names the field's type in the error when it has none.
+#[doc(hidden)]
+pub struct Correlate<'a, T: ?Sized>(pub &'a T);
+
+/// Generated code: an `Option<T>` field correlates through its value.
+#[doc(hidden)]
+pub trait OptionCorrelation {
+    /// The tag that reads the key in the `Option`.
+    fn correlation(&self) -> OptionKey;
+}
+
+impl<T> OptionCorrelation for Correlate<'_, Option<T>> {
+    fn correlation(&self) -> OptionKey {
+        OptionKey
+    }
+}
+
+/// Generated code: any other field is the key itself.
+#[doc(hidden)]
+pub trait KeyCorrelation {
+    /// The tag that reads the field as the key.
+    fn correlation(&self) -> PlainKey;
+}
+
+impl<T: ?Sized> KeyCorrelation for &Correlate<'_, T> {
+    fn correlation(&self) -> PlainKey {
+        PlainKey
+    }
+}
+
+/// Generated code: reads the key of an `Option<T>` field (`None`: no instance).
+#[doc(hidden)]
+#[derive(Copy, Clone, Debug)]
+pub struct OptionKey;
+
+impl OptionKey {
+    /// The instance id of `value`: `None` for `None` or an empty key.
+    pub fn key<T: CorrelationKey>(self, value: &Option<T>) -> Option<String> {
+        value.as_ref()?.correlation_key()
+    }
+}
+
+/// Generated code: reads the key of a field that is not an `Option`.
+#[doc(hidden)]
+#[derive(Copy, Clone, Debug)]
+pub struct PlainKey;
+
+impl PlainKey {
+    /// The instance id of `value`.
+    pub fn key<T: CorrelationKey + ?Sized>(self, value: &T) -> Option<String> {
+        value.correlation_key()
     }
 }
 

@@ -49,6 +49,20 @@ struct NoteAdded {
     order_id: String,
 }
 
+/// A coupon, applied to an order or to none (`order_id: None`).
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct CouponApplied {
+    code: String,
+    order_id: Option<String>,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ApplyCoupon {
+    #[aggregate_id]
+    code: String,
+    order_id: Option<String>,
+}
+
 #[derive(Command, Debug, Clone)]
 struct PlaceOrder {
     #[aggregate_id]
@@ -203,7 +217,39 @@ impl Note {
     fn added(&mut self, _e: &NoteAdded) {}
 }
 
-// ----- the saga -----
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Coupon;
+
+#[aggregate]
+impl Coupon {
+    #[handles]
+    fn apply(&self, c: &ApplyCoupon) -> Result<CouponApplied, Refused> {
+        Ok(CouponApplied {
+            code: c.code.clone(),
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[apply]
+    fn applied(&mut self, _e: &CouponApplied) {}
+}
+
+// ----- the sagas -----
+
+/// A saga correlated by an `Option<String>`: `None` belongs to no instance.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Discounts {
+    codes: Vec<String>,
+}
+
+#[saga(name = "discounts")]
+impl Discounts {
+    #[starts(by = order_id)]
+    fn applied(&mut self, e: &CouponApplied) -> Commands {
+        self.codes.push(e.code.clone());
+        Commands::none()
+    }
+}
 
 #[derive(Default, Debug, Clone, Serialize, Deserialize)]
 struct Fulfillment {
@@ -724,6 +770,37 @@ async fn a_command_that_succeeds_after_the_failing_one_of_its_batch_is_in_its_ex
     settle_saga(&app, "tolerant").await;
     let state = saga_state(&store, "tolerant", "fail-t2").await.unwrap();
     assert_eq!(state["seen"], serde_json::json!([["ChargePayment"]]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_option_key_correlates_some_and_ignores_none() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<Discounts>()
+        .start()
+        .await
+        .unwrap();
+    let apply = |code: &str, order_id: Option<&str>| ApplyCoupon {
+        code: code.to_owned(),
+        order_id: order_id.map(str::to_owned),
+    };
+    app.dispatch(apply("none", None)).await.unwrap();
+    settle_saga(&app, "discounts").await;
+    let instances = || store.list_saga_instances("discounts", None, usize::MAX);
+    assert!(
+        instances().await.unwrap().is_empty(),
+        "None creates nothing"
+    );
+
+    app.dispatch(apply("c1", Some("o1"))).await.unwrap();
+    app.dispatch(apply("again-none", None)).await.unwrap();
+    app.dispatch(apply("c2", Some("o1"))).await.unwrap();
+    settle_saga(&app, "discounts").await;
+    assert_eq!(instances().await.unwrap(), ["o1"]);
+    let state = saga_state(&store, "discounts", "o1").await.unwrap();
+    assert_eq!(state["codes"], serde_json::json!(["c1", "c2"]));
     app.stop().await;
 }
 
