@@ -1,4 +1,4 @@
-//! A saga (process manager): an order is placed, its payment charged, then it is shipped. A
+//! A saga: an order is placed, its payment charged, then it is shipped. A
 //! shipment that fails compensates with a refund.
 //!
 //! Run with `cargo run --example order_fulfillment`.

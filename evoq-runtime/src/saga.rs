@@ -1,4 +1,4 @@
-//! Process managers (sagas): long-running coordinators that react to events with commands.
+//! Sagas: long-running coordinators that react to events with commands.
 //!
 //! A saga is a state struct (`Default + Serialize + Deserialize`) whose `#[saga(name = "...")]`
 //! impl block has methods marked `#[starts(by = field)]`, `#[continues(by = field)]` and
@@ -29,7 +29,7 @@
 //!    way (ids from the failed command's id), in the order returned, and the steps they mark
 //!    undone leave the list.
 //!
-//! Telemetry: `evoq.process_manager.start` (an instance is created), `stop` (removed),
+//! Telemetry: `evoq.saga.start` (an instance is created), `stop` (removed, or a stop ignored),
 //! `command` (a dispatch and its outcome) and `compensate`, at DEBUG (a failed command at WARN).
 
 use std::fmt;
@@ -51,7 +51,7 @@ use crate::error::Error;
 use crate::event::upcast::Upcaster;
 use crate::util::ids::derived_id;
 
-/// A process manager: implemented by `#[saga(name = "...")]` on the impl block of its state.
+/// A saga: implemented by `#[saga(name = "...")]` on the impl block of its state.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an evoq saga",
     label = "not a `Saga`",
@@ -525,7 +525,7 @@ async fn handle<S: Saga>(
         })?,
         None if step.kind == StepKind::Stops => {
             tracing::debug!(
-                name: "evoq.process_manager.stop",
+                name: "evoq.saga.stop",
                 stage = "ignored",
                 saga,
                 instance = %key,
@@ -535,7 +535,7 @@ async fn handle<S: Saga>(
         }
         None => {
             tracing::debug!(
-                name: "evoq.process_manager.start",
+                name: "evoq.saga.start",
                 saga,
                 instance = %key,
                 event_type = event.event_type(),
@@ -578,7 +578,7 @@ async fn handle<S: Saga>(
             .delete_saga_state(saga, &key)
             .await
             .map_err(|error| failure(event, error))?;
-        tracing::debug!(name: "evoq.process_manager.stop", stage = "stop", saga, instance = %key);
+        tracing::debug!(name: "evoq.saga.stop", stage = "stop", saga, instance = %key);
     } else {
         let bytes = encode(&instance, event)?;
         save(dispatcher, saga, &key, bytes, event).await?;
@@ -613,7 +613,7 @@ async fn handle<S: Saga>(
         };
         let compensation = instance.state.compensate(&failed);
         tracing::debug!(
-            name: "evoq.process_manager.compensate",
+            name: "evoq.saga.compensate",
             saga,
             instance = %key,
             failed = failed.command,
@@ -721,7 +721,7 @@ async fn dispatch_all(
         match command.dispatch(dispatcher, ids).await {
             Ok(()) => {
                 tracing::debug!(
-                    name: "evoq.process_manager.command",
+                    name: "evoq.saga.command",
                     stage = "stop",
                     saga,
                     instance,
@@ -737,7 +737,7 @@ async fn dispatch_all(
             Err(error @ Error::Stopped { .. }) => return Err(error),
             Err(error) => {
                 tracing::warn!(
-                    name: "evoq.process_manager.command",
+                    name: "evoq.saga.command",
                     stage = "exception",
                     saga,
                     instance,

@@ -1,4 +1,4 @@
-//! Process managers (sagas): instance lifecycle, persistence, re-delivery safety through
+//! Sagas: instance lifecycle, persistence, re-delivery safety through
 //! deterministic command ids, compensation (docs/semantics.md §6).
 
 use std::sync::Arc;
@@ -802,6 +802,47 @@ async fn an_option_key_correlates_some_and_ignores_none() {
     let state = saga_state(&store, "discounts", "o1").await.unwrap();
     assert_eq!(state["codes"], serde_json::json!(["c1", "c2"]));
     app.stop().await;
+}
+
+/// The names of the tracing events emitted while it is installed.
+#[derive(Clone, Default)]
+struct Names(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Names {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let name = event.metadata().name().to_owned();
+        self.0.lock().unwrap().push(name);
+    }
+}
+
+#[tokio::test]
+async fn the_telemetry_names_are_saga_names() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let names = Names::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(names.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "fail-tel").await; // start, command, a failed command, compensate
+    place(&app, "auto-tel").await; // runs to its stop
+    settle(&app).await;
+    app.stop().await;
+
+    let seen = names.0.lock().unwrap().clone();
+    for name in [
+        "evoq.saga.start",
+        "evoq.saga.command",
+        "evoq.saga.compensate",
+        "evoq.saga.stop",
+    ] {
+        assert!(seen.iter().any(|seen| seen == name), "{name} in {seen:?}");
+    }
+    assert!(
+        !seen.iter().any(|name| name.contains("process_manager")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
