@@ -1,4 +1,4 @@
-//! A saga (process manager): an order is placed, its payment charged, then it is shipped. A
+//! A saga: an order is placed, its payment charged, then it is shipped. A
 //! shipment that fails compensates with a refund.
 //!
 //! Run with `cargo run --example order_fulfillment`.
@@ -188,6 +188,8 @@ impl OrderFulfillment {
                     amount: self.amount,
                 });
             }
+            // Undone (or nothing to undo): a later failure need not see it again.
+            undo.mark_undone(step);
         }
         undo
     }

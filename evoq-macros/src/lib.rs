@@ -173,7 +173,7 @@ pub fn upcaster(args: TokenStream, input: TokenStream) -> TokenStream {
     upcaster::expand(args.into(), input.into()).into()
 }
 
-/// Makes a process manager (saga) of the impl block of its state type:
+/// Makes a saga of the impl block of its state type:
 /// `#[saga(name = "order_fulfillment")] impl OrderFulfillment { ... }` with
 /// `#[starts(by = field)]`, `#[continues(by = field)]`, `#[stops(by = field)]` methods taking one
 /// event and returning `Commands`, and at most one `#[compensates]` method taking a

@@ -241,7 +241,12 @@ fn generate(def: &SagaDef) -> TokenStream {
                 // a field the event lacks is one error there.
                 let span = proc_macro2::Span::call_site().located_at(field.span());
                 let p_at = paths::private(span);
-                quote_spanned!(span=> #p_at::CorrelationKey::correlation_key(&event.#field))
+                // An `Option` field correlates through its value (`None`: no instance).
+                quote_spanned!(span=> {
+                    use #p_at::{KeyCorrelation as _, OptionCorrelation as _};
+                    let value = &event.#field;
+                    (&#p_at::Correlate(value)).correlation().key(value)
+                })
             }
             None => quote!(#p::core::option::Option::None),
         };

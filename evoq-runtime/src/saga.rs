@@ -1,4 +1,4 @@
-//! Process managers (sagas): long-running coordinators that react to events with commands.
+//! Sagas: long-running coordinators that react to events with commands.
 //!
 //! A saga is a state struct (`Default + Serialize + Deserialize`) whose `#[saga(name = "...")]`
 //! impl block has methods marked `#[starts(by = field)]`, `#[continues(by = field)]` and
@@ -21,11 +21,15 @@
 //!    restart, a reset checkpoint) produces the same ids, and the pipeline's idempotency on
 //!    caller-supplied command ids returns the first result instead of running them again;
 //! 5. a command that fails (after its conflict retries) goes to the `#[compensates]` method as
-//!    a [`FailedCommand`], which lists the commands the instance executed so far, newest
-//!    first; the compensating commands it returns are dispatched the same way (ids from the
-//!    failed command's id), in the order returned.
+//!    a [`FailedCommand`], once every command of its batch has been dispatched; its
+//!    [`executed()`](FailedCommand::executed) lists every command of the instance that
+//!    succeeded (those of the same batch included, before and after the failed one), newest
+//!    first, less those an earlier compensation marked undone
+//!    ([`Commands::mark_undone`]); the compensating commands it returns are dispatched the same
+//!    way (ids from the failed command's id), in the order returned, and the steps they mark
+//!    undone leave the list.
 //!
-//! Telemetry: `evoq.process_manager.start` (an instance is created), `stop` (removed),
+//! Telemetry: `evoq.saga.start` (an instance is created), `stop` (removed, or a stop ignored),
 //! `command` (a dispatch and its outcome) and `compensate`, at DEBUG (a failed command at WARN).
 
 use std::fmt;
@@ -47,7 +51,7 @@ use crate::error::Error;
 use crate::event::upcast::Upcaster;
 use crate::util::ids::derived_id;
 
-/// A process manager: implemented by `#[saga(name = "...")]` on the impl block of its state.
+/// A saga: implemented by `#[saga(name = "...")]` on the impl block of its state.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an evoq saga",
     label = "not a `Saga`",
@@ -106,9 +110,11 @@ impl<S> Step<S> {
     }
 }
 
-/// The value of a `by` field, as an instance id.
+/// The value of a `by` field, as an instance id. A field of type `Option<T>` correlates
+/// through its value, a `T` that implements this trait; `None` correlates to nothing (see
+/// [`Correlate`]).
 #[diagnostic::on_unimplemented(
-    message = "the correlation field has type `{Self}`, which cannot identify a saga instance",
+    message = "the correlation field (or the value in its `Option`) has type `{Self}`, which cannot identify a saga instance",
     label = "`{Self}` does not implement `std::fmt::Display`",
     note = "a correlation value is a string: use `String`, an integer, a `Uuid`, an `Option` of one, or a type that implements `std::fmt::Display`"
 )]
@@ -121,6 +127,64 @@ pub trait CorrelationKey {
 impl<T: fmt::Display + ?Sized> CorrelationKey for T {
     fn correlation_key(&self) -> Option<String> {
         Some(self.to_string())
+    }
+}
+
+/// Generated code: a `by` field's value, wrapped to pick how it correlates. Method resolution
+/// picks [`OptionCorrelation`] for an `Option<T>` (the impl on the value) before
+/// [`KeyCorrelation`] for any other type (the impl on a reference, one autoref away), so an
+/// `Option` needs no `Display` of its own; the tag returned then requires `CorrelationKey` of
+/// the key, which names the field's type in the error when it has none.
+#[doc(hidden)]
+pub struct Correlate<'a, T: ?Sized>(pub &'a T);
+
+/// Generated code: an `Option<T>` field correlates through its value.
+#[doc(hidden)]
+pub trait OptionCorrelation {
+    /// The tag that reads the key in the `Option`.
+    fn correlation(&self) -> OptionKey;
+}
+
+impl<T> OptionCorrelation for Correlate<'_, Option<T>> {
+    fn correlation(&self) -> OptionKey {
+        OptionKey
+    }
+}
+
+/// Generated code: any other field is the key itself.
+#[doc(hidden)]
+pub trait KeyCorrelation {
+    /// The tag that reads the field as the key.
+    fn correlation(&self) -> PlainKey;
+}
+
+impl<T: ?Sized> KeyCorrelation for &Correlate<'_, T> {
+    fn correlation(&self) -> PlainKey {
+        PlainKey
+    }
+}
+
+/// Generated code: reads the key of an `Option<T>` field (`None`: no instance).
+#[doc(hidden)]
+#[derive(Copy, Clone, Debug)]
+pub struct OptionKey;
+
+impl OptionKey {
+    /// The instance id of `value`: `None` for `None` or an empty key.
+    pub fn key<T: CorrelationKey>(self, value: &Option<T>) -> Option<String> {
+        value.as_ref()?.correlation_key()
+    }
+}
+
+/// Generated code: reads the key of a field that is not an `Option`.
+#[doc(hidden)]
+#[derive(Copy, Clone, Debug)]
+pub struct PlainKey;
+
+impl PlainKey {
+    /// The instance id of `value`.
+    pub fn key<T: CorrelationKey + ?Sized>(self, value: &T) -> Option<String> {
+        value.correlation_key()
     }
 }
 
@@ -183,8 +247,11 @@ impl FailedCommand {
         self.correlation_id
     }
 
-    /// The commands this instance executed successfully before, newest first: compensate
-    /// them in this order.
+    /// Every command this instance executed successfully and no compensation marked undone
+    /// ([`Commands::mark_undone`]), newest first (in dispatch order): compensate them in this
+    /// order. The commands of the failed command's own batch are all in it, those dispatched
+    /// after the failed one included: a batch is dispatched whole before its failures are
+    /// compensated.
     pub fn executed(&self) -> &[ExecutedCommand] {
         &self.executed
     }
@@ -247,6 +314,12 @@ impl<C: Route> Dispatchable for Erased<C> {
 /// `Commands::none().push(a).push(b)`. Every command must be routable (`Route`): an
 /// unroutable command does not compile.
 ///
+/// A `#[compensates]` method also says here which steps of
+/// [`FailedCommand::executed`] it undid, with [`undoes`](Self::undoes) or
+/// [`mark_undone`](Self::mark_undone): those leave the instance's history, and a later
+/// failure no longer sees them. A step not marked stays, whatever commands are returned; an
+/// empty compensation thus keeps the whole history for a later failure to undo.
+///
 /// ```
 /// # use evoq::prelude::*;
 /// # use serde::{Deserialize, Serialize};
@@ -274,6 +347,8 @@ impl<C: Route> Dispatchable for Erased<C> {
 #[must_use = "a saga dispatches the commands its method returns"]
 pub struct Commands {
     items: Vec<Box<dyn Dispatchable>>,
+    /// The command ids of the executed steps these commands undo (a compensation).
+    undone: Vec<Uuid>,
 }
 
 impl Commands {
@@ -307,6 +382,26 @@ impl Commands {
     pub fn names(&self) -> Vec<&'static str> {
         self.items.iter().map(|item| item.name()).collect()
     }
+
+    /// These commands, with `step` (one of [`FailedCommand::executed`]) marked undone.
+    pub fn undoes(mut self, step: &ExecutedCommand) -> Self {
+        self.mark_undone(step);
+        self
+    }
+
+    /// Marks `step` (one of [`FailedCommand::executed`]) undone by this compensation: it
+    /// leaves the instance's history once the compensation is dispatched. Only a
+    /// `#[compensates]` method's marks count; marking a step twice is marking it once.
+    pub fn mark_undone(&mut self, step: &ExecutedCommand) {
+        if !self.undone.contains(&step.command_id) {
+            self.undone.push(step.command_id);
+        }
+    }
+
+    /// The command ids of the steps marked undone, in the order marked.
+    pub fn undone(&self) -> &[Uuid] {
+        &self.undone
+    }
 }
 
 impl fmt::Debug for Commands {
@@ -329,7 +424,8 @@ macro_rules! commands {
 #[serde(bound = "")]
 struct Instance<S: Saga> {
     state: S,
-    /// The commands dispatched successfully since the last compensation, oldest first.
+    /// The commands dispatched successfully and not marked undone by a compensation, oldest
+    /// first.
     #[serde(default)]
     executed: Vec<ExecutedCommand>,
     /// The last event the instance handled: its position and the state before it, so that a
@@ -429,7 +525,7 @@ async fn handle<S: Saga>(
         })?,
         None if step.kind == StepKind::Stops => {
             tracing::debug!(
-                name: "evoq.process_manager.stop",
+                name: "evoq.saga.stop",
                 stage = "ignored",
                 saga,
                 instance = %key,
@@ -439,7 +535,7 @@ async fn handle<S: Saga>(
         }
         None => {
             tracing::debug!(
-                name: "evoq.process_manager.start",
+                name: "evoq.saga.start",
                 saga,
                 instance = %key,
                 event_type = event.event_type(),
@@ -482,7 +578,7 @@ async fn handle<S: Saga>(
             .delete_saga_state(saga, &key)
             .await
             .map_err(|error| failure(event, error))?;
-        tracing::debug!(name: "evoq.process_manager.stop", stage = "stop", saga, instance = %key);
+        tracing::debug!(name: "evoq.saga.stop", stage = "stop", saga, instance = %key);
     } else {
         let bytes = encode(&instance, event)?;
         save(dispatcher, saga, &key, bytes, event).await?;
@@ -502,55 +598,41 @@ async fn handle<S: Saga>(
     .await
     .map_err(|error| failure(event, error))?;
 
-    let mut changed = false;
-    for result in results {
-        match result {
-            CommandOutcome::Done(executed) => {
-                if !instance
-                    .executed
-                    .iter()
-                    .any(|done| done.command_id == executed.command_id)
-                {
-                    instance.executed.push(executed);
-                    changed = true;
-                }
-            }
-            CommandOutcome::Failed {
-                command,
-                command_id,
-                aggregate_id,
-                error,
-            } => {
-                let failed = FailedCommand {
-                    command,
-                    command_id,
-                    aggregate_id,
-                    error,
-                    instance: key.clone(),
-                    correlation_id,
-                    executed: instance.executed.iter().rev().cloned().collect(),
-                };
-                let compensation = instance.state.compensate(&failed);
-                tracing::debug!(
-                    name: "evoq.process_manager.compensate",
-                    saga,
-                    instance = %key,
-                    failed = command,
-                    commands = compensation.len(),
-                );
-                instance.executed.clear();
-                changed = true;
-                let cause = event.event_id();
-                let compensation_base = format!("{base}/compensate");
-                dispatch_all(dispatcher, saga, &key, compensation, |index| DispatchIds {
-                    command_id: derived_id(&compensation_base, command_id, index),
-                    causation_id: cause,
-                    correlation_id,
-                })
-                .await
-                .map_err(|error| failure(event, error))?;
-            }
-        }
+    let (done, failures) = split_outcomes(results);
+    let mut changed = record_executed(&mut instance.executed, done);
+    for failed in failures {
+        changed = true;
+        let failed = FailedCommand {
+            command: failed.command,
+            command_id: failed.command_id,
+            aggregate_id: failed.aggregate_id,
+            error: failed.error,
+            instance: key.clone(),
+            correlation_id,
+            executed: instance.executed.iter().rev().cloned().collect(),
+        };
+        let compensation = instance.state.compensate(&failed);
+        tracing::debug!(
+            name: "evoq.saga.compensate",
+            saga,
+            instance = %key,
+            failed = failed.command,
+            commands = compensation.len(),
+            undone = compensation.undone.len(),
+        );
+        instance
+            .executed
+            .retain(|step| !compensation.undone.contains(&step.command_id));
+        let cause = event.event_id();
+        let compensation_base = format!("{base}/compensate");
+        let failed_id = failed.command_id;
+        dispatch_all(dispatcher, saga, &key, compensation, |index| DispatchIds {
+            command_id: derived_id(&compensation_base, failed_id, index),
+            causation_id: cause,
+            correlation_id,
+        })
+        .await
+        .map_err(|error| failure(event, error))?;
     }
     if changed && !stops {
         let bytes = encode(&instance, event)?;
@@ -578,14 +660,47 @@ fn encode<S: Saga>(instance: &Instance<S>, event: &EventMeta) -> Result<Vec<u8>,
         .map_err(|error| failure(event, format!("the state does not serialize: {error}")))
 }
 
+/// The outcome of one dispatched command.
 enum CommandOutcome {
     Done(ExecutedCommand),
-    Failed {
-        command: &'static str,
-        command_id: Uuid,
-        aggregate_id: String,
-        error: String,
-    },
+    Failed(Failure),
+}
+
+/// A command that failed, before it is handed to the compensation.
+struct Failure {
+    command: &'static str,
+    command_id: Uuid,
+    aggregate_id: String,
+    error: String,
+}
+
+/// The successes and the failures of a batch, each in dispatch order.
+fn split_outcomes(outcomes: Vec<CommandOutcome>) -> (Vec<ExecutedCommand>, Vec<Failure>) {
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            CommandOutcome::Done(executed) => done.push(executed),
+            CommandOutcome::Failed(failed) => failures.push(failed),
+        }
+    }
+    (done, failures)
+}
+
+/// Appends the successes to the instance's history (oldest first), skipping those it already
+/// holds; whether it changed.
+fn record_executed(history: &mut Vec<ExecutedCommand>, done: Vec<ExecutedCommand>) -> bool {
+    let mut changed = false;
+    for executed in done {
+        if !history
+            .iter()
+            .any(|step| step.command_id == executed.command_id)
+        {
+            history.push(executed);
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Dispatches every command, in order, even after a failure; the outcomes in the same order.
@@ -606,7 +721,7 @@ async fn dispatch_all(
         match command.dispatch(dispatcher, ids).await {
             Ok(()) => {
                 tracing::debug!(
-                    name: "evoq.process_manager.command",
+                    name: "evoq.saga.command",
                     stage = "stop",
                     saga,
                     instance,
@@ -622,7 +737,7 @@ async fn dispatch_all(
             Err(error @ Error::Stopped { .. }) => return Err(error),
             Err(error) => {
                 tracing::warn!(
-                    name: "evoq.process_manager.command",
+                    name: "evoq.saga.command",
                     stage = "exception",
                     saga,
                     instance,
@@ -630,12 +745,12 @@ async fn dispatch_all(
                     command_id = %ids.command_id,
                     error = %error,
                 );
-                outcomes.push(CommandOutcome::Failed {
+                outcomes.push(CommandOutcome::Failed(Failure {
                     command: name,
                     command_id: ids.command_id,
                     aggregate_id,
                     error: error.to_string(),
-                });
+                }));
             }
         }
     }

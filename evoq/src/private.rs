@@ -8,7 +8,8 @@ pub use ::std;
 pub use evoq_runtime::handler::HandlerFuture;
 pub use evoq_runtime::projection::{Projection, ReadModel};
 pub use evoq_runtime::saga::{
-    Commands, CorrelationKey, FailedCommand, Saga, Step as SagaStep, StepKind as SagaStepKind,
+    Commands, Correlate, CorrelationKey, FailedCommand, KeyCorrelation, OptionCorrelation, Saga,
+    Step as SagaStep, StepKind as SagaStepKind,
 };
 pub use evoq_runtime::upcast::{DecodeError, UpcastError, UpcastFn, Upcaster};
 pub use evoq_runtime::{

@@ -1,4 +1,4 @@
-//! Process managers (sagas): instance lifecycle, persistence, re-delivery safety through
+//! Sagas: instance lifecycle, persistence, re-delivery safety through
 //! deterministic command ids, compensation (docs/semantics.md §6).
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use evoq::prelude::*;
 use evoq::store::Direction;
 use evoq::store::memory::InMemoryStore;
-use evoq::{HandlerOptions, RecordedEvent};
+use evoq::{ExecutedCommand, HandlerOptions, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
 // ----- the domain: orders, payments, stock, shipping, notes -----
@@ -47,6 +47,20 @@ struct OrderShipped {
 struct NoteAdded {
     note: String,
     order_id: String,
+}
+
+/// A coupon, applied to an order or to none (`order_id: None`).
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct CouponApplied {
+    code: String,
+    order_id: Option<String>,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ApplyCoupon {
+    #[aggregate_id]
+    code: String,
+    order_id: Option<String>,
 }
 
 #[derive(Command, Debug, Clone)]
@@ -203,7 +217,39 @@ impl Note {
     fn added(&mut self, _e: &NoteAdded) {}
 }
 
-// ----- the saga -----
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Coupon;
+
+#[aggregate]
+impl Coupon {
+    #[handles]
+    fn apply(&self, c: &ApplyCoupon) -> Result<CouponApplied, Refused> {
+        Ok(CouponApplied {
+            code: c.code.clone(),
+            order_id: c.order_id.clone(),
+        })
+    }
+
+    #[apply]
+    fn applied(&mut self, _e: &CouponApplied) {}
+}
+
+// ----- the sagas -----
+
+/// A saga correlated by an `Option<String>`: `None` belongs to no instance.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Discounts {
+    codes: Vec<String>,
+}
+
+#[saga(name = "discounts")]
+impl Discounts {
+    #[starts(by = order_id)]
+    fn applied(&mut self, e: &CouponApplied) -> Commands {
+        self.codes.push(e.code.clone());
+        Commands::none()
+    }
+}
 
 #[derive(Default, Debug, Clone, Serialize, Deserialize)]
 struct Fulfillment {
@@ -262,14 +308,74 @@ impl Fulfillment {
         let mut undo = Commands::none();
         for step in failed.executed() {
             self.compensated.push(step.name.clone());
-            if step.name == "ReserveStock" {
-                undo.add(ReleaseStock {
-                    order_id: step.aggregate_id.clone(),
-                });
-            } else if step.name == "ChargePayment" {
-                undo.add(RefundPayment {
-                    order_id: step.aggregate_id.clone(),
-                });
+            undo_step(&mut undo, step);
+        }
+        undo
+    }
+}
+
+/// Adds the command that undoes `step` (if any) to `undo`, and marks `step` as undone.
+fn undo_step(undo: &mut Commands, step: &ExecutedCommand) {
+    if step.name == "ReserveStock" {
+        undo.add(ReleaseStock {
+            order_id: step.aggregate_id.clone(),
+        });
+    } else if step.name == "ChargePayment" {
+        undo.add(RefundPayment {
+            order_id: step.aggregate_id.clone(),
+        });
+    }
+    undo.mark_undone(step);
+}
+
+/// A saga that tolerates its first failure (an empty compensation) and undoes everything on
+/// the later ones: what `executed()` holds across failures.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Tolerant {
+    /// The names in `executed()` at each failure, in the order of the failures.
+    seen: Vec<Vec<String>>,
+}
+
+#[saga(name = "tolerant")]
+impl Tolerant {
+    /// Charges and ships; with `auto_ship`, ships first: the shipment fails for `fail...` orders.
+    #[starts(by = order_id)]
+    fn placed(&mut self, e: &OrderPlaced) -> Commands {
+        let charge = ChargePayment {
+            order_id: e.order_id.clone(),
+        };
+        let ship = ShipOrder {
+            order_id: e.order_id.clone(),
+        };
+        if e.auto_ship {
+            commands![ship, charge]
+        } else {
+            commands![charge, ship]
+        }
+    }
+
+    /// Reserves the stock and tries the shipment again.
+    #[continues(by = order_id)]
+    fn noted(&mut self, e: &NoteAdded) -> Commands {
+        commands![
+            ReserveStock {
+                order_id: e.order_id.clone()
+            },
+            ShipOrder {
+                order_id: e.order_id.clone()
+            }
+        ]
+    }
+
+    /// The first failure is tolerated (nothing undone); later ones undo every step.
+    #[compensates]
+    fn failed(&mut self, failed: &FailedCommand) -> Commands {
+        let names = failed.executed().iter().map(|step| step.name.clone());
+        self.seen.push(names.collect());
+        let mut undo = Commands::none();
+        if self.seen.len() > 1 {
+            for step in failed.executed() {
+                undo_step(&mut undo, step);
             }
         }
         undo
@@ -295,9 +401,14 @@ async fn start(store: &Arc<InMemoryStore>) -> Evoq {
 
 /// Waits until the saga has handled every stored event and the store stops growing.
 async fn settle(app: &Evoq) {
+    settle_saga(app, "fulfillment").await;
+}
+
+/// Waits until the saga `saga` has handled every stored event and the store stops growing.
+async fn settle_saga(app: &Evoq, saga: &str) {
     loop {
         let head = *app.store().head().borrow();
-        tokio::time::timeout(Duration::from_secs(10), app.wait_for("fulfillment", head))
+        tokio::time::timeout(Duration::from_secs(10), app.wait_for(saga, head))
             .await
             .expect("the saga got there in time")
             .expect("the saga runs");
@@ -320,8 +431,12 @@ async fn stream(store: &InMemoryStore, aggregate: &str, id: &str) -> Vec<Arc<Rec
 }
 
 async fn instance(store: &InMemoryStore, id: &str) -> Option<serde_json::Value> {
+    saga_state(store, "fulfillment", id).await
+}
+
+async fn saga_state(store: &InMemoryStore, saga: &str, id: &str) -> Option<serde_json::Value> {
     store
-        .load_saga_state("fulfillment", id)
+        .load_saga_state(saga, id)
         .await
         .unwrap()
         .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["state"].clone())
@@ -573,6 +688,161 @@ async fn a_two_step_chain_compensates_newest_first() {
     assert_eq!(refunded.event_type, "PaymentRefunded");
     assert!(released.global_position < refunded.global_position);
     app.stop().await;
+}
+
+async fn start_tolerant(store: &Arc<InMemoryStore>) -> Evoq {
+    Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<Tolerant>()
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn note(app: &Evoq, note: &str, order_id: &str) {
+    app.dispatch(AddNote {
+        note: note.to_owned(),
+        order_id: order_id.to_owned(),
+    })
+    .await
+    .unwrap();
+}
+
+fn event_types(events: &[Arc<RecordedEvent>]) -> Vec<&str> {
+    events.iter().map(|e| &*e.event_type).collect()
+}
+
+#[tokio::test]
+async fn an_empty_compensation_keeps_the_earlier_steps_for_a_later_failure() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start_tolerant(&store).await;
+    // Charge, then a failed shipment: tolerated, the charge stays in `executed()`.
+    place(&app, "fail-t1").await;
+    settle_saga(&app, "tolerant").await;
+    assert_eq!(
+        event_types(&stream(&store, "Payment", "fail-t1").await),
+        ["PaymentCharged"]
+    );
+    // Reserve, then a failed shipment again: this compensation undoes the reservation and
+    // the charge of the earlier event, newest first, and marks them undone.
+    note(&app, "n1", "fail-t1").await;
+    settle_saga(&app, "tolerant").await;
+    // Reserve, then a third failed shipment: only the new reservation is left to undo.
+    note(&app, "n2", "fail-t1").await;
+    settle_saga(&app, "tolerant").await;
+
+    let state = saga_state(&store, "tolerant", "fail-t1").await.unwrap();
+    assert_eq!(
+        state["seen"],
+        serde_json::json!([
+            ["ChargePayment"],
+            ["ReserveStock", "ChargePayment"],
+            ["ReserveStock"]
+        ])
+    );
+    assert_eq!(
+        event_types(&stream(&store, "Payment", "fail-t1").await),
+        ["PaymentCharged", "PaymentRefunded"]
+    );
+    assert_eq!(
+        event_types(&stream(&store, "Stock", "fail-t1").await),
+        [
+            "StockReserved",
+            "StockReleased",
+            "StockReserved",
+            "StockReleased"
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_that_succeeds_after_the_failing_one_of_its_batch_is_in_its_executed() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start_tolerant(&store).await;
+    // Ship (fails), then charge: both are dispatched before the failure is compensated.
+    app.dispatch(PlaceOrder {
+        order_id: "fail-t2".into(),
+        auto_ship: true,
+    })
+    .await
+    .unwrap();
+    settle_saga(&app, "tolerant").await;
+    let state = saga_state(&store, "tolerant", "fail-t2").await.unwrap();
+    assert_eq!(state["seen"], serde_json::json!([["ChargePayment"]]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_option_key_correlates_some_and_ignores_none() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<Discounts>()
+        .start()
+        .await
+        .unwrap();
+    let apply = |code: &str, order_id: Option<&str>| ApplyCoupon {
+        code: code.to_owned(),
+        order_id: order_id.map(str::to_owned),
+    };
+    app.dispatch(apply("none", None)).await.unwrap();
+    settle_saga(&app, "discounts").await;
+    let instances = || store.list_saga_instances("discounts", None, usize::MAX);
+    assert!(
+        instances().await.unwrap().is_empty(),
+        "None creates nothing"
+    );
+
+    app.dispatch(apply("c1", Some("o1"))).await.unwrap();
+    app.dispatch(apply("again-none", None)).await.unwrap();
+    app.dispatch(apply("c2", Some("o1"))).await.unwrap();
+    settle_saga(&app, "discounts").await;
+    assert_eq!(instances().await.unwrap(), ["o1"]);
+    let state = saga_state(&store, "discounts", "o1").await.unwrap();
+    assert_eq!(state["codes"], serde_json::json!(["c1", "c2"]));
+    app.stop().await;
+}
+
+/// The names of the tracing events emitted while it is installed.
+#[derive(Clone, Default)]
+struct Names(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Names {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let name = event.metadata().name().to_owned();
+        self.0.lock().unwrap().push(name);
+    }
+}
+
+#[tokio::test]
+async fn the_telemetry_names_are_saga_names() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let names = Names::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(names.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "fail-tel").await; // start, command, a failed command, compensate
+    place(&app, "auto-tel").await; // runs to its stop
+    settle(&app).await;
+    app.stop().await;
+
+    let seen = names.0.lock().unwrap().clone();
+    for name in [
+        "evoq.saga.start",
+        "evoq.saga.command",
+        "evoq.saga.compensate",
+        "evoq.saga.stop",
+    ] {
+        assert!(seen.iter().any(|seen| seen == name), "{name} in {seen:?}");
+    }
+    assert!(
+        !seen.iter().any(|name| name.contains("process_manager")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]

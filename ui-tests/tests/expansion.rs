@@ -40,3 +40,11 @@ mod aggregate_names;
 fn aggregate_names_keep_their_own_streams() {
     aggregate_names::main();
 }
+
+#[path = "../pass/saga_option_key.rs"]
+mod saga_option_key;
+
+#[test]
+fn saga_option_keys_compile_and_run() {
+    saga_option_key::main();
+}

@@ -8,7 +8,7 @@
 //! registered at run time, so no upcaster can be forgotten.
 //!
 //! Every read path decodes through [`decode`]: the aggregate replay, the idempotency lookup of
-//! a re-sent command, event handlers, projections and their rebuilds (and process managers,
+//! a re-sent command, event handlers, projections and their rebuilds (and sagas,
 //! which run on the same subscription engine). Stored data is never rewritten: upcasting
 //! happens on every read.
 //!

@@ -7,7 +7,7 @@
 //! - [`pipeline`]: idempotency (keys, command ids, restarts) and middleware.
 //! - [`handlers`]: event handlers, delivery, retries, dead letters, strong consistency.
 //! - [`projections`]: read models, checkpoints, rebuilds, reading your own writes.
-//! - [`sagas`]: process managers: instances, commands, re-delivery safety, compensation.
+//! - [`sagas`]: instances, commands, re-delivery safety, compensation.
 //! - [`upcasting`]: schema evolution: upcasters, chains, renames, what the compiler checks.
 //! - [`testing`]: given / when / then tests of one aggregate.
 //! - [`stores`]: the event store contract, and choosing a store: in-memory, SQLite, PostgreSQL.
