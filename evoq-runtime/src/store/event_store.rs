@@ -217,7 +217,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// Removes the dead letter of `handler` for the event `event_id`; whether there was one.
     async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError>;
 
-    /// Saves the state of instance `instance` of the process manager (saga) `saga`, replacing
+    /// Saves the state of instance `instance` of the saga `saga`, replacing
     /// the instance's earlier state. The state is opaque bytes (the saga's serialized state);
     /// sagas and instances are independent of one another. Appends no event.
     async fn save_saga_state(

@@ -16,7 +16,7 @@
 //!   log](CommandRecord) in the same transaction as its events, and refuses a second run of one
 //!   command id or idempotency key ([`StoreError::DuplicateCommand`]), also across nodes;
 //! - checkpoints and [dead letters](DeadLetter) of named subscribers, and the per-instance state
-//!   of process managers (sagas), are kept beside the events;
+//!   of sagas, are kept beside the events;
 //! - [`EventStore::try_lease`] grants a named subscriber to one node at a time (single-node
 //!   stores grant every lease).
 //!
