@@ -269,6 +269,31 @@ pub enum Error {
         known: String,
     },
 
+    /// No saga of this type is registered in this runtime.
+    #[error(
+        "no saga `{saga}` is registered in this runtime (sagas: {known}); register it with `Evoq::builder().saga::<S>()`"
+    )]
+    UnknownSaga {
+        /// The saga's name (`Saga::NAME`).
+        saga: &'static str,
+        /// The names of the runtime's sagas.
+        known: String,
+    },
+
+    /// The saved state of a saga instance does not decode into the saga's state type: it was
+    /// saved by code whose state had other fields or types. Nothing stored was changed.
+    #[error(
+        "the state of instance `{instance}` of saga `{saga}` does not decode: {reason}; the stored state was not changed: keep the state type compatible (serde defaults for new fields)"
+    )]
+    SagaState {
+        /// The saga's name (`Saga::NAME`).
+        saga: &'static str,
+        /// The instance (its correlation value).
+        instance: String,
+        /// Why it does not decode.
+        reason: String,
+    },
+
     /// The event handler has stopped: its error policy stopped it, or the runtime stopped.
     #[error(
         "event handler `{handler}` has stopped: {reason}; restart the runtime to resume it from its checkpoint"

@@ -49,6 +49,7 @@ use crate::delivery::subscribers::Registration;
 use crate::dispatch::dispatcher::{self, Dispatcher, Request};
 use crate::error::Error;
 use crate::event::upcast::Upcaster;
+use crate::store::EventStore;
 use crate::util::ids::derived_id;
 
 /// A saga: implemented by `#[saga(name = "...")]` on the impl block of its state.
@@ -417,6 +418,23 @@ macro_rules! commands {
     ($($command:expr),+ $(,)?) => {
         $crate::saga::Commands::none() $(.push($command))+
     };
+}
+
+/// The state of instance `instance` of the saga `S` in `store`: `None` when it has none (never
+/// started, or stopped); [`Error::SagaState`] when the saved state does not decode.
+pub(crate) async fn load_state<S: Saga>(
+    store: &dyn EventStore,
+    instance: &str,
+) -> Result<Option<S>, Error> {
+    let Some(bytes) = store.load_saga_state(S::NAME, instance).await? else {
+        return Ok(None);
+    };
+    let saved: Instance<S> = serde_json::from_slice(&bytes).map_err(|error| Error::SagaState {
+        saga: S::NAME,
+        instance: instance.to_owned(),
+        reason: error.to_string(),
+    })?;
+    Ok(Some(saved.state))
 }
 
 /// What the store keeps of one instance.

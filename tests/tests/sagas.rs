@@ -943,3 +943,99 @@ async fn instances_survive_a_restart_on_sqlite() {
     );
     app.stop().await;
 }
+
+// ----- reading an instance's state: `Evoq::saga_state` -----
+
+#[tokio::test]
+async fn saga_state_reads_a_started_instance_with_its_fields() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "read-1").await;
+    settle(&app).await;
+    let state = app
+        .saga_state::<Fulfillment>("read-1")
+        .await
+        .unwrap()
+        .expect("the instance was started");
+    assert_eq!(state.order_id, "read-1");
+    assert!(state.placed);
+    assert!(state.paid);
+    assert_eq!(state.notes, 0);
+    assert!(state.compensated.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn saga_state_is_none_for_an_unknown_instance() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    assert!(
+        app.saga_state::<Fulfillment>("never")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn saga_state_is_none_for_a_stopped_instance() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "read-2").await;
+    settle(&app).await;
+    assert!(
+        app.saga_state::<Fulfillment>("read-2")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    app.dispatch(ShipOrder {
+        order_id: "read-2".into(),
+    })
+    .await
+    .unwrap();
+    settle(&app).await;
+    assert!(
+        app.saga_state::<Fulfillment>("read-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn saga_state_of_a_saga_not_registered_is_an_error_naming_it() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    place(&app, "read-3").await;
+    settle(&app).await;
+    let error = app.saga_state::<Tolerant>("read-3").await.unwrap_err();
+    assert!(
+        matches!(&error, evoq::Error::UnknownSaga { saga: "tolerant", known } if known == "`fulfillment`"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("saga::<S>()"), "{error}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn saga_state_that_does_not_decode_is_an_error_naming_saga_and_instance() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = start(&store).await;
+    store
+        .save_saga_state(
+            "fulfillment",
+            "read-4",
+            br#"{"state":{"order_id":7}}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    let error = app.saga_state::<Fulfillment>("read-4").await.unwrap_err();
+    assert!(
+        matches!(&error, evoq::Error::SagaState { saga: "fulfillment", instance, .. } if instance == "read-4"),
+        "{error}"
+    );
+    app.stop().await;
+}

@@ -47,6 +47,8 @@ pub struct EvoqBuilder {
     middleware: Vec<Arc<dyn Middleware>>,
     /// The event handlers, projections and sagas, in registration order.
     consumers: Vec<PendingConsumer>,
+    /// The names (`Saga::NAME`) of the registered sagas, in registration order.
+    sagas: Vec<&'static str>,
 }
 
 impl Evoq {
@@ -58,6 +60,7 @@ impl Evoq {
             memory_probe: None,
             middleware: Vec::new(),
             consumers: Vec::new(),
+            sagas: Vec::new(),
         }
     }
 }
@@ -202,6 +205,9 @@ impl EvoqBuilder {
         self.consumers.push(Box::new(move |dispatcher| {
             saga::registration::<S>(dispatcher, options)
         }));
+        if !self.sagas.contains(&S::NAME) {
+            self.sagas.push(S::NAME);
+        }
         self
     }
 
@@ -263,6 +269,7 @@ impl EvoqBuilder {
                 config,
                 dispatcher,
                 subscribers,
+                sagas: self.sagas,
             }),
         })
     }

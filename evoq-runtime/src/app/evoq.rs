@@ -21,6 +21,7 @@ use crate::dispatch::dispatcher::{self, Request};
 use crate::error::Error;
 use crate::host::memory_monitor::MemoryMonitor;
 use crate::host::registry::AggregateStats;
+use crate::saga::{self, Saga};
 use crate::store::EventStore;
 use crate::util::time::deadline_after;
 
@@ -29,6 +30,8 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) subscribers: Subscribers,
+    /// The names (`Saga::NAME`) of the registered sagas.
+    pub(crate) sagas: Vec<&'static str>,
 }
 
 /// A running evoq application: dispatch commands to aggregates.
@@ -154,10 +157,82 @@ impl Evoq {
         self.inner.subscribers.dead_letters(handler)
     }
 
+    /// The state of instance `instance` of the saga `S`, as its last handled event left it:
+    /// `None` when there is no such instance (never started, or stopped).
+    ///
+    /// It reads the store, so it sees the instance as saved, not an event still being handled:
+    /// wait with [`wait_for`](Self::wait_for) on the saga's name to read your own writes. Fails
+    /// with [`Error::UnknownSaga`] when `S` is not registered in this runtime (even if the store
+    /// holds its states: register it, or read the store), and with [`Error::SagaState`] when the
+    /// saved state does not decode into `S`.
+    ///
+    /// ```
+    /// # use evoq::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+    /// # struct Deposited { account: String, amount: u64 }
+    /// # #[derive(Command)]
+    /// # struct Deposit { #[aggregate_id] account: String, amount: u64 }
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+    /// # #[derive(Default)] struct Account;
+    /// # #[aggregate]
+    /// # impl Account {
+    /// #     #[handles]
+    /// #     fn deposit(&self, c: &Deposit) -> Result<Deposited, Never> {
+    /// #         Ok(Deposited { account: c.account.clone(), amount: c.amount })
+    /// #     }
+    /// #     #[apply]
+    /// #     fn deposited(&mut self, _e: &Deposited) {}
+    /// # }
+    /// /// Counts the deposits of each account.
+    /// #[derive(Default, Serialize, Deserialize)]
+    /// struct Audit { total: u64 }
+    ///
+    /// #[saga(name = "audit")]
+    /// impl Audit {
+    ///     #[starts(by = account)]
+    ///     fn deposited(&mut self, e: &Deposited) -> Commands {
+    ///         self.total += e.amount;
+    ///         Commands::none()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), evoq::Error> {
+    /// let app = Evoq::builder().saga::<Audit>().start().await?;
+    /// let done = app.dispatch(Deposit { account: "acc-1".into(), amount: 50 }).await?;
+    /// app.wait_for("audit", done.position.unwrap_or_default()).await?;
+    ///
+    /// let audit = app.saga_state::<Audit>("acc-1").await?.expect("started");
+    /// assert_eq!(audit.total, 50);
+    /// assert!(app.saga_state::<Audit>("acc-2").await?.is_none());
+    /// # app.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn saga_state<S: Saga>(&self, instance: &str) -> Result<Option<S>, Error> {
+        if !self.inner.sagas.contains(&S::NAME) {
+            return Err(Error::UnknownSaga {
+                saga: S::NAME,
+                known: known_names(&self.inner.sagas),
+            });
+        }
+        saga::load_state::<S>(&**self.store(), instance).await
+    }
+
     /// The counters of every event handler of this runtime, in registration order.
     pub fn handler_stats(&self) -> Vec<HandlerStats> {
         self.inner.subscribers.handler_stats()
     }
+}
+
+/// "`a`, `b`", or "none".
+fn known_names(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    quoted.join(", ")
 }
 
 impl std::fmt::Debug for Evoq {
