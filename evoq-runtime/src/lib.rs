@@ -52,7 +52,9 @@ pub use crate::memory_monitor::{MemoryMonitor, MemoryProbe, PressureLevel, Syste
 pub use crate::projection::{
     InMemoryReadModel, Projection, ProjectionError, ReadModel, ReadModelError,
 };
-pub use crate::saga::{Commands, CorrelationKey, ExecutedCommand, FailedCommand, Saga};
+pub use crate::saga::{
+    Commands, CorrelationKey, ExecutedCommand, FailedCommand, Saga, SagaOptions,
+};
 pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
 pub use crate::testing::AggregateTest;
 pub use crate::upcast::{DecodeError, UpcastError, Upcaster};

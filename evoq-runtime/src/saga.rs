@@ -20,6 +20,8 @@
 //!    saga, the event id and the command's index: a re-delivered event (after a crash, a
 //!    restart, a reset checkpoint) produces the same ids, and the pipeline's idempotency on
 //!    caller-supplied command ids returns the first result instead of running them again;
+//!    each with the saga's command options ([`SagaOptions`]: timeout, conflict retries,
+//!    consistency; the runtime's defaults when unset);
 //! 5. a command that fails (after its conflict retries) goes to the `#[compensates]` method as
 //!    a [`FailedCommand`], once every command of its batch has been dispatched; its
 //!    [`executed()`](FailedCommand::executed) lists every command of the instance that
@@ -35,7 +37,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -43,14 +46,17 @@ use uuid::Uuid;
 
 use crate::aggregate::command::{Command, Route};
 use crate::aggregate::context::CommandContext;
+use crate::delivery::consistency::{Consistency, settle};
 use crate::delivery::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use crate::delivery::policy::HandlerOptions;
+use crate::delivery::state::HandlerState;
 use crate::delivery::subscribers::Registration;
 use crate::dispatch::dispatcher::{self, Dispatcher, Request};
 use crate::error::Error;
 use crate::event::upcast::Upcaster;
 use crate::store::EventStore;
 use crate::util::ids::derived_id;
+use crate::util::time::deadline_after;
 
 /// A saga: implemented by `#[saga(name = "...")]` on the impl block of its state.
 #[diagnostic::on_unimplemented(
@@ -275,6 +281,7 @@ trait Dispatchable: Send + 'static {
     fn dispatch<'a>(
         self: Box<Self>,
         dispatcher: &'a Arc<Dispatcher>,
+        settings: &'a CommandSettings,
         ids: DispatchIds,
     ) -> DispatchResult<'a>;
 }
@@ -293,6 +300,7 @@ impl<C: Route> Dispatchable for Erased<C> {
     fn dispatch<'a>(
         self: Box<Self>,
         dispatcher: &'a Arc<Dispatcher>,
+        settings: &'a CommandSettings,
         ids: DispatchIds,
     ) -> DispatchResult<'a> {
         Box::pin(async move {
@@ -302,11 +310,23 @@ impl<C: Route> Dispatchable for Erased<C> {
                 causation_id: Some(ids.causation_id),
                 ..CommandContext::new()
             };
-            let request = Request::new(self.0, context, dispatcher.default_options())
-                .with_supplied_command_id();
-            dispatcher::dispatch_traced(dispatcher, request)
-                .await
-                .map(|_| ())
+            let options = settings.options(dispatcher);
+            let request = Request::new(self.0, context, options).with_supplied_command_id();
+            let required = settings.required();
+            if required.is_empty() {
+                return dispatcher::dispatch_traced(dispatcher, request)
+                    .await
+                    .map(|_| ());
+            }
+            // The wait for the handlers shares the dispatch's deadline and span.
+            let timeout = request.options.timeout;
+            let deadline = deadline_after(timeout);
+            let span = dispatcher::span(&request);
+            let run = async {
+                let done = dispatcher::dispatch(dispatcher, request, deadline).await?;
+                settle::<C>(required, done, deadline, timeout).await
+            };
+            dispatcher::observed(span, run).await.map(|_| ())
         })
     }
 }
@@ -420,6 +440,128 @@ macro_rules! commands {
     };
 }
 
+/// The options of one saga's registration ([`EvoqBuilder::saga_with`](crate::EvoqBuilder::saga_with)):
+/// how its events are delivered (a [`HandlerOptions`], as for an event handler) and how the
+/// commands it sends, compensations included, are dispatched. A command option left unset is
+/// the runtime's default (`dispatch_timeout`, `conflict_retries`, [`Consistency::Eventual`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use evoq_runtime::{Consistency, HandlerOptions, OnError, SagaOptions};
+///
+/// let options = SagaOptions::new()
+///     .delivery(HandlerOptions::new().on_error(OnError::Skip))
+///     .command_timeout(Duration::from_millis(500))
+///     .command_retry_limit(0)
+///     .command_consistency(Consistency::handlers(["shipments"]));
+/// assert_eq!(options.command_retry_limit, Some(0));
+/// // A `HandlerOptions` alone is a `SagaOptions` with the default command options.
+/// let options: SagaOptions = HandlerOptions::new().name("fulfillment-v2").into();
+/// assert_eq!(options.command_timeout, None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaOptions {
+    /// How the saga's events are delivered: name, retries, error policy, start.
+    pub delivery: HandlerOptions,
+    /// How long each command waits, consistency wait included (default: `dispatch_timeout`).
+    pub command_timeout: Option<Duration>,
+    /// How many times a command is re-run after a version conflict (default:
+    /// `conflict_retries`).
+    pub command_retry_limit: Option<u32>,
+    /// Which event handlers each command waits for before it counts as done (default:
+    /// [`Consistency::Eventual`]). The saga itself is never waited for.
+    pub command_consistency: Consistency,
+}
+
+impl SagaOptions {
+    /// No option set.
+    pub fn new() -> Self {
+        SagaOptions::default()
+    }
+
+    /// How the saga's events are delivered (they take precedence over its attribute's).
+    pub fn delivery(mut self, delivery: HandlerOptions) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// How long each command of the saga waits before it fails with [`Error::Timeout`] (and
+    /// is compensated).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = Some(timeout);
+        self
+    }
+
+    /// How many times each command of the saga is re-run after a version conflict (0: a
+    /// conflict fails the command at once, and it is compensated).
+    pub fn command_retry_limit(mut self, retries: u32) -> Self {
+        self.command_retry_limit = Some(retries);
+        self
+    }
+
+    /// Which event handlers each command of the saga waits for; a wait that does not end
+    /// within the command's timeout fails the command with [`Error::ConsistencyTimeout`] (its
+    /// events were stored) and it is compensated.
+    pub fn command_consistency(mut self, consistency: Consistency) -> Self {
+        self.command_consistency = consistency;
+        self
+    }
+}
+
+impl From<HandlerOptions> for SagaOptions {
+    fn from(delivery: HandlerOptions) -> Self {
+        SagaOptions::new().delivery(delivery)
+    }
+}
+
+/// How a saga's commands are dispatched: its [`SagaOptions`], with the handlers its
+/// consistency waits for, known once the runtime's handlers have started.
+#[derive(Default)]
+pub(crate) struct CommandSettings {
+    timeout: Option<Duration>,
+    retry_limit: Option<u32>,
+    required: OnceLock<Vec<Arc<HandlerState>>>,
+}
+
+impl CommandSettings {
+    /// The settings of `options`; no handler to wait for until [`set_required`](Self::set_required).
+    pub(crate) fn new(options: &SagaOptions) -> Self {
+        CommandSettings {
+            timeout: options.command_timeout,
+            retry_limit: options.command_retry_limit,
+            required: OnceLock::new(),
+        }
+    }
+
+    /// The handlers each command waits for, the saga `own` itself left out (it would wait
+    /// for the event it is handling). Set once; a second call changes nothing.
+    pub(crate) fn set_required(&self, required: Vec<Arc<HandlerState>>, own: &str) {
+        let others = required
+            .into_iter()
+            .filter(|handler| &*handler.name != own)
+            .collect();
+        let _ = self.required.set(others);
+    }
+
+    /// The handlers each command waits for.
+    fn required(&self) -> &[Arc<HandlerState>] {
+        self.required.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The dispatch options of one command.
+    fn options(&self, dispatcher: &Dispatcher) -> crate::aggregate::context::DispatchOptions {
+        let mut options = dispatcher.default_options();
+        if let Some(timeout) = self.timeout {
+            options.timeout = timeout;
+        }
+        if let Some(retries) = self.retry_limit {
+            options.retry_limit = retries;
+        }
+        options
+    }
+}
+
 /// The state of instance `instance` of the saga `S` in `store`: `None` when it has none (never
 /// started, or stopped); [`Error::SagaState`] when the saved state does not decode.
 pub(crate) async fn load_state<S: Saga>(
@@ -465,6 +607,7 @@ struct LastEvent {
 /// runtime's dispatcher (the runtime owns the dispatcher and the saga's task, not the reverse).
 pub(crate) struct SagaConsumer<S> {
     dispatcher: Weak<Dispatcher>,
+    settings: Arc<CommandSettings>,
     _saga: std::marker::PhantomData<fn() -> S>,
 }
 
@@ -477,16 +620,17 @@ impl<S: Saga> Consumer for SagaConsumer<S> {
             let Some(dispatcher) = self.dispatcher.upgrade() else {
                 return Err(failure(event, "the runtime is gone"));
             };
-            handle::<S>(&dispatcher, event).await
+            handle::<S>(&dispatcher, &self.settings, event).await
         })
     }
 }
 
 /// The engine's registration of the saga `S`, with the builder's `options`; its commands go
-/// through `dispatcher`.
+/// through `dispatcher`, with `settings`.
 pub(crate) fn registration<S: Saga>(
     dispatcher: Weak<Dispatcher>,
     options: HandlerOptions,
+    settings: Arc<CommandSettings>,
 ) -> Registration {
     Registration::new(
         S::NAME,
@@ -496,9 +640,18 @@ pub(crate) fn registration<S: Saga>(
         options,
         SagaConsumer::<S> {
             dispatcher,
+            settings,
             _saga: std::marker::PhantomData,
         },
     )
+}
+
+/// The name the saga `S` runs under with `options` (its handler name).
+pub(crate) fn handler_name<S: Saga>(options: &HandlerOptions) -> String {
+    match options.name.as_ref().or(S::OPTIONS.name.as_ref()) {
+        Some(name) => name.to_string(),
+        None => S::NAME.to_owned(),
+    }
 }
 
 fn failure(event: &EventMeta, reason: impl fmt::Display) -> HandlerFailure {
@@ -522,6 +675,7 @@ impl std::error::Error for SagaError {}
 
 async fn handle<S: Saga>(
     dispatcher: &Arc<Dispatcher>,
+    settings: &CommandSettings,
     event: &EventMeta,
 ) -> Result<(), HandlerFailure> {
     let Some(step) = S::route(event)? else {
@@ -608,10 +762,12 @@ async fn handle<S: Saga>(
         .correlation_id
         .unwrap_or_else(|| event.event_id());
     let base = format!("{saga}/{key}");
-    let results = dispatch_all(dispatcher, saga, &key, commands, |index| DispatchIds {
-        command_id: derived_id(&base, event.event_id(), index),
-        causation_id: event.event_id(),
-        correlation_id,
+    let results = dispatch_all(dispatcher, settings, saga, &key, commands, |index| {
+        DispatchIds {
+            command_id: derived_id(&base, event.event_id(), index),
+            causation_id: event.event_id(),
+            correlation_id,
+        }
     })
     .await
     .map_err(|error| failure(event, error))?;
@@ -644,10 +800,12 @@ async fn handle<S: Saga>(
         let cause = event.event_id();
         let compensation_base = format!("{base}/compensate");
         let failed_id = failed.command_id;
-        dispatch_all(dispatcher, saga, &key, compensation, |index| DispatchIds {
-            command_id: derived_id(&compensation_base, failed_id, index),
-            causation_id: cause,
-            correlation_id,
+        dispatch_all(dispatcher, settings, saga, &key, compensation, |index| {
+            DispatchIds {
+                command_id: derived_id(&compensation_base, failed_id, index),
+                causation_id: cause,
+                correlation_id,
+            }
         })
         .await
         .map_err(|error| failure(event, error))?;
@@ -726,6 +884,7 @@ fn record_executed(history: &mut Vec<ExecutedCommand>, done: Vec<ExecutedCommand
 /// same ids), and nothing is compensated for a shutdown.
 async fn dispatch_all(
     dispatcher: &Arc<Dispatcher>,
+    settings: &CommandSettings,
     saga: &'static str,
     instance: &str,
     commands: Commands,
@@ -736,7 +895,7 @@ async fn dispatch_all(
         let ids = ids(index);
         let name = command.name();
         let aggregate_id = command.aggregate_id();
-        match command.dispatch(dispatcher, ids).await {
+        match command.dispatch(dispatcher, settings, ids).await {
             Ok(()) => {
                 tracing::debug!(
                     name: "evoq.saga.command",

@@ -1039,3 +1039,191 @@ async fn saga_state_that_does_not_decode_is_an_error_naming_saga_and_instance() 
     );
     app.stop().await;
 }
+
+// ----- the dispatch options of a saga's commands: `SagaOptions` -----
+
+/// Charges each order placed, and records why its commands failed.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Hasty {
+    /// The error of each failed command, in order.
+    errors: Vec<String>,
+    /// How many charges it saw.
+    charged: u32,
+}
+
+#[saga(name = "hasty")]
+impl Hasty {
+    #[starts(by = order_id)]
+    fn placed(&mut self, e: &OrderPlaced) -> Commands {
+        commands![ChargePayment {
+            order_id: e.order_id.clone()
+        }]
+    }
+
+    /// Sees its own charge: a saga whose commands waited for every strong handler, itself
+    /// included, would wait here for the event it is handling.
+    #[continues(by = order_id)]
+    fn charged(&mut self, _e: &PaymentCharged) -> Commands {
+        self.charged += 1;
+        Commands::none()
+    }
+
+    /// Records the failure (the compensation ran).
+    #[compensates]
+    fn failed(&mut self, failed: &FailedCommand) -> Commands {
+        self.errors.push(failed.error().to_owned());
+        Commands::none()
+    }
+}
+
+/// Takes every charge slowly: a consistency wait on it outlives a short command timeout.
+#[derive(Default)]
+struct SlowLedger;
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+#[event_handler(name = "slow_ledger")]
+impl SlowLedger {
+    #[handles]
+    async fn charged(&mut self, _e: &PaymentCharged, _meta: &EventMeta) -> Result<(), Never> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+async fn start_hasty(
+    store: &Arc<evoq_tests::faulty_store::FaultyStore>,
+    options: evoq::SagaOptions,
+) -> Evoq {
+    Evoq::builder()
+        .shared_store(store.clone())
+        .saga_with::<Hasty>(options)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_short_command_timeout_fails_a_slow_command_and_compensates_it() {
+    use std::sync::atomic::Ordering;
+    let store = evoq_tests::faulty_store::FaultyStore::new();
+    let app = start_hasty(
+        &store,
+        evoq::SagaOptions::new().command_timeout(Duration::from_millis(50)),
+    )
+    .await;
+    place(&app, "slow-1").await;
+    // The saga's charge is appended after this (the test runs on one thread): it is slow.
+    store.append_delay_ms.store(300, Ordering::SeqCst);
+    settle_saga(&app, "hasty").await;
+    let state = app.saga_state::<Hasty>("slow-1").await.unwrap().unwrap();
+    assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+    assert!(
+        state.errors[0].contains("ChargePayment")
+            && state.errors[0].contains("timed out after 50ms"),
+        "{:?}",
+        state.errors
+    );
+    store.append_delay_ms.store(0, Ordering::SeqCst);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_runtime_timeout_applies_to_a_saga_registered_without_one() {
+    use std::sync::atomic::Ordering;
+    let store = evoq_tests::faulty_store::FaultyStore::new();
+    let app = start_hasty(&store, evoq::SagaOptions::new()).await;
+    place(&app, "slow-2").await;
+    store.append_delay_ms.store(300, Ordering::SeqCst);
+    settle_saga(&app, "hasty").await;
+    let state = app.saga_state::<Hasty>("slow-2").await.unwrap().unwrap();
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    store.append_delay_ms.store(0, Ordering::SeqCst);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_retry_limit_of_zero_fails_a_conflicting_command_at_once() {
+    use std::sync::atomic::Ordering;
+    let store = evoq_tests::faulty_store::FaultyStore::new();
+    let app = start_hasty(&store, evoq::SagaOptions::new().command_retry_limit(0)).await;
+    place(&app, "race-1").await;
+    // A foreign writer appends to the charge's stream just before it: a version conflict.
+    store.interfere.store(1, Ordering::SeqCst);
+    settle_saga(&app, "hasty").await;
+    let state = app.saga_state::<Hasty>("race-1").await.unwrap().unwrap();
+    assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+    assert!(
+        state.errors[0].contains("version conflict")
+            && state.errors[0].contains("after 1 attempt(s)"),
+        "{:?}",
+        state.errors
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_consistency_makes_each_command_wait_for_the_handlers_it_names() {
+    let store = evoq_tests::faulty_store::FaultyStore::new();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler(SlowLedger)
+        .saga_with::<Hasty>(
+            evoq::SagaOptions::new()
+                .command_timeout(Duration::from_millis(100))
+                .command_consistency(Consistency::handlers(["slow_ledger"])),
+        )
+        .start()
+        .await
+        .unwrap();
+    place(&app, "wait-1").await;
+    settle_saga(&app, "hasty").await;
+    let state = app.saga_state::<Hasty>("wait-1").await.unwrap().unwrap();
+    assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+    assert!(
+        state.errors[0].contains("WERE stored") && state.errors[0].contains("slow_ledger"),
+        "{:?}",
+        state.errors
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_strong_saga_never_waits_for_itself() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .saga_with::<Hasty>(
+            evoq::SagaOptions::new()
+                .delivery(HandlerOptions::new().strong(true))
+                .command_timeout(Duration::from_millis(500))
+                .command_consistency(Consistency::Strong),
+        )
+        .start()
+        .await
+        .unwrap();
+    place(&app, "self-1").await;
+    settle_saga(&app, "hasty").await;
+    let state = app.saga_state::<Hasty>("self-1").await.unwrap().unwrap();
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    assert_eq!(state.charged, 1);
+    assert_eq!(stream(&store, "Payment", "self-1").await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_consistency_naming_an_unknown_handler_fails_the_start() {
+    let error = Evoq::builder()
+        .saga_with::<Hasty>(
+            evoq::SagaOptions::new().command_consistency(Consistency::handlers(["nowhere"])),
+        )
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, evoq::Error::UnknownHandler { handler, .. } if handler == "nowhere"),
+        "{error}"
+    );
+}

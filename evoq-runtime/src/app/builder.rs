@@ -15,12 +15,16 @@ use crate::handler::{self, EventHandler};
 use crate::host::memory_monitor::{MemoryMonitor, MemoryProbe, SystemMemory};
 use crate::host::registry::Env;
 use crate::projection::{self, Projection};
-use crate::saga::{self, Saga};
+use crate::saga::{self, Saga, SagaOptions};
 use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
 
 /// A consumer to start, given the runtime's dispatcher (sagas dispatch through it).
 type PendingConsumer = Box<dyn FnOnce(std::sync::Weak<Dispatcher>) -> Registration + Send>;
+
+/// What a consumer needs once every consumer has started (a saga: the handlers its commands
+/// wait for).
+type PendingLink = Box<dyn FnOnce(&Subscribers) -> Result<(), Error> + Send>;
 
 /// Builds an [`Evoq`] runtime: `Evoq::builder() ... .start().await`.
 ///
@@ -47,6 +51,8 @@ pub struct EvoqBuilder {
     middleware: Vec<Arc<dyn Middleware>>,
     /// The event handlers, projections and sagas, in registration order.
     consumers: Vec<PendingConsumer>,
+    /// What the consumers need once all have started.
+    links: Vec<PendingLink>,
     /// The names (`Saga::NAME`) of the registered sagas, in registration order.
     sagas: Vec<&'static str>,
 }
@@ -60,6 +66,7 @@ impl Evoq {
             memory_probe: None,
             middleware: Vec::new(),
             consumers: Vec::new(),
+            links: Vec::new(),
             sagas: Vec::new(),
         }
     }
@@ -200,10 +207,25 @@ impl EvoqBuilder {
         self.saga_with::<S>(HandlerOptions::new())
     }
 
-    /// Registers the saga `S` with `options` (they take precedence over its attribute's).
-    pub fn saga_with<S: Saga>(mut self, options: HandlerOptions) -> Self {
+    /// Registers the saga `S` with `options`: a [`HandlerOptions`] for how its events are
+    /// delivered (they take precedence over its attribute's), or a [`SagaOptions`] that also
+    /// sets the timeout, conflict retries and consistency of the commands it sends.
+    ///
+    /// A consistency that names a handler this runtime does not run fails
+    /// [`start`](Self::start) with [`Error::UnknownHandler`].
+    pub fn saga_with<S: Saga>(mut self, options: impl Into<SagaOptions>) -> Self {
+        let options = options.into();
+        let settings = Arc::new(saga::CommandSettings::new(&options));
+        let own = saga::handler_name::<S>(&options.delivery);
+        let consistency = options.command_consistency;
+        let linked = Arc::clone(&settings);
+        self.links.push(Box::new(move |subscribers| {
+            linked.set_required(subscribers.required(&consistency)?, &own);
+            Ok(())
+        }));
+        let delivery = options.delivery;
         self.consumers.push(Box::new(move |dispatcher| {
-            saga::registration::<S>(dispatcher, options)
+            saga::registration::<S>(dispatcher, delivery, settings)
         }));
         if !self.sagas.contains(&S::NAME) {
             self.sagas.push(S::NAME);
@@ -263,6 +285,13 @@ impl EvoqBuilder {
                 return Err(error);
             }
         };
+        for link in self.links {
+            if let Err(error) = link(&subscribers) {
+                dispatcher.stop();
+                subscribers.stop().await;
+                return Err(error);
+            }
+        }
         tracing::debug!(name: "evoq.runtime.start", partitions = config.partitions);
         Ok(Evoq {
             inner: Arc::new(Inner {
