@@ -37,11 +37,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::aggregate::command::{Command, Route};
@@ -312,7 +313,7 @@ impl<C: Route> Dispatchable for Erased<C> {
             };
             let options = settings.options(dispatcher);
             let request = Request::new(self.0, context, options).with_supplied_command_id();
-            let required = settings.required();
+            let required = settings.required().await;
             if required.is_empty() {
                 return dispatcher::dispatch_traced(dispatcher, request)
                     .await
@@ -324,7 +325,7 @@ impl<C: Route> Dispatchable for Erased<C> {
             let span = dispatcher::span(&request);
             let run = async {
                 let done = dispatcher::dispatch(dispatcher, request, deadline).await?;
-                settle::<C>(required, done, deadline, timeout).await
+                settle::<C>(&required, done, deadline, timeout).await
             };
             dispatcher::observed(span, run).await.map(|_| ())
         })
@@ -517,36 +518,45 @@ impl From<HandlerOptions> for SagaOptions {
 
 /// How a saga's commands are dispatched: its [`SagaOptions`], with the handlers its
 /// consistency waits for, known once the runtime's handlers have started.
-#[derive(Default)]
 pub(crate) struct CommandSettings {
     timeout: Option<Duration>,
     retry_limit: Option<u32>,
-    required: OnceLock<Vec<Arc<HandlerState>>>,
+    /// The handlers each command waits for; `None` until the builder resolved them (the saga's
+    /// task may start before: its first command waits for them).
+    required: watch::Sender<Option<Arc<[Arc<HandlerState>]>>>,
 }
 
 impl CommandSettings {
-    /// The settings of `options`; no handler to wait for until [`set_required`](Self::set_required).
+    /// The settings of `options`. With a consistency other than `Eventual`, commands wait
+    /// until [`set_required`](Self::set_required) is called.
     pub(crate) fn new(options: &SagaOptions) -> Self {
+        let eventual = matches!(options.command_consistency, Consistency::Eventual);
+        let required = eventual.then(|| Arc::from(Vec::new()));
         CommandSettings {
             timeout: options.command_timeout,
             retry_limit: options.command_retry_limit,
-            required: OnceLock::new(),
+            required: watch::Sender::new(required),
         }
     }
 
     /// The handlers each command waits for, the saga `own` itself left out (it would wait
-    /// for the event it is handling). Set once; a second call changes nothing.
+    /// for the event it is handling).
     pub(crate) fn set_required(&self, required: Vec<Arc<HandlerState>>, own: &str) {
-        let others = required
+        let others: Vec<_> = required
             .into_iter()
             .filter(|handler| &*handler.name != own)
             .collect();
-        let _ = self.required.set(others);
+        self.required.send_replace(Some(Arc::from(others)));
     }
 
-    /// The handlers each command waits for.
-    fn required(&self) -> &[Arc<HandlerState>] {
-        self.required.get().map_or(&[], Vec::as_slice)
+    /// The handlers each command waits for, once resolved.
+    async fn required(&self) -> Arc<[Arc<HandlerState>]> {
+        let mut resolved = self.required.subscribe();
+        match resolved.wait_for(Option::is_some).await {
+            Ok(required) => required.clone().unwrap_or_else(|| Arc::from(Vec::new())),
+            // Unreachable: `self` holds the sender.
+            Err(_) => Arc::from(Vec::new()),
+        }
     }
 
     /// The dispatch options of one command.

@@ -1227,3 +1227,36 @@ async fn a_command_consistency_naming_an_unknown_handler_fails_the_start() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_of_events_handled_right_at_start_wait_for_their_consistency_too() {
+    let store = evoq_tests::faulty_store::FaultyStore::new();
+    // Orders placed by an earlier run: the saga handles them as soon as its task starts.
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    place(&app, "early-1").await;
+    app.stop().await;
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler(SlowLedger)
+        .saga_with::<Hasty>(
+            evoq::SagaOptions::new()
+                .command_timeout(Duration::from_millis(100))
+                .command_consistency(Consistency::handlers(["slow_ledger"])),
+        )
+        .start()
+        .await
+        .unwrap();
+    settle_saga(&app, "hasty").await;
+    let state = app.saga_state::<Hasty>("early-1").await.unwrap().unwrap();
+    assert_eq!(state.errors.len(), 1, "{:?}", state.errors);
+    assert!(
+        state.errors[0].contains("WERE stored"),
+        "{:?}",
+        state.errors
+    );
+    app.stop().await;
+}

@@ -220,8 +220,12 @@ impl EvoqBuilder {
         let consistency = options.command_consistency;
         let linked = Arc::clone(&settings);
         self.links.push(Box::new(move |subscribers| {
-            linked.set_required(subscribers.required(&consistency)?, &own);
-            Ok(())
+            // Resolved even on an error, so that a saga task waiting for it is released (the
+            // start then fails and its dispatches with it).
+            let required = subscribers.required(&consistency);
+            let handlers = required.as_ref().map_or_else(|_| Vec::new(), Clone::clone);
+            linked.set_required(handlers, &own);
+            required.map(|_| ())
         }));
         let delivery = options.delivery;
         self.consumers.push(Box::new(move |dispatcher| {
@@ -285,12 +289,17 @@ impl EvoqBuilder {
                 return Err(error);
             }
         };
-        for link in self.links {
-            if let Err(error) = link(&subscribers) {
-                dispatcher.stop();
-                subscribers.stop().await;
-                return Err(error);
-            }
+        // Every link runs (no short cut), so that every saga waiting for its handlers is
+        // released; the first error fails the start.
+        let outcomes: Vec<Result<(), Error>> = self
+            .links
+            .into_iter()
+            .map(|link| link(&subscribers))
+            .collect();
+        if let Some(Err(error)) = outcomes.into_iter().find(Result::is_err) {
+            dispatcher.stop();
+            subscribers.stop().await;
+            return Err(error);
         }
         tracing::debug!(name: "evoq.runtime.start", partitions = config.partitions);
         Ok(Evoq {
