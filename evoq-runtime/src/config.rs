@@ -52,13 +52,18 @@ pub use crate::util::duration::parse_duration;
 
 use crate::error::Error;
 
+/// The most partitions a runtime may have: each holds a registry per aggregate type (with its
+/// sharded map and idle timers), allocated on first use, so a larger number only costs memory
+/// and start-up time (a million made the first dispatch take seconds).
+pub const MAX_PARTITIONS: usize = 1_024;
+
 /// Runtime settings, with their defaults.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The event store (`"memory"`; the durable stores are given to the builder directly).
     pub store: String,
-    /// Number of partition registries (default 4, at least 1).
+    /// Number of partition registries (default 4, at least 1, at most [`MAX_PARTITIONS`]).
     pub partitions: usize,
     /// Default time a dispatch may take (default 5 s).
     #[serde(deserialize_with = "crate::util::duration::deserialize")]
@@ -156,6 +161,15 @@ impl Config {
         }
         if self.partitions == 0 {
             return invalid("partitions", "must be at least 1 (the default is 4)");
+        }
+        if self.partitions > MAX_PARTITIONS {
+            return invalid(
+                "partitions",
+                format!(
+                    "must be at most {MAX_PARTITIONS} (it is {}): each partition holds a registry per aggregate type, so more only costs memory; the default is 4, and one or two per core is plenty",
+                    self.partitions
+                ),
+            );
         }
         if self.dispatch_timeout.is_zero() {
             return invalid(
@@ -321,6 +335,20 @@ mod tests {
         );
         let config = Config::from_toml_str("partitions = 0").unwrap();
         assert_eq!(key_of(config.validate().unwrap_err()), "partitions");
+        for too_many in [MAX_PARTITIONS + 1, 100_000_000] {
+            let config = Config {
+                partitions: too_many,
+                ..Config::default()
+            };
+            let error = config.validate().unwrap_err();
+            assert!(error.to_string().contains("at most 1024"), "{error}");
+            assert_eq!(key_of(error), "partitions");
+        }
+        let config = Config {
+            partitions: MAX_PARTITIONS,
+            ..Config::default()
+        };
+        assert!(config.validate().is_ok());
         let config = Config::from_toml_str("command_log_retention = 0").unwrap();
         assert_eq!(
             key_of(config.validate().unwrap_err()),

@@ -524,12 +524,30 @@ async fn a_stopped_runtime_rejects_commands_with_a_typed_error() {
 }
 
 #[tokio::test]
-async fn zero_partitions_fail_start_with_an_error_naming_the_key() {
-    let error = Evoq::builder().partitions(0).start().await.unwrap_err();
-    assert!(
-        matches!(&error, evoq::Error::Config { key, .. } if key == "partitions"),
-        "{error:?}"
-    );
+async fn zero_or_too_many_partitions_fail_start_with_an_error_naming_the_key() {
+    for partitions in [0, evoq::config::MAX_PARTITIONS + 1, 100_000_000] {
+        let error = Evoq::builder()
+            .partitions(partitions)
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, evoq::Error::Config { key, .. } if key == "partitions"),
+            "{partitions}: {error:?}"
+        );
+    }
+    let app = Evoq::builder()
+        .partitions(evoq::config::MAX_PARTITIONS)
+        .start()
+        .await
+        .expect("the most partitions allowed start");
+    app.dispatch(OpenAccount {
+        account: "a".into(),
+        initial_balance: 1,
+    })
+    .await
+    .unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
