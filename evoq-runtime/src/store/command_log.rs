@@ -74,36 +74,6 @@ impl NewCommand {
     pub fn aggregate_id<'s>(&self, stream: &'s str) -> &'s str {
         aggregate_id_in(&self.aggregate, stream)
     }
-
-    /// Whether `record` is an entry of this command's lookup.
-    pub fn matches(&self, record: &CommandRecord) -> bool {
-        record.matches(self.lookup())
-    }
-
-    /// The entry this command leaves once appended to `stream` (`version` after it, `count`
-    /// events from `first_position`) at `recorded_at`.
-    pub fn record(
-        &self,
-        stream_id: &str,
-        version: u64,
-        count: u64,
-        first_position: u64,
-        recorded_at: SystemTime,
-    ) -> CommandRecord {
-        CommandRecord {
-            command_id: self.command_id,
-            idempotency_key: self.idempotency_key.clone(),
-            command: self.command.clone().into_owned(),
-            aggregate: self.aggregate.clone().into_owned(),
-            aggregate_id: self.aggregate_id(stream_id).to_owned(),
-            stream_id: stream_id.to_owned(),
-            version,
-            event_count: count,
-            first_position: if count == 0 { 0 } else { first_position },
-            last_position: last_position(first_position, count),
-            recorded_at,
-        }
-    }
 }
 
 /// One entry of the command log: a command that succeeded, and where its events are.
@@ -138,14 +108,6 @@ impl CommandRecord {
     /// The stream version of its first event (`version + 1` when it appended nothing).
     pub fn first_version(&self) -> u64 {
         self.version + 1 - self.event_count
-    }
-
-    /// Whether `lookup` finds this entry.
-    pub fn matches(&self, lookup: CommandLookup<'_>) -> bool {
-        match lookup {
-            CommandLookup::Id(id) => self.command_id == id,
-            CommandLookup::Key(key) => self.idempotency_key.as_deref() == Some(key),
-        }
     }
 }
 
