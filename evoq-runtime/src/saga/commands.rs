@@ -1,0 +1,262 @@
+//! `Commands`: what a saga method returns; the executed and failed commands it sees.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::options::CommandSettings;
+use crate::aggregate::command::{Command, Route};
+use crate::aggregate::context::CommandContext;
+use crate::delivery::consistency::settle;
+use crate::dispatch::dispatcher::{self, Dispatcher, Request};
+use crate::error::Error;
+use crate::util::time::deadline_after;
+
+/// A command a saga instance dispatched successfully.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutedCommand {
+    /// The command's name (`Command::NAME`).
+    pub name: String,
+    /// Its command id.
+    pub command_id: Uuid,
+    /// The aggregate it went to.
+    pub aggregate_id: String,
+}
+
+/// A command of a saga that failed, as its `#[compensates]` method sees it.
+#[derive(Clone, Debug)]
+pub struct FailedCommand {
+    pub(super) command: &'static str,
+    pub(super) command_id: Uuid,
+    pub(super) aggregate_id: String,
+    pub(super) error: String,
+    pub(super) instance: String,
+    pub(super) correlation_id: Uuid,
+    pub(super) executed: Vec<ExecutedCommand>,
+}
+
+impl FailedCommand {
+    /// The failed command's name (`Command::NAME`).
+    pub fn command(&self) -> &'static str {
+        self.command
+    }
+
+    /// Whether the failed command is a `C`.
+    pub fn is<C: Command>(&self) -> bool {
+        self.command == C::NAME
+    }
+
+    /// Its command id.
+    pub fn command_id(&self) -> Uuid {
+        self.command_id
+    }
+
+    /// The aggregate it went to.
+    pub fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+
+    /// Why it failed.
+    pub fn error(&self) -> &str {
+        &self.error
+    }
+
+    /// The saga instance (the correlation value).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The correlation id of the event that led to it.
+    pub fn correlation_id(&self) -> Uuid {
+        self.correlation_id
+    }
+
+    /// Every command this instance executed successfully and no compensation marked undone
+    /// ([`Commands::mark_undone`]), newest first (in dispatch order): compensate them in this
+    /// order. The commands of the failed command's own batch are all in it, those dispatched
+    /// after the failed one included: a batch is dispatched whole before its failures are
+    /// compensated.
+    pub fn executed(&self) -> &[ExecutedCommand] {
+        &self.executed
+    }
+}
+
+/// The ids a saga gives one dispatch.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct DispatchIds {
+    pub(super) command_id: Uuid,
+    pub(super) causation_id: Uuid,
+    pub(super) correlation_id: Uuid,
+}
+
+pub(super) type DispatchResult<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// A command that can dispatch itself (type erased).
+pub(super) trait Dispatchable: Send + 'static {
+    fn name(&self) -> &'static str;
+    fn aggregate_id(&self) -> String;
+    fn dispatch<'a>(
+        self: Box<Self>,
+        dispatcher: &'a Arc<Dispatcher>,
+        settings: &'a CommandSettings,
+        ids: DispatchIds,
+    ) -> DispatchResult<'a>;
+}
+
+struct Erased<C>(C);
+
+impl<C: Route> Dispatchable for Erased<C> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn aggregate_id(&self) -> String {
+        self.0.aggregate_id()
+    }
+
+    fn dispatch<'a>(
+        self: Box<Self>,
+        dispatcher: &'a Arc<Dispatcher>,
+        settings: &'a CommandSettings,
+        ids: DispatchIds,
+    ) -> DispatchResult<'a> {
+        Box::pin(async move {
+            let context = CommandContext {
+                command_id: ids.command_id,
+                correlation_id: ids.correlation_id,
+                causation_id: Some(ids.causation_id),
+                ..CommandContext::new()
+            };
+            let options = settings.options(dispatcher);
+            let request = Request::new(self.0, context, options).with_supplied_command_id();
+            let required = settings.required().await;
+            if required.is_empty() {
+                return dispatcher::dispatch_traced(dispatcher, request)
+                    .await
+                    .map(|_| ());
+            }
+            // The wait for the handlers shares the dispatch's deadline and span.
+            let timeout = request.options.timeout;
+            let deadline = deadline_after(timeout);
+            let span = dispatcher::span(&request);
+            let run = async {
+                let done = dispatcher::dispatch(dispatcher, request, deadline).await?;
+                settle::<C>(&required, done, deadline, timeout).await
+            };
+            dispatcher::observed(span, run).await.map(|_| ())
+        })
+    }
+}
+
+/// The commands a saga method returns, dispatched in order: `commands![a, b]`, or
+/// `Commands::none().push(a).push(b)`. Every command must be routable (`Route`): an
+/// unroutable command does not compile.
+///
+/// A `#[compensates]` method also says here which steps of
+/// [`FailedCommand::executed`] it undid, with [`undoes`](Self::undoes) or
+/// [`mark_undone`](Self::mark_undone): those leave the instance's history, and a later
+/// failure no longer sees them. A step not marked stays, whatever commands are returned; an
+/// empty compensation thus keeps the whole history for a later failure to undo.
+///
+/// ```
+/// # use evoq::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+/// # struct Deposited { amount: u64 }
+/// # #[derive(Command)]
+/// # struct Deposit { #[aggregate_id] account: String, amount: u64 }
+/// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+/// # #[derive(Default)] struct Account { balance: u64 }
+/// # #[aggregate]
+/// # impl Account {
+/// #     #[handles]
+/// #     fn deposit(&self, c: &Deposit) -> Result<Deposited, Never> { Ok(Deposited { amount: c.amount }) }
+/// #     #[apply]
+/// #     fn deposited(&mut self, e: &Deposited) { self.balance += e.amount; }
+/// # }
+/// let commands = commands![
+///     Deposit { account: "acc-1".into(), amount: 50 },
+///     Deposit { account: "acc-2".into(), amount: 50 },
+/// ];
+/// assert_eq!(commands.names(), ["Deposit", "Deposit"]);
+/// assert!(Commands::none().is_empty());
+/// ```
+#[derive(Default)]
+#[must_use = "a saga dispatches the commands its method returns"]
+pub struct Commands {
+    pub(super) items: Vec<Box<dyn Dispatchable>>,
+    /// The command ids of the executed steps these commands undo (a compensation).
+    pub(super) undone: Vec<Uuid>,
+}
+
+impl Commands {
+    /// No command.
+    pub fn none() -> Self {
+        Commands::default()
+    }
+
+    /// These commands and `command`.
+    pub fn push<C: Route>(mut self, command: C) -> Self {
+        self.add(command);
+        self
+    }
+
+    /// Adds `command`.
+    pub fn add<C: Route>(&mut self, command: C) {
+        self.items.push(Box::new(Erased(command)));
+    }
+
+    /// How many commands.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The commands' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.items.iter().map(|item| item.name()).collect()
+    }
+
+    /// These commands, with `step` (one of [`FailedCommand::executed`]) marked undone.
+    pub fn undoes(mut self, step: &ExecutedCommand) -> Self {
+        self.mark_undone(step);
+        self
+    }
+
+    /// Marks `step` (one of [`FailedCommand::executed`]) undone by this compensation: it
+    /// leaves the instance's history once the compensation is dispatched. Only a
+    /// `#[compensates]` method's marks count; marking a step twice is marking it once.
+    pub fn mark_undone(&mut self, step: &ExecutedCommand) {
+        if !self.undone.contains(&step.command_id) {
+            self.undone.push(step.command_id);
+        }
+    }
+
+    /// The command ids of the steps marked undone, in the order marked.
+    pub fn undone(&self) -> &[Uuid] {
+        &self.undone
+    }
+}
+
+impl fmt::Debug for Commands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+/// Builds [`Commands`]: `commands![ChargePayment { .. }, ReserveStock { .. }]`.
+#[macro_export]
+macro_rules! commands {
+    () => { $crate::saga::Commands::none() };
+    ($($command:expr),+ $(,)?) => {
+        $crate::saga::Commands::none() $(.push($command))+
+    };
+}
