@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use evoq::store::{
     AllPage, Appended, CommandLookup, CommandRecord, Direction, EventFilter, NewCommand, Snapshot,
+    Timeout,
 };
 use evoq::{DeadLetter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, Uuid};
 use tokio::sync::watch;
@@ -210,5 +211,30 @@ impl EventStore for NullStore {
         _limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
+    }
+
+    async fn schedule_timeout(&self, _timeout: Timeout) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn due_timeouts(
+        &self,
+        _saga: &str,
+        _now: SystemTime,
+        _limit: usize,
+    ) -> Result<Vec<Timeout>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn next_timeout(&self, _saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        Ok(None)
+    }
+
+    async fn delete_timeout(&self, _saga: &str, _id: Uuid) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn cancel_timeouts(&self, _saga: &str, _instance: &str) -> Result<usize, StoreError> {
+        Ok(0)
     }
 }

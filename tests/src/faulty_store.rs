@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use evoq::store::memory::InMemoryStore;
 use evoq::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    NewCommand, Snapshot,
+    NewCommand, Snapshot, Timeout,
 };
 use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use tokio::sync::watch;
@@ -298,5 +298,30 @@ impl EventStore for FaultyStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         self.inner.list_saga_instances(saga, after, limit).await
+    }
+
+    async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError> {
+        self.inner.schedule_timeout(timeout).await
+    }
+
+    async fn due_timeouts(
+        &self,
+        saga: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Timeout>, StoreError> {
+        self.inner.due_timeouts(saga, now, limit).await
+    }
+
+    async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.next_timeout(saga).await
+    }
+
+    async fn delete_timeout(&self, saga: &str, id: uuid::Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_timeout(saga, id).await
+    }
+
+    async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError> {
+        self.inner.cancel_timeouts(saga, instance).await
     }
 }

@@ -12,6 +12,7 @@ use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
+use super::timeout::Timeout;
 use crate::envelope::{NewEvent, RecordedEvent};
 
 /// The result of a successful append.
@@ -247,6 +248,29 @@ pub trait EventStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+
+    /// Stores `timeout` until it is deleted: a timeout of the same id is replaced (so
+    /// scheduling one timeout twice keeps one). Appends no event.
+    async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError>;
+
+    /// At most `limit` timeouts of saga `saga` due at or before `now`, the earliest due first
+    /// (ties by id). Any `limit` is valid, `usize::MAX` included.
+    async fn due_timeouts(
+        &self,
+        saga: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Timeout>, StoreError>;
+
+    /// When the earliest timeout of saga `saga` is due, if it has any.
+    async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError>;
+
+    /// Removes the timeout `id` of saga `saga` (it fired); whether there was one.
+    async fn delete_timeout(&self, saga: &str, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Removes every timeout of instance `instance` of saga `saga` (the instance stopped); how
+    /// many there were.
+    async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError>;
 
     /// Asks for the right to run the named subscriber `name` (a handler, projection or saga) on
     /// this node: `Ok(None)` while another node holds it. The subscription engine asks before it

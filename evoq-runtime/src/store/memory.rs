@@ -21,10 +21,11 @@ use uuid::Uuid;
 
 use self::commands::{CommandLog, Logged};
 use self::log::{Log, StreamHasher};
+use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
+    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, Timeout,
 };
 
 /// Positions `read_all` scans under one hold of the read lock before it
@@ -75,6 +76,8 @@ struct Shared {
     dead_letters: Mutex<HashMap<String, DeadLetters>>,
     /// Saga name -> instance id -> state.
     sagas: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
+    /// The sagas' scheduled timeouts.
+    timeouts: Mutex<Timeouts>,
     /// Appends rejected for a wrong expected version.
     conflicts: AtomicU64,
     /// The command log. A checked command's entry is checked and written while the events'
@@ -94,6 +97,7 @@ impl Default for Shared {
             checkpoints: DashMap::default(),
             dead_letters: Mutex::default(),
             sagas: Mutex::default(),
+            timeouts: Mutex::default(),
             conflicts: AtomicU64::new(0),
             commands: CommandLog::default(),
         }
@@ -189,6 +193,13 @@ impl InMemoryStore {
     fn sagas(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<String, Vec<u8>>>> {
         self.shared
             .sagas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn timeouts(&self) -> MutexGuard<'_, Timeouts> {
+        self.shared
+            .timeouts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -649,9 +660,36 @@ impl EventStore for InMemoryStore {
             .map(|(id, _)| id.clone())
             .collect())
     }
+
+    async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError> {
+        self.timeouts().schedule(timeout);
+        Ok(())
+    }
+
+    async fn due_timeouts(
+        &self,
+        saga: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Timeout>, StoreError> {
+        Ok(self.timeouts().due(saga, now, limit))
+    }
+
+    async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        Ok(self.timeouts().next(saga))
+    }
+
+    async fn delete_timeout(&self, saga: &str, id: Uuid) -> Result<bool, StoreError> {
+        Ok(self.timeouts().delete(saga, id))
+    }
+
+    async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError> {
+        Ok(self.timeouts().cancel(saga, instance))
+    }
 }
 
 mod commands;
 mod log;
 #[cfg(test)]
 mod tests;
+mod timeouts;

@@ -16,7 +16,7 @@
 //!   log](CommandRecord) in the same transaction as its events, and refuses a second run of one
 //!   command id or idempotency key ([`StoreError::DuplicateCommand`]), also across nodes;
 //! - checkpoints and [dead letters](DeadLetter) of named subscribers, and the per-instance state
-//!   of sagas, are kept beside the events;
+//!   of sagas and their scheduled [timeouts](Timeout), are kept beside the events;
 //! - [`EventStore::try_lease`] grants a named subscriber to one node at a time (single-node
 //!   stores grant every lease).
 //!
@@ -43,6 +43,7 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod subscription;
+mod timeout;
 
 pub use self::command_log::{CommandLookup, CommandRecord, NewCommand};
 pub use self::dead_letter::DeadLetter;
@@ -51,3 +52,4 @@ pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStor
 pub use self::expected_version::ExpectedVersion;
 pub use self::lease::Lease;
 pub use self::subscription::Subscription;
+pub use self::timeout::Timeout;

@@ -1320,6 +1320,42 @@ impl PostgresStore {
 
 #[async_trait]
 impl EventStore for PostgresStore {
+    // PLACEHOLDER (replaced before landing): saga timeouts on postgres.
+    async fn schedule_timeout(&self, _timeout: crate::store::Timeout) -> Result<(), StoreError> {
+        Err(StoreError::Backend {
+            backend: "postgres",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn due_timeouts(
+        &self,
+        _saga: &str,
+        _now: std::time::SystemTime,
+        _limit: usize,
+    ) -> Result<Vec<crate::store::Timeout>, StoreError> {
+        Err(StoreError::Backend {
+            backend: "postgres",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn next_timeout(&self, _saga: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        Err(StoreError::Backend {
+            backend: "postgres",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn delete_timeout(&self, _saga: &str, _id: Uuid) -> Result<bool, StoreError> {
+        Err(StoreError::Backend {
+            backend: "postgres",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn cancel_timeouts(&self, _saga: &str, _instance: &str) -> Result<usize, StoreError> {
+        Err(StoreError::Backend {
+            backend: "postgres",
+            message: "timeouts pending".into(),
+        })
+    }
     async fn append(
         &self,
         stream: &str,

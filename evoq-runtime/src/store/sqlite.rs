@@ -1156,6 +1156,42 @@ fn appended(actual: u64, first: u64, count: u64) -> Appended {
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    // PLACEHOLDER (replaced before landing): saga timeouts on sqlite.
+    async fn schedule_timeout(&self, _timeout: crate::store::Timeout) -> Result<(), StoreError> {
+        Err(StoreError::Backend {
+            backend: "sqlite",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn due_timeouts(
+        &self,
+        _saga: &str,
+        _now: std::time::SystemTime,
+        _limit: usize,
+    ) -> Result<Vec<crate::store::Timeout>, StoreError> {
+        Err(StoreError::Backend {
+            backend: "sqlite",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn next_timeout(&self, _saga: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        Err(StoreError::Backend {
+            backend: "sqlite",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn delete_timeout(&self, _saga: &str, _id: Uuid) -> Result<bool, StoreError> {
+        Err(StoreError::Backend {
+            backend: "sqlite",
+            message: "timeouts pending".into(),
+        })
+    }
+    async fn cancel_timeouts(&self, _saga: &str, _instance: &str) -> Result<usize, StoreError> {
+        Err(StoreError::Backend {
+            backend: "sqlite",
+            message: "timeouts pending".into(),
+        })
+    }
     async fn append(
         &self,
         stream: &str,

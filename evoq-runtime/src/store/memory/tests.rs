@@ -402,6 +402,31 @@ impl EventStore for Broken {
         }
         Ok(page)
     }
+
+    async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError> {
+        self.inner.schedule_timeout(timeout).await
+    }
+
+    async fn due_timeouts(
+        &self,
+        saga: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Timeout>, StoreError> {
+        self.inner.due_timeouts(saga, now, limit).await
+    }
+
+    async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.next_timeout(saga).await
+    }
+
+    async fn delete_timeout(&self, saga: &str, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_timeout(saga, id).await
+    }
+
+    async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError> {
+        self.inner.cancel_timeouts(saga, instance).await
+    }
 }
 
 /// Runs `property` against a store with `bug` and checks that it fails.
