@@ -1,9 +1,11 @@
 //! `Commands`: what a saga method returns; the executed and failed commands it sees.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -14,6 +16,7 @@ use crate::aggregate::context::CommandContext;
 use crate::delivery::consistency::settle;
 use crate::dispatch::dispatcher::{self, Dispatcher, Request};
 use crate::error::Error;
+use crate::event::definition::Event;
 use crate::util::time::deadline_after;
 
 /// A command a saga instance dispatched successfully.
@@ -191,6 +194,59 @@ pub struct Commands {
     pub(super) items: Vec<Box<dyn Dispatchable>>,
     /// The command ids of the executed steps these commands undo (a compensation).
     pub(super) undone: Vec<Uuid>,
+    /// The timeouts to schedule, in the order added.
+    pub(super) timeouts: Vec<ScheduledTimeout>,
+}
+
+/// When a scheduled timeout is due.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// This long after the event the saga method handled was recorded.
+    After(Duration),
+    /// At this time.
+    At(SystemTime),
+}
+
+impl Due {
+    /// The time it is due, for a method that handled an event recorded at `recorded_at`.
+    pub(super) fn at(self, recorded_at: SystemTime) -> SystemTime {
+        match self {
+            Due::After(delay) => recorded_at.checked_add(delay).unwrap_or(recorded_at),
+            Due::At(at) => at,
+        }
+    }
+}
+
+/// An event to append for the instance when it is due (type erased).
+pub(super) trait TimeoutEvent: Send + 'static {
+    fn name(&self) -> &'static str;
+    fn schema_version(&self) -> u32;
+    fn encode(&self) -> Result<Vec<u8>, serde_json::Error>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<E: Event> TimeoutEvent for E {
+    fn name(&self) -> &'static str {
+        E::NAME
+    }
+
+    fn schema_version(&self) -> u32 {
+        E::VERSION
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A timeout a saga method scheduled: its event, and when it is due.
+pub(super) struct ScheduledTimeout {
+    pub(super) due: Due,
+    pub(super) event: Box<dyn TimeoutEvent>,
 }
 
 impl Commands {
@@ -244,11 +300,53 @@ impl Commands {
     pub fn undone(&self) -> &[Uuid] {
         &self.undone
     }
+
+    /// These commands, and a timeout: `event` is appended for this instance `delay` after the
+    /// event the method handled was recorded, and delivered to the saga's method that takes
+    /// its type (so the saga must take it, correlated by one of its fields). A timeout fires
+    /// once, also after a restart and across nodes, and never after its instance stopped.
+    pub fn timeout_after<E: Event>(mut self, delay: Duration, event: E) -> Self {
+        self.add_timeout(Due::After(delay), event);
+        self
+    }
+
+    /// These commands, and a timeout whose `event` is appended for this instance at `at` (see
+    /// [`timeout_after`](Self::timeout_after)).
+    pub fn timeout_at<E: Event>(mut self, at: SystemTime, event: E) -> Self {
+        self.add_timeout(Due::At(at), event);
+        self
+    }
+
+    /// Adds a timeout whose `event` is appended for this instance when `due` (see
+    /// [`timeout_after`](Self::timeout_after)).
+    pub fn add_timeout<E: Event>(&mut self, due: Due, event: E) {
+        self.timeouts.push(ScheduledTimeout {
+            due,
+            event: Box::new(event),
+        });
+    }
+
+    /// The event types of the scheduled timeouts, in order.
+    pub fn timeout_names(&self) -> Vec<&'static str> {
+        self.timeouts
+            .iter()
+            .map(|timeout| timeout.event.name())
+            .collect()
+    }
 }
 
 impl fmt::Debug for Commands {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.names()).finish()
+        let mut list = f.debug_list();
+        list.entries(self.names());
+        for timeout in &self.timeouts {
+            list.entry(&format_args!(
+                "timeout {} ({:?})",
+                timeout.event.name(),
+                timeout.due
+            ));
+        }
+        list.finish()
     }
 }
 

@@ -39,7 +39,7 @@ mod consumer;
 mod definition;
 mod options;
 
-pub use commands::{Commands, ExecutedCommand, FailedCommand};
+pub use commands::{Commands, Due, ExecutedCommand, FailedCommand};
 pub use definition::{
     Correlate, CorrelationKey, KeyCorrelation, OptionCorrelation, OptionKey, PlainKey, Saga, Step,
     StepKind,
