@@ -10,4 +10,5 @@ pub mod crash;
 pub mod faulty_store;
 pub mod ledger;
 pub mod pg;
+pub mod steps;
 pub mod temp;

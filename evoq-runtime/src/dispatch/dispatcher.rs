@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -65,6 +65,9 @@ pub(crate) struct Dispatcher {
     middleware: Box<[Arc<dyn Middleware>]>,
     settings: Settings,
     stopped: AtomicBool,
+    /// Turns `true` on [`stop`](Self::stop): what background tasks tied to the dispatcher
+    /// wait on.
+    stop_signal: watch::Sender<bool>,
 }
 
 impl Dispatcher {
@@ -81,6 +84,7 @@ impl Dispatcher {
             middleware: middleware.into(),
             settings,
             stopped: AtomicBool::new(false),
+            stop_signal: watch::Sender::new(false),
         });
         spawn_sweeper(&dispatcher);
         spawn_command_log_sweeper(&dispatcher);
@@ -138,10 +142,16 @@ impl Dispatcher {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// A watch that turns `true` when the dispatcher stops.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_signal.subscribe()
+    }
+
     /// Refuses new dispatches and drops every live and hibernated instance: commands already
     /// running complete.
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.stop_signal.send_replace(true);
         self.partitions.clear();
     }
 

@@ -1,68 +1,33 @@
-//! The saga as a consumer of the subscription engine: per event, load, run, save, dispatch.
+//! The saga as a consumer of the subscription engine: per event, load the instance, run the
+//! method, save the instance with its outbox, schedule its timeouts, dispatch, compensate.
 
 use std::fmt;
 use std::sync::{Arc, Weak};
 
-use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::commands::{Commands, DispatchIds, ExecutedCommand, FailedCommand};
+use super::commands::{Commands, DispatchIds, ExecutedCommand, FailedCommand, ScheduledTimeout};
 use super::definition::{Saga, StepKind};
+use super::instance::{Instance, PendingTimeout, Status};
 use super::options::CommandSettings;
+use super::timer::{self, Payload, TIMEOUT_ENTRY};
 use crate::delivery::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use crate::delivery::policy::HandlerOptions;
 use crate::delivery::subscribers::Registration;
 use crate::dispatch::dispatcher::Dispatcher;
+use crate::envelope::Metadata;
 use crate::error::Error;
-use crate::store::EventStore;
+use crate::store::Timeout;
 use crate::util::ids::derived_id;
-
-/// The state of instance `instance` of the saga `S` in `store`: `None` when it has none (never
-/// started, or stopped); [`Error::SagaState`] when the saved state does not decode.
-pub(crate) async fn load_state<S: Saga>(
-    store: &dyn EventStore,
-    instance: &str,
-) -> Result<Option<S>, Error> {
-    let Some(bytes) = store.load_saga_state(S::NAME, instance).await? else {
-        return Ok(None);
-    };
-    let saved: Instance<S> = serde_json::from_slice(&bytes).map_err(|error| Error::SagaState {
-        saga: S::NAME,
-        instance: instance.to_owned(),
-        reason: error.to_string(),
-    })?;
-    Ok(Some(saved.state))
-}
-
-/// What the store keeps of one instance.
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
-struct Instance<S: Saga> {
-    state: S,
-    /// The commands dispatched successfully and not marked undone by a compensation, oldest
-    /// first.
-    #[serde(default)]
-    executed: Vec<ExecutedCommand>,
-    /// The last event the instance handled: its position and the state before it, so that a
-    /// re-delivery runs the method on the same state again (and dispatches the same ids).
-    #[serde(default)]
-    last: Option<LastEvent>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct LastEvent {
-    position: u64,
-    before: serde_json::Value,
-    /// The executed commands before it.
-    #[serde(default)]
-    executed: Vec<ExecutedCommand>,
-}
 
 /// A saga as the subscription engine sees it: it dispatches through a weak handle on the
 /// runtime's dispatcher (the runtime owns the dispatcher and the saga's task, not the reverse).
 pub(crate) struct SagaConsumer<S> {
     dispatcher: Weak<Dispatcher>,
     settings: Arc<CommandSettings>,
+    /// Wakes the saga's timer when the saga schedules a timeout.
+    wake: Arc<Notify>,
     _saga: std::marker::PhantomData<fn() -> S>,
 }
 
@@ -75,18 +40,22 @@ impl<S: Saga> Consumer for SagaConsumer<S> {
             let Some(dispatcher) = self.dispatcher.upgrade() else {
                 return Err(failure(event, "the runtime is gone"));
             };
-            handle::<S>(&dispatcher, &self.settings, event).await
+            handle::<S>(&dispatcher, &self.settings, &self.wake, event).await
         })
     }
 }
 
 /// The engine's registration of the saga `S`, with the builder's `options`; its commands go
-/// through `dispatcher`, with `settings`.
+/// through `dispatcher`, with `settings`. Starts the saga's timer.
 pub(crate) fn registration<S: Saga>(
     dispatcher: Weak<Dispatcher>,
     options: HandlerOptions,
     settings: Arc<CommandSettings>,
 ) -> Registration {
+    let wake = Arc::new(Notify::new());
+    if let Some(dispatcher) = dispatcher.upgrade() {
+        timer::spawn(&dispatcher, S::NAME, Arc::clone(&wake));
+    }
     Registration::new(
         S::NAME,
         S::EVENT_TYPES,
@@ -96,6 +65,7 @@ pub(crate) fn registration<S: Saga>(
         SagaConsumer::<S> {
             dispatcher,
             settings,
+            wake,
             _saga: std::marker::PhantomData,
         },
     )
@@ -128,9 +98,14 @@ impl fmt::Display for SagaError {
 
 impl std::error::Error for SagaError {}
 
+/// Handles one event for the saga `S`. The instance is saved with the commands the method
+/// returned (its outbox) before any is dispatched, and again as each completes; a re-delivered
+/// event (the position of the instance's last event) runs the method again on the state from
+/// before it, and dispatches only what the outbox does not hold as done or failed.
 async fn handle<S: Saga>(
     dispatcher: &Arc<Dispatcher>,
     settings: &CommandSettings,
+    wake: &Notify,
     event: &EventMeta,
 ) -> Result<(), HandlerFailure> {
     let Some(step) = S::route(event)? else {
@@ -139,18 +114,14 @@ async fn handle<S: Saga>(
     let store = dispatcher.store();
     let saga = S::NAME;
     let key = step.instance;
+    let timeout = timer::timeout_id(event.metadata(), saga);
     let loaded = store
         .load_saga_state(saga, &key)
         .await
         .map_err(|error| failure(event, error))?;
     let mut instance: Instance<S> = match loaded {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
-            failure(
-                event,
-                format!("the state of instance `{key}` does not decode: {error}"),
-            )
-        })?,
-        None if step.kind == StepKind::Stops => {
+        Some(bytes) => Instance::decode(&bytes).map_err(|error| undecodable(event, &key, error))?,
+        None if timeout.is_some() || step.kind == StepKind::Stops => {
             tracing::debug!(
                 name: "evoq.saga.stop",
                 stage = "ignored",
@@ -167,48 +138,67 @@ async fn handle<S: Saga>(
                 instance = %key,
                 event_type = event.event_type(),
             );
-            Instance {
-                state: S::default(),
-                executed: Vec::new(),
-                last: None,
-            }
+            Instance::new(S::default())
         }
     };
 
     let position = event.global_position();
-    if let Some(last) = &instance.last {
-        if position < last.position {
-            // Handled before a later event of this instance: nothing to do again.
-            return Ok(());
-        }
-        if position == last.position {
-            instance.state = serde_json::from_value(last.before.clone()).map_err(|error| {
-                failure(
-                    event,
-                    format!("the state of instance `{key}` does not decode: {error}"),
-                )
-            })?;
-            instance.executed = last.executed.clone();
-        }
+    let redelivered = match &instance.last {
+        // Handled before a later event of this instance: nothing to do again.
+        Some(last) if position < last.position => return Ok(()),
+        Some(last) => position == last.position,
+        None => false,
+    };
+    if redelivered {
+        instance
+            .rewind()
+            .map_err(|error| undecodable(event, &key, error))?;
+    } else {
+        instance.outbox.clear();
     }
-    let before = serde_json::to_value(&instance.state)
+    if let Some(id) = timeout
+        && !instance.take_timeout(id)
+    {
+        // Cancelled: the instance no longer waits for it.
+        tracing::debug!(
+            name: "evoq.saga.timeout",
+            stage = "ignored",
+            saga,
+            instance = %key,
+            timeout = %id,
+        );
+        return Ok(());
+    }
+    instance
+        .begin(position)
         .map_err(|error| failure(event, format!("the state does not serialize: {error}")))?;
     let commands = (step.run)(&mut instance.state);
-    instance.last = Some(LastEvent {
-        position,
-        before,
-        executed: instance.executed.clone(),
-    });
-    let stops = step.kind == StepKind::Stops;
-    if stops {
-        store
-            .delete_saga_state(saga, &key)
-            .await
-            .map_err(|error| failure(event, error))?;
-        tracing::debug!(name: "evoq.saga.stop", stage = "stop", saga, instance = %key);
-    } else {
-        let bytes = encode(&instance, event)?;
-        save(dispatcher, saga, &key, bytes, event).await?;
+    instance.stopping = step.kind == StepKind::Stops;
+
+    let base = format!("{saga}/{key}");
+    let ids: Vec<Uuid> = (0..commands.len())
+        .map(|index| derived_id(&base, event.event_id(), index))
+        .collect();
+    instance
+        .record_outbox(&commands, &ids, None)
+        .map_err(|difference| nondeterministic(event, &key, &difference))?;
+    let scheduled = prepare_timeouts::<S>(&commands.timeouts, event, &key, &base)?;
+    if !instance.stopping {
+        for (pending, _) in &scheduled {
+            if !instance.timeouts.iter().any(|held| held.id == pending.id) {
+                instance.timeouts.push(pending.clone());
+            }
+        }
+    }
+    save(dispatcher, saga, &key, encode(&instance, event)?, event).await?;
+    if !instance.stopping && !scheduled.is_empty() {
+        for (_, timeout) in scheduled {
+            store
+                .schedule_timeout(timeout)
+                .await
+                .map_err(|error| failure(event, error))?;
+        }
+        wake.notify_one();
     }
 
     // An event stored without a correlation id starts a correlation of its own.
@@ -216,29 +206,32 @@ async fn handle<S: Saga>(
         .metadata()
         .correlation_id
         .unwrap_or_else(|| event.event_id());
-    let base = format!("{saga}/{key}");
-    let results = dispatch_all(dispatcher, settings, saga, &key, commands, |index| {
-        DispatchIds {
-            command_id: derived_id(&base, event.event_id(), index),
-            causation_id: event.event_id(),
+    let cause = event.event_id();
+    let failures = dispatch_outbox(
+        dispatcher,
+        settings,
+        &mut instance,
+        &key,
+        Batch {
+            commands,
+            ids: &ids,
+            compensates: None,
+        },
+        |command_id| DispatchIds {
+            command_id,
+            causation_id: cause,
             correlation_id,
-        }
-    })
-    .await
-    .map_err(|error| failure(event, error))?;
+        },
+        event,
+    )
+    .await?;
 
-    let (done, failures) = split_outcomes(results);
-    let mut changed = record_executed(&mut instance.executed, done);
     for failed in failures {
-        changed = true;
         let failed = FailedCommand {
-            command: failed.command,
-            command_id: failed.command_id,
-            aggregate_id: failed.aggregate_id,
-            error: failed.error,
             instance: key.clone(),
             correlation_id,
             executed: instance.executed.iter().rev().cloned().collect(),
+            ..failed
         };
         let compensation = instance.state.compensate(&failed);
         tracing::debug!(
@@ -252,26 +245,138 @@ async fn handle<S: Saga>(
         instance
             .executed
             .retain(|step| !compensation.undone.contains(&step.command_id));
-        let cause = event.event_id();
         let compensation_base = format!("{base}/compensate");
-        let failed_id = failed.command_id;
-        dispatch_all(dispatcher, settings, saga, &key, compensation, |index| {
-            DispatchIds {
-                command_id: derived_id(&compensation_base, failed_id, index),
+        let ids: Vec<Uuid> = (0..compensation.len())
+            .map(|index| derived_id(&compensation_base, failed.command_id, index))
+            .collect();
+        instance
+            .record_outbox(&compensation, &ids, Some(failed.command_id))
+            .map_err(|difference| nondeterministic(event, &key, &difference))?;
+        save(dispatcher, saga, &key, encode(&instance, event)?, event).await?;
+        // A compensation that fails is logged, not compensated in turn.
+        dispatch_outbox(
+            dispatcher,
+            settings,
+            &mut instance,
+            &key,
+            Batch {
+                commands: compensation,
+                ids: &ids,
+                compensates: Some(failed.command_id),
+            },
+            |command_id| DispatchIds {
+                command_id,
                 causation_id: cause,
                 correlation_id,
-            }
-        })
-        .await
-        .map_err(|error| failure(event, error))?;
+            },
+            event,
+        )
+        .await?;
     }
-    if changed && !stops {
-        let bytes = encode(&instance, event)?;
-        save(dispatcher, saga, &key, bytes, event).await?;
+
+    if instance.stopping {
+        // Its last command is done: the instance and its timeouts go. (Every timeout stored
+        // for it is in its list: it is saved there before it is scheduled.)
+        if !instance.timeouts.is_empty() {
+            store
+                .cancel_timeouts(saga, &key)
+                .await
+                .map_err(|error| failure(event, error))?;
+        }
+        store
+            .delete_saga_state(saga, &key)
+            .await
+            .map_err(|error| failure(event, error))?;
+        tracing::debug!(name: "evoq.saga.stop", stage = "stop", saga, instance = %key);
+    } else {
+        save(dispatcher, saga, &key, encode(&instance, event)?, event).await?;
     }
     Ok(())
 }
 
+/// The timeouts `scheduled` by the method that handled `event`, as the instance and the store
+/// keep them; a timeout whose event the saga does not take is a failure (it would never be
+/// handled).
+fn prepare_timeouts<S: Saga>(
+    scheduled: &[ScheduledTimeout],
+    event: &EventMeta,
+    key: &str,
+    base: &str,
+) -> Result<Vec<(PendingTimeout, Timeout)>, HandlerFailure> {
+    let namespace = format!("{base}/timeout");
+    let correlation_id = event
+        .metadata()
+        .correlation_id
+        .unwrap_or_else(|| event.event_id());
+    let mut prepared = Vec::with_capacity(scheduled.len());
+    for (index, timeout) in scheduled.iter().enumerate() {
+        let event_type = timeout.event.name();
+        if !S::EVENT_TYPES.contains(&event_type) {
+            return Err(failure(
+                event,
+                format!(
+                    "saga `{}` scheduled a timeout with the event `{event_type}`, which none of its methods takes: add a `#[continues(by = field)]` (or `#[stops]`) method for `{event_type}`, or schedule an event it takes",
+                    S::NAME
+                ),
+            ));
+        }
+        let data = timeout
+            .event
+            .encode()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes));
+        let data = data.map_err(|error| {
+            failure(
+                event,
+                format!("the timeout event `{event_type}` does not serialize: {error}"),
+            )
+        })?;
+        let id = derived_id(&namespace, event.event_id(), index);
+        let due_at = timeout.due.at(event.recorded_at());
+        let mut metadata = Metadata {
+            command_id: Some(id),
+            causation_id: Some(event.event_id()),
+            correlation_id: Some(correlation_id),
+            ..Metadata::default()
+        };
+        metadata
+            .user
+            .as_map_mut()
+            .insert(TIMEOUT_ENTRY.to_owned(), S::NAME.to_owned());
+        let payload = Payload {
+            stream: timer::stream_of(S::NAME, key),
+            event_id: id,
+            event_type: event_type.to_owned(),
+            schema_version: timeout.event.schema_version(),
+            data,
+            metadata,
+        };
+        let payload = serde_json::to_vec(&payload)
+            .map_err(|error| failure(event, format!("the timeout does not serialize: {error}")))?;
+        prepared.push((
+            PendingTimeout {
+                id,
+                event_type: event_type.to_owned(),
+                due_at,
+            },
+            Timeout {
+                id,
+                saga: S::NAME.to_owned(),
+                instance: key.to_owned(),
+                due_at,
+                payload,
+            },
+        ));
+    }
+    Ok(prepared)
+}
+
+/// `instance`, as saved.
+fn encode<S: Saga>(instance: &Instance<S>, event: &EventMeta) -> Result<Vec<u8>, HandlerFailure> {
+    serde_json::to_vec(instance)
+        .map_err(|error| failure(event, format!("the state does not serialize: {error}")))
+}
+
+/// Saves `bytes` (an encoded instance) as the state of instance `key` of `saga`.
 async fn save(
     dispatcher: &Dispatcher,
     saga: &str,
@@ -286,105 +391,122 @@ async fn save(
         .map_err(|error| failure(event, error))
 }
 
-fn encode<S: Saga>(instance: &Instance<S>, event: &EventMeta) -> Result<Vec<u8>, HandlerFailure> {
-    serde_json::to_vec(instance)
-        .map_err(|error| failure(event, format!("the state does not serialize: {error}")))
+fn undecodable(event: &EventMeta, key: &str, error: serde_json::Error) -> HandlerFailure {
+    failure(
+        event,
+        format!("the state of instance `{key}` does not decode: {error}"),
+    )
 }
 
-/// The outcome of one dispatched command.
-enum CommandOutcome {
-    Done(ExecutedCommand),
-    Failed(Failure),
+fn nondeterministic(event: &EventMeta, key: &str, difference: &str) -> HandlerFailure {
+    failure(
+        event,
+        format!(
+            "on the re-delivery of this event to instance `{key}`, the saga method did not return the commands of its first run ({difference}): a saga method must decide from its state and its event alone (no clock, no randomness, no outside state); nothing was dispatched again"
+        ),
+    )
 }
 
-/// A command that failed, before it is handed to the compensation.
-struct Failure {
-    command: &'static str,
-    command_id: Uuid,
-    aggregate_id: String,
-    error: String,
+/// The commands of one method call, or of one compensation, with their ids.
+struct Batch<'a> {
+    commands: Commands,
+    ids: &'a [Uuid],
+    /// The failed command a compensation undoes; `None` for a method's commands.
+    compensates: Option<Uuid>,
 }
 
-/// The successes and the failures of a batch, each in dispatch order.
-fn split_outcomes(outcomes: Vec<CommandOutcome>) -> (Vec<ExecutedCommand>, Vec<Failure>) {
-    let mut done = Vec::new();
-    let mut failures = Vec::new();
-    for outcome in outcomes {
-        match outcome {
-            CommandOutcome::Done(executed) => done.push(executed),
-            CommandOutcome::Failed(failed) => failures.push(failed),
-        }
-    }
-    (done, failures)
-}
-
-/// Appends the successes to the instance's history (oldest first), skipping those it already
-/// holds; whether it changed.
-fn record_executed(history: &mut Vec<ExecutedCommand>, done: Vec<ExecutedCommand>) -> bool {
-    let mut changed = false;
-    for executed in done {
-        if !history
-            .iter()
-            .any(|step| step.command_id == executed.command_id)
-        {
-            history.push(executed);
-            changed = true;
-        }
-    }
-    changed
-}
-
-/// Dispatches every command, in order, even after a failure; the outcomes in the same order.
-/// A runtime that is stopping ends it: the event is delivered again after a restart (with the
-/// same ids), and nothing is compensated for a shutdown.
-async fn dispatch_all(
+/// Dispatches the commands of the outbox that are pending, in order, every one even after a
+/// failure, and saves the instance after each; returns the failures (those of an earlier run
+/// included), in order, for the compensation. The method's commands that succeed go to the
+/// instance's history (a compensation's do not): a command the outbox holds as done goes to
+/// it again (it was rewound); one it holds as failed is not dispatched again. A runtime
+/// that is stopping ends it: the event is delivered again after a restart, and nothing is
+/// compensated for a shutdown.
+async fn dispatch_outbox<S: Saga>(
     dispatcher: &Arc<Dispatcher>,
     settings: &CommandSettings,
-    saga: &'static str,
-    instance: &str,
-    commands: Commands,
-    ids: impl Fn(usize) -> DispatchIds,
-) -> Result<Vec<CommandOutcome>, Error> {
-    let mut outcomes = Vec::with_capacity(commands.len());
-    for (index, command) in commands.items.into_iter().enumerate() {
-        let ids = ids(index);
+    instance: &mut Instance<S>,
+    key: &str,
+    batch: Batch<'_>,
+    dispatch_ids: impl Fn(Uuid) -> DispatchIds,
+    event: &EventMeta,
+) -> Result<Vec<FailedCommand>, HandlerFailure> {
+    let saga = S::NAME;
+    let Batch {
+        commands,
+        ids,
+        compensates,
+    } = batch;
+    let history = compensates.is_none();
+    let mut failures = Vec::new();
+    for (command, &command_id) in commands.items.into_iter().zip(ids) {
         let name = command.name();
         let aggregate_id = command.aggregate_id();
+        let failed = |error: String| FailedCommand {
+            command: name,
+            command_id,
+            aggregate_id: aggregate_id.clone(),
+            error,
+            instance: String::new(),
+            correlation_id: Uuid::nil(),
+            executed: Vec::new(),
+        };
+        let executed = ExecutedCommand {
+            name: name.to_owned(),
+            command_id,
+            aggregate_id: aggregate_id.clone(),
+        };
+        match instance.status(command_id) {
+            Status::Done => {
+                if history {
+                    instance.record_executed(executed);
+                }
+                continue;
+            }
+            Status::Failed { error } => {
+                failures.push(failed(error));
+                continue;
+            }
+            Status::Pending => {}
+        }
+        let ids = dispatch_ids(command_id);
         match command.dispatch(dispatcher, settings, ids).await {
             Ok(()) => {
                 tracing::debug!(
                     name: "evoq.saga.command",
                     stage = "stop",
                     saga,
-                    instance,
+                    instance = key,
                     command = name,
-                    command_id = %ids.command_id,
+                    command_id = %command_id,
                 );
-                outcomes.push(CommandOutcome::Done(ExecutedCommand {
-                    name: name.to_owned(),
-                    command_id: ids.command_id,
-                    aggregate_id,
-                }));
+                instance.set_status(command_id, Status::Done);
+                if history {
+                    instance.record_executed(executed);
+                }
             }
-            Err(error @ Error::Stopped { .. }) => return Err(error),
+            Err(error @ Error::Stopped { .. }) => return Err(failure(event, error)),
             Err(error) => {
                 tracing::warn!(
                     name: "evoq.saga.command",
                     stage = "exception",
                     saga,
-                    instance,
+                    instance = key,
                     command = name,
-                    command_id = %ids.command_id,
+                    command_id = %command_id,
                     error = %error,
                 );
-                outcomes.push(CommandOutcome::Failed(Failure {
-                    command: name,
-                    command_id: ids.command_id,
-                    aggregate_id,
-                    error: error.to_string(),
-                }));
+                let error = error.to_string();
+                instance.set_status(
+                    command_id,
+                    Status::Failed {
+                        error: error.clone(),
+                    },
+                );
+                failures.push(failed(error));
             }
         }
+        save(dispatcher, saga, key, encode(instance, event)?, event).await?;
     }
-    Ok(outcomes)
+    Ok(failures)
 }

@@ -37,7 +37,9 @@
 mod commands;
 mod consumer;
 mod definition;
+mod instance;
 mod options;
+mod timer;
 
 pub use commands::{Commands, Due, ExecutedCommand, FailedCommand};
 pub use definition::{
@@ -46,5 +48,6 @@ pub use definition::{
 };
 pub use options::SagaOptions;
 
-pub(crate) use consumer::{handler_name, load_state, registration};
+pub(crate) use consumer::{handler_name, registration};
+pub(crate) use instance::load_state;
 pub(crate) use options::CommandSettings;
