@@ -1,4 +1,4 @@
-//! A saga's commands run exactly once across `kill -9` (docs/semantics.md §6.7): a child
+//! A saga's commands run exactly once across `kill -9` (docs/semantics.md §6.3 and §6.5): a child
 //! process places orders that a three-step saga carries through (some fail at a step and are
 //! compensated) and is killed at a random moment, ten times over, each new child placing again
 //! the last orders the one before it placed. Then a last runtime resends every order and lets

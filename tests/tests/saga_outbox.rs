@@ -1,4 +1,4 @@
-//! A saga never loses nor repeats a command (docs/semantics.md §6.7): the commands a method
+//! A saga never loses nor repeats a command (docs/semantics.md §6.3 and §6.5): the commands a method
 //! returns are saved with the instance (its outbox) before any is dispatched, a stopped
 //! instance goes only once its last command is done, and a re-delivered event runs only what
 //! is not done yet. Each test runs on the in-memory store, SQLite and PostgreSQL, across a real

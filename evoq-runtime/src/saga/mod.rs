@@ -13,26 +13,40 @@
 //! 2. the instance's state is loaded from the store's saga state slots: a start on an existing
 //!    instance routes to it, a continue on a missing instance starts one, a stop on a missing
 //!    instance is ignored;
-//! 3. the method runs; the state, with the position of the event (the instance's checkpoint),
-//!    is saved (a stop removes it);
+//! 3. the method runs; the instance is saved with the commands it returned (its *outbox*),
+//!    the position of the event, and the instance as it was before the event; its timeouts
+//!    are stored ([`Commands::timeout_after`]);
 //! 4. the commands are dispatched, every one even if an earlier one fails, with the event as
 //!    causation, the event's correlation id, and a deterministic command id made from the
-//!    saga, the event id and the command's index: a re-delivered event (after a crash, a
-//!    restart, a reset checkpoint) produces the same ids, and the pipeline's idempotency on
-//!    caller-supplied command ids returns the first result instead of running them again;
-//!    each with the saga's command options ([`SagaOptions`]: timeout, conflict retries,
-//!    consistency; the runtime's defaults when unset);
+//!    saga, the instance, the event id and the command's index; each outcome is marked in the
+//!    outbox and saved as it completes; each with the saga's command options
+//!    ([`SagaOptions`]: timeout, conflict retries, consistency; the runtime's defaults when
+//!    unset);
 //! 5. a command that fails (after its conflict retries) goes to the `#[compensates]` method as
 //!    a [`FailedCommand`], once every command of its batch has been dispatched; its
 //!    [`executed()`](FailedCommand::executed) lists every command of the instance that
 //!    succeeded (those of the same batch included, before and after the failed one), newest
 //!    first, less those an earlier compensation marked undone
-//!    ([`Commands::mark_undone`]); the compensating commands it returns are dispatched the same
-//!    way (ids from the failed command's id), in the order returned, and the steps they mark
-//!    undone leave the list.
+//!    ([`Commands::mark_undone`]); the compensating commands it returns go through the outbox
+//!    the same way (ids from the failed command's id), in the order returned, and the steps
+//!    they mark undone leave the list;
+//! 6. a `#[stops]` method's instance is removed, with its timeouts, only once its last command
+//!    is done.
+//!
+//! A re-delivered event (after a stop or a crash before the checkpoint moved, or a reset
+//! checkpoint) runs the method again on the instance from before it, checks that it returns
+//! the commands of its outbox, and dispatches only those not done yet, with their original
+//! ids; the command log returns the first result of one that ran before the crash. So every
+//! command takes effect once, whatever the moment of a stop or a crash.
+//!
+//! A timeout fires its event once, when due, through the saga's timer: appended to the stream
+//! `saga.<name>-<instance>` with a command-log entry of the timeout's id (a second firing, on
+//! another node say, is a duplicate), and handled by the method for its type while the
+//! instance still waits for it.
 //!
 //! Telemetry: `evoq.saga.start` (an instance is created), `stop` (removed, or a stop ignored),
-//! `command` (a dispatch and its outcome) and `compensate`, at DEBUG (a failed command at WARN).
+//! `command` (a dispatch and its outcome), `compensate` and `timeout` (fired, or ignored), at
+//! DEBUG (a failed command at WARN).
 
 mod commands;
 mod consumer;
