@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Read your own writes: wait until the projection has processed the last event.
     let position = done.position.unwrap_or_default();
-    app.wait_for("account_summary", position).await?;
+    app.wait_for_named("account_summary", position).await?;
     for (key, summary) in summaries.list::<Summary>("account/")? {
         println!("{key}: {summary:?}");
     }

@@ -198,7 +198,7 @@ impl OrderFulfillment {
 async fn settle(app: &Evoq) -> Result<(), evoq::Error> {
     loop {
         let head = *app.store().head().borrow();
-        app.wait_for("order_fulfillment", head).await?;
+        app.wait_for_named("order_fulfillment", head).await?;
         tokio::time::sleep(Duration::from_millis(10)).await;
         if *app.store().head().borrow() == head {
             return Ok(());

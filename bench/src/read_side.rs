@@ -65,7 +65,7 @@ pub fn start(builder: EvoqBuilder) -> (EvoqBuilder, ReadSide) {
 impl ReadSide {
     /// Waits until the counter has processed every event up to global position `position`.
     pub async fn wait_for(&self, app: &Evoq, position: u64) -> Result<(), evoq::Error> {
-        app.wait_for(NAME, position).await
+        app.wait_for_named(NAME, position).without_deadline().await
     }
 
     /// The deposits counted, over every account.

@@ -269,6 +269,34 @@ pub enum Error {
         known: String,
     },
 
+    /// A handler type registered more than once, under several names, was asked for by its
+    /// type: which one is meant is ambiguous.
+    #[error(
+        "the handler type `{handler_type}` runs under several names in this runtime ({names}): wait on one of them by name, with `Evoq::wait_for_named`"
+    )]
+    AmbiguousHandler {
+        /// The handler's type.
+        handler_type: &'static str,
+        /// The names it runs under.
+        names: String,
+    },
+
+    /// A wait for a handler to reach a position ended at its deadline. Nothing failed: the
+    /// handler is behind; wait again, or read what it has processed so far.
+    #[error(
+        "event handler `{handler}` had not reached position {position} after {after:?} (it was at {reached}); nothing failed: it is behind, wait longer or read it as it is"
+    )]
+    WaitTimeout {
+        /// The handler's name.
+        handler: String,
+        /// The position waited for.
+        position: u64,
+        /// Where the handler was at the deadline.
+        reached: u64,
+        /// How long the wait lasted.
+        after: Duration,
+    },
+
     /// No saga of this type is registered in this runtime.
     #[error(
         "no saga `{saga}` is registered in this runtime (sagas: {known}); register it with `Evoq::builder().saga::<S>()`"
@@ -386,6 +414,11 @@ impl Error {
     /// Whether the dispatch did not finish in time.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+
+    /// Whether a wait for a handler ended at its deadline ([`Error::WaitTimeout`]).
+    pub fn is_wait_timeout(&self) -> bool {
+        matches!(self, Error::WaitTimeout { .. })
     }
 
     /// Whether a middleware halted the command before dispatch.

@@ -70,4 +70,5 @@ pub(crate) fn registration<H: EventHandler, C: Consumer>(
         options,
         consumer,
     )
+    .of_type::<H>()
 }

@@ -34,7 +34,7 @@ pub use crate::event::upcast;
 pub use crate::host::memory_monitor;
 
 pub use crate::aggregate::Aggregate;
-pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder};
+pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder, WaitFor};
 pub use crate::command::{Command, DomainError, Rejection, Route};
 pub use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
 pub use crate::delivery::{

@@ -21,10 +21,10 @@
 //! failed event follows the handler's retry and error policy: the checkpoint does not pass it
 //! until it is handled, dead-lettered or skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -95,10 +95,21 @@ pub trait ReadModel: Send + Sync + 'static {
     }
 
     /// The checkpoint of `projection` this read model committed, if it keeps checkpoints
-    /// (see [`commit`](Self::commit)); `None` (the default) and the event store's is used.
+    /// (see [`keeps_checkpoint`](Self::keeps_checkpoint)).
     async fn checkpoint(&self, projection: &str) -> Result<Option<u64>, ReadModelError> {
         let _ = projection;
         Ok(None)
+    }
+
+    /// Whether the read model keeps its projection's checkpoint itself, with its data, so that
+    /// the two can never disagree: then the event store's checkpoint is not read, and
+    /// [`checkpoint`](Self::checkpoint) says where the projection resumes (`None`: from the
+    /// first event). `true` for a model that commits both in one transaction, and for one that
+    /// does not survive a restart (the in-memory one: its checkpoint is gone with its data, so a
+    /// restart replays every event into it). `false` (the default): the read model is durable
+    /// by itself and the event store's checkpoint is used.
+    fn keeps_checkpoint(&self) -> bool {
+        false
     }
 }
 
@@ -178,8 +189,12 @@ impl From<ReadModelError> for ProjectionError {
 ///
 /// Cheap to clone: every clone is the same model, so a projection holds one clone and the
 /// queries another. Keys are ordered, so [`list`](Self::list) returns a prefix in key order.
-/// Its changes are visible at once; [`ReadModel::commit`] has nothing to do, so the runtime
-/// saves the checkpoint right after each event (see the [module docs](self)).
+/// Its changes are visible at once.
+///
+/// It keeps its projection's checkpoint in memory, beside its entries
+/// ([`ReadModel::keeps_checkpoint`]): a new process starts with an empty model and replays every
+/// event into it, whatever the event store's checkpoints say, so the model is never silently
+/// empty and a consistency token is never reported reached before the model holds it.
 ///
 /// ```
 /// use evoq_runtime::InMemoryReadModel;
@@ -197,6 +212,8 @@ impl From<ReadModelError> for ProjectionError {
 #[derive(Clone, Default)]
 pub struct InMemoryReadModel {
     entries: Arc<RwLock<BTreeMap<String, Value>>>,
+    /// The checkpoint of each projection writing to it.
+    checkpoints: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl InMemoryReadModel {
@@ -273,9 +290,16 @@ impl InMemoryReadModel {
             .collect()
     }
 
-    /// Removes every entry.
+    /// Removes every entry (and the checkpoints kept with them).
     pub fn clear(&self) {
         self.write().clear();
+        self.checkpoints().clear();
+    }
+
+    fn checkpoints(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How many entries it holds.
@@ -308,21 +332,38 @@ impl ReadModel for InMemoryReadModel {
         InMemoryReadModel::clear(self);
         Ok(())
     }
+
+    async fn commit(&self, projection: &str, position: u64) -> Result<bool, ReadModelError> {
+        self.checkpoints().insert(projection.to_owned(), position);
+        Ok(true)
+    }
+
+    async fn checkpoint(&self, projection: &str) -> Result<Option<u64>, ReadModelError> {
+        Ok(self.checkpoints().get(projection).copied())
+    }
+
+    fn keeps_checkpoint(&self) -> bool {
+        true
+    }
 }
 
-/// A projection as the subscription engine sees it (the telemetry, the read model's hooks).
-struct Projected<P>(P);
+/// A projection as the subscription engine sees it (the telemetry, the read model's hooks),
+/// with the name it runs under.
+struct Projected<P> {
+    projection: P,
+    name: Arc<str>,
+}
 
 impl<P: Projection> Consumer for Projected<P> {
     /// The read model and the checkpoint advance together, after every event.
     const CHECKPOINT_EVERY_EVENT: bool = true;
 
     fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a> {
-        let name = P::NAME;
-        let delivery = self.0.handle(event);
+        let delivery = self.projection.handle(event);
         if !tracing::enabled!(tracing::Level::WARN) {
             return delivery;
         }
+        let name = &*self.name;
         Box::pin(async move {
             let started = Instant::now();
             tracing::debug!(
@@ -360,7 +401,7 @@ impl<P: Projection> Consumer for Projected<P> {
     fn commit<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, bool> {
         Box::pin(async move {
             let kept = self
-                .0
+                .projection
                 .read_model()
                 .commit(name, position)
                 .await
@@ -377,7 +418,7 @@ impl<P: Projection> Consumer for Projected<P> {
 
     fn checkpoint<'a>(&'a mut self, name: &'a str) -> HookFuture<'a, Option<u64>> {
         Box::pin(async move {
-            self.0
+            self.projection
                 .read_model()
                 .checkpoint(name)
                 .await
@@ -387,7 +428,7 @@ impl<P: Projection> Consumer for Projected<P> {
 
     fn reset(&mut self) -> HookFuture<'_, ()> {
         Box::pin(async move {
-            self.0
+            self.projection
                 .read_model()
                 .clear()
                 .await
@@ -398,5 +439,11 @@ impl<P: Projection> Consumer for Projected<P> {
 
 /// The engine's registration of the projection `projection`, with the builder's `options`.
 pub(crate) fn registration<P: Projection>(projection: P, options: HandlerOptions) -> Registration {
-    handler::registration::<P, _>(Projected(projection), options)
+    let name = match options.name.as_ref().or(P::OPTIONS.name.as_ref()) {
+        Some(name) => Arc::from(name.as_ref()),
+        None => Arc::from(P::NAME),
+    };
+    let keeps_checkpoint = projection.read_model().keeps_checkpoint();
+    handler::registration::<P, _>(Projected { projection, name }, options)
+        .keeping_checkpoint(keeps_checkpoint)
 }

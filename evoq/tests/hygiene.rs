@@ -322,7 +322,8 @@ fn projections_and_upcasters_expand_without_the_prelude() {
             )
             .await
             .expect("appends");
-        app.wait_for("hygiene.names", appended.last_position)
+        app.wait_for_named("hygiene.names", appended.last_position)
+            .without_deadline()
             .await
             .expect("projected");
         assert_eq!(

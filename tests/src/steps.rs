@@ -318,7 +318,7 @@ pub async fn settle(app: &Evoq, name: &str, limit: Duration) {
     while quiet < 3 {
         let head = *app.store().head().borrow();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        tokio::time::timeout(left, app.wait_for(name, head))
+        tokio::time::timeout(left, app.wait_for_named(name, head).without_deadline())
             .await
             .unwrap_or_else(|_| panic!("`{name}` did not reach position {head} in {limit:?}"))
             .unwrap_or_else(|error| panic!("`{name}` stopped: {error}"));

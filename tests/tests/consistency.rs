@@ -240,16 +240,22 @@ async fn eventual_consistency_does_not_wait() {
     // The caller can wait on the consistency token later.
     let position = done.position.unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(50), app.wait_for("stuck", position))
-            .await
-            .is_err(),
+        tokio::time::timeout(
+            Duration::from_millis(50),
+            app.wait_for_named("stuck", position).without_deadline()
+        )
+        .await
+        .is_err(),
         "still stuck"
     );
     flag.store(false, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(5), app.wait_for("stuck", position))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        app.wait_for_named("stuck", position).without_deadline(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }
 
 #[tokio::test]
@@ -278,7 +284,11 @@ async fn wait_for_fails_when_the_runtime_stops() {
         .unwrap();
     let waiter = {
         let app = app.clone();
-        tokio::spawn(async move { app.wait_for("stuck", position).await })
+        tokio::spawn(async move {
+            app.wait_for_named("stuck", position)
+                .without_deadline()
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     app.stop().await;
@@ -331,21 +341,27 @@ async fn a_waiter_is_woken_once_its_event_is_handled_even_while_the_handler_is_b
         .start()
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), app.wait_for("block_on_second", 1))
-        .await
-        .expect("woken while the handler waits on the second event")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        app.wait_for_named("block_on_second", 1).without_deadline(),
+    )
+    .await
+    .expect("woken while the handler waits on the second event")
+    .unwrap();
     assert!(
         tokio::time::timeout(
             Duration::from_millis(50),
-            app.wait_for("block_on_second", 2)
+            app.wait_for_named("block_on_second", 2).without_deadline()
         )
         .await
         .is_err()
     );
     release.store(true, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(5), app.wait_for("block_on_second", 2))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        app.wait_for_named("block_on_second", 2).without_deadline(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 }

@@ -95,10 +95,13 @@ fn config(base: Duration) -> Config {
 }
 
 async fn wait(app: &Evoq, handler: &str, position: u64) {
-    tokio::time::timeout(Duration::from_secs(20), app.wait_for(handler, position))
-        .await
-        .unwrap_or_else(|_| panic!("`{handler}` did not reach position {position} in time"))
-        .expect("the handler runs");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        app.wait_for_named(handler, position).without_deadline(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("`{handler}` did not reach position {position} in time"))
+    .expect("the handler runs");
 }
 
 async fn emit(app: &Evoq, id: &str, kinds: &[Kind], n: u64) -> u64 {
@@ -340,7 +343,11 @@ async fn stop_stops_the_handler_before_the_event_and_waits_on_it_fail_at_once() 
     let first = emit(&app, "x", &[Kind::A], 1).await;
     wait(&app, "flaky", first).await;
     let second = emit(&app, "x", &[Kind::A], 2).await;
-    let error = app.wait_for("flaky", second).await.unwrap_err();
+    let error = app
+        .wait_for_named("flaky", second)
+        .without_deadline()
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, evoq::Error::HandlerStopped { .. }),
         "{error}"

@@ -96,10 +96,13 @@ fn fast_config() -> Config {
 }
 
 async fn wait(app: &Evoq, handler: &str, position: u64) {
-    tokio::time::timeout(Duration::from_secs(20), app.wait_for(handler, position))
-        .await
-        .unwrap_or_else(|_| panic!("`{handler}` did not reach position {position} in time"))
-        .expect("the handler runs");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        app.wait_for_named(handler, position).without_deadline(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("`{handler}` did not reach position {position} in time"))
+    .expect("the handler runs");
 }
 
 fn head(store: &Arc<dyn EventStore>) -> u64 {
@@ -658,7 +661,11 @@ async fn an_unknown_handler_cannot_be_waited_for() {
         .start()
         .await
         .unwrap();
-    let error = app.wait_for("nobody", 1).await.unwrap_err();
+    let error = app
+        .wait_for_named("nobody", 1)
+        .without_deadline()
+        .await
+        .unwrap_err();
     assert!(matches!(error, evoq::Error::UnknownHandler { .. }));
     assert!(error.to_string().contains("`alpha_only`"), "{error}");
 }

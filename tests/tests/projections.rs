@@ -68,10 +68,13 @@ impl Tallies {
 }
 
 async fn wait(app: &Evoq, name: &str, position: u64) {
-    tokio::time::timeout(Duration::from_secs(10), app.wait_for(name, position))
-        .await
-        .expect("the projection got there in time")
-        .expect("the projection runs");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        app.wait_for_named(name, position).without_deadline(),
+    )
+    .await
+    .expect("the projection got there in time")
+    .expect("the projection runs");
 }
 
 fn fast_failures() -> HandlerConfig {
@@ -105,8 +108,11 @@ async fn a_fresh_projection_sees_the_first_event_at_position_1() {
     wait(&app, "tallies", 2).await;
     assert_eq!(log.positions(), [1]);
     assert_eq!(model.get::<Tally>("a").unwrap().unwrap().last_position, 1);
-    // The skipped `Beta` still moved the checkpoint.
-    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(2));
+    // The skipped `Beta` still moved the checkpoint (kept by the in-memory read model).
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(2)
+    );
     app.stop().await;
 }
 
@@ -129,7 +135,10 @@ async fn after_a_restart_with_a_saved_checkpoint_only_later_events_are_projected
     wait(&app, "tallies", done.position.unwrap()).await;
     app.stop().await;
     assert_eq!(first_log.positions(), [1, 2, 3]);
-    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(3));
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(3)
+    );
 
     store
         .append(
@@ -151,7 +160,10 @@ async fn after_a_restart_with_a_saved_checkpoint_only_later_events_are_projected
     assert_eq!(second_log.positions(), [4, 5], "only the later events");
     let tally: Tally = model.get("x").unwrap().unwrap();
     assert_eq!((tally.alphas, tally.gammas, tally.sum), (3, 2, 15));
-    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(5));
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(5)
+    );
     app.stop().await;
 }
 
@@ -171,17 +183,26 @@ async fn an_error_leaves_the_checkpoint_on_the_last_good_event() {
     app.dispatch(Emit::new("e", &[Kind::A, Kind::C, Kind::A, Kind::A], 1))
         .await
         .unwrap();
-    let stopped = tokio::time::timeout(Duration::from_secs(10), app.wait_for("tallies", 4))
-        .await
-        .expect("in time");
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.wait_for_named("tallies", 4).without_deadline(),
+    )
+    .await
+    .expect("in time");
     assert!(stopped.is_err(), "the projection stopped before event 3");
-    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(2));
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(2)
+    );
     assert_eq!(model.get::<Tally>("e").unwrap().unwrap().last_position, 2);
     let stats = app.handler_stats();
     assert_eq!(stats[0].position, 2);
     assert_eq!(stats[0].retries, 1);
     app.stop().await;
-    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(2));
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(2)
+    );
 }
 
 #[tokio::test]
@@ -204,7 +225,10 @@ async fn the_checkpoint_passes_a_failed_event_once_it_is_dead_lettered() {
     let dead = app.dead_letters("tallies").list(0, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].event.global_position, 2);
-    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(3));
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(3)
+    );
     assert_eq!(model.get::<Tally>("d").unwrap().unwrap().alphas, 2);
     app.stop().await;
 }
@@ -247,7 +271,10 @@ async fn a_rebuild_over_5000_mixed_events_ends_equal_to_the_live_read_model() {
         live,
         "the rebuilt read model equals the live one"
     );
-    assert_eq!(store.load_checkpoint("tallies").await.unwrap(), Some(5_000));
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(5_000)
+    );
 
     // And it goes on live.
     let done = app
@@ -257,7 +284,7 @@ async fn a_rebuild_over_5000_mixed_events_ends_equal_to_the_live_read_model() {
     wait(&app, "tallies", done.position.unwrap()).await;
     assert_eq!(model.get::<Tally>("after").unwrap().unwrap().gammas, 1);
     assert_eq!(
-        store.load_checkpoint("tallies").await.unwrap(),
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
         done.position
     );
     app.stop().await;
@@ -337,7 +364,8 @@ async fn dispatch_then_wait_for_the_projection_then_a_read_sees_the_write() {
             })
             .await
             .unwrap();
-        app.wait_for("balances", done.position.unwrap())
+        app.wait_for_named("balances", done.position.unwrap())
+            .without_deadline()
             .await
             .unwrap();
         let expected = 10 + 5 * (done.version - 1);

@@ -408,10 +408,13 @@ async fn settle(app: &Evoq) {
 async fn settle_saga(app: &Evoq, saga: &str) {
     loop {
         let head = *app.store().head().borrow();
-        tokio::time::timeout(Duration::from_secs(10), app.wait_for(saga, head))
-            .await
-            .expect("the saga got there in time")
-            .expect("the saga runs");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            app.wait_for_named(saga, head).without_deadline(),
+        )
+        .await
+        .expect("the saga got there in time")
+        .expect("the saga runs");
         if *app.store().head().borrow() == head {
             return;
         }

@@ -313,7 +313,9 @@ async fn two_nodes_share_accounts_run_each_handler_once_and_take_over() {
     for n in 0..2 {
         tokio::time::timeout(
             Duration::from_secs(10),
-            nodes[n].wait_for("deposit_counter", head),
+            nodes[n]
+                .wait_for_named("deposit_counter", head)
+                .without_deadline(),
         )
         .await
         .unwrap_or_else(|_| panic!("node {n} did not see the handler reach {head}"))

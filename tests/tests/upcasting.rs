@@ -150,10 +150,13 @@ impl Totals {
 }
 
 async fn wait(app: &Evoq, name: &str, position: u64) {
-    tokio::time::timeout(Duration::from_secs(10), app.wait_for(name, position))
-        .await
-        .expect("in time")
-        .expect("running");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        app.wait_for_named(name, position).without_deadline(),
+    )
+    .await
+    .expect("in time")
+    .expect("running");
 }
 
 #[tokio::test]

@@ -101,7 +101,8 @@ async fn runtime_with(store: &Arc<dyn EventStore>, handlers: usize) -> (Evoq, Ve
 
 async fn wait_all(app: &Evoq, handlers: usize, position: u64) {
     for index in 0..handlers {
-        app.wait_for(&format!("counter-{index}"), position)
+        app.wait_for_named(&format!("counter-{index}"), position)
+            .without_deadline()
             .await
             .expect("wait");
     }

@@ -76,6 +76,12 @@ pub(crate) async fn first_result<A: Aggregate>(
         version: record.version,
         events,
         position: (record.event_count > 0).then_some(record.last_position),
+        // A command that appended nothing: what the store holds now is at least what it saw.
+        token: if record.event_count > 0 {
+            record.last_position
+        } else {
+            *store.head().borrow()
+        },
         command_id: record.command_id,
     })
 }

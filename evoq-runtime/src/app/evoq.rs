@@ -1,6 +1,7 @@
 //! The runtime handle, [`Evoq`], and dispatching through it: [`Evoq::dispatch`], and
 //! [`CommandBuilder`] for ids, metadata and options.
 
+use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,11 +20,14 @@ use crate::dispatch::Middleware;
 use crate::dispatch::dispatcher::Dispatcher;
 use crate::dispatch::dispatcher::{self, Request};
 use crate::error::Error;
+use crate::handler::EventHandler;
 use crate::host::memory_monitor::MemoryMonitor;
 use crate::host::registry::AggregateStats;
 use crate::saga::{self, Saga};
 use crate::store::EventStore;
 use crate::util::time::deadline_after;
+
+use super::wait::WaitFor;
 
 /// What every clone of a runtime handle shares.
 pub(crate) struct Inner {
@@ -124,17 +128,54 @@ impl Evoq {
         tracing::debug!(name: "evoq.runtime.stop", stage = "stop");
     }
 
-    /// Waits until the handler named `handler` has processed every one of its events up to the
-    /// global `position` (a [`Dispatched::position`](crate::Dispatched::position), say): a
+    /// Waits until the event handler or projection `H` has processed every one of its events
+    /// up to the global `position` (a [`Dispatched::token`](crate::Dispatched::token)): a
     /// caller can read its own writes from what the handler maintains.
     ///
     /// The handler's position also moves past events of types it does not take, so any
-    /// position of the store can be waited on. There is no deadline: wrap the call in
-    /// `tokio::time::timeout`. Fails at once for a handler this runtime does not run, and
-    /// when the handler stops (its `OnError::Stop` policy, or the runtime stopping) before it
-    /// gets there.
-    pub async fn wait_for(&self, handler: &str, position: u64) -> Result<(), Error> {
-        self.inner.subscribers.wait_for(handler, position).await
+    /// position of the store can be waited on. The wait has a deadline, the runtime's
+    /// `dispatch_timeout` unless [`WaitFor::timeout`] says otherwise, and ends with
+    /// [`Error::WaitTimeout`] there. It fails at once when `H` does not run in this runtime
+    /// ([`Error::UnknownHandler`]) or runs under several names ([`Error::AmbiguousHandler`]:
+    /// wait by name), and when the handler stops (its `OnError::Stop` policy, or the runtime
+    /// stopping) before it gets there. See [`WaitFor`] for an example.
+    pub fn wait_for<H: EventHandler>(&self, position: u64) -> WaitFor<'_> {
+        let subscribers = &self.inner.subscribers;
+        let handlers = subscribers.of_type(TypeId::of::<H>());
+        let handler = match handlers.as_slice() {
+            [one] => Ok(one.name.to_string()),
+            [] => Err(Error::UnknownHandler {
+                handler: H::NAME.to_owned(),
+                known: subscribers.names(),
+            }),
+            several => Err(Error::AmbiguousHandler {
+                handler_type: std::any::type_name::<H>(),
+                names: several
+                    .iter()
+                    .map(|handler| format!("`{}`", handler.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        };
+        WaitFor::new(
+            subscribers,
+            handler,
+            position,
+            self.inner.config.dispatch_timeout,
+        )
+    }
+
+    /// Waits until the handler, projection or saga named `handler` (the name it runs under)
+    /// has processed every one of its events up to the global `position`: like
+    /// [`wait_for`](Self::wait_for), for a saga, or a handler registered under another name
+    /// than its type's.
+    pub fn wait_for_named(&self, handler: &str, position: u64) -> WaitFor<'_> {
+        WaitFor::new(
+            &self.inner.subscribers,
+            Ok(handler.to_owned()),
+            position,
+            self.inner.config.dispatch_timeout,
+        )
     }
 
     /// Rebuilds the projection named `projection`: clears its read model, resets its

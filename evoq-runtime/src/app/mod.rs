@@ -3,6 +3,8 @@
 
 pub(crate) mod builder;
 pub(crate) mod evoq;
+pub(crate) mod wait;
 
 pub use self::builder::EvoqBuilder;
 pub use self::evoq::{CommandBuilder, DispatchFuture, Evoq};
+pub use self::wait::WaitFor;

@@ -2,6 +2,7 @@
 //! store, counters.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -13,9 +14,27 @@ use crate::error::Error;
 use crate::store::DeadLetter;
 
 impl Subscribers {
-    /// See `Evoq::wait_for`.
-    pub(crate) async fn wait_for(&self, handler: &str, position: u64) -> Result<(), Error> {
-        wait_one(self.named(handler)?, position).await
+    /// See `Evoq::wait_for`: waits until `handler` has reached `position`, for at most
+    /// `deadline` (`None`: no limit).
+    pub(crate) async fn wait_for(
+        &self,
+        handler: &str,
+        position: u64,
+        deadline: Option<Duration>,
+    ) -> Result<(), Error> {
+        let state = self.named(handler)?;
+        let Some(after) = deadline else {
+            return wait_one(state, position).await;
+        };
+        match tokio::time::timeout(after, wait_one(state, position)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::WaitTimeout {
+                handler: handler.to_owned(),
+                position,
+                reached: state.progress.borrow().position,
+                after,
+            }),
+        }
     }
 
     /// See `Evoq::rebuild`.

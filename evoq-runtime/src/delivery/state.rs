@@ -50,6 +50,8 @@ pub(crate) struct HandlerState {
     pub(crate) name: Arc<str>,
     pub(crate) event_types: &'static [&'static str],
     pub(crate) renamed_from: Vec<&'static str>,
+    /// The handler's type, when it was registered as one (`Evoq::wait_for::<H>`).
+    pub(crate) handler_type: Option<std::any::TypeId>,
     pub(crate) strong: bool,
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) control: mpsc::Sender<Control>,

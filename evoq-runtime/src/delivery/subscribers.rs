@@ -1,6 +1,7 @@
 //! The running consumers of one runtime: each one's task, its published progress and its
 //! control channel; the names consistency waits and the dead-letter queue look up.
 
+use std::any::TypeId;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, watch};
@@ -23,6 +24,11 @@ pub(crate) struct Registration {
     renamed_from: Vec<&'static str>,
     attribute: HandlerOptions,
     options: HandlerOptions,
+    /// The handler's type, for a wait by type.
+    handler_type: Option<TypeId>,
+    /// The consumer keeps its checkpoint itself (with its read model): the event store's is
+    /// not used, not even as the position a wait sees before the task started.
+    keeps_checkpoint: bool,
     spawn: Box<dyn FnOnce(Task) -> JoinHandle<()> + Send>,
 }
 
@@ -47,8 +53,22 @@ impl Registration {
                 .collect(),
             attribute,
             options,
+            handler_type: None,
+            keeps_checkpoint: false,
             spawn: Box::new(move |task: Task| tokio::spawn(task.run(consumer))),
         }
+    }
+
+    /// This registration is of the handler type `H` (a wait can name it by type).
+    pub(crate) fn of_type<H: 'static>(mut self) -> Self {
+        self.handler_type = Some(TypeId::of::<H>());
+        self
+    }
+
+    /// The consumer keeps its checkpoint itself (see [`Consumer::checkpoint`]).
+    pub(crate) fn keeping_checkpoint(mut self, keeps: bool) -> Self {
+        self.keeps_checkpoint = keeps;
+        self
     }
 }
 
@@ -106,8 +126,14 @@ impl Subscribers {
         // that cannot be read) has delivered nothing, so no saga has dispatched a command, and
         // a consumer that starts from the current head does not count another's commands in it.
         let mut starts = Vec::with_capacity(resolved.len());
-        for options in &resolved {
-            let saved = store.load_checkpoint(&options.name).await?;
+        for (registration, options) in registrations.iter().zip(&resolved) {
+            // A consumer that keeps its checkpoint reads it in its task; until then it is at
+            // the start, so that no wait counts a position its read model may not hold.
+            let saved = if registration.keeps_checkpoint {
+                None
+            } else {
+                store.load_checkpoint(&options.name).await?
+            };
             starts.push(match options.start_from {
                 StartFrom::Checkpoint => saved.unwrap_or(0),
                 StartFrom::Origin => 0,
@@ -130,6 +156,7 @@ impl Subscribers {
                 name: Arc::clone(&options.name),
                 event_types: registration.event_types,
                 renamed_from: registration.renamed_from,
+                handler_type: registration.handler_type,
                 strong: options.strong,
                 progress,
                 control,
@@ -161,6 +188,14 @@ impl Subscribers {
             handler: name.to_owned(),
             known: self.names(),
         })
+    }
+
+    /// The handlers registered as the type `id`, in registration order.
+    pub(crate) fn of_type(&self, id: TypeId) -> Vec<&Arc<HandlerState>> {
+        self.handlers
+            .iter()
+            .filter(|handler| handler.handler_type == Some(id))
+            .collect()
     }
 
     /// The handler named `name`.

@@ -420,6 +420,7 @@ mod tests {
                     version,
                     events: Vec::new(),
                     position: None,
+                    token: 0,
                     command_id: Uuid::nil(),
                 });
                 version

@@ -307,6 +307,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     version,
                     events,
                     position: None,
+                    token: *self.registry.env.store.head().borrow(),
                     command_id: context.command_id,
                 });
             }
@@ -348,10 +349,15 @@ impl<A: Aggregate> Actor<'_, A> {
                     instance.version = appended.version;
                     self.core.instance = Some(instance);
                     let position = (!events.is_empty()).then_some(appended.last_position);
+                    let token = match position {
+                        Some(position) => position,
+                        None => *store.head().borrow(),
+                    };
                     return Ok(Dispatched {
                         version: appended.version,
                         events,
                         position,
+                        token,
                         command_id: context.command_id,
                     });
                 }
