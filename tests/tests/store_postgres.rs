@@ -1,7 +1,7 @@
 //! The PostgreSQL store: the conformance suite, gap safety under concurrent (and slow)
 //! appenders, two nodes sharing one database (handlers run once across the nodes and move to
 //! the surviving node; one command runs once across the nodes), corrupt rows, a schema from a
-//! newer evoq and the migration of a version 1 schema.
+//! newer evoq, timeouts across a reconnect, and the migration of version 1 and 2 schemas.
 //!
 //! Each test uses a schema of its own, dropped at the end; without a server the tests skip
 //! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evoq::prelude::*;
 use evoq::store::postgres::{PostgresOptions, PostgresStore};
-use evoq::store::{CommandLookup, Direction, EventFilter, NewCommand, Subscription};
+use evoq::store::{CommandLookup, Direction, EventFilter, NewCommand, Subscription, Timeout};
 use evoq::{EventStore, ExpectedVersion, HandlerConfig, NewEvent, StoreError};
 use evoq_tests::bank::*;
 use evoq_tests::ledger::Failed;
@@ -440,7 +440,7 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
             error,
             StoreError::SchemaTooNew {
                 found: 42,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),
@@ -471,7 +471,7 @@ fn deposit_command(key: &str) -> NewCommand {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_1_schema_migrates_to_version_2_and_keeps_its_events() {
+async fn a_version_1_schema_migrates_to_version_3_and_keeps_its_events() {
     let Some(schema) = PgSchema::new("migrate").await else {
         return;
     };
@@ -493,12 +493,13 @@ async fn a_version_1_schema_migrates_to_version_2_and_keeps_its_events() {
         .expect("read");
     drop(store);
     // Back to version 1: a fresh schema runs the version 1 DDL, then version 2's, which only
-    // adds the command log and its append function; removing those leaves version 1 as that
-    // version of evoq wrote it.
+    // adds the command log and its append function, then version 3's, which only adds the
+    // timeouts; removing those leaves version 1 as that version of evoq wrote it.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
+            "DROP TABLE \"{s}\".timeouts;
+             DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
              UPDATE \"{s}\".evoq_schema SET version = 1;"
         ))
         .await
@@ -510,7 +511,7 @@ async fn a_version_1_schema_migrates_to_version_2_and_keeps_its_events() {
         .await
         .expect("schema version")
         .get(0);
-    assert_eq!(version, 2, "the schema is migrated to version 2");
+    assert_eq!(version, 3, "the schema is migrated to version 3");
     let after = store
         .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
         .await
@@ -582,6 +583,169 @@ async fn a_version_1_schema_migrates_to_version_2_and_keeps_its_events() {
             .expect("sweep"),
         1,
         "only append_command recorded a command"
+    );
+}
+
+/// A timeout of saga `Shipping`'s instance `order-1`, due at `due_at`.
+fn shipping_timeout(due_at: SystemTime, payload: &[u8]) -> Timeout {
+    Timeout {
+        id: evoq::Uuid::now_v7(),
+        saga: "Shipping".to_owned(),
+        instance: "order-1".to_owned(),
+        due_at,
+        payload: payload.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_timeout_survives_a_reconnect_and_is_still_due() {
+    let Some(schema) = PgSchema::new("timeout_reopen").await else {
+        return;
+    };
+    // Whole microseconds: the store keeps due times to the microsecond.
+    let due_at = UNIX_EPOCH + Duration::new(1_700_000_000, 654_321_000);
+    let due = shipping_timeout(due_at, b"\x00fire\xff");
+    let later = shipping_timeout(due_at + Duration::from_secs(3_600), b"later");
+    let store = connect(&schema).await;
+    store.schedule_timeout(due.clone()).await.expect("schedule");
+    store
+        .schedule_timeout(later.clone())
+        .await
+        .expect("schedule");
+    drop(store);
+    let store = connect(&schema).await;
+    assert_eq!(
+        store
+            .due_timeouts("Shipping", due_at, usize::MAX)
+            .await
+            .expect("due_timeouts"),
+        std::slice::from_ref(&due),
+        "the timeout is still there after a reconnect, still due, byte for byte"
+    );
+    assert_eq!(
+        store.next_timeout("Shipping").await.expect("next_timeout"),
+        Some(due_at)
+    );
+    assert!(
+        store
+            .delete_timeout("Shipping", due.id)
+            .await
+            .expect("delete"),
+        "the new connection deletes it"
+    );
+    assert_eq!(
+        store.next_timeout("Shipping").await.expect("next_timeout"),
+        Some(later.due_at),
+        "the other timeout survived too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_schema_migrates_to_version_3_with_timeouts_and_keeps_everything() {
+    let Some(schema) = PgSchema::new("migrate_v2").await else {
+        return;
+    };
+    let s = &schema.schema;
+    let store = connect(&schema).await;
+    let command = deposit_command("pay-v2");
+    store
+        .append_command(
+            "Account-a",
+            ExpectedVersion::NoStream,
+            (1..=3).map(|n| event("Deposited", n)).collect(),
+            command.clone(),
+        )
+        .await
+        .expect("append_command");
+    store.save_checkpoint("h", 3).await.expect("checkpoint");
+    store
+        .save_saga_state("Shipping", "order-1", vec![0x00, 0xFF, 0x01])
+        .await
+        .expect("saga state");
+    let before = store
+        .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
+        .await
+        .expect("read");
+    drop(store);
+    // Back to version 2: version 3 only adds the timeouts.
+    let admin = raw(&schema).await;
+    admin
+        .batch_execute(&format!(
+            "DROP TABLE \"{s}\".timeouts; UPDATE \"{s}\".evoq_schema SET version = 2;"
+        ))
+        .await
+        .expect("turn the schema back into version 2");
+
+    let store = connect(&schema).await;
+    let version: i64 = admin
+        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
+        .await
+        .expect("schema version")
+        .get(0);
+    assert_eq!(version, 3, "the schema is migrated to version 3");
+    let indexes: Vec<String> = admin
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'timeouts'",
+            &[s],
+        )
+        .await
+        .expect("read the indexes of `timeouts`")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        indexes.iter().any(|def| def.contains("(saga, due_at, id)"))
+            && indexes.iter().any(|def| def.contains("(saga, instance)")),
+        "`timeouts` is indexed for due_timeouts and cancel_timeouts: {indexes:?}"
+    );
+
+    let after = store
+        .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
+        .await
+        .expect("read after the migration");
+    let ids = |events: &[Arc<evoq::RecordedEvent>]| -> Vec<(evoq::Uuid, u64, u64)> {
+        events
+            .iter()
+            .map(|e| (e.event_id, e.stream_version, e.global_position))
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before), "the migration keeps the events");
+    let found = store
+        .find_command(CommandLookup::Key("pay-v2"), UNIX_EPOCH)
+        .await
+        .expect("find_command")
+        .expect("the command log is kept");
+    assert_eq!(found.command_id, command.command_id);
+    assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(3));
+    assert_eq!(
+        store
+            .load_saga_state("Shipping", "order-1")
+            .await
+            .expect("load")
+            .as_deref(),
+        Some(&[0x00, 0xFF, 0x01][..]),
+        "the saga state is kept"
+    );
+
+    let due_at = UNIX_EPOCH + Duration::new(1_700_000_000, 1_000);
+    let timeout = shipping_timeout(due_at, b"fire");
+    store
+        .schedule_timeout(timeout.clone())
+        .await
+        .expect("schedule a timeout on the migrated schema");
+    assert_eq!(
+        store
+            .due_timeouts("Shipping", due_at, 10)
+            .await
+            .expect("due_timeouts"),
+        [timeout]
+    );
+    assert_eq!(
+        store
+            .cancel_timeouts("Shipping", "order-1")
+            .await
+            .expect("cancel"),
+        1
     );
 }
 

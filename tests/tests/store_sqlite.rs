@@ -1,13 +1,14 @@
 //! The SQLite store: the conformance suite, durability across reopen, crash safety under
-//! SIGKILL, corrupt rows, a schema from a newer evoq, and the migration of a version-1 file.
+//! SIGKILL, corrupt rows, a schema from a newer evoq, and the migration of version-1 and
+//! version-2 files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
-use evoq::store::{CommandLookup, Direction, NewCommand};
+use evoq::store::{CommandLookup, Direction, NewCommand, Timeout};
 use evoq::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use evoq_tests::crash::{KillClock, run_and_kill};
 use evoq_tests::temp::TempDir;
@@ -85,6 +86,61 @@ fn events_checkpoints_and_saga_state_survive_a_reopen() {
     });
 }
 
+/// A timeout of saga `Shipping`'s instance `order-1`, due at `due_at`.
+fn shipping_timeout(due_at: SystemTime, payload: &[u8]) -> Timeout {
+    Timeout {
+        id: evoq::Uuid::now_v7(),
+        saga: "Shipping".to_owned(),
+        instance: "order-1".to_owned(),
+        due_at,
+        payload: payload.to_vec(),
+    }
+}
+
+#[test]
+fn a_scheduled_timeout_survives_a_reopen_and_is_still_due() {
+    let dir = TempDir::new("sqlite-timeout-reopen");
+    let path = dir.file("events.db");
+    // Whole microseconds: the store keeps due times to the microsecond.
+    let due_at = UNIX_EPOCH + Duration::new(1_700_000_000, 654_321_000);
+    let due = shipping_timeout(due_at, b"\x00fire\xff");
+    let later = shipping_timeout(due_at + Duration::from_secs(3_600), b"later");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store.schedule_timeout(due.clone()).await.expect("schedule");
+        store
+            .schedule_timeout(later.clone())
+            .await
+            .expect("schedule");
+        drop(store);
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(
+            store
+                .due_timeouts("Shipping", due_at, usize::MAX)
+                .await
+                .expect("due_timeouts"),
+            std::slice::from_ref(&due),
+            "the timeout is still there after a reopen, still due, byte for byte"
+        );
+        assert_eq!(
+            store.next_timeout("Shipping").await.expect("next_timeout"),
+            Some(due_at)
+        );
+        assert!(
+            store
+                .delete_timeout("Shipping", due.id)
+                .await
+                .expect("delete"),
+            "the reopened store deletes it"
+        );
+        assert_eq!(
+            store.next_timeout("Shipping").await.expect("next_timeout"),
+            Some(later.due_at),
+            "the other timeout survived too"
+        );
+    });
+}
+
 #[test]
 fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
     let dir = TempDir::new("sqlite-schema");
@@ -105,7 +161,7 @@ fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
                 error,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 2,
+                    supported: 3,
                     ..
                 }
             ),
@@ -287,7 +343,141 @@ fn a_version_1_file_is_migrated_in_place_keeps_its_events_and_records_commands()
                 .collect::<Result<_, _>>()
         })
         .expect("read the schema version");
-    assert_eq!(versions, [2], "the file is at schema version 2");
+    assert_eq!(
+        versions,
+        [3],
+        "the file is at the current schema version, 3"
+    );
+}
+
+/// The step from schema version 1 to 2 as the first files of version 2 hold it (the command
+/// log): a fixture that stays as it is whatever the current schema becomes.
+const SCHEMA_V2_STEP: &str = "
+CREATE TABLE commands (
+    command_id      BLOB    NOT NULL,
+    idempotency_key TEXT,
+    command         TEXT    NOT NULL,
+    aggregate       TEXT    NOT NULL,
+    aggregate_id    TEXT    NOT NULL,
+    stream_id       TEXT    NOT NULL,
+    version         INTEGER NOT NULL,
+    event_count     INTEGER NOT NULL,
+    first_position  INTEGER NOT NULL,
+    last_position   INTEGER NOT NULL,
+    recorded_at     INTEGER NOT NULL
+);
+CREATE INDEX commands_by_id ON commands (command_id);
+CREATE UNIQUE INDEX commands_by_key ON commands (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+UPDATE evoq_schema SET version = 2;
+";
+
+/// Writes a version-2 file at `path`: the events of [`write_version_1_file`], the command-log
+/// entry of key `v2-key` (the append of `A-1` versions 1 and 2), a checkpoint `h` at 3, a
+/// snapshot of `A-1` and the state of saga `Shipping`'s `order-1`; returns the event ids.
+fn write_version_2_file(path: &std::path::Path) -> (Vec<evoq::Uuid>, evoq::Uuid) {
+    let ids = write_version_1_file(path);
+    let conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.execute_batch(SCHEMA_V2_STEP)
+        .expect("migrate the fixture to version 2");
+    let command_id = evoq::Uuid::now_v7();
+    conn.execute(
+        "INSERT INTO commands (command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at) VALUES (?1, 'v2-key', 'Deposit', 'Account', '1', 'A-1', 2, 2, 1, 2, 1700000000000000000)",
+        [command_id.as_bytes().as_slice()],
+    )
+    .expect("insert a version 2 command entry");
+    conn.execute_batch(
+        "INSERT INTO checkpoints (name, position) VALUES ('h', 3);
+         INSERT INTO snapshots (stream_id, version, data, taken_at) VALUES ('A-1', 2, X'7B7D', 1700000000000000000);
+         INSERT INTO saga_state (saga, instance, state) VALUES ('Shipping', 'order-1', X'00FF01');",
+    )
+    .expect("insert version 2 rows");
+    (ids, command_id)
+}
+
+#[test]
+fn a_version_2_file_is_migrated_to_version_3_with_timeouts_and_keeps_everything() {
+    let dir = TempDir::new("sqlite-v2");
+    let path = dir.file("events.db");
+    let (ids, command_id) = write_version_2_file(&path);
+    let due_at = UNIX_EPOCH + Duration::new(1_700_000_000, 1_000);
+    let timeout = shipping_timeout(due_at, b"fire");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path)
+            .await
+            .expect("a version 2 file opens");
+        assert_eq!(*store.head().borrow(), 3, "the head is the old file's");
+        let page = store
+            .read_all(0, 10, &evoq::store::EventFilter::All)
+            .await
+            .expect("read_all");
+        let read: Vec<_> = page.events.iter().map(|e| e.event_id).collect();
+        assert_eq!(read, ids, "every event of the old file is kept, in order");
+        let record = store
+            .find_command(CommandLookup::Key("v2-key"), UNIX_EPOCH)
+            .await
+            .expect("find_command")
+            .expect("the command log is kept");
+        assert_eq!(
+            (record.command_id, record.version, record.last_position),
+            (command_id, 2, 2)
+        );
+        assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(3));
+        let snapshot = store
+            .load_snapshot("A-1")
+            .await
+            .expect("load")
+            .expect("the snapshot is kept");
+        assert_eq!((snapshot.version, snapshot.data), (2, b"{}".to_vec()));
+        assert_eq!(
+            store
+                .load_saga_state("Shipping", "order-1")
+                .await
+                .expect("load")
+                .as_deref(),
+            Some(&[0x00, 0xFF, 0x01][..]),
+            "the saga state is kept"
+        );
+        store
+            .schedule_timeout(timeout.clone())
+            .await
+            .expect("schedule a timeout on the migrated file");
+    });
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(
+            store
+                .due_timeouts("Shipping", due_at, 10)
+                .await
+                .expect("due_timeouts"),
+            [timeout],
+            "the migrated file keeps timeouts"
+        );
+        assert_eq!(
+            store
+                .cancel_timeouts("Shipping", "order-1")
+                .await
+                .expect("cancel"),
+            1
+        );
+    });
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let version: i64 = conn
+        .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
+        .expect("read the schema version");
+    assert_eq!(version, 3, "the file is at schema version 3");
+    let indexes: Vec<String> = conn
+        .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'timeouts' AND sql IS NOT NULL ORDER BY name")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("read the indexes of `timeouts`");
+    assert!(
+        indexes.iter().any(|sql| sql.contains("(saga, due_at, id)"))
+            && indexes.iter().any(|sql| sql.contains("(saga, instance)")),
+        "`timeouts` is indexed for due_timeouts and cancel_timeouts: {indexes:?}"
+    );
 }
 
 #[test]

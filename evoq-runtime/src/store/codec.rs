@@ -17,6 +17,45 @@ pub(crate) fn nanos_to_time(nanos: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
 }
 
+/// A time as microseconds since the Unix epoch, negative before it, rounded down to the
+/// microsecond (the finer part is dropped, towards the past).
+///
+/// Clamped, never failing or panicking: a time beyond the range of `i64` microseconds (about
+/// 292,000 years either side of 1970) becomes `i64::MIN` or `i64::MAX`. The mapping never
+/// reverses an order, so "is due at or before `now`" keeps its answer for any `now` inside the
+/// range, and a clamped time stays the earliest (or latest) of all.
+pub(crate) fn time_to_micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => {
+            let before = before.duration();
+            // Rounded down means away from the epoch: a started microsecond counts whole.
+            let micros = before.as_micros() + u128::from(before.subsec_nanos() % 1_000 != 0);
+            i64::try_from(micros).map_or(i64::MIN, |m| -m)
+        }
+    }
+}
+
+/// The inverse of [`time_to_micros`]; a value this platform's clock cannot hold (before 1601 on
+/// Windows, say) is an integrity error at `location`.
+pub(crate) fn micros_to_time(
+    micros: i64,
+    location: impl FnOnce() -> String,
+) -> Result<SystemTime, StoreError> {
+    let offset = Duration::from_micros(micros.unsigned_abs());
+    let time = if micros >= 0 {
+        UNIX_EPOCH.checked_add(offset)
+    } else {
+        UNIX_EPOCH.checked_sub(offset)
+    };
+    time.ok_or_else(|| StoreError::Integrity {
+        location: location(),
+        reason: format!(
+            "the time {micros} µs from the Unix epoch is out of this platform's range; repair or remove the row"
+        ),
+    })
+}
+
 /// A `u64` as a database integer (saturating at `i64::MAX`).
 pub(crate) fn to_db(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -107,5 +146,46 @@ mod tests {
     fn times_round_trip_to_the_nanosecond() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         assert_eq!(nanos_to_time(time_to_nanos(t)), t);
+    }
+
+    fn micros_back(micros: i64) -> SystemTime {
+        micros_to_time(micros, || "test".to_owned()).expect("in range")
+    }
+
+    #[test]
+    fn times_round_trip_to_the_microsecond_on_both_sides_of_the_epoch() {
+        for t in [
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_000),
+            UNIX_EPOCH - Duration::new(86_400, 1_000),
+            UNIX_EPOCH - Duration::from_micros(1),
+        ] {
+            assert_eq!(micros_back(time_to_micros(t)), t, "{t:?}");
+        }
+        assert_eq!(
+            time_to_micros(UNIX_EPOCH + Duration::new(1, 999)),
+            1_000_000,
+            "the finer part is dropped"
+        );
+        assert_eq!(
+            time_to_micros(UNIX_EPOCH - Duration::new(1, 1)),
+            -1_000_001,
+            "before the epoch, rounded down too"
+        );
+    }
+
+    #[test]
+    fn times_out_of_range_are_clamped_in_order() {
+        let years = Duration::from_secs(300_000 * 366 * 86_400);
+        if let Some(far) = UNIX_EPOCH.checked_add(years) {
+            assert_eq!(time_to_micros(far), i64::MAX);
+        }
+        if let Some(long_ago) = UNIX_EPOCH.checked_sub(years) {
+            assert_eq!(time_to_micros(long_ago), i64::MIN);
+        }
+        assert!(time_to_micros(UNIX_EPOCH - Duration::from_micros(1)) < time_to_micros(UNIX_EPOCH));
+        // Whatever the platform, decoding either end never panics.
+        let _ = micros_to_time(i64::MAX, || "max".to_owned());
+        let _ = micros_to_time(i64::MIN, || "min".to_owned());
     }
 }

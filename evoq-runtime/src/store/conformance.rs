@@ -43,7 +43,7 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, Subscription,
+    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, Subscription, Timeout,
 };
 
 /// How long one property may run before it fails as hung.
@@ -156,6 +156,12 @@ macro_rules! store_conformance_tests {
             recorded_at_is_set_at_commit,
             same_id_under_different_aggregates_stays_separate,
             saga_state_save_load_list_and_delete,
+            scheduling_a_timeout_twice_keeps_one_the_second,
+            due_timeouts_are_the_sagas_earliest_first_within_the_limit,
+            next_timeout_is_the_sagas_earliest_due_time,
+            timeouts_are_deleted_once_and_cancelled_per_instance,
+            timeout_payload_and_due_time_round_trip,
+            timeouts_due_far_from_now_keep_their_order,
             command_log_records_a_command_with_its_events,
             a_duplicate_command_appends_nothing_and_returns_the_first_entry,
             a_command_without_events_is_recorded_when_checked,
@@ -2435,6 +2441,434 @@ pub async fn saga_state_save_load_list_and_delete(store: Arc<dyn EventStore>) {
         head_of(store),
         h0,
         "saga state must not append events or move the head"
+    );
+}
+
+/// A whole microsecond, well after the epoch, that timeout properties count from.
+fn timeout_base() -> SystemTime {
+    UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_000)
+}
+
+/// The timeout `id` of `saga`'s `instance`, due `secs` seconds after [`timeout_base`], whose
+/// payload names it.
+fn timeout(id: u128, saga: &str, instance: &str, secs: u64) -> Timeout {
+    Timeout {
+        id: Uuid::from_u128(id),
+        saga: saga.to_owned(),
+        instance: instance.to_owned(),
+        due_at: timeout_base() + Duration::from_secs(secs),
+        payload: format!("{{\"timeout\":{id}}}").into_bytes(),
+    }
+}
+
+/// Schedules `timeout`, panicking on failure.
+async fn schedule(store: &dyn EventStore, timeout: Timeout) {
+    let what = format!("schedule_timeout({})", timeout.id);
+    ok(store.schedule_timeout(timeout).await, &what);
+}
+
+/// The timeouts of `saga` due at `now`, at most `limit`.
+async fn due(store: &dyn EventStore, saga: &str, now: SystemTime, limit: usize) -> Vec<Timeout> {
+    ok(
+        store.due_timeouts(saga, now, limit).await,
+        &format!("due_timeouts(`{saga}`, {now:?}, limit {limit})"),
+    )
+}
+
+/// The ids of `timeouts`, as the numbers they were made from.
+fn timeout_ids(timeouts: &[Timeout]) -> Vec<u128> {
+    timeouts.iter().map(|t| t.id.as_u128()).collect()
+}
+
+/// The earliest due time of `saga`.
+async fn next_due(store: &dyn EventStore, saga: &str) -> Option<SystemTime> {
+    ok(
+        store.next_timeout(saga).await,
+        &format!("next_timeout(`{saga}`)"),
+    )
+}
+
+/// Scheduling a timeout whose id is scheduled already replaces it: one timeout stays, with the
+/// second schedule's due time, instance and payload (a later or an earlier due time alike);
+/// none of it appends an event.
+pub async fn scheduling_a_timeout_twice_keeps_one_the_second(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let h0 = head_of(store);
+    schedule(store, timeout(1, "Shipping", "order-1", 10)).await;
+    schedule(store, timeout(2, "Shipping", "order-2", 20)).await;
+    let mut again = timeout(1, "Shipping", "order-1", 30);
+    again.payload = b"second".to_vec();
+    schedule(store, again.clone()).await;
+    let all = due(
+        store,
+        "Shipping",
+        timeout_base() + Duration::from_secs(60),
+        10,
+    )
+    .await;
+    assert_eq!(
+        timeout_ids(&all),
+        [2, 1],
+        "scheduling an id twice must keep one timeout, at its new due time"
+    );
+    assert_eq!(
+        all[1], again,
+        "the second schedule's due time and payload win"
+    );
+    assert_eq!(
+        next_due(store, "Shipping").await,
+        Some(timeout_base() + Duration::from_secs(20)),
+        "the replaced due time is gone"
+    );
+    let mut earlier = timeout(1, "Shipping", "order-1", 5);
+    earlier.payload = b"third".to_vec();
+    schedule(store, earlier.clone()).await;
+    let all = due(
+        store,
+        "Shipping",
+        timeout_base() + Duration::from_secs(60),
+        10,
+    )
+    .await;
+    assert_eq!(
+        timeout_ids(&all),
+        [1, 2],
+        "a replace may move a timeout earlier"
+    );
+    assert_eq!(all[0], earlier);
+    assert_eq!(
+        next_due(store, "Shipping").await,
+        Some(earlier.due_at),
+        "next_timeout follows the replace"
+    );
+    assert_eq!(
+        head_of(store),
+        h0,
+        "timeouts must not append events or move the head"
+    );
+}
+
+/// `due_timeouts` returns the saga's timeouts due at or before `now` (a timeout due exactly at
+/// `now` included), the earliest first, ties by id whatever the order they were scheduled in,
+/// at most `limit` (0 gives none, `usize::MAX` every due one), and never another saga's.
+pub async fn due_timeouts_are_the_sagas_earliest_first_within_the_limit(
+    store: Arc<dyn EventStore>,
+) {
+    let store = &*store;
+    // Scheduled out of order; 3, 4 and 5 are due at the same time.
+    for t in [
+        timeout(5, "Shipping", "order-2", 20),
+        timeout(1, "Shipping", "order-1", 30),
+        timeout(3, "Shipping", "order-1", 20),
+        timeout(2, "Shipping", "order-3", 10),
+        timeout(4, "Shipping", "order-3", 20),
+        timeout(6, "Shipping", "order-1", 40),
+        timeout(7, "Billing", "order-1", 5),
+        timeout(8, "Billing", "order-2", 20),
+    ] {
+        schedule(store, t).await;
+    }
+    let at = |secs: u64| timeout_base() + Duration::from_secs(secs);
+    assert!(
+        due(store, "Shipping", at(9), 10).await.is_empty(),
+        "nothing is due before the earliest due time"
+    );
+    assert_eq!(
+        timeout_ids(&due(store, "Shipping", at(10), 10).await),
+        [2],
+        "a timeout due exactly at `now` is due"
+    );
+    assert_eq!(
+        timeout_ids(&due(store, "Shipping", at(30), 10).await),
+        [2, 3, 4, 5, 1],
+        "due timeouts come earliest first, ties by id"
+    );
+    assert_eq!(
+        timeout_ids(&due(store, "Shipping", at(30), usize::MAX).await),
+        [2, 3, 4, 5, 1],
+        "a limit of usize::MAX gives every due timeout"
+    );
+    assert_eq!(
+        timeout_ids(&due(store, "Shipping", at(30), 3).await),
+        [2, 3, 4],
+        "the limit takes the earliest"
+    );
+    assert_eq!(timeout_ids(&due(store, "Shipping", at(30), 1).await), [2]);
+    assert!(due(store, "Shipping", at(30), 0).await.is_empty());
+    assert_eq!(
+        timeout_ids(&due(store, "Shipping", at(1_000), usize::MAX).await),
+        [2, 3, 4, 5, 1, 6]
+    );
+    assert_eq!(
+        timeout_ids(&due(store, "Billing", at(1_000), usize::MAX).await),
+        [7, 8],
+        "each saga sees only its own timeouts"
+    );
+    assert!(
+        due(store, "Unknown", at(1_000), usize::MAX)
+            .await
+            .is_empty()
+    );
+    let shipping = due(store, "Shipping", at(1_000), usize::MAX).await;
+    assert!(
+        shipping.iter().all(|t| t.saga == "Shipping"),
+        "every timeout names its saga"
+    );
+    assert_eq!(
+        due(store, "Shipping", at(30), 10).await,
+        due(store, "Shipping", at(30), 10).await,
+        "reading due timeouts removes none"
+    );
+}
+
+/// `next_timeout` is the earliest due time of the saga's timeouts, due or not, whatever the
+/// other sagas hold; it moves when the earliest is deleted and is none once the saga has none.
+pub async fn next_timeout_is_the_sagas_earliest_due_time(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let at = |secs: u64| timeout_base() + Duration::from_secs(secs);
+    assert_eq!(next_due(store, "Shipping").await, None, "no timeout yet");
+    schedule(store, timeout(1, "Shipping", "order-1", 30)).await;
+    assert_eq!(next_due(store, "Shipping").await, Some(at(30)));
+    schedule(store, timeout(2, "Shipping", "order-2", 10)).await;
+    schedule(store, timeout(3, "Billing", "order-1", 5)).await;
+    schedule(store, timeout(4, "Shipping", "order-3", 20)).await;
+    assert_eq!(
+        next_due(store, "Shipping").await,
+        Some(at(10)),
+        "the earliest of the saga's own timeouts"
+    );
+    assert_eq!(next_due(store, "Billing").await, Some(at(5)));
+    assert_eq!(next_due(store, "Unknown").await, None);
+    assert!(ok(
+        store.delete_timeout("Shipping", Uuid::from_u128(2)).await,
+        "delete_timeout"
+    ));
+    assert_eq!(
+        next_due(store, "Shipping").await,
+        Some(at(20)),
+        "the next one once the earliest fired"
+    );
+    for id in [1, 4] {
+        assert!(ok(
+            store.delete_timeout("Shipping", Uuid::from_u128(id)).await,
+            "delete_timeout"
+        ));
+    }
+    assert_eq!(next_due(store, "Shipping").await, None, "none left");
+    assert_eq!(next_due(store, "Billing").await, Some(at(5)));
+}
+
+/// `delete_timeout` removes one timeout of the saga and says whether there was one (true once,
+/// then false; false for an id of another saga, which stays); `cancel_timeouts` removes every
+/// timeout of the saga's instance, and only those, and says how many.
+pub async fn timeouts_are_deleted_once_and_cancelled_per_instance(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let h0 = head_of(store);
+    for t in [
+        timeout(1, "Shipping", "order-1", 10),
+        timeout(2, "Shipping", "order-1", 20),
+        timeout(3, "Shipping", "order-1", 30),
+        timeout(4, "Shipping", "order-2", 15),
+        timeout(5, "Billing", "order-1", 10),
+        timeout(6, "Shipping", "order-10", 25),
+    ] {
+        schedule(store, t).await;
+    }
+    let all = |saga: &'static str| async move {
+        timeout_ids(
+            &due(
+                store,
+                saga,
+                timeout_base() + Duration::from_secs(1_000),
+                usize::MAX,
+            )
+            .await,
+        )
+    };
+    let delete = |saga: &'static str, id: u128| async move {
+        ok(
+            store.delete_timeout(saga, Uuid::from_u128(id)).await,
+            &format!("delete_timeout(`{saga}`, {id})"),
+        )
+    };
+    let cancel = |saga: &'static str, instance: &'static str| async move {
+        ok(
+            store.cancel_timeouts(saga, instance).await,
+            &format!("cancel_timeouts(`{saga}`, `{instance}`)"),
+        )
+    };
+    assert!(
+        delete("Shipping", 2).await,
+        "deleting a timeout says there was one"
+    );
+    assert!(
+        !delete("Shipping", 2).await,
+        "a second delete finds nothing"
+    );
+    assert!(!delete("Shipping", 99).await, "an unknown id finds nothing");
+    assert!(
+        !delete("Shipping", 5).await,
+        "a delete finds no timeout of another saga"
+    );
+    assert_eq!(all("Shipping").await, [1, 4, 6, 3]);
+    assert_eq!(all("Billing").await, [5], "the other saga's timeout stays");
+
+    assert_eq!(
+        cancel("Shipping", "order-1").await,
+        2,
+        "cancel counts the instance's timeouts it removed"
+    );
+    assert_eq!(
+        all("Shipping").await,
+        [4, 6],
+        "cancel leaves the saga's other instances (`order-10` too)"
+    );
+    assert_eq!(
+        all("Billing").await,
+        [5],
+        "cancel leaves the same instance id of another saga"
+    );
+    assert_eq!(
+        cancel("Shipping", "order-1").await,
+        0,
+        "nothing left to cancel"
+    );
+    assert_eq!(cancel("Unknown", "order-1").await, 0);
+    assert!(!delete("Shipping", 1).await, "a cancelled timeout is gone");
+    assert_eq!(cancel("Shipping", "order-2").await, 1);
+    assert_eq!(cancel("Shipping", "order-10").await, 1);
+    assert!(all("Shipping").await.is_empty());
+    assert_eq!(next_due(store, "Shipping").await, None);
+    assert_eq!(
+        head_of(store),
+        h0,
+        "timeouts must not append events or move the head"
+    );
+}
+
+/// A timeout comes back as scheduled: its payload byte for byte (any bytes, also empty or
+/// large), its saga and instance, and its due time to the microsecond, before the epoch too;
+/// a finer due time comes back within a microsecond.
+pub async fn timeout_payload_and_due_time_round_trip(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let binary: Vec<u8> = (0..=255u8)
+        .cycle()
+        .take(70_000)
+        .chain([0, 0, 255])
+        .collect();
+    let micro = Duration::from_micros(1);
+    let before_epoch = UNIX_EPOCH - Duration::new(86_400, 1_000);
+    let scheduled = [
+        Timeout {
+            id: Uuid::now_v7(),
+            saga: "Shipping".to_owned(),
+            instance: "order-1".to_owned(),
+            due_at: before_epoch,
+            payload: binary,
+        },
+        Timeout {
+            id: Uuid::now_v7(),
+            saga: "Shipping".to_owned(),
+            instance: "ordre-é 'x' %_".to_owned(),
+            due_at: UNIX_EPOCH,
+            payload: Vec::new(),
+        },
+        Timeout {
+            id: Uuid::now_v7(),
+            saga: "Shipping".to_owned(),
+            instance: "order-3".to_owned(),
+            due_at: timeout_base() + micro,
+            payload: b"{ \"step\" : 1 }".to_vec(),
+        },
+        Timeout {
+            id: Uuid::now_v7(),
+            saga: "Shipping".to_owned(),
+            instance: "order-4".to_owned(),
+            due_at: timeout_base() + micro * 2,
+            payload: b"\x00\xff\x00".to_vec(),
+        },
+    ];
+    for t in scheduled.iter().rev() {
+        schedule(store, t.clone()).await;
+    }
+    let back = due(store, "Shipping", timeout_base() + micro * 2, usize::MAX).await;
+    assert_eq!(
+        back, scheduled,
+        "a timeout must come back byte for byte, its due time to the microsecond"
+    );
+    assert_eq!(
+        next_due(store, "Shipping").await,
+        Some(before_epoch),
+        "a due time before the epoch is kept"
+    );
+    assert_eq!(
+        due(store, "Shipping", timeout_base() + micro, usize::MAX)
+            .await
+            .len(),
+        3,
+        "one microsecond apart is apart"
+    );
+
+    let fine = Timeout {
+        id: Uuid::now_v7(),
+        saga: "Fine".to_owned(),
+        instance: "order-1".to_owned(),
+        due_at: timeout_base() + Duration::from_nanos(1_500),
+        payload: b"fine".to_vec(),
+    };
+    schedule(store, fine.clone()).await;
+    let got = next_due(store, "Fine")
+        .await
+        .expect("the fine timeout is scheduled");
+    let off = got
+        .duration_since(fine.due_at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        off < micro,
+        "a due time finer than a microsecond comes back within one: {got:?} for {:?}",
+        fine.due_at
+    );
+}
+
+/// A due time far beyond any real one (300,000 years from 1970, either way, where the platform's
+/// clock reaches) is scheduled without failing: the far past one is due now and comes first,
+/// the far future one is not due now and comes after every other.
+pub async fn timeouts_due_far_from_now_keep_their_order(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let years = Duration::from_secs(300_000 * 366 * 86_400);
+    let now = SystemTime::now();
+    let mut near = timeout(2, "Shipping", "order-1", 0);
+    near.due_at = now;
+    schedule(store, near).await;
+    let mut expect_now = vec![2];
+    let mut expect_all = vec![2];
+    if let Some(long_ago) = UNIX_EPOCH.checked_sub(years) {
+        let mut past = timeout(1, "Shipping", "order-1", 0);
+        past.due_at = long_ago;
+        schedule(store, past).await;
+        expect_now.insert(0, 1);
+        expect_all.insert(0, 1);
+        let next = next_due(store, "Shipping").await.expect("a next timeout");
+        assert!(
+            next < UNIX_EPOCH,
+            "the far past timeout comes first: {next:?}"
+        );
+    }
+    if let Some(far) = UNIX_EPOCH.checked_add(years) {
+        let mut future = timeout(3, "Shipping", "order-1", 0);
+        future.due_at = far;
+        schedule(store, future).await;
+        expect_all.push(3);
+        assert_eq!(
+            timeout_ids(&due(store, "Shipping", far, usize::MAX).await),
+            expect_all,
+            "at its due time, the far future timeout is due, after every other"
+        );
+    }
+    assert_eq!(
+        timeout_ids(&due(store, "Shipping", now, usize::MAX).await),
+        expect_now,
+        "the far future timeout is not due now"
     );
 }
 

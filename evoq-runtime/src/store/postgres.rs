@@ -28,6 +28,10 @@
 //!   transaction after it took the `evoq_head` lock, so it is serialized with every other append
 //!   of the cluster: of two nodes running one command (one idempotency key) at once, exactly one
 //!   succeeds. Within a batch, each append sees the entries of the appends before it.
+//! - **Saga timeouts** (table `timeouts`) keep their due time in microseconds since the Unix
+//!   epoch, negative before it. A due time more than about 292,000 years from 1970 is clamped to
+//!   that range, never refused (see `time_to_micros` in `store/codec.rs`): it is due, or not,
+//!   for every `now` inside the range as it would have been.
 //! - **Leases** ([`EventStore::try_lease`]): a session-level advisory lock per subscriber name,
 //!   on a connection of its own held by the [`Lease`]. So each handler (and projection, saga)
 //!   runs on one node at a time; when the node stops (the lease is dropped) or dies (its
@@ -67,18 +71,19 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    decode_metadata, encode_metadata, from_db, nanos_to_time, redact_url, shared_stream_id,
-    time_to_nanos, to_db,
+    decode_metadata, encode_metadata, from_db, micros_to_time, nanos_to_time, redact_url,
+    shared_stream_id, time_to_micros, time_to_nanos, to_db,
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, Lease, NewCommand, Snapshot, StoreError,
+    EventStore, ExpectedVersion, Lease, NewCommand, Snapshot, StoreError, Timeout,
 };
 
 const BACKEND: &str = "postgres";
 
-/// The schema version this build writes: 1, the events; 2, the command log.
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build writes: 1, the events; 2, the command log; 3, the sagas'
+/// timeouts.
+const SCHEMA_VERSION: i64 = 3;
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
@@ -546,6 +551,7 @@ $body$;
 "
     );
     let v2 = command_log_ddl(s);
+    let v3 = timeouts_ddl(s);
     retrying!(inner, "migrating the schema", |client| async {
         let fail = |e| Failure::sql("migrating the schema", &inner.location, e);
         client.batch_execute("BEGIN").await.map_err(fail)?;
@@ -580,7 +586,10 @@ $body$;
             if found < 2 {
                 client.batch_execute(&v2).await.map_err(fail)?;
             }
-            // Later versions migrate here, one step at a time: `if found < 3 { ... }`.
+            if found < 3 {
+                client.batch_execute(&v3).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 4 { ... }`.
             if found < SCHEMA_VERSION {
                 client
                     .batch_execute(&format!(
@@ -723,6 +732,26 @@ BEGIN
     END IF;
 END
 $body$;
+"
+    )
+}
+
+/// Schema version 3, on top of version 2 (whose tables it leaves as they are): the sagas'
+/// timeouts. `due_at` is in microseconds since the Unix epoch (negative before it).
+/// `due_timeouts` and `next_timeout` walk the index on `(saga, due_at, id)` in order;
+/// `cancel_timeouts` finds an instance's timeouts through the one on `(saga, instance)`.
+fn timeouts_ddl(s: &str) -> String {
+    format!(
+        "
+CREATE TABLE {s}.timeouts (
+    id       UUID   PRIMARY KEY,
+    saga     TEXT   NOT NULL,
+    instance TEXT   NOT NULL,
+    due_at   BIGINT NOT NULL,
+    payload  BYTEA  NOT NULL
+);
+CREATE INDEX ON {s}.timeouts (saga, due_at, id);
+CREATE INDEX ON {s}.timeouts (saga, instance);
 "
     )
 }
@@ -1198,6 +1227,28 @@ fn decode_dead_letter(row: &Row) -> Result<DeadLetter, StoreError> {
     })
 }
 
+/// Decodes a timeout row of saga `saga` (columns `id, instance, due_at, payload`); an
+/// undecodable row is an integrity error naming the saga and, when it decodes, the id.
+fn decode_timeout(row: &Row, saga: &str) -> Result<Timeout, StoreError> {
+    let id = row.try_get::<_, Uuid>(0);
+    let location = || match &id {
+        Ok(id) => format!("timeout {id} of saga `{saga}`"),
+        Err(_) => format!("a timeout of saga `{saga}`"),
+    };
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: location(),
+        reason: format!("the timeout's {what} does not decode ({e}); repair or remove the row"),
+    };
+    let due_at: i64 = row.try_get(2).map_err(|e| corrupt("due time", &e))?;
+    Ok(Timeout {
+        id: *id.as_ref().map_err(|e| corrupt("id", e))?,
+        saga: saga.to_owned(),
+        instance: row.try_get(1).map_err(|e| corrupt("instance", &e))?,
+        due_at: micros_to_time(due_at, location)?,
+        payload: row.try_get(3).map_err(|e| corrupt("payload", &e))?,
+    })
+}
+
 /// Decodes a command-log entry from the columns [`COMMAND_COLUMNS`] of `row`, from column
 /// `at` on; an undecodable entry is an integrity error naming its command id.
 fn decode_command(row: &Row, at: usize) -> Result<CommandRecord, StoreError> {
@@ -1320,42 +1371,6 @@ impl PostgresStore {
 
 #[async_trait]
 impl EventStore for PostgresStore {
-    // PLACEHOLDER (replaced before landing): saga timeouts on postgres.
-    async fn schedule_timeout(&self, _timeout: crate::store::Timeout) -> Result<(), StoreError> {
-        Err(StoreError::Backend {
-            backend: "postgres",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn due_timeouts(
-        &self,
-        _saga: &str,
-        _now: std::time::SystemTime,
-        _limit: usize,
-    ) -> Result<Vec<crate::store::Timeout>, StoreError> {
-        Err(StoreError::Backend {
-            backend: "postgres",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn next_timeout(&self, _saga: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
-        Err(StoreError::Backend {
-            backend: "postgres",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn delete_timeout(&self, _saga: &str, _id: Uuid) -> Result<bool, StoreError> {
-        Err(StoreError::Backend {
-            backend: "postgres",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn cancel_timeouts(&self, _saga: &str, _instance: &str) -> Result<usize, StoreError> {
-        Err(StoreError::Backend {
-            backend: "postgres",
-            message: "timeouts pending".into(),
-        })
-    }
     async fn append(
         &self,
         stream: &str,
@@ -1723,6 +1738,79 @@ impl EventStore for PostgresStore {
             &[&saga, &after, &limit(max)]
         )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// A due time beyond about 292,000 years from 1970 is clamped (see the [module docs](self)).
+    async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {}.timeouts (id, saga, instance, due_at, payload) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET saga = EXCLUDED.saga, instance = EXCLUDED.instance, due_at = EXCLUDED.due_at, payload = EXCLUDED.payload",
+            self.inner.schema
+        );
+        execute!(
+            self,
+            "scheduling a timeout",
+            sql,
+            &[
+                &timeout.id,
+                &timeout.saga,
+                &timeout.instance,
+                &time_to_micros(timeout.due_at),
+                &timeout.payload
+            ]
+        )?;
+        Ok(())
+    }
+
+    async fn due_timeouts(
+        &self,
+        saga: &str,
+        now: SystemTime,
+        max: usize,
+    ) -> Result<Vec<Timeout>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, instance, due_at, payload FROM {}.timeouts WHERE saga = $1 AND due_at <= $2 ORDER BY due_at, id LIMIT $3",
+            self.inner.schema
+        );
+        let rows = query!(
+            self,
+            "reading due timeouts",
+            sql,
+            &[&saga, &time_to_micros(now), &limit(max)]
+        )?;
+        rows.iter().map(|row| decode_timeout(row, saga)).collect()
+    }
+
+    async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        let sql = format!(
+            "SELECT MIN(due_at) FROM {}.timeouts WHERE saga = $1",
+            self.inner.schema
+        );
+        let rows = query!(self, "reading the next timeout", sql, &[&saga])?;
+        let due_at: Option<i64> = rows.first().and_then(|row| row.get(0));
+        due_at
+            .map(|micros| micros_to_time(micros, || format!("the timeouts of saga `{saga}`")))
+            .transpose()
+    }
+
+    async fn delete_timeout(&self, saga: &str, id: Uuid) -> Result<bool, StoreError> {
+        let sql = format!(
+            "DELETE FROM {}.timeouts WHERE id = $1 AND saga = $2",
+            self.inner.schema
+        );
+        Ok(execute!(self, "deleting a timeout", sql, &[&id, &saga])? > 0)
+    }
+
+    async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError> {
+        let sql = format!(
+            "DELETE FROM {}.timeouts WHERE saga = $1 AND instance = $2",
+            self.inner.schema
+        );
+        let removed = execute!(self, "cancelling timeouts", sql, &[&saga, &instance])?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
     /// A session advisory lock on a connection of the lease's own: granted when no other node

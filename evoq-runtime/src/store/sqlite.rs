@@ -7,13 +7,13 @@
 //!   readers. The schema is versioned (table `evoq_schema`): it is created on the first open and
 //!   migrated on later opens; a file written by a newer evoq is refused with
 //!   [`StoreError::SchemaTooNew`] and left untouched.
-//! - **Group commit.** Every write (appends, snapshots, checkpoints, dead letters, saga state,
-//!   command-log sweeps) goes to one writer thread that owns the only writing connection. It
-//!   takes every write that is waiting (up to [`SqliteOptions::max_batch`]) and commits them in
-//!   **one** transaction, so concurrent appends to many aggregates share one `fsync`. Each
-//!   append is acknowledged (its future completes) only after that transaction has committed;
-//!   if the batch fails, each of its writes is tried again alone, so one bad write fails no
-//!   other.
+//! - **Group commit.** Every write (appends, snapshots, checkpoints, dead letters, saga state
+//!   and timeouts, command-log sweeps) goes to one writer thread that owns the only writing
+//!   connection. It takes every write that is waiting (up to [`SqliteOptions::max_batch`]) and
+//!   commits them in **one** transaction, so concurrent appends to many aggregates share one
+//!   `fsync`. Each append is acknowledged (its future completes) only after that transaction
+//!   has committed; if the batch fails, each of its writes is tried again alone, so one bad
+//!   write fails no other.
 //! - **Durability** ([`Durability`]): by default `synchronous=FULL`: an acknowledged append
 //!   survives a process crash *and* a power loss or OS crash. [`Durability::Normal`] keeps
 //!   every acknowledged append through a process crash but may lose the last ones on a power
@@ -26,6 +26,10 @@
 //!   written before it, those of the same batch included: one run of a command wins.
 //! - **Positions** are dense from 1, in commit order; an append's events take consecutive
 //!   positions and versions. The head watch moves after the commit.
+//! - **Saga timeouts** (table `timeouts`) keep their due time in microseconds since the Unix
+//!   epoch, negative before it. A due time more than about 292,000 years from 1970 is clamped to
+//!   that range, never refused (see `time_to_micros` in `store/codec.rs`): it is due, or not,
+//!   for every `now` inside the range as it would have been.
 //!
 //! One process opens a file at a time: the writer keeps the streams' versions in memory, so two
 //! processes writing to one file would conflict. Use PostgreSQL for several nodes.
@@ -58,18 +62,18 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    decode_metadata, encode_metadata, from_db, nanos_to_time, shared_stream_id, time_to_nanos,
-    to_db,
+    decode_metadata, encode_metadata, from_db, micros_to_time, nanos_to_time, shared_stream_id,
+    time_to_micros, time_to_nanos, to_db,
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
+    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, Timeout,
 };
 
 const BACKEND: &str = "sqlite";
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The schema, version 1.
 const SCHEMA_V1: &str = "
@@ -142,6 +146,22 @@ CREATE TABLE commands (
 CREATE INDEX commands_by_id ON commands (command_id);
 CREATE UNIQUE INDEX commands_by_key ON commands (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+";
+
+/// The schema's step from version 2 to 3: the sagas' timeouts. `due_at` is in microseconds since
+/// the Unix epoch (negative before it). `due_timeouts` and `next_timeout` walk
+/// `timeouts_by_due` in order; `cancel_timeouts` finds an instance's timeouts through
+/// `timeouts_by_instance`.
+const SCHEMA_V3: &str = "
+CREATE TABLE timeouts (
+    id       BLOB    NOT NULL PRIMARY KEY,
+    saga     TEXT    NOT NULL,
+    instance TEXT    NOT NULL,
+    due_at   INTEGER NOT NULL,
+    payload  BLOB    NOT NULL
+);
+CREATE INDEX timeouts_by_due ON timeouts (saga, due_at, id);
+CREATE INDEX timeouts_by_instance ON timeouts (saga, instance);
 ";
 
 /// The columns of a command-log entry, in the order [`decode_command`] reads them.
@@ -432,7 +452,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         if found < 2 {
             conn.execute_batch(SCHEMA_V2).map_err(fail)?;
         }
-        // Later versions migrate here, one step at a time: `if found < 3 { ... }`.
+        if found < 3 {
+            conn.execute_batch(SCHEMA_V3).map_err(fail)?;
+        }
+        // Later versions migrate here, one step at a time: `if found < 4 { ... }`.
         if found < SCHEMA_VERSION {
             conn.execute("DELETE FROM evoq_schema", []).map_err(fail)?;
             conn.execute(
@@ -477,6 +500,12 @@ enum Job {
     DeleteDeadLetter(String, Uuid, Reply<bool>),
     SaveSaga(String, String, Vec<u8>, Reply<()>),
     DeleteSaga(String, String, Reply<bool>),
+    /// Stores a timeout, replacing the one with its id.
+    ScheduleTimeout(Timeout, Reply<()>),
+    /// Removes the timeout of this saga with this id.
+    DeleteTimeout(String, Uuid, Reply<bool>),
+    /// Removes every timeout of this saga's instance.
+    CancelTimeouts(String, String, Reply<usize>),
 }
 
 /// The result of one job inside a batch, sent once the batch commits.
@@ -484,7 +513,7 @@ enum Done {
     Appended(Reply<Appended>, Result<Appended, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
-    /// How many rows a job removed (a sweep of the command log).
+    /// How many rows a job removed (a sweep of the command log, a cancel of timeouts).
     Count(Reply<usize>, Result<usize, StoreError>),
 }
 
@@ -784,6 +813,42 @@ impl Writer {
                     Err(e) => Err((Job::DeleteSaga(saga, instance, reply), e)),
                 }
             }
+            Job::ScheduleTimeout(timeout, reply) => {
+                match run!(
+                    "scheduling a timeout",
+                    "INSERT OR REPLACE INTO timeouts (id, saga, instance, due_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        timeout.id.as_bytes().as_slice(),
+                        timeout.saga,
+                        timeout.instance,
+                        time_to_micros(timeout.due_at),
+                        timeout.payload
+                    ]
+                ) {
+                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
+                    Err(e) => Err((Job::ScheduleTimeout(timeout, reply), e)),
+                }
+            }
+            Job::DeleteTimeout(saga, id, reply) => {
+                match run!(
+                    "deleting a timeout",
+                    "DELETE FROM timeouts WHERE id = ?1 AND saga = ?2",
+                    params![id.as_bytes().as_slice(), saga]
+                ) {
+                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
+                    Err(e) => Err((Job::DeleteTimeout(saga, id, reply), e)),
+                }
+            }
+            Job::CancelTimeouts(saga, instance, reply) => {
+                match run!(
+                    "cancelling timeouts",
+                    "DELETE FROM timeouts WHERE saga = ?1 AND instance = ?2",
+                    params![saga, instance]
+                ) {
+                    Ok(n) => Ok(Done::Count(reply, Ok(n))),
+                    Err(e) => Err((Job::CancelTimeouts(saga, instance, reply), e)),
+                }
+            }
             Job::Append { .. } => unreachable!("appends are applied by `apply`"),
         }
     }
@@ -974,11 +1039,14 @@ fn answer_error(job: Job, error: &StoreError) {
         Job::Snapshot(_, reply)
         | Job::Checkpoint(_, _, reply)
         | Job::SaveDeadLetter(_, reply)
-        | Job::SaveSaga(_, _, _, reply) => drop(reply.send(Err(again()))),
-        Job::DeleteDeadLetter(_, _, reply) | Job::DeleteSaga(_, _, reply) => {
+        | Job::SaveSaga(_, _, _, reply)
+        | Job::ScheduleTimeout(_, reply) => drop(reply.send(Err(again()))),
+        Job::DeleteDeadLetter(_, _, reply)
+        | Job::DeleteSaga(_, _, reply)
+        | Job::DeleteTimeout(_, _, reply) => drop(reply.send(Err(again()))),
+        Job::SweepCommands(_, _, reply) | Job::CancelTimeouts(_, _, reply) => {
             drop(reply.send(Err(again())))
         }
-        Job::SweepCommands(_, _, reply) => drop(reply.send(Err(again()))),
     }
 }
 
@@ -1156,42 +1224,6 @@ fn appended(actual: u64, first: u64, count: u64) -> Appended {
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    // PLACEHOLDER (replaced before landing): saga timeouts on sqlite.
-    async fn schedule_timeout(&self, _timeout: crate::store::Timeout) -> Result<(), StoreError> {
-        Err(StoreError::Backend {
-            backend: "sqlite",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn due_timeouts(
-        &self,
-        _saga: &str,
-        _now: std::time::SystemTime,
-        _limit: usize,
-    ) -> Result<Vec<crate::store::Timeout>, StoreError> {
-        Err(StoreError::Backend {
-            backend: "sqlite",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn next_timeout(&self, _saga: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
-        Err(StoreError::Backend {
-            backend: "sqlite",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn delete_timeout(&self, _saga: &str, _id: Uuid) -> Result<bool, StoreError> {
-        Err(StoreError::Backend {
-            backend: "sqlite",
-            message: "timeouts pending".into(),
-        })
-    }
-    async fn cancel_timeouts(&self, _saga: &str, _instance: &str) -> Result<usize, StoreError> {
-        Err(StoreError::Backend {
-            backend: "sqlite",
-            message: "timeouts pending".into(),
-        })
-    }
     async fn append(
         &self,
         stream: &str,
@@ -1514,6 +1546,94 @@ impl EventStore for SqliteStore {
         })
         .await
     }
+
+    /// A due time beyond about 292,000 years from 1970 is clamped (see the [module docs](self)).
+    async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError> {
+        self.write(move |reply| Job::ScheduleTimeout(timeout, reply))
+            .await
+    }
+
+    async fn due_timeouts(
+        &self,
+        saga: &str,
+        now: SystemTime,
+        max: usize,
+    ) -> Result<Vec<Timeout>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let saga = saga.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("reading due timeouts", &path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, instance, due_at, payload FROM timeouts WHERE saga = ?1 AND due_at <= ?2 ORDER BY due_at, id LIMIT ?3",
+                )
+                .map_err(fail)?;
+            let mut rows = stmt
+                .query(params![saga, time_to_micros(now), limit(max)])
+                .map_err(fail)?;
+            let mut due = Vec::new();
+            while let Some(row) = rows.next().map_err(fail)? {
+                due.push(decode_timeout(row, &saga)?);
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        let saga = saga.to_owned();
+        let path = self.inner.path.clone();
+        self.read(move |conn| {
+            let due_at: Option<i64> = conn
+                .prepare_cached("SELECT MIN(due_at) FROM timeouts WHERE saga = ?1")
+                .and_then(|mut stmt| stmt.query_row([&saga], |row| row.get(0)))
+                .map_err(|e| backend("reading the next timeout", &path, e))?;
+            due_at
+                .map(|micros| micros_to_time(micros, || format!("the timeouts of saga `{saga}`")))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn delete_timeout(&self, saga: &str, id: Uuid) -> Result<bool, StoreError> {
+        let saga = saga.to_owned();
+        self.write(move |reply| Job::DeleteTimeout(saga, id, reply))
+            .await
+    }
+
+    async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError> {
+        let (saga, instance) = (saga.to_owned(), instance.to_owned());
+        self.write(move |reply| Job::CancelTimeouts(saga, instance, reply))
+            .await
+    }
+}
+
+/// Decodes a timeout row of saga `saga` (columns `id, instance, due_at, payload`); an
+/// undecodable row is an integrity error naming the saga and, when it decodes, the id.
+fn decode_timeout(row: &rusqlite::Row<'_>, saga: &str) -> Result<Timeout, StoreError> {
+    let id = row
+        .get::<_, Vec<u8>>(0)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| Uuid::from_slice(&bytes).map_err(|e| e.to_string()));
+    let location = || match &id {
+        Ok(id) => format!("timeout {id} of saga `{saga}`"),
+        Err(_) => format!("a timeout of saga `{saga}`"),
+    };
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: location(),
+        reason: format!("the timeout's {what} does not decode ({e}); repair or remove the row"),
+    };
+    let due_at: i64 = row.get(2).map_err(|e| corrupt("due time", &e))?;
+    Ok(Timeout {
+        id: *id.as_ref().map_err(|e| corrupt("id", e))?,
+        saga: saga.to_owned(),
+        instance: row.get(1).map_err(|e| corrupt("instance", &e))?,
+        due_at: micros_to_time(due_at, location)?,
+        payload: row.get(3).map_err(|e| corrupt("payload", &e))?,
+    })
 }
 
 fn query_dead_letters(
