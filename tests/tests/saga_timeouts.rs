@@ -125,7 +125,7 @@ async fn never_fires_after_the_stop(backend: Backend) {
     app.stop().await;
 }
 
-/// Two runtimes on one store (two nodes), both running the saga's timer: once.
+/// Two runtimes on one store (two nodes), both running the saga's timer: each timeout once.
 async fn fires_once_on_two_nodes(backend: Backend) {
     let Some(place_) = Place::new(backend, "to_nodes").await else {
         return;
@@ -176,7 +176,18 @@ on_every_backend! {
     a_timeout_fires_and_reaches_the_method_for_its_event => fires_and_reaches_its_method;
     a_timeout_fires_once_after_a_restart_in_between => fires_once_after_a_restart;
     a_timeout_never_fires_once_its_instance_stopped => never_fires_after_the_stop;
-    two_nodes_fire_each_timeout_once => fires_once_on_two_nodes;
+}
+
+// Two runtimes on one store: two nodes on PostgreSQL (and two runtimes sharing one in-memory
+// store); a SQLite file has one writer process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_on_one_memory_store_fire_each_timeout_once() {
+    fires_once_on_two_nodes(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_fire_each_timeout_once() {
+    fires_once_on_two_nodes(Backend::Postgres).await;
 }
 
 /// Schedules a timeout with an event none of its methods takes.
