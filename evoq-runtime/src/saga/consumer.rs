@@ -168,7 +168,7 @@ async fn handle<S: Saga>(
                 event_type = event.event_type(),
             );
             Instance {
-                state: S::default(),
+                state: S::init(&key),
                 executed: Vec::new(),
                 last: None,
             }

@@ -1,9 +1,11 @@
 //! Sagas: long-running coordinators that react to events with commands.
 //!
-//! A saga is a state struct (`Default + Serialize + Deserialize`) whose `#[saga(name = "...")]`
+//! A saga is a state struct (`Serialize + Deserialize`) whose `#[saga(name = "...")]`
 //! impl block has methods marked `#[starts(by = field)]`, `#[continues(by = field)]` and
 //! `#[stops(by = field)]`, each taking one event and returning the [`Commands`] to dispatch,
-//! and optionally one `#[compensates]` method taking a [`FailedCommand`].
+//! optionally one `#[compensates]` method taking a [`FailedCommand`], and optionally one
+//! `#[init]` method that makes a new instance from its id ([`Saga::init`]; without one, the
+//! state's `Default`).
 //!
 //! It runs on the subscription engine like an event handler (one task, global order, retries,
 //! dead letters, leases on a shared store, upcasting). For each event of its types:
