@@ -33,6 +33,9 @@
 //!    way (ids from the failed command's id), in the order returned, and the steps they mark
 //!    undone leave the list.
 //!
+//! Test a saga without a runtime with [`SagaTest`]: events go through [`Saga::route`] as
+//! above, and a command's failure through the `#[compensates]` method.
+//!
 //! Telemetry: `evoq.saga.start` (an instance is created), `stop` (removed, or a stop ignored),
 //! `command` (a dispatch and its outcome) and `compensate`, at DEBUG (a failed command at WARN).
 
@@ -40,6 +43,7 @@ mod commands;
 mod consumer;
 mod definition;
 mod options;
+mod testing;
 
 pub use commands::{Commands, Due, ExecutedCommand, FailedCommand};
 pub use definition::{
@@ -47,6 +51,7 @@ pub use definition::{
     StepKind,
 };
 pub use options::SagaOptions;
+pub use testing::{SagaOutcome, SagaTest};
 
 pub(crate) use consumer::{handler_name, load_state, registration};
 pub(crate) use options::CommandSettings;
