@@ -216,6 +216,10 @@ pub(crate) fn saga(self_ty: &syn::Type, name: Option<&LitStr>) -> TokenStream {
                 const NAME: &'static #p::core::primitive::str = #name;
                 const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[];
 
+                fn init(_: &#p::core::primitive::str) -> Self {
+                    #p::core::unreachable!()
+                }
+
                 fn route(
                     _: &#p::EventMeta,
                 ) -> #p::core::result::Result<

@@ -178,6 +178,30 @@ pub fn upcaster(args: TokenStream, input: TokenStream) -> TokenStream {
 /// `#[starts(by = field)]`, `#[continues(by = field)]`, `#[stops(by = field)]` methods taking one
 /// event and returning `Commands`, and at most one `#[compensates]` method taking a
 /// `&FailedCommand`. See `evoq::guide::sagas`.
+///
+/// A new instance is the state's `Default`, or, when the block has one, what its `#[init]`
+/// method returns for the instance id (the correlation value):
+///
+/// ```ignore
+/// #[derive(Serialize, Deserialize)] // no `Default` needed
+/// struct OrderFulfillment { order_id: String, paid: bool }
+///
+/// #[saga(name = "order_fulfillment")]
+/// impl OrderFulfillment {
+///     #[init]
+///     fn init(instance: &str) -> Self {
+///         OrderFulfillment { order_id: instance.to_owned(), paid: false }
+///     }
+///
+///     #[starts(by = order_id)]
+///     fn placed(&mut self, _: &OrderPlaced) -> Commands {
+///         commands![ChargePayment { order_id: self.order_id.clone() }]
+///     }
+/// }
+/// ```
+///
+/// The `#[init]` method (at most one) takes the id as `&str` or `String`, no `self`, and returns
+/// `Self`; it is not `async`. A state with neither `Default` nor `#[init]` does not compile.
 #[proc_macro_attribute]
 pub fn saga(args: TokenStream, input: TokenStream) -> TokenStream {
     saga::expand(args.into(), input.into()).into()
@@ -205,6 +229,13 @@ pub fn stops(_args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn compensates(_args: TokenStream, input: TokenStream) -> TokenStream {
     saga_helper(symbol::COMPENSATES, input)
+}
+
+/// Marks the method of a `#[saga]` block that makes a new instance from its id:
+/// `#[init] fn init(instance: &str) -> Self`.
+#[proc_macro_attribute]
+pub fn init(_args: TokenStream, input: TokenStream) -> TokenStream {
+    saga_helper(symbol::INIT, input)
 }
 
 fn saga_helper(name: symbol::Symbol, input: TokenStream) -> TokenStream {

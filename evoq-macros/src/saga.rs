@@ -2,12 +2,14 @@
 //! `#[event_handler]` (`parse_helpers` with a `HandlerSpec` per helper); the subscription list
 //! comes from the signatures, the correlation field is read from the event at the user's `by`
 //! token (a missing field is one error there), and `Commands::push` requires `Route` of every
-//! emitted command (compile-time guarantee 4).
+//! emitted command (compile-time guarantee 4). The `#[init]` constructor is not an event method:
+//! it has a parse of its own ([`parse_init`]); without one, `Saga::init` is `Default`, required
+//! at the user's type through the `SagaDefault` check.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Item, ItemImpl, LitStr};
+use syn::{FnArg, Ident, ImplItem, ImplItemFn, Item, ItemImpl, LitStr, Meta, ReturnType, Type};
 
 use crate::aggregate::{explicit_check, vtable, wire_name_checks};
 use crate::attr::{self, EventHandlerArgs};
@@ -71,7 +73,19 @@ struct SagaDef {
     /// The event methods, with `StepKind` variant names.
     steps: Vec<(&'static str, HandlerFn)>,
     compensates: Option<HandlerFn>,
+    /// The `#[init]` method.
+    init: Option<InitFn>,
 }
+
+/// The `#[init]` method: `fn name(instance: &str) -> Self` (or `instance: String`).
+struct InitFn {
+    ident: Ident,
+    /// Whether it takes the id as a `String`.
+    owned: bool,
+}
+
+/// A correct `#[init]` signature, shown in messages.
+const INIT_EXAMPLE: &str = "#[init] fn init(instance: &str) -> Self";
 
 /// Expands `#[saga(args)]` on `input`.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -110,6 +124,8 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
 fn from_ast(cx: &Ctxt, args: TokenStream, item: &mut ItemImpl) -> Option<SagaDef> {
     let mut args = EventHandlerArgs::parse(cx, args, symbol::SAGA, attr::EVENT_HANDLER_KEYS);
     let name = args.name.take();
+    // Before `parse_helpers`, which strips the event helpers this pass looks for.
+    let init = parse_init(cx, item);
     let mut steps = Vec::new();
     let mut compensates: Option<HandlerFn> = None;
     for (spec, method) in parse_helpers(
@@ -147,7 +163,220 @@ fn from_ast(cx: &Ctxt, args: TokenStream, item: &mut ItemImpl) -> Option<SagaDef
         args,
         steps,
         compensates,
+        init,
     })
+}
+
+/// Strips `#[init]` from every item of the block and parses the method it marks; every mistake
+/// is recorded in `cx`. `None` when there is none, or when it has a mistake.
+fn parse_init(cx: &Ctxt, item: &mut ItemImpl) -> Option<InitFn> {
+    let self_ty = (*item.self_ty).clone();
+    let mut found: Option<InitFn> = None;
+    for impl_item in &mut item.items {
+        let attrs = match impl_item {
+            ImplItem::Fn(item) => &mut item.attrs,
+            ImplItem::Const(item) => &mut item.attrs,
+            ImplItem::Type(item) => &mut item.attrs,
+            ImplItem::Macro(item) => &mut item.attrs,
+            _ => continue,
+        };
+        let mut marks = Vec::new();
+        attrs.retain(|attr| {
+            let init = attr::is_helper(attr, symbol::INIT);
+            if init {
+                marks.push(attr.clone());
+            }
+            !init
+        });
+        let mut marks = marks.into_iter();
+        let Some(mark) = marks.next() else {
+            continue;
+        };
+        let ImplItem::Fn(method) = impl_item else {
+            cx.error_spanned_by(
+                &mark,
+                format!("`#[init]` goes on a method of the `#[saga]` block, like `{INIT_EXAMPLE}`"),
+            );
+            continue;
+        };
+        let ident = &method.sig.ident;
+        for again in marks {
+            cx.error_spanned_by(
+                again,
+                format!("duplicate `#[init]` on `{ident}`: write it once"),
+            );
+        }
+        if !matches!(mark.meta, Meta::Path(_)) {
+            cx.error_spanned_by(
+                &mark.meta,
+                format!("`#[init]` takes no arguments: write `{INIT_EXAMPLE}`"),
+            );
+        }
+        if let Some(step) = HELPERS.iter().find(|spec| {
+            method
+                .attrs
+                .iter()
+                .any(|attr| attr::is_helper(attr, spec.attr))
+        }) {
+            cx.error_spanned_by(
+                &mark,
+                format!(
+                    "`{ident}` is already marked `#[{}]`: the `#[init]` method makes a new instance, an event method updates one; move `#[init]` to a method of its own, `{INIT_EXAMPLE}`",
+                    step.attr
+                ),
+            );
+            continue;
+        }
+        let Some(init) = init_signature(cx, method, &self_ty) else {
+            continue;
+        };
+        match &found {
+            Some(first) => cx.error_spanned_by(
+                ident,
+                format!(
+                    "a saga has one `#[init]` method, and `{}` is one already: keep one (it receives the instance id; the state it returns is the new instance)",
+                    first.ident
+                ),
+            ),
+            None => found = Some(init),
+        }
+    }
+    found
+}
+
+/// Checks the signature of the `#[init]` method: `fn name(instance: &str) -> Self`, the id also
+/// accepted as a `String`; `None` after a mistake.
+fn init_signature(cx: &Ctxt, method: &ImplItemFn, self_ty: &Type) -> Option<InitFn> {
+    let sig = &method.sig;
+    let ok = std::cell::Cell::new(true);
+    let error = |tokens: &dyn quote::ToTokens, message: String| {
+        cx.error_spanned_by(tokens.to_token_stream(), message);
+        ok.set(false);
+    };
+    if let Some(token) = &sig.asyncness {
+        error(
+            token,
+            format!(
+                "an `#[init]` method cannot be `async`: it makes the state of a new instance before the event's method runs; write `{INIT_EXAMPLE}`"
+            ),
+        );
+    }
+    if let Some(token) = &sig.unsafety {
+        error(
+            token,
+            format!("an `#[init]` method cannot be `unsafe`; write `{INIT_EXAMPLE}`"),
+        );
+    }
+    if !sig.generics.params.is_empty() {
+        error(
+            &sig.generics,
+            format!(
+                "an `#[init]` method cannot be generic: it takes the instance id and returns the state; write `{INIT_EXAMPLE}`"
+            ),
+        );
+    } else if let Some(where_clause) = &sig.generics.where_clause {
+        error(
+            where_clause,
+            format!("an `#[init]` method cannot have a `where` clause; write `{INIT_EXAMPLE}`"),
+        );
+    }
+    let parens = sig.paren_token.span.join();
+    let receiver = sig.inputs.iter().find_map(|input| match input {
+        FnArg::Receiver(receiver) => Some(receiver),
+        FnArg::Typed(_) => None,
+    });
+    if let Some(receiver) = receiver {
+        error(
+            receiver,
+            format!(
+                "an `#[init]` method takes no `self`: it makes the instance, so there is none yet; write `{INIT_EXAMPLE}`"
+            ),
+        );
+    }
+    let typed: Vec<&syn::PatType> = sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(arg) => Some(arg),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let mut owned = false;
+    match typed.as_slice() {
+        [] if receiver.is_some() => {}
+        [] => {
+            ok.set(false);
+            cx.error_at(
+                parens,
+                format!(
+                    "an `#[init]` method takes the id of the new instance: write `{INIT_EXAMPLE}`"
+                ),
+            );
+        }
+        [id, extra @ ..] => {
+            match id_type(&id.ty) {
+                Some(is_owned) => owned = is_owned,
+                None => error(
+                    &id.ty,
+                    format!(
+                        "an `#[init]` method takes the instance id as `&str` (or `String`), not `{}`; write `{INIT_EXAMPLE}`",
+                        show(&id.ty)
+                    ),
+                ),
+            }
+            if !extra.is_empty() {
+                error(
+                    &quote!(#(#extra),*),
+                    format!(
+                        "an `#[init]` method takes one parameter, the instance id: remove this parameter; write `{INIT_EXAMPLE}`"
+                    ),
+                );
+            }
+        }
+    }
+    match &sig.output {
+        ReturnType::Default => {
+            ok.set(false);
+            cx.error_at(
+                parens,
+                format!(
+                    "an `#[init]` method returns the new instance: add `-> Self`; write `{INIT_EXAMPLE}`"
+                ),
+            );
+        }
+        ReturnType::Type(_, ty) => {
+            let is_self = matches!(&**ty, Type::Path(path) if path.qself.is_none() && path.path.is_ident("Self"));
+            if !is_self && !same_tokens(ty, self_ty) {
+                error(
+                    ty,
+                    format!(
+                        "an `#[init]` method returns the new instance, `Self`, not `{}`; write `{INIT_EXAMPLE}`",
+                        show(ty)
+                    ),
+                );
+            }
+        }
+    }
+    ok.get().then(|| InitFn {
+        ident: sig.ident.clone(),
+        owned,
+    })
+}
+
+/// Whether `ty` is `&str` (`Some(false)`) or `String` (`Some(true)`).
+fn id_type(ty: &Type) -> Option<bool> {
+    let last_is = |ty: &Type, name: &str| {
+        matches!(ty, Type::Path(path) if path.qself.is_none()
+            && path.path.segments.last().is_some_and(|last| last.ident == name && last.arguments.is_none()))
+    };
+    match ty {
+        Type::Paren(paren) => id_type(&paren.elem),
+        Type::Group(group) => id_type(&group.elem),
+        Type::Reference(reference) if reference.mutability.is_none() => {
+            last_is(&reference.elem, "str").then_some(false)
+        }
+        ty => last_is(ty, "String").then_some(true),
+    }
 }
 
 fn check(cx: &Ctxt, def: &SagaDef) {
@@ -265,6 +494,27 @@ fn generate(def: &SagaDef) -> TokenStream {
             }
         }
     });
+    let init = match &def.init {
+        Some(init) => {
+            let ident = &init.ident;
+            let span = proc_macro2::Span::call_site().located_at(ident.span());
+            let id = if init.owned {
+                quote!(#p::std::borrow::ToOwned::to_owned(instance))
+            } else {
+                quote!(instance)
+            };
+            quote_spanned!(span=> <#saga>::#ident(#id))
+        }
+        None => {
+            // Spanned at the user's type: with neither `Default` nor `#[init]`, one error there.
+            let span = saga.span();
+            let p_at = paths::private(span);
+            quote_spanned!(span=> {
+                let _ = instance;
+                <#saga as #p_at::SagaDefault>::saga_default()
+            })
+        }
+    };
     let compensate = def.compensates.as_ref().map(|method| {
         let ident = &method.ident;
         let span = proc_macro2::Span::call_site().located_at(ident.span());
@@ -290,6 +540,10 @@ fn generate(def: &SagaDef) -> TokenStream {
                 const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[#(#names)*];
                 const OPTIONS: #p::HandlerOptions = #options;
                 const UPCASTERS: &'static [&'static [#p::Upcaster]] = &[#(#upcasters)*];
+
+                fn init(instance: &#p::core::primitive::str) -> Self {
+                    #init
+                }
 
                 fn route(
                     meta: &#p::EventMeta,

@@ -24,6 +24,7 @@ pub(crate) const STARTS: Symbol = Symbol("starts");
 pub(crate) const CONTINUES: Symbol = Symbol("continues");
 pub(crate) const STOPS: Symbol = Symbol("stops");
 pub(crate) const COMPENSATES: Symbol = Symbol("compensates");
+pub(crate) const INIT: Symbol = Symbol("init");
 
 /// The crate whose path may prefix a helper attribute (`#[evoq::handles]`).
 pub(crate) const EVOQ: Symbol = Symbol("evoq");

@@ -53,7 +53,8 @@ pub use crate::projection::{
     InMemoryReadModel, Projection, ProjectionError, ReadModel, ReadModelError,
 };
 pub use crate::saga::{
-    Commands, CorrelationKey, Due, ExecutedCommand, FailedCommand, Saga, SagaOptions,
+    Commands, CorrelationKey, Due, ExecutedCommand, FailedCommand, Saga, SagaOptions, SagaOutcome,
+    SagaTest,
 };
 pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
 pub use crate::testing::AggregateTest;

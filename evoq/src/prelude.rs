@@ -1,12 +1,13 @@
 //! `use evoq::prelude::*;` brings the macros and the types most programs use.
 
 pub use evoq_macros::{
-    Command, Event, aggregate, apply, compensates, continues, event_handler, handles, projection,
-    saga, starts, stops, upcaster,
+    Command, Event, aggregate, apply, compensates, continues, event_handler, handles, init,
+    projection, saga, starts, stops, upcaster,
 };
 pub use evoq_runtime::commands;
 pub use evoq_runtime::{
     Aggregate, AggregateTest, Command, Commands, Consistency, Dispatched, Error, Event,
     EventHandler, EventMeta, EventSet, EventStore, Evoq, FailedCommand, InMemoryReadModel,
-    Metadata, Middleware, Pipeline, Projection, ProjectionError, ReadModel, Saga, UpcastError,
+    Metadata, Middleware, Pipeline, Projection, ProjectionError, ReadModel, Saga, SagaTest,
+    UpcastError,
 };

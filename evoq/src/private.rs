@@ -364,6 +364,28 @@ impl<T> Same<T> for T {
     }
 }
 
+// ----- used by the code `#[saga]` generates -----
+
+/// A new instance of a saga whose `#[saga]` block has no `#[init]` method: `Default`. Used as
+/// `<State as SagaDefault>::saga_default()` spanned at the state type of `impl State`, so a
+/// state with neither gives one error there.
+#[diagnostic::on_unimplemented(
+    message = "the saga `{Self}` cannot make a new instance: derive `Default` for `{Self}`, or add an `#[init] fn init(instance: &str) -> Self` method",
+    label = "`{Self}` does not implement `Default`, and its `#[saga]` block has no `#[init]` method",
+    note = "a new instance is `Default::default()`, or what the `#[init]` method returns for the instance id"
+)]
+pub trait SagaDefault: Sized {
+    /// The state of a new instance.
+    fn saga_default() -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<S: Default> SagaDefault for S {
+    fn saga_default() -> Self {
+        S::default()
+    }
+}
+
 // ----- used by the code `#[upcaster]` and `#[derive(Event)]` generate -----
 
 /// One step of an event type's upcaster chain: `#[upcaster(E, from = FROM)]` implements it for

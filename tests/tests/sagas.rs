@@ -1263,3 +1263,64 @@ async fn commands_of_events_handled_right_at_start_wait_for_their_consistency_to
     );
     app.stop().await;
 }
+
+// ----- `#[init]`: a new instance made from its id -----
+
+/// No `Default`: a new instance is made from its id, which it keeps and charges by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChargeById {
+    /// The instance id, from `#[init]`.
+    order_id: String,
+    /// The events the instance handled.
+    events: u32,
+}
+
+#[saga(name = "charge_by_id")]
+impl ChargeById {
+    #[init]
+    fn init(instance: &str) -> Self {
+        ChargeById {
+            order_id: format!("kept-{instance}"),
+            events: 0,
+        }
+    }
+
+    /// Charges the order named by the state, not by the event.
+    #[starts(by = order_id)]
+    fn placed(&mut self, _e: &OrderPlaced) -> Commands {
+        self.events += 1;
+        commands![ChargePayment {
+            order_id: self.order_id.clone()
+        }]
+    }
+}
+
+#[tokio::test]
+async fn an_init_method_makes_the_instance_from_its_id_and_a_command_uses_the_kept_id() {
+    let store = Arc::new(InMemoryStore::new());
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<ChargeById>()
+        .start()
+        .await
+        .unwrap();
+    place(&app, "init-1").await;
+    settle_saga(&app, "charge_by_id").await;
+
+    let state = app
+        .saga_state::<ChargeById>("init-1")
+        .await
+        .unwrap()
+        .expect("the instance was started");
+    assert_eq!(
+        state.order_id, "kept-init-1",
+        "made by `#[init]` from its id"
+    );
+    assert_eq!(state.events, 1, "then the `#[starts]` method ran on it");
+    // The charge went to the aggregate the state named, and only there.
+    let charged = stream(&store, "Payment", "kept-init-1").await;
+    assert_eq!(charged.len(), 1);
+    assert_eq!(charged[0].event_type, "PaymentCharged");
+    assert!(stream(&store, "Payment", "init-1").await.is_empty());
+    app.stop().await;
+}

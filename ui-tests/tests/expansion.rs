@@ -48,3 +48,11 @@ mod saga_option_key;
 fn saga_option_keys_compile_and_run() {
     saga_option_key::main();
 }
+
+#[path = "../pass/saga_init.rs"]
+mod saga_init;
+
+#[test]
+fn saga_init_methods_make_new_instances_from_their_id() {
+    saga_init::main();
+}

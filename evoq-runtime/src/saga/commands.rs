@@ -102,6 +102,8 @@ pub(super) type DispatchResult<'a> = Pin<Box<dyn Future<Output = Result<(), Erro
 pub(super) trait Dispatchable: Send + 'static {
     fn name(&self) -> &'static str;
     fn aggregate_id(&self) -> String;
+    /// The command, to read it back by type ([`Commands::of`]).
+    fn as_any(&self) -> &dyn Any;
     fn dispatch<'a>(
         self: Box<Self>,
         dispatcher: &'a Arc<Dispatcher>,
@@ -119,6 +121,10 @@ impl<C: Route> Dispatchable for Erased<C> {
 
     fn aggregate_id(&self) -> String {
         self.0.aggregate_id()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        &self.0
     }
 
     fn dispatch<'a>(
@@ -281,6 +287,50 @@ impl Commands {
         self.items.iter().map(|item| item.name()).collect()
     }
 
+    /// The commands of type `C`, in order, to read their fields (a test's assertions):
+    ///
+    /// ```
+    /// # use evoq::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+    /// # struct Moved { amount: u64 }
+    /// # #[derive(Command)]
+    /// # struct Deposit { #[aggregate_id] account: String, amount: u64 }
+    /// # #[derive(Command)]
+    /// # struct Withdraw { #[aggregate_id] account: String, amount: u64 }
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+    /// # #[derive(Default)] struct Account;
+    /// # #[aggregate]
+    /// # impl Account {
+    /// #     #[handles]
+    /// #     fn deposit(&self, c: &Deposit) -> Result<Moved, Never> { Ok(Moved { amount: c.amount }) }
+    /// #     #[handles]
+    /// #     fn withdraw(&self, c: &Withdraw) -> Result<Moved, Never> { Ok(Moved { amount: c.amount }) }
+    /// #     #[apply]
+    /// #     fn moved(&mut self, _: &Moved) {}
+    /// # }
+    /// let commands = commands![
+    ///     Withdraw { account: "acc-1".into(), amount: 50 },
+    ///     Deposit { account: "acc-2".into(), amount: 50 },
+    /// ];
+    /// let deposits = commands.of::<Deposit>();
+    /// assert_eq!(deposits.len(), 1);
+    /// assert_eq!(deposits[0].account, "acc-2");
+    /// assert_eq!(commands.get::<Withdraw>(0).map(|w| w.amount), Some(50));
+    /// assert!(commands.get::<Withdraw>(1).is_none()); // a `Deposit`
+    /// ```
+    pub fn of<C: Command>(&self) -> Vec<&C> {
+        self.items
+            .iter()
+            .filter_map(|item| item.as_any().downcast_ref::<C>())
+            .collect()
+    }
+
+    /// The command at `index` (among all of them, in order), if it is a `C`.
+    pub fn get<C: Command>(&self, index: usize) -> Option<&C> {
+        self.items.get(index)?.as_any().downcast_ref::<C>()
+    }
+
     /// These commands, with `step` (one of [`FailedCommand::executed`]) marked undone.
     pub fn undoes(mut self, step: &ExecutedCommand) -> Self {
         self.mark_undone(step);
@@ -324,6 +374,17 @@ impl Commands {
             due,
             event: Box::new(event),
         });
+    }
+
+    /// The scheduled timeouts whose event is an `E`, in order, each with when it is due.
+    pub fn timeouts_of<E: Event>(&self) -> Vec<(&E, Due)> {
+        self.timeouts
+            .iter()
+            .filter_map(|timeout| {
+                let event = timeout.event.as_any().downcast_ref::<E>()?;
+                Some((event, timeout.due))
+            })
+            .collect()
     }
 
     /// The event types of the scheduled timeouts, in order.

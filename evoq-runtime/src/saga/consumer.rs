@@ -138,7 +138,7 @@ async fn handle<S: Saga>(
                 instance = %key,
                 event_type = event.event_type(),
             );
-            Instance::new(S::default())
+            Instance::new(S::init(&key))
         }
     };
 

@@ -16,7 +16,7 @@ use crate::event::upcast::Upcaster;
     label = "not a `Saga`",
     note = "put `#[saga(name = \"...\")]` on an `impl {Self}` block with `#[starts(by = field)]`, `#[continues(by = field)]` and `#[stops(by = field)]` methods"
 )]
-pub trait Saga: Default + Serialize + DeserializeOwned + Send + 'static {
+pub trait Saga: Serialize + DeserializeOwned + Send + 'static {
     /// The saga's stable name: it keys its checkpoint, dead letters and instance states.
     const NAME: &'static str;
     /// The wire names of the event types its methods take.
@@ -25,6 +25,10 @@ pub trait Saga: Default + Serialize + DeserializeOwned + Send + 'static {
     const OPTIONS: HandlerOptions = HandlerOptions::new();
     /// The upcasters of each type of [`EVENT_TYPES`](Self::EVENT_TYPES), in the same order.
     const UPCASTERS: &'static [&'static [Upcaster]] = &[];
+
+    /// The state of a new instance, whose id is `instance`: the block's `#[init]` method, or
+    /// `Default::default()` when it has none (generated).
+    fn init(instance: &str) -> Self;
 
     /// Decodes the event and says which method takes it, for which instance: `Ok(None)` for
     /// an event that correlates to nothing.

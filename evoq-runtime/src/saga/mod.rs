@@ -1,9 +1,11 @@
 //! Sagas: long-running coordinators that react to events with commands.
 //!
-//! A saga is a state struct (`Default + Serialize + Deserialize`) whose `#[saga(name = "...")]`
+//! A saga is a state struct (`Serialize + Deserialize`) whose `#[saga(name = "...")]`
 //! impl block has methods marked `#[starts(by = field)]`, `#[continues(by = field)]` and
 //! `#[stops(by = field)]`, each taking one event and returning the [`Commands`] to dispatch,
-//! and optionally one `#[compensates]` method taking a [`FailedCommand`].
+//! optionally one `#[compensates]` method taking a [`FailedCommand`], and optionally one
+//! `#[init]` method that makes a new instance from its id ([`Saga::init`]; without one, the
+//! state's `Default`).
 //!
 //! It runs on the subscription engine like an event handler (one task, global order, retries,
 //! dead letters, leases on a shared store, upcasting). For each event of its types:
@@ -44,6 +46,9 @@
 //! another node say, is a duplicate), and handled by the method for its type while the
 //! instance still waits for it.
 //!
+//! Test a saga without a runtime with [`SagaTest`]: events go through [`Saga::route`] as
+//! above, and a command's failure through the `#[compensates]` method.
+//!
 //! Telemetry: `evoq.saga.start` (an instance is created), `stop` (removed, or a stop ignored),
 //! `command` (a dispatch and its outcome), `compensate` and `timeout` (fired, or ignored), at
 //! DEBUG (a failed command at WARN).
@@ -53,6 +58,7 @@ mod consumer;
 mod definition;
 mod instance;
 mod options;
+mod testing;
 mod timer;
 
 pub use commands::{Commands, Due, ExecutedCommand, FailedCommand};
@@ -61,6 +67,7 @@ pub use definition::{
     StepKind,
 };
 pub use options::SagaOptions;
+pub use testing::{SagaOutcome, SagaTest};
 
 pub(crate) use consumer::{handler_name, registration};
 pub(crate) use instance::load_state;

@@ -1,0 +1,28 @@
+//! An `#[init]` method without a return type.
+use evoq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct OrderPlaced {
+    order_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Fulfillment {
+    order_id: String,
+}
+
+#[saga(name = "fulfillment")]
+impl Fulfillment {
+    #[init]
+    fn init(instance: &str) {
+        let _ = instance;
+    }
+
+    #[starts(by = order_id)]
+    fn placed(&mut self, _: &OrderPlaced) -> Commands {
+        Commands::none()
+    }
+}
+
+fn main() {}

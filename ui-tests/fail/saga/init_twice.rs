@@ -1,0 +1,35 @@
+//! Two `#[init]` methods.
+use evoq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct OrderPlaced {
+    order_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Fulfillment {
+    order_id: String,
+}
+
+#[saga(name = "fulfillment")]
+impl Fulfillment {
+    #[init]
+    fn init(instance: &str) -> Self {
+        Fulfillment {
+            order_id: instance.to_owned(),
+        }
+    }
+
+    #[init]
+    fn from_id(instance: String) -> Self {
+        Fulfillment { order_id: instance }
+    }
+
+    #[starts(by = order_id)]
+    fn placed(&mut self, _: &OrderPlaced) -> Commands {
+        Commands::none()
+    }
+}
+
+fn main() {}
