@@ -112,8 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // Read your own writes: wait until the projection has processed the last event.
-    let position = done.position.unwrap_or_default();
-    app.wait_for_named("account_summary", position).await?;
+    app.wait_for::<AccountSummary>(done.token).await?;
     for (key, summary) in summaries.list::<Summary>("account/")? {
         println!("{key}: {summary:?}");
     }
