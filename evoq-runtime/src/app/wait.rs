@@ -4,13 +4,12 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::Duration;
 
-#[cfg(doc)]
-use super::evoq::Evoq;
 use crate::delivery::subscribers::Subscribers;
 use crate::error::Error;
 
 /// A wait until an event handler, projection or saga has processed every event up to a global
-/// position: what [`Evoq::wait_for`] and [`Evoq::wait_for_named`] return. `.await` it; it ends
+/// position: what [`Evoq::wait_for`](crate::Evoq::wait_for) and
+/// [`Evoq::wait_for_named`](crate::Evoq::wait_for_named) return. `.await` it; it ends
 /// with [`Error::WaitTimeout`] when the handler has not got there by its deadline (by default
 /// the runtime's `dispatch_timeout`; [`timeout`](Self::timeout) changes it).
 ///
