@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! store = "memory"
+//! store_id = "default"           # names this store instance in telemetry
 //! partitions = 4                 # aggregate_partitions
 //! dispatch_timeout = "5s"
 //! conflict_retries = 10
@@ -37,8 +38,9 @@
 //!
 //! Durations are strings with a unit (`"250ms"`, `"10s"`, `"30m"`, `"1h"`) or integers of
 //! milliseconds. Unknown keys are errors. [`Config::validate`] rejects values that cannot work
-//! (zero partitions, a critical threshold below the elevated one, ...) with an error naming the
-//! key; the builder validates before it starts anything.
+//! (zero partitions, a critical threshold below the elevated one, ...) and values outside a sane
+//! range (more than 1,024 partitions, a dispatch timeout over a day, ...) with an error naming
+//! the key; the builder validates before it starts anything.
 
 use std::path::Path;
 use std::time::Duration;
@@ -51,6 +53,26 @@ pub use crate::host::memory_monitor::MemoryMonitorConfig;
 pub use crate::util::duration::parse_duration;
 
 use crate::error::Error;
+use crate::util::bounds::within;
+
+/// A day, in seconds.
+const DAY: u64 = 24 * 3_600;
+
+/// Checks a store id: 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
+fn check_store_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a store id: use 1 to 64 letters, digits, `_`, `-` or `.` (the default is `default`)"
+        ))
+    }
+}
 
 /// The most partitions a runtime may have: each holds a registry per aggregate type (with its
 /// sharded map and idle timers), allocated on first use, so a larger number only costs memory
@@ -63,6 +85,9 @@ pub const MAX_PARTITIONS: usize = 1_024;
 pub struct Config {
     /// The event store (`"memory"`; the durable stores are given to the builder directly).
     pub store: String,
+    /// The name of this store instance, in telemetry (`evoq.runtime.start` and `.stop`) and in
+    /// what operators read (default `default`; 1 to 64 letters, digits, `_`, `-`, `.`).
+    pub store_id: String,
     /// Number of partition registries (default 4, at least 1, at most [`MAX_PARTITIONS`]).
     pub partitions: usize,
     /// Default time a dispatch may take (default 5 s).
@@ -101,6 +126,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             store: "memory".to_owned(),
+            store_id: "default".to_owned(),
             partitions: 4,
             dispatch_timeout: Duration::from_secs(5),
             conflict_retries: 10,
@@ -200,6 +226,64 @@ impl Config {
                 "command_log_sweep_interval",
                 "must be longer than zero (the default is 1 h)",
             );
+        }
+        if let Err(reason) = check_store_id(&self.store_id) {
+            return invalid("store_id", reason);
+        }
+        // Upper bounds: a value past them is a typo, not a setting (the lower ones are above).
+        let (ms, day) = (Duration::from_millis(1), Duration::from_secs(DAY));
+        let bounds = [
+            (
+                "dispatch_timeout",
+                within(self.dispatch_timeout, ms, day, "the default is 5 s"),
+            ),
+            (
+                "conflict_retries",
+                within(self.conflict_retries, 0, 1_000, "the default is 10"),
+            ),
+            (
+                "idempotency_ttl",
+                within(self.idempotency_ttl, ms, 365 * day, "the default is 1 h"),
+            ),
+            (
+                "idempotency_capacity",
+                within(
+                    self.idempotency_capacity,
+                    1,
+                    10_000_000,
+                    "each entry keeps a result in memory; the default is 100000",
+                ),
+            ),
+            (
+                "command_log_retention",
+                within(
+                    self.command_log_retention,
+                    ms,
+                    10 * 365 * day,
+                    "the default is 7 days",
+                ),
+            ),
+            (
+                "command_log_sweep_interval",
+                within(
+                    self.command_log_sweep_interval,
+                    ms,
+                    day,
+                    "the default is 1 h",
+                ),
+            ),
+            (
+                "hibernation_sweep_interval",
+                within(
+                    self.hibernation_sweep_interval,
+                    ms,
+                    Duration::from_secs(3_600),
+                    "the default is 1 s",
+                ),
+            ),
+        ];
+        for (key, bound) in bounds {
+            bound.or_else(|reason| invalid(key, reason))?;
         }
         // Each section checks itself, naming its keys; the order is the order of the keys.
         if let Err((key, reason)) = self.aggregate_defaults.check() {
@@ -356,5 +440,59 @@ mod tests {
         );
         let config = Config::from_toml_str("store = \"cassandra\"").unwrap();
         assert_eq!(key_of(config.validate().unwrap_err()), "store");
+    }
+
+    #[test]
+    fn the_store_id_is_accepted_from_toml_and_checked() {
+        let config = Config::from_toml_str("store_id = \"orders-eu.1\"").unwrap();
+        assert_eq!(config.store_id, "orders-eu.1");
+        assert!(config.validate().is_ok());
+        assert_eq!(Config::default().store_id, "default");
+        for bad in ["", "has space", &"x".repeat(65)] {
+            let config = Config {
+                store_id: bad.to_owned(),
+                ..Config::default()
+            };
+            match config.validate() {
+                Err(Error::Config { key, reason }) => {
+                    assert_eq!(key, "store_id");
+                    assert!(reason.contains("not a store id"), "{reason}");
+                }
+                other => panic!("`{bad}`: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_past_their_sane_range_are_refused_naming_the_key() {
+        let cases = [
+            ("idempotency_capacity = 100000000", "idempotency_capacity"),
+            ("dispatch_timeout = \"2d\"", "dispatch_timeout"),
+            ("conflict_retries = 5000", "conflict_retries"),
+            (
+                "hibernation_sweep_interval = \"2h\"",
+                "hibernation_sweep_interval",
+            ),
+            ("[handlers]\npage_size = 1000000", "handlers.page_size"),
+            ("[handlers]\nmax_attempts = 100000", "handlers.max_attempts"),
+            (
+                "[aggregate_defaults]\nsnapshot_every = 100000000",
+                "aggregate_defaults.snapshot_every",
+            ),
+            (
+                "[memory_monitor]\ncheck_interval = \"2h\"",
+                "memory_monitor.check_interval",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let config = Config::from_toml_str(toml).unwrap();
+            match config.validate() {
+                Err(Error::Config { key, reason }) => {
+                    assert_eq!(key, expected, "{toml}");
+                    assert!(reason.contains("must be at most"), "{toml}: {reason}");
+                }
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
     }
 }

@@ -544,3 +544,34 @@ async fn every_command_pushes_the_idle_timeout_back_and_the_timer_still_fires_af
         last.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tables_shrink_back_once_a_burst_of_instances_has_left() {
+    let store = FaultyStore::new();
+    let app = app_on(store.clone(), DrivenProbe::default()).await;
+    const BURST: u64 = 20_000;
+    for n in 0..BURST {
+        app.dispatch(PingE {
+            id: format!("e{n}"),
+        })
+        .await
+        .unwrap();
+    }
+    let grown = app.aggregate_stats::<Expiring>().capacity;
+    assert!(
+        grown >= BURST,
+        "the tables hold the burst: room for {grown}"
+    );
+    // Every instance hibernates, then passivates at a sweep; a later sweep shrinks the tables.
+    eventually(Duration::from_secs(20), || {
+        let stats = app.aggregate_stats::<Expiring>();
+        stats.live == 0 && stats.hibernated == 0 && stats.capacity < BURST / 4
+    })
+    .await;
+    let stats = app.aggregate_stats::<Expiring>();
+    assert_eq!(stats.passivations, BURST);
+    // And they grow again when needed.
+    app.dispatch(PingE { id: id("again") }).await.unwrap();
+    assert_eq!(app.aggregate_stats::<Expiring>().live, 1);
+    app.stop().await;
+}

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::util::bounds::within;
+
 pub use super::definition::{DEFAULT_AFTER_ERROR, DefaultLifespan, Idle, Lifespan, OnTimeout};
 
 /// Lifecycle defaults of every aggregate type.
@@ -63,6 +65,20 @@ impl AggregateDefaults {
                 "must be at least 1 (the default is 100)".to_owned(),
             ));
         }
+        let year = Duration::from_secs(365 * 24 * 3_600);
+        within(
+            self.idle_timeout,
+            Duration::ZERO,
+            year,
+            "the default is 30 min",
+        )
+        .map_err(|reason| ("aggregate_defaults.idle_timeout", reason))?;
+        if let Some(after) = self.hibernate_after {
+            within(after, Duration::ZERO, year, "the default is 1 min")
+                .map_err(|reason| ("aggregate_defaults.hibernate_after", reason))?;
+        }
+        within(self.snapshot_every, 1, 10_000_000, "the default is 100")
+            .map_err(|reason| ("aggregate_defaults.snapshot_every", reason))?;
         Ok(())
     }
 }

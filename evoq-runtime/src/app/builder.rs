@@ -90,7 +90,13 @@ impl EvoqBuilder {
         self
     }
 
-    /// Number of partition registries.
+    /// Names this store instance (`Config::store_id`): telemetry and operators' tools show it.
+    pub fn store_id(mut self, store_id: impl Into<String>) -> Self {
+        self.config.store_id = store_id.into();
+        self
+    }
+
+    /// Number of partition registries (default 4, at most 1,024).
     pub fn partitions(mut self, partitions: usize) -> Self {
         self.config.partitions = partitions;
         self
@@ -301,7 +307,11 @@ impl EvoqBuilder {
             subscribers.stop().await;
             return Err(error);
         }
-        tracing::debug!(name: "evoq.runtime.start", partitions = config.partitions);
+        tracing::debug!(
+            name: "evoq.runtime.start",
+            store_id = %config.store_id,
+            partitions = config.partitions,
+        );
         Ok(Evoq {
             inner: Arc::new(Inner {
                 config,

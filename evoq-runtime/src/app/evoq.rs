@@ -125,7 +125,11 @@ impl Evoq {
     pub async fn stop(&self) {
         self.inner.dispatcher.stop();
         self.inner.subscribers.stop().await;
-        tracing::debug!(name: "evoq.runtime.stop", stage = "stop");
+        tracing::debug!(
+            name: "evoq.runtime.stop",
+            stage = "stop",
+            store_id = %self.inner.config.store_id,
+        );
     }
 
     /// Waits until the event handler or projection `H` has processed every one of its events

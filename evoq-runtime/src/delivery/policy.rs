@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::util::backoff::{exponential, random_factor};
+use crate::util::bounds::within;
 
 /// How long to wait before the next attempt after a failed delivery.
 ///
@@ -340,6 +341,17 @@ impl HandlerConfig {
                 "must be at least 1 (the default is 1000)".into(),
             ));
         }
+        within(self.max_attempts, 1, 1_000, "the default is 6")
+            .map_err(|reason| ("handlers.max_attempts", reason))?;
+        within(self.checkpoint_every, 1, 1_000_000, "the default is 100")
+            .map_err(|reason| ("handlers.checkpoint_every", reason))?;
+        within(
+            self.page_size,
+            1,
+            100_000,
+            "each page is held in memory; the default is 1000",
+        )
+        .map_err(|reason| ("handlers.page_size", reason))?;
         self.retry
             .check()
             .map_err(|reason| ("handlers.retry", reason))

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::util::bounds::within;
+
 /// Settings of the memory monitor.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +55,13 @@ impl MemoryMonitorConfig {
                 "must be longer than zero (the default is 10 s)".to_owned(),
             ));
         }
+        within(
+            self.check_interval,
+            Duration::ZERO,
+            Duration::from_secs(3_600),
+            "the default is 10 s",
+        )
+        .map_err(|reason| ("memory_monitor.check_interval", reason))?;
         for (key, value) in [
             ("memory_monitor.elevated_threshold", self.elevated_threshold),
             ("memory_monitor.critical_threshold", self.critical_threshold),

@@ -62,6 +62,10 @@ pub struct AggregateStats {
     pub thaws: u64,
     /// Snapshots saved so far.
     pub snapshots_saved: u64,
+    /// How many instances the type's tables have room for without growing. The tables grow
+    /// with a burst of instances and shrink back, at a sweep, once three quarters of their room
+    /// is empty, so the memory of a burst returns after its instances left.
+    pub capacity: u64,
 }
 
 #[derive(Default)]
@@ -78,6 +82,10 @@ pub(crate) struct InstanceCounters {
 /// grow in small steps, and the memory a table frees when it grows is reused by the others
 /// (one big table would leave its old, half-size copy resident after every doubling).
 const SHARDS_PER_PARTITION: usize = 64;
+
+/// A partition's table shrinks at a sweep when fewer than one in this many of its places are
+/// taken (and by then it may shrink a lot: each shard is rebuilt to fit).
+const SHRINK_BELOW: usize = 4;
 
 /// One partition: id -> slot, found by a keyed hash of the id (which also picks the shard).
 /// Looked up by the id's bytes: `CompactBytes` hashes and compares as them.
@@ -280,6 +288,11 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
             activations: c.activations.load(Ordering::Relaxed),
             thaws: c.thaws.load(Ordering::Relaxed),
             snapshots_saved: c.snapshots_saved.load(Ordering::Relaxed),
+            capacity: self
+                .partitions
+                .iter()
+                .map(|slots| slots.capacity() as u64)
+                .sum(),
         }
     }
 
@@ -310,6 +323,11 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
                 }
                 _ => true,
             });
+            // The memory of a burst comes back once most of its instances have left (whether
+            // passivated here or by their idle timers): a table mostly empty is rebuilt small.
+            if slots.len().saturating_mul(SHRINK_BELOW) < slots.capacity() {
+                slots.shrink_to_fit();
+            }
         }
         let swept = snapshots.len() as u64;
         self.counters.hibernated.fetch_sub(swept, Ordering::Relaxed);

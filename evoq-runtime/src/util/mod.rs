@@ -2,6 +2,7 @@
 //! stable hashes and durations. Every other layer may use them; they use nothing of the crate.
 
 pub(crate) mod backoff;
+pub(crate) mod bounds;
 pub(crate) mod compact;
 pub(crate) mod duration;
 pub(crate) mod hash;
