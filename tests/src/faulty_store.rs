@@ -54,6 +54,8 @@ pub struct FaultyStore {
     pub corrupt_reads: AtomicBool,
     /// Appends fail with an integrity error (the store found its data inconsistent).
     pub corrupt_appends: AtomicBool,
+    /// `load_snapshot` finds none: every activation replays the whole stream.
+    pub hide_snapshots: AtomicBool,
 }
 
 /// The integrity error the `corrupt_*` knobs inject.
@@ -211,6 +213,9 @@ impl EventStore for FaultyStore {
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
         self.snapshot_loads.fetch_add(1, Ordering::SeqCst);
+        if self.hide_snapshots.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         self.inner.load_snapshot(stream).await
     }
 
