@@ -95,6 +95,13 @@ counter!(
     [snapshot_every = 3, hibernate_after = "never"]
 );
 counter!(
+    Bursty,
+    PingB,
+    FailB,
+    PingedB,
+    [idle_timeout = "5s", hibernate_after = "never"]
+);
+counter!(
     OneSecond,
     Ping1,
     Fail1,
@@ -551,27 +558,57 @@ async fn the_tables_shrink_back_once_a_burst_of_instances_has_left() {
     let app = app_on(store.clone(), DrivenProbe::default()).await;
     const BURST: u64 = 20_000;
     for n in 0..BURST {
-        app.dispatch(PingE {
-            id: format!("e{n}"),
+        app.dispatch(PingB {
+            id: format!("b{n}"),
         })
         .await
         .unwrap();
     }
-    let grown = app.aggregate_stats::<Expiring>().capacity;
+    let grown = app.aggregate_stats::<Bursty>().capacity;
     assert!(
         grown >= BURST,
         "the tables hold the burst: room for {grown}"
     );
-    // Every instance hibernates, then passivates at a sweep; a later sweep shrinks the tables.
-    eventually(Duration::from_secs(20), || {
-        let stats = app.aggregate_stats::<Expiring>();
+    // Every instance passivates when idle; a later sweep shrinks the tables.
+    eventually(Duration::from_secs(30), || {
+        let stats = app.aggregate_stats::<Bursty>();
         stats.live == 0 && stats.hibernated == 0 && stats.capacity < BURST / 4
     })
     .await;
-    let stats = app.aggregate_stats::<Expiring>();
-    assert_eq!(stats.passivations, BURST);
+    assert_eq!(app.aggregate_stats::<Bursty>().passivations, BURST);
     // And they grow again when needed.
-    app.dispatch(PingE { id: id("again") }).await.unwrap();
-    assert_eq!(app.aggregate_stats::<Expiring>().live, 1);
+    app.dispatch(PingB { id: id("again") }).await.unwrap();
+    assert_eq!(app.aggregate_stats::<Bursty>().live, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_ignored_and_the_stream_replayed() {
+    let store = FaultyStore::new();
+    let app = app_on(store.clone(), DrivenProbe::default()).await;
+    app.dispatch(Ping3 { id: id("ahead") }).await.unwrap();
+    app.dispatch(Ping3 { id: id("ahead") }).await.unwrap();
+    app.stop().await;
+    // A snapshot for events the stream does not hold (a stream restored from an older backup).
+    store
+        .save_snapshot(evoq::store::Snapshot {
+            stream_id: "EveryThree-ahead".into(),
+            version: 50,
+            data: br#"{"count":999}"#.to_vec(),
+            taken_at: std::time::SystemTime::now(),
+        })
+        .await
+        .unwrap();
+
+    let app = app_on(store.clone(), DrivenProbe::default()).await;
+    let done = app.dispatch(Ping3 { id: id("ahead") }).await.unwrap();
+    assert_eq!(
+        done.version, 3,
+        "decided on the replayed stream, not the snapshot"
+    );
+    assert!(matches!(
+        done.events[..],
+        [EveryThreeEvent::Pinged3(Pinged3 { count: 3 })]
+    ));
     app.stop().await;
 }

@@ -368,6 +368,29 @@ impl<A: Aggregate> Actor<'_, A> {
                     return Box::pin(recorded::first_result::<A>(store, &record, name, self.id()))
                         .await;
                 }
+                Err(StoreError::WrongExpectedVersion { actual, .. }) if actual < version => {
+                    // The instance is ahead of its stream: it was activated from a snapshot of
+                    // events the stream does not hold (the stream was restored from an older
+                    // backup, say). Rebuilt from the stream alone, the command runs again.
+                    drop(instance);
+                    tracing::warn!(
+                        name: "evoq.aggregate.snapshot_load",
+                        stage = "exception",
+                        aggregate = A::NAME,
+                        aggregate_id = %self.id(),
+                        version,
+                        stream_version = actual,
+                        error = "the snapshot is ahead of its stream",
+                        "ignoring the snapshot; replaying the whole stream",
+                    );
+                    let mut rebuilt = Instance {
+                        state: A::default(),
+                        version: 0,
+                    };
+                    Box::pin(self.replay_onto(&mut rebuilt, name)).await?;
+                    self.core.snapshot_version = 0;
+                    self.core.instance = Some(rebuilt);
+                }
                 Err(StoreError::WrongExpectedVersion { actual, .. }) => {
                     // Someone wrote behind this instance's back. Nothing of this run was
                     // stored, so the state is right for `version`: catch it up with the
