@@ -56,6 +56,8 @@ pub struct FaultyStore {
     pub corrupt_appends: AtomicBool,
     /// `load_snapshot` finds none: every activation replays the whole stream.
     pub hide_snapshots: AtomicBool,
+    /// `read_stream` panics (a buggy backend).
+    pub panic_reads: AtomicBool,
 }
 
 /// The integrity error the `corrupt_*` knobs inject.
@@ -164,6 +166,10 @@ impl EventStore for FaultyStore {
         max_count: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         self.stream_reads.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !self.panic_reads.load(Ordering::SeqCst),
+            "the faulty store panics in read_stream"
+        );
         if self.fail_reads.load(Ordering::SeqCst) {
             return Err(StoreError::Backend {
                 backend: "faulty",

@@ -684,3 +684,44 @@ async fn a_store_that_panics_in_append_fails_the_dispatch_without_panicking_the_
     // The instance is rebuilt from the store: the next command gets the next stored version.
     assert_eq!(app.dispatch(deposit("a", 2)).await.unwrap().version, 2);
 }
+
+#[tokio::test]
+async fn a_store_that_panics_reading_a_resent_commands_result_fails_only_that_dispatch() {
+    let faulty = FaultyStore::new();
+    let app = app_on(faulty.clone()).await;
+    app.dispatch(open("r", 10)).await.unwrap();
+    let id = uuid::Uuid::now_v7();
+    let first = app
+        .command(deposit("r", 5))
+        .command_id(id)
+        .dispatch()
+        .await
+        .unwrap();
+    app.stop().await;
+
+    // A new runtime (no cache): the resend is answered from the command log, whose first
+    // result is read back from the stream, which panics.
+    let app = app_on(faulty.clone()).await;
+    faulty.panic_reads.store(true, Ordering::SeqCst);
+    let caller = tokio::spawn({
+        let app = app.clone();
+        async move { app.command(deposit("r", 5)).command_id(id).dispatch().await }
+    });
+    let error = caller
+        .await
+        .expect("the caller's task did not unwind")
+        .unwrap_err();
+    assert!(error.to_string().contains("panicked"), "{error}");
+    faulty.panic_reads.store(false, Ordering::SeqCst);
+    let again = app
+        .command(deposit("r", 5))
+        .command_id(id)
+        .dispatch()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.version, first.version,
+        "the first result, not a second run"
+    );
+    app.stop().await;
+}

@@ -39,7 +39,8 @@ use crate::event::EventSet;
 use crate::host::actor;
 use crate::host::memory_monitor::MemoryMonitor;
 use crate::host::registry::{AggregateStats, Env, Partitions};
-use crate::store::EventStore;
+use crate::store::{EventStore, StoreError};
+use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::{deadline_after, micros_since, within};
 
 /// What the dispatcher is configured with (from the runtime's configuration).
@@ -465,9 +466,20 @@ async fn run_keyed_or_wrapped<C: Route>(
                 None => Ok(None),
             }
         };
-        let Some(found) = within(deadline, lookup).await else {
+        // A store that panics fails this dispatch, not the caller's task.
+        let Some(found) = within(deadline, CatchPanic::new(lookup)).await else {
             return Err(timed_out());
         };
+        let found = found.map_err(|panic| {
+            Error::from(StoreError::Backend {
+                backend: "event store",
+                message: format!(
+                    "it panicked looking up command `{}` in the command log: {}",
+                    C::NAME,
+                    panic_message(&*panic)
+                ),
+            })
+        })?;
         if let Some(done) = found? {
             tracing::debug!(
                 name: "evoq.idempotency.hit",
