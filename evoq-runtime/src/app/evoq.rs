@@ -246,7 +246,7 @@ impl Evoq {
     /// # async fn main() -> Result<(), evoq::Error> {
     /// let app = Evoq::builder().saga::<Audit>().start().await?;
     /// let done = app.dispatch(Deposit { account: "acc-1".into(), amount: 50 }).await?;
-    /// app.wait_for("audit", done.position.unwrap_or_default()).await?;
+    /// app.wait_for_named("audit", done.token).await?;
     ///
     /// let audit = app.saga_state::<Audit>("acc-1").await?.expect("started");
     /// assert_eq!(audit.total, 50);

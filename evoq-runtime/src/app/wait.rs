@@ -45,7 +45,7 @@ use crate::error::Error;
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), evoq::Error> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let balances = Balances::default();
 /// let app = Evoq::builder().projection(balances.clone()).start().await?;
 /// let done = app.dispatch(Deposit { account: "acc-1".into(), amount: 50 }).await?;
