@@ -167,6 +167,10 @@ fn arm(def: &EventHandlerDef, index: usize, method: &HandlerFn) -> TokenStream {
     let p_at = paths::private(span);
     let boxed = quote_spanned! {span=>
         let future = async move {
+            let meta = #p_at::core::option::Option::unwrap_or(
+                #p_at::core::option::Option::as_ref(&renamed),
+                meta,
+            );
             match <#handler>::#ident(self, &event, #meta).await {
                 #p_at::core::result::Result::Ok(()) => #p_at::core::result::Result::Ok(()),
                 #p_at::core::result::Result::Err(error) => #p_at::core::result::Result::Err(#into_failure(error)),
@@ -181,6 +185,9 @@ fn arm(def: &EventHandlerDef, index: usize, method: &HandlerFn) -> TokenStream {
                 #p::core::result::Result::Ok(event) => event,
                 #p::core::result::Result::Err(failure) => return #p::failed_event(failure),
             };
+            // Stored under a name the type was renamed from: the method's `EventMeta` says
+            // which type it was read as (`current_type`).
+            let renamed = #p::renamed_meta(meta, #vt.name);
             #boxed
         }
     }

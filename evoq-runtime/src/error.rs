@@ -175,6 +175,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// The stored events of one name would reach two event types: an upcaster renamed them
+    /// (`renamed_from`) to one type, and a consumer of the runtime takes a type that still has
+    /// their name, or another upcaster renamed them to a third type. A rename is a fact about
+    /// the stored events, so each stored name is read as one type only. Nothing started.
+    #[error("{}", rename_conflict(.stored_as, .renamed_to, .readers, .other_type, .other_readers))]
+    RenameConflict {
+        /// The wire name the events are stored under (the upcaster's `renamed_from`).
+        stored_as: String,
+        /// The wire name of the type an upcaster renamed them to.
+        renamed_to: String,
+        /// The handlers, projections and sagas that read them as `renamed_to`.
+        readers: Vec<String>,
+        /// The wire name of the other type they would reach: `stored_as` itself (a type that
+        /// still has that name), or a type another upcaster renamed them to.
+        other_type: String,
+        /// The handlers, projections and sagas that read them as `other_type`.
+        other_readers: Vec<String>,
+    },
+
     /// A middleware halted the command in `before_dispatch`: the aggregate was not touched and
     /// nothing was appended.
     #[error("middleware `{middleware}` halted command `{command}` before dispatch: {reason}")]
@@ -424,6 +443,36 @@ impl Error {
     /// Whether a middleware halted the command before dispatch.
     pub fn is_halted(&self) -> bool {
         matches!(self, Error::Halted { .. })
+    }
+}
+
+/// The message of [`Error::RenameConflict`]: both types, who reads each, and what to change.
+fn rename_conflict(
+    stored_as: &str,
+    renamed_to: &str,
+    readers: &[String],
+    other_type: &str,
+    other_readers: &[String],
+) -> String {
+    let list = |names: &[String]| {
+        names
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (readers, other_readers) = (list(readers), list(other_readers));
+    let first = format!(
+        "events stored as `{stored_as}` would reach two event types: `{renamed_to}`, which an upcaster renamed them to (`renamed_from = \"{stored_as}\"`), read by {readers}"
+    );
+    if other_type == stored_as {
+        format!(
+            "{first}; and the type still named `{stored_as}`, taken by {other_readers}. A stored event is read as one type: handle `{renamed_to}` in place of `{stored_as}` in {other_readers} (the upcaster brings the old events to it), or, if the events named `{stored_as}` are not `{renamed_to}`s, remove `renamed_from = \"{stored_as}\"` from the upcaster of `{renamed_to}`"
+        )
+    } else {
+        format!(
+            "{first}; and `{other_type}`, which another upcaster renamed them to, read by {other_readers}. A stored event is read as one type: keep `renamed_from = \"{stored_as}\"` in the upcasters of one of `{renamed_to}` and `{other_type}` only"
+        )
     }
 }
 

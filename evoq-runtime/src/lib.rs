@@ -50,7 +50,8 @@ pub use crate::host::AggregateStats;
 pub use crate::lifespan::{DefaultLifespan, Idle, Lifespan, OnTimeout};
 pub use crate::memory_monitor::{MemoryMonitor, MemoryProbe, PressureLevel, SystemMemory};
 pub use crate::projection::{
-    InMemoryReadModel, Projection, ProjectionError, ReadModel, ReadModelError,
+    InMemoryReadModel, Projection, ProjectionError, ProjectionOutcome, ProjectionTest, ReadModel,
+    ReadModelError,
 };
 pub use crate::saga::{
     Commands, CorrelationKey, Due, ExecutedCommand, FailedCommand, Saga, SagaOptions, SagaOutcome,

@@ -8,6 +8,6 @@ pub use evoq_runtime::commands;
 pub use evoq_runtime::{
     Aggregate, AggregateTest, Command, Commands, Consistency, Dispatched, Error, Event,
     EventHandler, EventMeta, EventSet, EventStore, Evoq, FailedCommand, InMemoryReadModel,
-    Metadata, Middleware, Pipeline, Projection, ProjectionError, ReadModel, Saga, SagaTest,
-    UpcastError,
+    Metadata, Middleware, Pipeline, Projection, ProjectionError, ProjectionTest, ReadModel, Saga,
+    SagaTest, UpcastError,
 };

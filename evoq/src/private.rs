@@ -306,6 +306,14 @@ pub fn decode_event<E>(
         .map_err(|error| HandlerFailure::from_decode(event, error))
 }
 
+/// The metadata a `#[handles]` method of the type named `current` gets when it is not the
+/// event's own: `None` for an event stored under that name (the metadata is passed as it is),
+/// and for one stored under a name the type was renamed from, the metadata whose
+/// [`EventMeta::current_type`] says `current`.
+pub fn renamed_meta(event: &EventMeta, current: &'static str) -> Option<EventMeta> {
+    (event.event_type() != current).then(|| event.clone().decoded_as(current))
+}
+
 /// A delivery that failed before the handler ran.
 pub fn failed_event<'a>(failure: HandlerFailure) -> HandlerFuture<'a> {
     Box::pin(std::future::ready(Err(failure)))

@@ -200,3 +200,101 @@ async fn an_integrity_violation_raises_an_alarm_naming_its_stage() {
     open().await.unwrap();
     app.stop().await;
 }
+
+/// A projection that fails its first attempt at every deposit (so that each deposit reports an
+/// exception, then succeeds on the retry).
+struct Balances {
+    model: InMemoryReadModel,
+    failed: std::collections::HashSet<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("first attempt at position {0}")]
+struct FirstAttempt(u64);
+
+#[projection(name = "balances", read_model = model)]
+impl Balances {
+    #[handles]
+    async fn opened(&mut self, e: &AccountOpened, _: &EventMeta) -> Result<(), ProjectionError> {
+        self.model.put(&e.account, &e.initial_balance)?;
+        Ok(())
+    }
+
+    #[handles]
+    async fn deposited(
+        &mut self,
+        e: &MoneyDeposited,
+        meta: &EventMeta,
+    ) -> Result<(), ProjectionError> {
+        if self.failed.insert(meta.global_position()) {
+            return Err(ProjectionError::caused_by(FirstAttempt(
+                meta.global_position(),
+            )));
+        }
+        let balance: u64 = self.model.get(&e.account)?.unwrap_or_default();
+        self.model.put(&e.account, &(balance + e.amount))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_projection_event_carries_the_name_the_projection_runs_under() {
+    let (capture, _guard) = capture();
+    let model = InMemoryReadModel::new();
+    let app = Evoq::builder()
+        .handler_defaults(evoq::HandlerConfig {
+            retry: evoq::RetryStrategy::immediate(),
+            ..evoq::HandlerConfig::default()
+        })
+        .projection_with(
+            Balances {
+                model: model.clone(),
+                failed: Default::default(),
+            },
+            evoq::HandlerOptions::new().name("balances_v2"),
+        )
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(OpenAccount {
+        account: "a".into(),
+        initial_balance: 1,
+    })
+    .await
+    .unwrap();
+    let done = app
+        .dispatch(Deposit {
+            account: "a".into(),
+            amount: 2,
+        })
+        .await
+        .unwrap();
+    app.wait_for_named("balances_v2", done.token).await.unwrap();
+    assert_eq!(model.get::<u64>("a").unwrap(), Some(3));
+    app.rebuild("balances_v2").await.unwrap();
+
+    for name in [
+        "evoq.projection.event",
+        "evoq.projection.exception",
+        "evoq.projection.checkpoint",
+        "evoq.projection.rebuild",
+    ] {
+        let events = capture.events(name);
+        assert!(!events.is_empty(), "no `{name}` event");
+        for event in &events {
+            assert_eq!(
+                event.fields.get("projection").map(String::as_str),
+                Some("balances_v2"),
+                "`{name}` names the projection by the name it runs under: {event:?}"
+            );
+        }
+    }
+    // The failed first attempts: one per deposit delivered (live, then in the rebuild).
+    let exceptions = capture.events("evoq.projection.exception");
+    assert!(
+        exceptions.iter().all(|event| event.level == Level::WARN
+            && event.fields["error"].starts_with("first attempt at position")),
+        "{exceptions:?}"
+    );
+    app.stop().await;
+}

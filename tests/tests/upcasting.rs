@@ -435,3 +435,218 @@ async fn an_upcaster_error_on_the_handler_path_follows_the_error_policy() {
     );
     app.stop().await;
 }
+
+// ----- renames: one stored name, one type -----
+
+/// The old type, kept around: its wire name is the one `Deposited` was renamed from.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(name = "FundsAdded")]
+struct FundsAdded {
+    wallet: String,
+    amount: u64,
+}
+
+struct OldFunds;
+
+#[event_handler(name = "old_funds")]
+impl OldFunds {
+    #[handles]
+    async fn added(&mut self, _: &FundsAdded, _: &EventMeta) -> Result<(), Failed> {
+        Ok(())
+    }
+}
+
+/// One handler that takes both the new type and the old one.
+struct Both;
+
+#[event_handler(name = "both")]
+impl Both {
+    #[handles]
+    async fn deposited(&mut self, _: &Deposited, _: &EventMeta) -> Result<(), Failed> {
+        Ok(())
+    }
+
+    #[handles]
+    async fn added(&mut self, _: &FundsAdded, _: &EventMeta) -> Result<(), Failed> {
+        Ok(())
+    }
+}
+
+/// A second type that an upcaster also renamed from `FundsAdded`.
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+#[event(version = 2)]
+struct Credited {
+    wallet: String,
+    amount: u64,
+}
+
+#[upcaster(Credited, from = 1, renamed_from = "FundsAdded")]
+fn credited_v1_to_v2(data: Value) -> Result<Value, UpcastError> {
+    Ok(data)
+}
+
+struct Credits;
+
+#[event_handler(name = "credits")]
+impl Credits {
+    #[handles]
+    async fn credited(&mut self, _: &Credited, _: &EventMeta) -> Result<(), Failed> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_of_the_old_type_beside_consumers_reading_it_as_the_new_type_is_refused_at_start()
+ {
+    let error = Evoq::builder()
+        .handler(Seen::default())
+        .projection(Totals {
+            model: InMemoryReadModel::new(),
+        })
+        .handler(OldFunds)
+        .start()
+        .await
+        .unwrap_err();
+    let evoq::Error::RenameConflict {
+        stored_as,
+        renamed_to,
+        readers,
+        other_type,
+        other_readers,
+    } = &error
+    else {
+        panic!("expected a rename conflict, got {error}");
+    };
+    assert_eq!(
+        (stored_as.as_str(), renamed_to.as_str(), other_type.as_str()),
+        ("FundsAdded", "Deposited", "FundsAdded")
+    );
+    assert_eq!(readers, &["seen", "totals"]);
+    assert_eq!(other_readers, &["old_funds"]);
+    assert_eq!(
+        error.to_string(),
+        "events stored as `FundsAdded` would reach two event types: `Deposited`, which an upcaster \
+         renamed them to (`renamed_from = \"FundsAdded\"`), read by `seen`, `totals`; and the type \
+         still named `FundsAdded`, taken by `old_funds`. A stored event is read as one type: \
+         handle `Deposited` in place of `FundsAdded` in `old_funds` (the upcaster brings the old \
+         events to it), or, if the events named `FundsAdded` are not `Deposited`s, remove \
+         `renamed_from = \"FundsAdded\"` from the upcaster of `Deposited`"
+    );
+}
+
+#[tokio::test]
+async fn one_handler_taking_both_the_old_and_the_new_type_is_refused_at_start() {
+    let error = Evoq::builder().handler(Both).start().await.unwrap_err();
+    let evoq::Error::RenameConflict {
+        readers,
+        other_readers,
+        ..
+    } = &error
+    else {
+        panic!("expected a rename conflict, got {error}");
+    };
+    assert_eq!(
+        (readers, other_readers),
+        (&vec!["both".to_owned()], &vec!["both".to_owned()])
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("handle `Deposited` in place of `FundsAdded` in `both`"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn two_types_renamed_from_one_stored_name_are_refused_at_start() {
+    let error = Evoq::builder()
+        .handler(Seen::default())
+        .handler(Credits)
+        .start()
+        .await
+        .unwrap_err();
+    let evoq::Error::RenameConflict {
+        renamed_to,
+        other_type,
+        other_readers,
+        ..
+    } = &error
+    else {
+        panic!("expected a rename conflict, got {error}");
+    };
+    assert_eq!(
+        (renamed_to.as_str(), other_type.as_str()),
+        ("Deposited", "Credited")
+    );
+    assert_eq!(other_readers, &["credits"]);
+    assert!(
+        error.to_string().contains(
+            "and `Credited`, which another upcaster renamed them to, read by `credits`. A stored \
+             event is read as one type: keep `renamed_from = \"FundsAdded\"` in the upcasters of \
+             one of `Deposited` and `Credited` only"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_old_type_alone_or_the_new_type_in_several_consumers_starts() {
+    // Without a reader of the renamed type, the old type is a type like any other.
+    let app = Evoq::builder().handler(OldFunds).start().await.unwrap();
+    app.stop().await;
+    // Several consumers reading the old name as one type agree.
+    let app = Evoq::builder()
+        .handler(Seen::default())
+        .handler_with(
+            Seen::default(),
+            evoq::HandlerOptions::new().name("seen_again"),
+        )
+        .start()
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+/// Records the stored and current names of every `Deposited` it gets.
+struct Names {
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+#[event_handler(name = "names")]
+impl Names {
+    #[handles]
+    async fn deposited(&mut self, _: &Deposited, meta: &EventMeta) -> Result<(), Failed> {
+        let names = (meta.event_type().to_owned(), meta.current_type().to_owned());
+        self.seen.lock().unwrap().push(names);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_handler_of_the_new_type_gets_an_event_stored_under_the_old_name_and_meta_names_both() {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .append(
+            &wallet_stream("w5"),
+            ExpectedVersion::NoStream,
+            vec![v1("w5", 1), v2("w5", 2)],
+        )
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let app = Evoq::builder()
+        .shared_store(store)
+        .handler(Names { seen: seen.clone() })
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "names", 2).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("FundsAdded".to_owned(), "Deposited".to_owned()),
+            ("Deposited".to_owned(), "Deposited".to_owned()),
+        ]
+    );
+    app.stop().await;
+}

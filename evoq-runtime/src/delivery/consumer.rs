@@ -58,12 +58,25 @@ pub(crate) trait Consumer: Send + 'static {
 #[derive(Clone, PartialEq, Eq)]
 pub struct EventMeta {
     record: Arc<RecordedEvent>,
+    /// The wire name of the type it is decoded as, when not the stored one (a rename).
+    current_type: Option<&'static str>,
 }
 
 impl EventMeta {
     /// The metadata of a stored event (also handy to call a handler method in a unit test).
     pub fn new(record: Arc<RecordedEvent>) -> Self {
-        EventMeta { record }
+        EventMeta {
+            record,
+            current_type: None,
+        }
+    }
+
+    /// This event as decoded into the type named `current_type`: what a `#[handles]` method
+    /// gets for an event stored under a name its type was renamed from (an upcaster's
+    /// `renamed_from`). Only [`current_type`](Self::current_type) changes.
+    pub fn decoded_as(mut self, current_type: &'static str) -> Self {
+        self.current_type = (current_type != &*self.record.event_type).then_some(current_type);
+        self
     }
 
     /// The event's unique id.
@@ -86,9 +99,20 @@ impl EventMeta {
         self.record.global_position
     }
 
-    /// Its wire name.
+    /// The wire name it was stored under.
+    ///
+    /// For an event stored before an upcaster renamed its type (`#[upcaster(New, from = 1,
+    /// renamed_from = "Old")]`), the old name: see [`current_type`](Self::current_type).
     pub fn event_type(&self) -> &str {
         &self.record.event_type
+    }
+
+    /// The wire name of the type the event is decoded as: for a `#[handles]` method, the name
+    /// of the type it takes. It differs from [`event_type`](Self::event_type) for an event
+    /// stored under a name its type was renamed from (the upcaster's `renamed_from`), and is
+    /// the stored name otherwise.
+    pub fn current_type(&self) -> &str {
+        self.current_type.unwrap_or(&self.record.event_type)
     }
 
     /// The schema version its data was written with.
@@ -120,6 +144,7 @@ impl fmt::Debug for EventMeta {
             .field("stream_version", &self.stream_version())
             .field("global_position", &self.global_position())
             .field("event_type", &self.event_type())
+            .field("current_type", &self.current_type())
             .field("schema_version", &self.schema_version())
             .field("metadata", self.metadata())
             .field("recorded_at", &self.recorded_at())

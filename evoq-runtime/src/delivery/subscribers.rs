@@ -20,8 +20,9 @@ use crate::store::EventStore;
 pub(crate) struct Registration {
     default_name: &'static str,
     event_types: &'static [&'static str],
-    /// The wire names its event types were renamed from (upcasters), read too.
-    renamed_from: Vec<&'static str>,
+    /// The renames of its event types (upcasters): (the old wire name, read too; the wire
+    /// name of the type it is read as).
+    renames: Vec<(&'static str, &'static str)>,
     attribute: HandlerOptions,
     options: HandlerOptions,
     /// The handler's type, for a wait by type.
@@ -47,9 +48,10 @@ impl Registration {
         Registration {
             default_name,
             event_types,
-            renamed_from: upcasters
+            renames: event_types
                 .iter()
-                .flat_map(|steps| renamed_from(steps))
+                .zip(upcasters)
+                .flat_map(|(&current, steps)| renamed_from(steps).map(move |old| (old, current)))
                 .collect(),
             attribute,
             options,
@@ -70,6 +72,69 @@ impl Registration {
         self.keeps_checkpoint = keeps;
         self
     }
+}
+
+/// Refuses consumers under which the stored events of one name would reach two event types:
+/// an upcaster renamed them to one type, and a consumer takes a type that still has their
+/// name, or another upcaster renamed them to a third type. A rename is a fact about the stored
+/// events, so it holds across consumers: each stored name is read as one type.
+fn check_renames(
+    registrations: &[Registration],
+    resolved: &[policy::Resolved],
+) -> Result<(), Error> {
+    /// The consumers reading the events stored under a name as the type named `current`.
+    struct Reading<'r> {
+        stored_as: &'static str,
+        current: &'static str,
+        readers: Vec<&'r str>,
+    }
+    let mut readings: Vec<Reading<'_>> = Vec::new();
+    for (registration, options) in registrations.iter().zip(resolved) {
+        let plain = registration.event_types.iter().map(|&name| (name, name));
+        for (stored_as, current) in plain.chain(registration.renames.iter().copied()) {
+            let reader = &*options.name;
+            match readings
+                .iter_mut()
+                .find(|reading| reading.stored_as == stored_as && reading.current == current)
+            {
+                Some(reading) if reading.readers.contains(&reader) => {}
+                Some(reading) => reading.readers.push(reader),
+                None => readings.push(Reading {
+                    stored_as,
+                    current,
+                    readers: vec![reader],
+                }),
+            }
+        }
+    }
+    let names = |readers: &[&str]| readers.iter().map(|&name| name.to_owned()).collect();
+    for renamed in readings
+        .iter()
+        .filter(|reading| reading.stored_as != reading.current)
+    {
+        let reads_stored = |other: &&Reading<'_>| other.stored_as == renamed.stored_as;
+        // The type that still has the stored name first, then a second rename of it.
+        let other = readings
+            .iter()
+            .filter(reads_stored)
+            .find(|other| other.current == renamed.stored_as)
+            .or_else(|| {
+                readings
+                    .iter()
+                    .filter(reads_stored)
+                    .find(|other| other.current != renamed.current)
+            });
+        if let Some(other) = other {
+            return Err(Error::RenameConflict {
+                stored_as: renamed.stored_as.to_owned(),
+                renamed_to: renamed.current.to_owned(),
+                readers: names(&renamed.readers),
+                other_type: other.current.to_owned(),
+                other_readers: names(&other.readers),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The running handlers of one runtime.
@@ -121,6 +186,7 @@ impl Subscribers {
             }
             resolved.push(options);
         }
+        check_renames(&registrations, &resolved)?;
 
         // Every start position is known before any task runs: a start that fails (a checkpoint
         // that cannot be read) has delivered nothing, so no saga has dispatched a command, and
@@ -155,7 +221,7 @@ impl Subscribers {
             let state = Arc::new(HandlerState {
                 name: Arc::clone(&options.name),
                 event_types: registration.event_types,
-                renamed_from: registration.renamed_from,
+                renamed_from: registration.renames.iter().map(|&(old, _)| old).collect(),
                 handler_type: registration.handler_type,
                 strong: options.strong,
                 progress,

@@ -20,12 +20,17 @@
 //! it starts after its checkpoint. The checkpoint also moves past events of other types. A
 //! failed event follows the handler's retry and error policy: the checkpoint does not pass it
 //! until it is handled, dead-lettered or skipped.
+//!
+//! [`ProjectionTest`] runs a projection without a runtime: given events (or events stored by
+//! older code), then its read model and checkpoint, or the error of one of its methods.
 
 mod consumer;
 mod definition;
 mod memory;
+mod testing;
 
 pub use definition::{Projection, ProjectionError, ReadModel, ReadModelError};
 pub use memory::InMemoryReadModel;
+pub use testing::{ProjectionOutcome, ProjectionTest};
 
 pub(crate) use consumer::registration;
