@@ -760,3 +760,38 @@ async fn store_failures_delay_a_handler_but_lose_nothing() {
         Some(last)
     );
 }
+
+#[tokio::test]
+async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+    store
+        .append(
+            &ledger_stream("b"),
+            ExpectedVersion::Any,
+            vec![raw(Kind::A, "b", 1), raw(Kind::A, "b", 2)],
+        )
+        .await
+        .unwrap();
+    // Saved against a store that held more (restored from an older backup since).
+    store.save_checkpoint("beyond", 500).await.unwrap();
+    let handler = AlphaOnly::default();
+    let log = handler.log.clone();
+    let app = Evoq::builder()
+        .shared_store(Arc::clone(&store))
+        .handler_with(handler, HandlerOptions::new().name("beyond"))
+        .start()
+        .await
+        .unwrap();
+    let last = app
+        .dispatch(Emit::new("b2", &[Kind::A], 3))
+        .await
+        .unwrap()
+        .token;
+    wait(&app, "beyond", last).await;
+    assert_eq!(
+        log.positions(),
+        [3],
+        "the new event is handled, not skipped"
+    );
+    app.stop().await;
+}

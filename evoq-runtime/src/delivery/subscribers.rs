@@ -200,10 +200,27 @@ impl Subscribers {
             } else {
                 store.load_checkpoint(&options.name).await?
             };
+            let head = *store.head().borrow();
             starts.push(match options.start_from {
-                StartFrom::Checkpoint => saved.unwrap_or(0),
+                // A checkpoint beyond the head (the store was restored from an older backup, or
+                // is another store) would skip the events appended from now on up to it,
+                // silently: the consumer resumes at the head instead, with a warning.
+                StartFrom::Checkpoint => match saved {
+                    Some(saved) if saved > head => {
+                        tracing::warn!(
+                            name: "evoq.handler.checkpoint",
+                            stage = "reset",
+                            handler = &*options.name,
+                            checkpoint = saved,
+                            head,
+                            "the saved checkpoint is beyond the store's head; resuming at the head",
+                        );
+                        head
+                    }
+                    saved => saved.unwrap_or(0),
+                },
                 StartFrom::Origin => 0,
-                StartFrom::Current => *store.head().borrow(),
+                StartFrom::Current => head,
             });
         }
 

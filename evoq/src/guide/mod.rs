@@ -9,8 +9,8 @@
 //! - [`projections`]: read models, checkpoints, rebuilds, reading your own writes.
 //! - [`sagas`]: instances, commands, re-delivery safety, compensation.
 //! - [`upcasting`]: schema evolution: upcasters, chains, renames, what the compiler checks.
-//! - [`testing`]: given / when / then tests of one aggregate (`AggregateTest`) and of one saga
-//!   instance (`SagaTest`), without a runtime.
+//! - [`testing`]: given / when / then tests of one aggregate (`AggregateTest`), one saga
+//!   instance (`SagaTest`) and one projection (`ProjectionTest`), without a runtime.
 //! - [`stores`]: the event store contract, and choosing a store: in-memory, SQLite, PostgreSQL.
 
 #[doc = include_str!("aggregates.md")]
