@@ -1,6 +1,8 @@
 //! The SQLite store: the conformance suite, durability across reopen, crash safety under
-//! SIGKILL, corrupt rows, a schema from a newer evoq, and the migration of version-1 and
-//! version-2 files.
+//! SIGKILL, corrupt rows, a schema from a newer evoq, the migration of version-1 and version-2
+//! files, and failing safe: one process per file (real child processes, a holder killed with
+//! SIGKILL), a close that leaves the database file alone complete, foreign and read-only files
+//! refused untouched, the writer's bounded stream cache, and one error prefix.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -683,5 +685,666 @@ fn verify(path: &std::path::Path, acked: &HashMap<String, u64>, round: usize) {
                 "round {round}: `{stream}` was acknowledged at version {version} but holds {have} events after SIGKILL"
             );
         }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failing safe: one store per file, clean close, foreign and read-only files, bounded memory
+// ---------------------------------------------------------------------------------------------
+
+const OPEN_CHILD_ENV: &str = "EVOQ_SQLITE_OPEN_CHILD";
+
+/// The child side of the tests that open a file from another process: opens the store at the
+/// path in `EVOQ_SQLITE_OPEN_CHILD` and prints one line, `open-child: ok <head>` or
+/// `open-child: <variant>|<holder>|<message>`. Does nothing unless started by such a test.
+#[test]
+fn open_child() {
+    let Ok(path) = std::env::var(OPEN_CHILD_ENV) else {
+        return;
+    };
+    let line = runtime().block_on(async move {
+        match SqliteStore::open(&path).await {
+            Ok(store) => format!("ok {}", *store.head().borrow()),
+            Err(error) => {
+                let (variant, holder) = match &error {
+                    StoreError::Locked { holder, .. } => ("Locked", holder.as_str()),
+                    StoreError::ReadOnly { .. } => ("ReadOnly", ""),
+                    StoreError::NotAnEventStore { .. } => ("NotAnEventStore", ""),
+                    _ => ("Other", ""),
+                };
+                format!("{variant}|{holder}|{error}")
+            }
+        }
+    });
+    println!("open-child: {line}");
+}
+
+/// Runs the test `test` of this test binary in a child process with `env` set, as `user` if
+/// given (a uid, also used as gid), waits for it, and returns what it printed after `prefix`
+/// (the test harness may print its own words before it on the line).
+fn run_child(test: &str, env: &[(&str, &str)], user: Option<u32>, prefix: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(std::env::current_exe().expect("the test binary"));
+    command
+        .args([
+            "--exact",
+            test,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::null());
+    if let Some(id) = user {
+        command.uid(id).gid(id);
+    }
+    let output = command.output().expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    stdout
+        .lines()
+        .find_map(|line| {
+            line.find(prefix)
+                .map(|at| line[at + prefix.len()..].to_owned())
+        })
+        .unwrap_or_else(|| panic!("the child printed no `{prefix}` line: {stdout}"))
+}
+
+#[test]
+fn a_second_process_is_refused_at_open_while_the_first_keeps_writing() {
+    let dir = TempDir::new("sqlite-second-process");
+    let path = dir.file("events.db");
+    let path_text = path.display().to_string();
+    runtime().block_on(async {
+        let store = Arc::new(SqliteStore::open(&path).await.expect("open"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut version = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    store
+                        .append(
+                            "Holder-1",
+                            ExpectedVersion::Exact(version),
+                            vec![event("Holder-1", version + 1)],
+                        )
+                        .await
+                        .expect("the holder keeps writing while the second process tries");
+                    version += 1;
+                }
+                version
+            })
+        };
+        let line = tokio::task::spawn_blocking(move || {
+            run_child(
+                "open_child",
+                &[(OPEN_CHILD_ENV, &path_text)],
+                None,
+                "open-child: ",
+            )
+        })
+        .await
+        .expect("the child ran");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let written = writer.await.expect("the writer task");
+        let parts: Vec<&str> = line.splitn(3, '|').collect();
+        assert_eq!(
+            parts[0], "Locked",
+            "the second process must be refused: {line}"
+        );
+        assert!(
+            parts[1].contains(&format!("process {}", std::process::id())),
+            "the error names the holder's process id: {line}"
+        );
+        assert!(
+            parts[2].contains("events.db") && parts[2].contains("already open"),
+            "the message names the file and what is wrong: {line}"
+        );
+        assert!(
+            written > 0,
+            "the holder wrote while the second process tried"
+        );
+        let appended = store
+            .append(
+                "Holder-1",
+                ExpectedVersion::Exact(written),
+                vec![event("Holder-1", written + 1)],
+            )
+            .await
+            .expect("the holder goes on writing after the refusal");
+        assert_eq!(appended.version, written + 1);
+        let events = store
+            .read_stream("Holder-1", 1, Direction::Forward, usize::MAX)
+            .await
+            .expect("read");
+        assert_eq!(
+            events.len() as u64,
+            written + 1,
+            "every event of the holder is there"
+        );
+        assert_eq!(
+            *store.head().borrow(),
+            written + 1,
+            "nothing else was written"
+        );
+    });
+}
+
+#[test]
+fn a_second_open_in_the_same_process_shares_the_open_store_and_never_makes_a_second_writer() {
+    let dir = TempDir::new("sqlite-second-store");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let first = SqliteStore::open(&path).await.expect("open");
+        first
+            .append("A-1", ExpectedVersion::NoStream, vec![event("A-1", 1)])
+            .await
+            .expect("append");
+        // Through another spelling of the same file, too.
+        let again = dir.path().join(".").join("events.db");
+        let second = SqliteStore::open_with(&again, SqliteOptions::default().stream_cache(0))
+            .await
+            .expect("a second open of an open file gives a handle on its store");
+        let appended = second
+            .append("A-1", ExpectedVersion::Exact(1), vec![event("A-1", 2)])
+            .await
+            .expect("the second handle appends after the first's event");
+        assert_eq!((appended.version, appended.last_position), (2, 2));
+        let stale = first
+            .append("A-1", ExpectedVersion::Exact(1), vec![event("A-1", 0)])
+            .await;
+        assert!(
+            matches!(
+                stale,
+                Err(StoreError::WrongExpectedVersion { actual: 2, .. })
+            ),
+            "one writer sees both handles' appends: {stale:?}"
+        );
+        second.close().await.expect("close");
+        assert!(
+            matches!(
+                first.stream_version("A-1").await,
+                Err(StoreError::Closed { .. })
+            ),
+            "closing one handle closes the store they share"
+        );
+        let third = SqliteStore::open(&path)
+            .await
+            .expect("a closed store's file opens as a new store");
+        assert_eq!(third.stream_version("A-1").await.expect("version"), 2);
+        drop((first, second));
+        assert_eq!(
+            third
+                .append("A-1", ExpectedVersion::Exact(2), vec![event("A-1", 3)])
+                .await
+                .expect("the new store is not closed by the old handles going")
+                .version,
+            3
+        );
+    });
+}
+
+#[test]
+fn after_the_holder_is_killed_with_sigkill_a_new_process_opens_the_file() {
+    use std::io::BufRead;
+    let dir = TempDir::new("sqlite-sigkill-holder");
+    let path = dir.file("events.db");
+    let path_text = path.display().to_string();
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--exact",
+            "crash_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path_text)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the holder");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("the holder's stdout"));
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let record = |line: &str, acked: &mut HashMap<String, u64>| {
+        let parts: Vec<&str> = line.split(' ').collect();
+        if parts.len() == 5 && parts[0] == "ack" {
+            let version = parts[2].parse().expect("a version");
+            let slot = acked.entry(parts[1].to_owned()).or_default();
+            *slot = (*slot).max(version);
+        }
+    };
+    let mut line = String::new();
+    while acked.values().sum::<u64>() < 50 {
+        line.clear();
+        let read = lines
+            .read_line(&mut line)
+            .expect("read the holder's output");
+        assert!(read > 0, "the holder stopped before it appended");
+        record(line.trim_end(), &mut acked);
+    }
+    // While the holder lives, the file is refused, naming it.
+    runtime().block_on(async {
+        match SqliteStore::open(&path).await {
+            Err(StoreError::Locked { holder, .. }) => assert!(
+                holder.contains(&format!("process {}", child.id())),
+                "the holder is the child: {holder}"
+            ),
+            other => panic!("the file must be refused while the holder lives: {other:?}"),
+        }
+    });
+    child.kill().expect("SIGKILL the holder");
+    child.wait().expect("the holder is gone");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
+    for line in rest.lines() {
+        record(line, &mut acked);
+    }
+    // A new process opens it: the dead holder's lock went with it.
+    let opened = run_child(
+        "open_child",
+        &[(OPEN_CHILD_ENV, &path_text)],
+        None,
+        "open-child: ",
+    );
+    let head: u64 = opened
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("a new process must open the file: {opened}"))
+        .parse()
+        .expect("the head");
+    assert!(head > 0, "the new process sees the holder's events");
+    verify(&path, &acked, 0);
+}
+
+/// The number of bytes of the file at `path`, 0 when there is none.
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// `path` with `suffix` appended (`events.db` and `-wal`: `events.db-wal`).
+fn side_file(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// Copies the database file alone (no `-wal`, no `-shm`) into a new directory and returns its
+/// head and the number of events of `stream` there.
+fn copy_alone_and_count(path: &std::path::Path, stream: &str) -> (u64, usize) {
+    let elsewhere = TempDir::new("sqlite-copy");
+    let copy = elsewhere.file("copy.db");
+    std::fs::copy(path, &copy).expect("copy the database file");
+    let conn = rusqlite::Connection::open(&copy).expect("open the copy");
+    let head: i64 = conn
+        .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+            r.get(0)
+        })
+        .expect("the copy's head");
+    let count: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE stream_id = ?1",
+            [stream],
+            |r| r.get(0),
+        )
+        .expect("count the copy's events");
+    (head as u64, count as usize)
+}
+
+#[test]
+fn after_close_a_copy_of_the_database_file_alone_holds_every_event() {
+    let dir = TempDir::new("sqlite-close");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        let other = store.clone();
+        let mut tasks = Vec::new();
+        for s in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let stream = format!("Backup-{s}");
+                for n in 0..50u64 {
+                    store
+                        .append(
+                            &stream,
+                            ExpectedVersion::Exact(n),
+                            vec![event(&stream, n + 1)],
+                        )
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("appender");
+        }
+        store.save_checkpoint("h", 400).await.expect("checkpoint");
+        assert!(
+            file_len(&side_file(&path, "-wal")) > 0,
+            "while open, recent events live in the WAL"
+        );
+        store.close().await.expect("close");
+        store.close().await.expect("closing twice is fine");
+        assert!(
+            matches!(
+                other
+                    .append(
+                        "Backup-0",
+                        ExpectedVersion::Exact(50),
+                        vec![event("Backup-0", 51)]
+                    )
+                    .await,
+                Err(StoreError::Closed { .. })
+            ),
+            "every handle of a closed store refuses writes"
+        );
+        assert!(
+            matches!(
+                other.stream_version("Backup-0").await,
+                Err(StoreError::Closed { .. })
+            ),
+            "and reads"
+        );
+    });
+    assert_eq!(
+        file_len(&side_file(&path, "-wal")),
+        0,
+        "no WAL content is left after close"
+    );
+    assert_eq!(copy_alone_and_count(&path, "Backup-7"), (400, 50));
+    let elsewhere = TempDir::new("sqlite-copy-open");
+    let copy = elsewhere.file("events.db");
+    std::fs::copy(&path, &copy).expect("copy");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&copy)
+            .await
+            .expect("the copy opens as a store");
+        assert_eq!(*store.head().borrow(), 400);
+        assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(400));
+        drop(store);
+        let reopened = SqliteStore::open(&path)
+            .await
+            .expect("the closed store's file opens again: its lock was released");
+        assert_eq!(
+            reopened.stream_version("Backup-3").await.expect("version"),
+            50
+        );
+    });
+}
+
+#[test]
+fn after_a_runtime_stops_and_is_dropped_the_database_file_alone_holds_every_event() {
+    use evoq_tests::bank::{Deposit, OpenAccount};
+    let dir = TempDir::new("sqlite-stop");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        let app = evoq::Evoq::builder()
+            .store(store)
+            .start()
+            .await
+            .expect("start");
+        app.dispatch(OpenAccount {
+            account: "acct-1".into(),
+            initial_balance: 0,
+        })
+        .await
+        .expect("open the account");
+        for _ in 0..99 {
+            app.dispatch(Deposit {
+                account: "acct-1".into(),
+                amount: 1,
+            })
+            .await
+            .expect("deposit");
+        }
+        app.stop().await;
+        drop(app);
+    });
+    assert_eq!(
+        file_len(&side_file(&path, "-wal")),
+        0,
+        "no WAL content is left once the runtime's last handle on its store is gone"
+    );
+    let stream = evoq::stream_id("BankAccount", "acct-1");
+    assert_eq!(copy_alone_and_count(&path, &stream), (100, 100));
+}
+
+/// The bytes of `path`.
+fn bytes(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).expect("read the file")
+}
+
+#[test]
+fn another_applications_database_is_refused_and_left_byte_identical_in_its_journal_mode() {
+    let dir = TempDir::new("sqlite-foreign");
+    let path = dir.file("crm.db");
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute_batch(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         INSERT INTO customers (name) VALUES ('Ada'), ('Grace');",
+    )
+    .expect("another application's tables");
+    drop(conn);
+    let before = bytes(&path);
+    runtime().block_on(async {
+        let error = SqliteStore::open(&path)
+            .await
+            .expect_err("a foreign database must be refused");
+        match &error {
+            StoreError::NotAnEventStore {
+                location, found, ..
+            } => {
+                assert!(location.contains("crm.db"), "{location}");
+                assert!(
+                    found.contains("`customers`"),
+                    "it says what it found: {found}"
+                );
+            }
+            other => panic!("expected StoreError::NotAnEventStore, got {other:?}"),
+        }
+        assert!(
+            error.to_string().contains("nothing in it was changed"),
+            "{error}"
+        );
+    });
+    assert_eq!(bytes(&path), before, "the file is byte for byte as it was");
+    assert!(
+        !side_file(&path, "-wal").exists() && !side_file(&path, "-shm").exists(),
+        "no WAL was started on it"
+    );
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "delete", "its journal mode is unchanged");
+    drop(conn);
+
+    // Not a database at all: refused the same way, untouched.
+    let text = dir.file("notes.txt");
+    std::fs::write(
+        &text,
+        b"these are not the events you are looking for\n".repeat(200),
+    )
+    .expect("write a text file");
+    let before = bytes(&text);
+    runtime().block_on(async {
+        let error = SqliteStore::open(&text)
+            .await
+            .expect_err("a file that is no database must be refused");
+        assert!(
+            matches!(error, StoreError::NotAnEventStore { .. }),
+            "{error:?}"
+        );
+    });
+    assert_eq!(bytes(&text), before, "the text file is unchanged");
+}
+
+#[test]
+fn a_read_only_database_file_is_refused_at_open_naming_the_file() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TempDir::new("sqlite-read-only");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .append("A-1", ExpectedVersion::NoStream, vec![event("A-1", 1)])
+            .await
+            .expect("append");
+    });
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))
+        .expect("make the file read-only");
+    let before = bytes(&path);
+    // Root writes any file whatever its permissions: the child then runs as `nobody`.
+    let root = std::fs::metadata(dir.path()).expect("the directory").uid() == 0;
+    let path_text = path.display().to_string();
+    let line = run_child(
+        "open_child",
+        &[(OPEN_CHILD_ENV, &path_text)],
+        root.then_some(65534),
+        "open-child: ",
+    );
+    let parts: Vec<&str> = line.splitn(3, '|').collect();
+    assert_eq!(
+        parts[0], "ReadOnly",
+        "a read-only file must be refused at open: {line}"
+    );
+    assert!(
+        parts[2].contains("events.db") && parts[2].contains("writable"),
+        "the message names the file and says it must be writable: {line}"
+    );
+    assert_eq!(bytes(&path), before, "the file is unchanged");
+}
+
+#[test]
+fn appends_to_more_streams_than_the_stream_cache_holds_keep_versions_and_detect_conflicts() {
+    let dir = TempDir::new("sqlite-stream-cache");
+    let path = dir.file("events.db");
+    const STREAMS: u64 = 40;
+    runtime().block_on(async {
+        let store = Arc::new(
+            SqliteStore::open_with(&path, SqliteOptions::default().stream_cache(4))
+                .await
+                .expect("open"),
+        );
+        for round in 0..3u64 {
+            // Concurrently, so that the writer commits many streams in one group.
+            let mut tasks = Vec::new();
+            for s in 0..STREAMS {
+                let store = Arc::clone(&store);
+                tasks.push(tokio::spawn(async move {
+                    let stream = format!("Cache-{s}");
+                    let appended = store
+                        .append(
+                            &stream,
+                            ExpectedVersion::Exact(round * 2),
+                            vec![event(&stream, round * 2 + 1), event(&stream, round * 2 + 2)],
+                        )
+                        .await
+                        .unwrap_or_else(|e| panic!("round {round}: `{stream}`: {e}"));
+                    assert_eq!(appended.version, round * 2 + 2, "`{stream}`");
+                    // A stale writer of the same stream, while the other streams' appends fill
+                    // the writer's groups.
+                    let stale = store
+                        .append(
+                            &stream,
+                            ExpectedVersion::Exact(round * 2),
+                            vec![event(&stream, 0)],
+                        )
+                        .await;
+                    match stale {
+                        Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                            assert_eq!(
+                                actual,
+                                round * 2 + 2,
+                                "`{stream}`: the conflict names the version"
+                            );
+                        }
+                        other => panic!(
+                            "round {round}: `{stream}`: a stale append must conflict: {other:?}"
+                        ),
+                    }
+                    let fresh = store
+                        .append(&stream, ExpectedVersion::NoStream, vec![event(&stream, 0)])
+                        .await;
+                    assert!(
+                        matches!(fresh, Err(StoreError::WrongExpectedVersion { .. })),
+                        "round {round}: `{stream}` exists: {fresh:?}"
+                    );
+                }));
+            }
+            for task in tasks {
+                task.await.expect("an appender failed");
+            }
+        }
+        // One at a time, so that every stream has long left the cache before its next append.
+        for s in 0..STREAMS {
+            let stream = format!("Cache-{s}");
+            let conflict = store
+                .append(&stream, ExpectedVersion::Exact(5), vec![event(&stream, 0)])
+                .await;
+            assert!(
+                matches!(
+                    conflict,
+                    Err(StoreError::WrongExpectedVersion { actual: 6, .. })
+                ),
+                "`{stream}`: {conflict:?}"
+            );
+            let appended = store
+                .append(&stream, ExpectedVersion::Exact(6), vec![event(&stream, 7)])
+                .await
+                .expect("append after eviction");
+            assert_eq!(appended.version, 7);
+        }
+        assert_eq!(
+            *store.head().borrow(),
+            STREAMS * 7,
+            "no event was lost or doubled"
+        );
+        for s in 0..STREAMS {
+            let stream = format!("Cache-{s}");
+            let versions: Vec<u64> = store
+                .read_stream(&stream, 1, Direction::Forward, usize::MAX)
+                .await
+                .expect("read")
+                .iter()
+                .map(|e| e.stream_version)
+                .collect();
+            assert_eq!(versions, (1..=7).collect::<Vec<_>>(), "`{stream}`");
+        }
+    });
+}
+
+#[test]
+fn a_failed_write_says_the_backend_once_and_keeps_its_cause() {
+    let dir = TempDir::new("sqlite-error-text");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .append("A-1", ExpectedVersion::NoStream, vec![event("A-1", 1)])
+            .await
+            .expect("append");
+        // Another connection takes the next position behind the writer's back.
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.execute(
+            "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at) VALUES (2, 'Foreign', 1, X'00', 'T', 1, X'', X'7B7D', 0)",
+            [],
+        )
+        .expect("insert a row at the next position");
+        drop(conn);
+        let error = store
+            .append("B-1", ExpectedVersion::NoStream, vec![event("B-1", 1)])
+            .await
+            .expect_err("the append collides with the foreign row");
+        let text = error.to_string();
+        assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
+        assert_eq!(
+            text.matches("event store backend `sqlite` failed").count(),
+            1,
+            "one prefix: {text}"
+        );
+        assert!(
+            text.contains("UNIQUE constraint failed") && text.contains("events.db"),
+            "the cause and the file are kept: {text}"
+        );
     });
 }

@@ -61,4 +61,54 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The store's file is already open in another process (or, in this one, by a store that
+    /// is closing); nothing was read or changed. One process at a time opens a file: stop that
+    /// process first, or use PostgreSQL for several processes or nodes.
+    #[error(
+        "the {backend} event store at {location} is already open in {holder}; nothing was changed: one process at a time opens a file, so stop that process first (to share events between several processes or nodes, use PostgreSQL)"
+    )]
+    Locked {
+        /// Which backend.
+        backend: &'static str,
+        /// Which database (file path).
+        location: String,
+        /// Who holds it: `process 1234 ...`, `this process (pid 1234) ...`, or a process that
+        /// has not recorded its id yet.
+        holder: String,
+    },
+    /// The store cannot write its database (file permissions, a read-only file system, a
+    /// directory where it cannot create its side files); nothing was changed.
+    #[error(
+        "the {backend} event store at {location} cannot be written ({reason}): evoq writes the database file and, beside it, its `-wal`, `-shm` and `-lock` files; make the file and its directory writable by this process, or open a writable copy"
+    )]
+    ReadOnly {
+        /// Which backend.
+        backend: &'static str,
+        /// Which database (file path).
+        location: String,
+        /// What cannot be written, and the system's error.
+        reason: String,
+    },
+    /// The database is not an evoq event store (another application's tables, or not a database
+    /// at all); nothing in it was changed.
+    #[error(
+        "{location} is not an evoq {backend} event store ({found}); nothing in it was changed: give evoq a new or empty file, or one that evoq created"
+    )]
+    NotAnEventStore {
+        /// Which backend.
+        backend: &'static str,
+        /// Which database (file path).
+        location: String,
+        /// What was found instead (some of its tables, or why it is not a database).
+        found: String,
+    },
+    /// The store was closed (`SqliteStore::close`); nothing was read or written. Open the file
+    /// again for a new store.
+    #[error("the {backend} event store at {location} is closed; nothing was done: open it again")]
+    Closed {
+        /// Which backend.
+        backend: &'static str,
+        /// Which database (file path).
+        location: String,
+    },
 }

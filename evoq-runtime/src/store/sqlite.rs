@@ -30,9 +30,32 @@
 //!   epoch, negative before it. A due time more than about 292,000 years from 1970 is clamped to
 //!   that range, never refused (see `time_to_micros` in `store/codec.rs`): it is due, or not,
 //!   for every `now` inside the range as it would have been.
-//!
-//! One process opens a file at a time: the writer keeps the streams' versions in memory, so two
-//! processes writing to one file would conflict. Use PostgreSQL for several nodes.
+//! - **One store per file.** Opening takes an exclusive lock on the file `<file>-lock` beside
+//!   the database (an OS advisory lock, `flock`, which the OS drops when the process ends, even
+//!   by `kill -9`, so a dead holder never blocks the next start) and writes its process id into
+//!   it. Another process opening the file is refused at open with [`StoreError::Locked`] naming
+//!   the file and the holder; use PostgreSQL for several processes or nodes. Within one process,
+//!   opening a file again while its store is open gives a handle on that store (as a clone
+//!   does), never a second writer. The `-lock` file stays beside the database after a close; it
+//!   holds nothing but that id.
+//! - **Other connections of the application.** A part of the same application that keeps its
+//!   own tables in the file (a SQL read model) opens its connections through the store
+//!   (`SqliteStore::connector`, crate-internal): they are configured as the store's, do not take
+//!   the lock, and never write the store's own tables, whose only writer is the writer thread.
+//! - **Looked at before it is touched.** Before anything is written to an existing file, it is
+//!   checked read-only: a file this process cannot write is refused with
+//!   [`StoreError::ReadOnly`], one with tables of another application (or no database at all)
+//!   with [`StoreError::NotAnEventStore`], one of a newer evoq with
+//!   [`StoreError::SchemaTooNew`]; each is left byte for byte as it was, in its journal mode.
+//!   Only a new, empty or evoq file is switched to WAL.
+//! - **Closing** ([`SqliteStore::close`], or dropping the last handle) commits the writes still
+//!   waiting, checkpoints the WAL into the database file (`wal_checkpoint(TRUNCATE)`), closes the
+//!   connections and releases the lock: the database file alone then holds every event, so a
+//!   byte copy of it is a complete backup.
+//! - **Stream versions.** The writer keeps the versions of the streams it wrote last (at most
+//!   [`SqliteOptions::stream_cache`], 100,000 by default, about 11 MB); another stream's version
+//!   is read from the file inside the writer's transaction. Its memory stays bounded however many
+//!   streams the file holds.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), evoq_runtime::StoreError> {
@@ -50,9 +73,13 @@
 //! ```
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -190,6 +217,7 @@ pub struct SqliteOptions {
     max_batch: usize,
     readers: usize,
     busy_timeout: Duration,
+    stream_cache: usize,
 }
 
 impl Default for SqliteOptions {
@@ -199,6 +227,7 @@ impl Default for SqliteOptions {
             max_batch: 512,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
+            stream_cache: 100_000,
         }
     }
 }
@@ -227,6 +256,15 @@ impl SqliteOptions {
         self.busy_timeout = timeout;
         self
     }
+
+    /// How many streams' versions the writer keeps in memory (default 100,000, about 11 MB):
+    /// the streams written last. An append to another stream first reads its version from the
+    /// file (one index lookup, inside the writer's transaction). 0 keeps none: every append
+    /// reads its stream's version; 1 counts as 2.
+    pub fn stream_cache(mut self, streams: usize) -> Self {
+        self.stream_cache = if streams == 1 { 2 } else { streams };
+        self
+    }
 }
 
 /// The durable embedded event store: one SQLite file. See the [module docs](self).
@@ -241,26 +279,144 @@ impl SqliteOptions {
 /// ```
 ///
 /// A handle: [`Clone`] is cheap and clones share the file, the writer and the readers. The
-/// writer thread ends when the last handle is dropped.
+/// store closes ([`close`](Self::close)) when the last handle is dropped: the drop waits for the
+/// writer to commit what it was given and to checkpoint the file (call `close().await` to wait
+/// off the async runtime's threads instead).
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    path: PathBuf,
-    writer: Mutex<std_mpsc::Sender<Job>>,
+    connector: SqliteConnector,
+    /// The writer's queue; `None` once closed.
+    writer: Mutex<Option<std_mpsc::Sender<Job>>>,
+    /// The writer thread, which answers with how its final checkpoint went; `None` once joined.
+    thread: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
     readers: Mutex<Vec<Connection>>,
-    options: SqliteOptions,
+    closed: AtomicBool,
+    /// The file's lock, released once the writer has closed its connection.
+    lock: Mutex<Option<FileLock>>,
     head: watch::Sender<u64>,
+}
+
+impl Inner {
+    fn path(&self) -> &Path {
+        &self.connector.path
+    }
+
+    fn closed_error(&self) -> StoreError {
+        StoreError::Closed {
+            backend: BACKEND,
+            location: format!("`{}`", self.path().display()),
+        }
+    }
+
+    /// Closes the store, blocking: no new reads or writes; the writer commits every write it
+    /// was given, checkpoints the WAL into the file and closes its connection; then the lock is
+    /// released. A second call waits for the first and returns `Ok`.
+    fn shut(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        // The writer sees its queue end once it has taken every write sent before.
+        drop(
+            self.writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        // Held until the lock is released, so that a concurrent close returns only then.
+        let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = match thread.take() {
+            Some(writer) => writer.join().unwrap_or_else(|_| {
+                Err(backend(
+                    "closing",
+                    self.path(),
+                    "the writer thread panicked; what it committed is in the file and its `-wal` file, keep both",
+                ))
+            }),
+            None => Ok(()),
+        };
+        drop(
+            self.lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(error) = self.shut() {
+            tracing::warn!(
+                name: "evoq.store.close",
+                stage = "exception",
+                path = %self.path().display(),
+                error = %error,
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
+            .field("path", &self.path())
             .field("head", &*self.inner.head.borrow())
             .finish_non_exhaustive()
+    }
+}
+
+/// Opens connections to a store's file for other parts of the same application, such as a SQL
+/// read model that keeps its tables in the store's file and commits them with its checkpoint.
+///
+/// Its connections are configured as the store's (busy timeout, durability) and do not take the
+/// store's lock: they are for the process that holds the store open, while it does. They must
+/// never write the store's own tables (`events`, `commands`, `snapshots`, `checkpoints`,
+/// `dead_letters`, `saga_state`, `timeouts`, `evoq_schema`): the store's writer thread is their
+/// only writer, and keeps stream versions in memory. A write of theirs waits for the writer's
+/// transaction (at most the busy timeout), as the writer waits for theirs.
+#[derive(Clone, Debug)]
+pub(crate) struct SqliteConnector {
+    path: PathBuf,
+    options: SqliteOptions,
+}
+
+// The SQL read model of the projection layer opens its connections here; until it does, only
+// this file's tests use the read-write connection.
+#[allow(dead_code)]
+impl SqliteConnector {
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new read-write connection to the store's file (already in WAL mode).
+    pub(crate) fn open(&self) -> Result<Connection, StoreError> {
+        self.connect(
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            "opening a connection",
+        )
+    }
+
+    /// A new read-only connection to the store's file.
+    pub(crate) fn open_read_only(&self) -> Result<Connection, StoreError> {
+        self.connect(
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            "opening a reader",
+        )
+    }
+
+    fn connect(&self, flags: OpenFlags, what: &str) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(&self.path, flags)
+            .map_err(|e| backend(what, &self.path, e))?;
+        configure(&conn, &self.path, &self.options)?;
+        Ok(conn)
     }
 }
 
@@ -277,48 +433,57 @@ impl SqliteStore {
         Self::open_with(path, SqliteOptions::default()).await
     }
 
-    /// Opens (creating if need be) the store in the file at `path` with `options`: creates or
-    /// migrates the schema, then starts the writer thread.
+    /// Opens (creating if need be) the store in the file at `path` with `options`: checks the
+    /// file, takes its lock, creates or migrates the schema, then starts the writer thread.
+    ///
+    /// When a store of this process has the file open, returns a handle on that store (a clone,
+    /// with the options of its first open) rather than a second writer on the file.
+    ///
+    /// Refused, with nothing written to the file: [`StoreError::Locked`] while another process
+    /// has it open, [`StoreError::ReadOnly`] when this process cannot write it or create the
+    /// files beside it, [`StoreError::NotAnEventStore`] for another application's database,
+    /// [`StoreError::SchemaTooNew`] for a newer evoq's.
     pub async fn open_with(
         path: impl AsRef<Path>,
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let opened = {
-            let path = path.clone();
-            let options = options.clone();
-            tokio::task::spawn_blocking(move || open_writer(&path, &options))
-                .await
-                .map_err(|e| backend("opening the store", Path::new("?"), e))??
-        };
-        let (conn, head) = opened;
-        let (tx, rx) = std_mpsc::channel();
-        let (head_tx, _) = watch::channel(head);
-        let inner = Arc::new(Inner {
-            path: path.clone(),
-            writer: Mutex::new(tx),
-            readers: Mutex::new(Vec::new()),
-            options: options.clone(),
-            head: head_tx,
-        });
-        let writer = Writer {
-            conn,
-            path: path.clone(),
-            next_position: head + 1,
-            versions: HashMap::new(),
-            max_batch: options.max_batch,
-            head: inner.head.clone(),
-        };
-        std::thread::Builder::new()
-            .name("evoq-sqlite-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| backend("starting the writer thread", &path, e))?;
-        Ok(SqliteStore { inner })
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || open_store(path, options))
+            .await
+            .map_err(|e| backend("opening the store", &at, e))?
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.inner.path()
+    }
+
+    /// Closes the store, for every handle (clone) of it: the writes already sent are committed,
+    /// the WAL is checkpointed into the database file (`wal_checkpoint(TRUNCATE)`), so that the
+    /// file alone holds every event and a byte copy of it is a complete backup; the
+    /// connections close and the file's lock is released, so another store may open the file.
+    ///
+    /// Afterwards every call of every handle fails with [`StoreError::Closed`]. Closing again is
+    /// `Ok`. Dropping the last handle closes too, waiting in the dropping thread; stopping a
+    /// runtime does not close its store (call `close` after [`Evoq::stop`](crate::Evoq::stop),
+    /// or drop the runtime and every handle).
+    ///
+    /// An error says the checkpoint or the close failed (another connection kept reading, an
+    /// I/O error): the events are then safe in the `-wal` file, which must stay beside the
+    /// database file; the lock is released all the same.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.shut())
+            .await
+            .map_err(|e| backend("closing", self.path(), e))?
+    }
+
+    /// Opens connections to this store's file for other parts of the application (a SQL read
+    /// model); see [`SqliteConnector`].
+    #[allow(dead_code)] // The SQL read model of the projection layer is its user.
+    pub(crate) fn connector(&self) -> SqliteConnector {
+        self.inner.connector.clone()
     }
 
     /// Sends `op` to the writer and waits for its commit.
@@ -327,23 +492,22 @@ impl SqliteStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let sent = self
+        let sent = match &*self
             .inner
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .send(make(reply));
-        if sent.is_err() {
-            return Err(backend(
-                "writing",
-                &self.inner.path,
-                "the writer thread stopped",
-            ));
+        {
+            Some(writer) => writer.send(make(reply)).is_ok(),
+            None => return Err(self.inner.closed_error()),
+        };
+        if !sent {
+            return Err(backend("writing", self.path(), "the writer thread stopped"));
         }
         answer.await.map_err(|_| {
             backend(
                 "writing",
-                &self.inner.path,
+                self.path(),
                 "the writer thread stopped before it answered",
             )
         })?
@@ -355,6 +519,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(self.inner.closed_error());
+        }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let idle = inner
@@ -364,17 +531,20 @@ impl SqliteStore {
                 .pop();
             let conn = match idle {
                 Some(conn) => conn,
-                None => open_reader(&inner.path, &inner.options)?,
+                None => inner.connector.open_read_only()?,
             };
             let result = f(&conn);
             let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if readers.len() < inner.options.readers {
+            // A store closed meanwhile keeps no connection.
+            if readers.len() < inner.connector.options.readers
+                && !inner.closed.load(Ordering::SeqCst)
+            {
                 readers.push(conn);
             }
             result
         })
         .await
-        .map_err(|e| backend("reading", &self.inner.path, e))?
+        .map_err(|e| backend("reading", self.path(), e))?
     }
 }
 
@@ -391,21 +561,84 @@ fn configure(conn: &Connection, path: &Path, options: &SqliteOptions) -> Result<
     .map_err(|e| backend("configuring the connection", path, e))
 }
 
-fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| backend("opening a reader", path, e))?;
-    configure(&conn, path, options)?;
-    Ok(conn)
+/// The stores this process has open, by the canonical path of their file: opening one of
+/// these files again gives a handle on its store.
+static OPEN_STORES: Mutex<Vec<(PathBuf, Weak<Inner>)>> = Mutex::new(Vec::new());
+
+/// Opens the store at `path`, or gives a handle on the store of this process that has the file
+/// open. Opens of this process run one at a time, so two of one new file make one store.
+fn open_store(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+    let mut open = OPEN_STORES.lock().unwrap_or_else(PoisonError::into_inner);
+    open.retain(|(_, store)| store.strong_count() > 0);
+    if let Ok(canonical) = std::fs::canonicalize(&path) {
+        let shared = open
+            .iter()
+            .filter(|(file, _)| *file == canonical)
+            .find_map(|(_, store)| store.upgrade())
+            .filter(|inner| !inner.closed.load(Ordering::SeqCst));
+        if let Some(inner) = shared {
+            return Ok(SqliteStore { inner });
+        }
+    }
+    let connector = SqliteConnector { path, options };
+    let path = connector.path.clone();
+    let Opened { conn, head, lock } = open_file(&connector)?;
+    let (tx, rx) = std_mpsc::channel();
+    let (head_tx, _) = watch::channel(head);
+    let writer = Writer {
+        conn,
+        path: path.clone(),
+        next_position: head + 1,
+        versions: StreamVersions::new(connector.options.stream_cache),
+        max_batch: connector.options.max_batch,
+        head: head_tx.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("evoq-sqlite-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| backend("starting the writer thread", &path, e))?;
+    let inner = Arc::new(Inner {
+        connector,
+        writer: Mutex::new(Some(tx)),
+        thread: Mutex::new(Some(thread)),
+        readers: Mutex::new(Vec::new()),
+        closed: AtomicBool::new(false),
+        lock: Mutex::new(Some(lock)),
+        head: head_tx,
+    });
+    if let Ok(canonical) = std::fs::canonicalize(&path) {
+        open.push((canonical, Arc::downgrade(&inner)));
+    }
+    Ok(SqliteStore { inner })
 }
 
-/// Opens the writing connection, sets WAL, creates or migrates the schema; returns it with the
-/// head position.
-fn open_writer(path: &Path, options: &SqliteOptions) -> Result<(Connection, u64), StoreError> {
-    let conn = Connection::open(path).map_err(|e| backend("opening the database", path, e))?;
-    configure(&conn, path, options)?;
+/// What [`open_file`] gives the store.
+struct Opened {
+    /// The writer's connection.
+    conn: Connection,
+    /// The last position written.
+    head: u64,
+    lock: FileLock,
+}
+
+/// Opens the store's file: checks it (writable, new or empty or evoq's) without writing to it,
+/// takes its lock, opens the writing connection, sets WAL and creates or migrates the schema.
+fn open_file(connector: &SqliteConnector) -> Result<Opened, StoreError> {
+    let path = connector.path();
+    check_writable(path)?;
+    inspect(connector)?;
+    let lock = FileLock::acquire(path, connector.options.busy_timeout)?;
+    let conn = connector.connect(OpenFlags::default(), "opening the database")?;
+    // SQLite opens a file it may not write read-only, without a word.
+    if conn
+        .is_readonly(rusqlite::MAIN_DB)
+        .map_err(|e| backend("opening the database", path, e))?
+    {
+        return Err(read_only(
+            path,
+            "SQLite could open it for reading only".into(),
+        ));
+    }
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(|e| backend("switching to WAL mode", path, e))?;
@@ -423,7 +656,204 @@ fn open_writer(path: &Path, options: &SqliteOptions) -> Result<(Connection, u64)
         })
         .map_err(|e| backend("reading the head", path, e))?;
     let head = from_db(head, || path.display().to_string(), "the head position")?;
-    Ok((conn, head))
+    Ok(Opened { conn, head, lock })
+}
+
+/// Whether an I/O error says the file cannot be written (permissions, a read-only file system).
+fn is_read_only(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+fn read_only(path: &Path, reason: String) -> StoreError {
+    StoreError::ReadOnly {
+        backend: BACKEND,
+        location: format!("`{}`", path.display()),
+        reason,
+    }
+}
+
+/// Refuses an existing file this process cannot open for writing (opening it so changes
+/// nothing); a missing file is created later.
+fn check_writable(path: &Path) -> Result<(), StoreError> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) if is_read_only(&e) => Err(read_only(
+            path,
+            format!("the file cannot be opened for writing: {e}"),
+        )),
+        Err(e) => Err(backend("opening the database", path, e)),
+    }
+}
+
+/// Looks at an existing, non-empty file through a read-only connection: refuses another
+/// application's database and a newer evoq's, before anything is written to it.
+fn inspect(connector: &SqliteConnector) -> Result<(), StoreError> {
+    let path = connector.path();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > 0 => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(backend("opening the database", path, e)),
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| backend("opening the database to check it", path, e))?;
+    conn.busy_timeout(connector.options.busy_timeout)
+        .map_err(|e| backend("setting the busy timeout", path, e))?;
+    check_schema(&conn, path)
+}
+
+/// Accepts an empty database or an evoq store of this version or older; refuses another
+/// application's database ([`StoreError::NotAnEventStore`]) and a newer evoq's
+/// ([`StoreError::SchemaTooNew`]). Reads only.
+fn check_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let not_ours = |found: String| StoreError::NotAnEventStore {
+        backend: BACKEND,
+        location: format!("`{}`", path.display()),
+        found,
+    };
+    let tables = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' ESCAPE '^' ORDER BY name")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        });
+    let tables = match tables {
+        Ok(tables) => tables,
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            return Err(not_ours(format!("it is not an SQLite database: {e}")));
+        }
+        Err(e) => return Err(backend("reading the schema", path, e)),
+    };
+    if tables.is_empty() {
+        return Ok(());
+    }
+    if !tables.iter().any(|t| t == "evoq_schema") {
+        let shown: Vec<String> = tables.iter().take(5).map(|t| format!("`{t}`")).collect();
+        let more = match tables.len() - shown.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        return Err(not_ours(format!(
+            "it holds tables {}{more} and no `evoq_schema`",
+            shown.join(", ")
+        )));
+    }
+    let found: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM evoq_schema", [], |row| row.get(0))
+        .map_err(|e| backend("reading the schema version", path, e))?;
+    let found = found.unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            backend: BACKEND,
+            location: format!("`{}`", path.display()),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// The exclusive lock of a store's file: an OS advisory lock (`flock`) on `<file>-lock`, held
+/// while the file stays open and dropped by the OS when the process ends, however it ends.
+/// The file holds the holder's process id, for the message of a refused opener.
+struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Takes the lock of `db`. A store of this process that is closing (its last handle was
+    /// dropped on another thread a moment ago) still holds it while its writer checkpoints: it
+    /// is waited for, up to `wait`.
+    fn acquire(db: &Path, wait: Duration) -> Result<FileLock, StoreError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-lock");
+        let path = PathBuf::from(name);
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path);
+        let mut file = match opened {
+            Ok(file) => file,
+            Err(e) if is_read_only(&e) => {
+                return Err(read_only(
+                    db,
+                    format!(
+                        "its lock file `{}` cannot be created or written: {e}",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(backend(
+                    "opening the lock file",
+                    db,
+                    format!("`{}`: {e}", path.display()),
+                ));
+            }
+        };
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let pid = holder_pid(&mut file);
+                    if pid == Some(std::process::id()) && started.elapsed() < wait {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    return Err(StoreError::Locked {
+                        backend: BACKEND,
+                        location: format!("`{}`", db.display()),
+                        holder: holder(pid, &path),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(backend(
+                        "locking the database",
+                        db,
+                        format!("`{}`: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+        // Only the message of a refused opener reads this: the lock itself is the OS's.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(FileLock { _file: file })
+    }
+}
+
+/// The process id the lock's holder wrote into the lock file, if it did.
+fn holder_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Who holds the lock of `path`, from the id its holder wrote.
+fn holder(pid: Option<u32>, path: &Path) -> String {
+    match pid {
+        Some(pid) if pid == std::process::id() => format!(
+            "this process (pid {pid}), by a store that did not finish closing within the busy timeout or that opened the file by another name"
+        ),
+        Some(pid) => format!("process {pid} (its id is in `{}`)", path.display()),
+        None => format!(
+            "another process, which has not written its id into `{}` yet",
+            path.display()
+        ),
+    }
 }
 
 /// Creates the schema in a new file, or brings an older file's schema up to [`SCHEMA_VERSION`]
@@ -432,6 +862,8 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let fail = |e: rusqlite::Error| backend("migrating the schema", path, e);
     conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
     let result = (|| {
+        // Checked again under the write lock, before the first write.
+        check_schema(conn, path)?;
         conn.execute_batch("CREATE TABLE IF NOT EXISTS evoq_schema (version INTEGER NOT NULL)")
             .map_err(fail)?;
         let found: Option<i64> = conn
@@ -529,16 +961,102 @@ impl Done {
 
     /// Replaces a success by `error` (the batch did not commit).
     fn fail(self, error: &StoreError) -> Self {
-        let again = || StoreError::Backend {
-            backend: BACKEND,
-            message: error.to_string(),
-        };
         match self {
-            Done::Appended(reply, _) => Done::Appended(reply, Err(again())),
-            Done::Unit(reply, _) => Done::Unit(reply, Err(again())),
-            Done::Bool(reply, _) => Done::Bool(reply, Err(again())),
-            Done::Count(reply, _) => Done::Count(reply, Err(again())),
+            Done::Appended(reply, _) => Done::Appended(reply, Err(again(error))),
+            Done::Unit(reply, _) => Done::Unit(reply, Err(again(error))),
+            Done::Bool(reply, _) => Done::Bool(reply, Err(again(error))),
+            Done::Count(reply, _) => Done::Count(reply, Err(again(error))),
         }
+    }
+}
+
+/// A copy of a writer's error for one more of the writes it failed, keeping its variant and its
+/// text (a wrapped copy would repeat the backend's prefix). The writer fails writes with
+/// `Backend` (SQLite's errors) and `Integrity` (a stored number out of range).
+fn again(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Backend { backend, message } => StoreError::Backend {
+            backend,
+            message: message.clone(),
+        },
+        StoreError::Integrity { location, reason } => StoreError::Integrity {
+            location: location.clone(),
+            reason: reason.clone(),
+        },
+        other => StoreError::Backend {
+            backend: BACKEND,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// What went wrong in `error`, without the backend's prefix.
+fn cause(error: &StoreError) -> String {
+    match error {
+        StoreError::Backend { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The versions of the streams the writer wrote last: at most `capacity` of them, in two
+/// generations of `capacity / 2`. A stream is looked up in the young one, then in the old one
+/// (and moved to the young one); when the young one is full, it becomes the old one and the
+/// old one is emptied for reuse. So a stream written within the last `capacity / 2` distinct
+/// streams is always kept, memory never holds more than `capacity` entries, and each lookup is
+/// one or two hash probes.
+///
+/// Only committed versions go in, and this writer is the file's only writer, so a kept version
+/// is the file's; a stream that is not kept is read from the file.
+struct StreamVersions {
+    /// How many entries each generation holds at most; 0 keeps nothing.
+    half: usize,
+    young: HashMap<String, u64>,
+    old: HashMap<String, u64>,
+}
+
+impl StreamVersions {
+    fn new(capacity: usize) -> Self {
+        StreamVersions {
+            half: (capacity / 2).max(usize::from(capacity > 0)),
+            young: HashMap::new(),
+            old: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, stream: &str) -> Option<u64> {
+        if let Some(version) = self.young.get(stream) {
+            return Some(*version);
+        }
+        let (stream, version) = self.old.remove_entry(stream)?;
+        self.put_young(stream, version);
+        Some(version)
+    }
+
+    fn insert(&mut self, stream: String, version: u64) {
+        if self.half == 0 {
+            return;
+        }
+        if let Some(kept) = self.young.get_mut(&stream) {
+            *kept = version;
+            return;
+        }
+        self.old.remove(&stream);
+        self.put_young(stream, version);
+    }
+
+    /// Puts a stream that is not in the young generation into it.
+    fn put_young(&mut self, stream: String, version: u64) {
+        if self.young.len() >= self.half {
+            std::mem::swap(&mut self.young, &mut self.old);
+            self.young.clear();
+        }
+        self.young.insert(stream, version);
+    }
+
+    /// How many streams are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
     }
 }
 
@@ -546,8 +1064,8 @@ struct Writer {
     conn: Connection,
     path: PathBuf,
     next_position: u64,
-    /// Known stream versions (committed).
-    versions: HashMap<String, u64>,
+    /// The committed versions of the streams written last.
+    versions: StreamVersions,
     max_batch: usize,
     head: watch::Sender<u64>,
 }
@@ -560,7 +1078,9 @@ struct Pending {
 }
 
 impl Writer {
-    fn run(mut self, jobs: std_mpsc::Receiver<Job>) {
+    /// Commits what comes in until every sender is gone and the queue is empty, then closes
+    /// (see [`Writer::close`]).
+    fn run(mut self, jobs: std_mpsc::Receiver<Job>) -> Result<(), StoreError> {
         let mut batch = Vec::with_capacity(self.max_batch);
         while let Ok(first) = jobs.recv() {
             batch.push(first);
@@ -578,6 +1098,32 @@ impl Writer {
                 }
             }
         }
+        self.close()
+    }
+
+    /// Moves every committed event from the WAL into the database file and empties the WAL
+    /// (`wal_checkpoint(TRUNCATE)`), then closes the connection: as the file's last connection
+    /// it removes the `-wal` and `-shm` files. The database file alone then holds everything.
+    fn close(self) -> Result<(), StoreError> {
+        let what = "checkpointing the WAL into the database file on close";
+        let (busy, log, moved): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(|e| backend(what, &self.path, e))?;
+        if busy != 0 {
+            return Err(backend(
+                what,
+                &self.path,
+                format!(
+                    "another connection kept the WAL busy ({moved} of {log} pages moved); the rest is safe in the `-wal` file: keep it beside the database file"
+                ),
+            ));
+        }
+        self.conn
+            .close()
+            .map_err(|(_, e)| backend("closing the database", &self.path, e))
     }
 
     /// One transaction for `jobs`. On a failed transaction with more than one job, gives the
@@ -619,7 +1165,9 @@ impl Writer {
         match commit {
             Ok(()) => {
                 self.next_position = pending.next_position;
-                self.versions.extend(pending.versions);
+                for (stream, version) in pending.versions {
+                    self.versions.insert(stream, version);
+                }
                 let head = self.next_position - 1;
                 self.head.send_if_modified(|h| {
                     let moved = head > *h;
@@ -648,7 +1196,7 @@ impl Writer {
                 // replies are dropped here and rebuilt, so rebuild the jobs instead.
                 Err(done
                     .into_iter()
-                    .filter_map(Done::into_job)
+                    .filter_map(|done| done.into_job(&error))
                     .chain(kept)
                     .collect())
             }
@@ -964,14 +1512,14 @@ impl Writer {
         Ok(())
     }
 
-    /// The version of `stream`, as this batch left it, else as committed (read once, then
-    /// kept: this writer is the only one).
+    /// The version of `stream`, as this batch left it, else as committed: kept for the streams
+    /// written last, read from the file (and then kept) for the others.
     fn version_of(&mut self, stream: &str, pending: &Pending) -> Result<u64, StoreError> {
         if let Some(v) = pending.versions.get(stream) {
             return Ok(*v);
         }
         if let Some(v) = self.versions.get(stream) {
-            return Ok(*v);
+            return Ok(v);
         }
         let version: i64 = self
             .conn
@@ -1018,11 +1566,15 @@ impl Writer {
 
 impl Done {
     /// A job that was applied but rolled back cannot be rebuilt (its input moved into the
-    /// transaction): it is answered with a retryable error instead.
-    fn into_job(self) -> Option<Job> {
+    /// transaction): it is answered with a retryable error instead, naming the failure of the
+    /// other write, `error`.
+    fn into_job(self, error: &StoreError) -> Option<Job> {
         self.fail(&StoreError::Backend {
             backend: BACKEND,
-            message: "the transaction of this write was rolled back (another write of the same group failed); nothing was written: retry".into(),
+            message: format!(
+                "this write was rolled back with its group, after another write of the group failed ({}); nothing of it was written: retry",
+                cause(error)
+            ),
         })
         .send();
         None
@@ -1030,10 +1582,7 @@ impl Done {
 }
 
 fn answer_error(job: Job, error: &StoreError) {
-    let again = || StoreError::Backend {
-        backend: BACKEND,
-        message: error.to_string(),
-    };
+    let again = || again(error);
     match job {
         Job::Append { reply, .. } => drop(reply.send(Err(again()))),
         Job::Snapshot(_, reply)
@@ -1265,7 +1814,7 @@ impl EventStore for SqliteStore {
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
         let lookup = OwnedLookup::new(lookup);
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| query_command(conn, &path, lookup.get(), since))
             .await
     }
@@ -1286,7 +1835,7 @@ impl EventStore for SqliteStore {
             return Ok(Vec::new());
         }
         let stream = stream.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             let sql = match direction {
                 Direction::Forward => format!(
@@ -1303,7 +1852,7 @@ impl EventStore for SqliteStore {
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
         let stream = stream.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             let v: i64 = conn
                 .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
@@ -1328,7 +1877,7 @@ impl EventStore for SqliteStore {
                 scanned_through: after,
             });
         }
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         let filter = filter.clone();
         self.read(move |conn| {
             let events = match &filter {
@@ -1382,7 +1931,7 @@ impl EventStore for SqliteStore {
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
         let stream = stream.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             let row = conn
                 .prepare_cached(
@@ -1420,7 +1969,7 @@ impl EventStore for SqliteStore {
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
         let name = name.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             let position: Option<i64> = conn
                 .prepare_cached("SELECT position FROM checkpoints WHERE name = ?1")
@@ -1448,7 +1997,7 @@ impl EventStore for SqliteStore {
             return Ok(Vec::new());
         }
         let handler = handler.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             query_dead_letters(
                 conn,
@@ -1466,7 +2015,7 @@ impl EventStore for SqliteStore {
         event_id: Uuid,
     ) -> Result<Option<DeadLetter>, StoreError> {
         let handler = handler.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             Ok(query_dead_letters(
                 conn,
@@ -1502,7 +2051,7 @@ impl EventStore for SqliteStore {
         instance: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let (saga, instance) = (saga.to_owned(), instance.to_owned());
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             conn.prepare_cached("SELECT state FROM saga_state WHERE saga = ?1 AND instance = ?2")
                 .and_then(|mut stmt| {
@@ -1531,7 +2080,7 @@ impl EventStore for SqliteStore {
         }
         let saga = saga.to_owned();
         let after = after.map(str::to_owned);
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             let fail = |e: rusqlite::Error| backend("listing saga instances", &path, e);
             let mut stmt = conn
@@ -1563,7 +2112,7 @@ impl EventStore for SqliteStore {
             return Ok(Vec::new());
         }
         let saga = saga.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             let fail = |e: rusqlite::Error| backend("reading due timeouts", &path, e);
             let mut stmt = conn
@@ -1585,7 +2134,7 @@ impl EventStore for SqliteStore {
 
     async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
         let saga = saga.to_owned();
-        let path = self.inner.path.clone();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
             let due_at: Option<i64> = conn
                 .prepare_cached("SELECT MIN(due_at) FROM timeouts WHERE saga = ?1")
@@ -1685,12 +2234,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("create a temporary directory");
         let path = dir.join("events.db");
-        let (conn, head) = open_writer(&path, &SqliteOptions::default()).expect("open");
+        let connector = SqliteConnector {
+            path: path.clone(),
+            options: SqliteOptions::default(),
+        };
+        let Opened { conn, head, lock } = open_file(&connector).expect("open");
+        drop(lock);
         let writer = Writer {
             conn,
             path,
             next_position: head + 1,
-            versions: HashMap::new(),
+            versions: StreamVersions::new(16),
             max_batch: 16,
             head: watch::Sender::new(head),
         };
@@ -1813,5 +2367,100 @@ mod tests {
             1,
             "its first run left nothing"
         );
+    }
+
+    #[test]
+    fn the_stream_cache_holds_at_most_its_capacity_and_keeps_the_streams_used_last() {
+        let mut cache = StreamVersions::new(10);
+        for i in 0..1_000u64 {
+            cache.insert(format!("S-{i}"), i);
+            assert!(cache.len() <= 10, "{} streams kept", cache.len());
+        }
+        for i in 995..1_000u64 {
+            assert_eq!(
+                cache.get(&format!("S-{i}")),
+                Some(i),
+                "the last five are kept"
+            );
+        }
+        assert_eq!(cache.get("S-0"), None, "the first is long gone");
+        cache.insert("S-999".into(), 1_000);
+        assert_eq!(
+            cache.get("S-999"),
+            Some(1_000),
+            "an insert replaces the version"
+        );
+
+        let mut cache = StreamVersions::new(4);
+        cache.insert("hot".into(), 1);
+        for i in 0..100u64 {
+            cache.insert(format!("cold-{i}"), i);
+            assert_eq!(cache.get("hot"), Some(1), "a stream used every time stays");
+        }
+
+        let mut off = StreamVersions::new(0);
+        off.insert("a".into(), 1);
+        assert_eq!(
+            (off.get("a"), off.len()),
+            (None, 0),
+            "capacity 0 keeps nothing"
+        );
+    }
+
+    #[test]
+    fn a_connection_of_the_same_application_writes_its_tables_while_the_store_is_open() {
+        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let _dir = TempDir(dir.clone());
+        let path = dir.join("events.db");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio");
+        runtime.block_on(async {
+            let store = SqliteStore::open(&path).await.expect("open");
+            store
+                .append(
+                    "Account-a",
+                    ExpectedVersion::NoStream,
+                    vec![NewEvent {
+                        event_id: Uuid::now_v7(),
+                        event_type: Cow::Borrowed("Deposited"),
+                        schema_version: 1,
+                        data: b"{}".to_vec(),
+                        metadata: Default::default(),
+                    }],
+                )
+                .await
+                .expect("append");
+            let conn = store
+                .connector()
+                .open()
+                .expect("the store's lock does not refuse its own application");
+            conn.execute_batch(
+                "CREATE TABLE balances (account TEXT PRIMARY KEY, balance INTEGER NOT NULL);
+                 INSERT INTO balances VALUES ('a', 100);",
+            )
+            .expect("a read model writes its own tables");
+            let events: i64 = conn
+                .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+                .expect("and reads the events");
+            assert_eq!(events, 1);
+            store
+                .save_checkpoint("balances", 1)
+                .await
+                .expect("the store writes on beside it");
+            drop(conn);
+            store.close().await.expect("close");
+        });
+        let conn = Connection::open(&path).expect("raw open");
+        let balance: i64 = conn
+            .query_row(
+                "SELECT balance FROM balances WHERE account = 'a'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("the read model's row is in the file");
+        assert_eq!(balance, 100);
     }
 }
