@@ -1348,3 +1348,43 @@ fn a_failed_write_says_the_backend_once_and_keeps_its_cause() {
         );
     });
 }
+
+#[test]
+fn after_stop_with_the_store_still_open_a_copy_of_the_database_file_alone_holds_every_event() {
+    use evoq_tests::bank::{Deposit, OpenAccount};
+    let dir = TempDir::new("sqlite-stop-open");
+    let path = dir.file("events.db");
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        let app = evoq::Evoq::builder()
+            .store(store.clone())
+            .start()
+            .await
+            .expect("start");
+        app.dispatch(OpenAccount {
+            account: "acct-2".into(),
+            initial_balance: 0,
+        })
+        .await
+        .expect("open the account");
+        for _ in 0..49 {
+            app.dispatch(Deposit {
+                account: "acct-2".into(),
+                amount: 1,
+            })
+            .await
+            .expect("deposit");
+        }
+        app.stop().await;
+        // The runtime and the store are still there (the application goes on reading it).
+        assert_eq!(
+            file_len(&side_file(&path, "-wal")),
+            0,
+            "stop checkpointed the WAL into the database file"
+        );
+        let stream = evoq::stream_id("BankAccount", "acct-2");
+        assert_eq!(copy_alone_and_count(&path, &stream), (50, 50));
+        assert_eq!(store.stream_version(&stream).await.expect("still open"), 50);
+        drop(app);
+    });
+}

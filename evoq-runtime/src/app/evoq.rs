@@ -121,10 +121,21 @@ impl Evoq {
     }
 
     /// Stops the runtime: new dispatches fail with [`Error::Stopped`]; commands already
-    /// accepted complete; event handlers stop after saving their checkpoints.
+    /// accepted complete; event handlers stop after saving their checkpoints; then the store
+    /// is flushed ([`EventStore::flush`]: on SQLite, the WAL is checkpointed into the database
+    /// file, so a copy of that file alone holds every event). The store stays open.
     pub async fn stop(&self) {
         self.inner.dispatcher.stop();
         self.inner.subscribers.stop().await;
+        // Every write of this runtime is in; a copy of the store's files now holds them all.
+        if let Err(error) = self.store().flush().await {
+            tracing::warn!(
+                name: "evoq.runtime.stop",
+                stage = "exception",
+                store_id = %self.inner.config.store_id,
+                error = %error,
+            );
+        }
         tracing::debug!(
             name: "evoq.runtime.stop",
             stage = "stop",

@@ -272,6 +272,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// many there were.
     async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError>;
 
+    /// Makes every committed write durable in the store's own files, so that a copy of them
+    /// alone holds everything (SQLite: checkpoints the WAL into the database file and empties
+    /// it). The runtime calls it when it stops. The default does nothing: right for a store
+    /// with nothing to move (in memory, a database server).
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Asks for the right to run the named subscriber `name` (a handler, projection or saga) on
     /// this node: `Ok(None)` while another node holds it. The subscription engine asks before it
     /// delivers anything, polls while refused, and holds the [`Lease`] while it delivers.

@@ -465,9 +465,10 @@ impl SqliteStore {
     /// connections close and the file's lock is released, so another store may open the file.
     ///
     /// Afterwards every call of every handle fails with [`StoreError::Closed`]. Closing again is
-    /// `Ok`. Dropping the last handle closes too, waiting in the dropping thread; stopping a
-    /// runtime does not close its store (call `close` after [`Evoq::stop`](crate::Evoq::stop),
-    /// or drop the runtime and every handle).
+    /// `Ok`. Dropping the last handle closes too, waiting in the dropping thread. Stopping a
+    /// runtime does not close its store, but flushes it ([`EventStore::flush`]: the WAL is
+    /// checkpointed into the file and emptied), so a copy of the file alone is complete after
+    /// [`Evoq::stop`](crate::Evoq::stop) too; `close` also releases the file.
     ///
     /// An error says the checkpoint or the close failed (another connection kept reading, an
     /// I/O error): the events are then safe in the `-wal` file, which must stay beside the
@@ -938,6 +939,8 @@ enum Job {
     DeleteTimeout(String, Uuid, Reply<bool>),
     /// Removes every timeout of this saga's instance.
     CancelTimeouts(String, String, Reply<usize>),
+    /// Checkpoints the WAL into the database file, between two transactions.
+    Flush(Reply<()>),
 }
 
 /// The result of one job inside a batch, sent once the batch commits.
@@ -1083,9 +1086,20 @@ impl Writer {
     fn run(mut self, jobs: std_mpsc::Receiver<Job>) -> Result<(), StoreError> {
         let mut batch = Vec::with_capacity(self.max_batch);
         while let Ok(first) = jobs.recv() {
+            if let Job::Flush(reply) = first {
+                let _ =
+                    reply.send(self.checkpoint_wal("checkpointing the WAL into the database file"));
+                continue;
+            }
             batch.push(first);
+            let mut flush = None;
             while batch.len() < self.max_batch {
                 match jobs.try_recv() {
+                    // A flush ends the batch: it runs once the writes before it committed.
+                    Ok(Job::Flush(reply)) => {
+                        flush = Some(reply);
+                        break;
+                    }
                     Ok(job) => batch.push(job),
                     Err(_) => break,
                 }
@@ -1097,6 +1111,10 @@ impl Writer {
                     let _ = self.commit_group(vec![job]);
                 }
             }
+            if let Some(reply) = flush {
+                let _ =
+                    reply.send(self.checkpoint_wal("checkpointing the WAL into the database file"));
+            }
         }
         self.close()
     }
@@ -1105,7 +1123,15 @@ impl Writer {
     /// (`wal_checkpoint(TRUNCATE)`), then closes the connection: as the file's last connection
     /// it removes the `-wal` and `-shm` files. The database file alone then holds everything.
     fn close(self) -> Result<(), StoreError> {
-        let what = "checkpointing the WAL into the database file on close";
+        self.checkpoint_wal("checkpointing the WAL into the database file on close")?;
+        self.conn
+            .close()
+            .map_err(|(_, e)| backend("closing the database", &self.path, e))
+    }
+
+    /// Moves every committed event from the WAL into the database file and empties the WAL
+    /// (`wal_checkpoint(TRUNCATE)`); `what` names the step in an error.
+    fn checkpoint_wal(&self, what: &str) -> Result<(), StoreError> {
         let (busy, log, moved): (i64, i64, i64) = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
@@ -1121,9 +1147,7 @@ impl Writer {
                 ),
             ));
         }
-        self.conn
-            .close()
-            .map_err(|(_, e)| backend("closing the database", &self.path, e))
+        Ok(())
     }
 
     /// One transaction for `jobs`. On a failed transaction with more than one job, gives the
@@ -1270,6 +1294,15 @@ impl Writer {
             };
         }
         match job {
+            // Taken out of every batch by the writer's loop; here only if that changes.
+            Job::Flush(reply) => Ok(Done::Unit(
+                reply,
+                Err(backend(
+                    "checkpointing the WAL",
+                    path,
+                    "a flush cannot run inside a transaction",
+                )),
+            )),
             Job::SweepCommands(before, max, reply) => {
                 match run!(
                     "sweeping the command log",
@@ -1589,7 +1622,8 @@ fn answer_error(job: Job, error: &StoreError) {
         | Job::Checkpoint(_, _, reply)
         | Job::SaveDeadLetter(_, reply)
         | Job::SaveSaga(_, _, _, reply)
-        | Job::ScheduleTimeout(_, reply) => drop(reply.send(Err(again()))),
+        | Job::ScheduleTimeout(_, reply)
+        | Job::Flush(reply) => drop(reply.send(Err(again()))),
         Job::DeleteDeadLetter(_, _, reply)
         | Job::DeleteSaga(_, _, reply)
         | Job::DeleteTimeout(_, _, reply) => drop(reply.send(Err(again()))),
@@ -1773,6 +1807,10 @@ fn appended(actual: u64, first: u64, count: u64) -> Appended {
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.write(Job::Flush).await
+    }
+
     async fn append(
         &self,
         stream: &str,
