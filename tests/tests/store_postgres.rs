@@ -820,3 +820,149 @@ async fn two_nodes_running_one_command_at_once_have_exactly_one_winner() {
         assert_eq!(&found.command_id, id, "both nodes find the winner");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Failing safe: deadlines and errors a retry does not fix
+// ---------------------------------------------------------------------------------------------
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority..].find('/') {
+        Some(slash) => &base[..authority + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// `url` with its user (and password) replaced by `user`.
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_accepts_and_never_answers_fails_the_start_within_the_connect_timeout() {
+    // A listener that accepts every connection and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let port = listener.local_addr().expect("its port").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming() {
+            match connection {
+                Ok(connection) => held.push(connection),
+                Err(_) => return,
+            }
+        }
+    });
+    let deadline = Duration::from_secs(1);
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        PostgresStore::connect_with(
+            &format!("postgres://app:hunter2@127.0.0.1:{port}/events"),
+            PostgresOptions::default().connect_timeout(deadline),
+        ),
+    )
+    .await
+    .expect("connect_with must give up by itself, not hang");
+    let elapsed = started.elapsed();
+    let error = outcome.expect_err("a silent server must fail the start");
+    println!("{error}");
+    assert!(
+        elapsed < deadline + Duration::from_millis(1_500),
+        "the start failed after {elapsed:?}, past its deadline of {deadline:?}"
+    );
+    match &error {
+        StoreError::ConnectTimeout {
+            location, after, ..
+        } => {
+            assert!(
+                location.contains(&format!("127.0.0.1:{port}")),
+                "{location}"
+            );
+            assert_eq!(*after, deadline);
+        }
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    assert!(text.contains("did not answer within"), "{text}");
+}
+
+/// Starts a store on `url` with many retries allowed, and returns its error and how long it
+/// took: a permanent error must come back at once, not after the retries' backoff (which
+/// would take over 10 s).
+async fn start_error(url: &str) -> (StoreError, Duration) {
+    let started = Instant::now();
+    let error = PostgresStore::connect_with(url, PostgresOptions::default().retries(10))
+        .await
+        .expect_err("the start must fail");
+    (error, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_fails_the_start_at_once_with_the_servers_reason() {
+    let Some(schema) = PgSchema::new("nodb").await else {
+        return;
+    };
+    let database = format!("evoq_missing_{}", evoq::Uuid::now_v7().simple());
+    let (error, elapsed) = start_error(&with_database(&schema.url, &database)).await;
+    println!("{error} (after {elapsed:?})");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "a missing database was retried: {elapsed:?}"
+    );
+    match &error {
+        StoreError::Refused { code, reason, .. } => {
+            assert_eq!(code.as_deref(), Some("3D000"), "{error}");
+            assert!(reason.contains(&database), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(
+        text.contains("3D000") && text.contains("does not exist"),
+        "the server's reason is kept: {text}"
+    );
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the driver's error is the source"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_fails_the_start_at_once_with_the_servers_reason() {
+    let Some(schema) = PgSchema::new("norole").await else {
+        return;
+    };
+    let role = format!("evoq_nobody_{}", evoq::Uuid::now_v7().simple());
+    let (error, elapsed) = start_error(&with_user(&schema.url, &format!("{role}:wrong"))).await;
+    println!("{error} (after {elapsed:?})");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "a refused login was retried: {elapsed:?}"
+    );
+    match &error {
+        StoreError::Refused { code, reason, .. } => {
+            // 28000 (`role ... does not exist`, trust authentication) or 28P01 (`password
+            // authentication failed`), as the server is set up.
+            assert!(
+                matches!(code.as_deref(), Some("28000" | "28P01")),
+                "{error}"
+            );
+            assert!(reason.contains(&role), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(!text.contains("wrong"), "the password leaked: {text}");
+    assert!(text.contains("check the user and password"), "{text}");
+}
