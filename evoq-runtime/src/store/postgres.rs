@@ -41,7 +41,12 @@
 //!   on a connection of its own held by the [`Lease`]. So each handler (and projection, saga)
 //!   runs on one node at a time; when the node stops (the lease is dropped) or dies (its
 //!   connection closes), the lock is freed and another node's handler, which asks every 200 ms,
-//!   takes over from the checkpoint the first node saved.
+//!   takes over from the checkpoint the first node saved. The lock lives as long as that
+//!   session: if the connection breaks (a network fault, `pg_terminate_backend`), the server
+//!   frees it at once. So [`Lease::confirm`] asks the lease's own connection whether its
+//!   session still holds the lock (`pg_locks`), within the connect timeout; the subscription
+//!   engine confirms before each page it delivers and each checkpoint it saves, and stops
+//!   delivering on this node once the lease is not confirmed.
 //! - **Errors a retry fixes** (a connection refused or broken, a server shutting down or
 //!   starting, too many connections, a serialization failure or a deadlock, a connect timeout)
 //!   are retried with exponential backoff up to [`PostgresOptions::retries`] times. **Errors
@@ -175,7 +180,8 @@ impl PostgresOptions {
     /// and the login, and of every wait for a connection from the pool (default 10 s, at
     /// least 1 ms). [`PostgresStore::connect_with`] as a whole, retries included, fails within
     /// it with [`StoreError::ConnectTimeout`] when the server does not answer; it replaces any
-    /// `connect_timeout` of the connection string.
+    /// `connect_timeout` of the connection string. A lease's connection is confirmed within it
+    /// too.
     pub fn connect_timeout(mut self, deadline: Duration) -> Self {
         self.connect_timeout = deadline.max(Duration::from_millis(1));
         self
@@ -1635,13 +1641,48 @@ fn lease_key(schema: &str, name: &str) -> i64 {
 /// What a lease holds: the connection that holds the advisory lock. Dropping it closes the
 /// connection, which frees the lock.
 struct LeaseGuard {
-    _client: tokio_postgres::Client,
+    client: tokio_postgres::Client,
     driver: AbortHandle,
+    /// The subscriber's name, for messages.
+    name: String,
+    /// The lock's key, as `pg_locks` shows it: its high and low halves.
+    classid: u32,
+    objid: u32,
+    location: String,
+    /// How long a confirmation may take before the lease counts as lost.
+    deadline: Duration,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.driver.abort();
+    }
+}
+
+/// Whether the session running it holds the advisory lock of a 64-bit key (`pg_locks` shows
+/// such a key in halves, `objsubid` 1).
+const LEASE_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND classid = $1 AND objid = $2 AND objsubid = 1)";
+
+impl LeaseGuard {
+    /// Asks, on the lease's own connection, whether its session still holds the lock. A
+    /// connection that broke or that does not answer within the connect timeout no longer
+    /// vouches for it.
+    async fn confirm(&self) -> Result<(), StoreError> {
+        let what = format!("confirming the lease of `{}`", self.name);
+        let parameters: [&(dyn ToSql + Sync); 2] = [&self.classid, &self.objid];
+        let asked = self.client.query_one(LEASE_HELD, &parameters);
+        match tokio::time::timeout(self.deadline, asked).await {
+            Ok(Ok(row)) if row.try_get::<_, bool>(0).unwrap_or(false) => Ok(()),
+            Ok(Ok(_)) => Err(StoreError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "{what} on {}: its connection no longer holds the advisory lock",
+                    self.location
+                ),
+            }),
+            Ok(Err(error)) => Err(Failure::sql(&what, &self.location, error).into_error(0)),
+            Err(_) => Err(connect_timeout(&what, &self.location, self.deadline)),
+        }
     }
 }
 
@@ -2117,7 +2158,8 @@ impl EventStore for PostgresStore {
     }
 
     /// A session advisory lock on a connection of the lease's own: granted when no other node
-    /// holds the name, freed when the lease is dropped or its connection dies.
+    /// holds the name, freed when the lease is dropped or its connection dies. The lease is
+    /// confirmed by asking that connection whether its session still holds the lock.
     async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
         let inner = &*self.inner;
         let key = lease_key(&inner.options.schema, name);
@@ -2133,12 +2175,17 @@ impl EventStore for PostgresStore {
         })
         .abort_handle();
         let guard = LeaseGuard {
-            _client: client,
+            client,
             driver,
+            name: name.to_owned(),
+            classid: (key as u64 >> 32) as u32,
+            objid: key as u64 as u32,
+            location: inner.location.clone(),
+            deadline,
         };
         let parameters: [&(dyn ToSql + Sync); 1] = [&key];
         let asked = guard
-            ._client
+            .client
             .query_one("SELECT pg_try_advisory_lock($1)", &parameters);
         let granted: bool = match tokio::time::timeout(deadline, asked).await {
             Ok(Ok(row)) => row.get(0),
@@ -2153,6 +2200,13 @@ impl EventStore for PostgresStore {
         if !granted {
             return Ok(None);
         }
-        Ok(Some(Lease::shared(Box::new(guard), lost_rx)))
+        let guard = Arc::new(guard);
+        let check = Arc::clone(&guard);
+        Ok(Some(Lease::shared(Box::new(guard), lost_rx).confirmed_by(
+            move || {
+                let guard = Arc::clone(&check);
+                async move { guard.confirm().await }
+            },
+        )))
     }
 }
