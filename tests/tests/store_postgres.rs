@@ -2,6 +2,10 @@
 //! appenders, two nodes sharing one database (handlers run once across the nodes and move to
 //! the surviving node; one command runs once across the nodes), corrupt rows, a schema from a
 //! newer evoq, timeouts across a reconnect, and the migration of version 1 and 2 schemas.
+//! Failing safe: a silent server fails the start within the connect timeout, a missing
+//! database or a refused login fails it at once with the server's reason, a holder whose lease
+//! connection is killed stops before another node takes over, and a dead-letter retry asked on
+//! the node without the lease runs on the holder.
 //!
 //! Each test uses a schema of its own, dropped at the end; without a server the tests skip
 //! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
@@ -818,5 +822,387 @@ async fn two_nodes_running_one_command_at_once_have_exactly_one_winner() {
             .expect("find_command")
             .expect("the winner is recorded");
         assert_eq!(&found.command_id, id, "both nodes find the winner");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failing safe: deadlines, permanent errors, lost leases, dead-letter retries across nodes
+// ---------------------------------------------------------------------------------------------
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority..].find('/') {
+        Some(slash) => &base[..authority + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// `url` with its user (and password) replaced by `user`.
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_accepts_and_never_answers_fails_the_start_within_the_connect_timeout() {
+    // A listener that accepts every connection and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let port = listener.local_addr().expect("its port").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming() {
+            match connection {
+                Ok(connection) => held.push(connection),
+                Err(_) => return,
+            }
+        }
+    });
+    let deadline = Duration::from_secs(1);
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        PostgresStore::connect_with(
+            &format!("postgres://app:hunter2@127.0.0.1:{port}/events"),
+            PostgresOptions::default().connect_timeout(deadline),
+        ),
+    )
+    .await
+    .expect("connect_with must give up by itself, not hang");
+    let elapsed = started.elapsed();
+    let error = outcome.expect_err("a silent server must fail the start");
+    println!("{error}");
+    assert!(
+        elapsed < deadline + Duration::from_millis(1_500),
+        "the start failed after {elapsed:?}, past its deadline of {deadline:?}"
+    );
+    match &error {
+        StoreError::ConnectTimeout {
+            location, after, ..
+        } => {
+            assert!(
+                location.contains(&format!("127.0.0.1:{port}")),
+                "{location}"
+            );
+            assert_eq!(*after, deadline);
+        }
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    assert!(text.contains("did not answer within"), "{text}");
+}
+
+/// Starts a store on `url` with many retries allowed, and returns its error and how long it
+/// took: a permanent error must come back at once, not after the retries' backoff (which
+/// would take over 10 s).
+async fn start_error(url: &str) -> (StoreError, Duration) {
+    let started = Instant::now();
+    let error = PostgresStore::connect_with(url, PostgresOptions::default().retries(10))
+        .await
+        .expect_err("the start must fail");
+    (error, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_fails_the_start_at_once_with_the_servers_reason() {
+    let Some(schema) = PgSchema::new("nodb").await else {
+        return;
+    };
+    let database = format!("evoq_missing_{}", evoq::Uuid::now_v7().simple());
+    let (error, elapsed) = start_error(&with_database(&schema.url, &database)).await;
+    println!("{error} (after {elapsed:?})");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "a missing database was retried: {elapsed:?}"
+    );
+    match &error {
+        StoreError::Refused { code, reason, .. } => {
+            assert_eq!(code.as_deref(), Some("3D000"), "{error}");
+            assert!(reason.contains(&database), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(
+        text.contains("3D000") && text.contains("does not exist"),
+        "the server's reason is kept: {text}"
+    );
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the driver's error is the source"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_fails_the_start_at_once_with_the_servers_reason() {
+    let Some(schema) = PgSchema::new("norole").await else {
+        return;
+    };
+    let role = format!("evoq_nobody_{}", evoq::Uuid::now_v7().simple());
+    let (error, elapsed) = start_error(&with_user(&schema.url, &format!("{role}:wrong"))).await;
+    println!("{error} (after {elapsed:?})");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "a refused login was retried: {elapsed:?}"
+    );
+    match &error {
+        StoreError::Refused { code, reason, .. } => {
+            // 28000 (`role ... does not exist`, trust authentication) or 28P01 (`password
+            // authentication failed`), as the server is set up.
+            assert!(
+                matches!(code.as_deref(), Some("28000" | "28P01")),
+                "{error}"
+            );
+            assert!(reason.contains(&role), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(!text.contains("wrong"), "the password leaked: {text}");
+    assert!(text.contains("check the user and password"), "{text}");
+}
+
+/// FNV-1a 64, as the store hashes a lease's name into its advisory lock key.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The backend (process id) whose session holds the lease of `name` in `schema`, if any: the
+/// advisory lock on the lease's key (`pg_locks` shows a 64-bit key in halves).
+async fn lease_holder_pid(admin: &tokio_postgres::Client, schema: &str, name: &str) -> Option<i32> {
+    let key = fnv1a(format!("evoq-lease:{schema}:{name}").as_bytes());
+    let (high, low) = ((key >> 32) as u32, key as u32);
+    admin
+        .query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objsubid = 1",
+            &[&high, &low],
+        )
+        .await
+        .expect("read pg_locks")
+        .map(|row| row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_lease_connection_is_killed_stops_and_the_other_node_takes_over_exactly_once()
+ {
+    let Some(schema) = PgSchema::new("kill").await else {
+        return;
+    };
+    let seen: Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>> = Arc::default();
+    let nodes = [node(&schema, 0, &seen).await, node(&schema, 1, &seen).await];
+    nodes[0].dispatch(open("x")).await.expect("open");
+    for i in 0..20 {
+        nodes[i % 2]
+            .dispatch(deposit("x", 1))
+            .await
+            .expect("deposit");
+    }
+    wait_handled(&seen, 20, Duration::from_secs(10), "before the kill").await;
+    let owner = {
+        let seen = seen.lock().unwrap();
+        let owners: HashSet<usize> = seen.values().flatten().copied().collect();
+        assert_eq!(owners.len(), 1, "one node runs the handler: {owners:?}");
+        *owners.iter().next().expect("an owner")
+    };
+    // The holder saves its checkpoint once it has caught up: wait for it, so that nothing
+    // handled is left to deliver again (a kill before that would redeliver, by design).
+    let store = connect(&schema).await;
+    let head = store.read_head().await.expect("head");
+    let started = Instant::now();
+    while store
+        .load_checkpoint("deposit_counter")
+        .await
+        .expect("checkpoint")
+        != Some(head)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the holder did not save its checkpoint at {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Kill the session that holds the lease, and append at once: the old holder must not
+    // deliver these, the other node must, once each.
+    let admin = raw(&schema).await;
+    let pid = lease_holder_pid(&admin, &schema.schema, "deposit_counter")
+        .await
+        .expect("a session holds the lease");
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate the lease's backend")
+        .get(0);
+    assert!(killed, "the lease's backend was terminated");
+    let killed_at = Instant::now();
+    for i in 0..10 {
+        nodes[i % 2]
+            .dispatch(deposit("x", 2))
+            .await
+            .expect("deposit after the kill");
+    }
+    wait_handled(&seen, 30, Duration::from_secs(10), "after the kill").await;
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover < Duration::from_secs(5),
+        "the other node took over after {takeover:?}"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        for (id, nodes) in seen.iter() {
+            assert_eq!(nodes.len(), 1, "event {id} was handled {nodes:?}");
+        }
+        let by_new: usize = seen.values().filter(|n| n[0] != owner).count();
+        assert_eq!(
+            by_new, 10,
+            "the node that lost its lease delivered nothing after the kill; the other node delivered every new event"
+        );
+    }
+    let holder = lease_holder_pid(&admin, &schema.schema, "deposit_counter")
+        .await
+        .expect("the lease is held again");
+    assert_ne!(holder, pid, "a new session holds the lease");
+    println!("takeover within {takeover:?}");
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Fails on deposits of 13 while `healthy` is false; records which node handled which event.
+#[derive(Clone)]
+struct Picky {
+    node: usize,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    handled: Arc<Mutex<Vec<(usize, evoq::Uuid)>>>,
+}
+
+#[event_handler(name = "picky", max_attempts = 1, on_error = dead_letter)]
+impl Picky {
+    #[handles]
+    async fn deposited(&mut self, e: &MoneyDeposited, meta: &EventMeta) -> Result<(), Failed> {
+        if e.amount == 13 && !self.healthy.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Failed("13 is unlucky".into()));
+        }
+        self.handled
+            .lock()
+            .unwrap()
+            .push((self.node, meta.event_id()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_retry_asked_on_the_node_without_the_lease_runs_on_the_holder() {
+    let Some(schema) = PgSchema::new("retry").await else {
+        return;
+    };
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled: Arc<Mutex<Vec<(usize, evoq::Uuid)>>> = Arc::default();
+    let mut nodes = Vec::new();
+    for n in 0..2 {
+        nodes.push(
+            Evoq::builder()
+                .store(connect(&schema).await)
+                .handler(Picky {
+                    node: n,
+                    healthy: Arc::clone(&healthy),
+                    handled: Arc::clone(&handled),
+                })
+                .start()
+                .await
+                .expect("start a node"),
+        );
+    }
+    nodes[0].dispatch(open("x")).await.expect("open");
+    nodes[0].dispatch(deposit("x", 1)).await.expect("deposit");
+    let poisoned = nodes[1].dispatch(deposit("x", 13)).await.expect("deposit");
+    let poisoned_at = poisoned.position.expect("a position");
+    let last = nodes[0].dispatch(deposit("x", 2)).await.expect("deposit");
+    let last_position = last.position.expect("a position");
+    for node in &nodes {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            node.wait_for_named("picky", last_position)
+                .without_deadline(),
+        )
+        .await
+        .expect("the handler reached the last deposit")
+        .expect("wait_for");
+    }
+    let holder = {
+        let handled = handled.lock().unwrap();
+        assert_eq!(handled.len(), 2, "the two good deposits: {handled:?}");
+        handled[0].0
+    };
+    let other = &nodes[1 - holder];
+    let letters = other.dead_letters("picky").list(0, 10).await.expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event.global_position, poisoned_at);
+    assert_eq!(letters[0].attempts, 1);
+    let poisoned_id = letters[0].event.event_id;
+
+    // Still failing: the retry runs on the holder, fails, and says why.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        other.dead_letters("picky").retry(poisoned_id),
+    )
+    .await
+    .expect("the retry handed to the holder returns");
+    match outcome {
+        Err(evoq::Error::DeadLetterRetryFailed { error, .. }) => {
+            assert_eq!(error, "13 is unlucky");
+        }
+        other => panic!("expected the retry to fail again, got {other:?}"),
+    }
+    let entry = other
+        .dead_letters("picky")
+        .get(poisoned_id)
+        .await
+        .expect("get")
+        .expect("the entry is kept");
+    assert_eq!(entry.attempts, 2, "the failed retry counts");
+
+    // Fixed: the retry asked on the node without the lease delivers the event on the holder.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        other.dead_letters("picky").retry(poisoned_id),
+    )
+    .await
+    .expect("the retry handed to the holder returns")
+    .expect("the retry succeeds");
+    assert!(
+        handled.lock().unwrap().contains(&(holder, poisoned_id)),
+        "the holder delivered the dead letter"
+    );
+    assert!(
+        other
+            .dead_letters("picky")
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "the entry is removed"
+    );
+    assert!(matches!(
+        other.dead_letters("picky").retry(poisoned_id).await,
+        Err(evoq::Error::DeadLetterNotFound { .. })
+    ));
+    for node in nodes {
+        node.stop().await;
     }
 }

@@ -175,6 +175,12 @@ impl DeadLetterQueue<'_> {
     ///
     /// The re-delivery runs in the handler's task, between two events (the handler sees one
     /// event at a time), so it waits while the handler is busy with an event.
+    ///
+    /// On a store shared by several nodes (PostgreSQL) it runs on the node that holds the
+    /// handler's lease, whichever node it is asked on: another node hands the request to the
+    /// holder through the store (the holder looks for such requests every 200 ms), and
+    /// `retry` returns once the holder carried it out, with its outcome. If the runtime stops
+    /// first, the request is withdrawn and the error is [`Error::HandlerStopped`].
     pub async fn retry(&self, event_id: Uuid) -> Result<(), Error> {
         let handler = self.registry.named(&self.handler)?;
         request(handler, |reply| Control::Redeliver { event_id, reply }).await

@@ -1,5 +1,6 @@
 //! One handler's task: subscription, delivery with retries, dead letters, checkpoints.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -17,6 +18,7 @@ use super::state::{Control, DeliveryCounters, HandlerState};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::store::{DeadLetter, EventFilter, EventStore, Lease, StoreError, Subscription};
+use crate::util::ids::new_v7;
 use crate::util::panic::{CatchPanic, panic_message};
 
 /// How the task backs off when the store fails (reads, dead-letter saves).
@@ -25,6 +27,21 @@ const STORE_RETRY: RetryStrategy =
 
 /// How often a handler whose lease another node holds asks for it again.
 const LEASE_POLL: Duration = Duration::from_millis(200);
+
+/// How long a node whose lease was lost waits before it asks for it again, so that another
+/// node (whose connection to the store did not break) takes the handler over.
+const LEASE_LOST_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a shared lease stays confirmed while a page is delivered: past it, the lease is
+/// confirmed again before the next event (a page is always confirmed before its first event).
+const LEASE_CONFIRM_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the holder of a shared lease looks for dead-letter retries handed to it by the
+/// other nodes, and how often a node that handed one over looks whether it was carried out.
+const HANDED_RETRY_POLL: Duration = Duration::from_millis(200);
+
+/// The most handed-over retries the holder takes at a time.
+const HANDED_RETRY_BATCH: usize = 16;
 
 /// The state of one handler's task.
 pub(crate) struct Task {
@@ -42,6 +59,18 @@ pub(crate) struct Task {
     /// The position processed through but not published yet (0: none): published, and the
     /// waiters woken, by [`announce`](Self::announce).
     unannounced: u64,
+    /// Requests that wait for the lease (a rebuild asked while another node held it).
+    deferred: VecDeque<Control>,
+    /// When a shared lease was last confirmed by the store.
+    confirmed_at: Instant,
+}
+
+/// How [`Task::serve`] ended.
+enum Served {
+    /// The runtime stopped, or the handler did.
+    Done,
+    /// The lease was lost (why): stop delivering and ask for it again.
+    LeaseLost(String),
 }
 
 /// What became of one event.
@@ -52,13 +81,22 @@ enum Delivered {
     Shutdown,
     /// `OnError::Stop`: the handler stops before this event.
     Stop(String),
+    /// The lease was lost (why) before the event was retried or dead-lettered.
+    LeaseLost(String),
 }
 
 enum Next {
     Shutdown,
     Control(Control),
     Events(Result<Vec<Arc<RecordedEvent>>, StoreError>),
+    /// The connection holding the lease broke.
+    LeaseLost,
+    /// Time to look for dead-letter retries handed over by other nodes.
+    HandedRetries,
 }
+
+/// Why a lease whose connection broke is lost.
+const CONNECTION_BROKE: &str = "the connection holding the lease broke";
 
 impl Task {
     pub(crate) fn new(
@@ -81,6 +119,8 @@ impl Task {
             requests,
             shutdown,
             unannounced: 0,
+            deferred: VecDeque::new(),
+            confirmed_at: Instant::now(),
         }
     }
 
@@ -88,6 +128,12 @@ impl Task {
     /// store's [`Lease`] on the handler's name while it delivers: on a store shared by several
     /// nodes it waits (polling every [`LEASE_POLL`]) until no other node runs the handler, then
     /// resumes from the checkpoint that node saved.
+    ///
+    /// A shared lease can be lost while held (its connection broke): the task confirms it with
+    /// the store before each page it delivers, before each checkpoint it saves, and at least
+    /// every [`LEASE_CONFIRM_EVERY`] during a page; once it is not confirmed, the task delivers
+    /// nothing more and saves nothing, waits [`LEASE_LOST_PAUSE`] (another node takes over),
+    /// and asks for the lease again.
     pub(crate) async fn run<C: Consumer>(mut self, mut consumer: C) {
         if C::CHECKPOINT_EVERY_EVENT {
             self.checkpoint_every = 1;
@@ -95,18 +141,94 @@ impl Task {
         }
         loop {
             let Some(lease) = self.acquire().await else {
-                let start = self.start_after;
-                self.finish(&mut consumer, start).await;
+                self.stop_unleased();
                 return;
             };
-            if !self.serve(&mut consumer, &lease).await {
-                return;
-            }
+            let reason = match self.serve(&mut consumer, &lease).await {
+                Served::Done => return,
+                Served::LeaseLost(reason) => reason,
+            };
+            drop(lease);
             tracing::warn!(
                 name: "evoq.handler.lease",
                 stage = "lost",
                 handler = &*self.state.name,
+                reason = %reason,
+                "the handler stopped delivering on this node; another node takes it over",
             );
+            if !self.wait_unleased(LEASE_LOST_PAUSE).await {
+                self.stop_unleased();
+                return;
+            }
+        }
+    }
+
+    /// The end of a task that does not hold the lease: it saves nothing (the holder owns the
+    /// checkpoint); waiters learn that it stopped.
+    fn stop_unleased(&mut self) {
+        self.publish(self.start_after);
+        self.announce();
+        self.state.progress.send_modify(|progress| {
+            if progress.stopped.is_none() {
+                progress.stopped = Some(Arc::from("the runtime stopped"));
+            }
+        });
+        tracing::debug!(
+            name: "evoq.handler.shutdown",
+            handler = &*self.state.name,
+            position = self.start_after,
+        );
+    }
+
+    /// Waits `delay` without the lease, unless the runtime stops first (`false`). Requests
+    /// that come meanwhile are not left waiting for the lease: a dead-letter retry is handed to
+    /// the node that holds it (see [`hand_over_retry`]); a rebuild waits for the lease.
+    async fn wait_unleased(&mut self, delay: Duration) -> bool {
+        self.announce();
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => return false,
+                Some(control) = self.requests.recv() => match control {
+                    Control::Redeliver { event_id, reply } => self.hand_over(event_id, reply),
+                    other => self.deferred.push_back(other),
+                },
+                () = tokio::time::sleep_until(until) => return !self.stopping(),
+            }
+        }
+    }
+
+    /// Hands the dead-letter retry of `event_id` to the node holding the lease, in a task of
+    /// its own that answers `reply` once that node carried it out.
+    fn hand_over(&self, event_id: Uuid, reply: oneshot::Sender<Result<(), Error>>) {
+        let store = Arc::clone(&self.store);
+        let handler = Arc::clone(&self.state.name);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut reply = reply;
+            let result =
+                hand_over_retry(&*store, &handler, event_id, &mut shutdown, &mut reply).await;
+            let _ = reply.send(result);
+        });
+    }
+
+    /// Asks the store whether a shared lease is still held (at once `Ok` for a local one);
+    /// `Err` says why it is not.
+    async fn still_held(&mut self, lease: &Lease) -> Result<(), String> {
+        if !lease.is_shared() {
+            return Ok(());
+        }
+        if lease.is_lost() {
+            return Err(CONNECTION_BROKE.to_owned());
+        }
+        self.announce();
+        match lease.confirm().await {
+            Ok(()) => {
+                self.confirmed_at = Instant::now();
+                Ok(())
+            }
+            Err(error) => Err(error.to_string()),
         }
     }
 
@@ -140,12 +262,13 @@ impl Task {
                                     handler = &*self.state.name,
                                     error = %error,
                                 );
-                                if !self.sleep(STORE_RETRY.delay(failures)).await {
+                                if !self.wait_unleased(STORE_RETRY.delay(failures)).await {
                                     return None;
                                 }
                                 continue;
                             }
                         }
+                        self.confirmed_at = Instant::now();
                         tracing::info!(
                             name: "evoq.handler.lease",
                             stage = "acquired",
@@ -177,15 +300,16 @@ impl Task {
                     delay
                 }
             };
-            if !self.sleep(delay).await {
+            if !self.wait_unleased(delay).await {
                 return None;
             }
         }
     }
 
-    /// Delivers while `lease` holds; `true` when the lease was lost (ask again), `false` when
-    /// the task is done.
-    async fn serve<C: Consumer>(&mut self, consumer: &mut C, lease: &Lease) -> bool {
+    /// Delivers while `lease` holds, until the runtime stops, the handler does, or the lease
+    /// is lost.
+    async fn serve<C: Consumer>(&mut self, consumer: &mut C, lease: &Lease) -> Served {
+        let shared = lease.is_shared();
         let filter = EventFilter::types(
             self.state
                 .event_types
@@ -199,6 +323,8 @@ impl Task {
         let head = self.store.head();
         let mut processed = self.start_after;
         let mut read_failures = 0u32;
+        let mut handed = tokio::time::interval(HANDED_RETRY_POLL);
+        handed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::debug!(
             name: "evoq.handler.start",
             handler = &*self.state.name,
@@ -209,22 +335,43 @@ impl Task {
                 break;
             }
             if lease.is_lost() {
-                return true;
+                return Served::LeaseLost(CONNECTION_BROKE.to_owned());
             }
-            let next = tokio::select! {
-                biased;
-                _ = self.shutdown.changed() => Next::Shutdown,
-                Some(control) = self.requests.recv() => Next::Control(control),
-                events = subscription.next_progress() => Next::Events(events),
+            let next = match self.deferred.pop_front() {
+                Some(control) => Next::Control(control),
+                None => tokio::select! {
+                    biased;
+                    _ = self.shutdown.changed() => Next::Shutdown,
+                    Some(control) = self.requests.recv() => Next::Control(control),
+                    () = lease.lost(), if shared => Next::LeaseLost,
+                    // Before the events, so that a long catch-up does not starve it.
+                    _ = handed.tick(), if shared => Next::HandedRetries,
+                    events = subscription.next_progress() => Next::Events(events),
+                },
             };
             let events = match next {
                 Next::Shutdown => break,
+                Next::LeaseLost => return Served::LeaseLost(CONNECTION_BROKE.to_owned()),
+                Next::HandedRetries => {
+                    if let Err(reason) = self.take_handed_retries(consumer, lease).await {
+                        return Served::LeaseLost(reason);
+                    }
+                    continue;
+                }
                 Next::Control(Control::Redeliver { event_id, reply }) => {
+                    if let Err(reason) = self.still_held(lease).await {
+                        self.hand_over(event_id, reply);
+                        return Served::LeaseLost(reason);
+                    }
                     let result = self.redeliver(consumer, event_id).await;
                     let _ = reply.send(result);
                     continue;
                 }
                 Next::Control(Control::Rebuild { reply }) => {
+                    if let Err(reason) = self.still_held(lease).await {
+                        self.deferred.push_front(Control::Rebuild { reply });
+                        return Served::LeaseLost(reason);
+                    }
                     let result = self.rebuild(consumer).await;
                     if result.is_ok() {
                         subscription =
@@ -255,8 +402,25 @@ impl Task {
                     continue;
                 }
             };
+            // Another node may hold the lease by now (this one's connection broke): deliver
+            // nothing the store has not just confirmed.
+            if !events.is_empty()
+                && let Err(reason) = self.still_held(lease).await
+            {
+                return Served::LeaseLost(reason);
+            }
             for record in events {
                 let position = record.global_position;
+                if shared {
+                    if lease.is_lost() {
+                        return Served::LeaseLost(CONNECTION_BROKE.to_owned());
+                    }
+                    if self.confirmed_at.elapsed() >= LEASE_CONFIRM_EVERY
+                        && let Err(reason) = self.still_held(lease).await
+                    {
+                        return Served::LeaseLost(reason);
+                    }
+                }
                 // The page holds every matching event of the range it scanned: nothing the
                 // handler takes lies between the last one and this one.
                 if position.saturating_sub(1) > processed {
@@ -264,11 +428,11 @@ impl Task {
                     self.publish(processed);
                 }
                 let event = EventMeta::new(record);
-                match self.deliver(consumer, &event).await {
+                match self.deliver(consumer, &event, lease).await {
                     Delivered::Next => {}
                     Delivered::Shutdown => {
-                        self.finish(consumer, processed).await;
-                        return false;
+                        self.finish(consumer, processed, lease).await;
+                        return Served::Done;
                     }
                     Delivered::Stop(reason) => {
                         self.publish(processed);
@@ -276,21 +440,26 @@ impl Task {
                         self.state.progress.send_modify(|progress| {
                             progress.stopped = Some(Arc::from(reason.as_str()));
                         });
-                        self.finish(consumer, processed).await;
-                        return false;
+                        self.finish(consumer, processed, lease).await;
+                        return Served::Done;
                     }
+                    Delivered::LeaseLost(reason) => return Served::LeaseLost(reason),
                 }
                 processed = position;
                 if C::CHECKPOINT_EVERY_EVENT {
                     // The read model and the checkpoint advance together, and a waiter on the
                     // position finds both there.
-                    self.save(consumer, processed).await;
+                    if let Err(reason) = self.save(consumer, processed, lease).await {
+                        return Served::LeaseLost(reason);
+                    }
                     self.publish(processed);
                 } else {
                     self.publish(processed);
                     let since = processed.saturating_sub(self.saved);
-                    if since >= self.checkpoint_every {
-                        self.save(consumer, processed).await;
+                    if since >= self.checkpoint_every
+                        && let Err(reason) = self.save(consumer, processed, lease).await
+                    {
+                        return Served::LeaseLost(reason);
                     }
                 }
                 // Share the thread during a long catch-up of handlers that never wait (and
@@ -310,17 +479,94 @@ impl Task {
                 }
             }
             self.announce();
-            if self.saved != processed && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
+            if self.saved != processed
+                && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
+                && let Err(reason) = self.save(consumer, processed, lease).await
             {
-                self.save(consumer, processed).await;
+                return Served::LeaseLost(reason);
             }
             if C::CHECKPOINT_EVERY_EVENT {
                 self.publish(processed);
                 self.announce();
             }
         }
-        self.finish(consumer, processed).await;
-        false
+        self.finish(consumer, processed, lease).await;
+        Served::Done
+    }
+
+    /// Carries out the dead-letter retries other nodes handed to this one (the lease holder)
+    /// through the store (see [`hand_over_retry`]): each is delivered as
+    /// [`redeliver`](Self::redeliver) does, then its request is removed, which tells the node
+    /// that handed it over that it is done. `Err` when the lease was lost.
+    async fn take_handed_retries<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        lease: &Lease,
+    ) -> Result<(), String> {
+        let name = Arc::clone(&self.state.name);
+        let mailbox = handed_retries(&name);
+        self.announce();
+        let requests = match self
+            .store
+            .list_saga_instances(&mailbox, None, HANDED_RETRY_BATCH)
+            .await
+        {
+            Ok(requests) => requests,
+            Err(error) => {
+                tracing::warn!(
+                    name: "evoq.handler.dead_letter",
+                    stage = "exception",
+                    handler = &*name,
+                    error = %error,
+                    "the dead-letter retries handed over by other nodes could not be read; trying again",
+                );
+                return Ok(());
+            }
+        };
+        for request in requests {
+            if self.stopping() {
+                return Ok(());
+            }
+            let event_id = match self.store.load_saga_state(&mailbox, &request).await {
+                Ok(Some(event_id)) => Uuid::from_slice(&event_id).ok(),
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(
+                        name: "evoq.handler.dead_letter",
+                        stage = "exception",
+                        handler = &*name,
+                        error = %error,
+                        "a dead-letter retry handed over by another node could not be read; trying again",
+                    );
+                    return Ok(());
+                }
+            };
+            if let Some(event_id) = event_id {
+                self.still_held(lease).await?;
+                let outcome = self.redeliver(consumer, event_id).await;
+                if matches!(outcome, Err(Error::HandlerStopped { .. })) {
+                    // The runtime stops: the request stays for the next holder.
+                    return Ok(());
+                }
+                tracing::info!(
+                    name: "evoq.handler.dead_letter",
+                    stage = "retried_for_another_node",
+                    handler = &*name,
+                    event_id = %event_id,
+                    outcome = %outcome.as_ref().map_or_else(ToString::to_string, |()| "delivered".to_owned()),
+                );
+            }
+            if let Err(error) = self.store.delete_saga_state(&mailbox, &request).await {
+                tracing::warn!(
+                    name: "evoq.handler.dead_letter",
+                    stage = "exception",
+                    handler = &*name,
+                    error = %error,
+                    "a dead-letter retry handed over by another node was carried out, but its request could not be removed; it may run again",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// A consumer that keeps its checkpoint (a read model committing it with its changes)
@@ -432,13 +678,20 @@ impl Task {
     }
 
     /// Saves the checkpoint (with the consumer's state when it keeps it); a failure is logged
-    /// and the next save tries again.
-    async fn save<C: Consumer>(&mut self, consumer: &mut C, position: u64) {
+    /// and the next save tries again. A shared lease is confirmed first: `Err` (why) when it
+    /// was lost, and nothing is saved (the checkpoint belongs to the new holder).
+    async fn save<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        position: u64,
+        lease: &Lease,
+    ) -> Result<(), String> {
+        self.still_held(lease).await?;
         self.announce();
         match consumer.commit(&self.state.name, position).await {
             Ok(true) => {
                 self.saved = position;
-                return;
+                return Ok(());
             }
             Ok(false) => {}
             Err(error) => {
@@ -449,7 +702,7 @@ impl Task {
                     position,
                     error = %error,
                 );
-                return;
+                return Ok(());
             }
         }
         match self.store.save_checkpoint(&self.state.name, position).await {
@@ -462,14 +715,18 @@ impl Task {
                 error = %error,
             ),
         }
+        Ok(())
     }
 
-    /// The last checkpoint, as the task ends; waiters on the handler learn that it stopped.
-    async fn finish<C: Consumer>(&mut self, consumer: &mut C, processed: u64) {
+    /// The last checkpoint, as the task ends (none when the lease turns out lost); waiters on
+    /// the handler learn that it stopped.
+    async fn finish<C: Consumer>(&mut self, consumer: &mut C, processed: u64, lease: &Lease) {
         self.publish(processed);
         self.announce();
         if self.saved != processed {
-            self.save(consumer, processed).await;
+            // A lost lease: the new holder owns the checkpoint, and the next start of this
+            // node resumes from it.
+            let _ = self.save(consumer, processed, lease).await;
         }
         self.state.progress.send_modify(|progress| {
             if progress.stopped.is_none() {
@@ -483,8 +740,15 @@ impl Task {
         );
     }
 
-    /// Delivers one event with the handler's retries and error policy.
-    async fn deliver<C: Consumer>(&mut self, consumer: &mut C, event: &EventMeta) -> Delivered {
+    /// Delivers one event with the handler's retries and error policy. A shared lease is
+    /// confirmed before each retry and before a dead letter is saved: once lost, the event is
+    /// the new holder's.
+    async fn deliver<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        event: &EventMeta,
+        lease: &Lease,
+    ) -> Delivered {
         let mut first_failed_at = None;
         let mut attempt: u32 = 0;
         loop {
@@ -542,10 +806,16 @@ impl Task {
                 if !self.sleep(delay).await {
                     return Delivered::Shutdown;
                 }
+                if let Err(reason) = self.still_held(lease).await {
+                    return Delivered::LeaseLost(reason);
+                }
                 continue;
             }
             return match self.options.on_error {
                 OnError::DeadLetter => {
+                    if let Err(reason) = self.still_held(lease).await {
+                        return Delivered::LeaseLost(reason);
+                    }
                     let stored = self
                         .dead_letter(event, &failure, attempt, first_failed_at, failed_at)
                         .await;
@@ -715,6 +985,97 @@ impl Task {
                 })
             }
         }
+    }
+}
+
+/// Where the dead-letter retries of `handler` wait for the node holding its lease: saga
+/// states under this name (no saga has it), one per request, keyed by a time-ordered request
+/// id, holding the event id.
+fn handed_retries(handler: &str) -> String {
+    format!("evoq:dead-letter-retry:{handler}")
+}
+
+/// A dead-letter retry asked on a node that does not hold the handler's lease, handed to the
+/// node that does through the store: the request is saved for the holder, which looks for
+/// requests every [`HANDED_RETRY_POLL`], delivers the event as [`Task::redeliver`] does and
+/// removes the request. Once it is gone, the dead letter tells the outcome: removed (the
+/// delivery succeeded) or updated (it failed again). The request is withdrawn when the runtime
+/// stops or the caller gives up first.
+async fn hand_over_retry(
+    store: &dyn EventStore,
+    handler: &str,
+    event_id: Uuid,
+    shutdown: &mut watch::Receiver<bool>,
+    reply: &mut oneshot::Sender<Result<(), Error>>,
+) -> Result<(), Error> {
+    let Some(before) = store.load_dead_letter(handler, event_id).await? else {
+        return Err(Error::DeadLetterNotFound {
+            handler: handler.to_owned(),
+            event_id,
+        });
+    };
+    let mailbox = handed_retries(handler);
+    let request = new_v7().to_string();
+    store
+        .save_saga_state(&mailbox, &request, event_id.as_bytes().to_vec())
+        .await?;
+    tracing::info!(
+        name: "evoq.handler.dead_letter",
+        stage = "handed_over",
+        handler,
+        event_id = %event_id,
+        "another node holds the handler's lease: the retry is handed to it",
+    );
+    let mut failures = 0u32;
+    loop {
+        let delay = match failures {
+            0 => HANDED_RETRY_POLL,
+            n => STORE_RETRY.delay(n),
+        };
+        tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = store.delete_saga_state(&mailbox, &request).await;
+                return Err(Error::HandlerStopped {
+                    handler: handler.to_owned(),
+                    reason: "the runtime is stopping; the dead-letter retry handed to the node holding the lease was withdrawn if it had not run yet".into(),
+                });
+            }
+            () = reply.closed() => {
+                // Nobody waits for the outcome any more.
+                let _ = store.delete_saga_state(&mailbox, &request).await;
+                return Ok(());
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        match store.load_saga_state(&mailbox, &request).await {
+            Ok(Some(_)) => failures = 0,
+            Ok(None) => break,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(
+                    name: "evoq.handler.dead_letter",
+                    stage = "exception",
+                    handler,
+                    event_id = %event_id,
+                    error = %error,
+                    "could not read whether the handed-over retry was carried out; asking again",
+                );
+            }
+        }
+    }
+    match store.load_dead_letter(handler, event_id).await? {
+        None => Ok(()),
+        Some(after) => Err(Error::DeadLetterRetryFailed {
+            handler: handler.to_owned(),
+            event_id,
+            error: if (after.attempts, after.last_failed_at)
+                != (before.attempts, before.last_failed_at)
+            {
+                after.error
+            } else {
+                "the node holding the handler's lease took the retry but could not carry it out (see that node's log)".to_owned()
+            },
+        }),
     }
 }
 

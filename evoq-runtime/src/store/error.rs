@@ -1,3 +1,6 @@
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::command_log::CommandRecord;
 use super::expected_version::ExpectedVersion;
 
@@ -110,5 +113,38 @@ pub enum StoreError {
         backend: &'static str,
         /// Which database (file path).
         location: String,
+    },
+    /// The backend did not answer in time: opening a connection (reaching the server, the
+    /// handshake, the login) or waiting for one from the pool took longer than the store's
+    /// connect timeout. The server may be down, unreachable, or overloaded.
+    #[error(
+        "event store backend `{backend}` at {location} did not answer within {after:?} while {what}: check that the server runs and answers there, or raise the store's connect timeout"
+    )]
+    ConnectTimeout {
+        /// Which backend.
+        backend: &'static str,
+        /// Which server (host, port, database; never a password).
+        location: String,
+        /// What the store was doing.
+        what: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The backend refused the operation for a reason that a retry does not fix (a database
+    /// that does not exist, a refused login, a missing privilege, ...): it was not retried.
+    #[error("event store backend `{backend}` at {location} refused {reason}")]
+    Refused {
+        /// Which backend.
+        backend: &'static str,
+        /// Which server (host, port, database; never a password).
+        location: String,
+        /// The server's error code, when it gave one (PostgreSQL: the SQLSTATE, such as
+        /// `3D000` for a database that does not exist, `28P01` for a wrong password).
+        code: Option<String>,
+        /// What the store was doing, the server's own words, and what to do about it.
+        reason: String,
+        /// The backend's error.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
 }

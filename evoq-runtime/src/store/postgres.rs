@@ -5,8 +5,13 @@
 //!
 //! - **Connection string** `postgres://user:password@host:port/database` (any form
 //!   [tokio-postgres](https://docs.rs/tokio-postgres) accepts), plus [`PostgresOptions`]: the
-//!   schema the tables live in (default `evoq`), the pool size. The password never appears in
-//!   an error or a log line.
+//!   schema the tables live in (default `evoq`), the pool size, the connect timeout. The
+//!   password never appears in an error or a log line.
+//! - **One deadline for a connection** ([`PostgresOptions::connect_timeout`], default 10 s):
+//!   reaching the server, the handshake and the login of every connection, and every wait for
+//!   one from the pool. [`PostgresStore::connect_with`] as a whole fails within it with
+//!   [`StoreError::ConnectTimeout`], naming the host, when the server does not answer (a
+//!   listener that accepts and never speaks, a server stuck in its start).
 //! - **Versioned schema**, created or migrated on start under an advisory lock (so nodes that
 //!   start together do not race), in table `evoq_schema`; a schema written by a newer evoq is
 //!   refused with [`StoreError::SchemaTooNew`].
@@ -36,11 +41,20 @@
 //!   on a connection of its own held by the [`Lease`]. So each handler (and projection, saga)
 //!   runs on one node at a time; when the node stops (the lease is dropped) or dies (its
 //!   connection closes), the lock is freed and another node's handler, which asks every 200 ms,
-//!   takes over from the checkpoint the first node saved.
-//! - **Transient errors** (a broken connection, a server restarting, a serialization failure)
-//!   are retried with exponential backoff up to [`PostgresOptions::retries`] times. An append
-//!   whose `COMMIT` itself broke is not retried (it may have committed): it fails with an error
-//!   that says its outcome is unknown.
+//!   takes over from the checkpoint the first node saved. The lock lives as long as that
+//!   session: if the connection breaks (a network fault, `pg_terminate_backend`), the server
+//!   frees it at once. So [`Lease::confirm`] asks the lease's own connection whether its
+//!   session still holds the lock (`pg_locks`), within the connect timeout; the subscription
+//!   engine confirms before each page it delivers and each checkpoint it saves, and stops
+//!   delivering on this node once the lease is not confirmed.
+//! - **Errors a retry fixes** (a connection refused or broken, a server shutting down or
+//!   starting, too many connections, a serialization failure or a deadlock, a connect timeout)
+//!   are retried with exponential backoff up to [`PostgresOptions::retries`] times. **Errors
+//!   it does not fix** (a database that does not exist, a refused login, a missing privilege,
+//!   a missing table, ...) fail at once with [`StoreError::Refused`]: the SQLSTATE, the
+//!   server's message and what to do, the driver's error as its source. An append whose
+//!   `COMMIT` itself broke is not retried (it may have committed): it fails with an error that
+//!   says its outcome is unknown.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), evoq_runtime::StoreError> {
@@ -61,7 +75,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
@@ -111,6 +125,7 @@ pub struct PostgresOptions {
     max_batch: usize,
     poll_interval: Duration,
     retries: u32,
+    connect_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -121,6 +136,7 @@ impl Default for PostgresOptions {
             max_batch: 512,
             poll_interval: Duration::from_secs(1),
             retries: 5,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -153,8 +169,21 @@ impl PostgresOptions {
     }
 
     /// How many times an operation that failed with a transient error is retried (default 5).
+    /// An error a retry cannot fix (a database that does not exist, a refused login, a missing
+    /// privilege) is never retried.
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// The deadline of opening a connection, from reaching the server through the handshake
+    /// and the login, and of every wait for a connection from the pool (default 10 s, at
+    /// least 1 ms). [`PostgresStore::connect_with`] as a whole, retries included, fails within
+    /// it with [`StoreError::ConnectTimeout`] when the server does not answer; it replaces any
+    /// `connect_timeout` of the connection string. A lease's connection is confirmed within it
+    /// too.
+    pub fn connect_timeout(mut self, deadline: Duration) -> Self {
+        self.connect_timeout = deadline.max(Duration::from_millis(1));
         self
     }
 }
@@ -212,20 +241,36 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Whether `error` may go away on a retry.
+/// Whether `error` may go away on a retry: a broken or refused connection, a server that is
+/// shutting down or starting, too many connections, a serialization failure or a deadlock, a
+/// timeout. Anything else the server said (a database that does not exist, a refused login, a
+/// missing privilege, a missing table, ...) or a local error (an invalid configuration, a value
+/// that does not convert) comes back the same on a retry.
 fn is_transient(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;
     }
     match error.code() {
-        None => error.source_io().is_some(),
+        None => {
+            error.source_io().is_some()
+                // The timeout of tokio-postgres's own TCP connect (`Kind::Timeout`, which has
+                // no accessor).
+                || error.to_string() == "timeout waiting for server"
+        }
         Some(code) => {
-            code == &SqlState::T_R_SERIALIZATION_FAILURE
-                || code == &SqlState::T_R_DEADLOCK_DETECTED
-                || code == &SqlState::ADMIN_SHUTDOWN
-                || code == &SqlState::CRASH_SHUTDOWN
-                || code == &SqlState::CANNOT_CONNECT_NOW
-                || code == &SqlState::TOO_MANY_CONNECTIONS
+            [
+                &SqlState::T_R_SERIALIZATION_FAILURE,
+                &SqlState::T_R_DEADLOCK_DETECTED,
+                &SqlState::ADMIN_SHUTDOWN,
+                &SqlState::CRASH_SHUTDOWN,
+                &SqlState::CANNOT_CONNECT_NOW,
+                &SqlState::TOO_MANY_CONNECTIONS,
+                &SqlState::INSUFFICIENT_RESOURCES,
+                &SqlState::OUT_OF_MEMORY,
+                &SqlState::LOCK_NOT_AVAILABLE,
+                &SqlState::QUERY_CANCELED,
+            ]
+            .contains(&code)
                 || code.code().starts_with("08")
         }
     }
@@ -241,27 +286,105 @@ impl SourceIo for tokio_postgres::Error {
     }
 }
 
+/// What `error` says, in full: the server's SQLSTATE, message, detail and hint, or for an
+/// error of the client the chain of its causes ("error connecting to server: Connection
+/// refused (os error 111)"). Never the connection string.
+fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} {}", db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!(" (hint: {hint})"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}
+
+/// What to do about a permanent error, by its SQLSTATE (`None`: an error of the client).
+fn advice(code: Option<&SqlState>) -> &'static str {
+    match code {
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {
+            "create the database, or name an existing one in the connection string"
+        }
+        Some(c)
+            if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            "check the user and password of the connection string, and the server's pg_hba.conf"
+        }
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+            "grant the role what the store needs: CREATE on the database (to create the schema), USAGE and CREATE on the schema, and access to its tables"
+        }
+        Some(c) if *c == SqlState::INVALID_SCHEMA_NAME || *c == SqlState::UNDEFINED_TABLE => {
+            "the store's schema or tables are missing (dropped while the store ran?): restart the store to create them again"
+        }
+        Some(_) => "a retry would fail the same way",
+        None => "check the connection string, and that a PostgreSQL server answers there",
+    }
+}
+
 /// Backoff before retry `attempt` (1-based): 50 ms doubling, at most 2 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)))
         .min(Duration::from_secs(2))
 }
 
+/// Why an operation failed, and whether to retry it.
 enum Failure {
-    Transient(String),
+    /// May go away on a retry; the error to give when the retries run out.
+    Transient(StoreError),
+    /// Will not go away.
     Fatal(StoreError),
 }
 
 impl Failure {
+    /// The failure of a statement (or a connection) while doing `what` on `location`.
     fn sql(what: &str, location: &str, error: tokio_postgres::Error) -> Failure {
-        let message = format!("{what} on {location}: {error}");
         if is_transient(&error) {
-            Failure::Transient(message)
-        } else {
-            Failure::Fatal(StoreError::Backend {
+            Failure::Transient(StoreError::Backend {
                 backend: BACKEND,
-                message,
+                message: format!("{what} on {location}: {}", describe(&error)),
             })
+        } else {
+            Failure::Fatal(refused(what, location, error))
+        }
+    }
+
+    /// The failure of a wait for a pooled connection, before doing `what`.
+    fn pool(what: &str, location: &str, deadline: Duration, error: PoolError) -> Failure {
+        match error {
+            PoolError::Backend(error) => {
+                Failure::sql(&format!("a connection for {what}"), location, error)
+            }
+            PoolError::Timeout(_) => Failure::Transient(connect_timeout(what, location, deadline)),
+            other => Failure::Fatal(StoreError::Backend {
+                backend: BACKEND,
+                message: format!("{what} on {location}: no connection from the pool: {other}"),
+            }),
+        }
+    }
+
+    /// The error to give: after `retries` retries for a transient failure.
+    fn into_error(self, retries: u32) -> StoreError {
+        match self {
+            Failure::Fatal(error) => error,
+            Failure::Transient(StoreError::Backend { backend, message }) if retries > 0 => {
+                StoreError::Backend {
+                    backend,
+                    message: format!("{message} (after {retries} retries)"),
+                }
+            }
+            Failure::Transient(error) => error,
         }
     }
 }
@@ -269,6 +392,106 @@ impl Failure {
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
         Failure::Fatal(error)
+    }
+}
+
+/// The error of a permanent failure while doing `what`: the server's reason, what to do, and
+/// the error itself as its source.
+fn refused(what: &str, location: &str, error: tokio_postgres::Error) -> StoreError {
+    let code = error.code();
+    StoreError::Refused {
+        backend: BACKEND,
+        location: location.to_owned(),
+        code: code.map(|c| c.code().to_owned()),
+        reason: format!("{what}: {}; {}", describe(&error), advice(code)),
+        source: Some(Arc::new(error)),
+    }
+}
+
+/// The error of a connection that did not come within `deadline`, while doing `what`.
+fn connect_timeout(what: &str, location: &str, deadline: Duration) -> StoreError {
+    StoreError::ConnectTimeout {
+        backend: BACKEND,
+        location: location.to_owned(),
+        what: what.to_owned(),
+        after: deadline,
+    }
+}
+
+/// A copy of `error`, for every append of a batch that failed as a whole.
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Refused {
+            backend,
+            location,
+            code,
+            reason,
+            source,
+        } => StoreError::Refused {
+            backend,
+            location: location.clone(),
+            code: code.clone(),
+            reason: reason.clone(),
+            source: source.clone(),
+        },
+        StoreError::ConnectTimeout {
+            backend,
+            location,
+            what,
+            after,
+        } => StoreError::ConnectTimeout {
+            backend,
+            location: location.clone(),
+            what: what.clone(),
+            after: *after,
+        },
+        other => StoreError::Backend {
+            backend: BACKEND,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// A connection of its own (not pooled), as `connect_own` opens it: the client, and the
+/// connection to drive.
+type OwnConnection = (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+);
+
+/// Opens a connection of its own (not pooled) for `what`, within `deadline`.
+async fn connect_own(
+    config: &tokio_postgres::Config,
+    deadline: Duration,
+    what: &str,
+    location: &str,
+) -> Result<OwnConnection, Failure> {
+    match tokio::time::timeout(deadline, config.connect(NoTls)).await {
+        Ok(Ok(connected)) => Ok(connected),
+        Ok(Err(error)) => Err(Failure::sql(
+            &format!("a connection for {what}"),
+            location,
+            error,
+        )),
+        Err(_) => Err(Failure::Transient(connect_timeout(
+            what, location, deadline,
+        ))),
+    }
+}
+
+impl Inner {
+    /// A pooled connection within the connect timeout, for doing `what`.
+    async fn pooled(&self, what: &str) -> Result<deadpool_postgres::Object, Failure> {
+        let deadline = self.options.connect_timeout;
+        match tokio::time::timeout(deadline, self.pool.get()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => Err(Failure::pool(what, &self.location, deadline, error)),
+            Err(_) => Err(Failure::Transient(connect_timeout(
+                what,
+                &self.location,
+                deadline,
+            ))),
+        }
     }
 }
 
@@ -280,37 +503,56 @@ macro_rules! retrying {
         let mut attempt = 0u32;
         loop {
             let result: Result<_, Failure> = async {
-                let $client = inner.pool.get().await.map_err(|e| {
-                    Failure::Transient(format!(
-                        "{} on {}: no connection: {e}",
-                        $what, inner.location
-                    ))
-                })?;
+                let $client = inner.pooled(&$what).await?;
                 $body.await
             }
             .await;
             match result {
                 Ok(value) => break Ok(value),
-                Err(Failure::Fatal(error)) => break Err(error),
-                Err(Failure::Transient(message)) => {
-                    attempt += 1;
-                    if attempt > inner.options.retries {
-                        break Err(StoreError::Backend {
-                            backend: BACKEND,
-                            message: format!("{message} (after {} retries)", attempt - 1),
-                        });
+                Err(failure @ Failure::Fatal(_)) => break Err(failure.into_error(attempt)),
+                Err(failure) => {
+                    if attempt >= inner.options.retries {
+                        break Err(failure.into_error(attempt));
                     }
+                    attempt += 1;
                     tracing::warn!(
                         name: "evoq.store.retry",
                         backend = BACKEND,
                         attempt,
-                        error = %message,
+                        error = %failure,
                     );
                     tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
     }};
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transient(error) | Failure::Fatal(error) => error.fmt(f),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// A pooled connection of the store, for what shares its database (the PostgreSQL read
+    /// model), for doing `what`: within the connect timeout, a failure as the store's
+    /// [`StoreError`] (`Refused`, `ConnectTimeout`, `Backend`), not retried.
+    #[allow(
+        dead_code,
+        reason = "the PostgreSQL read model takes its connections here"
+    )]
+    pub(crate) async fn pooled_client(
+        &self,
+        what: &str,
+    ) -> Result<deadpool_postgres::Object, StoreError> {
+        self.inner
+            .pooled(what)
+            .await
+            .map_err(|failure| failure.into_error(0))
+    }
 }
 
 impl PostgresStore {
@@ -322,15 +564,28 @@ impl PostgresStore {
     /// Connects to the database at `url` with `options`: creates or migrates the schema, reads
     /// the head, starts the group-commit writer, the listener and the head poll.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        let location = redact_url(url);
+        // A URL shows its host without its password; a `key=value` string is shown by its
+        // parsed parts, which never include the password.
+        let is_url = url.contains("://");
+        let location = if is_url {
+            redact_url(url)
+        } else {
+            "the connection string (not shown: it may hold a password)".to_owned()
+        };
         let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Backend {
                 backend: BACKEND,
-                message: format!("the connection string {location} is invalid: {e}"),
+                message: format!("{location} is invalid: {e}"),
             })?;
+        let location = if is_url {
+            location
+        } else {
+            describe_config(&config)
+        };
+        let deadline = options.connect_timeout;
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
-        config.connect_timeout(Duration::from_secs(10));
+        config.connect_timeout(deadline);
         if config.get_application_name().is_none() {
             config.application_name("evoq");
         }
@@ -375,7 +630,17 @@ impl PostgresStore {
             options,
             background: Vec::new(),
         };
-        let head = migrate(&inner).await?;
+        // One deadline over the whole start: a server that accepts connections and never
+        // answers fails it there, as one that keeps refusing them does.
+        let head = tokio::time::timeout(deadline, migrate(&inner))
+            .await
+            .map_err(|_| {
+                connect_timeout(
+                    &format!("connecting and opening schema `{}`", inner.options.schema),
+                    &inner.location,
+                    deadline,
+                )
+            })??;
         inner.head.send_replace(head);
 
         let channel = channel_name(&inner.options.schema);
@@ -387,6 +652,7 @@ impl PostgresStore {
             head: inner.head.clone(),
             max_batch: inner.options.max_batch,
             retries: inner.options.retries,
+            connect_timeout: deadline,
         };
         inner
             .background
@@ -397,6 +663,7 @@ impl PostgresStore {
                 channel,
                 inner.head.clone(),
                 inner.location.clone(),
+                deadline,
             ))
             .abort_handle(),
         );
@@ -406,6 +673,7 @@ impl PostgresStore {
                 inner.schema.clone(),
                 inner.head.clone(),
                 inner.options.poll_interval,
+                deadline,
             ))
             .abort_handle(),
         );
@@ -435,6 +703,33 @@ impl PostgresStore {
             Ok(from_db(row.get(0), || "evoq_head".to_owned(), "the head")?)
         })
     }
+}
+
+/// Where a `key=value` connection string points: user, hosts and ports, database (never the
+/// password).
+fn describe_config(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 /// The NOTIFY channel of a schema: short whatever the schema's length.
@@ -552,8 +847,9 @@ $body$;
     );
     let v2 = command_log_ddl(s);
     let v3 = timeouts_ddl(s);
-    retrying!(inner, "migrating the schema", |client| async {
-        let fail = |e| Failure::sql("migrating the schema", &inner.location, e);
+    let what = format!("opening schema `{}`", inner.options.schema);
+    retrying!(inner, what, |client| async {
+        let fail = |e| Failure::sql(&what, &inner.location, e);
         client.batch_execute("BEGIN").await.map_err(fail)?;
         let result: Result<u64, Failure> = async {
             client
@@ -773,10 +1069,11 @@ async fn listen(
     channel: String,
     head: watch::Sender<u64>,
     location: String,
+    deadline: Duration,
 ) {
     let mut failures = 0u32;
     loop {
-        match config.connect(NoTls).await {
+        match connect_own(&config, deadline, "listening", &location).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
@@ -810,13 +1107,13 @@ async fn listen(
                 driver.abort();
                 drop(client);
             }
-            Err(error) => {
+            Err(failure) => {
                 tracing::warn!(
                     name: "evoq.store.listen",
                     stage = "exception",
                     backend = BACKEND,
                     location = %location,
-                    error = %error,
+                    error = %failure,
                 );
             }
         }
@@ -826,13 +1123,19 @@ async fn listen(
 }
 
 /// Polls the head: the fallback when a notification is lost.
-async fn poll_head(pool: Pool, schema: String, head: watch::Sender<u64>, every: Duration) {
+async fn poll_head(
+    pool: Pool,
+    schema: String,
+    head: watch::Sender<u64>,
+    every: Duration,
+    deadline: Duration,
+) {
     let sql = format!("SELECT position FROM {schema}.evoq_head WHERE id = 1");
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Ok(client) = pool.get().await
+        if let Ok(Ok(client)) = tokio::time::timeout(deadline, pool.get()).await
             && let Ok(row) = client.query_one(&sql, &[]).await
             && let Ok(position) = u64::try_from(row.get::<_, i64>(0))
         {
@@ -865,6 +1168,8 @@ struct Writer {
     head: watch::Sender<u64>,
     max_batch: usize,
     retries: u32,
+    /// The deadline of a wait for a pooled connection.
+    connect_timeout: Duration,
 }
 
 /// A batch's outcome before the commit.
@@ -1006,10 +1311,7 @@ impl Writer {
                 }
                 Err(error) => {
                     for job in batch.drain(..) {
-                        let _ = job.reply.send(Err(StoreError::Backend {
-                            backend: BACKEND,
-                            message: error.to_string(),
-                        }));
+                        let _ = job.reply.send(Err(copy_error(&error)));
                     }
                 }
             }
@@ -1031,20 +1333,17 @@ impl Writer {
                     }
                     return Ok(planned.results);
                 }
-                Err(Failure::Fatal(error)) => return Err(error),
-                Err(Failure::Transient(message)) => {
-                    attempt += 1;
-                    if attempt > self.retries {
-                        return Err(StoreError::Backend {
-                            backend: BACKEND,
-                            message: format!("{message} (after {} retries)", attempt - 1),
-                        });
+                Err(failure @ Failure::Fatal(_)) => return Err(failure.into_error(attempt)),
+                Err(failure) => {
+                    if attempt >= self.retries {
+                        return Err(failure.into_error(attempt));
                     }
+                    attempt += 1;
                     tracing::warn!(
                         name: "evoq.store.retry",
                         backend = BACKEND,
                         attempt,
-                        error = %message,
+                        error = %failure,
                     );
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -1057,9 +1356,18 @@ impl Writer {
     /// expected version, inserts, moves the head and notifies.
     async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
         let location = &self.location;
-        let client = self.pool.get().await.map_err(|e| {
-            Failure::Transient(format!("appending on {location}: no connection: {e}"))
-        })?;
+        let deadline = self.connect_timeout;
+        let client = match tokio::time::timeout(deadline, self.pool.get()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(Failure::pool("appending", location, deadline, error)),
+            Err(_) => {
+                return Err(Failure::Transient(connect_timeout(
+                    "appending",
+                    location,
+                    deadline,
+                )));
+            }
+        };
         let statement = client
             .prepare_cached(&self.statement)
             .await
@@ -1079,7 +1387,8 @@ impl Writer {
                     Failure::Fatal(StoreError::Backend {
                         backend: BACKEND,
                         message: format!(
-                            "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {error}"
+                            "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
+                            describe(&error)
                         ),
                     })
                 }
@@ -1332,13 +1641,48 @@ fn lease_key(schema: &str, name: &str) -> i64 {
 /// What a lease holds: the connection that holds the advisory lock. Dropping it closes the
 /// connection, which frees the lock.
 struct LeaseGuard {
-    _client: tokio_postgres::Client,
+    client: tokio_postgres::Client,
     driver: AbortHandle,
+    /// The subscriber's name, for messages.
+    name: String,
+    /// The lock's key, as `pg_locks` shows it: its high and low halves.
+    classid: u32,
+    objid: u32,
+    location: String,
+    /// How long a confirmation may take before the lease counts as lost.
+    deadline: Duration,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.driver.abort();
+    }
+}
+
+/// Whether the session running it holds the advisory lock of a 64-bit key (`pg_locks` shows
+/// such a key in halves, `objsubid` 1).
+const LEASE_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND classid = $1 AND objid = $2 AND objsubid = 1)";
+
+impl LeaseGuard {
+    /// Asks, on the lease's own connection, whether its session still holds the lock. A
+    /// connection that broke or that does not answer within the connect timeout no longer
+    /// vouches for it.
+    async fn confirm(&self) -> Result<(), StoreError> {
+        let what = format!("confirming the lease of `{}`", self.name);
+        let parameters: [&(dyn ToSql + Sync); 2] = [&self.classid, &self.objid];
+        let asked = self.client.query_one(LEASE_HELD, &parameters);
+        match tokio::time::timeout(self.deadline, asked).await {
+            Ok(Ok(row)) if row.try_get::<_, bool>(0).unwrap_or(false) => Ok(()),
+            Ok(Ok(_)) => Err(StoreError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "{what} on {}: its connection no longer holds the advisory lock",
+                    self.location
+                ),
+            }),
+            Ok(Err(error)) => Err(Failure::sql(&what, &self.location, error).into_error(0)),
+            Err(_) => Err(connect_timeout(&what, &self.location, self.deadline)),
+        }
     }
 }
 
@@ -1814,22 +2158,16 @@ impl EventStore for PostgresStore {
     }
 
     /// A session advisory lock on a connection of the lease's own: granted when no other node
-    /// holds the name, freed when the lease is dropped or its connection dies.
+    /// holds the name, freed when the lease is dropped or its connection dies. The lease is
+    /// confirmed by asking that connection whether its session still holds the lock.
     async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
         let inner = &*self.inner;
         let key = lease_key(&inner.options.schema, name);
-        let (client, connection) =
-            inner
-                .config
-                .connect(NoTls)
-                .await
-                .map_err(|e| StoreError::Backend {
-                    backend: BACKEND,
-                    message: format!(
-                        "cannot connect to {} for the lease of `{name}`: {e}",
-                        inner.location
-                    ),
-                })?;
+        let deadline = inner.options.connect_timeout;
+        let what = format!("the lease of `{name}`");
+        let (client, connection) = connect_own(&inner.config, deadline, &what, &inner.location)
+            .await
+            .map_err(|failure| failure.into_error(0))?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let driver = tokio::spawn(async move {
             let _ = connection.await;
@@ -1837,24 +2175,38 @@ impl EventStore for PostgresStore {
         })
         .abort_handle();
         let guard = LeaseGuard {
-            _client: client,
+            client,
             driver,
+            name: name.to_owned(),
+            classid: (key as u64 >> 32) as u32,
+            objid: key as u64 as u32,
+            location: inner.location.clone(),
+            deadline,
         };
-        let granted: bool = guard
-            ._client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await
-            .map_err(|e| StoreError::Backend {
-                backend: BACKEND,
-                message: format!(
-                    "cannot ask for the lease of `{name}` on {}: {e}",
-                    inner.location
-                ),
-            })?
-            .get(0);
+        let parameters: [&(dyn ToSql + Sync); 1] = [&key];
+        let asked = guard
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &parameters);
+        let granted: bool = match tokio::time::timeout(deadline, asked).await {
+            Ok(Ok(row)) => row.get(0),
+            Ok(Err(error)) => {
+                return Err(
+                    Failure::sql(&format!("asking for {what}"), &inner.location, error)
+                        .into_error(0),
+                );
+            }
+            Err(_) => return Err(connect_timeout(&what, &inner.location, deadline)),
+        };
         if !granted {
             return Ok(None);
         }
-        Ok(Some(Lease::shared(Box::new(guard), lost_rx)))
+        let guard = Arc::new(guard);
+        let check = Arc::clone(&guard);
+        Ok(Some(Lease::shared(Box::new(guard), lost_rx).confirmed_by(
+            move || {
+                let guard = Arc::clone(&check);
+                async move { guard.confirm().await }
+            },
+        )))
     }
 }
