@@ -164,6 +164,36 @@ CREATE INDEX timeouts_by_due ON timeouts (saga, due_at, id);
 CREATE INDEX timeouts_by_instance ON timeouts (saga, instance);
 ";
 
+/// Saves checkpoint `?1` at position `?2` (table `checkpoints`).
+pub(crate) const SAVE_CHECKPOINT_SQL: &str =
+    "INSERT OR REPLACE INTO checkpoints (name, position) VALUES (?1, ?2)";
+
+/// Moves checkpoint `?1` forward to position `?2`, creating it: changes no row when it is
+/// already there or past it. Run by a SQL read model in the transaction of its changes, which it
+/// rolls back then (another delivery of the event committed first).
+pub(crate) const ADVANCE_CHECKPOINT_SQL: &str = "INSERT INTO checkpoints (name, position) VALUES (?1, ?2) \
+     ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+     WHERE excluded.position > checkpoints.position";
+
+/// Whether subscriber `handler` has a dead letter for the event `event_id` (a SQL read model
+/// tells a dead letter delivered again from an event delivered twice).
+pub(crate) fn has_dead_letter(
+    conn: &Connection,
+    handler: &str,
+    event_id: Uuid,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM dead_letters WHERE handler = ?1 AND event_id = ?2")?
+        .query_row(params![handler, event_id.as_bytes().as_slice()], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// The position of checkpoint `?1`.
+pub(crate) const LOAD_CHECKPOINT_SQL: &str = "SELECT position FROM checkpoints WHERE name = ?1";
+
+/// Removes checkpoint `?1` (a SQL read model's rebuild, in the transaction that clears it).
+pub(crate) const DELETE_CHECKPOINT_SQL: &str = "DELETE FROM checkpoints WHERE name = ?1";
+
 /// The columns of a command-log entry, in the order [`decode_command`] reads them.
 const COMMAND_COLUMNS: &str = "rowid, command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at";
 
@@ -319,6 +349,28 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// A new connection to the store's file, configured as the store's own (its busy timeout
+    /// and durability), read-only or read-write: for a SQL read model of the projection layer,
+    /// which writes its tables and its projection's checkpoint in transactions of its own.
+    pub(crate) fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
+        if read_only {
+            return open_reader(&self.inner.path, &self.inner.options);
+        }
+        let path = &self.inner.path;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| backend("opening a connection", path, e))?;
+        configure(&conn, path, &self.inner.options)?;
+        Ok(conn)
+    }
+
+    /// How long a connection of the store waits for a lock another holds.
+    pub(crate) fn busy_timeout(&self) -> Duration {
+        self.inner.options.busy_timeout
     }
 
     /// Sends `op` to the writer and waits for its commit.
@@ -750,7 +802,7 @@ impl Writer {
             Job::Checkpoint(name, position, reply) => {
                 match run!(
                     "saving a checkpoint",
-                    "INSERT OR REPLACE INTO checkpoints (name, position) VALUES (?1, ?2)",
+                    SAVE_CHECKPOINT_SQL,
                     params![name, to_db(position)]
                 ) {
                     Ok(_) => Ok(Done::Unit(reply, Ok(()))),
@@ -1423,7 +1475,7 @@ impl EventStore for SqliteStore {
         let path = self.inner.path.clone();
         self.read(move |conn| {
             let position: Option<i64> = conn
-                .prepare_cached("SELECT position FROM checkpoints WHERE name = ?1")
+                .prepare_cached(LOAD_CHECKPOINT_SQL)
                 .and_then(|mut stmt| stmt.query_row([&name], |row| row.get(0)).optional())
                 .map_err(|e| backend("loading a checkpoint", &path, e))?;
             position
