@@ -10,5 +10,6 @@ pub mod crash;
 pub mod faulty_store;
 pub mod ledger;
 pub mod pg;
+pub mod sql_models;
 pub mod steps;
 pub mod temp;

@@ -9,7 +9,10 @@
 //!   changes and the checkpoint in one transaction does so through [`ReadModel::commit`]; the
 //!   in-memory one cannot, so a crash between the update and the checkpoint delivers that one
 //!   event again: write projections that tolerate a replayed event (a `put` of the new value
-//!   is, an increment is not unless it checks [`EventMeta::event_id`](crate::EventMeta));
+//!   is, an increment is not unless it checks [`EventMeta::event_id`](crate::EventMeta)). The
+//!   SQL read models (modules `sqlite` and `postgres`, with the features of the same names)
+//!   commit their tables and the checkpoint in one transaction of the store's database, so each
+//!   event changes them exactly once;
 //! - [`Evoq::rebuild`](crate::Evoq::rebuild) clears the read model, resets the checkpoint and
 //!   replays every event of its types from the first one, with no cap, then continues live;
 //! - telemetry: `evoq.projection.event` (start / stop, DEBUG), `evoq.projection.exception`
@@ -27,6 +30,10 @@
 mod consumer;
 mod definition;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod testing;
 
 pub use definition::{Projection, ProjectionError, ReadModel, ReadModelError};

@@ -687,6 +687,74 @@ impl PostgresStore {
         &self.inner.options.schema
     }
 
+    /// How the store connects (without its pool): for a SQL read model of the projection layer,
+    /// which writes its tables and its projection's checkpoint in transactions of its own.
+    pub(crate) fn connection_config(&self) -> &tokio_postgres::Config {
+        &self.inner.config
+    }
+
+    /// The database's URL without its password, for messages.
+    pub(crate) fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// Moves checkpoint `$1` forward to position `$2` (a `BIGINT`), creating it: changes no row
+    /// when it is already there or past it. For a SQL read model's commit without changes.
+    pub(crate) fn advance_checkpoint_sql(&self) -> String {
+        format!(
+            "INSERT INTO {s}.checkpoints (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position \
+             WHERE {s}.checkpoints.position < EXCLUDED.position",
+            s = self.inner.schema
+        )
+    }
+
+    /// Moves checkpoint `$1` forward to position `$2` like
+    /// [`advance_checkpoint_sql`](Self::advance_checkpoint_sql), and fails with
+    /// `division_by_zero` (SQLSTATE 22012) when it does not move: run by a SQL read model in the
+    /// transaction of its changes, with the `COMMIT` sent right behind it, so that the failure
+    /// rolls the changes back (another delivery of the event committed first).
+    pub(crate) fn advance_checkpoint_or_fail_sql(&self) -> String {
+        format!(
+            "WITH moved AS ({} RETURNING 1) SELECT 1 / (SELECT COUNT(*)::INT FROM moved)",
+            self.advance_checkpoint_sql()
+        )
+    }
+
+    /// One row when subscriber `$1` has a dead letter for the event `$2` (a `UUID`): a SQL read
+    /// model tells a dead letter delivered again from an event delivered twice.
+    pub(crate) fn dead_letter_exists_sql(&self) -> String {
+        format!(
+            "SELECT 1 FROM {}.dead_letters WHERE handler = $1 AND event_id = $2",
+            self.inner.schema
+        )
+    }
+
+    /// Saves checkpoint `$1` at position `$2` (a `BIGINT`).
+    pub(crate) fn save_checkpoint_sql(&self) -> String {
+        format!(
+            "INSERT INTO {}.checkpoints (name, position) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
+            self.inner.schema
+        )
+    }
+
+    /// The position of checkpoint `$1`.
+    pub(crate) fn load_checkpoint_sql(&self) -> String {
+        format!(
+            "SELECT position FROM {}.checkpoints WHERE name = $1",
+            self.inner.schema
+        )
+    }
+
+    /// Removes checkpoint `$1` (a SQL read model's rebuild, in the transaction that clears it).
+    pub(crate) fn delete_checkpoint_sql(&self) -> String {
+        format!(
+            "DELETE FROM {}.checkpoints WHERE name = $1",
+            self.inner.schema
+        )
+    }
+
     /// The database's head position, read now (the [`head`](EventStore::head) watch follows it
     /// through notifications and polls).
     pub async fn read_head(&self) -> Result<u64, StoreError> {
@@ -1919,20 +1987,13 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO {}.checkpoints (name, position) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
-            self.inner.schema
-        );
+        let sql = self.save_checkpoint_sql();
         execute!(self, "saving a checkpoint", sql, &[&name, &to_db(position)])?;
         Ok(())
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        let sql = format!(
-            "SELECT position FROM {}.checkpoints WHERE name = $1",
-            self.inner.schema
-        );
+        let sql = self.load_checkpoint_sql();
         let rows = query!(self, "loading a checkpoint", sql, &[&name])?;
         rows.first()
             .map(|row| {

@@ -191,6 +191,36 @@ CREATE INDEX timeouts_by_due ON timeouts (saga, due_at, id);
 CREATE INDEX timeouts_by_instance ON timeouts (saga, instance);
 ";
 
+/// Saves checkpoint `?1` at position `?2` (table `checkpoints`).
+pub(crate) const SAVE_CHECKPOINT_SQL: &str =
+    "INSERT OR REPLACE INTO checkpoints (name, position) VALUES (?1, ?2)";
+
+/// Moves checkpoint `?1` forward to position `?2`, creating it: changes no row when it is
+/// already there or past it. Run by a SQL read model in the transaction of its changes, which it
+/// rolls back then (another delivery of the event committed first).
+pub(crate) const ADVANCE_CHECKPOINT_SQL: &str = "INSERT INTO checkpoints (name, position) VALUES (?1, ?2) \
+     ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+     WHERE excluded.position > checkpoints.position";
+
+/// Whether subscriber `handler` has a dead letter for the event `event_id` (a SQL read model
+/// tells a dead letter delivered again from an event delivered twice).
+pub(crate) fn has_dead_letter(
+    conn: &Connection,
+    handler: &str,
+    event_id: Uuid,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM dead_letters WHERE handler = ?1 AND event_id = ?2")?
+        .query_row(params![handler, event_id.as_bytes().as_slice()], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// The position of checkpoint `?1`.
+pub(crate) const LOAD_CHECKPOINT_SQL: &str = "SELECT position FROM checkpoints WHERE name = ?1";
+
+/// Removes checkpoint `?1` (a SQL read model's rebuild, in the transaction that clears it).
+pub(crate) const DELETE_CHECKPOINT_SQL: &str = "DELETE FROM checkpoints WHERE name = ?1";
+
 /// The columns of a command-log entry, in the order [`decode_command`] reads them.
 const COMMAND_COLUMNS: &str = "rowid, command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at";
 
@@ -377,10 +407,12 @@ impl std::fmt::Debug for SqliteStore {
 ///
 /// Its connections are configured as the store's (busy timeout, durability) and do not take the
 /// store's lock: they are for the process that holds the store open, while it does. They must
-/// never write the store's own tables (`events`, `commands`, `snapshots`, `checkpoints`,
-/// `dead_letters`, `saga_state`, `timeouts`, `evoq_schema`): the store's writer thread is their
-/// only writer, and keeps stream versions in memory. A write of theirs waits for the writer's
-/// transaction (at most the busy timeout), as the writer waits for theirs.
+/// never write the store's own tables (`events`, `commands`, `snapshots`, `dead_letters`,
+/// `saga_state`, `timeouts`, `evoq_schema`): the store's writer thread is their only writer, and
+/// keeps stream versions in memory. The one exception is a SQL read model's own row of
+/// `checkpoints`, which it writes in the transaction of its changes (the writer caches no
+/// checkpoint). A write of theirs waits for the writer's transaction (at most the busy timeout),
+/// as the writer waits for theirs.
 #[derive(Clone, Debug)]
 pub(crate) struct SqliteConnector {
     path: PathBuf,
@@ -482,9 +514,25 @@ impl SqliteStore {
 
     /// Opens connections to this store's file for other parts of the application (a SQL read
     /// model); see [`SqliteConnector`].
-    #[allow(dead_code)] // The SQL read model of the projection layer is its user.
+    #[allow(dead_code)] // Used by this file's tests; the read models go through `connect`.
     pub(crate) fn connector(&self) -> SqliteConnector {
         self.inner.connector.clone()
+    }
+
+    /// A new connection to the store's file, configured as the store's own (its busy timeout
+    /// and durability), read-only or read-write: for a SQL read model of the projection layer,
+    /// which writes its tables and its projection's checkpoint in transactions of its own.
+    pub(crate) fn connect(&self, read_only: bool) -> Result<Connection, StoreError> {
+        if read_only {
+            self.inner.connector.open_read_only()
+        } else {
+            self.inner.connector.open()
+        }
+    }
+
+    /// How long a connection of the store waits for a lock another holds.
+    pub(crate) fn busy_timeout(&self) -> Duration {
+        self.inner.connector.options.busy_timeout
     }
 
     /// Sends `op` to the writer and waits for its commit.
@@ -1331,7 +1379,7 @@ impl Writer {
             Job::Checkpoint(name, position, reply) => {
                 match run!(
                     "saving a checkpoint",
-                    "INSERT OR REPLACE INTO checkpoints (name, position) VALUES (?1, ?2)",
+                    SAVE_CHECKPOINT_SQL,
                     params![name, to_db(position)]
                 ) {
                     Ok(_) => Ok(Done::Unit(reply, Ok(()))),
@@ -2010,7 +2058,7 @@ impl EventStore for SqliteStore {
         let path = self.path().to_path_buf();
         self.read(move |conn| {
             let position: Option<i64> = conn
-                .prepare_cached("SELECT position FROM checkpoints WHERE name = ?1")
+                .prepare_cached(LOAD_CHECKPOINT_SQL)
                 .and_then(|mut stmt| stmt.query_row([&name], |row| row.get(0)).optional())
                 .map_err(|e| backend("loading a checkpoint", &path, e))?;
             position

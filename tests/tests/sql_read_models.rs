@@ -1,0 +1,995 @@
+//! SQL read models on SQLite and PostgreSQL (docs/semantics.md §7.7): a projection's tables
+//! change in the transaction that saves its checkpoint, so each event changes them exactly once,
+//! across `kill -9`, restarts, retries, dead letters and rebuilds; migrations run once per
+//! version; bad input is a typed error.
+//!
+//! Every scenario runs on both databases (PostgreSQL is skipped, with a printed reason, when no
+//! server answers and `EVOQ_REQUIRE_PG` is not `1`).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evoq::store::EventFilter;
+use evoq::{Error, EventMeta, HandlerOptions, OnError, RetryStrategy, StartFrom};
+use evoq_tests::backends::{Backend, Place};
+use evoq_tests::crash::{KillClock, run_and_kill};
+use evoq_tests::ledger::{Emit, Kind};
+use evoq_tests::sql_models::*;
+
+/// Where the crash child finds its store: `sqlite:<path>` or `postgres:<schema>@<url>`.
+const CHILD_ADDRESS: &str = "EVOQ_SQL_READ_MODEL_ADDRESS";
+
+/// The events of the crash test's catch-up.
+const CATCH_UP: u64 = 10_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
+/// Runs `scenario` on a fresh place of `backend`; PostgreSQL may be skipped (see the module
+/// docs).
+fn on(backend: Backend, label: &str, scenario: impl AsyncFnOnce(&Place)) {
+    let runtime = runtime();
+    let Some(place) = runtime.block_on(Place::new(backend, label)) else {
+        return;
+    };
+    runtime.block_on(scenario(&place));
+    drop(runtime);
+}
+
+fn address(place: &Place) -> String {
+    place.address().expect("a SQL store")
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Every event the projection takes among planned events `1..=to` applied exactly once, and
+/// nothing else.
+async fn assert_each_applied_once(db: &Db, expected: usize) {
+    let applied = db.applied().await;
+    let twice: Vec<_> = applied.iter().filter(|(_, times)| **times != 1).collect();
+    assert!(twice.is_empty(), "events applied more than once: {twice:?}");
+    assert_eq!(applied.len(), expected, "events applied");
+}
+
+async fn checkpoint(db: &Db) -> Option<u64> {
+    db.store()
+        .load_checkpoint(NAME)
+        .await
+        .expect("read the checkpoint")
+}
+
+fn fast_retries(attempts: u32, on_error: OnError) -> HandlerOptions {
+    HandlerOptions::new()
+        .retry(RetryStrategy::immediate())
+        .max_attempts(attempts)
+        .on_error(on_error)
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 during a catch-up
+// ---------------------------------------------------------------------------------------------
+
+/// The child: catches up with the read model, slowly (1 ms inside each event's transaction),
+/// until it is killed. Prints `start <checkpoint>` first.
+#[test]
+#[ignore = "run by the crash tests in a child process"]
+fn sql_read_model_crash_child_catches_up() {
+    let Ok(address) = std::env::var(CHILD_ADDRESS) else {
+        return;
+    };
+    runtime().block_on(async move {
+        let db = Db::open(&address).await;
+        // (The harness's `test ... ` has no line end: end it first.)
+        say("");
+        say(&format!("start {}", checkpoint(&db).await.unwrap_or(0)));
+        let behavior = Behavior {
+            pause_every: 1,
+            ..Behavior::default()
+        };
+        let app = db
+            .builder(behavior, HandlerOptions::new())
+            .start()
+            .await
+            .expect("start");
+        wait(&app, CATCH_UP).await;
+        say("caught up");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Ten children killed with SIGKILL at random moments of the catch-up, then one that finishes
+/// it: every event applied exactly once, and the tables equal to the events applied in order.
+fn kill_ten_children_during_the_catch_up(place: &Place) {
+    let address = address(place);
+    runtime().block_on(async {
+        let db = Db::open(&address).await;
+        append_planned(&*db.store(), 1, CATCH_UP).await;
+    });
+    let mut clock = KillClock::new();
+    let mut starts = Vec::new();
+    for round in 0..10 {
+        let after = clock.between(Duration::from_millis(250), Duration::from_millis(500));
+        let lines = run_and_kill(
+            "sql_read_model_crash_child_catches_up",
+            &[(CHILD_ADDRESS, &address)],
+            after,
+        );
+        assert!(
+            !lines.iter().any(|line| line == "caught up"),
+            "round {round}: the child caught up before it was killed"
+        );
+        let start: u64 = lines
+            .iter()
+            .find_map(|line| line.strip_prefix("start "))
+            .unwrap_or_else(|| panic!("round {round}: the child never started: {lines:?}"))
+            .parse()
+            .expect("a position");
+        println!("round {round}: killed after {after:?}, it had started after {start}");
+        starts.push(start);
+    }
+    assert!(
+        starts.windows(2).all(|w| w[0] <= w[1]),
+        "the checkpoint never goes back: {starts:?}"
+    );
+    assert!(
+        starts
+            .last()
+            .is_some_and(|last| *last > 0 && *last < CATCH_UP),
+        "the children made progress and were all killed during the catch-up: {starts:?}"
+    );
+    runtime().block_on(async {
+        let db = Db::open(&address).await;
+        let app = db
+            .builder(Behavior::default(), HandlerOptions::new())
+            .start()
+            .await
+            .expect("start");
+        wait(&app, CATCH_UP).await;
+        app.stop().await;
+        assert_each_applied_once(&db, taken(CATCH_UP)).await;
+        assert_eq!(db.tallies().await, expected_tallies(CATCH_UP));
+        assert_eq!(checkpoint(&db).await, Some(CATCH_UP));
+    });
+}
+
+#[test]
+fn each_event_is_applied_exactly_once_across_ten_sigkills_during_a_catch_up_on_sqlite() {
+    let place = runtime()
+        .block_on(Place::new(Backend::Sqlite, "sqlrm-crash"))
+        .expect("a temporary directory");
+    kill_ten_children_during_the_catch_up(&place);
+}
+
+#[test]
+fn each_event_is_applied_exactly_once_across_ten_sigkills_during_a_catch_up_on_postgres() {
+    let Some(place) = runtime().block_on(Place::new(Backend::Postgres, "sqlrm_crash")) else {
+        return;
+    };
+    kill_ten_children_during_the_catch_up(&place);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restarts and consistency tokens
+// ---------------------------------------------------------------------------------------------
+
+/// A restart resumes after the read model's checkpoint: no event twice, none skipped; a token
+/// from before the restart is reached only once the restarted model holds it.
+async fn restart_resumes_from_the_models_checkpoint(place: &Place) {
+    let address = address(place);
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 1, 300).await;
+    let first = Behavior::default();
+    let app = db
+        .builder(first.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 300).await;
+    // Held shut: the next dispatch's event is stored but not projected before the stop.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    app.stop().await;
+    assert_eq!(checkpoint(&db).await, Some(300));
+    let taken_positions: Vec<u64> = (1..=300).filter(|i| planned(*i).0 != Kind::B).collect();
+    assert_eq!(first.seen(), taken_positions);
+
+    let shut = Behavior {
+        gate: Some(Arc::clone(&gate)),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(shut.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    let done = app
+        .dispatch(Emit::new("token", &[Kind::A, Kind::C], 1_000_000))
+        .await
+        .expect("dispatch");
+    assert_eq!(done.token, 302);
+    app.stop().await;
+    assert_eq!(checkpoint(&db).await, Some(300), "not projected yet");
+
+    // The restart, as a new process: new handles on the same data.
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 303, 400).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let second = Behavior {
+        gate: Some(Arc::clone(&gate)),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(second.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    let token = done.token;
+    let waiting = {
+        let (app, db) = (app.clone(), db.clone());
+        tokio::spawn(async move { db.wait_for_token(&app, token).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the token is not reached before the model holds its events"
+    );
+    assert!(!db.tallies().await.contains_key("token"));
+    gate.add_permits(1_000);
+    waiting
+        .await
+        .expect("the waiter")
+        .expect("the token is reached");
+    // Reached means committed: a query right after sees the token's events.
+    let tally = db.tallies().await["token"];
+    assert_eq!(tally, [1, 1, 2_000_001, 302]);
+    wait(&app, 400).await;
+    app.stop().await;
+
+    let mut resumed = vec![301, 302];
+    resumed.extend((303..=400).filter(|i| planned(*i).0 != Kind::B));
+    assert_eq!(second.seen(), resumed, "resumed right after the checkpoint");
+    assert_each_applied_once(&db, taken(400) - taken(302) + taken(300) + 2).await;
+    let mut expected = expected_tallies_of((1..=300).chain(303..=400));
+    expected.insert("token".into(), [1, 1, 2_000_001, 302]);
+    assert_eq!(db.tallies().await, expected);
+    assert_eq!(checkpoint(&db).await, Some(400));
+}
+
+#[test]
+fn a_restart_resumes_after_the_models_checkpoint_and_a_token_waits_for_the_model_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-restart",
+        restart_resumes_from_the_models_checkpoint,
+    );
+}
+
+#[test]
+fn a_restart_resumes_after_the_models_checkpoint_and_a_token_waits_for_the_model_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_restart",
+        restart_resumes_from_the_models_checkpoint,
+    );
+}
+
+/// Two nodes deliver the same events (a lease lost during a delivery, a node that resumed
+/// from an old checkpoint): each event's changes are committed once, by whichever commits
+/// first; the other's are rolled back.
+async fn a_second_delivery_of_a_committed_event_changes_nothing(place: &Place) {
+    let address = address(place);
+    let first = Db::open(&address).await;
+    let second = Db::open(&address).await;
+    append_planned(&*first.store(), 1, 3).await;
+    for db in [&first, &second] {
+        assert_eq!(db.read_model().checkpoint(NAME).await.expect("read"), None);
+    }
+    let page = first
+        .store()
+        .read_all(0, 10, &EventFilter::All)
+        .await
+        .expect("read the events");
+    let [one, two]: [EventMeta; 2] = [
+        EventMeta::new(Arc::clone(&page.events[0])),
+        EventMeta::new(Arc::clone(&page.events[1])),
+    ];
+    // The second node's delivery of event 1 comes after the first committed it: its
+    // checkpoint says so when the transaction finishes.
+    first
+        .apply_and_commit(&one)
+        .await
+        .expect("first node, event 1");
+    second
+        .apply_and_commit(&one)
+        .await
+        .expect("second node, event 1");
+    // The first node's delivery of event 2 comes after the second committed it: the checkpoint
+    // does not move when it commits.
+    second
+        .apply_and_commit(&two)
+        .await
+        .expect("second node, event 2");
+    first
+        .apply_and_commit(&two)
+        .await
+        .expect("first node, event 2");
+    assert_each_applied_once(&first, 2).await;
+    assert_eq!(checkpoint(&first).await, Some(2));
+
+    // A projection started from the origin over a model that holds every event: nothing twice.
+    append_planned(&*first.store(), 4, 100).await;
+    let db = Db::open(&address).await;
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 100).await;
+    app.stop().await;
+    let db = Db::open(&address).await;
+    let replay = Behavior::default();
+    let app = db
+        .builder(
+            replay.clone(),
+            HandlerOptions::new().start_from(StartFrom::Origin),
+        )
+        .start()
+        .await
+        .expect("start from the origin");
+    append_planned(&*db.store(), 101, 110).await;
+    wait(&app, 110).await;
+    app.stop().await;
+    // On SQLite every event is delivered again; PostgreSQL is a store shared by nodes, whose
+    // lease makes the runtime resume after the stored checkpoint whatever `start_from` says.
+    let delivered = match place.backend {
+        Backend::Postgres => taken(110) - taken(100),
+        _ => taken(110),
+    };
+    assert_eq!(replay.seen().len(), delivered);
+    // Event 1 (a `Beta`) has the row the first node wrote by hand.
+    assert_each_applied_once(&db, taken(110) + 1).await;
+    assert_eq!(checkpoint(&db).await, Some(110));
+}
+
+#[test]
+fn a_second_delivery_of_a_committed_event_changes_nothing_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-twice",
+        a_second_delivery_of_a_committed_event_changes_nothing,
+    );
+}
+
+#[test]
+fn a_second_delivery_of_a_committed_event_changes_nothing_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_twice",
+        a_second_delivery_of_a_committed_event_changes_nothing,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebuilds
+// ---------------------------------------------------------------------------------------------
+
+async fn a_rebuild_replays_and_ends_equal_to_the_live_tables(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 1_500).await;
+    let behavior = Behavior::default();
+    let app = db
+        .builder(behavior.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 1_500).await;
+    let live = db.tallies().await;
+    assert_eq!(live, expected_tallies(1_500));
+    assert_each_applied_once(&db, taken(1_500)).await;
+
+    let reached = app.rebuild(NAME).await.expect("rebuild");
+    assert_eq!(reached, 1_500);
+    assert_eq!(
+        db.tallies().await,
+        live,
+        "the rebuilt tables equal the live ones"
+    );
+    assert_each_applied_once(&db, taken(1_500)).await;
+    assert_eq!(checkpoint(&db).await, Some(1_500));
+    assert_eq!(
+        behavior.seen().len(),
+        2 * taken(1_500),
+        "every event replayed"
+    );
+
+    // And it goes on live.
+    append_planned(&*db.store(), 1_501, 1_510).await;
+    wait(&app, 1_510).await;
+    assert_eq!(db.tallies().await, expected_tallies(1_510));
+    app.stop().await;
+}
+
+#[test]
+fn a_rebuild_over_1500_events_leaves_the_tables_equal_to_the_live_ones_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-rebuild",
+        a_rebuild_replays_and_ends_equal_to_the_live_tables,
+    );
+}
+
+#[test]
+fn a_rebuild_over_1500_events_leaves_the_tables_equal_to_the_live_ones_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rebuild",
+        a_rebuild_replays_and_ends_equal_to_the_live_tables,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrations
+// ---------------------------------------------------------------------------------------------
+
+const CREATE_SEEDS: (&str, &str) = ("create seeds", "CREATE TABLE seeds (id BIGINT PRIMARY KEY)");
+const SEED_ONE: (&str, &str) = ("seed one", "INSERT INTO seeds (id) VALUES (1)");
+const SEED_THREE: (&str, &str) = ("seed three", "INSERT INTO seeds (id) VALUES (3)");
+const SEEDS_APPLIED: &str = "SELECT COUNT(*) FROM evoq_read_model_migrations WHERE model = 'seeds'";
+
+async fn open_seeds(place: &Place, migrations: &[(&str, &str)]) -> Result<Db, OpenError> {
+    Db::open_with(&address(place), "seeds", migrations, &["seeds"]).await
+}
+
+async fn migrations_run_once_per_version(place: &Place) {
+    let db = open_seeds(place, &[CREATE_SEEDS, SEED_ONE])
+        .await
+        .expect("open");
+    assert_eq!(db.count("SELECT COUNT(*) FROM seeds").await, 1);
+    assert_eq!(db.count(SEEDS_APPLIED).await, 2);
+    // A restart: nothing runs again.
+    let db = open_seeds(place, &[CREATE_SEEDS, SEED_ONE])
+        .await
+        .expect("reopen");
+    assert_eq!(db.count("SELECT COUNT(*) FROM seeds").await, 1);
+    // A migration added later runs once.
+    let db = open_seeds(place, &[CREATE_SEEDS, SEED_ONE, SEED_THREE])
+        .await
+        .expect("open with a third migration");
+    assert_eq!(db.count("SELECT COUNT(*) FROM seeds").await, 2);
+    let db = open_seeds(place, &[CREATE_SEEDS, SEED_ONE, SEED_THREE])
+        .await
+        .expect("reopen");
+    assert_eq!(db.count("SELECT COUNT(*) FROM seeds").await, 2);
+    assert_eq!(db.count(SEEDS_APPLIED).await, 3);
+    // Another read model in the same database keeps its own versions.
+    let other = Db::open_with(&address(place), "tallies", &MIGRATIONS, &TABLES)
+        .await
+        .expect("a second read model");
+    assert_eq!(
+        other
+            .count("SELECT COUNT(*) FROM evoq_read_model_migrations WHERE model = 'tallies'")
+            .await,
+        2
+    );
+}
+
+#[test]
+fn migrations_run_once_per_version_across_restarts_and_a_new_one_runs_once_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-migrate",
+        migrations_run_once_per_version,
+    );
+}
+
+#[test]
+fn migrations_run_once_per_version_across_restarts_and_a_new_one_runs_once_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_migrate",
+        migrations_run_once_per_version,
+    );
+}
+
+async fn a_failing_migration_is_rolled_back_whole(place: &Place) {
+    let broken = (
+        "create half, then fail",
+        "CREATE TABLE half (x BIGINT); INSERT INTO nowhere (x) VALUES (1)",
+    );
+    let error = open_seeds(place, &[CREATE_SEEDS, broken])
+        .await
+        .err()
+        .expect("the migration fails");
+    assert_eq!(
+        error.failed_migration(),
+        Some((2, "create half, then fail".to_owned())),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("migration 2 `create half, then fail`") && message.contains("rolled back"),
+        "{message}"
+    );
+    // Migration 1 stays applied; nothing of migration 2 is.
+    let fixed = ("create half, then fail", "CREATE TABLE half (x BIGINT)");
+    let db = open_seeds(place, &[CREATE_SEEDS]).await.expect("open");
+    assert!(db.has_table("seeds").await);
+    assert!(
+        !db.has_table("half").await,
+        "nothing of the failed migration"
+    );
+    assert_eq!(db.count(SEEDS_APPLIED).await, 1);
+    // Fixed, it runs.
+    let db = open_seeds(place, &[CREATE_SEEDS, fixed])
+        .await
+        .expect("open");
+    assert!(db.has_table("half").await);
+    assert_eq!(db.count(SEEDS_APPLIED).await, 2);
+}
+
+#[test]
+fn a_failing_migration_is_a_typed_error_naming_it_and_nothing_of_it_is_applied_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-migfail",
+        a_failing_migration_is_rolled_back_whole,
+    );
+}
+
+#[test]
+fn a_failing_migration_is_a_typed_error_naming_it_and_nothing_of_it_is_applied_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_migfail",
+        a_failing_migration_is_rolled_back_whole,
+    );
+}
+
+async fn changed_migrations_and_bad_names_are_refused(place: &Place) {
+    open_seeds(place, &[CREATE_SEEDS, SEED_ONE])
+        .await
+        .expect("open");
+    let renamed = ("make seeds", CREATE_SEEDS.1);
+    let error = open_seeds(place, &[renamed, SEED_ONE])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error.changed_migration(), Some(1), "{error}");
+    assert!(error.to_string().contains("`make seeds`"), "{error}");
+    let edited = (SEED_ONE.0, "INSERT INTO seeds (id) VALUES (2)");
+    let error = open_seeds(place, &[CREATE_SEEDS, edited])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error.changed_migration(), Some(2), "{error}");
+    let error = open_seeds(place, &[CREATE_SEEDS])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error.too_new(), Some((2, 1)), "{error}");
+    let db = open_seeds(place, &[CREATE_SEEDS, SEED_ONE])
+        .await
+        .expect("open");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM seeds").await,
+        1,
+        "nothing ran"
+    );
+
+    let error = Db::open_with(&address(place), "bad name", &[], &[])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        error.invalid_name(),
+        Some(("read model name", "bad name".to_owned()))
+    );
+    let error = Db::open_with(
+        &address(place),
+        "seeds",
+        &[CREATE_SEEDS, SEED_ONE],
+        &["seeds;"],
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(
+        error.invalid_name(),
+        Some(("table name", "seeds;".to_owned()))
+    );
+    let error = Db::open_with(
+        &address(place),
+        "seeds",
+        &[CREATE_SEEDS, SEED_ONE],
+        &["sedes"],
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(error.unknown_table(), Some("sedes".to_owned()), "{error}");
+    let error = Db::open_with(&address(place), "seeds", &[("", "SELECT 1")], &[])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        error.invalid_name(),
+        Some(("migration name", String::new()))
+    );
+}
+
+#[test]
+fn a_changed_migration_a_newer_database_and_bad_names_are_typed_errors_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-refused",
+        changed_migrations_and_bad_names_are_refused,
+    );
+}
+
+#[test]
+fn a_changed_migration_a_newer_database_and_bad_names_are_typed_errors_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_refused",
+        changed_migrations_and_bad_names_are_refused,
+    );
+}
+
+async fn a_model_without_tables_cannot_be_rebuilt(place: &Place) {
+    let db = Db::open_with(&address(place), "tallies", &MIGRATIONS, &[])
+        .await
+        .expect("open");
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    let error = app.rebuild(NAME).await.expect_err("nothing to clear");
+    assert!(
+        matches!(&error, Error::Rebuild { reason, .. } if reason.contains("names no table to clear")),
+        "{error}"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn a_rebuild_of_a_model_that_names_no_table_is_an_error_saying_so_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-notables",
+        a_model_without_tables_cannot_be_rebuilt,
+    );
+}
+
+#[test]
+fn a_rebuild_of_a_model_that_names_no_table_is_an_error_saying_so_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_notables",
+        a_model_without_tables_cannot_be_rebuilt,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors in projection methods
+// ---------------------------------------------------------------------------------------------
+
+/// Planned event 7 is a `Gamma` the projection takes; 8 an `Alpha`.
+const FAILING: u64 = 7;
+
+async fn a_sql_error_is_retried_then_dead_lettered_without_a_trace(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        sql_error_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior.clone(), fast_retries(3, OnError::DeadLetter))
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    let dead = app.dead_letters(NAME).list(0, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.global_position, FAILING);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0].error.contains("INSERT INTO nowhere"),
+        "the error names the statement: {}",
+        dead[0].error
+    );
+    let seen = behavior.seen();
+    assert_eq!(seen.iter().filter(|p| **p == FAILING).count(), 3);
+    // Its writes (made before the failing statement) were rolled back, every attempt.
+    let failed_id = dead[0].event.event_id.to_string();
+    let applied = db.applied().await;
+    assert!(
+        !applied.contains_key(&failed_id),
+        "no row of the failed event"
+    );
+    assert_each_applied_once(&db, taken(20) - 1).await;
+    assert_eq!(
+        db.tallies().await,
+        expected_tallies_of((1..=20).filter(|i| *i != FAILING))
+    );
+    assert_eq!(
+        checkpoint(&db).await,
+        Some(20),
+        "past it once dead-lettered"
+    );
+
+    // Delivered again from the dead letters once fixed: applied once, checkpoint unchanged.
+    behavior.sql_error_on.lock().unwrap().clear();
+    app.dead_letters(NAME)
+        .retry(dead[0].event.event_id)
+        .await
+        .expect("the retry succeeds");
+    assert_each_applied_once(&db, taken(20)).await;
+    // Applied late, its tally holds it (its `last_position` is its own: it came last).
+    let mut expected = expected_tallies(20);
+    expected.get_mut("id-7").expect("id-7")[3] = FAILING as i64;
+    assert_eq!(db.tallies().await, expected);
+    assert_eq!(checkpoint(&db).await, Some(20));
+    app.stop().await;
+}
+
+#[test]
+fn a_sql_error_is_retried_then_dead_lettered_leaving_no_rows_of_the_event_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-sqlerr",
+        a_sql_error_is_retried_then_dead_lettered_without_a_trace,
+    );
+}
+
+#[test]
+fn a_sql_error_is_retried_then_dead_lettered_leaving_no_rows_of_the_event_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_sqlerr",
+        a_sql_error_is_retried_then_dead_lettered_without_a_trace,
+    );
+}
+
+async fn a_stopped_projection_keeps_the_checkpoint_before_the_failed_event(place: &Place) {
+    let address = address(place);
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        sql_error_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior, fast_retries(2, OnError::Stop))
+        .start()
+        .await
+        .expect("start");
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.wait_for_named(NAME, 20).without_deadline(),
+    )
+    .await
+    .expect("in time");
+    assert!(
+        stopped.is_err(),
+        "the projection stopped on the failed event"
+    );
+    app.stop().await;
+    assert_eq!(checkpoint(&db).await, Some(FAILING - 1));
+    assert_each_applied_once(&db, taken(FAILING - 1)).await;
+    assert_eq!(db.tallies().await, expected_tallies(FAILING - 1));
+
+    // Restarted without the fault: resumes at the failed event.
+    let db = Db::open(&address).await;
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    app.stop().await;
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies(20));
+}
+
+#[test]
+fn a_sql_error_with_on_error_stop_leaves_the_checkpoint_before_the_event_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-stop",
+        a_stopped_projection_keeps_the_checkpoint_before_the_failed_event,
+    );
+}
+
+#[test]
+fn a_sql_error_with_on_error_stop_leaves_the_checkpoint_before_the_event_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_stop",
+        a_stopped_projection_keeps_the_checkpoint_before_the_failed_event,
+    );
+}
+
+async fn a_failed_attempt_rolls_back_so_the_retry_applies_once(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        fail_once_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        panic_once_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING + 1]))),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior.clone(), fast_retries(3, OnError::DeadLetter))
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    app.stop().await;
+    let seen = behavior.seen();
+    assert_eq!(seen.iter().filter(|p| **p == FAILING).count(), 2);
+    assert_eq!(seen.iter().filter(|p| **p == FAILING + 1).count(), 2);
+    assert!(
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies(20));
+}
+
+#[test]
+fn a_failed_or_panicking_attempt_rolls_back_its_writes_so_the_retry_applies_once_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-retry",
+        a_failed_attempt_rolls_back_so_the_retry_applies_once,
+    );
+}
+
+#[test]
+fn a_failed_or_panicking_attempt_rolls_back_its_writes_so_the_retry_applies_once_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_retry",
+        a_failed_attempt_rolls_back_so_the_retry_applies_once,
+    );
+}
+
+/// The commit of event 7's changes fails (the checkpoint's save fails): the read model refuses
+/// every later write, so no event is committed past it; a restart resumes before it and applies
+/// it once.
+async fn a_failed_commit_refuses_writes_until_a_restart(place: &Place) {
+    let address = address(place);
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 1, 20).await;
+    fail_checkpoint_at(&address, Some(FAILING)).await;
+    let app = db
+        .builder(Behavior::default(), fast_retries(2, OnError::Stop))
+        .start()
+        .await
+        .expect("start");
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.wait_for_named(NAME, 20).without_deadline(),
+    )
+    .await
+    .expect("in time");
+    let error = stopped.expect_err("the projection stopped on the event after");
+    assert!(
+        error.to_string().contains("refuses writes"),
+        "the read model refused the next event: {error}"
+    );
+    app.stop().await;
+    // Event 6 is a `Beta`: the last commit was event 5's.
+    assert_eq!(checkpoint(&db).await, Some(FAILING - 2));
+    assert_each_applied_once(&db, taken(FAILING - 1)).await;
+    assert_eq!(db.tallies().await, expected_tallies(FAILING - 1));
+
+    fail_checkpoint_at(&address, None).await;
+    let db = Db::open(&address).await;
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    app.stop().await;
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies(20));
+}
+
+#[test]
+fn a_failed_commit_makes_the_model_refuse_writes_until_a_restart_applies_the_event_once_on_sqlite()
+{
+    on(
+        Backend::Sqlite,
+        "sqlrm-commitfail",
+        a_failed_commit_refuses_writes_until_a_restart,
+    );
+}
+
+#[test]
+fn a_failed_commit_makes_the_model_refuse_writes_until_a_restart_applies_the_event_once_on_postgres()
+ {
+    on(
+        Backend::Postgres,
+        "sqlrm_commitfail",
+        a_failed_commit_refuses_writes_until_a_restart,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appends while the projection commits
+// ---------------------------------------------------------------------------------------------
+
+async fn appends_during_a_catch_up_all_succeed(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 5_000).await;
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    // Four writers dispatch while the projection catches up, on the same database.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut last = 0;
+                for k in 0..100u64 {
+                    let done = app
+                        .dispatch(Emit::new(&format!("live-{w}"), &[Kind::A], 100_000 + k))
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {w}, command {k}: {e}"));
+                    last = done.token;
+                }
+                last
+            })
+        })
+        .collect();
+    let mut head = 0;
+    for writer in writers {
+        head = head.max(writer.await.expect("a writer"));
+    }
+    assert_eq!(head, 5_400);
+    wait(&app, head).await;
+    app.stop().await;
+    assert_each_applied_once(&db, taken(5_000) + 400).await;
+    let tallies = db.tallies().await;
+    for w in 0..4 {
+        let live = tallies[&format!("live-{w}")];
+        assert_eq!(live[..3], [100, 0, (100_000..100_100).sum::<i64>()]);
+    }
+}
+
+#[test]
+fn appends_while_the_projection_catches_up_all_succeed_and_each_event_is_applied_once_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-contend",
+        appends_during_a_catch_up_all_succeed,
+    );
+}
+
+#[test]
+fn appends_while_the_projection_catches_up_all_succeed_and_each_event_is_applied_once_on_postgres()
+{
+    on(
+        Backend::Postgres,
+        "sqlrm_contend",
+        appends_during_a_catch_up_all_succeed,
+    );
+}
