@@ -993,3 +993,60 @@ fn appends_while_the_projection_catches_up_all_succeed_and_each_event_is_applied
         appends_during_a_catch_up_all_succeed,
     );
 }
+
+/// `ProjectionTest` drives a SQL read model without a runtime: each given event commits its
+/// rows with the checkpoint, as the runtime does, and a second test on the same file resumes
+/// after that checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_test_drives_a_sqlite_read_model_and_commits_each_event_with_its_checkpoint() {
+    use evoq::ProjectionTest;
+    use evoq_tests::ledger::{Alpha, Gamma};
+    let place = Place::new(Backend::Sqlite, "sqlrm-kit")
+        .await
+        .expect("a temporary directory");
+    let db = Db::open(&address(&place)).await;
+    let Db::Sqlite(_, model) = &db else {
+        unreachable!("a SQLite place")
+    };
+    let tallies = SqliteTallies {
+        model: model.clone(),
+        behavior: Behavior::default(),
+    };
+    let outcome = ProjectionTest::new(tallies)
+        .given(Alpha {
+            id: "x".into(),
+            n: 1,
+        })
+        .given(Gamma {
+            id: "x".into(),
+            n: 2,
+        })
+        .given(Alpha {
+            id: "y".into(),
+            n: 3,
+        })
+        .await
+        .then_handled()
+        .then_checkpoint(3);
+    let expected: Tallies = [
+        ("x".to_owned(), [1, 1, 3, 2]),
+        ("y".to_owned(), [1, 0, 3, 3]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(db.tallies().await, expected);
+    assert_each_applied_once(&db, 3).await;
+    assert_eq!(checkpoint(&db).await, Some(3));
+
+    // The same model again: it keeps its checkpoint, so the next event is at position 4.
+    let next = outcome
+        .and_given(Gamma {
+            id: "y".into(),
+            n: 4,
+        })
+        .await
+        .then_handled()
+        .then_checkpoint(4);
+    assert_eq!(next.position(), 4);
+    assert_eq!(db.tallies().await["y"], [1, 1, 7, 4]);
+}
