@@ -9,6 +9,8 @@
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
@@ -389,14 +391,27 @@ impl EventStore for InMemoryStore {
         self.commit(stream, expected, events, None)
     }
 
-    async fn append_command(
-        &self,
-        stream: &str,
+    /// Commits when called, not when first polled: the commit has no await, so the future only
+    /// hands its outcome over, and the events and the command are not moved into it first
+    /// (every command of the runtime comes this way). The runtime awaits it at once.
+    fn append_command<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        stream: &'life1 str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         command: NewCommand,
-    ) -> Result<Appended, StoreError> {
-        self.commit(stream, expected, events, Some(command))
+    ) -> Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(std::future::ready(self.commit(
+            stream,
+            expected,
+            events,
+            Some(command),
+        )))
     }
 
     async fn find_command(

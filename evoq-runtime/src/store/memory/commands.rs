@@ -5,18 +5,24 @@
 //!   gets a whole entry, kept in the order it was recorded, and found through exact indexes by
 //!   id and by key;
 //! - a **marked** command (a fresh UUID v7 the runtime generated, recorded without a check) that
-//!   appended events gets no entry of its own: its events are its entry. The store marks them in
-//!   [`Marks`], beside the global log, under the events' lock: 2 bytes per event (whether it
-//!   starts a marked command's events, and at the last one the static names of its command and
-//!   aggregate), and per block of [`BLOCK`] positions the range of the milliseconds of the ids
-//!   of the marked commands that end there. The rest of its entry (id, stream, version, commit
-//!   time) is read off its last event, whose metadata carries its id. `find_command` by id finds
-//!   it from the millisecond in the id: only the blocks whose range holds it are scanned, so no
-//!   bound on how long a command takes between its id and its commit is assumed (an id made
-//!   long before its dispatch only widens its block's range). The sweep walks the marks in log
-//!   order. A fresh command that does not fit (names built at run time, an id that is not a
-//!   UUID v7, a last event without its id, more than 32,767 pairs of names) is kept whole, as a
-//!   checked one.
+//!   appended events gets no entry of its own: its events are its entry. Under the events' lock
+//!   the store marks them in [`Marks`], beside the global log: 4 bytes per event (whether it
+//!   starts a marked command's events; at the last one the static names of its command and
+//!   aggregate and 16 bits of its id), and per block of [`BLOCK`] positions the range of the
+//!   milliseconds in the ids of the marked commands that end there. The rest of its entry (id,
+//!   stream, version, commit time) is read off its last event, whose metadata carries its id.
+//!
+//! `find_command` by id finds a marked command from the millisecond in its id: it scans only
+//! the blocks whose range holds that millisecond, and reads only the last events whose 16 bits
+//! match. The ranges are exact, so no bound is assumed on the time between an id and its
+//! commit: an id made long before its dispatch, or ahead of the clock (ids of one thread keep
+//! increasing when the system clock steps back), only widens its block's range, and so makes
+//! lookups of ids of that time scan one more block. Made and committed at once, as the runtime
+//! does, the ids of one block span a few milliseconds, and a lookup scans the one or two blocks
+//! committed around its id's time. The sweep walks the marks in log order behind a watermark.
+//!
+//! A fresh command that does not fit (names built at run time, an id that is not a UUID v7, a
+//! last event without its id, more than 32,767 pairs of names) is kept whole, as a checked one.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -170,16 +176,27 @@ impl Checked {
         self.entries.get(index)?.as_ref()
     }
 
-    /// Where the entry `lookup` names is: a whole entry first (a resend recorded after an
-    /// expired marked run of its id), else a marked command not yet swept.
+    /// Where the entry `lookup` names is. Several entries may share an id (a caller of the
+    /// store may reuse one): the newest answers. A marked command is newer than the whole entry
+    /// of its id when its events come after the whole entry's (or, for a whole entry without
+    /// events, when it was committed no earlier).
     fn found(&self, lookup: CommandLookup<'_>, log: &Log, marks: &Marks) -> Option<Found> {
-        match lookup {
-            CommandLookup::Key(key) => self.by_key.get(key).copied().map(Found::Whole),
-            CommandLookup::Id(id) => match self.by_id.get(&id) {
-                Some(&sequence) => Some(Found::Whole(sequence)),
-                None => marks.find(id, log, self.swept_position).map(Found::Marked),
-            },
-        }
+        let id = match lookup {
+            CommandLookup::Key(key) => return self.by_key.get(key).copied().map(Found::Whole),
+            CommandLookup::Id(id) => id,
+        };
+        let whole = self.by_id.get(&id).copied();
+        let logged = whole.and_then(|sequence| self.logged(sequence));
+        let after = logged
+            .map_or(0, |l| last_position(l.first_position, l.count))
+            .max(self.swept_position);
+        let marked = marks.find(id, log, after).filter(|mark| match logged {
+            Some(logged) if logged.count == 0 => log
+                .at(mark.last)
+                .is_some_and(|event| event.recorded_at >= logged.recorded_at),
+            _ => true,
+        });
+        marked.map(Found::Marked).or(whole.map(Found::Whole))
     }
 
     /// The entry at `found`, read off `log` for a marked one.
@@ -290,11 +307,21 @@ const NAMES_SCANNED: usize = 8;
 const BLOCKS: usize = LOG_CHUNK / BLOCK;
 
 /// The mark of an event that starts a marked command's events.
-const START: u16 = 0x8000;
+const START: u32 = 1 << 31;
 
 /// The bits of the mark of a marked command's last event that name its command and aggregate:
 /// the index of the pair in [`Marks::names`], plus one (0: not a last event).
-const NAMES: u16 = 0x7fff;
+const NAMES: u32 = 0x7fff << NAMES_SHIFT;
+
+/// Where [`NAMES`] start.
+const NAMES_SHIFT: u32 = 16;
+
+/// The bits of the mark of a marked command's last event that hold 16 bits of its id (see
+/// [`fingerprint`]): a lookup reads only the events whose fingerprint matches.
+const FINGERPRINT: u32 = 0xffff;
+
+/// How many pairs of names there can be.
+const MAX_NAMES: usize = 0x7fff;
 
 /// The marks of the commands recorded without an entry of their own, beside the global log.
 /// See the [module docs](self). Written under the events' write lock, read under their read
@@ -306,7 +333,7 @@ pub(super) struct Marks {
     /// The pairs of names (command, aggregate) of marked commands.
     names: Vec<(&'static str, &'static str)>,
     /// The index of each pair in `names`, by the addresses and lengths of its two names.
-    by_names: hashbrown::HashMap<[usize; 4], u16, StreamHasher>,
+    by_names: hashbrown::HashMap<[usize; 4], u32, StreamHasher>,
 }
 
 /// The marks of one chunk of the log.
@@ -317,7 +344,7 @@ pub(super) struct Marks {
 struct MarkChunk {
     /// The mark of the event at index `i` of the chunk ([`LOG_CHUNK`] of them, 0 when
     /// unmarked).
-    marks: Box<[u16]>,
+    marks: Box<[u32]>,
     /// The milliseconds of the ids of the marked commands whose last event is in the chunk.
     span: Span,
     /// The same per block of [`BLOCK`] positions.
@@ -368,13 +395,21 @@ fn v7_millis(id: Uuid) -> Option<u64> {
     (id.get_version_num() == 7).then(|| id.as_u64_pair().0 >> 16)
 }
 
-/// What marks a fresh command's events: the static names of its command and aggregate, and the
-/// millisecond in its id.
+/// 16 bits of `id`: its low 64 bits (random in a UUID v7) folded.
+fn fingerprint(id: Uuid) -> u32 {
+    let low = id.as_u64_pair().1;
+    let folded = low ^ (low >> 32);
+    ((folded ^ (folded >> 16)) & u64::from(FINGERPRINT)) as u32
+}
+
+/// What marks a fresh command's events: the static names of its command and aggregate, the
+/// millisecond in its id and the id's [`fingerprint`].
 #[derive(Clone, Copy)]
 pub(super) struct Fresh {
     command: &'static str,
     aggregate: &'static str,
     millis: u64,
+    fingerprint: u32,
 }
 
 impl Fresh {
@@ -392,6 +427,7 @@ impl Fresh {
                 command: name,
                 aggregate,
                 millis: v7_millis(command.command_id)?,
+                fingerprint: fingerprint(command.command_id),
             }),
             _ => None,
         }
@@ -420,7 +456,8 @@ impl Marks {
             self.grow(chunk);
         }
         let chunk = &mut self.chunks[chunk];
-        chunk.marks[index] |= if first == last { START } else { 0 } | (names + 1);
+        let start = if first == last { START } else { 0 };
+        chunk.marks[index] |= start | ((names + 1) << NAMES_SHIFT) | fresh.fingerprint;
         chunk.span.add(fresh.millis);
         chunk.blocks[index / BLOCK].add(fresh.millis);
         true
@@ -430,17 +467,17 @@ impl Marks {
     /// compared by address (a command type's names are the same two `&'static str` every
     /// time), the rest found by hash.
     #[inline]
-    fn intern(&mut self, command: &'static str, aggregate: &'static str) -> Option<u16> {
+    fn intern(&mut self, command: &'static str, aggregate: &'static str) -> Option<u32> {
         for (index, &(c, a)) in self.names.iter().take(NAMES_SCANNED).enumerate() {
             if std::ptr::eq(c, command) && std::ptr::eq(a, aggregate) {
-                return Some(index as u16);
+                return Some(index as u32);
             }
         }
         self.intern_hashed(command, aggregate)
     }
 
     #[cold]
-    fn intern_hashed(&mut self, command: &'static str, aggregate: &'static str) -> Option<u16> {
+    fn intern_hashed(&mut self, command: &'static str, aggregate: &'static str) -> Option<u32> {
         let key = [
             command.as_ptr() as usize,
             command.len(),
@@ -450,16 +487,17 @@ impl Marks {
         if let Some(&index) = self.by_names.get(&key) {
             return Some(index);
         }
-        let index = u16::try_from(self.names.len())
-            .ok()
-            .filter(|&index| index < NAMES)?;
+        if self.names.len() >= MAX_NAMES {
+            return None;
+        }
+        let index = self.names.len() as u32;
         self.names.push((command, aggregate));
         self.by_names.insert(key, index);
         Some(index)
     }
 
     /// The mark of the event at `position`, made room for.
-    fn mark_at(&mut self, position: u64) -> &mut u16 {
+    fn mark_at(&mut self, position: u64) -> &mut u32 {
         let (chunk, index) = split(position);
         if self.chunks.len() <= chunk {
             self.grow(chunk);
@@ -480,7 +518,7 @@ impl Marks {
     }
 
     /// The mark of the event at `position` (0 when unmarked).
-    fn get(&self, position: u64) -> u16 {
+    fn get(&self, position: u64) -> u32 {
         let (chunk, index) = split(position);
         self.chunks
             .get(chunk)
@@ -502,38 +540,46 @@ impl Marks {
             .get_mut(chunk)
             .and_then(|chunk| chunk.marks.get_mut(index))
         {
-            *mark &= !NAMES;
+            *mark &= START;
         }
     }
 
     /// The latest marked command of id `id` whose last event is after `after`: only the blocks
     /// whose range holds the id's millisecond are scanned, and in each only the last events of
-    /// marked commands are looked at.
+    /// marked commands whose fingerprint is the id's are read.
     fn find(&self, id: Uuid, log: &Log, after: u64) -> Option<Mark> {
         let millis = v7_millis(id)?;
+        let fingerprint = fingerprint(id);
+        // Newest first; nothing at or before `after` counts.
         for (c, chunk) in self.chunks.iter().enumerate().rev() {
+            let base = (c * LOG_CHUNK) as u64;
+            if base + LOG_CHUNK as u64 <= after {
+                return None;
+            }
             if !chunk.span.contains(millis) {
                 continue;
             }
             for (b, block) in chunk.blocks.iter().enumerate().rev() {
+                if base + ((b + 1) * BLOCK) as u64 <= after {
+                    return None;
+                }
                 if !block.contains(millis) {
                     continue;
                 }
                 for index in (b * BLOCK..(b + 1) * BLOCK).rev() {
                     let mark = chunk.marks[index];
-                    if mark & NAMES == 0 {
+                    if mark & NAMES == 0 || mark & FINGERPRINT != fingerprint {
                         continue;
                     }
-                    let last = (c * LOG_CHUNK + index) as u64 + 1;
+                    let last = base + index as u64 + 1;
                     if last <= after {
-                        // Swept, and so is everything before it.
                         return None;
                     }
                     if log.at(last)?.metadata.command_id == Some(id) {
                         return Some(Mark {
                             first: self.start_of(last),
                             last,
-                            names: usize::from((mark & NAMES) - 1),
+                            names: ((mark & NAMES) >> NAMES_SHIFT) as usize - 1,
                         });
                     }
                 }

@@ -906,3 +906,100 @@ fn marked_commands_are_swept_in_order_in_bounded_batches() {
         );
     });
 }
+
+/// Ids of one millisecond whose 16 bits the marks keep are the same are told apart by the id
+/// their last event carries; an id shared by a whole entry and a later marked command finds the
+/// later one (the newest, as `find_command` promises).
+#[test]
+fn marked_lookups_tell_ids_apart_and_find_the_newest() {
+    use std::time::UNIX_EPOCH;
+
+    use crate::store::CommandLookup;
+
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let stream = stream_id("Account", "a-1");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // Same millisecond, same low 64 bits, different `rand_a`.
+        let low = (0b10 << 62) | 0x1234_5678_9abc;
+        let twins = [1u64, 2].map(|a| Uuid::from_u64_pair((now << 16) | (0x7 << 12) | a, low));
+        for (i, id) in twins.iter().enumerate() {
+            store
+                .append_command(
+                    &stream,
+                    ExpectedVersion::Any,
+                    events_of(*id, i + 1),
+                    fresh(*id),
+                )
+                .await
+                .unwrap();
+        }
+        for (i, id) in twins.iter().enumerate() {
+            let record = store
+                .find_command(CommandLookup::Id(*id), UNIX_EPOCH)
+                .await
+                .unwrap()
+                .expect("found");
+            assert_eq!((record.command_id, record.event_count), (*id, i as u64 + 1));
+        }
+
+        // A whole entry with events, then a marked command of the same id.
+        let shared = crate::util::ids::new_v7();
+        let mut checked = fresh(shared);
+        checked.deduplicate_since = Some(UNIX_EPOCH);
+        store
+            .append_command(&stream, ExpectedVersion::Any, events_of(shared, 1), checked)
+            .await
+            .unwrap();
+        let later = store
+            .append_command(
+                &stream,
+                ExpectedVersion::Any,
+                events_of(shared, 2),
+                fresh(shared),
+            )
+            .await
+            .unwrap();
+        let record = store
+            .find_command(CommandLookup::Id(shared), UNIX_EPOCH)
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(
+            (record.version, record.event_count, record.last_position),
+            (later.version, 2, later.last_position),
+            "the newest entry of the id"
+        );
+
+        // A whole entry without events, then a marked command of the same id.
+        let shared = crate::util::ids::new_v7();
+        let mut checked = fresh(shared);
+        checked.deduplicate_since = Some(UNIX_EPOCH);
+        store
+            .append_command(&stream, ExpectedVersion::Any, Vec::new(), checked)
+            .await
+            .unwrap();
+        let later = store
+            .append_command(
+                &stream,
+                ExpectedVersion::Any,
+                events_of(shared, 1),
+                fresh(shared),
+            )
+            .await
+            .unwrap();
+        let record = store
+            .find_command(CommandLookup::Id(shared), UNIX_EPOCH)
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(
+            (record.version, record.event_count),
+            (later.version, 1),
+            "the newest entry of the id"
+        );
+    });
+}
