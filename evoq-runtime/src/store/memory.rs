@@ -9,6 +9,8 @@
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
@@ -19,7 +21,7 @@ use hashbrown::hash_map::EntryRef;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use self::commands::{CommandLog, Logged};
+use self::commands::{CommandLog, Fresh, Logged, Marks};
 use self::log::{Log, StreamHasher};
 use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
@@ -80,11 +82,12 @@ struct Shared {
     timeouts: Mutex<Timeouts>,
     /// Appends rejected for a wrong expected version.
     conflicts: AtomicU64,
-    /// The command log. A checked command's entry is checked and written while the events'
-    /// lock is held too (lock order: `state`, then `commands`), so that no duplicate slips in
-    /// between; an unchecked command's entry (a fresh id nobody can look up before its dispatch
-    /// returns) is written just after the events' lock is released, so that appends never wait
-    /// on the log's growth.
+    /// The command log's whole entries. A checked command's entry is checked and written while
+    /// the events' lock is held too (lock order: `state`, then `commands`), so that no
+    /// duplicate slips in between. A fresh command (a generated UUID v7 nobody can look up
+    /// before its dispatch returns) has no entry: its events are marked in `State::marks`
+    /// (see `memory/commands.rs`); one that cannot be marked is written whole just after the
+    /// events' lock is released.
     commands: CommandLog,
 }
 
@@ -119,6 +122,9 @@ struct State {
     /// index `v - 1`; 4 bytes each, where a pointer takes 8). The key is the one copy of the
     /// stream's id, which its records share.
     streams: hashbrown::HashMap<Arc<str>, Vec<u32>, StreamHasher>,
+    /// The marks of the commands recorded without an entry of their own (fresh ids): the
+    /// command log's part that lives with the events.
+    marks: Marks,
 }
 
 impl State {
@@ -215,21 +221,24 @@ impl InMemoryStore {
     ) -> Result<Appended, StoreError> {
         let recorded_at = SystemTime::now();
         let count = events.len() as u64;
-        // Whether the command's last event names it (the sweep finds its entry through it).
-        let last_carries_id = match (&command, events.last()) {
-            (Some(command), Some(last)) => last.metadata.command_id == Some(command.command_id),
-            _ => false,
-        };
+        // A fresh command whose events can carry its entry is marked in the log instead.
+        let fresh = command
+            .as_ref()
+            .and_then(|command| Fresh::of(command, events.last()));
         let appended = {
             let mut guard = self.write_state();
-            let State { log, streams } = &mut *guard;
+            let State {
+                log,
+                streams,
+                marks,
+            } = &mut *guard;
             // A checked command holds the log from its check to its entry.
             let mut checked = command
                 .as_ref()
                 .filter(|c| c.deduplicate_since.is_some())
                 .map(|_| self.shared.commands.checked());
             if let (Some(commands), Some(command)) = (checked.as_mut(), command.as_ref())
-                && let Some(record) = commands.duplicate(&self.shared.commands, command, log)
+                && let Some(record) = commands.duplicate(command, log, marks)
             {
                 return Err(StoreError::DuplicateCommand {
                     record: Box::new(record),
@@ -251,10 +260,7 @@ impl InMemoryStore {
                 };
                 if let (Some(commands), Some(command)) = (checked.as_mut(), command) {
                     let stream = id.map_or_else(|| Arc::from(stream), Arc::clone);
-                    commands.push_checked(
-                        &self.shared.commands,
-                        Logged::new(command, stream, &appended, 0, recorded_at),
-                    );
+                    commands.push(Logged::new(command, stream, &appended, 0, recorded_at));
                 }
                 return Ok(appended);
             }
@@ -308,33 +314,38 @@ impl InMemoryStore {
                 first_position,
                 last_position: first_position + count - 1,
             };
+            if let Some(fresh) = fresh
+                && marks.mark(first_position, appended.last_position, fresh)
+            {
+                drop(guard);
+                return Ok(self.publish(appended));
+            }
             match (checked, command) {
                 (Some(mut commands), Some(command)) => {
-                    commands.push_checked(
-                        &self.shared.commands,
-                        Logged::new(command, id, &appended, count, recorded_at),
-                    );
+                    commands.push(Logged::new(command, id, &appended, count, recorded_at));
                 }
                 (None, Some(command)) => {
+                    // A fresh command that could not be marked.
                     drop(guard);
-                    self.shared.commands.record_unchecked(
-                        command,
-                        id,
-                        &appended,
-                        count,
-                        recorded_at,
-                        last_carries_id,
-                    );
+                    self.shared
+                        .commands
+                        .record_whole(command, id, &appended, count, recorded_at);
                 }
                 _ => {}
             }
             appended
         };
 
-        // After the commit, and monotonic even when two appenders publish out of order. Waking
-        // the receivers (eight locks in tokio's watch) is skipped when there is none: `head()`
-        // subscribes under the watch's lock, so a receiver is either counted here or created
-        // after this update, with the new value as seen.
+        Ok(self.publish(appended))
+    }
+
+    /// Publishes the head after a commit (the events' lock released), and returns `appended`.
+    ///
+    /// Monotonic even when two appenders publish out of order. Waking the receivers (eight
+    /// locks in tokio's watch) is skipped when there is none: `head()` subscribes under the
+    /// watch's lock, so a receiver is either counted here or created after this update, with
+    /// the new value as seen.
+    fn publish(&self, appended: Appended) -> Appended {
         let last = appended.last_position;
         let head = &self.shared.head;
         head.send_if_modified(|published| {
@@ -344,7 +355,7 @@ impl InMemoryStore {
             *published = last;
             head.receiver_count() > 0
         });
-        Ok(appended)
+        appended
     }
 
     fn conflict(&self, stream: &str, expected: ExpectedVersion, actual: u64) -> StoreError {
@@ -380,14 +391,27 @@ impl EventStore for InMemoryStore {
         self.commit(stream, expected, events, None)
     }
 
-    async fn append_command(
-        &self,
-        stream: &str,
+    /// Commits when called, not when first polled: the commit has no await, so the future only
+    /// hands its outcome over, and the events and the command are not moved into it first
+    /// (every command of the runtime comes this way). The runtime awaits it at once.
+    fn append_command<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        stream: &'life1 str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         command: NewCommand,
-    ) -> Result<Appended, StoreError> {
-        self.commit(stream, expected, events, Some(command))
+    ) -> Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(std::future::ready(self.commit(
+            stream,
+            expected,
+            events,
+            Some(command),
+        )))
     }
 
     async fn find_command(
@@ -396,12 +420,18 @@ impl EventStore for InMemoryStore {
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
         let state = self.read_state();
-        Ok(self.shared.commands.find(lookup, since, &state.log))
+        Ok(self
+            .shared
+            .commands
+            .find(lookup, since, &state.log, &state.marks))
     }
 
     async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
         let state = self.read_state();
-        Ok(self.shared.commands.sweep(before, limit, &state.log))
+        Ok(self
+            .shared
+            .commands
+            .sweep(before, limit, &state.log, &state.marks))
     }
 
     async fn read_stream(

@@ -58,6 +58,7 @@ impl Log {
         &self.chunks[index / LOG_CHUNK][index % LOG_CHUNK]
     }
 
+    #[inline]
     pub(super) fn push(&mut self, event: Arc<RecordedEvent>) {
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < LOG_CHUNK => chunk.push(event),

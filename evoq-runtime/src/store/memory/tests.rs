@@ -514,7 +514,7 @@ fn the_conformance_suite_catches_broken_stores() {
 }
 
 #[test]
-fn an_unchecked_command_kept_as_a_slot_is_found_whole_and_swept() {
+fn an_unchecked_command_marked_in_the_log_is_found_whole_and_swept() {
     use std::time::{Duration, UNIX_EPOCH};
 
     use crate::store::{CommandLookup, NewCommand};
@@ -594,7 +594,7 @@ fn an_unchecked_command_kept_as_a_slot_is_found_whole_and_swept() {
             .sweep_commands(SystemTime::now(), usize::MAX)
             .await
             .unwrap();
-        assert_eq!(swept, 1, "the slot is swept through its last event");
+        assert_eq!(swept, 1, "the mark is swept through its last event");
         assert_eq!(
             store
                 .find_command(CommandLookup::Id(command_id), UNIX_EPOCH)
@@ -612,5 +612,394 @@ fn an_unchecked_command_kept_as_a_slot_is_found_whole_and_swept() {
             )
             .await
             .expect("swept: it runs again");
+    });
+}
+
+/// `count` events that name command `id`, as the runtime writes them.
+fn events_of(id: Uuid, count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|_| {
+            let mut e = event("Deposited");
+            e.metadata.command_id = Some(id);
+            e
+        })
+        .collect()
+}
+
+/// A fresh command (no check) of type `Deposit` on `Account` with id `id`.
+fn fresh(id: Uuid) -> crate::store::NewCommand {
+    crate::store::NewCommand {
+        command_id: id,
+        idempotency_key: None,
+        command: Cow::Borrowed("Deposit"),
+        aggregate: Cow::Borrowed("Account"),
+        deduplicate_since: None,
+    }
+}
+
+/// A UUID v7 made at `millis` (Unix milliseconds), with `tail` in its random bits.
+fn v7_at(millis: u64, tail: u64) -> Uuid {
+    Uuid::from_u64_pair(
+        (millis << 16) | (0x7 << 12) | (tail & 0xfff),
+        (0b10 << 62) | (tail & 0x3fff_ffff_ffff_ffff),
+    )
+}
+
+/// Fresh commands are found by their id wherever their events fall (across blocks and chunks
+/// of the log, a command's events across a chunk boundary), whatever time their id carries
+/// (an id made long before, or after, its commit), and only they: an unknown id of the same
+/// millisecond, or events appended without a command, find nothing.
+#[test]
+fn fresh_commands_are_found_by_their_id_anywhere_in_the_log_whatever_their_ids_time() {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use crate::store::CommandLookup;
+
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut commands = Vec::new();
+        let mut version = 0;
+        // Enough commands to fill two chunks; every 7th has 3 events, so that some cross a
+        // block or chunk boundary.
+        for i in 0..(2 * LOG_CHUNK as u64 / 2 + 50) {
+            let stream = stream_id("Account", &format!("a-{}", i % 13));
+            let id = match i % 5 {
+                // Made a day before (a context kept long before its dispatch)...
+                0 => v7_at(now - 86_400_000, i),
+                // ... or a second "ahead" (a clock that stepped back).
+                1 => v7_at(now + 1_000, i),
+                _ => crate::util::ids::new_v7(),
+            };
+            let count = if i % 7 == 0 { 3 } else { 1 };
+            let appended = store
+                .append_command(
+                    &stream,
+                    ExpectedVersion::Any,
+                    events_of(id, count),
+                    fresh(id),
+                )
+                .await
+                .unwrap();
+            version += count as u64;
+            commands.push((id, stream, count as u64, appended));
+        }
+        assert_eq!(store.event_count(), version);
+        // A plain append of events that name a command records no command.
+        let plain = crate::util::ids::new_v7();
+        store
+            .append("Account-plain", ExpectedVersion::Any, events_of(plain, 2))
+            .await
+            .unwrap();
+        for (id, stream, count, appended) in &commands {
+            let record = store
+                .find_command(CommandLookup::Id(*id), UNIX_EPOCH)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{id} must be found"));
+            assert_eq!(
+                (
+                    record.command_id,
+                    &*record.command,
+                    &*record.aggregate,
+                    &*record.stream_id,
+                    record.version,
+                    record.event_count,
+                    record.first_position,
+                    record.last_position,
+                ),
+                (
+                    *id,
+                    "Deposit",
+                    "Account",
+                    stream.as_str(),
+                    appended.version,
+                    *count,
+                    appended.first_position,
+                    appended.last_position,
+                ),
+            );
+            assert_eq!(record.aggregate_id, &stream["Account-".len()..]);
+        }
+        for unknown in [
+            v7_at(now - 86_400_000, 1 << 40),
+            v7_at(now + 1_000, 1 << 40),
+            crate::util::ids::new_v7(),
+            plain,
+            Uuid::from_u128(42),
+        ] {
+            assert_eq!(
+                store
+                    .find_command(CommandLookup::Id(unknown), UNIX_EPOCH)
+                    .await
+                    .unwrap(),
+                None,
+                "{unknown} was never recorded"
+            );
+        }
+        // `since` still applies.
+        let (id, ..) = &commands[2];
+        assert_eq!(
+            store
+                .find_command(
+                    CommandLookup::Id(*id),
+                    SystemTime::now() + Duration::from_secs(1)
+                )
+                .await
+                .unwrap(),
+            None
+        );
+    });
+}
+
+/// Fresh commands the log cannot mark (names built at run time, an id that is not a UUID v7,
+/// a last event that does not name the command) are kept whole: found, and swept.
+#[test]
+fn fresh_commands_that_cannot_be_marked_are_kept_whole() {
+    use std::time::UNIX_EPOCH;
+
+    use crate::store::CommandLookup;
+
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let stream = stream_id("Account", "a-1");
+        let v4 = Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef);
+        let named = crate::util::ids::new_v7();
+        let silent = crate::util::ids::new_v7();
+        let mut built = fresh(named);
+        built.command = Cow::Owned("Deposit".to_owned());
+        for (command, events) in [
+            (fresh(v4), events_of(v4, 1)),
+            (built, events_of(named, 2)),
+            (fresh(silent), vec![event("Deposited")]),
+        ] {
+            store
+                .append_command(&stream, ExpectedVersion::Any, events, command)
+                .await
+                .unwrap();
+        }
+        for (id, version, count) in [(v4, 1, 1), (named, 3, 2), (silent, 4, 1)] {
+            let record = store
+                .find_command(CommandLookup::Id(id), UNIX_EPOCH)
+                .await
+                .unwrap()
+                .expect("kept whole");
+            assert_eq!(
+                (&*record.command, record.version, record.event_count),
+                ("Deposit", version, count)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(
+            store
+                .sweep_commands(SystemTime::now(), usize::MAX)
+                .await
+                .unwrap(),
+            3
+        );
+        for id in [v4, named, silent] {
+            assert_eq!(
+                store
+                    .find_command(CommandLookup::Id(id), UNIX_EPOCH)
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
+    });
+}
+
+/// The sweep takes marked commands in log order, at most `limit` per call, counts each once
+/// (not one replaced by a new run of its id after it expired), and leaves the newer ones
+/// findable.
+#[test]
+fn marked_commands_are_swept_in_order_in_bounded_batches() {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use crate::store::CommandLookup;
+
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let stream = stream_id("Account", "a-1");
+        let mut old = Vec::new();
+        for i in 0..(LOG_CHUNK + 10) {
+            let id = crate::util::ids::new_v7();
+            store
+                .append_command(
+                    &stream,
+                    ExpectedVersion::Any,
+                    events_of(id, 1 + i % 2),
+                    fresh(id),
+                )
+                .await
+                .unwrap();
+            old.push(id);
+        }
+        // A resend of an expired one, checked: it replaces the marked entry.
+        std::thread::sleep(Duration::from_millis(5));
+        let cutoff = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(5));
+        let mut resend = fresh(old[3]);
+        resend.deduplicate_since = Some(cutoff);
+        store
+            .append_command(&stream, ExpectedVersion::Any, events_of(old[3], 1), resend)
+            .await
+            .expect("expired: it runs again");
+        let new = crate::util::ids::new_v7();
+        store
+            .append_command(&stream, ExpectedVersion::Any, events_of(new, 1), fresh(new))
+            .await
+            .unwrap();
+        // All but the replaced one, in batches of 1,000.
+        let mut swept = Vec::new();
+        loop {
+            let n = store.sweep_commands(cutoff, 1_000).await.unwrap();
+            swept.push(n);
+            if n < 1_000 {
+                break;
+            }
+            // Half way: the later ones are still there.
+            let last = *old.last().unwrap();
+            assert!(
+                store
+                    .find_command(CommandLookup::Id(last), UNIX_EPOCH)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert_eq!(swept.iter().sum::<usize>(), old.len() - 1, "{swept:?}");
+        for id in old.iter().filter(|&&id| id != old[3]) {
+            assert_eq!(
+                store
+                    .find_command(CommandLookup::Id(*id), UNIX_EPOCH)
+                    .await
+                    .unwrap(),
+                None,
+                "{id} was swept"
+            );
+        }
+        let again = store
+            .find_command(CommandLookup::Id(old[3]), UNIX_EPOCH)
+            .await
+            .unwrap()
+            .expect("the resend's entry stays");
+        assert!(again.recorded_at >= cutoff);
+        assert!(
+            store
+                .find_command(CommandLookup::Id(new), UNIX_EPOCH)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.sweep_commands(cutoff, 1_000).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .sweep_commands(SystemTime::now() + Duration::from_secs(1), 1_000)
+                .await
+                .unwrap(),
+            2,
+            "the resend and the new one"
+        );
+    });
+}
+
+/// Ids of one millisecond whose 16 bits the marks keep are the same are told apart by the id
+/// their last event carries; an id shared by a whole entry and a later marked command finds the
+/// later one (the newest, as `find_command` promises).
+#[test]
+fn marked_lookups_tell_ids_apart_and_find_the_newest() {
+    use std::time::UNIX_EPOCH;
+
+    use crate::store::CommandLookup;
+
+    runtime().block_on(async {
+        let store = InMemoryStore::new();
+        let stream = stream_id("Account", "a-1");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // Same millisecond, same low 64 bits, different `rand_a`.
+        let low = (0b10 << 62) | 0x1234_5678_9abc;
+        let twins = [1u64, 2].map(|a| Uuid::from_u64_pair((now << 16) | (0x7 << 12) | a, low));
+        for (i, id) in twins.iter().enumerate() {
+            store
+                .append_command(
+                    &stream,
+                    ExpectedVersion::Any,
+                    events_of(*id, i + 1),
+                    fresh(*id),
+                )
+                .await
+                .unwrap();
+        }
+        for (i, id) in twins.iter().enumerate() {
+            let record = store
+                .find_command(CommandLookup::Id(*id), UNIX_EPOCH)
+                .await
+                .unwrap()
+                .expect("found");
+            assert_eq!((record.command_id, record.event_count), (*id, i as u64 + 1));
+        }
+
+        // A whole entry with events, then a marked command of the same id.
+        let shared = crate::util::ids::new_v7();
+        let mut checked = fresh(shared);
+        checked.deduplicate_since = Some(UNIX_EPOCH);
+        store
+            .append_command(&stream, ExpectedVersion::Any, events_of(shared, 1), checked)
+            .await
+            .unwrap();
+        let later = store
+            .append_command(
+                &stream,
+                ExpectedVersion::Any,
+                events_of(shared, 2),
+                fresh(shared),
+            )
+            .await
+            .unwrap();
+        let record = store
+            .find_command(CommandLookup::Id(shared), UNIX_EPOCH)
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(
+            (record.version, record.event_count, record.last_position),
+            (later.version, 2, later.last_position),
+            "the newest entry of the id"
+        );
+
+        // A whole entry without events, then a marked command of the same id.
+        let shared = crate::util::ids::new_v7();
+        let mut checked = fresh(shared);
+        checked.deduplicate_since = Some(UNIX_EPOCH);
+        store
+            .append_command(&stream, ExpectedVersion::Any, Vec::new(), checked)
+            .await
+            .unwrap();
+        let later = store
+            .append_command(
+                &stream,
+                ExpectedVersion::Any,
+                events_of(shared, 1),
+                fresh(shared),
+            )
+            .await
+            .unwrap();
+        let record = store
+            .find_command(CommandLookup::Id(shared), UNIX_EPOCH)
+            .await
+            .unwrap()
+            .expect("found");
+        assert_eq!(
+            (record.version, record.event_count),
+            (later.version, 1),
+            "the newest entry of the id"
+        );
     });
 }
