@@ -502,3 +502,54 @@ async fn a_read_model_that_commits_the_checkpoint_keeps_it_and_resumes_from_it()
     assert_eq!(model.entries.len(), 3);
     app.stop().await;
 }
+
+/// An in-memory read model over a durable store: a new process starts with an empty model, and
+/// the projection replays every event into it (it does not resume after a checkpoint of the
+/// store's), so the model is whole again; a token from before the restart is reached only once
+/// the model holds its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_read_model_over_sqlite_is_whole_again_after_a_restart() {
+    use evoq_tests::backends::{Backend, Place};
+    let place = Place::new(Backend::Sqlite, "inmem-restart")
+        .await
+        .expect("a temporary directory");
+    let first = InMemoryReadModel::new();
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .projection(Tallies::new(&first))
+        .start()
+        .await
+        .unwrap();
+    let mut token = 0;
+    for n in 0..200u64 {
+        token = app
+            .dispatch(Emit::new(&format!("k{}", n % 7), &[Kind::A, Kind::C], n))
+            .await
+            .unwrap()
+            .token;
+    }
+    wait(&app, "tallies", token).await;
+    let before = first.to_map();
+    assert_eq!(before.len(), 7);
+    app.stop().await;
+    drop(app);
+
+    // A new process: a new, empty in-memory model over the same file.
+    let second = InMemoryReadModel::new();
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .projection(Tallies::new(&second))
+        .start()
+        .await
+        .unwrap();
+    app.wait_for::<Tallies>(token)
+        .timeout(Duration::from_secs(20))
+        .await
+        .expect("the replay reaches the old token");
+    assert_eq!(
+        second.to_map(),
+        before,
+        "once the old token is reached, the model holds everything it held"
+    );
+    app.stop().await;
+}
