@@ -47,7 +47,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -57,6 +56,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::definition::{ProjectionError, ReadModel, ReadModelError};
+use super::sql::{
+    self, IDENTIFIER_RULE, Mismatch, checksum, is_identifier, now_micros, quote_sql, to_db,
+};
 use crate::delivery::consumer::EventMeta;
 use crate::store::postgres::PostgresStore;
 use crate::util::hash::fnv1a_64;
@@ -67,12 +69,6 @@ pub use tokio_postgres;
 
 /// The parameters of a statement: `&[&a, &b]`.
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
-
-/// The longest SQL quoted in an error.
-const QUOTED_SQL: usize = 160;
-
-/// What a name of a read model, of its schema or of one of its tables may be.
-const IDENTIFIER_RULE: &str = "use 1 to 63 ASCII letters, digits or `_`";
 
 /// A projection's read model in the PostgreSQL store's database: its tables change in the
 /// transaction that saves the projection's checkpoint, so each event changes them exactly once,
@@ -1447,70 +1443,18 @@ fn check_applied(
     applied: &[(i64, String, i64)],
     migrations: &[(String, String)],
 ) -> Result<usize, PostgresReadModelError> {
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    if applied.len() > migrations.len() {
-        return Err(PostgresReadModelError::MigrationsTooNew {
+    sql::check_applied(applied, migrations).map_err(|mismatch| match mismatch {
+        Mismatch::TooNew { applied, known } => PostgresReadModelError::MigrationsTooNew {
             model: model.to_owned(),
-            applied: count(applied.len()),
-            known: count(migrations.len()),
-        });
-    }
-    for (at, ((version, name, sum), (given, script))) in applied.iter().zip(migrations).enumerate()
-    {
-        let expected = count(at + 1);
-        let changed = |reason: String| PostgresReadModelError::MigrationChanged {
+            applied,
+            known,
+        },
+        Mismatch::Changed { version, reason } => PostgresReadModelError::MigrationChanged {
             model: model.to_owned(),
-            version: expected,
+            version,
             reason,
-        };
-        if *version != i64::from(expected) {
-            return Err(changed(format!(
-                "is missing from table `evoq_read_model_migrations` (version {version} is recorded in its place)"
-            )));
-        }
-        if name != given {
-            return Err(changed(format!(
-                "was applied as `{name}` and the list now names it `{given}`"
-            )));
-        }
-        if *sum != checksum(script) {
-            return Err(changed(format!(
-                "`{given}` was applied with other SQL than the list now gives"
-            )));
-        }
-    }
-    Ok(applied.len())
-}
-
-fn is_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The SQL on one line, shortened, in backquotes.
-fn quote_sql(sql: &str) -> String {
-    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= QUOTED_SQL {
-        format!("`{flat}`")
-    } else {
-        format!("`{}...`", flat.chars().take(QUOTED_SQL).collect::<String>())
-    }
-}
-
-/// The checksum recorded with a migration: FNV-1a 64 of its SQL.
-fn checksum(sql: &str) -> i64 {
-    i64::from_ne_bytes(fnv1a_64(sql.bytes()).to_ne_bytes())
-}
-
-fn to_db(position: u64) -> i64 {
-    i64::try_from(position).unwrap_or(i64::MAX)
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        },
+    })
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Params, Row, params};
@@ -54,13 +54,15 @@ use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::definition::{ProjectionError, ReadModel, ReadModelError};
+use super::sql::{
+    self, IDENTIFIER_RULE, Mismatch, checksum, is_identifier, now_micros, quote_sql, to_db,
+};
 use crate::delivery::consumer::EventMeta;
 use crate::store::StoreError;
 use crate::store::sqlite::{
     ADVANCE_CHECKPOINT_SQL, DELETE_CHECKPOINT_SQL, Durability, LOAD_CHECKPOINT_SQL, SqliteStore,
     has_dead_letter,
 };
-use crate::util::hash::fnv1a_64;
 
 /// The SQLite driver the read model's API speaks: `params!`, `Row`, `Connection`, `Error`.
 /// Use this one, not a `rusqlite` of another version.
@@ -78,12 +80,6 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS evoq_read_model_migra
 
 /// The most idle query connections a read model keeps.
 const READERS: usize = 4;
-
-/// The longest SQL quoted in an error.
-const QUOTED_SQL: usize = 160;
-
-/// What a name of a read model, or of one of its tables, may be.
-const IDENTIFIER_RULE: &str = "use 1 to 63 ASCII letters, digits or `_`";
 
 /// A projection's read model in the SQLite store's file: its tables change in the transaction
 /// that saves the projection's checkpoint, so each event changes them exactly once, even across
@@ -1342,39 +1338,18 @@ fn check_applied(
     applied: &[(i64, String, i64)],
     migrations: &[(String, String)],
 ) -> Result<usize, SqliteReadModelError> {
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    if applied.len() > migrations.len() {
-        return Err(SqliteReadModelError::MigrationsTooNew {
+    sql::check_applied(applied, migrations).map_err(|mismatch| match mismatch {
+        Mismatch::TooNew { applied, known } => SqliteReadModelError::MigrationsTooNew {
             model: model.to_owned(),
-            applied: count(applied.len()),
-            known: count(migrations.len()),
-        });
-    }
-    for (at, ((version, name, sum), (given, script))) in applied.iter().zip(migrations).enumerate()
-    {
-        let expected = count(at + 1);
-        let changed = |reason: String| SqliteReadModelError::MigrationChanged {
+            applied,
+            known,
+        },
+        Mismatch::Changed { version, reason } => SqliteReadModelError::MigrationChanged {
             model: model.to_owned(),
-            version: expected,
+            version,
             reason,
-        };
-        if *version != i64::from(expected) {
-            return Err(changed(format!(
-                "is missing from table `evoq_read_model_migrations` (version {version} is recorded in its place)"
-            )));
-        }
-        if name != given {
-            return Err(changed(format!(
-                "was applied as `{name}` and the list now names it `{given}`"
-            )));
-        }
-        if *sum != checksum(script) {
-            return Err(changed(format!(
-                "`{given}` was applied with other SQL than the list now gives"
-            )));
-        }
-    }
-    Ok(applied.len())
+        },
+    })
 }
 
 /// One gate per database file, shared by the read models of the file.
@@ -1396,42 +1371,11 @@ fn gate_of(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
     gate
 }
 
-fn is_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 fn is_busy(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
-}
-
-/// The SQL on one line, shortened, in backquotes.
-fn quote_sql(sql: &str) -> String {
-    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= QUOTED_SQL {
-        format!("`{flat}`")
-    } else {
-        format!("`{}...`", flat.chars().take(QUOTED_SQL).collect::<String>())
-    }
-}
-
-/// The checksum recorded with a migration: FNV-1a 64 of its SQL.
-fn checksum(sql: &str) -> i64 {
-    i64::from_ne_bytes(fnv1a_64(sql.bytes()).to_ne_bytes())
-}
-
-fn to_db(position: u64) -> i64 {
-    i64::try_from(position).unwrap_or(i64::MAX)
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
