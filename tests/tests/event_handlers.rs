@@ -795,3 +795,112 @@ async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_wait_past_its_deadline_is_a_typed_timeout_saying_where_the_handler_was() {
+    let app = Evoq::builder()
+        .handler(AlphaOnly::default())
+        .start()
+        .await
+        .unwrap();
+    let head = app
+        .dispatch(Emit::new("w", &[Kind::A], 1))
+        .await
+        .unwrap()
+        .token;
+    wait(&app, "alpha_only", head).await;
+    let started = std::time::Instant::now();
+    let error = app
+        .wait_for::<AlphaOnly>(head + 10)
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    match &error {
+        evoq::Error::WaitTimeout {
+            handler,
+            position,
+            reached,
+            ..
+        } => {
+            assert_eq!(handler, "alpha_only");
+            assert_eq!(*position, head + 10);
+            assert_eq!(*reached, head);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(error.is_wait_timeout());
+    // By name, the same; a position reached returns at once.
+    assert!(
+        app.wait_for_named("alpha_only", head + 10)
+            .timeout(Duration::from_millis(20))
+            .await
+            .unwrap_err()
+            .is_wait_timeout()
+    );
+    app.wait_for_named("alpha_only", head).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_type_under_two_names_is_waited_on_by_name_and_an_unknown_type_is_named() {
+    let app = Evoq::builder()
+        .handler_with(AlphaOnly::default(), HandlerOptions::new().name("one"))
+        .handler_with(AlphaOnly::default(), HandlerOptions::new().name("two"))
+        .start()
+        .await
+        .unwrap();
+    let token = app
+        .dispatch(Emit::new("n", &[Kind::A], 1))
+        .await
+        .unwrap()
+        .token;
+    match app.wait_for::<AlphaOnly>(token).await.unwrap_err() {
+        evoq::Error::AmbiguousHandler { names, .. } => {
+            assert!(
+                names.contains("`one`") && names.contains("`two`"),
+                "{names}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    app.wait_for_named("one", token).await.unwrap();
+    app.wait_for_named("two", token).await.unwrap();
+    match app.wait_for::<Everything>(token).await.unwrap_err() {
+        evoq::Error::UnknownHandler { handler, .. } => assert_eq!(handler, "everything"),
+        other => panic!("{other:?}"),
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_dispatch_without_events_gives_the_head_as_its_token() {
+    use evoq_tests::bank::{Audit, OpenAccount};
+    let app = Evoq::builder()
+        .handler(AlphaOnly::default())
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(Emit::new("t", &[Kind::A, Kind::B], 1))
+        .await
+        .unwrap();
+    let opened = app
+        .dispatch(OpenAccount {
+            account: "t".into(),
+            initial_balance: 1,
+        })
+        .await
+        .unwrap();
+    let head = *app.store().head().borrow();
+    assert_eq!(opened.token, head);
+    let audited = app
+        .dispatch(Audit {
+            account: "t".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited.position, None, "no event");
+    assert_eq!(audited.token, head, "the head its decision saw");
+    app.wait_for::<AlphaOnly>(audited.token).await.unwrap();
+    app.stop().await;
+}
