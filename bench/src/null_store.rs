@@ -108,8 +108,8 @@ impl EventStore for NullStore {
         _filter: &EventFilter,
     ) -> Result<AllPage, StoreError> {
         Ok(AllPage {
-            events: Vec::new(),
             scanned_through: after,
+            ..AllPage::default()
         })
     }
 

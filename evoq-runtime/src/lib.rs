@@ -38,8 +38,8 @@ pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder, WaitFor}
 pub use crate::command::{Command, DomainError, Rejection, Route};
 pub use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
 pub use crate::delivery::{
-    Consistency, DeadLetterQueue, HandlerConfig, HandlerOptions, HandlerStats, OnError,
-    RetryStrategy, StartFrom,
+    Consistency, DeadLetterQueue, HandlerConfig, HandlerOptions, HandlerStats, HandlerStatus,
+    OnError, RetryStrategy, StartFrom,
 };
 pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware, Pipeline};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, UserEntries, stream_id};
@@ -57,6 +57,6 @@ pub use crate::saga::{
     Commands, CorrelationKey, Due, ExecutedCommand, FailedCommand, Saga, SagaOptions, SagaOutcome,
     SagaTest,
 };
-pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, StoreError};
+pub use crate::store::{DeadLetter, EventStore, ExpectedVersion, FailureKind, StoreError};
 pub use crate::testing::AggregateTest;
 pub use crate::upcast::{DecodeError, UpcastError, Upcaster};

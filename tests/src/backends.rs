@@ -73,6 +73,37 @@ impl Place {
     }
 }
 
+impl Place {
+    /// Runs SQL straight on the place's data, as an operator (or a faulty disk) would: `sqlite`
+    /// on the SQLite file, `postgres` on the PostgreSQL schema (`{s}` in it stands for the
+    /// schema's quoted name). Nothing for the in-memory store.
+    pub async fn execute(&self, sqlite: &str, postgres: &str) {
+        match (self.backend, &self.dir, &self.pg) {
+            (Backend::Sqlite, Some(dir), _) => {
+                let conn = rusqlite::Connection::open(dir.file("events.db")).expect("open");
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .expect("busy timeout");
+                conn.execute_batch(sqlite)
+                    .expect("the SQL runs on the SQLite file");
+            }
+            (Backend::Postgres, _, Some(pg)) => {
+                let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                let driver = tokio::spawn(connection);
+                let sql = postgres.replace("{s}", &format!("\"{}\"", pg.schema));
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .expect("the SQL runs on the PostgreSQL schema");
+                drop(client);
+                let _ = driver.await;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A new handle on the data at `address` (see [`Place::address`]), as another process opens it.
 pub async fn open_at(address: &str) -> Arc<dyn EventStore> {
     if let Some(path) = address.strip_prefix("sqlite:") {

@@ -58,6 +58,19 @@ pub struct FaultyStore {
     pub hide_snapshots: AtomicBool,
     /// `read_stream` panics (a buggy backend).
     pub panic_reads: AtomicBool,
+    /// The next N calls of `read_all` panic.
+    pub panic_read_all: AtomicU32,
+    /// The next N calls of `save_checkpoint` panic.
+    pub panic_checkpoints: AtomicU32,
+    /// How many checkpoints were saved.
+    pub checkpoint_saves: AtomicUsize,
+}
+
+/// Takes one from `counter` if it is above zero: whether it was.
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// The integrity error the `corrupt_*` knobs inject.
@@ -199,6 +212,10 @@ impl EventStore for FaultyStore {
         filter: &EventFilter,
     ) -> Result<AllPage, StoreError> {
         self.all_reads.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !take_one(&self.panic_read_all),
+            "the faulty store panics in read_all"
+        );
         if self.fail_read_all.load(Ordering::SeqCst) {
             return Err(StoreError::Backend {
                 backend: "faulty",
@@ -226,13 +243,19 @@ impl EventStore for FaultyStore {
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        assert!(
+            !take_one(&self.panic_checkpoints),
+            "the faulty store panics in save_checkpoint"
+        );
         if self.fail_checkpoints.load(Ordering::SeqCst) {
             return Err(StoreError::Backend {
                 backend: "faulty",
                 message: format!("injected checkpoint failure for `{name}`"),
             });
         }
-        self.inner.save_checkpoint(name, position).await
+        self.inner.save_checkpoint(name, position).await?;
+        self.checkpoint_saves.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {

@@ -444,7 +444,7 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
             error,
             StoreError::SchemaTooNew {
                 found: 42,
-                supported: 3,
+                supported: 4,
                 ..
             }
         ),
@@ -475,7 +475,7 @@ fn deposit_command(key: &str) -> NewCommand {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_1_schema_migrates_to_version_3_and_keeps_its_events() {
+async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events() {
     let Some(schema) = PgSchema::new("migrate").await else {
         return;
     };
@@ -498,12 +498,14 @@ async fn a_version_1_schema_migrates_to_version_3_and_keeps_its_events() {
     drop(store);
     // Back to version 1: a fresh schema runs the version 1 DDL, then version 2's, which only
     // adds the command log and its append function, then version 3's, which only adds the
-    // timeouts; removing those leaves version 1 as that version of evoq wrote it.
+    // timeouts, and version 4's, which only adds three columns to the dead letters; removing
+    // those leaves version 1 as that version of evoq wrote it.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
             "DROP TABLE \"{s}\".timeouts;
              DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
+             ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
              UPDATE \"{s}\".evoq_schema SET version = 1;"
         ))
         .await
@@ -515,7 +517,10 @@ async fn a_version_1_schema_migrates_to_version_3_and_keeps_its_events() {
         .await
         .expect("schema version")
         .get(0);
-    assert_eq!(version, 3, "the schema is migrated to version 3");
+    assert_eq!(
+        version, 4,
+        "the schema is migrated to the current version, 4"
+    );
     let after = store
         .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
         .await
@@ -645,7 +650,7 @@ async fn a_scheduled_timeout_survives_a_reconnect_and_is_still_due() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_2_schema_migrates_to_version_3_with_timeouts_and_keeps_everything() {
+async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_keeps_everything() {
     let Some(schema) = PgSchema::new("migrate_v2").await else {
         return;
     };
@@ -671,11 +676,14 @@ async fn a_version_2_schema_migrates_to_version_3_with_timeouts_and_keeps_everyt
         .await
         .expect("read");
     drop(store);
-    // Back to version 2: version 3 only adds the timeouts.
+    // Back to version 2: version 3 only adds the timeouts, version 4 the dead letters' kind,
+    // reason and raw row.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP TABLE \"{s}\".timeouts; UPDATE \"{s}\".evoq_schema SET version = 2;"
+            "DROP TABLE \"{s}\".timeouts;
+             ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
+             UPDATE \"{s}\".evoq_schema SET version = 2;"
         ))
         .await
         .expect("turn the schema back into version 2");
@@ -686,7 +694,10 @@ async fn a_version_2_schema_migrates_to_version_3_with_timeouts_and_keeps_everyt
         .await
         .expect("schema version")
         .get(0);
-    assert_eq!(version, 3, "the schema is migrated to version 3");
+    assert_eq!(
+        version, 4,
+        "the schema is migrated to the current version, 4"
+    );
     let indexes: Vec<String> = admin
         .query(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'timeouts'",

@@ -163,7 +163,7 @@ fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
                 error,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 3,
+                    supported: 4,
                     ..
                 }
             ),
@@ -347,8 +347,8 @@ fn a_version_1_file_is_migrated_in_place_keeps_its_events_and_records_commands()
         .expect("read the schema version");
     assert_eq!(
         versions,
-        [3],
-        "the file is at the current schema version, 3"
+        [4],
+        "the file is at the current schema version, 4"
     );
 }
 
@@ -394,11 +394,16 @@ fn write_version_2_file(path: &std::path::Path) -> (Vec<evoq::Uuid>, evoq::Uuid)
          INSERT INTO saga_state (saga, instance, state) VALUES ('Shipping', 'order-1', X'00FF01');",
     )
     .expect("insert version 2 rows");
+    conn.execute(
+        "INSERT INTO dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at) SELECT 'h', event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, 'boom', 6, 1700000000000000000, 1700000001000000000 FROM events WHERE position = 1",
+        [],
+    )
+    .expect("insert a version 2 dead letter");
     (ids, command_id)
 }
 
 #[test]
-fn a_version_2_file_is_migrated_to_version_3_with_timeouts_and_keeps_everything() {
+fn a_version_2_file_is_migrated_to_the_current_version_with_timeouts_and_keeps_everything() {
     let dir = TempDir::new("sqlite-v2");
     let path = dir.file("events.db");
     let (ids, command_id) = write_version_2_file(&path);
@@ -425,6 +430,22 @@ fn a_version_2_file_is_migrated_to_version_3_with_timeouts_and_keeps_everything(
             (command_id, 2, 2)
         );
         assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(3));
+        let letter = store
+            .load_dead_letter("h", ids[0])
+            .await
+            .expect("load_dead_letter")
+            .expect("the dead letter is kept");
+        assert_eq!(
+            (
+                &*letter.error,
+                letter.attempts,
+                letter.kind,
+                &*letter.reason,
+                &letter.raw_row
+            ),
+            ("boom", 6, evoq::FailureKind::HandlerError, "", &None),
+            "a dead letter written before kinds existed reads as a handler error"
+        );
         let snapshot = store
             .load_snapshot("A-1")
             .await
@@ -467,7 +488,7 @@ fn a_version_2_file_is_migrated_to_version_3_with_timeouts_and_keeps_everything(
     let version: i64 = conn
         .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
         .expect("read the schema version");
-    assert_eq!(version, 3, "the file is at schema version 3");
+    assert_eq!(version, 4, "the file is at the current schema version, 4");
     let indexes: Vec<String> = conn
         .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'timeouts' AND sql IS NOT NULL ORDER BY name")
         .and_then(|mut stmt| {

@@ -113,6 +113,32 @@ pub struct HandlerStats {
     pub skipped: u64,
     /// Why it stopped, if it did (`OnError::Stop`).
     pub stopped: Option<String>,
+    /// Whether it is running, retrying after a failure outside its code, or stopped.
+    pub status: HandlerStatus,
+    /// Failures outside the handler's code so far (store calls that failed or panicked,
+    /// panics of its task), each followed by a retry.
+    pub faults: u64,
+}
+
+/// What a handler's task is doing, in [`HandlerStats::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerStatus {
+    /// Delivering events, or waiting for new ones.
+    Running,
+    /// Kept from going on by a failure outside the handler's code (the event store failing or
+    /// panicking, or its task panicking), which it retries with back-off; logged at ERROR.
+    /// Waits for its progress wait meanwhile; it goes back to `Running` once a retry works.
+    Retrying {
+        /// The last failure and when the next retry comes.
+        reason: String,
+    },
+    /// Stopped for good: by its error policy (`OnError::Stop`), or because the runtime
+    /// stopped. Waits on it fail at once with [`Error::HandlerStopped`].
+    Stopped {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl HandlerStats {
@@ -130,6 +156,16 @@ impl HandlerStats {
             dead_letters: counters.dead_letters.load(Ordering::Relaxed),
             skipped: counters.skipped.load(Ordering::Relaxed),
             stopped: progress.stopped.as_deref().map(str::to_owned),
+            status: match (&progress.stopped, &progress.trouble) {
+                (Some(reason), _) => HandlerStatus::Stopped {
+                    reason: reason.to_string(),
+                },
+                (None, Some(reason)) => HandlerStatus::Retrying {
+                    reason: reason.to_string(),
+                },
+                (None, None) => HandlerStatus::Running,
+            },
+            faults: counters.faults.load(Ordering::Relaxed),
         }
     }
 }

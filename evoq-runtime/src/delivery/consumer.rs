@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Metadata, RecordedEvent};
 use crate::event::upcast::{DecodeError, UpcastError};
+use crate::store::{FailureKind, UndecodableRow};
 
 /// The future of one delivery: what [`EventHandler::handle`](crate::EventHandler::handle) returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerFailure>> + Send + 'a>>;
@@ -155,10 +156,10 @@ impl fmt::Debug for EventMeta {
 /// Why one delivery of an event to a handler failed. Whatever the reason, the handler's error
 /// policy decides what happens next (retry, then dead-letter, skip or stop).
 pub struct HandlerFailure {
-    kind: FailureKind,
+    cause: Cause,
 }
 
-enum FailureKind {
+enum Cause {
     Error(Box<dyn StdError + Send + Sync + 'static>),
     Decode {
         event_type: String,
@@ -174,20 +175,22 @@ enum FailureKind {
         error: UpcastError,
     },
     Panicked(String),
+    /// The stored row could not be read back as an event.
+    Storage(String),
 }
 
 impl HandlerFailure {
     /// The handler's own error.
     pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
         HandlerFailure {
-            kind: FailureKind::Error(Box::new(error)),
+            cause: Cause::Error(Box::new(error)),
         }
     }
 
     /// The stored data of `event` does not decode as the type the handler takes.
     pub fn decode(event: &EventMeta, error: &serde_json::Error) -> Self {
         HandlerFailure {
-            kind: FailureKind::Decode {
+            cause: Cause::Decode {
                 event_type: event.event_type().to_owned(),
                 schema_version: event.schema_version(),
                 position: event.global_position(),
@@ -199,7 +202,7 @@ impl HandlerFailure {
     /// The stored data of `event` could not be brought to the current version of its type.
     pub fn upcast(event: &EventMeta, error: UpcastError) -> Self {
         HandlerFailure {
-            kind: FailureKind::Upcast {
+            cause: Cause::Upcast {
                 position: event.global_position(),
                 error,
             },
@@ -217,7 +220,7 @@ impl HandlerFailure {
     /// The handler has no method for the type of `event`.
     pub fn unhandled(event: &EventMeta) -> Self {
         HandlerFailure {
-            kind: FailureKind::Unhandled {
+            cause: Cause::Unhandled {
                 event_type: event.event_type().to_owned(),
             },
         }
@@ -226,42 +229,61 @@ impl HandlerFailure {
     /// The handler panicked with `message`.
     pub fn panicked(message: String) -> Self {
         HandlerFailure {
-            kind: FailureKind::Panicked(message),
+            cause: Cause::Panicked(message),
+        }
+    }
+
+    /// The stored row of an event could not be read back as one (see [`UndecodableRow`]): the
+    /// handler was never called.
+    pub fn storage(row: &UndecodableRow) -> Self {
+        HandlerFailure {
+            cause: Cause::Storage(row.describe()),
+        }
+    }
+
+    /// What kind of failure this is, as a dead letter records it.
+    pub fn kind(&self) -> FailureKind {
+        match &self.cause {
+            Cause::Error(_) | Cause::Unhandled { .. } => FailureKind::HandlerError,
+            Cause::Decode { .. } => FailureKind::Decode,
+            Cause::Upcast { .. } => FailureKind::Upcast,
+            Cause::Panicked(_) => FailureKind::Panic,
+            Cause::Storage(_) => FailureKind::Storage,
         }
     }
 
     /// The handler's own error, when it is of type `E`.
     pub fn error<E: StdError + 'static>(&self) -> Option<&E> {
-        match &self.kind {
-            FailureKind::Error(error) => error.downcast_ref::<E>(),
+        match &self.cause {
+            Cause::Error(error) => error.downcast_ref::<E>(),
             _ => None,
         }
     }
 
     /// Whether the event's stored data did not decode.
     pub fn is_decode(&self) -> bool {
-        matches!(self.kind, FailureKind::Decode { .. })
+        matches!(self.cause, Cause::Decode { .. })
     }
 
     /// The upcasting failure, when the event could not be brought to its current version.
     pub fn upcast_error(&self) -> Option<&UpcastError> {
-        match &self.kind {
-            FailureKind::Upcast { error, .. } => Some(error),
+        match &self.cause {
+            Cause::Upcast { error, .. } => Some(error),
             _ => None,
         }
     }
 
     /// Whether the handler panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self.kind, FailureKind::Panicked(_))
+        matches!(self.cause, Cause::Panicked(_))
     }
 }
 
 impl fmt::Display for HandlerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            FailureKind::Error(error) => fmt::Display::fmt(error, f),
-            FailureKind::Decode {
+        match &self.cause {
+            Cause::Error(error) => fmt::Display::fmt(error, f),
+            Cause::Decode {
                 event_type,
                 schema_version,
                 position,
@@ -270,12 +292,13 @@ impl fmt::Display for HandlerFailure {
                 f,
                 "cannot decode event `{event_type}` (schema version {schema_version}) at position {position}: {reason}; the stored data was not changed: fix the event type or add an upcaster"
             ),
-            FailureKind::Unhandled { event_type } => write!(
+            Cause::Unhandled { event_type } => write!(
                 f,
                 "the handler has no `#[handles]` method for event type `{event_type}`"
             ),
-            FailureKind::Panicked(message) => write!(f, "the handler panicked: {message}"),
-            FailureKind::Upcast { position, error } => {
+            Cause::Panicked(message) => write!(f, "the handler panicked: {message}"),
+            Cause::Storage(description) => f.write_str(description),
+            Cause::Upcast { position, error } => {
                 write!(f, "event at position {position}: {error}")
             }
         }
@@ -284,8 +307,8 @@ impl fmt::Display for HandlerFailure {
 
 impl fmt::Debug for HandlerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            FailureKind::Error(error) => f.debug_tuple("HandlerFailure").field(error).finish(),
+        match &self.cause {
+            Cause::Error(error) => f.debug_tuple("HandlerFailure").field(error).finish(),
             _ => f
                 .debug_tuple("HandlerFailure")
                 .field(&self.to_string())
@@ -296,10 +319,10 @@ impl fmt::Debug for HandlerFailure {
 
 impl StdError for HandlerFailure {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.kind {
+        match &self.cause {
             // Display already forwards to the handler's error: continue the chain below it.
-            FailureKind::Error(error) => error.source(),
-            FailureKind::Upcast { error, .. } => Some(error),
+            Cause::Error(error) => error.source(),
+            Cause::Upcast { error, .. } => Some(error),
             _ => None,
         }
     }

@@ -56,6 +56,6 @@ pub(crate) mod state;
 pub(crate) mod subscribers;
 pub(crate) mod task;
 
-pub use self::api::{DeadLetterQueue, HandlerStats};
+pub use self::api::{DeadLetterQueue, HandlerStats, HandlerStatus};
 pub use self::consistency::Consistency;
 pub use self::policy::{HandlerConfig, HandlerOptions, OnError, RetryStrategy, StartFrom};

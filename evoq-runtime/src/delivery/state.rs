@@ -16,6 +16,9 @@ pub(crate) struct Progress {
     pub(crate) position: u64,
     /// Why the handler stopped, once it has (`OnError::Stop`).
     pub(crate) stopped: Option<Arc<str>>,
+    /// What the task is retrying after, while a failure outside the handler's code (the
+    /// store's, or a panic of the task) keeps it from going on.
+    pub(crate) trouble: Option<Arc<str>>,
 }
 
 /// A request to a handler's task.
@@ -37,6 +40,9 @@ pub(crate) struct DeliveryCounters {
     pub(crate) retries: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    /// Failures outside the handler's code: store calls that failed or panicked, panics of the
+    /// task itself (each followed by a retry).
+    pub(crate) faults: AtomicU64,
 }
 
 impl DeliveryCounters {

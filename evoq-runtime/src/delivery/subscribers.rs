@@ -14,7 +14,7 @@ use super::state::{DeliveryCounters, HandlerState, Progress};
 use super::task::Task;
 use crate::error::Error;
 use crate::event::upcast::{Upcaster, renamed_from};
-use crate::store::EventStore;
+use crate::store::{EventStore, GuardedStore};
 
 /// A consumer given to the builder, not started yet.
 pub(crate) struct Registration {
@@ -224,6 +224,8 @@ impl Subscribers {
             });
         }
 
+        // The tasks read and write through a store whose panics are errors, which they retry.
+        let guarded = GuardedStore::wrap(Arc::clone(&store));
         let (shutdown, _) = watch::channel(false);
         let mut handlers = Vec::with_capacity(registrations.len());
         let mut tasks = Vec::with_capacity(registrations.len());
@@ -233,6 +235,7 @@ impl Subscribers {
             let (progress, _) = watch::channel(Progress {
                 position: start_after,
                 stopped: None,
+                trouble: None,
             });
             let (control, requests) = mpsc::channel(16);
             let state = Arc::new(HandlerState {
@@ -247,7 +250,7 @@ impl Subscribers {
             });
             let task = Task::new(
                 Arc::clone(&state),
-                Arc::clone(&store),
+                Arc::clone(&guarded),
                 options,
                 defaults,
                 start_after,

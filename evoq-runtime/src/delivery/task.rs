@@ -17,7 +17,10 @@ use super::policy::{HandlerConfig, OnError, Resolved, RetryStrategy, StartFrom};
 use super::state::{Control, DeliveryCounters, HandlerState};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
-use crate::store::{DeadLetter, EventFilter, EventStore, Lease, StoreError, Subscription};
+use crate::store::{
+    DeadLetter, EventFilter, EventStore, FailureKind, Lease, StoreError, StoredRow, Subscription,
+    UndecodableRow,
+};
 use crate::util::ids::new_v7;
 use crate::util::panic::{CatchPanic, panic_message};
 
@@ -85,10 +88,20 @@ enum Delivered {
     LeaseLost(String),
 }
 
+/// An event the handler's retries gave up on, as its dead letter records it.
+struct GivenUp<'a> {
+    failure: &'a HandlerFailure,
+    attempts: u32,
+    first_failed_at: SystemTime,
+    last_failed_at: SystemTime,
+    /// The stored row of an event that could not be read back.
+    raw_row: Option<&'a UndecodableRow>,
+}
+
 enum Next {
     Shutdown,
     Control(Control),
-    Events(Result<Vec<Arc<RecordedEvent>>, StoreError>),
+    Events(Result<Vec<StoredRow>, StoreError>),
     /// The connection holding the lease broke.
     LeaseLost,
     /// Time to look for dead-letter retries handed over by other nodes.
@@ -134,17 +147,54 @@ impl Task {
     /// every [`LEASE_CONFIRM_EVERY`] during a page; once it is not confirmed, the task delivers
     /// nothing more and saves nothing, waits [`LEASE_LOST_PAUSE`] (another node takes over),
     /// and asks for the lease again.
+    ///
+    /// The task is supervised: a panic outside the handler's code (the handler's own panics
+    /// are failures of their event) is caught and logged at ERROR, the handler's state says
+    /// why it is retrying, and after a back-off the task resumes from the position it had
+    /// processed through.
     pub(crate) async fn run<C: Consumer>(mut self, mut consumer: C) {
         if C::CHECKPOINT_EVERY_EVENT {
             self.checkpoint_every = 1;
             self.kept_checkpoint(&mut consumer).await;
         }
+        let mut panics = 0u32;
+        loop {
+            let Err(panic) = CatchPanic::new(self.run_leased(&mut consumer)).await else {
+                return;
+            };
+            panics = panics.saturating_add(1);
+            let delay = STORE_RETRY.delay(panics);
+            let resume = self.unannounced.max(self.state.progress.borrow().position);
+            let reason = format!(
+                "the handler's task panicked outside the handler ({}); it resumes after position {resume} in {} ms",
+                panic_message(&*panic),
+                delay.as_millis()
+            );
+            tracing::error!(
+                name: "evoq.handler.task",
+                stage = "panic",
+                handler = &*self.state.name,
+                position = resume,
+                panics,
+                error = %reason,
+            );
+            self.trouble(reason);
+            self.start_after = resume;
+            if !self.sleep(delay).await {
+                self.stop_unleased();
+                return;
+            }
+        }
+    }
+
+    /// [`run`](Self::run), unsupervised.
+    async fn run_leased<C: Consumer>(&mut self, consumer: &mut C) {
         loop {
             let Some(lease) = self.acquire().await else {
                 self.stop_unleased();
                 return;
             };
-            let reason = match self.serve(&mut consumer, &lease).await {
+            let reason = match self.serve(consumer, &lease).await {
                 Served::Done => return,
                 Served::LeaseLost(reason) => reason,
             };
@@ -243,6 +293,9 @@ impl Task {
             }
             let delay = match self.store.try_lease(&self.state.name).await {
                 Ok(Some(lease)) => {
+                    if failures > 0 {
+                        self.recovered();
+                    }
                     if lease.is_shared() {
                         match self.store.load_checkpoint(&self.state.name).await {
                             Ok(saved) => {
@@ -290,13 +343,17 @@ impl Task {
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let delay = STORE_RETRY.delay(failures);
-                    tracing::warn!(
+                    tracing::error!(
                         name: "evoq.handler.lease",
                         stage = "exception",
                         handler = &*self.state.name,
                         error = %error,
                         retry_in_ms = delay.as_millis() as u64,
                     );
+                    self.trouble(format!(
+                        "asking the store for the handler's lease failed ({error}); retrying in {} ms",
+                        delay.as_millis()
+                    ));
                     delay
                 }
             };
@@ -346,7 +403,7 @@ impl Task {
                     () = lease.lost(), if shared => Next::LeaseLost,
                     // Before the events, so that a long catch-up does not starve it.
                     _ = handed.tick(), if shared => Next::HandedRetries,
-                    events = subscription.next_progress() => Next::Events(events),
+                    events = subscription.next_rows() => Next::Events(events),
                 },
             };
             let events = match next {
@@ -383,19 +440,27 @@ impl Task {
                     continue;
                 }
                 Next::Events(Ok(events)) => {
-                    read_failures = 0;
+                    if read_failures > 0 {
+                        read_failures = 0;
+                        self.recovered();
+                    }
                     events
                 }
                 Next::Events(Err(error)) => {
                     read_failures = read_failures.saturating_add(1);
                     let delay = STORE_RETRY.delay(read_failures);
-                    tracing::warn!(
+                    tracing::error!(
                         name: "evoq.handler.subscription",
                         stage = "exception",
                         handler = &*self.state.name,
                         error = %error,
+                        failures = read_failures,
                         retry_in_ms = delay.as_millis() as u64,
                     );
+                    self.trouble(format!(
+                        "reading the events failed {read_failures} time(s) in a row ({error}); retrying in {} ms",
+                        delay.as_millis()
+                    ));
                     if !self.sleep(delay).await {
                         break;
                     }
@@ -409,8 +474,8 @@ impl Task {
             {
                 return Served::LeaseLost(reason);
             }
-            for record in events {
-                let position = record.global_position;
+            for row in events {
+                let position = row.global_position();
                 if shared {
                     if lease.is_lost() {
                         return Served::LeaseLost(CONNECTION_BROKE.to_owned());
@@ -427,8 +492,16 @@ impl Task {
                     processed = position - 1;
                     self.publish(processed);
                 }
-                let event = EventMeta::new(record);
-                match self.deliver(consumer, &event, lease).await {
+                let delivered = match row {
+                    StoredRow::Event(record) => {
+                        self.deliver(consumer, &EventMeta::new(record), lease).await
+                    }
+                    StoredRow::Undecodable(row) => {
+                        self.deliver_undecodable(consumer, &row, &filter, lease)
+                            .await
+                    }
+                };
+                match delivered {
                     Delivered::Next => {}
                     Delivered::Shutdown => {
                         self.finish(consumer, processed, lease).await;
@@ -575,7 +648,10 @@ impl Task {
         if self.options.start_from != StartFrom::Checkpoint {
             return;
         }
-        match consumer.checkpoint(&self.state.name).await {
+        let kept = CatchPanic::new(consumer.checkpoint(&self.state.name))
+            .await
+            .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+        match kept {
             Ok(Some(position)) => {
                 self.start_after = position;
                 self.saved = position;
@@ -602,8 +678,16 @@ impl Task {
             projection: name.to_string(),
             reason,
         };
-        consumer.reset().await.map_err(rebuild_error)?;
-        match consumer.commit(&name, 0).await {
+        let caught =
+            |panic: crate::util::panic::Panic| format!("it panicked: {}", panic_message(&*panic));
+        CatchPanic::new(consumer.reset())
+            .await
+            .unwrap_or_else(|panic| Err(caught(panic)))
+            .map_err(rebuild_error)?;
+        match CatchPanic::new(consumer.commit(&name, 0))
+            .await
+            .unwrap_or_else(|panic| Err(caught(panic)))
+        {
             Ok(true) => {}
             Ok(false) => self
                 .store
@@ -623,6 +707,22 @@ impl Task {
             projection = &*name,
         );
         Ok(())
+    }
+
+    /// Records a failure outside the handler's code that the task retries after (logged by
+    /// the caller): the handler's state says it is retrying, and why.
+    fn trouble(&self, reason: String) {
+        DeliveryCounters::add(&self.state.counters.faults);
+        self.state
+            .progress
+            .send_modify(|progress| progress.trouble = Some(Arc::from(reason)));
+    }
+
+    /// The failure last recorded by [`trouble`](Self::trouble) is over.
+    fn recovered(&self) {
+        self.state
+            .progress
+            .send_if_modified(|progress| progress.trouble.take().is_some());
     }
 
     /// Whether the runtime is stopping (asked to, or dropped).
@@ -688,32 +788,47 @@ impl Task {
     ) -> Result<(), String> {
         self.still_held(lease).await?;
         self.announce();
-        match consumer.commit(&self.state.name, position).await {
+        let committed = CatchPanic::new(consumer.commit(&self.state.name, position))
+            .await
+            .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+        match committed {
             Ok(true) => {
                 self.saved = position;
+                self.recovered();
                 return Ok(());
             }
             Ok(false) => {}
             Err(error) => {
-                tracing::warn!(
+                tracing::error!(
                     name: "evoq.projection.checkpoint",
                     stage = "exception",
                     projection = &*self.state.name,
                     position,
                     error = %error,
                 );
+                self.trouble(format!(
+                    "committing the read model with checkpoint {position} failed ({error}); the next event or page tries again"
+                ));
                 return Ok(());
             }
         }
         match self.store.save_checkpoint(&self.state.name, position).await {
-            Ok(()) => self.saved = position,
-            Err(error) => tracing::warn!(
-                name: "evoq.handler.checkpoint",
-                stage = "exception",
-                handler = &*self.state.name,
-                position,
-                error = %error,
-            ),
+            Ok(()) => {
+                self.saved = position;
+                self.recovered();
+            }
+            Err(error) => {
+                tracing::error!(
+                    name: "evoq.handler.checkpoint",
+                    stage = "exception",
+                    handler = &*self.state.name,
+                    position,
+                    error = %error,
+                );
+                self.trouble(format!(
+                    "saving checkpoint {position} failed ({error}); the next page tries again"
+                ));
+            }
         }
         Ok(())
     }
@@ -787,95 +902,173 @@ impl Task {
                 }
                 Err(failure) => failure,
             };
-            let failed_at = SystemTime::now();
-            let first_failed_at = *first_failed_at.get_or_insert(failed_at);
-            if attempt < self.options.max_attempts {
-                let delay = self.options.retry.delay(attempt);
-                DeliveryCounters::add(&self.state.counters.retries);
-                tracing::info!(
-                    name: "evoq.handler.retry",
+            if let Some(outcome) = self
+                .after_failure(event, &failure, attempt, &mut first_failed_at, None, lease)
+                .await
+            {
+                return outcome;
+            }
+        }
+    }
+
+    /// A stored row that does not decode, delivered as a failure of that event alone: the
+    /// handler's policy decides what becomes of it, as for any failed event. Each retry reads
+    /// the row again (it may have been repaired meanwhile: then it is delivered as an event);
+    /// a dead letter keeps the raw row.
+    async fn deliver_undecodable<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        row: &UndecodableRow,
+        filter: &EventFilter,
+        lease: &Lease,
+    ) -> Delivered {
+        let event = EventMeta::new(Arc::new(row.placeholder()));
+        let failure = HandlerFailure::storage(row);
+        tracing::error!(
+            name: "evoq.handler.undecodable",
+            handler = &*self.state.name,
+            event_type = event.event_type(),
+            position = row.global_position,
+            stream_id = %row.stream_id,
+            error = %row.error,
+            "a stored row does not decode; the handler's error policy decides what becomes of it",
+        );
+        let mut first_failed_at = None;
+        let mut attempt: u32 = 1;
+        loop {
+            if let Some(outcome) = self
+                .after_failure(
+                    &event,
+                    &failure,
+                    attempt,
+                    &mut first_failed_at,
+                    Some(row),
+                    lease,
+                )
+                .await
+            {
+                return outcome;
+            }
+            attempt = attempt.saturating_add(1);
+            self.announce();
+            if let Some(record) = self.read_again(row.global_position, filter).await {
+                return self.deliver(consumer, &EventMeta::new(record), lease).await;
+            }
+        }
+    }
+
+    /// The event at `position`, read again, when it decodes now.
+    async fn read_again(&self, position: u64, filter: &EventFilter) -> Option<Arc<RecordedEvent>> {
+        let read = CatchPanic::new(self.store.read_all(position.saturating_sub(1), 1, filter));
+        match read.await {
+            Ok(Ok(page)) => page
+                .events
+                .into_iter()
+                .find(|event| event.global_position == position),
+            _ => None,
+        }
+    }
+
+    /// What follows a failed attempt: `None` once the retry delay has passed (try again), else
+    /// what the handler's error policy made of the event. `raw_row` is the stored row of an
+    /// event that could not be read back, kept in its dead letter.
+    async fn after_failure(
+        &mut self,
+        event: &EventMeta,
+        failure: &HandlerFailure,
+        attempt: u32,
+        first_failed_at: &mut Option<SystemTime>,
+        raw_row: Option<&UndecodableRow>,
+        lease: &Lease,
+    ) -> Option<Delivered> {
+        let failed_at = SystemTime::now();
+        let first_failed_at = *first_failed_at.get_or_insert(failed_at);
+        if attempt < self.options.max_attempts {
+            let delay = self.options.retry.delay(attempt);
+            DeliveryCounters::add(&self.state.counters.retries);
+            tracing::info!(
+                name: "evoq.handler.retry",
+                handler = &*self.state.name,
+                event_type = event.event_type(),
+                position = event.global_position(),
+                event_id = %event.event_id(),
+                attempt,
+                max_attempts = self.options.max_attempts,
+                delay_ms = delay.as_millis() as u64,
+                error = %failure,
+            );
+            if !self.sleep(delay).await {
+                return Some(Delivered::Shutdown);
+            }
+            if let Err(reason) = self.still_held(lease).await {
+                return Some(Delivered::LeaseLost(reason));
+            }
+            return None;
+        }
+        Some(match self.options.on_error {
+            OnError::DeadLetter => {
+                if let Err(reason) = self.still_held(lease).await {
+                    return Some(Delivered::LeaseLost(reason));
+                }
+                let given_up = GivenUp {
+                    failure,
+                    attempts: attempt,
+                    first_failed_at,
+                    last_failed_at: failed_at,
+                    raw_row,
+                };
+                if self.dead_letter(event, given_up).await {
+                    Delivered::Next
+                } else {
+                    Delivered::Shutdown
+                }
+            }
+            OnError::Skip => {
+                DeliveryCounters::add(&self.state.counters.skipped);
+                tracing::warn!(
+                    name: "evoq.handler.skip",
                     handler = &*self.state.name,
                     event_type = event.event_type(),
                     position = event.global_position(),
                     event_id = %event.event_id(),
-                    attempt,
-                    max_attempts = self.options.max_attempts,
-                    delay_ms = delay.as_millis() as u64,
+                    attempts = attempt,
+                    kind = %failure.kind(),
                     error = %failure,
                 );
-                if !self.sleep(delay).await {
-                    return Delivered::Shutdown;
-                }
-                if let Err(reason) = self.still_held(lease).await {
-                    return Delivered::LeaseLost(reason);
-                }
-                continue;
+                Delivered::Next
             }
-            return match self.options.on_error {
-                OnError::DeadLetter => {
-                    if let Err(reason) = self.still_held(lease).await {
-                        return Delivered::LeaseLost(reason);
-                    }
-                    let stored = self
-                        .dead_letter(event, &failure, attempt, first_failed_at, failed_at)
-                        .await;
-                    if stored {
-                        Delivered::Next
-                    } else {
-                        Delivered::Shutdown
-                    }
-                }
-                OnError::Skip => {
-                    DeliveryCounters::add(&self.state.counters.skipped);
-                    tracing::warn!(
-                        name: "evoq.handler.skip",
-                        handler = &*self.state.name,
-                        event_type = event.event_type(),
-                        position = event.global_position(),
-                        event_id = %event.event_id(),
-                        attempts = attempt,
-                        error = %failure,
-                    );
-                    Delivered::Next
-                }
-                OnError::Stop => {
-                    tracing::error!(
-                        name: "evoq.handler.stop",
-                        handler = &*self.state.name,
-                        event_type = event.event_type(),
-                        position = event.global_position(),
-                        event_id = %event.event_id(),
-                        attempts = attempt,
-                        error = %failure,
-                    );
-                    Delivered::Stop(format!(
-                        "event `{}` at position {} failed {attempt} time(s): {failure}",
-                        event.event_type(),
-                        event.global_position()
-                    ))
-                }
-            };
-        }
+            OnError::Stop => {
+                tracing::error!(
+                    name: "evoq.handler.stop",
+                    handler = &*self.state.name,
+                    event_type = event.event_type(),
+                    position = event.global_position(),
+                    event_id = %event.event_id(),
+                    attempts = attempt,
+                    kind = %failure.kind(),
+                    error = %failure,
+                );
+                Delivered::Stop(format!(
+                    "event `{}` at position {} failed {attempt} time(s): {failure}",
+                    event.event_type(),
+                    event.global_position()
+                ))
+            }
+        })
     }
 
     /// Stores the event as a dead letter (merged with an entry left by an earlier run), trying
     /// until the store accepts it: an event is never dropped. `false` if the runtime stopped.
-    async fn dead_letter(
-        &mut self,
-        event: &EventMeta,
-        failure: &HandlerFailure,
-        attempts: u32,
-        first_failed_at: SystemTime,
-        last_failed_at: SystemTime,
-    ) -> bool {
+    async fn dead_letter(&mut self, event: &EventMeta, given_up: GivenUp<'_>) -> bool {
         self.announce();
         let mut failures = 0u32;
         loop {
-            match self
-                .store_dead_letter(event, failure, attempts, first_failed_at, last_failed_at)
-                .await
-            {
-                Ok(entry) => {
+            let stored = CatchPanic::new(self.store_dead_letter(event, &given_up)).await;
+            let error = match stored {
+                Ok(Ok(entry)) => {
+                    if failures > 0 {
+                        self.recovered();
+                    }
                     DeliveryCounters::add(&self.state.counters.dead_letters);
                     tracing::warn!(
                         name: "evoq.handler.dead_letter",
@@ -884,25 +1077,31 @@ impl Task {
                         position = event.global_position(),
                         event_id = %event.event_id(),
                         attempts = entry.attempts,
-                        error = %failure,
+                        kind = %entry.kind,
+                        error = %given_up.failure,
                     );
                     return true;
                 }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let delay = STORE_RETRY.delay(failures);
-                    tracing::warn!(
-                        name: "evoq.handler.dead_letter",
-                        stage = "exception",
-                        handler = &*self.state.name,
-                        position = event.global_position(),
-                        error = %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                    );
-                    if !self.sleep(delay).await {
-                        return false;
-                    }
-                }
+                Ok(Err(error)) => error.to_string(),
+                Err(panic) => format!("the event store panicked: {}", panic_message(&*panic)),
+            };
+            failures = failures.saturating_add(1);
+            let delay = STORE_RETRY.delay(failures);
+            self.trouble(format!(
+                "saving the dead letter of the event at position {} failed ({error}); retrying in {} ms",
+                event.global_position(),
+                delay.as_millis()
+            ));
+            tracing::error!(
+                name: "evoq.handler.dead_letter",
+                stage = "exception",
+                handler = &*self.state.name,
+                position = event.global_position(),
+                error = %error,
+                retry_in_ms = delay.as_millis() as u64,
+            );
+            if !self.sleep(delay).await {
+                return false;
             }
         }
     }
@@ -910,24 +1109,29 @@ impl Task {
     async fn store_dead_letter(
         &self,
         event: &EventMeta,
-        failure: &HandlerFailure,
-        attempts: u32,
-        first_failed_at: SystemTime,
-        last_failed_at: SystemTime,
+        given_up: &GivenUp<'_>,
     ) -> Result<DeadLetter, StoreError> {
         let name = &*self.state.name;
         let earlier = self.store.load_dead_letter(name, event.event_id()).await?;
+        let attempts = given_up.attempts;
+        let first_failed_at = given_up.first_failed_at;
         let entry = DeadLetter {
             handler: name.to_owned(),
             event: Arc::clone(event.record()),
-            error: failure.to_string(),
+            error: given_up.failure.to_string(),
+            kind: given_up.failure.kind(),
+            reason: format!(
+                "{attempts} of {} attempt(s) failed and the handler's policy dead-letters what it cannot handle",
+                self.options.max_attempts
+            ),
+            raw_row: given_up.raw_row.map(|row| row.columns.clone()),
             attempts: earlier
                 .as_ref()
                 .map_or(attempts, |e| e.attempts.saturating_add(attempts)),
             first_failed_at: earlier
                 .as_ref()
                 .map_or(first_failed_at, |e| e.first_failed_at.min(first_failed_at)),
-            last_failed_at,
+            last_failed_at: given_up.last_failed_at,
         };
         self.store.save_dead_letter(entry.clone()).await?;
         Ok(entry)
@@ -946,8 +1150,31 @@ impl Task {
                 event_id,
             });
         };
-        let event = EventMeta::new(Arc::clone(&entry.event));
         let attempt = entry.attempts.saturating_add(1);
+        // A row that could not be read back is read again: delivered once it decodes.
+        let repaired = if entry.kind == FailureKind::Storage {
+            let position = entry.event.global_position;
+            match self.read_again(position, &EventFilter::All).await {
+                Some(record) => Some(record),
+                None => {
+                    entry.attempts = attempt;
+                    entry.last_failed_at = SystemTime::now();
+                    let error = format!(
+                        "the stored row at position {position} still cannot be read: {}",
+                        entry.error
+                    );
+                    self.store.save_dead_letter(entry).await?;
+                    return Err(Error::DeadLetterRetryFailed {
+                        handler: name.to_string(),
+                        event_id,
+                        error,
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        let event = EventMeta::new(repaired.unwrap_or_else(|| Arc::clone(&entry.event)));
         let result = tokio::select! {
             biased;
             result = attempt_once(&name, consumer, &event, attempt) => result,
@@ -976,6 +1203,7 @@ impl Task {
             Err(failure) => {
                 entry.attempts = attempt;
                 entry.error = failure.to_string();
+                entry.kind = failure.kind();
                 entry.last_failed_at = SystemTime::now();
                 self.store.save_dead_letter(entry).await?;
                 Err(Error::DeadLetterRetryFailed {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::envelope::Metadata;
-use crate::store::StoreError;
+use crate::store::{AllPage, FailureKind, StoreError, StoredRow};
 
 /// A time as nanoseconds since the Unix epoch (saturating; before the epoch is 0).
 pub(crate) fn time_to_nanos(time: SystemTime) -> i64 {
@@ -97,6 +97,88 @@ pub(crate) fn decode_metadata(
     serde_json::from_slice(bytes).map_err(|e| StoreError::Integrity {
         location: location(),
         reason: format!("the event's metadata does not decode ({e}); repair or remove the row"),
+    })
+}
+
+/// The page of `rows` (in position order, at most `max_count` of them) read up to `head`: a
+/// full page was scanned through its last row, a shorter one through the head.
+pub(crate) fn all_page(rows: Vec<StoredRow>, max_count: usize, head: u64) -> AllPage {
+    let scanned_through = if rows.len() == max_count {
+        rows.last().map_or(head, StoredRow::global_position)
+    } else {
+        head
+    };
+    let mut page = AllPage {
+        events: Vec::with_capacity(rows.len()),
+        scanned_through,
+        undecodable: Vec::new(),
+    };
+    for row in rows {
+        match row {
+            StoredRow::Event(event) => page.events.push(event),
+            StoredRow::Undecodable(row) => page.undecodable.push(row),
+        }
+    }
+    page
+}
+
+/// Why a row does not decode, from the integrity error its decoding gave.
+pub(crate) fn undecodable_reason(error: StoreError) -> String {
+    match error {
+        StoreError::Integrity { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// A column's bytes as text: UTF-8 as is, anything else as `0x`-prefixed hex.
+pub(crate) fn column_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => {
+            let mut hex = String::with_capacity(2 + bytes.len() * 2);
+            hex.push_str("0x");
+            for byte in bytes {
+                hex.push_str(&format!("{byte:02x}"));
+            }
+            hex
+        }
+    }
+}
+
+/// A dead letter's raw row as stored: a JSON array of `[column, value]` pairs.
+pub(crate) fn encode_raw_row(raw_row: Option<&Vec<(String, String)>>) -> Option<String> {
+    // Serializing pairs of strings cannot fail.
+    raw_row.map(|columns| serde_json::to_string(columns).unwrap_or_else(|_| "[]".to_owned()))
+}
+
+/// The inverse of [`encode_raw_row`]; undecodable text is an integrity error at `location`.
+pub(crate) fn decode_raw_row(
+    stored: Option<String>,
+    location: impl FnOnce() -> String,
+) -> Result<Option<Vec<(String, String)>>, StoreError> {
+    stored
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::Integrity {
+                location: location(),
+                reason: format!(
+                    "the dead letter's raw row does not decode ({e}); repair or remove the row"
+                ),
+            })
+        })
+        .transpose()
+}
+
+/// A dead letter's kind as stored ([`FailureKind::as_str`]); another name is an integrity
+/// error at `location`.
+pub(crate) fn decode_failure_kind(
+    name: &str,
+    location: impl FnOnce() -> String,
+) -> Result<FailureKind, StoreError> {
+    FailureKind::from_name(name).ok_or_else(|| StoreError::Integrity {
+        location: location(),
+        reason: format!(
+            "the dead letter's kind `{name}` is none this version knows; repair or remove the row"
+        ),
     })
 }
 

@@ -43,7 +43,8 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, Subscription, Timeout,
+    EventStore, ExpectedVersion, FailureKind, NewCommand, Snapshot, StoreError, Subscription,
+    Timeout,
 };
 
 /// How long one property may run before it fails as hung.
@@ -1980,6 +1981,15 @@ pub async fn dead_letters_save_load_list_and_delete(store: Arc<dyn EventStore>) 
         handler: handler.to_owned(),
         event: Arc::clone(&stored[index]),
         error: format!("failure {attempts} of `{handler}` on event {index}: ünïcode \"quoted\""),
+        kind: FailureKind::ALL[index % FailureKind::ALL.len()],
+        reason: format!("gave up after {attempts} attempts"),
+        raw_row: (index == 1).then(|| {
+            vec![
+                ("position".to_owned(), "2".to_owned()),
+                ("metadata".to_owned(), "{not json \"ü\"".to_owned()),
+                ("event_id".to_owned(), "0xdeadbeef".to_owned()),
+            ]
+        }),
         attempts,
         first_failed_at: at(index as u64),
         last_failed_at: at(index as u64 + 60),
@@ -2063,6 +2073,21 @@ pub async fn dead_letters_save_load_list_and_delete(store: Arc<dyn EventStore>) 
         (&loaded.handler, &loaded.error, loaded.attempts),
         (&want.handler, &want.error, want.attempts),
         "handler, error text and attempt count must round-trip"
+    );
+    assert_eq!(
+        (loaded.kind, &loaded.reason, &loaded.raw_row),
+        (want.kind, &want.reason, &want.raw_row),
+        "the failure's kind, the reason and the raw row (columns in order) must round-trip"
+    );
+    let other = ok(
+        store.load_dead_letter("notifier", stored[4].event_id).await,
+        "load_dead_letter",
+    )
+    .expect("the saved dead letter loads back");
+    assert_eq!(
+        (other.kind, other.raw_row),
+        (letter("notifier", 4, 6).kind, None),
+        "an entry without a raw row has none"
     );
     assert!(
         *loaded.event == *stored[1],

@@ -13,6 +13,7 @@ use super::error::StoreError;
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
 use super::timeout::Timeout;
+use super::undecodable::UndecodableRow;
 use crate::envelope::{NewEvent, RecordedEvent};
 
 /// The result of a successful append.
@@ -69,8 +70,14 @@ pub struct AllPage {
     /// The matching events, in position order.
     pub events: Vec<Arc<RecordedEvent>>,
     /// The position the read scanned through: every matching event with a position in
-    /// `(after, scanned_through]` is in `events`. A reader continues after it.
+    /// `(after, scanned_through]` is in `events` or in `undecodable`. A reader continues
+    /// after it.
     pub scanned_through: u64,
+    /// The matching rows of the range that could not be read back as events, in position
+    /// order (a store that cannot hold such rows, like the in-memory one, never has any). A
+    /// bad row fails nothing else: the events around it are in `events`, and a full page
+    /// counts it as one of its `max_count` rows.
+    pub undecodable: Vec<UndecodableRow>,
 }
 
 /// A saved state of one aggregate instance.
@@ -168,7 +175,9 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// [`AllPage::scanned_through`] is never below `after` and advances whenever `after` is
     /// below the head and `max_count > 0` (so a reader always makes progress): it is the last
-    /// returned event's position when the page is full, else the head at the time of the read.
+    /// returned row's position when the page is full, else the head at the time of the read.
+    /// A matching row that does not decode is returned in [`AllPage::undecodable`], not as an
+    /// error of the page.
     /// `max_count == 0` scans nothing. Any `max_count` is valid, `usize::MAX` included.
     async fn read_all(
         &self,

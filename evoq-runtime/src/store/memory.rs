@@ -489,6 +489,7 @@ impl EventStore for InMemoryStore {
             return Ok(AllPage {
                 events,
                 scanned_through: after,
+                undecodable: Vec::new(),
             });
         }
         // `scanned` is the last position scanned; the log index of position `scanned + 1`
@@ -511,6 +512,7 @@ impl EventStore for InMemoryStore {
                         return Ok(AllPage {
                             scanned_through: event.global_position,
                             events,
+                            undecodable: Vec::new(),
                         });
                     }
                 }
@@ -520,6 +522,7 @@ impl EventStore for InMemoryStore {
         Ok(AllPage {
             events,
             scanned_through: scanned,
+            undecodable: Vec::new(),
         })
     }
 

@@ -36,6 +36,7 @@ mod dead_letter;
 mod error;
 mod event_store;
 mod expected_version;
+mod guarded;
 mod lease;
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -44,12 +45,15 @@ pub mod postgres;
 pub mod sqlite;
 mod subscription;
 mod timeout;
+mod undecodable;
 
 pub use self::command_log::{CommandLookup, CommandRecord, NewCommand};
-pub use self::dead_letter::DeadLetter;
+pub use self::dead_letter::{DeadLetter, FailureKind};
 pub use self::error::StoreError;
 pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
 pub use self::expected_version::ExpectedVersion;
+pub(crate) use self::guarded::GuardedStore;
 pub use self::lease::Lease;
 pub use self::subscription::Subscription;
 pub use self::timeout::Timeout;
+pub use self::undecodable::{StoredRow, UndecodableRow};

@@ -85,19 +85,21 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    decode_metadata, encode_metadata, from_db, micros_to_time, nanos_to_time, redact_url,
-    shared_stream_id, time_to_micros, time_to_nanos, to_db,
+    all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, encode_metadata,
+    encode_raw_row, from_db, micros_to_time, nanos_to_time, redact_url, shared_stream_id,
+    time_to_micros, time_to_nanos, to_db, undecodable_reason,
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, Lease, NewCommand, Snapshot, StoreError, Timeout,
+    EventStore, ExpectedVersion, Lease, NewCommand, Snapshot, StoreError, StoredRow, Timeout,
+    UndecodableRow,
 };
 
 const BACKEND: &str = "postgres";
 
 /// The schema version this build writes: 1, the events; 2, the command log; 3, the sagas'
-/// timeouts.
-const SCHEMA_VERSION: i64 = 3;
+/// timeouts; 4, the dead letters' kind, reason and raw row.
+const SCHEMA_VERSION: i64 = 4;
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
@@ -915,6 +917,12 @@ $body$;
     );
     let v2 = command_log_ddl(s);
     let v3 = timeouts_ddl(s);
+    // What kind of failure dead-lettered an event, why it was dead-lettered, and the raw row
+    // of one that could not be read back (JSON pairs); older entries read as handler errors.
+    let v4 = format!(
+        "ALTER TABLE {s}.dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'handler_error', \
+         ADD COLUMN reason TEXT NOT NULL DEFAULT '', ADD COLUMN raw_row TEXT;"
+    );
     let what = format!("opening schema `{}`", inner.options.schema);
     retrying!(inner, what, |client| async {
         let fail = |e| Failure::sql(&what, &inner.location, e);
@@ -953,7 +961,10 @@ $body$;
             if found < 3 {
                 client.batch_execute(&v3).await.map_err(fail)?;
             }
-            // Later versions migrate here, one step at a time: `if found < 4 { ... }`.
+            if found < 4 {
+                client.batch_execute(&v4).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 5 { ... }`.
             if found < SCHEMA_VERSION {
                 client
                     .batch_execute(&format!(
@@ -1585,17 +1596,77 @@ fn decode_events(rows: &[Row]) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         .collect()
 }
 
+/// What can be read of an event row that does not decode (`error`); the row's position must
+/// read, else there is no place to report it at and `error` stands.
+fn undecodable_row(row: &Row, error: StoreError) -> Result<UndecodableRow, StoreError> {
+    let Some(global_position) = row
+        .try_get::<_, i64>(0)
+        .ok()
+        .and_then(|p| u64::try_from(p).ok())
+    else {
+        return Err(error);
+    };
+    let columns = row
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let value = if let Ok(n) = row.try_get::<_, Option<i64>>(i) {
+                n.map_or_else(|| "NULL".to_owned(), |n| n.to_string())
+            } else if let Ok(n) = row.try_get::<_, Option<i32>>(i) {
+                n.map_or_else(|| "NULL".to_owned(), |n| n.to_string())
+            } else if let Ok(text) = row.try_get::<_, Option<String>>(i) {
+                text.unwrap_or_else(|| "NULL".to_owned())
+            } else if let Ok(id) = row.try_get::<_, Option<Uuid>>(i) {
+                id.map_or_else(|| "NULL".to_owned(), |id| id.to_string())
+            } else if let Ok(bytes) = row.try_get::<_, Option<&[u8]>>(i) {
+                bytes.map_or_else(|| "NULL".to_owned(), column_text)
+            } else {
+                format!("<a value of type {}>", column.type_())
+            };
+            (column.name().to_owned(), value)
+        })
+        .collect();
+    Ok(UndecodableRow {
+        global_position,
+        stream_id: row.try_get(1).unwrap_or_default(),
+        stream_version: row
+            .try_get::<_, i64>(2)
+            .ok()
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0),
+        event_type: row.try_get(4).unwrap_or_default(),
+        event_id: row.try_get(3).ok(),
+        data: row.try_get(6).unwrap_or_default(),
+        recorded_at: row.try_get::<_, i64>(8).ok().map(nanos_to_time),
+        columns,
+        error: undecodable_reason(error),
+    })
+}
+
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const DEAD_LETTER_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, handler, error, attempts, first_failed_at, last_failed_at";
+const DEAD_LETTER_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, handler, error, attempts, first_failed_at, last_failed_at, kind, reason, raw_row";
 
 fn decode_dead_letter(row: &Row) -> Result<DeadLetter, StoreError> {
     let event = decode_event(row, &mut None)?;
     let attempts: i64 = row.get(11);
+    let handler: String = row.get(9);
+    let location = || {
+        format!(
+            "the dead letter of handler `{handler}` for event {}",
+            event.event_id
+        )
+    };
+    let kind = decode_failure_kind(row.get(14), location)?;
+    let raw_row = decode_raw_row(row.get(16), location)?;
     Ok(DeadLetter {
-        handler: row.get(9),
+        kind,
+        reason: row.get(15),
+        raw_row,
+        handler,
         error: row.get(10),
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         first_failed_at: nanos_to_time(row.get(12)),
@@ -1900,6 +1971,7 @@ impl EventStore for PostgresStore {
             return Ok(AllPage {
                 events: Vec::new(),
                 scanned_through: after,
+                undecodable: Vec::new(),
             });
         }
         let s = &self.inner.schema;
@@ -1928,16 +2000,15 @@ impl EventStore for PostgresStore {
                 )?
             }
         };
-        let events = decode_events(&rows)?;
-        let scanned_through = if events.len() == max_count {
-            events.last().map_or(head, |e| e.global_position)
-        } else {
-            head
-        };
-        Ok(AllPage {
-            events,
-            scanned_through,
-        })
+        let mut last = None;
+        let mut page = Vec::with_capacity(rows.len());
+        for row in &rows {
+            page.push(match decode_event(row, &mut last) {
+                Ok(event) => StoredRow::Event(Arc::new(event)),
+                Err(error) => StoredRow::Undecodable(undecodable_row(row, error)?),
+            });
+        }
+        Ok(all_page(page, max_count, head))
     }
 
     fn head(&self) -> watch::Receiver<u64> {
@@ -2008,13 +2079,14 @@ impl EventStore for PostgresStore {
 
     async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {}.dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (handler, event_id) DO UPDATE SET position = EXCLUDED.position, stream_id = EXCLUDED.stream_id, version = EXCLUDED.version, event_type = EXCLUDED.event_type, schema_version = EXCLUDED.schema_version, data = EXCLUDED.data, metadata = EXCLUDED.metadata, recorded_at = EXCLUDED.recorded_at, error = EXCLUDED.error, attempts = EXCLUDED.attempts, first_failed_at = EXCLUDED.first_failed_at, last_failed_at = EXCLUDED.last_failed_at",
+            "INSERT INTO {}.dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at, kind, reason, raw_row) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT (handler, event_id) DO UPDATE SET position = EXCLUDED.position, stream_id = EXCLUDED.stream_id, version = EXCLUDED.version, event_type = EXCLUDED.event_type, schema_version = EXCLUDED.schema_version, data = EXCLUDED.data, metadata = EXCLUDED.metadata, recorded_at = EXCLUDED.recorded_at, error = EXCLUDED.error, attempts = EXCLUDED.attempts, first_failed_at = EXCLUDED.first_failed_at, last_failed_at = EXCLUDED.last_failed_at, kind = EXCLUDED.kind, reason = EXCLUDED.reason, raw_row = EXCLUDED.raw_row",
             self.inner.schema
         );
         let e = &entry.event;
         let metadata = encode_metadata(&e.metadata);
+        let raw_row = encode_raw_row(entry.raw_row.as_ref());
         execute!(
             self,
             "saving a dead letter",
@@ -2033,7 +2105,10 @@ impl EventStore for PostgresStore {
                 &entry.error,
                 &i64::from(entry.attempts),
                 &time_to_nanos(entry.first_failed_at),
-                &time_to_nanos(entry.last_failed_at)
+                &time_to_nanos(entry.last_failed_at),
+                &entry.kind.as_str(),
+                &entry.reason,
+                &raw_row
             ]
         )?;
         Ok(())

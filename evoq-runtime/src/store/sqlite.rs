@@ -89,18 +89,20 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    decode_metadata, encode_metadata, from_db, micros_to_time, nanos_to_time, shared_stream_id,
-    time_to_micros, time_to_nanos, to_db,
+    all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, encode_metadata,
+    encode_raw_row, from_db, micros_to_time, nanos_to_time, shared_stream_id, time_to_micros,
+    time_to_nanos, to_db, undecodable_reason,
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, Timeout,
+    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, StoredRow, Timeout,
+    UndecodableRow,
 };
 
 const BACKEND: &str = "sqlite";
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The schema, version 1.
 const SCHEMA_V1: &str = "
@@ -189,6 +191,15 @@ CREATE TABLE timeouts (
 );
 CREATE INDEX timeouts_by_due ON timeouts (saga, due_at, id);
 CREATE INDEX timeouts_by_instance ON timeouts (saga, instance);
+";
+
+/// The schema's step from version 3 to 4: what kind of failure dead-lettered an event, why it
+/// was dead-lettered, and the raw row of one that could not be read back (JSON pairs). Entries
+/// written by an older version read as handler errors.
+const SCHEMA_V4: &str = "
+ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'handler_error';
+ALTER TABLE dead_letters ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE dead_letters ADD COLUMN raw_row TEXT;
 ";
 
 /// Saves checkpoint `?1` at position `?2` (table `checkpoints`).
@@ -936,7 +947,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         if found < 3 {
             conn.execute_batch(SCHEMA_V3).map_err(fail)?;
         }
-        // Later versions migrate here, one step at a time: `if found < 4 { ... }`.
+        if found < 4 {
+            conn.execute_batch(SCHEMA_V4).map_err(fail)?;
+        }
+        // Later versions migrate here, one step at a time: `if found < 5 { ... }`.
         if found < SCHEMA_VERSION {
             conn.execute("DELETE FROM evoq_schema", []).map_err(fail)?;
             conn.execute(
@@ -1390,7 +1404,7 @@ impl Writer {
                 let e = &entry.event;
                 match run!(
                     "saving a dead letter",
-                    "INSERT OR REPLACE INTO dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    "INSERT OR REPLACE INTO dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at, kind, reason, raw_row) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                     params![
                         entry.handler,
                         e.event_id.as_bytes().as_slice(),
@@ -1405,7 +1419,10 @@ impl Writer {
                         entry.error,
                         i64::from(entry.attempts),
                         time_to_nanos(entry.first_failed_at),
-                        time_to_nanos(entry.last_failed_at)
+                        time_to_nanos(entry.last_failed_at),
+                        entry.kind.as_str(),
+                        entry.reason,
+                        encode_raw_row(entry.raw_row.as_ref())
                     ]
                 ) {
                     Ok(_) => Ok(Done::Unit(reply, Ok(()))),
@@ -1746,6 +1763,84 @@ fn query_events(
     Ok(events)
 }
 
+/// The page of the global order that `sql` selects (columns [`EVENT_COLUMNS`], at most
+/// `max_count` rows, none above `head`): a row that does not decode is returned as an
+/// [`UndecodableRow`] beside the events, not as an error of the page.
+fn query_page(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    params: impl rusqlite::Params,
+    max_count: usize,
+    head: u64,
+) -> Result<AllPage, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(|e| backend("reading events", path, e))?;
+    let mut rows = stmt
+        .query(params)
+        .map_err(|e| backend("reading events", path, e))?;
+    let mut page = Vec::new();
+    let mut last = None;
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| backend("reading events", path, e))?
+    {
+        page.push(match decode_event(row, &mut last) {
+            Ok(event) => StoredRow::Event(Arc::new(event)),
+            Err(error) => StoredRow::Undecodable(undecodable_row(row, error)?),
+        });
+    }
+    Ok(all_page(page, max_count, head))
+}
+
+/// What can be read of an event row that does not decode (`error`); the row's position must
+/// read, else there is no place to report it at and `error` stands.
+fn undecodable_row(
+    row: &rusqlite::Row<'_>,
+    error: StoreError,
+) -> Result<UndecodableRow, StoreError> {
+    use rusqlite::types::ValueRef;
+    let Ok(position) = row.get::<_, i64>(0) else {
+        return Err(error);
+    };
+    let Ok(global_position) = u64::try_from(position) else {
+        return Err(error);
+    };
+    let columns = EVENT_COLUMNS
+        .split(", ")
+        .enumerate()
+        .map(|(i, name)| {
+            let value = match row.get_ref(i) {
+                Ok(ValueRef::Null) => "NULL".to_owned(),
+                Ok(ValueRef::Integer(n)) => n.to_string(),
+                Ok(ValueRef::Real(x)) => x.to_string(),
+                Ok(ValueRef::Text(bytes) | ValueRef::Blob(bytes)) => column_text(bytes),
+                Err(e) => format!("<unreadable: {e}>"),
+            };
+            (name.to_owned(), value)
+        })
+        .collect();
+    Ok(UndecodableRow {
+        global_position,
+        stream_id: row.get(1).unwrap_or_default(),
+        stream_version: row
+            .get::<_, i64>(2)
+            .ok()
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0),
+        event_type: row.get(4).unwrap_or_default(),
+        event_id: row
+            .get::<_, Vec<u8>>(3)
+            .ok()
+            .and_then(|id| Uuid::from_slice(&id).ok()),
+        data: row.get(6).unwrap_or_default(),
+        recorded_at: row.get::<_, i64>(8).ok().map(nanos_to_time),
+        columns,
+        error: undecodable_reason(error),
+    })
+}
+
 /// A [`CommandLookup`] that owns its key, to send to a reader thread.
 enum OwnedLookup {
     /// [`CommandLookup::Id`].
@@ -1961,47 +2056,39 @@ impl EventStore for SqliteStore {
             return Ok(AllPage {
                 events: Vec::new(),
                 scanned_through: after,
+                undecodable: Vec::new(),
             });
         }
         let path = self.path().to_path_buf();
         let filter = filter.clone();
-        self.read(move |conn| {
-            let events = match &filter {
-                EventFilter::All => query_events(
-                    conn,
-                    &path,
-                    &format!(
-                        "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
-                    ),
-                    params![to_db(after), to_db(head), limit(max_count)],
-                )?,
-                EventFilter::Types(types) => {
-                    if types.is_empty() {
-                        Vec::new()
-                    } else {
-                        let marks = vec!["?"; types.len()].join(", ");
-                        let sql = format!(
-                            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? AND position <= ? AND event_type IN ({marks}) ORDER BY position LIMIT ?"
-                        );
-                        let mut values: Vec<rusqlite::types::Value> =
-                            Vec::with_capacity(types.len() + 3);
-                        values.push(to_db(after).into());
-                        values.push(to_db(head).into());
-                        values.extend(types.iter().map(|t| t.clone().into()));
-                        values.push(limit(max_count).into());
-                        query_events(conn, &path, &sql, params_from_iter(values))?
-                    }
-                }
-            };
-            let scanned_through = if events.len() == max_count {
-                events.last().map_or(head, |e| e.global_position)
-            } else {
-                head
-            };
-            Ok(AllPage {
-                events,
-                scanned_through,
-            })
+        self.read(move |conn| match &filter {
+            EventFilter::All => query_page(
+                conn,
+                &path,
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+                ),
+                params![to_db(after), to_db(head), limit(max_count)],
+                max_count,
+                head,
+            ),
+            EventFilter::Types(types) if types.is_empty() => Ok(AllPage {
+                events: Vec::new(),
+                scanned_through: head,
+                undecodable: Vec::new(),
+            }),
+            EventFilter::Types(types) => {
+                let marks = vec!["?"; types.len()].join(", ");
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? AND position <= ? AND event_type IN ({marks}) ORDER BY position LIMIT ?"
+                );
+                let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(types.len() + 3);
+                values.push(to_db(after).into());
+                values.push(to_db(head).into());
+                values.extend(types.iter().map(|t| t.clone().into()));
+                values.push(limit(max_count).into());
+                query_page(conn, &path, &sql, params_from_iter(values), max_count, head)
+            }
         })
         .await
     }
@@ -2278,7 +2365,7 @@ fn query_dead_letters(
     params: impl rusqlite::Params,
 ) -> Result<Vec<DeadLetter>, StoreError> {
     let sql = format!(
-        "SELECT position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, handler, error, attempts, first_failed_at, last_failed_at FROM dead_letters {condition}"
+        "SELECT position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at, handler, error, attempts, first_failed_at, last_failed_at, kind, reason, raw_row FROM dead_letters {condition}"
     );
     let fail = |e: rusqlite::Error| backend("reading dead letters", path, e);
     let mut stmt = conn.prepare_cached(&sql).map_err(fail)?;
@@ -2287,9 +2374,22 @@ fn query_dead_letters(
     while let Some(row) = rows.next().map_err(fail)? {
         let event = decode_event(row, &mut None)?;
         let attempts: i64 = row.get(11).map_err(fail)?;
+        let handler: String = row.get(9).map_err(fail)?;
+        let location = || {
+            format!(
+                "the dead letter of handler `{handler}` for event {}",
+                event.event_id
+            )
+        };
+        let kind: String = row.get(14).map_err(fail)?;
+        let kind = decode_failure_kind(&kind, location)?;
+        let raw_row = decode_raw_row(row.get(16).map_err(fail)?, location)?;
         entries.push(DeadLetter {
-            handler: row.get(9).map_err(fail)?,
+            kind,
+            reason: row.get(15).map_err(fail)?,
+            raw_row,
             error: row.get(10).map_err(fail)?,
+            handler,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             first_failed_at: nanos_to_time(row.get(12).map_err(fail)?),
             last_failed_at: nanos_to_time(row.get(13).map_err(fail)?),

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::error::StoreError;
-use super::event_store::{EventFilter, EventStore};
+use super::event_store::{AllPage, EventFilter, EventStore};
+use super::undecodable::StoredRow;
 use crate::envelope::RecordedEvent;
 
 /// Events of the chosen types, in global order, from a position on: first the stored ones
@@ -13,11 +14,16 @@ use crate::envelope::RecordedEvent;
 /// It reads the global order in pages and, once at the head, waits on the store's
 /// [`head`](EventStore::head) watch. Both phases read by position from the last position
 /// scanned, so nothing is skipped or delivered twice between them.
+///
+/// A stored row that does not decode ([`UndecodableRow`](super::UndecodableRow)) takes its
+/// place in the order: [`next_rows`](Self::next_rows) yields it as a [`StoredRow`]; the readers
+/// of events alone meet it as the [`StoreError::Integrity`] of that row, once, and read on
+/// after it.
 pub struct Subscription {
     store: Arc<dyn EventStore>,
     filter: EventFilter,
     scanned_through: u64,
-    buffer: VecDeque<Arc<RecordedEvent>>,
+    buffer: VecDeque<StoredRow>,
     head: watch::Receiver<u64>,
     page_size: usize,
 }
@@ -46,35 +52,65 @@ impl Subscription {
         self
     }
 
-    /// The next matching event, waiting for one to be committed if need be.
+    /// The next matching event, waiting for one to be committed if need be. A row that does
+    /// not decode is its integrity error, returned once.
     pub async fn next(&mut self) -> Result<Arc<RecordedEvent>, StoreError> {
         loop {
-            if let Some(event) = self.buffer.pop_front() {
-                return Ok(event);
+            match self.buffer.pop_front() {
+                Some(StoredRow::Event(event)) => return Ok(event),
+                Some(StoredRow::Undecodable(row)) => return Err(row.to_error()),
+                None => self.fill().await?,
             }
-            self.fill().await?;
         }
     }
 
     /// Every matching event already buffered or committed (at least one), waiting for one if
-    /// none is there yet. Faster than [`next`](Self::next) for batch consumers.
+    /// none is there yet. Faster than [`next`](Self::next) for batch consumers. The batch ends
+    /// before a row that does not decode; that row is the next call's integrity error.
     pub async fn next_batch(&mut self) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         while self.buffer.is_empty() {
             self.fill().await?;
         }
-        Ok(self.buffer.drain(..).collect())
+        self.take_events()
     }
 
     /// Every buffered event, or, when none is buffered, the events of the next scan, which may
     /// be none: unlike [`next_batch`](Self::next_batch) it returns whenever the subscription
     /// has scanned further (or has seen a new head to scan to), so a subscriber can advance its
     /// position past events it does not take (see [`scanned_through`](Self::scanned_through)).
-    /// Cancel-safe: dropping the future loses no event.
+    /// Cancel-safe: dropping the future loses no event. It stops before a row that does not
+    /// decode, as [`next_batch`](Self::next_batch) does.
     pub async fn next_progress(&mut self) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
         if self.buffer.is_empty() {
             self.fill().await?;
         }
+        self.take_events()
+    }
+
+    /// [`next_progress`](Self::next_progress) with the rows that do not decode in their place:
+    /// every buffered row, or the rows of the next scan (maybe none). Cancel-safe.
+    pub async fn next_rows(&mut self) -> Result<Vec<StoredRow>, StoreError> {
+        if self.buffer.is_empty() {
+            self.fill().await?;
+        }
         Ok(self.buffer.drain(..).collect())
+    }
+
+    /// The buffered events up to the first row that does not decode; that row's error when it
+    /// comes first.
+    fn take_events(&mut self) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        if let Some(StoredRow::Undecodable(_)) = self.buffer.front()
+            && let Some(StoredRow::Undecodable(row)) = self.buffer.pop_front()
+        {
+            return Err(row.to_error());
+        }
+        let mut events = Vec::with_capacity(self.buffer.len());
+        while let Some(StoredRow::Event(_)) = self.buffer.front() {
+            if let Some(StoredRow::Event(event)) = self.buffer.pop_front() {
+                events.push(event);
+            }
+        }
+        Ok(events)
     }
 
     /// The position the subscription has scanned through. Once every buffered event has been
@@ -100,7 +136,7 @@ impl Subscription {
             if page.scanned_through > self.scanned_through {
                 self.scanned_through = page.scanned_through;
             }
-            self.buffer.extend(page.events);
+            self.buffer.extend(rows_of(page));
             return Ok(());
         }
         if self.head.changed().await.is_err() {
@@ -111,4 +147,17 @@ impl Subscription {
         }
         Ok(())
     }
+}
+
+/// The rows of `page`, events and undecodable rows merged in position order.
+fn rows_of(page: AllPage) -> impl Iterator<Item = StoredRow> {
+    let mut undecodable = page.undecodable.into_iter().peekable();
+    let mut events = page.events.into_iter().peekable();
+    std::iter::from_fn(move || match (events.peek(), undecodable.peek()) {
+        (Some(event), Some(row)) if row.global_position < event.global_position => {
+            undecodable.next().map(StoredRow::Undecodable)
+        }
+        (Some(_), _) => events.next().map(StoredRow::Event),
+        (None, _) => undecodable.next().map(StoredRow::Undecodable),
+    })
 }

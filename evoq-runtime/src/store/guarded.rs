@@ -1,0 +1,412 @@
+//! An event store whose panics are errors: what the runtime's own tasks (handlers, projections,
+//! sagas, timers) read and write through, so that a panicking backend fails one call, which the
+//! task retries like any failure of the store, instead of ending the task.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::command_log::{CommandLookup, CommandRecord, NewCommand};
+use super::dead_letter::DeadLetter;
+use super::error::StoreError;
+use super::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
+use super::expected_version::ExpectedVersion;
+use super::lease::Lease;
+use super::timeout::Timeout;
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::util::panic::{CatchPanic, panic_message};
+
+/// Wraps a store: every call that panics returns [`StoreError::Backend`] saying so, with the
+/// panic's message and the call's name.
+pub(crate) struct GuardedStore {
+    inner: Arc<dyn EventStore>,
+}
+
+impl GuardedStore {
+    /// `store`, guarded.
+    pub(crate) fn wrap(store: Arc<dyn EventStore>) -> Arc<dyn EventStore> {
+        Arc::new(GuardedStore { inner: store })
+    }
+}
+
+/// The error of a call that panicked.
+fn panicked(call: &str, message: &str) -> StoreError {
+    StoreError::Backend {
+        backend: "panic",
+        message: format!("the event store panicked in `{call}`: {message}"),
+    }
+}
+
+/// Runs `call`, a panic while it runs turned into an error.
+async fn guard<T>(
+    name: &str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match CatchPanic::new(call).await {
+        Ok(result) => result,
+        Err(panic) => Err(panicked(name, &panic_message(&*panic))),
+    }
+}
+
+#[async_trait]
+impl EventStore for GuardedStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        guard("append", self.inner.append(stream, expected, events)).await
+    }
+
+    async fn append_command(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> Result<Appended, StoreError> {
+        let call = self.inner.append_command(stream, expected, events, command);
+        guard("append_command", call).await
+    }
+
+    async fn find_command(
+        &self,
+        lookup: CommandLookup<'_>,
+        since: SystemTime,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        guard("find_command", self.inner.find_command(lookup, since)).await
+    }
+
+    async fn sweep_commands(&self, before: SystemTime, limit: usize) -> Result<usize, StoreError> {
+        guard("sweep_commands", self.inner.sweep_commands(before, limit)).await
+    }
+
+    fn is_shared(&self) -> bool {
+        // A store that cannot say is treated as shared: the safe answer.
+        catch_unwind(AssertUnwindSafe(|| self.inner.is_shared())).unwrap_or(true)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        let call = self.inner.read_stream(stream, from, direction, max_count);
+        guard("read_stream", call).await
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        guard("stream_version", self.inner.stream_version(stream)).await
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<AllPage, StoreError> {
+        guard("read_all", self.inner.read_all(after, max_count, filter)).await
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        // No error to return here: a store whose head panics cannot be read at all.
+        self.inner.head()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        guard("save_snapshot", self.inner.save_snapshot(snapshot)).await
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        guard("load_snapshot", self.inner.load_snapshot(stream)).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        guard(
+            "save_checkpoint",
+            self.inner.save_checkpoint(name, position),
+        )
+        .await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        guard("load_checkpoint", self.inner.load_checkpoint(name)).await
+    }
+
+    async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+        guard("save_dead_letter", self.inner.save_dead_letter(entry)).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        handler: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let call = self.inner.list_dead_letters(handler, after, limit);
+        guard("list_dead_letters", call).await
+    }
+
+    async fn load_dead_letter(
+        &self,
+        handler: &str,
+        event_id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        guard(
+            "load_dead_letter",
+            self.inner.load_dead_letter(handler, event_id),
+        )
+        .await
+    }
+
+    async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        let call = self.inner.delete_dead_letter(handler, event_id);
+        guard("delete_dead_letter", call).await
+    }
+
+    async fn save_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.save_saga_state(saga, instance, state);
+        guard("save_saga_state", call).await
+    }
+
+    async fn load_saga_state(
+        &self,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        guard(
+            "load_saga_state",
+            self.inner.load_saga_state(saga, instance),
+        )
+        .await
+    }
+
+    async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+        let call = self.inner.delete_saga_state(saga, instance);
+        guard("delete_saga_state", call).await
+    }
+
+    async fn list_saga_instances(
+        &self,
+        saga: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let call = self.inner.list_saga_instances(saga, after, limit);
+        guard("list_saga_instances", call).await
+    }
+
+    async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError> {
+        guard("schedule_timeout", self.inner.schedule_timeout(timeout)).await
+    }
+
+    async fn due_timeouts(
+        &self,
+        saga: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Timeout>, StoreError> {
+        guard("due_timeouts", self.inner.due_timeouts(saga, now, limit)).await
+    }
+
+    async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+        guard("next_timeout", self.inner.next_timeout(saga)).await
+    }
+
+    async fn delete_timeout(&self, saga: &str, id: Uuid) -> Result<bool, StoreError> {
+        guard("delete_timeout", self.inner.delete_timeout(saga, id)).await
+    }
+
+    async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError> {
+        guard(
+            "cancel_timeouts",
+            self.inner.cancel_timeouts(saga, instance),
+        )
+        .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        guard("flush", self.inner.flush()).await
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        guard("try_lease", self.inner.try_lease(name)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose every call panics, but `stream_version`.
+    struct Panicky(watch::Sender<u64>);
+
+    #[tokio::test]
+    async fn a_panicking_call_is_an_error_naming_the_call_and_the_panic() {
+        let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0)));
+        let error = store
+            .read_all(0, 10, &EventFilter::All)
+            .await
+            .expect_err("the panic is an error");
+        assert!(
+            matches!(&error, StoreError::Backend { message, .. }
+                if message.contains("`read_all`") && message.contains("injected")),
+            "{error}"
+        );
+        assert_eq!(
+            store.stream_version("s").await.ok(),
+            Some(0),
+            "other calls work"
+        );
+    }
+
+    #[async_trait]
+    #[allow(unused_variables)]
+    impl EventStore for Panicky {
+        async fn append(
+            &self,
+            stream: &str,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+        ) -> Result<Appended, StoreError> {
+            panic!("injected")
+        }
+        async fn append_command(
+            &self,
+            stream: &str,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+            command: NewCommand,
+        ) -> Result<Appended, StoreError> {
+            panic!("injected")
+        }
+        async fn find_command(
+            &self,
+            lookup: CommandLookup<'_>,
+            since: SystemTime,
+        ) -> Result<Option<CommandRecord>, StoreError> {
+            panic!("injected")
+        }
+        async fn sweep_commands(
+            &self,
+            before: SystemTime,
+            limit: usize,
+        ) -> Result<usize, StoreError> {
+            panic!("injected")
+        }
+        async fn read_stream(
+            &self,
+            stream: &str,
+            from: u64,
+            direction: Direction,
+            max_count: usize,
+        ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+            panic!("injected")
+        }
+        async fn stream_version(&self, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn read_all(&self, _: u64, _: usize, _: &EventFilter) -> Result<AllPage, StoreError> {
+            panic!("injected");
+        }
+        fn head(&self) -> watch::Receiver<u64> {
+            self.0.subscribe()
+        }
+        async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+            panic!("injected")
+        }
+        async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+            panic!("injected")
+        }
+        async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
+            panic!("injected")
+        }
+        async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {
+            panic!("injected")
+        }
+        async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {
+            panic!("injected")
+        }
+        async fn list_dead_letters(
+            &self,
+            handler: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<DeadLetter>, StoreError> {
+            panic!("injected")
+        }
+        async fn load_dead_letter(
+            &self,
+            handler: &str,
+            event_id: Uuid,
+        ) -> Result<Option<DeadLetter>, StoreError> {
+            panic!("injected")
+        }
+        async fn delete_dead_letter(
+            &self,
+            handler: &str,
+            event_id: Uuid,
+        ) -> Result<bool, StoreError> {
+            panic!("injected")
+        }
+        async fn save_saga_state(
+            &self,
+            saga: &str,
+            instance: &str,
+            state: Vec<u8>,
+        ) -> Result<(), StoreError> {
+            panic!("injected")
+        }
+        async fn load_saga_state(
+            &self,
+            saga: &str,
+            instance: &str,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            panic!("injected")
+        }
+        async fn delete_saga_state(&self, saga: &str, instance: &str) -> Result<bool, StoreError> {
+            panic!("injected")
+        }
+        async fn list_saga_instances(
+            &self,
+            saga: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<String>, StoreError> {
+            panic!("injected")
+        }
+        async fn schedule_timeout(&self, timeout: Timeout) -> Result<(), StoreError> {
+            panic!("injected")
+        }
+        async fn due_timeouts(
+            &self,
+            saga: &str,
+            now: SystemTime,
+            limit: usize,
+        ) -> Result<Vec<Timeout>, StoreError> {
+            panic!("injected")
+        }
+        async fn next_timeout(&self, saga: &str) -> Result<Option<SystemTime>, StoreError> {
+            panic!("injected")
+        }
+        async fn delete_timeout(&self, saga: &str, id: Uuid) -> Result<bool, StoreError> {
+            panic!("injected")
+        }
+        async fn cancel_timeouts(&self, saga: &str, instance: &str) -> Result<usize, StoreError> {
+            panic!("injected")
+        }
+    }
+}
