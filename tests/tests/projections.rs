@@ -168,6 +168,43 @@ async fn after_a_restart_with_a_saved_checkpoint_only_later_events_are_projected
 }
 
 #[tokio::test]
+async fn a_read_model_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event() {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .append(
+            &ledger_stream("b"),
+            ExpectedVersion::NoStream,
+            vec![raw(Kind::A, "b", 1), raw(Kind::A, "b", 2)],
+        )
+        .await
+        .unwrap();
+    // The model was filled from a store that held more (or restored from a newer backup).
+    let model = InMemoryReadModel::new();
+    ReadModel::commit(&model, "tallies", 500).await.unwrap();
+    let tallies = Tallies::new(&model);
+    let log = tallies.log.clone();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .projection(tallies)
+        .start()
+        .await
+        .unwrap();
+    let done = app.dispatch(Emit::new("c", &[Kind::A], 3)).await.unwrap();
+    wait(&app, "tallies", done.token).await;
+    assert_eq!(
+        log.positions(),
+        [3],
+        "the new event is projected, not skipped"
+    );
+    assert_eq!(
+        ReadModel::checkpoint(&model, "tallies").await.unwrap(),
+        Some(3),
+        "the checkpoint follows the store again"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_error_leaves_the_checkpoint_on_the_last_good_event() {
     let store = Arc::new(InMemoryStore::new());
     let model = InMemoryReadModel::new();

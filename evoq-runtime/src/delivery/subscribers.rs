@@ -192,6 +192,7 @@ impl Subscribers {
         // that cannot be read) has delivered nothing, so no saga has dispatched a command, and
         // a consumer that starts from the current head does not count another's commands in it.
         let mut starts = Vec::with_capacity(resolved.len());
+        let head_at_start = *store.head().borrow();
         for (registration, options) in registrations.iter().zip(&resolved) {
             // A consumer that keeps its checkpoint reads it in its task; until then it is at
             // the start, so that no wait counts a position its read model may not hold.
@@ -254,6 +255,7 @@ impl Subscribers {
                 options,
                 defaults,
                 start_after,
+                head_at_start,
                 requests,
                 shutdown.subscribe(),
             );

@@ -54,6 +54,9 @@ pub(crate) struct Task {
     checkpoint_every: u64,
     page_size: usize,
     start_after: u64,
+    /// The store's head when the runtime started, before any command of this runtime: what a
+    /// checkpoint beyond the head is reset to.
+    head_at_start: u64,
     /// The position last saved, or the start position: nothing up to it needs saving (a
     /// runtime that stops before its handler moved leaves the stored checkpoint alone).
     saved: u64,
@@ -118,10 +121,12 @@ impl Task {
         options: Resolved,
         defaults: &HandlerConfig,
         start_after: u64,
+        head_at_start: u64,
         requests: mpsc::Receiver<Control>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Task {
+            head_at_start,
             state,
             store,
             options,
@@ -652,7 +657,24 @@ impl Task {
             .await
             .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
         match kept {
-            Ok(Some(position)) => {
+            Ok(Some(kept)) => {
+                // As for a checkpoint in the store: one beyond the head (a read model restored
+                // from a newer backup than the store, or filled from another store) would skip
+                // the events appended from now on up to it; the projection resumes at the head.
+                let head = self.head_at_start;
+                let position = if kept > head {
+                    tracing::warn!(
+                        name: "evoq.projection.checkpoint",
+                        stage = "reset",
+                        projection = &*self.state.name,
+                        checkpoint = kept,
+                        head,
+                        "the read model's checkpoint is beyond the store's head; resuming at the head",
+                    );
+                    head
+                } else {
+                    kept
+                };
                 self.start_after = position;
                 self.saved = position;
                 self.state.progress.send_modify(|progress| {
