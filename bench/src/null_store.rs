@@ -9,8 +9,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use evoq::store::{
-    AllPage, Appended, CommandLookup, CommandRecord, Direction, EventFilter, NewCommand, Snapshot,
-    Timeout,
+    AllPage, Appended, CommandLookup, CommandRecord, Direction, EventFilter, HandlerRequest,
+    NewCommand, Snapshot, Timeout,
 };
 use evoq::{DeadLetter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, Uuid};
 use tokio::sync::watch;
@@ -157,6 +157,30 @@ impl EventStore for NullStore {
         _handler: &str,
         _event_id: Uuid,
     ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn save_request(&self, _request: HandlerRequest) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn list_requests(
+        &self,
+        _handler: &str,
+        _limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn load_request(
+        &self,
+        _handler: &str,
+        _id: Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        Ok(None)
+    }
+
+    async fn delete_request(&self, _handler: &str, _id: Uuid) -> Result<bool, StoreError> {
         Ok(false)
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use evoq::store::memory::InMemoryStore;
 use evoq::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    NewCommand, Snapshot, Timeout,
+    HandlerRequest, NewCommand, Snapshot, Timeout,
 };
 use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use tokio::sync::watch;
@@ -302,6 +302,30 @@ impl EventStore for FaultyStore {
         event_id: uuid::Uuid,
     ) -> Result<bool, StoreError> {
         self.inner.delete_dead_letter(handler, event_id).await
+    }
+
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        self.inner.save_request(request).await
+    }
+
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        self.inner.list_requests(handler, limit).await
+    }
+
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: uuid::Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        self.inner.load_request(handler, id).await
+    }
+
+    async fn delete_request(&self, handler: &str, id: uuid::Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_request(handler, id).await
     }
 
     async fn save_saga_state(

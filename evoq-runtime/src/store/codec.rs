@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use uuid::Uuid;
+
 use crate::envelope::Metadata;
-use crate::store::{AllPage, FailureKind, StoreError, StoredRow};
+use crate::store::{AllPage, FailureKind, HandlerRequest, RequestedAction, StoreError, StoredRow};
 
 /// A time as nanoseconds since the Unix epoch (saturating; before the epoch is 0).
 pub(crate) fn time_to_nanos(time: SystemTime) -> i64 {
@@ -179,6 +181,32 @@ pub(crate) fn decode_failure_kind(
         reason: format!(
             "the dead letter's kind `{name}` is none this version knows; repair or remove the row"
         ),
+    })
+}
+
+/// A stored request, from its columns (an id or event id that did not decode is `None`): an
+/// integrity error when they do not make one.
+pub(crate) fn decode_request(
+    id: Option<Uuid>,
+    handler: String,
+    action: &str,
+    event_id: Option<Option<Uuid>>,
+    requested_at: SystemTime,
+) -> Result<HandlerRequest, StoreError> {
+    let corrupt = || StoreError::Integrity {
+        location: format!("a request for handler `{handler}`"),
+        reason: format!(
+            "the request (action `{action}`) does not decode; repair or remove the row"
+        ),
+    };
+    let id = id.ok_or_else(corrupt)?;
+    let event_id = event_id.map(|e| e.ok_or_else(corrupt)).transpose()?;
+    let action = RequestedAction::from_stored(action, event_id).ok_or_else(corrupt)?;
+    Ok(HandlerRequest {
+        id,
+        handler,
+        action,
+        requested_at,
     })
 }
 

@@ -43,8 +43,8 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, FailureKind, NewCommand, Snapshot, StoreError, Subscription,
-    Timeout,
+    EventStore, ExpectedVersion, FailureKind, HandlerRequest, NewCommand, RequestedAction,
+    Snapshot, StoreError, Subscription, Timeout,
 };
 
 /// How long one property may run before it fails as hung.
@@ -153,6 +153,7 @@ macro_rules! store_conformance_tests {
             snapshots_are_isolated_per_stream,
             checkpoints_save_load_and_overwrite,
             dead_letters_save_load_list_and_delete,
+            handler_requests_save_list_load_and_delete,
             event_data_and_metadata_round_trip_byte_exact,
             recorded_at_is_set_at_commit,
             same_id_under_different_aggregates_stays_separate,
@@ -1958,6 +1959,102 @@ pub async fn checkpoints_save_load_and_overwrite(store: Arc<dyn EventStore>) {
     assert_eq!(load("projection/ü-名前 'x\"").await, Some(1 << 40));
     assert_eq!(load("notifier").await, Some(0));
     assert_eq!(load("").await, None);
+}
+
+/// Requests for handlers' tasks: saved, listed oldest first (by id) per handler with a limit,
+/// loaded by id, replaced by a save with the same id, deleted (a delete says whether there was
+/// one); the action and its event id round-trip; none of it appends an event.
+pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let h0 = head_of(store);
+    let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let request = |id: Uuid, handler: &str, action: RequestedAction, secs: u64| HandlerRequest {
+        id,
+        handler: handler.to_owned(),
+        action,
+        requested_at: at(secs),
+    };
+    let event_id = Uuid::now_v7();
+    let retry = RequestedAction::RetryDeadLetter { event_id };
+    assert!(
+        ok(store.list_requests("notifier", 10).await, "list_requests").is_empty(),
+        "no requests yet"
+    );
+    // Saved out of order: listed by id.
+    for (index, handler, action) in [
+        (2, "notifier", RequestedAction::Rebuild),
+        (0, "notifier", retry),
+        (1, "audit", retry),
+        (1, "notifier", RequestedAction::Rebuild),
+    ] {
+        ok(
+            store
+                .save_request(request(ids[index], handler, action, index as u64))
+                .await,
+            "save_request",
+        );
+    }
+    let listed = ok(store.list_requests("notifier", 10).await, "list_requests");
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[0], ids[1], ids[2]],
+        "a handler's requests list oldest first (by id)"
+    );
+    assert_eq!(
+        listed[0],
+        request(ids[0], "notifier", retry, 0),
+        "handler, action, event id and time round-trip"
+    );
+    assert_eq!(
+        ok(store.list_requests("notifier", 2).await, "list_requests").len(),
+        2
+    );
+    assert!(ok(store.list_requests("notifier", 0).await, "list_requests").is_empty());
+    assert_eq!(
+        ok(store.list_requests("audit", 10).await, "list_requests"),
+        [request(ids[1], "audit", retry, 1)],
+        "handlers are independent"
+    );
+    assert_eq!(
+        ok(store.load_request("notifier", ids[2]).await, "load_request"),
+        Some(request(ids[2], "notifier", RequestedAction::Rebuild, 2))
+    );
+    assert_eq!(
+        ok(store.load_request("audit", ids[2]).await, "load_request"),
+        None,
+        "a request is found under its own handler only"
+    );
+    ok(
+        store
+            .save_request(request(ids[2], "notifier", retry, 9))
+            .await,
+        "save_request again",
+    );
+    assert_eq!(
+        ok(store.load_request("notifier", ids[2]).await, "load_request"),
+        Some(request(ids[2], "notifier", retry, 9)),
+        "a save with the same id replaces the request"
+    );
+    assert!(ok(
+        store.delete_request("notifier", ids[0]).await,
+        "delete_request"
+    ));
+    assert!(
+        !ok(
+            store.delete_request("notifier", ids[0]).await,
+            "delete_request again"
+        ),
+        "a second delete finds nothing"
+    );
+    assert_eq!(
+        ok(store.list_requests("notifier", 10).await, "list_requests")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        [ids[1], ids[2]]
+    );
+    assert_eq!(head_of(store), h0, "requests append no event");
 }
 
 /// Dead letters: a saved entry loads back with its event byte-exact; a second save for the same

@@ -12,6 +12,7 @@ use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
+use super::request::HandlerRequest;
 use super::timeout::Timeout;
 use super::undecodable::UndecodableRow;
 use crate::envelope::{NewEvent, RecordedEvent};
@@ -226,6 +227,27 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Removes the dead letter of `handler` for the event `event_id`; whether there was one.
     async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError>;
+
+    /// Stores `request` for the node running its handler (replacing one with its id).
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError>;
+
+    /// At most `limit` requests for `handler`, oldest first (by id).
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError>;
+
+    /// The request of `handler` with id `id`, while it is there (not carried out yet).
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError>;
+
+    /// Removes the request of `handler` with id `id` (carried out, or withdrawn); whether there
+    /// was one.
+    async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError>;
 
     /// Saves the state of instance `instance` of the saga `saga`, replacing
     /// the instance's earlier state. The state is opaque bytes (the saga's serialized state);

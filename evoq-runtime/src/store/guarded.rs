@@ -17,6 +17,7 @@ use super::error::StoreError;
 use super::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
+use super::request::HandlerRequest;
 use super::timeout::Timeout;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::util::panic::{CatchPanic, panic_message};
@@ -170,6 +171,30 @@ impl EventStore for GuardedStore {
     async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError> {
         let call = self.inner.delete_dead_letter(handler, event_id);
         guard("delete_dead_letter", call).await
+    }
+
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        guard("save_request", self.inner.save_request(request)).await
+    }
+
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        guard("list_requests", self.inner.list_requests(handler, limit)).await
+    }
+
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        guard("load_request", self.inner.load_request(handler, id)).await
+    }
+
+    async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError> {
+        guard("delete_request", self.inner.delete_request(handler, id)).await
     }
 
     async fn save_saga_state(
@@ -360,6 +385,26 @@ mod tests {
             handler: &str,
             event_id: Uuid,
         ) -> Result<bool, StoreError> {
+            panic!("injected")
+        }
+        async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+            panic!("injected")
+        }
+        async fn list_requests(
+            &self,
+            handler: &str,
+            limit: usize,
+        ) -> Result<Vec<HandlerRequest>, StoreError> {
+            panic!("injected")
+        }
+        async fn load_request(
+            &self,
+            handler: &str,
+            id: Uuid,
+        ) -> Result<Option<HandlerRequest>, StoreError> {
+            panic!("injected")
+        }
+        async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError> {
             panic!("injected")
         }
         async fn save_saga_state(

@@ -27,7 +27,7 @@ use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, Timeout,
+    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, StoreError, Timeout,
 };
 
 /// Positions `read_all` scans under one hold of the read lock before it
@@ -80,6 +80,8 @@ struct Shared {
     sagas: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
     /// The sagas' scheduled timeouts.
     timeouts: Mutex<Timeouts>,
+    /// Handler name -> request id -> request.
+    requests: Mutex<HashMap<String, BTreeMap<Uuid, HandlerRequest>>>,
     /// Appends rejected for a wrong expected version.
     conflicts: AtomicU64,
     /// The command log's whole entries. A checked command's entry is checked and written while
@@ -101,6 +103,7 @@ impl Default for Shared {
             dead_letters: Mutex::default(),
             sagas: Mutex::default(),
             timeouts: Mutex::default(),
+            requests: Mutex::default(),
             conflicts: AtomicU64::new(0),
             commands: CommandLog::default(),
         }
@@ -192,6 +195,13 @@ impl InMemoryStore {
     fn dead_letters(&self) -> MutexGuard<'_, HashMap<String, DeadLetters>> {
         self.shared
             .dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn requests(&self) -> MutexGuard<'_, HashMap<String, BTreeMap<Uuid, HandlerRequest>>> {
+        self.shared
+            .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -634,6 +644,50 @@ impl EventStore for InMemoryStore {
             all.remove(handler);
         }
         Ok(true)
+    }
+
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        self.requests()
+            .entry(request.handler.clone())
+            .or_default()
+            .insert(request.id, request);
+        Ok(())
+    }
+
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        Ok(self
+            .requests()
+            .get(handler)
+            .map_or_else(Vec::new, |requests| {
+                requests.values().take(limit).cloned().collect()
+            }))
+    }
+
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        Ok(self
+            .requests()
+            .get(handler)
+            .and_then(|requests| requests.get(&id).cloned()))
+    }
+
+    async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError> {
+        let mut all = self.requests();
+        let Some(requests) = all.get_mut(handler) else {
+            return Ok(false);
+        };
+        let removed = requests.remove(&id).is_some();
+        if requests.is_empty() {
+            all.remove(handler);
+        }
+        Ok(removed)
     }
 
     async fn save_saga_state(

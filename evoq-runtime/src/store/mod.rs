@@ -41,6 +41,7 @@ mod lease;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod request;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod subscription;
@@ -54,6 +55,7 @@ pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStor
 pub use self::expected_version::ExpectedVersion;
 pub(crate) use self::guarded::GuardedStore;
 pub use self::lease::Lease;
+pub use self::request::{HandlerRequest, RequestedAction};
 pub use self::subscription::Subscription;
 pub use self::timeout::Timeout;
 pub use self::undecodable::{StoredRow, UndecodableRow};

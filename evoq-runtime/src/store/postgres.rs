@@ -85,14 +85,14 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, encode_metadata,
-    encode_raw_row, from_db, micros_to_time, nanos_to_time, redact_url, shared_stream_id,
-    time_to_micros, time_to_nanos, to_db, undecodable_reason,
+    all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, decode_request,
+    encode_metadata, encode_raw_row, from_db, micros_to_time, nanos_to_time, redact_url,
+    shared_stream_id, time_to_micros, time_to_nanos, to_db, undecodable_reason,
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, Lease, NewCommand, Snapshot, StoreError, StoredRow, Timeout,
-    UndecodableRow,
+    EventStore, ExpectedVersion, HandlerRequest, Lease, NewCommand, Snapshot, StoreError,
+    StoredRow, Timeout, UndecodableRow,
 };
 
 const BACKEND: &str = "postgres";
@@ -919,9 +919,13 @@ $body$;
     let v3 = timeouts_ddl(s);
     // What kind of failure dead-lettered an event, why it was dead-lettered, and the raw row
     // of one that could not be read back (JSON pairs); older entries read as handler errors.
+    // And the requests for handlers' tasks (`requested_at` in nanoseconds since the epoch).
     let v4 = format!(
         "ALTER TABLE {s}.dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'handler_error', \
-         ADD COLUMN reason TEXT NOT NULL DEFAULT '', ADD COLUMN raw_row TEXT;"
+         ADD COLUMN reason TEXT NOT NULL DEFAULT '', ADD COLUMN raw_row TEXT; \
+         CREATE TABLE {s}.requests (id UUID PRIMARY KEY, handler TEXT NOT NULL, action TEXT NOT NULL, \
+         event_id UUID, requested_at BIGINT NOT NULL); \
+         CREATE INDEX ON {s}.requests (handler, id);"
     );
     let what = format!("opening schema `{}`", inner.options.schema);
     retrying!(inner, what, |client| async {
@@ -1675,6 +1679,21 @@ fn decode_dead_letter(row: &Row) -> Result<DeadLetter, StoreError> {
     })
 }
 
+/// Decodes a request row (columns `id, handler, action, event_id, requested_at`).
+fn decode_request_row(row: &Row) -> Result<HandlerRequest, StoreError> {
+    let handler: String = row.try_get(1).unwrap_or_default();
+    let action: String = row.try_get(2).unwrap_or_default();
+    decode_request(
+        row.try_get(0).ok(),
+        handler,
+        &action,
+        row.try_get::<_, Option<Uuid>>(3)
+            .ok()
+            .and_then(|e| e.map(Some)),
+        nanos_to_time(row.try_get(4).unwrap_or(0)),
+    )
+}
+
 /// Decodes a timeout row of saga `saga` (columns `id, instance, due_at, payload`); an
 /// undecodable row is an integrity error naming the saga and, when it decodes, the id.
 fn decode_timeout(row: &Row, saga: &str) -> Result<Timeout, StoreError> {
@@ -2155,6 +2174,66 @@ impl EventStore for PostgresStore {
             self.inner.schema
         );
         Ok(execute!(self, "deleting a dead letter", sql, &[&handler, &event_id])? > 0)
+    }
+
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {}.requests (id, handler, action, event_id, requested_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET handler = EXCLUDED.handler, action = EXCLUDED.action, event_id = EXCLUDED.event_id, requested_at = EXCLUDED.requested_at",
+            self.inner.schema
+        );
+        execute!(
+            self,
+            "saving a handler request",
+            sql,
+            &[
+                &request.id,
+                &request.handler,
+                &request.action.as_str(),
+                &request.action.event_id(),
+                &time_to_nanos(request.requested_at)
+            ]
+        )?;
+        Ok(())
+    }
+
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        let sql = format!(
+            "SELECT id, handler, action, event_id, requested_at FROM {}.requests WHERE handler = $1 ORDER BY id LIMIT $2",
+            self.inner.schema
+        );
+        let rows = query!(
+            self,
+            "listing handler requests",
+            sql,
+            &[&handler, &crate::store::postgres::limit(limit)]
+        )?;
+        rows.iter().map(decode_request_row).collect()
+    }
+
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        let sql = format!(
+            "SELECT id, handler, action, event_id, requested_at FROM {}.requests WHERE handler = $1 AND id = $2",
+            self.inner.schema
+        );
+        let rows = query!(self, "loading a handler request", sql, &[&handler, &id])?;
+        rows.first().map(decode_request_row).transpose()
+    }
+
+    async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError> {
+        let sql = format!(
+            "DELETE FROM {}.requests WHERE handler = $1 AND id = $2",
+            self.inner.schema
+        );
+        Ok(execute!(self, "deleting a handler request", sql, &[&handler, &id])? > 0)
     }
 
     async fn save_saga_state(

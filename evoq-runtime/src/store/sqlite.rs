@@ -89,14 +89,14 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::codec::{
-    all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, encode_metadata,
-    encode_raw_row, from_db, micros_to_time, nanos_to_time, shared_stream_id, time_to_micros,
-    time_to_nanos, to_db, undecodable_reason,
+    all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, decode_request,
+    encode_metadata, encode_raw_row, from_db, micros_to_time, nanos_to_time, shared_stream_id,
+    time_to_micros, time_to_nanos, to_db, undecodable_reason,
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError, StoredRow, Timeout,
-    UndecodableRow,
+    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, StoreError, StoredRow,
+    Timeout, UndecodableRow,
 };
 
 const BACKEND: &str = "sqlite";
@@ -194,12 +194,21 @@ CREATE INDEX timeouts_by_instance ON timeouts (saga, instance);
 ";
 
 /// The schema's step from version 3 to 4: what kind of failure dead-lettered an event, why it
-/// was dead-lettered, and the raw row of one that could not be read back (JSON pairs). Entries
-/// written by an older version read as handler errors.
+/// was dead-lettered, and the raw row of one that could not be read back (JSON pairs); entries
+/// written by an older version read as handler errors. And the requests for handlers' tasks
+/// (`requested_at` in nanoseconds since the Unix epoch).
 const SCHEMA_V4: &str = "
 ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'handler_error';
 ALTER TABLE dead_letters ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE dead_letters ADD COLUMN raw_row TEXT;
+CREATE TABLE requests (
+    id           BLOB    NOT NULL PRIMARY KEY,
+    handler      TEXT    NOT NULL,
+    action       TEXT    NOT NULL,
+    event_id     BLOB,
+    requested_at INTEGER NOT NULL
+);
+CREATE INDEX requests_by_handler ON requests (handler, id);
 ";
 
 /// Saves checkpoint `?1` at position `?2` (table `checkpoints`).
@@ -993,6 +1002,8 @@ enum Job {
     Checkpoint(String, u64, Reply<()>),
     SaveDeadLetter(Box<DeadLetter>, Reply<()>),
     DeleteDeadLetter(String, Uuid, Reply<bool>),
+    SaveRequest(HandlerRequest, Reply<()>),
+    DeleteRequest(String, Uuid, Reply<bool>),
     SaveSaga(String, String, Vec<u8>, Reply<()>),
     DeleteSaga(String, String, Reply<bool>),
     /// Stores a timeout, replacing the one with its id.
@@ -1439,6 +1450,32 @@ impl Writer {
                     Err(e) => Err((Job::DeleteDeadLetter(handler, event_id, reply), e)),
                 }
             }
+            Job::SaveRequest(request, reply) => {
+                match run!(
+                    "saving a handler request",
+                    "INSERT OR REPLACE INTO requests (id, handler, action, event_id, requested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        request.id.as_bytes().as_slice(),
+                        request.handler,
+                        request.action.as_str(),
+                        request.action.event_id().map(|id| id.as_bytes().to_vec()),
+                        time_to_nanos(request.requested_at)
+                    ]
+                ) {
+                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
+                    Err(err) => Err((Job::SaveRequest(request, reply), err)),
+                }
+            }
+            Job::DeleteRequest(handler, id, reply) => {
+                match run!(
+                    "deleting a handler request",
+                    "DELETE FROM requests WHERE handler = ?1 AND id = ?2",
+                    params![handler, id.as_bytes().as_slice()]
+                ) {
+                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
+                    Err(e) => Err((Job::DeleteRequest(handler, id, reply), e)),
+                }
+            }
             Job::SaveSaga(saga, instance, state, reply) => {
                 match run!(
                     "saving a saga state",
@@ -1686,10 +1723,12 @@ fn answer_error(job: Job, error: &StoreError) {
         Job::Snapshot(_, reply)
         | Job::Checkpoint(_, _, reply)
         | Job::SaveDeadLetter(_, reply)
+        | Job::SaveRequest(_, reply)
         | Job::SaveSaga(_, _, _, reply)
         | Job::ScheduleTimeout(_, reply)
         | Job::Flush(reply) => drop(reply.send(Err(again()))),
         Job::DeleteDeadLetter(_, _, reply)
+        | Job::DeleteRequest(_, _, reply)
         | Job::DeleteSaga(_, _, reply)
         | Job::DeleteTimeout(_, _, reply) => drop(reply.send(Err(again()))),
         Job::SweepCommands(_, _, reply) | Job::CancelTimeouts(_, _, reply) => {
@@ -2207,6 +2246,54 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        self.write(move |reply| Job::SaveRequest(request, reply))
+            .await
+    }
+
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        let handler = handler.to_owned();
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            query_requests(
+                conn,
+                &path,
+                "WHERE handler = ?1 ORDER BY id LIMIT ?2",
+                params![handler, crate::store::sqlite::limit(limit)],
+            )
+        })
+        .await
+    }
+
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        let handler = handler.to_owned();
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            Ok(query_requests(
+                conn,
+                &path,
+                "WHERE handler = ?1 AND id = ?2",
+                params![handler, id.as_bytes().as_slice()],
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError> {
+        let handler = handler.to_owned();
+        self.write(move |reply| Job::DeleteRequest(handler, id, reply))
+            .await
+    }
+
     async fn save_saga_state(
         &self,
         saga: &str,
@@ -2356,6 +2443,38 @@ fn decode_timeout(row: &rusqlite::Row<'_>, saga: &str) -> Result<Timeout, StoreE
         due_at: micros_to_time(due_at, location)?,
         payload: row.get(3).map_err(|e| corrupt("payload", &e))?,
     })
+}
+
+/// The requests `condition` selects; a row that does not decode is an integrity error.
+fn query_requests(
+    conn: &Connection,
+    path: &Path,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<HandlerRequest>, StoreError> {
+    let sql =
+        format!("SELECT id, handler, action, event_id, requested_at FROM requests {condition}");
+    let fail = |e: rusqlite::Error| backend("reading handler requests", path, e);
+    let mut stmt = conn.prepare_cached(&sql).map_err(fail)?;
+    let mut rows = stmt.query(params).map_err(fail)?;
+    let mut requests = Vec::new();
+    while let Some(row) = rows.next().map_err(fail)? {
+        let id: Vec<u8> = row.get(0).map_err(fail)?;
+        let handler: String = row.get(1).map_err(fail)?;
+        let action: String = row.get(2).map_err(fail)?;
+        let event_id: Option<Vec<u8>> = row.get(3).map_err(fail)?;
+        let requested_at: i64 = row.get(4).map_err(fail)?;
+        let id = Uuid::from_slice(&id).ok();
+        let event_id = event_id.map(|e| Uuid::from_slice(&e).ok());
+        requests.push(decode_request(
+            id,
+            handler,
+            &action,
+            event_id,
+            nanos_to_time(requested_at),
+        )?);
+    }
+    Ok(requests)
 }
 
 fn query_dead_letters(

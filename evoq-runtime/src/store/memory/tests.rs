@@ -369,6 +369,30 @@ impl EventStore for Broken {
         self.inner.delete_dead_letter(handler, event_id).await
     }
 
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        self.inner.save_request(request).await
+    }
+
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        self.inner.list_requests(handler, limit).await
+    }
+
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        self.inner.load_request(handler, id).await
+    }
+
+    async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_request(handler, id).await
+    }
+
     async fn save_saga_state(
         &self,
         saga: &str,
