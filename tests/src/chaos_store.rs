@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use evoq::store::memory::InMemoryStore;
 use evoq::store::{
-    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter, Lease,
-    NewCommand, Snapshot, Timeout,
+    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
+    HandlerRequest, Lease, NewCommand, Snapshot, Timeout,
 };
 use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use tokio::sync::watch;
@@ -56,6 +56,10 @@ pub enum Method {
     ListDeadLetters,
     LoadDeadLetter,
     DeleteDeadLetter,
+    SaveRequest,
+    ListRequests,
+    LoadRequest,
+    DeleteRequest,
     SaveSagaState,
     LoadSagaState,
     DeleteSagaState,
@@ -71,7 +75,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the trait's order.
-    pub const ALL: [Method; 26] = [
+    pub const ALL: [Method; 30] = [
         Method::Append,
         Method::AppendCommand,
         Method::FindCommand,
@@ -87,6 +91,10 @@ impl Method {
         Method::ListDeadLetters,
         Method::LoadDeadLetter,
         Method::DeleteDeadLetter,
+        Method::SaveRequest,
+        Method::ListRequests,
+        Method::LoadRequest,
+        Method::DeleteRequest,
         Method::SaveSagaState,
         Method::LoadSagaState,
         Method::DeleteSagaState,
@@ -118,6 +126,10 @@ impl Method {
             Method::ListDeadLetters => "list_dead_letters",
             Method::LoadDeadLetter => "load_dead_letter",
             Method::DeleteDeadLetter => "delete_dead_letter",
+            Method::SaveRequest => "save_request",
+            Method::ListRequests => "list_requests",
+            Method::LoadRequest => "load_request",
+            Method::DeleteRequest => "delete_request",
             Method::SaveSagaState => "save_saga_state",
             Method::LoadSagaState => "load_saga_state",
             Method::DeleteSagaState => "delete_saga_state",
@@ -931,6 +943,42 @@ impl EventStore for ChaosStore {
             self,
             Method::DeleteDeadLetter,
             self.inner.delete_dead_letter(handler, event_id)
+        )
+    }
+
+    async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        chaos!(self, Method::SaveRequest, self.inner.save_request(request))
+    }
+
+    async fn list_requests(
+        &self,
+        handler: &str,
+        limit: usize,
+    ) -> Result<Vec<HandlerRequest>, StoreError> {
+        chaos!(
+            self,
+            Method::ListRequests,
+            self.inner.list_requests(handler, limit)
+        )
+    }
+
+    async fn load_request(
+        &self,
+        handler: &str,
+        id: uuid::Uuid,
+    ) -> Result<Option<HandlerRequest>, StoreError> {
+        chaos!(
+            self,
+            Method::LoadRequest,
+            self.inner.load_request(handler, id)
+        )
+    }
+
+    async fn delete_request(&self, handler: &str, id: uuid::Uuid) -> Result<bool, StoreError> {
+        chaos!(
+            self,
+            Method::DeleteRequest,
+            self.inner.delete_request(handler, id)
         )
     }
 

@@ -16,8 +16,8 @@ use crate::host::memory_monitor::{MemoryMonitor, MemoryProbe, SystemMemory};
 use crate::host::registry::Env;
 use crate::projection::{self, Projection};
 use crate::saga::{self, Saga, SagaOptions};
-use crate::store::EventStore;
 use crate::store::memory::InMemoryStore;
+use crate::store::{EventStore, GuardedStore};
 
 /// A consumer to start, given the runtime's dispatcher (sagas dispatch through it).
 type PendingConsumer = Box<dyn FnOnce(std::sync::Weak<Dispatcher>) -> Registration + Send>;
@@ -252,7 +252,11 @@ impl EvoqBuilder {
     /// Validates the configuration, loads the handlers' checkpoints and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
-        let store = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
+        // Everything the runtime does with the store goes through one guard: a panicking
+        // backend fails the one call (a store error, which each caller retries or reports),
+        // never a task of the runtime nor a caller's task.
+        let store =
+            GuardedStore::wrap(self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())));
         let probe = self
             .memory_probe
             .unwrap_or_else(|| Arc::new(SystemMemory::new()));

@@ -14,7 +14,7 @@ use super::state::{DeliveryCounters, HandlerState, Progress};
 use super::task::Task;
 use crate::error::Error;
 use crate::event::upcast::{Upcaster, renamed_from};
-use crate::store::{EventStore, GuardedStore};
+use crate::store::EventStore;
 
 /// A consumer given to the builder, not started yet.
 pub(crate) struct Registration {
@@ -225,8 +225,6 @@ impl Subscribers {
             });
         }
 
-        // The tasks read and write through a store whose panics are errors, which they retry.
-        let guarded = GuardedStore::wrap(Arc::clone(&store));
         let (shutdown, _) = watch::channel(false);
         let mut handlers = Vec::with_capacity(registrations.len());
         let mut tasks = Vec::with_capacity(registrations.len());
@@ -251,7 +249,7 @@ impl Subscribers {
             });
             let task = Task::new(
                 Arc::clone(&state),
-                Arc::clone(&guarded),
+                Arc::clone(&store),
                 options,
                 defaults,
                 start_after,

@@ -1084,8 +1084,12 @@ impl Task {
     async fn dead_letter(&mut self, event: &EventMeta, given_up: GivenUp<'_>) -> bool {
         self.announce();
         let mut failures = 0u32;
+        // The entry, merged with the one an earlier run left, is built once: a save that
+        // stored it but failed to say so must not have its attempts counted again.
+        let mut merged = None;
         loop {
-            let stored = CatchPanic::new(self.store_dead_letter(event, &given_up)).await;
+            let stored =
+                CatchPanic::new(self.store_dead_letter(event, &given_up, &mut merged)).await;
             let error = match stored {
                 Ok(Ok(entry)) => {
                     if failures > 0 {
@@ -1132,7 +1136,12 @@ impl Task {
         &self,
         event: &EventMeta,
         given_up: &GivenUp<'_>,
+        merged: &mut Option<DeadLetter>,
     ) -> Result<DeadLetter, StoreError> {
+        if let Some(entry) = merged {
+            self.store.save_dead_letter(entry.clone()).await?;
+            return Ok(entry.clone());
+        }
         let name = &*self.state.name;
         let earlier = self.store.load_dead_letter(name, event.event_id()).await?;
         let attempts = given_up.attempts;
@@ -1155,6 +1164,7 @@ impl Task {
                 .map_or(first_failed_at, |e| e.first_failed_at.min(first_failed_at)),
             last_failed_at: given_up.last_failed_at,
         };
+        *merged = Some(entry.clone());
         self.store.save_dead_letter(entry.clone()).await?;
         Ok(entry)
     }

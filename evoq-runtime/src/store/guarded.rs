@@ -1,6 +1,7 @@
-//! An event store whose panics are errors: what the runtime's own tasks (handlers, projections,
-//! sagas, timers) read and write through, so that a panicking backend fails one call, which the
-//! task retries like any failure of the store, instead of ending the task.
+//! An event store whose panics are errors: what the runtime reads and writes through (the
+//! builder wraps the store it is given), so that a panicking backend fails one call, which its
+//! caller retries or reports like any failure of the store, instead of ending a task of the
+//! runtime (handlers, projections, sagas, timers, sweepers) or unwinding into a caller's task.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
