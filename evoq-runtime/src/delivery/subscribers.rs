@@ -11,7 +11,7 @@ use super::consistency::Consistency;
 use super::consumer::Consumer;
 use super::policy::{self, HandlerConfig, HandlerOptions, StartFrom};
 use super::state::{DeliveryCounters, HandlerState, Progress};
-use super::task::Task;
+use super::task::{StartAt, Task};
 use crate::error::Error;
 use crate::event::upcast::{Upcaster, renamed_from};
 use crate::store::EventStore;
@@ -252,8 +252,10 @@ impl Subscribers {
                 Arc::clone(&store),
                 options,
                 defaults,
-                start_after,
-                head_at_start,
+                StartAt {
+                    after: start_after,
+                    head: head_at_start,
+                },
                 requests,
                 shutdown.subscribe(),
             );

@@ -71,6 +71,12 @@ pub(crate) struct Task {
     confirmed_at: Instant,
 }
 
+/// Where a task starts: after this position, and the store's head when the runtime started.
+pub(crate) struct StartAt {
+    pub(crate) after: u64,
+    pub(crate) head: u64,
+}
+
 /// How [`Task::serve`] ended.
 enum Served {
     /// The runtime stopped, or the handler did.
@@ -120,11 +126,14 @@ impl Task {
         store: Arc<dyn EventStore>,
         options: Resolved,
         defaults: &HandlerConfig,
-        start_after: u64,
-        head_at_start: u64,
+        start: StartAt,
         requests: mpsc::Receiver<Control>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let StartAt {
+            after: start_after,
+            head: head_at_start,
+        } = start;
         Task {
             head_at_start,
             state,
