@@ -49,6 +49,7 @@ pub use self::command_log::{CommandLookup, CommandRecord, NewCommand};
 pub use self::dead_letter::DeadLetter;
 pub use self::error::StoreError;
 pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
+pub use self::event_store::{EventCounts, StreamInfo};
 pub use self::expected_version::ExpectedVersion;
 pub use self::lease::Lease;
 pub use self::subscription::Subscription;
