@@ -395,8 +395,30 @@ async fn reads_work_while_the_application_runs_and_follow_prints_what_it_commits
     );
     assert!(tail_seen[0].ends_with("{\"account\":\"acc-1\",\"amount\":7}"));
 
-    follow.kill().await.unwrap();
-    tail.kill().await.unwrap();
+    // A reader that goes away (`evoq events --follow | head -3`) ends the follower quietly at
+    // its next line; Ctrl-C ends `tail` quietly.
+    drop(followed);
+    app.dispatch(Deposit {
+        account: "acc-1".into(),
+        amount: 8,
+    })
+    .await
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), follow.wait())
+        .await
+        .expect("the follower ends once its reader is gone")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "a closed pipe is no error");
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &tail.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), tail.wait())
+        .await
+        .expect("Ctrl-C ends `tail`")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C is no error");
     app.stop().await;
     store.close().await.unwrap();
 }
