@@ -504,6 +504,10 @@ impl SqliteStore {
     /// it from the file, and the [`head`](EventStore::head) watch follows it with a poll every
     /// 200 ms, so a reader sees the events the application commits.
     ///
+    /// The database file is never written. On a file that no process has open, SQLite's
+    /// read-only connections leave an empty `-wal` file and a `-shm` file beside it, as any
+    /// reader of a WAL database does; the application's next open and close remove them.
+    ///
     /// Refused: a file that does not exist, is empty, or is not an evoq store
     /// ([`StoreError::NotAnEventStore`]), one of a newer evoq ([`StoreError::SchemaTooNew`]).
     pub async fn open_for_inspection(path: impl AsRef<Path>) -> Result<Self, StoreError> {
