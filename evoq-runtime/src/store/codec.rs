@@ -85,6 +85,21 @@ pub(crate) fn shared_stream_id(id: &str, last: &mut Option<Arc<str>>) -> Arc<str
     }
 }
 
+/// The least string above every string that starts with `prefix` (byte order, which is the
+/// order of code points): the exclusive upper bound of a prefix search; `None` when there is
+/// none (an empty prefix, or one of only `char::MAX`).
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// Metadata as stored (JSON).
 pub(crate) fn encode_metadata(metadata: &Metadata) -> Vec<u8> {
     // Serializing a struct of ids and string maps cannot fail.
@@ -238,6 +253,15 @@ pub(crate) fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_its_last_character_moved_up() {
+        assert_eq!(prefix_end("Account-"), Some("Account.".to_owned()));
+        assert_eq!(prefix_end("a\u{d7ff}"), Some("a\u{e000}".to_owned()));
+        assert_eq!(prefix_end("a\u{10ffff}"), Some("b".to_owned()));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("\u{10ffff}"), None);
+    }
 
     #[test]
     fn urls_are_redacted() {

@@ -46,6 +46,7 @@ use crate::store::{
     EventStore, ExpectedVersion, FailureKind, HandlerRequest, NewCommand, RequestedAction,
     Snapshot, StoreError, Subscription, Timeout,
 };
+use crate::store::{EventCounts, StreamInfo};
 
 /// How long one property may run before it fails as hung.
 pub const PROPERTY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -152,6 +153,11 @@ macro_rules! store_conformance_tests {
             snapshots_save_load_and_replace,
             snapshots_are_isolated_per_stream,
             checkpoints_save_load_and_overwrite,
+            checkpoints_are_listed_by_name,
+            streams_are_listed_by_id_with_their_last_event,
+            snapshots_are_listed_by_stream,
+            events_are_counted_by_type_and_stream,
+            dead_letters_are_counted_per_handler,
             dead_letters_save_load_list_and_delete,
             handler_requests_save_list_load_and_delete,
             event_data_and_metadata_round_trip_byte_exact,
@@ -2055,6 +2061,283 @@ pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStor
         [ids[1], ids[2]]
     );
     assert_eq!(head_of(store), h0, "requests append no event");
+}
+
+/// `list_checkpoints` lists every saved checkpoint once, with its latest position, sorted by
+/// name in byte order (not a locale's order); an empty store has none.
+pub async fn checkpoints_are_listed_by_name(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    assert_eq!(
+        ok(store.list_checkpoints().await, "list_checkpoints"),
+        Vec::<(String, u64)>::new(),
+        "a fresh store has no checkpoints"
+    );
+    for (name, position) in [("b", 2), ("a", 1), ("B", 3), ("ä", 4), ("a", 7), ("a b", 0)] {
+        ok(
+            store.save_checkpoint(name, position).await,
+            "save_checkpoint",
+        );
+    }
+    let listed = ok(store.list_checkpoints().await, "list_checkpoints");
+    let expected: Vec<(String, u64)> = [("B", 3), ("a", 7), ("a b", 0), ("b", 2), ("ä", 4)]
+        .into_iter()
+        .map(|(name, position)| (name.to_owned(), position))
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "list_checkpoints must give each name once, with its last saved position, sorted by name \
+         in byte order"
+    );
+}
+
+/// `list_streams` lists the streams holding events, sorted by id in byte order, each with its
+/// version, its last event's position and commit time; it filters by a prefix of the id and
+/// pages after an id, within the limit.
+pub async fn streams_are_listed_by_id_with_their_last_event(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let list = |prefix: &'static str, after: Option<&'static str>, limit: usize| async move {
+        ok(
+            store.list_streams(prefix, after, limit).await,
+            &format!("list_streams(prefix `{prefix}`, after {after:?}, limit {limit})"),
+        )
+    };
+    let ids = |streams: &[StreamInfo]| -> Vec<String> {
+        streams.iter().map(|s| s.stream_id.clone()).collect()
+    };
+    assert!(
+        list("", None, 10).await.is_empty(),
+        "a fresh store has no streams"
+    );
+    // Byte order: upper case before lower case, `a-10` before `a-2`, `ä` after `b`.
+    let appends: [(&str, u64); 7] = [
+        ("b-1", 1),
+        ("a-2", 2),
+        ("ä-1", 1),
+        ("a-10", 3),
+        ("A-1", 1),
+        ("a-2", 1),
+        ("a-", 1),
+    ];
+    for (stream, count) in appends {
+        ok(
+            store
+                .append(stream, ExpectedVersion::Any, batch("Listed", 0, count))
+                .await,
+            "append",
+        );
+    }
+    // A snapshot alone makes no stream.
+    ok(
+        store
+            .save_snapshot(Snapshot {
+                stream_id: "a-3".into(),
+                version: 1,
+                data: b"{}".to_vec(),
+                taken_at: SystemTime::now(),
+            })
+            .await,
+        "save_snapshot",
+    );
+    let all = list("", None, usize::MAX).await;
+    assert_eq!(
+        ids(&all),
+        ["A-1", "a-", "a-10", "a-2", "b-1", "ä-1"],
+        "list_streams must list every stream holding events once, sorted by id in byte order"
+    );
+    for info in &all {
+        let last = whole_stream(store, &info.stream_id)
+            .await
+            .pop()
+            .expect("a listed stream has events");
+        assert_eq!(
+            (info.version, info.last_position, info.last_recorded_at),
+            (last.stream_version, last.global_position, last.recorded_at),
+            "list_streams must give stream `{}` the version, position and commit time of its \
+             last event",
+            info.stream_id
+        );
+    }
+    assert_eq!(
+        ids(&list("a-", None, 10).await),
+        ["a-", "a-10", "a-2"],
+        "a prefix keeps the ids starting with it (the prefix itself included)"
+    );
+    assert_eq!(ids(&list("a-1", None, 10).await), ["a-10"]);
+    assert_eq!(ids(&list("ä", None, 10).await), ["ä-1"]);
+    assert!(
+        list("c", None, 10).await.is_empty(),
+        "no id starts with `c`"
+    );
+    assert!(
+        list("a-%", None, 10).await.is_empty(),
+        "a prefix is text, not a pattern"
+    );
+    assert_eq!(
+        ids(&list("", None, 2).await),
+        ["A-1", "a-"],
+        "the limit keeps the first ids"
+    );
+    assert_eq!(
+        ids(&list("", Some("a-"), 2).await),
+        ["a-10", "a-2"],
+        "a page starts after the given id"
+    );
+    assert_eq!(
+        ids(&list("a-", Some("a-10"), 10).await),
+        ["a-2"],
+        "paging and a prefix combine"
+    );
+    assert_eq!(
+        ids(&list("", Some("a-0"), 1).await),
+        ["a-10"],
+        "`after` need not be a stream's id"
+    );
+    assert!(list("", Some("ä-1"), 10).await.is_empty());
+    assert!(list("", None, 0).await.is_empty(), "limit 0 lists nothing");
+}
+
+/// `list_snapshots` lists each stream's latest snapshot as (stream, version), sorted by
+/// stream id in byte order, paged after an id, within the limit.
+pub async fn snapshots_are_listed_by_stream(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    assert!(
+        ok(store.list_snapshots(None, 10).await, "list_snapshots").is_empty(),
+        "a fresh store has no snapshots"
+    );
+    for (stream, version) in [("b-1", 4), ("a-1", 2), ("B-1", 9), ("a-1", 3)] {
+        ok(
+            store
+                .save_snapshot(Snapshot {
+                    stream_id: stream.into(),
+                    version,
+                    data: vec![1, 2, 3],
+                    taken_at: SystemTime::now(),
+                })
+                .await,
+            "save_snapshot",
+        );
+    }
+    let owned = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(s, v)| ((*s).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        ok(
+            store.list_snapshots(None, usize::MAX).await,
+            "list_snapshots"
+        ),
+        owned(&[("B-1", 9), ("a-1", 3), ("b-1", 4)]),
+        "list_snapshots must give each stream's latest snapshot once, sorted by stream id in \
+         byte order"
+    );
+    assert_eq!(
+        ok(store.list_snapshots(Some("B-1"), 1).await, "list_snapshots"),
+        owned(&[("a-1", 3)]),
+        "a page starts after the given id, within the limit"
+    );
+    assert!(ok(store.list_snapshots(None, 0).await, "list_snapshots").is_empty());
+}
+
+/// `count_events` counts every event, the streams holding events and the events of each type
+/// (sorted by type name in byte order), and agrees with the head of a quiet store.
+pub async fn events_are_counted_by_type_and_stream(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    assert_eq!(
+        ok(store.count_events().await, "count_events"),
+        EventCounts::default(),
+        "a fresh store has no events"
+    );
+    for (stream, event_type, count) in [
+        ("a-1", "Opened", 1),
+        ("a-1", "deposited", 3),
+        ("a-2", "Opened", 1),
+        ("b-1", "Closed", 2),
+    ] {
+        ok(
+            store
+                .append(stream, ExpectedVersion::Any, batch(event_type, 0, count))
+                .await,
+            "append",
+        );
+    }
+    let counts = ok(store.count_events().await, "count_events");
+    assert_eq!(
+        counts,
+        EventCounts {
+            events: 7,
+            streams: 3,
+            by_type: vec![
+                ("Closed".into(), 2),
+                ("Opened".into(), 2),
+                ("deposited".into(), 3)
+            ],
+        },
+        "count_events must count the events, the streams and each type (sorted by name in byte \
+         order)"
+    );
+    assert_eq!(counts.events, head_of(store));
+}
+
+/// `count_dead_letters` gives each handler that has dead letters with how many, sorted by
+/// name in byte order: a replaced entry counts once, a deleted one no more, and a handler
+/// whose last entry is deleted is not listed.
+pub async fn dead_letters_are_counted_per_handler(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Counted", "1");
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("Failing", 0, 3))
+            .await,
+        "append",
+    );
+    let stored = whole_stream(store, &s).await;
+    let letter = |handler: &str, index: usize| DeadLetter {
+        handler: handler.to_owned(),
+        event: Arc::clone(&stored[index]),
+        error: "failed".into(),
+        kind: FailureKind::HandlerError,
+        reason: "gave up".into(),
+        raw_row: None,
+        attempts: 1,
+        first_failed_at: SystemTime::now(),
+        last_failed_at: SystemTime::now(),
+    };
+    let counts = || async { ok(store.count_dead_letters().await, "count_dead_letters") };
+    assert!(
+        counts().await.is_empty(),
+        "a fresh store has no dead letters"
+    );
+    for (handler, index) in [
+        ("notifier", 0),
+        ("notifier", 1),
+        ("Audit", 2),
+        ("notifier", 0),
+    ] {
+        ok(
+            store.save_dead_letter(letter(handler, index)).await,
+            "save_dead_letter",
+        );
+    }
+    assert_eq!(
+        counts().await,
+        [("Audit".to_owned(), 1), ("notifier".to_owned(), 2)],
+        "count_dead_letters must count each handler's entries once (a save for the same event \
+         replaces), sorted by name in byte order"
+    );
+    ok(
+        store.delete_dead_letter("Audit", stored[2].event_id).await,
+        "delete_dead_letter",
+    );
+    ok(
+        store
+            .delete_dead_letter("notifier", stored[1].event_id)
+            .await,
+        "delete_dead_letter",
+    );
+    assert_eq!(
+        counts().await,
+        [("notifier".to_owned(), 1)],
+        "a deleted entry is no longer counted, and a handler without entries is not listed"
+    );
 }
 
 /// Dead letters: a saved entry loads back with its event byte-exact; a second save for the same

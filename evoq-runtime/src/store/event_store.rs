@@ -94,6 +94,45 @@ pub struct Snapshot {
     pub taken_at: SystemTime,
 }
 
+/// One stream, as [`EventStore::list_streams`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream's id.
+    pub stream_id: String,
+    /// Its version: the version of its last event.
+    pub version: u64,
+    /// The global position of its last event.
+    pub last_position: u64,
+    /// When its last event was committed.
+    pub last_recorded_at: SystemTime,
+}
+
+/// How many events a store holds, in how many streams, of which types, as
+/// [`EventStore::count_events`] counts them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Every stored event.
+    pub events: u64,
+    /// The streams holding at least one event.
+    pub streams: u64,
+    /// The events of each type, by type name (byte order).
+    pub by_type: Vec<(String, u64)>,
+}
+
+/// The error of an inspection call that a backend does not implement (the default of
+/// [`EventStore::list_streams`] and the calls after it).
+fn not_implemented(call: &str) -> StoreError {
+    StoreError::Refused {
+        backend: "store",
+        location: "this event store".to_owned(),
+        code: None,
+        reason: format!(
+            "`{call}`: the backend does not implement this inspection call (the in-memory, SQLite and PostgreSQL stores do)"
+        ),
+        source: None,
+    }
+}
+
 /// The event store contract. See the [module docs](crate::store) for the guarantees.
 ///
 /// Backends implement it with [`async_trait`](https://docs.rs/async-trait), re-exported by the
@@ -203,6 +242,56 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The saved position of a named subscriber, if it ever saved one.
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Every saved checkpoint: each named subscriber's position, sorted by name (byte order).
+    /// For operators' tools: the runtime never calls it. The default fails with
+    /// [`StoreError::Refused`] (a backend that does not implement it); every backend of evoq
+    /// does.
+    async fn list_checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Err(not_implemented("list_checkpoints"))
+    }
+
+    /// At most `limit` streams holding at least one event whose id starts with `prefix` (`""`:
+    /// every stream), sorted by id (byte order), starting after `after` (`None`: from the
+    /// first). Page with the last id of a page. Any `limit` is valid, `usize::MAX` included.
+    /// For operators' tools (it may scan the events); the default fails as
+    /// [`list_checkpoints`](Self::list_checkpoints)' does.
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        let _ = (prefix, after, limit);
+        Err(not_implemented("list_streams"))
+    }
+
+    /// At most `limit` snapshots as `(stream id, version)`, sorted by stream id (byte order),
+    /// starting after `after` (`None`: from the first). Page with the last id of a page. Any
+    /// `limit` is valid, `usize::MAX` included. For operators' tools; the default fails as
+    /// [`list_checkpoints`](Self::list_checkpoints)' does.
+    async fn list_snapshots(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let _ = (after, limit);
+        Err(not_implemented("list_snapshots"))
+    }
+
+    /// How many events the store holds, in how many streams, of which types. For operators'
+    /// tools (it scans the events); the default fails as
+    /// [`list_checkpoints`](Self::list_checkpoints)' does.
+    async fn count_events(&self) -> Result<EventCounts, StoreError> {
+        Err(not_implemented("count_events"))
+    }
+
+    /// Every handler that has dead letters, with how many, sorted by handler name (byte
+    /// order). For operators' tools; the default fails as
+    /// [`list_checkpoints`](Self::list_checkpoints)' does.
+    async fn count_dead_letters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Err(not_implemented("count_dead_letters"))
+    }
 
     /// Saves a dead letter, replacing the entry of the same handler for the same event
     /// (`entry.event.event_id`), if any. Appends no event.

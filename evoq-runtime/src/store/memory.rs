@@ -29,6 +29,7 @@ use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
     EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, StoreError, Timeout,
 };
+use crate::store::{EventCounts, StreamInfo};
 
 /// Positions `read_all` scans under one hold of the read lock before it
 /// releases the lock and takes it again, so a long filtered scan never blocks appenders for
@@ -583,6 +584,94 @@ impl EventStore for InMemoryStore {
             .checkpoints
             .get(name)
             .map(|position| *position.value()))
+    }
+
+    async fn list_checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut all: Vec<(String, u64)> = self
+            .shared
+            .checkpoints
+            .iter()
+            .map(|entry| (entry.key().clone(), *entry.value()))
+            .collect();
+        all.sort_unstable();
+        Ok(all)
+    }
+
+    /// Sorts the matching ids of the page's range: O(streams) per page, for a store that lives
+    /// in a test or a benchmark.
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        let state = self.read_state();
+        let mut ids: Vec<&Arc<str>> = state
+            .streams
+            .keys()
+            .filter(|id| id.starts_with(prefix) && after.is_none_or(|after| &***id > after))
+            .collect();
+        if ids.len() > limit {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| {
+                let last = state.log.get(*state.streams.get(id)?.last()?);
+                Some(StreamInfo {
+                    stream_id: id.to_string(),
+                    version: last.stream_version,
+                    last_position: last.global_position,
+                    last_recorded_at: last.recorded_at,
+                })
+            })
+            .collect())
+    }
+
+    async fn list_snapshots(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut all: Vec<(String, u64)> = self
+            .shared
+            .snapshots
+            .iter()
+            .filter(|entry| after.is_none_or(|after| entry.key().as_str() > after))
+            .map(|entry| (entry.key().clone(), entry.value().version))
+            .collect();
+        all.sort_unstable();
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn count_events(&self) -> Result<EventCounts, StoreError> {
+        let state = self.read_state();
+        let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
+        for event in state.log.iter_from(0) {
+            *by_type.entry(&event.event_type).or_default() += 1;
+        }
+        Ok(EventCounts {
+            events: state.log.len(),
+            streams: state.streams.len() as u64,
+            by_type: by_type
+                .into_iter()
+                .map(|(name, count)| (name.to_owned(), count))
+                .collect(),
+        })
+    }
+
+    async fn count_dead_letters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut all: Vec<(String, u64)> = self
+            .dead_letters()
+            .iter()
+            .filter(|(_, letters)| !letters.positions.is_empty())
+            .map(|(handler, letters)| (handler.clone(), letters.positions.len() as u64))
+            .collect();
+        all.sort_unstable();
+        Ok(all)
     }
 
     async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {

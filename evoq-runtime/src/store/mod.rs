@@ -52,6 +52,7 @@ pub use self::command_log::{CommandLookup, CommandRecord, NewCommand};
 pub use self::dead_letter::{DeadLetter, FailureKind};
 pub use self::error::StoreError;
 pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
+pub use self::event_store::{EventCounts, StreamInfo};
 pub use self::expected_version::ExpectedVersion;
 pub(crate) use self::guarded::GuardedStore;
 pub use self::lease::Lease;

@@ -84,6 +84,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::codec::prefix_end;
 use crate::store::codec::{
     all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, decode_request,
     encode_metadata, encode_raw_row, from_db, micros_to_time, nanos_to_time, redact_url,
@@ -94,6 +95,7 @@ use crate::store::{
     EventStore, ExpectedVersion, HandlerRequest, Lease, NewCommand, Snapshot, StoreError,
     StoredRow, Timeout, UndecodableRow,
 };
+use crate::store::{EventCounts, StreamInfo};
 
 const BACKEND: &str = "postgres";
 
@@ -128,6 +130,7 @@ pub struct PostgresOptions {
     poll_interval: Duration,
     retries: u32,
     connect_timeout: Duration,
+    migrate: bool,
 }
 
 impl Default for PostgresOptions {
@@ -139,6 +142,7 @@ impl Default for PostgresOptions {
             poll_interval: Duration::from_secs(1),
             retries: 5,
             connect_timeout: Duration::from_secs(10),
+            migrate: true,
         }
     }
 }
@@ -186,6 +190,16 @@ impl PostgresOptions {
     /// too.
     pub fn connect_timeout(mut self, deadline: Duration) -> Self {
         self.connect_timeout = deadline.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether connecting creates the schema and its tables when they are missing and brings
+    /// an older schema up to date (default `true`). With `false` (operators' tools, such as
+    /// the `evoq` inspector), connecting changes nothing: a schema that does not hold an evoq
+    /// store is refused with [`StoreError::NotAnEventStore`], and an older one is used as it
+    /// is (what it lacks fails when used).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
         self
     }
 }
@@ -696,7 +710,7 @@ impl PostgresStore {
     }
 
     /// The database's URL without its password, for messages.
-    pub(crate) fn location(&self) -> &str {
+    pub fn location(&self) -> &str {
         &self.inner.location
     }
 
@@ -816,8 +830,59 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// Checks that the schema holds an evoq store this build can read, changing nothing (see
+/// [`PostgresOptions::migrate`]); returns the head.
+async fn check_existing(inner: &Inner) -> Result<u64, StoreError> {
+    let s = &inner.schema;
+    let what = format!("checking schema `{}`", inner.options.schema);
+    retrying!(inner, what, |client| async {
+        let fail = |e| Failure::sql(&what, &inner.location, e);
+        let tables: Option<String> = client
+            .query_one(
+                "SELECT to_regclass($1)::TEXT",
+                &[&format!("{s}.evoq_schema")],
+            )
+            .await
+            .map_err(fail)?
+            .get(0);
+        if tables.is_none() {
+            return Err(Failure::Fatal(StoreError::NotAnEventStore {
+                backend: BACKEND,
+                location: format!("{} (schema `{}`)", inner.location, inner.options.schema),
+                found: "the schema does not exist or holds no `evoq_schema` table".to_owned(),
+            }));
+        }
+        let found: Option<i64> = client
+            .query_one(&format!("SELECT MAX(version) FROM {s}.evoq_schema"), &[])
+            .await
+            .map_err(fail)?
+            .get(0);
+        let found = found.unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(Failure::Fatal(StoreError::SchemaTooNew {
+                backend: BACKEND,
+                location: format!("{} (schema `{}`)", inner.location, inner.options.schema),
+                found,
+                supported: SCHEMA_VERSION,
+            }));
+        }
+        let head: i64 = client
+            .query_one(
+                &format!("SELECT position FROM {s}.evoq_head WHERE id = 1"),
+                &[],
+            )
+            .await
+            .map_err(fail)?
+            .get(0);
+        Ok(from_db(head, || "evoq_head".to_owned(), "the head")?)
+    })
+}
+
 /// Creates or migrates the schema; returns the head.
 async fn migrate(inner: &Inner) -> Result<u64, StoreError> {
+    if !inner.options.migrate {
+        return check_existing(inner).await;
+    }
     let s = &inner.schema;
     let lock_key = fnv1a(format!("evoq-migrate:{}", inner.options.schema).as_bytes()) as i64;
     let v1 = format!(
@@ -2094,6 +2159,131 @@ impl EventStore for PostgresStore {
                 )
             })
             .transpose()
+    }
+
+    async fn list_checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let sql = format!(
+            "SELECT name, position FROM {}.checkpoints ORDER BY name COLLATE \"C\"",
+            self.inner.schema
+        );
+        let rows = query!(self, "listing checkpoints", sql, &[])?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.get(0);
+                let position = from_db(
+                    row.get(1),
+                    || format!("checkpoint `{name}`"),
+                    "the position",
+                )?;
+                Ok((name, position))
+            })
+            .collect()
+    }
+
+    /// Sorts by id in byte order (`COLLATE "C"`), which the index of `(stream_id, version)`
+    /// (in the database's collation) does not give: each page scans the events of the
+    /// prefix.
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let end = prefix_end(prefix);
+        let sql = format!(
+            "SELECT DISTINCT ON (stream_id COLLATE \"C\") stream_id, version, position, recorded_at \
+             FROM {}.events WHERE stream_id COLLATE \"C\" >= $1 \
+             AND ($2::TEXT IS NULL OR stream_id COLLATE \"C\" < $2) \
+             AND ($3::TEXT IS NULL OR stream_id COLLATE \"C\" > $3) \
+             ORDER BY stream_id COLLATE \"C\", version DESC LIMIT $4",
+            self.inner.schema
+        );
+        let rows = query!(
+            self,
+            "listing streams",
+            sql,
+            &[&prefix, &end, &after, &limit(max)]
+        )?;
+        rows.iter()
+            .map(|row| {
+                let stream_id: String = row.get(0);
+                let location = || format!("stream `{stream_id}`");
+                Ok(StreamInfo {
+                    version: from_db(row.get(1), location, "the version")?,
+                    last_position: from_db(row.get(2), location, "the position")?,
+                    last_recorded_at: nanos_to_time(row.get(3)),
+                    stream_id,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_snapshots(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT stream_id, version FROM {}.snapshots \
+             WHERE ($1::TEXT IS NULL OR stream_id COLLATE \"C\" > $1) \
+             ORDER BY stream_id COLLATE \"C\" LIMIT $2",
+            self.inner.schema
+        );
+        let rows = query!(self, "listing snapshots", sql, &[&after, &limit(max)])?;
+        rows.iter()
+            .map(|row| {
+                let stream: String = row.get(0);
+                let version = from_db(
+                    row.get(1),
+                    || format!("snapshot of `{stream}`"),
+                    "the version",
+                )?;
+                Ok((stream, version))
+            })
+            .collect()
+    }
+
+    /// One statement, so the counts are of one state of the database.
+    async fn count_events(&self) -> Result<EventCounts, StoreError> {
+        let s = &self.inner.schema;
+        let sql = format!(
+            "SELECT event_type, COUNT(*), (SELECT COUNT(DISTINCT stream_id) FROM {s}.events) \
+             FROM {s}.events GROUP BY event_type ORDER BY event_type COLLATE \"C\""
+        );
+        let rows = query!(self, "counting events", sql, &[])?;
+        let mut counts = EventCounts::default();
+        for row in &rows {
+            let count = from_db(row.get(1), || "events".into(), "a count")?;
+            counts.streams = from_db(row.get(2), || "events".into(), "a count")?;
+            counts.events += count;
+            counts.by_type.push((row.get(0), count));
+        }
+        Ok(counts)
+    }
+
+    async fn count_dead_letters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let sql = format!(
+            "SELECT handler, COUNT(*) FROM {}.dead_letters GROUP BY handler ORDER BY handler COLLATE \"C\"",
+            self.inner.schema
+        );
+        let rows = query!(self, "counting dead letters", sql, &[])?;
+        rows.iter()
+            .map(|row| {
+                let handler: String = row.get(0);
+                let count = from_db(
+                    row.get(1),
+                    || format!("dead letters of `{handler}`"),
+                    "a count",
+                )?;
+                Ok((handler, count))
+            })
+            .collect()
     }
 
     async fn save_dead_letter(&self, entry: DeadLetter) -> Result<(), StoreError> {

@@ -88,6 +88,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
+use crate::store::codec::prefix_end;
 use crate::store::codec::{
     all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, decode_request,
     encode_metadata, encode_raw_row, from_db, micros_to_time, nanos_to_time, shared_stream_id,
@@ -98,11 +99,15 @@ use crate::store::{
     EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, StoreError, StoredRow,
     Timeout, UndecodableRow,
 };
+use crate::store::{EventCounts, StreamInfo};
 
 const BACKEND: &str = "sqlite";
 
 /// The schema version this build writes.
 const SCHEMA_VERSION: i64 = 4;
+
+/// How often the head watch of a store opened for inspection reads the file's head.
+const INSPECTION_POLL: Duration = Duration::from_millis(200);
 
 /// The schema, version 1.
 const SCHEMA_V1: &str = "
@@ -348,6 +353,9 @@ struct Inner {
     /// The file's lock, released once the writer has closed its connection.
     lock: Mutex<Option<FileLock>>,
     head: watch::Sender<u64>,
+    /// Opened by [`SqliteStore::open_for_inspection`]: no writer, no lock, and the head is
+    /// the file's (another process may be writing it).
+    inspection: bool,
 }
 
 impl Inner {
@@ -506,6 +514,89 @@ impl SqliteStore {
             .map_err(|e| backend("opening the store", &at, e))?
     }
 
+    /// Opens the store in the existing file at `path` to read it, while the application that
+    /// owns it may be running: for operators' tools (the `evoq` inspector).
+    ///
+    /// Takes no lock and writes nothing: it reads through read-only connections (in WAL mode,
+    /// reads never wait for the application's writer, nor hold it up). Every write of the
+    /// handle fails; open the file with [`open`](Self::open) to write, which needs the
+    /// application stopped. The head is the file's: [`read_all`](EventStore::read_all) reads
+    /// it from the file, and the [`head`](EventStore::head) watch follows it with a poll every
+    /// 200 ms, so a reader sees the events the application commits.
+    ///
+    /// The database file is never written. On a file that no process has open, SQLite's
+    /// read-only connections leave an empty `-wal` file and a `-shm` file beside it, as any
+    /// reader of a WAL database does; the application's next open and close remove them.
+    ///
+    /// Refused: a file that does not exist, is empty, or is not an evoq store
+    /// ([`StoreError::NotAnEventStore`]), one of a newer evoq ([`StoreError::SchemaTooNew`]).
+    pub async fn open_for_inspection(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let connector = SqliteConnector {
+            path: path.as_ref().to_path_buf(),
+            options: SqliteOptions::default(),
+        };
+        let at = connector.path.clone();
+        let checked = connector.clone();
+        tokio::task::spawn_blocking(move || inspect_existing(&checked))
+            .await
+            .map_err(|e| backend("opening the store for inspection", &at, e))??;
+        let (head, _) = watch::channel(0);
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                connector,
+                writer: Mutex::new(None),
+                thread: Mutex::new(None),
+                readers: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+                lock: Mutex::new(None),
+                head,
+                inspection: true,
+            }),
+        };
+        store.readable_head().await?;
+        let weak = Arc::downgrade(&store.inner);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(INSPECTION_POLL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                // A failed poll is tried again at the next tick; reads report their errors.
+                let _ = SqliteStore { inner }.readable_head().await;
+            }
+        });
+        Ok(store)
+    }
+
+    /// The head reads may go up to: the one the writer published; for a store opened for
+    /// inspection, the file's, read now (and published to the head watch).
+    async fn readable_head(&self) -> Result<u64, StoreError> {
+        if !self.inner.inspection {
+            return Ok(*self.inner.head.borrow());
+        }
+        let path = self.path().to_path_buf();
+        let head = self
+            .read(move |conn| {
+                let head: i64 = conn
+                    .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM events")
+                    .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+                    .map_err(|e| backend("reading the head", &path, e))?;
+                from_db(head, || path.display().to_string(), "the head position")
+            })
+            .await?;
+        self.inner.head.send_if_modified(|published| {
+            let moved = head > *published;
+            if moved {
+                *published = head;
+            }
+            moved
+        });
+        Ok(head)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         self.inner.path()
@@ -560,6 +651,15 @@ impl SqliteStore {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
     ) -> Result<T, StoreError> {
+        if self.inner.inspection {
+            return Err(StoreError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "writing on `{}`: the store was opened for inspection, which writes nothing; open it with `SqliteStore::open` to write (the application must not be running)",
+                    self.path().display()
+                ),
+            });
+        }
         let (reply, answer) = oneshot::channel();
         let sent = match &*self
             .inner
@@ -674,6 +774,7 @@ fn open_store(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, Stor
         closed: AtomicBool::new(false),
         lock: Mutex::new(Some(lock)),
         head: head_tx,
+        inspection: false,
     });
     if let Ok(canonical) = std::fs::canonicalize(&path) {
         open.push((canonical, Arc::downgrade(&inner)));
@@ -776,6 +877,45 @@ fn inspect(connector: &SqliteConnector) -> Result<(), StoreError> {
     conn.busy_timeout(connector.options.busy_timeout)
         .map_err(|e| backend("setting the busy timeout", path, e))?;
     check_schema(&conn, path)
+}
+
+/// Looks at the file an inspection opens: it must exist and be an evoq store of this version or
+/// older. Reads only.
+fn inspect_existing(connector: &SqliteConnector) -> Result<(), StoreError> {
+    let path = connector.path();
+    let not_ours = |found: &str| StoreError::NotAnEventStore {
+        backend: BACKEND,
+        location: format!("`{}`", path.display()),
+        found: found.to_owned(),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Err(not_ours("it is a directory")),
+        Ok(meta) if meta.len() == 0 => return Err(not_ours("the file is empty")),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(not_ours("there is no such file"));
+        }
+        Err(e) => return Err(backend("opening the database to inspect it", path, e)),
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| backend("opening the database to inspect it", path, e))?;
+    conn.busy_timeout(connector.options.busy_timeout)
+        .map_err(|e| backend("setting the busy timeout", path, e))?;
+    check_schema(&conn, path)?;
+    let evoq: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'evoq_schema')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| backend("reading the schema", path, e))?;
+    if !evoq {
+        return Err(not_ours("the database holds no tables"));
+    }
+    Ok(())
 }
 
 /// Accepts an empty database or an evoq store of this version or older; refuses another
@@ -2090,7 +2230,7 @@ impl EventStore for SqliteStore {
         filter: &EventFilter,
     ) -> Result<AllPage, StoreError> {
         // Every position up to the published head is committed.
-        let head = *self.inner.head.borrow();
+        let head = self.readable_head().await?;
         if max_count == 0 || after >= head {
             return Ok(AllPage {
                 events: Vec::new(),
@@ -2190,6 +2330,154 @@ impl EventStore for SqliteStore {
             position
                 .map(|p| from_db(p, || format!("checkpoint `{name}`"), "the position"))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn list_checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("listing checkpoints", &path, e);
+            let mut stmt = conn
+                .prepare_cached("SELECT name, position FROM checkpoints ORDER BY name")
+                .map_err(fail)?;
+            let mut rows = stmt.query([]).map_err(fail)?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next().map_err(fail)? {
+                let name: String = row.get(0).map_err(fail)?;
+                let position = from_db(
+                    row.get(1).map_err(fail)?,
+                    || format!("checkpoint `{name}`"),
+                    "the position",
+                )?;
+                all.push((name, position));
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    /// Walks the index of `(stream_id, version)` from the page's first id.
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let (prefix, end) = (prefix.to_owned(), prefix_end(prefix));
+        let after = after.map(str::to_owned);
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("listing streams", &path, e);
+            // The other columns of a row with `MAX(version)` are that row's (SQLite's rule).
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT stream_id, MAX(version), position, recorded_at FROM events \
+                     WHERE stream_id >= ?1 AND (?2 IS NULL OR stream_id < ?2) \
+                     AND (?3 IS NULL OR stream_id > ?3) \
+                     GROUP BY stream_id ORDER BY stream_id LIMIT ?4",
+                )
+                .map_err(fail)?;
+            let mut rows = stmt
+                .query(params![prefix, end, after, limit(max)])
+                .map_err(fail)?;
+            let mut streams = Vec::new();
+            while let Some(row) = rows.next().map_err(fail)? {
+                let stream_id: String = row.get(0).map_err(fail)?;
+                let location = || format!("stream `{stream_id}`");
+                streams.push(StreamInfo {
+                    version: from_db(row.get(1).map_err(fail)?, location, "the version")?,
+                    last_position: from_db(row.get(2).map_err(fail)?, location, "the position")?,
+                    last_recorded_at: nanos_to_time(row.get(3).map_err(fail)?),
+                    stream_id,
+                });
+            }
+            Ok(streams)
+        })
+        .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let after = after.map(str::to_owned);
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("listing snapshots", &path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT stream_id, version FROM snapshots WHERE (?1 IS NULL OR stream_id > ?1) ORDER BY stream_id LIMIT ?2",
+                )
+                .map_err(fail)?;
+            let mut rows = stmt.query(params![after, limit(max)]).map_err(fail)?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next().map_err(fail)? {
+                let stream: String = row.get(0).map_err(fail)?;
+                let version = from_db(
+                    row.get(1).map_err(fail)?,
+                    || format!("snapshot of `{stream}`"),
+                    "the version",
+                )?;
+                all.push((stream, version));
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    /// One statement, so the counts are of one state of the file.
+    async fn count_events(&self) -> Result<EventCounts, StoreError> {
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("counting events", &path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT event_type, COUNT(*), (SELECT COUNT(DISTINCT stream_id) FROM events) \
+                     FROM events GROUP BY event_type ORDER BY event_type",
+                )
+                .map_err(fail)?;
+            let mut rows = stmt.query([]).map_err(fail)?;
+            let mut counts = EventCounts::default();
+            while let Some(row) = rows.next().map_err(fail)? {
+                let count = from_db(row.get(1).map_err(fail)?, || "events".into(), "a count")?;
+                counts.streams = from_db(row.get(2).map_err(fail)?, || "events".into(), "a count")?;
+                counts.events += count;
+                counts.by_type.push((row.get(0).map_err(fail)?, count));
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn count_dead_letters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("counting dead letters", &path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT handler, COUNT(*) FROM dead_letters GROUP BY handler ORDER BY handler",
+                )
+                .map_err(fail)?;
+            let mut rows = stmt.query([]).map_err(fail)?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next().map_err(fail)? {
+                let handler: String = row.get(0).map_err(fail)?;
+                let count = from_db(
+                    row.get(1).map_err(fail)?,
+                    || format!("dead letters of `{handler}`"),
+                    "a count",
+                )?;
+                all.push((handler, count));
+            }
+            Ok(all)
         })
         .await
     }

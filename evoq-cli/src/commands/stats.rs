@@ -1,0 +1,103 @@
+//! `stats`: what the store holds, counted.
+
+use evoq_runtime::Config;
+use serde_json::{Value, json};
+
+use crate::commands::Ctx;
+use crate::commands::checkpoints::checkpoint_table;
+use crate::error::{CliError, Doing};
+use crate::output::{fields, table};
+use crate::target::open_for_reading;
+
+/// `stats`.
+pub(crate) async fn stats(ctx: &mut Ctx) -> Result<(), CliError> {
+    let store_id = match &ctx.config {
+        Some(path) => Some(
+            Config::from_toml_file(path)
+                .map_err(|e| {
+                    CliError::Usage(format!(
+                        "the configuration `{}` does not load: {e}",
+                        path.display()
+                    ))
+                })?
+                .store_id,
+        ),
+        None => None,
+    };
+    let opened = open_for_reading(&ctx.target).await?;
+    let store = &opened.store;
+    let head = opened.head().await.doing("reading the head")?;
+    let counts = store.count_events().await.doing("counting events")?;
+    let checkpoints = store
+        .list_checkpoints()
+        .await
+        .doing("listing checkpoints")?;
+    let dead_letters = store
+        .count_dead_letters()
+        .await
+        .doing("counting dead letters")?;
+    let dead_letter_count: u64 = dead_letters.iter().map(|(_, n)| n).sum();
+    if ctx.json {
+        let by_type: serde_json::Map<String, Value> = counts
+            .by_type
+            .iter()
+            .map(|(name, n)| (name.clone(), json!(n)))
+            .collect();
+        let listed: Vec<Value> = checkpoints
+            .iter()
+            .map(|(name, position)| {
+                json!({ "name": name, "position": position, "lag": head.saturating_sub(*position) })
+            })
+            .collect();
+        let per_handler: serde_json::Map<String, Value> = dead_letters
+            .iter()
+            .map(|(name, n)| (name.clone(), json!(n)))
+            .collect();
+        return ctx.print_json(&json!({
+            "store": opened.kind,
+            "location": opened.location,
+            "store_id": store_id,
+            "head": head,
+            "events": counts.events,
+            "streams": counts.streams,
+            "events_by_type": by_type,
+            "checkpoints": listed,
+            "dead_letters": dead_letter_count,
+            "dead_letters_by_handler": per_handler,
+        }));
+    }
+    let mut pairs = vec![("store", format!("{} {}", opened.kind, opened.location))];
+    if let Some(id) = &store_id {
+        pairs.push(("store id", id.clone()));
+    }
+    pairs.extend([
+        ("head", head.to_string()),
+        ("events", counts.events.to_string()),
+        ("streams", counts.streams.to_string()),
+        ("checkpoints", checkpoints.len().to_string()),
+        ("dead letters", dead_letter_count.to_string()),
+    ]);
+    ctx.line(&fields(&pairs))?;
+    if !counts.by_type.is_empty() {
+        let rows = counts
+            .by_type
+            .iter()
+            .map(|(name, n)| vec![name.clone(), n.to_string()])
+            .collect();
+        ctx.line("")?;
+        ctx.line(&table(&["EVENT TYPE", "EVENTS"], rows, &[1]))?;
+    }
+    if !checkpoints.is_empty() {
+        ctx.line("")?;
+        ctx.line(&checkpoint_table(&checkpoints, head))?;
+    }
+    if !dead_letters.is_empty() {
+        let rows = dead_letters
+            .iter()
+            .map(|(name, n)| vec![name.clone(), n.to_string()])
+            .collect();
+        ctx.line("")?;
+        ctx.line(&table(&["HANDLER", "DEAD LETTERS"], rows, &[1]))?;
+    }
+    Ok(())
+}

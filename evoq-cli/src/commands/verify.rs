@@ -1,0 +1,352 @@
+//! `verify`: one scan of the whole store, and every problem it finds.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use evoq_runtime::store::EventFilter;
+use evoq_runtime::{EventStore, RecordedEvent, StoreError};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::cli::VerifyArgs;
+use crate::commands::Ctx;
+use crate::error::{CliError, Doing};
+use crate::target::open_for_reading;
+
+/// A problem `verify` found.
+#[derive(Debug)]
+enum Problem {
+    /// Positions `from..=to` hold no event (positions are dense from 1 up to the head).
+    Gap { from: u64, to: u64 },
+    /// A stream's event at `position` has version `found` where `expected` was next.
+    Version {
+        stream: String,
+        expected: u64,
+        found: u64,
+        position: u64,
+    },
+    /// The row at `position` does not decode.
+    Undecodable {
+        position: u64,
+        stream: Option<String>,
+        version: Option<u64>,
+        reason: String,
+    },
+    /// A snapshot of a version the stream does not reach.
+    SnapshotAhead {
+        stream: String,
+        snapshot: u64,
+        version: u64,
+    },
+    /// A checkpoint beyond the head.
+    CheckpointBeyondHead {
+        name: String,
+        position: u64,
+        head: u64,
+    },
+}
+
+impl Problem {
+    fn kind(&self) -> &'static str {
+        match self {
+            Problem::Gap { .. } => "position_gap",
+            Problem::Version { .. } => "version_gap",
+            Problem::Undecodable { .. } => "undecodable_row",
+            Problem::SnapshotAhead { .. } => "snapshot_ahead",
+            Problem::CheckpointBeyondHead { .. } => "checkpoint_beyond_head",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Problem::Gap { from, to } if from == to => {
+                format!("position {from} holds no event (positions are dense from 1)")
+            }
+            Problem::Gap { from, to } => {
+                format!("positions {from} to {to} hold no event (positions are dense from 1)")
+            }
+            Problem::Version {
+                stream,
+                expected,
+                found,
+                position,
+            } => format!(
+                "stream `{stream}`: version {found} at position {position}, where version {expected} was next (versions are contiguous from 1)"
+            ),
+            Problem::Undecodable {
+                position, reason, ..
+            } => format!("the row at position {position} does not decode: {reason}"),
+            Problem::SnapshotAhead {
+                stream,
+                snapshot,
+                version,
+            } => format!(
+                "stream `{stream}`: a snapshot at version {snapshot}, but the stream is at version {version}"
+            ),
+            Problem::CheckpointBeyondHead {
+                name,
+                position,
+                head,
+            } => format!("checkpoint `{name}` is at {position}, beyond the head {head}"),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut value = match self {
+            Problem::Gap { from, to } => json!({ "from": from, "to": to }),
+            Problem::Version {
+                stream,
+                expected,
+                found,
+                position,
+            } => json!({
+                "stream_id": stream,
+                "expected_version": expected,
+                "found_version": found,
+                "position": position,
+            }),
+            Problem::Undecodable {
+                position,
+                stream,
+                version,
+                reason,
+            } => json!({
+                "position": position,
+                "stream_id": stream,
+                "version": version,
+                "reason": reason,
+            }),
+            Problem::SnapshotAhead {
+                stream,
+                snapshot,
+                version,
+            } => {
+                json!({ "stream_id": stream, "snapshot_version": snapshot, "stream_version": version })
+            }
+            Problem::CheckpointBeyondHead {
+                name,
+                position,
+                head,
+            } => json!({ "name": name, "position": position, "head": head }),
+        };
+        value["kind"] = json!(self.kind());
+        value["message"] = json!(self.describe());
+        value
+    }
+}
+
+/// `verify`; `Ok(true)` when the store is sound.
+pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, CliError> {
+    let opened = open_for_reading(&ctx.target).await?;
+    let store = &*opened.store;
+    let page_size = args.page_size.max(1);
+    let head = opened.head().await.doing("reading the head")?;
+    let progress = progress_bar(head);
+
+    let mut problems = Vec::new();
+    let mut next_position = 1;
+    // Each stream's last version seen.
+    let mut versions: HashMap<Arc<str>, u64> = HashMap::new();
+    let mut scanned = 0u64;
+    let mut cursor = 0;
+    while cursor < head {
+        let page = read_page(store, cursor, page_size)
+            .await
+            .doing(&format!("reading events after position {cursor}"))?;
+        for row in &page.rows {
+            let position = row.position();
+            if position > head {
+                break;
+            }
+            if position > next_position {
+                problems.push(Problem::Gap {
+                    from: next_position,
+                    to: position - 1,
+                });
+            }
+            next_position = position + 1;
+            scanned += 1;
+            let (stream, version) = match row {
+                Row::Event(event) => (Some(Arc::clone(&event.stream_id)), event.stream_version),
+                Row::Undecodable(bad) => {
+                    problems.push(Problem::Undecodable {
+                        position,
+                        stream: bad.stream.clone(),
+                        version: bad.version,
+                        reason: bad.reason.clone(),
+                    });
+                    (
+                        bad.stream.as_deref().map(Arc::from),
+                        bad.version.unwrap_or(0),
+                    )
+                }
+            };
+            let Some(stream) = stream.filter(|_| version > 0) else {
+                continue;
+            };
+            let last = versions.get(&stream).copied().unwrap_or(0);
+            if version != last + 1 {
+                problems.push(Problem::Version {
+                    stream: stream.to_string(),
+                    expected: last + 1,
+                    found: version,
+                    position,
+                });
+            }
+            versions.insert(stream, last.max(version));
+        }
+        if page.scanned_through <= cursor {
+            break;
+        }
+        cursor = page.scanned_through;
+        progress.set_position(cursor.min(head));
+    }
+    if next_position <= head {
+        problems.push(Problem::Gap {
+            from: next_position,
+            to: head,
+        });
+    }
+    progress.finish_and_clear();
+
+    // Snapshots, against the streams as they are now (the application may have appended).
+    let mut snapshots = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_snapshots(after.as_deref(), 1_000)
+            .await
+            .doing("listing snapshots")?;
+        for (stream, snapshot) in &page {
+            snapshots += 1;
+            let version = store
+                .stream_version(stream)
+                .await
+                .doing(&format!("reading the version of stream `{stream}`"))?;
+            if *snapshot > version {
+                problems.push(Problem::SnapshotAhead {
+                    stream: stream.clone(),
+                    snapshot: *snapshot,
+                    version,
+                });
+            }
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == 1_000 => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+
+    // Checkpoints, against the head now.
+    let now = opened.head().await.doing("reading the head")?.max(head);
+    let checkpoints = store
+        .list_checkpoints()
+        .await
+        .doing("listing checkpoints")?;
+    for (name, position) in &checkpoints {
+        if *position > now {
+            problems.push(Problem::CheckpointBeyondHead {
+                name: name.clone(),
+                position: *position,
+                head: now,
+            });
+        }
+    }
+
+    let ok = problems.is_empty();
+    if ctx.json {
+        let listed: Vec<Value> = problems.iter().map(Problem::to_json).collect();
+        ctx.print_json(&json!({
+            "ok": ok,
+            "head": head,
+            "events": scanned,
+            "streams": versions.len(),
+            "snapshots": snapshots,
+            "checkpoints": checkpoints.len(),
+            "problems": listed,
+        }))?;
+        return Ok(ok);
+    }
+    for problem in &problems {
+        ctx.line(&format!("problem: {}", problem.describe()))?;
+    }
+    let summary = format!(
+        "checked {scanned} events (head {head}) in {} streams, {snapshots} snapshots, {} checkpoints",
+        versions.len(),
+        checkpoints.len()
+    );
+    match problems.len() {
+        0 => ctx.line(&format!("{summary}: no problem"))?,
+        1 => ctx.line(&format!("{summary}: 1 problem"))?,
+        n => ctx.line(&format!("{summary}: {n} problems"))?,
+    }
+    Ok(ok)
+}
+
+/// A progress bar on standard error, hidden when it is not a terminal.
+fn progress_bar(length: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    if let Ok(style) =
+        ProgressStyle::with_template("verifying {bar:40} {pos}/{len} positions ({eta} left)")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A row of the global order: an event, or a row that does not decode.
+enum Row {
+    Event(Arc<RecordedEvent>),
+    Undecodable(Undecodable),
+}
+
+impl Row {
+    fn position(&self) -> u64 {
+        match self {
+            Row::Event(event) => event.global_position,
+            Row::Undecodable(bad) => bad.position,
+        }
+    }
+}
+
+/// A row that does not decode, and what the store said of it.
+struct Undecodable {
+    position: u64,
+    stream: Option<String>,
+    version: Option<u64>,
+    reason: String,
+}
+
+/// One page of the global order.
+struct Page {
+    /// In position order.
+    rows: Vec<Row>,
+    scanned_through: u64,
+}
+
+/// Reads the page of at most `max` rows after `after`, setting apart the rows that do not
+/// decode: the store returns them beside the events of the page (`AllPage::undecodable`).
+async fn read_page(store: &dyn EventStore, after: u64, max: usize) -> Result<Page, StoreError> {
+    let page = store.read_all(after, max, &EventFilter::All).await?;
+    let mut rows: Vec<Row> = page.events.into_iter().map(Row::Event).collect();
+    rows.extend(page.undecodable.into_iter().map(|bad| {
+        Row::Undecodable(Undecodable {
+            position: bad.global_position,
+            reason: format!(
+                "stream `{}` version {} (position {}): {}",
+                bad.stream_id, bad.stream_version, bad.global_position, bad.error
+            ),
+            stream: Some(bad.stream_id),
+            version: Some(bad.stream_version),
+        })
+    }));
+    rows.sort_by_key(Row::position);
+    Ok(Page {
+        rows,
+        scanned_through: page.scanned_through,
+    })
+}

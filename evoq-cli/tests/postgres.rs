@@ -1,0 +1,285 @@
+//! The inspector on a PostgreSQL schema: the same tables as on SQLite (the same golden files),
+//! the JSON of `stats`, a wrong schema refused and not created, `--follow` while a node runs,
+//! a checkpoint moved only when no node holds the handler's lease, and `verify` on damaged
+//! rows.
+//!
+//! Each test uses a schema of its own, dropped at the end; without a server the tests skip
+//! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evoq::EventStore;
+use evoq::store::Snapshot;
+use evoq::store::postgres::{PostgresOptions, PostgresStore};
+use evoq_tests::bank::{Deposit, OpenAccount};
+use evoq_tests::pg::PgSchema;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_postgres::NoTls;
+
+use common::{HEAD, Run, evoq, fill, golden, normalize, start};
+
+async fn connect(schema: &PgSchema) -> PostgresStore {
+    PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .pool_size(4)
+            .poll_interval(Duration::from_millis(200)),
+    )
+    .await
+    .expect("connect to PostgreSQL")
+}
+
+/// A schema that the application filled, its nodes stopped.
+async fn filled(label: &str) -> Option<PgSchema> {
+    let schema = PgSchema::new(label).await?;
+    fill(Arc::new(connect(&schema).await)).await;
+    Some(schema)
+}
+
+/// `evoq --store <url> --schema <schema> <args>`.
+fn run(schema: &PgSchema, args: &[&str]) -> Run {
+    let mut all = vec!["--store", &schema.url, "--schema", &schema.schema];
+    all.extend_from_slice(args);
+    evoq(&all)
+}
+
+async fn raw(schema: &PgSchema) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&schema.url, NoTls)
+        .await
+        .expect("raw connection");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tables_are_those_of_sqlite_and_stats_names_the_schema() {
+    let Some(schema) = filled("cli_tables").await else {
+        return;
+    };
+    let id =
+        run(&schema, &["--json", "dead-letters", "list"]).json()["dead_letters"][0]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let cases: [(&str, Vec<&str>); 9] = [
+        ("streams", vec!["streams"]),
+        ("stream", vec!["stream", "BankAccount-acc-2"]),
+        ("events", vec!["events"]),
+        (
+            "events_of_a_stream",
+            vec!["events", "--stream", "BankAccount-acc-1"],
+        ),
+        ("checkpoints", vec!["checkpoints"]),
+        ("dead_letters", vec!["dead-letters", "list"]),
+        ("dead_letter", vec!["dead-letters", "show", "notifier", &id]),
+        ("verify_clean", vec!["verify"]),
+        (
+            "no_dead_letters",
+            vec!["dead-letters", "list", "--handler", "audit"],
+        ),
+    ];
+    for (name, args) in cases {
+        let out = run(&schema, &args);
+        out.expect_code(0);
+        golden(name, &normalize(&out.stdout, None));
+    }
+
+    let stats = run(&schema, &["--json", "stats"]);
+    stats.expect_code(0);
+    let stats = stats.json();
+    assert_eq!(stats["store"], "postgres");
+    assert!(
+        stats["location"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("(schema `{}`)", schema.schema)),
+        "{stats}"
+    );
+    assert_eq!(stats["head"], HEAD);
+    assert_eq!(stats["streams"], 2);
+    assert_eq!(stats["events_by_type"]["MoneyDeposited"], 3);
+    assert_eq!(stats["dead_letters"], 1);
+    let text = run(&schema, &["stats"]);
+    assert!(
+        text.stdout
+            .starts_with("store:         postgres postgres://"),
+        "{text:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_that_holds_no_store_is_refused_and_not_created() {
+    let Some(schema) = PgSchema::new("cli_missing").await else {
+        return;
+    };
+    let out = run(&schema, &["streams"]);
+    out.expect_code(4);
+    assert!(
+        out.stderr.contains("is not an evoq event store") && out.stderr.contains(&schema.schema),
+        "{out:#?}"
+    );
+    let client = raw(&schema).await;
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema.schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "the inspector creates no schema");
+    // No server there: the error says so, within the connect timeout.
+    let out = evoq(&[
+        "--store",
+        "postgres://postgres@127.0.0.1:1/test?connect_timeout=2",
+        "streams",
+    ]);
+    out.expect_code(4);
+    assert!(
+        out.stderr.starts_with("evoq: cannot open the store"),
+        "{out:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_what_a_running_node_commits() {
+    let Some(schema) = filled("cli_follow").await else {
+        return;
+    };
+    let app = start(Arc::new(connect(&schema).await)).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_evoq"))
+        .args(["--store", &schema.url, "--schema", &schema.schema])
+        .args(["--json", "tail", "--stream", "BankAccount-acc-1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut notes = BufReader::new(child.stderr.take().unwrap()).lines();
+    let note = tokio::time::timeout(Duration::from_secs(20), notes.next_line())
+        .await
+        .expect("`tail` starts")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        note,
+        format!("(following: the events after position {HEAD}, until Ctrl-C)")
+    );
+    // Another stream's event is left out; this stream's is shown.
+    app.dispatch(OpenAccount {
+        account: "acc-3".into(),
+        initial_balance: 1,
+    })
+    .await
+    .unwrap();
+    app.dispatch(Deposit {
+        account: "acc-1".into(),
+        amount: 3,
+    })
+    .await
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the new event is printed")
+        .unwrap()
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["position"], HEAD + 2);
+    assert_eq!(event["stream_id"], "BankAccount-acc-1");
+    child.kill().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_moves_only_when_no_node_holds_the_handler() {
+    let Some(schema) = filled("cli_rewind").await else {
+        return;
+    };
+    let node = connect(&schema).await;
+    let app = start(Arc::new(node.clone())).await;
+    // The node holds `notifier`'s lease once its handler runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let out = run(&schema, &["checkpoint", "rewind", "notifier", "2"]);
+        if out.code == 5 || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    refused.expect_code(5);
+    assert!(
+        refused
+            .stderr
+            .contains("handler `notifier` runs on a node of this store"),
+        "{refused:#?}"
+    );
+    assert_eq!(node.load_checkpoint("notifier").await.unwrap(), Some(HEAD));
+
+    // A dead letter is discarded while nodes run, as any node may.
+    let id =
+        run(&schema, &["--json", "dead-letters", "list"]).json()["dead_letters"][0]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    run(&schema, &["dead-letters", "discard", "notifier", &id]).expect_code(0);
+    assert_eq!(node.count_dead_letters().await.unwrap(), []);
+
+    app.stop().await;
+    drop(app);
+    // The stopped node's lease goes with its connection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let out = run(
+            &schema,
+            &["--json", "checkpoint", "rewind", "notifier", "2"],
+        );
+        if out.code != 5 || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    done.expect_code(0);
+    assert_eq!(
+        done.json(),
+        serde_json::json!({"name": "notifier", "from": HEAD, "to": 2, "head": HEAD})
+    );
+    assert_eq!(node.load_checkpoint("notifier").await.unwrap(), Some(2));
+    run(&schema, &["checkpoint", "reset", "audit"]).expect_code(0);
+    assert_eq!(node.load_checkpoint("audit").await.unwrap(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_the_damaged_rows_of_a_schema() {
+    let Some(schema) = filled("cli_verify").await else {
+        return;
+    };
+    let client = raw(&schema).await;
+    client
+        .batch_execute(&format!(
+            "UPDATE \"{s}\".events SET metadata = '\\x7b6e6f' WHERE position = 2;
+             DELETE FROM \"{s}\".events WHERE position = 5;",
+            s = schema.schema
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("damage the rows: {e}"));
+    let store = connect(&schema).await;
+    store
+        .save_snapshot(Snapshot {
+            stream_id: "BankAccount-acc-1".into(),
+            version: 9,
+            data: b"{}".to_vec(),
+            taken_at: std::time::SystemTime::now(),
+        })
+        .await
+        .unwrap();
+    store.save_checkpoint("ghost", 99).await.unwrap();
+
+    let out = run(&schema, &["verify", "--page-size", "3"]);
+    out.expect_code(1);
+    golden("verify_damaged", &normalize(&out.stdout, None));
+}
