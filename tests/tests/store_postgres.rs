@@ -506,6 +506,7 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
             "DROP TABLE \"{s}\".timeouts;
              DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
+             DROP TABLE \"{s}\".requests;
              UPDATE \"{s}\".evoq_schema SET version = 1;"
         ))
         .await
@@ -683,6 +684,7 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
         .batch_execute(&format!(
             "DROP TABLE \"{s}\".timeouts;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
+             DROP TABLE \"{s}\".requests;
              UPDATE \"{s}\".evoq_schema SET version = 2;"
         ))
         .await

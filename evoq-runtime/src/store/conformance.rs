@@ -1974,7 +1974,7 @@ pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStor
     let store = &*store;
     let h0 = head_of(store);
     let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
-    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
     let request = |id: Uuid, handler: &str, action: RequestedAction, secs: u64| HandlerRequest {
         id,
         handler: handler.to_owned(),
@@ -1991,7 +1991,7 @@ pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStor
     for (index, handler, action) in [
         (2, "notifier", RequestedAction::Rebuild),
         (0, "notifier", retry),
-        (1, "audit", retry),
+        (3, "audit", retry),
         (1, "notifier", RequestedAction::Rebuild),
     ] {
         ok(
@@ -2019,7 +2019,7 @@ pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStor
     assert!(ok(store.list_requests("notifier", 0).await, "list_requests").is_empty());
     assert_eq!(
         ok(store.list_requests("audit", 10).await, "list_requests"),
-        [request(ids[1], "audit", retry, 1)],
+        [request(ids[3], "audit", retry, 3)],
         "handlers are independent"
     );
     assert_eq!(
