@@ -156,6 +156,11 @@ async fn handle<S: Saga>(
     } else {
         instance.outbox.clear();
     }
+    // Remembered before the timeout is taken, so that a re-delivery of this event rewinds to
+    // an instance that still holds it.
+    instance
+        .begin(position)
+        .map_err(|error| failure(event, format!("the state does not serialize: {error}")))?;
     if let Some(id) = timeout
         && !instance.take_timeout(id)
     {
@@ -169,9 +174,6 @@ async fn handle<S: Saga>(
         );
         return Ok(());
     }
-    instance
-        .begin(position)
-        .map_err(|error| failure(event, format!("the state does not serialize: {error}")))?;
     let commands = (step.run)(&mut instance.state);
     instance.stopping = step.kind == StepKind::Stops;
 
