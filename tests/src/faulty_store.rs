@@ -64,6 +64,8 @@ pub struct FaultyStore {
     pub panic_checkpoints: AtomicU32,
     /// How many checkpoints were saved.
     pub checkpoint_saves: AtomicUsize,
+    /// The next N calls of `save_saga_state` store the state, then fail (an ambiguous write).
+    pub ambiguous_saga_saves: AtomicU32,
 }
 
 /// Takes one from `counter` if it is above zero: whether it was.
@@ -334,7 +336,16 @@ impl EventStore for FaultyStore {
         instance: &str,
         state: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.inner.save_saga_state(saga, instance, state).await
+        self.inner.save_saga_state(saga, instance, state).await?;
+        if take_one(&self.ambiguous_saga_saves) {
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: format!(
+                    "injected failure after saving the state of `{saga}` instance `{instance}`"
+                ),
+            });
+        }
+        Ok(())
     }
 
     async fn load_saga_state(

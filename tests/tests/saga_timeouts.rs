@@ -233,3 +233,37 @@ async fn a_timeout_with_an_event_the_saga_does_not_take_is_a_failure_naming_both
     assert_eq!(store.next_timeout("forgetful").await.unwrap(), None);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_timeout_delivered_again_after_a_failed_first_delivery_still_dispatches_its_commands() {
+    let store = evoq_tests::faulty_store::FaultyStore::new();
+    let app = start(store.clone()).await;
+    place(&app, "again").await;
+    let scheduled = tokio::time::timeout(Duration::from_secs(10), async {
+        while store.next_timeout("reminder").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(scheduled.is_ok(), "the reminder is scheduled");
+    // The first save while the timeout's event is handled stores the state, then fails: the
+    // event is delivered again, and must still find its timeout in the instance.
+    store
+        .ambiguous_saga_saves
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    overdue_notice(&*store, "again").await;
+    settle(&app, "reminder", SETTLE).await;
+    assert_eq!(
+        store
+            .ambiguous_saga_saves
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the failure was injected"
+    );
+    assert_eq!(
+        events_of(&*store, "Notice", "again.overdue").await.len(),
+        1,
+        "the notice is sent once"
+    );
+    app.stop().await;
+}
