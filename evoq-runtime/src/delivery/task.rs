@@ -18,8 +18,8 @@ use super::state::{Control, DeliveryCounters, HandlerState};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::store::{
-    DeadLetter, EventFilter, EventStore, FailureKind, Lease, StoreError, StoredRow, Subscription,
-    UndecodableRow,
+    DeadLetter, EventFilter, EventStore, FailureKind, HandlerRequest, Lease, RequestedAction,
+    StoreError, StoredRow, Subscription, UndecodableRow,
 };
 use crate::util::ids::new_v7;
 use crate::util::panic::{CatchPanic, panic_message};
@@ -39,12 +39,13 @@ const LEASE_LOST_PAUSE: Duration = Duration::from_secs(1);
 /// confirmed again before the next event (a page is always confirmed before its first event).
 const LEASE_CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
-/// How often the holder of a shared lease looks for dead-letter retries handed to it by the
-/// other nodes, and how often a node that handed one over looks whether it was carried out.
-const HANDED_RETRY_POLL: Duration = Duration::from_millis(200);
+/// How often the holder of a handler's lease looks for the requests kept for it in the store
+/// (dead-letter retries handed over by other nodes, an operator's retries and rebuilds), and
+/// how often a node that handed one over looks whether it was carried out.
+const REQUEST_POLL: Duration = Duration::from_millis(200);
 
-/// The most handed-over retries the holder takes at a time.
-const HANDED_RETRY_BATCH: usize = 16;
+/// The most requests the holder takes at a time.
+const REQUEST_BATCH: usize = 16;
 
 /// The state of one handler's task.
 pub(crate) struct Task {
@@ -113,8 +114,8 @@ enum Next {
     Events(Result<Vec<StoredRow>, StoreError>),
     /// The connection holding the lease broke.
     LeaseLost,
-    /// Time to look for dead-letter retries handed over by other nodes.
-    HandedRetries,
+    /// Time to look for the requests kept for the handler in the store.
+    Requests,
 }
 
 /// Why a lease whose connection broke is lost.
@@ -394,8 +395,8 @@ impl Task {
         let head = self.store.head();
         let mut processed = self.start_after;
         let mut read_failures = 0u32;
-        let mut handed = tokio::time::interval(HANDED_RETRY_POLL);
-        handed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut requested = tokio::time::interval(REQUEST_POLL);
+        requested.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::debug!(
             name: "evoq.handler.start",
             handler = &*self.state.name,
@@ -416,16 +417,24 @@ impl Task {
                     Some(control) = self.requests.recv() => Next::Control(control),
                     () = lease.lost(), if shared => Next::LeaseLost,
                     // Before the events, so that a long catch-up does not starve it.
-                    _ = handed.tick(), if shared => Next::HandedRetries,
+                    _ = requested.tick() => Next::Requests,
                     events = subscription.next_rows() => Next::Events(events),
                 },
             };
             let events = match next {
                 Next::Shutdown => break,
                 Next::LeaseLost => return Served::LeaseLost(CONNECTION_BROKE.to_owned()),
-                Next::HandedRetries => {
-                    if let Err(reason) = self.take_handed_retries(consumer, lease).await {
-                        return Served::LeaseLost(reason);
+                Next::Requests => {
+                    match self.take_requests(consumer, lease).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            // A rebuild: read from the first event again.
+                            subscription =
+                                Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
+                                    .with_page_size(self.page_size);
+                            processed = 0;
+                        }
+                        Err(reason) => return Served::LeaseLost(reason),
                     }
                     continue;
                 }
@@ -581,79 +590,72 @@ impl Task {
         Served::Done
     }
 
-    /// Carries out the dead-letter retries other nodes handed to this one (the lease holder)
-    /// through the store (see [`hand_over_retry`]): each is delivered as
-    /// [`redeliver`](Self::redeliver) does, then its request is removed, which tells the node
-    /// that handed it over that it is done. `Err` when the lease was lost.
-    async fn take_handed_retries<C: Consumer>(
+    /// Carries out the requests kept for the handler in the store (see [`HandlerRequest`]),
+    /// oldest first: a dead-letter retry as [`redeliver`](Self::redeliver) does it, a rebuild as
+    /// [`rebuild`](Self::rebuild) does; then deletes the request, which tells whoever asked that
+    /// it is done. `Ok(true)` when a rebuild was carried out (the caller reads from the first
+    /// event again); `Err` when the lease was lost.
+    async fn take_requests<C: Consumer>(
         &mut self,
         consumer: &mut C,
         lease: &Lease,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let name = Arc::clone(&self.state.name);
-        let mailbox = handed_retries(&name);
         self.announce();
-        let requests = match self
-            .store
-            .list_saga_instances(&mailbox, None, HANDED_RETRY_BATCH)
-            .await
-        {
+        let requests = match self.store.list_requests(&name, REQUEST_BATCH).await {
             Ok(requests) => requests,
             Err(error) => {
-                tracing::warn!(
-                    name: "evoq.handler.dead_letter",
+                tracing::error!(
+                    name: "evoq.handler.request",
                     stage = "exception",
                     handler = &*name,
                     error = %error,
-                    "the dead-letter retries handed over by other nodes could not be read; trying again",
+                    "the requests kept for the handler could not be read; trying again",
                 );
-                return Ok(());
+                return Ok(false);
             }
         };
+        let mut rebuilt = false;
         for request in requests {
             if self.stopping() {
-                return Ok(());
+                break;
             }
-            let event_id = match self.store.load_saga_state(&mailbox, &request).await {
-                Ok(Some(event_id)) => Uuid::from_slice(&event_id).ok(),
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(
-                        name: "evoq.handler.dead_letter",
-                        stage = "exception",
-                        handler = &*name,
-                        error = %error,
-                        "a dead-letter retry handed over by another node could not be read; trying again",
-                    );
-                    return Ok(());
+            self.still_held(lease).await?;
+            let outcome = match request.action {
+                RequestedAction::RetryDeadLetter { event_id } => {
+                    self.redeliver(consumer, event_id).await
+                }
+                RequestedAction::Rebuild => {
+                    let outcome = self.rebuild(consumer).await;
+                    rebuilt |= outcome.is_ok();
+                    outcome
                 }
             };
-            if let Some(event_id) = event_id {
-                self.still_held(lease).await?;
-                let outcome = self.redeliver(consumer, event_id).await;
-                if matches!(outcome, Err(Error::HandlerStopped { .. })) {
-                    // The runtime stops: the request stays for the next holder.
-                    return Ok(());
-                }
-                tracing::info!(
-                    name: "evoq.handler.dead_letter",
-                    stage = "retried_for_another_node",
-                    handler = &*name,
-                    event_id = %event_id,
-                    outcome = %outcome.as_ref().map_or_else(ToString::to_string, |()| "delivered".to_owned()),
-                );
+            if matches!(outcome, Err(Error::HandlerStopped { .. })) {
+                // The runtime stops: the request stays for the next holder.
+                break;
             }
-            if let Err(error) = self.store.delete_saga_state(&mailbox, &request).await {
-                tracing::warn!(
-                    name: "evoq.handler.dead_letter",
+            tracing::info!(
+                name: "evoq.handler.request",
+                stage = "done",
+                handler = &*name,
+                request = %request.id,
+                action = request.action.as_str(),
+                event_id = ?request.action.event_id(),
+                outcome = %outcome.as_ref().map_or_else(ToString::to_string, |()| "done".to_owned()),
+            );
+            if let Err(error) = self.store.delete_request(&name, request.id).await {
+                tracing::error!(
+                    name: "evoq.handler.request",
                     stage = "exception",
                     handler = &*name,
+                    request = %request.id,
                     error = %error,
-                    "a dead-letter retry handed over by another node was carried out, but its request could not be removed; it may run again",
+                    "a request was carried out, but could not be removed; it may run again",
                 );
             }
         }
-        Ok(())
+        Ok(rebuilt)
     }
 
     /// A consumer that keeps its checkpoint (a read model committing it with its changes)
@@ -1257,16 +1259,9 @@ impl Task {
     }
 }
 
-/// Where the dead-letter retries of `handler` wait for the node holding its lease: saga
-/// states under this name (no saga has it), one per request, keyed by a time-ordered request
-/// id, holding the event id.
-fn handed_retries(handler: &str) -> String {
-    format!("evoq:dead-letter-retry:{handler}")
-}
-
 /// A dead-letter retry asked on a node that does not hold the handler's lease, handed to the
-/// node that does through the store: the request is saved for the holder, which looks for
-/// requests every [`HANDED_RETRY_POLL`], delivers the event as [`Task::redeliver`] does and
+/// node that does through the store: a [`HandlerRequest`] is saved for the holder, which looks
+/// for requests every [`REQUEST_POLL`], delivers the event as [`Task::redeliver`] does and
 /// removes the request. Once it is gone, the dead letter tells the outcome: removed (the
 /// delivery succeeded) or updated (it failed again). The request is withdrawn when the runtime
 /// stops or the caller gives up first.
@@ -1283,10 +1278,14 @@ async fn hand_over_retry(
             event_id,
         });
     };
-    let mailbox = handed_retries(handler);
-    let request = new_v7().to_string();
+    let request = new_v7();
     store
-        .save_saga_state(&mailbox, &request, event_id.as_bytes().to_vec())
+        .save_request(HandlerRequest {
+            id: request,
+            handler: handler.to_owned(),
+            action: RequestedAction::RetryDeadLetter { event_id },
+            requested_at: SystemTime::now(),
+        })
         .await?;
     tracing::info!(
         name: "evoq.handler.dead_letter",
@@ -1298,12 +1297,12 @@ async fn hand_over_retry(
     let mut failures = 0u32;
     loop {
         let delay = match failures {
-            0 => HANDED_RETRY_POLL,
+            0 => REQUEST_POLL,
             n => STORE_RETRY.delay(n),
         };
         tokio::select! {
             _ = shutdown.changed() => {
-                let _ = store.delete_saga_state(&mailbox, &request).await;
+                let _ = store.delete_request(handler, request).await;
                 return Err(Error::HandlerStopped {
                     handler: handler.to_owned(),
                     reason: "the runtime is stopping; the dead-letter retry handed to the node holding the lease was withdrawn if it had not run yet".into(),
@@ -1311,12 +1310,12 @@ async fn hand_over_retry(
             }
             () = reply.closed() => {
                 // Nobody waits for the outcome any more.
-                let _ = store.delete_saga_state(&mailbox, &request).await;
+                let _ = store.delete_request(handler, request).await;
                 return Ok(());
             }
             () = tokio::time::sleep(delay) => {}
         }
-        match store.load_saga_state(&mailbox, &request).await {
+        match store.load_request(handler, request).await {
             Ok(Some(_)) => failures = 0,
             Ok(None) => break,
             Err(error) => {
