@@ -53,9 +53,18 @@ pub(crate) enum Command {
     /// Move a stopped handler's checkpoint.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
-    /// List, show and discard dead letters.
+    /// List, show, discard and retry dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetterCommand),
+    /// Ask the running application to rebuild a projection: clear its read model and replay
+    /// every event into it.
+    Rebuild {
+        /// The projection.
+        projection: String,
+        /// How long to wait for the application to carry it out, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        wait: u64,
+    },
     /// Counts: events, streams, types, checkpoints, dead letters.
     Stats,
     /// Check the whole store: gaps in positions and versions, rows that do not decode,
@@ -155,6 +164,16 @@ pub(crate) enum DeadLetterCommand {
         handler: String,
         /// The event's id.
         event_id: String,
+    },
+    /// Ask the running application to deliver a dead letter to its handler once more.
+    Retry {
+        /// The handler.
+        handler: String,
+        /// The event's id.
+        event_id: String,
+        /// How long to wait for the application to carry it out, in seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        wait: u64,
     },
 }
 

@@ -19,6 +19,10 @@ pub(crate) mod exit {
     pub(crate) const IN_USE: u8 = 5;
     /// The store failed while the command ran (an I/O error, a row that does not decode).
     pub(crate) const STORE: u8 = 6;
+    /// A request was saved, but no running application carried it out in time (it stays).
+    pub(crate) const PENDING: u8 = 7;
+    /// The application carried out a dead-letter retry, and the delivery failed again.
+    pub(crate) const FAILED: u8 = 8;
 }
 
 /// An error of the inspector.

@@ -10,6 +10,8 @@
 //! evoq --store events.db dead-letters list --handler notifier
 //! evoq --store events.db dead-letters show notifier 0190a5e4-...
 //! evoq --store events.db dead-letters discard notifier 0190a5e4-...
+//! evoq --store events.db dead-letters retry notifier 0190a5e4-...   # done by the application
+//! evoq --store events.db rebuild balances                            # done by the application
 //! evoq --store events.db checkpoint rewind notifier 120
 //! evoq --store events.db checkpoint reset notifier
 //! evoq --store events.db --config evoq.toml stats
@@ -33,6 +35,18 @@
 //! moved only while the command holds the handler's lease, which a running node holds
 //! (refused with exit code 5 too); a dead letter is discarded at any time, as any node may.
 //!
+//! # Asking the running application
+//!
+//! `dead-letters retry` and `rebuild` need the handler's code, which only the application has:
+//! the command saves a request in the store (on SQLite too while the application runs: a
+//! request is the one write an inspection makes), and the application's task for that handler
+//! carries it out between two events within a fraction of a second, then removes it. The
+//! command waits for that (`--wait`, default 30 s) and reports the outcome: the dead letter
+//! delivered (removed) or failed again (with the new error), the projection rebuilt (its
+//! checkpoint back to the start; the application's log says if it could not). When no
+//! application runs the handler within the wait, the request stays in the store, carried out
+//! when one does, and the command exits with 7.
+//!
 //! # Exit codes
 //!
 //! | code | meaning |
@@ -44,6 +58,8 @@
 //! | 4 | the store cannot be opened: no such file, not an evoq store, a newer evoq's, a server that does not answer or refuses |
 //! | 5 | a write refused because an application has the store (or runs the handler) |
 //! | 6 | the store failed while the command ran (an I/O error, a row that does not decode) |
+//! | 7 | a request was saved, but no running application carried it out within `--wait` (it stays queued) |
+//! | 8 | the application carried out a dead-letter retry, and the delivery failed again |
 
 use std::process::ExitCode;
 
@@ -111,6 +127,14 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::DeadLetters(DeadLetterCommand::Discard { handler, event_id }) => {
             commands::dead_letters::discard(ctx, handler, event_id).await?
+        }
+        Command::DeadLetters(DeadLetterCommand::Retry {
+            handler,
+            event_id,
+            wait,
+        }) => return commands::requests::retry(ctx, handler, event_id, *wait).await,
+        Command::Rebuild { projection, wait } => {
+            return commands::requests::rebuild(ctx, projection, *wait).await;
         }
         Command::Stats => commands::stats::stats(ctx).await?,
         Command::Verify(args) => {

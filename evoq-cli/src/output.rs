@@ -180,10 +180,18 @@ fn type_with_version(e: &RecordedEvent) -> String {
 pub(crate) fn dead_letter_json(entry: &DeadLetter) -> Value {
     json!({
         "handler": entry.handler,
+        "kind": entry.kind.as_str(),
         "error": entry.error,
+        "reason": entry.reason,
         "attempts": entry.attempts,
         "first_failed_at": time(entry.first_failed_at),
         "last_failed_at": time(entry.last_failed_at),
         "event": event_json(&entry.event),
+        "raw_row": entry.raw_row.as_ref().map(|columns| {
+            columns
+                .iter()
+                .map(|(name, value)| json!([name, value]))
+                .collect::<Vec<_>>()
+        }),
     })
 }

@@ -283,3 +283,75 @@ async fn verify_reports_the_damaged_rows_of_a_schema() {
     out.expect_code(1);
     golden("verify_damaged", &normalize(&out.stdout, None));
 }
+
+/// The notifier once its mail server is back: handles everything.
+#[derive(Default)]
+struct Healed;
+
+#[evoq::event_handler(name = "notifier")]
+impl Healed {
+    #[handles]
+    async fn opened(
+        &mut self,
+        _: &evoq_tests::bank::AccountOpened,
+        _: &evoq::EventMeta,
+    ) -> Result<(), evoq_tests::ledger::Failed> {
+        Ok(())
+    }
+
+    #[handles]
+    async fn withdrawn(
+        &mut self,
+        _: &evoq_tests::bank::MoneyWithdrawn,
+        _: &evoq::EventMeta,
+    ) -> Result<(), evoq_tests::ledger::Failed> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_asked_of_a_schema_is_carried_out_by_the_node_running_the_handler() {
+    let Some(schema) = filled("cli_retry").await else {
+        return;
+    };
+    let id =
+        run(&schema, &["--json", "dead-letters", "list"]).json()["dead_letters"][0]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let app = evoq::Evoq::builder()
+        .shared_store(Arc::new(connect(&schema).await))
+        .handler(Healed)
+        .start()
+        .await
+        .unwrap();
+    let (url, name) = (schema.url.clone(), schema.schema.clone());
+    let retried = {
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            evoq(&[
+                "--store",
+                &url,
+                "--schema",
+                &name,
+                "--json",
+                "dead-letters",
+                "retry",
+                "notifier",
+                &id,
+            ])
+        })
+        .await
+        .unwrap()
+    };
+    retried.expect_code(0);
+    assert_eq!(retried.json()["outcome"], "delivered", "{retried:#?}");
+    assert!(
+        app.dead_letters("notifier")
+            .list(0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.stop().await;
+}

@@ -48,6 +48,7 @@ pub(crate) async fn list(
                     "version": e.event.stream_version,
                     "event_type": e.event.event_type.as_ref(),
                     "attempts": e.attempts,
+                    "kind": e.kind.as_str(),
                     "first_failed_at": time(e.first_failed_at),
                     "last_failed_at": time(e.last_failed_at),
                     "error": e.error,
@@ -93,7 +94,7 @@ pub(crate) async fn list(
 }
 
 /// An event id from the command line.
-fn event_id(text: &str) -> Result<Uuid, CliError> {
+pub(crate) fn event_id(text: &str) -> Result<Uuid, CliError> {
     Uuid::parse_str(text).map_err(|e| {
         CliError::Usage(format!(
             "`{text}` is not an event id ({e}): `evoq dead-letters list` shows each entry's"
@@ -120,7 +121,9 @@ pub(crate) async fn show(ctx: &mut Ctx, handler: &str, id: &str) -> Result<(), C
     let e = &entry.event;
     ctx.line(&fields(&[
         ("handler", entry.handler.clone()),
+        ("kind", entry.kind.to_string()),
         ("error", entry.error.clone()),
+        ("reason", entry.reason.clone()),
         ("attempts", entry.attempts.to_string()),
         ("first failed at", time(entry.first_failed_at)),
         ("last failed at", time(entry.last_failed_at)),
@@ -135,7 +138,15 @@ pub(crate) async fn show(ctx: &mut Ctx, handler: &str, id: &str) -> Result<(), C
     let metadata = serde_json::to_value(&e.metadata).unwrap_or(Value::Null);
     let pretty = |value: &Value| serde_json::to_string_pretty(value).unwrap_or_default();
     ctx.line(&format!("metadata:\n{}", pretty(&metadata)))?;
-    ctx.line(&format!("data:\n{}", pretty(&bytes_json(&e.data))))
+    ctx.line(&format!("data:\n{}", pretty(&bytes_json(&e.data))))?;
+    if let Some(raw_row) = &entry.raw_row {
+        let columns: Vec<(&str, String)> = raw_row
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.clone()))
+            .collect();
+        ctx.line(&format!("the stored row, as read:\n{}", fields(&columns)))?;
+    }
+    Ok(())
 }
 
 /// `dead-letters discard <handler> <event-id>`: removes the entry; the event stays.

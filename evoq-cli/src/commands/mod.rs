@@ -11,6 +11,7 @@ use crate::target::Target;
 pub(crate) mod checkpoints;
 pub(crate) mod dead_letters;
 pub(crate) mod read;
+pub(crate) mod requests;
 pub(crate) mod stats;
 pub(crate) mod verify;
 

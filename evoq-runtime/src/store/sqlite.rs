@@ -517,14 +517,17 @@ impl SqliteStore {
     /// Opens the store in the existing file at `path` to read it, while the application that
     /// owns it may be running: for operators' tools (the `evoq` inspector).
     ///
-    /// Takes no lock and writes nothing: it reads through read-only connections (in WAL mode,
-    /// reads never wait for the application's writer, nor hold it up). Every write of the
-    /// handle fails; open the file with [`open`](Self::open) to write, which needs the
-    /// application stopped. The head is the file's: [`read_all`](EventStore::read_all) reads
+    /// Takes no lock and writes nothing but requests: it reads through read-only connections
+    /// (in WAL mode, reads never wait for the application's writer, nor hold it up). The one
+    /// write it makes is a [`HandlerRequest`] (saved or withdrawn), the way an operator asks the
+    /// running application for a dead-letter retry or a rebuild; it goes through a connection
+    /// of its own and waits for the application's writer like any writer of the file. Every
+    /// other write of the handle fails; open the file with [`open`](Self::open) for those,
+    /// which needs the application stopped. The head is the file's: [`read_all`](EventStore::read_all) reads
     /// it from the file, and the [`head`](EventStore::head) watch follows it with a poll every
     /// 200 ms, so a reader sees the events the application commits.
     ///
-    /// The database file is never written. On a file that no process has open, SQLite's
+    /// Nothing else of the database is written. On a file that no process has open, SQLite's
     /// read-only connections leave an empty `-wal` file and a `-shm` file beside it, as any
     /// reader of a WAL database does; the application's next open and close remove them.
     ///
@@ -680,6 +683,26 @@ impl SqliteStore {
                 "the writer thread stopped before it answered",
             )
         })?
+    }
+
+    /// Runs `f`, a write of the requests table, on a read-write connection of its own (a store
+    /// opened for inspection has no writer), off the async runtime.
+    async fn write_request<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(self.inner.closed_error());
+        }
+        let connector = self.inner.connector.clone();
+        let path = connector.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let conn = connector.open()?;
+            f(&conn).map_err(|e| backend("writing a handler request", connector.path(), e))
+        })
+        .await
+        .map_err(|e| backend("writing a handler request", &path, e))?
     }
 
     /// Runs `f` on a reader connection, off the async runtime.
@@ -1591,27 +1614,17 @@ impl Writer {
                 }
             }
             Job::SaveRequest(request, reply) => {
-                match run!(
-                    "saving a handler request",
-                    "INSERT OR REPLACE INTO requests (id, handler, action, event_id, requested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        request.id.as_bytes().as_slice(),
-                        request.handler,
-                        request.action.as_str(),
-                        request.action.event_id().map(|id| id.as_bytes().to_vec()),
-                        time_to_nanos(request.requested_at)
-                    ]
-                ) {
+                match save_request_row(conn, &request)
+                    .map_err(|e| backend("saving a handler request", path, e))
+                {
                     Ok(_) => Ok(Done::Unit(reply, Ok(()))),
                     Err(err) => Err((Job::SaveRequest(request, reply), err)),
                 }
             }
             Job::DeleteRequest(handler, id, reply) => {
-                match run!(
-                    "deleting a handler request",
-                    "DELETE FROM requests WHERE handler = ?1 AND id = ?2",
-                    params![handler, id.as_bytes().as_slice()]
-                ) {
+                match delete_request_row(conn, &handler, id)
+                    .map_err(|e| backend("deleting a handler request", path, e))
+                {
                     Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
                     Err(e) => Err((Job::DeleteRequest(handler, id, reply), e)),
                 }
@@ -2535,6 +2548,11 @@ impl EventStore for SqliteStore {
     }
 
     async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
+        if self.inner.inspection {
+            return self
+                .write_request(move |conn| save_request_row(conn, &request).map(drop))
+                .await;
+        }
         self.write(move |reply| Job::SaveRequest(request, reply))
             .await
     }
@@ -2578,6 +2596,11 @@ impl EventStore for SqliteStore {
 
     async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError> {
         let handler = handler.to_owned();
+        if self.inner.inspection {
+            return self
+                .write_request(move |conn| delete_request_row(conn, &handler, id).map(|n| n > 0))
+                .await;
+        }
         self.write(move |reply| Job::DeleteRequest(handler, id, reply))
             .await
     }
@@ -2731,6 +2754,26 @@ fn decode_timeout(row: &rusqlite::Row<'_>, saga: &str) -> Result<Timeout, StoreE
         due_at: micros_to_time(due_at, location)?,
         payload: row.get(3).map_err(|e| corrupt("payload", &e))?,
     })
+}
+
+/// Saves `request` (replacing one with its id): the number of rows written.
+fn save_request_row(conn: &Connection, request: &HandlerRequest) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO requests (id, handler, action, event_id, requested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        request.id.as_bytes().as_slice(),
+        request.handler,
+        request.action.as_str(),
+        request.action.event_id().map(|id| id.as_bytes().to_vec()),
+        time_to_nanos(request.requested_at)
+    ])
+}
+
+/// Deletes the request `id` of `handler`: the number of rows deleted.
+fn delete_request_row(conn: &Connection, handler: &str, id: Uuid) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM requests WHERE handler = ?1 AND id = ?2")?
+        .execute(params![handler, id.as_bytes().as_slice()])
 }
 
 /// The requests `condition` selects; a row that does not decode is an integrity error.

@@ -1,0 +1,189 @@
+//! `dead-letters retry` and `rebuild`: requests the running application carries out.
+
+use std::time::{Duration, SystemTime};
+
+use evoq_runtime::store::{HandlerRequest, RequestedAction};
+use serde_json::json;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::commands::Ctx;
+use crate::commands::dead_letters::event_id;
+use crate::error::{CliError, Doing, exit};
+use crate::target::{Opened, open_for_reading};
+
+/// How often the command looks whether its request was carried out.
+const POLL: Duration = Duration::from_millis(100);
+
+/// `dead-letters retry <handler> <event-id>`: asks the application running `handler` to
+/// deliver the dead letter once more, waits up to `wait` seconds, and reports what became of
+/// it. The exit code: 0 delivered, 8 failed again, 7 not carried out in time.
+pub(crate) async fn retry(
+    ctx: &mut Ctx,
+    handler: &str,
+    id: &str,
+    wait: u64,
+) -> Result<u8, CliError> {
+    let event_id = event_id(id)?;
+    let opened = open_for_reading(&ctx.target).await?;
+    let before = opened
+        .store
+        .load_dead_letter(handler, event_id)
+        .await
+        .doing("loading the dead letter")?
+        .ok_or_else(|| CliError::UnknownDeadLetter {
+            handler: handler.to_owned(),
+            event_id: event_id.to_string(),
+        })?;
+    let action = RequestedAction::RetryDeadLetter { event_id };
+    let request = ask(&opened, handler, action, wait).await?;
+    let report = |outcome: &str, error: Option<&str>| {
+        json!({
+            "handler": handler,
+            "event_id": event_id.to_string(),
+            "request": request.to_string(),
+            "outcome": outcome,
+            "error": error,
+        })
+    };
+    let Some(request) = carried_out(&opened, handler, request, wait).await? else {
+        return pending(ctx, &report("pending", None), handler, "the retry").await;
+    };
+    let after = opened
+        .store
+        .load_dead_letter(handler, event_id)
+        .await
+        .doing("loading the dead letter")?;
+    opened.close().await?;
+    match after {
+        None => {
+            if ctx.json {
+                ctx.print_json(&report("delivered", None))?;
+            } else {
+                ctx.line(&format!(
+                    "delivered: the application's `{handler}` handled event {event_id}; its dead letter is removed (request {request})"
+                ))?;
+            }
+            Ok(exit::OK)
+        }
+        Some(after) => {
+            let error = if (after.attempts, after.last_failed_at)
+                != (before.attempts, before.last_failed_at)
+            {
+                after.error
+            } else {
+                "the application took the request but could not carry it out (see its log)"
+                    .to_owned()
+            };
+            if ctx.json {
+                ctx.print_json(&report("failed", Some(&error)))?;
+            } else {
+                ctx.line(&format!(
+                    "failed again: `{handler}` could not handle event {event_id}: {error}; the dead letter stays ({} attempts)",
+                    after.attempts
+                ))?;
+            }
+            Ok(exit::FAILED)
+        }
+    }
+}
+
+/// `rebuild <projection>`: asks the application running `projection` to clear its read model
+/// and replay every event, waits up to `wait` seconds, and reports where its checkpoint is.
+pub(crate) async fn rebuild(ctx: &mut Ctx, projection: &str, wait: u64) -> Result<u8, CliError> {
+    let opened = open_for_reading(&ctx.target).await?;
+    let request = ask(&opened, projection, RequestedAction::Rebuild, wait).await?;
+    let report = |outcome: &str, checkpoint: Option<u64>| {
+        json!({
+            "projection": projection,
+            "request": request.to_string(),
+            "outcome": outcome,
+            "checkpoint": checkpoint,
+        })
+    };
+    let Some(request) = carried_out(&opened, projection, request, wait).await? else {
+        return pending(ctx, &report("pending", None), projection, "the rebuild").await;
+    };
+    let checkpoint = opened
+        .store
+        .load_checkpoint(projection)
+        .await
+        .doing("loading the checkpoint")?;
+    let head = opened.head().await.doing("reading the head")?;
+    opened.close().await?;
+    if ctx.json {
+        ctx.print_json(&report("rebuilt", checkpoint))?;
+    } else {
+        ctx.line(&format!(
+            "rebuilt: the application cleared `{projection}` and replays every event into it (request {request}); its checkpoint is at {} of {head} (the application's log says if the projection could not be rebuilt)",
+            checkpoint.unwrap_or(0)
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
+/// Saves the request for `handler`; its id.
+async fn ask(
+    opened: &Opened,
+    handler: &str,
+    action: RequestedAction,
+    wait: u64,
+) -> Result<Uuid, CliError> {
+    let request = HandlerRequest {
+        id: Uuid::now_v7(),
+        handler: handler.to_owned(),
+        action,
+        requested_at: SystemTime::now(),
+    };
+    let id = request.id;
+    opened
+        .store
+        .save_request(request)
+        .await
+        .doing(&format!("saving the request for `{handler}`"))?;
+    crate::output::note(&format!(
+        "(asked the application running `{handler}`; waiting up to {wait} s for it)"
+    ));
+    Ok(id)
+}
+
+/// Waits up to `wait` seconds for the request to leave the store: `Some(id)` once it has.
+async fn carried_out(
+    opened: &Opened,
+    handler: &str,
+    id: Uuid,
+    wait: u64,
+) -> Result<Option<Uuid>, CliError> {
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        let kept = opened
+            .store
+            .load_request(handler, id)
+            .await
+            .doing("reading the request")?;
+        if kept.is_none() {
+            return Ok(Some(id));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The report of a request no application carried out in time; exit code 7.
+async fn pending(
+    ctx: &mut Ctx,
+    report: &serde_json::Value,
+    handler: &str,
+    what: &str,
+) -> Result<u8, CliError> {
+    if ctx.json {
+        ctx.print_json(report)?;
+    } else {
+        ctx.line(&format!(
+            "pending: no running application carried out {what} for `{handler}` in time; the request stays in the store and is carried out when an application runs `{handler}`"
+        ))?;
+    }
+    Ok(exit::PENDING)
+}
