@@ -3,6 +3,10 @@
 //! - `lifecycle memory --mode live|hibernated --aggregates N`: resident memory per live idle
 //!   aggregate, or per hibernated aggregate (RSS delta / N), on a store that keeps nothing so
 //!   that only the runtime is measured. Run each mode in its own process.
+//! - `lifecycle burst --aggregates N [--rounds R]`: resident memory before, at the peak of, and
+//!   after a burst of N live aggregates that then all passivate (idle timeout 1 s), with the
+//!   capacity the registry's tables keep, R times with other aggregates each time: how much of
+//!   a burst's memory the runtime gives back, and whether the next burst reuses what is kept.
 //! - `lifecycle reactivate --events N`: time to reactivate an aggregate with N events, without
 //!   and with a snapshot (first command on a fresh runtime, in-memory store).
 //!
@@ -29,7 +33,7 @@ fn arg(name: &str) -> Option<String> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: lifecycle memory --mode live|hibernated --aggregates N\n       lifecycle reactivate --events N"
+        "usage: lifecycle memory --mode live|hibernated --aggregates N\n       lifecycle burst --aggregates N\n       lifecycle reactivate --events N"
     );
     std::process::exit(2)
 }
@@ -49,6 +53,13 @@ fn main() {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| usage());
             runtime.block_on(memory(&mode, aggregates))
+        }
+        Some("burst") => {
+            let aggregates = arg("--aggregates")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| usage());
+            let rounds = arg("--rounds").and_then(|n| n.parse().ok()).unwrap_or(1);
+            runtime.block_on(burst(aggregates, rounds))
         }
         Some("reactivate") => {
             let events = arg("--events")
@@ -132,6 +143,51 @@ async fn memory(mode: &str, aggregates: usize) -> Result<(), evoq::Error> {
         stats.hibernated,
         after.saturating_sub(before),
     );
+    Ok(())
+}
+
+async fn burst(aggregates: usize, rounds: usize) -> Result<(), evoq::Error> {
+    let app = Evoq::builder()
+        .store(NullStore::new())
+        .aggregate_defaults(AggregateDefaults {
+            idle_timeout: Duration::from_secs(1),
+            hibernate_after: None,
+            snapshot_every: 1_000_000,
+        })
+        .memory_monitor(MemoryMonitorConfig {
+            enabled: false,
+            ..MemoryMonitorConfig::default()
+        })
+        .start()
+        .await?;
+    let before = rss_bytes();
+    for round in 0..rounds {
+        // Other accounts each round: the runtime holds none of the earlier ones.
+        open_all(&app, round * aggregates, aggregates).await?;
+        let peak = rss_bytes();
+        let peak_capacity = app.aggregate_stats::<BankAccount>().capacity;
+        // Every instance passivates after its idle timeout; the tables shrink as they empty.
+        loop {
+            let stats = app.aggregate_stats::<BankAccount>();
+            if stats.live == 0 && stats.hibernated == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // One more sweep interval, for the last shrink.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = rss_bytes();
+        let stats = app.aggregate_stats::<BankAccount>();
+        let per = |bytes: u64| bytes as f64 / aggregates as f64;
+        println!(
+            "{{\"bench\":\"lifecycle_burst\",\"round\":{},\"aggregates\":{aggregates},\"rss_before\":{before},\"rss_peak\":{peak},\"rss_after\":{after},\"bytes_per_aggregate_at_peak\":{:.0},\"bytes_per_aggregate_kept\":{:.0},\"capacity_at_peak\":{peak_capacity},\"capacity_after\":{},\"passivations\":{}}}",
+            round + 1,
+            per(peak.saturating_sub(before)),
+            per(after.saturating_sub(before)),
+            stats.capacity,
+            stats.passivations,
+        );
+    }
     Ok(())
 }
 
