@@ -255,8 +255,8 @@ impl EvoqBuilder {
         // Everything the runtime does with the store goes through one guard: a panicking
         // backend fails the one call (a store error, which each caller retries or reports),
         // never a task of the runtime nor a caller's task.
-        let store =
-            GuardedStore::wrap(self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())));
+        let given = self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new()));
+        let store = GuardedStore::wrap(Arc::clone(&given));
         let probe = self
             .memory_probe
             .unwrap_or_else(|| Arc::new(SystemMemory::new()));
@@ -319,6 +319,7 @@ impl EvoqBuilder {
         Ok(Evoq {
             inner: Arc::new(Inner {
                 config,
+                store: given,
                 dispatcher,
                 subscribers,
                 sagas: self.sagas,

@@ -32,6 +32,8 @@ use super::wait::WaitFor;
 /// What every clone of a runtime handle shares.
 pub(crate) struct Inner {
     pub(crate) config: Config,
+    /// The store as the builder was given it (the runtime itself goes through its guard).
+    pub(crate) store: Arc<dyn EventStore>,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) subscribers: Subscribers,
     /// The names (`Saga::NAME`) of the registered sagas.
@@ -59,9 +61,9 @@ pub struct Evoq {
 }
 
 impl Evoq {
-    /// The event store this runtime writes to.
+    /// The event store this runtime writes to: the one given to the builder.
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        self.inner.dispatcher.store()
+        &self.inner.store
     }
 
     /// The runtime's configuration.
@@ -128,7 +130,7 @@ impl Evoq {
         self.inner.dispatcher.stop();
         self.inner.subscribers.stop().await;
         // Every write of this runtime is in; a copy of the store's files now holds them all.
-        if let Err(error) = self.store().flush().await {
+        if let Err(error) = self.inner.dispatcher.store().flush().await {
             tracing::warn!(
                 name: "evoq.runtime.stop",
                 stage = "exception",
@@ -273,7 +275,7 @@ impl Evoq {
                 known: known_names(&self.inner.sagas),
             });
         }
-        saga::load_state::<S>(&**self.store(), instance).await
+        saga::load_state::<S>(&**self.inner.dispatcher.store(), instance).await
     }
 
     /// The counters of every event handler of this runtime, in registration order.
