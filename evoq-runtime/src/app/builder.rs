@@ -315,6 +315,7 @@ impl EvoqBuilder {
             name: "evoq.runtime.start",
             store_id = %config.store_id,
             partitions = config.partitions,
+            "evoq.runtime.start",
         );
         Ok(Evoq {
             inner: Arc::new(Inner {

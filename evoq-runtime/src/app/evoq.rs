@@ -136,12 +136,14 @@ impl Evoq {
                 stage = "exception",
                 store_id = %self.inner.config.store_id,
                 error = %error,
+                "evoq.runtime.stop",
             );
         }
         tracing::debug!(
             name: "evoq.runtime.stop",
             stage = "stop",
             store_id = %self.inner.config.store_id,
+            "evoq.runtime.stop",
         );
     }
 

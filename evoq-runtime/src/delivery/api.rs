@@ -235,6 +235,7 @@ impl DeadLetterQueue<'_> {
                 stage = "discarded",
                 handler = %self.handler,
                 event_id = %event_id,
+                "evoq.handler.dead_letter",
             );
         }
         Ok(removed)

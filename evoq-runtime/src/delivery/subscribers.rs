@@ -309,7 +309,7 @@ impl Subscribers {
             if let Err(error) = task.await
                 && error.is_panic()
             {
-                tracing::error!(name: "evoq.handler.shutdown", error = %error);
+                tracing::error!(name: "evoq.handler.shutdown", error = %error, "evoq.handler.shutdown");
             }
         }
     }

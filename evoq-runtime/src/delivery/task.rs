@@ -192,6 +192,7 @@ impl Task {
                 position = resume,
                 panics,
                 error = %reason,
+                "evoq.handler.task",
             );
             self.trouble(reason);
             self.start_after = resume;
@@ -242,6 +243,7 @@ impl Task {
             name: "evoq.handler.shutdown",
             handler = &*self.state.name,
             position = self.start_after,
+            "evoq.handler.shutdown",
         );
     }
 
@@ -329,6 +331,7 @@ impl Task {
                                     stage = "exception",
                                     handler = &*self.state.name,
                                     error = %error,
+                                    "evoq.handler.checkpoint",
                                 );
                                 if !self.wait_unleased(STORE_RETRY.delay(failures)).await {
                                     return None;
@@ -342,6 +345,7 @@ impl Task {
                             stage = "acquired",
                             handler = &*self.state.name,
                             position = self.start_after,
+                            "evoq.handler.lease",
                         );
                     }
                     return Some(lease);
@@ -364,6 +368,7 @@ impl Task {
                         handler = &*self.state.name,
                         error = %error,
                         retry_in_ms = delay.as_millis() as u64,
+                        "evoq.handler.lease",
                     );
                     self.trouble(format!(
                         "asking the store for the handler's lease failed ({error}); retrying in {} ms",
@@ -401,6 +406,7 @@ impl Task {
             name: "evoq.handler.start",
             handler = &*self.state.name,
             position = processed,
+            "evoq.handler.start",
         );
         loop {
             if self.stopping() {
@@ -479,6 +485,7 @@ impl Task {
                         error = %error,
                         failures = read_failures,
                         retry_in_ms = delay.as_millis() as u64,
+                        "evoq.handler.subscription",
                     );
                     self.trouble(format!(
                         "reading the events failed {read_failures} time(s) in a row ({error}); retrying in {} ms",
@@ -643,6 +650,7 @@ impl Task {
                 action = request.action.as_str(),
                 event_id = ?request.action.event_id(),
                 outcome = %outcome.as_ref().map_or_else(ToString::to_string, |()| "done".to_owned()),
+                "evoq.handler.request",
             );
             if let Err(error) = self.store.delete_request(&name, request.id).await {
                 tracing::error!(
@@ -738,6 +746,7 @@ impl Task {
             name: "evoq.projection.rebuild",
             stage = "start",
             projection = &*name,
+            "evoq.projection.rebuild",
         );
         Ok(())
     }
@@ -838,6 +847,7 @@ impl Task {
                     projection = &*self.state.name,
                     position,
                     error = %error,
+                    "evoq.projection.checkpoint",
                 );
                 self.trouble(format!(
                     "committing the read model with checkpoint {position} failed ({error}); the next event or page tries again"
@@ -857,6 +867,7 @@ impl Task {
                     handler = &*self.state.name,
                     position,
                     error = %error,
+                    "evoq.handler.checkpoint",
                 );
                 self.trouble(format!(
                     "saving checkpoint {position} failed ({error}); the next page tries again"
@@ -885,6 +896,7 @@ impl Task {
             name: "evoq.handler.shutdown",
             handler = &*self.state.name,
             position = processed,
+            "evoq.handler.shutdown",
         );
     }
 
@@ -1029,6 +1041,7 @@ impl Task {
                 max_attempts = self.options.max_attempts,
                 delay_ms = delay.as_millis() as u64,
                 error = %failure,
+                "evoq.handler.retry",
             );
             if !self.sleep(delay).await {
                 return Some(Delivered::Shutdown);
@@ -1067,6 +1080,7 @@ impl Task {
                     attempts = attempt,
                     kind = %failure.kind(),
                     error = %failure,
+                    "evoq.handler.skip",
                 );
                 Delivered::Next
             }
@@ -1080,6 +1094,7 @@ impl Task {
                     attempts = attempt,
                     kind = %failure.kind(),
                     error = %failure,
+                    "evoq.handler.stop",
                 );
                 Delivered::Stop(format!(
                     "event `{}` at position {} failed {attempt} time(s): {failure}",
@@ -1116,6 +1131,7 @@ impl Task {
                         attempts = entry.attempts,
                         kind = %entry.kind,
                         error = %given_up.failure,
+                        "evoq.handler.dead_letter",
                     );
                     return true;
                 }
@@ -1136,6 +1152,7 @@ impl Task {
                 position = event.global_position(),
                 error = %error,
                 retry_in_ms = delay.as_millis() as u64,
+                "evoq.handler.dead_letter",
             );
             if !self.sleep(delay).await {
                 return false;
@@ -1240,6 +1257,7 @@ impl Task {
                     position = event.global_position(),
                     event_id = %event_id,
                     attempts = attempt,
+                    "evoq.handler.dead_letter",
                 );
                 Ok(())
             }
@@ -1389,16 +1407,19 @@ async fn attempt_once<C: Consumer>(
         return future.await;
     }
     let started = Instant::now();
-    span.in_scope(|| tracing::debug!(name: "evoq.handler.event", stage = "start"));
+    span.in_scope(
+        || tracing::debug!(name: "evoq.handler.event", stage = "start", "evoq.handler.event"),
+    );
     let result = future.instrument(span.clone()).await;
     let duration_us = started.elapsed().as_micros() as u64;
     span.in_scope(|| match &result {
-        Ok(()) => tracing::debug!(name: "evoq.handler.event", stage = "stop", duration_us),
+        Ok(()) => tracing::debug!(name: "evoq.handler.event", stage = "stop", duration_us, "evoq.handler.event"),
         Err(failure) => tracing::debug!(
             name: "evoq.handler.event",
             stage = "exception",
             error = %failure,
             duration_us,
+            "evoq.handler.event",
         ),
     });
     result

@@ -114,7 +114,7 @@ impl Dispatcher {
             tokio::task::yield_now().await;
         }
         if removed > 0 {
-            tracing::debug!(name: "evoq.command_log.sweep", removed);
+            tracing::debug!(name: "evoq.command_log.sweep", removed, "evoq.command_log.sweep");
         }
         Ok(removed)
     }
@@ -236,6 +236,7 @@ fn spawn_command_log_sweeper(dispatcher: &Arc<Dispatcher>) {
                         name: "evoq.command_log.sweep",
                         stage = "exception",
                         error = %error,
+                        "evoq.command_log.sweep",
                     );
                 }
             })
@@ -324,7 +325,7 @@ pub(crate) async fn observed<A: Aggregate>(
     span: tracing::Span,
     body: impl Future<Output = Result<Dispatched<A>, Error>>,
 ) -> Result<Dispatched<A>, Error> {
-    span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start"));
+    span.in_scope(|| tracing::debug!(name: "evoq.dispatch", stage = "start", "evoq.dispatch"));
     // Timed only when the events that carry the duration are on.
     let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     let result = body.instrument(span.clone()).await;
@@ -335,12 +336,14 @@ pub(crate) async fn observed<A: Aggregate>(
             version = done.version,
             events = done.events.len(),
             duration_us = micros_since(started),
+            "evoq.dispatch",
         ),
         Err(error) => tracing::debug!(
             name: "evoq.dispatch",
             stage = "exception",
             error = %error,
             duration_us = micros_since(started),
+            "evoq.dispatch",
         ),
     });
     result
@@ -487,13 +490,14 @@ async fn run_keyed_or_wrapped<C: Route>(
                 command = C::NAME,
                 source = "store",
                 version = done.version,
+                "evoq.idempotency.hit",
             );
             if let Some(claim) = claim {
                 claim.complete(done.clone());
             }
             return Ok(done);
         }
-        tracing::debug!(name: "evoq.idempotency.miss", key = %leader.key(), command = C::NAME);
+        tracing::debug!(name: "evoq.idempotency.miss", key = %leader.key(), command = C::NAME, "evoq.idempotency.miss");
     }
 
     let chain = Chain {

@@ -223,6 +223,7 @@ impl Idempotency {
                         key = %key,
                         command = C::NAME,
                         source = "memory",
+                        "evoq.idempotency.hit",
                     );
                     return answer::<C>(&entry, &key, aggregate_id).map(Acquired::Hit);
                 }
@@ -244,6 +245,7 @@ impl Idempotency {
                 name: "evoq.idempotency.wait",
                 key = %key,
                 command = C::NAME,
+                "evoq.idempotency.wait",
             );
             // The sender never sends: this returns when the running dispatch's claim ends.
             let _ = done.changed().await;

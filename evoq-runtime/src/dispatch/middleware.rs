@@ -321,6 +321,7 @@ impl<'a> Pipeline<'a> {
                     hook = stage.as_str(),
                     command = self.command_name,
                     panic = %message,
+                    "evoq.middleware.panic",
                 );
                 stage_event(stage, "exception", name, true);
                 self.response = Response::Failure(Error::MiddlewarePanicked {
@@ -377,13 +378,13 @@ impl<'a> Chain<'a> {
 fn stage_event(hook: Stage, stage: &'static str, middleware: &str, halted: bool) {
     match hook {
         Stage::BeforeDispatch => {
-            tracing::debug!(name: "evoq.middleware.before_dispatch", stage, middleware, halted)
+            tracing::debug!(name: "evoq.middleware.before_dispatch", stage, middleware, halted, "evoq.middleware.before_dispatch")
         }
         Stage::AfterDispatch => {
-            tracing::debug!(name: "evoq.middleware.after_dispatch", stage, middleware, halted)
+            tracing::debug!(name: "evoq.middleware.after_dispatch", stage, middleware, halted, "evoq.middleware.after_dispatch")
         }
         Stage::AfterFailure => {
-            tracing::debug!(name: "evoq.middleware.after_failure", stage, middleware, halted)
+            tracing::debug!(name: "evoq.middleware.after_failure", stage, middleware, halted, "evoq.middleware.after_failure")
         }
     }
 }

@@ -180,6 +180,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 aggregate = A::NAME,
                 aggregate_id = %self.id(),
                 panic = %message,
+                "evoq.aggregate.execute",
             );
             Err(StoreError::Backend {
                 backend: "event store",
@@ -198,12 +199,14 @@ impl<A: Aggregate> Actor<'_, A> {
                 version = done.version,
                 events = done.events.len(),
                 duration_us = micros_since(started),
+                "evoq.aggregate.execute",
             ),
             Err(error) => tracing::debug!(
                 name: "evoq.aggregate.execute",
                 stage = "exception",
                 error = %error,
                 duration_us = micros_since(started),
+                "evoq.aggregate.execute",
             ),
         });
         let idle = self.next_idle(&result, command.command());
@@ -405,6 +408,7 @@ impl<A: Aggregate> Actor<'_, A> {
                         expected = version,
                         actual,
                         attempt = attempts,
+                        "evoq.aggregate.conflict",
                     );
                     behind = true;
                     if attempts > 1 {
@@ -473,6 +477,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 aggregate_id = %self.id(),
                 from = before,
                 to = instance.version,
+                "evoq.aggregate.refresh",
             );
         }
         self.core.instance = Some(instance);
@@ -501,6 +506,7 @@ impl<A: Aggregate> Actor<'_, A> {
             aggregate_id = %self.id(),
             version = instance.version,
             duration_us = started.elapsed().as_micros() as u64,
+            "evoq.aggregate.activate",
         );
         self.core.instance = Some(instance);
         Ok(true)
@@ -621,6 +627,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     aggregate = A::NAME,
                     aggregate_id = %self.id(),
                     version = snapshot.version,
+                    "evoq.aggregate.snapshot_load",
                 );
                 self.core.snapshot_version = snapshot.version;
                 Ok(Some(Instance {
@@ -669,6 +676,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     aggregate = A::NAME,
                     aggregate_id = %self.id(),
                     error = %error,
+                    "evoq.aggregate.snapshot_save",
                 );
                 return;
             }
@@ -692,6 +700,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     aggregate = A::NAME,
                     aggregate_id = %self.id(),
                     version,
+                    "evoq.aggregate.snapshot_save",
                 );
             }
             Err(error) => tracing::warn!(
@@ -701,6 +710,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 aggregate_id = %self.id(),
                 version,
                 error = %error,
+                "evoq.aggregate.snapshot_save",
             ),
         }
     }
@@ -724,6 +734,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 stage = "exception",
                 aggregate = A::NAME,
                 panic = %panic_message(&*panic),
+                "evoq.aggregate.lifespan",
             );
             Idle::Configured
         })
@@ -840,6 +851,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     aggregate = A::NAME,
                     aggregate_id = %self.id(),
                     error = %error,
+                    "evoq.aggregate.hibernate",
                 );
                 None
             }
@@ -863,6 +875,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 aggregate = A::NAME,
                 aggregate_id = %id,
                 version,
+                "evoq.aggregate.hibernate",
             ),
             "stop" => tracing::debug!(
                 name: "evoq.aggregate.stop",
@@ -870,6 +883,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 aggregate = A::NAME,
                 aggregate_id = %id,
                 version,
+                "evoq.aggregate.stop",
             ),
             _ => tracing::debug!(
                 name: "evoq.aggregate.passivate",
@@ -877,6 +891,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 aggregate = A::NAME,
                 aggregate_id = %id,
                 version,
+                "evoq.aggregate.passivate",
             ),
         }
     }
@@ -908,6 +923,7 @@ impl<A: Aggregate> Actor<'_, A> {
             command,
             panic = %message,
             events_stored,
+            "evoq.aggregate.execute",
         );
         Error::Panicked {
             aggregate: A::NAME,

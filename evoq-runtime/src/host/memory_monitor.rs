@@ -235,11 +235,13 @@ impl MemoryMonitor {
                 level = level.as_str(),
                 previous = previous.as_str(),
                 used_fraction = used,
+                "evoq.memory.pressure",
             );
             tracing::info!(
                 name: "evoq.memory.ttl_adjusted",
                 factor = level.ttl_factor(),
                 previous_factor = previous.ttl_factor(),
+                "evoq.memory.ttl_adjusted",
             );
         }
         level

@@ -455,12 +455,14 @@ impl Partitions {
                         stage = "stop",
                         stream = %stream,
                         from = "hibernation",
+                        "evoq.aggregate.passivate",
                     ),
                     Err(error) => tracing::warn!(
                         name: "evoq.aggregate.snapshot_save",
                         stage = "exception",
                         stream = %stream,
                         error = %error,
+                        "evoq.aggregate.snapshot_save",
                     ),
                 }
             }

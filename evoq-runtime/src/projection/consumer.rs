@@ -34,6 +34,7 @@ impl<P: Projection> Consumer for Projected<P> {
                 projection = name,
                 event_type = event.event_type(),
                 position = event.global_position(),
+                "evoq.projection.event",
             );
             let result = delivery.await;
             let duration_us = started.elapsed().as_micros() as u64;
@@ -45,6 +46,7 @@ impl<P: Projection> Consumer for Projected<P> {
                     event_type = event.event_type(),
                     position = event.global_position(),
                     duration_us,
+                    "evoq.projection.event",
                 ),
                 Err(failure) => tracing::warn!(
                     name: "evoq.projection.exception",
@@ -54,6 +56,7 @@ impl<P: Projection> Consumer for Projected<P> {
                     position = event.global_position(),
                     error = %failure,
                     duration_us,
+                    "evoq.projection.exception",
                 ),
             }
             result
@@ -73,6 +76,7 @@ impl<P: Projection> Consumer for Projected<P> {
                 projection = name,
                 position,
                 kept_by_read_model = kept,
+                "evoq.projection.checkpoint",
             );
             Ok(kept)
         })

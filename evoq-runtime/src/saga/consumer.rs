@@ -128,6 +128,7 @@ async fn handle<S: Saga>(
                 saga,
                 instance = %key,
                 event_type = event.event_type(),
+                "evoq.saga.stop",
             );
             return Ok(());
         }
@@ -137,6 +138,7 @@ async fn handle<S: Saga>(
                 saga,
                 instance = %key,
                 event_type = event.event_type(),
+                "evoq.saga.start",
             );
             Instance::new(S::init(&key))
         }
@@ -171,6 +173,7 @@ async fn handle<S: Saga>(
             saga,
             instance = %key,
             timeout = %id,
+            "evoq.saga.timeout",
         );
         return Ok(());
     }
@@ -243,6 +246,7 @@ async fn handle<S: Saga>(
             failed = failed.command,
             commands = compensation.len(),
             undone = compensation.undone.len(),
+            "evoq.saga.compensate",
         );
         instance
             .executed
@@ -289,7 +293,7 @@ async fn handle<S: Saga>(
             .delete_saga_state(saga, &key)
             .await
             .map_err(|error| failure(event, error))?;
-        tracing::debug!(name: "evoq.saga.stop", stage = "stop", saga, instance = %key);
+        tracing::debug!(name: "evoq.saga.stop", stage = "stop", saga, instance = %key, "evoq.saga.stop");
     } else {
         save(dispatcher, saga, &key, encode(&instance, event)?, event).await?;
     }
@@ -481,6 +485,7 @@ async fn dispatch_outbox<S: Saga>(
                     instance = key,
                     command = name,
                     command_id = %command_id,
+                    "evoq.saga.command",
                 );
                 instance.set_status(command_id, Status::Done);
                 if history {
@@ -497,6 +502,7 @@ async fn dispatch_outbox<S: Saga>(
                     command = name,
                     command_id = %command_id,
                     error = %error,
+                    "evoq.saga.command",
                 );
                 let error = error.to_string();
                 instance.set_status(

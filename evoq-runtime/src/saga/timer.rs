@@ -91,6 +91,7 @@ async fn fire(store: &dyn EventStore, timeout: Timeout) -> Result<(), StoreError
                 instance = %timeout.instance,
                 timeout = %timeout.id,
                 error = %format!("the stored timeout does not decode: {error}; it is removed"),
+                "evoq.saga.timeout",
             );
             store.delete_timeout(&timeout.saga, timeout.id).await?;
             return Ok(());
@@ -114,6 +115,7 @@ async fn fire(store: &dyn EventStore, timeout: Timeout) -> Result<(), StoreError
             saga = %timeout.saga,
             instance = %timeout.instance,
             timeout = %timeout.id,
+            "evoq.saga.timeout",
         ),
         // Fired already (another node, or before a crash): only the removal is left.
         Err(StoreError::DuplicateCommand { .. }) => {}
@@ -179,6 +181,7 @@ pub(crate) fn spawn(dispatcher: &Arc<Dispatcher>, saga: &'static str, wake: Arc<
                         stage = "exception",
                         saga,
                         error = %error,
+                        "evoq.saga.timeout",
                     );
                     POLL
                 }

@@ -536,6 +536,7 @@ macro_rules! retrying {
                         backend = BACKEND,
                         attempt,
                         error = %failure,
+                        "evoq.store.retry",
                     );
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -1262,6 +1263,7 @@ async fn listen(
                     backend = BACKEND,
                     location = %location,
                     error = %failure,
+                    "evoq.store.listen",
                 );
             }
         }
@@ -1492,6 +1494,7 @@ impl Writer {
                         backend = BACKEND,
                         attempt,
                         error = %failure,
+                        "evoq.store.retry",
                     );
                     tokio::time::sleep(backoff(attempt)).await;
                 }

@@ -416,6 +416,7 @@ impl Drop for Inner {
                 stage = "exception",
                 path = %self.path().display(),
                 error = %error,
+                "evoq.store.close",
             );
         }
     }
