@@ -376,7 +376,108 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is: a small, stable classification for code that maps
+/// errors to responses (an HTTP status, a retry decision) without matching every variant.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let error = evoq::Evoq::builder().partitions(0).start().await.unwrap_err();
+/// assert_eq!(error.kind(), evoq::ErrorKind::Config);
+/// assert_eq!(error.kind().as_str(), "config");
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The command handler refused the command (a domain error): [`Error::Rejected`].
+    Rejected,
+    /// The command met another writer: a version conflict past its retries, or an idempotency
+    /// key reused for another command ([`Error::Conflict`], [`Error::IdempotencyKeyReused`]).
+    Conflict,
+    /// The caller's input is not valid: an aggregate id the store cannot hold
+    /// ([`Error::InvalidAggregateId`]).
+    InvalidInput,
+    /// What the call names does not exist: a handler, a saga, a dead letter.
+    NotFound,
+    /// A middleware halted the command before it ran ([`Error::Halted`]).
+    Halted,
+    /// A deadline passed: the dispatch's, a consistency wait's, a handler wait's. For a
+    /// consistency wait the events **are** stored.
+    Timeout,
+    /// The runtime, a handler or the event store cannot serve now (stopped, stopping, or the
+    /// store failing): trying again later may work.
+    Unavailable,
+    /// Stored data cannot be read: an event that does not decode or upcast, an unknown event
+    /// type, a saga state that does not decode, data the store found inconsistent.
+    StoredData,
+    /// A handler failed: a dead-letter retry failed again, a projection could not be rebuilt.
+    Handler,
+    /// The runtime's configuration or wiring is wrong (found at start).
+    Config,
+    /// A bug in user code or the runtime: a panic (caught), a state that does not encode.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind's stable name: `rejected`, `conflict`, `invalid_input`, `not_found`, `halted`,
+    /// `timeout`, `unavailable`, `stored_data`, `handler`, `config` or `internal`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Halted => "halted",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::StoredData => "stored_data",
+            ErrorKind::Handler => "handler",
+            ErrorKind::Config => "config",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Error {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Rejected { .. } => ErrorKind::Rejected,
+            Error::Conflict { .. } | Error::IdempotencyKeyReused { .. } => ErrorKind::Conflict,
+            Error::InvalidAggregateId { .. } => ErrorKind::InvalidInput,
+            Error::UnknownHandler { .. }
+            | Error::UnknownSaga { .. }
+            | Error::DeadLetterNotFound { .. } => ErrorKind::NotFound,
+            Error::Halted { .. } => ErrorKind::Halted,
+            Error::Timeout { .. }
+            | Error::ConsistencyTimeout { .. }
+            | Error::WaitTimeout { .. } => ErrorKind::Timeout,
+            Error::Stopped { .. } | Error::HandlerStopped { .. } => ErrorKind::Unavailable,
+            Error::Store(StoreError::Integrity { .. }) => ErrorKind::StoredData,
+            Error::Store(StoreError::WrongExpectedVersion { .. })
+            | Error::Store(StoreError::DuplicateCommand { .. }) => ErrorKind::Conflict,
+            Error::Store(_) => ErrorKind::Unavailable,
+            Error::Decode { .. }
+            | Error::Upcast { .. }
+            | Error::UnknownEventType { .. }
+            | Error::SagaState { .. } => ErrorKind::StoredData,
+            Error::DeadLetterRetryFailed { .. } | Error::Rebuild { .. } => ErrorKind::Handler,
+            Error::Config { .. }
+            | Error::RenameConflict { .. }
+            | Error::AmbiguousHandler { .. } => ErrorKind::Config,
+            Error::Panicked { .. } | Error::MiddlewarePanicked { .. } | Error::Encode { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
     /// Raises the `evoq.integrity` alarm, at ERROR, when this is an integrity error of the
     /// store (corrupt or inconsistent stored data): `stage` says where it was met (`append`,
     /// `rebuild`, `lookup`), `stream` which stream was concerned. Any other error passes
