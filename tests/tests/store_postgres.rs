@@ -1219,3 +1219,28 @@ async fn a_dead_letter_retry_asked_on_the_node_without_the_lease_runs_on_the_hol
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_nobody_listens_on_fails_the_start_saying_the_connection_was_refused() {
+    // A port that was free a moment ago: nothing listens on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://app:hunter2@127.0.0.1:{port}/db");
+    let error = PostgresStore::connect_with(&url, PostgresOptions::default().retries(1))
+        .await
+        .expect_err("nothing listens there");
+    let text = error.to_string();
+    println!("{text}");
+    assert!(
+        text.to_lowercase().contains("refused") && text.contains(&format!("127.0.0.1:{port}")),
+        "the error says the connection was refused, and where: {text}"
+    );
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the driver's error is the source: {error:?}"
+    );
+}

@@ -130,6 +130,27 @@ pub enum StoreError {
         /// The deadline that passed.
         after: Duration,
     },
+    /// The backend's server could not be reached (the connection was refused, reset or broke
+    /// off) while the store was doing something, after the store's retries: the server may be
+    /// down, restarting, or listening elsewhere. Trying again later may work.
+    #[error(
+        "event store backend `{backend}` at {location} could not be reached while {what}: {reason} (after {retries} retries): check that the server runs and listens there"
+    )]
+    Unreachable {
+        /// Which backend.
+        backend: &'static str,
+        /// Which server (host, port, database; never a password).
+        location: String,
+        /// What the store was doing.
+        what: String,
+        /// Why, in the operating system's or the driver's words (`Connection refused`, ...).
+        reason: String,
+        /// How many times the store tried again.
+        retries: u32,
+        /// The backend's error.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The backend refused the operation for a reason that a retry does not fix (a database
     /// that does not exist, a refused login, a missing privilege, ...): it was not retried.
     #[error("event store backend `{backend}` at {location} refused {reason}")]

@@ -366,7 +366,18 @@ enum Failure {
 impl Failure {
     /// The failure of a statement (or a connection) while doing `what` on `location`.
     fn sql(what: &str, location: &str, error: tokio_postgres::Error) -> Failure {
-        if is_transient(&error) {
+        if is_transient(&error) && error.as_db_error().is_none() {
+            // No answer of the server's: the connection itself failed.
+            let reason = describe(&error);
+            Failure::Transient(StoreError::Unreachable {
+                backend: BACKEND,
+                location: location.to_owned(),
+                what: what.to_owned(),
+                reason,
+                retries: 0,
+                source: Some(Arc::new(error)),
+            })
+        } else if is_transient(&error) {
             Failure::Transient(StoreError::Backend {
                 backend: BACKEND,
                 message: format!("{what} on {location}: {}", describe(&error)),
@@ -400,6 +411,21 @@ impl Failure {
                     message: format!("{message} (after {retries} retries)"),
                 }
             }
+            Failure::Transient(StoreError::Unreachable {
+                backend,
+                location,
+                what,
+                reason,
+                source,
+                ..
+            }) => StoreError::Unreachable {
+                backend,
+                location,
+                what,
+                reason,
+                retries,
+                source,
+            },
             Failure::Transient(error) => error,
         }
     }
