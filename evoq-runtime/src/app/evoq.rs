@@ -122,6 +122,23 @@ impl Evoq {
         self.inner.dispatcher.sweep_hibernated().await;
     }
 
+    /// Whether [`stop`](Self::stop) was called (by any clone): new dispatches fail with
+    /// [`Error::Stopped`]. For a readiness probe, with [`handler_stats`](Self::handler_stats)
+    /// for the handlers' own states.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let app = evoq::Evoq::builder().start().await.unwrap();
+    /// assert!(!app.is_stopped());
+    /// app.stop().await;
+    /// assert!(app.is_stopped());
+    /// # }
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.inner.dispatcher.is_stopped()
+    }
+
     /// Stops the runtime: new dispatches fail with [`Error::Stopped`]; commands already
     /// accepted complete; event handlers stop after saving their checkpoints; then the store
     /// is flushed ([`EventStore::flush`]: on SQLite, the WAL is checkpointed into the database
