@@ -499,7 +499,7 @@ impl ChaosStore {
         total
     }
 
-    /// Every panic injected so far (the first [`PANIC_LOG`]), in order.
+    /// Every panic injected so far (the first `PANIC_LOG`), in order.
     pub fn injected_panics(&self) -> Vec<InjectedPanic> {
         self.panics
             .lock()

@@ -34,7 +34,9 @@ pub(crate) enum Control {
     },
 }
 
-#[derive(Default)]
+/// What a handler's task counts: read by `handler_stats()`, and exported through the `metrics`
+/// facade as `evoq_handler_events_total{handler, outcome}` (outcome `handled`, `retry`,
+/// `dead_letter`, `skipped`, `fault`).
 pub(crate) struct DeliveryCounters {
     pub(crate) handled: AtomicU64,
     pub(crate) retries: AtomicU64,
@@ -43,11 +45,56 @@ pub(crate) struct DeliveryCounters {
     /// Failures outside the handler's code: store calls that failed or panicked, panics of the
     /// task itself (each followed by a retry).
     pub(crate) faults: AtomicU64,
+    /// The exported counters, in the order of [`Count`]; registered when the handler starts
+    /// (an application installs its metrics recorder before it starts the runtime).
+    exported: [metrics::Counter; 5],
+}
+
+/// What [`DeliveryCounters::count`] counts.
+#[derive(Clone, Copy)]
+pub(crate) enum Count {
+    Handled,
+    Retry,
+    DeadLetter,
+    Skipped,
+    Fault,
 }
 
 impl DeliveryCounters {
-    pub(crate) fn add(counter: &AtomicU64) {
+    pub(crate) fn new(handler: &str) -> Self {
+        let counter = |outcome: &'static str| {
+            metrics::counter!(
+                "evoq_handler_events_total",
+                "handler" => handler.to_owned(),
+                "outcome" => outcome
+            )
+        };
+        DeliveryCounters {
+            handled: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            exported: [
+                counter("handled"),
+                counter("retry"),
+                counter("dead_letter"),
+                counter("skipped"),
+                counter("fault"),
+            ],
+        }
+    }
+
+    pub(crate) fn count(&self, what: Count) {
+        let counter = match what {
+            Count::Handled => &self.handled,
+            Count::Retry => &self.retries,
+            Count::DeadLetter => &self.dead_letters,
+            Count::Skipped => &self.skipped,
+            Count::Fault => &self.faults,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.exported[what as usize].increment(1);
     }
 }
 

@@ -245,7 +245,7 @@ impl Subscribers {
                 strong: options.strong,
                 progress,
                 control,
-                counters: DeliveryCounters::default(),
+                counters: DeliveryCounters::new(&options.name),
             });
             let task = Task::new(
                 Arc::clone(&state),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use super::policy::{HandlerConfig, OnError, Resolved, RetryStrategy, StartFrom};
-use super::state::{Control, DeliveryCounters, HandlerState};
+use super::state::{Control, Count, HandlerState};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::store::{
@@ -70,6 +70,16 @@ pub(crate) struct Task {
     deferred: VecDeque<Control>,
     /// When a shared lease was last confirmed by the store.
     confirmed_at: Instant,
+    /// The exported gauges of the handler's position and of its lag behind the head.
+    gauges: Gauges,
+}
+
+/// The handler's gauges: `evoq_handler_position{handler}` and `evoq_handler_lag{handler}`, set
+/// whenever the task publishes its position.
+struct Gauges {
+    position: metrics::Gauge,
+    lag: metrics::Gauge,
+    head: watch::Receiver<u64>,
 }
 
 /// Where a task starts: after this position, and the store's head when the runtime started.
@@ -135,7 +145,13 @@ impl Task {
             after: start_after,
             head: head_at_start,
         } = start;
+        let gauges = Gauges {
+            position: metrics::gauge!("evoq_handler_position", "handler" => state.name.to_string()),
+            lag: metrics::gauge!("evoq_handler_lag", "handler" => state.name.to_string()),
+            head: store.head(),
+        };
         Task {
+            gauges,
             head_at_start,
             state,
             store,
@@ -754,7 +770,7 @@ impl Task {
     /// Records a failure outside the handler's code that the task retries after (logged by
     /// the caller): the handler's state says it is retrying, and why.
     fn trouble(&self, reason: String) {
-        DeliveryCounters::add(&self.state.counters.faults);
+        self.state.counters.count(Count::Fault);
         self.state
             .progress
             .send_modify(|progress| progress.trouble = Some(Arc::from(reason)));
@@ -809,6 +825,9 @@ impl Task {
     fn announce(&mut self) {
         let position = std::mem::take(&mut self.unannounced);
         if position != 0 {
+            let head = *self.gauges.head.borrow();
+            self.gauges.position.set(position as f64);
+            self.gauges.lag.set(head.saturating_sub(position) as f64);
             self.state.progress.send_if_modified(|progress| {
                 let moved = progress.position < position;
                 if moved {
@@ -942,7 +961,7 @@ impl Task {
             };
             let failure = match result {
                 Ok(()) => {
-                    DeliveryCounters::add(&self.state.counters.handled);
+                    self.state.counters.count(Count::Handled);
                     return Delivered::Next;
                 }
                 Err(failure) => failure,
@@ -1030,7 +1049,7 @@ impl Task {
         let first_failed_at = *first_failed_at.get_or_insert(failed_at);
         if attempt < self.options.max_attempts {
             let delay = self.options.retry.delay(attempt);
-            DeliveryCounters::add(&self.state.counters.retries);
+            self.state.counters.count(Count::Retry);
             tracing::info!(
                 name: "evoq.handler.retry",
                 handler = &*self.state.name,
@@ -1070,7 +1089,7 @@ impl Task {
                 }
             }
             OnError::Skip => {
-                DeliveryCounters::add(&self.state.counters.skipped);
+                self.state.counters.count(Count::Skipped);
                 tracing::warn!(
                     name: "evoq.handler.skip",
                     handler = &*self.state.name,
@@ -1121,7 +1140,7 @@ impl Task {
                     if failures > 0 {
                         self.recovered();
                     }
-                    DeliveryCounters::add(&self.state.counters.dead_letters);
+                    self.state.counters.count(Count::DeadLetter);
                     tracing::warn!(
                         name: "evoq.handler.dead_letter",
                         handler = &*self.state.name,
@@ -1248,7 +1267,7 @@ impl Task {
         match result {
             Ok(()) => {
                 self.store.delete_dead_letter(&name, event_id).await?;
-                DeliveryCounters::add(&self.state.counters.handled);
+                self.state.counters.count(Count::Handled);
                 tracing::info!(
                     name: "evoq.handler.dead_letter",
                     stage = "redelivered",

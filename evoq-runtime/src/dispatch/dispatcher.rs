@@ -216,7 +216,16 @@ const SWEEP_BATCH: usize = 1_000;
 fn spawn_sweeper(dispatcher: &Arc<Dispatcher>) {
     let interval = dispatcher.settings.hibernation_sweep_interval;
     spawn_every(dispatcher, interval, Instant::now(), |dispatcher| {
-        Box::pin(dispatcher.partitions.sweep())
+        Box::pin(async move {
+            dispatcher.partitions.sweep().await;
+            // The gauges of live and hibernated instances, as often as the sweep runs.
+            for stats in dispatcher.partitions.stats() {
+                metrics::gauge!("evoq_aggregates_live", "aggregate" => stats.aggregate)
+                    .set(stats.live as f64);
+                metrics::gauge!("evoq_aggregates_hibernated", "aggregate" => stats.aggregate)
+                    .set(stats.hibernated as f64);
+            }
+        })
     });
 }
 
@@ -357,10 +366,24 @@ pub(crate) async fn dispatch_traced<C: Route>(
 ) -> Result<Dispatched<C::Aggregate>, Error> {
     let deadline = deadline_after(request.options.timeout);
     let span = span(&request);
-    if span.is_disabled() {
-        return dispatch(dispatcher, request, deadline).await;
-    }
-    Box::pin(observed(span, dispatch(dispatcher, request, deadline))).await
+    let started = std::time::Instant::now();
+    let result = if span.is_disabled() {
+        dispatch(dispatcher, request, deadline).await
+    } else {
+        Box::pin(observed(span, dispatch(dispatcher, request, deadline))).await
+    };
+    record_dispatch(C::NAME, result.as_ref().err(), started);
+    result
+}
+
+/// The metrics of one dispatch: `evoq_dispatches_total` and `evoq_dispatch_seconds`, by command
+/// and outcome (`ok`, or the error's [`ErrorKind`](crate::error::ErrorKind) name).
+fn record_dispatch(command: &'static str, error: Option<&Error>, started: std::time::Instant) {
+    let outcome = error.map_or("ok", |error| error.kind().as_str());
+    metrics::counter!("evoq_dispatches_total", "command" => command, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("evoq_dispatch_seconds", "command" => command, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Runs one dispatch through the path of the [module docs](self).

@@ -402,6 +402,8 @@ impl<A: Aggregate> Actor<'_, A> {
                     if options.expected_version.is_some() || attempts > options.retry_limit {
                         return Err(self.conflict(name, version, actual, attempts));
                     }
+                    metrics::counter!("evoq_aggregate_conflicts_total", "aggregate" => A::NAME)
+                        .increment(1);
                     tracing::debug!(
                         name: "evoq.aggregate.conflict",
                         stream = %self.stream(),

@@ -1500,6 +1500,20 @@ impl Writer {
         &self,
         batch: &[AppendJob],
     ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        metrics::histogram!("evoq_store_batch_size", "backend" => BACKEND)
+            .record(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let committed = self.commit_retrying(batch).await;
+        metrics::histogram!("evoq_store_commit_seconds", "backend" => BACKEND)
+            .record(started.elapsed().as_secs_f64());
+        committed
+    }
+
+    /// [`commit`](Self::commit), unmeasured.
+    async fn commit_retrying(
+        &self,
+        batch: &[AppendJob],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         let mut attempt = 0u32;
         loop {
             match self.try_commit(batch).await {

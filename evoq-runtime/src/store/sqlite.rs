@@ -1390,6 +1390,17 @@ impl Writer {
     /// One transaction for `jobs`. On a failed transaction with more than one job, gives the
     /// jobs back (unanswered) to be retried one by one; a lone job is answered with the error.
     fn commit_group(&mut self, jobs: Vec<Job>) -> Result<(), Vec<Job>> {
+        metrics::histogram!("evoq_store_batch_size", "backend" => BACKEND)
+            .record(jobs.len() as f64);
+        let started = std::time::Instant::now();
+        let committed = self.commit_jobs(jobs);
+        metrics::histogram!("evoq_store_commit_seconds", "backend" => BACKEND)
+            .record(started.elapsed().as_secs_f64());
+        committed
+    }
+
+    /// [`commit_group`](Self::commit_group), unmeasured.
+    fn commit_jobs(&mut self, jobs: Vec<Job>) -> Result<(), Vec<Job>> {
         let single = jobs.len() == 1;
         let mut pending = Pending {
             versions: HashMap::new(),
