@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release -p evoq-bench -- --accounts 1000 --commands-per-account 100 \
-//!     --concurrency 64 --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry]
+//!     --concurrency 64 --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry] [--metrics]
 //! ```
 //!
 //! `--store sqlite`: a new file in a temporary directory, removed at the end (default durability;
@@ -13,6 +13,8 @@
 //! Each run prints the workload's JSON line on stdout; a run whose checks fail prints its line
 //! and the reason on stderr and exits with 1. `--runs N` runs N times, each in its own process.
 //! `--telemetry` installs a `tracing_subscriber::fmt` subscriber at INFO (writing to stderr).
+//! `--metrics` installs a metrics recorder (`metrics-exporter-prometheus`, no endpoint), so the
+//! runtime's metrics are recorded.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("{error}");
             eprintln!(
-                "usage: evoq-bench --accounts N --commands-per-account M --concurrency C --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry]"
+                "usage: evoq-bench --accounts N --commands-per-account M --concurrency C --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry] [--metrics]"
             );
             return ExitCode::from(2);
         }
@@ -53,6 +55,12 @@ fn main() -> ExitCode {
     if args.runs > 1 {
         return ExitCode::from(args.run_in_children() as u8);
     }
+    // Kept alive for the run: the recorder renders nothing, it only records.
+    let _recorder = args.metrics.then(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the metrics recorder installs")
+    });
     if args.telemetry {
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)

@@ -392,6 +392,8 @@ pub struct Args {
     pub runs: usize,
     /// `--telemetry`: install a `tracing` subscriber at INFO.
     pub telemetry: bool,
+    /// `--metrics`: install a metrics recorder (Prometheus, without an endpoint).
+    pub metrics: bool,
 }
 
 impl Args {
@@ -407,11 +409,16 @@ impl Args {
             peer: default_peer.to_owned(),
             runs: 1,
             telemetry: false,
+            metrics: false,
         };
         let mut given = std::env::args().skip(1);
         while let Some(flag) = given.next() {
             if flag == "--telemetry" {
                 args.telemetry = true;
+                continue;
+            }
+            if flag == "--metrics" {
+                args.metrics = true;
                 continue;
             }
             let value = given

@@ -98,21 +98,21 @@ async fn a_scrape_after_a_workload_shows_counters_that_match_the_work() {
     assert_eq!(
         sample(
             &samples,
-            r#"evoq_dispatches_total{command="Deposit",outcome="ok"}"#
+            r#"evoq_dispatch_seconds_count{command="Deposit",outcome="ok"}"#
         ),
         9.0
     );
     assert_eq!(
         sample(
             &samples,
-            r#"evoq_dispatches_total{command="Deposit",outcome="rejected"}"#
+            r#"evoq_dispatch_seconds_count{command="Deposit",outcome="rejected"}"#
         ),
         1.0
     );
     assert_eq!(
         sample(
             &samples,
-            r#"evoq_dispatches_total{command="OpenAccount",outcome="ok"}"#
+            r#"evoq_dispatch_seconds_count{command="OpenAccount",outcome="ok"}"#
         ),
         1.0
     );
