@@ -103,3 +103,41 @@ async fn a_dispatch_a_retry_and_a_dead_letter_print_readable_lines() {
         "{dead}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_dispatch_span_names_the_command_correlation_and_causation_ids() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Evoq::builder().start().await.unwrap();
+    let (command, correlation, causation) = (
+        evoq::Uuid::now_v7(),
+        evoq::Uuid::now_v7(),
+        evoq::Uuid::now_v7(),
+    );
+    app.command(Emit::new("ids", &[Kind::A], 1))
+        .command_id(command)
+        .correlation_id(correlation)
+        .causation_id(causation)
+        .dispatch()
+        .await
+        .unwrap();
+    app.stop().await;
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("evoq.dispatch{"))
+        .unwrap_or_else(|| panic!("no line in the dispatch span:\n{text}"));
+    for (field, id) in [
+        ("command_id", command),
+        ("correlation_id", correlation),
+        ("causation_id", causation),
+    ] {
+        assert!(line.contains(&format!("{field}={id}")), "{field} in {line}");
+    }
+}

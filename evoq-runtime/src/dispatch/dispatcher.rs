@@ -321,7 +321,13 @@ pub(crate) fn span<C: Route>(request: &Request<C>) -> tracing::Span {
         aggregate_id = tracing::field::Empty,
         command_id = %request.context.command_id,
         correlation_id = %request.context.correlation_id,
+        causation_id = tracing::field::Empty,
     );
+    if let Some(causation_id) = request.context.causation_id
+        && !span.is_disabled()
+    {
+        span.record("causation_id", tracing::field::display(causation_id));
+    }
     if !span.is_disabled() {
         span.record("aggregate_id", request.command.aggregate_id());
     }
