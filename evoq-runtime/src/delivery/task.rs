@@ -23,6 +23,7 @@ use crate::store::{
 };
 use crate::util::ids::new_v7;
 use crate::util::panic::{CatchPanic, panic_message};
+use crate::util::trace_context::{TRACEPARENT, continue_trace};
 
 /// How the task backs off when the store fails (reads, dead-letter saves).
 const STORE_RETRY: RetryStrategy =
@@ -1424,6 +1425,10 @@ async fn attempt_once<C: Consumer>(
     let future = start_attempt(consumer, event)?;
     if span.is_disabled() {
         return future.await;
+    }
+    // The trace of the dispatch that stored the event goes on here.
+    if let Some(context) = event.metadata().user.get(TRACEPARENT) {
+        continue_trace(&span, context);
     }
     let started = Instant::now();
     span.in_scope(

@@ -372,6 +372,8 @@ pub(crate) async fn dispatch_traced<C: Route>(
 ) -> Result<Dispatched<C::Aggregate>, Error> {
     let deadline = deadline_after(request.options.timeout);
     let span = span(&request);
+    #[cfg(feature = "opentelemetry")]
+    let request = with_trace_context(request, &span);
     let started = std::time::Instant::now();
     let result = if span.is_disabled() {
         dispatch(dispatcher, request, deadline).await
@@ -380,6 +382,28 @@ pub(crate) async fn dispatch_traced<C: Route>(
     };
     record_dispatch(C::NAME, result.as_ref().err(), started);
     result
+}
+
+/// `request` with the W3C trace context of its dispatch span (of the caller's span when that
+/// one is disabled) in its metadata, unless the caller put one there: the handlers, projections
+/// and sagas its events reach continue that trace.
+#[cfg(feature = "opentelemetry")]
+fn with_trace_context<C: Route>(mut request: Request<C>, span: &tracing::Span) -> Request<C> {
+    use crate::util::trace_context::{TRACEPARENT, traceparent};
+    if !request.context.metadata.contains_key(TRACEPARENT) {
+        let carrier = if span.is_disabled() {
+            tracing::Span::current()
+        } else {
+            span.clone()
+        };
+        if let Some(context) = traceparent(&carrier) {
+            request
+                .context
+                .metadata
+                .insert(TRACEPARENT.to_owned(), context);
+        }
+    }
+    request
 }
 
 /// The metric of one dispatch: `evoq_dispatch_seconds`, by command and outcome (`ok`, or the

@@ -9,3 +9,4 @@ pub(crate) mod hash;
 pub(crate) mod ids;
 pub(crate) mod panic;
 pub(crate) mod time;
+pub(crate) mod trace_context;
