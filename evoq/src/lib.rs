@@ -70,6 +70,12 @@ pub use async_trait::async_trait;
 #[doc(no_inline)]
 pub use uuid::Uuid;
 
+/// evoq in an axum web service (feature `axum`): problem responses for evoq's errors, the
+/// consistency token header, read-your-writes, readiness and graceful shutdown. See
+/// [`evoq_axum`].
+#[cfg(feature = "axum")]
+pub use evoq_axum as axum;
+
 pub mod guide;
 pub mod prelude;
 
