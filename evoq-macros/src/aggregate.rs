@@ -1,13 +1,14 @@
 //! `#[aggregate]`: the event enum, `Aggregate`, `EventSet` and one `Route` per handled command.
 
-use proc_macro2::{Delimiter, Group, Span, TokenStream};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
 use syn::{Item, Type};
 
 use crate::ctxt::Ctxt;
 use crate::item::parse_item;
-use crate::model::{AggregateDef, ApplyFn, HandlerFn, Output, show};
+use crate::model::{AggregateDef, ApplyFn, ErrorSpelling, HandlerFn, Output, ResultType, show};
 use crate::{check, fallback, paths};
 
 /// Expands `#[aggregate(args)]` on `input`.
@@ -151,6 +152,10 @@ fn generate(def: &AggregateDef) -> TokenStream {
         let cfgs = &apply.method.cfgs;
         let variant = &apply.variant;
         let ty = apply.event();
+        // What a handler returning the event through a `Result` alias converts with. Its
+        // header is at the `#[apply]` parameter, where the compiler's list of the types that
+        // implement `EventsOf` (after a handler returns one that does not) points.
+        let events_of = events_of(ty, &quote!(#p::std::vec![#event_enum::#variant(self)]), def);
         quote! {
             #(#cfgs)*
             #[automatically_derived]
@@ -163,9 +168,17 @@ fn generate(def: &AggregateDef) -> TokenStream {
             #(#cfgs)*
             #[automatically_derived]
             impl #p::AppliedBy<#state> for #ty {}
+
+            #(#cfgs)*
+            #events_of
         }
     });
 
+    let enum_events_of = events_of(
+        &syn::parse_quote!(#event_enum),
+        &quote!(#p::std::vec![self]),
+        def,
+    );
     let partial_eq = partial_eq(def);
     let unique_names = unique_name_checks(def);
     let explicit_applies = def
@@ -176,7 +189,13 @@ fn generate(def: &AggregateDef) -> TokenStream {
 
     quote! {
         #[doc = #enum_doc]
-        #[allow(private_interfaces, unreachable_pub, clippy::large_enum_variant)]
+        #[allow(
+            private_interfaces,
+            unreachable_pub,
+            clippy::large_enum_variant,
+            // The variants are the events' own names, which often share the aggregate's.
+            clippy::enum_variant_names
+        )]
         pub enum #event_enum {
             #(#variants)*
         }
@@ -257,6 +276,8 @@ fn generate(def: &AggregateDef) -> TokenStream {
             #[automatically_derived]
             impl #p::AppliedBy<#state> for #event_enum {}
 
+            #enum_events_of
+
             #[automatically_derived]
             impl #p::Aggregate for #state {
                 const NAME: &'static #p::core::primitive::str = #name;
@@ -273,6 +294,30 @@ fn generate(def: &AggregateDef) -> TokenStream {
 
             #(#routes)*
         };
+    }
+}
+
+/// `impl EventsOf<State> for Event`, whose `into_events` is `body`, with its header at the
+/// event type's tokens.
+fn events_of(ty: &Type, body: &TokenStream, def: &AggregateDef) -> TokenStream {
+    let p = paths::private_call_site();
+    let state = &def.self_ty;
+    let event_enum = &def.event_enum;
+    let span = ty.span();
+    let impl_keyword = quote_spanned!(span=> impl);
+    let p_at = paths::private(span);
+    let items = quote! {
+        type Enum = #event_enum;
+
+        fn into_events(self) -> #p::std::vec::Vec<#event_enum> {
+            #body
+        }
+    };
+    let mut items = Group::new(Delimiter::Brace, items);
+    items.set_span(last_token_span(ty));
+    quote! {
+        #[automatically_derived]
+        #impl_keyword #p_at::EventsOf<#state> for #ty #items
     }
 }
 
@@ -426,7 +471,9 @@ pub(crate) fn wire_name_checks(
 }
 
 /// `impl Route for Command`, with the header spanned at the user's command type so that a
-/// command handled by two aggregates is a coherence error on the two signatures.
+/// command handled by two aggregates is a coherence error on the two signatures, and `impl
+/// HandledByOneAggregate for Command`, spanned at the block's `impl State`, so that the same
+/// mistake is also a coherence error that points at the two aggregates.
 fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
     let p = paths::private_call_site();
     let state = &def.self_ty;
@@ -439,18 +486,46 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
     let header = quote_spanned!(command_span=> impl #p_at_command::Route for);
 
     let explicit = explicit_check(handler);
+    let call = quote!(<#state>::#method(state, command));
 
-    let (events, reject) = match &handler.output {
-        Some(result) => {
-            let err = &result.err;
-            let span = err.span();
+    let handle = match &handler.output {
+        Some(ResultType::Written { ok, err }) => {
+            let err = replace_self(err, state);
+            let reject = reject(&err, ErrorSpelling::of(&err));
+            let events = convert(def, ok);
+            quote! {
+                match #call {
+                    #p::core::result::Result::Ok(output) => #p::core::result::Result::Ok(#events),
+                    #p::core::result::Result::Err(error) => #p::core::result::Result::Err(#reject(error)),
+                }
+            }
+        }
+        Some(ResultType::Alias(returned)) => {
+            // The whole match, the type's tokens included, at one span, the user's return
+            // type (the call keeps the call site's, for its locals): "returns `Result<Events,
+            // Error>`, not ...", "not events that `State` applies", "cannot be the error of a
+            // command handler", each once, on the user's token.
+            let returned = replace_self(returned, state);
+            let span = returned.span();
+            let returned = set_span(returned.to_token_stream(), span);
             let p_at = paths::private(span);
-            // Spanned at the error type: "cannot be the error of a command handler".
-            let reject = quote_spanned!(span=> <#err as #p_at::HandlerError>::into_rejection);
-            (convert(def, &result.ok), reject)
+            let result = quote_spanned!(span=> <#returned as #p_at::CommandResult>);
+            quote_spanned! {span=>
+                match #result::into_result(#call) {
+                    #p_at::core::result::Result::Ok(output) => #p_at::core::result::Result::Ok(
+                        <#result::Ok as #p_at::EventsOf<#state>>::into_events(output),
+                    ),
+                    #p_at::core::result::Result::Err(error) => #p_at::core::result::Result::Err(
+                        <#result::Err as #p_at::CommandError>::into_rejection(error),
+                    ),
+                }
+            }
         }
         // Not reachable: a handler without a `Result` is an error and goes to the fallback.
-        None => (quote!(#p::std::vec::Vec::new()), quote!(#p::Rejection::new)),
+        None => quote!({
+            let _ = #call;
+            #p::core::result::Result::Ok(#p::std::vec::Vec::new())
+        }),
     };
 
     // The braces too: an item's span runs from its first to its last token, and only when both
@@ -462,14 +537,20 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
             state: &#state,
             command: &#command,
         ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
-            match <#state>::#method(state, command) {
-                #p::core::result::Result::Ok(output) => #p::core::result::Result::Ok(#events),
-                #p::core::result::Result::Err(error) => #p::core::result::Result::Err(#reject(error)),
-            }
+            #handle
         }
     };
     let mut body = Group::new(Delimiter::Brace, body);
     body.set_span(last_token_span(command));
+
+    // `impl State`: from the block's `impl` keyword to the state type's last token.
+    let state_span = last_token_span(state);
+    let impl_keyword = quote_spanned!(def.impl_token.span=> impl);
+    let p_at_state = paths::private(state_span);
+    let one_aggregate = quote_spanned!(state_span=> #p_at_state::HandledByOneAggregate for);
+    let command_at_state = respan(command.to_token_stream(), state_span);
+    let mut empty = Group::new(Delimiter::Brace, TokenStream::new());
+    empty.set_span(state_span);
 
     quote! {
         #explicit
@@ -477,7 +558,82 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
         #(#cfgs)*
         #[automatically_derived]
         #header #command #body
+
+        #(#cfgs)*
+        #[automatically_derived]
+        #impl_keyword #one_aggregate #command_at_state #empty
     }
+}
+
+/// `<Error as CommandError>::into_rejection`, spanned at the error type ("cannot be the error
+/// of a command handler"); for a type that is never an error (`String`), the `ErrorType` check
+/// says so.
+fn reject(err: &Type, spelling: ErrorSpelling) -> TokenStream {
+    let span = err.span();
+    let p_at = paths::private(span);
+    match spelling {
+        ErrorSpelling::Own => quote_spanned!(span=> <#err as #p_at::CommandError>::into_rejection),
+        ErrorSpelling::NotAnErrorType => {
+            quote_spanned!(span=> <#err as #p_at::ErrorType>::into_rejection)
+        }
+    }
+}
+
+/// `tokens`, every one at `span` (its location and its hygiene).
+pub(crate) fn set_span(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            TokenTree::Group(group) => {
+                let mut respanned = Group::new(group.delimiter(), set_span(group.stream(), span));
+                respanned.set_span(span);
+                TokenTree::Group(respanned)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
+}
+
+/// `tokens` at the location of `span`, each keeping its own hygiene.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            TokenTree::Group(group) => {
+                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(group.span().located_at(span));
+                TokenTree::Group(respanned)
+            }
+            mut other => {
+                other.set_span(other.span().located_at(span));
+                other
+            }
+        })
+        .collect()
+}
+
+/// `ty` with every `Self` replaced by the state type: the generated code that names the
+/// handler's types is inside `impl Route for Command`, where `Self` is the command.
+fn replace_self(ty: &Type, state: &Type) -> Type {
+    struct ReplaceSelf<'s>(&'s Type);
+    impl VisitMut for ReplaceSelf<'_> {
+        fn visit_type_mut(&mut self, ty: &mut Type) {
+            if let Type::Path(path) = ty
+                && path.qself.is_none()
+                && path.path.is_ident("Self")
+            {
+                *ty = self.0.clone();
+                return;
+            }
+            syn::visit_mut::visit_type_mut(self, ty);
+        }
+    }
+    let mut ty = ty.clone();
+    ReplaceSelf(state).visit_type_mut(&mut ty);
+    ty
 }
 
 /// The span of the last token of `tokens` (on stable, `Spanned::span` gives the first one).
@@ -506,13 +662,13 @@ pub(crate) fn explicit_check(method: &HandlerFn) -> Option<TokenStream> {
 /// `output` (a handler's `Ok` value) as a `Vec` of the event enum.
 fn convert(def: &AggregateDef, output: &Output) -> TokenStream {
     let p = paths::private_call_site();
+    let state = &def.self_ty;
     let into_event = |ty: &Type| {
+        let ty = replace_self(ty, state);
         let span = ty.span();
         let p_at = paths::private(span);
-        let state = &def.self_ty;
-        let event_enum = &def.event_enum;
         // Spanned at the returned type: "event X is returned ... but never applied".
-        quote_spanned!(span=> <#ty as #p_at::IntoEvent<#state, #event_enum>>::into_event)
+        quote_spanned!(span=> <#ty as #p_at::EventOf<#state>>::into_event)
     };
     match output {
         Output::Unit => quote!({

@@ -243,6 +243,14 @@ fn ungroup(mut expr: Expr) -> Expr {
     expr
 }
 
+/// [`ungroup`] by reference: the arguments of `fixed(...)` and `exponential(...)`.
+fn ungroup_ref(mut expr: &Expr) -> &Expr {
+    while let Expr::Group(group) = expr {
+        expr = &group.expr;
+    }
+    expr
+}
+
 /// A string literal: `name = "..."`.
 fn parse_lit_str(cx: &Ctxt, key: &Key, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<LitStr>> {
     let Some(expr) = value_expr(cx, key, meta)? else {
@@ -733,7 +741,7 @@ fn parse_retry(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Retr
     };
     let (func, args): (&syn::Path, Vec<&Expr>) = match &expr {
         Expr::Path(path) if path.qself.is_none() => (&path.path, Vec::new()),
-        Expr::Call(call) => match &*call.func {
+        Expr::Call(call) => match ungroup_ref(&call.func) {
             Expr::Path(path) if path.qself.is_none() => (&path.path, call.args.iter().collect()),
             _ => {
                 cx.error_spanned_by(&expr, HINT);
@@ -766,6 +774,7 @@ fn parse_retry(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Retr
         cx.error_spanned_by(&expr, shape);
         return Ok(None);
     }
+    let args: Vec<&Expr> = args.into_iter().map(ungroup_ref).collect();
     let mut millis = Vec::with_capacity(args.len());
     for arg in &args {
         match duration_millis(arg) {

@@ -41,10 +41,38 @@ pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
         quote_spanned!(span=> <#event as #p::UpcastStep<#from>>::STEP,)
     });
     let upcasters = quote!(&[#(#steps)*]);
-    event_impl(ident, &name, version, Some(upcasters))
+    let checks = checks(ident);
+    let event = event_impl(ident, &name, version, Some(upcasters));
+    quote! {
+        const _: () = {
+            #checks
+        };
+        #event
+    }
+}
+
+/// What `Event` requires of the type, one check each, spanned at the type's name: JSON (the
+/// `StoredAsJson` sentence), `Clone` and `Debug` (the standard library's own sentences, which
+/// suggest the derive), `Send + Sync` (the `SharedEvent` sentence). The `Event` impl itself is
+/// conditional on them, so a missing one is this one error, not the trait's supertrait bounds
+/// (with serde's list of implementors and a note in the runtime's source).
+fn checks(ident: &Ident) -> TokenStream {
+    let span = ident.span();
+    let p = paths::private(span);
+    quote_spanned! {span=>
+        const _: () = <#ident as #p::StoredAsJson>::OK;
+        const _: fn(&#ident) -> #ident = <#ident as #p::core::clone::Clone>::clone;
+        const _: fn(&#ident, &mut #p::core::fmt::Formatter<'_>) -> #p::core::fmt::Result =
+            <#ident as #p::core::fmt::Debug>::fmt;
+        const _: () = <#ident as #p::SharedEvent>::OK;
+    }
 }
 
 /// The `Event` impl of `ident`, used by the derive and by its fallback (no upcasters).
+///
+/// The impl holds only when the type meets `Event`'s supertraits: the higher-ranked where
+/// clause makes a missing one an impl that does not apply instead of an error here (the
+/// derive's checks report it, at the type).
 pub(crate) fn event_impl(
     ident: &Ident,
     name: &LitStr,
@@ -57,7 +85,16 @@ pub(crate) fn event_impl(
     quote! {
         const _: () = {
             #[automatically_derived]
-            impl #p::Event for #ident {
+            impl #p::Event for #ident
+            where
+                for<'__evoq> #ident: #p::serde::Serialize
+                    + #p::serde::de::DeserializeOwned
+                    + #p::core::clone::Clone
+                    + #p::core::fmt::Debug
+                    + #p::core::marker::Send
+                    + #p::core::marker::Sync
+                    + 'static,
+            {
                 const NAME: &'static #p::core::primitive::str = #name;
                 const VERSION: #p::core::primitive::u32 = #version;
                 #upcasters

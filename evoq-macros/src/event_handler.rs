@@ -2,15 +2,17 @@
 //! the `#[handles]` signatures, and a proof that every handler future is `Send`.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Item, LitStr};
 
-use crate::aggregate::{explicit_check, vtable, wire_name_checks};
+use crate::aggregate::{explicit_check, set_span, vtable, wire_name_checks};
 use crate::attr::{EventHandlerArgs, OnError, Retry};
 use crate::ctxt::Ctxt;
 use crate::item::parse_item;
-use crate::model::{EVENT_HANDLER_FLAVOR, EventHandlerDef, Flavor, HandlerFn, show};
+use crate::model::{
+    EVENT_HANDLER_FLAVOR, ErrorSpelling, EventHandlerDef, Flavor, HandlerFn, ResultType, show,
+};
 use crate::{check, fallback, paths, symbol};
 
 /// Expands `#[event_handler(args)]` on `input`.
@@ -150,31 +152,65 @@ fn arm(def: &EventHandlerDef, index: usize, method: &HandlerFn) -> TokenStream {
         // Not reachable: a method without the parameter is an error and goes to the fallback.
         None => quote!(meta),
     };
-    let into_failure = match &method.output {
-        Some(result) => {
-            let err = &result.err;
-            let span = err.span();
-            let p_at = paths::private(span);
-            // Spanned at the error type: "cannot be the error of an event handler".
-            quote_spanned!(span=> <#err as #p_at::EventHandlerError>::into_failure)
-        }
-        None => quote!(#p::HandlerFailure::new),
-    };
-
     // The location of the method's name with the hygiene of the call site, so the locals
     // below resolve as the rest of the expansion does.
     let span = proc_macro2::Span::call_site().located_at(ident.span());
     let p_at = paths::private(span);
+
+    // The method's result as a `Result<(), HandlerFailure>`: with the error converted at the
+    // error type ("cannot be the error of an event handler"), or, for an alias, the whole
+    // match at the return type, so each of its checks is one error there.
+    let outcome = match &method.output {
+        Some(ResultType::Written { err, .. }) => {
+            let err_span = err.span();
+            let p_err = paths::private(err_span);
+            let into_failure = match ErrorSpelling::of(err) {
+                ErrorSpelling::Own => {
+                    quote_spanned!(err_span=> <#err as #p_err::EventHandlerError>::into_failure)
+                }
+                ErrorSpelling::NotAnErrorType => {
+                    quote_spanned!(err_span=> <#err as #p_err::ErrorType>::into_failure)
+                }
+            };
+            quote_spanned! {span=>
+                match result {
+                    #p_at::core::result::Result::Ok(()) => #p_at::core::result::Result::Ok(()),
+                    #p_at::core::result::Result::Err(error) => #p_at::core::result::Result::Err(#into_failure(error)),
+                }
+            }
+        }
+        Some(ResultType::Alias(returned)) => {
+            // Every token, the type's included, at one span, the user's (the local `result`
+            // keeps the call site's): each check fails once, on the user's token.
+            let result_local = quote_spanned!(span=> result);
+            let span = returned.span();
+            let returned = set_span(returned.to_token_stream(), span);
+            let p_ret = paths::private(span);
+            let result = quote_spanned!(span=> <#returned as #p_ret::EventHandlerResult>);
+            quote_spanned! {span=>
+                match #result::into_result(#result_local) {
+                    #p_ret::core::result::Result::Ok(()) => #p_ret::core::result::Result::Ok(()),
+                    #p_ret::core::result::Result::Err(error) => #p_ret::core::result::Result::Err(
+                        <#result::Err as #p_ret::EventHandlerError>::into_failure(error),
+                    ),
+                }
+            }
+        }
+        // Not reachable: a method without a `Result` is an error and goes to the fallback.
+        None => quote_spanned!(span=> {
+            let _ = result;
+            #p_at::core::result::Result::Ok(())
+        }),
+    };
+
     let boxed = quote_spanned! {span=>
         let future = async move {
             let meta = #p_at::core::option::Option::unwrap_or(
                 #p_at::core::option::Option::as_ref(&renamed),
                 meta,
             );
-            match <#handler>::#ident(self, &event, #meta).await {
-                #p_at::core::result::Result::Ok(()) => #p_at::core::result::Result::Ok(()),
-                #p_at::core::result::Result::Err(error) => #p_at::core::result::Result::Err(#into_failure(error)),
-            }
+            let result = <#handler>::#ident(self, &event, #meta).await;
+            #outcome
         };
         return #p_at::std::boxed::Box::pin(future);
     };

@@ -39,7 +39,8 @@ use syn::{DeriveInput, parse_macro_input};
 /// ```
 ///
 /// The type must not be generic (its wire name names one concrete type), and must implement
-/// `Serialize`, `Deserialize`, `Clone` and `Debug` (derive them).
+/// `Serialize`, `Deserialize`, `Clone`, `Debug`, `Send` and `Sync` (derive the first four): each
+/// one missing is an error at the type's name.
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -80,8 +81,9 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 /// type changes it unless `name` keeps the old one.
 ///
 /// - `#[handles]` (or `#[handles(Command)]`) methods take `&self` and `&Command` and return
-///   `Result<Events, Error>`, where `Events` is `()`, an event `E`, `Option<E>`, `Vec<E>`, a
-///   tuple `(E1, E2, ...)`, or the generated event enum, and `Error` implements
+///   `Result<Events, Error>` (written out, or through an alias such as `type Result<T> =
+///   std::result::Result<T, BankError>`), where `Events` is `()`, an event `E`, `Option<E>`,
+///   `Vec<E>`, a tuple `(E1, E2, ...)`, or the generated event enum, and `Error` implements
 ///   `std::error::Error`. Each gives the command its compile-time route to this aggregate.
 /// - `#[apply]` methods take `&mut self` and `&Event` and return nothing. Each gives the
 ///   generated event enum one variant, named after the event type.
@@ -115,8 +117,10 @@ pub fn aggregate(args: TokenStream, input: TokenStream) -> TokenStream {
 ///   dead-letter); the builder's `HandlerOptions` take precedence.
 ///
 /// Each `#[handles]` (or `#[handles(Event)]`) method is `async`, takes `&mut self`, one event by
-/// reference and `&EventMeta`, returns `Result<(), Error>` with `Error: std::error::Error +
-/// Send + Sync + 'static`, and returns a `Send` future. One method per event type.
+/// reference and `&EventMeta`, returns `Result<(), Error>` (written out or through an alias)
+/// with `Error: std::error::Error + Send + Sync + 'static`, and returns a `Send` future. One
+/// method per event type. (A `#[handles]` method of an `#[aggregate]` block is the other
+/// signature: sync, `&self` and a command.)
 ///
 /// Generated: `impl EventHandler` with `NAME`, `EVENT_TYPES` (the subscription list, from the
 /// signatures) and a `handle` that decodes each stored event by its type name and calls the

@@ -78,18 +78,42 @@ pub(crate) struct HandlerSpec {
     pub(crate) example: &'static str,
     /// Whether the attribute names the correlation field (`by = field`, the saga helpers).
     pub(crate) correlated: bool,
+    /// For a helper whose signature depends on the block (`#[handles]`): the other blocks'
+    /// form, appended in parentheses to the messages where the two are confused (async,
+    /// receiver). Empty otherwise.
+    pub(crate) elsewhere: &'static str,
+}
+
+/// "a" or "an" before `word`.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 impl HandlerSpec {
-    /// "a `#[handles]` method", "an `#[apply]` method".
+    /// "a `#[handles]` method of an `#[aggregate]` block", "an `#[apply]` method": a helper
+    /// that more than one block takes names its block, whose signature it follows.
     pub(crate) fn method(&self) -> String {
         let name = self.attr.0;
-        let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
-            "an"
+        let method = format!("{} `#[{name}]` method", article(name));
+        if self.attr == symbol::HANDLES {
+            let container = self.container.0;
+            format!("{method} of {} `#[{container}]` block", article(container))
         } else {
-            "a"
-        };
-        format!("{article} `#[{name}]` method")
+            method
+        }
+    }
+
+    /// ` (the other form)`, or nothing.
+    fn elsewhere(&self) -> String {
+        if self.elsewhere.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.elsewhere)
+        }
     }
 }
 
@@ -113,10 +137,55 @@ pub(crate) struct HandlerFn {
     pub(crate) by: Option<Ident>,
 }
 
-/// `Result<Ok, Err>` as written in a handler's signature.
-pub(crate) struct ResultType {
-    pub(crate) ok: Output,
-    pub(crate) err: Type,
+/// What a `Result`-returning method (a `#[handles]` method) returns.
+pub(crate) enum ResultType {
+    /// `Result<Ok, Err>` written out: the generated checks are spanned at each type.
+    Written { ok: Output, err: Box<Type> },
+    /// Any other path type, such as a `Result` alias (`type Result<T> =
+    /// std::result::Result<T, BookError>`): its `Ok` and `Err` types are reached through a check
+    /// trait (`CommandResult`, `EventHandlerResult`), spanned at the type, which also rejects a
+    /// type that is not a `Result`.
+    Alias(Type),
+}
+
+/// How the check of a handler's error type is worded.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub(crate) enum ErrorSpelling {
+    /// A type of the user's (or one the macro cannot tell): "derive `thiserror::Error` for it".
+    Own,
+    /// A type that is never an error type, as written (`String`, `&str`, `Box<dyn Error>`, a
+    /// number): "define an error type".
+    NotAnErrorType,
+}
+
+impl ErrorSpelling {
+    /// How `ty`, the written error type of a handler, is checked.
+    pub(crate) fn of(ty: &Type) -> ErrorSpelling {
+        const NOT_ERRORS: &[&str] = &[
+            "String", "str", "Box", "Arc", "Rc", "Cow", "Value", "bool", "char", "u8", "u16",
+            "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32",
+            "f64",
+        ];
+        match ty {
+            Type::Group(group) => ErrorSpelling::of(&group.elem),
+            Type::Paren(paren) => ErrorSpelling::of(&paren.elem),
+            Type::Reference(_) | Type::Tuple(_) | Type::Slice(_) | Type::Array(_) => {
+                ErrorSpelling::NotAnErrorType
+            }
+            Type::Path(path) if path.qself.is_none() => {
+                let segments = &path.path.segments;
+                let first = segments.first().map(|segment| segment.ident.to_string());
+                let last = segments.last().map(|segment| segment.ident.to_string());
+                let foreign = matches!(first.as_deref(), Some("anyhow" | "eyre"));
+                if foreign || last.is_some_and(|last| NOT_ERRORS.contains(&last.as_str())) {
+                    ErrorSpelling::NotAnErrorType
+                } else {
+                    ErrorSpelling::Own
+                }
+            }
+            _ => ErrorSpelling::Own,
+        }
+    }
 }
 
 /// The `Ok` type of a command handler: which events it returns.
@@ -216,18 +285,19 @@ pub(crate) fn parse_method(
     let example = spec.example;
     let method = spec.method();
 
+    let elsewhere = spec.elsewhere();
     match (spec.asyncness, &sig.asyncness) {
         (Asyncness::Forbidden, Some(token)) => cx.error_spanned_by(
             token,
             format!(
-                "{method} cannot be `async`: {}; write `{example}`",
+                "{method} cannot be `async`: {}; write `{example}`{elsewhere}",
                 spec.async_reason
             ),
         ),
         (Asyncness::Required, None) => cx.error_spanned_by(
             sig.fn_token,
             format!(
-                "{method} is `async`: {}; write `{example}`",
+                "{method} must be `async`: {}; write `{example}`{elsewhere}",
                 spec.async_reason
             ),
         ),
@@ -275,7 +345,7 @@ pub(crate) fn parse_method(
                 cx.error_spanned_by(
                     found,
                     format!(
-                        "{method} takes `{receiver}`, not {what}: {}; write `{example}`",
+                        "{method} takes `{receiver}`, not {what}: {}; write `{example}`{elsewhere}",
                         spec.receiver_reason
                     ),
                 );
@@ -426,16 +496,17 @@ fn context_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<Type> {
     }
 }
 
-/// `Result<(), Err>`.
+/// `Result<(), Err>`, or an alias.
 fn unit_result_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<ResultType> {
+    let ty = ungroup_type(ty);
     if let Some(args) = generic_args(ty, "Result")
         && let [ok, err] = args.as_slice()
     {
         let ok = Output::classify(ok);
         if let Output::Unit = ok {
-            return Some(ResultType {
+            return Some(ResultType::Written {
                 ok,
-                err: (*err).clone(),
+                err: Box::new((*err).clone()),
             });
         }
         cx.error_spanned_by(
@@ -450,16 +521,40 @@ fn unit_result_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<ResultTy
         );
         return None;
     }
+    if let Some(alias) = alias_type(ty) {
+        return Some(ResultType::Alias(alias));
+    }
     cx.error_spanned_by(
         ty,
         format!(
-            "{} returns `Result<(), Error>` with both types written out (the error: any `std::error::Error + Send + Sync + 'static`), not `{}`; write `{}`",
+            "{} returns `Result<(), Error>` (written out or through an alias; the error: any `std::error::Error + Send + Sync + 'static`), not `{}`; write `{}`",
             spec.method(),
             show(ty),
             spec.example
         ),
     );
     None
+}
+
+/// The type inside invisible groups and parentheses: a `$ty:ty` fragment of a `macro_rules!`
+/// macro reaches the attribute wrapped in an invisible group, and is still the type written.
+pub(crate) fn ungroup_type(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(group) => ungroup_type(&group.elem),
+        Type::Paren(paren) => ungroup_type(&paren.elem),
+        ty => ty,
+    }
+}
+
+/// `ty` when it may name a `Result` through an alias (a path type; the generated code checks
+/// the rest): what the macro cannot read is left to the type system.
+fn alias_type(ty: &Type) -> Option<Type> {
+    match ty {
+        Type::Group(group) => alias_type(&group.elem),
+        Type::Paren(paren) => alias_type(&paren.elem),
+        Type::Path(_) => Some(ty.clone()),
+        _ => None,
+    }
 }
 
 /// The `T` of a `&T` parameter.
@@ -506,20 +601,24 @@ fn message_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<Type> {
     }
 }
 
-/// `Result<Ok, Err>`.
+/// `Result<Ok, Err>`, or an alias.
 fn result_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<ResultType> {
+    let ty = ungroup_type(ty);
     if let Some(args) = generic_args(ty, "Result")
         && let [ok, err] = args.as_slice()
     {
-        return Some(ResultType {
+        return Some(ResultType::Written {
             ok: Output::classify(ok),
-            err: (*err).clone(),
+            err: Box::new((*err).clone()),
         });
+    }
+    if let Some(alias) = alias_type(ty) {
+        return Some(ResultType::Alias(alias));
     }
     cx.error_spanned_by(
         ty,
         format!(
-            "{} returns `Result<Events, Error>` with both types written out (the events: `()`, `E`, `Option<E>`, `Vec<E>` or `(E1, E2)`; the error: your domain error), not `{}`; write `{}`",
+            "{} returns `Result<Events, Error>`, written out or through an alias (the events: `()`, `E`, `Option<E>`, `Vec<E>` or `(E1, E2)`; the error: your domain error), not `{}`; write `{}`",
             spec.method(),
             show(ty),
             spec.example
@@ -532,6 +631,8 @@ fn result_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<ResultType> {
 pub(crate) struct AggregateDef {
     /// The state type (`impl State { ... }`).
     pub(crate) self_ty: Type,
+    /// The block's `impl` keyword (the checks that name the aggregate point at `impl State`).
+    pub(crate) impl_token: syn::Token![impl],
     /// `Aggregate::NAME`.
     pub(crate) name: LitStr,
     /// `Aggregate::SNAPSHOT_EVERY` (`None`: the app default).
@@ -588,6 +689,7 @@ pub(crate) const AGGREGATE_HANDLES: HandlerSpec = HandlerSpec {
     context: None,
     example: "fn name(&self, command: &SomeCommand) -> Result<SomeEvent, SomeError>",
     correlated: false,
+    elsewhere: "`async` `#[handles]` methods that take `&mut self`, an event and `&EventMeta` belong to `#[event_handler]` and `#[projection]` blocks",
 };
 
 /// `#[apply]` in an `#[aggregate]` block.
@@ -603,6 +705,7 @@ pub(crate) const AGGREGATE_APPLY: HandlerSpec = HandlerSpec {
     context: None,
     example: "fn name(&mut self, event: &SomeEvent)",
     correlated: false,
+    elsewhere: "",
 };
 
 /// The helper attributes an `#[aggregate]` block knows.
@@ -655,6 +758,7 @@ impl AggregateDef {
             .unwrap_or_else(|| LitStr::new(&state.unraw().to_string(), state.span()));
         Some(AggregateDef {
             self_ty,
+            impl_token: item.impl_token,
             name,
             snapshot_every: args.snapshot_every.map(|(_, every)| every),
             idle_timeout: args.idle_timeout,
@@ -832,6 +936,7 @@ pub(crate) const EVENT_HANDLER_HANDLES: HandlerSpec = HandlerSpec {
     context: Some("EventMeta"),
     example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>",
     correlated: false,
+    elsewhere: "a sync `#[handles]` method that takes `&self` and a command belongs to an `#[aggregate]` block",
 };
 
 /// `#[handles]` in a `#[projection]` block.
@@ -847,6 +952,7 @@ pub(crate) const PROJECTION_HANDLES: HandlerSpec = HandlerSpec {
     context: Some("EventMeta"),
     example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), ProjectionError>",
     correlated: false,
+    elsewhere: "a sync `#[handles]` method that takes `&self` and a command belongs to an `#[aggregate]` block",
 };
 
 const PROJECTION_CONTAINER: Container = Container {

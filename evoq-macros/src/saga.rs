@@ -35,6 +35,7 @@ const fn step(attr: symbol::Symbol) -> HandlerSpec {
         context: None,
         example: "fn name(&mut self, event: &SomeEvent) -> Commands",
         correlated: true,
+        elsewhere: "",
     }
 }
 
@@ -53,6 +54,7 @@ const COMPENSATES: HandlerSpec = HandlerSpec {
     context: None,
     example: "fn name(&mut self, failed: &FailedCommand) -> Commands",
     correlated: false,
+    elsewhere: "",
 };
 
 const HELPERS: [&HandlerSpec; 4] = [&STARTS, &CONTINUES, &STOPS, &COMPENSATES];

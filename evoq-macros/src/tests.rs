@@ -513,10 +513,20 @@ fn event_handler_reports_every_mistake_and_still_implements_the_trait() {
     assert_eq!(errors.len(), 8, "{errors:#?}");
     assert!(errors[0].starts_with("unknown argument `retries`"));
     assert!(errors[1].starts_with("expected `dead_letter`"));
-    assert!(errors[2].starts_with("a `#[handles]` method is `async`"));
-    assert!(errors[3].starts_with("a `#[handles]` method takes `&mut self`, not `&self`"));
+    assert!(
+        errors[2]
+            .starts_with("a `#[handles]` method of an `#[event_handler]` block must be `async`")
+    );
+    assert!(errors[2].ends_with(
+        "(a sync `#[handles]` method that takes `&self` and a command belongs to an `#[aggregate]` block)"
+    ));
+    assert!(errors[3].starts_with(
+        "a `#[handles]` method of an `#[event_handler]` block takes `&mut self`, not `&self`"
+    ));
     assert!(errors[4].contains("add the `&EventMeta` parameter"));
-    assert!(errors[5].starts_with("a `#[handles]` method returns `Result<(), Error>`"));
+    assert!(errors[5].starts_with(
+        "a `#[handles]` method of an `#[event_handler]` block returns `Result<(), Error>`"
+    ));
     assert!(errors[6].starts_with(
         "`#[event_handler]` needs a name: write `#[event_handler(name = \"notifier\")]`"
     ));
@@ -661,7 +671,11 @@ fn projection_is_an_event_handler_with_a_read_model() {
     );
     let errors = errors(&out);
     assert_eq!(errors.len(), 3, "{errors:#?}");
-    assert!(errors[0].contains("is `async`"), "{}", errors[0]);
+    assert!(
+        errors[0].starts_with("a `#[handles]` method of a `#[projection]` block must be `async`"),
+        "{}",
+        errors[0]
+    );
     assert!(errors[1].starts_with("`#[projection]` needs a name: write `#[projection(name = \"summary\")]`; the name keys the projection's"), "{}", errors[1]);
     assert!(
         errors[2].starts_with("`#[projection]` needs its read model"),
@@ -672,5 +686,173 @@ fn projection_is_an_event_handler_with_a_read_model() {
     assert!(
         text.contains("impl::evoq::__private::ProjectionforSummary"),
         "the stub: {text}"
+    );
+}
+
+/// `tokens` in an invisible group, as a `$x:literal` or `$x:expr` of a `macro_rules!` macro
+/// delivers them.
+fn invisible(tokens: TokenStream) -> proc_macro2::Group {
+    proc_macro2::Group::new(proc_macro2::Delimiter::None, tokens)
+}
+
+#[test]
+fn retry_durations_from_macro_rules_literals() {
+    let (base, max, fixed) = (
+        invisible(quote!("100ms")),
+        invisible(quote!("2s")),
+        invisible(quote!("1s")),
+    );
+    let block = quote! {
+        impl Notifier {
+            #[handles]
+            async fn opened(&mut self, e: &AccountOpened, meta: &EventMeta) -> Result<(), E> { todo!() }
+        }
+    };
+    let out = event_handler(
+        quote!(name = "n", retry = exponential(#base, #max)),
+        block.clone(),
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    assert!(squeeze(&out).contains("RetryStrategy::exponential(::evoq::__private::core::time::Duration::from_millis(100u64),::evoq::__private::core::time::Duration::from_millis(2000u64))"));
+    let whole = invisible(quote!(fixed(#fixed)));
+    let out = event_handler(quote!(name = "n", retry = #whole), block);
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    assert!(squeeze(&out).contains(
+        "RetryStrategy::fixed(::evoq::__private::core::time::Duration::from_millis(1000u64))"
+    ));
+}
+
+#[test]
+fn result_aliases_go_through_the_check_traits() {
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Book {
+                #[handles]
+                fn lend(&self, cmd: &LendBook) -> Result<BookLent> { todo!() }
+                #[handles]
+                fn keep(&self, cmd: &KeepBook) -> Outcome { todo!() }
+                #[handles]
+                fn lose(&self, cmd: &LoseBook) -> std::result::Result<Self, E> { todo!() }
+                #[apply]
+                fn lent(&mut self, e: &BookLent) {}
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("<Result<BookLent>as::evoq::__private::CommandResult>::into_result"),
+        "{text}"
+    );
+    assert!(text.contains("<<Outcomeas::evoq::__private::CommandResult>::Okas::evoq::__private::EventsOf<Book>>::into_events"), "{text}");
+    assert!(text.contains("<<Outcomeas::evoq::__private::CommandResult>::Erras::evoq::__private::CommandError>::into_rejection"), "{text}");
+    // Written out: each type checked on its own; `Self` is the state, not the command.
+    assert!(
+        text.contains("<Bookas::evoq::__private::EventOf<Book>>::into_event"),
+        "{text}"
+    );
+    assert!(
+        text.contains("impl::evoq::__private::EventsOf<Book>forBookLent"),
+        "{text}"
+    );
+    assert!(text.contains("impl::evoq::__private::HandledByOneAggregateforLendBook{}"));
+
+    let out = event_handler(
+        quote!(name = "n"),
+        quote! {
+            impl Notifier {
+                #[handles]
+                async fn lent(&mut self, e: &BookLent, meta: &EventMeta) -> Result<()> { todo!() }
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    let text = squeeze(&out);
+    assert!(
+        text.contains("<Result<()>as::evoq::__private::EventHandlerResult>::into_result(result)"),
+        "{text}"
+    );
+    assert!(text.contains("<<Result<()>as::evoq::__private::EventHandlerResult>::Erras::evoq::__private::EventHandlerError>::into_failure"), "{text}");
+
+    // What is not a path type cannot be an alias.
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Book {
+                #[handles]
+                fn lend(&self, cmd: &LendBook) -> &'static str { todo!() }
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("written out or through an alias"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn error_types_that_are_never_errors_get_their_own_check() {
+    use crate::model::ErrorSpelling;
+    for never in [
+        quote!(String),
+        quote!(std::string::String),
+        quote!(&'static str),
+        quote!(Box<dyn std::error::Error>),
+        quote!(anyhow::Error),
+        quote!(u32),
+        quote!(()),
+    ] {
+        let ty: syn::Type = syn::parse2(never.clone()).expect("a type");
+        assert!(
+            ErrorSpelling::of(&ty) == ErrorSpelling::NotAnErrorType,
+            "{never}"
+        );
+    }
+    for own in [
+        quote!(BookError),
+        quote!(errors::BookError),
+        quote!(std::io::Error),
+    ] {
+        let ty: syn::Type = syn::parse2(own.clone()).expect("a type");
+        assert!(ErrorSpelling::of(&ty) == ErrorSpelling::Own, "{own}");
+    }
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Book {
+                #[handles]
+                fn lend(&self, cmd: &LendBook) -> Result<BookLent, String> { todo!() }
+                #[apply]
+                fn lent(&mut self, e: &BookLent) {}
+            }
+        },
+    );
+    assert!(squeeze(&out).contains("<Stringas::evoq::__private::ErrorType>::into_rejection"));
+}
+
+#[test]
+fn event_checks_its_bounds_at_the_type() {
+    let input: DeriveInput = parse_quote!(
+        struct BookLent;
+    );
+    let text = squeeze(&crate::event::expand(&input));
+    assert!(
+        text.contains("<BookLentas::evoq::__private::StoredAsJson>::OK"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<BookLentas::evoq::__private::SharedEvent>::OK"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<BookLentas::evoq::__private::core::clone::Clone>::clone"),
+        "{text}"
+    );
+    assert!(
+        text.contains("for<'__evoq>BookLent:::evoq::__private::serde::Serialize"),
+        "{text}"
     );
 }

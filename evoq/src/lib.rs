@@ -45,7 +45,9 @@
 //!
 //! Wiring mistakes do not compile: dispatching a command that no aggregate handles, a command
 //! handled by two aggregates, a handler returning an event its aggregate never applies, a
-//! command without an `#[aggregate_id]`, a bad handler signature.
+//! command without an `#[aggregate_id]`, a bad handler signature. Each is one error on your
+//! token that says what is wrong and what to write: see [`guide::compile_errors`], and
+//! [`checks`] for the traits that carry the type-level rules.
 //!
 //! Event handlers (`#[event_handler]`) subscribe to event types taken from their signatures and
 //! run in a task each, with retries, dead letters, checkpoints and strong consistency: see
@@ -76,6 +78,7 @@ pub use uuid::Uuid;
 #[cfg(feature = "axum")]
 pub use evoq_axum as axum;
 
+pub mod checks;
 pub mod guide;
 pub mod prelude;
 

@@ -91,6 +91,9 @@ mod no_prelude {
 
     impl ::std::error::Error for Refused {}
 
+    /// A `Result` alias: its `Ok` and `Err` are reached through `evoq::checks`.
+    pub(crate) type Refusable<T> = ::core::result::Result<T, Refused>;
+
     #[derive(::core::default::Default)]
     pub(crate) struct Thing {
         pub(crate) name: ::std::string::String,
@@ -126,7 +129,7 @@ mod no_prelude {
         }
 
         #[handles]
-        fn inspect(&self, _: &Inspect) -> ::core::result::Result<(), Refused> {
+        fn inspect(&self, _: &Inspect) -> Refusable<()> {
             ::core::result::Result::Err(Refused)
         }
 
@@ -159,11 +162,7 @@ mod no_prelude {
     #[event_handler(name = "hygiene.watcher", strong, retry = fixed("10ms"), max_attempts = 2, on_error = stop)]
     impl Watcher {
         #[handles]
-        async fn opened(
-            &mut self,
-            event: &Opened,
-            meta: &EventMeta,
-        ) -> ::core::result::Result<(), Refused> {
+        async fn opened(&mut self, event: &Opened, meta: &EventMeta) -> Refusable<()> {
             self.seen
                 .push(::std::format!("{} {}", event.id, meta.global_position()));
             ::core::result::Result::Ok(())

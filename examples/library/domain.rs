@@ -1,10 +1,6 @@
 //! The library domain of the HTTP service example: books that are added to the catalog, lent to
 //! a member and returned. Its error says which HTTP status each refusal answers with.
 
-// The event enum `#[aggregate]` generates, `BookEvent`, has variants `BookAdded`, `BookLent`,
-// `BookReturned`, which clippy's `enum_variant_names` flags; the names are the events' own.
-#![allow(clippy::enum_variant_names)]
-
 use std::borrow::Cow;
 
 use axum::http::StatusCode;

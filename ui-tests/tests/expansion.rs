@@ -56,3 +56,19 @@ mod saga_init;
 fn saga_init_methods_make_new_instances_from_their_id() {
     saga_init::main();
 }
+
+#[path = "../pass/result_aliases.rs"]
+mod result_aliases;
+
+#[test]
+fn result_aliases_compile_and_run_in_every_block() {
+    result_aliases::main();
+}
+
+#[path = "../pass/macro_literals.rs"]
+mod macro_literals;
+
+#[test]
+fn macro_literal_fragments_are_literals() {
+    macro_literals::main();
+}

@@ -411,11 +411,39 @@ impl fmt::Debug for Commands {
     }
 }
 
+/// A command a saga sends has a route: an aggregate handles it.
+///
+/// `commands![...]` adds each command through this trait, implemented for every command with a
+/// [`Route`], so a command that no aggregate handles is one error on the command's expression,
+/// in this trait's words. (In the facade: `evoq::checks::SagaCommand`.)
+#[diagnostic::on_unimplemented(
+    message = "no aggregate handles the command `{Self}`, so a saga cannot send it",
+    label = "`{Self}` has no route to an aggregate",
+    note = "add `#[handles] fn name(&self, command: &{Self}) -> Result<SomeEvent, SomeError>` to the `#[aggregate]` block of the aggregate that owns `{Self}`"
+)]
+pub trait SagaCommand: Sized {
+    /// `commands` and this command.
+    #[doc(hidden)]
+    fn push_into(self, commands: Commands) -> Commands;
+}
+
+#[diagnostic::do_not_recommend]
+impl<C: Route> SagaCommand for C {
+    fn push_into(self, commands: Commands) -> Commands {
+        commands.push(self)
+    }
+}
+
 /// Builds [`Commands`]: `commands![ChargePayment { .. }, ReserveStock { .. }]`.
+///
+/// Every command must have a route (an aggregate that handles it): one that has none is a
+/// compile error on its expression.
 #[macro_export]
 macro_rules! commands {
     () => { $crate::saga::Commands::none() };
-    ($($command:expr),+ $(,)?) => {
-        $crate::saga::Commands::none() $(.push($command))+
-    };
+    ($($command:expr),+ $(,)?) => {{
+        let commands = $crate::saga::Commands::none();
+        $(let commands = $crate::saga::SagaCommand::push_into($command, commands);)+
+        commands
+    }};
 }

@@ -61,7 +61,7 @@ mod options;
 mod testing;
 mod timer;
 
-pub use commands::{Commands, Due, ExecutedCommand, FailedCommand};
+pub use commands::{Commands, Due, ExecutedCommand, FailedCommand, SagaCommand};
 pub use definition::{
     Correlate, CorrelationKey, KeyCorrelation, OptionCorrelation, OptionKey, PlainKey, Saga, Step,
     StepKind,

@@ -12,6 +12,8 @@
 //! - [`testing`]: given / when / then tests of one aggregate (`AggregateTest`), one saga
 //!   instance (`SagaTest`) and one projection (`ProjectionTest`), without a runtime.
 //! - [`stores`]: the event store contract, and choosing a store: in-memory, SQLite, PostgreSQL.
+//! - [`compile_errors`]: every compile-time rule with its message, and the signature each
+//!   block wants of its methods.
 
 #[doc = include_str!("aggregates.md")]
 pub mod aggregates {}
@@ -41,3 +43,6 @@ pub mod testing {}
 
 #[doc = include_str!("stores.md")]
 pub mod stores {}
+
+#[doc = include_str!("compile_errors.md")]
+pub mod compile_errors {}

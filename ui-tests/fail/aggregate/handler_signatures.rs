@@ -60,8 +60,8 @@ impl BankAccount {
     fn no_return(&self, _: &F) {}
 
     #[handles]
-    fn not_a_result(&self, _: &G) -> MoneyDeposited {
-        MoneyDeposited
+    fn not_a_result(&self, _: &G) -> (MoneyDeposited, MoneyDeposited) {
+        (MoneyDeposited, MoneyDeposited)
     }
 
     #[handles]
