@@ -9,8 +9,11 @@
 //!   fresh schema dropped at the end.
 //!
 //! - `memory`: the in-memory store, as the runtime's ceiling on the same machine.
+//! - `pg-probe`: no evoq at all: PostgreSQL's batched commit rate on one connection, each
+//!   transaction one multi-row insert of `aggregates` rows shaped like evoq's events (`commands`
+//!   transactions), in a fresh schema: the bound evoq's `postgres` figure is a ratio of.
 //!
-//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|all] [aggregates] [commands]`
+//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|all] [aggregates] [commands]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,6 +114,81 @@ async fn postgres(aggregates: usize, commands: usize) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// PostgreSQL alone: `transactions` commits of one insert of `rows` event-shaped rows each, on
+/// one connection; rows per second.
+async fn pg_probe(rows: usize, transactions: usize) -> Result<(), tokio_postgres::Error> {
+    let url = std::env::var("EVOQ_BENCH_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let schema = format!("evoq_probe_{}", evoq::Uuid::now_v7().simple());
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.events (
+                 position BIGINT PRIMARY KEY, stream_id TEXT NOT NULL, version BIGINT NOT NULL,
+                 event_id UUID NOT NULL, event_type TEXT NOT NULL, schema_version BIGINT NOT NULL,
+                 data BYTEA NOT NULL, metadata BYTEA NOT NULL, recorded_at BIGINT NOT NULL,
+                 UNIQUE (stream_id, version))"
+        ))
+        .await?;
+    let insert = format!(
+        "INSERT INTO {schema}.events SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::UUID[], $5::TEXT[], $6::BIGINT[], $7::BYTEA[], $8::BYTEA[], $9::BIGINT[])"
+    );
+    let data = br#"{"account":"account-000042","amount":1}"#.to_vec();
+    let metadata = br#"{"command_id":"0190a5e4-0000-7000-8000-000000000000"}"#.to_vec();
+    let started = Instant::now();
+    let mut position = 0i64;
+    for version in 1..=transactions as i64 {
+        let mut columns = (
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+            Vec::with_capacity(rows),
+        );
+        for row in 0..rows {
+            position += 1;
+            columns.0.push(position);
+            columns.1.push(account_id(row));
+            columns.2.push(version);
+            columns.3.push(evoq::Uuid::now_v7());
+            columns.4.push("MoneyDeposited".to_owned());
+            columns.5.push(1i64);
+            columns.6.push(data.clone());
+            columns.7.push(metadata.clone());
+            columns.8.push(1_700_000_000_000_000_000i64);
+        }
+        let transaction = client.transaction().await?;
+        transaction
+            .execute(
+                &insert,
+                &[
+                    &columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5,
+                    &columns.6, &columns.7, &columns.8,
+                ],
+            )
+            .await?;
+        transaction.commit().await?;
+    }
+    let elapsed = started.elapsed();
+    let total = (rows * transactions) as f64;
+    println!(
+        "pg-probe (PostgreSQL alone, one connection): {transactions} commits of {rows} rows in {elapsed:.2?}: {:>9.0} rows/s",
+        total / elapsed.as_secs_f64()
+    );
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -135,5 +213,10 @@ async fn main() {
         && let Err(error) = postgres(aggregates, commands).await
     {
         eprintln!("postgres: {error}");
+    }
+    if matches!(which.as_str(), "pg-probe" | "all")
+        && let Err(error) = pg_probe(aggregates, commands).await
+    {
+        eprintln!("pg-probe: {error}");
     }
 }
