@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use evoq_runtime::store::EventFilter;
-use evoq_runtime::{EventStore, RecordedEvent, StoreError};
+use evoq_runtime::store::{EventFilter, StoredRow};
+use evoq_runtime::{EventStore, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -155,7 +155,7 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
             .await
             .doing(&format!("reading events after position {cursor}"))?;
         for row in &page.rows {
-            let position = row.position();
+            let position = row.global_position();
             if position > head {
                 break;
             }
@@ -168,18 +168,20 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
             next_position = position + 1;
             scanned += 1;
             let (stream, version) = match row {
-                Row::Event(event) => (Some(Arc::clone(&event.stream_id)), event.stream_version),
-                Row::Undecodable(bad) => {
+                StoredRow::Event(event) => {
+                    (Some(Arc::clone(&event.stream_id)), event.stream_version)
+                }
+                StoredRow::Undecodable(bad) => {
                     problems.push(Problem::Undecodable {
                         position,
-                        stream: bad.stream.clone(),
-                        version: bad.version,
-                        reason: bad.reason.clone(),
+                        stream: Some(bad.stream_id.clone()),
+                        version: Some(bad.stream_version),
+                        reason: format!(
+                            "stream `{}` version {} (position {position}): {}",
+                            bad.stream_id, bad.stream_version, bad.error
+                        ),
                     });
-                    (
-                        bad.stream.as_deref().map(Arc::from),
-                        bad.version.unwrap_or(0),
-                    )
+                    (Some(Arc::from(bad.stream_id.as_str())), bad.stream_version)
                 }
             };
             let Some(stream) = stream.filter(|_| version > 0) else {
@@ -298,33 +300,10 @@ fn progress_bar(length: u64) -> ProgressBar {
     bar
 }
 
-/// A row of the global order: an event, or a row that does not decode.
-enum Row {
-    Event(Arc<RecordedEvent>),
-    Undecodable(Undecodable),
-}
-
-impl Row {
-    fn position(&self) -> u64 {
-        match self {
-            Row::Event(event) => event.global_position,
-            Row::Undecodable(bad) => bad.position,
-        }
-    }
-}
-
-/// A row that does not decode, and what the store said of it.
-struct Undecodable {
-    position: u64,
-    stream: Option<String>,
-    version: Option<u64>,
-    reason: String,
-}
-
 /// One page of the global order.
 struct Page {
-    /// In position order.
-    rows: Vec<Row>,
+    /// Its events and the rows that do not decode, in position order.
+    rows: Vec<StoredRow>,
     scanned_through: u64,
 }
 
@@ -332,21 +311,9 @@ struct Page {
 /// decode: the store returns them beside the events of the page (`AllPage::undecodable`).
 async fn read_page(store: &dyn EventStore, after: u64, max: usize) -> Result<Page, StoreError> {
     let page = store.read_all(after, max, &EventFilter::All).await?;
-    let mut rows: Vec<Row> = page.events.into_iter().map(Row::Event).collect();
-    rows.extend(page.undecodable.into_iter().map(|bad| {
-        Row::Undecodable(Undecodable {
-            position: bad.global_position,
-            reason: format!(
-                "stream `{}` version {} (position {}): {}",
-                bad.stream_id, bad.stream_version, bad.global_position, bad.error
-            ),
-            stream: Some(bad.stream_id),
-            version: Some(bad.stream_version),
-        })
-    }));
-    rows.sort_by_key(Row::position);
+    let scanned_through = page.scanned_through;
     Ok(Page {
-        rows,
-        scanned_through: page.scanned_through,
+        rows: page.into_rows(),
+        scanned_through,
     })
 }

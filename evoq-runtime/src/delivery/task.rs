@@ -1024,9 +1024,13 @@ impl Task {
 
     /// The event at `position`, read again, when it decodes now.
     async fn read_again(&self, position: u64, filter: &EventFilter) -> Option<Arc<RecordedEvent>> {
-        let read = CatchPanic::new(self.store.read_all(position.saturating_sub(1), 1, filter));
-        match read.await {
-            Ok(Ok(page)) => page
+        // The runtime's store is guarded: a panic of the backend is an error here.
+        match self
+            .store
+            .read_all(position.saturating_sub(1), 1, filter)
+            .await
+        {
+            Ok(page) => page
                 .events
                 .into_iter()
                 .find(|event| event.global_position == position),
@@ -1134,10 +1138,8 @@ impl Task {
         // stored it but failed to say so must not have its attempts counted again.
         let mut merged = None;
         loop {
-            let stored =
-                CatchPanic::new(self.store_dead_letter(event, &given_up, &mut merged)).await;
-            let error = match stored {
-                Ok(Ok(entry)) => {
+            let error = match self.store_dead_letter(event, &given_up, &mut merged).await {
+                Ok(entry) => {
                     if failures > 0 {
                         self.recovered();
                     }
@@ -1155,8 +1157,7 @@ impl Task {
                     );
                     return true;
                 }
-                Ok(Err(error)) => error.to_string(),
-                Err(panic) => format!("the event store panicked: {}", panic_message(&*panic)),
+                Err(error) => error,
             };
             failures = failures.saturating_add(1);
             let delay = STORE_RETRY.delay(failures);

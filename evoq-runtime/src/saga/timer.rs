@@ -19,7 +19,6 @@ use uuid::Uuid;
 use crate::dispatch::dispatcher::Dispatcher;
 use crate::envelope::{Metadata, NewEvent, stream_id};
 use crate::store::{EventStore, ExpectedVersion, NewCommand, StoreError, Timeout};
-use crate::util::panic::{CatchPanic, panic_message};
 
 /// The metadata entry that marks an event as a timeout of a saga (its value: the saga's name).
 pub(super) const TIMEOUT_ENTRY: &str = "evoq.timeout";
@@ -162,18 +161,8 @@ pub(crate) fn spawn(dispatcher: &Arc<Dispatcher>, saga: &'static str, wake: Arc<
             let woken = wake.notified();
             let mut woken = std::pin::pin!(woken);
             woken.as_mut().enable();
-            // A store that panics fails this round only: the timer tries again.
-            let pause = match CatchPanic::new(next_pause(&*store, saga))
-                .await
-                .unwrap_or_else(|panic| {
-                    Err(StoreError::Backend {
-                        backend: "panic",
-                        message: format!(
-                            "the event store panicked firing timeouts: {}",
-                            panic_message(&*panic)
-                        ),
-                    })
-                }) {
+            // The runtime's store is guarded: a panicking backend fails this round only.
+            let pause = match next_pause(&*store, saga).await {
                 Ok(pause) => pause,
                 Err(error) => {
                     tracing::warn!(

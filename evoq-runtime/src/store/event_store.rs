@@ -14,7 +14,7 @@ use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
 use super::request::HandlerRequest;
 use super::timeout::Timeout;
-use super::undecodable::UndecodableRow;
+use super::undecodable::{StoredRow, UndecodableRow};
 use crate::envelope::{NewEvent, RecordedEvent};
 
 /// The result of a successful append.
@@ -79,6 +79,24 @@ pub struct AllPage {
     /// bad row fails nothing else: the events around it are in `events`, and a full page
     /// counts it as one of its `max_count` rows.
     pub undecodable: Vec<UndecodableRow>,
+}
+
+impl AllPage {
+    /// The page's rows in position order: its events and the rows that do not decode, merged.
+    pub fn into_rows(self) -> Vec<StoredRow> {
+        let mut rows = Vec::with_capacity(self.events.len() + self.undecodable.len());
+        let mut undecodable = self.undecodable.into_iter().peekable();
+        for event in self.events {
+            while let Some(row) =
+                undecodable.next_if(|row| row.global_position < event.global_position)
+            {
+                rows.push(StoredRow::Undecodable(row));
+            }
+            rows.push(StoredRow::Event(event));
+        }
+        rows.extend(undecodable.map(StoredRow::Undecodable));
+        rows
+    }
 }
 
 /// A saved state of one aggregate instance.

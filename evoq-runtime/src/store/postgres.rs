@@ -2433,7 +2433,7 @@ impl EventStore for PostgresStore {
     async fn list_requests(
         &self,
         handler: &str,
-        limit: usize,
+        max: usize,
     ) -> Result<Vec<HandlerRequest>, StoreError> {
         let sql = format!(
             "SELECT id, handler, action, event_id, requested_at FROM {}.requests WHERE handler = $1 ORDER BY id LIMIT $2",
@@ -2443,7 +2443,7 @@ impl EventStore for PostgresStore {
             self,
             "listing handler requests",
             sql,
-            &[&handler, &crate::store::postgres::limit(limit)]
+            &[&handler, &limit(max)]
         )?;
         rows.iter().map(decode_request_row).collect()
     }

@@ -2572,7 +2572,7 @@ impl EventStore for SqliteStore {
     async fn list_requests(
         &self,
         handler: &str,
-        limit: usize,
+        max: usize,
     ) -> Result<Vec<HandlerRequest>, StoreError> {
         let handler = handler.to_owned();
         let path = self.path().to_path_buf();
@@ -2581,7 +2581,7 @@ impl EventStore for SqliteStore {
                 conn,
                 &path,
                 "WHERE handler = ?1 ORDER BY id LIMIT ?2",
-                params![handler, crate::store::sqlite::limit(limit)],
+                params![handler, limit(max)],
             )
         })
         .await

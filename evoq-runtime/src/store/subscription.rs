@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::error::StoreError;
-use super::event_store::{AllPage, EventFilter, EventStore};
+use super::event_store::{EventFilter, EventStore};
 use super::undecodable::StoredRow;
 use crate::envelope::RecordedEvent;
 
@@ -136,7 +136,7 @@ impl Subscription {
             if page.scanned_through > self.scanned_through {
                 self.scanned_through = page.scanned_through;
             }
-            self.buffer.extend(rows_of(page));
+            self.buffer.extend(page.into_rows());
             return Ok(());
         }
         if self.head.changed().await.is_err() {
@@ -147,17 +147,4 @@ impl Subscription {
         }
         Ok(())
     }
-}
-
-/// The rows of `page`, events and undecodable rows merged in position order.
-fn rows_of(page: AllPage) -> impl Iterator<Item = StoredRow> {
-    let mut undecodable = page.undecodable.into_iter().peekable();
-    let mut events = page.events.into_iter().peekable();
-    std::iter::from_fn(move || match (events.peek(), undecodable.peek()) {
-        (Some(event), Some(row)) if row.global_position < event.global_position => {
-            undecodable.next().map(StoredRow::Undecodable)
-        }
-        (Some(_), _) => events.next().map(StoredRow::Event),
-        (None, _) => undecodable.next().map(StoredRow::Undecodable),
-    })
 }
