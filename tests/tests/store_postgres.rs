@@ -444,7 +444,7 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
             error,
             StoreError::SchemaTooNew {
                 found: 42,
-                supported: 4,
+                supported: 5,
                 ..
             }
         ),
@@ -498,12 +498,13 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
     drop(store);
     // Back to version 1: a fresh schema runs the version 1 DDL, then version 2's, which only
     // adds the command log and its append function, then version 3's, which only adds the
-    // timeouts, and version 4's, which only adds three columns to the dead letters; removing
-    // those leaves version 1 as that version of evoq wrote it.
+    // timeouts, version 4's, which only adds three columns to the dead letters, and version 5's,
+    // which only adds the set-based append function; removing those leaves version 1 as that
+    // version of evoq wrote it.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP TABLE \"{s}\".timeouts;
+            "DROP FUNCTION \"{s}\".evoq_append_batch; DROP TABLE \"{s}\".timeouts;
              DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
              DROP TABLE \"{s}\".requests;
@@ -519,8 +520,8 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
         .expect("schema version")
         .get(0);
     assert_eq!(
-        version, 4,
-        "the schema is migrated to the current version, 4"
+        version, 5,
+        "the schema is migrated to the current version, 5"
     );
     let after = store
         .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
@@ -678,13 +679,14 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
         .expect("read");
     drop(store);
     // Back to version 2: version 3 only adds the timeouts, version 4 the dead letters' kind,
-    // reason and raw row.
+    // reason and raw row, version 5 the set-based append function.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
             "DROP TABLE \"{s}\".timeouts;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
              DROP TABLE \"{s}\".requests;
+             DROP FUNCTION \"{s}\".evoq_append_batch;
              UPDATE \"{s}\".evoq_schema SET version = 2;"
         ))
         .await
@@ -697,8 +699,8 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
         .expect("schema version")
         .get(0);
     assert_eq!(
-        version, 4,
-        "the schema is migrated to the current version, 4"
+        version, 5,
+        "the schema is migrated to the current version, 5"
     );
     let indexes: Vec<String> = admin
         .query(
@@ -1243,4 +1245,108 @@ async fn a_port_nobody_listens_on_fails_the_start_saying_the_connection_was_refu
         std::error::Error::source(&error).is_some(),
         "the driver's error is the source: {error:?}"
     );
+}
+
+/// Appends that arrive together share batches; those that share a stream, a key or a command id
+/// with one before them are still decided one after the other, as if each came alone: every
+/// `Any` append to a shared stream lands at the next version, one of 20 appends with one key
+/// wins and the others are duplicates of it, one of 10 first appends to one stream wins and the
+/// others conflict, and the positions stay dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_sharing_a_stream_key_or_id_in_one_batch_are_decided_one_after_the_other() {
+    let Some(schema) = PgSchema::new("batch_split").await else {
+        return;
+    };
+    let store = Arc::new(connect(&schema).await);
+    let mut tasks = Vec::new();
+    for i in 0..100u64 {
+        let store = Arc::clone(&store);
+        let stream = format!("Shared-{}", i % 4);
+        tasks.push(tokio::spawn(async move {
+            let mut command = deposit_command("unused");
+            command.idempotency_key = None;
+            command.deduplicate_since = None;
+            (
+                "any",
+                store
+                    .append_command(&stream, ExpectedVersion::Any, vec![event("E", i)], command)
+                    .await,
+            )
+        }));
+    }
+    for i in 0..20u64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            (
+                "key",
+                store
+                    .append_command(
+                        &format!("Keyed-{i}"),
+                        ExpectedVersion::NoStream,
+                        vec![event("E", i)],
+                        deposit_command("one-key"),
+                    )
+                    .await,
+            )
+        }));
+    }
+    let shared_id = evoq::Uuid::now_v7();
+    for i in 0..10u64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut command = deposit_command("unused");
+            command.idempotency_key = None;
+            command.command_id = shared_id;
+            (
+                "first",
+                store
+                    .append_command(
+                        "First-1",
+                        ExpectedVersion::NoStream,
+                        vec![event("E", i)],
+                        command,
+                    )
+                    .await,
+            )
+        }));
+    }
+    let mut outcomes: HashMap<(&str, &str), usize> = HashMap::new();
+    for task in tasks {
+        let (kind, result) = task.await.expect("an appender panicked");
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(StoreError::DuplicateCommand { .. }) => "duplicate",
+            Err(StoreError::WrongExpectedVersion { .. }) => "conflict",
+            Err(other) => panic!("{kind}: unexpected error {other}"),
+        };
+        *outcomes.entry((kind, outcome)).or_default() += 1;
+    }
+    assert_eq!(outcomes.get(&("any", "ok")), Some(&100), "{outcomes:?}");
+    assert_eq!(outcomes.get(&("key", "ok")), Some(&1), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get(&("key", "duplicate")),
+        Some(&19),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.get(&("first", "ok")), Some(&1), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get(&("first", "duplicate")).copied().unwrap_or(0)
+            + outcomes.get(&("first", "conflict")).copied().unwrap_or(0),
+        9,
+        "{outcomes:?}"
+    );
+    for s in 0..4 {
+        let events = store
+            .read_stream(&format!("Shared-{s}"), 0, Direction::Forward, usize::MAX)
+            .await
+            .expect("read a shared stream");
+        let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+        assert_eq!(versions, (1..=25).collect::<Vec<_>>(), "Shared-{s}");
+    }
+    let page = store
+        .read_all(0, 1_000, &EventFilter::All)
+        .await
+        .expect("read everything");
+    let positions: Vec<u64> = page.events.iter().map(|e| e.global_position).collect();
+    assert_eq!(positions, (1..=102).collect::<Vec<_>>(), "dense positions");
 }

@@ -1,7 +1,8 @@
 //! Append throughput of the durable stores through the whole runtime: `aggregates` bank
 //! accounts (default 64) each get `commands` commands (default 100: one open, then deposits)
-//! from a task of their own, all at once, through `Evoq::dispatch`. Every command is
-//! acknowledged only once its event is committed.
+//! from a task of their own, all at once, through `Evoq::dispatch`, so `aggregates` commands
+//! are in flight at any time. Every command is acknowledged only once its event is committed.
+//! Each line gives commands per second and the median and 99th percentile of one dispatch.
 //!
 //! - `sqlite`: a temporary file, default durability (`synchronous=FULL`, survives power loss;
 //!   `EVOQ_BENCH_SQLITE_DURABILITY=normal` for `synchronous=NORMAL`);
@@ -13,7 +14,12 @@
 //!   transaction one multi-row insert of `aggregates` rows shaped like evoq's events (`commands`
 //!   transactions), in a fresh schema: the bound evoq's `postgres` figure is a ratio of.
 //!
-//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|all] [aggregates] [commands]`
+//! - `sqlite-probe`: no evoq at all: SQLite's batched commit rate on this disk, the same
+//!   durability as `sqlite` (WAL, `synchronous=FULL`, or `NORMAL` as above), one connection,
+//!   `commands` transactions of `aggregates` event-shaped rows each (one prepared insert per
+//!   row): the bound the disk's sync puts on evoq's `sqlite` figure.
+//!
+//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|all] [aggregates] [commands]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +30,30 @@ use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use evoq::{EventStore, StoreError};
 use evoq_bench::bank::{Deposit, OpenAccount, account_id};
 
-/// Runs the workload on `store`; returns commands per second.
-async fn run(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> (f64, Duration) {
+/// What one run measured.
+struct Measured {
+    rate: f64,
+    elapsed: Duration,
+    /// Median and 99th percentile of one dispatch, from the call to its return.
+    p50: Duration,
+    p99: Duration,
+}
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "in {:.2?}: {:>9.0} commands/s, p50 {:.0} µs, p99 {:.0} µs",
+            self.elapsed,
+            self.rate,
+            self.p50.as_secs_f64() * 1e6,
+            self.p99.as_secs_f64() * 1e6
+        )
+    }
+}
+
+/// Runs the workload on `store`.
+async fn run(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> Measured {
     let app = Arc::new(
         Evoq::builder()
             .shared_store(store)
@@ -38,30 +66,43 @@ async fn run(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> 
     for a in 0..aggregates {
         let app = Arc::clone(&app);
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(commands);
             let account = account_id(a);
+            let sent = Instant::now();
             app.dispatch(OpenAccount {
                 account: account.clone(),
                 initial_balance: 0,
             })
             .await
             .expect("open");
+            latencies.push(sent.elapsed());
             for _ in 1..commands {
+                let sent = Instant::now();
                 app.dispatch(Deposit {
                     account: account.clone(),
                     amount: 1,
                 })
                 .await
                 .expect("deposit");
+                latencies.push(sent.elapsed());
             }
+            latencies
         }));
     }
+    let mut latencies = Vec::with_capacity(aggregates * commands);
     for task in tasks {
-        task.await.expect("a dispatcher failed");
+        latencies.extend(task.await.expect("a dispatcher failed"));
     }
     let elapsed = started.elapsed();
     app.stop().await;
-    let total = (aggregates * commands) as f64;
-    (total / elapsed.as_secs_f64(), elapsed)
+    latencies.sort_unstable();
+    let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
+    Measured {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        elapsed,
+        p50: at(50),
+        p99: at(99),
+    }
 }
 
 async fn sqlite(aggregates: usize, commands: usize) -> Result<(), StoreError> {
@@ -81,10 +122,8 @@ async fn sqlite(aggregates: usize, commands: usize) -> Result<(), StoreError> {
         SqliteOptions::default().durability(durability),
     )
     .await?;
-    let (rate, elapsed) = run(Arc::new(store), aggregates, commands).await;
-    println!(
-        "sqlite   ({label}): {aggregates} aggregates x {commands} commands in {elapsed:.2?}: {rate:>9.0} commands/s"
-    );
+    let measured = run(Arc::new(store), aggregates, commands).await;
+    println!("sqlite   ({label}): {aggregates} aggregates x {commands} commands {measured}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -95,9 +134,9 @@ async fn postgres(aggregates: usize, commands: usize) -> Result<(), StoreError> 
     let schema = format!("evoq_bench_{}", evoq::Uuid::now_v7().simple());
     let store =
         PostgresStore::connect_with(&url, PostgresOptions::default().schema(&*schema)).await?;
-    let (rate, elapsed) = run(Arc::new(store), aggregates, commands).await;
+    let measured = run(Arc::new(store), aggregates, commands).await;
     println!(
-        "postgres (synchronous_commit=on): {aggregates} aggregates x {commands} commands in {elapsed:.2?}: {rate:>9.0} commands/s"
+        "postgres (synchronous_commit=on): {aggregates} aggregates x {commands} commands {measured}"
     );
     // Drop the schema with `psql` (the benchmark has no SQL client of its own).
     if let Ok(status) = std::process::Command::new("psql")
@@ -189,6 +228,59 @@ async fn pg_probe(rows: usize, transactions: usize) -> Result<(), tokio_postgres
     Ok(())
 }
 
+/// SQLite alone: `transactions` commits of `rows` event-shaped rows each, on one connection in
+/// WAL mode with the durability of the `sqlite` run; rows per second.
+fn sqlite_probe(rows: usize, transactions: usize) -> rusqlite::Result<()> {
+    let dir = std::env::temp_dir().join(format!("evoq-probe-{}", evoq::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let normal = std::env::var("EVOQ_BENCH_SQLITE_DURABILITY").as_deref() == Ok("normal");
+    let label = if normal { "NORMAL" } else { "FULL" };
+    let mut conn = rusqlite::Connection::open(dir.join("probe.db"))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {label};
+         CREATE TABLE events (
+             position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, version INTEGER NOT NULL,
+             event_id BLOB NOT NULL, event_type TEXT NOT NULL, schema_version INTEGER NOT NULL,
+             data BLOB NOT NULL, metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL,
+             UNIQUE (stream_id, version))"
+    ))?;
+    let data = br#"{"account":"account-000042","amount":1}"#;
+    let metadata = br#"{"command_id":"0190a5e4-0000-7000-8000-000000000000"}"#;
+    let started = Instant::now();
+    let mut position = 0i64;
+    for version in 1..=transactions as i64 {
+        let transaction = conn.transaction()?;
+        {
+            let mut insert = transaction
+                .prepare_cached("INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
+            for row in 0..rows {
+                position += 1;
+                insert.execute(rusqlite::params![
+                    position,
+                    account_id(row),
+                    version,
+                    evoq::Uuid::now_v7().as_bytes().as_slice(),
+                    "MoneyDeposited",
+                    1,
+                    data.as_slice(),
+                    metadata.as_slice(),
+                    1_700_000_000_000_000_000i64
+                ])?;
+            }
+        }
+        transaction.commit()?;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "sqlite-probe (SQLite alone, synchronous={label}): {transactions} commits of {rows} rows in {elapsed:.2?}: {:>9.0} rows/s",
+        (rows * transactions) as f64 / elapsed.as_secs_f64()
+    );
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -199,9 +291,9 @@ async fn main() {
     println!("{cores} cores; each command acknowledged after its commit");
     if matches!(which.as_str(), "memory" | "all") {
         let store = evoq::store::memory::InMemoryStore::new();
-        let (rate, elapsed) = run(Arc::new(store), aggregates, commands).await;
+        let measured = run(Arc::new(store), aggregates, commands).await;
         println!(
-            "memory   (baseline, nothing durable): {aggregates} aggregates x {commands} commands in {elapsed:.2?}: {rate:>9.0} commands/s"
+            "memory   (baseline, nothing durable): {aggregates} aggregates x {commands} commands {measured}"
         );
     }
     if matches!(which.as_str(), "sqlite" | "all")
@@ -213,6 +305,11 @@ async fn main() {
         && let Err(error) = postgres(aggregates, commands).await
     {
         eprintln!("postgres: {error}");
+    }
+    if matches!(which.as_str(), "sqlite-probe" | "all")
+        && let Err(error) = sqlite_probe(aggregates, commands)
+    {
+        eprintln!("sqlite-probe: {error}");
     }
     if matches!(which.as_str(), "pg-probe" | "all")
         && let Err(error) = pg_probe(aggregates, commands).await

@@ -23,7 +23,11 @@
 //!   which readers skip past). The trade-off: appends are serialized across the whole cluster,
 //!   one transaction at a time. To keep throughput up, each node groups the appends waiting for
 //!   the lock into one transaction (group commit, up to [`PostgresOptions::max_batch`]), so the
-//!   lock is taken once per batch rather than once per append.
+//!   lock is taken once per batch rather than once per append. A batch is one call of a
+//!   set-based function (a fixed number of statements whatever its size: one lookup of every
+//!   stream's version, one insert of every event, one of every command entry), and the writer
+//!   lets the callers its last commit answered run their next command before it closes the
+//!   next batch, so the more commands are in flight, the more each commit carries.
 //! - **Head watch.** A node moves its head after its own commits; the commit also runs
 //!   `pg_notify`, and a listener connection (LISTEN) moves the head of every other node. A
 //!   periodic poll of `evoq_head` ([`PostgresOptions::poll_interval`], default 1 s) covers a
@@ -32,7 +36,8 @@
 //!   append transaction as the command's events. The deduplication check runs inside that
 //!   transaction after it took the `evoq_head` lock, so it is serialized with every other append
 //!   of the cluster: of two nodes running one command (one idempotency key) at once, exactly one
-//!   succeeds. Within a batch, each append sees the entries of the appends before it.
+//!   succeeds. Within a batch, each append sees the entries of the appends before it (a batch
+//!   ends before an append that shares a stream, a key or a command id with one in it).
 //! - **Saga timeouts** (table `timeouts`) keep their due time in microseconds since the Unix
 //!   epoch, negative before it. A due time more than about 292,000 years from 1970 is clamped to
 //!   that range, never refused (see `time_to_micros` in `store/codec.rs`): it is due, or not,
@@ -97,11 +102,16 @@ use crate::store::{
 };
 use crate::store::{EventCounts, StreamInfo};
 
+mod writer;
+
+use writer::{AppendJob, Writer, append_statement};
+
 const BACKEND: &str = "postgres";
 
 /// The schema version this build writes: 1, the events; 2, the command log; 3, the sagas'
-/// timeouts; 4, the dead letters' kind, reason and raw row.
-const SCHEMA_VERSION: i64 = 4;
+/// timeouts; 4, the dead letters' kind, reason and raw row; 5, the set-based append of a
+/// batch (`writer::append_batch_ddl`).
+const SCHEMA_VERSION: i64 = 5;
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
@@ -1019,6 +1029,7 @@ $body$;
          event_id UUID, requested_at BIGINT NOT NULL); \
          CREATE INDEX ON {s}.requests (handler, id);"
     );
+    let v5 = writer::append_batch_ddl(s);
     let what = format!("opening schema `{}`", inner.options.schema);
     retrying!(inner, what, |client| async {
         let fail = |e| Failure::sql(&what, &inner.location, e);
@@ -1060,7 +1071,10 @@ $body$;
             if found < 4 {
                 client.batch_execute(&v4).await.map_err(fail)?;
             }
-            // Later versions migrate here, one step at a time: `if found < 5 { ... }`.
+            if found < 5 {
+                client.batch_execute(&v5).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 6 { ... }`.
             if found < SCHEMA_VERSION {
                 client
                     .batch_execute(&format!(
@@ -1317,349 +1331,6 @@ async fn poll_head(
         {
             advance(&head, position);
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The group-commit writer
-// ---------------------------------------------------------------------------------------------
-
-/// One append waiting for the writer, with the command to record with it, if any.
-struct AppendJob {
-    stream: String,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-    command: Option<NewCommand>,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
-}
-
-/// The group-commit writer: takes the appends waiting for it in batches of up to `max_batch`
-/// and commits each batch in one transaction.
-struct Writer {
-    pool: Pool,
-    /// The call of `evoq_append_commands`, from [`append_statement`].
-    statement: String,
-    location: String,
-    channel: String,
-    head: watch::Sender<u64>,
-    max_batch: usize,
-    retries: u32,
-    /// The deadline of a wait for a pooled connection.
-    connect_timeout: Duration,
-}
-
-/// A batch's outcome before the commit.
-struct Planned {
-    results: Vec<Result<Appended, StoreError>>,
-    last_position: u64,
-}
-
-/// How many parameters `evoq_append_commands` takes.
-const APPEND_PARAMETERS: usize = 18;
-
-/// The call of the append function of schema `s`: its result rows with the duplicate entry
-/// spread into [`COMMAND_COLUMNS`] from column 4 on (see [`job_result`]).
-fn append_statement(s: &str) -> String {
-    let duplicate: Vec<String> = COMMAND_COLUMNS
-        .iter()
-        .map(|column| format!("(r.duplicate).{column}"))
-        .collect();
-    let parameters: Vec<String> = (1..=APPEND_PARAMETERS).map(|n| format!("${n}")).collect();
-    format!(
-        "SELECT r.job, r.outcome, r.actual, r.first_position, {} FROM {s}.evoq_append_commands({}) r",
-        duplicate.join(", "),
-        parameters.join(", ")
-    )
-}
-
-/// The arguments of `evoq_append_commands` for one batch: one entry per append (job) in the
-/// arrays of streams and commands, one per event in the arrays of events. A job without a
-/// command has `has_command` false and placeholders in the other command arrays.
-#[derive(Default)]
-struct BatchArrays<'a> {
-    streams: Vec<&'a str>,
-    expected: Vec<i64>,
-    counts: Vec<i32>,
-    event_ids: Vec<Uuid>,
-    types: Vec<&'a str>,
-    schema_versions: Vec<i64>,
-    datas: Vec<&'a [u8]>,
-    metadatas: Vec<Vec<u8>>,
-    has_command: Vec<bool>,
-    command_ids: Vec<Uuid>,
-    keys: Vec<Option<&'a str>>,
-    commands: Vec<&'a str>,
-    aggregates: Vec<&'a str>,
-    aggregate_ids: Vec<&'a str>,
-    checks: Vec<bool>,
-    since: Vec<i64>,
-}
-
-impl<'a> BatchArrays<'a> {
-    /// The arrays of `batch`, in its order.
-    fn new(batch: &'a [AppendJob]) -> Self {
-        let mut arrays = BatchArrays::default();
-        for job in batch {
-            arrays.push_job(job);
-        }
-        arrays
-    }
-
-    /// Adds `job`: its stream, expected version and events, and its command.
-    fn push_job(&mut self, job: &'a AppendJob) {
-        self.streams.push(&job.stream);
-        self.expected.push(match job.expected {
-            ExpectedVersion::Any => -1,
-            ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Exact(v) => to_db(v),
-        });
-        self.counts
-            .push(i32::try_from(job.events.len()).unwrap_or(i32::MAX));
-        for event in &job.events {
-            self.event_ids.push(event.event_id);
-            self.types.push(event.event_type.as_ref());
-            self.schema_versions.push(i64::from(event.schema_version));
-            self.datas.push(&event.data);
-            self.metadatas.push(encode_metadata(&event.metadata));
-        }
-        self.push_command(&job.stream, job.command.as_ref());
-    }
-
-    /// Adds the command of a job (placeholders when it has none); the check is set when the
-    /// command asks for one.
-    fn push_command(&mut self, stream: &'a str, command: Option<&'a NewCommand>) {
-        let since = command.and_then(|c| c.deduplicate_since);
-        self.has_command.push(command.is_some());
-        self.command_ids
-            .push(command.map_or(Uuid::nil(), |c| c.command_id));
-        self.keys
-            .push(command.and_then(|c| c.idempotency_key.as_deref()));
-        self.commands.push(command.map_or("", |c| &c.command));
-        self.aggregates.push(command.map_or("", |c| &c.aggregate));
-        self.aggregate_ids
-            .push(command.map_or("", |c| c.aggregate_id(stream)));
-        self.checks.push(since.is_some());
-        self.since.push(since.map_or(0, time_to_nanos));
-    }
-
-    /// The parameters of [`append_statement`], in the function's order.
-    fn parameters<'p>(
-        &'p self,
-        recorded_at: &'p i64,
-        channel: &'p String,
-    ) -> [&'p (dyn ToSql + Sync); APPEND_PARAMETERS] {
-        [
-            &self.streams,
-            &self.expected,
-            &self.counts,
-            &self.event_ids,
-            &self.types,
-            &self.schema_versions,
-            &self.datas,
-            &self.metadatas,
-            &self.has_command,
-            &self.command_ids,
-            &self.keys,
-            &self.commands,
-            &self.aggregates,
-            &self.aggregate_ids,
-            &self.checks,
-            &self.since,
-            recorded_at,
-            channel,
-        ]
-    }
-}
-
-impl Writer {
-    async fn run(self, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        loop {
-            if jobs.recv_many(&mut batch, self.max_batch).await == 0 {
-                return;
-            }
-            let results = self.commit(&batch).await;
-            match results {
-                Ok(results) => {
-                    for (job, result) in batch.drain(..).zip(results) {
-                        let _ = job.reply.send(result);
-                    }
-                }
-                Err(error) => {
-                    for job in batch.drain(..) {
-                        let _ = job.reply.send(Err(copy_error(&error)));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Commits `batch` in one transaction, retrying transient failures that happen before the
-    /// commit.
-    async fn commit(
-        &self,
-        batch: &[AppendJob],
-    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
-        metrics::histogram!("evoq_store_batch_size", "backend" => BACKEND)
-            .record(batch.len() as f64);
-        let started = std::time::Instant::now();
-        let committed = self.commit_retrying(batch).await;
-        metrics::histogram!("evoq_store_commit_seconds", "backend" => BACKEND)
-            .record(started.elapsed().as_secs_f64());
-        committed
-    }
-
-    /// [`commit`](Self::commit), unmeasured.
-    async fn commit_retrying(
-        &self,
-        batch: &[AppendJob],
-    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
-        let mut attempt = 0u32;
-        loop {
-            match self.try_commit(batch).await {
-                Ok(planned) => {
-                    if planned.last_position > 0 {
-                        advance(&self.head, planned.last_position);
-                    }
-                    return Ok(planned.results);
-                }
-                Err(failure @ Failure::Fatal(_)) => return Err(failure.into_error(attempt)),
-                Err(failure) => {
-                    if attempt >= self.retries {
-                        return Err(failure.into_error(attempt));
-                    }
-                    attempt += 1;
-                    tracing::warn!(
-                        name: "evoq.store.retry",
-                        backend = BACKEND,
-                        attempt,
-                        error = %failure,
-                        "evoq.store.retry",
-                    );
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-            }
-        }
-    }
-
-    /// One round trip: `evoq_append_commands` runs the whole batch as one statement, so one
-    /// transaction (autocommit) that locks the head row, checks each append's command and
-    /// expected version, inserts, moves the head and notifies.
-    async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
-        let location = &self.location;
-        let deadline = self.connect_timeout;
-        let client = match tokio::time::timeout(deadline, self.pool.get()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => return Err(Failure::pool("appending", location, deadline, error)),
-            Err(_) => {
-                return Err(Failure::Transient(connect_timeout(
-                    "appending",
-                    location,
-                    deadline,
-                )));
-            }
-        };
-        let statement = client
-            .prepare_cached(&self.statement)
-            .await
-            .map_err(|e| Failure::sql("appending", location, e))?;
-        let arrays = BatchArrays::new(batch);
-        let recorded_at = time_to_nanos(SystemTime::now());
-        let rows = client
-            .query(&statement, &arrays.parameters(&recorded_at, &self.channel))
-            .await
-            .map_err(|error| {
-                if error.code().is_some() {
-                    // The server answered with an error: the statement's transaction rolled
-                    // back, nothing was written.
-                    Failure::sql("appending", location, error)
-                } else {
-                    // The connection broke while the statement ran: it may have committed.
-                    Failure::Fatal(StoreError::Backend {
-                        backend: BACKEND,
-                        message: format!(
-                            "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
-                            describe(&error)
-                        ),
-                    })
-                }
-            })?;
-        Ok(plan(&rows, batch, location))
-    }
-}
-
-/// Each job's result from the rows of `evoq_append_commands`; a job the rows do not answer
-/// fails with an integrity error.
-fn plan(rows: &[Row], batch: &[AppendJob], location: &str) -> Planned {
-    let mut results: Vec<Option<Result<Appended, StoreError>>> =
-        (0..batch.len()).map(|_| None).collect();
-    let mut last_position = 0;
-    for row in rows {
-        let Some(index) = row
-            .try_get::<_, i32>(0)
-            .ok()
-            .and_then(|job| usize::try_from(job).ok())
-            .and_then(|job| job.checked_sub(1))
-        else {
-            continue;
-        };
-        let Some((slot, job)) = results.get_mut(index).zip(batch.get(index)) else {
-            continue;
-        };
-        let result = job_result(row, job, location);
-        if let Ok(appended) = &result {
-            last_position = last_position.max(appended.last_position);
-        }
-        *slot = Some(result);
-    }
-    let results = results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(StoreError::Integrity {
-                    location: format!("{location}: evoq_append_commands"),
-                    reason: "the append function returned no result for an append of the batch"
-                        .into(),
-                })
-            })
-        })
-        .collect();
-    Planned {
-        results,
-        last_position,
-    }
-}
-
-/// One job's result from its row of `evoq_append_commands` (columns of [`append_statement`]).
-fn job_result(row: &Row, job: &AppendJob, location: &str) -> Result<Appended, StoreError> {
-    let stream = || format!("stream `{}`", job.stream);
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
-        location: format!("{location}: evoq_append_commands"),
-        reason: format!("the append function's {what} does not decode ({e})"),
-    };
-    let outcome: &str = row.try_get(1).map_err(|e| corrupt("outcome", &e))?;
-    let actual: i64 = row.try_get(2).map_err(|e| corrupt("version", &e))?;
-    match outcome {
-        "appended" => {
-            let first: i64 = row.try_get(3).map_err(|e| corrupt("position", &e))?;
-            let version = from_db(actual, stream, "the version")?;
-            let first = from_db(first, || "evoq_head".to_owned(), "the position")?;
-            let count = job.events.len() as u64;
-            Ok(Appended {
-                version: version + count,
-                first_position: first,
-                last_position: if count == 0 { 0 } else { first + count - 1 },
-            })
-        }
-        "conflict" => Err(StoreError::WrongExpectedVersion {
-            stream: job.stream.clone(),
-            expected: job.expected,
-            actual: from_db(actual, stream, "the version")?,
-        }),
-        "duplicate" => Err(StoreError::DuplicateCommand {
-            record: Box::new(decode_command(row, 4)?),
-        }),
-        other => Err(corrupt("outcome", &format!("unknown outcome `{other}`"))),
     }
 }
 

@@ -1,0 +1,653 @@
+//! The group-commit writer: every append of a node goes through it, and it commits the appends
+//! waiting for it together, one statement (one round trip, one transaction) per batch.
+//!
+//! - **Batches grow with the load.** The writer takes every append waiting (up to
+//!   `max_batch`) into one call of `evoq_append_batch`, which does the whole batch in a fixed
+//!   number of set-based statements: one lookup of every stream's version and live command
+//!   entry, one insert of every event, one of every command entry, the head moved once. So a
+//!   batch of 64 costs little more than a batch of 1, and the more commands are in flight, the
+//!   more each commit carries.
+//! - **Batches overlap.** Up to `pipeline` batches are in flight at once, each on its own pooled
+//!   connection: while one holds the head lock and waits for its commit to reach the disk, the
+//!   next is already at the server, queued on the lock. The lock still orders every append of
+//!   the cluster (positions are gap-free and given out in commit order); overlapping only hides
+//!   the round trip and the statement's planning behind the previous commit.
+//! - **A batch never holds two appends it cannot tell apart in one statement**: two appends to
+//!   one stream, two commands with one key, or two with one command id (the second must see the
+//!   first's events or entry). The writer ends the batch before such an append; it starts the
+//!   next one, so the appends still commit in the order they arrived.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::{
+    BACKEND, COMMAND_COLUMNS, Failure, advance, backoff, connect_timeout, copy_error,
+    decode_command, describe,
+};
+use crate::envelope::NewEvent;
+use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
+use crate::store::{Appended, ExpectedVersion, NewCommand, StoreError};
+
+/// One append waiting for the writer, with the command to record with it, if any.
+pub(super) struct AppendJob {
+    pub(super) stream: String,
+    pub(super) expected: ExpectedVersion,
+    pub(super) events: Vec<NewEvent>,
+    pub(super) command: Option<NewCommand>,
+    pub(super) reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// The group-commit writer of one store (see the [module docs](self)).
+pub(super) struct Writer {
+    pub(super) pool: Pool,
+    /// The call of `evoq_append_batch`, from [`append_statement`].
+    pub(super) statement: String,
+    pub(super) location: String,
+    pub(super) channel: String,
+    pub(super) head: watch::Sender<u64>,
+    pub(super) max_batch: usize,
+    pub(super) retries: u32,
+    /// The deadline of a wait for a pooled connection.
+    pub(super) connect_timeout: Duration,
+}
+
+/// A batch's outcome before the commit.
+struct Planned {
+    results: Vec<Result<Appended, StoreError>>,
+    last_position: u64,
+}
+
+/// How many parameters `evoq_append_batch` takes.
+const APPEND_PARAMETERS: usize = 20;
+
+/// Schema version 5: `evoq_append_batch`, the set-based append of a whole batch (see the
+/// [module docs](self)).
+///
+/// It does what `evoq_append_commands` (schema 2) does for a batch whose appends name distinct
+/// streams, keys and command ids, in a fixed number of statements instead of several per
+/// append: after the head lock, one query finds each append's live command entry (checked
+/// commands: by key, else by id, recorded at or after `c_since`: outcome `duplicate`) and its
+/// stream's version (outcome `conflict` when the expected version, `-1` for any, differs, else
+/// `appended`); the positions go to the appended ones in the batch's order; expired entries of
+/// the checked commands (and the entry of an unchecked key that is replaced) are deleted, then
+/// the events (`e_jobs` / `e_offsets`: each event's append, 1-based, and its place in it) and
+/// the command entries (for an append without events only when checked) are inserted, the
+/// head moves and the commit is notified.
+///
+/// `evoq_append_commands` and `evoq_append` stay: a node of an older version still running
+/// during a rolling upgrade appends with them, under the same head lock as everyone else.
+pub(super) fn append_batch_ddl(s: &str) -> String {
+    format!(
+        "
+CREATE FUNCTION {s}.evoq_append_batch(
+    p_streams TEXT[], p_expected BIGINT[], p_counts INT[],
+    e_jobs INT[], e_offsets INT[], e_ids UUID[], e_types TEXT[], e_schema_versions BIGINT[],
+    e_data BYTEA[], e_metadata BYTEA[],
+    c_has BOOLEAN[], c_ids UUID[], c_keys TEXT[], c_commands TEXT[], c_aggregates TEXT[],
+    c_aggregate_ids TEXT[], c_check BOOLEAN[], c_since BIGINT[],
+    p_recorded_at BIGINT, p_channel TEXT)
+RETURNS TABLE (job INT, outcome TEXT, actual BIGINT, first_position BIGINT, duplicate {s}.commands)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $body$
+#variable_conflict use_column
+DECLARE
+    v_head BIGINT;
+    v_next BIGINT;
+    v_jobs INT := COALESCE(array_length(p_streams, 1), 0);
+    v_outcomes TEXT[];
+    v_actuals BIGINT[];
+    v_found BOOLEAN[];
+    v_duplicates {s}.commands[];
+    v_firsts BIGINT[];
+BEGIN
+    -- The lock that orders every append (and every command check) of the cluster, held until
+    -- the commit.
+    SELECT h.position INTO v_head FROM {s}.evoq_head h WHERE h.id = 1 FOR UPDATE;
+    IF TRUE = ANY(c_check) THEN
+        -- The live entry of each checked command: by its key, else by its id.
+        SELECT array_agg(x.found ORDER BY x.i), array_agg(x.entry ORDER BY x.i)
+        INTO v_found, v_duplicates
+        FROM (
+            SELECT j.i, d.found, d.entry
+            FROM unnest(c_has, c_ids, c_keys, c_check, c_since)
+                 WITH ORDINALITY AS j(has, id, key, chk, since, i)
+            LEFT JOIN LATERAL (
+                SELECT TRUE AS found, u.entry FROM (
+                    SELECT c AS entry, c.recorded_at AS at FROM {s}.commands c
+                    WHERE j.has AND j.chk AND j.key IS NULL
+                      AND c.command_id = j.id AND c.recorded_at >= j.since
+                    UNION ALL
+                    SELECT c AS entry, c.recorded_at AS at FROM {s}.commands c
+                    WHERE j.has AND j.chk AND j.key IS NOT NULL
+                      AND c.idempotency_key = j.key AND c.recorded_at >= j.since
+                ) u ORDER BY u.at DESC LIMIT 1
+            ) d ON TRUE
+        ) x;
+    END IF;
+    -- Each stream's version (the last entry of its index).
+    v_actuals := ARRAY(
+        SELECT COALESCE(l.version, 0)
+        FROM unnest(p_streams) WITH ORDINALITY AS j(stream, i)
+        LEFT JOIN LATERAL (
+            SELECT e.version FROM {s}.events e WHERE e.stream_id = j.stream
+            ORDER BY e.version DESC LIMIT 1
+        ) l ON TRUE
+        ORDER BY j.i);
+    v_outcomes := array_fill('appended'::TEXT, ARRAY[v_jobs]);
+    v_firsts := array_fill(0::BIGINT, ARRAY[v_jobs]);
+    v_next := v_head + 1;
+    FOR i IN 1 .. v_jobs LOOP
+        IF v_found[i] THEN
+            v_outcomes[i] := 'duplicate';
+            v_actuals[i] := 0;
+        ELSIF p_expected[i] >= 0 AND p_expected[i] <> v_actuals[i] THEN
+            v_outcomes[i] := 'conflict';
+        ELSIF p_counts[i] > 0 THEN
+            v_firsts[i] := v_next;
+            v_next := v_next + p_counts[i];
+        END IF;
+    END LOOP;
+    IF TRUE = ANY(c_check) THEN
+        -- A checked command that is not a duplicate: its expired entries go.
+        DELETE FROM {s}.commands c
+        USING unnest(c_has, c_check, c_keys, c_ids, v_outcomes) AS j(has, chk, key, id, outcome)
+        WHERE j.has AND j.chk AND j.key IS NULL AND j.outcome <> 'duplicate'
+          AND c.command_id = j.id;
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(c_keys) AS k(key) WHERE k.key IS NOT NULL) THEN
+        -- The same for a key; and an unchecked command with a key replaces the key's entry.
+        DELETE FROM {s}.commands c
+        USING unnest(c_has, c_check, c_keys, p_counts, v_outcomes) AS j(has, chk, key, cnt, outcome)
+        WHERE j.has AND j.key IS NOT NULL AND c.idempotency_key = j.key
+          AND ((j.chk AND j.outcome <> 'duplicate')
+               OR (NOT j.chk AND j.outcome = 'appended' AND j.cnt > 0));
+    END IF;
+    IF v_next > v_head + 1 THEN
+        INSERT INTO {s}.events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at)
+        SELECT v_firsts[e.job] + e.off, p_streams[e.job], v_actuals[e.job] + e.off + 1, e.id, e.typ,
+               e.sv, e.data, e.meta, p_recorded_at
+        FROM unnest(e_jobs, e_offsets, e_ids, e_types, e_schema_versions, e_data, e_metadata)
+             AS e(job, off, id, typ, sv, data, meta)
+        WHERE v_outcomes[e.job] = 'appended';
+    END IF;
+    INSERT INTO {s}.commands (command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at)
+    SELECT j.id, j.key, j.command, j.aggregate, j.aggregate_id, j.stream, v_actuals[j.i] + j.cnt, j.cnt,
+           CASE WHEN j.cnt > 0 THEN v_firsts[j.i] ELSE 0 END,
+           CASE WHEN j.cnt > 0 THEN v_firsts[j.i] + j.cnt - 1 ELSE 0 END,
+           p_recorded_at
+    FROM unnest(c_has, c_ids, c_keys, c_commands, c_aggregates, c_aggregate_ids, c_check, p_streams, p_counts)
+         WITH ORDINALITY AS j(has, id, key, command, aggregate, aggregate_id, chk, stream, cnt, i)
+    WHERE j.has AND (j.cnt > 0 OR j.chk) AND v_outcomes[j.i] = 'appended';
+    IF v_next > v_head + 1 THEN
+        UPDATE {s}.evoq_head SET position = v_next - 1 WHERE id = 1;
+        PERFORM pg_notify(p_channel, (v_next - 1)::TEXT);
+    END IF;
+    RETURN QUERY
+        SELECT g.i, v_outcomes[g.i], v_actuals[g.i], v_firsts[g.i], v_duplicates[g.i]
+        FROM generate_series(1, v_jobs) AS g(i);
+END
+$body$;
+"
+    )
+}
+
+/// The call of the append function of schema `s`: its result rows with the duplicate entry
+/// spread into [`COMMAND_COLUMNS`] from column 4 on (see [`job_result`]).
+pub(super) fn append_statement(s: &str) -> String {
+    let duplicate: Vec<String> = COMMAND_COLUMNS
+        .iter()
+        .map(|column| format!("(r.duplicate).{column}"))
+        .collect();
+    let parameters: Vec<String> = (1..=APPEND_PARAMETERS).map(|n| format!("${n}")).collect();
+    format!(
+        "SELECT r.job, r.outcome, r.actual, r.first_position, {} FROM {s}.evoq_append_batch({}) r",
+        duplicate.join(", "),
+        parameters.join(", ")
+    )
+}
+
+/// The arguments of `evoq_append_batch` for one batch: one entry per append (job) in the
+/// arrays of streams and commands, one per event in the arrays of events. A job without a
+/// command has `has_command` false and placeholders in the other command arrays.
+#[derive(Default)]
+struct BatchArrays<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    counts: Vec<i32>,
+    event_jobs: Vec<i32>,
+    event_offsets: Vec<i32>,
+    event_ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i64>,
+    datas: Vec<&'a [u8]>,
+    metadatas: Vec<Vec<u8>>,
+    has_command: Vec<bool>,
+    command_ids: Vec<Uuid>,
+    keys: Vec<Option<&'a str>>,
+    commands: Vec<&'a str>,
+    aggregates: Vec<&'a str>,
+    aggregate_ids: Vec<&'a str>,
+    checks: Vec<bool>,
+    since: Vec<i64>,
+}
+
+impl<'a> BatchArrays<'a> {
+    /// The arrays of `batch`, in its order.
+    fn new(batch: &'a [AppendJob]) -> Self {
+        let mut arrays = BatchArrays::default();
+        for (index, job) in batch.iter().enumerate() {
+            arrays.push_job(index, job);
+        }
+        arrays
+    }
+
+    /// Adds `job`, the `index`th of the batch: its stream, expected version and events, and
+    /// its command.
+    fn push_job(&mut self, index: usize, job: &'a AppendJob) {
+        let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        self.streams.push(&job.stream);
+        self.expected.push(match job.expected {
+            ExpectedVersion::Any => -1,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => to_db(v),
+        });
+        self.counts
+            .push(i32::try_from(job.events.len()).unwrap_or(i32::MAX));
+        for (offset, event) in job.events.iter().enumerate() {
+            self.event_jobs.push(number);
+            self.event_offsets
+                .push(i32::try_from(offset).unwrap_or(i32::MAX));
+            self.event_ids.push(event.event_id);
+            self.types.push(event.event_type.as_ref());
+            self.schema_versions.push(i64::from(event.schema_version));
+            self.datas.push(&event.data);
+            self.metadatas.push(encode_metadata(&event.metadata));
+        }
+        self.push_command(&job.stream, job.command.as_ref());
+    }
+
+    /// Adds the command of a job (placeholders when it has none); the check is set when the
+    /// command asks for one.
+    fn push_command(&mut self, stream: &'a str, command: Option<&'a NewCommand>) {
+        let since = command.and_then(|c| c.deduplicate_since);
+        self.has_command.push(command.is_some());
+        self.command_ids
+            .push(command.map_or(Uuid::nil(), |c| c.command_id));
+        self.keys
+            .push(command.and_then(|c| c.idempotency_key.as_deref()));
+        self.commands.push(command.map_or("", |c| &c.command));
+        self.aggregates.push(command.map_or("", |c| &c.aggregate));
+        self.aggregate_ids
+            .push(command.map_or("", |c| c.aggregate_id(stream)));
+        self.checks.push(since.is_some());
+        self.since.push(since.map_or(0, time_to_nanos));
+    }
+
+    /// The parameters of [`append_statement`], in the function's order.
+    fn parameters<'p>(
+        &'p self,
+        recorded_at: &'p i64,
+        channel: &'p String,
+    ) -> [&'p (dyn ToSql + Sync); APPEND_PARAMETERS] {
+        [
+            &self.streams,
+            &self.expected,
+            &self.counts,
+            &self.event_jobs,
+            &self.event_offsets,
+            &self.event_ids,
+            &self.types,
+            &self.schema_versions,
+            &self.datas,
+            &self.metadatas,
+            &self.has_command,
+            &self.command_ids,
+            &self.keys,
+            &self.commands,
+            &self.aggregates,
+            &self.aggregate_ids,
+            &self.checks,
+            &self.since,
+            recorded_at,
+            channel,
+        ]
+    }
+}
+
+/// What a batch already holds that a later append must not share with it (see
+/// [`Writer::next_batch`]).
+#[derive(Default)]
+struct Claimed<'a> {
+    streams: HashSet<&'a str>,
+    keys: HashSet<&'a str>,
+    command_ids: HashSet<Uuid>,
+}
+
+impl<'a> Claimed<'a> {
+    /// Claims what `job` names; false (claiming nothing) when it shares any of it with a job
+    /// claimed before.
+    fn claim(&mut self, job: &'a AppendJob) -> bool {
+        let key = job
+            .command
+            .as_ref()
+            .and_then(|c| c.idempotency_key.as_deref());
+        let id = job.command.as_ref().map(|c| c.command_id);
+        if self.streams.contains(job.stream.as_str())
+            || key.is_some_and(|k| self.keys.contains(k))
+            || id.is_some_and(|i| self.command_ids.contains(&i))
+        {
+            return false;
+        }
+        self.streams.insert(&job.stream);
+        if let Some(key) = key {
+            self.keys.insert(key);
+        }
+        if let Some(id) = id {
+            self.command_ids.insert(id);
+        }
+        true
+    }
+}
+
+/// How many appends from the front of `waiting` (at most `max`) can share one statement: up to
+/// the first that shares a stream, a key or a command id with one before it.
+fn batch_len(waiting: &VecDeque<AppendJob>, max: usize) -> usize {
+    let mut claimed = Claimed::default();
+    waiting
+        .iter()
+        .take(max)
+        .take_while(|job| claimed.claim(job))
+        .count()
+}
+
+/// Adds to `received` what else arrives while the runtime has other work to do (up to `max`):
+/// the writer steps aside (`yield_now`) and looks again until two turns in a row bring
+/// nothing. The callers the last commit answered are among that work: each runs its next
+/// command and appends, so they join this batch rather than the next, and a batch grows to
+/// the number of appends in flight. On an idle runtime a turn returns at once, so an append
+/// alone is not delayed.
+async fn gather(
+    jobs: &mut mpsc::UnboundedReceiver<AppendJob>,
+    received: &mut Vec<AppendJob>,
+    max: usize,
+) {
+    let mut quiet = 0;
+    while received.len() < max && quiet < 2 {
+        let before = received.len();
+        while received.len() < max {
+            match jobs.try_recv() {
+                Ok(job) => received.push(job),
+                Err(_) => break,
+            }
+        }
+        if received.len() == before {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+impl Writer {
+    /// Takes the appends as they come and commits them in batches, one at a time; returns when
+    /// every sender is gone.
+    pub(super) async fn run(self, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
+        let mut waiting: VecDeque<AppendJob> = VecDeque::new();
+        let mut received = Vec::with_capacity(self.max_batch);
+        loop {
+            if waiting.is_empty() && jobs.recv_many(&mut received, self.max_batch).await == 0 {
+                return;
+            }
+            gather(&mut jobs, &mut received, self.max_batch).await;
+            waiting.extend(received.drain(..));
+            let len = batch_len(&waiting, self.max_batch).max(1);
+            let batch: Vec<AppendJob> = waiting.drain(..len).collect();
+            self.commit_and_reply(batch).await;
+        }
+    }
+
+    /// Commits `batch` and answers each of its appends.
+    async fn commit_and_reply(&self, batch: Vec<AppendJob>) {
+        match self.commit(&batch).await {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(error) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(copy_error(&error)));
+                }
+            }
+        }
+    }
+
+    /// Commits `batch` in one transaction, retrying transient failures that happen before the
+    /// commit.
+    async fn commit(
+        &self,
+        batch: &[AppendJob],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        metrics::histogram!("evoq_store_batch_size", "backend" => BACKEND)
+            .record(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let committed = self.commit_retrying(batch).await;
+        metrics::histogram!("evoq_store_commit_seconds", "backend" => BACKEND)
+            .record(started.elapsed().as_secs_f64());
+        committed
+    }
+
+    /// [`commit`](Self::commit), unmeasured.
+    async fn commit_retrying(
+        &self,
+        batch: &[AppendJob],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_commit(batch).await {
+                Ok(planned) => {
+                    if planned.last_position > 0 {
+                        advance(&self.head, planned.last_position);
+                    }
+                    return Ok(planned.results);
+                }
+                Err(failure @ Failure::Fatal(_)) => return Err(failure.into_error(attempt)),
+                Err(failure) => {
+                    if attempt >= self.retries {
+                        return Err(failure.into_error(attempt));
+                    }
+                    attempt += 1;
+                    tracing::warn!(
+                        name: "evoq.store.retry",
+                        backend = BACKEND,
+                        attempt,
+                        error = %failure,
+                        "evoq.store.retry",
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// One round trip: `evoq_append_batch` runs the whole batch as one statement, so one
+    /// transaction (autocommit) that locks the head row, checks each append's command and
+    /// expected version, inserts, moves the head and notifies.
+    async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
+        let location = &self.location;
+        let deadline = self.connect_timeout;
+        let client = match tokio::time::timeout(deadline, self.pool.get()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(Failure::pool("appending", location, deadline, error)),
+            Err(_) => {
+                return Err(Failure::Transient(connect_timeout(
+                    "appending",
+                    location,
+                    deadline,
+                )));
+            }
+        };
+        let statement = client
+            .prepare_cached(&self.statement)
+            .await
+            .map_err(|e| Failure::sql("appending", location, e))?;
+        let arrays = BatchArrays::new(batch);
+        let recorded_at = time_to_nanos(SystemTime::now());
+        let rows = client
+            .query(&statement, &arrays.parameters(&recorded_at, &self.channel))
+            .await
+            .map_err(|error| {
+                if error.code().is_some() {
+                    // The server answered with an error: the statement's transaction rolled
+                    // back, nothing was written.
+                    Failure::sql("appending", location, error)
+                } else {
+                    // The connection broke while the statement ran: it may have committed.
+                    Failure::Fatal(StoreError::Backend {
+                        backend: BACKEND,
+                        message: format!(
+                            "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
+                            describe(&error)
+                        ),
+                    })
+                }
+            })?;
+        Ok(plan(&rows, batch, location))
+    }
+}
+
+/// Each job's result from the rows of `evoq_append_batch`; a job the rows do not answer fails
+/// with an integrity error.
+fn plan(rows: &[Row], batch: &[AppendJob], location: &str) -> Planned {
+    let mut results: Vec<Option<Result<Appended, StoreError>>> =
+        (0..batch.len()).map(|_| None).collect();
+    let mut last_position = 0;
+    for row in rows {
+        let Some(index) = row
+            .try_get::<_, i32>(0)
+            .ok()
+            .and_then(|job| usize::try_from(job).ok())
+            .and_then(|job| job.checked_sub(1))
+        else {
+            continue;
+        };
+        let Some((slot, job)) = results.get_mut(index).zip(batch.get(index)) else {
+            continue;
+        };
+        let result = job_result(row, job, location);
+        if let Ok(appended) = &result {
+            last_position = last_position.max(appended.last_position);
+        }
+        *slot = Some(result);
+    }
+    let results = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Integrity {
+                    location: format!("{location}: evoq_append_batch"),
+                    reason: "the append function returned no result for an append of the batch"
+                        .into(),
+                })
+            })
+        })
+        .collect();
+    Planned {
+        results,
+        last_position,
+    }
+}
+
+/// One job's result from its row of `evoq_append_batch` (columns of [`append_statement`]).
+fn job_result(row: &Row, job: &AppendJob, location: &str) -> Result<Appended, StoreError> {
+    let stream = || format!("stream `{}`", job.stream);
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
+        location: format!("{location}: evoq_append_batch"),
+        reason: format!("the append function's {what} does not decode ({e})"),
+    };
+    let outcome: &str = row.try_get(1).map_err(|e| corrupt("outcome", &e))?;
+    let actual: i64 = row.try_get(2).map_err(|e| corrupt("version", &e))?;
+    match outcome {
+        "appended" => {
+            let first: i64 = row.try_get(3).map_err(|e| corrupt("position", &e))?;
+            let version = from_db(actual, stream, "the version")?;
+            let first = from_db(first, || "evoq_head".to_owned(), "the position")?;
+            let count = job.events.len() as u64;
+            Ok(Appended {
+                version: version + count,
+                first_position: first,
+                last_position: if count == 0 { 0 } else { first + count - 1 },
+            })
+        }
+        "conflict" => Err(StoreError::WrongExpectedVersion {
+            stream: job.stream.clone(),
+            expected: job.expected,
+            actual: from_db(actual, stream, "the version")?,
+        }),
+        "duplicate" => Err(StoreError::DuplicateCommand {
+            record: Box::new(decode_command(row, 4)?),
+        }),
+        other => Err(corrupt("outcome", &format!("unknown outcome `{other}`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(stream: &str, key: Option<&str>, id: Option<u128>) -> AppendJob {
+        let (reply, _) = oneshot::channel();
+        AppendJob {
+            stream: stream.to_owned(),
+            expected: ExpectedVersion::Any,
+            events: Vec::new(),
+            command: id.map(|id| NewCommand {
+                command_id: Uuid::from_u128(id),
+                idempotency_key: key.map(str::to_owned),
+                command: "Deposit".into(),
+                aggregate: "account".into(),
+                deduplicate_since: None,
+            }),
+            reply,
+        }
+    }
+
+    #[test]
+    fn a_batch_ends_before_a_second_append_to_one_stream() {
+        let waiting: VecDeque<_> = [
+            job("a", None, None),
+            job("b", None, None),
+            job("a", None, None),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(batch_len(&waiting, 10), 2);
+    }
+
+    #[test]
+    fn a_batch_ends_before_a_second_command_with_one_key_or_one_id() {
+        let waiting: VecDeque<_> = [job("a", Some("k"), Some(1)), job("b", Some("k"), Some(2))]
+            .into_iter()
+            .collect();
+        assert_eq!(batch_len(&waiting, 10), 1);
+        let waiting: VecDeque<_> = [job("a", None, Some(1)), job("b", None, Some(1))]
+            .into_iter()
+            .collect();
+        assert_eq!(batch_len(&waiting, 10), 1);
+    }
+
+    #[test]
+    fn a_batch_of_distinct_appends_is_cut_at_the_most_it_may_hold() {
+        let waiting: VecDeque<_> = (0..10)
+            .map(|i| job(&format!("s{i}"), None, Some(i)))
+            .collect();
+        assert_eq!(batch_len(&waiting, 4), 4);
+        assert_eq!(batch_len(&waiting, 64), 10);
+    }
+}
