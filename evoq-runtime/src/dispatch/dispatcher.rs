@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::idempotency::{Acquired, Claim, Idempotency, Key};
+use super::metric;
 use super::middleware::{Chain, Middleware, Pipeline};
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::{Decide, Route};
@@ -380,7 +381,7 @@ pub(crate) async fn dispatch_traced<C: Route>(
     } else {
         Box::pin(observed(span, dispatch(dispatcher, request, deadline))).await
     };
-    record_dispatch(C::NAME, result.as_ref().err(), started);
+    metric::record::<C>(result.as_ref().err(), started);
     result
 }
 
@@ -404,15 +405,6 @@ fn with_trace_context<C: Route>(mut request: Request<C>, span: &tracing::Span) -
         }
     }
     request
-}
-
-/// The metric of one dispatch: `evoq_dispatch_seconds`, by command and outcome (`ok`, or the
-/// error's [`ErrorKind`](crate::error::ErrorKind) name). Its count is the number of dispatches:
-/// one histogram, not a counter beside it, keeps the dispatch path to one record.
-fn record_dispatch(command: &'static str, error: Option<&Error>, started: std::time::Instant) {
-    let outcome = error.map_or("ok", |error| error.kind().as_str());
-    metrics::histogram!("evoq_dispatch_seconds", "command" => command, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
 }
 
 /// Runs one dispatch through the path of the [module docs](self).
