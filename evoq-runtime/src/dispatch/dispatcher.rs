@@ -40,7 +40,7 @@ use crate::event::EventSet;
 use crate::host::actor;
 use crate::host::memory_monitor::MemoryMonitor;
 use crate::host::registry::{AggregateStats, Env, Partitions};
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, GuardedStore, StoreError};
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::{deadline_after, micros_since, within};
 
@@ -130,7 +130,7 @@ impl Dispatcher {
     }
 
     /// The event store commands append to.
-    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+    pub(crate) fn store(&self) -> &Arc<GuardedStore> {
         self.partitions.store()
     }
 

@@ -30,7 +30,9 @@ use crate::aggregate::{recorded, replay};
 use crate::envelope::NewEvent;
 use crate::error::Error;
 use crate::event::EventSet;
-use crate::store::{CommandLookup, Direction, ExpectedVersion, NewCommand, Snapshot, StoreError};
+use crate::store::{
+    CommandLookup, Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
+};
 use crate::util::backoff::jittered;
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::micros_since;
