@@ -182,7 +182,7 @@ impl Dispatcher {
     async fn run_command<A: Aggregate>(
         &self,
         id: &str,
-        command: &mut dyn Decide<A>,
+        command: &dyn Decide<A>,
         context: &CommandContext,
         options: &DispatchOptions,
         deduplicate_since: Option<SystemTime>,
@@ -423,12 +423,13 @@ pub(crate) async fn dispatch<C: Route>(
     if dispatcher.is_stopped() {
         return Err(Error::Stopped { command: C::NAME });
     }
-    let id = command.aggregate_id();
+    // Borrowed from the command where it can be: routing copies no id.
+    let id = command.aggregate_id_str();
     if id.is_empty() {
         return Err(Error::InvalidAggregateId {
             aggregate: <C::Aggregate as Aggregate>::NAME,
             command: C::NAME,
-            id,
+            id: id.into_owned(),
             reason: "is empty: every instance needs a non-empty id (its stream is `<aggregate name>-<id>`); set the command's `#[aggregate_id]` field".to_owned(),
         });
     }
@@ -438,10 +439,9 @@ pub(crate) async fn dispatch<C: Route>(
         && dispatcher.middleware.is_empty()
     {
         // The bare command: its future stays small (the one below is boxed).
-        let mut command = command;
         return match within(
             deadline,
-            dispatcher.run_command(&id, &mut command, &context, &options, None, || true),
+            dispatcher.run_command(&id, &command, &context, &options, None, || true),
         )
         .await
         {
@@ -456,7 +456,7 @@ pub(crate) async fn dispatch<C: Route>(
     }
     Box::pin(run_keyed_or_wrapped(
         dispatcher,
-        id,
+        id.into_owned(),
         command,
         context,
         options,
@@ -625,7 +625,7 @@ async fn run_keyed_or_wrapped<C: Route>(
 async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     dispatcher: &Arc<Dispatcher>,
     id: &str,
-    mut command: D,
+    command: D,
     context: CommandContext,
     options: DispatchOptions,
     deadline: Instant,
@@ -635,7 +635,7 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     let Some(claim) = claim else {
         return within(
             deadline,
-            dispatcher.run_command(id, &mut command, &context, &options, None, || true),
+            dispatcher.run_command(id, &command, &context, &options, None, || true),
         )
         .await
         .flatten();
@@ -647,14 +647,7 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     let job = async move {
         let wanted = || !reply.is_closed();
         let ran = dispatcher
-            .run_command(
-                &id,
-                &mut command,
-                &context,
-                &options,
-                deduplicate_since,
-                wanted,
-            )
+            .run_command(&id, &command, &context, &options, deduplicate_since, wanted)
             .await;
         if let Some(result) = ran {
             if let Ok(done) = &result {

@@ -57,7 +57,7 @@ const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 pub(crate) async fn run_in<A: Aggregate>(
     partitions: &Partitions,
     id: &str,
-    command: &mut dyn Decide<A>,
+    command: &dyn Decide<A>,
     context: &CommandContext,
     options: &DispatchOptions,
     deduplicate_since: Option<SystemTime>,
@@ -87,7 +87,7 @@ struct Run<'a> {
 async fn run<A: Aggregate>(
     registry: &Arc<Registry<A>>,
     cell: &Arc<Cell<A>>,
-    command: &mut dyn Decide<A>,
+    command: &dyn Decide<A>,
     run: &Run<'_>,
     wanted: impl Fn() -> bool,
 ) -> Option<Result<Dispatched<A>, Error>> {
@@ -150,7 +150,7 @@ impl<A: Aggregate> Actor<'_, A> {
     /// timeout.
     async fn handle(
         &mut self,
-        command: &mut dyn Decide<A>,
+        command: &dyn Decide<A>,
         run: &Run<'_>,
     ) -> (Result<Dispatched<A>, Error>, Idle) {
         let context = run.context;
@@ -167,9 +167,9 @@ impl<A: Aggregate> Actor<'_, A> {
         // User code (`#[handles]`, `#[apply]`) is caught where it runs; this catches the rest
         // (an event store that panics), so no panic reaches the caller.
         let result = if span.is_disabled() {
-            CatchPanic::new(self.execute(&mut *command, run)).await
+            CatchPanic::new(self.execute(command, run)).await
         } else {
-            let execute = self.execute(&mut *command, run);
+            let execute = self.execute(command, run);
             Box::pin(CatchPanic::new(execute.instrument(span.clone()))).await
         };
         let result = result.unwrap_or_else(|panic| {
@@ -236,7 +236,7 @@ impl<A: Aggregate> Actor<'_, A> {
     /// stream the same way before it fails.
     async fn execute(
         &mut self,
-        command: &mut dyn Decide<A>,
+        command: &dyn Decide<A>,
         run: &Run<'_>,
     ) -> Result<Dispatched<A>, Error> {
         let name = command.name();
