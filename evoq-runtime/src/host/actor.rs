@@ -27,11 +27,12 @@ use crate::aggregate::command::Decide;
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::aggregate::lifespan::{Idle, OnTimeout};
 use crate::aggregate::{recorded, replay};
-use crate::envelope::NewEvent;
+use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Error;
 use crate::event::EventSet;
 use crate::store::{
-    CommandLookup, Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, StoreError,
+    CommandLookup, Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, SnapshotAndEvents,
+    StoreError,
 };
 use crate::util::backoff::jittered;
 use crate::util::panic::{CatchPanic, panic_message};
@@ -392,7 +393,7 @@ impl<A: Aggregate> Actor<'_, A> {
                         state: A::default(),
                         version: 0,
                     };
-                    Box::pin(self.replay_onto(&mut rebuilt, name)).await?;
+                    Box::pin(self.replay_onto(&mut rebuilt, u64::MAX, name)).await?;
                     self.core.snapshot_version = 0;
                     self.core.instance = Some(rebuilt);
                 }
@@ -472,7 +473,7 @@ impl<A: Aggregate> Actor<'_, A> {
             return Ok(false);
         };
         let before = instance.version;
-        self.replay_onto(&mut instance, command).await?;
+        self.replay_onto(&mut instance, u64::MAX, command).await?;
         let moved = instance.version != before;
         if moved {
             tracing::debug!(
@@ -537,27 +538,54 @@ impl<A: Aggregate> Actor<'_, A> {
     }
 
     /// The latest snapshot that decodes, then the events after it, page by page; or the whole
-    /// stream when there is no usable snapshot.
+    /// stream when there is no usable snapshot. The snapshot and the first page come in one call
+    /// to the store ([`read_from_snapshot`](EventStore::read_from_snapshot)): a new aggregate's
+    /// activation is that one call, which the in-memory store answers without reading.
     async fn rebuild(&mut self, command: &'static str) -> Result<Instance<A>, Error> {
-        let mut instance = match self.load_snapshot().await? {
-            Some(instance) => instance,
-            None => Instance {
-                state: A::default(),
-                version: 0,
-            },
+        let registry = self.registry;
+        let start = registry
+            .env
+            .store
+            .read_from_snapshot(self.stream(), REPLAY_PAGE)
+            .await
+            .map_err(Error::from);
+        let SnapshotAndEvents { snapshot, events } = self.alarmed(start)?;
+        let mut instance = Instance {
+            state: A::default(),
+            version: 0,
         };
-        self.replay_onto(&mut instance, command).await?;
+        if let Some(snapshot) = snapshot {
+            let version = snapshot.version;
+            match self.from_snapshot(snapshot) {
+                Some(restored) => instance = restored,
+                // Not usable: the events it stands for are replayed before the page after it.
+                None => self.replay_onto(&mut instance, version, command).await?,
+            }
+        }
+        let full = events.len() == REPLAY_PAGE;
+        let applied = self.apply_page(&mut instance, events, command);
+        self.alarmed(applied)?;
+        if full {
+            self.replay_onto(&mut instance, u64::MAX, command).await?;
+        }
         Ok(instance)
     }
 
-    /// Applies to `instance` the events of the stream after its version, page by page, through
-    /// their upcasters.
+    /// Applies to `instance` the events of the stream after its version, through version
+    /// `through` at most, page by page, through their upcasters.
     async fn replay_onto(
         &self,
         instance: &mut Instance<A>,
+        through: u64,
         command: &'static str,
     ) -> Result<(), Error> {
-        let result = self.replay_pages(instance, command).await;
+        let result = self.replay_pages(instance, through, command).await;
+        self.alarmed(result)
+    }
+
+    /// `result`, with the integrity alarm raised (stage `rebuild`) when it is an integrity
+    /// error of the store.
+    fn alarmed<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
         if let Err(error) = &result {
             error.alarm("rebuild", self.stream());
         }
@@ -567,62 +595,77 @@ impl<A: Aggregate> Actor<'_, A> {
     async fn replay_pages(
         &self,
         instance: &mut Instance<A>,
+        through: u64,
         command: &'static str,
     ) -> Result<(), Error> {
         let store = &*self.registry.env.store;
         loop {
+            let left = through.saturating_sub(instance.version);
+            let wanted = usize::try_from(left).map_or(REPLAY_PAGE, |left| left.min(REPLAY_PAGE));
+            if wanted == 0 {
+                return Ok(());
+            }
             let page = store
                 .read_stream(
                     self.stream(),
                     instance.version + 1,
                     Direction::Forward,
-                    REPLAY_PAGE,
+                    wanted,
                 )
                 .await?;
-            let full = page.len() == REPLAY_PAGE;
-            for recorded in page {
-                if recorded.stream_version != instance.version + 1 {
-                    return Err(StoreError::Integrity {
-                        location: format!("stream `{}`", self.stream()),
-                        reason: format!(
-                            "expected version {} next, the store returned version {}",
-                            instance.version + 1,
-                            recorded.stream_version
-                        ),
-                    }
-                    .into());
-                }
-                // Through the event's upcasters, as every read path.
-                let event = replay::decode::<A>(&recorded)?;
-                let state = &mut instance.state;
-                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
-                    return Err(Error::Panicked {
-                        aggregate: A::NAME,
-                        id: self.id().to_owned(),
-                        command,
-                        message: format!(
-                            "`#[apply]` panicked replaying version {} ({}): {}",
-                            recorded.stream_version,
-                            recorded.event_type,
-                            panic_message(&*panic)
-                        ),
-                        events_stored: false,
-                    });
-                }
-                instance.version = recorded.stream_version;
-            }
+            let full = page.len() == wanted;
+            self.apply_page(instance, page, command)?;
             if !full {
                 return Ok(());
             }
         }
     }
 
-    /// The latest snapshot as an instance, when there is one and it decodes. A snapshot that
-    /// no longer decodes (the state type changed) is ignored with a warning.
-    async fn load_snapshot(&mut self) -> Result<Option<Instance<A>>, Error> {
-        let Some(snapshot) = self.registry.env.store.load_snapshot(self.stream()).await? else {
-            return Ok(None);
-        };
+    /// Applies one page of the stream (the events right after `instance`'s version, in order)
+    /// to `instance`, through their upcasters.
+    fn apply_page(
+        &self,
+        instance: &mut Instance<A>,
+        page: Vec<Arc<RecordedEvent>>,
+        command: &'static str,
+    ) -> Result<(), Error> {
+        for recorded in page {
+            if recorded.stream_version != instance.version + 1 {
+                return Err(StoreError::Integrity {
+                    location: format!("stream `{}`", self.stream()),
+                    reason: format!(
+                        "expected version {} next, the store returned version {}",
+                        instance.version + 1,
+                        recorded.stream_version
+                    ),
+                }
+                .into());
+            }
+            // Through the event's upcasters, as every read path.
+            let event = replay::decode::<A>(&recorded)?;
+            let state = &mut instance.state;
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
+                return Err(Error::Panicked {
+                    aggregate: A::NAME,
+                    id: self.id().to_owned(),
+                    command,
+                    message: format!(
+                        "`#[apply]` panicked replaying version {} ({}): {}",
+                        recorded.stream_version,
+                        recorded.event_type,
+                        panic_message(&*panic)
+                    ),
+                    events_stored: false,
+                });
+            }
+            instance.version = recorded.stream_version;
+        }
+        Ok(())
+    }
+
+    /// The instance a loaded snapshot holds, when it decodes. A snapshot that no longer
+    /// decodes (the state type changed) is ignored with a warning.
+    fn from_snapshot(&mut self, snapshot: Snapshot) -> Option<Instance<A>> {
         match A::decode_state(&snapshot.data) {
             Some(Ok(state)) => {
                 tracing::debug!(
@@ -634,10 +677,10 @@ impl<A: Aggregate> Actor<'_, A> {
                     "evoq.aggregate.snapshot_load",
                 );
                 self.core.snapshot_version = snapshot.version;
-                Ok(Some(Instance {
+                Some(Instance {
                     state,
                     version: snapshot.version,
-                }))
+                })
             }
             Some(Err(error)) => {
                 tracing::warn!(
@@ -649,9 +692,9 @@ impl<A: Aggregate> Actor<'_, A> {
                     error = %error,
                     "the snapshot no longer decodes; replaying the whole stream",
                 );
-                Ok(None)
+                None
             }
-            None => Ok(None),
+            None => None,
         }
     }
 

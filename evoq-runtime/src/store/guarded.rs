@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::command_log::{CommandLookup, CommandRecord, NewCommand};
 use super::dead_letter::DeadLetter;
 use super::error::StoreError;
-use super::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
+use super::event_store::{
+    AllPage, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
+};
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
 use super::request::HandlerRequest;
@@ -70,6 +72,16 @@ impl GuardedStore {
         stream: &'a str,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send + 'a {
         guard("load_snapshot", self.inner.load_snapshot(stream))
+    }
+
+    /// [`EventStore::read_from_snapshot`], guarded.
+    pub(crate) fn read_from_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        max_count: usize,
+    ) -> impl Future<Output = Result<SnapshotAndEvents, StoreError>> + Send + 'a {
+        let call = self.inner.read_from_snapshot(stream, max_count);
+        guard("read_from_snapshot", call)
     }
 }
 
@@ -164,6 +176,14 @@ impl EventStore for GuardedStore {
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
         GuardedStore::load_snapshot(self, stream).await
+    }
+
+    async fn read_from_snapshot(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Result<SnapshotAndEvents, StoreError> {
+        GuardedStore::read_from_snapshot(self, stream, max_count).await
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
