@@ -989,8 +989,9 @@ fn encode<E: EventSet>(
     context: &CommandContext,
 ) -> Result<Vec<NewEvent>, Error> {
     let metadata = context.event_metadata();
-    // Sized up front: collecting through `Result` would start at four events.
-    let mut encoded = Vec::with_capacity(events.len());
+    // Sized up front (collecting through `Result` would start at four events), and the
+    // thread's spare vector when the store gave the last one back.
+    let mut encoded = NewEvent::batch(events.len());
     for event in events {
         let mut data = event.encode().map_err(|error| Error::Encode {
             command,

@@ -272,7 +272,7 @@ impl InMemoryStore {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
         command: Option<NewCommand>,
     ) -> Result<Appended, StoreError> {
         let recorded_at = SystemTime::now();
@@ -336,7 +336,7 @@ impl InMemoryStore {
                     let id: Arc<str> = Arc::from(stream);
                     let capacity = events.len().max(NEW_STREAM_CAPACITY);
                     let records =
-                        entry.insert_with_key(Arc::clone(&id), Vec::with_capacity(events.len()));
+                        entry.insert_with_key(Arc::clone(&id), Vec::with_capacity(capacity));
                     (id, records, 0)
                 }
             };
@@ -354,7 +354,8 @@ impl InMemoryStore {
                     ),
                 });
             }
-            for ((version, position), event) in (actual + 1..).zip(first_position..).zip(events) {
+            let numbered = (actual + 1..).zip(first_position..);
+            for ((version, position), event) in numbered.zip(events.drain(..)) {
                 let record = Arc::new(RecordedEvent::from_new(
                     event,
                     Arc::clone(&id),
@@ -366,6 +367,8 @@ impl InMemoryStore {
                 records.push((position - 1) as u32);
                 log.push(record);
             }
+            // The caller's next batch reuses the vector.
+            NewEvent::recycle(events);
             let appended = Appended {
                 version: actual + count,
                 first_position,
