@@ -506,6 +506,10 @@ fn with_trace_context<C: Route>(mut request: Request<C>, span: &tracing::Span) -
 ///
 /// An `async` block rather than an `async fn`, like the actor's steps: an `async fn` moves its
 /// arguments into locals of its own, so its future holds the request twice.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice in its future, which every dispatch allocates"
+)]
 pub(crate) fn dispatch<C: Route>(
     dispatcher: &Arc<Dispatcher>,
     request: Request<C>,

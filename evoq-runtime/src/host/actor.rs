@@ -142,6 +142,10 @@ impl<A: Aggregate> Actor<'_, A> {
     /// This and [`execute`](Self::execute) are `async` blocks rather than `async fn`s: an
     /// `async fn` moves its arguments into locals of its own, beside the ones it was called
     /// with, and every command's future holds these steps.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice in its future, which every dispatch allocates"
+    )]
     fn handle(
         &mut self,
         command: &dyn Decide<A>,
@@ -230,6 +234,10 @@ impl<A: Aggregate> Actor<'_, A> {
     /// keyed command records its event-less success with an append that checks the version
     /// too. An `expected_version` that the instance disagrees with is checked against the
     /// stream the same way before it fails.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice in its future, which every dispatch allocates"
+    )]
     fn execute(
         &mut self,
         command: &dyn Decide<A>,
@@ -559,7 +567,7 @@ impl<A: Aggregate> Actor<'_, A> {
         };
         if let Some(snapshot) = snapshot {
             let version = snapshot.version;
-            match self.from_snapshot(snapshot) {
+            match self.restored(snapshot) {
                 Some(restored) => instance = restored,
                 // Not usable: the events it stands for are replayed before the page after it.
                 None => self.replay_onto(&mut instance, version, command).await?,
@@ -668,7 +676,7 @@ impl<A: Aggregate> Actor<'_, A> {
 
     /// The instance a loaded snapshot holds, when it decodes. A snapshot that no longer
     /// decodes (the state type changed) is ignored with a warning.
-    fn from_snapshot(&mut self, snapshot: Snapshot) -> Option<Instance<A>> {
+    fn restored(&mut self, snapshot: Snapshot) -> Option<Instance<A>> {
         match A::decode_state(&snapshot.data) {
             Some(Ok(state)) => {
                 tracing::debug!(
