@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo run --release -p evoq-bench -- --accounts 1000 --commands-per-account 100 \
-//!     --concurrency 64 --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry] [--metrics]
+//!     --concurrency 64 --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry] \
+//!     [--metrics] [--count-allocations]
 //! ```
 //!
 //! `--store sqlite`: a new file in a temporary directory, removed at the end (default durability;
@@ -14,14 +15,21 @@
 //! and the reason on stderr and exits with 1. `--runs N` runs N times, each in its own process.
 //! `--telemetry` installs a `tracing_subscriber::fmt` subscriber at INFO (writing to stderr).
 //! `--metrics` installs a metrics recorder (`metrics-exporter-prometheus`, no endpoint), so the
-//! runtime's metrics are recorded.
+//! runtime's metrics are recorded. `--count-allocations` counts heap allocations (the global
+//! allocator is [`Counting`]) and prints, on stderr, those from the first dispatch until the
+//! read side caught up, per command.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use evoq_bench::allocations::{self, Counting};
 use evoq_bench::evoq_peer::{Backend, EvoqPeer};
 use evoq_bench::floor::Floor;
 use evoq_bench::workload::{self, Args, Peer, Report};
+
+/// The system's allocator, counting allocations with `--count-allocations`.
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 fn main() -> ExitCode {
     let args = match Args::parse("evoq") {
@@ -29,7 +37,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("{error}");
             eprintln!(
-                "usage: evoq-bench --accounts N --commands-per-account M --concurrency C --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry] [--metrics]"
+                "usage: evoq-bench --accounts N --commands-per-account M --concurrency C --store memory|sqlite|postgres [--peer evoq|floor] [--runs N] [--telemetry] [--metrics] [--count-allocations]"
             );
             return ExitCode::from(2);
         }
@@ -54,6 +62,9 @@ fn main() -> ExitCode {
     }
     if args.runs > 1 {
         return ExitCode::from(args.run_in_children() as u8);
+    }
+    if args.count_allocations {
+        allocations::start();
     }
     // Kept alive for the run: the recorder renders nothing, it only records.
     let _recorder = args.metrics.then(|| {
@@ -100,6 +111,9 @@ async fn drive<P: Peer>(peer: P, args: &Args) -> Report {
 }
 
 fn finish(report: &Report) -> ExitCode {
+    if let Some(line) = report.allocations_line() {
+        eprintln!("{line}");
+    }
     match report.check() {
         Ok(()) => {
             println!("{}", report.json());

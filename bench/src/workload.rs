@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::allocations;
 use crate::measure::status_kib;
 
 /// The balance every account opens with.
@@ -160,6 +161,9 @@ pub struct Report {
     pub peak_rss_kb: u64,
     /// Mean latency of the commands in each tenth of a stream's life (k * 10 / M), in µs.
     pub mean_us_by_stream_decile: [f64; 10],
+    /// Heap allocations from the first dispatch until the read side caught up (the clock's
+    /// span), when the binary counts them (`--count-allocations`); not part of the JSON line.
+    pub allocations: Option<u64>,
 }
 
 impl Report {
@@ -239,6 +243,16 @@ impl Report {
             Err(failures.join("; "))
         }
     }
+
+    /// What `--count-allocations` prints on stderr: the allocations of the timed part, per
+    /// command. `None` when they were not counted.
+    pub fn allocations_line(&self) -> Option<String> {
+        let allocations = self.allocations?;
+        Some(format!(
+            "allocations: {allocations} from the first dispatch until the read side caught up, {:.2} per command",
+            allocations as f64 / self.commands.max(1) as f64
+        ))
+    }
 }
 
 /// What one driving task measured.
@@ -269,6 +283,7 @@ pub async fn run<P: Peer>(peer: Arc<P>, settings: &Settings) -> Report {
         })
         .collect();
     let started = Instant::now();
+    let allocated_before = allocations::count();
     let handles: Vec<_> = ids
         .into_iter()
         .map(|accounts| {
@@ -335,6 +350,7 @@ pub async fn run<P: Peer>(peer: Arc<P>, settings: &Settings) -> Report {
     }
     peer.caught_up(max_position, events).await;
     let secs = started.elapsed().as_secs_f64();
+    let allocated = allocations::counting().then(|| allocations::count() - allocated_before);
     let deposits = peer.deposits_projected();
 
     let mut latencies: Vec<u32> =
@@ -378,6 +394,7 @@ pub async fn run<P: Peer>(peer: Arc<P>, settings: &Settings) -> Report {
         max_us: latencies.last().map_or(0.0, |l| f64::from(*l) / 1_000.0),
         peak_rss_kb: status_kib("VmHWM"),
         mean_us_by_stream_decile: deciles,
+        allocations: allocated,
     }
 }
 
@@ -394,6 +411,9 @@ pub struct Args {
     pub telemetry: bool,
     /// `--metrics`: install a metrics recorder (Prometheus, without an endpoint).
     pub metrics: bool,
+    /// `--count-allocations`: count heap allocations (the binary's global allocator is
+    /// [`allocations::Counting`]) and print those of the timed part on stderr.
+    pub count_allocations: bool,
 }
 
 impl Args {
@@ -410,6 +430,7 @@ impl Args {
             runs: 1,
             telemetry: false,
             metrics: false,
+            count_allocations: false,
         };
         let mut given = std::env::args().skip(1);
         while let Some(flag) = given.next() {
@@ -419,6 +440,10 @@ impl Args {
             }
             if flag == "--metrics" {
                 args.metrics = true;
+                continue;
+            }
+            if flag == "--count-allocations" {
+                args.count_allocations = true;
                 continue;
             }
             let value = given

@@ -56,12 +56,30 @@ pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
     let p_at_ty = paths::private(ty.span());
     // Spanned at the field's type: "cannot be turned into an aggregate id".
     let to_id = quote_spanned!(ty.span()=> <#ty as #p_at_ty::AggregateId>::to_aggregate_id);
-    command_impl(ident, &name, quote!(#to_id(&self.#member)))
+    let p = paths::private_call_site();
+    // A string field is lent as it is; any other is formatted by `aggregate_id`.
+    let borrowed = quote! {
+        fn aggregate_id_str(&self) -> #p::std::borrow::Cow<'_, #p::core::primitive::str> {
+            use #p::borrowed_id::{AsStr as _, NotStr as _};
+            match (&#p::borrowed_id::Probe(&self.#member)).borrowed() {
+                #p::core::option::Option::Some(id) => #p::std::borrow::Cow::Borrowed(id),
+                #p::core::option::Option::None => #p::std::borrow::Cow::Owned(
+                    <Self as #p::Command>::aggregate_id(self),
+                ),
+            }
+        }
+    };
+    command_impl(ident, &name, quote!(#to_id(&self.#member)), borrowed)
 }
 
-/// The `Command` impl of `ident` whose `aggregate_id` body is `id`, used by the derive and by
-/// its fallback.
-pub(crate) fn command_impl(ident: &Ident, name: &LitStr, id: TokenStream) -> TokenStream {
+/// The `Command` impl of `ident` whose `aggregate_id` body is `id`, with `more` items (none in
+/// the fallback), used by the derive and by its fallback.
+pub(crate) fn command_impl(
+    ident: &Ident,
+    name: &LitStr,
+    id: TokenStream,
+    more: TokenStream,
+) -> TokenStream {
     let p = paths::private_call_site();
     quote! {
         const _: () = {
@@ -72,6 +90,8 @@ pub(crate) fn command_impl(ident: &Ident, name: &LitStr, id: TokenStream) -> Tok
                 fn aggregate_id(&self) -> #p::std::string::String {
                     #id
                 }
+
+                #more
             }
         };
     }

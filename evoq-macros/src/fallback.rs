@@ -28,6 +28,7 @@ pub(crate) fn command(input: &DeriveInput) -> TokenStream {
         &input.ident,
         &type_name(&input.ident),
         quote!(#p::core::unreachable!()),
+        TokenStream::new(),
     )
 }
 

@@ -143,6 +143,41 @@ pub struct NewEvent {
     pub metadata: Metadata,
 }
 
+/// The largest batch vector (in events) a thread keeps for reuse.
+const SPARE_BATCH_MAX: usize = 16;
+
+thread_local! {
+    /// This thread's spare batch: the vector of the last new events a store took out of theirs
+    /// on this thread, empty, for the next command's events.
+    static SPARE_BATCH: std::cell::Cell<Vec<NewEvent>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl NewEvent {
+    /// An empty vector for `count` new events: this thread's spare one (see
+    /// [`recycle`](Self::recycle)) when it is large enough, else a new one.
+    ///
+    /// Every command's events travel to the store in a vector that the store empties and drops:
+    /// a store that commits in the caller's thread (the in-memory one) gives it back, and the
+    /// thread's next command fills it again instead of allocating.
+    pub(crate) fn batch(count: usize) -> Vec<NewEvent> {
+        let spare = SPARE_BATCH.take();
+        if spare.capacity() >= count {
+            spare
+        } else {
+            Vec::with_capacity(count)
+        }
+    }
+
+    /// Keeps `batch`'s memory, emptied, as this thread's spare for the next
+    /// [`batch`](Self::batch) (unless it is large: a rare big command's vector is freed).
+    pub(crate) fn recycle(mut batch: Vec<NewEvent>) {
+        batch.clear();
+        if batch.capacity() <= SPARE_BATCH_MAX {
+            SPARE_BATCH.set(batch);
+        }
+    }
+}
+
 /// A stored event, as every read path returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedEvent {

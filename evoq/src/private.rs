@@ -180,6 +180,86 @@ pub mod state_codec {
     impl<T> NotSerde<T> for &Probe<T> {}
 }
 
+// ----- used by the code `#[derive(Command)]` generates -----
+
+/// The id of a command borrowed from its `#[aggregate_id]` field, chosen on the field's
+/// concrete type by autoref: [`AsStr`](borrowed_id::AsStr) answers the field itself when it is
+/// a string whose `Display` is the string ([`StrId`](borrowed_id::StrId)), and
+/// [`NotStr`](borrowed_id::NotStr) answers `None` for every other type (no bound: a field that
+/// is no aggregate id at all fails once, in `aggregate_id`, not here too).
+pub mod borrowed_id {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    /// The probe the generated code calls `borrowed` on.
+    pub struct Probe<'a, T: ?Sized>(pub &'a T);
+
+    /// A string type whose `Display` writes exactly [`as_id`](Self::as_id): the id it
+    /// formats to is the string it holds.
+    pub trait StrId {
+        /// The string.
+        fn as_id(&self) -> &str;
+    }
+
+    impl StrId for str {
+        fn as_id(&self) -> &str {
+            self
+        }
+    }
+
+    impl StrId for String {
+        fn as_id(&self) -> &str {
+            self
+        }
+    }
+
+    impl StrId for Box<str> {
+        fn as_id(&self) -> &str {
+            self
+        }
+    }
+
+    impl StrId for Arc<str> {
+        fn as_id(&self) -> &str {
+            self
+        }
+    }
+
+    impl StrId for Cow<'_, str> {
+        fn as_id(&self) -> &str {
+            self
+        }
+    }
+
+    impl<T: StrId + ?Sized> StrId for &T {
+        fn as_id(&self) -> &str {
+            (**self).as_id()
+        }
+    }
+
+    /// Chosen when the field is a [`StrId`]: the field.
+    pub trait AsStr<'a> {
+        /// The id, borrowed.
+        fn borrowed(&self) -> Option<&'a str>;
+    }
+
+    impl<'a, T: StrId + ?Sized> AsStr<'a> for Probe<'a, T> {
+        fn borrowed(&self) -> Option<&'a str> {
+            Some(self.0.as_id())
+        }
+    }
+
+    /// Chosen otherwise: no borrowed id (the command's `aggregate_id` formats one).
+    pub trait NotStr<'a> {
+        /// No id.
+        fn borrowed(&self) -> Option<&'a str> {
+            None
+        }
+    }
+
+    impl<'a, T: ?Sized> NotStr<'a> for &Probe<'a, T> {}
+}
+
 // ----- used by the code `#[event_handler]` generates -----
 
 /// Decodes the stored data of `event` with `decode` (an event type's

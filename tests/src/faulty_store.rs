@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use evoq::store::memory::InMemoryStore;
 use evoq::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    HandlerRequest, NewCommand, Snapshot, Timeout,
+    HandlerRequest, NewCommand, Snapshot, SnapshotAndEvents, Timeout,
 };
 use evoq::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 use tokio::sync::watch;
@@ -44,8 +44,10 @@ pub struct FaultyStore {
     pub snapshot_saves: AtomicUsize,
     /// `load_checkpoint` of this name waits 300 ms, then fails with a backend error.
     pub failing_checkpoint_load: std::sync::Mutex<Option<String>>,
-    /// How many times a snapshot was loaded.
+    /// How many times a snapshot was loaded (by `read_from_snapshot` too).
     pub snapshot_loads: AtomicUsize,
+    /// How many times `read_from_snapshot` was called (what an activation asks).
+    pub rebuild_reads: AtomicUsize,
     /// `is_shared` says yes: the runtime treats the store as written by other nodes too.
     pub shared: AtomicBool,
     /// How many times the command log was searched.
@@ -242,6 +244,22 @@ impl EventStore for FaultyStore {
             return Ok(None);
         }
         self.inner.load_snapshot(stream).await
+    }
+
+    /// Counted, then as the trait's default: `load_snapshot` and `read_stream` of this store,
+    /// so that their knobs and counters apply to an activation as before.
+    async fn read_from_snapshot(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Result<SnapshotAndEvents, StoreError> {
+        self.rebuild_reads.fetch_add(1, Ordering::SeqCst);
+        let snapshot = self.load_snapshot(stream).await?;
+        let from = snapshot.as_ref().map_or(1, |snapshot| snapshot.version + 1);
+        let events = self
+            .read_stream(stream, from, Direction::Forward, max_count)
+            .await?;
+        Ok(SnapshotAndEvents { snapshot, events })
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {

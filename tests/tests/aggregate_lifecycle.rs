@@ -254,6 +254,30 @@ async fn an_idle_aggregate_passivates_saves_a_snapshot_and_reactivates_from_it()
 }
 
 #[tokio::test]
+async fn an_activation_asks_the_store_once_for_the_snapshot_and_the_events_after_it() {
+    let store = FaultyStore::new();
+    let app = app_on(store.clone(), DrivenProbe::default()).await;
+    app.dispatch(PingP { id: id("once") }).await.unwrap();
+    assert_eq!(
+        store.rebuild_reads.load(Ordering::SeqCst),
+        1,
+        "a new aggregate's activation is one `read_from_snapshot`"
+    );
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        1,
+        "no stream read besides the one inside `read_from_snapshot`"
+    );
+    app.dispatch(PingP { id: id("once") }).await.unwrap();
+    assert_eq!(
+        store.rebuild_reads.load(Ordering::SeqCst),
+        1,
+        "a live aggregate asks nothing"
+    );
+    assert_eq!(app.aggregate_stats::<Passivating>().activations, 1);
+}
+
+#[tokio::test]
 async fn a_hibernated_aggregate_thaws_without_any_store_read() {
     let store = FaultyStore::new();
     let app = app_on(store.clone(), DrivenProbe::default()).await;

@@ -21,6 +21,9 @@ use cqrs_es::mem_store::MemStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventEnvelope, Query};
 use serde::{Deserialize, Serialize};
 
+#[path = "../../src/allocations.rs"]
+#[allow(dead_code)]
+mod allocations;
 #[path = "../../src/measure.rs"]
 #[allow(dead_code)]
 mod measure;
@@ -29,6 +32,10 @@ mod measure;
 mod workload;
 
 use workload::{Args, BankCommand, Done, Failure, Peer, Report};
+
+/// The system's allocator, counting allocations with `--count-allocations`.
+#[global_allocator]
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 /// The account's state.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -230,7 +237,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("{error}");
             eprintln!(
-                "usage: evoq-bench-cqrs-es --accounts N --commands-per-account M --concurrency C --store memory [--runs N]"
+                "usage: evoq-bench-cqrs-es --accounts N --commands-per-account M --concurrency C --store memory [--runs N] [--count-allocations]"
             );
             return ExitCode::from(2);
         }
@@ -251,6 +258,9 @@ fn main() -> ExitCode {
     }
     if args.runs > 1 {
         return ExitCode::from(args.run_in_children() as u8);
+    }
+    if args.count_allocations {
+        allocations::start();
     }
     let runtime = match workload::runtime() {
         Ok(runtime) => runtime,
@@ -275,6 +285,9 @@ fn main() -> ExitCode {
     let report: Report =
         runtime.block_on(async { workload::run(Arc::new(peer), &args.settings).await });
     drop(silenced);
+    if let Some(line) = report.allocations_line() {
+        eprintln!("{line}");
+    }
     match report.check() {
         Ok(()) => {
             println!("{}", report.json());

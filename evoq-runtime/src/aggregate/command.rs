@@ -2,6 +2,7 @@
 //! trait that `#[aggregate]` implements for every command it handles.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +26,15 @@ pub trait Command: Send + Sync + 'static {
 
     /// The id of the aggregate this command targets.
     fn aggregate_id(&self) -> String;
+
+    /// The same id as [`aggregate_id`](Self::aggregate_id), borrowed from the command when it
+    /// holds it as a string: what the runtime routes every dispatch by, so that a dispatch
+    /// copies no id. The default formats it with `aggregate_id`; `#[derive(Command)]` borrows
+    /// an `#[aggregate_id]` field of type `String`, `&'static str`, `Box<str>`, `Arc<str>` or
+    /// `Cow<'static, str>`.
+    fn aggregate_id_str(&self) -> Cow<'_, str> {
+        Cow::Owned(self.aggregate_id())
+    }
 }
 
 /// The compile-time route of a command: the one aggregate that handles it.
@@ -92,8 +102,9 @@ impl<E: StdError + Send + Sync + 'static> DomainError for E {}
 
 /// A command as its actor runs it: by value, or shared with the dispatch's middleware.
 ///
-/// The actor borrows it mutably (`&mut T` is `Send` when `T` is): a command need not be `Sync`.
-pub(crate) trait Decide<A: Aggregate>: Send {
+/// The actor borrows it shared (every command is `Send + Sync`), so the dispatch can route by
+/// an id borrowed from the command ([`Command::aggregate_id_str`]) while the actor runs it.
+pub(crate) trait Decide<A: Aggregate>: Send + Sync {
     /// The command's name.
     fn name(&self) -> &'static str;
     /// Runs the routed `#[handles]` function against a state.
@@ -119,7 +130,7 @@ impl<C: Route> Decide<C::Aggregate> for C {
     }
 }
 
-impl<C: Route + Sync> Decide<C::Aggregate> for Arc<C> {
+impl<C: Route> Decide<C::Aggregate> for Arc<C> {
     fn name(&self) -> &'static str {
         C::NAME
     }

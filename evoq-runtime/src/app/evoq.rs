@@ -472,31 +472,33 @@ impl<'a, C> CommandBuilder<'a, C> {
     where
         C: Route,
     {
-        Box::pin(self.run())
-    }
-
-    async fn run(self) -> Result<Dispatched<C::Aggregate>, Error>
-    where
-        C: Route,
-    {
         let CommandBuilder {
             app,
             request,
             consistency,
         } = self;
         if matches!(consistency, Consistency::Eventual) {
-            // Nothing to wait for: the dispatcher's own path, whose future stays small.
-            return dispatcher::dispatch_traced(&app.inner.dispatcher, request).await;
+            // Nothing to wait for: the dispatcher's own future, boxed with nothing around it.
+            return Box::pin(dispatcher::dispatch_traced(&app.inner.dispatcher, request));
         }
-        // The wait for the handlers shares the dispatch's deadline and span.
-        let deadline = deadline_after(request.options.timeout);
-        let timeout = request.options.timeout;
-        let span = dispatcher::span(&request);
-        let dispatch = async {
-            let required = app.inner.subscribers.required(&consistency)?;
-            let done = dispatcher::dispatch(&app.inner.dispatcher, request, deadline).await?;
-            settle::<C>(&required, done, deadline, timeout).await
-        };
-        Box::pin(dispatcher::observed(span, dispatch)).await
+        Box::pin(consistent(app, request, consistency))
     }
+}
+
+/// A dispatch of `request` and the wait for the handlers `consistency` names, which shares the
+/// dispatch's deadline and span.
+async fn consistent<C: Route>(
+    app: &Evoq,
+    request: Request<C>,
+    consistency: Consistency,
+) -> Result<Dispatched<C::Aggregate>, Error> {
+    let deadline = deadline_after(request.options.timeout);
+    let timeout = request.options.timeout;
+    let span = dispatcher::span(&request);
+    let dispatch = async {
+        let required = app.inner.subscribers.required(&consistency)?;
+        let done = dispatcher::dispatch(&app.inner.dispatcher, request, deadline).await?;
+        settle::<C>(&required, done, deadline, timeout).await
+    };
+    dispatcher::observed(span, dispatch).await
 }

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{oneshot, watch};
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::idempotency::{Acquired, Claim, Idempotency, Key};
+use super::metric;
 use super::middleware::{Chain, Middleware, Pipeline};
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::{Decide, Route};
@@ -39,7 +41,7 @@ use crate::event::EventSet;
 use crate::host::actor;
 use crate::host::memory_monitor::MemoryMonitor;
 use crate::host::registry::{AggregateStats, Env, Partitions};
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, GuardedStore, StoreError};
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::{deadline_after, micros_since, within};
 
@@ -129,7 +131,7 @@ impl Dispatcher {
     }
 
     /// The event store commands append to.
-    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+    pub(crate) fn store(&self) -> &Arc<GuardedStore> {
         self.partitions.store()
     }
 
@@ -177,16 +179,17 @@ impl Dispatcher {
     }
 
     /// Runs `command` on the live instance of aggregate `id`, in the caller's task; `None` when
-    /// `wanted` says, once its turn has come, that nobody waits for it any more.
-    async fn run_command<A: Aggregate>(
-        &self,
-        id: &str,
-        command: &mut dyn Decide<A>,
-        context: &CommandContext,
-        options: &DispatchOptions,
+    /// `wanted` says, once its turn has come, that nobody waits for it any more. The actor's
+    /// future itself, with no layer of its own around it.
+    fn run_command<'a, A: Aggregate>(
+        &'a self,
+        id: &'a str,
+        command: &'a dyn Decide<A>,
+        context: &'a CommandContext,
+        options: &'a DispatchOptions,
         deduplicate_since: Option<SystemTime>,
-        wanted: impl Fn() -> bool,
-    ) -> Option<Result<Dispatched<A>, Error>> {
+        wanted: impl Fn() -> bool + 'a,
+    ) -> impl Future<Output = Option<Result<Dispatched<A>, Error>>> + 'a {
         actor::run_in(
             &self.partitions,
             id,
@@ -196,7 +199,6 @@ impl Dispatcher {
             deduplicate_since,
             wanted,
         )
-        .await
     }
 }
 
@@ -309,6 +311,14 @@ impl<C> Request<C> {
         self.command_id_supplied = true;
         self
     }
+
+    /// No idempotency key, no command id of the caller's and no middleware of its own: a
+    /// command that cannot be a resend, run as it is.
+    fn is_bare(&self) -> bool {
+        self.context.idempotency_key.is_none()
+            && !self.command_id_supplied
+            && self.middleware.is_empty()
+    }
 }
 
 /// The `evoq.dispatch` span of `request` (disabled unless DEBUG events are on; the aggregate id
@@ -365,23 +375,109 @@ pub(crate) async fn observed<A: Aggregate>(
 }
 
 /// Runs `request` under a deadline of its timeout, in its `evoq.dispatch` span when DEBUG
-/// events are on.
-pub(crate) async fn dispatch_traced<C: Route>(
-    dispatcher: &Arc<Dispatcher>,
+/// events are on (in a box then: the plain dispatch's future stays small), and records its
+/// metric.
+pub(crate) fn dispatch_traced<'a, C: Route>(
+    dispatcher: &'a Arc<Dispatcher>,
     request: Request<C>,
-) -> Result<Dispatched<C::Aggregate>, Error> {
-    let deadline = deadline_after(request.options.timeout);
-    let span = span(&request);
-    #[cfg(feature = "opentelemetry")]
-    let request = with_trace_context(request, &span);
-    let started = std::time::Instant::now();
-    let result = if span.is_disabled() {
-        dispatch(dispatcher, request, deadline).await
-    } else {
-        Box::pin(observed(span, dispatch(dispatcher, request, deadline))).await
+) -> impl Future<Output = Result<Dispatched<C::Aggregate>, Error>> + Send + 'a {
+    let start: Dispatching<'a, C, _, Observed<'a, C::Aggregate>, _> = Dispatching::Start {
+        dispatcher,
+        request: Some(request),
+        run: Some(dispatch::<C>),
     };
-    record_dispatch(C::NAME, result.as_ref().err(), started);
-    result
+    start
+}
+
+/// The boxed future of a dispatch observed in its span.
+type Observed<'a, A> = Pin<Box<dyn Future<Output = Result<Dispatched<A>, Error>> + Send + 'a>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`dispatch_traced`]: its first poll takes the deadline, opens the span
+    /// (in the poller's span: a caller's `.instrument(span)` is the dispatch span's parent)
+    /// and starts `run`, the dispatch, in place of the request.
+    ///
+    /// A hand-written state machine rather than an `async fn`: an async layer keeps its
+    /// arguments (the request) beside the future it awaits, and a dispatch's whole future is
+    /// allocated and copied once per command. Here the request and the dispatch that takes it
+    /// over share their place.
+    #[project = DispatchingProjection]
+    enum Dispatching<'a, C, F, B, M> {
+        Start {
+            dispatcher: &'a Arc<Dispatcher>,
+            request: Option<Request<C>>,
+            run: Option<M>,
+        },
+        Running {
+            #[pin]
+            traced: Traced<F, B>,
+            started: std::time::Instant,
+        },
+    }
+}
+
+impl<'a, C, F, M> Future for Dispatching<'a, C, F, Observed<'a, C::Aggregate>, M>
+where
+    C: Route,
+    F: Future<Output = Result<Dispatched<C::Aggregate>, Error>> + Send + 'a,
+    M: FnOnce(&'a Arc<Dispatcher>, Request<C>, Instant) -> F,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if let DispatchingProjection::Start {
+            dispatcher,
+            request,
+            run,
+        } = self.as_mut().project()
+        {
+            let (Some(request), Some(run)) = (request.take(), run.take()) else {
+                unreachable!("a dispatch starts once")
+            };
+            let dispatcher = *dispatcher;
+            let deadline = deadline_after(request.options.timeout);
+            let span = span(&request);
+            #[cfg(feature = "opentelemetry")]
+            let request = with_trace_context(request, &span);
+            let started = std::time::Instant::now();
+            let traced = if span.is_disabled() {
+                Traced::Plain {
+                    dispatch: run(dispatcher, request, deadline),
+                }
+            } else {
+                let observed: Observed<'a, C::Aggregate> =
+                    Box::pin(observed(span, run(dispatcher, request, deadline)));
+                Traced::Observed { dispatch: observed }
+            };
+            self.set(Dispatching::Running { traced, started });
+        }
+        let DispatchingProjection::Running { traced, started } = self.project() else {
+            unreachable!("started above")
+        };
+        let result = std::task::ready!(traced.poll(cx));
+        metric::record::<C>(result.as_ref().err(), *started);
+        Poll::Ready(result)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A dispatch's future, plain or (when its span is enabled) observed in a box.
+    #[project = TracedProjection]
+    enum Traced<F, B> {
+        Plain { #[pin] dispatch: F },
+        Observed { dispatch: B },
+    }
+}
+
+impl<F: Future, B: Future<Output = F::Output> + Unpin> Future for Traced<F, B> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            TracedProjection::Plain { dispatch } => dispatch.poll(cx),
+            TracedProjection::Observed { dispatch } => Pin::new(dispatch).poll(cx),
+        }
+    }
 }
 
 /// `request` with the W3C trace context of its dispatch span (of the caller's span when that
@@ -406,73 +502,77 @@ fn with_trace_context<C: Route>(mut request: Request<C>, span: &tracing::Span) -
     request
 }
 
-/// The metric of one dispatch: `evoq_dispatch_seconds`, by command and outcome (`ok`, or the
-/// error's [`ErrorKind`](crate::error::ErrorKind) name). Its count is the number of dispatches:
-/// one histogram, not a counter beside it, keeps the dispatch path to one record.
-fn record_dispatch(command: &'static str, error: Option<&Error>, started: std::time::Instant) {
-    let outcome = error.map_or("ok", |error| error.kind().as_str());
-    metrics::histogram!("evoq_dispatch_seconds", "command" => command, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
-}
-
 /// Runs one dispatch through the path of the [module docs](self).
-pub(crate) async fn dispatch<C: Route>(
+///
+/// An `async` block rather than an `async fn`, like the actor's steps: an `async fn` moves its
+/// arguments into locals of its own, so its future holds the request twice.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice in its future, which every dispatch allocates"
+)]
+pub(crate) fn dispatch<C: Route>(
     dispatcher: &Arc<Dispatcher>,
     request: Request<C>,
     deadline: Instant,
-) -> Result<Dispatched<C::Aggregate>, Error> {
-    let Request {
-        command,
-        context,
-        options,
-        middleware,
-        command_id_supplied,
-    } = request;
-    if dispatcher.is_stopped() {
-        return Err(Error::Stopped { command: C::NAME });
-    }
-    let id = command.aggregate_id();
-    if id.is_empty() {
-        return Err(Error::InvalidAggregateId {
-            aggregate: <C::Aggregate as Aggregate>::NAME,
-            command: C::NAME,
-            id,
-            reason: "is empty: every instance needs a non-empty id (its stream is `<aggregate name>-<id>`); set the command's `#[aggregate_id]` field".to_owned(),
-        });
-    }
-    if context.idempotency_key.is_none()
-        && !command_id_supplied
-        && middleware.is_empty()
-        && dispatcher.middleware.is_empty()
-    {
-        // The bare command: its future stays small (the one below is boxed).
-        let mut command = command;
-        return match within(
-            deadline,
-            dispatcher.run_command(&id, &mut command, &context, &options, None, || true),
-        )
-        .await
-        {
-            Some(Some(result)) => result,
-            Some(None) => unreachable!("a bare dispatch is always wanted"),
-            None => Err(Error::Timeout {
+) -> impl Future<Output = Result<Dispatched<C::Aggregate>, Error>> {
+    async move {
+        if dispatcher.is_stopped() {
+            return Err(Error::Stopped { command: C::NAME });
+        }
+        // Borrowed from the command where it can be: routing copies no id.
+        let id = request.command.aggregate_id_str();
+        if id.is_empty() {
+            return Err(Error::InvalidAggregateId {
+                aggregate: <C::Aggregate as Aggregate>::NAME,
                 command: C::NAME,
-                stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
-                after: options.timeout,
-            }),
-        };
+                id: id.into_owned(),
+                reason: "is empty: every instance needs a non-empty id (its stream is `<aggregate name>-<id>`); set the command's `#[aggregate_id]` field".to_owned(),
+            });
+        }
+        if request.is_bare() && dispatcher.middleware.is_empty() {
+            // The bare command, run from the request where it lies (no copy of its parts in this
+            // future): its future stays small (the one below is boxed).
+            let Request {
+                command,
+                context,
+                options,
+                ..
+            } = &request;
+            return match within(
+                deadline,
+                dispatcher.run_command(&id, command, context, options, None, || true),
+            )
+            .await
+            {
+                Some(Some(result)) => result,
+                Some(None) => unreachable!("a bare dispatch is always wanted"),
+                None => Err(Error::Timeout {
+                    command: C::NAME,
+                    stream: stream_id(<C::Aggregate as Aggregate>::NAME, &id),
+                    after: options.timeout,
+                }),
+            };
+        }
+        let id = id.into_owned();
+        let Request {
+            command,
+            context,
+            options,
+            middleware,
+            command_id_supplied,
+        } = request;
+        Box::pin(run_keyed_or_wrapped(
+            dispatcher,
+            id,
+            command,
+            context,
+            options,
+            middleware,
+            command_id_supplied,
+            deadline,
+        ))
+        .await
     }
-    Box::pin(run_keyed_or_wrapped(
-        dispatcher,
-        id,
-        command,
-        context,
-        options,
-        middleware,
-        command_id_supplied,
-        deadline,
-    ))
-    .await
 }
 
 /// A dispatch with an idempotency key, a caller-supplied command id or middleware.
@@ -633,7 +733,7 @@ async fn run_keyed_or_wrapped<C: Route>(
 async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     dispatcher: &Arc<Dispatcher>,
     id: &str,
-    mut command: D,
+    command: D,
     context: CommandContext,
     options: DispatchOptions,
     deadline: Instant,
@@ -643,7 +743,7 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     let Some(claim) = claim else {
         return within(
             deadline,
-            dispatcher.run_command(id, &mut command, &context, &options, None, || true),
+            dispatcher.run_command(id, &command, &context, &options, None, || true),
         )
         .await
         .flatten();
@@ -655,14 +755,7 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     let job = async move {
         let wanted = || !reply.is_closed();
         let ran = dispatcher
-            .run_command(
-                &id,
-                &mut command,
-                &context,
-                &options,
-                deduplicate_since,
-                wanted,
-            )
+            .run_command(&id, &command, &context, &options, deduplicate_since, wanted)
             .await;
         if let Some(result) = ran {
             if let Ok(done) = &result {

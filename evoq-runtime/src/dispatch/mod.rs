@@ -4,6 +4,7 @@
 
 pub(crate) mod dispatcher;
 pub mod idempotency;
+mod metric;
 pub mod middleware;
 
 pub use self::middleware::{Assigns, Middleware, Pipeline, Stage};

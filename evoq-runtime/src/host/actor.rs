@@ -27,10 +27,13 @@ use crate::aggregate::command::Decide;
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::aggregate::lifespan::{Idle, OnTimeout};
 use crate::aggregate::{recorded, replay};
-use crate::envelope::NewEvent;
+use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Error;
 use crate::event::EventSet;
-use crate::store::{CommandLookup, Direction, ExpectedVersion, NewCommand, Snapshot, StoreError};
+use crate::store::{
+    CommandLookup, Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, SnapshotAndEvents,
+    StoreError,
+};
 use crate::util::backoff::jittered;
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::micros_since;
@@ -55,20 +58,38 @@ const CONFLICT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 pub(crate) async fn run_in<A: Aggregate>(
     partitions: &Partitions,
     id: &str,
-    command: &mut dyn Decide<A>,
+    command: &dyn Decide<A>,
     context: &CommandContext,
     options: &DispatchOptions,
     deduplicate_since: Option<SystemTime>,
     wanted: impl Fn() -> bool,
 ) -> Option<Result<Dispatched<A>, Error>> {
+    // One async fn from the registry to the actor's step: every layer of a dispatch's future
+    // keeps its arguments, and the whole of it is allocated and copied per dispatch.
     let (registry, cell) =
         partitions.with_registry::<A, _>(|registry| (Arc::clone(registry), registry.take(id)));
+    let mut taken = Taken::new(&cell);
+    let mut core = cell.core.lock().await;
+    if !wanted() {
+        return None;
+    }
     let run = Run {
         context,
         options,
         deduplicate_since,
     };
-    self::run(&registry, &cell, command, &run, wanted).await
+    let mut actor = Actor {
+        registry: &registry,
+        cell: &cell,
+        core: &mut core,
+    };
+    let (result, idle) = actor.handle(command, &run).await;
+    actor.arm(idle);
+    // Given back before the lock is released: whoever takes the lock next and counts the
+    // users (an idle timeout about to leave) sees only those still waiting.
+    taken.give_back();
+    drop(core);
+    Some(result)
 }
 
 /// What one run of a command is given besides the command.
@@ -77,35 +98,6 @@ struct Run<'a> {
     options: &'a DispatchOptions,
     /// See [`run_in`].
     deduplicate_since: Option<SystemTime>,
-}
-
-/// Runs one command on the instance in `cell` (taken for this dispatch from `registry`), in
-/// the caller's task. `None` when `wanted` says, once the command's turn has come, that its
-/// caller no longer waits for it: it does not run then.
-async fn run<A: Aggregate>(
-    registry: &Arc<Registry<A>>,
-    cell: &Arc<Cell<A>>,
-    command: &mut dyn Decide<A>,
-    run: &Run<'_>,
-    wanted: impl Fn() -> bool,
-) -> Option<Result<Dispatched<A>, Error>> {
-    let mut taken = Taken::new(cell);
-    let mut core = cell.core.lock().await;
-    if !wanted() {
-        return None;
-    }
-    let mut actor = Actor {
-        registry,
-        cell,
-        core: &mut core,
-    };
-    let (result, idle) = actor.handle(command, run).await;
-    actor.arm(idle);
-    // Given back before the lock is released: whoever takes the lock next and counts the
-    // users (an idle timeout about to leave) sees only those still waiting.
-    taken.give_back();
-    drop(core);
-    Some(result)
 }
 
 /// The idle timer of `cell` fired: hibernate, passivate, stop or stay, as its stage and the
@@ -146,79 +138,89 @@ impl<A: Aggregate> Actor<'_, A> {
 
     /// Runs one command and returns its outcome and what the lifespan says about the next
     /// timeout.
-    async fn handle(
+    ///
+    /// This and [`execute`](Self::execute) are `async` blocks rather than `async fn`s: an
+    /// `async fn` moves its arguments into locals of its own, beside the ones it was called
+    /// with, and every command's future holds these steps.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice in its future, which every dispatch allocates"
+    )]
+    fn handle(
         &mut self,
-        command: &mut dyn Decide<A>,
+        command: &dyn Decide<A>,
         run: &Run<'_>,
-    ) -> (Result<Dispatched<A>, Error>, Idle) {
-        let context = run.context;
-        let span = tracing::debug_span!(
-            "evoq.aggregate.execute",
-            aggregate = A::NAME,
-            aggregate_id = %self.id(),
-            command = command.name(),
-            command_id = %context.command_id,
-        );
-        // Timed only when the events that carry the duration are on.
-        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let version_before = self.core.instance.as_ref().map(|i| i.version);
-        // User code (`#[handles]`, `#[apply]`) is caught where it runs; this catches the rest
-        // (an event store that panics), so no panic reaches the caller.
-        let result = if span.is_disabled() {
-            CatchPanic::new(self.execute(&mut *command, run)).await
-        } else {
-            let execute = self.execute(&mut *command, run);
-            Box::pin(CatchPanic::new(execute.instrument(span.clone()))).await
-        };
-        let result = result.unwrap_or_else(|panic| {
-            // The append's outcome is unknown: rebuild from the store on the next command.
-            self.core.instance = None;
-            let message = panic_message(&*panic);
-            tracing::error!(
-                name: "evoq.aggregate.execute",
-                stage = "exception",
+    ) -> impl Future<Output = (Result<Dispatched<A>, Error>, Idle)> {
+        async move {
+            let context = run.context;
+            let span = tracing::debug_span!(
+                "evoq.aggregate.execute",
                 aggregate = A::NAME,
                 aggregate_id = %self.id(),
-                panic = %message,
-                "evoq.aggregate.execute",
+                command = command.name(),
+                command_id = %context.command_id,
             );
-            Err(StoreError::Backend {
-                backend: "event store",
-                message: format!(
-                    "the store panicked running `{}` on `{}` ({message}); the instance is rebuilt from the store on the next command",
-                    command.name(),
-                    self.stream(),
+            // Timed only when the events that carry the duration are on.
+            let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
+            let version_before = self.core.instance.as_ref().map(|i| i.version);
+            // User code (`#[handles]`, `#[apply]`) is caught where it runs; this catches the rest
+            // (an event store that panics), so no panic reaches the caller.
+            let result = if span.is_disabled() {
+                CatchPanic::new(self.execute(command, run)).await
+            } else {
+                let execute = self.execute(command, run);
+                Box::pin(CatchPanic::new(execute.instrument(span.clone()))).await
+            };
+            let result = result.unwrap_or_else(|panic| {
+                // The append's outcome is unknown: rebuild from the store on the next command.
+                self.core.instance = None;
+                let message = panic_message(&*panic);
+                tracing::error!(
+                    name: "evoq.aggregate.execute",
+                    stage = "exception",
+                    aggregate = A::NAME,
+                    aggregate_id = %self.id(),
+                    panic = %message,
+                    "evoq.aggregate.execute",
+                );
+                Err(StoreError::Backend {
+                    backend: "event store",
+                    message: format!(
+                        "the store panicked running `{}` on `{}` ({message}); the instance is rebuilt from the store on the next command",
+                        command.name(),
+                        self.stream(),
+                    ),
+                }
+                .into())
+            });
+            span.in_scope(|| match &result {
+                Ok(done) => tracing::debug!(
+                    name: "evoq.aggregate.execute",
+                    stage = "stop",
+                    version = done.version,
+                    events = done.events.len(),
+                    duration_us = micros_since(started),
+                    "evoq.aggregate.execute",
                 ),
+                Err(error) => tracing::debug!(
+                    name: "evoq.aggregate.execute",
+                    stage = "exception",
+                    error = %error,
+                    duration_us = micros_since(started),
+                    "evoq.aggregate.execute",
+                ),
+            });
+            let idle = self.next_idle(&result, command.command());
+            let snapshot_due = match (&result, version_before) {
+                (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
+                (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),
+                (Err(_), _) => false,
+            };
+            if snapshot_due {
+                Box::pin(self.save_snapshot()).await;
             }
-            .into())
-        });
-        span.in_scope(|| match &result {
-            Ok(done) => tracing::debug!(
-                name: "evoq.aggregate.execute",
-                stage = "stop",
-                version = done.version,
-                events = done.events.len(),
-                duration_us = micros_since(started),
-                "evoq.aggregate.execute",
-            ),
-            Err(error) => tracing::debug!(
-                name: "evoq.aggregate.execute",
-                stage = "exception",
-                error = %error,
-                duration_us = micros_since(started),
-                "evoq.aggregate.execute",
-            ),
-        });
-        let idle = self.next_idle(&result, command.command());
-        let snapshot_due = match (&result, version_before) {
-            (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
-            (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),
-            (Err(_), _) => false,
-        };
-        if snapshot_due {
-            Box::pin(self.save_snapshot()).await;
+            (result, idle)
         }
-        (result, idle)
     }
 
     /// Runs the command against the instance's state and appends what it decides, re-running it
@@ -232,203 +234,215 @@ impl<A: Aggregate> Actor<'_, A> {
     /// keyed command records its event-less success with an append that checks the version
     /// too. An `expected_version` that the instance disagrees with is checked against the
     /// stream the same way before it fails.
-    async fn execute(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice in its future, which every dispatch allocates"
+    )]
+    fn execute(
         &mut self,
-        command: &mut dyn Decide<A>,
+        command: &dyn Decide<A>,
         run: &Run<'_>,
-    ) -> Result<Dispatched<A>, Error> {
-        let name = command.name();
-        let (context, options) = (run.context, run.options);
-        let shared = self.registry.env.store.is_shared();
-        // The rare paths (catching up, looking the log up, backing off) are boxed, so that the
-        // future of every command stays small.
-        // Whether the state is known to include every commit made before the command was sent.
-        let mut fresh = !shared;
-        // Whether the stream is known to be ahead of the instance (an append conflicted).
-        let mut behind = false;
-        let mut attempts: u32 = 0;
-        loop {
-            attempts += 1;
-            if behind {
-                Box::pin(self.catch_up(name)).await?;
-                fresh = true;
-            }
-            let mut activated = false;
-            if self.core.instance.is_none() && Box::pin(self.activate(name)).await? {
-                // Rebuilt from the store just now (not thawed from hibernation).
-                (fresh, activated) = (true, true);
-            }
-            if let Some(expected) = options.expected_version
-                && self.version() != expected
-            {
-                // The instance may be behind the stream (another runtime, a direct append),
-                // whatever the store: the stream decides.
-                if !activated {
+    ) -> impl Future<Output = Result<Dispatched<A>, Error>> {
+        async move {
+            let name = command.name();
+            let (context, options) = (run.context, run.options);
+            let shared = self.registry.env.store.is_shared();
+            // The rare paths (catching up, looking the log up, backing off) are boxed, so that the
+            // future of every command stays small.
+            // Whether the state is known to include every commit made before the command was sent.
+            let mut fresh = !shared;
+            // Whether the stream is known to be ahead of the instance (an append conflicted).
+            let mut behind = false;
+            let mut attempts: u32 = 0;
+            loop {
+                attempts += 1;
+                if behind {
                     Box::pin(self.catch_up(name)).await?;
                     fresh = true;
                 }
-                if self.version() != expected {
-                    return Err(self.conflict(name, expected, self.version(), attempts));
+                let mut activated = false;
+                if self.core.instance.is_none() && Box::pin(self.activate(name)).await? {
+                    // Rebuilt from the store just now (not thawed from hibernation).
+                    (fresh, activated) = (true, true);
                 }
-            }
-            let Some(instance) = self.core.instance.as_ref() else {
-                unreachable!("activated above")
-            };
-            let version = instance.version;
-            let events = match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state))) {
-                Ok(Ok(events)) => events,
-                Ok(Err(rejection)) => {
+                if let Some(expected) = options.expected_version
+                    && self.version() != expected
+                {
+                    // The instance may be behind the stream (another runtime, a direct append),
+                    // whatever the store: the stream decides.
+                    if !activated {
+                        Box::pin(self.catch_up(name)).await?;
+                        fresh = true;
+                    }
+                    if self.version() != expected {
+                        return Err(self.conflict(name, expected, self.version(), attempts));
+                    }
+                }
+                let Some(instance) = self.core.instance.as_ref() else {
+                    unreachable!("activated above")
+                };
+                let version = instance.version;
+                let events =
+                    match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state))) {
+                        Ok(Ok(events)) => events,
+                        Ok(Err(rejection)) => {
+                            if !fresh {
+                                fresh = true;
+                                if Box::pin(self.catch_up(name)).await? {
+                                    continue;
+                                }
+                            }
+                            if shared && run.deduplicate_since.is_some() {
+                                // Another node may have run this very command since it was looked up.
+                                if let Some(done) = Box::pin(self.ran_before(name, run)).await? {
+                                    return Ok(done);
+                                }
+                            }
+                            return Err(Error::Rejected {
+                                aggregate: A::NAME,
+                                id: self.id().to_owned(),
+                                command: name,
+                                source: rejection.into_inner(),
+                            });
+                        }
+                        Err(panic) => return Err(self.panicked(name, &*panic, false)),
+                    };
+                if events.is_empty() && run.deduplicate_since.is_none() {
                     if !fresh {
                         fresh = true;
                         if Box::pin(self.catch_up(name)).await? {
                             continue;
                         }
                     }
-                    if shared && run.deduplicate_since.is_some() {
-                        // Another node may have run this very command since it was looked up.
-                        if let Some(done) = Box::pin(self.ran_before(name, run)).await? {
-                            return Ok(done);
-                        }
-                    }
-                    return Err(Error::Rejected {
-                        aggregate: A::NAME,
-                        id: self.id().to_owned(),
-                        command: name,
-                        source: rejection.into_inner(),
-                    });
-                }
-                Err(panic) => return Err(self.panicked(name, &*panic, false)),
-            };
-            if events.is_empty() && run.deduplicate_since.is_none() {
-                if !fresh {
-                    fresh = true;
-                    if Box::pin(self.catch_up(name)).await? {
-                        continue;
-                    }
-                }
-                return Ok(Dispatched {
-                    version,
-                    events,
-                    position: None,
-                    token: *self.registry.env.store.head().borrow(),
-                    command_id: context.command_id,
-                });
-            }
-            let new_events = encode(&events, name, context)?;
-            let logged = NewCommand {
-                command_id: context.command_id,
-                idempotency_key: context.idempotency_key.clone(),
-                command: Cow::Borrowed(name),
-                aggregate: Cow::Borrowed(A::NAME),
-                deduplicate_since: run.deduplicate_since,
-            };
-            // Out of the cell while the append runs: if this future is dropped before the
-            // outcome is known (the caller went away), the next command rebuilds from the store.
-            let Some(mut instance) = self.core.instance.take() else {
-                unreachable!("activated above")
-            };
-            // Borrowed for the registry's lifetime, not this actor's: no reference count to
-            // touch on every command.
-            let registry = self.registry;
-            let store = &*registry.env.store;
-            let appended = store
-                .append_command(
-                    &self.cell.stream,
-                    ExpectedVersion::Exact(version),
-                    new_events,
-                    logged,
-                )
-                .await;
-            match appended {
-                Ok(appended) => {
-                    let applied = catch_unwind(AssertUnwindSafe(|| {
-                        for event in &events {
-                            instance.state.apply(event);
-                        }
-                    }));
-                    if let Err(panic) = applied {
-                        return Err(self.panicked(name, &*panic, true));
-                    }
-                    instance.version = appended.version;
-                    self.core.instance = Some(instance);
-                    let position = (!events.is_empty()).then_some(appended.last_position);
-                    let token = match position {
-                        Some(position) => position,
-                        None => *store.head().borrow(),
-                    };
                     return Ok(Dispatched {
-                        version: appended.version,
+                        version,
                         events,
-                        position,
-                        token,
+                        position: None,
+                        token: *self.registry.env.store.head().borrow(),
                         command_id: context.command_id,
                     });
                 }
-                Err(StoreError::DuplicateCommand { record }) => {
-                    // Another runtime ran it first; nothing of this run was stored, so the
-                    // instance is as good as before.
-                    self.core.instance = Some(instance);
-                    return Box::pin(recorded::first_result::<A>(store, &record, name, self.id()))
-                        .await;
-                }
-                Err(StoreError::WrongExpectedVersion { actual, .. }) if actual < version => {
-                    // The instance is ahead of its stream: it was activated from a snapshot of
-                    // events the stream does not hold (the stream was restored from an older
-                    // backup, say). Rebuilt from the stream alone, the command runs again.
-                    drop(instance);
-                    tracing::warn!(
-                        name: "evoq.aggregate.snapshot_load",
-                        stage = "exception",
-                        aggregate = A::NAME,
-                        aggregate_id = %self.id(),
-                        version,
-                        stream_version = actual,
-                        error = "the snapshot is ahead of its stream",
-                        "ignoring the snapshot; replaying the whole stream",
-                    );
-                    let mut rebuilt = Instance {
-                        state: A::default(),
-                        version: 0,
-                    };
-                    Box::pin(self.replay_onto(&mut rebuilt, name)).await?;
-                    self.core.snapshot_version = 0;
-                    self.core.instance = Some(rebuilt);
-                }
-                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
-                    // Someone wrote behind this instance's back. Nothing of this run was
-                    // stored, so the state is right for `version`: catch it up with the
-                    // stream, then re-run the command (unless the caller pinned a version).
-                    self.core.instance = Some(instance);
-                    if options.expected_version.is_some() || attempts > options.retry_limit {
-                        return Err(self.conflict(name, version, actual, attempts));
+                let new_events = encode(&events, name, context)?;
+                let logged = NewCommand {
+                    command_id: context.command_id,
+                    idempotency_key: context.idempotency_key.clone(),
+                    command: Cow::Borrowed(name),
+                    aggregate: Cow::Borrowed(A::NAME),
+                    deduplicate_since: run.deduplicate_since,
+                };
+                // Out of the cell while the append runs: if this future is dropped before the
+                // outcome is known (the caller went away), the next command rebuilds from the store.
+                let Some(mut instance) = self.core.instance.take() else {
+                    unreachable!("activated above")
+                };
+                // Borrowed for the registry's lifetime, not this actor's: no reference count to
+                // touch on every command.
+                let registry = self.registry;
+                let store = &*registry.env.store;
+                let appended = store
+                    .append_command(
+                        &self.cell.stream,
+                        ExpectedVersion::Exact(version),
+                        new_events,
+                        logged,
+                    )
+                    .await;
+                match appended {
+                    Ok(appended) => {
+                        let applied = catch_unwind(AssertUnwindSafe(|| {
+                            for event in &events {
+                                instance.state.apply(event);
+                            }
+                        }));
+                        if let Err(panic) = applied {
+                            return Err(self.panicked(name, &*panic, true));
+                        }
+                        instance.version = appended.version;
+                        self.core.instance = Some(instance);
+                        let position = (!events.is_empty()).then_some(appended.last_position);
+                        let token = match position {
+                            Some(position) => position,
+                            None => *store.head().borrow(),
+                        };
+                        return Ok(Dispatched {
+                            version: appended.version,
+                            events,
+                            position,
+                            token,
+                            command_id: context.command_id,
+                        });
                     }
-                    metrics::counter!("evoq_aggregate_conflicts_total", "aggregate" => A::NAME)
-                        .increment(1);
-                    tracing::debug!(
-                        name: "evoq.aggregate.conflict",
-                        stream = %self.stream(),
-                        expected = version,
-                        actual,
-                        attempt = attempts,
-                        "evoq.aggregate.conflict",
-                    );
-                    behind = true;
-                    if attempts > 1 {
-                        // Writers that keep colliding (several nodes on one hot stream) fall
-                        // out of step instead of retrying in lockstep.
-                        Box::pin(tokio::time::sleep(jittered(
-                            CONFLICT_BACKOFF,
-                            CONFLICT_BACKOFF_MAX,
-                            attempts - 1,
-                        )))
+                    Err(StoreError::DuplicateCommand { record }) => {
+                        // Another runtime ran it first; nothing of this run was stored, so the
+                        // instance is as good as before.
+                        self.core.instance = Some(instance);
+                        return Box::pin(recorded::first_result::<A>(
+                            store,
+                            &record,
+                            name,
+                            self.id(),
+                        ))
                         .await;
                     }
-                }
-                // The append's outcome is unknown to us: rebuild before the next command.
-                Err(error) => {
-                    let error = Error::from(error);
-                    error.alarm("append", self.stream());
-                    return Err(error);
+                    Err(StoreError::WrongExpectedVersion { actual, .. }) if actual < version => {
+                        // The instance is ahead of its stream: it was activated from a snapshot of
+                        // events the stream does not hold (the stream was restored from an older
+                        // backup, say). Rebuilt from the stream alone, the command runs again.
+                        drop(instance);
+                        tracing::warn!(
+                            name: "evoq.aggregate.snapshot_load",
+                            stage = "exception",
+                            aggregate = A::NAME,
+                            aggregate_id = %self.id(),
+                            version,
+                            stream_version = actual,
+                            error = "the snapshot is ahead of its stream",
+                            "ignoring the snapshot; replaying the whole stream",
+                        );
+                        let mut rebuilt = Instance {
+                            state: A::default(),
+                            version: 0,
+                        };
+                        Box::pin(self.replay_onto(&mut rebuilt, u64::MAX, name)).await?;
+                        self.core.snapshot_version = 0;
+                        self.core.instance = Some(rebuilt);
+                    }
+                    Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                        // Someone wrote behind this instance's back. Nothing of this run was
+                        // stored, so the state is right for `version`: catch it up with the
+                        // stream, then re-run the command (unless the caller pinned a version).
+                        self.core.instance = Some(instance);
+                        if options.expected_version.is_some() || attempts > options.retry_limit {
+                            return Err(self.conflict(name, version, actual, attempts));
+                        }
+                        metrics::counter!("evoq_aggregate_conflicts_total", "aggregate" => A::NAME)
+                            .increment(1);
+                        tracing::debug!(
+                            name: "evoq.aggregate.conflict",
+                            stream = %self.stream(),
+                            expected = version,
+                            actual,
+                            attempt = attempts,
+                            "evoq.aggregate.conflict",
+                        );
+                        behind = true;
+                        if attempts > 1 {
+                            // Writers that keep colliding (several nodes on one hot stream) fall
+                            // out of step instead of retrying in lockstep.
+                            Box::pin(tokio::time::sleep(jittered(
+                                CONFLICT_BACKOFF,
+                                CONFLICT_BACKOFF_MAX,
+                                attempts - 1,
+                            )))
+                            .await;
+                        }
+                    }
+                    // The append's outcome is unknown to us: rebuild before the next command.
+                    Err(error) => {
+                        let error = Error::from(error);
+                        error.alarm("append", self.stream());
+                        return Err(error);
+                    }
                 }
             }
         }
@@ -470,7 +484,7 @@ impl<A: Aggregate> Actor<'_, A> {
             return Ok(false);
         };
         let before = instance.version;
-        self.replay_onto(&mut instance, command).await?;
+        self.replay_onto(&mut instance, u64::MAX, command).await?;
         let moved = instance.version != before;
         if moved {
             tracing::debug!(
@@ -535,27 +549,54 @@ impl<A: Aggregate> Actor<'_, A> {
     }
 
     /// The latest snapshot that decodes, then the events after it, page by page; or the whole
-    /// stream when there is no usable snapshot.
+    /// stream when there is no usable snapshot. The snapshot and the first page come in one call
+    /// to the store ([`read_from_snapshot`](EventStore::read_from_snapshot)): a new aggregate's
+    /// activation is that one call, which the in-memory store answers without reading.
     async fn rebuild(&mut self, command: &'static str) -> Result<Instance<A>, Error> {
-        let mut instance = match self.load_snapshot().await? {
-            Some(instance) => instance,
-            None => Instance {
-                state: A::default(),
-                version: 0,
-            },
+        let registry = self.registry;
+        let start = registry
+            .env
+            .store
+            .read_from_snapshot(self.stream(), REPLAY_PAGE)
+            .await
+            .map_err(Error::from);
+        let SnapshotAndEvents { snapshot, events } = self.alarmed(start)?;
+        let mut instance = Instance {
+            state: A::default(),
+            version: 0,
         };
-        self.replay_onto(&mut instance, command).await?;
+        if let Some(snapshot) = snapshot {
+            let version = snapshot.version;
+            match self.restored(snapshot) {
+                Some(restored) => instance = restored,
+                // Not usable: the events it stands for are replayed before the page after it.
+                None => self.replay_onto(&mut instance, version, command).await?,
+            }
+        }
+        let full = events.len() == REPLAY_PAGE;
+        let applied = self.apply_page(&mut instance, events, command);
+        self.alarmed(applied)?;
+        if full {
+            self.replay_onto(&mut instance, u64::MAX, command).await?;
+        }
         Ok(instance)
     }
 
-    /// Applies to `instance` the events of the stream after its version, page by page, through
-    /// their upcasters.
+    /// Applies to `instance` the events of the stream after its version, through version
+    /// `through` at most, page by page, through their upcasters.
     async fn replay_onto(
         &self,
         instance: &mut Instance<A>,
+        through: u64,
         command: &'static str,
     ) -> Result<(), Error> {
-        let result = self.replay_pages(instance, command).await;
+        let result = self.replay_pages(instance, through, command).await;
+        self.alarmed(result)
+    }
+
+    /// `result`, with the integrity alarm raised (stage `rebuild`) when it is an integrity
+    /// error of the store.
+    fn alarmed<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
         if let Err(error) = &result {
             error.alarm("rebuild", self.stream());
         }
@@ -565,62 +606,77 @@ impl<A: Aggregate> Actor<'_, A> {
     async fn replay_pages(
         &self,
         instance: &mut Instance<A>,
+        through: u64,
         command: &'static str,
     ) -> Result<(), Error> {
         let store = &*self.registry.env.store;
         loop {
+            let left = through.saturating_sub(instance.version);
+            let wanted = usize::try_from(left).map_or(REPLAY_PAGE, |left| left.min(REPLAY_PAGE));
+            if wanted == 0 {
+                return Ok(());
+            }
             let page = store
                 .read_stream(
                     self.stream(),
                     instance.version + 1,
                     Direction::Forward,
-                    REPLAY_PAGE,
+                    wanted,
                 )
                 .await?;
-            let full = page.len() == REPLAY_PAGE;
-            for recorded in page {
-                if recorded.stream_version != instance.version + 1 {
-                    return Err(StoreError::Integrity {
-                        location: format!("stream `{}`", self.stream()),
-                        reason: format!(
-                            "expected version {} next, the store returned version {}",
-                            instance.version + 1,
-                            recorded.stream_version
-                        ),
-                    }
-                    .into());
-                }
-                // Through the event's upcasters, as every read path.
-                let event = replay::decode::<A>(&recorded)?;
-                let state = &mut instance.state;
-                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
-                    return Err(Error::Panicked {
-                        aggregate: A::NAME,
-                        id: self.id().to_owned(),
-                        command,
-                        message: format!(
-                            "`#[apply]` panicked replaying version {} ({}): {}",
-                            recorded.stream_version,
-                            recorded.event_type,
-                            panic_message(&*panic)
-                        ),
-                        events_stored: false,
-                    });
-                }
-                instance.version = recorded.stream_version;
-            }
+            let full = page.len() == wanted;
+            self.apply_page(instance, page, command)?;
             if !full {
                 return Ok(());
             }
         }
     }
 
-    /// The latest snapshot as an instance, when there is one and it decodes. A snapshot that
-    /// no longer decodes (the state type changed) is ignored with a warning.
-    async fn load_snapshot(&mut self) -> Result<Option<Instance<A>>, Error> {
-        let Some(snapshot) = self.registry.env.store.load_snapshot(self.stream()).await? else {
-            return Ok(None);
-        };
+    /// Applies one page of the stream (the events right after `instance`'s version, in order)
+    /// to `instance`, through their upcasters.
+    fn apply_page(
+        &self,
+        instance: &mut Instance<A>,
+        page: Vec<Arc<RecordedEvent>>,
+        command: &'static str,
+    ) -> Result<(), Error> {
+        for recorded in page {
+            if recorded.stream_version != instance.version + 1 {
+                return Err(StoreError::Integrity {
+                    location: format!("stream `{}`", self.stream()),
+                    reason: format!(
+                        "expected version {} next, the store returned version {}",
+                        instance.version + 1,
+                        recorded.stream_version
+                    ),
+                }
+                .into());
+            }
+            // Through the event's upcasters, as every read path.
+            let event = replay::decode::<A>(&recorded)?;
+            let state = &mut instance.state;
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
+                return Err(Error::Panicked {
+                    aggregate: A::NAME,
+                    id: self.id().to_owned(),
+                    command,
+                    message: format!(
+                        "`#[apply]` panicked replaying version {} ({}): {}",
+                        recorded.stream_version,
+                        recorded.event_type,
+                        panic_message(&*panic)
+                    ),
+                    events_stored: false,
+                });
+            }
+            instance.version = recorded.stream_version;
+        }
+        Ok(())
+    }
+
+    /// The instance a loaded snapshot holds, when it decodes. A snapshot that no longer
+    /// decodes (the state type changed) is ignored with a warning.
+    fn restored(&mut self, snapshot: Snapshot) -> Option<Instance<A>> {
         match A::decode_state(&snapshot.data) {
             Some(Ok(state)) => {
                 tracing::debug!(
@@ -632,10 +688,10 @@ impl<A: Aggregate> Actor<'_, A> {
                     "evoq.aggregate.snapshot_load",
                 );
                 self.core.snapshot_version = snapshot.version;
-                Ok(Some(Instance {
+                Some(Instance {
                     state,
                     version: snapshot.version,
-                }))
+                })
             }
             Some(Err(error)) => {
                 tracing::warn!(
@@ -647,9 +703,9 @@ impl<A: Aggregate> Actor<'_, A> {
                     error = %error,
                     "the snapshot no longer decodes; replaying the whole stream",
                 );
-                Ok(None)
+                None
             }
-            None => Ok(None),
+            None => None,
         }
     }
 
@@ -944,26 +1000,27 @@ fn encode<E: EventSet>(
     context: &CommandContext,
 ) -> Result<Vec<NewEvent>, Error> {
     let metadata = context.event_metadata();
-    events
-        .iter()
-        .map(|event| {
-            let mut data = event.encode().map_err(|error| Error::Encode {
-                command,
-                event_type: event.event_type(),
-                reason: error.to_string(),
-            })?;
-            // A store may keep the data for good: no spare capacity (a no-op for the derived
-            // events, which encode to exact vectors).
-            data.shrink_to_fit();
-            Ok(NewEvent {
-                event_id: crate::util::ids::new_v7(),
-                event_type: event.event_type().into(),
-                schema_version: event.schema_version(),
-                data,
-                metadata: metadata.clone(),
-            })
-        })
-        .collect()
+    // Sized up front (collecting through `Result` would start at four events), and the
+    // thread's spare vector when the store gave the last one back.
+    let mut encoded = NewEvent::batch(events.len());
+    for event in events {
+        let mut data = event.encode().map_err(|error| Error::Encode {
+            command,
+            event_type: event.event_type(),
+            reason: error.to_string(),
+        })?;
+        // A store may keep the data for good: no spare capacity (a no-op for the derived
+        // events, which encode to exact vectors).
+        data.shrink_to_fit();
+        encoded.push(NewEvent {
+            event_id: crate::util::ids::new_v7(),
+            event_type: event.event_type().into(),
+            schema_version: event.schema_version(),
+            data,
+            metadata: metadata.clone(),
+        });
+    }
+    Ok(encoded)
 }
 
 impl<A: Aggregate> Expiry<A> for Registry<A> {

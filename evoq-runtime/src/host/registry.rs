@@ -30,13 +30,15 @@ use super::memory_monitor::MemoryMonitor;
 use crate::aggregate::Aggregate;
 use crate::aggregate::lifespan::{AggregateDefaults, Lifespan};
 use crate::envelope::stream_id;
-use crate::store::{EventStore, Snapshot};
+use crate::store::{EventStore, GuardedStore, Snapshot};
 use crate::util::compact::CompactBytes;
 use crate::util::hash::{fnv1a_64, fnv1a_64_continue};
 
 /// What every registry shares: the store, the memory monitor and the lifecycle settings.
 pub(crate) struct Env {
-    pub(crate) store: Arc<dyn EventStore>,
+    /// The store, behind the guard the runtime reads and writes through (held by its type, so
+    /// that the calls of every command are not boxed twice).
+    pub(crate) store: Arc<GuardedStore>,
     pub(crate) monitor: Arc<MemoryMonitor>,
     /// How many partitions each aggregate type's registry has (at least 1).
     pub(crate) partitions: usize,
@@ -415,7 +417,7 @@ impl Partitions {
     }
 
     /// The event store the instances append to.
-    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+    pub(crate) fn store(&self) -> &Arc<GuardedStore> {
         &self.env.store
     }
 

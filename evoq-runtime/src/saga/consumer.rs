@@ -18,7 +18,7 @@ use crate::delivery::subscribers::Registration;
 use crate::dispatch::dispatcher::Dispatcher;
 use crate::envelope::Metadata;
 use crate::error::Error;
-use crate::store::Timeout;
+use crate::store::{EventStore, Timeout};
 use crate::util::ids::derived_id;
 
 /// A saga as the subscription engine sees it: it dispatches through a weak handle on the

@@ -152,6 +152,7 @@ macro_rules! store_conformance_tests {
             subscription_starts_after_the_given_position,
             snapshots_save_load_and_replace,
             snapshots_are_isolated_per_stream,
+            read_from_snapshot_is_the_snapshot_and_the_events_after_it,
             checkpoints_save_load_and_overwrite,
             checkpoints_are_listed_by_name,
             streams_are_listed_by_id_with_their_last_event,
@@ -1910,6 +1911,104 @@ pub async fn snapshots_are_isolated_per_stream(store: Arc<dyn EventStore>) {
             "saving a snapshot must not create a stream"
         );
     }
+}
+
+/// `read_from_snapshot` is the latest snapshot and the stream's events after it, at most
+/// `max_count`, as `load_snapshot` then `read_stream` give them: nothing for a stream without
+/// events or snapshot, the events from version 1 without a snapshot, none past a snapshot at or
+/// beyond the stream's end, and the snapshot alone for `max_count == 0`.
+pub async fn read_from_snapshot_is_the_snapshot_and_the_events_after_it(
+    store: Arc<dyn EventStore>,
+) {
+    let store = &*store;
+    let s = stream_id("Rebuilt", "1");
+    let call = |max_count: usize| format!("read_from_snapshot(`{s}`, {max_count})");
+    let empty = ok(store.read_from_snapshot(&s, 100).await, &call(100));
+    assert!(
+        empty.snapshot.is_none() && empty.events.is_empty(),
+        "a stream with neither events nor a snapshot must give neither: {empty:?}"
+    );
+
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 1, 5))
+            .await,
+        "append",
+    );
+    let all = ok(store.read_from_snapshot(&s, 100).await, &call(100));
+    assert!(all.snapshot.is_none(), "no snapshot was saved: {all:?}");
+    assert_eq!(
+        versions(&all.events),
+        [1, 2, 3, 4, 5],
+        "without a snapshot, the events from version 1"
+    );
+    assert_eq!(
+        recorded_ids(&all.events),
+        recorded_ids(&whole_stream(store, &s).await),
+        "the events read_stream returns"
+    );
+    let page = ok(store.read_from_snapshot(&s, 2).await, &call(2));
+    assert_eq!(versions(&page.events), [1, 2], "at most `max_count` events");
+
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 3,
+        data: br#"{"balance":3}"#.to_vec(),
+        taken_at: SystemTime::now(),
+    };
+    ok(store.save_snapshot(snapshot.clone()).await, "save_snapshot");
+    let after = ok(store.read_from_snapshot(&s, 100).await, &call(100));
+    assert_snapshot_eq(after.snapshot, &snapshot, "read_from_snapshot");
+    assert_eq!(
+        versions(&after.events),
+        [4, 5],
+        "the events after the snapshot's version, and only those"
+    );
+    let one = ok(store.read_from_snapshot(&s, 1).await, &call(1));
+    assert_eq!(
+        versions(&one.events),
+        [4],
+        "at most `max_count` after the snapshot"
+    );
+    let none = ok(store.read_from_snapshot(&s, 0).await, &call(0));
+    assert_snapshot_eq(
+        none.snapshot,
+        &snapshot,
+        "read_from_snapshot with max_count 0",
+    );
+    assert!(none.events.is_empty(), "`max_count == 0` reads no event");
+    let unbounded = ok(
+        store.read_from_snapshot(&s, usize::MAX).await,
+        &call(usize::MAX),
+    );
+    assert_eq!(
+        versions(&unbounded.events),
+        [4, 5],
+        "any `max_count` is valid"
+    );
+
+    let ahead = Snapshot {
+        version: 9,
+        ..snapshot.clone()
+    };
+    ok(store.save_snapshot(ahead.clone()).await, "save_snapshot");
+    let past = ok(store.read_from_snapshot(&s, 100).await, &call(100));
+    assert_snapshot_eq(past.snapshot, &ahead, "a snapshot past the stream's end");
+    assert!(
+        past.events.is_empty(),
+        "no event follows a snapshot past the stream's end: {:?}",
+        versions(&past.events)
+    );
+
+    let other = stream_id("Rebuilt", "2");
+    let isolated = ok(
+        store.read_from_snapshot(&other, 100).await,
+        "read_from_snapshot",
+    );
+    assert!(
+        isolated.snapshot.is_none() && isolated.events.is_empty(),
+        "another stream's snapshot and events are not this one's: {isolated:?}"
+    );
 }
 
 /// A checkpoint saved under a name loads back; saving again overwrites it (even with a lower

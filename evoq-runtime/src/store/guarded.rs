@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::command_log::{CommandLookup, CommandRecord, NewCommand};
 use super::dead_letter::DeadLetter;
 use super::error::StoreError;
-use super::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
+use super::event_store::{
+    AllPage, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
+};
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
 use super::request::HandlerRequest;
@@ -31,8 +33,55 @@ pub(crate) struct GuardedStore {
 
 impl GuardedStore {
     /// `store`, guarded.
-    pub(crate) fn wrap(store: Arc<dyn EventStore>) -> Arc<dyn EventStore> {
+    pub(crate) fn wrap(store: Arc<dyn EventStore>) -> Arc<GuardedStore> {
         Arc::new(GuardedStore { inner: store })
+    }
+
+    // The calls of every command and every activation, as inherent methods: a caller that
+    // holds the guard by its type awaits the backend's future under the guard directly, with
+    // no boxed future of the guard's own around it (the `EventStore` impl below boxes, as every
+    // `async_trait` impl does, and forwards to these).
+
+    /// [`EventStore::append_command`], guarded.
+    pub(crate) fn append_command<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'a {
+        let call = self.inner.append_command(stream, expected, events, command);
+        guard("append_command", call)
+    }
+
+    /// [`EventStore::read_stream`], guarded.
+    pub(crate) fn read_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> impl Future<Output = Result<Vec<Arc<RecordedEvent>>, StoreError>> + Send + 'a {
+        let call = self.inner.read_stream(stream, from, direction, max_count);
+        guard("read_stream", call)
+    }
+
+    /// [`EventStore::load_snapshot`], guarded.
+    pub(crate) fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send + 'a {
+        guard("load_snapshot", self.inner.load_snapshot(stream))
+    }
+
+    /// [`EventStore::read_from_snapshot`], guarded.
+    pub(crate) fn read_from_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        max_count: usize,
+    ) -> impl Future<Output = Result<SnapshotAndEvents, StoreError>> + Send + 'a {
+        let call = self.inner.read_from_snapshot(stream, max_count);
+        guard("read_from_snapshot", call)
     }
 }
 
@@ -73,8 +122,7 @@ impl EventStore for GuardedStore {
         events: Vec<NewEvent>,
         command: NewCommand,
     ) -> Result<Appended, StoreError> {
-        let call = self.inner.append_command(stream, expected, events, command);
-        guard("append_command", call).await
+        GuardedStore::append_command(self, stream, expected, events, command).await
     }
 
     async fn find_command(
@@ -101,8 +149,7 @@ impl EventStore for GuardedStore {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        let call = self.inner.read_stream(stream, from, direction, max_count);
-        guard("read_stream", call).await
+        GuardedStore::read_stream(self, stream, from, direction, max_count).await
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
@@ -128,7 +175,15 @@ impl EventStore for GuardedStore {
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        guard("load_snapshot", self.inner.load_snapshot(stream)).await
+        GuardedStore::load_snapshot(self, stream).await
+    }
+
+    async fn read_from_snapshot(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Result<SnapshotAndEvents, StoreError> {
+        GuardedStore::read_from_snapshot(self, stream, max_count).await
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {

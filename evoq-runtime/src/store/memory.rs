@@ -27,7 +27,8 @@ use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, StoreError, Timeout,
+    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, SnapshotAndEvents,
+    StoreError, Timeout,
 };
 use crate::store::{EventCounts, StreamInfo};
 
@@ -35,6 +36,12 @@ use crate::store::{EventCounts, StreamInfo};
 /// releases the lock and takes it again, so a long filtered scan never blocks appenders for
 /// more than a few microseconds at a time.
 const SCAN_CHUNK: u64 = 4_096;
+
+/// How many events a new stream's index holds before it grows: six 4-byte indexes fill the
+/// smallest block the system allocator hands out anyway (24 usable bytes in glibc's), so a
+/// stream's first six events cost one allocation, not three (one, then at the second and the
+/// fifth event).
+const NEW_STREAM_CAPACITY: usize = 6;
 
 /// An event store that keeps everything in memory.
 ///
@@ -135,6 +142,44 @@ impl State {
     fn stream_version(&self, stream: &str) -> u64 {
         self.streams.get(stream).map_or(0, |s| s.len() as u64)
     }
+
+    /// At most `max_count` events of `stream` from version `from` in `direction`: see
+    /// [`EventStore::read_stream`]. Nothing is allocated for an empty page.
+    fn page(
+        &self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Vec<Arc<RecordedEvent>> {
+        let Some(events) = self.streams.get(stream) else {
+            return Vec::new();
+        };
+        let len = events.len();
+        match direction {
+            Direction::Forward => {
+                // Version `from` is at index `from - 1`; version 0 reads from the first event.
+                let start = usize::try_from(from.max(1) - 1).unwrap_or(usize::MAX);
+                if start >= len {
+                    return Vec::new();
+                }
+                let end = start + max_count.min(len - start);
+                events[start..end]
+                    .iter()
+                    .map(|&index| Arc::clone(self.log.get(index)))
+                    .collect()
+            }
+            Direction::Backward => {
+                let end = usize::try_from(from).unwrap_or(usize::MAX).min(len);
+                let start = end.saturating_sub(max_count);
+                events[start..end]
+                    .iter()
+                    .rev()
+                    .map(|&index| Arc::clone(self.log.get(index)))
+                    .collect()
+            }
+        }
+    }
 }
 
 impl InMemoryStore {
@@ -227,7 +272,7 @@ impl InMemoryStore {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
         command: Option<NewCommand>,
     ) -> Result<Appended, StoreError> {
         let recorded_at = SystemTime::now();
@@ -289,8 +334,9 @@ impl InMemoryStore {
                         return Err(self.conflict(stream, expected, 0));
                     }
                     let id: Arc<str> = Arc::from(stream);
+                    let capacity = events.len().max(NEW_STREAM_CAPACITY);
                     let records =
-                        entry.insert_with_key(Arc::clone(&id), Vec::with_capacity(events.len()));
+                        entry.insert_with_key(Arc::clone(&id), Vec::with_capacity(capacity));
                     (id, records, 0)
                 }
             };
@@ -308,7 +354,8 @@ impl InMemoryStore {
                     ),
                 });
             }
-            for ((version, position), event) in (actual + 1..).zip(first_position..).zip(events) {
+            let numbered = (actual + 1..).zip(first_position..);
+            for ((version, position), event) in numbered.zip(events.drain(..)) {
                 let record = Arc::new(RecordedEvent::from_new(
                     event,
                     Arc::clone(&id),
@@ -320,6 +367,8 @@ impl InMemoryStore {
                 records.push((position - 1) as u32);
                 log.push(record);
             }
+            // The caller's next batch reuses the vector.
+            NewEvent::recycle(events);
             let appended = Appended {
                 version: actual + count,
                 first_position,
@@ -452,35 +501,7 @@ impl EventStore for InMemoryStore {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        let state = self.read_state();
-        let Some(events) = state.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        let len = events.len();
-        let page = match direction {
-            Direction::Forward => {
-                // Version `from` is at index `from - 1`; version 0 reads from the first event.
-                let start = usize::try_from(from.max(1) - 1).unwrap_or(usize::MAX);
-                if start >= len {
-                    return Ok(Vec::new());
-                }
-                let end = start + max_count.min(len - start);
-                events[start..end]
-                    .iter()
-                    .map(|&index| Arc::clone(state.log.get(index)))
-                    .collect()
-            }
-            Direction::Backward => {
-                let end = usize::try_from(from).unwrap_or(usize::MAX).min(len);
-                let start = end.saturating_sub(max_count);
-                events[start..end]
-                    .iter()
-                    .rev()
-                    .map(|&index| Arc::clone(state.log.get(index)))
-                    .collect()
-            }
-        };
-        Ok(page)
+        Ok(self.read_state().page(stream, from, direction, max_count))
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
@@ -565,6 +586,25 @@ impl EventStore for InMemoryStore {
             .snapshots
             .get(stream)
             .map(|snapshot| snapshot.value().clone()))
+    }
+
+    /// The snapshot, then the page under one read lock: a stream that does not exist is one
+    /// lookup in each map, and nothing read or allocated.
+    async fn read_from_snapshot(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Result<SnapshotAndEvents, StoreError> {
+        let snapshot = self
+            .shared
+            .snapshots
+            .get(stream)
+            .map(|snapshot| snapshot.value().clone());
+        let from = snapshot.as_ref().map_or(1, |snapshot| snapshot.version + 1);
+        let events = self
+            .read_state()
+            .page(stream, from, Direction::Forward, max_count);
+        Ok(SnapshotAndEvents { snapshot, events })
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {

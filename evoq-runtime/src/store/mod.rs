@@ -51,7 +51,9 @@ mod undecodable;
 pub use self::command_log::{CommandLookup, CommandRecord, NewCommand};
 pub use self::dead_letter::{DeadLetter, FailureKind};
 pub use self::error::StoreError;
-pub use self::event_store::{AllPage, Appended, Direction, EventFilter, EventStore, Snapshot};
+pub use self::event_store::{
+    AllPage, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
+};
 pub use self::event_store::{EventCounts, StreamInfo};
 pub use self::expected_version::ExpectedVersion;
 pub(crate) use self::guarded::GuardedStore;

@@ -201,6 +201,7 @@ enum Bug {
     BackwardIgnoresFrom,
     ReencodesData,
     KeepsFirstSnapshot,
+    EventsFromTheFirstDespiteTheSnapshot,
     HeadAheadOfReads,
     DeadLettersNeverReplaced,
     DeadLettersNewestFirst,
@@ -321,6 +322,21 @@ impl EventStore for Broken {
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
         self.inner.load_snapshot(stream).await
+    }
+
+    async fn read_from_snapshot(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Result<SnapshotAndEvents, StoreError> {
+        let mut start = self.inner.read_from_snapshot(stream, max_count).await?;
+        if let Bug::EventsFromTheFirstDespiteTheSnapshot = self.bug {
+            start.events = self
+                .inner
+                .read_stream(stream, 1, Direction::Forward, max_count)
+                .await?;
+        }
+        Ok(start)
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
@@ -514,6 +530,11 @@ fn the_conformance_suite_catches_broken_stores() {
         KeepsFirstSnapshot,
         "snapshots_save_load_and_replace",
         conformance::snapshots_save_load_and_replace,
+    );
+    catches(
+        EventsFromTheFirstDespiteTheSnapshot,
+        "read_from_snapshot_is_the_snapshot_and_the_events_after_it",
+        conformance::read_from_snapshot_is_the_snapshot_and_the_events_after_it,
     );
     catches(
         HeadAheadOfReads,
