@@ -97,8 +97,8 @@ use crate::store::codec::{
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, HandlerRequest, Lease, NewCommand, Snapshot, StoreError,
-    StoredRow, Timeout, UndecodableRow,
+    EventStore, ExpectedVersion, HandlerRequest, Lease, NewCommand, Snapshot, SnapshotAndEvents,
+    StoreError, StoredRow, Timeout, UndecodableRow,
 };
 use crate::store::{EventCounts, StreamInfo};
 
@@ -1338,6 +1338,24 @@ async fn poll_head(
 // Reads and the other writes
 // ---------------------------------------------------------------------------------------------
 
+/// The snapshot of `stream` in a row's columns `at..at + 3` (version, data, taken at).
+fn decode_snapshot(row: &Row, at: usize, stream: &str) -> Result<Snapshot, StoreError> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::Integrity {
+        location: format!("the snapshot of `{stream}`"),
+        reason: format!("the snapshot does not decode ({e}); remove the row"),
+    };
+    Ok(Snapshot {
+        stream_id: stream.to_owned(),
+        version: from_db(
+            row.try_get(at).map_err(corrupt)?,
+            || format!("snapshot of `{stream}`"),
+            "the version",
+        )?,
+        data: row.try_get(at + 1).map_err(corrupt)?,
+        taken_at: nanos_to_time(row.try_get(at + 2).map_err(corrupt)?),
+    })
+}
+
 /// Decodes an event row (columns [`EVENT_COLUMNS`]); an undecodable row is an integrity error
 /// naming its stream and version.
 /// Consecutive rows of one stream share its id through `last`.
@@ -1840,19 +1858,45 @@ impl EventStore for PostgresStore {
         );
         let rows = query!(self, "loading a snapshot", sql, &[&stream])?;
         rows.first()
-            .map(|row| {
-                Ok(Snapshot {
-                    stream_id: stream.to_owned(),
-                    version: from_db(
-                        row.get(0),
-                        || format!("snapshot of `{stream}`"),
-                        "the version",
-                    )?,
-                    data: row.get(1),
-                    taken_at: nanos_to_time(row.get(2)),
-                })
-            })
+            .map(|row| decode_snapshot(row, 0, stream))
             .transpose()
+    }
+
+    /// One statement (one round trip, one view of the data): the snapshot's row, if any, then
+    /// the events after its version.
+    async fn read_from_snapshot(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Result<SnapshotAndEvents, StoreError> {
+        let s = &self.inner.schema;
+        let sql = format!(
+            "WITH snap AS (SELECT version, data, taken_at FROM {s}.snapshots WHERE stream_id = $1) \
+             (SELECT NULL::BIGINT, NULL::TEXT, NULL::BIGINT, NULL::UUID, NULL::TEXT, NULL::BIGINT, \
+                     NULL::BYTEA, NULL::BYTEA, NULL::BIGINT, snap.version, snap.data, snap.taken_at FROM snap) \
+             UNION ALL \
+             (SELECT {EVENT_COLUMNS}, NULL::BIGINT, NULL::BYTEA, NULL::BIGINT FROM {s}.events \
+              WHERE stream_id = $1 AND version > COALESCE((SELECT version FROM snap), 0) \
+              ORDER BY version ASC LIMIT $2)"
+        );
+        let rows = query!(
+            self,
+            "loading a snapshot and the events after it",
+            sql,
+            &[&stream, &limit(max_count)]
+        )?;
+        let mut snapshot = None;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
+            if row.try_get::<_, Option<i64>>(0).ok().flatten().is_none() {
+                snapshot = Some(decode_snapshot(row, 9, stream)?);
+            } else {
+                events.push(Arc::new(decode_event(row, &mut last)?));
+            }
+        }
+        events.sort_by_key(|event| event.stream_version);
+        Ok(SnapshotAndEvents { snapshot, events })
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {

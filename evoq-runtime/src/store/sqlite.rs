@@ -96,8 +96,8 @@ use crate::store::codec::{
 };
 use crate::store::{
     AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, StoreError, StoredRow,
-    Timeout, UndecodableRow,
+    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, SnapshotAndEvents,
+    StoreError, StoredRow, Timeout, UndecodableRow,
 };
 use crate::store::{EventCounts, StreamInfo};
 
@@ -1300,6 +1300,36 @@ impl StreamVersions {
     }
 }
 
+/// The latest snapshot of `stream`, if any.
+fn query_snapshot(
+    conn: &Connection,
+    path: &Path,
+    stream: &str,
+) -> Result<Option<Snapshot>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT version, data, taken_at FROM snapshots WHERE stream_id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([stream], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(|e| backend("loading a snapshot", path, e))?;
+    row.map(|(version, data, taken_at)| {
+        Ok(Snapshot {
+            version: from_db(version, || format!("snapshot of `{stream}`"), "the version")?,
+            stream_id: stream.to_owned(),
+            data,
+            taken_at: nanos_to_time(taken_at),
+        })
+    })
+    .transpose()
+}
+
 struct Writer {
     conn: Connection,
     path: PathBuf,
@@ -2309,31 +2339,35 @@ impl EventStore for SqliteStore {
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
         let stream = stream.to_owned();
         let path = self.path().to_path_buf();
+        self.read(move |conn| query_snapshot(conn, &path, &stream))
+            .await
+    }
+
+    /// Both reads on one reader connection, in one step of the blocking pool: the snapshot,
+    /// then the events after its version (a commit in between only adds events after them).
+    async fn read_from_snapshot(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Result<SnapshotAndEvents, StoreError> {
+        let stream = stream.to_owned();
+        let path = self.path().to_path_buf();
         self.read(move |conn| {
-            let row = conn
-                .prepare_cached(
-                    "SELECT version, data, taken_at FROM snapshots WHERE stream_id = ?1",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row([&stream], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, Vec<u8>>(1)?,
-                            row.get::<_, i64>(2)?,
-                        ))
-                    })
-                    .optional()
-                })
-                .map_err(|e| backend("loading a snapshot", &path, e))?;
-            row.map(|(version, data, taken_at)| {
-                Ok(Snapshot {
-                    version: from_db(version, || format!("snapshot of `{stream}`"), "the version")?,
-                    stream_id: stream.clone(),
-                    data,
-                    taken_at: nanos_to_time(taken_at),
-                })
-            })
-            .transpose()
+            let snapshot = query_snapshot(conn, &path, &stream)?;
+            let from = snapshot.as_ref().map_or(1, |snapshot| snapshot.version + 1);
+            let events = if max_count == 0 {
+                Vec::new()
+            } else {
+                query_events(
+                    conn,
+                    &path,
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version ASC LIMIT ?3"
+                    ),
+                    params![stream, to_db(from), limit(max_count)],
+                )?
+            };
+            Ok(SnapshotAndEvents { snapshot, events })
         })
         .await
     }
