@@ -277,7 +277,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// returns once the snapshot is loaded, which is what the default does: `load_snapshot`,
     /// then `read_stream`. A backend that can answer both at once overrides it: the in-memory
     /// store looks the stream up once under its read lock, and answers a stream that does not
-    /// exist without reading anything (every new aggregate's first command asks).
+    /// exist without reading anything (every new aggregate's first command asks); PostgreSQL
+    /// reads both in one statement; SQLite on one reader connection in one blocking step.
     async fn read_from_snapshot(
         &self,
         stream: &str,
