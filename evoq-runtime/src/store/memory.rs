@@ -182,6 +182,62 @@ impl State {
     }
 }
 
+/// A record built before the write lock, whose stream and places the lock gives it.
+struct Unplaced(Arc<RecordedEvent>);
+
+thread_local! {
+    /// The stream id an [`Unplaced`] record holds until it is placed: one per thread, so that
+    /// two appenders never count references on one cache line.
+    static NO_STREAM_YET: Arc<str> = Arc::from("");
+}
+
+impl Unplaced {
+    /// The record of `event`, committed at `recorded_at`, its stream and places unknown.
+    fn record(event: NewEvent, recorded_at: SystemTime) -> Self {
+        let unplaced = NO_STREAM_YET.with(Arc::clone);
+        Unplaced(Arc::new(RecordedEvent::from_new(
+            event,
+            unplaced,
+            0,
+            0,
+            recorded_at,
+        )))
+    }
+
+    /// The record in stream `id` at `version` and global `position`, and the placeholder it
+    /// held (to drop once the lock is released).
+    fn place(
+        mut self,
+        id: &Arc<str>,
+        version: u64,
+        position: u64,
+    ) -> (Arc<RecordedEvent>, Arc<str>) {
+        let Some(record) = Arc::get_mut(&mut self.0) else {
+            unreachable!("a record is not shared before it is stored")
+        };
+        let placeholder = std::mem::replace(&mut record.stream_id, Arc::clone(id));
+        record.stream_version = version;
+        record.global_position = position;
+        (self.0, placeholder)
+    }
+}
+
+/// A new stream's key (the one copy of its id, which its records share) and its index.
+struct NewStream {
+    id: Arc<str>,
+    index: Vec<u32>,
+}
+
+impl NewStream {
+    /// The key and index of stream `stream`, for its first `events`.
+    fn for_events(stream: &str, events: usize) -> Self {
+        NewStream {
+            id: Arc::from(stream),
+            index: Vec::with_capacity(events.max(NEW_STREAM_CAPACITY)),
+        }
+    }
+}
+
 impl InMemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -281,6 +337,24 @@ impl InMemoryStore {
         let fresh = command
             .as_ref()
             .and_then(|command| Fresh::of(command, events.last()));
+        // What can be allocated before the write lock is: its hold is then a few pointer
+        // writes, with no allocation (nor the page faults of fresh heap) in it, so the other
+        // appenders spin on it for a moment instead of sleeping. A one-event append (every
+        // command's, nearly) brings its record; an append that expects a new stream brings
+        // the stream's key and index.
+        let mut single = match events.len() {
+            1 => events
+                .pop()
+                .map(|event| Unplaced::record(event, recorded_at)),
+            _ => None,
+        };
+        let mut new_stream = matches!(
+            expected,
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0)
+        )
+        .then(|| NewStream::for_events(stream, count as usize));
+        // Dropped once the lock is released, like every count it touches.
+        let mut placeholder = None;
         let appended = {
             let mut guard = self.write_state();
             let State {
@@ -300,7 +374,7 @@ impl InMemoryStore {
                     record: Box::new(record),
                 });
             }
-            if events.is_empty() {
+            if events.is_empty() && single.is_none() {
                 let (id, actual) = match streams.get_key_value(stream) {
                     Some((id, records)) => (Some(id), records.len() as u64),
                     None => (None, 0),
@@ -333,10 +407,10 @@ impl InMemoryStore {
                         drop(guard);
                         return Err(self.conflict(stream, expected, 0));
                     }
-                    let id: Arc<str> = Arc::from(stream);
-                    let capacity = events.len().max(NEW_STREAM_CAPACITY);
-                    let records =
-                        entry.insert_with_key(Arc::clone(&id), Vec::with_capacity(capacity));
+                    let NewStream { id, index } = new_stream
+                        .take()
+                        .unwrap_or_else(|| NewStream::for_events(stream, count as usize));
+                    let records = entry.insert_with_key(Arc::clone(&id), index);
                     (id, records, 0)
                 }
             };
@@ -353,6 +427,12 @@ impl InMemoryStore {
                         u32::MAX
                     ),
                 });
+            }
+            if let Some(record) = single.take() {
+                let (record, unplaced) = record.place(&id, actual + 1, first_position);
+                records.push((first_position - 1) as u32);
+                log.push(record);
+                placeholder = Some(unplaced);
             }
             let numbered = (actual + 1..).zip(first_position..);
             for ((version, position), event) in numbered.zip(events.drain(..)) {
@@ -395,7 +475,7 @@ impl InMemoryStore {
             }
             appended
         };
-
+        drop(placeholder);
         Ok(self.publish(appended))
     }
 
