@@ -2,10 +2,9 @@
 //!
 //! Everything lives in the process and is lost when the last handle is dropped. It keeps the
 //! whole [`EventStore`] contract (see the [module docs](crate::store)), which the shared
-//! conformance suite checks, and it is built for throughput: an append takes one short write
-//! lock (a version check, a few pointer pushes, no await; a one-event append, and the first
-//! append of a new stream, allocate what they store before it, so the lock's hold allocates
-//! nothing and another appender spins on it rather than sleeping), reads take a read lock, and long scans of the global order release the lock between chunks
+//! conformance suite checks, and it is built for throughput: an append builds its records
+//! first and then takes one short write lock (a version check, a few pointer pushes, no await),
+//! reads take a read lock, and long scans of the global order release the lock between chunks
 //! so appenders are never held up for long. An append costs O(1) amortized whatever the size
 //! of the store; `read_stream` and `read_all` index straight to their first event.
 
