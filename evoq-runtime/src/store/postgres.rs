@@ -534,17 +534,49 @@ async fn connect_own(
 impl Inner {
     /// A pooled connection within the connect timeout, for doing `what`.
     async fn pooled(&self, what: &str) -> Result<deadpool_postgres::Object, Failure> {
-        let deadline = self.options.connect_timeout;
-        match tokio::time::timeout(deadline, self.pool.get()).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(Failure::pool(what, &self.location, deadline, error)),
-            Err(_) => Err(Failure::Transient(connect_timeout(
-                what,
-                &self.location,
-                deadline,
-            ))),
-        }
+        pooled(
+            &self.pool,
+            what,
+            &self.location,
+            self.options.connect_timeout,
+        )
+        .await
     }
+}
+
+/// A connection of `pool` (on `location`) within `deadline`, for doing `what`.
+async fn pooled(
+    pool: &Pool,
+    what: &str,
+    location: &str,
+    deadline: Duration,
+) -> Result<deadpool_postgres::Object, Failure> {
+    match tokio::time::timeout(deadline, pool.get()).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(error)) => Err(Failure::pool(what, location, deadline, error)),
+        Err(_) => Err(Failure::Transient(connect_timeout(
+            what, location, deadline,
+        ))),
+    }
+}
+
+/// What follows `failure` on attempt `attempt` (0 for the first try) of an operation allowed
+/// `retries` retries: the error to give (a fatal failure, or the retries spent), or, after a
+/// warning and the backoff, the number of the next attempt.
+async fn retry_after(failure: Failure, attempt: u32, retries: u32) -> Result<u32, StoreError> {
+    if matches!(failure, Failure::Fatal(_)) || attempt >= retries {
+        return Err(failure.into_error(attempt));
+    }
+    let attempt = attempt + 1;
+    tracing::warn!(
+        name: "evoq.store.retry",
+        backend = BACKEND,
+        attempt,
+        error = %failure,
+        "evoq.store.retry",
+    );
+    tokio::time::sleep(backoff(attempt)).await;
+    Ok(attempt)
 }
 
 /// Runs `$body` (an async block using `$client`, a pooled connection, and returning
@@ -561,21 +593,10 @@ macro_rules! retrying {
             .await;
             match result {
                 Ok(value) => break Ok(value),
-                Err(failure @ Failure::Fatal(_)) => break Err(failure.into_error(attempt)),
-                Err(failure) => {
-                    if attempt >= inner.options.retries {
-                        break Err(failure.into_error(attempt));
-                    }
-                    attempt += 1;
-                    tracing::warn!(
-                        name: "evoq.store.retry",
-                        backend = BACKEND,
-                        attempt,
-                        error = %failure,
-                        "evoq.store.retry",
-                    );
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+                Err(failure) => match retry_after(failure, attempt, inner.options.retries).await {
+                    Ok(next) => attempt = next,
+                    Err(error) => break Err(error),
+                },
             }
         }
     }};

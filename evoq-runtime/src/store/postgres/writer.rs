@@ -28,8 +28,8 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    BACKEND, COMMAND_COLUMNS, Failure, advance, backoff, connect_timeout, copy_error,
-    decode_command, describe,
+    BACKEND, COMMAND_COLUMNS, Failure, advance, copy_error, decode_command, describe, pooled,
+    retry_after,
 };
 use crate::envelope::NewEvent;
 use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
@@ -458,21 +458,7 @@ impl Writer {
                     }
                     return Ok(planned.results);
                 }
-                Err(failure @ Failure::Fatal(_)) => return Err(failure.into_error(attempt)),
-                Err(failure) => {
-                    if attempt >= self.retries {
-                        return Err(failure.into_error(attempt));
-                    }
-                    attempt += 1;
-                    tracing::warn!(
-                        name: "evoq.store.retry",
-                        backend = BACKEND,
-                        attempt,
-                        error = %failure,
-                        "evoq.store.retry",
-                    );
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+                Err(failure) => attempt = retry_after(failure, attempt, self.retries).await?,
             }
         }
     }
@@ -482,18 +468,7 @@ impl Writer {
     /// expected version, inserts, moves the head and notifies.
     async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
         let location = &self.location;
-        let deadline = self.connect_timeout;
-        let client = match tokio::time::timeout(deadline, self.pool.get()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => return Err(Failure::pool("appending", location, deadline, error)),
-            Err(_) => {
-                return Err(Failure::Transient(connect_timeout(
-                    "appending",
-                    location,
-                    deadline,
-                )));
-            }
-        };
+        let client = pooled(&self.pool, "appending", location, self.connect_timeout).await?;
         let statement = client
             .prepare_cached(&self.statement)
             .await
