@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use cqrs_es::mem_store::MemStore;
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, DomainEvent, EventEnvelope, Query};
-use serde::{Deserialize, Serialize};
+use cqrs_es::{AggregateError, CqrsFramework, EventEnvelope, Query};
 
 #[path = "../../src/allocations.rs"]
 #[allow(dead_code)]
@@ -31,93 +30,14 @@ mod measure;
 #[allow(dead_code)]
 mod workload;
 
+mod bank_account;
+
+use bank_account::{BankAccount, BankAccountCommand, BankAccountEvent, BankError};
 use workload::{Args, BankCommand, Done, Failure, Peer, Report};
 
 /// The system's allocator, counting allocations with `--count-allocations`.
 #[global_allocator]
 static ALLOCATOR: allocations::Counting = allocations::Counting;
-
-/// The account's state.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct BankAccount {
-    balance: i64,
-}
-
-#[derive(Debug, Deserialize)]
-enum BankAccountCommand {
-    OpenAccount { initial_balance: i64 },
-    Deposit { amount: i64 },
-    Withdraw { amount: i64 },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum BankAccountEvent {
-    AccountOpened { initial_balance: i64 },
-    MoneyDeposited { amount: i64 },
-    MoneyWithdrawn { amount: i64 },
-}
-
-impl DomainEvent for BankAccountEvent {
-    fn event_type(&self) -> String {
-        match self {
-            BankAccountEvent::AccountOpened { .. } => "AccountOpened",
-            BankAccountEvent::MoneyDeposited { .. } => "MoneyDeposited",
-            BankAccountEvent::MoneyWithdrawn { .. } => "MoneyWithdrawn",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum BankError {
-    #[error("insufficient funds: balance {balance}, requested {requested}")]
-    InsufficientFunds { balance: i64, requested: i64 },
-}
-
-impl Aggregate for BankAccount {
-    const TYPE: &'static str = "BankAccount";
-    type Command = BankAccountCommand;
-    type Event = BankAccountEvent;
-    type Error = BankError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = match command {
-            BankAccountCommand::OpenAccount { initial_balance } => {
-                BankAccountEvent::AccountOpened { initial_balance }
-            }
-            BankAccountCommand::Deposit { amount } => BankAccountEvent::MoneyDeposited { amount },
-            BankAccountCommand::Withdraw { amount } => {
-                if amount > self.balance {
-                    return Err(BankError::InsufficientFunds {
-                        balance: self.balance,
-                        requested: amount,
-                    });
-                }
-                BankAccountEvent::MoneyWithdrawn { amount }
-            }
-        };
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        match event {
-            BankAccountEvent::AccountOpened { initial_balance } => self.balance = initial_balance,
-            BankAccountEvent::MoneyDeposited { amount } => self.balance += amount,
-            BankAccountEvent::MoneyWithdrawn { amount } => self.balance -= amount,
-        }
-    }
-}
 
 /// The read side: a query that counts deposits per account.
 #[derive(Default)]

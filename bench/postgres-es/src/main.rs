@@ -24,9 +24,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_es::{Aggregate, AggregateError, DomainEvent};
+use cqrs_es::AggregateError;
 use postgres_es::{PostgresCqrs, postgres_cqrs};
-use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, PgConnection};
 
@@ -36,95 +35,11 @@ use sqlx::{Connection, PgConnection};
 /// (by 7-28%) and 64 (by 10-33%) in all of them.
 const DEFAULT_POOL: u32 = 16;
 
-/// The account's state.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct BankAccount {
-    balance: i64,
-}
+/// The aggregate of the in-memory cqrs-es peer, the same file: both peers run one bank account.
+#[path = "../../cqrs-es/src/bank_account.rs"]
+mod bank_account;
 
-#[derive(Debug, Deserialize)]
-enum BankAccountCommand {
-    OpenAccount {
-        initial_balance: i64,
-    },
-    Deposit {
-        amount: i64,
-    },
-    // Part of the aggregate of bench/cqrs-es; this workload never withdraws.
-    #[allow(dead_code)]
-    Withdraw {
-        amount: i64,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum BankAccountEvent {
-    AccountOpened { initial_balance: i64 },
-    MoneyDeposited { amount: i64 },
-    MoneyWithdrawn { amount: i64 },
-}
-
-impl DomainEvent for BankAccountEvent {
-    fn event_type(&self) -> String {
-        match self {
-            BankAccountEvent::AccountOpened { .. } => "AccountOpened",
-            BankAccountEvent::MoneyDeposited { .. } => "MoneyDeposited",
-            BankAccountEvent::MoneyWithdrawn { .. } => "MoneyWithdrawn",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum BankError {
-    #[error("insufficient funds: balance {balance}, requested {requested}")]
-    InsufficientFunds { balance: i64, requested: i64 },
-}
-
-impl Aggregate for BankAccount {
-    const TYPE: &'static str = "BankAccount";
-    type Command = BankAccountCommand;
-    type Event = BankAccountEvent;
-    type Error = BankError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = match command {
-            BankAccountCommand::OpenAccount { initial_balance } => {
-                BankAccountEvent::AccountOpened { initial_balance }
-            }
-            BankAccountCommand::Deposit { amount } => BankAccountEvent::MoneyDeposited { amount },
-            BankAccountCommand::Withdraw { amount } => {
-                if amount > self.balance {
-                    return Err(BankError::InsufficientFunds {
-                        balance: self.balance,
-                        requested: amount,
-                    });
-                }
-                BankAccountEvent::MoneyWithdrawn { amount }
-            }
-        };
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        match event {
-            BankAccountEvent::AccountOpened { initial_balance } => self.balance = initial_balance,
-            BankAccountEvent::MoneyDeposited { amount } => self.balance += amount,
-            BankAccountEvent::MoneyWithdrawn { amount } => self.balance -= amount,
-        }
-    }
-}
+use bank_account::{BankAccount, BankAccountCommand, BankError};
 
 /// postgres-es's tables, as its `db/init.sql` defines them (the view table left out: no query
 /// runs here).
