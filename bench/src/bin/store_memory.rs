@@ -50,6 +50,7 @@ fn main() {
                     causation_id: Some(command),
                     correlation_id: Some(Uuid::now_v7()),
                     user: Default::default(),
+                    tags: Default::default(),
                 },
             };
             if let Err(error) = store

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use super::definition::Aggregate;
-use crate::envelope::Metadata;
+use crate::envelope::{Metadata, Tags};
 use crate::event::definition::EventSet;
 
 /// The ids, idempotency key and user entries of a command; the ids and entries go into the
@@ -53,6 +53,7 @@ impl CommandContext {
             causation_id: Some(self.command_id),
             correlation_id: Some(self.correlation_id),
             user: self.metadata.clone().into(),
+            tags: Tags::default(),
         }
     }
 }

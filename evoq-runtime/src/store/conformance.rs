@@ -46,6 +46,7 @@ use crate::store::{
     EventStore, ExpectedVersion, FailureKind, HandlerRequest, NewCommand, RequestedAction,
     Snapshot, StoreError, Subscription, Timeout,
 };
+use crate::store::{AppendCondition, EventQuery};
 use crate::store::{EventCounts, StreamInfo};
 
 /// How long one property may run before it fails as hung.
@@ -178,6 +179,11 @@ macro_rules! store_conformance_tests {
             expired_command_entries_are_not_found_and_are_replaced,
             sweeping_removes_old_command_entries_in_bounded_batches,
             a_lease_is_granted_and_freed,
+            read_query_selects_by_types_and_tags_across_streams,
+            read_query_pages_and_reports_how_far_it_scanned,
+            append_if_appends_only_while_nothing_matching_appeared,
+            append_if_records_its_command_and_refuses_a_duplicate_first,
+            concurrent_conditional_appends_on_one_query_have_one_winner,
         }
     };
 }
@@ -2653,6 +2659,7 @@ pub async fn event_data_and_metadata_round_trip_byte_exact(store: Arc<dyn EventS
         causation_id: Some(Uuid::now_v7()),
         correlation_id: Some(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
         user: user.into(),
+        tags: ["member:m1", "book:b7"].into_iter().collect(),
     };
     let big = {
         let mut data = b"{\"blob\":\"".to_vec();
@@ -3932,4 +3939,382 @@ pub async fn a_lease_is_granted_and_freed(store: Arc<dyn EventStore>) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tags, queries and conditional appends
+// ---------------------------------------------------------------------------------------------
+
+/// A new event of `event_type` numbered `n`, with `tags`.
+fn tagged(event_type: &str, n: u64, tags: &[&str]) -> NewEvent {
+    let mut event = numbered(event_type, n);
+    event.metadata.tags = tags.iter().copied().collect();
+    event
+}
+
+/// Every event matching `query` after `after`, read in pages of `page`.
+async fn query_all(
+    store: &dyn EventStore,
+    query: &EventQuery,
+    after: u64,
+    page: usize,
+) -> Vec<Arc<RecordedEvent>> {
+    let mut events = Vec::new();
+    let mut from = after;
+    loop {
+        let read = ok(store.read_query(query, from, page).await, "read_query");
+        assert!(read.scanned_through >= from, "read_query went backwards");
+        let count = read.events.len() + read.undecodable.len();
+        assert!(count <= page, "read_query returned more than asked");
+        events.extend(read.events);
+        if count < page {
+            return events;
+        }
+        from = read.scanned_through;
+    }
+}
+
+/// The positions of the stored events that `query` matches, after `after`, found by reading the
+/// whole global order: what `read_query` must return.
+async fn matching_positions(store: &dyn EventStore, query: &EventQuery, after: u64) -> Vec<u64> {
+    read_all_events(store, after, &EventFilter::All)
+        .await
+        .iter()
+        .filter(|e| query.matches(&e.event_type, &e.metadata.tags))
+        .map(|e| e.global_position)
+        .collect()
+}
+
+/// A library: lends and returns tagged by member and book, across streams, and events that
+/// carry no tag or other tags.
+async fn fill_library(store: &dyn EventStore) {
+    let appends: Vec<(&str, Vec<NewEvent>)> = vec![
+        ("Lending-b1", vec![tagged("BookLent", 1, &["member:m1", "book:b1"])]),
+        ("Member-m1", vec![tagged("MemberJoined", 2, &["member:m1"])]),
+        ("Lending-b2", vec![tagged("BookLent", 3, &["member:m2", "book:b2"])]),
+        ("Other-1", vec![numbered("BookLent", 4), numbered("Noise", 5)]),
+        (
+            "Lending-b1",
+            vec![
+                tagged("BookReturned", 6, &["member:m1", "book:b1"]),
+                tagged("BookLent", 7, &["member:m2", "book:b1"]),
+            ],
+        ),
+        ("Lending-b3", vec![tagged("BookLent", 8, &["member:m1", "book:b3"])]),
+        ("Catalog-b1", vec![tagged("BookAdded", 9, &["book:b1"])]),
+    ];
+    for (stream, events) in appends {
+        ok(
+            store.append(stream, ExpectedVersion::Any, events).await,
+            "append",
+        );
+    }
+}
+
+/// [`EventStore::read_query`] returns, in position order and across streams, exactly the
+/// events whose type is one of an item's types and that carry all of its tags, for any of the
+/// query's items: tags are stored with every append, plain or conditional.
+pub async fn read_query_selects_by_types_and_tags_across_streams(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    fill_library(store).await;
+    let lends = EventQuery::types(["BookLent", "BookReturned"]);
+    let queries = [
+        ("member m1's lends", lends.clone().and(EventQuery::tag("member:m1"))),
+        (
+            "member m1 or book b1",
+            lends
+                .clone()
+                .and(EventQuery::tag("member:m1").or(EventQuery::tag("book:b1"))),
+        ),
+        ("everything tagged book:b1", EventQuery::tag("book:b1")),
+        (
+            "both tags",
+            EventQuery::tags(["member:m2", "book:b1"]),
+        ),
+        ("a type alone", EventQuery::types(["Noise"])),
+        ("every event", EventQuery::all()),
+        ("no event", EventQuery::none()),
+        ("a tag nobody has", EventQuery::tag("member:m9")),
+    ];
+    for (what, query) in &queries {
+        let want = matching_positions(store, query, 0).await;
+        let got = positions(&query_all(store, query, 0, 1_000).await);
+        assert_eq!(got, want, "read_query of {what} ({query})");
+    }
+    let got = positions(&query_all(store, &queries[1].1, 0, 1_000).await);
+    assert_eq!(got, vec![1, 6, 7, 8], "member m1 or book b1: positions");
+    let events = query_all(store, &queries[0].1, 0, 1_000).await;
+    assert_eq!(
+        events[0].metadata.tags[..],
+        ["member:m1".to_owned(), "book:b1".to_owned()],
+        "tags come back with the event, in their order"
+    );
+    assert_eq!(&*events[0].stream_id, "Lending-b1");
+}
+
+/// [`EventStore::read_query`] reads after a position, in pages of at most `max_count`, and its
+/// `scanned_through` lets a reader continue without missing or repeating an event.
+pub async fn read_query_pages_and_reports_how_far_it_scanned(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    fill_library(store).await;
+    let query = EventQuery::tag("book:b1");
+    let want = matching_positions(store, &query, 0).await;
+    for page in [1, 2, 3, 100] {
+        let got = positions(&query_all(store, &query, 0, page).await);
+        assert_eq!(got, want, "pages of {page}");
+    }
+    let after = want[1];
+    let got = positions(&query_all(store, &query, after, 2).await);
+    assert_eq!(got, want[2..].to_vec(), "after position {after}");
+    let empty = ok(store.read_query(&query, 0, 0).await, "read_query of 0 events");
+    assert!(empty.events.is_empty(), "max_count 0 reads nothing");
+    let last = ok(
+        store.read_query(&query, *want.last().unwrap_or(&0), 10).await,
+        "read_query",
+    );
+    assert!(last.events.is_empty());
+    assert!(
+        last.scanned_through >= *want.last().unwrap_or(&0),
+        "scanned_through never goes below `after`"
+    );
+    let head = head_of(store);
+    let none = ok(
+        store.read_query(&EventQuery::tag("member:m9"), 0, 10).await,
+        "read_query",
+    );
+    assert!(none.events.is_empty());
+    assert_eq!(none.scanned_through, head, "a page that is not full scanned to the head");
+}
+
+/// [`EventStore::append_if`] appends at the end of its stream only while no event matching
+/// the condition's query has a position above its `after`; otherwise nothing is appended and
+/// the error names a matching position. Events the query does not match never refuse it.
+pub async fn append_if_appends_only_while_nothing_matching_appeared(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let member = EventQuery::types(["BookLent"]).and(EventQuery::tag("member:m1"));
+    let anything_of_m1 = AppendCondition {
+        query: member.clone(),
+        after: 0,
+    };
+    let first = ok(
+        store
+            .append_if(
+                "Lending-b1",
+                vec![tagged("BookLent", 1, &["member:m1", "book:b1"])],
+                &anything_of_m1,
+                None,
+            )
+            .await,
+        "a condition that holds on an empty store",
+    );
+    assert_eq!((first.version, first.first_position, first.last_position), (1, 1, 1));
+    // The same condition again: the event just appended matches it.
+    let head = head_of(store);
+    match store
+        .append_if(
+            "Lending-b2",
+            vec![tagged("BookLent", 2, &["member:m1", "book:b2"])],
+            &anything_of_m1,
+            None,
+        )
+        .await
+    {
+        Err(StoreError::ConditionFailed {
+            stream,
+            after,
+            position,
+            ..
+        }) => {
+            assert_eq!(stream, "Lending-b2");
+            assert_eq!(after, 0);
+            assert_eq!(position, 1, "the matching event's position");
+        }
+        other => panic!("a violated condition must fail with ConditionFailed, got {other:?}"),
+    }
+    assert_eq!(head_of(store), head, "a refused append appends nothing");
+    assert_eq!(ok(store.stream_version("Lending-b2").await, "version"), 0);
+    // Events the query does not match (another member, another type, no tag) do not refuse it.
+    for (stream, event) in [
+        ("Lending-b3", tagged("BookLent", 3, &["member:m2", "book:b3"])),
+        ("Member-m1", tagged("MemberJoined", 4, &["member:m1"])),
+        ("Other", numbered("BookLent", 5)),
+    ] {
+        ok(store.append(stream, ExpectedVersion::Any, vec![event]).await, "append");
+    }
+    let after_first = AppendCondition {
+        query: member.clone(),
+        after: 1,
+    };
+    let second = ok(
+        store
+            .append_if(
+                "Lending-b1",
+                vec![
+                    tagged("BookReturned", 6, &["member:m1", "book:b1"]),
+                    tagged("BookLent", 7, &["member:m1", "book:b1"]),
+                ],
+                &after_first,
+                None,
+            )
+            .await,
+        "a condition that holds after the position read",
+    );
+    assert_eq!(second.version, 3, "appended at the end of its stream");
+    assert_eq!(second.last_position, second.first_position + 1);
+    assert_eq!(second.last_position, head_of(store));
+    // An empty append checks the condition and appends nothing.
+    match store.append_if("Lending-b1", Vec::new(), &after_first, None).await {
+        Err(StoreError::ConditionFailed { position, .. }) => {
+            assert_eq!(position, second.last_position)
+        }
+        other => panic!("an empty append checks the condition, got {other:?}"),
+    }
+    let holds = AppendCondition {
+        query: member,
+        after: second.last_position,
+    };
+    let empty = ok(
+        store.append_if("Lending-b1", Vec::new(), &holds, None).await,
+        "an empty append whose condition holds",
+    );
+    assert_eq!((empty.version, empty.first_position, empty.last_position), (3, 0, 0));
+    let found = query_all(
+        store,
+        &EventQuery::types(["BookLent", "BookReturned"]).and(EventQuery::tag("member:m1")),
+        0,
+        100,
+    )
+    .await;
+    assert_eq!(
+        positions(&found),
+        vec![1, second.first_position, second.last_position],
+        "conditional appends are tagged and read back"
+    );
+}
+
+/// [`EventStore::append_if`] with a command records it in the command log with its events; a
+/// second run of the same key is refused as a duplicate before its condition is looked at.
+pub async fn append_if_records_its_command_and_refuses_a_duplicate_first(
+    store: Arc<dyn EventStore>,
+) {
+    let store = &*store;
+    let condition = AppendCondition {
+        query: EventQuery::tag("book:b1"),
+        after: 0,
+    };
+    let mut new = command("b1", Some("lend-once"));
+    new.aggregate = Cow::Borrowed("Lending");
+    let appended = ok(
+        store
+            .append_if(
+                "Lending-b1",
+                vec![tagged("BookLent", 1, &["book:b1"])],
+                &condition,
+                Some(new.clone()),
+            )
+            .await,
+        "append_if with a command",
+    );
+    let record = logged(store, CommandLookup::Key("lend-once"))
+        .await
+        .expect("the command is in the log");
+    assert_eq!(record.command_id, new.command_id);
+    assert_eq!(record.stream_id, "Lending-b1");
+    assert_eq!(record.version, appended.version);
+    assert_eq!(record.last_position, appended.last_position);
+    // The same key again, with a condition that the first run's event now violates.
+    let mut again = command("b1", Some("lend-once"));
+    again.aggregate = Cow::Borrowed("Lending");
+    match store
+        .append_if(
+            "Lending-b1",
+            vec![tagged("BookLent", 2, &["book:b1"])],
+            &condition,
+            Some(again),
+        )
+        .await
+    {
+        Err(StoreError::DuplicateCommand { record }) => {
+            assert_eq!(record.command_id, new.command_id)
+        }
+        other => panic!("a resent command is a duplicate first, got {other:?}"),
+    }
+    // A command whose condition fails is not recorded.
+    let mut refused = command("b1", Some("refused"));
+    refused.aggregate = Cow::Borrowed("Lending");
+    let result = store
+        .append_if(
+            "Lending-b1",
+            vec![tagged("BookLent", 3, &["book:b1"])],
+            &condition,
+            Some(refused),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::ConditionFailed { .. })),
+        "got {result:?}"
+    );
+    assert!(
+        logged(store, CommandLookup::Key("refused")).await.is_none(),
+        "a refused append records no command"
+    );
+    assert_eq!(head_of(store), 1);
+}
+
+/// Of many conditional appends made after the same read, with one query, exactly one succeeds
+/// and every other fails with [`StoreError::ConditionFailed`]; appends whose queries do not
+/// meet all succeed.
+pub async fn concurrent_conditional_appends_on_one_query_have_one_winner(
+    store: Arc<dyn EventStore>,
+) {
+    const RUNS: usize = 16;
+    ok(
+        store
+            .append("Seed", ExpectedVersion::Any, vec![tagged("Seeded", 0, &["book:b1"])])
+            .await,
+        "append",
+    );
+    let after = head_of(&*store);
+    let barrier = Arc::new(Barrier::new(RUNS * 2));
+    let mut tasks = Vec::new();
+    for i in 0..RUNS * 2 {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            // The first half compete for book b1; each of the second half has a book of its own.
+            let book = if i < RUNS {
+                "book:b1".to_owned()
+            } else {
+                format!("book:own-{i}")
+            };
+            let condition = AppendCondition {
+                query: EventQuery::types(["BookLent"]).and(EventQuery::tag(book.clone())),
+                after,
+            };
+            barrier.wait().await;
+            let result = store
+                .append_if(
+                    &format!("Lending-{i}"),
+                    vec![tagged("BookLent", i as u64, &[book.as_str()])],
+                    &condition,
+                    None,
+                )
+                .await;
+            (i, result)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (i, result) = join(task).await;
+        match result {
+            Ok(_) => winners.push(i),
+            Err(StoreError::ConditionFailed { .. }) if i < RUNS => {}
+            Err(other) => panic!("conditional append {i} failed with {other}"),
+        }
+    }
+    let competing = winners.iter().filter(|&&i| i < RUNS).count();
+    assert_eq!(competing, 1, "exactly one lend of book b1 may succeed: {winners:?}");
+    assert_eq!(winners.len(), RUNS + 1, "every own book is lent");
+    let lent = query_all(&*store, &EventQuery::types(["BookLent"]), 0, 1_000).await;
+    assert_eq!(lent.len(), RUNS + 1, "only the winners' events are stored");
 }

@@ -34,6 +34,22 @@ pub enum StoreError {
         /// The entry of the first run.
         record: Box<CommandRecord>,
     },
+    /// A conditional append was refused: an event matching its condition's query was appended
+    /// after the position the condition names; nothing was appended. See
+    /// [`EventStore::append_if`](super::EventStore::append_if).
+    #[error(
+        "the append to stream `{stream}` was refused: an event matching {query} was appended at position {position}, after position {after} that the decision read up to; nothing was appended (read again and decide again)"
+    )]
+    ConditionFailed {
+        /// The stream the append was for.
+        stream: String,
+        /// The condition's query, as text.
+        query: String,
+        /// The position the condition allowed matching events up to.
+        after: u64,
+        /// The position of a matching event above `after`.
+        position: u64,
+    },
     /// Stored data is corrupt or does not satisfy the store's invariants; never retried.
     #[error("integrity error in the event store at {location}: {reason}")]
     Integrity {

@@ -12,6 +12,7 @@ use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
+use super::query::{AppendCondition, EventQuery};
 use super::request::HandlerRequest;
 use super::timeout::Timeout;
 use super::undecodable::{StoredRow, UndecodableRow};
@@ -157,7 +158,7 @@ fn not_implemented(call: &str) -> StoreError {
         location: "this event store".to_owned(),
         code: None,
         reason: format!(
-            "`{call}`: the backend does not implement this inspection call (the in-memory, SQLite and PostgreSQL stores do)"
+            "`{call}`: the backend does not implement this call (the in-memory, SQLite and PostgreSQL stores do)"
         ),
         source: None,
     }
@@ -255,6 +256,92 @@ pub trait EventStore: Send + Sync + 'static {
         max_count: usize,
         filter: &EventFilter,
     ) -> Result<AllPage, StoreError>;
+
+    /// Reads at most `max_count` events matching `query` (by type and [tags](crate::envelope::Tags),
+    /// across streams) with a position above `after`, in position order, as
+    /// [`read_all`](Self::read_all) reads the global order: [`AllPage::scanned_through`] says
+    /// how far the read got (a reader continues after it), rows that do not decode are in
+    /// [`AllPage::undecodable`]. Any `max_count` is valid, `usize::MAX` included.
+    ///
+    /// The default scans the global order with `read_all` (filtered by the query's types when
+    /// every item names some) and keeps the matching events; the stores of evoq read their tag
+    /// index instead.
+    async fn read_query(
+        &self,
+        query: &EventQuery,
+        after: u64,
+        max_count: usize,
+    ) -> Result<AllPage, StoreError> {
+        let filter = match query.type_names() {
+            Some(names) => EventFilter::Types(names.into()),
+            None => EventFilter::All,
+        };
+        let mut page = AllPage {
+            scanned_through: after,
+            ..AllPage::default()
+        };
+        if query.is_none() || max_count == 0 {
+            page.scanned_through = after.max(*self.head().borrow());
+            return Ok(page);
+        }
+        let chunk = max_count.clamp(1, 1_024);
+        loop {
+            let read = self.read_all(page.scanned_through, chunk, &filter).await?;
+            let full = read.events.len() + read.undecodable.len() >= chunk;
+            page.scanned_through = read.scanned_through;
+            for row in read.into_rows() {
+                match row {
+                    super::StoredRow::Event(event) => {
+                        if query.matches(&event.event_type, &event.metadata.tags) {
+                            page.events.push(event);
+                        }
+                    }
+                    super::StoredRow::Undecodable(row) => {
+                        if query.type_names().is_none_or(|names| names.contains(&row.event_type)) {
+                            page.undecodable.push(row);
+                        }
+                    }
+                }
+                if page.events.len() + page.undecodable.len() == max_count {
+                    page.scanned_through = page
+                        .events
+                        .last()
+                        .map(|e| e.global_position)
+                        .into_iter()
+                        .chain(page.undecodable.last().map(|r| r.global_position))
+                        .max()
+                        .unwrap_or(page.scanned_through);
+                    return Ok(page);
+                }
+            }
+            if !full {
+                return Ok(page);
+            }
+        }
+    }
+
+    /// Appends `events` to the end of `stream` (whatever its version) if `condition` holds: no
+    /// event matching its query has a position above its `after`. The check and the append are
+    /// one atomic step, on any number of nodes: of two appends whose conditions each match the
+    /// other's events, made after the same read, one fails.
+    ///
+    /// When the condition does not hold, nothing is appended (nor recorded) and the error is
+    /// [`StoreError::ConditionFailed`]. `command`, when given, is recorded in the command log
+    /// as by [`append_command`](Self::append_command) (its duplicate check comes first). An
+    /// empty `events` checks the condition (and records a checked command) without appending.
+    ///
+    /// The default refuses ([`StoreError::Refused`]): a backend that cannot check a condition
+    /// atomically does not implement it. The in-memory, SQLite and PostgreSQL stores do.
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+        command: Option<NewCommand>,
+    ) -> Result<Appended, StoreError> {
+        let _ = (stream, events, condition, command);
+        Err(not_implemented("append_if"))
+    }
 
     /// A watch on the highest committed global position (0 for an empty store). It changes
     /// after every commit; [`Subscription`](crate::store::Subscription) waits on it to go live. It is never ahead of the

@@ -20,6 +20,7 @@ use super::event_store::{
 };
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
+use super::query::{AppendCondition, EventQuery};
 use super::request::HandlerRequest;
 use super::timeout::Timeout;
 use crate::envelope::{NewEvent, RecordedEvent};
@@ -163,6 +164,26 @@ impl EventStore for GuardedStore {
         filter: &EventFilter,
     ) -> Result<AllPage, StoreError> {
         guard("read_all", self.inner.read_all(after, max_count, filter)).await
+    }
+
+    async fn read_query(
+        &self,
+        query: &EventQuery,
+        after: u64,
+        max_count: usize,
+    ) -> Result<AllPage, StoreError> {
+        guard("read_query", self.inner.read_query(query, after, max_count)).await
+    }
+
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+        command: Option<NewCommand>,
+    ) -> Result<Appended, StoreError> {
+        let call = self.inner.append_if(stream, events, condition, command);
+        guard("append_if", call).await
     }
 
     fn head(&self) -> watch::Receiver<u64> {

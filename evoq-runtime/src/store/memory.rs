@@ -23,12 +23,13 @@ use uuid::Uuid;
 
 use self::commands::{CommandLog, Fresh, Logged, Marks};
 use self::log::{Log, StreamHasher};
+use self::tags::TagIndex;
 use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
-    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, SnapshotAndEvents,
-    StoreError, Timeout,
+    AllPage, AppendCondition, Appended, CommandLookup, CommandRecord, DeadLetter, Direction,
+    EventFilter, EventQuery, EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot,
+    SnapshotAndEvents, StoreError, Timeout,
 };
 use crate::store::{EventCounts, StreamInfo};
 
@@ -136,6 +137,8 @@ struct State {
     /// The marks of the commands recorded without an entry of their own (fresh ids): the
     /// command log's part that lives with the events.
     marks: Marks,
+    /// The events of every tag (only tagged events cost anything here).
+    tags: TagIndex,
 }
 
 impl State {
@@ -323,13 +326,15 @@ impl InMemoryStore {
     }
 
     /// One append under one short write lock, with its command-log entry when `command` is
-    /// set. See [`EventStore::append_command`].
+    /// set (see [`EventStore::append_command`]), if `condition` holds when it is set (see
+    /// [`EventStore::append_if`]).
     fn commit(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         mut events: Vec<NewEvent>,
         command: Option<NewCommand>,
+        condition: Option<&AppendCondition>,
     ) -> Result<Appended, StoreError> {
         let recorded_at = SystemTime::now();
         let count = events.len() as u64;
@@ -361,6 +366,7 @@ impl InMemoryStore {
                 log,
                 streams,
                 marks,
+                tags,
             } = &mut *guard;
             // A checked command holds the log from its check to its entry.
             let mut checked = command
@@ -372,6 +378,16 @@ impl InMemoryStore {
             {
                 return Err(StoreError::DuplicateCommand {
                     record: Box::new(record),
+                });
+            }
+            if let Some(condition) = condition
+                && let Some(position) = tags.first_match(log, &condition.query, condition.after)
+            {
+                return Err(StoreError::ConditionFailed {
+                    stream: stream.to_owned(),
+                    query: condition.query.to_string(),
+                    after: condition.after,
+                    position,
                 });
             }
             if events.is_empty() && single.is_none() {
@@ -431,6 +447,9 @@ impl InMemoryStore {
             if let Some(record) = single.take() {
                 let (record, unplaced) = record.place(&id, actual + 1, first_position);
                 records.push((first_position - 1) as u32);
+                if !record.metadata.tags.is_empty() {
+                    tags.insert((first_position - 1) as u32, &record);
+                }
                 log.push(record);
                 placeholder = Some(unplaced);
             }
@@ -445,6 +464,9 @@ impl InMemoryStore {
                 ));
                 // Below `u32::MAX`: checked above.
                 records.push((position - 1) as u32);
+                if !record.metadata.tags.is_empty() {
+                    tags.insert((position - 1) as u32, &record);
+                }
                 log.push(record);
             }
             // The caller's next batch reuses the vector.
@@ -528,7 +550,7 @@ impl EventStore for InMemoryStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        self.commit(stream, expected, events, None)
+        self.commit(stream, expected, events, None, None)
     }
 
     /// Commits when called, not when first polled: the commit has no await, so the future only
@@ -551,6 +573,7 @@ impl EventStore for InMemoryStore {
             expected,
             events,
             Some(command),
+            None,
         )))
     }
 
@@ -636,6 +659,44 @@ impl EventStore for InMemoryStore {
             scanned_through: scanned,
             undecodable: Vec::new(),
         })
+    }
+
+    /// Reads the tag index under the read lock (an item without tags scans the log from
+    /// `after`).
+    async fn read_query(
+        &self,
+        query: &EventQuery,
+        after: u64,
+        max_count: usize,
+    ) -> Result<AllPage, StoreError> {
+        let state = self.read_state();
+        let positions = state.tags.read(&state.log, query, after, max_count);
+        let full = max_count > 0 && positions.len() == max_count;
+        let scanned_through = match positions.last() {
+            Some(&last) if full => last,
+            _ if max_count == 0 => after,
+            _ => after.max(state.log.len()),
+        };
+        let events = positions
+            .iter()
+            .filter_map(|&position| state.log.at(position).map(Arc::clone))
+            .collect();
+        Ok(AllPage {
+            events,
+            scanned_through,
+            undecodable: Vec::new(),
+        })
+    }
+
+    /// Checks the condition and appends under one hold of the write lock.
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+        command: Option<NewCommand>,
+    ) -> Result<Appended, StoreError> {
+        self.commit(stream, ExpectedVersion::Any, events, command, Some(condition))
     }
 
     /// Subscribes under the watch's lock (see `append`).
@@ -986,6 +1047,7 @@ impl EventStore for InMemoryStore {
 
 mod commands;
 mod log;
+mod tags;
 #[cfg(test)]
 mod tests;
 mod timeouts;

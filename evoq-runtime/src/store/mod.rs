@@ -17,6 +17,11 @@
 //!   command id or idempotency key ([`StoreError::DuplicateCommand`]), also across nodes;
 //! - checkpoints and [dead letters](DeadLetter) of named subscribers, and the per-instance state
 //!   of sagas and their scheduled [timeouts](Timeout), are kept beside the events;
+//! - every event's [tags](crate::envelope::Tags) are stored with it; [`EventStore::read_query`]
+//!   reads the events that match an [`EventQuery`] (types and tags, across streams), and
+//!   [`EventStore::append_if`] appends only while no event matching a query was appended after
+//!   a position ([`AppendCondition`], refused with [`StoreError::ConditionFailed`]), atomically,
+//!   also across nodes;
 //! - [`EventStore::try_lease`] grants a named subscriber to one node at a time (single-node
 //!   stores grant every lease).
 //!
@@ -41,6 +46,7 @@ mod lease;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod query;
 mod request;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -58,6 +64,7 @@ pub use self::event_store::{EventCounts, StreamInfo};
 pub use self::expected_version::ExpectedVersion;
 pub(crate) use self::guarded::GuardedStore;
 pub use self::lease::Lease;
+pub use self::query::{AppendCondition, EventQuery, QueryItem};
 pub use self::request::{HandlerRequest, RequestedAction};
 pub use self::subscription::Subscription;
 pub use self::timeout::Timeout;
