@@ -48,7 +48,7 @@ pub(crate) fn vtable(index: usize) -> syn::Ident {
 }
 
 /// Everything but the impl block itself.
-fn generate(def: &AggregateDef) -> TokenStream {
+pub(crate) fn generate(def: &AggregateDef) -> TokenStream {
     let p = paths::private_call_site();
     let state = &def.self_ty;
     let event_enum = &def.event_enum;
@@ -104,6 +104,7 @@ fn generate(def: &AggregateDef) -> TokenStream {
     let type_arms = arms(&|_, vt| quote!({ let _ = event; #vt.name }));
     let version_arms = arms(&|_, vt| quote!({ let _ = event; #vt.version }));
     let encode_arms = arms(&|_, vt| quote!((#vt.encode)(event)));
+    let tags_arms = arms(&|_, vt| quote!((#vt.tags)(event)));
     let apply_arms = arms(&|apply, _| {
         let method = &apply.method.ident;
         quote!(<#state>::#method(self, event))
@@ -248,6 +249,12 @@ fn generate(def: &AggregateDef) -> TokenStream {
                 ) -> #p::core::result::Result<#p::std::vec::Vec<#p::core::primitive::u8>, #p::serde_json::Error> {
                     match *self {
                         #(#encode_arms)*
+                    }
+                }
+
+                fn tags(&self) -> #p::Tags {
+                    match *self {
+                        #(#tags_arms)*
                     }
                 }
 
@@ -530,8 +537,14 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
 
     // The braces too: an item's span runs from its first to its last token, and only when both
     // are the user's does a conflicting-impl error point at the user's code.
+    let decision = def
+        .decision
+        .as_ref()
+        .map(|decision| decision.route_items(handler));
     let body = quote! {
         type Aggregate = #state;
+
+        #decision
 
         fn handle(
             state: &#state,

@@ -28,6 +28,10 @@ const SNAPSHOT_EVERY_KEY: Key = Key {
     symbol: symbol::SNAPSHOT_EVERY,
     example: "snapshot_every = N",
 };
+const ATTEMPTS_KEY: Key = Key {
+    symbol: symbol::ATTEMPTS,
+    example: "attempts = N",
+};
 const EVENT_ENUM_KEY: Key = Key {
     symbol: symbol::EVENT_ENUM,
     example: "event_enum = Name",
@@ -103,6 +107,9 @@ pub(crate) const AGGREGATE_KEYS: &[Key] = &[
     LIFESPAN_KEY,
     EVENT_ENUM_KEY,
 ];
+
+/// The keys of `#[decision(...)]`.
+pub(crate) const DECISION_KEYS: &[Key] = &[NAME_KEY, ATTEMPTS_KEY, EVENT_ENUM_KEY];
 
 /// The keys of `#[event_handler(...)]`.
 pub(crate) const EVENT_HANDLER_KEYS: &[Key] = &[
@@ -590,6 +597,53 @@ impl AggregateArgs {
             hibernate_after: hibernate_after.get(),
             lifespan: lifespan.get(),
             event_enum: event_enum.get(),
+        }
+    }
+}
+
+/// The arguments of `#[decision(...)]`: those it shares with `#[aggregate]`, and its budget.
+pub(crate) struct DecisionArgs {
+    pub(crate) shared: AggregateArgs,
+    pub(crate) attempts: Option<u32>,
+}
+
+impl DecisionArgs {
+    pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Self {
+        let mut name = Attr::none(cx, symbol::DECISION, symbol::NAME);
+        let mut event_enum = Attr::none(cx, symbol::DECISION, symbol::EVENT_ENUM);
+        let mut attempts = Attr::none(cx, symbol::DECISION, symbol::ATTEMPTS);
+        let parser = syn::meta::parser(|meta| {
+            if meta.path == symbol::NAME {
+                if let Some(value) = parse_aggregate_name(cx, &meta)? {
+                    name.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::EVENT_ENUM {
+                if let Some(value) = parse_ident(cx, &EVENT_ENUM_KEY, &meta)? {
+                    event_enum.set(&meta.path, value);
+                }
+            } else if meta.path == symbol::ATTEMPTS {
+                let hint = "write how many times a command may be decided in all, like `attempts = 5` (at least 1)";
+                if let Some((_, value)) = parse_positive::<u32>(cx, &ATTEMPTS_KEY, &meta, hint)? {
+                    attempts.set(&meta.path, value);
+                }
+            } else {
+                unknown_key(cx, symbol::DECISION, DECISION_KEYS, &meta)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = parser.parse2(args) {
+            cx.syn_error(error);
+        }
+        DecisionArgs {
+            shared: AggregateArgs {
+                name: name.get(),
+                snapshot_every: None,
+                idle_timeout: None,
+                hibernate_after: None,
+                lifespan: None,
+                event_enum: event_enum.get(),
+            },
+            attempts: attempts.get(),
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{DeriveInput, Ident, LitStr};
 
 use crate::attr::EventArgs;
@@ -18,7 +20,9 @@ pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
             "an event cannot be generic: its wire name is stored with every event and must name one concrete type; remove the type and lifetime parameters and define one event type per case",
         );
     }
-    if let Err(errors) = cx.check() {
+    let errors = cx.check();
+    let cx = Ctxt::new();
+    if let Err(errors) = errors {
         let mut tokens = errors.to_compile_error();
         tokens.extend(fallback::event(input));
         return tokens;
@@ -42,13 +46,107 @@ pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
     });
     let upcasters = quote!(&[#(#steps)*]);
     let checks = checks(ident);
-    let event = event_impl(ident, &name, version, Some(upcasters));
+    let tags = tags(&cx, input);
+    if let Err(errors) = cx.check() {
+        let mut tokens = errors.to_compile_error();
+        tokens.extend(fallback::event(input));
+        return tokens;
+    }
+    let event = event_impl(ident, &name, version, Some(upcasters), tags);
     quote! {
         const _: () = {
             #checks
         };
         #event
     }
+}
+
+/// `Event::tags` of a struct whose fields marked `#[tag]` (prefix: the field's name) or
+/// `#[tag("prefix")]` each give one `"<prefix>:<value>"` tag, the value by `Display` (an error
+/// at the field when its type has none); `None` when no field is marked.
+fn tags(cx: &Ctxt, input: &DeriveInput) -> Option<TokenStream> {
+    let fields: Vec<&syn::Field> = match &input.data {
+        syn::Data::Struct(data) => data.fields.iter().collect(),
+        syn::Data::Enum(data) => {
+            for variant in &data.variants {
+                for field in &variant.fields {
+                    for attr in field
+                        .attrs
+                        .iter()
+                        .filter(|a| a.path() == crate::symbol::TAG)
+                    {
+                        cx.error_spanned_by(
+                            attr,
+                            "`#[tag]` goes on a field of a struct event; an enum event has no tags",
+                        );
+                    }
+                }
+            }
+            return None;
+        }
+        syn::Data::Union(_) => return None,
+    };
+    let mut pushes = Vec::new();
+    for (index, field) in fields.iter().enumerate() {
+        for attr in field
+            .attrs
+            .iter()
+            .filter(|a| a.path() == crate::symbol::TAG)
+        {
+            let prefix = match &attr.meta {
+                syn::Meta::Path(_) => match &field.ident {
+                    Some(ident) => LitStr::new(&ident.unraw().to_string(), ident.span()),
+                    None => {
+                        cx.error_spanned_by(attr, "a tuple field has no name to prefix its tag with: write `#[tag(\"prefix\")]`");
+                        continue;
+                    }
+                },
+                syn::Meta::List(list) => match list.parse_args::<LitStr>() {
+                    Ok(prefix) if valid_prefix(&prefix.value()) => prefix,
+                    Ok(prefix) => {
+                        cx.error_spanned_by(&prefix, "a tag prefix is a non-empty name without `:` (the tag is written `prefix:value`)");
+                        continue;
+                    }
+                    Err(_) => {
+                        cx.error_spanned_by(attr, "write `#[tag]` (the field's name is the prefix) or `#[tag(\"prefix\")]`");
+                        continue;
+                    }
+                },
+                syn::Meta::NameValue(value) => {
+                    cx.error_spanned_by(value, "write `#[tag(\"prefix\")]`, not `#[tag = ...]`");
+                    continue;
+                }
+            };
+            let member = match &field.ident {
+                Some(ident) => quote!(#ident),
+                None => {
+                    let index = syn::Index::from(index);
+                    quote!(#index)
+                }
+            };
+            let span = field.ty.span();
+            let p = paths::private(span);
+            pushes.push(quote_spanned! {span=>
+                tags.push(#p::tag(#prefix, &self.#member));
+            });
+        }
+    }
+    if pushes.is_empty() {
+        return None;
+    }
+    let p = paths::private_call_site();
+    Some(quote! {
+        fn tags(&self) -> #p::Tags {
+            let mut tags = #p::Tags::default();
+            #(#pushes)*
+            tags
+        }
+    })
+}
+
+/// Whether `prefix` can start a tag: not empty, no `:`.
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && !prefix.contains(':')
 }
 
 /// What `Event` requires of the type, one check each, spanned at the type's name: JSON (the
@@ -78,6 +176,7 @@ pub(crate) fn event_impl(
     name: &LitStr,
     version: u32,
     upcasters: Option<TokenStream>,
+    tags: Option<TokenStream>,
 ) -> TokenStream {
     let p = paths::private_call_site();
     let upcasters =
@@ -98,6 +197,7 @@ pub(crate) fn event_impl(
                 const NAME: &'static #p::core::primitive::str = #name;
                 const VERSION: #p::core::primitive::u32 = #version;
                 #upcasters
+                #tags
             }
         };
     }

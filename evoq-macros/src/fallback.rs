@@ -15,7 +15,7 @@ pub(crate) fn event(input: &DeriveInput) -> TokenStream {
     if !input.generics.params.is_empty() {
         return TokenStream::new();
     }
-    crate::event::event_impl(&input.ident, &type_name(&input.ident), 1, None)
+    crate::event::event_impl(&input.ident, &type_name(&input.ident), 1, None, None)
 }
 
 /// A stub `Command` impl.

@@ -13,6 +13,7 @@ mod attr;
 mod check;
 mod command;
 mod ctxt;
+mod decision;
 mod event;
 mod event_handler;
 mod fallback;
@@ -41,7 +42,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// The type must not be generic (its wire name names one concrete type), and must implement
 /// `Serialize`, `Deserialize`, `Clone`, `Debug`, `Send` and `Sync` (derive the first four): each
 /// one missing is an error at the type's name.
-#[proc_macro_derive(Event, attributes(event))]
+#[proc_macro_derive(Event, attributes(event, tag))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     event::expand(&input).into()
@@ -209,6 +210,56 @@ pub fn upcaster(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn saga(args: TokenStream, input: TokenStream) -> TokenStream {
     saga::expand(args.into(), input.into()).into()
+}
+
+/// Makes the type of an `impl` block a decision: a model whose commands are decided on events
+/// selected across streams by tags and types, and appended only if none of those changed since
+/// they were read (see `evoq::guide::decisions`).
+///
+/// ```ignore
+/// #[derive(Default)]
+/// struct Lending { loans: HashMap<String, u32>, lent: HashSet<String> }
+///
+/// #[decision(name = "Lending", attempts = 5)]
+/// impl Lending {
+///     #[handles]
+///     #[query(all_of(
+///         types(BookLent, BookReturned),
+///         any_of(tag("member", &command.member), tag("book", &command.book)),
+///     ))]
+///     fn lend(&self, command: &LendBook) -> Result<BookLent, LendError> { /* ... */ }
+///
+///     #[apply]
+///     fn lent(&mut self, event: &BookLent) { /* ... */ }
+/// }
+/// ```
+///
+/// - `name = "..."`: the decision's name (default: the type name), the prefix of the stream its
+///   events are appended to (`<name>-<the command's #[aggregate_id]>`).
+/// - `attempts = N`: how many times a command is decided before the dispatch fails with
+///   `Error::DecisionConflict` (default: the dispatch's retry limit plus one).
+/// - `#[handles]` methods are an aggregate's (`&self`, `&Command`, `Result<Events, Error>`), each
+///   with a `#[query(...)]`: `any_of(..)` / `or(..)`, `all_of(..)` / `and(..)`, `types(Event,
+///   ..)`, `tag("prefix", value)` or `tag(whole)`, where `command` is the command.
+/// - `#[apply]` methods fold the queried events into a fresh model for every command.
+///
+/// Generated: what `#[aggregate]` generates (the event enum, `Aggregate`, `Route` per command),
+/// with each `Route` carrying its query. A query naming a type that is not an `Event`, a model
+/// applying an event no query selects, and a command also handled by an aggregate do not
+/// compile.
+#[proc_macro_attribute]
+pub fn decision(args: TokenStream, input: TokenStream) -> TokenStream {
+    decision::expand(args.into(), input.into()).into()
+}
+
+/// Marks the query of a command in a `#[decision]` block. Used anywhere else, it is an error.
+#[proc_macro_attribute]
+pub fn query(_args: TokenStream, input: TokenStream) -> TokenStream {
+    let message = format!(
+        "`#[{}(...)]` names the events a command of a `#[decision]` block is decided on and means nothing on its own: put `#[decision]` on the `impl` block that holds this method",
+        symbol::QUERY
+    );
+    misplaced_helper(&message, input.into()).into()
 }
 
 /// Marks the method of a `#[saga]` block that an event *starts* an instance with.

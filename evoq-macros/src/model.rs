@@ -649,6 +649,8 @@ pub(crate) struct AggregateDef {
     pub(crate) handlers: Vec<HandlerFn>,
     /// The `#[apply]` methods, with their enum variant.
     pub(crate) applies: Vec<ApplyFn>,
+    /// For a `#[decision]` block: its budget and each command's query.
+    pub(crate) decision: Option<crate::decision::DecisionSpec>,
 }
 
 /// An `#[apply]` method and the variant of the event enum it gives.
@@ -721,6 +723,15 @@ impl AggregateDef {
         item: &mut ItemImpl,
     ) -> Option<AggregateDef> {
         let args = AggregateArgs::parse(cx, args);
+        AggregateDef::from_parts(cx, args, item)
+    }
+
+    /// The block's model from arguments already parsed (`#[decision]` parses its own).
+    pub(crate) fn from_parts(
+        cx: &Ctxt,
+        args: AggregateArgs,
+        item: &mut ItemImpl,
+    ) -> Option<AggregateDef> {
         let mut handlers = Vec::new();
         let mut applies = Vec::new();
         let methods = parse_helpers(
@@ -767,6 +778,7 @@ impl AggregateDef {
             event_enum,
             handlers,
             applies,
+            decision: None,
         })
     }
 }

@@ -25,6 +25,9 @@ pub(crate) const CONTINUES: Symbol = Symbol("continues");
 pub(crate) const STOPS: Symbol = Symbol("stops");
 pub(crate) const COMPENSATES: Symbol = Symbol("compensates");
 pub(crate) const INIT: Symbol = Symbol("init");
+pub(crate) const TAG: Symbol = Symbol("tag");
+pub(crate) const DECISION: Symbol = Symbol("decision");
+pub(crate) const QUERY: Symbol = Symbol("query");
 
 /// The crate whose path may prefix a helper attribute (`#[evoq::handles]`).
 pub(crate) const EVOQ: Symbol = Symbol("evoq");
@@ -32,6 +35,7 @@ pub(crate) const EVOQ: Symbol = Symbol("evoq");
 // Arguments.
 pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const VERSION: Symbol = Symbol("version");
+pub(crate) const ATTEMPTS: Symbol = Symbol("attempts");
 pub(crate) const SNAPSHOT_EVERY: Symbol = Symbol("snapshot_every");
 pub(crate) const EVENT_ENUM: Symbol = Symbol("event_enum");
 pub(crate) const IDLE_TIMEOUT: Symbol = Symbol("idle_timeout");

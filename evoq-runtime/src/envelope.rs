@@ -148,7 +148,13 @@ impl std::fmt::Debug for UserEntries {
 /// assert!(Tags::default().is_empty());
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Tags(Option<Box<Vec<String>>>);
+pub struct Tags(
+    #[expect(
+        clippy::box_collection,
+        reason = "one pointer in every event's metadata instead of a 24-byte vector, nearly always empty"
+    )]
+    Option<Box<Vec<String>>>,
+);
 
 impl Tags {
     /// Whether the event has no tag.

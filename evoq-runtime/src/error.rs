@@ -60,6 +60,25 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// A [decision](crate::decision)'s retry budget was spent: every attempt read its events,
+    /// decided, and found that an event matching its query had been appended since the read
+    /// (another command decided on the same events first). Nothing was appended.
+    #[error(
+        "decision `{decision}` could not append the events of command `{command}` to stream `{stream}`: after each of its {attempts} attempt(s), an event matching its query ({query}) had been appended since it read; nothing was appended, retry the command or raise the decision's `attempts`"
+    )]
+    DecisionConflict {
+        /// The decision (its name).
+        decision: &'static str,
+        /// The command type.
+        command: &'static str,
+        /// The stream the events were for.
+        stream: String,
+        /// The decision's query, as text.
+        query: String,
+        /// How many times the command was decided (the budget).
+        attempts: u32,
+    },
+
     /// A command handler or an `#[apply]` method panicked. The instance was dropped; the next
     /// command rebuilds it from the store.
     #[error(
@@ -450,7 +469,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Rejected { .. } => ErrorKind::Rejected,
-            Error::Conflict { .. } | Error::IdempotencyKeyReused { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. }
+            | Error::DecisionConflict { .. }
+            | Error::IdempotencyKeyReused { .. } => ErrorKind::Conflict,
             Error::InvalidAggregateId { .. } => ErrorKind::InvalidInput,
             Error::UnknownHandler { .. }
             | Error::UnknownSaga { .. }
@@ -462,7 +483,8 @@ impl Error {
             Error::Stopped { .. } | Error::HandlerStopped { .. } => ErrorKind::Unavailable,
             Error::Store(StoreError::Integrity { .. }) => ErrorKind::StoredData,
             Error::Store(StoreError::WrongExpectedVersion { .. })
-            | Error::Store(StoreError::DuplicateCommand { .. }) => ErrorKind::Conflict,
+            | Error::Store(StoreError::DuplicateCommand { .. })
+            | Error::Store(StoreError::ConditionFailed { .. }) => ErrorKind::Conflict,
             Error::Store(_) => ErrorKind::Unavailable,
             Error::Decode { .. }
             | Error::Upcast { .. }
@@ -526,9 +548,13 @@ impl Error {
         matches!(self, Error::ConsistencyTimeout { .. })
     }
 
-    /// Whether this is a version conflict.
+    /// Whether this is a conflict with concurrent writers: a version conflict, or a decision
+    /// whose events kept changing until its retry budget was spent.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
+        matches!(
+            self,
+            Error::Conflict { .. } | Error::DecisionConflict { .. }
+        )
     }
 
     /// Whether the dispatch did not finish in time.

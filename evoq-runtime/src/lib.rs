@@ -31,7 +31,7 @@ mod util;
 // Modules whose public paths predate the layers.
 pub use crate::aggregate::{command, lifespan, testing};
 pub use crate::event::upcast;
-pub use crate::host::memory_monitor;
+pub use crate::host::{decision, memory_monitor};
 
 pub use crate::aggregate::Aggregate;
 pub use crate::app::{CommandBuilder, DispatchFuture, Evoq, EvoqBuilder, WaitFor};

@@ -98,6 +98,7 @@ impl<E: Event> IsEvent for E {
             decode_stored: evoq_runtime::upcast::decode::<E>,
             stored_as: evoq_runtime::upcast::stored_as::<E>,
             upcasters: E::UPCASTERS,
+            tags: <E as Event>::tags,
             clone: <E as Clone>::clone,
             debug: <E as fmt::Debug>::fmt,
         }

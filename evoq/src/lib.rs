@@ -62,8 +62,8 @@
 //! runtime (`evoq-runtime`) and the macros (`evoq-macros`).
 
 pub use evoq_macros::{
-    Command, Event, aggregate, apply, compensates, continues, event_handler, handles, init,
-    projection, saga, starts, stops, upcaster,
+    Command, Event, aggregate, apply, compensates, continues, decision, event_handler, handles,
+    init, projection, query, saga, starts, stops, upcaster,
 };
 pub use evoq_runtime::*;
 

@@ -1,8 +1,8 @@
 //! `use evoq::prelude::*;` brings the macros and the types most programs use.
 
 pub use evoq_macros::{
-    Command, Event, aggregate, apply, compensates, continues, event_handler, handles, init,
-    projection, saga, starts, stops, upcaster,
+    Command, Event, aggregate, apply, compensates, continues, decision, event_handler, handles,
+    init, projection, query, saga, starts, stops, upcaster,
 };
 pub use evoq_runtime::commands;
 pub use evoq_runtime::{

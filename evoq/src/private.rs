@@ -8,6 +8,7 @@ pub use ::serde;
 pub use ::serde_json;
 pub use ::std;
 
+pub use evoq_runtime::decision::{EventQuery, Tags, tag};
 pub use evoq_runtime::handler::HandlerFuture;
 pub use evoq_runtime::projection::{Projection, ReadModel};
 pub use evoq_runtime::saga::{
@@ -73,6 +74,8 @@ pub struct EventVTable<E> {
     pub stored_as: fn(&str) -> bool,
     /// `E::UPCASTERS`.
     pub upcasters: &'static [Upcaster],
+    /// `Event::tags`.
+    pub tags: fn(&E) -> Tags,
     /// `Clone::clone`.
     pub clone: fn(&E) -> E,
     /// `Debug::fmt`.
@@ -308,6 +311,17 @@ impl<T> Same<T> for T {
 /// The function of a step whose `#[upcaster]` had an error (never called: the build failed).
 pub fn upcast_stub(_: serde_json::Value) -> Result<serde_json::Value, UpcastError> {
     unreachable!("an upcaster with a compile error")
+}
+
+// ----- used by the code `#[decision]` generates -----
+
+/// The query of the events of these types (each vtable's name and the names its upcasters
+/// renamed it from): what `types(A, B)` in a `#[query(...)]` means.
+pub fn query_types(types: &[(&'static str, &'static [Upcaster])]) -> EventQuery {
+    let names = types.iter().flat_map(|&(name, upcasters)| {
+        std::iter::once(name).chain(evoq_runtime::upcast::renamed_from(upcasters))
+    });
+    EventQuery::types(names)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::definition::Aggregate;
+use crate::store::EventQuery;
 
 /// A request to change one aggregate. The field marked `#[aggregate_id]` names the target.
 ///
@@ -51,11 +52,24 @@ pub trait Route: Command + Sized {
     /// The aggregate that handles this command.
     type Aggregate: Aggregate;
 
+    /// How many times a [decision](crate::decision) decides this command before it gives up
+    /// with [`Error::DecisionConflict`](crate::Error::DecisionConflict)
+    /// (`#[decision(attempts = N)]`); `None`: the dispatch's retry limit plus one.
+    const DECISION_ATTEMPTS: Option<u32> = None;
+
     /// Runs the command against the current state: the events to append, or a rejection.
     fn handle(
         state: &Self::Aggregate,
         command: &Self,
     ) -> Result<Vec<<Self::Aggregate as Aggregate>::Event>, Rejection>;
+
+    /// The events a [decision](crate::decision) decides this command on: `Some` for a command
+    /// of a `#[decision]` block (its `#[query]`), which the runtime decides on those events,
+    /// read across streams, and appends under the condition that none matching was appended
+    /// since; `None` (the default) for an aggregate's command, which its live instance decides.
+    fn decision_query(&self) -> Option<EventQuery> {
+        None
+    }
 }
 
 /// A domain error returned by a command handler: the command was refused, nothing changed.
@@ -111,6 +125,10 @@ pub(crate) trait Decide<A: Aggregate>: Send + Sync {
     fn decide(&self, state: &A) -> Result<Vec<A::Event>, Rejection>;
     /// The command itself (for the lifespan's `after_command`).
     fn command(&self) -> &dyn Any;
+    /// [`Route::decision_query`].
+    fn decision_query(&self) -> Option<EventQuery>;
+    /// [`Route::DECISION_ATTEMPTS`].
+    fn decision_attempts(&self) -> Option<u32>;
 }
 
 impl<C: Route> Decide<C::Aggregate> for C {
@@ -128,6 +146,14 @@ impl<C: Route> Decide<C::Aggregate> for C {
     fn command(&self) -> &dyn Any {
         self
     }
+
+    fn decision_query(&self) -> Option<EventQuery> {
+        C::decision_query(self)
+    }
+
+    fn decision_attempts(&self) -> Option<u32> {
+        C::DECISION_ATTEMPTS
+    }
 }
 
 impl<C: Route> Decide<C::Aggregate> for Arc<C> {
@@ -144,5 +170,13 @@ impl<C: Route> Decide<C::Aggregate> for Arc<C> {
 
     fn command(&self) -> &dyn Any {
         &**self
+    }
+
+    fn decision_query(&self) -> Option<EventQuery> {
+        C::decision_query(self)
+    }
+
+    fn decision_attempts(&self) -> Option<u32> {
+        C::DECISION_ATTEMPTS
     }
 }

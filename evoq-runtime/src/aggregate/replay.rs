@@ -11,18 +11,25 @@ use crate::event::upcast::DecodeError;
 /// Decodes one stored event of aggregate `A` through its upcasters: the replay of an instance and
 /// the lookup of a re-sent command both read with it.
 pub(crate) fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, Error> {
+    decode_known::<A>(recorded)?.ok_or_else(|| Error::UnknownEventType {
+        aggregate: A::NAME,
+        stream: recorded.stream_id().to_owned(),
+        version: recorded.stream_version,
+        event_type: recorded.event_type.to_string(),
+    })
+}
+
+/// Decodes one stored event into `A`'s event enum, `None` when `A` has no event stored under
+/// its type name (a decision's query may select events its model does not apply).
+pub(crate) fn decode_known<A: Aggregate>(
+    recorded: &RecordedEvent,
+) -> Result<Option<A::Event>, Error> {
     match A::Event::decode_stored(
         &recorded.event_type,
         recorded.schema_version,
         &recorded.data,
     ) {
-        Ok(Some(event)) => Ok(event),
-        Ok(None) => Err(Error::UnknownEventType {
-            aggregate: A::NAME,
-            stream: recorded.stream_id().to_owned(),
-            version: recorded.stream_version,
-            event_type: recorded.event_type.to_string(),
-        }),
+        Ok(event) => Ok(event),
         Err(DecodeError::Upcast(source)) => Err(Error::Upcast {
             stream: recorded.stream_id().to_owned(),
             version: recorded.stream_version,

@@ -38,9 +38,9 @@ use crate::aggregate::recorded::first_result;
 use crate::envelope::stream_id;
 use crate::error::Error;
 use crate::event::EventSet;
-use crate::host::actor;
 use crate::host::memory_monitor::MemoryMonitor;
 use crate::host::registry::{AggregateStats, Env, Partitions};
+use crate::host::{actor, decision};
 use crate::store::{EventStore, GuardedStore, StoreError};
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::time::{deadline_after, micros_since, within};
@@ -188,17 +188,41 @@ impl Dispatcher {
         context: &'a CommandContext,
         options: &'a DispatchOptions,
         deduplicate_since: Option<SystemTime>,
-        wanted: impl Fn() -> bool + 'a,
-    ) -> impl Future<Output = Option<Result<Dispatched<A>, Error>>> + 'a {
-        actor::run_in(
-            &self.partitions,
-            id,
-            command,
-            context,
-            options,
-            deduplicate_since,
-            wanted,
-        )
+        wanted: impl Fn() -> bool + Send + 'a,
+    ) -> RunCommand<'a, impl Future<Output = Option<Result<Dispatched<A>, Error>>> + 'a, A> {
+        if let Some(query) = command.decision_query() {
+            // A decision: no live instance, nothing to wait for but the store.
+            let store = self.partitions.store();
+            let decided = async move {
+                if !wanted() {
+                    return None;
+                }
+                let run = decision::run(
+                    store,
+                    id,
+                    command,
+                    query,
+                    context,
+                    options,
+                    deduplicate_since,
+                );
+                Some(run.await)
+            };
+            return RunCommand::Decision {
+                decision: Box::pin(decided),
+            };
+        }
+        RunCommand::Instance {
+            instance: actor::run_in(
+                &self.partitions,
+                id,
+                command,
+                context,
+                options,
+                deduplicate_since,
+                wanted,
+            ),
+        }
     }
 }
 
@@ -207,6 +231,35 @@ impl Drop for Dispatcher {
         // The registries' idle-timer tasks hold their registries: end them, and drop every
         // instance, once the last handle is gone.
         self.partitions.clear();
+    }
+}
+
+/// The boxed run of a command routed to a decision.
+type DecisionRun<'a, A> =
+    Pin<Box<dyn Future<Output = Option<Result<Dispatched<A>, Error>>> + Send + 'a>>;
+
+pin_project_lite::pin_project! {
+    /// The run of one command: on its aggregate's live instance (the actor's future, in place),
+    /// or by its decision (boxed: the plain path's future does not grow for it).
+    #[project = RunCommandProjection]
+    pub(crate) enum RunCommand<'a, F, A: Aggregate> {
+        Instance { #[pin] instance: F },
+        Decision { decision: DecisionRun<'a, A> },
+    }
+}
+
+impl<F, A> Future for RunCommand<'_, F, A>
+where
+    F: Future<Output = Option<Result<Dispatched<A>, Error>>>,
+    A: Aggregate,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            RunCommandProjection::Instance { instance } => instance.poll(cx),
+            RunCommandProjection::Decision { decision } => decision.as_mut().poll(cx),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::upcaster::{DecodeError, Upcaster};
+use crate::envelope::Tags;
 
 /// A domain event: something that happened, stored for ever under a stable wire name.
 ///
@@ -26,6 +27,14 @@ pub trait Event: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 's
     /// `#[upcaster(Self, from = n)]` functions for `n` in `1..VERSION` (a missing one does not
     /// compile). See [`upcast`](crate::upcast).
     const UPCASTERS: &'static [Upcaster] = &[];
+
+    /// The event's tags, stored with it (in its [`Metadata`](crate::Metadata)) and indexed by
+    /// every store: what a [decision](crate::decision)'s query selects events by.
+    /// `#[derive(Event)]` writes one `"<prefix>:<value>"` tag per field marked `#[tag]`
+    /// (`#[tag("member")]` sets the prefix, the field's name by default). None by default.
+    fn tags(&self) -> Tags {
+        Tags::default()
+    }
 }
 
 /// The closed set of events of one aggregate: the enum `#[aggregate]` generates, with one
@@ -42,6 +51,12 @@ pub trait EventSet: Clone + Debug + Send + Sync + Sized + 'static {
 
     /// Serializes the event's data (JSON).
     fn encode(&self) -> Result<Vec<u8>, serde_json::Error>;
+
+    /// The event's tags ([`Event::tags`] of the member). None by default (for hand-written
+    /// sets).
+    fn tags(&self) -> Tags {
+        Tags::default()
+    }
 
     /// Decodes data of the event named `event_type` written at the member's current schema
     /// version; `Ok(None)` when no member has that name. Stored events are read with

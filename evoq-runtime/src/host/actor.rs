@@ -27,7 +27,7 @@ use crate::aggregate::command::Decide;
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::aggregate::lifespan::{Idle, OnTimeout};
 use crate::aggregate::{recorded, replay};
-use crate::envelope::{NewEvent, RecordedEvent};
+use crate::envelope::{Metadata, NewEvent, RecordedEvent, Tags};
 use crate::error::Error;
 use crate::event::EventSet;
 use crate::store::{
@@ -993,8 +993,15 @@ impl<A: Aggregate> Actor<'_, A> {
     }
 }
 
-/// Serializes the events of one command with the command's metadata.
-fn encode<E: EventSet>(
+/// The command's `metadata` with one event's `tags`.
+fn tagged(metadata: &Metadata, tags: Tags) -> Metadata {
+    let mut metadata = metadata.clone();
+    metadata.tags = tags;
+    metadata
+}
+
+/// Serializes the events of one command with the command's metadata (and each event's tags).
+pub(crate) fn encode<E: EventSet>(
     events: &[E],
     command: &'static str,
     context: &CommandContext,
@@ -1017,7 +1024,7 @@ fn encode<E: EventSet>(
             event_type: event.event_type().into(),
             schema_version: event.schema_version(),
             data,
-            metadata: metadata.clone(),
+            metadata: tagged(&metadata, event.tags()),
         });
     }
     Ok(encoded)

@@ -3989,10 +3989,19 @@ async fn matching_positions(store: &dyn EventStore, query: &EventQuery, after: u
 /// carry no tag or other tags.
 async fn fill_library(store: &dyn EventStore) {
     let appends: Vec<(&str, Vec<NewEvent>)> = vec![
-        ("Lending-b1", vec![tagged("BookLent", 1, &["member:m1", "book:b1"])]),
+        (
+            "Lending-b1",
+            vec![tagged("BookLent", 1, &["member:m1", "book:b1"])],
+        ),
         ("Member-m1", vec![tagged("MemberJoined", 2, &["member:m1"])]),
-        ("Lending-b2", vec![tagged("BookLent", 3, &["member:m2", "book:b2"])]),
-        ("Other-1", vec![numbered("BookLent", 4), numbered("Noise", 5)]),
+        (
+            "Lending-b2",
+            vec![tagged("BookLent", 3, &["member:m2", "book:b2"])],
+        ),
+        (
+            "Other-1",
+            vec![numbered("BookLent", 4), numbered("Noise", 5)],
+        ),
         (
             "Lending-b1",
             vec![
@@ -4000,7 +4009,10 @@ async fn fill_library(store: &dyn EventStore) {
                 tagged("BookLent", 7, &["member:m2", "book:b1"]),
             ],
         ),
-        ("Lending-b3", vec![tagged("BookLent", 8, &["member:m1", "book:b3"])]),
+        (
+            "Lending-b3",
+            vec![tagged("BookLent", 8, &["member:m1", "book:b3"])],
+        ),
         ("Catalog-b1", vec![tagged("BookAdded", 9, &["book:b1"])]),
     ];
     for (stream, events) in appends {
@@ -4019,7 +4031,10 @@ pub async fn read_query_selects_by_types_and_tags_across_streams(store: Arc<dyn 
     fill_library(store).await;
     let lends = EventQuery::types(["BookLent", "BookReturned"]);
     let queries = [
-        ("member m1's lends", lends.clone().and(EventQuery::tag("member:m1"))),
+        (
+            "member m1's lends",
+            lends.clone().and(EventQuery::tag("member:m1")),
+        ),
         (
             "member m1 or book b1",
             lends
@@ -4027,10 +4042,7 @@ pub async fn read_query_selects_by_types_and_tags_across_streams(store: Arc<dyn 
                 .and(EventQuery::tag("member:m1").or(EventQuery::tag("book:b1"))),
         ),
         ("everything tagged book:b1", EventQuery::tag("book:b1")),
-        (
-            "both tags",
-            EventQuery::tags(["member:m2", "book:b1"]),
-        ),
+        ("both tags", EventQuery::tags(["member:m2", "book:b1"])),
         ("a type alone", EventQuery::types(["Noise"])),
         ("every event", EventQuery::all()),
         ("no event", EventQuery::none()),
@@ -4066,10 +4078,15 @@ pub async fn read_query_pages_and_reports_how_far_it_scanned(store: Arc<dyn Even
     let after = want[1];
     let got = positions(&query_all(store, &query, after, 2).await);
     assert_eq!(got, want[2..].to_vec(), "after position {after}");
-    let empty = ok(store.read_query(&query, 0, 0).await, "read_query of 0 events");
+    let empty = ok(
+        store.read_query(&query, 0, 0).await,
+        "read_query of 0 events",
+    );
     assert!(empty.events.is_empty(), "max_count 0 reads nothing");
     let last = ok(
-        store.read_query(&query, *want.last().unwrap_or(&0), 10).await,
+        store
+            .read_query(&query, *want.last().unwrap_or(&0), 10)
+            .await,
         "read_query",
     );
     assert!(last.events.is_empty());
@@ -4083,7 +4100,10 @@ pub async fn read_query_pages_and_reports_how_far_it_scanned(store: Arc<dyn Even
         "read_query",
     );
     assert!(none.events.is_empty());
-    assert_eq!(none.scanned_through, head, "a page that is not full scanned to the head");
+    assert_eq!(
+        none.scanned_through, head,
+        "a page that is not full scanned to the head"
+    );
 }
 
 /// [`EventStore::append_if`] appends at the end of its stream only while no event matching
@@ -4107,7 +4127,10 @@ pub async fn append_if_appends_only_while_nothing_matching_appeared(store: Arc<d
             .await,
         "a condition that holds on an empty store",
     );
-    assert_eq!((first.version, first.first_position, first.last_position), (1, 1, 1));
+    assert_eq!(
+        (first.version, first.first_position, first.last_position),
+        (1, 1, 1)
+    );
     // The same condition again: the event just appended matches it.
     let head = head_of(store);
     match store
@@ -4135,11 +4158,19 @@ pub async fn append_if_appends_only_while_nothing_matching_appeared(store: Arc<d
     assert_eq!(ok(store.stream_version("Lending-b2").await, "version"), 0);
     // Events the query does not match (another member, another type, no tag) do not refuse it.
     for (stream, event) in [
-        ("Lending-b3", tagged("BookLent", 3, &["member:m2", "book:b3"])),
+        (
+            "Lending-b3",
+            tagged("BookLent", 3, &["member:m2", "book:b3"]),
+        ),
         ("Member-m1", tagged("MemberJoined", 4, &["member:m1"])),
         ("Other", numbered("BookLent", 5)),
     ] {
-        ok(store.append(stream, ExpectedVersion::Any, vec![event]).await, "append");
+        ok(
+            store
+                .append(stream, ExpectedVersion::Any, vec![event])
+                .await,
+            "append",
+        );
     }
     let after_first = AppendCondition {
         query: member.clone(),
@@ -4163,7 +4194,10 @@ pub async fn append_if_appends_only_while_nothing_matching_appeared(store: Arc<d
     assert_eq!(second.last_position, second.first_position + 1);
     assert_eq!(second.last_position, head_of(store));
     // An empty append checks the condition and appends nothing.
-    match store.append_if("Lending-b1", Vec::new(), &after_first, None).await {
+    match store
+        .append_if("Lending-b1", Vec::new(), &after_first, None)
+        .await
+    {
         Err(StoreError::ConditionFailed { position, .. }) => {
             assert_eq!(position, second.last_position)
         }
@@ -4174,10 +4208,15 @@ pub async fn append_if_appends_only_while_nothing_matching_appeared(store: Arc<d
         after: second.last_position,
     };
     let empty = ok(
-        store.append_if("Lending-b1", Vec::new(), &holds, None).await,
+        store
+            .append_if("Lending-b1", Vec::new(), &holds, None)
+            .await,
         "an empty append whose condition holds",
     );
-    assert_eq!((empty.version, empty.first_position, empty.last_position), (3, 0, 0));
+    assert_eq!(
+        (empty.version, empty.first_position, empty.last_position),
+        (3, 0, 0)
+    );
     let found = query_all(
         store,
         &EventQuery::types(["BookLent", "BookReturned"]).and(EventQuery::tag("member:m1")),
@@ -4270,7 +4309,11 @@ pub async fn concurrent_conditional_appends_on_one_query_have_one_winner(
     const RUNS: usize = 16;
     ok(
         store
-            .append("Seed", ExpectedVersion::Any, vec![tagged("Seeded", 0, &["book:b1"])])
+            .append(
+                "Seed",
+                ExpectedVersion::Any,
+                vec![tagged("Seeded", 0, &["book:b1"])],
+            )
             .await,
         "append",
     );
@@ -4313,7 +4356,10 @@ pub async fn concurrent_conditional_appends_on_one_query_have_one_winner(
         }
     }
     let competing = winners.iter().filter(|&&i| i < RUNS).count();
-    assert_eq!(competing, 1, "exactly one lend of book b1 may succeed: {winners:?}");
+    assert_eq!(
+        competing, 1,
+        "exactly one lend of book b1 may succeed: {winners:?}"
+    );
     assert_eq!(winners.len(), RUNS + 1, "every own book is lent");
     let lent = query_all(&*store, &EventQuery::types(["BookLent"]), 0, 1_000).await;
     assert_eq!(lent.len(), RUNS + 1, "only the winners' events are stored");

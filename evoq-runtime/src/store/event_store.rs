@@ -297,7 +297,10 @@ pub trait EventStore: Send + Sync + 'static {
                         }
                     }
                     super::StoredRow::Undecodable(row) => {
-                        if query.type_names().is_none_or(|names| names.contains(&row.event_type)) {
+                        if query
+                            .type_names()
+                            .is_none_or(|names| names.contains(&row.event_type))
+                        {
                             page.undecodable.push(row);
                         }
                     }

@@ -696,7 +696,13 @@ impl EventStore for InMemoryStore {
         condition: &AppendCondition,
         command: Option<NewCommand>,
     ) -> Result<Appended, StoreError> {
-        self.commit(stream, ExpectedVersion::Any, events, command, Some(condition))
+        self.commit(
+            stream,
+            ExpectedVersion::Any,
+            events,
+            command,
+            Some(condition),
+        )
     }
 
     /// Subscribes under the watch's lock (see `append`).

@@ -182,9 +182,7 @@ impl EventQuery {
 
     /// Whether an event of type `event_type` with `tags` matches.
     pub fn matches(&self, event_type: &str, tags: &[String]) -> bool {
-        self.items
-            .iter()
-            .any(|item| item.matches(event_type, tags))
+        self.items.iter().any(|item| item.matches(event_type, tags))
     }
 
     /// Every type the query can select, or `None` when one of its items selects any type.

@@ -1,0 +1,243 @@
+//! Decisions: commands decided on events selected across streams, by tags and types (dynamic
+//! consistency boundaries).
+//!
+//! An aggregate decides on its own stream. Some rules span several: "a member holds at most 3
+//! books, and a book is lent to one member at a time" involves every lend of the member and
+//! every lend of the book. A decision reads exactly those events (an [`EventQuery`] of event
+//! types and [tags](Tags), `member:m1` or `book:b7`, built from the command), folds them into
+//! a fresh model with its `#[apply]` methods, runs the command's `#[handles]` method on it,
+//! and appends the events it returns under an [`AppendCondition`]: no event matching the same
+//! query was appended after the highest position it read (none at all when it read nothing).
+//! The store checks the condition and appends in one atomic step, on every backend and across
+//! nodes.
+//!
+//! When the condition fails (another command decided on the same events first), the runtime
+//! reads again and decides again, after a jittered pause that doubles each time (1 ms to
+//! 100 ms), up to the decision's budget of attempts (`#[decision(attempts = N)]`, else the
+//! dispatch's retry limit plus one); then the dispatch fails with
+//! [`Error::DecisionConflict`](crate::Error::DecisionConflict). A rejection is the handler's
+//! typed domain error, as for an aggregate ([`Error::Rejected`](crate::Error::Rejected)).
+//!
+//! `#[decision]` (see the facade's guide, `evoq::guide::decisions`) implements
+//! [`Aggregate`] for the model (its name prefixes the stream the events are appended to,
+//! `<name>-<the command's #[aggregate_id]>`) and [`Route`](crate::Route) for each command, so a
+//! decision's command is dispatched, deduplicated (idempotency key, command id, command log),
+//! wrapped by middleware, traced and measured like any other, and its result is a
+//! [`Dispatched`] of the model's event enum. The compiler rejects a command routed both to an
+//! aggregate and to a decision (two `Route` impls).
+//!
+//! Nothing stays in memory between commands: every attempt reads what it decides on.
+//!
+//! Runtime parts: [`EventQuery`] (with [`QueryItem`]), [`AppendCondition`], [`Tags`] and
+//! [`tag`], the store calls [`EventStore::read_query`] and [`EventStore::append_if`].
+
+pub use crate::envelope::{Tags, tag};
+pub use crate::store::{AppendCondition, EventQuery, QueryItem};
+
+use std::borrow::Cow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, SystemTime};
+
+use super::actor::encode;
+use crate::aggregate::Aggregate;
+use crate::aggregate::command::Decide;
+use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
+use crate::aggregate::recorded::first_result;
+use crate::aggregate::replay::decode_known;
+use crate::envelope::stream_id;
+use crate::error::Error;
+use crate::store::{EventStore, GuardedStore, NewCommand, StoreError};
+use crate::util::backoff::jittered;
+use crate::util::panic::panic_message;
+
+/// How many events one read of a decision's context returns at most (there is no cap on the
+/// context's size: the reads continue).
+const CONTEXT_PAGE: usize = 1_000;
+
+/// The pause before the second attempt, doubled for each further one (with a random factor in
+/// `[0.5, 1.5)`), whatever the budget.
+const BACKOFF: Duration = Duration::from_millis(1);
+
+/// The longest pause between attempts.
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// What one attempt read: the events the model applies, and the highest position of every
+/// event the query matched (0 when it matched none).
+struct Context<E> {
+    events: Vec<E>,
+    highest: u64,
+}
+
+/// Decides `command` of decision `A` on the events `query` selects, as the
+/// [module docs](self) say, and appends its events to the stream `<A::NAME>-<id>` with its
+/// command-log entry.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<A: Aggregate>(
+    store: &GuardedStore,
+    id: &str,
+    command: &dyn Decide<A>,
+    mut query: EventQuery,
+    context: &CommandContext,
+    options: &DispatchOptions,
+    deduplicate_since: Option<SystemTime>,
+) -> Result<Dispatched<A>, Error> {
+    let name = command.name();
+    let stream = stream_id(A::NAME, id);
+    let budget = command
+        .decision_attempts()
+        .unwrap_or_else(|| options.retry_limit.saturating_add(1))
+        .max(1);
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        // What a command that appends nothing saw: the head before its read.
+        let head = *store.head().borrow();
+        let read = read_context::<A>(store, &query).await?;
+        let events = decide(command, read.events, name, id)?;
+        if events.is_empty() && deduplicate_since.is_none() {
+            return Ok(Dispatched {
+                version: store.stream_version(&stream).await?,
+                events,
+                position: None,
+                token: head.max(read.highest),
+                command_id: context.command_id,
+            });
+        }
+        let new_events = encode(&events, name, context)?;
+        let logged = NewCommand {
+            command_id: context.command_id,
+            idempotency_key: context.idempotency_key.clone(),
+            command: Cow::Borrowed(name),
+            aggregate: Cow::Borrowed(A::NAME),
+            deduplicate_since,
+        };
+        let condition = AppendCondition {
+            query,
+            after: read.highest,
+        };
+        match store
+            .append_if(&stream, new_events, &condition, Some(logged))
+            .await
+        {
+            Ok(appended) => {
+                let position = (!events.is_empty()).then_some(appended.last_position);
+                return Ok(Dispatched {
+                    version: appended.version,
+                    events,
+                    position,
+                    token: position.unwrap_or(head.max(read.highest)),
+                    command_id: context.command_id,
+                });
+            }
+            Err(StoreError::DuplicateCommand { record }) => {
+                return first_result::<A>(store, &record, name, id).await;
+            }
+            Err(StoreError::ConditionFailed { position, .. }) => {
+                metrics::counter!("evoq_decision_conflicts_total", "decision" => A::NAME)
+                    .increment(1);
+                tracing::debug!(
+                    name: "evoq.decision.conflict",
+                    decision = A::NAME,
+                    command = name,
+                    after = condition.after,
+                    position,
+                    attempt,
+                    budget,
+                    "evoq.decision.conflict",
+                );
+                if attempt >= budget {
+                    return Err(Error::DecisionConflict {
+                        decision: A::NAME,
+                        command: name,
+                        stream,
+                        query: condition.query.to_string(),
+                        attempts: attempt,
+                    });
+                }
+                tokio::time::sleep(jittered(BACKOFF, BACKOFF_MAX, attempt)).await;
+                query = condition.query;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Reads every event `query` selects, oldest first, and decodes those `A` applies.
+async fn read_context<A: Aggregate>(
+    store: &GuardedStore,
+    query: &EventQuery,
+) -> Result<Context<A::Event>, Error> {
+    let mut context = Context {
+        events: Vec::new(),
+        highest: 0,
+    };
+    let mut after = 0;
+    loop {
+        let page = store.read_query(query, after, CONTEXT_PAGE).await?;
+        let read = page.events.len() + page.undecodable.len();
+        if let Some(row) = page.undecodable.first() {
+            return Err(Error::Decode {
+                stream: row.stream_id.clone(),
+                version: row.stream_version,
+                event_type: row.event_type.clone(),
+                schema_version: 0,
+                reason: "the stored row cannot be read back as an event".to_owned(),
+            });
+        }
+        for recorded in &page.events {
+            context.highest = context.highest.max(recorded.global_position);
+            if let Some(event) = decode_known::<A>(recorded)? {
+                context.events.push(event);
+            }
+        }
+        if read < CONTEXT_PAGE {
+            return Ok(context);
+        }
+        after = page.scanned_through;
+    }
+}
+
+/// Folds `events` into a fresh model and runs the command on it: its events, or its rejection;
+/// a panic of the model or the handler is an error.
+fn decide<A: Aggregate>(
+    command: &dyn Decide<A>,
+    events: Vec<A::Event>,
+    name: &'static str,
+    id: &str,
+) -> Result<Vec<A::Event>, Error> {
+    let decided = catch_unwind(AssertUnwindSafe(|| {
+        let mut model = A::default();
+        for event in &events {
+            model.apply(event);
+        }
+        command.decide(&model)
+    }));
+    match decided {
+        Ok(Ok(events)) => Ok(events),
+        Ok(Err(rejection)) => Err(Error::Rejected {
+            aggregate: A::NAME,
+            id: id.to_owned(),
+            command: name,
+            source: rejection.into_inner(),
+        }),
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!(
+                name: "evoq.decision.execute",
+                stage = "exception",
+                decision = A::NAME,
+                aggregate_id = %id,
+                command = name,
+                panic = %message,
+                "evoq.decision.execute",
+            );
+            Err(Error::Panicked {
+                aggregate: A::NAME,
+                id: id.to_owned(),
+                command: name,
+                message,
+                events_stored: false,
+            })
+        }
+    }
+}

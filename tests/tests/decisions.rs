@@ -1,0 +1,506 @@
+//! Decisions across streams (`#[decision]`), on the three stores: the library's rules hold under
+//! concurrent lends, a decision sees exactly the events its query selects and appends under the
+//! condition of the highest position it read, and its retry budget is kept exactly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use evoq::NewEvent;
+use evoq::prelude::*;
+use evoq::store::{EventFilter, ExpectedVersion};
+use evoq_tests::backends::{Backend, Place};
+use evoq_tests::library::*;
+use evoq_tests::spy_store::SpyStore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+/// Every event of the store, oldest first.
+async fn all_events(store: &Arc<dyn EventStore>) -> Vec<Arc<evoq::RecordedEvent>> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_all(after, 500, &EventFilter::All)
+            .await
+            .expect("read_all");
+        let full = page.events.len() == 500;
+        after = page.scanned_through;
+        events.extend(page.events);
+        if !full {
+            return events;
+        }
+    }
+}
+
+/// The library's state after applying `lends` one after the other, each checked against the
+/// rules: `Err` names the first that breaks them.
+fn sequential(lends: &[(String, String)]) -> Result<BTreeMap<String, String>, String> {
+    let mut lent_to = BTreeMap::new();
+    let mut held: HashMap<&str, u32> = HashMap::new();
+    for (member, book) in lends {
+        if lent_to.contains_key(book) {
+            return Err(format!("book {book} lent twice"));
+        }
+        let count = held.entry(member.as_str()).or_default();
+        if *count >= LIMIT {
+            return Err(format!("member {member} above {LIMIT} books"));
+        }
+        *count += 1;
+        lent_to.insert(book.clone(), member.clone());
+    }
+    Ok(lent_to)
+}
+
+async fn concurrent_lends_keep_the_rules(backend: Backend) {
+    let Some(place) = Place::new(backend, "decisions_lends").await else {
+        return;
+    };
+    let store = place.open().await;
+    let app = Evoq::builder()
+        .shared_store(Arc::clone(&store))
+        .start()
+        .await
+        .expect("starts");
+    let app = Arc::new(app);
+    const ATTEMPTS: usize = 100;
+    let barrier = Arc::new(Barrier::new(ATTEMPTS));
+    let tasks: Vec<_> = (0..ATTEMPTS)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            let barrier = Arc::clone(&barrier);
+            let member = format!("m{}", i % 5);
+            let book = format!("b{}", (i * 3 + i / 10) % 10);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let result = app.dispatch(lend(&member, &book)).await;
+                (member, book, result)
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    let mut refused = Vec::new();
+    for task in tasks {
+        let (member, book, result) = task.await.expect("the task ends");
+        match result {
+            Ok(done) => {
+                assert_eq!(done.events.len(), 1);
+                let LendingEvent::BookLent(event) = &done.events[0] else {
+                    panic!("a lend appends a BookLent, got {:?}", done.events)
+                };
+                assert_eq!((&event.member, &event.book), (&member, &book));
+                won.push((done.position.expect("a lend appends"), member, book));
+            }
+            Err(error) => {
+                let refusal = error.rejection::<LendError>().unwrap_or_else(|| {
+                    panic!("{backend:?}: every refusal is a typed domain error, got {error}")
+                });
+                refused.push(refusal.clone());
+            }
+        }
+    }
+    assert_eq!(won.len() + refused.len(), ATTEMPTS);
+    // What the store holds is what the winners were told, in commit order.
+    won.sort();
+    let stored: Vec<(String, String)> = all_events(&store)
+        .await
+        .iter()
+        .filter(|event| event.event_type == BookLent::NAME)
+        .map(|event| {
+            let lent: BookLent = serde_json::from_slice(&event.data).expect("decodes");
+            assert!(
+                event
+                    .metadata
+                    .tags
+                    .contains(&format!("member:{}", lent.member))
+            );
+            assert!(event.metadata.tags.contains(&format!("book:{}", lent.book)));
+            (lent.member, lent.book)
+        })
+        .collect();
+    let winners: Vec<(String, String)> =
+        won.iter().map(|(_, m, b)| (m.clone(), b.clone())).collect();
+    assert_eq!(
+        stored, winners,
+        "{backend:?}: only the winners' lends are stored"
+    );
+    // The lends, one after the other, keep the rules and give the same state.
+    let state = sequential(&stored).unwrap_or_else(|broken| panic!("{backend:?}: {broken}"));
+    let mut held: HashMap<&str, u32> = HashMap::new();
+    for member in state.values() {
+        *held.entry(member.as_str()).or_default() += 1;
+    }
+    // Every refusal was right: books are never returned here, so a refusal's reason still holds.
+    for refusal in &refused {
+        match refusal {
+            LendError::AlreadyLent(book) => {
+                assert!(state.contains_key(book), "{backend:?}: {refusal}")
+            }
+            LendError::LimitReached(member) => assert_eq!(
+                held.get(member.as_str()).copied(),
+                Some(LIMIT),
+                "{backend:?}: {refusal}"
+            ),
+            other => panic!("{backend:?}: a lend cannot be refused with {other}"),
+        }
+    }
+    assert!(state.len() <= 10 && !state.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lends_keep_the_library_rules_in_memory() {
+    concurrent_lends_keep_the_rules(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lends_keep_the_library_rules_on_sqlite() {
+    concurrent_lends_keep_the_rules(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lends_keep_the_library_rules_on_postgres() {
+    concurrent_lends_keep_the_rules(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a decision sees, and the condition it appends under
+// ---------------------------------------------------------------------------------------------
+
+/// An audit of one member and one book: its event lists what the model was given.
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Audited {
+    #[tag("audit")]
+    book: String,
+    seen: Vec<String>,
+}
+
+#[derive(Command, Debug, Clone)]
+struct Audit {
+    member: String,
+    #[aggregate_id]
+    book: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+#[derive(Default)]
+struct Seen {
+    events: Vec<String>,
+}
+
+#[decision(name = "Audit")]
+impl Seen {
+    #[handles]
+    #[query(any_of(
+        all_of(
+            types(BookLent, BookReturned),
+            any_of(tag("member", &command.member), tag("book", &command.book)),
+        ),
+        all_of(types(Audited), tag(format!("audit:{}", command.book))),
+    ))]
+    fn audit(&self, command: &Audit) -> Result<Audited, Never> {
+        Ok(Audited {
+            book: command.book.clone(),
+            seen: self.events.clone(),
+        })
+    }
+
+    #[apply]
+    fn lent(&mut self, event: &BookLent) {
+        self.events
+            .push(format!("lent {} {}", event.member, event.book));
+    }
+
+    #[apply]
+    fn returned(&mut self, event: &BookReturned) {
+        self.events
+            .push(format!("returned {} {}", event.member, event.book));
+    }
+
+    #[apply]
+    fn audited(&mut self, event: &Audited) {
+        self.events.push(format!("audited {}", event.seen.len()));
+    }
+}
+
+/// `event` as the store takes it, with its tags.
+fn stored<E: evoq::Event>(event: &E) -> NewEvent {
+    NewEvent {
+        event_id: evoq::Uuid::now_v7(),
+        event_type: E::NAME.into(),
+        schema_version: E::VERSION,
+        data: serde_json::to_vec(event).expect("encodes"),
+        metadata: evoq::Metadata {
+            tags: event.tags(),
+            ..Default::default()
+        },
+    }
+}
+
+fn lent(member: &str, book: &str) -> BookLent {
+    BookLent {
+        member: member.into(),
+        book: book.into(),
+    }
+}
+
+async fn decide_sees_exactly_its_events(backend: Backend) {
+    let Some(place) = Place::new(backend, "decisions_context").await else {
+        return;
+    };
+    let store = place.open().await;
+    let returned = BookReturned {
+        member: "m1".into(),
+        book: "b1".into(),
+    };
+    // Four events the audit of m1 and b1 selects, among others it does not.
+    let appends: Vec<(&str, NewEvent)> = vec![
+        ("Loans-1", stored(&lent("m1", "b1"))),
+        ("Loans-2", stored(&lent("m2", "b2"))),
+        (
+            "Members",
+            stored(&MemberJoined {
+                member: "m1".into(),
+            }),
+        ),
+        ("Loans-1", stored(&returned)),
+        ("Loans-3", stored(&lent("m2", "b1"))),
+        ("Loans-4", stored(&lent("m3", "b3"))),
+        ("Loans-5", stored(&lent("m1", "b5"))),
+        ("Loans-6", stored(&lent("m4", "b6"))),
+    ];
+    let mut positions = Vec::new();
+    for (stream, event) in appends {
+        let done = store
+            .append(stream, ExpectedVersion::Any, vec![event])
+            .await
+            .expect("append");
+        positions.push(done.last_position);
+    }
+    let spy = SpyStore::new(Arc::clone(&store));
+    let app = Evoq::builder()
+        .shared_store(spy.clone())
+        .start()
+        .await
+        .expect("starts");
+    let done = app
+        .dispatch(Audit {
+            member: "m1".into(),
+            book: "b1".into(),
+        })
+        .await
+        .expect("the audit runs");
+    let SeenEvent::Audited(audited) = &done.events[0] else {
+        panic!("an audit appends Audited")
+    };
+    assert_eq!(
+        audited.seen,
+        ["lent m1 b1", "returned m1 b1", "lent m2 b1", "lent m1 b5"],
+        "{backend:?}: decide receives exactly the four selected events, oldest first"
+    );
+    let conditions = spy.conditions();
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(
+        conditions[0].after, positions[6],
+        "{backend:?}: the condition starts after the highest position read"
+    );
+    assert!(
+        conditions[0]
+            .query
+            .matches("BookLent", &["book:b1".to_owned()])
+    );
+    // An audit of a member and a book with no event: nothing before the head may match.
+    let empty = app
+        .dispatch(Audit {
+            member: "m9".into(),
+            book: "b9".into(),
+        })
+        .await
+        .expect("the audit runs");
+    let SeenEvent::Audited(audited) = &empty.events[0] else {
+        panic!("an audit appends Audited")
+    };
+    assert!(audited.seen.is_empty());
+    assert_eq!(
+        spy.conditions()[1].after,
+        0,
+        "{backend:?}: an empty context reads nothing"
+    );
+    // The first audit's own event is in the next context of b1, and counts for the condition.
+    let again = app
+        .dispatch(Audit {
+            member: "m1".into(),
+            book: "b1".into(),
+        })
+        .await
+        .expect("the audit runs");
+    let SeenEvent::Audited(audited) = &again.events[0] else {
+        panic!("an audit appends Audited")
+    };
+    assert_eq!(audited.seen.last().map(String::as_str), Some("audited 4"));
+    assert_eq!(spy.conditions()[2].after, done.position.expect("appended"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn decide_sees_exactly_the_selected_events_in_memory() {
+    decide_sees_exactly_its_events(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn decide_sees_exactly_the_selected_events_on_sqlite() {
+    decide_sees_exactly_its_events(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn decide_sees_exactly_the_selected_events_on_postgres() {
+    decide_sees_exactly_its_events(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The retry budget
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Strict;
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Marked {
+    #[tag("thing")]
+    thing: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct Mark {
+    #[aggregate_id]
+    thing: String,
+}
+
+#[decision(name = "Strict", attempts = 3)]
+impl Strict {
+    #[handles]
+    #[query(all_of(types(Marked), tag("thing", &command.thing)))]
+    fn mark(&self, command: &Mark) -> Result<Marked, Never> {
+        Ok(Marked {
+            thing: command.thing.clone(),
+        })
+    }
+
+    #[apply]
+    fn marked(&mut self, _: &Marked) {}
+}
+
+/// `Strict` with no budget of its own: the dispatch's retry limit plus one.
+#[derive(Default)]
+struct Lenient;
+
+#[derive(Command, Debug, Clone)]
+struct MarkLeniently {
+    #[aggregate_id]
+    thing: String,
+}
+
+#[decision(name = "Lenient")]
+impl Lenient {
+    #[handles]
+    #[query(all_of(types(Marked), tag("thing", &command.thing)))]
+    fn mark(&self, command: &MarkLeniently) -> Result<Marked, Never> {
+        Ok(Marked {
+            thing: command.thing.clone(),
+        })
+    }
+
+    #[apply]
+    fn marked(&mut self, _: &Marked) {}
+}
+
+async fn budget_is_kept(backend: Backend) {
+    let Some(place) = Place::new(backend, "decisions_budget").await else {
+        return;
+    };
+    let spy = SpyStore::new(place.open().await);
+    spy.violations.store(u32::MAX, Ordering::SeqCst);
+    let app = Evoq::builder()
+        .shared_store(spy.clone())
+        .start()
+        .await
+        .expect("starts");
+    let error = app
+        .dispatch(Mark { thing: "t1".into() })
+        .await
+        .expect_err("every attempt is violated");
+    match &error {
+        evoq::Error::DecisionConflict {
+            decision,
+            command,
+            attempts,
+            stream,
+            ..
+        } => {
+            assert_eq!((*decision, *command, *attempts), ("Strict", "Mark", 3));
+            assert_eq!(stream, "Strict-t1");
+        }
+        other => panic!("{backend:?}: a spent budget is DecisionConflict, got {other}"),
+    }
+    assert!(error.is_conflict());
+    assert_eq!(error.kind(), evoq::ErrorKind::Conflict);
+    assert_eq!(
+        spy.conditional_appends.load(Ordering::SeqCst),
+        3,
+        "{backend:?}"
+    );
+    assert_eq!(
+        spy.query_reads.load(Ordering::SeqCst),
+        3,
+        "{backend:?}: a read per attempt"
+    );
+    // Budgets from the dispatch's retry limit, any size: exactly that many attempts, then the
+    // typed error, nothing else.
+    for budget in [5u32, 12] {
+        spy.conditional_appends.store(0, Ordering::SeqCst);
+        let error = app
+            .command(MarkLeniently { thing: "t2".into() })
+            .retry_limit(budget - 1)
+            .dispatch()
+            .await
+            .expect_err("every attempt is violated");
+        assert!(
+            matches!(error, evoq::Error::DecisionConflict { attempts, .. } if attempts == budget),
+            "{backend:?}: budget {budget}: {error}"
+        );
+        assert_eq!(
+            spy.conditional_appends.load(Ordering::SeqCst),
+            budget as usize,
+            "{backend:?}"
+        );
+    }
+    // Two violations, then the store lets it through: the third attempt appends.
+    spy.conditional_appends.store(0, Ordering::SeqCst);
+    spy.violations.store(2, Ordering::SeqCst);
+    let done = app
+        .dispatch(Mark { thing: "t3".into() })
+        .await
+        .expect("the third attempt is within the budget");
+    assert_eq!(spy.conditional_appends.load(Ordering::SeqCst), 3);
+    assert_eq!(done.version, 1);
+    assert_eq!(*spy.head().borrow(), done.position.expect("appended"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_a_typed_error_after_exactly_that_many_attempts_in_memory() {
+    budget_is_kept(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_a_typed_error_after_exactly_that_many_attempts_on_sqlite() {
+    budget_is_kept(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_a_typed_error_after_exactly_that_many_attempts_on_postgres() {
+    budget_is_kept(Backend::Postgres).await;
+}
