@@ -124,10 +124,12 @@ fn tags(cx: &Ctxt, input: &DeriveInput) -> Option<TokenStream> {
                     quote!(#index)
                 }
             };
-            let span = field.ty.span();
+            let ty = &field.ty;
+            let span = ty.span();
             let p = paths::private(span);
+            // At the field's type: the one place that requires `Display` of it.
             pushes.push(quote_spanned! {span=>
-                tags.push(#p::tag(#prefix, &self.#member));
+                tags.push(<#ty as #p::TagValue>::tag(&self.#member, #prefix));
             });
         }
     }

@@ -69,6 +69,28 @@ pub trait SharedEvent {
 #[diagnostic::do_not_recommend]
 impl<T: Send + Sync + 'static> SharedEvent for T {}
 
+/// The value of a `#[tag]` field is written with `Display`: the tag is `"<prefix>:<value>"`
+/// (see [`evoq::decision::tag`](crate::decision::tag)).
+///
+/// Required by `#[derive(Event)]`, at the type of each field marked `#[tag]`.
+#[diagnostic::on_unimplemented(
+    message = "the `#[tag]` field's type `{Self}` does not implement `Display`",
+    label = "a tag's value is written with `Display`",
+    note = "tag a field of a type with `Display` (`String`, integers, `Uuid`, ...), or implement `std::fmt::Display` for `{Self}`"
+)]
+pub trait TagValue {
+    /// The tag `"<prefix>:<value>"`.
+    #[doc(hidden)]
+    fn tag(&self, prefix: &str) -> String;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: std::fmt::Display + ?Sized> TagValue for T {
+    fn tag(&self, prefix: &str) -> String {
+        evoq_runtime::decision::tag(prefix, self)
+    }
+}
+
 /// A type taken as an event (by an `#[apply]`, a `#[handles]` method of an event handler or a
 /// projection, a saga method, an `#[upcaster]`) is an [`Event`].
 #[diagnostic::on_unimplemented(

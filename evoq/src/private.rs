@@ -30,7 +30,7 @@ pub use evoq_runtime::{
 pub use crate::checks::{
     AggregateId, CommandError, CommandResult, ErrorType, EventHandlerError, EventHandlerResult,
     EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta, LifespanOf, SagaDefault,
-    SameType, SharedEvent, StoredAsJson, UpcastStep,
+    SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).

@@ -291,12 +291,12 @@ pub trait EventStore: Send + Sync + 'static {
             page.scanned_through = read.scanned_through;
             for row in read.into_rows() {
                 match row {
-                    super::StoredRow::Event(event) => {
+                    StoredRow::Event(event) => {
                         if query.matches(&event.event_type, &event.metadata.tags) {
                             page.events.push(event);
                         }
                     }
-                    super::StoredRow::Undecodable(row) => {
+                    StoredRow::Undecodable(row) => {
                         if query
                             .type_names()
                             .is_none_or(|names| names.contains(&row.event_type))

@@ -8,6 +8,8 @@
 //! - [`handlers`]: event handlers, delivery, retries, dead letters, strong consistency.
 //! - [`projections`]: read models, checkpoints, rebuilds, reading your own writes.
 //! - [`sagas`]: instances, commands, re-delivery safety, compensation.
+//! - [`decisions`]: rules across streams: events selected by tags and types, decided on and
+//!   appended under the condition that nothing they read changed.
 //! - [`upcasting`]: schema evolution: upcasters, chains, renames, what the compiler checks.
 //! - [`testing`]: given / when / then tests of one aggregate (`AggregateTest`), one saga
 //!   instance (`SagaTest`) and one projection (`ProjectionTest`), without a runtime.
@@ -34,6 +36,9 @@ pub mod projections {}
 
 #[doc = include_str!("sagas.md")]
 pub mod sagas {}
+
+#[doc = include_str!("decisions.md")]
+pub mod decisions {}
 
 #[doc = include_str!("upcasting.md")]
 pub mod upcasting {}

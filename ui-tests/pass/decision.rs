@@ -1,0 +1,97 @@
+//! A decision over two queries, with tags from `#[tag]` fields, the whole grammar, and a
+//! command of an aggregate beside it.
+
+use std::collections::HashMap;
+
+use evoq::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct BookLent {
+    #[tag("member")]
+    member: String,
+    #[tag]
+    book: u32,
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct BookReturned {
+    #[tag("member")]
+    member: String,
+    #[tag]
+    book: u32,
+}
+
+#[derive(Command)]
+struct LendBook {
+    member: String,
+    #[aggregate_id]
+    book: u32,
+}
+
+#[derive(Command)]
+struct ReturnBook {
+    member: String,
+    #[aggregate_id]
+    book: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LendError {
+    #[error("limit reached")]
+    Limit,
+    #[error("not held")]
+    NotHeld,
+}
+
+#[derive(Default)]
+struct Lending {
+    held: HashMap<String, u32>,
+    out: HashMap<u32, String>,
+}
+
+#[decision(name = "Lending", attempts = 5, event_enum = LoanEvent)]
+impl Lending {
+    #[handles]
+    #[query(or(
+        and(types(BookLent, BookReturned), tag("member", &command.member)),
+        and(types(BookLent), types(BookLent, BookReturned), tag(format!("book:{}", command.book))),
+    ))]
+    fn lend(&self, command: &LendBook) -> Result<BookLent, LendError> {
+        if self.held.get(&command.member).copied().unwrap_or(0) >= 3 || self.out.contains_key(&command.book) {
+            return Err(LendError::Limit);
+        }
+        Ok(BookLent { member: command.member.clone(), book: command.book })
+    }
+
+    #[handles(ReturnBook)]
+    #[evoq::query(all_of(types(BookLent, BookReturned), tag("book", command.book)))]
+    fn give_back(&self, command: &ReturnBook) -> Result<Option<BookReturned>, LendError> {
+        match self.out.get(&command.book) {
+            Some(member) if *member == command.member => Ok(Some(BookReturned { member: member.clone(), book: command.book })),
+            Some(_) => Err(LendError::NotHeld),
+            None => Ok(None),
+        }
+    }
+
+    #[apply]
+    fn lent(&mut self, event: &BookLent) {
+        *self.held.entry(event.member.clone()).or_default() += 1;
+        self.out.insert(event.book, event.member.clone());
+    }
+
+    #[apply]
+    fn returned(&mut self, event: &BookReturned) {
+        self.out.remove(&event.book);
+    }
+}
+
+async fn lend(app: &Evoq) -> Result<Dispatched<Lending>, evoq::Error> {
+    let done = app.dispatch(LendBook { member: "m1".into(), book: 7 }).await?;
+    let _: &[LoanEvent] = &done.events;
+    app.dispatch(ReturnBook { member: "m1".into(), book: 7 }).await
+}
+
+fn main() {
+    let _ = lend;
+}
