@@ -1,6 +1,7 @@
-//! The SQLite store: the conformance suite, durability across reopen, crash safety under
-//! SIGKILL, corrupt rows, a schema from a newer evoq, the migration of version-1 and version-2
-//! files, and failing safe: one process per file (real child processes, a holder killed with
+//! The SQLite store: the conformance suite, durability across reopen (tags and conditions
+//! included), crash safety under SIGKILL, corrupt rows, a schema from a newer evoq, the
+//! migration of version-1, version-2 and version-4 files (the tag index filled from the
+//! stored events), and failing safe: one process per file (real child processes, a holder killed with
 //! SIGKILL), a close that leaves the database file alone complete, foreign and read-only files
 //! refused untouched, the writer's bounded stream cache, and one error prefix.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
-use evoq::store::{CommandLookup, Direction, NewCommand, Timeout};
+use evoq::store::{AppendCondition, CommandLookup, Direction, EventQuery, NewCommand, Timeout};
 use evoq::{EventStore, ExpectedVersion, NewEvent, StoreError};
 use evoq_tests::crash::{KillClock, run_and_kill};
 use evoq_tests::temp::TempDir;
@@ -163,7 +164,7 @@ fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
                 error,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 4,
+                    supported: 5,
                     ..
                 }
             ),
@@ -347,8 +348,8 @@ fn a_version_1_file_is_migrated_in_place_keeps_its_events_and_records_commands()
         .expect("read the schema version");
     assert_eq!(
         versions,
-        [4],
-        "the file is at the current schema version, 4"
+        [5],
+        "the file is at the current schema version, 5"
     );
 }
 
@@ -488,7 +489,7 @@ fn a_version_2_file_is_migrated_to_the_current_version_with_timeouts_and_keeps_e
     let version: i64 = conn
         .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
         .expect("read the schema version");
-    assert_eq!(version, 4, "the file is at the current schema version, 4");
+    assert_eq!(version, 5, "the file is at the current schema version, 5");
     let indexes: Vec<String> = conn
         .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'timeouts' AND sql IS NOT NULL ORDER BY name")
         .and_then(|mut stmt| {
@@ -501,6 +502,245 @@ fn a_version_2_file_is_migrated_to_the_current_version_with_timeouts_and_keeps_e
             && indexes.iter().any(|sql| sql.contains("(saga, instance)")),
         "`timeouts` is indexed for due_timeouts and cancel_timeouts: {indexes:?}"
     );
+}
+
+/// The steps from schema version 2 to 4 as the files of version 4 hold them (the sagas'
+/// timeouts; the dead letters' kind, reason and raw row, and the handlers' requests): a fixture
+/// that stays as it is whatever the current schema becomes.
+const SCHEMA_V3_V4_STEPS: &str = "
+CREATE TABLE timeouts (
+    id       BLOB    NOT NULL PRIMARY KEY,
+    saga     TEXT    NOT NULL,
+    instance TEXT    NOT NULL,
+    due_at   INTEGER NOT NULL,
+    payload  BLOB    NOT NULL
+);
+CREATE INDEX timeouts_by_due ON timeouts (saga, due_at, id);
+CREATE INDEX timeouts_by_instance ON timeouts (saga, instance);
+ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'handler_error';
+ALTER TABLE dead_letters ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE dead_letters ADD COLUMN raw_row TEXT;
+CREATE TABLE requests (
+    id           BLOB    NOT NULL PRIMARY KEY,
+    handler      TEXT    NOT NULL,
+    action       TEXT    NOT NULL,
+    event_id     BLOB,
+    requested_at INTEGER NOT NULL
+);
+CREATE INDEX requests_by_handler ON requests (handler, id);
+UPDATE evoq_schema SET version = 4;
+";
+
+/// Writes a version-4 file at `path`: the events of [`write_version_2_file`] (positions 1 to 3,
+/// untagged), then, as version 4 stored tags (in the metadata only), `BookLent` at 4 tagged
+/// `member:m1` and `book:b1`, `BookLent` at 5 with a user entry named `tags` and no tag,
+/// `BookLent` at 6 whose metadata does not decode, and `BookReturned` at 7 tagged `book:b1`.
+fn write_version_4_file(path: &std::path::Path) {
+    write_version_2_file(path);
+    let conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.execute_batch(SCHEMA_V3_V4_STEPS)
+        .expect("migrate the fixture to version 4");
+    let rows: [(&str, &str, &str); 4] = [
+        (
+            "Lending-b1",
+            "BookLent",
+            r#"{"tags":["member:m1","book:b1"]}"#,
+        ),
+        ("Lending-b2", "BookLent", r#"{"user":{"tags":"none"}}"#),
+        ("Lending-b3", "BookLent", r#"{"tags":[1]}"#),
+        ("Lending-b1", "BookReturned", r#"{"tags":["book:b1"]}"#),
+    ];
+    for (position, (stream, event_type, metadata)) in (4i64..).zip(rows) {
+        conn.execute(
+            "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at) VALUES (?1, ?2, (SELECT COUNT(*) + 1 FROM events WHERE stream_id = ?2), ?3, ?4, 1, X'7B7D', ?5, 1700000000000000000)",
+            rusqlite::params![
+                position,
+                stream,
+                evoq::Uuid::now_v7().as_bytes().as_slice(),
+                event_type,
+                metadata.as_bytes()
+            ],
+        )
+        .expect("insert a version 4 event");
+    }
+}
+
+#[test]
+fn a_version_4_file_is_migrated_with_the_tag_index_filled_from_the_stored_events() {
+    let dir = TempDir::new("sqlite-v4");
+    let path = dir.file("events.db");
+    write_version_4_file(&path);
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path)
+            .await
+            .expect("a version 4 file opens, whatever its metadata holds");
+        assert_eq!(*store.head().borrow(), 7, "the head is the old file's");
+        let positions = |page: evoq::store::AllPage| -> Vec<u64> {
+            page.events.iter().map(|e| e.global_position).collect()
+        };
+        let book = store
+            .read_query(&EventQuery::tag("book:b1"), 0, 10)
+            .await
+            .expect("read_query");
+        assert_eq!(positions(book), [4, 7], "the old events' tags are indexed");
+        let lends_of_m1 = EventQuery::types(["BookLent"]).and(EventQuery::tag("member:m1"));
+        let lends = store
+            .read_query(&lends_of_m1, 0, 10)
+            .await
+            .expect("read_query");
+        assert_eq!(positions(lends), [4]);
+        let untagged = store
+            .read_query(&EventQuery::tag("none"), 0, 10)
+            .await
+            .expect("read_query");
+        assert!(
+            untagged.events.is_empty(),
+            "a user entry named `tags` is no tag"
+        );
+        let refused = store
+            .append_if(
+                "Lending-b1",
+                vec![tagged_event("BookLent", &["member:m1", "book:b1"])],
+                &AppendCondition {
+                    query: EventQuery::tag("book:b1"),
+                    after: 4,
+                },
+                None,
+            )
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::ConditionFailed { position: 7, .. })
+            ),
+            "an old event violates a condition: {refused:?}"
+        );
+        let appended = store
+            .append_if(
+                "Lending-b1",
+                vec![tagged_event("BookLent", &["member:m1", "book:b1"])],
+                &AppendCondition {
+                    query: EventQuery::tag("book:b1"),
+                    after: 7,
+                },
+                None,
+            )
+            .await
+            .expect("a condition that holds after the old events");
+        assert_eq!((appended.version, appended.first_position), (3, 8));
+    });
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let version: i64 = conn
+        .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
+        .expect("read the schema version");
+    assert_eq!(version, 5, "the file is at the current schema version, 5");
+    let rows: Vec<(String, i64)> = conn
+        .prepare("SELECT tag, position FROM event_tags ORDER BY position, tag")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("read the tag index");
+    let rows: Vec<(&str, i64)> = rows.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("book:b1", 4),
+            ("member:m1", 4),
+            ("book:b1", 7),
+            ("book:b1", 8),
+            ("member:m1", 8)
+        ],
+        "one row per tag of each event, none for an undecodable or untagged one"
+    );
+}
+
+/// A new event of `event_type` carrying `tags`.
+fn tagged_event(event_type: &str, tags: &[&str]) -> NewEvent {
+    let mut event = event("Tagged", 0);
+    event.event_type = event_type.to_owned().into();
+    event.metadata.tags = tags.iter().copied().collect();
+    event
+}
+
+#[test]
+fn tags_and_conditions_hold_across_a_reopen() {
+    let dir = TempDir::new("sqlite-tags-reopen");
+    let path = dir.file("events.db");
+    let lends_of_b1 = EventQuery::types(["BookLent"]).and(EventQuery::tag("book:b1"));
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .append(
+                "Lending-b1",
+                ExpectedVersion::NoStream,
+                vec![tagged_event("BookLent", &["member:m1", "book:b1"])],
+            )
+            .await
+            .expect("append");
+        store
+            .append_command(
+                "Member-m2",
+                ExpectedVersion::NoStream,
+                vec![tagged_event("MemberJoined", &["member:m2"])],
+                deposit("join-m2"),
+            )
+            .await
+            .expect("append_command");
+        store
+            .append_if(
+                "Lending-b2",
+                vec![tagged_event("BookLent", &["member:m2", "book:b2"])],
+                &AppendCondition {
+                    query: EventQuery::tag("book:b2"),
+                    after: 0,
+                },
+                None,
+            )
+            .await
+            .expect("append_if");
+        store.close().await.expect("close");
+    });
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let found = store
+            .read_query(&lends_of_b1.clone().or(EventQuery::tag("member:m2")), 0, 10)
+            .await
+            .expect("read_query");
+        let found: Vec<u64> = found.events.iter().map(|e| e.global_position).collect();
+        assert_eq!(found, [1, 2, 3], "every path indexed its tags, durably");
+        let refused = store
+            .append_if(
+                "Lending-b1",
+                vec![tagged_event("BookLent", &["member:m3", "book:b1"])],
+                &AppendCondition {
+                    query: lends_of_b1.clone(),
+                    after: 0,
+                },
+                None,
+            )
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::ConditionFailed { position: 1, .. })
+            ),
+            "an event appended before the reopen violates the condition: {refused:?}"
+        );
+        let appended = store
+            .append_if(
+                "Lending-b1",
+                vec![tagged_event("BookReturned", &["member:m1", "book:b1"])],
+                &AppendCondition {
+                    query: lends_of_b1,
+                    after: 1,
+                },
+                None,
+            )
+            .await
+            .expect("a condition that holds");
+        assert_eq!((appended.version, appended.first_position), (2, 4));
+    });
 }
 
 #[test]

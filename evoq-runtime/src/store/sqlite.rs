@@ -26,6 +26,12 @@
 //!   written before it, those of the same batch included: one run of a command wins.
 //! - **Positions** are dense from 1, in commit order; an append's events take consecutive
 //!   positions and versions. The head watch moves after the commit.
+//! - **Tags** (table `event_tags`, see `sqlite/tags.rs`): each tag of an event is a row of the
+//!   tag index, written with the event (an untagged event writes none).
+//!   [`read_query`](crate::store::EventStore::read_query) reads the index, and
+//!   [`append_if`](crate::store::EventStore::append_if) checks its condition on it in the
+//!   writer's transaction, after the command's check and before the insert, so no append comes
+//!   between the two; a failed condition writes nothing and fails no other write of the batch.
 //! - **Saga timeouts** (table `timeouts`) keep their due time in microseconds since the Unix
 //!   epoch, negative before it. A due time more than about 292,000 years from 1970 is clamped to
 //!   that range, never refused (see `time_to_micros` in `store/codec.rs`): it is due, or not,
@@ -95,16 +101,20 @@ use crate::store::codec::{
     time_to_micros, time_to_nanos, to_db, undecodable_reason,
 };
 use crate::store::{
-    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot, SnapshotAndEvents,
-    StoreError, StoredRow, Timeout, UndecodableRow,
+    AllPage, AppendCondition, Appended, CommandLookup, CommandRecord, DeadLetter, Direction,
+    EventFilter, EventQuery, EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot,
+    SnapshotAndEvents, StoreError, StoredRow, Timeout, UndecodableRow,
 };
 use crate::store::{EventCounts, StreamInfo};
+
+mod tags;
+
+use tags::{SCHEMA_V5, index_stored_tags, insert_tags, matching_positions};
 
 const BACKEND: &str = "sqlite";
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// How often the head watch of a store opened for inspection reads the file's head.
 const INSPECTION_POLL: Duration = Duration::from_millis(200);
@@ -436,10 +446,10 @@ impl std::fmt::Debug for SqliteStore {
 ///
 /// Its connections are configured as the store's (busy timeout, durability) and do not take the
 /// store's lock: they are for the process that holds the store open, while it does. They must
-/// never write the store's own tables (`events`, `commands`, `snapshots`, `dead_letters`,
-/// `saga_state`, `timeouts`, `evoq_schema`): the store's writer thread is their only writer, and
-/// keeps stream versions in memory. The one exception is a SQL read model's own row of
-/// `checkpoints`, which it writes in the transaction of its changes (the writer caches no
+/// never write the store's own tables (`events`, `event_tags`, `commands`, `snapshots`,
+/// `dead_letters`, `saga_state`, `timeouts`, `evoq_schema`): the store's writer thread is their
+/// only writer, and keeps stream versions in memory. The one exception is a SQL read model's own
+/// row of `checkpoints`, which it writes in the transaction of its changes (the writer caches no
 /// checkpoint). A write of theirs waits for the writer's transaction (at most the busy timeout),
 /// as the writer waits for theirs.
 #[derive(Clone, Debug)]
@@ -1123,7 +1133,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         if found < 4 {
             conn.execute_batch(SCHEMA_V4).map_err(fail)?;
         }
-        // Later versions migrate here, one step at a time: `if found < 5 { ... }`.
+        if found < 5 {
+            conn.execute_batch(SCHEMA_V5).map_err(fail)?;
+            index_stored_tags(conn, path)?;
+        }
+        // Later versions migrate here, one step at a time: `if found < 6 { ... }`.
         if found < SCHEMA_VERSION {
             conn.execute("DELETE FROM evoq_schema", []).map_err(fail)?;
             conn.execute(
@@ -1151,13 +1165,15 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// One write, sent to the writer thread.
 enum Job {
-    /// An append, with the command to record in the same transaction, if any. The inputs stay
-    /// in the job until it commits, so that a job given back can be tried again alone.
+    /// An append, with the command to record in the same transaction, if any, and the
+    /// condition it is made under, if any ([`EventStore::append_if`]). The inputs stay in the
+    /// job until it commits, so that a job given back can be tried again alone.
     Append {
         stream: String,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         command: Option<NewCommand>,
+        condition: Option<AppendCondition>,
         reply: Reply<Appended>,
     },
     /// Removes at most this many command-log entries recorded before this time, oldest first.
@@ -1340,11 +1356,12 @@ struct Writer {
     head: watch::Sender<u64>,
 }
 
-/// What a batch changed, applied to the writer once it commits.
-#[derive(Default)]
+/// What a batch changed, applied to the writer once it commits, and the time it records its
+/// events and commands at.
 struct Pending {
     versions: HashMap<String, u64>,
     next_position: u64,
+    recorded_at: SystemTime,
 }
 
 impl Writer {
@@ -1432,15 +1449,15 @@ impl Writer {
     /// [`commit_group`](Self::commit_group), unmeasured.
     fn commit_jobs(&mut self, jobs: Vec<Job>) -> Result<(), Vec<Job>> {
         let single = jobs.len() == 1;
-        let mut pending = Pending {
-            versions: HashMap::new(),
-            next_position: self.next_position,
-        };
         if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let error = backend("starting a transaction", &self.path, error);
             return self.give_back(jobs, single, &error);
         }
-        let recorded_at = SystemTime::now();
+        let mut pending = Pending {
+            versions: HashMap::new(),
+            next_position: self.next_position,
+            recorded_at: SystemTime::now(),
+        };
         let mut done = Vec::with_capacity(jobs.len());
         let mut kept = Vec::new();
         let mut failed = None;
@@ -1449,7 +1466,7 @@ impl Writer {
                 kept.push(job);
                 continue;
             }
-            match self.apply(job, &mut pending, recorded_at) {
+            match self.apply(job, &mut pending) {
                 Ok(result) => done.push(result),
                 Err((job, error)) => {
                     kept.push(job);
@@ -1518,20 +1535,17 @@ impl Writer {
 
     // The error gives the job back by value, on a path taken only when SQLite fails.
     #[allow(clippy::result_large_err)]
-    /// Applies one job inside the open transaction. A wrong expected version or a duplicate
-    /// command is an answer, not a failure; an SQL error gives the job back with the error.
-    fn apply(
-        &mut self,
-        job: Job,
-        pending: &mut Pending,
-        recorded_at: SystemTime,
-    ) -> Result<Done, (Job, StoreError)> {
+    /// Applies one job inside the open transaction. A wrong expected version, a duplicate
+    /// command or a failed condition is an answer, not a failure; an SQL error gives the job
+    /// back with the error.
+    fn apply(&mut self, job: Job, pending: &mut Pending) -> Result<Done, (Job, StoreError)> {
         match job {
             Job::Append {
                 stream,
                 expected,
                 events,
                 command,
+                condition,
                 reply,
             } => {
                 let applied = self.append(
@@ -1539,8 +1553,8 @@ impl Writer {
                     expected,
                     &events,
                     command.as_ref(),
+                    condition.as_ref(),
                     pending,
-                    recorded_at,
                 );
                 match applied {
                     Ok(answer) => Ok(Done::Appended(reply, answer)),
@@ -1550,6 +1564,7 @@ impl Writer {
                             expected,
                             events,
                             command,
+                            condition,
                             reply,
                         },
                         error,
@@ -1732,22 +1747,38 @@ impl Writer {
     }
 
     /// One append inside the open transaction, in the order of
-    /// [`EventStore::append_command`]: the command's check, the expected version, the events,
-    /// the command's entry. `Ok` holds the append's answer (a duplicate command and a wrong
-    /// expected version are answers); `Err` is an SQL failure, which rolls the batch back.
+    /// [`EventStore::append_command`] and [`EventStore::append_if`]: the command's check, the
+    /// condition, the expected version, the events with their tags, the command's entry. `Ok`
+    /// holds the append's answer (a duplicate command, a failed condition and a wrong expected
+    /// version are answers, and write nothing); `Err` is an SQL failure, which rolls the batch
+    /// back.
+    ///
+    /// The condition is read in the batch's transaction: it sees the events of the appends of
+    /// the batch before it, and no append can come between the check and the insert.
     fn append(
         &mut self,
         stream: &str,
         expected: ExpectedVersion,
         events: &[NewEvent],
         command: Option<&NewCommand>,
+        condition: Option<&AppendCondition>,
         pending: &mut Pending,
-        recorded_at: SystemTime,
     ) -> Result<Result<Appended, StoreError>, StoreError> {
         if let Some(record) = self.duplicate(command)? {
             let record = Box::new(record);
             return Ok(Err(StoreError::DuplicateCommand { record }));
         }
+        if let Some(condition) = condition
+            && let Some(position) = self.first_match(&condition.query, condition.after)?
+        {
+            return Ok(Err(StoreError::ConditionFailed {
+                stream: stream.to_owned(),
+                query: condition.query.to_string(),
+                after: condition.after,
+                position,
+            }));
+        }
+        let recorded_at = pending.recorded_at;
         let actual = self.version_of(stream, pending)?;
         if !expected.holds_for(actual) {
             return Ok(Err(StoreError::WrongExpectedVersion {
@@ -1771,6 +1802,29 @@ impl Writer {
             pending.versions.insert(stream.to_owned(), appended.version);
         }
         Ok(Ok(appended))
+    }
+
+    /// The lowest position above `after` of an event `query` matches, committed or written
+    /// earlier in this transaction.
+    fn first_match(&self, query: &EventQuery, after: u64) -> Result<Option<u64>, StoreError> {
+        if query.is_none() {
+            return Ok(None);
+        }
+        let (sql, values) = matching_positions(query);
+        let bounds = [to_db(after), i64::MAX, 1].map(rusqlite::types::Value::Integer);
+        let position: Option<i64> = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_row(params_from_iter(bounds.into_iter().chain(values)), |row| {
+                    row.get(0)
+                })
+                .optional()
+            })
+            .map_err(|e| backend("checking the condition of an append", &self.path, e))?;
+        position
+            .map(|p| from_db(p, || "the tag index".to_owned(), "a position"))
+            .transpose()
     }
 
     /// The entry that makes `command` a duplicate when its check is set: the newest of its
@@ -1861,6 +1915,8 @@ impl Writer {
         Ok(version)
     }
 
+    /// Inserts `events` at the end of `stream` (at version `actual`), from position `first`,
+    /// with the tag index's rows of those that have tags.
     fn insert(
         &self,
         stream: &str,
@@ -1877,8 +1933,9 @@ impl Writer {
             .map_err(|e| backend("appending", &self.path, e))?;
         let at = time_to_nanos(recorded_at);
         for (i, event) in (0u64..).zip(events) {
+            let position = to_db(first + i);
             stmt.execute(params![
-                to_db(first + i),
+                position,
                 stream,
                 to_db(actual + 1 + i),
                 event.event_id.as_bytes().as_slice(),
@@ -1889,6 +1946,16 @@ impl Writer {
                 at
             ])
             .map_err(|e| backend(&format!("appending to stream `{stream}`"), &self.path, e))?;
+            // An event without tags costs no statement here.
+            if !event.metadata.tags.is_empty() {
+                insert_tags(&self.conn, position, &event.metadata.tags).map_err(|e| {
+                    backend(
+                        &format!("indexing the tags of an event of stream `{stream}`"),
+                        &self.path,
+                        e,
+                    )
+                })?;
+            }
         }
         Ok(())
     }
@@ -2200,6 +2267,7 @@ impl EventStore for SqliteStore {
             expected,
             events,
             command: None,
+            condition: None,
             reply,
         })
         .await
@@ -2218,6 +2286,28 @@ impl EventStore for SqliteStore {
             expected,
             events,
             command: Some(command),
+            condition: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Checked by the writer in the transaction of the append (see `Writer::append`).
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+        command: Option<NewCommand>,
+    ) -> Result<Appended, StoreError> {
+        let stream = stream.to_owned();
+        let condition = condition.clone();
+        self.write(move |reply| Job::Append {
+            stream,
+            expected: ExpectedVersion::Any,
+            events,
+            command,
+            condition: Some(condition),
             reply,
         })
         .await
@@ -2323,6 +2413,40 @@ impl EventStore for SqliteStore {
                 values.push(limit(max_count).into());
                 query_page(conn, &path, &sql, params_from_iter(values), max_count, head)
             }
+        })
+        .await
+    }
+
+    /// One statement over the tag index and the events (see `store/sqlite/tags.rs`), read up
+    /// to the published head like [`read_all`](EventStore::read_all).
+    async fn read_query(
+        &self,
+        query: &EventQuery,
+        after: u64,
+        max_count: usize,
+    ) -> Result<AllPage, StoreError> {
+        let head = self.readable_head().await?;
+        if max_count == 0 || after >= head || query.is_none() {
+            return Ok(AllPage {
+                events: Vec::new(),
+                scanned_through: if max_count == 0 {
+                    after
+                } else {
+                    after.max(head)
+                },
+                undecodable: Vec::new(),
+            });
+        }
+        let path = self.path().to_path_buf();
+        let (positions, values) = matching_positions(query);
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position IN ({positions}) ORDER BY position"
+            );
+            let bounds = [to_db(after), to_db(head), limit(max_count)]
+                .map(rusqlite::types::Value::Integer);
+            let params = params_from_iter(bounds.into_iter().chain(values));
+            query_page(conn, &path, &sql, params, max_count, head)
         })
         .await
     }
@@ -2938,19 +3062,32 @@ mod tests {
         stream: &str,
         command: Option<NewCommand>,
     ) -> (Job, oneshot::Receiver<Result<Appended, StoreError>>) {
+        append_tagged(stream, &[], command, None)
+    }
+
+    /// An append of one event tagged `tags` to `stream`, recording `command` if set, under
+    /// `condition` if set, and its answer.
+    fn append_tagged(
+        stream: &str,
+        tags: &[&str],
+        command: Option<NewCommand>,
+        condition: Option<AppendCondition>,
+    ) -> (Job, oneshot::Receiver<Result<Appended, StoreError>>) {
         let (reply, answer) = oneshot::channel();
-        let event = NewEvent {
+        let mut event = NewEvent {
             event_id: Uuid::now_v7(),
             event_type: Cow::Borrowed("Deposited"),
             schema_version: 1,
             data: b"{}".to_vec(),
             metadata: Default::default(),
         };
+        event.metadata.tags = tags.iter().copied().collect();
         let job = Job::Append {
             stream: stream.to_owned(),
             expected: ExpectedVersion::Any,
             events: vec![event],
             command,
+            condition,
             reply,
         };
         (job, answer)
@@ -3012,6 +3149,75 @@ mod tests {
             "the duplicate appended nothing"
         );
         assert_eq!(count(&writer, "commands"), 1, "one entry: the first run's");
+    }
+
+    #[test]
+    fn a_conditional_append_sees_the_appends_before_it_in_its_batch_and_fails_alone() {
+        let (mut writer, _dir) = writer();
+        let unlent = AppendCondition {
+            query: EventQuery::tag("book:b1"),
+            after: 0,
+        };
+        let (lend, lend_answer) = append_tagged("Lending-1", &["book:b1"], None, None);
+        let (again, again_answer) = append_tagged(
+            "Lending-2",
+            &["book:b1", "member:m1"],
+            Some(command("lend-b1")),
+            Some(unlent.clone()),
+        );
+        let (plain, plain_answer) = append("Account-c", None);
+        let (other, other_answer) = append_tagged(
+            "Lending-3",
+            &["book:b2"],
+            None,
+            Some(AppendCondition {
+                query: EventQuery::tag("book:b2"),
+                after: 0,
+            }),
+        );
+        assert!(
+            writer.commit_group(vec![lend, again, plain, other]).is_ok(),
+            "the batch commits"
+        );
+        let lend_answer = lend_answer.blocking_recv().expect("an answer");
+        assert_eq!(lend_answer.expect("the first lend").first_position, 1);
+        match again_answer.blocking_recv().expect("an answer") {
+            Err(StoreError::ConditionFailed {
+                stream, position, ..
+            }) => {
+                assert_eq!(stream, "Lending-2");
+                assert_eq!(position, 1, "the lend of the same batch violates it");
+            }
+            other => panic!("the second lend must be refused, got {other:?}"),
+        }
+        let plain_answer = plain_answer.blocking_recv().expect("an answer");
+        assert_eq!(
+            plain_answer.expect("the batch goes on").first_position,
+            2,
+            "the refused append took no position"
+        );
+        let other_answer = other_answer.blocking_recv().expect("an answer");
+        assert_eq!(
+            other_answer
+                .expect("another book's condition holds")
+                .first_position,
+            3
+        );
+        assert_eq!(
+            count(&writer, "events"),
+            3,
+            "the refused append wrote no event"
+        );
+        assert_eq!(
+            count(&writer, "event_tags"),
+            2,
+            "one index row per tag of the stored events, none for the refused one"
+        );
+        assert_eq!(
+            count(&writer, "commands"),
+            0,
+            "the refused command is not recorded"
+        );
     }
 
     #[test]
