@@ -52,22 +52,31 @@ fn sequential(lends: &[(String, String)]) -> Result<BTreeMap<String, String>, St
     Ok(lent_to)
 }
 
-async fn concurrent_lends_keep_the_rules(backend: Backend) {
+/// 100 lends at once, spread over `nodes` runtimes on the same store.
+async fn concurrent_lends_keep_the_rules(backend: Backend, nodes: usize) {
     let Some(place) = Place::new(backend, "decisions_lends").await else {
         return;
     };
     let store = place.open().await;
-    let app = Evoq::builder()
-        .shared_store(Arc::clone(&store))
-        .start()
-        .await
-        .expect("starts");
-    let app = Arc::new(app);
+    let mut apps = Vec::new();
+    for node in 0..nodes {
+        let store = if node == 0 {
+            Arc::clone(&store)
+        } else {
+            place.open().await
+        };
+        let app = Evoq::builder()
+            .shared_store(store)
+            .start()
+            .await
+            .expect("starts");
+        apps.push(Arc::new(app));
+    }
     const ATTEMPTS: usize = 100;
     let barrier = Arc::new(Barrier::new(ATTEMPTS));
     let tasks: Vec<_> = (0..ATTEMPTS)
         .map(|i| {
-            let app = Arc::clone(&app);
+            let app = Arc::clone(&apps[i % nodes]);
             let barrier = Arc::clone(&barrier);
             let member = format!("m{}", i % 5);
             let book = format!("b{}", (i * 3 + i / 10) % 10);
@@ -145,22 +154,30 @@ async fn concurrent_lends_keep_the_rules(backend: Backend) {
         }
     }
     assert!(state.len() <= 10 && !state.is_empty());
-    app.stop().await;
+    for app in apps {
+        app.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lends_keep_the_library_rules_in_memory() {
-    concurrent_lends_keep_the_rules(Backend::Memory).await;
+    concurrent_lends_keep_the_rules(Backend::Memory, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lends_keep_the_library_rules_on_sqlite() {
-    concurrent_lends_keep_the_rules(Backend::Sqlite).await;
+    concurrent_lends_keep_the_rules(Backend::Sqlite, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lends_keep_the_library_rules_on_postgres() {
-    concurrent_lends_keep_the_rules(Backend::Postgres).await;
+    concurrent_lends_keep_the_rules(Backend::Postgres, 1).await;
+}
+
+/// Two runtimes (two nodes, two connection pools) on one PostgreSQL schema, lending at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lends_on_two_nodes_keep_the_library_rules_on_postgres() {
+    concurrent_lends_keep_the_rules(Backend::Postgres, 2).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,4 +520,160 @@ async fn a_spent_budget_is_a_typed_error_after_exactly_that_many_attempts_on_sql
 #[tokio::test]
 async fn a_spent_budget_is_a_typed_error_after_exactly_that_many_attempts_on_postgres() {
     budget_is_kept(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same pipeline as an aggregate's
+// ---------------------------------------------------------------------------------------------
+
+/// Records what the middleware saw of each dispatch.
+#[derive(Clone, Default)]
+struct Watch {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[evoq::async_trait]
+impl evoq::Middleware for Watch {
+    async fn before_dispatch(&self, pipeline: &mut evoq::Pipeline<'_>) {
+        let lend = pipeline.command_as::<LendBook>().map(|c| c.member.clone());
+        self.seen.lock().expect("not poisoned").push(format!(
+            "before {} {} {} {:?}",
+            pipeline.command_name(),
+            pipeline.aggregate(),
+            pipeline.aggregate_id(),
+            lend
+        ));
+        pipeline
+            .context_mut()
+            .metadata
+            .insert("desk".into(), "front".into());
+    }
+
+    async fn after_dispatch(&self, pipeline: &mut evoq::Pipeline<'_>) {
+        let position = pipeline.assigned("position").cloned();
+        self.seen
+            .lock()
+            .expect("not poisoned")
+            .push(format!("after {position:?}"));
+    }
+
+    async fn after_failure(&self, pipeline: &mut evoq::Pipeline<'_>) {
+        let refused = pipeline
+            .error()
+            .and_then(|error| error.rejection::<LendError>())
+            .cloned();
+        self.seen
+            .lock()
+            .expect("not poisoned")
+            .push(format!("failed {refused:?}"));
+    }
+}
+
+#[tokio::test]
+async fn middleware_wraps_a_decision_like_an_aggregate() {
+    let watch = Watch::default();
+    let app = Evoq::builder()
+        .middleware(watch.clone())
+        .start()
+        .await
+        .expect("starts");
+    let done = app.dispatch(lend("m1", "b1")).await.expect("lent");
+    let refused = app
+        .dispatch(lend("m2", "b1"))
+        .await
+        .expect_err("already lent");
+    assert!(refused.rejection::<LendError>().is_some());
+    let seen = watch.seen.lock().expect("not poisoned").clone();
+    assert_eq!(
+        seen,
+        [
+            "before LendBook Lending b1 Some(\"m1\")".to_owned(),
+            format!("after Some(Number({}))", done.position.expect("appended")),
+            "before LendBook Lending b1 Some(\"m2\")".to_owned(),
+            "failed Some(AlreadyLent(\"b1\"))".to_owned(),
+        ]
+    );
+    // The middleware's metadata is in the event, beside its tags.
+    let events = app
+        .store()
+        .read_stream("Lending-b1", 1, evoq::store::Direction::Forward, 10)
+        .await
+        .expect("read");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].metadata.user.get("desk").map(String::as_str),
+        Some("front")
+    );
+    assert_eq!(&events[0].metadata.tags[..], ["member:m1", "book:b1"]);
+    assert_eq!(events[0].metadata.command_id, Some(done.command_id));
+    app.stop().await;
+}
+
+async fn a_resent_key_gets_the_first_result_after_a_restart(backend: Backend) {
+    let Some(place) = Place::new(backend, "decisions_keys").await else {
+        return;
+    };
+    let start = || async {
+        Evoq::builder()
+            .shared_store(place.open().await)
+            .start()
+            .await
+            .expect("starts")
+    };
+    let app = start().await;
+    let first = app
+        .command(lend("m1", "b1"))
+        .idempotency_key("lend-1")
+        .dispatch()
+        .await
+        .expect("lent");
+    // Resent at once: the cache answers.
+    let again = app
+        .command(lend("m1", "b1"))
+        .idempotency_key("lend-1")
+        .dispatch()
+        .await
+        .expect("the first result, not a refusal");
+    assert_eq!(again.position, first.position);
+    app.stop().await;
+    drop(app);
+    // After a restart the command log answers: the book is not "already lent" to its borrower.
+    let app = start().await;
+    let after_restart = app
+        .command(lend("m1", "b1"))
+        .idempotency_key("lend-1")
+        .dispatch()
+        .await
+        .expect("the first result, from the command log");
+    assert_eq!(after_restart.position, first.position);
+    assert_eq!(after_restart.command_id, first.command_id);
+    assert_eq!(after_restart.events, first.events);
+    // The key with another command is refused as reused.
+    let reused = app
+        .command(lend("m2", "b2"))
+        .idempotency_key("lend-1")
+        .dispatch()
+        .await
+        .expect_err("a key is one command");
+    assert!(
+        matches!(reused, evoq::Error::IdempotencyKeyReused { .. }),
+        "{reused}"
+    );
+    let lends = all_events(&app.store().clone())
+        .await
+        .iter()
+        .filter(|event| event.event_type == BookLent::NAME)
+        .count();
+    assert_eq!(lends, 1, "{backend:?}: the lend ran once");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resent_key_gets_the_first_result_after_a_restart_on_sqlite() {
+    a_resent_key_gets_the_first_result_after_a_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_resent_key_gets_the_first_result_after_a_restart_on_postgres() {
+    a_resent_key_gets_the_first_result_after_a_restart(Backend::Postgres).await;
 }
