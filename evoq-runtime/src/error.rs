@@ -79,6 +79,19 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// The dispatch set an option its command's target cannot honour (an expected version for a
+    /// decision's command, whose events are appended under a condition, not at a version).
+    /// Nothing ran.
+    #[error("command `{command}` cannot be dispatched with `{option}`: {reason}")]
+    UnsupportedOption {
+        /// The command type.
+        command: &'static str,
+        /// The option.
+        option: &'static str,
+        /// Why not, and what to do instead.
+        reason: &'static str,
+    },
+
     /// A command handler or an `#[apply]` method panicked. The instance was dropped; the next
     /// command rebuilds it from the store.
     #[error(
@@ -472,7 +485,9 @@ impl Error {
             Error::Conflict { .. }
             | Error::DecisionConflict { .. }
             | Error::IdempotencyKeyReused { .. } => ErrorKind::Conflict,
-            Error::InvalidAggregateId { .. } => ErrorKind::InvalidInput,
+            Error::InvalidAggregateId { .. } | Error::UnsupportedOption { .. } => {
+                ErrorKind::InvalidInput
+            }
             Error::UnknownHandler { .. }
             | Error::UnknownSaga { .. }
             | Error::DeadLetterNotFound { .. } => ErrorKind::NotFound,

@@ -57,6 +57,18 @@ pub enum LendError {
     NotHeld { member: String, book: String },
 }
 
+/// A book already lent is a conflict (409); a member at the limit, unprocessable (422).
+impl evoq::axum::HttpStatus for LendError {
+    fn status(&self) -> axum::http::StatusCode {
+        match self {
+            LendError::AlreadyLent(_) => axum::http::StatusCode::CONFLICT,
+            LendError::LimitReached(_) | LendError::NotHeld { .. } => {
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY
+            }
+        }
+    }
+}
+
 /// What the loans of one member and one book say: folded from the events tagged with either.
 #[derive(Default)]
 pub struct Lending {

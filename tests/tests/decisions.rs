@@ -593,6 +593,24 @@ async fn middleware_wraps_a_decision_like_an_aggregate() {
             "failed Some(AlreadyLent(\"b1\"))".to_owned(),
         ]
     );
+    // An expected version means nothing to a decision: refused before anything runs.
+    let pinned = app
+        .command(lend("m3", "b3"))
+        .expected_version(0)
+        .dispatch()
+        .await
+        .expect_err("a decision has no expected version");
+    assert!(
+        matches!(
+            pinned,
+            evoq::Error::UnsupportedOption {
+                option: "expected_version",
+                ..
+            }
+        ),
+        "{pinned}"
+    );
+    assert_eq!(pinned.kind(), evoq::ErrorKind::InvalidInput);
     // The middleware's metadata is in the event, beside its tags.
     let events = app
         .store()
@@ -676,4 +694,71 @@ async fn a_resent_key_gets_the_first_result_after_a_restart_on_sqlite() {
 #[tokio::test]
 async fn a_resent_key_gets_the_first_result_after_a_restart_on_postgres() {
     a_resent_key_gets_the_first_result_after_a_restart(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Over HTTP, like any command
+// ---------------------------------------------------------------------------------------------
+
+#[derive(serde::Deserialize)]
+struct Loan {
+    member: String,
+}
+
+async fn lend_over_http(
+    axum::extract::State(app): axum::extract::State<Evoq>,
+    axum::extract::Path(book): axum::extract::Path<String>,
+    axum::Json(loan): axum::Json<Loan>,
+) -> evoq::axum::ApiResult<evoq::axum::CommandResponse<Dispatched<Lending>>, LendError> {
+    Ok(app.dispatch(lend(&loan.member, &book)).await?.into())
+}
+
+/// One request over a real TCP connection: the status line, the headers and the body.
+async fn post(port: u16, path: &str, body: &str) -> String {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("receive");
+        response
+    })
+    .await
+    .expect("the client thread")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_answers_over_http_with_its_token_and_its_refusals_as_problems() {
+    let app = Evoq::builder().start().await.expect("starts");
+    let router = axum::Router::new()
+        .route("/books/{book}/loan", axum::routing::post(lend_over_http))
+        .with_state(app.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let lent = post(port, "/books/b1/loan", r#"{"member":"m1"}"#).await;
+    assert!(lent.starts_with("HTTP/1.1 200"), "{lent}");
+    assert!(lent.contains("evoq-token: 1"), "{lent}");
+    assert!(lent.contains(r#""aggregate":"Lending""#), "{lent}");
+    assert!(lent.contains(r#""type":"BookLent""#), "{lent}");
+    let taken = post(port, "/books/b1/loan", r#"{"member":"m2"}"#).await;
+    assert!(taken.starts_with("HTTP/1.1 409"), "{taken}");
+    assert!(taken.contains("application/problem+json"), "{taken}");
+    assert!(taken.contains("book `b1` is already lent"), "{taken}");
+    for book in ["b2", "b3"] {
+        let lent = post(port, &format!("/books/{book}/loan"), r#"{"member":"m1"}"#).await;
+        assert!(lent.starts_with("HTTP/1.1 200"), "{lent}");
+    }
+    let limit = post(port, "/books/b4/loan", r#"{"member":"m1"}"#).await;
+    assert!(limit.starts_with("HTTP/1.1 422"), "{limit}");
+    assert!(limit.contains("already holds 3 books"), "{limit}");
+    server.abort();
+    app.stop().await;
 }

@@ -82,6 +82,13 @@ pub(crate) async fn run<A: Aggregate>(
     deduplicate_since: Option<SystemTime>,
 ) -> Result<Dispatched<A>, Error> {
     let name = command.name();
+    if options.expected_version.is_some() {
+        return Err(Error::UnsupportedOption {
+            command: name,
+            option: "expected_version",
+            reason: "a decision appends under the condition that none of the events it read changed, not at a stream version; dispatch it without `expected_version`",
+        });
+    }
     let stream = stream_id(A::NAME, id);
     let budget = command
         .decision_attempts()
