@@ -1,7 +1,9 @@
 //! The PostgreSQL store: the conformance suite, gap safety under concurrent (and slow)
 //! appenders, two nodes sharing one database (handlers run once across the nodes and move to
 //! the surviving node; one command runs once across the nodes), corrupt rows, a schema from a
-//! newer evoq, timeouts across a reconnect, and the migration of version 1 and 2 schemas.
+//! newer evoq, timeouts across a reconnect, the migration of version 1, 2 and 5 schemas (the
+//! last with its tag index filled), tags and conditions across a restart, two nodes racing
+//! conditional appends on one query (one wins), and a tagged row that does not decode.
 //! Failing safe: a silent server fails the start within the connect timeout, a missing
 //! database or a refused login fails it at once with the server's reason, a holder whose lease
 //! connection is killed stops before another node takes over, and a dead-letter retry asked on
@@ -16,7 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evoq::prelude::*;
 use evoq::store::postgres::{PostgresOptions, PostgresStore};
-use evoq::store::{CommandLookup, Direction, EventFilter, NewCommand, Subscription, Timeout};
+use evoq::store::{
+    AppendCondition, CommandLookup, Direction, EventFilter, EventQuery, NewCommand, Subscription,
+    Timeout,
+};
 use evoq::{EventStore, ExpectedVersion, HandlerConfig, NewEvent, StoreError};
 use evoq_tests::bank::*;
 use evoq_tests::ledger::Failed;
@@ -444,7 +449,7 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
             error,
             StoreError::SchemaTooNew {
                 found: 42,
-                supported: 5,
+                supported: 6,
                 ..
             }
         ),
@@ -498,13 +503,15 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
     drop(store);
     // Back to version 1: a fresh schema runs the version 1 DDL, then version 2's, which only
     // adds the command log and its append function, then version 3's, which only adds the
-    // timeouts, version 4's, which only adds three columns to the dead letters, and version 5's,
-    // which only adds the set-based append function; removing those leaves version 1 as that
-    // version of evoq wrote it.
+    // timeouts, version 4's, which only adds three columns to the dead letters, version 5's,
+    // which only adds the set-based append function, and version 6's, which only adds the tag
+    // index and its append function; removing those leaves version 1 as that version of evoq
+    // wrote it.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP FUNCTION \"{s}\".evoq_append_batch; DROP TABLE \"{s}\".timeouts;
+            "DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
+             DROP FUNCTION \"{s}\".evoq_append_batch; DROP TABLE \"{s}\".timeouts;
              DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
              DROP TABLE \"{s}\".requests;
@@ -520,8 +527,8 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
         .expect("schema version")
         .get(0);
     assert_eq!(
-        version, 5,
-        "the schema is migrated to the current version, 5"
+        version, 6,
+        "the schema is migrated to the current version, 6"
     );
     let after = store
         .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
@@ -679,11 +686,13 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
         .expect("read");
     drop(store);
     // Back to version 2: version 3 only adds the timeouts, version 4 the dead letters' kind,
-    // reason and raw row, version 5 the set-based append function.
+    // reason and raw row, version 5 the set-based append function, version 6 the tag index and
+    // its append function.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP TABLE \"{s}\".timeouts;
+            "DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
+             DROP TABLE \"{s}\".timeouts;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
              DROP TABLE \"{s}\".requests;
              DROP FUNCTION \"{s}\".evoq_append_batch;
@@ -699,8 +708,8 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
         .expect("schema version")
         .get(0);
     assert_eq!(
-        version, 5,
-        "the schema is migrated to the current version, 5"
+        version, 6,
+        "the schema is migrated to the current version, 6"
     );
     let indexes: Vec<String> = admin
         .query(
@@ -838,6 +847,356 @@ async fn two_nodes_running_one_command_at_once_have_exactly_one_winner() {
             .expect("the winner is recorded");
         assert_eq!(&found.command_id, id, "both nodes find the winner");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tags and conditional appends: the index across a migration, a restart and two nodes
+// ---------------------------------------------------------------------------------------------
+
+/// An event of `event_type` numbered `n`, carrying `tags`.
+fn tagged(event_type: &str, n: u64, tags: &[&str]) -> NewEvent {
+    let mut event = event(event_type, n);
+    event.metadata.tags = tags.iter().copied().collect();
+    event
+}
+
+/// The lends of member `m1`.
+fn lends_of_m1() -> EventQuery {
+    EventQuery::types(["BookLent"]).and(EventQuery::tag("member:m1"))
+}
+
+/// The positions of `events`.
+fn positions_of(events: &[Arc<evoq::RecordedEvent>]) -> Vec<u64> {
+    events.iter().map(|e| e.global_position).collect()
+}
+
+/// The rows of the tag index, by position then tag.
+async fn tag_rows(admin: &tokio_postgres::Client, schema: &str) -> Vec<(i64, String)> {
+    admin
+        .query(
+            &format!(
+                "SELECT position, tag FROM \"{schema}\".evoq_event_tags ORDER BY position, tag"
+            ),
+            &[],
+        )
+        .await
+        .expect("read the tag index")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_5_schema_with_tagged_events_migrates_with_its_tag_index_filled() {
+    let Some(schema) = PgSchema::new("migrate_v5").await else {
+        return;
+    };
+    let s = &schema.schema;
+    let store = connect(&schema).await;
+    let appends = [
+        (
+            "Lending-b1",
+            tagged("BookLent", 1, &["member:m1", "book:b1"]),
+        ),
+        ("Member-m1", tagged("MemberJoined", 2, &["member:m1"])),
+        ("Other-1", event("BookLent", 3)),
+        (
+            "Lending-b2",
+            tagged("BookLent", 4, &["member:m2", "book:b2"]),
+        ),
+        (
+            "Damaged-1",
+            tagged("BookLent", 5, &["member:m1", "book:b9"]),
+        ),
+    ];
+    for (stream, event) in appends {
+        store
+            .append(stream, ExpectedVersion::Any, vec![event])
+            .await
+            .expect("append");
+    }
+    drop(store);
+    // Back to version 5: version 6 only adds the tag index and its append function. Event 5's
+    // metadata is damaged (it no longer parses, tags and all): the migration must go through.
+    let admin = raw(&schema).await;
+    admin
+        .batch_execute(&format!(
+            "DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
+             UPDATE \"{s}\".events SET metadata = convert_to('{{\"tags\":[\"member:m1\"', 'UTF8')
+             WHERE position = 5;
+             UPDATE \"{s}\".evoq_schema SET version = 5;"
+        ))
+        .await
+        .expect("turn the schema back into version 5");
+
+    let store = connect(&schema).await;
+    let version: i64 = admin
+        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
+        .await
+        .expect("schema version")
+        .get(0);
+    assert_eq!(
+        version, 6,
+        "the schema is migrated to the current version, 6"
+    );
+    let expected: Vec<(i64, String)> = [
+        (1, "book:b1"),
+        (1, "member:m1"),
+        (2, "member:m1"),
+        (4, "book:b2"),
+        (4, "member:m2"),
+    ]
+    .into_iter()
+    .map(|(p, t)| (p, t.to_owned()))
+    .collect();
+    assert_eq!(
+        tag_rows(&admin, s).await,
+        expected,
+        "the index holds every tag of the stored events, and none of the damaged row"
+    );
+    let page = store
+        .read_query(&EventQuery::tag("member:m1"), 0, 10)
+        .await
+        .expect("read_query on the migrated schema");
+    assert_eq!(positions_of(&page.events), [1, 2]);
+    let condition = AppendCondition {
+        query: lends_of_m1(),
+        after: 0,
+    };
+    match store
+        .append_if(
+            "Lending-b3",
+            vec![tagged("BookLent", 6, &["member:m1"])],
+            &condition,
+            None,
+        )
+        .await
+    {
+        Err(StoreError::ConditionFailed { position, .. }) => assert_eq!(position, 1),
+        other => panic!("the migrated index must refuse the append, got {other:?}"),
+    }
+    // The version 5 append function stays, for a node not yet upgraded.
+    let kept: i64 = admin
+        .query_one(
+            "SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname = 'evoq_append_batch'",
+            &[s],
+        )
+        .await
+        .expect("look for evoq_append_batch")
+        .get(0);
+    assert_eq!(kept, 1, "evoq_append_batch is kept for a rolling upgrade");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_conditions_written_before_a_restart_hold_on_the_new_store() {
+    let Some(schema) = PgSchema::new("tags_restart").await else {
+        return;
+    };
+    let store = connect(&schema).await;
+    let from_scratch = AppendCondition {
+        query: lends_of_m1(),
+        after: 0,
+    };
+    store
+        .append_if(
+            "Lending-b1",
+            vec![tagged("BookLent", 1, &["member:m1", "book:b1"])],
+            &from_scratch,
+            None,
+        )
+        .await
+        .expect("a condition that holds on an empty store");
+    store
+        .append(
+            "Lending-b2",
+            ExpectedVersion::Any,
+            vec![
+                tagged("BookLent", 2, &["member:m2", "book:b2"]),
+                event("Noise", 3),
+            ],
+        )
+        .await
+        .expect("append");
+    drop(store);
+
+    let store = connect(&schema).await;
+    let page = store
+        .read_query(&lends_of_m1(), 0, 10)
+        .await
+        .expect("read_query after the restart");
+    assert_eq!(positions_of(&page.events), [1]);
+    assert_eq!(page.events[0].metadata.tags[..], ["member:m1", "book:b1"]);
+    match store
+        .append_if(
+            "Lending-b3",
+            vec![tagged("BookLent", 4, &["member:m1", "book:b3"])],
+            &from_scratch,
+            None,
+        )
+        .await
+    {
+        Err(StoreError::ConditionFailed {
+            stream,
+            after,
+            position,
+            ..
+        }) => assert_eq!((stream.as_str(), after, position), ("Lending-b3", 0, 1)),
+        other => panic!("the event stored before the restart must refuse it, got {other:?}"),
+    }
+    let head = store.read_head().await.expect("head");
+    let read_up_to_head = AppendCondition {
+        query: lends_of_m1(),
+        after: head,
+    };
+    let appended = store
+        .append_if(
+            "Lending-b3",
+            vec![tagged("BookLent", 4, &["member:m1", "book:b3"])],
+            &read_up_to_head,
+            None,
+        )
+        .await
+        .expect("a condition that holds after the head");
+    assert_eq!((appended.version, appended.first_position), (1, head + 1));
+    let page = store
+        .read_query(&lends_of_m1(), 0, 10)
+        .await
+        .expect("read_query");
+    assert_eq!(positions_of(&page.events), [1, head + 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_racing_conditional_appends_on_one_query_have_one_winner() {
+    let Some(schema) = PgSchema::new("dcb_nodes").await else {
+        return;
+    };
+    const RUNS_PER_NODE: usize = 16;
+    let nodes = [connect(&schema).await, connect(&schema).await];
+    let barrier = Arc::new(tokio::sync::Barrier::new(nodes.len() * RUNS_PER_NODE));
+    let mut tasks = Vec::new();
+    for (n, store) in nodes.iter().enumerate() {
+        for i in 0..RUNS_PER_NODE {
+            let store = store.clone();
+            let barrier = Arc::clone(&barrier);
+            tasks.push(tokio::spawn(async move {
+                // Each run to a stream of its own: only the condition can stop it.
+                let stream = format!("Lending-n{n}-{i}");
+                let condition = AppendCondition {
+                    query: EventQuery::types(["BookLent"]).and(EventQuery::tag("book:b1")),
+                    after: 0,
+                };
+                barrier.wait().await;
+                let result = store
+                    .append_if(
+                        &stream,
+                        vec![tagged(
+                            "BookLent",
+                            i as u64,
+                            &["book:b1", &format!("member:n{n}-{i}")],
+                        )],
+                        &condition,
+                        None,
+                    )
+                    .await;
+                (stream, result)
+            }));
+        }
+    }
+    let mut winners = Vec::new();
+    let mut refused = Vec::new();
+    for task in tasks {
+        let (stream, result) = task.await.expect("run");
+        match result {
+            Ok(appended) => winners.push((stream, appended)),
+            Err(StoreError::ConditionFailed { position, .. }) => refused.push(position),
+            Err(other) => panic!("a conditional append failed with {other}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one lend of book b1 across the two nodes"
+    );
+    assert_eq!(refused.len(), nodes.len() * RUNS_PER_NODE - 1);
+    let (stream, appended) = &winners[0];
+    assert_eq!((appended.first_position, appended.last_position), (1, 1));
+    assert!(
+        refused.iter().all(|&position| position == 1),
+        "every refusal names the winner's event: {refused:?}"
+    );
+    for store in &nodes {
+        assert_eq!(
+            store.read_head().await.expect("head"),
+            1,
+            "only the winner appended"
+        );
+        // Each node reads up to the head it has seen: the other node's commit reaches it by
+        // notification or poll.
+        tokio::time::timeout(Duration::from_secs(5), store.head().wait_for(|&h| h >= 1))
+            .await
+            .expect("the head reaches the winner's commit")
+            .expect("head watch");
+        let lent = store
+            .read_query(&EventQuery::tag("book:b1"), 0, 100)
+            .await
+            .expect("read_query");
+        assert_eq!(positions_of(&lent.events), [1]);
+        assert_eq!(
+            &*lent.events[0].stream_id,
+            stream.as_str(),
+            "both nodes read the winner"
+        );
+    }
+}
+
+/// A tagged row that no longer decodes is reported in `undecodable` by the queries that select
+/// it, among the events around it, instead of failing the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_row_that_does_not_decode_is_reported_by_read_query_not_failing_it() {
+    let Some(schema) = PgSchema::new("tags_corrupt").await else {
+        return;
+    };
+    let store = connect(&schema).await;
+    for n in 1..=3 {
+        store
+            .append(
+                &format!("Lending-b{n}"),
+                ExpectedVersion::Any,
+                vec![tagged("BookLent", n, &["member:m1"])],
+            )
+            .await
+            .expect("append");
+    }
+    raw(&schema)
+        .await
+        .batch_execute(&format!(
+            "UPDATE \"{}\".events SET metadata = '\\x7b6e6f74'::bytea WHERE position = 2",
+            schema.schema
+        ))
+        .await
+        .expect("corrupt a row");
+    let page = store
+        .read_query(&lends_of_m1(), 0, 10)
+        .await
+        .expect("a bad row fails nothing else");
+    assert_eq!(positions_of(&page.events), [1, 3]);
+    let bad: Vec<u64> = page.undecodable.iter().map(|r| r.global_position).collect();
+    assert_eq!(bad, [2]);
+    assert_eq!(page.scanned_through, 3);
+    let full = store
+        .read_query(&lends_of_m1(), 0, 2)
+        .await
+        .expect("a full page");
+    assert_eq!(
+        (
+            positions_of(&full.events),
+            full.undecodable.len(),
+            full.scanned_through
+        ),
+        (vec![1], 1, 2),
+        "the bad row counts as one of the page's rows"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

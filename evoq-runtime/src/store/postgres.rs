@@ -38,6 +38,12 @@
 //!   of the cluster: of two nodes running one command (one idempotency key) at once, exactly one
 //!   succeeds. Within a batch, each append sees the entries of the appends before it (a batch
 //!   ends before an append that shares a stream, a key or a command id with one in it).
+//! - **Tags and conditional appends.** Every tag of an event has a row in `evoq_event_tags`
+//!   (tag, position), written by the append's transaction: [`EventStore::read_query`] reads
+//!   it item by item of the query, up to the head like `read_all`; [`EventStore::append_if`]
+//!   checks its condition through it in the transaction of its append, after that took the
+//!   `evoq_head` lock, so of two nodes appending under conditions that each match the other's
+//!   events, one fails (see `postgres/tags.rs`).
 //! - **Saga timeouts** (table `timeouts`) keep their due time in microseconds since the Unix
 //!   epoch, negative before it. A due time more than about 292,000 years from 1970 is clamped to
 //!   that range, never refused (see `time_to_micros` in `store/codec.rs`): it is due, or not,
@@ -96,22 +102,24 @@ use crate::store::codec::{
     shared_stream_id, time_to_micros, time_to_nanos, to_db, undecodable_reason,
 };
 use crate::store::{
-    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
-    EventStore, ExpectedVersion, HandlerRequest, Lease, NewCommand, Snapshot, SnapshotAndEvents,
-    StoreError, StoredRow, Timeout, UndecodableRow,
+    AllPage, AppendCondition, Appended, CommandLookup, CommandRecord, DeadLetter, Direction,
+    EventFilter, EventQuery, EventStore, ExpectedVersion, HandlerRequest, Lease, NewCommand,
+    Snapshot, SnapshotAndEvents, StoreError, StoredRow, Timeout, UndecodableRow,
 };
 use crate::store::{EventCounts, StreamInfo};
 
+mod tags;
 mod writer;
 
-use writer::{AppendJob, Writer, append_statement};
+use tags::Matching;
+use writer::{Append, AppendFunction, AppendJob, Writer, append_statement};
 
 const BACKEND: &str = "postgres";
 
 /// The schema version this build writes: 1, the events; 2, the command log; 3, the sagas'
 /// timeouts; 4, the dead letters' kind, reason and raw row; 5, the set-based append of a
-/// batch (`writer::append_batch_ddl`).
-const SCHEMA_VERSION: i64 = 5;
+/// batch (`writer::append_batch_ddl`); 6, the tag index (`tags::tags_ddl`).
+const SCHEMA_VERSION: i64 = 6;
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
@@ -1050,7 +1058,8 @@ $body$;
          event_id UUID, requested_at BIGINT NOT NULL); \
          CREATE INDEX ON {s}.requests (handler, id);"
     );
-    let v5 = writer::append_batch_ddl(s);
+    let v5 = writer::append_batch_ddl(s, AppendFunction::Batch);
+    let v6 = tags::tags_ddl(s);
     let what = format!("opening schema `{}`", inner.options.schema);
     retrying!(inner, what, |client| async {
         let fail = |e| Failure::sql(&what, &inner.location, e);
@@ -1095,7 +1104,10 @@ $body$;
             if found < 5 {
                 client.batch_execute(&v5).await.map_err(fail)?;
             }
-            // Later versions migrate here, one step at a time: `if found < 6 { ... }`.
+            if found < 6 {
+                client.batch_execute(&v6).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 7 { ... }`.
             if found < SCHEMA_VERSION {
                 client
                     .batch_execute(&format!(
@@ -1411,6 +1423,21 @@ fn decode_event(row: &Row, last: &mut Option<Arc<str>>) -> Result<RecordedEvent,
     })
 }
 
+/// The page of event `rows` (columns [`EVENT_COLUMNS`], in position order, at most
+/// `max_count` of them) read up to `head`: a row that does not decode goes in its
+/// `undecodable` (see [`all_page`]).
+fn event_page(rows: &[Row], max_count: usize, head: u64) -> Result<AllPage, StoreError> {
+    let mut last = None;
+    let mut page = Vec::with_capacity(rows.len());
+    for row in rows {
+        page.push(match decode_event(row, &mut last) {
+            Ok(event) => StoredRow::Event(Arc::new(event)),
+            Err(error) => StoredRow::Undecodable(undecodable_row(row, error)?),
+        });
+    }
+    Ok(all_page(page, max_count, head))
+}
+
 fn decode_events(rows: &[Row]) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
     let mut last = None;
     rows.iter()
@@ -1674,10 +1701,12 @@ impl PostgresStore {
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = AppendJob {
-            stream: stream.to_owned(),
-            expected,
-            events,
-            command,
+            append: Append {
+                stream: stream.to_owned(),
+                expected,
+                events,
+                command,
+            },
             reply,
         };
         let stopped = || StoreError::Backend {
@@ -1837,15 +1866,59 @@ impl EventStore for PostgresStore {
                 )?
             }
         };
-        let mut last = None;
-        let mut page = Vec::with_capacity(rows.len());
-        for row in &rows {
-            page.push(match decode_event(row, &mut last) {
-                Ok(event) => StoredRow::Event(Arc::new(event)),
-                Err(error) => StoredRow::Undecodable(undecodable_row(row, error)?),
+        event_page(&rows, max_count, head)
+    }
+
+    /// Reads the tag index and the events (see `postgres/tags.rs`) up to the head this node has
+    /// seen, as [`read_all`](EventStore::read_all) reads the global order.
+    async fn read_query(
+        &self,
+        query: &EventQuery,
+        after: u64,
+        max_count: usize,
+    ) -> Result<AllPage, StoreError> {
+        // Every position up to a head this node has seen is committed and visible, its tags
+        // with it (one transaction wrote both).
+        let head = *self.inner.head.borrow();
+        if max_count == 0 || after >= head || query.is_none() {
+            return Ok(AllPage {
+                events: Vec::new(),
+                scanned_through: if max_count == 0 {
+                    after
+                } else {
+                    head.max(after)
+                },
+                undecodable: Vec::new(),
             });
         }
-        Ok(all_page(page, max_count, head))
+        let s = &self.inner.schema;
+        let matching = Matching::new(s, query);
+        let (from, upto, most) = (to_db(after), to_db(head), limit(max_count));
+        let rows = query!(
+            self,
+            "reading events by query",
+            matching.read_sql(s),
+            &matching.parameters(&from, &upto, &most)
+        )?;
+        event_page(&rows, max_count, head)
+    }
+
+    /// Checks the condition and appends in one transaction of its own, under the `evoq_head`
+    /// lock every append of the cluster takes (see `postgres/tags.rs`).
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+        command: Option<NewCommand>,
+    ) -> Result<Appended, StoreError> {
+        let append = Append {
+            stream: stream.to_owned(),
+            expected: ExpectedVersion::Any,
+            events,
+            command,
+        };
+        tags::append_if(&self.inner, append, condition).await
     }
 
     fn head(&self) -> watch::Receiver<u64> {

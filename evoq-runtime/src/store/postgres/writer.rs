@@ -2,11 +2,11 @@
 //! waiting for it together, one statement (one round trip, one transaction) per batch.
 //!
 //! - **Batches grow with the load.** The writer takes every append waiting (up to
-//!   `max_batch`) into one call of `evoq_append_batch`, which does the whole batch in a fixed
+//!   `max_batch`) into one call of `evoq_append_tagged`, which does the whole batch in a fixed
 //!   number of set-based statements: one lookup of every stream's version and live command
-//!   entry, one insert of every event, one of every command entry, the head moved once. So a
-//!   batch of 64 costs little more than a batch of 1, and the more commands are in flight, the
-//!   more each commit carries.
+//!   entry, one insert of every event, one of every tag (none when no event has a tag), one of
+//!   every command entry, the head moved once. So a batch of 64 costs little more than a batch
+//!   of 1, and the more commands are in flight, the more each commit carries.
 //! - **A batch waits for the callers it just answered.** Before it closes a batch, the writer
 //!   steps aside until the runtime has nothing else to run (see [`gather`]): the callers the
 //!   last commit answered run their next command meanwhile, and their appends join this batch.
@@ -35,19 +35,25 @@ use crate::envelope::NewEvent;
 use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
 use crate::store::{Appended, ExpectedVersion, NewCommand, StoreError};
 
-/// One append waiting for the writer, with the command to record with it, if any.
-pub(super) struct AppendJob {
+/// One append: its stream, expected version and events, and the command to record with it, if
+/// any. What one job of the append function does.
+pub(super) struct Append {
     pub(super) stream: String,
     pub(super) expected: ExpectedVersion,
     pub(super) events: Vec<NewEvent>,
     pub(super) command: Option<NewCommand>,
+}
+
+/// One append waiting for the writer, and where its result goes.
+pub(super) struct AppendJob {
+    pub(super) append: Append,
     pub(super) reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 /// The group-commit writer of one store (see the [module docs](self)).
 pub(super) struct Writer {
     pub(super) pool: Pool,
-    /// The call of `evoq_append_batch`, from [`append_statement`].
+    /// The call of `evoq_append_tagged`, from [`append_statement`].
     pub(super) statement: String,
     pub(super) location: String,
     pub(super) channel: String,
@@ -59,16 +65,28 @@ pub(super) struct Writer {
 }
 
 /// A batch's outcome before the commit.
-struct Planned {
-    results: Vec<Result<Appended, StoreError>>,
-    last_position: u64,
+pub(super) struct Planned {
+    /// Each append's result, in the batch's order.
+    pub(super) results: Vec<Result<Appended, StoreError>>,
+    /// The highest position appended (0: none).
+    pub(super) last_position: u64,
 }
 
-/// How many parameters `evoq_append_batch` takes.
-const APPEND_PARAMETERS: usize = 20;
+/// How many parameters `evoq_append_tagged` takes.
+const APPEND_PARAMETERS: usize = 22;
 
-/// Schema version 5: `evoq_append_batch`, the set-based append of a whole batch (see the
-/// [module docs](self)).
+/// A version of the set-based append function (see [`append_batch_ddl`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum AppendFunction {
+    /// Schema 5: `evoq_append_batch`.
+    Batch,
+    /// Schema 6: `evoq_append_tagged`, which also writes the tag index.
+    Tagged,
+}
+
+/// The set-based append of a whole batch (see the [module docs](self)), in the version
+/// `function` names: schema 5's `evoq_append_batch`, or schema 6's `evoq_append_tagged`, the
+/// same plus the tag index.
 ///
 /// It does what `evoq_append_commands` (schema 2) does for a batch whose appends name distinct
 /// streams, keys and command ids, in a fixed number of statements instead of several per
@@ -79,18 +97,37 @@ const APPEND_PARAMETERS: usize = 20;
 /// the checked commands (and the entry of an unchecked key that is replaced) are deleted, then
 /// the events (`e_jobs` / `e_offsets`: each event's append, 1-based, and its place in it) and
 /// the command entries (for an append without events only when checked) are inserted, the
-/// head moves and the commit is notified.
+/// head moves and the commit is notified. `evoq_append_tagged` also inserts a row of
+/// `evoq_event_tags` per tag of an appended event (`t_events`: the event's place in the event
+/// arrays, 1-based; `t_tags`: the tag), one statement skipped when the batch has no tag.
 ///
-/// `evoq_append_commands` and `evoq_append` stay: a node of an older version still running
-/// during a rolling upgrade appends with them, under the same head lock as everyone else.
-pub(super) fn append_batch_ddl(s: &str) -> String {
+/// The older functions stay: a node of an older version still running during a rolling
+/// upgrade appends with them (`evoq_append_batch` indexing no tag: such a node writes none),
+/// under the same head lock as everyone else.
+pub(super) fn append_batch_ddl(s: &str, function: AppendFunction) -> String {
+    let (name, tag_parameters, tag_insert) = match function {
+        AppendFunction::Batch => ("evoq_append_batch", "", String::new()),
+        AppendFunction::Tagged => (
+            "evoq_append_tagged",
+            "    t_events INT[], t_tags TEXT[],\n",
+            format!(
+                "        IF cardinality(t_tags) > 0 THEN
+            INSERT INTO {s}.evoq_event_tags (tag, position)
+            SELECT t.tag, v_firsts[e_jobs[t.ev]] + e_offsets[t.ev]
+            FROM unnest(t_events, t_tags) AS t(ev, tag)
+            WHERE v_outcomes[e_jobs[t.ev]] = 'appended';
+        END IF;
+"
+            ),
+        ),
+    };
     format!(
         "
-CREATE FUNCTION {s}.evoq_append_batch(
+CREATE FUNCTION {s}.{name}(
     p_streams TEXT[], p_expected BIGINT[], p_counts INT[],
     e_jobs INT[], e_offsets INT[], e_ids UUID[], e_types TEXT[], e_schema_versions BIGINT[],
     e_data BYTEA[], e_metadata BYTEA[],
-    c_has BOOLEAN[], c_ids UUID[], c_keys TEXT[], c_commands TEXT[], c_aggregates TEXT[],
+{tag_parameters}    c_has BOOLEAN[], c_ids UUID[], c_keys TEXT[], c_commands TEXT[], c_aggregates TEXT[],
     c_aggregate_ids TEXT[], c_check BOOLEAN[], c_since BIGINT[],
     p_recorded_at BIGINT, p_channel TEXT)
 RETURNS TABLE (job INT, outcome TEXT, actual BIGINT, first_position BIGINT, duplicate {s}.commands)
@@ -175,7 +212,7 @@ BEGIN
         FROM unnest(e_jobs, e_offsets, e_ids, e_types, e_schema_versions, e_data, e_metadata)
              AS e(job, off, id, typ, sv, data, meta)
         WHERE v_outcomes[e.job] = 'appended';
-    END IF;
+{tag_insert}    END IF;
     INSERT INTO {s}.commands (command_id, idempotency_key, command, aggregate, aggregate_id, stream_id, version, event_count, first_position, last_position, recorded_at)
     SELECT j.id, j.key, j.command, j.aggregate, j.aggregate_id, j.stream, v_actuals[j.i] + j.cnt, j.cnt,
            CASE WHEN j.cnt > 0 THEN v_firsts[j.i] ELSE 0 END,
@@ -197,8 +234,8 @@ $body$;
     )
 }
 
-/// The call of the append function of schema `s`: its result rows with the duplicate entry
-/// spread into [`COMMAND_COLUMNS`] from column 4 on (see [`job_result`]).
+/// The call of the append function of schema `s` (`evoq_append_tagged`): its result rows with
+/// the duplicate entry spread into [`COMMAND_COLUMNS`] from column 4 on (see [`job_result`]).
 pub(super) fn append_statement(s: &str) -> String {
     let duplicate: Vec<String> = COMMAND_COLUMNS
         .iter()
@@ -206,17 +243,18 @@ pub(super) fn append_statement(s: &str) -> String {
         .collect();
     let parameters: Vec<String> = (1..=APPEND_PARAMETERS).map(|n| format!("${n}")).collect();
     format!(
-        "SELECT r.job, r.outcome, r.actual, r.first_position, {} FROM {s}.evoq_append_batch({}) r",
+        "SELECT r.job, r.outcome, r.actual, r.first_position, {} FROM {s}.evoq_append_tagged({}) r",
         duplicate.join(", "),
         parameters.join(", ")
     )
 }
 
-/// The arguments of `evoq_append_batch` for one batch: one entry per append (job) in the
-/// arrays of streams and commands, one per event in the arrays of events. A job without a
-/// command has `has_command` false and placeholders in the other command arrays.
+/// The arguments of `evoq_append_tagged` for one batch: one entry per append (job) in the
+/// arrays of streams and commands, one per event in the arrays of events, one per tag of an
+/// event in the arrays of tags. A job without a command has `has_command` false and
+/// placeholders in the other command arrays.
 #[derive(Default)]
-struct BatchArrays<'a> {
+pub(super) struct BatchArrays<'a> {
     streams: Vec<&'a str>,
     expected: Vec<i64>,
     counts: Vec<i32>,
@@ -227,6 +265,8 @@ struct BatchArrays<'a> {
     schema_versions: Vec<i64>,
     datas: Vec<&'a [u8]>,
     metadatas: Vec<Vec<u8>>,
+    tag_events: Vec<i32>,
+    tags: Vec<&'a str>,
     has_command: Vec<bool>,
     command_ids: Vec<Uuid>,
     keys: Vec<Option<&'a str>>,
@@ -239,7 +279,7 @@ struct BatchArrays<'a> {
 
 impl<'a> BatchArrays<'a> {
     /// The arrays of `batch`, in its order.
-    fn new(batch: &'a [AppendJob]) -> Self {
+    pub(super) fn new(batch: &[&'a Append]) -> Self {
         let mut arrays = BatchArrays::default();
         for (index, job) in batch.iter().enumerate() {
             arrays.push_job(index, job);
@@ -247,9 +287,9 @@ impl<'a> BatchArrays<'a> {
         arrays
     }
 
-    /// Adds `job`, the `index`th of the batch: its stream, expected version and events, and
-    /// its command.
-    fn push_job(&mut self, index: usize, job: &'a AppendJob) {
+    /// Adds `job`, the `index`th of the batch: its stream, expected version, events and their
+    /// tags, and its command.
+    fn push_job(&mut self, index: usize, job: &'a Append) {
         let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
         self.streams.push(&job.stream);
         self.expected.push(match job.expected {
@@ -268,6 +308,12 @@ impl<'a> BatchArrays<'a> {
             self.schema_versions.push(i64::from(event.schema_version));
             self.datas.push(&event.data);
             self.metadatas.push(encode_metadata(&event.metadata));
+            // The event's place in the event arrays, 1-based.
+            let place = i32::try_from(self.event_ids.len()).unwrap_or(i32::MAX);
+            for tag in event.metadata.tags.iter() {
+                self.tag_events.push(place);
+                self.tags.push(tag);
+            }
         }
         self.push_command(&job.stream, job.command.as_ref());
     }
@@ -290,7 +336,7 @@ impl<'a> BatchArrays<'a> {
     }
 
     /// The parameters of [`append_statement`], in the function's order.
-    fn parameters<'p>(
+    pub(super) fn parameters<'p>(
         &'p self,
         recorded_at: &'p i64,
         channel: &'p String,
@@ -306,6 +352,8 @@ impl<'a> BatchArrays<'a> {
             &self.schema_versions,
             &self.datas,
             &self.metadatas,
+            &self.tag_events,
+            &self.tags,
             &self.has_command,
             &self.command_ids,
             &self.keys,
@@ -333,6 +381,7 @@ impl<'a> Claimed<'a> {
     /// Claims what `job` names; false (claiming nothing) when it shares any of it with a job
     /// claimed before.
     fn claim(&mut self, job: &'a AppendJob) -> bool {
+        let job = &job.append;
         let key = job
             .command
             .as_ref()
@@ -463,7 +512,7 @@ impl Writer {
         }
     }
 
-    /// One round trip: `evoq_append_batch` runs the whole batch as one statement, so one
+    /// One round trip: `evoq_append_tagged` runs the whole batch as one statement, so one
     /// transaction (autocommit) that locks the head row, checks each append's command and
     /// expected version, inserts, moves the head and notifies.
     async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
@@ -473,34 +522,38 @@ impl Writer {
             .prepare_cached(&self.statement)
             .await
             .map_err(|e| Failure::sql("appending", location, e))?;
-        let arrays = BatchArrays::new(batch);
+        let appends: Vec<&Append> = batch.iter().map(|job| &job.append).collect();
+        let arrays = BatchArrays::new(&appends);
         let recorded_at = time_to_nanos(SystemTime::now());
         let rows = client
             .query(&statement, &arrays.parameters(&recorded_at, &self.channel))
             .await
-            .map_err(|error| {
-                if error.code().is_some() {
-                    // The server answered with an error: the statement's transaction rolled
-                    // back, nothing was written.
-                    Failure::sql("appending", location, error)
-                } else {
-                    // The connection broke while the statement ran: it may have committed.
-                    Failure::Fatal(StoreError::Backend {
-                        backend: BACKEND,
-                        message: format!(
-                            "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
-                            describe(&error)
-                        ),
-                    })
-                }
-            })?;
-        Ok(plan(&rows, batch, location))
+            .map_err(|error| commit_failure(location, error))?;
+        Ok(plan(&rows, &appends, location))
     }
 }
 
-/// Each job's result from the rows of `evoq_append_batch`; a job the rows do not answer fails
-/// with an integrity error.
-fn plan(rows: &[Row], batch: &[AppendJob], location: &str) -> Planned {
+/// The failure of the statement that commits appends on `location`: when the server answered
+/// with an error, the transaction rolled back and nothing was written; when the connection
+/// broke while it ran, it may have committed, and the error says the outcome is unknown (never
+/// retried).
+pub(super) fn commit_failure(location: &str, error: tokio_postgres::Error) -> Failure {
+    if error.code().is_some() {
+        Failure::sql("appending", location, error)
+    } else {
+        Failure::Fatal(StoreError::Backend {
+            backend: BACKEND,
+            message: format!(
+                "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
+                describe(&error)
+            ),
+        })
+    }
+}
+
+/// Each append's result from the rows of the append function; an append the rows do not
+/// answer fails with an integrity error.
+pub(super) fn plan(rows: &[Row], batch: &[&Append], location: &str) -> Planned {
     let mut results: Vec<Option<Result<Appended, StoreError>>> =
         (0..batch.len()).map(|_| None).collect();
     let mut last_position = 0;
@@ -513,7 +566,7 @@ fn plan(rows: &[Row], batch: &[AppendJob], location: &str) -> Planned {
         else {
             continue;
         };
-        let Some((slot, job)) = results.get_mut(index).zip(batch.get(index)) else {
+        let Some((slot, job)) = results.get_mut(index).zip(batch.get(index).copied()) else {
             continue;
         };
         let result = job_result(row, job, location);
@@ -527,7 +580,7 @@ fn plan(rows: &[Row], batch: &[AppendJob], location: &str) -> Planned {
         .map(|r| {
             r.unwrap_or_else(|| {
                 Err(StoreError::Integrity {
-                    location: format!("{location}: evoq_append_batch"),
+                    location: format!("{location}: evoq_append_tagged"),
                     reason: "the append function returned no result for an append of the batch"
                         .into(),
                 })
@@ -540,11 +593,12 @@ fn plan(rows: &[Row], batch: &[AppendJob], location: &str) -> Planned {
     }
 }
 
-/// One job's result from its row of `evoq_append_batch` (columns of [`append_statement`]).
-fn job_result(row: &Row, job: &AppendJob, location: &str) -> Result<Appended, StoreError> {
+/// One append's result from its row of `evoq_append_tagged` (columns of
+/// [`append_statement`]).
+fn job_result(row: &Row, job: &Append, location: &str) -> Result<Appended, StoreError> {
     let stream = || format!("stream `{}`", job.stream);
     let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
-        location: format!("{location}: evoq_append_batch"),
+        location: format!("{location}: evoq_append_tagged"),
         reason: format!("the append function's {what} does not decode ({e})"),
     };
     let outcome: &str = row.try_get(1).map_err(|e| corrupt("outcome", &e))?;
@@ -580,16 +634,18 @@ mod tests {
     fn job(stream: &str, key: Option<&str>, id: Option<u128>) -> AppendJob {
         let (reply, _) = oneshot::channel();
         AppendJob {
-            stream: stream.to_owned(),
-            expected: ExpectedVersion::Any,
-            events: Vec::new(),
-            command: id.map(|id| NewCommand {
-                command_id: Uuid::from_u128(id),
-                idempotency_key: key.map(str::to_owned),
-                command: "Deposit".into(),
-                aggregate: "account".into(),
-                deduplicate_since: None,
-            }),
+            append: Append {
+                stream: stream.to_owned(),
+                expected: ExpectedVersion::Any,
+                events: Vec::new(),
+                command: id.map(|id| NewCommand {
+                    command_id: Uuid::from_u128(id),
+                    idempotency_key: key.map(str::to_owned),
+                    command: "Deposit".into(),
+                    aggregate: "account".into(),
+                    deduplicate_since: None,
+                }),
+            },
             reply,
         }
     }
