@@ -11,6 +11,7 @@ pub mod allocations;
 pub mod bank;
 pub mod evoq_peer;
 pub mod floor;
+pub mod ledger;
 pub mod measure;
 pub mod null_store;
 pub mod read_side;

@@ -20,13 +20,13 @@ pub(crate) fn expand(input: &DeriveInput) -> TokenStream {
             "an event cannot be generic: its wire name is stored with every event and must name one concrete type; remove the type and lifetime parameters and define one event type per case",
         );
     }
-    let errors = cx.check();
-    let cx = Ctxt::new();
-    if let Err(errors) = errors {
+    if let Err(errors) = cx.check() {
         let mut tokens = errors.to_compile_error();
         tokens.extend(fallback::event(input));
         return tokens;
     }
+    // The tags' mistakes, once the type itself is right.
+    let cx = Ctxt::new();
 
     let ident = &input.ident;
     let name = args.name.unwrap_or_else(|| fallback::type_name(ident));

@@ -58,17 +58,25 @@ impl Lending {
         and(types(BookLent), types(BookLent, BookReturned), tag(format!("book:{}", command.book))),
     ))]
     fn lend(&self, command: &LendBook) -> Result<BookLent, LendError> {
-        if self.held.get(&command.member).copied().unwrap_or(0) >= 3 || self.out.contains_key(&command.book) {
+        if self.held.get(&command.member).copied().unwrap_or(0) >= 3
+            || self.out.contains_key(&command.book)
+        {
             return Err(LendError::Limit);
         }
-        Ok(BookLent { member: command.member.clone(), book: command.book })
+        Ok(BookLent {
+            member: command.member.clone(),
+            book: command.book,
+        })
     }
 
     #[handles(ReturnBook)]
     #[evoq::query(all_of(types(BookLent, BookReturned), tag("book", command.book)))]
     fn give_back(&self, command: &ReturnBook) -> Result<Option<BookReturned>, LendError> {
         match self.out.get(&command.book) {
-            Some(member) if *member == command.member => Ok(Some(BookReturned { member: member.clone(), book: command.book })),
+            Some(member) if *member == command.member => Ok(Some(BookReturned {
+                member: member.clone(),
+                book: command.book,
+            })),
             Some(_) => Err(LendError::NotHeld),
             None => Ok(None),
         }
@@ -87,9 +95,18 @@ impl Lending {
 }
 
 async fn lend(app: &Evoq) -> Result<Dispatched<Lending>, evoq::Error> {
-    let done = app.dispatch(LendBook { member: "m1".into(), book: 7 }).await?;
+    let done = app
+        .dispatch(LendBook {
+            member: "m1".into(),
+            book: 7,
+        })
+        .await?;
     let _: &[LoanEvent] = &done.events;
-    app.dispatch(ReturnBook { member: "m1".into(), book: 7 }).await
+    app.dispatch(ReturnBook {
+        member: "m1".into(),
+        book: 7,
+    })
+    .await
 }
 
 fn main() {

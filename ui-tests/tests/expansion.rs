@@ -13,6 +13,14 @@ mod event_handler;
 #[path = "../pass/projection.rs"]
 mod projection;
 
+#[path = "../pass/decision.rs"]
+mod decision;
+
+#[test]
+fn decision_expansion_is_clean() {
+    decision::main();
+}
+
 #[test]
 fn bank_account_behaves() {
     bank_account::main();

@@ -19,7 +19,12 @@
 //!   `commands` transactions of `aggregates` event-shaped rows each (one prepared insert per
 //!   row): the bound the disk's sync puts on evoq's `sqlite` figure.
 //!
-//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|all] [aggregates] [commands]`
+//! - `decisions`: on each store (memory, SQLite, PostgreSQL), the workload through the
+//!   aggregate path, then the same number of commands decided by a decision (`ledger.rs`: each
+//!   command reads its boundary's events across streams and appends under the condition that
+//!   none changed), each on a fresh store, and the ratio of the two (not part of `all`).
+//!
+//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|decisions|all] [aggregates] [commands]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +34,7 @@ use evoq::store::postgres::{PostgresOptions, PostgresStore};
 use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use evoq::{EventStore, StoreError};
 use evoq_bench::bank::{Deposit, OpenAccount, account_id};
+use evoq_bench::ledger::Credit;
 
 /// What one run measured.
 struct Measured {
@@ -52,8 +58,48 @@ impl std::fmt::Display for Measured {
     }
 }
 
-/// Runs the workload on `store`.
+/// Runs the bank workload on `store`: each aggregate opened, then deposits.
 async fn run(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> Measured {
+    drive(store, aggregates, commands, |app, account, i| async move {
+        if i == 0 {
+            app.dispatch(OpenAccount {
+                account,
+                initial_balance: 0,
+            })
+            .await
+            .expect("open");
+        } else {
+            app.dispatch(Deposit { account, amount: 1 })
+                .await
+                .expect("deposit");
+        }
+    })
+    .await
+}
+
+/// The same workload decided by a decision: each command reads its account's credits across
+/// streams and appends under the condition that none changed.
+async fn run_decisions(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> Measured {
+    drive(store, aggregates, commands, |app, account, _| async move {
+        app.dispatch(Credit { account, amount: 1 })
+            .await
+            .expect("credit");
+    })
+    .await
+}
+
+/// Starts a runtime on `store` and sends `commands` commands (`send(app, account, i)`) from one
+/// task per aggregate, all at once; the rate and the latencies of one dispatch.
+async fn drive<F, Fut>(
+    store: Arc<dyn EventStore>,
+    aggregates: usize,
+    commands: usize,
+    send: F,
+) -> Measured
+where
+    F: Fn(Arc<Evoq>, String, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let app = Arc::new(
         Evoq::builder()
             .shared_store(store)
@@ -65,25 +111,13 @@ async fn run(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> 
     let mut tasks = Vec::with_capacity(aggregates);
     for a in 0..aggregates {
         let app = Arc::clone(&app);
+        let send = send.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(commands);
             let account = account_id(a);
-            let sent = Instant::now();
-            app.dispatch(OpenAccount {
-                account: account.clone(),
-                initial_balance: 0,
-            })
-            .await
-            .expect("open");
-            latencies.push(sent.elapsed());
-            for _ in 1..commands {
+            for i in 0..commands {
                 let sent = Instant::now();
-                app.dispatch(Deposit {
-                    account: account.clone(),
-                    amount: 1,
-                })
-                .await
-                .expect("deposit");
+                send(Arc::clone(&app), account.clone(), i).await;
                 latencies.push(sent.elapsed());
             }
             latencies
@@ -105,7 +139,9 @@ async fn run(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> 
     }
 }
 
-async fn sqlite(aggregates: usize, commands: usize) -> Result<(), StoreError> {
+/// A fresh SQLite store in a temporary directory, at the durability `EVOQ_BENCH_SQLITE_DURABILITY`
+/// asks, its label, and the directory to remove.
+async fn sqlite_store() -> Result<(SqliteStore, &'static str, std::path::PathBuf), StoreError> {
     let dir = std::env::temp_dir().join(format!("evoq-bench-{}", evoq::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).map_err(|e| StoreError::Backend {
         backend: "bench",
@@ -122,26 +158,24 @@ async fn sqlite(aggregates: usize, commands: usize) -> Result<(), StoreError> {
         SqliteOptions::default().durability(durability),
     )
     .await?;
-    let measured = run(Arc::new(store), aggregates, commands).await;
-    println!("sqlite   ({label}): {aggregates} aggregates x {commands} commands {measured}");
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok((store, label, dir))
 }
 
-async fn postgres(aggregates: usize, commands: usize) -> Result<(), StoreError> {
+/// A fresh PostgreSQL schema's store, and the URL and schema to drop it.
+async fn postgres_store() -> Result<(PostgresStore, String, String), StoreError> {
     let url = std::env::var("EVOQ_BENCH_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("evoq_bench_{}", evoq::Uuid::now_v7().simple());
     let store =
         PostgresStore::connect_with(&url, PostgresOptions::default().schema(&*schema)).await?;
-    let measured = run(Arc::new(store), aggregates, commands).await;
-    println!(
-        "postgres (synchronous_commit=on): {aggregates} aggregates x {commands} commands {measured}"
-    );
-    // Drop the schema with `psql` (the benchmark has no SQL client of its own).
+    Ok((store, url, schema))
+}
+
+/// Drops `schema` with `psql` (the benchmark has no SQL client of its own).
+fn drop_schema(url: &str, schema: &str) {
     if let Ok(status) = std::process::Command::new("psql")
         .args([
-            &url,
+            url,
             "-qc",
             &format!("SET client_min_messages = warning; DROP SCHEMA \"{schema}\" CASCADE"),
         ])
@@ -150,6 +184,80 @@ async fn postgres(aggregates: usize, commands: usize) -> Result<(), StoreError> 
     {
         eprintln!("could not drop schema {schema}");
     }
+}
+
+/// The decisions against the aggregate path, in one run per store: each on a fresh store.
+async fn decisions(aggregates: usize, commands: usize) -> Result<(), StoreError> {
+    for store in ["memory", "sqlite", "postgres"] {
+        let mut figures = Vec::new();
+        for decided in [false, true] {
+            let (measured, cleanup): (Measured, Box<dyn FnOnce()>) = match store {
+                "memory" => {
+                    let store: Arc<dyn EventStore> =
+                        Arc::new(evoq::store::memory::InMemoryStore::new());
+                    (
+                        measure(store, aggregates, commands, decided).await,
+                        Box::new(|| {}),
+                    )
+                }
+                "sqlite" => {
+                    let (store, _, dir) = sqlite_store().await?;
+                    let measured = measure(Arc::new(store), aggregates, commands, decided).await;
+                    (
+                        measured,
+                        Box::new(move || drop(std::fs::remove_dir_all(&dir))),
+                    )
+                }
+                _ => {
+                    let (store, url, schema) = postgres_store().await?;
+                    let measured = measure(Arc::new(store), aggregates, commands, decided).await;
+                    (measured, Box::new(move || drop_schema(&url, &schema)))
+                }
+            };
+            cleanup();
+            let path = if decided { "decisions" } else { "aggregates" };
+            println!(
+                "{store:<8} {path:<10}: {aggregates} boundaries x {commands} commands {measured}"
+            );
+            figures.push(measured.rate);
+        }
+        println!(
+            "{store:<8} decisions / aggregates: {:.2}",
+            figures[1] / figures[0]
+        );
+    }
+    Ok(())
+}
+
+/// [`run`] or [`run_decisions`].
+async fn measure(
+    store: Arc<dyn EventStore>,
+    aggregates: usize,
+    commands: usize,
+    decided: bool,
+) -> Measured {
+    if decided {
+        run_decisions(store, aggregates, commands).await
+    } else {
+        run(store, aggregates, commands).await
+    }
+}
+
+async fn sqlite(aggregates: usize, commands: usize) -> Result<(), StoreError> {
+    let (store, label, dir) = sqlite_store().await?;
+    let measured = run(Arc::new(store), aggregates, commands).await;
+    println!("sqlite   ({label}): {aggregates} aggregates x {commands} commands {measured}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn postgres(aggregates: usize, commands: usize) -> Result<(), StoreError> {
+    let (store, url, schema) = postgres_store().await?;
+    let measured = run(Arc::new(store), aggregates, commands).await;
+    println!(
+        "postgres (synchronous_commit=on): {aggregates} aggregates x {commands} commands {measured}"
+    );
+    drop_schema(&url, &schema);
     Ok(())
 }
 
@@ -310,6 +418,11 @@ async fn main() {
         && let Err(error) = sqlite_probe(aggregates, commands)
     {
         eprintln!("sqlite-probe: {error}");
+    }
+    if which == "decisions"
+        && let Err(error) = decisions(aggregates, commands).await
+    {
+        eprintln!("decisions: {error}");
     }
     if matches!(which.as_str(), "pg-probe" | "all")
         && let Err(error) = pg_probe(aggregates, commands).await
