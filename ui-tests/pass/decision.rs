@@ -112,13 +112,22 @@ async fn lend(app: &Evoq) -> Result<Dispatched<Lending>, evoq::Error> {
 pub(crate) fn main() {
     let _ = lend;
     assert_eq!(<Lending as Aggregate>::NAME, "Lending");
-    assert_eq!(<LoanEvent as EventSet>::EVENT_TYPES, ["BookLent", "BookReturned"]);
+    assert_eq!(
+        <LoanEvent as EventSet>::EVENT_TYPES,
+        ["BookLent", "BookReturned"]
+    );
     assert_eq!(<LendBook as evoq::Route>::DECISION_ATTEMPTS, Some(5));
-    let command = LendBook { member: "m1".into(), book: 7 };
+    let command = LendBook {
+        member: "m1".into(),
+        book: 7,
+    };
     let query = evoq::Route::decision_query(&command).expect("a decision's command has a query");
     assert!(query.matches("BookLent", &["member:m1".into()]));
     assert!(query.matches("BookLent", &["book:7".into()]));
     assert!(!query.matches("BookReturned", &["book:7".into()]));
-    let event = BookLent { member: "m1".into(), book: 7 };
+    let event = BookLent {
+        member: "m1".into(),
+        book: 7,
+    };
     assert_eq!(&evoq::Event::tags(&event)[..], ["member:m1", "book:7"]);
 }

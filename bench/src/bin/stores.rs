@@ -22,7 +22,8 @@
 //! - `decisions`: on each store (memory, SQLite, PostgreSQL), the workload through the
 //!   aggregate path, then the same number of commands decided by a decision (`ledger.rs`: each
 //!   command reads its boundary's events across streams and appends under the condition that
-//!   none changed), each on a fresh store, and the ratio of the two (not part of `all`).
+//!   none changed), each on a fresh store, and the ratio of the two (not part of `all`; a fourth
+//!   argument, `memory`, `sqlite` or `postgres`, runs one store only).
 //!
 //! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|decisions|all] [aggregates] [commands]`
 
@@ -187,8 +188,15 @@ fn drop_schema(url: &str, schema: &str) {
 }
 
 /// The decisions against the aggregate path, in one run per store: each on a fresh store.
-async fn decisions(aggregates: usize, commands: usize) -> Result<(), StoreError> {
+async fn decisions(
+    aggregates: usize,
+    commands: usize,
+    only: Option<&str>,
+) -> Result<(), StoreError> {
     for store in ["memory", "sqlite", "postgres"] {
+        if only.is_some_and(|only| only != store) {
+            continue;
+        }
         let mut figures = Vec::new();
         for decided in [false, true] {
             let (measured, cleanup): (Measured, Box<dyn FnOnce()>) = match store {
@@ -420,7 +428,7 @@ async fn main() {
         eprintln!("sqlite-probe: {error}");
     }
     if which == "decisions"
-        && let Err(error) = decisions(aggregates, commands).await
+        && let Err(error) = decisions(aggregates, commands, args.get(3).map(String::as_str)).await
     {
         eprintln!("decisions: {error}");
     }

@@ -310,7 +310,8 @@ impl SqliteOptions {
         self
     }
 
-    /// How many idle reader connections are kept (default 4, at least 1).
+    /// How many reader connections are open at most (default 4, at least 1): a read waits for
+    /// one of them, which it gives back.
     pub fn readers(mut self, readers: usize) -> Self {
         self.readers = readers.max(1);
         self
@@ -359,6 +360,10 @@ struct Inner {
     /// The writer thread, which answers with how its final checkpoint went; `None` once joined.
     thread: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per reader connection: a read waits for a connection of the pool rather than
+    /// open one of its own (a connection's opening reads the schema and prepares nothing it
+    /// keeps), so decisions that read on every command reuse their connections and statements.
+    reading: Arc<tokio::sync::Semaphore>,
     closed: AtomicBool,
     /// The file's lock, released once the writer has closed its connection.
     lock: Mutex<Option<FileLock>>,
@@ -555,12 +560,14 @@ impl SqliteStore {
             .await
             .map_err(|e| backend("opening the store for inspection", &at, e))??;
         let (head, _) = watch::channel(0);
+        let readers = connector.options.readers;
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 connector,
                 writer: Mutex::new(None),
                 thread: Mutex::new(None),
                 readers: Mutex::new(Vec::new()),
+                reading: Arc::new(tokio::sync::Semaphore::new(readers)),
                 closed: AtomicBool::new(false),
                 lock: Mutex::new(None),
                 head,
@@ -726,7 +733,12 @@ impl SqliteStore {
             return Err(self.inner.closed_error());
         }
         let inner = Arc::clone(&self.inner);
+        let permit = Arc::clone(&inner.reading)
+            .acquire_owned()
+            .await
+            .map_err(|_| inner.closed_error())?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let idle = inner
                 .readers
                 .lock()
@@ -800,11 +812,13 @@ fn open_store(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, Stor
         .name("evoq-sqlite-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| backend("starting the writer thread", &path, e))?;
+    let readers = connector.options.readers;
     let inner = Arc::new(Inner {
         connector,
         writer: Mutex::new(Some(tx)),
         thread: Mutex::new(Some(thread)),
         readers: Mutex::new(Vec::new()),
+        reading: Arc::new(tokio::sync::Semaphore::new(readers)),
         closed: AtomicBool::new(false),
         lock: Mutex::new(Some(lock)),
         head: head_tx,
