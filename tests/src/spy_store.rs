@@ -29,6 +29,9 @@ pub struct SpyStore {
     pub conditional_appends: AtomicUsize,
     /// How many times `read_query` was called.
     pub query_reads: AtomicUsize,
+    /// The next this many command-log lookups find nothing (as when another node runs the
+    /// command between the lookup and the run).
+    pub hidden_lookups: AtomicU32,
 }
 
 impl SpyStore {
@@ -39,6 +42,7 @@ impl SpyStore {
             conditions: Mutex::new(Vec::new()),
             conditional_appends: AtomicUsize::new(0),
             query_reads: AtomicUsize::new(0),
+            hidden_lookups: AtomicU32::new(0),
         })
     }
 
@@ -76,6 +80,13 @@ impl EventStore for SpyStore {
         lookup: CommandLookup<'_>,
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
+        let hidden = self
+            .hidden_lookups
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hidden {
+            return Ok(None);
+        }
         self.inner.find_command(lookup, since).await
     }
 

@@ -762,3 +762,44 @@ async fn a_decision_answers_over_http_with_its_token_and_its_refusals_as_problem
     server.abort();
     app.stop().await;
 }
+
+/// A resend whose first run happened on another node after the resend's log lookup: its own
+/// first run's event refuses it ("already lent"), and the runtime answers with the first result
+/// from the command log instead of the refusal.
+#[tokio::test]
+async fn a_resend_refused_by_its_own_first_run_gets_the_first_result() {
+    let store: Arc<dyn EventStore> = Arc::new(evoq::store::memory::InMemoryStore::new());
+    let first_node = Evoq::builder()
+        .shared_store(Arc::clone(&store))
+        .start()
+        .await
+        .expect("starts");
+    let first = first_node
+        .command(lend("m1", "b1"))
+        .idempotency_key("lend-once")
+        .dispatch()
+        .await
+        .expect("lent");
+    let spy = SpyStore::new(Arc::clone(&store));
+    let second_node = Evoq::builder()
+        .shared_store(spy.clone())
+        .start()
+        .await
+        .expect("starts");
+    spy.hidden_lookups.store(1, Ordering::SeqCst);
+    let resent = second_node
+        .command(lend("m1", "b1"))
+        .idempotency_key("lend-once")
+        .dispatch()
+        .await
+        .expect("the first result, not \"already lent\"");
+    assert_eq!(resent.command_id, first.command_id);
+    assert_eq!(resent.position, first.position);
+    assert_eq!(
+        spy.hidden_lookups.load(Ordering::SeqCst),
+        0,
+        "the lookup was hidden once"
+    );
+    first_node.stop().await;
+    second_node.stop().await;
+}

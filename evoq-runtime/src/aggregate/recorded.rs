@@ -5,7 +5,10 @@ use super::context::Dispatched;
 use super::definition::Aggregate;
 use super::replay::decode;
 use crate::error::Error;
-use crate::store::{CommandRecord, Direction, EventStore, StoreError};
+use std::time::SystemTime;
+
+use super::context::CommandContext;
+use crate::store::{CommandLookup, CommandRecord, Direction, EventStore, StoreError};
 
 /// The result `record` stands for, as a dispatch of `command` to aggregate `aggregate_id` of
 /// `A` returns it: its events read back from the stream (through their upcasters), the version
@@ -84,4 +87,25 @@ pub(crate) async fn first_result<A: Aggregate>(
         },
         command_id: record.command_id,
     })
+}
+
+/// The first result of the command of `context` when the command log holds an entry of it
+/// recorded at or after `since` (another node ran it since it was looked up), else `None`.
+pub(crate) async fn ran_before<A: Aggregate>(
+    store: &dyn EventStore,
+    context: &CommandContext,
+    since: SystemTime,
+    command: &'static str,
+    aggregate_id: &str,
+) -> Result<Option<Dispatched<A>>, Error> {
+    let lookup = match &context.idempotency_key {
+        Some(key) => CommandLookup::Key(key),
+        None => CommandLookup::Id(context.command_id),
+    };
+    match store.find_command(lookup, since).await? {
+        Some(record) => first_result::<A>(store, &record, command, aggregate_id)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
 }

@@ -31,8 +31,7 @@ use crate::envelope::{Metadata, NewEvent, RecordedEvent, Tags};
 use crate::error::Error;
 use crate::event::EventSet;
 use crate::store::{
-    CommandLookup, Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, SnapshotAndEvents,
-    StoreError,
+    Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, SnapshotAndEvents, StoreError,
 };
 use crate::util::backoff::jittered;
 use crate::util::panic::{CatchPanic, panic_message};
@@ -462,18 +461,8 @@ impl<A: Aggregate> Actor<'_, A> {
         let Some(since) = run.deduplicate_since else {
             return Ok(None);
         };
-        let context = run.context;
-        let lookup = match &context.idempotency_key {
-            Some(key) => CommandLookup::Key(key),
-            None => CommandLookup::Id(context.command_id),
-        };
         let store = &*self.registry.env.store;
-        match store.find_command(lookup, since).await? {
-            Some(record) => recorded::first_result::<A>(store, &record, name, self.id())
-                .await
-                .map(Some),
-            None => Ok(None),
-        }
+        recorded::ran_before::<A>(store, run.context, since, name, self.id()).await
     }
 
     /// Applies the events the stream holds beyond the live instance's version; whether there

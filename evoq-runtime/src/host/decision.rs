@@ -42,7 +42,7 @@ use super::actor::encode;
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::Decide;
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
-use crate::aggregate::recorded::first_result;
+use crate::aggregate::recorded::{first_result, ran_before};
 use crate::aggregate::replay::decode_known;
 use crate::envelope::stream_id;
 use crate::error::Error;
@@ -100,7 +100,20 @@ pub(crate) async fn run<A: Aggregate>(
         // What a command that appends nothing saw: the head before its read.
         let head = *store.head().borrow();
         let read = read_context::<A>(store, &query).await?;
-        let events = decide(command, read.events, name, id)?;
+        let events = match decide(command, read.events, name, id) {
+            Ok(events) => events,
+            Err(error @ Error::Rejected { .. }) => {
+                // A resend may be refused by its own first run's events (another node ran it
+                // since it was looked up): the first result, not the refusal.
+                if let Some(since) = deduplicate_since
+                    && let Some(done) = ran_before::<A>(store, context, since, name, id).await?
+                {
+                    return Ok(done);
+                }
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         if events.is_empty() && deduplicate_since.is_none() {
             return Ok(Dispatched {
                 version: store.stream_version(&stream).await?,
