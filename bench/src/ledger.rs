@@ -19,7 +19,7 @@ pub struct Credited {
     pub amount: i64,
 }
 
-/// Credits an account, within its ceiling.
+/// Credits an account, within its ceiling (decided by [`Ledger`]).
 #[derive(Command, Debug)]
 pub struct Credit {
     /// The account (the stream the event is appended to: `Ledger-<account>`).
@@ -27,6 +27,27 @@ pub struct Credit {
     pub account: String,
     /// How much.
     pub amount: i64,
+}
+
+/// The same, decided by [`CachedLedger`], which keeps each account's model between commands.
+#[derive(Command, Debug)]
+pub struct CreditCached {
+    /// The account (the stream: `CachedLedger-<account>`).
+    #[aggregate_id]
+    pub account: String,
+    /// How much.
+    pub amount: i64,
+}
+
+/// The rule both ledgers decide by.
+fn credit(balance: i64, account: &str, amount: i64) -> Result<Credited, OverCeiling> {
+    if balance.saturating_add(amount) > CEILING {
+        return Err(OverCeiling);
+    }
+    Ok(Credited {
+        account: account.to_owned(),
+        amount,
+    })
 }
 
 /// The ceiling would be passed.
@@ -46,13 +67,28 @@ impl Ledger {
     #[handles]
     #[query(all_of(types(Credited), tag("account", &command.account)))]
     fn credit(&self, command: &Credit) -> Result<Credited, OverCeiling> {
-        if self.balance.saturating_add(command.amount) > CEILING {
-            return Err(OverCeiling);
-        }
-        Ok(Credited {
-            account: command.account.clone(),
-            amount: command.amount,
-        })
+        credit(self.balance, &command.account, command.amount)
+    }
+
+    #[apply]
+    fn credited(&mut self, event: &Credited) {
+        self.balance += event.amount;
+    }
+}
+
+/// [`Ledger`] with its model kept per account between commands (`#[decision(cached)]`).
+#[derive(Default)]
+pub struct CachedLedger {
+    balance: i64,
+}
+
+#[decision(name = "CachedLedger", cached)]
+impl CachedLedger {
+    /// Decided on every credit of the account, read once and then kept.
+    #[handles]
+    #[query(all_of(types(Credited), tag("account", &command.account)))]
+    fn credit(&self, command: &CreditCached) -> Result<Credited, OverCeiling> {
+        credit(self.balance, &command.account, command.amount)
     }
 
     #[apply]

@@ -32,6 +32,10 @@ const ATTEMPTS_KEY: Key = Key {
     symbol: symbol::ATTEMPTS,
     example: "attempts = N",
 };
+const CACHED_KEY: Key = Key {
+    symbol: symbol::CACHED,
+    example: "cached",
+};
 const EVENT_ENUM_KEY: Key = Key {
     symbol: symbol::EVENT_ENUM,
     example: "event_enum = Name",
@@ -109,7 +113,13 @@ pub(crate) const AGGREGATE_KEYS: &[Key] = &[
 ];
 
 /// The keys of `#[decision(...)]`.
-pub(crate) const DECISION_KEYS: &[Key] = &[NAME_KEY, ATTEMPTS_KEY, EVENT_ENUM_KEY];
+pub(crate) const DECISION_KEYS: &[Key] = &[
+    NAME_KEY,
+    ATTEMPTS_KEY,
+    CACHED_KEY,
+    IDLE_TIMEOUT_KEY,
+    EVENT_ENUM_KEY,
+];
 
 /// The keys of `#[event_handler(...)]`.
 pub(crate) const EVENT_HANDLER_KEYS: &[Key] = &[
@@ -605,6 +615,7 @@ impl AggregateArgs {
 pub(crate) struct DecisionArgs {
     pub(crate) shared: AggregateArgs,
     pub(crate) attempts: Option<u32>,
+    pub(crate) cached: bool,
 }
 
 impl DecisionArgs {
@@ -612,6 +623,8 @@ impl DecisionArgs {
         let mut name = Attr::none(cx, symbol::DECISION, symbol::NAME);
         let mut event_enum = Attr::none(cx, symbol::DECISION, symbol::EVENT_ENUM);
         let mut attempts = Attr::none(cx, symbol::DECISION, symbol::ATTEMPTS);
+        let mut cached = Attr::none(cx, symbol::DECISION, symbol::CACHED);
+        let mut idle_timeout = Attr::none(cx, symbol::DECISION, symbol::IDLE_TIMEOUT);
         let parser = syn::meta::parser(|meta| {
             if meta.path == symbol::NAME {
                 if let Some(value) = parse_aggregate_name(cx, &meta)? {
@@ -626,6 +639,20 @@ impl DecisionArgs {
                 if let Some((_, value)) = parse_positive::<u32>(cx, &ATTEMPTS_KEY, &meta, hint)? {
                     attempts.set(&meta.path, value);
                 }
+            } else if meta.path == symbol::CACHED {
+                if meta.input.is_empty() || meta.input.peek(Token![,]) {
+                    cached.set(&meta.path, ());
+                } else {
+                    cx.error_spanned_by(
+                        &meta.path,
+                        "`cached` takes no value: write `cached` to keep the decision's model per boundary between commands, or leave it out",
+                    );
+                    skip_argument(&meta)?;
+                }
+            } else if meta.path == symbol::IDLE_TIMEOUT {
+                if let Some(Some(value)) = parse_duration(cx, &IDLE_TIMEOUT_KEY, &meta, false)? {
+                    idle_timeout.set(&meta.path, value);
+                }
             } else {
                 unknown_key(cx, symbol::DECISION, DECISION_KEYS, &meta)?;
             }
@@ -638,12 +665,13 @@ impl DecisionArgs {
             shared: AggregateArgs {
                 name: name.get(),
                 snapshot_every: None,
-                idle_timeout: None,
+                idle_timeout: idle_timeout.get(),
                 hibernate_after: None,
                 lifespan: None,
                 event_enum: event_enum.get(),
             },
             attempts: attempts.get(),
+            cached: cached.get().is_some(),
         }
     }
 }

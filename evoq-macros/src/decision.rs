@@ -21,6 +21,8 @@ use crate::{aggregate, check, fallback, paths, symbol};
 pub(crate) struct DecisionSpec {
     /// `#[decision(attempts = N)]`.
     attempts: Option<u32>,
+    /// `#[decision(cached)]`.
+    cached: bool,
     /// Each `#[handles]` method's query, by method name.
     queries: Vec<(syn::Ident, Query)>,
 }
@@ -181,9 +183,13 @@ impl DecisionSpec {
             .iter()
             .find(|(method, _)| *method == handler.ident)
             .map(|(_, query)| query.build());
+        let cached = self
+            .cached
+            .then(|| quote!(const DECISION_CACHED: #p::core::primitive::bool = true;));
         let command = syn::Ident::new("command", Span::call_site());
         quote! {
             #attempts
+            #cached
 
             fn decision_query(&self) -> #p::core::option::Option<#p::EventQuery> {
                 let #command: &Self = self;
@@ -263,7 +269,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut def = AggregateDef::from_parts(&cx, args.shared, &mut item);
     if let Some(def) = &mut def {
         check::aggregate(&cx, def);
-        let spec = check_queries(&cx, def, queries, args.attempts);
+        let spec = check_queries(&cx, def, queries, args.attempts, args.cached);
         def.decision = Some(spec);
     }
     match (cx.check(), def) {
@@ -289,6 +295,7 @@ fn check_queries(
     def: &AggregateDef,
     queries: Vec<(syn::Ident, Attribute, Option<Query>)>,
     attempts: Option<u32>,
+    cached: bool,
 ) -> DecisionSpec {
     for handler in &def.handlers {
         if !queries
@@ -343,6 +350,7 @@ fn check_queries(
     }
     DecisionSpec {
         attempts,
+        cached,
         queries: parsed,
     }
 }

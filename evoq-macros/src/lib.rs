@@ -238,6 +238,8 @@ pub fn saga(args: TokenStream, input: TokenStream) -> TokenStream {
 ///   events are appended to (`<name>-<the command's #[aggregate_id]>`).
 /// - `attempts = N`: how many times a command is decided before the dispatch fails with
 ///   `Error::DecisionConflict` (default: the dispatch's retry limit plus one).
+/// - `cached`: keep the model of each boundary between commands (each command then reads only
+///   what is new); `idle_timeout = "10m"`: how long an unused model is kept.
 /// - `#[handles]` methods are an aggregate's (`&self`, `&Command`, `Result<Events, Error>`), each
 ///   with a `#[query(...)]`: `any_of(..)` / `or(..)`, `all_of(..)` / `and(..)`, `types(Event,
 ///   ..)`, `tag("prefix", value)` or `tag(whole)`, where `command` is the command.

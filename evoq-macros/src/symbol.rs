@@ -36,6 +36,7 @@ pub(crate) const EVOQ: Symbol = Symbol("evoq");
 pub(crate) const NAME: Symbol = Symbol("name");
 pub(crate) const VERSION: Symbol = Symbol("version");
 pub(crate) const ATTEMPTS: Symbol = Symbol("attempts");
+pub(crate) const CACHED: Symbol = Symbol("cached");
 pub(crate) const SNAPSHOT_EVERY: Symbol = Symbol("snapshot_every");
 pub(crate) const EVENT_ENUM: Symbol = Symbol("event_enum");
 pub(crate) const IDLE_TIMEOUT: Symbol = Symbol("idle_timeout");

@@ -78,7 +78,9 @@ pub struct Lending {
     pub lent_to: HashMap<String, String>,
 }
 
-#[decision(name = "Lending", attempts = 64)]
+/// Cached: the model of each boundary is kept between commands (the tests of the uncached path
+/// use decisions of their own).
+#[decision(name = "Lending", attempts = 64, cached)]
 impl Lending {
     #[handles]
     #[query(all_of(

@@ -29,6 +29,8 @@ pub struct SpyStore {
     pub conditional_appends: AtomicUsize,
     /// How many times `read_query` was called.
     pub query_reads: AtomicUsize,
+    /// How many events `read_query` returned in all.
+    pub events_queried: AtomicUsize,
     /// The next this many command-log lookups find nothing (as when another node runs the
     /// command between the lookup and the run).
     pub hidden_lookups: AtomicU32,
@@ -42,6 +44,7 @@ impl SpyStore {
             conditions: Mutex::new(Vec::new()),
             conditional_appends: AtomicUsize::new(0),
             query_reads: AtomicUsize::new(0),
+            events_queried: AtomicUsize::new(0),
             hidden_lookups: AtomicU32::new(0),
         })
     }
@@ -130,7 +133,10 @@ impl EventStore for SpyStore {
         max_count: usize,
     ) -> Result<AllPage, StoreError> {
         self.query_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_query(query, after, max_count).await
+        let page = self.inner.read_query(query, after, max_count).await?;
+        self.events_queried
+            .fetch_add(page.events.len(), Ordering::SeqCst);
+        Ok(page)
     }
 
     async fn append_if(

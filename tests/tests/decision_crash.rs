@@ -45,7 +45,7 @@ struct Tickets {
     held: usize,
 }
 
-#[decision(name = "Tickets", attempts = 50)]
+#[decision(name = "Tickets", attempts = 50, cached)]
 impl Tickets {
     #[handles]
     #[query(all_of(types(TicketIssued), tag("member", &command.member)))]

@@ -803,3 +803,99 @@ async fn a_resend_refused_by_its_own_first_run_gets_the_first_result() {
     first_node.stop().await;
     second_node.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A cached model
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Tallied {
+    #[tag("tally")]
+    tally: String,
+    n: u64,
+}
+
+#[derive(Command, Debug, Clone)]
+struct Tally {
+    #[aggregate_id]
+    tally: String,
+}
+
+#[derive(Default)]
+struct TallyModel {
+    count: u64,
+}
+
+#[decision(name = "Tally", cached, idle_timeout = "50ms")]
+impl TallyModel {
+    #[handles]
+    #[query(all_of(types(Tallied), tag("tally", &command.tally)))]
+    fn tally(&self, command: &Tally) -> Result<Tallied, Never> {
+        Ok(Tallied {
+            tally: command.tally.clone(),
+            n: self.count + 1,
+        })
+    }
+
+    #[apply]
+    fn tallied(&mut self, event: &Tallied) {
+        self.count = event.n;
+    }
+}
+
+async fn tally(app: &Evoq, name: &str) -> u64 {
+    let done = app
+        .dispatch(Tally { tally: name.into() })
+        .await
+        .expect("tallied");
+    let TallyModelEvent::Tallied(event) = &done.events[0];
+    event.n
+}
+
+#[tokio::test]
+async fn a_cached_model_reads_only_what_is_new_and_is_dropped_when_idle() {
+    let store: Arc<dyn EventStore> = Arc::new(evoq::store::memory::InMemoryStore::new());
+    let spy = SpyStore::new(Arc::clone(&store));
+    let app = Evoq::builder()
+        .shared_store(spy.clone())
+        .start()
+        .await
+        .expect("starts");
+    for expected in 1..=10 {
+        assert_eq!(tally(&app, "t1").await, expected);
+    }
+    assert_eq!(
+        spy.events_queried.load(Ordering::SeqCst),
+        0,
+        "the model applies its own events: nothing is read back"
+    );
+    assert_eq!(app.decision_models(), 1);
+    // Another node appends to the boundary: the next command catches the model up.
+    store
+        .append(
+            "Elsewhere",
+            ExpectedVersion::Any,
+            vec![stored(&Tallied {
+                tally: "t1".into(),
+                n: 11,
+            })],
+        )
+        .await
+        .expect("append");
+    assert_eq!(tally(&app, "t1").await, 12);
+    assert_eq!(
+        spy.events_queried.load(Ordering::SeqCst),
+        1,
+        "only the new event is read"
+    );
+    // Idle past its timeout: swept, and the next command reads the whole context again.
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    app.sweep_hibernated().await;
+    assert_eq!(app.decision_models(), 0);
+    assert_eq!(tally(&app, "t1").await, 13);
+    assert_eq!(spy.events_queried.load(Ordering::SeqCst), 1 + 12);
+    // A violated condition catches the model up and decides again.
+    spy.violations.store(1, Ordering::SeqCst);
+    assert_eq!(tally(&app, "t1").await, 14);
+    app.stop().await;
+}

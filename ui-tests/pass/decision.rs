@@ -50,7 +50,7 @@ struct Lending {
     out: HashMap<u32, String>,
 }
 
-#[decision(name = "Lending", attempts = 5, event_enum = LoanEvent)]
+#[decision(name = "Lending", attempts = 5, cached, idle_timeout = "10m", event_enum = LoanEvent)]
 impl Lending {
     #[handles]
     #[query(or(
@@ -117,6 +117,8 @@ pub(crate) fn main() {
         ["BookLent", "BookReturned"]
     );
     assert_eq!(<LendBook as evoq::Route>::DECISION_ATTEMPTS, Some(5));
+    assert!(<LendBook as evoq::Route>::DECISION_CACHED);
+    assert_eq!(<Lending as Aggregate>::IDLE_TIMEOUT, Some(std::time::Duration::from_secs(600)));
     let command = LendBook {
         member: "m1".into(),
         book: 7,

@@ -22,7 +22,8 @@
 //! - `decisions`: on each store (memory, SQLite, PostgreSQL), the workload through the
 //!   aggregate path, then the same number of commands decided by a decision (`ledger.rs`: each
 //!   command reads its boundary's events across streams and appends under the condition that
-//!   none changed), each on a fresh store, and the ratio of the two (not part of `all`; a fourth
+//!   none changed), then by the same decision with its model kept per account
+//!   (`#[decision(cached)]`), each on a fresh store, and the ratios (not part of `all`; a fourth
 //!   argument, `memory`, `sqlite` or `postgres`, runs one store only).
 //!
 //! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|decisions|all] [aggregates] [commands]`
@@ -35,7 +36,7 @@ use evoq::store::postgres::{PostgresOptions, PostgresStore};
 use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use evoq::{EventStore, StoreError};
 use evoq_bench::bank::{Deposit, OpenAccount, account_id};
-use evoq_bench::ledger::Credit;
+use evoq_bench::ledger::{Credit, CreditCached};
 
 /// What one run measured.
 struct Measured {
@@ -79,13 +80,29 @@ async fn run(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> 
 }
 
 /// The same workload decided by a decision: each command reads its account's credits across
-/// streams and appends under the condition that none changed.
-async fn run_decisions(store: Arc<dyn EventStore>, aggregates: usize, commands: usize) -> Measured {
-    drive(store, aggregates, commands, |app, account, _| async move {
-        app.dispatch(Credit { account, amount: 1 })
-            .await
-            .expect("credit");
-    })
+/// streams (all of them, or, `cached`, those its kept model has not seen) and appends under the
+/// condition that none changed.
+async fn run_decisions(
+    store: Arc<dyn EventStore>,
+    aggregates: usize,
+    commands: usize,
+    cached: bool,
+) -> Measured {
+    drive(
+        store,
+        aggregates,
+        commands,
+        move |app, account, _| async move {
+            let done = match cached {
+                true => app
+                    .dispatch(CreditCached { account, amount: 1 })
+                    .await
+                    .map(drop),
+                false => app.dispatch(Credit { account, amount: 1 }).await.map(drop),
+            };
+            done.expect("credit");
+        },
+    )
     .await
 }
 
@@ -198,19 +215,19 @@ async fn decisions(
             continue;
         }
         let mut figures = Vec::new();
-        for decided in [false, true] {
+        for path in [Path::Aggregates, Path::Decisions, Path::Cached] {
             let (measured, cleanup): (Measured, Box<dyn FnOnce()>) = match store {
                 "memory" => {
                     let store: Arc<dyn EventStore> =
                         Arc::new(evoq::store::memory::InMemoryStore::new());
                     (
-                        measure(store, aggregates, commands, decided).await,
+                        measure(store, aggregates, commands, path).await,
                         Box::new(|| {}),
                     )
                 }
                 "sqlite" => {
                     let (store, _, dir) = sqlite_store().await?;
-                    let measured = measure(Arc::new(store), aggregates, commands, decided).await;
+                    let measured = measure(Arc::new(store), aggregates, commands, path).await;
                     (
                         measured,
                         Box::new(move || drop(std::fs::remove_dir_all(&dir))),
@@ -218,23 +235,42 @@ async fn decisions(
                 }
                 _ => {
                     let (store, url, schema) = postgres_store().await?;
-                    let measured = measure(Arc::new(store), aggregates, commands, decided).await;
+                    let measured = measure(Arc::new(store), aggregates, commands, path).await;
                     (measured, Box::new(move || drop_schema(&url, &schema)))
                 }
             };
             cleanup();
-            let path = if decided { "decisions" } else { "aggregates" };
             println!(
-                "{store:<8} {path:<10}: {aggregates} boundaries x {commands} commands {measured}"
+                "{store:<8} {:<10}: {aggregates} boundaries x {commands} commands {measured}",
+                path.name()
             );
             figures.push(measured.rate);
         }
         println!(
-            "{store:<8} decisions / aggregates: {:.2}",
-            figures[1] / figures[0]
+            "{store:<8} decisions / aggregates: {:.2}, cached decisions / aggregates: {:.2}",
+            figures[1] / figures[0],
+            figures[2] / figures[0]
         );
     }
     Ok(())
+}
+
+/// The paths `decisions` compares.
+#[derive(Clone, Copy)]
+enum Path {
+    Aggregates,
+    Decisions,
+    Cached,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Aggregates => "aggregates",
+            Path::Decisions => "decisions",
+            Path::Cached => "cached",
+        }
+    }
 }
 
 /// [`run`] or [`run_decisions`].
@@ -242,12 +278,12 @@ async fn measure(
     store: Arc<dyn EventStore>,
     aggregates: usize,
     commands: usize,
-    decided: bool,
+    path: Path,
 ) -> Measured {
-    if decided {
-        run_decisions(store, aggregates, commands).await
-    } else {
-        run(store, aggregates, commands).await
+    match path {
+        Path::Aggregates => run(store, aggregates, commands).await,
+        Path::Decisions => run_decisions(store, aggregates, commands, false).await,
+        Path::Cached => run_decisions(store, aggregates, commands, true).await,
     }
 }
 

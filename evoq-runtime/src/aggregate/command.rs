@@ -57,6 +57,10 @@ pub trait Route: Command + Sized {
     /// (`#[decision(attempts = N)]`); `None`: the dispatch's retry limit plus one.
     const DECISION_ATTEMPTS: Option<u32> = None;
 
+    /// Whether the [decision](crate::decision) keeps its model per boundary between commands
+    /// (`#[decision(cached)]`).
+    const DECISION_CACHED: bool = false;
+
     /// Runs the command against the current state: the events to append, or a rejection.
     fn handle(
         state: &Self::Aggregate,
@@ -129,6 +133,8 @@ pub(crate) trait Decide<A: Aggregate>: Send + Sync {
     fn decision_query(&self) -> Option<EventQuery>;
     /// [`Route::DECISION_ATTEMPTS`].
     fn decision_attempts(&self) -> Option<u32>;
+    /// [`Route::DECISION_CACHED`].
+    fn decision_cached(&self) -> bool;
 }
 
 impl<C: Route> Decide<C::Aggregate> for C {
@@ -154,6 +160,10 @@ impl<C: Route> Decide<C::Aggregate> for C {
     fn decision_attempts(&self) -> Option<u32> {
         C::DECISION_ATTEMPTS
     }
+
+    fn decision_cached(&self) -> bool {
+        C::DECISION_CACHED
+    }
 }
 
 impl<C: Route> Decide<C::Aggregate> for Arc<C> {
@@ -178,5 +188,9 @@ impl<C: Route> Decide<C::Aggregate> for Arc<C> {
 
     fn decision_attempts(&self) -> Option<u32> {
         C::DECISION_ATTEMPTS
+    }
+
+    fn decision_cached(&self) -> bool {
+        C::DECISION_CACHED
     }
 }

@@ -116,10 +116,15 @@ impl Evoq {
         self.inner.dispatcher.partition_of::<A>(id)
     }
 
-    /// Passivates the hibernated instances whose idle timeout has passed now, instead of
-    /// waiting for the next periodic sweep.
+    /// Passivates the hibernated instances whose idle timeout has passed now, and drops the
+    /// models of cached decisions idle as long, instead of waiting for the next periodic sweep.
     pub async fn sweep_hibernated(&self) {
         self.inner.dispatcher.sweep_hibernated().await;
+    }
+
+    /// How many boundaries of cached decisions (`#[decision(cached)]`) keep a model now.
+    pub fn decision_models(&self) -> usize {
+        self.inner.dispatcher.decision_models()
     }
 
     /// Whether [`stop`](Self::stop) was called (by any clone): new dispatches fail with

@@ -38,6 +38,7 @@ use crate::aggregate::recorded::first_result;
 use crate::envelope::stream_id;
 use crate::error::Error;
 use crate::event::EventSet;
+use crate::host::decision_models::DecisionModels;
 use crate::host::memory_monitor::MemoryMonitor;
 use crate::host::registry::{AggregateStats, Env, Partitions};
 use crate::host::{actor, decision};
@@ -64,6 +65,8 @@ pub(crate) struct Settings {
 /// [module docs](self). The runtime handle holds it; sagas hold a weak reference.
 pub(crate) struct Dispatcher {
     partitions: Partitions,
+    /// The kept models of cached decisions.
+    decisions: DecisionModels,
     idempotency: Arc<Idempotency>,
     middleware: Box<[Arc<dyn Middleware>]>,
     settings: Settings,
@@ -83,6 +86,7 @@ impl Dispatcher {
     ) -> Arc<Self> {
         let dispatcher = Arc::new(Dispatcher {
             partitions: Partitions::new(Arc::new(env)),
+            decisions: DecisionModels::default(),
             idempotency: Arc::new(idempotency),
             middleware: middleware.into(),
             settings,
@@ -156,6 +160,7 @@ impl Dispatcher {
         self.stopped.store(true, Ordering::SeqCst);
         self.stop_signal.send_replace(true);
         self.partitions.clear();
+        self.decisions.clear();
     }
 
     /// The counters of every aggregate type used so far, sorted by name.
@@ -168,9 +173,17 @@ impl Dispatcher {
         self.partitions.partition_of::<A>(id)
     }
 
-    /// Passivates the hibernated instances whose idle timeout has passed.
+    /// Passivates the hibernated instances whose idle timeout has passed, and drops the
+    /// cached decision models idle as long.
     pub(crate) async fn sweep_hibernated(&self) {
         self.partitions.sweep().await;
+        self.decisions
+            .sweep(Instant::now(), self.memory_monitor().ttl_factor());
+    }
+
+    /// How many boundaries of cached decisions keep a model.
+    pub(crate) fn decision_models(&self) -> usize {
+        self.decisions.len()
     }
 
     /// How many dispatch results the idempotency cache remembers.
@@ -191,14 +204,18 @@ impl Dispatcher {
         wanted: impl Fn() -> bool + Send + 'a,
     ) -> RunCommand<'a, impl Future<Output = Option<Result<Dispatched<A>, Error>>> + 'a, A> {
         if let Some(query) = command.decision_query() {
-            // A decision: no live instance, nothing to wait for but the store.
+            // A decision: no live instance, nothing to wait for but the store (and, for a
+            // cached one, the commands before it on its boundary).
             let store = self.partitions.store();
+            let idle = A::IDLE_TIMEOUT.unwrap_or(self.partitions.defaults().idle_timeout);
             let decided = async move {
                 if !wanted() {
                     return None;
                 }
                 let run = decision::run(
                     store,
+                    &self.decisions,
+                    idle,
                     id,
                     command,
                     query,
@@ -272,7 +289,7 @@ fn spawn_sweeper(dispatcher: &Arc<Dispatcher>) {
     let interval = dispatcher.settings.hibernation_sweep_interval;
     spawn_every(dispatcher, interval, Instant::now(), |dispatcher| {
         Box::pin(async move {
-            dispatcher.partitions.sweep().await;
+            dispatcher.sweep_hibernated().await;
             // The gauges of live and hibernated instances, as often as the sweep runs.
             for stats in dispatcher.partitions.stats() {
                 metrics::gauge!("evoq_aggregates_live", "aggregate" => stats.aggregate)

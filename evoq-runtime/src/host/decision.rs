@@ -26,7 +26,13 @@
 //! [`Dispatched`] of the model's event enum. The compiler rejects a command routed both to an
 //! aggregate and to a decision (two `Route` impls).
 //!
-//! Nothing stays in memory between commands: every attempt reads what it decides on.
+//! By default nothing stays in memory between commands: every command reads what it decides on.
+//! A decision marked `#[decision(cached)]` keeps its model per boundary (the query), like a live
+//! aggregate: the first command reads the whole context, each later one only the events after
+//! the position the model includes; commands of one boundary take the model one at a time; a
+//! violated condition catches the model up from where it is; a model idle for longer than the
+//! decision's idle timeout (`idle_timeout`, else the runtime's, scaled by the memory monitor)
+//! is dropped. The condition is the same, so the outcome is the same as without the cache.
 //!
 //! Runtime parts: [`EventQuery`] (with [`QueryItem`]), [`AppendCondition`], [`Tags`] and
 //! [`tag`], the store calls [`EventStore::read_query`] and [`EventStore::append_if`].
@@ -34,11 +40,13 @@
 pub use crate::envelope::{Tags, tag};
 pub use crate::store::{AppendCondition, EventQuery, QueryItem};
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, SystemTime};
 
 use super::actor::encode;
+use super::decision_models::{DecisionModels, Model, Taken};
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::Decide;
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
@@ -61,19 +69,14 @@ const BACKOFF: Duration = Duration::from_millis(1);
 /// The longest pause between attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
-/// What one attempt read: the events the model applies, and the highest position of every
-/// event the query matched (0 when it matched none).
-struct Context<E> {
-    events: Vec<E>,
-    highest: u64,
-}
-
 /// Decides `command` of decision `A` on the events `query` selects, as the
 /// [module docs](self) say, and appends its events to the stream `<A::NAME>-<id>` with its
-/// command-log entry.
+/// command-log entry. A cached decision starts from its boundary's kept model (`models`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<A: Aggregate>(
     store: &GuardedStore,
+    models: &DecisionModels,
+    idle: Duration,
     id: &str,
     command: &dyn Decide<A>,
     mut query: EventQuery,
@@ -94,13 +97,22 @@ pub(crate) async fn run<A: Aggregate>(
         .decision_attempts()
         .unwrap_or_else(|| options.retry_limit.saturating_add(1))
         .max(1);
+    // A cached decision's boundary, taken for this command (the next waits).
+    let mut slot = match command.decision_cached() {
+        true => Some(models.take::<A>(query.to_string(), idle).await),
+        false => None,
+    };
+    let mut model: Model<A> = slot.as_mut().map_or_else(Model::default, Taken::take);
     let mut attempt: u32 = 0;
-    loop {
+    let result = loop {
         attempt += 1;
         // What a command that appends nothing saw: the head before its read.
         let head = *store.head().borrow();
-        let read = read_context::<A>(store, &query).await?;
-        let events = match decide(command, read.events, name, id) {
+        if let Err(error) = catch_up(store, &query, &mut model, name, id).await {
+            // A model that failed to apply an event is not kept.
+            return Err(error);
+        }
+        let events = match decide(command, &model.state, name, id) {
             Ok(events) => events,
             Err(error @ Error::Rejected { .. }) => {
                 // A resend may be refused by its own first run's events (another node ran it
@@ -108,22 +120,32 @@ pub(crate) async fn run<A: Aggregate>(
                 if let Some(since) = deduplicate_since
                     && let Some(done) = ran_before::<A>(store, context, since, name, id).await?
                 {
-                    return Ok(done);
+                    break Ok(done);
                 }
-                return Err(error);
+                break Err(error);
             }
             Err(error) => return Err(error),
         };
         if events.is_empty() && deduplicate_since.is_none() {
-            return Ok(Dispatched {
-                version: store.stream_version(&stream).await?,
+            let version = match store.stream_version(&stream).await {
+                Ok(version) => version,
+                Err(error) => break Err(error.into()),
+            };
+            break Ok(Dispatched {
+                version,
                 events,
                 position: None,
-                token: head.max(read.highest),
+                token: head.max(model.highest),
                 command_id: context.command_id,
             });
         }
         let new_events = encode(&events, name, context)?;
+        // The events the query selects advance a kept model (those it does not select are not
+        // in a fresh fold either).
+        let selected: Vec<bool> = new_events
+            .iter()
+            .map(|event| query.matches(&event.event_type, &event.metadata.tags))
+            .collect();
         let logged = NewCommand {
             command_id: context.command_id,
             idempotency_key: context.idempotency_key.clone(),
@@ -133,7 +155,7 @@ pub(crate) async fn run<A: Aggregate>(
         };
         let condition = AppendCondition {
             query,
-            after: read.highest,
+            after: model.highest,
         };
         match store
             .append_if(&stream, new_events, &condition, Some(logged))
@@ -141,16 +163,22 @@ pub(crate) async fn run<A: Aggregate>(
         {
             Ok(appended) => {
                 let position = (!events.is_empty()).then_some(appended.last_position);
-                return Ok(Dispatched {
+                if slot.is_some()
+                    && !advance(&mut model, &events, &selected, appended.last_position)
+                {
+                    // The model panicked applying its own events: not kept.
+                    slot = None;
+                }
+                break Ok(Dispatched {
                     version: appended.version,
                     events,
                     position,
-                    token: position.unwrap_or(head.max(read.highest)),
+                    token: position.unwrap_or(head.max(model.highest)),
                     command_id: context.command_id,
                 });
             }
             Err(StoreError::DuplicateCommand { record }) => {
-                return first_result::<A>(store, &record, name, id).await;
+                break first_result::<A>(store, &record, name, id).await;
             }
             Err(StoreError::ConditionFailed { position, .. }) => {
                 metrics::counter!("evoq_decision_conflicts_total", "decision" => A::NAME)
@@ -166,7 +194,7 @@ pub(crate) async fn run<A: Aggregate>(
                     "evoq.decision.conflict",
                 );
                 if attempt >= budget {
-                    return Err(Error::DecisionConflict {
+                    break Err(Error::DecisionConflict {
                         decision: A::NAME,
                         command: name,
                         stream,
@@ -175,25 +203,30 @@ pub(crate) async fn run<A: Aggregate>(
                     });
                 }
                 tokio::time::sleep(jittered(BACKOFF, BACKOFF_MAX, attempt)).await;
+                // The model is right up to what it read: the next attempt reads what is new.
                 query = condition.query;
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => break Err(error.into()),
         }
+    };
+    if let Some(slot) = slot.as_mut() {
+        slot.keep(model);
     }
+    result
 }
 
-/// Reads every event `query` selects, oldest first, and decodes those `A` applies.
-async fn read_context<A: Aggregate>(
+/// Reads the events `query` selects after the model's position, oldest first, and applies
+/// those `A` applies; every selected event moves the position (those `A` does not apply count
+/// for the condition).
+async fn catch_up<A: Aggregate>(
     store: &GuardedStore,
     query: &EventQuery,
-) -> Result<Context<A::Event>, Error> {
-    let mut context = Context {
-        events: Vec::new(),
-        highest: 0,
-    };
-    let mut after = 0;
+    model: &mut Model<A>,
+    name: &'static str,
+    id: &str,
+) -> Result<(), Error> {
     loop {
-        let page = store.read_query(query, after, CONTEXT_PAGE).await?;
+        let page = store.read_query(query, model.highest, CONTEXT_PAGE).await?;
         let read = page.events.len() + page.undecodable.len();
         if let Some(row) = page.undecodable.first() {
             return Err(Error::Decode {
@@ -204,35 +237,61 @@ async fn read_context<A: Aggregate>(
                 reason: "the stored row cannot be read back as an event".to_owned(),
             });
         }
+        let mut decoded = Vec::with_capacity(page.events.len());
         for recorded in &page.events {
-            context.highest = context.highest.max(recorded.global_position);
             if let Some(event) = decode_known::<A>(recorded)? {
-                context.events.push(event);
+                decoded.push(event);
             }
         }
-        if read < CONTEXT_PAGE {
-            return Ok(context);
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            for event in &decoded {
+                model.state.apply(event);
+            }
+        }));
+        if let Err(panic) = applied {
+            return Err(panicked::<A>(&*panic, name, id));
         }
-        after = page.scanned_through;
+        if let Some(last) = page.events.last() {
+            model.highest = model.highest.max(last.global_position);
+        }
+        if read < CONTEXT_PAGE {
+            return Ok(());
+        }
+        model.highest = model.highest.max(page.scanned_through);
     }
 }
 
-/// Folds `events` into a fresh model and runs the command on it: its events, or its rejection;
-/// a panic of the model or the handler is an error.
+/// Applies the command's own events the query selects to the kept model, which then includes
+/// everything up to `last_position` (the condition held: nothing else selected was appended
+/// since its read); whether it applied them without a panic.
+fn advance<A: Aggregate>(
+    model: &mut Model<A>,
+    events: &[A::Event],
+    selected: &[bool],
+    last_position: u64,
+) -> bool {
+    let applied = catch_unwind(AssertUnwindSafe(|| {
+        for (event, _) in events
+            .iter()
+            .zip(selected)
+            .filter(|(_, selected)| **selected)
+        {
+            model.state.apply(event);
+        }
+    }));
+    model.highest = model.highest.max(last_position);
+    applied.is_ok()
+}
+
+/// Runs the command on the model: its events, or its rejection; a panic of the handler is an
+/// error.
 fn decide<A: Aggregate>(
     command: &dyn Decide<A>,
-    events: Vec<A::Event>,
+    state: &A,
     name: &'static str,
     id: &str,
 ) -> Result<Vec<A::Event>, Error> {
-    let decided = catch_unwind(AssertUnwindSafe(|| {
-        let mut model = A::default();
-        for event in &events {
-            model.apply(event);
-        }
-        command.decide(&model)
-    }));
-    match decided {
+    match catch_unwind(AssertUnwindSafe(|| command.decide(state))) {
         Ok(Ok(events)) => Ok(events),
         Ok(Err(rejection)) => Err(Error::Rejected {
             aggregate: A::NAME,
@@ -240,24 +299,27 @@ fn decide<A: Aggregate>(
             command: name,
             source: rejection.into_inner(),
         }),
-        Err(panic) => {
-            let message = panic_message(&*panic);
-            tracing::error!(
-                name: "evoq.decision.execute",
-                stage = "exception",
-                decision = A::NAME,
-                aggregate_id = %id,
-                command = name,
-                panic = %message,
-                "evoq.decision.execute",
-            );
-            Err(Error::Panicked {
-                aggregate: A::NAME,
-                id: id.to_owned(),
-                command: name,
-                message,
-                events_stored: false,
-            })
-        }
+        Err(panic) => Err(panicked::<A>(&*panic, name, id)),
+    }
+}
+
+/// The error of a panic in the model or the handler of decision `A`, logged.
+fn panicked<A: Aggregate>(panic: &(dyn Any + Send), name: &'static str, id: &str) -> Error {
+    let message = panic_message(panic);
+    tracing::error!(
+        name: "evoq.decision.execute",
+        stage = "exception",
+        decision = A::NAME,
+        aggregate_id = %id,
+        command = name,
+        panic = %message,
+        "evoq.decision.execute",
+    );
+    Error::Panicked {
+        aggregate: A::NAME,
+        id: id.to_owned(),
+        command: name,
+        message,
+        events_stored: false,
     }
 }

@@ -4,12 +4,14 @@
 //!
 //! Files, each importing only those above it: `cell` (an instance's state and lock), `idle`
 //! (the timer queue), `memory_monitor`, `registry` (partitions and slots), `actor` (running a
-//! command, timing out), `decision` (running a command routed to a decision: no live
-//! instance, a read of its query and a conditional append).
+//! command, timing out), `decision_models` (the kept models of cached decisions), `decision` (running a command
+//! routed to a decision: a read of its query, or of what is new to its kept model, and a
+//! conditional append).
 
 pub(crate) mod actor;
 pub(crate) mod cell;
 pub mod decision;
+pub(crate) mod decision_models;
 pub(crate) mod idle;
 pub mod memory_monitor;
 pub(crate) mod registry;

@@ -416,6 +416,11 @@ impl Partitions {
         &self.env.monitor
     }
 
+    /// The lifecycle defaults of every aggregate type.
+    pub(crate) fn defaults(&self) -> &AggregateDefaults {
+        &self.env.defaults
+    }
+
     /// The event store the instances append to.
     pub(crate) fn store(&self) -> &Arc<GuardedStore> {
         &self.env.store
