@@ -118,7 +118,10 @@ pub(crate) fn main() {
     );
     assert_eq!(<LendBook as evoq::Route>::DECISION_ATTEMPTS, Some(5));
     assert!(<LendBook as evoq::Route>::DECISION_CACHED);
-    assert_eq!(<Lending as Aggregate>::IDLE_TIMEOUT, Some(std::time::Duration::from_secs(600)));
+    assert_eq!(
+        <Lending as Aggregate>::IDLE_TIMEOUT,
+        Some(std::time::Duration::from_secs(600))
+    );
     let command = LendBook {
         member: "m1".into(),
         book: 7,

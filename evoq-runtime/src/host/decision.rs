@@ -46,7 +46,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, SystemTime};
 
 use super::actor::encode;
-use super::decision_models::{DecisionModels, Model, Taken};
+use super::decision_models::{DecisionModels, HeldModel, Model};
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::Decide;
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
@@ -102,16 +102,14 @@ pub(crate) async fn run<A: Aggregate>(
         true => Some(models.take::<A>(query.to_string(), idle).await),
         false => None,
     };
-    let mut model: Model<A> = slot.as_mut().map_or_else(Model::default, Taken::take);
+    let mut model: Model<A> = slot.as_mut().map_or_else(Model::default, HeldModel::take);
     let mut attempt: u32 = 0;
     let result = loop {
         attempt += 1;
         // What a command that appends nothing saw: the head before its read.
         let head = *store.head().borrow();
-        if let Err(error) = catch_up(store, &query, &mut model, name, id).await {
-            // A model that failed to apply an event is not kept.
-            return Err(error);
-        }
+        // A model that failed to read or apply an event is not kept (the slot stays empty).
+        catch_up(store, &query, &mut model, name, id).await?;
         let events = match decide(command, &model.state, name, id) {
             Ok(events) => events,
             Err(error @ Error::Rejected { .. }) => {

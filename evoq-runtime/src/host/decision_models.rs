@@ -40,9 +40,9 @@ struct Slot {
 }
 
 /// The slot of one boundary, taken by one command at a time.
-pub(crate) struct Taken(OwnedMutexGuard<Slot>);
+pub(crate) struct HeldModel(OwnedMutexGuard<Slot>);
 
-impl Taken {
+impl HeldModel {
     /// The kept model, or a new one.
     pub(crate) fn take<A: Aggregate>(&mut self) -> Model<A> {
         self.0
@@ -67,7 +67,7 @@ pub(crate) struct DecisionModels {
 
 impl DecisionModels {
     /// The slot of decision `A`'s boundary `key`, once the commands before have left it.
-    pub(crate) async fn take<A: Aggregate>(&self, key: String, idle: Duration) -> Taken {
+    pub(crate) async fn take<A: Aggregate>(&self, key: String, idle: Duration) -> HeldModel {
         let slot = Arc::clone(
             self.slots
                 .entry((TypeId::of::<A>(), key))
@@ -80,7 +80,7 @@ impl DecisionModels {
                 })
                 .value(),
         );
-        Taken(slot.lock_owned().await)
+        HeldModel(slot.lock_owned().await)
     }
 
     /// Drops the models idle longer than their idle timeout times `factor` (the memory
