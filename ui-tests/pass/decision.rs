@@ -117,7 +117,7 @@ pub(crate) fn main() {
         ["BookLent", "BookReturned"]
     );
     assert_eq!(<LendBook as evoq::Route>::DECISION_ATTEMPTS, Some(5));
-    assert!(<LendBook as evoq::Route>::DECISION_CACHED);
+    const { assert!(<LendBook as evoq::Route>::DECISION_CACHED) };
     assert_eq!(
         <Lending as Aggregate>::IDLE_TIMEOUT,
         Some(std::time::Duration::from_secs(600))
