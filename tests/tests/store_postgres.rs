@@ -1,9 +1,10 @@
 //! The PostgreSQL store: the conformance suite, gap safety under concurrent (and slow)
 //! appenders, two nodes sharing one database (handlers run once across the nodes and move to
 //! the surviving node; one command runs once across the nodes), corrupt rows, a schema from a
-//! newer evoq, timeouts across a reconnect, the migration of version 1, 2 and 5 schemas (the
-//! last with its tag index filled), tags and conditions across a restart, two nodes racing
-//! conditional appends on one query (one wins), and a tagged row that does not decode.
+//! newer evoq, timeouts across a reconnect, the migration of version 1, 2, 5 and 6 schemas
+//! (the third with its tag index filled), tags and conditions across a restart, two nodes
+//! racing conditional appends on one query (one wins), conditional appends of one batch where
+//! an earlier one refuses a later one, and a tagged row that does not decode.
 //! Failing safe: a silent server fails the start within the connect timeout, a missing
 //! database or a refused login fails it at once with the server's reason, a holder whose lease
 //! connection is killed stops before another node takes over, and a dead-letter retry asked on
@@ -449,7 +450,7 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
             error,
             StoreError::SchemaTooNew {
                 found: 42,
-                supported: 6,
+                supported: 7,
                 ..
             }
         ),
@@ -504,13 +505,14 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
     // Back to version 1: a fresh schema runs the version 1 DDL, then version 2's, which only
     // adds the command log and its append function, then version 3's, which only adds the
     // timeouts, version 4's, which only adds three columns to the dead letters, version 5's,
-    // which only adds the set-based append function, and version 6's, which only adds the tag
-    // index and its append function; removing those leaves version 1 as that version of evoq
-    // wrote it.
+    // which only adds the set-based append function, version 6's, which only adds the tag
+    // index and its append function, and version 7's, which only adds the conditional append
+    // function; removing those leaves version 1 as that version of evoq wrote it.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
+            "DROP FUNCTION \"{s}\".evoq_append_conditional;
+             DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
              DROP FUNCTION \"{s}\".evoq_append_batch; DROP TABLE \"{s}\".timeouts;
              DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
@@ -527,8 +529,8 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
         .expect("schema version")
         .get(0);
     assert_eq!(
-        version, 6,
-        "the schema is migrated to the current version, 6"
+        version, 7,
+        "the schema is migrated to the current version, 7"
     );
     let after = store
         .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
@@ -687,11 +689,12 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
     drop(store);
     // Back to version 2: version 3 only adds the timeouts, version 4 the dead letters' kind,
     // reason and raw row, version 5 the set-based append function, version 6 the tag index and
-    // its append function.
+    // its append function, version 7 the conditional append function.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
+            "DROP FUNCTION \"{s}\".evoq_append_conditional;
+             DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
              DROP TABLE \"{s}\".timeouts;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
              DROP TABLE \"{s}\".requests;
@@ -708,8 +711,8 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
         .expect("schema version")
         .get(0);
     assert_eq!(
-        version, 6,
-        "the schema is migrated to the current version, 6"
+        version, 7,
+        "the schema is migrated to the current version, 7"
     );
     let indexes: Vec<String> = admin
         .query(
@@ -916,12 +919,14 @@ async fn a_version_5_schema_with_tagged_events_migrates_with_its_tag_index_fille
             .expect("append");
     }
     drop(store);
-    // Back to version 5: version 6 only adds the tag index and its append function. Event 5's
+    // Back to version 5: version 6 only adds the tag index and its append function, version 7
+    // the conditional append function. Event 5's
     // metadata is damaged (it no longer parses, tags and all): the migration must go through.
     let admin = raw(&schema).await;
     admin
         .batch_execute(&format!(
-            "DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
+            "DROP FUNCTION \"{s}\".evoq_append_conditional;
+             DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
              UPDATE \"{s}\".events SET metadata = convert_to('{{\"tags\":[\"member:m1\"', 'UTF8')
              WHERE position = 5;
              UPDATE \"{s}\".evoq_schema SET version = 5;"
@@ -936,8 +941,8 @@ async fn a_version_5_schema_with_tagged_events_migrates_with_its_tag_index_fille
         .expect("schema version")
         .get(0);
     assert_eq!(
-        version, 6,
-        "the schema is migrated to the current version, 6"
+        version, 7,
+        "the schema is migrated to the current version, 7"
     );
     let expected: Vec<(i64, String)> = [
         (1, "book:b1"),
@@ -1148,6 +1153,189 @@ async fn two_nodes_racing_conditional_appends_on_one_query_have_one_winner() {
             "both nodes read the winner"
         );
     }
+}
+
+/// 32 conditional appends from one node at once, all under one query and `after` the head:
+/// the writer puts them in few batches, and within a batch a later one must see the events of
+/// an earlier one. Exactly one wins, every refusal names its event, and the plain appends
+/// batched with them commit around it without a gap. The same again with a query of an item
+/// without tags (the events of a type).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conditional_appends_of_one_batch_see_the_events_of_the_earlier_ones() {
+    let Some(schema) = PgSchema::new("dcb_batch").await else {
+        return;
+    };
+    const RUNS: usize = 32;
+    let store = connect(&schema).await;
+    let queries = [
+        EventQuery::types(["BookLent"]).and(EventQuery::tag("book:b1")),
+        EventQuery::types(["Reserved"]),
+    ];
+    for (round, query) in queries.into_iter().enumerate() {
+        let after = store.read_head().await.expect("head");
+        let barrier = Arc::new(tokio::sync::Barrier::new(RUNS * 2));
+        let mut tasks = Vec::new();
+        for i in 0..RUNS {
+            let (node, gate, query) = (store.clone(), Arc::clone(&barrier), query.clone());
+            tasks.push(tokio::spawn(async move {
+                let stream = format!("Lending-{round}-{i}");
+                let event = if round == 0 {
+                    tagged("BookLent", i as u64, &["book:b1", &format!("member:{i}")])
+                } else {
+                    event("Reserved", i as u64)
+                };
+                gate.wait().await;
+                let condition = AppendCondition { query, after };
+                let result = node.append_if(&stream, vec![event], &condition, None).await;
+                (Some(stream), result)
+            }));
+            // A plain append of another type alongside each, which no condition matches.
+            let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let result = store
+                    .append(
+                        &format!("Plain-{round}-{i}"),
+                        ExpectedVersion::NoStream,
+                        vec![tagged("Noted", i as u64, &["book:b1"])],
+                    )
+                    .await;
+                (None, result)
+            }));
+        }
+        let mut winners = Vec::new();
+        let mut refused = Vec::new();
+        let mut plain = 0;
+        for task in tasks {
+            match task.await.expect("run") {
+                (None, result) => {
+                    result.expect("a plain append");
+                    plain += 1;
+                }
+                (Some(stream), Ok(appended)) => winners.push((stream, appended)),
+                (
+                    Some(_),
+                    Err(StoreError::ConditionFailed {
+                        position, after: a, ..
+                    }),
+                ) => {
+                    assert_eq!(a, after);
+                    refused.push(position);
+                }
+                (Some(_), Err(other)) => panic!("a conditional append failed with {other}"),
+            }
+        }
+        assert_eq!(plain, RUNS);
+        assert_eq!(winners.len(), 1, "exactly one conditional append wins");
+        assert_eq!(refused.len(), RUNS - 1);
+        let (stream, appended) = &winners[0];
+        assert!(
+            refused.iter().all(|&p| p == appended.first_position),
+            "every refusal names the winner's event ({}): {refused:?}",
+            appended.first_position
+        );
+        let head = store.read_head().await.expect("head");
+        assert_eq!(
+            head,
+            after + RUNS as u64 + 1,
+            "the winner and the plain appends"
+        );
+        let all = store
+            .read_all(after, usize::MAX, &EventFilter::All)
+            .await
+            .expect("read_all");
+        let positions: Vec<u64> = all.events.iter().map(|e| e.global_position).collect();
+        assert_eq!(
+            positions,
+            (after + 1..=head).collect::<Vec<_>>(),
+            "positions stay gap-free"
+        );
+        let matching: Vec<_> = all
+            .events
+            .iter()
+            .filter(|e| &*e.stream_id == stream.as_str())
+            .collect();
+        assert_eq!(matching.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_6_schema_migrates_and_keeps_its_append_function() {
+    let Some(schema) = PgSchema::new("migrate_v6").await else {
+        return;
+    };
+    let s = &schema.schema;
+    let store = connect(&schema).await;
+    store
+        .append(
+            "Lending-b1",
+            ExpectedVersion::Any,
+            vec![tagged("BookLent", 1, &["member:m1", "book:b1"])],
+        )
+        .await
+        .expect("append");
+    drop(store);
+    // Back to version 6: version 7 only adds the conditional append function.
+    let admin = raw(&schema).await;
+    admin
+        .batch_execute(&format!(
+            "DROP FUNCTION \"{s}\".evoq_append_conditional;
+             UPDATE \"{s}\".evoq_schema SET version = 6;"
+        ))
+        .await
+        .expect("turn the schema back into version 6");
+
+    let store = connect(&schema).await;
+    let version: i64 = admin
+        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
+        .await
+        .expect("schema version")
+        .get(0);
+    assert_eq!(
+        version, 7,
+        "the schema is migrated to the current version, 7"
+    );
+    let condition = AppendCondition {
+        query: lends_of_m1(),
+        after: 0,
+    };
+    match store
+        .append_if(
+            "Lending-b2",
+            vec![tagged("BookLent", 2, &["member:m1"])],
+            &condition,
+            None,
+        )
+        .await
+    {
+        Err(StoreError::ConditionFailed { position, .. }) => assert_eq!(position, 1),
+        other => panic!("the migrated schema must refuse the append, got {other:?}"),
+    }
+    let condition = AppendCondition {
+        query: lends_of_m1(),
+        after: 1,
+    };
+    let appended = store
+        .append_if(
+            "Lending-b2",
+            vec![tagged("BookLent", 2, &["member:m1"])],
+            &condition,
+            None,
+        )
+        .await
+        .expect("append_if on the migrated schema");
+    assert_eq!(appended.first_position, 2);
+    // The version 6 append function stays, for a node not yet upgraded.
+    let kept: i64 = admin
+        .query_one(
+            "SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname = 'evoq_append_tagged'",
+            &[s],
+        )
+        .await
+        .expect("look for evoq_append_tagged")
+        .get(0);
+    assert_eq!(kept, 1, "evoq_append_tagged is kept for a rolling upgrade");
 }
 
 /// A tagged row that no longer decodes is reported in `undecodable` by the queries that select

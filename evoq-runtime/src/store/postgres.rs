@@ -41,9 +41,11 @@
 //! - **Tags and conditional appends.** Every tag of an event has a row in `evoq_event_tags`
 //!   (tag, position), written by the append's transaction: [`EventStore::read_query`] reads
 //!   it item by item of the query, up to the head like `read_all`; [`EventStore::append_if`]
-//!   checks its condition through it in the transaction of its append, after that took the
-//!   `evoq_head` lock, so of two nodes appending under conditions that each match the other's
-//!   events, one fails (see `postgres/tags.rs`).
+//!   goes through the group-commit writer like every append, and the append function checks
+//!   its condition through the index after it took the `evoq_head` lock, before the append
+//!   takes its positions (in a batch, against the events of the appends before it too), so of
+//!   two nodes appending under conditions that each match the other's events, one fails (see
+//!   `postgres/writer.rs`).
 //! - **Saga timeouts** (table `timeouts`) keep their due time in microseconds since the Unix
 //!   epoch, negative before it. A due time more than about 292,000 years from 1970 is clamped to
 //!   that range, never refused (see `time_to_micros` in `store/codec.rs`): it is due, or not,
@@ -118,8 +120,9 @@ const BACKEND: &str = "postgres";
 
 /// The schema version this build writes: 1, the events; 2, the command log; 3, the sagas'
 /// timeouts; 4, the dead letters' kind, reason and raw row; 5, the set-based append of a
-/// batch (`writer::append_batch_ddl`); 6, the tag index (`tags::tags_ddl`).
-const SCHEMA_VERSION: i64 = 6;
+/// batch (`writer::append_batch_ddl`); 6, the tag index (`tags::tags_ddl`); 7, the conditional
+/// appends in the batch (`writer::append_batch_ddl`).
+const SCHEMA_VERSION: i64 = 7;
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
@@ -1060,6 +1063,7 @@ $body$;
     );
     let v5 = writer::append_batch_ddl(s, AppendFunction::Batch);
     let v6 = tags::tags_ddl(s);
+    let v7 = writer::append_batch_ddl(s, AppendFunction::Conditional);
     let what = format!("opening schema `{}`", inner.options.schema);
     retrying!(inner, what, |client| async {
         let fail = |e| Failure::sql(&what, &inner.location, e);
@@ -1107,7 +1111,10 @@ $body$;
             if found < 6 {
                 client.batch_execute(&v6).await.map_err(fail)?;
             }
-            // Later versions migrate here, one step at a time: `if found < 7 { ... }`.
+            if found < 7 {
+                client.batch_execute(&v7).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 8 { ... }`.
             if found < SCHEMA_VERSION {
                 client
                     .batch_execute(&format!(
@@ -1690,25 +1697,11 @@ impl LeaseGuard {
 }
 
 impl PostgresStore {
-    /// Hands an append (with the command to record, if any) to the group-commit writer and
-    /// waits for its result.
-    async fn submit(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        command: Option<NewCommand>,
-    ) -> Result<Appended, StoreError> {
+    /// Hands an append (with the command to record and the condition to check, if any) to the
+    /// group-commit writer and waits for its result.
+    async fn submit(&self, append: Append) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = AppendJob {
-            append: Append {
-                stream: stream.to_owned(),
-                expected,
-                events,
-                command,
-            },
-            reply,
-        };
+        let job = AppendJob { append, reply };
         let stopped = || StoreError::Backend {
             backend: BACKEND,
             message: format!("the writer of {} stopped", self.inner.location),
@@ -1726,7 +1719,14 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        self.submit(stream, expected, events, None).await
+        self.submit(Append {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            command: None,
+            condition: None,
+        })
+        .await
     }
 
     /// The check and the entry are written by the append's transaction, after it took the
@@ -1738,7 +1738,14 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
         command: NewCommand,
     ) -> Result<Appended, StoreError> {
-        self.submit(stream, expected, events, Some(command)).await
+        self.submit(Append {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            command: Some(command),
+            condition: None,
+        })
+        .await
     }
 
     async fn find_command(
@@ -1903,8 +1910,9 @@ impl EventStore for PostgresStore {
         event_page(&rows, max_count, head)
     }
 
-    /// Checks the condition and appends in one transaction of its own, under the `evoq_head`
-    /// lock every append of the cluster takes (see `postgres/tags.rs`).
+    /// Goes through the group-commit writer like every append: the append function checks the
+    /// condition after it took the `evoq_head` lock every append of the cluster takes (see
+    /// `postgres/writer.rs`).
     async fn append_if(
         &self,
         stream: &str,
@@ -1912,13 +1920,14 @@ impl EventStore for PostgresStore {
         condition: &AppendCondition,
         command: Option<NewCommand>,
     ) -> Result<Appended, StoreError> {
-        let append = Append {
+        self.submit(Append {
             stream: stream.to_owned(),
             expected: ExpectedVersion::Any,
             events,
             command,
-        };
-        tags::append_if(&self.inner, append, condition).await
+            condition: Some(condition.clone()),
+        })
+        .await
     }
 
     fn head(&self) -> watch::Receiver<u64> {

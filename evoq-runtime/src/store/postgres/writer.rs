@@ -2,10 +2,11 @@
 //! waiting for it together, one statement (one round trip, one transaction) per batch.
 //!
 //! - **Batches grow with the load.** The writer takes every append waiting (up to
-//!   `max_batch`) into one call of `evoq_append_tagged`, which does the whole batch in a fixed
-//!   number of set-based statements: one lookup of every stream's version and live command
-//!   entry, one insert of every event, one of every tag (none when no event has a tag), one of
-//!   every command entry, the head moved once. So a batch of 64 costs little more than a batch
+//!   `max_batch`) into one call of `evoq_append_conditional`, which does the whole batch in a
+//!   fixed number of set-based statements: one lookup of every stream's version and live
+//!   command entry, one insert of every event, one of every tag (none when no event has a
+//!   tag), one of every command entry, the head moved once (and a few statements per condition
+//!   of a conditional append). So a batch of 64 costs little more than a batch
 //!   of 1, and the more commands are in flight, the more each commit carries.
 //! - **A batch waits for the callers it just answered.** Before it closes a batch, the writer
 //!   steps aside until the runtime has nothing else to run (see [`gather`]): the callers the
@@ -17,6 +18,11 @@
 //!   one stream, two commands with one key, or two with one command id (the second must see the
 //!   first's events or entry). The writer ends the batch before such an append, which starts
 //!   the next one, so the appends still commit in the order they arrived.
+//! - **Conditional appends ([`append_if`](crate::store::EventStore::append_if)) are batched
+//!   too**, with plain ones: the function checks each job's condition in the batch's order,
+//!   against the stored events and the events of the jobs before it in the batch, so a batch
+//!   decides as its appends would one after the other. A job whose condition fails is skipped
+//!   (nothing appended, nothing recorded) and the others commit.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -33,7 +39,7 @@ use super::{
 };
 use crate::envelope::NewEvent;
 use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
-use crate::store::{Appended, ExpectedVersion, NewCommand, StoreError};
+use crate::store::{AppendCondition, Appended, ExpectedVersion, NewCommand, StoreError};
 
 /// One append: its stream, expected version and events, and the command to record with it, if
 /// any. What one job of the append function does.
@@ -42,6 +48,9 @@ pub(super) struct Append {
     pub(super) expected: ExpectedVersion,
     pub(super) events: Vec<NewEvent>,
     pub(super) command: Option<NewCommand>,
+    /// The condition of a conditional append
+    /// ([`append_if`](crate::store::EventStore::append_if)).
+    pub(super) condition: Option<AppendCondition>,
 }
 
 /// One append waiting for the writer, and where its result goes.
@@ -53,7 +62,7 @@ pub(super) struct AppendJob {
 /// The group-commit writer of one store (see the [module docs](self)).
 pub(super) struct Writer {
     pub(super) pool: Pool,
-    /// The call of `evoq_append_tagged`, from [`append_statement`].
+    /// The call of `evoq_append_conditional`, from [`append_statement`].
     pub(super) statement: String,
     pub(super) location: String,
     pub(super) channel: String,
@@ -65,15 +74,15 @@ pub(super) struct Writer {
 }
 
 /// A batch's outcome before the commit.
-pub(super) struct Planned {
+struct Planned {
     /// Each append's result, in the batch's order.
-    pub(super) results: Vec<Result<Appended, StoreError>>,
+    results: Vec<Result<Appended, StoreError>>,
     /// The highest position appended (0: none).
-    pub(super) last_position: u64,
+    last_position: u64,
 }
 
-/// How many parameters `evoq_append_tagged` takes.
-const APPEND_PARAMETERS: usize = 22;
+/// How many parameters `evoq_append_conditional` takes.
+const APPEND_PARAMETERS: usize = 28;
 
 /// A version of the set-based append function (see [`append_batch_ddl`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,11 +91,14 @@ pub(super) enum AppendFunction {
     Batch,
     /// Schema 6: `evoq_append_tagged`, which also writes the tag index.
     Tagged,
+    /// Schema 7: `evoq_append_conditional`, which also checks the jobs' conditions.
+    Conditional,
 }
 
 /// The set-based append of a whole batch (see the [module docs](self)), in the version
-/// `function` names: schema 5's `evoq_append_batch`, or schema 6's `evoq_append_tagged`, the
-/// same plus the tag index.
+/// `function` names: schema 5's `evoq_append_batch`; schema 6's `evoq_append_tagged`, the
+/// same plus the tag index; or schema 7's `evoq_append_conditional`, the same plus the jobs'
+/// conditions.
 ///
 /// It does what `evoq_append_commands` (schema 2) does for a batch whose appends name distinct
 /// streams, keys and command ids, in a fixed number of statements instead of several per
@@ -100,27 +112,42 @@ pub(super) enum AppendFunction {
 /// head moves and the commit is notified. `evoq_append_tagged` also inserts a row of
 /// `evoq_event_tags` per tag of an appended event (`t_events`: the event's place in the event
 /// arrays, 1-based; `t_tags`: the tag), one statement skipped when the batch has no tag.
+/// `evoq_append_conditional` also gives a job with a condition (`q_afters`, see
+/// [`condition_check_sql`]) that an event matches the outcome `condition`, the lowest matching
+/// position in `actual`, before the job takes its positions; such a job deletes no expired
+/// command entry either.
 ///
 /// The older functions stay: a node of an older version still running during a rolling
 /// upgrade appends with them (`evoq_append_batch` indexing no tag: such a node writes none),
 /// under the same head lock as everyone else.
 pub(super) fn append_batch_ddl(s: &str, function: AppendFunction) -> String {
-    let (name, tag_parameters, tag_insert) = match function {
-        AppendFunction::Batch => ("evoq_append_batch", "", String::new()),
-        AppendFunction::Tagged => (
-            "evoq_append_tagged",
-            "    t_events INT[], t_tags TEXT[],\n",
-            format!(
-                "        IF cardinality(t_tags) > 0 THEN
+    let tag_insert = format!(
+        "        IF cardinality(t_tags) > 0 THEN
             INSERT INTO {s}.evoq_event_tags (tag, position)
             SELECT t.tag, v_firsts[e_jobs[t.ev]] + e_offsets[t.ev]
             FROM unnest(t_events, t_tags) AS t(ev, tag)
             WHERE v_outcomes[e_jobs[t.ev]] = 'appended';
         END IF;
 "
-            ),
-        ),
+    );
+    let tag_parameters = "    t_events INT[], t_tags TEXT[],\n";
+    let (name, tag_parameters, tag_insert) = match function {
+        AppendFunction::Batch => ("evoq_append_batch", "", String::new()),
+        AppendFunction::Tagged => ("evoq_append_tagged", tag_parameters, tag_insert),
+        AppendFunction::Conditional => ("evoq_append_conditional", tag_parameters, tag_insert),
     };
+    let (condition_parameters, condition_variables, condition_check, condition_outcome) =
+        if function == AppendFunction::Conditional {
+            (
+                "    q_afters BIGINT[], q_jobs INT[], y_items INT[], y_types TEXT[], g_items INT[],
+    g_tags TEXT[],\n",
+                CONDITION_VARIABLES,
+                condition_check_sql(s),
+                CONDITION_OUTCOME,
+            )
+        } else {
+            ("", "", String::new(), "")
+        };
     format!(
         "
 CREATE FUNCTION {s}.{name}(
@@ -129,7 +156,7 @@ CREATE FUNCTION {s}.{name}(
     e_data BYTEA[], e_metadata BYTEA[],
 {tag_parameters}    c_has BOOLEAN[], c_ids UUID[], c_keys TEXT[], c_commands TEXT[], c_aggregates TEXT[],
     c_aggregate_ids TEXT[], c_check BOOLEAN[], c_since BIGINT[],
-    p_recorded_at BIGINT, p_channel TEXT)
+{condition_parameters}    p_recorded_at BIGINT, p_channel TEXT)
 RETURNS TABLE (job INT, outcome TEXT, actual BIGINT, first_position BIGINT, duplicate {s}.commands)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $body$
 #variable_conflict use_column
@@ -142,7 +169,7 @@ DECLARE
     v_found BOOLEAN[];
     v_duplicates {s}.commands[];
     v_firsts BIGINT[];
-BEGIN
+{condition_variables}BEGIN
     -- The lock that orders every append (and every command check) of the cluster, held until
     -- the commit.
     SELECT h.position INTO v_head FROM {s}.evoq_head h WHERE h.id = 1 FOR UPDATE;
@@ -180,12 +207,12 @@ BEGIN
     v_firsts := array_fill(0::BIGINT, ARRAY[v_jobs]);
     v_next := v_head + 1;
     FOR i IN 1 .. v_jobs LOOP
-        IF v_found[i] THEN
+{condition_check}        IF v_found[i] THEN
             v_outcomes[i] := 'duplicate';
             v_actuals[i] := 0;
         ELSIF p_expected[i] >= 0 AND p_expected[i] <> v_actuals[i] THEN
             v_outcomes[i] := 'conflict';
-        ELSIF p_counts[i] > 0 THEN
+{condition_outcome}        ELSIF p_counts[i] > 0 THEN
             v_firsts[i] := v_next;
             v_next := v_next + p_counts[i];
         END IF;
@@ -194,7 +221,7 @@ BEGIN
         -- A checked command that is not a duplicate: its expired entries go.
         DELETE FROM {s}.commands c
         USING unnest(c_has, c_check, c_keys, c_ids, v_outcomes) AS j(has, chk, key, id, outcome)
-        WHERE j.has AND j.chk AND j.key IS NULL AND j.outcome <> 'duplicate'
+        WHERE j.has AND j.chk AND j.key IS NULL AND j.outcome NOT IN ('duplicate', 'condition')
           AND c.command_id = j.id;
     END IF;
     IF EXISTS (SELECT 1 FROM unnest(c_keys) AS k(key) WHERE k.key IS NOT NULL) THEN
@@ -202,7 +229,7 @@ BEGIN
         DELETE FROM {s}.commands c
         USING unnest(c_has, c_check, c_keys, p_counts, v_outcomes) AS j(has, chk, key, cnt, outcome)
         WHERE j.has AND j.key IS NOT NULL AND c.idempotency_key = j.key
-          AND ((j.chk AND j.outcome <> 'duplicate')
+          AND ((j.chk AND j.outcome NOT IN ('duplicate', 'condition'))
                OR (NOT j.chk AND j.outcome = 'appended' AND j.cnt > 0));
     END IF;
     IF v_next > v_head + 1 THEN
@@ -234,7 +261,100 @@ $body$;
     )
 }
 
-/// The call of the append function of schema `s` (`evoq_append_tagged`): its result rows with
+/// The variables of the condition check of `evoq_append_conditional` (see [`condition_check_sql`]).
+const CONDITION_VARIABLES: &str = "    v_item INT := 1;
+    v_items INT := COALESCE(array_length(q_jobs, 1), 0);
+    v_types TEXT[];
+    v_tags TEXT[];
+    v_match BIGINT;
+    v_stored BIGINT;
+    v_batched BIGINT;
+    v_failed BIGINT;
+";
+
+/// The branch of a job whose condition failed: outcome `condition`, the lowest matching
+/// position in `actual`.
+const CONDITION_OUTCOME: &str = "        ELSIF v_failed IS NOT NULL THEN
+            v_outcomes[i] := 'condition';
+            v_actuals[i] := v_failed;
+";
+
+/// The condition check of job `i` of `evoq_append_conditional`, at the start of its turn of
+/// the loop that gives the positions, so after the jobs before it took theirs.
+///
+/// A job's condition is `q_afters[i]` (`NULL`: none) and its query's items, the rows of
+/// `q_jobs` (each item's job, in the jobs' order) whose number is `v_item`: the item's types
+/// are the `y_types` of its number in `y_items`, its tags the `g_tags` of its number in
+/// `g_items`, in order. Unless the job is a duplicate, each item gives the lowest position
+/// above `after` it matches among the stored events (an item with tags: the index rows of its
+/// first tag, which carry its other tags and whose event has one of its types; without: the
+/// events of its types). Only when none matches, the events of the jobs before it in the
+/// batch that were appended are matched too (their positions are above every stored one), the
+/// same way: from the batch's rows of the item's first tag, or the batch's events.
+/// The lowest is `v_failed` (`NULL`: the condition holds).
+fn condition_check_sql(s: &str) -> String {
+    format!(
+        "        v_failed := NULL;
+        WHILE v_item <= v_items AND q_jobs[v_item] < i LOOP
+            v_item := v_item + 1;
+        END LOOP;
+        IF q_afters[i] IS NOT NULL AND v_found[i] IS NOT TRUE THEN
+            v_stored := NULL;
+            v_batched := NULL;
+            WHILE v_item <= v_items AND q_jobs[v_item] = i LOOP
+                v_types := ARRAY(
+                    SELECT y.typ FROM unnest(y_items, y_types) AS y(item, typ)
+                    WHERE y.item = v_item);
+                v_tags := ARRAY(
+                    SELECT g.tag FROM unnest(g_items, g_tags) WITH ORDINALITY AS g(item, tag, n)
+                    WHERE g.item = v_item ORDER BY g.n);
+                IF cardinality(v_tags) > 0 THEN
+                    SELECT t.position INTO v_match FROM {s}.evoq_event_tags t
+                    WHERE t.tag = v_tags[1] AND t.position > q_afters[i]
+                      AND NOT EXISTS (
+                          SELECT 1 FROM unnest(v_tags[2:]) AS w(tag)
+                          WHERE NOT EXISTS (
+                              SELECT 1 FROM {s}.evoq_event_tags o
+                              WHERE o.tag = w.tag AND o.position = t.position))
+                      AND (cardinality(v_types) = 0 OR EXISTS (
+                          SELECT 1 FROM {s}.events e
+                          WHERE e.position = t.position AND e.event_type = ANY(v_types)))
+                    ORDER BY t.position LIMIT 1;
+                ELSE
+                    SELECT e.position INTO v_match FROM {s}.events e
+                    WHERE e.position > q_afters[i]
+                      AND (cardinality(v_types) = 0 OR e.event_type = ANY(v_types))
+                    ORDER BY e.position LIMIT 1;
+                END IF;
+                v_stored := LEAST(v_stored, v_match);
+                IF v_stored IS NULL AND v_next > v_head + 1 AND cardinality(v_tags) > 0 THEN
+                    SELECT MIN(v_firsts[e_jobs[b.ev]] + e_offsets[b.ev]) INTO v_match
+                    FROM unnest(t_events, t_tags) AS b(ev, tag)
+                    WHERE b.tag = v_tags[1]
+                      AND e_jobs[b.ev] < i AND v_outcomes[e_jobs[b.ev]] = 'appended'
+                      AND (cardinality(v_types) = 0 OR e_types[b.ev] = ANY(v_types))
+                      AND NOT EXISTS (
+                          SELECT 1 FROM unnest(v_tags[2:]) AS w(tag)
+                          WHERE NOT EXISTS (
+                              SELECT 1 FROM unnest(t_events, t_tags) AS x(ev, tag)
+                              WHERE x.ev = b.ev AND x.tag = w.tag));
+                    v_batched := LEAST(v_batched, v_match);
+                ELSIF v_stored IS NULL AND v_next > v_head + 1 THEN
+                    SELECT MIN(v_firsts[e_jobs[b.ev]] + e_offsets[b.ev]) INTO v_match
+                    FROM generate_series(1, cardinality(e_jobs)) AS b(ev)
+                    WHERE e_jobs[b.ev] < i AND v_outcomes[e_jobs[b.ev]] = 'appended'
+                      AND (cardinality(v_types) = 0 OR e_types[b.ev] = ANY(v_types));
+                    v_batched := LEAST(v_batched, v_match);
+                END IF;
+                v_item := v_item + 1;
+            END LOOP;
+            v_failed := COALESCE(v_stored, v_batched);
+        END IF;
+"
+    )
+}
+
+/// The call of the append function of schema `s` (`evoq_append_conditional`): its result rows with
 /// the duplicate entry spread into [`COMMAND_COLUMNS`] from column 4 on (see [`job_result`]).
 pub(super) fn append_statement(s: &str) -> String {
     let duplicate: Vec<String> = COMMAND_COLUMNS
@@ -243,18 +363,19 @@ pub(super) fn append_statement(s: &str) -> String {
         .collect();
     let parameters: Vec<String> = (1..=APPEND_PARAMETERS).map(|n| format!("${n}")).collect();
     format!(
-        "SELECT r.job, r.outcome, r.actual, r.first_position, {} FROM {s}.evoq_append_tagged({}) r",
+        "SELECT r.job, r.outcome, r.actual, r.first_position, {} FROM {s}.evoq_append_conditional({}) r",
         duplicate.join(", "),
         parameters.join(", ")
     )
 }
 
-/// The arguments of `evoq_append_tagged` for one batch: one entry per append (job) in the
+/// The arguments of `evoq_append_conditional` for one batch: one entry per append (job) in the
 /// arrays of streams and commands, one per event in the arrays of events, one per tag of an
-/// event in the arrays of tags. A job without a command has `has_command` false and
-/// placeholders in the other command arrays.
+/// event in the arrays of tags, one per item of a condition's query in the arrays of items. A
+/// job without a command has `has_command` false and placeholders in the other command arrays;
+/// one without a condition has `after` `NULL`.
 #[derive(Default)]
-pub(super) struct BatchArrays<'a> {
+struct BatchArrays<'a> {
     streams: Vec<&'a str>,
     expected: Vec<i64>,
     counts: Vec<i32>,
@@ -275,11 +396,17 @@ pub(super) struct BatchArrays<'a> {
     aggregate_ids: Vec<&'a str>,
     checks: Vec<bool>,
     since: Vec<i64>,
+    afters: Vec<Option<i64>>,
+    item_jobs: Vec<i32>,
+    type_items: Vec<i32>,
+    item_types: Vec<&'a str>,
+    tag_items: Vec<i32>,
+    item_tags: Vec<&'a str>,
 }
 
 impl<'a> BatchArrays<'a> {
     /// The arrays of `batch`, in its order.
-    pub(super) fn new(batch: &[&'a Append]) -> Self {
+    fn new(batch: &[&'a Append]) -> Self {
         let mut arrays = BatchArrays::default();
         for (index, job) in batch.iter().enumerate() {
             arrays.push_job(index, job);
@@ -316,6 +443,25 @@ impl<'a> BatchArrays<'a> {
             }
         }
         self.push_command(&job.stream, job.command.as_ref());
+        self.push_condition(number, job.condition.as_ref());
+    }
+
+    /// Adds the condition of the `number`th job (1-based), if it has one: its `after`, and
+    /// each item of its query with the item's types and tags.
+    fn push_condition(&mut self, number: i32, condition: Option<&'a AppendCondition>) {
+        self.afters.push(condition.map(|c| to_db(c.after)));
+        for item in condition.map_or(&[][..], |c| c.query.items()) {
+            self.item_jobs.push(number);
+            let item_number = i32::try_from(self.item_jobs.len()).unwrap_or(i32::MAX);
+            for event_type in &item.types {
+                self.type_items.push(item_number);
+                self.item_types.push(event_type);
+            }
+            for tag in &item.tags {
+                self.tag_items.push(item_number);
+                self.item_tags.push(tag);
+            }
+        }
     }
 
     /// Adds the command of a job (placeholders when it has none); the check is set when the
@@ -336,7 +482,7 @@ impl<'a> BatchArrays<'a> {
     }
 
     /// The parameters of [`append_statement`], in the function's order.
-    pub(super) fn parameters<'p>(
+    fn parameters<'p>(
         &'p self,
         recorded_at: &'p i64,
         channel: &'p String,
@@ -362,6 +508,12 @@ impl<'a> BatchArrays<'a> {
             &self.aggregate_ids,
             &self.checks,
             &self.since,
+            &self.afters,
+            &self.item_jobs,
+            &self.type_items,
+            &self.item_types,
+            &self.tag_items,
+            &self.item_tags,
             recorded_at,
             channel,
         ]
@@ -512,7 +664,7 @@ impl Writer {
         }
     }
 
-    /// One round trip: `evoq_append_tagged` runs the whole batch as one statement, so one
+    /// One round trip: `evoq_append_conditional` runs the whole batch as one statement, so one
     /// transaction (autocommit) that locks the head row, checks each append's command and
     /// expected version, inserts, moves the head and notifies.
     async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
@@ -537,7 +689,7 @@ impl Writer {
 /// with an error, the transaction rolled back and nothing was written; when the connection
 /// broke while it ran, it may have committed, and the error says the outcome is unknown (never
 /// retried).
-pub(super) fn commit_failure(location: &str, error: tokio_postgres::Error) -> Failure {
+fn commit_failure(location: &str, error: tokio_postgres::Error) -> Failure {
     if error.code().is_some() {
         Failure::sql("appending", location, error)
     } else {
@@ -553,7 +705,7 @@ pub(super) fn commit_failure(location: &str, error: tokio_postgres::Error) -> Fa
 
 /// Each append's result from the rows of the append function; an append the rows do not
 /// answer fails with an integrity error.
-pub(super) fn plan(rows: &[Row], batch: &[&Append], location: &str) -> Planned {
+fn plan(rows: &[Row], batch: &[&Append], location: &str) -> Planned {
     let mut results: Vec<Option<Result<Appended, StoreError>>> =
         (0..batch.len()).map(|_| None).collect();
     let mut last_position = 0;
@@ -580,7 +732,7 @@ pub(super) fn plan(rows: &[Row], batch: &[&Append], location: &str) -> Planned {
         .map(|r| {
             r.unwrap_or_else(|| {
                 Err(StoreError::Integrity {
-                    location: format!("{location}: evoq_append_tagged"),
+                    location: format!("{location}: evoq_append_conditional"),
                     reason: "the append function returned no result for an append of the batch"
                         .into(),
                 })
@@ -593,12 +745,12 @@ pub(super) fn plan(rows: &[Row], batch: &[&Append], location: &str) -> Planned {
     }
 }
 
-/// One append's result from its row of `evoq_append_tagged` (columns of
+/// One append's result from its row of `evoq_append_conditional` (columns of
 /// [`append_statement`]).
 fn job_result(row: &Row, job: &Append, location: &str) -> Result<Appended, StoreError> {
     let stream = || format!("stream `{}`", job.stream);
     let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Integrity {
-        location: format!("{location}: evoq_append_tagged"),
+        location: format!("{location}: evoq_append_conditional"),
         reason: format!("the append function's {what} does not decode ({e})"),
     };
     let outcome: &str = row.try_get(1).map_err(|e| corrupt("outcome", &e))?;
@@ -623,6 +775,18 @@ fn job_result(row: &Row, job: &Append, location: &str) -> Result<Appended, Store
         "duplicate" => Err(StoreError::DuplicateCommand {
             record: Box::new(decode_command(row, 4)?),
         }),
+        "condition" => match &job.condition {
+            Some(condition) => Err(StoreError::ConditionFailed {
+                stream: job.stream.clone(),
+                query: condition.query.to_string(),
+                after: condition.after,
+                position: from_db(actual, || "evoq_event_tags".to_owned(), "a position")?,
+            }),
+            None => Err(corrupt(
+                "outcome",
+                &"`condition` for an append without a condition",
+            )),
+        },
         other => Err(corrupt("outcome", &format!("unknown outcome `{other}`"))),
     }
 }
@@ -638,6 +802,7 @@ mod tests {
                 stream: stream.to_owned(),
                 expected: ExpectedVersion::Any,
                 events: Vec::new(),
+                condition: None,
                 command: id.map(|id| NewCommand {
                     command_id: Uuid::from_u128(id),
                     idempotency_key: key.map(str::to_owned),
