@@ -72,3 +72,50 @@ pub fn run_and_kill(test: &str, env: &[(&str, &str)], after: Duration) -> Vec<St
     let _ = child.wait();
     reader.join().expect("the child's output")
 }
+
+/// What the children of [`kill_rounds`] printed, over every round.
+#[derive(Debug, Default)]
+pub struct Rounds {
+    /// The highest number a child printed after the `sent` prefix.
+    pub highest: Option<u64>,
+    /// How many lines starting with `ack ` the children printed.
+    pub acked: usize,
+}
+
+/// Runs `rounds` children of the test `test` one after the other, each killed with SIGKILL
+/// after 300 ms to 1 s (see [`run_and_kill`]), each given `env` and `from_var` = the number to
+/// start from: `margin` below the highest number the children before printed after the prefix
+/// `sent` (some of those were in flight when they died), or 0 for the first.
+pub fn kill_rounds(
+    test: &str,
+    env: &[(&str, &str)],
+    from_var: &str,
+    rounds: usize,
+    margin: u64,
+    sent: &str,
+) -> Rounds {
+    let mut clock = KillClock::new();
+    let mut seen = Rounds::default();
+    for round in 0..rounds {
+        let from = seen
+            .highest
+            .map_or(0, |h| h.saturating_sub(margin))
+            .to_string();
+        let mut child_env = env.to_vec();
+        child_env.push((from_var, &from));
+        let after = clock.between(Duration::from_millis(300), Duration::from_millis(700));
+        for line in run_and_kill(test, &child_env, after) {
+            if let Some(i) = line.strip_prefix(sent) {
+                let i: u64 = i.parse().expect("a number after the prefix");
+                seen.highest = Some(seen.highest.map_or(i, |h| h.max(i)));
+            } else if line.starts_with("ack ") {
+                seen.acked += 1;
+            }
+        }
+        println!(
+            "round {round}: up to {:?} sent, {} acknowledged",
+            seen.highest, seen.acked
+        );
+    }
+    seen
+}

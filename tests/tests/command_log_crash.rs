@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use evoq::prelude::*;
 use evoq::store::{Direction, EventStore};
 use evoq_tests::backends::{Backend, Place, open_at};
 use evoq_tests::bank::*;
-use evoq_tests::crash::{KillClock, run_and_kill};
+use evoq_tests::crash::kill_rounds;
 
 /// Where the child finds its store: `sqlite:<path>` or `postgres:<schema>@<url>`.
 const CHILD_STORE: &str = "EVOQ_CRASH_STORE";
@@ -111,32 +110,17 @@ fn crash_child_sends_keyed_deposits() {
 
 fn kill_children_then_resend_every_key(place: &Place) {
     let spec = &place.address().expect("a place another process can reach");
-    let mut clock = KillClock::new();
-    let mut highest_sent: Option<u64> = None;
-    let mut acked = 0usize;
-    for round in 0..6 {
-        // Resend the last keys of the child before (some were in flight when it died).
-        let from = highest_sent
-            .map_or(0, |h| h.saturating_sub(2 * ACCOUNTS))
-            .to_string();
-        let after = clock.between(Duration::from_millis(300), Duration::from_millis(700));
-        let lines = run_and_kill(
-            "crash_child_sends_keyed_deposits",
-            &[(CHILD_STORE, spec), (CHILD_FROM, &from)],
-            after,
-        );
-        for line in lines {
-            if let Some(i) = line.strip_prefix("send ") {
-                let i: u64 = i.parse().expect("key");
-                highest_sent = Some(highest_sent.map_or(i, |h| h.max(i)));
-            } else if line.starts_with("ack ") {
-                acked += 1;
-            }
-        }
-        println!("round {round}: keys sent up to {highest_sent:?}, {acked} acknowledged");
-    }
-    let highest = highest_sent.expect("the children sent keys");
-    assert!(acked > 0, "the children never completed a key");
+    // Each child resends the last keys of the one before (some were in flight when it died).
+    let rounds = kill_rounds(
+        "crash_child_sends_keyed_deposits",
+        &[(CHILD_STORE, spec)],
+        CHILD_FROM,
+        6,
+        2 * ACCOUNTS,
+        "send ",
+    );
+    let highest = rounds.highest.expect("the children sent keys");
+    assert!(rounds.acked > 0, "the children never completed a key");
 
     runtime().block_on(async {
         let app = start(place.open().await).await;

@@ -7,12 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use evoq::prelude::*;
 use evoq::store::{EventFilter, EventStore};
 use evoq_tests::backends::{Backend, Place, open_at};
-use evoq_tests::crash::{KillClock, run_and_kill};
+use evoq_tests::crash::kill_rounds;
 use serde::{Deserialize, Serialize};
 
 const CHILD_STORE: &str = "EVOQ_DECISION_CRASH_STORE";
@@ -147,27 +146,16 @@ fn decision_crash_child_sends_keyed_requests() {
 
 fn kill_children_then_resend_every_key(place: &Place) {
     let spec = &place.address().expect("a place another process can reach");
-    let mut clock = KillClock::new();
-    let mut highest_sent: Option<u64> = None;
-    for round in 0..5 {
-        let from = highest_sent
-            .map_or(0, |h| h.saturating_sub(2 * MEMBERS))
-            .to_string();
-        let after = clock.between(Duration::from_millis(300), Duration::from_millis(700));
-        let lines = run_and_kill(
-            "decision_crash_child_sends_keyed_requests",
-            &[(CHILD_STORE, spec), (CHILD_FROM, &from)],
-            after,
-        );
-        for line in lines {
-            if let Some(i) = line.strip_prefix("send ") {
-                let i: u64 = i.parse().expect("key");
-                highest_sent = Some(highest_sent.map_or(i, |h| h.max(i)));
-            }
-        }
-        println!("round {round}: keys sent up to {highest_sent:?}");
-    }
-    let highest = highest_sent.expect("the children sent keys");
+    // Each child resends the last keys of the one before (some were in flight when it died).
+    let rounds = kill_rounds(
+        "decision_crash_child_sends_keyed_requests",
+        &[(CHILD_STORE, spec)],
+        CHILD_FROM,
+        5,
+        2 * MEMBERS,
+        "send ",
+    );
+    let highest = rounds.highest.expect("the children sent keys");
     runtime().block_on(async {
         let app = start(place.open().await).await;
         send_keys(&app, 0..=highest, false).await;

@@ -899,3 +899,45 @@ async fn a_cached_model_reads_only_what_is_new_and_is_dropped_when_idle() {
     assert_eq!(tally(&app, "t1").await, 14);
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Consistency waits
+// ---------------------------------------------------------------------------------------------
+
+/// Counts the lends it has handled, slowly.
+#[derive(Clone, Default)]
+struct LoanCounter {
+    seen: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[event_handler(name = "loan_counter", strong)]
+impl LoanCounter {
+    #[handles]
+    async fn lent(&mut self, _: &BookLent, _: &EventMeta) -> Result<(), Never> {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_decision_returns_once_its_strong_handlers_handled_its_events() {
+    let counter = LoanCounter::default();
+    let seen = Arc::clone(&counter.seen);
+    let app = Evoq::builder()
+        .handler(counter)
+        .start()
+        .await
+        .expect("starts");
+    app.command(lend("m1", "b1"))
+        .consistency(evoq::Consistency::Strong)
+        .dispatch()
+        .await
+        .expect("lent");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the handler had handled the lend when the dispatch returned"
+    );
+    app.stop().await;
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use evoq::prelude::*;
 use evoq::store::EventStore;
 use evoq_tests::backends::{Backend, Place, open_at};
-use evoq_tests::crash::{KillClock, run_and_kill};
+use evoq_tests::crash::kill_rounds;
 use evoq_tests::steps::*;
 
 /// Where the child finds its store: `sqlite:<path>` or `postgres:<schema>@<url>`.
@@ -112,26 +112,16 @@ async fn check_order(store: &dyn EventStore, i: u64) {
 
 fn kill_children_then_finish(place_: &Place) {
     let spec = &place_.address().expect("a place another process can reach");
-    let mut clock = KillClock::new();
-    let mut highest: Option<u64> = None;
-    for round in 0..10 {
-        // Place again the last orders of the child before (one may have been in flight).
-        let from = highest.map_or(0, |h| h.saturating_sub(2)).to_string();
-        let after = clock.between(Duration::from_millis(300), Duration::from_millis(700));
-        let lines = run_and_kill(
-            "crash_child_places_orders",
-            &[(CHILD_STORE, spec), (CHILD_FROM, &from)],
-            after,
-        );
-        for line in lines {
-            if let Some(i) = line.strip_prefix("place ") {
-                let i: u64 = i.parse().expect("an order number");
-                highest = Some(highest.map_or(i, |h| h.max(i)));
-            }
-        }
-        println!("round {round}: orders placed up to {highest:?}");
-    }
-    let highest = highest.expect("the children placed orders");
+    // Each child places again the last orders of the one before (one may have been in flight).
+    let rounds = kill_rounds(
+        "crash_child_places_orders",
+        &[(CHILD_STORE, spec)],
+        CHILD_FROM,
+        10,
+        2,
+        "place ",
+    );
+    let highest = rounds.highest.expect("the children placed orders");
 
     runtime().block_on(async {
         let app = start(place_.open().await).await;

@@ -138,12 +138,15 @@ pub(crate) async fn run<A: Aggregate>(
             });
         }
         let new_events = encode(&events, name, context)?;
-        // The events the query selects advance a kept model (those it does not select are not
-        // in a fresh fold either).
-        let selected: Vec<bool> = new_events
-            .iter()
-            .map(|event| query.matches(&event.event_type, &event.metadata.tags))
-            .collect();
+        // For a kept model: which of its events the query selects, and so advance it (those it
+        // does not select are not in a fresh fold either). Nothing to compute without a cache.
+        let selected: Vec<bool> = match slot {
+            Some(_) => new_events
+                .iter()
+                .map(|event| query.matches(&event.event_type, &event.metadata.tags))
+                .collect(),
+            None => Vec::new(),
+        };
         let logged = NewCommand {
             command_id: context.command_id,
             idempotency_key: context.idempotency_key.clone(),

@@ -297,10 +297,8 @@ pub trait EventStore: Send + Sync + 'static {
                         }
                     }
                     StoredRow::Undecodable(row) => {
-                        if query
-                            .type_names()
-                            .is_none_or(|names| names.contains(&row.event_type))
-                        {
+                        // The filter holds the query's types, computed once.
+                        if filter.matches(&row.event_type) {
                             page.undecodable.push(row);
                         }
                     }
