@@ -141,3 +141,46 @@ async fn the_dispatch_span_names_the_command_correlation_and_causation_ids() {
         assert!(line.contains(&format!("{field}={id}")), "{field} in {line}");
     }
 }
+
+/// A decision's dispatch prints the dispatch span's lines like any command's, and a violated
+/// append condition prints `evoq.decision.conflict` with the decision, the command and the
+/// attempt.
+#[tokio::test(flavor = "current_thread")]
+async fn a_decision_and_its_violated_condition_print_readable_lines() {
+    use std::sync::atomic::Ordering;
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let spy =
+        evoq_tests::spy_store::SpyStore::new(Arc::new(evoq::store::memory::InMemoryStore::new()));
+    spy.violations.store(1, Ordering::SeqCst);
+    let app = Evoq::builder()
+        .shared_store(spy.clone())
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(evoq_tests::library::lend("m1", "b1"))
+        .await
+        .expect("the second attempt appends");
+    app.stop().await;
+
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let conflict = text
+        .lines()
+        .find(|line| line.contains("evoq.decision.conflict"))
+        .unwrap_or_else(|| panic!("no conflict line in:\n{text}"));
+    for field in ["decision=\"Lending\"", "command=\"LendBook\"", "attempt=1"] {
+        assert!(conflict.contains(field), "{field} missing from: {conflict}");
+    }
+    assert!(
+        text.lines()
+            .any(|line| line.contains("evoq.dispatch") && line.contains("LendBook")),
+        "{text}"
+    );
+}
