@@ -941,3 +941,84 @@ async fn a_strong_decision_returns_once_its_strong_handlers_handled_its_events()
     );
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad input and faults
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Command, Debug, Clone)]
+struct MarkOrPanic {
+    #[aggregate_id]
+    thing: String,
+    panic_in_handler: bool,
+}
+
+#[derive(Default)]
+struct Fragile;
+
+#[decision(name = "Fragile")]
+impl Fragile {
+    #[handles]
+    #[query(all_of(types(Marked), tag("thing", &command.thing)))]
+    fn mark(&self, command: &MarkOrPanic) -> Result<Marked, Never> {
+        assert!(!command.panic_in_handler, "the handler gave up");
+        Ok(Marked {
+            thing: command.thing.clone(),
+        })
+    }
+
+    #[apply]
+    fn marked(&mut self, _: &Marked) {}
+}
+
+#[tokio::test]
+async fn a_panicking_decision_is_a_typed_error_and_appends_nothing() {
+    let app = Evoq::builder().start().await.expect("starts");
+    let error = app
+        .dispatch(MarkOrPanic {
+            thing: "t1".into(),
+            panic_in_handler: true,
+        })
+        .await
+        .expect_err("the handler panicked");
+    match &error {
+        evoq::Error::Panicked {
+            events_stored,
+            message,
+            ..
+        } => {
+            assert!(!events_stored);
+            assert!(message.contains("the handler gave up"), "{message}");
+        }
+        other => panic!("a panic is Error::Panicked, got {other}"),
+    }
+    assert_eq!(*app.store().head().borrow(), 0, "nothing was appended");
+    let done = app
+        .dispatch(MarkOrPanic {
+            thing: "t1".into(),
+            panic_in_handler: false,
+        })
+        .await
+        .expect("the next command runs");
+    assert_eq!(done.version, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_without_conditional_appends_refuses_a_decision_by_name() {
+    let app = Evoq::builder()
+        .store(evoq_tests::faulty_store::FaultyStore::default())
+        .start()
+        .await
+        .expect("starts");
+    let error = app
+        .dispatch(lend("m1", "b1"))
+        .await
+        .expect_err("the store cannot append under a condition");
+    assert!(
+        matches!(&error, evoq::Error::Store(evoq::StoreError::Refused { reason, .. }) if reason.contains("append_if")),
+        "{error}"
+    );
+    assert_eq!(*app.store().head().borrow(), 0, "nothing was appended");
+    app.stop().await;
+}
