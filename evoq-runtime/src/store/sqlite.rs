@@ -14,6 +14,11 @@
 //!   `fsync`. Each append is acknowledged (its future completes) only after that transaction
 //!   has committed; if the batch fails, each of its writes is tried again alone, so one bad
 //!   write fails no other.
+//! - **Checkpoints off the writer.** Committed pages are moved from the WAL into the database
+//!   file by a checkpointer thread on a connection of its own, woken by the writer once the
+//!   WAL holds 1,000 pages, so the writer does not stop between commits to copy pages and sync
+//!   the file; past 4,000 pages the writer checkpoints what is left itself, which starts the
+//!   WAL again (see `sqlite/checkpointer.rs`). The `-wal` file stays under about 16 MB.
 //! - **Durability** ([`Durability`]): by default `synchronous=FULL`: an acknowledged append
 //!   survives a process crash *and* a power loss or OS crash. [`Durability::Normal`] keeps
 //!   every acknowledged append through a process crash but may lose the last ones on a power
@@ -107,8 +112,10 @@ use crate::store::{
 };
 use crate::store::{EventCounts, StreamInfo};
 
+mod checkpointer;
 mod tags;
 
+use checkpointer::Checkpointer;
 use tags::{SCHEMA_V5, index_stored_tags, insert_tags, matching_positions};
 
 const BACKEND: &str = "sqlite";
@@ -798,6 +805,9 @@ fn open_store(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, Stor
     let connector = SqliteConnector { path, options };
     let path = connector.path.clone();
     let Opened { conn, head, lock } = open_file(&connector)?;
+    checkpointer::watch_wal(&conn);
+    let checkpointer = Checkpointer::start(connector.open()?, path.clone())
+        .map_err(|e| backend("starting the checkpointer thread", &path, e))?;
     let (tx, rx) = std_mpsc::channel();
     let (head_tx, _) = watch::channel(head);
     let writer = Writer {
@@ -807,6 +817,7 @@ fn open_store(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, Stor
         versions: StreamVersions::new(connector.options.stream_cache),
         max_batch: connector.options.max_batch,
         head: head_tx.clone(),
+        checkpointer: Some(checkpointer),
     };
     let thread = std::thread::Builder::new()
         .name("evoq-sqlite-writer".into())
@@ -1368,6 +1379,9 @@ struct Writer {
     versions: StreamVersions,
     max_batch: usize,
     head: watch::Sender<u64>,
+    /// Checkpoints the WAL beside the writer (see `sqlite/checkpointer.rs`); none in the unit
+    /// tests that drive a writer by hand.
+    checkpointer: Option<Checkpointer>,
 }
 
 /// What a batch changed, applied to the writer once it commits, and the time it records its
@@ -1420,7 +1434,10 @@ impl Writer {
     /// Moves every committed event from the WAL into the database file and empties the WAL
     /// (`wal_checkpoint(TRUNCATE)`), then closes the connection: as the file's last connection
     /// it removes the `-wal` and `-shm` files. The database file alone then holds everything.
-    fn close(self) -> Result<(), StoreError> {
+    fn close(mut self) -> Result<(), StoreError> {
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
         self.checkpoint_wal("checkpointing the WAL into the database file on close")?;
         self.conn
             .close()
@@ -1430,6 +1447,7 @@ impl Writer {
     /// Moves every committed event from the WAL into the database file and empties the WAL
     /// (`wal_checkpoint(TRUNCATE)`); `what` names the step in an error.
     fn checkpoint_wal(&self, what: &str) -> Result<(), StoreError> {
+        let _exclusive = self.checkpointer.as_ref().map(Checkpointer::exclusive);
         let (busy, log, moved): (i64, i64, i64) = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
@@ -1512,6 +1530,7 @@ impl Writer {
                 for result in done {
                     result.send();
                 }
+                self.committed();
                 Ok(())
             }
             Err(error) => {
@@ -1532,6 +1551,27 @@ impl Writer {
                     .filter_map(|done| done.into_job(&error))
                     .chain(kept)
                     .collect())
+            }
+        }
+    }
+
+    /// After a commit: wakes the checkpointer once the WAL has grown, and checkpoints here when
+    /// it has grown well beyond that, which starts the WAL again (see `sqlite/checkpointer.rs`).
+    fn committed(&self) {
+        let pages = checkpointer::wal_pages();
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed(pages);
+        }
+        if pages >= checkpointer::WRITER_CHECKPOINT_AT_PAGES {
+            let _exclusive = self.checkpointer.as_ref().map(Checkpointer::exclusive);
+            if let Err(error) = checkpointer::checkpoint(&self.conn) {
+                tracing::warn!(
+                    name: "evoq.store.checkpoint",
+                    stage = "exception",
+                    path = %self.path.display(),
+                    error = %error,
+                    "evoq.store.checkpoint",
+                );
             }
         }
     }
@@ -3067,8 +3107,163 @@ mod tests {
             versions: StreamVersions::new(16),
             max_batch: 16,
             head: watch::Sender::new(head),
+            checkpointer: None,
         };
         (writer, TempDir(dir))
+    }
+
+    /// A writer whose connection reports its WAL's size instead of checkpointing itself, as the
+    /// store's does, with a checkpointer on its own connection if `checkpointer` is set.
+    fn watched_writer(checkpointer: bool) -> (Writer, TempDir) {
+        let (mut writer, dir) = writer();
+        checkpointer::watch_wal(&writer.conn);
+        if checkpointer {
+            let connector = SqliteConnector {
+                path: writer.path.clone(),
+                options: SqliteOptions::default(),
+            };
+            let conn = connector.open().expect("a connection for the checkpointer");
+            writer.checkpointer =
+                Some(Checkpointer::start(conn, writer.path.clone()).expect("start it"));
+        }
+        (writer, dir)
+    }
+
+    /// Commits 8 appends of a 32 KB event each (about 70 pages of the WAL) and returns the WAL's
+    /// size after the commit, in pages.
+    fn commit_large(writer: &mut Writer) -> u32 {
+        let jobs: Vec<Job> = (0..8)
+            .map(|i| {
+                let (mut job, _) = append(&format!("Account-{i}"), None);
+                if let Job::Append { events, .. } = &mut job {
+                    events[0].data = vec![b'7'; 32 * 1024];
+                }
+                job
+            })
+            .collect();
+        assert!(writer.commit_group(jobs).is_ok(), "the batch commits");
+        checkpointer::wal_pages()
+    }
+
+    #[test]
+    fn the_writer_leaves_the_wal_to_the_checkpointer_then_starts_it_again_past_its_bound() {
+        let (mut writer, _dir) = watched_writer(false);
+        // SQLite's own automatic checkpoint would have started the WAL again at 1,000 pages.
+        let mut pages = commit_large(&mut writer);
+        let mut commits = 1;
+        while pages < checkpointer::WRITER_CHECKPOINT_AT_PAGES {
+            let next = commit_large(&mut writer);
+            assert!(
+                next > pages,
+                "the WAL grows commit after commit below the writer's bound ({pages} then {next} pages)"
+            );
+            pages = next;
+            commits += 1;
+            assert!(commits < 200, "the WAL reaches the writer's bound");
+        }
+        assert!(pages > checkpointer::WAKE_AT_PAGES);
+        // That commit checkpointed the whole WAL: the next transaction starts it again.
+        let after = commit_large(&mut writer);
+        assert!(
+            after < 200,
+            "the WAL starts again after the writer's checkpoint ({after} pages)"
+        );
+        assert_eq!(count(&writer, "events"), i64::from(commits + 1) * 8);
+    }
+
+    #[test]
+    fn a_commit_past_a_thousand_wal_pages_wakes_the_checkpointer_which_fills_the_file() {
+        let (mut writer, dir) = watched_writer(true);
+        let db = dir.0.join("events.db");
+        let before = std::fs::metadata(&db).expect("the database file").len();
+        while commit_large(&mut writer) < checkpointer::WAKE_AT_PAGES {}
+        let checkpointer = writer.checkpointer.as_ref().expect("a checkpointer");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while checkpointer.completed() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkpointer checkpoints within 10 s of its wake"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let after = std::fs::metadata(&db).expect("the database file").len();
+        assert!(
+            after > before + 1024 * 1024,
+            "the checkpoint moved the committed pages into the database file ({before} -> {after} bytes)"
+        );
+        writer.close().expect("close");
+    }
+
+    #[test]
+    fn a_flush_while_the_checkpointer_checkpoints_waits_for_it_instead_of_failing_busy() {
+        let (mut writer, _dir) = watched_writer(true);
+        for _ in 0..5 {
+            // Each commit past 1,000 pages wakes the checkpointer again: it checkpoints one
+            // time after the other while the WAL grows, as under a steady load.
+            while commit_large(&mut writer) < checkpointer::WAKE_AT_PAGES + 1_500 {}
+            writer
+                .checkpoint_wal("flushing")
+                .expect("the flush waits for the checkpointer's checkpoint, then checkpoints");
+        }
+        writer.close().expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_under_its_bound_while_appends_go_on() {
+        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let _dir = TempDir(dir.clone());
+        let store = SqliteStore::open(dir.join("events.db"))
+            .await
+            .expect("open");
+        let wal = dir.join("events.db-wal");
+        let mut largest_wal = 0;
+        // 48 MB of events from 16 writers at a time, with a flush now and then.
+        for round in 0..96u64 {
+            let appends = (0..16u64).map(|i| {
+                let store = store.clone();
+                async move {
+                    let event = NewEvent {
+                        event_id: Uuid::now_v7(),
+                        event_type: Cow::Borrowed("Deposited"),
+                        schema_version: 1,
+                        data: vec![b'7'; 32 * 1024],
+                        metadata: Default::default(),
+                    };
+                    store
+                        .append(&format!("Account-{i}"), ExpectedVersion::Any, vec![event])
+                        .await
+                }
+            });
+            for appended in join_spawned(appends).await {
+                appended.expect("every append commits");
+            }
+            if round % 32 == 31 {
+                store.flush().await.expect("a flush");
+            }
+            largest_wal = largest_wal.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        let bound = u64::from(checkpointer::WRITER_CHECKPOINT_AT_PAGES + 1_000) * 4096;
+        assert!(
+            largest_wal < bound,
+            "the `-wal` file stays under {bound} bytes ({largest_wal})"
+        );
+        assert_eq!(store.count_events().await.expect("count").events, 96 * 16);
+        store.close().await.expect("close");
+    }
+
+    /// Runs `futures` concurrently on the runtime and returns their outputs in order.
+    async fn join_spawned<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut outputs = Vec::with_capacity(handles.len());
+        for handle in handles {
+            outputs.push(handle.await.expect("the append's task"));
+        }
+        outputs
     }
 
     /// An append of one event to `stream`, recording `command` if set, and its answer.
