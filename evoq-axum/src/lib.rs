@@ -5,6 +5,8 @@
 //!   RFC 9457 problem document (`application/problem+json`) and a status chosen by its
 //!   [`ErrorKind`](evoq_runtime::ErrorKind); a rejection answers with the domain error's own
 //!   message and, through [`HttpStatus`], its own status.
+//! - [`Json`]: `axum::Json` whose rejection (a body that is not the command) is a problem
+//!   document too; axum's path and body rejections convert into [`Problem`] and [`ApiError`].
 //! - [`CommandResponse`]: a command's result as JSON, with its consistency token in the
 //!   [`evoq-token`](TOKEN_HEADER) header.
 //! - [`Consistent`] and [`ReadYourWrites`]: a read that carries the token waits until the
@@ -114,12 +116,14 @@
 //! ```
 
 mod consistent;
+mod extract;
 mod health;
 mod problem;
 mod response;
 mod shutdown;
 
 pub use consistent::{Configured, Consistent, ReadYourWrites, WaitFuture, WaitOn};
+pub use extract::Json;
 pub use health::{HandlerReadiness, Readiness, health_routes, live, ready};
 pub use problem::{
     ABOUT_BLANK, ApiError, ApiResult, HttpStatus, NoDomain, PROBLEM_JSON, Problem, Rejections,

@@ -177,7 +177,8 @@ impl Problem {
 }
 
 /// The detail of a 500: what failed stays in the server's log.
-const INTERNAL_DETAIL: &str = "the server failed to complete the request; its log says why";
+pub(crate) const INTERNAL_DETAIL: &str =
+    "the server failed to complete the request; its log says why";
 
 /// The default status of each [`ErrorKind`] (see [`ApiError`]).
 fn status_of(kind: ErrorKind) -> StatusCode {

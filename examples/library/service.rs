@@ -16,12 +16,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use evoq::axum::{ApiResult, CommandResponse, Consistent, HttpStatus, ReadYourWrites};
+// Commands are read with evoq's `Json`: a body that is not the command answers with a problem
+// document, like every other error of the service.
+use evoq::axum::{ApiResult, CommandResponse, Consistent, HttpStatus, Json, ReadYourWrites};
 use evoq::prelude::*;
 use evoq::store::postgres::{PostgresOptions, PostgresStore};
 use evoq::store::sqlite::SqliteStore;

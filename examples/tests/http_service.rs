@@ -280,6 +280,76 @@ async fn statuses_problems_and_tokens_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_the_command_answers_with_a_problem_document_and_runs_nothing() {
+    let dir = TempDir::new("http-bodies");
+    let server = Server::start(&dir.sqlite(), Settings::default()).await;
+    let send = |body: &'static str, content_type: &'static str| {
+        server
+            .client
+            .post(format!("{}/books", server.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+
+    // Not JSON at all: 400, axum's explanation as the detail.
+    let garbled = Answer::of(send("{\"isbn\": ", "application/json").await.expect("POST")).await;
+    let detail = garbled.problem(400, "about:blank", None);
+    assert!(!detail.is_empty(), "{garbled:#?}");
+
+    // JSON, but not an `AddBook`: 422, naming the missing field.
+    let missing = Answer::of(
+        send(
+            r#"{"isbn": "978-9", "title": "Refactoring"}"#,
+            "application/json",
+        )
+        .await
+        .expect("POST"),
+    )
+    .await;
+    let detail = missing.problem(422, "about:blank", None);
+    assert!(detail.contains("author"), "{detail}");
+
+    // A field of the wrong type: 422, naming it.
+    let wrong = Answer::of(
+        send(
+            r#"{"isbn": 978, "title": "t", "author": "a"}"#,
+            "application/json",
+        )
+        .await
+        .expect("POST"),
+    )
+    .await;
+    let detail = wrong.problem(422, "about:blank", None);
+    assert!(detail.contains("isbn"), "{detail}");
+
+    // Not sent as JSON: 415.
+    let plain = Answer::of(
+        send(
+            r#"{"isbn": "978-9", "title": "t", "author": "a"}"#,
+            "text/plain",
+        )
+        .await
+        .expect("POST"),
+    )
+    .await;
+    plain.problem(415, "about:blank", None);
+
+    // None of them ran: the book is not in the catalog, and the first real add succeeds.
+    let read = server.get("/books/978-9", None).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND, "{read:#?}");
+    let added = server
+        .post(
+            "/books",
+            json!({"isbn": "978-9", "title": "Refactoring", "author": "Fowler"}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{added:#?}");
+    assert_eq!(added.body["version"], 1, "{added:#?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_with_the_token_sees_the_write_one_without_may_not() {
     let dir = TempDir::new("http-ryw");
     let settings = Settings {
