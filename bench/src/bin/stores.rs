@@ -17,7 +17,12 @@
 //! - `sqlite-probe`: no evoq at all: SQLite's batched commit rate on this disk, the same
 //!   durability as `sqlite` (WAL, `synchronous=FULL`, or `NORMAL` as above), one connection,
 //!   `commands` transactions of `aggregates` event-shaped rows each (one prepared insert per
-//!   row): the bound the disk's sync puts on evoq's `sqlite` figure.
+//!   row, each row of its own stream as in the workload): SQLite's own bound on evoq's
+//!   `sqlite` figure, for this row shape and its index on (stream, version).
+//! - `sqlite-fsync-probe`: the same rows and commits, every row of one stream, so that each
+//!   commit appends its index entries in order instead of touching a page per stream: the bound
+//!   of the disk's batched sync (how many rows its commits can carry), without the cost of an
+//!   index that a thousand streams spread over the file.
 //!
 //! - `decisions`: on each store (memory, SQLite, PostgreSQL), the workload through the
 //!   aggregate path, then the same number of commands decided by a decision (`ledger.rs`: each
@@ -26,7 +31,7 @@
 //!   (`#[decision(cached)]`), each on a fresh store, and the ratios (not part of `all`; a fourth
 //!   argument, `memory`, `sqlite` or `postgres`, runs one store only).
 //!
-//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|decisions|all] [aggregates] [commands]`
+//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|sqlite-fsync-probe|decisions|all] [aggregates] [commands]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -380,9 +385,18 @@ async fn pg_probe(rows: usize, transactions: usize) -> Result<(), tokio_postgres
     Ok(())
 }
 
+/// The streams of the rows of a SQLite probe.
+#[derive(Clone, Copy)]
+enum ProbeStreams {
+    /// Each row of a commit in a stream of its own (as the workload's accounts).
+    OnePerRow,
+    /// Every row in one stream: the index on (stream, version) grows at its end only.
+    One,
+}
+
 /// SQLite alone: `transactions` commits of `rows` event-shaped rows each, on one connection in
 /// WAL mode with the durability of the `sqlite` run; rows per second.
-fn sqlite_probe(rows: usize, transactions: usize) -> rusqlite::Result<()> {
+fn sqlite_probe(rows: usize, transactions: usize, streams: ProbeStreams) -> rusqlite::Result<()> {
     let dir = std::env::temp_dir().join(format!("evoq-probe-{}", evoq::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let normal = std::env::var("EVOQ_BENCH_SQLITE_DURABILITY").as_deref() == Ok("normal");
@@ -408,9 +422,13 @@ fn sqlite_probe(rows: usize, transactions: usize) -> rusqlite::Result<()> {
                 .prepare_cached("INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
             for row in 0..rows {
                 position += 1;
+                let (stream, version) = match streams {
+                    ProbeStreams::OnePerRow => (account_id(row), version),
+                    ProbeStreams::One => (account_id(0), position),
+                };
                 insert.execute(rusqlite::params![
                     position,
-                    account_id(row),
+                    stream,
                     version,
                     evoq::Uuid::now_v7().as_bytes().as_slice(),
                     "MoneyDeposited",
@@ -425,7 +443,11 @@ fn sqlite_probe(rows: usize, transactions: usize) -> rusqlite::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "sqlite-probe (SQLite alone, synchronous={label}): {transactions} commits of {rows} rows in {elapsed:.2?}: {:>9.0} rows/s",
+        "{} (SQLite alone, synchronous={label}): {transactions} commits of {rows} rows in {elapsed:.2?}: {:>9.0} rows/s",
+        match streams {
+            ProbeStreams::OnePerRow => "sqlite-probe",
+            ProbeStreams::One => "sqlite-fsync-probe",
+        },
         (rows * transactions) as f64 / elapsed.as_secs_f64()
     );
     drop(conn);
@@ -459,9 +481,14 @@ async fn main() {
         eprintln!("postgres: {error}");
     }
     if matches!(which.as_str(), "sqlite-probe" | "all")
-        && let Err(error) = sqlite_probe(aggregates, commands)
+        && let Err(error) = sqlite_probe(aggregates, commands, ProbeStreams::OnePerRow)
     {
         eprintln!("sqlite-probe: {error}");
+    }
+    if matches!(which.as_str(), "sqlite-fsync-probe" | "all")
+        && let Err(error) = sqlite_probe(aggregates, commands, ProbeStreams::One)
+    {
+        eprintln!("sqlite-fsync-probe: {error}");
     }
     if which == "decisions"
         && let Err(error) = decisions(aggregates, commands, args.get(3).map(String::as_str)).await
