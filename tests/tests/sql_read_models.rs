@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use evoq::store::EventFilter;
+use evoq::store::{EventFilter, HandlerRequest, RequestedAction};
 use evoq::{Error, EventMeta, HandlerOptions, OnError, RetryStrategy, StartFrom};
 use evoq_tests::backends::{Backend, Place};
 use evoq_tests::crash::{KillClock, run_and_kill};
@@ -435,6 +435,167 @@ fn a_rebuild_over_1500_events_leaves_the_tables_equal_to_the_live_ones_on_postgr
         "sqlrm_rebuild",
         a_rebuild_replays_and_ends_equal_to_the_live_tables,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A requested rebuild across kill -9
+// ---------------------------------------------------------------------------------------------
+
+/// The events of the requested-rebuild crash test.
+const REBUILT: u64 = 5_000;
+
+/// Where the request-carrying child learns which request to report on.
+const CHILD_REQUEST: &str = "EVOQ_SQL_READ_MODEL_REQUEST";
+
+/// The child: starts the application (slowly: 1 ms inside each event's transaction) on a store
+/// that may hold a rebuild request for the model; prints `start <checkpoint>`, then
+/// `carried out` once the request is gone, then `caught up`, until it is killed.
+#[test]
+#[ignore = "run by the crash tests in a child process"]
+fn sql_read_model_crash_child_carries_out_a_rebuild_request() {
+    let (Ok(address), Ok(request)) = (std::env::var(CHILD_ADDRESS), std::env::var(CHILD_REQUEST))
+    else {
+        return;
+    };
+    let request: evoq::Uuid = request.parse().expect("a request id");
+    runtime().block_on(async move {
+        let db = Db::open(&address).await;
+        say("");
+        say(&format!("start {}", checkpoint(&db).await.unwrap_or(0)));
+        let behavior = Behavior {
+            pause_every: 1,
+            ..Behavior::default()
+        };
+        let app = db
+            .builder(behavior, HandlerOptions::new())
+            .start()
+            .await
+            .expect("start");
+        while db
+            .store()
+            .load_request(NAME, request)
+            .await
+            .expect("read")
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        say("carried out");
+        wait(&app, REBUILT).await;
+        say("caught up");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// A rebuild requested through the store (as the inspector CLI saves one) for a model that is
+/// up to date, then children killed with SIGKILL at random moments while they carry it out and
+/// replay: the rebuild runs once (no start after it finds the model back at the beginning), the
+/// replay resumes where each kill left it, and the tables end equal to every event applied
+/// exactly once.
+fn a_requested_rebuild_survives_kill_9(place: &Place) {
+    let address = address(place);
+    let request = runtime().block_on(async {
+        let db = Db::open(&address).await;
+        append_planned(&*db.store(), 1, REBUILT).await;
+        let app = db
+            .builder(Behavior::default(), HandlerOptions::new())
+            .start()
+            .await
+            .expect("start");
+        wait(&app, REBUILT).await;
+        app.stop().await;
+        let request = HandlerRequest {
+            id: evoq::Uuid::now_v7(),
+            handler: NAME.to_owned(),
+            action: RequestedAction::Rebuild,
+            requested_at: std::time::SystemTime::now(),
+        };
+        db.store()
+            .save_request(request.clone())
+            .await
+            .expect("save the request");
+        request.id
+    });
+    let mut clock = KillClock::new();
+    // The checkpoints the children started at, after the first that saw the request done.
+    let mut after_rebuild = Vec::new();
+    let mut rebuilt = false;
+    for round in 0..4 {
+        let after = clock.between(Duration::from_millis(300), Duration::from_millis(500));
+        let lines = run_and_kill(
+            "sql_read_model_crash_child_carries_out_a_rebuild_request",
+            &[
+                (CHILD_ADDRESS, &address),
+                (CHILD_REQUEST, &request.to_string()),
+            ],
+            after,
+        );
+        let start: u64 = lines
+            .iter()
+            .find_map(|line| line.strip_prefix("start "))
+            .unwrap_or_else(|| panic!("round {round}: the child never started: {lines:?}"))
+            .parse()
+            .expect("a position");
+        assert!(
+            !lines.iter().any(|line| line == "caught up"),
+            "round {round}: the replay of {REBUILT} events at 1 ms each ended before the kill"
+        );
+        if rebuilt {
+            after_rebuild.push(start);
+        }
+        rebuilt |= lines.iter().any(|line| line == "carried out");
+        println!("round {round}: started at {start}, killed after {after:?}; rebuilt: {rebuilt}");
+    }
+    assert!(rebuilt, "a child carried the request out");
+    assert!(
+        after_rebuild.windows(2).all(|w| w[0] <= w[1]),
+        "once carried out, the rebuild never runs again: {after_rebuild:?}"
+    );
+    runtime().block_on(async {
+        let db = Db::open(&address).await;
+        assert_eq!(
+            db.store().load_request(NAME, request).await.expect("read"),
+            None,
+            "a request carried out is gone"
+        );
+        let resumed = checkpoint(&db).await.unwrap_or(0);
+        assert!(
+            resumed < REBUILT,
+            "the kills came during the replay: {resumed}"
+        );
+        let behavior = Behavior::default();
+        let app = db
+            .builder(behavior.clone(), HandlerOptions::new())
+            .start()
+            .await
+            .expect("start");
+        wait(&app, REBUILT).await;
+        app.stop().await;
+        assert_each_applied_once(&db, taken(REBUILT)).await;
+        assert_eq!(db.tallies().await, expected_tallies(REBUILT));
+        assert_eq!(checkpoint(&db).await, Some(REBUILT));
+        assert!(
+            behavior.seen().iter().all(|position| *position > resumed),
+            "the last start resumed after the model's checkpoint {resumed}"
+        );
+    });
+}
+
+#[test]
+fn a_requested_rebuild_killed_four_times_runs_once_and_applies_each_event_once_on_sqlite() {
+    let place = runtime()
+        .block_on(Place::new(Backend::Sqlite, "sqlrm-request-crash"))
+        .expect("a temporary directory");
+    a_requested_rebuild_survives_kill_9(&place);
+}
+
+#[test]
+fn a_requested_rebuild_killed_four_times_runs_once_and_applies_each_event_once_on_postgres() {
+    let Some(place) = runtime().block_on(Place::new(Backend::Postgres, "sqlrm_request_crash"))
+    else {
+        return;
+    };
+    a_requested_rebuild_survives_kill_9(&place);
 }
 
 // ---------------------------------------------------------------------------------------------
