@@ -42,7 +42,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 use crate::store::{
-    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
+    AllPage, AppendNow, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
     EventStore, ExpectedVersion, FailureKind, HandlerRequest, NewCommand, RequestedAction,
     Snapshot, StoreError, Subscription, Timeout,
 };
@@ -176,6 +176,7 @@ macro_rules! store_conformance_tests {
             a_duplicate_command_appends_nothing_and_returns_the_first_entry,
             a_command_without_events_is_recorded_when_checked,
             concurrent_runs_of_one_command_have_exactly_one_winner,
+            append_command_now_agrees_with_append_command,
             expired_command_entries_are_not_found_and_are_replaced,
             sweeping_removes_old_command_entries_in_bounded_batches,
             a_lease_is_granted_and_freed,
@@ -3776,6 +3777,137 @@ pub async fn concurrent_runs_of_one_command_have_exactly_one_winner(store: Arc<d
     let total = read_all_events(&*store, 0, &EventFilter::All).await.len();
     assert_eq!(total, 2, "only the winner's events are stored");
     assert_eq!(appended.version, 2);
+}
+
+/// What an append's outcome says, without the positions (which depend on what else the store
+/// holds): the version and how many positions it took, or the error's kind and what it carries.
+fn outcome_shape(result: &Result<Appended, StoreError>) -> String {
+    match result {
+        Ok(appended) => format!(
+            "appended: version {}, {} positions",
+            appended.version,
+            match appended.first_position {
+                0 => 0,
+                first => appended.last_position + 1 - first,
+            }
+        ),
+        Err(StoreError::DuplicateCommand { record }) => format!(
+            "duplicate of {:?}: version {}, {} events",
+            record.idempotency_key, record.version, record.event_count
+        ),
+        Err(StoreError::WrongExpectedVersion {
+            expected, actual, ..
+        }) => format!("wrong version: expected {expected}, actual {actual}"),
+        Err(other) => format!("failed: {other}"),
+    }
+}
+
+/// [`EventStore::append_command_now`] agrees with [`EventStore::append_command`]: a store that
+/// makes the append during the call returns what `append_command` returns for the same calls
+/// (appends, a duplicate, a wrong expected version, a checked command without events), stores
+/// the same events and entries and moves the head; a store that does not gives the events and
+/// the command back unchanged, and writes nothing.
+pub async fn append_command_now_agrees_with_append_command(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let probe = stream_id("Account", "probe");
+    let (events, command_) = (batch("Opened", 0, 2), command("probe", Some("probe")));
+    let (event_ids, command_id) = (ids(&events), command_.command_id);
+    match store.append_command_now(&probe, ExpectedVersion::NoStream, events, command_) {
+        AppendNow::Later { events, command } => {
+            assert_eq!(
+                (
+                    ids(&events),
+                    command.command_id,
+                    command.idempotency_key.as_deref()
+                ),
+                (event_ids, command_id, Some("probe")),
+                "a store that does not append at once gives the events and the command back as                  they were"
+            );
+            assert_eq!(
+                ok(store.stream_version(&probe).await, "stream_version"),
+                0,
+                "nothing is written when the append is given back"
+            );
+            assert_eq!(logged(store, CommandLookup::Key("probe")).await, None);
+            return;
+        }
+        AppendNow::Made(result) => {
+            assert_eq!(ok(result, "append_command_now").version, 2);
+        }
+    }
+    // The same calls on two streams: one at once, one through the future.
+    let steps: [(ExpectedVersion, u64, Option<&str>); 6] = [
+        (ExpectedVersion::NoStream, 2, Some("first")),
+        (ExpectedVersion::Exact(2), 1, Some("first")),
+        (ExpectedVersion::Exact(5), 1, None),
+        (ExpectedVersion::Exact(2), 0, Some("empty")),
+        (ExpectedVersion::Exact(2), 1, None),
+        (ExpectedVersion::Any, 3, Some("last")),
+    ];
+    let now = stream_id("Account", "now");
+    let later = stream_id("Account", "later");
+    for (step, &(expected, count, key)) in steps.iter().enumerate() {
+        let mut shapes = Vec::new();
+        for s in [&now, &later] {
+            let key = key.map(|key| format!("{s}/{key}"));
+            let mut new = command(s, key.as_deref());
+            if key.is_none() {
+                // A fresh command id, as the runtime's: no check.
+                new.deduplicate_since = None;
+            }
+            let events = batch("Deposited", 0, count);
+            let written = ids(&events);
+            let before = head_of(store);
+            let result = if s == &now {
+                match store.append_command_now(s, expected, events, new.clone()) {
+                    AppendNow::Made(result) => result,
+                    AppendNow::Later { .. } => {
+                        panic!("a store that appended at once once gives an append back later")
+                    }
+                }
+            } else {
+                store.append_command(s, expected, events, new.clone()).await
+            };
+            if let Ok(appended) = &result
+                && count > 0
+            {
+                let stream = whole_stream(store, s).await;
+                let tail: Vec<_> = stream[stream.len() - count as usize..].to_vec();
+                assert_eq!(
+                    (recorded_ids(&tail), positions(&tail)),
+                    (
+                        written,
+                        (appended.first_position..=appended.last_position).collect()
+                    ),
+                    "step {step} on `{s}`: the events are stored at the positions returned"
+                );
+                assert!(
+                    head_of(store) >= appended.last_position && appended.last_position > before,
+                    "step {step} on `{s}`: the head moves to the append"
+                );
+                if new.deduplicate_since.is_some() {
+                    let record = logged(store, new.lookup())
+                        .await
+                        .expect("a checked command's entry is recorded with its events");
+                    assert_eq!(
+                        (record.command_id, record.last_position),
+                        (new.command_id, appended.last_position),
+                        "step {step} on `{s}`: the entry is the command's"
+                    );
+                }
+            }
+            shapes.push(outcome_shape(&result).replace(s.as_str(), "<stream>"));
+        }
+        assert_eq!(
+            shapes[0], shapes[1],
+            "step {step}: append_command_now and append_command disagree"
+        );
+    }
+    assert_eq!(
+        versions(&whole_stream(store, &now).await),
+        versions(&whole_stream(store, &later).await),
+        "both ways store the same events"
+    );
 }
 
 /// Entries recorded before the `since` of a lookup have expired: not found, and replaced by a

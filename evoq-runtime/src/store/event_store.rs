@@ -29,6 +29,24 @@ pub struct Appended {
     pub last_position: u64,
 }
 
+/// The outcome of [`EventStore::append_command_now`](EventStore::append_command_now):
+/// the append made during the call, or the append handed back unwritten.
+#[derive(Debug)]
+pub enum AppendNow {
+    /// The store made the append (or refused it) during the call: what
+    /// [`append_command`](EventStore::append_command) would have returned.
+    Made(Result<Appended, StoreError>),
+    /// The store does not append without waiting (the default): nothing was written, and the
+    /// events and the command are given back, for
+    /// [`append_command`](EventStore::append_command).
+    Later {
+        /// The events, as they were given.
+        events: Vec<NewEvent>,
+        /// The command, as it was given.
+        command: NewCommand,
+    },
+}
+
 /// Which way to read a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -203,6 +221,28 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<NewEvent>,
         command: NewCommand,
     ) -> Result<Appended, StoreError>;
+
+    /// [`append_command`](Self::append_command) made during the call, with no future: for a
+    /// store that commits without waiting (the in-memory one), which would otherwise pay a
+    /// boxed future for every command the runtime appends. The runtime asks it first, and
+    /// awaits `append_command` with what it gives back.
+    ///
+    /// [`AppendNow::Made`] holds exactly what `append_command` with the same arguments returns,
+    /// with the same effects; [`AppendNow::Later`] gives the events and the command back
+    /// unwritten. The default gives them back: a store that waits for anything (a database, a
+    /// blocking pool) keeps it, and must not block the caller's thread here instead. The
+    /// conformance suite checks that a store which makes the append agrees with its
+    /// `append_command`.
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        let _ = (stream, expected);
+        AppendNow::Later { events, command }
+    }
 
     /// The command-log entry `lookup` finds among those recorded at or after `since` (the
     /// newest, when several commands share an id), if any.

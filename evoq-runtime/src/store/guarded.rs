@@ -5,7 +5,9 @@
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -16,7 +18,7 @@ use super::command_log::{CommandLookup, CommandRecord, NewCommand};
 use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::event_store::{
-    AllPage, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
+    AllPage, AppendNow, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
 };
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
@@ -24,7 +26,7 @@ use super::query::{AppendCondition, EventQuery};
 use super::request::HandlerRequest;
 use super::timeout::Timeout;
 use crate::envelope::{NewEvent, RecordedEvent};
-use crate::util::panic::{CatchPanic, panic_message};
+use crate::util::panic::{CatchPanic, Panic, panic_message};
 
 /// Wraps a store: every call that panics returns [`StoreError::Backend`] saying so, with the
 /// panic's message and the call's name.
@@ -43,16 +45,42 @@ impl GuardedStore {
     // no boxed future of the guard's own around it (the `EventStore` impl below boxes, as every
     // `async_trait` impl does, and forwards to these).
 
-    /// [`EventStore::append_command`], guarded.
+    /// [`EventStore::append_command`], guarded: made during the call when the store can
+    /// ([`EventStore::append_command_now`]: the in-memory store), so that the future only
+    /// hands the outcome over and the store makes no boxed future; else the store's future.
     pub(crate) fn append_command<'a>(
         &'a self,
         stream: &'a str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         command: NewCommand,
-    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'a {
-        let call = self.inner.append_command(stream, expected, events, command);
-        guard("append_command", call)
+    ) -> AppendCall<'a> {
+        match self.append_command_now(stream, expected, events, command) {
+            AppendNow::Made(outcome) => {
+                AppendCall::Made(std::future::ready(outcome.map_err(Box::new)))
+            }
+            AppendNow::Later { events, command } => {
+                let call = self.inner.append_command(stream, expected, events, command);
+                AppendCall::Later(CatchPanic::new(call))
+            }
+        }
+    }
+
+    /// [`EventStore::append_command_now`], guarded.
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        let call = || {
+            self.inner
+                .append_command_now(stream, expected, events, command)
+        };
+        catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+            AppendNow::Made(Err(panicked("append_command_now", &panic_message(&*panic))))
+        })
     }
 
     /// [`EventStore::read_stream`], guarded.
@@ -86,6 +114,33 @@ impl GuardedStore {
     }
 }
 
+/// The boxed future of a call through `dyn EventStore`.
+type BoxedCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The future of [`GuardedStore::append_command`], which every command of the runtime awaits:
+/// the outcome of an append made during the call, or the store's future, its panics caught.
+/// Small, since every command's future holds it: a made append's error is boxed (a
+/// [`StoreError`] takes 112 bytes; a conflict or a duplicate is rare).
+pub(crate) enum AppendCall<'a> {
+    /// Made during the call.
+    Made(std::future::Ready<Result<Appended, Box<StoreError>>>),
+    /// The store's future.
+    Later(CatchPanic<BoxedCall<'a, Appended>>),
+}
+
+impl Future for AppendCall<'_> {
+    type Output = Result<Appended, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            AppendCall::Made(outcome) => Pin::new(outcome).poll(cx).map_err(|error| *error),
+            AppendCall::Later(call) => Pin::new(call)
+                .poll(cx)
+                .map(|caught| outcome("append_command", caught)),
+        }
+    }
+}
+
 /// The error of a call that panicked.
 fn panicked(call: &str, message: &str) -> StoreError {
     StoreError::Backend {
@@ -99,10 +154,12 @@ async fn guard<T>(
     name: &str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    match CatchPanic::new(call).await {
-        Ok(result) => result,
-        Err(panic) => Err(panicked(name, &panic_message(&*panic))),
-    }
+    outcome(name, CatchPanic::new(call).await)
+}
+
+/// The outcome of the call `name` run under [`CatchPanic`]: its panic as an error.
+fn outcome<T>(name: &str, caught: Result<Result<T, StoreError>, Panic>) -> Result<T, StoreError> {
+    caught.unwrap_or_else(|panic| Err(panicked(name, &panic_message(&*panic))))
 }
 
 #[async_trait]
@@ -123,7 +180,18 @@ impl EventStore for GuardedStore {
         events: Vec<NewEvent>,
         command: NewCommand,
     ) -> Result<Appended, StoreError> {
-        GuardedStore::append_command(self, stream, expected, events, command).await
+        let call = self.inner.append_command(stream, expected, events, command);
+        guard("append_command", call).await
+    }
+
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        GuardedStore::append_command_now(self, stream, expected, events, command)
     }
 
     async fn find_command(
@@ -353,12 +421,24 @@ impl EventStore for GuardedStore {
 mod tests {
     use super::*;
 
-    /// A store whose every call panics, but `stream_version`.
-    struct Panicky(watch::Sender<u64>);
+    /// A store whose every call panics, but `stream_version` and `append_command_now`, which
+    /// does as [`Now`] says.
+    struct Panicky(watch::Sender<u64>, Now);
+
+    /// What [`Panicky`]'s `append_command_now` does.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Now {
+        /// Panics.
+        Panic,
+        /// Gives the append back, as the default does.
+        GiveBack,
+        /// Makes it: version 1 of a new stream, else a conflict at version 1.
+        Make,
+    }
 
     #[tokio::test]
     async fn a_panicking_call_is_an_error_naming_the_call_and_the_panic() {
-        let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0)));
+        let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Panic)));
         let error = store
             .read_all(0, 10, &EventFilter::All)
             .await
@@ -375,9 +455,111 @@ mod tests {
         );
     }
 
+    fn opened(n: u64) -> (Vec<NewEvent>, NewCommand) {
+        let event = NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "Opened".into(),
+            schema_version: 1,
+            data: format!("{{\"n\":{n}}}").into_bytes(),
+            metadata: Default::default(),
+        };
+        let command = NewCommand {
+            command_id: Uuid::now_v7(),
+            idempotency_key: None,
+            command: "Open".into(),
+            aggregate: "Account".into(),
+            deduplicate_since: None,
+        };
+        (vec![event], command)
+    }
+
+    #[tokio::test]
+    async fn an_append_at_once_goes_through_the_guard_and_its_panic_is_an_error() {
+        let making = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Make)));
+        let (events, command) = opened(1);
+        let made = EventStore::append_command_now(
+            &*making,
+            "Account-a",
+            ExpectedVersion::NoStream,
+            events,
+            command,
+        );
+        assert!(
+            matches!(made, AppendNow::Made(Ok(Appended { version: 1, .. }))),
+            "a store's append at once comes through the guard: {made:?}"
+        );
+        let (events, command) = opened(1);
+        let appended = making
+            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+            .await;
+        assert_eq!(
+            appended.ok().map(|a| a.version),
+            Some(1),
+            "and through the guard's future, which never calls the store's"
+        );
+        let (events, command) = opened(2);
+        let conflict = making
+            .append_command("Account-a", ExpectedVersion::Exact(3), events, command)
+            .await;
+        assert!(
+            matches!(
+                conflict,
+                Err(StoreError::WrongExpectedVersion { actual: 1, .. })
+            ),
+            "a made append's error comes through: {conflict:?}"
+        );
+
+        let panicky = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Panic)));
+        let (events, command) = opened(1);
+        let error = panicky
+            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+            .await
+            .expect_err("the panic is an error");
+        assert!(
+            matches!(&error, StoreError::Backend { message, .. }
+                if message.contains("`append_command_now`") && message.contains("injected")),
+            "{error}"
+        );
+        let later = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::GiveBack)));
+        let (events, command) = opened(1);
+        let error = later
+            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+            .await
+            .expect_err("the panic of the store's future is an error");
+        assert!(
+            matches!(&error, StoreError::Backend { message, .. }
+                if message.contains("`append_command`") && message.contains("injected")),
+            "{error}"
+        );
+    }
+
     #[async_trait]
     #[allow(unused_variables)]
     impl EventStore for Panicky {
+        fn append_command_now(
+            &self,
+            stream: &str,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+            command: NewCommand,
+        ) -> AppendNow {
+            match self.1 {
+                Now::Panic => panic!("injected"),
+                Now::GiveBack => AppendNow::Later { events, command },
+                Now::Make if expected == ExpectedVersion::NoStream => {
+                    AppendNow::Made(Ok(Appended {
+                        version: 1,
+                        first_position: 1,
+                        last_position: 1,
+                    }))
+                }
+                Now::Make => AppendNow::Made(Err(StoreError::WrongExpectedVersion {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual: 1,
+                })),
+            }
+        }
         async fn append(
             &self,
             stream: &str,

@@ -27,9 +27,9 @@ use self::tags::TagIndex;
 use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
-    AllPage, AppendCondition, Appended, CommandLookup, CommandRecord, DeadLetter, Direction,
-    EventFilter, EventQuery, EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot,
-    SnapshotAndEvents, StoreError, Timeout,
+    AllPage, AppendCondition, AppendNow, Appended, CommandLookup, CommandRecord, DeadLetter,
+    Direction, EventFilter, EventQuery, EventStore, ExpectedVersion, HandlerRequest, NewCommand,
+    Snapshot, SnapshotAndEvents, StoreError, Timeout,
 };
 use crate::store::{EventCounts, StreamInfo};
 
@@ -554,8 +554,9 @@ impl EventStore for InMemoryStore {
     }
 
     /// Commits when called, not when first polled: the commit has no await, so the future only
-    /// hands its outcome over, and the events and the command are not moved into it first
-    /// (every command of the runtime comes this way). The runtime awaits it at once.
+    /// hands its outcome over, and the events and the command are not moved into it first.
+    /// (The runtime's commands come through
+    /// [`append_command_now`](EventStore::append_command_now), with no future at all.)
     fn append_command<'life0, 'life1, 'async_trait>(
         &'life0 self,
         stream: &'life1 str,
@@ -575,6 +576,17 @@ impl EventStore for InMemoryStore {
             Some(command),
             None,
         )))
+    }
+
+    /// Always made: the commit has no await (one short write lock).
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        AppendNow::Made(self.commit(stream, expected, events, Some(command), None))
     }
 
     async fn find_command(
