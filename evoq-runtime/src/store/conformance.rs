@@ -154,6 +154,7 @@ macro_rules! store_conformance_tests {
             snapshots_save_load_and_replace,
             snapshots_are_isolated_per_stream,
             read_from_snapshot_is_the_snapshot_and_the_events_after_it,
+            read_from_snapshot_now_agrees_with_read_from_snapshot,
             checkpoints_save_load_and_overwrite,
             checkpoints_are_listed_by_name,
             streams_are_listed_by_id_with_their_last_event,
@@ -2016,6 +2017,83 @@ pub async fn read_from_snapshot_is_the_snapshot_and_the_events_after_it(
         isolated.snapshot.is_none() && isolated.events.is_empty(),
         "another stream's snapshot and events are not this one's: {isolated:?}"
     );
+}
+
+/// [`EventStore::read_from_snapshot_now`] agrees with [`EventStore::read_from_snapshot`]: a
+/// store that answers during the call answers what `read_from_snapshot` does, for a stream
+/// that does not exist, one without a snapshot, one with a snapshot, and any `max_count`; a
+/// store that does not answers `None` every time.
+pub async fn read_from_snapshot_now_agrees_with_read_from_snapshot(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Rebuilt", "now");
+    let streams = [s.as_str(), "Rebuilt-other"];
+    let answers = store.read_from_snapshot_now(&s, 100).is_some();
+    read_now_and_later(store, streams, answers, "no stream").await;
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 1, 5))
+            .await,
+        "append",
+    );
+    read_now_and_later(store, streams, answers, "no snapshot").await;
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 3,
+        data: br#"{"balance":3}"#.to_vec(),
+        taken_at: SystemTime::now(),
+    };
+    ok(store.save_snapshot(snapshot).await, "save_snapshot");
+    read_now_and_later(store, streams, answers, "a snapshot").await;
+}
+
+/// What a read from a snapshot says: the snapshot's version and data, and the events' ids and
+/// versions.
+type ReadShape = (Option<(u64, Vec<u8>)>, Vec<Uuid>, Vec<u64>);
+
+fn read_shape(read: crate::store::SnapshotAndEvents) -> ReadShape {
+    (
+        read.snapshot
+            .map(|snapshot| (snapshot.version, snapshot.data)),
+        recorded_ids(&read.events),
+        versions(&read.events),
+    )
+}
+
+/// Reads `streams` from their snapshots at once and through the future, with several
+/// `max_count`s, and checks that both ways agree (or that the store never answers at once,
+/// when `answers` is false).
+async fn read_now_and_later(
+    store: &dyn EventStore,
+    streams: [&str; 2],
+    answers: bool,
+    stage: &str,
+) {
+    for stream in streams {
+        for max_count in [0, 1, 2, 100, usize::MAX] {
+            let Some(now) = store.read_from_snapshot_now(stream, max_count) else {
+                assert!(
+                    !answers,
+                    "{stage}: a store that answered at once once answers later"
+                );
+                continue;
+            };
+            assert!(
+                answers,
+                "{stage}: a store that answered later answers at once"
+            );
+            let now = ok(now, "read_from_snapshot_now");
+            let later = ok(
+                store.read_from_snapshot(stream, max_count).await,
+                "read_from_snapshot",
+            );
+            assert_eq!(
+                read_shape(now),
+                read_shape(later),
+                "{stage}: read_from_snapshot_now(`{stream}`, {max_count}) disagrees with \
+                 read_from_snapshot"
+            );
+        }
+    }
 }
 
 /// A checkpoint saved under a name loads back; saving again overwrites it (even with a lower

@@ -420,6 +420,24 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(SnapshotAndEvents { snapshot, events })
     }
 
+    /// [`read_from_snapshot`](Self::read_from_snapshot) answered during the call, with no
+    /// future: for a store that reads without waiting (the in-memory one), which would
+    /// otherwise pay a boxed future for every activation. The runtime asks it first, and awaits
+    /// `read_from_snapshot` when it gets `None`.
+    ///
+    /// `Some` holds exactly what `read_from_snapshot` with the same arguments returns. The
+    /// default answers `None`: a store that waits for anything (a database, a blocking pool)
+    /// must not block the caller's thread here instead. The conformance suite checks that a
+    /// store which answers agrees with its `read_from_snapshot`.
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        let _ = (stream, max_count);
+        None
+    }
+
     /// Saves the position a named subscriber (handler, projection, saga) has processed.
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError>;
 

@@ -54,14 +54,12 @@ impl GuardedStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         command: NewCommand,
-    ) -> AppendCall<'a> {
+    ) -> Call<'a, Appended> {
         match self.append_command_now(stream, expected, events, command) {
-            AppendNow::Made(outcome) => {
-                AppendCall::Made(std::future::ready(outcome.map_err(Box::new)))
-            }
+            AppendNow::Made(outcome) => Call::made(outcome),
             AppendNow::Later { events, command } => {
                 let call = self.inner.append_command(stream, expected, events, command);
-                AppendCall::Later(CatchPanic::new(call))
+                Call::later("append_command", call)
             }
         }
     }
@@ -103,40 +101,73 @@ impl GuardedStore {
         guard("load_snapshot", self.inner.load_snapshot(stream))
     }
 
-    /// [`EventStore::read_from_snapshot`], guarded.
+    /// [`EventStore::read_from_snapshot`], guarded: answered during the call when the store
+    /// can ([`EventStore::read_from_snapshot_now`]: the in-memory store), with no boxed
+    /// future of the store's; else the store's future.
     pub(crate) fn read_from_snapshot<'a>(
         &'a self,
         stream: &'a str,
         max_count: usize,
-    ) -> impl Future<Output = Result<SnapshotAndEvents, StoreError>> + Send + 'a {
-        let call = self.inner.read_from_snapshot(stream, max_count);
-        guard("read_from_snapshot", call)
+    ) -> Call<'a, SnapshotAndEvents> {
+        match self.read_from_snapshot_now(stream, max_count) {
+            Some(outcome) => Call::made(outcome),
+            None => {
+                let call = self.inner.read_from_snapshot(stream, max_count);
+                Call::later("read_from_snapshot", call)
+            }
+        }
+    }
+
+    /// [`EventStore::read_from_snapshot_now`], guarded.
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        let call = || self.inner.read_from_snapshot_now(stream, max_count);
+        catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+            Some(Err(panicked(
+                "read_from_snapshot_now",
+                &panic_message(&*panic),
+            )))
+        })
     }
 }
 
 /// The boxed future of a call through `dyn EventStore`.
 type BoxedCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// The future of [`GuardedStore::append_command`], which every command of the runtime awaits:
-/// the outcome of an append made during the call, or the store's future, its panics caught.
-/// Small, since every command's future holds it: a made append's error is boxed (a
+/// The future of a guarded call that the store may answer during the call
+/// ([`GuardedStore::append_command`], which every command awaits, and
+/// [`GuardedStore::read_from_snapshot`]): the outcome then, or the store's future, its panics
+/// caught. Small, since every command's future holds it: a made call's error is boxed (a
 /// [`StoreError`] takes 112 bytes; a conflict or a duplicate is rare).
-pub(crate) enum AppendCall<'a> {
-    /// Made during the call.
-    Made(std::future::Ready<Result<Appended, Box<StoreError>>>),
-    /// The store's future.
-    Later(CatchPanic<BoxedCall<'a, Appended>>),
+pub(crate) enum Call<'a, T> {
+    /// Answered during the call.
+    Made(std::future::Ready<Result<T, Box<StoreError>>>),
+    /// The store's future, and the call's name for a panic's error.
+    Later(&'static str, CatchPanic<BoxedCall<'a, T>>),
 }
 
-impl Future for AppendCall<'_> {
-    type Output = Result<Appended, StoreError>;
+impl<'a, T> Call<'a, T> {
+    /// The call answered with `outcome`.
+    fn made(outcome: Result<T, StoreError>) -> Self {
+        Call::Made(std::future::ready(outcome.map_err(Box::new)))
+    }
+
+    /// The call `name` still to be awaited through the store's future `call`.
+    fn later(name: &'static str, call: BoxedCall<'a, T>) -> Self {
+        Call::Later(name, CatchPanic::new(call))
+    }
+}
+
+impl<T> Future for Call<'_, T> {
+    type Output = Result<T, StoreError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            AppendCall::Made(outcome) => Pin::new(outcome).poll(cx).map_err(|error| *error),
-            AppendCall::Later(call) => Pin::new(call)
-                .poll(cx)
-                .map(|caught| outcome("append_command", caught)),
+            Call::Made(outcome) => Pin::new(outcome).poll(cx).map_err(|error| *error),
+            Call::Later(name, call) => Pin::new(call).poll(cx).map(|caught| outcome(name, caught)),
         }
     }
 }
@@ -273,6 +304,14 @@ impl EventStore for GuardedStore {
         max_count: usize,
     ) -> Result<SnapshotAndEvents, StoreError> {
         GuardedStore::read_from_snapshot(self, stream, max_count).await
+    }
+
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        GuardedStore::read_from_snapshot_now(self, stream, max_count)
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
@@ -421,18 +460,19 @@ impl EventStore for GuardedStore {
 mod tests {
     use super::*;
 
-    /// A store whose every call panics, but `stream_version` and `append_command_now`, which
-    /// does as [`Now`] says.
+    /// A store whose every call panics, but `stream_version`, and `append_command_now` and
+    /// `read_from_snapshot_now`, which do as [`Now`] says.
     struct Panicky(watch::Sender<u64>, Now);
 
-    /// What [`Panicky`]'s `append_command_now` does.
+    /// What [`Panicky`]'s calls at once do.
     #[derive(Clone, Copy, PartialEq)]
     enum Now {
         /// Panics.
         Panic,
-        /// Gives the append back, as the default does.
+        /// Gives the append back and does not read, as the defaults do.
         GiveBack,
-        /// Makes it: version 1 of a new stream, else a conflict at version 1.
+        /// Makes the append (version 1 of a new stream, else a conflict at version 1), and
+        /// reads nothing.
         Make,
     }
 
@@ -533,9 +573,47 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_read_at_once_goes_through_the_guard_and_its_panic_is_an_error() {
+        let making = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Make)));
+        let read = making.read_from_snapshot("Account-a", 10).await;
+        assert_eq!(
+            read.ok(),
+            Some(SnapshotAndEvents::default()),
+            "the store's answer at once, through the guard's future"
+        );
+        for (now, call) in [
+            (Now::Panic, "`read_from_snapshot_now`"),
+            // Not at once: the default `read_from_snapshot`, whose `load_snapshot` panics.
+            (Now::GiveBack, "`read_from_snapshot`"),
+        ] {
+            let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, now)));
+            let error = store
+                .read_from_snapshot("Account-a", 10)
+                .await
+                .expect_err("the panic is an error");
+            assert!(
+                matches!(&error, StoreError::Backend { message, .. }
+                    if message.contains(call) && message.contains("injected")),
+                "{error}"
+            );
+        }
+    }
+
     #[async_trait]
     #[allow(unused_variables)]
     impl EventStore for Panicky {
+        fn read_from_snapshot_now(
+            &self,
+            stream: &str,
+            max_count: usize,
+        ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+            match self.1 {
+                Now::Panic => panic!("injected"),
+                Now::GiveBack => None,
+                Now::Make => Some(Ok(SnapshotAndEvents::default())),
+            }
+        }
         fn append_command_now(
             &self,
             stream: &str,

@@ -501,6 +501,21 @@ impl InMemoryStore {
         Ok(self.publish(appended))
     }
 
+    /// The latest snapshot of `stream` and at most `max_count` of its events after it (see
+    /// [`EventStore::read_from_snapshot`]).
+    fn snapshot_and_events(&self, stream: &str, max_count: usize) -> SnapshotAndEvents {
+        let snapshot = self
+            .shared
+            .snapshots
+            .get(stream)
+            .map(|snapshot| snapshot.value().clone());
+        let from = snapshot.as_ref().map_or(1, |snapshot| snapshot.version + 1);
+        let events = self
+            .read_state()
+            .page(stream, from, Direction::Forward, max_count);
+        SnapshotAndEvents { snapshot, events }
+    }
+
     /// Publishes the head after a commit (the events' lock released), and returns `appended`.
     ///
     /// Monotonic even when two appenders publish out of order. Waking the receivers (eight
@@ -754,16 +769,16 @@ impl EventStore for InMemoryStore {
         stream: &str,
         max_count: usize,
     ) -> Result<SnapshotAndEvents, StoreError> {
-        let snapshot = self
-            .shared
-            .snapshots
-            .get(stream)
-            .map(|snapshot| snapshot.value().clone());
-        let from = snapshot.as_ref().map_or(1, |snapshot| snapshot.version + 1);
-        let events = self
-            .read_state()
-            .page(stream, from, Direction::Forward, max_count);
-        Ok(SnapshotAndEvents { snapshot, events })
+        Ok(self.snapshot_and_events(stream, max_count))
+    }
+
+    /// Always answered: the read has no await.
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        Some(Ok(self.snapshot_and_events(stream, max_count)))
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
