@@ -29,7 +29,7 @@ pub struct Appended {
     pub last_position: u64,
 }
 
-/// The outcome of [`EventStore::append_command_now`](EventStore::append_command_now):
+/// The outcome of [`EventStore::append_command_now`]:
 /// the append made during the call, or the append handed back unwritten.
 #[derive(Debug)]
 pub enum AppendNow {
