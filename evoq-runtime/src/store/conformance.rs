@@ -42,7 +42,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, stream_id};
 use crate::store::{
-    AllPage, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
+    AllPage, AppendNow, Appended, CommandLookup, CommandRecord, DeadLetter, Direction, EventFilter,
     EventStore, ExpectedVersion, FailureKind, HandlerRequest, NewCommand, RequestedAction,
     Snapshot, StoreError, Subscription, Timeout,
 };
@@ -154,6 +154,7 @@ macro_rules! store_conformance_tests {
             snapshots_save_load_and_replace,
             snapshots_are_isolated_per_stream,
             read_from_snapshot_is_the_snapshot_and_the_events_after_it,
+            read_from_snapshot_now_agrees_with_read_from_snapshot,
             checkpoints_save_load_and_overwrite,
             checkpoints_are_listed_by_name,
             streams_are_listed_by_id_with_their_last_event,
@@ -176,6 +177,7 @@ macro_rules! store_conformance_tests {
             a_duplicate_command_appends_nothing_and_returns_the_first_entry,
             a_command_without_events_is_recorded_when_checked,
             concurrent_runs_of_one_command_have_exactly_one_winner,
+            append_command_now_agrees_with_append_command,
             expired_command_entries_are_not_found_and_are_replaced,
             sweeping_removes_old_command_entries_in_bounded_batches,
             a_lease_is_granted_and_freed,
@@ -2017,6 +2019,83 @@ pub async fn read_from_snapshot_is_the_snapshot_and_the_events_after_it(
     );
 }
 
+/// [`EventStore::read_from_snapshot_now`] agrees with [`EventStore::read_from_snapshot`]: a
+/// store that answers during the call answers what `read_from_snapshot` does, for a stream
+/// that does not exist, one without a snapshot, one with a snapshot, and any `max_count`; a
+/// store that does not answers `None` every time.
+pub async fn read_from_snapshot_now_agrees_with_read_from_snapshot(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let s = stream_id("Rebuilt", "now");
+    let streams = [s.as_str(), "Rebuilt-other"];
+    let answers = store.read_from_snapshot_now(&s, 100).is_some();
+    read_now_and_later(store, streams, answers, "no stream").await;
+    ok(
+        store
+            .append(&s, ExpectedVersion::NoStream, batch("E", 1, 5))
+            .await,
+        "append",
+    );
+    read_now_and_later(store, streams, answers, "no snapshot").await;
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 3,
+        data: br#"{"balance":3}"#.to_vec(),
+        taken_at: SystemTime::now(),
+    };
+    ok(store.save_snapshot(snapshot).await, "save_snapshot");
+    read_now_and_later(store, streams, answers, "a snapshot").await;
+}
+
+/// What a read from a snapshot says: the snapshot's version and data, and the events' ids and
+/// versions.
+type ReadShape = (Option<(u64, Vec<u8>)>, Vec<Uuid>, Vec<u64>);
+
+fn read_shape(read: crate::store::SnapshotAndEvents) -> ReadShape {
+    (
+        read.snapshot
+            .map(|snapshot| (snapshot.version, snapshot.data)),
+        recorded_ids(&read.events),
+        versions(&read.events),
+    )
+}
+
+/// Reads `streams` from their snapshots at once and through the future, with several
+/// `max_count`s, and checks that both ways agree (or that the store never answers at once,
+/// when `answers` is false).
+async fn read_now_and_later(
+    store: &dyn EventStore,
+    streams: [&str; 2],
+    answers: bool,
+    stage: &str,
+) {
+    for stream in streams {
+        for max_count in [0, 1, 2, 100, usize::MAX] {
+            let Some(now) = store.read_from_snapshot_now(stream, max_count) else {
+                assert!(
+                    !answers,
+                    "{stage}: a store that answered at once once answers later"
+                );
+                continue;
+            };
+            assert!(
+                answers,
+                "{stage}: a store that answered later answers at once"
+            );
+            let now = ok(now, "read_from_snapshot_now");
+            let later = ok(
+                store.read_from_snapshot(stream, max_count).await,
+                "read_from_snapshot",
+            );
+            assert_eq!(
+                read_shape(now),
+                read_shape(later),
+                "{stage}: read_from_snapshot_now(`{stream}`, {max_count}) disagrees with \
+                 read_from_snapshot"
+            );
+        }
+    }
+}
+
 /// A checkpoint saved under a name loads back; saving again overwrites it (even with a lower
 /// position, as a rebuild does); names are independent; an unknown name has none.
 pub async fn checkpoints_save_load_and_overwrite(store: Arc<dyn EventStore>) {
@@ -3776,6 +3855,137 @@ pub async fn concurrent_runs_of_one_command_have_exactly_one_winner(store: Arc<d
     let total = read_all_events(&*store, 0, &EventFilter::All).await.len();
     assert_eq!(total, 2, "only the winner's events are stored");
     assert_eq!(appended.version, 2);
+}
+
+/// What an append's outcome says, without the positions (which depend on what else the store
+/// holds): the version and how many positions it took, or the error's kind and what it carries.
+fn outcome_shape(result: &Result<Appended, StoreError>) -> String {
+    match result {
+        Ok(appended) => format!(
+            "appended: version {}, {} positions",
+            appended.version,
+            match appended.first_position {
+                0 => 0,
+                first => appended.last_position + 1 - first,
+            }
+        ),
+        Err(StoreError::DuplicateCommand { record }) => format!(
+            "duplicate of {:?}: version {}, {} events",
+            record.idempotency_key, record.version, record.event_count
+        ),
+        Err(StoreError::WrongExpectedVersion {
+            expected, actual, ..
+        }) => format!("wrong version: expected {expected}, actual {actual}"),
+        Err(other) => format!("failed: {other}"),
+    }
+}
+
+/// [`EventStore::append_command_now`] agrees with [`EventStore::append_command`]: a store that
+/// makes the append during the call returns what `append_command` returns for the same calls
+/// (appends, a duplicate, a wrong expected version, a checked command without events), stores
+/// the same events and entries and moves the head; a store that does not gives the events and
+/// the command back unchanged, and writes nothing.
+pub async fn append_command_now_agrees_with_append_command(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let probe = stream_id("Account", "probe");
+    let (events, command_) = (batch("Opened", 0, 2), command("probe", Some("probe")));
+    let (event_ids, command_id) = (ids(&events), command_.command_id);
+    match store.append_command_now(&probe, ExpectedVersion::NoStream, events, command_) {
+        AppendNow::Later { events, command } => {
+            assert_eq!(
+                (
+                    ids(&events),
+                    command.command_id,
+                    command.idempotency_key.as_deref()
+                ),
+                (event_ids, command_id, Some("probe")),
+                "a store that does not append at once gives the events and the command back as                  they were"
+            );
+            assert_eq!(
+                ok(store.stream_version(&probe).await, "stream_version"),
+                0,
+                "nothing is written when the append is given back"
+            );
+            assert_eq!(logged(store, CommandLookup::Key("probe")).await, None);
+            return;
+        }
+        AppendNow::Made(result) => {
+            assert_eq!(ok(result, "append_command_now").version, 2);
+        }
+    }
+    // The same calls on two streams: one at once, one through the future.
+    let steps: [(ExpectedVersion, u64, Option<&str>); 6] = [
+        (ExpectedVersion::NoStream, 2, Some("first")),
+        (ExpectedVersion::Exact(2), 1, Some("first")),
+        (ExpectedVersion::Exact(5), 1, None),
+        (ExpectedVersion::Exact(2), 0, Some("empty")),
+        (ExpectedVersion::Exact(2), 1, None),
+        (ExpectedVersion::Any, 3, Some("last")),
+    ];
+    let now = stream_id("Account", "now");
+    let later = stream_id("Account", "later");
+    for (step, &(expected, count, key)) in steps.iter().enumerate() {
+        let mut shapes = Vec::new();
+        for s in [&now, &later] {
+            let key = key.map(|key| format!("{s}/{key}"));
+            let mut new = command(s, key.as_deref());
+            if key.is_none() {
+                // A fresh command id, as the runtime's: no check.
+                new.deduplicate_since = None;
+            }
+            let events = batch("Deposited", 0, count);
+            let written = ids(&events);
+            let before = head_of(store);
+            let result = if s == &now {
+                match store.append_command_now(s, expected, events, new.clone()) {
+                    AppendNow::Made(result) => result,
+                    AppendNow::Later { .. } => {
+                        panic!("a store that appended at once once gives an append back later")
+                    }
+                }
+            } else {
+                store.append_command(s, expected, events, new.clone()).await
+            };
+            if let Ok(appended) = &result
+                && count > 0
+            {
+                let stream = whole_stream(store, s).await;
+                let tail: Vec<_> = stream[stream.len() - count as usize..].to_vec();
+                assert_eq!(
+                    (recorded_ids(&tail), positions(&tail)),
+                    (
+                        written,
+                        (appended.first_position..=appended.last_position).collect()
+                    ),
+                    "step {step} on `{s}`: the events are stored at the positions returned"
+                );
+                assert!(
+                    head_of(store) >= appended.last_position && appended.last_position > before,
+                    "step {step} on `{s}`: the head moves to the append"
+                );
+                if new.deduplicate_since.is_some() {
+                    let record = logged(store, new.lookup())
+                        .await
+                        .expect("a checked command's entry is recorded with its events");
+                    assert_eq!(
+                        (record.command_id, record.last_position),
+                        (new.command_id, appended.last_position),
+                        "step {step} on `{s}`: the entry is the command's"
+                    );
+                }
+            }
+            shapes.push(outcome_shape(&result).replace(s.as_str(), "<stream>"));
+        }
+        assert_eq!(
+            shapes[0], shapes[1],
+            "step {step}: append_command_now and append_command disagree"
+        );
+    }
+    assert_eq!(
+        versions(&whole_stream(store, &now).await),
+        versions(&whole_stream(store, &later).await),
+        "both ways store the same events"
+    );
 }
 
 /// Entries recorded before the `since` of a lookup have expired: not found, and replaced by a

@@ -29,6 +29,24 @@ pub struct Appended {
     pub last_position: u64,
 }
 
+/// The outcome of [`EventStore::append_command_now`]:
+/// the append made during the call, or the append handed back unwritten.
+#[derive(Debug)]
+pub enum AppendNow {
+    /// The store made the append (or refused it) during the call: what
+    /// [`append_command`](EventStore::append_command) would have returned.
+    Made(Result<Appended, StoreError>),
+    /// The store does not append without waiting (the default): nothing was written, and the
+    /// events and the command are given back, for
+    /// [`append_command`](EventStore::append_command).
+    Later {
+        /// The events, as they were given.
+        events: Vec<NewEvent>,
+        /// The command, as it was given.
+        command: NewCommand,
+    },
+}
+
 /// Which way to read a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -204,6 +222,28 @@ pub trait EventStore: Send + Sync + 'static {
         command: NewCommand,
     ) -> Result<Appended, StoreError>;
 
+    /// [`append_command`](Self::append_command) made during the call, with no future: for a
+    /// store that commits without waiting (the in-memory one), which would otherwise pay a
+    /// boxed future for every command the runtime appends. The runtime asks it first, and
+    /// awaits `append_command` with what it gives back.
+    ///
+    /// [`AppendNow::Made`] holds exactly what `append_command` with the same arguments returns,
+    /// with the same effects; [`AppendNow::Later`] gives the events and the command back
+    /// unwritten. The default gives them back: a store that waits for anything (a database, a
+    /// blocking pool) keeps it, and must not block the caller's thread here instead. The
+    /// conformance suite checks that a store which makes the append agrees with its
+    /// `append_command`.
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        let _ = (stream, expected);
+        AppendNow::Later { events, command }
+    }
+
     /// The command-log entry `lookup` finds among those recorded at or after `since` (the
     /// newest, when several commands share an id), if any.
     async fn find_command(
@@ -378,6 +418,24 @@ pub trait EventStore: Send + Sync + 'static {
             .read_stream(stream, from, Direction::Forward, max_count)
             .await?;
         Ok(SnapshotAndEvents { snapshot, events })
+    }
+
+    /// [`read_from_snapshot`](Self::read_from_snapshot) answered during the call, with no
+    /// future: for a store that reads without waiting (the in-memory one), which would
+    /// otherwise pay a boxed future for every activation. The runtime asks it first, and awaits
+    /// `read_from_snapshot` when it gets `None`.
+    ///
+    /// `Some` holds exactly what `read_from_snapshot` with the same arguments returns. The
+    /// default answers `None`: a store that waits for anything (a database, a blocking pool)
+    /// must not block the caller's thread here instead. The conformance suite checks that a
+    /// store which answers agrees with its `read_from_snapshot`.
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        let _ = (stream, max_count);
+        None
     }
 
     /// Saves the position a named subscriber (handler, projection, saga) has processed.

@@ -5,7 +5,9 @@
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -16,7 +18,7 @@ use super::command_log::{CommandLookup, CommandRecord, NewCommand};
 use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::event_store::{
-    AllPage, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
+    AllPage, AppendNow, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
 };
 use super::expected_version::ExpectedVersion;
 use super::lease::Lease;
@@ -24,7 +26,7 @@ use super::query::{AppendCondition, EventQuery};
 use super::request::HandlerRequest;
 use super::timeout::Timeout;
 use crate::envelope::{NewEvent, RecordedEvent};
-use crate::util::panic::{CatchPanic, panic_message};
+use crate::util::panic::{CatchPanic, Panic, panic_message};
 
 /// Wraps a store: every call that panics returns [`StoreError::Backend`] saying so, with the
 /// panic's message and the call's name.
@@ -43,16 +45,40 @@ impl GuardedStore {
     // no boxed future of the guard's own around it (the `EventStore` impl below boxes, as every
     // `async_trait` impl does, and forwards to these).
 
-    /// [`EventStore::append_command`], guarded.
+    /// [`EventStore::append_command`], guarded: made during the call when the store can
+    /// ([`EventStore::append_command_now`]: the in-memory store), so that the future only
+    /// hands the outcome over and the store makes no boxed future; else the store's future.
     pub(crate) fn append_command<'a>(
         &'a self,
         stream: &'a str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         command: NewCommand,
-    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'a {
-        let call = self.inner.append_command(stream, expected, events, command);
-        guard("append_command", call)
+    ) -> Call<'a, Appended> {
+        match self.append_command_now(stream, expected, events, command) {
+            AppendNow::Made(outcome) => Call::made(outcome),
+            AppendNow::Later { events, command } => {
+                let call = self.inner.append_command(stream, expected, events, command);
+                Call::later("append_command", call)
+            }
+        }
+    }
+
+    /// [`EventStore::append_command_now`], guarded.
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        let call = || {
+            self.inner
+                .append_command_now(stream, expected, events, command)
+        };
+        catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+            AppendNow::Made(Err(panicked("append_command_now", &panic_message(&*panic))))
+        })
     }
 
     /// [`EventStore::read_stream`], guarded.
@@ -75,14 +101,74 @@ impl GuardedStore {
         guard("load_snapshot", self.inner.load_snapshot(stream))
     }
 
-    /// [`EventStore::read_from_snapshot`], guarded.
+    /// [`EventStore::read_from_snapshot`], guarded: answered during the call when the store
+    /// can ([`EventStore::read_from_snapshot_now`]: the in-memory store), with no boxed
+    /// future of the store's; else the store's future.
     pub(crate) fn read_from_snapshot<'a>(
         &'a self,
         stream: &'a str,
         max_count: usize,
-    ) -> impl Future<Output = Result<SnapshotAndEvents, StoreError>> + Send + 'a {
-        let call = self.inner.read_from_snapshot(stream, max_count);
-        guard("read_from_snapshot", call)
+    ) -> Call<'a, SnapshotAndEvents> {
+        match self.read_from_snapshot_now(stream, max_count) {
+            Some(outcome) => Call::made(outcome),
+            None => {
+                let call = self.inner.read_from_snapshot(stream, max_count);
+                Call::later("read_from_snapshot", call)
+            }
+        }
+    }
+
+    /// [`EventStore::read_from_snapshot_now`], guarded.
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        let call = || self.inner.read_from_snapshot_now(stream, max_count);
+        catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+            Some(Err(panicked(
+                "read_from_snapshot_now",
+                &panic_message(&*panic),
+            )))
+        })
+    }
+}
+
+/// The boxed future of a call through `dyn EventStore`.
+type BoxedCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The future of a guarded call that the store may answer during the call
+/// ([`GuardedStore::append_command`], which every command awaits, and
+/// [`GuardedStore::read_from_snapshot`]): the outcome then, or the store's future, its panics
+/// caught. Small, since every command's future holds it: a made call's error is boxed (a
+/// [`StoreError`] takes 112 bytes; a conflict or a duplicate is rare).
+pub(crate) enum Call<'a, T> {
+    /// Answered during the call.
+    Made(std::future::Ready<Result<T, Box<StoreError>>>),
+    /// The store's future, and the call's name for a panic's error.
+    Later(&'static str, CatchPanic<BoxedCall<'a, T>>),
+}
+
+impl<'a, T> Call<'a, T> {
+    /// The call answered with `outcome`.
+    fn made(outcome: Result<T, StoreError>) -> Self {
+        Call::Made(std::future::ready(outcome.map_err(Box::new)))
+    }
+
+    /// The call `name` still to be awaited through the store's future `call`.
+    fn later(name: &'static str, call: BoxedCall<'a, T>) -> Self {
+        Call::Later(name, CatchPanic::new(call))
+    }
+}
+
+impl<T> Future for Call<'_, T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Call::Made(outcome) => Pin::new(outcome).poll(cx).map_err(|error| *error),
+            Call::Later(name, call) => Pin::new(call).poll(cx).map(|caught| outcome(name, caught)),
+        }
     }
 }
 
@@ -99,10 +185,12 @@ async fn guard<T>(
     name: &str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    match CatchPanic::new(call).await {
-        Ok(result) => result,
-        Err(panic) => Err(panicked(name, &panic_message(&*panic))),
-    }
+    outcome(name, CatchPanic::new(call).await)
+}
+
+/// The outcome of the call `name` run under [`CatchPanic`]: its panic as an error.
+fn outcome<T>(name: &str, caught: Result<Result<T, StoreError>, Panic>) -> Result<T, StoreError> {
+    caught.unwrap_or_else(|panic| Err(panicked(name, &panic_message(&*panic))))
 }
 
 #[async_trait]
@@ -123,7 +211,18 @@ impl EventStore for GuardedStore {
         events: Vec<NewEvent>,
         command: NewCommand,
     ) -> Result<Appended, StoreError> {
-        GuardedStore::append_command(self, stream, expected, events, command).await
+        let call = self.inner.append_command(stream, expected, events, command);
+        guard("append_command", call).await
+    }
+
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        GuardedStore::append_command_now(self, stream, expected, events, command)
     }
 
     async fn find_command(
@@ -205,6 +304,14 @@ impl EventStore for GuardedStore {
         max_count: usize,
     ) -> Result<SnapshotAndEvents, StoreError> {
         GuardedStore::read_from_snapshot(self, stream, max_count).await
+    }
+
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        GuardedStore::read_from_snapshot_now(self, stream, max_count)
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {
@@ -353,12 +460,25 @@ impl EventStore for GuardedStore {
 mod tests {
     use super::*;
 
-    /// A store whose every call panics, but `stream_version`.
-    struct Panicky(watch::Sender<u64>);
+    /// A store whose every call panics, but `stream_version`, and `append_command_now` and
+    /// `read_from_snapshot_now`, which do as [`Now`] says.
+    struct Panicky(watch::Sender<u64>, Now);
+
+    /// What [`Panicky`]'s calls at once do.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Now {
+        /// Panics.
+        Panic,
+        /// Gives the append back and does not read, as the defaults do.
+        GiveBack,
+        /// Makes the append (version 1 of a new stream, else a conflict at version 1), and
+        /// reads nothing.
+        Make,
+    }
 
     #[tokio::test]
     async fn a_panicking_call_is_an_error_naming_the_call_and_the_panic() {
-        let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0)));
+        let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Panic)));
         let error = store
             .read_all(0, 10, &EventFilter::All)
             .await
@@ -375,9 +495,149 @@ mod tests {
         );
     }
 
+    fn opened(n: u64) -> (Vec<NewEvent>, NewCommand) {
+        let event = NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "Opened".into(),
+            schema_version: 1,
+            data: format!("{{\"n\":{n}}}").into_bytes(),
+            metadata: Default::default(),
+        };
+        let command = NewCommand {
+            command_id: Uuid::now_v7(),
+            idempotency_key: None,
+            command: "Open".into(),
+            aggregate: "Account".into(),
+            deduplicate_since: None,
+        };
+        (vec![event], command)
+    }
+
+    #[tokio::test]
+    async fn an_append_at_once_goes_through_the_guard_and_its_panic_is_an_error() {
+        let making = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Make)));
+        let (events, command) = opened(1);
+        let made = EventStore::append_command_now(
+            &*making,
+            "Account-a",
+            ExpectedVersion::NoStream,
+            events,
+            command,
+        );
+        assert!(
+            matches!(made, AppendNow::Made(Ok(Appended { version: 1, .. }))),
+            "a store's append at once comes through the guard: {made:?}"
+        );
+        let (events, command) = opened(1);
+        let appended = making
+            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+            .await;
+        assert_eq!(
+            appended.ok().map(|a| a.version),
+            Some(1),
+            "and through the guard's future, which never calls the store's"
+        );
+        let (events, command) = opened(2);
+        let conflict = making
+            .append_command("Account-a", ExpectedVersion::Exact(3), events, command)
+            .await;
+        assert!(
+            matches!(
+                conflict,
+                Err(StoreError::WrongExpectedVersion { actual: 1, .. })
+            ),
+            "a made append's error comes through: {conflict:?}"
+        );
+
+        let panicky = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Panic)));
+        let (events, command) = opened(1);
+        let error = panicky
+            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+            .await
+            .expect_err("the panic is an error");
+        assert!(
+            matches!(&error, StoreError::Backend { message, .. }
+                if message.contains("`append_command_now`") && message.contains("injected")),
+            "{error}"
+        );
+        let later = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::GiveBack)));
+        let (events, command) = opened(1);
+        let error = later
+            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+            .await
+            .expect_err("the panic of the store's future is an error");
+        assert!(
+            matches!(&error, StoreError::Backend { message, .. }
+                if message.contains("`append_command`") && message.contains("injected")),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_at_once_goes_through_the_guard_and_its_panic_is_an_error() {
+        let making = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Make)));
+        let read = making.read_from_snapshot("Account-a", 10).await;
+        assert_eq!(
+            read.ok(),
+            Some(SnapshotAndEvents::default()),
+            "the store's answer at once, through the guard's future"
+        );
+        for (now, call) in [
+            (Now::Panic, "`read_from_snapshot_now`"),
+            // Not at once: the default `read_from_snapshot`, whose `load_snapshot` panics.
+            (Now::GiveBack, "`read_from_snapshot`"),
+        ] {
+            let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, now)));
+            let error = store
+                .read_from_snapshot("Account-a", 10)
+                .await
+                .expect_err("the panic is an error");
+            assert!(
+                matches!(&error, StoreError::Backend { message, .. }
+                    if message.contains(call) && message.contains("injected")),
+                "{error}"
+            );
+        }
+    }
+
     #[async_trait]
     #[allow(unused_variables)]
     impl EventStore for Panicky {
+        fn read_from_snapshot_now(
+            &self,
+            stream: &str,
+            max_count: usize,
+        ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+            match self.1 {
+                Now::Panic => panic!("injected"),
+                Now::GiveBack => None,
+                Now::Make => Some(Ok(SnapshotAndEvents::default())),
+            }
+        }
+        fn append_command_now(
+            &self,
+            stream: &str,
+            expected: ExpectedVersion,
+            events: Vec<NewEvent>,
+            command: NewCommand,
+        ) -> AppendNow {
+            match self.1 {
+                Now::Panic => panic!("injected"),
+                Now::GiveBack => AppendNow::Later { events, command },
+                Now::Make if expected == ExpectedVersion::NoStream => {
+                    AppendNow::Made(Ok(Appended {
+                        version: 1,
+                        first_position: 1,
+                        last_position: 1,
+                    }))
+                }
+                Now::Make => AppendNow::Made(Err(StoreError::WrongExpectedVersion {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual: 1,
+                })),
+            }
+        }
         async fn append(
             &self,
             stream: &str,

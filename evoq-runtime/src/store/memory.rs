@@ -27,9 +27,9 @@ use self::tags::TagIndex;
 use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::store::{
-    AllPage, AppendCondition, Appended, CommandLookup, CommandRecord, DeadLetter, Direction,
-    EventFilter, EventQuery, EventStore, ExpectedVersion, HandlerRequest, NewCommand, Snapshot,
-    SnapshotAndEvents, StoreError, Timeout,
+    AllPage, AppendCondition, AppendNow, Appended, CommandLookup, CommandRecord, DeadLetter,
+    Direction, EventFilter, EventQuery, EventStore, ExpectedVersion, HandlerRequest, NewCommand,
+    Snapshot, SnapshotAndEvents, StoreError, Timeout,
 };
 use crate::store::{EventCounts, StreamInfo};
 
@@ -501,6 +501,21 @@ impl InMemoryStore {
         Ok(self.publish(appended))
     }
 
+    /// The latest snapshot of `stream` and at most `max_count` of its events after it (see
+    /// [`EventStore::read_from_snapshot`]).
+    fn snapshot_and_events(&self, stream: &str, max_count: usize) -> SnapshotAndEvents {
+        let snapshot = self
+            .shared
+            .snapshots
+            .get(stream)
+            .map(|snapshot| snapshot.value().clone());
+        let from = snapshot.as_ref().map_or(1, |snapshot| snapshot.version + 1);
+        let events = self
+            .read_state()
+            .page(stream, from, Direction::Forward, max_count);
+        SnapshotAndEvents { snapshot, events }
+    }
+
     /// Publishes the head after a commit (the events' lock released), and returns `appended`.
     ///
     /// Monotonic even when two appenders publish out of order. Waking the receivers (eight
@@ -554,8 +569,9 @@ impl EventStore for InMemoryStore {
     }
 
     /// Commits when called, not when first polled: the commit has no await, so the future only
-    /// hands its outcome over, and the events and the command are not moved into it first
-    /// (every command of the runtime comes this way). The runtime awaits it at once.
+    /// hands its outcome over, and the events and the command are not moved into it first.
+    /// (The runtime's commands come through
+    /// [`append_command_now`](EventStore::append_command_now), with no future at all.)
     fn append_command<'life0, 'life1, 'async_trait>(
         &'life0 self,
         stream: &'life1 str,
@@ -575,6 +591,17 @@ impl EventStore for InMemoryStore {
             Some(command),
             None,
         )))
+    }
+
+    /// Always made: the commit has no await (one short write lock).
+    fn append_command_now(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        command: NewCommand,
+    ) -> AppendNow {
+        AppendNow::Made(self.commit(stream, expected, events, Some(command), None))
     }
 
     async fn find_command(
@@ -742,16 +769,16 @@ impl EventStore for InMemoryStore {
         stream: &str,
         max_count: usize,
     ) -> Result<SnapshotAndEvents, StoreError> {
-        let snapshot = self
-            .shared
-            .snapshots
-            .get(stream)
-            .map(|snapshot| snapshot.value().clone());
-        let from = snapshot.as_ref().map_or(1, |snapshot| snapshot.version + 1);
-        let events = self
-            .read_state()
-            .page(stream, from, Direction::Forward, max_count);
-        Ok(SnapshotAndEvents { snapshot, events })
+        Ok(self.snapshot_and_events(stream, max_count))
+    }
+
+    /// Always answered: the read has no await.
+    fn read_from_snapshot_now(
+        &self,
+        stream: &str,
+        max_count: usize,
+    ) -> Option<Result<SnapshotAndEvents, StoreError>> {
+        Some(Ok(self.snapshot_and_events(stream, max_count)))
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StoreError> {

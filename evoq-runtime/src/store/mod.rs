@@ -58,7 +58,7 @@ pub use self::command_log::{CommandLookup, CommandRecord, NewCommand};
 pub use self::dead_letter::{DeadLetter, FailureKind};
 pub use self::error::StoreError;
 pub use self::event_store::{
-    AllPage, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
+    AllPage, AppendNow, Appended, Direction, EventFilter, EventStore, Snapshot, SnapshotAndEvents,
 };
 pub use self::event_store::{EventCounts, StreamInfo};
 pub use self::expected_version::ExpectedVersion;
