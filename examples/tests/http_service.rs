@@ -76,6 +76,17 @@ impl Server {
         Answer::of(response.await.expect("POST")).await
     }
 
+    /// A POST of `body` as it is, sent as `content_type`.
+    async fn post_raw(&self, path: &str, body: &'static str, content_type: &str) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send();
+        Answer::of(response.await.expect("POST")).await
+    }
+
     async fn delete(&self, path: &str) -> Answer {
         let response = self.client.delete(format!("{}{path}", self.base)).send();
         Answer::of(response.await.expect("DELETE")).await
@@ -283,56 +294,43 @@ async fn statuses_problems_and_tokens_on_sqlite() {
 async fn a_body_that_is_not_the_command_answers_with_a_problem_document_and_runs_nothing() {
     let dir = TempDir::new("http-bodies");
     let server = Server::start(&dir.sqlite(), Settings::default()).await;
-    let send = |body: &'static str, content_type: &'static str| {
-        server
-            .client
-            .post(format!("{}/books", server.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-    };
-
     // Not JSON at all: 400, axum's explanation as the detail.
-    let garbled = Answer::of(send("{\"isbn\": ", "application/json").await.expect("POST")).await;
+    let garbled = server
+        .post_raw("/books", "{\"isbn\": ", "application/json")
+        .await;
     let detail = garbled.problem(400, "about:blank", None);
     assert!(!detail.is_empty(), "{garbled:#?}");
 
     // JSON, but not an `AddBook`: 422, naming the missing field.
-    let missing = Answer::of(
-        send(
+    let missing = server
+        .post_raw(
+            "/books",
             r#"{"isbn": "978-9", "title": "Refactoring"}"#,
             "application/json",
         )
-        .await
-        .expect("POST"),
-    )
-    .await;
+        .await;
     let detail = missing.problem(422, "about:blank", None);
     assert!(detail.contains("author"), "{detail}");
 
     // A field of the wrong type: 422, naming it.
-    let wrong = Answer::of(
-        send(
+    let wrong = server
+        .post_raw(
+            "/books",
             r#"{"isbn": 978, "title": "t", "author": "a"}"#,
             "application/json",
         )
-        .await
-        .expect("POST"),
-    )
-    .await;
+        .await;
     let detail = wrong.problem(422, "about:blank", None);
     assert!(detail.contains("isbn"), "{detail}");
 
     // Not sent as JSON: 415.
-    let plain = Answer::of(
-        send(
+    let plain = server
+        .post_raw(
+            "/books",
             r#"{"isbn": "978-9", "title": "t", "author": "a"}"#,
             "text/plain",
         )
-        .await
-        .expect("POST"),
-    )
-    .await;
+        .await;
     plain.problem(415, "about:blank", None);
 
     // None of them ran: the book is not in the catalog, and the first real add succeeds.

@@ -39,8 +39,9 @@ impl Grumpy {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_dispatch_a_retry_and_a_dead_letter_print_readable_lines() {
+/// The lines `tracing_subscriber::fmt` prints (DEBUG and up, no colours) from here until the
+/// guard is dropped.
+fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -48,7 +49,12 @@ async fn a_dispatch_a_retry_and_a_dead_letter_print_readable_lines() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dispatch_a_retry_and_a_dead_letter_print_readable_lines() {
+    let (buffer, _guard) = capture();
 
     let app = Evoq::builder()
         .handler_with(
@@ -106,14 +112,7 @@ async fn a_dispatch_a_retry_and_a_dead_letter_print_readable_lines() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_dispatch_span_names_the_command_correlation_and_causation_ids() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture();
     let app = Evoq::builder().start().await.unwrap();
     let (command, correlation, causation) = (
         evoq::Uuid::now_v7(),
@@ -148,14 +147,7 @@ async fn the_dispatch_span_names_the_command_correlation_and_causation_ids() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_decision_and_its_violated_condition_print_readable_lines() {
     use std::sync::atomic::Ordering;
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (buffer, _guard) = capture();
 
     let spy =
         evoq_tests::spy_store::SpyStore::new(Arc::new(evoq::store::memory::InMemoryStore::new()));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evoq::store::{EventFilter, HandlerRequest, RequestedAction};
-use evoq::{Error, EventMeta, HandlerOptions, OnError, RetryStrategy, StartFrom};
+use evoq::{Error, EventMeta, Evoq, HandlerOptions, OnError, RetryStrategy, StartFrom};
 use evoq_tests::backends::{Backend, Place};
 use evoq_tests::crash::{KillClock, run_and_kill};
 use evoq_tests::ledger::{Emit, Kind};
@@ -80,6 +80,21 @@ fn fast_retries(attempts: u32, on_error: OnError) -> HandlerOptions {
 // kill -9 during a catch-up
 // ---------------------------------------------------------------------------------------------
 
+/// A crash child's start: prints `start <checkpoint>` (ending the harness's `test ... ` line
+/// first), then starts the projection with 1 ms inside each event's transaction.
+async fn start_slowly(db: &Db) -> Evoq {
+    say("");
+    say(&format!("start {}", checkpoint(db).await.unwrap_or(0)));
+    let behavior = Behavior {
+        pause_every: 1,
+        ..Behavior::default()
+    };
+    db.builder(behavior, HandlerOptions::new())
+        .start()
+        .await
+        .expect("start")
+}
+
 /// The child: catches up with the read model, slowly (1 ms inside each event's transaction),
 /// until it is killed. Prints `start <checkpoint>` first.
 #[test]
@@ -90,18 +105,7 @@ fn sql_read_model_crash_child_catches_up() {
     };
     runtime().block_on(async move {
         let db = Db::open(&address).await;
-        // (The harness's `test ... ` has no line end: end it first.)
-        say("");
-        say(&format!("start {}", checkpoint(&db).await.unwrap_or(0)));
-        let behavior = Behavior {
-            pause_every: 1,
-            ..Behavior::default()
-        };
-        let app = db
-            .builder(behavior, HandlerOptions::new())
-            .start()
-            .await
-            .expect("start");
+        let app = start_slowly(&db).await;
         wait(&app, CATCH_UP).await;
         say("caught up");
         std::future::pending::<()>().await;
@@ -460,17 +464,7 @@ fn sql_read_model_crash_child_carries_out_a_rebuild_request() {
     let request: evoq::Uuid = request.parse().expect("a request id");
     runtime().block_on(async move {
         let db = Db::open(&address).await;
-        say("");
-        say(&format!("start {}", checkpoint(&db).await.unwrap_or(0)));
-        let behavior = Behavior {
-            pause_every: 1,
-            ..Behavior::default()
-        };
-        let app = db
-            .builder(behavior, HandlerOptions::new())
-            .start()
-            .await
-            .expect("start");
+        let app = start_slowly(&db).await;
         while db
             .store()
             .load_request(NAME, request)

@@ -509,29 +509,20 @@ async fn a_version_1_schema_migrates_to_the_current_version_and_keeps_its_events
     // index and its append function, and version 7's, which only adds the conditional append
     // function; removing those leaves version 1 as that version of evoq wrote it.
     let admin = raw(&schema).await;
-    admin
-        .batch_execute(&format!(
+    let store = reopen_at_version(
+        &schema,
+        &admin,
+        1,
+        &format!(
             "DROP FUNCTION \"{s}\".evoq_append_conditional;
              DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
              DROP FUNCTION \"{s}\".evoq_append_batch; DROP TABLE \"{s}\".timeouts;
              DROP FUNCTION \"{s}\".evoq_append_commands; DROP TABLE \"{s}\".commands;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
-             DROP TABLE \"{s}\".requests;
-             UPDATE \"{s}\".evoq_schema SET version = 1;"
-        ))
-        .await
-        .expect("turn the schema back into version 1");
-
-    let store = connect(&schema).await;
-    let version: i64 = admin
-        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
-        .await
-        .expect("schema version")
-        .get(0);
-    assert_eq!(
-        version, 7,
-        "the schema is migrated to the current version, 7"
-    );
+             DROP TABLE \"{s}\".requests;"
+        ),
+    )
+    .await;
     let after = store
         .read_stream("Account-a", 0, Direction::Forward, usize::MAX)
         .await
@@ -691,29 +682,20 @@ async fn a_version_2_schema_migrates_to_the_current_version_with_timeouts_and_ke
     // reason and raw row, version 5 the set-based append function, version 6 the tag index and
     // its append function, version 7 the conditional append function.
     let admin = raw(&schema).await;
-    admin
-        .batch_execute(&format!(
+    let store = reopen_at_version(
+        &schema,
+        &admin,
+        2,
+        &format!(
             "DROP FUNCTION \"{s}\".evoq_append_conditional;
              DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
              DROP TABLE \"{s}\".timeouts;
              ALTER TABLE \"{s}\".dead_letters DROP COLUMN kind, DROP COLUMN reason, DROP COLUMN raw_row;
              DROP TABLE \"{s}\".requests;
-             DROP FUNCTION \"{s}\".evoq_append_batch;
-             UPDATE \"{s}\".evoq_schema SET version = 2;"
-        ))
-        .await
-        .expect("turn the schema back into version 2");
-
-    let store = connect(&schema).await;
-    let version: i64 = admin
-        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
-        .await
-        .expect("schema version")
-        .get(0);
-    assert_eq!(
-        version, 7,
-        "the schema is migrated to the current version, 7"
-    );
+             DROP FUNCTION \"{s}\".evoq_append_batch;"
+        ),
+    )
+    .await;
     let indexes: Vec<String> = admin
         .query(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'timeouts'",
@@ -923,27 +905,18 @@ async fn a_version_5_schema_with_tagged_events_migrates_with_its_tag_index_fille
     // the conditional append function. Event 5's
     // metadata is damaged (it no longer parses, tags and all): the migration must go through.
     let admin = raw(&schema).await;
-    admin
-        .batch_execute(&format!(
+    let store = reopen_at_version(
+        &schema,
+        &admin,
+        5,
+        &format!(
             "DROP FUNCTION \"{s}\".evoq_append_conditional;
              DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
              UPDATE \"{s}\".events SET metadata = convert_to('{{\"tags\":[\"member:m1\"', 'UTF8')
-             WHERE position = 5;
-             UPDATE \"{s}\".evoq_schema SET version = 5;"
-        ))
-        .await
-        .expect("turn the schema back into version 5");
-
-    let store = connect(&schema).await;
-    let version: i64 = admin
-        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
-        .await
-        .expect("schema version")
-        .get(0);
-    assert_eq!(
-        version, 7,
-        "the schema is migrated to the current version, 7"
-    );
+             WHERE position = 5;"
+        ),
+    )
+    .await;
     let expected: Vec<(i64, String)> = [
         (1, "book:b1"),
         (1, "member:m1"),
@@ -1271,24 +1244,13 @@ async fn a_version_6_schema_migrates_and_keeps_its_append_function() {
     drop(store);
     // Back to version 6: version 7 only adds the conditional append function.
     let admin = raw(&schema).await;
-    admin
-        .batch_execute(&format!(
-            "DROP FUNCTION \"{s}\".evoq_append_conditional;
-             UPDATE \"{s}\".evoq_schema SET version = 6;"
-        ))
-        .await
-        .expect("turn the schema back into version 6");
-
-    let store = connect(&schema).await;
-    let version: i64 = admin
-        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
-        .await
-        .expect("schema version")
-        .get(0);
-    assert_eq!(
-        version, 7,
-        "the schema is migrated to the current version, 7"
-    );
+    let store = reopen_at_version(
+        &schema,
+        &admin,
+        6,
+        &format!("DROP FUNCTION \"{s}\".evoq_append_conditional;"),
+    )
+    .await;
     let condition = AppendCondition {
         query: lends_of_m1(),
         after: 0,
@@ -1884,6 +1846,35 @@ async fn appends_sharing_a_stream_key_or_id_in_one_batch_are_decided_one_after_t
         .expect("read everything");
     let positions: Vec<u64> = page.events.iter().map(|e| e.global_position).collect();
     assert_eq!(positions, (1..=102).collect::<Vec<_>>(), "dense positions");
+}
+
+/// Turns the schema back into version `version` by `undo` (SQL undoing the later versions),
+/// opens the store on it, and checks that the open migrated it to the current version.
+async fn reopen_at_version(
+    schema: &PgSchema,
+    admin: &tokio_postgres::Client,
+    version: i64,
+    undo: &str,
+) -> PostgresStore {
+    let s = &schema.schema;
+    admin
+        .batch_execute(&format!(
+            "{undo}
+             UPDATE \"{s}\".evoq_schema SET version = {version};"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("turn the schema back into version {version}: {e}"));
+    let store = connect(schema).await;
+    let migrated: i64 = admin
+        .query_one(&format!("SELECT version FROM \"{s}\".evoq_schema"), &[])
+        .await
+        .expect("schema version")
+        .get(0);
+    assert_eq!(
+        migrated, 7,
+        "the schema is migrated to the current version, 7"
+    );
+    store
 }
 
 /// Whether schema `schema` has a function named `name`.

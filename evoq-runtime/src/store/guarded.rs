@@ -72,13 +72,14 @@ impl GuardedStore {
         events: Vec<NewEvent>,
         command: NewCommand,
     ) -> AppendNow {
-        let call = || {
-            self.inner
-                .append_command_now(stream, expected, events, command)
-        };
-        catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
-            AppendNow::Made(Err(panicked("append_command_now", &panic_message(&*panic))))
-        })
+        guard_now(
+            "append_command_now",
+            || {
+                self.inner
+                    .append_command_now(stream, expected, events, command)
+            },
+            |error| AppendNow::Made(Err(error)),
+        )
     }
 
     /// [`EventStore::read_stream`], guarded.
@@ -124,13 +125,11 @@ impl GuardedStore {
         stream: &str,
         max_count: usize,
     ) -> Option<Result<SnapshotAndEvents, StoreError>> {
-        let call = || self.inner.read_from_snapshot_now(stream, max_count);
-        catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
-            Some(Err(panicked(
-                "read_from_snapshot_now",
-                &panic_message(&*panic),
-            )))
-        })
+        guard_now(
+            "read_from_snapshot_now",
+            || self.inner.read_from_snapshot_now(stream, max_count),
+            |error| Some(Err(error)),
+        )
     }
 }
 
@@ -186,6 +185,13 @@ async fn guard<T>(
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     outcome(name, CatchPanic::new(call).await)
+}
+
+/// Runs the call `name`, made during the call (no future): a panic while it runs becomes the
+/// error `answer` turns into its result.
+fn guard_now<T>(name: &str, call: impl FnOnce() -> T, answer: impl FnOnce(StoreError) -> T) -> T {
+    catch_unwind(AssertUnwindSafe(call))
+        .unwrap_or_else(|panic| answer(panicked(name, &panic_message(&*panic))))
 }
 
 /// The outcome of the call `name` run under [`CatchPanic`]: its panic as an error.
