@@ -647,8 +647,10 @@ impl SqliteStore {
     /// checkpointed into the file and emptied), so a copy of the file alone is complete after
     /// [`Evoq::stop`](crate::Evoq::stop) too; `close` also releases the file.
     ///
-    /// An error says the checkpoint or the close failed (another connection kept reading, an
-    /// I/O error): the events are then safe in the `-wal` file, which must stay beside the
+    /// The checkpoint waits, up to [`SqliteOptions::busy_timeout`], for readers of other
+    /// connections and for a checkpoint another connection is running. An error says the
+    /// checkpoint or the close failed (another connection kept reading past that time, an I/O
+    /// error): the events are then safe in the `-wal` file, which must stay beside the
     /// database file; the lock is released all the same.
     pub async fn close(&self) -> Result<(), StoreError> {
         let inner = Arc::clone(&self.inner);
@@ -820,6 +822,7 @@ fn open_store(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, Stor
         versions: StreamVersions::new(connector.options.stream_cache),
         max_batch: connector.options.max_batch,
         head: head_tx.clone(),
+        busy_timeout: connector.options.busy_timeout,
     };
     let thread = std::thread::Builder::new()
         .name("evoq-sqlite-writer".into())
@@ -1385,6 +1388,8 @@ struct Writer {
     versions: StreamVersions,
     max_batch: usize,
     head: watch::Sender<u64>,
+    /// How long a flush or close waits for a checkpoint that another connection is running.
+    busy_timeout: Duration,
 }
 
 /// What a batch changed, applied to the writer once it commits, and the time it records its
@@ -1446,23 +1451,47 @@ impl Writer {
 
     /// Moves every committed event from the WAL into the database file and empties the WAL
     /// (`wal_checkpoint(TRUNCATE)`); `what` names the step in an error.
+    ///
+    /// SQLite waits (through the busy timeout) for readers, but answers "busy" at once while
+    /// another connection on the file runs a checkpoint of its own (a SQL read model's
+    /// automatic one, a `sqlite3` shell): that is tried again, every few milliseconds, for up
+    /// to the busy timeout.
     fn checkpoint_wal(&self, what: &str) -> Result<(), StoreError> {
-        let (busy, log, moved): (i64, i64, i64) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .map_err(|e| backend(what, &self.path, e))?;
-        if busy != 0 {
-            return Err(backend(
-                what,
-                &self.path,
-                format!(
-                    "another connection kept the WAL busy ({moved} of {log} pages moved); the rest is safe in the `-wal` file: keep it beside the database file"
-                ),
-            ));
+        let deadline = std::time::Instant::now() + self.busy_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let outcome = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                });
+            let busy = match outcome {
+                Ok((0, _, _)) => return Ok(()),
+                Ok((_, log, moved)) => format!("{moved} of {log} pages moved"),
+                Err(rusqlite::Error::SqliteFailure(error, _))
+                    if error.code == rusqlite::ErrorCode::DatabaseBusy =>
+                {
+                    "no page moved".to_owned()
+                }
+                Err(error) => return Err(backend(what, &self.path, error)),
+            };
+            if std::time::Instant::now() + pause > deadline {
+                return Err(backend(
+                    what,
+                    &self.path,
+                    format!(
+                        "another connection kept the WAL busy for {:?} ({busy}); the rest is safe in the `-wal` file: keep it beside the database file",
+                        self.busy_timeout
+                    ),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
-        Ok(())
     }
 
     /// One transaction for `jobs`. On a failed transaction with more than one job, gives the
@@ -3084,6 +3113,7 @@ mod tests {
             versions: StreamVersions::new(16),
             max_batch: 16,
             head: watch::Sender::new(head),
+            busy_timeout: Duration::from_secs(5),
         };
         (writer, TempDir(dir))
     }
@@ -3166,6 +3196,112 @@ mod tests {
             "the `-wal` file stays under {bound} bytes ({largest_wal})"
         );
         assert_eq!(store.count_events().await.expect("count").events, 96 * 16);
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_waits_out_a_checkpoint_another_connection_is_running() {
+        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let _dir = TempDir(dir.clone());
+        let path = dir.join("events.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        // Another connection on the file (a SQL read model's, a `sqlite3` shell) checkpointing
+        // the WAL over and over: while it holds the checkpoint lock, SQLite answers a second
+        // checkpoint with "busy" at once, without waiting.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).expect("a second connection");
+                let mut checkpoints = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                        .expect("a passive checkpoint");
+                    checkpoints += 1;
+                }
+                checkpoints
+            })
+        };
+        for round in 0..200u64 {
+            let event = NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: Cow::Borrowed("Deposited"),
+                schema_version: 1,
+                data: vec![b'7'; 64 * 1024],
+                metadata: Default::default(),
+            };
+            store
+                .append(
+                    &format!("Account-{}", round % 8),
+                    ExpectedVersion::Any,
+                    vec![event],
+                )
+                .await
+                .expect("an append");
+            if let Err(error) = store.flush().await {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("flush {round} failed: {error}");
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(other.join().expect("the other connection") > 0);
+        assert_eq!(store.count_events().await.expect("count").events, 200);
+        store.close().await.expect("close");
+        assert!(
+            !dir.join("events.db-wal").exists(),
+            "the WAL is checkpointed and removed on close"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_held_up_past_the_busy_timeout_fails_naming_the_wait_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let _dir = TempDir(dir.clone());
+        let path = dir.join("events.db");
+        let options = SqliteOptions::default().busy_timeout(Duration::from_millis(200));
+        let store = SqliteStore::open_with(&path, options).await.expect("open");
+        let event = || NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: Cow::Borrowed("Deposited"),
+            schema_version: 1,
+            data: b"{}".to_vec(),
+            metadata: Default::default(),
+        };
+        store
+            .append("Account-1", ExpectedVersion::Any, vec![event()])
+            .await
+            .expect("an append");
+        // A reader on another connection keeps a snapshot open across a later commit: the WAL
+        // cannot be emptied under it.
+        let reader = Connection::open(&path).expect("a second connection");
+        reader.execute_batch("BEGIN").expect("begin");
+        let seen: i64 = reader
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .expect("a read");
+        assert_eq!(seen, 1);
+        store
+            .append("Account-1", ExpectedVersion::Any, vec![event()])
+            .await
+            .expect("an append");
+        let started = std::time::Instant::now();
+        let error = store.flush().await.expect_err("the reader holds the WAL");
+        let waited = started.elapsed();
+        let message = error.to_string();
+        assert!(
+            message.contains("kept the WAL busy for 200ms") && message.contains("events.db"),
+            "{message}"
+        );
+        assert!(waited >= Duration::from_millis(200), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        reader.execute_batch("COMMIT").expect("end the read");
+        drop(reader);
+        store
+            .flush()
+            .await
+            .expect("a flush once the reader is gone");
+        assert_eq!(store.count_events().await.expect("count").events, 2);
         store.close().await.expect("close");
     }
 
