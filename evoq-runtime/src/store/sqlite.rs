@@ -3089,6 +3089,26 @@ mod tests {
     /// A temporary directory, removed when dropped.
     struct TempDir(PathBuf);
 
+    impl TempDir {
+        /// A new, empty directory.
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
+            std::fs::create_dir_all(&dir).expect("create a temporary directory");
+            TempDir(dir)
+        }
+    }
+
+    /// A `Deposited` event carrying `data`.
+    fn deposited(data: Vec<u8>) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: Cow::Borrowed("Deposited"),
+            schema_version: 1,
+            data,
+            metadata: Default::default(),
+        }
+    }
+
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -3097,9 +3117,8 @@ mod tests {
 
     /// A writer on a fresh file in a temporary directory, driven by hand.
     fn writer() -> (Writer, TempDir) {
-        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        let path = dir.join("events.db");
+        let temp = TempDir::new();
+        let path = temp.0.join("events.db");
         let connector = SqliteConnector {
             path: path.clone(),
             options: SqliteOptions::default(),
@@ -3115,7 +3134,7 @@ mod tests {
             head: watch::Sender::new(head),
             busy_timeout: Duration::from_secs(5),
         };
-        (writer, TempDir(dir))
+        (writer, temp)
     }
 
     /// Commits 8 appends of a 32 KB event each (about 70 pages of the WAL) and returns the size
@@ -3157,9 +3176,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_under_its_bound_while_appends_go_on() {
-        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        let _dir = TempDir(dir.clone());
+        let temp = TempDir::new();
+        let dir = temp.0.clone();
         let store = SqliteStore::open(dir.join("events.db"))
             .await
             .expect("open");
@@ -3170,13 +3188,7 @@ mod tests {
             let appends = (0..16u64).map(|i| {
                 let store = store.clone();
                 async move {
-                    let event = NewEvent {
-                        event_id: Uuid::now_v7(),
-                        event_type: Cow::Borrowed("Deposited"),
-                        schema_version: 1,
-                        data: vec![b'7'; 32 * 1024],
-                        metadata: Default::default(),
-                    };
+                    let event = deposited(vec![b'7'; 32 * 1024]);
                     store
                         .append(&format!("Account-{i}"), ExpectedVersion::Any, vec![event])
                         .await
@@ -3201,9 +3213,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_waits_out_a_checkpoint_another_connection_is_running() {
-        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        let _dir = TempDir(dir.clone());
+        let temp = TempDir::new();
+        let dir = temp.0.clone();
         let path = dir.join("events.db");
         let store = SqliteStore::open(&path).await.expect("open");
         // Another connection on the file (a SQL read model's, a `sqlite3` shell) checkpointing
@@ -3224,13 +3235,7 @@ mod tests {
             })
         };
         for round in 0..200u64 {
-            let event = NewEvent {
-                event_id: Uuid::now_v7(),
-                event_type: Cow::Borrowed("Deposited"),
-                schema_version: 1,
-                data: vec![b'7'; 64 * 1024],
-                metadata: Default::default(),
-            };
+            let event = deposited(vec![b'7'; 64 * 1024]);
             store
                 .append(
                     &format!("Account-{}", round % 8),
@@ -3256,23 +3261,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_held_up_past_the_busy_timeout_fails_naming_the_wait_and_loses_nothing() {
-        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        let _dir = TempDir(dir.clone());
+        let temp = TempDir::new();
+        let dir = temp.0.clone();
         let path = dir.join("events.db");
         let options = SqliteOptions::default().busy_timeout(Duration::from_millis(200));
         let store = SqliteStore::open_with(&path, options).await.expect("open");
-        let event = || NewEvent {
-            event_id: Uuid::now_v7(),
-            event_type: Cow::Borrowed("Deposited"),
-            schema_version: 1,
-            data: b"{}".to_vec(),
-            metadata: Default::default(),
+        let append = || {
+            store.append(
+                "Account-1",
+                ExpectedVersion::Any,
+                vec![deposited(b"{}".to_vec())],
+            )
         };
-        store
-            .append("Account-1", ExpectedVersion::Any, vec![event()])
-            .await
-            .expect("an append");
+        append().await.expect("an append");
         // A reader on another connection keeps a snapshot open across a later commit: the WAL
         // cannot be emptied under it.
         let reader = Connection::open(&path).expect("a second connection");
@@ -3281,10 +3282,7 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
             .expect("a read");
         assert_eq!(seen, 1);
-        store
-            .append("Account-1", ExpectedVersion::Any, vec![event()])
-            .await
-            .expect("an append");
+        append().await.expect("an append");
         let started = std::time::Instant::now();
         let error = store.flush().await.expect_err("the reader holds the WAL");
         let waited = started.elapsed();
@@ -3336,13 +3334,7 @@ mod tests {
         condition: Option<AppendCondition>,
     ) -> (Job, oneshot::Receiver<Result<Appended, StoreError>>) {
         let (reply, answer) = oneshot::channel();
-        let mut event = NewEvent {
-            event_id: Uuid::now_v7(),
-            event_type: Cow::Borrowed("Deposited"),
-            schema_version: 1,
-            data: b"{}".to_vec(),
-            metadata: Default::default(),
-        };
+        let mut event = deposited(b"{}".to_vec());
         event.metadata.tags = tags.iter().copied().collect();
         let job = Job::Append {
             stream: stream.to_owned(),
@@ -3559,9 +3551,8 @@ mod tests {
 
     #[test]
     fn a_connection_of_the_same_application_writes_its_tables_while_the_store_is_open() {
-        let dir = std::env::temp_dir().join(format!("evoq-sqlite-unit-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        let _dir = TempDir(dir.clone());
+        let temp = TempDir::new();
+        let dir = temp.0.clone();
         let path = dir.join("events.db");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -3573,13 +3564,7 @@ mod tests {
                 .append(
                     "Account-a",
                     ExpectedVersion::NoStream,
-                    vec![NewEvent {
-                        event_id: Uuid::now_v7(),
-                        event_type: Cow::Borrowed("Deposited"),
-                        schema_version: 1,
-                        data: b"{}".to_vec(),
-                        metadata: Default::default(),
-                    }],
+                    vec![deposited(b"{}".to_vec())],
                 )
                 .await
                 .expect("append");
