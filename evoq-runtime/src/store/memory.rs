@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use self::commands::{CommandLog, Fresh, Logged, Marks};
-use self::log::{Log, StreamHasher};
+use self::log::Log;
 use self::tags::TagIndex;
 use self::timeouts::Timeouts;
 use crate::envelope::{NewEvent, RecordedEvent};
@@ -32,6 +32,7 @@ use crate::store::{
     Snapshot, SnapshotAndEvents, StoreError, Timeout,
 };
 use crate::store::{EventCounts, StreamInfo};
+use crate::util::hash::StreamHasher;
 
 /// Positions `read_all` scans under one hold of the read lock before it
 /// releases the lock and takes it again, so a long filtered scan never blocks appenders for

@@ -112,6 +112,7 @@ use crate::store::{
     SnapshotAndEvents, StoreError, StoredRow, Timeout, UndecodableRow,
 };
 use crate::store::{EventCounts, StreamInfo};
+use crate::util::hash::StreamHasher;
 
 mod tags;
 
@@ -1300,16 +1301,19 @@ fn cause(error: &StoreError) -> String {
 struct StreamVersions {
     /// How many entries each generation holds at most; 0 keeps nothing.
     half: usize,
-    young: HashMap<String, u64>,
-    old: HashMap<String, u64>,
+    young: Versions,
+    old: Versions,
 }
+
+/// Stream versions by stream id.
+type Versions = HashMap<String, u64, StreamHasher>;
 
 impl StreamVersions {
     fn new(capacity: usize) -> Self {
         StreamVersions {
             half: (capacity / 2).max(usize::from(capacity > 0)),
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: Versions::default(),
+            old: Versions::default(),
         }
     }
 
@@ -1395,7 +1399,7 @@ struct Writer {
 /// What a batch changed, applied to the writer once it commits, and the time it records its
 /// events and commands at.
 struct Pending {
-    versions: HashMap<String, u64>,
+    versions: Versions,
     next_position: u64,
     recorded_at: SystemTime,
 }
@@ -1514,7 +1518,7 @@ impl Writer {
             return self.give_back(jobs, single, &error);
         }
         let mut pending = Pending {
-            versions: HashMap::new(),
+            versions: Versions::default(),
             next_position: self.next_position,
             recorded_at: SystemTime::now(),
         };
@@ -1617,7 +1621,16 @@ impl Writer {
                     pending,
                 );
                 match applied {
-                    Ok(answer) => Ok(Done::Appended(reply, answer)),
+                    Ok(answer) => {
+                        // The stream's version as this batch leaves it, keyed by the job's own
+                        // id: the first write of a stream in a batch costs no copy of it.
+                        if let Ok(appended) = &answer
+                            && !events.is_empty()
+                        {
+                            pending.versions.insert(stream, appended.version);
+                        }
+                        Ok(Done::Appended(reply, answer))
+                    }
                     Err(error) => Err((
                         Job::Append {
                             stream,
@@ -1859,7 +1872,6 @@ impl Writer {
         }
         if count > 0 {
             pending.next_position = first + count;
-            pending.versions.insert(stream.to_owned(), appended.version);
         }
         Ok(Ok(appended))
     }

@@ -1,5 +1,8 @@
-//! FNV-1a, a fixed hash: the same value for the same bytes on every run and every machine.
-//! Partitions and deterministic ids depend on it, so its values must never change.
+//! Hashes. FNV-1a, a fixed hash: the same value for the same bytes on every run and every
+//! machine; partitions and deterministic ids depend on it, so its values must never change.
+//! [`StreamHasher`], a keyed hash for the maps of ids that clients choose.
+
+use std::hash::BuildHasher;
 
 const OFFSET_64: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME_64: u64 = 0x0100_0000_01b3;
@@ -23,6 +26,30 @@ pub(crate) fn fnv1a_128(bytes: impl IntoIterator<Item = u8>) -> u128 {
     bytes.into_iter().fold(OFFSET_128, |hash, byte| {
         (hash ^ u128::from(byte)).wrapping_mul(PRIME_128)
     })
+}
+
+/// The hasher of maps keyed by stream ids and other ids clients choose: foldhash (a few instructions per id where SipHash takes a hundred),
+/// keyed per store from the operating system's randomness (through std's `RandomState`), so
+/// that stream ids chosen by a client cannot be made to collide.
+#[derive(Clone)]
+pub(crate) struct StreamHasher(foldhash::fast::SeedableRandomState);
+
+impl Default for StreamHasher {
+    fn default() -> Self {
+        let seed = std::hash::RandomState::new().hash_one(0u64);
+        StreamHasher(foldhash::fast::SeedableRandomState::with_seed(
+            seed,
+            foldhash::SharedSeed::global_random(),
+        ))
+    }
+}
+
+impl BuildHasher for StreamHasher {
+    type Hasher = foldhash::fast::FoldHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
 }
 
 #[cfg(test)]

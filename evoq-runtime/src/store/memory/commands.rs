@@ -31,10 +31,11 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
-use super::log::{LOG_CHUNK, Log, StreamHasher};
+use super::log::{LOG_CHUNK, Log};
 use crate::envelope::NewEvent;
 use crate::store::command_log::{aggregate_id_in, last_position};
 use crate::store::{Appended, CommandLookup, CommandRecord, NewCommand};
+use crate::util::hash::StreamHasher;
 
 /// The command log's whole entries. See the [module docs](self).
 ///

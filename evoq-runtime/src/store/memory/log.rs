@@ -1,7 +1,5 @@
-//! What the in-memory store's parts share: the global log of events, and the hasher of its
-//! maps.
+//! What the in-memory store's parts share: the global log of events.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::envelope::RecordedEvent;
@@ -9,30 +7,6 @@ use crate::envelope::RecordedEvent;
 /// Number of events per chunk of the global log. Chunks never reallocate, so an append never
 /// copies the log, however long it is.
 pub(super) const LOG_CHUNK: usize = 4_096;
-
-/// The stream map's hasher: foldhash (a few instructions per id where SipHash takes a hundred),
-/// keyed per store from the operating system's randomness (through std's `RandomState`), so
-/// that stream ids chosen by a client cannot be made to collide.
-#[derive(Clone)]
-pub(super) struct StreamHasher(foldhash::fast::SeedableRandomState);
-
-impl Default for StreamHasher {
-    fn default() -> Self {
-        let seed = std::hash::RandomState::new().hash_one(0u64);
-        StreamHasher(foldhash::fast::SeedableRandomState::with_seed(
-            seed,
-            foldhash::SharedSeed::global_random(),
-        ))
-    }
-}
-
-impl BuildHasher for StreamHasher {
-    type Hasher = foldhash::fast::FoldHasher;
-
-    fn build_hasher(&self) -> Self::Hasher {
-        self.0.build_hasher()
-    }
-}
 
 /// The global log, in fixed-size chunks.
 #[derive(Default)]

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use super::log::{Log, StreamHasher};
+use super::log::Log;
 use crate::envelope::RecordedEvent;
 use crate::store::{EventQuery, QueryItem};
+use crate::util::hash::StreamHasher;
 
 /// Tag -> the log indexes of its events, ascending (4 bytes each, like the streams' indexes).
 #[derive(Default)]
