@@ -81,21 +81,36 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
-/// A rejection's status and explanation as a problem document; a rejection that says it is the
-/// server's fault keeps its explanation out of the response, as every 500 does.
-fn rejected(status: StatusCode, detail: String) -> Problem {
+/// A rejection's status and explanation: the problem document of a client's mistake, or
+/// `Err(explanation)` when the rejection says it is the server's fault (its explanation belongs
+/// in the log, not in the response, as for every 500).
+fn classify(status: StatusCode, detail: String) -> Result<Problem, String> {
     if status.is_server_error() {
-        tracing::error!(name: "evoq.http.error", status = status.as_u16(), error = %detail, "evoq.http.error");
-        return Problem::new(status).with_detail(INTERNAL_DETAIL);
+        return Err(detail);
     }
-    Problem::new(status).with_detail(detail)
+    Ok(Problem::new(status).with_detail(detail))
+}
+
+/// The problem document of a rejection: the server's fault is logged here (a [`Problem`]
+/// answers as it is) and answered with the generic detail.
+fn problem(classified: Result<Problem, String>) -> Problem {
+    classified.unwrap_or_else(|detail| {
+        tracing::error!(name: "evoq.http.error", status = 500, error = %detail, "evoq.http.error");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail(INTERNAL_DETAIL)
+    })
+}
+
+/// The [`ApiError`] of a rejection: the server's fault is an internal error, which the
+/// `ApiError` logs once when it answers.
+fn api_error<D>(classified: Result<Problem, String>) -> ApiError<D> {
+    classified.map_or_else(ApiError::internal, ApiError::from)
 }
 
 impl From<JsonRejection> for Problem {
     /// A body that is not the expected JSON: 400, 415 or 422 (axum's status), axum's
     /// explanation as `detail`.
     fn from(rejection: JsonRejection) -> Self {
-        rejected(rejection.status(), rejection.body_text())
+        problem(classify(rejection.status(), rejection.body_text()))
     }
 }
 
@@ -103,18 +118,18 @@ impl From<PathRejection> for Problem {
     /// A path whose parameters do not parse: axum's status (400 for a bad value), its
     /// explanation as `detail`.
     fn from(rejection: PathRejection) -> Self {
-        rejected(rejection.status(), rejection.body_text())
+        problem(classify(rejection.status(), rejection.body_text()))
     }
 }
 
 impl<D> From<JsonRejection> for ApiError<D> {
     fn from(rejection: JsonRejection) -> Self {
-        Problem::from(rejection).into()
+        api_error(classify(rejection.status(), rejection.body_text()))
     }
 }
 
 impl<D> From<PathRejection> for ApiError<D> {
     fn from(rejection: PathRejection) -> Self {
-        Problem::from(rejection).into()
+        api_error(classify(rejection.status(), rejection.body_text()))
     }
 }

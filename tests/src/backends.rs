@@ -52,6 +52,16 @@ impl Place {
         Some(place)
     }
 
+    /// Runs `test` on a fresh place of `backend` (made on a runtime of its own, gone before
+    /// `test` starts, which drives its children and runtimes itself); nothing runs when the
+    /// PostgreSQL place is skipped (no server, and none required).
+    pub fn run(backend: Backend, label: &str, test: impl FnOnce(&Place)) {
+        let Some(place) = crate::crash::runtime().block_on(Place::new(backend, label)) else {
+            return;
+        };
+        test(&place);
+    }
+
     /// Where another process finds the data: `sqlite:<path>` or `postgres:<schema>@<url>`
     /// (`None` for the in-memory store, which no other process can reach).
     pub fn address(&self) -> Option<String> {

@@ -5,6 +5,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The runtime of a crash test's parent and of its children: two workers, as on the 2-core
+/// machines the tests run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
 /// Random kill moments without a dependency: a xorshift seeded from the clock (the seed is
 /// printed, so a failing run can be told apart).
 pub struct KillClock(u64);

@@ -11,7 +11,7 @@ use evoq::prelude::*;
 use evoq::store::{Direction, EventStore};
 use evoq_tests::backends::{Backend, Place, open_at};
 use evoq_tests::bank::*;
-use evoq_tests::crash::kill_rounds;
+use evoq_tests::crash::{kill_rounds, runtime};
 
 /// Where the child finds its store: `sqlite:<path>` or `postgres:<schema>@<url>`.
 const CHILD_STORE: &str = "EVOQ_CRASH_STORE";
@@ -19,14 +19,6 @@ const CHILD_STORE: &str = "EVOQ_CRASH_STORE";
 const CHILD_FROM: &str = "EVOQ_CRASH_FROM";
 /// Accounts the keys are spread over (one sending task each).
 const ACCOUNTS: u64 = 4;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio")
-}
 
 /// The account key `i` deposits to, and its amount (unique per key).
 fn deposit_of(i: u64) -> Deposit {
@@ -166,16 +158,18 @@ fn kill_children_then_resend_every_key(place: &Place) {
 
 #[test]
 fn keyed_commands_run_once_across_sigkill_on_sqlite() {
-    let place = runtime()
-        .block_on(Place::new(Backend::Sqlite, "cmdlog-crash"))
-        .expect("a temporary directory");
-    kill_children_then_resend_every_key(&place);
+    Place::run(
+        Backend::Sqlite,
+        "cmdlog-crash",
+        kill_children_then_resend_every_key,
+    );
 }
 
 #[test]
 fn keyed_commands_run_once_across_sigkill_on_postgres() {
-    let Some(place) = runtime().block_on(Place::new(Backend::Postgres, "crash")) else {
-        return;
-    };
-    kill_children_then_resend_every_key(&place);
+    Place::run(
+        Backend::Postgres,
+        "crash",
+        kill_children_then_resend_every_key,
+    );
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use evoq::prelude::*;
 use evoq::store::{EventFilter, EventStore};
 use evoq_tests::backends::{Backend, Place, open_at};
-use evoq_tests::crash::kill_rounds;
+use evoq_tests::crash::{kill_rounds, runtime};
 use serde::{Deserialize, Serialize};
 
 const CHILD_STORE: &str = "EVOQ_DECISION_CRASH_STORE";
@@ -62,14 +62,6 @@ impl Tickets {
     fn issued(&mut self, _: &TicketIssued) {
         self.held += 1;
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio")
 }
 
 fn request(i: u64) -> IssueTicket {
@@ -203,16 +195,18 @@ fn kill_children_then_resend_every_key(place: &Place) {
 
 #[test]
 fn decisions_run_once_and_keep_their_rule_across_sigkill_on_sqlite() {
-    let place = runtime()
-        .block_on(Place::new(Backend::Sqlite, "decision_crash"))
-        .expect("a temporary directory");
-    kill_children_then_resend_every_key(&place);
+    Place::run(
+        Backend::Sqlite,
+        "decision_crash",
+        kill_children_then_resend_every_key,
+    );
 }
 
 #[test]
 fn decisions_run_once_and_keep_their_rule_across_sigkill_on_postgres() {
-    let Some(place) = runtime().block_on(Place::new(Backend::Postgres, "decision_crash")) else {
-        return;
-    };
-    kill_children_then_resend_every_key(&place);
+    Place::run(
+        Backend::Postgres,
+        "decision_crash",
+        kill_children_then_resend_every_key,
+    );
 }

@@ -12,21 +12,13 @@ use std::time::Duration;
 use evoq::prelude::*;
 use evoq::store::EventStore;
 use evoq_tests::backends::{Backend, Place, open_at};
-use evoq_tests::crash::kill_rounds;
+use evoq_tests::crash::{kill_rounds, runtime};
 use evoq_tests::steps::*;
 
 /// Where the child finds its store: `sqlite:<path>` or `postgres:<schema>@<url>`.
 const CHILD_STORE: &str = "EVOQ_CRASH_STORE";
 /// The first order the child places.
 const CHILD_FROM: &str = "EVOQ_CRASH_FROM";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio")
-}
 
 /// The order `i`: every third fails at step 3, every fifth (of the others) at step 2.
 fn order_of(i: u64) -> PlaceOrder {
@@ -139,16 +131,10 @@ fn kill_children_then_finish(place_: &Place) {
 
 #[test]
 fn saga_commands_run_once_across_sigkill_on_sqlite() {
-    let place_ = runtime()
-        .block_on(Place::new(Backend::Sqlite, "saga_crash"))
-        .expect("a temporary directory");
-    kill_children_then_finish(&place_);
+    Place::run(Backend::Sqlite, "saga_crash", kill_children_then_finish);
 }
 
 #[test]
 fn saga_commands_run_once_across_sigkill_on_postgres() {
-    let Some(place_) = runtime().block_on(Place::new(Backend::Postgres, "saga_crash")) else {
-        return;
-    };
-    kill_children_then_finish(&place_);
+    Place::run(Backend::Postgres, "saga_crash", kill_children_then_finish);
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use evoq::store::{EventFilter, HandlerRequest, RequestedAction};
 use evoq::{Error, EventMeta, Evoq, HandlerOptions, OnError, RetryStrategy, StartFrom};
 use evoq_tests::backends::{Backend, Place};
-use evoq_tests::crash::{KillClock, run_and_kill};
+use evoq_tests::crash::{KillClock, run_and_kill, runtime};
 use evoq_tests::ledger::{Emit, Kind};
 use evoq_tests::sql_models::*;
 
@@ -23,14 +23,6 @@ const CHILD_ADDRESS: &str = "EVOQ_SQL_READ_MODEL_ADDRESS";
 
 /// The events of the crash test's catch-up.
 const CATCH_UP: u64 = 10_000;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio")
-}
 
 /// Runs `scenario` on a fresh place of `backend`; PostgreSQL may be skipped (see the module
 /// docs).
@@ -51,6 +43,21 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Starts the model on `db` with `behavior` once more, lets it reach event `to`, stops it, and
+/// checks the tables: every event up to `to` applied exactly once, the tallies, the checkpoint.
+async fn finish_and_check(db: &Db, behavior: Behavior, to: u64) {
+    let app = db
+        .builder(behavior, HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, to).await;
+    app.stop().await;
+    assert_each_applied_once(db, taken(to)).await;
+    assert_eq!(db.tallies().await, expected_tallies(to));
+    assert_eq!(checkpoint(db).await, Some(to));
 }
 
 /// Every event the projection takes among planned events `1..=to` applied exactly once, and
@@ -154,33 +161,26 @@ fn kill_ten_children_during_the_catch_up(place: &Place) {
     );
     runtime().block_on(async {
         let db = Db::open(&address).await;
-        let app = db
-            .builder(Behavior::default(), HandlerOptions::new())
-            .start()
-            .await
-            .expect("start");
-        wait(&app, CATCH_UP).await;
-        app.stop().await;
-        assert_each_applied_once(&db, taken(CATCH_UP)).await;
-        assert_eq!(db.tallies().await, expected_tallies(CATCH_UP));
-        assert_eq!(checkpoint(&db).await, Some(CATCH_UP));
+        finish_and_check(&db, Behavior::default(), CATCH_UP).await;
     });
 }
 
 #[test]
 fn each_event_is_applied_exactly_once_across_ten_sigkills_during_a_catch_up_on_sqlite() {
-    let place = runtime()
-        .block_on(Place::new(Backend::Sqlite, "sqlrm-crash"))
-        .expect("a temporary directory");
-    kill_ten_children_during_the_catch_up(&place);
+    Place::run(
+        Backend::Sqlite,
+        "sqlrm-crash",
+        kill_ten_children_during_the_catch_up,
+    );
 }
 
 #[test]
 fn each_event_is_applied_exactly_once_across_ten_sigkills_during_a_catch_up_on_postgres() {
-    let Some(place) = runtime().block_on(Place::new(Backend::Postgres, "sqlrm_crash")) else {
-        return;
-    };
-    kill_ten_children_during_the_catch_up(&place);
+    Place::run(
+        Backend::Postgres,
+        "sqlrm_crash",
+        kill_ten_children_during_the_catch_up,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -558,16 +558,7 @@ fn a_requested_rebuild_survives_kill_9(place: &Place) {
             "the kills came during the replay: {resumed}"
         );
         let behavior = Behavior::default();
-        let app = db
-            .builder(behavior.clone(), HandlerOptions::new())
-            .start()
-            .await
-            .expect("start");
-        wait(&app, REBUILT).await;
-        app.stop().await;
-        assert_each_applied_once(&db, taken(REBUILT)).await;
-        assert_eq!(db.tallies().await, expected_tallies(REBUILT));
-        assert_eq!(checkpoint(&db).await, Some(REBUILT));
+        finish_and_check(&db, behavior.clone(), REBUILT).await;
         assert!(
             behavior.seen().iter().all(|position| *position > resumed),
             "the last start resumed after the model's checkpoint {resumed}"
@@ -577,19 +568,20 @@ fn a_requested_rebuild_survives_kill_9(place: &Place) {
 
 #[test]
 fn a_requested_rebuild_killed_four_times_runs_once_and_applies_each_event_once_on_sqlite() {
-    let place = runtime()
-        .block_on(Place::new(Backend::Sqlite, "sqlrm-request-crash"))
-        .expect("a temporary directory");
-    a_requested_rebuild_survives_kill_9(&place);
+    Place::run(
+        Backend::Sqlite,
+        "sqlrm-request-crash",
+        a_requested_rebuild_survives_kill_9,
+    );
 }
 
 #[test]
 fn a_requested_rebuild_killed_four_times_runs_once_and_applies_each_event_once_on_postgres() {
-    let Some(place) = runtime().block_on(Place::new(Backend::Postgres, "sqlrm_request_crash"))
-    else {
-        return;
-    };
-    a_requested_rebuild_survives_kill_9(&place);
+    Place::run(
+        Backend::Postgres,
+        "sqlrm_request_crash",
+        a_requested_rebuild_survives_kill_9,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

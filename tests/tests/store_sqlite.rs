@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use evoq::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use evoq::store::{AppendCondition, CommandLookup, Direction, EventQuery, NewCommand, Timeout};
 use evoq::{EventStore, ExpectedVersion, NewEvent, StoreError};
-use evoq_tests::crash::{KillClock, run_and_kill};
+use evoq_tests::crash::{KillClock, run_and_kill, runtime};
 use evoq_tests::temp::TempDir;
 
 mod sqlite_store_conformance {
@@ -34,14 +34,6 @@ fn event(stream: &str, n: u64) -> NewEvent {
         data: format!("{{\"stream\":\"{stream}\",\"n\":{n}}}").into_bytes(),
         metadata: Default::default(),
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio")
 }
 
 #[test]

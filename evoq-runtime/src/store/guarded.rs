@@ -217,8 +217,7 @@ impl EventStore for GuardedStore {
         events: Vec<NewEvent>,
         command: NewCommand,
     ) -> Result<Appended, StoreError> {
-        let call = self.inner.append_command(stream, expected, events, command);
-        guard("append_command", call).await
+        GuardedStore::append_command(self, stream, expected, events, command).await
     }
 
     fn append_command_now(
@@ -482,18 +481,26 @@ mod tests {
         Make,
     }
 
+    /// The guard around a [`Panicky`] store whose calls at once do as `now` says.
+    fn guarded(now: Now) -> Arc<GuardedStore> {
+        GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, now)))
+    }
+
+    /// Whether `error` is the guard's error for a panic (`injected`) in the call `call`
+    /// (written with its backquotes).
+    fn is_panic_in(error: &StoreError, call: &str) -> bool {
+        matches!(error, StoreError::Backend { message, .. }
+            if message.contains(call) && message.contains("injected"))
+    }
+
     #[tokio::test]
     async fn a_panicking_call_is_an_error_naming_the_call_and_the_panic() {
-        let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Panic)));
+        let store = guarded(Now::Panic);
         let error = store
             .read_all(0, 10, &EventFilter::All)
             .await
             .expect_err("the panic is an error");
-        assert!(
-            matches!(&error, StoreError::Backend { message, .. }
-                if message.contains("`read_all`") && message.contains("injected")),
-            "{error}"
-        );
+        assert!(is_panic_in(&error, "`read_all`"), "{error}");
         assert_eq!(
             store.stream_version("s").await.ok(),
             Some(0),
@@ -501,6 +508,7 @@ mod tests {
         );
     }
 
+    /// An event and the command that opens account `Account-a` (the event carries `n`).
     fn opened(n: u64) -> (Vec<NewEvent>, NewCommand) {
         let event = NewEvent {
             event_id: Uuid::now_v7(),
@@ -519,9 +527,21 @@ mod tests {
         (vec![event], command)
     }
 
+    /// The guard's `append_command` of [`opened`]`(n)` at `expected`.
+    async fn open(
+        store: &GuardedStore,
+        expected: ExpectedVersion,
+        n: u64,
+    ) -> Result<Appended, StoreError> {
+        let (events, command) = opened(n);
+        store
+            .append_command("Account-a", expected, events, command)
+            .await
+    }
+
     #[tokio::test]
     async fn an_append_at_once_goes_through_the_guard_and_its_panic_is_an_error() {
-        let making = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Make)));
+        let making = guarded(Now::Make);
         let (events, command) = opened(1);
         let made = EventStore::append_command_now(
             &*making,
@@ -534,19 +554,13 @@ mod tests {
             matches!(made, AppendNow::Made(Ok(Appended { version: 1, .. }))),
             "a store's append at once comes through the guard: {made:?}"
         );
-        let (events, command) = opened(1);
-        let appended = making
-            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
-            .await;
+        let appended = open(&making, ExpectedVersion::NoStream, 1).await;
         assert_eq!(
             appended.ok().map(|a| a.version),
             Some(1),
             "and through the guard's future, which never calls the store's"
         );
-        let (events, command) = opened(2);
-        let conflict = making
-            .append_command("Account-a", ExpectedVersion::Exact(3), events, command)
-            .await;
+        let conflict = open(&making, ExpectedVersion::Exact(3), 2).await;
         assert!(
             matches!(
                 conflict,
@@ -555,34 +569,19 @@ mod tests {
             "a made append's error comes through: {conflict:?}"
         );
 
-        let panicky = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Panic)));
-        let (events, command) = opened(1);
-        let error = panicky
-            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+        let error = open(&guarded(Now::Panic), ExpectedVersion::NoStream, 1)
             .await
             .expect_err("the panic is an error");
-        assert!(
-            matches!(&error, StoreError::Backend { message, .. }
-                if message.contains("`append_command_now`") && message.contains("injected")),
-            "{error}"
-        );
-        let later = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::GiveBack)));
-        let (events, command) = opened(1);
-        let error = later
-            .append_command("Account-a", ExpectedVersion::NoStream, events, command)
+        assert!(is_panic_in(&error, "`append_command_now`"), "{error}");
+        let error = open(&guarded(Now::GiveBack), ExpectedVersion::NoStream, 1)
             .await
             .expect_err("the panic of the store's future is an error");
-        assert!(
-            matches!(&error, StoreError::Backend { message, .. }
-                if message.contains("`append_command`") && message.contains("injected")),
-            "{error}"
-        );
+        assert!(is_panic_in(&error, "`append_command`"), "{error}");
     }
 
     #[tokio::test]
     async fn a_read_at_once_goes_through_the_guard_and_its_panic_is_an_error() {
-        let making = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, Now::Make)));
-        let read = making.read_from_snapshot("Account-a", 10).await;
+        let read = guarded(Now::Make).read_from_snapshot("Account-a", 10).await;
         assert_eq!(
             read.ok(),
             Some(SnapshotAndEvents::default()),
@@ -593,16 +592,11 @@ mod tests {
             // Not at once: the default `read_from_snapshot`, whose `load_snapshot` panics.
             (Now::GiveBack, "`read_from_snapshot`"),
         ] {
-            let store = GuardedStore::wrap(Arc::new(Panicky(watch::channel(0).0, now)));
-            let error = store
+            let error = guarded(now)
                 .read_from_snapshot("Account-a", 10)
                 .await
                 .expect_err("the panic is an error");
-            assert!(
-                matches!(&error, StoreError::Backend { message, .. }
-                    if message.contains(call) && message.contains("injected")),
-                "{error}"
-            );
+            assert!(is_panic_in(&error, call), "{error}");
         }
     }
 

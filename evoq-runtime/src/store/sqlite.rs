@@ -112,6 +112,7 @@ use crate::store::{
     SnapshotAndEvents, StoreError, StoredRow, Timeout, UndecodableRow,
 };
 use crate::store::{EventCounts, StreamInfo};
+use crate::util::backoff::exponential;
 use crate::util::hash::StreamHasher;
 
 mod tags;
@@ -132,6 +133,12 @@ const INSPECTION_POLL: Duration = Duration::from_millis(200);
 /// appends in flight to as many streams, most pages of a commit are index pages rewritten by
 /// the next commits, and checkpoints four times rarer made the writer 1.2x faster.
 const WAL_CHECKPOINT_PAGES: u32 = 4_000;
+
+/// The first pause before a flush tries again a checkpoint another connection kept busy; it
+/// doubles up to [`CHECKPOINT_RETRY_MAX`].
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(1);
+/// The longest pause between two tries of a busy checkpoint.
+const CHECKPOINT_RETRY_MAX: Duration = Duration::from_millis(20);
 
 /// The schema, version 1.
 const SCHEMA_V1: &str = "
@@ -1404,6 +1411,18 @@ struct Pending {
     recorded_at: SystemTime,
 }
 
+impl Pending {
+    /// Takes in an append of this batch to `stream` that made `appended`: an append of events
+    /// moves the stream's version and the next position (keyed by the job's own id, so the
+    /// first write of a stream in a batch costs no copy of it); one without events, nothing.
+    fn advance(&mut self, stream: String, appended: &Appended) {
+        if appended.last_position > 0 {
+            self.next_position = appended.last_position + 1;
+            self.versions.insert(stream, appended.version);
+        }
+    }
+}
+
 impl Writer {
     /// Commits what comes in until every sender is gone and the queue is empty, then closes
     /// (see [`Writer::close`]).
@@ -1462,8 +1481,9 @@ impl Writer {
     /// to the busy timeout.
     fn checkpoint_wal(&self, what: &str) -> Result<(), StoreError> {
         let deadline = std::time::Instant::now() + self.busy_timeout;
-        let mut pause = Duration::from_millis(1);
+        let mut attempt: u32 = 0;
         loop {
+            attempt = attempt.saturating_add(1);
             let outcome = self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
@@ -1483,6 +1503,7 @@ impl Writer {
                 }
                 Err(error) => return Err(backend(what, &self.path, error)),
             };
+            let pause = exponential(CHECKPOINT_RETRY, CHECKPOINT_RETRY_MAX, attempt);
             if std::time::Instant::now() + pause > deadline {
                 return Err(backend(
                     what,
@@ -1494,7 +1515,6 @@ impl Writer {
                 ));
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 
@@ -1622,12 +1642,8 @@ impl Writer {
                 );
                 match applied {
                     Ok(answer) => {
-                        // The stream's version as this batch leaves it, keyed by the job's own
-                        // id: the first write of a stream in a batch costs no copy of it.
-                        if let Ok(appended) = &answer
-                            && !events.is_empty()
-                        {
-                            pending.versions.insert(stream, appended.version);
+                        if let Ok(appended) = &answer {
+                            pending.advance(stream, appended);
                         }
                         Ok(Done::Appended(reply, answer))
                     }
@@ -1835,7 +1851,7 @@ impl Writer {
         events: &[NewEvent],
         command: Option<&NewCommand>,
         condition: Option<&AppendCondition>,
-        pending: &mut Pending,
+        pending: &Pending,
     ) -> Result<Result<Appended, StoreError>, StoreError> {
         if let Some(record) = self.duplicate(command)? {
             let record = Box::new(record);
@@ -1869,9 +1885,6 @@ impl Writer {
         // With no events, only a checked command is recorded (see `NewCommand`).
         if let Some(command) = command.filter(|c| count > 0 || c.deduplicate_since.is_some()) {
             self.record(command, stream, &appended, count, recorded_at)?;
-        }
-        if count > 0 {
-            pending.next_position = first + count;
         }
         Ok(Ok(appended))
     }
