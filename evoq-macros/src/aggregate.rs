@@ -493,7 +493,20 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
     let header = quote_spanned!(command_span=> impl #p_at_command::Route for);
 
     let explicit = explicit_check(handler);
-    let call = quote!(<#state>::#method(state, command));
+    // A decision's handler may take the context's events (only a decision's spec lets a
+    // `#[handles]` method have the parameter): `&[the event enum]`, checked at the user's type.
+    // `&[the event enum]`, checked at the user's element type (`decision::check_queries`
+    // refused any other shape).
+    let call = match handler.context.as_ref().and_then(slice_element) {
+        Some(taken) => {
+            let span = taken.span();
+            let p_at = paths::private(span);
+            let context =
+                quote_spanned!(span=> <#taken as #p_at::DecisionContext<#event_enum>>::of(context));
+            quote!(<#state>::#method(state, command, #context))
+        }
+        None => quote!(<#state>::#method(state, command)),
+    };
 
     let handle = match &handler.output {
         Some(ResultType::Written { ok, err }) => {
@@ -541,17 +554,40 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
         .decision
         .as_ref()
         .map(|decision| decision.route_items(handler));
+    let run = match handler.context {
+        Some(_) => quote! {
+            const DECISION_CONTEXT: #p::core::primitive::bool = true;
+
+            fn handle(
+                state: &#state,
+                command: &#command,
+            ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
+                <Self as #p::Route>::decide_on(state, command, &[])
+            }
+
+            fn decide_on(
+                state: &#state,
+                command: &#command,
+                context: &[#event_enum],
+            ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
+                #handle
+            }
+        },
+        None => quote! {
+            fn handle(
+                state: &#state,
+                command: &#command,
+            ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
+                #handle
+            }
+        },
+    };
     let body = quote! {
         type Aggregate = #state;
 
         #decision
 
-        fn handle(
-            state: &#state,
-            command: &#command,
-        ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
-            #handle
-        }
+        #run
     };
     let mut body = Group::new(Delimiter::Brace, body);
     body.set_span(last_token_span(command));
@@ -575,6 +611,16 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
         #(#cfgs)*
         #[automatically_derived]
         #impl_keyword #one_aggregate #command_at_state #empty
+    }
+}
+
+/// The element type of a slice type (`[T]`, possibly parenthesized); `None` for another type.
+pub(crate) fn slice_element(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Slice(slice) => Some(&slice.elem),
+        Type::Paren(paren) => slice_element(&paren.elem),
+        Type::Group(group) => slice_element(&group.elem),
+        _ => None,
     }
 }
 

@@ -14,7 +14,7 @@ use syn::{Attribute, Expr, ImplItem, Item, ItemImpl, Type};
 use crate::attr::DecisionArgs;
 use crate::ctxt::Ctxt;
 use crate::item::parse_item;
-use crate::model::{AggregateDef, HandlerFn, show, variant_ident};
+use crate::model::{AggregateDef, DECISION_HELPERS, HandlerFn, show, variant_ident};
 use crate::{aggregate, check, fallback, paths, symbol};
 
 /// What a `#[decision]` block adds to an aggregate's model.
@@ -266,7 +266,7 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
     let args = DecisionArgs::parse(&cx, args);
     let queries = take_queries(&cx, &mut item);
-    let mut def = AggregateDef::from_parts(&cx, args.shared, &mut item);
+    let mut def = AggregateDef::from_parts(&cx, args.shared, &DECISION_HELPERS, &mut item);
     if let Some(def) = &mut def {
         check::aggregate(&cx, def);
         let spec = check_queries(&cx, def, queries, args.attempts, args.cached);
@@ -308,6 +308,19 @@ fn check_queries(
                     "the command `{}` of a decision needs the events it is decided on: add `#[query(all_of(types(SomeEvent), tag(\"prefix\", &command.field)))]` to `{}`",
                     show(&handler.message),
                     handler.ident
+                ),
+            );
+        }
+    }
+    for handler in &def.handlers {
+        if let Some(context) = &handler.context
+            && aggregate::slice_element(context).is_none()
+        {
+            cx.error_spanned_by(
+                context,
+                format!(
+                    "`{}` takes the context's events as a slice of the decision's events: write `context: &[{}]`",
+                    handler.ident, def.event_enum
                 ),
             );
         }

@@ -72,8 +72,8 @@ pub(crate) struct HandlerSpec {
     /// Why it must (not) be async.
     pub(crate) async_reason: &'static str,
     pub(crate) returns: Returns,
-    /// The type of a second parameter taken by reference after the message (`EventMeta`).
-    pub(crate) context: Option<&'static str>,
+    /// A second parameter taken by reference after the message.
+    pub(crate) context: Context,
     /// A correct signature, shown in messages.
     pub(crate) example: &'static str,
     /// Whether the attribute names the correlation field (`by = field`, the saga helpers).
@@ -82,6 +82,17 @@ pub(crate) struct HandlerSpec {
     /// form, appended in parentheses to the messages where the two are confused (async,
     /// receiver). Empty otherwise.
     pub(crate) elsewhere: &'static str,
+}
+
+/// The parameter a handler takes by reference after the message, if any.
+#[derive(Clone, Copy)]
+pub(crate) enum Context {
+    /// None: the message alone.
+    None,
+    /// Always, of the type named (`EventMeta`).
+    Required(&'static str),
+    /// When the handler wants it, of the type named (a decision's events, `[ModelEvent]`).
+    Optional(&'static str),
 }
 
 /// "a" or "an" before `word`.
@@ -371,8 +382,11 @@ pub(crate) fn parse_method(
     }
 
     let takes = match spec.context {
-        None => format!("one {}", spec.noun),
-        Some(context) => format!("one {} and its `&{context}`", spec.noun),
+        Context::None => format!("one {}", spec.noun),
+        Context::Required(context) => format!("one {} and its `&{context}`", spec.noun),
+        Context::Optional(context) => {
+            format!("one {} (and, if it wants them, `&{context}`)", spec.noun)
+        }
     };
     let mut context = None;
     let message = match typed.as_slice() {
@@ -388,8 +402,9 @@ pub(crate) fn parse_method(
         }
         [message, rest @ ..] => {
             let extra = match (spec.context, rest) {
-                (None, extra) => extra,
-                (Some(expected), []) => {
+                (Context::None, extra) => extra,
+                (Context::Optional(_), []) => &[],
+                (Context::Required(expected), []) => {
                     cx.error_at(
                         parens,
                         format!(
@@ -398,7 +413,7 @@ pub(crate) fn parse_method(
                     );
                     &[]
                 }
-                (Some(_), [second, extra @ ..]) => {
+                (Context::Required(_) | Context::Optional(_), [second, extra @ ..]) => {
                     context = context_type(cx, spec, &second.ty);
                     extra
                 }
@@ -476,7 +491,10 @@ pub(crate) fn parse_method(
 /// The `T` of the `&T` context parameter (checked against the spec's type by the generated
 /// code, which alone can resolve the name).
 fn context_type(cx: &Ctxt, spec: &HandlerSpec, ty: &Type) -> Option<Type> {
-    let expected = spec.context.unwrap_or_default();
+    let expected = match spec.context {
+        Context::Required(expected) | Context::Optional(expected) => expected,
+        Context::None => "",
+    };
     match ty {
         Type::Reference(reference) if reference.mutability.is_none() => {
             Some((*reference.elem).clone())
@@ -688,7 +706,7 @@ pub(crate) const AGGREGATE_HANDLES: HandlerSpec = HandlerSpec {
     asyncness: Asyncness::Forbidden,
     async_reason: "an aggregate decides from its own state alone; do I/O before dispatching the command, or in an event handler",
     returns: Returns::Result,
-    context: None,
+    context: Context::None,
     example: "fn name(&self, command: &SomeCommand) -> Result<SomeEvent, SomeError>",
     correlated: false,
     elsewhere: "`async` `#[handles]` methods that take `&mut self`, an event and `&EventMeta` belong to `#[event_handler]` and `#[projection]` blocks",
@@ -704,14 +722,28 @@ pub(crate) const AGGREGATE_APPLY: HandlerSpec = HandlerSpec {
     asyncness: Asyncness::Forbidden,
     async_reason: "applying an event only changes the state in memory",
     returns: Returns::Nothing,
-    context: None,
+    context: Context::None,
     example: "fn name(&mut self, event: &SomeEvent)",
     correlated: false,
     elsewhere: "",
 };
 
+/// `#[handles]` in a `#[decision]` block: an aggregate's, which may also take the context's
+/// events.
+pub(crate) const DECISION_HANDLES: HandlerSpec = HandlerSpec {
+    container: symbol::DECISION,
+    receiver_reason: "a decision's handler reads the model folded from the context's events and decides which events happen",
+    async_reason: "a decision decides from the events its query selected alone; do I/O before dispatching the command, or in an event handler",
+    context: Context::Optional("[ModelEvent]"),
+    example: "fn name(&self, command: &SomeCommand) -> Result<SomeEvent, SomeError>` (or, to receive the events the query selected, `fn name(&self, command: &SomeCommand, context: &[ModelEvent]) -> Result<SomeEvent, SomeError>",
+    ..AGGREGATE_HANDLES
+};
+
 /// The helper attributes an `#[aggregate]` block knows.
-const AGGREGATE_HELPERS: [&HandlerSpec; 2] = [&AGGREGATE_HANDLES, &AGGREGATE_APPLY];
+pub(crate) const AGGREGATE_HELPERS: [&HandlerSpec; 2] = [&AGGREGATE_HANDLES, &AGGREGATE_APPLY];
+
+/// The helper attributes a `#[decision]` block knows.
+pub(crate) const DECISION_HELPERS: [&HandlerSpec; 2] = [&DECISION_HANDLES, &AGGREGATE_APPLY];
 
 impl AggregateDef {
     /// Parses the `#[aggregate(...)]` arguments and the block, and strips the helper attributes
@@ -723,13 +755,15 @@ impl AggregateDef {
         item: &mut ItemImpl,
     ) -> Option<AggregateDef> {
         let args = AggregateArgs::parse(cx, args);
-        AggregateDef::from_parts(cx, args, item)
+        AggregateDef::from_parts(cx, args, &AGGREGATE_HELPERS, item)
     }
 
-    /// The block's model from arguments already parsed (`#[decision]` parses its own).
+    /// The block's model from arguments already parsed (`#[decision]` parses its own), its
+    /// methods read with `helpers` (an aggregate's, or a decision's).
     pub(crate) fn from_parts(
         cx: &Ctxt,
         args: AggregateArgs,
+        helpers: &[&'static HandlerSpec],
         item: &mut ItemImpl,
     ) -> Option<AggregateDef> {
         let mut handlers = Vec::new();
@@ -737,7 +771,7 @@ impl AggregateDef {
         let methods = parse_helpers(
             cx,
             item,
-            &AGGREGATE_HELPERS,
+            helpers,
             "a method either handles a command or applies an event, not both",
         );
         for (spec, parsed) in methods {
@@ -945,7 +979,7 @@ pub(crate) const EVENT_HANDLER_HANDLES: HandlerSpec = HandlerSpec {
     asyncness: Asyncness::Required,
     async_reason: "an event handler reacts to events with I/O (send an email, call a service, update another store)",
     returns: Returns::UnitResult,
-    context: Some("EventMeta"),
+    context: Context::Required("EventMeta"),
     example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), SomeError>",
     correlated: false,
     elsewhere: "a sync `#[handles]` method that takes `&self` and a command belongs to an `#[aggregate]` block",
@@ -961,7 +995,7 @@ pub(crate) const PROJECTION_HANDLES: HandlerSpec = HandlerSpec {
     asyncness: Asyncness::Required,
     async_reason: "a projection writes to its read model, which may be a database",
     returns: Returns::UnitResult,
-    context: Some("EventMeta"),
+    context: Context::Required("EventMeta"),
     example: "async fn name(&mut self, event: &SomeEvent, meta: &EventMeta) -> Result<(), ProjectionError>",
     correlated: false,
     elsewhere: "a sync `#[handles]` method that takes `&self` and a command belongs to an `#[aggregate]` block",

@@ -17,8 +17,8 @@ use crate::check::{same_cfgs, suggested_name};
 use crate::ctxt::Ctxt;
 use crate::item::parse_item;
 use crate::model::{
-    Asyncness, Container, HandlerFn, HandlerSpec, Receiver, Returns, header, parse_helpers,
-    same_tokens, show,
+    Asyncness, Container, Context, HandlerFn, HandlerSpec, Receiver, Returns, header,
+    parse_helpers, same_tokens, show,
 };
 use crate::{paths, symbol};
 
@@ -32,7 +32,7 @@ const fn step(attr: symbol::Symbol) -> HandlerSpec {
         asyncness: Asyncness::Forbidden,
         async_reason: "a saga method decides which commands to send and the runtime dispatches them",
         returns: Returns::Value,
-        context: None,
+        context: Context::None,
         example: "fn name(&mut self, event: &SomeEvent) -> Commands",
         correlated: true,
         elsewhere: "",
@@ -51,7 +51,7 @@ const COMPENSATES: HandlerSpec = HandlerSpec {
     asyncness: Asyncness::Forbidden,
     async_reason: "a saga method decides which commands to send and the runtime dispatches them",
     returns: Returns::Value,
-    context: None,
+    context: Context::None,
     example: "fn name(&mut self, failed: &FailedCommand) -> Commands",
     correlated: false,
     elsewhere: "",

@@ -141,6 +141,24 @@ pub trait SameType<T: ?Sized> {
 
 impl<T: ?Sized> SameType<T> for T {}
 
+/// A decision's handler that takes the context's events takes them as `&[E]`, `E` the
+/// decision's event enum (checked on the slice's element type, `Self`).
+#[diagnostic::on_unimplemented(
+    message = "a decision's handler takes the context's events as `&[{E}]` (the decision's events), not `&[{Self}]`",
+    label = "this is not `{E}`",
+    note = "write `context: &[{E}]`: the events the query selected that the decision applies, oldest first; or leave the parameter out to decide on the model alone"
+)]
+pub trait DecisionContext<E>: Sized {
+    #[doc(hidden)]
+    fn of(events: &[E]) -> &[Self];
+}
+
+impl<E> DecisionContext<E> for E {
+    fn of(events: &[E]) -> &[Self] {
+        events
+    }
+}
+
 // ----- commands and aggregates (`#[derive(Command)]`, `#[aggregate]`) -----
 
 /// The `#[aggregate_id]` field of a command has a type that becomes the aggregate id: it

@@ -28,9 +28,9 @@ pub use evoq_runtime::{
 // check ("the trait `CommandError` is not implemented for `BankError`") reads as a sentence
 // about the user's type.
 pub use crate::checks::{
-    AggregateId, CommandError, CommandResult, ErrorType, EventHandlerError, EventHandlerResult,
-    EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta, LifespanOf, SagaDefault,
-    SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
+    AggregateId, CommandError, CommandResult, DecisionContext, ErrorType, EventHandlerError,
+    EventHandlerResult, EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta, LifespanOf,
+    SagaDefault, SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).

@@ -378,6 +378,342 @@ async fn decide_sees_exactly_the_selected_events_on_postgres() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A handler that receives the context's events as a list
+// ---------------------------------------------------------------------------------------------
+
+/// The audit's command, for the decisions whose handler takes the list.
+#[derive(Command, Debug, Clone)]
+struct ListAudit {
+    member: String,
+    #[aggregate_id]
+    book: String,
+}
+
+/// The same, for the cached one.
+#[derive(Command, Debug, Clone)]
+struct CachedListAudit {
+    member: String,
+    #[aggregate_id]
+    book: String,
+}
+
+/// A decision with no state of its own: its handler reads the list. Its `#[apply]` methods
+/// name the events it takes (and do nothing).
+#[derive(Default)]
+struct Listed;
+
+/// What an event of the list says.
+fn describe(event: &ListedEvent) -> String {
+    match event {
+        ListedEvent::BookLent(e) => format!("lent {} {}", e.member, e.book),
+        ListedEvent::BookReturned(e) => format!("returned {} {}", e.member, e.book),
+        ListedEvent::Audited(e) => format!("audited {}", e.seen.len()),
+    }
+}
+
+#[decision(name = "ListAudit")]
+impl Listed {
+    #[handles]
+    #[query(any_of(
+        all_of(
+            types(BookLent, BookReturned),
+            any_of(tag("member", &command.member), tag("book", &command.book)),
+        ),
+        all_of(types(Audited), tag(format!("audit:{}", command.book))),
+    ))]
+    fn audit(&self, command: &ListAudit, context: &[ListedEvent]) -> Result<Audited, Never> {
+        Ok(Audited {
+            book: command.book.clone(),
+            seen: context.iter().map(describe).collect(),
+        })
+    }
+
+    #[apply]
+    fn lent(&mut self, _: &BookLent) {}
+
+    #[apply]
+    fn returned(&mut self, _: &BookReturned) {}
+
+    #[apply]
+    fn audited(&mut self, _: &Audited) {}
+}
+
+/// The same decision, its model (the list with it) kept between commands.
+#[derive(Default)]
+struct CachedListed;
+
+#[decision(name = "CachedListAudit", cached)]
+impl CachedListed {
+    #[handles]
+    #[query(any_of(
+        all_of(
+            types(BookLent, BookReturned),
+            any_of(tag("member", &command.member), tag("book", &command.book)),
+        ),
+        all_of(types(Audited), tag(format!("audit:{}", command.book))),
+    ))]
+    fn audit(
+        &self,
+        command: &CachedListAudit,
+        context: &[CachedListedEvent],
+    ) -> Result<Audited, Never> {
+        let seen = context
+            .iter()
+            .map(|event| match event {
+                CachedListedEvent::BookLent(e) => format!("lent {} {}", e.member, e.book),
+                CachedListedEvent::BookReturned(e) => format!("returned {} {}", e.member, e.book),
+                CachedListedEvent::Audited(e) => format!("audited {}", e.seen.len()),
+            })
+            .collect();
+        Ok(Audited {
+            book: command.book.clone(),
+            seen,
+        })
+    }
+
+    /// The same query, decided on the model alone: its kept model has no list.
+    #[handles]
+    #[query(any_of(
+        all_of(
+            types(BookLent, BookReturned),
+            any_of(tag("member", &command.member), tag("book", &command.book)),
+        ),
+        all_of(types(Audited), tag(format!("audit:{}", command.book))),
+    ))]
+    fn peek(&self, command: &CachedPeek) -> Result<Option<Audited>, Never> {
+        let _ = command;
+        Ok(None)
+    }
+
+    #[apply]
+    fn lent(&mut self, _: &BookLent) {}
+
+    #[apply]
+    fn returned(&mut self, _: &BookReturned) {}
+
+    #[apply]
+    fn audited(&mut self, _: &Audited) {}
+}
+
+/// A command of the cached decision whose handler takes no list.
+#[derive(Command, Debug, Clone)]
+struct CachedPeek {
+    member: String,
+    #[aggregate_id]
+    book: String,
+}
+
+/// What the `Audited` event a dispatch appended lists.
+fn seen(events: &[impl Into<Option<Vec<String>>> + Clone]) -> Vec<String> {
+    events
+        .first()
+        .cloned()
+        .and_then(Into::into)
+        .expect("an audit appends Audited")
+}
+
+impl From<ListedEvent> for Option<Vec<String>> {
+    fn from(event: ListedEvent) -> Self {
+        match event {
+            ListedEvent::Audited(audited) => Some(audited.seen),
+            _ => None,
+        }
+    }
+}
+
+impl From<CachedListedEvent> for Option<Vec<String>> {
+    fn from(event: CachedListedEvent) -> Self {
+        match event {
+            CachedListedEvent::Audited(audited) => Some(audited.seen),
+            _ => None,
+        }
+    }
+}
+
+async fn decide_receives_its_events_as_a_list(backend: Backend) {
+    let Some(place) = Place::new(backend, "decisions_list").await else {
+        return;
+    };
+    let store = place.open().await;
+    let returned = BookReturned {
+        member: "m1".into(),
+        book: "b1".into(),
+    };
+    // Four events the audit of m1 and b1 selects, among others it does not.
+    let appends: Vec<(&str, NewEvent)> = vec![
+        ("Loans-1", stored(&lent("m1", "b1"))),
+        ("Loans-2", stored(&lent("m2", "b2"))),
+        (
+            "Members",
+            stored(&MemberJoined {
+                member: "m1".into(),
+            }),
+        ),
+        ("Loans-1", stored(&returned)),
+        ("Loans-3", stored(&lent("m2", "b1"))),
+        ("Loans-4", stored(&lent("m3", "b3"))),
+        ("Loans-5", stored(&lent("m1", "b5"))),
+        ("Loans-6", stored(&lent("m4", "b6"))),
+    ];
+    let mut positions = Vec::new();
+    for (stream, event) in appends {
+        let done = store
+            .append(stream, ExpectedVersion::Any, vec![event])
+            .await
+            .expect("append");
+        positions.push(done.last_position);
+    }
+    let spy = SpyStore::new(Arc::clone(&store));
+    let app = Evoq::builder()
+        .shared_store(spy.clone())
+        .start()
+        .await
+        .expect("starts");
+    let four = ["lent m1 b1", "returned m1 b1", "lent m2 b1", "lent m1 b5"];
+    let audit = |member: &str, book: &str| ListAudit {
+        member: member.into(),
+        book: book.into(),
+    };
+    let done = app
+        .dispatch(audit("m1", "b1"))
+        .await
+        .expect("the audit runs");
+    assert_eq!(
+        seen(&done.events),
+        four,
+        "{backend:?}: the handler receives exactly the four selected events, oldest first"
+    );
+    assert_eq!(
+        spy.conditions()[0].after,
+        positions[6],
+        "{backend:?}: the condition starts after the highest position read"
+    );
+    let empty = app
+        .dispatch(audit("m9", "b9"))
+        .await
+        .expect("the audit runs");
+    assert!(
+        seen(&empty.events).is_empty(),
+        "{backend:?}: an empty context is an empty list"
+    );
+    let again = app
+        .dispatch(audit("m1", "b1"))
+        .await
+        .expect("the audit runs");
+    assert_eq!(
+        seen(&again.events),
+        [&four[..], &["audited 4"]].concat(),
+        "{backend:?}: the first audit's own event is in the next list"
+    );
+
+    // Cached: the kept list grows with the command's own events and what others append. A
+    // model kept for a handler of the same query that takes no list is not the list's.
+    app.dispatch(CachedPeek {
+        member: "m1".into(),
+        book: "b1".into(),
+    })
+    .await
+    .expect("peeked");
+    let cached = |member: &str, book: &str| CachedListAudit {
+        member: member.into(),
+        book: book.into(),
+    };
+    let first = app
+        .dispatch(cached("m1", "b1"))
+        .await
+        .expect("the audit runs");
+    assert_eq!(
+        seen(&first.events),
+        [&four[..], &["audited 4", "audited 5"]].concat(),
+        "{backend:?}: a cached model's first command reads the whole list"
+    );
+    let read = spy.events_queried.load(Ordering::SeqCst);
+    let second = app
+        .dispatch(cached("m1", "b1"))
+        .await
+        .expect("the audit runs");
+    assert_eq!(
+        seen(&second.events),
+        [&four[..], &["audited 4", "audited 5", "audited 6"]].concat(),
+        "{backend:?}: the kept list holds the command's own event"
+    );
+    assert_eq!(
+        spy.events_queried.load(Ordering::SeqCst),
+        read,
+        "{backend:?}: nothing is read back for it"
+    );
+    store
+        .append(
+            "Loans-7",
+            ExpectedVersion::Any,
+            vec![stored(&lent("m7", "b1"))],
+        )
+        .await
+        .expect("append");
+    let third = app
+        .dispatch(cached("m1", "b1"))
+        .await
+        .expect("the audit runs");
+    assert_eq!(
+        seen(&third.events),
+        [
+            &four[..],
+            &[
+                "audited 4",
+                "audited 5",
+                "audited 6",
+                "audited 7",
+                "lent m7 b1"
+            ]
+        ]
+        .concat(),
+        "{backend:?}: what another writer appended joins the list"
+    );
+    assert_eq!(
+        spy.events_queried.load(Ordering::SeqCst),
+        read + 1,
+        "{backend:?}: only the new event is read"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn decide_receives_the_selected_events_as_a_list_in_memory() {
+    decide_receives_its_events_as_a_list(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn decide_receives_the_selected_events_as_a_list_on_sqlite() {
+    decide_receives_its_events_as_a_list(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn decide_receives_the_selected_events_as_a_list_on_postgres() {
+    decide_receives_its_events_as_a_list(Backend::Postgres).await;
+}
+
+#[test]
+fn a_decision_under_test_receives_the_given_events_as_its_list() {
+    AggregateTest::<Listed>::given([lent("m1", "b1"), lent("m2", "b1")])
+        .when(ListAudit {
+            member: "m1".into(),
+            book: "b1".into(),
+        })
+        .then_events([Audited {
+            book: "b1".into(),
+            seen: vec!["lent m1 b1".into(), "lent m2 b1".into()],
+        }])
+        .and_when(ListAudit {
+            member: "m1".into(),
+            book: "b1".into(),
+        })
+        .then_events([Audited {
+            book: "b1".into(),
+            seen: vec!["lent m1 b1".into(), "lent m2 b1".into(), "audited 2".into()],
+        }]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The retry budget
 // ---------------------------------------------------------------------------------------------
 

@@ -94,6 +94,50 @@ impl Lending {
     }
 }
 
+/// A command decided on the list of the events its query selected.
+#[derive(Command)]
+struct CountLoans {
+    #[aggregate_id]
+    book: u32,
+}
+
+/// Loans of a book, counted from the list (the model keeps nothing).
+#[derive(Event, Serialize, Deserialize, Clone, Debug)]
+struct LoansCounted {
+    #[tag]
+    book: u32,
+    loans: usize,
+}
+
+#[derive(Default)]
+struct Counting;
+
+#[decision]
+impl Counting {
+    #[handles]
+    #[query(all_of(types(BookLent, LoansCounted), tag("book", command.book)))]
+    fn count(
+        &self,
+        command: &CountLoans,
+        context: &[CountingEvent],
+    ) -> Result<Option<LoansCounted>, LendError> {
+        let loans = context
+            .iter()
+            .filter(|event| matches!(event, CountingEvent::BookLent(_)))
+            .count();
+        Ok(Some(LoansCounted {
+            book: command.book,
+            loans,
+        }))
+    }
+
+    #[apply]
+    fn lent(&mut self, _: &BookLent) {}
+
+    #[apply]
+    fn counted(&mut self, _: &LoansCounted) {}
+}
+
 async fn lend(app: &Evoq) -> Result<Dispatched<Lending>, evoq::Error> {
     let done = app
         .dispatch(LendBook {
@@ -135,4 +179,19 @@ pub(crate) fn main() {
         book: 7,
     };
     assert_eq!(&evoq::Event::tags(&event)[..], ["member:m1", "book:7"]);
+    const { assert!(<CountLoans as evoq::Route>::DECISION_CONTEXT) };
+    const { assert!(!<LendBook as evoq::Route>::DECISION_CONTEXT) };
+    let counted = <CountLoans as evoq::Route>::decide_on(
+        &Counting,
+        &CountLoans { book: 7 },
+        &[
+            CountingEvent::BookLent(event.clone()),
+            CountingEvent::BookLent(event),
+        ],
+    )
+    .expect("counted");
+    let [CountingEvent::LoansCounted(counted)] = &counted[..] else {
+        panic!("one LoansCounted")
+    };
+    assert_eq!(counted.loans, 2);
 }

@@ -61,11 +61,31 @@ pub trait Route: Command + Sized {
     /// (`#[decision(cached)]`).
     const DECISION_CACHED: bool = false;
 
+    /// Whether the command's [decision](crate::decision) handler takes the context's events
+    /// as well as the model (a third parameter, `context: &[DecisionEvent]`).
+    const DECISION_CONTEXT: bool = false;
+
     /// Runs the command against the current state: the events to append, or a rejection.
+    ///
+    /// For a [decision](crate::decision) handler that takes the context's events, this runs it
+    /// on an empty context; the runtime calls [`decide_on`](Self::decide_on).
     fn handle(
         state: &Self::Aggregate,
         command: &Self,
     ) -> Result<Vec<<Self::Aggregate as Aggregate>::Event>, Rejection>;
+
+    /// Runs the command against the current state and `context`, the events its
+    /// [decision](crate::decision)'s query selected that the model applies, oldest first: what
+    /// the runtime calls for a decision. The default (every aggregate, and a decision handler
+    /// that takes the model alone) is [`handle`](Self::handle), ignoring `context`.
+    fn decide_on(
+        state: &Self::Aggregate,
+        command: &Self,
+        context: &[<Self::Aggregate as Aggregate>::Event],
+    ) -> Result<Vec<<Self::Aggregate as Aggregate>::Event>, Rejection> {
+        let _ = context;
+        Self::handle(state, command)
+    }
 
     /// The events a [decision](crate::decision) decides this command on: `Some` for a command
     /// of a `#[decision]` block (its `#[query]`), which the runtime decides on those events,
@@ -125,8 +145,9 @@ impl<E: StdError + Send + Sync + 'static> DomainError for E {}
 pub(crate) trait Decide<A: Aggregate>: Send + Sync {
     /// The command's name.
     fn name(&self) -> &'static str;
-    /// Runs the routed `#[handles]` function against a state.
-    fn decide(&self, state: &A) -> Result<Vec<A::Event>, Rejection>;
+    /// Runs the routed `#[handles]` function against a state and, for a decision, the
+    /// context's events ([`Route::decide_on`]; an aggregate's command ignores them).
+    fn decide(&self, state: &A, context: &[A::Event]) -> Result<Vec<A::Event>, Rejection>;
     /// The command itself (for the lifespan's `after_command`).
     fn command(&self) -> &dyn Any;
     /// [`Route::decision_query`].
@@ -135,6 +156,8 @@ pub(crate) trait Decide<A: Aggregate>: Send + Sync {
     fn decision_attempts(&self) -> Option<u32>;
     /// [`Route::DECISION_CACHED`].
     fn decision_cached(&self) -> bool;
+    /// [`Route::DECISION_CONTEXT`].
+    fn decision_context(&self) -> bool;
 }
 
 impl<C: Route> Decide<C::Aggregate> for C {
@@ -145,8 +168,9 @@ impl<C: Route> Decide<C::Aggregate> for C {
     fn decide(
         &self,
         state: &C::Aggregate,
+        context: &[<C::Aggregate as Aggregate>::Event],
     ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
-        C::handle(state, self)
+        C::decide_on(state, self, context)
     }
 
     fn command(&self) -> &dyn Any {
@@ -164,6 +188,10 @@ impl<C: Route> Decide<C::Aggregate> for C {
     fn decision_cached(&self) -> bool {
         C::DECISION_CACHED
     }
+
+    fn decision_context(&self) -> bool {
+        C::DECISION_CONTEXT
+    }
 }
 
 impl<C: Route> Decide<C::Aggregate> for Arc<C> {
@@ -174,8 +202,9 @@ impl<C: Route> Decide<C::Aggregate> for Arc<C> {
     fn decide(
         &self,
         state: &C::Aggregate,
+        context: &[<C::Aggregate as Aggregate>::Event],
     ) -> Result<Vec<<C::Aggregate as Aggregate>::Event>, Rejection> {
-        C::handle(state, self)
+        C::decide_on(state, self, context)
     }
 
     fn command(&self) -> &dyn Any {
@@ -192,5 +221,9 @@ impl<C: Route> Decide<C::Aggregate> for Arc<C> {
 
     fn decision_cached(&self) -> bool {
         C::DECISION_CACHED
+    }
+
+    fn decision_context(&self) -> bool {
+        C::DECISION_CONTEXT
     }
 }

@@ -16,9 +16,14 @@ use super::definition::Aggregate;
 use crate::event::EventSet;
 
 /// An aggregate under test: a state built from given events.
+///
+/// A [decision](crate::decision) is tested the same way: the given events are its context,
+/// folded into its model, and a handler that takes the context's events receives them.
 pub struct AggregateTest<A: Aggregate> {
     state: A,
     version: u64,
+    /// The given events, for a decision handler that takes them.
+    given: Vec<A::Event>,
 }
 
 impl<A: Aggregate> AggregateTest<A> {
@@ -27,6 +32,7 @@ impl<A: Aggregate> AggregateTest<A> {
         AggregateTest {
             state: A::default(),
             version: 0,
+            given: Vec::new(),
         }
     }
 
@@ -38,27 +44,33 @@ impl<A: Aggregate> AggregateTest<A> {
     {
         let mut test = Self::new();
         for event in events {
-            test.state.apply(&event.into());
+            let event = event.into();
+            test.state.apply(&event);
             test.version += 1;
+            test.given.push(event);
         }
         test
     }
 
-    /// Runs `command` against the state.
+    /// Runs `command` against the state (and, for a decision handler that takes them, the
+    /// given events).
     pub fn when<C: Route<Aggregate = A>>(self, command: C) -> Outcome<A> {
-        let result = C::handle(&self.state, &command);
+        let result = C::decide_on(&self.state, &command, &self.given);
         let mut state = self.state;
         let mut version = self.version;
+        let mut given = self.given;
         if let Ok(events) = &result {
             for event in events {
                 state.apply(event);
                 version += 1;
             }
+            given.extend(events.iter().cloned());
         }
         Outcome {
             command: C::NAME,
             state,
             version,
+            given,
             result,
         }
     }
@@ -80,6 +92,8 @@ pub struct Outcome<A: Aggregate> {
     command: &'static str,
     state: A,
     version: u64,
+    /// The given events and the command's, for the next command (see [`AggregateTest`]).
+    given: Vec<A::Event>,
     result: Result<Vec<A::Event>, Rejection>,
 }
 
@@ -178,6 +192,7 @@ impl<A: Aggregate> Outcome<A> {
         AggregateTest {
             state: self.state,
             version: self.version,
+            given: self.given,
         }
         .when(command)
     }

@@ -282,7 +282,7 @@ impl<A: Aggregate> Actor<'_, A> {
                 };
                 let version = instance.version;
                 let events =
-                    match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state))) {
+                    match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state, &[]))) {
                         Ok(Ok(events)) => events,
                         Ok(Err(rejection)) => {
                             if !fresh {

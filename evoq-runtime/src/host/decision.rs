@@ -5,7 +5,9 @@
 //! books, and a book is lent to one member at a time" involves every lend of the member and
 //! every lend of the book. A decision reads exactly those events (an [`EventQuery`] of event
 //! types and [tags](Tags), `member:m1` or `book:b7`, built from the command), folds them into
-//! a fresh model with its `#[apply]` methods, runs the command's `#[handles]` method on it,
+//! a fresh model with its `#[apply]` methods, runs the command's `#[handles]` method on it
+//! (and on the same events as a list, `&[ModelEvent]`, for a method that takes them: see
+//! [`Route::decide_on`](crate::Route::decide_on)),
 //! and appends the events it returns under an [`AppendCondition`]: no event matching the same
 //! query was appended after the highest position it read (none at all when it read nothing).
 //! The store checks the condition and appends in one atomic step, on every backend and across
@@ -97,9 +99,18 @@ pub(crate) async fn run<A: Aggregate>(
         .decision_attempts()
         .unwrap_or_else(|| options.retry_limit.saturating_add(1))
         .max(1);
-    // A cached decision's boundary, taken for this command (the next waits).
+    // Whether the handler takes the context's events: the model keeps them as a list too.
+    let listed = command.decision_context();
+    // A cached decision's boundary, taken for this command (the next waits). A handler that
+    // takes the list has a boundary of its own: a model kept for one that does not has none.
     let mut slot = match command.decision_cached() {
-        true => Some(models.take::<A>(query.to_string(), idle).await),
+        true => {
+            let key = match listed {
+                true => format!("{query} (with its events)"),
+                false => query.to_string(),
+            };
+            Some(models.take::<A>(key, idle).await)
+        }
         false => None,
     };
     let mut model: Model<A> = slot.as_mut().map_or_else(Model::default, HeldModel::take);
@@ -109,8 +120,8 @@ pub(crate) async fn run<A: Aggregate>(
         // What a command that appends nothing saw: the head before its read.
         let head = *store.head().borrow();
         // A model that failed to read or apply an event is not kept (the slot stays empty).
-        catch_up(store, &query, &mut model, name, id).await?;
-        let events = match decide(command, &model.state, name, id) {
+        catch_up(store, &query, &mut model, listed, name, id).await?;
+        let events = match decide(command, &model, name, id) {
             Ok(events) => events,
             Err(error @ Error::Rejected { .. }) => {
                 // A resend may be refused by its own first run's events (another node ran it
@@ -165,7 +176,13 @@ pub(crate) async fn run<A: Aggregate>(
             Ok(appended) => {
                 let position = (!events.is_empty()).then_some(appended.last_position);
                 if slot.is_some()
-                    && !advance(&mut model, &events, &selected, appended.last_position)
+                    && !advance(
+                        &mut model,
+                        &events,
+                        &selected,
+                        listed,
+                        appended.last_position,
+                    )
                 {
                     // The model panicked applying its own events: not kept.
                     slot = None;
@@ -217,12 +234,13 @@ pub(crate) async fn run<A: Aggregate>(
 }
 
 /// Reads the events `query` selects after the model's position, oldest first, and applies
-/// those `A` applies; every selected event moves the position (those `A` does not apply count
-/// for the condition).
+/// those `A` applies (and, `listed`, adds them to the model's list); every selected event
+/// moves the position (those `A` does not apply count for the condition).
 async fn catch_up<A: Aggregate>(
     store: &GuardedStore,
     query: &EventQuery,
     model: &mut Model<A>,
+    listed: bool,
     name: &'static str,
     id: &str,
 ) -> Result<(), Error> {
@@ -252,6 +270,9 @@ async fn catch_up<A: Aggregate>(
         if let Err(panic) = applied {
             return Err(panicked::<A>(&*panic, name, id));
         }
+        if listed {
+            model.context.extend(decoded);
+        }
         if let Some(last) = page.events.last() {
             model.highest = model.highest.max(last.global_position);
         }
@@ -262,37 +283,47 @@ async fn catch_up<A: Aggregate>(
     }
 }
 
-/// Applies the command's own events the query selects to the kept model, which then includes
-/// everything up to `last_position` (the condition held: nothing else selected was appended
-/// since its read); whether it applied them without a panic.
+/// Applies the command's own events the query selects to the kept model (and, `listed`, adds
+/// them to its list), which then includes everything up to `last_position` (the condition
+/// held: nothing else selected was appended since its read); whether it applied them without
+/// a panic.
 fn advance<A: Aggregate>(
     model: &mut Model<A>,
     events: &[A::Event],
     selected: &[bool],
+    listed: bool,
     last_position: u64,
 ) -> bool {
-    let applied = catch_unwind(AssertUnwindSafe(|| {
-        for (event, _) in events
+    let own = || {
+        events
             .iter()
             .zip(selected)
             .filter(|(_, selected)| **selected)
-        {
+            .map(|(event, _)| event)
+    };
+    let applied = catch_unwind(AssertUnwindSafe(|| {
+        for event in own() {
             model.state.apply(event);
         }
     }));
+    if listed {
+        model.context.extend(own().cloned());
+    }
     model.highest = model.highest.max(last_position);
     applied.is_ok()
 }
 
-/// Runs the command on the model: its events, or its rejection; a panic of the handler is an
-/// error.
+/// Runs the command on the model (its state, and its list of events for a handler that takes
+/// them): its events, or its rejection; a panic of the handler is an error.
 fn decide<A: Aggregate>(
     command: &dyn Decide<A>,
-    state: &A,
+    model: &Model<A>,
     name: &'static str,
     id: &str,
 ) -> Result<Vec<A::Event>, Error> {
-    match catch_unwind(AssertUnwindSafe(|| command.decide(state))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        command.decide(&model.state, &model.context)
+    })) {
         Ok(Ok(events)) => Ok(events),
         Ok(Err(rejection)) => Err(Error::Rejected {
             aggregate: A::NAME,

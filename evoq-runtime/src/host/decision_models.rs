@@ -16,9 +16,12 @@ use tokio::time::Instant;
 use crate::aggregate::Aggregate;
 
 /// A decision's model and how far it has read.
-pub(crate) struct Model<A> {
+pub(crate) struct Model<A: Aggregate> {
     /// The state folded from every selected event up to `highest`.
     pub(crate) state: A,
+    /// The same events as a list, oldest first, for a handler that takes the context's
+    /// events (empty for one that takes the model alone).
+    pub(crate) context: Vec<A::Event>,
     /// The highest position the model includes (0: none).
     pub(crate) highest: u64,
 }
@@ -27,6 +30,7 @@ impl<A: Aggregate> Default for Model<A> {
     fn default() -> Self {
         Model {
             state: A::default(),
+            context: Vec::new(),
             highest: 0,
         }
     }
