@@ -23,6 +23,15 @@
 //!   commit appends its index entries in order instead of touching a page per stream: the bound
 //!   of the disk's batched sync (how many rows its commits can carry), without the cost of an
 //!   index that a thousand streams spread over the file.
+//! - `sqlite-recent-index-probe` / `sqlite-merged-index-probe` (not part of `all`; a third
+//!   argument, default 16,384, sets how many events a merge waits for): the `sqlite-probe` rows
+//!   without the index on (stream, version) in the events table; instead a `stream_index` table
+//!   filled in (stream, version) order by the commit that brings the unmerged events to that
+//!   many, so that a stream's index page is written once per merge, not once per commit. In the
+//!   `recent` one every commit also writes its entries into a small `stream_recent` index that
+//!   the merge empties (every event stays reachable through an index, as a store needs); the
+//!   `merged` one leaves the unmerged events unindexed (the bound of the idea). What a store
+//!   with a lazily merged stream index would gain.
 //!
 //! - `decisions`: on each store (memory, SQLite, PostgreSQL), the workload through the
 //!   aggregate path, then the same number of commands decided by a decision (`ledger.rs`: each
@@ -31,7 +40,7 @@
 //!   (`#[decision(cached)]`), each on a fresh store, and the ratios (not part of `all`; a fourth
 //!   argument, `memory`, `sqlite` or `postgres`, runs one store only).
 //!
-//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|sqlite-fsync-probe|decisions|all] [aggregates] [commands]`
+//! `cargo run --release -p evoq-bench --bin stores [memory|sqlite|postgres|pg-probe|sqlite-probe|sqlite-fsync-probe|sqlite-recent-index-probe|sqlite-merged-index-probe|decisions|all] [aggregates] [commands] [merge every]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -394,23 +403,53 @@ enum ProbeStreams {
     One,
 }
 
+/// How a SQLite probe keeps its index on (stream, version).
+#[derive(Clone, Copy)]
+enum ProbeIndex {
+    /// In the events table (`UNIQUE (stream_id, version)`), written by every commit.
+    Inline,
+    /// In a table of its own, filled from the events in (stream, version) order by the commit
+    /// that brings the unmerged events to this many: a stream's index page is then written
+    /// once per merge instead of once per commit.
+    MergedEvery(usize),
+    /// The same, the unmerged entries kept meanwhile in a small index table of their own that
+    /// every commit writes (so that every event is found through an index at any time), and
+    /// moved to the large one by the merge.
+    RecentMergedEvery(usize),
+}
+
 /// SQLite alone: `transactions` commits of `rows` event-shaped rows each, on one connection in
 /// WAL mode with the durability of the `sqlite` run; rows per second.
-fn sqlite_probe(rows: usize, transactions: usize, streams: ProbeStreams) -> rusqlite::Result<()> {
+fn sqlite_probe(
+    rows: usize,
+    transactions: usize,
+    streams: ProbeStreams,
+    index: ProbeIndex,
+) -> rusqlite::Result<()> {
     let dir = std::env::temp_dir().join(format!("evoq-probe-{}", evoq::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let normal = std::env::var("EVOQ_BENCH_SQLITE_DURABILITY").as_deref() == Ok("normal");
     let label = if normal { "NORMAL" } else { "FULL" };
     let mut conn = rusqlite::Connection::open(dir.join("probe.db"))?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    let inline = match index {
+        ProbeIndex::Inline => ", UNIQUE (stream_id, version)",
+        ProbeIndex::MergedEvery(_) | ProbeIndex::RecentMergedEvery(_) => "",
+    };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {label};
          CREATE TABLE events (
              position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, version INTEGER NOT NULL,
              event_id BLOB NOT NULL, event_type TEXT NOT NULL, schema_version INTEGER NOT NULL,
-             data BLOB NOT NULL, metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL,
-             UNIQUE (stream_id, version))"
+             data BLOB NOT NULL, metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL{inline});
+         CREATE TABLE stream_index (
+             stream_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
+             PRIMARY KEY (stream_id, version)) WITHOUT ROWID;
+         CREATE TABLE stream_recent (
+             stream_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
+             PRIMARY KEY (stream_id, version)) WITHOUT ROWID"
     ))?;
+    let mut merged = 0i64;
     let data = br#"{"account":"account-000042","amount":1}"#;
     let metadata = br#"{"command_id":"0190a5e4-0000-7000-8000-000000000000"}"#;
     let started = Instant::now();
@@ -437,6 +476,34 @@ fn sqlite_probe(rows: usize, transactions: usize, streams: ProbeStreams) -> rusq
                     metadata.as_slice(),
                     1_700_000_000_000_000_000i64
                 ])?;
+                if let ProbeIndex::RecentMergedEvery(_) = index {
+                    transaction
+                        .prepare_cached(
+                            "INSERT INTO stream_recent (stream_id, version, position) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(rusqlite::params![stream, version, position])?;
+                }
+            }
+            if let ProbeIndex::RecentMergedEvery(every) = index
+                && position - merged >= every as i64
+            {
+                transaction.execute_batch(
+                    "INSERT INTO stream_index SELECT * FROM stream_recent;
+                     DELETE FROM stream_recent;",
+                )?;
+                merged = position;
+            }
+            if let ProbeIndex::MergedEvery(every) = index
+                && position - merged >= every as i64
+            {
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO stream_index (stream_id, version, position)
+                         SELECT stream_id, version, position FROM events WHERE position > ?1
+                         ORDER BY stream_id, version",
+                    )?
+                    .execute([merged])?;
+                merged = position;
             }
         }
         transaction.commit()?;
@@ -444,9 +511,13 @@ fn sqlite_probe(rows: usize, transactions: usize, streams: ProbeStreams) -> rusq
     let elapsed = started.elapsed();
     println!(
         "{} (SQLite alone, synchronous={label}): {transactions} commits of {rows} rows in {elapsed:.2?}: {:>9.0} rows/s",
-        match streams {
-            ProbeStreams::OnePerRow => "sqlite-probe",
-            ProbeStreams::One => "sqlite-fsync-probe",
+        match (streams, index) {
+            (ProbeStreams::OnePerRow, ProbeIndex::Inline) => "sqlite-probe".to_owned(),
+            (ProbeStreams::One, ProbeIndex::Inline) => "sqlite-fsync-probe".to_owned(),
+            (_, ProbeIndex::MergedEvery(every)) =>
+                format!("sqlite-merged-index-probe (merged every {every} events)"),
+            (_, ProbeIndex::RecentMergedEvery(every)) =>
+                format!("sqlite-recent-index-probe (merged every {every} events)"),
         },
         (rows * transactions) as f64 / elapsed.as_secs_f64()
     );
@@ -481,14 +552,42 @@ async fn main() {
         eprintln!("postgres: {error}");
     }
     if matches!(which.as_str(), "sqlite-probe" | "all")
-        && let Err(error) = sqlite_probe(aggregates, commands, ProbeStreams::OnePerRow)
+        && let Err(error) = sqlite_probe(
+            aggregates,
+            commands,
+            ProbeStreams::OnePerRow,
+            ProbeIndex::Inline,
+        )
     {
         eprintln!("sqlite-probe: {error}");
     }
     if matches!(which.as_str(), "sqlite-fsync-probe" | "all")
-        && let Err(error) = sqlite_probe(aggregates, commands, ProbeStreams::One)
+        && let Err(error) =
+            sqlite_probe(aggregates, commands, ProbeStreams::One, ProbeIndex::Inline)
     {
         eprintln!("sqlite-fsync-probe: {error}");
+    }
+    if which == "sqlite-recent-index-probe" {
+        let every = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16_384);
+        if let Err(error) = sqlite_probe(
+            aggregates,
+            commands,
+            ProbeStreams::OnePerRow,
+            ProbeIndex::RecentMergedEvery(every),
+        ) {
+            eprintln!("sqlite-recent-index-probe: {error}");
+        }
+    }
+    if which == "sqlite-merged-index-probe" {
+        let every = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16_384);
+        if let Err(error) = sqlite_probe(
+            aggregates,
+            commands,
+            ProbeStreams::OnePerRow,
+            ProbeIndex::MergedEvery(every),
+        ) {
+            eprintln!("sqlite-merged-index-probe: {error}");
+        }
     }
     if which == "decisions"
         && let Err(error) = decisions(aggregates, commands, args.get(3).map(String::as_str)).await
