@@ -264,16 +264,13 @@ fn lent(member: &str, book: &str) -> BookLent {
     }
 }
 
-async fn decide_sees_exactly_its_events(backend: Backend) {
-    let Some(place) = Place::new(backend, "decisions_context").await else {
-        return;
-    };
-    let store = place.open().await;
+/// Appends the events an audit of `m1` and `b1` is decided on: four it selects, among
+/// others it does not; their positions, in order.
+async fn append_audit_context(store: &Arc<dyn EventStore>) -> Vec<u64> {
     let returned = BookReturned {
         member: "m1".into(),
         book: "b1".into(),
     };
-    // Four events the audit of m1 and b1 selects, among others it does not.
     let appends: Vec<(&str, NewEvent)> = vec![
         ("Loans-1", stored(&lent("m1", "b1"))),
         ("Loans-2", stored(&lent("m2", "b2"))),
@@ -297,12 +294,27 @@ async fn decide_sees_exactly_its_events(backend: Backend) {
             .expect("append");
         positions.push(done.last_position);
     }
-    let spy = SpyStore::new(Arc::clone(&store));
+    positions
+}
+
+/// A runtime on `store` behind a spy.
+async fn start_spied(store: &Arc<dyn EventStore>) -> (Arc<SpyStore>, Evoq) {
+    let spy = SpyStore::new(Arc::clone(store));
     let app = Evoq::builder()
         .shared_store(spy.clone())
         .start()
         .await
         .expect("starts");
+    (spy, app)
+}
+
+async fn decide_sees_exactly_its_events(backend: Backend) {
+    let Some(place) = Place::new(backend, "decisions_context").await else {
+        return;
+    };
+    let store = place.open().await;
+    let positions = append_audit_context(&store).await;
+    let (spy, app) = start_spied(&store).await;
     let done = app
         .dispatch(Audit {
             member: "m1".into(),
@@ -535,40 +547,8 @@ async fn decide_receives_its_events_as_a_list(backend: Backend) {
         return;
     };
     let store = place.open().await;
-    let returned = BookReturned {
-        member: "m1".into(),
-        book: "b1".into(),
-    };
-    // Four events the audit of m1 and b1 selects, among others it does not.
-    let appends: Vec<(&str, NewEvent)> = vec![
-        ("Loans-1", stored(&lent("m1", "b1"))),
-        ("Loans-2", stored(&lent("m2", "b2"))),
-        (
-            "Members",
-            stored(&MemberJoined {
-                member: "m1".into(),
-            }),
-        ),
-        ("Loans-1", stored(&returned)),
-        ("Loans-3", stored(&lent("m2", "b1"))),
-        ("Loans-4", stored(&lent("m3", "b3"))),
-        ("Loans-5", stored(&lent("m1", "b5"))),
-        ("Loans-6", stored(&lent("m4", "b6"))),
-    ];
-    let mut positions = Vec::new();
-    for (stream, event) in appends {
-        let done = store
-            .append(stream, ExpectedVersion::Any, vec![event])
-            .await
-            .expect("append");
-        positions.push(done.last_position);
-    }
-    let spy = SpyStore::new(Arc::clone(&store));
-    let app = Evoq::builder()
-        .shared_store(spy.clone())
-        .start()
-        .await
-        .expect("starts");
+    let positions = append_audit_context(&store).await;
+    let (spy, app) = start_spied(&store).await;
     let four = ["lent m1 b1", "returned m1 b1", "lent m2 b1", "lent m1 b5"];
     let audit = |member: &str, book: &str| ListAudit {
         member: member.into(),
