@@ -419,10 +419,19 @@ pub(crate) fn parse_method(
                 }
             };
             if !extra.is_empty() {
+                // A list of events on an aggregate's command handler: the form of a decision's.
+                let decision_form = spec.attr == symbol::HANDLES
+                    && spec.container == symbol::AGGREGATE
+                    && matches!(&*extra[0].ty, Type::Reference(r) if matches!(&*r.elem, Type::Slice(_)));
+                let hint = if decision_form {
+                    " (a handler that receives the events its query selected as a list belongs to a `#[decision]` block; an aggregate decides on its own state)"
+                } else {
+                    ""
+                };
                 cx.error_spanned_by(
                     quote::quote!(#(#extra),*),
                     format!(
-                        "{method} takes {takes} after `{receiver}`: remove this parameter; write `{example}`"
+                        "{method} takes {takes} after `{receiver}`: remove this parameter{hint}; write `{example}`"
                     ),
                 );
             }
