@@ -414,9 +414,17 @@ struct CachedListAudit {
 #[derive(Default)]
 struct Listed;
 
+/// An event of either list decision as `ListedEvent` (their enums have the same members).
+fn listed(event: &impl EventSet) -> ListedEvent {
+    let data = event.encode().expect("encodes");
+    ListedEvent::decode(event.event_type(), &data)
+        .expect("decodes")
+        .expect("a member of both enums")
+}
+
 /// What an event of the list says.
-fn describe(event: &ListedEvent) -> String {
-    match event {
+fn describe(event: &impl EventSet) -> String {
+    match listed(event) {
         ListedEvent::BookLent(e) => format!("lent {} {}", e.member, e.book),
         ListedEvent::BookReturned(e) => format!("returned {} {}", e.member, e.book),
         ListedEvent::Audited(e) => format!("audited {}", e.seen.len()),
@@ -469,17 +477,9 @@ impl CachedListed {
         command: &CachedListAudit,
         context: &[CachedListedEvent],
     ) -> Result<Audited, Never> {
-        let seen = context
-            .iter()
-            .map(|event| match event {
-                CachedListedEvent::BookLent(e) => format!("lent {} {}", e.member, e.book),
-                CachedListedEvent::BookReturned(e) => format!("returned {} {}", e.member, e.book),
-                CachedListedEvent::Audited(e) => format!("audited {}", e.seen.len()),
-            })
-            .collect();
         Ok(Audited {
             book: command.book.clone(),
-            seen,
+            seen: context.iter().map(describe).collect(),
         })
     }
 
@@ -516,29 +516,10 @@ struct CachedPeek {
 }
 
 /// What the `Audited` event a dispatch appended lists.
-fn seen(events: &[impl Into<Option<Vec<String>>> + Clone]) -> Vec<String> {
-    events
-        .first()
-        .cloned()
-        .and_then(Into::into)
-        .expect("an audit appends Audited")
-}
-
-impl From<ListedEvent> for Option<Vec<String>> {
-    fn from(event: ListedEvent) -> Self {
-        match event {
-            ListedEvent::Audited(audited) => Some(audited.seen),
-            _ => None,
-        }
-    }
-}
-
-impl From<CachedListedEvent> for Option<Vec<String>> {
-    fn from(event: CachedListedEvent) -> Self {
-        match event {
-            CachedListedEvent::Audited(audited) => Some(audited.seen),
-            _ => None,
-        }
+fn seen(events: &[impl EventSet]) -> Vec<String> {
+    match events.first().map(listed) {
+        Some(ListedEvent::Audited(audited)) => audited.seen,
+        _ => panic!("an audit appends Audited"),
     }
 }
 

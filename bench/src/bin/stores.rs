@@ -432,9 +432,17 @@ fn sqlite_probe(
     let label = if normal { "NORMAL" } else { "FULL" };
     let mut conn = rusqlite::Connection::open(dir.join("probe.db"))?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-    let inline = match index {
-        ProbeIndex::Inline => ", UNIQUE (stream_id, version)",
-        ProbeIndex::MergedEvery(_) | ProbeIndex::RecentMergedEvery(_) => "",
+    let (inline, index_tables) = match index {
+        ProbeIndex::Inline => (", UNIQUE (stream_id, version)", ""),
+        ProbeIndex::MergedEvery(_) | ProbeIndex::RecentMergedEvery(_) => (
+            "",
+            "CREATE TABLE stream_index (
+                 stream_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
+                 PRIMARY KEY (stream_id, version)) WITHOUT ROWID;
+             CREATE TABLE stream_recent (
+                 stream_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
+                 PRIMARY KEY (stream_id, version)) WITHOUT ROWID;",
+        ),
     };
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {label};
@@ -442,12 +450,7 @@ fn sqlite_probe(
              position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, version INTEGER NOT NULL,
              event_id BLOB NOT NULL, event_type TEXT NOT NULL, schema_version INTEGER NOT NULL,
              data BLOB NOT NULL, metadata BLOB NOT NULL, recorded_at INTEGER NOT NULL{inline});
-         CREATE TABLE stream_index (
-             stream_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
-             PRIMARY KEY (stream_id, version)) WITHOUT ROWID;
-         CREATE TABLE stream_recent (
-             stream_id TEXT NOT NULL, version INTEGER NOT NULL, position INTEGER NOT NULL,
-             PRIMARY KEY (stream_id, version)) WITHOUT ROWID"
+         {index_tables}"
     ))?;
     let mut merged = 0i64;
     let data = br#"{"account":"account-000042","amount":1}"#;
@@ -484,25 +487,30 @@ fn sqlite_probe(
                         .execute(rusqlite::params![stream, version, position])?;
                 }
             }
-            if let ProbeIndex::RecentMergedEvery(every) = index
+            let every = match index {
+                ProbeIndex::Inline => None,
+                ProbeIndex::MergedEvery(every) | ProbeIndex::RecentMergedEvery(every) => {
+                    Some(every)
+                }
+            };
+            if let Some(every) = every
                 && position - merged >= every as i64
             {
-                transaction.execute_batch(
-                    "INSERT INTO stream_index SELECT * FROM stream_recent;
-                     DELETE FROM stream_recent;",
-                )?;
-                merged = position;
-            }
-            if let ProbeIndex::MergedEvery(every) = index
-                && position - merged >= every as i64
-            {
-                transaction
-                    .prepare_cached(
-                        "INSERT INTO stream_index (stream_id, version, position)
-                         SELECT stream_id, version, position FROM events WHERE position > ?1
-                         ORDER BY stream_id, version",
-                    )?
-                    .execute([merged])?;
+                match index {
+                    ProbeIndex::RecentMergedEvery(_) => transaction.execute_batch(
+                        "INSERT INTO stream_index SELECT * FROM stream_recent;
+                         DELETE FROM stream_recent;",
+                    )?,
+                    _ => {
+                        transaction
+                            .prepare_cached(
+                                "INSERT INTO stream_index (stream_id, version, position)
+                                 SELECT stream_id, version, position FROM events WHERE position > ?1
+                                 ORDER BY stream_id, version",
+                            )?
+                            .execute([merged])?;
+                    }
+                }
                 merged = position;
             }
         }
@@ -567,26 +575,17 @@ async fn main() {
     {
         eprintln!("sqlite-fsync-probe: {error}");
     }
-    if which == "sqlite-recent-index-probe" {
+    let merged_index = match which.as_str() {
+        "sqlite-recent-index-probe" => Some(ProbeIndex::RecentMergedEvery as fn(usize) -> _),
+        "sqlite-merged-index-probe" => Some(ProbeIndex::MergedEvery as fn(usize) -> _),
+        _ => None,
+    };
+    if let Some(index) = merged_index {
         let every = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16_384);
-        if let Err(error) = sqlite_probe(
-            aggregates,
-            commands,
-            ProbeStreams::OnePerRow,
-            ProbeIndex::RecentMergedEvery(every),
-        ) {
-            eprintln!("sqlite-recent-index-probe: {error}");
-        }
-    }
-    if which == "sqlite-merged-index-probe" {
-        let every = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16_384);
-        if let Err(error) = sqlite_probe(
-            aggregates,
-            commands,
-            ProbeStreams::OnePerRow,
-            ProbeIndex::MergedEvery(every),
-        ) {
-            eprintln!("sqlite-merged-index-probe: {error}");
+        if let Err(error) =
+            sqlite_probe(aggregates, commands, ProbeStreams::OnePerRow, index(every))
+        {
+            eprintln!("{which}: {error}");
         }
     }
     if which == "decisions"
