@@ -44,7 +44,7 @@ use crate::host::registry::{AggregateStats, Env, Partitions};
 use crate::host::{actor, decision};
 use crate::store::{EventStore, GuardedStore, StoreError};
 use crate::util::panic::{CatchPanic, panic_message};
-use crate::util::time::{deadline_after, micros_since, within};
+use crate::util::time::{deadline_from, micros_since, within};
 
 /// What the dispatcher is configured with (from the runtime's configuration).
 pub(crate) struct Settings {
@@ -481,7 +481,7 @@ pin_project_lite::pin_project! {
         Running {
             #[pin]
             traced: Traced<F, B>,
-            started: std::time::Instant,
+            started: Instant,
         },
     }
 }
@@ -505,11 +505,12 @@ where
                 unreachable!("a dispatch starts once")
             };
             let dispatcher = *dispatcher;
-            let deadline = deadline_after(request.options.timeout);
+            // One clock read: the deadline's start is the metric's.
+            let started = Instant::now();
+            let deadline = deadline_from(started, request.options.timeout);
             let span = span(&request);
             #[cfg(feature = "opentelemetry")]
             let request = with_trace_context(request, &span);
-            let started = std::time::Instant::now();
             let traced = if span.is_disabled() {
                 Traced::Plain {
                     dispatch: run(dispatcher, request, deadline),

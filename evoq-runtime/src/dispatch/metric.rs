@@ -3,7 +3,8 @@
 //! histogram, not a counter beside it, keeps the dispatch path to one record.
 
 use std::marker::PhantomData;
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use metrics::{Key, Label, Level, Metadata};
 

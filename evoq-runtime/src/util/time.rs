@@ -21,7 +21,13 @@ pub(crate) fn micros_since(started: Option<std::time::Instant>) -> u64 {
 
 /// `timeout` from now, or a far future for durations too long to add.
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
+    deadline_from(Instant::now(), timeout)
+}
+
+/// `timeout` from `now`, or a far future for durations too long to add: for a caller that
+/// needs the time it read for something else too (a clock read costs as much as a small step
+/// of a dispatch).
+pub(crate) fn deadline_from(now: Instant, timeout: Duration) -> Instant {
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
