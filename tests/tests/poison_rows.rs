@@ -1,7 +1,7 @@
 //! Faults on the read side: a stored row that does not decode is a failure of that event alone
-//! (dead-lettered with its raw row, skipped, or stopping the handler, as its policy says), and a
-//! store that fails or panics inside a handler's task makes the handler retry, visibly, until it
-//! finishes.
+//! (dead-lettered with its raw row, skipped, or stopping the handler, as its policy says), for
+//! a handler, a projection and a saga alike, and a store that fails or panics inside a
+//! handler's task makes the handler retry, visibly, until it finishes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -423,4 +423,114 @@ async fn a_failing_store_shows_the_handler_retrying_with_the_reason_then_running
         matches!(&stats.status, HandlerStatus::Stopped { reason } if reason.contains("runtime stopped")),
         "{stats:?}"
     );
+}
+
+/// Every `Alpha`'s `n`, by event position, in an in-memory read model.
+struct AlphaTally {
+    model: InMemoryReadModel,
+}
+
+#[projection(name = "alpha_tally", read_model = model)]
+impl AlphaTally {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), ProjectionError> {
+        self.model.put(meta.global_position().to_string(), &e.n)?;
+        Ok(())
+    }
+}
+
+/// One instance per ledger, keeping every `n` it was given in order.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct AlphaSaga {
+    seen: Vec<u64>,
+}
+
+#[saga(name = "alpha_saga")]
+impl AlphaSaga {
+    #[starts(by = id)]
+    fn alpha(&mut self, e: &Alpha) -> Commands {
+        self.seen.push(e.n);
+        Commands::none()
+    }
+}
+
+/// The positions a read model holds, in order.
+fn positions_in(model: &InMemoryReadModel) -> Vec<u64> {
+    let mut positions: Vec<u64> = model
+        .to_map()
+        .keys()
+        .map(|key| key.parse().expect("a position"))
+        .collect();
+    positions.sort_unstable();
+    positions
+}
+
+async fn a_bad_row_met_by_a_projection_or_a_saga_fails_that_event_alone(backend: Backend) {
+    let Some((_place, store)) = poisoned(backend, "poison_consumers").await else {
+        return;
+    };
+    let model = InMemoryReadModel::new();
+    let app = Evoq::builder()
+        .config(quick())
+        .shared_store(Arc::clone(&store))
+        .projection_with(
+            AlphaTally {
+                model: model.clone(),
+            },
+            policy(OnError::DeadLetter),
+        )
+        .saga_with::<AlphaSaga>(policy(OnError::DeadLetter))
+        .start()
+        .await
+        .unwrap();
+    for name in ["alpha_tally", "alpha_saga"] {
+        app.wait_for_named(name, 8)
+            .await
+            .unwrap_or_else(|e| panic!("{name} reaches the head past the bad row: {e}"));
+    }
+
+    assert_eq!(
+        positions_in(&model),
+        [1, 2, 3, 5, 6, 7, 8],
+        "the projection applies every good event, those after the bad row too"
+    );
+    let saga = app
+        .saga_state::<AlphaSaga>("l1")
+        .await
+        .unwrap()
+        .expect("the instance lives");
+    assert_eq!(
+        saga.seen,
+        [1, 2, 3, 5, 6, 7, 8],
+        "the saga is given every good event once, in order"
+    );
+    for name in ["alpha_tally", "alpha_saga"] {
+        let letters = app.dead_letters(name).list(0, 10).await.unwrap();
+        assert_eq!(
+            letters.len(),
+            1,
+            "{name}: the bad row alone is dead-lettered"
+        );
+        assert_eq!(letters[0].kind, FailureKind::Storage, "{name}");
+        assert_eq!(letters[0].event.global_position, 4, "{name}");
+        assert!(letters[0].raw_row.is_some(), "{name}: the raw row is kept");
+        let stats = app
+            .handler_stats()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap();
+        assert_eq!(stats.status, HandlerStatus::Running, "{name}");
+        assert_eq!(stats.position, 8, "{name}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_row_met_by_a_projection_or_a_saga_fails_that_event_alone_on_sqlite() {
+    a_bad_row_met_by_a_projection_or_a_saga_fails_that_event_alone(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_bad_row_met_by_a_projection_or_a_saga_fails_that_event_alone_on_postgres() {
+    a_bad_row_met_by_a_projection_or_a_saga_fails_that_event_alone(Backend::Postgres).await;
 }
