@@ -298,3 +298,96 @@ async fn every_projection_event_carries_the_name_the_projection_runs_under() {
     );
     app.stop().await;
 }
+
+/// A counter that hibernates soon after its last command.
+#[derive(Default, Debug, serde::Serialize, serde::Deserialize)]
+struct Dozing {
+    count: u64,
+}
+
+#[derive(Command, Debug)]
+struct Nudge {
+    #[aggregate_id]
+    id: String,
+}
+
+#[derive(Event, serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct Nudged {
+    count: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+#[aggregate(idle_timeout = "1h", hibernate_after = "30ms")]
+impl Dozing {
+    #[handles]
+    fn nudge(&self, _: &Nudge) -> Result<Nudged, Never> {
+        Ok(Nudged {
+            count: self.count + 1,
+        })
+    }
+
+    #[apply]
+    fn nudged(&mut self, e: &Nudged) {
+        self.count = e.count;
+    }
+}
+
+/// The `from` and `version` of every `evoq.aggregate.init` captured so far.
+fn inits(capture: &Capture) -> Vec<(String, String, String)> {
+    capture
+        .events("evoq.aggregate.init")
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.level, Level::DEBUG);
+            let field = |name: &str| e.fields.get(name).cloned().unwrap_or_default();
+            (field("aggregate_id"), field("from"), field("version"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_instance_brought_to_life_reports_init_with_where_it_came_from() {
+    let (capture, _guard) = capture();
+    let store = Arc::new(evoq::store::memory::InMemoryStore::new());
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .hibernation_sweep_interval(std::time::Duration::from_millis(10))
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(Nudge { id: "d".into() }).await.unwrap();
+    app.dispatch(Nudge { id: "d".into() }).await.unwrap();
+    assert_eq!(
+        inits(&capture),
+        [("d".into(), "new".into(), "0".into())],
+        "a new aggregate: one init, none for its second command"
+    );
+
+    let started = std::time::Instant::now();
+    while app.aggregate_stats::<Dozing>().hibernated == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "it hibernates"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    app.dispatch(Nudge { id: "d".into() }).await.unwrap();
+    assert_eq!(
+        inits(&capture)[1..],
+        [("d".into(), "hibernation".into(), "2".into())],
+        "a thaw"
+    );
+    app.stop().await;
+
+    let app = Evoq::builder().shared_store(store).start().await.unwrap();
+    app.dispatch(Nudge { id: "d".into() }).await.unwrap();
+    assert_eq!(
+        inits(&capture)[2..],
+        [("d".into(), "store".into(), "3".into())],
+        "a rebuild from the stored events, in a new runtime"
+    );
+    app.stop().await;
+}

@@ -494,7 +494,8 @@ impl<A: Aggregate> Actor<'_, A> {
     async fn activate(&mut self, command: &'static str) -> Result<bool, Error> {
         if let Some(frozen) = self.core.thaw.take() {
             self.core.instance = self.thawed(*frozen);
-            if self.core.instance.is_some() {
+            if let Some(instance) = &self.core.instance {
+                self.initialized("hibernation", instance.version);
                 return Ok(false);
             }
         }
@@ -513,8 +514,27 @@ impl<A: Aggregate> Actor<'_, A> {
             duration_us = started.elapsed().as_micros() as u64,
             "evoq.aggregate.activate",
         );
+        let from = if instance.version == 0 {
+            "new"
+        } else {
+            "store"
+        };
+        self.initialized(from, instance.version);
         self.core.instance = Some(instance);
         Ok(true)
+    }
+
+    /// Reports `evoq.aggregate.init`: an instance came to life `from` a new stream, the store
+    /// or hibernation, at `version`.
+    fn initialized(&self, from: &'static str, version: u64) {
+        tracing::debug!(
+            name: "evoq.aggregate.init",
+            aggregate = A::NAME,
+            aggregate_id = %self.id(),
+            from,
+            version,
+            "evoq.aggregate.init",
+        );
     }
 
     fn thawed(&self, frozen: Frozen) -> Option<Instance<A>> {
