@@ -1,15 +1,18 @@
 //! Metrics through the `metrics` facade: after a workload, a Prometheus exporter's scrape
 //! endpoint shows counters that match the work (dispatches by command and outcome, handler
-//! events by outcome, position, lag, live aggregates, the store's batches).
+//! events by outcome, position, lag and status, live aggregates, the store's batches).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use evoq::HandlerOptions;
 use evoq::prelude::*;
 use evoq::store::sqlite::SqliteStore;
 use evoq_tests::bank::*;
+use evoq_tests::faulty_store::FaultyStore;
 use evoq_tests::ledger::Failed;
 use evoq_tests::temp::TempDir;
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -155,5 +158,60 @@ async fn a_scrape_after_a_workload_shows_counters_that_match_the_work() {
             r#"evoq_dispatch_seconds_count{command="Deposit",outcome="ok"}"#
         ) == 9.0
     );
+    assert_eq!(status_of(&samples, "ledger"), "running");
     app.stop().await;
+    let samples = tokio::task::spawn_blocking(move || scrape(port))
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&samples, "ledger"),
+        "stopped",
+        "the runtime stopped"
+    );
+
+    // A handler whose store fails its reads is retrying until they work again.
+    let store = FaultyStore::new();
+    store.fail_read_all.store(true, Ordering::SeqCst);
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler_with(Ledger, HandlerOptions::new().name("stalled"))
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(open("s1")).await.unwrap();
+    app.dispatch(deposit("s1", 1)).await.unwrap();
+    let status = |want: &'static str| async move {
+        for _ in 0..200 {
+            let samples = tokio::task::spawn_blocking(move || scrape(port))
+                .await
+                .unwrap();
+            if samples.contains_key(r#"evoq_handler_status{handler="stalled",status="running"}"#)
+                && status_of(&samples, "stalled") == want
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the handler's status gauge never showed `{want}`");
+    };
+    status("retrying").await;
+    store.fail_read_all.store(false, Ordering::SeqCst);
+    status("running").await;
+    app.stop().await;
+    status("stopped").await;
+}
+
+/// The one status of `evoq_handler_status{handler}` at 1, the other two at 0.
+fn status_of(samples: &BTreeMap<String, f64>, handler: &str) -> &'static str {
+    let on: Vec<&'static str> = ["running", "retrying", "stopped"]
+        .into_iter()
+        .filter(|status| {
+            sample(
+                samples,
+                &format!(r#"evoq_handler_status{{handler="{handler}",status="{status}"}}"#),
+            ) == 1.0
+        })
+        .collect();
+    assert_eq!(on.len(), 1, "exactly one status at 1: {on:?}");
+    on[0]
 }

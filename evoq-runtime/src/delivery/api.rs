@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::consistency::wait_one;
-use super::state::{Control, HandlerState};
+use super::state::{Control, Doing, HandlerState};
 use super::subscribers::Subscribers;
 use crate::error::Error;
 use crate::store::DeadLetter;
@@ -156,14 +156,14 @@ impl HandlerStats {
             dead_letters: counters.dead_letters.load(Ordering::Relaxed),
             skipped: counters.skipped.load(Ordering::Relaxed),
             stopped: progress.stopped.as_deref().map(str::to_owned),
-            status: match (&progress.stopped, &progress.trouble) {
-                (Some(reason), _) => HandlerStatus::Stopped {
-                    reason: reason.to_string(),
+            status: match progress.doing() {
+                Doing::Running => HandlerStatus::Running,
+                Doing::Retrying(reason) => HandlerStatus::Retrying {
+                    reason: reason.to_owned(),
                 },
-                (None, Some(reason)) => HandlerStatus::Retrying {
-                    reason: reason.to_string(),
+                Doing::Stopped(reason) => HandlerStatus::Stopped {
+                    reason: reason.to_owned(),
                 },
-                (None, None) => HandlerStatus::Running,
             },
             faults: counters.faults.load(Ordering::Relaxed),
         }

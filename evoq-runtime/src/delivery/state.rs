@@ -21,6 +21,39 @@ pub(crate) struct Progress {
     pub(crate) trouble: Option<Arc<str>>,
 }
 
+impl Progress {
+    /// What the handler is doing: a stop wins over a failure being retried.
+    pub(crate) fn doing(&self) -> Doing<'_> {
+        match (&self.stopped, &self.trouble) {
+            (Some(reason), _) => Doing::Stopped(reason),
+            (None, Some(reason)) => Doing::Retrying(reason),
+            (None, None) => Doing::Running,
+        }
+    }
+}
+
+/// What a handler is doing, with why when it is not running: `HandlerStats::status`, and the
+/// label of `evoq_handler_status`.
+pub(crate) enum Doing<'a> {
+    Running,
+    Retrying(&'a str),
+    Stopped(&'a str),
+}
+
+impl Doing<'_> {
+    /// Every label of `evoq_handler_status{status}`.
+    pub(crate) const LABELS: [&'static str; 3] = ["running", "retrying", "stopped"];
+
+    /// This one's label in `evoq_handler_status{status}`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Doing::Running => "running",
+            Doing::Retrying(_) => "retrying",
+            Doing::Stopped(_) => "stopped",
+        }
+    }
+}
+
 /// A request to a handler's task.
 pub(crate) enum Control {
     /// Deliver this dead letter again, once.

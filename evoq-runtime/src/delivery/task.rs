@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use super::policy::{HandlerConfig, OnError, Resolved, RetryStrategy, StartFrom};
-use super::state::{Control, Count, HandlerState};
+use super::state::{Control, Count, Doing, HandlerState, Progress};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::store::{
@@ -76,11 +76,24 @@ pub(crate) struct Task {
 }
 
 /// The handler's gauges: `evoq_handler_position{handler}` and `evoq_handler_lag{handler}`, set
-/// whenever the task publishes its position.
+/// whenever the task publishes its position, and `evoq_handler_status{handler, status}`, set
+/// whenever its status changes.
 struct Gauges {
     position: metrics::Gauge,
     lag: metrics::Gauge,
     head: watch::Receiver<u64>,
+    /// One per label of [`Doing::LABELS`]: 1 for the handler's status, 0 for the others.
+    status: [metrics::Gauge; 3],
+}
+
+impl Gauges {
+    /// Shows what the handler is doing in `evoq_handler_status`.
+    fn show(&self, doing: &Doing<'_>) {
+        let label = doing.label();
+        for (gauge, each) in self.status.iter().zip(Doing::LABELS) {
+            gauge.set(if each == label { 1.0 } else { 0.0 });
+        }
+    }
 }
 
 /// Where a task starts: after this position, and the store's head when the runtime started.
@@ -150,7 +163,11 @@ impl Task {
             position: metrics::gauge!("evoq_handler_position", "handler" => state.name.to_string()),
             lag: metrics::gauge!("evoq_handler_lag", "handler" => state.name.to_string()),
             head: store.head(),
+            status: Doing::LABELS.map(|status| {
+                metrics::gauge!("evoq_handler_status", "handler" => state.name.to_string(), "status" => status)
+            }),
         };
+        gauges.show(&state.progress.borrow().doing());
         Task {
             gauges,
             head_at_start,
@@ -251,10 +268,12 @@ impl Task {
     fn stop_unleased(&mut self) {
         self.publish(self.start_after);
         self.announce();
-        self.state.progress.send_modify(|progress| {
-            if progress.stopped.is_none() {
+        self.change_status(|progress| {
+            let first = progress.stopped.is_none();
+            if first {
                 progress.stopped = Some(Arc::from("the runtime stopped"));
             }
+            first
         });
         tracing::debug!(
             name: "evoq.handler.shutdown",
@@ -557,8 +576,9 @@ impl Task {
                     Delivered::Stop(reason) => {
                         self.publish(processed);
                         self.announce();
-                        self.state.progress.send_modify(|progress| {
+                        self.change_status(|progress| {
                             progress.stopped = Some(Arc::from(reason.as_str()));
+                            true
                         });
                         self.finish(consumer, processed, lease).await;
                         return Served::Done;
@@ -772,16 +792,23 @@ impl Task {
     /// the caller): the handler's state says it is retrying, and why.
     fn trouble(&self, reason: String) {
         self.state.counters.count(Count::Fault);
-        self.state
-            .progress
-            .send_modify(|progress| progress.trouble = Some(Arc::from(reason)));
+        self.change_status(|progress| {
+            progress.trouble = Some(Arc::from(reason));
+            true
+        });
     }
 
     /// The failure last recorded by [`trouble`](Self::trouble) is over.
     fn recovered(&self) {
-        self.state
-            .progress
-            .send_if_modified(|progress| progress.trouble.take().is_some());
+        self.change_status(|progress| progress.trouble.take().is_some());
+    }
+
+    /// Publishes a change of the handler's status (`change` says whether it changed
+    /// anything), and shows the status in its gauge.
+    fn change_status(&self, change: impl FnOnce(&mut Progress) -> bool) {
+        if self.state.progress.send_if_modified(change) {
+            self.gauges.show(&self.state.progress.borrow().doing());
+        }
     }
 
     /// Whether the runtime is stopping (asked to, or dropped).
@@ -907,10 +934,12 @@ impl Task {
             // node resumes from it.
             let _ = self.save(consumer, processed, lease).await;
         }
-        self.state.progress.send_modify(|progress| {
-            if progress.stopped.is_none() {
+        self.change_status(|progress| {
+            let first = progress.stopped.is_none();
+            if first {
                 progress.stopped = Some(Arc::from("the runtime stopped"));
             }
+            first
         });
         tracing::debug!(
             name: "evoq.handler.shutdown",
