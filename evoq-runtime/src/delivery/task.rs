@@ -268,6 +268,12 @@ impl Task {
     fn stop_unleased(&mut self) {
         self.publish(self.start_after);
         self.announce();
+        self.shut_down(self.start_after);
+    }
+
+    /// The task ends at `position` because the runtime stops: its status says so (unless its
+    /// policy stopped it first, which stays the reason).
+    fn shut_down(&self, position: u64) {
         self.change_status(|progress| {
             let first = progress.stopped.is_none();
             if first {
@@ -278,7 +284,7 @@ impl Task {
         tracing::debug!(
             name: "evoq.handler.shutdown",
             handler = &*self.state.name,
-            position = self.start_after,
+            position,
             "evoq.handler.shutdown",
         );
     }
@@ -934,19 +940,7 @@ impl Task {
             // node resumes from it.
             let _ = self.save(consumer, processed, lease).await;
         }
-        self.change_status(|progress| {
-            let first = progress.stopped.is_none();
-            if first {
-                progress.stopped = Some(Arc::from("the runtime stopped"));
-            }
-            first
-        });
-        tracing::debug!(
-            name: "evoq.handler.shutdown",
-            handler = &*self.state.name,
-            position = processed,
-            "evoq.handler.shutdown",
-        );
+        self.shut_down(processed);
     }
 
     /// Delivers one event with the handler's retries and error policy. A shared lease is
