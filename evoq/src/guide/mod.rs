@@ -14,6 +14,8 @@
 //! - [`testing`]: given / when / then tests of one aggregate (`AggregateTest`), one saga
 //!   instance (`SagaTest`) and one projection (`ProjectionTest`), without a runtime.
 //! - [`stores`]: the event store contract, and choosing a store: in-memory, SQLite, PostgreSQL.
+//! - [`operations`]: what a running application tells you: logs and traces, metrics, the
+//!   counters in the process, health, the inspector CLI.
 //! - [`compile_errors`]: every compile-time rule with its message, and the signature each
 //!   block wants of its methods.
 
@@ -48,6 +50,9 @@ pub mod testing {}
 
 #[doc = include_str!("stores.md")]
 pub mod stores {}
+
+#[doc = include_str!("operations.md")]
+pub mod operations {}
 
 #[doc = include_str!("compile_errors.md")]
 pub mod compile_errors {}
