@@ -1,5 +1,6 @@
 //! evoq's metrics in Prometheus: install an exporter before the runtime starts, run a small
-//! workload, and print what a scrape of the endpoint shows.
+//! workload with an event handler, and print what a scrape of the endpoint shows (dispatches
+//! by outcome, the handler's events, position, lag and status, the aggregates in memory).
 //!
 //! Run it with `cargo run --example prometheus` (the endpoint listens on 127.0.0.1:9464, or
 //! on the address in `EVOQ_METRICS_ADDR`). With `--serve`, it keeps serving the endpoint until
@@ -16,6 +17,25 @@ use domain::*;
 use evoq::prelude::*;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
+/// Counts deposits: an event handler, so that the scrape shows its position, lag and status.
+#[derive(Default)]
+struct Deposits {
+    count: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+#[event_handler(name = "deposits")]
+impl Deposits {
+    #[handles]
+    async fn deposited(&mut self, _: &MoneyDeposited, _: &EventMeta) -> Result<(), Never> {
+        self.count += 1;
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::var("EVOQ_METRICS_ADDR")
@@ -26,19 +46,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_http_listener(addr)
         .install()?;
 
-    let app = Evoq::builder().start().await?;
+    let app = Evoq::builder().handler(Deposits::default()).start().await?;
     app.dispatch(OpenAccount {
         account: "acc-1".into(),
         initial_balance: 100,
     })
     .await?;
+    let mut token = 0;
     for _ in 0..10 {
-        app.dispatch(Deposit {
-            account: "acc-1".into(),
-            amount: 5,
-        })
-        .await?;
+        token = app
+            .dispatch(Deposit {
+                account: "acc-1".into(),
+                amount: 5,
+            })
+            .await?
+            .token;
     }
+    // The handler has seen every deposit: its gauges say so.
+    app.wait_for::<Deposits>(token).await?;
     let overdrawn = app
         .dispatch(Withdraw {
             account: "acc-1".into(),
