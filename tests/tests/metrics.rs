@@ -181,7 +181,7 @@ async fn a_scrape_after_a_workload_shows_counters_that_match_the_work() {
     app.dispatch(open("s1")).await.unwrap();
     app.dispatch(deposit("s1", 1)).await.unwrap();
     let status = |want: &'static str| async move {
-        for _ in 0..200 {
+        for _ in 0..500 {
             let samples = tokio::task::spawn_blocking(move || scrape(port))
                 .await
                 .unwrap();
