@@ -494,9 +494,8 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
 
     let explicit = explicit_check(handler);
     // A decision's handler may take the context's events (only a decision's spec lets a
-    // `#[handles]` method have the parameter): `&[the event enum]`, checked at the user's type.
-    // `&[the event enum]`, checked at the user's element type (`decision::check_queries`
-    // refused any other shape).
+    // `#[handles]` method have the parameter): `&[the event enum]`, checked at the user's
+    // element type (`decision::check_queries` refused any other shape).
     let call = match handler.context.as_ref().and_then(slice_element) {
         Some(taken) => {
             let span = taken.span();
@@ -554,30 +553,21 @@ fn route(def: &AggregateDef, handler: &HandlerFn) -> TokenStream {
         .decision
         .as_ref()
         .map(|decision| decision.route_items(handler));
+    let output = quote!(#p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection>);
     let run = match handler.context {
         Some(_) => quote! {
             const DECISION_CONTEXT: #p::core::primitive::bool = true;
 
-            fn handle(
-                state: &#state,
-                command: &#command,
-            ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
+            fn handle(state: &#state, command: &#command) -> #output {
                 <Self as #p::Route>::decide_on(state, command, &[])
             }
 
-            fn decide_on(
-                state: &#state,
-                command: &#command,
-                context: &[#event_enum],
-            ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
+            fn decide_on(state: &#state, command: &#command, context: &[#event_enum]) -> #output {
                 #handle
             }
         },
         None => quote! {
-            fn handle(
-                state: &#state,
-                command: &#command,
-            ) -> #p::core::result::Result<#p::std::vec::Vec<#event_enum>, #p::Rejection> {
+            fn handle(state: &#state, command: &#command) -> #output {
                 #handle
             }
         },
