@@ -93,7 +93,8 @@ impl ReadYourWrites {
     }
 
     /// How long a read waits, for all the handlers together (default: the runtime's
-    /// `dispatch_timeout`). Past it the read answers 503 with a problem document.
+    /// `dispatch_timeout`). Past it the read answers 503 with a problem document. A timeout too
+    /// long for the clock (`Duration::MAX`) waits without a deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -115,8 +116,10 @@ impl ReadYourWrites {
             .collect()
     }
 
-    fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout.unwrap_or(self.app.config().dispatch_timeout)
+    /// When the wait ends: `None` for a timeout too long to add to the clock
+    /// (`Duration::MAX`, say), which waits without a deadline.
+    fn deadline(&self) -> Option<Instant> {
+        Instant::now().checked_add(self.timeout.unwrap_or(self.app.config().dispatch_timeout))
     }
 
     /// Waits until every handler named has processed the events up to `token`, within the
@@ -129,8 +132,7 @@ impl ReadYourWrites {
                 Target::Type { wait, .. } => wait(&self.app, token),
                 Target::Named(name) => self.app.wait_for_named(name, token),
             };
-            wait.timeout(deadline.saturating_duration_since(Instant::now()))
-                .await?;
+            wait.timeout(left(deadline)).await?;
         }
         Ok(())
     }
@@ -138,9 +140,18 @@ impl ReadYourWrites {
     /// Waits until the handler `H` alone has processed the events up to `token`, within the
     /// deadline.
     pub async fn wait_on<H: EventHandler>(&self, token: u64) -> Result<(), Error> {
-        let left = self.deadline().saturating_duration_since(Instant::now());
-        self.app.wait_for::<H>(token).timeout(left).await
+        self.app
+            .wait_for::<H>(token)
+            .timeout(left(self.deadline()))
+            .await
     }
+}
+
+/// The time left until `deadline` (all of it when there is none).
+fn left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |deadline| {
+        deadline.saturating_duration_since(Instant::now())
+    })
 }
 
 impl std::fmt::Debug for ReadYourWrites {
@@ -316,5 +327,27 @@ where
             }
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_timeout_too_long_for_the_clock_waits_without_a_deadline_instead_of_panicking() {
+        let app = Evoq::builder().start().await.expect("the runtime starts");
+        let reads = ReadYourWrites::new(app.clone())
+            .handler("nobody")
+            .timeout(Duration::MAX);
+        assert_eq!(reads.deadline(), None);
+        // The wait gets as far as the runtime's answer: no handler of that name.
+        let waited = reads.wait(0).await;
+        assert!(
+            matches!(waited, Err(Error::UnknownHandler { .. })),
+            "{waited:?}"
+        );
+        assert_eq!(left(None), Duration::MAX);
+        app.stop().await;
     }
 }
