@@ -10,6 +10,7 @@ use evoq::prelude::*;
 use evoq::store::memory::InMemoryStore;
 use evoq::store::{Direction, EventFilter};
 use evoq::{Config, ExpectedVersion, HandlerConfig, HandlerOptions, StartFrom};
+use evoq_tests::backends::{Backend, Place};
 use evoq_tests::ledger::*;
 
 /// Takes `Alpha` and `Gamma`, never `Beta`.
@@ -435,9 +436,13 @@ impl Held {
     }
 }
 
-#[tokio::test]
-async fn start_from_current_skips_stored_events_and_origin_replays_them() {
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+/// On every store, PostgreSQL's shared lease included: taking the lease does not move a
+/// handler told to start from the origin up to the checkpoint in the store.
+async fn start_from_current_skips_stored_events_and_origin_replays_them(backend: Backend) {
+    let Some(place) = Place::new(backend, "start_from").await else {
+        return;
+    };
+    let store = place.open().await;
     for n in 0..3u64 {
         store
             .append(
@@ -483,6 +488,22 @@ async fn start_from_current_skips_stored_events_and_origin_replays_them() {
         [1, 2, 3, 4],
         "origin ignores the checkpoint"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn start_from_current_skips_stored_events_and_origin_replays_them_in_memory() {
+    start_from_current_skips_stored_events_and_origin_replays_them(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_current_skips_stored_events_and_origin_replays_them_on_sqlite() {
+    start_from_current_skips_stored_events_and_origin_replays_them(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_current_skips_stored_events_and_origin_replays_them_on_postgres() {
+    start_from_current_skips_stored_events_and_origin_replays_them(Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -761,9 +782,13 @@ async fn store_failures_delay_a_handler_but_lose_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event() {
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryStore::new());
+/// On every store, PostgreSQL's shared lease included: taking the lease does not bring the
+/// stale checkpoint back.
+async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event(backend: Backend) {
+    let Some(place) = Place::new(backend, "beyond_head").await else {
+        return;
+    };
+    let store = place.open().await;
     store
         .append(
             &ledger_stream("b"),
@@ -794,6 +819,22 @@ async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event
         "the new event is handled, not skipped"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event_in_memory() {
+    a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event_on_sqlite() {
+    a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event_on_postgres() {
+    a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event(Backend::Postgres)
+        .await;
 }
 
 #[tokio::test]

@@ -71,6 +71,9 @@ pub(crate) struct Task {
     deferred: VecDeque<Control>,
     /// When a shared lease was last confirmed by the store.
     confirmed_at: Instant,
+    /// Whether the task has taken the lease before (a task told to start from the origin
+    /// starts there at its first lease only).
+    leased: bool,
     /// The exported gauges of the handler's position and of its lag behind the head.
     gauges: Gauges,
 }
@@ -183,6 +186,7 @@ impl Task {
             unannounced: 0,
             deferred: VecDeque::new(),
             confirmed_at: Instant::now(),
+            leased: false,
         }
     }
 
@@ -341,6 +345,53 @@ impl Task {
         }
     }
 
+    /// Where the task resumes once it took a shared lease: after the checkpoint the last holder
+    /// saved, when that is further than where the task is. Not at the task's first lease when
+    /// it was told to start elsewhere (`StartFrom::Origin` replays from the first event,
+    /// whatever the checkpoint), and never past the store's head: a checkpoint beyond it (a
+    /// store restored from an older backup) would skip the events appended from now on up to
+    /// it, so the task resumes at the head instead, with a warning, as it does at start.
+    async fn resume_shared(&mut self) -> Result<(), StoreError> {
+        let first = !std::mem::replace(&mut self.leased, true);
+        if first && self.options.start_from == StartFrom::Origin {
+            return Ok(());
+        }
+        let Some(saved) = self.store.load_checkpoint(&self.state.name).await? else {
+            return Ok(());
+        };
+        if saved <= self.start_after {
+            return Ok(());
+        }
+        // Positions are gap-free: an event at or after `saved` exists exactly when the head has
+        // reached it. Asked of the store, not of this node's view of the head, which may lag
+        // behind the other nodes' commits.
+        let reached = self
+            .store
+            .read_all(saved - 1, 1, &EventFilter::All)
+            .await?;
+        let resume = if reached.events.is_empty() && reached.undecodable.is_empty() {
+            let head = *self.store.head().borrow();
+            tracing::warn!(
+                name: "evoq.handler.checkpoint",
+                stage = "reset",
+                handler = &*self.state.name,
+                checkpoint = saved,
+                head,
+                "the saved checkpoint is beyond the store's head; resuming at the head",
+            );
+            head
+        } else {
+            saved
+        };
+        if resume > self.start_after {
+            self.start_after = resume;
+            self.saved = resume;
+            self.publish(resume);
+            self.announce();
+        }
+        Ok(())
+    }
+
     /// Waits for the lease on the handler's name; `None` if the runtime stops first. While
     /// another node holds it, the published position follows the checkpoint that node saves.
     /// With a shared lease, starts after the checkpoint if another node moved it further.
@@ -356,15 +407,8 @@ impl Task {
                         self.recovered();
                     }
                     if lease.is_shared() {
-                        match self.store.load_checkpoint(&self.state.name).await {
-                            Ok(saved) => {
-                                if let Some(saved) = saved.filter(|s| *s > self.start_after) {
-                                    self.start_after = saved;
-                                    self.saved = saved;
-                                    self.publish(saved);
-                                    self.announce();
-                                }
-                            }
+                        match self.resume_shared().await {
+                            Ok(()) => {}
                             Err(error) => {
                                 drop(lease);
                                 failures = failures.saturating_add(1);
@@ -394,9 +438,11 @@ impl Task {
                 }
                 Ok(None) => {
                     // Another node runs the handler: follow its checkpoint, so waits on this
-                    // node (strong consistency, `wait_for`) see the handler's progress.
+                    // node (strong consistency, `wait_for`) see the handler's progress, but
+                    // never past the head this node knows: a checkpoint beyond the store's
+                    // head (a restored backup) reaches no event yet.
                     if let Ok(Some(saved)) = self.store.load_checkpoint(&self.state.name).await {
-                        self.publish(saved);
+                        self.publish(saved.min(*self.store.head().borrow()));
                         self.announce();
                     }
                     LEASE_POLL
