@@ -272,8 +272,9 @@ pub enum Error {
         aggregate_id: String,
     },
 
-    /// The command's aggregate id cannot name an instance (it is empty): nothing was run, no
-    /// instance was started, nothing was appended.
+    /// The command's aggregate id cannot name an instance (it is empty, or the store cannot
+    /// hold its stream id: on PostgreSQL, one with a NUL character or longer than 2,048
+    /// bytes): nothing was appended, and no other command failed with it.
     #[error(
         "command `{command}` cannot be dispatched: its aggregate id for aggregate `{aggregate}` {reason}; nothing was run"
     )]
@@ -427,8 +428,10 @@ pub enum ErrorKind {
     /// The command met another writer: a version conflict past its retries, or an idempotency
     /// key reused for another command ([`Error::Conflict`], [`Error::IdempotencyKeyReused`]).
     Conflict,
-    /// The caller's input is not valid: an aggregate id the store cannot hold
-    /// ([`Error::InvalidAggregateId`]).
+    /// The caller's input is not valid: an aggregate id that is empty or that the store cannot
+    /// hold ([`Error::InvalidAggregateId`]), an option the command does not take
+    /// ([`Error::UnsupportedOption`]), another value the store cannot hold (an idempotency key
+    /// or a tag too long for PostgreSQL's indexes: [`StoreError::Unstorable`]).
     InvalidInput,
     /// What the call names does not exist: a handler, a saga, a dead letter.
     NotFound,
@@ -485,9 +488,9 @@ impl Error {
             Error::Conflict { .. }
             | Error::DecisionConflict { .. }
             | Error::IdempotencyKeyReused { .. } => ErrorKind::Conflict,
-            Error::InvalidAggregateId { .. } | Error::UnsupportedOption { .. } => {
-                ErrorKind::InvalidInput
-            }
+            Error::InvalidAggregateId { .. }
+            | Error::UnsupportedOption { .. }
+            | Error::Store(StoreError::Unstorable { .. }) => ErrorKind::InvalidInput,
             Error::UnknownHandler { .. }
             | Error::UnknownSaga { .. }
             | Error::DeadLetterNotFound { .. } => ErrorKind::NotFound,

@@ -365,10 +365,7 @@ impl Task {
         // Positions are gap-free: an event at or after `saved` exists exactly when the head has
         // reached it. Asked of the store, not of this node's view of the head, which may lag
         // behind the other nodes' commits.
-        let reached = self
-            .store
-            .read_all(saved - 1, 1, &EventFilter::All)
-            .await?;
+        let reached = self.store.read_all(saved - 1, 1, &EventFilter::All).await?;
         let resume = if reached.events.is_empty() && reached.undecodable.is_empty() {
             let head = *self.store.head().borrow();
             tracing::warn!(

@@ -438,7 +438,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     }
                     // The append's outcome is unknown to us: rebuild before the next command.
                     Err(error) => {
-                        let error = Error::from(error);
+                        let error = self.store_failed(name, error);
                         error.alarm("append", self.stream());
                         return Err(error);
                     }
@@ -568,7 +568,7 @@ impl<A: Aggregate> Actor<'_, A> {
             .store
             .read_from_snapshot(self.stream(), REPLAY_PAGE)
             .await
-            .map_err(Error::from);
+            .map_err(|error| self.store_failed(command, error));
         let SnapshotAndEvents { snapshot, events } = self.alarmed(start)?;
         let mut instance = Instance {
             state: A::default(),
@@ -960,6 +960,27 @@ impl<A: Aggregate> Actor<'_, A> {
                 version,
                 "evoq.aggregate.passivate",
             ),
+        }
+    }
+
+    /// The error of a store call that failed: one that says the store cannot hold the stream
+    /// id is the aggregate id's fault, named as such.
+    fn store_failed(&self, command: &'static str, error: StoreError) -> Error {
+        match error {
+            StoreError::Unstorable {
+                what: "stream id",
+                backend,
+                value,
+                reason,
+            } => Error::InvalidAggregateId {
+                aggregate: A::NAME,
+                command,
+                id: self.id().to_owned(),
+                reason: format!(
+                    "cannot be held by the `{backend}` store in the stream id {value}: {reason}"
+                ),
+            },
+            error => Error::from(error),
         }
     }
 

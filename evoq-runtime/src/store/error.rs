@@ -184,4 +184,23 @@ pub enum StoreError {
         #[source]
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
+    /// A value the backend cannot hold: text with a character it cannot store (PostgreSQL's
+    /// text holds no NUL), or an indexed value (a stream id, an idempotency key, a tag) longer
+    /// than its indexes take. Nothing was read or written, and no other operation failed with
+    /// it. Not retried: the value has to change.
+    #[error(
+        "event store backend `{backend}` cannot hold the {what} {value}: {reason}; nothing was read or written"
+    )]
+    Unstorable {
+        /// Which backend.
+        backend: &'static str,
+        /// What the value is: `stream id`, `idempotency key`, `tag`, `event type`,
+        /// `command type`, `aggregate type`, or `events of the stream` (data of an append
+        /// that the database refused; the value is then the stream id).
+        what: &'static str,
+        /// The value, quoted and cut to its first 64 characters.
+        value: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
 }

@@ -68,6 +68,12 @@
 //!   server's message and what to do, the driver's error as its source. An append whose
 //!   `COMMIT` itself broke is not retried (it may have committed): it fails with an error that
 //!   says its outcome is unknown.
+//! - **What PostgreSQL cannot hold** fails its own call, never a group commit: text with a NUL
+//!   character (a stream id, an idempotency key, a tag, a type name), and a stream id,
+//!   idempotency key or tag over 2,048 bytes (a B-tree entry holds about 2.7 KB) are refused
+//!   before they reach the database, with [`StoreError::Unstorable`] naming the value. Data the
+//!   database itself refuses at commit (a constraint or trigger an operator added) makes the
+//!   writer commit the batch again in halves, until the append that holds it fails alone.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), evoq_runtime::StoreError> {
@@ -110,6 +116,7 @@ use crate::store::{
 };
 use crate::store::{EventCounts, StreamInfo};
 
+mod limits;
 mod tags;
 mod writer;
 
@@ -1700,6 +1707,7 @@ impl PostgresStore {
     /// Hands an append (with the command to record and the condition to check, if any) to the
     /// group-commit writer and waits for its result.
     async fn submit(&self, append: Append) -> Result<Appended, StoreError> {
+        append.storable()?;
         let (reply, answer) = oneshot::channel();
         let job = AppendJob { append, reply };
         let stopped = || StoreError::Backend {
@@ -1753,6 +1761,9 @@ impl EventStore for PostgresStore {
         lookup: CommandLookup<'_>,
         since: SystemTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
+        if let CommandLookup::Key(key) = &lookup {
+            limits::text("idempotency key", key)?;
+        }
         let (column, value): (&str, &(dyn ToSql + Sync)) = match &lookup {
             CommandLookup::Id(id) => ("command_id", id),
             CommandLookup::Key(key) => ("idempotency_key", key),
@@ -1800,6 +1811,7 @@ impl EventStore for PostgresStore {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
+        limits::text("stream id", stream)?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
@@ -1822,6 +1834,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        limits::text("stream id", stream)?;
         let sql = format!(
             "SELECT COALESCE(MAX(version), 0) FROM {}.events WHERE stream_id = $1",
             self.inner.schema
@@ -1884,6 +1897,7 @@ impl EventStore for PostgresStore {
         after: u64,
         max_count: usize,
     ) -> Result<AllPage, StoreError> {
+        limits::query(query)?;
         // Every position up to a head this node has seen is committed and visible, its tags
         // with it (one transaction wrote both).
         let head = *self.inner.head.borrow();
@@ -1935,6 +1949,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        limits::indexed("stream id", &snapshot.stream_id)?;
         let sql = format!(
             "INSERT INTO {}.snapshots (stream_id, version, data, taken_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, data = EXCLUDED.data, taken_at = EXCLUDED.taken_at",
@@ -1955,6 +1970,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        limits::text("stream id", stream)?;
         let sql = format!(
             "SELECT version, data, taken_at FROM {}.snapshots WHERE stream_id = $1",
             self.inner.schema
@@ -1972,6 +1988,7 @@ impl EventStore for PostgresStore {
         stream: &str,
         max_count: usize,
     ) -> Result<SnapshotAndEvents, StoreError> {
+        limits::text("stream id", stream)?;
         let s = &self.inner.schema;
         let sql = format!(
             "WITH snap AS (SELECT version, data, taken_at FROM {s}.snapshots WHERE stream_id = $1) \

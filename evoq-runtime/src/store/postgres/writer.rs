@@ -34,8 +34,8 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    BACKEND, COMMAND_COLUMNS, Failure, advance, copy_error, decode_command, describe, pooled,
-    retry_after,
+    BACKEND, COMMAND_COLUMNS, Failure, advance, copy_error, decode_command, describe, limits,
+    pooled, retry_after,
 };
 use crate::envelope::NewEvent;
 use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
@@ -51,6 +51,30 @@ pub(super) struct Append {
     /// The condition of a conditional append
     /// ([`append_if`](crate::store::EventStore::append_if)).
     pub(super) condition: Option<AppendCondition>,
+}
+
+impl Append {
+    /// Whether PostgreSQL can hold every value of the append (see [`limits`](super::limits)).
+    pub(super) fn storable(&self) -> Result<(), StoreError> {
+        limits::indexed("stream id", &self.stream)?;
+        for event in &self.events {
+            limits::text("event type", &event.event_type)?;
+            for tag in event.metadata.tags.iter() {
+                limits::indexed("tag", tag)?;
+            }
+        }
+        if let Some(command) = &self.command {
+            if let Some(key) = &command.idempotency_key {
+                limits::indexed("idempotency key", key)?;
+            }
+            limits::text("command type", &command.command)?;
+            limits::text("aggregate type", &command.aggregate)?;
+        }
+        if let Some(condition) = &self.condition {
+            limits::query(&condition.query)?;
+        }
+        Ok(())
+    }
 }
 
 /// One append waiting for the writer, and where its result goes.
@@ -615,11 +639,30 @@ impl Writer {
     }
 
     /// Commits `batch` and answers each of its appends.
-    async fn commit_and_reply(&self, batch: Vec<AppendJob>) {
+    ///
+    /// When the database refuses data of one of the appends (a value the checks of
+    /// [`limits`](super::limits) let through), the whole transaction rolled back: the batch is
+    /// committed again in halves, in order, until the append that holds the data is alone, so
+    /// that it fails by itself ([`StoreError::Unstorable`]) and every other append commits.
+    async fn commit_and_reply(&self, mut batch: Vec<AppendJob>) {
         match self.commit(&batch).await {
             Ok(results) => {
                 for (job, result) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(result);
+                }
+            }
+            Err(error) if refuses_data(&error) && batch.len() > 1 => {
+                let second = batch.split_off(batch.len() / 2);
+                Box::pin(self.commit_and_reply(batch)).await;
+                Box::pin(self.commit_and_reply(second)).await;
+            }
+            Err(error) if refuses_data(&error) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(limits::unstorable(
+                        "events of the stream",
+                        &job.append.stream,
+                        format!("the database refused them ({error}); fix their data"),
+                    )));
                 }
             }
             Err(error) => {
@@ -701,6 +744,18 @@ fn commit_failure(location: &str, error: tokio_postgres::Error) -> Failure {
             ),
         })
     }
+}
+
+/// Whether the database refused the data of a statement, rolling it back (SQLSTATE classes 22,
+/// a data exception; 23, a constraint the append function does not check itself, such as an
+/// event id used twice; 54, a value past a limit of the database's): what an append holds, not
+/// the database's state, so the batch's other appends commit without it.
+fn refuses_data(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Refused { code: Some(code), .. }
+            if code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+    )
 }
 
 /// Each append's result from the rows of the append function; an append the rows do not
