@@ -69,17 +69,31 @@ pub(crate) struct Opened {
     pub(crate) location: String,
     /// The SQLite store of a write, closed when the command is done.
     sqlite: Option<SqliteStore>,
+    /// The SQLite store, for its head.
+    file: Option<SqliteStore>,
     /// The PostgreSQL store, for its head.
     postgres: Option<PostgresStore>,
 }
 
 impl Opened {
-    /// The head now (PostgreSQL: read from the database).
+    /// The head now, read from the file or the database (the store's head watch may lag
+    /// behind the application's commits).
     pub(crate) async fn head(&self) -> Result<u64, StoreError> {
-        match &self.postgres {
-            Some(pg) => pg.read_head().await,
-            None => Ok(*self.store.head().borrow()),
+        match (&self.postgres, &self.file) {
+            (Some(pg), _) => pg.read_head().await,
+            (None, Some(file)) => file.read_head().await,
+            (None, None) => Ok(*self.store.head().borrow()),
         }
+    }
+
+    /// Waits until reads of the store go past `position`, up to `deadline`: a PostgreSQL
+    /// store reads up to the head its watch has seen, which follows the database's with a
+    /// notification or a poll. Whether they do.
+    pub(crate) async fn readable_past(&self, position: u64, deadline: Duration) -> bool {
+        let mut head = self.store.head();
+        tokio::time::timeout(deadline, head.wait_for(|head| *head > position))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
     }
 
     /// Whether this is a PostgreSQL store (shared by nodes: handlers hold leases).
@@ -108,9 +122,10 @@ pub(crate) async fn open_for_reading(target: &Target) -> Result<Opened, CliError
             let store = inspect_file(path).await?;
             Ok(Opened {
                 location: format!("`{}`", path.display()),
-                store: Arc::new(store),
+                store: Arc::new(store.clone()),
                 kind: "sqlite",
                 sqlite: None,
+                file: Some(store),
                 postgres: None,
             })
         }
@@ -140,7 +155,8 @@ pub(crate) async fn open_for_writing(target: &Target, what: &str) -> Result<Open
                 location: format!("`{}`", path.display()),
                 store: Arc::new(store.clone()),
                 kind: "sqlite",
-                sqlite: Some(store),
+                sqlite: Some(store.clone()),
+                file: Some(store),
                 postgres: None,
             })
         }
@@ -175,6 +191,7 @@ async fn connect(url: &str, schema: &str) -> Result<Opened, CliError> {
         store: Arc::new(store.clone()),
         kind: "postgres",
         sqlite: None,
+        file: None,
         postgres: Some(store),
     })
 }

@@ -19,7 +19,7 @@ use evoq_tests::pg::PgSchema;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_postgres::NoTls;
 
-use common::{HEAD, Run, evoq, fill, golden, normalize, start};
+use common::{HEAD, Run, evoq, fill, golden, normalize, start, verify_while_writing};
 
 async fn connect(schema: &PgSchema) -> PostgresStore {
     PostgresStore::connect_with(
@@ -354,4 +354,23 @@ async fn a_retry_asked_of_a_schema_is_carried_out_by_the_node_running_the_handle
             .is_empty()
     );
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_nothing_wrong_with_a_schema_the_application_is_writing() {
+    let Some(schema) = filled("cli_verify_live").await else {
+        return;
+    };
+    let args = vec![
+        "--store".to_owned(),
+        schema.url.clone(),
+        "--schema".to_owned(),
+        schema.schema.clone(),
+    ];
+    let failed = verify_while_writing(Arc::new(connect(&schema).await), args, 60).await;
+    assert!(
+        failed.is_empty(),
+        "verify reported a problem on a healthy schema being written: {failed:#?}"
+    );
+    run(&schema, &["verify"]).expect_code(0);
 }

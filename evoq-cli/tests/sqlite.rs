@@ -15,7 +15,7 @@ use evoq_tests::bank::Deposit;
 use evoq_tests::temp::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use common::{HEAD, evoq, fill, golden, normalize, start};
+use common::{HEAD, evoq, fill, golden, normalize, start, verify_while_writing};
 
 /// A closed file that the application filled.
 async fn filled(label: &str) -> (TempDir, String) {
@@ -583,4 +583,22 @@ async fn verify_reports_every_damaged_row_and_exits_with_1() {
                 .contains("`evoq verify` lists every row that does not decode"),
         "{run:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_nothing_wrong_with_a_file_the_application_is_writing() {
+    let (_dir, store_arg) = filled("cli-verify-live").await;
+    let path = store_arg.strip_prefix("sqlite:").unwrap().to_owned();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let failed = verify_while_writing(
+        Arc::new(store),
+        vec!["--store".into(), store_arg.clone()],
+        60,
+    )
+    .await;
+    assert!(
+        failed.is_empty(),
+        "verify reported a problem on a healthy file being written: {failed:#?}"
+    );
+    evoq(&["--store", &store_arg, "verify"]).expect_code(0);
 }

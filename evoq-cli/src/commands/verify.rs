@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 
 use evoq_runtime::store::{EventFilter, StoredRow};
 use evoq_runtime::{EventStore, StoreError};
@@ -137,6 +138,10 @@ impl Problem {
 }
 
 /// `verify`; `Ok(true)` when the store is sound.
+/// How long `verify` waits for the store's reads to reach the head it read (a PostgreSQL
+/// store's watch follows the database with a notification, or a poll twice a second).
+const HEAD_WAIT: Duration = Duration::from_secs(5);
+
 pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, CliError> {
     let opened = open_for_reading(&ctx.target).await?;
     let store = &*opened.store;
@@ -199,6 +204,11 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
             versions.insert(stream, last.max(version));
         }
         if page.scanned_through <= cursor {
+            // The store reads no further than the head it has seen, which may lag behind the
+            // one read above while the application writes: wait for it, once per position.
+            if opened.readable_past(cursor, HEAD_WAIT).await {
+                continue;
+            }
             break;
         }
         cursor = page.scanned_through;
@@ -240,12 +250,13 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
         }
     }
 
-    // Checkpoints, against the head now.
-    let now = opened.head().await.doing("reading the head")?.max(head);
+    // Checkpoints, against the head read after them: a handler saves only positions it
+    // processed, so a checkpoint listed before the head was read is at most that head.
     let checkpoints = store
         .list_checkpoints()
         .await
         .doing("listing checkpoints")?;
+    let now = opened.head().await.doing("reading the head")?.max(head);
     for (name, position) in &checkpoints {
         if *position > now {
             problems.push(Problem::CheckpointBeyondHead {

@@ -113,6 +113,60 @@ pub(crate) async fn fill(store: Arc<dyn EventStore>) {
     app.stop().await;
 }
 
+/// Runs `evoq <args> verify` `times` times while the application writes to `store` as fast as
+/// it can (deposits, and withdrawals its handler dead-letters, so that checkpoints move and
+/// dead letters are saved); returns the runs that did not exit with 0.
+pub(crate) async fn verify_while_writing(
+    store: Arc<dyn EventStore>,
+    args: Vec<String>,
+    times: usize,
+) -> Vec<Run> {
+    let app = start(store).await;
+    app.dispatch(OpenAccount {
+        account: "busy".into(),
+        initial_balance: 1_000_000,
+    })
+    .await
+    .unwrap();
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writers: Vec<_> = (0..4)
+        .map(|n| {
+            let (app, writing) = (app.clone(), Arc::clone(&writing));
+            tokio::spawn(async move {
+                while writing.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = app
+                        .dispatch(Deposit {
+                            account: format!("busy-{n}"),
+                            amount: 1,
+                        })
+                        .await;
+                    let _ = app
+                        .dispatch(Withdraw {
+                            account: "busy".into(),
+                            amount: 1,
+                        })
+                        .await;
+                }
+            })
+        })
+        .collect();
+    let failed = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (0..times)
+            .map(|_| evoq(&[args.as_slice(), &["verify"]].concat()))
+            .filter(|run| run.code != 0)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    app.stop().await;
+    failed
+}
+
 /// What a run of `evoq` gave.
 #[derive(Debug)]
 pub(crate) struct Run {

@@ -613,6 +613,13 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// The head position, read now: the one this store's writer published, or, for a store
+    /// opened for inspection ([`open_for_inspection`](Self::open_for_inspection)), the file's
+    /// (the [`head`](EventStore::head) watch follows it with a poll).
+    pub async fn read_head(&self) -> Result<u64, StoreError> {
+        self.readable_head().await
+    }
+
     /// The head reads may go up to: the one the writer published; for a store opened for
     /// inspection, the file's, read now (and published to the head watch).
     async fn readable_head(&self) -> Result<u64, StoreError> {
