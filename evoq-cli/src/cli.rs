@@ -83,7 +83,7 @@ pub(crate) struct StreamsArgs {
     #[arg(long, value_name = "ID")]
     pub(crate) after: Option<String>,
     /// At most this many streams.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one())]
     pub(crate) limit: usize,
 }
 
@@ -96,7 +96,7 @@ pub(crate) struct StreamArgs {
     #[arg(long, default_value_t = 1, value_name = "VERSION")]
     pub(crate) from: u64,
     /// At most this many events.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one())]
     pub(crate) limit: usize,
 }
 
@@ -113,7 +113,7 @@ pub(crate) struct EventsArgs {
     #[arg(long, value_name = "POSITION")]
     pub(crate) from: Option<u64>,
     /// At most this many events (default 100; no limit with `--follow`).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     pub(crate) limit: Option<usize>,
     /// Keep printing events as they are committed, until Ctrl-C.
     #[arg(long, short = 'f')]
@@ -148,7 +148,7 @@ pub(crate) enum DeadLetterCommand {
         #[arg(long)]
         handler: Option<String>,
         /// At most this many per handler.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = at_least_one())]
         limit: usize,
     },
     /// Show one dead letter in full: the error, the event with its data and metadata.
@@ -183,4 +183,9 @@ pub(crate) struct VerifyArgs {
     /// Events read per page.
     #[arg(long, default_value_t = 1_000, value_name = "N")]
     pub(crate) page_size: usize,
+}
+
+/// A count of at least 1 (`--limit 0` would list nothing and look like an empty store).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }

@@ -209,8 +209,18 @@ async fn the_json_of_every_read_command_holds_what_the_store_holds() {
 async fn errors_name_the_thing_and_what_to_do_with_their_exit_code() {
     let (dir, store) = filled("cli-errors").await;
     let s = store.as_str();
-    let cases: [(Vec<&str>, i32, &str); 10] = [
+    let cases: [(Vec<&str>, i32, &str); 12] = [
         (vec!["streams"], 2, "no store given"),
+        (
+            vec!["--store", s, "dead-letters", "list", "--limit", "0"],
+            2,
+            "0 is not in 1..",
+        ),
+        (
+            vec!["--store", s, "events", "--limit", "0"],
+            2,
+            "0 is not in 1..",
+        ),
         (
             vec!["--store", s, "stream", "BankAccount-nope"],
             3,

@@ -154,7 +154,8 @@ async fn carried_out(
     id: Uuid,
     wait: u64,
 ) -> Result<Option<Uuid>, CliError> {
-    let deadline = Instant::now() + Duration::from_secs(wait);
+    // A wait too long for the clock waits until the request is done.
+    let deadline = Instant::now().checked_add(Duration::from_secs(wait));
     loop {
         let kept = opened
             .store
@@ -164,7 +165,7 @@ async fn carried_out(
         if kept.is_none() {
             return Ok(Some(id));
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Ok(None);
         }
         tokio::time::sleep(POLL).await;
