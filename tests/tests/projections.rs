@@ -590,3 +590,51 @@ async fn an_in_memory_read_model_over_sqlite_is_whole_again_after_a_restart() {
     );
     app.stop().await;
 }
+
+/// An in-memory model lives in one process: on a store shared by nodes, each node that wants
+/// the model names its projection for itself, so each takes a lease of its own and fills its
+/// own model, and a wait on either node reaches what was dispatched on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_models_on_two_postgres_nodes_fill_on_each_under_names_of_their_own() {
+    use evoq_tests::backends::{Backend, Place};
+    let Some(place) = Place::new(Backend::Postgres, "inmem_nodes").await else {
+        return;
+    };
+    let node = |name: &'static str, model: &InMemoryReadModel| {
+        let (place, model) = (&place, model.clone());
+        async move {
+            Evoq::builder()
+                .shared_store(place.open().await)
+                .projection_with(Balances { model }, HandlerOptions::new().name(name))
+                .start()
+                .await
+                .expect("the node starts")
+        }
+    };
+    let (model_a, model_b) = (InMemoryReadModel::new(), InMemoryReadModel::new());
+    let a = node("balances@a", &model_a).await;
+    let b = node("balances@b", &model_b).await;
+    a.dispatch(OpenAccount {
+        account: "acc-1".into(),
+        initial_balance: 10,
+    })
+    .await
+    .unwrap();
+    let done = b
+        .dispatch(Deposit {
+            account: "acc-1".into(),
+            amount: 5,
+        })
+        .await
+        .unwrap();
+    for (app, name) in [(&a, "balances@a"), (&b, "balances@b")] {
+        app.wait_for_named(name, done.token)
+            .timeout(Duration::from_secs(20))
+            .await
+            .expect("each node's projection reaches the other's write");
+    }
+    assert_eq!(model_a.get::<u64>("acc-1").unwrap(), Some(15));
+    assert_eq!(model_b.get::<u64>("acc-1").unwrap(), Some(15));
+    a.stop().await;
+    b.stop().await;
+}
