@@ -32,6 +32,12 @@ const STORE_RETRY: RetryStrategy =
 /// How often a handler whose lease another node holds asks for it again.
 const LEASE_POLL: Duration = Duration::from_millis(200);
 
+/// How long a task that takes a shared lease waits for its node's view of the head to reach
+/// the checkpoint another node saved, before it takes the checkpoint for one beyond the head
+/// (PostgreSQL's watch follows the other nodes' commits by notification, or by a poll every
+/// second by default).
+const HEAD_LAG: Duration = Duration::from_secs(5);
+
 /// How long a node whose lease was lost waits before it asks for it again, so that another
 /// node (whose connection to the store did not break) takes the handler over.
 const LEASE_LOST_PAUSE: Duration = Duration::from_secs(1);
@@ -350,7 +356,8 @@ impl Task {
     /// it was told to start elsewhere (`StartFrom::Origin` replays from the first event,
     /// whatever the checkpoint), and never past the store's head: a checkpoint beyond it (a
     /// store restored from an older backup) would skip the events appended from now on up to
-    /// it, so the task resumes at the head instead, with a warning, as it does at start.
+    /// it, so the task stays where it is (at its first lease, the start, which is bounded by
+    /// the head at start), with a warning.
     async fn resume_shared(&mut self) -> Result<(), StoreError> {
         let first = !std::mem::replace(&mut self.leased, true);
         if first && self.options.start_from == StartFrom::Origin {
@@ -363,29 +370,32 @@ impl Task {
             return Ok(());
         }
         // Positions are gap-free: an event at or after `saved` exists exactly when the head has
-        // reached it. Asked of the store, not of this node's view of the head, which may lag
-        // behind the other nodes' commits.
+        // reached it. This node reads up to the head it has seen, which may lag behind the
+        // node that saved the checkpoint (by a notification, or a poll of the store's): it
+        // waits for it a while first, so that a checkpoint that is not beyond the head is not
+        // taken for one (which would deliver again what the other node handled).
+        if *self.store.head().borrow() < saved {
+            let mut head = self.store.head();
+            let _ = tokio::time::timeout(HEAD_LAG, head.wait_for(|head| *head >= saved)).await;
+        }
         let reached = self.store.read_all(saved - 1, 1, &EventFilter::All).await?;
-        let resume = if reached.events.is_empty() && reached.undecodable.is_empty() {
-            let head = *self.store.head().borrow();
+        if reached.events.is_empty() && reached.undecodable.is_empty() {
+            // Where the task is was within the head when it got there: the start position
+            // (bounded by the head at start) or what it processed itself.
             tracing::warn!(
                 name: "evoq.handler.checkpoint",
                 stage = "reset",
                 handler = &*self.state.name,
                 checkpoint = saved,
-                head,
-                "the saved checkpoint is beyond the store's head; resuming at the head",
+                position = self.start_after,
+                "the saved checkpoint is beyond the store's head; resuming where the handler was",
             );
-            head
-        } else {
-            saved
-        };
-        if resume > self.start_after {
-            self.start_after = resume;
-            self.saved = resume;
-            self.publish(resume);
-            self.announce();
+            return Ok(());
         }
+        self.start_after = saved;
+        self.saved = saved;
+        self.publish(saved);
+        self.announce();
         Ok(())
     }
 
