@@ -210,10 +210,16 @@ impl<A: Aggregate> Actor<'_, A> {
                 ),
             });
             let idle = self.next_idle(&result, command.command());
-            let snapshot_due = match (&result, version_before) {
-                (Ok(done), Some(before)) => self.crosses_snapshot_boundary(before, done.version),
-                (Ok(done), None) => self.crosses_snapshot_boundary(0, done.version),
-                (Err(_), _) => false,
+            // Due when the command's own events carried the version past a multiple: not
+            // measured from 0 for an instance activated or thawed by this command, nor over
+            // events other nodes appended before it.
+            let snapshot_due = match &result {
+                Ok(done) => {
+                    let from = done.version.saturating_sub(done.events.len() as u64);
+                    let before = version_before.map_or(from, |before| before.max(from));
+                    self.crosses_snapshot_boundary(before, done.version)
+                }
+                Err(_) => false,
             };
             if snapshot_due {
                 Box::pin(self.save_snapshot()).await;
@@ -537,12 +543,17 @@ impl<A: Aggregate> Actor<'_, A> {
         );
     }
 
-    fn thawed(&self, frozen: Frozen) -> Option<Instance<A>> {
+    fn thawed(&mut self, frozen: Frozen) -> Option<Instance<A>> {
         match A::decode_state(frozen.state.as_bytes()) {
-            Some(Ok(state)) => Some(Instance {
-                state,
-                version: frozen.version,
-            }),
+            Some(Ok(state)) => {
+                if frozen.snapshotted {
+                    self.core.snapshot_version = frozen.version;
+                }
+                Some(Instance {
+                    state,
+                    version: frozen.version,
+                })
+            }
             other => {
                 tracing::warn!(
                     name: "evoq.aggregate.thaw",
@@ -830,21 +841,25 @@ impl<A: Aggregate> Actor<'_, A> {
             if factor == 1.0 {
                 duration
             } else {
-                duration.mul_f64(factor)
+                Duration::try_from_secs_f64(duration.as_secs_f64() * factor)
+                    .unwrap_or(Duration::MAX)
             }
         };
         let timeout = scale(timeout);
+        // A time too far for the clock (`Idle::After(Duration::MAX)`, say) never comes.
+        let timeout_at = now.checked_add(timeout);
         if let Some(hibernate_after) = kind.hibernate_after.map(scale)
             && hibernate_after < timeout
+            && let Some(hibernate_at) = now.checked_add(hibernate_after)
         {
             return self.set_timer(Some((
-                now + hibernate_after,
+                hibernate_at,
                 OnIdle::Hibernate {
-                    passivate_at: self.registry.millis_at(now + timeout),
+                    passivate_at: timeout_at.map_or(NEVER, |at| self.registry.millis_at(at)),
                 },
             )));
         }
-        self.set_timer(Some((now + timeout, OnIdle::Timeout)));
+        self.set_timer(timeout_at.map(|at| (at, OnIdle::Timeout)));
     }
 
     fn set_timer(&mut self, timer: Option<(Instant, OnIdle)>) {
@@ -910,7 +925,12 @@ impl<A: Aggregate> Actor<'_, A> {
     fn freeze(&self, passivate_at: u64) -> Option<Frozen> {
         let instance = self.core.instance.as_ref()?;
         match instance.state.encode_state()? {
-            Ok(state) => Some(Frozen::new(&state, instance.version, passivate_at)),
+            Ok(state) => Some(Frozen::new(
+                &state,
+                instance.version,
+                passivate_at,
+                self.core.snapshot_version == instance.version,
+            )),
             Err(error) => {
                 tracing::warn!(
                     name: "evoq.aggregate.hibernate",

@@ -18,6 +18,8 @@ pub(crate) struct Frozen {
     /// When the sweeper passivates it, in milliseconds since the registry's epoch
     /// ([`NEVER`](Frozen::NEVER): it stays until a command thaws it).
     pub(crate) passivate_at: u32,
+    /// Whether a snapshot of this version is saved (in the padding: no byte more).
+    pub(crate) snapshotted: bool,
 }
 
 impl Frozen {
@@ -25,11 +27,12 @@ impl Frozen {
 
     /// The hibernated form of a state; passivated by the sweeper at `passivate_at` (in
     /// milliseconds since the registry's epoch; [`NEVER`]: never).
-    pub(crate) fn new(state: &[u8], version: u64, passivate_at: u64) -> Self {
+    pub(crate) fn new(state: &[u8], version: u64, passivate_at: u64, snapshotted: bool) -> Self {
         Frozen {
             state: CompactBytes::new(state),
             version,
             passivate_at: Self::millis(passivate_at),
+            snapshotted,
         }
     }
 

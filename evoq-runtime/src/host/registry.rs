@@ -195,7 +195,7 @@ impl<A: Aggregate> Registry<A> {
                     // The state moves out of the slot, which holds an empty one until the new
                     // cell takes its place below, under the same lock.
                     let Slot::Hibernated(frozen) =
-                        std::mem::replace(slot, Slot::Hibernated(Frozen::new(&[], 0, 0)))
+                        std::mem::replace(slot, Slot::Hibernated(Frozen::new(&[], 0, 0, false)))
                     else {
                         unreachable!("the live case returned above")
                     };
@@ -277,6 +277,8 @@ trait AnyRegistry: Send + Sync {
     fn stats(&self) -> AggregateStats;
     fn clear(&self);
     fn sweep(&self, now: Instant) -> Vec<Snapshot>;
+    /// Counts a snapshot [`sweep`](Self::sweep) gave that was saved.
+    fn snapshot_saved(&self);
 }
 
 impl<A: Aggregate> AnyRegistry for Registry<A> {
@@ -311,16 +313,22 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
     fn sweep(&self, now: Instant) -> Vec<Snapshot> {
         let now = Frozen::millis(self.millis_at(now));
         let mut snapshots = Vec::new();
+        let mut swept = 0u64;
         for slots in &self.partitions {
             slots.retain(|key, slot| match slot {
                 Slot::Hibernated(frozen) if frozen.passivate_at <= now => {
-                    let id = String::from_utf8_lossy(key.as_bytes());
-                    snapshots.push(Snapshot {
-                        stream_id: stream_id(A::NAME, &id),
-                        version: frozen.version,
-                        data: frozen.state.as_bytes().to_vec(),
-                        taken_at: SystemTime::now(),
-                    });
+                    // Its state is kept as a snapshot, unless there is nothing to keep (no
+                    // event yet) or a snapshot of this version is saved already.
+                    if frozen.version > 0 && !frozen.snapshotted {
+                        let id = String::from_utf8_lossy(key.as_bytes());
+                        snapshots.push(Snapshot {
+                            stream_id: stream_id(A::NAME, &id),
+                            version: frozen.version,
+                            data: frozen.state.as_bytes().to_vec(),
+                            taken_at: SystemTime::now(),
+                        });
+                    }
+                    swept += 1;
                     false
                 }
                 _ => true,
@@ -331,12 +339,17 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
                 slots.shrink_to_fit();
             }
         }
-        let swept = snapshots.len() as u64;
         self.counters.hibernated.fetch_sub(swept, Ordering::Relaxed);
         self.counters
             .passivations
             .fetch_add(swept, Ordering::Relaxed);
         snapshots
+    }
+
+    fn snapshot_saved(&self) {
+        self.counters
+            .snapshots_saved
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -457,13 +470,16 @@ impl Partitions {
             for snapshot in registry.sweep(now) {
                 let stream = snapshot.stream_id.clone();
                 match self.env.store.save_snapshot(snapshot).await {
-                    Ok(()) => tracing::debug!(
-                        name: "evoq.aggregate.passivate",
-                        stage = "stop",
-                        stream = %stream,
-                        from = "hibernation",
-                        "evoq.aggregate.passivate",
-                    ),
+                    Ok(()) => {
+                        registry.snapshot_saved();
+                        tracing::debug!(
+                            name: "evoq.aggregate.passivate",
+                            stage = "stop",
+                            stream = %stream,
+                            from = "hibernation",
+                            "evoq.aggregate.passivate",
+                        );
+                    }
                     Err(error) => tracing::warn!(
                         name: "evoq.aggregate.snapshot_save",
                         stage = "exception",
