@@ -8,9 +8,9 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use evoq::HandlerOptions;
 use evoq::prelude::*;
 use evoq::store::sqlite::SqliteStore;
+use evoq::{Consistency, ErrorKind, HandlerOptions};
 use evoq_tests::bank::*;
 use evoq_tests::faulty_store::FaultyStore;
 use evoq_tests::ledger::Failed;
@@ -92,6 +92,29 @@ async fn a_scrape_after_a_workload_shows_counters_that_match_the_work() {
         .await
         .unwrap();
     app.wait_for::<Ledger>(last.token).await.unwrap();
+    // Dispatches that wait for handlers are counted as the others are, failures too.
+    app.command(Audit {
+        account: "m1".into(),
+    })
+    .consistency(Consistency::Strong)
+    .dispatch()
+    .await
+    .unwrap();
+    app.command(Audit {
+        account: "m1".into(),
+    })
+    .consistency(Consistency::Handlers(vec!["ledger".into()]))
+    .dispatch()
+    .await
+    .unwrap();
+    let unknown = app
+        .command(Audit {
+            account: "m1".into(),
+        })
+        .consistency(Consistency::Handlers(vec!["nobody".into()]))
+        .dispatch()
+        .await;
+    assert_eq!(unknown.unwrap_err().kind(), ErrorKind::NotFound);
     // One sweep of the hibernation sweeper (every second) sets the aggregate gauges.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
@@ -116,6 +139,21 @@ async fn a_scrape_after_a_workload_shows_counters_that_match_the_work() {
         sample(
             &samples,
             r#"evoq_dispatch_seconds_count{command="OpenAccount",outcome="ok"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"evoq_dispatch_seconds_count{command="Audit",outcome="ok"}"#
+        ),
+        2.0,
+        "the strong dispatch and the one waiting for a named handler"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"evoq_dispatch_seconds_count{command="Audit",outcome="not_found"}"#
         ),
         1.0
     );

@@ -505,5 +505,5 @@ async fn consistent<C: Route>(
         let done = dispatcher::dispatch(&app.inner.dispatcher, request, deadline).await?;
         settle::<C>(&required, done, deadline, timeout).await
     };
-    dispatcher::observed(span, dispatch).await
+    dispatcher::metered::<C, _>(dispatcher::observed(span, dispatch)).await
 }

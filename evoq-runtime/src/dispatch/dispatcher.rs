@@ -416,6 +416,18 @@ pub(crate) fn span<C: Route>(request: &Request<C>) -> tracing::Span {
 
 /// Runs `body` (a dispatch, and whatever its caller waits for after it) in `span`, between the
 /// `evoq.dispatch` start and stop (or exception) events.
+/// `dispatch`, a dispatch of `C` with more around it (the wait of a consistency), measured in
+/// `evoq_dispatch_seconds` as [`dispatch_traced`] measures a bare one: from the call to its
+/// result, failures included.
+pub(crate) async fn metered<C: Route, T>(
+    dispatch: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let started = Instant::now();
+    let result = dispatch.await;
+    metric::record::<C>(result.as_ref().err(), started);
+    result
+}
+
 pub(crate) async fn observed<A: Aggregate>(
     span: tracing::Span,
     body: impl Future<Output = Result<Dispatched<A>, Error>>,
