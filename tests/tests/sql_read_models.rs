@@ -887,6 +887,76 @@ async fn a_sql_error_is_retried_then_dead_lettered_without_a_trace(place: &Place
     app.stop().await;
 }
 
+/// A dead-lettered event whose failure went away is applied by a replay from the origin: its
+/// dead letter ends in the same transaction, so a retry of it finds none and applies nothing
+/// again.
+async fn a_dead_letter_applied_by_a_replay_is_gone_and_never_applied_again(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        sql_error_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior.clone(), fast_retries(2, OnError::DeadLetter))
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    let dead = app.dead_letters(NAME).list(0, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    let failed = dead[0].event.event_id;
+    app.stop().await;
+    drop(app);
+
+    // Fixed, and replayed from the origin.
+    let db = Db::open(&address(place)).await;
+    let app = db
+        .builder(
+            Behavior::default(),
+            fast_retries(2, OnError::DeadLetter).start_from(StartFrom::Origin),
+        )
+        .start()
+        .await
+        .expect("start from the origin");
+    wait(&app, 20).await;
+    assert_each_applied_once(&db, taken(20)).await;
+    assert!(
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "the dead letter ended with the changes the replay committed"
+    );
+    let again = app.dead_letters(NAME).retry(failed).await;
+    assert!(
+        matches!(again, Err(Error::DeadLetterNotFound { .. })),
+        "{again:?}"
+    );
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(checkpoint(&db).await, Some(20));
+    app.stop().await;
+}
+
+#[test]
+fn a_dead_letter_applied_by_a_replay_from_the_origin_is_gone_and_never_applied_again_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-dlq-origin",
+        a_dead_letter_applied_by_a_replay_is_gone_and_never_applied_again,
+    );
+}
+
+#[test]
+fn a_dead_letter_applied_by_a_replay_from_the_origin_is_gone_and_never_applied_again_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_dlq_origin",
+        a_dead_letter_applied_by_a_replay_is_gone_and_never_applied_again,
+    );
+}
+
 #[test]
 fn a_sql_error_is_retried_then_dead_lettered_leaving_no_rows_of_the_event_on_sqlite() {
     on(

@@ -161,7 +161,7 @@ struct Inner {
     advance_checkpoint_or_fail: String,
     load_checkpoint: String,
     delete_checkpoint: String,
-    dead_letter_exists: String,
+    take_dead_letter: String,
     writer: tokio::sync::Mutex<Writer>,
     /// The generation of the last transaction handle dropped unfinished: rolled back by the
     /// next operation that finds it open.
@@ -205,10 +205,12 @@ enum State {
         begun: bool,
         failed: bool,
     },
-    /// The handle finished: the changes wait for the runtime's commit, with the checkpoint.
+    /// The handle finished: the changes wait for the runtime's commit, with the checkpoint (and
+    /// the end of the event's dead letter, if it has one).
     Staged {
         position: u64,
         begun: bool,
+        event_id: Uuid,
     },
 }
 
@@ -507,7 +509,7 @@ impl PostgresReadModelBuilder {
             advance_checkpoint_or_fail: store.advance_checkpoint_or_fail_sql(),
             load_checkpoint: store.load_checkpoint_sql(),
             delete_checkpoint: store.delete_checkpoint_sql(),
-            dead_letter_exists: store.dead_letter_exists_sql(),
+            take_dead_letter: store.take_dead_letter_sql(),
             writer: tokio::sync::Mutex::new(Writer {
                 client: None,
                 state: State::Idle,
@@ -813,12 +815,13 @@ impl PostgresEventTransaction {
                 writer.state = State::Idle;
                 return Err(inner.over());
             };
+            // Removed with the changes it commits: no later retry applies them again.
             let redelivered = match &writer.projection {
-                Some(projection) => match client.prepare_cached(&inner.dead_letter_exists).await {
-                    Ok(exists) => client
-                        .query_opt(&exists, &[projection, &self.event_id])
+                Some(projection) => match client.prepare_cached(&inner.take_dead_letter).await {
+                    Ok(take) => client
+                        .execute(&take, &[projection, &self.event_id])
                         .await
-                        .map(|row| row.is_some()),
+                        .map(|removed| removed > 0),
                     Err(error) => Err(error),
                 },
                 None => Ok(false),
@@ -854,7 +857,11 @@ impl PostgresEventTransaction {
             }
             return Ok(());
         }
-        writer.state = State::Staged { position, begun };
+        writer.state = State::Staged {
+            position,
+            begun,
+            event_id: self.event_id,
+        };
         Ok(())
     }
 
@@ -1047,23 +1054,33 @@ impl Inner {
             State::Staged {
                 position: staged,
                 begun: true,
+                event_id,
             } if staged <= position => {
                 writer.state = State::Idle;
                 let Some(client) = &writer.client else {
                     return Err(self.over());
                 };
-                let saved = match client
-                    .prepare_cached(&self.advance_checkpoint_or_fail)
-                    .await
-                {
-                    Ok(advance) => {
-                        // One round trip: the checkpoint, then the `COMMIT` right behind it.
-                        // After a failed statement, `COMMIT` rolls back.
+                let prepared = match client.prepare_cached(&self.take_dead_letter).await {
+                    Ok(take) => client
+                        .prepare_cached(&self.advance_checkpoint_or_fail)
+                        .await
+                        .map(|advance| (take, advance)),
+                    Err(error) => Err(error),
+                };
+                let saved = match prepared {
+                    Ok((take, advance)) => {
+                        // One round trip: the end of the event's dead letter (if a crash left
+                        // one behind a delivery that now succeeds), the checkpoint, then the
+                        // `COMMIT` right behind them. After a failed statement, `COMMIT` rolls
+                        // back.
                         let params: [&(dyn ToSql + Sync); 2] = [&projection, &db_position];
-                        let (advanced, committed) = tokio::join!(
+                        let dead_letter: [&(dyn ToSql + Sync); 2] = [&projection, &event_id];
+                        let (taken, advanced, committed) = tokio::join!(
+                            client.execute(&take, &dead_letter),
                             client.execute(&advance, &params),
                             client.batch_execute("COMMIT")
                         );
+                        let committed = taken.and(committed);
                         match advanced {
                             Err(error)
                                 if committed.is_ok()

@@ -61,7 +61,7 @@ use crate::delivery::consumer::EventMeta;
 use crate::store::StoreError;
 use crate::store::sqlite::{
     ADVANCE_CHECKPOINT_SQL, DELETE_CHECKPOINT_SQL, Durability, LOAD_CHECKPOINT_SQL, SqliteStore,
-    has_dead_letter,
+    take_dead_letter,
 };
 
 /// The SQLite driver the read model's API speaks: `params!`, `Row`, `Connection`, `Error`.
@@ -820,14 +820,16 @@ impl SqliteEventTransaction {
         else {
             return Ok(());
         };
+        // The event's dead letter, if it has one, ends in the transaction of its changes: once
+        // they are committed, no retry of it applies them again.
+        let redelivered = match &writer.projection {
+            Some(projection) => take_dead_letter(&writer.conn, projection, self.event_id),
+            None => Ok(false),
+        };
         if position <= writer.committed {
             // Behind the checkpoint: a dead letter delivered again commits now; an event whose
             // changes are committed already (another node's delivery, a replay from the origin)
             // changes nothing.
-            let redelivered = match &writer.projection {
-                Some(projection) => has_dead_letter(&writer.conn, projection, self.event_id),
-                None => Ok(false),
-            };
             let committed = match redelivered {
                 Ok(true) => writer.conn.execute_batch("COMMIT"),
                 Ok(false) => {
@@ -847,6 +849,10 @@ impl SqliteEventTransaction {
                 return Err(inner.sql("committing a dead letter delivered again", source));
             }
             return Ok(());
+        }
+        if let Err(source) = redelivered {
+            writer.rollback();
+            return Err(inner.sql("removing the event's dead letter", source));
         }
         writer.state = State::Staged { position, _gate };
         Ok(())

@@ -813,11 +813,14 @@ impl PostgresStore {
         )
     }
 
-    /// One row when subscriber `$1` has a dead letter for the event `$2` (a `UUID`): a SQL read
-    /// model tells a dead letter delivered again from an event delivered twice.
-    pub(crate) fn dead_letter_exists_sql(&self) -> String {
+    /// Removes subscriber `$1`'s dead letter for the event `$2` (a `UUID`); one row affected
+    /// when there was one. Run by a SQL read model in the transaction of the event's changes, so
+    /// that the changes and the end of the dead letter commit together: a dead letter delivered
+    /// again is told from an event delivered twice, and once its changes are committed no retry
+    /// finds it again.
+    pub(crate) fn take_dead_letter_sql(&self) -> String {
         format!(
-            "SELECT 1 FROM {}.dead_letters WHERE handler = $1 AND event_id = $2",
+            "DELETE FROM {}.dead_letters WHERE handler = $1 AND event_id = $2",
             self.inner.schema
         )
     }

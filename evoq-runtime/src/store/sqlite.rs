@@ -258,17 +258,18 @@ pub(crate) const ADVANCE_CHECKPOINT_SQL: &str = "INSERT INTO checkpoints (name, 
      ON CONFLICT (name) DO UPDATE SET position = excluded.position \
      WHERE excluded.position > checkpoints.position";
 
-/// Whether subscriber `handler` has a dead letter for the event `event_id` (a SQL read model
-/// tells a dead letter delivered again from an event delivered twice).
-pub(crate) fn has_dead_letter(
+/// Removes subscriber `handler`'s dead letter for the event `event_id`; whether there was one.
+/// Run by a SQL read model in the transaction of the event's changes, so that the changes and
+/// the end of the dead letter commit together: a dead letter delivered again is told from an
+/// event delivered twice, and once its changes are committed no retry finds it again.
+pub(crate) fn take_dead_letter(
     conn: &Connection,
     handler: &str,
     event_id: Uuid,
 ) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM dead_letters WHERE handler = ?1 AND event_id = ?2")?
-        .query_row(params![handler, event_id.as_bytes().as_slice()], |_| Ok(()))
-        .optional()
-        .map(|found| found.is_some())
+    conn.prepare_cached("DELETE FROM dead_letters WHERE handler = ?1 AND event_id = ?2")?
+        .execute(params![handler, event_id.as_bytes().as_slice()])
+        .map(|removed| removed > 0)
 }
 
 /// The position of checkpoint `?1`.
