@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, RecordedEvent};
 use crate::event::upcast::{DecodeError, UpcastError};
 use crate::store::{FailureKind, UndecodableRow};
+use crate::util::panic::displayed;
 
 /// The future of one delivery: what [`EventHandler::handle`](crate::EventHandler::handle) returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerFailure>> + Send + 'a>>;
@@ -160,7 +161,9 @@ pub struct HandlerFailure {
 }
 
 enum Cause {
-    Error(Box<dyn StdError + Send + Sync + 'static>),
+    /// The handler's error, and its text (taken once: a `Display` that panics becomes a text
+    /// saying so, not a panic wherever the failure is shown).
+    Error(Box<dyn StdError + Send + Sync + 'static>, String),
     Decode {
         event_type: String,
         schema_version: u32,
@@ -182,8 +185,9 @@ enum Cause {
 impl HandlerFailure {
     /// The handler's own error.
     pub fn new<E: StdError + Send + Sync + 'static>(error: E) -> Self {
+        let text = displayed(&error);
         HandlerFailure {
-            cause: Cause::Error(Box::new(error)),
+            cause: Cause::Error(Box::new(error), text),
         }
     }
 
@@ -244,7 +248,7 @@ impl HandlerFailure {
     /// What kind of failure this is, as a dead letter records it.
     pub fn kind(&self) -> FailureKind {
         match &self.cause {
-            Cause::Error(_) | Cause::Unhandled { .. } => FailureKind::HandlerError,
+            Cause::Error(..) | Cause::Unhandled { .. } => FailureKind::HandlerError,
             Cause::Decode { .. } => FailureKind::Decode,
             Cause::Upcast { .. } => FailureKind::Upcast,
             Cause::Panicked(_) => FailureKind::Panic,
@@ -255,7 +259,7 @@ impl HandlerFailure {
     /// The handler's own error, when it is of type `E`.
     pub fn error<E: StdError + 'static>(&self) -> Option<&E> {
         match &self.cause {
-            Cause::Error(error) => error.downcast_ref::<E>(),
+            Cause::Error(error, _) => error.downcast_ref::<E>(),
             _ => None,
         }
     }
@@ -282,7 +286,7 @@ impl HandlerFailure {
 impl fmt::Display for HandlerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.cause {
-            Cause::Error(error) => fmt::Display::fmt(error, f),
+            Cause::Error(_, text) => f.write_str(text),
             Cause::Decode {
                 event_type,
                 schema_version,
@@ -308,7 +312,7 @@ impl fmt::Display for HandlerFailure {
 impl fmt::Debug for HandlerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.cause {
-            Cause::Error(error) => f.debug_tuple("HandlerFailure").field(error).finish(),
+            Cause::Error(error, _) => f.debug_tuple("HandlerFailure").field(error).finish(),
             _ => f
                 .debug_tuple("HandlerFailure")
                 .field(&self.to_string())
@@ -321,7 +325,7 @@ impl StdError for HandlerFailure {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match &self.cause {
             // Display already forwards to the handler's error: continue the chain below it.
-            Cause::Error(error) => error.source(),
+            Cause::Error(error, _) => error.source(),
             Cause::Upcast { error, .. } => Some(error),
             _ => None,
         }

@@ -38,7 +38,7 @@ pub use crate::error::Stage;
 
 use crate::aggregate::context::CommandContext;
 use crate::error::Error;
-use crate::util::panic::{CatchPanic, panic_message};
+use crate::util::panic::{CatchPanic, displayed, panic_message};
 
 /// Code that runs around every dispatch: see the [module docs](self).
 ///
@@ -279,7 +279,7 @@ impl<'a> Pipeline<'a> {
             }
             Err(error) => {
                 self.stage = Stage::AfterFailure;
-                self.assign("error", error.to_string());
+                self.assign("error", displayed(&error));
                 self.response = Response::Failure(error);
             }
         }

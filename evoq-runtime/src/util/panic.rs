@@ -49,6 +49,17 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
+/// `value` as text, or, when its `Display` panics (user code: a handler's error type, a
+/// rejection), a text that says so: never a panic in the runtime's own code.
+pub(crate) fn displayed(value: &dyn std::fmt::Display) -> String {
+    catch_unwind(AssertUnwindSafe(|| value.to_string())).unwrap_or_else(|panic| {
+        format!(
+            "(its text could not be shown: its `Display` panicked: {})",
+            panic_message(&*panic)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
