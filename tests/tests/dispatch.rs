@@ -443,6 +443,12 @@ async fn an_undecodable_event_fails_activation_with_a_typed_error_naming_stream_
         Err(evoq::Error::Decode { .. })
     ));
     assert_eq!(stored(&store, "a").await.len(), 2);
+    // No instance was started, and none stays in memory.
+    let stats = app.aggregate_stats::<BankAccount>();
+    assert_eq!(
+        (stats.live, stats.activations, stats.passivations),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test]

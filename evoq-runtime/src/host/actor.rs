@@ -83,7 +83,12 @@ pub(crate) async fn run_in<A: Aggregate>(
         core: &mut core,
     };
     let (result, idle) = actor.handle(command, &run).await;
-    actor.arm(idle);
+    // A failed command that left no instance (its activation failed, or it was dropped after
+    // a panic or an unknown outcome) leaves no cell behind either, unless other commands wait
+    // for it: the next one starts afresh.
+    if !(result.is_err() && actor.core.instance.is_none() && actor.abandon()) {
+        actor.arm(idle);
+    }
     // Given back before the lock is released: whoever takes the lock next and counts the
     // users (an idle timeout about to leave) sees only those still waiting.
     taken.give_back();
@@ -947,6 +952,11 @@ impl<A: Aggregate> Actor<'_, A> {
 
     /// Leaves the registry, unless commands wait for this instance: it stays for them then,
     /// with a fresh idle timeout in case they all give up.
+    /// Takes the cell out of the registry when no other command holds it; whether it left.
+    fn abandon(&mut self) -> bool {
+        self.registry.leave(self.cell, Leave::Abandon)
+    }
+
     fn leave(&mut self, how: Leave, action: &'static str) {
         if !self.registry.leave(self.cell, how) {
             self.arm(Idle::Configured);

@@ -102,6 +102,8 @@ enum Slot<A: Aggregate> {
 pub(crate) enum Leave {
     /// Out of memory (passivated or stopped).
     Remove,
+    /// Out, never having come to life (its activation failed): counted nowhere.
+    Abandon,
     /// Into a hibernated slot.
     Hibernate(Frozen),
 }
@@ -253,6 +255,7 @@ impl<A: Aggregate> Registry<A> {
                     self.counters.passivations.fetch_add(1, Ordering::Relaxed);
                     true
                 }
+                Leave::Abandon => true,
                 Leave::Hibernate(frozen) => {
                     *slot = Slot::Hibernated(frozen);
                     self.counters.hibernated.fetch_add(1, Ordering::Relaxed);
