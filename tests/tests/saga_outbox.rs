@@ -273,3 +273,56 @@ async fn a_method_that_returns_other_commands_on_redelivery_is_refused_and_runs_
     );
     app.stop().await;
 }
+
+/// A dead letter of an instance that has handled a later event since: its step can no longer
+/// run in order, so the retry fails saying so and the dead letter stays (rather than being
+/// removed with nothing done).
+#[tokio::test]
+async fn a_retried_dead_letter_the_instance_has_moved_past_fails_and_stays() {
+    let place_ = Place::new(Backend::Memory, "moved_past").await.unwrap();
+    let app = start(place_.open().await, None).await;
+    // Step 2 fails: the steps are compensated and the instance stays, past its first event.
+    place(&app, "o5", Some(2)).await;
+    settle(&app, "checkout", SETTLE).await;
+    let store = store_of(&app);
+    let placed = store
+        .read_stream("Order-o5", 1, evoq::store::Direction::Forward, usize::MAX)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(placed.event_type, "OrderPlaced");
+    // As if its first delivery had failed for good.
+    let now = std::time::SystemTime::now();
+    store
+        .save_dead_letter(evoq::DeadLetter {
+            handler: "checkout".into(),
+            event: Arc::clone(&placed),
+            error: "the payment service was down".into(),
+            kind: evoq::FailureKind::HandlerError,
+            reason: "1 attempt".into(),
+            raw_row: None,
+            attempts: 1,
+            first_failed_at: now,
+            last_failed_at: now,
+        })
+        .await
+        .unwrap();
+    let retried = app.dead_letters("checkout").retry(placed.event_id).await;
+    let Err(evoq::Error::DeadLetterRetryFailed { error, .. }) = &retried else {
+        panic!("{retried:?}");
+    };
+    assert!(error.contains("has handled a later event"), "{error}");
+    let kept = app
+        .dead_letters("checkout")
+        .get(placed.event_id)
+        .await
+        .unwrap()
+        .expect("the dead letter stays");
+    assert_eq!(kept.attempts, 2);
+    assert_eq!(
+        events_of(&*store, "Step", "o5.1").await,
+        ["StepDone", "StepUndone"],
+        "nothing ran again"
+    );
+    app.stop().await;
+}

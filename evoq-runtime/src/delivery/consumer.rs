@@ -62,6 +62,8 @@ pub struct EventMeta {
     record: Arc<RecordedEvent>,
     /// The wire name of the type it is decoded as, when not the stored one (a rename).
     current_type: Option<&'static str>,
+    /// Delivered again from the handler's dead letters (`DeadLetterQueue::retry`).
+    redelivery: bool,
 }
 
 impl EventMeta {
@@ -70,7 +72,19 @@ impl EventMeta {
         EventMeta {
             record,
             current_type: None,
+            redelivery: false,
         }
+    }
+
+    /// This event as delivered again from the handler's dead letters.
+    pub(crate) fn redelivered(mut self) -> Self {
+        self.redelivery = true;
+        self
+    }
+
+    /// Whether this delivery is a dead letter delivered again.
+    pub(crate) fn is_redelivery(&self) -> bool {
+        self.redelivery
     }
 
     /// This event as decoded into the type named `current_type`: what a `#[handles]` method

@@ -1331,7 +1331,8 @@ impl Task {
         } else {
             None
         };
-        let event = EventMeta::new(repaired.unwrap_or_else(|| Arc::clone(&entry.event)));
+        let event =
+            EventMeta::new(repaired.unwrap_or_else(|| Arc::clone(&entry.event))).redelivered();
         let result = tokio::select! {
             biased;
             result = attempt_once(&name, consumer, &event, attempt) => result,

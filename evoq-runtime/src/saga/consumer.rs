@@ -146,6 +146,18 @@ async fn handle<S: Saga>(
 
     let position = event.global_position();
     let redelivered = match &instance.last {
+        // A dead letter delivered again after the instance went on: its step can no longer run
+        // in order, and doing nothing would drop it silently. The retry fails, the dead letter
+        // stays, saying why.
+        Some(last) if position < last.position && event.is_redelivery() => {
+            return Err(failure(
+                event,
+                format!(
+                    "instance `{key}` has handled a later event (at position {}) since this one was dead-lettered, so its step can no longer run in order; discard the dead letter, and make up for it by hand if need be",
+                    last.position
+                ),
+            ));
+        }
         // Handled before a later event of this instance: nothing to do again.
         Some(last) if position < last.position => return Ok(()),
         Some(last) => position == last.position,
