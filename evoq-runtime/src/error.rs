@@ -45,7 +45,7 @@ pub enum Error {
     /// `expected_version` that did not hold, or concurrent writers kept winning until the retry
     /// limit was reached. Nothing was appended.
     #[error(
-        "version conflict on stream `{stream}` for command `{command}`: expected version {expected}, the stream is at {actual} (after {attempts} attempt(s)); nothing was appended, retry the command or raise the retry limit"
+        "version conflict on stream `{stream}` for command `{command}`: expected version {expected}, the stream is at {actual} (after {attempts} attempt(s)); nothing was appended: for a dispatch with an `expected_version` (never run again), read the stream and decide anew; else other writers kept winning: retry the command, or raise the retry limit"
     )]
     Conflict {
         /// The stream.
