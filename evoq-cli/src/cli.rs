@@ -124,7 +124,8 @@ pub(crate) struct EventsArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum CheckpointCommand {
     /// Move a handler's checkpoint back to a position: it re-delivers the events after it.
-    /// Only while no application runs the handler.
+    /// Only while no application runs the handler. A projection with a SQL read model applies
+    /// the events after it to its tables again: `rebuild` it instead.
     Rewind {
         /// The handler (or projection, saga).
         handler: String,
@@ -132,7 +133,8 @@ pub(crate) enum CheckpointCommand {
         position: u64,
     },
     /// Move a handler's checkpoint back to 0: it re-delivers every event. Only while no
-    /// application runs the handler.
+    /// application runs the handler. A projection with a SQL read model applies every event
+    /// to its tables again: `rebuild` it instead.
     Reset {
         /// The handler (or projection, saga).
         handler: String,
