@@ -227,6 +227,10 @@ async fn data_the_database_refuses_fails_its_append_alone_and_the_batch_commits(
                     "{error:?}"
                 );
                 assert!(error.to_string().contains("no_poison"), "{error}");
+                assert!(
+                    !error.to_string().contains("127.0.0.1"),
+                    "names no server: {error}"
+                );
             } else {
                 result.expect("every other append commits");
             }

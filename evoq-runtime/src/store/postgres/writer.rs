@@ -657,11 +657,17 @@ impl Writer {
                 Box::pin(self.commit_and_reply(second)).await;
             }
             Err(error) if refuses_data(&error) => {
+                // The server's words, not the error's whole text, which names the server: the
+                // caller's input is at fault, and an HTTP answer may show this.
+                let words = match &error {
+                    StoreError::Refused { reason, .. } => reason.as_str(),
+                    _ => "",
+                };
                 for job in batch {
                     let _ = job.reply.send(Err(limits::unstorable(
                         "events of the stream",
                         &job.append.stream,
-                        format!("the database refused them ({error}); fix their data"),
+                        format!("the database refused them ({words}); fix their data"),
                     )));
                 }
             }
