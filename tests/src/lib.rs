@@ -11,6 +11,7 @@ pub mod crash;
 pub mod faulty_store;
 pub mod ledger;
 pub mod library;
+pub mod lifecycle;
 pub mod pg;
 pub mod spy_store;
 pub mod sql_models;

@@ -7,68 +7,26 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use evoq::prelude::*;
 use evoq::store::Snapshot;
 use evoq::{AggregateDefaults, Config, EventStore, ExpectedVersion, MemoryMonitorConfig};
-use evoq::{Idle, Lifespan, MemoryProbe, OnTimeout, PressureLevel};
+use evoq::{Idle, Lifespan, OnTimeout, PressureLevel};
+use evoq_tests::counter;
 use evoq_tests::faulty_store::{FaultyStore, raw_deposit};
+use evoq_tests::lifecycle::{DrivenProbe, eventually};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 #[error("refused")]
 struct Refused;
 
-/// A counter aggregate with its own commands, event and `#[aggregate(...)]` arguments.
-macro_rules! counter {
-    ($state:ident, $ping:ident, $fail:ident, $event:ident, [$($args:tt)*]) => {
-        #[derive(Default, Debug, Serialize, Deserialize)]
-        struct $state {
-            count: u64,
-        }
-
-        #[derive(Command, Debug)]
-        struct $ping {
-            #[aggregate_id]
-            id: String,
-        }
-
-        #[derive(Command, Debug)]
-        struct $fail {
-            #[aggregate_id]
-            id: String,
-        }
-
-        #[derive(Event, Serialize, Deserialize, Clone, Debug)]
-        struct $event {
-            count: u64,
-        }
-
-        #[aggregate($($args)*)]
-        impl $state {
-            #[handles]
-            fn ping(&self, _: &$ping) -> Result<$event, Refused> {
-                Ok($event { count: self.count + 1 })
-            }
-
-            #[handles]
-            fn fail(&self, _: &$fail) -> Result<(), Refused> {
-                Err(Refused)
-            }
-
-            #[apply]
-            fn pinged(&mut self, event: &$event) {
-                self.count = event.count;
-            }
-        }
-    };
-}
-
 counter!(
     Passivating,
     PingP,
+    TouchPassivating,
     FailP,
     PingedP,
     [idle_timeout = "150ms", hibernate_after = "never"]
@@ -76,6 +34,7 @@ counter!(
 counter!(
     Hibernating,
     PingH,
+    TouchHibernating,
     FailH,
     PingedH,
     [idle_timeout = "1h", hibernate_after = "80ms"]
@@ -83,6 +42,7 @@ counter!(
 counter!(
     Expiring,
     PingE,
+    TouchExpiring,
     FailE,
     PingedE,
     [idle_timeout = "250ms", hibernate_after = "50ms"]
@@ -90,6 +50,7 @@ counter!(
 counter!(
     EveryThree,
     Ping3,
+    TouchEveryThree,
     Fail3,
     Pinged3,
     [snapshot_every = 3, hibernate_after = "never"]
@@ -97,6 +58,7 @@ counter!(
 counter!(
     Bursty,
     PingB,
+    TouchBursty,
     FailB,
     PingedB,
     [idle_timeout = "5s", hibernate_after = "never"]
@@ -104,6 +66,7 @@ counter!(
 counter!(
     OneSecond,
     Ping1,
+    TouchOneSecond,
     Fail1,
     Pinged1,
     [idle_timeout = "1s", hibernate_after = "never"]
@@ -111,6 +74,7 @@ counter!(
 counter!(
     Flaky,
     PingF,
+    TouchFlaky,
     FailF,
     PingedF,
     [
@@ -122,6 +86,7 @@ counter!(
 counter!(
     Stopping,
     PingS,
+    TouchStopping,
     FailS,
     PingedS,
     [
@@ -133,6 +98,7 @@ counter!(
 counter!(
     Racing,
     PingR,
+    TouchRacing,
     FailR,
     PingedR,
     [idle_timeout = "1ms", hibernate_after = "never"]
@@ -159,21 +125,6 @@ impl Lifespan<Stopping> for StopOnTimeout {
 }
 
 /// A memory probe the test drives.
-#[derive(Clone, Default)]
-struct DrivenProbe(Arc<AtomicU64>);
-
-impl DrivenProbe {
-    fn set(&self, used: f64) {
-        self.0.store(used.to_bits(), Ordering::SeqCst);
-    }
-}
-
-impl MemoryProbe for DrivenProbe {
-    fn used_fraction(&self) -> Option<f64> {
-        Some(f64::from_bits(self.0.load(Ordering::SeqCst)))
-    }
-}
-
 /// A runtime on `store` whose memory monitor reads `probe` only when told to.
 async fn app_on(store: Arc<FaultyStore>, probe: DrivenProbe) -> Evoq {
     Evoq::builder()
@@ -187,19 +138,6 @@ async fn app_on(store: Arc<FaultyStore>, probe: DrivenProbe) -> Evoq {
         .start()
         .await
         .expect("the runtime starts")
-}
-
-/// Polls `condition` every 5 ms until it holds or `limit` passes; returns how long it took.
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    started.elapsed()
 }
 
 fn id(text: &str) -> String {

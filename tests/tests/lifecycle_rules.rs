@@ -1,67 +1,26 @@
-//! The aggregate lifecycle's rules as a user meets them: when snapshots are saved (and when not), what
-//! the hibernation sweep saves and counts, lifespan answers at the edges (a `Duration::MAX` idle
-//! time), memory pressure and partitions (docs/semantics.md §1.5 to §1.8, §9.3).
-#![allow(dead_code)]
+//! The aggregate lifecycle's rules as a user meets them: when snapshots are saved (and when
+//! not), what the hibernation sweep saves and counts, lifespan answers at the edges (a
+//! `Duration::MAX` idle time), memory pressure and partitions (docs/semantics.md §1.5 to §1.8,
+//! §9.3).
 
-use std::sync::Arc;
+#![allow(
+    dead_code,
+    reason = "each counter declares commands that only some tests dispatch"
+)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use evoq::prelude::*;
 use evoq::{ExpectedVersion, MemoryMonitorConfig, Metadata, NewEvent};
-use evoq::{Idle, Lifespan, MemoryProbe, OnTimeout, PressureLevel};
+use evoq::{Idle, Lifespan, OnTimeout, PressureLevel};
+use evoq_tests::counter;
+use evoq_tests::lifecycle::{DrivenProbe, eventually};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 #[error("refused")]
 struct Refused;
-
-macro_rules! counter {
-    ($state:ident, $ping:ident, $touch:ident, $fail:ident, $event:ident, [$($args:tt)*]) => {
-        #[derive(Default, Debug, Serialize, Deserialize)]
-        struct $state {
-            count: u64,
-        }
-        #[derive(Command, Debug)]
-        struct $ping {
-            #[aggregate_id]
-            id: String,
-        }
-        #[derive(Command, Debug)]
-        struct $touch {
-            #[aggregate_id]
-            id: String,
-        }
-        #[derive(Command, Debug)]
-        struct $fail {
-            #[aggregate_id]
-            id: String,
-        }
-        #[derive(Event, Serialize, Deserialize, Clone, Debug)]
-        struct $event {
-            count: u64,
-        }
-        #[aggregate($($args)*)]
-        impl $state {
-            #[handles]
-            fn ping(&self, _: &$ping) -> Result<$event, Refused> {
-                Ok($event { count: self.count + 1 })
-            }
-            #[handles]
-            fn touch(&self, _: &$touch) -> Result<(), Refused> {
-                Ok(())
-            }
-            #[handles]
-            fn fail(&self, _: &$fail) -> Result<(), Refused> {
-                Err(Refused)
-            }
-            #[apply]
-            fn pinged(&mut self, event: &$event) {
-                self.count = event.count;
-            }
-        }
-    };
-}
 
 counter!(
     Snap3,
@@ -226,37 +185,12 @@ impl Lifespan<Hib2> for HibernateOnTimeoutShort {
     }
 }
 
-#[derive(Clone, Default)]
-struct DrivenProbe(Arc<AtomicU64>);
-impl DrivenProbe {
-    fn set(&self, used: f64) {
-        self.0.store(used.to_bits(), Ordering::SeqCst);
-    }
-}
-impl MemoryProbe for DrivenProbe {
-    fn used_fraction(&self) -> Option<f64> {
-        Some(f64::from_bits(self.0.load(Ordering::SeqCst)))
-    }
-}
-
 async fn app() -> Evoq {
     Evoq::builder()
         .hibernation_sweep_interval(Duration::from_millis(20))
         .start()
         .await
         .expect("start")
-}
-
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    started.elapsed()
 }
 
 fn raw(event_type: &'static str, data: serde_json::Value) -> NewEvent {
