@@ -399,7 +399,27 @@ mod tests {
         );
         let error = Config::from_toml_str("[handlers]\non_error = \"explode\"").unwrap_err();
         assert!(error.to_string().contains("explode"), "{error}");
-        assert_eq!(key_of(error), "handlers");
+        assert_eq!(key_of(error), "handlers.on_error");
+        for (toml, key) in [
+            ("retry = \"sometimes\"", "handlers.retry"),
+            ("start_from = \"middle\"", "handlers.start_from"),
+        ] {
+            let error = Config::from_toml_str(&format!("[handlers]\n{toml}")).unwrap_err();
+            assert_eq!(key_of(error), key);
+        }
+        for (toml, key) in [
+            (
+                "retry = \"exponential\"\nretry_base = \"0s\"",
+                "handlers.retry_base",
+            ),
+            (
+                "retry = \"exponential\"\nretry_base = \"20s\"\nretry_max = \"1s\"",
+                "handlers.retry_max",
+            ),
+        ] {
+            let config = Config::from_toml_str(&format!("[handlers]\n{toml}")).unwrap();
+            assert_eq!(key_of(config.validate().unwrap_err()), key, "{toml}");
+        }
         let config = Config::from_toml_str("[handlers]\nmax_attempts = 0").unwrap();
         assert_eq!(
             key_of(config.validate().unwrap_err()),

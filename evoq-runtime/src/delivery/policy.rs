@@ -117,8 +117,10 @@ impl RetryStrategy {
     }
 }
 
-/// What a handler does with an event once every attempt has failed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// What a handler does with an event once every attempt has failed. In a configuration file:
+/// `dead_letter`, `skip` or `stop`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// Store the event in the dead-letter store and go on with the next event (default).
     #[default]
@@ -130,8 +132,10 @@ pub enum OnError {
     Stop,
 }
 
-/// Where a handler starts reading the global order when the runtime starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Where a handler starts reading the global order when the runtime starts. In a
+/// configuration file: `checkpoint`, `origin` or `current`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StartFrom {
     /// After its saved checkpoint, or from the first event when it has none (default).
     #[default]
@@ -352,9 +356,19 @@ impl HandlerConfig {
             "each page is held in memory; the default is 1000",
         )
         .map_err(|reason| ("handlers.page_size", reason))?;
-        self.retry
-            .check()
-            .map_err(|reason| ("handlers.retry", reason))
+        self.retry.check().map_err(|reason| {
+            // Only an exponential retry is checked: a zero base, or a max below the base.
+            let key = match self.retry {
+                RetryStrategy::Exponential { base, .. }
+                | RetryStrategy::ExponentialJitter { base, .. }
+                    if base.is_zero() =>
+                {
+                    "handlers.retry_base"
+                }
+                _ => "handlers.retry_max",
+            };
+            (key, reason)
+        })
     }
 }
 
@@ -479,28 +493,38 @@ mod tests {
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct HandlersToml {
-    retry: String,
+    retry: RetryName,
     #[serde(deserialize_with = "crate::util::duration::deserialize")]
     retry_base: Duration,
     #[serde(deserialize_with = "crate::util::duration::deserialize")]
     retry_max: Duration,
     max_attempts: u32,
-    on_error: String,
-    start_from: String,
+    on_error: OnError,
+    start_from: StartFrom,
     checkpoint_every: u64,
     page_size: usize,
+}
+
+/// The strategy named by `retry` (its durations are keys of their own).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RetryName {
+    Immediate,
+    Fixed,
+    Exponential,
+    ExponentialJitter,
 }
 
 impl Default for HandlersToml {
     fn default() -> Self {
         let defaults = HandlerConfig::default();
         HandlersToml {
-            retry: "exponential_jitter".to_owned(),
+            retry: RetryName::ExponentialJitter,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             max_attempts: defaults.max_attempts,
-            on_error: "dead_letter".to_owned(),
-            start_from: "checkpoint".to_owned(),
+            on_error: defaults.on_error,
+            start_from: defaults.start_from,
             checkpoint_every: defaults.checkpoint_every,
             page_size: defaults.page_size,
         }
@@ -508,46 +532,22 @@ impl Default for HandlersToml {
 }
 
 impl<'de> Deserialize<'de> for HandlerConfig {
+    /// Each name is read under its own key (`handlers.on_error`, ...), so that an unknown one
+    /// is reported there.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         let toml = HandlersToml::deserialize(deserializer)?;
         let (base, max) = (toml.retry_base, toml.retry_max);
-        let retry = match toml.retry.as_str() {
-            "immediate" => RetryStrategy::Immediate,
-            "fixed" => RetryStrategy::Fixed(base),
-            "exponential" => RetryStrategy::exponential(base, max),
-            "exponential_jitter" => RetryStrategy::exponential_jitter(base, max),
-            other => {
-                return Err(D::Error::custom(format!(
-                    "unknown retry `{other}`: use immediate, fixed, exponential or exponential_jitter"
-                )));
-            }
-        };
-        let on_error = match toml.on_error.as_str() {
-            "dead_letter" => OnError::DeadLetter,
-            "skip" => OnError::Skip,
-            "stop" => OnError::Stop,
-            other => {
-                return Err(D::Error::custom(format!(
-                    "unknown on_error `{other}`: use dead_letter, skip or stop"
-                )));
-            }
-        };
-        let start_from = match toml.start_from.as_str() {
-            "checkpoint" => StartFrom::Checkpoint,
-            "origin" => StartFrom::Origin,
-            "current" => StartFrom::Current,
-            other => {
-                return Err(D::Error::custom(format!(
-                    "unknown start_from `{other}`: use checkpoint, origin or current"
-                )));
-            }
+        let retry = match toml.retry {
+            RetryName::Immediate => RetryStrategy::Immediate,
+            RetryName::Fixed => RetryStrategy::Fixed(base),
+            RetryName::Exponential => RetryStrategy::exponential(base, max),
+            RetryName::ExponentialJitter => RetryStrategy::exponential_jitter(base, max),
         };
         Ok(HandlerConfig {
             retry,
             max_attempts: toml.max_attempts,
-            on_error,
-            start_from,
+            on_error: toml.on_error,
+            start_from: toml.start_from,
             checkpoint_every: toml.checkpoint_every,
             page_size: toml.page_size,
         })
