@@ -160,3 +160,62 @@ async fn one_http_request_through_the_saga_and_its_commands_is_one_trace() {
         "the saga's deliveries are in it"
     );
 }
+
+/// The OpenTelemetry layer filtered at INFO on its own while another layer takes DEBUG: the
+/// dispatch span is enabled but unknown to OpenTelemetry, so the event carries the caller's
+/// span context instead, and the saga's commands stay in the request's trace.
+#[tokio::test(flavor = "current_thread")]
+async fn an_opentelemetry_layer_with_its_own_info_filter_still_gets_the_request_trace() {
+    use tracing_subscriber::Layer;
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("evoq-test"))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        );
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = Evoq::builder().saga::<Checkout>().start().await.unwrap();
+    let request = tracing::info_span!("http.request", path = "/orders");
+    app.dispatch(PlaceOrder {
+        order: "filtered".to_owned(),
+        fail_at: None,
+    })
+    .instrument(request)
+    .await
+    .unwrap();
+    settle(&app, "checkout", Duration::from_secs(10)).await;
+    let placed = app
+        .store()
+        .read_stream("Order-filtered", 1, evoq::store::Direction::Forward, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    app.stop().await;
+    provider.force_flush().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let root = spans
+        .iter()
+        .find(|span| span.name == "http.request")
+        .expect("the request's span");
+    let carried = placed
+        .metadata
+        .user
+        .get("traceparent")
+        .expect("the event carries a trace context");
+    assert_eq!(
+        carried.split('-').nth(1),
+        Some(root.span_context.trace_id().to_string().as_str()),
+        "the request's trace is carried in the event"
+    );
+}

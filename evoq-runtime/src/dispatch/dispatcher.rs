@@ -563,19 +563,20 @@ impl<F: Future, B: Future<Output = F::Output> + Unpin> Future for Traced<F, B> {
     }
 }
 
-/// `request` with the W3C trace context of its dispatch span (of the caller's span when that
-/// one is disabled) in its metadata, unless the caller put one there: the handlers, projections
-/// and sagas its events reach continue that trace.
+/// `request` with the W3C trace context of its dispatch span (of the caller's span when
+/// OpenTelemetry does not follow that one: it is disabled, or a layer of its own enabled it and
+/// OpenTelemetry's filter did not) in its metadata, unless the caller put one there: the
+/// handlers, projections and sagas its events reach continue that trace.
 #[cfg(feature = "opentelemetry")]
 fn with_trace_context<C: Route>(mut request: Request<C>, span: &tracing::Span) -> Request<C> {
     use crate::util::trace_context::{TRACEPARENT, traceparent};
     if !request.context.metadata.contains_key(TRACEPARENT) {
-        let carrier = if span.is_disabled() {
-            tracing::Span::current()
+        let own = if span.is_disabled() {
+            None
         } else {
-            span.clone()
+            traceparent(span)
         };
-        if let Some(context) = traceparent(&carrier) {
+        if let Some(context) = own.or_else(|| traceparent(&tracing::Span::current())) {
             request
                 .context
                 .metadata
