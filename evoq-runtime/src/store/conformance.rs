@@ -13,6 +13,10 @@
 //! # fn main() {}
 //! ```
 //!
+//! Through the facade crate `evoq` (with its feature `conformance`, as a dev-dependency of the
+//! backend's crate), the same line is `evoq::store_conformance_tests!(...)`, and the stores are
+//! under `evoq::store`.
+//!
 //! The factory is called once per property, with a tokio runtime running, and must return a
 //! future of a **fresh, empty** store: an `Arc<S>` for any `S: EventStore`, an
 //! `Arc<dyn EventStore>`, or a `(store, guard)` pair whose guard (a temporary directory, a
