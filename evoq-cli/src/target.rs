@@ -67,10 +67,10 @@ pub(crate) struct Opened {
     pub(crate) kind: &'static str,
     /// Where it is, for messages (never a password).
     pub(crate) location: String,
-    /// The SQLite store of a write, closed when the command is done.
-    sqlite: Option<SqliteStore>,
-    /// The SQLite store, for its head.
+    /// The SQLite store, for its head, and closed when the command is done if it writes.
     file: Option<SqliteStore>,
+    /// Whether the store was opened for writing (a SQLite file's lock is taken then).
+    writes: bool,
     /// The PostgreSQL store, for its head.
     postgres: Option<PostgresStore>,
 }
@@ -104,7 +104,7 @@ impl Opened {
     /// Closes a store opened for writing (SQLite: commits, checkpoints the WAL into the file,
     /// releases the lock).
     pub(crate) async fn close(self) -> Result<(), CliError> {
-        if let Some(sqlite) = &self.sqlite {
+        if let Some(sqlite) = self.file.as_ref().filter(|_| self.writes) {
             sqlite
                 .close()
                 .await
@@ -124,8 +124,8 @@ pub(crate) async fn open_for_reading(target: &Target) -> Result<Opened, CliError
                 location: format!("`{}`", path.display()),
                 store: Arc::new(store.clone()),
                 kind: "sqlite",
-                sqlite: None,
                 file: Some(store),
+                writes: false,
                 postgres: None,
             })
         }
@@ -155,8 +155,8 @@ pub(crate) async fn open_for_writing(target: &Target, what: &str) -> Result<Open
                 location: format!("`{}`", path.display()),
                 store: Arc::new(store.clone()),
                 kind: "sqlite",
-                sqlite: Some(store.clone()),
                 file: Some(store),
+                writes: true,
                 postgres: None,
             })
         }
@@ -190,8 +190,8 @@ async fn connect(url: &str, schema: &str) -> Result<Opened, CliError> {
         location: format!("{} (schema `{schema}`)", store.location()),
         store: Arc::new(store.clone()),
         kind: "postgres",
-        sqlite: None,
         file: None,
+        writes: false,
         postgres: Some(store),
     })
 }

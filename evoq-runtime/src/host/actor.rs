@@ -998,7 +998,7 @@ impl<A: Aggregate> Actor<'_, A> {
     fn store_failed(&self, command: &'static str, error: StoreError) -> Error {
         match error {
             StoreError::Unstorable {
-                what: "stream id",
+                what: StoreError::STREAM_ID,
                 backend,
                 value,
                 reason,

@@ -204,3 +204,9 @@ pub enum StoreError {
         reason: String,
     },
 }
+
+impl StoreError {
+    /// What a [`StoreError::Unstorable`] names for a stream id (the aggregate id's fault when
+    /// a dispatch meets it).
+    pub(crate) const STREAM_ID: &'static str = "stream id";
+}

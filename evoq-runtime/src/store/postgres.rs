@@ -1814,7 +1814,7 @@ impl EventStore for PostgresStore {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<Arc<RecordedEvent>>, StoreError> {
-        limits::text("stream id", stream)?;
+        limits::text(StoreError::STREAM_ID, stream)?;
         if max_count == 0 {
             return Ok(Vec::new());
         }
@@ -1837,7 +1837,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        limits::text("stream id", stream)?;
+        limits::text(StoreError::STREAM_ID, stream)?;
         let sql = format!(
             "SELECT COALESCE(MAX(version), 0) FROM {}.events WHERE stream_id = $1",
             self.inner.schema
@@ -1952,7 +1952,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        limits::indexed("stream id", &snapshot.stream_id)?;
+        limits::indexed(StoreError::STREAM_ID, &snapshot.stream_id)?;
         let sql = format!(
             "INSERT INTO {}.snapshots (stream_id, version, data, taken_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, data = EXCLUDED.data, taken_at = EXCLUDED.taken_at",
@@ -1973,7 +1973,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        limits::text("stream id", stream)?;
+        limits::text(StoreError::STREAM_ID, stream)?;
         let sql = format!(
             "SELECT version, data, taken_at FROM {}.snapshots WHERE stream_id = $1",
             self.inner.schema
@@ -1991,7 +1991,7 @@ impl EventStore for PostgresStore {
         stream: &str,
         max_count: usize,
     ) -> Result<SnapshotAndEvents, StoreError> {
-        limits::text("stream id", stream)?;
+        limits::text(StoreError::STREAM_ID, stream)?;
         let s = &self.inner.schema;
         let sql = format!(
             "WITH snap AS (SELECT version, data, taken_at FROM {s}.snapshots WHERE stream_id = $1) \

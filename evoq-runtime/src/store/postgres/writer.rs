@@ -56,7 +56,7 @@ pub(super) struct Append {
 impl Append {
     /// Whether PostgreSQL can hold every value of the append (see [`limits`](super::limits)).
     pub(super) fn storable(&self) -> Result<(), StoreError> {
-        limits::indexed("stream id", &self.stream)?;
+        limits::indexed(StoreError::STREAM_ID, &self.stream)?;
         for event in &self.events {
             limits::text("event type", &event.event_type)?;
             for tag in event.metadata.tags.iter() {
