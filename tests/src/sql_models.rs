@@ -120,6 +120,9 @@ pub struct Behavior {
     pub fail_once_on: Arc<Mutex<BTreeSet<u64>>>,
     /// Events (by `n`) whose method panics after its writes, the first time.
     pub panic_once_on: Arc<Mutex<BTreeSet<u64>>>,
+    /// Events (by `n`) whose method fails after `finish`, every time (until the test removes
+    /// them): its changes are complete, the method is not.
+    pub fail_after_finish_on: Arc<Mutex<BTreeSet<u64>>>,
     /// When set, each event waits for one permit before its transaction.
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
     /// The positions the methods saw, in order (attempts included).
@@ -156,6 +159,16 @@ impl Behavior {
         Ok(())
     }
 
+    /// After `finish`: the failure asked for.
+    fn after_finish(&self, n: u64) -> Result<(), ProjectionError> {
+        if self.fail_after_finish_on.lock().unwrap().contains(&n) {
+            return Err(ProjectionError::new(format!(
+                "event {n} fails after finish"
+            )));
+        }
+        Ok(())
+    }
+
     /// The positions seen so far.
     pub fn seen(&self) -> Vec<u64> {
         self.seen.lock().unwrap().clone()
@@ -186,7 +199,7 @@ impl SqliteTallies {
             })
             .await?;
         tx.finish()?;
-        Ok(())
+        self.behavior.after_finish(n)
     }
 }
 
@@ -251,7 +264,7 @@ impl PostgresTallies {
             })
             .await?;
         tx.finish().await?;
-        Ok(())
+        self.behavior.after_finish(n)
     }
 }
 

@@ -837,6 +837,57 @@ async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event
         .await;
 }
 
+/// A node waiting for another's lease finds, when it takes it over, a checkpoint beyond the
+/// head (the store restored from an older backup meanwhile): it resumes at the head its runtime
+/// started at, as a start does, not from where it would have started without a checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taking_the_lease_over_a_checkpoint_beyond_the_head_resumes_at_the_head_on_postgres()
+{
+    let Some(place) = Place::new(Backend::Postgres, "takeover_beyond_head").await else {
+        return;
+    };
+    let store = place.open().await;
+    for n in 1..=5 {
+        store
+            .append(
+                &ledger_stream("t"),
+                ExpectedVersion::Any,
+                vec![raw(Kind::A, "t", n)],
+            )
+            .await
+            .unwrap();
+    }
+    // Another node holds the handler's lease (this test, for it), without a checkpoint yet.
+    let held = store
+        .try_lease("takeover")
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    let handler = AlphaOnly::default();
+    let log = handler.log.clone();
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .handler_with(handler, HandlerOptions::new().name("takeover"))
+        .start()
+        .await
+        .unwrap();
+    // That node handled the five events, then the store went back to an older backup.
+    store.save_checkpoint("takeover", 10_000).await.unwrap();
+    drop(held);
+    let last = app
+        .dispatch(Emit::new("t2", &[Kind::A], 6))
+        .await
+        .unwrap()
+        .token;
+    wait(&app, "takeover", last).await;
+    assert_eq!(
+        log.positions(),
+        [6],
+        "the events up to the head the runtime started at are not delivered again, the new one is"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_wait_past_its_deadline_is_a_typed_timeout_saying_where_the_handler_was() {
     let app = Evoq::builder()

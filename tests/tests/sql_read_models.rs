@@ -887,6 +887,185 @@ async fn a_sql_error_is_retried_then_dead_lettered_without_a_trace(place: &Place
     app.stop().await;
 }
 
+/// A method that fails after `finish`: each retry rolls its changes back; once the policy
+/// gives the event up (skips it or dead-letters it), the last attempt's changes are committed,
+/// once, with no dead letter (a retry of it would apply them again), and the store and the
+/// projection go on.
+async fn a_method_failing_after_finish_commits_its_changes_once(place: &Place, on_error: OnError) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        fail_after_finish_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior.clone(), fast_retries(3, on_error))
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    let seen = behavior.seen();
+    assert_eq!(seen.iter().filter(|p| **p == FAILING).count(), 3);
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies(20));
+    assert_eq!(checkpoint(&db).await, Some(20));
+    assert!(
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no dead letter of an event whose changes are committed"
+    );
+    // Appends go on (nothing holds the database), and so does the projection.
+    append_planned(&*db.store(), 21, 25).await;
+    wait(&app, 25).await;
+    assert_each_applied_once(&db, taken(25)).await;
+    app.stop().await;
+}
+
+#[test]
+fn a_method_failing_after_finish_is_dead_lettered_with_its_changes_committed_once_on_sqlite() {
+    on(Backend::Sqlite, "sqlrm-late-dead", async |place| {
+        a_method_failing_after_finish_commits_its_changes_once(place, OnError::DeadLetter).await;
+    });
+}
+
+#[test]
+fn a_method_failing_after_finish_is_dead_lettered_with_its_changes_committed_once_on_postgres() {
+    on(Backend::Postgres, "sqlrm_late_dead", async |place| {
+        a_method_failing_after_finish_commits_its_changes_once(place, OnError::DeadLetter).await;
+    });
+}
+
+#[test]
+fn a_method_failing_after_finish_is_skipped_with_its_changes_committed_once_on_sqlite() {
+    on(Backend::Sqlite, "sqlrm-late-skip", async |place| {
+        a_method_failing_after_finish_commits_its_changes_once(place, OnError::Skip).await;
+    });
+}
+
+/// A dead letter delivered again whose method fails after `finish`: its changes are committed
+/// with the end of the dead letter, so the retry fails and leaves no dead letter, and a later
+/// retry finds none and applies nothing again.
+async fn a_retry_failing_after_finish_commits_once_and_keeps_no_dead_letter(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        sql_error_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior.clone(), fast_retries(2, OnError::DeadLetter))
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    let dead = app.dead_letters(NAME).list(0, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    let event_id = dead[0].event.event_id;
+    behavior.sql_error_on.lock().unwrap().clear();
+    behavior
+        .fail_after_finish_on
+        .lock()
+        .unwrap()
+        .insert(FAILING);
+    let error = app
+        .dead_letters(NAME)
+        .retry(event_id)
+        .await
+        .expect_err("the method failed");
+    assert!(
+        matches!(error, Error::DeadLetterRetryFailed { .. }),
+        "{error:?}"
+    );
+    assert_each_applied_once(&db, taken(20)).await;
+    assert!(
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "its changes are committed: no dead letter to apply them again"
+    );
+    behavior.fail_after_finish_on.lock().unwrap().clear();
+    let again = app.dead_letters(NAME).retry(event_id).await;
+    assert!(
+        matches!(again, Err(Error::DeadLetterNotFound { .. })),
+        "{again:?}"
+    );
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, {
+        let mut expected = expected_tallies(20);
+        expected.get_mut("id-7").expect("id-7")[3] = FAILING as i64;
+        expected
+    });
+    app.stop().await;
+}
+
+#[test]
+fn a_retry_failing_after_finish_applies_the_event_once_and_keeps_no_dead_letter_on_sqlite() {
+    on(Backend::Sqlite, "sqlrm-late-retry", async |place| {
+        a_retry_failing_after_finish_commits_once_and_keeps_no_dead_letter(place).await;
+    });
+}
+
+#[test]
+fn a_retry_failing_after_finish_applies_the_event_once_and_keeps_no_dead_letter_on_postgres() {
+    on(Backend::Postgres, "sqlrm_late_retry", async |place| {
+        a_retry_failing_after_finish_commits_once_and_keeps_no_dead_letter(place).await;
+    });
+}
+
+/// The model's checkpoint is beyond the store's head (the store was restored from an older
+/// backup than the model): the projection resumes at the head, the checkpoint moves back there,
+/// and every event appended from then on is applied once, also after a restart.
+async fn a_checkpoint_beyond_the_head_is_moved_back_and_new_events_are_applied(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 20).await;
+    db.store()
+        .save_checkpoint(NAME, 1_000)
+        .await
+        .expect("save the checkpoint");
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    append_planned(&*db.store(), 21, 25).await;
+    wait(&app, 25).await;
+    app.stop().await;
+    assert_each_applied_once(&db, taken(25) - taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies_of(21..=25));
+    assert_eq!(checkpoint(&db).await, Some(25));
+
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("restart");
+    append_planned(&*db.store(), 26, 28).await;
+    wait(&app, 28).await;
+    app.stop().await;
+    assert_each_applied_once(&db, taken(28) - taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies_of(21..=28));
+    assert_eq!(checkpoint(&db).await, Some(28));
+}
+
+#[test]
+fn a_model_checkpoint_beyond_the_head_moves_back_and_each_new_event_is_applied_once_on_sqlite() {
+    on(Backend::Sqlite, "sqlrm-beyond", async |place| {
+        a_checkpoint_beyond_the_head_is_moved_back_and_new_events_are_applied(place).await;
+    });
+}
+
+#[test]
+fn a_model_checkpoint_beyond_the_head_moves_back_and_each_new_event_is_applied_once_on_postgres() {
+    on(Backend::Postgres, "sqlrm_beyond", async |place| {
+        a_checkpoint_beyond_the_head_is_moved_back_and_new_events_are_applied(place).await;
+    });
+}
+
 /// A dead-lettered event whose failure went away is applied by a replay from the origin: its
 /// dead letter ends in the same transaction, so a retry of it finds none and applies nothing
 /// again.

@@ -45,6 +45,19 @@ pub(crate) trait Consumer: Send + 'static {
         Box::pin(std::future::ready(Ok(None)))
     }
 
+    /// Moves the checkpoint the consumer keeps itself back to `position` (it was beyond the
+    /// store's head).
+    fn rewind<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, ()> {
+        let _ = (name, position);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Whether the consumer holds finished changes of the event being delivered, committed by
+    /// [`commit`](Self::commit) even when the event is given up.
+    fn has_finished_changes(&self) -> bool {
+        false
+    }
+
     /// Clears the consumer's state before a rebuild.
     fn reset(&mut self) -> HookFuture<'_, ()> {
         Box::pin(std::future::ready(Err(

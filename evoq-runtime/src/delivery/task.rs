@@ -80,6 +80,10 @@ pub(crate) struct Task {
     /// Whether the task has taken the lease before (a task told to start from the origin
     /// starts there at its first lease only).
     leased: bool,
+    /// The checkpoint the consumer keeps, when it was beyond the store's head at the start:
+    /// moved back to where the task resumes once the task holds the lease (see
+    /// [`rewind_kept`](Self::rewind_kept)).
+    kept_beyond: Option<u64>,
     /// The exported gauges of the handler's position and of its lag behind the head.
     gauges: Gauges,
 }
@@ -129,6 +133,16 @@ enum Delivered {
     Stop(String),
     /// The lease was lost (why) before the event was retried or dead-lettered.
     LeaseLost(String),
+}
+
+/// What failed, for the handler's error policy.
+#[derive(Clone, Copy)]
+enum Failed<'a> {
+    /// The handling of an event; `finished` when the consumer holds finished changes of it,
+    /// which are committed whatever the policy does (see [`Consumer::has_finished_changes`]).
+    Handling { finished: bool },
+    /// A stored row that could not be read back, kept whole in its dead letter.
+    Row(&'a UndecodableRow),
 }
 
 /// An event the handler's retries gave up on, as its dead letter records it.
@@ -193,6 +207,7 @@ impl Task {
             deferred: VecDeque::new(),
             confirmed_at: Instant::now(),
             leased: false,
+            kept_beyond: None,
         }
     }
 
@@ -356,8 +371,8 @@ impl Task {
     /// it was told to start elsewhere (`StartFrom::Origin` replays from the first event,
     /// whatever the checkpoint), and never past the store's head: a checkpoint beyond it (a
     /// store restored from an older backup) would skip the events appended from now on up to
-    /// it, so the task stays where it is (at its first lease, the start, which is bounded by
-    /// the head at start), with a warning.
+    /// it, so the task resumes at the head the runtime started at (or where it is, when that
+    /// is further), with a warning.
     async fn resume_shared(&mut self) -> Result<(), StoreError> {
         let first = !std::mem::replace(&mut self.leased, true);
         if first && self.options.start_from == StartFrom::Origin {
@@ -380,16 +395,22 @@ impl Task {
         }
         let reached = self.store.read_all(saved - 1, 1, &EventFilter::All).await?;
         if reached.events.is_empty() && reached.undecodable.is_empty() {
-            // Where the task is was within the head when it got there: the start position
-            // (bounded by the head at start) or what it processed itself.
+            // As at a start: the head the runtime started at (the node that held the lease had
+            // handled up to there when its checkpoint went past it, or the start saw that
+            // checkpoint), or where the task is, when it processed further itself.
+            let position = self.start_after.max(self.head_at_start);
             tracing::warn!(
                 name: "evoq.handler.checkpoint",
                 stage = "reset",
                 handler = &*self.state.name,
                 checkpoint = saved,
-                position = self.start_after,
-                "the saved checkpoint is beyond the store's head; resuming where the handler was",
+                position,
+                "the saved checkpoint is beyond the store's head; resuming at the head",
             );
+            self.start_after = position;
+            self.saved = position;
+            self.publish(position);
+            self.announce();
             return Ok(());
         }
         self.start_after = saved;
@@ -481,6 +502,10 @@ impl Task {
     /// Delivers while `lease` holds, until the runtime stops, the handler does, or the lease
     /// is lost.
     async fn serve<C: Consumer>(&mut self, consumer: &mut C, lease: &Lease) -> Served {
+        if !self.rewind_kept(consumer).await {
+            self.finish(consumer, self.start_after, lease).await;
+            return Served::Done;
+        }
         let shared = lease.is_shared();
         let filter = EventFilter::types(
             self.state
@@ -786,6 +811,7 @@ impl Task {
                         head,
                         "the read model's checkpoint is beyond the store's head; resuming at the head",
                     );
+                    self.kept_beyond = Some(kept);
                     head
                 } else {
                     kept
@@ -804,6 +830,68 @@ impl Task {
                 error = %error,
                 "the read model's checkpoint could not be read; starting from the event store's",
             ),
+        }
+    }
+
+    /// Moves the checkpoint the consumer keeps back to where the task resumes, when it was
+    /// beyond the store's head at the start (see [`kept_checkpoint`](Self::kept_checkpoint)):
+    /// a read model would otherwise take the events from there up to it for ones it committed
+    /// already, and drop their changes. Done once the task holds the lease, so that where it
+    /// resumes is settled (on a shared store, a checkpoint only beyond this node's view of the
+    /// head is not one: [`resume_shared`](Self::resume_shared) resumes after it, and nothing
+    /// moves back). Tried until it succeeds; `false` if the runtime stops first.
+    async fn rewind_kept<C: Consumer>(&mut self, consumer: &mut C) -> bool {
+        let Some(kept) = self.kept_beyond else {
+            return true;
+        };
+        let position = self.start_after;
+        if kept <= position {
+            self.kept_beyond = None;
+            return true;
+        }
+        let name = Arc::clone(&self.state.name);
+        let mut failures = 0u32;
+        loop {
+            let rewound = CatchPanic::new(consumer.rewind(&name, position))
+                .await
+                .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+            let error = match rewound {
+                Ok(()) => {
+                    self.kept_beyond = None;
+                    if failures > 0 {
+                        self.recovered();
+                    }
+                    tracing::info!(
+                        name: "evoq.projection.checkpoint",
+                        stage = "rewound",
+                        projection = &*name,
+                        checkpoint = kept,
+                        position,
+                        "the read model's checkpoint was moved back to where the projection resumes",
+                    );
+                    return true;
+                }
+                Err(error) => error,
+            };
+            failures = failures.saturating_add(1);
+            let delay = STORE_RETRY.delay(failures);
+            tracing::error!(
+                name: "evoq.projection.checkpoint",
+                stage = "exception",
+                projection = &*name,
+                checkpoint = kept,
+                position,
+                error = %error,
+                retry_in_ms = delay.as_millis() as u64,
+                "the read model's checkpoint beyond the head could not be moved back; no event is delivered until it is",
+            );
+            self.trouble(format!(
+                "moving the read model's checkpoint back from {kept} to {position} failed ({error}); retrying in {} ms",
+                delay.as_millis()
+            ));
+            if !self.sleep(delay).await {
+                return false;
+            }
         }
     }
 
@@ -1043,8 +1131,18 @@ impl Task {
                 }
                 Err(failure) => failure,
             };
+            let failed = Failed::Handling {
+                finished: consumer.has_finished_changes(),
+            };
             if let Some(outcome) = self
-                .after_failure(event, &failure, attempt, &mut first_failed_at, None, lease)
+                .after_failure(
+                    event,
+                    &failure,
+                    attempt,
+                    &mut first_failed_at,
+                    failed,
+                    lease,
+                )
                 .await
             {
                 return outcome;
@@ -1083,7 +1181,7 @@ impl Task {
                     &failure,
                     attempt,
                     &mut first_failed_at,
-                    Some(row),
+                    Failed::Row(row),
                     lease,
                 )
                 .await
@@ -1115,15 +1213,18 @@ impl Task {
     }
 
     /// What follows a failed attempt: `None` once the retry delay has passed (try again), else
-    /// what the handler's error policy made of the event. `raw_row` is the stored row of an
-    /// event that could not be read back, kept in its dead letter.
+    /// what the handler's error policy made of the event.
+    ///
+    /// An event whose finished changes the consumer holds (a SQL read model's transaction
+    /// after `finish`) keeps no dead letter when the policy gives it up: those changes are
+    /// committed as the task moves past it, and a retry would apply them a second time.
     async fn after_failure(
         &mut self,
         event: &EventMeta,
         failure: &HandlerFailure,
         attempt: u32,
         first_failed_at: &mut Option<SystemTime>,
-        raw_row: Option<&UndecodableRow>,
+        failed: Failed<'_>,
         lease: &Lease,
     ) -> Option<Delivered> {
         let failed_at = SystemTime::now();
@@ -1156,6 +1257,26 @@ impl Task {
                 if let Err(reason) = self.still_held(lease).await {
                     return Some(Delivered::LeaseLost(reason));
                 }
+                let raw_row = match failed {
+                    Failed::Handling { finished: true } => {
+                        self.state.counters.count(Count::DeadLetter);
+                        tracing::warn!(
+                            name: "evoq.handler.dead_letter",
+                            stage = "committed",
+                            handler = &*self.state.name,
+                            event_type = event.event_type(),
+                            position = event.global_position(),
+                            event_id = %event.event_id(),
+                            attempts = attempt,
+                            kind = %failure.kind(),
+                            error = %failure,
+                            "the method failed after finishing its changes: they are committed, and the event keeps no dead letter (a retry would apply them again)",
+                        );
+                        return Some(Delivered::Next);
+                    }
+                    Failed::Handling { finished: false } => None,
+                    Failed::Row(row) => Some(row),
+                };
                 let given_up = GivenUp {
                     failure,
                     attempts: attempt,
@@ -1360,6 +1481,34 @@ impl Task {
                 Ok(())
             }
             Err(failure) => {
+                if self
+                    .store
+                    .load_dead_letter(&name, event_id)
+                    .await?
+                    .is_none()
+                {
+                    // The method finished its changes before it failed: they were committed,
+                    // and the dead letter with them (a SQL read model). Saved again, a later
+                    // retry would apply them a second time.
+                    tracing::warn!(
+                        name: "evoq.handler.dead_letter",
+                        stage = "committed",
+                        handler = &*name,
+                        event_type = event.event_type(),
+                        position = event.global_position(),
+                        event_id = %event_id,
+                        attempts = attempt,
+                        error = %failure,
+                        "the method failed after finishing its changes: they are committed, and the dead letter is removed (a retry would apply them again)",
+                    );
+                    return Err(Error::DeadLetterRetryFailed {
+                        handler: name.to_string(),
+                        event_id,
+                        error: format!(
+                            "{failure} (after `finish`: the event's changes are committed and its dead letter is removed)"
+                        ),
+                    });
+                }
                 entry.attempts = attempt;
                 entry.error = failure.to_string();
                 entry.kind = failure.kind();

@@ -92,6 +92,20 @@ impl<P: Projection> Consumer for Projected<P> {
         })
     }
 
+    fn rewind<'a>(&'a mut self, name: &'a str, position: u64) -> HookFuture<'a, ()> {
+        Box::pin(async move {
+            self.projection
+                .read_model()
+                .rewind(name, position)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
+
+    fn has_finished_changes(&self) -> bool {
+        self.projection.read_model().has_finished_changes()
+    }
+
     fn reset(&mut self) -> HookFuture<'_, ()> {
         Box::pin(async move {
             self.projection

@@ -81,6 +81,25 @@ pub trait ReadModel: Send + Sync + 'static {
     fn keeps_checkpoint(&self) -> bool {
         false
     }
+
+    /// Moves the checkpoint of `projection` this read model keeps back to `position`, leaving
+    /// its data as it is. The runtime calls it when it starts and finds the kept checkpoint
+    /// beyond the event store's head (the model restored from a newer backup than the store,
+    /// or filled from another store): the projection resumes at the head, and the events
+    /// appended from then on must not be taken for ones the model already holds. The default
+    /// commits `position` (a model whose [`commit`](Self::commit) sets the checkpoint).
+    async fn rewind(&self, projection: &str, position: u64) -> Result<(), ReadModelError> {
+        self.commit(projection, position).await.map(|_| ())
+    }
+
+    /// Whether the changes of the event being handled are finished and wait for
+    /// [`commit`](Self::commit) (a SQL read model's transaction after `finish`). When the
+    /// projection's method then fails and its error policy gives the event up, the runtime
+    /// commits those changes and keeps no dead letter of the event: a retry of it would apply
+    /// them a second time. `false` (the default) for a model without such transactions.
+    fn has_finished_changes(&self) -> bool {
+        false
+    }
 }
 
 /// A read model operation failed.

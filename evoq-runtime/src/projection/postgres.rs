@@ -160,6 +160,7 @@ struct Inner {
     /// Moves the checkpoint forward, or fails (`division_by_zero`) to roll the changes back.
     advance_checkpoint_or_fail: String,
     load_checkpoint: String,
+    save_checkpoint: String,
     delete_checkpoint: String,
     take_dead_letter: String,
     writer: tokio::sync::Mutex<Writer>,
@@ -508,6 +509,7 @@ impl PostgresReadModelBuilder {
             advance_checkpoint: store.advance_checkpoint_sql(),
             advance_checkpoint_or_fail: store.advance_checkpoint_or_fail_sql(),
             load_checkpoint: store.load_checkpoint_sql(),
+            save_checkpoint: store.save_checkpoint_sql(),
             delete_checkpoint: store.delete_checkpoint_sql(),
             take_dead_letter: store.take_dead_letter_sql(),
             writer: tokio::sync::Mutex::new(Writer {
@@ -1149,6 +1151,34 @@ impl Inner {
         }
     }
 
+    /// Sets the checkpoint of `projection` to `position`, back or forward, outside any event's
+    /// transaction (see [`ReadModel::rewind`]).
+    async fn rewind(&self, projection: &str, position: u64) -> Result<(), PostgresReadModelError> {
+        let db_position = to_db(position);
+        let mut writer = self.writer.lock().await;
+        writer.bind(projection, &self.name)?;
+        writer.usable(&self.name)?;
+        self.rollback(&mut writer).await;
+        let client = self.client(&mut writer).await?;
+        let saved = match client.prepare_cached(&self.save_checkpoint).await {
+            Ok(save) => client.execute(&save, &[&projection, &db_position]).await,
+            Err(error) => Err(error),
+        };
+        match saved {
+            Ok(_) => {
+                writer.committed = position;
+                writer.fresh = true;
+                Ok(())
+            }
+            Err(source) => {
+                if source.is_closed() {
+                    self.drop_client(&mut writer);
+                }
+                Err(self.sql("moving the checkpoint back".to_owned(), source))
+            }
+        }
+    }
+
     /// Reads the stored checkpoint again, once the projection is known.
     async fn reload(&self, writer: &mut Writer) -> Result<(), PostgresReadModelError> {
         let Some(projection) = writer.projection.clone() else {
@@ -1450,6 +1480,19 @@ impl ReadModel for PostgresReadModel {
     /// `true`: the checkpoint lives in the read model's transactions.
     fn keeps_checkpoint(&self) -> bool {
         true
+    }
+
+    /// Sets the projection's checkpoint to `position` (the store's row for `projection`).
+    async fn rewind(&self, projection: &str, position: u64) -> Result<(), ReadModelError> {
+        Ok(self.inner.rewind(projection, position).await?)
+    }
+
+    /// Whether an event's transaction was finished and waits for its commit.
+    fn has_finished_changes(&self) -> bool {
+        self.inner
+            .writer
+            .try_lock()
+            .is_ok_and(|writer| matches!(writer.state, State::Staged { .. }))
     }
 }
 

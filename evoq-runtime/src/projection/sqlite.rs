@@ -60,8 +60,8 @@ use super::sql::{
 use crate::delivery::consumer::EventMeta;
 use crate::store::StoreError;
 use crate::store::sqlite::{
-    ADVANCE_CHECKPOINT_SQL, DELETE_CHECKPOINT_SQL, Durability, LOAD_CHECKPOINT_SQL, SqliteStore,
-    take_dead_letter,
+    ADVANCE_CHECKPOINT_SQL, DELETE_CHECKPOINT_SQL, Durability, LOAD_CHECKPOINT_SQL,
+    SAVE_CHECKPOINT_SQL, SqliteStore, take_dead_letter,
 };
 
 /// The SQLite driver the read model's API speaks: `params!`, `Row`, `Connection`, `Error`.
@@ -1070,6 +1070,34 @@ impl Inner {
         Ok(Some(position))
     }
 
+    /// Sets the checkpoint of `projection` to `position`, back or forward, outside any event's
+    /// transaction (see [`ReadModel::rewind`]).
+    async fn rewind(&self, projection: &str, position: u64) -> Result<(), SqliteReadModelError> {
+        {
+            let mut writer = self.writer();
+            writer.bind(projection, &self.name)?;
+            writer.usable(&self.name)?;
+            if matches!(writer.state, State::Open { .. } | State::Staged { .. }) {
+                writer.rollback();
+            }
+        }
+        let db_position = to_db(position);
+        self.write_lock(
+            |writer| {
+                writer
+                    .conn
+                    .prepare_cached(SAVE_CHECKPOINT_SQL)?
+                    .execute(params![projection, db_position])
+            },
+            "moving the checkpoint back",
+        )
+        .await?;
+        let mut writer = self.writer();
+        writer.committed = position;
+        writer.fresh = true;
+        Ok(())
+    }
+
     async fn clear(&self) -> Result<(), SqliteReadModelError> {
         if self.tables.is_empty() {
             return Err(SqliteReadModelError::NothingToClear {
@@ -1210,6 +1238,16 @@ impl ReadModel for SqliteReadModel {
     /// `true`: the checkpoint lives in the read model's transactions.
     fn keeps_checkpoint(&self) -> bool {
         true
+    }
+
+    /// Sets the projection's checkpoint to `position` (the store's row for `projection`).
+    async fn rewind(&self, projection: &str, position: u64) -> Result<(), ReadModelError> {
+        Ok(self.inner.rewind(projection, position).await?)
+    }
+
+    /// Whether an event's transaction was finished and waits for its commit.
+    fn has_finished_changes(&self) -> bool {
+        matches!(self.inner.writer().state, State::Staged { .. })
     }
 }
 
