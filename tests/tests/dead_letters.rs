@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use evoq::prelude::*;
-use evoq::{Config, Consistency, HandlerConfig, HandlerOptions, OnError, RetryStrategy};
+use evoq::{
+    Config, Consistency, ExpectedVersion, HandlerConfig, HandlerOptions, OnError, RetryStrategy,
+};
+use evoq_tests::backends::{Backend, Place};
 use evoq_tests::ledger::*;
 
 /// Fails on every `Alpha` whose `n` is in its poison list while `healthy` is false; counts
@@ -322,6 +325,69 @@ async fn builder_options_take_precedence_over_the_attribute() {
         app.dead_letters("skipper").list(0, 10).await.unwrap().len(),
         1
     );
+}
+
+/// A handler its policy stops has saved its checkpoint before the event by the time anything
+/// says it stopped (a wait, its stats): read right then, the checkpoint is there.
+async fn a_stopped_handler_has_saved_its_checkpoint_when_it_says_it_stopped(backend: Backend) {
+    let Some(place) = Place::new(backend, "stop_saves").await else {
+        return;
+    };
+    // Stored before the handler runs: it saves no checkpoint until it has caught up (or
+    // stops), so the one it stops with is the one saved then.
+    let store = place.open().await;
+    store
+        .append(
+            &ledger_stream("x"),
+            ExpectedVersion::Any,
+            vec![
+                raw(Kind::B, "x", 0),
+                raw(Kind::A, "x", 1),
+                raw(Kind::A, "x", 2),
+                raw(Kind::A, "x", 3),
+            ],
+        )
+        .await
+        .unwrap();
+    let (before, failing) = (3, 4);
+    let flaky = Flaky::poisoned(&[3]);
+    let app = Evoq::builder()
+        .shared_store(store)
+        .config(config(ms(1)))
+        .handler_with(
+            flaky,
+            HandlerOptions::new()
+                .max_attempts(1)
+                .on_error(OnError::Stop),
+        )
+        .start()
+        .await
+        .unwrap();
+    let error = app
+        .wait_for_named("flaky", failing)
+        .without_deadline()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, evoq::Error::HandlerStopped { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        app.store().load_checkpoint("flaky").await.unwrap(),
+        Some(before),
+        "saved before the wait learned that the handler stopped"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_handler_has_saved_its_checkpoint_when_it_says_it_stopped_on_sqlite() {
+    a_stopped_handler_has_saved_its_checkpoint_when_it_says_it_stopped(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_handler_has_saved_its_checkpoint_when_it_says_it_stopped_on_postgres() {
+    a_stopped_handler_has_saved_its_checkpoint_when_it_says_it_stopped(Backend::Postgres).await;
 }
 
 #[tokio::test]

@@ -660,6 +660,12 @@ impl Task {
                     Delivered::Stop(reason) => {
                         self.publish(processed);
                         self.announce();
+                        // Saved before the status says stopped: whoever sees the handler
+                        // stopped finds its checkpoint there. (A lost lease saves nothing: the
+                        // new holder owns the checkpoint.)
+                        if self.saved != processed {
+                            let _ = self.save(consumer, processed, lease).await;
+                        }
                         self.change_status(|progress| {
                             progress.stopped = Some(Arc::from(reason.as_str()));
                             true
