@@ -518,6 +518,33 @@ impl Error {
         }
     }
 
+    /// The error of a store call made for `command` of aggregate (or decision) `aggregate`
+    /// `id`: a stream id the store cannot hold is the id's fault, named as such
+    /// (`InvalidAggregateId`); any other store error as it is.
+    pub(crate) fn of_store(
+        aggregate: &'static str,
+        command: &'static str,
+        id: &str,
+        error: StoreError,
+    ) -> Error {
+        match error {
+            StoreError::Unstorable {
+                what: StoreError::STREAM_ID,
+                backend,
+                value,
+                reason,
+            } => Error::InvalidAggregateId {
+                aggregate,
+                command,
+                id: id.to_owned(),
+                reason: format!(
+                    "cannot be held by the `{backend}` store in the stream id {value}: {reason}"
+                ),
+            },
+            error => Error::from(error),
+        }
+    }
+
     /// Raises the `evoq.integrity` alarm, at ERROR, when this is an integrity error of the
     /// store (corrupt or inconsistent stored data): `stage` says where it was met (`append`,
     /// `rebuild`, `lookup`), `stream` which stream was concerned. Any other error passes

@@ -1197,6 +1197,214 @@ async fn a_cached_model_reads_only_what_is_new_and_is_dropped_when_idle() {
     app.stop().await;
 }
 
+/// Two boundaries whose queries print alike (a tag value holding `, tag`) are two models: a
+/// cached decision decides as an uncached one.
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Shelved {
+    #[tag("book")]
+    book: String,
+    #[tag("member")]
+    member: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ShelveFor {
+    #[aggregate_id]
+    shelf: String,
+    book: String,
+    member: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct ShelveAny {
+    #[aggregate_id]
+    shelf: String,
+    book: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("taken: {0} event(s) in the context")]
+struct Taken(u64);
+
+#[derive(Default)]
+struct ShelfModel {
+    seen: u64,
+}
+
+#[decision(name = "Shelf", cached)]
+impl ShelfModel {
+    #[handles]
+    #[query(all_of(types(Shelved), tag("book", &command.book), tag("member", &command.member)))]
+    fn shelve_for(&self, command: &ShelveFor) -> Result<Shelved, Taken> {
+        if self.seen > 0 {
+            return Err(Taken(self.seen));
+        }
+        Ok(Shelved {
+            book: command.book.clone(),
+            member: command.member.clone(),
+        })
+    }
+
+    #[handles]
+    #[query(all_of(types(Shelved), tag("book", &command.book)))]
+    fn shelve_any(&self, command: &ShelveAny) -> Result<Shelved, Taken> {
+        if self.seen > 0 {
+            return Err(Taken(self.seen));
+        }
+        Ok(Shelved {
+            book: command.book.clone(),
+            member: String::new(),
+        })
+    }
+
+    #[apply]
+    fn shelved(&mut self, _: &Shelved) {
+        self.seen += 1;
+    }
+}
+
+#[tokio::test]
+async fn two_queries_that_print_alike_keep_two_models() {
+    let app = Evoq::builder().start().await.expect("starts");
+    app.dispatch(ShelveFor {
+        shelf: "s1".into(),
+        book: "x".into(),
+        member: "y".into(),
+    })
+    .await
+    .expect("nothing tagged book x and member y yet");
+    // Its query prints as the one above, but selects the events tagged with this one book.
+    let spoofed = "x, tag member:y";
+    app.dispatch(ShelveAny {
+        shelf: "s2".into(),
+        book: spoofed.into(),
+    })
+    .await
+    .expect("no event is tagged with this book");
+    // And the other way round: the first boundary's model holds its own event only.
+    let error = app
+        .dispatch(ShelveFor {
+            shelf: "s1".into(),
+            book: "x".into(),
+            member: "y".into(),
+        })
+        .await
+        .expect_err("book x and member y are taken");
+    assert!(error.to_string().contains("taken: 1 event"), "{error}");
+    let error = app
+        .dispatch(ShelveAny {
+            shelf: "s2".into(),
+            book: spoofed.into(),
+        })
+        .await
+        .expect_err("this book is taken");
+    assert!(error.to_string().contains("taken: 1 event"), "{error}");
+    assert_eq!(app.decision_models(), 2);
+    app.stop().await;
+}
+
+/// A model that panics while applying is dropped: the count of kept models says so, and the
+/// next command rebuilds it.
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Counted {
+    #[tag("counter")]
+    counter: String,
+}
+
+#[derive(Command, Debug, Clone)]
+struct Count {
+    #[aggregate_id]
+    counter: String,
+}
+
+/// While set, the model of `Counting` panics applying any event.
+static COUNTING_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[derive(Default)]
+struct CountModel {
+    count: u64,
+}
+
+#[decision(name = "Counting", cached)]
+impl CountModel {
+    #[handles]
+    #[query(all_of(types(Counted), tag("counter", &command.counter)))]
+    fn count(&self, command: &Count) -> Result<Counted, Never> {
+        Ok(Counted {
+            counter: command.counter.clone(),
+        })
+    }
+
+    #[apply]
+    fn counted(&mut self, _: &Counted) {
+        assert!(
+            !COUNTING_PANICS.load(Ordering::SeqCst),
+            "the model cannot apply this event"
+        );
+        self.count += 1;
+    }
+}
+
+#[tokio::test]
+async fn a_model_dropped_by_a_panic_is_not_counted_as_kept() {
+    let app = Evoq::builder().start().await.expect("starts");
+    let count = || Count {
+        counter: "c1".into(),
+    };
+    app.dispatch(count()).await.expect("counted");
+    assert_eq!(app.decision_models(), 1);
+    COUNTING_PANICS.store(true, Ordering::SeqCst);
+    let _ = app.dispatch(count()).await;
+    COUNTING_PANICS.store(false, Ordering::SeqCst);
+    assert_eq!(app.decision_models(), 0, "its model was dropped");
+    let done = app
+        .dispatch(count())
+        .await
+        .expect("the next command rebuilds the model");
+    assert_eq!(done.version, 3);
+    assert_eq!(app.decision_models(), 1);
+    app.stop().await;
+}
+
+/// A decision's stream id the store cannot hold (PostgreSQL: a NUL character, more than 2,048
+/// bytes) is the id's fault, as for an aggregate: `InvalidAggregateId`, naming the decision
+/// and the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_id_the_store_cannot_hold_is_an_invalid_aggregate_id_on_postgres() {
+    let Some(place) = Place::new(Backend::Postgres, "decision_bad_id").await else {
+        return;
+    };
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .start()
+        .await
+        .expect("starts");
+    // The id is the stream's only: the events' tags are storable.
+    for id in ["bad\0id".to_owned(), "y".repeat(3_000)] {
+        let error = app
+            .dispatch(ShelveAny {
+                shelf: id,
+                book: "b".into(),
+            })
+            .await
+            .expect_err("the store cannot hold the stream id");
+        assert!(
+            matches!(
+                &error,
+                evoq::Error::InvalidAggregateId {
+                    aggregate: "Shelf",
+                    command: "ShelveAny",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(error.kind(), evoq::ErrorKind::InvalidInput);
+    }
+    assert_eq!(*app.store().head().borrow(), 0, "nothing was appended");
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Consistency waits
 // ---------------------------------------------------------------------------------------------

@@ -996,22 +996,7 @@ impl<A: Aggregate> Actor<'_, A> {
     /// The error of a store call that failed: one that says the store cannot hold the stream
     /// id is the aggregate id's fault, named as such.
     fn store_failed(&self, command: &'static str, error: StoreError) -> Error {
-        match error {
-            StoreError::Unstorable {
-                what: StoreError::STREAM_ID,
-                backend,
-                value,
-                reason,
-            } => Error::InvalidAggregateId {
-                aggregate: A::NAME,
-                command,
-                id: self.id().to_owned(),
-                reason: format!(
-                    "cannot be held by the `{backend}` store in the stream id {value}: {reason}"
-                ),
-            },
-            error => Error::from(error),
-        }
+        Error::of_store(A::NAME, command, self.id(), error)
     }
 
     fn conflict(&self, command: &'static str, expected: u64, actual: u64, attempts: u32) -> Error {

@@ -104,13 +104,7 @@ pub(crate) async fn run<A: Aggregate>(
     // A cached decision's boundary, taken for this command (the next waits). A handler that
     // takes the list has a boundary of its own: a model kept for one that does not has none.
     let mut slot = match command.decision_cached() {
-        true => {
-            let key = match listed {
-                true => format!("{query} (with its events)"),
-                false => query.to_string(),
-            };
-            Some(models.take::<A>(key, idle).await)
-        }
+        true => Some(models.take::<A>(&query, listed, idle).await),
         false => None,
     };
     let mut model: Model<A> = slot.as_mut().map_or_else(Model::default, HeldModel::take);
@@ -224,7 +218,7 @@ pub(crate) async fn run<A: Aggregate>(
                 // The model is right up to what it read: the next attempt reads what is new.
                 query = condition.query;
             }
-            Err(error) => break Err(error.into()),
+            Err(error) => break Err(Error::of_store(A::NAME, name, id, error)),
         }
     };
     if let Some(slot) = slot.as_mut() {

@@ -1,5 +1,6 @@
 //! The cached models of decisions that ask for it (`#[decision(cached)]`): per decision type
-//! and boundary (the query's text), the model folded so far and the highest position it
+//! and boundary (the query, and whether its handler takes the events as a list), the model
+//! folded so far and the highest position it
 //! includes, like a live aggregate. A command catches the model up with the events after that
 //! position instead of reading its whole context; commands of one boundary take its model one
 //! at a time. A model idle for longer than its decision's idle timeout (scaled by the memory
@@ -14,6 +15,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::aggregate::Aggregate;
+use crate::store::EventQuery;
 
 /// A decision's model and how far it has read.
 pub(crate) struct Model<A: Aggregate> {
@@ -66,15 +68,26 @@ impl HeldModel {
 /// Every cached model of a runtime.
 #[derive(Default)]
 pub(crate) struct DecisionModels {
-    slots: DashMap<(TypeId, String), Arc<Mutex<Slot>>>,
+    slots: DashMap<Boundary, Arc<Mutex<Slot>>>,
 }
 
+/// What a model is kept for: the decision type, its query (compared as a query, never as its
+/// text: two queries that print alike, a tag holding `, tag` say, are two boundaries), and
+/// whether the handler takes the events as a list (a model kept without the list has none).
+type Boundary = (TypeId, EventQuery, bool);
+
 impl DecisionModels {
-    /// The slot of decision `A`'s boundary `key`, once the commands before have left it.
-    pub(crate) async fn take<A: Aggregate>(&self, key: String, idle: Duration) -> HeldModel {
+    /// The slot of decision `A`'s boundary of `query` (`listed`: for a handler that takes the
+    /// events as a list), once the commands before have left it.
+    pub(crate) async fn take<A: Aggregate>(
+        &self,
+        query: &EventQuery,
+        listed: bool,
+        idle: Duration,
+    ) -> HeldModel {
         let slot = Arc::clone(
             self.slots
-                .entry((TypeId::of::<A>(), key))
+                .entry((TypeId::of::<A>(), query.clone(), listed))
                 .or_insert_with(|| {
                     Arc::new(Mutex::new(Slot {
                         model: None,
@@ -96,9 +109,13 @@ impl DecisionModels {
         });
     }
 
-    /// How many boundaries have a slot.
+    /// How many boundaries keep a model: a slot whose model was dropped (it failed to read
+    /// or apply an event) keeps none; one a command holds counts (its model is in use).
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.slots
+            .iter()
+            .filter(|slot| slot.try_lock().map_or(true, |slot| slot.model.is_some()))
+            .count()
     }
 
     /// Drops every model.
