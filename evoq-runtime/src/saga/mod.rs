@@ -12,9 +12,10 @@
 //!
 //! 1. the `by` field of the event gives the *instance* (its correlation value); an empty value
 //!    (`""`, `None`) correlates to nothing and the event is ignored;
-//! 2. the instance's state is loaded from the store's saga state slots: a start on an existing
-//!    instance routes to it, a continue on a missing instance starts one, a stop on a missing
-//!    instance is ignored;
+//! 2. the instance's state is loaded from the store's saga state slots, under the name the saga
+//!    runs under (its attribute's, or `HandlerOptions::name`): a start on an existing instance
+//!    routes to it, a continue on a missing instance starts one, a stop on a missing instance
+//!    is ignored;
 //! 3. the method runs; the instance is saved with the commands it returned (its *outbox*),
 //!    the position of the event, and the instance as it was before the event; its timeouts
 //!    are stored ([`Commands::timeout_after`]);
@@ -42,9 +43,9 @@
 //! command takes effect once, whatever the moment of a stop or a crash.
 //!
 //! A timeout fires its event once, when due, through the saga's timer: appended to the stream
-//! `saga.<name>-<instance>` with a command-log entry of the timeout's id (a second firing, on
-//! another node say, is a duplicate), and handled by the method for its type while the
-//! instance still waits for it.
+//! `saga.<name>-<instance>` (the name the saga runs under) with a command-log entry of the
+//! timeout's id (a second firing, on another node say, is a duplicate), and handled by the
+//! method for its type while the instance still waits for it.
 //!
 //! Test a saga without a runtime with [`SagaTest`]: events go through [`Saga::route`] as
 //! above, and a command's failure through the `#[compensates]` method.
