@@ -493,6 +493,186 @@ async fn saga_state_of_a_type_not_registered_is_an_error_even_when_another_has_i
     app.stop().await;
 }
 
+// --- What a stopped instance leaves ----------------------------------------------------------
+
+/// A dead letter of an instance that stopped since fails when delivered again: no command, no
+/// instance back, the dead letter kept.
+async fn retry_after_the_stop_fails(backend: Backend) {
+    let Some(place) = Place::new(backend, "saga_retry_stopped").await else {
+        return;
+    };
+    let start = || async {
+        Evoq::builder()
+            .shared_store(place.open().await)
+            .saga_with::<Trips>(dead_letter_at_once())
+            .start()
+            .await
+            .unwrap()
+    };
+    let app = start().await;
+    let trip = format!("d-{backend:?}");
+    pokes_panic(&trip, true);
+    open(&app, &trip, Duration::from_secs(600)).await;
+    poke(&app, &trip).await;
+    close(&app, &trip).await;
+    settle(&app, "trips", SETTLE).await;
+    pokes_panic(&trip, false);
+    let store = store_of(&app);
+    assert!(instances(&*store, "trips").await.is_empty(), "{backend:?}");
+    let letters = app.dead_letters("trips").list(0, 10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{backend:?}");
+    let poked = letters[0].event.event_id;
+
+    // After a restart too: what the stop left is durable.
+    app.stop().await;
+    drop(app);
+    let app = start().await;
+    let error = app.dead_letters("trips").retry(poked).await.unwrap_err();
+    assert!(
+        matches!(&error, evoq::Error::DeadLetterRetryFailed { error, .. }
+            if error.contains("stopped at a later event")),
+        "{backend:?}: {error}"
+    );
+    settle(&app, "trips", SETTLE).await;
+    let store = store_of(&app);
+    assert!(
+        app.dead_letters("trips")
+            .get(poked)
+            .await
+            .unwrap()
+            .is_some(),
+        "{backend:?}: the dead letter stays"
+    );
+    assert!(
+        events_of(&*store, "Notebook", &format!("{trip}.poked"))
+            .await
+            .is_empty(),
+        "{backend:?}: its command is not dispatched"
+    );
+    assert!(instances(&*store, "trips").await.is_empty(), "{backend:?}");
+    assert!(
+        app.saga_state::<Trips>(&trip).await.unwrap().is_none(),
+        "{backend:?}"
+    );
+    app.stop().await;
+}
+
+/// A replay from the origin over an instance that stopped runs none of its events again: the
+/// command that failed (and was compensated) is not dispatched again, though it would succeed
+/// now, and the timeout the stop cancelled never fires.
+async fn replay_leaves_a_stopped_instance_stopped(backend: Backend) {
+    let Some(place) = Place::new(backend, "saga_replay_stopped").await else {
+        return;
+    };
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .saga::<Trips>()
+        .start()
+        .await
+        .unwrap();
+    open(&app, "p1", Duration::from_millis(300)).await;
+    close(&app, "p1").await;
+    settle(&app, "trips", SETTLE).await;
+    app.dispatch(LiftBarrier {
+        barrier: "p1".into(),
+    })
+    .await
+    .unwrap();
+    let store = store_of(&app);
+    assert_eq!(
+        events_of(&*store, "Notebook", "p1.compensated").await.len(),
+        1,
+        "{backend:?}: the crossing failed and was compensated"
+    );
+    app.stop().await;
+    drop(app);
+
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .saga_with::<Trips>(HandlerOptions::new().start_from(StartFrom::Origin))
+        .start()
+        .await
+        .unwrap();
+    settle(&app, "trips", SETTLE).await;
+    tokio::time::sleep(WELL_AFTER).await;
+    settle(&app, "trips", SETTLE).await;
+    let store = store_of(&app);
+    assert_eq!(
+        events_of(&*store, "Barrier", "p1").await,
+        ["BarrierLifted"],
+        "{backend:?}: the failed command stays failed"
+    );
+    assert_eq!(
+        events_of(&*store, "Notebook", "p1.compensated").await.len(),
+        1,
+        "{backend:?}"
+    );
+    assert!(
+        events_of(&*store, "saga.trips", "p1").await.is_empty(),
+        "{backend:?}: the stopped instance's timeout never fires"
+    );
+    assert_eq!(
+        store.next_timeout("trips").await.unwrap(),
+        None,
+        "{backend:?}"
+    );
+    assert!(instances(&*store, "trips").await.is_empty(), "{backend:?}");
+    assert!(
+        app.saga_state::<Trips>("p1").await.unwrap().is_none(),
+        "{backend:?}"
+    );
+    app.stop().await;
+}
+
+/// An event after the stop starts a new instance, which a replay from the origin finds as it
+/// was (the events of the first instance are not run on it).
+async fn a_later_event_starts_a_new_instance(backend: Backend) {
+    let Some(place) = Place::new(backend, "saga_restarted").await else {
+        return;
+    };
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .saga::<Trips>()
+        .start()
+        .await
+        .unwrap();
+    open(&app, "s1", Duration::from_secs(600)).await;
+    poke(&app, "s1").await;
+    close(&app, "s1").await;
+    open(&app, "s1", Duration::from_secs(600)).await;
+    settle(&app, "trips", SETTLE).await;
+    let state = app.saga_state::<Trips>("s1").await.unwrap();
+    assert_eq!(
+        state.expect("a new instance").0.seen,
+        ["opened"],
+        "{backend:?}"
+    );
+    app.stop().await;
+    drop(app);
+
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .saga_with::<Trips>(HandlerOptions::new().start_from(StartFrom::Origin))
+        .start()
+        .await
+        .unwrap();
+    settle(&app, "trips", SETTLE).await;
+    let state = app.saga_state::<Trips>("s1").await.unwrap();
+    assert_eq!(
+        state.expect("the new instance").0.seen,
+        ["opened"],
+        "{backend:?}"
+    );
+    let store = store_of(&app);
+    assert_eq!(instances(&*store, "trips").await, ["s1"], "{backend:?}");
+    assert_eq!(
+        events_of(&*store, "Notebook", "s1.poked").await.len(),
+        1,
+        "{backend:?}"
+    );
+    app.stop().await;
+}
+
 macro_rules! on_every_backend {
     ($($name:ident => $body:ident;)+) => {
         mod memory {
@@ -518,4 +698,10 @@ on_every_backend! {
         => renamed_keeps_instances_and_timeouts;
     a_saga_type_run_under_two_names_keeps_the_instances_of_each_apart
         => run_twice_keeps_instances_apart;
+    a_dead_letter_retried_after_its_instance_stopped_fails_and_stays
+        => retry_after_the_stop_fails;
+    a_replay_from_the_origin_leaves_a_stopped_instance_stopped
+        => replay_leaves_a_stopped_instance_stopped;
+    an_event_after_the_stop_starts_a_new_instance_that_a_replay_keeps
+        => a_later_event_starts_a_new_instance;
 }

@@ -11,6 +11,7 @@ use super::commands::{Commands, DispatchIds, ExecutedCommand, FailedCommand, Sch
 use super::definition::{Saga, StepKind};
 use super::instance::{Instance, PendingTimeout, Status};
 use super::options::CommandSettings;
+use super::stopped;
 use super::timer::{self, Payload, TIMEOUT_ENTRY};
 use crate::delivery::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use crate::delivery::policy::HandlerOptions;
@@ -106,7 +107,8 @@ impl std::error::Error for SagaError {}
 /// with the commands the method returned (its outbox) before any is dispatched, and again as
 /// each completes; a re-delivered event (the position of the instance's last event) runs the
 /// method again on the state from before it, and dispatches only what the outbox does not hold
-/// as done or failed.
+/// as done or failed. An event of a stopped instance at or below the event that stopped it is
+/// not run again.
 async fn handle<S: Saga>(
     dispatcher: &Arc<Dispatcher>,
     settings: &CommandSettings,
@@ -127,19 +129,42 @@ async fn handle<S: Saga>(
         .map_err(|error| failure(event, error))?;
     let mut instance: Instance<S> = match loaded {
         Some(bytes) => Instance::decode(&bytes).map_err(|error| undecodable(event, &key, error))?,
-        None if timeout.is_some() || step.kind == StepKind::Stops => {
-            ignored(saga, &key, event);
-            return Ok(());
-        }
         None => {
-            tracing::debug!(
-                name: "evoq.saga.start",
-                saga,
-                instance = %key,
-                event_type = event.event_type(),
-                "evoq.saga.start",
-            );
-            Instance::new(S::init(&key))
+            let stopped_at = stopped::position(&**store, saga, &key)
+                .await
+                .map_err(|error| failure(event, error))?;
+            match stopped_at {
+                // A dead letter delivered again after its instance stopped: it can no longer
+                // run, and doing nothing would drop it silently. The retry fails, the dead
+                // letter stays, saying why.
+                Some(at) if position < at && event.is_redelivery() => {
+                    return Err(failure(
+                        event,
+                        format!(
+                            "instance `{key}` stopped at a later event (at position {at}) since this one was dead-lettered, so its step can no longer run; discard the dead letter, and make up for it by hand if need be"
+                        ),
+                    ));
+                }
+                // Handled before the instance stopped (a replay): it does not come back.
+                Some(at) if position <= at => {
+                    ignored(saga, &key, event);
+                    return Ok(());
+                }
+                _ if timeout.is_some() || step.kind == StepKind::Stops => {
+                    ignored(saga, &key, event);
+                    return Ok(());
+                }
+                _ => {
+                    tracing::debug!(
+                        name: "evoq.saga.start",
+                        saga,
+                        instance = %key,
+                        event_type = event.event_type(),
+                        "evoq.saga.start",
+                    );
+                    Instance::new(S::init(&key))
+                }
+            }
         }
     };
 
@@ -292,14 +317,19 @@ async fn handle<S: Saga>(
     }
 
     if instance.stopping {
-        // Its last command is done: the instance and its timeouts go. (Every timeout stored
-        // for it is in its list: it is saved there before it is scheduled.)
+        // Its last command is done: the instance and its timeouts go, leaving the position it
+        // stopped at (recorded first: a crash in between leaves the instance, and this event is
+        // delivered again). (Every timeout stored for it is in its list: it is saved there
+        // before it is scheduled.)
         if !instance.timeouts.is_empty() {
             store
                 .cancel_timeouts(saga, &key)
                 .await
                 .map_err(|error| failure(event, error))?;
         }
+        stopped::record(&**store, saga, &key, position)
+            .await
+            .map_err(|error| failure(event, error))?;
         store
             .delete_saga_state(saga, &key)
             .await
@@ -312,7 +342,7 @@ async fn handle<S: Saga>(
 }
 
 /// Says that `event` of instance `key`, which does not exist, is ignored: a stop or a timeout
-/// of no instance.
+/// of no instance, or an event of an instance that stopped after it.
 fn ignored(saga: &str, key: &str, event: &EventMeta) {
     tracing::debug!(
         name: "evoq.saga.stop",
