@@ -324,7 +324,7 @@ pub enum Error {
     /// A handler type registered more than once, under several names, was asked for by its
     /// type: which one is meant is ambiguous.
     #[error(
-        "the handler type `{handler_type}` runs under several names in this runtime ({names}): wait on one of them by name, with `Evoq::wait_for_named`"
+        "the handler type `{handler_type}` runs under several names in this runtime ({names}): wait on one of them by name, with `Evoq::wait_for_named` (`Evoq::saga_state` reads a saga type that runs under one name only)"
     )]
     AmbiguousHandler {
         /// The handler's type.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::evoq::{Evoq, Inner};
+use super::evoq::{Evoq, Inner, RegisteredSaga};
 use crate::config::{AggregateDefaults, Config, MemoryMonitorConfig};
 use crate::delivery::policy::{HandlerConfig, HandlerOptions};
 use crate::delivery::subscribers::{Registration, Subscribers};
@@ -53,8 +53,8 @@ pub struct EvoqBuilder {
     consumers: Vec<PendingConsumer>,
     /// What the consumers need once all have started.
     links: Vec<PendingLink>,
-    /// The names (`Saga::NAME`) of the registered sagas, in registration order.
-    sagas: Vec<&'static str>,
+    /// The registered sagas, in registration order.
+    sagas: Vec<RegisteredSaga>,
 }
 
 impl Evoq {
@@ -223,6 +223,10 @@ impl EvoqBuilder {
         let options = options.into();
         let settings = Arc::new(saga::CommandSettings::new(&options));
         let own = saga::handler_name::<S>(&options.delivery);
+        self.sagas.push(RegisteredSaga {
+            type_id: std::any::TypeId::of::<S>(),
+            name: own.clone(),
+        });
         let consistency = options.command_consistency;
         let linked = Arc::clone(&settings);
         self.links.push(Box::new(move |subscribers| {
@@ -237,9 +241,6 @@ impl EvoqBuilder {
         self.consumers.push(Box::new(move |dispatcher| {
             saga::registration::<S>(dispatcher, delivery, settings)
         }));
-        if !self.sagas.contains(&S::NAME) {
-            self.sagas.push(S::NAME);
-        }
         self
     }
 

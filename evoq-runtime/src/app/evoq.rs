@@ -36,8 +36,14 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) subscribers: Subscribers,
-    /// The names (`Saga::NAME`) of the registered sagas.
-    pub(crate) sagas: Vec<&'static str>,
+    /// The registered sagas, in registration order.
+    pub(crate) sagas: Vec<RegisteredSaga>,
+}
+
+/// A saga registration: the saga's type and the name it runs under.
+pub(crate) struct RegisteredSaga {
+    pub(crate) type_id: TypeId,
+    pub(crate) name: String,
 }
 
 /// A running evoq application: dispatch commands to aggregates.
@@ -242,11 +248,14 @@ impl Evoq {
     /// The state of instance `instance` of the saga `S`, as its last handled event left it:
     /// `None` when there is no such instance (never started, or stopped).
     ///
-    /// It reads the store, so it sees the instance as saved, not an event still being handled:
-    /// wait with [`wait_for`](Self::wait_for) on the saga's name to read your own writes. Fails
-    /// with [`Error::UnknownSaga`] when `S` is not registered in this runtime (even if the store
-    /// holds its states: register it, or read the store), and with [`Error::SagaState`] when the
-    /// saved state does not decode into `S`.
+    /// It reads the instance under the name `S` runs under (its attribute's, or the one given
+    /// with [`HandlerOptions::name`](crate::HandlerOptions::name)). It reads the store, so it
+    /// sees the instance as saved, not an event still being handled: wait with
+    /// [`wait_for_named`](Self::wait_for_named) on the saga's name to read your own writes.
+    /// Fails with [`Error::UnknownSaga`] when the type `S` is not registered in this runtime
+    /// (even if the store holds its states, or another registered saga has its name: register
+    /// it, or read the store), with [`Error::AmbiguousHandler`] when `S` runs under several
+    /// names, and with [`Error::SagaState`] when the saved state does not decode into `S`.
     ///
     /// ```
     /// # use evoq::prelude::*;
@@ -293,13 +302,30 @@ impl Evoq {
     /// # }
     /// ```
     pub async fn saga_state<S: Saga>(&self, instance: &str) -> Result<Option<S>, Error> {
-        if !self.inner.sagas.contains(&S::NAME) {
-            return Err(Error::UnknownSaga {
-                saga: S::NAME,
-                known: known_names(&self.inner.sagas),
-            });
-        }
-        saga::load_state::<S>(&**self.inner.dispatcher.store(), instance).await
+        let sagas = &self.inner.sagas;
+        let names: Vec<&str> = sagas
+            .iter()
+            .filter(|saga| saga.type_id == TypeId::of::<S>())
+            .map(|saga| &*saga.name)
+            .collect();
+        let name = match names.as_slice() {
+            [one] => *one,
+            [] => {
+                let known: Vec<&str> = sagas.iter().map(|saga| &*saga.name).collect();
+                return Err(Error::UnknownSaga {
+                    saga: S::NAME,
+                    known: known_names(&known),
+                });
+            }
+            several => {
+                let names: Vec<String> = several.iter().map(|name| format!("`{name}`")).collect();
+                return Err(Error::AmbiguousHandler {
+                    handler_type: std::any::type_name::<S>(),
+                    names: names.join(", "),
+                });
+            }
+        };
+        saga::load_state::<S>(&**self.inner.dispatcher.store(), name, instance).await
     }
 
     /// The counters of every event handler of this runtime, in registration order.

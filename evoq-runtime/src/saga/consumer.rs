@@ -11,6 +11,7 @@ use super::commands::{Commands, DispatchIds, ExecutedCommand, FailedCommand, Sch
 use super::definition::{Saga, StepKind};
 use super::instance::{Instance, PendingTimeout, Status};
 use super::options::CommandSettings;
+use super::stopped;
 use super::timer::{self, Payload, TIMEOUT_ENTRY};
 use crate::delivery::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use crate::delivery::policy::HandlerOptions;
@@ -24,6 +25,8 @@ use crate::util::ids::derived_id;
 /// A saga as the subscription engine sees it: it dispatches through a weak handle on the
 /// runtime's dispatcher (the runtime owns the dispatcher and the saga's task, not the reverse).
 pub(crate) struct SagaConsumer<S> {
+    /// The name the saga runs under: it keys its instances, their commands and timeouts.
+    name: Arc<str>,
     dispatcher: Weak<Dispatcher>,
     settings: Arc<CommandSettings>,
     /// Wakes the saga's timer when the saga schedules a timeout.
@@ -40,21 +43,22 @@ impl<S: Saga> Consumer for SagaConsumer<S> {
             let Some(dispatcher) = self.dispatcher.upgrade() else {
                 return Err(failure(event, "the runtime is gone"));
             };
-            handle::<S>(&dispatcher, &self.settings, &self.wake, event).await
+            handle::<S>(&dispatcher, &self.settings, &self.wake, &self.name, event).await
         })
     }
 }
 
 /// The engine's registration of the saga `S`, with the builder's `options`; its commands go
-/// through `dispatcher`, with `settings`. Starts the saga's timer.
+/// through `dispatcher`, with `settings`. Starts the saga's timer, for the name it runs under.
 pub(crate) fn registration<S: Saga>(
     dispatcher: Weak<Dispatcher>,
     options: HandlerOptions,
     settings: Arc<CommandSettings>,
 ) -> Registration {
+    let name: Arc<str> = Arc::from(handler_name::<S>(&options));
     let wake = Arc::new(Notify::new());
     if let Some(dispatcher) = dispatcher.upgrade() {
-        timer::spawn(&dispatcher, S::NAME, Arc::clone(&wake));
+        timer::spawn(&dispatcher, Arc::clone(&name), Arc::clone(&wake));
     }
     Registration::new(
         S::NAME,
@@ -63,6 +67,7 @@ pub(crate) fn registration<S: Saga>(
         S::OPTIONS,
         options,
         SagaConsumer::<S> {
+            name,
             dispatcher,
             settings,
             wake,
@@ -98,22 +103,25 @@ impl fmt::Display for SagaError {
 
 impl std::error::Error for SagaError {}
 
-/// Handles one event for the saga `S`. The instance is saved with the commands the method
-/// returned (its outbox) before any is dispatched, and again as each completes; a re-delivered
-/// event (the position of the instance's last event) runs the method again on the state from
-/// before it, and dispatches only what the outbox does not hold as done or failed.
+/// Handles one event for the saga `S`, running under the name `saga`. The instance is saved
+/// with the commands the method returned (its outbox) before any is dispatched, and again as
+/// each completes; a re-delivered event (the position of the instance's last event) runs the
+/// method again on the state from before it, and dispatches only what the outbox does not hold
+/// as done or failed. An event of a stopped instance at or below the event that stopped it is
+/// not run again.
 async fn handle<S: Saga>(
     dispatcher: &Arc<Dispatcher>,
     settings: &CommandSettings,
     wake: &Notify,
+    saga: &str,
     event: &EventMeta,
 ) -> Result<(), HandlerFailure> {
     let Some(step) = S::route(event)? else {
         return Ok(());
     };
     let store = dispatcher.store();
-    let saga = S::NAME;
     let key = step.instance;
+    let position = event.global_position();
     let timeout = timer::timeout_id(event.metadata(), saga);
     let loaded = store
         .load_saga_state(saga, &key)
@@ -121,30 +129,45 @@ async fn handle<S: Saga>(
         .map_err(|error| failure(event, error))?;
     let mut instance: Instance<S> = match loaded {
         Some(bytes) => Instance::decode(&bytes).map_err(|error| undecodable(event, &key, error))?,
-        None if timeout.is_some() || step.kind == StepKind::Stops => {
-            tracing::debug!(
-                name: "evoq.saga.stop",
-                stage = "ignored",
-                saga,
-                instance = %key,
-                event_type = event.event_type(),
-                "evoq.saga.stop",
-            );
-            return Ok(());
-        }
         None => {
-            tracing::debug!(
-                name: "evoq.saga.start",
-                saga,
-                instance = %key,
-                event_type = event.event_type(),
-                "evoq.saga.start",
-            );
-            Instance::new(S::init(&key))
+            let stopped_at = stopped::position(&**store, saga, &key)
+                .await
+                .map_err(|error| failure(event, error))?;
+            match stopped_at {
+                // A dead letter delivered again after its instance stopped: it can no longer
+                // run, and doing nothing would drop it silently. The retry fails, the dead
+                // letter stays, saying why.
+                Some(at) if position < at && event.is_redelivery() => {
+                    return Err(failure(
+                        event,
+                        format!(
+                            "instance `{key}` stopped at a later event (at position {at}) since this one was dead-lettered, so its step can no longer run; discard the dead letter, and make up for it by hand if need be"
+                        ),
+                    ));
+                }
+                // Handled before the instance stopped (a replay): it does not come back.
+                Some(at) if position <= at => {
+                    ignored(saga, &key, event);
+                    return Ok(());
+                }
+                _ if timeout.is_some() || step.kind == StepKind::Stops => {
+                    ignored(saga, &key, event);
+                    return Ok(());
+                }
+                _ => {
+                    tracing::debug!(
+                        name: "evoq.saga.start",
+                        saga,
+                        instance = %key,
+                        event_type = event.event_type(),
+                        "evoq.saga.start",
+                    );
+                    Instance::new(S::init(&key))
+                }
+            }
         }
     };
 
-    let position = event.global_position();
     let redelivered = match &instance.last {
         // A dead letter delivered again after the instance went on: its step can no longer run
         // in order, and doing nothing would drop it silently. The retry fails, the dead letter
@@ -199,7 +222,7 @@ async fn handle<S: Saga>(
     instance
         .record_outbox(&commands, &ids, None)
         .map_err(|difference| nondeterministic(event, &key, &difference))?;
-    let scheduled = prepare_timeouts::<S>(&commands.timeouts, event, &key, &base)?;
+    let scheduled = prepare_timeouts::<S>(&commands.timeouts, event, saga, &key, &base)?;
     if !instance.stopping {
         for (pending, _) in &scheduled {
             if !instance.timeouts.iter().any(|held| held.id == pending.id) {
@@ -224,11 +247,12 @@ async fn handle<S: Saga>(
         .correlation_id
         .unwrap_or_else(|| event.event_id());
     let cause = event.event_id();
+    let of = Of { saga, key: &key };
     let failures = dispatch_outbox(
         dispatcher,
         settings,
         &mut instance,
-        &key,
+        of,
         Batch {
             commands,
             ids: &ids,
@@ -276,7 +300,7 @@ async fn handle<S: Saga>(
             dispatcher,
             settings,
             &mut instance,
-            &key,
+            of,
             Batch {
                 commands: compensation,
                 ids: &ids,
@@ -293,14 +317,19 @@ async fn handle<S: Saga>(
     }
 
     if instance.stopping {
-        // Its last command is done: the instance and its timeouts go. (Every timeout stored
-        // for it is in its list: it is saved there before it is scheduled.)
+        // Its last command is done: the instance and its timeouts go, leaving the position it
+        // stopped at (recorded first: a crash in between leaves the instance, and this event is
+        // delivered again). (Every timeout stored for it is in its list: it is saved there
+        // before it is scheduled.)
         if !instance.timeouts.is_empty() {
             store
                 .cancel_timeouts(saga, &key)
                 .await
                 .map_err(|error| failure(event, error))?;
         }
+        stopped::record(&**store, saga, &key, position)
+            .await
+            .map_err(|error| failure(event, error))?;
         store
             .delete_saga_state(saga, &key)
             .await
@@ -312,12 +341,26 @@ async fn handle<S: Saga>(
     Ok(())
 }
 
+/// Says that `event` of instance `key`, which does not exist, is ignored: a stop or a timeout
+/// of no instance, or an event of an instance that stopped after it.
+fn ignored(saga: &str, key: &str, event: &EventMeta) {
+    tracing::debug!(
+        name: "evoq.saga.stop",
+        stage = "ignored",
+        saga,
+        instance = key,
+        event_type = event.event_type(),
+        "evoq.saga.stop",
+    );
+}
+
 /// The timeouts `scheduled` by the method that handled `event`, as the instance and the store
 /// keep them; a timeout whose event the saga does not take is a failure (it would never be
 /// handled).
 fn prepare_timeouts<S: Saga>(
     scheduled: &[ScheduledTimeout],
     event: &EventMeta,
+    saga: &str,
     key: &str,
     base: &str,
 ) -> Result<Vec<(PendingTimeout, Timeout)>, HandlerFailure> {
@@ -333,8 +376,7 @@ fn prepare_timeouts<S: Saga>(
             return Err(failure(
                 event,
                 format!(
-                    "saga `{}` scheduled a timeout with the event `{event_type}`, which none of its methods takes: add a `#[continues(by = field)]` (or `#[stops]`) method for `{event_type}`, or schedule an event it takes",
-                    S::NAME
+                    "saga `{saga}` scheduled a timeout with the event `{event_type}`, which none of its methods takes: add a `#[continues(by = field)]` (or `#[stops]`) method for `{event_type}`, or schedule an event it takes"
                 ),
             ));
         }
@@ -359,9 +401,9 @@ fn prepare_timeouts<S: Saga>(
         metadata
             .user
             .as_map_mut()
-            .insert(TIMEOUT_ENTRY.to_owned(), S::NAME.to_owned());
+            .insert(TIMEOUT_ENTRY.to_owned(), saga.to_owned());
         let payload = Payload {
-            stream: timer::stream_of(S::NAME, key),
+            stream: timer::stream_of(saga, key),
             event_id: id,
             event_type: event_type.to_owned(),
             schema_version: timeout.event.schema_version(),
@@ -378,7 +420,7 @@ fn prepare_timeouts<S: Saga>(
             },
             Timeout {
                 id,
-                saga: S::NAME.to_owned(),
+                saga: saga.to_owned(),
                 instance: key.to_owned(),
                 due_at,
                 payload,
@@ -425,6 +467,13 @@ fn nondeterministic(event: &EventMeta, key: &str, difference: &str) -> HandlerFa
     )
 }
 
+/// The instance being handled: the name its saga runs under, and its id.
+#[derive(Clone, Copy)]
+struct Of<'a> {
+    saga: &'a str,
+    key: &'a str,
+}
+
 /// The commands of one method call, or of one compensation, with their ids.
 struct Batch<'a> {
     commands: Commands,
@@ -444,12 +493,12 @@ async fn dispatch_outbox<S: Saga>(
     dispatcher: &Arc<Dispatcher>,
     settings: &CommandSettings,
     instance: &mut Instance<S>,
-    key: &str,
+    of: Of<'_>,
     batch: Batch<'_>,
     dispatch_ids: impl Fn(Uuid) -> DispatchIds,
     event: &EventMeta,
 ) -> Result<Vec<FailedCommand>, HandlerFailure> {
-    let saga = S::NAME;
+    let Of { saga, key } = of;
     let Batch {
         commands,
         ids,

@@ -212,13 +212,15 @@ impl<S: Saga> Instance<S> {
     }
 }
 
-/// The state of instance `instance` of the saga `S` in `store`: `None` when it has none (never
-/// started, or stopped); [`Error::SagaState`] when the saved state does not decode.
+/// The state of instance `instance` of the saga `S`, running under the name `saga`, in
+/// `store`: `None` when it has none (never started, or stopped); [`Error::SagaState`] when the
+/// saved state does not decode.
 pub(crate) async fn load_state<S: Saga>(
     store: &dyn EventStore,
+    saga: &str,
     instance: &str,
 ) -> Result<Option<S>, Error> {
-    let Some(bytes) = store.load_saga_state(S::NAME, instance).await? else {
+    let Some(bytes) = store.load_saga_state(saga, instance).await? else {
         return Ok(None);
     };
     let saved = Instance::<S>::decode(&bytes).map_err(|error| Error::SagaState {

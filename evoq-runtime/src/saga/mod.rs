@@ -12,9 +12,11 @@
 //!
 //! 1. the `by` field of the event gives the *instance* (its correlation value); an empty value
 //!    (`""`, `None`) correlates to nothing and the event is ignored;
-//! 2. the instance's state is loaded from the store's saga state slots: a start on an existing
-//!    instance routes to it, a continue on a missing instance starts one, a stop on a missing
-//!    instance is ignored;
+//! 2. the instance's state is loaded from the store's saga state slots, under the name the saga
+//!    runs under (its attribute's, or `HandlerOptions::name`): a start on an existing instance
+//!    routes to it, a continue on a missing instance starts one, a stop on a missing instance
+//!    is ignored, and so is an event of a stopped instance at or below the event that stopped
+//!    it;
 //! 3. the method runs; the instance is saved with the commands it returned (its *outbox*),
 //!    the position of the event, and the instance as it was before the event; its timeouts
 //!    are stored ([`Commands::timeout_after`]);
@@ -33,7 +35,8 @@
 //!    the same way (ids from the failed command's id), in the order returned, and the steps
 //!    they mark undone leave the list;
 //! 6. a `#[stops]` method's instance is removed, with its timeouts, only once its last command
-//!    is done.
+//!    is done; it leaves the position of the event that stopped it, so that the events it
+//!    handled never bring it back (a dead letter retried, a replay from the origin).
 //!
 //! A re-delivered event (after a stop or a crash before the checkpoint moved, or a reset
 //! checkpoint) runs the method again on the instance from before it, checks that it returns
@@ -42,22 +45,23 @@
 //! command takes effect once, whatever the moment of a stop or a crash.
 //!
 //! A timeout fires its event once, when due, through the saga's timer: appended to the stream
-//! `saga.<name>-<instance>` with a command-log entry of the timeout's id (a second firing, on
-//! another node say, is a duplicate), and handled by the method for its type while the
-//! instance still waits for it.
+//! `saga.<name>-<instance>` (the name the saga runs under) with a command-log entry of the
+//! timeout's id (a second firing, on another node say, is a duplicate), and handled by the
+//! method for its type while the instance still waits for it.
 //!
 //! Test a saga without a runtime with [`SagaTest`]: events go through [`Saga::route`] as
 //! above, and a command's failure through the `#[compensates]` method.
 //!
-//! Telemetry: `evoq.saga.start` (an instance is created), `stop` (removed, or a stop ignored),
-//! `command` (a dispatch and its outcome), `compensate` and `timeout` (fired, or ignored), at
-//! DEBUG (a failed command at WARN).
+//! Telemetry: `evoq.saga.start` (an instance is created), `stop` (removed, or a stop or an event
+//! of a stopped instance ignored), `command` (a dispatch and its outcome), `compensate` and
+//! `timeout` (fired, or ignored), at DEBUG (a failed command at WARN).
 
 mod commands;
 mod consumer;
 mod definition;
 mod instance;
 mod options;
+mod stopped;
 mod testing;
 mod timer;
 

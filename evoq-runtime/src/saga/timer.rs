@@ -143,7 +143,7 @@ pub(super) async fn fire_due(store: &dyn EventStore, saga: &str) -> Result<usize
 /// Runs the timer of saga `saga` until the dispatcher stops or is dropped: fires the due
 /// timeouts, then sleeps until the next one is due, the saga schedules one (`wake`), or
 /// [`POLL`] passes. A failed store call is logged and tried again after [`POLL`].
-pub(crate) fn spawn(dispatcher: &Arc<Dispatcher>, saga: &'static str, wake: Arc<Notify>) {
+pub(crate) fn spawn(dispatcher: &Arc<Dispatcher>, saga: Arc<str>, wake: Arc<Notify>) {
     let weak: Weak<Dispatcher> = Arc::downgrade(dispatcher);
     let mut stopped: watch::Receiver<bool> = dispatcher.stop_signal();
     tokio::spawn(async move {
@@ -162,13 +162,13 @@ pub(crate) fn spawn(dispatcher: &Arc<Dispatcher>, saga: &'static str, wake: Arc<
             let mut woken = std::pin::pin!(woken);
             woken.as_mut().enable();
             // The runtime's store is guarded: a panicking backend fails this round only.
-            let pause = match next_pause(&*store, saga).await {
+            let pause = match next_pause(&*store, &saga).await {
                 Ok(pause) => pause,
                 Err(error) => {
                     tracing::warn!(
                         name: "evoq.saga.timeout",
                         stage = "exception",
-                        saga,
+                        saga = &*saga,
                         error = %error,
                         "evoq.saga.timeout",
                     );
