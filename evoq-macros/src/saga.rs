@@ -67,6 +67,9 @@ const SAGA_CONTAINER: Container = Container {
     example: "`#[saga(name = \"order_fulfillment\")] impl OrderFulfillment { ... }`",
 };
 
+/// The `SagaStepKind` variant of a `#[starts]` method.
+const STARTS_KIND: &str = "Starts";
+
 /// A `#[saga]` block.
 struct SagaDef {
     self_ty: syn::Type,
@@ -137,7 +140,7 @@ fn from_ast(cx: &Ctxt, args: TokenStream, item: &mut ItemImpl) -> Option<SagaDef
         "a method takes one event (or the failed command)",
     ) {
         let kind = if spec.attr == symbol::STARTS {
-            "Starts"
+            STARTS_KIND
         } else if spec.attr == symbol::CONTINUES {
             "Continues"
         } else if spec.attr == symbol::STOPS {
@@ -391,7 +394,7 @@ fn check(cx: &Ctxt, def: &SagaDef) {
             ),
         );
     }
-    if def.steps.is_empty() {
+    if !def.steps.iter().any(|(kind, _)| *kind == STARTS_KIND) {
         cx.error_spanned_by(
             &def.self_ty,
             "a `#[saga]` block needs at least one `#[starts(by = field)]` method, like `#[starts(by = order_id)] fn placed(&mut self, event: &OrderPlaced) -> Commands`",

@@ -399,6 +399,42 @@ fn aggregate_block_rules() {
     assert_eq!(text.matches("Opened(a::Opened),").count(), 1);
 }
 
+fn saga(args: TokenStream, block: TokenStream) -> TokenStream {
+    crate::saga::expand(args, block)
+}
+
+#[test]
+fn a_saga_whose_methods_only_continue_or_stop_is_refused() {
+    for helper in [quote!(continues), quote!(stops)] {
+        let out = saga(
+            quote!(name = "fulfillment"),
+            quote! {
+                impl Fulfillment {
+                    #[#helper(by = order_id)]
+                    fn placed(&mut self, e: &OrderPlaced) -> Commands { Commands::none() }
+                }
+            },
+        );
+        let errors = errors(&out);
+        assert_eq!(errors.len(), 1, "{helper}: {errors:#?}");
+        assert!(
+            errors[0]
+                .starts_with("a `#[saga]` block needs at least one `#[starts(by = field)]` method"),
+            "{errors:#?}"
+        );
+    }
+    let out = saga(
+        quote!(name = "fulfillment"),
+        quote! {
+            impl Fulfillment {
+                #[starts(by = order_id)]
+                fn placed(&mut self, e: &OrderPlaced) -> Commands { Commands::none() }
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+}
+
 #[test]
 fn aggregate_on_something_else() {
     let out = aggregate(
