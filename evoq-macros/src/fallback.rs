@@ -52,7 +52,12 @@ pub(crate) fn aggregate(item: &ItemImpl, def: Option<&AggregateDef>) -> TokenStr
     let event_enum = &def.event_enum;
     let name = &def.name;
     let mut seen = Vec::new();
+    // An `#[apply]` of the enum itself is already an error: a variant for it would make the
+    // enum contain itself.
     let variants = def.applies.iter().filter(|apply| {
+        if apply.variant == *event_enum {
+            return false;
+        }
         let variant = apply.variant.to_string();
         let fresh = !seen.contains(&variant);
         seen.push(variant);

@@ -399,6 +399,28 @@ fn aggregate_block_rules() {
     assert_eq!(text.matches("Opened(a::Opened),").count(), 1);
 }
 
+#[test]
+fn an_apply_of_the_event_enum_is_one_error_and_no_variant() {
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Book {
+                #[apply]
+                fn lent(&mut self, e: &BookLent) {}
+                #[apply]
+                fn any(&mut self, e: &BookEvent) {}
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with("`#[apply]` takes one event type, not the generated enum"));
+    // A variant holding the enum itself would make it infinitely large: more errors.
+    let text = squeeze(&out);
+    assert!(text.contains("BookLent(BookLent),"), "{text}");
+    assert!(!text.contains("BookEvent(BookEvent)"), "{text}");
+}
+
 fn saga(args: TokenStream, block: TokenStream) -> TokenStream {
     crate::saga::expand(args, block)
 }
