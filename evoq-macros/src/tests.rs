@@ -421,6 +421,38 @@ fn an_apply_of_the_event_enum_is_one_error_and_no_variant() {
     assert!(!text.contains("BookEvent(BookEvent)"), "{text}");
 }
 
+#[test]
+fn a_decision_leaves_an_applied_event_spelled_otherwise_than_its_query_to_the_compiler() {
+    let block = |applied: TokenStream| {
+        quote! {
+            impl Lending {
+                #[handles]
+                #[query(all_of(types(Lent), tag("book", &command.book)))]
+                fn lend(&self, command: &LendBook) -> Result<(), E> { todo!() }
+                #[apply]
+                fn lent(&mut self, e: &#applied) {}
+            }
+        }
+    };
+    // `Lent` may be an alias of `BookLent`, and `a::Lent` another type than `Lent`: the macro
+    // cannot tell, so neither is its error; a const assertion on the wire names decides.
+    for applied in [quote!(BookLent), quote!(a::Lent)] {
+        let out = crate::decision::expand(quote!(), block(applied.clone()));
+        assert!(errors(&out).is_empty(), "{applied}: {:?}", errors(&out));
+        let text = squeeze(&out);
+        let check = format!(
+            "::evoq::__private::str_among(<{}as::evoq::__private::IsEvent>::VTABLE.name,&[<Lentas::evoq::__private::IsEvent>::VTABLE.name]),\"themodelapplies`{}`",
+            squeeze(&applied),
+            applied.to_string().replace(' ', "")
+        );
+        assert!(text.contains(&check), "{check}\n{text}");
+    }
+    // The same tokens are the same type: nothing to check.
+    let out = crate::decision::expand(quote!(), block(quote!(Lent)));
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    assert!(!squeeze(&out).contains("str_among"));
+}
+
 fn saga(args: TokenStream, block: TokenStream) -> TokenStream {
     crate::saga::expand(args, block)
 }

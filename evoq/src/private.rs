@@ -49,6 +49,19 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
+/// Whether `name` is one of `names`, in a const context (a decision's model applies only the
+/// event types its queries select).
+pub const fn str_among(name: &str, names: &[&str]) -> bool {
+    let mut i = 0;
+    while i < names.len() {
+        if str_eq(name, names[i]) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 // ----- used by the code `#[aggregate]` generates -----
 
 use std::fmt;
