@@ -4,7 +4,8 @@
 //! token (a missing field is one error there), and `Commands::push` requires `Route` of every
 //! emitted command (compile-time guarantee 4). The `#[init]` constructor is not an event method:
 //! it has a parse of its own ([`parse_init`]); without one, `Saga::init` is `Default`, required
-//! at the user's type through the `SagaDefault` check.
+//! at the user's type through the `SagaDefault` check. The state is stored as JSON: the
+//! `SagaState` check, at the same type ([`state_json`]).
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -531,6 +532,8 @@ fn generate(def: &SagaDef) -> TokenStream {
         }
     });
 
+    let (json_bounds, json_check) = state_json(saga);
+
     quote! {
         const _: () = {
             #(#vtables)*
@@ -539,8 +542,10 @@ fn generate(def: &SagaDef) -> TokenStream {
 
             #(#explicit)*
 
+            #json_check
+
             #[automatically_derived]
-            impl #p::Saga for #saga {
+            impl #p::Saga for #saga #json_bounds {
                 const NAME: &'static #p::core::primitive::str = #name;
                 const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[#(#names)*];
                 const OPTIONS: #p::HandlerOptions = #options;
@@ -566,4 +571,21 @@ fn generate(def: &SagaDef) -> TokenStream {
             }
         };
     }
+}
+
+/// What `Saga` requires of the state besides `Send`: its instance states are stored as JSON.
+/// Returns the where clause of the `Saga` impl and the check, spanned at the state type of the
+/// block's `impl`. The where clause is higher-ranked, so a state without serde's traits makes
+/// an impl that does not apply rather than serde's two errors at the impl (with notes in the
+/// runtime's source); the `SagaState` check is the one error, naming the derive.
+pub(crate) fn state_json(saga: &Type) -> (TokenStream, TokenStream) {
+    let p = paths::private_call_site();
+    let span = saga.span();
+    let p_at = paths::private(span);
+    let bounds = quote! {
+        where
+            for<'__evoq> #saga: #p::serde::Serialize + #p::serde::de::DeserializeOwned,
+    };
+    let check = quote_spanned!(span=> const _: () = <#saga as #p_at::SagaState>::OK;);
+    (bounds, check)
 }

@@ -440,6 +440,23 @@ impl<T: Same<EventMeta>> IsEventMeta for T {
 
 // ----- sagas (`#[saga]`, `commands!`) -----
 
+/// A saga's instance states are stored as JSON between events: the state type implements
+/// serde's `Serialize` and `Deserialize`.
+///
+/// Required by `#[saga]`, at the state type of the block's `impl`.
+#[diagnostic::on_unimplemented(
+    message = "saga instance states are stored as JSON: add `#[derive(Serialize, Deserialize)]` to `{Self}`",
+    label = "`{Self}` is the state of a `#[saga]`, so it must implement `Serialize` and `Deserialize`",
+    note = "`Serialize` and `Deserialize` are serde's: `use serde::{{Deserialize, Serialize}};` (with serde's `derive` feature)"
+)]
+pub trait SagaState {
+    #[doc(hidden)]
+    const OK: () = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> SagaState for T {}
+
 /// A saga whose block has no `#[init]` method makes a new instance with `Default`.
 #[diagnostic::on_unimplemented(
     message = "the saga `{Self}` cannot make a new instance: derive `Default` for `{Self}`, or add an `#[init] fn init(instance: &str) -> Self` method",

@@ -30,7 +30,7 @@ pub use evoq_runtime::{
 pub use crate::checks::{
     AggregateId, CommandError, CommandResult, DecisionContext, ErrorType, EventHandlerError,
     EventHandlerResult, EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta, LifespanOf,
-    SagaDefault, SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
+    SagaDefault, SagaState, SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).
