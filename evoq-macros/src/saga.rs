@@ -486,7 +486,7 @@ fn generate(def: &SagaDef) -> TokenStream {
             None => quote!(#p::core::option::Option::None),
         };
         let span = proc_macro2::Span::call_site().located_at(ident.span());
-        let call = quote_spanned!(span=> <#saga>::#ident(saga, &event));
+        let call = commands(method, quote_spanned!(span=> <#saga>::#ident(saga, &event)));
         quote! {
             #(#cfgs)*
             if (#vt.stored_as)(event_type) {
@@ -524,7 +524,16 @@ fn generate(def: &SagaDef) -> TokenStream {
     let compensate = def.compensates.as_ref().map(|method| {
         let ident = &method.ident;
         let span = proc_macro2::Span::call_site().located_at(ident.span());
-        let call = quote_spanned!(span=> <#saga>::#ident(self, failed));
+        // The failed command through `IsFailedCommand`, at the parameter's type: an event
+        // there is one error, in the check's words.
+        let ty = &method.message;
+        let ty_span = ty.span();
+        let p_at = paths::private(ty_span);
+        let failed = quote_spanned!(ty_span=> <#ty as #p_at::IsFailedCommand>::from_failed);
+        let call = commands(
+            method,
+            quote_spanned!(span=> <#saga>::#ident(self, #failed(failed))),
+        );
         quote! {
             fn compensate(&mut self, failed: &#p::FailedCommand) -> #p::Commands {
                 #call
@@ -588,4 +597,19 @@ pub(crate) fn state_json(saga: &Type) -> (TokenStream, TokenStream) {
     };
     let check = quote_spanned!(span=> const _: () = <#saga as #p_at::SagaState>::OK;);
     (bounds, check)
+}
+
+/// `call`, a saga method's call, as `Commands`: through the `SagaOutput` check, spanned at
+/// the method's return type, so another type there is one error, in the check's words.
+fn commands(method: &HandlerFn, call: TokenStream) -> TokenStream {
+    match &method.value {
+        Some(returned) => {
+            let span = returned.span();
+            let p_at = paths::private(span);
+            let into = quote_spanned!(span=> <#returned as #p_at::SagaOutput>::into_commands);
+            quote!(#into(#call))
+        }
+        // Not reachable: a method without a return type is an error and goes to the fallback.
+        None => call,
+    }
 }

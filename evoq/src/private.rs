@@ -29,8 +29,9 @@ pub use evoq_runtime::{
 // about the user's type.
 pub use crate::checks::{
     AggregateId, CommandError, CommandResult, DecisionContext, ErrorType, EventHandlerError,
-    EventHandlerResult, EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta, LifespanOf,
-    SagaDefault, SagaState, SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
+    EventHandlerResult, EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta,
+    IsFailedCommand, LifespanOf, SagaDefault, SagaOutput, SagaState, SameType, SharedEvent,
+    StoredAsJson, TagValue, UpcastStep,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).
@@ -311,11 +312,20 @@ pub fn unhandled_event(event: &EventMeta) -> HandlerFuture<'_> {
 pub trait Same<T> {
     /// The same reference.
     fn same(value: &T) -> &Self;
+
+    /// The same value, as `T`.
+    fn into_same(self) -> T
+    where
+        Self: Sized;
 }
 
 impl<T> Same<T> for T {
     fn same(value: &T) -> &Self {
         value
+    }
+
+    fn into_same(self) -> T {
+        self
     }
 }
 
