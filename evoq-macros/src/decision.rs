@@ -7,7 +7,7 @@
 //! be an `Event` at its token, and every `#[apply]` event type must be one some query selects
 //! (by the compiler, which knows which spellings are one type).
 
-use proc_macro2::{Delimiter, Group, Span, TokenStream};
+use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ImplItem, Item, ItemImpl, Type};
@@ -399,16 +399,13 @@ fn selected_checks(def: &AggregateDef, selected: &[Type]) -> Vec<TokenStream> {
                 quote_spanned!(span=> <#queried as #p_at::IsEvent>::VTABLE.name)
             });
             let cfgs = &apply.method.cfgs;
-            // The call from the type's first token to its last (the parentheses): the error
-            // underlines the whole path.
-            let mut args = Group::new(
-                Delimiter::Parenthesis,
+            let args = aggregate::whole_type_args(
+                event,
                 quote_spanned! {span=>
                     #p_at::str_among(<#event as #p_at::IsEvent>::VTABLE.name, &[#(#names),*]),
                     #message
                 },
             );
-            args.set_span(aggregate::last_token_span(event));
             quote_spanned! {span=>
                 #(#cfgs)*
                 const _: () = #p_at::core::assert! #args;

@@ -443,7 +443,7 @@ fn generate(def: &SagaDef) -> TokenStream {
     let methods: Vec<&HandlerFn> = def.steps.iter().map(|(_, method)| method).collect();
     let unique_names = wire_name_checks(&methods, &|first, second| {
         format!(
-            "the events `{}` and `{}` taken by the saga `{}` have the same wire name, so it could not tell their stored events apart: give one of them another name with `#[event(name = \"...\")]`",
+            "the events `{}` and `{}` taken by the saga `{}` have the same wire name, so it could not tell their stored events apart: if they are one type written twice, take it in one method; if they are two types, give one of them another name with `#[event(name = \"...\")]`",
             show(first),
             show(second),
             show(&def.self_ty)

@@ -490,6 +490,60 @@ fn a_saga_whose_methods_only_continue_or_stop_is_refused() {
 }
 
 #[test]
+fn one_event_applied_twice_through_a_path_is_told_to_keep_one_method() {
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Account {
+                #[apply]
+                fn deposited(&mut self, e: &Deposited) {}
+                #[apply]
+                fn deposited_again(&mut self, e: &crate::ev::Deposited) {}
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains(
+            "if they are one type written twice, remove one of the two `#[apply]` methods"
+        ),
+        "{errors:#?}"
+    );
+    // The wire-name checks that follow a fix by renaming say the same.
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Account {
+                #[apply]
+                fn deposited(&mut self, e: &Deposited) {}
+                #[apply]
+                fn deposited_again(&mut self, e: &Dep) {}
+            }
+        },
+    );
+    assert!(
+        squeeze(&out).contains("iftheyareonetypewrittentwice,removeoneofthetwo`#[apply]`methods"),
+        "{out}"
+    );
+    let out = saga(
+        quote!(name = "fulfillment"),
+        quote! {
+            impl Fulfillment {
+                #[starts(by = order_id)]
+                fn placed(&mut self, e: &OrderPlaced) -> Commands { Commands::none() }
+                #[continues(by = order_id)]
+                fn placed_again(&mut self, e: &crate::ev::OrderPlaced) -> Commands { Commands::none() }
+            }
+        },
+    );
+    assert!(
+        squeeze(&out).contains("iftheyareonetypewrittentwice,takeitinonemethod"),
+        "{out}"
+    );
+}
+
+#[test]
 fn aggregate_on_something_else() {
     let out = aggregate(
         quote!(),
