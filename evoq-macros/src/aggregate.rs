@@ -443,7 +443,7 @@ fn unique_name_checks(def: &AggregateDef) -> Vec<TokenStream> {
     let methods: Vec<&HandlerFn> = def.applies.iter().map(|apply| &apply.method).collect();
     wire_name_checks(&methods, &|first, second| {
         format!(
-            "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: give one of them another name with `#[event(name = \"...\")]`",
+            "the events `{}` and `{}` of aggregate `{}` have the same wire name, so stored events of the two could not be told apart: if they are one type written twice, remove one of the two `#[apply]` methods; if they are two types, give one of them another name with `#[event(name = \"...\")]`",
             show(first),
             show(second),
             show(&def.self_ty)
@@ -468,13 +468,26 @@ pub(crate) fn wire_name_checks(
                 .replace('{', "{{")
                 .replace('}', "}}");
             let cfgs = first.cfgs.iter().chain(&second.cfgs);
+            let args = whole_type_args(
+                &second.message,
+                quote_spanned!(span=> !#p_at::str_eq(#a.name, #b.name), #message),
+            );
             checks.push(quote_spanned! {span=>
                 #(#cfgs)*
-                const _: () = #p_at::core::assert!(!#p_at::str_eq(#a.name, #b.name), #message);
+                const _: () = #p_at::core::assert! #args;
             });
         }
     }
     checks
+}
+
+/// The parenthesized arguments of a const assertion about `ty`, their group spanned at its
+/// last token: the assertion's call then runs from the type's first token to its last, so a
+/// failure underlines the whole type, a path included.
+pub(crate) fn whole_type_args(ty: &Type, args: TokenStream) -> Group {
+    let mut group = Group::new(Delimiter::Parenthesis, args);
+    group.set_span(last_token_span(ty));
+    group
 }
 
 /// `impl Route for Command`, with the header spanned at the user's command type so that a

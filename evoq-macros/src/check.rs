@@ -62,7 +62,7 @@ pub(crate) fn aggregate(cx: &Ctxt, def: &AggregateDef) {
                 cx.error_spanned_by(
                     apply.event(),
                     format!(
-                        "the events `{}` and `{}` would both be the variant `{}::{}`: import one of them under another name (`use path::{} as OtherName;`) and apply it by that name",
+                        "the events `{}` and `{}` would both be the variant `{}::{}`: if they are one type written twice, remove one of the two `#[apply]` methods (an event has exactly one); if they are two types, import one of them under another name (`use path::{} as OtherName;`) and apply it by that name",
                         show(first.event()),
                         show(apply.event()),
                         def.event_enum,

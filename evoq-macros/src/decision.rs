@@ -4,7 +4,8 @@
 //! The query is a small language of calls, parsed here so that its event types are known at
 //! compile time: `any_of(..)` / `or(..)`, `all_of(..)` / `and(..)`, `types(Event, ..)` and
 //! `tag(expr)` / `tag("prefix", expr)`, where `command` is the command. Each type is checked to
-//! be an `Event` at its token, and every `#[apply]` event type must be one some query selects.
+//! be an `Event` at its token, and every `#[apply]` event type must be one some query selects
+//! (by the compiler, which knows which spellings are one type).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
@@ -14,7 +15,7 @@ use syn::{Attribute, Expr, ImplItem, Item, ItemImpl, Type};
 use crate::attr::DecisionArgs;
 use crate::ctxt::Ctxt;
 use crate::item::parse_item;
-use crate::model::{AggregateDef, DECISION_HELPERS, HandlerFn, show, variant_ident};
+use crate::model::{AggregateDef, DECISION_HELPERS, HandlerFn, same_tokens, show, variant_ident};
 use crate::{aggregate, check, fallback, paths, symbol};
 
 /// What a `#[decision]` block adds to an aggregate's model.
@@ -25,6 +26,9 @@ pub(crate) struct DecisionSpec {
     cached: bool,
     /// Each `#[handles]` method's query, by method name.
     queries: Vec<(syn::Ident, Query)>,
+    /// The const assertions that the model's events are ones a query selects (see
+    /// [`selected_checks`]).
+    selected: Vec<TokenStream>,
 }
 
 /// A parsed `#[query(...)]`.
@@ -136,9 +140,10 @@ impl Query {
         }
     }
 
-    /// The event types the query can select, as `(name as written, token)` per union item,
-    /// `None` for an item that selects any type (a tag alone).
-    fn items(&self) -> Vec<Option<Vec<String>>> {
+    /// The event types the query can select, as written, per union item; `None` for an item
+    /// that selects any type (a tag alone). An `all_of` keeps the types its parts share by
+    /// name (the last segment of the path).
+    fn items(&self) -> Vec<Option<Vec<Type>>> {
         match self {
             Query::Any(queries) => queries.iter().flat_map(Query::items).collect(),
             Query::All(queries) => queries.iter().fold(vec![None], |items, query| {
@@ -149,8 +154,11 @@ impl Query {
                             (None, right) => out.push(right),
                             (Some(left), None) => out.push(Some(left.clone())),
                             (Some(left), Some(right)) => {
-                                let common: Vec<String> =
-                                    left.iter().filter(|t| right.contains(t)).cloned().collect();
+                                let common: Vec<Type> = left
+                                    .iter()
+                                    .filter(|t| right.iter().any(|r| type_name(r) == type_name(t)))
+                                    .cloned()
+                                    .collect();
                                 if !common.is_empty() {
                                     out.push(Some(common));
                                 }
@@ -160,15 +168,15 @@ impl Query {
                 }
                 out
             }),
-            Query::Types(types) => vec![Some(
-                types
-                    .iter()
-                    .map(|ty| variant_ident(ty).map_or_else(|| show(ty), |i| i.to_string()))
-                    .collect(),
-            )],
+            Query::Types(types) => vec![Some(types.clone())],
             Query::Tag { .. } => vec![None],
         }
     }
+}
+
+/// A type's name as the `all_of` intersection compares it: the last segment of its path.
+fn type_name(ty: &Type) -> String {
+    variant_ident(ty).map_or_else(|| show(ty), |ident| ident.to_string())
 }
 
 impl DecisionSpec {
@@ -275,7 +283,8 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     match (cx.check(), def) {
         (Ok(()), Some(def)) => {
             let generated = aggregate::generate(&def);
-            quote!(#item #generated)
+            let selected = def.decision.iter().flat_map(|spec| &spec.selected);
+            quote!(#item #generated #(#selected)*)
         }
         (checked, def) => {
             let mut tokens = checked
@@ -326,7 +335,7 @@ fn check_queries(
         }
     }
     let mut any_type = false;
-    let mut selected: Vec<String> = Vec::new();
+    let mut selected: Vec<Type> = Vec::new();
     let mut parsed = Vec::new();
     for (method, attr, query) in queries {
         if !def.handlers.iter().any(|handler| handler.ident == method) {
@@ -345,25 +354,62 @@ fn check_queries(
         }
         parsed.push((method, query));
     }
-    if !any_type {
-        for apply in &def.applies {
-            let name = apply.variant.to_string();
-            if !selected.contains(&name) {
-                cx.error_spanned_by(
-                    apply.event(),
-                    format!(
-                        "the model applies `{}`, but no `#[query]` of this decision selects it, so it would never see one: add `{}` to a `types(..)` of a query, or remove `{}`",
-                        show(apply.event()),
-                        show(apply.event()),
-                        apply.method.ident
-                    ),
-                );
-            }
-        }
-    }
+    let selected = if any_type {
+        Vec::new()
+    } else {
+        selected_checks(def, &selected)
+    };
     DecisionSpec {
         attempts,
         cached,
         queries: parsed,
+        selected,
     }
+}
+
+/// One const assertion per `#[apply]` event type that no query names with the same tokens:
+/// its wire name is the wire name of a type some query selects (the runtime reads a query's
+/// events by wire name). The macro cannot tell whether two spellings are one type (`use
+/// BookLent as Lent`, `type Lent = ev::BookLent`), nor tell apart two types with one name in
+/// two modules; the compiler can. Spanned at the `#[apply]` parameter's type: an event no
+/// query selects is one error there.
+fn selected_checks(def: &AggregateDef, selected: &[Type]) -> Vec<TokenStream> {
+    def.applies
+        .iter()
+        .filter(|apply| {
+            !selected
+                .iter()
+                .any(|queried| same_tokens(queried, apply.event()))
+        })
+        .map(|apply| {
+            let event = apply.event();
+            let span = event.span();
+            let p_at = paths::private(span);
+            let message = format!(
+                "the model applies `{}`, but no `#[query]` of this decision selects it, so it would never see one: add `{}` to a `types(..)` of a query, or remove `{}`",
+                show(event),
+                show(event),
+                apply.method.ident
+            )
+            .replace('{', "{{")
+            .replace('}', "}}");
+            let names = selected.iter().map(|queried| {
+                let span = queried.span();
+                let p_at = paths::private(span);
+                quote_spanned!(span=> <#queried as #p_at::IsEvent>::VTABLE.name)
+            });
+            let cfgs = &apply.method.cfgs;
+            let args = aggregate::whole_type_args(
+                event,
+                quote_spanned! {span=>
+                    #p_at::str_among(<#event as #p_at::IsEvent>::VTABLE.name, &[#(#names),*]),
+                    #message
+                },
+            );
+            quote_spanned! {span=>
+                #(#cfgs)*
+                const _: () = #p_at::core::assert! #args;
+            }
+        })
+        .collect()
 }

@@ -52,7 +52,12 @@ pub(crate) fn aggregate(item: &ItemImpl, def: Option<&AggregateDef>) -> TokenStr
     let event_enum = &def.event_enum;
     let name = &def.name;
     let mut seen = Vec::new();
+    // An `#[apply]` of the enum itself is already an error: a variant for it would make the
+    // enum contain itself.
     let variants = def.applies.iter().filter(|apply| {
+        if apply.variant == *event_enum {
+            return false;
+        }
         let variant = apply.variant.to_string();
         let fresh = !seen.contains(&variant);
         seen.push(variant);
@@ -210,10 +215,13 @@ pub(crate) fn saga(self_ty: &syn::Type, name: Option<&LitStr>) -> TokenStream {
     let name = name
         .cloned()
         .unwrap_or_else(|| LitStr::new("", proc_macro2::Span::call_site()));
+    let (json_bounds, json_check) = crate::saga::state_json(self_ty);
     quote! {
         const _: () = {
+            #json_check
+
             #[automatically_derived]
-            impl #p::Saga for #self_ty {
+            impl #p::Saga for #self_ty #json_bounds {
                 const NAME: &'static #p::core::primitive::str = #name;
                 const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[];
 

@@ -141,6 +141,9 @@ pub(crate) struct HandlerFn {
     pub(crate) explicit: Option<Type>,
     /// What it returns, for `Returns::Result` and `Returns::UnitResult`.
     pub(crate) output: Option<ResultType>,
+    /// What it returns, for `Returns::Value` (a saga method's `Commands`): the generated code
+    /// checks it at this type.
+    pub(crate) value: Option<Type>,
     /// The type of the context parameter, behind the reference (`EventMeta`), when the spec
     /// has one.
     pub(crate) context: Option<Type>,
@@ -439,6 +442,7 @@ pub(crate) fn parse_method(
         }
     };
 
+    let mut value = None;
     let output = match (spec.returns, &sig.output) {
         (Returns::Result, ReturnType::Default) => {
             cx.error_at(
@@ -467,7 +471,10 @@ pub(crate) fn parse_method(
             );
             None
         }
-        (Returns::Value, ReturnType::Type(..)) => None,
+        (Returns::Value, ReturnType::Type(_, ty)) => {
+            value = Some((**ty).clone());
+            None
+        }
         (Returns::Nothing, ReturnType::Default) => None,
         (Returns::Nothing, ReturnType::Type(_, ty)) => {
             if !matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty()) {
@@ -492,6 +499,7 @@ pub(crate) fn parse_method(
         message,
         explicit,
         output,
+        value,
         context,
         by: args.by,
     })

@@ -4,7 +4,8 @@
 //! token (a missing field is one error there), and `Commands::push` requires `Route` of every
 //! emitted command (compile-time guarantee 4). The `#[init]` constructor is not an event method:
 //! it has a parse of its own ([`parse_init`]); without one, `Saga::init` is `Default`, required
-//! at the user's type through the `SagaDefault` check.
+//! at the user's type through the `SagaDefault` check. The state is stored as JSON: the
+//! `SagaState` check, at the same type ([`state_json`]).
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -66,6 +67,9 @@ const SAGA_CONTAINER: Container = Container {
     fixed: "its name and event types are fixed",
     example: "`#[saga(name = \"order_fulfillment\")] impl OrderFulfillment { ... }`",
 };
+
+/// The `SagaStepKind` variant of a `#[starts]` method.
+const STARTS_KIND: &str = "Starts";
 
 /// A `#[saga]` block.
 struct SagaDef {
@@ -137,7 +141,7 @@ fn from_ast(cx: &Ctxt, args: TokenStream, item: &mut ItemImpl) -> Option<SagaDef
         "a method takes one event (or the failed command)",
     ) {
         let kind = if spec.attr == symbol::STARTS {
-            "Starts"
+            STARTS_KIND
         } else if spec.attr == symbol::CONTINUES {
             "Continues"
         } else if spec.attr == symbol::STOPS {
@@ -391,7 +395,7 @@ fn check(cx: &Ctxt, def: &SagaDef) {
             ),
         );
     }
-    if def.steps.is_empty() {
+    if !def.steps.iter().any(|(kind, _)| *kind == STARTS_KIND) {
         cx.error_spanned_by(
             &def.self_ty,
             "a `#[saga]` block needs at least one `#[starts(by = field)]` method, like `#[starts(by = order_id)] fn placed(&mut self, event: &OrderPlaced) -> Commands`",
@@ -439,7 +443,7 @@ fn generate(def: &SagaDef) -> TokenStream {
     let methods: Vec<&HandlerFn> = def.steps.iter().map(|(_, method)| method).collect();
     let unique_names = wire_name_checks(&methods, &|first, second| {
         format!(
-            "the events `{}` and `{}` taken by the saga `{}` have the same wire name, so it could not tell their stored events apart: give one of them another name with `#[event(name = \"...\")]`",
+            "the events `{}` and `{}` taken by the saga `{}` have the same wire name, so it could not tell their stored events apart: if they are one type written twice, take it in one method; if they are two types, give one of them another name with `#[event(name = \"...\")]`",
             show(first),
             show(second),
             show(&def.self_ty)
@@ -482,7 +486,7 @@ fn generate(def: &SagaDef) -> TokenStream {
             None => quote!(#p::core::option::Option::None),
         };
         let span = proc_macro2::Span::call_site().located_at(ident.span());
-        let call = quote_spanned!(span=> <#saga>::#ident(saga, &event));
+        let call = commands(method, quote_spanned!(span=> <#saga>::#ident(saga, &event)));
         quote! {
             #(#cfgs)*
             if (#vt.stored_as)(event_type) {
@@ -520,13 +524,24 @@ fn generate(def: &SagaDef) -> TokenStream {
     let compensate = def.compensates.as_ref().map(|method| {
         let ident = &method.ident;
         let span = proc_macro2::Span::call_site().located_at(ident.span());
-        let call = quote_spanned!(span=> <#saga>::#ident(self, failed));
+        // The failed command through `IsFailedCommand`, at the parameter's type: an event
+        // there is one error, in the check's words.
+        let ty = &method.message;
+        let ty_span = ty.span();
+        let p_at = paths::private(ty_span);
+        let failed = quote_spanned!(ty_span=> <#ty as #p_at::IsFailedCommand>::from_failed);
+        let call = commands(
+            method,
+            quote_spanned!(span=> <#saga>::#ident(self, #failed(failed))),
+        );
         quote! {
             fn compensate(&mut self, failed: &#p::FailedCommand) -> #p::Commands {
                 #call
             }
         }
     });
+
+    let (json_bounds, json_check) = state_json(saga);
 
     quote! {
         const _: () = {
@@ -536,8 +551,10 @@ fn generate(def: &SagaDef) -> TokenStream {
 
             #(#explicit)*
 
+            #json_check
+
             #[automatically_derived]
-            impl #p::Saga for #saga {
+            impl #p::Saga for #saga #json_bounds {
                 const NAME: &'static #p::core::primitive::str = #name;
                 const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[#(#names)*];
                 const OPTIONS: #p::HandlerOptions = #options;
@@ -562,5 +579,37 @@ fn generate(def: &SagaDef) -> TokenStream {
                 #compensate
             }
         };
+    }
+}
+
+/// What `Saga` requires of the state besides `Send`: its instance states are stored as JSON.
+/// Returns the where clause of the `Saga` impl and the check, spanned at the state type of the
+/// block's `impl`. The where clause is higher-ranked, so a state without serde's traits makes
+/// an impl that does not apply rather than serde's two errors at the impl (with notes in the
+/// runtime's source); the `SagaState` check is the one error, naming the derive.
+pub(crate) fn state_json(saga: &Type) -> (TokenStream, TokenStream) {
+    let p = paths::private_call_site();
+    let span = saga.span();
+    let p_at = paths::private(span);
+    let bounds = quote! {
+        where
+            for<'__evoq> #saga: #p::serde::Serialize + #p::serde::de::DeserializeOwned,
+    };
+    let check = quote_spanned!(span=> const _: () = <#saga as #p_at::SagaState>::OK;);
+    (bounds, check)
+}
+
+/// `call`, a saga method's call, as `Commands`: through the `SagaOutput` check, spanned at
+/// the method's return type, so another type there is one error, in the check's words.
+fn commands(method: &HandlerFn, call: TokenStream) -> TokenStream {
+    match &method.value {
+        Some(returned) => {
+            let span = returned.span();
+            let p_at = paths::private(span);
+            let into = quote_spanned!(span=> <#returned as #p_at::SagaOutput>::into_commands);
+            quote!(#into(#call))
+        }
+        // Not reachable: a method without a return type is an error and goes to the fallback.
+        None => call,
     }
 }

@@ -400,6 +400,150 @@ fn aggregate_block_rules() {
 }
 
 #[test]
+fn an_apply_of_the_event_enum_is_one_error_and_no_variant() {
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Book {
+                #[apply]
+                fn lent(&mut self, e: &BookLent) {}
+                #[apply]
+                fn any(&mut self, e: &BookEvent) {}
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with("`#[apply]` takes one event type, not the generated enum"));
+    // A variant holding the enum itself would make it infinitely large: more errors.
+    let text = squeeze(&out);
+    assert!(text.contains("BookLent(BookLent),"), "{text}");
+    assert!(!text.contains("BookEvent(BookEvent)"), "{text}");
+}
+
+#[test]
+fn a_decision_leaves_an_applied_event_spelled_otherwise_than_its_query_to_the_compiler() {
+    let block = |applied: TokenStream| {
+        quote! {
+            impl Lending {
+                #[handles]
+                #[query(all_of(types(Lent), tag("book", &command.book)))]
+                fn lend(&self, command: &LendBook) -> Result<(), E> { todo!() }
+                #[apply]
+                fn lent(&mut self, e: &#applied) {}
+            }
+        }
+    };
+    // `Lent` may be an alias of `BookLent`, and `a::Lent` another type than `Lent`: the macro
+    // cannot tell, so neither is its error; a const assertion on the wire names decides.
+    for applied in [quote!(BookLent), quote!(a::Lent)] {
+        let out = crate::decision::expand(quote!(), block(applied.clone()));
+        assert!(errors(&out).is_empty(), "{applied}: {:?}", errors(&out));
+        let text = squeeze(&out);
+        let check = format!(
+            "::evoq::__private::str_among(<{}as::evoq::__private::IsEvent>::VTABLE.name,&[<Lentas::evoq::__private::IsEvent>::VTABLE.name]),\"themodelapplies`{}`",
+            squeeze(&applied),
+            applied.to_string().replace(' ', "")
+        );
+        assert!(text.contains(&check), "{check}\n{text}");
+    }
+    // The same tokens are the same type: nothing to check.
+    let out = crate::decision::expand(quote!(), block(quote!(Lent)));
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+    assert!(!squeeze(&out).contains("str_among"));
+}
+
+fn saga(args: TokenStream, block: TokenStream) -> TokenStream {
+    crate::saga::expand(args, block)
+}
+
+#[test]
+fn a_saga_whose_methods_only_continue_or_stop_is_refused() {
+    for helper in [quote!(continues), quote!(stops)] {
+        let out = saga(
+            quote!(name = "fulfillment"),
+            quote! {
+                impl Fulfillment {
+                    #[#helper(by = order_id)]
+                    fn placed(&mut self, e: &OrderPlaced) -> Commands { Commands::none() }
+                }
+            },
+        );
+        let errors = errors(&out);
+        assert_eq!(errors.len(), 1, "{helper}: {errors:#?}");
+        assert!(
+            errors[0]
+                .starts_with("a `#[saga]` block needs at least one `#[starts(by = field)]` method"),
+            "{errors:#?}"
+        );
+    }
+    let out = saga(
+        quote!(name = "fulfillment"),
+        quote! {
+            impl Fulfillment {
+                #[starts(by = order_id)]
+                fn placed(&mut self, e: &OrderPlaced) -> Commands { Commands::none() }
+            }
+        },
+    );
+    assert!(errors(&out).is_empty(), "{:?}", errors(&out));
+}
+
+#[test]
+fn one_event_applied_twice_through_a_path_is_told_to_keep_one_method() {
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Account {
+                #[apply]
+                fn deposited(&mut self, e: &Deposited) {}
+                #[apply]
+                fn deposited_again(&mut self, e: &crate::ev::Deposited) {}
+            }
+        },
+    );
+    let errors = errors(&out);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains(
+            "if they are one type written twice, remove one of the two `#[apply]` methods"
+        ),
+        "{errors:#?}"
+    );
+    // The wire-name checks that follow a fix by renaming say the same.
+    let out = aggregate(
+        quote!(),
+        quote! {
+            impl Account {
+                #[apply]
+                fn deposited(&mut self, e: &Deposited) {}
+                #[apply]
+                fn deposited_again(&mut self, e: &Dep) {}
+            }
+        },
+    );
+    assert!(
+        squeeze(&out).contains("iftheyareonetypewrittentwice,removeoneofthetwo`#[apply]`methods"),
+        "{out}"
+    );
+    let out = saga(
+        quote!(name = "fulfillment"),
+        quote! {
+            impl Fulfillment {
+                #[starts(by = order_id)]
+                fn placed(&mut self, e: &OrderPlaced) -> Commands { Commands::none() }
+                #[continues(by = order_id)]
+                fn placed_again(&mut self, e: &crate::ev::OrderPlaced) -> Commands { Commands::none() }
+            }
+        },
+    );
+    assert!(
+        squeeze(&out).contains("iftheyareonetypewrittentwice,takeitinonemethod"),
+        "{out}"
+    );
+}
+
+#[test]
 fn aggregate_on_something_else() {
     let out = aggregate(
         quote!(),

@@ -24,6 +24,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use evoq_runtime::saga::{Commands, FailedCommand};
 use evoq_runtime::{
     Aggregate, AppliedBy, DomainError, Event, EventMeta, HandlerFailure, Lifespan, Rejection,
 };
@@ -439,6 +440,64 @@ impl<T: Same<EventMeta>> IsEventMeta for T {
 }
 
 // ----- sagas (`#[saga]`, `commands!`) -----
+
+/// A saga's instance states are stored as JSON between events: the state type implements
+/// serde's `Serialize` and `Deserialize`.
+///
+/// Required by `#[saga]`, at the state type of the block's `impl`.
+#[diagnostic::on_unimplemented(
+    message = "saga instance states are stored as JSON: add `#[derive(Serialize, Deserialize)]` to `{Self}`",
+    label = "`{Self}` is the state of a `#[saga]`, so it must implement `Serialize` and `Deserialize`",
+    note = "`Serialize` and `Deserialize` are serde's: `use serde::{{Deserialize, Serialize}};` (with serde's `derive` feature)"
+)]
+pub trait SagaState {
+    #[doc(hidden)]
+    const OK: () = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> SagaState for T {}
+
+/// A saga method returns the commands to dispatch, [`Commands`](crate::Commands).
+///
+/// Required by `#[saga]`, at the return type of each `#[starts]`, `#[continues]`, `#[stops]`
+/// and `#[compensates]` method.
+#[diagnostic::on_unimplemented(
+    message = "a saga method returns `Commands`, not `{Self}`",
+    label = "expected `Commands`",
+    note = "return `commands![a, b]` or `Commands::none()`: a saga method does not fail, and a command it sends that fails goes to its `#[compensates]` method"
+)]
+pub trait SagaOutput {
+    #[doc(hidden)]
+    fn into_commands(self) -> Commands;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Same<Commands>> SagaOutput for T {
+    fn into_commands(self) -> Commands {
+        self.into_same()
+    }
+}
+
+/// A saga's `#[compensates]` method takes the command that failed, `&FailedCommand`.
+///
+/// Required by `#[saga]`, at the type of the `#[compensates]` method's parameter.
+#[diagnostic::on_unimplemented(
+    message = "a `#[compensates]` method takes the command that failed, `&FailedCommand`, not `&{Self}`",
+    label = "expected `FailedCommand`",
+    note = "write `#[compensates] fn name(&mut self, failed: &FailedCommand) -> Commands` (`FailedCommand` is in `evoq::prelude`); an event goes to a `#[starts]`, `#[continues]` or `#[stops]` method"
+)]
+pub trait IsFailedCommand {
+    #[doc(hidden)]
+    fn from_failed(failed: &FailedCommand) -> &Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Same<FailedCommand>> IsFailedCommand for T {
+    fn from_failed(failed: &FailedCommand) -> &Self {
+        T::same(failed)
+    }
+}
 
 /// A saga whose block has no `#[init]` method makes a new instance with `Default`.
 #[diagnostic::on_unimplemented(

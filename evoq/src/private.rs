@@ -29,8 +29,9 @@ pub use evoq_runtime::{
 // about the user's type.
 pub use crate::checks::{
     AggregateId, CommandError, CommandResult, DecisionContext, ErrorType, EventHandlerError,
-    EventHandlerResult, EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta, LifespanOf,
-    SagaDefault, SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
+    EventHandlerResult, EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta,
+    IsFailedCommand, LifespanOf, SagaDefault, SagaOutput, SagaState, SameType, SharedEvent,
+    StoredAsJson, TagValue, UpcastStep,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).
@@ -47,6 +48,19 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
         i += 1;
     }
     true
+}
+
+/// Whether `name` is one of `names`, in a const context (a decision's model applies only the
+/// event types its queries select).
+pub const fn str_among(name: &str, names: &[&str]) -> bool {
+    let mut i = 0;
+    while i < names.len() {
+        if str_eq(name, names[i]) {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 // ----- used by the code `#[aggregate]` generates -----
@@ -298,11 +312,20 @@ pub fn unhandled_event(event: &EventMeta) -> HandlerFuture<'_> {
 pub trait Same<T> {
     /// The same reference.
     fn same(value: &T) -> &Self;
+
+    /// The same value, as `T`.
+    fn into_same(self) -> T
+    where
+        Self: Sized;
 }
 
 impl<T> Same<T> for T {
     fn same(value: &T) -> &Self {
         value
+    }
+
+    fn into_same(self) -> T {
+        self
     }
 }
 
