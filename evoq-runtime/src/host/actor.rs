@@ -267,9 +267,9 @@ impl<A: Aggregate> Actor<'_, A> {
             let mut fresh = !shared && options.expected_version.is_none();
             // Whether the stream is known to be ahead of the instance (an append conflicted).
             let mut behind = false;
+            // How many times the command was run (not how often the stream was read).
             let mut attempts: u32 = 0;
             loop {
-                attempts += 1;
                 if behind {
                     Box::pin(self.catch_up(name)).await?;
                     fresh = true;
@@ -295,6 +295,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     unreachable!("activated above")
                 };
                 let version = instance.version;
+                attempts += 1;
                 let events =
                     match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state, &[]))) {
                         Ok(Ok(events)) => events,
