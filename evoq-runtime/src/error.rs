@@ -45,7 +45,8 @@ pub enum Error {
     /// `expected_version` that did not hold, or concurrent writers kept winning until the retry
     /// limit was reached. Nothing was appended.
     #[error(
-        "version conflict on stream `{stream}` for command `{command}`: expected version {expected}, the stream is at {actual} (after {attempts} attempt(s)); nothing was appended: for a dispatch with an `expected_version` (never run again), read the stream and decide anew; else other writers kept winning: retry the command, or raise the retry limit"
+        "version conflict on stream `{stream}` for command `{command}`: expected version {expected}, the stream is at {actual} ({}); nothing was appended: for a dispatch with an `expected_version` (never run again), read the stream and decide anew; else other writers kept winning: retry the command, or raise the retry limit",
+        runs(*.attempts)
     )]
     Conflict {
         /// The stream.
@@ -56,7 +57,8 @@ pub enum Error {
         expected: u64,
         /// The version the stream was at.
         actual: u64,
-        /// How many times the command was run.
+        /// How many times the command was run: 0 when the stream was found at another version
+        /// than the expected one before the command ran.
         attempts: u32,
     },
 
@@ -615,6 +617,14 @@ impl Error {
     /// Whether a middleware halted the command before dispatch.
     pub fn is_halted(&self) -> bool {
         matches!(self, Error::Halted { .. })
+    }
+}
+
+/// How many times the command of an [`Error::Conflict`] ran, in its message.
+fn runs(attempts: u32) -> String {
+    match attempts {
+        0 => "the command was not run".to_owned(),
+        n => format!("after {n} attempt(s)"),
     }
 }
 

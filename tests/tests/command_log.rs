@@ -41,6 +41,8 @@ on_every_backend!(
     a_resent_command_id_is_found_however_far_its_stream_grew,
     a_key_reused_for_another_command_after_a_restart_is_a_typed_error,
     expected_version_is_checked_against_the_stream_not_the_cached_instance,
+    an_expected_version_is_checked_against_the_stream_when_the_command_appends_nothing,
+    a_conflict_counts_the_runs_of_the_command_not_the_reads_of_the_stream,
     an_empty_aggregate_id_is_refused_before_any_instance_starts,
     entries_past_the_retention_answer_no_more_and_are_swept,
 );
@@ -291,6 +293,119 @@ async fn expected_version_is_checked_against_the_stream_not_the_cached_instance(
         panic!("expected insufficient funds, got {error:?}");
     };
     assert_eq!(*balance, 51);
+    shut_down(app).await;
+}
+
+/// The version conflict of `dispatched`, as `(expected, actual)`.
+fn conflict_of(dispatched: Result<Dispatched<BankAccount>, evoq::Error>) -> (u64, u64) {
+    match dispatched {
+        Err(evoq::Error::Conflict {
+            expected, actual, ..
+        }) => (expected, actual),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Appends a deposit to account `a` at `version`, behind the back of its live instance.
+async fn append_behind_the_instance(app: &Evoq, version: u64) {
+    app.store()
+        .append(
+            &account_stream("a"),
+            ExpectedVersion::Exact(version),
+            vec![raw_deposit("a", 10)],
+        )
+        .await
+        .unwrap();
+}
+
+async fn an_expected_version_is_checked_against_the_stream_when_the_command_appends_nothing(
+    place: Place,
+) {
+    let app = start(&place).await;
+    app.dispatch(open("a")).await.unwrap();
+    // A command whose handler decides nothing, on an instance live at version 1, the stream at 2.
+    append_behind_the_instance(&app, 1).await;
+    let audit = || Audit {
+        account: "a".into(),
+    };
+    let nothing = app.command(audit()).expected_version(1).dispatch().await;
+    assert_eq!(conflict_of(nothing), (1, 2), "the stream's version");
+    // A command its handler rejects on the instance's state, the stream moved past it again.
+    append_behind_the_instance(&app, 2).await;
+    let too_much = || Withdraw {
+        account: "a".into(),
+        amount: 1_000,
+    };
+    let rejected = app.command(too_much()).expected_version(2).dispatch().await;
+    assert_eq!(conflict_of(rejected), (2, 3));
+    // At the stream's version, each is answered on the whole stream.
+    let done = app
+        .command(audit())
+        .expected_version(3)
+        .dispatch()
+        .await
+        .unwrap();
+    assert_eq!((done.version, done.position), (3, None));
+    let error = app
+        .command(too_much())
+        .expected_version(3)
+        .dispatch()
+        .await
+        .unwrap_err();
+    let Some(BankError::InsufficientFunds { balance, .. }) = error.rejection::<BankError>() else {
+        panic!("expected insufficient funds, got {error:?}");
+    };
+    assert_eq!(*balance, 20);
+    assert_eq!(stored(app.store(), "a").await, 3, "nothing appended");
+    shut_down(app).await;
+}
+
+async fn a_conflict_counts_the_runs_of_the_command_not_the_reads_of_the_stream(place: Place) {
+    let app = start(&place).await;
+    app.dispatch(open("a")).await.unwrap();
+    let attempts = |dispatched: Result<Dispatched<BankAccount>, evoq::Error>| match dispatched {
+        Err(error @ evoq::Error::Conflict { .. }) => {
+            let evoq::Error::Conflict { attempts, .. } = &error else {
+                unreachable!()
+            };
+            (*attempts, error.to_string())
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    // Run once on the instance's state, then found behind the stream: one run.
+    append_behind_the_instance(&app, 1).await;
+    let audit = app
+        .command(Audit {
+            account: "a".into(),
+        })
+        .expected_version(1)
+        .dispatch()
+        .await;
+    let (runs, message) = attempts(audit);
+    assert_eq!(runs, 1, "{message}");
+    assert!(message.contains("after 1 attempt(s)"), "{message}");
+    append_behind_the_instance(&app, 2).await;
+    let rejected = app
+        .command(Withdraw {
+            account: "a".into(),
+            amount: 1_000,
+        })
+        .expected_version(2)
+        .dispatch()
+        .await;
+    assert_eq!(attempts(rejected).0, 1);
+    // A version the stream is not at, known before the command runs: not run at all.
+    append_behind_the_instance(&app, 3).await;
+    let never = app
+        .command(deposit("a", 1))
+        .expected_version(9)
+        .dispatch()
+        .await;
+    let (runs, message) = attempts(never);
+    assert_eq!(runs, 0, "{message}");
+    assert!(message.contains("the command was not run"), "{message}");
+    assert!(!message.contains("attempt(s)"), "{message}");
+    assert_eq!(stored(app.store(), "a").await, 4, "nothing appended");
     shut_down(app).await;
 }
 

@@ -170,35 +170,39 @@ async fn an_aggregate_id_postgres_cannot_hold_is_an_invalid_aggregate_id_of_its_
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_the_database_refuses_fails_its_append_alone_and_the_batch_commits() {
-    let Some(schema) = PgSchema::new("refused_data").await else {
-        return;
-    };
-    let store = store(&schema).await;
-    // An operator's constraint the store knows nothing of.
+/// Runs `sql` (with `{schema}` replaced by the store's schema) on a connection of its own, as
+/// an operator would.
+async fn as_an_operator(schema: &PgSchema, sql: &str) {
     let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
         .await
         .expect("raw connection");
     tokio::spawn(connection);
     client
-        .batch_execute(&format!(
-            "ALTER TABLE \"{}\".events ADD CONSTRAINT no_poison CHECK (event_type <> 'Poison')",
-            schema.schema
-        ))
+        .batch_execute(&sql.replace("{schema}", &format!("\"{}\"", schema.schema)))
         .await
-        .expect("the constraint is added");
+        .expect("the operator's change is made");
+}
+
+/// The data of each event [`one_poisoned_append_in_each_group`] appends: a value that must not
+/// reach an error's text, as it is or in hex.
+const SECRET: &str = "hunter2";
+
+/// Appends one event to each of 40 fresh streams at once, five rounds, the event of one of
+/// each round of type `Poison`, so that it shares group commits with the others; every other
+/// append commits. Returns the poisoned appends' errors.
+async fn one_poisoned_append_in_each_group(store: &Arc<dyn EventStore>) -> Vec<StoreError> {
     let event = |event_type: &str| NewEvent {
         event_id: evoq::Uuid::now_v7(),
         event_type: event_type.to_owned().into(),
         schema_version: 1,
-        data: b"{}".to_vec(),
+        data: format!("{{\"password\":\"{SECRET}\"}}").into_bytes(),
         metadata: Default::default(),
     };
+    let mut errors = Vec::new();
     for round in 0..5 {
         let appends: Vec<_> = (0..40)
             .map(|n| {
-                let store = Arc::clone(&store);
+                let store = Arc::clone(store);
                 let poison = n == 17;
                 let stream = format!("s-{round}-{n}");
                 let events = vec![event(if poison { "Poison" } else { "Fine" })];
@@ -215,22 +219,7 @@ async fn data_the_database_refuses_fails_its_append_alone_and_the_batch_commits(
         for append in appends {
             let (poison, result) = append.await.expect("no panic");
             if poison {
-                let error = result.expect_err("the poisoned append fails");
-                assert!(
-                    matches!(
-                        &error,
-                        StoreError::Unstorable {
-                            what: "events of the stream",
-                            ..
-                        }
-                    ),
-                    "{error:?}"
-                );
-                assert!(error.to_string().contains("no_poison"), "{error}");
-                assert!(
-                    !error.to_string().contains("127.0.0.1"),
-                    "names no server: {error}"
-                );
+                errors.push(result.expect_err("the poisoned append fails"));
             } else {
                 result.expect("every other append commits");
             }
@@ -238,6 +227,131 @@ async fn data_the_database_refuses_fails_its_append_alone_and_the_batch_commits(
     }
     let counts = store.count_events().await.unwrap();
     assert_eq!(counts.events, 5 * 39);
+    errors
+}
+
+/// Whether `error` says what the database refused and names nothing else.
+fn assert_refused_data(error: &StoreError) {
+    assert!(
+        matches!(
+            error,
+            StoreError::Unstorable {
+                what: "events of the stream",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(!message.contains("127.0.0.1"), "names no server: {message}");
+    let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !message.contains(SECRET) && !message.contains(&hex),
+        "shows none of the event's data: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_the_database_refuses_fails_its_append_alone_and_the_batch_commits() {
+    let Some(schema) = PgSchema::new("refused_data").await else {
+        return;
+    };
+    let store = store(&schema).await;
+    // An operator's constraint the store knows nothing of.
+    as_an_operator(
+        &schema,
+        "ALTER TABLE {schema}.events ADD CONSTRAINT no_poison CHECK (event_type <> 'Poison')",
+    )
+    .await;
+    for error in one_poisoned_append_in_each_group(&store).await {
+        assert!(
+            matches!(
+                &error,
+                StoreError::Unstorable {
+                    what: "events of the stream",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("no_poison"), "{error}");
+        assert!(
+            !error.to_string().contains("127.0.0.1"),
+            "names no server: {error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reason_of_a_refused_append_shows_the_database_s_words_not_the_row_s_values() {
+    let Some(schema) = PgSchema::new("refused_row").await else {
+        return;
+    };
+    let store = store(&schema).await;
+    as_an_operator(
+        &schema,
+        "ALTER TABLE {schema}.events ADD CONSTRAINT no_poison CHECK (event_type <> 'Poison')",
+    )
+    .await;
+    for error in one_poisoned_append_in_each_group(&store).await {
+        assert_refused_data(&error);
+        let message = error.to_string();
+        assert!(message.contains("check constraint"), "{message}");
+        assert!(message.contains("no_poison"), "{message}");
+        assert!(!message.contains("Failing row"), "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_a_trigger_refuses_fails_alone_in_the_trigger_s_words() {
+    let Some(schema) = PgSchema::new("refused_trigger").await else {
+        return;
+    };
+    let store = store(&schema).await;
+    // An operator's trigger: RAISE EXCEPTION is SQLSTATE P0001.
+    as_an_operator(
+        &schema,
+        "CREATE FUNCTION {schema}.refuse_poison() RETURNS trigger AS $$ BEGIN \
+         IF NEW.event_type = 'Poison' OR NEW.stream_id = 'BankAccount-poison' THEN \
+         RAISE EXCEPTION 'operator says no'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON {schema}.events \
+         FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_poison();",
+    )
+    .await;
+    for error in one_poisoned_append_in_each_group(&store).await {
+        assert_refused_data(&error);
+        let message = error.to_string();
+        assert!(message.contains("operator says no"), "{message}");
+        assert!(
+            message.contains("refuse_poison"),
+            "names the trigger's function: {message}"
+        );
+        assert_eq!(Error::Store(error).kind(), ErrorKind::InvalidInput);
+    }
+    // A keyed command to the refused stream fails alone too, and leaves its key free.
+    let app = app(&store).await;
+    let errors = beside_others(&app, "trigger", |app, round| async move {
+        app.command(open("poison"))
+            .idempotency_key(format!("poison-{round}"))
+            .dispatch()
+            .await
+    })
+    .await;
+    for error in &errors {
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+        assert!(
+            matches!(
+                error,
+                Error::Store(StoreError::Unstorable {
+                    what: "events of the stream",
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+    }
+    assert_eq!(stored(&store, "poison").await, 0);
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

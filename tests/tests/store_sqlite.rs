@@ -1641,3 +1641,93 @@ fn after_stop_with_the_store_still_open_a_copy_of_the_database_file_alone_holds_
         drop(app);
     });
 }
+
+/// One append of each round of 40 that a trigger refuses (`RAISE(ABORT)`, `RAISE(FAIL)` or
+/// `RAISE(ROLLBACK)`, which ends the whole transaction), among keyed appends and checkpoint
+/// saves sent at once, so that they share group commits: the refused append fails alone with
+/// `Unstorable` in the trigger's words, and every other write commits.
+#[test]
+fn an_append_a_trigger_refuses_fails_alone_and_every_other_write_of_its_group_commits() {
+    for raise in ["ABORT", "FAIL", "ROLLBACK"] {
+        let dir = TempDir::new("sqlite-refused");
+        let path = dir.file("events.db");
+        runtime().block_on(async {
+            let store: Arc<dyn EventStore> =
+                Arc::new(SqliteStore::open(&path).await.expect("open"));
+            // An operator's trigger, added beside the running store.
+            rusqlite::Connection::open(&path)
+                .expect("raw open")
+                .execute_batch(&format!(
+                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON events \
+                     WHEN NEW.stream_id LIKE 'Poison-%' \
+                     BEGIN SELECT RAISE({raise}, 'operator says no'); END;"
+                ))
+                .expect("the trigger is added");
+            for round in 0..5 {
+                let writes: Vec<_> = (0..40)
+                    .map(|n| {
+                        let store = Arc::clone(&store);
+                        let stream = match n {
+                            17 => format!("Poison-{round}"),
+                            _ => format!("Account-{round}-{n}"),
+                        };
+                        tokio::spawn(async move {
+                            let events = vec![event(&stream, 1)];
+                            let result = match n % 4 {
+                                0 => store.save_checkpoint(&stream, 1).await.map(|()| None),
+                                1 => store
+                                    .append_command(
+                                        &stream,
+                                        ExpectedVersion::NoStream,
+                                        events,
+                                        deposit(&format!("key-{stream}")),
+                                    )
+                                    .await
+                                    .map(Some),
+                                _ => store
+                                    .append(&stream, ExpectedVersion::NoStream, events)
+                                    .await
+                                    .map(Some),
+                            };
+                            (stream, result)
+                        })
+                    })
+                    .collect();
+                for write in writes {
+                    let (stream, result) = write.await.expect("no panic");
+                    if !stream.starts_with("Poison") {
+                        result.unwrap_or_else(|e| panic!("{raise}: `{stream}` failed: {e}"));
+                        continue;
+                    }
+                    let error = result.expect_err("the refused append fails");
+                    assert!(
+                        matches!(
+                            &error,
+                            StoreError::Unstorable {
+                                what: "events of the stream",
+                                ..
+                            }
+                        ),
+                        "{raise}: {error:?}"
+                    );
+                    let message = error.to_string();
+                    assert!(message.contains("operator says no"), "{message}");
+                    assert!(message.contains(&stream), "names the stream: {message}");
+                    assert_eq!(
+                        evoq::Error::Store(error).kind(),
+                        evoq::ErrorKind::InvalidInput
+                    );
+                }
+            }
+            // Ten checkpoints in each round, the rest appends: every append but the refused ones.
+            let counts = store.count_events().await.expect("count");
+            assert_eq!(counts.events, 5 * 29, "{raise}");
+            assert_eq!(store.stream_version("Poison-0").await.unwrap(), 0);
+            assert_eq!(
+                store.load_checkpoint("Account-4-0").await.unwrap(),
+                Some(1),
+                "{raise}"
+            );
+        });
+    }
+}

@@ -242,8 +242,9 @@ impl<A: Aggregate> Actor<'_, A> {
     /// rejection, a success without events) is confirmed instead, on a store shared by several
     /// runtimes: the instance catches up with the stream and, when it moved, decides again; a
     /// keyed command records its event-less success with an append that checks the version
-    /// too. An `expected_version` that the instance disagrees with is checked against the
-    /// stream the same way before it fails.
+    /// too. A dispatch with an `expected_version` is confirmed the same way on every store
+    /// (a direct append may have moved the stream), and an `expected_version` that the
+    /// instance disagrees with is checked against the stream before it fails.
     #[expect(
         clippy::manual_async_fn,
         reason = "an `async fn` keeps its arguments twice in its future, which every dispatch allocates"
@@ -259,28 +260,30 @@ impl<A: Aggregate> Actor<'_, A> {
             let shared = self.registry.env.store.is_shared();
             // The rare paths (catching up, looking the log up, backing off) are boxed, so that the
             // future of every command stays small.
-            // Whether the state is known to include every commit made before the command was sent.
-            let mut fresh = !shared;
+            // Whether the state is known to include every commit made before the command was
+            // sent: on a store this runtime owns, the instance has seen every write but the
+            // direct appends; a dispatch that names the version it expects is answered on the
+            // stream's, so it reads the stream before answering without an append.
+            let mut fresh = !shared && options.expected_version.is_none();
             // Whether the stream is known to be ahead of the instance (an append conflicted).
             let mut behind = false;
+            // How many times the command was run (not how often the stream was read).
             let mut attempts: u32 = 0;
             loop {
-                attempts += 1;
                 if behind {
                     Box::pin(self.catch_up(name)).await?;
                     fresh = true;
                 }
-                let mut activated = false;
                 if self.core.instance.is_none() && Box::pin(self.activate(name)).await? {
                     // Rebuilt from the store just now (not thawed from hibernation).
-                    (fresh, activated) = (true, true);
+                    fresh = true;
                 }
                 if let Some(expected) = options.expected_version
                     && self.version() != expected
                 {
                     // The instance may be behind the stream (another runtime, a direct append),
                     // whatever the store: the stream decides.
-                    if !activated {
+                    if !fresh {
                         Box::pin(self.catch_up(name)).await?;
                         fresh = true;
                     }
@@ -292,6 +295,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     unreachable!("activated above")
                 };
                 let version = instance.version;
+                attempts += 1;
                 let events =
                     match catch_unwind(AssertUnwindSafe(|| command.decide(&instance.state, &[]))) {
                         Ok(Ok(events)) => events,

@@ -209,4 +209,27 @@ impl StoreError {
     /// What a [`StoreError::Unstorable`] names for a stream id (the aggregate id's fault when
     /// a dispatch meets it).
     pub(crate) const STREAM_ID: &'static str = "stream id";
+
+    /// How many characters of a value a [`StoreError::Unstorable`] shows.
+    pub(crate) const SHOWN: usize = 64;
+
+    /// The [`StoreError::Unstorable`] of `backend` for `value`, the `what` of an operation,
+    /// quoted and cut to its first [`SHOWN`](Self::SHOWN) characters.
+    pub(crate) fn unstorable(
+        backend: &'static str,
+        what: &'static str,
+        value: &str,
+        reason: String,
+    ) -> StoreError {
+        let mut shown: String = value.chars().take(Self::SHOWN).collect();
+        if shown.len() < value.len() {
+            shown.push_str("...");
+        }
+        StoreError::Unstorable {
+            backend,
+            what,
+            value: format!("{shown:?}"),
+            reason,
+        }
+    }
 }

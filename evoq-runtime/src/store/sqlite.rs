@@ -13,7 +13,10 @@
 //!   commits them in **one** transaction, so concurrent appends to many aggregates share one
 //!   `fsync`. Each append is acknowledged (its future completes) only after that transaction
 //!   has committed; if the batch fails, each of its writes is tried again alone, so one bad
-//!   write fails no other.
+//!   write fails no other. An append whose data SQLite refuses (a CHECK or NOT NULL constraint,
+//!   a trigger's `RAISE`, say, that an operator added) then fails by itself with
+//!   [`StoreError::Unstorable`], in SQLite's words; a busy database or an I/O error is
+//!   [`StoreError::Backend`].
 //! - **Checkpoints every 4,000 WAL pages.** The writer's connection moves the WAL's pages into
 //!   the database file once the WAL holds 4,000 pages (16 MB of 4 KB pages), where SQLite's
 //!   default is 1,000: a checkpoint runs inside the commit that passes the mark and holds up
@@ -522,6 +525,52 @@ fn backend(what: &str, path: &Path, error: impl std::fmt::Display) -> StoreError
     StoreError::Backend {
         backend: BACKEND,
         message: format!("{what} on `{}`: {error}", path.display()),
+    }
+}
+
+/// The error of a write of an append to `stream` (`what`) that SQLite failed: when SQLite
+/// refused the append's data, [`StoreError::Unstorable`] in SQLite's words (see
+/// [`refuses_data`]); else a [`StoreError::Backend`] error naming the file.
+fn append_failure(what: &str, path: &Path, stream: &str, error: rusqlite::Error) -> StoreError {
+    if !refuses_data(&error) {
+        return backend(what, path, error);
+    }
+    let words = match &error {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
+        other => other.to_string(),
+    };
+    StoreError::unstorable(
+        BACKEND,
+        "events of the stream",
+        stream,
+        format!("the database refused them ({words}); fix their data"),
+    )
+}
+
+/// Whether SQLite refused the data of a statement, not failed to run it: a CHECK, NOT NULL,
+/// foreign key or STRICT type constraint, a trigger's `RAISE` (an operator's constraint or
+/// trigger, say), a value too big or of the wrong type. A UNIQUE or primary key failure is not
+/// among them: the positions and versions it guards are the writer's, not the append's. Nor are
+/// a busy or locked database, I/O errors, a full disk: the file's state, never the data's.
+fn refuses_data(error: &rusqlite::Error) -> bool {
+    use rusqlite::ffi;
+    /// `SQLITE_CONSTRAINT_DATATYPE` (a STRICT table's column type), which the bindings lack.
+    const CONSTRAINT_DATATYPE: std::ffi::c_int = ffi::SQLITE_CONSTRAINT | (12 << 8);
+    let rusqlite::Error::SqliteFailure(failure, _) = error else {
+        return false;
+    };
+    match failure.code {
+        rusqlite::ErrorCode::TooBig | rusqlite::ErrorCode::TypeMismatch => true,
+        rusqlite::ErrorCode::ConstraintViolation => [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_CONSTRAINT_CHECK,
+            ffi::SQLITE_CONSTRAINT_NOTNULL,
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY,
+            ffi::SQLITE_CONSTRAINT_TRIGGER,
+            CONSTRAINT_DATATYPE,
+        ]
+        .contains(&failure.extended_code),
+        _ => false,
     }
 }
 
@@ -1246,41 +1295,71 @@ enum Job {
     Flush(Reply<()>),
 }
 
-/// The result of one job inside a batch, sent once the batch commits.
-enum Done {
-    Appended(Reply<Appended>, Result<Appended, StoreError>),
-    Unit(Reply<()>, Result<(), StoreError>),
-    Bool(Reply<bool>, Result<bool, StoreError>),
+/// The result of one job inside a batch, sent to its caller once the batch commits.
+enum Answer {
+    Appended(Result<Appended, StoreError>),
+    Unit(Result<(), StoreError>),
+    Bool(Result<bool, StoreError>),
     /// How many rows a job removed (a sweep of the command log, a cancel of timeouts).
-    Count(Reply<usize>, Result<usize, StoreError>),
+    Count(Result<usize, StoreError>),
 }
 
-impl Done {
-    fn send(self) {
-        match self {
-            Done::Appended(reply, result) => drop(reply.send(result)),
-            Done::Unit(reply, result) => drop(reply.send(result)),
-            Done::Bool(reply, result) => drop(reply.send(result)),
-            Done::Count(reply, result) => drop(reply.send(result)),
-        }
-    }
-
-    /// Replaces a success by `error` (the batch did not commit).
-    fn fail(self, error: &StoreError) -> Self {
-        match self {
-            Done::Appended(reply, _) => Done::Appended(reply, Err(again(error))),
-            Done::Unit(reply, _) => Done::Unit(reply, Err(again(error))),
-            Done::Bool(reply, _) => Done::Bool(reply, Err(again(error))),
-            Done::Count(reply, _) => Done::Count(reply, Err(again(error))),
+impl Job {
+    /// Sends `answer`, the job's result in a batch that committed, to its caller.
+    fn answer(self, answer: Answer) {
+        match (self, answer) {
+            (Job::Append { reply, .. }, Answer::Appended(result)) => drop(reply.send(result)),
+            (
+                Job::Snapshot(_, reply)
+                | Job::Checkpoint(_, _, reply)
+                | Job::SaveDeadLetter(_, reply)
+                | Job::SaveRequest(_, reply)
+                | Job::SaveSaga(_, _, _, reply)
+                | Job::ScheduleTimeout(_, reply)
+                | Job::Flush(reply),
+                Answer::Unit(result),
+            ) => drop(reply.send(result)),
+            (
+                Job::DeleteDeadLetter(_, _, reply)
+                | Job::DeleteRequest(_, _, reply)
+                | Job::DeleteSaga(_, _, reply)
+                | Job::DeleteTimeout(_, _, reply),
+                Answer::Bool(result),
+            ) => drop(reply.send(result)),
+            (
+                Job::SweepCommands(_, _, reply) | Job::CancelTimeouts(_, _, reply),
+                Answer::Count(result),
+            ) => drop(reply.send(result)),
+            // `apply` answers each job with its own kind of answer; this is never reached.
+            (job, _) => answer_error(
+                job,
+                &backend(
+                    "answering a write",
+                    Path::new("?"),
+                    "the writer gave it another write's kind of answer",
+                ),
+            ),
         }
     }
 }
 
 /// A copy of a writer's error for one more of the writes it failed, keeping its variant and its
 /// text (a wrapped copy would repeat the backend's prefix). The writer fails writes with
-/// `Backend` (SQLite's errors) and `Integrity` (a stored number out of range).
+/// `Backend` (SQLite's errors), `Unstorable` (data SQLite refused) and `Integrity` (a stored
+/// number out of range).
 fn again(error: &StoreError) -> StoreError {
     match error {
+        StoreError::Unstorable {
+            backend,
+            what,
+            value,
+            reason,
+        } => StoreError::Unstorable {
+            backend,
+            what,
+            value: value.clone(),
+            reason: reason.clone(),
+        },
         StoreError::Backend { backend, message } => StoreError::Backend {
             backend,
             message: message.clone(),
@@ -1293,14 +1372,6 @@ fn again(error: &StoreError) -> StoreError {
             backend: BACKEND,
             message: other.to_string(),
         },
-    }
-}
-
-/// What went wrong in `error`, without the backend's prefix.
-fn cause(error: &StoreError) -> String {
-    match error {
-        StoreError::Backend { message, .. } => message.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -1423,10 +1494,10 @@ impl Pending {
     /// Takes in an append of this batch to `stream` that made `appended`: an append of events
     /// moves the stream's version and the next position (keyed by the job's own id, so the
     /// first write of a stream in a batch costs no copy of it); one without events, nothing.
-    fn advance(&mut self, stream: String, appended: &Appended) {
+    fn advance(&mut self, stream: &str, appended: &Appended) {
         if appended.last_position > 0 {
             self.next_position = appended.last_position + 1;
-            self.versions.insert(stream, appended.version);
+            self.versions.insert(stream.to_owned(), appended.version);
         }
     }
 }
@@ -1455,7 +1526,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // If a group fails, its writes that did not run are given back and tried alone, so
+            // If a group fails, all its writes are given back and tried alone, so
             // one bad write fails no other.
             if let Err(jobs_back) = self.commit_group(std::mem::take(&mut batch)) {
                 for job in jobs_back {
@@ -1526,8 +1597,9 @@ impl Writer {
         }
     }
 
-    /// One transaction for `jobs`. On a failed transaction with more than one job, gives the
-    /// jobs back (unanswered) to be retried one by one; a lone job is answered with the error.
+    /// One transaction for `jobs`. On a failed transaction with more than one job, gives every
+    /// job back (unanswered, whole) to be retried one by one; a lone job is answered with the
+    /// error.
     fn commit_group(&mut self, jobs: Vec<Job>) -> Result<(), Vec<Job>> {
         metrics::histogram!("evoq_store_batch_size", "backend" => BACKEND)
             .record(jobs.len() as f64);
@@ -1550,19 +1622,15 @@ impl Writer {
             next_position: self.next_position,
             recorded_at: SystemTime::now(),
         };
-        let mut done = Vec::with_capacity(jobs.len());
-        let mut kept = Vec::new();
+        // The jobs stay whole until the batch commits: a failed batch gives every one back.
+        let mut answers = Vec::with_capacity(jobs.len());
         let mut failed = None;
-        for job in jobs {
-            if failed.is_some() {
-                kept.push(job);
-                continue;
-            }
+        for job in &jobs {
             match self.apply(job, &mut pending) {
-                Ok(result) => done.push(result),
-                Err((job, error)) => {
-                    kept.push(job);
+                Ok(answer) => answers.push(answer),
+                Err(error) => {
                     failed = Some(error);
+                    break;
                 }
             }
         }
@@ -1587,29 +1655,16 @@ impl Writer {
                     }
                     moved
                 });
-                for result in done {
-                    result.send();
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    job.answer(answer);
                 }
                 Ok(())
             }
             Err(error) => {
+                // Nothing of the batch was written (a trigger's `RAISE(ROLLBACK)` may have
+                // ended the transaction already).
                 let _ = self.conn.execute_batch("ROLLBACK");
-                if single || (done.is_empty() && kept.len() == 1) {
-                    for result in done {
-                        result.fail(&error).send();
-                    }
-                    for job in kept {
-                        answer_error(job, &error);
-                    }
-                    return Ok(());
-                }
-                // The jobs already applied were rolled back: they are retried alone too. Their
-                // replies are dropped here and rebuilt, so rebuild the jobs instead.
-                Err(done
-                    .into_iter()
-                    .filter_map(|done| done.into_job(&error))
-                    .chain(kept)
-                    .collect())
+                self.give_back(jobs, single, &error)
             }
         }
     }
@@ -1625,12 +1680,10 @@ impl Writer {
         }
     }
 
-    // The error gives the job back by value, on a path taken only when SQLite fails.
-    #[allow(clippy::result_large_err)]
     /// Applies one job inside the open transaction. A wrong expected version, a duplicate
-    /// command or a failed condition is an answer, not a failure; an SQL error gives the job
-    /// back with the error.
-    fn apply(&mut self, job: Job, pending: &mut Pending) -> Result<Done, (Job, StoreError)> {
+    /// command or a failed condition is an answer, not a failure; an SQL error is the error
+    /// that rolls the batch back.
+    fn apply(&mut self, job: &Job, pending: &mut Pending) -> Result<Answer, StoreError> {
         match job {
             Job::Append {
                 stream,
@@ -1638,42 +1691,26 @@ impl Writer {
                 events,
                 command,
                 condition,
-                reply,
+                ..
             } => {
-                let applied = self.append(
-                    &stream,
-                    expected,
-                    &events,
+                let answer = self.append(
+                    stream,
+                    *expected,
+                    events,
                     command.as_ref(),
                     condition.as_ref(),
                     pending,
-                );
-                match applied {
-                    Ok(answer) => {
-                        if let Ok(appended) = &answer {
-                            pending.advance(stream, appended);
-                        }
-                        Ok(Done::Appended(reply, answer))
-                    }
-                    Err(error) => Err((
-                        Job::Append {
-                            stream,
-                            expected,
-                            events,
-                            command,
-                            condition,
-                            reply,
-                        },
-                        error,
-                    )),
+                )?;
+                if let Ok(appended) = &answer {
+                    pending.advance(stream, appended);
                 }
+                Ok(Answer::Appended(answer))
             }
             other => self.apply_other(other),
         }
     }
 
-    #[allow(clippy::result_large_err)]
-    fn apply_other(&mut self, job: Job) -> Result<Done, (Job, StoreError)> {
+    fn apply_other(&mut self, job: &Job) -> Result<Answer, StoreError> {
         let conn = &self.conn;
         let path = &self.path;
         macro_rules! run {
@@ -1685,26 +1722,21 @@ impl Writer {
         }
         match job {
             // Taken out of every batch by the writer's loop; here only if that changes.
-            Job::Flush(reply) => Ok(Done::Unit(
-                reply,
-                Err(backend(
+            Job::Flush(_) => Ok(Answer::Unit(Err(backend(
                     "checkpointing the WAL",
                     path,
                     "a flush cannot run inside a transaction",
                 )),
             )),
-            Job::SweepCommands(before, max, reply) => {
-                match run!(
+            Job::SweepCommands(before, max, _) => {
+                run!(
                     "sweeping the command log",
                     "DELETE FROM commands WHERE rowid IN (SELECT rowid FROM commands WHERE recorded_at < ?1 ORDER BY rowid LIMIT ?2)",
-                    params![time_to_nanos(before), limit(max)]
-                ) {
-                    Ok(n) => Ok(Done::Count(reply, Ok(n))),
-                    Err(e) => Err((Job::SweepCommands(before, max, reply), e)),
-                }
+                    params![time_to_nanos(*before), limit(*max)]
+                ).map(|n| Answer::Count(Ok(n)))
             }
-            Job::Snapshot(snapshot, reply) => {
-                match run!(
+            Job::Snapshot(snapshot, _) => {
+                run!(
                     "saving a snapshot",
                     "INSERT OR REPLACE INTO snapshots (stream_id, version, data, taken_at) VALUES (?1, ?2, ?3, ?4)",
                     params![
@@ -1713,24 +1745,18 @@ impl Writer {
                         snapshot.data,
                         time_to_nanos(snapshot.taken_at)
                     ]
-                ) {
-                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
-                    Err(e) => Err((Job::Snapshot(snapshot, reply), e)),
-                }
+                ).map(|_| Answer::Unit(Ok(())))
             }
-            Job::Checkpoint(name, position, reply) => {
-                match run!(
+            Job::Checkpoint(name, position, _) => {
+                run!(
                     "saving a checkpoint",
                     SAVE_CHECKPOINT_SQL,
-                    params![name, to_db(position)]
-                ) {
-                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
-                    Err(e) => Err((Job::Checkpoint(name, position, reply), e)),
-                }
+                    params![name, to_db(*position)]
+                ).map(|_| Answer::Unit(Ok(())))
             }
-            Job::SaveDeadLetter(entry, reply) => {
+            Job::SaveDeadLetter(entry, _) => {
                 let e = &entry.event;
-                match run!(
+                run!(
                     "saving a dead letter",
                     "INSERT OR REPLACE INTO dead_letters (handler, event_id, position, stream_id, version, event_type, schema_version, data, metadata, recorded_at, error, attempts, first_failed_at, last_failed_at, kind, reason, raw_row) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                     params![
@@ -1752,59 +1778,41 @@ impl Writer {
                         entry.reason,
                         encode_raw_row(entry.raw_row.as_ref())
                     ]
-                ) {
-                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
-                    Err(err) => Err((Job::SaveDeadLetter(entry, reply), err)),
-                }
+                ).map(|_| Answer::Unit(Ok(())))
             }
-            Job::DeleteDeadLetter(handler, event_id, reply) => {
-                match run!(
+            Job::DeleteDeadLetter(handler, event_id, _) => {
+                run!(
                     "deleting a dead letter",
                     "DELETE FROM dead_letters WHERE handler = ?1 AND event_id = ?2",
                     params![handler, event_id.as_bytes().as_slice()]
-                ) {
-                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
-                    Err(e) => Err((Job::DeleteDeadLetter(handler, event_id, reply), e)),
-                }
+                ).map(|n| Answer::Bool(Ok(n > 0)))
             }
-            Job::SaveRequest(request, reply) => {
-                match save_request_row(conn, &request)
+            Job::SaveRequest(request, _) => {
+                save_request_row(conn, request)
                     .map_err(|e| backend("saving a handler request", path, e))
-                {
-                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
-                    Err(err) => Err((Job::SaveRequest(request, reply), err)),
-                }
+               .map(|_| Answer::Unit(Ok(())))
             }
-            Job::DeleteRequest(handler, id, reply) => {
-                match delete_request_row(conn, &handler, id)
+            Job::DeleteRequest(handler, id, _) => {
+                delete_request_row(conn, handler, *id)
                     .map_err(|e| backend("deleting a handler request", path, e))
-                {
-                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
-                    Err(e) => Err((Job::DeleteRequest(handler, id, reply), e)),
-                }
+               .map(|n| Answer::Bool(Ok(n > 0)))
             }
-            Job::SaveSaga(saga, instance, state, reply) => {
-                match run!(
+            Job::SaveSaga(saga, instance, state, _) => {
+                run!(
                     "saving a saga state",
                     "INSERT OR REPLACE INTO saga_state (saga, instance, state) VALUES (?1, ?2, ?3)",
                     params![saga, instance, state]
-                ) {
-                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
-                    Err(e) => Err((Job::SaveSaga(saga, instance, state, reply), e)),
-                }
+                ).map(|_| Answer::Unit(Ok(())))
             }
-            Job::DeleteSaga(saga, instance, reply) => {
-                match run!(
+            Job::DeleteSaga(saga, instance, _) => {
+                run!(
                     "deleting a saga state",
                     "DELETE FROM saga_state WHERE saga = ?1 AND instance = ?2",
                     params![saga, instance]
-                ) {
-                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
-                    Err(e) => Err((Job::DeleteSaga(saga, instance, reply), e)),
-                }
+                ).map(|n| Answer::Bool(Ok(n > 0)))
             }
-            Job::ScheduleTimeout(timeout, reply) => {
-                match run!(
+            Job::ScheduleTimeout(timeout, _) => {
+                run!(
                     "scheduling a timeout",
                     "INSERT OR REPLACE INTO timeouts (id, saga, instance, due_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
@@ -1814,30 +1822,21 @@ impl Writer {
                         time_to_micros(timeout.due_at),
                         timeout.payload
                     ]
-                ) {
-                    Ok(_) => Ok(Done::Unit(reply, Ok(()))),
-                    Err(e) => Err((Job::ScheduleTimeout(timeout, reply), e)),
-                }
+                ).map(|_| Answer::Unit(Ok(())))
             }
-            Job::DeleteTimeout(saga, id, reply) => {
-                match run!(
+            Job::DeleteTimeout(saga, id, _) => {
+                run!(
                     "deleting a timeout",
                     "DELETE FROM timeouts WHERE id = ?1 AND saga = ?2",
                     params![id.as_bytes().as_slice(), saga]
-                ) {
-                    Ok(n) => Ok(Done::Bool(reply, Ok(n > 0))),
-                    Err(e) => Err((Job::DeleteTimeout(saga, id, reply), e)),
-                }
+                ).map(|n| Answer::Bool(Ok(n > 0)))
             }
-            Job::CancelTimeouts(saga, instance, reply) => {
-                match run!(
+            Job::CancelTimeouts(saga, instance, _) => {
+                run!(
                     "cancelling timeouts",
                     "DELETE FROM timeouts WHERE saga = ?1 AND instance = ?2",
                     params![saga, instance]
-                ) {
-                    Ok(n) => Ok(Done::Count(reply, Ok(n))),
-                    Err(e) => Err((Job::CancelTimeouts(saga, instance, reply), e)),
-                }
+                ).map(|n| Answer::Count(Ok(n)))
             }
             Job::Append { .. } => unreachable!("appends are applied by `apply`"),
         }
@@ -1984,7 +1983,7 @@ impl Writer {
                     command.command,
                     command.lookup()
                 );
-                backend(&what, &self.path, e)
+                append_failure(&what, &self.path, stream, e)
             })?;
         Ok(())
     }
@@ -2038,36 +2037,27 @@ impl Writer {
                 encode_metadata(&event.metadata),
                 at
             ])
-            .map_err(|e| backend(&format!("appending to stream `{stream}`"), &self.path, e))?;
+            .map_err(|e| {
+                append_failure(
+                    &format!("appending to stream `{stream}`"),
+                    &self.path,
+                    stream,
+                    e,
+                )
+            })?;
             // An event without tags costs no statement here.
             if !event.metadata.tags.is_empty() {
                 insert_tags(&self.conn, position, &event.metadata.tags).map_err(|e| {
-                    backend(
+                    append_failure(
                         &format!("indexing the tags of an event of stream `{stream}`"),
                         &self.path,
+                        stream,
                         e,
                     )
                 })?;
             }
         }
         Ok(())
-    }
-}
-
-impl Done {
-    /// A job that was applied but rolled back cannot be rebuilt (its input moved into the
-    /// transaction): it is answered with a retryable error instead, naming the failure of the
-    /// other write, `error`.
-    fn into_job(self, error: &StoreError) -> Option<Job> {
-        self.fail(&StoreError::Backend {
-            backend: BACKEND,
-            message: format!(
-                "this write was rolled back with its group, after another write of the group failed ({}); nothing of it was written: retry",
-                cause(error)
-            ),
-        })
-        .send();
-        None
     }
 }
 
@@ -3519,29 +3509,34 @@ mod tests {
             )
             .expect("insert a foreign row");
         let checked = command("rolled-back");
-        let (one, one_answer) = append("Account-a", Some(checked.clone()));
+        let (one, mut one_answer) = append("Account-a", Some(checked));
         let (two, _two_answer) = append("Account-b", None);
         let back = writer
             .commit_group(vec![one, two])
-            .expect_err("the failed batch gives the failing job back");
+            .expect_err("the failed batch gives its jobs back");
         assert!(
-            matches!(&back[..], [Job::Append { stream, .. }] if stream == "Account-b"),
-            "the failing job comes back whole, to be tried alone"
+            matches!(
+                &back[..],
+                [Job::Append { stream: a, .. }, Job::Append { stream: b, .. }]
+                    if a == "Account-a" && b == "Account-b"
+            ),
+            "every job comes back whole, the one applied before the failure too, to be tried alone"
         );
-        let one_answer = one_answer.blocking_recv().expect("an answer");
         assert!(
-            matches!(one_answer, Err(StoreError::Backend { .. })),
-            "the rolled-back job is told to retry: {one_answer:?}"
+            one_answer.try_recv().is_err(),
+            "the rolled-back job is not answered yet"
         );
         assert_eq!(count(&writer, "commands"), 0, "the rollback took the entry");
-        let (again, answer) = append("Account-a", Some(checked));
+        let mut back = back.into_iter();
+        let again = back.next().expect("the first job");
         assert!(writer.commit_group(vec![again]).is_ok());
-        let answer = answer.blocking_recv().expect("an answer");
+        let answer = one_answer.blocking_recv().expect("an answer");
         assert_eq!(
             answer.expect("the command runs again").version,
             1,
             "its first run left nothing"
         );
+        assert_eq!(count(&writer, "commands"), 1);
     }
 
     #[test]

@@ -11,9 +11,6 @@ use crate::store::{EventQuery, StoreError};
 /// The longest stream id, idempotency key or tag the store holds, in bytes.
 pub(crate) const MAX_INDEXED_BYTES: usize = 2048;
 
-/// How many characters of a refused value its error shows.
-const SHOWN: usize = 64;
-
 /// `value`, the `what` of an operation, as PostgreSQL can hold it in a `TEXT` column: no NUL.
 pub(super) fn text(what: &'static str, value: &str) -> Result<(), StoreError> {
     if value.contains('\0') {
@@ -56,18 +53,9 @@ pub(super) fn query(query: &EventQuery) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The error for `value`, cut to its first [`SHOWN`] characters.
+/// The error for `value`, cut to its first characters.
 pub(super) fn unstorable(what: &'static str, value: &str, reason: String) -> StoreError {
-    let mut shown: String = value.chars().take(SHOWN).collect();
-    if shown.len() < value.len() {
-        shown.push_str("...");
-    }
-    StoreError::Unstorable {
-        backend: BACKEND,
-        what,
-        value: format!("{shown:?}"),
-        reason,
-    }
+    StoreError::unstorable(BACKEND, what, value, reason)
 }
 
 #[cfg(test)]
@@ -88,7 +76,10 @@ mod tests {
             panic!("{error:?}");
         };
         assert_eq!(*what, "stream id");
-        assert_eq!(value.chars().filter(|c| *c == 's').count(), SHOWN);
+        assert_eq!(
+            value.chars().filter(|c| *c == 's').count(),
+            StoreError::SHOWN
+        );
         assert!(reason.contains("2049 bytes"), "{reason}");
     }
 

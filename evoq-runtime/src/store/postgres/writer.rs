@@ -659,10 +659,7 @@ impl Writer {
             Err(error) if refuses_data(&error) => {
                 // The server's words, not the error's whole text, which names the server: the
                 // caller's input is at fault, and an HTTP answer may show this.
-                let words = match &error {
-                    StoreError::Refused { reason, .. } => reason.as_str(),
-                    _ => "",
-                };
+                let words = refusal(&error);
                 for job in batch {
                     let _ = job.reply.send(Err(limits::unstorable(
                         "events of the stream",
@@ -752,16 +749,56 @@ fn commit_failure(location: &str, error: tokio_postgres::Error) -> Failure {
     }
 }
 
-/// Whether the database refused the data of a statement, rolling it back (SQLSTATE classes 22,
-/// a data exception; 23, a constraint the append function does not check itself, such as an
-/// event id used twice; 54, a value past a limit of the database's): what an append holds, not
-/// the database's state, so the batch's other appends commit without it.
+/// Whether the database refused the data of a statement, rolling it back: what an append
+/// holds, not the database's state, so the batch's other appends commit without it. The
+/// SQLSTATE classes of such a refusal: 22, a data exception; 23, a constraint the append
+/// function does not check itself (an operator's CHECK, an event id used twice); 54, a value
+/// past a limit of the database's; and the classes of a trigger or routine an operator added
+/// that refuses the row: P0 (PL/pgSQL's `RAISE EXCEPTION`), 09 (triggered action), 27
+/// (triggered data change), 2F (SQL routine), 38 and 39 (external routine), 44 (`WITH CHECK
+/// OPTION`). A connection, a lock, resources or the server itself (08, 40, 53, 57, 58, XX) are
+/// the database's state, never the data's.
 fn refuses_data(error: &StoreError) -> bool {
+    const CLASSES: [&str; 10] = ["09", "22", "23", "27", "2F", "38", "39", "44", "54", "P0"];
     matches!(
         error,
         StoreError::Refused { code: Some(code), .. }
-            if code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+            if CLASSES.iter().any(|class| code.starts_with(class))
     )
+}
+
+/// The database's words for data it refused: its code, message and hint, and the routine
+/// that raised it (a trigger's function), but not its detail, which shows the refused row's
+/// values (the event's data and metadata, in hex).
+fn refusal(error: &StoreError) -> String {
+    let StoreError::Refused { reason, source, .. } = error else {
+        return String::new();
+    };
+    let Some(db) = source
+        .as_deref()
+        .and_then(|source| source.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::as_db_error)
+    else {
+        return reason.clone();
+    };
+    let mut words = format!("{} {}", db.code().code(), db.message());
+    if let Some(routine) = db.where_().and_then(raised_by) {
+        words.push_str(&format!(", raised by {routine}"));
+    }
+    if let Some(hint) = db.hint() {
+        words.push_str(&format!(" (hint: {hint})"));
+    }
+    words
+}
+
+/// The routine an error's context (PostgreSQL's `CONTEXT`, innermost first) says raised it,
+/// unless it is the append function itself: `PL/pgSQL function s.refuse() line 3 at RAISE`
+/// gives `PL/pgSQL function s.refuse()`.
+fn raised_by(context: &str) -> Option<&str> {
+    let first = context.lines().next()?;
+    let routine = first.split(" line ").next()?;
+    let named = routine.starts_with("PL/pgSQL function ") || routine.starts_with("SQL function ");
+    (named && !routine.contains("evoq_append_conditional")).then_some(routine)
 }
 
 /// Each append's result from the rows of the append function; an append the rows do not
