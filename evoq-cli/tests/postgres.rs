@@ -374,3 +374,157 @@ async fn verify_finds_nothing_wrong_with_a_schema_the_application_is_writing() {
     );
     run(&schema, &["verify"]).expect_code(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_the_checkpoint_and_dead_letter_rows_of_a_schema_that_do_not_decode() {
+    let Some(schema) = filled("cli_verify_rows").await else {
+        return;
+    };
+    raw(&schema)
+        .await
+        .batch_execute(&format!(
+            "UPDATE \"{s}\".checkpoints SET position = -5 WHERE name = 'notifier';
+             UPDATE \"{s}\".dead_letters SET kind = 'weird';",
+            s = schema.schema
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("damage the rows: {e}"));
+
+    let out = run(&schema, &["--json", "verify"]);
+    out.expect_code(1);
+    let report = out.json();
+    let unreadable: Vec<&serde_json::Value> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "undecodable_record")
+        .collect();
+    let tables: Vec<&str> = unreadable
+        .iter()
+        .map(|p| p["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["checkpoints", "dead_letters"], "{out:#?}");
+    assert_eq!(unreadable[1]["handler"], "notifier", "{out:#?}");
+    assert_eq!(report["events"], HEAD, "{out:#?}");
+}
+
+/// A TCP proxy to the PostgreSQL server of the tests: forwards both ways until a client sends
+/// a message holding `marker` (the text of a query), then forwards nothing more on any of its
+/// connections, keeping them open (a server that stops answering). Its port.
+async fn stalling_proxy(marker: &'static str) -> u16 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stalled = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let stalled = Arc::clone(&stalled);
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up_stalled = Arc::clone(&stalled);
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if text.contains(marker) {
+                            up_stalled.store(true, Ordering::SeqCst);
+                        }
+                        if !up_stalled.load(Ordering::SeqCst)
+                            && server_write.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        if !stalled.load(Ordering::SeqCst)
+                            && client_write.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    port
+}
+
+/// Runs `evoq --store <proxy> --schema <schema> <args>` in the background; the run and how
+/// long it took, or `None` when it still ran after `limit` (then it is killed).
+async fn run_bounded(
+    schema: &PgSchema,
+    port: u16,
+    args: &[&str],
+    limit: Duration,
+) -> Option<(Run, Duration)> {
+    let url = schema
+        .url
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    assert_ne!(url, schema.url, "the tests' server is at 127.0.0.1:5432");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_evoq"));
+    command
+        .args(["--store", &url, "--schema", &schema.schema])
+        .args(args)
+        .env_remove("EVOQ_STORE")
+        .env_remove("EVOQ_SCHEMA")
+        .env_remove("EVOQ_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let output = tokio::time::timeout(limit, command.output()).await.ok()?;
+    let output = output.expect("run evoq");
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    Some((run, started.elapsed()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_mid_command_ends_it_with_4_naming_what_it_did() {
+    let Some(schema) = filled("cli_no_answer").await else {
+        return;
+    };
+    let port = stalling_proxy("DISTINCT ON (stream_id").await;
+    let (run, took) = run_bounded(&schema, port, &["streams"], Duration::from_secs(60))
+        .await
+        .expect("`evoq streams` ends when the server stops answering");
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains("did not answer within 30 s")
+            && run.stderr.contains("listing streams")
+            && run.stderr.contains(&format!("schema `{}`", schema.schema)),
+        "{run:#?}"
+    );
+    assert!(took < Duration::from_secs(45), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_server_stops_answering_is_pending_after_its_wait() {
+    let Some(schema) = filled("cli_rebuild_no_answer").await else {
+        return;
+    };
+    let port = stalling_proxy("requests WHERE handler").await;
+    let (run, took) = run_bounded(
+        &schema,
+        port,
+        &["--json", "rebuild", "audit", "--wait", "3"],
+        Duration::from_secs(25),
+    )
+    .await
+    .expect("`evoq rebuild --wait 3` ends soon after its wait");
+    run.expect_code(7);
+    assert_eq!(run.json()["outcome"], "pending", "{run:#?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}

@@ -612,3 +612,76 @@ async fn verify_finds_nothing_wrong_with_a_file_the_application_is_writing() {
     );
     evoq(&["--store", &store_arg, "verify"]).expect_code(0);
 }
+
+/// The problems of a `verify --json` report of kind `kind`.
+fn problems_of(report: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_checkpoint_snapshot_and_dead_letter_rows_that_do_not_decode() {
+    let (dir, store_arg) = filled("cli-verify-rows").await;
+    let path = dir.file("events.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .save_snapshot(Snapshot {
+            stream_id: "BankAccount-acc-1".into(),
+            version: 1,
+            data: b"{}".to_vec(),
+            taken_at: std::time::SystemTime::now(),
+        })
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "UPDATE checkpoints SET position = -5 WHERE name = 'notifier';
+             UPDATE snapshots SET version = 'one';
+             UPDATE dead_letters SET kind = 'weird';",
+        )
+        .unwrap();
+    }
+
+    let run = evoq(&["--store", &store_arg, "--json", "verify"]);
+    run.expect_code(1);
+    let report = run.json();
+    assert_eq!(report["ok"], false, "{run:#?}");
+    let unreadable = problems_of(&report, "undecodable_record");
+    let tables: Vec<&str> = unreadable
+        .iter()
+        .map(|p| p["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tables,
+        ["snapshots", "checkpoints", "dead_letters"],
+        "{run:#?}"
+    );
+    let dead_letter = &unreadable[2];
+    assert_eq!(dead_letter["handler"], "notifier", "{run:#?}");
+    assert!(
+        dead_letter["message"]
+            .as_str()
+            .unwrap()
+            .contains("notifier"),
+        "{run:#?}"
+    );
+    // The events were checked all the same.
+    assert_eq!(report["events"], HEAD, "{run:#?}");
+
+    let run = evoq(&["--store", &store_arg, "verify"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("checkpoints")
+            && run.stdout.contains("snapshots")
+            && run.stdout.contains("dead letter")
+            && run.stdout.contains("3 problems"),
+        "{run:#?}"
+    );
+}

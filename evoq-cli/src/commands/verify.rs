@@ -46,6 +46,13 @@ enum Problem {
         position: u64,
         head: u64,
     },
+    /// A row of `table` (snapshots, checkpoints, a handler's dead letters) that does not
+    /// decode: the listing stops at it, so the rows after it were not checked.
+    UndecodableRecord {
+        table: &'static str,
+        handler: Option<String>,
+        reason: String,
+    },
 }
 
 impl Problem {
@@ -56,6 +63,7 @@ impl Problem {
             Problem::Undecodable { .. } => "undecodable_row",
             Problem::SnapshotAhead { .. } => "snapshot_ahead",
             Problem::CheckpointBeyondHead { .. } => "checkpoint_beyond_head",
+            Problem::UndecodableRecord { .. } => "undecodable_record",
         }
     }
 
@@ -90,6 +98,20 @@ impl Problem {
                 position,
                 head,
             } => format!("checkpoint `{name}` is at {position}, beyond the head {head}"),
+            Problem::UndecodableRecord {
+                handler: Some(handler),
+                reason,
+                ..
+            } => format!(
+                "a dead letter of `{handler}` does not decode: {reason}; the dead letters of `{handler}` after it were not checked"
+            ),
+            Problem::UndecodableRecord {
+                table,
+                handler: None,
+                reason,
+            } => format!(
+                "a row of the {table} does not decode: {reason}; the {table} after it were not checked"
+            ),
         }
     }
 
@@ -130,6 +152,11 @@ impl Problem {
                 position,
                 head,
             } => json!({ "name": name, "position": position, "head": head }),
+            Problem::UndecodableRecord {
+                table,
+                handler,
+                reason,
+            } => json!({ "table": table, "handler": handler, "reason": reason }),
         };
         value["kind"] = json!(self.kind());
         value["message"] = json!(self.describe());
@@ -226,10 +253,13 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
     let mut snapshots = 0u64;
     let mut after: Option<String> = None;
     loop {
-        let page = store
-            .list_snapshots(after.as_deref(), 1_000)
-            .await
-            .doing("listing snapshots")?;
+        let page = match store.list_snapshots(after.as_deref(), 1_000).await {
+            Ok(page) => page,
+            Err(error) => {
+                problems.push(undecodable("snapshots", None, error, "listing snapshots")?);
+                break;
+            }
+        };
         for (stream, snapshot) in &page {
             snapshots += 1;
             let version = store
@@ -252,10 +282,14 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
 
     // Checkpoints, against the head read after them: a handler saves only positions it
     // processed, so a checkpoint listed before the head was read is at most that head.
-    let checkpoints = store
-        .list_checkpoints()
-        .await
-        .doing("listing checkpoints")?;
+    let checkpoints = match store.list_checkpoints().await {
+        Ok(checkpoints) => checkpoints,
+        Err(error) => {
+            let what = "listing checkpoints";
+            problems.push(undecodable("checkpoints", None, error, what)?);
+            Vec::new()
+        }
+    };
     let now = opened.head().await.doing("reading the head")?.max(head);
     for (name, position) in &checkpoints {
         if *position > now {
@@ -264,6 +298,31 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
                 position: *position,
                 head: now,
             });
+        }
+    }
+
+    // Dead letters, every handler's, a page at a time.
+    let mut dead_letters = 0u64;
+    let handlers = store
+        .count_dead_letters()
+        .await
+        .doing("counting dead letters")?;
+    for (handler, _) in &handlers {
+        let mut after = 0;
+        loop {
+            let page = match store.list_dead_letters(handler, after, page_size).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let what = format!("listing the dead letters of `{handler}`");
+                    problems.push(undecodable("dead_letters", Some(handler), error, &what)?);
+                    break;
+                }
+            };
+            dead_letters += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == page_size => after = last.event.global_position,
+                _ => break,
+            }
         }
     }
 
@@ -277,6 +336,7 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
             "streams": versions.len(),
             "snapshots": snapshots,
             "checkpoints": checkpoints.len(),
+            "dead_letters": dead_letters,
             "problems": listed,
         }))?;
         return Ok(ok);
@@ -295,6 +355,24 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
         n => ctx.line(&format!("{summary}: {n} problems"))?,
     }
     Ok(ok)
+}
+
+/// The problem of a listing of `table` that stopped at a row that does not decode; any other
+/// error of the store (I/O, connection) fails the command, naming `what` it was doing.
+fn undecodable(
+    table: &'static str,
+    handler: Option<&str>,
+    error: StoreError,
+    what: &str,
+) -> Result<Problem, CliError> {
+    match error {
+        StoreError::Integrity { .. } => Ok(Problem::UndecodableRecord {
+            table,
+            handler: handler.map(str::to_owned),
+            reason: error.to_string(),
+        }),
+        other => Err(CliError::store(what, other)),
+    }
 }
 
 /// A progress bar on standard error, hidden when it is not a terminal.

@@ -75,6 +75,20 @@ pub(crate) fn from_db(
     })
 }
 
+/// A column whose value is not of the column's type (a hand-edited row): an integrity error
+/// naming the row, as a value out of range is.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(crate) fn undecodable(
+    location: impl FnOnce() -> String,
+    what: &str,
+    error: &dyn std::fmt::Display,
+) -> StoreError {
+    StoreError::Integrity {
+        location: location(),
+        reason: format!("{what} does not decode ({error}); repair or remove the row"),
+    }
+}
+
 /// The stream id of a decoded row, shared with the row before it when both are of one stream
 /// (every row of a stream read, runs of one stream in the global order), so that their records
 /// point at one copy.

@@ -107,7 +107,7 @@ use crate::store::codec::prefix_end;
 use crate::store::codec::{
     all_page, column_text, decode_failure_kind, decode_metadata, decode_raw_row, decode_request,
     encode_metadata, encode_raw_row, from_db, micros_to_time, nanos_to_time, shared_stream_id,
-    time_to_micros, time_to_nanos, to_db, undecodable_reason,
+    time_to_micros, time_to_nanos, to_db, undecodable, undecodable_reason,
 };
 use crate::store::{
     AllPage, AppendCondition, Appended, CommandLookup, CommandRecord, DeadLetter, Direction,
@@ -2611,9 +2611,11 @@ impl EventStore for SqliteStore {
             let mut all = Vec::new();
             while let Some(row) = rows.next().map_err(fail)? {
                 let name: String = row.get(0).map_err(fail)?;
+                let location = || format!("checkpoint `{name}`");
                 let position = from_db(
-                    row.get(1).map_err(fail)?,
-                    || format!("checkpoint `{name}`"),
+                    row.get(1)
+                        .map_err(|e| undecodable(location, "the position", &e))?,
+                    location,
                     "the position",
                 )?;
                 all.push((name, position));
@@ -2687,9 +2689,10 @@ impl EventStore for SqliteStore {
             let mut all = Vec::new();
             while let Some(row) = rows.next().map_err(fail)? {
                 let stream: String = row.get(0).map_err(fail)?;
+                let location = || format!("snapshot of `{stream}`");
                 let version = from_db(
-                    row.get(1).map_err(fail)?,
-                    || format!("snapshot of `{stream}`"),
+                    row.get(1).map_err(|e| undecodable(location, "the version", &e))?,
+                    location,
                     "the version",
                 )?;
                 all.push((stream, version));
