@@ -1,5 +1,7 @@
 //! What can go wrong, each naming the thing and what to do, and the exit code it gives.
 
+use std::time::Duration;
+
 use evoq_runtime::StoreError;
 
 /// The exit codes (documented in the crate docs and the README).
@@ -13,7 +15,7 @@ pub(crate) mod exit {
     /// What the command names is not there: a stream, a checkpoint, a dead letter.
     pub(crate) const NOT_FOUND: u8 = 3;
     /// The store cannot be opened: no such file, not an evoq store, a newer evoq's, a server
-    /// that does not answer or refuses.
+    /// that does not answer or refuses; or it stopped answering during the command.
     pub(crate) const UNAVAILABLE: u8 = 4;
     /// A write refused because an application has the store (or the handler) open.
     pub(crate) const IN_USE: u8 = 5;
@@ -101,6 +103,19 @@ pub(crate) enum CliError {
     /// The output cannot be written (a closed pipe ends the command quietly: see `main`).
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
+    /// The store did not answer one call in time (a server that stopped answering).
+    #[error(
+        "the store at {location} did not answer within {} s while {what}: check that the server is up and reachable, then run this again",
+        within.as_secs()
+    )]
+    NoAnswer {
+        /// What the command was doing.
+        what: String,
+        /// The file or the server and schema.
+        location: String,
+        /// How long the command waited.
+        within: Duration,
+    },
     /// The store failed while the command ran.
     #[error("{what} failed: {source}{hint}")]
     Store {
@@ -121,9 +136,10 @@ impl CliError {
             CliError::UnknownStream(_)
             | CliError::UnknownCheckpoint { .. }
             | CliError::UnknownDeadLetter { .. } => exit::NOT_FOUND,
-            CliError::NoSuchFile { .. } | CliError::NotAStore { .. } | CliError::Open(_) => {
-                exit::UNAVAILABLE
-            }
+            CliError::NoSuchFile { .. }
+            | CliError::NotAStore { .. }
+            | CliError::Open(_)
+            | CliError::NoAnswer { .. } => exit::UNAVAILABLE,
             CliError::FileInUse { .. } | CliError::HandlerRunning { .. } => exit::IN_USE,
             CliError::Store { .. } | CliError::Output(_) => exit::STORE,
         }
@@ -143,14 +159,34 @@ impl CliError {
     }
 }
 
-/// A store call's error as the inspector's, naming what it was doing.
+/// How long the inspector waits for the store to answer one call (the waits of `tail`,
+/// `events --follow` and `--wait` aside): past it, the command ends with exit code 4.
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// A store call, bounded by [`ANSWER_WITHIN`], its error as the inspector's, naming what it
+/// was doing.
 pub(crate) trait Doing<T> {
-    /// The error, while doing `what`.
-    fn doing(self, what: &str) -> Result<T, CliError>;
+    /// The call's result, or [`CliError::NoAnswer`] when the store did not answer in time.
+    async fn answered(self, what: &str) -> Result<Result<T, StoreError>, CliError>;
+
+    /// The call's value; its error, while doing `what`.
+    async fn doing(self, what: &str) -> Result<T, CliError>;
 }
 
-impl<T> Doing<T> for Result<T, StoreError> {
-    fn doing(self, what: &str) -> Result<T, CliError> {
-        self.map_err(|e| CliError::store(what, e))
+impl<T, F: Future<Output = Result<T, StoreError>>> Doing<T> for F {
+    async fn answered(self, what: &str) -> Result<Result<T, StoreError>, CliError> {
+        tokio::time::timeout(ANSWER_WITHIN, self)
+            .await
+            .map_err(|_| CliError::NoAnswer {
+                what: what.to_owned(),
+                location: crate::target::opened_location(),
+                within: ANSWER_WITHIN,
+            })
+    }
+
+    async fn doing(self, what: &str) -> Result<T, CliError> {
+        self.answered(what)
+            .await?
+            .map_err(|e| CliError::store(what, e))
     }
 }

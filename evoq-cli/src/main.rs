@@ -42,10 +42,16 @@
 //! request is the one write an inspection makes), and the application's task for that handler
 //! carries it out between two events within a fraction of a second, then removes it. The
 //! command waits for that (`--wait`, default 30 s) and reports the outcome: the dead letter
-//! delivered (removed) or failed again (with the new error), the projection rebuilt (its
-//! checkpoint back to the start; the application's log says if it could not). When no
-//! application runs the handler within the wait, the request stays in the store, carried out
-//! when one does, and the command exits with 7.
+//! delivered (removed) or failed again (with the new error); for `rebuild`, that the
+//! application took the request, and where the projection's checkpoint is. The application
+//! refuses to rebuild a handler that is not a projection: the command cannot tell that from a
+//! rebuild, and the refusal shows only in the application's log. When no application runs the
+//! handler within the wait, the request stays in the store, carried out when one does, and the
+//! command exits with 7 (also when the store stops answering during the wait).
+//!
+//! The inspector waits up to 30 s for the store to answer each call (the waits of `tail`,
+//! `events --follow` and `--wait` aside): a server that stops answering ends the command with
+//! exit code 4, naming the server and what the command was doing.
 //!
 //! # Exit codes
 //!
@@ -55,7 +61,7 @@
 //! | 1 | `verify` found problems |
 //! | 2 | the command line is wrong |
 //! | 3 | what the command names is not there: a stream, a checkpoint, a dead letter |
-//! | 4 | the store cannot be opened: no such file, not an evoq store, a newer evoq's, a server that does not answer or refuses |
+//! | 4 | the store cannot be opened: no such file, not an evoq store, a newer evoq's, a server that does not answer or refuses; or it stopped answering for 30 s during the command |
 //! | 5 | a write refused because an application has the store (or runs the handler) |
 //! | 6 | the store failed while the command ran (an I/O error, a row that does not decode) |
 //! | 7 | a request was saved, but no running application carried it out within `--wait` (it stays queued) |

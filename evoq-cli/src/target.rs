@@ -2,14 +2,14 @@
 //! or to write (only when it does not).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use evoq_runtime::store::postgres::{PostgresOptions, PostgresStore};
 use evoq_runtime::store::sqlite::SqliteStore;
 use evoq_runtime::{EventStore, StoreError};
 
-use crate::error::CliError;
+use crate::error::{CliError, Doing};
 
 /// A store named on the command line.
 #[derive(Clone, Debug)]
@@ -59,6 +59,17 @@ impl Target {
     }
 }
 
+/// Where the store the command opened is, for messages (never a password).
+static OPENED_LOCATION: OnceLock<String> = OnceLock::new();
+
+/// Where the store the command opened is (`the store` before it is open).
+pub(crate) fn opened_location() -> String {
+    OPENED_LOCATION
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "the store".to_owned())
+}
+
 /// An open store.
 pub(crate) struct Opened {
     /// The store.
@@ -105,12 +116,15 @@ impl Opened {
     /// releases the lock).
     pub(crate) async fn close(self) -> Result<(), CliError> {
         if let Some(sqlite) = self.file.as_ref().filter(|_| self.writes) {
-            sqlite
-                .close()
-                .await
-                .map_err(|e| CliError::store("closing the store", e))?;
+            sqlite.close().doing("closing the store").await?;
         }
         Ok(())
+    }
+
+    /// Notes where the store is, for the messages of the calls that follow.
+    fn noted(self) -> Opened {
+        let _ = OPENED_LOCATION.set(self.location.clone());
+        self
     }
 }
 
@@ -127,7 +141,8 @@ pub(crate) async fn open_for_reading(target: &Target) -> Result<Opened, CliError
                 file: Some(store),
                 writes: false,
                 postgres: None,
-            })
+            }
+            .noted())
         }
         Target::Postgres { url, schema } => connect(url, schema).await,
     }
@@ -158,7 +173,8 @@ pub(crate) async fn open_for_writing(target: &Target, what: &str) -> Result<Open
                 file: Some(store),
                 writes: true,
                 postgres: None,
-            })
+            }
+            .noted())
         }
         Target::Postgres { url, schema } => connect(url, schema).await,
     }
@@ -193,7 +209,8 @@ async fn connect(url: &str, schema: &str) -> Result<Opened, CliError> {
         file: None,
         writes: false,
         postgres: Some(store),
-    })
+    }
+    .noted())
 }
 
 fn open_error(error: StoreError) -> CliError {

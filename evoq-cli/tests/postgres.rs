@@ -512,7 +512,7 @@ async fn a_server_that_stops_answering_mid_command_ends_it_with_4_naming_what_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_whose_server_stops_answering_is_pending_after_its_wait() {
-    let Some(schema) = filled("cli_rebuild_no_answer").await else {
+    let Some(schema) = filled("cli_rebuild_stall").await else {
         return;
     };
     let port = stalling_proxy("requests WHERE handler").await;

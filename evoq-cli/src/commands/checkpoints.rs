@@ -13,9 +13,9 @@ pub(crate) async fn list(ctx: &mut Ctx) -> Result<(), CliError> {
     let checkpoints = opened
         .store
         .list_checkpoints()
-        .await
-        .doing("listing checkpoints")?;
-    let head = opened.head().await.doing("reading the head")?;
+        .doing("listing checkpoints")
+        .await?;
+    let head = opened.head().doing("reading the head").await?;
     if ctx.json {
         let listed: Vec<Value> = checkpoints
             .iter()
@@ -72,8 +72,8 @@ pub(crate) async fn rewind(ctx: &mut Ctx, handler: &str, position: u64) -> Resul
     let lease = if opened.is_shared() {
         match store
             .try_lease(handler)
-            .await
-            .doing(&format!("taking the lease of `{handler}`"))?
+            .doing(&format!("taking the lease of `{handler}`"))
+            .await?
         {
             Some(lease) => Some(lease),
             None => {
@@ -88,13 +88,13 @@ pub(crate) async fn rewind(ctx: &mut Ctx, handler: &str, position: u64) -> Resul
     };
     let current = store
         .load_checkpoint(handler)
-        .await
-        .doing(&format!("loading checkpoint `{handler}`"))?;
+        .doing(&format!("loading checkpoint `{handler}`"))
+        .await?;
     let Some(current) = current else {
         let known = store
             .list_checkpoints()
-            .await
-            .doing("listing checkpoints")?;
+            .doing("listing checkpoints")
+            .await?;
         let known = if known.is_empty() {
             "; it has none".to_owned()
         } else {
@@ -111,11 +111,11 @@ pub(crate) async fn rewind(ctx: &mut Ctx, handler: &str, position: u64) -> Resul
             "checkpoint `{handler}` is at {current}: a rewind moves it back, and {position} is ahead of it (a handler skips an event by dead-lettering it, never by a moved checkpoint)"
         )));
     }
-    let head = opened.head().await.doing("reading the head")?;
+    let head = opened.head().doing("reading the head").await?;
     store
         .save_checkpoint(handler, position)
-        .await
-        .doing(&format!("saving checkpoint `{handler}`"))?;
+        .doing(&format!("saving checkpoint `{handler}`"))
+        .await?;
     drop(lease);
     opened.close().await?;
     if ctx.json {

@@ -22,18 +22,20 @@ pub(crate) async fn list(
     let store = &opened.store;
     let handlers: Vec<(String, u64)> = match handler {
         Some(handler) => vec![(handler.to_owned(), 0)],
-        None => store
-            .count_dead_letters()
-            .await
-            .doing("counting dead letters")?,
+        None => {
+            store
+                .count_dead_letters()
+                .doing("counting dead letters")
+                .await?
+        }
     };
     let mut entries: Vec<DeadLetter> = Vec::new();
     for (handler, _) in &handlers {
         entries.extend(
             store
                 .list_dead_letters(handler, 0, limit)
-                .await
-                .doing(&format!("listing the dead letters of `{handler}`"))?,
+                .doing(&format!("listing the dead letters of `{handler}`"))
+                .await?,
         );
     }
     if ctx.json {
@@ -109,8 +111,8 @@ pub(crate) async fn show(ctx: &mut Ctx, handler: &str, id: &str) -> Result<(), C
     let entry = opened
         .store
         .load_dead_letter(handler, event_id)
-        .await
-        .doing("loading the dead letter")?
+        .doing("loading the dead letter")
+        .await?
         .ok_or_else(|| CliError::UnknownDeadLetter {
             handler: handler.to_owned(),
             event_id: event_id.to_string(),
@@ -161,8 +163,8 @@ pub(crate) async fn discard(ctx: &mut Ctx, handler: &str, id: &str) -> Result<()
     let removed = opened
         .store
         .delete_dead_letter(handler, event_id)
-        .await
-        .doing("discarding the dead letter")?;
+        .doing("discarding the dead letter")
+        .await?;
     opened.close().await?;
     if !removed {
         return Err(CliError::UnknownDeadLetter {

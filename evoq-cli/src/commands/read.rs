@@ -22,8 +22,8 @@ pub(crate) async fn streams(ctx: &mut Ctx, args: &StreamsArgs) -> Result<(), Cli
     let streams = opened
         .store
         .list_streams(&args.prefix, args.after.as_deref(), args.limit)
-        .await
-        .doing("listing streams")?;
+        .doing("listing streams")
+        .await?;
     // A full page may have more after it.
     let next = (args.limit > 0 && streams.len() == args.limit)
         .then(|| streams.last().map(|s| s.stream_id.clone()))
@@ -76,15 +76,15 @@ pub(crate) async fn stream(ctx: &mut Ctx, args: &StreamArgs) -> Result<(), CliEr
     let store = &opened.store;
     let version = store
         .stream_version(&args.id)
-        .await
-        .doing(&format!("reading the version of stream `{}`", args.id))?;
+        .doing(&format!("reading the version of stream `{}`", args.id))
+        .await?;
     if version == 0 {
         return Err(CliError::UnknownStream(args.id.clone()));
     }
     let events = store
         .read_stream(&args.id, args.from, Direction::Forward, args.limit)
-        .await
-        .doing(&format!("reading stream `{}`", args.id))?;
+        .doing(&format!("reading stream `{}`", args.id))
+        .await?;
     let last = events.last().map_or(0, |e| e.stream_version);
     let more = last < version && !events.is_empty();
     if ctx.json {
@@ -124,7 +124,7 @@ pub(crate) async fn events(ctx: &mut Ctx, args: &EventsArgs, tail: bool) -> Resu
     let limit = args.limit.unwrap_or(if follow { usize::MAX } else { 100 });
     let after = match args.from {
         Some(from) => from.saturating_sub(1),
-        None if tail => opened.head().await.doing("reading the head")?,
+        None if tail => opened.head().doing("reading the head").await?,
         None => 0,
     };
     let mut shown = Shown {
@@ -137,14 +137,14 @@ pub(crate) async fn events(ctx: &mut Ctx, args: &EventsArgs, tail: bool) -> Resu
     // rather than a scan of the whole store.
     let mut cursor = after;
     if let (Some(stream), false) = (&args.stream, tail) {
-        let head = opened.head().await.doing("reading the head")?;
+        let head = opened.head().doing("reading the head").await?;
         let mut version = 1;
         loop {
             let page = opened
                 .store
                 .read_stream(stream, version, Direction::Forward, PAGE)
-                .await
-                .doing(&format!("reading stream `{stream}`"))?;
+                .doing(&format!("reading stream `{stream}`"))
+                .await?;
             let full = page.len() == PAGE;
             for event in page {
                 version = event.stream_version + 1;
@@ -163,12 +163,12 @@ pub(crate) async fn events(ctx: &mut Ctx, args: &EventsArgs, tail: bool) -> Resu
         cursor = cursor.max(head);
     } else {
         loop {
-            let page = opened
+            let read = opened
                 .store
-                .read_all(cursor, PAGE.min(limit.max(1)), &filter)
-                .await
-                .and_then(decoded)
-                .doing(&format!("reading events after position {cursor}"))?;
+                .read_all(cursor, PAGE.min(limit.max(1)), &filter);
+            let page = async { read.await.and_then(decoded) }
+                .doing(&format!("reading events after position {cursor}"))
+                .await?;
             let done = page.scanned_through <= cursor;
             cursor = page.scanned_through;
             for event in page.events {
@@ -212,12 +212,10 @@ async fn follow_from(
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
-        let page = opened
-            .store
-            .read_all(cursor, PAGE, filter)
-            .await
-            .and_then(decoded)
-            .doing(&format!("reading events after position {cursor}"))?;
+        let read = opened.store.read_all(cursor, PAGE, filter);
+        let page = async { read.await.and_then(decoded) }
+            .doing(&format!("reading events after position {cursor}"))
+            .await?;
         let moved = page.scanned_through > cursor;
         cursor = page.scanned_through;
         for event in page.events {

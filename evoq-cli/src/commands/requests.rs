@@ -29,8 +29,8 @@ pub(crate) async fn retry(
     let before = opened
         .store
         .load_dead_letter(handler, event_id)
-        .await
-        .doing("loading the dead letter")?
+        .doing("loading the dead letter")
+        .await?
         .ok_or_else(|| CliError::UnknownDeadLetter {
             handler: handler.to_owned(),
             event_id: event_id.to_string(),
@@ -52,8 +52,8 @@ pub(crate) async fn retry(
     let after = opened
         .store
         .load_dead_letter(handler, event_id)
-        .await
-        .doing("loading the dead letter")?;
+        .doing("loading the dead letter")
+        .await?;
     opened.close().await?;
     match after {
         None => {
@@ -107,9 +107,9 @@ pub(crate) async fn rebuild(ctx: &mut Ctx, projection: &str, wait: u64) -> Resul
     let checkpoint = opened
         .store
         .load_checkpoint(projection)
-        .await
-        .doing("loading the checkpoint")?;
-    let head = opened.head().await.doing("reading the head")?;
+        .doing("loading the checkpoint")
+        .await?;
+    let head = opened.head().doing("reading the head").await?;
     opened.close().await?;
     if ctx.json {
         ctx.print_json(&report("rebuilt", checkpoint))?;
@@ -139,15 +139,16 @@ async fn ask(
     opened
         .store
         .save_request(request)
-        .await
-        .doing(&format!("saving the request for `{handler}`"))?;
+        .doing(&format!("saving the request for `{handler}`"))
+        .await?;
     crate::output::note(&format!(
         "(asked the application running `{handler}`; waiting up to {wait} s for it)"
     ));
     Ok(id)
 }
 
-/// Waits up to `wait` seconds for the request to leave the store: `Some(id)` once it has.
+/// Waits up to `wait` seconds for the request to leave the store: `Some(id)` once it has,
+/// `None` when the wait is over, also while a look at the store is not answered.
 async fn carried_out(
     opened: &Opened,
     handler: &str,
@@ -157,11 +158,17 @@ async fn carried_out(
     // A wait too long for the clock waits until the request is done.
     let deadline = Instant::now().checked_add(Duration::from_secs(wait));
     loop {
-        let kept = opened
+        let look = opened
             .store
             .load_request(handler, id)
-            .await
-            .doing("reading the request")?;
+            .doing("reading the request");
+        let kept = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, look).await {
+                Ok(kept) => kept?,
+                Err(_) => return Ok(None),
+            },
+            None => look.await?,
+        };
         if kept.is_none() {
             return Ok(Some(id));
         }

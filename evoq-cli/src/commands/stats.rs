@@ -26,16 +26,16 @@ pub(crate) async fn stats(ctx: &mut Ctx) -> Result<(), CliError> {
     };
     let opened = open_for_reading(&ctx.target).await?;
     let store = &opened.store;
-    let head = opened.head().await.doing("reading the head")?;
-    let counts = store.count_events().await.doing("counting events")?;
+    let head = opened.head().doing("reading the head").await?;
+    let counts = store.count_events().doing("counting events").await?;
     let checkpoints = store
         .list_checkpoints()
-        .await
-        .doing("listing checkpoints")?;
+        .doing("listing checkpoints")
+        .await?;
     let dead_letters = store
         .count_dead_letters()
-        .await
-        .doing("counting dead letters")?;
+        .doing("counting dead letters")
+        .await?;
     let dead_letter_count: u64 = dead_letters.iter().map(|(_, n)| n).sum();
     if ctx.json {
         let by_type: serde_json::Map<String, Value> = counts

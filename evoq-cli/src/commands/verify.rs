@@ -173,7 +173,7 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
     let opened = open_for_reading(&ctx.target).await?;
     let store = &*opened.store;
     let page_size = args.page_size.max(1);
-    let head = opened.head().await.doing("reading the head")?;
+    let head = opened.head().doing("reading the head").await?;
     let progress = progress_bar(head);
 
     let mut problems = Vec::new();
@@ -184,8 +184,8 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
     let mut cursor = 0;
     while cursor < head {
         let page = read_page(store, cursor, page_size)
-            .await
-            .doing(&format!("reading events after position {cursor}"))?;
+            .doing(&format!("reading events after position {cursor}"))
+            .await?;
         for row in &page.rows {
             let position = row.global_position();
             if position > head {
@@ -253,7 +253,8 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
     let mut snapshots = 0u64;
     let mut after: Option<String> = None;
     loop {
-        let page = match store.list_snapshots(after.as_deref(), 1_000).await {
+        let listed = store.list_snapshots(after.as_deref(), 1_000);
+        let page = match listed.answered("listing snapshots").await? {
             Ok(page) => page,
             Err(error) => {
                 problems.push(undecodable("snapshots", None, error, "listing snapshots")?);
@@ -264,8 +265,8 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
             snapshots += 1;
             let version = store
                 .stream_version(stream)
-                .await
-                .doing(&format!("reading the version of stream `{stream}`"))?;
+                .doing(&format!("reading the version of stream `{stream}`"))
+                .await?;
             if *snapshot > version {
                 problems.push(Problem::SnapshotAhead {
                     stream: stream.clone(),
@@ -282,7 +283,11 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
 
     // Checkpoints, against the head read after them: a handler saves only positions it
     // processed, so a checkpoint listed before the head was read is at most that head.
-    let checkpoints = match store.list_checkpoints().await {
+    let checkpoints = match store
+        .list_checkpoints()
+        .answered("listing checkpoints")
+        .await?
+    {
         Ok(checkpoints) => checkpoints,
         Err(error) => {
             let what = "listing checkpoints";
@@ -290,7 +295,7 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
             Vec::new()
         }
     };
-    let now = opened.head().await.doing("reading the head")?.max(head);
+    let now = opened.head().doing("reading the head").await?.max(head);
     for (name, position) in &checkpoints {
         if *position > now {
             problems.push(Problem::CheckpointBeyondHead {
@@ -305,15 +310,16 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
     let mut dead_letters = 0u64;
     let handlers = store
         .count_dead_letters()
-        .await
-        .doing("counting dead letters")?;
+        .doing("counting dead letters")
+        .await?;
     for (handler, _) in &handlers {
         let mut after = 0;
         loop {
-            let page = match store.list_dead_letters(handler, after, page_size).await {
+            let what = format!("listing the dead letters of `{handler}`");
+            let listed = store.list_dead_letters(handler, after, page_size);
+            let page = match listed.answered(&what).await? {
                 Ok(page) => page,
                 Err(error) => {
-                    let what = format!("listing the dead letters of `{handler}`");
                     problems.push(undecodable("dead_letters", Some(handler), error, &what)?);
                     break;
                 }
