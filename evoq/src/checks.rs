@@ -458,7 +458,7 @@ pub trait SagaState {
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> SagaState for T {}
 
-/// A saga method returns the commands to dispatch, [`Commands`](crate::Commands).
+/// A saga method returns the commands to dispatch, [`Commands`].
 ///
 /// Required by `#[saga]`, at the return type of each `#[starts]`, `#[continues]`, `#[stops]`
 /// and `#[compensates]` method.
