@@ -453,7 +453,7 @@ impl<A: Aggregate> Actor<'_, A> {
                     }
                     // The append's outcome is unknown to us: rebuild before the next command.
                     Err(error) => {
-                        let error = self.store_failed(name, error);
+                        let error = Error::of_store(A::NAME, name, self.id(), error);
                         error.alarm("append", self.stream());
                         return Err(error);
                     }
@@ -588,7 +588,7 @@ impl<A: Aggregate> Actor<'_, A> {
             .store
             .read_from_snapshot(self.stream(), REPLAY_PAGE)
             .await
-            .map_err(|error| self.store_failed(command, error));
+            .map_err(|error| Error::of_store(A::NAME, command, self.id(), error));
         let SnapshotAndEvents { snapshot, events } = self.alarmed(start)?;
         let mut instance = Instance {
             state: A::default(),
@@ -995,12 +995,6 @@ impl<A: Aggregate> Actor<'_, A> {
                 "evoq.aggregate.passivate",
             ),
         }
-    }
-
-    /// The error of a store call that failed: one that says the store cannot hold the stream
-    /// id is the aggregate id's fault, named as such.
-    fn store_failed(&self, command: &'static str, error: StoreError) -> Error {
-        Error::of_store(A::NAME, command, self.id(), error)
     }
 
     fn conflict(&self, command: &'static str, expected: u64, actual: u64, attempts: u32) -> Error {

@@ -1131,24 +1131,17 @@ impl Inner {
             State::Idle => {}
         }
         // Forward only: a checkpoint another delivery moved further stays.
-        let client = self.client(&mut writer).await?;
-        let saved = match client.prepare_cached(&self.advance_checkpoint).await {
-            Ok(advance) => client.execute(&advance, &[&projection, &db_position]).await,
-            Err(error) => Err(error),
-        };
-        match saved {
-            Ok(_) => {
-                writer.committed = writer.committed.max(position);
-                writer.fresh = true;
-                Ok(())
-            }
-            Err(source) => {
-                if source.is_closed() {
-                    self.drop_client(&mut writer);
-                }
-                Err(self.sql("saving the checkpoint".to_owned(), source))
-            }
-        }
+        self.write_checkpoint(
+            &mut writer,
+            &self.advance_checkpoint,
+            projection,
+            db_position,
+            "saving the checkpoint",
+        )
+        .await?;
+        writer.committed = writer.committed.max(position);
+        writer.fresh = true;
+        Ok(())
     }
 
     /// Sets the checkpoint of `projection` to `position`, back or forward, outside any event's
@@ -1159,24 +1152,45 @@ impl Inner {
         writer.bind(projection, &self.name)?;
         writer.usable(&self.name)?;
         self.rollback(&mut writer).await;
-        let client = self.client(&mut writer).await?;
-        let saved = match client.prepare_cached(&self.save_checkpoint).await {
-            Ok(save) => client.execute(&save, &[&projection, &db_position]).await,
+        self.write_checkpoint(
+            &mut writer,
+            &self.save_checkpoint,
+            projection,
+            db_position,
+            "moving the checkpoint back",
+        )
+        .await?;
+        writer.committed = position;
+        writer.fresh = true;
+        Ok(())
+    }
+
+    /// Runs checkpoint statement `sql` (`$1` the projection, `$2` the position) on the writing
+    /// connection, outside any event's transaction; a connection that broke is dropped.
+    async fn write_checkpoint(
+        &self,
+        writer: &mut Writer,
+        sql: &str,
+        projection: &str,
+        db_position: i64,
+        what: &str,
+    ) -> Result<(), PostgresReadModelError> {
+        let client = self.client(writer).await?;
+        let saved = match client.prepare_cached(sql).await {
+            Ok(statement) => {
+                client
+                    .execute(&statement, &[&projection, &db_position])
+                    .await
+            }
             Err(error) => Err(error),
         };
-        match saved {
-            Ok(_) => {
-                writer.committed = position;
-                writer.fresh = true;
-                Ok(())
+        if let Err(source) = saved {
+            if source.is_closed() {
+                self.drop_client(writer);
             }
-            Err(source) => {
-                if source.is_closed() {
-                    self.drop_client(&mut writer);
-                }
-                Err(self.sql("moving the checkpoint back".to_owned(), source))
-            }
+            return Err(self.sql(what.to_owned(), source));
         }
+        Ok(())
     }
 
     /// Reads the stored checkpoint again, once the projection is known.

@@ -1030,13 +1030,10 @@ impl Inner {
             }
         }
         // Forward only: a checkpoint another delivery moved further stays.
-        self.write_lock(
-            |writer| {
-                writer
-                    .conn
-                    .prepare_cached(ADVANCE_CHECKPOINT_SQL)?
-                    .execute(params![projection, db_position])
-            },
+        self.write_checkpoint(
+            ADVANCE_CHECKPOINT_SQL,
+            projection,
+            position,
             "saving the checkpoint",
         )
         .await?;
@@ -1081,20 +1078,39 @@ impl Inner {
                 writer.rollback();
             }
         }
-        let db_position = to_db(position);
-        self.write_lock(
-            |writer| {
-                writer
-                    .conn
-                    .prepare_cached(SAVE_CHECKPOINT_SQL)?
-                    .execute(params![projection, db_position])
-            },
+        self.write_checkpoint(
+            SAVE_CHECKPOINT_SQL,
+            projection,
+            position,
             "moving the checkpoint back",
         )
         .await?;
         let mut writer = self.writer();
         writer.committed = position;
         writer.fresh = true;
+        Ok(())
+    }
+
+    /// Runs checkpoint statement `sql` (`?1` the projection, `?2` the position) outside any
+    /// event's transaction, under the write lock.
+    async fn write_checkpoint(
+        &self,
+        sql: &'static str,
+        projection: &str,
+        position: u64,
+        what: &'static str,
+    ) -> Result<(), SqliteReadModelError> {
+        let db_position = to_db(position);
+        self.write_lock(
+            |writer| {
+                writer
+                    .conn
+                    .prepare_cached(sql)?
+                    .execute(params![projection, db_position])
+            },
+            what,
+        )
+        .await?;
         Ok(())
     }
 
