@@ -42,10 +42,11 @@
 //! request is the one write an inspection makes), and the application's task for that handler
 //! carries it out between two events within a fraction of a second, then removes it. The
 //! command waits for that (`--wait`, default 30 s) and reports the outcome: the dead letter
-//! delivered (removed) or failed again (with the new error); for `rebuild`, that the
-//! application took the request, and where the projection's checkpoint is. The application
-//! refuses to rebuild a handler that is not a projection: the command cannot tell that from a
-//! rebuild, and the refusal shows only in the application's log. When no application runs the
+//! delivered (removed) or failed again (with the new error); for `rebuild`, where the
+//! projection's checkpoint is once the application took the request. A request the application
+//! could not carry out (a rebuild of a handler that is not a projection, a read model that could
+//! not be cleared) is kept in the store marked failed with the reason, which the command
+//! reports (exit code 8) before removing the request. When no application runs the
 //! handler within the wait, the request stays in the store, carried out when one does, and the
 //! command exits with 7 (also when the store stops answering during the wait).
 //!
@@ -65,7 +66,7 @@
 //! | 5 | a write refused because an application has the store (or runs the handler) |
 //! | 6 | the store failed while the command ran (an I/O error, a row that does not decode) |
 //! | 7 | a request was saved, but no running application carried it out within `--wait` (it stays queued) |
-//! | 8 | the application carried out a dead-letter retry, and the delivery failed again |
+//! | 8 | the application could not carry out the request: a retried dead letter failed again, or a rebuild was refused or failed |
 
 use std::process::ExitCode;
 

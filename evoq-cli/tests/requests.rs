@@ -232,3 +232,46 @@ async fn a_rebuild_is_carried_out_by_the_running_application() {
     app.stop().await;
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_asked_of_an_event_handler_fails_with_the_applications_reason() {
+    let (_dir, path, s) = filled("cli-rebuild-refused").await;
+    let s = s.as_str();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let app = Evoq::builder()
+        .shared_store(Arc::new(store.clone()))
+        .handler(Healed)
+        .start()
+        .await
+        .unwrap();
+
+    // `notifier` is an event handler, not a projection: the application refuses, and the
+    // inspector says so with its reason and exit code 8 (not "rebuilt").
+    let run = cli(&["--store", s, "--json", "rebuild", "notifier"]).await;
+    run.expect_code(8);
+    let report = run.json();
+    assert_eq!(report["outcome"], "failed", "{run:#?}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("notifier") && error.contains("projection"),
+        "{run:#?}"
+    );
+    // Read and reported: the failed request is removed.
+    let request: evoq::Uuid = report["request"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        store.load_request("notifier", request).await.unwrap(),
+        None,
+        "{run:#?}"
+    );
+
+    let human = cli(&["--store", s, "rebuild", "notifier"]).await;
+    human.expect_code(8);
+    assert!(
+        human
+            .stdout
+            .starts_with("failed: the application could not rebuild `notifier`"),
+        "{human:#?}"
+    );
+    app.stop().await;
+    store.close().await.unwrap();
+}

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use evoq::prelude::*;
 use evoq::store::{EventStore, HandlerRequest, RequestedAction};
@@ -102,14 +102,12 @@ fn a_retry_request_survives_a_kill_of_the_process_carrying_it_out(place: &Place)
             .unwrap()
             .remove(0);
         app.stop().await;
-        let request = HandlerRequest {
-            id: evoq::Uuid::now_v7(),
-            handler: "slow".to_owned(),
-            action: RequestedAction::RetryDeadLetter {
+        let request = HandlerRequest::new(
+            "slow",
+            RequestedAction::RetryDeadLetter {
                 event_id: letter.event.event_id,
             },
-            requested_at: SystemTime::now(),
-        };
+        );
         store.save_request(request.clone()).await.unwrap();
         (letter.event.event_id, done.token, request)
     });

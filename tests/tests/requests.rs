@@ -1,10 +1,11 @@
 //! Requests kept in the store for a handler's task (`HandlerRequest`): what an operator's tool
 //! (or another node) saves is carried out by the running application, between two events, and
-//! removed once done. Runs on the in-memory store and on SQLite.
+//! removed once done, or kept marked failed with the reason when it could not be. Runs on the
+//! in-memory store, on SQLite and (the refusal) on PostgreSQL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use evoq::prelude::*;
 use evoq::store::{HandlerRequest, RequestedAction};
@@ -48,24 +49,23 @@ impl Counter {
     }
 }
 
-fn request(handler: &str, action: RequestedAction) -> HandlerRequest {
-    HandlerRequest {
-        id: evoq::Uuid::now_v7(),
-        handler: handler.to_owned(),
-        action,
-        requested_at: SystemTime::now(),
-    }
-}
-
-/// Waits until the request is gone from the store (carried out); panics after 10 s.
-async fn carried_out(store: &Arc<dyn EventStore>, handler: &str, id: evoq::Uuid) {
-    let done = tokio::time::timeout(Duration::from_secs(10), async {
-        while store.load_request(handler, id).await.unwrap().is_some() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits until the request is gone from the store (carried out: `None`) or marked failed (its
+/// reason); panics after 10 s.
+async fn carried_out(store: &Arc<dyn EventStore>, handler: &str, id: evoq::Uuid) -> Option<String> {
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match store.load_request(handler, id).await.unwrap() {
+                None => return None,
+                Some(HandlerRequest {
+                    failed: Some(reason),
+                    ..
+                }) => return Some(reason),
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         }
     })
     .await;
-    assert!(done.is_ok(), "the request was never carried out");
+    outcome.expect("the request was never carried out")
 }
 
 async fn a_retry_requested_through_the_store_is_carried_out_by_the_running_handler(
@@ -98,15 +98,26 @@ async fn a_retry_requested_through_the_store_is_carried_out_by_the_running_handl
         .unwrap()
         .remove(0);
 
-    // Still failing: the request is carried out, the entry stays with one more attempt.
-    let first = request(
+    // Still failing: the request is carried out and kept marked failed, with the handler's
+    // error; the entry stays with one more attempt.
+    let first = HandlerRequest::new(
         "picky",
         RequestedAction::RetryDeadLetter {
             event_id: letter.event.event_id,
         },
     );
     store.save_request(first.clone()).await.unwrap();
-    carried_out(&store, "picky", first.id).await;
+    let failed = carried_out(&store, "picky", first.id).await;
+    assert!(
+        failed
+            .as_deref()
+            .is_some_and(|reason| reason.contains("not now: 1")),
+        "{backend:?}: {failed:?}"
+    );
+    assert!(
+        store.list_requests("picky", 10).await.unwrap().is_empty(),
+        "{backend:?}: a failed request is not carried out again"
+    );
     let kept = app
         .dead_letters("picky")
         .get(letter.event.event_id)
@@ -115,14 +126,14 @@ async fn a_retry_requested_through_the_store_is_carried_out_by_the_running_handl
     assert_eq!(kept.map(|e| e.attempts), Some(2), "{backend:?}");
 
     healthy.store(true, Ordering::SeqCst);
-    let second = request(
+    let second = HandlerRequest::new(
         "picky",
         RequestedAction::RetryDeadLetter {
             event_id: letter.event.event_id,
         },
     );
     store.save_request(second.clone()).await.unwrap();
-    carried_out(&store, "picky", second.id).await;
+    assert_eq!(carried_out(&store, "picky", second.id).await, None);
     assert!(
         app.dead_letters("picky")
             .list(0, 10)
@@ -170,9 +181,9 @@ async fn a_rebuild_requested_through_the_store_replays_the_projection(backend: B
     app.wait_for::<Counter>(done.token).await.unwrap();
     assert_eq!(model.get::<u64>("alphas").unwrap(), Some(2));
 
-    let rebuild = request("counter", RequestedAction::Rebuild);
+    let rebuild = HandlerRequest::new("counter", RequestedAction::Rebuild);
     store.save_request(rebuild.clone()).await.unwrap();
-    carried_out(&store, "counter", rebuild.id).await;
+    assert_eq!(carried_out(&store, "counter", rebuild.id).await, None);
     app.wait_for::<Counter>(done.token).await.unwrap();
     assert_eq!(
         model.get::<u64>("alphas").unwrap(),
@@ -191,4 +202,62 @@ async fn a_rebuild_requested_through_the_store_replays_the_projection_in_memory(
 #[tokio::test]
 async fn a_rebuild_requested_through_the_store_replays_the_projection_on_sqlite() {
     a_rebuild_requested_through_the_store_replays_the_projection(Backend::Sqlite).await;
+}
+
+async fn a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason(backend: Backend) {
+    let Some(place) = Place::new(backend, "request_refused").await else {
+        return;
+    };
+    let store = place.open().await;
+    let picky = Picky::default();
+    picky.healthy.store(true, Ordering::SeqCst);
+    let log = picky.log.clone();
+    let app = Evoq::builder()
+        .shared_store(Arc::clone(&store))
+        .handler(picky)
+        .start()
+        .await
+        .unwrap();
+    let done = app.dispatch(Emit::new("r", &[Kind::A], 1)).await.unwrap();
+    app.wait_for::<Picky>(done.token).await.unwrap();
+
+    let rebuild = HandlerRequest::new("picky", RequestedAction::Rebuild);
+    store.save_request(rebuild.clone()).await.unwrap();
+    let failed = carried_out(&store, "picky", rebuild.id).await;
+    assert!(
+        failed
+            .as_deref()
+            .is_some_and(|reason| reason.contains("picky") && reason.contains("projection")),
+        "{backend:?}: the reason names the handler and says it is no projection: {failed:?}"
+    );
+    // Not carried out again: the handler goes on, and the request waits to be read.
+    let later = app.dispatch(Emit::new("r", &[Kind::A], 1)).await.unwrap();
+    app.wait_for::<Picky>(later.token).await.unwrap();
+    assert_eq!(log.positions(), [done.token, later.token], "{backend:?}");
+    assert!(store.list_requests("picky", 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .load_request("picky", rebuild.id)
+            .await
+            .unwrap()
+            .and_then(|kept| kept.failed),
+        failed,
+        "{backend:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason_in_memory() {
+    a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason_on_sqlite() {
+    a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason_on_postgres() {
+    a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason(Backend::Postgres).await;
 }

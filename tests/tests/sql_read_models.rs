@@ -494,12 +494,7 @@ fn a_requested_rebuild_survives_kill_9(place: &Place) {
             .expect("start");
         wait(&app, REBUILT).await;
         app.stop().await;
-        let request = HandlerRequest {
-            id: evoq::Uuid::now_v7(),
-            handler: NAME.to_owned(),
-            action: RequestedAction::Rebuild,
-            requested_at: std::time::SystemTime::now(),
-        };
+        let request = HandlerRequest::new(NAME, RequestedAction::Rebuild);
         db.store()
             .save_request(request.clone())
             .await

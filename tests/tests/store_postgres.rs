@@ -912,6 +912,7 @@ async fn a_version_5_schema_with_tagged_events_migrates_with_its_tag_index_fille
         &format!(
             "DROP FUNCTION \"{s}\".evoq_append_conditional;
              DROP FUNCTION \"{s}\".evoq_append_tagged; DROP TABLE \"{s}\".evoq_event_tags;
+             ALTER TABLE \"{s}\".requests DROP COLUMN failed;
              UPDATE \"{s}\".events SET metadata = convert_to('{{\"tags\":[\"member:m1\"', 'UTF8')
              WHERE position = 5;"
         ),
@@ -1248,9 +1249,22 @@ async fn a_version_6_schema_migrates_and_keeps_its_append_function() {
         &schema,
         &admin,
         6,
-        &format!("DROP FUNCTION \"{s}\".evoq_append_conditional;"),
+        &format!(
+            "DROP FUNCTION \"{s}\".evoq_append_conditional;
+             ALTER TABLE \"{s}\".requests DROP COLUMN failed;"
+        ),
     )
     .await;
+    // Version 8's column: a request marked failed keeps its reason.
+    let failed = evoq::store::HandlerRequest {
+        failed: Some("not a projection".to_owned()),
+        ..evoq::store::HandlerRequest::new("notifier", evoq::store::RequestedAction::Rebuild)
+    };
+    store.save_request(failed.clone()).await.unwrap();
+    assert_eq!(
+        store.load_request("notifier", failed.id).await.unwrap(),
+        Some(failed)
+    );
     let condition = AppendCondition {
         query: lends_of_m1(),
         after: 0,
@@ -1871,8 +1885,8 @@ async fn reopen_at_version(
         .expect("schema version")
         .get(0);
     assert_eq!(
-        migrated, 7,
-        "the schema is migrated to the current version, 7"
+        migrated, 8,
+        "the schema is migrated to the current version, 8"
     );
     store
 }

@@ -340,8 +340,8 @@ fn a_version_1_file_is_migrated_in_place_keeps_its_events_and_records_commands()
         .expect("read the schema version");
     assert_eq!(
         versions,
-        [5],
-        "the file is at the current schema version, 5"
+        [6],
+        "the file is at the current schema version, 6"
     );
 }
 
@@ -481,7 +481,7 @@ fn a_version_2_file_is_migrated_to_the_current_version_with_timeouts_and_keeps_e
     let version: i64 = conn
         .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
         .expect("read the schema version");
-    assert_eq!(version, 5, "the file is at the current schema version, 5");
+    assert_eq!(version, 6, "the file is at the current schema version, 6");
     let indexes: Vec<String> = conn
         .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'timeouts' AND sql IS NOT NULL ORDER BY name")
         .and_then(|mut stmt| {
@@ -620,12 +620,35 @@ fn a_version_4_file_is_migrated_with_the_tag_index_filled_from_the_stored_events
             .await
             .expect("a condition that holds after the old events");
         assert_eq!((appended.version, appended.first_position), (3, 8));
+        // Version 6's column: a request marked failed keeps its reason.
+        let failed = evoq::store::HandlerRequest {
+            failed: Some("not a projection".to_owned()),
+            ..evoq::store::HandlerRequest::new("notifier", evoq::store::RequestedAction::Rebuild)
+        };
+        store
+            .save_request(failed.clone())
+            .await
+            .expect("save_request");
+        assert_eq!(
+            store
+                .load_request("notifier", failed.id)
+                .await
+                .expect("load_request"),
+            Some(failed)
+        );
+        assert!(
+            store
+                .list_requests("notifier", 10)
+                .await
+                .expect("list_requests")
+                .is_empty()
+        );
     });
     let conn = rusqlite::Connection::open(&path).expect("raw open");
     let version: i64 = conn
         .query_row("SELECT version FROM evoq_schema", [], |r| r.get(0))
         .expect("read the schema version");
-    assert_eq!(version, 5, "the file is at the current schema version, 5");
+    assert_eq!(version, 6, "the file is at the current schema version, 6");
     let rows: Vec<(String, i64)> = conn
         .prepare("SELECT tag, position FROM event_tags ORDER BY position, tag")
         .and_then(|mut stmt| {

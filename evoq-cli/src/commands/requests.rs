@@ -1,6 +1,6 @@
 //! `dead-letters retry` and `rebuild`: requests the running application carries out.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use evoq_runtime::store::{HandlerRequest, RequestedAction};
 use serde_json::json;
@@ -46,8 +46,12 @@ pub(crate) async fn retry(
             "error": error,
         })
     };
-    let Some(request) = carried_out(&opened, handler, request, wait).await? else {
-        return pending(ctx, &report("pending", None), handler, "the retry").await;
+    let refused = match carried_out(&opened, handler, request, wait).await? {
+        Outcome::Pending => {
+            return pending(ctx, &report("pending", None), handler, "the retry").await;
+        }
+        Outcome::Done => None,
+        Outcome::Failed(reason) => Some(reason),
     };
     let after = opened
         .store
@@ -55,8 +59,8 @@ pub(crate) async fn retry(
         .doing("loading the dead letter")
         .await?;
     opened.close().await?;
-    match after {
-        None => {
+    match (after, refused) {
+        (None, None) => {
             if ctx.json {
                 ctx.print_json(&report("delivered", None))?;
             } else {
@@ -66,14 +70,28 @@ pub(crate) async fn retry(
             }
             Ok(exit::OK)
         }
-        Some(after) => {
+        (None, Some(reason)) => {
+            // Failed, and the dead letter is gone (discarded meanwhile, or its changes were
+            // committed before the failure): the reason says which.
+            if ctx.json {
+                ctx.print_json(&report("failed", Some(&reason)))?;
+            } else {
+                ctx.line(&format!(
+                    "failed: `{handler}` could not carry out the retry of event {event_id}: {reason}; no dead letter is left"
+                ))?;
+            }
+            Ok(exit::FAILED)
+        }
+        (Some(after), refused) => {
             let error = if (after.attempts, after.last_failed_at)
                 != (before.attempts, before.last_failed_at)
             {
                 after.error
             } else {
-                "the application took the request but could not carry it out (see its log)"
-                    .to_owned()
+                refused.unwrap_or_else(|| {
+                    "the application took the request but could not carry it out (see its log)"
+                        .to_owned()
+                })
             };
             if ctx.json {
                 ctx.print_json(&report("failed", Some(&error)))?;
@@ -89,21 +107,44 @@ pub(crate) async fn retry(
 }
 
 /// `rebuild <projection>`: asks the application running `projection` to clear its read model
-/// and replay every event, waits up to `wait` seconds, and reports where its checkpoint is.
+/// and replay every event, waits up to `wait` seconds, and reports where its checkpoint is, or
+/// why the application could not (a handler that is not a projection, a read model that could
+/// not be cleared). The exit code: 0 rebuilt, 8 refused or failed, 7 not carried out in time.
 pub(crate) async fn rebuild(ctx: &mut Ctx, projection: &str, wait: u64) -> Result<u8, CliError> {
     let opened = open_for_reading(&ctx.target).await?;
     let request = ask(&opened, projection, RequestedAction::Rebuild, wait).await?;
-    let report = |outcome: &str, checkpoint: Option<u64>| {
+    let report = |outcome: &str, checkpoint: Option<u64>, error: Option<&str>| {
         json!({
             "projection": projection,
             "request": request.to_string(),
             "outcome": outcome,
             "checkpoint": checkpoint,
+            "error": error,
         })
     };
-    let Some(request) = carried_out(&opened, projection, request, wait).await? else {
-        return pending(ctx, &report("pending", None), projection, "the rebuild").await;
-    };
+    match carried_out(&opened, projection, request, wait).await? {
+        Outcome::Pending => {
+            return pending(
+                ctx,
+                &report("pending", None, None),
+                projection,
+                "the rebuild",
+            )
+            .await;
+        }
+        Outcome::Failed(reason) => {
+            opened.close().await?;
+            if ctx.json {
+                ctx.print_json(&report("failed", None, Some(&reason)))?;
+            } else {
+                ctx.line(&format!(
+                    "failed: the application could not rebuild `{projection}` (request {request}): {reason}"
+                ))?;
+            }
+            return Ok(exit::FAILED);
+        }
+        Outcome::Done => {}
+    }
     let checkpoint = opened
         .store
         .load_checkpoint(projection)
@@ -112,10 +153,10 @@ pub(crate) async fn rebuild(ctx: &mut Ctx, projection: &str, wait: u64) -> Resul
     let head = opened.head().doing("reading the head").await?;
     opened.close().await?;
     if ctx.json {
-        ctx.print_json(&report("rebuilt", checkpoint))?;
+        ctx.print_json(&report("rebuilt", checkpoint, None))?;
     } else {
         ctx.line(&format!(
-            "rebuilt: the application cleared `{projection}` and replays every event into it (request {request}); its checkpoint is at {} of {head} (the application's log says if the projection could not be rebuilt)",
+            "rebuilt: the application cleared `{projection}` and replays every event into it (request {request}); its checkpoint is at {} of {head}",
             checkpoint.unwrap_or(0)
         ))?;
     }
@@ -129,12 +170,7 @@ async fn ask(
     action: RequestedAction,
     wait: u64,
 ) -> Result<Uuid, CliError> {
-    let request = HandlerRequest {
-        id: Uuid::now_v7(),
-        handler: handler.to_owned(),
-        action,
-        requested_at: SystemTime::now(),
-    };
+    let request = HandlerRequest::new(handler, action);
     let id = request.id;
     opened
         .store
@@ -147,14 +183,24 @@ async fn ask(
     Ok(id)
 }
 
-/// Waits up to `wait` seconds for the request to leave the store: `Some(id)` once it has,
-/// `None` when the wait is over, also while a look at the store is not answered.
+/// What became of a request the command asked for.
+enum Outcome {
+    /// Carried out: gone from the store.
+    Done,
+    /// The application could not carry it out, and why (the request is removed once read).
+    Failed(String),
+    /// Not carried out within the wait, also while a look at the store is not answered.
+    Pending,
+}
+
+/// Waits up to `wait` seconds for the request to be carried out (gone from the store) or
+/// marked failed (then read and removed).
 async fn carried_out(
     opened: &Opened,
     handler: &str,
     id: Uuid,
     wait: u64,
-) -> Result<Option<Uuid>, CliError> {
+) -> Result<Outcome, CliError> {
     // A wait too long for the clock waits until the request is done.
     let deadline = Instant::now().checked_add(Duration::from_secs(wait));
     loop {
@@ -165,15 +211,27 @@ async fn carried_out(
         let kept = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, look).await {
                 Ok(kept) => kept?,
-                Err(_) => return Ok(None),
+                Err(_) => return Ok(Outcome::Pending),
             },
             None => look.await?,
         };
-        if kept.is_none() {
-            return Ok(Some(id));
+        match kept {
+            None => return Ok(Outcome::Done),
+            Some(HandlerRequest {
+                failed: Some(reason),
+                ..
+            }) => {
+                opened
+                    .store
+                    .delete_request(handler, id)
+                    .doing("removing the failed request")
+                    .await?;
+                return Ok(Outcome::Failed(reason));
+            }
+            Some(_) => {}
         }
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Ok(None);
+            return Ok(Outcome::Pending);
         }
         tokio::time::sleep(POLL).await;
     }

@@ -21,7 +21,6 @@ use crate::store::{
     DeadLetter, EventFilter, EventStore, FailureKind, HandlerRequest, Lease, RequestedAction,
     StoreError, StoredRow, Subscription, UndecodableRow,
 };
-use crate::util::ids::new_v7;
 use crate::util::panic::{CatchPanic, panic_message};
 use crate::util::trace_context::{TRACEPARENT, continue_trace};
 
@@ -727,7 +726,8 @@ impl Task {
     /// Carries out the requests kept for the handler in the store (see [`HandlerRequest`]),
     /// oldest first: a dead-letter retry as [`redeliver`](Self::redeliver) does it, a rebuild as
     /// [`rebuild`](Self::rebuild) does; then deletes the request, which tells whoever asked that
-    /// it is done. `Ok(true)` when a rebuild was carried out (the caller reads from the first
+    /// it is done, or marks it failed with the reason (see [`HandlerRequest::failed`]), which is
+    /// not carried out again. `Ok(true)` when a rebuild was carried out (the caller reads from the first
     /// event again); `Err` when the lease was lost.
     async fn take_requests<C: Consumer>(
         &mut self,
@@ -779,14 +779,26 @@ impl Task {
                 outcome = %outcome.as_ref().map_or_else(ToString::to_string, |()| "done".to_owned()),
                 "evoq.handler.request",
             );
-            if let Err(error) = self.store.delete_request(&name, request.id).await {
+            // Done: removed. Failed: kept with the reason, for whoever asked to read.
+            let id = request.id;
+            let settled = match outcome {
+                Ok(()) => self.store.delete_request(&name, id).await.map(drop),
+                Err(error) => {
+                    let failed = HandlerRequest {
+                        failed: Some(error.to_string().replace('\0', "\\0")),
+                        ..request
+                    };
+                    self.store.save_request(failed).await
+                }
+            };
+            if let Err(error) = settled {
                 tracing::error!(
                     name: "evoq.handler.request",
                     stage = "exception",
                     handler = &*name,
-                    request = %request.id,
+                    request = %id,
                     error = %error,
-                    "a request was carried out, but could not be removed; it may run again",
+                    "a request was carried out, but its outcome could not be kept; it may run again",
                 );
             }
         }
@@ -1533,8 +1545,9 @@ impl Task {
 /// A dead-letter retry asked on a node that does not hold the handler's lease, handed to the
 /// node that does through the store: a [`HandlerRequest`] is saved for the holder, which looks
 /// for requests every [`REQUEST_POLL`], delivers the event as [`Task::redeliver`] does and
-/// removes the request. Once it is gone, the dead letter tells the outcome: removed (the
-/// delivery succeeded) or updated (it failed again). The request is withdrawn when the runtime
+/// removes the request, or marks it failed. Once it is gone or failed, the dead letter tells
+/// the outcome: removed (the delivery succeeded) or updated (it failed again); a failed request
+/// that left the dead letter as it was says why. The request is withdrawn when the runtime
 /// stops or the caller gives up first.
 async fn hand_over_retry(
     store: &dyn EventStore,
@@ -1549,15 +1562,9 @@ async fn hand_over_retry(
             event_id,
         });
     };
-    let request = new_v7();
-    store
-        .save_request(HandlerRequest {
-            id: request,
-            handler: handler.to_owned(),
-            action: RequestedAction::RetryDeadLetter { event_id },
-            requested_at: SystemTime::now(),
-        })
-        .await?;
+    let asked = HandlerRequest::new(handler, RequestedAction::RetryDeadLetter { event_id });
+    let request = asked.id;
+    store.save_request(asked).await?;
     tracing::info!(
         name: "evoq.handler.dead_letter",
         stage = "handed_over",
@@ -1566,6 +1573,7 @@ async fn hand_over_retry(
         "another node holds the handler's lease: the retry is handed to it",
     );
     let mut failures = 0u32;
+    let mut failed = None;
     loop {
         let delay = match failures {
             0 => REQUEST_POLL,
@@ -1587,6 +1595,15 @@ async fn hand_over_retry(
             () = tokio::time::sleep(delay) => {}
         }
         match store.load_request(handler, request).await {
+            Ok(Some(HandlerRequest {
+                failed: Some(reason),
+                ..
+            })) => {
+                // Read: the failed request has told what it had to.
+                let _ = store.delete_request(handler, request).await;
+                failed = Some(reason);
+                break;
+            }
             Ok(Some(_)) => failures = 0,
             Ok(None) => break,
             Err(error) => {
@@ -1612,7 +1629,7 @@ async fn hand_over_retry(
             {
                 after.error
             } else {
-                "the node holding the handler's lease took the retry but could not carry it out (see that node's log)".to_owned()
+                failed.unwrap_or_else(|| "the node holding the handler's lease took the retry but could not carry it out (see that node's log)".to_owned())
             },
         }),
     }

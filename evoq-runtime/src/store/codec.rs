@@ -221,6 +221,7 @@ pub(crate) fn decode_request(
     action: &str,
     event_id: Option<Option<Uuid>>,
     requested_at: SystemTime,
+    failed: Option<String>,
 ) -> Result<HandlerRequest, StoreError> {
     let corrupt = || StoreError::Integrity {
         location: format!("a request for handler `{handler}`"),
@@ -236,6 +237,7 @@ pub(crate) fn decode_request(
         handler,
         action,
         requested_at,
+        failed,
     })
 }
 

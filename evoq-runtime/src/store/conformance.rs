@@ -2157,7 +2157,8 @@ pub async fn checkpoints_save_load_and_overwrite(store: Arc<dyn EventStore>) {
 
 /// Requests for handlers' tasks: saved, listed oldest first (by id) per handler with a limit,
 /// loaded by id, replaced by a save with the same id, deleted (a delete says whether there was
-/// one); the action and its event id round-trip; none of it appends an event.
+/// one); the action, its event id and a failure's reason round-trip; a failed request is no
+/// longer listed but still loads until deleted; none of it appends an event.
 pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStore>) {
     let store = &*store;
     let h0 = head_of(store);
@@ -2168,6 +2169,7 @@ pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStor
         handler: handler.to_owned(),
         action,
         requested_at: at(secs),
+        failed: None,
     };
     let event_id = Uuid::now_v7();
     let retry = RequestedAction::RetryDeadLetter { event_id };
@@ -2248,6 +2250,33 @@ pub async fn handler_requests_save_list_load_and_delete(store: Arc<dyn EventStor
             .collect::<Vec<_>>(),
         [ids[1], ids[2]]
     );
+    // Marked failed by the node that could not carry it out: kept for whoever asked, with
+    // the reason, but no longer listed to be carried out.
+    let failed = HandlerRequest {
+        failed: Some("`notifier` is not a projection: 'it' cannot be rebuilt ü".to_owned()),
+        ..request(ids[1], "notifier", RequestedAction::Rebuild, 1)
+    };
+    ok(
+        store.save_request(failed.clone()).await,
+        "save_request failed",
+    );
+    assert_eq!(
+        ok(store.list_requests("notifier", 10).await, "list_requests")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        [ids[2]],
+        "a failed request is not listed to be carried out"
+    );
+    assert_eq!(
+        ok(store.load_request("notifier", ids[1]).await, "load_request"),
+        Some(failed),
+        "a failed request loads with its reason until it is deleted"
+    );
+    assert!(ok(
+        store.delete_request("notifier", ids[1]).await,
+        "delete_request failed"
+    ));
     assert_eq!(head_of(store), h0, "requests append no event");
 }
 

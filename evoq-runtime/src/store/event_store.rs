@@ -518,25 +518,28 @@ pub trait EventStore: Send + Sync + 'static {
     /// Removes the dead letter of `handler` for the event `event_id`; whether there was one.
     async fn delete_dead_letter(&self, handler: &str, event_id: Uuid) -> Result<bool, StoreError>;
 
-    /// Stores `request` for the node running its handler (replacing one with its id).
+    /// Stores `request` for the node running its handler (replacing one with its id, which is
+    /// how the node marks one it could not carry out: [`HandlerRequest::failed`]).
     async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError>;
 
-    /// At most `limit` requests for `handler`, oldest first (by id).
+    /// At most `limit` requests for `handler` that wait to be carried out (not
+    /// [`failed`](HandlerRequest::failed)), oldest first (by id).
     async fn list_requests(
         &self,
         handler: &str,
         limit: usize,
     ) -> Result<Vec<HandlerRequest>, StoreError>;
 
-    /// The request of `handler` with id `id`, while it is there (not carried out yet).
+    /// The request of `handler` with id `id`, while it is there (not carried out yet, or
+    /// failed and not removed yet).
     async fn load_request(
         &self,
         handler: &str,
         id: Uuid,
     ) -> Result<Option<HandlerRequest>, StoreError>;
 
-    /// Removes the request of `handler` with id `id` (carried out, or withdrawn); whether there
-    /// was one.
+    /// Removes the request of `handler` with id `id` (carried out, withdrawn, or failed and
+    /// read); whether there was one.
     async fn delete_request(&self, handler: &str, id: Uuid) -> Result<bool, StoreError>;
 
     /// Saves the state of instance `instance` of the saga `saga`, replacing

@@ -967,7 +967,12 @@ impl EventStore for InMemoryStore {
             .requests()
             .get(handler)
             .map_or_else(Vec::new, |requests| {
-                requests.values().take(limit).cloned().collect()
+                requests
+                    .values()
+                    .filter(|request| request.failed.is_none())
+                    .take(limit)
+                    .cloned()
+                    .collect()
             }))
     }
 

@@ -128,8 +128,9 @@ const BACKEND: &str = "postgres";
 /// The schema version this build writes: 1, the events; 2, the command log; 3, the sagas'
 /// timeouts; 4, the dead letters' kind, reason and raw row; 5, the set-based append of a
 /// batch (`writer::append_batch_ddl`); 6, the tag index (`tags::tags_ddl`); 7, the conditional
-/// appends in the batch (`writer::append_batch_ddl`).
-const SCHEMA_VERSION: i64 = 7;
+/// appends in the batch (`writer::append_batch_ddl`); 8, why a handler's task could not carry
+/// a request out (`requests.failed`).
+const SCHEMA_VERSION: i64 = 8;
 
 /// The columns of an event, in the order [`decode_event`] reads them.
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at";
@@ -1074,6 +1075,7 @@ $body$;
     let v5 = writer::append_batch_ddl(s, AppendFunction::Batch);
     let v6 = tags::tags_ddl(s);
     let v7 = writer::append_batch_ddl(s, AppendFunction::Conditional);
+    let v8 = format!("ALTER TABLE {s}.requests ADD COLUMN IF NOT EXISTS failed TEXT;");
     let what = format!("opening schema `{}`", inner.options.schema);
     retrying!(inner, what, |client| async {
         let fail = |e| Failure::sql(&what, &inner.location, e);
@@ -1124,7 +1126,10 @@ $body$;
             if found < 7 {
                 client.batch_execute(&v7).await.map_err(fail)?;
             }
-            // Later versions migrate here, one step at a time: `if found < 8 { ... }`.
+            if found < 8 {
+                client.batch_execute(&v8).await.map_err(fail)?;
+            }
+            // Later versions migrate here, one step at a time: `if found < 9 { ... }`.
             if found < SCHEMA_VERSION {
                 client
                     .batch_execute(&format!(
@@ -1553,6 +1558,7 @@ fn decode_request_row(row: &Row) -> Result<HandlerRequest, StoreError> {
             .ok()
             .and_then(|e| e.map(Some)),
         nanos_to_time(row.try_get(4).unwrap_or(0)),
+        row.try_get(5).unwrap_or_default(),
     )
 }
 
@@ -2249,8 +2255,8 @@ impl EventStore for PostgresStore {
 
     async fn save_request(&self, request: HandlerRequest) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {}.requests (id, handler, action, event_id, requested_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET handler = EXCLUDED.handler, action = EXCLUDED.action, event_id = EXCLUDED.event_id, requested_at = EXCLUDED.requested_at",
+            "INSERT INTO {}.requests (id, handler, action, event_id, requested_at, failed) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET handler = EXCLUDED.handler, action = EXCLUDED.action, event_id = EXCLUDED.event_id, requested_at = EXCLUDED.requested_at, failed = EXCLUDED.failed",
             self.inner.schema
         );
         execute!(
@@ -2262,7 +2268,8 @@ impl EventStore for PostgresStore {
                 &request.handler,
                 &request.action.as_str(),
                 &request.action.event_id(),
-                &time_to_nanos(request.requested_at)
+                &time_to_nanos(request.requested_at),
+                &request.failed
             ]
         )?;
         Ok(())
@@ -2274,7 +2281,7 @@ impl EventStore for PostgresStore {
         max: usize,
     ) -> Result<Vec<HandlerRequest>, StoreError> {
         let sql = format!(
-            "SELECT id, handler, action, event_id, requested_at FROM {}.requests WHERE handler = $1 ORDER BY id LIMIT $2",
+            "SELECT id, handler, action, event_id, requested_at, failed FROM {}.requests WHERE handler = $1 AND failed IS NULL ORDER BY id LIMIT $2",
             self.inner.schema
         );
         let rows = query!(
@@ -2292,7 +2299,7 @@ impl EventStore for PostgresStore {
         id: Uuid,
     ) -> Result<Option<HandlerRequest>, StoreError> {
         let sql = format!(
-            "SELECT id, handler, action, event_id, requested_at FROM {}.requests WHERE handler = $1 AND id = $2",
+            "SELECT id, handler, action, event_id, requested_at, failed FROM {}.requests WHERE handler = $1 AND id = $2",
             self.inner.schema
         );
         let rows = query!(self, "loading a handler request", sql, &[&handler, &id])?;

@@ -10,7 +10,10 @@ use uuid::Uuid;
 /// handler's lease), or an operator's tool working on the store. The node holding the handler's
 /// lease looks for its requests a few times a second, carries each out between two events, and
 /// deletes it: a request gone from the store is done (what it did shows in the store: a dead
-/// letter removed or updated, a checkpoint moved).
+/// letter removed or updated, a checkpoint moved). A request the task could not carry out (a
+/// rebuild asked of an event handler that is not a projection, a read model that could not be
+/// cleared, a dead letter that failed again) stays, with [`failed`](Self::failed) saying why,
+/// and is not carried out again: whoever asked reads it and removes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandlerRequest {
     /// The request's id, time-ordered (requests of one handler are carried out oldest first).
@@ -21,6 +24,30 @@ pub struct HandlerRequest {
     pub action: RequestedAction,
     /// When it was asked for.
     pub requested_at: SystemTime,
+    /// Why the handler's task could not carry the request out; `None` while it waits (and
+    /// [`EventStore::list_requests`](super::EventStore::list_requests) lists only those).
+    pub failed: Option<String>,
+}
+
+impl HandlerRequest {
+    /// A new request for `handler` to do `action`, asked now (a time-ordered id, not failed).
+    ///
+    /// ```
+    /// use evoq::store::{HandlerRequest, RequestedAction};
+    ///
+    /// let request = HandlerRequest::new("balances", RequestedAction::Rebuild);
+    /// assert_eq!(request.handler, "balances");
+    /// assert_eq!(request.failed, None);
+    /// ```
+    pub fn new(handler: impl Into<String>, action: RequestedAction) -> Self {
+        HandlerRequest {
+            id: crate::util::ids::new_v7(),
+            handler: handler.into(),
+            action,
+            requested_at: SystemTime::now(),
+            failed: None,
+        }
+    }
 }
 
 /// What a [`HandlerRequest`] asks the handler's task to do.

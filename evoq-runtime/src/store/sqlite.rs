@@ -125,7 +125,7 @@ use tags::{SCHEMA_V5, index_stored_tags, insert_tags, matching_positions};
 const BACKEND: &str = "sqlite";
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// How often the head watch of a store opened for inspection reads the file's head.
 const INSPECTION_POLL: Duration = Duration::from_millis(200);
@@ -249,6 +249,10 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_by_handler ON requests (handler, id);
 ";
+
+/// The schema's step from version 5 to 6: why a handler's task could not carry a request out
+/// (`NULL` while it waits).
+const SCHEMA_V6: &str = "ALTER TABLE requests ADD COLUMN failed TEXT;";
 
 /// Saves checkpoint `?1` at position `?2` (table `checkpoints`).
 pub(crate) const SAVE_CHECKPOINT_SQL: &str =
@@ -1236,7 +1240,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             conn.execute_batch(SCHEMA_V5).map_err(fail)?;
             index_stored_tags(conn, path)?;
         }
-        // Later versions migrate here, one step at a time: `if found < 6 { ... }`.
+        if found < 6 {
+            conn.execute_batch(SCHEMA_V6).map_err(fail)?;
+        }
+        // Later versions migrate here, one step at a time: `if found < 7 { ... }`.
         if found < SCHEMA_VERSION {
             conn.execute("DELETE FROM evoq_schema", []).map_err(fail)?;
             conn.execute(
@@ -2824,7 +2831,7 @@ impl EventStore for SqliteStore {
             query_requests(
                 conn,
                 &path,
-                "WHERE handler = ?1 ORDER BY id LIMIT ?2",
+                "WHERE handler = ?1 AND failed IS NULL ORDER BY id LIMIT ?2",
                 params![handler, limit(max)],
             )
         })
@@ -3015,14 +3022,15 @@ fn decode_timeout(row: &rusqlite::Row<'_>, saga: &str) -> Result<Timeout, StoreE
 /// Saves `request` (replacing one with its id): the number of rows written.
 fn save_request_row(conn: &Connection, request: &HandlerRequest) -> rusqlite::Result<usize> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO requests (id, handler, action, event_id, requested_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT OR REPLACE INTO requests (id, handler, action, event_id, requested_at, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         request.id.as_bytes().as_slice(),
         request.handler,
         request.action.as_str(),
         request.action.event_id().map(|id| id.as_bytes().to_vec()),
-        time_to_nanos(request.requested_at)
+        time_to_nanos(request.requested_at),
+        request.failed
     ])
 }
 
@@ -3039,8 +3047,9 @@ fn query_requests(
     condition: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<HandlerRequest>, StoreError> {
-    let sql =
-        format!("SELECT id, handler, action, event_id, requested_at FROM requests {condition}");
+    let sql = format!(
+        "SELECT id, handler, action, event_id, requested_at, failed FROM requests {condition}"
+    );
     let fail = |e: rusqlite::Error| backend("reading handler requests", path, e);
     let mut stmt = conn.prepare_cached(&sql).map_err(fail)?;
     let mut rows = stmt.query(params).map_err(fail)?;
@@ -3051,6 +3060,7 @@ fn query_requests(
         let action: String = row.get(2).map_err(fail)?;
         let event_id: Option<Vec<u8>> = row.get(3).map_err(fail)?;
         let requested_at: i64 = row.get(4).map_err(fail)?;
+        let failed: Option<String> = row.get(5).map_err(fail)?;
         let id = Uuid::from_slice(&id).ok();
         let event_id = event_id.map(|e| Uuid::from_slice(&e).ok());
         requests.push(decode_request(
@@ -3059,6 +3069,7 @@ fn query_requests(
             &action,
             event_id,
             nanos_to_time(requested_at),
+            failed,
         )?);
     }
     Ok(requests)
