@@ -1005,8 +1005,10 @@ impl HelperArgs {
         noun: &str,
         correlated: bool,
     ) -> Self {
+        let reported = cx.error_count();
         let mut parsed = Self::parse_args(cx, attr, name, noun, correlated);
-        if correlated && parsed.by.is_none() {
+        // A `by` written wrong was reported where it is: not missing as well.
+        if correlated && parsed.by.is_none() && cx.error_count() == reported {
             cx.error_spanned_by(
                 attr,
                 format!("`#[{name}]` needs the event field that names the saga instance: write `#[{name}(by = field)]`"),

@@ -38,6 +38,11 @@ impl Ctxt {
         }
     }
 
+    /// How many errors are recorded so far: a step that reported one can tell that it did.
+    pub(crate) fn error_count(&self) -> usize {
+        self.errors.borrow().as_ref().map_or(0, Vec::len)
+    }
+
     /// Consumes the accumulator: every recorded error, combined into one.
     pub(crate) fn check(self) -> syn::Result<()> {
         let errors = self.errors.borrow_mut().take().unwrap_or_default();

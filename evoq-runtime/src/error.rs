@@ -335,10 +335,11 @@ pub enum Error {
         names: String,
     },
 
-    /// A wait for a handler to reach a position ended at its deadline. Nothing failed: the
-    /// handler is behind; wait again, or read what it has processed so far.
+    /// A wait for a handler to reach a position ended at its deadline. The wait failed, not
+    /// the handler: it is behind, or retrying an event that failed (`Evoq::handler_stats` says
+    /// which: `retries`, `status`); wait again, or read what it has processed so far.
     #[error(
-        "event handler `{handler}` had not reached position {position} after {after:?} (it was at {reached}); nothing failed: it is behind, wait longer or read it as it is"
+        "event handler `{handler}` had not reached position {position} after {after:?} (it was at {reached}); it is behind or retrying a failed event (`Evoq::handler_stats` tells), so wait longer or read it as it is"
     )]
     WaitTimeout {
         /// The handler's name.

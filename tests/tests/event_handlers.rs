@@ -888,6 +888,50 @@ async fn a_node_taking_the_lease_over_a_checkpoint_beyond_the_head_resumes_at_th
     app.stop().await;
 }
 
+/// Fails every `Alpha`.
+#[derive(Default)]
+struct AlwaysFails;
+
+#[event_handler(name = "always_fails")]
+impl AlwaysFails {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, _: &EventMeta) -> Result<(), Failed> {
+        Err(Failed(format!("down: {}", e.n)))
+    }
+}
+
+#[tokio::test]
+async fn a_wait_that_ends_while_the_handler_retries_a_failed_event_does_not_say_nothing_failed() {
+    let app = Evoq::builder()
+        .handler_with(
+            AlwaysFails,
+            HandlerOptions::new()
+                .retry(evoq::RetryStrategy::fixed(Duration::from_secs(30)))
+                .max_attempts(3),
+        )
+        .start()
+        .await
+        .unwrap();
+    let head = app
+        .dispatch(Emit::new("f", &[Kind::A], 1))
+        .await
+        .unwrap()
+        .token;
+    let error = app
+        .wait_for::<AlwaysFails>(head)
+        .timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(error.is_wait_timeout(), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        !text.contains("nothing failed") && text.contains("retrying a failed event"),
+        "{text}"
+    );
+    assert!(app.handler_stats()[0].retries >= 1);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_wait_past_its_deadline_is_a_typed_timeout_saying_where_the_handler_was() {
     let app = Evoq::builder()

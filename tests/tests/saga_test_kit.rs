@@ -679,6 +679,60 @@ fn a_field_the_runtime_does_not_save_is_lost_between_events_as_at_run_time() {
         });
 }
 
+/// Charges an order and keeps a field serde skips, which its compensation reads.
+#[derive(Default, Serialize, Deserialize)]
+struct Rebate {
+    kept: u64,
+    #[serde(skip)]
+    scratch: u64,
+}
+
+#[saga(name = "rebate")]
+impl Rebate {
+    #[starts(by = order_id)]
+    fn placed(&mut self, e: &OrderPlaced) -> Commands {
+        self.kept = e.amount;
+        self.scratch = e.amount;
+        commands![ChargePayment {
+            order_id: e.order_id.clone(),
+            amount: e.amount,
+        }]
+    }
+
+    #[continues(by = order_id)]
+    fn shipped(&mut self, _: &OrderShipped) -> Commands {
+        Commands::none()
+    }
+
+    #[compensates]
+    fn failed(&mut self, _: &FailedCommand) -> Commands {
+        commands![RefundPayment {
+            order_id: format!("kept {} scratch {}", self.kept, self.scratch),
+            amount: 0,
+        }]
+    }
+}
+
+#[test]
+fn a_failure_of_the_last_events_commands_is_compensated_on_the_state_its_method_left() {
+    let refund = |outcome: &SagaOutcome<Rebate>| {
+        outcome.commands().of::<RefundPayment>()[0].order_id.clone()
+    };
+    // At run time the command fails while its event is handled: the compensation runs on the
+    // state as the method left it, before it is saved.
+    let now = SagaTest::<Rebate>::new("order-1")
+        .when(placed("order-1", 7))
+        .and_when_failed::<ChargePayment>("declined");
+    assert_eq!(refund(&now), "kept 7 scratch 7");
+    // After another event, the state is the saved one.
+    let later = SagaTest::<Rebate>::new("order-1")
+        .given(placed("order-1", 7))
+        .given(shipped("order-1"))
+        .when_failed::<ChargePayment>("declined");
+    assert_eq!(refund(&later), "kept 7 scratch 0");
+    later.then_state(|saga| assert_eq!((saga.kept, saga.scratch), (7, 0)));
+}
+
 // ----- the messages of a failing test -----
 
 /// The message of the panic `run` raises.

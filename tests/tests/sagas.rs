@@ -1079,6 +1079,46 @@ impl Hasty {
     }
 }
 
+/// Ships each order placed, and records why its shipments failed.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+struct Shipper {
+    errors: Vec<String>,
+}
+
+#[saga(name = "shipper")]
+impl Shipper {
+    #[starts(by = order_id)]
+    fn placed(&mut self, e: &OrderPlaced) -> Commands {
+        commands![ShipOrder {
+            order_id: e.order_id.clone()
+        }]
+    }
+
+    #[compensates]
+    fn failed(&mut self, failed: &FailedCommand) -> Commands {
+        self.errors.push(failed.error().to_owned());
+        Commands::none()
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_command_is_compensated_with_the_domain_errors_own_words_as_in_saga_test() {
+    let app = Evoq::builder().saga::<Shipper>().start().await.unwrap();
+    place(&app, "fail-1").await;
+    settle_saga(&app, "shipper").await;
+    let state = app.saga_state::<Shipper>("fail-1").await.unwrap().unwrap();
+    assert_eq!(state.errors, ["no carrier for order fail-1"]);
+    // The test kit, given the words the aggregate's error displays, sees the same.
+    SagaTest::<Shipper>::new("fail-1")
+        .given(OrderPlaced {
+            order_id: "fail-1".into(),
+            auto_ship: false,
+        })
+        .when_failed::<ShipOrder>("no carrier for order fail-1")
+        .then_state(|saga| assert_eq!(saga.errors, state.errors));
+    app.stop().await;
+}
+
 /// Takes every charge slowly: a consistency wait on it outlives a short command timeout.
 #[derive(Default)]
 struct SlowLedger;

@@ -3,7 +3,8 @@
 //! migration of version-1, version-2 and version-4 files (the tag index filled from the
 //! stored events), and failing safe: one process per file (real child processes, a holder killed with
 //! SIGKILL), a close that leaves the database file alone complete, foreign and read-only files
-//! refused untouched, the writer's bounded stream cache, and one error prefix.
+//! refused untouched, a hot journal a killed writer left rolled back at open, the writer's
+//! bounded stream cache, and one error prefix.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -1751,6 +1752,117 @@ fn an_append_a_trigger_refuses_fails_alone_and_every_other_write_of_its_group_co
                 Some(1),
                 "{raise}"
             );
+        });
+    }
+}
+
+/// Leaves `path`, an evoq store with committed events, as a process killed in the middle of a
+/// write in SQLite's rollback mode leaves it: part of the write in the file, the pages it
+/// replaced in a hot `-journal` beside it. Returns the store's head.
+fn leave_a_hot_journal(path: &std::path::Path) -> u64 {
+    runtime().block_on(async {
+        let store = SqliteStore::open(path).await.expect("open");
+        for n in 1..=3 {
+            store
+                .append("Counter-a", ExpectedVersion::Any, vec![event("a", n)])
+                .await
+                .expect("append");
+        }
+        store.close().await.expect("close");
+    });
+    // The write, copied while it is half-done: a cache of a few pages makes SQLite write
+    // changed pages to the file before the commit, their old contents saved in the journal.
+    let work = TempDir::new("sqlite-hot-journal-work");
+    let scratch = work.file("scratch.db");
+    std::fs::copy(path, &scratch).expect("copy the store");
+    let conn = rusqlite::Connection::open(&scratch).expect("raw open");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .expect("rollback mode");
+    assert_eq!(mode, "delete");
+    conn.execute_batch("PRAGMA cache_size = 2; BEGIN IMMEDIATE;")
+        .expect("begin");
+    for n in 0..400 {
+        conn.execute(
+            "INSERT INTO saga_state (saga, instance, state) VALUES ('s', ?1, zeroblob(2000))",
+            [n.to_string()],
+        )
+        .expect("a write that spills");
+    }
+    assert!(
+        file_len(&side_file(&scratch, "-journal")) > 0,
+        "the write has a journal"
+    );
+    std::fs::copy(&scratch, path).expect("the half-done file");
+    std::fs::copy(side_file(&scratch, "-journal"), side_file(path, "-journal"))
+        .expect("its journal");
+    conn.execute_batch("ROLLBACK").expect("rollback");
+    3
+}
+
+#[test]
+fn a_file_left_with_a_hot_journal_opens_with_every_committed_event_and_nothing_of_the_half_done_write()
+ {
+    let dir = TempDir::new("sqlite-hot-journal");
+    let path = dir.file("events.db");
+    let head = leave_a_hot_journal(&path);
+    // The inspector reads only: it says what to do instead of failing on a read.
+    runtime().block_on(async {
+        match SqliteStore::open_for_inspection(&path).await {
+            Err(error) => assert!(
+                error.to_string().contains("-journal")
+                    && error.to_string().contains("open the store once"),
+                "{error}"
+            ),
+            Ok(_) => panic!("an inspection cannot roll the journal back"),
+        }
+    });
+    runtime().block_on(async {
+        let store = SqliteStore::open(&path)
+            .await
+            .expect("a file a killed writer left opens");
+        assert_eq!(*store.head().borrow(), head);
+        assert_eq!(store.stream_version("Counter-a").await.unwrap(), 3);
+        assert_eq!(
+            store.load_saga_state("s", "0").await.unwrap(),
+            None,
+            "the half-done write is rolled back"
+        );
+        store
+            .append("Counter-a", ExpectedVersion::Exact(3), vec![event("a", 4)])
+            .await
+            .expect("the store writes on");
+        store.close().await.expect("close");
+    });
+    assert_eq!(file_len(&side_file(&path, "-journal")), 0);
+    runtime().block_on(async {
+        SqliteStore::open_for_inspection(&path)
+            .await
+            .expect("inspected after the application opened it");
+    });
+}
+
+#[test]
+fn a_process_killed_during_the_first_open_of_a_new_file_leaves_a_file_that_opens() {
+    let dir = TempDir::new("sqlite-first-open-kill");
+    let mut clock = KillClock::new();
+    for round in 0..30 {
+        let path = dir.file(&format!("events-{round}.db"));
+        let path_text = path.display().to_string();
+        run_and_kill(
+            "open_child",
+            &[(OPEN_CHILD_ENV, &path_text)],
+            clock.between(Duration::from_millis(1), Duration::from_millis(40)),
+        );
+        runtime().block_on(async {
+            let store = SqliteStore::open(&path).await.unwrap_or_else(|error| {
+                panic!("round {round}: the file a killed first open left must open: {error}")
+            });
+            store
+                .append("Counter-a", ExpectedVersion::NoStream, vec![event("a", 1)])
+                .await
+                .unwrap_or_else(|error| panic!("round {round}: {error}"));
+            store.close().await.expect("close");
         });
     }
 }

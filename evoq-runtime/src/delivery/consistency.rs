@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::{HandlerState, Progress};
+use super::state::{Doing, HandlerState, Progress};
 use crate::aggregate::command::Route;
 use crate::aggregate::context::Dispatched;
 use crate::error::Error;
@@ -84,13 +84,18 @@ fn pending(handlers: &[&Arc<HandlerState>], position: u64) -> String {
         if !out.is_empty() {
             out.push_str(", ");
         }
-        let _ = match &progress.stopped {
-            Some(reason) => write!(
+        let _ = match progress.doing() {
+            Doing::Stopped(reason) => write!(
                 out,
                 "`{}` (stopped at position {}: {reason})",
                 handler.name, progress.position
             ),
-            None => write!(
+            Doing::Retrying(reason) => write!(
+                out,
+                "`{}` (at position {}, retrying after: {reason})",
+                handler.name, progress.position
+            ),
+            Doing::Running => write!(
                 out,
                 "`{}` (at position {})",
                 handler.name, progress.position

@@ -63,7 +63,9 @@ impl FailedCommand {
         &self.aggregate_id
     }
 
-    /// Why it failed.
+    /// Why it failed: for a command its aggregate rejected, the domain error's own text (its
+    /// `Display`, e.g. `no carrier for order 7`); for any other failure (a conflict, a
+    /// timeout, ...), the whole text of the runtime's `Error`.
     pub fn error(&self) -> &str {
         &self.error
     }

@@ -565,7 +565,7 @@ async fn dispatch_outbox<S: Saga>(
                     error = %error,
                     "evoq.saga.command",
                 );
-                let error = error.to_string();
+                let error = failure_text(&error);
                 instance.set_status(
                     command_id,
                     Status::Failed {
@@ -578,4 +578,14 @@ async fn dispatch_outbox<S: Saga>(
         save(dispatcher, saga, key, encode(instance, event)?, event).await?;
     }
     Ok(failures)
+}
+
+/// What a compensation reads as the failure of its command ([`FailedCommand::error`]): for a
+/// rejection, the domain error's own words (as a test writes them); for any other error, its
+/// whole text.
+fn failure_text(error: &Error) -> String {
+    match error {
+        Error::Rejected { source, .. } => crate::util::panic::displayed(source),
+        other => other.to_string(),
+    }
 }

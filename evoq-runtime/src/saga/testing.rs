@@ -108,8 +108,13 @@ use crate::util::ids::{derived_id, new_v7};
 /// correlates to another instance is a mistake of the test, and panics.
 pub struct SagaTest<S: Saga> {
     instance: String,
-    /// The live instance; `None` before it starts and after it stops.
+    /// The live instance; `None` before it starts and after it stops. Its state is the one
+    /// the next event finds: saved and read back as JSON, as the runtime does between events.
     live: Option<Live<S>>,
+    /// The live instance's state as the last event's method left it, before it was saved:
+    /// a failure of that event's commands is compensated on it, as the runtime does while it
+    /// still handles the event. `None` once another event came.
+    fresh: Option<S>,
     /// The instance the last event stopped: the commands of that event may still fail (the
     /// runtime compensates them on the state it stopped with, and saves nothing).
     stopped: Option<Live<S>>,
@@ -131,6 +136,7 @@ impl<S: Saga> SagaTest<S> {
         SagaTest {
             instance: instance.into(),
             live: None,
+            fresh: None,
             stopped: None,
             correlation_id: new_v7(),
             position: 0,
@@ -209,8 +215,10 @@ impl<S: Saga> SagaTest<S> {
                 S::EVENT_TYPES
             );
         }
-        // The commands of the instance a stop removed could fail until the next event only.
+        // The commands of the instance a stop removed could fail until the next event only;
+        // the next event finds the saved state.
         self.stopped = None;
+        self.fresh = None;
         let meta = self.record(&event);
         let step = match S::route(&meta) {
             Ok(Some(step)) => step,
@@ -256,7 +264,8 @@ impl<S: Saga> SagaTest<S> {
         if step.kind == StepKind::Stops {
             self.stopped = Some(live);
         } else {
-            live.state = self.saved(live.state);
+            let next = saved(&self.instance, &live.state);
+            self.fresh = Some(std::mem::replace(&mut live.state, next));
             self.live = Some(live);
         }
         let handling = Handling::Ran {
@@ -295,15 +304,17 @@ impl<S: Saga> SagaTest<S> {
             correlation_id: self.correlation_id,
             executed: live.executed.iter().rev().cloned().collect(),
         };
-        let compensation = live.state.compensate(&failed);
+        // Right after the event that sent it, on the state as its method left it; later, on
+        // the saved state (the runtime loads it to compensate).
+        let compensation = match self.fresh.as_mut() {
+            Some(fresh) if !stopped => fresh.compensate(&failed),
+            _ => live.state.compensate(&failed),
+        };
         live.executed
             .retain(|step| !compensation.undone.contains(&step.command_id));
-        if !stopped && let Some(live) = self.live.take() {
-            let state = self.saved(live.state);
-            self.live = Some(Live {
-                state,
-                executed: live.executed,
-            });
+        if !stopped {
+            let compensated = self.fresh.as_ref().unwrap_or(&live.state);
+            live.state = saved(&self.instance, compensated);
         }
         (failed, compensation)
     }
@@ -331,22 +342,23 @@ impl<S: Saga> SagaTest<S> {
             recorded_at: SystemTime::now(),
         }))
     }
+}
 
-    /// `state` as the next event finds it: the runtime saves every instance between two
-    /// events, so a state that does not come back from its JSON is a failure here too.
-    #[track_caller]
-    fn saved(&self, state: S) -> S {
-        let saga = S::NAME;
-        let instance = &self.instance;
-        let json = serde_json::to_value(&state).unwrap_or_else(|error| {
-            panic!("the state of instance `{instance}` of the saga `{saga}` does not serialize: {error}");
-        });
-        serde_json::from_value(json.clone()).unwrap_or_else(|error| {
-            panic!(
-                "the state of instance `{instance}` of the saga `{saga}` does not decode from what it saved ({json}): {error}"
-            );
-        })
-    }
+/// `state` as the next event finds it: the runtime saves every instance between two events, so
+/// a state that does not come back from its JSON is a failure here too.
+#[track_caller]
+fn saved<S: Saga>(instance: &str, state: &S) -> S {
+    let saga = S::NAME;
+    let json = serde_json::to_value(state).unwrap_or_else(|error| {
+        panic!(
+            "the state of instance `{instance}` of the saga `{saga}` does not serialize: {error}"
+        );
+    });
+    serde_json::from_value(json.clone()).unwrap_or_else(|error| {
+        panic!(
+            "the state of instance `{instance}` of the saga `{saga}` does not decode from what it saved ({json}): {error}"
+        );
+    })
 }
 
 /// What the event (or the failure) did.

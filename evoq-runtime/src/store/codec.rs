@@ -241,29 +241,51 @@ pub(crate) fn decode_request(
     })
 }
 
-/// `postgres://user:secret@host/db` with the password replaced by `***`, for messages and logs.
+/// A PostgreSQL connection string with every password replaced by `***`, for messages and
+/// logs: `postgres://user:secret@host/db`, a `password=` parameter of the URL, or the
+/// `key=value` form.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        // The `key=value` form: `host=db user=app password=secret`.
+        return redact_passwords(url, |c: char| c.is_whitespace());
     };
-    let (authority, tail) = match rest.find('/') {
+    let (authority, tail) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
     };
-    let user = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => userinfo.to_owned(),
-    };
-    let mut tail = tail.to_owned();
-    if let Some(i) = tail.find("password=") {
-        let end = tail[i..].find('&').map_or(tail.len(), |e| i + e);
-        tail.replace_range(i + "password=".len()..end, "***");
+    format!(
+        "{scheme}://{authority}{}",
+        redact_passwords(tail, |c: char| c == '&')
+    )
+}
+
+/// `text` with the value of every `password=` replaced by `***`; a value ends where `ends`
+/// says, or at its closing quote when it is quoted (`password='a b'`).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+fn redact_passwords(text: &str, ends: impl Fn(char) -> bool) -> String {
+    const KEY: &str = "password=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        let value = &rest[at + KEY.len()..];
+        let len = match value.strip_prefix('\'') {
+            Some(quoted) => quoted.find('\'').map_or(value.len(), |end| end + 2),
+            None => value.find(&ends).unwrap_or(value.len()),
+        };
+        out.push_str(&rest[..at + KEY.len()]);
+        out.push_str("***");
+        rest = &value[len..];
     }
-    format!("{scheme}://{user}@{host}{tail}")
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -290,6 +312,24 @@ mod tests {
             "postgres://app@db/events?password=***&sslmode=require"
         );
         assert_eq!(redact_url("postgres://db/events"), "postgres://db/events");
+        // A password given as a parameter, with no user before the host.
+        assert_eq!(
+            redact_url("postgres://127.0.0.1:5432/test?password=s3cr3t"),
+            "postgres://127.0.0.1:5432/test?password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db?sslmode=disable&password=s3cr3t&user=app"),
+            "postgres://db?sslmode=disable&password=***&user=app"
+        );
+        // The `key=value` form, quoted or not.
+        assert_eq!(
+            redact_url("host=db user=app password=s3cr3t dbname=events"),
+            "host=db user=app password=*** dbname=events"
+        );
+        assert_eq!(
+            redact_url("host=db password='s3 cr3t' dbname=events"),
+            "host=db password=*** dbname=events"
+        );
     }
 
     #[test]

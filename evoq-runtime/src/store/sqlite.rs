@@ -929,6 +929,10 @@ struct Opened {
 fn open_file(connector: &SqliteConnector) -> Result<Opened, StoreError> {
     let path = connector.path();
     check_writable(path)?;
+    if hot_journal(path) {
+        let _lock = FileLock::acquire(path, connector.options.busy_timeout)?;
+        roll_back_hot_journal(connector)?;
+    }
     inspect(connector)?;
     let lock = FileLock::acquire(path, connector.options.busy_timeout)?;
     let conn = connector.connect(OpenFlags::default(), "opening the database")?;
@@ -964,6 +968,42 @@ fn open_file(connector: &SqliteConnector) -> Result<Opened, StoreError> {
         .map_err(|e| backend("reading the head", path, e))?;
     let head = from_db(head, || path.display().to_string(), "the head position")?;
     Ok(Opened { conn, head, lock })
+}
+
+/// Whether a process that died while writing `path` in SQLite's rollback mode (before the
+/// store switched a new file to WAL, or another tool's write) left its journal,
+/// `<file>-journal`, behind: no read-only connection can read the file until a writer rolls
+/// that half-done write back.
+fn hot_journal(path: &Path) -> bool {
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    std::fs::metadata(journal).is_ok_and(|meta| meta.len() > 0)
+}
+
+/// Rolls back the write a killed process left half-done in `path` (see [`hot_journal`]), as
+/// SQLite does at the first read of a connection that may write: the file is back at its last
+/// committed state. Nothing else is written. Run under the file's lock.
+fn roll_back_hot_journal(connector: &SqliteConnector) -> Result<(), StoreError> {
+    let path = connector.path();
+    let fail = |e: rusqlite::Error| {
+        backend(
+            "rolling back the write a killed process left half-done (its `-journal` file)",
+            path,
+            e,
+        )
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    conn.busy_timeout(connector.options.busy_timeout)
+        .map_err(fail)?;
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map_err(fail)?;
+    Ok(())
 }
 
 /// Whether an I/O error says the file cannot be written (permissions, a read-only file system).
@@ -1033,6 +1073,13 @@ fn inspect_existing(connector: &SqliteConnector) -> Result<(), StoreError> {
             return Err(not_ours("there is no such file"));
         }
         Err(e) => return Err(backend("opening the database to inspect it", path, e)),
+    }
+    if hot_journal(path) {
+        return Err(backend(
+            "opening the database to inspect it",
+            path,
+            "a process was killed while writing it and left its `-journal` file, which only a writer can roll back; open the store once with the application (`SqliteStore::open` rolls it back, keeping every committed event) and inspect it then",
+        ));
     }
     let conn = Connection::open_with_flags(
         path,
