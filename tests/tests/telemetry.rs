@@ -391,3 +391,81 @@ async fn every_instance_brought_to_life_reports_init_with_where_it_came_from() {
     );
     app.stop().await;
 }
+
+/// A counter that hibernates soon after its last command and passivates from hibernation.
+#[derive(Default, Debug, serde::Serialize, serde::Deserialize)]
+struct Sleepy {
+    count: u64,
+}
+
+#[derive(Command, Debug)]
+struct Poke {
+    #[aggregate_id]
+    id: String,
+}
+
+#[aggregate(idle_timeout = "60ms", hibernate_after = "20ms")]
+impl Sleepy {
+    #[handles]
+    fn poke(&self, _: &Poke) -> Result<Nudged, Never> {
+        Ok(Nudged {
+            count: self.count + 1,
+        })
+    }
+
+    #[apply]
+    fn nudged(&mut self, e: &Nudged) {
+        self.count = e.count;
+    }
+}
+
+#[tokio::test]
+async fn a_hibernated_instance_passivated_by_the_sweep_reports_its_snapshot_and_names_itself() {
+    let (capture, _guard) = capture();
+    let app = Evoq::builder()
+        .hibernation_sweep_interval(std::time::Duration::from_millis(10))
+        .start()
+        .await
+        .unwrap();
+    app.dispatch(Poke { id: "s".into() }).await.unwrap();
+    app.dispatch(Poke { id: "s".into() }).await.unwrap();
+    let started = std::time::Instant::now();
+    while app.aggregate_stats::<Sleepy>().passivations == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "it passivates"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let named = |name: &str| -> Vec<(String, String, String, String)> {
+        capture
+            .events(name)
+            .into_iter()
+            .map(|e| {
+                let field = |f: &str| e.fields.get(f).cloned().unwrap_or_default();
+                (
+                    field("stage"),
+                    field("aggregate"),
+                    field("aggregate_id"),
+                    field("version"),
+                )
+            })
+            .collect()
+    };
+    let stop = |aggregate: &str| {
+        (
+            "stop".to_owned(),
+            aggregate.to_owned(),
+            "s".to_owned(),
+            "2".to_owned(),
+        )
+    };
+    assert_eq!(app.aggregate_stats::<Sleepy>().snapshots_saved, 1);
+    assert_eq!(
+        named("evoq.aggregate.snapshot_save"),
+        [stop("Sleepy")],
+        "the snapshot the sweep saved is reported, as every saved snapshot is"
+    );
+    assert_eq!(named("evoq.aggregate.passivate"), [stop("Sleepy")]);
+    app.stop().await;
+}

@@ -471,26 +471,41 @@ impl Partitions {
         let now = Instant::now();
         for registry in self.registries() {
             for snapshot in registry.sweep(now) {
+                // `Name-id`: an aggregate's name has no `-`.
                 let stream = snapshot.stream_id.clone();
+                let (aggregate, id) = stream.split_once('-').unwrap_or((&stream, ""));
+                let version = snapshot.version;
                 match self.env.store.save_snapshot(snapshot).await {
                     Ok(()) => {
                         registry.snapshot_saved();
                         tracing::debug!(
-                            name: "evoq.aggregate.passivate",
+                            name: "evoq.aggregate.snapshot_save",
                             stage = "stop",
-                            stream = %stream,
-                            from = "hibernation",
-                            "evoq.aggregate.passivate",
+                            aggregate,
+                            aggregate_id = id,
+                            version,
+                            "evoq.aggregate.snapshot_save",
                         );
                     }
                     Err(error) => tracing::warn!(
                         name: "evoq.aggregate.snapshot_save",
                         stage = "exception",
-                        stream = %stream,
+                        aggregate,
+                        aggregate_id = id,
+                        version,
                         error = %error,
                         "evoq.aggregate.snapshot_save",
                     ),
                 }
+                tracing::debug!(
+                    name: "evoq.aggregate.passivate",
+                    stage = "stop",
+                    aggregate,
+                    aggregate_id = id,
+                    version,
+                    from = "hibernation",
+                    "evoq.aggregate.passivate",
+                );
             }
         }
     }
