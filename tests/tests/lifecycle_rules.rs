@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use evoq::prelude::*;
-use evoq::{ExpectedVersion, MemoryMonitorConfig, Metadata, NewEvent};
+use evoq::{ExpectedVersion, MemoryMonitorConfig, Metadata, NewEvent, Route};
 use evoq::{Idle, Lifespan, OnTimeout, PressureLevel};
 use evoq_tests::counter;
 use evoq_tests::lifecycle::{DrivenProbe, eventually};
@@ -567,4 +567,124 @@ async fn an_eventless_command_on_a_thawed_instance_saves_no_snapshot() {
         (3, 1),
         "an event-less command on a thawed instance saved a snapshot"
     );
+}
+
+// ----- idle timers that come due while their command still holds the instance -----
+
+counter!(
+    ZeroIdle,
+    PingZ,
+    TouchZ,
+    FailZ,
+    PingedZ,
+    [
+        idle_timeout = "1h",
+        hibernate_after = "never",
+        lifespan = ZeroAfter
+    ]
+);
+counter!(
+    OneMs,
+    PingO,
+    TouchO,
+    FailO,
+    PingedO,
+    [idle_timeout = "1ms", hibernate_after = "never"]
+);
+counter!(
+    KeptOnce,
+    PingKO,
+    TouchKO,
+    FailKO,
+    PingedKO,
+    [
+        idle_timeout = "1ms",
+        hibernate_after = "never",
+        lifespan = KeepFirstTimeouts
+    ]
+);
+
+#[derive(Default)]
+struct ZeroAfter;
+impl Lifespan<ZeroIdle> for ZeroAfter {
+    fn after_event(&self, _: &<ZeroIdle as Aggregate>::Event) -> Idle {
+        Idle::After(Duration::ZERO)
+    }
+}
+
+static KEPT_ONCE: AtomicU64 = AtomicU64::new(0);
+/// Keeps the first 100 instances that time out for another (1 ms) timeout, then passivates.
+#[derive(Default)]
+struct KeepFirstTimeouts;
+impl Lifespan<KeptOnce> for KeepFirstTimeouts {
+    fn on_timeout(&self, _: &KeptOnce) -> OnTimeout {
+        if KEPT_ONCE.fetch_add(1, Ordering::SeqCst) < 100 {
+            OnTimeout::Keep { snapshot: false }
+        } else {
+            OnTimeout::Passivate
+        }
+    }
+}
+
+/// How many new instances each test below starts, one command each, one after another.
+const SEQUENTIAL: usize = 200;
+
+/// Dispatches one command (`command(id)`) to each of [`SEQUENTIAL`] new ids, one after another,
+/// on a runtime whose idle-timer task runs on the other worker thread, beside the commands.
+async fn one_command_each<C: Route>(app: &Evoq, command: impl Fn(String) -> C) {
+    for i in 0..SEQUENTIAL {
+        app.dispatch(command(format!("s{i}"))).await.unwrap();
+    }
+}
+
+/// §1.6: `Idle::Hibernate` hibernates at once. Its timer is due as it is armed, while the
+/// command still holds the instance: the timer must not be lost then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_told_to_hibernate_at_once_hibernates_even_when_its_timer_beats_the_command()
+{
+    let app = app().await;
+    one_command_each(&app, |id| PingN { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<HibNow>();
+        (stats.live, stats.hibernated) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+}
+
+/// §1.6: `Idle::After(0)` times out at once, and `on_timeout` (the default: passivate) decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_with_a_zero_idle_time_passivates_even_when_its_timer_beats_the_command() {
+    let app = app().await;
+    one_command_each(&app, |id| PingZ { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<ZeroIdle>();
+        (stats.live, stats.passivations) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+}
+
+/// §1.6 with `#[aggregate(idle_timeout = "1ms")]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_with_a_one_millisecond_idle_timeout_passivates() {
+    let app = app().await;
+    one_command_each(&app, |id| PingO { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<OneMs>();
+        (stats.live, stats.passivations) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+}
+
+/// §1.6: `OnTimeout::Keep` stays for another timeout, armed while the timeout holds the
+/// instance: it must come, and passivate the instance in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_kept_by_on_timeout_times_out_again_and_passivates() {
+    let app = app().await;
+    one_command_each(&app, |id| PingKO { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<KeptOnce>();
+        (stats.live, stats.passivations) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+    assert!(KEPT_ONCE.load(Ordering::SeqCst) >= SEQUENTIAL as u64 + 100);
 }

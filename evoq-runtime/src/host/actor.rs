@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::Instrument;
 
-use super::cell::{Cell, Core, Frozen, Instance, NEVER, OnIdle, Taken};
-use super::idle::{Expiry, IdleTimers};
+use super::cell::{Cell, Core, Frozen, Instance, NEVER, OnIdle};
+use super::idle::{Expiry, IdleTimers, Taken};
 use super::registry::{Leave, Partitions, Registry};
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::Decide;
@@ -67,7 +67,7 @@ pub(crate) async fn run_in<A: Aggregate>(
     // keeps its arguments, and the whole of it is allocated and copied per dispatch.
     let (registry, cell) =
         partitions.with_registry::<A, _>(|registry| (Arc::clone(registry), registry.take(id)));
-    let mut taken = Taken::new(&cell);
+    let mut taken = Taken::new(&registry, &cell);
     let mut core = cell.core.lock().await;
     if !wanted() {
         return None;
@@ -90,7 +90,9 @@ pub(crate) async fn run_in<A: Aggregate>(
         actor.arm(idle);
     }
     // Given back before the lock is released: whoever takes the lock next and counts the
-    // users (an idle timeout about to leave) sees only those still waiting.
+    // users (an idle timeout about to leave) sees only those still waiting. The timer armed
+    // above may have come due already and been dropped while this command held the cell: the
+    // give-back queues it again then.
     taken.give_back();
     drop(core);
     Some(result)
@@ -107,7 +109,7 @@ struct Run<'a> {
 /// The idle timer of `cell` fired: hibernate, passivate, stop or stay, as its stage and the
 /// lifespan say. The cell was taken for this timeout from `registry`.
 pub(crate) async fn time_out<A: Aggregate>(registry: Arc<Registry<A>>, cell: Arc<Cell<A>>) {
-    let mut taken = Taken::new(&cell);
+    let mut taken = Taken::new(&registry, &cell);
     let mut core = cell.core.lock().await;
     // A command that ran while this timeout waited for the lock moved the deadline.
     if cell.deadline.load(Ordering::Acquire) > registry.now_millis() {
