@@ -9,11 +9,13 @@
 )]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use evoq::prelude::*;
+use evoq::store::Snapshot;
 use evoq::{ExpectedVersion, MemoryMonitorConfig, Metadata, NewEvent, Route};
 use evoq::{Idle, Lifespan, OnTimeout, PressureLevel};
+use evoq_tests::backends::{Backend, Place};
 use evoq_tests::counter;
 use evoq_tests::lifecycle::{DrivenProbe, eventually};
 use serde::{Deserialize, Serialize};
@@ -687,4 +689,100 @@ async fn every_instance_kept_by_on_timeout_times_out_again_and_passivates() {
     })
     .await;
     assert!(KEPT_ONCE.load(Ordering::SeqCst) >= SEQUENTIAL as u64 + 100);
+}
+
+// ----- a snapshot ahead of its stream -----
+
+counter!(
+    Ahead,
+    PingA,
+    TouchA,
+    FailA,
+    PingedA,
+    [
+        snapshot_every = 1000,
+        idle_timeout = "1h",
+        hibernate_after = "never"
+    ]
+);
+
+/// A stream `Ahead-<id>` of three events (counts 1 to 3), with a snapshot of count 2 whose
+/// version says 50: a row changed by hand, or a stream restored from an older backup.
+async fn stream_behind_its_snapshot(store: &std::sync::Arc<dyn EventStore>, id: &str) {
+    let stream = format!("Ahead-{id}");
+    let events: Vec<NewEvent> = (1..=3)
+        .map(|i| raw("PingedA", serde_json::json!({"count": i})))
+        .collect();
+    store
+        .append(&stream, ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    store
+        .save_snapshot(Snapshot {
+            stream_id: stream,
+            version: 50,
+            data: br#"{"count":2}"#.to_vec(),
+            taken_at: SystemTime::now(),
+        })
+        .await
+        .unwrap();
+}
+
+/// §1.5: a snapshot beyond its stream's version is set aside, as one that no longer decodes:
+/// the instance is the stream replayed. A command with no event answers the stream's version,
+/// a dispatch naming that version runs, and a command decides on the stream's state.
+async fn a_snapshot_ahead_of_its_stream_is_set_aside(backend: Backend) {
+    let Some(place) = Place::new(backend, "snapshot_ahead").await else {
+        return;
+    };
+    let store = place.open().await;
+    for id in ["touch", "expected", "ping"] {
+        stream_behind_its_snapshot(&store, id).await;
+    }
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+
+    let done = app.dispatch(TouchA { id: "touch".into() }).await.unwrap();
+    assert_eq!(
+        (done.version, done.events.len()),
+        (3, 0),
+        "{backend:?}: a command with no event answers the stream's version, not the snapshot's"
+    );
+
+    let done = app
+        .command(TouchA {
+            id: "expected".into(),
+        })
+        .expected_version(3)
+        .dispatch()
+        .await
+        .unwrap_or_else(|error| panic!("{backend:?}: the stream is at 3: {error}"));
+    assert_eq!(done.version, 3);
+
+    let done = app.dispatch(PingA { id: "ping".into() }).await.unwrap();
+    assert_eq!(done.version, 4, "{backend:?}");
+    assert!(
+        matches!(done.events[..], [AheadEvent::PingedA(PingedA { count: 4 })]),
+        "{backend:?}: decided on the stream's state (count 3), not the snapshot's: {:?}",
+        done.events
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_set_aside_in_memory() {
+    a_snapshot_ahead_of_its_stream_is_set_aside(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_set_aside_on_sqlite() {
+    a_snapshot_ahead_of_its_stream_is_set_aside(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_set_aside_on_postgres() {
+    a_snapshot_ahead_of_its_stream_is_set_aside(Backend::Postgres).await;
 }
