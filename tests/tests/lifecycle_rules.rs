@@ -9,11 +9,13 @@
 )]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use evoq::prelude::*;
-use evoq::{ExpectedVersion, MemoryMonitorConfig, Metadata, NewEvent};
+use evoq::store::Snapshot;
+use evoq::{ExpectedVersion, MemoryMonitorConfig, Metadata, NewEvent, Route};
 use evoq::{Idle, Lifespan, OnTimeout, PressureLevel};
+use evoq_tests::backends::{Backend, Place};
 use evoq_tests::counter;
 use evoq_tests::lifecycle::{DrivenProbe, eventually};
 use serde::{Deserialize, Serialize};
@@ -567,4 +569,220 @@ async fn an_eventless_command_on_a_thawed_instance_saves_no_snapshot() {
         (3, 1),
         "an event-less command on a thawed instance saved a snapshot"
     );
+}
+
+// ----- idle timers that come due while their command still holds the instance -----
+
+counter!(
+    ZeroIdle,
+    PingZ,
+    TouchZ,
+    FailZ,
+    PingedZ,
+    [
+        idle_timeout = "1h",
+        hibernate_after = "never",
+        lifespan = ZeroAfter
+    ]
+);
+counter!(
+    OneMs,
+    PingO,
+    TouchO,
+    FailO,
+    PingedO,
+    [idle_timeout = "1ms", hibernate_after = "never"]
+);
+counter!(
+    KeptOnce,
+    PingKO,
+    TouchKO,
+    FailKO,
+    PingedKO,
+    [
+        idle_timeout = "1ms",
+        hibernate_after = "never",
+        lifespan = KeepFirstTimeouts
+    ]
+);
+
+#[derive(Default)]
+struct ZeroAfter;
+impl Lifespan<ZeroIdle> for ZeroAfter {
+    fn after_event(&self, _: &<ZeroIdle as Aggregate>::Event) -> Idle {
+        Idle::After(Duration::ZERO)
+    }
+}
+
+static KEPT_ONCE: AtomicU64 = AtomicU64::new(0);
+/// Keeps the first 100 instances that time out for another (1 ms) timeout, then passivates.
+#[derive(Default)]
+struct KeepFirstTimeouts;
+impl Lifespan<KeptOnce> for KeepFirstTimeouts {
+    fn on_timeout(&self, _: &KeptOnce) -> OnTimeout {
+        if KEPT_ONCE.fetch_add(1, Ordering::SeqCst) < 100 {
+            OnTimeout::Keep { snapshot: false }
+        } else {
+            OnTimeout::Passivate
+        }
+    }
+}
+
+/// How many new instances each test below starts, one command each, one after another.
+const SEQUENTIAL: usize = 200;
+
+/// Dispatches one command (`command(id)`) to each of [`SEQUENTIAL`] new ids, one after another,
+/// on a runtime whose idle-timer task runs on the other worker thread, beside the commands.
+async fn one_command_each<C: Route>(app: &Evoq, command: impl Fn(String) -> C) {
+    for i in 0..SEQUENTIAL {
+        app.dispatch(command(format!("s{i}"))).await.unwrap();
+    }
+}
+
+/// §1.6: `Idle::Hibernate` hibernates at once. Its timer is due as it is armed, while the
+/// command still holds the instance: the timer must not be lost then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_told_to_hibernate_at_once_hibernates_even_when_its_timer_beats_the_command()
+{
+    let app = app().await;
+    one_command_each(&app, |id| PingN { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<HibNow>();
+        (stats.live, stats.hibernated) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+}
+
+/// §1.6: `Idle::After(0)` times out at once, and `on_timeout` (the default: passivate) decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_with_a_zero_idle_time_passivates_even_when_its_timer_beats_the_command() {
+    let app = app().await;
+    one_command_each(&app, |id| PingZ { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<ZeroIdle>();
+        (stats.live, stats.passivations) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+}
+
+/// §1.6 with `#[aggregate(idle_timeout = "1ms")]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_with_a_one_millisecond_idle_timeout_passivates() {
+    let app = app().await;
+    one_command_each(&app, |id| PingO { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<OneMs>();
+        (stats.live, stats.passivations) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+}
+
+/// §1.6: `OnTimeout::Keep` stays for another timeout, armed while the timeout holds the
+/// instance: it must come, and passivate the instance in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_kept_by_on_timeout_times_out_again_and_passivates() {
+    let app = app().await;
+    one_command_each(&app, |id| PingKO { id }).await;
+    eventually(Duration::from_secs(5), || {
+        let stats = app.aggregate_stats::<KeptOnce>();
+        (stats.live, stats.passivations) == (0, SEQUENTIAL as u64)
+    })
+    .await;
+    assert!(KEPT_ONCE.load(Ordering::SeqCst) >= SEQUENTIAL as u64 + 100);
+}
+
+// ----- a snapshot ahead of its stream -----
+
+counter!(
+    Ahead,
+    PingA,
+    TouchA,
+    FailA,
+    PingedA,
+    [
+        snapshot_every = 1000,
+        idle_timeout = "1h",
+        hibernate_after = "never"
+    ]
+);
+
+/// A stream `Ahead-<id>` of three events (counts 1 to 3), with a snapshot of count 2 whose
+/// version says 50: a row changed by hand, or a stream restored from an older backup.
+async fn stream_behind_its_snapshot(store: &std::sync::Arc<dyn EventStore>, id: &str) {
+    let stream = format!("Ahead-{id}");
+    let events: Vec<NewEvent> = (1..=3)
+        .map(|i| raw("PingedA", serde_json::json!({"count": i})))
+        .collect();
+    store
+        .append(&stream, ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    store
+        .save_snapshot(Snapshot {
+            stream_id: stream,
+            version: 50,
+            data: br#"{"count":2}"#.to_vec(),
+            taken_at: SystemTime::now(),
+        })
+        .await
+        .unwrap();
+}
+
+/// §1.5: a snapshot beyond its stream's version is set aside, as one that no longer decodes:
+/// the instance is the stream replayed. A command with no event answers the stream's version,
+/// a dispatch naming that version runs, and a command decides on the stream's state.
+async fn a_snapshot_ahead_of_its_stream_is_set_aside(backend: Backend) {
+    let Some(place) = Place::new(backend, "snapshot_ahead").await else {
+        return;
+    };
+    let store = place.open().await;
+    for id in ["touch", "expected", "ping"] {
+        stream_behind_its_snapshot(&store, id).await;
+    }
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+
+    let done = app.dispatch(TouchA { id: "touch".into() }).await.unwrap();
+    assert_eq!(
+        (done.version, done.events.len()),
+        (3, 0),
+        "{backend:?}: a command with no event answers the stream's version, not the snapshot's"
+    );
+
+    let done = app
+        .command(TouchA {
+            id: "expected".into(),
+        })
+        .expected_version(3)
+        .dispatch()
+        .await
+        .unwrap_or_else(|error| panic!("{backend:?}: the stream is at 3: {error}"));
+    assert_eq!(done.version, 3);
+
+    let done = app.dispatch(PingA { id: "ping".into() }).await.unwrap();
+    assert_eq!(done.version, 4, "{backend:?}");
+    assert!(
+        matches!(done.events[..], [AheadEvent::PingedA(PingedA { count: 4 })]),
+        "{backend:?}: decided on the stream's state (count 3), not the snapshot's: {:?}",
+        done.events
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_set_aside_in_memory() {
+    a_snapshot_ahead_of_its_stream_is_set_aside(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_set_aside_on_sqlite() {
+    a_snapshot_ahead_of_its_stream_is_set_aside(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_set_aside_on_postgres() {
+    a_snapshot_ahead_of_its_stream_is_set_aside(Backend::Postgres).await;
 }

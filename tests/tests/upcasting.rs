@@ -8,7 +8,10 @@ use std::time::Duration;
 use evoq::prelude::*;
 use evoq::store::Direction;
 use evoq::store::memory::InMemoryStore;
-use evoq::{ExpectedVersion, HandlerConfig, NewEvent, RetryStrategy, upcast};
+use evoq::{
+    ErrorKind, ExpectedVersion, FailureKind, HandlerConfig, NewEvent, RetryStrategy, upcast,
+};
+use evoq_tests::backends::{Backend, Place};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -647,6 +650,291 @@ async fn a_handler_of_the_new_type_gets_an_event_stored_under_the_old_name_and_m
             ("FundsAdded".to_owned(), "Deposited".to_owned()),
             ("Deposited".to_owned(), "Deposited".to_owned()),
         ]
+    );
+    app.stop().await;
+}
+
+// ----- an upcaster that panics -----
+//
+// v1: { "jar", "coins" }
+// v2: { "jar", "cents" }          (5 cents a coin; the upcaster panics on v1 data with no coins)
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[event(version = 2)]
+struct Tipped {
+    #[tag("jar")]
+    jar: String,
+    cents: u64,
+}
+
+#[upcaster(Tipped, from = 1)]
+fn tipped_v1_to_v2(mut data: Value) -> Result<Value, UpcastError> {
+    let coins = data["coins"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a bug in the upcaster: no coins in {data}"));
+    data["cents"] = json!(coins * 5);
+    Ok(data)
+}
+
+#[derive(Command, Debug, Clone)]
+struct Tip {
+    #[aggregate_id]
+    jar: String,
+}
+
+#[derive(Default)]
+struct Jar {
+    cents: u64,
+}
+
+#[aggregate]
+impl Jar {
+    #[handles]
+    fn tip(&self, cmd: &Tip) -> Result<Tipped, Never> {
+        Ok(Tipped {
+            jar: cmd.jar.clone(),
+            cents: self.cents + 5,
+        })
+    }
+
+    #[apply]
+    fn tipped(&mut self, e: &Tipped) {
+        self.cents = e.cents;
+    }
+}
+
+#[derive(Command, Debug, Clone)]
+struct TipOnce {
+    #[aggregate_id]
+    jar: String,
+}
+
+#[derive(Default)]
+struct TipsOfJar {
+    tipped: bool,
+}
+
+#[decision(name = "TipsOfJar")]
+impl TipsOfJar {
+    #[handles]
+    #[query(all_of(types(Tipped), tag("jar", &command.jar)))]
+    fn tip_once(&self, command: &TipOnce) -> Result<Option<Tipped>, Never> {
+        Ok((!self.tipped).then(|| Tipped {
+            jar: command.jar.clone(),
+            cents: 5,
+        }))
+    }
+
+    #[apply]
+    fn tipped(&mut self, _: &Tipped) {
+        self.tipped = true;
+    }
+}
+
+/// A `Tipped` of jar `jar` stored at version 1 without the coins the upcaster needs (tagged as
+/// the current code tags it).
+fn tipped_v1_without_coins(jar: &str) -> NewEvent {
+    let mut event = stored("Tipped", 1, json!({ "jar": jar }));
+    event.metadata.tags = vec![format!("jar:{jar}")].into();
+    event
+}
+
+/// The upcast error of an upcaster's panic, as every read path reports it (§8.5): an
+/// `Error::Upcast` naming the event, the stored version and the step, and the panic's message.
+fn assert_upcast_panic(error: &Error, path: &str) {
+    let upcast = error
+        .upcast_error()
+        .unwrap_or_else(|| panic!("{path}: an upcast error, not {error:?}"));
+    assert_eq!(
+        (upcast.event(), upcast.stored_version()),
+        (Some("Tipped"), Some(1)),
+        "{path}: {error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("the upcaster of `Tipped` from version 1")
+            && text.contains("it panicked: a bug in the upcaster"),
+        "{path}: {text}"
+    );
+    assert_ne!(error.kind(), ErrorKind::Unavailable, "{path}: {text}");
+}
+
+/// §1.3, §8.5: an upcaster is user code; its panic in a replay is an upcast failure, never a
+/// store failure (nor a panic reaching the caller).
+async fn an_upcaster_that_panics_fails_a_replay_with_an_upcast_error(backend: Backend) {
+    let Some(place) = Place::new(backend, "upcaster_panic_replay").await else {
+        return;
+    };
+    let store = place.open().await;
+    store
+        .append(
+            "Jar-j1",
+            ExpectedVersion::NoStream,
+            vec![tipped_v1_without_coins("j1")],
+        )
+        .await
+        .unwrap();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let error = app.dispatch(Tip { jar: "j1".into() }).await.unwrap_err();
+    assert_upcast_panic(&error, "replay");
+    assert_eq!(store.stream_version("Jar-j1").await.unwrap(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upcaster_that_panics_fails_a_replay_with_an_upcast_error_in_memory() {
+    an_upcaster_that_panics_fails_a_replay_with_an_upcast_error(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn an_upcaster_that_panics_fails_a_replay_with_an_upcast_error_on_sqlite() {
+    an_upcaster_that_panics_fails_a_replay_with_an_upcast_error(Backend::Sqlite).await;
+}
+
+/// §8.5 "Nothing panics": a decision that reads an event its upcaster panics on fails with the
+/// upcast error; the panic does not unwind out of `dispatch`.
+async fn an_upcaster_that_panics_fails_a_decision_with_an_upcast_error(backend: Backend) {
+    let Some(place) = Place::new(backend, "upcaster_panic_decision").await else {
+        return;
+    };
+    let store = place.open().await;
+    store
+        .append(
+            "TipsOfJar-j2",
+            ExpectedVersion::NoStream,
+            vec![tipped_v1_without_coins("j2")],
+        )
+        .await
+        .unwrap();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let dispatching = app.clone();
+    let joined =
+        tokio::spawn(async move { dispatching.dispatch(TipOnce { jar: "j2".into() }).await }).await;
+    let error = joined
+        .expect("the dispatch returned instead of panicking")
+        .unwrap_err();
+    assert_upcast_panic(&error, "decision");
+    assert_eq!(store.stream_version("TipsOfJar-j2").await.unwrap(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upcaster_that_panics_fails_a_decision_with_an_upcast_error_in_memory() {
+    an_upcaster_that_panics_fails_a_decision_with_an_upcast_error(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn an_upcaster_that_panics_fails_a_decision_with_an_upcast_error_on_sqlite() {
+    an_upcaster_that_panics_fails_a_decision_with_an_upcast_error(Backend::Sqlite).await;
+}
+
+/// §3.6, §8.5: the first result of a resent command, read back through an upcaster that panics,
+/// is the upcast error.
+#[tokio::test]
+async fn a_resent_command_whose_events_an_upcaster_panics_on_gets_an_upcast_error() {
+    let store = Arc::new(InMemoryStore::new());
+    let command_id = evoq::Uuid::now_v7();
+    let mut event = tipped_v1_without_coins("j3");
+    event.metadata.command_id = Some(command_id);
+    let command = evoq::store::NewCommand {
+        command_id,
+        idempotency_key: None,
+        command: "Tip".into(),
+        aggregate: "Jar".into(),
+        deduplicate_since: Some(std::time::UNIX_EPOCH),
+    };
+    store
+        .append_command("Jar-j3", ExpectedVersion::NoStream, vec![event], command)
+        .await
+        .unwrap();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let error = app
+        .command(Tip { jar: "j3".into() })
+        .command_id(command_id)
+        .dispatch()
+        .await
+        .unwrap_err();
+    assert_upcast_panic(&error, "resent command");
+    assert_eq!(store.stream_version("Jar-j3").await.unwrap(), 1);
+    app.stop().await;
+}
+
+/// A handler of `Tipped`, which records what it decodes.
+#[derive(Default)]
+struct Tips {
+    seen: Arc<std::sync::Mutex<Vec<Tipped>>>,
+}
+
+#[event_handler(name = "tips")]
+impl Tips {
+    #[handles]
+    async fn tipped(&mut self, e: &Tipped, _: &EventMeta) -> Result<(), Failed> {
+        self.seen.lock().unwrap().push(e.clone());
+        Ok(())
+    }
+}
+
+/// §8.5: on the handler path an upcaster's panic is an upcast failure (a dead letter of kind
+/// `upcast`), not a panic of the handler, which was never called.
+#[tokio::test]
+async fn an_upcaster_that_panics_on_the_handler_path_dead_letters_an_upcast_failure() {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .append(
+            "Jar-j4",
+            ExpectedVersion::NoStream,
+            vec![
+                tipped_v1_without_coins("j4"),
+                stored("Tipped", 1, json!({ "jar": "j4", "coins": 2 })),
+            ],
+        )
+        .await
+        .unwrap();
+    let tips = Tips::default();
+    let seen = tips.seen.clone();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler_defaults(HandlerConfig {
+            retry: RetryStrategy::immediate(),
+            max_attempts: 1,
+            ..HandlerConfig::default()
+        })
+        .handler(tips)
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "tips", 2).await;
+    let dead = app.dead_letters("tips").list(0, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].kind, FailureKind::Upcast, "{}", dead[0].error);
+    assert!(
+        dead[0].error.contains("it panicked: a bug in the upcaster"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(
+        dead[0].event.schema_version, 1,
+        "the stored event, unchanged"
+    );
+    assert_eq!(
+        seen.lock().unwrap()[..],
+        [Tipped {
+            jar: "j4".into(),
+            cents: 10
+        }],
+        "the next event went through"
     );
     app.stop().await;
 }

@@ -16,10 +16,13 @@
 //! "OldName")]` makes the events stored under `"OldName"` (at versions up to 1) events of
 //! `NewName`, read through the rest of `NewName`'s chain.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use serde_json::Value;
 
 use super::definition::Event;
 pub use super::upcaster::{DecodeError, UpcastError, UpcastFn, Upcaster};
+use crate::util::panic::panic_message;
 
 /// Whether an event stored under `event_type` is an `E`: its wire name, or a name it was
 /// renamed from.
@@ -60,9 +63,34 @@ pub fn upcast<E: Event>(schema_version: u32, data: &[u8]) -> Result<Value, Upcas
                 E::VERSION,
             ));
         };
-        value = (step.upcast)(value).map_err(|error| error.at(E::NAME, schema_version, from))?;
+        value = run_step(E::NAME, schema_version, step, value)
+            .map_err(|error| error.at(E::NAME, schema_version, from))?;
     }
     Ok(value)
+}
+
+/// Runs one upcaster. An upcaster is user code: its panic is caught here, the one place every
+/// read path calls it from, and is its error (so each path reports an upcast failure, as for
+/// an error it returns), logged at ERROR.
+fn run_step(
+    event: &'static str,
+    stored_version: u32,
+    step: &Upcaster,
+    value: Value,
+) -> Result<Value, UpcastError> {
+    catch_unwind(AssertUnwindSafe(|| (step.upcast)(value))).unwrap_or_else(|panic| {
+        let message = panic_message(&*panic);
+        tracing::error!(
+            name: "evoq.upcast",
+            stage = "exception",
+            event_type = event,
+            version = stored_version,
+            from = step.from,
+            panic = %message,
+            "evoq.upcast",
+        );
+        Err(UpcastError::new(format!("it panicked: {message}")))
+    })
 }
 
 /// The wire names events of `upcasters`' type were stored under before a rename.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::Instrument;
 
-use super::cell::{Cell, Core, Frozen, Instance, NEVER, OnIdle, Taken};
-use super::idle::{Expiry, IdleTimers};
+use super::cell::{Cell, Core, Frozen, Instance, NEVER, OnIdle};
+use super::idle::{Expiry, IdleTimers, Taken};
 use super::registry::{Leave, Partitions, Registry};
 use crate::aggregate::Aggregate;
 use crate::aggregate::command::Decide;
@@ -67,7 +67,7 @@ pub(crate) async fn run_in<A: Aggregate>(
     // keeps its arguments, and the whole of it is allocated and copied per dispatch.
     let (registry, cell) =
         partitions.with_registry::<A, _>(|registry| (Arc::clone(registry), registry.take(id)));
-    let mut taken = Taken::new(&cell);
+    let mut taken = Taken::new(&registry, &cell);
     let mut core = cell.core.lock().await;
     if !wanted() {
         return None;
@@ -90,7 +90,9 @@ pub(crate) async fn run_in<A: Aggregate>(
         actor.arm(idle);
     }
     // Given back before the lock is released: whoever takes the lock next and counts the
-    // users (an idle timeout about to leave) sees only those still waiting.
+    // users (an idle timeout about to leave) sees only those still waiting. The timer armed
+    // above may have come due already and been dropped while this command held the cell: the
+    // give-back queues it again then.
     taken.give_back();
     drop(core);
     Some(result)
@@ -107,7 +109,7 @@ struct Run<'a> {
 /// The idle timer of `cell` fired: hibernate, passivate, stop or stay, as its stage and the
 /// lifespan say. The cell was taken for this timeout from `registry`.
 pub(crate) async fn time_out<A: Aggregate>(registry: Arc<Registry<A>>, cell: Arc<Cell<A>>) {
-    let mut taken = Taken::new(&cell);
+    let mut taken = Taken::new(&registry, &cell);
     let mut core = cell.core.lock().await;
     // A command that ran while this timeout waited for the lock moved the deadline.
     if cell.deadline.load(Ordering::Acquire) > registry.now_millis() {
@@ -403,22 +405,12 @@ impl<A: Aggregate> Actor<'_, A> {
                         // events the stream does not hold (the stream was restored from an older
                         // backup, say). Rebuilt from the stream alone, the command runs again.
                         drop(instance);
-                        tracing::warn!(
-                            name: "evoq.aggregate.snapshot_load",
-                            stage = "exception",
-                            aggregate = A::NAME,
-                            aggregate_id = %self.id(),
-                            version,
-                            stream_version = actual,
-                            error = "the snapshot is ahead of its stream",
-                            "ignoring the snapshot; replaying the whole stream",
-                        );
+                        self.set_aside_snapshot_ahead(version, actual);
                         let mut rebuilt = Instance {
                             state: A::default(),
                             version: 0,
                         };
                         Box::pin(self.replay_onto(&mut rebuilt, u64::MAX, name)).await?;
-                        self.core.snapshot_version = 0;
                         self.core.instance = Some(rebuilt);
                     }
                     Err(StoreError::WrongExpectedVersion { actual, .. }) => {
@@ -597,6 +589,10 @@ impl<A: Aggregate> Actor<'_, A> {
         if let Some(snapshot) = snapshot {
             let version = snapshot.version;
             match self.restored(snapshot) {
+                // Nothing after it: the stream may not even reach it.
+                Some(restored) if events.is_empty() => {
+                    instance = Box::pin(self.unless_ahead(restored, command)).await?;
+                }
                 Some(restored) => instance = restored,
                 // Not usable: the events it stands for are replayed before the page after it.
                 None => self.replay_onto(&mut instance, version, command).await?,
@@ -609,6 +605,51 @@ impl<A: Aggregate> Actor<'_, A> {
             self.replay_onto(&mut instance, u64::MAX, command).await?;
         }
         Ok(instance)
+    }
+
+    /// `restored`, the state of a snapshot with no event after it, unless the snapshot is ahead
+    /// of its stream (the stream was restored from an older backup, or the row was changed by
+    /// hand): such a snapshot is set aside with a warning, like one that no longer decodes,
+    /// and the state is the whole stream replayed.
+    async fn unless_ahead(
+        &mut self,
+        restored: Instance<A>,
+        command: &'static str,
+    ) -> Result<Instance<A>, Error> {
+        let stream_version = self
+            .registry
+            .env
+            .store
+            .stream_version(self.stream())
+            .await
+            .map_err(|error| Error::of_store(A::NAME, command, self.id(), error));
+        let stream_version = self.alarmed(stream_version)?;
+        if stream_version >= restored.version {
+            return Ok(restored);
+        }
+        self.set_aside_snapshot_ahead(restored.version, stream_version);
+        let mut replayed = Instance {
+            state: A::default(),
+            version: 0,
+        };
+        self.replay_onto(&mut replayed, u64::MAX, command).await?;
+        Ok(replayed)
+    }
+
+    /// Forgets the snapshot at `version`, ahead of its stream at `stream_version`, with a
+    /// warning: the state is rebuilt from the stream alone.
+    fn set_aside_snapshot_ahead(&mut self, version: u64, stream_version: u64) {
+        tracing::warn!(
+            name: "evoq.aggregate.snapshot_load",
+            stage = "exception",
+            aggregate = A::NAME,
+            aggregate_id = %self.id(),
+            version,
+            stream_version,
+            error = "the snapshot is ahead of its stream",
+            "ignoring the snapshot; replaying the whole stream",
+        );
+        self.core.snapshot_version = 0;
     }
 
     /// Applies to `instance` the events of the stream after its version, through version

@@ -2,7 +2,7 @@
 //! registry and the idle timer read without taking the lock (its users, its deadline). Also the
 //! serialized form a hibernated instance keeps in its registry slot ([`Frozen`]).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::aggregate::Aggregate;
 use crate::util::compact::CompactBytes;
@@ -117,31 +117,5 @@ impl<A: Aggregate> Cell<A> {
     /// The aggregate id.
     pub(crate) fn id(&self) -> &str {
         &self.stream[A::NAME.len() + 1..]
-    }
-}
-
-/// Gives a taken cell back to the registry when the user is done or gives up (the future that
-/// held it was dropped).
-pub(crate) struct Taken<'a, A: Aggregate> {
-    cell: &'a Cell<A>,
-    held: bool,
-}
-
-impl<'a, A: Aggregate> Taken<'a, A> {
-    /// `cell`, taken (counted as used) by the caller.
-    pub(crate) fn new(cell: &'a Cell<A>) -> Self {
-        Taken { cell, held: true }
-    }
-
-    pub(crate) fn give_back(&mut self) {
-        if std::mem::take(&mut self.held) {
-            self.cell.users.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl<A: Aggregate> Drop for Taken<'_, A> {
-    fn drop(&mut self) {
-        self.give_back();
     }
 }

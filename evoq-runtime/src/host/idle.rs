@@ -6,6 +6,11 @@
 //! that moves later (every command of a busy instance pushes it back) is found when the queued
 //! entry fires, and queued again then. Each live instance has at most one entry, removed when
 //! it leaves.
+//!
+//! An entry that comes due while a command (or another timeout) holds its cell is dropped by
+//! the task: the holder may not be done with it. The last holder to let go ([`Taken`]) queues
+//! the cell's deadline again when it finds no entry, so no timer is lost however the two
+//! interleave.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -85,7 +90,8 @@ impl<A: Aggregate> IdleTimers<A> {
         deadline: u64,
     ) {
         // The common case: an entry at or before the deadline is queued already.
-        if deadline >= cell.scheduled.load(Ordering::Acquire) {
+        if deadline >= cell.scheduled.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire)
+        {
             return;
         }
         let first = {
@@ -98,13 +104,25 @@ impl<A: Aggregate> IdleTimers<A> {
                 remove(&mut queue, queued, cell);
             }
             queue.entry(deadline).or_default().push(Arc::clone(cell));
-            cell.scheduled.store(deadline, Ordering::Release);
+            cell.scheduled.store(deadline, Ordering::SeqCst);
             queue.first_key_value().map(|(at, _)| *at) == Some(deadline)
         };
         if !self.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(fire(Arc::clone(registry)));
         } else if first {
             self.wake.notify_one();
+        }
+    }
+
+    /// Queues the deadline of `cell` again when it has none queued: its entry came due while
+    /// the cell was held, and the task dropped it. Called by the cell's last user as it lets go.
+    fn requeue<R: Expiry<A>>(&self, registry: &Arc<R>, cell: &Arc<Cell<A>>) {
+        // Sequentially consistent with the task's `scheduled` store and its take of the cell
+        // (`Expiry::take_idle`): either the task saw this user gone and took the cell, or this
+        // load sees the entry gone.
+        let deadline = cell.deadline.load(Ordering::SeqCst);
+        if deadline != NEVER && cell.scheduled.load(Ordering::SeqCst) == NEVER {
+            self.schedule(registry, cell, deadline);
         }
     }
 
@@ -138,7 +156,8 @@ impl<A: Aggregate> IdleTimers<A> {
                 return;
             }
             for cell in entry.remove() {
-                cell.scheduled.store(NEVER, Ordering::Release);
+                // Before the take of the cell (`Expiry::take_idle`): see `requeue`.
+                cell.scheduled.store(NEVER, Ordering::SeqCst);
                 due.push(cell);
             }
         }
@@ -167,7 +186,8 @@ async fn fire<A: Aggregate, R: Expiry<A>>(registry: Arc<R>) {
                 // together.
                 Arc::clone(&registry).time_out(cell).await;
             }
-            // Else a command holds it: it arms the timer again when it is done.
+            // Else it left, or a user holds it: the last user to let go queues its deadline
+            // again (`Taken`), whether or not it moved the deadline before.
         }
         // Queued again above, or by commands meanwhile.
         let next = timers.queue().first_key_value().map(|(at, _)| *at);
@@ -184,5 +204,43 @@ async fn fire<A: Aggregate, R: Expiry<A>>(registry: Arc<R>) {
             }
             None => wake.await,
         }
+    }
+}
+
+/// A cell taken from its registry (counted among its users) by a command or an idle timeout;
+/// given back when the user is done or gives up (the future that held it was dropped).
+///
+/// The last user to let go queues the cell's deadline again when the timer task dropped its
+/// entry meanwhile (it came due while the cell was held).
+pub(crate) struct Taken<'a, A: Aggregate, R: Expiry<A>> {
+    registry: &'a Arc<R>,
+    cell: &'a Arc<Cell<A>>,
+    held: bool,
+}
+
+impl<'a, A: Aggregate, R: Expiry<A>> Taken<'a, A, R> {
+    /// `cell` of `registry`, taken (counted as used) by the caller.
+    pub(crate) fn new(registry: &'a Arc<R>, cell: &'a Arc<Cell<A>>) -> Self {
+        Taken {
+            registry,
+            cell,
+            held: true,
+        }
+    }
+
+    pub(crate) fn give_back(&mut self) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        // Sequentially consistent: see `IdleTimers::requeue`.
+        if self.cell.users.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.registry.timers().requeue(self.registry, self.cell);
+        }
+    }
+}
+
+impl<A: Aggregate, R: Expiry<A>> Drop for Taken<'_, A, R> {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }

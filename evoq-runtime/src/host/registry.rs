@@ -24,7 +24,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use foldhash::fast::RandomState;
 
-use super::cell::{Cell, Frozen};
+use super::cell::{Cell, Frozen, NEVER};
 use super::idle::IdleTimers;
 use super::memory_monitor::MemoryMonitor;
 use crate::aggregate::Aggregate;
@@ -174,7 +174,7 @@ impl<A: Aggregate> Registry<A> {
 
     /// Takes the cell of the live instance with this id for one dispatch: the running one, a
     /// thawed hibernated one, or a new one. The caller is counted as a user of the cell until
-    /// it gives it back ([`crate::actor::run`] does).
+    /// it gives it back ([`Taken`](super::idle::Taken) does).
     pub(crate) fn take(&self, id: &str) -> Arc<Cell<A>> {
         let slots = self.slots(id);
         // The common case, a live instance: under the shard's read lock, which `leave`'s write
@@ -215,7 +215,7 @@ impl<A: Aggregate> Registry<A> {
     }
 
     /// Takes `cell` for its idle timeout: only while it is still the live instance of its id
-    /// and nobody else holds it (a command that holds it arms the timer again when done).
+    /// and nobody else holds it (the last holder queues its deadline again when it lets go).
     pub(crate) fn take_idle(&self, cell: &Arc<Cell<A>>) -> bool {
         let id = cell.id();
         let Some(slot) = self.slots(id).get(id.as_bytes()) else {
@@ -223,9 +223,10 @@ impl<A: Aggregate> Registry<A> {
         };
         // Under the shard's read lock, like `take`.
         match slot.value() {
+            // Sequentially consistent with the users' give-back: see `IdleTimers::requeue`.
             Slot::Live(live) if Arc::ptr_eq(live, cell) => cell
                 .users
-                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok(),
             _ => false,
         }
@@ -268,6 +269,8 @@ impl<A: Aggregate> Registry<A> {
             None => true,
             Some(false) => false,
             Some(true) => {
+                // No deadline left for a user letting go of it to queue again.
+                cell.deadline.store(NEVER, Ordering::Release);
                 self.timers.unschedule(cell);
                 true
             }
