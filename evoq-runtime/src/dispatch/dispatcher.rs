@@ -212,6 +212,9 @@ impl Dispatcher {
                 if !wanted() {
                     return None;
                 }
+                if let Err(refused) = self.partitions.claim_name::<A>() {
+                    return Some(Err(refused));
+                }
                 let run = decision::run(
                     store,
                     &self.decisions,

@@ -65,8 +65,14 @@ pub(crate) async fn run_in<A: Aggregate>(
 ) -> Option<Result<Dispatched<A>, Error>> {
     // One async fn from the registry to the actor's step: every layer of a dispatch's future
     // keeps its arguments, and the whole of it is allocated and copied per dispatch.
-    let (registry, cell) =
-        partitions.with_registry::<A, _>(|registry| (Arc::clone(registry), registry.take(id)));
+    let taken = partitions.with_registry::<A, _>(|registry| match &registry.name_taken {
+        Some(refused) => Err(refused.error()),
+        None => Ok((Arc::clone(registry), registry.take(id))),
+    });
+    let (registry, cell) = match taken {
+        Ok(taken) => taken,
+        Err(refused) => return Some(Err(refused)),
+    };
     let mut taken = Taken::new(&registry, &cell);
     let mut core = cell.core.lock().await;
     if !wanted() {

@@ -27,9 +27,11 @@ use foldhash::fast::RandomState;
 use super::cell::{Cell, Frozen, NEVER};
 use super::idle::IdleTimers;
 use super::memory_monitor::MemoryMonitor;
+use super::stream_names::{NameTaken, StreamNames};
 use crate::aggregate::Aggregate;
 use crate::aggregate::lifespan::{AggregateDefaults, Lifespan};
 use crate::envelope::stream_id;
+use crate::error::Error;
 use crate::store::{EventStore, GuardedStore, Snapshot};
 use crate::util::compact::CompactBytes;
 use crate::util::hash::{fnv1a_64, fnv1a_64_continue};
@@ -128,10 +130,13 @@ pub(crate) struct Registry<A: Aggregate> {
     pub(crate) epoch: Instant,
     /// The idle timers of the live instances.
     pub(crate) timers: IdleTimers<A>,
+    /// Why commands of `A` are refused: another type of the runtime took its stream name
+    /// first (see [`StreamNames`]).
+    pub(crate) name_taken: Option<NameTaken>,
 }
 
 impl<A: Aggregate> Registry<A> {
-    fn new(env: Arc<Env>) -> Self {
+    fn new(env: Arc<Env>, name_taken: Option<NameTaken>) -> Self {
         let defaults = &env.defaults;
         let hasher = RandomState::default();
         Registry {
@@ -149,6 +154,7 @@ impl<A: Aggregate> Registry<A> {
             name_hash: stable_hash_prefix(A::NAME),
             epoch: Instant::now(),
             timers: IdleTimers::default(),
+            name_taken,
         }
     }
 
@@ -363,6 +369,8 @@ impl<A: Aggregate> AnyRegistry for Registry<A> {
 pub(crate) struct Partitions {
     env: Arc<Env>,
     by_type: DashMap<TypeId, Entry, BuildHasherDefault<TypeIdHasher>>,
+    /// The stream names of the aggregate and decision types used so far.
+    names: StreamNames,
 }
 
 /// One aggregate type's registry, seen untyped and typed.
@@ -396,6 +404,7 @@ impl Partitions {
         Partitions {
             env,
             by_type: DashMap::default(),
+            names: StreamNames::default(),
         }
     }
 
@@ -411,7 +420,8 @@ impl Partitions {
         }
         let registry = {
             let entry = self.by_type.entry(key).or_insert_with(|| {
-                let registry = Arc::new(Registry::<A>::new(Arc::clone(&self.env)));
+                let name_taken = self.names.claim::<A>().err();
+                let registry = Arc::new(Registry::<A>::new(Arc::clone(&self.env), name_taken));
                 Entry {
                     untyped: Arc::clone(&registry) as Arc<dyn AnyRegistry>,
                     typed: Box::new(registry),
@@ -428,6 +438,12 @@ impl Partitions {
             Some(registry) => registry,
             None => unreachable!("the registry of a TypeId is of that type"),
         }
+    }
+
+    /// Takes the stream name of decision `A` (an aggregate type takes its own when its
+    /// registry is made): `Err` when another type of the runtime has it.
+    pub(crate) fn claim_name<A: Aggregate>(&self) -> Result<(), Error> {
+        self.names.claim::<A>().map_err(|taken| taken.error())
     }
 
     /// The memory monitor whose factor scales the idle timeouts.
