@@ -450,7 +450,7 @@ async fn a_schema_from_a_newer_evoq_is_refused_and_bad_urls_hide_the_password() 
             error,
             StoreError::SchemaTooNew {
                 found: 42,
-                supported: 7,
+                supported: 8,
                 ..
             }
         ),

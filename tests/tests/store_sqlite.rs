@@ -157,7 +157,7 @@ fn a_schema_from_a_newer_evoq_is_refused_and_left_alone() {
                 error,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 5,
+                    supported: 6,
                     ..
                 }
             ),
