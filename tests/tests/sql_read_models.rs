@@ -1381,6 +1381,344 @@ fn appends_while_the_projection_catches_up_all_succeed_and_each_event_is_applied
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Two nodes on one PostgreSQL schema
+// ---------------------------------------------------------------------------------------------
+
+/// How long a test waits for what must happen on the other node.
+const TAKE_OVER: Duration = Duration::from_secs(20);
+
+/// The schema and the server's URL of a PostgreSQL address (`postgres:<schema>@<url>`).
+fn schema_and_url(address: &str) -> (&str, &str) {
+    address
+        .strip_prefix("postgres:")
+        .and_then(|rest| rest.split_once('@'))
+        .expect("a PostgreSQL address")
+}
+
+/// The backend (process id) whose session holds the projection's lease in the schema at
+/// `address`: the advisory lock on the lease's key (64 bits, in halves in `pg_locks`).
+async fn lease_holder_pid(admin: &tokio_postgres::Client, address: &str) -> Option<i32> {
+    let (schema, _) = schema_and_url(address);
+    let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("evoq-lease:{schema}:{NAME}").bytes() {
+        key ^= u64::from(byte);
+        key = key.wrapping_mul(0x0100_0000_01b3);
+    }
+    let (high, low) = ((key >> 32) as u32, key as u32);
+    admin
+        .query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objsubid = 1",
+            &[&high, &low],
+        )
+        .await
+        .expect("read pg_locks")
+        .map(|row| row.get(0))
+}
+
+/// A session of its own on the server of `address`, as an operator's.
+async fn admin(address: &str) -> tokio_postgres::Client {
+    let (_, url) = schema_and_url(address);
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Waits until `behavior` has seen `count` deliveries.
+async fn wait_seen(behavior: &Behavior, count: usize) {
+    let started = std::time::Instant::now();
+    while behavior.seen().len() < count {
+        assert!(
+            started.elapsed() < TAKE_OVER,
+            "{count} deliveries not seen: {:?}",
+            behavior.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Node A holds the projection's lease and is inside the transaction of the event after the
+/// first three it took (its method waits at `gate`) when the session holding its lease is
+/// killed: the transaction it finishes then is rolled back, not left open with its row locks,
+/// and node B takes over and applies every event once.
+async fn a_lost_lease_rolls_back_the_event_under_way(place: &Place) {
+    let address = address(place);
+    let (db_a, db_b) = (Db::open(&address).await, Db::open(&address).await);
+    append_planned(&*db_a.store(), 1, 30).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(3));
+    let behavior = Behavior {
+        gate: Some(Arc::clone(&gate)),
+        ..Behavior::default()
+    };
+    let a = db_a
+        .builder(behavior.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start a");
+    wait_seen(&behavior, 3).await;
+    let b = db_b
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start b");
+
+    let admin = admin(&address).await;
+    let pid = lease_holder_pid(&admin, &address)
+        .await
+        .expect("a session holds the lease");
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate the lease's session")
+        .get(0);
+    assert!(killed, "the lease's session was terminated");
+    gate.add_permits(1_000);
+
+    let waited = tokio::time::timeout(TAKE_OVER, b.wait_for_named(NAME, 30).without_deadline())
+        .await
+        .expect("the node taking over is not held up by the other node's transaction");
+    waited.expect("the projection runs on b");
+    assert_each_applied_once(&db_b, taken(30)).await;
+    assert_eq!(db_b.tallies().await, expected_tallies(30));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[test]
+fn a_sql_projection_whose_lease_connection_is_killed_mid_event_goes_on_on_the_other_node_on_postgres()
+ {
+    on(
+        Backend::Postgres,
+        "sqlrm_leasekill",
+        a_lost_lease_rolls_back_the_event_under_way,
+    );
+}
+
+/// Nodes A and B on one schema, the model built to event 100 by A (B started after it); A
+/// then rebuilds, and is held (at `gate`) after replaying ten events. B's handle on the model
+/// is returned with the two nodes.
+async fn a_rebuild_under_way_on_a(address: &str) -> (Evoq, Evoq, Db, Arc<tokio::sync::Semaphore>) {
+    let (db_a, db_b) = (Db::open(address).await, Db::open(address).await);
+    append_planned(&*db_a.store(), 1, 100).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(taken(100)));
+    let behavior = Behavior {
+        gate: Some(Arc::clone(&gate)),
+        ..Behavior::default()
+    };
+    let a = db_a
+        .builder(behavior.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start a");
+    wait(&a, 100).await;
+    let b = db_b
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start b");
+    wait(&b, 100).await;
+
+    gate.add_permits(10);
+    let rebuilding = a.clone();
+    tokio::spawn(async move { rebuilding.rebuild(NAME).await });
+    wait_seen(&behavior, taken(100) + 10).await;
+    (a, b, db_b, gate)
+}
+
+/// A wait on node B during A's rebuild does not return before the rows are back: B's position
+/// follows the checkpoint back to where the replay is.
+async fn a_wait_on_the_other_node_waits_for_the_rebuild(place: &Place) {
+    let address = address(place);
+    let (a, b, db_b, gate) = a_rebuild_under_way_on_a(&address).await;
+    // B follows the checkpoint by polling the store: it sees the rebuild within a poll.
+    let position = || {
+        b.handler_stats()
+            .into_iter()
+            .find(|stats| stats.name == NAME)
+            .expect("b runs the projection")
+            .position
+    };
+    let started = std::time::Instant::now();
+    while position() >= 100 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "b's position stays at {} during the rebuild",
+            position()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let early = tokio::time::timeout(
+        Duration::from_secs(2),
+        b.wait_for_named(NAME, 100).without_deadline(),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "b's wait returned while the rebuild had replayed 10 events: {early:?}"
+    );
+    assert!(
+        position() < 100,
+        "b says the projection is at {}",
+        position()
+    );
+
+    gate.add_permits(1_000);
+    wait(&b, 100).await;
+    assert_each_applied_once(&db_b, taken(100)).await;
+    assert_eq!(db_b.tallies().await, expected_tallies(100));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[test]
+fn a_wait_on_the_node_without_the_lease_waits_for_the_rows_of_a_rebuild_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rb_wait",
+        a_wait_on_the_other_node_waits_for_the_rebuild,
+    );
+}
+
+/// A stops in the middle of its rebuild: B, taking the lease, finishes the replay from the
+/// checkpoint the rebuild moved back, not from where the model was when B started.
+async fn a_rebuild_cut_by_a_stop_is_finished_by_the_other_node(place: &Place) {
+    let address = address(place);
+    let (a, b, db_b, _gate) = a_rebuild_under_way_on_a(&address).await;
+    a.stop().await;
+    append_planned(&*db_b.store(), 101, 101).await;
+    wait(&b, 101).await;
+    assert_each_applied_once(&db_b, taken(101)).await;
+    assert_eq!(db_b.tallies().await, expected_tallies(101));
+    b.stop().await;
+}
+
+#[test]
+fn a_rebuild_interrupted_by_a_stop_is_finished_by_the_node_taking_over_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rb_stop",
+        a_rebuild_cut_by_a_stop_is_finished_by_the_other_node,
+    );
+}
+
+/// A rebuild asked on node B, which does not hold the lease, is handed to A, which holds it:
+/// the call returns once the replay reached the head, with every event applied once.
+async fn a_rebuild_asked_on_the_other_node_is_carried_out_by_the_holder(place: &Place) {
+    let address = address(place);
+    let (db_a, db_b) = (Db::open(&address).await, Db::open(&address).await);
+    append_planned(&*db_a.store(), 1, 40).await;
+    let behavior = Behavior::default();
+    let a = db_a
+        .builder(behavior.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start a");
+    wait(&a, 40).await;
+    let b = db_b
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start b");
+    let reached = tokio::time::timeout(TAKE_OVER, b.rebuild(NAME))
+        .await
+        .expect("the rebuild asked on b returns")
+        .expect("the rebuild succeeds");
+    assert_eq!(reached, 40);
+    assert_eq!(
+        behavior.seen().len(),
+        2 * taken(40),
+        "a replayed every event"
+    );
+    assert_each_applied_once(&db_b, taken(40)).await;
+    assert_eq!(db_b.tallies().await, expected_tallies(40));
+    let requests = db_b.store().list_requests(NAME, 10).await.expect("list");
+    assert!(requests.is_empty(), "no request is left: {requests:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[test]
+fn a_rebuild_asked_on_the_node_without_the_lease_is_carried_out_by_the_holder_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rb_other",
+        a_rebuild_asked_on_the_other_node_is_carried_out_by_the_holder,
+    );
+}
+
+/// A rebuild asked on node B while A, the holder, is busy, and given up by its caller, is
+/// withdrawn: neither A nor B (once it takes the lease) carries it out.
+async fn a_rebuild_given_up_on_the_other_node_is_withdrawn(place: &Place) {
+    let address = address(place);
+    let (db_a, db_b) = (Db::open(&address).await, Db::open(&address).await);
+    append_planned(&*db_a.store(), 1, 30).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(taken(30)));
+    let behavior_a = Behavior {
+        gate: Some(Arc::clone(&gate)),
+        ..Behavior::default()
+    };
+    let a = db_a
+        .builder(behavior_a.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start a");
+    wait(&a, 30).await;
+    let behavior_b = Behavior::default();
+    let b = db_b
+        .builder(behavior_b.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start b");
+    // A is held in the middle of event 32 (31 it does not take): it takes no request
+    // meanwhile.
+    append_planned(&*db_a.store(), 31, 32).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), b.rebuild(NAME)).await;
+    assert!(
+        gave_up.is_err(),
+        "the rebuild cannot be done yet: {gave_up:?}"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let requests = db_b.store().list_requests(NAME, 10).await.expect("list");
+        if requests.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the request given up is still there: {requests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    gate.add_permits(1_000);
+    wait(&a, 32).await;
+    a.stop().await;
+    append_planned(&*db_b.store(), 33, 33).await;
+    wait(&b, 33).await;
+    assert_eq!(
+        behavior_a.seen().len(),
+        taken(32),
+        "a replayed nothing: {:?}",
+        behavior_a.seen()
+    );
+    assert_eq!(behavior_b.seen(), vec![33], "b delivered event 33 only");
+    assert_each_applied_once(&db_b, taken(33)).await;
+    b.stop().await;
+}
+
+#[test]
+fn a_rebuild_given_up_on_the_node_without_the_lease_is_withdrawn_and_never_runs_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rb_gaveup",
+        a_rebuild_given_up_on_the_other_node_is_withdrawn,
+    );
+}
+
 /// `ProjectionTest` drives a SQL read model without a runtime: each given event commits its
 /// rows with the checkpoint, as the runtime does, and a second test on the same file resumes
 /// after that checkpoint.

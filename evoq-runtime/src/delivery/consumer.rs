@@ -58,6 +58,12 @@ pub(crate) trait Consumer: Send + 'static {
         false
     }
 
+    /// Drops the consumer's changes that are not committed (those of the event being
+    /// delivered): the event is given up without a commit, because the lease was lost.
+    fn roll_back(&mut self) -> HookFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Clears the consumer's state before a rebuild.
     fn reset(&mut self) -> HookFuture<'_, ()> {
         Box::pin(std::future::ready(Err(

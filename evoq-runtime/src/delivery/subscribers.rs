@@ -255,6 +255,7 @@ impl Subscribers {
                 StartAt {
                     after: start_after,
                     head: head_at_start,
+                    kept: registration.keeps_checkpoint,
                 },
                 requests,
                 shutdown.subscribe(),

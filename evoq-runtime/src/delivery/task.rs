@@ -1,6 +1,5 @@
 //! One handler's task: subscription, delivery with retries, dead letters, checkpoints.
 
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
@@ -64,6 +63,10 @@ pub(crate) struct Task {
     /// The store's head when the runtime started, before any command of this runtime: what a
     /// checkpoint beyond the head is reset to.
     head_at_start: u64,
+    /// Whether the consumer keeps its checkpoint with its data (a read model committing both
+    /// in one transaction): then the checkpoint says what its data holds, back as well as
+    /// forward (see [`resume_shared`](Self::resume_shared)).
+    keeps_checkpoint: bool,
     /// The position last saved, or the start position: nothing up to it needs saving (a
     /// runtime that stops before its handler moved leaves the stored checkpoint alone).
     saved: u64,
@@ -72,8 +75,6 @@ pub(crate) struct Task {
     /// The position processed through but not published yet (0: none): published, and the
     /// waiters woken, by [`announce`](Self::announce).
     unannounced: u64,
-    /// Requests that wait for the lease (a rebuild asked while another node held it).
-    deferred: VecDeque<Control>,
     /// When a shared lease was last confirmed by the store.
     confirmed_at: Instant,
     /// Whether the task has taken the lease before (a task told to start from the origin
@@ -112,6 +113,8 @@ impl Gauges {
 pub(crate) struct StartAt {
     pub(crate) after: u64,
     pub(crate) head: u64,
+    /// Whether the consumer keeps its checkpoint itself (see [`Task::keeps_checkpoint`]).
+    pub(crate) kept: bool,
 }
 
 /// How [`Task::serve`] ended.
@@ -180,6 +183,7 @@ impl Task {
         let StartAt {
             after: start_after,
             head: head_at_start,
+            kept: keeps_checkpoint,
         } = start;
         let gauges = Gauges {
             position: metrics::gauge!("evoq_handler_position", "handler" => state.name.to_string()),
@@ -193,6 +197,7 @@ impl Task {
         Task {
             gauges,
             head_at_start,
+            keeps_checkpoint,
             state,
             store,
             options,
@@ -203,7 +208,6 @@ impl Task {
             requests,
             shutdown,
             unannounced: 0,
-            deferred: VecDeque::new(),
             confirmed_at: Instant::now(),
             leased: false,
             kept_beyond: None,
@@ -264,7 +268,7 @@ impl Task {
     /// [`run`](Self::run), unsupervised.
     async fn run_leased<C: Consumer>(&mut self, consumer: &mut C) {
         loop {
-            let Some(lease) = self.acquire().await else {
+            let Some(lease) = self.acquire(consumer).await else {
                 self.stop_unleased();
                 return;
             };
@@ -273,6 +277,7 @@ impl Task {
                 Served::LeaseLost(reason) => reason,
             };
             drop(lease);
+            self.roll_back(consumer).await;
             tracing::warn!(
                 name: "evoq.handler.lease",
                 stage = "lost",
@@ -314,8 +319,8 @@ impl Task {
     }
 
     /// Waits `delay` without the lease, unless the runtime stops first (`false`). Requests
-    /// that come meanwhile are not left waiting for the lease: a dead-letter retry is handed to
-    /// the node that holds it (see [`hand_over_retry`]); a rebuild waits for the lease.
+    /// that come meanwhile are not left waiting for the lease: a dead-letter retry or a rebuild
+    /// is handed to the node that holds it (see [`hand_over_retry`], [`hand_over_rebuild`]).
     async fn wait_unleased(&mut self, delay: Duration) -> bool {
         self.announce();
         let until = tokio::time::Instant::now() + delay;
@@ -325,7 +330,7 @@ impl Task {
                 _ = self.shutdown.changed() => return false,
                 Some(control) = self.requests.recv() => match control {
                     Control::Redeliver { event_id, reply } => self.hand_over(event_id, reply),
-                    other => self.deferred.push_back(other),
+                    Control::Rebuild { reply } => self.hand_over_rebuild(reply),
                 },
                 () = tokio::time::sleep_until(until) => return !self.stopping(),
             }
@@ -342,6 +347,19 @@ impl Task {
             let mut reply = reply;
             let result =
                 hand_over_retry(&*store, &handler, event_id, &mut shutdown, &mut reply).await;
+            let _ = reply.send(result);
+        });
+    }
+
+    /// Hands the rebuild to the node holding the lease, in a task of its own that answers
+    /// `reply` once that node carried it out and the replay reached the head.
+    fn hand_over_rebuild(&self, reply: oneshot::Sender<Result<(), Error>>) {
+        let store = Arc::clone(&self.store);
+        let handler = Arc::clone(&self.state.name);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut reply = reply;
+            let result = hand_over_rebuild(&*store, &handler, &mut shutdown, &mut reply).await;
             let _ = reply.send(result);
         });
     }
@@ -372,14 +390,38 @@ impl Task {
     /// store restored from an older backup) would skip the events appended from now on up to
     /// it, so the task resumes at the head the runtime started at (or where it is, when that
     /// is further), with a warning.
-    async fn resume_shared(&mut self) -> Result<(), StoreError> {
+    ///
+    /// A consumer that keeps its checkpoint with its data (a SQL read model) is asked for it:
+    /// it says what the data holds. One behind where the task is was moved back by the last
+    /// holder (a rebuild, which cleared the data), and the task resumes there too, finishing
+    /// the replay; except at a first lease with `StartFrom::Current`, which starts at the head.
+    async fn resume_shared<C: Consumer>(&mut self, consumer: &mut C) -> Result<(), String> {
         let first = !std::mem::replace(&mut self.leased, true);
         if first && self.options.start_from == StartFrom::Origin {
             return Ok(());
         }
-        let Some(saved) = self.store.load_checkpoint(&self.state.name).await? else {
+        let saved = if self.keeps_checkpoint {
+            let kept = CatchPanic::new(consumer.checkpoint(&self.state.name))
+                .await
+                .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))))?;
+            // None: the data was cleared (a rebuild that went no further): from the first event.
+            Some(kept.unwrap_or(0))
+        } else {
+            self.store
+                .load_checkpoint(&self.state.name)
+                .await
+                .map_err(|error| error.to_string())?
+        };
+        let Some(saved) = saved else {
             return Ok(());
         };
+        if saved < self.start_after
+            && self.keeps_checkpoint
+            && !(first && self.options.start_from == StartFrom::Current)
+        {
+            self.move_back(saved);
+            return Ok(());
+        }
         if saved <= self.start_after {
             return Ok(());
         }
@@ -392,7 +434,11 @@ impl Task {
             let mut head = self.store.head();
             let _ = tokio::time::timeout(HEAD_LAG, head.wait_for(|head| *head >= saved)).await;
         }
-        let reached = self.store.read_all(saved - 1, 1, &EventFilter::All).await?;
+        let reached = self
+            .store
+            .read_all(saved - 1, 1, &EventFilter::All)
+            .await
+            .map_err(|error| error.to_string())?;
         if reached.events.is_empty() && reached.undecodable.is_empty() {
             // As at a start: the head the runtime started at (the node that held the lease had
             // handled up to there when its checkpoint went past it, or the start saw that
@@ -419,10 +465,44 @@ impl Task {
         Ok(())
     }
 
+    /// Resumes after `position`, behind where the task is (the checkpoint a rebuild on another
+    /// node moved back): the published position goes back with it, so that no wait counts a
+    /// position whose changes are not there any more.
+    fn move_back(&mut self, position: u64) {
+        tracing::info!(
+            name: "evoq.handler.checkpoint",
+            stage = "moved_back",
+            handler = &*self.state.name,
+            checkpoint = position,
+            position = self.start_after,
+            "the checkpoint was moved back by the node that held the lease (a rebuild): resuming after it",
+        );
+        self.start_after = position;
+        self.saved = position;
+        self.follow(position);
+    }
+
+    /// Publishes `position` as where the handler is, back as well as forward (the checkpoint
+    /// the holder of the lease saved: a rebuild moves it back), and wakes the waiters.
+    fn follow(&mut self, position: u64) {
+        self.unannounced = 0;
+        let moved = self.state.progress.send_if_modified(|progress| {
+            let moved = progress.position != position;
+            progress.position = position;
+            moved
+        });
+        if moved {
+            let head = *self.gauges.head.borrow();
+            self.gauges.position.set(position as f64);
+            self.gauges.lag.set(head.saturating_sub(position) as f64);
+        }
+    }
+
     /// Waits for the lease on the handler's name; `None` if the runtime stops first. While
-    /// another node holds it, the published position follows the checkpoint that node saves.
-    /// With a shared lease, starts after the checkpoint if another node moved it further.
-    async fn acquire(&mut self) -> Option<Lease> {
+    /// another node holds it, the published position follows the checkpoint that node saves,
+    /// back as well as forward. With a shared lease, starts after the checkpoint if another
+    /// node moved it further (or back, see [`resume_shared`](Self::resume_shared)).
+    async fn acquire<C: Consumer>(&mut self, consumer: &mut C) -> Option<Lease> {
         let mut failures = 0u32;
         loop {
             if self.stopping() {
@@ -434,7 +514,7 @@ impl Task {
                         self.recovered();
                     }
                     if lease.is_shared() {
-                        match self.resume_shared().await {
+                        match self.resume_shared(consumer).await {
                             Ok(()) => {}
                             Err(error) => {
                                 drop(lease);
@@ -469,8 +549,7 @@ impl Task {
                     // never past the head this node knows: a checkpoint beyond the store's
                     // head (a restored backup) reaches no event yet.
                     if let Ok(Some(saved)) = self.store.load_checkpoint(&self.state.name).await {
-                        self.publish(saved.min(*self.store.head().borrow()));
-                        self.announce();
+                        self.follow(saved.min(*self.store.head().borrow()));
                     }
                     LEASE_POLL
                 }
@@ -534,17 +613,14 @@ impl Task {
             if lease.is_lost() {
                 return Served::LeaseLost(CONNECTION_BROKE.to_owned());
             }
-            let next = match self.deferred.pop_front() {
-                Some(control) => Next::Control(control),
-                None => tokio::select! {
-                    biased;
-                    _ = self.shutdown.changed() => Next::Shutdown,
-                    Some(control) = self.requests.recv() => Next::Control(control),
-                    () = lease.lost(), if shared => Next::LeaseLost,
-                    // Before the events, so that a long catch-up does not starve it.
-                    _ = requested.tick() => Next::Requests,
-                    events = subscription.next_rows() => Next::Events(events),
-                },
+            let next = tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => Next::Shutdown,
+                Some(control) = self.requests.recv() => Next::Control(control),
+                () = lease.lost(), if shared => Next::LeaseLost,
+                // Before the events, so that a long catch-up does not starve it.
+                _ = requested.tick() => Next::Requests,
+                events = subscription.next_rows() => Next::Events(events),
             };
             let events = match next {
                 Next::Shutdown => break,
@@ -574,7 +650,7 @@ impl Task {
                 }
                 Next::Control(Control::Rebuild { reply }) => {
                     if let Err(reason) = self.still_held(lease).await {
-                        self.deferred.push_front(Control::Rebuild { reply });
+                        self.hand_over_rebuild(reply);
                         return Served::LeaseLost(reason);
                     }
                     let result = self.rebuild(consumer).await;
@@ -1040,7 +1116,10 @@ impl Task {
         position: u64,
         lease: &Lease,
     ) -> Result<(), String> {
-        self.still_held(lease).await?;
+        if let Err(reason) = self.still_held(lease).await {
+            self.roll_back(consumer).await;
+            return Err(reason);
+        }
         self.announce();
         let committed = CatchPanic::new(consumer.commit(&self.state.name, position))
             .await
@@ -1087,6 +1166,25 @@ impl Task {
             }
         }
         Ok(())
+    }
+
+    /// Drops what the consumer holds of an event given up without a commit (the lease was
+    /// lost: the new holder delivers it), so that nothing of it (a SQL read model's open
+    /// transaction and its row locks) keeps the new holder waiting. A failure is logged: the
+    /// consumer's next event rolls back what is left.
+    async fn roll_back<C: Consumer>(&mut self, consumer: &mut C) {
+        let rolled_back = CatchPanic::new(consumer.roll_back())
+            .await
+            .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+        if let Err(error) = rolled_back {
+            tracing::error!(
+                name: "evoq.projection.read_model",
+                stage = "exception",
+                projection = &*self.state.name,
+                error = %error,
+                "the changes of an event given up when the lease was lost could not be rolled back",
+            );
+        }
     }
 
     /// The last checkpoint, as the task ends (none when the lease turns out lost); waiters on
@@ -1563,8 +1661,6 @@ async fn hand_over_retry(
         });
     };
     let asked = HandlerRequest::new(handler, RequestedAction::RetryDeadLetter { event_id });
-    let request = asked.id;
-    store.save_request(asked).await?;
     tracing::info!(
         name: "evoq.handler.dead_letter",
         stage = "handed_over",
@@ -1572,53 +1668,11 @@ async fn hand_over_retry(
         event_id = %event_id,
         "another node holds the handler's lease: the retry is handed to it",
     );
-    let mut failures = 0u32;
-    let mut failed = None;
-    loop {
-        let delay = match failures {
-            0 => REQUEST_POLL,
-            n => STORE_RETRY.delay(n),
-        };
-        tokio::select! {
-            _ = shutdown.changed() => {
-                let _ = store.delete_request(handler, request).await;
-                return Err(Error::HandlerStopped {
-                    handler: handler.to_owned(),
-                    reason: "the runtime is stopping; the dead-letter retry handed to the node holding the lease was withdrawn if it had not run yet".into(),
-                });
-            }
-            () = reply.closed() => {
-                // Nobody waits for the outcome any more.
-                let _ = store.delete_request(handler, request).await;
-                return Ok(());
-            }
-            () = tokio::time::sleep(delay) => {}
-        }
-        match store.load_request(handler, request).await {
-            Ok(Some(HandlerRequest {
-                failed: Some(reason),
-                ..
-            })) => {
-                // Read: the failed request has told what it had to.
-                let _ = store.delete_request(handler, request).await;
-                failed = Some(reason);
-                break;
-            }
-            Ok(Some(_)) => failures = 0,
-            Ok(None) => break,
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(
-                    name: "evoq.handler.dead_letter",
-                    stage = "exception",
-                    handler,
-                    event_id = %event_id,
-                    error = %error,
-                    "could not read whether the handed-over retry was carried out; asking again",
-                );
-            }
-        }
-    }
+    let failed = match carried_out(store, asked, shutdown, reply).await? {
+        Settled::Done => None,
+        Settled::Failed(reason) => Some(reason),
+        Settled::Abandoned => return Ok(()),
+    };
     match store.load_dead_letter(handler, event_id).await? {
         None => Ok(()),
         Some(after) => Err(Error::DeadLetterRetryFailed {
@@ -1632,6 +1686,131 @@ async fn hand_over_retry(
                 failed.unwrap_or_else(|| "the node holding the handler's lease took the retry but could not carry it out (see that node's log)".to_owned())
             },
         }),
+    }
+}
+
+/// A rebuild asked on a node that does not hold the projection's lease, handed to the node that
+/// does through the store: a [`HandlerRequest`] that the holder carries out as
+/// [`Task::rebuild`] does (it clears the model and moves the checkpoint back to 0) before it
+/// removes the request. Once it is gone, the call waits until the shared checkpoint reaches the
+/// head of the store as it was when the call was made (the replay got there); a request the
+/// holder could not carry out fails with its reason. The request is withdrawn when the runtime
+/// stops or the caller gives up first.
+async fn hand_over_rebuild(
+    store: &dyn EventStore,
+    handler: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    reply: &mut oneshot::Sender<Result<(), Error>>,
+) -> Result<(), Error> {
+    let head = *store.head().borrow();
+    tracing::info!(
+        name: "evoq.projection.rebuild",
+        stage = "handed_over",
+        projection = handler,
+        "another node holds the projection's lease: the rebuild is handed to it",
+    );
+    let asked = HandlerRequest::new(handler, RequestedAction::Rebuild);
+    match carried_out(store, asked, shutdown, reply).await? {
+        Settled::Done => {}
+        Settled::Failed(reason) => {
+            return Err(Error::Rebuild {
+                projection: handler.to_owned(),
+                reason,
+            });
+        }
+        Settled::Abandoned => return Ok(()),
+    }
+    let mut failures = 0u32;
+    loop {
+        match store.load_checkpoint(handler).await {
+            Ok(Some(position)) if position >= head => return Ok(()),
+            Ok(_) => failures = 0,
+            Err(_) => failures = failures.saturating_add(1),
+        }
+        let delay = match failures {
+            0 => REQUEST_POLL,
+            n => STORE_RETRY.delay(n),
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return Err(stopping(handler, "the rebuild was carried out by the node holding the lease; its replay goes on there")),
+            () = reply.closed() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// What became of a request handed to the node holding a handler's lease.
+enum Settled {
+    /// Carried out (the holder removed it).
+    Done,
+    /// The holder could not carry it out: why (the request was read, and removed).
+    Failed(String),
+    /// Nobody waits for the outcome any more: withdrawn, if it had not run yet.
+    Abandoned,
+}
+
+/// Saves `asked` for the node holding the handler's lease, which looks for requests every
+/// [`REQUEST_POLL`], and waits until that node carried it out or marked it failed. Withdrawn
+/// when the caller gives up (`reply` closed) or the runtime stops (then `HandlerStopped`).
+async fn carried_out(
+    store: &dyn EventStore,
+    asked: HandlerRequest,
+    shutdown: &mut watch::Receiver<bool>,
+    reply: &mut oneshot::Sender<Result<(), Error>>,
+) -> Result<Settled, Error> {
+    let handler = asked.handler.clone();
+    let handler = &*handler;
+    let (request, action) = (asked.id, asked.action.as_str());
+    store.save_request(asked).await?;
+    let mut failures = 0u32;
+    loop {
+        let delay = match failures {
+            0 => REQUEST_POLL,
+            n => STORE_RETRY.delay(n),
+        };
+        tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = store.delete_request(handler, request).await;
+                return Err(stopping(handler, &format!("the request (`{action}`) handed to the node holding the lease was withdrawn if it had not run yet")));
+            }
+            () = reply.closed() => {
+                let _ = store.delete_request(handler, request).await;
+                return Ok(Settled::Abandoned);
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        match store.load_request(handler, request).await {
+            Ok(Some(HandlerRequest {
+                failed: Some(reason),
+                ..
+            })) => {
+                // Read: the failed request has told what it had to.
+                let _ = store.delete_request(handler, request).await;
+                return Ok(Settled::Failed(reason));
+            }
+            Ok(Some(_)) => failures = 0,
+            Ok(None) => return Ok(Settled::Done),
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(
+                    name: "evoq.handler.request",
+                    stage = "exception",
+                    handler,
+                    request = %request,
+                    action,
+                    error = %error,
+                    "could not read whether the handed-over request was carried out; asking again",
+                );
+            }
+        }
+    }
+}
+
+/// `HandlerStopped` for a handed-over request given up because the runtime is stopping.
+fn stopping(handler: &str, what: &str) -> Error {
+    Error::HandlerStopped {
+        handler: handler.to_owned(),
+        reason: format!("the runtime is stopping; {what}"),
     }
 }
 

@@ -106,6 +106,16 @@ impl<P: Projection> Consumer for Projected<P> {
         self.projection.read_model().has_finished_changes()
     }
 
+    fn roll_back(&mut self) -> HookFuture<'_, ()> {
+        Box::pin(async move {
+            self.projection
+                .read_model()
+                .roll_back()
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
+
     fn reset(&mut self) -> HookFuture<'_, ()> {
         Box::pin(async move {
             self.projection

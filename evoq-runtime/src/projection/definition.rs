@@ -100,6 +100,15 @@ pub trait ReadModel: Send + Sync + 'static {
     fn has_finished_changes(&self) -> bool {
         false
     }
+
+    /// Drops the changes of the event being handled that are not committed (its transaction,
+    /// finished or not), releasing what they hold (a SQL transaction's row locks). The runtime
+    /// calls it when it gives the event up without committing it: the projection's lease was
+    /// lost to another node, which applies the event itself. Nothing to do (the default) for a
+    /// model without such transactions.
+    async fn roll_back(&self) -> Result<(), ReadModelError> {
+        Ok(())
+    }
 }
 
 /// A read model operation failed.

@@ -1501,6 +1501,13 @@ impl ReadModel for PostgresReadModel {
         Ok(self.inner.rewind(projection, position).await?)
     }
 
+    /// Rolls back the transaction of the event being handled, finished or not.
+    async fn roll_back(&self) -> Result<(), ReadModelError> {
+        let mut writer = self.inner.writer.lock().await;
+        self.inner.rollback(&mut writer).await;
+        Ok(())
+    }
+
     /// Whether an event's transaction was finished and waits for its commit.
     fn has_finished_changes(&self) -> bool {
         self.inner

@@ -1261,6 +1261,12 @@ impl ReadModel for SqliteReadModel {
         Ok(self.inner.rewind(projection, position).await?)
     }
 
+    /// Rolls back the transaction of the event being handled, finished or not.
+    async fn roll_back(&self) -> Result<(), ReadModelError> {
+        self.inner.writer().rollback();
+        Ok(())
+    }
+
     /// Whether an event's transaction was finished and waits for its commit.
     fn has_finished_changes(&self) -> bool {
         matches!(self.inner.writer().state, State::Staged { .. })
