@@ -19,14 +19,14 @@ mod kitchen {
     use super::*;
 
     #[derive(Command, Debug)]
-    pub struct Tick {
+    pub(crate) struct Tick {
         #[aggregate_id]
-        pub id: String,
+        pub(crate) id: String,
     }
 
     #[derive(Default)]
-    pub struct Clock {
-        pub ticks: u64,
+    pub(crate) struct Clock {
+        pub(crate) ticks: u64,
     }
 
     #[aggregate]
@@ -47,14 +47,14 @@ mod garage {
     use super::*;
 
     #[derive(Command, Debug)]
-    pub struct Tick {
+    pub(crate) struct Tick {
         #[aggregate_id]
-        pub id: String,
+        pub(crate) id: String,
     }
 
     #[derive(Default)]
-    pub struct Clock {
-        pub ticks: u64,
+    pub(crate) struct Clock {
+        pub(crate) ticks: u64,
     }
 
     #[aggregate]
@@ -75,14 +75,14 @@ mod desk {
     use super::*;
 
     #[derive(Command, Debug)]
-    pub struct Chime {
+    pub(crate) struct Chime {
         #[aggregate_id]
-        pub id: String,
+        pub(crate) id: String,
     }
 
     #[derive(Default)]
-    pub struct Chimes {
-        pub ticks: u64,
+    pub(crate) struct Chimes {
+        pub(crate) ticks: u64,
     }
 
     #[decision(name = "Clock")]
