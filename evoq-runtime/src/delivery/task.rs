@@ -329,37 +329,34 @@ impl Task {
                 biased;
                 _ = self.shutdown.changed() => return false,
                 Some(control) = self.requests.recv() => match control {
-                    Control::Redeliver { event_id, reply } => self.hand_over(event_id, reply),
-                    Control::Rebuild { reply } => self.hand_over_rebuild(reply),
+                    Control::Redeliver { event_id, reply } => {
+                        self.hand_over(RequestedAction::RetryDeadLetter { event_id }, reply)
+                    }
+                    Control::Rebuild { reply } => self.hand_over(RequestedAction::Rebuild, reply),
                 },
                 () = tokio::time::sleep_until(until) => return !self.stopping(),
             }
         }
     }
 
-    /// Hands the dead-letter retry of `event_id` to the node holding the lease, in a task of
-    /// its own that answers `reply` once that node carried it out.
-    fn hand_over(&self, event_id: Uuid, reply: oneshot::Sender<Result<(), Error>>) {
+    /// Hands `action` (a dead-letter retry, a rebuild) to the node holding the lease, in a
+    /// task of its own that answers `reply` once that node carried it out (for a rebuild, once
+    /// the replay reached the head).
+    fn hand_over(&self, action: RequestedAction, reply: oneshot::Sender<Result<(), Error>>) {
         let store = Arc::clone(&self.store);
         let handler = Arc::clone(&self.state.name);
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut reply = reply;
-            let result =
-                hand_over_retry(&*store, &handler, event_id, &mut shutdown, &mut reply).await;
-            let _ = reply.send(result);
-        });
-    }
-
-    /// Hands the rebuild to the node holding the lease, in a task of its own that answers
-    /// `reply` once that node carried it out and the replay reached the head.
-    fn hand_over_rebuild(&self, reply: oneshot::Sender<Result<(), Error>>) {
-        let store = Arc::clone(&self.store);
-        let handler = Arc::clone(&self.state.name);
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut reply = reply;
-            let result = hand_over_rebuild(&*store, &handler, &mut shutdown, &mut reply).await;
+            let (store, handler) = (&*store, &*handler);
+            let result = match action {
+                RequestedAction::RetryDeadLetter { event_id } => {
+                    hand_over_retry(store, handler, event_id, &mut shutdown, &mut reply).await
+                }
+                RequestedAction::Rebuild => {
+                    hand_over_rebuild(store, handler, &mut shutdown, &mut reply).await
+                }
+            };
             let _ = reply.send(result);
         });
     }
@@ -641,7 +638,7 @@ impl Task {
                 }
                 Next::Control(Control::Redeliver { event_id, reply }) => {
                     if let Err(reason) = self.still_held(lease).await {
-                        self.hand_over(event_id, reply);
+                        self.hand_over(RequestedAction::RetryDeadLetter { event_id }, reply);
                         return Served::LeaseLost(reason);
                     }
                     let result = self.redeliver(consumer, event_id).await;
@@ -650,7 +647,7 @@ impl Task {
                 }
                 Next::Control(Control::Rebuild { reply }) => {
                     if let Err(reason) = self.still_held(lease).await {
-                        self.hand_over_rebuild(reply);
+                        self.hand_over(RequestedAction::Rebuild, reply);
                         return Served::LeaseLost(reason);
                     }
                     let result = self.rebuild(consumer).await;
