@@ -506,6 +506,7 @@ impl Error {
             Error::Store(StoreError::WrongExpectedVersion { .. })
             | Error::Store(StoreError::DuplicateCommand { .. })
             | Error::Store(StoreError::ConditionFailed { .. }) => ErrorKind::Conflict,
+            Error::Store(StoreError::InvalidLocation { .. }) => ErrorKind::Config,
             Error::Store(_) => ErrorKind::Unavailable,
             Error::Decode { .. }
             | Error::Upcast { .. }

@@ -1866,3 +1866,77 @@ fn a_process_killed_during_the_first_open_of_a_new_file_leaves_a_file_that_opens
         });
     }
 }
+
+/// Opens `path` and returns the error, which must be [`StoreError::InvalidLocation`] whose
+/// message contains `says`.
+fn refused_location(path: &std::path::Path, says: &str) -> String {
+    let error = runtime().block_on(async {
+        SqliteStore::open(path)
+            .await
+            .map(|_| ())
+            .expect_err("the path must be refused")
+    });
+    match &error {
+        StoreError::InvalidLocation { reason, .. } => {
+            assert!(reason.contains(says), "the reason says {says:?}: {reason}");
+        }
+        other => panic!("expected StoreError::InvalidLocation for {path:?}, got {other:?}"),
+    }
+    error.to_string()
+}
+
+#[test]
+fn a_path_that_cannot_hold_a_database_file_is_refused_with_what_to_give_instead() {
+    let dir = TempDir::new("sqlite-location");
+    let cwd = std::env::current_dir().expect("the working directory");
+    let left_in_cwd = |name: &str| cwd.join(name).exists();
+
+    let empty = refused_location(std::path::Path::new(""), "empty");
+    assert!(empty.contains("give the path of a file"), "{empty}");
+    assert!(
+        !left_in_cwd("-lock"),
+        "nothing is created for an empty path"
+    );
+
+    let memory = refused_location(std::path::Path::new(":memory:"), "InMemoryStore");
+    assert!(memory.contains("`:memory:`"), "it names the path: {memory}");
+    let lock = cwd.join(":memory:-lock");
+    let created = lock.exists();
+    let _ = std::fs::remove_file(&lock);
+    assert!(!created, "nothing is created for `:memory:`");
+    refused_location(std::path::Path::new("file:events.db?mode=memory"), "URI");
+
+    let missing = dir.path().join("no-such-dir").join("events.db");
+    let message = refused_location(&missing, "does not exist");
+    assert!(
+        message.contains("no-such-dir") && message.contains("create it"),
+        "it names the directory and says to create it: {message}"
+    );
+    assert!(
+        !dir.path().join("no-such-dir").exists(),
+        "the directory is not created"
+    );
+
+    let message = refused_location(dir.path(), "is a directory");
+    assert!(
+        message.contains("events.db"),
+        "it suggests a file in it: {message}"
+    );
+
+    let file = dir.file("plain.txt");
+    std::fs::write(&file, b"not a directory").expect("write a file");
+    refused_location(&file.join("events.db"), "not a directory");
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        b"not a directory",
+        "the file in the way is unchanged"
+    );
+
+    // The error is a configuration mistake: dispatches never meet it, a builder's open does.
+    let error = evoq::Error::from(StoreError::InvalidLocation {
+        backend: "sqlite",
+        location: "``".into(),
+        reason: "the path is empty".into(),
+    });
+    assert_eq!(error.kind(), evoq::ErrorKind::Config);
+}

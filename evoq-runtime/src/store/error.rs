@@ -121,6 +121,19 @@ pub enum StoreError {
         /// What was found instead (some of its tables, or why it is not a database).
         found: String,
     },
+    /// The location given to the store cannot hold its database: an empty path, a name that is
+    /// not a file (SQLite's `:memory:`, a `file:` URI), a directory, or a file in a directory
+    /// that does not exist. Nothing was created. Give the path of a file in an existing
+    /// directory (for events that need not outlive the process, the in-memory store).
+    #[error("{location} cannot hold the {backend} event store: {reason}; nothing was created")]
+    InvalidLocation {
+        /// Which backend.
+        backend: &'static str,
+        /// The location as given.
+        location: String,
+        /// What is wrong with it, and what to give instead.
+        reason: String,
+    },
     /// The store was closed (`SqliteStore::close`); nothing was read or written. Open the file
     /// again for a new store.
     #[error("the {backend} event store at {location} is closed; nothing was done: open it again")]

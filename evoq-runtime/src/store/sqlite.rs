@@ -62,7 +62,9 @@
 //!   [`StoreError::ReadOnly`], one with tables of another application (or no database at all)
 //!   with [`StoreError::NotAnEventStore`], one of a newer evoq with
 //!   [`StoreError::SchemaTooNew`]; each is left byte for byte as it was, in its journal mode.
-//!   Only a new, empty or evoq file is switched to WAL.
+//!   Only a new, empty or evoq file is switched to WAL. A path that names no file (empty,
+//!   `:memory:`, a `file:` URI, a directory, a file in a directory that does not exist) is
+//!   refused with [`StoreError::InvalidLocation`], creating nothing.
 //! - **Closing** ([`SqliteStore::close`], or dropping the last handle) commits the writes still
 //!   waiting, checkpoints the WAL into the database file (`wal_checkpoint(TRUNCATE)`), closes the
 //!   connections and releases the lock: the database file alone then holds every event, so a
@@ -590,7 +592,8 @@ impl SqliteStore {
     /// When a store of this process has the file open, returns a handle on that store (a clone,
     /// with the options of its first open) rather than a second writer on the file.
     ///
-    /// Refused, with nothing written to the file: [`StoreError::Locked`] while another process
+    /// Refused, with nothing written to the file: [`StoreError::InvalidLocation`] for a path
+    /// that names no file in an existing directory, [`StoreError::Locked`] while another process
     /// has it open, [`StoreError::ReadOnly`] when this process cannot write it or create the
     /// files beside it, [`StoreError::NotAnEventStore`] for another application's database,
     /// [`StoreError::SchemaTooNew`] for a newer evoq's.
@@ -867,6 +870,7 @@ static OPEN_STORES: Mutex<Vec<(PathBuf, Weak<Inner>)>> = Mutex::new(Vec::new());
 /// Opens the store at `path`, or gives a handle on the store of this process that has the file
 /// open. Opens of this process run one at a time, so two of one new file make one store.
 fn open_store(path: PathBuf, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+    check_location(&path)?;
     let mut open = OPEN_STORES.lock().unwrap_or_else(PoisonError::into_inner);
     open.retain(|(_, store)| store.strong_count() > 0);
     if let Ok(canonical) = std::fs::canonicalize(&path) {
@@ -1019,6 +1023,68 @@ fn read_only(path: &Path, reason: String) -> StoreError {
         backend: BACKEND,
         location: format!("`{}`", path.display()),
         reason,
+    }
+}
+
+/// Refuses a path that cannot name the store's file ([`StoreError::InvalidLocation`]): an empty
+/// one, a name SQLite reads as something else (`:memory:`, a `file:` URI, which would leave the
+/// store's side files beside no database), a directory, or a file in a directory that does not
+/// exist (SQLite creates no directory, and neither does the store). Creates nothing.
+fn check_location(path: &Path) -> Result<(), StoreError> {
+    let refuse = |reason: String| StoreError::InvalidLocation {
+        backend: BACKEND,
+        location: format!("`{}`", path.display()),
+        reason,
+    };
+    let text = path.to_string_lossy();
+    if text.is_empty() {
+        return Err(refuse(
+            "the path is empty: give the path of a file, such as `events.db`".into(),
+        ));
+    }
+    if text == ":memory:" {
+        return Err(refuse(
+            "`:memory:` is SQLite's private in-memory database, which each connection of the store would see empty: give the path of a file, or use `InMemoryStore` for events that need not outlive the process".into(),
+        ));
+    }
+    if text.starts_with("file:") {
+        return Err(refuse(
+            "SQLite URIs (`file:...`) are not taken: give the path of a file (`./file:name` for a file so named)".into(),
+        ));
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(refuse(format!(
+                "it is a directory: give the path of a file in it, such as `{}`",
+                path.join("events.db").display()
+            )));
+        }
+        Ok(_) => return Ok(()),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
+        // Whatever else is wrong (permissions, ...) the open itself reports.
+        Err(_) => return Ok(()),
+    }
+    let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    else {
+        return Ok(());
+    };
+    match std::fs::metadata(parent) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(refuse(format!(
+            "`{}` is not a directory: give the path of a file in a directory",
+            parent.display()
+        ))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(refuse(format!(
+            "its directory `{}` does not exist: create it first (the store creates the file, not its directory)",
+            parent.display()
+        ))),
+        Err(e) if e.kind() == ErrorKind::NotADirectory => Err(refuse(format!(
+            "a part of `{}` is not a directory: give the path of a file in a directory",
+            parent.display()
+        ))),
+        Err(_) => Ok(()),
     }
 }
 
