@@ -1364,3 +1364,31 @@ async fn an_init_method_makes_the_instance_from_its_id_and_a_command_uses_the_ke
     assert!(stream(&store, "Payment", "init-1").await.is_empty());
     app.stop().await;
 }
+
+// ----- a saga's name cannot take the form of the runtime's own records -----
+
+#[tokio::test]
+async fn a_saga_named_with_a_hash_is_refused_at_start_since_its_stop_records_would_clash() {
+    let store = Arc::new(InMemoryStore::new());
+    // `fulfillment#stopped` is where the stops of the saga `fulfillment` are recorded: a saga
+    // so named would read them as its instances, and its own as stops.
+    let error = Evoq::builder()
+        .shared_store(store.clone())
+        .saga::<Fulfillment>()
+        .saga_with::<Fulfillment>(HandlerOptions::new().name("fulfillment#stopped"))
+        .start()
+        .await
+        .unwrap_err();
+    match &error {
+        evoq::Error::Config { key, reason } => {
+            assert_eq!(key, "saga");
+            assert!(
+                reason.contains("`fulfillment#stopped`") && reason.contains('#'),
+                "it names the saga and the character: {reason}"
+            );
+        }
+        other => panic!("expected Error::Config, got {other:?}"),
+    }
+    assert_eq!(error.kind(), evoq::ErrorKind::Config);
+    assert_eq!(*store.head().borrow(), 0, "nothing ran");
+}

@@ -218,7 +218,8 @@ impl EvoqBuilder {
     /// sets the timeout, conflict retries and consistency of the commands it sends.
     ///
     /// A consistency that names a handler this runtime does not run fails
-    /// [`start`](Self::start) with [`Error::UnknownHandler`].
+    /// [`start`](Self::start) with [`Error::UnknownHandler`]; a saga name with a `#` in it
+    /// (the mark of the runtime's own records) fails it with [`Error::Config`].
     pub fn saga_with<S: Saga>(mut self, options: impl Into<SagaOptions>) -> Self {
         let options = options.into();
         let settings = Arc::new(saga::CommandSettings::new(&options));
@@ -253,6 +254,12 @@ impl EvoqBuilder {
     /// Validates the configuration, loads the handlers' checkpoints and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
+        for registered in &self.sagas {
+            saga::check_name(&registered.name).map_err(|reason| Error::Config {
+                key: "saga".to_owned(),
+                reason,
+            })?;
+        }
         // Everything the runtime does with the store goes through one guard: a panicking
         // backend fails the one call (a store error, which each caller retries or reports),
         // never a task of the runtime nor a caller's task.

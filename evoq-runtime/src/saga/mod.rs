@@ -76,3 +76,4 @@ pub use testing::{SagaOutcome, SagaTest};
 pub(crate) use consumer::{handler_name, registration};
 pub(crate) use instance::load_state;
 pub(crate) use options::CommandSettings;
+pub(crate) use stopped::check_name;

@@ -10,9 +10,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::EventStore;
 
+/// The character that marks the saga names of the runtime's own records.
+const MARK: char = '#';
+
 /// The saga name the stopped instances of `saga` are recorded under.
 fn slots_of(saga: &str) -> String {
-    format!("{saga}#stopped")
+    format!("{saga}{MARK}stopped")
+}
+
+/// Refuses a saga name with the [`MARK`] in it: its instances and the stop records of another
+/// saga would share their slots (a saga named `orders#stopped` beside `orders`).
+pub(crate) fn check_name(saga: &str) -> Result<(), String> {
+    if saga.contains(MARK) {
+        return Err(format!(
+            "a saga's name cannot contain `{MARK}`, which marks the runtime's own records (the stops of saga `x` are kept under `x{MARK}stopped`): rename saga `{saga}` with `HandlerOptions::new().name(\"...\")` or in its `#[saga(name = \"...\")]`"
+        ));
+    }
+    Ok(())
 }
 
 /// One stopped instance, as saved (JSON).
