@@ -303,7 +303,7 @@ impl EvoqBuilder {
         let subscribers = match Subscribers::start(registrations, store, &config.handlers).await {
             Ok(subscribers) => subscribers,
             Err(error) => {
-                dispatcher.stop();
+                dispatcher.stop().await;
                 return Err(error);
             }
         };
@@ -315,7 +315,7 @@ impl EvoqBuilder {
             .map(|link| link(&subscribers))
             .collect();
         if let Some(Err(error)) = outcomes.into_iter().find(Result::is_err) {
-            dispatcher.stop();
+            dispatcher.stop().await;
             subscribers.stop().await;
             return Err(error);
         }

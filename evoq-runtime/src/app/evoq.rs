@@ -151,11 +151,13 @@ impl Evoq {
     }
 
     /// Stops the runtime: new dispatches fail with [`Error::Stopped`]; commands already
-    /// accepted complete; event handlers stop after saving their checkpoints; then the store
+    /// accepted complete, and the stop waits for them (a keyed command whose caller gave up
+    /// included), so their events are in the store when it returns; event handlers stop after
+    /// saving their checkpoints; then the store
     /// is flushed ([`EventStore::flush`]: on SQLite, the WAL is checkpointed into the database
     /// file, so a copy of that file alone holds every event). The store stays open.
     pub async fn stop(&self) {
-        self.inner.dispatcher.stop();
+        self.inner.dispatcher.stop().await;
         self.inner.subscribers.stop().await;
         // Every write of this runtime is in; a copy of the store's files now holds them all.
         if let Err(error) = self.inner.dispatcher.store().flush().await {

@@ -20,7 +20,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::idempotency::{Acquired, Claim, Idempotency, Key};
+use super::in_flight::InFlight;
 use super::metric;
 use super::middleware::{Chain, Middleware, Pipeline};
 use crate::aggregate::Aggregate;
@@ -70,7 +70,8 @@ pub(crate) struct Dispatcher {
     idempotency: Arc<Idempotency>,
     middleware: Box<[Arc<dyn Middleware>]>,
     settings: Settings,
-    stopped: AtomicBool,
+    /// The dispatches under way, which a stop waits for; says whether it was called.
+    in_flight: Arc<InFlight>,
     /// Turns `true` on [`stop`](Self::stop): what background tasks tied to the dispatcher
     /// wait on.
     stop_signal: watch::Sender<bool>,
@@ -90,7 +91,7 @@ impl Dispatcher {
             idempotency: Arc::new(idempotency),
             middleware: middleware.into(),
             settings,
-            stopped: AtomicBool::new(false),
+            in_flight: Arc::default(),
             stop_signal: watch::Sender::new(false),
         });
         spawn_sweeper(&dispatcher);
@@ -146,7 +147,7 @@ impl Dispatcher {
 
     /// Whether [`stop`](Self::stop) was called.
     pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+        self.in_flight.is_stopped()
     }
 
     /// A watch that turns `true` when the dispatcher stops.
@@ -154,11 +155,12 @@ impl Dispatcher {
         self.stop_signal.subscribe()
     }
 
-    /// Refuses new dispatches and drops every live and hibernated instance: commands already
-    /// running complete.
-    pub(crate) fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+    /// Refuses new dispatches, waits until the dispatches under way are done (a keyed
+    /// command whose caller gave up included), then drops every live and hibernated instance.
+    pub(crate) async fn stop(&self) {
+        self.in_flight.refuse();
         self.stop_signal.send_replace(true);
+        self.in_flight.drained().await;
         self.partitions.clear();
         self.decisions.clear();
     }
@@ -603,6 +605,8 @@ pub(crate) fn dispatch<C: Route>(
     deadline: Instant,
 ) -> impl Future<Output = Result<Dispatched<C::Aggregate>, Error>> {
     async move {
+        // Entered before the stop is checked: a stop either refuses it or waits for it.
+        let _under_way = dispatcher.in_flight.enter();
         if dispatcher.is_stopped() {
             return Err(Error::Stopped { command: C::NAME });
         }
@@ -838,8 +842,11 @@ async fn execute<A: Aggregate, D: Decide<A> + 'static>(
     let name = command.name();
     let (reply, outcome) = oneshot::channel();
     let (dispatcher, id) = (Arc::clone(dispatcher), id.to_owned());
+    // The command goes on when its caller stops waiting: a stop waits for it too.
+    let under_way = dispatcher.in_flight.enter_owned();
     // In the dispatch's span, so the aggregate's span is its child.
     let job = async move {
+        let _under_way = under_way;
         let wanted = || !reply.is_closed();
         let ran = dispatcher
             .run_command(&id, &command, &context, &options, deduplicate_since, wanted)

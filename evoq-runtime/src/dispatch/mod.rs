@@ -4,6 +4,7 @@
 
 pub(crate) mod dispatcher;
 pub mod idempotency;
+mod in_flight;
 mod metric;
 pub mod middleware;
 
