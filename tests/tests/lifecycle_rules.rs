@@ -488,6 +488,43 @@ async fn memory_pressure_scales_timeouts_set_after_the_change() {
     assert_eq!(app.memory_monitor().check_now(), PressureLevel::Normal);
 }
 
+/// A probe that panics on its first `panics` reads, then reports 0.9.
+struct PanickingProbe(std::sync::atomic::AtomicU32);
+
+impl evoq::MemoryProbe for PanickingProbe {
+    fn used_fraction(&self) -> Option<f64> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .0
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("the probe's source is gone");
+        }
+        Some(0.9)
+    }
+}
+
+/// §1.8: a probe that panics is a read that failed: the level stays, the periodic check goes on
+/// (a panic does not end it), and `check_now` does not panic.
+#[tokio::test]
+async fn a_panicking_memory_probe_keeps_the_level_and_the_checks_go_on() {
+    let app = Evoq::builder()
+        .memory_probe(PanickingProbe(std::sync::atomic::AtomicU32::new(3)))
+        .memory_monitor(MemoryMonitorConfig {
+            check_interval: Duration::from_millis(20),
+            ..MemoryMonitorConfig::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(3), || {
+        app.memory_monitor().level() == PressureLevel::Critical
+    })
+    .await;
+    assert_eq!(app.memory_monitor().check_now(), PressureLevel::Critical);
+}
+
 /// With the monitor disabled the factor stays 1.0.
 #[tokio::test]
 async fn a_disabled_monitor_keeps_factor_one() {

@@ -12,6 +12,7 @@
 //! ([`MemoryProbe`]): [`SystemMemory`] reads the system with `sysinfo`; tests drive their own.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::util::bounds::within;
+use crate::util::panic::panic_message;
 
 /// Settings of the memory monitor.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -89,7 +91,7 @@ impl MemoryMonitorConfig {
 /// Where the monitor reads memory use from.
 pub trait MemoryProbe: Send + Sync + 'static {
     /// The fraction of memory in use, from 0.0 to 1.0; `None` when it cannot be read (the
-    /// level then stays as it is).
+    /// level then stays as it is, as it does when the probe panics).
     fn used_fraction(&self) -> Option<f64>;
 }
 
@@ -222,10 +224,22 @@ impl MemoryMonitor {
         }
     }
 
-    /// Reads the probe now and updates the level (what the periodic check does).
+    /// Reads the probe now and updates the level (what the periodic check does). A probe that
+    /// panics is a read that failed: the level stays as it is (logged, `evoq.memory.probe`).
     pub fn check_now(&self) -> PressureLevel {
-        let Some(used) = self.probe.used_fraction() else {
-            return self.level();
+        let read = std::panic::catch_unwind(AssertUnwindSafe(|| self.probe.used_fraction()));
+        let used = match read {
+            Ok(Some(used)) => used,
+            Ok(None) => return self.level(),
+            Err(panic) => {
+                tracing::warn!(
+                    name: "evoq.memory.probe",
+                    stage = "exception",
+                    error = %panic_message(&*panic),
+                    "evoq.memory.probe",
+                );
+                return self.level();
+            }
         };
         let level = self.level_for(used);
         let previous = PressureLevel::from_u8(self.level.swap(level as u8, Ordering::Relaxed));
