@@ -259,17 +259,21 @@ pub enum Error {
     /// An idempotency key (or a caller-supplied command id) was reused for a different command:
     /// the first result cannot answer it. Nothing was run.
     #[error(
-        "idempotency key `{key}` was first used for command `{first_command}` to aggregate `{first_aggregate_id}` and cannot be reused for command `{command}` to aggregate `{aggregate_id}`; use one key per request"
+        "idempotency key `{key}` was first used for command `{first_command}` to aggregate `{first_aggregate_id}` of `{first_aggregate}` and cannot be reused for command `{command}` to aggregate `{aggregate_id}` of `{aggregate}`; use one key per request"
     )]
     IdempotencyKeyReused {
         /// The key (the idempotency key, or the command id).
         key: String,
         /// The command type the key was first used for.
         first_command: String,
+        /// The aggregate type (or decision) the key was first used for.
+        first_aggregate: String,
         /// The aggregate id the key was first used for.
         first_aggregate_id: String,
         /// The command type of this dispatch.
         command: &'static str,
+        /// The aggregate type (or decision) of this dispatch.
+        aggregate: &'static str,
         /// The aggregate id of this dispatch.
         aggregate_id: String,
     },

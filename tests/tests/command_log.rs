@@ -40,6 +40,7 @@ on_every_backend!(
     a_command_without_events_resent_with_its_key_after_a_restart_does_not_run_again,
     a_resent_command_id_is_found_however_far_its_stream_grew,
     a_key_reused_for_another_command_after_a_restart_is_a_typed_error,
+    a_key_reused_for_a_command_of_the_same_name_on_another_aggregate_names_both_aggregates,
     expected_version_is_checked_against_the_stream_not_the_cached_instance,
     an_expected_version_is_checked_against_the_stream_when_the_command_appends_nothing,
     a_conflict_counts_the_runs_of_the_command_not_the_reads_of_the_stream,
@@ -508,4 +509,136 @@ async fn entries_past_the_retention_answer_no_more_and_are_swept(place: Place) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shut_down(app).await;
+}
+
+/// The same command name on two aggregate types (an aggregate renamed between deployments
+/// without `#[aggregate(name)]`): a key of one, reused for the other, names both aggregates.
+mod first_deployment {
+    use evoq::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug)]
+    pub(crate) struct FundsAdded {
+        pub(crate) amount: u64,
+    }
+
+    #[derive(Command, Debug)]
+    pub(crate) struct AddFunds {
+        #[aggregate_id]
+        pub(crate) id: String,
+        pub(crate) amount: u64,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub(crate) struct Never;
+
+    #[derive(Default)]
+    pub(crate) struct Account;
+
+    #[aggregate]
+    impl Account {
+        #[handles]
+        fn add(&self, command: &AddFunds) -> Result<FundsAdded, Never> {
+            Ok(FundsAdded {
+                amount: command.amount,
+            })
+        }
+
+        #[apply]
+        fn added(&mut self, _: &FundsAdded) {}
+    }
+}
+
+mod second_deployment {
+    use evoq::prelude::*;
+
+    pub(crate) use super::first_deployment::{FundsAdded, Never};
+
+    #[derive(Command, Debug)]
+    pub(crate) struct AddFunds {
+        #[aggregate_id]
+        pub(crate) id: String,
+        pub(crate) amount: u64,
+    }
+
+    #[derive(Default)]
+    pub(crate) struct Wallet;
+
+    #[aggregate]
+    impl Wallet {
+        #[handles]
+        fn add(&self, command: &AddFunds) -> Result<FundsAdded, Never> {
+            Ok(FundsAdded {
+                amount: command.amount,
+            })
+        }
+
+        #[apply]
+        fn added(&mut self, _: &FundsAdded) {}
+    }
+}
+
+fn assert_names_both_aggregates(error: &evoq::Error) {
+    match error {
+        evoq::Error::IdempotencyKeyReused {
+            first_command,
+            first_aggregate,
+            command,
+            aggregate,
+            ..
+        } => {
+            assert_eq!((first_command.as_str(), *command), ("AddFunds", "AddFunds"));
+            assert_eq!(
+                (first_aggregate.as_str(), *aggregate),
+                ("Account", "Wallet")
+            );
+        }
+        other => panic!("expected a reused-key error, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("`Account`") && message.contains("`Wallet`"),
+        "the message names what differs: {message}"
+    );
+}
+
+async fn a_key_reused_for_a_command_of_the_same_name_on_another_aggregate_names_both_aggregates(
+    place: Place,
+) {
+    let app = start(&place).await;
+    app.command(first_deployment::AddFunds {
+        id: "a1".into(),
+        amount: 5,
+    })
+    .idempotency_key("k")
+    .dispatch()
+    .await
+    .unwrap();
+    // Remembered by this runtime.
+    let error = app
+        .command(second_deployment::AddFunds {
+            id: "a1".into(),
+            amount: 5,
+        })
+        .idempotency_key("k")
+        .dispatch()
+        .await
+        .unwrap_err();
+    assert_names_both_aggregates(&error);
+    shut_down(app).await;
+
+    // Found in the command log by the next deployment.
+    let restarted = start(&place).await;
+    let error = restarted
+        .command(second_deployment::AddFunds {
+            id: "a1".into(),
+            amount: 5,
+        })
+        .idempotency_key("k")
+        .dispatch()
+        .await
+        .unwrap_err();
+    assert_names_both_aggregates(&error);
+    shut_down(restarted).await;
 }

@@ -27,7 +27,7 @@ pub struct AggregateDefaults {
     #[serde(deserialize_with = "crate::util::duration::deserialize")]
     pub idle_timeout: Duration,
     /// Idle time after which an instance hibernates, before its idle timeout (default 1 min,
-    /// `"never"` or absent in TOML: never).
+    /// `"never"` in TOML: never; absent from the TOML: the default).
     #[serde(deserialize_with = "crate::util::duration::deserialize_optional")]
     pub hibernate_after: Option<Duration>,
     /// Save a snapshot every this many events (default 100).

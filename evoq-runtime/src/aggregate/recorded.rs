@@ -33,8 +33,10 @@ pub(crate) async fn first_result<A: Aggregate>(
                 None => format!("command id {}", record.command_id),
             },
             first_command: record.command.clone(),
+            first_aggregate: record.aggregate.clone(),
             first_aggregate_id: record.aggregate_id.clone(),
             command,
+            aggregate: A::NAME,
             aggregate_id: aggregate_id.to_owned(),
         });
     }

@@ -131,6 +131,8 @@ impl fmt::Display for Key {
 struct Entry {
     command: TypeId,
     command_name: &'static str,
+    /// The command's aggregate type (or decision).
+    aggregate: &'static str,
     aggregate_id: String,
     /// A `Dispatched<A>` of the command's aggregate.
     result: Box<dyn Any + Send + Sync>,
@@ -347,8 +349,10 @@ fn answer<C: Route>(
     Err(Error::IdempotencyKeyReused {
         key: key.to_string(),
         first_command: entry.command_name.to_owned(),
+        first_aggregate: entry.aggregate.to_owned(),
         first_aggregate_id: entry.aggregate_id.clone(),
         command: C::NAME,
+        aggregate: <C::Aggregate as Aggregate>::NAME,
         aggregate_id: aggregate_id.to_owned(),
     })
 }
@@ -378,6 +382,7 @@ impl Claim {
         self.cache.remember(self.key.clone(), |at| Entry {
             command,
             command_name,
+            aggregate: A::NAME,
             aggregate_id,
             result: Box::new(done),
             at,
@@ -472,6 +477,7 @@ mod tests {
         let entry = Arc::new(Entry {
             command: TypeId::of::<()>(),
             command_name: "Test",
+            aggregate: "Test",
             aggregate_id: String::new(),
             result: Box::new(()),
             at,
