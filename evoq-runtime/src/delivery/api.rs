@@ -28,12 +28,16 @@ impl Subscribers {
         };
         match tokio::time::timeout(after, wait_one(state, position)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(Error::WaitTimeout {
-                handler: handler.to_owned(),
-                position,
-                reached: state.progress.borrow().position,
-                after,
-            }),
+            Err(_) => {
+                let progress = state.progress.borrow();
+                Err(Error::WaitTimeout {
+                    handler: handler.to_owned(),
+                    position,
+                    reached: progress.position,
+                    after,
+                    retrying: progress.retrying().map(str::to_owned),
+                })
+            }
         }
     }
 
@@ -113,7 +117,8 @@ pub struct HandlerStats {
     pub skipped: u64,
     /// Why it stopped, if it did (`OnError::Stop`).
     pub stopped: Option<String>,
-    /// Whether it is running, retrying after a failure outside its code, or stopped.
+    /// Whether it is running, retrying (a failed event, or after a failure outside its code),
+    /// or stopped.
     pub status: HandlerStatus,
     /// Failures outside the handler's code so far (store calls that failed or panicked,
     /// panics of its task), each followed by a retry.
@@ -126,11 +131,18 @@ pub struct HandlerStats {
 pub enum HandlerStatus {
     /// Delivering events, or waiting for new ones.
     Running,
-    /// Kept from going on by a failure outside the handler's code (the event store failing or
-    /// panicking, or its task panicking), which it retries with back-off; logged at ERROR.
-    /// Waits for its progress wait meanwhile; it goes back to `Running` once a retry works.
+    /// Kept from going on by a failure it retries: an event that failed (its method returned
+    /// an error or panicked, or the event does not decode), tried again under the handler's
+    /// retry policy (each retry logged at INFO), or a failure outside the handler's code (the
+    /// event store failing or panicking, or its task panicking), retried with back-off and
+    /// logged at ERROR. Waits for its progress wait meanwhile. It goes back to `Running` once
+    /// the event is handled or given up (dead-lettered or skipped), or once a retry of the
+    /// failing store call works.
     Retrying {
-        /// The last failure and when the next retry comes.
+        /// What it retries, beginning with which: `a failed event (...)`, with the event, the
+        /// attempt and the number allowed, the error, and when the next attempt comes; or
+        /// `after a failure outside its code (...)`, with the last failure and when the next
+        /// retry comes. [`Error::WaitTimeout`] carries the same text (`retrying`).
         reason: String,
     },
     /// Stopped for good: by its error policy (`OnError::Stop`), or because the runtime

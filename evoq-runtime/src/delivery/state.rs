@@ -17,18 +17,49 @@ pub(crate) struct Progress {
     /// Why the handler stopped, once it has (`OnError::Stop`).
     pub(crate) stopped: Option<Arc<str>>,
     /// What the task is retrying after, while a failure outside the handler's code (the
-    /// store's, or a panic of the task) keeps it from going on.
+    /// store's, or a panic of the task) keeps it from going on: [`Retrying::Fault`]'s words.
     pub(crate) trouble: Option<Arc<str>>,
+    /// The failed event the handler's retry policy is retrying (what failed, the attempt, when
+    /// the next comes), until the event is handled or given up: [`Retrying::Event`]'s words.
+    pub(crate) failing: Option<Arc<str>>,
 }
 
 impl Progress {
-    /// What the handler is doing: a stop wins over a failure being retried.
+    /// What the handler is doing: a stop wins over a failure being retried, and a failure
+    /// outside the handler's code (which holds up everything) over its failed event.
     pub(crate) fn doing(&self) -> Doing<'_> {
-        match (&self.stopped, &self.trouble) {
-            (Some(reason), _) => Doing::Stopped(reason),
-            (None, Some(reason)) => Doing::Retrying(reason),
-            (None, None) => Doing::Running,
+        match (&self.stopped, &self.trouble, &self.failing) {
+            (Some(reason), _, _) => Doing::Stopped(reason),
+            (None, Some(reason), _) | (None, None, Some(reason)) => Doing::Retrying(reason),
+            (None, None, None) => Doing::Running,
         }
+    }
+
+    /// What the handler was retrying, if it was: the reason of `HandlerStatus::Retrying`.
+    pub(crate) fn retrying(&self) -> Option<&str> {
+        match self.doing() {
+            Doing::Retrying(reason) => Some(reason),
+            Doing::Running | Doing::Stopped(_) => None,
+        }
+    }
+}
+
+/// What a handler retries, in the words its status (`HandlerStatus::Retrying`) and the errors
+/// of waits on it give: each reason begins by saying which.
+pub(crate) enum Retrying {
+    /// An event its method failed on, retried under its retry policy.
+    Event,
+    /// A failure outside its code: the store's, or a panic of its task.
+    Fault,
+}
+
+impl Retrying {
+    /// The reason, from what failed and when the next try comes.
+    pub(crate) fn reason(self, what: &str) -> Arc<str> {
+        Arc::from(match self {
+            Retrying::Event => format!("a failed event ({what})"),
+            Retrying::Fault => format!("after a failure outside its code ({what})"),
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use super::policy::{HandlerConfig, OnError, Resolved, RetryStrategy, StartFrom};
-use super::state::{Control, Count, Doing, HandlerState, Progress};
+use super::state::{Control, Count, Doing, HandlerState, Progress, Retrying};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::store::{
@@ -86,6 +86,9 @@ pub(crate) struct Task {
     kept_beyond: Option<u64>,
     /// The exported gauges of the handler's position and of its lag behind the head.
     gauges: Gauges,
+    /// Whether the handler's status says it is retrying a failed event (see
+    /// [`retrying_event`](Self::retrying_event)).
+    failing: bool,
 }
 
 /// The handler's gauges: `evoq_handler_position{handler}` and `evoq_handler_lag{handler}`, set
@@ -211,6 +214,7 @@ impl Task {
             confirmed_at: Instant::now(),
             leased: false,
             kept_beyond: None,
+            failing: false,
         }
     }
 
@@ -1031,9 +1035,42 @@ impl Task {
     fn trouble(&self, reason: String) {
         self.state.counters.count(Count::Fault);
         self.change_status(|progress| {
-            progress.trouble = Some(Arc::from(reason));
+            progress.trouble = Some(Retrying::Fault.reason(&reason));
             true
         });
+    }
+
+    /// Records that the handler's method failed on `event` (attempt `attempt`), which its
+    /// retry policy tries again in `delay`: the handler's state says it is retrying that event,
+    /// and why, until [`event_settled`](Self::event_settled).
+    fn retrying_event(
+        &mut self,
+        event: &EventMeta,
+        failure: &HandlerFailure,
+        attempt: u32,
+        delay: Duration,
+    ) {
+        self.failing = true;
+        let reason = Retrying::Event.reason(&format!(
+            "`{}` at position {} failed on attempt {attempt} of {} ({failure}); the next attempt in {} ms",
+            event.event_type(),
+            event.global_position(),
+            self.options.max_attempts,
+            delay.as_millis()
+        ));
+        self.change_status(|progress| {
+            progress.failing = Some(reason);
+            true
+        });
+    }
+
+    /// The event last recorded by [`retrying_event`](Self::retrying_event) was handled or
+    /// given up (or is left to another node): the handler's state no longer says it retries
+    /// it. Costs nothing when no event was being retried.
+    fn event_settled(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            self.change_status(|progress| progress.failing.take().is_some());
+        }
     }
 
     /// The failure last recorded by [`trouble`](Self::trouble) is over.
@@ -1239,6 +1276,7 @@ impl Task {
             };
             let failure = match result {
                 Ok(()) => {
+                    self.event_settled();
                     self.state.counters.count(Count::Handled);
                     return Delivered::Next;
                 }
@@ -1357,14 +1395,18 @@ impl Task {
                 error = %failure,
                 "evoq.handler.retry",
             );
-            if !self.sleep(delay).await {
-                return Some(Delivered::Shutdown);
-            }
-            if let Err(reason) = self.still_held(lease).await {
-                return Some(Delivered::LeaseLost(reason));
-            }
-            return None;
+            self.retrying_event(event, failure, attempt, delay);
+            let outcome = if !self.sleep(delay).await {
+                Delivered::Shutdown
+            } else if let Err(reason) = self.still_held(lease).await {
+                Delivered::LeaseLost(reason)
+            } else {
+                return None;
+            };
+            self.event_settled();
+            return Some(outcome);
         }
+        self.event_settled();
         Some(match self.options.on_error {
             OnError::DeadLetter => {
                 if let Err(reason) = self.still_held(lease).await {
