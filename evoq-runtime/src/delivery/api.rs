@@ -11,7 +11,7 @@ use super::consistency::wait_one;
 use super::state::{Control, Doing, HandlerState};
 use super::subscribers::Subscribers;
 use crate::error::Error;
-use crate::store::DeadLetter;
+use crate::store::{DeadLetter, RequestedAction};
 
 impl Subscribers {
     /// See `Evoq::wait_for`: waits until `handler` has reached `position`, for at most
@@ -45,7 +45,7 @@ impl Subscribers {
     pub(crate) async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
         let state = self.named(projection)?;
         let head = *self.store().head().borrow();
-        request(state, |reply| Control::Rebuild { reply }).await?;
+        request(state, RequestedAction::Rebuild).await?;
         wait_one(state, head).await?;
         Ok(head)
     }
@@ -68,12 +68,10 @@ impl Subscribers {
     }
 }
 
-/// Sends `handler`'s task the request `make` builds around a reply channel, and waits for the
-/// reply; a task that has ended answers that the handler stopped, and why.
-async fn request(
-    handler: &HandlerState,
-    make: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Control,
-) -> Result<(), Error> {
+/// Asks `handler`'s task to carry out `action`, and waits for its answer; a task that has ended
+/// answers that the handler stopped, and why. Dropped before the task began the action (the
+/// caller gave up), the request is withdrawn: the task never begins it.
+async fn request(handler: &HandlerState, action: RequestedAction) -> Result<(), Error> {
     let stopped = || Error::HandlerStopped {
         handler: handler.name.to_string(),
         reason: handler
@@ -87,7 +85,7 @@ async fn request(
     let (reply, outcome) = oneshot::channel();
     handler
         .control
-        .send(make(reply))
+        .send(Control { action, reply })
         .await
         .map_err(|_| stopped())?;
     outcome.await.map_err(|_| stopped())?
@@ -222,7 +220,10 @@ impl DeadLetterQueue<'_> {
     /// error is [`Error::DeadLetterRetryFailed`].
     ///
     /// The re-delivery runs in the handler's task, between two events (the handler sees one
-    /// event at a time), so it waits while the handler is busy with an event.
+    /// event at a time), so it waits while the handler is busy with an event. A call given up
+    /// before the delivery began (its future dropped: a `tokio::time::timeout` around it, say)
+    /// withdraws it: the event is not delivered and the entry stays as it was; a delivery that
+    /// began goes on, and its outcome is kept in the entry.
     ///
     /// On a store shared by several nodes (PostgreSQL) it runs on the node that holds the
     /// handler's lease, whichever node it is asked on: another node hands the request to the
@@ -231,7 +232,7 @@ impl DeadLetterQueue<'_> {
     /// first, the request is withdrawn and the error is [`Error::HandlerStopped`].
     pub async fn retry(&self, event_id: Uuid) -> Result<(), Error> {
         let handler = self.registry.named(&self.handler)?;
-        request(handler, |reply| Control::Redeliver { event_id, reply }).await
+        request(handler, RequestedAction::RetryDeadLetter { event_id }).await
     }
 
     /// Removes the entry of the event `event_id` without delivering it; whether there was one.

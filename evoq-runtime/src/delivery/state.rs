@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use uuid::Uuid;
 
 use crate::error::Error;
+use crate::store::RequestedAction;
 
 /// What one handler's task publishes.
 #[derive(Clone, Debug, Default)]
@@ -85,17 +85,20 @@ impl Doing<'_> {
     }
 }
 
-/// A request to a handler's task.
-pub(crate) enum Control {
-    /// Deliver this dead letter again, once.
-    Redeliver {
-        event_id: Uuid,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    /// Clear the projection's read model, reset its checkpoint and replay from the start.
-    Rebuild {
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
+/// A request to a handler's task, from a caller in this runtime: carry out `action` (deliver a
+/// dead letter again, once; or clear the projection's read model, reset its checkpoint and
+/// replay from the start), as a request kept in the store would be, and answer `reply`.
+pub(crate) struct Control {
+    pub(crate) action: RequestedAction,
+    pub(crate) reply: oneshot::Sender<Result<(), Error>>,
+}
+
+impl Control {
+    /// Whether the caller gave up waiting for the answer (its future was dropped): then the
+    /// request is withdrawn, unless it began already.
+    pub(crate) fn given_up(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 /// What a handler's task counts: read by `handler_stats()`, and exported through the `metrics`

@@ -324,7 +324,8 @@ impl Task {
 
     /// Waits `delay` without the lease, unless the runtime stops first (`false`). Requests
     /// that come meanwhile are not left waiting for the lease: a dead-letter retry or a rebuild
-    /// is handed to the node that holds it (see [`hand_over_retry`], [`hand_over_rebuild`]).
+    /// is handed to the node that holds it (see [`hand_over_retry`], [`hand_over_rebuild`]),
+    /// unless its caller gave up already.
     async fn wait_unleased(&mut self, delay: Duration) -> bool {
         self.announce();
         let until = tokio::time::Instant::now() + delay;
@@ -332,21 +333,38 @@ impl Task {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return false,
-                Some(control) = self.requests.recv() => match control {
-                    Control::Redeliver { event_id, reply } => {
-                        self.hand_over(RequestedAction::RetryDeadLetter { event_id }, reply)
+                Some(control) = self.requests.recv() => {
+                    if !self.withdrawn(&control) {
+                        self.hand_over(control);
                     }
-                    Control::Rebuild { reply } => self.hand_over(RequestedAction::Rebuild, reply),
-                },
+                }
                 () = tokio::time::sleep_until(until) => return !self.stopping(),
             }
         }
     }
 
-    /// Hands `action` (a dead-letter retry, a rebuild) to the node holding the lease, in a
-    /// task of its own that answers `reply` once that node carried it out (for a rebuild, once
-    /// the replay reached the head).
-    fn hand_over(&self, action: RequestedAction, reply: oneshot::Sender<Result<(), Error>>) {
+    /// Whether the caller of `control` gave up before the task began it (see
+    /// [`Control::given_up`]): then it is withdrawn, never begun, and the task says so.
+    fn withdrawn(&self, control: &Control) -> bool {
+        if !control.given_up() {
+            return false;
+        }
+        tracing::info!(
+            name: "evoq.handler.request",
+            stage = "withdrawn",
+            handler = &*self.state.name,
+            action = control.action.as_str(),
+            event_id = ?control.action.event_id(),
+            "a request given up by its caller before it began is withdrawn",
+        );
+        true
+    }
+
+    /// Hands the action of `control` (a dead-letter retry, a rebuild) to the node holding the
+    /// lease, in a task of its own that answers its caller once that node carried it out (for
+    /// a rebuild, once the replay reached the head).
+    fn hand_over(&self, control: Control) {
+        let Control { action, reply } = control;
         let store = Arc::clone(&self.store);
         let handler = Arc::clone(&self.state.name);
         let mut shutdown = self.shutdown.clone();
@@ -593,9 +611,7 @@ impl Task {
                 .copied()
                 .chain(self.state.renamed_from.iter().copied()),
         );
-        let mut subscription =
-            Subscription::new(Arc::clone(&self.store), filter.clone(), self.start_after)
-                .with_page_size(self.page_size);
+        let mut subscription = self.subscribe(&filter, self.start_after);
         let head = self.store.head();
         let mut processed = self.start_after;
         let mut read_failures = 0u32;
@@ -631,34 +647,26 @@ impl Task {
                         Ok(false) => {}
                         Ok(true) => {
                             // A rebuild: read from the first event again.
-                            subscription =
-                                Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
-                                    .with_page_size(self.page_size);
+                            subscription = self.subscribe(&filter, 0);
                             processed = 0;
                         }
                         Err(reason) => return Served::LeaseLost(reason),
                     }
                     continue;
                 }
-                Next::Control(Control::Redeliver { event_id, reply }) => {
+                Next::Control(control) => {
+                    if self.withdrawn(&control) {
+                        continue;
+                    }
                     if let Err(reason) = self.still_held(lease).await {
-                        self.hand_over(RequestedAction::RetryDeadLetter { event_id }, reply);
+                        self.hand_over(control);
                         return Served::LeaseLost(reason);
                     }
-                    let result = self.redeliver(consumer, event_id).await;
-                    let _ = reply.send(result);
-                    continue;
-                }
-                Next::Control(Control::Rebuild { reply }) => {
-                    if let Err(reason) = self.still_held(lease).await {
-                        self.hand_over(RequestedAction::Rebuild, reply);
-                        return Served::LeaseLost(reason);
-                    }
-                    let result = self.rebuild(consumer).await;
-                    if result.is_ok() {
-                        subscription =
-                            Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
-                                .with_page_size(self.page_size);
+                    let Control { action, reply } = control;
+                    let result = self.carry_out(consumer, action).await;
+                    if result.is_ok() && action == RequestedAction::Rebuild {
+                        // Read from the first event again.
+                        subscription = self.subscribe(&filter, 0);
                         processed = 0;
                     }
                     let _ = reply.send(result);
@@ -832,16 +840,8 @@ impl Task {
                 break;
             }
             self.still_held(lease).await?;
-            let outcome = match request.action {
-                RequestedAction::RetryDeadLetter { event_id } => {
-                    self.redeliver(consumer, event_id).await
-                }
-                RequestedAction::Rebuild => {
-                    let outcome = self.rebuild(consumer).await;
-                    rebuilt |= outcome.is_ok();
-                    outcome
-                }
-            };
+            let outcome = self.carry_out(consumer, request.action).await;
+            rebuilt |= outcome.is_ok() && request.action == RequestedAction::Rebuild;
             if matches!(outcome, Err(Error::HandlerStopped { .. })) {
                 // The runtime stops: the request stays for the next holder.
                 break;
@@ -880,6 +880,28 @@ impl Task {
             }
         }
         Ok(rebuilt)
+    }
+
+    /// The subscription to the handler's events (`filter`) after `position`.
+    fn subscribe(&self, filter: &EventFilter, position: u64) -> Subscription {
+        Subscription::new(Arc::clone(&self.store), filter.clone(), position)
+            .with_page_size(self.page_size)
+    }
+
+    /// Carries out `action` between two events, asked in this runtime or kept in the store: a
+    /// dead-letter retry as [`redeliver`](Self::redeliver) does it, a rebuild as
+    /// [`rebuild`](Self::rebuild) does (after which the task reads from the first event again).
+    async fn carry_out<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        action: RequestedAction,
+    ) -> Result<(), Error> {
+        match action {
+            RequestedAction::RetryDeadLetter { event_id } => {
+                self.redeliver(consumer, event_id).await
+            }
+            RequestedAction::Rebuild => self.rebuild(consumer).await,
+        }
     }
 
     /// A consumer that keeps its checkpoint (a read model committing it with its changes)
