@@ -243,24 +243,22 @@ impl Task {
             let Err(panic) = CatchPanic::new(self.run_leased(&mut consumer)).await else {
                 return;
             };
-            panics = panics.saturating_add(1);
-            let delay = STORE_RETRY.delay(panics);
             let resume = self.unannounced.max(self.state.progress.borrow().position);
-            let reason = format!(
-                "the handler's task panicked outside the handler ({}); it resumes after position {resume} in {} ms",
+            let failed = format!(
+                "the handler's task panicked outside the handler ({}); it resumes after position {resume}",
                 panic_message(&*panic),
-                delay.as_millis()
             );
+            let delay = self.back_off(&mut panics, |_| failed.clone());
             tracing::error!(
                 name: "evoq.handler.task",
                 stage = "panic",
                 handler = &*self.state.name,
                 position = resume,
                 panics,
-                error = %reason,
+                error = %failed,
+                retry_in_ms = delay.as_millis() as u64,
                 "evoq.handler.task",
             );
-            self.trouble(reason);
             self.start_after = resume;
             if !self.sleep(delay).await {
                 self.stop_unleased();
@@ -573,8 +571,9 @@ impl Task {
                     LEASE_POLL
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let delay = STORE_RETRY.delay(failures);
+                    let delay = self.back_off(&mut failures, |_| {
+                        format!("asking the store for the handler's lease failed ({error})")
+                    });
                     tracing::error!(
                         name: "evoq.handler.lease",
                         stage = "exception",
@@ -583,10 +582,6 @@ impl Task {
                         retry_in_ms = delay.as_millis() as u64,
                         "evoq.handler.lease",
                     );
-                    self.trouble(format!(
-                        "asking the store for the handler's lease failed ({error}); retrying in {} ms",
-                        delay.as_millis()
-                    ));
                     delay
                 }
             };
@@ -680,8 +675,9 @@ impl Task {
                     events
                 }
                 Next::Events(Err(error)) => {
-                    read_failures = read_failures.saturating_add(1);
-                    let delay = STORE_RETRY.delay(read_failures);
+                    let delay = self.back_off(&mut read_failures, |failures| {
+                        format!("reading the events failed {failures} time(s) in a row ({error})")
+                    });
                     tracing::error!(
                         name: "evoq.handler.subscription",
                         stage = "exception",
@@ -691,10 +687,6 @@ impl Task {
                         retry_in_ms = delay.as_millis() as u64,
                         "evoq.handler.subscription",
                     );
-                    self.trouble(format!(
-                        "reading the events failed {read_failures} time(s) in a row ({error}); retrying in {} ms",
-                        delay.as_millis()
-                    ));
                     if !self.sleep(delay).await {
                         break;
                     }
@@ -990,8 +982,11 @@ impl Task {
                 }
                 Err(error) => error,
             };
-            failures = failures.saturating_add(1);
-            let delay = STORE_RETRY.delay(failures);
+            let delay = self.back_off(&mut failures, |_| {
+                format!(
+                    "moving the read model's checkpoint back from {kept} to {position} failed ({error})"
+                )
+            });
             tracing::error!(
                 name: "evoq.projection.checkpoint",
                 stage = "exception",
@@ -1002,10 +997,6 @@ impl Task {
                 retry_in_ms = delay.as_millis() as u64,
                 "the read model's checkpoint beyond the head could not be moved back; no event is delivered until it is",
             );
-            self.trouble(format!(
-                "moving the read model's checkpoint back from {kept} to {position} failed ({error}); retrying in {} ms",
-                delay.as_millis()
-            ));
             if !self.sleep(delay).await {
                 return false;
             }
@@ -1060,6 +1051,22 @@ impl Task {
             progress.trouble = Some(Retrying::Fault.reason(&reason));
             true
         });
+    }
+
+    /// One more failure outside the handler's code, in a row of `failures`, which the task
+    /// tries again after the store's back-off: counts it, records it with
+    /// [`trouble`](Self::trouble) (`failed`, given the failures in a row, says what failed;
+    /// the status adds when the next try comes), and returns the delay before that try. The
+    /// caller logs the failure with the delay, then waits it.
+    fn back_off(&self, failures: &mut u32, failed: impl FnOnce(u32) -> String) -> Duration {
+        *failures = failures.saturating_add(1);
+        let delay = STORE_RETRY.delay(*failures);
+        self.trouble(format!(
+            "{}; retrying in {} ms",
+            failed(*failures),
+            delay.as_millis()
+        ));
+        delay
     }
 
     /// Records that the handler's method failed on `event` (attempt `attempt`), which its
@@ -1533,13 +1540,12 @@ impl Task {
                 }
                 Err(error) => error,
             };
-            failures = failures.saturating_add(1);
-            let delay = STORE_RETRY.delay(failures);
-            self.trouble(format!(
-                "saving the dead letter of the event at position {} failed ({error}); retrying in {} ms",
-                event.global_position(),
-                delay.as_millis()
-            ));
+            let delay = self.back_off(&mut failures, |_| {
+                format!(
+                    "saving the dead letter of the event at position {} failed ({error})",
+                    event.global_position()
+                )
+            });
             tracing::error!(
                 name: "evoq.handler.dead_letter",
                 stage = "exception",
@@ -1788,15 +1794,21 @@ async fn hand_over_rebuild(
             Ok(_) => failures = 0,
             Err(_) => failures = failures.saturating_add(1),
         }
-        let delay = match failures {
-            0 => REQUEST_POLL,
-            n => STORE_RETRY.delay(n),
-        };
+        let delay = next_look(failures);
         tokio::select! {
             _ = shutdown.changed() => return Err(stopping(handler, "the rebuild was carried out by the node holding the lease; its replay goes on there")),
             () = reply.closed() => return Ok(()),
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// How long a node that handed a request over waits before it looks again at the store:
+/// [`REQUEST_POLL`], or the store's back-off after `failures` looks in a row failed.
+fn next_look(failures: u32) -> Duration {
+    match failures {
+        0 => REQUEST_POLL,
+        n => STORE_RETRY.delay(n),
     }
 }
 
@@ -1825,10 +1837,7 @@ async fn carried_out(
     store.save_request(asked).await?;
     let mut failures = 0u32;
     loop {
-        let delay = match failures {
-            0 => REQUEST_POLL,
-            n => STORE_RETRY.delay(n),
-        };
+        let delay = next_look(failures);
         tokio::select! {
             _ = shutdown.changed() => {
                 let _ = store.delete_request(handler, request).await;
