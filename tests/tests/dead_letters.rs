@@ -612,7 +612,12 @@ async fn a_retry_given_up_before_it_began_is_never_delivered(backend: Backend) {
         .unwrap();
     let first = emit(&app, "h", &[Kind::A], 1).await;
     wait(&app, "held", first).await;
-    let letter = app.dead_letters("held").list(0, 10).await.unwrap().remove(0);
+    let letter = app
+        .dead_letters("held")
+        .list(0, 10)
+        .await
+        .unwrap()
+        .remove(0);
     emit(&app, "h", &[Kind::A], 2).await;
     let started = Instant::now();
     while held.entered.load(Ordering::SeqCst) != 2 {
@@ -621,14 +626,20 @@ async fn a_retry_given_up_before_it_began_is_never_delivered(backend: Backend) {
     }
 
     let event_id = letter.event.event_id;
-    let gave_up =
-        tokio::time::timeout(ms(200), app.dead_letters("held").retry(event_id)).await;
-    assert!(gave_up.is_err(), "{backend:?}: the handler is busy: {gave_up:?}");
+    let gave_up = tokio::time::timeout(ms(200), app.dead_letters("held").retry(event_id)).await;
+    assert!(
+        gave_up.is_err(),
+        "{backend:?}: the handler is busy: {gave_up:?}"
+    );
     held.healthy.store(true, Ordering::SeqCst);
     held.gate.add_permits(1_000);
     let third = emit(&app, "h", &[Kind::A], 3).await;
     wait(&app, "held", third).await;
-    assert_eq!(held.log.positions(), [2, 3], "{backend:?}: event 1 not delivered");
+    assert_eq!(
+        held.log.positions(),
+        [2, 3],
+        "{backend:?}: event 1 not delivered"
+    );
     let kept = app.dead_letters("held").get(event_id).await.unwrap();
     assert_eq!(
         kept.map(|entry| entry.attempts),

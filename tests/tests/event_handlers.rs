@@ -1117,7 +1117,11 @@ async fn a_handler_retrying_its_failed_event_is_retrying_with_the_error_and_atte
     wait(&app, "fails_first", token).await;
     assert_eq!(status(&app), evoq::HandlerStatus::Running, "handled");
     assert_eq!(app.handler_stats()[0].retries, 2);
-    assert_eq!(app.handler_stats()[0].faults, 0, "no failure outside its code");
+    assert_eq!(
+        app.handler_stats()[0].faults,
+        0,
+        "no failure outside its code"
+    );
     app.stop().await;
 }
 
@@ -1201,7 +1205,9 @@ async fn a_wait_ending_while_the_handler_retries_says_so_with_the_reason() {
     assert_eq!((handler.as_str(), *reached), ("fails_first", 0));
     let reason = retrying.as_deref().expect("it was retrying");
     assert!(
-        reason.starts_with("a failed event (`Alpha` at position 1 failed on attempt 1 of 3 (not yet: 5"),
+        reason.starts_with(
+            "a failed event (`Alpha` at position 1 failed on attempt 1 of 3 (not yet: 5"
+        ),
         "{reason}"
     );
     let evoq::HandlerStatus::Retrying { reason: status } = status(&app) else {
@@ -1210,7 +1216,9 @@ async fn a_wait_ending_while_the_handler_retries_says_so_with_the_reason() {
     assert_eq!(reason, status, "the error says what the status says");
     let text = error.to_string();
     assert!(
-        text.contains(&format!("(it was at 0); it is retrying {reason}, so wait longer")),
+        text.contains(&format!(
+            "(it was at 0); it is retrying {reason}, so wait longer"
+        )),
         "{text}"
     );
     assert!(!text.contains("behind"), "{text}");

@@ -651,8 +651,7 @@ struct Gated {
 impl Gated {
     #[handles]
     async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), ProjectionError> {
-        self.entered
-            .store(e.n, std::sync::atomic::Ordering::SeqCst);
+        self.entered.store(e.n, std::sync::atomic::Ordering::SeqCst);
         self.gate.acquire().await.expect("the gate stays").forget();
         self.log.push(Seen::of(meta, e.n));
         let seen: u64 = self.model.get("alphas")?.unwrap_or(0);
@@ -698,7 +697,10 @@ async fn a_rebuild_given_up_before_it_began_never_begins(backend: evoq_tests::ba
     entered(&inside, 2).await;
 
     let gave_up = tokio::time::timeout(Duration::from_millis(200), app.rebuild("gated")).await;
-    assert!(gave_up.is_err(), "{backend:?}: the projection is busy: {gave_up:?}");
+    assert!(
+        gave_up.is_err(),
+        "{backend:?}: the projection is busy: {gave_up:?}"
+    );
     gate.add_permits(1_000);
     let third = app.dispatch(Emit::new("g", &[Kind::A], 3)).await.unwrap();
     wait(&app, "gated", third.token).await;
@@ -714,8 +716,15 @@ async fn a_rebuild_given_up_before_it_began_never_begins(backend: evoq_tests::ba
     // held at the first event, goes on after its caller gave up, to the end.
     gate.forget_permits(gate.available_permits());
     let gave_up = tokio::time::timeout(Duration::from_millis(300), app.rebuild("gated")).await;
-    assert!(gave_up.is_err(), "{backend:?}: the replay is held: {gave_up:?}");
-    assert_eq!(model.get::<u64>("alphas").unwrap(), None, "{backend:?}: begun");
+    assert!(
+        gave_up.is_err(),
+        "{backend:?}: the replay is held: {gave_up:?}"
+    );
+    assert_eq!(
+        model.get::<u64>("alphas").unwrap(),
+        None,
+        "{backend:?}: begun"
+    );
     gate.add_permits(1_000);
     wait(&app, "gated", third.token).await;
     assert_eq!(log.positions(), [1, 2, 3, 1, 2, 3], "{backend:?}: replayed");

@@ -1758,7 +1758,10 @@ async fn a_rebuild_handed_over_by_a_node_that_stops_is_withdrawn(place: &Place) 
         .expect("list")
         .is_empty()
     {
-        assert!(started.elapsed() < TAKE_OVER, "b never handed the rebuild over");
+        assert!(
+            started.elapsed() < TAKE_OVER,
+            "b never handed the rebuild over"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     b.stop().await;
@@ -1774,7 +1777,10 @@ async fn a_rebuild_handed_over_by_a_node_that_stops_is_withdrawn(place: &Place) 
         other => panic!("{other:?}"),
     }
     let requests = db_a.store().list_requests(NAME, 10).await.expect("list");
-    assert!(requests.is_empty(), "the request is withdrawn: {requests:?}");
+    assert!(
+        requests.is_empty(),
+        "the request is withdrawn: {requests:?}"
+    );
 
     // A, free again, looks for requests every 200 ms while it delivers 32 and 33.
     gate.add_permits(1_000);
