@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Ready unless the runtime is stopped ([`Evoq::is_stopped`]) or a handler has stopped
 /// ([`HandlerStatus::Stopped`]: its error policy, or the runtime stopping); a handler that is
-/// `retrying` (a store failure outside its code) keeps the application ready, as its reads
-/// still answer and it resumes by itself. It answers 200 when ready and 503 otherwise, with
+/// `retrying` (an event its retry policy tries again, or a store failure outside its code)
+/// keeps the application ready, as its reads still answer and it resumes by itself. It answers 200 when ready and 503 otherwise, with
 /// this JSON body either way:
 ///
 /// ```json

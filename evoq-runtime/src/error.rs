@@ -340,10 +340,11 @@ pub enum Error {
     },
 
     /// A wait for a handler to reach a position ended at its deadline. The wait failed, not
-    /// the handler: it is behind, or retrying an event that failed (`Evoq::handler_stats` says
-    /// which: `retries`, `status`); wait again, or read what it has processed so far.
+    /// the handler: it is behind, or retrying (`retrying` says which, and what); wait again,
+    /// or read what it has processed so far.
     #[error(
-        "event handler `{handler}` had not reached position {position} after {after:?} (it was at {reached}); it is behind or retrying a failed event (`Evoq::handler_stats` tells), so wait longer or read it as it is"
+        "event handler `{handler}` had not reached position {position} after {after:?} (it was at {reached}); it is {}, so wait longer or read it as it is",
+        handler_doing(.retrying.as_deref())
     )]
     WaitTimeout {
         /// The handler's name.
@@ -354,6 +355,12 @@ pub enum Error {
         reached: u64,
         /// How long the wait lasted.
         after: Duration,
+        /// What the handler was retrying at the deadline, as the reason of
+        /// [`HandlerStatus::Retrying`](crate::HandlerStatus::Retrying): `a failed event (...)`
+        /// (its method failed on an event, retried under its retry policy: the error, the
+        /// attempt, when the next comes) or `after a failure outside its code (...)` (the
+        /// store's). `None` when it was running, only behind.
+        retrying: Option<String>,
     },
 
     /// No saga of this type is registered in this runtime.
@@ -623,6 +630,17 @@ impl Error {
     /// Whether a middleware halted the command before dispatch.
     pub fn is_halted(&self) -> bool {
         matches!(self, Error::Halted { .. })
+    }
+}
+
+/// What a handler that a wait ended on was doing, in the one wording of the waits' errors
+/// ([`Error::WaitTimeout`], and each pending handler of [`Error::ConsistencyTimeout`] that was
+/// retrying): `retrying ` and what it retries, `HandlerStatus::Retrying`'s reason (`a failed
+/// event (...)`, `after a failure outside its code (...)`), or `behind`.
+pub(crate) fn handler_doing(retrying: Option<&str>) -> String {
+    match retrying {
+        Some(reason) => format!("retrying {reason}"),
+        None => "behind".to_owned(),
     }
 }
 

@@ -365,3 +365,49 @@ async fn a_waiter_is_woken_once_its_event_is_handled_even_while_the_handler_is_b
     .unwrap()
     .unwrap();
 }
+
+/// Fails every `Alpha`.
+#[derive(Default)]
+struct AlwaysFailing;
+
+#[event_handler(name = "always_failing", strong)]
+impl AlwaysFailing {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, _: &EventMeta) -> Result<(), Failed> {
+        Err(Failed(format!("refused {}", e.n)))
+    }
+}
+
+#[tokio::test]
+async fn a_consistency_timeout_names_a_retrying_handler_in_the_words_of_its_status() {
+    let app = Evoq::builder()
+        .handler_with(
+            AlwaysFailing,
+            evoq::HandlerOptions::new()
+                .retry(evoq::RetryStrategy::fixed(Duration::from_secs(30)))
+                .max_attempts(3),
+        )
+        .start()
+        .await
+        .unwrap();
+    let error = app
+        .command(Emit::new("r", &[Kind::A], 4))
+        .consistency(Consistency::Strong)
+        .timeout(Duration::from_millis(300))
+        .dispatch()
+        .await
+        .unwrap_err();
+    assert!(error.is_consistency_timeout(), "{error}");
+    let evoq::HandlerStatus::Retrying { reason } = app.handler_stats()[0].status.clone() else {
+        panic!("{:?}", app.handler_stats()[0].status);
+    };
+    assert!(reason.contains("(refused 4)"), "{reason}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!(
+            "`always_failing` (at position 0, retrying {reason})"
+        )),
+        "{message}"
+    );
+    app.stop().await;
+}

@@ -560,3 +560,105 @@ async fn a_dead_letter_left_by_an_earlier_run_accumulates_attempts() {
     assert_eq!(letters[0].first_failed_at, first.first_failed_at);
     assert!(letters[0].last_failed_at > first.last_failed_at);
 }
+
+/// Fails `Alpha` 1 while `healthy` is false; holds any other `Alpha` until its gate lets it.
+/// Says which `Alpha` it is in.
+#[derive(Clone)]
+struct Held {
+    healthy: Arc<AtomicBool>,
+    gate: Arc<tokio::sync::Semaphore>,
+    entered: Arc<std::sync::atomic::AtomicU64>,
+    log: Log,
+}
+
+#[event_handler(name = "held")]
+impl Held {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), Failed> {
+        self.entered.store(e.n, Ordering::SeqCst);
+        if e.n == 1 && !self.healthy.load(Ordering::SeqCst) {
+            return Err(Failed("not yet".into()));
+        }
+        if e.n != 1 {
+            self.gate.acquire().await.expect("the gate stays").forget();
+        }
+        self.log.push(Seen::of(meta, e.n));
+        Ok(())
+    }
+}
+
+/// A dead-letter retry asked while the handler is busy with an event, and given up by its
+/// caller before the delivery began, is never delivered; the entry stays as it was.
+async fn a_retry_given_up_before_it_began_is_never_delivered(backend: Backend) {
+    let Some(place) = Place::new(backend, "retry_given_up").await else {
+        return;
+    };
+    let held = Held {
+        healthy: Arc::default(),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        entered: Arc::default(),
+        log: Log::default(),
+    };
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .handler_with(
+            held.clone(),
+            HandlerOptions::new()
+                .max_attempts(1)
+                .retry(RetryStrategy::immediate()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let first = emit(&app, "h", &[Kind::A], 1).await;
+    wait(&app, "held", first).await;
+    let letter = app
+        .dead_letters("held")
+        .list(0, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    emit(&app, "h", &[Kind::A], 2).await;
+    let started = Instant::now();
+    while held.entered.load(Ordering::SeqCst) != 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never in 2");
+        tokio::time::sleep(ms(5)).await;
+    }
+
+    let event_id = letter.event.event_id;
+    let gave_up = tokio::time::timeout(ms(200), app.dead_letters("held").retry(event_id)).await;
+    assert!(
+        gave_up.is_err(),
+        "{backend:?}: the handler is busy: {gave_up:?}"
+    );
+    held.healthy.store(true, Ordering::SeqCst);
+    held.gate.add_permits(1_000);
+    let third = emit(&app, "h", &[Kind::A], 3).await;
+    wait(&app, "held", third).await;
+    assert_eq!(
+        held.log.positions(),
+        [2, 3],
+        "{backend:?}: event 1 not delivered"
+    );
+    let kept = app.dead_letters("held").get(event_id).await.unwrap();
+    assert_eq!(
+        kept.map(|entry| entry.attempts),
+        Some(1),
+        "{backend:?}: the entry stays as it was"
+    );
+
+    // A retry its caller waits for is delivered.
+    app.dead_letters("held").retry(event_id).await.unwrap();
+    assert_eq!(held.log.positions(), [2, 3, 1], "{backend:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_given_up_by_its_caller_before_it_began_is_never_delivered_in_memory() {
+    a_retry_given_up_before_it_began_is_never_delivered(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_given_up_by_its_caller_before_it_began_is_never_delivered_on_sqlite() {
+    a_retry_given_up_before_it_began_is_never_delivered(Backend::Sqlite).await;
+}

@@ -1040,3 +1040,220 @@ async fn a_dispatch_without_events_gives_the_head_as_its_token() {
     app.wait_for::<AlphaOnly>(audited.token).await.unwrap();
     app.stop().await;
 }
+
+/// Fails each `Alpha` its first `failures` times, then handles it.
+#[derive(Clone, Default)]
+struct FailsFirst {
+    failures: Arc<std::sync::atomic::AtomicU32>,
+    log: Log,
+}
+
+#[event_handler(name = "fails_first")]
+impl FailsFirst {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), Failed> {
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(Failed(format!("not yet: {} ({left} to go)", e.n)));
+        }
+        self.log.push(Seen::of(meta, e.n));
+        Ok(())
+    }
+}
+
+/// The status of the runtime's one handler.
+fn status(app: &Evoq) -> evoq::HandlerStatus {
+    app.handler_stats()[0].status.clone()
+}
+
+/// Every retrying reason the handler's status shows until `done`, read every 5 ms (at most
+/// 20 s).
+async fn retrying_reasons(app: &Evoq, done: impl Fn() -> bool) -> Vec<String> {
+    let started = std::time::Instant::now();
+    let mut reasons: Vec<String> = Vec::new();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never done");
+        if let evoq::HandlerStatus::Retrying { reason } = status(app)
+            && reasons.last() != Some(&reason)
+        {
+            reasons.push(reason);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    reasons
+}
+
+#[tokio::test]
+async fn a_handler_retrying_its_failed_event_is_retrying_with_the_error_and_attempt_then_running() {
+    let handler = FailsFirst::default();
+    handler.failures.store(2, Ordering::SeqCst);
+    let log = handler.log.clone();
+    let app = Evoq::builder()
+        .handler_with(
+            handler,
+            HandlerOptions::new()
+                .retry(evoq::RetryStrategy::fixed(Duration::from_millis(300)))
+                .max_attempts(6),
+        )
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(status(&app), evoq::HandlerStatus::Running);
+    let token = app
+        .dispatch(Emit::new("r", &[Kind::A], 7))
+        .await
+        .unwrap()
+        .token;
+    let reasons = retrying_reasons(&app, || !log.is_empty()).await;
+    assert_eq!(
+        reasons,
+        [
+            "a failed event (`Alpha` at position 1 failed on attempt 1 of 6 (not yet: 7 (2 to go)); the next attempt in 300 ms)",
+            "a failed event (`Alpha` at position 1 failed on attempt 2 of 6 (not yet: 7 (1 to go)); the next attempt in 300 ms)",
+        ],
+        "each failed attempt shows, with the method's error"
+    );
+    wait(&app, "fails_first", token).await;
+    assert_eq!(status(&app), evoq::HandlerStatus::Running, "handled");
+    assert_eq!(app.handler_stats()[0].retries, 2);
+    assert_eq!(
+        app.handler_stats()[0].faults,
+        0,
+        "no failure outside its code"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_handler_is_running_again_once_its_failed_event_is_dead_lettered_or_skipped() {
+    for on_error in [evoq::OnError::DeadLetter, evoq::OnError::Skip] {
+        let handler = FailsFirst::default();
+        handler.failures.store(u32::MAX, Ordering::SeqCst);
+        let app = Evoq::builder()
+            .handler_with(
+                handler,
+                HandlerOptions::new()
+                    .retry(evoq::RetryStrategy::fixed(Duration::from_millis(200)))
+                    .max_attempts(2)
+                    .on_error(on_error),
+            )
+            .start()
+            .await
+            .unwrap();
+        let token = app
+            .dispatch(Emit::new("g", &[Kind::A], 1))
+            .await
+            .unwrap()
+            .token;
+        let reasons = retrying_reasons(&app, || app.handler_stats()[0].position >= token).await;
+        assert!(
+            matches!(&reasons[..], [reason] if reason.contains("attempt 1 of 2")),
+            "{on_error:?}: {reasons:?}"
+        );
+        assert_eq!(
+            status(&app),
+            evoq::HandlerStatus::Running,
+            "{on_error:?}: given up"
+        );
+        let stats = &app.handler_stats()[0];
+        assert_eq!(
+            (stats.dead_letters, stats.skipped),
+            if on_error == evoq::OnError::DeadLetter {
+                (1, 0)
+            } else {
+                (0, 1)
+            }
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_wait_ending_while_the_handler_retries_says_so_with_the_reason() {
+    let handler = FailsFirst::default();
+    handler.failures.store(u32::MAX, Ordering::SeqCst);
+    let app = Evoq::builder()
+        .handler_with(
+            handler,
+            HandlerOptions::new()
+                .retry(evoq::RetryStrategy::fixed(Duration::from_secs(30)))
+                .max_attempts(3),
+        )
+        .start()
+        .await
+        .unwrap();
+    let token = app
+        .dispatch(Emit::new("w", &[Kind::A], 5))
+        .await
+        .unwrap()
+        .token;
+    let error = app
+        .wait_for::<FailsFirst>(token)
+        .timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let evoq::Error::WaitTimeout {
+        handler,
+        reached,
+        retrying,
+        ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!((handler.as_str(), *reached), ("fails_first", 0));
+    let reason = retrying.as_deref().expect("it was retrying");
+    assert!(
+        reason.starts_with(
+            "a failed event (`Alpha` at position 1 failed on attempt 1 of 3 (not yet: 5"
+        ),
+        "{reason}"
+    );
+    let evoq::HandlerStatus::Retrying { reason: status } = status(&app) else {
+        panic!("{:?}", status(&app));
+    };
+    assert_eq!(reason, status, "the error says what the status says");
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!(
+            "(it was at 0); it is retrying {reason}, so wait longer"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("behind"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_wait_ending_while_the_handler_runs_behind_says_it_is_behind() {
+    let app = Evoq::builder()
+        .handler(AlphaOnly::default())
+        .start()
+        .await
+        .unwrap();
+    let head = app
+        .dispatch(Emit::new("b", &[Kind::A], 1))
+        .await
+        .unwrap()
+        .token;
+    wait(&app, "alpha_only", head).await;
+    let error = app
+        .wait_for::<AlphaOnly>(head + 1)
+        .timeout(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, evoq::Error::WaitTimeout { retrying: None, .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!(
+            "(it was at {head}); it is behind, so wait longer or read it as it is"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("retrying"), "{text}");
+    app.stop().await;
+}

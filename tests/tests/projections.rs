@@ -638,3 +638,106 @@ async fn in_memory_models_on_two_postgres_nodes_fill_on_each_under_names_of_thei
     a.stop().await;
     b.stop().await;
 }
+
+/// Counts `Alpha`s in its model, each once its gate lets it; says which `Alpha` it is in.
+struct Gated {
+    model: InMemoryReadModel,
+    gate: Arc<tokio::sync::Semaphore>,
+    entered: Arc<std::sync::atomic::AtomicU64>,
+    log: Log,
+}
+
+#[projection(name = "gated", read_model = model)]
+impl Gated {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), ProjectionError> {
+        self.entered.store(e.n, std::sync::atomic::Ordering::SeqCst);
+        self.gate.acquire().await.expect("the gate stays").forget();
+        self.log.push(Seen::of(meta, e.n));
+        let seen: u64 = self.model.get("alphas")?.unwrap_or(0);
+        self.model.put("alphas", &(seen + 1))?;
+        Ok(())
+    }
+}
+
+/// Waits until the projection is inside the `Alpha` numbered `n`.
+async fn entered(entered: &std::sync::atomic::AtomicU64, n: u64) {
+    let started = std::time::Instant::now();
+    while entered.load(std::sync::atomic::Ordering::SeqCst) != n {
+        assert!(started.elapsed() < Duration::from_secs(10), "never in {n}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A rebuild asked while the projection is busy with an event, and given up by its caller
+/// before it began, never begins; one that began before its caller gave up finishes.
+async fn a_rebuild_given_up_before_it_began_never_begins(backend: evoq_tests::backends::Backend) {
+    use evoq_tests::backends::Place;
+    let Some(place) = Place::new(backend, "rebuild_given_up").await else {
+        return;
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(1));
+    let model = InMemoryReadModel::new();
+    let log = Log::default();
+    let inside = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let app = Evoq::builder()
+        .shared_store(place.open().await)
+        .projection(Gated {
+            model: model.clone(),
+            gate: Arc::clone(&gate),
+            entered: Arc::clone(&inside),
+            log: log.clone(),
+        })
+        .start()
+        .await
+        .unwrap();
+    let first = app.dispatch(Emit::new("g", &[Kind::A], 1)).await.unwrap();
+    wait(&app, "gated", first.token).await;
+    app.dispatch(Emit::new("g", &[Kind::A], 2)).await.unwrap();
+    entered(&inside, 2).await;
+
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), app.rebuild("gated")).await;
+    assert!(
+        gave_up.is_err(),
+        "{backend:?}: the projection is busy: {gave_up:?}"
+    );
+    gate.add_permits(1_000);
+    let third = app.dispatch(Emit::new("g", &[Kind::A], 3)).await.unwrap();
+    wait(&app, "gated", third.token).await;
+    assert_eq!(log.positions(), [1, 2, 3], "{backend:?}: nothing replayed");
+    assert_eq!(model.get::<u64>("alphas").unwrap(), Some(3), "{backend:?}");
+    assert_eq!(
+        ReadModel::checkpoint(&model, "gated").await.unwrap(),
+        Some(third.token),
+        "{backend:?}: the checkpoint was never reset"
+    );
+
+    // Asked while the projection waits for events, a rebuild begins at once: its replay,
+    // held at the first event, goes on after its caller gave up, to the end.
+    gate.forget_permits(gate.available_permits());
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), app.rebuild("gated")).await;
+    assert!(
+        gave_up.is_err(),
+        "{backend:?}: the replay is held: {gave_up:?}"
+    );
+    assert_eq!(
+        model.get::<u64>("alphas").unwrap(),
+        None,
+        "{backend:?}: begun"
+    );
+    gate.add_permits(1_000);
+    wait(&app, "gated", third.token).await;
+    assert_eq!(log.positions(), [1, 2, 3, 1, 2, 3], "{backend:?}: replayed");
+    assert_eq!(model.get::<u64>("alphas").unwrap(), Some(3), "{backend:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_given_up_by_its_caller_before_it_began_never_begins_in_memory() {
+    a_rebuild_given_up_before_it_began_never_begins(evoq_tests::backends::Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_given_up_by_its_caller_before_it_began_never_begins_on_sqlite() {
+    a_rebuild_given_up_before_it_began_never_begins(evoq_tests::backends::Backend::Sqlite).await;
+}

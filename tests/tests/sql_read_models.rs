@@ -1719,6 +1719,95 @@ fn a_rebuild_given_up_on_the_node_without_the_lease_is_withdrawn_and_never_runs_
     );
 }
 
+/// A rebuild asked on node B while A, the holder, is busy, and B's runtime stops before A
+/// carries it out: the call fails with `HandlerStopped`, the request is withdrawn (none is left
+/// in the store), and A never rebuilds.
+async fn a_rebuild_handed_over_by_a_node_that_stops_is_withdrawn(place: &Place) {
+    let address = address(place);
+    let (db_a, db_b) = (Db::open(&address).await, Db::open(&address).await);
+    append_planned(&*db_a.store(), 1, 30).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(taken(30)));
+    let behavior_a = Behavior {
+        gate: Some(Arc::clone(&gate)),
+        ..Behavior::default()
+    };
+    let a = db_a
+        .builder(behavior_a.clone(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start a");
+    wait(&a, 30).await;
+    let b = db_b
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start b");
+    // A is held in the middle of event 32 (31 it does not take): it takes no request
+    // meanwhile.
+    append_planned(&*db_a.store(), 31, 32).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let asking = b.clone();
+    let rebuild = tokio::spawn(async move { asking.rebuild(NAME).await });
+    // B hands the rebuild to A: the request waits in the store.
+    let started = std::time::Instant::now();
+    while db_b
+        .store()
+        .list_requests(NAME, 10)
+        .await
+        .expect("list")
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < TAKE_OVER,
+            "b never handed the rebuild over"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.stop().await;
+    let outcome = tokio::time::timeout(TAKE_OVER, rebuild)
+        .await
+        .expect("the call ends when its runtime stops")
+        .expect("the call does not panic");
+    match &outcome {
+        Err(Error::HandlerStopped { handler, reason }) => {
+            assert_eq!(handler, NAME);
+            assert!(reason.contains("withdrawn"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let requests = db_a.store().list_requests(NAME, 10).await.expect("list");
+    assert!(
+        requests.is_empty(),
+        "the request is withdrawn: {requests:?}"
+    );
+
+    // A, free again, looks for requests every 200 ms while it delivers 32 and 33.
+    gate.add_permits(1_000);
+    wait(&a, 32).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    append_planned(&*db_a.store(), 33, 33).await;
+    wait(&a, 33).await;
+    assert_eq!(
+        behavior_a.seen().len(),
+        taken(33),
+        "a replayed nothing: {:?}",
+        behavior_a.seen()
+    );
+    assert_each_applied_once(&db_a, taken(33)).await;
+    assert_eq!(db_a.tallies().await, expected_tallies(33));
+    a.stop().await;
+}
+
+#[test]
+fn a_rebuild_handed_over_by_a_node_that_stops_is_withdrawn_and_never_runs_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rb_stopped",
+        a_rebuild_handed_over_by_a_node_that_stops_is_withdrawn,
+    );
+}
+
 /// `ProjectionTest` drives a SQL read model without a runtime: each given event commits its
 /// rows with the checkpoint, as the runtime does, and a second test on the same file resumes
 /// after that checkpoint.

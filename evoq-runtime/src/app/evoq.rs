@@ -232,7 +232,10 @@ impl Evoq {
     /// every read), then goes on live. Returns once the replay has reached the store's head as
     /// of the call (the position returned), so the read model is complete up to it.
     ///
-    /// The reset happens between two events (the projection sees one event at a time). Its
+    /// The reset happens between two events (the projection sees one event at a time), so the
+    /// rebuild waits while the projection is busy with one. A call given up before the reset
+    /// (its future dropped: a `tokio::time::timeout` around it, say) withdraws the rebuild, which
+    /// never begins; one that began replays to the end, whether or not anyone waits. Its
     /// dead letters are kept. Fails for a name this runtime does not run, for an event
     /// handler, and when the read model cannot be cleared or the checkpoint reset.
     pub async fn rebuild(&self, projection: &str) -> Result<u64, Error> {

@@ -11,7 +11,7 @@ use super::consistency::wait_one;
 use super::state::{Control, Doing, HandlerState};
 use super::subscribers::Subscribers;
 use crate::error::Error;
-use crate::store::DeadLetter;
+use crate::store::{DeadLetter, RequestedAction};
 
 impl Subscribers {
     /// See `Evoq::wait_for`: waits until `handler` has reached `position`, for at most
@@ -28,12 +28,16 @@ impl Subscribers {
         };
         match tokio::time::timeout(after, wait_one(state, position)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(Error::WaitTimeout {
-                handler: handler.to_owned(),
-                position,
-                reached: state.progress.borrow().position,
-                after,
-            }),
+            Err(_) => {
+                let progress = state.progress.borrow();
+                Err(Error::WaitTimeout {
+                    handler: handler.to_owned(),
+                    position,
+                    reached: progress.position,
+                    after,
+                    retrying: progress.retrying().map(str::to_owned),
+                })
+            }
         }
     }
 
@@ -41,7 +45,7 @@ impl Subscribers {
     pub(crate) async fn rebuild(&self, projection: &str) -> Result<u64, Error> {
         let state = self.named(projection)?;
         let head = *self.store().head().borrow();
-        request(state, |reply| Control::Rebuild { reply }).await?;
+        request(state, RequestedAction::Rebuild).await?;
         wait_one(state, head).await?;
         Ok(head)
     }
@@ -64,12 +68,10 @@ impl Subscribers {
     }
 }
 
-/// Sends `handler`'s task the request `make` builds around a reply channel, and waits for the
-/// reply; a task that has ended answers that the handler stopped, and why.
-async fn request(
-    handler: &HandlerState,
-    make: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Control,
-) -> Result<(), Error> {
+/// Asks `handler`'s task to carry out `action`, and waits for its answer; a task that has ended
+/// answers that the handler stopped, and why. Dropped before the task began the action (the
+/// caller gave up), the request is withdrawn: the task never begins it.
+async fn request(handler: &HandlerState, action: RequestedAction) -> Result<(), Error> {
     let stopped = || Error::HandlerStopped {
         handler: handler.name.to_string(),
         reason: handler
@@ -83,7 +85,7 @@ async fn request(
     let (reply, outcome) = oneshot::channel();
     handler
         .control
-        .send(make(reply))
+        .send(Control { action, reply })
         .await
         .map_err(|_| stopped())?;
     outcome.await.map_err(|_| stopped())?
@@ -113,7 +115,8 @@ pub struct HandlerStats {
     pub skipped: u64,
     /// Why it stopped, if it did (`OnError::Stop`).
     pub stopped: Option<String>,
-    /// Whether it is running, retrying after a failure outside its code, or stopped.
+    /// Whether it is running, retrying (a failed event, or after a failure outside its code),
+    /// or stopped.
     pub status: HandlerStatus,
     /// Failures outside the handler's code so far (store calls that failed or panicked,
     /// panics of its task), each followed by a retry.
@@ -126,11 +129,18 @@ pub struct HandlerStats {
 pub enum HandlerStatus {
     /// Delivering events, or waiting for new ones.
     Running,
-    /// Kept from going on by a failure outside the handler's code (the event store failing or
-    /// panicking, or its task panicking), which it retries with back-off; logged at ERROR.
-    /// Waits for its progress wait meanwhile; it goes back to `Running` once a retry works.
+    /// Kept from going on by a failure it retries: an event that failed (its method returned
+    /// an error or panicked, or the event does not decode), tried again under the handler's
+    /// retry policy (each retry logged at INFO), or a failure outside the handler's code (the
+    /// event store failing or panicking, or its task panicking), retried with back-off and
+    /// logged at ERROR. Waits for its progress wait meanwhile. It goes back to `Running` once
+    /// the event is handled or given up (dead-lettered or skipped), or once a retry of the
+    /// failing store call works.
     Retrying {
-        /// The last failure and when the next retry comes.
+        /// What it retries, beginning with which: `a failed event (...)`, with the event, the
+        /// attempt and the number allowed, the error, and when the next attempt comes; or
+        /// `after a failure outside its code (...)`, with the last failure and when the next
+        /// retry comes. [`Error::WaitTimeout`] carries the same text (`retrying`).
         reason: String,
     },
     /// Stopped for good: by its error policy (`OnError::Stop`), or because the runtime
@@ -210,7 +220,10 @@ impl DeadLetterQueue<'_> {
     /// error is [`Error::DeadLetterRetryFailed`].
     ///
     /// The re-delivery runs in the handler's task, between two events (the handler sees one
-    /// event at a time), so it waits while the handler is busy with an event.
+    /// event at a time), so it waits while the handler is busy with an event. A call given up
+    /// before the delivery began (its future dropped: a `tokio::time::timeout` around it, say)
+    /// withdraws it: the event is not delivered and the entry stays as it was; a delivery that
+    /// began goes on, and its outcome is kept in the entry.
     ///
     /// On a store shared by several nodes (PostgreSQL) it runs on the node that holds the
     /// handler's lease, whichever node it is asked on: another node hands the request to the
@@ -219,7 +232,7 @@ impl DeadLetterQueue<'_> {
     /// first, the request is withdrawn and the error is [`Error::HandlerStopped`].
     pub async fn retry(&self, event_id: Uuid) -> Result<(), Error> {
         let handler = self.registry.named(&self.handler)?;
-        request(handler, |reply| Control::Redeliver { event_id, reply }).await
+        request(handler, RequestedAction::RetryDeadLetter { event_id }).await
     }
 
     /// Removes the entry of the event `event_id` without delivering it; whether there was one.

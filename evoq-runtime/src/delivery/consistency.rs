@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::state::{Doing, HandlerState, Progress};
 use crate::aggregate::command::Route;
 use crate::aggregate::context::Dispatched;
-use crate::error::Error;
+use crate::error::{Error, handler_doing};
 use crate::event::EventSet;
 use crate::util::time::within;
 
@@ -92,8 +92,10 @@ fn pending(handlers: &[&Arc<HandlerState>], position: u64) -> String {
             ),
             Doing::Retrying(reason) => write!(
                 out,
-                "`{}` (at position {}, retrying after: {reason})",
-                handler.name, progress.position
+                "`{}` (at position {}, {})",
+                handler.name,
+                progress.position,
+                handler_doing(Some(reason))
             ),
             Doing::Running => write!(
                 out,

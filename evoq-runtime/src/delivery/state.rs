@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use uuid::Uuid;
 
 use crate::error::Error;
+use crate::store::RequestedAction;
 
 /// What one handler's task publishes.
 #[derive(Clone, Debug, Default)]
@@ -17,18 +17,49 @@ pub(crate) struct Progress {
     /// Why the handler stopped, once it has (`OnError::Stop`).
     pub(crate) stopped: Option<Arc<str>>,
     /// What the task is retrying after, while a failure outside the handler's code (the
-    /// store's, or a panic of the task) keeps it from going on.
+    /// store's, or a panic of the task) keeps it from going on: [`Retrying::Fault`]'s words.
     pub(crate) trouble: Option<Arc<str>>,
+    /// The failed event the handler's retry policy is retrying (what failed, the attempt, when
+    /// the next comes), until the event is handled or given up: [`Retrying::Event`]'s words.
+    pub(crate) failing: Option<Arc<str>>,
 }
 
 impl Progress {
-    /// What the handler is doing: a stop wins over a failure being retried.
+    /// What the handler is doing: a stop wins over a failure being retried, and a failure
+    /// outside the handler's code (which holds up everything) over its failed event.
     pub(crate) fn doing(&self) -> Doing<'_> {
-        match (&self.stopped, &self.trouble) {
-            (Some(reason), _) => Doing::Stopped(reason),
-            (None, Some(reason)) => Doing::Retrying(reason),
-            (None, None) => Doing::Running,
+        match (&self.stopped, &self.trouble, &self.failing) {
+            (Some(reason), _, _) => Doing::Stopped(reason),
+            (None, Some(reason), _) | (None, None, Some(reason)) => Doing::Retrying(reason),
+            (None, None, None) => Doing::Running,
         }
+    }
+
+    /// What the handler was retrying, if it was: the reason of `HandlerStatus::Retrying`.
+    pub(crate) fn retrying(&self) -> Option<&str> {
+        match self.doing() {
+            Doing::Retrying(reason) => Some(reason),
+            Doing::Running | Doing::Stopped(_) => None,
+        }
+    }
+}
+
+/// What a handler retries, in the words its status (`HandlerStatus::Retrying`) and the errors
+/// of waits on it give: each reason begins by saying which.
+pub(crate) enum Retrying {
+    /// An event its method failed on, retried under its retry policy.
+    Event,
+    /// A failure outside its code: the store's, or a panic of its task.
+    Fault,
+}
+
+impl Retrying {
+    /// The reason, from what failed and when the next try comes.
+    pub(crate) fn reason(self, what: &str) -> Arc<str> {
+        Arc::from(match self {
+            Retrying::Event => format!("a failed event ({what})"),
+            Retrying::Fault => format!("after a failure outside its code ({what})"),
+        })
     }
 }
 
@@ -54,17 +85,20 @@ impl Doing<'_> {
     }
 }
 
-/// A request to a handler's task.
-pub(crate) enum Control {
-    /// Deliver this dead letter again, once.
-    Redeliver {
-        event_id: Uuid,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    /// Clear the projection's read model, reset its checkpoint and replay from the start.
-    Rebuild {
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
+/// A request to a handler's task, from a caller in this runtime: carry out `action` (deliver a
+/// dead letter again, once; or clear the projection's read model, reset its checkpoint and
+/// replay from the start), as a request kept in the store would be, and answer `reply`.
+pub(crate) struct Control {
+    pub(crate) action: RequestedAction,
+    pub(crate) reply: oneshot::Sender<Result<(), Error>>,
+}
+
+impl Control {
+    /// Whether the caller gave up waiting for the answer (its future was dropped): then the
+    /// request is withdrawn, unless it began already.
+    pub(crate) fn given_up(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 /// What a handler's task counts: read by `handler_stats()`, and exported through the `metrics`

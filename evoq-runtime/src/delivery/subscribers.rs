@@ -233,8 +233,7 @@ impl Subscribers {
         {
             let (progress, _) = watch::channel(Progress {
                 position: start_after,
-                stopped: None,
-                trouble: None,
+                ..Progress::default()
             });
             let (control, requests) = mpsc::channel(16);
             let state = Arc::new(HandlerState {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::consumer::{Consumer, EventMeta, HandlerFailure, HandlerFuture};
 use super::policy::{HandlerConfig, OnError, Resolved, RetryStrategy, StartFrom};
-use super::state::{Control, Count, Doing, HandlerState, Progress};
+use super::state::{Control, Count, Doing, HandlerState, Progress, Retrying};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::store::{
@@ -86,6 +86,9 @@ pub(crate) struct Task {
     kept_beyond: Option<u64>,
     /// The exported gauges of the handler's position and of its lag behind the head.
     gauges: Gauges,
+    /// Whether the handler's status says it is retrying a failed event (see
+    /// [`retrying_event`](Self::retrying_event)).
+    failing: bool,
 }
 
 /// The handler's gauges: `evoq_handler_position{handler}` and `evoq_handler_lag{handler}`, set
@@ -211,6 +214,7 @@ impl Task {
             confirmed_at: Instant::now(),
             leased: false,
             kept_beyond: None,
+            failing: false,
         }
     }
 
@@ -239,24 +243,22 @@ impl Task {
             let Err(panic) = CatchPanic::new(self.run_leased(&mut consumer)).await else {
                 return;
             };
-            panics = panics.saturating_add(1);
-            let delay = STORE_RETRY.delay(panics);
             let resume = self.unannounced.max(self.state.progress.borrow().position);
-            let reason = format!(
-                "the handler's task panicked outside the handler ({}); it resumes after position {resume} in {} ms",
+            let failed = format!(
+                "the handler's task panicked outside the handler ({}); it resumes after position {resume}",
                 panic_message(&*panic),
-                delay.as_millis()
             );
+            let delay = self.back_off(&mut panics, |_| failed.clone());
             tracing::error!(
                 name: "evoq.handler.task",
                 stage = "panic",
                 handler = &*self.state.name,
                 position = resume,
                 panics,
-                error = %reason,
+                error = %failed,
+                retry_in_ms = delay.as_millis() as u64,
                 "evoq.handler.task",
             );
-            self.trouble(reason);
             self.start_after = resume;
             if !self.sleep(delay).await {
                 self.stop_unleased();
@@ -320,7 +322,8 @@ impl Task {
 
     /// Waits `delay` without the lease, unless the runtime stops first (`false`). Requests
     /// that come meanwhile are not left waiting for the lease: a dead-letter retry or a rebuild
-    /// is handed to the node that holds it (see [`hand_over_retry`], [`hand_over_rebuild`]).
+    /// is handed to the node that holds it (see [`hand_over_retry`], [`hand_over_rebuild`]),
+    /// unless its caller gave up already.
     async fn wait_unleased(&mut self, delay: Duration) -> bool {
         self.announce();
         let until = tokio::time::Instant::now() + delay;
@@ -328,21 +331,38 @@ impl Task {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return false,
-                Some(control) = self.requests.recv() => match control {
-                    Control::Redeliver { event_id, reply } => {
-                        self.hand_over(RequestedAction::RetryDeadLetter { event_id }, reply)
+                Some(control) = self.requests.recv() => {
+                    if !self.withdrawn(&control) {
+                        self.hand_over(control);
                     }
-                    Control::Rebuild { reply } => self.hand_over(RequestedAction::Rebuild, reply),
-                },
+                }
                 () = tokio::time::sleep_until(until) => return !self.stopping(),
             }
         }
     }
 
-    /// Hands `action` (a dead-letter retry, a rebuild) to the node holding the lease, in a
-    /// task of its own that answers `reply` once that node carried it out (for a rebuild, once
-    /// the replay reached the head).
-    fn hand_over(&self, action: RequestedAction, reply: oneshot::Sender<Result<(), Error>>) {
+    /// Whether the caller of `control` gave up before the task began it (see
+    /// [`Control::given_up`]): then it is withdrawn, never begun, and the task says so.
+    fn withdrawn(&self, control: &Control) -> bool {
+        if !control.given_up() {
+            return false;
+        }
+        tracing::info!(
+            name: "evoq.handler.request",
+            stage = "withdrawn",
+            handler = &*self.state.name,
+            action = control.action.as_str(),
+            event_id = ?control.action.event_id(),
+            "a request given up by its caller before it began is withdrawn",
+        );
+        true
+    }
+
+    /// Hands the action of `control` (a dead-letter retry, a rebuild) to the node holding the
+    /// lease, in a task of its own that answers its caller once that node carried it out (for
+    /// a rebuild, once the replay reached the head).
+    fn hand_over(&self, control: Control) {
+        let Control { action, reply } = control;
         let store = Arc::clone(&self.store);
         let handler = Arc::clone(&self.state.name);
         let mut shutdown = self.shutdown.clone();
@@ -551,8 +571,9 @@ impl Task {
                     LEASE_POLL
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let delay = STORE_RETRY.delay(failures);
+                    let delay = self.back_off(&mut failures, |_| {
+                        format!("asking the store for the handler's lease failed ({error})")
+                    });
                     tracing::error!(
                         name: "evoq.handler.lease",
                         stage = "exception",
@@ -561,10 +582,6 @@ impl Task {
                         retry_in_ms = delay.as_millis() as u64,
                         "evoq.handler.lease",
                     );
-                    self.trouble(format!(
-                        "asking the store for the handler's lease failed ({error}); retrying in {} ms",
-                        delay.as_millis()
-                    ));
                     delay
                 }
             };
@@ -589,9 +606,7 @@ impl Task {
                 .copied()
                 .chain(self.state.renamed_from.iter().copied()),
         );
-        let mut subscription =
-            Subscription::new(Arc::clone(&self.store), filter.clone(), self.start_after)
-                .with_page_size(self.page_size);
+        let mut subscription = self.subscribe(&filter, self.start_after);
         let head = self.store.head();
         let mut processed = self.start_after;
         let mut read_failures = 0u32;
@@ -627,34 +642,26 @@ impl Task {
                         Ok(false) => {}
                         Ok(true) => {
                             // A rebuild: read from the first event again.
-                            subscription =
-                                Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
-                                    .with_page_size(self.page_size);
+                            subscription = self.subscribe(&filter, 0);
                             processed = 0;
                         }
                         Err(reason) => return Served::LeaseLost(reason),
                     }
                     continue;
                 }
-                Next::Control(Control::Redeliver { event_id, reply }) => {
+                Next::Control(control) => {
+                    if self.withdrawn(&control) {
+                        continue;
+                    }
                     if let Err(reason) = self.still_held(lease).await {
-                        self.hand_over(RequestedAction::RetryDeadLetter { event_id }, reply);
+                        self.hand_over(control);
                         return Served::LeaseLost(reason);
                     }
-                    let result = self.redeliver(consumer, event_id).await;
-                    let _ = reply.send(result);
-                    continue;
-                }
-                Next::Control(Control::Rebuild { reply }) => {
-                    if let Err(reason) = self.still_held(lease).await {
-                        self.hand_over(RequestedAction::Rebuild, reply);
-                        return Served::LeaseLost(reason);
-                    }
-                    let result = self.rebuild(consumer).await;
-                    if result.is_ok() {
-                        subscription =
-                            Subscription::new(Arc::clone(&self.store), filter.clone(), 0)
-                                .with_page_size(self.page_size);
+                    let Control { action, reply } = control;
+                    let result = self.carry_out(consumer, action).await;
+                    if result.is_ok() && action == RequestedAction::Rebuild {
+                        // Read from the first event again.
+                        subscription = self.subscribe(&filter, 0);
                         processed = 0;
                     }
                     let _ = reply.send(result);
@@ -668,8 +675,9 @@ impl Task {
                     events
                 }
                 Next::Events(Err(error)) => {
-                    read_failures = read_failures.saturating_add(1);
-                    let delay = STORE_RETRY.delay(read_failures);
+                    let delay = self.back_off(&mut read_failures, |failures| {
+                        format!("reading the events failed {failures} time(s) in a row ({error})")
+                    });
                     tracing::error!(
                         name: "evoq.handler.subscription",
                         stage = "exception",
@@ -679,10 +687,6 @@ impl Task {
                         retry_in_ms = delay.as_millis() as u64,
                         "evoq.handler.subscription",
                     );
-                    self.trouble(format!(
-                        "reading the events failed {read_failures} time(s) in a row ({error}); retrying in {} ms",
-                        delay.as_millis()
-                    ));
                     if !self.sleep(delay).await {
                         break;
                     }
@@ -828,16 +832,8 @@ impl Task {
                 break;
             }
             self.still_held(lease).await?;
-            let outcome = match request.action {
-                RequestedAction::RetryDeadLetter { event_id } => {
-                    self.redeliver(consumer, event_id).await
-                }
-                RequestedAction::Rebuild => {
-                    let outcome = self.rebuild(consumer).await;
-                    rebuilt |= outcome.is_ok();
-                    outcome
-                }
-            };
+            let outcome = self.carry_out(consumer, request.action).await;
+            rebuilt |= outcome.is_ok() && request.action == RequestedAction::Rebuild;
             if matches!(outcome, Err(Error::HandlerStopped { .. })) {
                 // The runtime stops: the request stays for the next holder.
                 break;
@@ -876,6 +872,28 @@ impl Task {
             }
         }
         Ok(rebuilt)
+    }
+
+    /// The subscription to the handler's events (`filter`) after `position`.
+    fn subscribe(&self, filter: &EventFilter, position: u64) -> Subscription {
+        Subscription::new(Arc::clone(&self.store), filter.clone(), position)
+            .with_page_size(self.page_size)
+    }
+
+    /// Carries out `action` between two events, asked in this runtime or kept in the store: a
+    /// dead-letter retry as [`redeliver`](Self::redeliver) does it, a rebuild as
+    /// [`rebuild`](Self::rebuild) does (after which the task reads from the first event again).
+    async fn carry_out<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        action: RequestedAction,
+    ) -> Result<(), Error> {
+        match action {
+            RequestedAction::RetryDeadLetter { event_id } => {
+                self.redeliver(consumer, event_id).await
+            }
+            RequestedAction::Rebuild => self.rebuild(consumer).await,
+        }
     }
 
     /// A consumer that keeps its checkpoint (a read model committing it with its changes)
@@ -964,8 +982,11 @@ impl Task {
                 }
                 Err(error) => error,
             };
-            failures = failures.saturating_add(1);
-            let delay = STORE_RETRY.delay(failures);
+            let delay = self.back_off(&mut failures, |_| {
+                format!(
+                    "moving the read model's checkpoint back from {kept} to {position} failed ({error})"
+                )
+            });
             tracing::error!(
                 name: "evoq.projection.checkpoint",
                 stage = "exception",
@@ -976,10 +997,6 @@ impl Task {
                 retry_in_ms = delay.as_millis() as u64,
                 "the read model's checkpoint beyond the head could not be moved back; no event is delivered until it is",
             );
-            self.trouble(format!(
-                "moving the read model's checkpoint back from {kept} to {position} failed ({error}); retrying in {} ms",
-                delay.as_millis()
-            ));
             if !self.sleep(delay).await {
                 return false;
             }
@@ -1031,9 +1048,58 @@ impl Task {
     fn trouble(&self, reason: String) {
         self.state.counters.count(Count::Fault);
         self.change_status(|progress| {
-            progress.trouble = Some(Arc::from(reason));
+            progress.trouble = Some(Retrying::Fault.reason(&reason));
             true
         });
+    }
+
+    /// One more failure outside the handler's code, in a row of `failures`, which the task
+    /// tries again after the store's back-off: counts it, records it with
+    /// [`trouble`](Self::trouble) (`failed`, given the failures in a row, says what failed;
+    /// the status adds when the next try comes), and returns the delay before that try. The
+    /// caller logs the failure with the delay, then waits it.
+    fn back_off(&self, failures: &mut u32, failed: impl FnOnce(u32) -> String) -> Duration {
+        *failures = failures.saturating_add(1);
+        let delay = STORE_RETRY.delay(*failures);
+        self.trouble(format!(
+            "{}; retrying in {} ms",
+            failed(*failures),
+            delay.as_millis()
+        ));
+        delay
+    }
+
+    /// Records that the handler's method failed on `event` (attempt `attempt`), which its
+    /// retry policy tries again in `delay`: the handler's state says it is retrying that event,
+    /// and why, until [`event_settled`](Self::event_settled).
+    fn retrying_event(
+        &mut self,
+        event: &EventMeta,
+        failure: &HandlerFailure,
+        attempt: u32,
+        delay: Duration,
+    ) {
+        self.failing = true;
+        let reason = Retrying::Event.reason(&format!(
+            "`{}` at position {} failed on attempt {attempt} of {} ({failure}); the next attempt in {} ms",
+            event.event_type(),
+            event.global_position(),
+            self.options.max_attempts,
+            delay.as_millis()
+        ));
+        self.change_status(|progress| {
+            progress.failing = Some(reason);
+            true
+        });
+    }
+
+    /// The event last recorded by [`retrying_event`](Self::retrying_event) was handled or
+    /// given up (or is left to another node): the handler's state no longer says it retries
+    /// it. Costs nothing when no event was being retried.
+    fn event_settled(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            self.change_status(|progress| progress.failing.take().is_some());
+        }
     }
 
     /// The failure last recorded by [`trouble`](Self::trouble) is over.
@@ -1239,6 +1305,7 @@ impl Task {
             };
             let failure = match result {
                 Ok(()) => {
+                    self.event_settled();
                     self.state.counters.count(Count::Handled);
                     return Delivered::Next;
                 }
@@ -1357,14 +1424,18 @@ impl Task {
                 error = %failure,
                 "evoq.handler.retry",
             );
-            if !self.sleep(delay).await {
-                return Some(Delivered::Shutdown);
-            }
-            if let Err(reason) = self.still_held(lease).await {
-                return Some(Delivered::LeaseLost(reason));
-            }
-            return None;
+            self.retrying_event(event, failure, attempt, delay);
+            let outcome = if !self.sleep(delay).await {
+                Delivered::Shutdown
+            } else if let Err(reason) = self.still_held(lease).await {
+                Delivered::LeaseLost(reason)
+            } else {
+                return None;
+            };
+            self.event_settled();
+            return Some(outcome);
         }
+        self.event_settled();
         Some(match self.options.on_error {
             OnError::DeadLetter => {
                 if let Err(reason) = self.still_held(lease).await {
@@ -1469,13 +1540,12 @@ impl Task {
                 }
                 Err(error) => error,
             };
-            failures = failures.saturating_add(1);
-            let delay = STORE_RETRY.delay(failures);
-            self.trouble(format!(
-                "saving the dead letter of the event at position {} failed ({error}); retrying in {} ms",
-                event.global_position(),
-                delay.as_millis()
-            ));
+            let delay = self.back_off(&mut failures, |_| {
+                format!(
+                    "saving the dead letter of the event at position {} failed ({error})",
+                    event.global_position()
+                )
+            });
             tracing::error!(
                 name: "evoq.handler.dead_letter",
                 stage = "exception",
@@ -1724,15 +1794,21 @@ async fn hand_over_rebuild(
             Ok(_) => failures = 0,
             Err(_) => failures = failures.saturating_add(1),
         }
-        let delay = match failures {
-            0 => REQUEST_POLL,
-            n => STORE_RETRY.delay(n),
-        };
+        let delay = next_look(failures);
         tokio::select! {
             _ = shutdown.changed() => return Err(stopping(handler, "the rebuild was carried out by the node holding the lease; its replay goes on there")),
             () = reply.closed() => return Ok(()),
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// How long a node that handed a request over waits before it looks again at the store:
+/// [`REQUEST_POLL`], or the store's back-off after `failures` looks in a row failed.
+fn next_look(failures: u32) -> Duration {
+    match failures {
+        0 => REQUEST_POLL,
+        n => STORE_RETRY.delay(n),
     }
 }
 
@@ -1761,10 +1837,7 @@ async fn carried_out(
     store.save_request(asked).await?;
     let mut failures = 0u32;
     loop {
-        let delay = match failures {
-            0 => REQUEST_POLL,
-            n => STORE_RETRY.delay(n),
-        };
+        let delay = next_look(failures);
         tokio::select! {
             _ = shutdown.changed() => {
                 let _ = store.delete_request(handler, request).await;
