@@ -68,6 +68,10 @@ pub struct FaultyStore {
     pub checkpoint_saves: AtomicUsize,
     /// The next N calls of `save_saga_state` store the state, then fail (an ambiguous write).
     pub ambiguous_saga_saves: AtomicU32,
+    /// The next N calls of `try_lease` fail.
+    pub lease_failures: AtomicU32,
+    /// `try_lease` says another node holds the lease (after the failures above).
+    pub lease_held_elsewhere: AtomicBool,
 }
 
 /// Takes one from `counter` if it is above zero: whether it was.
@@ -173,6 +177,19 @@ impl EventStore for FaultyStore {
 
     fn is_shared(&self) -> bool {
         self.shared.load(Ordering::SeqCst)
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<evoq::store::Lease>, StoreError> {
+        if take_one(&self.lease_failures) {
+            return Err(StoreError::Backend {
+                backend: "faulty",
+                message: "injected lease failure".to_owned(),
+            });
+        }
+        if self.lease_held_elsewhere.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.inner.try_lease(name).await
     }
 
     async fn read_stream(

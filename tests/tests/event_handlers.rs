@@ -782,6 +782,46 @@ async fn store_failures_delay_a_handler_but_lose_nothing() {
     );
 }
 
+/// A node whose requests for a handler's lease failed, and then are answered (another node
+/// holds it), reads `Running` again: the failure is over, and an alert on `retrying` stops.
+#[tokio::test]
+async fn a_standby_node_reads_running_again_once_its_lease_requests_are_answered() {
+    use evoq_tests::faulty_store::FaultyStore;
+    let faulty = FaultyStore::new();
+    faulty.lease_failures.store(3, Ordering::SeqCst);
+    faulty.lease_held_elsewhere.store(true, Ordering::SeqCst);
+    let store: Arc<dyn EventStore> = faulty.clone();
+    let app = Evoq::builder()
+        .shared_store(store)
+        .handler(AlphaOnly::default())
+        .start()
+        .await
+        .unwrap();
+    let status = || app.handler_stats()[0].status.clone();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !matches!(status(), evoq::HandlerStatus::Retrying { .. }) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("a failing lease request reads retrying");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while faulty.lease_failures.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The next request after the failures is answered: another node holds the lease.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    })
+    .await
+    .expect("the failures pass");
+    assert!(
+        matches!(status(), evoq::HandlerStatus::Running),
+        "once answered, the standby node's handler is running: {:?}",
+        status()
+    );
+    app.stop().await;
+}
+
 /// On every store, PostgreSQL's shared lease included: taking the lease does not bring the
 /// stale checkpoint back.
 async fn a_checkpoint_beyond_the_head_resumes_at_the_head_and_skips_no_new_event(backend: Backend) {

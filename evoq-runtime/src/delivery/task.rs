@@ -526,10 +526,10 @@ impl Task {
                 return None;
             }
             let delay = match self.store.try_lease(&self.state.name).await {
+                // An answer ends the failure that kept the task from asking, or the one that
+                // cost it the lease (another node goes on, or this one again).
                 Ok(Some(lease)) => {
-                    if failures > 0 {
-                        self.recovered();
-                    }
+                    self.recovered();
                     if lease.is_shared() {
                         match self.resume_shared(consumer).await {
                             Ok(()) => {}
@@ -561,6 +561,8 @@ impl Task {
                     return Some(lease);
                 }
                 Ok(None) => {
+                    failures = 0;
+                    self.recovered();
                     // Another node runs the handler: follow its checkpoint, so waits on this
                     // node (strong consistency, `wait_for`) see the handler's progress, but
                     // never past the head this node knows: a checkpoint beyond the store's
