@@ -276,7 +276,7 @@ pub enum Error {
     /// An idempotency key (or a caller-supplied command id) was reused for a different command:
     /// the first result cannot answer it. Nothing was run.
     #[error(
-        "idempotency key `{key}` was first used for command `{first_command}` with aggregate id `{first_aggregate_id}` and cannot be reused for command `{command}` with aggregate id `{aggregate_id}`; use one key per request"
+        "idempotency key `{key}` was first used for command `{first_command}` to aggregate `{first_aggregate_id}` and cannot be reused for command `{command}` to aggregate `{aggregate_id}`; use one key per request"
     )]
     IdempotencyKeyReused {
         /// The key (the idempotency key, or the command id).

@@ -200,33 +200,6 @@ async fn an_empty_id_of_a_decision_command_names_the_decision() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_key_reused_for_a_decision_command_names_no_aggregate() {
-    let app = Evoq::builder().start().await.unwrap();
-    app.command(lend("m1", "b1"))
-        .idempotency_key("k1")
-        .dispatch()
-        .await
-        .unwrap();
-    let error = app
-        .command(lend("m1", "b2"))
-        .idempotency_key("k1")
-        .dispatch()
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, Error::IdempotencyKeyReused { .. }),
-        "{error:?}"
-    );
-    let text = error.to_string();
-    assert!(
-        text.contains("with aggregate id `b1`") && text.contains("with aggregate id `b2`"),
-        "{text}"
-    );
-    assert!(!text.contains("to aggregate"), "{text}");
-    app.stop().await;
-}
-
 /// The read-back of a resent decision command whose stream holds a type the decision does not
 /// apply (written there by hand) names the decision.
 #[tokio::test]
