@@ -150,7 +150,7 @@ impl Problem {
             Error::Rejected { source, .. } => match D::problem(&**source) {
                 Some(problem) => problem,
                 // The handler's own message, without the runtime's "command `X` was rejected
-                // by aggregate ..." prefix.
+                // by aggregate (or decision) ..." prefix.
                 None => {
                     Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(source.to_string())
                 }
@@ -571,6 +571,7 @@ mod tests {
 
     fn rejected(source: impl StdError + Send + Sync + 'static) -> Error {
         Error::Rejected {
+            decider: evoq_runtime::Decider::Decision,
             aggregate: "Book",
             id: "978-0".into(),
             command: "LendBook",
@@ -619,6 +620,7 @@ mod tests {
             attempts: 1,
         };
         let invalid = Error::InvalidAggregateId {
+            decider: evoq_runtime::Decider::Aggregate,
             aggregate: "Book",
             command: "AddBook",
             id: String::new(),
@@ -640,6 +642,7 @@ mod tests {
         };
         let stopped = Error::Stopped { command: "AddBook" };
         let panicked = Error::Panicked {
+            decider: evoq_runtime::Decider::Aggregate,
             aggregate: "Book",
             id: "1".into(),
             command: "AddBook",

@@ -29,9 +29,15 @@ use crate::store::StoreError;
 #[non_exhaustive]
 pub enum Error {
     /// The command handler refused the command (a domain error): nothing was appended.
-    #[error("command `{command}` was rejected by aggregate `{aggregate}` `{id}`: {source}")]
+    ///
+    /// The message names what decided the command as what it is (`decider`): "command
+    /// `LendBook` was rejected by decision `Lending` `b1`: ...", "... by aggregate
+    /// `BankAccount` `acc-1`: ...".
+    #[error("command `{command}` was rejected by {decider} `{aggregate}` `{id}`: {source}")]
     Rejected {
-        /// The aggregate type.
+        /// Whether an aggregate or a decision refused the command.
+        decider: Decider,
+        /// The aggregate type's name, or the decision's name (see `decider`).
         aggregate: &'static str,
         /// The aggregate id.
         id: String,
@@ -94,14 +100,22 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A command handler or an `#[apply]` method panicked. The instance was dropped; the next
-    /// command rebuilds it from the store.
+    /// A command handler or an `#[apply]` method panicked. An aggregate's instance was
+    /// dropped, and the next command rebuilds it from the store; a decision's model was
+    /// dropped (a cached one is read again by the next command). The message names which
+    /// (`decider`): "decision `Lending` `b1` panicked while handling command `LendBook`: ...".
     #[error(
-        "aggregate `{aggregate}` `{id}` panicked while handling command `{command}`: {message}; the instance was dropped and will be rebuilt from the store on the next command{}",
+        "{decider} `{aggregate}` `{id}` panicked while handling command `{command}`: {message}; {}{}",
+        match .decider {
+            Decider::Aggregate => "the instance was dropped and will be rebuilt from the store on the next command",
+            Decider::Decision => "its model was dropped and the next command reads its events again",
+        },
         if *.events_stored { " (its events WERE stored)" } else { " (nothing was appended)" }
     )]
     Panicked {
-        /// The aggregate type.
+        /// Whether an aggregate or a decision panicked.
+        decider: Decider,
+        /// The aggregate type's name, or the decision's name (see `decider`).
         aggregate: &'static str,
         /// The aggregate id.
         id: String,
@@ -152,12 +166,15 @@ pub enum Error {
         reason: String,
     },
 
-    /// A stream holds an event type the aggregate does not apply.
+    /// A stream holds an event type the aggregate (or the decision, reading back the events
+    /// of a resent command) does not apply.
     #[error(
-        "unknown event type `{event_type}` at version {version} of stream `{stream}`: aggregate `{aggregate}` has no `#[apply]` method for it; add one, or an upcaster that renames it"
+        "unknown event type `{event_type}` at version {version} of stream `{stream}`: {decider} `{aggregate}` has no `#[apply]` method for it; add one, or an upcaster that renames it"
     )]
     UnknownEventType {
-        /// The aggregate type.
+        /// Whether the stream is an aggregate's or a decision's.
+        decider: Decider,
+        /// The aggregate type's name, or the decision's name (see `decider`).
         aggregate: &'static str,
         /// The stream.
         stream: String,
@@ -282,10 +299,12 @@ pub enum Error {
     /// hold its stream id: on PostgreSQL, one with a NUL character or longer than 2,048
     /// bytes): nothing was appended, and no other command failed with it.
     #[error(
-        "command `{command}` cannot be dispatched: its aggregate id for aggregate `{aggregate}` {reason}; nothing was run"
+        "command `{command}` cannot be dispatched: its aggregate id for {decider} `{aggregate}` {reason}; nothing was run"
     )]
     InvalidAggregateId {
-        /// The aggregate type.
+        /// Whether the command is routed to an aggregate or to a decision.
+        decider: Decider,
+        /// The aggregate type's name, or the decision's name (see `decider`).
         aggregate: &'static str,
         /// The command type.
         command: &'static str,
@@ -533,10 +552,11 @@ impl Error {
         }
     }
 
-    /// The error of a store call made for `command` of aggregate (or decision) `aggregate`
-    /// `id`: a stream id the store cannot hold is the id's fault, named as such
+    /// The error of a store call made for `command` of aggregate (or decision, `decider`)
+    /// `aggregate` `id`: a stream id the store cannot hold is the id's fault, named as such
     /// (`InvalidAggregateId`); any other store error as it is.
     pub(crate) fn of_store(
+        decider: Decider,
         aggregate: &'static str,
         command: &'static str,
         id: &str,
@@ -549,6 +569,7 @@ impl Error {
                 value,
                 reason,
             } => Error::InvalidAggregateId {
+                decider,
                 aggregate,
                 command,
                 id: id.to_owned(),
@@ -679,6 +700,35 @@ fn rename_conflict(
         format!(
             "{first}; and `{other_type}`, which another upcaster renamed them to, read by {other_readers}. A stored event is read as one type: keep `renamed_from = \"{stored_as}\"` in the upcasters of one of `{renamed_to}` and `{other_type}` only"
         )
+    }
+}
+
+/// What decides a command: an aggregate (its live instance, on its own stream) or a
+/// [decision](crate::decision) (on the events its query selects across streams). The errors
+/// of a command ([`Error::Rejected`], [`Error::Panicked`], [`Error::UnknownEventType`],
+/// [`Error::InvalidAggregateId`]) carry it, and their messages name the one that failed by its
+/// word: "rejected by decision `Lending` `b1`", "aggregate `BankAccount` `acc-1` panicked".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decider {
+    /// An `#[aggregate]`.
+    Aggregate,
+    /// A `#[decision]`.
+    Decision,
+}
+
+impl Decider {
+    /// The word messages name it by: `aggregate` or `decision`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Decider::Aggregate => "aggregate",
+            Decider::Decision => "decision",
+        }
+    }
+}
+
+impl fmt::Display for Decider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

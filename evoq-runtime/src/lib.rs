@@ -43,7 +43,7 @@ pub use crate::delivery::{
 };
 pub use crate::dispatch::{CommandContext, DispatchOptions, Dispatched, Middleware, Pipeline};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, UserEntries, stream_id};
-pub use crate::error::{Error, ErrorKind};
+pub use crate::error::{Decider, Error, ErrorKind};
 pub use crate::event::{AppliedBy, Event, EventSet};
 pub use crate::handler::{EventHandler, EventMeta, HandlerFailure};
 pub use crate::host::AggregateStats;

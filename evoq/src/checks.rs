@@ -110,14 +110,12 @@ impl<E: Event> IsEvent for E {
         fn encode<E: Event>(event: &E) -> Result<Vec<u8>, serde_json::Error> {
             encode_exact(event)
         }
-        fn decode<E: Event>(data: &[u8]) -> Result<E, serde_json::Error> {
-            serde_json::from_slice(data)
-        }
         EventVTable {
             name: E::NAME,
             version: E::VERSION,
             encode: encode::<E>,
-            decode: decode::<E>,
+            // Both catch a panic of `E`'s `Deserialize` impl: it is a decode error.
+            decode: evoq_runtime::upcast::decode_current::<E>,
             decode_stored: evoq_runtime::upcast::decode::<E>,
             stored_as: evoq_runtime::upcast::stored_as::<E>,
             upcasters: E::UPCASTERS,

@@ -80,9 +80,11 @@ pub struct EventVTable<E> {
     pub version: u32,
     /// Serializes the event (JSON).
     pub encode: fn(&E) -> Result<Vec<u8>, serde_json::Error>,
-    /// Deserializes the event (JSON) at the current version.
+    /// Deserializes the event (JSON) at the current version (a panic of its `Deserialize` is an
+    /// error).
     pub decode: fn(&[u8]) -> Result<E, serde_json::Error>,
-    /// Deserializes data stored at a schema version, through the upcasters.
+    /// Deserializes data stored at a schema version, through the upcasters (a panic of an
+    /// upcaster or of its `Deserialize` is an error).
     pub decode_stored: fn(u32, &[u8]) -> Result<E, DecodeError>,
     /// Whether an event stored under a name is one of these (its name or an old name).
     pub stored_as: fn(&str) -> bool,

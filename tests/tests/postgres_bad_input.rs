@@ -149,6 +149,7 @@ async fn an_aggregate_id_postgres_cannot_hold_is_an_invalid_aggregate_id_of_its_
                 command,
                 id: given,
                 reason,
+                ..
             } = error
             else {
                 panic!("{label}: {error:?}");

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::definition::Aggregate;
+use crate::error::Decider;
 use crate::store::EventQuery;
 
 /// A request to change one aggregate. The field marked `#[aggregate_id]` names the target.
@@ -158,6 +159,14 @@ pub(crate) trait Decide<A: Aggregate>: Send + Sync {
     fn decision_cached(&self) -> bool;
     /// [`Route::DECISION_CONTEXT`].
     fn decision_context(&self) -> bool;
+    /// What decides the command, as its errors name it: a decision when it has a query (which
+    /// this builds: for the paths that fail, not for every command).
+    fn decider(&self) -> Decider {
+        match self.decision_query() {
+            Some(_) => Decider::Decision,
+            None => Decider::Aggregate,
+        }
+    }
 }
 
 impl<C: Route> Decide<C::Aggregate> for C {

@@ -4,15 +4,16 @@
 use super::context::Dispatched;
 use super::definition::Aggregate;
 use super::replay::decode;
-use crate::error::Error;
+use crate::error::{Decider, Error};
 use std::time::SystemTime;
 
 use super::context::CommandContext;
 use crate::store::{CommandLookup, CommandRecord, Direction, EventStore, StoreError};
 
 /// The result `record` stands for, as a dispatch of `command` to aggregate `aggregate_id` of
-/// `A` returns it: its events read back from the stream (through their upcasters), the version
-/// and position of the last one, and the first run's command id.
+/// `A` (an aggregate or a decision: `decider`) returns it: its events read back from the stream
+/// (through their upcasters), the version and position of the last one, and the first run's
+/// command id.
 ///
 /// Fails with [`Error::IdempotencyKeyReused`] when the entry is of another command or another
 /// aggregate (the key was reused), and with an integrity error when the stream no longer holds
@@ -22,6 +23,7 @@ pub(crate) async fn first_result<A: Aggregate>(
     record: &CommandRecord,
     command: &'static str,
     aggregate_id: &str,
+    decider: Decider,
 ) -> Result<Dispatched<A>, Error> {
     if record.command != command
         || record.aggregate != A::NAME
@@ -75,7 +77,7 @@ pub(crate) async fn first_result<A: Aggregate>(
     }
     let events = stored
         .iter()
-        .map(|recorded| decode::<A>(recorded))
+        .map(|recorded| decode::<A>(recorded, decider))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Dispatched {
         version: record.version,
@@ -99,13 +101,14 @@ pub(crate) async fn ran_before<A: Aggregate>(
     since: SystemTime,
     command: &'static str,
     aggregate_id: &str,
+    decider: Decider,
 ) -> Result<Option<Dispatched<A>>, Error> {
     let lookup = match &context.idempotency_key {
         Some(key) => CommandLookup::Key(key),
         None => CommandLookup::Id(context.command_id),
     };
     match store.find_command(lookup, since).await? {
-        Some(record) => first_result::<A>(store, &record, command, aggregate_id)
+        Some(record) => first_result::<A>(store, &record, command, aggregate_id, decider)
             .await
             .map(Some),
         None => Ok(None),

@@ -4,14 +4,18 @@
 
 use super::definition::Aggregate;
 use crate::envelope::RecordedEvent;
-use crate::error::Error;
+use crate::error::{Decider, Error};
 use crate::event::EventSet;
 use crate::event::upcast::DecodeError;
 
-/// Decodes one stored event of aggregate `A` through its upcasters: the replay of an instance and
-/// the lookup of a re-sent command both read with it.
-pub(crate) fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, Error> {
+/// Decodes one stored event of aggregate (or decision, `decider`) `A` through its upcasters: the
+/// replay of an instance and the lookup of a re-sent command both read with it.
+pub(crate) fn decode<A: Aggregate>(
+    recorded: &RecordedEvent,
+    decider: Decider,
+) -> Result<A::Event, Error> {
     decode_known::<A>(recorded)?.ok_or_else(|| Error::UnknownEventType {
+        decider,
         aggregate: A::NAME,
         stream: recorded.stream_id().to_owned(),
         version: recorded.stream_version,

@@ -36,7 +36,7 @@ use crate::aggregate::command::{Decide, Route};
 use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::aggregate::recorded::first_result;
 use crate::envelope::stream_id;
-use crate::error::Error;
+use crate::error::{Decider, Error};
 use crate::event::EventSet;
 use crate::host::decision_models::DecisionModels;
 use crate::host::memory_monitor::MemoryMonitor;
@@ -613,12 +613,7 @@ pub(crate) fn dispatch<C: Route>(
         // Borrowed from the command where it can be: routing copies no id.
         let id = request.command.aggregate_id_str();
         if id.is_empty() {
-            return Err(Error::InvalidAggregateId {
-                aggregate: <C::Aggregate as Aggregate>::NAME,
-                command: C::NAME,
-                id: id.into_owned(),
-                reason: "is empty: every instance needs a non-empty id (its stream is `<aggregate name>-<id>`); set the command's `#[aggregate_id]` field".to_owned(),
-            });
+            return Err(empty_id::<C>(&request.command));
         }
         if request.is_bare() && dispatcher.middleware.is_empty() {
             // The bare command, run from the request where it lies (no copy of its parts in this
@@ -666,6 +661,23 @@ pub(crate) fn dispatch<C: Route>(
     }
 }
 
+/// The error of `command`, whose aggregate id is empty: no stream can be named for it.
+fn empty_id<C: Route>(command: &C) -> Error {
+    let decider = command.decider();
+    let name = <C::Aggregate as Aggregate>::NAME;
+    let reason = match decider {
+        Decider::Aggregate => "is empty: every instance needs a non-empty id (its stream is `<aggregate name>-<id>`); set the command's `#[aggregate_id]` field".to_owned(),
+        Decider::Decision => format!("is empty: the decision appends to the stream `{name}-<id>`, which needs a non-empty id; set the command's `#[aggregate_id]` field"),
+    };
+    Error::InvalidAggregateId {
+        decider,
+        aggregate: name,
+        command: C::NAME,
+        id: String::new(),
+        reason,
+    }
+}
+
 /// A dispatch with an idempotency key, a caller-supplied command id or middleware.
 #[allow(clippy::too_many_arguments)]
 async fn run_keyed_or_wrapped<C: Route>(
@@ -706,9 +718,11 @@ async fn run_keyed_or_wrapped<C: Route>(
         let store = &**dispatcher.store();
         let lookup = async {
             match store.find_command(leader.key().lookup(), since).await? {
-                Some(record) => first_result::<C::Aggregate>(store, &record, C::NAME, &id)
-                    .await
-                    .map(Some),
+                Some(record) => {
+                    first_result::<C::Aggregate>(store, &record, C::NAME, &id, command.decider())
+                        .await
+                        .map(Some)
+                }
                 None => Ok(None),
             }
         };

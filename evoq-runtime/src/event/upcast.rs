@@ -7,10 +7,11 @@
 //! the upcasters from versions 1 and 2, and a missing one does not compile. Nothing is
 //! registered at run time, so no upcaster can be forgotten.
 //!
-//! Every read path decodes through [`decode`]: the aggregate replay, the idempotency lookup of
-//! a re-sent command, event handlers, projections and their rebuilds (and sagas,
-//! which run on the same subscription engine). Stored data is never rewritten: upcasting
-//! happens on every read.
+//! Every read path decodes through [`decode`]: the aggregate replay, a decision's read of its
+//! events, the idempotency lookup of a re-sent command, event handlers, projections and their
+//! rebuilds (and sagas, which run on the same subscription engine). Stored data is never
+//! rewritten: upcasting happens on every read. A panic of user code on the way (an upcaster,
+//! an event type's `Deserialize` impl) is caught where it is called and is that read's error.
 //!
 //! An upcaster may also rename the event type: `#[upcaster(NewName, from = 1, renamed_from =
 //! "OldName")]` makes the events stored under `"OldName"` (at versions up to 1) events of
@@ -35,12 +36,49 @@ pub fn stored_as<E: Event>(event_type: &str) -> bool {
 
 /// Decodes data of `E` stored at `schema_version`, through `E`'s upcasters when it is older
 /// than [`Event::VERSION`].
+///
+/// `E`'s `Deserialize` impl is user code: a panic in it is caught and is a
+/// [`DecodeError::Data`] saying so, with the panic's message (logged at ERROR as
+/// `evoq.decode`), as data that does not deserialize is: each read path reports it as the
+/// decode failure it is, never as a panic.
 pub fn decode<E: Event>(schema_version: u32, data: &[u8]) -> Result<E, DecodeError> {
     if schema_version == E::VERSION {
-        return Ok(serde_json::from_slice(data)?);
+        return Ok(decode_current::<E>(data)?);
     }
     let value = upcast::<E>(schema_version, data)?;
-    Ok(serde_json::from_value(value)?)
+    Ok(deserialize::<E>(schema_version, || {
+        serde_json::from_value(value)
+    })?)
+}
+
+/// Decodes data of `E` written at its current schema version ([`Event::VERSION`]), without
+/// upcasting; a panic of `E`'s `Deserialize` impl is an error, as in [`decode`].
+pub fn decode_current<E: Event>(data: &[u8]) -> Result<E, serde_json::Error> {
+    deserialize::<E>(E::VERSION, || serde_json::from_slice(data))
+}
+
+/// Runs `E`'s `Deserialize` impl (data stored at `stored_version`). It is user code: its panic
+/// is caught here, the one place every read path decodes through, and is a deserialization
+/// error naming the type and the panic, logged at ERROR.
+fn deserialize<E: Event>(
+    stored_version: u32,
+    run: impl FnOnce() -> Result<E, serde_json::Error>,
+) -> Result<E, serde_json::Error> {
+    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let message = panic_message(&*panic);
+        tracing::error!(
+            name: "evoq.decode",
+            stage = "exception",
+            event_type = E::NAME,
+            version = stored_version,
+            panic = %message,
+            "evoq.decode",
+        );
+        Err(serde::de::Error::custom(format!(
+            "the `Deserialize` impl of `{}` panicked: {message}",
+            E::NAME
+        )))
+    })
 }
 
 /// The data of `E` stored at `schema_version`, as JSON of the current version.

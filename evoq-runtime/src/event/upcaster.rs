@@ -233,7 +233,8 @@ pub enum DecodeError {
     /// It could not be brought to the current version.
     #[error(transparent)]
     Upcast(#[from] UpcastError),
-    /// It is at the current version but does not deserialize.
+    /// It is at the current version but does not deserialize, or the type's `Deserialize` impl
+    /// panicked on it (the error's message says so, with the panic's).
     #[error(transparent)]
     Data(#[from] serde_json::Error),
 }

@@ -28,7 +28,7 @@ use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::aggregate::lifespan::{Idle, OnTimeout};
 use crate::aggregate::{recorded, replay};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent, Tags};
-use crate::error::Error;
+use crate::error::{Decider, Error};
 use crate::event::EventSet;
 use crate::store::{
     Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, SnapshotAndEvents, StoreError,
@@ -321,6 +321,7 @@ impl<A: Aggregate> Actor<'_, A> {
                                 }
                             }
                             return Err(Error::Rejected {
+                                decider: Decider::Aggregate,
                                 aggregate: A::NAME,
                                 id: self.id().to_owned(),
                                 command: name,
@@ -403,6 +404,7 @@ impl<A: Aggregate> Actor<'_, A> {
                             &record,
                             name,
                             self.id(),
+                            Decider::Aggregate,
                         ))
                         .await;
                     }
@@ -451,7 +453,8 @@ impl<A: Aggregate> Actor<'_, A> {
                     }
                     // The append's outcome is unknown to us: rebuild before the next command.
                     Err(error) => {
-                        let error = Error::of_store(A::NAME, name, self.id(), error);
+                        let error =
+                            Error::of_store(Decider::Aggregate, A::NAME, name, self.id(), error);
                         error.alarm("append", self.stream());
                         return Err(error);
                     }
@@ -475,7 +478,15 @@ impl<A: Aggregate> Actor<'_, A> {
             return Ok(None);
         };
         let store = &*self.registry.env.store;
-        recorded::ran_before::<A>(store, run.context, since, name, self.id()).await
+        recorded::ran_before::<A>(
+            store,
+            run.context,
+            since,
+            name,
+            self.id(),
+            Decider::Aggregate,
+        )
+        .await
     }
 
     /// Applies the events the stream holds beyond the live instance's version; whether there
@@ -586,7 +597,9 @@ impl<A: Aggregate> Actor<'_, A> {
             .store
             .read_from_snapshot(self.stream(), REPLAY_PAGE)
             .await
-            .map_err(|error| Error::of_store(A::NAME, command, self.id(), error));
+            .map_err(|error| {
+                Error::of_store(Decider::Aggregate, A::NAME, command, self.id(), error)
+            });
         let SnapshotAndEvents { snapshot, events } = self.alarmed(start)?;
         let mut instance = Instance {
             state: A::default(),
@@ -628,7 +641,9 @@ impl<A: Aggregate> Actor<'_, A> {
             .store
             .stream_version(self.stream())
             .await
-            .map_err(|error| Error::of_store(A::NAME, command, self.id(), error));
+            .map_err(|error| {
+                Error::of_store(Decider::Aggregate, A::NAME, command, self.id(), error)
+            });
         let stream_version = self.alarmed(stream_version)?;
         if stream_version >= restored.version {
             return Ok(restored);
@@ -729,10 +744,11 @@ impl<A: Aggregate> Actor<'_, A> {
                 .into());
             }
             // Through the event's upcasters, as every read path.
-            let event = replay::decode::<A>(&recorded)?;
+            let event = replay::decode::<A>(&recorded, Decider::Aggregate)?;
             let state = &mut instance.state;
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| state.apply(&event))) {
                 return Err(Error::Panicked {
+                    decider: Decider::Aggregate,
                     aggregate: A::NAME,
                     id: self.id().to_owned(),
                     command,
@@ -1074,6 +1090,7 @@ impl<A: Aggregate> Actor<'_, A> {
             "evoq.aggregate.execute",
         );
         Error::Panicked {
+            decider: Decider::Aggregate,
             aggregate: A::NAME,
             id: self.id().to_owned(),
             command,

@@ -55,7 +55,7 @@ use crate::aggregate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::aggregate::recorded::{first_result, ran_before};
 use crate::aggregate::replay::decode_known;
 use crate::envelope::stream_id;
-use crate::error::Error;
+use crate::error::{Decider, Error};
 use crate::store::{EventStore, GuardedStore, NewCommand, StoreError};
 use crate::util::backoff::jittered;
 use crate::util::panic::panic_message;
@@ -121,7 +121,8 @@ pub(crate) async fn run<A: Aggregate>(
                 // A resend may be refused by its own first run's events (another node ran it
                 // since it was looked up): the first result, not the refusal.
                 if let Some(since) = deduplicate_since
-                    && let Some(done) = ran_before::<A>(store, context, since, name, id).await?
+                    && let Some(done) =
+                        ran_before::<A>(store, context, since, name, id, Decider::Decision).await?
                 {
                     break Ok(done);
                 }
@@ -190,7 +191,7 @@ pub(crate) async fn run<A: Aggregate>(
                 });
             }
             Err(StoreError::DuplicateCommand { record }) => {
-                break first_result::<A>(store, &record, name, id).await;
+                break first_result::<A>(store, &record, name, id, Decider::Decision).await;
             }
             Err(StoreError::ConditionFailed { position, .. }) => {
                 metrics::counter!("evoq_decision_conflicts_total", "decision" => A::NAME)
@@ -218,7 +219,9 @@ pub(crate) async fn run<A: Aggregate>(
                 // The model is right up to what it read: the next attempt reads what is new.
                 query = condition.query;
             }
-            Err(error) => break Err(Error::of_store(A::NAME, name, id, error)),
+            Err(error) => {
+                break Err(Error::of_store(Decider::Decision, A::NAME, name, id, error));
+            }
         }
     };
     if let Some(slot) = slot.as_mut() {
@@ -320,6 +323,7 @@ fn decide<A: Aggregate>(
     })) {
         Ok(Ok(events)) => Ok(events),
         Ok(Err(rejection)) => Err(Error::Rejected {
+            decider: Decider::Decision,
             aggregate: A::NAME,
             id: id.to_owned(),
             command: name,
@@ -342,6 +346,7 @@ fn panicked<A: Aggregate>(panic: &(dyn Any + Send), name: &'static str, id: &str
         "evoq.decision.execute",
     );
     Error::Panicked {
+        decider: Decider::Decision,
         aggregate: A::NAME,
         id: id.to_owned(),
         command: name,
