@@ -169,7 +169,7 @@ pub enum Error {
     /// A stream holds an event type the aggregate (or the decision, reading back the events
     /// of a resent command) does not apply.
     #[error(
-        "unknown event type `{event_type}` at version {version} of stream `{stream}`: {decider} `{aggregate}` has no `#[apply]` method for it; add one, or an upcaster that renames it"
+        "unknown event type `{event_type}` at version {version} of stream `{stream}`: {decider} `{aggregate}` has no `#[apply]` method for it; add one, or an upcaster that renames it (or, if newer code of this application wrote it, run that code)"
     )]
     UnknownEventType {
         /// Whether the stream is an aggregate's or a decision's.
