@@ -224,10 +224,12 @@ impl StoreError {
     pub(crate) const STREAM_ID: &'static str = "stream id";
 
     /// How many characters of a value a [`StoreError::Unstorable`] shows.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) const SHOWN: usize = 64;
 
     /// The [`StoreError::Unstorable`] of `backend` for `value`, the `what` of an operation,
     /// quoted and cut to its first [`SHOWN`](Self::SHOWN) characters.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn unstorable(
         backend: &'static str,
         what: &'static str,
