@@ -42,7 +42,7 @@ pub(crate) fn expand_flavor(flavor: &Flavor, args: TokenStream, input: TokenStre
     }
     match (cx.check(), def) {
         (Ok(()), Some(def)) => {
-            let mut generated = generate(&def);
+            let mut generated = generate(&def, flavor.attr == symbol::PROJECTION);
             if flavor.attr == symbol::PROJECTION {
                 generated.extend(crate::projection::generate(&def));
             }
@@ -62,8 +62,8 @@ pub(crate) fn expand_flavor(flavor: &Flavor, args: TokenStream, input: TokenStre
     }
 }
 
-/// Everything but the impl block itself.
-fn generate(def: &EventHandlerDef) -> TokenStream {
+/// Everything but the impl block itself; `projection` for a `#[projection]`.
+fn generate(def: &EventHandlerDef, projection: bool) -> TokenStream {
     let p = paths::private_call_site();
     let handler = &def.self_ty;
     let name = def
@@ -117,6 +117,7 @@ fn generate(def: &EventHandlerDef) -> TokenStream {
                 const EVENT_TYPES: &'static [&'static #p::core::primitive::str] = &[#(#names)*];
                 const OPTIONS: #p::HandlerOptions = #options;
                 const UPCASTERS: &'static [&'static [#p::Upcaster]] = &[#(#upcasters)*];
+                const IS_PROJECTION: #p::core::primitive::bool = #projection;
 
                 fn handle<'__evoq>(
                     &'__evoq mut self,

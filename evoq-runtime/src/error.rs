@@ -337,7 +337,7 @@ pub enum Error {
 
     /// No event handler of this runtime has this name.
     #[error(
-        "no event handler named `{handler}` runs in this runtime (handlers: {known}); register it with `Evoq::builder().handler(...)`"
+        "no event handler named `{handler}` runs in this runtime (handlers: {known}); register it with `Evoq::builder().handler(...)` (a projection with `.projection(...)`, a saga with `.saga::<S>()`)"
     )]
     UnknownHandler {
         /// The name asked for.

@@ -44,6 +44,11 @@ pub trait EventHandler: Send + 'static {
     /// The upcasters of each type of [`EVENT_TYPES`](Self::EVENT_TYPES), in the same order:
     /// the names a type was renamed from join the subscription.
     const UPCASTERS: &'static [&'static [Upcaster]] = &[];
+    /// Whether the type is a projection (`#[projection]` sets it): registered as a plain
+    /// handler, it would keep no read-model checkpoint and could not be rebuilt, so the
+    /// builder refuses it there. Not part of the public API.
+    #[doc(hidden)]
+    const IS_PROJECTION: bool = false;
 
     /// Handles one event: decodes it as the type its method takes and runs the method. An
     /// event that does not decode is a failure, never a panic.

@@ -741,3 +741,31 @@ async fn a_rebuild_given_up_by_its_caller_before_it_began_never_begins_in_memory
 async fn a_rebuild_given_up_by_its_caller_before_it_began_never_begins_on_sqlite() {
     a_rebuild_given_up_before_it_began_never_begins(evoq_tests::backends::Backend::Sqlite).await;
 }
+
+/// A projection registered as a plain handler would keep no read-model checkpoint and could not
+/// be rebuilt (after a restart, its in-memory model would miss every earlier event): the start
+/// refuses it, saying to use `.projection(...)`; an unknown name's advice names it too.
+#[tokio::test]
+async fn a_projection_registered_as_a_handler_is_refused_at_start_with_the_right_call() {
+    let error = Evoq::builder()
+        .handler(Tallies::new(&InMemoryReadModel::new()))
+        .start()
+        .await
+        .unwrap_err();
+    match &error {
+        evoq::Error::Config { key, reason } => {
+            assert_eq!(key, "handler");
+            assert!(
+                reason.contains("`tallies`") && reason.contains(".projection("),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Error::Config, got {other:?}"),
+    }
+    let app = Evoq::builder().start().await.unwrap();
+    let unknown = app.rebuild("tallies").await.unwrap_err();
+    assert!(
+        unknown.to_string().contains(".projection("),
+        "an unknown name's advice names the projection's call: {unknown}"
+    );
+}

@@ -55,6 +55,8 @@ pub struct EvoqBuilder {
     links: Vec<PendingLink>,
     /// The registered sagas, in registration order.
     sagas: Vec<RegisteredSaga>,
+    /// The first registration refused, which fails [`start`](Self::start).
+    refused: Option<Error>,
 }
 
 impl Evoq {
@@ -68,6 +70,7 @@ impl Evoq {
             consumers: Vec::new(),
             links: Vec::new(),
             sagas: Vec::new(),
+            refused: None,
         }
     }
 }
@@ -183,7 +186,19 @@ impl EvoqBuilder {
     }
 
     /// Runs an event handler with `options`, which take precedence over its attribute's.
+    ///
+    /// A projection (`#[projection]`) given here fails [`start`](Self::start) with
+    /// [`Error::Config`]: register it with [`projection`](Self::projection).
     pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
+        if H::IS_PROJECTION {
+            self.refused.get_or_insert(Error::Config {
+                key: "handler".to_owned(),
+                reason: format!(
+                    "`{}` is a projection (`#[projection]`): register it with `Evoq::builder().projection(...)`, which keeps its read model's checkpoint with it and lets it be rebuilt (as a plain handler it would not)",
+                    options.name.as_deref().unwrap_or(H::OPTIONS.name.as_deref().unwrap_or(H::NAME))
+                ),
+            });
+        }
         let registration = handler::registration::<H, _>(handler, options);
         self.consumers.push(Box::new(move |_| registration));
         self
@@ -254,6 +269,9 @@ impl EvoqBuilder {
     /// Validates the configuration, loads the handlers' checkpoints and starts the runtime.
     pub async fn start(self) -> Result<Evoq, Error> {
         self.config.validate()?;
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
         for registered in &self.sagas {
             saga::check_name(&registered.name).map_err(|reason| Error::Config {
                 key: "saga".to_owned(),
