@@ -625,7 +625,9 @@ async fn a_read_model_refusing_its_projection_at_bind_fails_the_start_and_nothin
         assert_eq!(*model.asked.lock().unwrap(), ["bound_v2"]);
         match answer {
             BindAnswer::Refuse => {
-                let error = started.err().expect("the start is refused");
+                let Err(error) = started else {
+                    panic!("the start is refused");
+                };
                 assert!(
                     matches!(&error, evoq::Error::Config { key, .. } if key == "projection"),
                     "{error:?}"
