@@ -540,6 +540,114 @@ async fn a_read_model_that_commits_the_checkpoint_keeps_it_and_resumes_from_it()
     app.stop().await;
 }
 
+/// How a [`Binding`] read model answers `bind`.
+#[derive(Clone, Copy)]
+enum BindAnswer {
+    Refuse,
+    Fail,
+    Panic,
+}
+
+/// A read model whose `bind` answers as told, remembering the names it was asked for.
+#[derive(Clone)]
+struct Binding {
+    entries: InMemoryReadModel,
+    answer: BindAnswer,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[evoq::async_trait]
+impl ReadModel for Binding {
+    async fn bind(&self, projection: &str) -> Result<(), evoq::ReadModelError> {
+        self.asked.lock().unwrap().push(projection.to_owned());
+        match self.answer {
+            BindAnswer::Refuse => Err(evoq::ReadModelError::Refused {
+                read_model: "bound".to_owned(),
+                reason: "it belongs to projection `other`".to_owned(),
+            }),
+            BindAnswer::Fail => Err(evoq::ReadModelError::Backend(
+                "the database does not answer".to_owned(),
+            )),
+            BindAnswer::Panic => panic!("bind panics"),
+        }
+    }
+
+    async fn clear(&self) -> Result<(), evoq::ReadModelError> {
+        self.entries.clear();
+        Ok(())
+    }
+}
+
+struct BoundProjection {
+    model: Binding,
+}
+
+#[projection(name = "bound", read_model = model)]
+impl BoundProjection {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), ProjectionError> {
+        self.model.entries.put(meta.event_id().to_string(), &e.n)?;
+        Ok(())
+    }
+}
+
+/// At start the runtime binds each projection's read model to the name it runs under, before
+/// any event: a refusal fails the start (`Error::Config`, key `projection`, naming it and the
+/// read model's reason) and nothing is delivered; any other failure of `bind`, a panic
+/// included, is logged and the projection runs.
+#[tokio::test]
+async fn a_read_model_refusing_its_projection_at_bind_fails_the_start_and_nothing_else_does() {
+    for answer in [BindAnswer::Refuse, BindAnswer::Fail, BindAnswer::Panic] {
+        let store = Arc::new(InMemoryStore::new());
+        store
+            .append(
+                &ledger_stream("k"),
+                ExpectedVersion::NoStream,
+                vec![raw(Kind::A, "k", 1)],
+            )
+            .await
+            .unwrap();
+        let model = Binding {
+            entries: InMemoryReadModel::new(),
+            answer,
+            asked: Arc::default(),
+        };
+        let started = Evoq::builder()
+            .shared_store(store)
+            .projection_with(
+                BoundProjection {
+                    model: model.clone(),
+                },
+                HandlerOptions::new().name("bound_v2"),
+            )
+            .start()
+            .await;
+        assert_eq!(*model.asked.lock().unwrap(), ["bound_v2"]);
+        match answer {
+            BindAnswer::Refuse => {
+                let Err(error) = started else {
+                    panic!("the start is refused");
+                };
+                assert!(
+                    matches!(&error, evoq::Error::Config { key, .. } if key == "projection"),
+                    "{error:?}"
+                );
+                assert_eq!(
+                    error.to_string(),
+                    "invalid configuration `projection`: projection `bound_v2` cannot start: read model `bound` refuses writes: it belongs to projection `other`"
+                );
+                assert!(model.entries.is_empty(), "nothing delivered");
+            }
+            BindAnswer::Fail | BindAnswer::Panic => {
+                let app = started.expect("the runtime starts");
+                wait(&app, "bound_v2", 1).await;
+                app.stop().await;
+                assert_eq!(model.entries.len(), 1);
+            }
+        }
+    }
+}
+
 /// An in-memory read model over a durable store: a new process starts with an empty model, and
 /// the projection replays every event into it (it does not resume after a checkpoint of the
 /// store's), so the model is whole again; a token from before the restart is reached only once

@@ -380,6 +380,424 @@ fn a_second_delivery_of_a_committed_event_changes_nothing_on_postgres() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// One read model per projection, across restarts
+// ---------------------------------------------------------------------------------------------
+
+/// The projection's name after a rename that did not keep the old one.
+const RENAMED: &str = "tallies_renamed";
+
+/// The projection that the read model of `db` records as its owner, if any (the table may not
+/// exist yet in a database of an earlier evoq).
+async fn owner(db: &Db) -> Option<String> {
+    match db {
+        Db::Sqlite(_, model) => model
+            .read(|conn| {
+                use evoq::projection::sqlite::rusqlite::OptionalExtension;
+                conn.query_row(
+                    "SELECT projection FROM evoq_read_model_owners WHERE model = 'tallies'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .await
+            .expect("read the owner"),
+        Db::Postgres(_, model) => model
+            .query_opt(
+                "SELECT projection FROM evoq_read_model_owners WHERE model = 'tallies'",
+                &[],
+            )
+            .await
+            .expect("read the owner")
+            .map(|row| row.get(0)),
+    }
+}
+
+/// Starts the projection under `name` on `db`, a read model that belongs to projection
+/// `owner`: the start is refused, naming both projections and what to do, and nothing runs.
+/// The message.
+async fn assert_start_refused(db: &Db, name: &str, owner: &str) -> String {
+    let saved = db.store().load_checkpoint(name).await.expect("read");
+    let started = db
+        .builder(
+            Behavior::default(),
+            HandlerOptions::new().name(name.to_owned()),
+        )
+        .start()
+        .await;
+    let error = match started {
+        Ok(app) => {
+            app.stop().await;
+            panic!(
+                "projection `{name}` started on the read model of projection `{owner}`, which holds its rows"
+            );
+        }
+        Err(error) => error,
+    };
+    assert!(
+        matches!(&error, Error::Config { key, .. } if key == "projection"),
+        "a configuration error: {error:?}"
+    );
+    assert_eq!(error.kind(), evoq::ErrorKind::Config);
+    let message = error.to_string();
+    for needed in [
+        format!("`{name}`"),
+        format!("`{owner}`"),
+        format!("HandlerOptions::new().name(\"{owner}\")"),
+        format!("#[projection(name = \"{owner}\""),
+        "a read model of its own".to_owned(),
+        format!("evoq checkpoint reset {owner}"),
+        "evoq_read_model_owners".to_owned(),
+    ] {
+        assert!(message.contains(&needed), "`{needed}` in: {message}");
+    }
+    assert_eq!(
+        db.store().load_checkpoint(name).await.expect("read"),
+        saved,
+        "the checkpoint of `{name}` did not move"
+    );
+    message
+}
+
+/// Runs the projection under its own name on `db` up to `to`, then stops it.
+async fn run_to(db: &Db, to: u64) {
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, to).await;
+    app.stop().await;
+}
+
+/// A projection renamed without keeping its name, on the read model the old name filled: a new
+/// runtime (a restart, as a new process) is refused at start and the rows stay as they are;
+/// registered under its old name it goes on, each event applied once.
+async fn a_renamed_projection_is_refused_then_goes_on_under_its_old_name(place: &Place) {
+    let address = address(place);
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 1, 40).await;
+    run_to(&db, 40).await;
+    assert_eq!(db.tallies().await, expected_tallies(40));
+
+    // Version 2, a new process: the projection renamed, the same read model.
+    let db = Db::open(&address).await;
+    assert_start_refused(&db, RENAMED, NAME).await;
+    assert_eq!(db.tallies().await, expected_tallies(40), "rows unchanged");
+    assert_each_applied_once(&db, taken(40)).await;
+    assert_eq!(checkpoint(&db).await, Some(40));
+
+    // Registered under its old name (another process again): it goes on after its checkpoint.
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 41, 60).await;
+    let behavior = Behavior::default();
+    let app = db
+        .builder(behavior.clone(), HandlerOptions::new().name(NAME))
+        .start()
+        .await
+        .expect("start under the old name");
+    wait(&app, 60).await;
+    app.stop().await;
+    let resumed: Vec<u64> = (41..=60).filter(|i| planned(*i).0 != Kind::B).collect();
+    assert_eq!(
+        behavior.seen(),
+        resumed,
+        "only the events after the checkpoint"
+    );
+    assert_each_applied_once(&db, taken(60)).await;
+    assert_eq!(db.tallies().await, expected_tallies(60));
+    assert_eq!(checkpoint(&db).await, Some(60));
+    assert_eq!(owner(&db).await.as_deref(), Some(NAME));
+}
+
+#[test]
+fn a_renamed_projection_is_refused_at_start_and_goes_on_once_under_its_old_name_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-rename",
+        a_renamed_projection_is_refused_then_goes_on_under_its_old_name,
+    );
+}
+
+#[test]
+fn a_renamed_projection_is_refused_at_start_and_goes_on_once_under_its_old_name_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rename",
+        a_renamed_projection_is_refused_then_goes_on_under_its_old_name,
+    );
+}
+
+/// After a restart the owner's rebuild clears and replays its model, which stays its own (the
+/// renamed projection is still refused); a model handed over by hand (its tables emptied, its
+/// owner's record deleted, as the docs say) is the renamed projection's, which applies each
+/// event once, and the old name is refused in turn.
+async fn the_owner_rebuilds_and_a_handed_over_model_is_the_new_names(place: &Place) {
+    let address = address(place);
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 1, 30).await;
+    run_to(&db, 30).await;
+
+    let db = Db::open(&address).await;
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 30).await;
+    assert_eq!(app.rebuild(NAME).await.expect("the owner rebuilds"), 30);
+    app.stop().await;
+    assert_each_applied_once(&db, taken(30)).await;
+    assert_eq!(db.tallies().await, expected_tallies(30));
+
+    let db = Db::open(&address).await;
+    assert_start_refused(&db, RENAMED, NAME).await;
+    assert_eq!(db.tallies().await, expected_tallies(30));
+    assert_eq!(
+        owner(&db).await.as_deref(),
+        Some(NAME),
+        "a rebuild keeps the owner"
+    );
+
+    // The hand-over, with no runtime running `tallies`: its tables emptied, its checkpoint
+    // reset (as `evoq checkpoint reset tallies` does), its owner's record deleted.
+    place
+        .execute(
+            "DELETE FROM applied; DELETE FROM tallies;
+             DELETE FROM evoq_read_model_owners WHERE model = 'tallies';",
+            "DELETE FROM {s}.applied; DELETE FROM {s}.tallies;
+             DELETE FROM {s}.evoq_read_model_owners WHERE model = 'tallies';",
+        )
+        .await;
+    db.store()
+        .save_checkpoint(NAME, 0)
+        .await
+        .expect("reset the checkpoint");
+    let db = Db::open(&address).await;
+    let app = db
+        .builder(Behavior::default(), HandlerOptions::new().name(RENAMED))
+        .start()
+        .await
+        .expect("the renamed projection takes the emptied model");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        app.wait_for_named(RENAMED, 30).without_deadline(),
+    )
+    .await
+    .expect("in time")
+    .expect("the renamed projection runs");
+    app.stop().await;
+    assert_each_applied_once(&db, taken(30)).await;
+    assert_eq!(db.tallies().await, expected_tallies(30));
+    assert_eq!(owner(&db).await.as_deref(), Some(RENAMED));
+
+    let db = Db::open(&address).await;
+    assert_start_refused(&db, NAME, RENAMED).await;
+    assert_each_applied_once(&db, taken(30)).await;
+    assert_eq!(checkpoint(&db).await, Some(0));
+}
+
+#[test]
+fn the_owners_rebuild_keeps_its_model_and_a_model_handed_over_replays_once_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-handover",
+        the_owner_rebuilds_and_a_handed_over_model_is_the_new_names,
+    );
+}
+
+#[test]
+fn the_owners_rebuild_keeps_its_model_and_a_model_handed_over_replays_once_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_handover",
+        the_owner_rebuilds_and_a_handed_over_model_is_the_new_names,
+    );
+}
+
+/// A database whose read model an earlier evoq filled, which recorded no owner (no table
+/// `evoq_read_model_owners`): a projection of another name is refused, since the rows are not
+/// its own; the projection whose checkpoint is there keeps the model, is recorded as its owner,
+/// and goes on, each event applied once.
+async fn a_model_of_an_earlier_evoq_stays_its_projections(place: &Place) {
+    let address = address(place);
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 1, 40).await;
+    run_to(&db, 40).await;
+    // The shape an earlier evoq left: the same tables, migrations and checkpoint, no owners.
+    place
+        .execute(
+            "DROP TABLE IF EXISTS evoq_read_model_owners",
+            "DROP TABLE IF EXISTS {s}.evoq_read_model_owners",
+        )
+        .await;
+
+    let db = Db::open(&address).await;
+    let started = db
+        .builder(Behavior::default(), HandlerOptions::new().name(RENAMED))
+        .start()
+        .await;
+    let error = match started {
+        Ok(app) => {
+            app.stop().await;
+            panic!("the renamed projection started on rows it did not write");
+        }
+        Err(error) => error,
+    };
+    assert!(
+        matches!(&error, Error::Config { key, .. } if key == "projection"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for needed in [
+        format!("`{RENAMED}`"),
+        "table `applied`".to_owned(),
+        "evoq checkpoints".to_owned(),
+        "HandlerOptions::new().name(".to_owned(),
+    ] {
+        assert!(message.contains(&needed), "`{needed}` in: {message}");
+    }
+    assert_eq!(db.tallies().await, expected_tallies(40), "rows unchanged");
+    assert_each_applied_once(&db, taken(40)).await;
+    assert_eq!(
+        owner(&db).await,
+        None,
+        "no owner recorded for the refused name"
+    );
+
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 41, 50).await;
+    run_to(&db, 50).await;
+    assert_eq!(owner(&db).await.as_deref(), Some(NAME), "recorded now");
+    assert_each_applied_once(&db, taken(50)).await;
+    assert_eq!(db.tallies().await, expected_tallies(50));
+
+    let db = Db::open(&address).await;
+    assert_start_refused(&db, RENAMED, NAME).await;
+}
+
+#[test]
+fn a_read_model_of_an_earlier_evoq_is_kept_by_its_projection_and_refused_to_another_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-oldowner",
+        a_model_of_an_earlier_evoq_stays_its_projections,
+    );
+}
+
+#[test]
+fn a_read_model_of_an_earlier_evoq_is_kept_by_its_projection_and_refused_to_another_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_oldowner",
+        a_model_of_an_earlier_evoq_stays_its_projections,
+    );
+}
+
+/// One read model given to two projections of one runtime: the start is refused, naming both,
+/// and nothing is delivered.
+async fn one_model_for_two_projections_fails_the_start(place: &Place) {
+    let db = Db::open(&address(place)).await;
+    append_planned(&*db.store(), 1, 10).await;
+    let (first, second) = (Behavior::default(), Behavior::default());
+    let builder = Evoq::builder().shared_store(db.store());
+    let builder = match &db {
+        Db::Sqlite(_, model) => builder
+            .projection(SqliteTallies {
+                model: model.clone(),
+                behavior: first.clone(),
+            })
+            .projection_with(
+                SqliteTallies {
+                    model: model.clone(),
+                    behavior: second.clone(),
+                },
+                HandlerOptions::new().name(RENAMED),
+            ),
+        Db::Postgres(_, model) => builder
+            .projection(PostgresTallies {
+                model: model.clone(),
+                behavior: first.clone(),
+            })
+            .projection_with(
+                PostgresTallies {
+                    model: model.clone(),
+                    behavior: second.clone(),
+                },
+                HandlerOptions::new().name(RENAMED),
+            ),
+    };
+    let error = match builder.start().await {
+        Ok(app) => {
+            app.stop().await;
+            panic!("two projections started on one read model");
+        }
+        Err(error) => error,
+    };
+    assert!(
+        matches!(&error, Error::Config { key, .. } if key == "projection"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for needed in [
+        format!("projection `{NAME}`"),
+        format!("projection `{RENAMED}`"),
+        "a read model of its own".to_owned(),
+    ] {
+        assert!(message.contains(&needed), "`{needed}` in: {message}");
+    }
+    assert!(first.seen().is_empty() && second.seen().is_empty());
+    assert!(db.tallies().await.is_empty());
+}
+
+#[test]
+fn one_read_model_given_to_two_projections_of_a_runtime_fails_its_start_on_sqlite() {
+    on(
+        Backend::Sqlite,
+        "sqlrm-twice",
+        one_model_for_two_projections_fails_the_start,
+    );
+}
+
+#[test]
+fn one_read_model_given_to_two_projections_of_a_runtime_fails_its_start_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_twice",
+        one_model_for_two_projections_fails_the_start,
+    );
+}
+
+/// A rolling upgrade on two nodes: while node A runs the projection, node B starts with the
+/// projection renamed on the same read model and is refused; A goes on, each event once.
+async fn a_renamed_projection_on_a_second_node_is_refused(place: &Place) {
+    let address = address(place);
+    let (db_a, db_b) = (Db::open(&address).await, Db::open(&address).await);
+    append_planned(&*db_a.store(), 1, 20).await;
+    let a = db_a
+        .builder(Behavior::default(), HandlerOptions::new())
+        .start()
+        .await
+        .expect("start a");
+    wait(&a, 20).await;
+    assert_start_refused(&db_b, RENAMED, NAME).await;
+    append_planned(&*db_a.store(), 21, 40).await;
+    wait(&a, 40).await;
+    a.stop().await;
+    assert_each_applied_once(&db_a, taken(40)).await;
+    assert_eq!(db_a.tallies().await, expected_tallies(40));
+}
+
+#[test]
+fn a_renamed_projection_starting_on_a_second_node_is_refused_while_the_first_runs_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_rename_nodes",
+        a_renamed_projection_on_a_second_node_is_refused,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rebuilds
 // ---------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use crate::envelope::{Metadata, RecordedEvent};
+use crate::error::Error;
 use crate::event::upcast::{DecodeError, UpcastError};
 use crate::store::{FailureKind, UndecodableRow};
 use crate::util::panic::displayed;
@@ -22,6 +23,9 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerFailu
 /// The future of a [`Consumer`] hook other than delivery: its output, or why it failed.
 pub(crate) type HookFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
+/// The future of [`Consumer::bind`]: an error fails the runtime's start.
+pub(crate) type BindFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
 /// What the engine delivers events to. The engine knows no kind of consumer: event handlers,
 /// projections and sagas each implement it in their own module.
 pub(crate) trait Consumer: Send + 'static {
@@ -31,6 +35,13 @@ pub(crate) trait Consumer: Send + 'static {
 
     /// Delivers one event: the future of its handling.
     fn consume<'a>(&'a mut self, event: &'a EventMeta) -> HandlerFuture<'a>;
+
+    /// Binds the consumer to the name it runs under, at the runtime's start, before any task
+    /// runs: an error fails the start (a projection whose read model belongs to another one).
+    fn bind<'a>(&'a mut self, name: &'a str) -> BindFuture<'a> {
+        let _ = name;
+        Box::pin(std::future::ready(Ok(())))
+    }
 
     /// Commits the consumer's own state with the checkpoint `position`; `true` when it kept
     /// the checkpoint itself (no save in the event store then).

@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::consistency::Consistency;
-use super::consumer::Consumer;
+use super::consumer::{BindFuture, Consumer};
 use super::policy::{self, HandlerConfig, HandlerOptions, StartFrom};
 use super::state::{DeliveryCounters, HandlerState, Progress};
 use super::task::{StartAt, Task};
@@ -30,7 +30,30 @@ pub(crate) struct Registration {
     /// The consumer keeps its checkpoint itself (with its read model): the event store's is
     /// not used, not even as the position a wait sees before the task started.
     keeps_checkpoint: bool,
-    spawn: Box<dyn FnOnce(Task) -> JoinHandle<()> + Send>,
+    consumer: Box<dyn Waiting>,
+}
+
+/// A registered consumer before its task runs: bound to its name at start, then moved into its
+/// task.
+trait Waiting: Send {
+    /// [`Consumer::bind`].
+    fn bind<'a>(&'a mut self, name: &'a str) -> BindFuture<'a>;
+
+    /// Runs the consumer in `task`.
+    fn spawn(self: Box<Self>, task: Task) -> JoinHandle<()>;
+}
+
+/// A consumer of type `C`, waiting for its task.
+struct Unstarted<C>(C);
+
+impl<C: Consumer> Waiting for Unstarted<C> {
+    fn bind<'a>(&'a mut self, name: &'a str) -> BindFuture<'a> {
+        self.0.bind(name)
+    }
+
+    fn spawn(self: Box<Self>, task: Task) -> JoinHandle<()> {
+        tokio::spawn(task.run(self.0))
+    }
 }
 
 impl Registration {
@@ -57,7 +80,7 @@ impl Registration {
             options,
             handler_type: None,
             keeps_checkpoint: false,
-            spawn: Box::new(move |task: Task| tokio::spawn(task.run(consumer))),
+            consumer: Box::new(Unstarted(consumer)),
         }
     }
 
@@ -157,7 +180,7 @@ impl Subscribers {
     /// Resolves every handler's options, checks them, loads the checkpoints and starts one
     /// task per handler.
     pub(crate) async fn start(
-        registrations: Vec<Registration>,
+        mut registrations: Vec<Registration>,
         store: Arc<dyn EventStore>,
         defaults: &HandlerConfig,
     ) -> Result<Subscribers, Error> {
@@ -187,6 +210,11 @@ impl Subscribers {
             resolved.push(options);
         }
         check_renames(&registrations, &resolved)?;
+        // Each consumer learns the name it runs under before anything is delivered: a
+        // projection whose read model belongs to another name is refused here.
+        for (registration, options) in registrations.iter_mut().zip(&resolved) {
+            registration.consumer.bind(&options.name).await?;
+        }
 
         // Every start position is known before any task runs: a start that fails (a checkpoint
         // that cannot be read) has delivered nothing, so no saga has dispatched a command, and
@@ -259,7 +287,7 @@ impl Subscribers {
                 requests,
                 shutdown.subscribe(),
             );
-            tasks.push((registration.spawn)(task));
+            tasks.push(registration.consumer.spawn(task));
             handlers.push(state);
         }
         Ok(Subscribers {

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::definition::Projection;
-use crate::delivery::consumer::{Consumer, EventMeta, HandlerFuture, HookFuture};
+use super::definition::{Projection, ReadModelError};
+use crate::delivery::consumer::{BindFuture, Consumer, EventMeta, HandlerFuture, HookFuture};
 use crate::delivery::policy::HandlerOptions;
 use crate::delivery::subscribers::Registration;
+use crate::error::Error;
 use crate::handler;
+use crate::util::panic::{CatchPanic, panic_message};
 
 /// A projection as the subscription engine sees it (the telemetry, the read model's hooks),
 /// with the name it runs under.
@@ -60,6 +62,39 @@ impl<P: Projection> Consumer for Projected<P> {
                 ),
             }
             result
+        })
+    }
+
+    /// Binds the read model to the projection's name: a refusal (the model belongs to another
+    /// projection) fails the start; any other failure, or a panic, is logged, and the read model
+    /// binds at its first use.
+    fn bind<'a>(&'a mut self, name: &'a str) -> BindFuture<'a> {
+        Box::pin(async move {
+            let bound = CatchPanic::new(self.projection.read_model().bind(name))
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(ReadModelError::Backend(format!(
+                        "it panicked: {}",
+                        panic_message(&*panic)
+                    )))
+                });
+            match bound {
+                Ok(()) => Ok(()),
+                Err(refused @ ReadModelError::Refused { .. }) => Err(Error::Config {
+                    key: "projection".to_owned(),
+                    reason: format!("projection `{name}` cannot start: {refused}"),
+                }),
+                Err(error) => {
+                    tracing::warn!(
+                        name: "evoq.projection.read_model",
+                        stage = "exception",
+                        projection = name,
+                        error = %error,
+                        "the read model could not be bound to its projection at start; it is bound at its first use",
+                    );
+                    Ok(())
+                }
+            }
         })
     }
 

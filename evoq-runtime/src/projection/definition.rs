@@ -36,8 +36,8 @@ pub trait Projection: EventHandler {
     fn read_model(&self) -> &dyn ReadModel;
 }
 
-/// What the runtime needs of a read model: clearing it for a rebuild, and committing its
-/// changes with the projection's checkpoint.
+/// What the runtime needs of a read model: binding it to its projection at start, clearing it
+/// for a rebuild, and committing its changes with the projection's checkpoint.
 ///
 /// The queries are the read model's own (see [`InMemoryReadModel`](crate::InMemoryReadModel)). A durable backend that
 /// keeps its read model in the same database as the checkpoints commits the changes of one
@@ -51,6 +51,17 @@ pub trait Projection: EventHandler {
 )]
 #[async_trait]
 pub trait ReadModel: Send + Sync + 'static {
+    /// Binds the read model to `projection`, the name its projection runs under. The runtime
+    /// calls it once at start, before any event is delivered. A read model that holds one
+    /// projection's data and checkpoint (the SQL read models) records the name where it keeps
+    /// them, and refuses another name with [`ReadModelError::Refused`]: the runtime then does
+    /// not start (`Error::Config`, key `projection`). Any other error is logged, and the
+    /// runtime starts. `Ok(())` (the default): any name will do.
+    async fn bind(&self, projection: &str) -> Result<(), ReadModelError> {
+        let _ = projection;
+        Ok(())
+    }
+
     /// Removes every entry (the start of a rebuild).
     async fn clear(&self) -> Result<(), ReadModelError>;
 
@@ -136,6 +147,15 @@ pub enum ReadModelError {
     /// The backend failed.
     #[error("read model backend: {0}")]
     Backend(String),
+    /// The read model refuses the projection's writes: it belongs to another projection, or
+    /// its last commit failed. The reason says which, and what to do.
+    #[error("read model `{read_model}` refuses writes: {reason}")]
+    Refused {
+        /// The read model's name.
+        read_model: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// The error of a projection method: any message, or a read model error (`?` converts it).

@@ -43,7 +43,13 @@
 //!   checkpoint with the `COMMIT`).
 //!
 //! One read model serves one projection: its checkpoint is that projection's, and a rebuild
-//! clears all its tables.
+//! clears all its tables. The projection it belongs to is recorded in table
+//! `evoq_read_model_owners` when the runtime first binds it ([`ReadModel::bind`], at start),
+//! and a projection of another name is refused from then on, across restarts and nodes
+//! (`Refused`, and the runtime does not start): a projection renamed in the code keeps its old
+//! name at run time (`HandlerOptions::name`). A read model an earlier version of evoq filled is
+//! recorded for the projection whose checkpoint is there, and refused to another while its
+//! tables hold rows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +63,7 @@ use uuid::Uuid;
 
 use super::definition::{ProjectionError, ReadModel, ReadModelError};
 use super::sql::{
-    self, IDENTIFIER_RULE, Mismatch, checksum, is_identifier, now_micros, quote_sql, to_db,
+    self, IDENTIFIER_RULE, Mismatch, Owner, checksum, is_identifier, now_micros, quote_sql, to_db,
 };
 use crate::delivery::consumer::EventMeta;
 use crate::store::postgres::PostgresStore;
@@ -152,6 +158,8 @@ struct Inner {
     schema: String,
     /// The tables a rebuild clears, in order, schema-qualified and quoted.
     tables: Vec<String>,
+    /// The same tables, by their names alone.
+    table_names: Vec<String>,
     location: String,
     /// The read model's connections (its schema as their `search_path`).
     pool: Pool,
@@ -163,6 +171,10 @@ struct Inner {
     save_checkpoint: String,
     delete_checkpoint: String,
     take_dead_letter: String,
+    /// The projection recorded as the read model's owner.
+    select_owner: String,
+    /// Records the read model's owner, unless one is recorded.
+    insert_owner: String,
     writer: tokio::sync::Mutex<Writer>,
     /// The generation of the last transaction handle dropped unfinished: rolled back by the
     /// next operation that finds it open.
@@ -181,14 +193,14 @@ struct Writer {
     /// transaction after the runtime asked for the checkpoint (the runtime may resume further,
     /// where another node's commits took it, once it holds the projection's lease).
     fresh: bool,
-    /// The projection it serves, once the runtime named it.
+    /// The projection it serves, once bound to it (see [`Inner::bind`]).
     projection: Option<String>,
     /// Why it refuses every write and commit: a second projection, or a commit that failed.
     refused: Option<Refusal>,
 }
 
 enum Refusal {
-    /// Two projections use it: permanent.
+    /// Two projections of this process use it: permanent.
     TwoProjections(String),
     /// The commit of an event's changes failed: until a rebuild (or a restart).
     FailedCommit(String),
@@ -361,7 +373,13 @@ impl From<PostgresReadModelError> for ProjectionError {
 
 impl From<PostgresReadModelError> for ReadModelError {
     fn from(error: PostgresReadModelError) -> Self {
-        ReadModelError::Backend(error.to_string())
+        match error {
+            PostgresReadModelError::Refused { model, reason } => ReadModelError::Refused {
+                read_model: model,
+                reason,
+            },
+            error => ReadModelError::Backend(error.to_string()),
+        }
     }
 }
 
@@ -504,6 +522,7 @@ impl PostgresReadModelBuilder {
                 .iter()
                 .map(|table| format!("\"{schema}\".\"{table}\""))
                 .collect(),
+            table_names: self.tables.clone(),
             location,
             pool,
             advance_checkpoint: store.advance_checkpoint_sql(),
@@ -512,6 +531,12 @@ impl PostgresReadModelBuilder {
             save_checkpoint: store.save_checkpoint_sql(),
             delete_checkpoint: store.delete_checkpoint_sql(),
             take_dead_letter: store.take_dead_letter_sql(),
+            select_owner: format!(
+                "SELECT projection FROM \"{schema}\".evoq_read_model_owners WHERE model = $1"
+            ),
+            insert_owner: format!(
+                "INSERT INTO \"{schema}\".evoq_read_model_owners (model, projection, bound_at) VALUES ($1, $2, $3) ON CONFLICT (model) DO NOTHING"
+            ),
             writer: tokio::sync::Mutex::new(Writer {
                 client: None,
                 state: State::Idle,
@@ -1046,11 +1071,135 @@ impl Inner {
         }
     }
 
+    /// Binds the read model to `projection`, the projection it serves from now on: recorded in
+    /// table `evoq_read_model_owners` at its first use (see [`claim`](Self::claim)). A
+    /// projection another is recorded for, or whose rows are there without its checkpoint, is
+    /// refused; so is a second projection of this process, for good (the first one's writes
+    /// included).
+    async fn bind(
+        &self,
+        writer: &mut Writer,
+        projection: &str,
+    ) -> Result<(), PostgresReadModelError> {
+        if let Some(bound) = writer.projection.clone() {
+            if bound == projection {
+                return Ok(());
+            }
+            return Err(writer.refuse_second(&bound, projection, &self.name));
+        }
+        self.rollback(writer).await;
+        let client = self.client(writer).await?;
+        let owner = match self.claim(client, projection).await {
+            Ok(owner) => owner,
+            Err(source) => {
+                if source.is_closed() {
+                    self.drop_client(writer);
+                }
+                return Err(self.sql(
+                    "recording the projection the read model belongs to".to_owned(),
+                    source,
+                ));
+            }
+        };
+        if let Some(reason) = owner.refusal(projection, "PostgresReadModel::builder") {
+            return Err(PostgresReadModelError::Refused {
+                model: self.name.clone(),
+                reason,
+            });
+        }
+        writer.projection = Some(projection.to_owned());
+        Ok(())
+    }
+
+    /// Whose the read model is, for `projection`, in a transaction of its own on `client`: the
+    /// projection recorded in table `evoq_read_model_owners`; when none is, `projection` is
+    /// recorded unless one of the tables holds rows and `projection` has no checkpoint (a
+    /// model an earlier evoq, which kept no record, filled for another projection). Of two
+    /// nodes recording at once, the first to commit is the owner.
+    async fn claim(
+        &self,
+        client: &Object,
+        projection: &str,
+    ) -> Result<Owner, tokio_postgres::Error> {
+        let owner_of = |recorded: String| {
+            if recorded == projection {
+                Owner::Projection
+            } else {
+                Owner::Other(recorded)
+            }
+        };
+        client.batch_execute("BEGIN").await?;
+        let claimed = async {
+            if let Some(row) = client
+                .query_opt(self.select_owner.as_str(), &[&self.name])
+                .await?
+            {
+                return Ok(owner_of(row.get(0)));
+            }
+            let checkpointed = client
+                .query_opt(self.load_checkpoint.as_str(), &[&projection])
+                .await?
+                .is_some();
+            if !checkpointed {
+                for (table, qualified) in self.table_names.iter().zip(&self.tables) {
+                    let filled = client
+                        .query_opt(format!("SELECT 1 FROM {qualified} LIMIT 1").as_str(), &[])
+                        .await?
+                        .is_some();
+                    if filled {
+                        return Ok(Owner::Unrecorded {
+                            table: table.clone(),
+                        });
+                    }
+                }
+            }
+            client
+                .execute(
+                    self.insert_owner.as_str(),
+                    &[&self.name, &projection, &now_micros()],
+                )
+                .await?;
+            let recorded = client
+                .query_one(self.select_owner.as_str(), &[&self.name])
+                .await?;
+            Ok(owner_of(recorded.get(0)))
+        }
+        .await;
+        match claimed {
+            Ok(owner) => client.batch_execute("COMMIT").await.map(|()| owner),
+            Err(error) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Binds the read model to `projection` before a commit, when the runtime could not bind it
+    /// at start: changes made before it knew its projection are rolled back with an error (the
+    /// event is delivered again, and commits then).
+    async fn bound_for_commit(
+        &self,
+        writer: &mut Writer,
+        projection: &str,
+    ) -> Result<(), PostgresReadModelError> {
+        if writer.projection.as_deref() == Some(projection) {
+            return Ok(());
+        }
+        let pending = matches!(writer.state, State::Open { .. } | State::Staged { .. });
+        self.bind(writer, projection).await?;
+        if pending {
+            return Err(self.transaction_error(
+                "the read model learnt its projection only at the commit of the event's changes (it could not be bound when the runtime started), so they were rolled back: the event is delivered again",
+            ));
+        }
+        Ok(())
+    }
+
     async fn commit(&self, projection: &str, position: u64) -> Result<(), PostgresReadModelError> {
         let db_position = to_db(position);
         let mut writer = self.writer.lock().await;
         self.settle(&mut writer).await;
-        writer.bind(projection, &self.name)?;
+        self.bound_for_commit(&mut writer, projection).await?;
         writer.usable(&self.name)?;
         match writer.state {
             State::Staged {
@@ -1149,7 +1298,7 @@ impl Inner {
     async fn rewind(&self, projection: &str, position: u64) -> Result<(), PostgresReadModelError> {
         let db_position = to_db(position);
         let mut writer = self.writer.lock().await;
-        writer.bind(projection, &self.name)?;
+        self.bind(&mut writer, projection).await?;
         writer.usable(&self.name)?;
         self.rollback(&mut writer).await;
         self.write_checkpoint(
@@ -1224,7 +1373,7 @@ impl Inner {
     async fn checkpoint(&self, projection: &str) -> Result<Option<u64>, PostgresReadModelError> {
         let mut writer = self.writer.lock().await;
         self.settle(&mut writer).await;
-        writer.bind(projection, &self.name)?;
+        self.bind(&mut writer, projection).await?;
         let client = self.client(&mut writer).await?;
         let found = match client.prepare_cached(&self.load_checkpoint).await {
             Ok(load) => client.query_opt(&load, &[&projection]).await,
@@ -1317,6 +1466,11 @@ impl Inner {
                  checksum   BIGINT NOT NULL,
                  applied_at BIGINT NOT NULL,
                  PRIMARY KEY (model, version)
+             );
+             CREATE TABLE IF NOT EXISTS \"{schema}\".evoq_read_model_owners (
+                 model      TEXT   NOT NULL PRIMARY KEY,
+                 projection TEXT   NOT NULL,
+                 bound_at   BIGINT NOT NULL
              )"
         );
         let select = format!(
@@ -1449,30 +1603,33 @@ impl Writer {
         }
     }
 
-    /// Binds the read model to the projection the runtime names; a second one is refused.
-    fn bind(&mut self, projection: &str, model: &str) -> Result<(), PostgresReadModelError> {
-        match &self.projection {
-            None => {
-                self.projection = Some(projection.to_owned());
-                Ok(())
-            }
-            Some(bound) if bound == projection => Ok(()),
-            Some(bound) => {
-                let reason = format!(
-                    "it is the read model of projection `{bound}` and projection `{projection}` uses it too: give each projection a read model of its own (`PostgresReadModel::builder` with another name)"
-                );
-                self.refused = Some(Refusal::TwoProjections(reason.clone()));
-                Err(PostgresReadModelError::Refused {
-                    model: model.to_owned(),
-                    reason,
-                })
-            }
+    /// The refusal of `projection`, a second projection of this process besides `bound`: from
+    /// now on the read model refuses every write, `bound`'s included.
+    fn refuse_second(
+        &mut self,
+        bound: &str,
+        projection: &str,
+        model: &str,
+    ) -> PostgresReadModelError {
+        let reason = sql::second_projection(bound, projection, "PostgresReadModel::builder");
+        self.refused = Some(Refusal::TwoProjections(reason.clone()));
+        PostgresReadModelError::Refused {
+            model: model.to_owned(),
+            reason,
         }
     }
 }
 
 #[async_trait]
 impl ReadModel for PostgresReadModel {
+    /// Binds the read model to `projection`: recorded in table `evoq_read_model_owners` at its
+    /// first use; another projection is refused ([`PostgresReadModelError::Refused`]).
+    async fn bind(&self, projection: &str) -> Result<(), ReadModelError> {
+        let mut writer = self.inner.writer.lock().await;
+        self.inner.settle(&mut writer).await;
+        Ok(self.inner.bind(&mut writer, projection).await?)
+    }
+
     /// Deletes every row of the read model's tables and the projection's checkpoint, in one
     /// transaction (the start of a rebuild).
     async fn clear(&self) -> Result<(), ReadModelError> {

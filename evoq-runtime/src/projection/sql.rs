@@ -1,5 +1,6 @@
 //! What the SQL read models of both databases share: names they accept, how a migration list
-//! is checked against the migrations a database recorded, and small conversions.
+//! is checked against the migrations a database recorded, whose a read model is (the projection
+//! recorded as its owner) and why another is refused, and small conversions.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -90,4 +91,91 @@ pub(super) fn check_applied(
         }
     }
     Ok(applied.len())
+}
+
+/// The table where the read models of a database record the projection each belongs to.
+pub(super) const OWNERS: &str = "evoq_read_model_owners";
+
+/// Whose a read model is, as a projection asking for it finds it.
+pub(super) enum Owner {
+    /// The projection's own: recorded so, or recorded now (a model with no rows, or one an
+    /// earlier evoq filled for the projection: its checkpoint is there).
+    Projection,
+    /// Another projection's, as recorded.
+    Other(String),
+    /// Nobody's on record (an earlier evoq kept no record), but table `table` holds rows while
+    /// the projection has no checkpoint: another projection wrote them.
+    Unrecorded {
+        /// The first of the model's tables that holds rows.
+        table: String,
+    },
+}
+
+impl Owner {
+    /// Why the read model refuses `projection` and what to do, unless it is the projection's
+    /// own (`None`); `builder` is the read model's builder (`SqliteReadModel::builder`, ...).
+    pub(super) fn refusal(&self, projection: &str, builder: &str) -> Option<String> {
+        let elsewhere = format!(
+            "Otherwise give `{projection}` a read model of its own (another name in `{builder}`, and tables of its own)"
+        );
+        match self {
+            Owner::Projection => None,
+            Owner::Other(owner) => Some(format!(
+                "it belongs to projection `{owner}` (recorded in table `{OWNERS}`), whose rows and checkpoint it holds: projection `{projection}` would apply every event to those rows a second time. A renamed projection keeps its old name: register it with `HandlerOptions::new().name(\"{owner}\")` (`projection_with`) or `#[projection(name = \"{owner}\", ...)]`, and it goes on where it was. {elsewhere}, or hand this one over: with no runtime running `{owner}`, empty its tables, reset the checkpoint of `{owner}` (`evoq checkpoint reset {owner}`) and delete its row of table `{OWNERS}`, and `{projection}` replays every event into it"
+            )),
+            Owner::Unrecorded { table } => Some(format!(
+                "its table `{table}` holds rows, projection `{projection}` has no checkpoint, and no projection is recorded as its owner (an earlier version of evoq wrote the rows and kept no record in table `{OWNERS}`): they are another projection's, and `{projection}` would apply every event to them a second time. Register the projection under the name that wrote them, the one whose checkpoint `evoq checkpoints` lists: `HandlerOptions::new().name(\"...\")` (`projection_with`) or `#[projection(name = \"...\", ...)]`, and it goes on where it was. {elsewhere}, or, with no runtime running the other projection, empty the read model's tables, and `{projection}` replays every event into them"
+            )),
+        }
+    }
+}
+
+/// Why a read model bound to projection `bound` refuses projection `projection` of the same
+/// process (for good, `bound` included); `builder` is the read model's builder.
+pub(super) fn second_projection(bound: &str, projection: &str, builder: &str) -> String {
+    format!(
+        "it is the read model of projection `{bound}` and projection `{projection}` uses it too: give each projection a read model of its own (`{builder}` with another name)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_both_projections_and_each_way_out() {
+        let builder = "SqliteReadModel::builder";
+        assert_eq!(Owner::Projection.refusal("balances", builder), None);
+
+        let other = Owner::Other("balances".to_owned())
+            .refusal("account_balances", builder)
+            .expect("refused");
+        for needed in [
+            "projection `balances`",
+            "projection `account_balances`",
+            "HandlerOptions::new().name(\"balances\")",
+            "#[projection(name = \"balances\"",
+            "a read model of its own (another name in `SqliteReadModel::builder`",
+            "evoq checkpoint reset balances",
+            "table `evoq_read_model_owners`",
+        ] {
+            assert!(other.contains(needed), "`{needed}` in: {other}");
+        }
+
+        let unrecorded = Owner::Unrecorded {
+            table: "b".to_owned(),
+        }
+        .refusal("account_balances", builder)
+        .expect("refused");
+        for needed in [
+            "table `b` holds rows",
+            "projection `account_balances` has no checkpoint",
+            "evoq checkpoints",
+            "HandlerOptions::new().name(",
+            "a read model of its own",
+            "empty the read model's tables",
+        ] {
+            assert!(unrecorded.contains(needed), "`{needed}` in: {unrecorded}");
+        }
+    }
 }

@@ -42,7 +42,13 @@
 //!   crash loses nothing.
 //!
 //! One read model serves one projection: its checkpoint is that projection's, and a rebuild
-//! clears all its tables.
+//! clears all its tables. The projection it belongs to is recorded in table
+//! `evoq_read_model_owners` when the runtime first binds it ([`ReadModel::bind`], at start),
+//! and a projection of another name is refused from then on, across restarts and nodes
+//! (`Refused`, and the runtime does not start): a projection renamed in the code keeps its old
+//! name at run time (`HandlerOptions::name`). A read model an earlier version of evoq filled is
+//! recorded for the projection whose checkpoint is there, and refused to another while its
+//! tables hold rows.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -55,7 +61,7 @@ use uuid::Uuid;
 
 use super::definition::{ProjectionError, ReadModel, ReadModelError};
 use super::sql::{
-    self, IDENTIFIER_RULE, Mismatch, checksum, is_identifier, now_micros, quote_sql, to_db,
+    self, IDENTIFIER_RULE, Mismatch, Owner, checksum, is_identifier, now_micros, quote_sql, to_db,
 };
 use crate::delivery::consumer::EventMeta;
 use crate::store::StoreError;
@@ -76,6 +82,13 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS evoq_read_model_migra
     checksum   INTEGER NOT NULL,
     applied_at INTEGER NOT NULL,
     PRIMARY KEY (model, version)
+)";
+
+/// The table that records the projection each read model of the file belongs to.
+const OWNERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS evoq_read_model_owners (
+    model      TEXT    NOT NULL PRIMARY KEY,
+    projection TEXT    NOT NULL,
+    bound_at   INTEGER NOT NULL
 )";
 
 /// The most idle query connections a read model keeps.
@@ -187,14 +200,14 @@ struct Writer {
     /// transaction after the runtime asked for the checkpoint (on a store shared by several
     /// nodes, the runtime may resume further, where another node's commits took it).
     fresh: bool,
-    /// The projection it serves, once the runtime named it.
+    /// The projection it serves, once bound to it (see [`Inner::bind`]).
     projection: Option<String>,
     /// Why it refuses every write and commit: a second projection, or a commit that failed.
     refused: Option<Refusal>,
 }
 
 enum Refusal {
-    /// Two projections use it: permanent.
+    /// Two projections of this process use it: permanent.
     TwoProjections(String),
     /// The commit of an event's changes failed: until a rebuild (or a restart).
     FailedCommit(String),
@@ -382,7 +395,13 @@ impl From<SqliteReadModelError> for ProjectionError {
 
 impl From<SqliteReadModelError> for ReadModelError {
     fn from(error: SqliteReadModelError) -> Self {
-        ReadModelError::Backend(error.to_string())
+        match error {
+            SqliteReadModelError::Refused { model, reason } => ReadModelError::Refused {
+                read_model: model,
+                reason,
+            },
+            error => ReadModelError::Backend(error.to_string()),
+        }
     }
 }
 
@@ -973,11 +992,81 @@ impl Inner {
         }
     }
 
-    async fn commit(&self, projection: &str, position: u64) -> Result<(), SqliteReadModelError> {
-        let db_position = to_db(position);
+    /// Binds the read model to `projection`, the projection it serves from now on: recorded in
+    /// table `evoq_read_model_owners` at its first use (see [`claim`]). A projection another
+    /// is recorded for, or whose rows are there without its checkpoint, is refused; so is a
+    /// second projection of this process, for good (the first one's writes included).
+    async fn bind(&self, projection: &str) -> Result<(), SqliteReadModelError> {
         {
             let mut writer = self.writer();
-            writer.bind(projection, &self.name)?;
+            if let Some(bound) = writer.projection.clone() {
+                if bound == projection {
+                    return Ok(());
+                }
+                return Err(writer.refuse_second(&bound, projection, &self.name));
+            }
+            if matches!(writer.state, State::Open { .. } | State::Staged { .. }) {
+                writer.rollback();
+            }
+        }
+        let (model, tables) = (&self.name, &self.tables);
+        let (owner, gate) = self
+            .write_lock(
+                |writer| {
+                    writer.conn.execute_batch("BEGIN IMMEDIATE")?;
+                    let claimed = claim(&writer.conn, model, projection, tables)
+                        .and_then(|owner| writer.conn.execute_batch("COMMIT").map(|()| owner));
+                    if claimed.is_err() && !writer.conn.is_autocommit() {
+                        let _ = writer.conn.execute_batch("ROLLBACK");
+                    }
+                    claimed
+                },
+                "recording the projection the read model belongs to",
+            )
+            .await?;
+        drop(gate);
+        if let Some(reason) = owner.refusal(projection, "SqliteReadModel::builder") {
+            return Err(SqliteReadModelError::Refused {
+                model: self.name.clone(),
+                reason,
+            });
+        }
+        let mut writer = self.writer();
+        match writer.projection.clone() {
+            None => {
+                writer.projection = Some(projection.to_owned());
+                Ok(())
+            }
+            Some(bound) if bound == projection => Ok(()),
+            Some(bound) => Err(writer.refuse_second(&bound, projection, &self.name)),
+        }
+    }
+
+    /// Binds the read model to `projection` before a commit, when the runtime could not bind it
+    /// at start: changes made before it knew its projection are rolled back with an error (the
+    /// event is delivered again, and commits then).
+    async fn bound_for_commit(&self, projection: &str) -> Result<(), SqliteReadModelError> {
+        let pending = {
+            let writer = self.writer();
+            if writer.projection.as_deref() == Some(projection) {
+                return Ok(());
+            }
+            matches!(writer.state, State::Open { .. } | State::Staged { .. })
+        };
+        self.bind(projection).await?;
+        if pending {
+            return Err(self.transaction_error(
+                "the read model learnt its projection only at the commit of the event's changes (it could not be bound when the runtime started), so they were rolled back: the event is delivered again",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, projection: &str, position: u64) -> Result<(), SqliteReadModelError> {
+        let db_position = to_db(position);
+        self.bound_for_commit(projection).await?;
+        {
+            let mut writer = self.writer();
             writer.usable(&self.name)?;
             match std::mem::replace(&mut writer.state, State::Idle) {
                 State::Staged {
@@ -1044,8 +1133,8 @@ impl Inner {
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<Option<u64>, SqliteReadModelError> {
+        self.bind(projection).await?;
         let mut writer = self.writer();
-        writer.bind(projection, &self.name)?;
         let found: Option<i64> = writer
             .conn
             .prepare_cached(LOAD_CHECKPOINT_SQL)
@@ -1070,9 +1159,9 @@ impl Inner {
     /// Sets the checkpoint of `projection` to `position`, back or forward, outside any event's
     /// transaction (see [`ReadModel::rewind`]).
     async fn rewind(&self, projection: &str, position: u64) -> Result<(), SqliteReadModelError> {
+        self.bind(projection).await?;
         {
             let mut writer = self.writer();
-            writer.bind(projection, &self.name)?;
             writer.usable(&self.name)?;
             if matches!(writer.state, State::Open { .. } | State::Staged { .. }) {
                 writer.rollback();
@@ -1208,31 +1297,32 @@ impl Writer {
         }
     }
 
-    /// Binds the read model to the projection the runtime names; a second one is refused.
-    fn bind(&mut self, projection: &str, model: &str) -> Result<(), SqliteReadModelError> {
-        match &self.projection {
-            None => {
-                self.projection = Some(projection.to_owned());
-                Ok(())
-            }
-            Some(bound) if bound == projection => Ok(()),
-            Some(bound) => {
-                let reason = format!(
-                    "it is the read model of projection `{bound}` and projection `{projection}` uses it too: give each projection a read model of its own (`SqliteReadModel::builder` with another name)"
-                );
-                self.rollback();
-                self.refused = Some(Refusal::TwoProjections(reason.clone()));
-                Err(SqliteReadModelError::Refused {
-                    model: model.to_owned(),
-                    reason,
-                })
-            }
+    /// The refusal of `projection`, a second projection of this process besides `bound`: from
+    /// now on the read model refuses every write, `bound`'s included.
+    fn refuse_second(
+        &mut self,
+        bound: &str,
+        projection: &str,
+        model: &str,
+    ) -> SqliteReadModelError {
+        let reason = sql::second_projection(bound, projection, "SqliteReadModel::builder");
+        self.rollback();
+        self.refused = Some(Refusal::TwoProjections(reason.clone()));
+        SqliteReadModelError::Refused {
+            model: model.to_owned(),
+            reason,
         }
     }
 }
 
 #[async_trait]
 impl ReadModel for SqliteReadModel {
+    /// Binds the read model to `projection`: recorded in table `evoq_read_model_owners` at its
+    /// first use; another projection is refused ([`SqliteReadModelError::Refused`]).
+    async fn bind(&self, projection: &str) -> Result<(), ReadModelError> {
+        Ok(self.inner.bind(projection).await?)
+    }
+
     /// Deletes every row of the read model's tables and the projection's checkpoint, in one
     /// transaction (the start of a rebuild).
     async fn clear(&self) -> Result<(), ReadModelError> {
@@ -1335,6 +1425,8 @@ fn migrate(
     };
     conn.execute_batch(MIGRATIONS_TABLE)
         .map_err(|e| sql("creating table `evoq_read_model_migrations`", e))?;
+    conn.execute_batch(OWNERS_TABLE)
+        .map_err(|e| sql("creating table `evoq_read_model_owners`", e))?;
     loop {
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| sql("starting a migration", e))?;
@@ -1395,6 +1487,56 @@ fn migrate(
             }
         }
     }
+}
+
+/// Whose the read model `model` is, for `projection`, in the open transaction: the projection
+/// recorded in table `evoq_read_model_owners`; when none is, `projection` is recorded unless
+/// one of `tables` holds rows and `projection` has no checkpoint (a model an earlier evoq,
+/// which kept no record, filled for another projection).
+fn claim(
+    conn: &Connection,
+    model: &str,
+    projection: &str,
+    tables: &[String],
+) -> rusqlite::Result<Owner> {
+    let recorded: Option<String> = conn
+        .prepare_cached("SELECT projection FROM evoq_read_model_owners WHERE model = ?1")?
+        .query_row([model], |row| row.get(0))
+        .optional()?;
+    if let Some(owner) = recorded {
+        return Ok(if owner == projection {
+            Owner::Projection
+        } else {
+            Owner::Other(owner)
+        });
+    }
+    let checkpointed = conn
+        .prepare_cached(LOAD_CHECKPOINT_SQL)?
+        .query_row([projection], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !checkpointed {
+        for table in tables {
+            let filled = conn
+                .query_row(
+                    &format!("SELECT 1 FROM \"{table}\" LIMIT 1"),
+                    [],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if filled {
+                return Ok(Owner::Unrecorded {
+                    table: table.clone(),
+                });
+            }
+        }
+    }
+    conn.execute(
+        "INSERT INTO evoq_read_model_owners (model, projection, bound_at) VALUES (?1, ?2, ?3)",
+        params![model, projection, now_micros()],
+    )?;
+    Ok(Owner::Projection)
 }
 
 /// Checks the migrations applied (version, name, checksum) against the list: how many are

@@ -91,8 +91,8 @@ pub struct ProjectionTest<P: Projection> {
     queued: Vec<Given>,
     /// The position of the last event delivered (0 before any).
     position: u64,
-    /// Whether the read model's own checkpoint was read (at the first delivery, as the
-    /// runtime reads it at start).
+    /// Whether the read model was bound and its own checkpoint read (at the first delivery,
+    /// as the runtime does at start).
     resumed: bool,
     /// Every event delivered so far, for messages.
     delivered: Vec<Delivered>,
@@ -235,14 +235,21 @@ impl<P: Projection> ProjectionTest<P> {
     /// [`commit`](ReadModel::commit) at its position, until one fails. The same as awaiting
     /// the test.
     ///
-    /// At the first delivery, a read model that keeps its checkpoint
-    /// ([`ReadModel::keeps_checkpoint`]) is asked for it, as the runtime does at start: the
+    /// At the first delivery, the read model is bound to the projection's name
+    /// ([`ReadModel::bind`]) and, when it keeps its checkpoint
+    /// ([`ReadModel::keeps_checkpoint`]), asked for it, as the runtime does at start: the
     /// events then come after it (a model a previous test left at position 4 gets 5 next).
-    /// Panics when the read model fails (its `checkpoint` or its `commit`).
+    /// Panics when the read model fails (its `bind`, its `checkpoint` or its `commit`).
     pub async fn run(mut self) -> ProjectionOutcome<P> {
         if !self.resumed {
             self.resumed = true;
             let read_model = self.projection.read_model();
+            if let Err(error) = read_model.bind(&self.name).await {
+                panic!(
+                    "the read model of the projection `{}` could not be bound to it: {error}",
+                    self.name
+                );
+            }
             if read_model.keeps_checkpoint()
                 && let Some(kept) = read_checkpoint(read_model, &self.name).await
             {
