@@ -4,6 +4,8 @@
 //! decision, an aggregate's replay and the read-back of a resent command fail with
 //! `Error::Decode` saying the type's `Deserialize` panicked; an event handler, a projection and
 //! a saga dead-letter the event as undecodable (kind `Decode`) and go on with the next one.
+//! The same holds for the state of an aggregate (a snapshot, a hibernated state) and of a
+//! saga, whose `Serialize` and `Deserialize` are user code too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -448,5 +450,344 @@ async fn a_deserialize_that_panics_on_the_handler_path_dead_letters_a_decode_fai
         app.handler_stats().iter().all(|stats| stats.faults == 0),
         "no fault outside the handlers' code"
     );
+    app.stop().await;
+}
+
+// ----- the state of an aggregate (snapshots, hibernation) and of a saga -----
+
+/// A state whose hand-written `Deserialize` panics when its `last` text is [`POISON`].
+#[derive(Default, Serialize, Clone, Debug, PartialEq)]
+struct Board {
+    last: String,
+    count: u64,
+}
+
+impl<'de> Deserialize<'de> for Board {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            last: String,
+            count: u64,
+        }
+        let Raw { last, count } = Raw::deserialize(deserializer)?;
+        if last == POISON {
+            panic!("a bug in Board's Deserialize");
+        }
+        Ok(Board { last, count })
+    }
+}
+
+#[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Pinned {
+    text: String,
+    /// The board's count once applied: what the command saw of the state.
+    count: u64,
+}
+
+#[derive(Command, Debug, Clone)]
+struct Pin {
+    #[aggregate_id]
+    board: String,
+    text: String,
+}
+
+#[aggregate(snapshot_every = 1, hibernate_after = "never")]
+impl Board {
+    #[handles]
+    fn pin(&self, command: &Pin) -> Result<Pinned, Never> {
+        Ok(Pinned {
+            text: command.text.clone(),
+            count: self.count + 1,
+        })
+    }
+
+    #[apply]
+    fn pinned(&mut self, event: &Pinned) {
+        self.last = event.text.clone();
+        self.count = event.count;
+    }
+}
+
+/// §1.4: a snapshot whose state's `Deserialize` panics is set aside like one that no longer
+/// decodes: the next activation (a new runtime on the same store) replays the whole stream,
+/// and the command goes through with the right state.
+#[tokio::test]
+async fn a_snapshot_whose_deserialize_panics_is_set_aside_and_the_stream_replayed() {
+    let store = Arc::new(InMemoryStore::new());
+    let first = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let pin = |text: &str| Pin {
+        board: "b1".into(),
+        text: text.into(),
+    };
+    first.dispatch(pin(POISON)).await.unwrap();
+    first.stop().await;
+    let snapshot = store.load_snapshot("Board-b1").await.unwrap();
+    assert_eq!(
+        snapshot.map(|snapshot| snapshot.version),
+        Some(1),
+        "the poisoned state was saved as a snapshot"
+    );
+
+    let second = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let dispatching = second.clone();
+    let joined = tokio::spawn(async move { dispatching.dispatch(pin("fine")).await }).await;
+    let dispatched = joined
+        .expect("the dispatch returned instead of panicking")
+        .expect("the stream replayed past the snapshot");
+    assert_eq!(dispatched.version, 2);
+    assert_eq!(
+        dispatched.events,
+        [BoardEvent::Pinned(Pinned {
+            text: "fine".into(),
+            count: 2
+        })],
+        "the command saw the state of both events"
+    );
+    second.stop().await;
+}
+
+/// §1.3: a hibernated state whose `Deserialize` panics is rebuilt from the store, as one that
+/// does not decode: the command that wakes it goes through.
+#[tokio::test]
+async fn a_hibernated_state_whose_deserialize_panics_is_rebuilt_from_the_store() {
+    #[derive(Default, Serialize, Clone, Debug, PartialEq)]
+    struct Napping {
+        last: String,
+    }
+
+    impl<'de> Deserialize<'de> for Napping {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            struct Raw {
+                last: String,
+            }
+            let Raw { last } = Raw::deserialize(deserializer)?;
+            if last == POISON {
+                panic!("a bug in Napping's Deserialize");
+            }
+            Ok(Napping { last })
+        }
+    }
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Napped {
+        text: String,
+        /// The text before: what the command saw of the state.
+        before: String,
+    }
+
+    #[derive(Command, Debug, Clone)]
+    struct Nap {
+        #[aggregate_id]
+        id: String,
+        text: String,
+    }
+
+    #[aggregate(hibernate_after = "20ms", idle_timeout = "1h")]
+    impl Napping {
+        #[handles]
+        fn nap(&self, command: &Nap) -> Result<Napped, Never> {
+            Ok(Napped {
+                text: command.text.clone(),
+                before: self.last.clone(),
+            })
+        }
+
+        #[apply]
+        fn napped(&mut self, event: &Napped) {
+            self.last = event.text.clone();
+        }
+    }
+
+    let app = Evoq::builder().start().await.unwrap();
+    let nap = |text: &str| Nap {
+        id: "n1".into(),
+        text: text.into(),
+    };
+    app.dispatch(nap(POISON)).await.unwrap();
+    // Long past `hibernate_after`: the state is kept serialized.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dispatching = app.clone();
+    let joined = tokio::spawn(async move { dispatching.dispatch(nap("fine")).await }).await;
+    let dispatched = joined
+        .expect("the dispatch returned instead of panicking")
+        .expect("the state rebuilt from the store");
+    assert_eq!(dispatched.version, 2);
+    assert_eq!(
+        dispatched.events,
+        [NappingEvent::Napped(Napped {
+            text: "fine".into(),
+            before: POISON.into()
+        })],
+        "the command saw the state rebuilt from the store"
+    );
+    app.stop().await;
+}
+
+/// A saga whose state's `Deserialize` panics on the count 2.
+#[derive(Default, Serialize)]
+struct Fragile {
+    notes: u64,
+}
+
+impl<'de> Deserialize<'de> for Fragile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            notes: u64,
+        }
+        let Raw { notes } = Raw::deserialize(deserializer)?;
+        if notes == 2 {
+            panic!("a bug in Fragile's Deserialize");
+        }
+        Ok(Fragile { notes })
+    }
+}
+
+#[saga(name = "fragile")]
+impl Fragile {
+    #[starts(by = pad)]
+    fn noted(&mut self, _: &Noted) -> Commands {
+        self.notes += 1;
+        Commands::none()
+    }
+}
+
+/// §6.3, §5.5: a saga whose saved state's `Deserialize` panics fails the event as a saved
+/// state that does not decode (the dead letter says the `Deserialize` panicked), never as a
+/// panic of the saga; and `saga_state` answers `Error::SagaState` instead of panicking in the
+/// caller.
+#[tokio::test]
+async fn a_saga_state_whose_deserialize_panics_is_a_decode_failure_and_a_saga_state_error() {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .append(
+            "Pad-p9",
+            ExpectedVersion::NoStream,
+            vec![noted("p9", "one"), noted("p9", "two"), noted("p9", "three")],
+        )
+        .await
+        .unwrap();
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .handler_defaults(HandlerConfig {
+            retry: RetryStrategy::immediate(),
+            max_attempts: 1,
+            ..HandlerConfig::default()
+        })
+        .saga::<Fragile>()
+        .start()
+        .await
+        .unwrap();
+    wait(&app, "fragile", 3).await;
+    let dead = app.dead_letters("fragile").list(0, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "the third event meets the saved count 2");
+    assert_eq!(
+        dead[0].kind,
+        FailureKind::HandlerError,
+        "as a saved state that does not decode, not a panic: {}",
+        dead[0].error
+    );
+    assert!(
+        dead[0]
+            .error
+            .contains("the state of instance `p9` does not decode: the `Deserialize` impl of `Fragile` panicked: a bug in Fragile's Deserialize"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(dead[0].event.global_position, 3);
+
+    let reading = app.clone();
+    let joined = tokio::spawn(async move { reading.saga_state::<Fragile>("p9").await }).await;
+    let error = joined
+        .expect("saga_state returned instead of panicking")
+        .err()
+        .expect("the saved state does not decode");
+    assert!(matches!(error, Error::SagaState { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("a bug in Fragile's Deserialize"),
+        "{error}"
+    );
+    assert!(
+        app.handler_stats().iter().all(|stats| stats.faults == 0),
+        "no fault outside the saga's code"
+    );
+    app.stop().await;
+}
+
+/// §1.4: a state whose `Serialize` panics when a snapshot is taken (or the state hibernates)
+/// never fails the command whose events are stored: the snapshot is skipped, logged, and the
+/// next command goes through.
+#[tokio::test]
+async fn a_state_whose_serialize_panics_skips_the_snapshot_and_never_fails_the_command() {
+    #[derive(Default, Deserialize, Clone, Debug)]
+    struct Shy {
+        last: String,
+    }
+
+    impl Serialize for Shy {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            if self.last == POISON {
+                panic!("a bug in Shy's Serialize");
+            }
+            serializer.serialize_str(&self.last)
+        }
+    }
+
+    #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    struct Said {
+        text: String,
+    }
+
+    #[derive(Command, Debug, Clone)]
+    struct Say {
+        #[aggregate_id]
+        id: String,
+        text: String,
+    }
+
+    #[aggregate(snapshot_every = 1, hibernate_after = "10ms", idle_timeout = "1h")]
+    impl Shy {
+        #[handles]
+        fn say(&self, command: &Say) -> Result<Said, Never> {
+            Ok(Said {
+                text: command.text.clone(),
+            })
+        }
+
+        #[apply]
+        fn said(&mut self, event: &Said) {
+            self.last = event.text.clone();
+        }
+    }
+
+    let store = Arc::new(InMemoryStore::new());
+    let app = Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let say = |text: &str| Say {
+        id: "s1".into(),
+        text: text.into(),
+    };
+    for text in [POISON, "fine"] {
+        let dispatching = app.clone();
+        let joined = tokio::spawn(async move { dispatching.dispatch(say(text)).await }).await;
+        joined
+            .expect("the dispatch returned instead of panicking")
+            .expect("the events are stored: the command succeeded");
+        // Past `hibernate_after`: the state was asked to serialize for hibernation too.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.stream_version("Shy-s1").await.unwrap(), 2);
     app.stop().await;
 }

@@ -191,13 +191,15 @@ impl EvoqBuilder {
     /// [`Error::Config`]: register it with [`projection`](Self::projection).
     pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
         if H::IS_PROJECTION {
-            self.refused.get_or_insert(Error::Config {
-                key: "handler".to_owned(),
-                reason: format!(
-                    "`{}` is a projection (`#[projection]`): register it with `Evoq::builder().projection(...)`, which keeps its read model's checkpoint with it and lets it be rebuilt (as a plain handler it would not)",
-                    options.name.as_deref().unwrap_or(H::OPTIONS.name.as_deref().unwrap_or(H::NAME))
+            let attribute = H::OPTIONS;
+            let given = options.name.as_deref().or(attribute.name.as_deref());
+            let name = given.unwrap_or(H::NAME);
+            self.refuse(
+                "handler",
+                format!(
+                    "`{name}` is a projection (`#[projection]`): register it with `Evoq::builder().projection(...)`, which keeps its read model's checkpoint with it and lets it be rebuilt (as a plain handler it would not)"
                 ),
-            });
+            );
         }
         let registration = handler::registration::<H, _>(handler, options);
         self.consumers.push(Box::new(move |_| registration));
@@ -239,6 +241,9 @@ impl EvoqBuilder {
         let options = options.into();
         let settings = Arc::new(saga::CommandSettings::new(&options));
         let own = saga::handler_name::<S>(&options.delivery);
+        if let Err(reason) = saga::check_name(&own) {
+            self.refuse("saga", reason);
+        }
         self.sagas.push(RegisteredSaga {
             type_id: std::any::TypeId::of::<S>(),
             name: own.clone(),
@@ -260,6 +265,15 @@ impl EvoqBuilder {
         self
     }
 
+    /// Keeps the first registration refused, for [`start`](Self::start) to fail with: the
+    /// builder's methods chain, so they cannot return it themselves.
+    fn refuse(&mut self, key: &str, reason: String) {
+        self.refused.get_or_insert(Error::Config {
+            key: key.to_owned(),
+            reason,
+        });
+    }
+
     /// The defaults of every event handler (retries, error policy, checkpoints).
     pub fn handler_defaults(mut self, defaults: HandlerConfig) -> Self {
         self.config.handlers = defaults;
@@ -271,12 +285,6 @@ impl EvoqBuilder {
         self.config.validate()?;
         if let Some(refused) = self.refused {
             return Err(refused);
-        }
-        for registered in &self.sagas {
-            saga::check_name(&registered.name).map_err(|reason| Error::Config {
-                key: "saga".to_owned(),
-                reason,
-            })?;
         }
         // Everything the runtime does with the store goes through one guard: a panicking
         // backend fails the one call (a store error, which each caller retries or reports),

@@ -17,13 +17,11 @@
 //! "OldName")]` makes the events stored under `"OldName"` (at versions up to 1) events of
 //! `NewName`, read through the rest of `NewName`'s chain.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use serde_json::Value;
 
 use super::definition::Event;
 pub use super::upcaster::{DecodeError, UpcastError, UpcastFn, Upcaster};
-use crate::util::panic::panic_message;
+use crate::util::panic::{Serde, caught, serde_panicked};
 
 /// Whether an event stored under `event_type` is an `E`: its wire name, or a name it was
 /// renamed from.
@@ -64,8 +62,7 @@ fn deserialize<E: Event>(
     stored_version: u32,
     run: impl FnOnce() -> Result<E, serde_json::Error>,
 ) -> Result<E, serde_json::Error> {
-    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
-        let message = panic_message(&*panic);
+    caught(run).unwrap_or_else(|message| {
         tracing::error!(
             name: "evoq.decode",
             stage = "exception",
@@ -74,10 +71,7 @@ fn deserialize<E: Event>(
             panic = %message,
             "evoq.decode",
         );
-        Err(serde::de::Error::custom(format!(
-            "the `Deserialize` impl of `{}` panicked: {message}",
-            E::NAME
-        )))
+        Err(serde_panicked(Serde::Deserialize, E::NAME, &message))
     })
 }
 
@@ -116,8 +110,7 @@ fn run_step(
     step: &Upcaster,
     value: Value,
 ) -> Result<Value, UpcastError> {
-    catch_unwind(AssertUnwindSafe(|| (step.upcast)(value))).unwrap_or_else(|panic| {
-        let message = panic_message(&*panic);
+    caught(|| (step.upcast)(value)).unwrap_or_else(|message| {
         tracing::error!(
             name: "evoq.upcast",
             stage = "exception",

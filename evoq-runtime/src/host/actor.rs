@@ -34,7 +34,9 @@ use crate::store::{
     Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, SnapshotAndEvents, StoreError,
 };
 use crate::util::backoff::jittered;
-use crate::util::panic::{CatchPanic, panic_message};
+use crate::util::panic::{
+    CatchPanic, Serde, caught, panic_message, serde_panicked, short_type_name,
+};
 use crate::util::time::micros_since;
 
 /// How many events activation reads per page (there is no cap on the stream's length).
@@ -562,7 +564,7 @@ impl<A: Aggregate> Actor<'_, A> {
     }
 
     fn thawed(&mut self, frozen: Frozen) -> Option<Instance<A>> {
-        match A::decode_state(frozen.state.as_bytes()) {
+        match decoded_state::<A>(frozen.state.as_bytes()) {
             Some(Ok(state)) => {
                 if frozen.snapshotted {
                     self.core.snapshot_version = frozen.version;
@@ -769,7 +771,7 @@ impl<A: Aggregate> Actor<'_, A> {
     /// The instance a loaded snapshot holds, when it decodes. A snapshot that no longer
     /// decodes (the state type changed) is ignored with a warning.
     fn restored(&mut self, snapshot: Snapshot) -> Option<Instance<A>> {
-        match A::decode_state(&snapshot.data) {
+        match decoded_state::<A>(&snapshot.data) {
             Some(Ok(state)) => {
                 tracing::debug!(
                     name: "evoq.aggregate.snapshot_load",
@@ -816,7 +818,7 @@ impl<A: Aggregate> Actor<'_, A> {
             return;
         }
         let version = instance.version;
-        let data = match instance.state.encode_state() {
+        let data = match encoded_state(&instance.state) {
             None => return,
             Some(Ok(data)) => data,
             Some(Err(error)) => {
@@ -996,7 +998,7 @@ impl<A: Aggregate> Actor<'_, A> {
     /// The instance's serialized state, for a hibernated slot.
     fn freeze(&self, passivate_at: u64) -> Option<Frozen> {
         let instance = self.core.instance.as_ref()?;
-        match instance.state.encode_state()? {
+        match encoded_state(&instance.state)? {
             Ok(state) => Some(Frozen::new(
                 &state,
                 instance.version,
@@ -1157,4 +1159,30 @@ impl<A: Aggregate> Expiry<A> for Registry<A> {
     fn time_out(self: Arc<Self>, cell: Arc<Cell<A>>) -> impl Future<Output = ()> + Send {
         time_out(self, cell)
     }
+}
+
+/// `A`'s state decoded by [`Aggregate::decode_state`], whose `Deserialize` is user code: its
+/// panic is a decode error saying so, which the caller reports like any state that does not
+/// decode (the snapshot set aside, the hibernated state rebuilt from the store).
+fn decoded_state<A: Aggregate>(data: &[u8]) -> Option<Result<A, serde_json::Error>> {
+    caught(|| A::decode_state(data)).unwrap_or_else(|panic| {
+        Some(Err(serde_panicked(
+            Serde::Deserialize,
+            short_type_name::<A>(),
+            &panic,
+        )))
+    })
+}
+
+/// `state` encoded by [`Aggregate::encode_state`], whose `Serialize` is user code: its panic
+/// is an encode error saying so, which the caller logs (no snapshot, no hibernation), never a
+/// failure of the command whose events are stored.
+fn encoded_state<A: Aggregate>(state: &A) -> Option<Result<Vec<u8>, serde_json::Error>> {
+    caught(|| state.encode_state()).unwrap_or_else(|panic| {
+        Some(Err(serde_panicked(
+            Serde::Serialize,
+            short_type_name::<A>(),
+            &panic,
+        )))
+    })
 }

@@ -49,14 +49,42 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Runs `run`, user code that is not a future, catching its panic: `Err` with its text.
+pub(crate) fn caught<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(run)).map_err(|panic| panic_message(&*panic))
+}
+
+/// The error of a `Serialize` or `Deserialize` impl (`which`) of `type_name` (user code) that
+/// panicked with `message`: the data does not (de)serialize, and each caller reports that as
+/// it reports any data that does not, never as a panic.
+pub(crate) fn serde_panicked(which: Serde, type_name: &str, message: &str) -> serde_json::Error {
+    let text = format!("the `{which:?}` impl of `{type_name}` panicked: {message}");
+    match which {
+        Serde::Serialize => serde::ser::Error::custom(text),
+        Serde::Deserialize => serde::de::Error::custom(text),
+    }
+}
+
+/// Which half of serde's user code ran: see [`serde_panicked`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Serde {
+    Serialize,
+    Deserialize,
+}
+
+/// The name of `T` without its module path, as its user wrote it (`Order`, not
+/// `shop::orders::Order`; the arguments of a generic type keep theirs).
+pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let outer = full.split('<').next().unwrap_or(full);
+    outer.rfind("::").map_or(full, |at| &full[at + 2..])
+}
+
 /// `value` as text, or, when its `Display` panics (user code: a handler's error type, a
 /// rejection), a text that says so: never a panic in the runtime's own code.
 pub(crate) fn displayed(value: &dyn std::fmt::Display) -> String {
-    catch_unwind(AssertUnwindSafe(|| value.to_string())).unwrap_or_else(|panic| {
-        format!(
-            "(its text could not be shown: its `Display` panicked: {})",
-            panic_message(&*panic)
-        )
+    caught(|| value.to_string()).unwrap_or_else(|panic| {
+        format!("(its text could not be shown: its `Display` panicked: {panic})")
     })
 }
 
@@ -76,5 +104,29 @@ mod tests {
         assert_eq!(CatchPanic::new(async { 3 }).await.ok(), Some(3));
         let Err(panic) = CatchPanic::new(async { std::panic::panic_any(5_u8) }).await;
         assert_eq!(panic_message(&*panic), "a panic with a non-string payload");
+    }
+
+    #[test]
+    fn a_short_type_name_drops_the_module_path_of_the_outer_type_only() {
+        struct Order;
+        struct Box2<T>(T);
+        assert_eq!(short_type_name::<Order>(), "Order");
+        assert_eq!(short_type_name::<u64>(), "u64");
+        assert!(short_type_name::<Box2<Order>>().starts_with("Box2<"));
+        assert!(short_type_name::<Box2<Order>>().ends_with("::Order>"));
+    }
+
+    #[test]
+    fn a_serde_panic_is_an_error_that_names_the_impl_the_type_and_the_panic() {
+        let error = serde_panicked(Serde::Deserialize, "Order", "boom");
+        assert_eq!(
+            error.to_string(),
+            "the `Deserialize` impl of `Order` panicked: boom"
+        );
+        assert_eq!(caught(|| 3), Ok(3));
+        assert_eq!(
+            caught(|| panic!("no {}", 4)),
+            Err::<(), _>("no 4".to_owned())
+        );
     }
 }
