@@ -187,6 +187,7 @@ pub(crate) fn generate(def: &AggregateDef) -> TokenStream {
         .iter()
         .map(|apply| explicit_check(&apply.method));
     let routes = def.handlers.iter().map(|handler| route(def, handler));
+    let one_block = one_block(def);
 
     quote! {
         #[doc = #enum_doc]
@@ -300,7 +301,25 @@ pub(crate) fn generate(def: &AggregateDef) -> TokenStream {
             }
 
             #(#routes)*
+
+            #one_block
         };
+    }
+}
+
+/// `impl OneImplBlockPerAggregate for State`, spanned at the block's `impl State`: a second
+/// `#[aggregate]` block for the type is a coherence error that names the rule and points at
+/// both blocks.
+fn one_block(def: &AggregateDef) -> TokenStream {
+    let state = &def.self_ty;
+    let state_span = last_token_span(state);
+    let impl_keyword = quote_spanned!(def.impl_token.span=> impl);
+    let p_at_state = paths::private(state_span);
+    let mut empty = Group::new(Delimiter::Brace, TokenStream::new());
+    empty.set_span(state_span);
+    quote! {
+        #[automatically_derived]
+        #impl_keyword #p_at_state::OneImplBlockPerAggregate for #state #empty
     }
 }
 

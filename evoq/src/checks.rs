@@ -189,6 +189,16 @@ impl<T: fmt::Display + ?Sized> AggregateId for T {
 /// methods.
 pub trait HandledByOneAggregate {}
 
+/// An aggregate is one `#[aggregate]` impl block: its event enum, its routing and its
+/// `Aggregate` impl are generated from that one block.
+///
+/// `#[aggregate]` implements it for the state type, at the block's `impl State` header. A
+/// second `#[aggregate]` block for the same type is a second implementation: among the
+/// conflicts of the generated items (the event enum defined twice, `Aggregate` implemented
+/// twice), the compiler reports this one at the two headers (error E0119). Merge the blocks
+/// into one; a plain `impl State` block beside it (no attribute) holds other methods.
+pub trait OneImplBlockPerAggregate {}
+
 /// The return type of a `#[handles]` method of an `#[aggregate]` block is a `Result`: written
 /// out (`Result<Events, Error>`) or through an alias (`type Result<T> = std::result::Result<T,
 /// BankError>`), whose `Ok` and `Err` types the compiler sees through this trait.

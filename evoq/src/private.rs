@@ -30,8 +30,8 @@ pub use evoq_runtime::{
 pub use crate::checks::{
     AggregateId, CommandError, CommandResult, DecisionContext, ErrorType, EventHandlerError,
     EventHandlerResult, EventOf, EventsOf, HandledByOneAggregate, IsEvent, IsEventMeta,
-    IsFailedCommand, LifespanOf, SagaDefault, SagaOutput, SagaState, SameType, SharedEvent,
-    StoredAsJson, TagValue, UpcastStep,
+    IsFailedCommand, LifespanOf, OneImplBlockPerAggregate, SagaDefault, SagaOutput, SagaState,
+    SameType, SharedEvent, StoredAsJson, TagValue, UpcastStep,
 };
 
 /// Compares two strings in a const context (duplicate event name checks).
