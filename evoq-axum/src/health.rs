@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 /// Ready unless the runtime is stopped ([`Evoq::is_stopped`]) or a handler has stopped
 /// ([`HandlerStatus::Stopped`]: its error policy, or the runtime stopping); a handler that is
 /// `retrying` (an event its retry policy tries again, or a store failure outside its code)
-/// keeps the application ready, as its reads still answer and it resumes by itself. It answers 200 when ready and 503 otherwise, with
-/// this JSON body either way:
+/// keeps the application ready, as its reads still answer and it resumes by itself. It answers
+/// 200 when ready and 503 otherwise, with this JSON body either way:
 ///
 /// ```json
 /// {"ready": false, "runtime": "stopped",
@@ -37,6 +37,11 @@ use serde::{Deserialize, Serialize};
 /// # Ok(())
 /// # }
 /// ```
+///
+/// The body is for operators: a handler's `reason` is its error or the store's, which may name
+/// hosts, users and files. Serve the probe where only the orchestrator and operators reach it
+/// (the problem documents of [`ApiError`](crate::ApiError), which clients see, never carry a
+/// handler's reason).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
     /// Whether the application can serve.

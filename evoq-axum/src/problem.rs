@@ -155,9 +155,38 @@ impl Problem {
                     Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(source.to_string())
                 }
             },
-            Error::ConsistencyTimeout { position, .. } => Problem::new(StatusCode::ACCEPTED)
-                .with_detail(error.to_string())
+            Error::ConsistencyTimeout {
+                command,
+                position,
+                after,
+                ..
+            } => Problem::new(StatusCode::ACCEPTED)
+                .with_detail(format!(
+                    "the command `{command}` succeeded and its events are stored (position {position}), but the read side had not processed them within {} ms: read with the token {position} (header `{TOKEN_HEADER}`) to see them; do not send the command again",
+                    after.as_millis()
+                ))
                 .with_extension("token", *position),
+            // What a handler retries, or why it stopped, is its error or the store's, which may
+            // name hosts, users and files: the client learns which read side and what to do.
+            Error::WaitTimeout {
+                handler,
+                position,
+                reached,
+                after,
+                retrying,
+            } => Problem::new(StatusCode::SERVICE_UNAVAILABLE).with_detail(format!(
+                "the read side `{handler}` had not reached position {position} within {} ms (it is at {reached}{}); try again later",
+                after.as_millis(),
+                if retrying.is_some() {
+                    ", retrying a failure the server's log names"
+                } else {
+                    ""
+                }
+            )),
+            Error::HandlerStopped { handler, .. } => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail(format!(
+                    "the read side `{handler}` has stopped; the server's log says why"
+                )),
             // A store failure's message may name hosts and files: the log has it.
             Error::Store(_) if kind == ErrorKind::Unavailable => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE)
@@ -329,12 +358,13 @@ tuple_rejections!(A, B, C, D, E, F);
 /// | `invalid_input` | 400 Bad Request | the error's message |
 /// | `not_found` | 404 Not Found | the error's message |
 /// | `halted` | 403 Forbidden: a middleware refused the command, the usual place for permissions and policies (a domain rule belongs in the aggregate, which answers 422) | the error's message |
-/// | `timeout` | 503 Service Unavailable (a dispatch or a wait past its deadline; a dispatch's command may still complete), except [`Error::ConsistencyTimeout`]: **202 Accepted**, because the command succeeded and its events are stored, only the handlers its consistency asked for have not processed them yet: it must not be sent again. The body's `token` member and the `evoq-token` header give the position to wait on. | the error's message |
-/// | `unavailable` | 503 Service Unavailable, with `Retry-After: 1` | the error's message; for a failing store, a generic sentence (its message may name hosts and files) |
+/// | `timeout` | 503 Service Unavailable (a dispatch or a wait past its deadline; a dispatch's command may still complete), except [`Error::ConsistencyTimeout`]: **202 Accepted**, because the command succeeded and its events are stored, only the handlers its consistency asked for have not processed them yet: it must not be sent again. The body's `token` member and the `evoq-token` header give the position to wait on. | the error's message; for a read side behind ([`Error::ConsistencyTimeout`], [`Error::WaitTimeout`]), which read side and what to do, without what it is retrying (a handler's or the store's error, which may name hosts and files) |
+/// | `unavailable` | 503 Service Unavailable, with `Retry-After: 1` | the error's message; for a failing store, a generic sentence (its message may name hosts and files); for a stopped handler, its name without the reason |
 /// | `stored_data`, `handler`, `config`, `internal` | 500 Internal Server Error | a generic sentence: the message goes to the log |
 ///
-/// Every 5xx is logged (`tracing`, event `evoq.http.error`, at ERROR for 500, WARN otherwise)
-/// with the full error; `kind` is set for every evoq error.
+/// Every 5xx, and the 202 of a consistency timeout, is logged (`tracing`, event
+/// `evoq.http.error`, at ERROR for 500, WARN otherwise) with the full error; `kind` is set for
+/// every evoq error.
 ///
 /// ```
 /// use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::post, Json, Router};
@@ -488,7 +518,9 @@ impl<D: Rejections> IntoResponse for ApiError<D> {
     fn into_response(self) -> Response {
         let problem = self.problem();
         let status = problem.status_code();
-        if status.is_server_error() {
+        // A consistency timeout (202) is logged too: its client detail names no handler's reason.
+        let accepted_late = matches!(&self.repr, Repr::Evoq(Error::ConsistencyTimeout { .. }));
+        if status.is_server_error() || accepted_late {
             let error = match &self.repr {
                 Repr::Evoq(error) => error.to_string(),
                 Repr::Problem(problem) => problem.detail.clone().unwrap_or_default(),
@@ -685,6 +717,71 @@ mod tests {
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         assert_eq!(response.headers()[TOKEN_HEADER], "42");
         assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    /// What a handler retries, or why it stopped, is its error or the store's: it may name
+    /// hosts, users and files. A client is told which read side is behind or stopped and what
+    /// to do; the log has the rest.
+    #[test]
+    fn a_read_side_behind_or_stopped_tells_the_client_no_reason() {
+        let secret = "balances db at 10.1.2.3:5432 refused: password authentication failed";
+        let errors = [
+            Error::ConsistencyTimeout {
+                command: "Deposit",
+                position: 42,
+                after: Duration::from_secs(1),
+                pending: format!("`balances` (at position 41, retrying a failed event ({secret}))"),
+            },
+            Error::WaitTimeout {
+                handler: "balances".into(),
+                position: 42,
+                reached: 41,
+                after: Duration::from_secs(2),
+                retrying: Some(format!("a failed event ({secret})")),
+            },
+            Error::HandlerStopped {
+                handler: "balances".into(),
+                reason: secret.into(),
+            },
+        ];
+        for error in errors {
+            let problem = Problem::from_error::<NoDomain>(&error);
+            let detail = problem.detail.clone().unwrap_or_default();
+            assert!(!detail.contains("10.1.2.3"), "{detail}");
+            assert!(
+                !detail.contains("Evoq::"),
+                "no Rust API in a client's text: {detail}"
+            );
+            assert!(
+                detail.contains("`balances`") || detail.contains("42"),
+                "{detail}"
+            );
+        }
+        let accepted = Problem::from_error::<NoDomain>(&Error::ConsistencyTimeout {
+            command: "Deposit",
+            position: 42,
+            after: Duration::from_secs(1),
+            pending: secret.into(),
+        });
+        assert_eq!(
+            accepted.detail.as_deref(),
+            Some(
+                "the command `Deposit` succeeded and its events are stored (position 42), but the read side had not processed them within 1000 ms: read with the token 42 (header `evoq-token`) to see them; do not send the command again"
+            )
+        );
+        let behind = Problem::from_error::<NoDomain>(&Error::WaitTimeout {
+            handler: "balances".into(),
+            position: 42,
+            reached: 41,
+            after: Duration::from_secs(2),
+            retrying: None,
+        });
+        assert_eq!(
+            behind.detail.as_deref(),
+            Some(
+                "the read side `balances` had not reached position 42 within 2000 ms (it is at 41); try again later"
+            )
+        );
     }
 
     #[test]
