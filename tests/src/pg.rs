@@ -90,3 +90,52 @@ fn evoq_redacted(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// A lock on one table of a test's schema, held by a session of its own (as an operator's
+/// `LOCK TABLE` in a transaction left open) until [`release`](Self::release) or drop.
+pub struct TableLock {
+    client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+    /// The backend (process id) of the session that holds it.
+    pub pid: i32,
+}
+
+impl TableLock {
+    /// Takes `mode` (`ACCESS EXCLUSIVE`, `EXCLUSIVE`, ...) on `table` of `schema`, in a
+    /// transaction left open.
+    pub async fn hold(schema: &PgSchema, table: &str, mode: &str) -> TableLock {
+        let (client, connection) = tokio_postgres::connect(&schema.url, NoTls)
+            .await
+            .expect("a session for the lock");
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE \"{}\".\"{table}\" IN {mode} MODE",
+                schema.schema
+            ))
+            .await
+            .expect("take the lock");
+        let pid = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("the session's pid")
+            .get(0);
+        TableLock {
+            client,
+            driver,
+            pid,
+        }
+    }
+
+    /// Ends the transaction, which frees the lock.
+    pub async fn release(self) {
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .expect("release the lock");
+        drop(self.client);
+        let _ = self.driver.await;
+    }
+}

@@ -26,7 +26,7 @@ use evoq::store::{
 use evoq::{EventStore, ExpectedVersion, HandlerConfig, NewEvent, StoreError};
 use evoq_tests::bank::*;
 use evoq_tests::ledger::Failed;
-use evoq_tests::pg::PgSchema;
+use evoq_tests::pg::{PgSchema, TableLock};
 use tokio_postgres::NoTls;
 
 mod postgres_store_conformance {
@@ -1903,4 +1903,143 @@ async fn function_exists(admin: &tokio_postgres::Client, schema: &str, name: &st
         .expect("look the function up")
         .get(0);
     count == 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locks held by another session
+// ---------------------------------------------------------------------------------------------
+
+/// A store with a short lock timeout and one retry: a lock wait fails an operation within
+/// about two lock timeouts plus a backoff.
+async fn connect_impatient(schema: &PgSchema, lock_timeout: Duration) -> PostgresStore {
+    PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .pool_size(4)
+            .retries(1)
+            .lock_timeout(lock_timeout)
+            .poll_interval(Duration::from_millis(200)),
+    )
+    .await
+    .expect("connect to PostgreSQL")
+}
+
+/// A runtime on `store` with the deposit counter, checkpointing after every event.
+async fn counting_node(
+    store: PostgresStore,
+    seen: &Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>>,
+) -> Result<Evoq, evoq::Error> {
+    Evoq::builder()
+        .store(store)
+        .handler_defaults(HandlerConfig {
+            checkpoint_every: 1,
+            ..HandlerConfig::default()
+        })
+        .handler(Counter {
+            node: 0,
+            seen: Arc::clone(seen),
+        })
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_on_a_locked_checkpoints_table_fails_with_a_lock_timeout_and_works_once_released() {
+    let Some(schema) = PgSchema::new("lockstart").await else {
+        return;
+    };
+    let lock_timeout = Duration::from_millis(300);
+    let store = connect_impatient(&schema, lock_timeout).await;
+    let seen: Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>> = Arc::default();
+    let lock = TableLock::hold(&schema, "checkpoints", "ACCESS EXCLUSIVE").await;
+    let started = Instant::now();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(30), counting_node(store.clone(), &seen))
+            .await
+            .expect("the start must give up by itself, not hang on the lock");
+    let elapsed = started.elapsed();
+    let error = outcome.expect_err("a start that cannot read its checkpoints fails");
+    println!("{error}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the start failed after {elapsed:?}, long past two lock timeouts of {lock_timeout:?}"
+    );
+    match &error {
+        evoq::Error::Store(StoreError::LockTimeout { after, retries, .. }) => {
+            assert_eq!(*after, lock_timeout);
+            assert_eq!(*retries, 1);
+        }
+        other => panic!("expected a lock timeout, got {other:?}"),
+    }
+    assert_eq!(error.kind(), evoq::ErrorKind::Unavailable);
+    let text = error.to_string();
+    for words in ["lock timeout of 300ms", "checkpoint", "pg_locks", "raise"] {
+        assert!(text.contains(words), "`{words}` missing from: {text}");
+    }
+
+    lock.release().await;
+    let app = counting_node(store, &seen)
+        .await
+        .expect("the start works once the lock is released");
+    app.dispatch(open("acc-1")).await.expect("open");
+    let done = app.dispatch(deposit("acc-1", 5)).await.expect("deposit");
+    app.wait_for::<Counter>(done.token)
+        .await
+        .expect("the handler runs");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_on_a_locked_checkpoints_table_returns_and_nothing_is_lost_once_released() {
+    let Some(schema) = PgSchema::new("lockstop").await else {
+        return;
+    };
+    let store = connect_impatient(&schema, Duration::from_millis(300)).await;
+    let seen: Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>> = Arc::default();
+    let app = counting_node(store.clone(), &seen).await.expect("start");
+    app.dispatch(open("acc-1")).await.expect("open");
+    let mut last = 0;
+    for amount in 1..=3 {
+        last = app
+            .dispatch(deposit("acc-1", amount))
+            .await
+            .expect("deposit")
+            .token;
+    }
+    app.wait_for::<Counter>(last).await.expect("handled");
+
+    // The lock comes while the handler has events left to save: its last checkpoint waits.
+    let lock = TableLock::hold(&schema, "checkpoints", "ACCESS EXCLUSIVE").await;
+    let late = app
+        .dispatch(deposit("acc-1", 4))
+        .await
+        .expect("appending does not need the checkpoints");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), app.stop())
+        .await
+        .expect("stop must return while the table is locked");
+    println!("stopped in {:?}", started.elapsed());
+    lock.release().await;
+
+    // Nothing lost: every deposit is stored, and the handler takes the ones it has not saved.
+    let app = counting_node(store.clone(), &seen).await.expect("restart");
+    app.wait_for::<Counter>(late.token)
+        .await
+        .expect("the handler catches up");
+    app.stop().await;
+    assert_eq!(seen.lock().unwrap().len(), 4, "every deposit handled");
+    let events = store
+        .read_stream(&account_stream("acc-1"), 1, Direction::Forward, 100)
+        .await
+        .expect("read the stream");
+    assert_eq!(events.len(), 5, "the account's events are all there");
+    assert_eq!(
+        store
+            .load_checkpoint("deposit_counter")
+            .await
+            .expect("load"),
+        Some(late.token)
+    );
 }

@@ -180,6 +180,31 @@ pub enum StoreError {
         #[source]
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
+    /// A statement waited for a lock that another session holds longer than the store's lock
+    /// timeout (PostgreSQL: SQLSTATE `55P03`, `lock_not_available`), again on each of the
+    /// store's retries: nothing was changed by it. Another session holds a lock on a table (or
+    /// a row) the store needs: an operator's `LOCK TABLE`, a transaction left open. Find it
+    /// (`pg_locks` joined with `pg_stat_activity`) and end it, or raise the store's lock
+    /// timeout (`PostgresOptions::lock_timeout`). Trying again later may work.
+    #[error(
+        "event store backend `{backend}` at {location} waited longer than its lock timeout of {after:?} for a lock{} while {what} (after {retries} retries); nothing was changed: another session holds a lock the store needs, so find it (`SELECT a.pid, a.state, a.xact_start, a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.granted AND l.relation IS NOT NULL`) and end its transaction (or `pg_terminate_backend(pid)`), or raise the store's lock timeout",
+        relation.as_ref().map_or_else(String::new, |relation| format!(" on {relation}"))
+    )]
+    LockTimeout {
+        /// Which backend.
+        backend: &'static str,
+        /// Which server (host, port, database; never a password).
+        location: String,
+        /// What the store was doing.
+        what: String,
+        /// The table (and row) whose lock it waited for, when the server said:
+        /// `relation "checkpoints"`, `tuple (0,1) of relation "evoq_head"`.
+        relation: Option<String>,
+        /// The lock timeout each wait ran into.
+        after: Duration,
+        /// How many times the store tried again.
+        retries: u32,
+    },
     /// The backend refused the operation for a reason that a retry does not fix (a database
     /// that does not exist, a refused login, a missing privilege, ...): it was not retried.
     #[error("event store backend `{backend}` at {location} refused {reason}")]

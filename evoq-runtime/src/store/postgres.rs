@@ -12,6 +12,11 @@
 //!   one from the pool. [`PostgresStore::connect_with`] as a whole fails within it with
 //!   [`StoreError::ConnectTimeout`], naming the host, when the server does not answer (a
 //!   listener that accepts and never speaks, a server stuck in its start).
+//! - **A deadline for every lock wait** ([`PostgresOptions::lock_timeout`], default 1 s): set
+//!   as `lock_timeout` on every session the store opens (pooled, the writer's, the leases',
+//!   the listener's) and on those of the PostgreSQL read models on it. A statement that waits
+//!   longer for a lock another session holds is ended by the server, retried, and past the
+//!   retries fails with [`StoreError::LockTimeout`], naming what the store was doing.
 //! - **Versioned schema**, created or migrated on start under an advisory lock (so nodes that
 //!   start together do not race), in table `evoq_schema`; a schema written by a newer evoq is
 //!   refused with [`StoreError::SchemaTooNew`].
@@ -159,6 +164,7 @@ pub struct PostgresOptions {
     poll_interval: Duration,
     retries: u32,
     connect_timeout: Duration,
+    lock_timeout: Duration,
     migrate: bool,
 }
 
@@ -171,6 +177,7 @@ impl Default for PostgresOptions {
             poll_interval: Duration::from_secs(1),
             retries: 5,
             connect_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(1),
             migrate: true,
         }
     }
@@ -219,6 +226,21 @@ impl PostgresOptions {
     /// too.
     pub fn connect_timeout(mut self, deadline: Duration) -> Self {
         self.connect_timeout = deadline.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a statement waits for a lock that another session holds (default 1 s, at least
+    /// 1 ms): PostgreSQL's `lock_timeout`, set on every session the store opens (its pooled
+    /// connections, the group-commit writer's, each lease's, the listener's) and on those of
+    /// the PostgreSQL read models opened on it; it replaces any `lock_timeout` of the
+    /// connection string's `options`. A wait past it is retried like the other transient
+    /// failures (see [`retries`](Self::retries)); once the retries are spent the operation
+    /// fails with [`StoreError::LockTimeout`], which names what the store was doing and the
+    /// table when the server says. So a session holding a lock on a table evoq needs (an
+    /// operator's `LOCK TABLE`, a transaction left open) fails a start, a stop or a command
+    /// within about `(retries + 1) × lock_timeout` plus the backoff, instead of hanging it.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -390,12 +412,26 @@ enum Failure {
     Transient(StoreError),
     /// Will not go away.
     Fatal(StoreError),
+    /// A lock wait ran past the sessions' lock timeout while doing `what` (SQLSTATE `55P03`):
+    /// may go away on a retry, and becomes [`StoreError::LockTimeout`] when the retries run out.
+    Locked {
+        what: String,
+        location: String,
+        /// The table (and row) locked, when the server said.
+        relation: Option<String>,
+    },
 }
 
 impl Failure {
     /// The failure of a statement (or a connection) while doing `what` on `location`.
     fn sql(what: &str, location: &str, error: tokio_postgres::Error) -> Failure {
-        if is_transient(&error) && error.as_db_error().is_none() {
+        if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            Failure::Locked {
+                what: what.to_owned(),
+                location: location.to_owned(),
+                relation: error.as_db_error().and_then(locked_relation),
+            }
+        } else if is_transient(&error) && error.as_db_error().is_none() {
             // No answer of the server's: the connection itself failed.
             let reason = describe(&error);
             Failure::Transient(StoreError::Unreachable {
@@ -430,10 +466,23 @@ impl Failure {
         }
     }
 
-    /// The error to give: after `retries` retries for a transient failure.
-    fn into_error(self, retries: u32) -> StoreError {
+    /// The error to give: after `retries` retries for a transient failure, with the sessions'
+    /// `lock_timeout` for a lock wait that ran past it.
+    fn into_error(self, retries: u32, lock_timeout: Duration) -> StoreError {
         match self {
             Failure::Fatal(error) => error,
+            Failure::Locked {
+                what,
+                location,
+                relation,
+            } => StoreError::LockTimeout {
+                backend: BACKEND,
+                location,
+                what,
+                relation,
+                after: lock_timeout,
+                retries,
+            },
             Failure::Transient(StoreError::Backend { backend, message }) if retries > 0 => {
                 StoreError::Backend {
                     backend,
@@ -464,6 +513,23 @@ impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
         Failure::Fatal(error)
     }
+}
+
+/// The table (and row) a lock wait was for, from the server's context of a `lock_not_available`
+/// error (`while locking tuple (0,1) in relation "evoq_head"`): `tuple (0,1) of relation
+/// "evoq_head"`. `None` when the server did not say (a wait for a table's lock).
+fn locked_relation(error: &tokio_postgres::error::DbError) -> Option<String> {
+    if let (Some(schema), Some(table)) = (error.schema(), error.table()) {
+        return Some(format!("relation \"{schema}\".\"{table}\""));
+    }
+    let context = error.where_()?;
+    let at = context.find("relation \"")?;
+    let relation = context[at..].lines().next()?.trim_end();
+    let tuple = context[..at]
+        .rfind("tuple (")
+        .and_then(|start| context[start..at].split(')').next())
+        .map(|tuple| format!("{tuple}) of "));
+    Some(format!("{}{relation}", tuple.unwrap_or_default()))
 }
 
 /// The error of a permanent failure while doing `what`: the server's reason, what to do, and
@@ -580,11 +646,17 @@ async fn pooled(
 }
 
 /// What follows `failure` on attempt `attempt` (0 for the first try) of an operation allowed
-/// `retries` retries: the error to give (a fatal failure, or the retries spent), or, after a
-/// warning and the backoff, the number of the next attempt.
-async fn retry_after(failure: Failure, attempt: u32, retries: u32) -> Result<u32, StoreError> {
+/// `retries` retries, on sessions whose lock timeout is `lock_timeout`: the error to give (a
+/// fatal failure, or the retries spent), or, after a warning and the backoff, the number of the
+/// next attempt.
+async fn retry_after(
+    failure: Failure,
+    attempt: u32,
+    retries: u32,
+    lock_timeout: Duration,
+) -> Result<u32, StoreError> {
     if matches!(failure, Failure::Fatal(_)) || attempt >= retries {
-        return Err(failure.into_error(attempt));
+        return Err(failure.into_error(attempt, lock_timeout));
     }
     let attempt = attempt + 1;
     tracing::warn!(
@@ -612,10 +684,14 @@ macro_rules! retrying {
             .await;
             match result {
                 Ok(value) => break Ok(value),
-                Err(failure) => match retry_after(failure, attempt, inner.options.retries).await {
-                    Ok(next) => attempt = next,
-                    Err(error) => break Err(error),
-                },
+                Err(failure) => {
+                    let options = &inner.options;
+                    match retry_after(failure, attempt, options.retries, options.lock_timeout).await
+                    {
+                        Ok(next) => attempt = next,
+                        Err(error) => break Err(error),
+                    }
+                }
             }
         }
     }};
@@ -625,6 +701,13 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Transient(error) | Failure::Fatal(error) => error.fmt(f),
+            Failure::Locked { what, relation, .. } => match relation {
+                Some(relation) => write!(
+                    f,
+                    "a lock wait on {relation} ran past the lock timeout while {what}"
+                ),
+                None => write!(f, "a lock wait ran past the lock timeout while {what}"),
+            },
         }
     }
 }
@@ -644,7 +727,7 @@ impl PostgresStore {
         self.inner
             .pooled(what)
             .await
-            .map_err(|failure| failure.into_error(0))
+            .map_err(|failure| failure.into_error(0, self.inner.options.lock_timeout))
     }
 }
 
@@ -679,6 +762,15 @@ impl PostgresStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
         config.connect_timeout(deadline);
+        // Every session the store opens (and each read model's, which starts from this
+        // configuration) waits at most this long for a lock: the server ends the wait with
+        // `lock_not_available`, which the store retries, then reports as a lock timeout.
+        let session_options = format!(
+            "{} -c lock_timeout={}ms",
+            config.get_options().unwrap_or_default(),
+            options.lock_timeout.as_millis().max(1)
+        );
+        config.options(session_options.trim());
         if config.get_application_name().is_none() {
             config.application_name("evoq");
         }
@@ -746,6 +838,7 @@ impl PostgresStore {
             max_batch: inner.options.max_batch,
             retries: inner.options.retries,
             connect_timeout: deadline,
+            lock_timeout: inner.options.lock_timeout,
         };
         inner
             .background
@@ -1677,6 +1770,8 @@ struct LeaseGuard {
     location: String,
     /// How long a confirmation may take before the lease counts as lost.
     deadline: Duration,
+    /// The sessions' lock timeout, for messages.
+    lock_timeout: Duration,
 }
 
 impl Drop for LeaseGuard {
@@ -1706,7 +1801,9 @@ impl LeaseGuard {
                     self.location
                 ),
             }),
-            Ok(Err(error)) => Err(Failure::sql(&what, &self.location, error).into_error(0)),
+            Ok(Err(error)) => {
+                Err(Failure::sql(&what, &self.location, error).into_error(0, self.lock_timeout))
+            }
             Err(_) => Err(connect_timeout(&what, &self.location, self.deadline)),
         }
     }
@@ -2458,9 +2555,10 @@ impl EventStore for PostgresStore {
         let key = lease_key(&inner.options.schema, name);
         let deadline = inner.options.connect_timeout;
         let what = format!("the lease of `{name}`");
+        let lock_timeout = inner.options.lock_timeout;
         let (client, connection) = connect_own(&inner.config, deadline, &what, &inner.location)
             .await
-            .map_err(|failure| failure.into_error(0))?;
+            .map_err(|failure| failure.into_error(0, lock_timeout))?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let driver = tokio::spawn(async move {
             let _ = connection.await;
@@ -2475,6 +2573,7 @@ impl EventStore for PostgresStore {
             objid: key as u64 as u32,
             location: inner.location.clone(),
             deadline,
+            lock_timeout,
         };
         let parameters: [&(dyn ToSql + Sync); 1] = [&key];
         let asked = guard
@@ -2485,7 +2584,7 @@ impl EventStore for PostgresStore {
             Ok(Err(error)) => {
                 return Err(
                     Failure::sql(&format!("asking for {what}"), &inner.location, error)
-                        .into_error(0),
+                        .into_error(0, lock_timeout),
                 );
             }
             Err(_) => return Err(connect_timeout(&what, &inner.location, deadline)),

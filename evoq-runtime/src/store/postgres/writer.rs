@@ -95,6 +95,9 @@ pub(super) struct Writer {
     pub(super) retries: u32,
     /// The deadline of a wait for a pooled connection.
     pub(super) connect_timeout: Duration,
+    /// The sessions' lock timeout (see
+    /// [`PostgresOptions::lock_timeout`](super::PostgresOptions::lock_timeout)).
+    pub(super) lock_timeout: Duration,
 }
 
 /// A batch's outcome before the commit.
@@ -705,7 +708,10 @@ impl Writer {
                     }
                     return Ok(planned.results);
                 }
-                Err(failure) => attempt = retry_after(failure, attempt, self.retries).await?,
+                Err(failure) => {
+                    attempt =
+                        retry_after(failure, attempt, self.retries, self.lock_timeout).await?;
+                }
             }
         }
     }
