@@ -2016,12 +2016,26 @@ async fn a_stop_on_a_locked_checkpoints_table_returns_and_nothing_is_lost_once_r
         .dispatch(deposit("acc-1", 4))
         .await
         .expect("appending does not need the checkpoints");
+    // The handler took it; its checkpoint cannot be saved while the lock is held.
+    let started = Instant::now();
+    while seen.lock().unwrap().len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never handled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(30), app.stop())
         .await
         .expect("stop must return while the table is locked");
     println!("stopped in {:?}", started.elapsed());
     lock.release().await;
+    assert!(
+        store
+            .load_checkpoint("deposit_counter")
+            .await
+            .expect("load")
+            < Some(late.token),
+        "the last checkpoint could not be saved under the lock"
+    );
 
     // Nothing lost: every deposit is stored, and the handler takes the ones it has not saved.
     let app = counting_node(store.clone(), &seen).await.expect("restart");
@@ -2042,4 +2056,90 @@ async fn a_stop_on_a_locked_checkpoints_table_returns_and_nothing_is_lost_once_r
             .expect("load"),
         Some(late.token)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_is_reported_as_pool_exhausted_not_as_a_silent_server() {
+    let Some(schema) = PgSchema::new("poolfull").await else {
+        return;
+    };
+    let wait = Duration::from_millis(500);
+    let store = PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .pool_size(2)
+            .retries(0)
+            .connect_timeout(wait)
+            // The two reads below wait for the lock as long as the test holds it.
+            .lock_timeout(Duration::from_secs(30))
+            .poll_interval(Duration::from_secs(60)),
+    )
+    .await
+    .expect("connect to PostgreSQL");
+    store
+        .save_checkpoint("held", 1)
+        .await
+        .expect("a checkpoint");
+    // Two reads of the checkpoints wait for the lock, each on one of the pool's 2 connections.
+    let lock = TableLock::hold(&schema, "checkpoints", "ACCESS EXCLUSIVE").await;
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.load_checkpoint("held").await })
+        })
+        .collect();
+    let admin = raw(&schema).await;
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%checkpoints%'",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0);
+        if waiting >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the readers never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let error = store
+        .stream_version("any")
+        .await
+        .expect_err("no connection is free");
+    let elapsed = started.elapsed();
+    println!("{error}");
+    match &error {
+        StoreError::PoolExhausted {
+            size,
+            waited,
+            retries,
+            ..
+        } => {
+            assert_eq!(*size, 2);
+            assert_eq!(*waited, wait);
+            assert_eq!(*retries, 0);
+        }
+        other => panic!("expected an exhausted pool, got {other:?}"),
+    }
+    assert!(elapsed < wait * 4, "it failed after {elapsed:?}");
+    let text = error.to_string();
+    for words in ["2 pooled connections", "pool size", "pg_stat_activity"] {
+        assert!(text.contains(words), "`{words}` missing from: {text}");
+    }
+    assert!(!text.contains("did not answer"), "{text}");
+
+    lock.release().await;
+    for reader in readers {
+        assert_eq!(reader.await.expect("a reader").expect("its read"), Some(1));
+    }
+    assert_eq!(store.stream_version("any").await.expect("a free pool"), 0);
 }

@@ -159,6 +159,28 @@ pub enum StoreError {
         /// The deadline that passed.
         after: Duration,
     },
+    /// Every connection of the store's pool stayed in use for as long as the store waits for
+    /// one (its connect timeout), after the store's retries: the server answers, but the pool
+    /// is too small for the work, or something holds its connections long (long transactions,
+    /// slow queries, many waiting on a lock). Raise the pool size (`PostgresOptions::pool_size`)
+    /// or find what holds the connections (`pg_stat_activity`). Trying again later may work.
+    #[error(
+        "event store backend `{backend}` at {location} had no free connection while {what}: all {size} pooled connections stayed in use for {waited:?} (after {retries} retries); the server answers, but the pool is too small for the work or something holds its connections long: raise the store's pool size, or look for long transactions and slow queries (`pg_stat_activity`)"
+    )]
+    PoolExhausted {
+        /// Which backend.
+        backend: &'static str,
+        /// Which server (host, port, database; never a password).
+        location: String,
+        /// What the store was doing.
+        what: String,
+        /// The pool's size: how many connections were in use.
+        size: usize,
+        /// How long it waited for one to come free, each time.
+        waited: Duration,
+        /// How many times the store tried again.
+        retries: u32,
+    },
     /// The backend's server could not be reached (the connection was refused, reset or broke
     /// off) while the store was doing something, after the store's retries: the server may be
     /// down, restarting, or listening elsewhere. Trying again later may work.

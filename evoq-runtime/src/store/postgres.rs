@@ -11,7 +11,10 @@
 //!   reaching the server, the handshake and the login of every connection, and every wait for
 //!   one from the pool. [`PostgresStore::connect_with`] as a whole fails within it with
 //!   [`StoreError::ConnectTimeout`], naming the host, when the server does not answer (a
-//!   listener that accepts and never speaks, a server stuck in its start).
+//!   listener that accepts and never speaks, a server stuck in its start). A wait for a pooled
+//!   connection that ends because all of them stayed in use is told apart: the server answers,
+//!   the pool is too small for the work (or something holds its connections long), and it
+//!   fails, past the retries, with [`StoreError::PoolExhausted`].
 //! - **A deadline for every lock wait** ([`PostgresOptions::lock_timeout`], default 1 s): set
 //!   as `lock_timeout` on every session the store opens (pooled, the writer's, the leases',
 //!   the listener's) and on those of the PostgreSQL read models on it. A statement that waits
@@ -99,7 +102,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
@@ -223,7 +228,9 @@ impl PostgresOptions {
     /// least 1 ms). [`PostgresStore::connect_with`] as a whole, retries included, fails within
     /// it with [`StoreError::ConnectTimeout`] when the server does not answer; it replaces any
     /// `connect_timeout` of the connection string. A lease's connection is confirmed within it
-    /// too.
+    /// too. A wait for a pooled connection that ends with every connection of the pool still
+    /// in use is not the server's fault: it is retried, then fails with
+    /// [`StoreError::PoolExhausted`] (raise [`pool_size`](Self::pool_size)).
     pub fn connect_timeout(mut self, deadline: Duration) -> Self {
         self.connect_timeout = deadline.max(Duration::from_millis(1));
         self
@@ -452,11 +459,29 @@ impl Failure {
         }
     }
 
-    /// The failure of a wait for a pooled connection, before doing `what`.
-    fn pool(what: &str, location: &str, deadline: Duration, error: PoolError) -> Failure {
+    /// The failure of a wait for a connection of `pool`, before doing `what`: no slot came free
+    /// within `deadline` (the pool is exhausted), or a new connection did not (the server does
+    /// not answer).
+    fn pool(
+        what: &str,
+        location: &str,
+        deadline: Duration,
+        pool: &Pool,
+        error: PoolError,
+    ) -> Failure {
         match error {
             PoolError::Backend(error) => {
                 Failure::sql(&format!("a connection for {what}"), location, error)
+            }
+            PoolError::Timeout(TimeoutType::Wait) => {
+                Failure::Transient(StoreError::PoolExhausted {
+                    backend: BACKEND,
+                    location: location.to_owned(),
+                    what: what.to_owned(),
+                    size: pool.status().max_size,
+                    waited: deadline,
+                    retries: 0,
+                })
             }
             PoolError::Timeout(_) => Failure::Transient(connect_timeout(what, location, deadline)),
             other => Failure::Fatal(StoreError::Backend {
@@ -503,6 +528,21 @@ impl Failure {
                 reason,
                 retries,
                 source,
+            },
+            Failure::Transient(StoreError::PoolExhausted {
+                backend,
+                location,
+                what,
+                size,
+                waited,
+                ..
+            }) => StoreError::PoolExhausted {
+                backend,
+                location,
+                what,
+                size,
+                waited,
+                retries,
             },
             Failure::Transient(error) => error,
         }
@@ -629,20 +669,18 @@ impl Inner {
     }
 }
 
-/// A connection of `pool` (on `location`) within `deadline`, for doing `what`.
+/// A connection of `pool` (on `location`), for doing `what`: the pool bounds the wait for a
+/// free slot and the opening of a connection by `deadline` each (see
+/// [`PostgresStore::connect_with`]).
 async fn pooled(
     pool: &Pool,
     what: &str,
     location: &str,
     deadline: Duration,
 ) -> Result<deadpool_postgres::Object, Failure> {
-    match tokio::time::timeout(deadline, pool.get()).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(error)) => Err(Failure::pool(what, location, deadline, error)),
-        Err(_) => Err(Failure::Transient(connect_timeout(
-            what, location, deadline,
-        ))),
-    }
+    pool.get()
+        .await
+        .map_err(|error| Failure::pool(what, location, deadline, pool, error))
 }
 
 /// What follows `failure` on attempt `attempt` (0 for the first try) of an operation allowed
@@ -796,8 +834,15 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // The pool bounds each step of a `get` by the connect timeout: the wait for a free slot
+        // (past it, the pool is exhausted: `PoolExhausted`), and the creation or the check of a
+        // connection (past it, the server does not answer: `ConnectTimeout`).
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(deadline))
+            .create_timeout(Some(deadline))
+            .recycle_timeout(Some(deadline))
             .build()
             .map_err(|e| StoreError::Backend {
                 backend: BACKEND,
