@@ -2143,3 +2143,78 @@ async fn a_full_pool_is_reported_as_pool_exhausted_not_as_a_silent_server() {
     }
     assert_eq!(store.stream_version("any").await.expect("a free pool"), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The writer's errors
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_a_batch_that_lost_its_connection_each_get_the_error_with_one_prefix() {
+    let Some(schema) = PgSchema::new("onemsg").await else {
+        return;
+    };
+    let store = PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .retries(0)
+            .lock_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .expect("connect to PostgreSQL");
+    // The head's row locked: the writer's statement waits for it, and is ended by the test.
+    let admin = raw(&schema).await;
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT * FROM \"{}\".evoq_head FOR UPDATE",
+            schema.schema
+        ))
+        .await
+        .expect("lock the head");
+    let appends: Vec<_> = (0..3)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(&format!("s-{i}"), ExpectedVersion::Any, vec![event("E", i)])
+                    .await
+            })
+        })
+        .collect();
+    let killer = raw(&schema).await;
+    let started = Instant::now();
+    while !appends.iter().all(|append| append.is_finished()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the appends never failed"
+        );
+        killer
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%evoq_append_conditional%'",
+            )
+            .await
+            .expect("end the writer's session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.batch_execute("ROLLBACK").await.expect("unlock");
+    for append in appends {
+        let error = append
+            .await
+            .expect("an append")
+            .expect_err("its session was ended");
+        let text = error.to_string();
+        println!("{text}");
+        assert_eq!(
+            text.matches("event store backend").count(),
+            1,
+            "one prefix: {text}"
+        );
+        assert!(text.contains("57P01"), "the server's reason: {text}");
+    }
+    // The store goes on.
+    store
+        .append("s-9", ExpectedVersion::NoStream, vec![event("E", 9)])
+        .await
+        .expect("a later append");
+}

@@ -5,7 +5,11 @@ use super::command_log::CommandRecord;
 use super::expected_version::ExpectedVersion;
 
 /// An error of the event store.
-#[derive(Debug, thiserror::Error)]
+///
+/// [`Clone`]: one failure can answer several callers (the PostgreSQL store's group-commit writer
+/// gives each append of a batch that failed as a whole a copy of the batch's error), and a
+/// copy says exactly what the original says.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The stream was not at the version the append expected; nothing was appended.

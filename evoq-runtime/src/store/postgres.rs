@@ -595,40 +595,6 @@ fn connect_timeout(what: &str, location: &str, deadline: Duration) -> StoreError
     }
 }
 
-/// A copy of `error`, for every append of a batch that failed as a whole.
-fn copy_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Refused {
-            backend,
-            location,
-            code,
-            reason,
-            source,
-        } => StoreError::Refused {
-            backend,
-            location: location.clone(),
-            code: code.clone(),
-            reason: reason.clone(),
-            source: source.clone(),
-        },
-        StoreError::ConnectTimeout {
-            backend,
-            location,
-            what,
-            after,
-        } => StoreError::ConnectTimeout {
-            backend,
-            location: location.clone(),
-            what: what.clone(),
-            after: *after,
-        },
-        other => StoreError::Backend {
-            backend: BACKEND,
-            message: other.to_string(),
-        },
-    }
-}
-
 /// A connection of its own (not pooled), as `connect_own` opens it: the client, and the
 /// connection to drive.
 type OwnConnection = (

@@ -34,8 +34,8 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    BACKEND, COMMAND_COLUMNS, Failure, advance, copy_error, decode_command, describe, limits,
-    pooled, retry_after,
+    BACKEND, COMMAND_COLUMNS, Failure, advance, decode_command, describe, limits, pooled,
+    retry_after,
 };
 use crate::envelope::NewEvent;
 use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
@@ -672,8 +672,9 @@ impl Writer {
                 }
             }
             Err(error) => {
+                // Each append gets the batch's error as it is: the same words, the same kind.
                 for job in batch {
-                    let _ = job.reply.send(Err(copy_error(&error)));
+                    let _ = job.reply.send(Err(error.clone()));
                 }
             }
         }
