@@ -74,8 +74,13 @@
 //!   it does not fix** (a database that does not exist, a refused login, a missing privilege,
 //!   a missing table, ...) fail at once with [`StoreError::Refused`]: the SQLSTATE, the
 //!   server's message and what to do, the driver's error as its source. An append whose
-//!   `COMMIT` itself broke is not retried (it may have committed): it fails with an error that
-//!   says its outcome is unknown.
+//!   connection broke after its statement was sent may have committed: before it tries again,
+//!   the writer cancels the statement (should it still run), then looks, on another connection
+//!   and under the `evoq_head` lock, for the batch's events by their ids and for its command
+//!   entries by their ids and the attempt's time stamp. An append found there is answered with
+//!   its stored version and positions (never appended twice, never a conflict with itself); a
+//!   batch of which nothing is stored did not commit and is tried again; when the lookup itself
+//!   fails, the append fails with an error that says its outcome is unknown.
 //! - **What PostgreSQL cannot hold** fails its own call, never a group commit: text with a NUL
 //!   character (a stream id, an idempotency key, a tag, a type name), and a stream id,
 //!   idempotency key or tag over 2,048 bytes (a B-tree entry holds about 2.7 KB) are refused
@@ -843,6 +848,7 @@ impl PostgresStore {
         let writer = Writer {
             pool: inner.pool.clone(),
             statement: append_statement(&inner.schema),
+            schema: inner.schema.clone(),
             location: inner.location.clone(),
             channel: channel.clone(),
             head: inner.head.clone(),
