@@ -9,6 +9,10 @@
 //! database or a refused login fails it at once with the server's reason, a holder whose lease
 //! connection is killed stops before another node takes over, and a dead-letter retry asked on
 //! the node without the lease runs on the holder.
+//! Trouble on the server: a table locked by another session fails a start with a lock timeout
+//! and lets a stop return; a full pool is `PoolExhausted`; the appends of a batch that lost its
+//! connection each get its error once; an append whose answer was lost after its commit is
+//! found in the store, not appended twice (through `evoq_tests::pg::Proxy`).
 //!
 //! Each test uses a schema of its own, dropped at the end; without a server the tests skip
 //! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
