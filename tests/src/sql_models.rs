@@ -125,6 +125,18 @@ pub struct Behavior {
     pub fail_after_finish_on: Arc<Mutex<BTreeSet<u64>>>,
     /// When set, each event waits for one permit before its transaction.
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// PostgreSQL: events (by `n`) whose read model's session is ended by the server (through
+    /// `admin_url`) once, after `finish`: the transaction waits for its commit on a
+    /// connection that is gone.
+    pub end_session_once_on: Arc<Mutex<BTreeSet<u64>>>,
+    /// The PostgreSQL server's URL, for `end_session_once_on`.
+    pub admin_url: Option<String>,
+    /// PostgreSQL through `proxy`: events (by `n`) whose commit reaches the server but whose
+    /// answer is lost with the connection, once.
+    pub lose_commit_answer_once_on: Arc<Mutex<BTreeSet<u64>>>,
+    /// The proxy the store (and so the read model) connects through, for
+    /// `lose_commit_answer_once_on`.
+    pub proxy: Option<Arc<crate::pg::Proxy>>,
     /// The positions the methods saw, in order (attempts included).
     pub seen: Arc<Mutex<Vec<u64>>>,
 }
@@ -167,6 +179,34 @@ impl Behavior {
             )));
         }
         Ok(())
+    }
+
+    /// Ends the PostgreSQL session `pid` from a session of its own, and waits until it is gone
+    /// and its client noticed.
+    async fn end_session(&self, pid: i32) {
+        let url = self.admin_url.as_deref().expect("an admin URL");
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let driver = tokio::spawn(connection);
+        client
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("end the session");
+        loop {
+            let alive = client
+                .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .await
+                .expect("read pg_stat_activity")
+                .is_some();
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(client);
+        let _ = driver.await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     /// The positions seen so far.
@@ -263,7 +303,27 @@ impl PostgresTallies {
                 Ok(())
             })
             .await?;
+        let ending = self.behavior.end_session_once_on.lock().unwrap().remove(&n);
+        let pid: Option<i32> = if ending {
+            Some(tx.query_one("SELECT pg_backend_pid()", &[]).await?.get(0))
+        } else {
+            None
+        };
         tx.finish().await?;
+        if let Some(pid) = pid {
+            self.behavior.end_session(pid).await;
+        }
+        if self
+            .behavior
+            .lose_commit_answer_once_on
+            .lock()
+            .unwrap()
+            .remove(&n)
+        {
+            // The next `COMMIT` on the proxy is the runtime's commit of these changes.
+            let proxy = self.behavior.proxy.as_ref().expect("a proxy");
+            proxy.cut_reply_after(b"COMMIT");
+        }
         self.behavior.after_finish(n)
     }
 }

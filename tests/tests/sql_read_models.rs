@@ -1673,66 +1673,198 @@ fn a_failed_or_panicking_attempt_rolls_back_its_writes_so_the_retry_applies_once
     );
 }
 
-/// The commit of event 7's changes fails (the checkpoint's save fails): the read model refuses
-/// every later write, so no event is committed past it; a restart resumes before it and applies
-/// it once.
-async fn a_failed_commit_refuses_writes_until_a_restart(place: &Place) {
+/// Waits (20 s at most) until the projection's method has seen the event at `position`
+/// `times` times.
+async fn wait_seen_times(behavior: &Behavior, position: u64, times: usize) {
+    let started = std::time::Instant::now();
+    while behavior.seen().iter().filter(|p| **p == position).count() < times {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "event {position} not seen {times} times: {:?}",
+            behavior.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The commit of event 7's changes fails (the checkpoint's save fails) until the test lets it
+/// through: the runtime reads the read model's checkpoint again and delivers the event again,
+/// with its back-off, until the commit goes through; no dead letter for the healthy events
+/// after it, each event applied once. A stop while the commit keeps failing returns, and the
+/// next start applies the event once.
+async fn a_failed_commit_is_delivered_again_until_it_goes_through(place: &Place) {
     let address = address(place);
     let db = Db::open(&address).await;
     append_planned(&*db.store(), 1, 20).await;
     fail_checkpoint_at(&address, Some(FAILING)).await;
+    let behavior = Behavior::default();
     let app = db
-        .builder(Behavior::default(), fast_retries(2, OnError::Stop))
+        .builder(behavior.clone(), fast_retries(2, OnError::DeadLetter))
         .start()
         .await
         .expect("start");
-    let stopped = tokio::time::timeout(
-        Duration::from_secs(30),
-        app.wait_for_named(NAME, 20).without_deadline(),
-    )
-    .await
-    .expect("in time");
-    let error = stopped.expect_err("the projection stopped on the event after");
+    // Delivered, its commit failed, delivered again, failed again.
+    wait_seen_times(&behavior, FAILING, 3).await;
+    assert_eq!(checkpoint(&db).await, Some(FAILING - 2), "event 5's commit");
+    fail_checkpoint_at(&address, None).await;
+    wait(&app, 20).await;
     assert!(
-        error.to_string().contains("refuses writes"),
-        "the read model refused the next event: {error}"
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no event was dead-lettered"
     );
     app.stop().await;
-    // Event 6 is a `Beta`: the last commit was event 5's.
-    assert_eq!(checkpoint(&db).await, Some(FAILING - 2));
-    assert_each_applied_once(&db, taken(FAILING - 1)).await;
-    assert_eq!(db.tallies().await, expected_tallies(FAILING - 1));
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies(20));
+    assert_eq!(checkpoint(&db).await, Some(20));
 
+    // A stop while the commit of event 27 keeps failing returns; the next start applies it.
+    append_planned(&*db.store(), 21, 30).await;
+    fail_checkpoint_at(&address, Some(FAILING + 20)).await;
+    let behavior = Behavior::default();
+    let app = db
+        .builder(behavior.clone(), fast_retries(2, OnError::DeadLetter))
+        .start()
+        .await
+        .expect("start");
+    wait_seen_times(&behavior, FAILING + 20, 2).await;
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("stop returns while the last commit fails");
     fail_checkpoint_at(&address, None).await;
-    let db = Db::open(&address).await;
     let app = db
         .builder(Behavior::default(), HandlerOptions::new())
         .start()
         .await
         .expect("start");
-    wait(&app, 20).await;
+    wait(&app, 30).await;
+    assert!(
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
     app.stop().await;
-    assert_each_applied_once(&db, taken(20)).await;
-    assert_eq!(db.tallies().await, expected_tallies(20));
+    assert_each_applied_once(&db, taken(30)).await;
+    assert_eq!(db.tallies().await, expected_tallies(30));
 }
 
 #[test]
-fn a_failed_commit_makes_the_model_refuse_writes_until_a_restart_applies_the_event_once_on_sqlite()
-{
+fn a_failed_commit_is_delivered_again_until_it_goes_through_and_applied_once_on_sqlite() {
     on(
         Backend::Sqlite,
         "sqlrm-commitfail",
-        a_failed_commit_refuses_writes_until_a_restart,
+        a_failed_commit_is_delivered_again_until_it_goes_through,
     );
 }
 
 #[test]
-fn a_failed_commit_makes_the_model_refuse_writes_until_a_restart_applies_the_event_once_on_postgres()
- {
+fn a_failed_commit_is_delivered_again_until_it_goes_through_and_applied_once_on_postgres() {
     on(
         Backend::Postgres,
         "sqlrm_commitfail",
-        a_failed_commit_refuses_writes_until_a_restart,
+        a_failed_commit_is_delivered_again_until_it_goes_through,
+    );
+}
+
+/// The read model's session ends while event 7's transaction waits for its commit (after the
+/// method's `finish`): `COMMIT` is never sent, the server rolled the changes back, and the
+/// event is delivered again on a new connection; no dead letter, each event applied once.
+async fn a_connection_lost_before_the_commit_is_delivered_again(place: &Place) {
+    let address = address(place);
+    let (_, url) = schema_and_url(&address);
+    let db = Db::open(&address).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        end_session_once_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        admin_url: Some(url.to_owned()),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior.clone(), fast_retries(2, OnError::DeadLetter))
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    assert!(
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no event was dead-lettered"
+    );
+    app.stop().await;
+    assert_eq!(
+        behavior.seen().iter().filter(|p| **p == FAILING).count(),
+        2,
+        "event {FAILING} delivered again once"
+    );
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies(20));
+    assert_eq!(checkpoint(&db).await, Some(20));
+}
+
+/// The answer to the commit of event 7's changes is lost with its connection (a proxy between
+/// the read model and the server drops it): the runtime reads the checkpoint again on a new
+/// connection, finds the event committed, and goes on; the event is neither delivered again
+/// nor dead-lettered, and each event is applied once.
+async fn a_commit_whose_answer_is_lost_is_found_committed(place: &Place) {
+    let address = address(place);
+    let (schema, url) = schema_and_url(&address);
+    let proxy = Arc::new(evoq_tests::pg::Proxy::start(url).await);
+    let db = Db::open(&format!("postgres:{schema}@{}", proxy.url)).await;
+    append_planned(&*db.store(), 1, 20).await;
+    let behavior = Behavior {
+        lose_commit_answer_once_on: Arc::new(std::sync::Mutex::new(BTreeSet::from([FAILING]))),
+        proxy: Some(Arc::clone(&proxy)),
+        ..Behavior::default()
+    };
+    let app = db
+        .builder(behavior.clone(), fast_retries(2, OnError::DeadLetter))
+        .start()
+        .await
+        .expect("start");
+    wait(&app, 20).await;
+    assert_eq!(proxy.cuts(), 1, "the commit's answer was lost");
+    assert!(
+        app.dead_letters(NAME)
+            .list(0, 10)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no event was dead-lettered"
+    );
+    app.stop().await;
+    assert_eq!(
+        behavior.seen().iter().filter(|p| **p == FAILING).count(),
+        1,
+        "event {FAILING} committed once, not delivered again"
+    );
+    assert_each_applied_once(&db, taken(20)).await;
+    assert_eq!(db.tallies().await, expected_tallies(20));
+    assert_eq!(checkpoint(&db).await, Some(20));
+}
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_found_committed_and_not_delivered_again_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_lostanswer",
+        a_commit_whose_answer_is_lost_is_found_committed,
+    );
+}
+
+#[test]
+fn a_connection_lost_while_the_transaction_waits_for_its_commit_is_delivered_again_on_postgres() {
+    on(
+        Backend::Postgres,
+        "sqlrm_lostconn",
+        a_connection_lost_before_the_commit_is_delivered_again,
     );
 }
 

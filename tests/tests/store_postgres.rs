@@ -9,6 +9,10 @@
 //! database or a refused login fails it at once with the server's reason, a holder whose lease
 //! connection is killed stops before another node takes over, and a dead-letter retry asked on
 //! the node without the lease runs on the holder.
+//! Trouble on the server: a table locked by another session fails a start with a lock timeout
+//! and lets a stop return; a full pool is `PoolExhausted`; the appends of a batch that lost its
+//! connection each get its error once; an append whose answer was lost after its commit is
+//! found in the store, not appended twice (through `evoq_tests::pg::Proxy`).
 //!
 //! Each test uses a schema of its own, dropped at the end; without a server the tests skip
 //! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
@@ -26,7 +30,7 @@ use evoq::store::{
 use evoq::{EventStore, ExpectedVersion, HandlerConfig, NewEvent, StoreError};
 use evoq_tests::bank::*;
 use evoq_tests::ledger::Failed;
-use evoq_tests::pg::PgSchema;
+use evoq_tests::pg::{PgSchema, Proxy, TableLock};
 use tokio_postgres::NoTls;
 
 mod postgres_store_conformance {
@@ -1903,4 +1907,408 @@ async fn function_exists(admin: &tokio_postgres::Client, schema: &str, name: &st
         .expect("look the function up")
         .get(0);
     count == 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locks held by another session
+// ---------------------------------------------------------------------------------------------
+
+/// A store with a short lock timeout and one retry: a lock wait fails an operation within
+/// about two lock timeouts plus a backoff.
+async fn connect_impatient(schema: &PgSchema, lock_timeout: Duration) -> PostgresStore {
+    PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .pool_size(4)
+            .retries(1)
+            .lock_timeout(lock_timeout)
+            .poll_interval(Duration::from_millis(200)),
+    )
+    .await
+    .expect("connect to PostgreSQL")
+}
+
+/// A runtime on `store` with the deposit counter, checkpointing after every event.
+async fn counting_node(
+    store: PostgresStore,
+    seen: &Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>>,
+) -> Result<Evoq, evoq::Error> {
+    Evoq::builder()
+        .store(store)
+        .handler_defaults(HandlerConfig {
+            checkpoint_every: 1,
+            ..HandlerConfig::default()
+        })
+        .handler(Counter {
+            node: 0,
+            seen: Arc::clone(seen),
+        })
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_on_a_locked_checkpoints_table_fails_with_a_lock_timeout_and_works_once_released() {
+    let Some(schema) = PgSchema::new("lockstart").await else {
+        return;
+    };
+    let lock_timeout = Duration::from_millis(300);
+    let store = connect_impatient(&schema, lock_timeout).await;
+    let seen: Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>> = Arc::default();
+    let lock = TableLock::hold(&schema, "checkpoints", "ACCESS EXCLUSIVE").await;
+    let started = Instant::now();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(30), counting_node(store.clone(), &seen))
+            .await
+            .expect("the start must give up by itself, not hang on the lock");
+    let elapsed = started.elapsed();
+    let error = outcome.expect_err("a start that cannot read its checkpoints fails");
+    println!("{error}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the start failed after {elapsed:?}, long past two lock timeouts of {lock_timeout:?}"
+    );
+    match &error {
+        evoq::Error::Store(StoreError::LockTimeout { after, retries, .. }) => {
+            assert_eq!(*after, lock_timeout);
+            assert_eq!(*retries, 1);
+        }
+        other => panic!("expected a lock timeout, got {other:?}"),
+    }
+    assert_eq!(error.kind(), evoq::ErrorKind::Unavailable);
+    let text = error.to_string();
+    for words in ["lock timeout of 300ms", "checkpoint", "pg_locks", "raise"] {
+        assert!(text.contains(words), "`{words}` missing from: {text}");
+    }
+
+    lock.release().await;
+    let app = counting_node(store, &seen)
+        .await
+        .expect("the start works once the lock is released");
+    app.dispatch(open("acc-1")).await.expect("open");
+    let done = app.dispatch(deposit("acc-1", 5)).await.expect("deposit");
+    app.wait_for::<Counter>(done.token)
+        .await
+        .expect("the handler runs");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_on_a_locked_checkpoints_table_returns_and_nothing_is_lost_once_released() {
+    let Some(schema) = PgSchema::new("lockstop").await else {
+        return;
+    };
+    let store = connect_impatient(&schema, Duration::from_millis(300)).await;
+    let seen: Arc<Mutex<HashMap<evoq::Uuid, Vec<usize>>>> = Arc::default();
+    let app = counting_node(store.clone(), &seen).await.expect("start");
+    app.dispatch(open("acc-1")).await.expect("open");
+    let mut last = 0;
+    for amount in 1..=3 {
+        last = app
+            .dispatch(deposit("acc-1", amount))
+            .await
+            .expect("deposit")
+            .token;
+    }
+    app.wait_for::<Counter>(last).await.expect("handled");
+
+    // The lock comes while the handler has events left to save: its last checkpoint waits.
+    let lock = TableLock::hold(&schema, "checkpoints", "ACCESS EXCLUSIVE").await;
+    let late = app
+        .dispatch(deposit("acc-1", 4))
+        .await
+        .expect("appending does not need the checkpoints");
+    // The handler took it; its checkpoint cannot be saved while the lock is held.
+    let started = Instant::now();
+    while seen.lock().unwrap().len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never handled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), app.stop())
+        .await
+        .expect("stop must return while the table is locked");
+    println!("stopped in {:?}", started.elapsed());
+    lock.release().await;
+    assert!(
+        store
+            .load_checkpoint("deposit_counter")
+            .await
+            .expect("load")
+            < Some(late.token),
+        "the last checkpoint could not be saved under the lock"
+    );
+
+    // Nothing lost: every deposit is stored, and the handler takes the ones it has not saved.
+    let app = counting_node(store.clone(), &seen).await.expect("restart");
+    app.wait_for::<Counter>(late.token)
+        .await
+        .expect("the handler catches up");
+    app.stop().await;
+    assert_eq!(seen.lock().unwrap().len(), 4, "every deposit handled");
+    let events = store
+        .read_stream(&account_stream("acc-1"), 1, Direction::Forward, 100)
+        .await
+        .expect("read the stream");
+    assert_eq!(events.len(), 5, "the account's events are all there");
+    assert_eq!(
+        store
+            .load_checkpoint("deposit_counter")
+            .await
+            .expect("load"),
+        Some(late.token)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_is_reported_as_pool_exhausted_not_as_a_silent_server() {
+    let Some(schema) = PgSchema::new("poolfull").await else {
+        return;
+    };
+    let wait = Duration::from_millis(500);
+    let store = PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .pool_size(2)
+            .retries(0)
+            .connect_timeout(wait)
+            // The two reads below wait for the lock as long as the test holds it.
+            .lock_timeout(Duration::from_secs(30))
+            .poll_interval(Duration::from_secs(60)),
+    )
+    .await
+    .expect("connect to PostgreSQL");
+    store
+        .save_checkpoint("held", 1)
+        .await
+        .expect("a checkpoint");
+    // Two reads of the checkpoints wait for the lock, each on one of the pool's 2 connections.
+    let lock = TableLock::hold(&schema, "checkpoints", "ACCESS EXCLUSIVE").await;
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.load_checkpoint("held").await })
+        })
+        .collect();
+    let admin = raw(&schema).await;
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%checkpoints%'",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0);
+        if waiting >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the readers never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let error = store
+        .stream_version("any")
+        .await
+        .expect_err("no connection is free");
+    let elapsed = started.elapsed();
+    println!("{error}");
+    match &error {
+        StoreError::PoolExhausted {
+            size,
+            waited,
+            retries,
+            ..
+        } => {
+            assert_eq!(*size, 2);
+            assert_eq!(*waited, wait);
+            assert_eq!(*retries, 0);
+        }
+        other => panic!("expected an exhausted pool, got {other:?}"),
+    }
+    assert!(elapsed < wait * 4, "it failed after {elapsed:?}");
+    let text = error.to_string();
+    for words in ["2 pooled connections", "pool size", "pg_stat_activity"] {
+        assert!(text.contains(words), "`{words}` missing from: {text}");
+    }
+    assert!(!text.contains("did not answer"), "{text}");
+
+    lock.release().await;
+    for reader in readers {
+        assert_eq!(reader.await.expect("a reader").expect("its read"), Some(1));
+    }
+    assert_eq!(store.stream_version("any").await.expect("a free pool"), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer's errors
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_a_batch_that_lost_its_connection_each_get_the_error_with_one_prefix() {
+    let Some(schema) = PgSchema::new("onemsg").await else {
+        return;
+    };
+    let store = PostgresStore::connect_with(
+        &schema.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .retries(0)
+            .lock_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .expect("connect to PostgreSQL");
+    // The head's row locked: the writer's statements wait for it, and the test ends them.
+    let admin = raw(&schema).await;
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT * FROM \"{}\".evoq_head FOR UPDATE",
+            schema.schema
+        ))
+        .await
+        .expect("lock the head");
+    let appends: Vec<_> = (0..3)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(&format!("s-{i}"), ExpectedVersion::Any, vec![event("E", i)])
+                    .await
+            })
+        })
+        .collect();
+    let killer = raw(&schema).await;
+    let started = Instant::now();
+    while !appends.iter().all(|append| append.is_finished()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the appends never failed"
+        );
+        killer
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' \
+                 AND (query LIKE '%evoq_append_conditional%' OR query LIKE '%evoq_head%')",
+            )
+            .await
+            .expect("end the writer's session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.batch_execute("ROLLBACK").await.expect("unlock");
+    for append in appends {
+        let error = append
+            .await
+            .expect("an append")
+            .expect_err("its session was ended");
+        let text = error.to_string();
+        println!("{text}");
+        assert_eq!(
+            text.matches("event store backend").count(),
+            1,
+            "one prefix: {text}"
+        );
+        // The server's reason, or (when the connection closed before the driver read it) the
+        // outcome the writer could not settle while the head stayed locked.
+        assert!(
+            text.contains("57P01") || text.contains("outcome is unknown"),
+            "the reason: {text}"
+        );
+    }
+    // The store goes on.
+    store
+        .append("s-9", ExpectedVersion::NoStream, vec![event("E", 9)])
+        .await
+        .expect("a later append");
+}
+
+// ---------------------------------------------------------------------------------------------
+// An append whose reply was lost after its commit
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_reply_is_lost_after_the_commit_is_answered_from_the_store_not_appended_twice()
+ {
+    let Some(schema) = PgSchema::new("lostreply").await else {
+        return;
+    };
+    let proxy = Proxy::start(&schema.url).await;
+    let store = PostgresStore::connect_with(
+        &proxy.url,
+        PostgresOptions::default()
+            .schema(schema.schema.clone())
+            .pool_size(4)
+            .retries(3)
+            .poll_interval(Duration::from_secs(60)),
+    )
+    .await
+    .expect("connect through the proxy");
+    store
+        .append("warm-up", ExpectedVersion::NoStream, vec![event("E", 0)])
+        .await
+        .expect("an append through the proxy");
+
+    // Any: a retry would append the events a second time.
+    proxy.cut_reply_after(b"lost-any");
+    let events = vec![event("E", 1), event("E", 2)];
+    let ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
+    let appended = store
+        .append("lost-any", ExpectedVersion::Any, events)
+        .await
+        .expect("the append committed: it succeeds");
+    assert_eq!(proxy.cuts(), 1, "the reply was lost");
+    let stored = store
+        .read_stream("lost-any", 1, Direction::Forward, 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        stored.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        ids,
+        "the events are stored once"
+    );
+    assert_eq!(appended.version, 2);
+    assert_eq!(appended.first_position, stored[0].global_position);
+    assert_eq!(appended.last_position, stored[1].global_position);
+
+    // An expected version: a retry would report a conflict with the append itself.
+    proxy.cut_reply_after(b"lost-exact");
+    let appended = store
+        .append("lost-exact", ExpectedVersion::NoStream, vec![event("E", 3)])
+        .await
+        .expect("the append committed: no conflict with itself");
+    assert_eq!(proxy.cuts(), 2, "the reply was lost");
+    assert_eq!(appended.version, 1);
+    assert_eq!(
+        store.stream_version("lost-exact").await.expect("version"),
+        1
+    );
+    assert_eq!(
+        appended.last_position,
+        store.read_head().await.expect("head")
+    );
+
+    // A command's entry is found too: no duplicate of itself.
+    proxy.cut_reply_after(b"lost-command");
+    let appended = store
+        .append_command(
+            "lost-command",
+            ExpectedVersion::NoStream,
+            vec![event("E", 4)],
+            deposit_command("lost-key"),
+        )
+        .await
+        .expect("the command committed: no duplicate of itself");
+    assert_eq!(proxy.cuts(), 3, "the reply was lost");
+    assert_eq!(appended.version, 1);
+    assert_eq!(
+        store.stream_version("lost-command").await.expect("version"),
+        1
+    );
 }

@@ -89,6 +89,9 @@ pub(crate) struct Task {
     /// Whether the handler's status says it is retrying a failed event (see
     /// [`retrying_event`](Self::retrying_event)).
     failing: bool,
+    /// How many commits of a consumer that keeps its checkpoint failed in a row: the back-off
+    /// before each delivery again grows with it (see [`save`](Self::save)).
+    commit_failures: u32,
 }
 
 /// The handler's gauges: `evoq_handler_position{handler}` and `evoq_handler_lag{handler}`, set
@@ -126,6 +129,20 @@ enum Served {
     Done,
     /// The lease was lost (why): stop delivering and ask for it again.
     LeaseLost(String),
+}
+
+/// What became of a [`Task::save`].
+enum Saved {
+    /// Saved.
+    Done,
+    /// Not saved, and nothing to deliver again: a checkpoint of the store the next save
+    /// writes, or a commit the runtime stopped before it tried again.
+    Failed,
+    /// The lease was lost (why): nothing saved.
+    LeaseLost(String),
+    /// The commit of a consumer that keeps its checkpoint did not go through: deliver the
+    /// events after this position, the consumer's checkpoint, again.
+    Redeliver(u64),
 }
 
 /// What became of one event.
@@ -215,6 +232,7 @@ impl Task {
             leased: false,
             kept_beyond: None,
             failing: false,
+            commit_failures: 0,
         }
     }
 
@@ -612,6 +630,8 @@ impl Task {
         let head = self.store.head();
         let mut processed = self.start_after;
         let mut read_failures = 0u32;
+        // Whether the page was cut short to deliver again after a failed commit.
+        let mut redelivered = false;
         let mut requested = tokio::time::interval(REQUEST_POLL);
         requested.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::debug!(
@@ -754,20 +774,33 @@ impl Task {
                     Delivered::LeaseLost(reason) => return Served::LeaseLost(reason),
                 }
                 processed = position;
-                if C::CHECKPOINT_EVERY_EVENT {
+                let saved = if C::CHECKPOINT_EVERY_EVENT {
                     // The read model and the checkpoint advance together, and a waiter on the
                     // position finds both there.
-                    if let Err(reason) = self.save(consumer, processed, lease).await {
-                        return Served::LeaseLost(reason);
+                    let saved = self.save(consumer, processed, lease).await;
+                    if matches!(saved, Saved::Done) {
+                        self.publish(processed);
                     }
-                    self.publish(processed);
+                    saved
                 } else {
                     self.publish(processed);
                     let since = processed.saturating_sub(self.saved);
-                    if since >= self.checkpoint_every
-                        && let Err(reason) = self.save(consumer, processed, lease).await
-                    {
-                        return Served::LeaseLost(reason);
+                    if since >= self.checkpoint_every {
+                        self.save(consumer, processed, lease).await
+                    } else {
+                        Saved::Done
+                    }
+                };
+                match saved {
+                    Saved::Done | Saved::Failed => {}
+                    Saved::LeaseLost(reason) => return Served::LeaseLost(reason),
+                    Saved::Redeliver(kept) => {
+                        // The rest of the page comes again, after the event whose commit
+                        // failed.
+                        subscription = self.subscribe(&filter, kept);
+                        processed = kept;
+                        redelivered = true;
+                        break;
                     }
                 }
                 // Share the thread during a long catch-up of handlers that never wait (and
@@ -778,6 +811,9 @@ impl Task {
                     budget.await;
                 }
             }
+            if std::mem::take(&mut redelivered) {
+                continue;
+            }
             // Every matching event up to the scanned position has been processed.
             let through = subscription.scanned_through();
             if through > processed {
@@ -787,11 +823,17 @@ impl Task {
                 }
             }
             self.announce();
-            if self.saved != processed
-                && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
-                && let Err(reason) = self.save(consumer, processed, lease).await
+            if self.saved != processed && (processed >= *head.borrow() || C::CHECKPOINT_EVERY_EVENT)
             {
-                return Served::LeaseLost(reason);
+                match self.save(consumer, processed, lease).await {
+                    Saved::Done | Saved::Failed => {}
+                    Saved::LeaseLost(reason) => return Served::LeaseLost(reason),
+                    Saved::Redeliver(kept) => {
+                        subscription = self.subscribe(&filter, kept);
+                        processed = kept;
+                        continue;
+                    }
+                }
             }
             if C::CHECKPOINT_EVERY_EVENT {
                 self.publish(processed);
@@ -1172,18 +1214,23 @@ impl Task {
         }
     }
 
-    /// Saves the checkpoint (with the consumer's state when it keeps it); a failure is logged
-    /// and the next save tries again. A shared lease is confirmed first: `Err` (why) when it
-    /// was lost, and nothing is saved (the checkpoint belongs to the new holder).
-    async fn save<C: Consumer>(
-        &mut self,
-        consumer: &mut C,
-        position: u64,
-        lease: &Lease,
-    ) -> Result<(), String> {
+    /// Saves the checkpoint (with the consumer's state when it keeps it). A shared lease is
+    /// confirmed first: when it was lost nothing is saved (the checkpoint belongs to the new
+    /// holder), `LeaseLost` says why.
+    ///
+    /// A failed save of a checkpoint in the store is logged and the next save tries again. A
+    /// failed commit of a consumer that keeps its checkpoint (a SQL read model) may or may not
+    /// have gone through, and the consumer's changes of the events since its last commit may
+    /// be gone: the task reads the consumer's checkpoint again (which ends its refusal of
+    /// writes), after the store's back-off ([`back_off`](Self::back_off), counted across
+    /// the commits that fail in a row). `Done` when it shows `position` committed; else
+    /// `Redeliver` from it, and the task delivers the events after it again. When the runtime
+    /// is stopping, the commit is not tried again (`Failed`): the next start resumes after the
+    /// checkpoint the consumer kept.
+    async fn save<C: Consumer>(&mut self, consumer: &mut C, position: u64, lease: &Lease) -> Saved {
         if let Err(reason) = self.still_held(lease).await {
             self.roll_back(consumer).await;
-            return Err(reason);
+            return Saved::LeaseLost(reason);
         }
         self.announce();
         let committed = CatchPanic::new(consumer.commit(&self.state.name, position))
@@ -1192,8 +1239,9 @@ impl Task {
         match committed {
             Ok(true) => {
                 self.saved = position;
+                self.commit_failures = 0;
                 self.recovered();
-                return Ok(());
+                return Saved::Done;
             }
             Ok(false) => {}
             Err(error) => {
@@ -1205,10 +1253,13 @@ impl Task {
                     error = %error,
                     "evoq.projection.checkpoint",
                 );
-                self.trouble(format!(
-                    "committing the read model with checkpoint {position} failed ({error}); the next event or page tries again"
-                ));
-                return Ok(());
+                if !self.keeps_checkpoint {
+                    self.trouble(format!(
+                        "committing the read model with checkpoint {position} failed ({error}); the next event or page tries again"
+                    ));
+                    return Saved::Failed;
+                }
+                return self.settle_commit(consumer, position, &error).await;
             }
         }
         match self.store.save_checkpoint(&self.state.name, position).await {
@@ -1228,9 +1279,67 @@ impl Task {
                 self.trouble(format!(
                     "saving checkpoint {position} failed ({error}); the next page tries again"
                 ));
+                return Saved::Failed;
             }
         }
-        Ok(())
+        Saved::Done
+    }
+
+    /// After the failed commit (`error`) of the checkpoint `position` of a consumer that keeps
+    /// its checkpoint: waits the store's back-off, then reads the consumer's checkpoint again
+    /// (again after the back-off, while it cannot be read), which tells whether the commit
+    /// went through. See [`save`](Self::save).
+    async fn settle_commit<C: Consumer>(
+        &mut self,
+        consumer: &mut C,
+        position: u64,
+        error: &str,
+    ) -> Saved {
+        let name = Arc::clone(&self.state.name);
+        let mut failures = self.commit_failures;
+        let mut reason = format!(
+            "committing the read model with checkpoint {position} failed ({error}); its checkpoint is read again and the events after it are delivered again"
+        );
+        loop {
+            let delay = self.back_off(&mut failures, |failures| {
+                format!("{reason} (failure {failures} in a row)")
+            });
+            self.commit_failures = failures;
+            if self.stopping() || !self.sleep(delay).await {
+                // The runtime stops: the next start resumes after the kept checkpoint.
+                return Saved::Failed;
+            }
+            let kept = CatchPanic::new(consumer.checkpoint(&name))
+                .await
+                .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+            match kept {
+                Ok(kept) => {
+                    let kept = kept.unwrap_or(0);
+                    if kept >= position {
+                        // The commit went through; only its answer was lost.
+                        self.saved = position;
+                        self.commit_failures = 0;
+                        self.recovered();
+                        return Saved::Done;
+                    }
+                    tracing::warn!(
+                        name: "evoq.projection.checkpoint",
+                        stage = "redeliver",
+                        projection = &*name,
+                        position,
+                        checkpoint = kept,
+                        "the read model's commit did not go through: the events after its checkpoint are delivered again",
+                    );
+                    self.saved = kept;
+                    return Saved::Redeliver(kept);
+                }
+                Err(error) => {
+                    reason = format!(
+                        "reading the read model's checkpoint after a failed commit of checkpoint {position} failed ({error})"
+                    );
+                }
+            }
+        }
     }
 
     /// Drops what the consumer holds of an event given up without a commit (the lease was

@@ -202,7 +202,9 @@ struct Writer {
 enum Refusal {
     /// Two projections of this process use it: permanent.
     TwoProjections(String),
-    /// The commit of an event's changes failed: until a rebuild (or a restart).
+    /// The commit of an event's changes failed: until the checkpoint is read again (which the
+    /// runtime does at once, and then delivers again the events after it), a rebuild or a
+    /// restart.
     FailedCommit(String),
 }
 
@@ -1211,6 +1213,18 @@ impl Inner {
                 let Some(client) = &writer.client else {
                     return Err(self.over());
                 };
+                if client.is_closed() {
+                    // The connection ended while the transaction waited for its commit (the
+                    // server ended the session, the network broke): `COMMIT` was never sent,
+                    // so the server rolled it back. The event is delivered again.
+                    self.drop_client(&mut writer);
+                    let reason = format!(
+                        "the connection of the event at position {staged} ended before its changes were committed, so the server rolled them back: the checkpoint stays at {}, and the event is delivered again",
+                        writer.committed
+                    );
+                    writer.refused = Some(Refusal::FailedCommit(reason.clone()));
+                    return Err(self.transaction_error(&reason));
+                }
                 let prepared = match client.prepare_cached(&self.take_dead_letter).await {
                     Ok(take) => client
                         .prepare_cached(&self.advance_checkpoint_or_fail)
@@ -1268,7 +1282,7 @@ impl Inner {
                             source,
                         );
                         writer.refused = Some(Refusal::FailedCommit(format!(
-                            "the commit of the changes of the event at position {staged} failed ({error}), so they may or may not be committed, and the checkpoint with them: restart the runtime (the projection resumes after the committed checkpoint) or rebuild the projection"
+                            "the commit of the changes of the event at position {staged} failed ({error}), so they may or may not be committed, and the checkpoint with them: the read model takes no write until its checkpoint is read again (on a new connection), which tells; the runtime does so and delivers the events after it again"
                         )));
                         Err(error)
                     }
@@ -1390,17 +1404,21 @@ impl Inner {
         };
         // Read again before the first transaction (see `Writer::fresh`).
         writer.fresh = false;
-        let Some(found) = found else {
-            writer.committed = 0;
-            return Ok(None);
+        let position = match found {
+            None => None,
+            Some(found) => Some(u64::try_from(found).map_err(|_| {
+                self.transaction_error(&format!(
+                    "the checkpoint of projection `{projection}` is negative ({found}): fix or delete its row in the store's table `checkpoints`"
+                ))
+            })?),
         };
-        let position = u64::try_from(found).map_err(|_| {
-            self.transaction_error(&format!(
-                "the checkpoint of projection `{projection}` is negative ({found}): fix or delete its row in the store's table `checkpoints`"
-            ))
-        })?;
-        writer.committed = position;
-        Ok(Some(position))
+        writer.committed = position.unwrap_or(0);
+        // The stored checkpoint says what the tables hold, whatever became of a failed commit:
+        // the read model takes writes again, from there.
+        if matches!(writer.refused, Some(Refusal::FailedCommit(_))) {
+            writer.refused = None;
+        }
+        Ok(position)
     }
 
     async fn clear(&self) -> Result<(), PostgresReadModelError> {

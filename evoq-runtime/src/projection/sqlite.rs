@@ -209,7 +209,9 @@ struct Writer {
 enum Refusal {
     /// Two projections of this process use it: permanent.
     TwoProjections(String),
-    /// The commit of an event's changes failed: until a rebuild (or a restart).
+    /// The commit of an event's changes failed: until the checkpoint is read again (which the
+    /// runtime does at once, and then delivers again the events after it), a rebuild or a
+    /// restart.
     FailedCommit(String),
 }
 
@@ -1104,7 +1106,7 @@ impl Inner {
                             let error = self
                                 .sql("committing an event's changes with the checkpoint", source);
                             writer.refused = Some(Refusal::FailedCommit(format!(
-                                "the commit of the changes of the event at position {staged} failed ({error}); they were rolled back, and the checkpoint stays at {}: restart the runtime (the projection resumes after the checkpoint and applies that event again) or rebuild the projection",
+                                "the commit of the changes of the event at position {staged} failed ({error}); they were rolled back, and the checkpoint stays at {}: the read model takes no write until its checkpoint is read again, which the runtime does before it delivers the events after it again",
                                 writer.committed
                             )));
                             Err(error)
@@ -1142,18 +1144,24 @@ impl Inner {
             .map_err(|source| self.sql("reading the checkpoint", source))?;
         // Read again before the first transaction (see `Writer::fresh`).
         writer.fresh = false;
-        let Some(found) = found else {
-            writer.committed = 0;
-            return Ok(None);
+        let position = match found {
+            None => None,
+            Some(found) => Some(u64::try_from(found).map_err(|_| {
+                SqliteReadModelError::Transaction {
+                    model: self.name.clone(),
+                    reason: format!(
+                        "the checkpoint of projection `{projection}` is negative ({found}): fix or delete its row in table `checkpoints`"
+                    ),
+                }
+            })?),
         };
-        let position = u64::try_from(found).map_err(|_| SqliteReadModelError::Transaction {
-            model: self.name.clone(),
-            reason: format!(
-                "the checkpoint of projection `{projection}` is negative ({found}): fix or delete its row in table `checkpoints`"
-            ),
-        })?;
-        writer.committed = position;
-        Ok(Some(position))
+        writer.committed = position.unwrap_or(0);
+        // The stored checkpoint says what the tables hold after the failed commit (rolled
+        // back): the read model takes writes again, from there.
+        if matches!(writer.refused, Some(Refusal::FailedCommit(_))) {
+            writer.refused = None;
+        }
+        Ok(position)
     }
 
     /// Sets the checkpoint of `projection` to `position`, back or forward, outside any event's

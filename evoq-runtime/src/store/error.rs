@@ -5,7 +5,11 @@ use super::command_log::CommandRecord;
 use super::expected_version::ExpectedVersion;
 
 /// An error of the event store.
-#[derive(Debug, thiserror::Error)]
+///
+/// [`Clone`]: one failure can answer several callers (the PostgreSQL store's group-commit writer
+/// gives each append of a batch that failed as a whole a copy of the batch's error), and a
+/// copy says exactly what the original says.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The stream was not at the version the append expected; nothing was appended.
@@ -159,6 +163,28 @@ pub enum StoreError {
         /// The deadline that passed.
         after: Duration,
     },
+    /// Every connection of the store's pool stayed in use for as long as the store waits for
+    /// one (its connect timeout), after the store's retries: the server answers, but the pool
+    /// is too small for the work, or something holds its connections long (long transactions,
+    /// slow queries, many waiting on a lock). Raise the pool size (`PostgresOptions::pool_size`)
+    /// or find what holds the connections (`pg_stat_activity`). Trying again later may work.
+    #[error(
+        "event store backend `{backend}` at {location} had no free connection while {what}: all {size} pooled connections stayed in use for {waited:?} (after {retries} retries); the server answers, but the pool is too small for the work or something holds its connections long: raise the store's pool size, or look for long transactions and slow queries (`pg_stat_activity`)"
+    )]
+    PoolExhausted {
+        /// Which backend.
+        backend: &'static str,
+        /// Which server (host, port, database; never a password).
+        location: String,
+        /// What the store was doing.
+        what: String,
+        /// The pool's size: how many connections were in use.
+        size: usize,
+        /// How long it waited for one to come free, each time.
+        waited: Duration,
+        /// How many times the store tried again.
+        retries: u32,
+    },
     /// The backend's server could not be reached (the connection was refused, reset or broke
     /// off) while the store was doing something, after the store's retries: the server may be
     /// down, restarting, or listening elsewhere. Trying again later may work.
@@ -179,6 +205,31 @@ pub enum StoreError {
         /// The backend's error.
         #[source]
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A statement waited for a lock that another session holds longer than the store's lock
+    /// timeout (PostgreSQL: SQLSTATE `55P03`, `lock_not_available`), again on each of the
+    /// store's retries: nothing was changed by it. Another session holds a lock on a table (or
+    /// a row) the store needs: an operator's `LOCK TABLE`, a transaction left open. Find it
+    /// (`pg_locks` joined with `pg_stat_activity`) and end it, or raise the store's lock
+    /// timeout (`PostgresOptions::lock_timeout`). Trying again later may work.
+    #[error(
+        "event store backend `{backend}` at {location} waited longer than its lock timeout of {after:?} for a lock{} while {what} (after {retries} retries); nothing was changed: another session holds a lock the store needs, so find it (`SELECT a.pid, a.state, a.xact_start, a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.granted AND l.relation IS NOT NULL`) and end its transaction (or `pg_terminate_backend(pid)`), or raise the store's lock timeout",
+        relation.as_ref().map_or_else(String::new, |relation| format!(" on {relation}"))
+    )]
+    LockTimeout {
+        /// Which backend.
+        backend: &'static str,
+        /// Which server (host, port, database; never a password).
+        location: String,
+        /// What the store was doing.
+        what: String,
+        /// The table (and row) whose lock it waited for, when the server said:
+        /// `relation "checkpoints"`, `tuple (0,1) of relation "evoq_head"`.
+        relation: Option<String>,
+        /// The lock timeout each wait ran into.
+        after: Duration,
+        /// How many times the store tried again.
+        retries: u32,
     },
     /// The backend refused the operation for a reason that a retry does not fix (a database
     /// that does not exist, a refused login, a missing privilege, ...): it was not retried.

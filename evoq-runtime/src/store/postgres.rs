@@ -11,7 +11,15 @@
 //!   reaching the server, the handshake and the login of every connection, and every wait for
 //!   one from the pool. [`PostgresStore::connect_with`] as a whole fails within it with
 //!   [`StoreError::ConnectTimeout`], naming the host, when the server does not answer (a
-//!   listener that accepts and never speaks, a server stuck in its start).
+//!   listener that accepts and never speaks, a server stuck in its start). A wait for a pooled
+//!   connection that ends because all of them stayed in use is told apart: the server answers,
+//!   the pool is too small for the work (or something holds its connections long), and it
+//!   fails, past the retries, with [`StoreError::PoolExhausted`].
+//! - **A deadline for every lock wait** ([`PostgresOptions::lock_timeout`], default 1 s): set
+//!   as `lock_timeout` on every session the store opens (pooled, the writer's, the leases',
+//!   the listener's) and on those of the PostgreSQL read models on it. A statement that waits
+//!   longer for a lock another session holds is ended by the server, retried, and past the
+//!   retries fails with [`StoreError::LockTimeout`], naming what the store was doing.
 //! - **Versioned schema**, created or migrated on start under an advisory lock (so nodes that
 //!   start together do not race), in table `evoq_schema`; a schema written by a newer evoq is
 //!   refused with [`StoreError::SchemaTooNew`].
@@ -66,8 +74,13 @@
 //!   it does not fix** (a database that does not exist, a refused login, a missing privilege,
 //!   a missing table, ...) fail at once with [`StoreError::Refused`]: the SQLSTATE, the
 //!   server's message and what to do, the driver's error as its source. An append whose
-//!   `COMMIT` itself broke is not retried (it may have committed): it fails with an error that
-//!   says its outcome is unknown.
+//!   connection broke after its statement was sent may have committed: before it tries again,
+//!   the writer cancels the statement (should it still run), then looks, on another connection
+//!   and under the `evoq_head` lock, for the batch's events by their ids and for its command
+//!   entries by their ids and the attempt's time stamp. An append found there is answered with
+//!   its stored version and positions (never appended twice, never a conflict with itself); a
+//!   batch of which nothing is stored did not commit and is tried again; when the lookup itself
+//!   fails, the append fails with an error that says its outcome is unknown.
 //! - **What PostgreSQL cannot hold** fails its own call, never a group commit: text with a NUL
 //!   character (a stream id, an idempotency key, a tag, a type name), and a stream id,
 //!   idempotency key or tag over 2,048 bytes (a B-tree entry holds about 2.7 KB) are refused
@@ -94,7 +107,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
@@ -159,6 +174,7 @@ pub struct PostgresOptions {
     poll_interval: Duration,
     retries: u32,
     connect_timeout: Duration,
+    lock_timeout: Duration,
     migrate: bool,
 }
 
@@ -171,6 +187,7 @@ impl Default for PostgresOptions {
             poll_interval: Duration::from_secs(1),
             retries: 5,
             connect_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(1),
             migrate: true,
         }
     }
@@ -216,9 +233,26 @@ impl PostgresOptions {
     /// least 1 ms). [`PostgresStore::connect_with`] as a whole, retries included, fails within
     /// it with [`StoreError::ConnectTimeout`] when the server does not answer; it replaces any
     /// `connect_timeout` of the connection string. A lease's connection is confirmed within it
-    /// too.
+    /// too. A wait for a pooled connection that ends with every connection of the pool still
+    /// in use is not the server's fault: it is retried, then fails with
+    /// [`StoreError::PoolExhausted`] (raise [`pool_size`](Self::pool_size)).
     pub fn connect_timeout(mut self, deadline: Duration) -> Self {
         self.connect_timeout = deadline.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a statement waits for a lock that another session holds (default 1 s, at least
+    /// 1 ms): PostgreSQL's `lock_timeout`, set on every session the store opens (its pooled
+    /// connections, the group-commit writer's, each lease's, the listener's) and on those of
+    /// the PostgreSQL read models opened on it; it replaces any `lock_timeout` of the
+    /// connection string's `options`. A wait past it is retried like the other transient
+    /// failures (see [`retries`](Self::retries)); once the retries are spent the operation
+    /// fails with [`StoreError::LockTimeout`], which names what the store was doing and the
+    /// table when the server says. So a session holding a lock on a table evoq needs (an
+    /// operator's `LOCK TABLE`, a transaction left open) fails a start, a stop or a command
+    /// within about `(retries + 1) × lock_timeout` plus the backoff, instead of hanging it.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -390,12 +424,26 @@ enum Failure {
     Transient(StoreError),
     /// Will not go away.
     Fatal(StoreError),
+    /// A lock wait ran past the sessions' lock timeout while doing `what` (SQLSTATE `55P03`):
+    /// may go away on a retry, and becomes [`StoreError::LockTimeout`] when the retries run out.
+    Locked {
+        what: String,
+        location: String,
+        /// The table (and row) locked, when the server said.
+        relation: Option<String>,
+    },
 }
 
 impl Failure {
     /// The failure of a statement (or a connection) while doing `what` on `location`.
     fn sql(what: &str, location: &str, error: tokio_postgres::Error) -> Failure {
-        if is_transient(&error) && error.as_db_error().is_none() {
+        if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            Failure::Locked {
+                what: what.to_owned(),
+                location: location.to_owned(),
+                relation: error.as_db_error().and_then(locked_relation),
+            }
+        } else if is_transient(&error) && error.as_db_error().is_none() {
             // No answer of the server's: the connection itself failed.
             let reason = describe(&error);
             Failure::Transient(StoreError::Unreachable {
@@ -416,11 +464,29 @@ impl Failure {
         }
     }
 
-    /// The failure of a wait for a pooled connection, before doing `what`.
-    fn pool(what: &str, location: &str, deadline: Duration, error: PoolError) -> Failure {
+    /// The failure of a wait for a connection of `pool`, before doing `what`: no slot came free
+    /// within `deadline` (the pool is exhausted), or a new connection did not (the server does
+    /// not answer).
+    fn pool(
+        what: &str,
+        location: &str,
+        deadline: Duration,
+        pool: &Pool,
+        error: PoolError,
+    ) -> Failure {
         match error {
             PoolError::Backend(error) => {
                 Failure::sql(&format!("a connection for {what}"), location, error)
+            }
+            PoolError::Timeout(TimeoutType::Wait) => {
+                Failure::Transient(StoreError::PoolExhausted {
+                    backend: BACKEND,
+                    location: location.to_owned(),
+                    what: what.to_owned(),
+                    size: pool.status().max_size,
+                    waited: deadline,
+                    retries: 0,
+                })
             }
             PoolError::Timeout(_) => Failure::Transient(connect_timeout(what, location, deadline)),
             other => Failure::Fatal(StoreError::Backend {
@@ -430,10 +496,23 @@ impl Failure {
         }
     }
 
-    /// The error to give: after `retries` retries for a transient failure.
-    fn into_error(self, retries: u32) -> StoreError {
+    /// The error to give: after `retries` retries for a transient failure, with the sessions'
+    /// `lock_timeout` for a lock wait that ran past it.
+    fn into_error(self, retries: u32, lock_timeout: Duration) -> StoreError {
         match self {
             Failure::Fatal(error) => error,
+            Failure::Locked {
+                what,
+                location,
+                relation,
+            } => StoreError::LockTimeout {
+                backend: BACKEND,
+                location,
+                what,
+                relation,
+                after: lock_timeout,
+                retries,
+            },
             Failure::Transient(StoreError::Backend { backend, message }) if retries > 0 => {
                 StoreError::Backend {
                     backend,
@@ -455,6 +534,21 @@ impl Failure {
                 retries,
                 source,
             },
+            Failure::Transient(StoreError::PoolExhausted {
+                backend,
+                location,
+                what,
+                size,
+                waited,
+                ..
+            }) => StoreError::PoolExhausted {
+                backend,
+                location,
+                what,
+                size,
+                waited,
+                retries,
+            },
             Failure::Transient(error) => error,
         }
     }
@@ -464,6 +558,23 @@ impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
         Failure::Fatal(error)
     }
+}
+
+/// The table (and row) a lock wait was for, from the server's context of a `lock_not_available`
+/// error (`while locking tuple (0,1) in relation "evoq_head"`): `tuple (0,1) of relation
+/// "evoq_head"`. `None` when the server did not say (a wait for a table's lock).
+fn locked_relation(error: &tokio_postgres::error::DbError) -> Option<String> {
+    if let (Some(schema), Some(table)) = (error.schema(), error.table()) {
+        return Some(format!("relation \"{schema}\".\"{table}\""));
+    }
+    let context = error.where_()?;
+    let at = context.find("relation \"")?;
+    let relation = context[at..].lines().next()?.trim_end();
+    let tuple = context[..at]
+        .rfind("tuple (")
+        .and_then(|start| context[start..at].split(')').next())
+        .map(|tuple| format!("{tuple}) of "));
+    Some(format!("{}{relation}", tuple.unwrap_or_default()))
 }
 
 /// The error of a permanent failure while doing `what`: the server's reason, what to do, and
@@ -486,40 +597,6 @@ fn connect_timeout(what: &str, location: &str, deadline: Duration) -> StoreError
         location: location.to_owned(),
         what: what.to_owned(),
         after: deadline,
-    }
-}
-
-/// A copy of `error`, for every append of a batch that failed as a whole.
-fn copy_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Refused {
-            backend,
-            location,
-            code,
-            reason,
-            source,
-        } => StoreError::Refused {
-            backend,
-            location: location.clone(),
-            code: code.clone(),
-            reason: reason.clone(),
-            source: source.clone(),
-        },
-        StoreError::ConnectTimeout {
-            backend,
-            location,
-            what,
-            after,
-        } => StoreError::ConnectTimeout {
-            backend,
-            location: location.clone(),
-            what: what.clone(),
-            after: *after,
-        },
-        other => StoreError::Backend {
-            backend: BACKEND,
-            message: other.to_string(),
-        },
     }
 }
 
@@ -563,28 +640,32 @@ impl Inner {
     }
 }
 
-/// A connection of `pool` (on `location`) within `deadline`, for doing `what`.
+/// A connection of `pool` (on `location`), for doing `what`: the pool bounds the wait for a
+/// free slot and the opening of a connection by `deadline` each (see
+/// [`PostgresStore::connect_with`]).
 async fn pooled(
     pool: &Pool,
     what: &str,
     location: &str,
     deadline: Duration,
 ) -> Result<deadpool_postgres::Object, Failure> {
-    match tokio::time::timeout(deadline, pool.get()).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(error)) => Err(Failure::pool(what, location, deadline, error)),
-        Err(_) => Err(Failure::Transient(connect_timeout(
-            what, location, deadline,
-        ))),
-    }
+    pool.get()
+        .await
+        .map_err(|error| Failure::pool(what, location, deadline, pool, error))
 }
 
 /// What follows `failure` on attempt `attempt` (0 for the first try) of an operation allowed
-/// `retries` retries: the error to give (a fatal failure, or the retries spent), or, after a
-/// warning and the backoff, the number of the next attempt.
-async fn retry_after(failure: Failure, attempt: u32, retries: u32) -> Result<u32, StoreError> {
+/// `retries` retries, on sessions whose lock timeout is `lock_timeout`: the error to give (a
+/// fatal failure, or the retries spent), or, after a warning and the backoff, the number of the
+/// next attempt.
+async fn retry_after(
+    failure: Failure,
+    attempt: u32,
+    retries: u32,
+    lock_timeout: Duration,
+) -> Result<u32, StoreError> {
     if matches!(failure, Failure::Fatal(_)) || attempt >= retries {
-        return Err(failure.into_error(attempt));
+        return Err(failure.into_error(attempt, lock_timeout));
     }
     let attempt = attempt + 1;
     tracing::warn!(
@@ -612,10 +693,14 @@ macro_rules! retrying {
             .await;
             match result {
                 Ok(value) => break Ok(value),
-                Err(failure) => match retry_after(failure, attempt, inner.options.retries).await {
-                    Ok(next) => attempt = next,
-                    Err(error) => break Err(error),
-                },
+                Err(failure) => {
+                    let options = &inner.options;
+                    match retry_after(failure, attempt, options.retries, options.lock_timeout).await
+                    {
+                        Ok(next) => attempt = next,
+                        Err(error) => break Err(error),
+                    }
+                }
             }
         }
     }};
@@ -625,6 +710,13 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Transient(error) | Failure::Fatal(error) => error.fmt(f),
+            Failure::Locked { what, relation, .. } => match relation {
+                Some(relation) => write!(
+                    f,
+                    "a lock wait on {relation} ran past the lock timeout while {what}"
+                ),
+                None => write!(f, "a lock wait ran past the lock timeout while {what}"),
+            },
         }
     }
 }
@@ -644,7 +736,7 @@ impl PostgresStore {
         self.inner
             .pooled(what)
             .await
-            .map_err(|failure| failure.into_error(0))
+            .map_err(|failure| failure.into_error(0, self.inner.options.lock_timeout))
     }
 }
 
@@ -679,6 +771,15 @@ impl PostgresStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
         config.connect_timeout(deadline);
+        // Every session the store opens (and each read model's, which starts from this
+        // configuration) waits at most this long for a lock: the server ends the wait with
+        // `lock_not_available`, which the store retries, then reports as a lock timeout.
+        let session_options = format!(
+            "{} -c lock_timeout={}ms",
+            config.get_options().unwrap_or_default(),
+            options.lock_timeout.as_millis().max(1)
+        );
+        config.options(session_options.trim());
         if config.get_application_name().is_none() {
             config.application_name("evoq");
         }
@@ -704,8 +805,15 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // The pool bounds each step of a `get` by the connect timeout: the wait for a free slot
+        // (past it, the pool is exhausted: `PoolExhausted`), and the creation or the check of a
+        // connection (past it, the server does not answer: `ConnectTimeout`).
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(deadline))
+            .create_timeout(Some(deadline))
+            .recycle_timeout(Some(deadline))
             .build()
             .map_err(|e| StoreError::Backend {
                 backend: BACKEND,
@@ -740,12 +848,14 @@ impl PostgresStore {
         let writer = Writer {
             pool: inner.pool.clone(),
             statement: append_statement(&inner.schema),
+            schema: inner.schema.clone(),
             location: inner.location.clone(),
             channel: channel.clone(),
             head: inner.head.clone(),
             max_batch: inner.options.max_batch,
             retries: inner.options.retries,
             connect_timeout: deadline,
+            lock_timeout: inner.options.lock_timeout,
         };
         inner
             .background
@@ -1677,6 +1787,8 @@ struct LeaseGuard {
     location: String,
     /// How long a confirmation may take before the lease counts as lost.
     deadline: Duration,
+    /// The sessions' lock timeout, for messages.
+    lock_timeout: Duration,
 }
 
 impl Drop for LeaseGuard {
@@ -1706,7 +1818,9 @@ impl LeaseGuard {
                     self.location
                 ),
             }),
-            Ok(Err(error)) => Err(Failure::sql(&what, &self.location, error).into_error(0)),
+            Ok(Err(error)) => {
+                Err(Failure::sql(&what, &self.location, error).into_error(0, self.lock_timeout))
+            }
             Err(_) => Err(connect_timeout(&what, &self.location, self.deadline)),
         }
     }
@@ -2458,9 +2572,10 @@ impl EventStore for PostgresStore {
         let key = lease_key(&inner.options.schema, name);
         let deadline = inner.options.connect_timeout;
         let what = format!("the lease of `{name}`");
+        let lock_timeout = inner.options.lock_timeout;
         let (client, connection) = connect_own(&inner.config, deadline, &what, &inner.location)
             .await
-            .map_err(|failure| failure.into_error(0))?;
+            .map_err(|failure| failure.into_error(0, lock_timeout))?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let driver = tokio::spawn(async move {
             let _ = connection.await;
@@ -2475,6 +2590,7 @@ impl EventStore for PostgresStore {
             objid: key as u64 as u32,
             location: inner.location.clone(),
             deadline,
+            lock_timeout,
         };
         let parameters: [&(dyn ToSql + Sync); 1] = [&key];
         let asked = guard
@@ -2485,7 +2601,7 @@ impl EventStore for PostgresStore {
             Ok(Err(error)) => {
                 return Err(
                     Failure::sql(&format!("asking for {what}"), &inner.location, error)
-                        .into_error(0),
+                        .into_error(0, lock_timeout),
                 );
             }
             Err(_) => return Err(connect_timeout(&what, &inner.location, deadline)),

@@ -1463,38 +1463,6 @@ impl Job {
     }
 }
 
-/// A copy of a writer's error for one more of the writes it failed, keeping its variant and its
-/// text (a wrapped copy would repeat the backend's prefix). The writer fails writes with
-/// `Backend` (SQLite's errors), `Unstorable` (data SQLite refused) and `Integrity` (a stored
-/// number out of range).
-fn again(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Unstorable {
-            backend,
-            what,
-            value,
-            reason,
-        } => StoreError::Unstorable {
-            backend,
-            what,
-            value: value.clone(),
-            reason: reason.clone(),
-        },
-        StoreError::Backend { backend, message } => StoreError::Backend {
-            backend,
-            message: message.clone(),
-        },
-        StoreError::Integrity { location, reason } => StoreError::Integrity {
-            location: location.clone(),
-            reason: reason.clone(),
-        },
-        other => StoreError::Backend {
-            backend: BACKEND,
-            message: other.to_string(),
-        },
-    }
-}
-
 /// The versions of the streams the writer wrote last: at most `capacity` of them, in two
 /// generations of `capacity / 2`. A stream is looked up in the young one, then in the old one
 /// (and moved to the young one); when the young one is full, it becomes the old one and the
@@ -2181,8 +2149,9 @@ impl Writer {
     }
 }
 
+/// Answers `job` with a copy of the writer's `error`: its variant and its words.
 fn answer_error(job: Job, error: &StoreError) {
-    let again = || again(error);
+    let again = || error.clone();
     match job {
         Job::Append { reply, .. } => drop(reply.send(Err(again()))),
         Job::Snapshot(_, reply)

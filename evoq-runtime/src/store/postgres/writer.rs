@@ -24,18 +24,18 @@
 //!   decides as its appends would one after the other. A job whose condition fails is skipped
 //!   (nothing appended, nothing recorded) and the others commit.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{CancelToken, NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    BACKEND, COMMAND_COLUMNS, Failure, advance, copy_error, decode_command, describe, limits,
-    pooled, retry_after,
+    BACKEND, COMMAND_COLUMNS, Failure, advance, decode_command, describe, limits, pooled,
+    retry_after,
 };
 use crate::envelope::NewEvent;
 use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
@@ -88,6 +88,8 @@ pub(super) struct Writer {
     pub(super) pool: Pool,
     /// The call of `evoq_append_conditional`, from [`append_statement`].
     pub(super) statement: String,
+    /// The quoted schema, for the lookup of an append whose outcome is unknown.
+    pub(super) schema: String,
     pub(super) location: String,
     pub(super) channel: String,
     pub(super) head: watch::Sender<u64>,
@@ -95,6 +97,9 @@ pub(super) struct Writer {
     pub(super) retries: u32,
     /// The deadline of a wait for a pooled connection.
     pub(super) connect_timeout: Duration,
+    /// The sessions' lock timeout (see
+    /// [`PostgresOptions::lock_timeout`](super::PostgresOptions::lock_timeout)).
+    pub(super) lock_timeout: Duration,
 }
 
 /// A batch's outcome before the commit.
@@ -669,8 +674,9 @@ impl Writer {
                 }
             }
             Err(error) => {
+                // Each append gets the batch's error as it is: the same words, the same kind.
                 for job in batch {
-                    let _ = job.reply.send(Err(copy_error(&error)));
+                    let _ = job.reply.send(Err(error.clone()));
                 }
             }
         }
@@ -696,56 +702,285 @@ impl Writer {
         &self,
         batch: &[AppendJob],
     ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        let appends: Vec<&Append> = batch.iter().map(|job| &job.append).collect();
+        self.commit_appends(&appends).await
+    }
+
+    /// Commits `appends` in one transaction, retrying transient failures that happen before
+    /// the commit. When the connection broke after the statement was sent (it may have
+    /// committed), the store looks for what it wrote before it tries again (see
+    /// [`settle`](Self::settle)): appends it finds are answered with what is stored, never
+    /// appended twice; the others are committed again.
+    async fn commit_appends(
+        &self,
+        appends: &[&Append],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
         let mut attempt = 0u32;
         loop {
-            match self.try_commit(batch).await {
+            let recorded_at = time_to_nanos(SystemTime::now());
+            let failure = match self.try_commit(appends, recorded_at).await {
                 Ok(planned) => {
                     if planned.last_position > 0 {
                         advance(&self.head, planned.last_position);
                     }
                     return Ok(planned.results);
                 }
-                Err(failure) => attempt = retry_after(failure, attempt, self.retries).await?,
-            }
+                Err(Attempt::Failed(failure)) => failure,
+                Err(Attempt::Unknown { error, cancel }) => {
+                    match self.settle(appends, recorded_at, &cancel).await {
+                        // Nothing of it is stored: it did not commit; tried again as any
+                        // transient failure.
+                        Ok(Settled::NotCommitted) => Failure::Transient(error),
+                        Ok(Settled::Committed(found)) => {
+                            return self.answer_settled(appends, found).await;
+                        }
+                        // The store could not tell: the outcome stays unknown.
+                        Err(_) => return Err(error),
+                    }
+                }
+            };
+            attempt = retry_after(failure, attempt, self.retries, self.lock_timeout).await?;
         }
+    }
+
+    /// The results of `appends` whose attempt committed, as [`settle`](Self::settle) found
+    /// them: an append found is answered with what is stored; one not found took no part in
+    /// that commit (its condition, expected version or command check refused it, or it had
+    /// nothing to write) and is committed again, alone with the others not found, to get its
+    /// answer.
+    async fn answer_settled(
+        &self,
+        appends: &[&Append],
+        found: Vec<Option<Appended>>,
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        let last = found
+            .iter()
+            .flatten()
+            .map(|appended| appended.last_position)
+            .max()
+            .unwrap_or(0);
+        if last > 0 {
+            advance(&self.head, last);
+        }
+        let again: Vec<&Append> = appends
+            .iter()
+            .zip(&found)
+            .filter(|(_, found)| found.is_none())
+            .map(|(append, _)| *append)
+            .collect();
+        let mut answers = if again.is_empty() {
+            Vec::new()
+        } else {
+            Box::pin(self.commit_appends(&again)).await?
+        }
+        .into_iter();
+        Ok(found
+            .into_iter()
+            .map(|found| match found {
+                Some(appended) => Ok(appended),
+                None => answers.next().unwrap_or_else(|| {
+                    Err(StoreError::Integrity {
+                        location: format!("{}: evoq_append_conditional", self.location),
+                        reason: "an append committed again got no answer".into(),
+                    })
+                }),
+            })
+            .collect())
+    }
+
+    /// Whether the attempt of `appends` stamped `recorded_at` committed, after its connection
+    /// broke with the statement sent: its statement is cancelled first (through `cancel`, in
+    /// case it still waits on the server), then, on a new connection and under the lock of the
+    /// `evoq_head` row (which a commit still under way holds until it ends), the store looks
+    /// for its events by their ids and for its command entries by their ids and that stamp.
+    /// `Committed` holds, per append, what is stored of it.
+    async fn settle(
+        &self,
+        appends: &[&Append],
+        recorded_at: i64,
+        cancel: &CancelToken,
+    ) -> Result<Settled, Failure> {
+        let location = &self.location;
+        let what = "looking for the events of an append whose connection broke";
+        tracing::warn!(
+            name: "evoq.store.append",
+            stage = "unknown",
+            backend = BACKEND,
+            appends = appends.len(),
+            "an append lost its connection after it was sent: looking for its events before trying again",
+        );
+        let _ = tokio::time::timeout(self.connect_timeout, cancel.cancel_query(NoTls)).await;
+        let ids: Vec<Uuid> = appends
+            .iter()
+            .flat_map(|append| append.events.iter().map(|event| event.event_id))
+            .collect();
+        let streams: Vec<&str> = appends
+            .iter()
+            .map(|append| append.stream.as_str())
+            .collect();
+        let commands: Vec<Uuid> = appends
+            .iter()
+            .filter_map(|append| append.command.as_ref().map(|c| c.command_id))
+            .collect();
+        let s = &self.schema;
+        let client = pooled(&self.pool, what, location, self.connect_timeout).await?;
+        let fail = |error| Failure::sql(what, location, error);
+        client.batch_execute("BEGIN").await.map_err(fail)?;
+        let looked = async {
+            client
+                .query(
+                    &format!("SELECT 1 FROM {s}.evoq_head WHERE id = 1 FOR UPDATE"),
+                    &[],
+                )
+                .await?;
+            let events = client
+                .query(
+                    &format!(
+                        "SELECT event_id, position, version FROM {s}.events \
+                         WHERE stream_id = ANY($1) AND event_id = ANY($2)"
+                    ),
+                    &[&streams, &ids],
+                )
+                .await?;
+            let entries = client
+                .query(
+                    &format!(
+                        "SELECT command_id, version, first_position, last_position FROM {s}.commands \
+                         WHERE command_id = ANY($1) AND recorded_at = $2"
+                    ),
+                    &[&commands, &recorded_at],
+                )
+                .await?;
+            Ok::<_, tokio_postgres::Error>((events, entries))
+        }
+        .await;
+        let _ = client.batch_execute("ROLLBACK").await;
+        let (events, entries) = looked.map_err(fail)?;
+        let stored = |row: &Row, at: usize| -> Result<u64, Failure> {
+            let value: i64 = row.try_get(at).map_err(fail)?;
+            Ok(from_db(
+                value,
+                || format!("{location}: events"),
+                "a position",
+            )?)
+        };
+        let mut events_by_id = HashMap::with_capacity(events.len());
+        for row in &events {
+            let id: Uuid = row.try_get(0).map_err(fail)?;
+            events_by_id.insert(id, (stored(row, 1)?, stored(row, 2)?));
+        }
+        let mut entries_by_id = HashMap::with_capacity(entries.len());
+        for row in &entries {
+            let id: Uuid = row.try_get(0).map_err(fail)?;
+            let appended = Appended {
+                version: stored(row, 1)?,
+                first_position: stored(row, 2)?,
+                last_position: stored(row, 3)?,
+            };
+            entries_by_id.insert(id, appended);
+        }
+        if events_by_id.is_empty() && entries_by_id.is_empty() {
+            return Ok(Settled::NotCommitted);
+        }
+        let found = appends
+            .iter()
+            .map(|append| {
+                if let Some(entry) = append
+                    .command
+                    .as_ref()
+                    .and_then(|command| entries_by_id.get(&command.command_id))
+                {
+                    return Some(*entry);
+                }
+                let stored: Vec<(u64, u64)> = append
+                    .events
+                    .iter()
+                    .filter_map(|event| events_by_id.get(&event.event_id).copied())
+                    .collect();
+                (!stored.is_empty() && stored.len() == append.events.len()).then(|| Appended {
+                    version: stored
+                        .iter()
+                        .map(|(_, version)| *version)
+                        .max()
+                        .unwrap_or(0),
+                    first_position: stored
+                        .iter()
+                        .map(|(position, _)| *position)
+                        .min()
+                        .unwrap_or(0),
+                    last_position: stored
+                        .iter()
+                        .map(|(position, _)| *position)
+                        .max()
+                        .unwrap_or(0),
+                })
+            })
+            .collect();
+        Ok(Settled::Committed(found))
     }
 
     /// One round trip: `evoq_append_conditional` runs the whole batch as one statement, so one
     /// transaction (autocommit) that locks the head row, checks each append's command and
-    /// expected version, inserts, moves the head and notifies.
-    async fn try_commit(&self, batch: &[AppendJob]) -> Result<Planned, Failure> {
+    /// expected version, inserts, moves the head and notifies; its rows and command entries
+    /// are stamped `recorded_at`.
+    async fn try_commit(&self, appends: &[&Append], recorded_at: i64) -> Result<Planned, Attempt> {
         let location = &self.location;
-        let client = pooled(&self.pool, "appending", location, self.connect_timeout).await?;
+        let client = pooled(&self.pool, "appending", location, self.connect_timeout)
+            .await
+            .map_err(Attempt::Failed)?;
         let statement = client
             .prepare_cached(&self.statement)
             .await
-            .map_err(|e| Failure::sql("appending", location, e))?;
-        let appends: Vec<&Append> = batch.iter().map(|job| &job.append).collect();
-        let arrays = BatchArrays::new(&appends);
-        let recorded_at = time_to_nanos(SystemTime::now());
+            .map_err(|e| Attempt::Failed(Failure::sql("appending", location, e)))?;
+        let arrays = BatchArrays::new(appends);
+        let cancel = client.cancel_token();
         let rows = client
             .query(&statement, &arrays.parameters(&recorded_at, &self.channel))
             .await
-            .map_err(|error| commit_failure(location, error))?;
-        Ok(plan(&rows, &appends, location))
+            .map_err(|error| commit_failure(location, error, cancel))?;
+        Ok(plan(&rows, appends, location))
     }
+}
+
+/// How an attempt to commit a batch failed.
+enum Attempt {
+    /// Before the commit, or refused by the server: nothing was written.
+    Failed(Failure),
+    /// The connection broke after the statement was sent: it may have committed. `error` says
+    /// so; `cancel` reaches the statement, should it still run on the server.
+    Unknown {
+        error: StoreError,
+        cancel: CancelToken,
+    },
+}
+
+/// What [`Writer::settle`] found of an attempt whose outcome was unknown.
+enum Settled {
+    /// Nothing of it is stored: it did not commit.
+    NotCommitted,
+    /// It committed: per append of the batch, what is stored of it (`None`: the append took
+    /// no part in the commit).
+    Committed(Vec<Option<Appended>>),
 }
 
 /// The failure of the statement that commits appends on `location`: when the server answered
 /// with an error, the transaction rolled back and nothing was written; when the connection
-/// broke while it ran, it may have committed, and the error says the outcome is unknown (never
-/// retried).
-fn commit_failure(location: &str, error: tokio_postgres::Error) -> Failure {
+/// broke while it ran, it may have committed: the error says the outcome is unknown, and the
+/// writer looks for the appends' events before it tries again (see [`Writer::settle`]).
+fn commit_failure(location: &str, error: tokio_postgres::Error, cancel: CancelToken) -> Attempt {
     if error.code().is_some() {
-        Failure::sql("appending", location, error)
+        Attempt::Failed(Failure::sql("appending", location, error))
     } else {
-        Failure::Fatal(StoreError::Backend {
-            backend: BACKEND,
-            message: format!(
-                "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
-                describe(&error)
-            ),
-        })
+        Attempt::Unknown {
+            cancel,
+            error: StoreError::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
+                    describe(&error)
+                ),
+            },
+        }
     }
 }
 
