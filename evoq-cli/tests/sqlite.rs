@@ -50,7 +50,7 @@ async fn the_tables_of_every_read_command_match_their_golden_files() {
         .unwrap()
         .to_owned();
 
-    let cases: [(&str, Vec<&str>); 12] = [
+    let cases: [(&str, Vec<&str>); 13] = [
         ("streams", vec!["streams"]),
         (
             "streams_prefix_page",
@@ -83,6 +83,7 @@ async fn the_tables_of_every_read_command_match_their_golden_files() {
             "no_dead_letters",
             vec!["dead-letters", "list", "--handler", "audit"],
         ),
+        ("no_requests", vec!["requests"]),
     ];
     for (name, args) in cases {
         let (code, out) = run(&store, dir.path(), &args);
@@ -197,6 +198,8 @@ async fn the_json_of_every_read_command_holds_what_the_store_holds() {
     );
     assert_eq!(stats["dead_letters"], 1);
     assert_eq!(stats["dead_letters_by_handler"]["notifier"], 1);
+    assert_eq!(stats["requests"], 0);
+    assert_eq!(stats["requests_by_handler"], serde_json::json!({}));
 
     let verify = json(&["verify"]);
     assert_eq!(verify["ok"], true);
