@@ -268,9 +268,9 @@ async fn carried_out(
 }
 
 /// The report of a request no application carried out in time; exit code 7. The text names
-/// the request and how to withdraw it, and warns when no handler of that name ever kept a
-/// checkpoint in this store (a mistyped name: nothing will carry the request out until a
-/// handler of that name is deployed).
+/// the request and how to withdraw it, and warns when the store keeps no checkpoint of that
+/// name (a mistyped name, which nothing carries out until a handler of that name is deployed;
+/// or a projection whose read model keeps its checkpoint itself, as the in-memory one does).
 async fn pending(
     ctx: &mut Ctx,
     opened: &Opened,
@@ -285,12 +285,14 @@ async fn pending(
     }
     // A hint only: a store that does not answer at once (it may have just stalled the wait)
     // does not delay the report.
-    let never_ran = matches!(
+    let no_checkpoint = matches!(
         tokio::time::timeout(HINT_WITHIN, opened.store.load_checkpoint(handler)).await,
         Ok(Ok(None))
     );
-    let unknown = if never_ran {
-        format!(" (no handler named `{handler}` has ever run on this store: check the name)")
+    let unknown = if no_checkpoint {
+        format!(
+            " (the store has no checkpoint `{handler}`: is the name right? `evoq checkpoints` lists the handlers it knows)"
+        )
     } else {
         String::new()
     };
