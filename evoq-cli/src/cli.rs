@@ -79,9 +79,9 @@ pub(crate) enum Command {
     Requests(RequestsArgs),
     /// Counts: events, streams, types, checkpoints, dead letters, queued requests.
     Stats,
-    /// Check the whole store: gaps in positions and versions, rows that do not decode,
-    /// snapshots ahead of their stream, checkpoints beyond the head. Exits with 1 on a
-    /// problem.
+    /// Check the whole store: gaps in positions and versions, rows that do not decode (dead
+    /// letters and queued requests too), snapshots ahead of their stream, checkpoints beyond
+    /// the head. Exits with 1 on a problem.
     Verify(VerifyArgs),
 }
 
@@ -211,9 +211,12 @@ pub(crate) struct RequestsArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum RequestsCommand {
     /// Withdraw a queued request: remove it from the store, so that no application carries
-    /// it out. Works while the application runs (a request an application has already taken
-    /// is carried out or failed; the command says so). Exits with 3 when the handler has no
-    /// such request.
+    /// it out.
+    ///
+    /// Works while the application runs. A request an application has already taken is
+    /// carried out regardless: the command then finds it gone (exit code 3, as for a request
+    /// that never was or is queued for another handler, which it names) or marked failed
+    /// (removed, with the application's reason).
     Withdraw {
         /// The handler the request is for.
         handler: String,

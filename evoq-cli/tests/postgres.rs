@@ -379,7 +379,8 @@ async fn verify_finds_nothing_wrong_with_a_schema_the_application_is_writing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reports_the_checkpoint_and_dead_letter_rows_of_a_schema_that_do_not_decode() {
+async fn verify_reports_the_checkpoint_dead_letter_and_request_rows_of_a_schema_that_do_not_decode()
+{
     let Some(schema) = filled("cli_verify_rows").await else {
         return;
     };
@@ -387,7 +388,9 @@ async fn verify_reports_the_checkpoint_and_dead_letter_rows_of_a_schema_that_do_
         .await
         .batch_execute(&format!(
             "UPDATE \"{s}\".checkpoints SET position = -5 WHERE name = 'notifier';
-             UPDATE \"{s}\".dead_letters SET kind = 'weird';",
+             UPDATE \"{s}\".dead_letters SET kind = 'weird';
+             INSERT INTO \"{s}\".requests (id, handler, action, event_id, requested_at) \
+             VALUES ('0190a5e4-0000-7000-8000-000000000000', 'balanses', 'weird', NULL, 0);",
             s = schema.schema
         ))
         .await
@@ -406,8 +409,13 @@ async fn verify_reports_the_checkpoint_and_dead_letter_rows_of_a_schema_that_do_
         .iter()
         .map(|p| p["table"].as_str().unwrap())
         .collect();
-    assert_eq!(tables, ["checkpoints", "dead_letters"], "{out:#?}");
+    assert_eq!(
+        tables,
+        ["checkpoints", "dead_letters", "requests"],
+        "{out:#?}"
+    );
     assert_eq!(unreadable[1]["handler"], "notifier", "{out:#?}");
+    assert_eq!(unreadable[2]["handler"], "balanses", "{out:#?}");
     assert_eq!(report["events"], HEAD, "{out:#?}");
 }
 
