@@ -571,3 +571,44 @@ async fn withdrawing_a_request_the_application_could_not_carry_out_removes_it_wi
         .await
         .expect_code(3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_list_oldest_first_within_the_limit_per_handler() {
+    let (_dir, path, s) = filled("cli-requests-limit").await;
+    let s = s.as_str();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let asked: Vec<HandlerRequest> = (0..3)
+        .map(|_| HandlerRequest::new("balanses", RequestedAction::Rebuild))
+        .collect();
+    // Saved newest first: listed oldest first all the same.
+    for request in asked.iter().rev() {
+        store.save_request(request.clone()).await.unwrap();
+    }
+    store.close().await.unwrap();
+    let ids = |run: &Run| -> Vec<String> {
+        run.json()["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["request"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = cli(&["--store", s, "--json", "requests"]).await;
+    all.expect_code(0);
+    let expected: Vec<String> = asked.iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(ids(&all), expected, "{all:#?}");
+    let cut = cli(&[
+        "--store", s, "--json", "requests", "balanses", "--limit", "2",
+    ])
+    .await;
+    cut.expect_code(0);
+    assert_eq!(ids(&cut), expected[..2], "{cut:#?}");
+    assert!(
+        cut.stderr
+            .contains("only the oldest 2 requests of `balanses` are listed"),
+        "{cut:#?}"
+    );
+    cli(&["--store", s, "requests", "--limit", "0"])
+        .await
+        .expect_code(2);
+}
