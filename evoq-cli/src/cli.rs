@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Inspect an evoq event store: streams, events, checkpoints, dead letters; check it; move a
-/// stopped handler's checkpoint.
+/// Inspect an evoq event store: streams, events, checkpoints, dead letters, queued requests;
+/// check it; move a stopped handler's checkpoint.
 #[derive(Debug, Parser)]
 #[command(name = "evoq", version, about, long_about = None)]
 pub(crate) struct Cli {
@@ -58,6 +58,10 @@ pub(crate) enum Command {
     DeadLetters(DeadLetterCommand),
     /// Ask the running application to rebuild a projection: clear its read model and replay
     /// every event into it.
+    ///
+    /// The request is saved in the store; when no application carries it out within `--wait`
+    /// (exit code 7), it stays queued and is carried out when an application runs a handler
+    /// of that name: `evoq requests` lists it, `evoq requests withdraw` withdraws it.
     Rebuild {
         /// The projection.
         projection: String,
@@ -65,11 +69,19 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         wait: u64,
     },
-    /// Counts: events, streams, types, checkpoints, dead letters.
+    /// List the requests queued for handlers (by `rebuild` and `dead-letters retry`) that no
+    /// application has carried out yet, oldest first; `requests withdraw` withdraws one.
+    ///
+    /// A request waits in the store until an application running its handler carries it
+    /// out: one asked for a handler that no application runs (a mistyped name) waits until
+    /// it is withdrawn, or until a handler of that name is deployed.
+    #[command(args_conflicts_with_subcommands = true)]
+    Requests(RequestsArgs),
+    /// Counts: events, streams, types, checkpoints, dead letters, queued requests.
     Stats,
-    /// Check the whole store: gaps in positions and versions, rows that do not decode,
-    /// snapshots ahead of their stream, checkpoints beyond the head. Exits with 1 on a
-    /// problem.
+    /// Check the whole store: gaps in positions and versions, rows that do not decode (dead
+    /// letters and queued requests too), snapshots ahead of their stream, checkpoints beyond
+    /// the head. Exits with 1 on a problem.
     Verify(VerifyArgs),
 }
 
@@ -168,6 +180,10 @@ pub(crate) enum DeadLetterCommand {
         event_id: String,
     },
     /// Ask the running application to deliver a dead letter to its handler once more.
+    ///
+    /// The request is saved in the store; when no application carries it out within `--wait`
+    /// (exit code 7), it stays queued: `evoq requests` lists it, `evoq requests withdraw`
+    /// withdraws it.
     Retry {
         /// The handler.
         handler: String,
@@ -176,6 +192,37 @@ pub(crate) enum DeadLetterCommand {
         /// How long to wait for the application to carry it out, in seconds.
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         wait: u64,
+    },
+}
+
+/// `requests [HANDLER]` and `requests withdraw ...`.
+#[derive(Debug, Args)]
+pub(crate) struct RequestsArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<RequestsCommand>,
+    /// Only this handler's requests (default: every handler's).
+    pub(crate) handler: Option<String>,
+    /// At most this many per handler.
+    #[arg(long, default_value_t = 100, value_parser = at_least_one())]
+    pub(crate) limit: usize,
+}
+
+/// `requests withdraw`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RequestsCommand {
+    /// Withdraw a queued request: remove it from the store, so that no application carries
+    /// it out.
+    ///
+    /// Works while the application runs. A request an application has already taken is
+    /// carried out regardless: the command then finds it gone (exit code 3, as for a request
+    /// that never was or is queued for another handler, which it names) or marked failed
+    /// (removed, with the application's reason).
+    Withdraw {
+        /// The handler the request is for.
+        handler: String,
+        /// The request's id (`evoq requests` lists them; `rebuild` and `dead-letters retry`
+        /// print it).
+        request_id: String,
     },
 }
 

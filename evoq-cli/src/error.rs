@@ -12,7 +12,8 @@ pub(crate) mod exit {
     pub(crate) const PROBLEMS: u8 = 1;
     /// The command line is wrong (clap's own errors exit with 2 too).
     pub(crate) const USAGE: u8 = 2;
-    /// What the command names is not there: a stream, a checkpoint, a dead letter.
+    /// What the command names is not there: a stream, a checkpoint, a dead letter, a queued
+    /// request.
     pub(crate) const NOT_FOUND: u8 = 3;
     /// The store cannot be opened: no such file, not an evoq store, a newer evoq's, a server
     /// that does not answer or refuses; or it stopped answering during the command.
@@ -21,7 +22,8 @@ pub(crate) mod exit {
     pub(crate) const IN_USE: u8 = 5;
     /// The store failed while the command ran (an I/O error, a row that does not decode).
     pub(crate) const STORE: u8 = 6;
-    /// A request was saved, but no running application carried it out in time (it stays).
+    /// A request was saved, but no running application carried it out in time (it stays
+    /// queued: `evoq requests` lists it, `evoq requests withdraw` withdraws it).
     pub(crate) const PENDING: u8 = 7;
     /// The application carried out a dead-letter retry, and the delivery failed again.
     pub(crate) const FAILED: u8 = 8;
@@ -77,6 +79,16 @@ pub(crate) enum CliError {
         handler: String,
         /// The event id given.
         event_id: String,
+    },
+    /// A request that is not (or no longer) in the store.
+    #[error("handler `{handler}` has no queued request {id}: {why}")]
+    UnknownRequest {
+        /// The handler given.
+        handler: String,
+        /// The request id given.
+        id: String,
+        /// What became of it, as far as the store tells, and what to do.
+        why: String,
     },
     /// A write while an application has the SQLite file open.
     #[error(
@@ -135,7 +147,8 @@ impl CliError {
             CliError::NoStore | CliError::Usage(_) => exit::USAGE,
             CliError::UnknownStream(_)
             | CliError::UnknownCheckpoint { .. }
-            | CliError::UnknownDeadLetter { .. } => exit::NOT_FOUND,
+            | CliError::UnknownDeadLetter { .. }
+            | CliError::UnknownRequest { .. } => exit::NOT_FOUND,
             CliError::NoSuchFile { .. }
             | CliError::NotAStore { .. }
             | CliError::Open(_)

@@ -12,6 +12,8 @@
 //! evoq --store events.db dead-letters discard notifier 0190a5e4-...
 //! evoq --store events.db dead-letters retry notifier 0190a5e4-...   # done by the application
 //! evoq --store events.db rebuild balances                            # done by the application
+//! evoq --store events.db requests                                    # queued, not carried out yet
+//! evoq --store events.db requests withdraw balances 0190a5f1-...
 //! evoq --store events.db checkpoint rewind notifier 120
 //! evoq --store events.db checkpoint reset notifier
 //! evoq --store events.db --config evoq.toml stats
@@ -48,7 +50,16 @@
 //! not be cleared) is kept in the store marked failed with the reason, which the command
 //! reports (exit code 8) before removing the request. When no application runs the
 //! handler within the wait, the request stays in the store, carried out when one does, and the
-//! command exits with 7 (also when the store stops answering during the wait).
+//! command exits with 7 (also when the store stops answering during the wait), naming the
+//! request.
+//!
+//! A queued request is carried out by whichever application runs a handler of that name next,
+//! however much later (a mistyped `rebuild balanses` would rebuild a projection deployed under
+//! that name one day). `requests [HANDLER]` lists the queued requests, oldest first (`stats`
+//! counts them per handler); `requests withdraw <handler> <id>` removes one, while the
+//! application runs too (a request is the one write an inspection makes), and exits with 3
+//! when the handler has no such request. A request an application already took is carried out
+//! regardless: the withdrawal then finds it gone, or marked failed (removed, with the reason).
 //!
 //! The inspector waits up to 30 s for the store to answer each call (the waits of `tail`,
 //! `events --follow` and `--wait` aside): a server that stops answering ends the command with
@@ -61,11 +72,11 @@
 //! | 0 | done |
 //! | 1 | `verify` found problems |
 //! | 2 | the command line is wrong |
-//! | 3 | what the command names is not there: a stream, a checkpoint, a dead letter |
+//! | 3 | what the command names is not there: a stream, a checkpoint, a dead letter, a queued request |
 //! | 4 | the store cannot be opened: no such file, not an evoq store, a newer evoq's, a server that does not answer or refuses; or it stopped answering for 30 s during the command |
 //! | 5 | a write refused because an application has the store (or runs the handler) |
 //! | 6 | the store failed while the command ran (an I/O error, a row that does not decode) |
-//! | 7 | a request was saved, but no running application carried it out within `--wait` (it stays queued) |
+//! | 7 | a request was saved, but no running application carried it out within `--wait` (it stays queued: `evoq requests` lists it, `evoq requests withdraw` withdraws it) |
 //! | 8 | the application could not carry out the request: a retried dead letter failed again, or a rebuild was refused or failed |
 
 use std::process::ExitCode;
@@ -78,7 +89,9 @@ mod error;
 mod output;
 mod target;
 
-use crate::cli::{CheckpointCommand, Cli, Command, DeadLetterCommand};
+use crate::cli::{
+    CheckpointCommand, Cli, Command, DeadLetterCommand, RequestsArgs, RequestsCommand,
+};
 use crate::commands::Ctx;
 use crate::error::{CliError, exit};
 use crate::target::Target;
@@ -143,6 +156,19 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Rebuild { projection, wait } => {
             return commands::requests::rebuild(ctx, projection, *wait).await;
         }
+        Command::Requests(RequestsArgs {
+            command:
+                Some(RequestsCommand::Withdraw {
+                    handler,
+                    request_id,
+                }),
+            ..
+        }) => commands::requests::withdraw(ctx, handler, request_id).await?,
+        Command::Requests(RequestsArgs {
+            command: None,
+            handler,
+            limit,
+        }) => commands::requests::list(ctx, handler.as_deref(), *limit).await?,
         Command::Stats => commands::stats::stats(ctx).await?,
         Command::Verify(args) => {
             if !commands::verify::verify(ctx, args).await? {

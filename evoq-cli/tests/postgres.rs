@@ -1,7 +1,7 @@
 //! The inspector on a PostgreSQL schema: the same tables as on SQLite (the same golden files),
 //! the JSON of `stats`, a wrong schema refused and not created, `--follow` while a node runs,
-//! a checkpoint moved only when no node holds the handler's lease, and `verify` on damaged
-//! rows.
+//! a checkpoint moved only when no node holds the handler's lease, `verify` on damaged
+//! rows, and requests queued for a handler no node runs, listed and withdrawn.
 //!
 //! Each test uses a schema of its own, dropped at the end; without a server the tests skip
 //! (or fail with `EVOQ_REQUIRE_PG=1`). See `evoq_tests::pg`.
@@ -9,6 +9,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use evoq::EventStore;
@@ -65,7 +66,7 @@ async fn the_tables_are_those_of_sqlite_and_stats_names_the_schema() {
             .as_str()
             .unwrap()
             .to_owned();
-    let cases: [(&str, Vec<&str>); 9] = [
+    let cases: [(&str, Vec<&str>); 10] = [
         ("streams", vec!["streams"]),
         ("stream", vec!["stream", "BankAccount-acc-2"]),
         ("events", vec!["events"]),
@@ -81,6 +82,7 @@ async fn the_tables_are_those_of_sqlite_and_stats_names_the_schema() {
             "no_dead_letters",
             vec!["dead-letters", "list", "--handler", "audit"],
         ),
+        ("no_requests", vec!["requests"]),
     ];
     for (name, args) in cases {
         let out = run(&schema, &args);
@@ -103,6 +105,7 @@ async fn the_tables_are_those_of_sqlite_and_stats_names_the_schema() {
     assert_eq!(stats["streams"], 2);
     assert_eq!(stats["events_by_type"]["MoneyDeposited"], 3);
     assert_eq!(stats["dead_letters"], 1);
+    assert_eq!(stats["requests"], 0);
     let text = run(&schema, &["stats"]);
     assert!(
         text.stdout
@@ -376,7 +379,8 @@ async fn verify_finds_nothing_wrong_with_a_schema_the_application_is_writing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reports_the_checkpoint_and_dead_letter_rows_of_a_schema_that_do_not_decode() {
+async fn verify_reports_the_checkpoint_dead_letter_and_request_rows_of_a_schema_that_do_not_decode()
+{
     let Some(schema) = filled("cli_verify_rows").await else {
         return;
     };
@@ -384,7 +388,9 @@ async fn verify_reports_the_checkpoint_and_dead_letter_rows_of_a_schema_that_do_
         .await
         .batch_execute(&format!(
             "UPDATE \"{s}\".checkpoints SET position = -5 WHERE name = 'notifier';
-             UPDATE \"{s}\".dead_letters SET kind = 'weird';",
+             UPDATE \"{s}\".dead_letters SET kind = 'weird';
+             INSERT INTO \"{s}\".requests (id, handler, action, event_id, requested_at) \
+             VALUES ('0190a5e4-0000-7000-8000-000000000000', 'balanses', 'weird', NULL, 0);",
             s = schema.schema
         ))
         .await
@@ -403,8 +409,13 @@ async fn verify_reports_the_checkpoint_and_dead_letter_rows_of_a_schema_that_do_
         .iter()
         .map(|p| p["table"].as_str().unwrap())
         .collect();
-    assert_eq!(tables, ["checkpoints", "dead_letters"], "{out:#?}");
+    assert_eq!(
+        tables,
+        ["checkpoints", "dead_letters", "requests"],
+        "{out:#?}"
+    );
     assert_eq!(unreadable[1]["handler"], "notifier", "{out:#?}");
+    assert_eq!(unreadable[2]["handler"], "balanses", "{out:#?}");
     assert_eq!(report["events"], HEAD, "{out:#?}");
 }
 
@@ -527,4 +538,153 @@ async fn a_rebuild_whose_server_stops_answering_is_pending_after_its_wait() {
     run.expect_code(7);
     assert_eq!(run.json()["outcome"], "pending", "{run:#?}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+/// Counts the accounts opened into an in-memory read model; counts its deliveries (a rebuild
+/// delivers every event once more).
+struct Accounts {
+    model: evoq::prelude::InMemoryReadModel,
+    deliveries: Arc<AtomicU64>,
+}
+
+#[evoq::projection(name = "accounts", read_model = model)]
+impl Accounts {
+    #[handles]
+    async fn opened(
+        &mut self,
+        e: &evoq_tests::bank::AccountOpened,
+        _: &evoq::EventMeta,
+    ) -> Result<(), evoq::prelude::ProjectionError> {
+        self.deliveries.fetch_add(1, Ordering::SeqCst);
+        self.model.put(&e.account, &true)?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_requests_of_a_schema_are_listed_and_a_withdrawn_one_is_never_carried_out() {
+    let Some(schema) = filled("cli_requests").await else {
+        return;
+    };
+    let dead_letter =
+        run(&schema, &["--json", "dead-letters", "list"]).json()["dead_letters"][0]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    // `accounts` ran and saw every event (into `model`, which keeps its checkpoint): run
+    // again on the same model, it is given no event unless it is rebuilt.
+    let store = connect(&schema).await;
+    let model = evoq::prelude::InMemoryReadModel::new();
+    assert_eq!(
+        run_accounts(&store, &model).await,
+        2,
+        "two accounts were opened"
+    );
+
+    // No node runs `accounts`: the rebuild stays queued, named with how to withdraw it.
+    let pending = run(&schema, &["rebuild", "accounts", "--wait", "1"]);
+    pending.expect_code(7);
+    let retried = run(
+        &schema,
+        &[
+            "--json",
+            "dead-letters",
+            "retry",
+            "notifier",
+            &dead_letter,
+            "--wait",
+            "1",
+        ],
+    );
+    retried.expect_code(7);
+    let retry = retried.json()["request"].as_str().unwrap().to_owned();
+    let listed = run(&schema, &["--json", "requests"]);
+    listed.expect_code(0);
+    let listed = listed.json()["requests"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    let rebuild = listed[0]["request"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["handler"], "accounts");
+    assert_eq!(listed[0]["action"], "rebuild");
+    assert_eq!(listed[1]["handler"], "notifier");
+    assert_eq!(listed[1]["request"], retry.as_str());
+    assert_eq!(listed[1]["event_id"], dead_letter.as_str());
+    assert!(
+        pending.stdout.contains(&format!(
+            "`evoq requests withdraw accounts {rebuild}` withdraws it"
+        )),
+        "{pending:#?}"
+    );
+    // The same table as on SQLite.
+    let table = run(&schema, &["requests"]);
+    table.expect_code(0);
+    golden("requests", &normalize(&table.stdout, None));
+    let stats = run(&schema, &["--json", "stats"]).json();
+    assert_eq!(stats["requests"], 2);
+    assert_eq!(stats["requests_by_handler"]["accounts"], 1);
+
+    // Withdrawn while a node runs (other handlers): exit 0; a second time, 3; bad id, 2.
+    let node = evoq::Evoq::builder()
+        .shared_store(Arc::new(store.clone()))
+        .handler(common::Audit)
+        .start()
+        .await
+        .unwrap();
+    run(&schema, &["requests", "withdraw", "accounts", "0190"]).expect_code(2);
+    let withdrawn = run(&schema, &["requests", "withdraw", "accounts", &rebuild]);
+    withdrawn.expect_code(0);
+    assert!(withdrawn.stdout.starts_with("withdrawn:"), "{withdrawn:#?}");
+    let again = run(&schema, &["requests", "withdraw", "accounts", &rebuild]);
+    again.expect_code(3);
+    assert!(
+        again.stderr.contains(&format!(
+            "handler `accounts` has no queued request {rebuild}"
+        )),
+        "{again:#?}"
+    );
+    run(
+        &schema,
+        &["--json", "requests", "withdraw", "notifier", &retry],
+    )
+    .expect_code(0);
+    node.stop().await;
+    assert_eq!(run(&schema, &["requests"]).stdout, "no queued requests\n");
+    assert_eq!(store.count_requests().await.unwrap(), []);
+
+    // A node that runs `accounts` and a mended `notifier` from now on carries out neither.
+    assert_eq!(
+        run_accounts(&store, &model).await,
+        0,
+        "no rebuild: no event replayed"
+    );
+}
+
+/// Runs a node with `accounts` (into `model`) and a mended `notifier` until `accounts` has
+/// seen every event, and a while longer; how many events `accounts` was given. Checks that the
+/// dead letter of `notifier` was not retried.
+async fn run_accounts(store: &PostgresStore, model: &evoq::prelude::InMemoryReadModel) -> u64 {
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let node = evoq::Evoq::builder()
+        .shared_store(Arc::new(store.clone()))
+        .projection(Accounts {
+            model: model.clone(),
+            deliveries: Arc::clone(&deliveries),
+        })
+        .handler(Healed)
+        .start()
+        .await
+        .unwrap();
+    node.wait_for::<Accounts>(HEAD).await.unwrap();
+    // Requests are taken a few times a second: a queued one would have run by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        node.dead_letters("notifier")
+            .list(0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the dead letter was not retried"
+    );
+    node.stop().await;
+    deliveries.load(Ordering::SeqCst)
 }

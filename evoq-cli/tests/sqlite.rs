@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evoq::EventStore;
-use evoq::store::Snapshot;
 use evoq::store::sqlite::SqliteStore;
+use evoq::store::{HandlerRequest, RequestedAction, Snapshot};
 use evoq_tests::bank::Deposit;
 use evoq_tests::temp::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -50,7 +50,7 @@ async fn the_tables_of_every_read_command_match_their_golden_files() {
         .unwrap()
         .to_owned();
 
-    let cases: [(&str, Vec<&str>); 12] = [
+    let cases: [(&str, Vec<&str>); 13] = [
         ("streams", vec!["streams"]),
         (
             "streams_prefix_page",
@@ -83,6 +83,7 @@ async fn the_tables_of_every_read_command_match_their_golden_files() {
             "no_dead_letters",
             vec!["dead-letters", "list", "--handler", "audit"],
         ),
+        ("no_requests", vec!["requests"]),
     ];
     for (name, args) in cases {
         let (code, out) = run(&store, dir.path(), &args);
@@ -197,6 +198,8 @@ async fn the_json_of_every_read_command_holds_what_the_store_holds() {
     );
     assert_eq!(stats["dead_letters"], 1);
     assert_eq!(stats["dead_letters_by_handler"]["notifier"], 1);
+    assert_eq!(stats["requests"], 0);
+    assert_eq!(stats["requests_by_handler"], serde_json::json!({}));
 
     let verify = json(&["verify"]);
     assert_eq!(verify["ok"], true);
@@ -625,7 +628,7 @@ fn problems_of(report: &serde_json::Value, kind: &str) -> Vec<serde_json::Value>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reports_checkpoint_snapshot_and_dead_letter_rows_that_do_not_decode() {
+async fn verify_reports_checkpoint_snapshot_dead_letter_and_request_rows_that_do_not_decode() {
     let (dir, store_arg) = filled("cli-verify-rows").await;
     let path = dir.file("events.db");
     let store = SqliteStore::open(&path).await.unwrap();
@@ -638,13 +641,18 @@ async fn verify_reports_checkpoint_snapshot_and_dead_letter_rows_that_do_not_dec
         })
         .await
         .unwrap();
+    store
+        .save_request(HandlerRequest::new("balanses", RequestedAction::Rebuild))
+        .await
+        .unwrap();
     store.close().await.unwrap();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "UPDATE checkpoints SET position = -5 WHERE name = 'notifier';
              UPDATE snapshots SET version = 'one';
-             UPDATE dead_letters SET kind = 'weird';",
+             UPDATE dead_letters SET kind = 'weird';
+             UPDATE requests SET action = 'weird';",
         )
         .unwrap();
     }
@@ -660,9 +668,10 @@ async fn verify_reports_checkpoint_snapshot_and_dead_letter_rows_that_do_not_dec
         .collect();
     assert_eq!(
         tables,
-        ["snapshots", "checkpoints", "dead_letters"],
+        ["snapshots", "checkpoints", "dead_letters", "requests"],
         "{run:#?}"
     );
+    assert_eq!(unreadable[3]["handler"], "balanses", "{run:#?}");
     let dead_letter = &unreadable[2];
     assert_eq!(dead_letter["handler"], "notifier", "{run:#?}");
     assert!(
@@ -681,7 +690,10 @@ async fn verify_reports_checkpoint_snapshot_and_dead_letter_rows_that_do_not_dec
         run.stdout.contains("checkpoints")
             && run.stdout.contains("snapshots")
             && run.stdout.contains("dead letter")
-            && run.stdout.contains("3 problems"),
+            && run
+                .stdout
+                .contains("a request queued for `balanses` does not decode")
+            && run.stdout.contains("4 problems"),
         "{run:#?}"
     );
 }

@@ -266,6 +266,10 @@ impl EventStore for SpyStore {
         self.inner.list_requests(handler, limit).await
     }
 
+    async fn count_requests(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.count_requests().await
+    }
+
     async fn load_request(
         &self,
         handler: &str,

@@ -1,4 +1,4 @@
-//! `stats`: what the store holds, counted.
+//! `stats`: what the store holds, counted (requests queued for handlers included).
 
 use evoq_runtime::Config;
 use serde_json::{Value, json};
@@ -37,6 +37,11 @@ pub(crate) async fn stats(ctx: &mut Ctx) -> Result<(), CliError> {
         .doing("counting dead letters")
         .await?;
     let dead_letter_count: u64 = dead_letters.iter().map(|(_, n)| n).sum();
+    let requests = store
+        .count_requests()
+        .doing("counting the queued requests")
+        .await?;
+    let request_count: u64 = requests.iter().map(|(_, n)| n).sum();
     if ctx.json {
         let by_type: serde_json::Map<String, Value> = counts
             .by_type
@@ -53,6 +58,10 @@ pub(crate) async fn stats(ctx: &mut Ctx) -> Result<(), CliError> {
             .iter()
             .map(|(name, n)| (name.clone(), json!(n)))
             .collect();
+        let requests_per_handler: serde_json::Map<String, Value> = requests
+            .iter()
+            .map(|(name, n)| (name.clone(), json!(n)))
+            .collect();
         return ctx.print_json(&json!({
             "store": opened.kind,
             "location": opened.location,
@@ -64,6 +73,8 @@ pub(crate) async fn stats(ctx: &mut Ctx) -> Result<(), CliError> {
             "checkpoints": listed,
             "dead_letters": dead_letter_count,
             "dead_letters_by_handler": per_handler,
+            "requests": request_count,
+            "requests_by_handler": requests_per_handler,
         }));
     }
     let mut pairs = vec![("store", format!("{} {}", opened.kind, opened.location))];
@@ -76,6 +87,7 @@ pub(crate) async fn stats(ctx: &mut Ctx) -> Result<(), CliError> {
         ("streams", counts.streams.to_string()),
         ("checkpoints", checkpoints.len().to_string()),
         ("dead letters", dead_letter_count.to_string()),
+        ("requests", request_count.to_string()),
     ]);
     ctx.line(&fields(&pairs))?;
     if !counts.by_type.is_empty() {
@@ -98,6 +110,15 @@ pub(crate) async fn stats(ctx: &mut Ctx) -> Result<(), CliError> {
             .collect();
         ctx.line("")?;
         ctx.line(&table(&["HANDLER", "DEAD LETTERS"], rows, &[1]))?;
+    }
+    if !requests.is_empty() {
+        // Queued for a handler's task and not carried out yet: `evoq requests` lists them.
+        let rows = requests
+            .iter()
+            .map(|(name, n)| vec![name.clone(), n.to_string()])
+            .collect();
+        ctx.line("")?;
+        ctx.line(&table(&["HANDLER", "QUEUED REQUESTS"], rows, &[1]))?;
     }
     Ok(())
 }

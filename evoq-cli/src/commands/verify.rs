@@ -46,8 +46,8 @@ enum Problem {
         position: u64,
         head: u64,
     },
-    /// A row of `table` (snapshots, checkpoints, a handler's dead letters) that does not
-    /// decode: the listing stops at it, so the rows after it were not checked.
+    /// A row of `table` (snapshots, checkpoints, a handler's dead letters or queued requests)
+    /// that does not decode: the listing stops at it, so the rows after it were not checked.
     UndecodableRecord {
         table: &'static str,
         handler: Option<String>,
@@ -98,6 +98,13 @@ impl Problem {
                 position,
                 head,
             } => format!("checkpoint `{name}` is at {position}, beyond the head {head}"),
+            Problem::UndecodableRecord {
+                table: "requests",
+                handler: Some(handler),
+                reason,
+            } => format!(
+                "a request queued for `{handler}` does not decode: {reason}; the application's task for `{handler}` cannot read its requests, nor can `evoq requests`"
+            ),
             Problem::UndecodableRecord {
                 handler: Some(handler),
                 reason,
@@ -332,6 +339,24 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
         }
     }
 
+    // Queued requests, every handler's: what the handlers' tasks read, so each must decode.
+    let mut requests = 0u64;
+    let queued = store
+        .count_requests()
+        .doing("counting the queued requests")
+        .await?;
+    for (handler, _) in &queued {
+        let what = format!("listing the requests of `{handler}`");
+        match store
+            .list_requests(handler, usize::MAX)
+            .answered(&what)
+            .await?
+        {
+            Ok(listed) => requests += listed.len() as u64,
+            Err(error) => problems.push(undecodable("requests", Some(handler), error, &what)?),
+        }
+    }
+
     let ok = problems.is_empty();
     if ctx.json {
         let listed: Vec<Value> = problems.iter().map(Problem::to_json).collect();
@@ -343,6 +368,7 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
             "snapshots": snapshots,
             "checkpoints": checkpoints.len(),
             "dead_letters": dead_letters,
+            "requests": requests,
             "problems": listed,
         }))?;
         return Ok(ok);
@@ -351,7 +377,7 @@ pub(crate) async fn verify(ctx: &mut Ctx, args: &VerifyArgs) -> Result<bool, Cli
         ctx.line(&format!("problem: {}", problem.describe()))?;
     }
     let summary = format!(
-        "checked {scanned} events (head {head}) in {} streams, {snapshots} snapshots, {} checkpoints",
+        "checked {scanned} events (head {head}) in {} streams, {snapshots} snapshots, {} checkpoints, {requests} queued requests",
         versions.len(),
         checkpoints.len()
     );

@@ -167,6 +167,7 @@ macro_rules! store_conformance_tests {
             dead_letters_are_counted_per_handler,
             dead_letters_save_load_list_and_delete,
             handler_requests_save_list_load_and_delete,
+            handler_requests_are_counted_per_handler,
             event_data_and_metadata_round_trip_byte_exact,
             recorded_at_is_set_at_commit,
             same_id_under_different_aggregates_stays_separate,
@@ -2153,6 +2154,64 @@ pub async fn checkpoints_save_load_and_overwrite(store: Arc<dyn EventStore>) {
     assert_eq!(load("projection/ü-名前 'x\"").await, Some(1 << 40));
     assert_eq!(load("notifier").await, Some(0));
     assert_eq!(load("").await, None);
+}
+
+/// `count_requests` gives each handler that has requests waiting with how many, sorted by
+/// name in byte order: a replaced request counts once, a failed or deleted one no more, and a
+/// handler whose last waiting request is gone is not listed.
+pub async fn handler_requests_are_counted_per_handler(store: Arc<dyn EventStore>) {
+    let store = &*store;
+    let counts = || async { ok(store.count_requests().await, "count_requests") };
+    assert!(counts().await.is_empty(), "a fresh store has no requests");
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let request = |id: Uuid, handler: &str| HandlerRequest {
+        id,
+        handler: handler.to_owned(),
+        action: RequestedAction::Rebuild,
+        requested_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        failed: None,
+    };
+    for (index, handler) in [
+        (0, "notifier"),
+        (1, "notifier"),
+        (2, "Audit"),
+        (0, "notifier"),
+        (3, "balanses"),
+    ] {
+        ok(
+            store.save_request(request(ids[index], handler)).await,
+            "save_request",
+        );
+    }
+    assert_eq!(
+        counts().await,
+        [
+            ("Audit".to_owned(), 1),
+            ("balanses".to_owned(), 1),
+            ("notifier".to_owned(), 2)
+        ],
+        "count_requests must count each handler's requests once (a save with the same id \
+         replaces), sorted by name in byte order"
+    );
+    ok(
+        store
+            .save_request(HandlerRequest {
+                failed: Some("not a projection".to_owned()),
+                ..request(ids[2], "Audit")
+            })
+            .await,
+        "save_request (failed)",
+    );
+    ok(
+        store.delete_request("notifier", ids[1]).await,
+        "delete_request",
+    );
+    assert_eq!(
+        counts().await,
+        [("balanses".to_owned(), 1), ("notifier".to_owned(), 1)],
+        "a failed or deleted request is no longer counted, and a handler without waiting \
+         requests is not listed"
+    );
 }
 
 /// Requests for handlers' tasks: saved, listed oldest first (by id) per handler with a limit,

@@ -530,6 +530,15 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<HandlerRequest>, StoreError>;
 
+    /// Every handler that has requests waiting to be carried out (not
+    /// [`failed`](HandlerRequest::failed)), with how many, sorted by handler name (byte order):
+    /// with [`list_requests`](Self::list_requests), how an operator's tool finds the requests
+    /// of every handler, those asked for a handler no application runs included. The default
+    /// fails as [`list_checkpoints`](Self::list_checkpoints)' does.
+    async fn count_requests(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Err(not_implemented("count_requests"))
+    }
+
     /// The request of `handler` with id `id`, while it is there (not carried out yet, or
     /// failed and not removed yet).
     async fn load_request(

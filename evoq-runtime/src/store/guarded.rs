@@ -374,6 +374,10 @@ impl EventStore for GuardedStore {
         guard("list_requests", self.inner.list_requests(handler, limit)).await
     }
 
+    async fn count_requests(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        guard("count_requests", self.inner.count_requests()).await
+    }
+
     async fn load_request(
         &self,
         handler: &str,

@@ -976,6 +976,21 @@ impl EventStore for InMemoryStore {
             }))
     }
 
+    async fn count_requests(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        // Handlers whose requests are all failed are left out, as the stores' queries do.
+        let mut all: Vec<(String, u64)> = self
+            .requests()
+            .iter()
+            .map(|(handler, requests)| {
+                let waiting = requests.values().filter(|r| r.failed.is_none()).count();
+                (handler.clone(), waiting as u64)
+            })
+            .filter(|(_, waiting)| *waiting > 0)
+            .collect();
+        all.sort_unstable();
+        Ok(all)
+    }
+
     async fn load_request(
         &self,
         handler: &str,

@@ -2407,6 +2407,21 @@ impl EventStore for PostgresStore {
         rows.iter().map(decode_request_row).collect()
     }
 
+    async fn count_requests(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let sql = format!(
+            "SELECT handler, COUNT(*) FROM {}.requests WHERE failed IS NULL GROUP BY handler ORDER BY handler COLLATE \"C\"",
+            self.inner.schema
+        );
+        let rows = query!(self, "counting handler requests", sql, &[])?;
+        rows.iter()
+            .map(|row| {
+                let handler: String = row.get(0);
+                let count = from_db(row.get(1), || format!("requests of `{handler}`"), "a count")?;
+                Ok((handler, count))
+            })
+            .collect()
+    }
+
     async fn load_request(
         &self,
         handler: &str,

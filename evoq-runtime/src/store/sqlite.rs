@@ -2920,6 +2920,31 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn count_requests(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let path = self.path().to_path_buf();
+        self.read(move |conn| {
+            let fail = |e: rusqlite::Error| backend("counting handler requests", &path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT handler, COUNT(*) FROM requests WHERE failed IS NULL GROUP BY handler ORDER BY handler",
+                )
+                .map_err(fail)?;
+            let mut rows = stmt.query([]).map_err(fail)?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next().map_err(fail)? {
+                let handler: String = row.get(0).map_err(fail)?;
+                let count = from_db(
+                    row.get(1).map_err(fail)?,
+                    || format!("requests of `{handler}`"),
+                    "a count",
+                )?;
+                all.push((handler, count));
+            }
+            Ok(all)
+        })
+        .await
+    }
+
     async fn load_request(
         &self,
         handler: &str,
