@@ -34,8 +34,8 @@ use tokio_postgres::{CancelToken, NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    BACKEND, COMMAND_COLUMNS, Failure, advance, decode_command, describe, limits, pooled,
-    retry_after,
+    BACKEND, COMMAND_COLUMNS, Failure, SourceIo, advance, connect_timeout, decode_command,
+    describe, limits, pooled, retry_after,
 };
 use crate::envelope::NewEvent;
 use crate::store::codec::{encode_metadata, from_db, time_to_nanos, to_db};
@@ -718,6 +718,9 @@ impl Writer {
         let mut attempt = 0u32;
         loop {
             let recorded_at = time_to_nanos(SystemTime::now());
+            // Below every position the attempt can take: the lookup after a lost reply reads
+            // only above it.
+            let known_head = *self.head.borrow();
             let failure = match self.try_commit(appends, recorded_at).await {
                 Ok(planned) => {
                     if planned.last_position > 0 {
@@ -726,13 +729,19 @@ impl Writer {
                     return Ok(planned.results);
                 }
                 Err(Attempt::Failed(failure)) => failure,
-                Err(Attempt::Unknown { error, cancel }) => {
-                    match self.settle(appends, recorded_at, &cancel).await {
-                        // Nothing of it is stored: it did not commit; tried again as any
-                        // transient failure.
-                        Ok(Settled::NotCommitted) => Failure::Transient(error),
+                Err(Attempt::Unknown {
+                    error,
+                    cause,
+                    cancel,
+                }) => {
+                    match self.settle(appends, recorded_at, known_head, &cancel).await {
+                        // Nothing of it is stored: it did not commit; tried again as the
+                        // connection failure it is.
+                        Ok(Settled::NotCommitted) => {
+                            Failure::sql("appending", &self.location, cause)
+                        }
                         Ok(Settled::Committed(found)) => {
-                            return self.answer_settled(appends, found).await;
+                            return Ok(self.answer_settled(appends, found).await);
                         }
                         // The store could not tell: the outcome stays unknown.
                         Err(_) => return Err(error),
@@ -752,7 +761,7 @@ impl Writer {
         &self,
         appends: &[&Append],
         found: Vec<Option<Appended>>,
-    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    ) -> Vec<Result<Appended, StoreError>> {
         let last = found
             .iter()
             .flatten()
@@ -768,24 +777,29 @@ impl Writer {
             .filter(|(_, found)| found.is_none())
             .map(|(append, _)| *append)
             .collect();
-        let mut answers = if again.is_empty() {
-            Vec::new()
+        // A failure of the appends committed again is theirs alone: an append found stored
+        // is answered as stored whatever becomes of the others (never failed, never resent).
+        let (mut answers, failed) = if again.is_empty() {
+            (Vec::new().into_iter(), None)
         } else {
-            Box::pin(self.commit_appends(&again)).await?
-        }
-        .into_iter();
-        Ok(found
+            match Box::pin(self.commit_appends(&again)).await {
+                Ok(answers) => (answers.into_iter(), None),
+                Err(error) => (Vec::new().into_iter(), Some(error)),
+            }
+        };
+        found
             .into_iter()
-            .map(|found| match found {
-                Some(appended) => Ok(appended),
-                None => answers.next().unwrap_or_else(|| {
+            .map(|found| match (found, &failed) {
+                (Some(appended), _) => Ok(appended),
+                (None, Some(error)) => Err(error.clone()),
+                (None, None) => answers.next().unwrap_or_else(|| {
                     Err(StoreError::Integrity {
                         location: format!("{}: evoq_append_conditional", self.location),
                         reason: "an append committed again got no answer".into(),
                     })
                 }),
             })
-            .collect())
+            .collect()
     }
 
     /// Whether the attempt of `appends` stamped `recorded_at` committed, after its connection
@@ -798,6 +812,7 @@ impl Writer {
         &self,
         appends: &[&Append],
         recorded_at: i64,
+        known_head: u64,
         cancel: &CancelToken,
     ) -> Result<Settled, Failure> {
         let location = &self.location;
@@ -809,7 +824,19 @@ impl Writer {
             appends = appends.len(),
             "an append lost its connection after it was sent: looking for its events before trying again",
         );
-        let _ = tokio::time::timeout(self.connect_timeout, cancel.cancel_query(NoTls)).await;
+        // Unless the cancel reached the server, the statement may still be on its way to the
+        // head's lock, behind the lookup: finding nothing would prove nothing.
+        match tokio::time::timeout(self.connect_timeout, cancel.cancel_query(NoTls)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Failure::sql(what, location, error)),
+            Err(_) => {
+                return Err(Failure::Transient(connect_timeout(
+                    what,
+                    location,
+                    self.connect_timeout,
+                )));
+            }
+        }
         let ids: Vec<Uuid> = appends
             .iter()
             .flat_map(|append| append.events.iter().map(|event| event.event_id))
@@ -837,9 +864,9 @@ impl Writer {
                 .query(
                     &format!(
                         "SELECT event_id, position, version FROM {s}.events \
-                         WHERE stream_id = ANY($1) AND event_id = ANY($2)"
+                         WHERE position > $3 AND stream_id = ANY($1) AND event_id = ANY($2)"
                     ),
-                    &[&streams, &ids],
+                    &[&streams, &ids, &to_db(known_head)],
                 )
                 .await?;
             let entries = client
@@ -933,11 +960,10 @@ impl Writer {
             .await
             .map_err(|e| Attempt::Failed(Failure::sql("appending", location, e)))?;
         let arrays = BatchArrays::new(appends);
-        let cancel = client.cancel_token();
         let rows = client
             .query(&statement, &arrays.parameters(&recorded_at, &self.channel))
             .await
-            .map_err(|error| commit_failure(location, error, cancel))?;
+            .map_err(|error| commit_failure(location, error, &client))?;
         Ok(plan(&rows, appends, location))
     }
 }
@@ -950,6 +976,7 @@ enum Attempt {
     /// so; `cancel` reaches the statement, should it still run on the server.
     Unknown {
         error: StoreError,
+        cause: tokio_postgres::Error,
         cancel: CancelToken,
     },
 }
@@ -967,20 +994,27 @@ enum Settled {
 /// with an error, the transaction rolled back and nothing was written; when the connection
 /// broke while it ran, it may have committed: the error says the outcome is unknown, and the
 /// writer looks for the appends' events before it tries again (see [`Writer::settle`]).
-fn commit_failure(location: &str, error: tokio_postgres::Error, cancel: CancelToken) -> Attempt {
-    if error.code().is_some() {
-        Attempt::Failed(Failure::sql("appending", location, error))
-    } else {
-        Attempt::Unknown {
-            cancel,
-            error: StoreError::Backend {
-                backend: BACKEND,
-                message: format!(
-                    "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
-                    describe(&error)
-                ),
-            },
-        }
+fn commit_failure(
+    location: &str,
+    error: tokio_postgres::Error,
+    client: &tokio_postgres::Client,
+) -> Attempt {
+    // Only a connection that broke leaves the outcome open: an answer of the server's, or an
+    // error of the client's before anything was sent, wrote nothing.
+    let broke = error.code().is_none() && (error.is_closed() || error.source_io().is_some());
+    if !broke {
+        return Attempt::Failed(Failure::sql("appending", location, error));
+    }
+    Attempt::Unknown {
+        cancel: client.cancel_token(),
+        error: StoreError::Backend {
+            backend: BACKEND,
+            message: format!(
+                "an append on {location} lost its connection and its outcome is unknown (read the stream to see whether it was written): {}",
+                describe(&error)
+            ),
+        },
+        cause: error,
     }
 }
 
