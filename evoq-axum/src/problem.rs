@@ -174,7 +174,7 @@ impl Problem {
                 reached,
                 after,
                 retrying,
-            } => Problem::new(StatusCode::SERVICE_UNAVAILABLE).with_detail(format!(
+            } => Problem::new(status_of(kind)).with_detail(format!(
                 "the read side `{handler}` had not reached position {position} within {} ms (it is at {reached}{}); try again later",
                 after.as_millis(),
                 if retrying.is_some() {
@@ -183,7 +183,7 @@ impl Problem {
                     ""
                 }
             )),
-            Error::HandlerStopped { handler, .. } => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+            Error::HandlerStopped { handler, .. } => Problem::new(status_of(kind))
                 .with_detail(format!(
                     "the read side `{handler}` has stopped; the server's log says why"
                 )),

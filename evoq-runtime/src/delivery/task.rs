@@ -136,8 +136,12 @@ enum Saved {
     /// Saved.
     Done,
     /// Not saved, and nothing to deliver again: a checkpoint of the store the next save
-    /// writes, or a commit the runtime stopped before it tried again.
+    /// writes.
     Failed,
+    /// The commit of a consumer that keeps its checkpoint did not go through and the runtime
+    /// is stopping: deliver nothing more (the consumer refuses writes until its checkpoint is
+    /// read again), save nothing; the next start resumes after the checkpoint it kept.
+    Stopping,
     /// The lease was lost (why): nothing saved.
     LeaseLost(String),
     /// The commit of a consumer that keeps its checkpoint did not go through: deliver the
@@ -794,6 +798,10 @@ impl Task {
                 match saved {
                     Saved::Done | Saved::Failed => {}
                     Saved::LeaseLost(reason) => return Served::LeaseLost(reason),
+                    Saved::Stopping => {
+                        self.shut_down(self.saved);
+                        return Served::Done;
+                    }
                     Saved::Redeliver(kept) => {
                         // The rest of the page comes again, after the event whose commit
                         // failed.
@@ -828,6 +836,10 @@ impl Task {
                 match self.save(consumer, processed, lease).await {
                     Saved::Done | Saved::Failed => {}
                     Saved::LeaseLost(reason) => return Served::LeaseLost(reason),
+                    Saved::Stopping => {
+                        self.shut_down(self.saved);
+                        return Served::Done;
+                    }
                     Saved::Redeliver(kept) => {
                         subscription = self.subscribe(&filter, kept);
                         processed = kept;
@@ -1225,8 +1237,8 @@ impl Task {
     /// writes), after the store's back-off ([`back_off`](Self::back_off), counted across
     /// the commits that fail in a row). `Done` when it shows `position` committed; else
     /// `Redeliver` from it, and the task delivers the events after it again. When the runtime
-    /// is stopping, the commit is not tried again (`Failed`): the next start resumes after the
-    /// checkpoint the consumer kept.
+    /// is stopping, the commit is not tried again (`Stopping`): the next start resumes after
+    /// the checkpoint the consumer kept.
     async fn save<C: Consumer>(&mut self, consumer: &mut C, position: u64, lease: &Lease) -> Saved {
         if let Err(reason) = self.still_held(lease).await {
             self.roll_back(consumer).await;
@@ -1307,7 +1319,7 @@ impl Task {
             self.commit_failures = failures;
             if self.stopping() || !self.sleep(delay).await {
                 // The runtime stops: the next start resumes after the kept checkpoint.
-                return Saved::Failed;
+                return Saved::Stopping;
             }
             let kept = CatchPanic::new(consumer.checkpoint(&name))
                 .await

@@ -70,6 +70,12 @@ pub trait ReadModel: Send + Sync + 'static {
     /// checkpoint `position` of `projection` with it when the backend can. `true` when the
     /// read model stored the checkpoint; `false` (the default) and the runtime saves it in the
     /// event store right after.
+    ///
+    /// An `Err` from a read model that [keeps its checkpoint](Self::keeps_checkpoint) may or
+    /// may not have gone through: the runtime then reads [`checkpoint`](Self::checkpoint)
+    /// again and delivers the events after it once more. Such a model must drop its
+    /// uncommitted changes when a commit fails and answer only what it durably committed, or
+    /// the events delivered again would be applied twice.
     async fn commit(&self, projection: &str, position: u64) -> Result<bool, ReadModelError> {
         let _ = (projection, position);
         Ok(false)

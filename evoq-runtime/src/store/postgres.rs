@@ -8,8 +8,9 @@
 //!   schema the tables live in (default `evoq`), the pool size, the connect timeout. The
 //!   password never appears in an error or a log line.
 //! - **One deadline for a connection** ([`PostgresOptions::connect_timeout`], default 10 s):
-//!   reaching the server, the handshake and the login of every connection, and every wait for
-//!   one from the pool. [`PostgresStore::connect_with`] as a whole fails within it with
+//!   reaching the server, the handshake and the login of every connection, and the wait for a
+//!   free slot of the pool (bounded apart: a call that waits for a slot, then opens a connection
+//!   in it, takes up to twice the deadline). [`PostgresStore::connect_with`] as a whole fails within it with
 //!   [`StoreError::ConnectTimeout`], naming the host, when the server does not answer (a
 //!   listener that accepts and never speaks, a server stuck in its start). A wait for a pooled
 //!   connection that ends because all of them stayed in use is told apart: the server answers,
@@ -229,8 +230,9 @@ impl PostgresOptions {
     }
 
     /// The deadline of opening a connection, from reaching the server through the handshake
-    /// and the login, and of every wait for a connection from the pool (default 10 s, at
-    /// least 1 ms). [`PostgresStore::connect_with`] as a whole, retries included, fails within
+    /// and the login, and, apart, of the wait for a free slot of the pool (default 10 s, at
+    /// least 1 ms; a call that waits for a slot, then opens a connection in it, takes up to
+    /// twice this). [`PostgresStore::connect_with`] as a whole, retries included, fails within
     /// it with [`StoreError::ConnectTimeout`] when the server does not answer; it replaces any
     /// `connect_timeout` of the connection string. A lease's connection is confirmed within it
     /// too. A wait for a pooled connection that ends with every connection of the pool still
