@@ -192,8 +192,7 @@ impl EvoqBuilder {
     pub fn handler_with<H: EventHandler>(mut self, handler: H, options: HandlerOptions) -> Self {
         if H::IS_PROJECTION {
             let attribute = H::OPTIONS;
-            let given = options.name.as_deref().or(attribute.name.as_deref());
-            let name = given.unwrap_or(H::NAME);
+            let name = options.name_over(&attribute, H::NAME);
             self.refuse(
                 "handler",
                 format!(

@@ -228,6 +228,19 @@ impl HandlerOptions {
         self
     }
 
+    /// The name a handler runs under: this name, else `fallback`'s (its attribute's), else
+    /// `default_name` (its type's).
+    pub(crate) fn name_over<'a>(
+        &'a self,
+        fallback: &'a HandlerOptions,
+        default_name: &'a str,
+    ) -> &'a str {
+        self.name
+            .as_deref()
+            .or(fallback.name.as_deref())
+            .unwrap_or(default_name)
+    }
+
     /// These options over `fallback`'s (each unset option taken from `fallback`), over the
     /// runtime's `defaults`.
     pub(crate) fn resolve(
@@ -236,10 +249,7 @@ impl HandlerOptions {
         default_name: &'static str,
         defaults: &HandlerConfig,
     ) -> Resolved {
-        let name: Arc<str> = match self.name.as_ref().or(fallback.name.as_ref()) {
-            Some(name) => Arc::from(&**name),
-            None => Arc::from(default_name),
-        };
+        let name: Arc<str> = Arc::from(self.name_over(fallback, default_name));
         Resolved {
             name,
             retry: self.retry.or(fallback.retry).unwrap_or(defaults.retry),

@@ -34,9 +34,7 @@ use crate::store::{
     Direction, EventStore, ExpectedVersion, NewCommand, Snapshot, SnapshotAndEvents, StoreError,
 };
 use crate::util::backoff::jittered;
-use crate::util::panic::{
-    CatchPanic, Serde, caught, panic_message, serde_panicked, short_type_name,
-};
+use crate::util::panic::{CatchPanic, Serde, panic_message, serde_guarded};
 use crate::util::time::micros_since;
 
 /// How many events activation reads per page (there is no cap on the stream's length).
@@ -1165,24 +1163,12 @@ impl<A: Aggregate> Expiry<A> for Registry<A> {
 /// panic is a decode error saying so, which the caller reports like any state that does not
 /// decode (the snapshot set aside, the hibernated state rebuilt from the store).
 fn decoded_state<A: Aggregate>(data: &[u8]) -> Option<Result<A, serde_json::Error>> {
-    caught(|| A::decode_state(data)).unwrap_or_else(|panic| {
-        Some(Err(serde_panicked(
-            Serde::Deserialize,
-            short_type_name::<A>(),
-            &panic,
-        )))
-    })
+    serde_guarded::<A, _>(Serde::Deserialize, || A::decode_state(data).transpose()).transpose()
 }
 
 /// `state` encoded by [`Aggregate::encode_state`], whose `Serialize` is user code: its panic
 /// is an encode error saying so, which the caller logs (no snapshot, no hibernation), never a
 /// failure of the command whose events are stored.
 fn encoded_state<A: Aggregate>(state: &A) -> Option<Result<Vec<u8>, serde_json::Error>> {
-    caught(|| state.encode_state()).unwrap_or_else(|panic| {
-        Some(Err(serde_panicked(
-            Serde::Serialize,
-            short_type_name::<A>(),
-            &panic,
-        )))
-    })
+    serde_guarded::<A, _>(Serde::Serialize, || state.encode_state().transpose()).transpose()
 }

@@ -164,10 +164,7 @@ impl<P: Projection> Consumer for Projected<P> {
 
 /// The engine's registration of the projection `projection`, with the builder's `options`.
 pub(crate) fn registration<P: Projection>(projection: P, options: HandlerOptions) -> Registration {
-    let name = match options.name.as_ref().or(P::OPTIONS.name.as_ref()) {
-        Some(name) => Arc::from(name.as_ref()),
-        None => Arc::from(P::NAME),
-    };
+    let name = Arc::from(options.name_over(&P::OPTIONS, P::NAME));
     let keeps_checkpoint = projection.read_model().keeps_checkpoint();
     handler::registration::<P, _>(Projected { projection, name }, options)
         .keeping_checkpoint(keeps_checkpoint)

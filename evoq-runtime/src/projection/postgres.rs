@@ -63,7 +63,8 @@ use uuid::Uuid;
 
 use super::definition::{ProjectionError, ReadModel, ReadModelError};
 use super::sql::{
-    self, IDENTIFIER_RULE, Mismatch, Owner, checksum, is_identifier, now_micros, quote_sql, to_db,
+    self, IDENTIFIER_RULE, Mismatch, Owner, Refusal, checksum, is_identifier, now_micros,
+    quote_sql, to_db,
 };
 use crate::delivery::consumer::EventMeta;
 use crate::store::postgres::PostgresStore;
@@ -197,15 +198,6 @@ struct Writer {
     projection: Option<String>,
     /// Why it refuses every write and commit: a second projection, or a commit that failed.
     refused: Option<Refusal>,
-}
-
-enum Refusal {
-    /// Two projections of this process use it: permanent.
-    TwoProjections(String),
-    /// The commit of an event's changes failed: until the checkpoint is read again (which the
-    /// runtime does at once, and then delivers again the events after it), a rebuild or a
-    /// restart.
-    FailedCommit(String),
 }
 
 #[derive(Clone, Copy)]
@@ -1404,20 +1396,12 @@ impl Inner {
         };
         // Read again before the first transaction (see `Writer::fresh`).
         writer.fresh = false;
-        let position = match found {
-            None => None,
-            Some(found) => Some(u64::try_from(found).map_err(|_| {
-                self.transaction_error(&format!(
-                    "the checkpoint of projection `{projection}` is negative ({found}): fix or delete its row in the store's table `checkpoints`"
-                ))
-            })?),
-        };
+        let position = sql::checkpoint_read(found, &mut writer.refused).map_err(|found| {
+            self.transaction_error(&format!(
+                "the checkpoint of projection `{projection}` is negative ({found}): fix or delete its row in the store's table `checkpoints`"
+            ))
+        })?;
         writer.committed = position.unwrap_or(0);
-        // The stored checkpoint says what the tables hold, whatever became of a failed commit:
-        // the read model takes writes again, from there.
-        if matches!(writer.refused, Some(Refusal::FailedCommit(_))) {
-            writer.refused = None;
-        }
         Ok(position)
     }
 
@@ -1612,12 +1596,10 @@ impl Writer {
     fn usable(&self, model: &str) -> Result<(), PostgresReadModelError> {
         match &self.refused {
             None => Ok(()),
-            Some(Refusal::TwoProjections(reason) | Refusal::FailedCommit(reason)) => {
-                Err(PostgresReadModelError::Refused {
-                    model: model.to_owned(),
-                    reason: reason.clone(),
-                })
-            }
+            Some(refusal) => Err(PostgresReadModelError::Refused {
+                model: model.to_owned(),
+                reason: refusal.reason().to_owned(),
+            }),
         }
     }
 

@@ -130,6 +130,42 @@ impl Owner {
     }
 }
 
+/// Why a SQL read model refuses every write and commit.
+pub(super) enum Refusal {
+    /// Two projections of this process use it: permanent.
+    TwoProjections(String),
+    /// The commit of an event's changes failed: until the checkpoint is read again (which the
+    /// runtime does at once, and then delivers again the events after it), a rebuild or a
+    /// restart.
+    FailedCommit(String),
+}
+
+impl Refusal {
+    /// Why, as the model's `Refused` error says.
+    pub(super) fn reason(&self) -> &str {
+        match self {
+            Refusal::TwoProjections(reason) | Refusal::FailedCommit(reason) => reason,
+        }
+    }
+}
+
+/// The checkpoint read again from the model's table (`found`: its row's value, if any), and
+/// what it ends: a failed commit's refusal, as the stored checkpoint says what the tables hold,
+/// whatever became of the commit. `Err` with the value when it is negative (a row edited by
+/// hand), which each model words as its own error.
+pub(super) fn checkpoint_read(
+    found: Option<i64>,
+    refused: &mut Option<Refusal>,
+) -> Result<Option<u64>, i64> {
+    let position = found
+        .map(|found| u64::try_from(found).map_err(|_| found))
+        .transpose()?;
+    if matches!(refused, Some(Refusal::FailedCommit(_))) {
+        *refused = None;
+    }
+    Ok(position)
+}
+
 /// Why a read model bound to projection `bound` refuses projection `projection` of the same
 /// process (for good, `bound` included); `builder` is the read model's builder.
 pub(super) fn second_projection(bound: &str, projection: &str, builder: &str) -> String {
@@ -141,6 +177,31 @@ pub(super) fn second_projection(bound: &str, projection: &str, builder: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_read_again_lifts_a_failed_commit_but_not_a_second_projection() {
+        let mut refused = Some(Refusal::FailedCommit("the commit failed".into()));
+        assert_eq!(checkpoint_read(Some(7), &mut refused), Ok(Some(7)));
+        assert!(
+            refused.is_none(),
+            "the checkpoint says what the tables hold"
+        );
+
+        let mut refused = Some(Refusal::TwoProjections("two".into()));
+        assert_eq!(checkpoint_read(None, &mut refused), Ok(None));
+        assert_eq!(
+            refused.as_ref().map(Refusal::reason),
+            Some("two"),
+            "permanent"
+        );
+
+        let mut refused = Some(Refusal::FailedCommit("failed".into()));
+        assert_eq!(checkpoint_read(Some(-3), &mut refused), Err(-3));
+        assert!(
+            refused.is_some(),
+            "a checkpoint that is not one lifts nothing"
+        );
+    }
 
     #[test]
     fn a_refusal_names_both_projections_and_each_way_out() {

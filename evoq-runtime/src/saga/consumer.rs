@@ -78,10 +78,7 @@ pub(crate) fn registration<S: Saga>(
 
 /// The name the saga `S` runs under with `options` (its handler name).
 pub(crate) fn handler_name<S: Saga>(options: &HandlerOptions) -> String {
-    match options.name.as_ref().or(S::OPTIONS.name.as_ref()) {
-        Some(name) => name.to_string(),
-        None => S::NAME.to_owned(),
-    }
+    options.name_over(&S::OPTIONS, S::NAME).to_owned()
 }
 
 fn failure(event: &EventMeta, reason: impl fmt::Display) -> HandlerFailure {

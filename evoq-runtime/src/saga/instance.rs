@@ -10,7 +10,7 @@ use super::commands::{Commands, ExecutedCommand};
 use super::definition::Saga;
 use crate::error::Error;
 use crate::store::EventStore;
-use crate::util::panic::{Serde, caught, serde_panicked, short_type_name};
+use crate::util::panic::{Serde, serde_guarded};
 
 /// One instance, as saved (JSON). Every field but `state` has a default, so that states
 /// saved by an earlier version still load.
@@ -106,16 +106,18 @@ impl<S: Saga> Instance<S> {
     }
 
     /// Decodes a saved instance; the error says why it does not (the saga's `Deserialize`
-    /// panicking included: see [`deserialized`]).
+    /// panicking included: see [`serde_guarded`]).
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        deserialized::<S, _>(|| serde_json::from_slice(bytes))
+        serde_guarded::<S, _>(Serde::Deserialize, || serde_json::from_slice(bytes))
     }
 
     /// Puts the instance back as it was before its last event (its re-delivery), keeping the
     /// outbox: what was done is not done again.
     pub(super) fn rewind(&mut self) -> Result<(), serde_json::Error> {
         if let Some(last) = &self.last {
-            self.state = deserialized::<S, _>(|| serde_json::from_value(last.before.clone()))?;
+            self.state = serde_guarded::<S, _>(Serde::Deserialize, || {
+                serde_json::from_value(last.before.clone())
+            })?;
             self.executed = last.executed.clone();
             self.timeouts = last.timeouts.clone();
         }
@@ -212,21 +214,6 @@ impl<S: Saga> Instance<S> {
             self.executed.push(done);
         }
     }
-}
-
-/// Runs `decode`, in which the `Deserialize` of saga `S`'s state (user code) runs: its panic is
-/// the error of a state that does not decode, saying so, never a panic of the saga's task or of
-/// a caller of `Evoq::saga_state`.
-fn deserialized<S: Saga, T>(
-    decode: impl FnOnce() -> Result<T, serde_json::Error>,
-) -> Result<T, serde_json::Error> {
-    caught(decode).unwrap_or_else(|panic| {
-        Err(serde_panicked(
-            Serde::Deserialize,
-            short_type_name::<S>(),
-            &panic,
-        ))
-    })
 }
 
 /// The state of instance `instance` of the saga `S`, running under the name `saga`, in

@@ -65,6 +65,15 @@ pub(crate) fn serde_panicked(which: Serde, type_name: &str, message: &str) -> se
     }
 }
 
+/// Runs `run`, in which the `Serialize` or `Deserialize` impl (`which`) of `T` (user code)
+/// runs: its panic is the error [`serde_panicked`] words, naming `T` without its path.
+pub(crate) fn serde_guarded<T: ?Sized, R>(
+    which: Serde,
+    run: impl FnOnce() -> Result<R, serde_json::Error>,
+) -> Result<R, serde_json::Error> {
+    caught(run).unwrap_or_else(|panic| Err(serde_panicked(which, short_type_name::<T>(), &panic)))
+}
+
 /// Which half of serde's user code ran: see [`serde_panicked`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Serde {
