@@ -480,6 +480,14 @@ impl Failure {
             PoolError::Backend(error) => {
                 Failure::sql(&format!("a connection for {what}"), location, error)
             }
+            // A slot is held while its connection is being opened, and counted in the pool's
+            // size only once open: a wait that ends with fewer connections than slots waited
+            // on connections that do not open (a server that does not answer), not on work.
+            PoolError::Timeout(TimeoutType::Wait)
+                if pool.status().size < pool.status().max_size =>
+            {
+                Failure::Transient(connect_timeout(what, location, deadline))
+            }
             PoolError::Timeout(TimeoutType::Wait) => {
                 Failure::Transient(StoreError::PoolExhausted {
                     backend: BACKEND,
