@@ -10,6 +10,7 @@ use evoq::prelude::*;
 use evoq::{EventStore, HandlerOptions, OnError};
 use evoq_tests::backends::{Backend, Place};
 use evoq_tests::steps::*;
+use serde::{Deserialize, Serialize};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -265,5 +266,54 @@ async fn a_timeout_delivered_again_after_a_failed_first_delivery_still_dispatche
         1,
         "the notice is sent once"
     );
+    app.stop().await;
+}
+
+/// Compensates a failed step by scheduling a reminder: "try again later" from a compensation.
+#[derive(Default, Serialize, Deserialize)]
+struct LaterRetry {
+    reminded: bool,
+}
+
+#[saga(name = "later_retry")]
+impl LaterRetry {
+    #[starts(by = order)]
+    fn placed(&mut self, e: &OrderPlaced) -> Commands {
+        commands![run_step(&e.order, 1, true)]
+    }
+
+    #[continues(by = order)]
+    fn overdue(&mut self, e: &PaymentOverdue) -> Commands {
+        self.reminded = true;
+        commands![notify(&e.order, "overdue")]
+    }
+
+    #[compensates]
+    fn failed(&mut self, failed: &FailedCommand) -> Commands {
+        Commands::none().timeout_after(
+            Duration::from_millis(100),
+            PaymentOverdue {
+                order: failed.instance().to_owned(),
+            },
+        )
+    }
+}
+
+/// §6.6, §6.8: a timeout a `#[compensates]` method schedules is kept and fires like one of an
+/// event's method (it was dropped: the compensation's commands went out, its timeouts never).
+#[tokio::test]
+async fn a_timeout_scheduled_by_a_compensation_fires() {
+    let app = Evoq::builder()
+        .saga::<LaterRetry>()
+        .start()
+        .await
+        .expect("the runtime starts");
+    place(&app, "c1").await;
+    let store = store_of(&app);
+    overdue_notice(&*store, "c1").await;
+    settle(&app, "later_retry", SETTLE).await;
+    let state = app.saga_state::<LaterRetry>("c1").await.unwrap();
+    assert!(state.expect("the instance").reminded);
+    assert_eq!(count_of(&*store, "PaymentOverdue").await, 1);
     app.stop().await;
 }

@@ -220,23 +220,8 @@ async fn handle<S: Saga>(
         .record_outbox(&commands, &ids, None)
         .map_err(|difference| nondeterministic(event, &key, &difference))?;
     let scheduled = prepare_timeouts::<S>(&commands.timeouts, event, saga, &key, &base)?;
-    if !instance.stopping {
-        for (pending, _) in &scheduled {
-            if !instance.timeouts.iter().any(|held| held.id == pending.id) {
-                instance.timeouts.push(pending.clone());
-            }
-        }
-    }
-    save(dispatcher, saga, &key, encode(&instance, event)?, event).await?;
-    if !instance.stopping && !scheduled.is_empty() {
-        for (_, timeout) in scheduled {
-            store
-                .schedule_timeout(timeout)
-                .await
-                .map_err(|error| failure(event, error))?;
-        }
-        wake.notify_one();
-    }
+    let of = Of { saga, key: &key };
+    save_scheduling(dispatcher, wake, of, &mut instance, scheduled, event).await?;
 
     // An event stored without a correlation id starts a correlation of its own.
     let correlation_id = event
@@ -244,7 +229,6 @@ async fn handle<S: Saga>(
         .correlation_id
         .unwrap_or_else(|| event.event_id());
     let cause = event.event_id();
-    let of = Of { saga, key: &key };
     let failures = dispatch_outbox(
         dispatcher,
         settings,
@@ -291,7 +275,15 @@ async fn handle<S: Saga>(
         instance
             .record_outbox(&compensation, &ids, Some(failed.command_id))
             .map_err(|difference| nondeterministic(event, &key, &difference))?;
-        save(dispatcher, saga, &key, encode(&instance, event)?, event).await?;
+        // Its timeouts are named after the failed command: each failure's are its own.
+        let scheduled = prepare_timeouts::<S>(
+            &compensation.timeouts,
+            event,
+            saga,
+            &key,
+            &format!("{compensation_base}/{}", failed.command_id),
+        )?;
+        save_scheduling(dispatcher, wake, of, &mut instance, scheduled, event).await?;
         // A compensation that fails is logged, not compensated in turn.
         dispatch_outbox(
             dispatcher,
@@ -354,6 +346,38 @@ fn ignored(saga: &str, key: &str, event: &EventMeta) {
 /// The timeouts `scheduled` by the method that handled `event`, as the instance and the store
 /// keep them; a timeout whose event the saga does not take is a failure (it would never be
 /// handled).
+/// Saves `instance` with the timeouts `scheduled` in its pending list, then schedules them in
+/// the store (in that order: every timeout stored for an instance is in its list, so its stop
+/// cancels them all). An instance that stops keeps and schedules none.
+async fn save_scheduling<S: Saga>(
+    dispatcher: &Arc<Dispatcher>,
+    wake: &Notify,
+    of: Of<'_>,
+    instance: &mut Instance<S>,
+    scheduled: Vec<(PendingTimeout, Timeout)>,
+    event: &EventMeta,
+) -> Result<(), HandlerFailure> {
+    if !instance.stopping {
+        for (pending, _) in &scheduled {
+            if !instance.timeouts.iter().any(|held| held.id == pending.id) {
+                instance.timeouts.push(pending.clone());
+            }
+        }
+    }
+    save(dispatcher, of.saga, of.key, encode(instance, event)?, event).await?;
+    if !instance.stopping && !scheduled.is_empty() {
+        for (_, timeout) in scheduled {
+            dispatcher
+                .store()
+                .schedule_timeout(timeout)
+                .await
+                .map_err(|error| failure(event, error))?;
+        }
+        wake.notify_one();
+    }
+    Ok(())
+}
+
 fn prepare_timeouts<S: Saga>(
     scheduled: &[ScheduledTimeout],
     event: &EventMeta,
