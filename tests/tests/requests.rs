@@ -261,3 +261,98 @@ async fn a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason_
 async fn a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason_on_postgres() {
     a_rebuild_requested_of_an_event_handler_is_kept_failed_with_the_reason(Backend::Postgres).await;
 }
+
+/// Fails every `Alpha` while `healthy` is false; once healthy, takes each slowly, saying when
+/// it began one.
+#[derive(Clone, Default)]
+struct Slow {
+    healthy: Arc<AtomicBool>,
+    began: Arc<AtomicBool>,
+    log: Log,
+}
+
+#[event_handler(name = "slow")]
+impl Slow {
+    #[handles]
+    async fn alpha(&mut self, e: &Alpha, meta: &EventMeta) -> Result<(), Failed> {
+        if !self.healthy.load(Ordering::SeqCst) {
+            return Err(Failed(format!("not now: {}", e.n)));
+        }
+        self.began.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.log.push(Seen::of(meta, e.n));
+        Ok(())
+    }
+}
+
+/// A request withdrawn (deleted from the store, as `evoq requests withdraw` does) while the
+/// task carries out an earlier one of the same batch is never carried out: the task looks for
+/// each request before it begins it.
+#[tokio::test]
+async fn a_request_withdrawn_while_an_earlier_one_runs_is_never_carried_out() {
+    let store: Arc<dyn EventStore> = Arc::new(evoq::store::memory::InMemoryStore::new());
+    let slow = Slow::default();
+    let (healthy, began, log) = (
+        Arc::clone(&slow.healthy),
+        Arc::clone(&slow.began),
+        slow.log.clone(),
+    );
+    let app = Evoq::builder()
+        .shared_store(Arc::clone(&store))
+        .handler_with(
+            slow,
+            HandlerOptions::new()
+                .max_attempts(1)
+                .retry(RetryStrategy::immediate()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let done = app
+        .dispatch(Emit::new("w", &[Kind::A, Kind::A], 1))
+        .await
+        .unwrap();
+    app.wait_for::<Slow>(done.token).await.unwrap();
+    let letters = app.dead_letters("slow").list(0, 10).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    healthy.store(true, Ordering::SeqCst);
+    let retry = |at: usize| {
+        HandlerRequest::new(
+            "slow",
+            RequestedAction::RetryDeadLetter {
+                event_id: letters[at].event.event_id,
+            },
+        )
+    };
+    let (first, second) = (retry(0), retry(1));
+    store.save_request(first.clone()).await.unwrap();
+    store.save_request(second.clone()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !began.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first retry began");
+    assert!(
+        store.delete_request("slow", second.id).await.unwrap(),
+        "withdrawn"
+    );
+    assert_eq!(carried_out(&store, "slow", first.id).await, None);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        log.positions(),
+        [letters[0].event.global_position],
+        "only the first retry ran"
+    );
+    let left = app.dead_letters("slow").list(0, 10).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|letter| letter.event.event_id)
+            .collect::<Vec<_>>(),
+        [letters[1].event.event_id],
+        "the withdrawn retry's dead letter stays"
+    );
+    assert!(store.list_requests("slow", 10).await.unwrap().is_empty());
+    app.stop().await;
+}

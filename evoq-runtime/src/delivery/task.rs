@@ -888,6 +888,25 @@ impl Task {
                 break;
             }
             self.still_held(lease).await?;
+            // Looked for again right before it begins: one withdrawn while an earlier request
+            // of the batch ran (an operator's `evoq requests withdraw`) is not carried out.
+            match self.store.load_request(&name, request.id).await {
+                Ok(Some(waiting)) if waiting.failed.is_none() => {}
+                Ok(_) => {
+                    tracing::info!(
+                        name: "evoq.handler.request",
+                        stage = "withdrawn",
+                        handler = &*name,
+                        request = %request.id,
+                        action = request.action.as_str(),
+                        event_id = ?request.action.event_id(),
+                        "a request withdrawn before it began is not carried out",
+                    );
+                    continue;
+                }
+                // Read with the next batch.
+                Err(_) => break,
+            }
             let outcome = self.carry_out(consumer, request.action).await;
             rebuilt |= outcome.is_ok() && request.action == RequestedAction::Rebuild;
             if matches!(outcome, Err(Error::HandlerStopped { .. })) {
