@@ -50,8 +50,9 @@
 //! not be cleared) is kept in the store marked failed with the reason, which the command
 //! reports (exit code 8) before removing the request. When no application runs the
 //! handler within the wait, the request stays in the store, carried out when one does, and the
-//! command exits with 7 (also when the store stops answering during the wait), naming the
-//! request.
+//! command exits with 7, naming the request. A store that stops answering while the command
+//! waits ends it with 7 when the wait ends first (a poll is bounded by what is left of
+//! `--wait`), with 4 when a poll outlives the 30 s each call is given.
 //!
 //! A queued request is carried out by whichever application runs a handler of that name next,
 //! however much later (a mistyped `rebuild balanses` would rebuild a projection deployed under
