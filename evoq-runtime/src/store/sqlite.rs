@@ -2818,24 +2818,12 @@ impl EventStore for SqliteStore {
     async fn count_dead_letters(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let path = self.path().to_path_buf();
         self.read(move |conn| {
-            let fail = |e: rusqlite::Error| backend("counting dead letters", &path, e);
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT handler, COUNT(*) FROM dead_letters GROUP BY handler ORDER BY handler",
-                )
-                .map_err(fail)?;
-            let mut rows = stmt.query([]).map_err(fail)?;
-            let mut all = Vec::new();
-            while let Some(row) = rows.next().map_err(fail)? {
-                let handler: String = row.get(0).map_err(fail)?;
-                let count = from_db(
-                    row.get(1).map_err(fail)?,
-                    || format!("dead letters of `{handler}`"),
-                    "a count",
-                )?;
-                all.push((handler, count));
-            }
-            Ok(all)
+            counts_by_handler(
+                conn,
+                &path,
+                "SELECT handler, COUNT(*) FROM dead_letters GROUP BY handler ORDER BY handler",
+                "dead letters",
+            )
         })
         .await
     }
@@ -2923,24 +2911,12 @@ impl EventStore for SqliteStore {
     async fn count_requests(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let path = self.path().to_path_buf();
         self.read(move |conn| {
-            let fail = |e: rusqlite::Error| backend("counting handler requests", &path, e);
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT handler, COUNT(*) FROM requests WHERE failed IS NULL GROUP BY handler ORDER BY handler",
-                )
-                .map_err(fail)?;
-            let mut rows = stmt.query([]).map_err(fail)?;
-            let mut all = Vec::new();
-            while let Some(row) = rows.next().map_err(fail)? {
-                let handler: String = row.get(0).map_err(fail)?;
-                let count = from_db(
-                    row.get(1).map_err(fail)?,
-                    || format!("requests of `{handler}`"),
-                    "a count",
-                )?;
-                all.push((handler, count));
-            }
-            Ok(all)
+            counts_by_handler(
+                conn,
+                &path,
+                "SELECT handler, COUNT(*) FROM requests WHERE failed IS NULL GROUP BY handler ORDER BY handler",
+                "handler requests",
+            )
         })
         .await
     }
@@ -3223,6 +3199,29 @@ fn query_dead_letters(
     Ok(entries)
 }
 
+/// The rows of `sql` (a handler and a count, grouped by handler), counting `what` (its words in
+/// an error): `count_dead_letters` and `count_requests`.
+fn counts_by_handler(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    what: &str,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let fail = |e: rusqlite::Error| backend(&format!("counting {what}"), path, e);
+    let mut stmt = conn.prepare_cached(sql).map_err(fail)?;
+    let mut rows = stmt.query([]).map_err(fail)?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next().map_err(fail)? {
+        let handler: String = row.get(0).map_err(fail)?;
+        let count = from_db(
+            row.get(1).map_err(fail)?,
+            || format!("{what} of `{handler}`"),
+            "a count",
+        )?;
+        all.push((handler, count));
+    }
+    Ok(all)
+}
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
