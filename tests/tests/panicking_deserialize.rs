@@ -56,6 +56,25 @@ fn noted(pad: &str, text: &str) -> NewEvent {
     event
 }
 
+/// An in-memory store whose stream `stream` holds `events` (appended as a new stream).
+async fn holding(stream: &str, events: Vec<NewEvent>) -> Arc<InMemoryStore> {
+    let store = Arc::new(InMemoryStore::new());
+    store
+        .append(stream, ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    store
+}
+
+/// A runtime with no handler on `store`.
+async fn started(store: &Arc<InMemoryStore>) -> Evoq {
+    Evoq::builder()
+        .shared_store(store.clone())
+        .start()
+        .await
+        .unwrap()
+}
+
 /// The decode error of `Noted`'s panic, as a dispatch reports it: `Error::Decode` naming the
 /// stream and the type, whose message says the `Deserialize` impl panicked, with the panic's
 /// message.
@@ -120,20 +139,8 @@ impl Pad {
 /// dispatch returns instead of panicking.
 #[tokio::test]
 async fn a_deserialize_that_panics_fails_an_aggregate_replay_with_a_decode_error() {
-    let store = Arc::new(InMemoryStore::new());
-    store
-        .append(
-            "Pad-p1",
-            ExpectedVersion::NoStream,
-            vec![noted("p1", POISON)],
-        )
-        .await
-        .unwrap();
-    let app = Evoq::builder()
-        .shared_store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let store = holding("Pad-p1", vec![noted("p1", POISON)]).await;
+    let app = started(&store).await;
     for attempt in 0..2 {
         let dispatching = app.clone();
         let joined =
@@ -171,11 +178,7 @@ async fn a_deserialize_that_panics_fails_the_read_back_of_a_resent_command_with_
         .append_command("Pad-p2", ExpectedVersion::NoStream, vec![event], command)
         .await
         .unwrap();
-    let app = Evoq::builder()
-        .shared_store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let app = started(&store).await;
     let error = app
         .command(Note { pad: "p2".into() })
         .command_id(command_id)
@@ -279,20 +282,8 @@ impl CachedNotedOnce {
 /// again.
 #[tokio::test]
 async fn a_deserialize_that_panics_fails_a_decision_with_a_decode_error() {
-    let store = Arc::new(InMemoryStore::new());
-    store
-        .append(
-            "Pads-p4",
-            ExpectedVersion::NoStream,
-            vec![noted("p4", POISON)],
-        )
-        .await
-        .unwrap();
-    let app = Evoq::builder()
-        .shared_store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let store = holding("Pads-p4", vec![noted("p4", POISON)]).await;
+    let app = started(&store).await;
     let dispatching = app.clone();
     let joined =
         tokio::spawn(async move { dispatching.dispatch(NoteOnce { pad: "p4".into() }).await })
@@ -389,15 +380,7 @@ async fn wait(app: &Evoq, name: &str, position: u64) {
 /// a panic of the handler, which was never called; the next event goes through.
 #[tokio::test]
 async fn a_deserialize_that_panics_on_the_handler_path_dead_letters_a_decode_failure() {
-    let store = Arc::new(InMemoryStore::new());
-    store
-        .append(
-            "Pad-p5",
-            ExpectedVersion::NoStream,
-            vec![noted("p5", POISON), noted("p5", "fine")],
-        )
-        .await
-        .unwrap();
+    let store = holding("Pad-p5", vec![noted("p5", POISON), noted("p5", "fine")]).await;
     let notes = Notes::default();
     let seen = notes.seen.clone();
     let texts = InMemoryReadModel::new();
@@ -639,15 +622,11 @@ impl Fragile {
 /// caller.
 #[tokio::test]
 async fn a_saga_state_whose_deserialize_panics_is_a_decode_failure_and_a_saga_state_error() {
-    let store = Arc::new(InMemoryStore::new());
-    store
-        .append(
-            "Pad-poison",
-            ExpectedVersion::NoStream,
-            vec![noted(POISON, "one"), noted(POISON, "two")],
-        )
-        .await
-        .unwrap();
+    let store = holding(
+        "Pad-poison",
+        vec![noted(POISON, "one"), noted(POISON, "two")],
+    )
+    .await;
     let app = Evoq::builder()
         .shared_store(store.clone())
         .handler_defaults(HandlerConfig {
@@ -746,11 +725,7 @@ async fn a_state_whose_serialize_panics_skips_the_snapshot_and_never_fails_the_c
     }
 
     let store = Arc::new(InMemoryStore::new());
-    let app = Evoq::builder()
-        .shared_store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let app = started(&store).await;
     let say = |text: &str| Say {
         id: "s1".into(),
         text: text.into(),
